@@ -1,0 +1,158 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { KilnError } from '../shared/errors.js';
+
+/**
+ * One schema for all of Kiln's settings, read once at start and frozen. Every setting comes from an environment
+ * variable named KILN_<SECTION>_<KEY> (upper snake case); a secret may instead come from a file named by the same
+ * variable with a _FILE suffix. Defaults are the embedded one-machine setup.
+ */
+const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
+const bool = (def: boolean) => z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes', 'on'].includes(v.toLowerCase()) : v), z.boolean()).default(def);
+const list = (def: string[]) => z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v), z.array(z.string())).default(def);
+
+export const OUTPUT_FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
+export const configSchema = z.object({
+  dataDir: z.string().default('./data'),
+  log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
+  web: z.object({
+    host: z.string().default('127.0.0.1'),
+    port: int(8080),
+    /** The URL users reach; https makes the session cookie `__Host-` and Secure. */
+    publicUrl: z.string().url().optional(),
+    /** Exact number of reverse-proxy hops to trust for X-Forwarded-For; 0 trusts none. */
+    trustProxyHops: int(0),
+    sessionSecret: z.string().min(32).optional(),
+    sessionIdleMinutes: int(120),
+    sessionAbsoluteHours: int(24),
+    maxDockerfileBytes: int(64 * 1024),
+    quotaDockerfiles: int(50),
+    quotaQueuedBuilds: int(5),
+    registrationOpen: bool(true),
+    hashConcurrency: int(4),
+    reconcileSeconds: int(30),
+  }).prefault({}),
+  db: z.object({
+    client: z.enum(['sqlite', 'pg']).default('sqlite'),
+    /** SQLite file (relative to dataDir) or a PostgreSQL connection string. */
+    filename: z.string().default('kiln.sqlite'),
+    url: z.string().optional(),
+  }).prefault({}),
+  ssh: z.object({
+    /** Where the web finds the glue. */
+    host: z.string().default('127.0.0.1'),
+    port: int(2222),
+    user: z.string().default('kiln'),
+    /** The web's client key (private) and the glue's host key; generated on first start when missing. */
+    clientKeyFile: z.string().optional(),
+    hostKeyFile: z.string().optional(),
+    /** Pinned SHA-256 fingerprint of the glue's host key (base64, as `ssh-keygen -l` prints without the prefix). */
+    hostFingerprint: z.string().optional(),
+    /** The public keys the built-in glue server accepts (authorized_keys format); defaults to the web's own key. */
+    authorizedKeysFile: z.string().optional(),
+    timeoutMs: int(30_000),
+  }).prefault({}),
+  glue: z.object({
+    backend: z.enum(['local', 'jenkins']).default('local'),
+    /** Builds the local backend runs at once. */
+    concurrency: int(1),
+    /** argv of the SDK as the local backend (and the Jenkins job template) call it. */
+    sdkCommand: list([]),
+    jenkins: z.object({
+      url: z.string().url().optional(),
+      user: z.string().optional(),
+      token: z.string().optional(),
+      folder: z.string().optional(),
+      label: z.string().default('kiln-builder'),
+      keepBuilds: int(20),
+      keepArtifacts: int(5),
+    }).prefault({}),
+  }).prefault({}),
+  sdk: z.object({
+    mirror: z.string().default('http://deb.debian.org/debian'),
+    snapshot: z.string().optional(),
+    bases: list(['debian:bookworm', 'debian:trixie']),
+    devuanMirror: z.string().optional(),
+    formats: list(['raw', 'qcow2']).pipe(z.array(z.enum(OUTPUT_FORMATS))),
+    allowRemoteAdd: bool(false),
+    buildNetwork: z.enum(['host', 'none']).default('host'),
+    memoryMb: int(2048),
+    cpus: z.coerce.number().positive().default(2),
+    buildTimeoutSeconds: int(1800),
+    bootTimeoutSeconds: int(300),
+    maxImageMb: int(8192),
+    logCapBytes: int(16 * 1024 * 1024),
+    accel: z.enum(['tcg', 'kvm']).default('tcg'),
+    signingKeyFile: z.string().optional(),
+  }).prefault({}),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+type DeepReadonly<T> = { readonly [K in keyof T]: T[K] extends object ? DeepReadonly<T[K]> : T[K] };
+export type FrozenConfig = DeepReadonly<Config>;
+
+const toEnvName = (parts: string[]) => 'KILN_' + parts.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
+
+/** Walks the schema's shape and collects KILN_* variables (and their *_FILE twins) into a plain object. */
+function fromEnv(env: NodeJS.ProcessEnv, shape: z.ZodRawShape, prefix: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(shape)) {
+    const parts = [...prefix, key];
+    const inner = unwrap(schema as z.ZodType);
+    if (inner instanceof z.ZodObject) {
+      const sub = fromEnv(env, inner.shape, parts);
+      if (Object.keys(sub).length) out[key] = sub;
+      continue;
+    }
+    const name = toEnvName(parts);
+    if (env[name] !== undefined) out[key] = env[name];
+    else if (env[`${name}_FILE`]) out[key] = readFileSync(env[`${name}_FILE`]!, 'utf8').trim();
+  }
+  return out;
+}
+
+function unwrap(s: z.ZodType): z.ZodType {
+  let cur: z.ZodType = s;
+  for (;;) {
+    const def = (cur as unknown as { def: { type: string; innerType?: z.ZodType; in?: z.ZodType } }).def;
+    if ((def.type === 'default' || def.type === 'prefault' || def.type === 'optional') && def.innerType) cur = def.innerType;
+    else if (def.type === 'pipe' && def.in) cur = def.in;
+    else return cur;
+  }
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** Reads, validates and freezes the configuration. `overrides` (tests, CLI flags) win over the environment. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): FrozenConfig {
+  const raw = mergeDeep(fromEnv(env, configSchema.shape, []), overrides);
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const msg = parsed.error.issues.map((i) => `${toEnvName(i.path.map(String))}: ${i.message}`).join('; ');
+    throw new KilnError('invalid_input', `Invalid configuration: ${msg}`);
+  }
+  const cfg = parsed.data;
+  cfg.dataDir = path.resolve(cfg.dataDir);
+  return deepFreeze(cfg);
+}
+
+function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
+      ? mergeDeep(cur as Record<string, unknown>, v as Record<string, unknown>)
+      : v;
+  }
+  return out;
+}

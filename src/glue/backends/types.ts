@@ -1,0 +1,38 @@
+import type { Readable } from 'node:stream';
+import type { ArtifactName, BuildStatus, JobInfo, JobSpec, LogChunk, QueueItem, BuildState } from '../../protocol/index.js';
+
+/**
+ * What the glue asks of a build engine. Two implementations: `local` (embedded default: runs the SDK on this
+ * machine, keeps a Jenkins-shaped data directory) and `jenkins` (a real Jenkins through the `jenkins` client).
+ *
+ * Lifecycle: built once by the composition root, `start()` before the first call (the local backend resumes its
+ * queue and fails builds a restart cut off), `close()` on shutdown.
+ *
+ * Idempotency: every method may be retried. putJob is create-or-update; enable/disable of a job already in that
+ * state succeeds; deleteJob of a missing job returns false; build() with an idempotency key already seen for that
+ * job returns the same build number with created=false and never starts a second build.
+ *
+ * Errors (KilnError codes): not_found for a missing job, build or artifact; backend_unavailable when the engine
+ * cannot be reached (the caller retries later; nothing was changed); conflict for a state that forbids the call;
+ * invalid_input for arguments the engine refuses.
+ */
+export interface Backend {
+  readonly kind: 'local' | 'jenkins';
+  start(): Promise<void>;
+  close(): Promise<void>;
+
+  putJob(job: number, spec: JobSpec): Promise<{ created: boolean }>;
+  setEnabled(job: number, enabled: boolean): Promise<void>;
+  deleteJob(job: number): Promise<{ deleted: boolean }>;
+  build(job: number, idempotencyKey: string): Promise<{ build: number; created: boolean }>;
+  cancel(job: number, build: number): Promise<{ state: BuildState }>;
+
+  status(job: number, build: number): Promise<BuildStatus>;
+  /** Log bytes from `offset`, at most MAX_LOG_CHUNK; `more` while the build can still write. */
+  log(job: number, build: number, offset: number): Promise<LogChunk>;
+  /** The artifact's bytes from `offset`. not_found if the build has no such artifact (yet). */
+  artifact(job: number, build: number, name: ArtifactName, offset: number): Promise<Readable>;
+
+  listJobs(): Promise<JobInfo[]>;
+  listQueue(): Promise<QueueItem[]>;
+}

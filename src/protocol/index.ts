@@ -1,0 +1,243 @@
+/**
+ * The web <-> glue contract (protocol version 1).
+ *
+ * A request is one SSH exec command line: `<verb> <arg> <arg> ...`, single spaces, every argument drawn from a
+ * closed pattern (numeric ids, fixed enums, idempotency keys). No argument can carry free text, a path, a shell
+ * metacharacter or a leading dash. The only structured payload, the job spec of `job.put`, travels as JSON on stdin
+ * and is validated by `jobSpecSchema`.
+ *
+ * A reply is one JSON document on stdout and exit status 0, except `build.artifact`, which streams the artifact's
+ * raw bytes. A failure is `{"error":{"code","message"}}` on stderr with a non-zero exit status (see EXIT_CODES).
+ */
+import { z } from 'zod';
+import { KilnError, type ErrorCode } from '../shared/errors.js';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Longest command line the glue accepts, in bytes. */
+export const MAX_COMMAND_BYTES = 256;
+/** Largest job spec accepted on stdin (Dockerfile + base64 build context + metadata). */
+export const MAX_STDIN_BYTES = 24 * 1024 * 1024;
+/** Most log bytes returned by one build.log call. */
+export const MAX_LOG_CHUNK = 256 * 1024;
+
+export const ARTIFACT_NAMES = [
+  'image.raw', 'image.qcow2', 'image.iso', 'rootfs.tar.zst',
+  'result.json', 'manifest.json', 'sbom.spdx.json', 'provenance.json', 'SHA256SUMS', 'SHA256SUMS.sig',
+  'build.log',
+] as const;
+export type ArtifactName = (typeof ARTIFACT_NAMES)[number];
+
+export const SCHEDULES = ['off', 'daily', 'weekly'] as const;
+export type Schedule = (typeof SCHEDULES)[number];
+
+export const FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
+export type Format = (typeof FORMATS)[number];
+
+/** A Kiln job is identified by the web's Dockerfile id; the glue derives the backend's job name from it. */
+const jobId = z.string().regex(/^[1-9][0-9]{0,11}$/, 'job id must be a positive integer').transform(Number);
+const buildNo = z.string().regex(/^[1-9][0-9]{0,11}$/, 'build number must be a positive integer').transform(Number);
+const offset = z.string().regex(/^(0|[1-9][0-9]{0,14})$/, 'offset must be a non-negative integer').transform(Number);
+const idemKey = z.string().regex(/^[A-Za-z0-9_-]{8,64}$/, 'idempotency key must be 8-64 of [A-Za-z0-9_-]');
+const artifact = z.enum(ARTIFACT_NAMES);
+
+/** Each verb's positional arguments, in order. Optional trailing arguments are marked with `.optional()`. */
+export const VERBS = {
+  ping: z.tuple([]),
+  'job.put': z.tuple([jobId]),
+  'job.enable': z.tuple([jobId]),
+  'job.disable': z.tuple([jobId]),
+  'job.delete': z.tuple([jobId]),
+  'job.build': z.tuple([jobId, idemKey]),
+  'build.status': z.tuple([jobId, buildNo]),
+  'build.log': z.tuple([jobId, buildNo, offset]),
+  'build.artifact': z.tuple([jobId, buildNo, artifact, offset.optional()]),
+  'build.cancel': z.tuple([jobId, buildNo]),
+  'jobs.list': z.tuple([]),
+  'queue.list': z.tuple([]),
+} as const;
+
+export type Verb = keyof typeof VERBS;
+export type VerbArgs<V extends Verb> = z.output<(typeof VERBS)[V]>;
+export type Request = { [V in Verb]: { verb: V; args: VerbArgs<V> } }[Verb];
+
+/** Verbs that read a job spec from stdin. */
+export const STDIN_VERBS: ReadonlySet<Verb> = new Set<Verb>(['job.put']);
+
+const TOKEN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/**
+ * Parses one command line into a typed request, or throws KilnError('invalid_input'). Accepts bytes or a string;
+ * bytes must be valid UTF-8. Nothing here executes anything: the result is plain data for the dispatcher.
+ */
+export function parseCommand(line: string | Buffer): Request {
+  let text: string;
+  if (Buffer.isBuffer(line)) {
+    if (line.length > MAX_COMMAND_BYTES) throw bad('command too long');
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(line);
+    } catch {
+      throw bad('command is not valid UTF-8');
+    }
+  } else {
+    text = line;
+    if (Buffer.byteLength(text, 'utf8') > MAX_COMMAND_BYTES) throw bad('command too long');
+  }
+  if (text.length === 0) throw bad('empty command');
+  const tokens = text.split(' ');
+  for (const t of tokens) {
+    if (!TOKEN.test(t)) throw bad('arguments may contain only letters, digits, ".", "_" and "-", separated by single spaces, and may not start with "-"');
+  }
+  const [verb, ...rest] = tokens as [string, ...string[]];
+  if (!Object.hasOwn(VERBS, verb)) throw bad(`unknown verb "${verb}"`);
+  const schema = VERBS[verb as Verb] as z.ZodType;
+  const maxArgs = (schema as unknown as z.ZodTuple).def.items.length;
+  if (rest.length > maxArgs) throw bad(`${verb}: too many arguments`);
+  const parsed = schema.safeParse(rest);
+  if (!parsed.success) throw bad(`${verb}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  return { verb, args: parsed.data } as Request;
+}
+
+/** Builds the command line for a request (the web's side). Round-trips through parseCommand. */
+export function formatCommand(verb: Verb, ...args: Array<string | number>): string {
+  const line = [verb, ...args.map(String)].join(' ');
+  parseCommand(line); // the web never sends what the glue would refuse
+  return line;
+}
+
+function bad(message: string): KilnError {
+  return new KilnError('invalid_input', message);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Payloads
+
+/** What `job.put` carries on stdin. The glue renders backend config from it; nothing here is trusted. */
+export const jobSpecSchema = z.object({
+  /** Display text only: escaped wherever it is written (XML description, logs). */
+  owner: z.string().min(1).max(64),
+  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
+  /** The Dockerfile text, UTF-8, at most 64 KiB. */
+  dockerfile: z.string().min(1).max(64 * 1024),
+  /** Optional build context: a base64 tar of extra files (COPY/ADD sources). */
+  contextTarBase64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/).max(MAX_STDIN_BYTES).optional(),
+  formats: z.array(z.enum(FORMATS)).min(1).max(FORMATS.length).default(['raw']),
+  schedule: z.enum(SCHEDULES).default('off'),
+  enabled: z.boolean().default(true),
+  /** Build arguments: names as Docker accepts them, values without control characters. */
+  buildArgs: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), z.string().max(1024).regex(/^[^\x00-\x1f\x7f]*$/)).default({}),
+}).strict();
+export type JobSpec = z.output<typeof jobSpecSchema>;
+export type JobSpecInput = z.input<typeof jobSpecSchema>;
+
+export const BUILD_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type BuildState = (typeof BUILD_STATES)[number];
+
+export const artifactInfoSchema = z.object({ name: z.enum(ARTIFACT_NAMES), size: z.number().int().nonnegative() });
+export type ArtifactInfo = z.infer<typeof artifactInfoSchema>;
+
+export const buildStatusSchema = z.object({
+  job: z.number().int(),
+  build: z.number().int(),
+  state: z.enum(BUILD_STATES),
+  /** Why a build failed or was cancelled, in words a user can act on. */
+  reason: z.string().optional(),
+  queuedAt: z.string().optional(),
+  startedAt: z.string().optional(),
+  finishedAt: z.string().optional(),
+  /** Latest SDK progress event, when running. */
+  progress: z.object({ stage: z.string(), percent: z.number(), message: z.string().optional() }).optional(),
+  artifacts: z.array(artifactInfoSchema).default([]),
+});
+export type BuildStatus = z.infer<typeof buildStatusSchema>;
+
+export const logChunkSchema = z.object({
+  text: z.string(),
+  offset: z.number().int(),
+  nextOffset: z.number().int(),
+  /** True while the build may still append to its log. */
+  more: z.boolean(),
+});
+export type LogChunk = z.infer<typeof logChunkSchema>;
+
+export const jobInfoSchema = z.object({
+  /** Present for jobs Kiln manages; unmanaged jobs have only a backend name. */
+  job: z.number().int().optional(),
+  backendName: z.string(),
+  managed: z.boolean(),
+  enabled: z.boolean(),
+  schedule: z.enum(SCHEDULES).optional(),
+  lastBuild: z.number().int().optional(),
+});
+export type JobInfo = z.infer<typeof jobInfoSchema>;
+
+export const queueItemSchema = z.object({
+  id: z.number().int(),
+  job: z.number().int().optional(),
+  backendName: z.string(),
+  why: z.string().optional(),
+  since: z.string().optional(),
+});
+export type QueueItem = z.infer<typeof queueItemSchema>;
+
+/** Reply schema per verb (build.artifact replies with raw bytes and has none). */
+export const REPLIES = {
+  ping: z.object({ protocol: z.literal(PROTOCOL_VERSION), backend: z.string() }),
+  'job.put': z.object({ job: z.number().int(), created: z.boolean() }),
+  'job.enable': z.object({ job: z.number().int(), enabled: z.literal(true) }),
+  'job.disable': z.object({ job: z.number().int(), enabled: z.literal(false) }),
+  'job.delete': z.object({ job: z.number().int(), deleted: z.boolean() }),
+  'job.build': z.object({ job: z.number().int(), build: z.number().int(), created: z.boolean() }),
+  'build.status': buildStatusSchema,
+  'build.log': logChunkSchema,
+  'build.cancel': z.object({ job: z.number().int(), build: z.number().int(), state: z.enum(BUILD_STATES) }),
+  'jobs.list': z.object({ jobs: z.array(jobInfoSchema) }),
+  'queue.list': z.object({ items: z.array(queueItemSchema) }),
+} as const;
+export type Reply<V extends keyof typeof REPLIES> = z.infer<(typeof REPLIES)[V]>;
+
+/** Exit status per error code, so a caller can map a failure back without parsing text. */
+export const EXIT_CODES: Partial<Record<ErrorCode, number>> & { default: number } = {
+  default: 1,
+  invalid_input: 2,
+  bad_request: 2,
+  not_found: 3,
+  conflict: 4,
+  backend_unavailable: 5,
+  timeout: 6,
+};
+
+export const errorReplySchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+
+/** Progress events: the SDK prints these on stdout, one per line, and they land in the build log as-is. */
+export const PROGRESS_PREFIX = '##kiln ';
+export const progressEventSchema = z.object({
+  stage: z.string().max(64),
+  percent: z.number().min(0).max(100),
+  message: z.string().max(500).optional(),
+});
+export type ProgressEvent = z.infer<typeof progressEventSchema>;
+
+/** Finds the last progress event in a piece of log text. */
+export function lastProgress(text: string): ProgressEvent | undefined {
+  let at = text.lastIndexOf(PROGRESS_PREFIX);
+  while (at >= 0) {
+    if (at === 0 || text[at - 1] === '\n') {
+      const end = text.indexOf('\n', at);
+      const line = text.slice(at + PROGRESS_PREFIX.length, end < 0 ? undefined : end);
+      try {
+        const ev = progressEventSchema.safeParse(JSON.parse(line));
+        if (ev.success) return ev.data;
+      } catch { /* a torn or foreign line: keep looking */ }
+    }
+    at = at === 0 ? -1 : text.lastIndexOf(PROGRESS_PREFIX, at - 1);
+  }
+  return undefined;
+}
+
+/** Deterministic backend job name for a Kiln job id: no user text, nothing a Jenkins path could misread. */
+export const backendJobName = (job: number) => `kiln-job-${job}`;
+export const jobIdFromBackendName = (name: string): number | undefined => {
+  const m = /^kiln-job-([1-9][0-9]{0,11})$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+};

@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { formatCommand, lastProgress, parseCommand } from '../src/protocol/index.js';
+import { isKilnError } from '../src/shared/errors.js';
+
+describe('parseCommand', () => {
+  it.each([
+    ['ping', { verb: 'ping', args: [] }],
+    ['job.put 7', { verb: 'job.put', args: [7] }],
+    ['job.build 7 abcdef12', { verb: 'job.build', args: [7, 'abcdef12'] }],
+    ['build.log 7 3 0', { verb: 'build.log', args: [7, 3, 0] }],
+    ['build.artifact 7 3 image.raw', { verb: 'build.artifact', args: [7, 3, 'image.raw'] }],
+    ['build.artifact 7 3 image.raw 1024', { verb: 'build.artifact', args: [7, 3, 'image.raw', 1024] }],
+  ])('accepts %j', (line, expected) => {
+    expect(parseCommand(line)).toEqual(expected);
+  });
+
+  it.each([
+    '', ' ', 'ping ', ' ping', 'ping  ', 'nope', 'shell', 'job.put', 'job.put 0', 'job.put 01', 'job.put -1',
+    'job.put 7 8', 'job.put 7; rm -rf /', 'job.put $(id)', 'job.put `id`', 'job.put 7\nid', 'job.put 7\rid',
+    'job.put 7\0', 'job.put ../x', 'job.put /etc/passwd', 'job.put 7|id', 'job.put 7&&id', 'job.put 99999999999999',
+    'build.artifact 7 3 ../../etc/shadow', 'build.artifact 7 3 image.raw -1', 'job.build 7 short',
+    'job.build 7 --exec=x', 'job.put\t7', 'toString', '__proto__', 'constructor 1', 'job.put 7 ' + 'a'.repeat(300),
+  ])('rejects %j', (line) => {
+    let err: unknown;
+    try { parseCommand(line); } catch (e) { err = e; }
+    expect(isKilnError(err, 'invalid_input')).toBe(true);
+  });
+
+  it('rejects bytes that are not UTF-8', () => {
+    expect(() => parseCommand(Buffer.from([0x70, 0x69, 0x6e, 0x67, 0xff]))).toThrow(/UTF-8/);
+  });
+
+  it('formatCommand round-trips and refuses what the glue would refuse', () => {
+    expect(parseCommand(formatCommand('build.status', 12, 4))).toEqual({ verb: 'build.status', args: [12, 4] });
+    expect(() => formatCommand('job.put', '1; id')).toThrow();
+  });
+});
+
+describe('lastProgress', () => {
+  it('finds the last well-formed event at a line start', () => {
+    const log = 'x\n##kiln {"stage":"build","percent":10}\nnoise ##kiln {"stage":"fake","percent":99}\n##kiln {broken\n';
+    expect(lastProgress(log)).toEqual({ stage: 'build', percent: 10 });
+    expect(lastProgress('nothing')).toBeUndefined();
+  });
+});
