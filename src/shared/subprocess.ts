@@ -12,6 +12,13 @@ export interface RunOptions {
   /** Called with every chunk of combined output, for live logs. */
   onOutput?: (chunk: Buffer) => void;
   signal?: AbortSignal;
+  /**
+   * Run in a new process group and send timeout/abort signals to the whole group, so grandchildren (docker, qemu)
+   * stop with it. The caller may also signal the group itself with `process.kill(-pid, sig)`.
+   */
+  processGroup?: boolean;
+  /** Called once with the child's pid (the process group id when `processGroup` is set). */
+  onSpawn?: (pid: number) => void;
 }
 
 export interface RunResult {
@@ -31,8 +38,16 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions): Pro
   const max = opts.maxOutputBytes ?? 1 << 20;
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], shell: false };
+    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], shell: false, detached: opts.processGroup === true };
     const child = spawn(cmd, [...args], spawnOpts);
+    if (child.pid !== undefined) opts.onSpawn?.(child.pid);
+    const signalChild = (sig: NodeJS.Signals) => {
+      if (opts.processGroup && child.pid !== undefined) {
+        try { process.kill(-child.pid, sig); } catch { /* group already gone */ }
+      } else {
+        child.kill(sig);
+      }
+    };
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outLen = 0;
@@ -48,8 +63,8 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions): Pro
     child.stderr!.on('data', (c: Buffer) => { errLen = keep(err, c, errLen); opts.onOutput?.(c); });
     let killTimer: NodeJS.Timeout | undefined;
     const stop = () => {
-      child.kill('SIGTERM');
-      killTimer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      signalChild('SIGTERM');
+      killTimer = setTimeout(() => signalChild('SIGKILL'), 5000);
       killTimer.unref();
     };
     const timer = setTimeout(() => { timedOut = true; stop(); }, opts.timeoutMs);
