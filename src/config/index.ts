@@ -69,6 +69,12 @@ export const configSchema = z.object({
       label: z.string().default('kiln-builder'),
       keepBuilds: int(20),
       keepArtifacts: int(5),
+      /** argv of the SDK on the Jenkins agents (absolute path: agents do not share the glue's PATH). */
+      sdkCommand: list(['/usr/local/bin/kiln', 'sdk', 'build']),
+      /** Wall-clock limit of the job's build step (`timeout` on the agent). */
+      timeoutSeconds: int(3600),
+      /** Limit of one HTTP request to Jenkins. */
+      requestTimeoutMs: int(30_000),
     }).prefault({}),
   }).prefault({}),
   sdk: z.object({

@@ -1,0 +1,135 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { ARTIFACT_NAMES, FORMATS, SCHEDULES, type JobSpec, type Schedule } from '../../../protocol/index.js';
+import { KilnError } from '../../../shared/errors.js';
+
+/**
+ * Renders jenkins/job.xml for one Kiln job. The template has `{{slot}}` markers only inside text content; every
+ * value is validated against a fixed pattern and XML-escaped, so a rendered document has exactly the template's
+ * element structure whatever the input (test/jenkins/template.test.ts parses both and compares). User text reaches
+ * only <description>; everything else is an enum, a number, base64 or a config value checked at startup.
+ */
+
+/** The only timer specs a job can get. "H" hashes on the job name so jobs spread over the day or week. */
+export const TIMER_SPECS: Record<Schedule, string | null> = { off: null, daily: 'H H * * *', weekly: 'H H * * H' };
+
+/** One argument of the agent-side SDK command: a path or a plain word, nothing a shell or CDATA could misread. */
+const SDK_ARG = /^[A-Za-z0-9_./=:,+@%-]+$/;
+/** Jenkins label expression: names and the operators &&, ||, !, (, ), ->, <->. */
+const LABEL = /^[A-Za-z0-9_.&|!()<> -]{1,200}$/;
+
+/**
+ * Linux refuses one environment string longer than 128 KiB (MAX_ARG_STRLEN), and Jenkins passes parameters to the
+ * shell step as environment variables, so a longer parameter would make every build fail at exec time.
+ */
+export const MAX_PARAM_B64 = 120_000;
+
+export interface TemplateSettings {
+  label: string;
+  keepBuilds: number;
+  keepArtifacts: number;
+  timeoutSeconds: number;
+  /** argv of the SDK on the agent, e.g. ['/usr/local/bin/kiln', 'sdk', 'build']. */
+  sdkCommand: readonly string[];
+}
+
+/** Archive only the fixed artifact names from out/ (SECURITY-CHECKLIST 3.5). */
+export const ARCHIVE_PATTERN = ARTIFACT_NAMES.map((n) => `out/${n}`).join(',');
+export const ARTIFACT_PREFIX = 'out/';
+
+const TEMPLATE_PATH = fileURLToPath(new URL('../../../../jenkins/job.xml', import.meta.url));
+let cached: string | undefined;
+export function jobTemplate(): string {
+  cached ??= readFileSync(TEMPLATE_PATH, 'utf8');
+  return cached;
+}
+
+/** Constant fragments for <triggers>; the spec comes from TIMER_SPECS only. */
+function timerFragment(schedule: Schedule): string {
+  const spec = TIMER_SPECS[schedule];
+  return spec === null ? '' : `\n    <hudson.triggers.TimerTrigger>\n      <spec>${spec}</spec>\n    </hudson.triggers.TimerTrigger>\n  `;
+}
+
+/**
+ * Rejects what XML cannot carry or Jenkins cannot persist: C0 controls other than TAB, LF and CR, DEL-free C1 is
+ * allowed, but U+FFFE/U+FFFF and unpaired surrogates are not characters XML allows.
+ */
+export function checkXmlText(value: string, field: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/.test(value)) throw new KilnError('invalid_input', `${field} contains control characters`);
+  if (/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(value)) throw new KilnError('invalid_input', `${field} is not valid Unicode`);
+  return value;
+}
+
+/** Escapes text content and attribute values alike. CR becomes a character reference so parsers keep it. */
+export function escapeXml(value: string): string {
+  return value.replace(/[&<>"'\r]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;', '\r': '&#13;' })[c]!);
+}
+
+const shellQuote = (s: string) => `'${s}'`;
+
+/** Validates config-derived settings once (the glue refuses to start with bad ones). */
+export function checkSettings(s: TemplateSettings): TemplateSettings {
+  if (!LABEL.test(s.label)) throw new KilnError('invalid_input', 'glue.jenkins.label is not a valid label expression');
+  for (const [k, v] of [['keepBuilds', s.keepBuilds], ['keepArtifacts', s.keepArtifacts], ['timeoutSeconds', s.timeoutSeconds]] as const) {
+    if (!Number.isSafeInteger(v) || v < 1 || v > 10_000_000) throw new KilnError('invalid_input', `glue.jenkins.${k} must be a positive integer`);
+  }
+  if (s.sdkCommand.length === 0 || s.sdkCommand.some((a) => !SDK_ARG.test(a))) {
+    throw new KilnError('invalid_input', 'glue.jenkins.sdkCommand must be words of [A-Za-z0-9_./=:,+@%-]');
+  }
+  return s;
+}
+
+/** The description shown in Jenkins: display text only (Jenkins' markup formatter is plain text). */
+export function describe(job: number, spec: Pick<JobSpec, 'name' | 'owner'>): string {
+  return `Kiln job ${job}: Dockerfile "${spec.name}" of ${spec.owner}. Managed by Kiln; changes made here are overwritten.`;
+}
+
+const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
+
+/** Renders the config.xml of job `job`. Throws invalid_input for anything the template cannot carry safely. */
+export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSettings): string {
+  if (!Number.isSafeInteger(job) || job < 1) throw new KilnError('invalid_input', 'job id must be a positive integer');
+  checkSettings(settings);
+  if (!(SCHEDULES as readonly string[]).includes(spec.schedule)) throw new KilnError('invalid_input', 'unknown schedule');
+  const formats = [...new Set(spec.formats)];
+  if (formats.length === 0 || formats.some((f) => !(FORMATS as readonly string[]).includes(f))) throw new KilnError('invalid_input', 'unknown output format');
+  const description = checkXmlText(describe(job, spec), 'description');
+  checkXmlText(spec.dockerfile, 'Dockerfile');
+  const dockerfileB64 = b64(spec.dockerfile);
+  if (dockerfileB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'Dockerfile too large for a Jenkins parameter');
+  const contextB64 = spec.contextTarBase64 ?? '';
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(contextB64)) throw new KilnError('invalid_input', 'build context is not base64');
+  if (contextB64.length > MAX_PARAM_B64) {
+    throw new KilnError('invalid_input', `build context too large for the Jenkins backend (at most ${MAX_PARAM_B64} base64 characters)`);
+  }
+  const argLines = Object.entries(spec.buildArgs ?? {}).map(([k, v]) => {
+    // eslint-disable-next-line no-control-regex
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(k) || /[\x00-\x1f\x7f]/.test(v)) throw new KilnError('invalid_input', 'bad build argument');
+    return `${k}=${v}\n`;
+  });
+  const buildArgsB64 = argLines.length ? b64(argLines.join('')) : '';
+  if (buildArgsB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'build arguments too large');
+
+  const slots: Record<string, string> = {
+    description: escapeXml(description),
+    keepBuilds: String(settings.keepBuilds),
+    keepArtifacts: String(settings.keepArtifacts),
+    dockerfileB64,
+    contextB64,
+    buildArgsB64,
+    formats: formats.join(','),
+    label: escapeXml(settings.label),
+    disabled: spec.enabled ? 'false' : 'true',
+    timerTrigger: timerFragment(spec.schedule),
+    timeoutSeconds: String(settings.timeoutSeconds),
+    sdkCommand: settings.sdkCommand.map(shellQuote).join(' '),
+    artifacts: ARCHIVE_PATTERN,
+  };
+  const template = jobTemplate();
+  return template.replace(/\{\{([A-Za-z0-9]+)\}\}/g, (_m, key: string) => {
+    const v = slots[key];
+    if (v === undefined) throw new KilnError('internal', `job template has an unknown slot ${key}`);
+    return v;
+  });
+}

@@ -1,0 +1,161 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync, readFileSync, chmodSync } from 'node:fs';
+import path from 'node:path';
+import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { describe, expect, it } from 'vitest';
+import { jobSpecSchema, type JobSpec } from '../../src/protocol/index.js';
+import { ARCHIVE_PATTERN, describe as describeJob, jobTemplate, renderJobXml, TIMER_SPECS, type TemplateSettings } from '../../src/glue/backends/jenkins/template.js';
+import { isKilnError } from '../../src/shared/errors.js';
+import { tempDir } from '../helpers/tmp.js';
+
+type Node = Record<string, unknown>;
+const parser = new XMLParser({
+  preserveOrder: true, ignoreAttributes: false, parseTagValue: false, trimValues: false,
+  processEntities: true, htmlEntities: true, cdataPropName: '#cdata', commentPropName: '#comment',
+});
+const parse = (xml: string) => parser.parse(xml) as Node[];
+
+const settings: TemplateSettings = { label: 'kiln-builder', keepBuilds: 20, keepArtifacts: 5, timeoutSeconds: 3600, sdkCommand: ['/usr/local/bin/kiln', 'sdk', 'build'] };
+const spec = (over: Partial<JobSpec> = {}): JobSpec => jobSpecSchema.parse({ owner: 'alice', name: 'web', dockerfile: 'FROM debian:bookworm\n', ...over });
+
+/** Text of the first element at `path` (tag names), CDATA included. */
+function textAt(nodes: Node[], pathTags: string[]): string | undefined {
+  let cur: Node[] = nodes;
+  for (const tag of pathTags) {
+    const next = cur.find((n) => tag in n);
+    if (!next) return undefined;
+    cur = next[tag] as Node[];
+  }
+  return cur.map((n) => (typeof n['#text'] === 'string' ? n['#text'] : Array.isArray(n['#cdata']) ? (n['#cdata'] as Node[]).map((c) => c['#text']).join('') : '')).join('');
+}
+
+/**
+ * Walks template and rendered trees together: same elements, same attributes, same text, except that a template
+ * text node holding {{slot}} must equal `expected[slot]` in the rendered tree.
+ */
+function compare(tpl: Node[], out: Node[], expected: Record<string, string>, where = ''): void {
+  // A slot rendered empty leaves no text node behind.
+  const t = tpl.filter((n) => !('#comment' in n) && !(typeof n['#text'] === 'string' && expected[/^\{\{([A-Za-z0-9]+)\}\}$/.exec(n['#text'])?.[1] ?? ''] === ''));
+  const o = out.filter((n) => !('#comment' in n));
+  expect(o.length, `children of ${where}`).toBe(t.length);
+  t.forEach((tn, i) => {
+    const on = o[i]!;
+    const key = Object.keys(tn).find((k) => k !== ':@')!;
+    expect(Object.keys(on).find((k) => k !== ':@'), `element at ${where}/${i}`).toBe(key);
+    expect(on[':@'], `attributes of ${where}/${key}`).toEqual(tn[':@']);
+    if (key === '#text') {
+      const m = /^\{\{([A-Za-z0-9]+)\}\}$/.exec(tn[key] as string);
+      if (m) expect(on[key], `slot ${m[1]}`).toBe(expected[m[1]!]);
+      else expect(on[key], `text at ${where}`).toBe(tn[key]);
+    } else if (key === '#cdata') {
+      // The script: equal except the two config-derived slots.
+      const tplText = (tn[key] as Node[])[0]!['#text'] as string;
+      const outText = (on[key] as Node[])[0]!['#text'] as string;
+      expect(outText).toBe(tplText.replace('{{timeoutSeconds}}', expected.timeoutSeconds!).replace('{{sdkCommand}}', expected.sdkCommand!));
+    } else {
+      compare(tn[key] as Node[], on[key] as Node[], expected, `${where}/${key}`);
+    }
+  });
+}
+
+const HOSTILE = [
+  '</description><builders><hudson.tasks.Shell><command>id</command></hudson.tasks.Shell></builders><description>',
+  ']]><x/>',
+  '&xxe; &amp; &#0; <!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>',
+  '"quotes" \'apos\' {{label}} $(id) `id` ${HOME}',
+  'tab\tnewline\ncarriage\rreturn',
+  'emoji 🦊 and ‘curly’ and \u202e RTL',
+];
+
+describe('job template (SECURITY-CHECKLIST 3.2, test cases 32-33)', () => {
+  it('renders hostile owners and names into well-formed XML equal to the template except the escaped text', () => {
+    for (const owner of HOSTILE) {
+      const s = { ...spec(), owner: owner.slice(0, 64) };
+      const xml = renderJobXml(7, s, settings);
+      expect(XMLValidator.validate(xml), owner).toBe(true);
+      const expected = {
+        description: describeJob(7, s), keepBuilds: '20', keepArtifacts: '5', dockerfileB64: Buffer.from(s.dockerfile).toString('base64'),
+        contextB64: '', buildArgsB64: '', formats: 'raw', label: 'kiln-builder', disabled: 'false', timerTrigger: '',
+        timeoutSeconds: '3600', sdkCommand: "'/usr/local/bin/kiln' 'sdk' 'build'", artifacts: ARCHIVE_PATTERN,
+      };
+      compare(parse(jobTemplate()), parse(xml), expected);
+      expect(textAt(parse(xml), ['project', 'description'])).toBe(describeJob(7, s));
+    }
+  });
+
+  it('keeps hostile Dockerfiles and build arguments out of the XML structure and the script (base64 only)', () => {
+    const dockerfile = 'FROM x\nRUN echo "]]></command><x>" $(id) `id` &amp;\n';
+    const s = spec({ dockerfile, buildArgs: { A: '"; rm -rf / #', B: '$(id)</defaultValue>' } });
+    const xml = renderJobXml(3, s, settings);
+    expect(XMLValidator.validate(xml)).toBe(true);
+    expect(xml).not.toContain('rm -rf /');
+    const tree = parse(xml);
+    const params = ((tree.find((n) => 'project' in n)!.project as Node[]));
+    expect(params.length).toBe((parse(jobTemplate()).find((n) => 'project' in n)!.project as Node[]).length);
+    expect(xml).toContain(`<defaultValue>${Buffer.from(dockerfile).toString('base64')}</defaultValue>`);
+    expect(xml).toContain(`<defaultValue>${Buffer.from('A="; rm -rf / #\nB=$(id)</defaultValue>\n').toString('base64')}</defaultValue>`);
+  });
+
+  it('rejects C0 control characters and broken Unicode instead of writing them', () => {
+    for (const owner of ['nul\u0000', 'bell\u0007', 'esc\u001b[31m', 'vt\u000b', 'ffff\uffff', 'lone \ud800 surrogate']) {
+      let err: unknown;
+      try { renderJobXml(1, { ...spec(), owner }, settings); } catch (e) { err = e; }
+      expect(isKilnError(err, 'invalid_input'), JSON.stringify(owner)).toBe(true);
+    }
+  });
+
+  it('takes the timer spec only from the enum: off, daily, weekly', () => {
+    expect(textAt(parse(renderJobXml(1, spec({ schedule: 'daily' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger', 'spec'])).toBe('H H * * *');
+    expect(textAt(parse(renderJobXml(1, spec({ schedule: 'weekly' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger', 'spec'])).toBe('H H * * H');
+    expect(textAt(parse(renderJobXml(1, spec({ schedule: 'off' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger'])).toBeUndefined();
+    for (const schedule of ['* * * * *', 'H/1 * * * *', 'H H * * *\n* * * * *']) {
+      expect(jobSpecSchema.safeParse({ owner: 'a', name: 'b', dockerfile: 'FROM x', schedule }).success).toBe(false);
+      expect(() => renderJobXml(1, { ...spec(), schedule } as unknown as JobSpec, settings)).toThrow(/schedule/);
+    }
+    expect(Object.values(TIMER_SPECS).filter(Boolean)).toEqual(['H H * * *', 'H H * * H']);
+  });
+
+  it('renders disabled, label, discarder and formats; refuses bad settings', () => {
+    const xml = parse(renderJobXml(1, spec({ enabled: false, formats: ['qcow2', 'raw', 'qcow2'] }), { ...settings, label: 'kiln && linux', keepBuilds: 3, keepArtifacts: 2 }));
+    expect(textAt(xml, ['project', 'disabled'])).toBe('true');
+    expect(textAt(xml, ['project', 'assignedNode'])).toBe('kiln && linux');
+    expect(textAt(xml, ['project', 'properties', 'jenkins.model.BuildDiscarderProperty', 'strategy', 'numToKeep'])).toBe('3');
+    expect(textAt(xml, ['project', 'properties', 'jenkins.model.BuildDiscarderProperty', 'strategy', 'artifactNumToKeep'])).toBe('2');
+    expect(renderJobXml(1, spec({ formats: ['qcow2', 'raw'] }), settings)).toContain('<defaultValue>qcow2,raw</defaultValue>');
+    expect(() => renderJobXml(1, spec(), { ...settings, sdkCommand: ["/bin/kiln'; id; '"] })).toThrow(/sdkCommand/);
+    expect(() => renderJobXml(1, spec(), { ...settings, sdkCommand: ['/x]]>'] })).toThrow(/sdkCommand/);
+    expect(() => renderJobXml(1, spec(), { ...settings, label: 'a\nb' })).toThrow(/label/);
+    expect(() => renderJobXml(0, spec(), settings)).toThrow(/job id/);
+  });
+
+  it('the constant shell step decodes parameters into files and passes them as quoted argv only', () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const fake = path.join(dir, 'fake-sdk');
+      writeFileSync(fake, '#!/bin/sh\nfor a in "$@"; do printf "<%s>\\n" "$a"; done > args.txt\ncp in/Dockerfile out/Dockerfile.seen\n');
+      chmodSync(fake, 0o755);
+      const ws = path.join(dir, 'ws');
+      mkdirSync(ws);
+      const xml = renderJobXml(1, spec(), { ...settings, sdkCommand: [fake] });
+      const script = textAt(parse(xml), ['project', 'builders', 'hudson.tasks.Shell', 'command'])!;
+      const dockerfile = 'FROM x\nRUN echo $(id) `id` "\'\n';
+      const env = {
+        PATH: process.env.PATH, DOCKERFILE_B64: Buffer.from(dockerfile).toString('base64'), CONTEXT_B64: Buffer.from('tar').toString('base64'),
+        BUILD_ARGS_B64: Buffer.from('A=$(touch pwned) ; x\nB=2\n').toString('base64'), FORMATS: 'raw,qcow2', KILN_BUILD_KEY: 'k',
+      };
+      const r = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(readFileSync(path.join(ws, 'args.txt'), 'utf8')).toBe(
+        ['--dockerfile', 'in/Dockerfile', '--out', 'out', '--context', 'in/context.tar', '--format', 'raw', '--format', 'qcow2',
+          '--build-arg', 'A=$(touch pwned) ; x', '--build-arg', 'B=2'].map((a) => `<${a}>\n`).join(''));
+      expect(readFileSync(path.join(ws, 'out/Dockerfile.seen'), 'utf8')).toBe(dockerfile);
+      expect(spawnSync('ls', [ws]).stdout.toString()).not.toContain('pwned');
+      const bad = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env: { ...env, FORMATS: 'raw;id' }, encoding: 'utf8' });
+      expect(bad.status).toBe(2);
+      const bad2 = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env: { ...env, FORMATS: 'raw,evil' }, encoding: 'utf8' });
+      expect(bad2.status).toBe(2);
+    } finally {
+      cleanup();
+    }
+  });
+});
