@@ -1,5 +1,72 @@
-/** Composition root for `kiln sdk` (being built). */
-export async function main(_argv: string[]): Promise<number> {
-  process.stderr.write('kiln sdk: not available yet\n');
-  return 2;
+import { parseArgs } from 'node:util';
+import Dockerode from 'dockerode';
+import { loadConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/index.js';
+import { KilnError, toKilnError } from '../shared/errors.js';
+import { sdkBuild } from '../sdk/pipeline.js';
+
+const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR] [--format raw[,qcow2]] [--build-arg K=V]...
+
+Builds the Dockerfile with the local Docker engine, turns the result into a bootable disk image, boot-tests it in
+QEMU and writes DIR/image.*, DIR/build.log and DIR/result.json. Progress events are printed as '##kiln {json}' lines.
+Settings come from KILN_SDK_* environment variables (see src/config). Exit 0 when the image built and booted.
+`;
+
+/** Composition root for `kiln sdk`: parses argv, loads config, builds the dockerode client, runs the pipeline. */
+export async function main(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(USAGE);
+    return sub === undefined ? 2 : 0;
+  }
+  if (sub !== 'build') {
+    process.stderr.write(`kiln sdk: unknown subcommand ${JSON.stringify(sub)}\n${USAGE}`);
+    return 2;
+  }
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: rest,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        dockerfile: { type: 'string' },
+        out: { type: 'string' },
+        context: { type: 'string' },
+        format: { type: 'string' },
+        'build-arg': { type: 'string', multiple: true },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (e) {
+    process.stderr.write(`kiln sdk build: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) { process.stdout.write(USAGE); return 0; }
+  if (!values.dockerfile || !values.out) {
+    process.stderr.write(`kiln sdk build: --dockerfile and --out are required\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const config = loadConfig();
+    const formats = (values.format ? values.format.split(',').map((f) => f.trim()).filter(Boolean) : [...config.sdk.formats]) as OutputFormat[];
+    for (const f of formats) {
+      if (!(OUTPUT_FORMATS as readonly string[]).includes(f)) throw new KilnError('invalid_input', `Unknown format ${f}; known: ${OUTPUT_FORMATS.join(', ')}`);
+    }
+    const buildArgs: Record<string, string> = {};
+    for (const kv of values['build-arg'] ?? []) {
+      const m = /^([A-Za-z_][A-Za-z0-9_]{0,127})=(.*)$/s.exec(kv);
+      if (!m) throw new KilnError('invalid_input', `--build-arg must be NAME=VALUE, got ${JSON.stringify(kv.slice(0, 80))}`);
+      buildArgs[m[1]!] = m[2]!;
+    }
+    const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
+    const result = await sdkBuild({ docker, settings: config.sdk }, {
+      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs,
+    });
+    if (!result.ok) process.stderr.write(`kiln sdk build: ${result.error?.code}: ${result.error?.message}\n`);
+    return result.ok ? 0 : 1;
+  } catch (e) {
+    const ke = toKilnError(e);
+    process.stderr.write(JSON.stringify({ error: ke.toJSON() }) + '\n');
+    return ke.code === 'invalid_input' ? 2 : 1;
+  }
 }

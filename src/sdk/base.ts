@@ -1,0 +1,81 @@
+import { createReadStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type Dockerode from 'dockerode';
+import { KilnError } from '../shared/errors.js';
+import { run } from '../shared/subprocess.js';
+import { followStream, imageInfo } from './docker-util.js';
+import type { Reporter } from './reporter.js';
+
+export const BASE_LABEL = 'io.kiln.base';
+
+export interface BaseSettings {
+  mirror: string;
+  devuanMirror?: string;
+  snapshot?: string;
+}
+
+export interface BaseImage {
+  name: string;
+  /** The engine's image id (sha256:...), the digest recorded in provenance. */
+  id: string;
+  madeByKiln: boolean;
+  /** True when this run made it (cold start). */
+  created: boolean;
+  mirror?: string;
+  suite?: string;
+}
+
+/** Where a base comes from: distribution mirror and suite. Only names of the form debian:<suite> or devuan:<suite>. */
+export function baseRecipe(name: string, s: BaseSettings): { mirror: string; suite: string; keyring?: string } {
+  const m = /^(debian|devuan):([a-z][a-z0-9-]{1,30})$/.exec(name);
+  if (!m) throw new KilnError('invalid_input', `Kiln does not know how to make the base image ${name} (only debian:<suite> and devuan:<suite>)`);
+  const [, distro, suite] = m;
+  if (distro === 'devuan') {
+    if (!s.devuanMirror) throw new KilnError('invalid_input', `The base ${name} needs a Devuan mirror (config sdk.devuanMirror)`);
+    return { mirror: s.devuanMirror, suite: suite!, keyring: '/usr/share/keyrings/devuan-archive-keyring.gpg' };
+  }
+  const mirror = s.snapshot ? `http://snapshot.debian.org/archive/debian/${encodeURIComponent(s.snapshot)}/` : s.mirror;
+  return { mirror, suite: suite! };
+}
+
+/**
+ * Makes a base image locally when the engine lacks it: mmdebstrap (minbase) writes a tarball from the mirror,
+ * `docker import` turns it into the image, labelled so Kiln knows it made it. Idempotent: an existing image of that
+ * name is used as is (nothing can be pulled here anyway).
+ */
+export async function ensureBase(docker: Dockerode, name: string, s: BaseSettings, workDir: string, rep: Reporter, timeoutMs = 15 * 60_000): Promise<BaseImage> {
+  const existing = await imageInfo(docker, name);
+  if (existing) {
+    const labels = existing.Config?.Labels ?? {};
+    const made = labels[BASE_LABEL] === '1';
+    rep.log(`[kiln] base ${name} present (${existing.Id})${made ? '' : ', not made by Kiln'}`);
+    return { name, id: existing.Id, madeByKiln: made, created: false, mirror: labels['io.kiln.mirror'], suite: labels['io.kiln.suite'] };
+  }
+  const r = baseRecipe(name, s);
+  const tar = path.join(workDir, `base-${r.suite}.tar`);
+  rep.log(`[kiln] base ${name} missing: mmdebstrap --variant=minbase ${r.suite} from ${r.mirror}`);
+  const args = ['--variant=minbase', '--format=tar', '--quiet'];
+  if (r.keyring) args.push(`--keyring=${r.keyring}`);
+  args.push(r.suite, tar, r.mirror);
+  const res = await run('mmdebstrap', args, { timeoutMs, onOutput: (c) => rep.log(c.toString('utf8')) });
+  if (res.timedOut) throw new KilnError('timeout', `Making the base image ${name} timed out`);
+  if (res.code !== 0) throw new KilnError('build_failed', `Making the base image ${name} failed (mmdebstrap exit ${res.code}); see the log`);
+
+  const [repo, tag] = name.split(':') as [string, string];
+  const stream = await docker.importImage(createReadStream(tar) as unknown as string, {
+    repo, tag,
+    changes: [
+      `LABEL ${BASE_LABEL}=1`,
+      `LABEL io.kiln.suite=${r.suite}`,
+      `LABEL io.kiln.mirror=${r.mirror}`,
+      ...(s.snapshot ? [`LABEL io.kiln.snapshot=${s.snapshot}`] : []),
+      'CMD ["bash"]',
+    ],
+  } as Record<string, unknown>);
+  await followStream(docker, stream, () => undefined, `docker import of ${name}`);
+  await fsp.rm(tar, { force: true });
+  const info = await imageInfo(docker, name);
+  if (!info) throw new KilnError('build_failed', `The base image ${name} did not appear after import`);
+  rep.log(`[kiln] base ${name} made: ${info.Id}`);
+  return { name, id: info.Id, madeByKiln: true, created: true, mirror: r.mirror, suite: r.suite };
+}

@@ -1,0 +1,79 @@
+import { promises as fsp } from 'node:fs';
+import { run } from '../shared/subprocess.js';
+
+export interface BootTestResult {
+  artifact: string;
+  firmware: 'bios' | 'uefi';
+  passed: boolean;
+  seconds: number;
+  reason?: string;
+  serialLog?: string;
+}
+
+export interface BootTestOptions {
+  image: string;
+  artifact: string;
+  format: 'raw' | 'qcow2';
+  accel: 'tcg' | 'kvm';
+  timeoutSeconds: number;
+  /** Where the whole serial log is kept. */
+  serialLogFile: string;
+  firmware?: 'bios' | 'uefi';
+  /** OVMF code image for UEFI. */
+  ovmfCode?: string;
+  ovmfVars?: string;
+  memoryMb?: number;
+  onLine?: (line: string) => void;
+}
+
+export const LOGIN_PROMPT = /login:/;
+const SERIAL_TAIL = 16 * 1024;
+
+/**
+ * Boots an image in QEMU with the serial console on stdout and passes as soon as `login:` appears. The disk is
+ * attached with -snapshot, so the artifact's bytes (and its checksum) do not change. QEMU is always killed
+ * afterwards (abort on success, the subprocess timeout otherwise).
+ */
+export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
+  const firmware = o.firmware ?? 'bios';
+  const args = ['-accel', o.accel, '-m', String(o.memoryMb ?? 1024), '-smp', '2', '-nographic', '-no-reboot', '-snapshot',
+    '-drive', `file=${o.image},format=${o.format},if=virtio`];
+  if (firmware === 'uefi' && o.ovmfCode) {
+    args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${o.ovmfCode}`);
+    if (o.ovmfVars) args.push('-drive', `if=pflash,format=raw,unit=1,file=${o.ovmfVars}`);
+  }
+  const ac = new AbortController();
+  let text = '';
+  let passed = false;
+  let partial = '';
+  const t0 = Date.now();
+  const r = await run('qemu-system-x86_64', args, {
+    timeoutMs: o.timeoutSeconds * 1000,
+    maxOutputBytes: 64 * 1024,
+    signal: ac.signal,
+    onOutput: (c) => {
+      const s = c.toString('utf8');
+      text += s;
+      if (text.length > 4 * 1024 * 1024) text = text.slice(-2 * 1024 * 1024);
+      partial += s;
+      const nl = partial.lastIndexOf('\n');
+      if (nl >= 0) {
+        for (const l of partial.slice(0, nl).split('\n')) o.onLine?.(l);
+        partial = partial.slice(nl + 1);
+      }
+      if (!passed && LOGIN_PROMPT.test(text.slice(-s.length - 16))) {
+        passed = true;
+        ac.abort();
+      }
+    },
+  });
+  const seconds = Math.round((Date.now() - t0) / 100) / 10;
+  await fsp.writeFile(o.serialLogFile, text);
+  const tail = text.length > SERIAL_TAIL ? text.slice(-SERIAL_TAIL) : text;
+  if (passed) return { artifact: o.artifact, firmware, passed, seconds, serialLog: tail };
+  let reason: string;
+  if (r.timedOut) reason = `no login prompt on the serial console within ${o.timeoutSeconds} s`;
+  else if (/Kernel panic/i.test(text)) reason = `kernel panic: ${(/Kernel panic[^\n]*/.exec(text)?.[0] ?? '').slice(0, 300)}`;
+  else reason = `QEMU exited (${r.code ?? r.signal}) before a login prompt: ${r.stderr.trim().slice(-300)}`;
+  return { artifact: o.artifact, firmware, passed: false, seconds, reason, serialLog: tail };
+}

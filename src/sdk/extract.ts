@@ -1,0 +1,224 @@
+import { constants as C, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import tarStream from 'tar-stream';
+import { KilnError } from '../shared/errors.js';
+
+/**
+ * Safe extraction of an untrusted root filesystem tar (a `docker export`) into a staging directory.
+ *
+ * Invariants (what makes a hostile image harmless to the host):
+ * - Every entry name is normalised to components; any `..`, NUL or empty result is refused. Leading `/` is dropped.
+ * - Every parent directory of an entry is checked with lstat to be a real directory (never a symlink) that this
+ *   extraction created or verified; an entry "through" a symlink is refused. Nothing else writes to the staging dir
+ *   while we run, so the checks cannot race.
+ * - Files are opened with O_CREAT|O_EXCL|O_NOFOLLOW after unlinking whatever was there (unlink removes a symlink
+ *   itself, never its target), so a write never leaves the staging dir.
+ * - Symlinks are created verbatim (absolute or `../..` targets are the guest's business) and never followed.
+ * - Hard links must point at a regular file already extracted inside the staging dir.
+ * - Device nodes and FIFOs are skipped (the guest gets devtmpfs); setuid/setgid bits are kept for the guest, so the
+ *   caller must keep the staging dir inside a 0700 directory no other host user can traverse.
+ * - Ownership is applied with fchown/lchown and modes with fchmod after chown (chown clears setuid).
+ */
+export interface ExtractStats {
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  /** Bytes the tree needs on a 4 KiB-block filesystem (file data rounded up, plus a block per directory). */
+  blockBytes: number;
+  dataBytes: number;
+  skipped: { name: string; reason: string }[];
+  skippedCount: number;
+}
+
+export interface ExtractOptions {
+  /** Abort with limit_exceeded when the tree grows past this many bytes. */
+  maxBytes?: number;
+  onWarning?: (msg: string) => void;
+}
+
+const BLOCK = 4096;
+const MAX_SKIPPED_KEPT = 200;
+
+/** Splits an entry name into safe components, or returns a reason to refuse it. */
+export function safeComponents(name: string): string[] | string {
+  if (name.includes('\0')) return 'NUL in name';
+  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.some((p) => p === '..')) return '`..` in name';
+  return parts;
+}
+
+export async function extractRootfs(input: Readable, root: string, opts: ExtractOptions = {}): Promise<ExtractStats> {
+  await fsp.mkdir(root, { recursive: false, mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EEXIST') throw e;
+  });
+  const rootSt = await fsp.lstat(root);
+  if (!rootSt.isDirectory()) throw new KilnError('internal', 'staging root is not a directory');
+  await fsp.chmod(root, 0o755);
+
+  const stats: ExtractStats = { entries: 0, files: 0, dirs: 1, symlinks: 0, hardlinks: 0, blockBytes: BLOCK, dataBytes: 0, skipped: [], skippedCount: 0 };
+  // Relative paths (joined with '/') known to be real directories made or verified by us; '' is the root.
+  const dirs = new Set<string>(['']);
+  const dirMeta: { rel: string; mode: number; uid: number; gid: number; mtime?: Date }[] = [];
+
+  const skip = (name: string, reason: string) => {
+    stats.skippedCount++;
+    if (stats.skipped.length < MAX_SKIPPED_KEPT) stats.skipped.push({ name: name.slice(0, 256), reason });
+    if (stats.skippedCount <= 20) opts.onWarning?.(`skipped ${JSON.stringify(name.slice(0, 256))}: ${reason}`);
+  };
+  const account = (bytes: number) => {
+    stats.blockBytes += bytes;
+    if (opts.maxBytes !== undefined && stats.blockBytes > opts.maxBytes) {
+      throw new KilnError('limit_exceeded', `The image's filesystem is larger than the limit of ${Math.round(opts.maxBytes / 2 ** 20)} MiB`);
+    }
+  };
+
+  /** Makes sure every parent of `parts` is a real directory inside root; returns false when one is not. */
+  const ensureParents = async (parts: string[]): Promise<boolean> => {
+    let rel = '';
+    for (let i = 0; i < parts.length - 1; i++) {
+      rel = rel ? `${rel}/${parts[i]}` : parts[i]!;
+      if (dirs.has(rel)) continue;
+      const abs = path.join(root, rel);
+      try {
+        const st = await fsp.lstat(abs);
+        if (!st.isDirectory()) return false;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        await fsp.mkdir(abs, { mode: 0o755 });
+        stats.dirs++;
+        account(BLOCK);
+      }
+      dirs.add(rel);
+    }
+    return true;
+  };
+
+  /** Removes a non-directory at abs (a symlink is removed itself); refuses to replace a directory. */
+  const clearSlot = async (abs: string): Promise<'empty' | 'dir'> => {
+    try {
+      const st = await fsp.lstat(abs);
+      if (st.isDirectory()) return 'dir';
+      await fsp.unlink(abs);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    return 'empty';
+  };
+
+  const extract = tarStream.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('finish', resolve);
+    extract.on('error', reject);
+    input.on('error', reject);
+  });
+  input.pipe(extract);
+
+  for await (const entry of extract) {
+    const h = entry.header;
+    stats.entries++;
+    const name = h.name;
+    const parts = safeComponents(name);
+    const drain = async () => { for await (const _ of entry) { /* discard */ } };
+    if (typeof parts === 'string') { skip(name, parts); await drain(); continue; }
+    const rel = parts.join('/');
+    const abs = parts.length ? path.join(root, ...parts) : root;
+    const mode = (h.mode ?? 0o644) & 0o7777;
+    const uid = h.uid ?? 0;
+    const gid = h.gid ?? 0;
+
+    if (parts.length === 0) {
+      if (h.type === 'directory') dirMeta.push({ rel: '', mode, uid, gid, mtime: h.mtime });
+      else skip(name, 'root entry is not a directory');
+      await drain();
+      continue;
+    }
+    if (!(await ensureParents(parts))) { skip(name, 'a parent is not a directory (e.g. a symlink)'); await drain(); continue; }
+
+    switch (h.type) {
+      case 'directory': {
+        if (!dirs.has(rel)) {
+          if ((await clearSlot(abs)) === 'empty') {
+            await fsp.mkdir(abs, { mode: 0o755 });
+            stats.dirs++;
+            account(BLOCK);
+          }
+          dirs.add(rel);
+        }
+        dirMeta.push({ rel, mode, uid, gid, mtime: h.mtime });
+        await drain();
+        break;
+      }
+      case 'file':
+      case 'contiguous-file':
+      case undefined:
+      case null: {
+        if ((await clearSlot(abs)) === 'dir') { skip(name, 'would replace a directory'); await drain(); break; }
+        const size = h.size ?? 0;
+        account(Math.ceil(size / BLOCK) * BLOCK);
+        const fh = await fsp.open(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+        try {
+          for await (const chunk of entry) await fh.write(chunk as Buffer);
+          await fh.chown(uid, gid);
+          await fh.chmod(mode);
+          if (h.mtime) await fh.utimes(h.mtime, h.mtime);
+        } finally {
+          await fh.close();
+        }
+        stats.files++;
+        stats.dataBytes += size;
+        break;
+      }
+      case 'symlink': {
+        await drain();
+        const target = h.linkname ?? '';
+        if (!target || target.includes('\0')) { skip(name, 'empty symlink target'); break; }
+        if ((await clearSlot(abs)) === 'dir') { skip(name, 'would replace a directory'); break; }
+        await fsp.symlink(target, abs);
+        await fsp.lchown(abs, uid, gid);
+        if (h.mtime) await fsp.lutimes(abs, h.mtime, h.mtime).catch(() => undefined);
+        stats.symlinks++;
+        account(target.length > 59 ? BLOCK : 0);
+        break;
+      }
+      case 'link': {
+        await drain();
+        const tparts = safeComponents(h.linkname ?? '');
+        if (typeof tparts === 'string' || tparts.length === 0) { skip(name, `hard link target refused (${typeof tparts === 'string' ? tparts : 'empty'})`); break; }
+        if (!(await ensureParents(tparts))) { skip(name, 'hard link target is not inside a real directory'); break; }
+        const tabs = path.join(root, ...tparts);
+        const tst = await fsp.lstat(tabs).catch(() => undefined);
+        if (!tst?.isFile()) { skip(name, 'hard link target is not an extracted regular file'); break; }
+        if ((await clearSlot(abs)) === 'dir') { skip(name, 'would replace a directory'); break; }
+        await fsp.link(tabs, abs);
+        stats.hardlinks++;
+        break;
+      }
+      case 'character-device':
+      case 'block-device':
+      case 'fifo':
+        skip(name, `${h.type} not copied (the guest's /dev is devtmpfs)`);
+        await drain();
+        break;
+      default:
+        skip(name, `entry type ${String(h.type)} not supported`);
+        await drain();
+    }
+  }
+  await done;
+
+  // Directory metadata last, deepest first, so restrictive modes do not get in the way of filling them.
+  dirMeta.sort((a, b) => b.rel.split('/').length - a.rel.split('/').length);
+  for (const d of dirMeta) {
+    const abs = d.rel ? path.join(root, d.rel) : root;
+    const st = await fsp.lstat(abs);
+    if (!st.isDirectory()) continue;
+    await fsp.lchown(abs, d.uid, d.gid);
+    await fsp.chmod(abs, d.mode);
+    if (d.mtime) await fsp.utimes(abs, d.mtime, d.mtime);
+  }
+  if (!dirMeta.some((d) => d.rel === '')) await fsp.chmod(root, 0o755);
+  return stats;
+}

@@ -1,0 +1,85 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+
+/**
+ * Must equal the protocol's PROGRESS_PREFIX (the sdk may not import protocol; a unit test keeps them equal).
+ * Lines starting with it carry one JSON progress event: {stage, percent, message?}.
+ */
+export const PROGRESS_PREFIX = '##kiln ';
+
+export interface StageTiming { name: string; seconds: number }
+
+/**
+ * The SDK's voice: human log lines go to stdout and to DIR/build.log; progress events go to stdout only, one JSON
+ * object per line, so whoever runs the SDK (local backend, Jenkins) can turn them into a progress bar. The log is
+ * capped (sdk.logCapBytes): past the cap, `onCapExceeded` fires once and further lines are dropped.
+ */
+export class Reporter {
+  private file: WriteStream | undefined;
+  private written = 0;
+  private capHit = false;
+  readonly stages: StageTiming[] = [];
+
+  constructor(
+    logPath: string | undefined,
+    private readonly capBytes: number,
+    private readonly out: (s: string) => void = (s) => { process.stdout.write(s); },
+    private readonly onCapExceeded?: () => void,
+  ) {
+    if (logPath) this.file = createWriteStream(logPath, { flags: 'w', mode: 0o644 });
+  }
+
+  /** One or more human lines (text from a build is passed through, with control characters other than TAB removed). */
+  log(text: string): void {
+    const clean = text.replace(/\r\n?/g, '\n').replace(/[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]/g, '');
+    const lines = clean.split('\n');
+    if (lines.at(-1) === '') lines.pop();
+    for (const line of lines) {
+      // A build could print our own prefix to fake progress; escape it so only the SDK emits events.
+      const safe = line.startsWith(PROGRESS_PREFIX) ? ' ' + line : line;
+      const buf = safe + '\n';
+      if (this.written + buf.length > this.capBytes) {
+        if (!this.capHit) {
+          this.capHit = true;
+          const msg = `[kiln] log cap of ${this.capBytes} bytes reached; further output dropped\n`;
+          this.file?.write(msg);
+          this.out(msg);
+          this.onCapExceeded?.();
+        }
+        return;
+      }
+      this.written += buf.length;
+      this.file?.write(buf);
+      this.out(buf);
+    }
+  }
+
+  progress(stage: string, percent: number, message?: string): void {
+    const ev: Record<string, unknown> = { stage, percent: Math.max(0, Math.min(100, Math.round(percent))) };
+    if (message !== undefined) ev.message = message.slice(0, 500);
+    this.out(PROGRESS_PREFIX + JSON.stringify(ev) + '\n');
+  }
+
+  get logCapHit(): boolean {
+    return this.capHit;
+  }
+
+  /** Runs one named stage, logging its start and recording its duration (also when it throws). */
+  async stage<T>(name: string, percent: number, message: string, fn: () => Promise<T>): Promise<T> {
+    this.progress(name, percent, message);
+    this.log(`[kiln] == ${name}: ${message}`);
+    const t0 = process.hrtime.bigint();
+    try {
+      return await fn();
+    } finally {
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      this.stages.push({ name, seconds: Math.round(seconds * 1000) / 1000 });
+      this.log(`[kiln] == ${name} took ${seconds.toFixed(1)} s`);
+    }
+  }
+
+  close(): Promise<void> {
+    const f = this.file;
+    this.file = undefined;
+    return new Promise((resolve) => (f ? f.end(() => resolve()) : resolve()));
+  }
+}

@@ -1,0 +1,46 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { ErrorCode } from '../shared/errors.js';
+import type { BootTestResult } from './boot-test.js';
+import type { StageTiming } from './reporter.js';
+
+/** One produced file. `size` is the apparent size; `allocated` what it really takes on disk (sparse raw). */
+export interface Artifact {
+  name: string;
+  format: string;
+  size: number;
+  allocated: number;
+  sha256: string;
+}
+
+/** DIR/result.json: other parts of Kiln (local backend, web) read exactly this shape. */
+export interface BuildResult {
+  ok: boolean;
+  sdkVersion: string;
+  startedAt: string;
+  finishedAt: string;
+  artifacts: Artifact[];
+  bootTests: BootTestResult[];
+  stages: StageTiming[];
+  error?: { code: ErrorCode; message: string };
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+export async function describeArtifact(dir: string, name: string, format: string): Promise<Artifact> {
+  const file = path.join(dir, name);
+  const st = await fsp.stat(file);
+  return { name, format, size: st.size, allocated: st.blocks * 512, sha256: await sha256File(file) };
+}
+
+/** Written atomically (temp + rename) so a reader never sees half a result. */
+export async function writeResult(dir: string, r: BuildResult): Promise<void> {
+  const tmp = path.join(dir, `.result.json.${process.pid}`);
+  await fsp.writeFile(tmp, JSON.stringify(r, null, 2) + '\n');
+  await fsp.rename(tmp, path.join(dir, 'result.json'));
+}
