@@ -1,0 +1,134 @@
+import type { Queryable } from './knex.js';
+import { nowIso } from './knex.js';
+
+export const WEB_BUILD_STATES = ['requested', 'queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type WebBuildState = (typeof WEB_BUILD_STATES)[number];
+/** States that count against the queued-builds quota and that the reconciler keeps polling. */
+export const ACTIVE_STATES: readonly WebBuildState[] = ['requested', 'queued', 'running'];
+export const isFinal = (s: WebBuildState): boolean => s === 'succeeded' || s === 'failed' || s === 'cancelled';
+
+export interface BuildArtifact { name: string; size: number }
+export interface BuildProgress { stage: string; percent: number; message?: string }
+
+export interface BuildRow {
+  id: number;
+  dockerfile_id: number;
+  version_id: number;
+  owner_id: number;
+  idempotency_key: string;
+  state: WebBuildState;
+  backend_build: number | null;
+  reason: string | null;
+  progress: BuildProgress | null;
+  artifacts: BuildArtifact[];
+  image_sha256: string | null;
+  dispatch_attempts: number;
+  requested_at: string;
+  queued_at: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  updated_at: string;
+}
+export interface BuildListItem extends BuildRow { dockerfile_name: string; owner: string; version_sha256: string }
+
+function parseJson<T>(v: unknown, fallback: T): T {
+  if (v == null) return fallback;
+  try { return JSON.parse(String(v)) as T; } catch { return fallback; }
+}
+
+function norm(r: Record<string, unknown>): BuildRow {
+  return {
+    ...(r as unknown as BuildRow),
+    id: Number(r.id),
+    dockerfile_id: Number(r.dockerfile_id),
+    version_id: Number(r.version_id),
+    owner_id: Number(r.owner_id),
+    backend_build: r.backend_build == null ? null : Number(r.backend_build),
+    dispatch_attempts: Number(r.dispatch_attempts ?? 0),
+    progress: parseJson<BuildProgress | null>(r.progress, null),
+    artifacts: parseJson<BuildArtifact[]>(r.artifacts, []),
+  };
+}
+
+/** By id and owner, or by id alone for an admin (`ownerId` null). */
+export async function findBuild(db: Queryable, id: number, ownerId: number | null): Promise<BuildRow | undefined> {
+  const q = db('builds').where({ id });
+  if (ownerId !== null) q.andWhere({ owner_id: ownerId });
+  const r = await q.first();
+  return r ? norm(r) : undefined;
+}
+
+export async function findBuildByKey(db: Queryable, key: string): Promise<BuildRow | undefined> {
+  const r = await db('builds').where({ idempotency_key: key }).first();
+  return r ? norm(r) : undefined;
+}
+
+export async function listBuildsOfDockerfile(db: Queryable, dockerfileId: number, limit = 50): Promise<BuildListItem[]> {
+  return listWhere(db, (q) => q.where('b.dockerfile_id', dockerfileId), limit);
+}
+
+export async function listBuildsOfOwner(db: Queryable, ownerId: number | null, limit = 50): Promise<BuildListItem[]> {
+  return listWhere(db, (q) => (ownerId === null ? q : q.where('b.owner_id', ownerId)), limit);
+}
+
+async function listWhere(db: Queryable, f: (q: ReturnType<Queryable>) => unknown, limit: number): Promise<BuildListItem[]> {
+  const q = db('builds as b')
+    .join('dockerfiles as d', 'd.id', 'b.dockerfile_id')
+    .join('users as u', 'u.id', 'b.owner_id')
+    .join('dockerfile_versions as v', 'v.id', 'b.version_id')
+    .select('b.*', 'd.name as dockerfile_name', 'u.username as owner', 'v.sha256 as version_sha256')
+    .orderBy('b.id', 'desc').limit(limit);
+  f(q);
+  const rows = await q;
+  return rows.map((r: Record<string, unknown>) => ({ ...norm(r), dockerfile_name: String(r.dockerfile_name), owner: String(r.owner), version_sha256: String(r.version_sha256) }));
+}
+
+export async function countActiveBuilds(db: Queryable, ownerId: number): Promise<number> {
+  const r = await db('builds').where({ owner_id: ownerId }).whereIn('state', ACTIVE_STATES as WebBuildState[]).count<{ n: number | string }[]>({ n: '*' });
+  return Number(r[0]?.n ?? 0);
+}
+
+export async function insertBuild(db: Queryable, b: { dockerfileId: number; versionId: number; ownerId: number; key: string }): Promise<BuildRow> {
+  const now = nowIso();
+  const [row] = await db('builds').insert({
+    dockerfile_id: b.dockerfileId, version_id: b.versionId, owner_id: b.ownerId, idempotency_key: b.key,
+    state: 'requested', dispatch_attempts: 0, requested_at: now, updated_at: now,
+  }).returning('*');
+  return norm(row);
+}
+
+export interface BuildUpdate {
+  state?: WebBuildState;
+  backend_build?: number;
+  reason?: string | null;
+  progress?: BuildProgress | null;
+  artifacts?: BuildArtifact[];
+  image_sha256?: string | null;
+  queued_at?: string | null;
+  started_at?: string | null;
+  finished_at?: string | null;
+}
+
+/**
+ * Updates a build only while it is in one of `fromStates`: a final state is never overwritten, and two
+ * concurrent refreshers cannot move a build backwards. Returns whether a row changed.
+ */
+export async function updateBuild(db: Queryable, id: number, fromStates: readonly WebBuildState[], u: BuildUpdate): Promise<boolean> {
+  const patch: Record<string, unknown> = { updated_at: nowIso() };
+  for (const [k, v] of Object.entries(u)) {
+    if (v === undefined) continue;
+    patch[k] = k === 'progress' || k === 'artifacts' ? (v === null ? null : JSON.stringify(v)) : v;
+  }
+  const n = await db('builds').where({ id }).whereIn('state', fromStates as WebBuildState[]).update(patch);
+  return Number(n) > 0;
+}
+
+export async function bumpDispatchAttempts(db: Queryable, id: number): Promise<void> {
+  await db('builds').where({ id }).update({ dispatch_attempts: db.raw('dispatch_attempts + 1'), updated_at: nowIso() });
+}
+
+/** Builds the reconciler should look at: not dispatched yet, or dispatched and not final. */
+export async function listBuildsToReconcile(db: Queryable, limit = 100): Promise<BuildRow[]> {
+  const rows = await db('builds').whereIn('state', ACTIVE_STATES as WebBuildState[]).orderBy('id').limit(limit);
+  return rows.map((r: Record<string, unknown>) => norm(r));
+}

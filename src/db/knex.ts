@@ -1,0 +1,87 @@
+import path from 'node:path';
+import { mkdirSync } from 'node:fs';
+import knexFactory, { type Knex } from 'knex';
+import type { FrozenConfig } from '../config/index.js';
+import { KilnError } from '../shared/errors.js';
+
+export type Db = Knex;
+/** Anything table functions accept: the pool or an open transaction. */
+export type Queryable = Knex | Knex.Transaction;
+
+/** How long a SQLite connection waits for a lock before SQLITE_BUSY (ms). */
+export const SQLITE_BUSY_TIMEOUT_MS = 5000;
+
+type SqliteConn = { run(sql: string, cb: (err: Error | null) => void): void };
+
+/**
+ * Per-connection SQLite settings. Order matters: busy_timeout must be set before journal_mode=WAL, because
+ * switching to WAL takes an exclusive lock and would fail at once on a busy file instead of waiting.
+ * synchronous=FULL because WAL+NORMAL may lose the last commits on power loss (an acknowledged build must survive).
+ */
+const SQLITE_PRAGMAS = [
+  `PRAGMA busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`,
+  'PRAGMA journal_mode = WAL',
+  'PRAGMA synchronous = FULL',
+  'PRAGMA foreign_keys = ON',
+];
+
+function runPragmas(conn: SqliteConn, done: (err: Error | null, conn: unknown) => void): void {
+  const next = (i: number): void => {
+    const sql = SQLITE_PRAGMAS[i];
+    if (sql === undefined) return done(null, conn);
+    conn.run(sql, (err) => (err ? done(err, conn) : next(i + 1)));
+  };
+  next(0);
+}
+
+export type DbOptions =
+  | { client: 'sqlite'; filename: string }
+  | { client: 'pg'; url: string; poolMax?: number };
+
+/** Builds a knex instance. Opens no connection until the first query. */
+export function createDb(opts: DbOptions): Db {
+  if (opts.client === 'sqlite') {
+    if (opts.filename !== ':memory:') mkdirSync(path.dirname(path.resolve(opts.filename)), { recursive: true });
+    return knexFactory({
+      client: 'sqlite3',
+      connection: { filename: opts.filename },
+      useNullAsDefault: true,
+      // One writer at a time is what SQLite does anyway; a single pooled connection also serialises our
+      // transactions, so check-then-insert quota logic cannot interleave.
+      pool: { min: 1, max: 1, afterCreate: runPragmas },
+    });
+  }
+  return knexFactory({
+    client: 'pg',
+    connection: opts.url,
+    pool: { min: 0, max: opts.poolMax ?? 10 },
+  });
+}
+
+/** The database the configuration names. */
+export function createDbFromConfig(config: FrozenConfig): Db {
+  if (config.db.client === 'pg') {
+    if (!config.db.url) throw new KilnError('invalid_input', 'KILN_DB_URL is required when KILN_DB_CLIENT=pg');
+    return createDb({ client: 'pg', url: config.db.url });
+  }
+  const filename = path.resolve(config.dataDir, config.db.filename);
+  return createDb({ client: 'sqlite', filename });
+}
+
+export const isSqlite = (db: Queryable): boolean => (db as Knex).client.config.client === 'sqlite3';
+export const isPg = (db: Queryable): boolean => (db as Knex).client.config.client === 'pg';
+
+/** True for a UNIQUE constraint violation on either engine. */
+export function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: string; errno?: number; message?: string };
+  return err?.code === '23505' || err?.code === 'SQLITE_CONSTRAINT' && /UNIQUE/.test(err.message ?? '');
+}
+
+/** True when SQLite gave up waiting for a lock; the web maps it to 503 + Retry-After. */
+export function isBusy(e: unknown): boolean {
+  const err = e as { code?: string };
+  return err?.code === 'SQLITE_BUSY' || err?.code === 'SQLITE_LOCKED';
+}
+
+/** Timestamps are ISO-8601 UTC strings: sortable, identical on both engines. */
+export const nowIso = (): string => new Date().toISOString();

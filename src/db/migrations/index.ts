@@ -1,0 +1,28 @@
+import type { Knex } from 'knex';
+import * as m001 from './001_initial.js';
+
+type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
+
+/**
+ * The migrations, in order, as compiled modules: no directory scanning, so `dist/` carries exactly what the source
+ * lists. Append only; never rename or edit a shipped entry (knex records names in knex_migrations).
+ */
+const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
+  ['001_initial', m001],
+];
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => MIGRATIONS.map(([name]) => name),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => {
+    const found = MIGRATIONS.find(([n]) => n === name);
+    if (!found) throw new Error(`unknown migration ${name}`);
+    return found[1];
+  },
+};
+
+/** Applies every pending migration; returns the names applied. Safe to run from several processes. */
+export async function migrateLatest(db: Knex): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest({ migrationSource })) as [number, string[]];
+  return applied;
+}

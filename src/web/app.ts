@@ -1,0 +1,183 @@
+/**
+ * The web application factory. Everything it needs comes in as arguments; nothing starts at import time.
+ * Middleware order is part of the security design:
+ *   headers -> same-origin check -> body limits -> session (DB) -> passport -> session lifetime -> routes
+ *   -> 404 -> the one error handler (registered last).
+ */
+import { randomBytes } from 'node:crypto';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import session from 'express-session';
+import { ConnectSessionKnexStore } from 'connect-session-knex';
+import nunjucks from 'nunjucks';
+import passportPkg from 'passport';
+import { rateLimit } from 'express-rate-limit';
+import { Strategy as LocalStrategy } from 'passport-local';
+import type { Db } from '../db/index.js';
+import type { FrozenConfig } from '../config/index.js';
+import type { Logger } from '../shared/logger.js';
+import { KilnError, isKilnError } from '../shared/errors.js';
+import type { GlueClient } from './glue-client/types.js';
+import { csrf, sameOriginOnly, securityHeaders } from './security.js';
+import { DEFAULT_LOGIN_LIMITS, type Actor, type LoginLimits, type Services } from './services/context.js';
+import { PasswordHasher } from './services/passwords.js';
+import { authenticate, userForSession, type SessionUser } from './services/users.js';
+import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './paths.js';
+import { errorHandler, notFoundHandler } from './errors.js';
+import { authRoutes } from './routes/auth.js';
+import { pageRoutes } from './routes/pages.js';
+import { apiRoutes } from './routes/api.js';
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    // passport's req.user is our Actor
+    // eslint-disable-next-line @typescript-eslint/no-empty-object-type
+    interface User extends Actor {}
+  }
+}
+declare module 'express-session' {
+  interface SessionData { loginAt?: number }
+}
+
+export interface AppOptions {
+  config: FrozenConfig;
+  db: Db;
+  glue: GlueClient;
+  logger: Logger;
+  /** Signs session cookies. Defaults to config.web.sessionSecret; startWeb keeps one in the database. */
+  sessionSecret?: string;
+  limits?: Partial<LoginLimits>;
+  viewsDir?: string;
+  publicDir?: string;
+}
+
+/** What route modules share. */
+export interface AppContext {
+  s: Services;
+  render: (req: Request, res: Response, view: string, ctx?: Record<string, unknown>, status?: number) => void;
+  csrfToken: (req: Request) => string;
+  protect: express.RequestHandler;
+  passport: passportPkg.PassportStatic;
+  /** True for /api/* and JSON bodies: errors and answers are JSON there, HTML elsewhere. */
+  wantsJson: (req: Request) => boolean;
+  loginLimiter: express.RequestHandler;
+}
+
+export type KilnApp = Express & { closeApp: () => void };
+
+export function createApp(opts: AppOptions): KilnApp {
+  const { config, db, glue, logger } = opts;
+  const limits: LoginLimits = { ...DEFAULT_LOGIN_LIMITS, ...opts.limits };
+  const hasher = new PasswordHasher(config.web.hashConcurrency);
+  void hasher.prime().catch(() => undefined);
+  const s: Services = { config, db, glue, logger, hasher, limits };
+
+  const publicUrl = config.web.publicUrl ? new URL(config.web.publicUrl) : undefined;
+  const secureCookie = publicUrl?.protocol === 'https:';
+  if (!secureCookie) logger.warn({ publicUrl: config.web.publicUrl ?? null }, 'web.publicUrl is not https: session cookie is not Secure (loopback use only)');
+  let secret = opts.sessionSecret ?? config.web.sessionSecret;
+  if (!secret) {
+    logger.warn('no session secret configured: using a random one, sessions end when this process stops');
+    secret = randomBytes(32).toString('hex');
+  }
+
+  const app = express() as unknown as KilnApp;
+  app.disable('x-powered-by');
+  // Exact hop count: `true` would let any client choose its rate-limit bucket via X-Forwarded-For.
+  app.set('trust proxy', config.web.trustProxyHops === 0 ? false : config.web.trustProxyHops);
+
+  const views = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.viewsDir ?? defaultViewsDir()), { autoescape: true, throwOnUndefined: false });
+  views.addFilter('json', (v: unknown) => JSON.stringify(v));
+
+  app.use(securityHeaders());
+  const expectedOrigin = (req: Request): string => publicUrl?.origin ?? `${req.protocol}://${req.get('host') ?? ''}`;
+  app.use(sameOriginOnly(expectedOrigin));
+  app.use('/static', express.static(opts.publicDir ?? defaultPublicDir(), { index: false, dotfiles: 'ignore', fallthrough: false, maxAge: '1h' }));
+
+  const max = config.web.maxDockerfileBytes;
+  app.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 }));
+  // JSON escapes can grow text up to 6x; validation then enforces the byte limit on the decoded text.
+  app.use(express.json({ limit: max * 6 + 16 * 1024 }));
+
+  const store = new ConnectSessionKnexStore({ knex: db, tableName: 'sessions', createTable: false, cleanupInterval: 10 * 60_000,
+    onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') });
+  const cookieName = secureCookie ? '__Host-sid' : 'kiln.sid';
+  app.set('kiln.cookie', { name: cookieName, secure: secureCookie });
+  app.use(session({
+    name: cookieName,
+    secret,
+    store,
+    resave: false,
+    saveUninitialized: false,
+    rolling: true,
+    unset: 'destroy',
+    proxy: config.web.trustProxyHops > 0,
+    cookie: { httpOnly: true, secure: secureCookie, sameSite: 'lax', path: '/', maxAge: config.web.sessionIdleMinutes * 60_000 },
+  }));
+
+  const passport = new passportPkg.Passport() as unknown as passportPkg.PassportStatic;
+  passport.use(new LocalStrategy({ usernameField: 'username', passwordField: 'password' }, (username, password, done) => {
+    authenticate(db, hasher, limits, username, password).then(
+      (u) => done(null, { id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User),
+      (e: unknown) => (isKilnError(e, 'unauthenticated') ? done(null, false, { message: e.message }) : done(e)),
+    );
+  }));
+  passport.serializeUser((user, done) => done(null, { id: user.id, epoch: (user as Actor & { epoch?: number }).epoch ?? 0 } satisfies SessionUser));
+  passport.deserializeUser((su: SessionUser, done) => {
+    userForSession(db, su).then((a) => done(null, a ?? false), done);
+  });
+  app.use(passport.initialize());
+  app.use(passport.session());
+
+  // Absolute session lifetime, on top of the idle timeout the cookie's rolling maxAge gives.
+  const absoluteMs = config.web.sessionAbsoluteHours * 3600_000;
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    const at = req.session?.loginAt;
+    if (req.user && (at === undefined || Date.now() - at > absoluteMs)) {
+      req.session.destroy(() => { req.user = undefined; next(); });
+      return;
+    }
+    next();
+  });
+
+  const { protect, token } = csrf();
+  // Multipart bodies are parsed by the one route that takes uploads, which checks the token after parsing.
+  const MULTIPART_PATHS = new Set(['/dockerfiles']);
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    if (req.method !== 'POST' || !req.is('multipart/form-data')) return protect(req, _res, next);
+    if (!MULTIPART_PATHS.has(req.path)) return next(new KilnError('bad_request', 'Unexpected upload.'));
+    next();
+  });
+
+  const wantsJson = (req: Request): boolean => req.originalUrl.startsWith('/api/') || req.is('application/json') === 'application/json';
+  const render: AppContext['render'] = (req, res, view, ctx = {}, status = 200) => {
+    const html = views.render(view, { ...ctx, me: req.user, csrfToken: token(req) });
+    res.status(status).type('html').send(html);
+  };
+
+  const loginLimiter = rateLimit({
+    windowMs: limits.ipWindowMs,
+    limit: limits.ipAttempts,
+    standardHeaders: 'draft-7',
+    legacyHeaders: false,
+    // trust proxy is set to an exact hop count above; a stray X-Forwarded-For with 0 hops is simply ignored.
+    validate: { xForwardedForHeader: false },
+    handler: (req, _res, next, options) => {
+      const resetMs = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime();
+      const retryAfterSeconds = Math.max(1, Math.ceil(((resetMs ?? Date.now() + options.windowMs) - Date.now()) / 1000));
+      next(new KilnError('rate_limited', 'Too many attempts from your address; try again later.', { detail: { retryAfterSeconds } }));
+    },
+  });
+
+  const ctx: AppContext = { s, render, csrfToken: token, protect, passport, wantsJson, loginLimiter };
+  app.use(authRoutes(ctx));
+  app.use('/api', apiRoutes(ctx));
+  app.use(pageRoutes(ctx));
+  app.use(notFoundHandler());
+  app.use(errorHandler({ logger, render, wantsJson }));
+
+  app.closeApp = () => {
+    if (store.nextDbCleanup) clearTimeout(store.nextDbCleanup);
+  };
+  return app;
+}

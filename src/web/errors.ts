@@ -1,0 +1,79 @@
+import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
+import multer from 'multer';
+import { KilnError, isKilnError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { isBusy } from '../db/index.js';
+
+/** Maps what libraries throw onto our codes; anything unknown stays unknown (-> generic 500). */
+function classify(err: unknown): KilnError | undefined {
+  if (isKilnError(err)) return err;
+  if (err instanceof multer.MulterError) {
+    if (err.code === 'LIMIT_FILE_SIZE' || err.code === 'LIMIT_FIELD_VALUE') return new KilnError('too_large', 'The upload is too large.');
+    return new KilnError('bad_request', 'The upload has too many or unexpected parts: send one Dockerfile.');
+  }
+  const e = err as { type?: string; status?: number; statusCode?: number; code?: string };
+  if (e?.type === 'entity.too.large' || e?.status === 413) return new KilnError('too_large', 'The request is too large.');
+  if (e?.type === 'entity.parse.failed' || e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') {
+    return new KilnError('bad_request', 'The request body is malformed.');
+  }
+  // busboy: malformed multipart
+  if (err instanceof Error && /Multipart|Unexpected end of form|Malformed part header/i.test(err.message)) {
+    return new KilnError('bad_request', 'The upload is malformed.');
+  }
+  if (isBusy(err)) return new KilnError('backend_unavailable', 'The server is busy; try again in a moment.', { detail: { retryAfterSeconds: 1 } });
+  if (e?.code === 'EBADCSRFTOKEN') return new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.');
+  return undefined;
+}
+
+const TITLES: Record<number, string> = {
+  400: 'Bad request', 401: 'Please log in', 403: 'Forbidden', 404: 'Not found', 409: 'Conflict', 413: 'Too large',
+  416: 'Range not satisfiable', 422: 'Cannot accept this input', 429: 'Slow down', 500: 'Something went wrong',
+  503: 'Temporarily unavailable', 504: 'Timed out',
+};
+
+export function notFoundHandler(): RequestHandler {
+  return (_req, _res, next) => next(new KilnError('not_found', 'Not found'));
+}
+
+/**
+ * The one error handler, registered last. Known errors become their status and safe message; unknown ones become
+ * a generic 500 whose detail (stack) goes only to the log.
+ */
+export function errorHandler(deps: {
+  logger: Logger;
+  render: (req: Request, res: Response, view: string, ctx?: Record<string, unknown>, status?: number) => void;
+  wantsJson: (req: Request) => boolean;
+}): ErrorRequestHandler {
+  return (err: unknown, req, res, _next) => {
+    const known = classify(err);
+    const ke = known ?? new KilnError('internal', 'Internal error');
+    const detail = (ke.detail ?? {}) as { retryAfterSeconds?: number; status?: number; size?: number };
+    const status = detail.status ?? ke.httpStatus;
+    if (!known || status >= 500) {
+      deps.logger.error({ err, method: req.method, path: req.path, status }, 'request failed');
+    } else {
+      deps.logger.info({ code: ke.code, method: req.method, path: req.path, status }, 'request refused');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (detail.retryAfterSeconds) res.set('Retry-After', String(detail.retryAfterSeconds));
+    if (status === 416 && detail.size !== undefined) res.set('Content-Range', `bytes */${detail.size}`);
+    res.set('Cache-Control', 'no-store');
+    if (status === 401 && !deps.wantsJson(req) && req.method === 'GET') {
+      res.redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}`);
+      return;
+    }
+    if (deps.wantsJson(req)) {
+      res.status(status).json({ error: { code: ke.code, message: ke.message } });
+      return;
+    }
+    try {
+      deps.render(req, res, 'error.njk', { status, title: TITLES[status] ?? 'Error', message: ke.message }, status);
+    } catch (renderErr) {
+      deps.logger.error({ err: renderErr }, 'error page failed to render');
+      res.status(status).type('text/plain').send(ke.message);
+    }
+  };
+}

@@ -1,0 +1,283 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
+import ssh2, { type ClientChannel } from 'ssh2';
+import { EXIT_CODES, REPLIES, errorReplySchema, formatCommand, type ArtifactName, type Reply } from '../../protocol/index.js';
+import { ERROR_CODES, KilnError, type ErrorCode } from '../../shared/errors.js';
+import { silentLogger, type Logger } from '../../shared/logger.js';
+import type { GlueClient } from './types.js';
+
+const { Client } = ssh2;
+
+export interface SshGlueClientOptions {
+  host: string;
+  port: number;
+  username: string;
+  /** The web's private key (OpenSSH format, ed25519). */
+  privateKey: Buffer | string;
+  /**
+   * Pinned SHA-256 fingerprint of the glue's host key, base64 without padding (an optional `SHA256:` prefix is
+   * ignored). Any other host key aborts the connection before authentication: nothing is ever auto-accepted.
+   */
+  hostFingerprint: string;
+  /** Per-call limit (connect + request + reply); for artifacts, the longest silence between two chunks. */
+  timeoutMs?: number;
+  /** Concurrent requests on the one connection (the server caps sessions per connection too). */
+  maxConcurrent?: number;
+  logger?: Logger;
+}
+
+/** Most reply bytes a JSON call accepts (build.log's 256 KiB chunk, JSON-escaped, fits with room). */
+const MAX_REPLY_BYTES = 8 * 1024 * 1024;
+
+/** Raised inside the client when the connection (not the glue) failed: retried once, then backend_unavailable. */
+class ConnectionLost extends Error {}
+
+/**
+ * The web's GlueClient over SSH: one lazily opened, reused ssh2 connection (reopened after it drops), one exec per
+ * call, the command line built by protocol.formatCommand. Glue errors come back as the KilnError the glue reported
+ * (stderr JSON, else the exit status); transport failures become KilnError('backend_unavailable'). Calls are
+ * idempotent on the glue side, so one that lost its connection before an answer is retried once.
+ */
+export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
+  const logger = o.logger ?? silentLogger;
+  const timeoutMs = o.timeoutMs ?? 30_000;
+  const pinned = Buffer.from(o.hostFingerprint.replace(/^SHA256:/, '').replace(/=+$/, ''));
+  let conn: Promise<ssh2.Client> | undefined;
+  let closed = false;
+  let active = 0;
+  const waiting: Array<() => void> = [];
+
+  const acquire = async () => {
+    if (active >= (o.maxConcurrent ?? 8)) await new Promise<void>((r) => waiting.push(r));
+    active++;
+  };
+  const release = () => {
+    active--;
+    waiting.shift()?.();
+  };
+
+  function connect(): Promise<ssh2.Client> {
+    if (closed) return Promise.reject(new KilnError('backend_unavailable', 'The glue client is closed'));
+    if (conn) return conn;
+    const p = new Promise<ssh2.Client>((resolve, reject) => {
+      const c = new Client();
+      let ready = false;
+      let hostRefused = false;
+      const drop = () => {
+        if (conn === p) conn = undefined;
+      };
+      c.on('ready', () => {
+        ready = true;
+        resolve(c);
+      });
+      c.on('error', (e: Error & { level?: string }) => {
+        drop();
+        if (hostRefused) logger.error({ host: o.host, port: o.port }, 'ALERT: the glue presented a host key that does not match the pinned fingerprint; connection refused');
+        else logger.warn({ err: e.message, level: e.level }, 'glue ssh connection failed');
+        if (!ready) reject(new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e }));
+      });
+      c.on('close', () => {
+        drop();
+        if (!ready) reject(new KilnError('backend_unavailable', 'The build service is unreachable; try again later'));
+      });
+      c.connect({
+        host: o.host,
+        port: o.port,
+        username: o.username,
+        privateKey: o.privateKey,
+        readyTimeout: timeoutMs,
+        keepaliveInterval: 15_000,
+        keepaliveCountMax: 3,
+        // Without a hostVerifier ssh2 accepts any host key. The fingerprint is computed here from the raw key.
+        hostVerifier: (key: Buffer) => {
+          const got = Buffer.from(createHash('sha256').update(key).digest('base64').replace(/=+$/, ''));
+          const ok = got.length === pinned.length && timingSafeEqual(got, pinned);
+          if (!ok) hostRefused = true;
+          return ok;
+        },
+      });
+    });
+    conn = p;
+    p.catch(() => undefined);
+    return p;
+  }
+
+  /** Opens one exec channel; a connection that broke meanwhile is reopened once. */
+  async function openExec(command: string): Promise<ClientChannel> {
+    for (let attempt = 0; ; attempt++) {
+      const c = await connect();
+      try {
+        return await new Promise<ClientChannel>((resolve, reject) => {
+          c.exec(command, (err, ch) => (err ? reject(new ConnectionLost(err.message)) : resolve(ch)));
+        });
+      } catch (e) {
+        if (conn) {
+          const cur = await conn.catch(() => undefined);
+          if (cur === c) {
+            c.end();
+            conn = undefined;
+          }
+        }
+        if (attempt >= 1) throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e });
+      }
+    }
+  }
+
+  /** Runs one request to completion: stdout, stderr and exit status. */
+  async function execOnce(command: string, stdin: string | Buffer | undefined): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
+    const ch = await openExec(command);
+    return new Promise((resolve, reject) => {
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let outLen = 0;
+      let errLen = 0;
+      let code: number | null = null;
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        ch.close();
+        reject(new KilnError('timeout', 'The build service did not answer in time'));
+      }, timeoutMs);
+      ch.on('data', (c: Buffer) => {
+        outLen += c.length;
+        if (outLen <= MAX_REPLY_BYTES) out.push(c);
+      });
+      ch.stderr.on('data', (c: Buffer) => {
+        errLen += c.length;
+        if (errLen <= 64 * 1024) err.push(c);
+      });
+      ch.on('exit', (c: number | null) => { code = c; });
+      ch.on('close', () => {
+        clearTimeout(timer);
+        if (settled) return;
+        settled = true;
+        if (code === null) return reject(new ConnectionLost('channel closed without an exit status'));
+        if (outLen > MAX_REPLY_BYTES) return reject(new KilnError('internal', 'The build service sent an oversized reply'));
+        resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
+      });
+      ch.end(stdin ?? '');
+    });
+  }
+
+  async function withRetry<T>(fn: () => Promise<T>): Promise<T> {
+    await acquire();
+    try {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!(e instanceof ConnectionLost)) throw e;
+        logger.warn({ err: e.message }, 'glue connection lost during a call; retrying once');
+        try {
+          return await fn();
+        } catch (e2) {
+          if (e2 instanceof ConnectionLost) throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e2 });
+          throw e2;
+        }
+      }
+    } finally {
+      release();
+    }
+  }
+
+  return {
+    async call<V extends keyof typeof REPLIES>(verb: V, args: ReadonlyArray<string | number>, stdin?: string | Buffer): Promise<Reply<V>> {
+      const command = formatCommand(verb, ...args);
+      const r = await withRetry(() => execOnce(command, stdin));
+      if (r.code !== 0) throw glueError(r.code, r.stderr);
+      let raw: unknown;
+      try {
+        raw = JSON.parse(r.stdout.toString('utf8'));
+      } catch (e) {
+        throw new KilnError('internal', 'The build service sent an unreadable reply', { cause: e });
+      }
+      const parsed = REPLIES[verb].safeParse(raw);
+      if (!parsed.success) throw new KilnError('internal', 'The build service sent a reply outside the protocol', { detail: parsed.error.issues });
+      return parsed.data as Reply<V>;
+    },
+
+    async artifact(job: number, build: number, name: ArtifactName, offset = 0): Promise<Readable> {
+      const command = offset > 0 ? formatCommand('build.artifact', job, build, name, offset) : formatCommand('build.artifact', job, build, name);
+      await acquire();
+      let ch: ClientChannel;
+      try {
+        ch = await openExec(command);
+      } catch (e) {
+        release();
+        throw e;
+      }
+      return new Promise<Readable>((resolve, reject) => {
+        const out = new PassThrough();
+        const err: Buffer[] = [];
+        let code: number | null = null;
+        let started = false;
+        let done = false;
+        let idle: NodeJS.Timeout;
+        const fail = (e: Error) => {
+          if (done) return;
+          done = true;
+          clearTimeout(idle);
+          release();
+          ch.close();
+          if (started) out.destroy(e);
+          else reject(e);
+        };
+        const arm = () => {
+          clearTimeout(idle);
+          idle = setTimeout(() => fail(new KilnError('timeout', 'The build service stopped sending the artifact')), timeoutMs);
+        };
+        arm();
+        ch.on('data', (c: Buffer) => {
+          arm();
+          if (!started) {
+            started = true;
+            resolve(out);
+          }
+          if (!out.write(c)) {
+            ch.pause();
+            out.once('drain', () => ch.resume());
+          }
+        });
+        ch.stderr.on('data', (c: Buffer) => { if (err.length < 64) err.push(c); });
+        ch.on('exit', (c: number | null) => { code = c; });
+        ch.on('close', () => {
+          if (done) return;
+          if (code === 0) {
+            done = true;
+            clearTimeout(idle);
+            release();
+            out.end();
+            if (!started) resolve(out);
+            return;
+          }
+          fail(code === null ? new KilnError('backend_unavailable', 'The connection to the build service was lost') : glueError(code, Buffer.concat(err)));
+        });
+        // The reader went away: stop the transfer.
+        out.on('close', () => { if (!done && !out.writableFinished) fail(new KilnError('internal', 'artifact reader closed')); });
+        ch.end();
+      });
+    },
+
+    async close(): Promise<void> {
+      closed = true;
+      const c = await conn?.catch(() => undefined);
+      conn = undefined;
+      c?.end();
+    },
+  };
+}
+
+const CODE_BY_EXIT = new Map<number, ErrorCode>(
+  Object.entries(EXIT_CODES).filter(([k]) => k !== 'default' && k !== 'bad_request').map(([k, v]) => [v as number, k as ErrorCode]),
+);
+
+/** The glue's error as a KilnError: its stderr JSON when readable, else what the exit status means. */
+function glueError(code: number | null, stderr: Buffer): KilnError {
+  try {
+    const doc = errorReplySchema.parse(JSON.parse(stderr.toString('utf8')));
+    const c = Object.hasOwn(ERROR_CODES, doc.error.code) ? (doc.error.code as ErrorCode) : 'internal';
+    return new KilnError(c, doc.error.message);
+  } catch {
+    const c = (code !== null && CODE_BY_EXIT.get(code)) || 'internal';
+    return new KilnError(c, c === 'internal' ? 'The build service failed' : `The build service answered ${c}`, { detail: stderr.toString('utf8').slice(0, 2000) });
+  }
+}

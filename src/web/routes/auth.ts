@@ -1,0 +1,87 @@
+import { Router, type NextFunction, type Request, type Response } from 'express';
+import { KilnError, isKilnError } from '../../shared/errors.js';
+import type { AppContext } from '../app.js';
+import { registerUser } from '../services/users.js';
+import { safeNext } from '../validation.js';
+
+/** Register, log in, log out. Every POST here is rate-limited per IP before any hashing and carries a CSRF token. */
+export function authRoutes(ctx: AppContext): Router {
+  const { s, render, passport, wantsJson, loginLimiter } = ctx;
+  const r = Router();
+
+  r.get('/login', (req, res) => {
+    if (req.user) return res.redirect(303, safeNext(req.query.next));
+    render(req, res, 'login.njk', { next: safeNext(req.query.next), registrationOpen: s.config.web.registrationOpen });
+  });
+
+  const login = (req: Request, res: Response, next: NextFunction): void => {
+    const json = wantsJson(req);
+    const target = safeNext((req.body as Record<string, unknown>)?.next ?? req.query.next);
+    const fail = (e: KilnError): void => {
+      if (json) return next(e);
+      const detail = e.detail as { retryAfterSeconds?: number } | undefined;
+      if (detail?.retryAfterSeconds) res.set('Retry-After', String(detail.retryAfterSeconds));
+      render(req, res, 'login.njk', { next: target, error: e.message, username: typeof req.body?.username === 'string' ? req.body.username.slice(0, 64) : '', registrationOpen: s.config.web.registrationOpen }, e.httpStatus);
+    };
+    passport.authenticate('local', { session: true }, (err: unknown, user: Express.User | false) => {
+      if (err) return isKilnError(err) && err.code === 'rate_limited' ? fail(err) : next(err);
+      if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
+      // passport >= 0.6 regenerates the session here (new id, old one destroyed): no fixation.
+      req.logIn(user, (e2) => {
+        if (e2) return next(e2);
+        req.session.loginAt = Date.now();
+        s.logger.info({ user: user.id }, 'login');
+        if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
+        res.redirect(303, target);
+      });
+    })(req, res, next);
+  };
+  r.post('/login', loginLimiter, login);
+  r.post('/api/login', loginLimiter, login);
+
+  const logout = (req: Request, res: Response, next: NextFunction): void => {
+    const json = wantsJson(req);
+    const cookie = req.app.get('kiln.cookie') as { name: string; secure: boolean };
+    const done = (): void => {
+      res.clearCookie(cookie.name, { path: '/', httpOnly: true, secure: cookie.secure, sameSite: 'lax' });
+      if (json) res.json({ ok: true });
+      else res.redirect(303, '/login');
+    };
+    if (!req.session) return done();
+    req.logout({ keepSessionInfo: false }, (err) => {
+      if (err) return next(err);
+      // req.logout regenerated the session; destroy the fresh one too so nothing of it is left server-side.
+      req.session.destroy((e2) => (e2 ? next(e2) : done()));
+    });
+  };
+  r.post('/logout', logout);
+  r.post('/api/logout', logout);
+
+  r.get('/register', (req, res) => {
+    if (!s.config.web.registrationOpen) throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
+    render(req, res, 'register.njk', {});
+  });
+
+  const register = async (req: Request, res: Response): Promise<void> => {
+    if (!s.config.web.registrationOpen) throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const json = wantsJson(req);
+    try {
+      if (!json && body.password !== body.password2) throw new KilnError('bad_request', 'The two passwords differ.');
+      const u = await registerUser(s.db, s.hasher, { username: body.username, password: body.password });
+      s.logger.info({ user: u.id }, 'registered');
+      if (json) {
+        res.status(201).json({ user: { id: u.id, username: u.username, role: u.role } });
+        return;
+      }
+      render(req, res, 'login.njk', { next: '/', notice: 'Account created. Please log in.', username: u.username, registrationOpen: true }, 201);
+    } catch (e) {
+      if (json || !isKilnError(e) || !['bad_request', 'invalid_input', 'conflict'].includes(e.code)) throw e;
+      render(req, res, 'register.njk', { error: e.message, username: typeof body.username === 'string' ? body.username.slice(0, 64) : '' }, e.httpStatus);
+    }
+  };
+  r.post('/register', loginLimiter, register);
+  r.post('/api/register', loginLimiter, register);
+
+  return r;
+}

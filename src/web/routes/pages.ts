@@ -1,0 +1,118 @@
+import { pipeline } from 'node:stream/promises';
+import { Router, type Request, type Response } from 'express';
+import multer from 'multer';
+import { KilnError, isKilnError } from '../../shared/errors.js';
+import { listBuildsOfOwner } from '../../db/index.js';
+import type { AppContext } from '../app.js';
+import { ownerScope } from '../services/access.js';
+import { getBuild, openArtifact, requestBuild, type ArtifactDownload } from '../services/builds.js';
+import { createDockerfile, getDockerfileView, listDockerfilesFor } from '../services/dockerfiles.js';
+import { decodeDockerfile } from '../validation.js';
+import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
+
+/** Sends an artifact as an opaque download under a server-made name. */
+export async function sendArtifact(res: Response, d: ArtifactDownload): Promise<void> {
+  res.set({
+    'Content-Type': 'application/octet-stream',
+    'Content-Disposition': `attachment; filename="${d.filename}"`,
+    'X-Content-Type-Options': 'nosniff',
+    'Cache-Control': 'private, no-store',
+    'Accept-Ranges': 'bytes',
+  });
+  if (d.range) {
+    res.status(206);
+    res.set('Content-Range', `bytes ${d.range.start}-${d.range.end}/${d.size}`);
+    res.set('Content-Length', String(d.range.end - d.range.start + 1));
+  } else {
+    res.set('Content-Length', String(d.size));
+  }
+  await pipeline(d.stream, res);
+}
+
+/** HTML pages. Handlers parse, call one service, render. */
+export function pageRoutes(ctx: AppContext): Router {
+  const { s, render } = ctx;
+  const r = Router();
+  const max = s.config.web.maxDockerfileBytes;
+  // In memory and capped: a rejected upload leaves no file anywhere, and the client's filename is never used.
+  const upload = multer({
+    storage: multer.memoryStorage(),
+    limits: { fileSize: max, files: 1, fields: 4, parts: 6, fieldSize: max * 2 + 1024, fieldNameSize: 32, headerPairs: 20 },
+  });
+
+  r.get('/', (req, res) => res.redirect(303, req.user ? '/dockerfiles' : '/login'));
+
+  r.get('/dockerfiles', requireUser, async (req, res) => {
+    const actor = actorOf(req);
+    const [dockerfiles, builds] = await Promise.all([listDockerfilesFor(s.db, actor), listBuildsOfOwner(s.db, ownerScope(actor), 20)]);
+    render(req, res, 'dockerfiles.njk', { dockerfiles, builds, quota: s.config.web.quotaDockerfiles });
+  });
+
+  r.get('/dockerfiles/new', requireUser, (req, res) => {
+    render(req, res, 'dockerfile-new.njk', { maxKiB: Math.floor(max / 1024) });
+  });
+
+  r.post('/dockerfiles', requireUser, upload.single('file'), ctx.protect, async (req: Request, res: Response) => {
+    const actor = actorOf(req);
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    try {
+      const content = dockerfileFromForm(req.file, body.content, max);
+      const df = await createDockerfile(s, actor, { name: body.name, content });
+      res.redirect(303, `/dockerfiles/${df.id}`);
+    } catch (e) {
+      if (!isKilnError(e) || !['invalid_input', 'too_large', 'conflict', 'bad_request'].includes(e.code)) throw e;
+      render(req, res, 'dockerfile-new.njk', {
+        maxKiB: Math.floor(max / 1024), error: e.message,
+        name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
+        content: typeof body.content === 'string' && body.content.length <= max * 2 ? body.content : '',
+      }, e.httpStatus);
+    }
+  });
+
+  r.get('/dockerfiles/:id', requireUser, async (req, res) => {
+    const view = await getDockerfileView(s.db, actorOf(req), req.params.id);
+    render(req, res, 'dockerfile.njk', { ...view, formKey: newFormKey() });
+  });
+
+  // The Dockerfile as a plain-text download: never rendered by the browser as HTML.
+  r.get('/dockerfiles/:id/raw', requireUser, async (req, res) => {
+    const view = await getDockerfileView(s.db, actorOf(req), req.params.id);
+    res.set({
+      'Content-Type': 'text/plain; charset=utf-8',
+      'Content-Disposition': `attachment; filename="kiln-dockerfile-${view.dockerfile.id}"`,
+      'Cache-Control': 'private, no-store',
+    });
+    res.send(view.version.content);
+  });
+
+  r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
+    const { build } = await requestBuild(s, actorOf(req), req.params.id, (req.body as Record<string, unknown>)?.key);
+    res.redirect(303, `/builds/${build.id}`);
+  });
+
+  r.get('/builds/:id', requireUser, async (req, res) => {
+    const build = await getBuild(s, actorOf(req), req.params.id);
+    const view = await getDockerfileView(s.db, actorOf(req), String(build.dockerfile_id));
+    render(req, res, 'build.njk', { build, buildJson: buildJson(build), dockerfile: view.dockerfile });
+  });
+
+  r.get('/builds/:id/artifacts/:name', requireUser, async (req, res) => {
+    await sendArtifact(res, await openArtifact(s, actorOf(req), req.params.id, req.params.name, req.get('range')));
+  });
+
+  return r;
+}
+
+/** Exactly one of: an uploaded file, or pasted text. */
+function dockerfileFromForm(file: Express.Multer.File | undefined, pasted: unknown, max: number): string {
+  const hasFile = !!file && file.size > 0;
+  const hasText = typeof pasted === 'string' && pasted.trim().length > 0;
+  if (hasFile && hasText) throw new KilnError('invalid_input', 'Give either a file or pasted text, not both.');
+  if (hasFile) return decodeDockerfile(file.buffer, max);
+  if (typeof pasted === 'string' && pasted.length > 0) {
+    // multipart text fields are decoded leniently: a replacement character means the bytes were not UTF-8.
+    if (pasted.includes('\uFFFD')) throw new KilnError('invalid_input', 'The Dockerfile is not valid UTF-8 text.');
+    return pasted; // checked by the service
+  }
+  throw new KilnError('invalid_input', 'The Dockerfile is empty.');
+}

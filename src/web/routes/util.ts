@@ -1,0 +1,38 @@
+import { randomBytes } from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+import { KilnError } from '../../shared/errors.js';
+import type { BuildRow } from '../../db/index.js';
+import { isFinal } from '../../db/index.js';
+import type { Actor } from '../services/context.js';
+
+export function requireUser(req: Request, _res: Response, next: NextFunction): void {
+  if (!req.user) return next(new KilnError('unauthenticated', 'Please log in.'));
+  next();
+}
+
+export const actorOf = (req: Request): Actor => {
+  if (!req.user) throw new KilnError('unauthenticated', 'Please log in.');
+  return { id: req.user.id, username: req.user.username, role: req.user.role };
+};
+
+/** A fresh idempotency key per rendered Build form: a double click or a replayed POST maps to one build. */
+export const newFormKey = (): string => randomBytes(18).toString('base64url');
+
+/** The JSON shape of a build (API and the build page's script). */
+export function buildJson(b: BuildRow): Record<string, unknown> {
+  return {
+    id: b.id,
+    dockerfileId: b.dockerfile_id,
+    state: b.state,
+    final: isFinal(b.state),
+    backendBuild: b.backend_build,
+    reason: b.reason,
+    progress: b.progress,
+    artifacts: b.artifacts.map((a) => ({ name: a.name, size: a.size, url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}` })),
+    imageSha256: b.image_sha256,
+    requestedAt: b.requested_at,
+    queuedAt: b.queued_at,
+    startedAt: b.started_at,
+    finishedAt: b.finished_at,
+  };
+}

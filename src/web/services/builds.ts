@@ -1,0 +1,247 @@
+/**
+ * Build lifecycle on the web side.
+ *
+ *   request (one transaction: idempotency key + quota + row in state `requested`)
+ *     -> dispatch (glue job.put + job.build, both idempotent; row -> `queued` with the backend build number)
+ *     -> refresh (glue build.status; row follows queued -> running -> succeeded|failed|cancelled)
+ *
+ * A glue outage between the transaction and dispatch leaves the row `requested`; `reconcile` retries it with the
+ * same key, and the glue's job.build returns the same build for the same key, so a build is never started twice.
+ */
+import { Readable, Transform } from 'node:stream';
+import {
+  ACTIVE_STATES, bumpDispatchAttempts, countActiveBuilds, findBuild, findBuildByKey, findDockerfile, findUserById, getVersion,
+  insertBuild, isFinal, isPg, isUniqueViolation, listBuildsToReconcile, nowIso, updateBuild,
+  type BuildRow, type Db, type WebBuildState,
+} from '../../db/index.js';
+import { ARTIFACT_NAMES, FORMATS, type ArtifactName, type BuildStatus, type Format, type JobSpecInput, type LogChunk } from '../../protocol/index.js';
+import { KilnError, conflict, isKilnError, notFound } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { GlueClient } from '../glue-client/types.js';
+import { parseIdempotencyKey } from '../validation.js';
+import { buildFor, dockerfileFor } from './access.js';
+import type { Actor, Services } from './context.js';
+
+/** Glue failures worth retrying later; anything else is a permanent answer about this build. */
+const transient = (e: unknown): boolean => isKilnError(e, 'backend_unavailable') || isKilnError(e, 'timeout');
+
+/** Records a build request, or returns the existing build for a repeated key. */
+export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: unknown, rawKey: unknown): Promise<{ build: BuildRow; created: boolean }> {
+  const key = parseIdempotencyKey(rawKey);
+  const df = await dockerfileFor(s.db, actor, rawDockerfileId);
+  const again = async (): Promise<{ build: BuildRow; created: boolean } | undefined> => {
+    const b = await findBuildByKey(s.db, key);
+    if (!b) return undefined;
+    // A key is one form submission; the same key from someone else or for another Dockerfile is a client bug.
+    if (b.owner_id !== actor.id || b.dockerfile_id !== df.id) throw conflict('This form was already used; reload the page.');
+    return { build: b, created: false };
+  };
+  const prior = await again();
+  if (prior) return prior;
+  let build: BuildRow;
+  try {
+    build = await s.db.transaction(async (trx) => {
+      if (isPg(s.db)) await trx('users').where({ id: actor.id }).forUpdate().first();
+      const active = await countActiveBuilds(trx, actor.id);
+      if (active >= s.config.web.quotaQueuedBuilds) {
+        throw new KilnError('rate_limited', `You already have ${active} builds waiting or running; wait for one to finish.`, { detail: { retryAfterSeconds: 30 } });
+      }
+      if (df.current_version_id == null) throw new KilnError('internal', 'Dockerfile has no content');
+      return insertBuild(trx, { dockerfileId: df.id, versionId: df.current_version_id, ownerId: df.owner_id, key });
+    });
+  } catch (e) {
+    if (isUniqueViolation(e)) {
+      const raced = await again();
+      if (raced) return raced;
+    }
+    throw e;
+  }
+  s.logger.info({ build: build.id, dockerfile: df.id, user: actor.id }, 'build requested');
+  return { build: await dispatch(s, build), created: true };
+}
+
+function formatsFor(s: Services): Format[] {
+  const f = s.config.sdk.formats.filter((x): x is Format => (FORMATS as readonly string[]).includes(x));
+  return f.length ? f : ['raw'];
+}
+
+/**
+ * Hands a `requested` build to the glue. Idempotent: job.put is create-or-update and job.build returns the same
+ * backend build for the same key. Returns the row as stored afterwards.
+ */
+export async function dispatch(s: Pick<Services, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow): Promise<BuildRow> {
+  if (build.state !== 'requested') return build;
+  const { db, glue, logger } = s;
+  await bumpDispatchAttempts(db, build.id);
+  try {
+    const df = await findDockerfile(db, build.dockerfile_id, null);
+    const version = await getVersion(db, build.version_id);
+    const owner = await findUserById(db, build.owner_id);
+    if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
+    const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as Services), schedule: 'off', enabled: true };
+    await glue.call('job.put', [df.id], JSON.stringify(spec));
+    const r = await glue.call('job.build', [df.id, build.idempotency_key]);
+    await updateBuild(db, build.id, ['requested'], { state: 'queued', backend_build: r.build, queued_at: nowIso(), reason: null });
+    logger.info({ build: build.id, job: df.id, backendBuild: r.build }, 'build dispatched');
+  } catch (e) {
+    if (transient(e)) {
+      logger.warn({ build: build.id, err: (e as Error).message }, 'glue unavailable; build stays requested');
+    } else {
+      const reason = isKilnError(e) ? e.message : 'Internal error while starting the build.';
+      logger.error({ build: build.id, err: e }, 'build dispatch failed');
+      await updateBuild(db, build.id, ['requested'], { state: 'failed', reason, finished_at: nowIso() });
+    }
+  }
+  return (await findBuild(db, build.id, null))!;
+}
+
+/** Pulls the glue's view of a dispatched build into the row. Leaves the row alone when the glue is unreachable. */
+export async function refresh(s: Pick<Services, 'db' | 'glue' | 'logger'>, build: BuildRow): Promise<BuildRow> {
+  if (isFinal(build.state) || build.backend_build == null) return build;
+  let st: BuildStatus;
+  try {
+    st = await s.glue.call('build.status', [build.dockerfile_id, build.backend_build]);
+  } catch (e) {
+    if (transient(e)) return build;
+    if (isKilnError(e, 'not_found')) {
+      await updateBuild(s.db, build.id, ACTIVE_STATES, { state: 'failed', reason: 'The build is no longer known to the build service.', finished_at: nowIso() });
+      return (await findBuild(s.db, build.id, null))!;
+    }
+    throw e;
+  }
+  const next: WebBuildState = st.state;
+  let imageSha: string | null | undefined;
+  if (next === 'succeeded' && st.artifacts.some((a) => a.name === 'result.json')) {
+    imageSha = await readImageSha(s.glue, build.dockerfile_id, build.backend_build, s.logger);
+  }
+  await updateBuild(s.db, build.id, ACTIVE_STATES, {
+    state: next,
+    reason: st.reason ?? null,
+    progress: st.progress ?? null,
+    artifacts: st.artifacts,
+    started_at: st.startedAt ?? build.started_at,
+    finished_at: isFinal(next) ? st.finishedAt ?? nowIso() : null,
+    ...(imageSha !== undefined ? { image_sha256: imageSha } : {}),
+  });
+  return (await findBuild(s.db, build.id, null))!;
+}
+
+/** The image digest the SDK wrote into result.json (best effort: the page works without it). */
+async function readImageSha(glue: GlueClient, job: number, build: number, logger: Logger): Promise<string | null> {
+  try {
+    const stream = await glue.artifact(job, build, 'result.json');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of stream) {
+      size += (c as Buffer).length;
+      if (size > 1024 * 1024) { stream.destroy(); return null; }
+      chunks.push(c as Buffer);
+    }
+    return findSha(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+  } catch (e) {
+    logger.warn({ job, build, err: (e as Error).message }, 'could not read result.json');
+    return null;
+  }
+}
+
+function findSha(v: unknown, depth = 0): string | null {
+  if (!v || typeof v !== 'object' || depth > 4) return null;
+  const o = v as Record<string, unknown>;
+  if (typeof o.sha256 === 'string' && /^[0-9a-f]{64}$/.test(o.sha256)) return o.sha256;
+  for (const x of Object.values(o)) {
+    const r = findSha(x, depth + 1);
+    if (r) return r;
+  }
+  return null;
+}
+
+/** The build page's data: the row, refreshed from the glue while it is active. */
+export async function getBuild(s: Services, actor: Actor, rawId: unknown): Promise<BuildRow> {
+  let b = await buildFor(s.db, actor, rawId);
+  if (b.state === 'requested' && Date.now() - Date.parse(b.updated_at) > 5000) b = await dispatch(s, b);
+  if (b.state === 'queued' || b.state === 'running') b = await refresh(s, b);
+  return b;
+}
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
+/** Build output is attacker-written: escapes and control characters are removed (the page sets it as text). */
+export const cleanLogText = (t: string): string => t.replace(ANSI, '');
+
+export async function readLog(s: Services, actor: Actor, rawId: unknown, rawOffset: unknown): Promise<LogChunk> {
+  const b = await buildFor(s.db, actor, rawId);
+  const offset = typeof rawOffset === 'string' && /^(0|[1-9][0-9]{0,14})$/.test(rawOffset) ? Number(rawOffset) : 0;
+  if (b.backend_build == null) return { text: '', offset, nextOffset: offset, more: !isFinal(b.state) };
+  const chunk = await s.glue.call('build.log', [b.dockerfile_id, b.backend_build, offset]);
+  return { ...chunk, text: cleanLogText(chunk.text) };
+}
+
+export interface ArtifactDownload {
+  stream: Readable;
+  filename: string;
+  size: number;
+  /** Set for a range answer (206). */
+  range?: { start: number; end: number };
+}
+
+/**
+ * Opens an artifact of a build the actor may see. The name must be one of the protocol's artifact names and
+ * listed on the build; the bytes come from the glue (never from a path the web computes).
+ */
+export async function openArtifact(s: Services, actor: Actor, rawId: unknown, rawName: unknown, rangeHeader?: string): Promise<ArtifactDownload> {
+  const b = await buildFor(s.db, actor, rawId);
+  if (typeof rawName !== 'string' || !(ARTIFACT_NAMES as readonly string[]).includes(rawName)) throw notFound('No such artifact');
+  const name = rawName as ArtifactName;
+  const art = b.artifacts.find((a) => a.name === name);
+  if (!art || b.backend_build == null) throw notFound('No such artifact');
+  const filename = `kiln-${b.id}-${name}`;
+  let start = 0;
+  let end = art.size - 1;
+  let ranged = false;
+  if (rangeHeader) {
+    const m = /^bytes=(\d{1,15})-(\d{0,15})$/.exec(rangeHeader.trim());
+    if (m) {
+      start = Number(m[1]);
+      if (m[2]) end = Math.min(Number(m[2]), art.size - 1);
+      if (start >= art.size || start > end) throw new KilnError('bad_request', 'Range not satisfiable', { detail: { status: 416, size: art.size } });
+      ranged = true;
+    }
+  }
+  const src = await s.glue.artifact(b.dockerfile_id, b.backend_build, name, start);
+  const stream = ranged ? src.pipe(limitBytes(end - start + 1, () => src.destroy())) : src;
+  if (ranged) src.on('error', (e) => stream.destroy(e));
+  return { stream, filename, size: art.size, ...(ranged ? { range: { start, end } } : {}) };
+}
+
+function limitBytes(n: number, onDone: () => void): Transform {
+  let left = n;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      if (left <= 0) return cb();
+      const part = chunk.length > left ? chunk.subarray(0, left) : chunk;
+      left -= part.length;
+      this.push(part);
+      if (left <= 0) { this.push(null); onDone(); }
+      cb();
+    },
+  });
+}
+
+/**
+ * One reconciliation pass (the caller schedules it): dispatches builds still `requested` and refreshes the ones
+ * the glue has. Safe to run concurrently with requests and with itself. Returns how many rows it looked at.
+ */
+export async function reconcile(db: Db, glue: GlueClient, opts: { logger?: Logger; config?: Services['config'] } = {}): Promise<number> {
+  const logger = opts.logger ?? (await import('../../shared/logger.js')).silentLogger;
+  const config = opts.config ?? ({ sdk: { formats: ['raw'] } } as unknown as Services['config']);
+  const rows = await listBuildsToReconcile(db);
+  for (const b of rows) {
+    try {
+      if (b.state === 'requested') await dispatch({ db, glue, logger, config }, b);
+      else await refresh({ db, glue, logger }, b);
+    } catch (e) {
+      logger.error({ build: b.id, err: e }, 'reconcile failed for build');
+    }
+  }
+  return rows.length;
+}

@@ -1,0 +1,142 @@
+import path from 'node:path';
+import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
+import { createDb, migrateLatest, type Db } from '../../src/db/index.js';
+import { silentLogger, type Logger } from '../../src/shared/logger.js';
+import type { GlueClient } from '../../src/web/glue-client/types.js';
+import { startWeb, type StartWebOptions } from '../../src/web/index.js';
+import { MemoryGlue } from './memory-glue.js';
+import { tempDir } from './tmp.js';
+
+/**
+ * The glue the web route tests talk to. ONE place: swap this for the real SSH glue (test/helpers/glue.ts) when a
+ * test does not need to drive build states by hand.
+ */
+export function testGlue(): MemoryGlue {
+  return new MemoryGlue();
+}
+
+export interface TestWeb {
+  url: string;
+  db: Db;
+  glue: MemoryGlue;
+  config: FrozenConfig;
+  dir: string;
+  client(): HttpClient;
+  close(): Promise<void>;
+}
+
+/** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
+export async function startTestWeb(opts: { config?: Record<string, unknown>; limits?: StartWebOptions['limits']; glue?: GlueClient; logger?: Logger } = {}): Promise<TestWeb> {
+  const { dir, cleanup } = tempDir('kiln-web-');
+  const config = loadConfig({}, { dataDir: dir, ...opts.config, web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) } });
+  const db = createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
+  await migrateLatest(db);
+  const glue = (opts.glue ?? testGlue()) as MemoryGlue;
+  const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits });
+  return {
+    url: web.url, db, glue, config, dir,
+    client: () => new HttpClient(web.url),
+    close: async () => {
+      await web.close();
+      await db.destroy();
+      cleanup();
+    },
+  };
+}
+
+/** fetch with a cookie jar and helpers for forms carrying the CSRF token. Redirects are not followed. */
+export class HttpClient {
+  readonly jar = new Map<string, string>();
+  /** Raw Set-Cookie headers of the last response. */
+  lastSetCookie: string[] = [];
+  constructor(readonly base: string) {}
+
+  cookieHeader(): string {
+    return [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
+  }
+
+  async request(p: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    if (this.jar.size && !headers.has('cookie')) headers.set('cookie', this.cookieHeader());
+    const res = await fetch(this.base + p, { ...init, headers, redirect: 'manual' });
+    this.lastSetCookie = res.headers.getSetCookie();
+    for (const sc of this.lastSetCookie) {
+      const [pair, ...attrs] = sc.split(';');
+      const eq = pair!.indexOf('=');
+      const name = pair!.slice(0, eq).trim();
+      const value = pair!.slice(eq + 1).trim();
+      const expired = attrs.some((a) => /^\s*expires=Thu, 01 Jan 1970/i.test(a)) || value === '';
+      if (expired) this.jar.delete(name);
+      else this.jar.set(name, value);
+    }
+    return res;
+  }
+
+  get(p: string, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request(p, { headers });
+  }
+
+  /** The CSRF token embedded in the page at `p`. */
+  async token(p = '/login'): Promise<string> {
+    const html = await (await this.get(p)).text();
+    const m = /name="_csrf" value="([^"]+)"/.exec(html);
+    if (!m) throw new Error(`no CSRF token on ${p}`);
+    return m[1]!;
+  }
+
+  async apiToken(): Promise<string> {
+    return ((await (await this.get('/api/csrf')).json()) as { token: string }).token;
+  }
+
+  postForm(p: string, fields: Record<string, string>, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request(p, { method: 'POST', body: new URLSearchParams(fields), headers });
+  }
+
+  postMultipart(p: string, form: FormData, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request(p, { method: 'POST', body: form, headers });
+  }
+
+  async postJson(p: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request(p, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });
+  }
+
+  async register(username: string, password: string): Promise<Response> {
+    const t = await this.token('/register');
+    return this.postForm('/register', { _csrf: t, username, password, password2: password });
+  }
+
+  async login(username: string, password: string, next?: string): Promise<Response> {
+    const t = await this.token('/login');
+    return this.postForm('/login', { _csrf: t, username, password, ...(next !== undefined ? { next } : {}) });
+  }
+
+  /** Registers and logs in; throws unless both worked. */
+  async signUp(username: string, password = 'correct horse battery staple'): Promise<void> {
+    const r = await this.register(username, password);
+    if (r.status !== 201) throw new Error(`register ${username}: ${r.status} ${await r.text()}`);
+    const l = await this.login(username, password);
+    if (l.status !== 303) throw new Error(`login ${username}: ${l.status}`);
+  }
+
+  /** Creates a Dockerfile through the HTML form (pasted text); returns its id. */
+  async createDockerfile(name: string, content: string): Promise<number> {
+    const t = await this.token('/dockerfiles/new');
+    const f = new FormData();
+    f.set('_csrf', t);
+    f.set('name', name);
+    f.set('content', content);
+    const r = await this.postMultipart('/dockerfiles', f);
+    if (r.status !== 303) throw new Error(`create ${name}: ${r.status} ${await r.text()}`);
+    return Number(/\/dockerfiles\/(\d+)$/.exec(r.headers.get('location') ?? '')![1]);
+  }
+
+  /** Presses Build on a Dockerfile page (with that page's idempotency key); returns the build id. */
+  async build(dockerfileId: number): Promise<{ id: number; key: string; token: string }> {
+    const html = await (await this.get(`/dockerfiles/${dockerfileId}`)).text();
+    const token = /name="_csrf" value="([^"]+)"/.exec(html)![1]!;
+    const key = /name="key" value="([^"]+)"/.exec(html)![1]!;
+    const r = await this.postForm(`/dockerfiles/${dockerfileId}/builds`, { _csrf: token, key });
+    if (r.status !== 303) throw new Error(`build: ${r.status} ${await r.text()}`);
+    return { id: Number(/\/builds\/(\d+)$/.exec(r.headers.get('location') ?? '')![1]), key, token };
+  }
+}
