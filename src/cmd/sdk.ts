@@ -3,6 +3,8 @@ import Dockerode from 'dockerode';
 import { loadConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { sdkBuild } from '../sdk/pipeline.js';
+import { writeFailureResult } from '../sdk/result.js';
+import { SDK_VERSION } from '../sdk/version.js';
 
 const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR] [--format raw[,qcow2]] [--build-arg K=V]...
 
@@ -67,6 +69,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const ke = toKilnError(e);
     process.stderr.write(JSON.stringify({ error: ke.toJSON() }) + '\n');
+    await writeFailureResult(values.out, SDK_VERSION, ke.toJSON()).catch(() => undefined);
     return ke.code === 'invalid_input' ? 2 : 1;
   }
 }

@@ -132,7 +132,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       const q = path.join(outDir, 'image.qcow2');
       await rep.stage('convert', 68, 'converting to qcow2', async () => {
         await fsp.rm(q, { force: true });
-        const r = await run('qemu-img', ['convert', '-c', '-W', '-m', '4', '-O', 'qcow2', rawPath, q], { timeoutMs: 20 * 60_000 });
+        const r = await run('qemu-img', ['convert', '-c', '-W', '-m', '8', '-O', 'qcow2', '-o', 'compression_type=zstd', rawPath, q], { timeoutMs: 20 * 60_000 });
         if (r.code !== 0) throw new KilnError('build_failed', `qemu-img convert failed: ${r.stderr.trim().slice(-300)}`);
       });
       images.push({ name: 'image.qcow2', format: 'qcow2', file: q });

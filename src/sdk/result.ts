@@ -34,6 +34,9 @@ export async function sha256File(file: string): Promise<string> {
 
 export async function describeArtifact(dir: string, name: string, format: string): Promise<Artifact> {
   const file = path.join(dir, name);
+  // Flush first: ext4 delayed allocation otherwise under-reports the blocks of a file just written.
+  const fh = await fsp.open(file, 'r');
+  try { await fh.sync(); } finally { await fh.close(); }
   const st = await fsp.stat(file);
   return { name, format, size: st.size, allocated: st.blocks * 512, sha256: await sha256File(file) };
 }
@@ -43,4 +46,11 @@ export async function writeResult(dir: string, r: BuildResult): Promise<void> {
   const tmp = path.join(dir, `.result.json.${process.pid}`);
   await fsp.writeFile(tmp, JSON.stringify(r, null, 2) + '\n');
   await fsp.rename(tmp, path.join(dir, 'result.json'));
+}
+
+/** For failures before the pipeline starts (bad arguments): still leave a result.json the caller can read. */
+export async function writeFailureResult(dir: string, sdkVersion: string, error: { code: ErrorCode; message: string }): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true });
+  const now = new Date().toISOString();
+  await writeResult(dir, { ok: false, sdkVersion, startedAt: now, finishedAt: now, artifacts: [], bootTests: [], stages: [], error });
 }

@@ -1,0 +1,147 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, promises as fsp, statSync } from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tempDir } from '../helpers/tmp.js';
+
+const repo = path.resolve(import.meta.dirname, '../..');
+const kiln = path.join(repo, 'bin/kiln');
+
+interface Run { code: number | null; stdout: string; stderr: string }
+
+function kilnRun(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(kiln, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
+    p.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+async function sha256(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(file)) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
+/** One real build of dockerfiles/debian-minimal shared by every assertion (build + two boots take a few minutes). */
+describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () => {
+  const t = tempDir('kiln-sdk-e2e-');
+  const out = path.join(t.dir, 'out');
+  let run: Run;
+  let result: {
+    ok: boolean; sdkVersion: string; startedAt: string; finishedAt: string;
+    artifacts: { name: string; format: string; size: number; allocated: number; sha256: string }[];
+    bootTests: { artifact: string; firmware: string; passed: boolean; seconds: number; reason?: string; serialLog?: string }[];
+    stages: { name: string; seconds: number }[];
+    error?: { code: string; message: string };
+  };
+
+  beforeAll(async () => {
+    run = await kilnRun(['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), '--out', out, '--format', 'raw,qcow2'],
+      { KILN_SDK_BOOT_TIMEOUT_SECONDS: '240' });
+    result = JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8'));
+  }, 900_000);
+  afterAll(() => t.cleanup());
+
+  it('succeeds and writes the documented result.json shape', () => {
+    expect(run.stderr).toBe('');
+    expect(result.error).toBeUndefined();
+    expect(result.ok).toBe(true);
+    expect(run.code).toBe(0);
+    expect(Object.keys(result).sort()).toEqual(['artifacts', 'bootTests', 'finishedAt', 'ok', 'sdkVersion', 'stages', 'startedAt']);
+    expect(Date.parse(result.finishedAt)).toBeGreaterThan(Date.parse(result.startedAt));
+    expect(result.stages.map((s) => s.name)).toEqual(expect.arrayContaining(['policy', 'base', 'build', 'export', 'finish', 'disk', 'checksum', 'boot']));
+  });
+
+  it('image.raw exists, is sparse, and its sha256 and size match result.json', async () => {
+    const raw = path.join(out, 'image.raw');
+    const st = statSync(raw);
+    const a = result.artifacts.find((x) => x.name === 'image.raw')!;
+    expect(a.format).toBe('raw');
+    expect(a.size).toBe(st.size);
+    expect(Math.abs(a.allocated - st.blocks * 512)).toBeLessThan(2 ** 20);
+    expect(st.blocks * 512).toBeLessThan(st.size * 0.9);
+    expect(await sha256(raw)).toBe(a.sha256);
+    // An MBR boot signature and syslinux's MBR code.
+    const fh = await fsp.open(raw, 'r');
+    const buf = Buffer.alloc(512);
+    await fh.read(buf, 0, 512, 0);
+    await fh.close();
+    expect(buf.readUInt16LE(510)).toBe(0xaa55);
+  });
+
+  it('image.qcow2 is a compressed qcow2 whose sha256 matches', async () => {
+    const q = path.join(out, 'image.qcow2');
+    const a = result.artifacts.find((x) => x.name === 'image.qcow2')!;
+    expect(a.format).toBe('qcow2');
+    expect(await sha256(q)).toBe(a.sha256);
+    expect(a.size).toBeLessThan(result.artifacts.find((x) => x.name === 'image.raw')!.allocated);
+    const head = Buffer.alloc(4);
+    const fh = await fsp.open(q, 'r');
+    await fh.read(head, 0, 4, 0);
+    await fh.close();
+    expect(head.toString('latin1')).toBe('QFI\xfb');
+  });
+
+  it('both images booted to a login prompt', () => {
+    expect(result.bootTests.map((b) => b.artifact)).toEqual(['image.raw', 'image.qcow2']);
+    expect(result.bootTests[0]!.passed).toBe(true);
+    for (const b of result.bootTests) {
+      expect(b.passed, b.reason).toBe(true);
+      expect(b.firmware).toBe('bios');
+      expect(b.serialLog).toMatch(/login:/);
+      expect(b.serialLog!.length).toBeLessThanOrEqual(16 * 1024);
+    }
+    expect(existsSync(path.join(out, 'serial-image.raw.log'))).toBe(true);
+  });
+
+  it('logs to build.log and prints ##kiln progress events on stdout', async () => {
+    const log = await fsp.readFile(path.join(out, 'build.log'), 'utf8');
+    expect(log).toContain('[kiln] == boot');
+    const events = run.stdout.split('\n').filter((l) => l.startsWith('##kiln ')).map((l) => JSON.parse(l.slice(7)) as { stage: string; percent: number });
+    expect(events.map((e) => e.stage)).toEqual(expect.arrayContaining(['policy', 'build', 'disk', 'boot', 'done']));
+    expect(events.at(-1)).toMatchObject({ stage: 'done', percent: 100 });
+  });
+});
+
+describe('kiln sdk build failures', () => {
+  const t = tempDir('kiln-sdk-fail-');
+  afterAll(() => t.cleanup());
+
+  it('refuses a policy violation before building, with result.json ok:false and line numbers', async () => {
+    const df = path.join(t.dir, 'Dockerfile');
+    await fsp.writeFile(df, '# syntax=evil/frontend\nFROM alpine:3\nADD http://169.254.169.254/x /x\n');
+    const out = path.join(t.dir, 'out');
+    const r = await kilnRun(['sdk', 'build', '--dockerfile', df, '--out', out]);
+    expect(r.code).not.toBe(0);
+    const res = JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8'));
+    expect(res.ok).toBe(false);
+    expect(res.error.code).toBe('policy_violation');
+    expect(res.error.message).toMatch(/line 1: .*syntax/);
+    expect(res.error.message).toMatch(/line 2: FROM alpine:3 is not an allowed base image; allowed: debian:bookworm, debian:trixie/);
+    expect(res.error.message).toMatch(/line 3: ADD of a remote URL/);
+    expect(res.stages.map((s: { name: string }) => s.name)).toEqual(['policy']);
+  });
+
+  it('a failing RUN fails the build with build_failed', async () => {
+    const df = path.join(t.dir, 'Dockerfile.fail');
+    await fsp.writeFile(df, 'FROM debian:bookworm\nRUN echo kiln-failing-step && exit 3\n');
+    const out = path.join(t.dir, 'out2');
+    const r = await kilnRun(['sdk', 'build', '--dockerfile', df, '--out', out]);
+    expect(r.code).toBe(1);
+    const res = JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8'));
+    expect(res.ok).toBe(false);
+    expect(res.error.code).toBe('build_failed');
+    expect(await fsp.readFile(path.join(out, 'build.log'), 'utf8')).toContain('kiln-failing-step');
+  });
+
+  it('usage errors exit 2', async () => {
+    const r = await kilnRun(['sdk', 'build', '--out', t.dir]);
+    expect(r.code).toBe(2);
+  });
+});
