@@ -1,7 +1,15 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Backend } from '../../src/glue/backends/types.js';
-
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
+import { LocalBackend } from '../../src/glue/backends/local/index.js';
+import { startGlueServer, type RunningGlue } from '../../src/glue/index.js';
+import { defaultKeyPaths, ensureKeyPair, type KeyPair } from '../../src/shared/ssh-keys.js';
+import { createSshGlueClient } from '../../src/web/glue-client/ssh.js';
+import type { GlueClient } from '../../src/web/glue-client/types.js';
+import { tempDir } from './tmp.js';
 /**
  * A stand-in for `kiln sdk build` (the real SDK is tested in test/sdk): a shell script taking the same flags. What
  * it does is chosen by a `# fake: MODE` line in the Dockerfile, so one script serves every test:
@@ -55,15 +63,93 @@ export function fakeSpec(mode?: string, extra: Record<string, unknown> = {}): Re
 /** Wraps a real backend and records every method called on it (to prove a rejected request reached nothing). */
 export function recording(backend: Backend): { backend: Backend; calls: string[] } {
   const calls: string[] = [];
+  const api = new Set(['putJob', 'setEnabled', 'deleteJob', 'build', 'cancel', 'status', 'log', 'artifact', 'listJobs', 'listQueue']);
   const proxy = new Proxy(backend, {
-    get(target, prop, receiver) {
-      const v = Reflect.get(target, prop, receiver) as unknown;
-      if (typeof v !== 'function' || prop === 'start' || prop === 'close') return v;
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function') return v;
+      // Bound to the real object, so the backend's own internal calls (timers, queue) are not recorded.
+      const bound = (v as (...a: unknown[]) => unknown).bind(target);
+      if (!api.has(String(prop))) return bound;
       return (...args: unknown[]) => {
         calls.push(String(prop));
-        return (v as (...a: unknown[]) => unknown).apply(target, args);
+        return bound(...args);
       };
     },
   });
   return { backend: proxy, calls };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A real built-in glue server for other tests (web, end to end).
+
+export interface TestGlueOptions {
+  /** SDK argv for the local backend; default: the fake SDK above (use the real `bin/kiln sdk build` for e2e). */
+  sdkCommand?: string[];
+  concurrency?: number;
+  /** Use this data directory instead of a fresh temporary one (it is then not removed). */
+  dataDir?: string;
+  /** Record the backend methods called (see `calls`). */
+  recordCalls?: boolean;
+  /** Extra config overrides (merged over the test defaults). */
+  config?: Record<string, unknown>;
+}
+
+export interface TestGlue {
+  /** A real SSH GlueClient, connected lazily, pinned to this server's host key. */
+  client: GlueClient;
+  server: RunningGlue;
+  port: number;
+  hostFingerprint: string;
+  dataDir: string;
+  cfg: FrozenConfig;
+  /** The web's client key pair (authorized by the server). */
+  clientKey: KeyPair;
+  /** Backend methods called, when recordCalls was set. */
+  calls: string[];
+  /** Every log line the glue wrote (audit lines included). */
+  logs: Array<Record<string, unknown>>;
+  /** Another client for the same server (e.g. with other options). */
+  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GlueClient;
+  cleanup(): Promise<void>;
+}
+
+/** Starts a built-in glue server (ssh2 on 127.0.0.1, random port) with a local backend in a temp dir. */
+export async function startTestGlue(opts: TestGlueOptions = {}): Promise<TestGlue> {
+  const tmp = opts.dataDir ? undefined : tempDir('kiln-test-glue-');
+  const dataDir = opts.dataDir ?? tmp!.dir;
+  const sdkCommand = opts.sdkCommand ?? writeFakeSdk(dataDir);
+  const cfg = loadConfig({}, {
+    dataDir,
+    log: { level: 'debug' },
+    ssh: { host: '127.0.0.1', port: 0, timeoutMs: 15_000 },
+    glue: { backend: 'local', sdkCommand, concurrency: opts.concurrency ?? 1 },
+    ...opts.config,
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const sink = new Writable({ write(chunk, _e, cb) { logs.push(JSON.parse(String(chunk)) as Record<string, unknown>); cb(); } });
+  const logger = pino({ level: 'debug' }, sink);
+  const local = new LocalBackend({ dataDir, sdkCommand, concurrency: cfg.glue.concurrency, pollMs: 100, buildTimeoutMs: 600_000, logger });
+  const rec = opts.recordCalls ? recording(local) : { backend: local, calls: [] as string[] };
+  const server = await startGlueServer(cfg, logger, { backend: rec.backend });
+  const clientKey = await ensureKeyPair(cfg.ssh.clientKeyFile ?? defaultKeyPaths(dataDir).client, 'kiln-web');
+  const clients: GlueClient[] = [];
+  const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
+    const c = createSshGlueClient({
+      host: '127.0.0.1', port: server.port, username: cfg.ssh.user, privateKey: clientKey.privateKey,
+      hostFingerprint: server.hostFingerprint, timeoutMs: 15_000, ...o,
+    });
+    clients.push(c);
+    return c;
+  };
+  const client = newClient();
+  return {
+    client, server, port: server.port, hostFingerprint: server.hostFingerprint, dataDir, cfg, clientKey,
+    calls: rec.calls, logs, newClient,
+    async cleanup() {
+      for (const c of clients) await c.close().catch(() => undefined);
+      await server.close();
+      tmp?.cleanup();
+    },
+  };
 }

@@ -102,14 +102,23 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
     return p;
   }
 
-  /** Opens one exec channel; a connection that broke meanwhile is reopened once. */
-  async function openExec(command: string): Promise<ClientChannel> {
+  /**
+   * Opens one exec channel; a connection that broke meanwhile is reopened once. `attach` runs synchronously in
+   * ssh2's callback: a fast reply (data, exit status, close) can arrive in the same packet batch as the exec's
+   * success, and listeners added a tick later would miss it.
+   */
+  async function openExec(command: string, attach: (ch: ClientChannel) => void): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       const c = await connect();
       try {
-        return await new Promise<ClientChannel>((resolve, reject) => {
-          c.exec(command, (err, ch) => (err ? reject(new ConnectionLost(err.message)) : resolve(ch)));
+        await new Promise<void>((resolve, reject) => {
+          c.exec(command, (err, ch) => {
+            if (err) return reject(new ConnectionLost(err.message));
+            attach(ch);
+            resolve();
+          });
         });
+        return;
       } catch (e) {
         if (conn) {
           const cur = await conn.catch(() => undefined);
@@ -124,8 +133,7 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
   }
 
   /** Runs one request to completion: stdout, stderr and exit status. */
-  async function execOnce(command: string, stdin: string | Buffer | undefined): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
-    const ch = await openExec(command);
+  function execOnce(command: string, stdin: string | Buffer | undefined): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
     return new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
@@ -133,29 +141,33 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
       let errLen = 0;
       let code: number | null = null;
       let settled = false;
-      const timer = setTimeout(() => {
-        settled = true;
-        ch.close();
-        reject(new KilnError('timeout', 'The build service did not answer in time'));
-      }, timeoutMs);
-      ch.on('data', (c: Buffer) => {
-        outLen += c.length;
-        if (outLen <= MAX_REPLY_BYTES) out.push(c);
-      });
-      ch.stderr.on('data', (c: Buffer) => {
-        errLen += c.length;
-        if (errLen <= 64 * 1024) err.push(c);
-      });
-      ch.on('exit', (c: number | null) => { code = c; });
-      ch.on('close', () => {
-        clearTimeout(timer);
-        if (settled) return;
-        settled = true;
-        if (code === null) return reject(new ConnectionLost('channel closed without an exit status'));
-        if (outLen > MAX_REPLY_BYTES) return reject(new KilnError('internal', 'The build service sent an oversized reply'));
-        resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
-      });
-      ch.end(stdin ?? '');
+      let timer: NodeJS.Timeout | undefined;
+      const attach = (ch: ClientChannel) => {
+        timer = setTimeout(() => {
+          settled = true;
+          ch.close();
+          reject(new KilnError('timeout', 'The build service did not answer in time'));
+        }, timeoutMs);
+        ch.on('data', (c: Buffer) => {
+          outLen += c.length;
+          if (outLen <= MAX_REPLY_BYTES) out.push(c);
+        });
+        ch.stderr.on('data', (c: Buffer) => {
+          errLen += c.length;
+          if (errLen <= 64 * 1024) err.push(c);
+        });
+        ch.on('exit', (c: number | null) => { code = c; });
+        ch.on('close', () => {
+          clearTimeout(timer);
+          if (settled) return;
+          settled = true;
+          if (code === null) return reject(new ConnectionLost('channel closed without an exit status'));
+          if (outLen > MAX_REPLY_BYTES) return reject(new KilnError('internal', 'The build service sent an oversized reply'));
+          resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
+        });
+        ch.end(stdin ?? '');
+      };
+      openExec(command, attach).catch(reject);
     });
   }
 
@@ -198,26 +210,20 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
     async artifact(job: number, build: number, name: ArtifactName, offset = 0): Promise<Readable> {
       const command = offset > 0 ? formatCommand('build.artifact', job, build, name, offset) : formatCommand('build.artifact', job, build, name);
       await acquire();
-      let ch: ClientChannel;
-      try {
-        ch = await openExec(command);
-      } catch (e) {
-        release();
-        throw e;
-      }
       return new Promise<Readable>((resolve, reject) => {
         const out = new PassThrough();
         const err: Buffer[] = [];
         let code: number | null = null;
         let started = false;
         let done = false;
-        let idle: NodeJS.Timeout;
+        let idle: NodeJS.Timeout | undefined;
+        let chan: ClientChannel | undefined;
         const fail = (e: Error) => {
           if (done) return;
           done = true;
           clearTimeout(idle);
           release();
-          ch.close();
+          chan?.close();
           if (started) out.destroy(e);
           else reject(e);
         };
@@ -225,35 +231,39 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
           clearTimeout(idle);
           idle = setTimeout(() => fail(new KilnError('timeout', 'The build service stopped sending the artifact')), timeoutMs);
         };
-        arm();
-        ch.on('data', (c: Buffer) => {
+        const attach = (ch: ClientChannel) => {
+          chan = ch;
           arm();
-          if (!started) {
-            started = true;
-            resolve(out);
-          }
-          if (!out.write(c)) {
-            ch.pause();
-            out.once('drain', () => ch.resume());
-          }
-        });
-        ch.stderr.on('data', (c: Buffer) => { if (err.length < 64) err.push(c); });
-        ch.on('exit', (c: number | null) => { code = c; });
-        ch.on('close', () => {
-          if (done) return;
-          if (code === 0) {
-            done = true;
-            clearTimeout(idle);
-            release();
-            out.end();
-            if (!started) resolve(out);
-            return;
-          }
-          fail(code === null ? new KilnError('backend_unavailable', 'The connection to the build service was lost') : glueError(code, Buffer.concat(err)));
-        });
-        // The reader went away: stop the transfer.
-        out.on('close', () => { if (!done && !out.writableFinished) fail(new KilnError('internal', 'artifact reader closed')); });
-        ch.end();
+          ch.on('data', (c: Buffer) => {
+            arm();
+            if (!started) {
+              started = true;
+              resolve(out);
+            }
+            if (!out.write(c)) {
+              ch.pause();
+              out.once('drain', () => ch.resume());
+            }
+          });
+          ch.stderr.on('data', (c: Buffer) => { if (err.length < 64) err.push(c); });
+          ch.on('exit', (c: number | null) => { code = c; });
+          ch.on('close', () => {
+            if (done) return;
+            if (code === 0) {
+              done = true;
+              clearTimeout(idle);
+              release();
+              out.end();
+              if (!started) resolve(out);
+              return;
+            }
+            fail(code === null ? new KilnError('backend_unavailable', 'The connection to the build service was lost') : glueError(code, Buffer.concat(err)));
+          });
+          // The reader went away: stop the transfer.
+          out.on('close', () => { if (!done && !out.writableFinished) fail(new KilnError('internal', 'artifact reader closed')); });
+          ch.end();
+        };
+        openExec(command, attach).catch(fail);
       });
     },
 

@@ -1,0 +1,336 @@
+import type { Readable } from 'node:stream';
+import Jenkins, { type JenkinsOptions } from 'jenkins';
+import type { FrozenConfig } from '../../../config/index.js';
+import {
+  ARTIFACT_NAMES, MAX_LOG_CHUNK, backendJobName, jobIdFromBackendName,
+  type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk, type QueueItem,
+} from '../../../protocol/index.js';
+import { KilnError } from '../../../shared/errors.js';
+import type { Logger } from '../../../shared/logger.js';
+import type { Backend } from '../types.js';
+import { JenkinsApi, paramOf, type BuildJson, type QueueItemJson } from './client.js';
+import { ARTIFACT_PREFIX, checkSettings, renderJobXml, type TemplateSettings } from './template.js';
+
+export { renderJobXml } from './template.js';
+
+/** The parameter that carries build()'s idempotency key into Jenkins, where a retry can find it again. */
+export const KEY_PARAM = 'KILN_BUILD_KEY';
+/** Builds searched for an idempotency key (newest first); retries come soon after the first attempt. */
+const KEY_SEARCH_DEPTH = 25;
+
+export interface JenkinsBackendDeps {
+  config: FrozenConfig;
+  logger: Logger;
+  /** Builds the `jenkins` client; tests may wrap it. Default: `new Jenkins(opts)`. */
+  jenkinsClientFactory?: (opts: JenkinsOptions) => Jenkins;
+  /** How long build() follows a queue item to its build number before answering `timeout` (retry is safe). */
+  followTimeoutMs?: number;
+  /** Poll interval while following queue items and cancellations. */
+  pollMs?: number;
+  /** Wait after a new trigger before looking for a duplicate (must stay below the 1 s quiet period). */
+  dedupeWaitMs?: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A folder name Jenkins accepts and node-jenkins cannot misread as a path or URL (SECURITY-CHECKLIST 3.1). */
+const FOLDER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
+
+export function createJenkinsBackend(deps: JenkinsBackendDeps): Backend {
+  return new JenkinsBackend(deps);
+}
+
+/**
+ * The `jenkins` backend: one freestyle job per Kiln job, named only by protocol.backendJobName, rendered from
+ * jenkins/job.xml. See the Backend interface for lifecycle and idempotency; build() idempotency rests on the
+ * KILN_BUILD_KEY parameter, searched in the queue and recent builds before and after triggering.
+ */
+export class JenkinsBackend implements Backend {
+  readonly kind = 'jenkins' as const;
+  private readonly api: JenkinsApi;
+  private readonly settings: TemplateSettings;
+  private readonly folder: string | undefined;
+  private readonly logger: Logger;
+  private readonly followTimeoutMs: number;
+  private readonly pollMs: number;
+  private readonly dedupeWaitMs: number;
+
+  constructor(deps: JenkinsBackendDeps) {
+    const j = deps.config.glue.jenkins;
+    if (!j.url) throw new KilnError('invalid_input', 'glue.jenkins.url is required for the jenkins backend');
+    let url: URL;
+    try { url = new URL(j.url); } catch { throw new KilnError('invalid_input', 'glue.jenkins.url is not a URL'); }
+    if (!/^https?:$/.test(url.protocol) || url.username || url.password || url.search || url.hash) {
+      throw new KilnError('invalid_input', 'glue.jenkins.url must be a plain http(s) URL without credentials (use glue.jenkins.user/token)');
+    }
+    if (!j.user || !j.token) throw new KilnError('invalid_input', 'glue.jenkins.user and glue.jenkins.token (or KILN_GLUE_JENKINS_TOKEN_FILE) are required');
+    if (j.folder !== undefined && (!FOLDER.test(j.folder) || j.folder === '.' || j.folder === '..' || j.folder.endsWith('.'))) {
+      throw new KilnError('invalid_input', 'glue.jenkins.folder must be one folder name of [A-Za-z0-9_.-]');
+    }
+    this.folder = j.folder;
+    this.settings = checkSettings({
+      label: j.label, keepBuilds: j.keepBuilds, keepArtifacts: j.keepArtifacts, timeoutSeconds: j.timeoutSeconds, sdkCommand: j.sdkCommand,
+    });
+    const baseUrl = url.toString().replace(/\/+$/, '');
+    const authorization = `Basic ${Buffer.from(`${j.user}:${j.token}`).toString('base64')}`;
+    // Credentials go in a header, not the URL, so they never show in a logged URL. An API token needs no crumb
+    // (JENKINS-REST.md §2.2), but the client still asks for one, which keeps password setups working too.
+    const opts: JenkinsOptions = { baseUrl, crumbIssuer: true, timeout: j.requestTimeoutMs, headers: { authorization, referer: `${baseUrl}/` } };
+    const client = deps.jenkinsClientFactory ? deps.jenkinsClientFactory(opts) : new Jenkins(opts);
+    this.api = new JenkinsApi(client, { baseUrl, authorization, timeoutMs: j.requestTimeoutMs });
+    this.logger = deps.logger.child({ backend: 'jenkins' });
+    this.followTimeoutMs = deps.followTimeoutMs ?? 60_000;
+    this.pollMs = deps.pollMs ?? 200;
+    this.dedupeWaitMs = Math.min(deps.dedupeWaitMs ?? 600, 900);
+  }
+
+  async start(): Promise<void> { /* stateless: every call goes to Jenkins */ }
+  async close(): Promise<void> { /* no pooled resources */ }
+
+  /** The client-side job name: `folder/kiln-job-N` or `kiln-job-N`. Only ever built from a validated number. */
+  private name(job: number): string {
+    if (!Number.isSafeInteger(job) || job < 1 || job > 999_999_999_999) throw new KilnError('invalid_input', 'job id must be a positive integer');
+    const base = backendJobName(job);
+    if (jobIdFromBackendName(base) !== job) throw new KilnError('invalid_input', 'job name is not a Kiln job name');
+    return this.folder ? `${this.folder}/${base}` : base;
+  }
+
+  private buildNo(build: number): number {
+    if (!Number.isSafeInteger(build) || build < 1 || build > 999_999_999_999) throw new KilnError('invalid_input', 'build number must be a positive integer');
+    return build;
+  }
+
+  private path(job: number, build: number, rest: string): string {
+    const segs = this.name(job).split('/').map((s) => `/job/${encodeURIComponent(s)}`).join('');
+    return `${segs}/${build}/${rest}`;
+  }
+
+  // ------------------------------------------------------------------------------------------------ jobs
+  async putJob(job: number, spec: JobSpec): Promise<{ created: boolean }> {
+    const name = this.name(job);
+    const xml = renderJobXml(job, spec, this.settings);
+    try {
+      await this.api.call('job.create', (c) => c.job.create(name, xml));
+      this.logger.info({ job, jenkinsJob: name }, 'jenkins job created');
+      return { created: true };
+    } catch (e) {
+      // Create-if-absent, else update: "already exists" (400) is the normal path for an update or a retried create.
+      if (!(e instanceof KilnError && e.code === 'conflict' && /already exists/i.test(e.message))) throw e;
+    }
+    await this.api.call('job.config', (c) => c.job.config(name, xml));
+    this.logger.info({ job, jenkinsJob: name }, 'jenkins job updated');
+    return { created: false };
+  }
+
+  async setEnabled(job: number, enabled: boolean): Promise<void> {
+    const name = this.name(job);
+    await this.api.call(enabled ? 'job.enable' : 'job.disable', (c) => (enabled ? c.job.enable(name) : c.job.disable(name)));
+  }
+
+  async deleteJob(job: number): Promise<{ deleted: boolean }> {
+    const name = this.name(job);
+    try {
+      await this.api.call('job.delete', (c) => c.job.destroy(name));
+      return { deleted: true };
+    } catch (e) {
+      if (e instanceof KilnError && e.code === 'not_found') return { deleted: false };
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- builds
+  private async queuedWithKey(job: number, key: string): Promise<QueueItemJson[]> {
+    const base = backendJobName(job);
+    const items = await this.api.call('queue.list', (c) => c.queue.list()) as QueueItemJson[];
+    return items.filter((i) => i.task?.name === base && (!this.folder || (i.task.url ?? '').includes(`/job/${encodeURIComponent(this.folder)}/`)) && paramOf(i.actions, KEY_PARAM) === key)
+      .sort((a, b) => a.id - b.id);
+  }
+
+  private async buildsWithKey(job: number, key: string): Promise<Array<{ number: number; queueId?: number }>> {
+    const name = this.name(job);
+    const j = await this.api.call('job.get', (c) => c.job.get(name, { tree: `builds[number,queueId,actions[parameters[name,value]]]{0,${KEY_SEARCH_DEPTH}}` })) as { builds?: BuildJson[] };
+    return (j.builds ?? []).filter((b) => paramOf(b.actions, KEY_PARAM) === key).map((b) => ({ number: b.number, queueId: b.queueId })).sort((a, b) => a.number - b.number);
+  }
+
+  /** Follows a queue item until the executor has created its build (JENKINS-REST.md §6.4: executable appears late). */
+  private async follow(job: number, id: number): Promise<number> {
+    const deadline = Date.now() + this.followTimeoutMs;
+    for (;;) {
+      let item: QueueItemJson | undefined;
+      try {
+        item = await this.api.call('queue.item', (c) => c.queue.item(id)) as QueueItemJson;
+      } catch (e) {
+        // A LeftItem expires after 5 minutes: the build, if any, carries the queue id.
+        if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
+        const j = await this.api.call('job.get', (c) => c.job.get(this.name(job), { tree: `builds[number,queueId]{0,${KEY_SEARCH_DEPTH}}` })) as { builds?: BuildJson[] };
+        const b = j.builds?.find((x) => x.queueId === id);
+        if (b) return b.number;
+        throw new KilnError('not_found', 'the queued build vanished from Jenkins');
+      }
+      if (item.executable?.number) return item.executable.number;
+      if (item.cancelled) throw new KilnError('conflict', 'the build was cancelled in Jenkins before it started');
+      if (Date.now() > deadline) {
+        throw new KilnError('timeout', `the build is still queued in Jenkins (${item.why ?? 'waiting'}); ask again with the same key`);
+      }
+      await sleep(this.pollMs);
+    }
+  }
+
+  async build(job: number, idempotencyKey: string): Promise<{ build: number; created: boolean }> {
+    const name = this.name(job);
+    if (!/^[A-Za-z0-9_-]{8,64}$/.test(idempotencyKey)) throw new KilnError('invalid_input', 'bad idempotency key');
+    const log = this.logger.child({ job, key: idempotencyKey });
+
+    // 1. Seen before? A retried trigger finds its item in the queue or its build among the recent ones.
+    const queued = await this.queuedWithKey(job, idempotencyKey);
+    if (queued[0]) return { build: await this.follow(job, queued[0].id), created: false };
+    const built = await this.buildsWithKey(job, idempotencyKey);
+    if (built[0]) return { build: built[0].number, created: false };
+
+    // 2. Trigger with a 1 s quiet period: long enough for step 3 to withdraw our item before it can start.
+    const t = await this.api.trigger(name, { [KEY_PARAM]: idempotencyKey }, '1sec');
+    let id = t.id;
+    if (id === null) {
+      const again = await this.queuedWithKey(job, idempotencyKey);
+      id = again[0]?.id ?? null;
+      if (id === null) {
+        const b = await this.buildsWithKey(job, idempotencyKey);
+        if (b[0]) return { build: b[0].number, created: false };
+        throw new KilnError('backend_unavailable', 'Jenkins accepted the build but did not say where it was queued; retry with the same key');
+      }
+    }
+    if (!t.created) return { build: await this.follow(job, id), created: false };
+
+    // 3. A concurrent retry may have slipped through the window in which its item had left the queue but its
+    // build did not exist yet (§6.4). Look again late in our quiet period, when that build exists: the oldest
+    // request wins and a younger duplicate withdraws its item before it can start.
+    await sleep(this.dedupeWaitMs);
+    const others = (await this.queuedWithKey(job, idempotencyKey)).filter((i) => i.id < id!);
+    const older = (await this.buildsWithKey(job, idempotencyKey)).filter((b) => b.queueId !== id);
+    if (others[0] || older[0]) {
+      const cancelled = await this.api.cancelQueueItem(id);
+      if (!cancelled) {
+        // Ours already started (Jenkins was slow): stop it, the older one stands.
+        const mine = (await this.buildsWithKey(job, idempotencyKey)).find((b) => b.queueId === id);
+        if (mine) await this.api.call('build.stop', (c) => c.build.stop(name, mine.number));
+      }
+      log.warn({ queueId: id }, 'duplicate trigger withdrawn');
+      return { build: older[0] ? older[0].number : await this.follow(job, others[0]!.id), created: false };
+    }
+    const number = await this.follow(job, id);
+    log.info({ queueId: id, build: number }, 'jenkins build started');
+    return { build: number, created: true };
+  }
+
+  async cancel(job: number, build: number): Promise<{ state: BuildState }> {
+    const name = this.name(job);
+    const n = this.buildNo(build);
+    const b = await this.api.call('build.get', (c) => c.build.get(name, n)) as BuildJson;
+    if (b.building) {
+      // stop answers 302 running or not (§3.12); the build then ends ABORTED.
+      await this.api.call('build.stop', (c) => c.build.stop(name, n));
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline) {
+        const s = await this.status(job, n);
+        if (s.state !== 'running' && s.state !== 'queued') return { state: s.state };
+        await sleep(this.pollMs);
+      }
+      return { state: 'running' };
+    }
+    return { state: (await this.status(job, n)).state };
+  }
+
+  async status(job: number, build: number): Promise<BuildStatus> {
+    const name = this.name(job);
+    const n = this.buildNo(build);
+    const b = await this.api.call('build.get', (c) => c.build.get(name, n)) as BuildJson;
+    const base: BuildStatus = { job, build: n, state: 'running', startedAt: new Date(b.timestamp).toISOString(), artifacts: [] };
+    // `result` can be set before the build is over (§5.3): only building === false means finished.
+    if (b.building || b.result === null) return base;
+    base.finishedAt = new Date(b.timestamp + b.duration).toISOString();
+    switch (b.result) {
+      case 'SUCCESS':
+        base.state = 'succeeded';
+        break;
+      case 'ABORTED': {
+        // A user's stop logs "Aborted by <user>"; without it the build was cut off (Jenkins restart, lost agent).
+        const text = await this.api.call('build.log', (c) => c.build.log(name, n)) as string;
+        if (/\nAborted by /.test(`\n${text}`)) {
+          base.state = 'cancelled';
+          base.reason = 'cancelled';
+        } else {
+          base.state = 'failed';
+          base.reason = 'interrupted: the build was cut off in Jenkins (restart or lost agent); start it again';
+        }
+        break;
+      }
+      default:
+        base.state = 'failed';
+        base.reason = b.result === 'NOT_BUILT' ? 'not built' : 'the build failed; see its log';
+    }
+    base.artifacts = await this.artifactList(job, n, b);
+    return base;
+  }
+
+  private async artifactList(job: number, n: number, b: BuildJson): Promise<ArtifactInfo[]> {
+    const names = (b.artifacts ?? [])
+      .filter((a) => a.relativePath.startsWith(ARTIFACT_PREFIX))
+      .map((a) => a.relativePath.slice(ARTIFACT_PREFIX.length))
+      .filter((x): x is ArtifactName => (ARTIFACT_NAMES as readonly string[]).includes(x));
+    const sizes = await Promise.all(names.map((x) => this.api.artifactSize(this.path(job, n, `artifact/${ARTIFACT_PREFIX}${encodeURIComponent(x)}`))));
+    return names.flatMap((x, i) => (sizes[i] === undefined ? [] : [{ name: x, size: sizes[i]! }]));
+  }
+
+  async log(job: number, build: number, offset: number): Promise<LogChunk> {
+    const name = this.name(job);
+    const n = this.buildNo(build);
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new KilnError('invalid_input', 'offset must be a non-negative integer');
+    const r = await this.api.call('build.log', (c) => c.build.log(name, n, { start: offset, meta: true })) as { text: unknown; more: boolean; size?: string };
+    const text = typeof r.text === 'string' ? r.text : Buffer.isBuffer(r.text) ? r.text.toString('utf8') : '';
+    const size = r.size !== undefined && /^[0-9]+$/.test(r.size) ? Number(r.size) : offset + Buffer.byteLength(text);
+    // Jenkins restarts at 0 when start is past the end (§3.15): say so through `offset`.
+    const from = offset > size ? 0 : offset;
+    const bytes = Buffer.from(text, 'utf8');
+    if (bytes.length <= MAX_LOG_CHUNK) return { text, offset: from, nextOffset: size, more: r.more };
+    let cut = MAX_LOG_CHUNK;
+    while (cut > 0 && (bytes[cut]! & 0xc0) === 0x80) cut--; // not inside a UTF-8 sequence
+    return { text: bytes.subarray(0, cut).toString('utf8'), offset: from, nextOffset: from + cut, more: true };
+  }
+
+  async artifact(job: number, build: number, name: ArtifactName, offset: number): Promise<Readable> {
+    const n = this.buildNo(build);
+    if (!(ARTIFACT_NAMES as readonly string[]).includes(name)) throw new KilnError('invalid_input', 'unknown artifact');
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new KilnError('invalid_input', 'offset must be a non-negative integer');
+    return this.api.artifact(this.path(job, n, `artifact/${ARTIFACT_PREFIX}${encodeURIComponent(name)}`), offset);
+  }
+
+  // ---------------------------------------------------------------------------------------------- lists
+  async listJobs(): Promise<JobInfo[]> {
+    const tree = 'jobs[name,color,buildable,lastBuild[number]]';
+    const folder = this.folder;
+    const jobs = await this.api.call('job.list', (c) => (folder ? c.job.get(folder, { tree }) : c.info({ tree })).then((i: { jobs?: unknown[] }) => i.jobs ?? [])) as Array<{
+      _class?: string; name: string; color?: string; buildable?: boolean; lastBuild?: { number: number } | null;
+    }>;
+    return jobs.map((j) => {
+      const id = jobIdFromBackendName(j.name);
+      const info: JobInfo = {
+        backendName: j.name, managed: id !== undefined,
+        enabled: j.buildable ?? !(j.color ?? '').startsWith('disabled'),
+      };
+      if (id !== undefined) info.job = id;
+      if (j.lastBuild?.number) info.lastBuild = j.lastBuild.number;
+      return info;
+    });
+  }
+
+  async listQueue(): Promise<QueueItem[]> {
+    const items = await this.api.call('queue.list', (c) => c.queue.list()) as QueueItemJson[];
+    return items.map((i) => {
+      const q: QueueItem = { id: i.id, backendName: i.task?.name ?? '' };
+      const id = jobIdFromBackendName(q.backendName);
+      if (id !== undefined) q.job = id;
+      if (i.why) q.why = i.why;
+      if (i.inQueueSince) q.since = new Date(i.inQueueSince).toISOString();
+      return q;
+    });
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * The glue's public entry: what src/cmd/* (the composition roots) call. See README.md in this folder.
+ */
+import type { FrozenConfig } from '../config/index.js';
+import { KilnError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { LocalBackend } from './backends/local/index.js';
+import type { Backend } from './backends/types.js';
+import { createGlue } from './dispatch.js';
+import { sshServerOptionsFromConfig, startSshServer } from './ssh-server.js';
+
+export { createGlue, dispatch, errorDocument, exitCodeFor, readCapped, type Glue, type DispatchResult } from './dispatch.js';
+export { LocalBackend, defaultSdkCommand } from './backends/local/index.js';
+export { startSshServer, sshServerOptionsFromConfig, type GlueSshServer, type SshServerOptions } from './ssh-server.js';
+export type { Backend } from './backends/types.js';
+
+/**
+ * Builds the configured backend (not started). `runner` is false for a one-request `kiln glue` process: it records
+ * builds in the local data directory and leaves running them to the long-lived glue server on the same directory.
+ */
+export async function createBackend(cfg: FrozenConfig, logger: Logger, opts: { runner: boolean }): Promise<Backend> {
+  if (cfg.glue.backend === 'jenkins') {
+    // Hook for the Jenkins backend (src/glue/backends/jenkins/, another helper's area). Its module exports
+    // `createJenkinsBackend({ config, logger }): Backend`. Loaded on demand so `kiln glue` with the local backend
+    // never loads the jenkins client.
+    const specifier = './backends/jenkins/index.js';
+    let mod: { createJenkinsBackend?: (deps: { config: FrozenConfig; logger: Logger }) => Backend };
+    try {
+      mod = (await import(specifier)) as typeof mod;
+    } catch (e) {
+      throw new KilnError('backend_unavailable', 'The jenkins backend is not available in this build', { cause: e });
+    }
+    if (typeof mod.createJenkinsBackend !== 'function') throw new KilnError('backend_unavailable', 'The jenkins backend is not available in this build');
+    return mod.createJenkinsBackend({ config: cfg, logger });
+  }
+  return new LocalBackend({
+    dataDir: cfg.dataDir,
+    sdkCommand: cfg.glue.sdkCommand,
+    concurrency: cfg.glue.concurrency,
+    // The SDK's own limits (build, boot) plus room for export and disk assembly.
+    buildTimeoutMs: (cfg.sdk.buildTimeoutSeconds + cfg.sdk.bootTimeoutSeconds + 900) * 1000,
+    logCapBytes: cfg.sdk.logCapBytes,
+    runner: opts.runner,
+    logger,
+  });
+}
+
+export interface RunningGlue {
+  /** The port the built-in SSH server listens on (useful with ssh.port = 0). */
+  port: number;
+  /** SHA-256 fingerprint of the host key, base64 without padding (what the web pins). */
+  hostFingerprint: string;
+  /** The backend, started (the composition root may share it, e.g. for reconciliation). */
+  backend: Backend;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the embedded glue: the configured backend (as the build runner) and the built-in ssh2 server in front of
+ * the same dispatcher the OpenSSH door uses. `kiln serve` and `kiln glue-server` call this. Host key and, when no
+ * authorized keys file is configured, the web's client key are created on first start (see ssh-server.ts).
+ */
+export async function startGlueServer(cfg: FrozenConfig, logger: Logger, opts: { backend?: Backend } = {}): Promise<RunningGlue> {
+  const backend = opts.backend ?? (await createBackend(cfg, logger.child({ part: 'backend' }), { runner: true }));
+  await backend.start();
+  try {
+    const glue = createGlue({ backend, logger: logger.child({ part: 'glue' }) });
+    const server = await startSshServer({ ...(await sshServerOptionsFromConfig(cfg)), glue, logger: logger.child({ part: 'ssh' }) });
+    return {
+      port: server.port,
+      hostFingerprint: server.hostFingerprint,
+      backend,
+      async close() {
+        await server.close();
+        await backend.close();
+      },
+    };
+  } catch (e) {
+    await backend.close();
+    throw e;
+  }
+}

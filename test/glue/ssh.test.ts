@@ -1,0 +1,183 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
+import { createHash } from 'node:crypto';
+import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
+import { isKilnError } from '../../src/shared/errors.js';
+
+const { Client, utils, BaseAgent } = ssh2;
+
+/** An ssh2 agent offering `identities` and signing with `signer` (which may be another key than offered). */
+function agentOf(identities: ParsedKey[], signer?: (data: Buffer) => Buffer, onSign?: () => void) {
+  return new (class extends BaseAgent<ParsedKey> {
+    getIdentities(cb: (e: Error | undefined, keys?: ParsedKey[]) => void) { cb(undefined, identities); }
+    sign(_pub: ParsedKey, data: Buffer, opts: unknown, cb?: (e: Error | undefined, sig?: Buffer) => void) {
+      const done = (typeof opts === 'function' ? opts : cb) as (e: Error | undefined, sig?: Buffer) => void;
+      onSign?.();
+      if (!signer) return done(new Error('this agent cannot sign'));
+      done(undefined, signer(data));
+    }
+  })();
+}
+
+let g: TestGlue;
+beforeAll(async () => {
+  g = await startTestGlue({ recordCalls: true });
+});
+afterAll(async () => {
+  await g?.cleanup();
+});
+
+/** A raw ssh2 connection with the web's key (or other options), for requests the GlueClient never makes. */
+function rawConnect(extra: Record<string, unknown> = {}): Promise<ssh2.Client> {
+  return new Promise((resolve, reject) => {
+    const c = new Client();
+    c.on('ready', () => resolve(c)).on('error', reject);
+    c.connect({
+      host: '127.0.0.1', port: g.port, username: 'kiln', privateKey: g.clientKey.privateKey, readyTimeout: 10_000,
+      hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === g.hostFingerprint,
+      ...extra,
+    });
+  });
+}
+
+function execRaw(c: ssh2.Client, cmd: string, opts: Record<string, unknown> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    c.exec(cmd, opts, (err: Error | undefined, ch: ClientChannel) => {
+      if (err) return reject(err);
+      let stdout = '';
+      let stderr = '';
+      let code: number | null = null;
+      ch.on('data', (d: Buffer) => { stdout += d; });
+      ch.stderr.on('data', (d: Buffer) => { stderr += d; });
+      ch.on('exit', (x: number | null) => { code = x; });
+      ch.on('close', () => resolve({ code, stdout, stderr }));
+      ch.end();
+    });
+  });
+}
+
+const authAttempts = () => g.logs.filter((l) => l.msg === 'ssh: authentication attempt').length;
+
+describe('built-in SSH glue server', () => {
+  it('round trip over SSH: put, build, status, log, artifact, errors', async () => {
+    const c = g.client;
+    expect(await c.call('ping', [])).toEqual({ protocol: 1, backend: 'local' });
+    expect(await c.call('job.put', [11], JSON.stringify(fakeSpec()))).toEqual({ job: 11, created: true });
+    expect(await c.call('job.build', [11, 'ssh-key-0001'])).toEqual({ job: 11, build: 1, created: true });
+    expect(await c.call('job.build', [11, 'ssh-key-0001'])).toEqual({ job: 11, build: 1, created: false });
+    let st = await c.call('build.status', [11, 1]);
+    for (let i = 0; i < 200 && st.state !== 'succeeded' && st.state !== 'failed'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      st = await c.call('build.status', [11, 1]);
+    }
+    expect(st).toMatchObject({ job: 11, build: 1, state: 'succeeded', artifacts: [{ name: 'image.raw', size: 15 }, { name: 'result.json' }] });
+    const log = await c.call('build.log', [11, 1, 0]);
+    expect(log.text).toContain('##kiln {"stage":"done","percent":100}');
+    expect(log.more).toBe(false);
+    const chunks: Buffer[] = [];
+    for await (const ch of await c.artifact(11, 1, 'image.raw')) chunks.push(ch as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('RAW-IMAGE-BYTES');
+    const tail: Buffer[] = [];
+    for await (const ch of await c.artifact(11, 1, 'image.raw', 4)) tail.push(ch as Buffer);
+    expect(Buffer.concat(tail).toString()).toBe('IMAGE-BYTES');
+
+    await expect(c.artifact(11, 1, 'image.qcow2')).rejects.toMatchObject({ code: 'not_found', message: 'No such artifact' });
+    await expect(c.call('build.status', [11, 99])).rejects.toMatchObject({ code: 'not_found', message: 'No such build' });
+    await expect(c.call('job.put', [12], '{"owner":')).rejects.toMatchObject({ code: 'invalid_input' });
+    await c.call('job.disable', [11]);
+    await expect(c.call('job.build', [11, 'ssh-key-0002'])).rejects.toMatchObject({ code: 'conflict' });
+    expect((await c.call('jobs.list', [])).jobs).toEqual([{ job: 11, backendName: 'kiln-job-11', managed: true, enabled: false, schedule: 'off', lastBuild: 1 }]);
+  });
+
+  it('serves concurrent calls over the one reused connection', async () => {
+    const before = g.logs.filter((l) => l.msg === 'ssh: client authenticated').length;
+    const res = await Promise.all(Array.from({ length: 20 }, () => g.client.call('ping', [])));
+    expect(res.every((r) => r.protocol === 1)).toBe(true);
+    expect(g.logs.filter((l) => l.msg === 'ssh: client authenticated').length).toBe(before);
+  });
+
+  it('reconnects after the connection drops', async () => {
+    const own = await startTestGlue();
+    try {
+      const c = own.client;
+      await c.call('ping', []);
+      await own.server.close(); // drops every connection...
+      await expect(c.call('ping', [])).rejects.toMatchObject({ code: 'backend_unavailable' });
+      // ...and a new server on the same port and data dir (same host key) is reached by the same client.
+      const { startGlueServer } = await import('../../src/glue/index.js');
+      const { loadConfig } = await import('../../src/config/index.js');
+      const { silentLogger } = await import('../../src/shared/logger.js');
+      const cfg = loadConfig({}, { dataDir: own.dataDir, ssh: { host: '127.0.0.1', port: own.port }, glue: { sdkCommand: own.cfg.glue.sdkCommand } });
+      own.server = await startGlueServer(cfg, silentLogger);
+      expect(await c.call('ping', [])).toEqual({ protocol: 1, backend: 'local' });
+    } finally {
+      await own.cleanup();
+    }
+  });
+
+  it.each([
+    'job.put 7; rm -rf /', 'job.build 5 $(id)', 'job.build 5\nid', 'job.put -x', 'job.build 99999999999999 abcdefgh',
+    'build.artifact 1 1 ../../etc/passwd', 'sh -c id', '', 'job.put 7 && id', 'scp -t /tmp', 'git-upload-pack x',
+  ])('rejects %j with exit 2, an audit line, and no backend call', async (cmd) => {
+    const before = g.calls.length;
+    const c = await rawConnect();
+    try {
+      const r = await execRaw(c, cmd);
+      expect(r.code).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(JSON.parse(r.stderr)).toMatchObject({ error: { code: 'invalid_input' } });
+    } finally {
+      c.end();
+    }
+    expect(g.calls.length).toBe(before);
+    expect(g.logs.at(-1)).toMatchObject({ audit: true, door: 'ssh2', outcome: 'invalid_input' });
+  });
+
+  it('refuses pty, shell, x11, agent forwarding, sftp, subsystems and port forwarding', async () => {
+    const c = await rawConnect({ agent: agentOf([]) });
+    try {
+      await expect(execRaw(c, 'ping', { pty: true })).rejects.toThrow(/pseudo-terminal/i);
+      await expect(execRaw(c, 'ping', { x11: true })).rejects.toThrow(/X11/i);
+      await expect(execRaw(c, 'ping', { agentForward: true })).rejects.toThrow(/agent/i);
+      await expect(new Promise((res, rej) => c.shell(false, (e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(/shell/i);
+      await expect(new Promise((res, rej) => c.sftp((e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(/subsystem|sftp/i);
+      await expect(new Promise((res, rej) => c.subsys('netconf', (e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(/subsystem/i);
+      await expect(new Promise((res, rej) => c.forwardIn('127.0.0.1', 0, (e, p) => (e ? rej(e) : res(p))))).rejects.toThrow(/unable to bind/i);
+      await expect(new Promise((res, rej) => c.forwardOut('127.0.0.1', 1, '127.0.0.1', g.port, (e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(/open|prohibited|fail/i);
+      // env requests are refused silently (no reply is asked for) and change nothing; exec still works.
+      expect(await execRaw(c, 'ping', { env: { LD_PRELOAD: '/tmp/x.so', KILN_GLUE_BACKEND: 'jenkins' } })).toMatchObject({ code: 0, stdout: '{"protocol":1,"backend":"local"}\n' });
+    } finally {
+      c.end();
+    }
+  });
+
+  it('a client pinned to another host key is refused before authentication', async () => {
+    const before = authAttempts();
+    const other = utils.generateKeyPairSync('ed25519');
+    const otherFp = createHash('sha256').update((utils.parseKey(other.public) as ParsedKey).getPublicSSH()).digest('base64').replace(/=+$/, '');
+    const c = g.newClient({ hostFingerprint: otherFp });
+    const err = await c.call('ping', []).catch((e: unknown) => e);
+    expect(isKilnError(err, 'backend_unavailable')).toBe(true);
+    expect(authAttempts()).toBe(before);
+  });
+
+  it('a client with another key is refused', async () => {
+    const other = utils.generateKeyPairSync('ed25519');
+    const c = g.newClient({ privateKey: other.private });
+    await expect(c.call('ping', [])).rejects.toMatchObject({ code: 'backend_unavailable' });
+    expect(g.logs.some((l) => l.msg === 'ssh: authentication refused')).toBe(true);
+  });
+
+  it('a client with the right user but a wrong name is refused', async () => {
+    await expect(rawConnect({ username: 'root' })).rejects.toThrow(/authentication methods failed/i);
+  });
+
+  it('a client offering the authorized public key but signing with another key is refused', async () => {
+    const web = utils.parseKey(g.clientKey.privateKey) as ParsedKey;
+    const impostor = utils.parseKey(utils.generateKeyPairSync('ed25519').private) as ParsedKey;
+    let signed = 0;
+    const agent = agentOf([utils.parseKey(web.getPublicSSH()) as ParsedKey], (data) => impostor.sign(data) as Buffer, () => { signed++; });
+    await expect(rawConnect({ privateKey: undefined, agent })).rejects.toThrow(/authentication methods failed/i);
+    expect(signed).toBeGreaterThan(0);
+  });
+});
