@@ -38,10 +38,12 @@ export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: u
   };
   const prior = await again();
   if (prior) return prior;
-  let build: BuildRow;
+  let build: BuildRow | undefined;
   try {
     build = await s.db.transaction(async (trx) => {
       if (isPg(s.db)) await trx('users').where({ id: actor.id }).forUpdate().first();
+      // Checked again under the lock: a replay racing its original must find it, not hit the quota.
+      if (await findBuildByKey(trx, key)) return undefined;
       const active = await countActiveBuilds(trx, actor.id);
       if (active >= s.config.web.quotaQueuedBuilds) {
         throw new KilnError('rate_limited', `You already have ${active} builds waiting or running; wait for one to finish.`, { detail: { retryAfterSeconds: 30 } });
@@ -56,6 +58,7 @@ export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: u
     }
     throw e;
   }
+  if (!build) return (await again())!;
   s.logger.info({ build: build.id, dockerfile: df.id, user: actor.id }, 'build requested');
   return { build: await dispatch(s, build), created: true };
 }
