@@ -196,7 +196,7 @@ export class DoubleServer {
     if (segs[segs.length - 1] === '') segs.pop();
     const route = segs.join('/');
 
-    if (route === 'api/json') return this.json(req, res, this.rootJson(req), url);
+    if (route === 'api/json') return this.json(req, res, this.rootJson(req, url.searchParams.has('tree')), url);
     if (route === 'crumbIssuer/api/json') return this.crumb(req, res, auth, url);
     if (route === 'createItem') return this.createItem(req, res, url, body);
     if (route === 'queue/api/json') {
@@ -448,10 +448,11 @@ export class DoubleServer {
     return `${prev ? resultColor(prev.result) : 'notbuilt'}_anime`;
   }
 
-  private rootJson(req: IncomingMessage) {
+  private rootJson(req: IncomingMessage, full: boolean) {
     const base = this.base(req);
+    // With ?tree= any job field can be asked for; at depth 0 a job entry is the summary {_class,name,url,color}.
     const jobs = [...this.engine.jobs.values()].sort((a, b) => a.name.toLowerCase().localeCompare(b.name.toLowerCase()))
-      .map((j) => ({ _class: 'hudson.model.FreeStyleProject', name: j.name, url: `${base}job/${encodeURIComponent(j.name)}/`, color: this.color(j) }));
+      .map((j) => (full ? this.jobJson(req, j, false) : { _class: 'hudson.model.FreeStyleProject', name: j.name, url: `${base}job/${encodeURIComponent(j.name)}/`, color: this.color(j) }));
     return {
       _class: 'hudson.model.Hudson', assignedLabels: [{ name: 'built-in' }], mode: 'NORMAL', nodeDescription: "the Jenkins controller's built-in node",
       nodeName: '', numExecutors: this.engine.opts.executors, description: null, jobs, overallLoad: {},

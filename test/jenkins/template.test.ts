@@ -146,7 +146,7 @@ describe('job template (SECURITY-CHECKLIST 3.2, test cases 32-33)', () => {
       const r = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env, encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
       expect(readFileSync(path.join(ws, 'args.txt'), 'utf8')).toBe(
-        ['--dockerfile', 'in/Dockerfile', '--out', 'out', '--context', 'in/context.tar', '--format', 'raw', '--format', 'qcow2',
+        ['--dockerfile', 'in/Dockerfile', '--out', 'out', '--context', 'in/context.tar', '--format', 'raw,qcow2',
           '--build-arg', 'A=$(touch pwned) ; x', '--build-arg', 'B=2'].map((a) => `<${a}>\n`).join(''));
       expect(readFileSync(path.join(ws, 'out/Dockerfile.seen'), 'utf8')).toBe(dockerfile);
       expect(spawnSync('ls', [ws]).stdout.toString()).not.toContain('pwned');

@@ -1,0 +1,333 @@
+/**
+ * The jenkins backend against the Jenkins double, with a tiny fake SDK (a shell script set as
+ * glue.jenkins.sdkCommand) so builds take a second, not minutes. The real SDK through the double is the lead's
+ * full-path test.
+ */
+import { chmodSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import Jenkins from 'jenkins';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createJenkinsBackend, JenkinsBackend, KEY_PARAM } from '../../src/glue/backends/jenkins/index.js';
+import { JenkinsApi } from '../../src/glue/backends/jenkins/client.js';
+import type { Backend } from '../../src/glue/backends/types.js';
+import { loadConfig } from '../../src/config/index.js';
+import { jobSpecSchema, type JobSpec } from '../../src/protocol/index.js';
+import { isKilnError, type KilnError } from '../../src/shared/errors.js';
+import { silentLogger } from '../../src/shared/logger.js';
+import { startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const USER = { name: 'kiln-glue', token: 'glue-api-token-0123' };
+let d: JenkinsDouble;
+let backend: Backend;
+let tmp: { dir: string; cleanup: () => void };
+let sdk: string;
+let raw: Jenkins;
+
+const FAKE_SDK = `#!/bin/sh
+# Stands in for \`kiln sdk build\`: same argv, same outputs, a second of work.
+set -eu
+df=""; out=""; formats=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dockerfile) df=$2; shift 2;;
+    --out) out=$2; shift 2;;
+    --format) formats=$2; shift 2;;
+    --context|--build-arg) shift 2;;
+    *) echo "fake-sdk: unexpected argument $1" >&2; exit 2;;
+  esac
+done
+echo '##kiln {"stage":"build","percent":10}'
+s=$(sed -n 's/^# sleep //p' "$df"); [ -z "$s" ] || sleep "$s"
+if grep -q '^# fail' "$df"; then echo 'fake-sdk: failing as asked'; exit 1; fi
+printf 'IMAGE(%s)' "$formats" > "$out/image.raw"
+head -c 300000 /dev/zero | tr '\\0' 'x' >> "$out/image.raw"
+echo '{"ok":true}' > "$out/result.json"
+echo 'sdk log' > "$out/build.log"
+echo '##kiln {"stage":"done","percent":100}'
+`;
+
+const spec = (over: Partial<JobSpec> = {}): JobSpec => jobSpecSchema.parse({ owner: 'alice <a@x>', name: 'web', dockerfile: 'FROM debian:bookworm\n', ...over });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function code(p: Promise<unknown>): Promise<string> {
+  try { await p; return 'ok'; } catch (e) { return isKilnError(e) ? e.code : `not a KilnError: ${String(e)}`; }
+}
+async function until<T>(fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('timed out');
+    await sleep(100);
+  }
+}
+function makeBackend(over: Record<string, unknown> = {}, url = d.url): Backend {
+  const config = loadConfig({}, {
+    glue: { backend: 'jenkins', jenkins: { url, user: USER.name, token: USER.token, sdkCommand: [sdk], timeoutSeconds: 120, requestTimeoutMs: 5000, ...over } },
+  });
+  return createJenkinsBackend({ config, logger: silentLogger, followTimeoutMs: 20_000, pollMs: 50 });
+}
+const configXml = (job: number) => raw.job.config(`kiln-job-${job}`);
+const jobJson = (job: number) => raw.job.get(`kiln-job-${job}`);
+
+beforeAll(async () => {
+  tmp = tempDir('kiln-jenkins-');
+  sdk = path.join(tmp.dir, 'fake-sdk');
+  writeFileSync(sdk, FAKE_SDK);
+  chmodSync(sdk, 0o755);
+  d = await startJenkinsDouble({ users: [USER], dataDir: path.join(tmp.dir, 'jenkins'), quietPeriodSeconds: 5 });
+  backend = makeBackend();
+  await backend.start();
+  raw = new Jenkins({ baseUrl: d.url.replace('http://', `http://${USER.name}:${USER.token}@`).replace(/\/$/, ''), crumbIssuer: false });
+});
+afterAll(async () => {
+  await backend?.close();
+  await d?.stop();
+  tmp?.cleanup();
+});
+
+describe('jenkins backend: jobs', () => {
+  it('putJob creates, then updates in place (idempotent); the description is escaped, the Dockerfile base64', async () => {
+    expect(await backend.putJob(1, spec())).toEqual({ created: true });
+    expect(await backend.putJob(1, spec())).toEqual({ created: false });
+    expect(await backend.putJob(1, spec({ dockerfile: 'FROM debian:bookworm\nRUN echo 2\n' }))).toEqual({ created: false });
+    const xml = await configXml(1);
+    expect(xml).toContain(Buffer.from('FROM debian:bookworm\nRUN echo 2\n').toString('base64'));
+    expect(xml).toContain('alice &lt;a@x&gt;');
+    expect((await jobJson(1)).description).toContain('alice <a@x>');
+    const jobs = await backend.listJobs();
+    expect(jobs).toContainEqual(expect.objectContaining({ job: 1, backendName: 'kiln-job-1', managed: true, enabled: true }));
+  });
+
+  it('enable/disable shows in config.xml and in buildable/color; both are idempotent; a disabled job refuses builds', async () => {
+    await backend.setEnabled(1, false);
+    await backend.setEnabled(1, false);
+    expect(await configXml(1)).toContain('<disabled>true</disabled>');
+    expect(await jobJson(1)).toMatchObject({ buildable: false, color: 'disabled' });
+    expect(await code(backend.build(1, 'key-disabled-1'))).toBe('conflict');
+    expect((await backend.listJobs()).find((j) => j.job === 1)?.enabled).toBe(false);
+    await backend.setEnabled(1, true);
+    await backend.setEnabled(1, true);
+    expect(await configXml(1)).toContain('<disabled>false</disabled>');
+    expect(await jobJson(1)).toMatchObject({ buildable: true, color: 'notbuilt' });
+    // putJob carries the enabled flag too.
+    await backend.putJob(1, spec({ enabled: false }));
+    expect(await jobJson(1)).toMatchObject({ buildable: false });
+    await backend.putJob(1, spec());
+    expect(await jobJson(1)).toMatchObject({ buildable: true });
+  });
+
+  it('the daily toggle shows in the TimerTrigger, and the timer builds the stored Dockerfile', async () => {
+    await backend.putJob(2, spec({ schedule: 'daily' }));
+    expect(await configXml(2)).toMatch(/<hudson\.triggers\.TimerTrigger>\s*<spec>H H \* \* \*<\/spec>/);
+    await backend.putJob(2, spec({ schedule: 'weekly' }));
+    expect(await configXml(2)).toMatch(/<spec>H H \* \* H<\/spec>/);
+    await backend.putJob(2, spec({ schedule: 'off' }));
+    expect(await configXml(2)).not.toContain('TimerTrigger');
+    expect(d.fireTimer('kiln-job-2')).toBeNull();
+    await backend.putJob(2, spec({ schedule: 'daily', formats: ['qcow2'] }));
+    const qid = d.fireTimer('kiln-job-2')!;
+    expect(qid).toBeGreaterThan(0);
+    const n = await until(async () => ((await raw.queue.item(qid)) as { executable: { number: number } | null }).executable?.number);
+    const st = await until(async () => { const s = await backend.status(2, n); return s.state !== 'running' && s; });
+    expect(st.state).toBe('succeeded');
+    const img = await backend.artifact(2, n, 'image.raw', 0);
+    let head = '';
+    for await (const c of img) { head += (c as Buffer).toString('latin1'); if (head.length > 20) break; }
+    img.destroy();
+    expect(head.startsWith('IMAGE(qcow2)')).toBe(true);
+  });
+
+  it('deleteJob removes the job; deleting again says deleted:false', async () => {
+    await backend.putJob(3, spec());
+    expect(await backend.deleteJob(3)).toEqual({ deleted: true });
+    expect(await raw.job.exists('kiln-job-3')).toBe(false);
+    expect(await backend.deleteJob(3)).toEqual({ deleted: false });
+    expect(await code(backend.setEnabled(3, true))).toBe('not_found');
+  });
+});
+
+describe('jenkins backend: builds', () => {
+  it('build follows the queue to the build number; status, progressive log and artifacts (whole and from an offset)', async () => {
+    await backend.putJob(10, spec({ dockerfile: 'FROM debian:bookworm\n# sleep 1\n', formats: ['raw', 'qcow2'] }));
+    const { build, created } = await backend.build(10, 'first-trigger-0001');
+    expect(created).toBe(true);
+    expect(build).toBe(1);
+    expect((await backend.status(10, build)).state).toBe('running');
+    let offset = 0;
+    let text = '';
+    for (;;) {
+      const chunk = await backend.log(10, build, offset);
+      expect(chunk.offset).toBe(offset);
+      text += chunk.text;
+      offset = chunk.nextOffset;
+      if (!chunk.more) break;
+      await sleep(200);
+    }
+    expect(text).toContain('##kiln {"stage":"build","percent":10}');
+    expect(text).toContain('##kiln {"stage":"done","percent":100}');
+    expect(text.endsWith('Finished: SUCCESS\n')).toBe(true);
+    expect(offset).toBe(Buffer.byteLength(text));
+    expect((await backend.log(10, build, offset)).text).toBe('');
+    const st = await backend.status(10, build);
+    expect(st).toMatchObject({ job: 10, build, state: 'succeeded' });
+    expect(st.finishedAt! >= st.startedAt!).toBe(true);
+    const names = st.artifacts.map((a) => a.name).sort();
+    expect(names).toEqual(['build.log', 'image.raw', 'result.json']);
+    const size = st.artifacts.find((a) => a.name === 'image.raw')!.size;
+    expect(size).toBe('IMAGE(raw,qcow2)'.length + 300000);
+    const whole = await collect(await backend.artifact(10, build, 'image.raw', 0));
+    expect(whole.length).toBe(size);
+    expect(whole.subarray(0, 16).toString()).toBe('IMAGE(raw,qcow2)');
+    const tail = await collect(await backend.artifact(10, build, 'image.raw', 6));
+    expect(tail.equals(whole.subarray(6))).toBe(true);
+    expect((await collect(await backend.artifact(10, build, 'image.raw', size))).length).toBe(0);
+    expect(await code(backend.artifact(10, build, 'image.qcow2', 0))).toBe('not_found');
+    expect(await code(backend.status(10, 99))).toBe('not_found');
+    expect(await code(backend.log(10, 99, 0))).toBe('not_found');
+  });
+
+  it('a retried trigger with the same key never makes a second build, sequential or concurrent', async () => {
+    const again = await backend.build(10, 'first-trigger-0001');
+    expect(again).toEqual({ build: 1, created: false });
+    await backend.putJob(11, spec({ dockerfile: 'FROM x\n# sleep 1\n' }));
+    const results = await Promise.all([0, 1, 2].map(() => backend.build(11, 'same-key-concurrent')));
+    expect(new Set(results.map((r) => r.build)).size).toBe(1);
+    expect(results.filter((r) => r.created).length).toBeLessThanOrEqual(1);
+    await sleep(1500);
+    const j = await raw.job.get('kiln-job-11', { tree: `builds[number,actions[parameters[name,value]]]` });
+    const withKey = j.builds.filter((b: { actions: Array<{ parameters?: Array<{ name: string; value: string }> }> }) =>
+      b.actions.some((a) => a.parameters?.some((p) => p.name === KEY_PARAM && p.value === 'same-key-concurrent')));
+    expect(withKey).toHaveLength(1);
+    expect((await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-11')).toHaveLength(0);
+    // A different key is a different build.
+    const other = await backend.build(11, 'another-key-00001');
+    expect(other.created).toBe(true);
+    expect(other.build).toBe(results[0]!.build + 1);
+  });
+
+  it('a retry that lands while the first item has left the queue but has no build yet (§6.4) withdraws itself', async () => {
+    const engineOpts = d.engine.opts as { startDelayMs: number };
+    engineOpts.startDelayMs = 400; // widen the LeftItem window the real Jenkins has for milliseconds
+    try {
+      await backend.putJob(15, spec({ dockerfile: 'FROM x\n# sleep 2\n' }));
+      const first = backend.build(15, 'window-key-000001');
+      await until(async () => (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'), 5000);
+      await until(async () => !(await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'), 5000);
+      expect((await jobJson(15)).builds).toHaveLength(0); // in the window: left the queue, no build yet
+      const retry = await backend.build(15, 'window-key-000001');
+      const original = await first;
+      expect(retry).toEqual({ build: original.build, created: false });
+      await sleep(1500);
+      const j = await jobJson(15);
+      expect(j.builds).toHaveLength(1);
+      expect(j.inQueue).toBe(false);
+    } finally {
+      engineOpts.startDelayMs = 50;
+    }
+  });
+
+  it('a failing SDK ends failed with a reason; cancel stops a running build (cancelled), and is idempotent', async () => {
+    await backend.putJob(12, spec({ dockerfile: 'FROM x\n# fail\n' }));
+    const f = await backend.build(12, 'failing-build-001');
+    const st = await until(async () => { const s = await backend.status(12, f.build); return s.state !== 'running' && s; });
+    expect(st).toMatchObject({ state: 'failed', reason: expect.stringContaining('failed') });
+    expect(await code(backend.status(12, f.build).then(async () => (await backend.log(12, f.build, 0)).text.includes('fake-sdk: failing as asked') || Promise.reject(new Error('no log'))))).toBe('ok');
+
+    await backend.putJob(13, spec({ dockerfile: 'FROM x\n# sleep 60\n' }));
+    const r = await backend.build(13, 'cancel-running-01');
+    await until(async () => (await backend.log(13, r.build, 0)).text.includes('"stage":"build"'));
+    expect(await backend.cancel(13, r.build)).toEqual({ state: 'cancelled' });
+    expect(await backend.status(13, r.build)).toMatchObject({ state: 'cancelled' });
+    expect(await backend.cancel(13, r.build)).toEqual({ state: 'cancelled' });
+    expect(await backend.cancel(12, f.build)).toEqual({ state: 'failed' });
+  });
+
+  it('a queued item can be cancelled although Jenkins answers 204 (the wrapper confirms through the item)', async () => {
+    const authorization = `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}`;
+    const api = new JenkinsApi(new Jenkins({ baseUrl: d.url.replace(/\/$/, ''), headers: { authorization } }), { baseUrl: d.url.replace(/\/$/, ''), authorization, timeoutMs: 5000 });
+    await backend.putJob(14, spec());
+    const t = await api.trigger('kiln-job-14', { [KEY_PARAM]: 'queued-cancel-01' }, '60sec');
+    expect(t.created).toBe(true);
+    const again = await api.trigger('kiln-job-14', { [KEY_PARAM]: 'queued-cancel-01' }, '60sec');
+    expect(again).toEqual({ id: t.id, created: false }); // the 303 Location, not an error
+    expect((await backend.listQueue())).toContainEqual(expect.objectContaining({ id: t.id!, job: 14, backendName: 'kiln-job-14', why: expect.stringMatching(/quiet period/) }));
+    expect(await api.cancelQueueItem(t.id!)).toBe(true);
+    expect((await backend.listQueue()).find((q) => q.id === t.id)).toBeUndefined();
+    expect((await jobJson(14)).nextBuildNumber).toBe(1);
+  });
+
+  it('lists unmanaged jobs as managed:false and queue items of any job', async () => {
+    await raw.job.create('someone-elses-job', '<project><disabled>false</disabled><builders/></project>');
+    const jobs = await backend.listJobs();
+    expect(jobs).toContainEqual({ backendName: 'someone-elses-job', managed: false, enabled: true });
+    expect(jobs.find((j) => j.job === 10)).toMatchObject({ managed: true, lastBuild: 1 });
+    await raw.job.build('someone-elses-job', { delay: '60sec' });
+    expect(await backend.listQueue()).toContainEqual(expect.objectContaining({ backendName: 'someone-elses-job' }));
+    expect((await backend.listQueue()).find((q) => q.backendName === 'someone-elses-job')?.job).toBeUndefined();
+  });
+});
+
+describe('jenkins backend: failures', () => {
+  it('SECURITY-CHECKLIST test 31: job ids that are not Kiln job numbers are refused before any request to Jenkins', async () => {
+    const before = d.requests();
+    for (const job of [0, -1, 1.5, Number.NaN, 1e13, Number.MAX_SAFE_INTEGER + 2]) {
+      expect(await code(backend.putJob(job, spec())), String(job)).toBe('invalid_input');
+      expect(await code(backend.setEnabled(job, true))).toBe('invalid_input');
+      expect(await code(backend.deleteJob(job))).toBe('invalid_input');
+      expect(await code(backend.build(job, 'some-valid-key'))).toBe('invalid_input');
+      expect(await code(backend.status(job, 1))).toBe('invalid_input');
+    }
+    expect(await code(backend.status(10, 0))).toBe('invalid_input');
+    expect(await code(backend.build(10, '../x; rm'))).toBe('invalid_input');
+    expect(await code(backend.artifact(10, 1, '../config.xml' as never, 0))).toBe('invalid_input');
+    expect(d.requests()).toBe(before);
+    for (const folder of ['a/b', '..', 'http://evil/', 'x.', '']) {
+      expect(() => makeBackend({ folder }), folder).toThrow(/folder/);
+    }
+    expect(() => makeBackend({}, d.url.replace('http://', 'http://u:p@'))).toThrow(/without credentials/);
+    expect(() => makeBackend({ sdkCommand: ['/bin/kiln; id'] })).toThrow(/sdkCommand/);
+    expect(d.requests()).toBe(before);
+  });
+
+  it('Jenkins unreachable → backend_unavailable; bad token → backend_unavailable, never a half-done build', async () => {
+    const dead = makeBackend({}, 'http://127.0.0.1:9/');
+    expect(await code(dead.putJob(1, spec()))).toBe('backend_unavailable');
+    expect(await code(dead.build(1, 'unreachable-key-1'))).toBe('backend_unavailable');
+    expect(await code(dead.status(1, 1))).toBe('backend_unavailable');
+    expect(await code(dead.artifact(1, 1, 'image.raw', 0))).toBe('backend_unavailable');
+    const wrong = makeBackend({ token: 'not-the-token' });
+    const err = await wrong.listJobs().catch((e: KilnError) => e);
+    expect(isKilnError(err, 'backend_unavailable') && /credentials/.test(err.message)).toBe(true);
+  });
+
+  it('killing and restarting Jenkins mid-build: unavailable while down, then a clear interrupted status, no lost or doubled build', async () => {
+    await backend.putJob(20, spec({ dockerfile: 'FROM x\n# sleep 60\n' }));
+    const r = await backend.build(20, 'restart-key-00001');
+    await until(async () => (await backend.log(20, r.build, 0)).text.includes('"stage":"build"'));
+    await d.crash();
+    expect(await code(backend.status(20, r.build))).toBe('backend_unavailable');
+    expect(await code(backend.build(20, 'restart-key-00002'))).toBe('backend_unavailable');
+    await d.start();
+    const st = await backend.status(20, r.build);
+    expect(st).toMatchObject({ state: 'failed', reason: expect.stringMatching(/interrupted/) });
+    // A retry of the first request finds its build; the refused second request was never queued.
+    expect(await backend.build(20, 'restart-key-00001')).toEqual({ build: r.build, created: false });
+    expect((await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-20')).toHaveLength(0);
+    const next = await backend.build(20, 'restart-key-00002');
+    expect(next).toEqual({ build: r.build + 1, created: true });
+    expect(await backend.build(20, 'restart-key-00002')).toEqual({ build: r.build + 1, created: false });
+    await backend.cancel(20, next.build);
+  });
+
+  it('is the jenkins kind and implements Backend', () => {
+    expect(backend.kind).toBe('jenkins');
+    expect(backend).toBeInstanceOf(JenkinsBackend);
+  });
+});
+
+async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of s) parts.push(Buffer.from(c as Buffer));
+  return Buffer.concat(parts);
+}
