@@ -1,5 +1,72 @@
-/** Composition root for `kiln serve` (being built). */
-export async function main(_argv: string[]): Promise<number> {
-  process.stderr.write('kiln serve: not available yet\n');
-  return 2;
+/**
+ * Composition root for `kiln serve`: the embedded one-machine setup. Starts, in one process:
+ *   the local backend (build runner) + the built-in ssh2 glue server on loopback,
+ *   the web site, which reaches that glue only over SSH with a pinned host key, as it would a remote one,
+ *   a periodic reconciler that repairs drift between the web's builds and the glue's.
+ * Keys, the SQLite database and build data live in config.dataDir (created on first start).
+ */
+import { mkdirSync } from 'node:fs';
+import { loadConfig } from '../config/index.js';
+import { createDbFromConfig, migrateLatest } from '../db/index.js';
+import { startGlueServer } from '../glue/index.js';
+import { createLogger } from '../shared/logger.js';
+import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
+import { createSshGlueClient } from '../web/glue-client/ssh.js';
+import { ensureFirstAdmin, reconcile, startWeb } from '../web/index.js';
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.includes('--help')) {
+    process.stdout.write('usage: kiln serve\n\nSettings come from KILN_* environment variables (see src/config/README.md).\n');
+    return 0;
+  }
+  const config = loadConfig();
+  const logger = createLogger({ level: config.log.level, name: 'kiln' });
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+
+  const db = createDbFromConfig(config);
+  await migrateLatest(db);
+
+  const glue = await startGlueServer(config, logger.child({ part: 'glue' }));
+  const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
+  const glueClient = createSshGlueClient({
+    host: config.ssh.host,
+    port: glue.port,
+    username: config.ssh.user,
+    privateKey: clientKey.privateKey,
+    hostFingerprint: glue.hostFingerprint,
+    timeoutMs: config.ssh.timeoutMs,
+    logger: logger.child({ part: 'glue-client' }),
+  });
+  const web = await startWeb({ config, db, glue: glueClient, logger: logger.child({ part: 'web' }) });
+
+  const admin = await ensureFirstAdmin(db);
+  if (admin) {
+    process.stdout.write(
+      `\nKiln is ready at ${web.url}\nFirst admin: user "${admin.username}", one-time password "${admin.password}"\n` +
+      'This password is shown only now; change it after logging in, or add admins with `kiln user add --admin NAME`.\n\n',
+    );
+  } else {
+    process.stdout.write(`\nKiln is ready at ${web.url}\n\n`);
+  }
+
+  let reconciling = false;
+  const timer = setInterval(() => {
+    if (reconciling) return;
+    reconciling = true;
+    reconcile(db, glueClient, { logger: logger.child({ part: 'reconcile' }), config })
+      .catch((e: unknown) => logger.error({ err: e }, 'reconcile failed'))
+      .finally(() => { reconciling = false; });
+  }, Math.max(1, config.web.reconcileSeconds) * 1000);
+
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => { logger.info({ sig }, 'shutting down'); resolve(); };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  clearInterval(timer);
+  await web.close();
+  await glueClient.close();
+  await glue.close();
+  await db.destroy();
+  return 0;
 }

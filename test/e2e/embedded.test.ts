@@ -1,0 +1,118 @@
+/**
+ * The walking skeleton, end to end, as a user meets it: the real `kiln serve` process (web + built-in SSH glue +
+ * local backend + the real SDK with dockerd and QEMU), driven over HTTP. One real image build.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HttpClient } from '../helpers/web.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const repo = path.resolve(import.meta.dirname, '../..');
+const dockerfile = readFileSync(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8');
+
+interface BuildJson { id: number; state: string; final: boolean; reason?: string; artifacts: Array<{ name: string; size: number; url: string }>; progress?: unknown }
+
+describe('embedded default: register, upload, build, download a booting image', () => {
+  const tmp = tempDir('kiln-e2e-');
+  let server: ChildProcess;
+  let url = '';
+  let output = '';
+
+  beforeAll(async () => {
+    server = spawn(path.join(repo, 'bin/kiln'), ['serve'], {
+      cwd: tmp.dir,
+      env: {
+        ...process.env,
+        KILN_DATA_DIR: path.join(tmp.dir, 'data'),
+        KILN_WEB_PORT: '0',
+        KILN_SSH_PORT: '0',
+        KILN_WEB_RECONCILE_SECONDS: '2',
+        KILN_LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    server.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
+    server.stderr!.on('data', (c: Buffer) => { output += c.toString(); });
+    const deadline = Date.now() + 60_000;
+    while (!/Kiln is ready at (\S+)/.test(output)) {
+      if (Date.now() > deadline || server.exitCode !== null) throw new Error(`kiln serve did not start:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    url = /Kiln is ready at (\S+)/.exec(output)![1]!;
+  });
+
+  afterAll(async () => {
+    if (server && server.exitCode === null) {
+      server.kill('SIGTERM');
+      await new Promise((r) => server.once('exit', r));
+    }
+    tmp.cleanup();
+  });
+
+  it('prints a one-time password for the first admin, which logs in', async () => {
+    const m = /First admin: user "([^"]+)", one-time password "([^"]+)"/.exec(output);
+    expect(m).not.toBeNull();
+    const admin = new HttpClient(url);
+    expect((await admin.login(m![1]!, m![2]!)).status).toBe(303);
+    const me = await (await admin.get('/api/me')).json() as { user: { role: string } };
+    expect(me.user.role).toBe('admin');
+  });
+
+  it('takes a new user from registration to a downloaded image whose bytes were boot-tested', async () => {
+    const alice = new HttpClient(url);
+    await alice.signUp('alice');
+    const dfId = await alice.createDockerfile('debian-minimal', dockerfile);
+    const pressed = Date.now();
+    const { id } = await alice.build(dfId);
+
+    let build: BuildJson | undefined;
+    const deadline = Date.now() + 20 * 60_000;
+    for (;;) {
+      build = ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
+      if (build.final) break;
+      if (Date.now() > deadline) throw new Error(`build ${id} still ${build.state} after 20 min`);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+    const logRes = await alice.get(`/api/builds/${id}/log?offset=0`);
+    const log = (await logRes.json()) as { text: string };
+    expect(build.state, `build failed: ${build.reason}\n${log.text.slice(-3000)}`).toBe('succeeded');
+    expect(log.text).toContain('##kiln ');
+
+    const names = build.artifacts.map((a) => a.name);
+    expect(names).toEqual(expect.arrayContaining(['image.raw', 'result.json', 'build.log']));
+
+    const result = JSON.parse(await (await alice.get(`/builds/${id}/artifacts/result.json`)).text()) as {
+      ok: boolean; artifacts: Array<{ name: string; sha256: string; size: number }>; bootTests: Array<{ artifact: string; passed: boolean; seconds: number }>;
+      stages: Array<{ name: string; seconds: number }>;
+    };
+    expect(result.ok).toBe(true);
+    const raw = result.artifacts.find((a) => a.name === 'image.raw')!;
+    expect(result.bootTests.find((b) => b.artifact === 'image.raw')?.passed).toBe(true);
+
+    const res = await alice.get(`/builds/${id}/artifacts/image.raw`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-disposition')).toMatch(/^attachment; filename="/);
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) { hash.update(chunk); size += chunk.length; }
+    const downloaded = Date.now();
+    expect(size).toBe(raw.size);
+    expect(hash.digest('hex')).toBe(raw.sha256);
+    // The note's number: Build pressed -> image downloaded, and the SDK's own stage times.
+    console.log(`e2e: build-to-download ${((downloaded - pressed) / 1000).toFixed(1)} s; stages ${result.stages.map((s) => `${s.name}=${s.seconds.toFixed(1)}`).join(' ')}`);
+
+    // Another user sees none of it.
+    const bob = new HttpClient(url);
+    await bob.signUp('bobby');
+    for (const p of [`/dockerfiles/${dfId}`, `/dockerfiles/${dfId}/raw`, `/builds/${id}`, `/builds/${id}/artifacts/image.raw`,
+      `/api/dockerfiles/${dfId}`, `/api/builds/${id}`, `/api/builds/${id}/log?offset=0`, `/api/builds/${id}/artifacts/result.json`]) {
+      expect((await bob.get(p)).status, p).toBe(404);
+    }
+    const t = await bob.apiToken();
+    const r = await bob.postJson(`/api/dockerfiles/${dfId}/builds`, { key: 'bob-tries-a-build-1' }, { 'x-csrf-token': t });
+    expect(r.status).toBe(404);
+  }, 25 * 60_000);
+});
