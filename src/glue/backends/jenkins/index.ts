@@ -78,7 +78,8 @@ export class JenkinsBackend implements Backend {
     const client = deps.jenkinsClientFactory ? deps.jenkinsClientFactory(opts) : new Jenkins(opts);
     this.api = new JenkinsApi(client, { baseUrl, authorization, timeoutMs: j.requestTimeoutMs });
     this.logger = deps.logger.child({ backend: 'jenkins' });
-    this.followTimeoutMs = deps.followTimeoutMs ?? 60_000;
+    // Below the web's SSH timeout (ssh.timeoutMs, 30 s), so a long queue wait answers `timeout` rather than a cut channel.
+    this.followTimeoutMs = deps.followTimeoutMs ?? 20_000;
     this.pollMs = deps.pollMs ?? 200;
     this.dedupeWaitMs = Math.min(deps.dedupeWaitMs ?? 600, 900);
   }
