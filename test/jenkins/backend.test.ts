@@ -320,6 +320,26 @@ describe('jenkins backend: failures', () => {
     await backend.cancel(20, next.build);
   });
 
+  it('takes the token from KILN_GLUE_JENKINS_TOKEN_FILE; a build stuck in the queue answers timeout and a retry with the same key finds it', async () => {
+    const tokenFile = path.join(tmp.dir, 'jenkins-token');
+    writeFileSync(tokenFile, `${USER.token}\n`, { mode: 0o600 });
+    const config = loadConfig({
+      KILN_GLUE_BACKEND: 'jenkins', KILN_GLUE_JENKINS_URL: d.url, KILN_GLUE_JENKINS_USER: USER.name,
+      KILN_GLUE_JENKINS_TOKEN_FILE: tokenFile, KILN_GLUE_JENKINS_SDK_COMMAND: `${sdk}`,
+    });
+    const b = createJenkinsBackend({ config, logger: silentLogger, followTimeoutMs: 1500, pollMs: 50 });
+    await b.putJob(30, spec({ dockerfile: 'FROM x\n# sleep 60\n' }));
+    const first = await b.build(30, 'stuck-first-00001');
+    const started = Date.now();
+    expect(await code(b.build(30, 'stuck-second-0001'))).toBe('timeout'); // blocked behind the first build
+    expect(Date.now() - started).toBeLessThan(6000);
+    expect((await b.listQueue()).filter((q) => q.job === 30)).toHaveLength(1);
+    await b.cancel(30, first.build);
+    const second = await until(async () => b.build(30, 'stuck-second-0001').catch(() => undefined));
+    expect(second).toEqual({ build: first.build + 1, created: false });
+    await b.cancel(30, second.build);
+  });
+
   it('is the jenkins kind and implements Backend', () => {
     expect(backend.kind).toBe('jenkins');
     expect(backend).toBeInstanceOf(JenkinsBackend);
