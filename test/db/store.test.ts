@@ -1,0 +1,161 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createDb, findBuild, findBuildByKey, findDockerfile, findUserByName, getOrCreateSetting, getVersion, insertBuild,
+  insertDockerfile, insertUser, isUniqueViolation, listBuildsToReconcile, listDockerfiles, migrateLatest, recordFailure,
+  clearFailures, getFailures, setUserDisabled, updateBuild, updateDockerfileContent, countActiveBuilds, sha256Hex,
+} from '../../src/db/index.js';
+import { loadConfig } from '../../src/config/index.js';
+import { silentLogger } from '../../src/shared/logger.js';
+import { createDockerfile } from '../../src/web/services/dockerfiles.js';
+import { requestBuild } from '../../src/web/services/builds.js';
+import { PasswordHasher } from '../../src/web/services/passwords.js';
+import { DEFAULT_LOGIN_LIMITS, type Services } from '../../src/web/services/context.js';
+import { MemoryGlue } from '../helpers/memory-glue.js';
+import { freshDb, type TestDb } from './engines.js';
+
+for (const engine of ['sqlite', 'pg'] as const) {
+  describe(`store on ${engine}`, () => {
+    let t: TestDb;
+    beforeAll(async () => { t = await freshDb(engine); });
+    afterAll(async () => { await t?.drop(); });
+
+    it('migrations are idempotent', async () => {
+      expect(await migrateLatest(t.db)).toEqual([]);
+      for (const table of ['users', 'sessions', 'settings', 'login_failures', 'dockerfiles', 'dockerfile_versions', 'builds']) {
+        expect(await t.db.schema.hasTable(table), table).toBe(true);
+      }
+    });
+
+    it('users: insert, find, unique name, disable bumps the session epoch', async () => {
+      const u = await insertUser(t.db, { username: 'alice', passwordHash: 'h', role: 'user' });
+      expect(u).toMatchObject({ username: 'alice', role: 'user', disabled: false, session_epoch: 0 });
+      const err = await insertUser(t.db, { username: 'alice', passwordHash: 'h', role: 'user' }).catch((e: unknown) => e);
+      expect(isUniqueViolation(err)).toBe(true);
+      await setUserDisabled(t.db, u.id, true);
+      expect(await findUserByName(t.db, 'alice')).toMatchObject({ disabled: true, session_epoch: 1 });
+      await setUserDisabled(t.db, u.id, false);
+    });
+
+    it('dockerfiles: owner-scoped reads, versions with sha256, unique name per owner', async () => {
+      const a = (await findUserByName(t.db, 'alice'))!;
+      const b = await insertUser(t.db, { username: 'bob', passwordHash: 'h', role: 'user' });
+      const { dockerfile, version } = await t.db.transaction((trx) => insertDockerfile(trx, { ownerId: a.id, name: 'web', content: 'FROM x\n' }));
+      expect(version.sha256).toBe(sha256Hex('FROM x\n'));
+      expect(version.size).toBe(7);
+      expect(await findDockerfile(t.db, dockerfile.id, a.id)).toMatchObject({ name: 'web', current_version_id: version.id });
+      expect(await findDockerfile(t.db, dockerfile.id, b.id)).toBeUndefined();
+      expect(await findDockerfile(t.db, dockerfile.id, null)).toBeDefined();
+      const dup = await insertDockerfile(t.db, { ownerId: a.id, name: 'web', content: 'FROM y\n' }).catch((e: unknown) => e);
+      expect(isUniqueViolation(dup)).toBe(true);
+      await insertDockerfile(t.db, { ownerId: b.id, name: 'web', content: 'FROM y\n' });
+      const same = await updateDockerfileContent(t.db, dockerfile.id, 'FROM x\n');
+      expect(same.id).toBe(version.id);
+      const v2 = await updateDockerfileContent(t.db, dockerfile.id, 'FROM z\n');
+      expect(v2.id).not.toBe(version.id);
+      expect((await getVersion(t.db, version.id))!.content).toBe('FROM x\n');
+      const listA = await listDockerfiles(t.db, a.id);
+      expect(listA.map((d) => [d.name, d.owner, d.size])).toEqual([['web', 'alice', 7]]);
+      expect((await listDockerfiles(t.db, null)).length).toBe(2);
+    });
+
+    it('builds: unique idempotency key, guarded state updates, JSON fields round-trip', async () => {
+      const a = (await findUserByName(t.db, 'alice'))!;
+      const df = (await listDockerfiles(t.db, a.id))[0]!;
+      const b1 = await insertBuild(t.db, { dockerfileId: df.id, versionId: df.current_version_id!, ownerId: a.id, key: 'key-0000001' });
+      expect(b1).toMatchObject({ state: 'requested', backend_build: null, artifacts: [], progress: null });
+      const dup = await insertBuild(t.db, { dockerfileId: df.id, versionId: df.current_version_id!, ownerId: a.id, key: 'key-0000001' }).catch((e: unknown) => e);
+      expect(isUniqueViolation(dup)).toBe(true);
+      expect((await findBuildByKey(t.db, 'key-0000001'))!.id).toBe(b1.id);
+      expect(await updateBuild(t.db, b1.id, ['requested'], { state: 'queued', backend_build: 7 })).toBe(true);
+      expect(await updateBuild(t.db, b1.id, ['requested'], { state: 'queued', backend_build: 8 })).toBe(false);
+      await updateBuild(t.db, b1.id, ['queued'], { state: 'succeeded', artifacts: [{ name: 'image.raw', size: 5 }], progress: { stage: 'done', percent: 100 } });
+      expect(await updateBuild(t.db, b1.id, ['requested', 'queued', 'running'], { state: 'running' })).toBe(false);
+      expect(await findBuild(t.db, b1.id, a.id)).toMatchObject({ state: 'succeeded', backend_build: 7, artifacts: [{ name: 'image.raw', size: 5 }], progress: { stage: 'done', percent: 100 } });
+      const bob = (await findUserByName(t.db, 'bob'))!;
+      expect(await findBuild(t.db, b1.id, bob.id)).toBeUndefined();
+      await insertBuild(t.db, { dockerfileId: df.id, versionId: df.current_version_id!, ownerId: a.id, key: 'key-0000002' });
+      expect(await countActiveBuilds(t.db, a.id)).toBe(1);
+      expect((await listBuildsToReconcile(t.db)).map((b) => b.idempotency_key)).toEqual(['key-0000002']);
+    });
+
+    it('login failures: fixed window per name, cleared on success', async () => {
+      const w = 1000;
+      expect(await recordFailure(t.db, 'x', 10_000, w)).toEqual({ failures: 1, windowStartMs: 10_000 });
+      expect(await recordFailure(t.db, 'x', 10_500, w)).toEqual({ failures: 2, windowStartMs: 10_000 });
+      expect(await recordFailure(t.db, 'x', 11_000, w)).toEqual({ failures: 1, windowStartMs: 11_000 });
+      const big = Date.now();
+      await recordFailure(t.db, 'y', big, w);
+      expect(await getFailures(t.db, 'y')).toEqual({ failures: 1, windowStartMs: big });
+      await clearFailures(t.db, 'x');
+      expect(await getFailures(t.db, 'x')).toBeUndefined();
+    });
+
+    it('settings: first writer wins', async () => {
+      const v1 = await getOrCreateSetting(t.db, 's', () => 'one');
+      const v2 = await getOrCreateSetting(t.db, 's', () => 'two');
+      expect([v1, v2]).toEqual(['one', 'one']);
+    });
+
+    it('foreign keys are enforced', async () => {
+      const err = await insertBuild(t.db, { dockerfileId: 999999, versionId: 999999, ownerId: 999999, key: 'key-fk-00001' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect(await findBuildByKey(t.db, 'key-fk-00001')).toBeUndefined();
+    });
+
+    it('quotas hold under 20 parallel requests (Dockerfiles and queued builds)', async () => {
+      const config = loadConfig({}, { web: { quotaDockerfiles: 4, quotaQueuedBuilds: 3 } });
+      const s: Services = { config, db: t.db, glue: new MemoryGlue(), logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
+      const u = await insertUser(t.db, { username: 'racer', passwordHash: 'h', role: 'user' });
+      const actor = { id: u.id, username: 'racer', role: 'user' as const };
+      const dfs = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => createDockerfile(s, actor, { name: `df${i}`, content: 'FROM x\n' })));
+      expect(dfs.filter((r) => r.status === 'fulfilled').length).toBe(4);
+      expect(dfs.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason.code === 'conflict')).toBe(true);
+      const df = (await listDockerfiles(t.db, u.id))[0]!;
+      const builds = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => requestBuild(s, actor, String(df.id), `race-key-${i}-abc`)));
+      const accepted = builds.flatMap((r) => (r.status === 'fulfilled' ? [r.value.build] : []));
+      expect(accepted.length).toBe(3);
+      expect(await countActiveBuilds(t.db, u.id)).toBe(3);
+      // the same key twenty times at once: one build
+      const key = accepted[0]!.idempotency_key;
+      const same = await Promise.all(Array.from({ length: 20 }, () => requestBuild(s, { ...actor }, String(df.id), key)));
+      expect(new Set(same.map((r) => r.build.id))).toEqual(new Set([accepted[0]!.id]));
+    });
+  });
+}
+
+describe('SQLite connection settings', () => {
+  let t: TestDb;
+  beforeAll(async () => { t = await freshDb('sqlite'); });
+  afterAll(async () => { await t?.drop(); });
+
+  it('every pooled connection has WAL, synchronous=FULL, busy_timeout and foreign keys', async () => {
+    const others = [createDb({ client: 'sqlite', filename: t.filename! }), createDb({ client: 'sqlite', filename: t.filename! })];
+    try {
+      for (const db of [t.db, ...others]) {
+        expect((await db.raw('PRAGMA journal_mode'))[0].journal_mode).toBe('wal');
+        expect((await db.raw('PRAGMA synchronous'))[0].synchronous).toBe(2);
+        expect((await db.raw('PRAGMA busy_timeout'))[0].timeout).toBeGreaterThan(0);
+        expect((await db.raw('PRAGMA foreign_keys'))[0].foreign_keys).toBe(1);
+      }
+    } finally {
+      await Promise.all(others.map((d) => d.destroy()));
+    }
+  });
+
+  it('50 concurrent writers (one pool, like the web) plus a second process-like connection: no SQLITE_BUSY', async () => {
+    // One pooled connection per process is the design (see knex.ts); a second pool stands in for `kiln user add`
+    // running beside the server, which busy_timeout makes wait instead of failing.
+    const other = createDb({ client: 'sqlite', filename: t.filename! });
+    try {
+      const u = await insertUser(t.db, { username: 'writer', passwordHash: 'h', role: 'user' });
+      const results = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => (i % 5 === 0 ? other : t.db).transaction(async (trx) => {
+        await insertDockerfile(trx, { ownerId: u.id, name: `w${i}`, content: `FROM x\n# ${i}\n` });
+      })));
+      const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+      expect(failed.map((f) => String(f.reason))).toEqual([]);
+      expect((await listDockerfiles(t.db, u.id)).length).toBe(50);
+    } finally {
+      await other.destroy();
+    }
+  });
+});
