@@ -1,5 +1,64 @@
-/** Composition root for `kiln web` (being built). */
-export async function main(_argv: string[]): Promise<number> {
-  process.stderr.write('kiln web: not available yet\n');
-  return 2;
+/**
+ * Composition root for `kiln web`: the web site alone, reaching a glue that runs elsewhere (another process or
+ * host: `kiln glue-server`, or OpenSSH with `kiln glue` as forced command). Requires the glue's host key
+ * fingerprint (KILN_SSH_HOST_FINGERPRINT): the client pins it and never accepts another key.
+ */
+import { mkdirSync } from 'node:fs';
+import { loadConfig } from '../config/index.js';
+import { createDbFromConfig, migrateLatest } from '../db/index.js';
+import { createLogger } from '../shared/logger.js';
+import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
+import { createSshGlueClient } from '../web/glue-client/ssh.js';
+import { ensureFirstAdmin, reconcile, startWeb } from '../web/index.js';
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.includes('--help')) {
+    process.stdout.write('usage: kiln web\n\nServes the site on KILN_WEB_HOST:KILN_WEB_PORT and reaches the glue over SSH at\n' +
+      'KILN_SSH_HOST:KILN_SSH_PORT, pinning KILN_SSH_HOST_FINGERPRINT. Other settings: KILN_* variables.\n');
+    return 0;
+  }
+  const config = loadConfig();
+  const logger = createLogger({ level: config.log.level, name: 'kiln-web' });
+  if (!config.ssh.hostFingerprint) {
+    process.stderr.write('kiln web: set KILN_SSH_HOST_FINGERPRINT to the glue\'s host key fingerprint (kiln glue-server prints it)\n');
+    return 2;
+  }
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const db = createDbFromConfig(config);
+  await migrateLatest(db);
+
+  const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
+  const glue = createSshGlueClient({
+    host: config.ssh.host,
+    port: config.ssh.port,
+    username: config.ssh.user,
+    privateKey: clientKey.privateKey,
+    hostFingerprint: config.ssh.hostFingerprint,
+    timeoutMs: config.ssh.timeoutMs,
+    logger: logger.child({ part: 'glue-client' }),
+  });
+  const web = await startWeb({ config, db, glue, logger: logger.child({ part: 'web' }) });
+  const admin = await ensureFirstAdmin(db);
+  process.stdout.write(`Kiln web is ready at ${web.url}\n`);
+  if (admin) process.stdout.write(`First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`);
+  process.stdout.write(`The glue must authorize this public key:\n${clientKey.publicKey}\n`);
+
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    reconcile(db, glue, { logger: logger.child({ part: 'reconcile' }), config })
+      .catch((e: unknown) => logger.error({ err: e }, 'reconcile failed'))
+      .finally(() => { busy = false; });
+  }, Math.max(1, config.web.reconcileSeconds) * 1000);
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  clearInterval(timer);
+  await web.close();
+  await glue.close();
+  await db.destroy();
+  return 0;
 }

@@ -6,6 +6,7 @@ import type { GlueClient } from '../../src/web/glue-client/types.js';
 import { startWeb, type StartWebOptions } from '../../src/web/index.js';
 import { MemoryGlue } from './memory-glue.js';
 import { tempDir } from './tmp.js';
+import { startTestGlue, type TestGlue } from './glue.js';
 
 /**
  * The glue the web route tests talk to. ONE place: swap this for the real SSH glue (test/helpers/glue.ts) when a
@@ -26,19 +27,28 @@ export interface TestWeb {
 }
 
 /** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
-export async function startTestWeb(opts: { config?: Record<string, unknown>; limits?: StartWebOptions['limits']; glue?: GlueClient; logger?: Logger } = {}): Promise<TestWeb> {
+export async function startTestWeb(opts: {
+  config?: Record<string, unknown>;
+  limits?: StartWebOptions['limits'];
+  glue?: GlueClient;
+  /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
+  realGlue?: boolean | { sdkCommand?: string[] };
+  logger?: Logger;
+} = {}): Promise<TestWeb & { realGlue?: TestGlue }> {
   const { dir, cleanup } = tempDir('kiln-web-');
+  const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
   const config = loadConfig({}, { dataDir: dir, ...opts.config, web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) } });
   const db = createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
   await migrateLatest(db);
-  const glue = (opts.glue ?? testGlue()) as MemoryGlue;
+  const glue = (real?.client ?? opts.glue ?? testGlue()) as MemoryGlue;
   const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits });
   return {
-    url: web.url, db, glue, config, dir,
+    url: web.url, db, glue, config, dir, realGlue: real,
     client: () => new HttpClient(web.url),
     close: async () => {
       await web.close();
       await db.destroy();
+      await real?.cleanup();
       cleanup();
     },
   };

@@ -15,7 +15,7 @@ function upload(c: HttpClient, token: string, name: string, file: Uint8Array | s
   f.set('_csrf', token);
   f.set('name', name);
   if (content !== undefined) f.set('content', content);
-  if (file !== null) f.set('file', new Blob([file]), filename);
+  if (file !== null) f.set('file', new Blob([file as BlobPart]), filename);
   return c.postMultipart('/dockerfiles', f);
 }
 

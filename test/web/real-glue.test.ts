@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { reconcile } from '../../src/web/index.js';
+import type { TestGlue } from '../helpers/glue.js';
+import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+
+type BuildJson = { id: number; state: string; final: boolean; reason: string | null; artifacts: Array<{ name: string; size: number }>; progress: { stage: string; percent: number } | null };
+
+async function waitFinal(c: HttpClient, id: number, ms = 30_000): Promise<BuildJson> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const b = ((await (await c.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
+    if (b.final) return b;
+    if (Date.now() > end) throw new Error(`build ${id} still ${b.state}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The web against the real built-in SSH glue and local backend (fake SDK): the whole path minus Docker/QEMU. */
+describe('web with the real SSH glue', () => {
+  let w: TestWeb & { realGlue?: TestGlue };
+  let a: HttpClient;
+  let b: HttpClient;
+  beforeAll(async () => {
+    w = await startTestWeb({ realGlue: true });
+    a = w.client();
+    await a.signUp('alice');
+    b = w.client();
+    await b.signUp('bob');
+  });
+  afterAll(async () => { await w?.close(); });
+
+  it('build -> queued -> succeeded; log has the progress lines; image downloads; B gets 404', async () => {
+    const df = await a.createDockerfile('demo', 'FROM debian:bookworm\nRUN true\n');
+    const { id } = await a.build(df);
+    const done = await waitFinal(a, id);
+    expect(done.state).toBe('succeeded');
+    expect(done.artifacts.map((x) => x.name)).toContain('image.raw');
+    const log = (await (await a.get(`/api/builds/${id}/log?offset=0`)).json()) as { text: string };
+    expect(log.text).toContain('##kiln {"stage":"build"');
+    const dl = await a.get(`/builds/${id}/artifacts/image.raw`);
+    expect(dl.status).toBe(200);
+    expect(await dl.text()).toBe('RAW-IMAGE-BYTES');
+    expect(dl.headers.get('content-disposition')).toBe(`attachment; filename="kiln-${id}-image.raw"`);
+    for (const p of [`/dockerfiles/${df}`, `/builds/${id}`, `/api/builds/${id}/log?offset=0`, `/builds/${id}/artifacts/image.raw`]) {
+      expect((await b.get(p)).status, p).toBe(404);
+    }
+  });
+
+  it('a failing build ends failed with the SDK\'s reason', async () => {
+    const df = await a.createDockerfile('broken', 'FROM debian:bookworm\n# fake: fail\nRUN false\n');
+    const { id } = await a.build(df);
+    const done = await waitFinal(a, id);
+    expect(done.state).toBe('failed');
+    expect(done.reason ?? '').toMatch(/exit 100|failed/);
+  });
+
+  it('a symlinked output is never listed or served', async () => {
+    const df = await a.createDockerfile('sneaky', 'FROM debian:bookworm\n# fake: symlink\nRUN true\n');
+    const { id } = await a.build(df);
+    const done = await waitFinal(a, id);
+    expect(done.artifacts.map((x) => x.name)).not.toContain('manifest.json');
+    expect((await a.get(`/builds/${id}/artifacts/manifest.json`)).status).toBe(404);
+  });
+
+  it('reconcile refreshes builds nobody is watching', async () => {
+    const df = await a.createDockerfile('unwatched', 'FROM debian:bookworm\nRUN true\n');
+    const { id } = await a.build(df);
+    const end = Date.now() + 30_000;
+    let row;
+    do {
+      await new Promise((r) => setTimeout(r, 300));
+      await reconcile(w.db, w.glue);
+      row = await w.db('builds').where({ id }).first();
+    } while (row.state !== 'succeeded' && Date.now() < end);
+    expect(row.state).toBe('succeeded');
+  });
+});
