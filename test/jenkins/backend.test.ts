@@ -340,6 +340,23 @@ describe('jenkins backend: failures', () => {
     await b.cancel(30, second.build);
   });
 
+  it('survives the client returning NaN for a queue id (a Location without its trailing slash): it finds the item by key', async () => {
+    const b = createJenkinsBackend({
+      config: loadConfig({}, { glue: { backend: 'jenkins', jenkins: { url: d.url, user: USER.name, token: USER.token, sdkCommand: [sdk] } } }),
+      logger: silentLogger, pollMs: 50,
+      jenkinsClientFactory: (opts) => {
+        const c = new Jenkins(opts);
+        const build = c.job.build.bind(c.job);
+        c.job.build = (async (...args: Parameters<typeof build>) => { await build(...args); return Number.NaN; }) as typeof c.job.build;
+        return c;
+      },
+    });
+    await b.putJob(31, spec());
+    const r = await b.build(31, 'nan-queue-id-0001');
+    expect(r).toEqual({ build: 1, created: true });
+    expect(await b.build(31, 'nan-queue-id-0001')).toEqual({ build: 1, created: false });
+  });
+
   it('is the jenkins kind and implements Backend', () => {
     expect(backend.kind).toBe('jenkins');
     expect(backend).toBeInstanceOf(JenkinsBackend);
