@@ -4,6 +4,7 @@
  */
 import Jenkins, { type JenkinsError } from 'jenkins';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { labelMatches } from './engine.js';
 import { startJenkinsDouble, type JenkinsDouble } from './index.js';
 
 const USER = { name: 'glue', token: 'tok-123', password: 'pw-456' };
@@ -312,5 +313,17 @@ describe('Jenkins double: builds and queue', () => {
     expect(await jenkins.queue.item(qid)).toMatchObject({ id: qid, _class: 'hudson.model.Queue$WaitingItem' });
     const again = await jenkins.job.build('restart');
     expect(again).toBeGreaterThan(qid);
+  });
+});
+
+describe('Jenkins double: labels (Jenkins behaviour beyond JENKINS-REST.md)', () => {
+  it('evaluates label expressions like Jenkins: names, !, &&, ||, parentheses; no expression runs anywhere', () => {
+    const node = ['kiln-builder', 'linux'];
+    expect(labelMatches(null, node)).toBe(true);
+    expect(labelMatches('kiln-builder', node)).toBe(true);
+    expect(labelMatches('gpu', node)).toBe(false);
+    expect(labelMatches('kiln-builder && linux', node)).toBe(true);
+    expect(labelMatches('kiln-builder && !linux', node)).toBe(false);
+    expect(labelMatches('gpu || (linux && kiln-builder)', node)).toBe(true);
   });
 });

@@ -27,6 +27,8 @@ export interface QueueItem {
   cancelled: boolean;
   executable: number | null;
   leftAt: number | null;
+  /** Why a buildable item cannot start (e.g. no node has its label). */
+  stuckWhy?: string;
 }
 
 export interface Build {
@@ -56,6 +58,26 @@ export interface EngineOptions {
   /** Time between an item leaving the queue and its build existing (§6.4): the window pollers must survive. */
   startDelayMs: number;
   tickMs: number;
+  /** Labels of the double's one node; when set, jobs whose label expression they do not satisfy stay queued. */
+  labels?: string[];
+  /** Name of that node (NODE_NAME, the log's "Building remotely on"). */
+  nodeName?: string;
+}
+
+/** Evaluates a Jenkins label expression (names, !, &&, ||, parentheses) against a node's labels. */
+export function labelMatches(expr: string | null, labels: readonly string[]): boolean {
+  if (expr === null || !expr.trim()) return true;
+  const tokens = expr.match(/&&|\|\||!|\(|\)|[A-Za-z0-9_.:-]+/g) ?? [];
+  let i = 0;
+  const or = (): boolean => { let v = and(); while (tokens[i] === '||') { i++; const r = and(); v = v || r; } return v; };
+  const and = (): boolean => { let v = not(); while (tokens[i] === '&&') { i++; const r = not(); v = v && r; } return v; };
+  const not = (): boolean => {
+    const t = tokens[i++];
+    if (t === '!') return !not();
+    if (t === '(') { const v = or(); i++; return v; }
+    return t !== undefined && labels.includes(t);
+  };
+  return or();
 }
 
 const RANK: Record<string, number> = { SUCCESS: 0, UNSTABLE: 1, FAILURE: 2, NOT_BUILT: 3, ABORTED: 4 };
@@ -268,8 +290,13 @@ export class Engine {
     }
     for (const q of this.queue) {
       if (q.state !== 'buildable') continue;
-      if (this.running.size >= this.opts.executors) break;
       const job = this.jobs.get(q.job)!;
+      if (this.opts.labels && !labelMatches(job.config.label, this.opts.labels)) {
+        q.stuckWhy = `There are no nodes with the label ‘${job.config.label ?? ''}’`;
+        continue;
+      }
+      q.stuckWhy = undefined;
+      if (this.running.size >= this.opts.executors) break;
       if (!job.config.concurrentBuild && this.isBuilding(job)) { q.state = 'blocked'; continue; }
       this.startItem(job, q);
     }
@@ -315,7 +342,7 @@ export class Engine {
       BUILD_NUMBER: String(build.number), BUILD_ID: String(build.number), BUILD_DISPLAY_NAME: `#${build.number}`,
       JOB_NAME: job.name, JOB_BASE_NAME: job.name, BUILD_TAG: `jenkins-${job.name}-${build.number}`,
       WORKSPACE: ws, JENKINS_URL: baseUrl, BUILD_URL: `${baseUrl}job/${encodeURIComponent(job.name)}/${build.number}/`,
-      JOB_URL: `${baseUrl}job/${encodeURIComponent(job.name)}/`, NODE_NAME: 'built-in', NODE_LABELS: 'built-in', EXECUTOR_NUMBER: '0',
+      JOB_URL: `${baseUrl}job/${encodeURIComponent(job.name)}/`, NODE_NAME: this.opts.nodeName ?? 'built-in', NODE_LABELS: (this.opts.labels ?? ['built-in']).join(' '), EXECUTOR_NUMBER: '0',
     };
     // §7: a string parameter is exported under its name and an upper-cased copy.
     for (const p of build.params ?? []) { env[p.name] = p.value; env[p.name.toUpperCase()] = p.value; }
@@ -335,7 +362,8 @@ export class Engine {
       mkdirSync(ws, { recursive: true });
       for (const c of build.causes) log(`${c.shortDescription}\n`);
       log('Running as SYSTEM\n');
-      log(`Building in workspace ${ws}\n`);
+      const node = this.opts.nodeName ?? 'built-in';
+      log(node === 'built-in' ? `Building in workspace ${ws}\n` : `Building remotely on ${node} (${(this.opts.labels ?? []).join(' ')}) in workspace ${ws}\n`);
       let result: Build['result'] = null;
       for (const b of job.config.builders) {
         if (r.abortedBy) break;

@@ -35,6 +35,21 @@ export interface JenkinsDouble {
   readonly engine: Engine;
 }
 
+/**
+ * Environment for a glue process (`kiln glue` under OpenSSH, `kiln glue-server`) that should drive this double:
+ * backend jenkins, its URL, the user's API token and the agent-side SDK command.
+ */
+export function glueEnv(double: Pick<JenkinsDouble, 'url'>, user: DoubleUser, sdkCommand: readonly string[]): Record<string, string> {
+  if (!user.token) throw new Error('glueEnv needs a user with an API token');
+  return {
+    KILN_GLUE_BACKEND: 'jenkins',
+    KILN_GLUE_JENKINS_URL: double.url,
+    KILN_GLUE_JENKINS_USER: user.name,
+    KILN_GLUE_JENKINS_TOKEN: user.token,
+    KILN_GLUE_JENKINS_SDK_COMMAND: sdkCommand.join(','),
+  };
+}
+
 /** Starts the Jenkins double on loopback. Nothing listens before this is called. */
 export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<JenkinsDouble> {
   const ownDir = !opts.dataDir;
@@ -47,6 +62,8 @@ export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<Je
     leftItemTtlMs: opts.leftItemTtlMs ?? 5 * 60_000,
     startDelayMs: opts.startDelayMs ?? 50,
     tickMs: opts.tickMs ?? 100,
+    labels: opts.labels,
+    nodeName: opts.nodeName,
   };
   let engine!: Engine;
   let server!: DoubleServer;

@@ -1,5 +1,6 @@
 /**
- * Standalone Jenkins double: `npm run jenkins-double -- --port 8081 [--data DIR] [--user NAME:TOKEN] [--quiet 5]`.
+ * Standalone Jenkins double: `npm run jenkins-double -- --port 8081 [--data DIR] [--user NAME:TOKEN] [--quiet 5]
+ * [--executors 2] [--label kiln-builder --node builder-1]`.
  * Users given as NAME:TOKEN authenticate with an API token (no crumb needed); NAME:TOKEN:PASSWORD adds a password
  * login that needs crumbs, like real Jenkins.
  */
@@ -14,6 +15,8 @@ const { values } = parseArgs({
     user: { type: 'string', multiple: true, default: ['kiln:kiln-token'] },
     quiet: { type: 'string', default: '5' },
     executors: { type: 'string', default: '2' },
+    label: { type: 'string', multiple: true },
+    node: { type: 'string' },
   },
 });
 const users: DoubleUser[] = values.user.map((u) => {
@@ -23,6 +26,7 @@ const users: DoubleUser[] = values.user.map((u) => {
 const d = await startJenkinsDouble({
   port: Number(values.port), host: values.host, dataDir: values.data, users,
   quietPeriodSeconds: Number(values.quiet), executors: Number(values.executors),
+  labels: values.label, nodeName: values.node,
 });
 process.stdout.write(`Jenkins double listening on ${d.url} (data: ${d.dataDir}; users: ${users.map((u) => u.name).join(', ')})\n`);
 const shutdown = () => { void d.stop().then(() => process.exit(0)); };

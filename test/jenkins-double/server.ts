@@ -567,7 +567,7 @@ export class DoubleServer {
         return { _class: 'hudson.model.Queue$BlockedItem', ...common, why: running ? `Build #${running.number} is already in progress` : 'Waiting for the previous build to start', buildableStartMilliseconds: q.dueAt };
       }
       case 'buildable':
-        return { _class: 'hudson.model.Queue$BuildableItem', ...common, why: 'Waiting for next available executor', buildableStartMilliseconds: q.dueAt, pending: false };
+        return { _class: 'hudson.model.Queue$BuildableItem', ...common, why: q.stuckWhy ?? 'Waiting for next available executor', buildableStartMilliseconds: q.dueAt, pending: false };
       default:
         return {
           _class: 'hudson.model.Queue$LeftItem', ...common, why: null, cancelled: q.cancelled,

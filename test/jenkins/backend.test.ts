@@ -368,3 +368,27 @@ async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
   for await (const c of s) parts.push(Buffer.from(c as Buffer));
   return Buffer.concat(parts);
 }
+
+describe('jenkins backend: agent labels (SECURITY-CHECKLIST test 34, the Jenkins half)', () => {
+  it('jobs carry glue.jenkins.label: they run on the node with that label and wait forever for a missing one', async () => {
+    const labelled = await startJenkinsDouble({ users: [USER], labels: ['kiln-builder', 'linux'], nodeName: 'builder-1' });
+    try {
+      const make = (label: string) => createJenkinsBackend({
+        config: loadConfig({}, { glue: { backend: 'jenkins', jenkins: { url: labelled.url, user: USER.name, token: USER.token, sdkCommand: [sdk], label } } }),
+        logger: silentLogger, followTimeoutMs: 2500, pollMs: 50,
+      });
+      const ok = make('kiln-builder');
+      await ok.putJob(1, spec());
+      const r = await ok.build(1, 'labelled-build-01');
+      const st = await until(async () => { const s = await ok.status(1, r.build); return s.state !== 'running' && s; });
+      expect(st.state).toBe('succeeded');
+      expect((await ok.log(1, r.build, 0)).text).toContain('Building remotely on builder-1 (kiln-builder linux) in workspace');
+      const gpu = make('gpu && linux');
+      await gpu.putJob(2, spec());
+      expect(await code(gpu.build(2, 'unlabelled-build'))).toBe('timeout');
+      expect((await gpu.listQueue()).find((q) => q.job === 2)?.why).toBe('There are no nodes with the label ‘gpu && linux’');
+    } finally {
+      await labelled.stop();
+    }
+  });
+});
