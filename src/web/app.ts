@@ -92,6 +92,7 @@ export function createApp(opts: AppOptions): KilnApp {
   app.use(securityHeaders());
   const expectedOrigin = (req: Request): string => publicUrl?.origin ?? `${req.protocol}://${req.get('host') ?? ''}`;
   app.use(sameOriginOnly(expectedOrigin));
+  app.get('/favicon.ico', (_req, res) => { res.redirect(301, '/static/favicon.svg'); });
   app.use('/static', express.static(opts.publicDir ?? defaultPublicDir(), { index: false, dotfiles: 'ignore', fallthrough: false, maxAge: '1h' }));
 
   const max = config.web.maxDockerfileBytes;
@@ -151,7 +152,8 @@ export function createApp(opts: AppOptions): KilnApp {
 
   const wantsJson = (req: Request): boolean => req.originalUrl.startsWith('/api/') || req.is('application/json') === 'application/json';
   const render: AppContext['render'] = (req, res, view, ctx = {}, status = 200) => {
-    const html = views.render(view, { ...ctx, me: req.user, csrfToken: token(req) });
+    // Requests refused before the session middleware (origin check, static) have no session and get no token.
+    const html = views.render(view, { ...ctx, me: req.user, csrfToken: req.session ? token(req) : '' });
     res.status(status).type('html').send(html);
   };
 

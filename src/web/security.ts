@@ -27,15 +27,17 @@ const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
  * Second CSRF line behind the token: a state-changing request that says it comes from another site is refused
- * before any body is read. Browsers send Sec-Fetch-Site and Origin on POST; clients that send neither (curl,
+ * before any body is read. Sec-Fetch-Site decides when present (every current browser sends it). Otherwise the
+ * Origin must match; note that with `Referrer-Policy: no-referrer` Chromium sends `Origin: null` even for
+ * same-origin form posts, which is why Sec-Fetch-Site is checked first. Clients that send neither header (curl,
  * scripts) still need the session's token.
  */
 export function sameOriginOnly(expectedOrigin: (req: Request) => string): RequestHandler {
   return (req: Request, _res: Response, next: NextFunction) => {
     if (SAFE.has(req.method)) return next();
     const site = req.get('sec-fetch-site');
-    if (site !== undefined && site !== 'same-origin' && site !== 'none') {
-      return next(new KilnError('forbidden', 'Cross-site request refused.'));
+    if (site !== undefined) {
+      return site === 'same-origin' || site === 'none' ? next() : next(new KilnError('forbidden', 'Cross-site request refused.'));
     }
     const origin = req.get('origin');
     if (origin !== undefined && origin !== expectedOrigin(req)) {

@@ -1,0 +1,80 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromium, type Browser, type BrowserContext } from 'playwright-core';
+import { tempDir } from '../helpers/tmp.js';
+import { startTestWeb, type TestWeb } from '../helpers/web.js';
+
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+/** Real Chromium against the real app (real SSH glue, fake SDK): the user's path, CSP on, no console errors. */
+describe('browser', () => {
+  let w: TestWeb;
+  let ctx: BrowserContext;
+  let profile: { dir: string; cleanup: () => void };
+  const shots = tempDir('kiln-shots-');
+  beforeAll(async () => {
+    w = await startTestWeb({ realGlue: true });
+    profile = tempDir('kiln-chromium-');
+    ctx = await chromium.launchPersistentContext(profile.dir, { executablePath: '/usr/bin/chromium', args: FLAGS, headless: true });
+  });
+  afterAll(async () => {
+    await ctx?.close();
+    await w?.close();
+    profile?.cleanup();
+    if (!process.env.KILN_KEEP_SCREENSHOTS) shots.cleanup();
+  });
+
+  it('register, log in, paste a Dockerfile, see it listed, build it and watch it finish', async () => {
+    const page = await ctx.newPage();
+    const problems: string[] = [];
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+    page.on('pageerror', (e) => problems.push(String(e)));
+    await page.goto(w.url + '/');
+    await expect(page).toHaveURLish('/login');
+    await page.click('text=Register');
+    await page.fill('input[name=username]', 'alice');
+    await page.fill('input[name=password]', 'correct horse battery staple');
+    await page.fill('input[name=password2]', 'correct horse battery staple');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('text=Account created');
+    await page.fill('input[name=password]', 'correct horse battery staple');
+    await page.click('main button[type=submit]');
+    await page.waitForURL(/\/dockerfiles$/);
+    await page.click('main >> text=New Dockerfile');
+    await page.fill('input[name=name]', 'debian-minimal');
+    const xss = 'FROM debian:bookworm\nLABEL note="<script>window.__pwned=1</script>"\nRUN apt-get update && apt-get install -y --no-install-recommends linux-image-amd64 systemd-sysv\n';
+    await page.fill('textarea[name=content]', xss);
+    await page.click('main button[type=submit]');
+    await page.waitForURL(/\/dockerfiles\/\d+$/);
+    expect(await page.textContent('pre.code')).toBe(xss);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    await page.screenshot({ path: path.join(shots.dir, 'dockerfile.png'), fullPage: true });
+    await page.click('text=My Dockerfiles');
+    await page.waitForSelector('table >> text=debian-minimal');
+    await page.screenshot({ path: path.join(shots.dir, 'list.png'), fullPage: true });
+    await page.click('table >> text=debian-minimal');
+    await page.click('button:has-text("Build")');
+    await page.waitForURL(/\/builds\/\d+$/);
+    await page.waitForFunction(() => document.getElementById('state')?.textContent === 'succeeded', null, { timeout: 30_000 });
+    await page.waitForSelector('#artifacts a:has-text("image.raw")');
+    await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('##kiln'), null, { timeout: 10_000 });
+    await page.screenshot({ path: path.join(shots.dir, 'build.png'), fullPage: true });
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#artifacts a:has-text("image.raw")')]);
+    expect(download.suggestedFilename()).toMatch(/^kiln-\d+-image\.raw$/);
+    await page.click('button:has-text("Log out")');
+    await page.waitForURL(/\/login$/);
+    expect(problems).toEqual([]);
+    process.stdout.write(`screenshots in ${shots.dir}\n`);
+  });
+});
+
+// tiny helper so the first navigation check reads well
+declare module 'vitest' {
+  interface Assertion { toHaveURLish(suffix: string): void }
+}
+expect.extend({
+  toHaveURLish(received: { url(): string }, suffix: string) {
+    const url = received.url();
+    return { pass: new URL(url).pathname === suffix, message: () => `expected ${url} to have path ${suffix}` };
+  },
+});
