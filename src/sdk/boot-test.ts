@@ -23,10 +23,19 @@ export interface BootTestOptions {
   ovmfCode?: string;
   ovmfVars?: string;
   memoryMb?: number;
+  /** More console text that must appear (e.g. the image's application service starting) before the test passes. */
+  expect?: RegExp[];
+  /** Console text that fails the test at once (e.g. the application's unit is broken). */
+  failOn?: RegExp[];
+  /** Once `login:` shows, how long to wait for the `expect` patterns before failing. */
+  expectGraceSeconds?: number;
+  /** Keep reading the console this long after passing, so late lines land in the serial log. */
+  lingerMs?: number;
   onLine?: (line: string) => void;
 }
 
 export const LOGIN_PROMPT = /login:/;
+const stripAnsi = (s: string) => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
 const SERIAL_TAIL = 16 * 1024;
 
 /**
@@ -45,6 +54,8 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   const ac = new AbortController();
   let text = '';
   let passed = false;
+  let failure: string | undefined;
+  let graceTimer: NodeJS.Timeout | undefined;
   let partial = '';
   const t0 = Date.now();
   const r = await run('qemu-system-x86_64', args, {
@@ -61,18 +72,37 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
         for (const l of partial.slice(0, nl).split('\n')) o.onLine?.(l);
         partial = partial.slice(nl + 1);
       }
-      if (!passed && LOGIN_PROMPT.test(text.slice(-s.length - 16))) {
-        passed = true;
+      if (passed || failure) return;
+      const clean = stripAnsi(text);
+      const bad = (o.failOn ?? []).find((re) => re.test(clean));
+      if (bad) {
+        failure = `the console showed ${(bad.exec(clean)?.[0] ?? '').slice(0, 200)}`;
         ac.abort();
+        return;
+      }
+      if (!LOGIN_PROMPT.test(text)) return;
+      if ((o.expect ?? []).every((re) => re.test(clean))) {
+        passed = true;
+        setTimeout(() => ac.abort(), o.lingerMs ?? 0).unref();
+      } else if (!graceTimer) {
+        graceTimer = setTimeout(() => {
+          failure = `login prompt seen, but not ${(o.expect ?? []).filter((re) => !re.test(stripAnsi(text))).map(String).join(', ')} within ${o.expectGraceSeconds ?? 60} s`;
+          ac.abort();
+        }, (o.expectGraceSeconds ?? 60) * 1000);
+        graceTimer.unref();
       }
     },
   });
+  if (graceTimer) clearTimeout(graceTimer);
   const seconds = Math.round((Date.now() - t0) / 100) / 10;
   await fsp.writeFile(o.serialLogFile, text);
   const tail = text.length > SERIAL_TAIL ? text.slice(-SERIAL_TAIL) : text;
   if (passed) return { artifact: o.artifact, firmware, passed, seconds, serialLog: tail };
   let reason: string;
-  if (r.timedOut) reason = `no login prompt on the serial console within ${o.timeoutSeconds} s`;
+  if (failure) return { artifact: o.artifact, firmware, passed: false, seconds, reason: failure, serialLog: tail };
+  const missing = (o.expect ?? []).filter((re) => !re.test(stripAnsi(text)));
+  if (r.timedOut && LOGIN_PROMPT.test(text) && missing.length) reason = `login prompt seen, but not ${missing.map(String).join(', ')} within ${o.timeoutSeconds} s`;
+  else if (r.timedOut) reason = `no login prompt on the serial console within ${o.timeoutSeconds} s`;
   else if (/Kernel panic/i.test(text)) reason = `kernel panic: ${(/Kernel panic[^\n]*/.exec(text)?.[0] ?? '').slice(0, 300)}`;
   else reason = `QEMU exited (${r.code ?? r.signal}) before a login prompt: ${r.stderr.trim().slice(-300)}`;
   return { artifact: o.artifact, firmware, passed: false, seconds, reason, serialLog: tail };

@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import tarStream from 'tar-stream';
 import { KilnError } from '../shared/errors.js';
 import { safeComponents } from './extract.js';
+import { isIgnored, parseDockerignore, type IgnoreRule } from './dockerignore.js';
 import { followStream, imageInfo } from './docker-util.js';
 import type { Reporter } from './reporter.js';
 
@@ -23,51 +25,93 @@ export interface BuildRequestCtx {
 
 export const BUILD_LABEL = 'io.kiln.build';
 
+interface CtxEntry { name: string; type: 'file' | 'directory' | 'symlink'; mode: number; mtime?: Date; linkname?: string; data?: Buffer }
+
+const MAX_CONTEXT_BYTES = 1 << 30;
+
+/** Reads an uploaded context tar: regular files, directories and symlinks with safe names; the rest is dropped. */
+async function entriesFromTar(file: string): Promise<CtxEntry[]> {
+  const out: CtxEntry[] = [];
+  let total = 0;
+  const ex = tarStream.extract();
+  const src = createReadStream(file);
+  src.on('error', (e) => ex.destroy(e));
+  src.pipe(ex);
+  for await (const entry of ex) {
+    const h = entry.header;
+    const parts = safeComponents(h.name);
+    const chunks: Buffer[] = [];
+    for await (const c of entry) chunks.push(c as Buffer);
+    if (typeof parts === 'string' || parts.length === 0) continue;
+    const base = { name: parts.join('/'), mode: (h.mode ?? 0o644) & 0o777, mtime: h.mtime };
+    if (h.type === 'directory') out.push({ ...base, type: 'directory' });
+    else if (h.type === 'symlink' && h.linkname) out.push({ ...base, type: 'symlink', linkname: h.linkname });
+    else if (h.type === 'file' || h.type === 'contiguous-file' || !h.type) {
+      const data = Buffer.concat(chunks);
+      total += data.length;
+      if (total > MAX_CONTEXT_BYTES) throw new KilnError('too_large', 'The build context is larger than 1 GiB');
+      out.push({ ...base, type: 'file', data });
+    }
+  }
+  return out;
+}
+
+/** Walks a context directory without following symlinks (they are sent as symlinks, like the Docker CLI does). */
+async function entriesFromDir(dir: string): Promise<CtxEntry[]> {
+  const out: CtxEntry[] = [];
+  let total = 0;
+  const walk = async (rel: string) => {
+    const names = (await fsp.readdir(path.join(dir, rel))).sort();
+    for (const n of names) {
+      const r = rel ? `${rel}/${n}` : n;
+      const abs = path.join(dir, r);
+      const st = await fsp.lstat(abs);
+      const base = { name: r, mode: st.mode & 0o777, mtime: st.mtime };
+      if (st.isDirectory()) { out.push({ ...base, type: 'directory' }); await walk(r); }
+      else if (st.isSymbolicLink()) out.push({ ...base, type: 'symlink', linkname: await fsp.readlink(abs) });
+      else if (st.isFile()) {
+        total += st.size;
+        if (total > MAX_CONTEXT_BYTES) throw new KilnError('too_large', 'The build context is larger than 1 GiB');
+        out.push({ ...base, type: 'file', data: await fsp.readFile(abs) });
+      }
+    }
+  };
+  await walk('');
+  return out;
+}
+
 /**
- * The build context the engine receives, made here: the Dockerfile under its usual name, plus the entries of the
- * uploaded context tar (regular files, directories and symlinks with safe names; a `Dockerfile` entry in the upload
- * is dropped because the Dockerfile checked by policy is the one that gets built).
+ * The build context the engine receives, made here: the Dockerfile under its usual name, plus the context (a tar or
+ * a directory) minus what its .dockerignore excludes. A `Dockerfile` in the context is dropped: the Dockerfile the
+ * policy checked is the one that gets built.
  */
-export function makeContext(req: BuildRequestCtx): Readable {
+export async function makeContext(req: BuildRequestCtx): Promise<{ stream: Readable; files: number; ignored: number }> {
+  let entries: CtxEntry[] = [];
+  if (req.contextTar) {
+    const st = await fsp.stat(req.contextTar).catch(() => undefined);
+    if (!st) throw new KilnError('invalid_input', 'The build context does not exist');
+    try {
+      entries = st.isDirectory() ? await entriesFromDir(req.contextTar) : await entriesFromTar(req.contextTar);
+    } catch (e) {
+      if (e instanceof KilnError) throw e;
+      throw new KilnError('invalid_input', 'The build context could not be read (a tar file or a directory)', { cause: e });
+    }
+  }
+  const ignoreFile = entries.find((e) => e.name === '.dockerignore' && e.type === 'file');
+  const rules: IgnoreRule[] = ignoreFile?.data ? parseDockerignore(ignoreFile.data.toString('utf8')) : [];
+  const kept = entries.filter((e) => e.name !== 'Dockerfile' && (e.name === '.dockerignore' || !isIgnored(rules, e.name)));
   const pack = tarStream.pack();
   const out = new PassThrough();
   pack.pipe(out);
-  void (async () => {
-    try {
-      if (req.contextTar) {
-        const ex = tarStream.extract();
-        const src = createReadStream(req.contextTar);
-        src.on('error', (e) => ex.destroy(e));
-        src.pipe(ex);
-        for await (const entry of ex) {
-          const h = entry.header;
-          const parts = safeComponents(h.name);
-          const drain = async () => { for await (const _ of entry) { /* skip */ } };
-          if (typeof parts === 'string' || parts.length === 0 || (parts.length === 1 && parts[0] === 'Dockerfile')) { await drain(); continue; }
-          const name = parts.join('/');
-          const common = { name, mode: (h.mode ?? 0o644) & 0o777, mtime: h.mtime, uid: 0, gid: 0 };
-          if (h.type === 'directory') {
-            pack.entry({ ...common, type: 'directory' });
-            await drain();
-          } else if (h.type === 'symlink' && h.linkname) {
-            pack.entry({ ...common, type: 'symlink', linkname: h.linkname });
-            await drain();
-          } else if (h.type === 'file' || h.type === 'contiguous-file' || !h.type) {
-            const chunks: Buffer[] = [];
-            for await (const c of entry) chunks.push(c as Buffer);
-            await new Promise<void>((res, rej) => pack.entry({ ...common, type: 'file' }, Buffer.concat(chunks), (e) => (e ? rej(e) : res())));
-          } else {
-            await drain();
-          }
-        }
-      }
-      pack.entry({ name: 'Dockerfile', mode: 0o644, mtime: new Date(0) }, req.dockerfileText);
-      pack.finalize();
-    } catch (e) {
-      out.destroy(new KilnError('invalid_input', 'The build context tar could not be read', { cause: e }));
-    }
-  })();
-  return out;
+  for (const e of kept) {
+    const h = { name: e.name, mode: e.mode, mtime: e.mtime, uid: 0, gid: 0 };
+    if (e.type === 'file') pack.entry({ ...h, type: 'file' }, e.data ?? Buffer.alloc(0));
+    else if (e.type === 'directory') pack.entry({ ...h, type: 'directory' });
+    else pack.entry({ ...h, type: 'symlink', linkname: e.linkname });
+  }
+  pack.entry({ name: 'Dockerfile', mode: 0o644, mtime: new Date(0) }, req.dockerfileText);
+  pack.finalize();
+  return { stream: out, files: kept.length, ignored: entries.length - kept.length };
 }
 
 /** Deterministic tag for a build's result: same inputs, same tag (the engine's layer cache makes a rebuild quick). */
@@ -82,7 +126,9 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; ac.abort(); }, s.timeoutSeconds * 1000);
   try {
-    const stream = await docker.buildImage(makeContext(req) as unknown as NodeJS.ReadableStream, {
+    const ctx = await makeContext(req);
+    if (req.contextTar) rep.log(`[kiln] build context: ${ctx.files} entries${ctx.ignored ? `, ${ctx.ignored} left out by .dockerignore` : ''}`);
+    const stream = await docker.buildImage(ctx.stream as unknown as NodeJS.ReadableStream, {
       t: tag,
       dockerfile: 'Dockerfile',
       networkmode: s.network,
@@ -116,4 +162,19 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
   const info = await imageInfo(docker, tag);
   if (!info) throw new KilnError('build_failed', 'The Docker build finished without an image');
   return { id: info.Id, tag };
+}
+
+/** sha256 of the context: of the tar file itself, or of a directory's names, kinds, modes, link targets and bytes. */
+export async function contextDigest(p: string): Promise<string> {
+  const st = await fsp.stat(p);
+  const h = createHash('sha256');
+  if (!st.isDirectory()) {
+    for await (const c of createReadStream(p)) h.update(c as Buffer);
+    return h.digest('hex');
+  }
+  for (const e of await entriesFromDir(p)) {
+    h.update(`${e.type}\0${e.name}\0${e.mode.toString(8)}\0${e.linkname ?? ''}\0${e.data?.length ?? 0}\0`);
+    if (e.data) h.update(e.data);
+  }
+  return h.digest('hex');
 }

@@ -66,7 +66,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
   const skip = (name: string, reason: string) => {
     stats.skippedCount++;
     if (stats.skipped.length < MAX_SKIPPED_KEPT) stats.skipped.push({ name: name.slice(0, 256), reason });
-    if (stats.skippedCount <= 20) opts.onWarning?.(`skipped ${JSON.stringify(name.slice(0, 256))}: ${reason}`);
+    if (stats.skippedCount <= 20 && !/^dev\//.test(name.replace(/^\.?\//, ''))) opts.onWarning?.(`skipped ${JSON.stringify(name.slice(0, 256))}: ${reason}`);
   };
   const account = (bytes: number) => {
     stats.blockBytes += bytes;

@@ -119,3 +119,17 @@ export async function copyOut(root: string, guestPath: string, dest: string): Pr
     await src.close();
   }
 }
+
+/** Creates a directory and its missing parents (root-owned, 0755); false when a component is not a directory. */
+export async function mkdirIn(root: string, guestPath: string): Promise<boolean> {
+  const parts = safeComponents(guestPath);
+  if (typeof parts === 'string') throw new KilnError('internal', `bad guest path ${guestPath}`);
+  let cur = root;
+  for (const p of parts) {
+    cur = path.join(cur, p);
+    const st = await fsp.lstat(cur).catch(() => undefined);
+    if (!st) await fsp.mkdir(cur, { mode: 0o755 });
+    else if (!st.isDirectory()) return false;
+  }
+  return true;
+}

@@ -1,22 +1,27 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type Dockerode from 'dockerode';
 import type { FrozenConfig, OutputFormat } from '../config/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
+import { APP_UNIT, installAppService, resetSshHostKeys, type ImageRuntimeConfig } from './app.js';
 import { ensureBase, type BaseImage } from './base.js';
-import { checkBootable } from './bootable.js';
+import { checkBootable, type BootCheck } from './bootable.js';
 import { bootTest, type BootTestResult } from './boot-test.js';
-import { buildTag, dockerBuild } from './docker-build.js';
+import { buildTag, contextDigest, dockerBuild, type BuildSettings } from './docker-build.js';
+import { imageInfo } from './docker-util.js';
 import { exportRootfs } from './export.js';
+import type { ExtractStats } from './extract.js';
 import { finishRootfs } from './finish.js';
-import { copyOut } from './fsroot.js';
-import { assembleDisk, planDisk } from './disk.js';
+import { copyOut, lstatIn } from './fsroot.js';
+import { assembleDisk, KERNEL_CMDLINE, planDisk, type DiskLayout } from './disk.js';
+import { buildManifest, buildSpdx, readPackages, writeSha256Sums, type DebPackage } from './manifest.js';
 import { checkDockerfile } from './policy.js';
+import { buildProvenance } from './provenance.js';
 import { Reporter } from './reporter.js';
-import { describeArtifact, writeResult, type Artifact, type BuildResult } from './result.js';
+import { describeArtifact, sha256File, writeResult, type Artifact, type BuildResult } from './result.js';
+import { signSums } from './sign.js';
 import { SDK_VERSION } from './version.js';
 
 export type SdkSettings = FrozenConfig['sdk'];
@@ -37,14 +42,10 @@ export interface SdkDeps {
 }
 
 const MAX_DOCKERFILE_BYTES = 1 << 20;
-
-const ARTIFACT_NAMES: Record<string, string> = { raw: 'image.raw', qcow2: 'image.qcow2' };
-
-async function sha256Of(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(file)) h.update(c as Buffer);
-  return h.digest('hex');
-}
+const SUPPORTED: Record<string, { name: string; format: 'raw' | 'qcow2' }> = {
+  raw: { name: 'image.raw', format: 'raw' },
+  qcow2: { name: 'image.qcow2', format: 'qcow2' },
+};
 
 function readDockerfile(buf: Buffer): string {
   if (buf.length > MAX_DOCKERFILE_BYTES) throw new KilnError('too_large', 'The Dockerfile is larger than 1 MiB');
@@ -58,9 +59,26 @@ function readDockerfile(buf: Buffer): string {
   return text;
 }
 
+/** What the SDK adds when an image lacks a kernel or an init, per distribution family. */
+export function bootPackages(os: Record<string, string>): string[] | undefined {
+  const ids = [os.ID ?? '', ...(os.ID_LIKE ?? '').split(/\s+/)].map((s) => s.toLowerCase());
+  if (ids.includes('devuan')) return ['linux-image-amd64', 'sysvinit-core'];
+  if (ids.includes('debian') || ids.includes('ubuntu')) return ['linux-image-amd64', 'systemd-sysv'];
+  return undefined;
+}
+
+function missingParts(c: BootCheck): string[] {
+  const m: string[] = [];
+  if (!c.boot) m.push('a kernel');
+  else if (!c.boot.initrd) m.push('an initrd');
+  if (!c.init) m.push('an init');
+  return m;
+}
+
 /**
- * `kiln sdk build`: policy → base → build → export → finish → disk → convert → checksum → boot. Always writes
- * DIR/result.json (ok:false plus error on failure) and DIR/build.log; removes its staging area whatever happens.
+ * `kiln sdk build`: policy → base → build → export → finish (+ bootable layer when needed) → disk → convert →
+ * checksum/manifest/SBOM/provenance/SHA256SUMS (+ signature) → boot. Always writes DIR/result.json (ok:false plus
+ * error on failure) and DIR/build.log; removes its staging area whatever happens.
  */
 export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<BuildResult> {
   const s = deps.settings;
@@ -69,61 +87,99 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   await fsp.mkdir(outDir, { recursive: true });
   let limitHit = false;
   const rep = new Reporter(path.join(outDir, 'build.log'), s.logCapBytes, deps.out, () => { limitHit = true; });
-  // 0700: the staging tree keeps the guest's setuid files and device-free /dev; no other host user may reach it.
+  // 0700: the staging tree keeps the guest's setuid files; no other host user may reach it.
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln-sdk-'));
   await fsp.chmod(work, 0o700);
   const artifacts: Artifact[] = [];
   const bootTests: BootTestResult[] = [];
+  const notes: string[] = [];
   let error: BuildResult['error'];
+  const buildSettings: BuildSettings = { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, timeoutSeconds: s.buildTimeoutSeconds };
 
   try {
-    rep.log(`[kiln] sdk ${SDK_VERSION}: building ${path.basename(o.dockerfile)} into ${o.formats.join(', ')}`);
     const formats = [...new Set(o.formats)];
-    for (const f of formats) if (!ARTIFACT_NAMES[f]) throw new KilnError('invalid_input', `The output format ${f} is not supported yet (supported: ${Object.keys(ARTIFACT_NAMES).join(', ')})`);
+    if (!formats.length) throw new KilnError('invalid_input', 'No output format was asked for');
+    for (const f of formats) if (!SUPPORTED[f]) throw new KilnError('invalid_input', `The output format ${f} is not supported yet (supported: ${Object.keys(SUPPORTED).join(', ')})`);
+    rep.log(`[kiln] sdk ${SDK_VERSION}: building ${path.basename(o.dockerfile)} into ${formats.join(', ')}`);
 
     const { text, policy } = await rep.stage('policy', 2, 'checking the Dockerfile', async () => {
       const text = readDockerfile(await fsp.readFile(o.dockerfile));
       const policy = checkDockerfile(text, { bases: s.bases, allowRemoteAdd: s.allowRemoteAdd, buildArgs: o.buildArgs });
       return { text, policy };
     });
+    const dockerfileSha256 = await sha256File(o.dockerfile);
+    const contextSha256 = o.contextTar ? await contextDigest(o.contextTar).catch(() => { throw new KilnError('invalid_input', 'The build context does not exist or cannot be read'); }) : undefined;
 
     const bases: BaseImage[] = await rep.stage('base', 5, `base images: ${policy.bases.join(', ') || 'none'}`, async () => {
       const out: BaseImage[] = [];
       for (const b of policy.bases) out.push(await ensureBase(deps.docker, b, { mirror: s.mirror, devuanMirror: s.devuanMirror, snapshot: s.snapshot }, work, rep));
       return out;
     });
-    void bases;
 
     const req = { dockerfileText: text, contextTar: o.contextTar, buildArgs: { ...o.buildArgs } };
-    const contextDigest = o.contextTar ? await sha256Of(o.contextTar) : '';
-    const built = await rep.stage('build', 10, 'building the Dockerfile', () =>
-      dockerBuild(deps.docker, req, buildTag(req, contextDigest), { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, timeoutSeconds: s.buildTimeoutSeconds }, rep));
+    const built = await rep.stage('build', 10, 'building the Dockerfile', () => dockerBuild(deps.docker, req, buildTag(req, contextSha256 ?? ''), buildSettings, rep));
     rep.log(`[kiln] built image ${built.id} (${built.tag})`);
+    const runtime = ((await imageInfo(deps.docker, built.id))?.Config ?? {}) as ImageRuntimeConfig;
 
     const rootDir = path.join(work, 'rootfs');
-    const stats = await rep.stage('export', 45, 'exporting the filesystem', () => exportRootfs(deps.docker, built.id, rootDir, s.maxImageMb * 2 ** 20, rep));
+    const maxBytes = s.maxImageMb * 2 ** 20;
+    let imageId = built.id;
+    let stats: ExtractStats = await rep.stage('export', 45, 'exporting the filesystem', () => exportRootfs(deps.docker, imageId, rootDir, maxBytes, rep));
+    let check = await checkBootable(rootDir);
+
+    const missing = missingParts(check);
+    if (missing.length) {
+      const pkgs = bootPackages(check.osRelease);
+      const hasApt = (await lstatIn(rootDir, '/usr/bin/apt-get'))?.isFile();
+      if (!pkgs || !hasApt) {
+        throw new KilnError('build_failed', `The image lacks ${missing.join(' and ')}, and Kiln cannot add them to ` +
+          `${check.osRelease.PRETTY_NAME ?? 'an unknown distribution'}${hasApt ? '' : ' (no apt-get)'}: install a kernel with its initrd ` +
+          '(Debian: linux-image-amd64) and an init (Debian: systemd-sysv) in the Dockerfile');
+      }
+      await rep.stage('bootable', 50, `adding ${pkgs.join(' and ')}`, async () => {
+        const note = `the image had no ${missing.map((m) => m.replace(/^an? /, '')).join('/')}: Kiln added ${pkgs.join(', ')} in an extra layer`;
+        rep.log(`[kiln] bootable: ${note}`);
+        notes.push(note);
+        const layer = {
+          dockerfileText: `FROM ${built.tag}\nUSER root\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${pkgs.join(' ')} && apt-get clean && rm -rf /var/lib/apt/lists/*\n`,
+          buildArgs: {},
+        };
+        const extra = await dockerBuild(deps.docker, layer, buildTag(layer, 'bootable'), buildSettings, rep);
+        imageId = extra.id;
+        await fsp.rm(rootDir, { recursive: true, force: true });
+        stats = await exportRootfs(deps.docker, imageId, rootDir, maxBytes, rep);
+        check = await checkBootable(rootDir);
+        const still = missingParts(check);
+        if (still.length) throw new KilnError('build_failed', `Even after adding ${pkgs.join(', ')} the image lacks ${still.join(' and ')}`);
+      });
+    }
     rep.log(`[kiln] export: ${stats.files} files, ${stats.dirs} dirs, ${stats.symlinks} symlinks, ${(stats.dataBytes / 2 ** 20).toFixed(0)} MiB`);
 
-    const check = await rep.stage('finish', 55, 'preparing the root filesystem', async () => {
+    let packages: DebPackage[] = [];
+    let appInstalled = false;
+    await rep.stage('finish', 55, 'preparing the root filesystem', async () => {
       await finishRootfs(rootDir, rep);
-      return checkBootable(rootDir);
+      const sshNote = await resetSshHostKeys(rootDir, rep);
+      if (sshNote) notes.push(sshNote);
+      const appNote = await installAppService(rootDir, runtime, rep);
+      if (appNote) { notes.push(appNote); appInstalled = appNote.includes(APP_UNIT); }
+      packages = await readPackages(rootDir);
     });
-    if (!check.boot) throw new KilnError('build_failed', 'The image has no kernel in /boot: install one in the Dockerfile (Debian: `apt-get install -y --no-install-recommends linux-image-amd64`)');
-    if (!check.boot.initrd) throw new KilnError('build_failed', `The kernel ${check.boot.version} has no initrd in /boot: install initramfs-tools in the Dockerfile`);
-    if (!check.init) throw new KilnError('build_failed', 'The image has no init (/sbin/init): install one in the Dockerfile (Debian: `apt-get install -y systemd-sysv`)');
-    rep.log(`[kiln] kernel ${check.boot.version}, init ${check.init}, ${check.osRelease.PRETTY_NAME ?? 'unknown OS'}`);
+    const boot = check.boot!;
+    rep.log(`[kiln] kernel ${boot.version}, init ${check.init}, ${check.osRelease.PRETTY_NAME ?? 'unknown OS'}, ${packages.length} packages`);
 
     const rawPath = formats.includes('raw') ? path.join(outDir, 'image.raw') : path.join(work, 'image.raw');
-    await rep.stage('disk', 60, 'assembling the disk image', async () => {
+    const layout: DiskLayout = await rep.stage('disk', 60, 'assembling the disk image', async () => {
       const kernelFile = path.join(work, 'vmlinuz');
       const initrdFile = path.join(work, 'initrd.img');
-      const kbytes = await copyOut(rootDir, check.boot!.kernel, kernelFile);
-      const ibytes = await copyOut(rootDir, check.boot!.initrd!, initrdFile);
+      const kbytes = await copyOut(rootDir, boot.kernel, kernelFile);
+      const ibytes = await copyOut(rootDir, boot.initrd!, initrdFile);
       const layout = planDisk({ rootBytes: stats.blockBytes, entries: stats.files + stats.dirs + stats.symlinks, bootPayloadBytes: kbytes + ibytes });
-      if (layout.totalBytes > s.maxImageMb * 2 ** 20) throw new KilnError('limit_exceeded', `The disk image would be ${Math.ceil(layout.totalBytes / 2 ** 20)} MiB, over the limit of ${s.maxImageMb} MiB`);
+      if (layout.totalBytes > maxBytes) throw new KilnError('limit_exceeded', `The disk image would be ${Math.ceil(layout.totalBytes / 2 ** 20)} MiB, over the limit of ${s.maxImageMb} MiB`);
       rep.log(`[kiln] disk: ${Math.round(layout.totalBytes / 2 ** 20)} MiB (boot ${layout.boot.sectors / 2048} MiB, root ${layout.root.sectors / 2048} MiB)`);
       await assembleDisk({ layout, rootDir, kernelFile, initrdFile, workDir: work, out: rawPath });
       await fsp.rm(rootDir, { recursive: true, force: true });
+      return layout;
     });
 
     const images: { name: string; format: 'raw' | 'qcow2'; file: string }[] = [];
@@ -132,20 +188,54 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       const q = path.join(outDir, 'image.qcow2');
       await rep.stage('convert', 68, 'converting to qcow2', async () => {
         await fsp.rm(q, { force: true });
+        // zstd: several times faster than zlib here and smaller; QEMU >= 5.1 reads it.
         const r = await run('qemu-img', ['convert', '-c', '-W', '-m', '8', '-O', 'qcow2', '-o', 'compression_type=zstd', rawPath, q], { timeoutMs: 20 * 60_000 });
         if (r.code !== 0) throw new KilnError('build_failed', `qemu-img convert failed: ${r.stderr.trim().slice(-300)}`);
       });
       images.push({ name: 'image.qcow2', format: 'qcow2', file: q });
     }
 
-    await rep.stage('checksum', 75, 'computing checksums', async () => {
+    await rep.stage('checksum', 75, 'checksums, manifest, SBOM, provenance', async () => {
       for (const im of images) artifacts.push(await describeArtifact(outDir, im.name, im.format));
+      const createdAt = new Date().toISOString();
+      const baseInfo = bases.map((b) => ({ name: b.name, id: b.id, mirror: b.mirror, suite: b.suite }));
+      const manifest = buildManifest({
+        sdkVersion: SDK_VERSION, createdAt, dockerfileSha256, contextSha256, buildArgs: { ...o.buildArgs }, bases: baseInfo,
+        image: { id: imageId, tag: built.tag }, os: check.osRelease, kernel: { version: boot.version, cmdline: KERNEL_CMDLINE },
+        init: check.init!, packages, layout, rootfs: stats, artifacts, notes,
+      });
+      await fsp.writeFile(path.join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+      const sbom = buildSpdx({ name: `kiln-image-${dockerfileSha256.slice(0, 12)}`, createdAt, sdkVersion: SDK_VERSION, os: check.osRelease, packages, artifacts });
+      await fsp.writeFile(path.join(outDir, 'sbom.spdx.json'), JSON.stringify(sbom, null, 2) + '\n');
+      const provenance = buildProvenance({
+        artifacts,
+        extraSubjects: [
+          { name: 'manifest.json', sha256: await sha256File(path.join(outDir, 'manifest.json')) },
+          { name: 'sbom.spdx.json', sha256: await sha256File(path.join(outDir, 'sbom.spdx.json')) },
+        ],
+        dockerfileSha256, contextSha256, formats, buildArgNames: Object.keys(o.buildArgs).sort(), bases: baseInfo, snapshot: s.snapshot,
+        sdkVersion: SDK_VERSION,
+        settings: { buildNetwork: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, buildTimeoutSeconds: s.buildTimeoutSeconds, maxImageMb: s.maxImageMb },
+        startedOn: startedAt, finishedOn: new Date().toISOString(),
+      });
+      await fsp.writeFile(path.join(outDir, 'provenance.json'), JSON.stringify(provenance, null, 2) + '\n');
+      await writeSha256Sums(outDir, [...images.map((i) => i.name), 'manifest.json', 'sbom.spdx.json', 'provenance.json']);
+      if (s.signingKeyFile) {
+        await signSums(outDir, s.signingKeyFile);
+        rep.log('[kiln] SHA256SUMS signed (SHA256SUMS.sig, ssh-keygen -Y, namespace kiln-image)');
+      }
     });
 
     await rep.stage('boot', 80, `boot test of ${images.map((i) => i.name).join(', ')} (BIOS, ${s.accel})`, async () => {
       for (const [i, im] of images.entries()) {
         rep.progress('boot', 80 + (i * 18) / images.length, `booting ${im.name}`);
-        const res = await bootTest({ image: im.file, artifact: im.name, format: im.format, accel: s.accel, timeoutSeconds: s.bootTimeoutSeconds, serialLogFile: path.join(outDir, `serial-${im.name}.log`) });
+        const res = await bootTest({
+          image: im.file, artifact: im.name, format: im.format, accel: s.accel, timeoutSeconds: s.bootTimeoutSeconds,
+          serialLogFile: path.join(outDir, `serial-${im.name}.log`),
+          expect: appInstalled ? [/Started kiln-app\.service/] : [],
+          failOn: [/kiln-app\.service: Unit configuration has fatal error/, /Failed to start kiln-app\.service/],
+          lingerMs: appInstalled ? 3000 : 0,
+        });
         bootTests.push(res);
         rep.log(`[kiln] boot test ${im.name}: ${res.passed ? 'passed' : 'FAILED'} in ${res.seconds} s${res.reason ? ` (${res.reason})` : ''}`);
       }

@@ -1,0 +1,137 @@
+import { hostPath, lstatIn, mkdirIn, symlinkIn, writeFileIn } from './fsroot.js';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Reporter } from './reporter.js';
+
+export interface ImageRuntimeConfig {
+  Entrypoint?: string[] | null;
+  Cmd?: string[] | null;
+  Env?: string[] | null;
+  WorkingDir?: string;
+  User?: string;
+}
+
+export const APP_UNIT = 'kiln-app.service';
+export const APP_DESCRIPTION = 'Kiln application (ENTRYPOINT/CMD of the image)';
+
+const SHELLS = new Set(['bash', 'sh', '/bin/bash', '/bin/sh', '/usr/bin/bash', '/usr/bin/sh', 'dash', '/bin/dash']);
+const INITS = new Set(['/sbin/init', '/usr/sbin/init', '/lib/systemd/systemd', '/usr/lib/systemd/systemd', 'init', 'systemd']);
+
+/**
+ * The command a container of this image runs, or undefined when there is none worth a service: no ENTRYPOINT and
+ * a CMD that is just an interactive shell (what base images ship) or an init (the image already boots as a machine).
+ */
+export function appCommand(c: ImageRuntimeConfig): string[] | undefined {
+  const argv = [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])];
+  if (!argv.length) return undefined;
+  if (!c.Entrypoint?.length && argv.length === 1 && SHELLS.has(argv[0]!)) return undefined;
+  if (INITS.has(argv[0]!)) return undefined;
+  return argv;
+}
+
+/** Quotes one word for a systemd unit file: double quotes, C escapes, `%` and `$` doubled (no specifiers/expansion). */
+export function systemdQuote(s: string): string {
+  const body = s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\t/g, '\\t')
+    .replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`)
+    .replace(/%/g, '%%').replace(/\$/g, '$$$$');
+  return `"${body}"`;
+}
+
+export function appUnit(argv: string[], c: ImageRuntimeConfig): string {
+  const lines = [
+    '# Added by Kiln: runs what `docker run` of this image would run, at every boot.',
+    '[Unit]',
+    `Description=${APP_DESCRIPTION}`,
+    'After=network.target',
+    '',
+    '[Service]',
+    'Type=exec',
+    `ExecStart=${argv.map(systemdQuote).join(' ')}`,
+  ];
+  // WorkingDirectory takes a bare absolute path (no quotes); only specifiers need escaping.
+  const wd = c.WorkingDir && c.WorkingDir.startsWith('/') && !/[\x00-\x1f\x7f]/.test(c.WorkingDir) ? c.WorkingDir : '/';
+  lines.push(`WorkingDirectory=${wd.replace(/%/g, '%%')}`);
+  const user = (c.User ?? '').trim();
+  if (user && user !== 'root' && user !== '0' && user !== '0:0') {
+    const [u, g] = user.split(':');
+    const NAME = /^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})$/;
+    if (u && NAME.test(u)) lines.push(`User=${u}`);
+    if (g && NAME.test(g)) lines.push(`Group=${g}`);
+  }
+  for (const e of c.Env ?? []) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(e)) continue;
+    lines.push(`Environment=${systemdQuote(e)}`);
+  }
+  lines.push('Restart=on-failure', 'RestartSec=2', 'StandardOutput=journal+console', 'StandardError=journal+console', '', '[Install]', 'WantedBy=multi-user.target', '');
+  return lines.join('\n');
+}
+
+async function hasSystemd(root: string): Promise<boolean> {
+  for (const p of ['/usr/lib/systemd/systemd', '/lib/systemd/systemd']) {
+    const st = await lstatIn(root, p);
+    if (st?.isFile()) return true;
+  }
+  return false;
+}
+
+/** Turns ENTRYPOINT/CMD into an enabled systemd unit. Returns a note for the log/manifest, or undefined. */
+export async function installAppService(root: string, c: ImageRuntimeConfig, rep: Reporter): Promise<string | undefined> {
+  const argv = appCommand(c);
+  if (!argv) return undefined;
+  if (!(await hasSystemd(root))) {
+    const note = 'the image has ENTRYPOINT/CMD but no systemd: no service was created for it';
+    rep.log(`[kiln] app: ${note}`);
+    return note;
+  }
+  await writeFileIn(root, `/etc/systemd/system/${APP_UNIT}`, appUnit(argv, c));
+  await mkdirIn(root, '/etc/systemd/system/multi-user.target.wants');
+  await symlinkIn(root, `/etc/systemd/system/multi-user.target.wants/${APP_UNIT}`, `/etc/systemd/system/${APP_UNIT}`);
+  const note = `ENTRYPOINT/CMD run at boot as ${APP_UNIT}: ${JSON.stringify(argv).slice(0, 300)}`;
+  rep.log(`[kiln] app: ${note}`);
+  return note;
+}
+
+const KEYGEN_UNIT = 'kiln-ssh-hostkeys.service';
+
+/** Deletes SSH host keys baked into the image (every copy would share them) and regenerates them at first boot. */
+export async function resetSshHostKeys(root: string, rep: Reporter): Promise<string | undefined> {
+  const sshDir = await hostPath(root, '/etc/ssh/x');
+  const removed: string[] = [];
+  if (sshDir) {
+    const dir = path.dirname(sshDir);
+    const st = await fsp.lstat(dir).catch(() => undefined);
+    if (st?.isDirectory()) {
+      for (const n of await fsp.readdir(dir)) {
+        if (/^ssh_host_.*key(\.pub)?$/.test(n)) {
+          const f = await fsp.lstat(path.join(dir, n));
+          if (!f.isDirectory()) { await fsp.unlink(path.join(dir, n)); removed.push(n); }
+        }
+      }
+    }
+  }
+  const sshd = (await lstatIn(root, '/usr/sbin/sshd')) ?? (await lstatIn(root, '/sbin/sshd'));
+  if (!sshd && !removed.length) return undefined;
+  if (await hasSystemd(root)) {
+    await writeFileIn(root, `/etc/systemd/system/${KEYGEN_UNIT}`, [
+      '# Added by Kiln: host keys are made on the machine, never shipped in the image.',
+      '[Unit]',
+      'Description=Generate SSH host keys (Kiln first boot)',
+      'Before=ssh.service sshd.service',
+      'ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key',
+      '',
+      '[Service]',
+      'Type=oneshot',
+      'ExecStart=/usr/bin/ssh-keygen -A',
+      '',
+      '[Install]',
+      'WantedBy=multi-user.target',
+      '',
+    ].join('\n'));
+    await mkdirIn(root, '/etc/systemd/system/multi-user.target.wants');
+    await symlinkIn(root, `/etc/systemd/system/multi-user.target.wants/${KEYGEN_UNIT}`, `/etc/systemd/system/${KEYGEN_UNIT}`);
+    await writeFileIn(root, '/etc/systemd/system/ssh.service.d/kiln-hostkeys.conf', `[Unit]\nWants=${KEYGEN_UNIT}\nAfter=${KEYGEN_UNIT}\n`);
+  }
+  const note = `SSH host keys reset (${removed.length} removed); new ones are generated at first boot`;
+  rep.log(`[kiln] finish: ${note}`);
+  return note;
+}

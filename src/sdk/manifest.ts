@@ -1,0 +1,155 @@
+import { randomUUID } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { readFileIn } from './fsroot.js';
+import type { DiskLayout } from './disk.js';
+import type { Artifact } from './result.js';
+import { sha256File } from './result.js';
+
+export interface DebPackage {
+  name: string;
+  version: string;
+  architecture: string;
+  source: string;
+  sourceVersion: string;
+}
+
+/**
+ * Reads installed packages from a dpkg status file (the image's own database: no tool runs inside the image).
+ * `Source: foo (1.2)` names the source package and its version when they differ from the binary's.
+ */
+export function parseDpkgStatus(text: string): DebPackage[] {
+  const out: DebPackage[] = [];
+  for (const stanza of text.split(/\n\s*\n/)) {
+    const f: Record<string, string> = {};
+    let last = '';
+    for (const line of stanza.split('\n')) {
+      if (/^\s/.test(line)) { if (last) f[last] += '\n' + line.trim(); continue; }
+      const m = /^([A-Za-z0-9-]+):\s*(.*)$/.exec(line);
+      if (m) { last = m[1]!.toLowerCase(); f[last] = m[2]!; }
+    }
+    if (!f.package || !f.version) continue;
+    if (f.status && !/\binstalled$/.test(f.status.trim())) continue;
+    const src = /^(\S+)(?:\s+\(([^)]+)\))?/.exec(f.source ?? '');
+    out.push({
+      name: f.package,
+      version: f.version,
+      architecture: f.architecture ?? 'unknown',
+      source: src?.[1] ?? f.package,
+      sourceVersion: src?.[2] ?? f.version,
+    });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.architecture < b.architecture ? -1 : 1));
+}
+
+export async function readPackages(root: string): Promise<DebPackage[]> {
+  const buf = await readFileIn(root, '/var/lib/dpkg/status', 64 << 20);
+  return buf ? parseDpkgStatus(buf.toString('utf8')) : [];
+}
+
+export interface ManifestInput {
+  sdkVersion: string;
+  createdAt: string;
+  dockerfileSha256: string;
+  contextSha256?: string;
+  buildArgs: Record<string, string>;
+  bases: { name: string; id: string; mirror?: string; suite?: string }[];
+  image: { id: string; tag: string };
+  os: Record<string, string>;
+  kernel: { version: string; cmdline: string };
+  init: string;
+  packages: DebPackage[];
+  layout: DiskLayout;
+  rootfs: { files: number; dirs: number; symlinks: number; dataBytes: number; blockBytes: number };
+  artifacts: Artifact[];
+  notes: string[];
+}
+
+export function buildManifest(i: ManifestInput): Record<string, unknown> {
+  const p = (x: DiskLayout['boot']) => ({ number: x.number, startSector: x.startSector, sectors: x.sectors, bytes: x.sectors * i.layout.sectorSize, type: x.type, bootable: x.bootable, filesystem: x.fs, label: x.label });
+  return {
+    schema: 'https://kiln.invalid/schemas/manifest/v1',
+    sdkVersion: i.sdkVersion,
+    createdAt: i.createdAt,
+    inputs: { dockerfile: { sha256: i.dockerfileSha256 }, ...(i.contextSha256 ? { context: { sha256: i.contextSha256 } } : {}), buildArgs: Object.keys(i.buildArgs).sort() },
+    baseImages: i.bases,
+    image: i.image,
+    os: { id: i.os.ID, versionId: i.os.VERSION_ID, versionCodename: i.os.VERSION_CODENAME, prettyName: i.os.PRETTY_NAME },
+    boot: { kernel: i.kernel.version, cmdline: i.kernel.cmdline, init: i.init, loader: 'syslinux (BIOS)' },
+    disk: { label: i.layout.label, sectorSize: i.layout.sectorSize, totalBytes: i.layout.totalBytes, partitions: [p(i.layout.boot), p(i.layout.root)] },
+    sizes: { rootfs: i.rootfs, artifacts: Object.fromEntries(i.artifacts.map((a) => [a.name, { size: a.size, allocated: a.allocated }])) },
+    artifacts: i.artifacts.map((a) => ({ name: a.name, format: a.format, sha256: a.sha256 })),
+    packages: i.packages,
+    notes: i.notes,
+  };
+}
+
+/** SPDX 2.3 JSON: the image as the described package, CONTAINS one package per installed deb (with a purl). */
+export function buildSpdx(o: { name: string; createdAt: string; sdkVersion: string; os: Record<string, string>; packages: DebPackage[]; artifacts: Artifact[] }): Record<string, unknown> {
+  const distro = o.os.ID ?? 'debian';
+  const distroQ = o.os.VERSION_ID ? `&distro=${encodeURIComponent(`${distro}-${o.os.VERSION_ID}`)}` : '';
+  const id = (s: string) => s.replace(/[^A-Za-z0-9.-]/g, '-');
+  const raw = o.artifacts.find((a) => a.format === 'raw') ?? o.artifacts[0];
+  const image = {
+    SPDXID: 'SPDXRef-Image',
+    name: o.name,
+    versionInfo: o.createdAt,
+    primaryPackagePurpose: 'OPERATING-SYSTEM',
+    downloadLocation: 'NOASSERTION',
+    filesAnalyzed: false,
+    licenseConcluded: 'NOASSERTION',
+    licenseDeclared: 'NOASSERTION',
+    copyrightText: 'NOASSERTION',
+    ...(raw ? { checksums: [{ algorithm: 'SHA256', checksumValue: raw.sha256 }], packageFileName: raw.name } : {}),
+  };
+  const pkgs = o.packages.map((p, n) => ({
+    SPDXID: `SPDXRef-Package-deb-${id(p.name)}-${n}`,
+    name: p.name,
+    versionInfo: p.version,
+    supplier: 'NOASSERTION',
+    downloadLocation: 'NOASSERTION',
+    filesAnalyzed: false,
+    licenseConcluded: 'NOASSERTION',
+    licenseDeclared: 'NOASSERTION',
+    copyrightText: 'NOASSERTION',
+    sourceInfo: `built from source package ${p.source} ${p.sourceVersion}`,
+    externalRefs: [{
+      referenceCategory: 'PACKAGE-MANAGER',
+      referenceType: 'purl',
+      referenceLocator: `pkg:deb/${encodeURIComponent(distro)}/${encodeURIComponent(p.name)}@${encodeURIComponent(p.version)}?arch=${encodeURIComponent(p.architecture)}${distroQ}`,
+    }],
+  }));
+  return {
+    spdxVersion: 'SPDX-2.3',
+    dataLicense: 'CC0-1.0',
+    SPDXID: 'SPDXRef-DOCUMENT',
+    name: o.name,
+    documentNamespace: `https://kiln.invalid/spdx/${encodeURIComponent(o.name)}-${randomUUID()}`,
+    creationInfo: { created: o.createdAt.replace(/\.\d+Z$/, 'Z'), creators: [`Tool: kiln-sdk-${o.sdkVersion}`] },
+    packages: [image, ...pkgs],
+    relationships: [
+      { spdxElementId: 'SPDXRef-DOCUMENT', relationshipType: 'DESCRIBES', relatedSpdxElement: 'SPDXRef-Image' },
+      ...pkgs.map((p) => ({ spdxElementId: 'SPDXRef-Image', relationshipType: 'CONTAINS', relatedSpdxElement: p.SPDXID })),
+    ],
+  };
+}
+
+/** `sha256  name` lines (the format `sha256sum -c` reads), sorted by name. */
+export async function writeSha256Sums(dir: string, names: string[]): Promise<string> {
+  const lines: string[] = [];
+  for (const n of [...names].sort()) lines.push(`${await sha256File(path.join(dir, n))}  ${n}`);
+  const text = lines.join('\n') + '\n';
+  await fsp.writeFile(path.join(dir, 'SHA256SUMS'), text);
+  return text;
+}
+
+export function parseSha256Sums(text: string): { sha256: string; name: string }[] {
+  const out: { sha256: string; name: string }[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const m = /^([0-9a-f]{64}) [ *]([^/\\\0]+)$/.exec(line);
+    if (!m) throw new Error(`malformed SHA256SUMS line: ${JSON.stringify(line.slice(0, 100))}`);
+    out.push({ sha256: m[1]!, name: m[2]! });
+  }
+  return out;
+}

@@ -1,0 +1,69 @@
+import os from 'node:os';
+import type { Artifact } from './result.js';
+
+export const BUILD_TYPE = 'https://kiln.invalid/buildtypes/sdk-build/v1';
+
+export interface ProvenanceInput {
+  artifacts: Artifact[];
+  /** Other files worth a subject entry (manifest, SBOM). */
+  extraSubjects: { name: string; sha256: string }[];
+  dockerfileSha256: string;
+  contextSha256?: string;
+  formats: readonly string[];
+  buildArgNames: string[];
+  bases: { name: string; id: string; mirror?: string; suite?: string }[];
+  snapshot?: string;
+  sdkVersion: string;
+  settings: { buildNetwork: string; memoryMb: number; cpus: number; buildTimeoutSeconds: number; maxImageMb: number };
+  startedOn: string;
+  finishedOn: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * An in-toto Statement v1 with a SLSA v1 provenance predicate. buildType BUILD_TYPE means: "`kiln sdk build` ran
+ * the externalParameters' Dockerfile (by digest) with the legacy Docker builder on the listed base images, then made
+ * the subjects from the exported filesystem". Build-arg values are left out (they may hold secrets); only names.
+ * Under Jenkins, BUILD_URL becomes the invocation id and JOB_NAME an internal parameter.
+ */
+export function buildProvenance(i: ProvenanceInput): Record<string, unknown> {
+  const env = i.env ?? process.env;
+  const stripAlgo = (id: string) => id.replace(/^sha256:/, '');
+  return {
+    _type: 'https://in-toto.io/Statement/v1',
+    subject: [
+      ...i.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256 } })),
+      ...i.extraSubjects.map((s) => ({ name: s.name, digest: { sha256: s.sha256 } })),
+    ],
+    predicateType: 'https://slsa.dev/provenance/v1',
+    predicate: {
+      buildDefinition: {
+        buildType: BUILD_TYPE,
+        externalParameters: {
+          dockerfile: { digest: { sha256: i.dockerfileSha256 } },
+          ...(i.contextSha256 ? { context: { digest: { sha256: i.contextSha256 } } } : {}),
+          formats: [...i.formats],
+          buildArgs: i.buildArgNames,
+        },
+        internalParameters: {
+          sdkVersion: i.sdkVersion,
+          ...i.settings,
+          ...(env.JOB_NAME ? { jenkinsJob: env.JOB_NAME } : {}),
+        },
+        resolvedDependencies: i.bases.map((b) => ({
+          uri: `docker-image://${b.name}`,
+          digest: { sha256: stripAlgo(b.id) },
+          annotations: { ...(b.mirror ? { mirror: b.mirror } : {}), ...(b.suite ? { suite: b.suite } : {}), ...(i.snapshot ? { snapshot: i.snapshot } : {}) },
+        })),
+      },
+      runDetails: {
+        builder: { id: env.KILN_BUILDER_ID ?? `https://kiln.invalid/builders/${encodeURIComponent(os.hostname())}`, version: { 'kiln-sdk': i.sdkVersion } },
+        metadata: {
+          invocationId: env.BUILD_URL ?? `urn:kiln:build:${env.KILN_BUILD_ID ?? process.pid}`,
+          startedOn: i.startedOn,
+          finishedOn: i.finishedOn,
+        },
+      },
+    },
+  };
+}
