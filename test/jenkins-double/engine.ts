@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync,
+  closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync,
   writeFileSync, writeSync,
 } from 'node:fs';
+import { copyFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseConfig, serialiseConfig, withDisabled, type JobConfig } from './config-xml.js';
 
@@ -406,7 +407,8 @@ export class Engine {
         for (const f of files) {
           const dest = path.join(this.archiveDir(job.name, build.number), f);
           mkdirSync(path.dirname(dest), { recursive: true });
-          copyFileSync(path.join(ws, f), dest);
+          await copyFile(path.join(ws, f), dest); // async: disk images are GBs, the API must keep answering
+          if (this.dead) return;
         }
         build.artifacts = files;
       }
