@@ -164,12 +164,23 @@ export class JenkinsApi {
     return Readable.from(skipper(body));
   }
 
-  /** HEAD an artifact for its size (the build JSON lists artifacts without sizes). */
+  /**
+   * An artifact's size (the build JSON lists artifacts without sizes): HEAD, else a one-byte Range GET read from
+   * Content-Range, else the Content-Length of a GET whose body is dropped. undefined if none says.
+   */
   async artifactSize(path: string): Promise<number | undefined> {
+    const url = `${this.opts.baseUrl}${path}`;
+    const headers = { authorization: this.opts.authorization };
+    const num = (v: string | null | undefined) => (v && /^[0-9]+$/.test(v) ? Number(v) : undefined);
     try {
-      const res = await fetch(`${this.opts.baseUrl}${path}`, { method: 'HEAD', headers: { authorization: this.opts.authorization }, signal: AbortSignal.timeout(this.opts.timeoutMs) });
-      const len = res.headers.get('content-length');
-      return res.ok && len !== null && /^[0-9]+$/.test(len) ? Number(len) : undefined;
+      const head = await fetch(url, { method: 'HEAD', headers, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs) });
+      if (head.status === 404) return undefined;
+      const len = head.ok ? num(head.headers.get('content-length')) : undefined;
+      if (len !== undefined) return len;
+      const get = await fetch(url, { headers: { ...headers, range: 'bytes=0-0' }, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs) });
+      await get.body?.cancel();
+      if (get.status === 206) return num(/\/([0-9]+)$/.exec(get.headers.get('content-range') ?? '')?.[1]);
+      return get.status === 200 ? num(get.headers.get('content-length')) : undefined;
     } catch (e) {
       throw new KilnError('backend_unavailable', 'Jenkins cannot be reached; try again later', { cause: e });
     }

@@ -141,7 +141,9 @@ export class JenkinsBackend implements Backend {
   // ---------------------------------------------------------------------------------------------- builds
   private async queuedWithKey(job: number, key: string): Promise<QueueItemJson[]> {
     const base = backendJobName(job);
-    const items = await this.api.call('queue.list', (c) => c.queue.list()) as QueueItemJson[];
+    // An explicit tree: at depth 0 Jenkins may prune the parameters nested under actions (§2.6).
+    const tree = 'items[id,why,inQueueSince,task[name,url],actions[parameters[name,value]]]';
+    const items = await this.api.call('queue.list', (c) => c.queue.list({ tree })) as QueueItemJson[];
     return items.filter((i) => i.task?.name === base && (!this.folder || (i.task.url ?? '').includes(`/job/${encodeURIComponent(this.folder)}/`)) && paramOf(i.actions, KEY_PARAM) === key)
       .sort((a, b) => a.id - b.id);
   }
@@ -278,6 +280,8 @@ export class JenkinsBackend implements Backend {
       .map((a) => a.relativePath.slice(ARTIFACT_PREFIX.length))
       .filter((x): x is ArtifactName => (ARTIFACT_NAMES as readonly string[]).includes(x));
     const sizes = await Promise.all(names.map((x) => this.api.artifactSize(this.path(job, n, `artifact/${ARTIFACT_PREFIX}${encodeURIComponent(x)}`))));
+    const missing = names.filter((_x, i) => sizes[i] === undefined);
+    if (missing.length) this.logger.warn({ job, build: n, missing }, 'jenkins listed artifacts whose size it would not tell; left out');
     return names.flatMap((x, i) => (sizes[i] === undefined ? [] : [{ name: x, size: sizes[i]! }]));
   }
 
