@@ -245,3 +245,15 @@ describe('security headers', () => {
     }
   });
 });
+
+describe('imageShaOf', () => {
+  it('prefers the image.raw entry of result.json', async () => {
+    const { imageShaOf } = await import('../../src/web/services/builds.js');
+    const a = 'a'.repeat(64); const b = 'b'.repeat(64);
+    expect(imageShaOf({ ok: true, artifacts: [{ name: 'build.log', sha256: a }, { name: 'image.raw', sha256: b }] })).toBe(b);
+    expect(imageShaOf({ artifacts: [{ name: 'image.qcow2', sha256: a }] })).toBe(a);
+    expect(imageShaOf({ image: { sha256: b } })).toBe(b);
+    expect(imageShaOf({ artifacts: [{ name: 'image.raw', sha256: 'nope' }] })).toBeNull();
+    expect(imageShaOf(null)).toBeNull();
+  });
+});

@@ -140,11 +140,25 @@ async function readImageSha(glue: GlueClient, job: number, build: number, logger
       if (size > 1024 * 1024) { stream.destroy(); return null; }
       chunks.push(c as Buffer);
     }
-    return findSha(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+    return imageShaOf(JSON.parse(Buffer.concat(chunks).toString('utf8')));
   } catch (e) {
     logger.warn({ job, build, err: (e as Error).message }, 'could not read result.json');
     return null;
   }
+}
+
+const SHA_RE = /^[0-9a-f]{64}$/;
+
+/** result.json lists artifacts with their digests; the disk image's is the one a user checks a download against. */
+export function imageShaOf(result: unknown): string | null {
+  const r = result as { artifacts?: unknown; image?: { sha256?: unknown } } | null;
+  if (r && Array.isArray(r.artifacts)) {
+    const arts = r.artifacts as Array<{ name?: unknown; sha256?: unknown }>;
+    const pick = arts.find((a) => a?.name === 'image.raw') ?? arts.find((a) => typeof a?.name === 'string' && a.name.startsWith('image.'));
+    if (pick && typeof pick.sha256 === 'string' && SHA_RE.test(pick.sha256)) return pick.sha256;
+  }
+  if (typeof r?.image?.sha256 === 'string' && SHA_RE.test(r.image.sha256)) return r.image.sha256;
+  return findSha(result);
 }
 
 function findSha(v: unknown, depth = 0): string | null {
