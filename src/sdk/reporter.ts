@@ -30,7 +30,7 @@ export class Reporter {
 
   /** One or more human lines (text from a build is passed through, with control characters other than TAB removed). */
   log(text: string): void {
-    const clean = text.replace(/\r\n?/g, '\n').replace(/[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]/g, '');
+    const clean = text.replace(/\r\n?/g, '\n').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
     const lines = clean.split('\n');
     if (lines.at(-1) === '') lines.pop();
     for (const line of lines) {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, promises as fsp, statSync } from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -41,9 +41,13 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     error?: { code: string; message: string };
   };
 
+  const key = path.join(t.dir, 'signing_key');
+  const otherKey = path.join(t.dir, 'other_key');
+
   beforeAll(async () => {
+    for (const k of [key, otherKey]) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-test', '-f', k]);
     run = await kilnRun(['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), '--out', out, '--format', 'raw,qcow2'],
-      { KILN_SDK_BOOT_TIMEOUT_SECONDS: '240' });
+      { KILN_SDK_BOOT_TIMEOUT_SECONDS: '300', KILN_SDK_SIGNING_KEY_FILE: key });
     result = JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8'));
   }, 900_000);
   afterAll(() => t.cleanup());
@@ -106,6 +110,59 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     const events = run.stdout.split('\n').filter((l) => l.startsWith('##kiln ')).map((l) => JSON.parse(l.slice(7)) as { stage: string; percent: number });
     expect(events.map((e) => e.stage)).toEqual(expect.arrayContaining(['policy', 'build', 'disk', 'boot', 'done']));
     expect(events.at(-1)).toMatchObject({ stage: 'done', percent: 100 });
+  });
+
+  it('writes manifest.json (packages from dpkg, disk layout, sizes), an SPDX SBOM, SLSA provenance and SHA256SUMS', async () => {
+    const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8'));
+    const names = m.packages.map((p: { name: string }) => p.name);
+    expect(names).toEqual(expect.arrayContaining(['linux-image-amd64', 'systemd-sysv', 'libc6']));
+    expect(m.packages.find((p: { name: string }) => p.name === 'libc6')).toMatchObject({ architecture: 'amd64', source: 'glibc' });
+    expect(m.disk.partitions.map((p: { filesystem: string }) => p.filesystem)).toEqual(['vfat', 'ext4']);
+    expect(m.disk.totalBytes).toBe(result.artifacts.find((a) => a.name === 'image.raw')!.size);
+    expect(m.os.versionCodename).toBe('bookworm');
+    expect(m.baseImages[0].id).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const sbom = JSON.parse(await fsp.readFile(path.join(out, 'sbom.spdx.json'), 'utf8'));
+    expect(sbom.spdxVersion).toBe('SPDX-2.3');
+    expect(sbom.packages.length).toBe(m.packages.length + 1);
+    const prov = JSON.parse(await fsp.readFile(path.join(out, 'provenance.json'), 'utf8'));
+    expect(prov.predicateType).toBe('https://slsa.dev/provenance/v1');
+    expect(prov.subject).toEqual(expect.arrayContaining(result.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256 } }))));
+    expect(prov.predicate.buildDefinition.resolvedDependencies[0].digest.sha256).toBe(m.baseImages[0].id.slice(7));
+    const sums = await fsp.readFile(path.join(out, 'SHA256SUMS'), 'utf8');
+    expect(sums.split('\n').filter(Boolean).map((l) => l.slice(66)).sort()).toEqual(['image.qcow2', 'image.raw', 'manifest.json', 'provenance.json', 'sbom.spdx.json']);
+    expect(existsSync(path.join(out, 'SHA256SUMS.sig'))).toBe(true);
+  });
+
+  it('kiln verify passes, fails with another key, and fails when one byte is flipped', async () => {
+    const ok = await kilnRun(['verify', out, '--pubkey', `${key}.pub`]);
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    const report = JSON.parse(ok.stdout);
+    expect(report.checks.map((c: { name: string }) => c.name)).toEqual(expect.arrayContaining(['signature', 'sbom', 'sha256 image.raw', 'sha256 image.qcow2']));
+    expect((await kilnRun(['verify', out, '--pubkey', `${otherKey}.pub`])).code).toBe(1);
+    expect((await kilnRun(['verify', out])).code).toBe(1);
+
+    const flip = async (file: string, at: number) => {
+      const fh = await fsp.open(file, 'r+');
+      const b = Buffer.alloc(1);
+      await fh.read(b, 0, 1, at);
+      b[0] = b[0]! ^ 0xff;
+      await fh.write(b, 0, 1, at);
+      await fh.close();
+    };
+    const raw = path.join(out, 'image.raw');
+    await flip(raw, 2 * 2 ** 20 + 17);
+    const bad = await kilnRun(['verify', out, '--pubkey', `${key}.pub`]);
+    await flip(raw, 2 * 2 ** 20 + 17);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/FAILED sha256 image.raw: mismatch/);
+    const sums = path.join(out, 'SHA256SUMS');
+    await flip(sums, 3);
+    const badSig = await kilnRun(['verify', out, '--pubkey', `${key}.pub`]);
+    await flip(sums, 3);
+    expect(badSig.code).toBe(1);
+    expect(badSig.stderr).toMatch(/FAILED signature/);
+    expect((await kilnRun(['verify', out, '--pubkey', `${key}.pub`])).code).toBe(0);
   });
 });
 

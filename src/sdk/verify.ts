@@ -1,0 +1,127 @@
+import { constants as C, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { run } from '../shared/subprocess.js';
+import { parseDpkgStatus, parseSha256Sums } from './manifest.js';
+import { sha256File } from './result.js';
+import { verifySums } from './sign.js';
+
+export interface VerifyCheck { name: string; ok: boolean; message: string }
+export interface VerifyReport { ok: boolean; checks: VerifyCheck[] }
+
+export interface VerifyOptions {
+  /** OpenSSH public key line the signature must verify against. */
+  publicKey?: string;
+  /** Fail when there is no signature. */
+  requireSignature?: boolean;
+}
+
+/** A name from SHA256SUMS must be a plain file in DIR: no path, no link. */
+async function regularFileIn(dir: string, name: string): Promise<string | undefined> {
+  if (name === '.' || name === '..' || name.includes('/') || name.includes('\0')) return undefined;
+  const p = path.join(dir, name);
+  const fh = await fsp.open(p, C.O_RDONLY | C.O_NOFOLLOW).catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    return (await fh.stat()).isFile() ? p : undefined;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Reads /var/lib/dpkg/status out of the raw disk's root partition with debugfs: nothing is mounted. */
+export async function dpkgStatusFromRaw(raw: string): Promise<string> {
+  const pt = await run('sfdisk', ['-J', raw], { timeoutMs: 30_000 });
+  if (pt.code !== 0) throw new Error(`no partition table: ${pt.stderr.trim()}`);
+  const table = (JSON.parse(pt.stdout) as { partitiontable: { sectorsize?: number; partitions: { start: number; type: string }[] } }).partitiontable;
+  const root = table.partitions.find((p) => p.type === '83' || /0fc63daf-8483-4772-8e79-3d69d8477de4/i.test(p.type));
+  if (!root) throw new Error('no Linux root partition');
+  const offset = root.start * (table.sectorsize ?? 512);
+  const r = await run('debugfs', ['-R', 'cat /var/lib/dpkg/status', `${raw}?offset=${offset}`], { timeoutMs: 60_000, maxOutputBytes: 64 << 20 });
+  if (r.code !== 0 || !r.stdout) throw new Error(`debugfs could not read the dpkg database: ${r.stderr.trim().slice(-200)}`);
+  return r.stdout;
+}
+
+const key = (name: string, version: string, arch: string) => `${name} ${version} ${arch}`;
+
+/**
+ * `kiln verify DIR`: SHA256SUMS matches every file it lists (and lists the images), the signature (when present or
+ * required) verifies, and the SBOM's packages are exactly the packages in the image's dpkg database.
+ */
+export async function verifyDir(dir: string, o: VerifyOptions = {}): Promise<VerifyReport> {
+  const checks: VerifyCheck[] = [];
+  const add = (name: string, ok: boolean, message: string) => checks.push({ name, ok, message });
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln-verify-'));
+  try {
+    let sumsText: string | undefined;
+    try {
+      sumsText = await fsp.readFile(path.join(dir, 'SHA256SUMS'), 'utf8');
+    } catch {
+      add('checksums', false, 'SHA256SUMS is missing');
+    }
+    let listed: { sha256: string; name: string }[] = [];
+    if (sumsText !== undefined) {
+      try {
+        listed = parseSha256Sums(sumsText);
+      } catch (e) {
+        add('checksums', false, (e as Error).message);
+      }
+      for (const l of listed) {
+        const p = await regularFileIn(dir, l.name);
+        if (!p) { add(`sha256 ${l.name}`, false, 'missing, not a regular file, or not a plain name'); continue; }
+        const got = await sha256File(p);
+        add(`sha256 ${l.name}`, got === l.sha256, got === l.sha256 ? 'matches' : `mismatch: expected ${l.sha256}, got ${got}`);
+      }
+      const images = (await fsp.readdir(dir)).filter((n) => /^image\./.test(n));
+      for (const n of images) if (!listed.some((l) => l.name === n)) add(`sha256 ${n}`, false, 'image not listed in SHA256SUMS');
+      if (!listed.length) add('checksums', false, 'SHA256SUMS lists no file');
+    }
+
+    const sig = path.join(dir, 'SHA256SUMS.sig');
+    const hasSig = await fsp.lstat(sig).then((s) => s.isFile(), () => false);
+    if (hasSig || o.requireSignature) {
+      if (!hasSig) add('signature', false, 'SHA256SUMS.sig is missing');
+      else if (!o.publicKey) add('signature', false, 'SHA256SUMS.sig present but no public key to check it against (--pubkey)');
+      else {
+        const v = await verifySums(dir, o.publicKey, work);
+        add('signature', v.ok, v.ok ? 'valid (ssh-keygen -Y verify, namespace kiln-image)' : `invalid: ${v.message}`);
+      }
+    }
+
+    const sbomPath = await regularFileIn(dir, 'sbom.spdx.json');
+    if (!sbomPath) add('sbom', false, 'sbom.spdx.json is missing');
+    else {
+      try {
+        const sbom = JSON.parse(await fsp.readFile(sbomPath, 'utf8')) as { spdxVersion?: string; packages?: { SPDXID: string; name: string; versionInfo?: string; externalRefs?: { referenceLocator: string }[] }[] };
+        if (sbom.spdxVersion !== 'SPDX-2.3') throw new Error(`not SPDX-2.3 (${String(sbom.spdxVersion)})`);
+        const inSbom = new Set<string>();
+        for (const p of sbom.packages ?? []) {
+          if (p.SPDXID === 'SPDXRef-Image') continue;
+          const arch = /[?&]arch=([^&]+)/.exec(p.externalRefs?.[0]?.referenceLocator ?? '')?.[1];
+          inSbom.add(key(p.name, p.versionInfo ?? '', decodeURIComponent(arch ?? '')));
+        }
+        let raw = await regularFileIn(dir, 'image.raw');
+        if (!raw) {
+          const q = await regularFileIn(dir, 'image.qcow2');
+          if (q) {
+            raw = path.join(work, 'image.raw');
+            const c = await run('qemu-img', ['convert', '-O', 'raw', q, raw], { timeoutMs: 10 * 60_000 });
+            if (c.code !== 0) throw new Error(`cannot read image.qcow2: ${c.stderr.trim().slice(-200)}`);
+          }
+        }
+        if (!raw) throw new Error('no image.raw or image.qcow2 to compare with');
+        const inImage = new Set(parseDpkgStatus(await dpkgStatusFromRaw(raw)).map((p) => key(p.name, p.version, p.architecture)));
+        const onlySbom = [...inSbom].filter((k) => !inImage.has(k));
+        const onlyImage = [...inImage].filter((k) => !inSbom.has(k));
+        const ok = onlySbom.length === 0 && onlyImage.length === 0 && inImage.size > 0;
+        add('sbom', ok, ok ? `${inImage.size} packages match the image's dpkg database`
+          : `differs from the image: ${onlySbom.length} only in the SBOM (${onlySbom.slice(0, 5).join(', ')}), ${onlyImage.length} only in the image (${onlyImage.slice(0, 5).join(', ')})`);
+      } catch (e) {
+        add('sbom', false, (e as Error).message);
+      }
+    }
+  } finally {
+    await fsp.rm(work, { recursive: true, force: true });
+  }
+  return { ok: checks.length > 0 && checks.every((c) => c.ok), checks };
+}
