@@ -208,7 +208,7 @@ describe('jenkins backend: builds', () => {
 
   it('a retry that lands while the first item has left the queue but has no build yet (§6.4) withdraws itself', async () => {
     const engineOpts = d.engine.opts as { startDelayMs: number };
-    engineOpts.startDelayMs = 400; // widen the LeftItem window the real Jenkins has for milliseconds
+    engineOpts.startDelayMs = 500; // widen the LeftItem window the real Jenkins has for milliseconds
     try {
       await backend.putJob(15, spec({ dockerfile: 'FROM x\n# sleep 2\n' }));
       const first = backend.build(15, 'window-key-000001');
