@@ -1,4 +1,4 @@
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Backend } from '../../src/glue/backends/types.js';
 import { Writable } from 'node:stream';
@@ -152,4 +152,107 @@ export async function startTestGlue(opts: TestGlueOptions = {}): Promise<TestGlu
       tmp?.cleanup();
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The OpenSSH front door: a real sshd on loopback running `kiln glue` as a forced command.
+
+export interface OpenSshGlue {
+  port: number;
+  /** SHA-256 fingerprint of sshd's host key (base64, no padding). */
+  hostFingerprint: string;
+  /** The user the forced command runs as (the one running the tests). */
+  username: string;
+  /** A GlueClient (the web's ssh2 client) pinned to this sshd. */
+  client: GlueClient;
+  dir: string;
+  sshdLog: () => string;
+  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GlueClient;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * Starts `/usr/sbin/sshd` on a free loopback port with its own config, host key and authorized_keys in a temp
+ * dir. The web's key is authorized only as `command="<wrapper>",restrict`: the wrapper exports KILN_DATA_DIR and
+ * execs `bin/kiln glue`, so no user environment is needed (PermitUserEnvironment stays off). No Subsystem lines, so
+ * sftp and other subsystems are refused by sshd itself.
+ */
+export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPair; sshdPath?: string }): Promise<OpenSshGlue> {
+  const { execFileSync, spawn } = await import('node:child_process');
+  const { mkdirSync, readFileSync: rf, writeFileSync: wf, chmodSync: cm } = await import('node:fs');
+  const os = await import('node:os');
+  const tmp = tempDir('kiln-test-sshd-');
+  const dir = tmp.dir;
+  mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege separation directory
+  const hostKey = path.join(dir, 'ssh_host_ed25519_key');
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-test-sshd', '-f', hostKey]);
+  const hostFingerprint = (/SHA256:([A-Za-z0-9+/]+)/.exec(execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${hostKey}.pub`], { encoding: 'utf8' })) ?? [])[1]!;
+  const wrapper = path.join(dir, 'kiln-glue');
+  const kiln = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../bin/kiln');
+  wf(wrapper, `#!/bin/sh\nexport KILN_DATA_DIR='${opts.dataDir.replaceAll("'", '')}'\nexport PATH='${path.dirname(process.execPath)}:/usr/bin:/bin'\nexec '${kiln}' glue\n`);
+  cm(wrapper, 0o755);
+  const authorized = path.join(dir, 'authorized_keys');
+  wf(authorized, `command="${wrapper}",restrict ${opts.clientKey.publicKey}\n`, { mode: 0o600 });
+  const port = await freePort();
+  const username = os.userInfo().username;
+  const config = path.join(dir, 'sshd_config');
+  wf(config, [
+    `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${authorized}`,
+    `PidFile ${path.join(dir, 'sshd.pid')}`, 'UsePAM no', 'StrictModes no', 'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no', 'PubkeyAuthentication yes', 'PermitRootLogin forced-commands-only',
+    'PermitUserEnvironment no', 'DisableForwarding yes', 'PermitTunnel no', 'X11Forwarding no', 'AllowAgentForwarding no',
+    'AllowTcpForwarding no', 'PermitTTY no', `AllowUsers ${username}`, 'LogLevel VERBOSE', 'MaxStartups 100:30:200',
+    'MaxSessions 32', '',
+  ].join('\n'));
+  const log = path.join(dir, 'sshd.log');
+  // -D: stay in the foreground (so cleanup can stop it by its pid); -e off, -E: log to a file.
+  const sshd = spawn(opts.sshdPath ?? '/usr/sbin/sshd', ['-D', '-f', config, '-E', log], { stdio: 'ignore' });
+  const exited = new Promise<void>((r) => sshd.once('exit', () => r()));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (sshd.exitCode !== null) throw new Error(`sshd exited: ${rf(log, 'utf8')}`);
+    if (existsSyncSafe(log) && /Server listening/.test(rf(log, 'utf8'))) break;
+    if (Date.now() > deadline) throw new Error('sshd did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const clients: GlueClient[] = [];
+  const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
+    const c = createSshGlueClient({ host: '127.0.0.1', port, username, privateKey: opts.clientKey.privateKey, hostFingerprint, timeoutMs: 20_000, ...o });
+    clients.push(c);
+    return c;
+  };
+  return {
+    port, hostFingerprint, username, dir, client: newClient(), newClient,
+    sshdLog: () => rf(log, 'utf8'),
+    async cleanup() {
+      for (const c of clients) await c.close().catch(() => undefined);
+      if (sshd.exitCode === null) {
+        sshd.kill('SIGTERM');
+        await exited;
+      }
+      tmp.cleanup();
+    },
+  };
+}
+
+function existsSyncSafe(p: string): boolean {
+  try {
+    statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A TCP port free on loopback right now. */
+export async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
 }
