@@ -289,6 +289,17 @@ describe('Jenkins double: builds and queue', () => {
     expect((await raw('/job/env/1/artifact/out%2f..%2f..%2f..%2fconfig.xml')).status).toBe(404);
   });
 
+  it('§3.9: deleting a job with a running build interrupts it and leaves nothing behind', async () => {
+    await jenkins.job.create('doomed', jobXml({ script: 'mkdir -p out; echo x > out/a.txt; echo going; sleep 30', artifacts: 'out/*', quiet: 0 }));
+    const n = await followQueue(await jenkins.job.build('doomed'));
+    await waitFor(async () => ((await jenkins.build.log('doomed', n)) as string).includes('going'));
+    await jenkins.job.destroy('doomed');
+    await sleep(500);
+    expect(await jenkins.job.exists('doomed')).toBe(false);
+    const { existsSync } = await import('node:fs');
+    expect(existsSync(`${d.dataDir}/jobs/doomed`)).toBe(false);
+  });
+
   it('§3.9: doDelete → 302, the job and its builds are gone; deleting again → 404', async () => {
     const r = await raw('/job/env/doDelete', { method: 'POST' });
     expect(r.status).toBe(302);

@@ -395,6 +395,8 @@ export class Engine {
         log(`Aborted by ${r.abortedBy}\n`);
         result = 'ABORTED';
       }
+      // Deleted while running (§3.9 interrupts its builds): nothing of it may be written back.
+      if (this.jobs.get(job.name.toLowerCase()) !== job) return;
       const arch = job.config.archiver;
       if (arch && !(arch.onlyIfSuccessful && result !== null && RANK[result]! > RANK.UNSTABLE!)) {
         log('Archiving artifacts\n');
