@@ -172,9 +172,12 @@ export function createApp(opts: AppOptions): KilnApp {
   });
 
   const ctx: AppContext = { s, render, csrfToken: token, protect, passport, wantsJson, loginLimiter };
-  app.use(authRoutes(ctx));
-  app.use('/api', apiRoutes(ctx));
-  app.use(pageRoutes(ctx));
+  const mounted: Array<[string, express.Router]> = [['', authRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
+  for (const [prefix, router] of mounted) app.use(prefix || '/', router);
+  // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
+  app.locals.routeTable = mounted.flatMap(([prefix, router]) => (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)
+    .filter((l) => l.route)
+    .flatMap((l) => Object.keys(l.route!.methods).filter((m) => m !== '_all').map((m) => ({ method: m.toUpperCase(), path: prefix + l.route!.path }))));
   app.use(notFoundHandler());
   app.use(errorHandler({ logger, render, wantsJson }));
 

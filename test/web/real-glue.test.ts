@@ -33,10 +33,10 @@ describe('web with the real SSH glue', () => {
     const df = await a.createDockerfile('demo', 'FROM debian:bookworm\nRUN true\n');
     const { id } = await a.build(df);
     const done = await waitFinal(a, id);
-    expect(done.state).toBe('succeeded');
-    expect(done.artifacts.map((x) => x.name)).toContain('image.raw');
     const log = (await (await a.get(`/api/builds/${id}/log?offset=0`)).json()) as { text: string };
-    expect(log.text).toContain('##kiln {"stage":"build"');
+    expect(done.state, JSON.stringify(done) + log.text).toBe('succeeded');
+    expect(done.artifacts.map((x) => x.name), JSON.stringify(done)).toContain('image.raw');
+    expect(log.text, JSON.stringify(log)).toContain('##kiln {"stage":"build"');
     const dl = await a.get(`/builds/${id}/artifacts/image.raw`);
     expect(dl.status).toBe(200);
     expect(await dl.text()).toBe('RAW-IMAGE-BYTES');

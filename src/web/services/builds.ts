@@ -33,7 +33,7 @@ export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: u
     const b = await findBuildByKey(s.db, key);
     if (!b) return undefined;
     // A key is one form submission; the same key from someone else or for another Dockerfile is a client bug.
-    if (b.owner_id !== actor.id || b.dockerfile_id !== df.id) throw conflict('This form was already used; reload the page.');
+    if (b.dockerfile_id !== df.id) throw conflict('This form was already used; reload the page.');
     return { build: b, created: false };
   };
   const prior = await again();
@@ -41,10 +41,11 @@ export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: u
   let build: BuildRow | undefined;
   try {
     build = await s.db.transaction(async (trx) => {
-      if (isPg(s.db)) await trx('users').where({ id: actor.id }).forUpdate().first();
+      // Builds belong to the Dockerfile's owner (also when an admin presses Build): their quota applies.
+      if (isPg(s.db)) await trx('users').where({ id: df.owner_id }).forUpdate().first();
       // Checked again under the lock: a replay racing its original must find it, not hit the quota.
       if (await findBuildByKey(trx, key)) return undefined;
-      const active = await countActiveBuilds(trx, actor.id);
+      const active = await countActiveBuilds(trx, df.owner_id);
       if (active >= s.config.web.quotaQueuedBuilds) {
         throw new KilnError('rate_limited', `You already have ${active} builds waiting or running; wait for one to finish.`, { detail: { retryAfterSeconds: 30 } });
       }

@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../../src/web/index.js';
+import { silentLogger } from '../../src/shared/logger.js';
+import { addUser } from '../../src/web/index.js';
+import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+
+const PUBLIC = new Set([
+  'GET /', 'GET /login', 'GET /register', 'GET /api/csrf',
+  'POST /login', 'POST /api/login', 'POST /register', 'POST /api/register', 'POST /logout', 'POST /api/logout',
+]);
+
+/**
+ * Every route the app registers, replayed as anonymous, as another user, as the owner and as an admin. A new
+ * route without an owner check (or without login) fails here without anyone writing a test for it.
+ */
+describe('authorization matrix over every route', () => {
+  let w: TestWeb;
+  let routes: Array<{ method: string; path: string }>;
+  const who: Record<'anon' | 'bob' | 'alice' | 'admin', HttpClient> = {} as never;
+  let ids: { dockerfile: number; build: number };
+
+  beforeAll(async () => {
+    w = await startTestWeb();
+    const app = createApp({ config: w.config, db: w.db, glue: w.glue, logger: silentLogger, sessionSecret: 'x'.repeat(32) });
+    routes = app.locals.routeTable as Array<{ method: string; path: string }>;
+    app.closeApp();
+    who.anon = w.client();
+    who.alice = w.client();
+    await who.alice.signUp('alice');
+    who.bob = w.client();
+    await who.bob.signUp('bob');
+    const root = await addUser(w.db, 'root', 'admin');
+    who.admin = w.client();
+    await who.admin.login(root.username, root.password);
+    const df = await who.alice.createDockerfile('mine', 'FROM debian:bookworm\nRUN true\n');
+    const { id } = await who.alice.build(df);
+    const row = await w.db('builds').where({ id }).first();
+    w.glue.succeed(df, Number(row.backend_build));
+    await who.alice.get(`/api/builds/${id}`);
+    ids = { dockerfile: df, build: id };
+  });
+  afterAll(async () => { await w?.close(); });
+
+  const fill = (p: string): string => p
+    .replace(/^\/dockerfiles\/:id/, () => `/dockerfiles/${ids.dockerfile}`)
+    .replace(/^\/api\/dockerfiles\/:id/, () => `/api/dockerfiles/${ids.dockerfile}`)
+    .replace(/:id/, () => String(ids.build))
+    .replace(/:name/, 'image.raw');
+
+  async function call(c: HttpClient, method: string, path: string, n: number): Promise<Response> {
+    if (method === 'GET') return c.get(path + (path.endsWith('/log') ? '?offset=0' : ''));
+    const token = await c.apiToken();
+    return c.postJson(path, { key: `matrix-key-${n}-${Date.now()}`, name: `m${n}`, content: 'FROM x\n' }, { 'x-csrf-token': token });
+  }
+
+  it('knows the routes (sanity)', () => {
+    const keys = routes.map((r) => `${r.method} ${r.path}`);
+    expect(keys).toEqual(expect.arrayContaining(['GET /dockerfiles/:id', 'GET /builds/:id/artifacts/:name', 'POST /dockerfiles/:id/builds', 'GET /api/builds/:id/log']));
+    expect(routes.length).toBeGreaterThan(20);
+  });
+
+  it('anonymous reaches only public routes; another user gets 404 on every owned object; owner and admin get through', async () => {
+    let n = 0;
+    const problems: string[] = [];
+    const owned = (p: string) => p.includes(':id');
+    for (const r of routes) {
+      const key = `${r.method} ${r.path}`;
+      if (PUBLIC.has(key)) continue;
+      const path = fill(r.path);
+      const anon = await call(who.anon, r.method, path, n++);
+      const anonOk = r.path.startsWith('/api/') ? anon.status === 401 : (anon.status === 303 && (anon.headers.get('location') ?? '').startsWith('/login')) || anon.status === 401;
+      if (!anonOk) problems.push(`anon ${key} -> ${anon.status}`);
+      if (owned(r.path)) {
+        const before = Number((await w.db('builds').count({ n: '*' }))[0]!.n);
+        const bob = await call(who.bob, r.method, path, n++);
+        if (bob.status !== 404) problems.push(`bob ${key} -> ${bob.status}`);
+        if (Number((await w.db('builds').count({ n: '*' }))[0]!.n) !== before) problems.push(`bob ${key} changed builds`);
+      }
+      for (const u of ['alice', 'admin'] as const) {
+        const res = await call(who[u], r.method, path, n++);
+        if (res.status >= 400) problems.push(`${u} ${key} -> ${res.status}: ${(await res.text()).slice(0, 120)}`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+});
