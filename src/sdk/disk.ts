@@ -7,6 +7,12 @@ export const MiB = 1024 * 1024;
 export const SECTOR = 512;
 const SECTORS_PER_MIB = MiB / SECTOR;
 export const MBR_BIN = '/usr/lib/syslinux/mbr/mbr.bin';
+export const GPTMBR_BIN = '/usr/lib/syslinux/mbr/gptmbr.bin';
+/** systemd-boot (Debian package systemd-boot-efi): the UEFI loader on the ESP of GPT disks. */
+export const SYSTEMD_BOOT_EFI = '/usr/lib/systemd/boot/efi/systemd-bootx64.efi';
+export const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
+/** Discoverable Partitions Specification: root partition for x86-64. */
+export const ROOT_X86_64_TYPE = '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709';
 
 export interface LayoutInput {
   /** Bytes the root tree needs in 4 KiB blocks (from the extractor). */
@@ -20,7 +26,8 @@ export interface LayoutInput {
 export interface Partition { number: number; startSector: number; sectors: number; type: string; bootable: boolean; label: string; fs: string }
 
 export interface DiskLayout {
-  label: 'dos';
+  /** dos: BIOS only. gpt: one disk for both firmwares (ESP with systemd-boot for UEFI, syslinux + gptmbr for BIOS). */
+  label: 'dos' | 'gpt';
   sectorSize: number;
   totalBytes: number;
   boot: Partition;
@@ -32,26 +39,41 @@ export interface DiskLayout {
  * initrd with room for one more of each, and an ext4 root with 20 % + 256 MiB free (journal, logs, first-boot files).
  * Everything is MiB-aligned. Free space costs nothing in the sparse raw file nor in qcow2.
  */
-export function planDisk(i: LayoutInput): DiskLayout {
+export function planDisk(i: LayoutInput, label: 'dos' | 'gpt' = 'dos'): DiskLayout {
   const bootMiB = Math.max(32, Math.ceil((i.bootPayloadBytes * 2) / MiB) + 8);
   const inodes = Math.max(16_384, Math.ceil(i.entries * 1.5) + 4096);
   const inodeTableBytes = inodes * 256;
   const rootMiB = Math.ceil((i.rootBytes * 1.2 + inodeTableBytes) / MiB) + 256;
   const bootStart = SECTORS_PER_MIB;
   const rootStart = bootStart + bootMiB * SECTORS_PER_MIB;
+  const gpt = label === 'gpt';
   return {
-    label: 'dos',
+    label,
     sectorSize: SECTOR,
-    totalBytes: (1 + bootMiB + rootMiB) * MiB,
-    boot: { number: 1, startSector: bootStart, sectors: bootMiB * SECTORS_PER_MIB, type: 'c', bootable: true, label: 'BOOT', fs: 'vfat' },
-    root: { number: 2, startSector: rootStart, sectors: rootMiB * SECTORS_PER_MIB, type: '83', bootable: false, label: 'root', fs: 'ext4', inodes },
+    // GPT keeps a backup header in the last 33 sectors: one more MiB at the end.
+    totalBytes: (1 + bootMiB + rootMiB + (gpt ? 1 : 0)) * MiB,
+    boot: { number: 1, startSector: bootStart, sectors: bootMiB * SECTORS_PER_MIB, type: gpt ? ESP_TYPE : 'c', bootable: true, label: gpt ? 'ESP' : 'BOOT', fs: 'vfat' },
+    root: { number: 2, startSector: rootStart, sectors: rootMiB * SECTORS_PER_MIB, type: gpt ? ROOT_X86_64_TYPE : '83', bootable: false, label: 'root', fs: 'ext4', inodes },
   };
 }
 
 /** The sfdisk script for a layout (read on stdin, so nothing reaches a shell). */
 export function sfdiskScript(l: DiskLayout): string {
+  if (l.label === 'gpt') {
+    // LegacyBIOSBootable on the ESP is what syslinux's gptmbr.bin looks for.
+    const p = (x: Partition) => `start=${x.startSector}, size=${x.sectors}, type=${x.type}, name="${x.label}"${x.bootable ? ', attrs="LegacyBIOSBootable"' : ''}`;
+    return `label: gpt\nunit: sectors\n${p(l.boot)}\n${p(l.root)}\n`;
+  }
   const p = (x: Partition) => `start=${x.startSector}, size=${x.sectors}, type=${x.type}${x.bootable ? ', bootable' : ''}`;
   return `label: dos\nunit: sectors\n${p(l.boot)}\n${p(l.root)}\n`;
+}
+
+/** systemd-boot's loader.conf and the one entry (kernel, initrd and command line on the ESP). */
+export function systemdBootFiles(cmdline: string): { loader: string; entry: string } {
+  return {
+    loader: 'default kiln.conf\ntimeout 0\nconsole-mode keep\n',
+    entry: `title Kiln image\nlinux /vmlinuz\ninitrd /initrd.img\noptions ${cmdline}\n`,
+  };
 }
 
 export function syslinuxCfg(cmdline: string): string {
@@ -94,7 +116,7 @@ export interface AssembleInput {
  * Builds the BIOS-bootable raw disk with no mount and no loop device (PLATFORM.md): mkfs.ext4 -d fills the root
  * filesystem from the staging dir (it copies symlinks as symlinks, never following them), mkfs.vfat + syslinux
  * --install + mcopy make the boot filesystem through mtools, sfdisk writes the dos label into the file, mbr.bin goes
- * into the first 440 bytes, and dd conv=sparse places the filesystems so the result stays sparse.
+ * (gptmbr.bin for GPT) into the first 440 bytes, and dd conv=sparse places the filesystems so the result stays sparse.
  */
 export async function assembleDisk(a: AssembleInput): Promise<void> {
   const { layout } = a;
@@ -117,11 +139,22 @@ export async function assembleDisk(a: AssembleInput): Promise<void> {
   await tool('mcopy', ['-o', '-i', bootImg, a.kernelFile, '::/vmlinuz']);
   if (a.initrdFile) await tool('mcopy', ['-o', '-i', bootImg, a.initrdFile, '::/initrd.img']);
   await tool('mcopy', ['-o', '-i', bootImg, cfg, '::/syslinux.cfg']);
+  if (layout.label === 'gpt') {
+    const sb = systemdBootFiles(KERNEL_CMDLINE);
+    const loaderConf = path.join(a.workDir, 'loader.conf');
+    const entry = path.join(a.workDir, 'kiln.conf');
+    await fsp.writeFile(loaderConf, sb.loader);
+    await fsp.writeFile(entry, sb.entry);
+    await tool('mmd', ['-i', bootImg, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
+    await tool('mcopy', ['-o', '-i', bootImg, SYSTEMD_BOOT_EFI, '::/EFI/BOOT/BOOTX64.EFI']);
+    await tool('mcopy', ['-o', '-i', bootImg, loaderConf, '::/loader/loader.conf']);
+    await tool('mcopy', ['-o', '-i', bootImg, entry, '::/loader/entries/kiln.conf']);
+  }
 
   await fsp.writeFile(a.out, '');
   await fsp.truncate(a.out, layout.totalBytes);
   await tool('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', a.out], { input: sfdiskScript(layout) });
-  const mbr = await fsp.readFile(MBR_BIN);
+  const mbr = await fsp.readFile(layout.label === 'gpt' ? GPTMBR_BIN : MBR_BIN);
   const fh = await fsp.open(a.out, 'r+');
   try {
     await fh.write(mbr.subarray(0, 440), 0, 440, 0);

@@ -75,7 +75,7 @@ export function buildManifest(i: ManifestInput): Record<string, unknown> {
     baseImages: i.bases,
     image: i.image,
     os: { id: i.os.ID, versionId: i.os.VERSION_ID, versionCodename: i.os.VERSION_CODENAME, prettyName: i.os.PRETTY_NAME },
-    boot: { kernel: i.kernel.version, cmdline: i.kernel.cmdline, init: i.init, loader: 'syslinux (BIOS)' },
+    boot: { kernel: i.kernel.version, cmdline: i.kernel.cmdline, init: i.init, loader: i.layout.label === 'gpt' ? 'syslinux (BIOS, gptmbr) + systemd-boot (UEFI)' : 'syslinux (BIOS)' },
     disk: { label: i.layout.label, sectorSize: i.layout.sectorSize, totalBytes: i.layout.totalBytes, partitions: [p(i.layout.boot), p(i.layout.root)] },
     sizes: { rootfs: { files: i.rootfs.files, dirs: i.rootfs.dirs, symlinks: i.rootfs.symlinks, dataBytes: i.rootfs.dataBytes, blockBytes: i.rootfs.blockBytes }, artifacts: Object.fromEntries(i.artifacts.map((a) => [a.name, { size: a.size, allocated: a.allocated }])) },
     artifacts: i.artifacts.map((a) => ({ name: a.name, format: a.format, sha256: a.sha256 })),

@@ -15,7 +15,7 @@ import { exportRootfs } from './export.js';
 import type { ExtractStats } from './extract.js';
 import { finishRootfs } from './finish.js';
 import { copyOut, lstatIn } from './fsroot.js';
-import { assembleDisk, KERNEL_CMDLINE, planDisk, type DiskLayout } from './disk.js';
+import { assembleDisk, KERNEL_CMDLINE, planDisk, SYSTEMD_BOOT_EFI, type DiskLayout } from './disk.js';
 import { buildManifest, buildSpdx, readPackages, writeSha256Sums, type DebPackage } from './manifest.js';
 import { checkDockerfile } from './policy.js';
 import { buildProvenance } from './provenance.js';
@@ -42,6 +42,10 @@ export interface SdkDeps {
 }
 
 const MAX_DOCKERFILE_BYTES = 1 << 20;
+export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+const exists = (p: string) => fsp.access(p).then(() => true, () => false);
 const SUPPORTED: Record<string, { name: string; format: 'raw' | 'qcow2' }> = {
   raw: { name: 'image.raw', format: 'raw' },
   qcow2: { name: 'image.qcow2', format: 'qcow2' },
@@ -174,9 +178,12 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       const initrdFile = path.join(work, 'initrd.img');
       const kbytes = await copyOut(rootDir, boot.kernel, kernelFile);
       const ibytes = await copyOut(rootDir, boot.initrd!, initrdFile);
-      const layout = planDisk({ rootBytes: stats.blockBytes, entries: stats.files + stats.dirs + stats.symlinks, bootPayloadBytes: kbytes + ibytes });
+      // GPT + ESP (BIOS and UEFI from one disk) when the host has systemd-boot; otherwise a BIOS-only dos disk.
+      const label = (await exists(SYSTEMD_BOOT_EFI)) ? 'gpt' : 'dos';
+      if (label === 'dos') rep.log(`[kiln] disk: ${SYSTEMD_BOOT_EFI} missing (package systemd-boot-efi): BIOS-only disk`);
+      const layout = planDisk({ rootBytes: stats.blockBytes, entries: stats.files + stats.dirs + stats.symlinks, bootPayloadBytes: kbytes + ibytes }, label);
       if (layout.totalBytes > maxBytes) throw new KilnError('limit_exceeded', `The disk image would be ${Math.ceil(layout.totalBytes / 2 ** 20)} MiB, over the limit of ${s.maxImageMb} MiB`);
-      rep.log(`[kiln] disk: ${Math.round(layout.totalBytes / 2 ** 20)} MiB (boot ${layout.boot.sectors / 2048} MiB, root ${layout.root.sectors / 2048} MiB)`);
+      rep.log(`[kiln] disk: ${layout.label}, ${Math.round(layout.totalBytes / 2 ** 20)} MiB (boot ${layout.boot.sectors / 2048} MiB, root ${layout.root.sectors / 2048} MiB)`);
       await assembleDisk({ layout, rootDir, kernelFile, initrdFile, workDir: work, out: rawPath });
       await fsp.rm(rootDir, { recursive: true, force: true });
       return layout;
@@ -226,22 +233,34 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       }
     });
 
-    await rep.stage('boot', 80, `boot test of ${images.map((i) => i.name).join(', ')} (BIOS, ${s.accel})`, async () => {
-      for (const [i, im] of images.entries()) {
-        rep.progress('boot', 80 + (i * 18) / images.length, `booting ${im.name}`);
+    // BIOS for every format; UEFI once (same bytes in every format) when the disk has an ESP and OVMF is here.
+    const uefi = layout.label === 'gpt' && (await exists(OVMF_CODE)) && (await exists(OVMF_VARS));
+    const runs = [
+      ...images.map((im) => ({ im, firmware: 'bios' as const })),
+      ...(uefi && images[0] ? [{ im: images[0], firmware: 'uefi' as const }] : []),
+    ];
+    await rep.stage('boot', 80, `boot tests: ${runs.map((r) => `${r.im.name} (${r.firmware})`).join(', ')}, ${s.accel}`, async () => {
+      for (const [i, { im, firmware }] of runs.entries()) {
+        rep.progress('boot', 80 + (i * 18) / runs.length, `booting ${im.name} (${firmware})`);
+        let vars: string | undefined;
+        if (firmware === 'uefi') {
+          vars = path.join(work, 'OVMF_VARS.fd');
+          await fsp.copyFile(OVMF_VARS, vars);
+        }
         const res = await bootTest({
           image: im.file, artifact: im.name, format: im.format, accel: s.accel, timeoutSeconds: s.bootTimeoutSeconds,
-          serialLogFile: path.join(outDir, `serial-${im.name}.log`),
+          firmware, ovmfCode: OVMF_CODE, ovmfVars: vars,
+          serialLogFile: path.join(outDir, `serial-${im.name}${firmware === 'uefi' ? '-uefi' : ''}.log`),
           expect: appInstalled ? [/Started kiln-app\.service/] : [],
           failOn: [/kiln-app\.service: Unit configuration has fatal error/, /Failed to start kiln-app\.service/],
           lingerMs: appInstalled ? 3000 : 0,
         });
         bootTests.push(res);
-        rep.log(`[kiln] boot test ${im.name}: ${res.passed ? 'passed' : 'FAILED'} in ${res.seconds} s${res.reason ? ` (${res.reason})` : ''}`);
+        rep.log(`[kiln] boot test ${im.name} (${firmware}): ${res.passed ? 'passed' : 'FAILED'} in ${res.seconds} s${res.reason ? ` (${res.reason})` : ''}`);
       }
     });
     const failed = bootTests.find((b) => !b.passed);
-    if (failed) throw new KilnError('build_failed', `The boot test of ${failed.artifact} failed: ${failed.reason ?? 'unknown reason'}`);
+    if (failed) throw new KilnError('build_failed', `The ${failed.firmware.toUpperCase()} boot test of ${failed.artifact} failed: ${failed.reason ?? 'unknown reason'}`);
   } catch (e) {
     const ke = limitHit && !(e instanceof KilnError && e.code === 'limit_exceeded')
       ? new KilnError('limit_exceeded', 'The build log grew past the log size limit')

@@ -34,7 +34,7 @@ export async function dpkgStatusFromRaw(raw: string): Promise<string> {
   const pt = await run('sfdisk', ['-J', raw], { timeoutMs: 30_000 });
   if (pt.code !== 0) throw new Error(`no partition table: ${pt.stderr.trim()}`);
   const table = (JSON.parse(pt.stdout) as { partitiontable: { sectorsize?: number; partitions: { start: number; type: string }[] } }).partitiontable;
-  const root = table.partitions.find((p) => p.type === '83' || /0fc63daf-8483-4772-8e79-3d69d8477de4/i.test(p.type));
+  const root = table.partitions.find((p) => p.type === '83' || /^(0fc63daf-8483-4772-8e79-3d69d8477de4|4f68bce3-e8cd-4db1-96e7-fbcaf984b709)$/i.test(p.type));
   if (!root) throw new Error('no Linux root partition');
   const offset = root.start * (table.sectorsize ?? 512);
   const r = await run('debugfs', ['-R', 'cat /var/lib/dpkg/status', `${raw}?offset=${offset}`], { timeoutMs: 60_000, maxOutputBytes: 64 << 20 });

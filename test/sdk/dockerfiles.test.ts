@@ -48,7 +48,7 @@ function expectBooted(b: Built): void {
 
 async function catFromImage(raw: string, guestPath: string): Promise<{ code: number | null; text: string }> {
   const pt = JSON.parse((await run('sfdisk', ['-J', raw], { timeoutMs: 30_000 })).stdout) as { partitiontable: { partitions: { start: number; type: string }[] } };
-  const start = pt.partitiontable.partitions.find((p) => p.type === '83')!.start;
+  const start = pt.partitiontable.partitions.find((p) => p.type === '83' || /^4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709$/i.test(p.type))!.start;
   const r = await run('debugfs', ['-R', `cat ${guestPath}`, `${raw}?offset=${start * 512}`], { timeoutMs: 30_000 });
   return { code: r.code, text: r.stdout };
 }

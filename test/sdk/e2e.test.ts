@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, promises as fsp, statSync } from 'node:fs';
+import { createReadStream, existsSync, promises as fsp, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -77,6 +77,11 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     await fh.read(buf, 0, 512, 0);
     await fh.close();
     expect(buf.readUInt16LE(510)).toBe(0xaa55);
+    // GPT with an ESP (systemd-boot) and the x86-64 root type, the ESP marked legacy-BIOS-bootable for syslinux.
+    const pt = JSON.parse(execFileSync('sfdisk', ['-J', raw], { encoding: 'utf8' })).partitiontable;
+    expect(pt.label).toBe('gpt');
+    expect(pt.partitions.map((p: { type: string }) => p.type)).toEqual(['C12A7328-F81F-11D2-BA4B-00A0C93EC93B', '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709']);
+    expect(pt.partitions[0].attrs).toMatch(/LegacyBIOSBootable/);
   });
 
   it('image.qcow2 is a compressed qcow2 whose sha256 matches', async () => {
@@ -93,15 +98,16 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
   });
 
   it('both images booted to a login prompt', () => {
-    expect(result.bootTests.map((b) => b.artifact)).toEqual(['image.raw', 'image.qcow2']);
+    // BIOS for each format; UEFI (OVMF + systemd-boot on the ESP) once, the bytes being the same.
+    expect(result.bootTests.map((b) => `${b.artifact}/${b.firmware}`)).toEqual(['image.raw/bios', 'image.qcow2/bios', 'image.raw/uefi']);
     expect(result.bootTests[0]!.passed).toBe(true);
     for (const b of result.bootTests) {
       expect(b.passed, b.reason).toBe(true);
-      expect(b.firmware).toBe('bios');
       expect(b.serialLog).toMatch(/login:/);
       expect(b.serialLog!.length).toBeLessThanOrEqual(16 * 1024);
     }
     expect(existsSync(path.join(out, 'serial-image.raw.log'))).toBe(true);
+    expect(readFileSync(path.join(out, 'serial-image.raw-uefi.log'), 'latin1')).toMatch(/BdsDxe: starting Boot/);
   });
 
   it('logs to build.log and prints ##kiln progress events on stdout', async () => {
@@ -118,6 +124,7 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     expect(names).toEqual(expect.arrayContaining(['linux-image-amd64', 'systemd-sysv', 'libc6']));
     expect(m.packages.find((p: { name: string }) => p.name === 'libc6')).toMatchObject({ architecture: 'amd64', source: 'glibc' });
     expect(m.disk.partitions.map((p: { filesystem: string }) => p.filesystem)).toEqual(['vfat', 'ext4']);
+    expect(m.disk.label).toBe('gpt');
     expect(m.disk.totalBytes).toBe(result.artifacts.find((a) => a.name === 'image.raw')!.size);
     expect(m.os.versionCodename).toBe('bookworm');
     expect(m.baseImages[0].id).toMatch(/^sha256:[0-9a-f]{64}$/);

@@ -127,6 +127,10 @@ describe('misc', () => {
     const l = planDisk({ rootBytes: 1 << 20, entries: 10, bootPayloadBytes: 1 << 20 });
     expect(sfdiskScript(l)).toBe(`label: dos\nunit: sectors\nstart=2048, size=${l.boot.sectors}, type=c, bootable\nstart=${l.root.startSector}, size=${l.root.sectors}, type=83\n`);
     expect(syslinuxCfg(KERNEL_CMDLINE)).toContain('APPEND root=LABEL=root rw');
+    const g = planDisk({ rootBytes: 1 << 20, entries: 10, bootPayloadBytes: 1 << 20 }, 'gpt');
+    expect(g.totalBytes).toBe(l.totalBytes + 2 ** 20);
+    expect(sfdiskScript(g)).toBe(`label: gpt\nunit: sectors\nstart=2048, size=${g.boot.sectors}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="ESP", attrs="LegacyBIOSBootable"\n` +
+      `start=${g.root.startSector}, size=${g.root.sectors}, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="root"\n`);
   });
   it('the reporter escapes forged progress lines and enforces the log cap', () => {
     const out: string[] = [];
