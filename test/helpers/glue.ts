@@ -177,7 +177,7 @@ export interface OpenSshGlue {
  * execs `bin/kiln glue`, so no user environment is needed (PermitUserEnvironment stays off). No Subsystem lines, so
  * sftp and other subsystems are refused by sshd itself.
  */
-export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPair; sshdPath?: string }): Promise<OpenSshGlue> {
+export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPair; sshdPath?: string; env?: Record<string, string> }): Promise<OpenSshGlue> {
   const { execFileSync, spawn } = await import('node:child_process');
   const { mkdirSync, readFileSync: rf, writeFileSync: wf, chmodSync: cm } = await import('node:fs');
   const os = await import('node:os');
@@ -189,7 +189,9 @@ export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPa
   const hostFingerprint = (/SHA256:([A-Za-z0-9+/]+)/.exec(execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${hostKey}.pub`], { encoding: 'utf8' })) ?? [])[1]!;
   const wrapper = path.join(dir, 'kiln-glue');
   const kiln = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../bin/kiln');
-  wf(wrapper, `#!/bin/sh\nexport KILN_DATA_DIR='${opts.dataDir.replaceAll("'", '')}'\nexport PATH='${path.dirname(process.execPath)}:/usr/bin:/bin'\nexec '${kiln}' glue\n`);
+  // Extra settings (e.g. the jenkins backend's) are exported by the wrapper, single-quoted; test-owned values only.
+  const extra = Object.entries(opts.env ?? {}).map(([k, v]) => `export ${k}='${v.replaceAll("'", '')}'\n`).join('');
+  wf(wrapper, `#!/bin/sh\nexport KILN_DATA_DIR='${opts.dataDir.replaceAll("'", '')}'\n${extra}export PATH='${path.dirname(process.execPath)}:/usr/bin:/bin'\nexec '${kiln}' glue\n`);
   cm(wrapper, 0o755);
   const authorized = path.join(dir, 'authorized_keys');
   wf(authorized, `command="${wrapper}",restrict ${opts.clientKey.publicKey}\n`, { mode: 0o600 });

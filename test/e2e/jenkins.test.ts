@@ -1,0 +1,115 @@
+/**
+ * Issue 4's full path: web -> SSH -> glue -> Jenkins (the double, spoken to by the real `jenkins` client) -> the
+ * job's shell step running the real `kiln sdk build` -> archived artifacts -> download through the glue. The web
+ * reaches the glue through the built-in door (`kiln serve` with the jenkins backend); afterwards the same build is
+ * read through the OpenSSH door (sshd forced command `kiln glue`), which must give the same bytes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startJenkinsDouble, glueEnv, type JenkinsDouble } from '../jenkins-double/index.js';
+import { defaultKeyPaths, ensureKeyPair } from '../../src/shared/ssh-keys.js';
+import { startOpenSshGlue, type OpenSshGlue } from '../helpers/glue.js';
+import { HttpClient } from '../helpers/web.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const repo = path.resolve(import.meta.dirname, '../..');
+const dockerfile = readFileSync(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8');
+const user = { name: 'kiln-glue', token: '11aa22bb33cc44dd55ee66ff77aa88bb99' };
+
+interface BuildJson { id: number; state: string; final: boolean; reason?: string; backendBuild?: number; artifacts: Array<{ name: string; size: number }> }
+
+describe('full path through Jenkins: web, SSH, glue, Jenkins double, real SDK', () => {
+  const tmp = tempDir('kiln-e2e-jenkins-');
+  const dataDir = path.join(tmp.dir, 'data');
+  let double: JenkinsDouble;
+  let server: ChildProcess;
+  let openssh: OpenSshGlue | undefined;
+  let url = '';
+  let output = '';
+
+  beforeAll(async () => {
+    double = await startJenkinsDouble({ users: [user], labels: ['kiln-builder'], quietPeriodSeconds: 1, dataDir: path.join(tmp.dir, 'jenkins') });
+    const env = {
+      ...process.env,
+      ...glueEnv(double, user, [path.join(repo, 'bin/kiln'), 'sdk', 'build']),
+      KILN_DATA_DIR: dataDir,
+      KILN_WEB_PORT: '0',
+      KILN_SSH_PORT: '0',
+      KILN_WEB_RECONCILE_SECONDS: '2',
+      // One format keeps this second real build short; formats are covered by the SDK's own tests.
+      KILN_SDK_FORMATS: 'raw',
+      KILN_LOG_LEVEL: 'warn',
+    };
+    server = spawn(path.join(repo, 'bin/kiln'), ['serve'], { cwd: tmp.dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    server.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
+    server.stderr!.on('data', (c: Buffer) => { output += c.toString(); });
+    const deadline = Date.now() + 60_000;
+    while (!/Kiln is ready at (\S+)/.test(output)) {
+      if (Date.now() > deadline || server.exitCode !== null) throw new Error(`kiln serve did not start:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    url = /Kiln is ready at (\S+)/.exec(output)![1]!;
+  });
+
+  afterAll(async () => {
+    await openssh?.cleanup();
+    if (server && server.exitCode === null) {
+      server.kill('SIGTERM');
+      await new Promise((r) => server.once('exit', r));
+    }
+    await double?.stop();
+    tmp.cleanup();
+  });
+
+  it('builds in a Jenkins job and serves the same boot-tested bytes through both SSH doors', async () => {
+    const alice = new HttpClient(url);
+    await alice.signUp('alice');
+    const dfId = await alice.createDockerfile('debian-minimal', dockerfile);
+    const pressed = Date.now();
+    const { id } = await alice.build(dfId);
+
+    let build: BuildJson;
+    const deadline = Date.now() + 20 * 60_000;
+    for (;;) {
+      build = ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
+      if (build.final) break;
+      if (Date.now() > deadline) throw new Error(`build still ${build.state}`);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+    const log = ((await (await alice.get(`/api/builds/${id}/log?offset=0`)).json()) as { text: string }).text;
+    expect(build.state, `${build.reason}\n${log.slice(-3000)}`).toBe('succeeded');
+    // The log is Jenkins' console: the shell step's trace and the SDK's progress events.
+    expect(log).toContain('##kiln ');
+    expect(log).toMatch(/Finished: SUCCESS/);
+
+    // Jenkins holds exactly one job for this Dockerfile and exactly one build of it.
+    const job = await (await fetch(new URL(`job/kiln-job-${dfId}/api/json`, double.url), { headers: { authorization: `Basic ${Buffer.from(`${user.name}:${user.token}`).toString('base64')}` } })).json() as { builds: Array<{ number: number }>; buildable: boolean };
+    expect(job.builds.map((b) => b.number)).toEqual([build.backendBuild]);
+    expect(job.buildable).toBe(true);
+
+    const result = JSON.parse(await (await alice.get(`/builds/${id}/artifacts/result.json`)).text()) as {
+      artifacts: Array<{ name: string; sha256: string; size: number }>; bootTests: Array<{ artifact: string; passed: boolean }>;
+    };
+    const raw = result.artifacts.find((a) => a.name === 'image.raw')!;
+    expect(result.bootTests.find((b) => b.artifact === 'image.raw')?.passed).toBe(true);
+
+    const res = await alice.get(`/builds/${id}/artifacts/image.raw`);
+    expect(res.status).toBe(200);
+    const viaWeb = createHash('sha256');
+    for await (const c of res.body as unknown as AsyncIterable<Uint8Array>) viaWeb.update(c);
+    expect(viaWeb.digest('hex')).toBe(raw.sha256);
+    console.log(`e2e jenkins: build-to-download ${((Date.now() - pressed) / 1000).toFixed(1)} s`);
+
+    // The OpenSSH door, same Jenkins: status and the artifact's bytes agree.
+    const clientKey = await ensureKeyPair(defaultKeyPaths(dataDir).client, 'kiln-web');
+    openssh = await startOpenSshGlue({ dataDir: path.join(tmp.dir, 'openssh-glue'), clientKey, env: glueEnv(double, user, [path.join(repo, 'bin/kiln'), 'sdk', 'build']) });
+    const status = await openssh.client.call('build.status', [dfId, build.backendBuild!]);
+    expect(status.state).toBe('succeeded');
+    const viaOpenSsh = createHash('sha256');
+    for await (const c of await openssh.client.artifact(dfId, build.backendBuild!, 'image.raw')) viaOpenSsh.update(c as Buffer);
+    expect(viaOpenSsh.digest('hex')).toBe(raw.sha256);
+  }, 25 * 60_000);
+});
