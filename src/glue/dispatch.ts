@@ -144,15 +144,20 @@ export function errorDocument(err: KilnError): string {
   return JSON.stringify({ error: { code: err.code, message: err.message } }) + '\n';
 }
 
-/** Collects a stream into one buffer, refusing more than `max` bytes (and destroying the stream when it does). */
-export function readCapped(stream: Readable, max: number): Promise<Buffer> {
+/**
+ * Collects a stream into one buffer, refusing more than `max` bytes (and pausing the stream when it does), and
+ * giving up after `timeoutMs` without the end of the body (a client that never sends EOF does not hold a session).
+ */
+export function readCapped(stream: Readable, max: number, timeoutMs?: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let len = 0;
     let done = false;
+    const timer = timeoutMs ? setTimeout(() => finish(() => reject(new KilnError('timeout', 'the request body did not arrive in time'))), timeoutMs) : undefined;
     const finish = (fn: () => void) => {
       if (done) return;
       done = true;
+      clearTimeout(timer);
       stream.off('data', onData);
       fn();
     };

@@ -27,6 +27,8 @@ export interface SshServerOptions {
   maxSessionsPerConnection?: number;
   /** Failed authentication attempts before the connection is dropped. */
   maxAuthAttempts?: number;
+  /** Longest wait for a request body (job.put) to end. */
+  bodyTimeoutMs?: number;
 }
 
 export interface GlueSshServer {
@@ -128,7 +130,7 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
       channel.end();
     };
     try {
-      const res = await glue.handle(command, (max) => readCapped(channel, max), { door: 'ssh2' });
+      const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? 120_000), { door: 'ssh2' });
       channel.resume(); // the body of a verb that takes none is drained and ignored
       if (res.kind === 'json') {
         channel.write(JSON.stringify(res.reply) + '\n');

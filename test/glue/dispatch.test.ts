@@ -88,6 +88,18 @@ describe('glue dispatcher', () => {
     expect(typeof logLines.at(-1)!.durationMs).toBe('number');
   });
 
+  it('gives up on a body that never ends', async () => {
+    const { PassThrough } = await import('node:stream');
+    const { readCapped } = await import('../../src/glue/dispatch.js');
+    const s = new PassThrough();
+    s.write('{"owner":');
+    await expect(readCapped(s, 1000, 100)).rejects.toMatchObject({ code: 'timeout' });
+    const big = new PassThrough();
+    const p = readCapped(big, 10);
+    big.write(Buffer.alloc(11));
+    await expect(p).rejects.toMatchObject({ code: 'too_large' });
+  });
+
   it('caps the body at MAX_STDIN_BYTES', () => {
     expect(() => parseJobSpec(Buffer.alloc(MAX_STDIN_BYTES + 1, 0x20))).toThrow(/larger/);
   });

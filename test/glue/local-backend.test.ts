@@ -142,6 +142,20 @@ describe('local backend', () => {
     expect(await b.listQueue()).toEqual([]);
   });
 
+  it('a cancel from another process (an OpenSSH kiln glue) stops the runner\'s build', async () => {
+    const { b, dir } = await make();
+    await b.putJob(1, spec('sleep 30'));
+    await b.build(1, 'k0000001');
+    await waitFor(b, 1, 1, ['running']);
+    const cli = new LocalBackend({ dataDir: dir, runner: false });
+    await cli.start();
+    const t0 = Date.now();
+    expect(await cli.cancel(1, 1)).toEqual({ state: 'cancelled' });
+    expect(Date.now() - t0).toBeLessThan(8000);
+    expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled', reason: 'cancelled by request' });
+    await cli.close();
+  });
+
   it('after a restart, queued builds resume and running ones end failed: interrupted', async () => {
     const { dir } = await make({ runner: false });
     const sdk = writeFakeSdk(dir);

@@ -120,7 +120,10 @@ export class LocalBackend implements Backend {
     this.started = true;
     if (this.opts.runner === false) return;
     await this.recover();
-    const poll = setInterval(() => this.pump(), this.opts.pollMs ?? 1000);
+    const poll = setInterval(() => {
+      this.pump();
+      this.honourCancelMarkers().catch(() => undefined);
+    }, this.opts.pollMs ?? 1000);
     const sched = setInterval(() => { this.fireSchedules().catch((e) => this.log_.error({ err: e }, 'schedule check failed')); }, this.opts.scheduleCheckMs ?? 60_000);
     poll.unref();
     sched.unref();
@@ -504,6 +507,17 @@ export class LocalBackend implements Backend {
       }
     } catch {
       return undefined;
+    }
+  }
+
+  /**
+   * A cancel from another process (an OpenSSH `kiln glue`) writes the marker and signals the recorded process group;
+   * if it came before the group was recorded, this catches it.
+   */
+  private async honourCancelMarkers(): Promise<void> {
+    for (const [key, r] of this.running) {
+      const [job, build] = key.split('/').map(Number) as [number, number];
+      if (!r.abort.signal.aborted && (await exists(path.join(this.buildDir(job, build), 'cancel')))) r.abort.abort();
     }
   }
 
