@@ -46,9 +46,10 @@ export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 
 const exists = (p: string) => fsp.access(p).then(() => true, () => false);
-const SUPPORTED: Record<string, { name: string; format: 'raw' | 'qcow2' }> = {
-  raw: { name: 'image.raw', format: 'raw' },
-  qcow2: { name: 'image.qcow2', format: 'qcow2' },
+const SUPPORTED: Record<string, { name: string }> = {
+  raw: { name: 'image.raw' },
+  qcow2: { name: 'image.qcow2' },
+  tar: { name: 'rootfs.tar.zst' },
 };
 
 function readDockerfile(buf: Buffer): string {
@@ -172,6 +173,18 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const boot = check.boot!;
     rep.log(`[kiln] kernel ${boot.version}, init ${check.init}, ${check.osRelease.PRETTY_NAME ?? 'unknown OS'}, ${packages.length} packages`);
 
+    let tarArtifact: string | undefined;
+    if (formats.includes('tar')) {
+      await rep.stage('tar', 58, 'writing rootfs.tar.zst', async () => {
+        const file = path.join(outDir, 'rootfs.tar.zst');
+        await fsp.rm(file, { force: true });
+        // GNU tar only reads the tree and stores links as links (no -h), so the hostile-tree rules still hold.
+        const r = await run('tar', ['--zstd', '--numeric-owner', '--sort=name', '--one-file-system', '-C', rootDir, '-cf', file, '.'], { timeoutMs: 20 * 60_000 });
+        if (r.code !== 0) throw new KilnError('build_failed', `tar failed: ${r.stderr.trim().slice(-300)}`);
+        tarArtifact = 'rootfs.tar.zst';
+      });
+    }
+
     const rawPath = formats.includes('raw') ? path.join(outDir, 'image.raw') : path.join(work, 'image.raw');
     const layout: DiskLayout = await rep.stage('disk', 60, 'assembling the disk image', async () => {
       const kernelFile = path.join(work, 'vmlinuz');
@@ -204,6 +217,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
 
     await rep.stage('checksum', 75, 'checksums, manifest, SBOM, provenance', async () => {
       for (const im of images) artifacts.push(await describeArtifact(outDir, im.name, im.format));
+      if (tarArtifact) artifacts.push(await describeArtifact(outDir, tarArtifact, 'tar'));
       const createdAt = new Date().toISOString();
       const baseInfo = bases.map((b) => ({ name: b.name, id: b.id, mirror: b.mirror, suite: b.suite }));
       const manifest = buildManifest({
@@ -226,7 +240,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         startedOn: startedAt, finishedOn: new Date().toISOString(),
       });
       await fsp.writeFile(path.join(outDir, 'provenance.json'), JSON.stringify(provenance, null, 2) + '\n');
-      await writeSha256Sums(outDir, [...images.map((i) => i.name), 'manifest.json', 'sbom.spdx.json', 'provenance.json']);
+      await writeSha256Sums(outDir, [...artifacts.map((a) => a.name), 'manifest.json', 'sbom.spdx.json', 'provenance.json']);
       if (s.signingKeyFile) {
         await signSums(outDir, s.signingKeyFile);
         rep.log('[kiln] SHA256SUMS signed (SHA256SUMS.sig, ssh-keygen -Y, namespace kiln-image)');

@@ -46,7 +46,7 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
 
   beforeAll(async () => {
     for (const k of [key, otherKey]) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-test', '-f', k]);
-    run = await kilnRun(['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), '--out', out, '--format', 'raw,qcow2'],
+    run = await kilnRun(['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), '--out', out, '--format', 'raw,qcow2,tar'],
       { KILN_SDK_BOOT_TIMEOUT_SECONDS: '300', KILN_SDK_SIGNING_KEY_FILE: key });
     result = JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8'));
   }, 900_000);
@@ -97,6 +97,14 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     expect(head.toString('latin1')).toBe('QFI\xfb');
   });
 
+  it('rootfs.tar.zst holds the finished root filesystem', () => {
+    const a = result.artifacts.find((x) => x.name === 'rootfs.tar.zst')!;
+    expect(a.format).toBe('tar');
+    const list = execFileSync('tar', ['--zstd', '-tvf', path.join(out, 'rootfs.tar.zst')], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    expect(list).toMatch(/ \.\/etc\/fstab\n/);
+    expect(list).toMatch(/^-rwsr-xr-x 0\/0 .* \.\/usr\/bin\/su$/m);
+  });
+
   it('both images booted to a login prompt', () => {
     // BIOS for each format; UEFI (OVMF + systemd-boot on the ESP) once, the bytes being the same.
     expect(result.bootTests.map((b) => `${b.artifact}/${b.firmware}`)).toEqual(['image.raw/bios', 'image.qcow2/bios', 'image.raw/uefi']);
@@ -136,7 +144,7 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     expect(prov.subject).toEqual(expect.arrayContaining(result.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256 } }))));
     expect(prov.predicate.buildDefinition.resolvedDependencies[0].digest.sha256).toBe(m.baseImages[0].id.slice(7));
     const sums = await fsp.readFile(path.join(out, 'SHA256SUMS'), 'utf8');
-    expect(sums.split('\n').filter(Boolean).map((l) => l.slice(66)).sort()).toEqual(['image.qcow2', 'image.raw', 'manifest.json', 'provenance.json', 'sbom.spdx.json']);
+    expect(sums.split('\n').filter(Boolean).map((l) => l.slice(66)).sort()).toEqual(['image.qcow2', 'image.raw', 'manifest.json', 'provenance.json', 'rootfs.tar.zst', 'sbom.spdx.json']);
     expect(existsSync(path.join(out, 'SHA256SUMS.sig'))).toBe(true);
   });
 
