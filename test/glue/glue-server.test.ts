@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { ensureKeyPair, defaultKeyPaths } from '../../src/shared/ssh-keys.js';
+import { createSshGlueClient } from '../../src/web/glue-client/ssh.js';
+import { fakeSpec, freePort, writeFakeSdk } from '../helpers/glue.js';
+import { tempDir } from '../helpers/tmp.js';
+import { statSync } from 'node:fs';
+
+describe('kiln glue-server (composition root)', () => {
+  it('creates its keys on first start, serves the web key over SSH, runs builds, stops on SIGTERM', async () => {
+    const t = tempDir('kiln-glue-server-');
+    const port = await freePort();
+    const sdk = writeFakeSdk(t.dir);
+    const child = spawn(path.resolve('bin/kiln'), ['glue-server'], {
+      env: { PATH: process.env.PATH, KILN_DATA_DIR: t.dir, KILN_SSH_PORT: String(port), KILN_GLUE_SDK_COMMAND: sdk.join(','), KILN_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout!.on('data', (c: Buffer) => {
+          out += c;
+          if (out.includes('\n')) resolve(out);
+        });
+        child.once('exit', (c) => reject(new Error(`glue-server exited ${c}`)));
+      });
+      const fp = /host key SHA256:([A-Za-z0-9+/]+)/.exec(line)?.[1];
+      expect(line).toContain(`listening on 127.0.0.1:${port}`);
+      expect(fp).toBeTruthy();
+      const paths = defaultKeyPaths(t.dir);
+      expect(statSync(paths.host).mode & 0o777).toBe(0o600);
+      expect(statSync(paths.client).mode & 0o777).toBe(0o600);
+      const web = await ensureKeyPair(paths.client); // what `kiln web` does: the same key, not a new one
+      const host = await ensureKeyPair(paths.host);
+      expect(host.fingerprint).toBe(fp);
+      const client = createSshGlueClient({ host: '127.0.0.1', port, username: 'kiln', privateKey: web.privateKey, hostFingerprint: fp!, timeoutMs: 10_000 });
+      try {
+        expect(await client.call('ping', [])).toEqual({ protocol: 1, backend: 'local' });
+        await client.call('job.put', [1], JSON.stringify(fakeSpec()));
+        await client.call('job.build', [1, 'server-key-1']);
+        let state = '';
+        for (let i = 0; i < 200 && state !== 'succeeded'; i++) {
+          state = (await client.call('build.status', [1, 1])).state;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        expect(state).toBe('succeeded');
+      } finally {
+        await client.close();
+      }
+      child.kill('SIGTERM');
+      const code = await new Promise((r) => child.once('exit', r));
+      expect(code).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      t.cleanup();
+    }
+  });
+});
