@@ -12,6 +12,8 @@
   var stageEl = document.getElementById('stage');
   var artifactsEl = document.getElementById('artifacts');
   var shaEl = document.getElementById('sha');
+  var cancelEl = document.getElementById('cancel');
+  var finishedEl = document.getElementById('finished');
   var offset = 0;
   var final = main.getAttribute('data-final') === 'true';
   var MAX_LOG_CHARS = 512 * 1024;
@@ -54,6 +56,8 @@
       shaEl.textContent = 'image sha256 ' + b.imageSha256;
     }
     final = !!b.final;
+    if (cancelEl) cancelEl.hidden = final;
+    if (finishedEl && b.finishedAt) finishedEl.textContent = String(b.finishedAt).replace('T', ' ').slice(0, 19);
   }
 
   function pollLog() {

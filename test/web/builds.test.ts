@@ -187,6 +187,35 @@ describe('builds', () => {
     expect(row.reason).toBe('disk full');
   });
 
+  it('cancel: a queued build is cancelled through the glue, an undispatched one locally; final builds stay', async () => {
+    const { id, token } = await a.build(dfId);
+    const r = await a.postForm(`/builds/${id}/cancel`, { _csrf: token });
+    expect(r.status).toBe(303);
+    expect((await getBuild(a, id)).state).toBe('cancelled');
+    const bn = Number((await w.db('builds').where({ id }).first()).backend_build);
+    expect(w.glue.jobs.get(dfId)!.builds.get(bn)!.state).toBe('cancelled');
+    w.glue.available = false;
+    const second = await a.build(dfId);
+    const calls = w.glue.calls.length;
+    const t = await a.apiToken();
+    const j = await a.postJson(`/api/builds/${second.id}/cancel`, {}, { 'x-csrf-token': t });
+    expect(j.status).toBe(200);
+    expect(((await j.json()) as { build: { state: string } }).build.state).toBe('cancelled');
+    expect(w.glue.calls.length).toBe(calls);
+    w.glue.available = true;
+    await reconcile(w.db, w.glue);
+    expect((await w.db('builds').where({ id: second.id }).first()).state).toBe('cancelled');
+    const done = await w.db('builds').where({ state: 'succeeded' }).first();
+    await a.postJson(`/api/builds/${done.id}/cancel`, {}, { 'x-csrf-token': t });
+    expect((await w.db('builds').where({ id: done.id }).first()).state).toBe('succeeded');
+    // not yours: 404, nothing cancelled
+    const third = await a.build(dfId);
+    const bt = await b.apiToken();
+    expect((await b.postJson(`/api/builds/${third.id}/cancel`, {}, { 'x-csrf-token': bt })).status).toBe(404);
+    expect((await w.db('builds').where({ id: third.id }).first()).state).toBe('queued');
+    await a.postJson(`/api/builds/${third.id}/cancel`, {}, { 'x-csrf-token': t });
+  });
+
   it('a glue refusal (not an outage) fails the build with the glue\'s message', async () => {
     const orig = w.glue.call.bind(w.glue);
     w.glue.call = (async (verb: string, args: ReadonlyArray<string | number>, stdin?: string | Buffer) => {

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { KilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
-import { getBuild, openArtifact, readLog, requestBuild } from '../services/builds.js';
+import { cancelBuild, getBuild, openArtifact, readLog, requestBuild } from '../services/builds.js';
 import { createDockerfile, getDockerfileView, listDockerfilesFor } from '../services/dockerfiles.js';
 import { decodeDockerfile } from '../validation.js';
 import { sendArtifact } from './pages.js';
@@ -54,6 +54,10 @@ export function apiRoutes(ctx: AppContext): Router {
 
   r.get('/builds/:id', requireUser, async (req, res) => {
     res.json({ build: buildJson(await getBuild(s, actorOf(req), req.params.id)) });
+  });
+
+  r.post('/builds/:id/cancel', requireUser, async (req, res) => {
+    res.json({ build: buildJson(await cancelBuild(s, actorOf(req), req.params.id)) });
   });
 
   r.get('/builds/:id/log', requireUser, async (req, res) => {

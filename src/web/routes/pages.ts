@@ -2,10 +2,10 @@ import { pipeline } from 'node:stream/promises';
 import { Router, type Request, type Response } from 'express';
 import multer from 'multer';
 import { KilnError, isKilnError } from '../../shared/errors.js';
-import { listBuildsOfOwner } from '../../db/index.js';
+import { getVersion, listBuildsOfOwner } from '../../db/index.js';
 import type { AppContext } from '../app.js';
 import { ownerScope } from '../services/access.js';
-import { getBuild, openArtifact, requestBuild, type ArtifactDownload } from '../services/builds.js';
+import { cancelBuild, getBuild, openArtifact, requestBuild, type ArtifactDownload } from '../services/builds.js';
 import { createDockerfile, getDockerfileView, listDockerfilesFor } from '../services/dockerfiles.js';
 import { decodeDockerfile } from '../validation.js';
 import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
@@ -93,7 +93,13 @@ export function pageRoutes(ctx: AppContext): Router {
   r.get('/builds/:id', requireUser, async (req, res) => {
     const build = await getBuild(s, actorOf(req), req.params.id);
     const view = await getDockerfileView(s.db, actorOf(req), String(build.dockerfile_id));
-    render(req, res, 'build.njk', { build, buildJson: buildJson(build), dockerfile: view.dockerfile });
+    const version = await getVersion(s.db, build.version_id);
+    render(req, res, 'build.njk', { build, buildJson: buildJson(build), dockerfile: view.dockerfile, versionSha: version?.sha256 ?? '' });
+  });
+
+  r.post('/builds/:id/cancel', requireUser, async (req, res) => {
+    const b = await cancelBuild(s, actorOf(req), req.params.id);
+    res.redirect(303, `/builds/${b.id}`);
   });
 
   r.get('/builds/:id/artifacts/:name', requireUser, async (req, res) => {

@@ -181,6 +181,25 @@ export async function getBuild(s: Services, actor: Actor, rawId: unknown): Promi
   return b;
 }
 
+/**
+ * Cancels a build the actor may see. Final builds are left as they are; a build the glue never got is cancelled
+ * here; otherwise the glue cancels it (idempotent there) and the row follows its answer.
+ */
+export async function cancelBuild(s: Services, actor: Actor, rawId: unknown): Promise<BuildRow> {
+  const b = await buildFor(s.db, actor, rawId);
+  if (isFinal(b.state)) return b;
+  if (b.backend_build == null) {
+    await updateBuild(s.db, b.id, ['requested'], { state: 'cancelled', reason: 'Cancelled before it started.', finished_at: nowIso() });
+  } else {
+    const r = await s.glue.call('build.cancel', [b.dockerfile_id, b.backend_build]);
+    if (isFinal(r.state)) {
+      await updateBuild(s.db, b.id, ACTIVE_STATES, { state: r.state, ...(r.state === 'cancelled' ? { reason: 'Cancelled.' } : {}), finished_at: nowIso() });
+    }
+  }
+  s.logger.info({ build: b.id, user: actor.id }, 'build cancel requested');
+  return (await findBuild(s.db, b.id, null))!;
+}
+
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
 /** Build output is attacker-written: escapes and control characters are removed (the page sets it as text). */
