@@ -20,6 +20,13 @@ function classify(err: unknown): KilnError | undefined {
   if (err instanceof Error && /Multipart|Unexpected end of form|Malformed part header/i.test(err.message)) {
     return new KilnError('bad_request', 'The upload is malformed.');
   }
+  // http-errors from express itself, send (static files) and the router (bad %-encoding): client errors only.
+  const st = e?.status ?? e?.statusCode;
+  if (typeof st === 'number' && st >= 400 && st < 500) {
+    if (st === 404) return new KilnError('not_found', 'Not found');
+    if (st === 403) return new KilnError('forbidden', 'Forbidden');
+    return new KilnError('bad_request', 'Bad request');
+  }
   if (isBusy(err)) return new KilnError('backend_unavailable', 'The server is busy; try again in a moment.', { detail: { retryAfterSeconds: 1 } });
   if (e?.code === 'EBADCSRFTOKEN') return new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.');
   return undefined;

@@ -255,6 +255,14 @@ describe('security headers', () => {
     }
   });
 
+  it('missing static files and malformed URLs are client errors, not 500s', async () => {
+    const c = w.client();
+    expect((await c.get('/static/nope.js')).status).toBe(404);
+    expect((await c.get('/static/../package.json')).status).toBe(404);
+    expect((await c.get('/static/%2e%2e/package.json')).status).toBe(404);
+    expect([400, 404]).toContain((await c.get('/builds/%E0%A4%A')).status);
+  });
+
   it('unknown errors are a generic 500 without a stack', async () => {
     const c = w.client();
     await c.signUp('zed');
