@@ -14,6 +14,8 @@ export interface BootTestOptions {
   image: string;
   artifact: string;
   format: 'raw' | 'qcow2';
+  /** cdrom: the image is an ISO, attached read-only as a CD and booted from it. */
+  media?: 'disk' | 'cdrom';
   accel: 'tcg' | 'kvm';
   timeoutSeconds: number;
   /** Where the whole serial log is kept. */
@@ -46,7 +48,9 @@ const SERIAL_TAIL = 16 * 1024;
 export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   const firmware = o.firmware ?? 'bios';
   const args = ['-accel', o.accel, '-m', String(o.memoryMb ?? 1024), '-smp', '2', '-nographic', '-no-reboot', '-snapshot',
-    '-drive', `file=${o.image},format=${o.format},if=virtio`];
+    ...(o.media === 'cdrom'
+      ? ['-drive', `file=${o.image},format=raw,media=cdrom,readonly=on`, '-boot', 'd']
+      : ['-drive', `file=${o.image},format=${o.format},if=virtio`])];
   if (firmware === 'uefi' && o.ovmfCode) {
     args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${o.ovmfCode}`);
     if (o.ovmfVars) args.push('-drive', `if=pflash,format=raw,unit=1,file=${o.ovmfVars}`);

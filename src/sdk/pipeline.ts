@@ -14,8 +14,9 @@ import { imageInfo } from './docker-util.js';
 import { exportRootfs } from './export.js';
 import type { ExtractStats } from './extract.js';
 import { finishRootfs } from './finish.js';
-import { copyOut, lstatIn } from './fsroot.js';
+import { copyOut, lstatIn, writeFileIn } from './fsroot.js';
 import { assembleDisk, KERNEL_CMDLINE, planDisk, SYSTEMD_BOOT_EFI, type DiskLayout } from './disk.js';
+import { makeIso } from './iso.js';
 import { buildManifest, buildSpdx, readPackages, writeSha256Sums, type DebPackage } from './manifest.js';
 import { checkDockerfile } from './policy.js';
 import { buildProvenance } from './provenance.js';
@@ -50,6 +51,7 @@ const SUPPORTED: Record<string, { name: string }> = {
   raw: { name: 'image.raw' },
   qcow2: { name: 'image.qcow2' },
   tar: { name: 'rootfs.tar.zst' },
+  iso: { name: 'image.iso' },
 };
 
 function readDockerfile(buf: Buffer): string {
@@ -129,6 +131,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const rootDir = path.join(work, 'rootfs');
     const maxBytes = s.maxImageMb * 2 ** 20;
     let imageId = built.id;
+    let imageTag = built.tag;
     let stats: ExtractStats = await rep.stage('export', 45, 'exporting the filesystem', () => exportRootfs(deps.docker, imageId, rootDir, maxBytes, rep));
     let check = await checkBootable(rootDir);
 
@@ -151,6 +154,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         };
         const extra = await dockerBuild(deps.docker, layer, buildTag(layer, 'bootable'), buildSettings, rep);
         imageId = extra.id;
+        imageTag = extra.tag;
         await fsp.rm(rootDir, { recursive: true, force: true });
         stats = await exportRootfs(deps.docker, imageId, rootDir, maxBytes, rep);
         check = await checkBootable(rootDir);
@@ -185,6 +189,34 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       });
     }
 
+    let isoBuilt = false;
+    if (formats.includes('iso')) {
+      await rep.stage('iso', 59, 'making the live ISO (adds live-boot in a layer of its own)', async () => {
+        const live = {
+          dockerfileText: `FROM ${imageTag}\nUSER root\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends live-boot && apt-get clean && rm -rf /var/lib/apt/lists/*\n`,
+          buildArgs: {},
+        };
+        const liveImg = await dockerBuild(deps.docker, live, buildTag(live, 'live'), buildSettings, rep);
+        const liveRoot = path.join(work, 'liveroot');
+        await exportRootfs(deps.docker, liveImg.id, liveRoot, maxBytes, rep);
+        await finishRootfs(liveRoot, rep);
+        // live-boot mounts the root (an overlay on the squashfs): no fstab entry for it.
+        await writeFileIn(liveRoot, '/etc/fstab', '# Live system: live-boot mounts the root filesystem.\n');
+        await resetSshHostKeys(liveRoot, rep);
+        await installAppService(liveRoot, runtime, rep);
+        const lb = await checkBootable(liveRoot);
+        if (!lb.boot?.initrd) throw new KilnError('build_failed', 'The live image has no kernel and initrd');
+        const k = path.join(work, 'live-vmlinuz');
+        const i = path.join(work, 'live-initrd.img');
+        await copyOut(liveRoot, lb.boot.kernel, k);
+        await copyOut(liveRoot, lb.boot.initrd, i);
+        await makeIso({ rootDir: liveRoot, workDir: work, kernelFile: k, initrdFile: i, out: path.join(outDir, 'image.iso') });
+        await fsp.rm(liveRoot, { recursive: true, force: true });
+        notes.push('image.iso is a live system: the same image plus live-boot, root on a squashfs');
+        isoBuilt = true;
+      });
+    }
+
     const rawPath = formats.includes('raw') ? path.join(outDir, 'image.raw') : path.join(work, 'image.raw');
     const layout: DiskLayout = await rep.stage('disk', 60, 'assembling the disk image', async () => {
       const kernelFile = path.join(work, 'vmlinuz');
@@ -202,7 +234,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       return layout;
     });
 
-    const images: { name: string; format: 'raw' | 'qcow2'; file: string }[] = [];
+    const images: { name: string; format: 'raw' | 'qcow2' | 'iso'; file: string }[] = [];
     if (formats.includes('raw')) images.push({ name: 'image.raw', format: 'raw', file: rawPath });
     if (formats.includes('qcow2')) {
       const q = path.join(outDir, 'image.qcow2');
@@ -214,6 +246,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       });
       images.push({ name: 'image.qcow2', format: 'qcow2', file: q });
     }
+    if (isoBuilt) images.push({ name: 'image.iso', format: 'iso', file: path.join(outDir, 'image.iso') });
 
     await rep.stage('checksum', 75, 'checksums, manifest, SBOM, provenance', async () => {
       for (const im of images) artifacts.push(await describeArtifact(outDir, im.name, im.format));
@@ -249,9 +282,10 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
 
     // BIOS for every format; UEFI once (same bytes in every format) when the disk has an ESP and OVMF is here.
     const uefi = layout.label === 'gpt' && (await exists(OVMF_CODE)) && (await exists(OVMF_VARS));
+    const disks = images.filter((im) => im.format !== 'iso');
     const runs = [
       ...images.map((im) => ({ im, firmware: 'bios' as const })),
-      ...(uefi && images[0] ? [{ im: images[0], firmware: 'uefi' as const }] : []),
+      ...(uefi && disks[0] ? [{ im: disks[0], firmware: 'uefi' as const }] : []),
     ];
     await rep.stage('boot', 80, `boot tests: ${runs.map((r) => `${r.im.name} (${r.firmware})`).join(', ')}, ${s.accel}`, async () => {
       for (const [i, { im, firmware }] of runs.entries()) {
@@ -262,7 +296,8 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
           await fsp.copyFile(OVMF_VARS, vars);
         }
         const res = await bootTest({
-          image: im.file, artifact: im.name, format: im.format, accel: s.accel, timeoutSeconds: s.bootTimeoutSeconds,
+          image: im.file, artifact: im.name, format: im.format === 'iso' ? 'raw' : im.format, media: im.format === 'iso' ? 'cdrom' : 'disk',
+          accel: s.accel, timeoutSeconds: s.bootTimeoutSeconds,
           firmware, ovmfCode: OVMF_CODE, ovmfVars: vars,
           serialLogFile: path.join(outDir, `serial-${im.name}${firmware === 'uefi' ? '-uefi' : ''}.log`),
           expect: appInstalled ? [/Started kiln-app\.service/] : [],

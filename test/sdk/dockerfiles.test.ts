@@ -14,12 +14,12 @@ const repo = path.resolve(import.meta.dirname, '../..');
 const t = tempDir('kiln-sdk-df-');
 afterAll(() => t.cleanup());
 
-interface Built { code: number | null; out: string; result: { ok: boolean; error?: { message: string }; bootTests: { passed: boolean; reason?: string }[] }; log: string; serial: string; manifest: { notes: string[]; os: { versionCodename: string } } }
+interface Built { code: number | null; out: string; result: { ok: boolean; error?: { message: string }; bootTests: { artifact: string; passed: boolean; reason?: string }[] }; log: string; serial: string; manifest: { notes: string[]; os: { versionCodename: string } } }
 
-function build(name: string, extra: string[] = []): Promise<Built> {
+function build(name: string, extra: string[] = [], formats = 'raw'): Promise<Built> {
   const out = path.join(t.dir, name);
   return new Promise((resolve, reject) => {
-    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles', name, 'Dockerfile'), '--out', out, '--format', 'raw', ...extra],
+    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles', name, 'Dockerfile'), '--out', out, '--format', formats, ...extra],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, KILN_SDK_BOOT_TIMEOUT_SECONDS: '300' } });
     p.on('error', reject);
     p.on('close', async (code) => {
@@ -56,9 +56,14 @@ async function catFromImage(raw: string, guestPath: string): Promise<{ code: num
 const LONG = 900_000;
 
 describe('example Dockerfiles build and boot', () => {
-  it('app-multistage: CMD of a multi-stage build runs as a service after boot (with a --build-arg)', async () => {
-    const b = await build('app-multistage', ['--build-arg', 'GREETING=from-the-test']);
+  it('app-multistage: CMD of a multi-stage build runs as a service after boot (with a --build-arg), also from the live ISO', async () => {
+    const b = await build('app-multistage', ['--build-arg', 'GREETING=from-the-test'], 'raw,iso');
     expectBooted(b);
+    const iso = b.result.bootTests.find((x) => x.artifact === 'image.iso');
+    expect(iso?.passed, iso?.reason).toBe(true);
+    const isoSerial = await fsp.readFile(path.join(b.out, 'serial-image.iso.log'), 'latin1');
+    expect(isoSerial).toMatch(/boot=live/);
+    expect(isoSerial).toContain('kiln-demo-app: running, greeting=from-the-test');
     expect(b.serial).toMatch(/Started .*kiln-app\.service/);
     expect(b.serial).toContain('kiln-demo-app: running, greeting=from-the-test');
     expect(b.manifest.notes.join('\n')).toContain('kiln-app.service');
