@@ -104,6 +104,9 @@ describe('builds', () => {
     expect(part.status).toBe(206);
     expect(part.headers.get('content-range')).toBe(`bytes 16-31/${image.length}`);
     expect(Buffer.from(await part.arrayBuffer()).toString()).toBe('0123456789abcdef');
+    const head = await a.request(`/builds/${id}/artifacts/image.raw`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-length')).toBe(String(image.length));
     const html = await (await a.get(`/builds/${id}`)).text();
     expect(html).toContain(`kiln-${id}`.slice(0, 0) + `/builds/${id}/artifacts/image.raw`);
     expect(html).toContain('<script src="/static/build.js" defer></script>');

@@ -4,6 +4,8 @@ import ssh2, { type ClientChannel } from 'ssh2';
 import { EXIT_CODES, REPLIES, errorReplySchema, formatCommand, type ArtifactName, type Reply } from '../../protocol/index.js';
 import { ERROR_CODES, KilnError, type ErrorCode } from '../../shared/errors.js';
 import { silentLogger, type Logger } from '../../shared/logger.js';
+import { defaultKeyPaths, ensureKeyPair } from '../../shared/ssh-keys.js';
+import type { FrozenConfig } from '../../config/index.js';
 import type { GlueClient } from './types.js';
 
 const { Client } = ssh2;
@@ -274,6 +276,24 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
       c?.end();
     },
   };
+}
+
+/**
+ * The web's GlueClient from config: the client key at ssh.clientKeyFile (default <dataDir>/ssh/web_ed25519, created
+ * on first start; the built-in glue server authorizes that same key by default) and the pinned host fingerprint
+ * from `opts.hostFingerprint` (the embedded setup passes startGlueServer's) or ssh.hostFingerprint. Without a pin
+ * it refuses to start: a host key is never trusted on first use.
+ */
+export async function sshGlueClientFromConfig(cfg: FrozenConfig, opts: { hostFingerprint?: string; logger?: Logger } = {}): Promise<GlueClient> {
+  const hostFingerprint = opts.hostFingerprint ?? cfg.ssh.hostFingerprint;
+  if (!hostFingerprint) {
+    throw new KilnError('invalid_input', 'Set KILN_SSH_HOST_FINGERPRINT to the glue host key fingerprint (the glue server prints it): it is never trusted on first use');
+  }
+  const key = await ensureKeyPair(cfg.ssh.clientKeyFile ?? defaultKeyPaths(cfg.dataDir).client, 'kiln-web');
+  return createSshGlueClient({
+    host: cfg.ssh.host, port: cfg.ssh.port, username: cfg.ssh.user, privateKey: key.privateKey, hostFingerprint,
+    timeoutMs: cfg.ssh.timeoutMs, ...(opts.logger ? { logger: opts.logger } : {}),
+  });
 }
 
 const CODE_BY_EXIT = new Map<number, ErrorCode>(

@@ -65,7 +65,7 @@ export function apiRoutes(ctx: AppContext): Router {
   });
 
   r.get('/builds/:id/artifacts/:name', requireUser, async (req, res) => {
-    await sendArtifact(res, await openArtifact(s, actorOf(req), req.params.id, req.params.name, req.get('range')));
+    await sendArtifact(req, res, await openArtifact(s, actorOf(req), req.params.id, req.params.name, req.get('range')));
   });
 
   return r;

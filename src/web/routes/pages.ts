@@ -11,7 +11,7 @@ import { decodeDockerfile } from '../validation.js';
 import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
 
 /** Sends an artifact as an opaque download under a server-made name. */
-export async function sendArtifact(res: Response, d: ArtifactDownload): Promise<void> {
+export async function sendArtifact(req: Request, res: Response, d: ArtifactDownload): Promise<void> {
   res.set({
     'Content-Type': 'application/octet-stream',
     'Content-Disposition': `attachment; filename="${d.filename}"`,
@@ -26,7 +26,18 @@ export async function sendArtifact(res: Response, d: ArtifactDownload): Promise<
   } else {
     res.set('Content-Length', String(d.size));
   }
-  await pipeline(d.stream, res);
+  if (req.method === 'HEAD') {
+    d.stream.destroy();
+    res.end();
+    return;
+  }
+  try {
+    await pipeline(d.stream, res);
+  } catch (e) {
+    // The client went away mid-download: nothing to answer and nothing wrong on our side.
+    if (res.destroyed || (e as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+    throw e;
+  }
 }
 
 /** HTML pages. Handlers parse, call one service, render. */
@@ -103,7 +114,7 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   r.get('/builds/:id/artifacts/:name', requireUser, async (req, res) => {
-    await sendArtifact(res, await openArtifact(s, actorOf(req), req.params.id, req.params.name, req.get('range')));
+    await sendArtifact(req, res, await openArtifact(s, actorOf(req), req.params.id, req.params.name, req.get('range')));
   });
 
   return r;
