@@ -6,7 +6,8 @@ import { sdkBuild } from '../sdk/pipeline.js';
 import { writeFailureResult } from '../sdk/result.js';
 import { SDK_VERSION } from '../sdk/version.js';
 
-const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR] [--format raw[,qcow2]] [--build-arg K=V]...
+const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR|DIR] [--format raw,qcow2,tar,iso]
+                      [--build-arg K=V]... [--boot-firmware bios,uefi]
 
 Builds the Dockerfile with the local Docker engine, turns the result into a bootable disk image, boot-tests it in
 QEMU and writes DIR/image.*, DIR/build.log and DIR/result.json. Progress events are printed as '##kiln {json}' lines.
@@ -36,6 +37,7 @@ export async function main(argv: string[]): Promise<number> {
         context: { type: 'string' },
         format: { type: 'string' },
         'build-arg': { type: 'string', multiple: true },
+        'boot-firmware': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -60,9 +62,14 @@ export async function main(argv: string[]): Promise<number> {
       if (!m) throw new KilnError('invalid_input', `--build-arg must be NAME=VALUE, got ${JSON.stringify(kv.slice(0, 80))}`);
       buildArgs[m[1]!] = m[2]!;
     }
+    let bootFirmware: ('bios' | 'uefi')[] | undefined;
+    if (values['boot-firmware'] !== undefined) {
+      bootFirmware = values['boot-firmware'].split(',').map((f) => f.trim()).filter(Boolean) as ('bios' | 'uefi')[];
+      if (bootFirmware.some((f) => f !== 'bios' && f !== 'uefi')) throw new KilnError('invalid_input', '--boot-firmware takes bios, uefi or bios,uefi');
+    }
     const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
     const result = await sdkBuild({ docker, settings: config.sdk }, {
-      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs,
+      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs, bootFirmware,
     });
     if (!result.ok) process.stderr.write(`kiln sdk build: ${result.error?.code}: ${result.error?.message}\n`);
     return result.ok ? 0 : 1;

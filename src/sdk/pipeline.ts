@@ -33,6 +33,8 @@ export interface SdkBuildOptions {
   contextTar?: string;
   formats: readonly OutputFormat[];
   buildArgs: Readonly<Record<string, string>>;
+  /** Firmwares to boot-test with; default both (UEFI only when the disk is GPT and OVMF is installed). */
+  bootFirmware?: readonly ('bios' | 'uefi')[];
 }
 
 export interface SdkDeps {
@@ -281,10 +283,11 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     });
 
     // BIOS for every format; UEFI once (same bytes in every format) when the disk has an ESP and OVMF is here.
-    const uefi = layout.label === 'gpt' && (await exists(OVMF_CODE)) && (await exists(OVMF_VARS));
+    const wantFw = o.bootFirmware ?? ['bios', 'uefi'];
+    const uefi = wantFw.includes('uefi') && layout.label === 'gpt' && (await exists(OVMF_CODE)) && (await exists(OVMF_VARS));
     const disks = images.filter((im) => im.format !== 'iso');
     const runs = [
-      ...images.map((im) => ({ im, firmware: 'bios' as const })),
+      ...(wantFw.includes('bios') ? images.map((im) => ({ im, firmware: 'bios' as const })) : []),
       ...(uefi && disks[0] ? [{ im: disks[0], firmware: 'uefi' as const }] : []),
     ];
     await rep.stage('boot', 80, `boot tests: ${runs.map((r) => `${r.im.name} (${r.firmware})`).join(', ')}, ${s.accel}`, async () => {

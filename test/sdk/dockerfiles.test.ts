@@ -19,7 +19,7 @@ interface Built { code: number | null; out: string; result: { ok: boolean; error
 function build(name: string, extra: string[] = [], formats = 'raw'): Promise<Built> {
   const out = path.join(t.dir, name);
   return new Promise((resolve, reject) => {
-    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles', name, 'Dockerfile'), '--out', out, '--format', formats, ...extra],
+    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles', name, 'Dockerfile'), '--out', out, '--format', formats, '--boot-firmware', 'bios', ...extra],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, KILN_SDK_BOOT_TIMEOUT_SECONDS: '300' } });
     p.on('error', reject);
     p.on('close', async (code) => {
