@@ -7,7 +7,6 @@
 import { randomBytes } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import session from 'express-session';
-import { ConnectSessionKnexStore } from 'connect-session-knex';
 import nunjucks from 'nunjucks';
 import passportPkg from 'passport';
 import { rateLimit } from 'express-rate-limit';
@@ -18,6 +17,7 @@ import type { Logger } from '../shared/logger.js';
 import { KilnError, isKilnError } from '../shared/errors.js';
 import type { GlueClient } from './glue-client/types.js';
 import { csrf, sameOriginOnly, securityHeaders } from './security.js';
+import { SafeKnexStore } from './session-store.js';
 import { DEFAULT_LOGIN_LIMITS, type Actor, type LoginLimits, type Services } from './services/context.js';
 import { PasswordHasher } from './services/passwords.js';
 import { authenticate, userForSession, type SessionUser } from './services/users.js';
@@ -100,8 +100,8 @@ export function createApp(opts: AppOptions): KilnApp {
   // JSON escapes can grow text up to 6x; validation then enforces the byte limit on the decoded text.
   app.use(express.json({ limit: max * 6 + 16 * 1024 }));
 
-  const store = new ConnectSessionKnexStore({ knex: db, tableName: 'sessions', createTable: false, cleanupInterval: 10 * 60_000,
-    onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') });
+  const store = new SafeKnexStore({ knex: db, tableName: 'sessions', createTable: false, cleanupInterval: 10 * 60_000,
+    onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') }, logger);
   const cookieName = secureCookie ? '__Host-sid' : 'kiln.sid';
   app.set('kiln.cookie', { name: cookieName, secure: secureCookie });
   app.use(session({
