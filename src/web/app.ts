@@ -143,10 +143,10 @@ export function createApp(opts: AppOptions): KilnApp {
 
   const { protect, token } = csrf();
   // Multipart bodies are parsed by the one route that takes uploads, which checks the token after parsing.
-  const MULTIPART_PATHS = new Set(['/dockerfiles']);
+  const MULTIPART_PATHS = /^\/dockerfiles(?:\/[1-9][0-9]{0,11})?$/;
   app.use((req: Request, _res: Response, next: NextFunction) => {
     if (req.method !== 'POST' || !req.is('multipart/form-data')) return protect(req, _res, next);
-    if (!MULTIPART_PATHS.has(req.path)) return next(new KilnError('bad_request', 'Unexpected upload.'));
+    if (!MULTIPART_PATHS.test(req.path)) return next(new KilnError('bad_request', 'Unexpected upload.'));
     next();
   });
 

@@ -205,3 +205,44 @@ describe('Dockerfile display: stored XSS is shown as text', () => {
     expect(await raw.text()).toBe(payload);
   });
 });
+
+describe('Dockerfile edits make versions; builds keep theirs', () => {
+  let w: TestWeb;
+  beforeAll(async () => { w = await startTestWeb(); });
+  afterAll(async () => { await w?.close(); });
+
+  it('edit -> new version, old build still points at the old one; bad edits and other users change nothing', async () => {
+    const a = w.client();
+    await a.signUp('alice');
+    const id = await a.createDockerfile('web', GOOD);
+    const first = await a.build(id);
+    const v1 = (await w.db('builds').where({ id: first.id }).first()).version_id;
+    const t = await a.token(`/dockerfiles/${id}/edit`);
+    const f = new FormData();
+    f.set('_csrf', t);
+    f.set('content', GOOD + 'RUN echo v2\n');
+    expect((await a.postMultipart(`/dockerfiles/${id}`, f)).status).toBe(303);
+    const second = await a.build(id);
+    const v2 = (await w.db('builds').where({ id: second.id }).first()).version_id;
+    expect(v2).not.toBe(v1);
+    expect((await w.db('dockerfile_versions').where({ id: v1 }).first()).content).toBe(GOOD);
+    expect((await w.db('dockerfile_versions').where({ id: v2 }).first()).content).toBe(GOOD + 'RUN echo v2\n');
+    const n = async () => Number((await w.db('dockerfile_versions').count({ n: '*' }))[0]!.n);
+    const before = await n();
+    const bad = new FormData();
+    bad.set('_csrf', t);
+    bad.set('file', new Blob([Uint8Array.from([0x46, 0x00])]), 'x');
+    const r = await a.postMultipart(`/dockerfiles/${id}`, bad);
+    expect(r.status).toBe(422);
+    expect(await r.text()).toContain('NUL');
+    const at = await a.apiToken();
+    expect((await a.postJson(`/api/dockerfiles/${id}`, { content: GOOD + 'RUN echo v2\n' }, { 'x-csrf-token': at })).status).toBe(200);
+    expect(await n()).toBe(before);
+    const b = w.client();
+    await b.signUp('bob');
+    const bt = await b.apiToken();
+    expect((await b.postJson(`/api/dockerfiles/${id}`, { content: 'FROM evil\n' }, { 'x-csrf-token': bt })).status).toBe(404);
+    expect((await b.get(`/dockerfiles/${id}/edit`)).status).toBe(404);
+    expect(await n()).toBe(before);
+  });
+});

@@ -2,7 +2,7 @@ import { Router } from 'express';
 import { KilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
 import { cancelBuild, getBuild, openArtifact, readLog, requestBuild } from '../services/builds.js';
-import { createDockerfile, getDockerfileView, listDockerfilesFor } from '../services/dockerfiles.js';
+import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile } from '../services/dockerfiles.js';
 import { decodeDockerfile } from '../validation.js';
 import { sendArtifact } from './pages.js';
 import { actorOf, buildJson, requireUser } from './util.js';
@@ -26,15 +26,7 @@ export function apiRoutes(ctx: AppContext): Router {
 
   r.post('/dockerfiles', requireUser, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
-    let content: string;
-    if (typeof body.contentBase64 === 'string') {
-      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body.contentBase64)) throw new KilnError('invalid_input', 'contentBase64 is not base64.');
-      content = decodeDockerfile(Buffer.from(body.contentBase64, 'base64'), s.config.web.maxDockerfileBytes);
-    } else if (typeof body.content === 'string') {
-      content = body.content;
-    } else {
-      throw new KilnError('invalid_input', 'The Dockerfile is empty.');
-    }
+    const content = contentOf(body, s.config.web.maxDockerfileBytes);
     const df = await createDockerfile(s, actorOf(req), { name: body.name, content });
     res.status(201).json({ dockerfile: { id: df.id, name: df.name } });
   });
@@ -45,6 +37,13 @@ export function apiRoutes(ctx: AppContext): Router {
       dockerfile: { id: v.dockerfile.id, name: v.dockerfile.name, content: v.version.content, sha256: v.version.sha256, size: v.version.size },
       builds: v.builds.map(buildJson),
     });
+  });
+
+  r.post('/dockerfiles/:id', requireUser, async (req, res) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const content = contentOf(body, s.config.web.maxDockerfileBytes);
+    const v = await updateDockerfile(s, actorOf(req), req.params.id, content);
+    res.json({ version: { id: v.id, sha256: v.sha256, size: v.size } });
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
@@ -69,4 +68,14 @@ export function apiRoutes(ctx: AppContext): Router {
   });
 
   return r;
+}
+
+/** `content` (text) or `contentBase64` (exact bytes, decoded strictly as UTF-8). */
+function contentOf(body: Record<string, unknown>, max: number): string {
+  if (typeof body.contentBase64 === 'string') {
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body.contentBase64)) throw new KilnError('invalid_input', 'contentBase64 is not base64.');
+    return decodeDockerfile(Buffer.from(body.contentBase64, 'base64'), max);
+  }
+  if (typeof body.content === 'string') return body.content;
+  throw new KilnError('invalid_input', 'The Dockerfile is empty.');
 }

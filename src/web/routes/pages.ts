@@ -6,7 +6,7 @@ import { getVersion, listBuildsOfOwner } from '../../db/index.js';
 import type { AppContext } from '../app.js';
 import { ownerScope } from '../services/access.js';
 import { cancelBuild, getBuild, openArtifact, requestBuild, type ArtifactDownload } from '../services/builds.js';
-import { createDockerfile, getDockerfileView, listDockerfilesFor } from '../services/dockerfiles.js';
+import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile } from '../services/dockerfiles.js';
 import { decodeDockerfile } from '../validation.js';
 import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
 
@@ -75,6 +75,27 @@ export function pageRoutes(ctx: AppContext): Router {
       render(req, res, 'dockerfile-new.njk', {
         maxKiB: Math.floor(max / 1024), error: e.message,
         name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
+        content: typeof body.content === 'string' && body.content.length <= max * 2 ? body.content : '',
+      }, e.httpStatus);
+    }
+  });
+
+  r.get('/dockerfiles/:id/edit', requireUser, async (req, res) => {
+    const view = await getDockerfileView(s.db, actorOf(req), req.params.id);
+    render(req, res, 'dockerfile-new.njk', { maxKiB: Math.floor(max / 1024), edit: view.dockerfile, name: view.dockerfile.name, content: view.version.content });
+  });
+
+  r.post('/dockerfiles/:id', requireUser, upload.single('file'), ctx.protect, async (req: Request, res: Response) => {
+    const actor = actorOf(req);
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const view = await getDockerfileView(s.db, actor, req.params.id);
+    try {
+      await updateDockerfile(s, actor, req.params.id, dockerfileFromForm(req.file, body.content, max));
+      res.redirect(303, `/dockerfiles/${view.dockerfile.id}`);
+    } catch (e) {
+      if (!isKilnError(e) || !['invalid_input', 'too_large', 'bad_request'].includes(e.code)) throw e;
+      render(req, res, 'dockerfile-new.njk', {
+        maxKiB: Math.floor(max / 1024), error: e.message, edit: view.dockerfile, name: view.dockerfile.name,
         content: typeof body.content === 'string' && body.content.length <= max * 2 ? body.content : '',
       }, e.httpStatus);
     }

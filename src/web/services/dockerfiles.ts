@@ -1,5 +1,5 @@
 import {
-  countDockerfiles, getVersion, insertDockerfile, isPg, isUniqueViolation, listBuildsOfDockerfile, listDockerfiles,
+  countDockerfiles, getVersion, insertDockerfile, isPg, isUniqueViolation, listBuildsOfDockerfile, listDockerfiles, updateDockerfileContent,
   type BuildListItem, type Db, type DockerfileListItem, type DockerfileRow, type DockerfileVersionRow,
 } from '../../db/index.js';
 import { KilnError, conflict } from '../../shared/errors.js';
@@ -46,4 +46,11 @@ export async function getDockerfileView(db: Db, actor: Actor, rawId: unknown): P
   if (!version) throw new KilnError('internal', 'Dockerfile has no content', { detail: { dockerfile: dockerfile.id } });
   const builds = await listBuildsOfDockerfile(db, dockerfile.id);
   return { dockerfile, version, builds };
+}
+
+/** Saves new content as a new version (unchanged content keeps the current one). Earlier builds keep theirs. */
+export async function updateDockerfile(s: Services, actor: Actor, rawId: unknown, rawContent: string): Promise<DockerfileVersionRow> {
+  const df = await dockerfileFor(s.db, actor, rawId);
+  const content = checkDockerfileText(rawContent, s.config.web.maxDockerfileBytes);
+  return s.db.transaction((trx) => updateDockerfileContent(trx, df.id, content));
 }
