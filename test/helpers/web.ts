@@ -31,6 +31,8 @@ export async function startTestWeb(opts: {
   config?: Record<string, unknown>;
   limits?: StartWebOptions['limits'];
   glue?: GlueClient;
+  /** A migrated database to use instead of a fresh SQLite file (e.g. PostgreSQL); the caller drops it. */
+  db?: Db;
   /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
   realGlue?: boolean | { sdkCommand?: string[] };
   logger?: Logger;
@@ -38,7 +40,7 @@ export async function startTestWeb(opts: {
   const { dir, cleanup } = tempDir('kiln-web-');
   const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
   const config = loadConfig({}, { dataDir: dir, ...opts.config, web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) } });
-  const db = createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
+  const db = opts.db ?? createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
   await migrateLatest(db);
   const glue = (real?.client ?? opts.glue ?? testGlue()) as MemoryGlue;
   const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits });
@@ -47,7 +49,7 @@ export async function startTestWeb(opts: {
     client: () => new HttpClient(web.url),
     close: async () => {
       await web.close();
-      await db.destroy();
+      if (!opts.db) await db.destroy();
       await real?.cleanup();
       cleanup();
     },
