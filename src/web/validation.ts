@@ -12,10 +12,11 @@ export const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9_-]{8,64}$/;
 export const PASSWORD_MIN = 12;
 export const PASSWORD_MAX = 128;
 
-export const usernameSchema = z.string().regex(USERNAME_RE,
-  'Username must be 3-32 characters: lowercase letters, digits, "_" or "-", starting with a letter.');
+const USERNAME_RULE = 'Username must be 3-32 characters: lowercase letters, digits, "_" or "-", starting with a letter.';
+export const usernameSchema = z.string().regex(USERNAME_RE, USERNAME_RULE).describe(USERNAME_RULE);
 
 export function parseUsername(v: unknown): string {
+  if (typeof v !== 'string') throw invalidInput(usernameSchema.description ?? 'Username is required.');
   const r = usernameSchema.safeParse(v);
   if (!r.success) throw invalidInput(r.error.issues[0]!.message);
   return r.data;
@@ -29,7 +30,26 @@ export function parsePassword(v: unknown): string {
   if (n < PASSWORD_MIN || n > PASSWORD_MAX) {
     throw new KilnError('bad_request', `Password must be ${PASSWORD_MIN} to ${PASSWORD_MAX} characters long.`);
   }
+  if (isCommonPassword(v)) throw new KilnError('bad_request', 'That password is too common; choose another (a passphrase works well).');
   return v;
+}
+
+/**
+ * No offline copy of a breach corpus ships with Kiln; this catches the obvious choices that pass the length rule
+ * (one repeated character, a keyboard or digit run, the usual words with padding).
+ */
+const COMMON = new Set([
+  'password1234', 'password12345', 'password123456', 'passwordpassword', 'password123!', 'password1234!',
+  '123456789012', '1234567890123', '12345678901234', 'qwertyuiopas', 'qwertyuiop12', 'qwerty123456', '1q2w3e4r5t6y',
+  'abcdefghijkl', 'abc123abc123', 'iloveyou1234', 'welcome12345', 'letmein12345', 'changeme1234', 'administrator',
+  'adminadmin12', 'qwertyqwerty', 'asdfghjkl123', 'zxcvbnm12345', 'monkey123456', 'dragon123456', 'football1234',
+]);
+export function isCommonPassword(pw: string): boolean {
+  const p = pw.toLowerCase();
+  if (COMMON.has(p)) return true;
+  // one or two ASCII characters repeated (emoji passwords are long enough to stand on their own)
+  if (/^[\x20-\x7e]+$/.test(p) && new Set(p).size <= 2) return true;
+  return '01234567890123456789'.includes(p) || 'abcdefghijklmnopqrstuvwxyz'.includes(p);
 }
 
 export function parseDockerfileName(v: unknown): string {
