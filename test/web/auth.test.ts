@@ -227,3 +227,31 @@ describe('web auth: per-IP limit ignores X-Forwarded-For without trusted hops', 
     expect(statuses).toEqual([401, 401, 401, 429, 429]);
   });
 });
+
+describe('change password', () => {
+  let w: TestWeb;
+  beforeAll(async () => { w = await startTestWeb(); });
+  afterAll(async () => { await w?.close(); });
+
+  it('needs the current password, ends the other sessions, keeps this one', async () => {
+    const c = w.client();
+    await c.signUp('alice', PW);
+    const other = w.client();
+    await other.login('alice', PW);
+    expect((await other.get('/api/me')).status).toBe(200);
+    const t = await c.token('/account');
+    const wrong = await c.postForm('/account/password', { _csrf: t, current: 'not my password!', password: 'a brand new passphrase', password2: 'a brand new passphrase' });
+    expect(wrong.status).toBe(400);
+    expect(await wrong.text()).toContain('The current password is wrong.');
+    const short = await c.postForm('/account/password', { _csrf: t, current: PW, password: 'short', password2: 'short' });
+    expect(short.status).toBe(400);
+    expect((await w.client().login('alice', PW)).status).toBe(303);
+    const ok = await c.postForm('/account/password', { _csrf: t, current: PW, password: 'a brand new passphrase', password2: 'a brand new passphrase' });
+    expect(ok.status).toBe(303);
+    expect(ok.headers.get('location')).toBe('/account?changed=1');
+    expect((await c.get('/api/me')).status).toBe(200);
+    expect((await other.get('/api/me')).status).toBe(401);
+    expect((await w.client().login('alice', PW)).status).toBe(401);
+    expect((await w.client().login('alice', 'a brand new passphrase')).status).toBe(303);
+  });
+});

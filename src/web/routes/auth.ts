@@ -1,7 +1,8 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { KilnError, isKilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
-import { registerUser } from '../services/users.js';
+import { changePassword, registerUser } from '../services/users.js';
+import { actorOf, requireUser } from './util.js';
 import { safeNext } from '../validation.js';
 
 /** Register, log in, log out. Every POST here is rate-limited per IP before any hashing and carries a CSRF token. */
@@ -82,6 +83,30 @@ export function authRoutes(ctx: AppContext): Router {
   };
   r.post('/register', loginLimiter, register);
   r.post('/api/register', loginLimiter, register);
+
+  r.get('/account', requireUser, (req, res) => {
+    render(req, res, 'account.njk', { notice: req.query.changed === '1' ? 'Password changed. Your other sessions have ended.' : undefined });
+  });
+
+  const passwd = async (req: Request, res: Response): Promise<void> => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const json = wantsJson(req);
+    try {
+      if (!json && body.password !== body.password2) throw new KilnError('bad_request', 'The two new passwords differ.');
+      const u = await changePassword(s.db, s.hasher, s.limits, actorOf(req), body.current, body.password);
+      s.logger.info({ user: u.id }, 'password changed');
+      // The epoch moved: log this session in again (new id) so only the other sessions end.
+      await new Promise<void>((resolve, reject) => req.logIn({ id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User, (e) => (e ? reject(e) : resolve())));
+      req.session.loginAt = Date.now();
+      if (json) res.json({ ok: true });
+      else res.redirect(303, '/account?changed=1');
+    } catch (e) {
+      if (json || !isKilnError(e) || !['bad_request', 'invalid_input'].includes(e.code)) throw e;
+      render(req, res, 'account.njk', { error: e.message }, e.httpStatus);
+    }
+  };
+  r.post('/account/password', requireUser, loginLimiter, passwd);
+  r.post('/api/account/password', requireUser, loginLimiter, passwd);
 
   return r;
 }

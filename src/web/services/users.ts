@@ -1,5 +1,5 @@
 import {
-  clearFailures, countUsers, findUserById, findUserByName, getFailures, insertUser, isUniqueViolation, recordFailure,
+  clearFailures, countUsers, findUserById, findUserByName, getFailures, insertUser, isUniqueViolation, recordFailure, setUserPassword,
   type Db, type Role, type UserRow,
 } from '../../db/index.js';
 import { KilnError, conflict } from '../../shared/errors.js';
@@ -86,4 +86,21 @@ export async function ensureFirstAdmin(db: Db, hasher: PasswordHasher, username 
     if (e instanceof KilnError && e.code === 'conflict') return null;
     throw e;
   }
+}
+
+/**
+ * Changes the caller's password after checking the current one (same throttle as login). Bumps the session
+ * epoch, so every other session of this user ends; the caller logs the current session in again.
+ */
+export async function changePassword(db: Db, hasher: PasswordHasher, limits: LoginLimits, actor: Actor, current: unknown, next: unknown): Promise<UserRow> {
+  const password = parsePassword(next);
+  if (password === actor.username) throw new KilnError('bad_request', 'Password must not be the username.');
+  try {
+    await authenticate(db, hasher, limits, actor.username, current);
+  } catch (e) {
+    if (e instanceof KilnError && e.code === 'unauthenticated') throw new KilnError('bad_request', 'The current password is wrong.');
+    throw e;
+  }
+  await setUserPassword(db, actor.id, await hasher.hash(password));
+  return (await findUserById(db, actor.id))!;
 }
