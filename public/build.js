@@ -75,11 +75,26 @@
     });
   }
 
+  var TAIL_BYTES = 256 * 1024;
+  var started = false;
+  // A long finished log starts at its tail; the full log is the build.log download.
+  function startAt(b) {
+    if (started) return;
+    started = true;
+    var full = (b.artifacts || []).filter(function (a) { return a.name === 'build.log'; })[0];
+    if (full && full.size > TAIL_BYTES * 2) {
+      offset = full.size - TAIL_BYTES;
+      logEl.appendChild(document.createTextNode('[earlier output not shown: download build.log for all of it]\n'));
+    }
+  }
+
   function tick() {
+    var gotFullChunk = false;
     getJson('/api/builds/' + id)
-      .then(function (r) { showBuild(r.build); return pollLog(); })
+      .then(function (r) { showBuild(r.build); startAt(r.build); var before = offset; return pollLog().then(function (more) { gotFullChunk = offset - before >= 200 * 1024; return more; }); })
       .then(function (more) {
-        if (!final || more) setTimeout(tick, 2000);
+        if (gotFullChunk) setTimeout(tick, 50);
+        else if (!final || more) setTimeout(tick, 2000);
       })
       .catch(function () { setTimeout(tick, 5000); });
   }

@@ -61,6 +61,19 @@ describe('browser', () => {
     await page.screenshot({ path: path.join(shots.dir, 'build.png'), fullPage: true });
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#artifacts a:has-text("image.raw")')]);
     expect(download.suggestedFilename()).toMatch(/^kiln-\d+-image\.raw$/);
+    // A long log (700 KiB) is paged in quickly; the page keeps its tail.
+    await page.goto(w.url + '/dockerfiles/new');
+    await page.fill('input[name=name]', 'noisy');
+    await page.fill('textarea[name=content]', 'FROM debian:bookworm\n# fake: noise 700\nRUN true\n');
+    await page.click('main button[type=submit]');
+    await page.waitForURL(/\/dockerfiles\/\d+$/);
+    await page.click('button:has-text("Build")');
+    await page.waitForURL(/\/builds\/\d+$/);
+    await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('"stage":"done"'), null, { timeout: 20_000 });
+    const shown = (await page.textContent('#log'))!;
+    // the page keeps the last 512 Ki characters and says so
+    expect(shown.startsWith('[earlier output trimmed]')).toBe(true);
+    expect(shown.length).toBeLessThan(513 * 1024);
     await page.click('button:has-text("Log out")');
     await page.waitForURL(/\/login$/);
     expect(problems).toEqual([]);
