@@ -141,6 +141,9 @@ export function createApp(opts: AppOptions): KilnApp {
     next();
   });
 
+  // Pages carry per-user data and a CSRF token: never stored by shared or browser caches.
+  app.use((_req: Request, res: Response, next: NextFunction) => { res.set('Cache-Control', 'no-store'); next(); });
+
   const { protect, token } = csrf();
   // Multipart bodies are parsed by the one route that takes uploads, which checks the token after parsing.
   const MULTIPART_PATHS = /^\/dockerfiles(?:\/[1-9][0-9]{0,11})?$/;

@@ -255,6 +255,7 @@ describe('security headers', () => {
       expect(h.get('referrer-policy'), p).toBe('no-referrer');
       expect(h.get('x-powered-by'), p).toBeNull();
       expect(h.get('access-control-allow-origin'), p).toBeNull();
+      if (!p.startsWith('/static/')) expect(h.get('cache-control'), p).toBe('no-store');
     }
   });
 
