@@ -1,12 +1,15 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
-import { fakeSpec, writeFakeSdk } from '../helpers/glue.js';
+import { fakeSpec, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
 
-const KILN = path.resolve('bin/kiln');
+let KILN = '';
+const snap = tempDir('kiln-glue-cli-bin-');
+beforeAll(async () => { KILN = await kilnSnapshot(snap.dir); });
+afterAll(() => snap.cleanup());
 
 /** Runs `bin/kiln glue` as OpenSSH would: request in SSH_ORIGINAL_COMMAND (unless `argv` is given), body on stdin. */
 function glue(dataDir: string, req: { command?: string; argv?: string[]; stdin?: string }): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { ensureKeyPair, defaultKeyPaths } from '../../src/shared/ssh-keys.js';
-import { createSshGlueClient } from '../../src/web/glue-client/ssh.js';
-import { fakeSpec, freePort, writeFakeSdk } from '../helpers/glue.js';
+import { sshGlueClientFromConfig } from '../../src/web/glue-client/ssh.js';
+import { loadConfig } from '../../src/config/index.js';
+import { fakeSpec, freePort, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
 import { statSync } from 'node:fs';
 
@@ -12,7 +12,7 @@ describe('kiln glue-server (composition root)', () => {
     const t = tempDir('kiln-glue-server-');
     const port = await freePort();
     const sdk = writeFakeSdk(t.dir);
-    const child = spawn(path.resolve('bin/kiln'), ['glue-server'], {
+    const child = spawn(await kilnSnapshot(t.dir), ['glue-server'], {
       env: { PATH: process.env.PATH, KILN_DATA_DIR: t.dir, KILN_SSH_PORT: String(port), KILN_GLUE_SDK_COMMAND: sdk.join(','), KILN_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -34,7 +34,10 @@ describe('kiln glue-server (composition root)', () => {
       const web = await ensureKeyPair(paths.client); // what `kiln web` does: the same key, not a new one
       const host = await ensureKeyPair(paths.host);
       expect(host.fingerprint).toBe(fp);
-      const client = createSshGlueClient({ host: '127.0.0.1', port, username: 'kiln', privateKey: web.privateKey, hostFingerprint: fp!, timeoutMs: 10_000 });
+      expect(web.publicKey).toContain('ssh-ed25519 ');
+      const cfg = loadConfig({ KILN_DATA_DIR: t.dir, KILN_SSH_PORT: String(port), KILN_SSH_HOST_FINGERPRINT: `SHA256:${fp}` });
+      const client = await sshGlueClientFromConfig(cfg);
+      await expect(sshGlueClientFromConfig(loadConfig({ KILN_DATA_DIR: t.dir }))).rejects.toMatchObject({ code: 'invalid_input' });
       try {
         expect(await client.call('ping', [])).toEqual({ protocol: 1, backend: 'local' });
         await client.call('job.put', [1], JSON.stringify(fakeSpec()));

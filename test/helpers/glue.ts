@@ -188,7 +188,7 @@ export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPa
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-test-sshd', '-f', hostKey]);
   const hostFingerprint = (/SHA256:([A-Za-z0-9+/]+)/.exec(execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${hostKey}.pub`], { encoding: 'utf8' })) ?? [])[1]!;
   const wrapper = path.join(dir, 'kiln-glue');
-  const kiln = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../bin/kiln');
+  const kiln = await kilnSnapshot(dir);
   // Extra settings (e.g. the jenkins backend's) are exported by the wrapper, single-quoted; test-owned values only.
   const extra = Object.entries(opts.env ?? {}).map(([k, v]) => `export ${k}='${v.replaceAll("'", '')}'\n`).join('');
   wf(wrapper, `#!/bin/sh\nexport KILN_DATA_DIR='${opts.dataDir.replaceAll("'", '')}'\n${extra}export PATH='${path.dirname(process.execPath)}:/usr/bin:/bin'\nexec '${kiln}' glue\n`);
@@ -257,4 +257,34 @@ export async function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A private copy of the compiled `kiln` (dist/ + package.json, node_modules linked) and a launcher for it, doing
+ * what bin/kiln does. Tests that spawn `kiln` use it because other test runs in the same tree recompile dist/ at
+ * any moment (global setup), and a process starting mid-rewrite would load a half-written module. The copy is
+ * checked by running `kiln glue` once (ping).
+ */
+export async function kilnSnapshot(dir: string): Promise<string> {
+  const { cpSync, mkdirSync, rmSync, symlinkSync } = await import('node:fs');
+  const { execFileSync } = await import('node:child_process');
+  const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+  const root = path.join(dir, 'kiln-snapshot');
+  const launcher = path.join(root, 'kiln');
+  for (let attempt = 0; ; attempt++) {
+    rmSync(root, { recursive: true, force: true });
+    mkdirSync(root, { recursive: true });
+    cpSync(path.join(repo, 'dist'), path.join(root, 'dist'), { recursive: true });
+    cpSync(path.join(repo, 'package.json'), path.join(root, 'package.json'));
+    symlinkSync(path.join(repo, 'node_modules'), path.join(root, 'node_modules'));
+    writeFileSync(launcher, `#!/bin/sh\nexec '${process.execPath}' --enable-source-maps '${path.join(root, 'dist/cmd/kiln.js')}' "$@"\n`);
+    chmodSync(launcher, 0o755);
+    try {
+      const out = execFileSync(launcher, ['glue'], { env: { PATH: process.env.PATH, KILN_DATA_DIR: path.join(root, 'check'), SSH_ORIGINAL_COMMAND: 'ping' }, encoding: 'utf8' });
+      if (out.includes('"protocol":1')) return launcher;
+    } catch (e) {
+      if (attempt >= 4) throw e;
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
 }
