@@ -156,7 +156,7 @@ export function createApp(opts: AppOptions): KilnApp {
   const wantsJson = (req: Request): boolean => req.originalUrl.startsWith('/api/') || req.is('application/json') === 'application/json';
   const render: AppContext['render'] = (req, res, view, ctx = {}, status = 200) => {
     // Requests refused before the session middleware (origin check, static) have no session and get no token.
-    const html = views.render(view, { ...ctx, me: req.user, csrfToken: req.session ? token(req) : '' });
+    const html = views.render(view, { registrationOpen: config.web.registrationOpen, ...ctx, me: req.user, csrfToken: req.session ? token(req) : '' });
     res.status(status).type('html').send(html);
   };
 

@@ -255,3 +255,18 @@ describe('change password', () => {
     expect((await w.client().login('alice', 'a brand new passphrase')).status).toBe(303);
   });
 });
+
+describe('registration closed', () => {
+  let w: TestWeb;
+  beforeAll(async () => { w = await startTestWeb({ config: { web: { registrationOpen: false } } }); });
+  afterAll(async () => { await w?.close(); });
+
+  it('refuses the page and the POST; nothing stored', async () => {
+    const c = w.client();
+    expect((await c.get('/register')).status).toBe(403);
+    const t = await c.token('/login');
+    expect(await (await c.get('/login')).text()).not.toContain('href="/register"');
+    expect((await c.postForm('/register', { _csrf: t, username: 'eve', password: PW, password2: PW })).status).toBe(403);
+    expect(await w.db('users').where({ username: 'eve' }).first()).toBeUndefined();
+  });
+});
