@@ -13,7 +13,9 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { pino } from 'pino';
 import { loadConfig, type FrozenConfig } from '../config/index.js';
-import { createBackend, createGlue, errorDocument, exitCodeFor, readCapped } from '../glue/index.js';
+// Not ../glue/index.js: that pulls in the ssh2 server, which this one-request process never needs.
+import { createBackend } from '../glue/backend.js';
+import { createGlue, errorDocument, exitCodeFor, readCapped } from '../glue/dispatch.js';
 import { parseCommand } from '../protocol/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
