@@ -67,9 +67,14 @@ export async function main(argv: string[]): Promise<number> {
       bootFirmware = values['boot-firmware'].split(',').map((f) => f.trim()).filter(Boolean) as ('bios' | 'uefi')[];
       if (bootFirmware.some((f) => f !== 'bios' && f !== 'uefi')) throw new KilnError('invalid_input', '--boot-firmware takes bios, uefi or bios,uefi');
     }
+    // Jenkins (abort) and the local backend (cancel) send SIGTERM: stop QEMU and the engine build, still write result.json.
+    const ac = new AbortController();
+    const onSignal = () => ac.abort();
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
     const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
     const result = await sdkBuild({ docker, settings: config.sdk }, {
-      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs, bootFirmware,
+      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs, bootFirmware, signal: ac.signal,
     });
     if (!result.ok) process.stderr.write(`kiln sdk build: ${result.error?.code}: ${result.error?.message}\n`);
     return result.ok ? 0 : 1;

@@ -34,6 +34,7 @@ export interface BootTestOptions {
   /** Keep reading the console this long after passing, so late lines land in the serial log. */
   lingerMs?: number;
   onLine?: (line: string) => void;
+  signal?: AbortSignal;
 }
 
 export const LOGIN_PROMPT = /login:/;
@@ -60,6 +61,8 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   let passed = false;
   let failure: string | undefined;
   let graceTimer: NodeJS.Timeout | undefined;
+  const onAbort = () => { failure = 'cancelled'; ac.abort(); };
+  o.signal?.addEventListener('abort', onAbort, { once: true });
   let partial = '';
   const t0 = Date.now();
   const r = await run('qemu-system-x86_64', args, {
@@ -98,6 +101,7 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
     },
   });
   if (graceTimer) clearTimeout(graceTimer);
+  o.signal?.removeEventListener('abort', onAbort);
   const seconds = Math.round((Date.now() - t0) / 100) / 10;
   await fsp.writeFile(o.serialLogFile, text);
   const tail = text.length > SERIAL_TAIL ? text.slice(-SERIAL_TAIL) : text;

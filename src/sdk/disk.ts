@@ -113,44 +113,16 @@ export interface AssembleInput {
 }
 
 /**
- * Builds the BIOS-bootable raw disk with no mount and no loop device (PLATFORM.md): mkfs.ext4 -d fills the root
- * filesystem from the staging dir (it copies symlinks as symlinks, never following them), mkfs.vfat + syslinux
- * --install + mcopy make the boot filesystem through mtools, sfdisk writes the dos label into the file, mbr.bin goes
- * (gptmbr.bin for GPT) into the first 440 bytes, and dd conv=sparse places the filesystems so the result stays sparse.
+ * Builds the bootable raw disk with no mount and no loop device (PLATFORM.md's recipe, done in place): sfdisk writes
+ * the label into the sparse file, syslinux's MBR code (gptmbr.bin for GPT) goes into the first 440 bytes, mkfs.ext4
+ * -d fills the root filesystem from the staging dir (symlinks copied as symlinks, never followed), mkfs.vfat +
+ * syslinux --install + mcopy make the boot filesystem through mtools. Nothing writes zeros, so the file stays sparse.
  */
 export async function assembleDisk(a: AssembleInput): Promise<void> {
   const { layout } = a;
-  const rootImg = path.join(a.workDir, 'root.img');
-  const bootImg = path.join(a.workDir, 'boot.img');
-  await fsp.rm(rootImg, { force: true });
-  await fsp.rm(bootImg, { force: true });
   await fsp.rm(a.out, { force: true });
-
-  const rootBytes = layout.root.sectors * SECTOR;
-  await tool('mkfs.ext4', ['-q', '-F', '-L', layout.root.label, '-N', String(layout.root.inodes), '-m', '1',
-    '-E', 'lazy_itable_init=1,lazy_journal_init=1', '-d', a.rootDir, rootImg, `${rootBytes / 1024}k`]);
-
-  await fsp.writeFile(bootImg, '');
-  await fsp.truncate(bootImg, layout.boot.sectors * SECTOR);
-  await tool('mkfs.vfat', ['-n', layout.boot.label, bootImg]);
-  await tool('syslinux', ['--install', bootImg]);
-  const cfg = path.join(a.workDir, 'syslinux.cfg');
-  await fsp.writeFile(cfg, syslinuxCfg(KERNEL_CMDLINE));
-  await tool('mcopy', ['-o', '-i', bootImg, a.kernelFile, '::/vmlinuz']);
-  if (a.initrdFile) await tool('mcopy', ['-o', '-i', bootImg, a.initrdFile, '::/initrd.img']);
-  await tool('mcopy', ['-o', '-i', bootImg, cfg, '::/syslinux.cfg']);
-  if (layout.label === 'gpt') {
-    const sb = systemdBootFiles(KERNEL_CMDLINE);
-    const loaderConf = path.join(a.workDir, 'loader.conf');
-    const entry = path.join(a.workDir, 'kiln.conf');
-    await fsp.writeFile(loaderConf, sb.loader);
-    await fsp.writeFile(entry, sb.entry);
-    await tool('mmd', ['-i', bootImg, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
-    await tool('mcopy', ['-o', '-i', bootImg, SYSTEMD_BOOT_EFI, '::/EFI/BOOT/BOOTX64.EFI']);
-    await tool('mcopy', ['-o', '-i', bootImg, loaderConf, '::/loader/loader.conf']);
-    await tool('mcopy', ['-o', '-i', bootImg, entry, '::/loader/entries/kiln.conf']);
-  }
-
+  // The sparse disk and its partition table first; each filesystem is then made in place at its partition's offset
+  // (mke2fs -E offset, mkfs.fat --offset, syslinux --offset, mtools file@@offset): no copy of the filesystems.
   await fsp.writeFile(a.out, '');
   await fsp.truncate(a.out, layout.totalBytes);
   await tool('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', a.out], { input: sfdiskScript(layout) });
@@ -161,9 +133,33 @@ export async function assembleDisk(a: AssembleInput): Promise<void> {
   } finally {
     await fh.close();
   }
-  for (const [img, start] of [[bootImg, layout.boot.startSector], [rootImg, layout.root.startSector]] as const) {
-    await tool('dd', [`if=${img}`, `of=${a.out}`, 'bs=1M', `seek=${(start * SECTOR) / MiB}`, 'conv=notrunc,sparse', 'status=none']);
-    await fsp.rm(img, { force: true });
+
+  const rootOffset = layout.root.startSector * SECTOR;
+  const rootBytes = layout.root.sectors * SECTOR;
+  await tool('mkfs.ext4', ['-q', '-F', '-L', layout.root.label, '-N', String(layout.root.inodes), '-m', '1',
+    '-E', `offset=${rootOffset},lazy_itable_init=1,lazy_journal_init=1`, '-d', a.rootDir, a.out, `${rootBytes / 1024}k`]);
+
+  const bootOffset = layout.boot.startSector * SECTOR;
+  const fat = `${a.out}@@${bootOffset}`;
+  // The FAT type is explicit: with --offset, mkfs.fat would judge it from the whole file's size.
+  const fatBits = layout.boot.sectors * SECTOR > 1024 * MiB ? '32' : '16';
+  await tool('mkfs.vfat', ['-F', fatBits, `--offset=${layout.boot.startSector}`, '-n', layout.boot.label, a.out, String((layout.boot.sectors * SECTOR) / 1024)]);
+  await tool('syslinux', ['--offset', String(bootOffset), '--install', a.out]);
+  const cfg = path.join(a.workDir, 'syslinux.cfg');
+  await fsp.writeFile(cfg, syslinuxCfg(KERNEL_CMDLINE));
+  await tool('mcopy', ['-o', '-i', fat, a.kernelFile, '::/vmlinuz']);
+  if (a.initrdFile) await tool('mcopy', ['-o', '-i', fat, a.initrdFile, '::/initrd.img']);
+  await tool('mcopy', ['-o', '-i', fat, cfg, '::/syslinux.cfg']);
+  if (layout.label === 'gpt') {
+    const sb = systemdBootFiles(KERNEL_CMDLINE);
+    const loaderConf = path.join(a.workDir, 'loader.conf');
+    const entry = path.join(a.workDir, 'kiln.conf');
+    await fsp.writeFile(loaderConf, sb.loader);
+    await fsp.writeFile(entry, sb.entry);
+    await tool('mmd', ['-i', fat, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
+    await tool('mcopy', ['-o', '-i', fat, SYSTEMD_BOOT_EFI, '::/EFI/BOOT/BOOTX64.EFI']);
+    await tool('mcopy', ['-o', '-i', fat, loaderConf, '::/loader/loader.conf']);
+    await tool('mcopy', ['-o', '-i', fat, entry, '::/loader/entries/kiln.conf']);
   }
   const st = await fsp.stat(a.out);
   if (st.size !== layout.totalBytes) throw new KilnError('internal', `disk image has ${st.size} bytes, expected ${layout.totalBytes}`);

@@ -15,6 +15,7 @@ export interface BuildSettings {
   memoryMb: number;
   cpus: number;
   timeoutSeconds: number;
+  signal?: AbortSignal;
 }
 
 export interface BuildRequestCtx {
@@ -111,7 +112,7 @@ export async function makeContext(req: BuildRequestCtx): Promise<{ stream: Reada
   }
   pack.entry({ name: 'Dockerfile', mode: 0o644, mtime: new Date(0) }, req.dockerfileText);
   pack.finalize();
-  return { stream: out, files: kept.length, ignored: entries.length - kept.length };
+  return { stream: out, files: kept.length, ignored: entries.filter((e) => e.name !== 'Dockerfile').length - kept.length };
 }
 
 /** Deterministic tag for a build's result: same inputs, same tag (the engine's layer cache makes a rebuild quick). */
@@ -124,7 +125,10 @@ export function buildTag(req: BuildRequestCtx, contextDigest: string): string {
 export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: string, s: BuildSettings, rep: Reporter): Promise<{ id: string; tag: string }> {
   const ac = new AbortController();
   let timedOut = false;
+  let builtId: string | undefined;
   const timer = setTimeout(() => { timedOut = true; ac.abort(); }, s.timeoutSeconds * 1000);
+  const onAbort = () => ac.abort();
+  s.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const ctx = await makeContext(req);
     if (req.contextTar) rep.log(`[kiln] build context: ${ctx.files} entries${ctx.ignored ? `, ${ctx.ignored} left out by .dockerignore` : ''}`);
@@ -144,13 +148,16 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
       abortSignal: ac.signal,
     } as Dockerode.ImageBuildOptions);
     let line = '';
-    await followStream(docker, stream, (t) => {
+    const events = await followStream(docker, stream, (t) => {
       line += t;
       const nl = line.lastIndexOf('\n');
       if (nl >= 0) { rep.log(line.slice(0, nl + 1)); line = line.slice(nl + 1); }
       if (rep.logCapHit) ac.abort();
     }, 'The Docker build');
     if (line) rep.log(line);
+    // The id the engine reports for this very build: the tag may already point at a concurrent build of the same inputs.
+    const aux = events.map((ev) => (ev.aux as { ID?: string } | undefined)?.ID).filter((x): x is string => typeof x === 'string').at(-1);
+    if (aux) builtId = aux;
   } catch (e) {
     if (timedOut) throw new KilnError('timeout', `The Docker build took longer than the limit of ${s.timeoutSeconds} s`);
     if (rep.logCapHit) throw new KilnError('limit_exceeded', 'The build printed more than the log size limit');
@@ -158,8 +165,9 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
     throw new KilnError('build_failed', `The Docker build failed: ${(e as Error).message}`, { cause: e });
   } finally {
     clearTimeout(timer);
+    s.signal?.removeEventListener('abort', onAbort);
   }
-  const info = await imageInfo(docker, tag);
+  const info = await imageInfo(docker, builtId ?? tag);
   if (!info) throw new KilnError('build_failed', 'The Docker build finished without an image');
   return { id: info.Id, tag };
 }

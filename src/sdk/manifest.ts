@@ -135,9 +135,9 @@ export function buildSpdx(o: { name: string; createdAt: string; sdkVersion: stri
 }
 
 /** `sha256  name` lines (the format `sha256sum -c` reads), sorted by name. */
-export async function writeSha256Sums(dir: string, names: string[]): Promise<string> {
+export async function writeSha256Sums(dir: string, names: string[], known: ReadonlyMap<string, string> = new Map()): Promise<string> {
   const lines: string[] = [];
-  for (const n of [...names].sort()) lines.push(`${await sha256File(path.join(dir, n))}  ${n}`);
+  for (const n of [...names].sort()) lines.push(`${known.get(n) ?? (await sha256File(path.join(dir, n)))}  ${n}`);
   const text = lines.join('\n') + '\n';
   await fsp.writeFile(path.join(dir, 'SHA256SUMS'), text);
   return text;

@@ -33,6 +33,8 @@ export interface SdkBuildOptions {
   contextTar?: string;
   formats: readonly OutputFormat[];
   buildArgs: Readonly<Record<string, string>>;
+  /** Aborts the build (SIGTERM from Jenkins or the local backend): children are stopped, result.json says so. */
+  signal?: AbortSignal;
   /** Firmwares to boot-test with; default both (UEFI only when the disk is GPT and OVMF is installed). */
   bootFirmware?: readonly ('bios' | 'uefi')[];
 }
@@ -95,7 +97,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   const outDir = path.resolve(o.outDir);
   await fsp.mkdir(outDir, { recursive: true });
   let limitHit = false;
-  const rep = new Reporter(path.join(outDir, 'build.log'), s.logCapBytes, deps.out, () => { limitHit = true; });
+  const rep = new Reporter(path.join(outDir, 'build.log'), s.logCapBytes, deps.out, () => { limitHit = true; }, o.signal);
   // 0700: the staging tree keeps the guest's setuid files; no other host user may reach it.
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln-sdk-'));
   await fsp.chmod(work, 0o700);
@@ -103,7 +105,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   const bootTests: BootTestResult[] = [];
   const notes: string[] = [];
   let error: BuildResult['error'];
-  const buildSettings: BuildSettings = { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, timeoutSeconds: s.buildTimeoutSeconds };
+  const buildSettings: BuildSettings = { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
 
   try {
     const formats = [...new Set(o.formats)];
@@ -251,8 +253,12 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     if (isoBuilt) images.push({ name: 'image.iso', format: 'iso', file: path.join(outDir, 'image.iso') });
 
     await rep.stage('checksum', 75, 'checksums, manifest, SBOM, provenance', async () => {
-      for (const im of images) artifacts.push(await describeArtifact(outDir, im.name, im.format));
-      if (tarArtifact) artifacts.push(await describeArtifact(outDir, tarArtifact, 'tar'));
+      // Hashed in parallel: hashing is CPU-bound and the builder has more than one core.
+      const described = await Promise.all([
+        ...images.map((im) => describeArtifact(outDir, im.name, im.format)),
+        ...(tarArtifact ? [describeArtifact(outDir, tarArtifact, 'tar')] : []),
+      ]);
+      artifacts.push(...described);
       const createdAt = new Date().toISOString();
       const baseInfo = bases.map((b) => ({ name: b.name, id: b.id, mirror: b.mirror, suite: b.suite }));
       const manifest = buildManifest({
@@ -275,7 +281,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         startedOn: startedAt, finishedOn: new Date().toISOString(),
       });
       await fsp.writeFile(path.join(outDir, 'provenance.json'), JSON.stringify(provenance, null, 2) + '\n');
-      await writeSha256Sums(outDir, [...artifacts.map((a) => a.name), 'manifest.json', 'sbom.spdx.json', 'provenance.json']);
+      await writeSha256Sums(outDir, [...artifacts.map((a) => a.name), 'manifest.json', 'sbom.spdx.json', 'provenance.json'], new Map(artifacts.map((a) => [a.name, a.sha256])));
       if (s.signingKeyFile) {
         await signSums(outDir, s.signingKeyFile);
         rep.log('[kiln] SHA256SUMS signed (SHA256SUMS.sig, ssh-keygen -Y, namespace kiln-image)');
@@ -306,6 +312,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
           expect: appInstalled ? [/Started kiln-app\.service/] : [],
           failOn: [/kiln-app\.service: Unit configuration has fatal error/, /Failed to start kiln-app\.service/],
           lingerMs: appInstalled ? 3000 : 0,
+          signal: o.signal,
         });
         bootTests.push(res);
         rep.log(`[kiln] boot test ${im.name} (${firmware}): ${res.passed ? 'passed' : 'FAILED'} in ${res.seconds} s${res.reason ? ` (${res.reason})` : ''}`);
@@ -314,7 +321,9 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const failed = bootTests.find((b) => !b.passed);
     if (failed) throw new KilnError('build_failed', `The ${failed.firmware.toUpperCase()} boot test of ${failed.artifact} failed: ${failed.reason ?? 'unknown reason'}`);
   } catch (e) {
-    const ke = limitHit && !(e instanceof KilnError && e.code === 'limit_exceeded')
+    const ke = o.signal?.aborted
+      ? new KilnError('build_failed', 'The build was cancelled')
+      : limitHit && !(e instanceof KilnError && e.code === 'limit_exceeded')
       ? new KilnError('limit_exceeded', 'The build log grew past the log size limit')
       : toKilnError(e);
     error = { code: ke.code, message: ke.code === 'internal' ? `Internal error: ${(e as Error).message}` : ke.message };

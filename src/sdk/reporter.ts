@@ -24,6 +24,7 @@ export class Reporter {
     private readonly capBytes: number,
     private readonly out: (s: string) => void = (s) => { process.stdout.write(s); },
     private readonly onCapExceeded?: () => void,
+    private readonly signal?: AbortSignal,
   ) {
     if (logPath) this.file = createWriteStream(logPath, { flags: 'w', mode: 0o644 });
   }
@@ -65,6 +66,7 @@ export class Reporter {
 
   /** Runs one named stage, logging its start and recording its duration (also when it throws). */
   async stage<T>(name: string, percent: number, message: string, fn: () => Promise<T>): Promise<T> {
+    if (this.signal?.aborted) throw new Error('cancelled');
     this.progress(name, percent, message);
     this.log(`[kiln] == ${name}: ${message}`);
     const t0 = process.hrtime.bigint();

@@ -212,6 +212,36 @@ describe('kiln sdk build failures', () => {
     expect(await fsp.readFile(path.join(out, 'build.log'), 'utf8')).toContain('kiln-failing-step');
   });
 
+  it('limits: build timeout, log cap; SIGTERM cancels and still writes result.json', async () => {
+    const slow = path.join(t.dir, 'Dockerfile.slow');
+    await fsp.writeFile(slow, 'FROM debian:bookworm\nRUN echo kiln-slow-step-$RANDOM && sleep 120\n');
+    const r1 = await kilnRun(['sdk', 'build', '--dockerfile', slow, '--out', path.join(t.dir, 'o-timeout')], { KILN_SDK_BUILD_TIMEOUT_SECONDS: '5' });
+    expect(r1.code).toBe(1);
+    const res1 = JSON.parse(await fsp.readFile(path.join(t.dir, 'o-timeout/result.json'), 'utf8'));
+    expect(res1.error).toMatchObject({ code: 'timeout' });
+    expect(res1.error.message).toMatch(/limit of 5 s/);
+
+    const loud = path.join(t.dir, 'Dockerfile.loud');
+    await fsp.writeFile(loud, 'FROM debian:bookworm\nRUN echo $RANDOM && seq 1 200000\n');
+    const r2 = await kilnRun(['sdk', 'build', '--dockerfile', loud, '--out', path.join(t.dir, 'o-loud')], { KILN_SDK_LOG_CAP_BYTES: '20000' });
+    expect(r2.code).toBe(1);
+    const res2 = JSON.parse(await fsp.readFile(path.join(t.dir, 'o-loud/result.json'), 'utf8'));
+    expect(res2.error.code).toBe('limit_exceeded');
+    expect(statSync(path.join(t.dir, 'o-loud/build.log')).size).toBeLessThan(22_000);
+
+    const out3 = path.join(t.dir, 'o-cancel');
+    const p = spawn(kiln, ['sdk', 'build', '--dockerfile', slow, '--out', out3], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let seen = '';
+    await new Promise<void>((resolve) => p.stdout.on('data', (c: Buffer) => { seen += c.toString(); if (seen.includes('kiln-slow-step')) resolve(); }));
+    const t0 = Date.now();
+    p.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => p.on('close', resolve));
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(code).toBe(1);
+    const res3 = JSON.parse(await fsp.readFile(path.join(out3, 'result.json'), 'utf8'));
+    expect(res3.error.message).toMatch(/cancelled/);
+  }, 300_000);
+
   it('usage errors exit 2', async () => {
     const r = await kilnRun(['sdk', 'build', '--out', t.dir]);
     expect(r.code).toBe(2);
