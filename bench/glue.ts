@@ -48,6 +48,7 @@ async function prepare(c: GlueClient): Promise<void> {
 
 async function main(): Promise<void> {
   const rows: Row[] = [];
+  const loadBefore = os.loadavg()[0]!.toFixed(1);
   const g = await startTestGlue();
   const dirB = tempDir('kiln-bench-openssh-');
   const runnerB = new LocalBackend({ dataDir: dirB.dir, sdkCommand: writeFakeSdk(dirB.dir), pollMs: 50 });
@@ -92,12 +93,14 @@ Measured by \`bench/glue.ts\` (\`make bench-glue\`) on ${new Date().toISOString(
 (${os.cpus()[0]?.model ?? 'cpu'}), Node ${process.version}, ${sshd.trim() || 'OpenSSH'}, loopback. Client: the web's ssh2
 GlueClient (pinned ed25519 host key, ed25519 client key). Server: the built-in ssh2 server (in the same process as the
 client here) and a real OpenSSH sshd running \`kiln glue\` as a forced command. Backend: local, one finished build.
-Calls are sequential (one in flight).
+Calls are sequential (one in flight). Load average (1 min) at start/end: ${loadBefore} / ${os.loadavg()[0]!.toFixed(1)}
+(other work shares this 2-core machine; the tails, and the OpenSSH rows most, grow with it).
 
 ${table}
 
 Reading it:
-- A reused connection costs one SSH channel (open, exec, reply, exit-status, close) per call.
+- A reused connection costs one SSH channel (open, exec, reply, exit-status, close) per call. Both ends set
+  TCP_NODELAY: without it, Nagle plus delayed ACKs made the same reused-connection call take ~92 ms at p50.
 - A new connection adds the TCP connect, key exchange, host key check and public-key authentication.
 - Through OpenSSH every request also starts a \`kiln glue\` node process (fork + exec of sshd's session, node
   start-up, config, the local backend): that dominates, reused connection or not. The built-in server runs the same
