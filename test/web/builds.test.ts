@@ -18,7 +18,7 @@ describe('builds', () => {
   let b: HttpClient;
   let dfId: number;
   beforeAll(async () => {
-    w = await startTestWeb({ config: { web: { quotaQueuedBuilds: 3 } } });
+    w = await startTestWeb({ config: { web: { quotaQueuedBuilds: 3 } }, logger: (await import('../../src/shared/logger.js')).createLogger({ level: process.env.TEST_LOG ? 'error' : 'silent' }) });
     a = w.client();
     await a.signUp('alice');
     b = w.client();
@@ -179,7 +179,7 @@ describe('builds', () => {
     await reconcile(w.db, w.glue);
     await reconcile(w.db, w.glue);
     row = await w.db('builds').where({ id }).first();
-    expect(row.state).toBe('queued');
+    expect(row.state, JSON.stringify(row)).toBe('queued');
     expect(w.glue.buildCount).toBe(before + 1);
     expect(w.glue.jobs.get(dfId)!.keys.get(key)).toBe(Number(row.backend_build));
     // reconcile also refreshes dispatched builds

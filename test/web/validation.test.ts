@@ -48,3 +48,19 @@ describe('web input validation (unit)', () => {
     expect(safeNext('/a/../b')).toBe('/b');
   });
 });
+
+describe('idempotency keys', () => {
+  it('form keys always pass the protocol; keys the glue would refuse are refused up front', async () => {
+    const { newFormKey } = await import('../../src/web/routes/util.js');
+    const { parseIdempotencyKey } = await import('../../src/web/validation.js');
+    const { formatCommand } = await import('../../src/protocol/index.js');
+    for (let i = 0; i < 2000; i++) {
+      const k = newFormKey();
+      expect(parseIdempotencyKey(k)).toBe(k);
+      expect(() => formatCommand('job.build', 1, k)).not.toThrow();
+    }
+    for (const bad of ['-abcdefgh', '_abcdefgh', 'short', 'a'.repeat(65), 'abc def gh', 'abcdefgh;', undefined]) {
+      expect(() => parseIdempotencyKey(bad), String(bad)).toThrow();
+    }
+  });
+});

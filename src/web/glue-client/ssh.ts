@@ -43,6 +43,10 @@ class ConnectionLost extends Error {}
 export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
   const logger = o.logger ?? silentLogger;
   const timeoutMs = o.timeoutMs ?? 30_000;
+  if (typeof o.hostFingerprint !== 'string' || !/^(SHA256:)?[A-Za-z0-9+/]{43}=?$/.test(o.hostFingerprint)) {
+    // Never trust on first use: without a well-formed pin there is no client at all.
+    throw new KilnError('invalid_input', 'The glue host key fingerprint (KILN_SSH_HOST_FINGERPRINT, SHA256:...) is missing or malformed');
+  }
   const pinned = Buffer.from(o.hostFingerprint.replace(/^SHA256:/, '').replace(/=+$/, ''));
   let conn: Promise<ssh2.Client> | undefined;
   let closed = false;

@@ -16,7 +16,7 @@ export const actorOf = (req: Request): Actor => {
 };
 
 /** A fresh idempotency key per rendered Build form: a double click or a replayed POST maps to one build. */
-export const newFormKey = (): string => randomBytes(18).toString('base64url');
+export const newFormKey = (): string => `k${randomBytes(18).toString('base64url')}`; // protocol tokens start alphanumeric
 
 /** The JSON shape of a build (API and the build page's script). */
 export function buildJson(b: BuildRow): Record<string, unknown> {
