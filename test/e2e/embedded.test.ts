@@ -2,60 +2,35 @@
  * The walking skeleton, end to end, as a user meets it: the real `kiln serve` process (web + built-in SSH glue +
  * local backend + the real SDK with dockerd and QEMU), driven over HTTP. One real image build.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startKilnServe, waitForBuild, type KilnServe } from '../helpers/serve.js';
 import { HttpClient } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const dockerfile = readFileSync(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8');
 
-interface BuildJson { id: number; state: string; final: boolean; reason?: string; artifacts: Array<{ name: string; size: number; url: string }>; progress?: unknown }
-
 describe('embedded default: register, upload, build, download a booting image', () => {
   const tmp = tempDir('kiln-e2e-');
-  let server: ChildProcess;
+  let serve: KilnServe;
   let url = '';
-  let output = '';
 
   beforeAll(async () => {
-    server = spawn(path.join(repo, 'bin/kiln'), ['serve'], {
-      cwd: tmp.dir,
-      env: {
-        ...process.env,
-        KILN_DATA_DIR: path.join(tmp.dir, 'data'),
-        KILN_WEB_PORT: '0',
-        KILN_SSH_PORT: '0',
-        KILN_WEB_RECONCILE_SECONDS: '2',
-        // One format keeps CI short; every format is built and boot-tested by the SDK's own tests.
-        KILN_SDK_FORMATS: 'raw',
-        KILN_LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    server.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
-    server.stderr!.on('data', (c: Buffer) => { output += c.toString(); });
-    const deadline = Date.now() + 60_000;
-    while (!/Kiln is ready at (\S+)/.test(output)) {
-      if (Date.now() > deadline || server.exitCode !== null) throw new Error(`kiln serve did not start:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    url = /Kiln is ready at (\S+)/.exec(output)![1]!;
+    // One format keeps CI short; every format is built and boot-tested by the SDK's own tests.
+    serve = await startKilnServe(tmp.dir, { KILN_DATA_DIR: path.join(tmp.dir, 'data'), KILN_SDK_FORMATS: 'raw' });
+    url = serve.url;
   });
 
   afterAll(async () => {
-    if (server && server.exitCode === null) {
-      server.kill('SIGTERM');
-      await new Promise((r) => server.once('exit', r));
-    }
+    await serve?.stop();
     tmp.cleanup();
   });
 
   it('prints a one-time password for the first admin, which logs in', async () => {
-    const m = /First admin: user "([^"]+)", one-time password "([^"]+)"/.exec(output);
+    const m = /First admin: user "([^"]+)", one-time password "([^"]+)"/.exec(serve.output());
     expect(m).not.toBeNull();
     const admin = new HttpClient(url);
     expect((await admin.login(m![1]!, m![2]!)).status).toBe(303);
@@ -70,14 +45,7 @@ describe('embedded default: register, upload, build, download a booting image', 
     const pressed = Date.now();
     const { id } = await alice.build(dfId);
 
-    let build: BuildJson | undefined;
-    const deadline = Date.now() + 20 * 60_000;
-    for (;;) {
-      build = ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
-      if (build.final) break;
-      if (Date.now() > deadline) throw new Error(`build ${id} still ${build.state} after 20 min`);
-      await new Promise((r) => setTimeout(r, 2000));
-    }
+    const build = await waitForBuild(alice, id);
     const logRes = await alice.get(`/api/builds/${id}/log?offset=0`);
     const log = (await logRes.json()) as { text: string };
     expect(build.state, `build failed: ${build.reason}\n${log.text.slice(-3000)}`).toBe('succeeded');

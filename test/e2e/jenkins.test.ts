@@ -4,7 +4,6 @@
  * reaches the glue through the built-in door (`kiln serve` with the jenkins backend); afterwards the same build is
  * read through the OpenSSH door (sshd forced command `kiln glue`), which must give the same bytes.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startJenkinsDouble, glueEnv, type JenkinsDouble } from '../jenkins-double/index.js';
 import { defaultKeyPaths, ensureKeyPair } from '../../src/shared/ssh-keys.js';
 import { startOpenSshGlue, type OpenSshGlue } from '../helpers/glue.js';
+import { startKilnServe, waitForBuild, type KilnServe } from '../helpers/serve.js';
 import { HttpClient } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -19,47 +19,28 @@ const repo = path.resolve(import.meta.dirname, '../..');
 const dockerfile = readFileSync(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8');
 const user = { name: 'kiln-glue', token: '11aa22bb33cc44dd55ee66ff77aa88bb99' };
 
-interface BuildJson { id: number; state: string; final: boolean; reason?: string; backendBuild?: number; artifacts: Array<{ name: string; size: number }> }
-
 describe('full path through Jenkins: web, SSH, glue, Jenkins double, real SDK', () => {
   const tmp = tempDir('kiln-e2e-jenkins-');
   const dataDir = path.join(tmp.dir, 'data');
   let double: JenkinsDouble;
-  let server: ChildProcess;
+  let serve: KilnServe;
   let openssh: OpenSshGlue | undefined;
   let url = '';
-  let output = '';
 
   beforeAll(async () => {
     double = await startJenkinsDouble({ users: [user], labels: ['kiln-builder'], quietPeriodSeconds: 1, dataDir: path.join(tmp.dir, 'jenkins') });
-    const env = {
-      ...process.env,
+    serve = await startKilnServe(tmp.dir, {
       ...glueEnv(double, user, [path.join(repo, 'bin/kiln'), 'sdk', 'build']),
       KILN_DATA_DIR: dataDir,
-      KILN_WEB_PORT: '0',
-      KILN_SSH_PORT: '0',
-      KILN_WEB_RECONCILE_SECONDS: '2',
       // One format keeps this second real build short; formats are covered by the SDK's own tests.
       KILN_SDK_FORMATS: 'raw',
-      KILN_LOG_LEVEL: 'warn',
-    };
-    server = spawn(path.join(repo, 'bin/kiln'), ['serve'], { cwd: tmp.dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    server.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
-    server.stderr!.on('data', (c: Buffer) => { output += c.toString(); });
-    const deadline = Date.now() + 60_000;
-    while (!/Kiln is ready at (\S+)/.test(output)) {
-      if (Date.now() > deadline || server.exitCode !== null) throw new Error(`kiln serve did not start:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    url = /Kiln is ready at (\S+)/.exec(output)![1]!;
+    });
+    url = serve.url;
   });
 
   afterAll(async () => {
     await openssh?.cleanup();
-    if (server && server.exitCode === null) {
-      server.kill('SIGTERM');
-      await new Promise((r) => server.once('exit', r));
-    }
+    await serve?.stop();
     await double?.stop();
     tmp.cleanup();
   });
@@ -71,14 +52,7 @@ describe('full path through Jenkins: web, SSH, glue, Jenkins double, real SDK', 
     const pressed = Date.now();
     const { id } = await alice.build(dfId);
 
-    let build: BuildJson;
-    const deadline = Date.now() + 20 * 60_000;
-    for (;;) {
-      build = ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
-      if (build.final) break;
-      if (Date.now() > deadline) throw new Error(`build still ${build.state}`);
-      await new Promise((r) => setTimeout(r, 2000));
-    }
+    const build = await waitForBuild(alice, id);
     const log = ((await (await alice.get(`/api/builds/${id}/log?offset=0`)).json()) as { text: string }).text;
     expect(build.state, `${build.reason}\n${log.slice(-3000)}`).toBe('succeeded');
     // The log is Jenkins' console: the shell step's trace and the SDK's progress events.

@@ -1,0 +1,57 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import type { HttpClient } from './web.js';
+
+const repo = path.resolve(import.meta.dirname, '../..');
+
+export interface KilnServe {
+  url: string;
+  /** Everything the process printed so far (stdout + stderr). */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts the real `bin/kiln serve` process with `env` on top of this one's and waits for "Kiln is ready at URL". */
+export async function startKilnServe(cwd: string, env: Record<string, string>): Promise<KilnServe> {
+  let out = '';
+  const child: ChildProcess = spawn(path.join(repo, 'bin/kiln'), ['serve'], {
+    cwd,
+    env: { ...process.env, KILN_WEB_PORT: '0', KILN_SSH_PORT: '0', KILN_WEB_RECONCILE_SECONDS: '2', KILN_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
+  child.stderr!.on('data', (c: Buffer) => { out += c.toString(); });
+  const deadline = Date.now() + 60_000;
+  while (!/Kiln is ready at (\S+)/.test(out)) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error(`kiln serve did not start:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url: /Kiln is ready at (\S+)/.exec(out)![1]!,
+    output: () => out,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+export interface BuildJson {
+  id: number; state: string; final: boolean; reason?: string; backendBuild?: number;
+  artifacts: Array<{ name: string; size: number; url: string }>;
+}
+
+/** Polls the build through the JSON API until it is final. */
+export async function waitForBuild(client: HttpClient, id: number, timeoutMs = 20 * 60_000): Promise<BuildJson> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const build = ((await (await client.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
+    if (build.final) return build;
+    if (Date.now() > deadline) throw new Error(`build ${id} still ${build.state} after ${timeoutMs / 60_000} min`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
