@@ -8,18 +8,22 @@ export async function getFailures(db: Queryable, username: string): Promise<Fail
   return r ? { failures: Number(r.failures), windowStartMs: Number(r.window_start_ms) } : undefined;
 }
 
-/** Adds one failure, starting a new window when the old one has ended. */
+/**
+ * Adds one failure, starting a new window when the old one has ended. One atomic upsert statement (no explicit
+ * transaction): a login storm costs one write per failure.
+ */
 export async function recordFailure(db: Queryable, username: string, nowMs: number, windowMs: number): Promise<FailureWindow> {
-  return db.transaction(async (trx) => {
-    const cur = await getFailures(trx, username);
-    const next = !cur || nowMs - cur.windowStartMs >= windowMs
-      ? { failures: 1, windowStartMs: nowMs }
-      : { failures: cur.failures + 1, windowStartMs: cur.windowStartMs };
-    await trx('login_failures')
-      .insert({ username, failures: next.failures, window_start_ms: next.windowStartMs })
-      .onConflict('username').merge();
-    return next;
-  });
+  const expired = nowMs - windowMs;
+  const rows = await db('login_failures')
+    .insert({ username, failures: 1, window_start_ms: nowMs })
+    .onConflict('username')
+    .merge({
+      failures: db.raw('CASE WHEN login_failures.window_start_ms <= ? THEN 1 ELSE login_failures.failures + 1 END', [expired]),
+      window_start_ms: db.raw('CASE WHEN login_failures.window_start_ms <= ? THEN ? ELSE login_failures.window_start_ms END', [expired, nowMs]),
+    })
+    .returning(['failures', 'window_start_ms']);
+  const r = rows[0] as { failures: number | string; window_start_ms: number | string };
+  return { failures: Number(r.failures), windowStartMs: Number(r.window_start_ms) };
 }
 
 export async function clearFailures(db: Queryable, username: string): Promise<void> {
