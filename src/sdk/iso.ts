@@ -27,7 +27,7 @@ export async function makeIso(o: { rootDir: string; workDir: string; kernelFile:
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(path.join(dir, 'live'), { recursive: true });
   await fsp.mkdir(path.join(dir, 'isolinux'));
-  await tool('mksquashfs', [o.rootDir, path.join(dir, 'live/filesystem.squashfs'), '-comp', 'zstd', '-noappend', '-no-progress', '-quiet', '-e', 'boot']);
+  await tool('mksquashfs', [o.rootDir, path.join(dir, 'live/filesystem.squashfs'), '-comp', 'zstd', '-Xcompression-level', '6', '-noappend', '-no-progress', '-quiet', '-e', 'boot']);
   await fsp.copyFile(o.kernelFile, path.join(dir, 'live/vmlinuz'));
   await fsp.copyFile(o.initrdFile, path.join(dir, 'live/initrd.img'));
   await fsp.copyFile(ISOLINUX_BIN, path.join(dir, 'isolinux/isolinux.bin'));
