@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import net from 'node:net';
 import ssh2, { type AuthContext, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
 import type { FrozenConfig } from '../config/index.js';
 import { toKilnError } from '../shared/errors.js';
@@ -55,22 +56,21 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
   const wantUser = Buffer.from(o.username);
   const sockets = new Set<Connection>();
 
+  const handshakeMs = o.handshakeTimeoutMs ?? 10_000;
+  const maxConnections = o.maxConnections ?? 32;
+  /** Handshake deadline per TCP peer, cleared once that peer authenticates. */
+  const deadlines = new Map<string, NodeJS.Timeout>();
+
   const server = new Server({
     hostKeys: [o.hostKey],
     ident: 'kiln-glue',
     keepaliveInterval: 30_000,
   }, (client, info) => {
     const peer = { ip: info.ip, port: info.port };
+    const peerKey = `${info.ip}:${info.port}`;
     sockets.add(client);
-    // Requests are a few small packets each way: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms per step.
-    (client as unknown as { setNoDelay(on: boolean): void }).setNoDelay(true);
     let sessions = 0;
     let authFailures = 0;
-    const handshake = setTimeout(() => {
-      logger.warn({ peer }, 'ssh: no authentication in time, dropping the connection');
-      client.end();
-    }, o.handshakeTimeoutMs ?? 10_000);
-    handshake.unref();
 
     client.on('authentication', (ctx: AuthContext) => {
       logger.debug({ peer, method: ctx.method }, 'ssh: authentication attempt');
@@ -101,7 +101,8 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
     });
 
     client.on('ready', () => {
-      clearTimeout(handshake);
+      clearTimeout(deadlines.get(peerKey));
+      deadlines.delete(peerKey);
       logger.debug({ peer }, 'ssh: client authenticated');
       client.on('session', (accept, reject) => {
         if (sessions >= (o.maxSessionsPerConnection ?? 16)) return reject();
@@ -117,11 +118,39 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
 
     client.on('error', (e) => logger.debug({ peer, err: e.message }, 'ssh: connection error'));
     client.on('close', () => {
-      clearTimeout(handshake);
       sockets.delete(client);
     });
   });
-  server.maxConnections = o.maxConnections ?? 32;
+  server.maxConnections = maxConnections;
+
+  // Our own listener, handing sockets to ssh2 (its public injectSocket): ssh2 only reports a connection once the
+  // peer has sent its SSH banner, so a peer that sends nothing would hold a slot forever. Here every TCP
+  // connection counts against the cap from its first byte, and is destroyed if it has not authenticated in time.
+  let open = 0;
+  const raw = new Map<string, net.Socket>();
+  const tcp = net.createServer((sock) => {
+    if (open >= maxConnections) {
+      sock.destroy();
+      return;
+    }
+    open++;
+    const key = `${sock.remoteAddress}:${sock.remotePort}`;
+    // Requests are a few small packets each way: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms per step.
+    sock.setNoDelay(true);
+    deadlines.set(key, setTimeout(() => {
+      logger.warn({ peer: key }, 'ssh: no authentication in time, dropping the connection');
+      sock.destroy();
+    }, handshakeMs));
+    raw.set(key, sock);
+    sock.once('close', () => {
+      open--;
+      raw.delete(key);
+      clearTimeout(deadlines.get(key));
+      deadlines.delete(key);
+    });
+    sock.on('error', () => undefined);
+    server.injectSocket(sock);
+  });
 
   async function runExec(channel: ServerChannel, command: string, peer: object): Promise<void> {
     let closed = false;
@@ -157,21 +186,27 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
   }
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.port, o.host, () => {
-      server.off('error', reject);
+    tcp.once('error', reject);
+    tcp.listen(o.port, o.host, () => {
+      tcp.off('error', reject);
       resolve();
     });
   });
+  tcp.on('error', (e: Error) => logger.error({ err: e }, 'ssh: server error'));
   server.on('error', (e: Error) => logger.error({ err: e }, 'ssh: server error'));
-  const addr = server.address() as { port: number };
+  const addr = tcp.address() as net.AddressInfo;
   logger.info({ host: o.host, port: addr.port, hostFingerprint: `SHA256:${hostFingerprint}` }, 'glue ssh server listening');
   return {
     port: addr.port,
     hostFingerprint,
     close: () => new Promise<void>((resolve) => {
+      tcp.close(() => resolve());
       for (const c of sockets) c.end();
-      server.close(() => resolve());
+      // Not yet authenticated: nothing to say goodbye to.
+      for (const [key, t] of deadlines) {
+        clearTimeout(t);
+        raw.get(key)?.destroy();
+      }
     }),
   };
 }

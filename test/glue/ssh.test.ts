@@ -31,7 +31,7 @@ afterAll(async () => {
 function rawConnect(extra: Record<string, unknown> = {}): Promise<ssh2.Client> {
   return new Promise((resolve, reject) => {
     const c = new Client();
-    c.on('ready', () => resolve(c)).on('error', reject);
+    c.on('ready', () => resolve(c)).on('error', reject).on('close', () => reject(new Error('connection closed')));
     c.connect({
       host: '127.0.0.1', port: g.port, username: 'kiln', privateKey: g.clientKey.privateKey, readyTimeout: 10_000,
       hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === g.hostFingerprint,
@@ -179,5 +179,56 @@ describe('built-in SSH glue server', () => {
     const agent = agentOf([utils.parseKey(web.getPublicSSH()) as ParsedKey], (data) => impostor.sign(data) as Buffer, () => { signed++; });
     await expect(rawConnect({ privateKey: undefined, agent })).rejects.toThrow(/authentication methods failed/i);
     expect(signed).toBeGreaterThan(0);
+  });
+});
+
+describe('built-in SSH server caps', () => {
+  it('drops a connection that does not authenticate in time, and connections over the cap', async () => {
+    const net = await import('node:net');
+    const { startSshServer } = await import('../../src/glue/ssh-server.js');
+    const { createGlue } = await import('../../src/glue/dispatch.js');
+    const { silentLogger } = await import('../../src/shared/logger.js');
+    const host = utils.generateKeyPairSync('ed25519');
+    const srv = await startSshServer({
+      glue: createGlue({ backend: g.server.backend, logger: silentLogger }), logger: silentLogger, host: '127.0.0.1', port: 0,
+      hostKey: Buffer.from(host.private), authorizedKeys: [utils.parseKey(g.clientKey.publicKey) as ParsedKey], username: 'kiln',
+      handshakeTimeoutMs: 300, maxConnections: 2,
+    });
+    const open = () => new Promise<{ sock: import('node:net').Socket; closed: Promise<number>; banner: Promise<string> }>((resolve) => {
+      const t0 = Date.now();
+      const sock = net.connect(srv.port, '127.0.0.1', () => {
+        const closed = new Promise<number>((r) => sock.once('close', () => r(Date.now() - t0)));
+        const banner = new Promise<string>((r) => { sock.once('data', (d: Buffer) => r(d.toString())); sock.once('close', () => r('')); });
+        resolve({ sock, closed, banner });
+      });
+    });
+    try {
+      const a = await open();
+      const b = await open();
+      expect(await a.banner).toMatch(/^SSH-2\.0-kiln-glue/);
+      const c = await open(); // third: over the cap, closed without a banner
+      expect(await c.banner).toBe('');
+      expect(await c.closed).toBeLessThan(1000);
+      // The two idle ones are dropped after the handshake limit.
+      const ta = await a.closed;
+      expect(ta).toBeGreaterThanOrEqual(250);
+      expect(ta).toBeLessThan(3000);
+      await b.closed;
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('drops a connection after too many failed authentication attempts', async () => {
+    const keys = Array.from({ length: 8 }, () => utils.generateKeyPairSync('ed25519').private);
+    const identities = keys.map((k) => utils.parseKey(k) as ParsedKey);
+    let signed = 0;
+    const agent = agentOf(identities.map((k) => utils.parseKey(k.getPublicSSH()) as ParsedKey), (d) => identities[0]!.sign(d) as Buffer, () => { signed++; });
+    const before = g.logs.filter((l) => l.msg === 'ssh: authentication refused').length;
+    await expect(rawConnect({ privateKey: undefined, agent })).rejects.toThrow();
+    const refused = g.logs.filter((l) => l.msg === 'ssh: authentication refused').length - before;
+    expect(refused).toBeGreaterThan(0);
+    expect(refused).toBeLessThanOrEqual(6);
+    expect(signed).toBe(0); // public keys were refused before any signature was asked for
   });
 });
