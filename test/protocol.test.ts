@@ -19,7 +19,7 @@ describe('parseCommand', () => {
     'job.put 7 8', 'job.put 7; rm -rf /', 'job.put $(id)', 'job.put `id`', 'job.put 7\nid', 'job.put 7\rid',
     'job.put 7\0', 'job.put ../x', 'job.put /etc/passwd', 'job.put 7|id', 'job.put 7&&id', 'job.put 99999999999999',
     'build.artifact 7 3 ../../etc/shadow', 'build.artifact 7 3 image.raw -1', 'job.build 7 short',
-    'job.build 7 --exec=x', 'job.put\t7', 'toString', '__proto__', 'constructor 1', 'job.put 7 ' + 'a'.repeat(300),
+    'job.build 7 --exec=x', 'job.build 7 _abcdefgh', 'job.put\t7', 'toString', '__proto__', 'constructor 1', 'job.put 7 ' + 'a'.repeat(300),
   ])('rejects %j', (line) => {
     let err: unknown;
     try { parseCommand(line); } catch (e) { err = e; }

@@ -32,7 +32,8 @@ export const configSchema = z.object({
     quotaDockerfiles: int(50),
     quotaQueuedBuilds: int(5),
     registrationOpen: bool(true),
-    hashConcurrency: int(4),
+    /** Concurrent argon2 hashes: each takes a core for ~10 ms; more than the cores only queues inside libuv. */
+    hashConcurrency: int(2),
     reconcileSeconds: int(30),
   }).prefault({}),
   db: z.object({

@@ -38,7 +38,8 @@ export type Format = (typeof FORMATS)[number];
 const jobId = z.string().regex(/^[1-9][0-9]{0,11}$/, 'job id must be a positive integer').transform(Number);
 const buildNo = z.string().regex(/^[1-9][0-9]{0,11}$/, 'build number must be a positive integer').transform(Number);
 const offset = z.string().regex(/^(0|[1-9][0-9]{0,14})$/, 'offset must be a non-negative integer').transform(Number);
-const idemKey = z.string().regex(/^[A-Za-z0-9_-]{8,64}$/, 'idempotency key must be 8-64 of [A-Za-z0-9_-]');
+// Starts alphanumeric like every token (a leading '-' could read as an option to some program downstream).
+const idemKey = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/, 'idempotency key must be 8-64 of [A-Za-z0-9_-], starting with a letter or digit');
 const artifact = z.enum(ARTIFACT_NAMES);
 
 /** Each verb's positional arguments, in order. Optional trailing arguments are marked with `.optional()`. */

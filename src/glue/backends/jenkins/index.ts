@@ -180,7 +180,7 @@ export class JenkinsBackend implements Backend {
 
   async build(job: number, idempotencyKey: string): Promise<{ build: number; created: boolean }> {
     const name = this.name(job);
-    if (!/^[A-Za-z0-9_-]{8,64}$/.test(idempotencyKey)) throw new KilnError('invalid_input', 'bad idempotency key');
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/.test(idempotencyKey)) throw new KilnError('invalid_input', 'bad idempotency key');
     const log = this.logger.child({ job, key: idempotencyKey });
 
     // 1. Seen before? A retried trigger finds its item in the queue or its build among the recent ones.
