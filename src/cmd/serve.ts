@@ -12,7 +12,7 @@ import { startGlueServer } from '../glue/index.js';
 import { createLogger } from '../shared/logger.js';
 import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
 import { createSshGlueClient } from '../web/glue-client/ssh.js';
-import { ensureFirstAdmin, reconcile, startWeb } from '../web/index.js';
+import { ensureFirstAdmin, startReconciler, startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -49,21 +49,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`\nKiln is ready at ${web.url}\n\n`);
   }
 
-  let reconciling = false;
-  const timer = setInterval(() => {
-    if (reconciling) return;
-    reconciling = true;
-    reconcile(db, glueClient, { logger: logger.child({ part: 'reconcile' }), config })
-      .catch((e: unknown) => logger.error({ err: e }, 'reconcile failed'))
-      .finally(() => { reconciling = false; });
-  }, Math.max(1, config.web.reconcileSeconds) * 1000);
+  const stopReconciler = startReconciler(db, glueClient, config, logger.child({ part: 'reconcile' }), config.web.reconcileSeconds);
 
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => { logger.info({ sig }, 'shutting down'); resolve(); };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
-  clearInterval(timer);
+  stopReconciler();
   await web.close();
   await glueClient.close();
   await glue.close();

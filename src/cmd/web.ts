@@ -9,7 +9,7 @@ import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { createLogger } from '../shared/logger.js';
 import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
 import { createSshGlueClient } from '../web/glue-client/ssh.js';
-import { ensureFirstAdmin, reconcile, startWeb } from '../web/index.js';
+import { ensureFirstAdmin, startReconciler, startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -43,20 +43,13 @@ export async function main(argv: string[]): Promise<number> {
   if (admin) process.stdout.write(`First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`);
   process.stdout.write(`The glue must authorize this public key:\n${clientKey.publicKey}\n`);
 
-  let busy = false;
-  const timer = setInterval(() => {
-    if (busy) return;
-    busy = true;
-    reconcile(db, glue, { logger: logger.child({ part: 'reconcile' }), config })
-      .catch((e: unknown) => logger.error({ err: e }, 'reconcile failed'))
-      .finally(() => { busy = false; });
-  }, Math.max(1, config.web.reconcileSeconds) * 1000);
+  const stopReconciler = startReconciler(db, glue, config, logger.child({ part: 'reconcile' }), config.web.reconcileSeconds);
 
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  clearInterval(timer);
+  stopReconciler();
   await web.close();
   await glue.close();
   await db.destroy();

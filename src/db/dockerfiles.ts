@@ -95,3 +95,16 @@ export async function getVersion(db: Queryable, id: number): Promise<DockerfileV
 export async function deleteDockerfile(db: Queryable, id: number): Promise<void> {
   await db('dockerfiles').where({ id }).delete();
 }
+
+/**
+ * Dockerfiles the glue has been given (at least one build was dispatched): the ones whose jobs must exist in the
+ * backend. The reconciler recreates any that the backend lost, from the current version.
+ */
+export async function listDispatchedDockerfiles(db: Queryable): Promise<DockerfileRow[]> {
+  const rows = await db('dockerfiles as d')
+    .whereExists(db('builds as b').whereRaw('b.dockerfile_id = d.id').whereNotNull('b.backend_build'))
+    .whereNotNull('d.current_version_id')
+    .select('d.*')
+    .orderBy('d.id');
+  return rows.map((r: Record<string, unknown>) => normDf(r));
+}

@@ -70,6 +70,19 @@ function formatsFor(s: Services): Format[] {
 }
 
 /**
+ * Creates or updates the glue's job for a Dockerfile from a stored version (job.put is create-or-update, so this is
+ * also how the reconciler recreates a job the backend lost).
+ */
+export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, dockerfileId: number, versionId: number, ownerId: number): Promise<void> {
+  const df = await findDockerfile(s.db, dockerfileId, null);
+  const version = await getVersion(s.db, versionId);
+  const owner = await findUserById(s.db, ownerId);
+  if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
+  const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as Services), schedule: 'off', enabled: true };
+  await s.glue.call('job.put', [df.id], JSON.stringify(spec));
+}
+
+/**
  * Hands a `requested` build to the glue. Idempotent: job.put is create-or-update and job.build returns the same
  * backend build for the same key. Returns the row as stored afterwards.
  */
@@ -78,15 +91,10 @@ export async function dispatch(s: Pick<Services, 'db' | 'glue' | 'logger' | 'con
   const { db, glue, logger } = s;
   await bumpDispatchAttempts(db, build.id);
   try {
-    const df = await findDockerfile(db, build.dockerfile_id, null);
-    const version = await getVersion(db, build.version_id);
-    const owner = await findUserById(db, build.owner_id);
-    if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
-    const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as Services), schedule: 'off', enabled: true };
-    await glue.call('job.put', [df.id], JSON.stringify(spec));
-    const r = await glue.call('job.build', [df.id, build.idempotency_key]);
+    await putJob(s, build.dockerfile_id, build.version_id, build.owner_id);
+    const r = await glue.call('job.build', [build.dockerfile_id, build.idempotency_key]);
     await updateBuild(db, build.id, ['requested'], { state: 'queued', backend_build: r.build, queued_at: nowIso(), reason: null });
-    logger.info({ build: build.id, job: df.id, backendBuild: r.build }, 'build dispatched');
+    logger.info({ build: build.id, job: build.dockerfile_id, backendBuild: r.build }, 'build dispatched');
   } catch (e) {
     if (transient(e)) {
       logger.warn({ build: build.id, err: (e as Error).message }, 'glue unavailable; build stays requested');

@@ -1,0 +1,61 @@
+/**
+ * Repairs drift between the web's records and the build backend behind the glue. One pass:
+ *   1. builds: `requested` ones are dispatched (glue unreachable => they stay requested and are retried next pass;
+ *      the idempotency key makes a retry find the same backend build, never a second one), and queued/running
+ *      ones take the backend's state (a build that finished while nobody looked ends here);
+ *   2. jobs: every Dockerfile the backend has been given must have its job; a missing one (deleted by hand, lost
+ *      with a Jenkins home) is recreated from the stored Dockerfile.
+ * Passes never overlap within a process; across web instances every step is idempotent.
+ */
+import { listDispatchedDockerfiles, type Db } from '../../db/index.js';
+import { isKilnError } from '../../shared/errors.js';
+import { silentLogger, type Logger } from '../../shared/logger.js';
+import type { GlueClient } from '../glue-client/types.js';
+import { putJob, reconcile as reconcileBuilds } from './builds.js';
+import type { Services } from './context.js';
+
+export interface ReconcileResult {
+  builds: number;
+  jobsRecreated: number[];
+}
+
+/** Recreates the backend jobs the web knows but the backend does not. Returns the Dockerfile ids recreated. */
+export async function reconcileJobs(s: Pick<Services, 'db' | 'glue' | 'config'> & { logger: Logger }): Promise<number[]> {
+  const { jobs } = await s.glue.call('jobs.list', []);
+  const present = new Set(jobs.filter((j) => j.managed && j.job !== undefined).map((j) => j.job!));
+  const recreated: number[] = [];
+  for (const df of await listDispatchedDockerfiles(s.db)) {
+    if (present.has(df.id)) continue;
+    await putJob(s, df.id, df.current_version_id!, df.owner_id);
+    s.logger.warn({ job: df.id }, 'job missing in the backend: recreated from the stored Dockerfile');
+    recreated.push(df.id);
+  }
+  return recreated;
+}
+
+export async function reconcileOnce(db: Db, glue: GlueClient, config: Services['config'], logger: Logger = silentLogger): Promise<ReconcileResult> {
+  const builds = await reconcileBuilds(db, glue, { logger, config });
+  let jobsRecreated: number[] = [];
+  try {
+    jobsRecreated = await reconcileJobs({ db, glue, config, logger });
+  } catch (e) {
+    // Backend away: nothing to compare against this time; the next pass tries again.
+    if (!isKilnError(e, 'backend_unavailable') && !isKilnError(e, 'timeout')) throw e;
+    logger.warn({ err: (e as Error).message }, 'glue unavailable; job reconciliation skipped');
+  }
+  return { builds, jobsRecreated };
+}
+
+/** Runs reconcileOnce every `seconds`, one pass at a time. Returns a stop function. */
+export function startReconciler(db: Db, glue: GlueClient, config: Services['config'], logger: Logger, seconds: number): () => void {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    reconcileOnce(db, glue, config, logger)
+      .catch((e: unknown) => logger.error({ err: e }, 'reconcile failed'))
+      .finally(() => { running = false; });
+  }, Math.max(1, seconds) * 1000);
+  timer.unref();
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,110 @@
+/**
+ * Issue 4's reconciliation against Jenkins (the double), through the real chain web services -> SSH -> glue ->
+ * jenkins client. The SDK is the fake one (a second per build): this is about state, not images.
+ *   - a build that finished in Jenkins while the web was not looking ends `succeeded` in the web;
+ *   - a job deleted in Jenkins is recreated from the stored Dockerfile;
+ *   - Jenkins down: a pressed build stays `requested`, passes during the outage change nothing, and after the
+ *     restart exactly one Jenkins build exists for it, however many passes ran.
+ */
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { startGlueServer, type RunningGlue } from '../../src/glue/index.js';
+import { silentLogger } from '../../src/shared/logger.js';
+import { defaultKeyPaths, ensureKeyPair } from '../../src/shared/ssh-keys.js';
+import { createSshGlueClient } from '../../src/web/glue-client/ssh.js';
+import type { GlueClient } from '../../src/web/glue-client/types.js';
+import { reconcileOnce } from '../../src/web/index.js';
+import { findBuild } from '../../src/db/index.js';
+import { startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
+import { writeFakeSdk } from '../helpers/glue.js';
+import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const user = { name: 'kiln-glue', token: 'aa11bb22cc33dd44ee55ff66aa77bb88' };
+const auth = { authorization: `Basic ${Buffer.from(`${user.name}:${user.token}`).toString('base64')}` };
+
+describe('reconciliation with a Jenkins backend', () => {
+  const tmp = tempDir('kiln-reconcile-');
+  let double: JenkinsDouble;
+  let glue: RunningGlue;
+  let client: GlueClient;
+  let web: TestWeb;
+  let alice: HttpClient;
+  let dfId: number;
+
+  const jenkins = (p: string, init: RequestInit = {}) => fetch(new URL(p, double.url), { redirect: 'manual', ...init, headers: { ...auth, ...(init.headers as Record<string, string>) } });
+  const jenkinsBuilds = async (job: number) => ((await (await jenkins(`job/kiln-job-${job}/api/json`)).json()) as { builds: Array<{ number: number }> }).builds.map((b) => b.number).sort();
+  const pass = () => reconcileOnce(web.db, client, web.config, silentLogger);
+  const state = async (id: number) => (await findBuild(web.db, id, null))!.state;
+  async function passUntil(id: number, states: string[], ms = 60_000): Promise<string> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      await pass();
+      const s = await state(id);
+      if (states.includes(s)) return s;
+      if (Date.now() > deadline) throw new Error(`build ${id} is ${s}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  beforeAll(async () => {
+    double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: 1, dataDir: path.join(tmp.dir, 'jenkins') });
+    const cfg = loadConfig({}, {
+      dataDir: path.join(tmp.dir, 'glue'),
+      ssh: { host: '127.0.0.1', port: 0 },
+      glue: { backend: 'jenkins', jenkins: { url: double.url, user: user.name, token: user.token, sdkCommand: writeFakeSdk(tmp.dir), requestTimeoutMs: 3000 } },
+    });
+    glue = await startGlueServer(cfg, silentLogger);
+    const key = await ensureKeyPair(defaultKeyPaths(cfg.dataDir).client, 'kiln-web');
+    client = createSshGlueClient({ host: '127.0.0.1', port: glue.port, username: cfg.ssh.user, privateKey: key.privateKey, hostFingerprint: glue.hostFingerprint, timeoutMs: 30_000 });
+    web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] } } });
+    alice = web.client();
+    await alice.signUp('alice');
+    dfId = await alice.createDockerfile('demo', 'FROM debian:bookworm\nRUN true\n');
+  }, 120_000);
+
+  afterAll(async () => {
+    await web?.close();
+    await client?.close();
+    await glue?.close();
+    await double?.stop();
+    tmp.cleanup();
+  });
+
+  it('a build Jenkins finished while nobody looked ends succeeded through reconciliation alone', async () => {
+    const { id } = await alice.build(dfId);
+    expect(['queued', 'running', 'succeeded']).toContain(await state(id));
+    expect(await passUntil(id, ['succeeded', 'failed'])).toBe('succeeded');
+    expect(await jenkinsBuilds(dfId)).toEqual([1]);
+  }, 120_000);
+
+  it('recreates a job deleted in Jenkins from the stored Dockerfile', async () => {
+    expect((await jenkins(`job/kiln-job-${dfId}/doDelete`, { method: 'POST' })).status).toBe(302);
+    expect((await jenkins(`job/kiln-job-${dfId}/api/json`)).status).toBe(404);
+    const r = await pass();
+    expect(r.jobsRecreated).toEqual([dfId]);
+    const xml = await (await jenkins(`job/kiln-job-${dfId}/config.xml`)).text();
+    expect(xml).toContain(Buffer.from('FROM debian:bookworm\nRUN true\n').toString('base64'));
+    // A second pass finds nothing to do.
+    expect((await pass()).jobsRecreated).toEqual([]);
+  }, 120_000);
+
+  it('Jenkins down: the build waits as requested, then exactly one Jenkins build runs after the restart', async () => {
+    const before = await jenkinsBuilds(dfId).catch(() => []);
+    await double.crash();
+    const { id } = await alice.build(dfId);
+    expect(await state(id)).toBe('requested');
+    for (let i = 0; i < 3; i++) {
+      const r = await pass();
+      expect(r.jobsRecreated).toEqual([]);
+      expect(await state(id)).toBe('requested');
+    }
+    await double.start();
+    // Several passes at once, as two web instances would run them.
+    await Promise.all([pass(), pass(), pass()]);
+    expect(await passUntil(id, ['succeeded', 'failed'])).toBe('succeeded');
+    const after = await jenkinsBuilds(dfId);
+    expect(after.length).toBe(before.length + 1);
+  }, 180_000);
+});
