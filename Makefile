@@ -1,5 +1,5 @@
 # Kiln: `make run` sets up and starts the embedded default; `make test` runs every test.
-.PHONY: deps test-deps build run test typecheck bench-sdk bench-glue clean
+.PHONY: deps test-deps build run test typecheck bench-sdk bench-glue bench-jenkins clean
 
 deps:
 	scripts/ensure-deps.sh
@@ -29,6 +29,9 @@ bench-sdk: build
 
 bench-glue: build
 	npx tsx bench/glue.ts
+
+bench-jenkins: build
+	npx tsx bench/jenkins.ts
 
 clean:
 	rm -rf dist
