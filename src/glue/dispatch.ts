@@ -64,6 +64,10 @@ export async function dispatch(req: Request, stdin: Buffer | undefined, backend:
       const { state } = await backend.cancel(job, build);
       return json({ job, build, state });
     }
+    case 'build.withdraw': {
+      const [job, key] = req.args;
+      return json({ job, ...(await backend.withdraw(job, key)) });
+    }
     case 'jobs.list':
       return json({ jobs: await backend.listJobs() });
     case 'queue.list':

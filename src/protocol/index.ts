@@ -54,6 +54,8 @@ export const VERBS = {
   'build.log': z.tuple([jobId, buildNo, offset]),
   'build.artifact': z.tuple([jobId, buildNo, artifact, offset.optional()]),
   'build.cancel': z.tuple([jobId, buildNo]),
+  /** Withdraws whatever a job.build with this key started: a queued trigger, or the build it became. */
+  'build.withdraw': z.tuple([jobId, idemKey]),
   'jobs.list': z.tuple([]),
   'queue.list': z.tuple([]),
 } as const;
@@ -192,6 +194,7 @@ export const REPLIES = {
   'build.status': buildStatusSchema,
   'build.log': logChunkSchema,
   'build.cancel': z.object({ job: z.number().int(), build: z.number().int(), state: z.enum(BUILD_STATES) }),
+  'build.withdraw': z.object({ job: z.number().int(), withdrawn: z.boolean(), build: z.number().int().optional(), state: z.enum(BUILD_STATES).optional() }),
   'jobs.list': z.object({ jobs: z.array(jobInfoSchema) }),
   'queue.list': z.object({ items: z.array(queueItemSchema) }),
 } as const;

@@ -142,6 +142,18 @@ describe('local backend', () => {
     expect(await b.listQueue()).toEqual([]);
   });
 
+  it('withdraws by idempotency key: the build it became is cancelled, an unknown key withdraws nothing', async () => {
+    const { b } = await make();
+    await b.putJob(1, spec('sleep 30'));
+    await b.build(1, 'k0000001');
+    await b.build(1, 'k0000002');
+    expect(await b.withdraw(1, 'k0000002')).toEqual({ withdrawn: true, build: 2, state: 'cancelled' });
+    expect(await b.withdraw(1, 'k0000009')).toEqual({ withdrawn: false });
+    await waitFor(b, 1, 1, ['running']);
+    expect(await b.withdraw(1, 'k0000001')).toEqual({ withdrawn: true, build: 1, state: 'cancelled' });
+    expect(await b.listQueue()).toEqual([]);
+  });
+
   it('a cancel from another process (an OpenSSH kiln glue) stops the runner\'s build', async () => {
     const { b, dir } = await make();
     await b.putJob(1, spec('sleep 30'));

@@ -98,6 +98,14 @@ export class MemoryGlue implements GlueClient {
         if (b.state === 'queued' || b.state === 'running') { b.state = 'cancelled'; b.finishedAt = new Date().toISOString(); }
         return { job: id, build: n, state: b.state };
       }
+      case 'build.withdraw': {
+        const [id, key] = args as [number, string];
+        const n = this.jobs.get(id)?.keys.get(key);
+        if (n === undefined) return { job: id, withdrawn: false };
+        const b = this.build(id, n);
+        if (b.state === 'queued' || b.state === 'running') { b.state = 'cancelled'; b.finishedAt = new Date().toISOString(); }
+        return { job: id, withdrawn: true, build: n, state: b.state };
+      }
       case 'jobs.list': return { jobs: [...this.jobs].map(([id, j]) => ({ job: id, backendName: `kiln-job-${id}`, managed: true, enabled: j.enabled, schedule: j.spec.schedule, lastBuild: j.next - 1 || undefined })) };
       case 'queue.list': return { items: [] };
       default: throw new KilnError('invalid_input', `verb ${verb} not served here`);

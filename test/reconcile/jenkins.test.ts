@@ -49,16 +49,7 @@ describe('reconciliation with a Jenkins backend', () => {
   }
 
   beforeAll(async () => {
-    double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: 1, dataDir: path.join(tmp.dir, 'jenkins') });
-    const cfg = loadConfig({}, {
-      dataDir: path.join(tmp.dir, 'glue'),
-      ssh: { host: '127.0.0.1', port: 0 },
-      glue: { backend: 'jenkins', jenkins: { url: double.url, user: user.name, token: user.token, sdkCommand: writeFakeSdk(tmp.dir), requestTimeoutMs: 3000 } },
-    });
-    glue = await startGlueServer(cfg, silentLogger);
-    const key = await ensureKeyPair(defaultKeyPaths(cfg.dataDir).client, 'kiln-web');
-    client = createSshGlueClient({ host: '127.0.0.1', port: glue.port, username: cfg.ssh.user, privateKey: key.privateKey, hostFingerprint: glue.hostFingerprint, timeoutMs: 30_000 });
-    web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] } } });
+    ({ double, glue, client, web } = await startChain(tmp.dir));
     alice = web.client();
     await alice.signUp('alice');
     dfId = await alice.createDockerfile('demo', 'FROM debian:bookworm\nRUN true\n');
@@ -107,4 +98,54 @@ describe('reconciliation with a Jenkins backend', () => {
     const after = await jenkinsBuilds(dfId);
     expect(after.length).toBe(before.length + 1);
   }, 180_000);
+});
+
+/** Jenkins double -> built-in glue (jenkins backend, fake SDK) -> SSH client -> web. `labels`: the only node's labels. */
+async function startChain(dir: string, labels?: string[]) {
+  const double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: 1, dataDir: path.join(dir, 'jenkins'), ...(labels ? { labels } : {}) });
+  const cfg = loadConfig({}, {
+    dataDir: path.join(dir, 'glue'),
+    ssh: { host: '127.0.0.1', port: 0 },
+    glue: { backend: 'jenkins', jenkins: { url: double.url, user: user.name, token: user.token, sdkCommand: writeFakeSdk(dir), requestTimeoutMs: 3000 } },
+  });
+  const glue = await startGlueServer(cfg, silentLogger);
+  const key = await ensureKeyPair(defaultKeyPaths(cfg.dataDir).client, 'kiln-web');
+  const client = createSshGlueClient({ host: '127.0.0.1', port: glue.port, username: cfg.ssh.user, privateKey: key.privateKey, hostFingerprint: glue.hostFingerprint, timeoutMs: 30_000 });
+  const web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] } } });
+  return { double, glue, client, web };
+}
+
+describe('cancelling a build whose trigger still waits in the Jenkins queue', () => {
+  const tmp = tempDir('kiln-withdraw-');
+  let chain: Awaited<ReturnType<typeof startChain>>;
+  afterAll(async () => {
+    await chain?.web.close();
+    await chain?.client.close();
+    await chain?.glue.close();
+    await chain?.double.stop();
+    tmp.cleanup();
+  });
+
+  it('withdraws the queue item by its idempotency key, so no build ever runs', async () => {
+    // No node carries the job's label: the trigger is queued and never starts, and job.build's follow times out.
+    chain = await startChain(tmp.dir, ['not-a-builder']);
+    const alice = chain.web.client();
+    await alice.signUp('alice');
+    const dfId = await alice.createDockerfile('stuck', 'FROM debian:bookworm\nRUN true\n');
+    const { id, token } = await alice.build(dfId);
+    const row = (await findBuild(chain.web.db, id, null))!;
+    expect(row.state).toBe('requested');
+    expect(row.dispatch_attempts).toBeGreaterThan(0);
+    const q = async () => ((await (await fetch(new URL('queue/api/json', chain.double.url), { headers: auth })).json()) as { items: unknown[] }).items.length;
+    expect(await q()).toBe(1);
+
+    const r = await alice.postForm(`/builds/${id}/cancel`, { _csrf: token });
+    expect(r.status).toBe(303);
+    expect((await findBuild(chain.web.db, id, null))!.state).toBe('cancelled');
+    expect(await q()).toBe(0);
+    // Reconciliation leaves a cancelled build alone: nothing is triggered again.
+    await reconcileOnce(chain.web.db, chain.client, chain.web.config, silentLogger);
+    expect(await q()).toBe(0);
+    expect((await (await fetch(new URL(`job/kiln-job-${dfId}/api/json`, chain.double.url), { headers: auth })).json() as { builds: unknown[] }).builds).toEqual([]);
+  }, 120_000);
 });

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reconcile } from '../../src/web/index.js';
+import { reconcile, reconcileOnce } from '../../src/web/index.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const GOOD = 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y linux-image-amd64 systemd-sysv\n';
@@ -204,9 +204,16 @@ describe('builds', () => {
     const j = await a.postJson(`/api/builds/${second.id}/cancel`, {}, { 'x-csrf-token': t });
     expect(j.status).toBe(200);
     expect(((await j.json()) as { build: { state: string } }).build.state).toBe('cancelled');
-    expect(w.glue.calls.length).toBe(calls);
+    // Its dispatch never got an answer, so the web tried to withdraw it (the glue was away) ...
+    expect(w.glue.calls.slice(calls).map((c) => c.verb)).toEqual(['build.withdraw']);
     w.glue.available = true;
-    await reconcile(w.db, w.glue);
+    await reconcileOnce(w.db, w.glue, w.config);
+    // ... and the reconciler sends the withdrawal once, then never re-dispatches the build.
+    const after = w.glue.calls.slice(calls + 1).map((c) => c.verb);
+    expect(after.filter((v) => v === 'build.withdraw')).toHaveLength(1);
+    expect(after).not.toContain('job.build');
+    await reconcileOnce(w.db, w.glue, w.config);
+    expect(w.glue.calls.slice(calls + 1).filter((c) => c.verb === 'build.withdraw')).toHaveLength(1);
     expect((await w.db('builds').where({ id: second.id }).first()).state).toBe('cancelled');
     const done = await w.db('builds').where({ state: 'succeeded' }).first();
     await a.postJson(`/api/builds/${done.id}/cancel`, {}, { 'x-csrf-token': t });

@@ -26,6 +26,11 @@ export interface Backend {
   deleteJob(job: number): Promise<{ deleted: boolean }>;
   build(job: number, idempotencyKey: string): Promise<{ build: number; created: boolean }>;
   cancel(job: number, build: number): Promise<{ state: BuildState }>;
+  /**
+   * Undoes build(job, key): a trigger still waiting (Jenkins gives no build number until a build starts) is
+   * removed; a build it became is cancelled and named. withdrawn=false when the key was never seen.
+   */
+  withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }>;
 
   status(job: number, build: number): Promise<BuildStatus>;
   /** Log bytes from `offset`, at most MAX_LOG_CHUNK; `more` while the build can still write. */

@@ -10,7 +10,7 @@
  */
 import { Readable, Transform } from 'node:stream';
 import {
-  ACTIVE_STATES, bumpDispatchAttempts, countActiveBuilds, findBuild, findBuildByKey, findDockerfile, findUserById, getVersion,
+  ACTIVE_STATES, bumpDispatchAttempts, clearDispatchAttempts, countActiveBuilds, findBuild, findBuildByKey, findDockerfile, findUserById, getVersion,
   insertBuild, isFinal, isPg, isUniqueViolation, listBuildsToReconcile, nowIso, updateBuild,
   type BuildRow, type Db, type WebBuildState,
 } from '../../db/index.js';
@@ -80,6 +80,23 @@ export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, docker
   if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
   const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as Services), schedule: 'off', enabled: true };
   await s.glue.call('job.put', [df.id], JSON.stringify(spec));
+}
+
+/**
+ * For a build cancelled before the web learnt its backend number: withdraws whatever its dispatch attempts may
+ * have started (build.withdraw by idempotency key, idempotent), then records that nothing is left outstanding by
+ * clearing its dispatch attempts. Leaves the row as it is when the glue is unreachable (the reconciler retries).
+ */
+export async function withdraw(s: Pick<Services, 'db' | 'glue' | 'logger'>, build: BuildRow): Promise<void> {
+  if (build.state !== 'cancelled' || build.backend_build != null || build.dispatch_attempts === 0) return;
+  try {
+    const r = await s.glue.call('build.withdraw', [build.dockerfile_id, build.idempotency_key]);
+    await clearDispatchAttempts(s.db, build.id);
+    if (r.withdrawn) s.logger.info({ build: build.id, backendBuild: r.build }, 'withdrew the backend trigger of a cancelled build');
+  } catch (e) {
+    if (!transient(e)) throw e;
+    s.logger.warn({ build: build.id, err: (e as Error).message }, 'glue unavailable; withdrawal left to the reconciler');
+  }
 }
 
 /**
@@ -198,6 +215,9 @@ export async function cancelBuild(s: Services, actor: Actor, rawId: unknown): Pr
   if (isFinal(b.state)) return b;
   if (b.backend_build == null) {
     await updateBuild(s.db, b.id, ['requested'], { state: 'cancelled', reason: 'Cancelled before it started.', finished_at: nowIso() });
+    // A dispatch may have reached the backend without an answer (a Jenkins trigger still in its queue): withdraw
+    // it by key, or it would run after all. If the glue is away now, the reconciler does it later.
+    if (b.dispatch_attempts > 0) await withdraw(s, (await findBuild(s.db, b.id, null))!);
   } else {
     const r = await s.glue.call('build.cancel', [b.dockerfile_id, b.backend_build]);
     if (isFinal(r.state)) {

@@ -3,15 +3,16 @@
  *   1. builds: `requested` ones are dispatched (glue unreachable => they stay requested and are retried next pass;
  *      the idempotency key makes a retry find the same backend build, never a second one), and queued/running
  *      ones take the backend's state (a build that finished while nobody looked ends here);
- *   2. jobs: every Dockerfile the backend has been given must have its job; a missing one (deleted by hand, lost
+ *   2. cancelled builds whose dispatch may have reached the backend get it withdrawn (build.withdraw by key);
+ *   3. jobs: every Dockerfile the backend has been given must have its job; a missing one (deleted by hand, lost
  *      with a Jenkins home) is recreated from the stored Dockerfile.
  * Passes never overlap within a process; across web instances every step is idempotent.
  */
-import { listDispatchedDockerfiles, type Db } from '../../db/index.js';
+import { listBuildsToWithdraw, listDispatchedDockerfiles, type Db } from '../../db/index.js';
 import { isKilnError } from '../../shared/errors.js';
 import { silentLogger, type Logger } from '../../shared/logger.js';
 import type { GlueClient } from '../glue-client/types.js';
-import { putJob, reconcile as reconcileBuilds } from './builds.js';
+import { putJob, reconcile as reconcileBuilds, withdraw } from './builds.js';
 import type { Services } from './context.js';
 
 export interface ReconcileResult {
@@ -35,6 +36,7 @@ export async function reconcileJobs(s: Pick<Services, 'db' | 'glue' | 'config'> 
 
 export async function reconcileOnce(db: Db, glue: GlueClient, config: Services['config'], logger: Logger = silentLogger): Promise<ReconcileResult> {
   const builds = await reconcileBuilds(db, glue, { logger, config });
+  for (const b of await listBuildsToWithdraw(db)) await withdraw({ db, glue, logger }, b);
   let jobsRecreated: number[] = [];
   try {
     jobsRecreated = await reconcileJobs({ db, glue, config, logger });

@@ -180,7 +180,7 @@ export class JenkinsBackend implements Backend {
 
   async build(job: number, idempotencyKey: string): Promise<{ build: number; created: boolean }> {
     const name = this.name(job);
-    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/.test(idempotencyKey)) throw new KilnError('invalid_input', 'bad idempotency key');
+    this.key(idempotencyKey);
     const log = this.logger.child({ job, key: idempotencyKey });
 
     // 1. Seen before? A retried trigger finds its item in the queue or its build among the recent ones.
@@ -222,6 +222,24 @@ export class JenkinsBackend implements Backend {
     const number = await this.follow(job, id);
     log.info({ queueId: id, build: number }, 'jenkins build started');
     return { build: number, created: true };
+  }
+
+  /** Idempotency keys travel as a Jenkins parameter value: the protocol's pattern, checked again here. */
+  private key(k: string): void {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/.test(k)) throw new KilnError('invalid_input', 'bad idempotency key');
+  }
+
+  async withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
+    this.key(idempotencyKey);
+    let withdrawn = false;
+    for (const item of await this.queuedWithKey(job, idempotencyKey)) {
+      withdrawn = (await this.api.cancelQueueItem(item.id)) || withdrawn;
+    }
+    // An item can leave the queue for a build between the two looks: the build list catches it.
+    const built = await this.buildsWithKey(job, idempotencyKey);
+    if (!built[0]) return { withdrawn };
+    const { state } = await this.cancel(job, built[0].number);
+    return { withdrawn: true, build: built[0].number, state };
   }
 
   async cancel(job: number, build: number): Promise<{ state: BuildState }> {

@@ -274,6 +274,15 @@ export class LocalBackend implements Backend {
     return res;
   }
 
+  async withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
+    this.assertStarted();
+    const meta = await readJson<JobMeta>(path.join(this.jobDir(job), 'meta.json'));
+    const build = meta?.keys[idempotencyKey];
+    if (build === undefined) return { withdrawn: false };
+    const { state } = await this.cancel(job, build);
+    return { withdrawn: true, build, state };
+  }
+
   async cancel(job: number, build: number): Promise<{ state: BuildState }> {
     this.assertStarted();
     const rec = await this.lock.run(async () => {
