@@ -10,8 +10,7 @@ import { loadConfig } from '../config/index.js';
 import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { startGlueServer } from '../glue/index.js';
 import { createLogger } from '../shared/logger.js';
-import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
-import { createSshGlueClient } from '../web/glue-client/ssh.js';
+import { sshGlueClientFromConfig } from '../web/glue-client/ssh.js';
 import { ensureFirstAdmin, startReconciler, startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -27,16 +26,7 @@ export async function main(argv: string[]): Promise<number> {
   await migrateLatest(db);
 
   const glue = await startGlueServer(config, logger.child({ part: 'glue' }));
-  const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
-  const glueClient = createSshGlueClient({
-    host: config.ssh.host,
-    port: glue.port,
-    username: config.ssh.user,
-    privateKey: clientKey.privateKey,
-    hostFingerprint: glue.hostFingerprint,
-    timeoutMs: config.ssh.timeoutMs,
-    logger: logger.child({ part: 'glue-client' }),
-  });
+  const glueClient = await sshGlueClientFromConfig(config, { port: glue.port, hostFingerprint: glue.hostFingerprint, logger: logger.child({ part: 'glue-client' }) });
   const web = await startWeb({ config, db, glue: glueClient, logger: logger.child({ part: 'web' }) });
 
   const admin = await ensureFirstAdmin(db);

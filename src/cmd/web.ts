@@ -8,7 +8,7 @@ import { loadConfig } from '../config/index.js';
 import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { createLogger } from '../shared/logger.js';
 import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
-import { createSshGlueClient } from '../web/glue-client/ssh.js';
+import { sshGlueClientFromConfig } from '../web/glue-client/ssh.js';
 import { ensureFirstAdmin, startReconciler, startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -19,24 +19,18 @@ export async function main(argv: string[]): Promise<number> {
   }
   const config = loadConfig();
   const logger = createLogger({ level: config.log.level, name: 'kiln-web' });
-  if (!config.ssh.hostFingerprint) {
-    process.stderr.write('kiln web: set KILN_SSH_HOST_FINGERPRINT to the glue\'s host key fingerprint (kiln glue-server prints it)\n');
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  let glue;
+  try {
+    glue = await sshGlueClientFromConfig(config, { logger: logger.child({ part: 'glue-client' }) });
+  } catch (e) {
+    // Without a pinned glue host key there is nothing safe to connect to: say so and stop before anything starts.
+    process.stderr.write(`kiln web: ${(e as Error).message}\n`);
     return 2;
   }
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const db = createDbFromConfig(config);
   await migrateLatest(db);
-
   const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
-  const glue = createSshGlueClient({
-    host: config.ssh.host,
-    port: config.ssh.port,
-    username: config.ssh.user,
-    privateKey: clientKey.privateKey,
-    hostFingerprint: config.ssh.hostFingerprint,
-    timeoutMs: config.ssh.timeoutMs,
-    logger: logger.child({ part: 'glue-client' }),
-  });
   const web = await startWeb({ config, db, glue, logger: logger.child({ part: 'web' }) });
   const admin = await ensureFirstAdmin(db);
   process.stdout.write(`Kiln web is ready at ${web.url}\n`);

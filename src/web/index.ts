@@ -15,7 +15,6 @@ import { ensureFirstAdmin as ensureFirstAdminWith, createUserWithGeneratedPasswo
 
 export { createApp } from './app.js';
 export type { AppOptions, KilnApp } from './app.js';
-export { reconcile } from './services/builds.js';
 export { reconcileOnce, reconcileJobs, startReconciler } from './services/reconcile.js';
 export { PasswordHasher } from './services/passwords.js';
 

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startKilnServe, waitForBuild, type KilnServe } from '../helpers/serve.js';
+import { buildAsNewUser, startKilnServe, type KilnServe } from '../helpers/serve.js';
 import { HttpClient } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -40,16 +40,10 @@ describe('embedded default: register, upload, build, download a booting image', 
 
   it('takes a new user from registration to a downloaded image whose bytes were boot-tested', async () => {
     const alice = new HttpClient(url);
-    await alice.signUp('alice');
-    const dfId = await alice.createDockerfile('debian-minimal', dockerfile);
-    const pressed = Date.now();
-    const { id } = await alice.build(dfId);
-
-    const build = await waitForBuild(alice, id);
-    const logRes = await alice.get(`/api/builds/${id}/log?offset=0`);
-    const log = (await logRes.json()) as { text: string };
-    expect(build.state, `build failed: ${build.reason}\n${log.text.slice(-3000)}`).toBe('succeeded');
-    expect(log.text).toContain('##kiln ');
+    const { dfId, build, log, pressed } = await buildAsNewUser(alice, 'alice', dockerfile);
+    const { id } = build;
+    expect(build.state, `build failed: ${build.reason}\n${log.slice(-3000)}`).toBe('succeeded');
+    expect(log).toContain('##kiln ');
 
     const names = build.artifacts.map((a) => a.name);
     expect(names).toEqual(expect.arrayContaining(['image.raw', 'result.json', 'build.log']));

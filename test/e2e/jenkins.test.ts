@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startJenkinsDouble, glueEnv, type JenkinsDouble } from '../jenkins-double/index.js';
 import { defaultKeyPaths, ensureKeyPair } from '../../src/shared/ssh-keys.js';
 import { startOpenSshGlue, type OpenSshGlue } from '../helpers/glue.js';
-import { startKilnServe, waitForBuild, type KilnServe } from '../helpers/serve.js';
+import { buildAsNewUser, startKilnServe, type KilnServe } from '../helpers/serve.js';
 import { HttpClient } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -47,13 +47,8 @@ describe('full path through Jenkins: web, SSH, glue, Jenkins double, real SDK', 
 
   it('builds in a Jenkins job and serves the same boot-tested bytes through both SSH doors', async () => {
     const alice = new HttpClient(url);
-    await alice.signUp('alice');
-    const dfId = await alice.createDockerfile('debian-minimal', dockerfile);
-    const pressed = Date.now();
-    const { id } = await alice.build(dfId);
-
-    const build = await waitForBuild(alice, id);
-    const log = ((await (await alice.get(`/api/builds/${id}/log?offset=0`)).json()) as { text: string }).text;
+    const { dfId, build, log, pressed } = await buildAsNewUser(alice, 'alice', dockerfile);
+    const { id } = build;
     expect(build.state, `${build.reason}\n${log.slice(-3000)}`).toBe('succeeded');
     // The log is Jenkins' console: the shell step's trace and the SDK's progress events.
     expect(log).toContain('##kiln ');

@@ -55,3 +55,17 @@ export async function waitForBuild(client: HttpClient, id: number, timeoutMs = 2
     await new Promise((r) => setTimeout(r, 2000));
   }
 }
+
+/**
+ * What a new user does on the site: sign up, paste a Dockerfile, press Build, wait for it to end. Returns the final
+ * build, its log text and when Build was pressed (for build-to-download timings).
+ */
+export async function buildAsNewUser(client: HttpClient, username: string, dockerfile: string): Promise<{ dfId: number; build: BuildJson; log: string; pressed: number }> {
+  await client.signUp(username);
+  const dfId = await client.createDockerfile('debian-minimal', dockerfile);
+  const pressed = Date.now();
+  const { id } = await client.build(dfId);
+  const build = await waitForBuild(client, id);
+  const log = ((await (await client.get(`/api/builds/${id}/log?offset=0`)).json()) as { text: string }).text;
+  return { dfId, build, log, pressed };
+}

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reconcile, reconcileOnce } from '../../src/web/index.js';
+import { reconcileOnce } from '../../src/web/index.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const GOOD = 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y linux-image-amd64 systemd-sysv\n';
@@ -172,19 +172,19 @@ describe('builds', () => {
     expect(row.state).toBe('requested');
     expect(row.backend_build).toBeNull();
     expect((await getBuild(a, id)).state).toBe('requested');
-    await reconcile(w.db, w.glue);
+    await reconcileOnce(w.db, w.glue, w.config);
     expect((await w.db('builds').where({ id }).first()).state).toBe('requested');
     w.glue.available = true;
     const before = w.glue.buildCount;
-    await reconcile(w.db, w.glue);
-    await reconcile(w.db, w.glue);
+    await reconcileOnce(w.db, w.glue, w.config);
+    await reconcileOnce(w.db, w.glue, w.config);
     row = await w.db('builds').where({ id }).first();
     expect(row.state, JSON.stringify(row)).toBe('queued');
     expect(w.glue.buildCount).toBe(before + 1);
     expect(w.glue.jobs.get(dfId)!.keys.get(key)).toBe(Number(row.backend_build));
     // reconcile also refreshes dispatched builds
     w.glue.fail(dfId, Number(row.backend_build), 'disk full');
-    await reconcile(w.db, w.glue);
+    await reconcileOnce(w.db, w.glue, w.config);
     row = await w.db('builds').where({ id }).first();
     expect(row.state).toBe('failed');
     expect(row.reason).toBe('disk full');

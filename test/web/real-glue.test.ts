@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reconcile } from '../../src/web/index.js';
+import { reconcileOnce } from '../../src/web/index.js';
 import type { TestGlue } from '../helpers/glue.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
@@ -69,7 +69,7 @@ describe('web with the real SSH glue', () => {
     let row;
     do {
       await new Promise((r) => setTimeout(r, 300));
-      await reconcile(w.db, w.glue);
+      await reconcileOnce(w.db, w.glue, w.config);
       row = await w.db('builds').where({ id }).first();
     } while (row.state !== 'succeeded' && Date.now() < end);
     expect(row.state).toBe('succeeded');

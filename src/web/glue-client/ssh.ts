@@ -290,14 +290,14 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
  * from `opts.hostFingerprint` (the embedded setup passes startGlueServer's) or ssh.hostFingerprint. Without a pin
  * it refuses to start: a host key is never trusted on first use.
  */
-export async function sshGlueClientFromConfig(cfg: FrozenConfig, opts: { hostFingerprint?: string; logger?: Logger } = {}): Promise<GlueClient> {
+export async function sshGlueClientFromConfig(cfg: FrozenConfig, opts: { hostFingerprint?: string; port?: number; logger?: Logger } = {}): Promise<GlueClient> {
   const hostFingerprint = opts.hostFingerprint ?? cfg.ssh.hostFingerprint;
   if (!hostFingerprint) {
     throw new KilnError('invalid_input', 'Set KILN_SSH_HOST_FINGERPRINT to the glue host key fingerprint (the glue server prints it): it is never trusted on first use');
   }
   const key = await ensureKeyPair(cfg.ssh.clientKeyFile ?? defaultKeyPaths(cfg.dataDir).client, 'kiln-web');
   return createSshGlueClient({
-    host: cfg.ssh.host, port: cfg.ssh.port, username: cfg.ssh.user, privateKey: key.privateKey, hostFingerprint,
+    host: cfg.ssh.host, port: opts.port ?? cfg.ssh.port, username: cfg.ssh.user, privateKey: key.privateKey, hostFingerprint,
     timeoutMs: cfg.ssh.timeoutMs, ...(opts.logger ? { logger: opts.logger } : {}),
   });
 }

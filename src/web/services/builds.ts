@@ -296,14 +296,13 @@ function limitBytes(n: number, onDone: () => void): Transform {
  * One reconciliation pass (the caller schedules it): dispatches builds still `requested` and refreshes the ones
  * the glue has. Safe to run concurrently with requests and with itself. Returns how many rows it looked at.
  */
-export async function reconcile(db: Db, glue: GlueClient, opts: { logger?: Logger; config?: Services['config'] } = {}): Promise<number> {
-  const logger = opts.logger ?? (await import('../../shared/logger.js')).silentLogger;
-  const config = opts.config ?? ({ sdk: { formats: ['raw'] } } as unknown as Services['config']);
+export async function reconcileBuilds(s: Pick<Services, 'db' | 'glue' | 'logger' | 'config'>): Promise<number> {
+  const { db, logger } = s;
   const rows = await listBuildsToReconcile(db);
   for (const b of rows) {
     try {
-      if (b.state === 'requested') await dispatch({ db, glue, logger, config }, b);
-      else await refresh({ db, glue, logger }, b);
+      if (b.state === 'requested') await dispatch(s, b);
+      else await refresh(s, b);
     } catch (e) {
       logger.error({ build: b.id, err: e }, 'reconcile failed for build');
     }

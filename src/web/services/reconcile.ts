@@ -12,7 +12,7 @@ import { listBuildsToWithdraw, listDispatchedDockerfiles, type Db } from '../../
 import { isKilnError } from '../../shared/errors.js';
 import { silentLogger, type Logger } from '../../shared/logger.js';
 import type { GlueClient } from '../glue-client/types.js';
-import { putJob, reconcile as reconcileBuilds, withdraw } from './builds.js';
+import { putJob, reconcileBuilds, withdraw } from './builds.js';
 import type { Services } from './context.js';
 
 export interface ReconcileResult {
@@ -35,7 +35,7 @@ export async function reconcileJobs(s: Pick<Services, 'db' | 'glue' | 'config'> 
 }
 
 export async function reconcileOnce(db: Db, glue: GlueClient, config: Services['config'], logger: Logger = silentLogger): Promise<ReconcileResult> {
-  const builds = await reconcileBuilds(db, glue, { logger, config });
+  const builds = await reconcileBuilds({ db, glue, logger, config });
   for (const b of await listBuildsToWithdraw(db)) await withdraw({ db, glue, logger }, b);
   let jobsRecreated: number[] = [];
   try {
