@@ -70,6 +70,11 @@ describe('safe extraction of a hostile image', () => {
       [{ name: 'bin/', type: 'directory', mode: 0o755 }],
       [{ name: 'bin/su', type: 'file', mode: 0o4755, uid: 0, gid: 0 }, '#!/bin/sh\n'],
       [{ name: 'bin/su-again', type: 'link', linkname: 'bin/su' }],
+      // Owners other than the extractor's are applied; a directory entry replaces an earlier file of that name.
+      [{ name: 'home/app/', type: 'directory', mode: 0o2750, uid: 1000, gid: 1001 }],
+      [{ name: 'home/app/data', type: 'file', mode: 0o640, uid: 1000, gid: 1001 }, 'owned'],
+      [{ name: 'was-file', type: 'file' }, 'x'],
+      [{ name: 'was-file/', type: 'directory', mode: 0o700 }],
       // Device nodes and FIFOs are not created on the host.
       [{ name: 'dev/', type: 'directory' }],
       [{ name: 'dev/sda', type: 'block-device', devmajor: 8, devminor: 0 }],
@@ -107,6 +112,16 @@ describe('safe extraction of a hostile image', () => {
     expect(su.nlink).toBe(2);
     expect((await fsp.stat(stage)).mode & 0o777).toBe(0o700);
     expect(listAll(path.join(root, 'dev'))).toEqual([]);
+  });
+
+  it('applies owners and modes, and lets a directory replace a file of the same name', async () => {
+    const dir = await fsp.lstat(path.join(root, 'home/app'));
+    expect([dir.uid, dir.gid, dir.mode & 0o7777]).toEqual([1000, 1001, 0o2750]);
+    const f = await fsp.lstat(path.join(root, 'home/app/data'));
+    expect([f.uid, f.gid, f.mode & 0o7777]).toEqual([1000, 1001, 0o640]);
+    const wf = await fsp.lstat(path.join(root, 'was-file'));
+    expect(wf.isDirectory()).toBe(true);
+    expect(wf.mode & 0o777).toBe(0o700);
   });
 
   it('boot lookup and rootfs finishing do not follow links out of the tree', async () => {
