@@ -1,6 +1,7 @@
-import { hostPath, lstatIn, mkdirIn, symlinkIn, writeFileIn } from './fsroot.js';
+import { hostPath, lstatIn, mkdirIn, readFileIn, symlinkIn, writeFileIn } from './fsroot.js';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { editInittab, INITTAB_APP_ID, renderSysvRunner, SYSV_RUNNER, sysvRunnerProblem, type InittabEdit } from './initscript.js';
 import type { Reporter } from './reporter.js';
 
 export interface ImageRuntimeConfig {
@@ -74,21 +75,97 @@ async function hasSystemd(root: string): Promise<boolean> {
   return false;
 }
 
-/** Turns ENTRYPOINT/CMD into an enabled systemd unit. Returns a note for the log/manifest, or undefined. */
-export async function installAppService(root: string, c: ImageRuntimeConfig, rep: Reporter): Promise<string | undefined> {
+export type InitKind = 'systemd' | 'sysvinit';
+
+/**
+ * Which init the machine will run: the kernel starts /sbin/init (on merged-/usr images /sbin is a link, so
+ * /usr/sbin/init is looked at first). systemd-sysv makes it a link to systemd; sysvinit-core makes it the sysvinit
+ * binary (it names itself INIT_VERSION=sysvinit-...) reading /etc/inittab. An image with the systemd binary but
+ * sysvinit as /sbin/init boots sysvinit, so the binary's presence alone does not decide.
+ */
+export async function initKind(root: string): Promise<InitKind | undefined> {
+  for (const p of ['/usr/sbin/init', '/sbin/init']) {
+    const st = await lstatIn(root, p);
+    if (!st) continue;
+    if (st.isSymbolicLink()) {
+      const hp = await hostPath(root, p);
+      const target = hp ? await fsp.readlink(hp).catch(() => '') : '';
+      if (/(^|\/)systemd$/.test(target)) return 'systemd';
+      continue;
+    }
+    if (st.isFile()) {
+      const bin = await readFileIn(root, p, 8 << 20);
+      const inittab = await lstatIn(root, '/etc/inittab');
+      if (bin?.includes('sysvinit') && inittab?.isFile()) return 'sysvinit';
+      break;
+    }
+  }
+  return (await hasSystemd(root)) ? 'systemd' : undefined;
+}
+
+/** Edits the guest's /etc/inittab through fsroot (no link followed); undefined when it is not a regular file. */
+async function editInittabIn(root: string, e: InittabEdit): Promise<string[] | undefined> {
+  const cur = await readFileIn(root, '/etc/inittab', 1 << 20);
+  if (!cur) return undefined;
+  const { text, added } = editInittab(cur.toString('utf8'), e);
+  await writeFileIn(root, '/etc/inittab', text, 0o644);
+  return added;
+}
+
+/**
+ * A sysvinit machine starts no getty on the serial port by itself (systemd does, for the kernel's console), yet the
+ * boot test and a headless VM's user log in there: add one unless the image already has it. Called by finishRootfs.
+ */
+export async function ensureSerialGetty(root: string, rep: Reporter): Promise<void> {
+  if ((await initKind(root)) !== 'sysvinit') return;
+  const added = await editInittabIn(root, { serialGetty: true });
+  if (added?.length) rep.log(`[kiln] finish: sysvinit: getty on ttyS0 added to /etc/inittab (${added.join('; ')})`);
+}
+
+/** What the boot test must see on the console when the image has an app service, and what fails it at once. */
+export interface AppBootCheck { expect: RegExp[]; failOn: RegExp[] }
+export interface AppService { note: string; boot?: AppBootCheck }
+
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'];
+
+/**
+ * Turns ENTRYPOINT/CMD into a service started at every boot: an enabled systemd unit, or on sysvinit an
+ * /etc/inittab entry running /etc/kiln/app.sh (see initscript.ts for why not an rc script). Returns a note for the
+ * log/manifest and what the boot test should look for, or undefined when the image has no command worth a service.
+ */
+export async function installAppService(root: string, c: ImageRuntimeConfig, rep: Reporter): Promise<AppService | undefined> {
   const argv = appCommand(c);
   if (!argv) return undefined;
-  if (!(await hasSystemd(root))) {
-    const note = 'the image has ENTRYPOINT/CMD but no systemd: no service was created for it';
+  const kind = await initKind(root);
+  const skip = (why: string): AppService => {
+    const note = `the image has ENTRYPOINT/CMD but ${why}: no service was created for it`;
     rep.log(`[kiln] app: ${note}`);
-    return note;
+    return { note };
+  };
+  if (kind === 'sysvinit') {
+    let setpriv: string | undefined;
+    for (const p of SETPRIV) if ((await lstatIn(root, p))?.isFile()) { setpriv = p; break; }
+    if (!setpriv) return skip('no setpriv (package util-linux) to run it as USER');
+    const input = { argv, config: c, setpriv };
+    const problem = sysvRunnerProblem(input);
+    if (problem) return skip(problem);
+    if (!(await writeFileIn(root, SYSV_RUNNER, renderSysvRunner(input), 0o755))) return skip(`${SYSV_RUNNER} cannot be written`);
+    const added = await editInittabIn(root, { app: true });
+    if (!added) return skip('/etc/inittab is not a regular file');
+    const note = `ENTRYPOINT/CMD run at boot by sysvinit: /etc/inittab entry ${INITTAB_APP_ID} starts ${SYSV_RUNNER} (restarted on failure): ${JSON.stringify(argv).slice(0, 300)}`;
+    rep.log(`[kiln] app: ${note}`);
+    return { note, boot: { expect: [/kiln-app: started as /], failOn: [/kiln-app: cannot start/] } };
   }
+  if (kind !== 'systemd') return skip('neither systemd nor sysvinit');
   await writeFileIn(root, `/etc/systemd/system/${APP_UNIT}`, appUnit(argv, c));
   await mkdirIn(root, '/etc/systemd/system/multi-user.target.wants');
   await symlinkIn(root, `/etc/systemd/system/multi-user.target.wants/${APP_UNIT}`, `/etc/systemd/system/${APP_UNIT}`);
   const note = `ENTRYPOINT/CMD run at boot as ${APP_UNIT}: ${JSON.stringify(argv).slice(0, 300)}`;
   rep.log(`[kiln] app: ${note}`);
-  return note;
+  return {
+    note,
+    boot: { expect: [/Started kiln-app\.service/], failOn: [/kiln-app\.service: Unit configuration has fatal error/, /Failed to start kiln-app\.service/] },
+  };
 }
 
 const KEYGEN_UNIT = 'kiln-ssh-hostkeys.service';
@@ -111,7 +188,12 @@ export async function resetSshHostKeys(root: string, rep: Reporter): Promise<str
   }
   const sshd = (await lstatIn(root, '/usr/sbin/sshd')) ?? (await lstatIn(root, '/sbin/sshd'));
   if (!sshd && !removed.length) return undefined;
-  if (await hasSystemd(root)) {
+  const kind = await initKind(root);
+  if (kind === 'sysvinit') {
+    // Debian's /etc/init.d/ssh does not make missing keys (sshd -t then fails and ssh stays down): a sysinit entry
+    // runs `ssh-keygen -A` (only missing keys) after rcS, before the runlevel's rc scripts start ssh.
+    if ((await lstatIn(root, '/usr/bin/ssh-keygen'))?.isFile()) await editInittabIn(root, { sshKeygen: true });
+  } else if (kind === 'systemd') {
     await writeFileIn(root, `/etc/systemd/system/${KEYGEN_UNIT}`, [
       '# Added by Kiln: host keys are made on the machine, never shipped in the image.',
       '[Unit]',
@@ -131,7 +213,8 @@ export async function resetSshHostKeys(root: string, rep: Reporter): Promise<str
     await symlinkIn(root, `/etc/systemd/system/multi-user.target.wants/${KEYGEN_UNIT}`, `/etc/systemd/system/${KEYGEN_UNIT}`);
     await writeFileIn(root, '/etc/systemd/system/ssh.service.d/kiln-hostkeys.conf', `[Unit]\nWants=${KEYGEN_UNIT}\nAfter=${KEYGEN_UNIT}\n`);
   }
-  const note = `SSH host keys reset (${removed.length} removed); new ones are generated at first boot`;
+  const how = kind === 'sysvinit' ? ' (/etc/inittab sysinit entry: ssh-keygen -A)' : kind === 'systemd' ? ` (${KEYGEN_UNIT})` : ' (no known init: nothing regenerates them)';
+  const note = `SSH host keys reset (${removed.length} removed); new ones are generated at first boot${how}`;
   rep.log(`[kiln] finish: ${note}`);
   return note;
 }

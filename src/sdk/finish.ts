@@ -1,4 +1,5 @@
 import { promises as fsp } from 'node:fs';
+import { ensureSerialGetty } from './app.js';
 import { hostPath, lstatIn, removeIn, writeFileIn } from './fsroot.js';
 import type { Reporter } from './reporter.js';
 
@@ -22,6 +23,8 @@ export async function finishRootfs(root: string, rep: Reporter): Promise<void> {
   await writeFileIn(root, '/etc/machine-id', '', 0o444);
   const dbusId = await lstatIn(root, '/var/lib/dbus/machine-id');
   if (dbusId?.isFile()) await removeIn(root, '/var/lib/dbus/machine-id');
+  // sysvinit starts no getty on the serial console by itself (systemd does).
+  await ensureSerialGetty(root, rep);
   await removeIn(root, '/.dockerenv');
   await removeIn(root, '/.dockerinit');
   // Build-time apt proxy settings belong to the build host, not the image.

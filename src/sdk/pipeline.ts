@@ -5,7 +5,7 @@ import type Dockerode from 'dockerode';
 import type { FrozenConfig, OutputFormat } from '../config/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
-import { APP_UNIT, installAppService, resetSshHostKeys, type ImageRuntimeConfig } from './app.js';
+import { installAppService, resetSshHostKeys, type AppBootCheck, type ImageRuntimeConfig } from './app.js';
 import { ensureBase, type BaseImage } from './base.js';
 import { checkBootable, type BootCheck } from './bootable.js';
 import { bootTest, type BootTestResult } from './boot-test.js';
@@ -169,13 +169,13 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     rep.log(`[kiln] export: ${stats.files} files, ${stats.dirs} dirs, ${stats.symlinks} symlinks, ${(stats.dataBytes / 2 ** 20).toFixed(0)} MiB`);
 
     let packages: DebPackage[] = [];
-    let appInstalled = false;
+    let appBoot: AppBootCheck | undefined;
     await rep.stage('finish', 55, 'preparing the root filesystem', async () => {
       await finishRootfs(rootDir, rep);
       const sshNote = await resetSshHostKeys(rootDir, rep);
       if (sshNote) notes.push(sshNote);
-      const appNote = await installAppService(rootDir, runtime, rep);
-      if (appNote) { notes.push(appNote); appInstalled = appNote.includes(APP_UNIT); }
+      const app = await installAppService(rootDir, runtime, rep);
+      if (app) { notes.push(app.note); appBoot = app.boot; }
       packages = await readPackages(rootDir);
     });
     const boot = check.boot!;
@@ -309,9 +309,9 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
           accel: s.accel, timeoutSeconds: s.bootTimeoutSeconds,
           firmware, ovmfCode: OVMF_CODE, ovmfVars: vars,
           serialLogFile: path.join(outDir, `serial-${im.name}${firmware === 'uefi' ? '-uefi' : ''}.log`),
-          expect: appInstalled ? [/Started kiln-app\.service/] : [],
-          failOn: [/kiln-app\.service: Unit configuration has fatal error/, /Failed to start kiln-app\.service/],
-          lingerMs: appInstalled ? 3000 : 0,
+          expect: appBoot?.expect ?? [],
+          failOn: appBoot?.failOn ?? [],
+          lingerMs: appBoot ? 3000 : 0,
           signal: o.signal,
         });
         bootTests.push(res);
