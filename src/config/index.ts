@@ -83,6 +83,8 @@ export const configSchema = z.object({
     snapshot: z.string().optional(),
     bases: list(['debian:bookworm', 'debian:trixie']),
     devuanMirror: z.string().optional(),
+    /** Devuan signs its archive with its own key; Debian does not ship it (Devuan's package devuan-keyring does). */
+    devuanKeyring: z.string().default('/usr/share/keyrings/devuan-archive-keyring.gpg'),
     formats: list(['raw', 'qcow2']).pipe(z.array(z.enum(OUTPUT_FORMATS))),
     allowRemoteAdd: bool(false),
     buildNetwork: z.enum(['host', 'none']).default('host'),

@@ -11,6 +11,7 @@ export const BASE_LABEL = 'io.kiln.base';
 export interface BaseSettings {
   mirror: string;
   devuanMirror?: string;
+  devuanKeyring?: string;
   snapshot?: string;
 }
 
@@ -32,7 +33,7 @@ export function baseRecipe(name: string, s: BaseSettings): { mirror: string; sui
   const [, distro, suite] = m;
   if (distro === 'devuan') {
     if (!s.devuanMirror) throw new KilnError('invalid_input', `The base ${name} needs a Devuan mirror (config sdk.devuanMirror)`);
-    return { mirror: s.devuanMirror, suite: suite!, keyring: '/usr/share/keyrings/devuan-archive-keyring.gpg' };
+    return { mirror: s.devuanMirror, suite: suite!, keyring: s.devuanKeyring ?? '/usr/share/keyrings/devuan-archive-keyring.gpg' };
   }
   const mirror = s.snapshot ? `http://snapshot.debian.org/archive/debian/${encodeURIComponent(s.snapshot)}/` : s.mirror;
   return { mirror, suite: suite! };
@@ -52,6 +53,11 @@ export async function ensureBase(docker: Dockerode, name: string, s: BaseSetting
     return { name, id: existing.Id, madeByKiln: made, created: false, mirror: labels['io.kiln.mirror'], suite: labels['io.kiln.suite'] };
   }
   const r = baseRecipe(name, s);
+  if (r.keyring) {
+    // mmdebstrap would fail much later with a signature error; say what is missing instead.
+    const ok = await fsp.access(r.keyring).then(() => true, () => false);
+    if (!ok) throw new KilnError('invalid_input', `The base ${name} needs the archive keyring ${r.keyring} on the builder (Devuan's package devuan-keyring, or set sdk.devuanKeyring)`);
+  }
   const tar = path.join(workDir, `base-${r.suite}.tar`);
   rep.log(`[kiln] base ${name} missing: mmdebstrap --variant=minbase ${r.suite} from ${r.mirror}`);
   const args = ['--variant=minbase', '--format=tar', '--quiet'];
