@@ -105,6 +105,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   const bootTests: BootTestResult[] = [];
   const notes: string[] = [];
   let error: BuildResult['error'];
+  let rootfsRemoval: Promise<void> | undefined;
   const buildSettings: BuildSettings = { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
 
   try {
@@ -123,7 +124,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
 
     const bases: BaseImage[] = await rep.stage('base', 5, `base images: ${policy.bases.join(', ') || 'none'}`, async () => {
       const out: BaseImage[] = [];
-      for (const b of policy.bases) out.push(await ensureBase(deps.docker, b, { mirror: s.mirror, devuanMirror: s.devuanMirror, snapshot: s.snapshot }, work, rep));
+      for (const b of policy.bases) out.push(await ensureBase(deps.docker, b, { mirror: s.mirror, devuanMirror: s.devuanMirror, devuanKeyring: s.devuanKeyring, snapshot: s.snapshot }, work, rep));
       return out;
     });
 
@@ -234,30 +235,38 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       if (layout.totalBytes > maxBytes) throw new KilnError('limit_exceeded', `The disk image would be ${Math.ceil(layout.totalBytes / 2 ** 20)} MiB, over the limit of ${s.maxImageMb} MiB`);
       rep.log(`[kiln] disk: ${layout.label}, ${Math.round(layout.totalBytes / 2 ** 20)} MiB (boot ${layout.boot.sectors / 2048} MiB, root ${layout.root.sectors / 2048} MiB)`);
       await assembleDisk({ layout, rootDir, kernelFile, initrdFile, workDir: work, out: rawPath });
-      await fsp.rm(rootDir, { recursive: true, force: true });
       return layout;
     });
+    // The staging tree is not needed any more; removing it off the critical path (the finally below waits for it).
+    rootfsRemoval = fsp.rm(rootDir, { recursive: true, force: true }).catch(() => undefined);
 
     const images: { name: string; format: 'raw' | 'qcow2' | 'iso'; file: string }[] = [];
     if (formats.includes('raw')) images.push({ name: 'image.raw', format: 'raw', file: rawPath });
+    if (isoBuilt) images.push({ name: 'image.iso', format: 'iso', file: path.join(outDir, 'image.iso') });
+    // Hashing is CPU-bound and single-threaded per file, as is most of qemu-img's zstd work: the files that exist
+    // already are hashed while the qcow2 is written, on the builder's other core.
+    const early = [
+      ...images.map((im) => ({ name: im.name, format: im.format as string })),
+      ...(tarArtifact ? [{ name: tarArtifact, format: 'tar' }] : []),
+    ];
+    const earlyDescribed = Promise.all(early.map((a) => describeArtifact(outDir, a.name, a.format)));
+    earlyDescribed.catch(() => undefined); // awaited below; this only keeps a failure from being "unhandled" meanwhile
     if (formats.includes('qcow2')) {
       const q = path.join(outDir, 'image.qcow2');
-      await rep.stage('convert', 68, 'converting to qcow2', async () => {
+      await rep.stage('convert', 68, 'converting to qcow2 (hashing the other artifacts meanwhile)', async () => {
         await fsp.rm(q, { force: true });
         // zstd: several times faster than zlib here and smaller; QEMU >= 5.1 reads it.
         const r = await run('qemu-img', ['convert', '-c', '-W', '-m', '8', '-O', 'qcow2', '-o', 'compression_type=zstd', rawPath, q], { timeoutMs: 20 * 60_000 });
         if (r.code !== 0) throw new KilnError('build_failed', `qemu-img convert failed: ${r.stderr.trim().slice(-300)}`);
       });
-      images.push({ name: 'image.qcow2', format: 'qcow2', file: q });
+      images.splice(formats.includes('raw') ? 1 : 0, 0, { name: 'image.qcow2', format: 'qcow2', file: q });
     }
-    if (isoBuilt) images.push({ name: 'image.iso', format: 'iso', file: path.join(outDir, 'image.iso') });
 
     await rep.stage('checksum', 75, 'checksums, manifest, SBOM, provenance', async () => {
-      // Hashed in parallel: hashing is CPU-bound and the builder has more than one core.
-      const described = await Promise.all([
-        ...images.map((im) => describeArtifact(outDir, im.name, im.format)),
-        ...(tarArtifact ? [describeArtifact(outDir, tarArtifact, 'tar')] : []),
-      ]);
+      const qcow = images.find((im) => im.format === 'qcow2');
+      const [earlyOnes, qcowOne] = await Promise.all([earlyDescribed, qcow ? describeArtifact(outDir, qcow.name, 'qcow2') : undefined]);
+      // Same order as before: raw, qcow2, iso, tar.
+      const described = [...earlyOnes.filter((a) => a.format === 'raw'), ...(qcowOne ? [qcowOne] : []), ...earlyOnes.filter((a) => a.format !== 'raw')];
       artifacts.push(...described);
       const createdAt = new Date().toISOString();
       const baseInfo = bases.map((b) => ({ name: b.name, id: b.id, mirror: b.mirror, suite: b.suite }));
@@ -330,6 +339,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     rep.log(`[kiln] FAILED (${error.code}): ${error.message}`);
     if (ke.detail !== undefined) rep.log(`[kiln] detail: ${JSON.stringify(ke.detail).slice(0, 4000)}`);
   } finally {
+    await rootfsRemoval;
     await fsp.rm(work, { recursive: true, force: true }).catch(() => undefined);
   }
 
