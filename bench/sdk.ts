@@ -66,9 +66,15 @@ const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
 async function main(): Promise<void> {
   const load = os.loadavg().map((l) => l.toFixed(1)).join(' ');
   const runs: { label: string; wall: number; result: Result; manifest: { image: { tag: string } } }[] = [];
-  // Warm first: base present; a first run that missed the layer cache (fresh machine) does not count.
-  let warmRun = await build('warm');
-  if (stage(warmRun.result, 'build') > 10) warmRun = await build('warm');
+  // Warm first: base present; a first run that missed the layer cache (fresh machine) does not count. Several warm
+  // runs, and the one with the median wall time is reported: this VM's disk and CPU are noisy.
+  const warmCount = Math.max(1, Number(process.env.KILN_BENCH_WARM_RUNS ?? 3));
+  let first = await build('warm');
+  if (stage(first.result, 'build') > 10) first = await build('warm');
+  const warmRuns = [first];
+  while (warmRuns.length < warmCount) warmRuns.push(await build('warm'));
+  const byWall = [...warmRuns].sort((a, b) => a.wall - b.wall);
+  const warmRun = byWall[Math.floor((byWall.length - 1) / 2)]!;
   if (process.env.KILN_BENCH_COLD !== '0') {
     await docker.getImage(BASE).tag({ repo: 'kiln-bench-saved', tag: 'bookworm' });
     await docker.getImage(BASE).remove({ noprune: true });
@@ -81,7 +87,9 @@ async function main(): Promise<void> {
   }
   runs.push({ label: 'warm', ...warmRun });
   const warm = runs.at(-1)!;
-  const floor = await exportFloor(warm.manifest.image.tag);
+  const floors = [];
+  for (let i = 0; i < 3; i++) floors.push(await exportFloor(warm.manifest.image.tag));
+  const floor = floors.sort((a, b) => a.seconds - b.seconds)[1]!;
 
   const names = ['policy', 'base', 'build', 'export', 'finish', 'disk', 'convert', 'checksum', 'boot'];
   const overheadStages = ['export', 'finish', 'disk', 'convert', 'checksum'];
@@ -102,13 +110,16 @@ async function main(): Promise<void> {
     ...names.map((n) => `| ${n} | ${runs.map((r) => f1(stage(r.result, n))).join(' | ')} |`),
     `| **total (wall)** | ${runs.map((r) => `**${f1(r.wall)}**`).join(' | ')} |`,
     '',
+    `Warm runs: ${warmRuns.length}; the table shows the median by wall time. All warm walls: ${warmRuns.map((r) => f1(r.wall)).join(', ')} s;`,
+    `SDK overhead in each: ${warmRuns.map((r) => f1(overheadStages.reduce((a, n) => a + stage(r.result, n), 0))).join(', ')} s.`,
+    '',
     `Boot tests (warm): ${warm.result.bootTests.map((b) => `${b.artifact} ${b.firmware} ${f1(b.seconds)} s`).join(', ')}.`,
     `Warm Dockerfile to a booting qcow2 (wall time without the other boot tests): **${f1(toBootingQcow2)} s** (target 42 s).`,
     '',
     '## SDK overhead against the copy floor (warm run)',
     '',
     `- SDK: ${overheadStages.join(' + ')} = **${f1(overhead)} s**`,
-    `- Floor: \`docker export\` of the same image read and dropped: **${f1(floor.seconds)} s** (${mib(floor.bytes)})`,
+    `- Floor: \`docker export\` of the same image read and dropped: **${f1(floor.seconds)} s** (${mib(floor.bytes)}; median of ${floors.map((f) => f1(f.seconds)).join(', ')} s)`,
     `- Ratio: **${(overhead / floor.seconds).toFixed(2)}x** (target at most 2x)`,
     '',
     '## Sizes (warm run)',
