@@ -161,8 +161,15 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
   } catch (e) {
     if (timedOut) throw new KilnError('timeout', `The Docker build took longer than the limit of ${s.timeoutSeconds} s`);
     if (rep.logCapHit) throw new KilnError('limit_exceeded', 'The build printed more than the log size limit');
-    if (e instanceof KilnError) throw e;
-    throw new KilnError('build_failed', `The Docker build failed: ${(e as Error).message}`, { cause: e });
+    if (e instanceof KilnError && e.code !== 'build_failed') throw e;
+    const msg = (e as Error).message;
+    // The engine reports a step killed by the memory cgroup's OOM killer only as exit code 137 (SIGKILL).
+    if (/returned a non-zero code: 137\b/.test(msg)) {
+      throw new KilnError('limit_exceeded', `A build step was killed (exit 137), most likely for going over the build memory limit of ${s.memoryMb} MiB: ${msg}`, { cause: e });
+    }
+    const hint = s.network === 'none' ? ' (builds run with no network here: sdk.buildNetwork is none)' : '';
+    if (e instanceof KilnError) throw new KilnError('build_failed', `${msg}${hint}`, { cause: e });
+    throw new KilnError('build_failed', `The Docker build failed: ${msg}${hint}`, { cause: e });
   } finally {
     clearTimeout(timer);
     s.signal?.removeEventListener('abort', onAbort);

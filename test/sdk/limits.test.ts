@@ -1,0 +1,71 @@
+import { spawn } from 'node:child_process';
+import { promises as fsp, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { tempDir } from '../helpers/tmp.js';
+
+/**
+ * Config limits the build timeout and log cap tests (e2e.test.ts) do not cover: build memory, build network and the
+ * image size. Each must fail the build with that reason in result.json, leave no image behind and no staging dir.
+ */
+const repo = path.resolve(import.meta.dirname, '../..');
+const t = tempDir('kiln-sdk-limits-');
+afterAll(() => t.cleanup());
+
+interface Outcome { code: number | null; result: { ok: boolean; error: { code: string; message: string } }; log: string; outFiles: string[]; newStaging: string[] }
+
+const staging = () => new Set(readdirSync(os.tmpdir()).filter((n) => n.startsWith('kiln-sdk-') && !n.startsWith('kiln-sdk-limits-')));
+
+async function build(name: string, dockerfile: string, env: Record<string, string>): Promise<Outcome> {
+  const df = path.join(t.dir, `${name}.Dockerfile`);
+  await fsp.writeFile(df, dockerfile);
+  const out = path.join(t.dir, name);
+  const before = staging();
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw,qcow2'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+    p.on('error', reject);
+    p.on('close', resolve);
+  });
+  return {
+    code,
+    result: JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8')),
+    log: await fsp.readFile(path.join(out, 'build.log'), 'utf8'),
+    outFiles: readdirSync(out).sort(),
+    newStaging: [...staging()].filter((n) => !before.has(n)),
+  };
+}
+
+function expectCleanFailure(o: Outcome, code: string): void {
+  expect(o.code).toBe(1);
+  expect(o.result.ok).toBe(false);
+  expect(o.result.error.code).toBe(code);
+  expect(o.outFiles).toEqual(['build.log', 'result.json']);
+  expect(o.newStaging).toEqual([]);
+}
+
+describe('SDK limits from config', () => {
+  it('memory: a RUN step that needs more than sdk.memoryMb is killed and the build says so', async () => {
+    const o = await build('memory', 'FROM debian:bookworm\nRUN echo kiln-mem-step && perl -e \'$x = "a" x (400 * 1024 * 1024); print length($x)\'\n',
+      { KILN_SDK_MEMORY_MB: '64' });
+    expectCleanFailure(o, 'limit_exceeded');
+    expect(o.result.error.message).toMatch(/memory limit of 64 MiB/);
+    expect(o.log).toContain('kiln-mem-step');
+  }, 300_000);
+
+  it('network none: RUN steps see only loopback, and the failure names the setting', async () => {
+    const o = await build('offline', 'FROM debian:bookworm\nRUN ls /sys/class/net && [ "$(ls /sys/class/net)" != lo ] || { echo kiln-test-offline; exit 7; }\n',
+      { KILN_SDK_BUILD_NETWORK: 'none' });
+    expectCleanFailure(o, 'build_failed');
+    expect(o.log).toContain('kiln-test-offline');
+    expect(o.result.error.message).toMatch(/non-zero code: 7/);
+    expect(o.result.error.message).toContain('sdk.buildNetwork is none');
+  }, 300_000);
+
+  it('image size: a filesystem over sdk.maxImageMb stops the export', async () => {
+    const df = await fsp.readFile(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8');
+    const o = await build('size', df, { KILN_SDK_MAX_IMAGE_MB: '64' });
+    expectCleanFailure(o, 'limit_exceeded');
+    expect(o.result.error.message).toMatch(/larger than the limit of 64 MiB/);
+  }, 900_000);
+});
