@@ -14,7 +14,7 @@ const repo = path.resolve(import.meta.dirname, '../..');
 const t = tempDir('kiln-sdk-df-');
 afterAll(() => t.cleanup());
 
-interface Built { code: number | null; out: string; result: { ok: boolean; error?: { message: string }; bootTests: { artifact: string; passed: boolean; reason?: string }[] }; log: string; serial: string; manifest: { notes: string[]; os: { versionCodename: string } } }
+interface Built { code: number | null; out: string; result: { ok: boolean; error?: { message: string }; bootTests: { artifact: string; passed: boolean; reason?: string }[] }; log: string; serial: string; manifest: { notes: string[]; os: { versionCodename: string }; packages?: { name: string }[] } }
 
 function build(name: string, extra: string[] = [], formats = 'raw'): Promise<Built> {
   const out = path.join(t.dir, name);
@@ -91,6 +91,32 @@ describe('example Dockerfiles build and boot', () => {
     expect((await catFromImage(raw, '/opt/demo/etc/kiln-demo.conf')).text).toContain('copied from the build context');
     expect((await catFromImage(raw, '/opt/demo/ignored.secret')).text).toBe('');
     expect(b.log).toMatch(/left out by \.dockerignore/);
+  }, LONG);
+
+  it('sysvinit-app: without systemd, CMD runs from /etc/inittab as USER in WORKDIR with ENV, words verbatim; getty on ttyS0; SSH keys made at boot', async () => {
+    const b = await build('sysvinit-app');
+    expectBooted(b);
+    const names = new Set((b.manifest.packages ?? []).map((p) => p.name));
+    expect(names.has('sysvinit-core')).toBe(true);
+    expect(names.has('systemd')).toBe(false);
+    expect(names.has('systemd-sysv')).toBe(false);
+    const notes = b.manifest.notes.join('\n');
+    expect(notes).toContain('/etc/kiln/app.sh');
+    expect(notes).toContain('/etc/inittab entry kapp');
+    expect(notes).toContain('ssh-keygen -A');
+    // The app prints its identity, directory, environment and argv; the hostile words must arrive unexpanded.
+    expect(b.serial).toContain('kiln-app: started as appuser (uid 1000 gid 1000) in /srv/app dir');
+    expect(b.serial).toContain('kiln-sysv-app: user=appuser groups=appuser pwd=/srv/app dir home=/home/appuser greeting=hello from ENV ' +
+      'quote=it\'s $HOME `id` "q" args=2:[two words; $(id)]:[it\'s `id` "x"]');
+    expect(b.serial).not.toContain('kiln-app: cannot start');
+    expect(b.serial).toMatch(/ssh-keygen: generating new host keys/);
+    expect(b.serial).toMatch(/Starting OpenBSD Secure Shell server: sshd/);
+    expect(b.serial).toMatch(/kiln login:/);
+    const raw = path.join(b.out, 'image.raw');
+    const inittab = (await catFromImage(raw, '/etc/inittab')).text;
+    expect(inittab.split('\n').filter((l) => l.startsWith('kS0:'))).toEqual(['kS0:2345:respawn:/sbin/getty -L ttyS0 115200 vt102']);
+    expect(inittab.split('\n').filter((l) => l.startsWith('kapp:'))).toEqual(['kapp:2345:once:/etc/kiln/app.sh']);
+    expect((await catFromImage(raw, '/etc/ssh/ssh_host_ed25519_key')).text).toBe('');
   }, LONG);
 
   it('debian-trixie: a second allowed base (made with mmdebstrap when missing) boots', async () => {
