@@ -10,6 +10,7 @@ export interface ImageRuntimeConfig {
   Env?: string[] | null;
   WorkingDir?: string;
   User?: string;
+  Labels?: Record<string, string> | null;
 }
 
 export const APP_UNIT = 'kiln-app.service';

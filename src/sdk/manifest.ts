@@ -54,7 +54,7 @@ export interface ManifestInput {
   contextSha256?: string;
   buildArgs: Record<string, string>;
   bases: { name: string; id: string; mirror?: string; suite?: string }[];
-  image: { id: string; tag: string };
+  image: { id: string; tag: string; labels?: Record<string, string> };
   os: Record<string, string>;
   kernel: { version: string; cmdline: string };
   init: string;
@@ -63,6 +63,16 @@ export interface ManifestInput {
   rootfs: { files: number; dirs: number; symlinks: number; dataBytes: number; blockBytes: number };
   artifacts: Artifact[];
   notes: string[];
+}
+
+/** The Dockerfile's LABELs (title, version, source...), without Kiln's own bookkeeping labels, bounded in size. */
+export function imageLabels(labels: Record<string, string> | null | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(labels ?? {}).sort(([a], [b]) => a.localeCompare(b)).slice(0, 200)) {
+    if (k.startsWith('io.kiln.')) continue;
+    out[k.slice(0, 256)] = String(v).slice(0, 4096);
+  }
+  return out;
 }
 
 export function buildManifest(i: ManifestInput): Record<string, unknown> {

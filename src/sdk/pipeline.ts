@@ -17,7 +17,7 @@ import { finishRootfs } from './finish.js';
 import { copyOut, lstatIn, writeFileIn } from './fsroot.js';
 import { assembleDisk, KERNEL_CMDLINE, planDisk, SYSTEMD_BOOT_EFI, type DiskLayout } from './disk.js';
 import { makeIso } from './iso.js';
-import { buildManifest, buildSpdx, readPackages, writeSha256Sums, type DebPackage } from './manifest.js';
+import { buildManifest, imageLabels, buildSpdx, readPackages, writeSha256Sums, type DebPackage } from './manifest.js';
 import { checkDockerfile } from './policy.js';
 import { buildProvenance } from './provenance.js';
 import { Reporter } from './reporter.js';
@@ -272,7 +272,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       const baseInfo = bases.map((b) => ({ name: b.name, id: b.id, mirror: b.mirror, suite: b.suite }));
       const manifest = buildManifest({
         sdkVersion: SDK_VERSION, createdAt, dockerfileSha256, contextSha256, buildArgs: { ...o.buildArgs }, bases: baseInfo,
-        image: { id: imageId, tag: built.tag }, os: check.osRelease, kernel: { version: boot.version, cmdline: KERNEL_CMDLINE },
+        image: { id: imageId, tag: built.tag, labels: imageLabels(runtime.Labels) }, os: check.osRelease, kernel: { version: boot.version, cmdline: KERNEL_CMDLINE },
         init: check.init!, packages, layout, rootfs: stats, artifacts, notes,
       });
       await fsp.writeFile(path.join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');

@@ -136,6 +136,8 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     expect(m.disk.totalBytes).toBe(result.artifacts.find((a) => a.name === 'image.raw')!.size);
     expect(m.os.versionCodename).toBe('bookworm');
     expect(m.baseImages[0].id).toMatch(/^sha256:[0-9a-f]{64}$/);
+    // The Dockerfile's LABELs, without the io.kiln.* labels of the base and of the build.
+    expect(m.image.labels).toEqual({ 'org.opencontainers.image.title': 'kiln debian-minimal', 'org.opencontainers.image.description': 'The smallest Debian that boots' });
     const sbom = JSON.parse(await fsp.readFile(path.join(out, 'sbom.spdx.json'), 'utf8'));
     expect(sbom.spdxVersion).toBe('SPDX-2.3');
     expect(sbom.packages.length).toBe(m.packages.length + 1);
