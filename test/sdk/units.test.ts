@@ -177,6 +177,19 @@ describe('ENTRYPOINT/CMD on sysvinit (/etc/inittab + /etc/kiln/app.sh)', () => {
     expect(nodir.out).toContain('kiln-app: cannot start: WORKDIR');
   });
 
+  it('restarts the program after a failure (2 s later) and stops after a clean exit', () => {
+    const dir = fresh('restart');
+    const counter = path.join(dir, 'runs');
+    // Fails on the first run, succeeds on the second.
+    const script = `echo x >> ${shQuote(counter)}; [ "$(wc -l < ${shQuote(counter)})" -ge 2 ] || exit 3; echo second run ok`;
+    const t0 = Date.now();
+    const r = runRunner(['/bin/sh', '-c', script], { WorkingDir: '/' }, dir);
+    expect(r.code).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(2000);
+    expect(r.out.replace(/kiln-app: started as root \(uid 0 gid 0\) in \//g, 'STARTED')).toBe(
+      'STARTED\nkiln-app: exited with status 3, restarting in 2 s\nSTARTED\nsecond run ok\nkiln-app: exited with status 0, not restarted\n');
+  });
+
   it('refuses USER values that are not names and NUL bytes', () => {
     const base = { argv: ['/app'], setpriv: '/usr/bin/setpriv' };
     expect(sysvRunnerProblem({ ...base, config: { User: "a'; rm -rf /" } })).toMatch(/not a user name/);
