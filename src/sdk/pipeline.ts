@@ -70,11 +70,15 @@ function readDockerfile(buf: Buffer): string {
   return text;
 }
 
-/** What the SDK adds when an image lacks a kernel or an init, per distribution family. */
-export function bootPackages(os: Record<string, string>): string[] | undefined {
+/**
+ * What the SDK adds when an image lacks a kernel or an init, per distribution family. Only what is missing: an
+ * image that has sysvinit-core and no kernel must not get systemd-sysv, which apt would install by removing it.
+ */
+export function bootPackages(os: Record<string, string>, need: { kernel: boolean; init: boolean } = { kernel: true, init: true }): string[] | undefined {
   const ids = [os.ID ?? '', ...(os.ID_LIKE ?? '').split(/\s+/)].map((s) => s.toLowerCase());
-  if (ids.includes('devuan')) return ['linux-image-amd64', 'sysvinit-core'];
-  if (ids.includes('debian') || ids.includes('ubuntu')) return ['linux-image-amd64', 'systemd-sysv'];
+  const pick = (init: string) => [...(need.kernel ? ['linux-image-amd64'] : []), ...(need.init ? [init] : [])];
+  if (ids.includes('devuan')) return pick('sysvinit-core');
+  if (ids.includes('debian') || ids.includes('ubuntu')) return pick('systemd-sysv');
   return undefined;
 }
 
@@ -142,7 +146,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
 
     const missing = missingParts(check);
     if (missing.length) {
-      const pkgs = bootPackages(check.osRelease);
+      const pkgs = bootPackages(check.osRelease, { kernel: !check.boot?.initrd, init: !check.init });
       const hasApt = (await lstatIn(rootDir, '/usr/bin/apt-get'))?.isFile();
       if (!pkgs || !hasApt) {
         throw new KilnError('build_failed', `The image lacks ${missing.join(' and ')}, and Kiln cannot add them to ` +

@@ -288,6 +288,9 @@ describe('misc', () => {
     expect(bootPackages({ ID: 'debian' })).toEqual(['linux-image-amd64', 'systemd-sysv']);
     expect(bootPackages({ ID: 'devuan', ID_LIKE: 'debian' })).toEqual(['linux-image-amd64', 'sysvinit-core']);
     expect(bootPackages({ ID: 'alpine' })).toBeUndefined();
+    // Only what is missing: a sysvinit image without a kernel keeps its init (apt would swap it for systemd-sysv).
+    expect(bootPackages({ ID: 'debian' }, { kernel: true, init: false })).toEqual(['linux-image-amd64']);
+    expect(bootPackages({ ID: 'devuan' }, { kernel: false, init: true })).toEqual(['sysvinit-core']);
   });
   it('kernel versions compare numerically', () => {
     expect(['6.1.0-9-amd64', '6.1.0-10-amd64', '5.10.0-1-amd64'].sort(compareVersions).at(-1)).toBe('6.1.0-10-amd64');
