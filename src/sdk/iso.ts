@@ -2,6 +2,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { KilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
+import { SYSTEMD_BOOT_EFI, systemdBootFiles } from './disk.js';
 
 export const ISOLINUX_BIN = '/usr/lib/ISOLINUX/isolinux.bin';
 export const ISOHDPFX_BIN = '/usr/lib/ISOLINUX/isohdpfx.bin';
@@ -18,11 +19,35 @@ async function tool(cmd: string, args: string[]): Promise<void> {
 }
 
 /**
- * A hybrid live ISO (BIOS: isolinux, bootable from CD or as a disk through isohdpfx): the root tree as a zstd
- * squashfs under /live, booted by Debian's live-boot (the SDK adds it to the image in a layer of its own). mksquashfs
- * and xorriso only read the staging tree and store symlinks as symlinks.
+ * The El Torito EFI image: a FAT filesystem with systemd-boot as the removable-media loader and its own copy of the
+ * kernel and initrd (systemd-boot only loads from the filesystem it sits on, and cannot read ISO 9660).
  */
-export async function makeIso(o: { rootDir: string; workDir: string; kernelFile: string; initrdFile: string; out: string }): Promise<void> {
+async function makeEfiImage(o: { workDir: string; kernelFile: string; initrdFile: string; out: string }): Promise<void> {
+  const payload = (await fsp.stat(o.kernelFile)).size + (await fsp.stat(o.initrdFile)).size + (await fsp.stat(SYSTEMD_BOOT_EFI)).size;
+  const kib = Math.ceil((payload * 1.1) / 1024) + 4096;
+  await fsp.rm(o.out, { force: true });
+  await tool('mkfs.vfat', ['-C', '-n', 'KILN_EFI', o.out, String(kib)]);
+  const sb = systemdBootFiles(LIVE_CMDLINE);
+  const loaderConf = path.join(o.workDir, 'iso-loader.conf');
+  const entry = path.join(o.workDir, 'iso-kiln.conf');
+  await fsp.writeFile(loaderConf, sb.loader);
+  await fsp.writeFile(entry, sb.entry);
+  await tool('mmd', ['-i', o.out, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
+  await tool('mcopy', ['-i', o.out, SYSTEMD_BOOT_EFI, '::/EFI/BOOT/BOOTX64.EFI']);
+  await tool('mcopy', ['-i', o.out, loaderConf, '::/loader/loader.conf']);
+  await tool('mcopy', ['-i', o.out, entry, '::/loader/entries/kiln.conf']);
+  await tool('mcopy', ['-i', o.out, o.kernelFile, '::/vmlinuz']);
+  await tool('mcopy', ['-i', o.out, o.initrdFile, '::/initrd.img']);
+}
+
+/**
+ * A hybrid live ISO: the root tree as a zstd squashfs under /live, booted by Debian's live-boot (the SDK adds it to
+ * the image in a layer of its own). BIOS boots it through isolinux (from CD, or as a disk through isohdpfx); UEFI
+ * through an El Torito EFI image with systemd-boot, also reachable as a GPT partition when written to a USB stick
+ * (-isohybrid-gpt-basdat). mksquashfs and xorriso only read the staging tree and store symlinks as symlinks.
+ * Returns whether the UEFI part is there (it needs the host's systemd-boot-efi package).
+ */
+export async function makeIso(o: { rootDir: string; workDir: string; kernelFile: string; initrdFile: string; out: string }): Promise<{ uefi: boolean }> {
   const dir = path.join(o.workDir, 'iso');
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(path.join(dir, 'live'), { recursive: true });
@@ -33,9 +58,14 @@ export async function makeIso(o: { rootDir: string; workDir: string; kernelFile:
   await fsp.copyFile(ISOLINUX_BIN, path.join(dir, 'isolinux/isolinux.bin'));
   await fsp.copyFile(LDLINUX_C32, path.join(dir, 'isolinux/ldlinux.c32'));
   await fsp.writeFile(path.join(dir, 'isolinux/isolinux.cfg'), isolinuxCfg(LIVE_CMDLINE));
+  const uefi = await fsp.access(SYSTEMD_BOOT_EFI).then(() => true, () => false);
+  if (uefi) await makeEfiImage({ workDir: o.workDir, kernelFile: o.kernelFile, initrdFile: o.initrdFile, out: path.join(dir, 'isolinux/efiboot.img') });
   await fsp.rm(o.out, { force: true });
   await tool('xorriso', ['-as', 'mkisofs', '-quiet', '-r', '-J', '-V', 'KILN_LIVE', '-o', o.out,
     '-isohybrid-mbr', ISOHDPFX_BIN, '-c', 'isolinux/boot.cat', '-b', 'isolinux/isolinux.bin',
-    '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table', dir]);
+    '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table',
+    ...(uefi ? ['-eltorito-alt-boot', '-e', 'isolinux/efiboot.img', '-no-emul-boot', '-isohybrid-gpt-basdat'] : []),
+    dir]);
   await fsp.rm(dir, { recursive: true, force: true });
+  return { uefi };
 }

@@ -199,6 +199,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     }
 
     let isoBuilt = false;
+    let isoUefi = false;
     if (formats.includes('iso')) {
       await rep.stage('iso', 59, 'making the live ISO (adds live-boot in a layer of its own)', async () => {
         const live = {
@@ -219,7 +220,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         const i = path.join(work, 'live-initrd.img');
         await copyOut(liveRoot, lb.boot.kernel, k);
         await copyOut(liveRoot, lb.boot.initrd, i);
-        await makeIso({ rootDir: liveRoot, workDir: work, kernelFile: k, initrdFile: i, out: path.join(outDir, 'image.iso') });
+        isoUefi = (await makeIso({ rootDir: liveRoot, workDir: work, kernelFile: k, initrdFile: i, out: path.join(outDir, 'image.iso') })).uefi;
         await fsp.rm(liveRoot, { recursive: true, force: true });
         notes.push('image.iso is a live system: the same image plus live-boot, root on a squashfs');
         isoBuilt = true;
@@ -301,13 +302,16 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       }
     });
 
-    // BIOS for every format; UEFI once (same bytes in every format) when the disk has an ESP and OVMF is here.
+    // BIOS for every format; UEFI once for the disk formats (same bytes in raw and qcow2) when the disk has an ESP,
+    // and once for the ISO when it has its EFI image; all only when OVMF is here.
     const wantFw = o.bootFirmware ?? ['bios', 'uefi'];
-    const uefi = wantFw.includes('uefi') && layout.label === 'gpt' && (await exists(OVMF_CODE)) && (await exists(OVMF_VARS));
+    const ovmf = wantFw.includes('uefi') && (await exists(OVMF_CODE)) && (await exists(OVMF_VARS));
     const disks = images.filter((im) => im.format !== 'iso');
+    const iso = images.find((im) => im.format === 'iso');
     const runs = [
       ...(wantFw.includes('bios') ? images.map((im) => ({ im, firmware: 'bios' as const })) : []),
-      ...(uefi && disks[0] ? [{ im: disks[0], firmware: 'uefi' as const }] : []),
+      ...(ovmf && layout.label === 'gpt' && disks[0] ? [{ im: disks[0], firmware: 'uefi' as const }] : []),
+      ...(ovmf && isoUefi && iso ? [{ im: iso, firmware: 'uefi' as const }] : []),
     ];
     await rep.stage('boot', 80, `boot tests: ${runs.map((r) => `${r.im.name} (${r.firmware})`).join(', ')}, ${s.accel}`, async () => {
       for (const [i, { im, firmware }] of runs.entries()) {
