@@ -1,5 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import { run } from '../shared/subprocess.js';
+import { explain, TERMINAL_PATTERNS } from './boot-diagnosis.js';
 
 export interface BootTestResult {
   artifact: string;
@@ -87,6 +88,13 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
         ac.abort();
         return;
       }
+      // A kernel panic, the initramfs shell or emergency mode will not turn into a login prompt: stop now.
+      const dead = TERMINAL_PATTERNS.find((re) => re.test(clean));
+      if (dead) {
+        failure = 'the boot reached a dead end';
+        ac.abort();
+        return;
+      }
       if (!LOGIN_PROMPT.test(text)) return;
       if ((o.expect ?? []).every((re) => re.test(clean))) {
         passed = true;
@@ -107,11 +115,13 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   const tail = text.length > SERIAL_TAIL ? text.slice(-SERIAL_TAIL) : text;
   if (passed) return { artifact: o.artifact, firmware, passed, seconds, serialLog: tail };
   let reason: string;
-  if (failure) return { artifact: o.artifact, firmware, passed: false, seconds, reason: failure, serialLog: tail };
   const missing = (o.expect ?? []).filter((re) => !re.test(stripAnsi(text)));
-  if (r.timedOut && LOGIN_PROMPT.test(text) && missing.length) reason = `login prompt seen, but not ${missing.map(String).join(', ')} within ${o.timeoutSeconds} s`;
+  if (failure) reason = failure;
+  else if (r.timedOut && LOGIN_PROMPT.test(text) && missing.length) reason = `login prompt seen, but not ${missing.map(String).join(', ')} within ${o.timeoutSeconds} s`;
   else if (r.timedOut) reason = `no login prompt on the serial console within ${o.timeoutSeconds} s`;
-  else if (/Kernel panic/i.test(text)) reason = `kernel panic: ${(/Kernel panic[^\n]*/.exec(text)?.[0] ?? '').slice(0, 300)}`;
   else reason = `QEMU exited (${r.code ?? r.signal}) before a login prompt: ${r.stderr.trim().slice(-300)}`;
+  // Say why, when the console tells (not for a cancel, and not when the login prompt came and only the app failed).
+  const why = failure === 'cancelled' || LOGIN_PROMPT.test(text) ? undefined : explain(text);
+  if (why) reason = `${reason}: ${why}`;
   return { artifact: o.artifact, firmware, passed: false, seconds, reason, serialLog: tail };
 }
