@@ -119,6 +119,17 @@ describe('example Dockerfiles build and boot', () => {
     expect((await catFromImage(raw, '/etc/ssh/ssh_host_ed25519_key')).text).toBe('');
   }, LONG);
 
+  it('sysvinit-app without a kernel: Kiln adds linux-image-amd64 only, the image keeps sysvinit and its app', async () => {
+    const b = await build('sysvinit-app', ['--build-arg', 'KERNEL=']);
+    expectBooted(b);
+    expect(b.log).toContain('Kiln added linux-image-amd64 in an extra layer');
+    const names = new Set((b.manifest.packages ?? []).map((p) => p.name));
+    expect(names.has('sysvinit-core')).toBe(true);
+    expect(names.has('systemd-sysv')).toBe(false);
+    expect(b.serial).toContain('INIT: version');
+    expect(b.serial).toContain('kiln-sysv-app: user=appuser groups=appuser pwd=/srv/app dir');
+  }, LONG);
+
   it('debian-trixie: a second allowed base (made with mmdebstrap when missing) boots', async () => {
     const b = await build('debian-trixie');
     expectBooted(b);
