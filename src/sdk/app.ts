@@ -190,10 +190,11 @@ export async function resetSshHostKeys(root: string, rep: Reporter): Promise<str
   const sshd = (await lstatIn(root, '/usr/sbin/sshd')) ?? (await lstatIn(root, '/sbin/sshd'));
   if (!sshd && !removed.length) return undefined;
   const kind = await initKind(root);
+  let how = 'nothing in the image regenerates them (no ssh-keygen or no known init)';
   if (kind === 'sysvinit') {
     // Debian's /etc/init.d/ssh does not make missing keys (sshd -t then fails and ssh stays down): a sysinit entry
     // runs `ssh-keygen -A` (only missing keys) after rcS, before the runlevel's rc scripts start ssh.
-    if ((await lstatIn(root, '/usr/bin/ssh-keygen'))?.isFile()) await editInittabIn(root, { sshKeygen: true });
+    if ((await lstatIn(root, '/usr/bin/ssh-keygen'))?.isFile() && (await editInittabIn(root, { sshKeygen: true }))) how = 'new ones are generated at boot by an /etc/inittab sysinit entry (ssh-keygen -A)';
   } else if (kind === 'systemd') {
     await writeFileIn(root, `/etc/systemd/system/${KEYGEN_UNIT}`, [
       '# Added by Kiln: host keys are made on the machine, never shipped in the image.',
@@ -213,9 +214,9 @@ export async function resetSshHostKeys(root: string, rep: Reporter): Promise<str
     await mkdirIn(root, '/etc/systemd/system/multi-user.target.wants');
     await symlinkIn(root, `/etc/systemd/system/multi-user.target.wants/${KEYGEN_UNIT}`, `/etc/systemd/system/${KEYGEN_UNIT}`);
     await writeFileIn(root, '/etc/systemd/system/ssh.service.d/kiln-hostkeys.conf', `[Unit]\nWants=${KEYGEN_UNIT}\nAfter=${KEYGEN_UNIT}\n`);
+    how = `new ones are generated at first boot (${KEYGEN_UNIT})`;
   }
-  const how = kind === 'sysvinit' ? ' (/etc/inittab sysinit entry: ssh-keygen -A)' : kind === 'systemd' ? ` (${KEYGEN_UNIT})` : ' (no known init: nothing regenerates them)';
-  const note = `SSH host keys reset (${removed.length} removed); new ones are generated at first boot${how}`;
+  const note = `SSH host keys reset (${removed.length} removed); ${how}`;
   rep.log(`[kiln] finish: ${note}`);
   return note;
 }
