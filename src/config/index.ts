@@ -89,6 +89,8 @@ export const configSchema = z.object({
     allowRemoteAdd: bool(false),
     buildNetwork: z.enum(['host', 'none']).default('host'),
     memoryMb: int(2048),
+    /** Processes a build's RUN steps may have at once (pids cgroup; a fork bomb stops there). */
+    pidsLimit: int(1024),
     cpus: z.coerce.number().positive().default(2),
     buildTimeoutSeconds: int(1800),
     bootTimeoutSeconds: int(300),

@@ -7,6 +7,7 @@ import tarStream from 'tar-stream';
 import { KilnError } from '../shared/errors.js';
 import { safeComponents } from './extract.js';
 import { isIgnored, parseDockerignore, type IgnoreRule } from './dockerignore.js';
+import { makeBuildCgroup, type BuildCgroup } from './cgroup.js';
 import { followStream, imageInfo } from './docker-util.js';
 import type { Reporter } from './reporter.js';
 
@@ -15,6 +16,8 @@ export interface BuildSettings {
   memoryMb: number;
   cpus: number;
   timeoutSeconds: number;
+  /** Most processes the build's RUN steps may have at once (a fork bomb stops there). */
+  pidsMax?: number;
   signal?: AbortSignal;
 }
 
@@ -129,7 +132,13 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
   const timer = setTimeout(() => { timedOut = true; ac.abort(); }, s.timeoutSeconds * 1000);
   const onAbort = () => ac.abort();
   s.signal?.addEventListener('abort', onAbort, { once: true });
+  let cg: BuildCgroup | undefined;
+  let forkFailed = false;
   try {
+    if (s.pidsMax) {
+      cg = await makeBuildCgroup(docker, s.pidsMax);
+      if (cg.note) rep.log(`[kiln] ${cg.note}`);
+    }
     const ctx = await makeContext(req);
     if (req.contextTar) rep.log(`[kiln] build context: ${ctx.files} entries${ctx.ignored ? `, ${ctx.ignored} left out by .dockerignore` : ''}`);
     const stream = await docker.buildImage(ctx.stream as unknown as NodeJS.ReadableStream, {
@@ -140,6 +149,7 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
       memswap: s.memoryMb * 2 ** 20,
       cpuperiod: 100_000,
       cpuquota: Math.round(s.cpus * 100_000),
+      ...(cg?.parent ? { cgroupparent: cg.parent } : {}),
       buildargs: req.buildArgs,
       labels: { [BUILD_LABEL]: '1' },
       rm: true,
@@ -149,6 +159,7 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
     } as Dockerode.ImageBuildOptions);
     let line = '';
     const events = await followStream(docker, stream, (t) => {
+      if (/Cannot fork|fork: (?:retry: )?Resource temporarily unavailable/.test(t)) forkFailed = true;
       line += t;
       const nl = line.lastIndexOf('\n');
       if (nl >= 0) { rep.log(line.slice(0, nl + 1)); line = line.slice(nl + 1); }
@@ -163,6 +174,9 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
     if (rep.logCapHit) throw new KilnError('limit_exceeded', 'The build printed more than the log size limit');
     if (e instanceof KilnError && e.code !== 'build_failed') throw e;
     const msg = (e as Error).message;
+    if (forkFailed && cg?.parent) {
+      throw new KilnError('limit_exceeded', `A build step could not start more processes: the build's limit is ${s.pidsMax} (sdk.pidsLimit): ${msg}`, { cause: e });
+    }
     // The engine reports a step killed by the memory cgroup's OOM killer only as exit code 137 (SIGKILL).
     if (/returned a non-zero code: 137\b/.test(msg)) {
       throw new KilnError('limit_exceeded', `A build step was killed (exit 137), most likely for going over the build memory limit of ${s.memoryMb} MiB: ${msg}`, { cause: e });
@@ -173,6 +187,7 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
   } finally {
     clearTimeout(timer);
     s.signal?.removeEventListener('abort', onAbort);
+    await cg?.remove();
   }
   const info = await imageInfo(docker, builtId ?? tag);
   if (!info) throw new KilnError('build_failed', 'The Docker build finished without an image');

@@ -110,7 +110,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   const notes: string[] = [];
   let error: BuildResult['error'];
   let rootfsRemoval: Promise<void> | undefined;
-  const buildSettings: BuildSettings = { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
+  const buildSettings: BuildSettings = { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
 
   try {
     const formats = [...new Set(o.formats)];
@@ -291,7 +291,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         ],
         dockerfileSha256, contextSha256, formats, buildArgNames: Object.keys(o.buildArgs).sort(), bases: baseInfo, snapshot: s.snapshot,
         sdkVersion: SDK_VERSION,
-        settings: { buildNetwork: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, buildTimeoutSeconds: s.buildTimeoutSeconds, maxImageMb: s.maxImageMb },
+        settings: { buildNetwork: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, buildTimeoutSeconds: s.buildTimeoutSeconds, maxImageMb: s.maxImageMb, pidsLimit: s.pidsLimit },
         startedOn: startedAt, finishedOn: new Date().toISOString(),
       });
       await fsp.writeFile(path.join(outDir, 'provenance.json'), JSON.stringify(provenance, null, 2) + '\n');

@@ -14,7 +14,7 @@ export interface ProvenanceInput {
   bases: { name: string; id: string; mirror?: string; suite?: string }[];
   snapshot?: string;
   sdkVersion: string;
-  settings: { buildNetwork: string; memoryMb: number; cpus: number; buildTimeoutSeconds: number; maxImageMb: number };
+  settings: { buildNetwork: string; memoryMb: number; cpus: number; buildTimeoutSeconds: number; maxImageMb: number; pidsLimit?: number };
   startedOn: string;
   finishedOn: string;
   env?: NodeJS.ProcessEnv;

@@ -1,13 +1,14 @@
 import { spawn } from 'node:child_process';
-import { promises as fsp, readdirSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
- * Config limits the build timeout and log cap tests (e2e.test.ts) do not cover: build memory, build network and the
- * image size. Each must fail the build with that reason in result.json, leave no image behind and no staging dir.
+ * Config limits the build timeout and log cap tests (e2e.test.ts) do not cover: build memory, processes, build network
+ * and the image size. Each must fail the build with that reason in result.json, leave no image behind and no staging dir.
+ * Every failing step carries a unique word, so the engine's layer cache can never turn it into a success.
  */
 const repo = path.resolve(import.meta.dirname, '../..');
 const t = tempDir('kiln-sdk-limits-');
@@ -46,11 +47,39 @@ function expectCleanFailure(o: Outcome, code: string): void {
 
 describe('SDK limits from config', () => {
   it('memory: a RUN step that needs more than sdk.memoryMb is killed and the build says so', async () => {
-    const o = await build('memory', 'FROM debian:bookworm\nRUN echo kiln-mem-step && perl -e \'$x = "a" x (400 * 1024 * 1024); print length($x)\'\n',
+    const o = await build('memory', `FROM debian:bookworm\nRUN echo kiln-mem-step ${Date.now()} && perl -e '$x = "a" x (400 * 1024 * 1024); print length($x)'\n`,
       { KILN_SDK_MEMORY_MB: '64' });
     expectCleanFailure(o, 'limit_exceeded');
     expect(o.result.error.message).toMatch(/memory limit of 64 MiB/);
     expect(o.log).toContain('kiln-mem-step');
+  }, 300_000);
+
+  it('processes: a RUN step cannot start more than sdk.pidsLimit processes, and the per-build cgroup is removed', async () => {
+    const o = await build('pids', `FROM debian:bookworm\nRUN echo kiln-pids-probe ${Date.now()}; for i in $(seq 1 300); do sleep 30 & done; echo all-forked\n`,
+      { KILN_SDK_PIDS_LIMIT: '100' });
+    expectCleanFailure(o, 'limit_exceeded');
+    expect(o.result.error.message).toMatch(/limit is 100 \(sdk\.pidsLimit\)/);
+    expect(o.log).toContain('Cannot fork');
+    expect(o.log).not.toMatch(/^all-forked$/m);
+    expect(existsSync('/sys/fs/cgroup/pids/kiln') ? readdirSync('/sys/fs/cgroup/pids/kiln').filter((n) => n.startsWith('build-')) : []).toEqual([]);
+  }, 300_000);
+
+  it('a fork bomb stays inside its build: the host process count stays bounded and the build fails', async () => {
+    const count = () => readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
+    const baseline = count();
+    let peak = baseline;
+    const timer = setInterval(() => { peak = Math.max(peak, count()); }, 100);
+    try {
+      const o = await build('bomb', `FROM debian:bookworm\nRUN echo kiln-bomb ${Date.now()}; bomb() { bomb | bomb; }; bomb\n`,
+        { KILN_SDK_PIDS_LIMIT: '100', KILN_SDK_BUILD_TIMEOUT_SECONDS: '45' });
+      expect(o.result.ok).toBe(false);
+      expect(['limit_exceeded', 'timeout']).toContain(o.result.error.code);
+      expect(o.outFiles).toEqual(['build.log', 'result.json']);
+    } finally {
+      clearInterval(timer);
+    }
+    // 100 in the build's cgroup, plus the usual churn of the test machine.
+    expect(peak - baseline).toBeLessThan(100 + 60);
   }, 300_000);
 
   it('network none: RUN steps see only loopback, and the failure names the setting', async () => {

@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type Dockerode from 'dockerode';
+
+/**
+ * A process-count limit for one build. The engine's build API has memory and CPU options but no pids limit, so a
+ * `RUN :(){ :|:& };:` would fill the host's process table. It does take a cgroup parent for the build's RUN
+ * containers: Kiln makes one per build with pids.max set, passes it, and removes it afterwards.
+ *
+ * Only for the engine's cgroupfs driver (the parent is then a path; under the systemd driver it would be a slice)
+ * and when this process may write the cgroup tree (root on the build host). Otherwise the build runs without it and
+ * the log says so: the limit then has to come from the build VM.
+ */
+export interface BuildCgroup {
+  /** Value for the build API's `cgroupparent`, or undefined when no limit could be set. */
+  parent?: string;
+  note?: string;
+  remove(): Promise<void>;
+}
+
+const ROOT = '/sys/fs/cgroup';
+const GROUP = 'kiln';
+
+async function writable(p: string): Promise<boolean> {
+  return fsp.access(p, 2 /* W_OK */).then(() => true, () => false);
+}
+
+export async function makeBuildCgroup(docker: Dockerode, pidsMax: number, root = ROOT): Promise<BuildCgroup> {
+  const none = (note: string): BuildCgroup => ({ note, remove: async () => undefined });
+  let info: { CgroupDriver?: string; CgroupVersion?: string };
+  try {
+    info = (await docker.info()) as typeof info;
+  } catch {
+    return none('pids limit not applied: the Docker engine did not answer `info`');
+  }
+  if (info.CgroupDriver !== 'cgroupfs') return none(`pids limit not applied: the engine's cgroup driver is ${info.CgroupDriver ?? 'unknown'} (Kiln sets it with cgroupfs only)`);
+  const name = `build-${randomBytes(6).toString('hex')}`;
+  const v2 = info.CgroupVersion === '2';
+  const pidsBase = v2 ? root : path.join(root, 'pids');
+  if (!(await writable(pidsBase))) return none(`pids limit not applied: ${pidsBase} is not writable by the SDK`);
+  const group = path.join(pidsBase, GROUP);
+  const dir = path.join(group, name);
+  try {
+    await fsp.mkdir(group, { recursive: true });
+    if (v2) {
+      // Children get a pids.max file only when the parents delegate the controller.
+      await fsp.writeFile(path.join(root, 'cgroup.subtree_control'), '+pids').catch(() => undefined);
+      await fsp.writeFile(path.join(group, 'cgroup.subtree_control'), '+pids');
+    }
+    await fsp.mkdir(dir);
+    await fsp.writeFile(path.join(dir, 'pids.max'), String(pidsMax));
+  } catch (e) {
+    await fsp.rmdir(dir).catch(() => undefined);
+    return none(`pids limit not applied: ${(e as Error).message}`);
+  }
+  return {
+    parent: `/${GROUP}/${name}`,
+    remove: async () => {
+      // The engine made the same path under every v1 hierarchy it uses; each is empty once the build's containers
+      // are gone, which can lag the end of the build stream by a moment.
+      const dirs = v2 ? [dir] : [...(await fsp.readdir(root).catch(() => [] as string[]))].map((c) => path.join(root, c, GROUP, name));
+      for (const d of dirs) {
+        for (let i = 0; i < 20; i++) {
+          const err = await fsp.rmdir(d).then(() => undefined, (e: NodeJS.ErrnoException) => e);
+          if (!err || err.code === 'ENOENT' || err.code === 'ENOTDIR') break;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+    },
+  };
+}
