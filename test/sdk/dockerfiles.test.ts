@@ -14,12 +14,12 @@ const repo = path.resolve(import.meta.dirname, '../..');
 const t = tempDir('kiln-sdk-df-');
 afterAll(() => t.cleanup());
 
-interface Built { code: number | null; out: string; result: { ok: boolean; error?: { message: string }; bootTests: { artifact: string; passed: boolean; reason?: string }[] }; log: string; serial: string; manifest: { notes: string[]; os: { versionCodename: string }; packages?: { name: string }[] } }
+interface Built { code: number | null; out: string; result: { ok: boolean; error?: { message: string }; bootTests: { artifact: string; firmware: string; passed: boolean; reason?: string }[] }; log: string; serial: string; manifest: { notes: string[]; os: { versionCodename: string }; packages?: { name: string }[] } }
 
-function build(name: string, extra: string[] = [], formats = 'raw'): Promise<Built> {
+function build(name: string, extra: string[] = [], formats = 'raw', firmware = 'bios'): Promise<Built> {
   const out = path.join(t.dir, name);
   return new Promise((resolve, reject) => {
-    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles', name, 'Dockerfile'), '--out', out, '--format', formats, '--boot-firmware', 'bios', ...extra],
+    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles', name, 'Dockerfile'), '--out', out, '--format', formats, '--boot-firmware', firmware, ...extra],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, KILN_SDK_BOOT_TIMEOUT_SECONDS: '300' } });
     p.on('error', reject);
     p.on('close', async (code) => {
@@ -56,14 +56,18 @@ async function catFromImage(raw: string, guestPath: string): Promise<{ code: num
 const LONG = 900_000;
 
 describe('example Dockerfiles build and boot', () => {
-  it('app-multistage: CMD of a multi-stage build runs as a service after boot (with a --build-arg), also from the live ISO', async () => {
-    const b = await build('app-multistage', ['--build-arg', 'GREETING=from-the-test'], 'raw,iso');
+  it('app-multistage: CMD of a multi-stage build runs as a service after boot (with a --build-arg), also from the live ISO under BIOS and UEFI', async () => {
+    const b = await build('app-multistage', ['--build-arg', 'GREETING=from-the-test'], 'raw,iso', 'bios,uefi');
     expectBooted(b);
-    const iso = b.result.bootTests.find((x) => x.artifact === 'image.iso');
-    expect(iso?.passed, iso?.reason).toBe(true);
-    const isoSerial = await fsp.readFile(path.join(b.out, 'serial-image.iso.log'), 'latin1');
-    expect(isoSerial).toMatch(/boot=live/);
-    expect(isoSerial).toContain('kiln-demo-app: running, greeting=from-the-test');
+    expect(b.result.bootTests.map((x) => `${x.artifact} ${x.firmware} ${x.passed}`).sort())
+      .toEqual(['image.iso bios true', 'image.iso uefi true', 'image.raw bios true', 'image.raw uefi true']);
+    for (const log of ['serial-image.iso.log', 'serial-image.iso-uefi.log']) {
+      const isoSerial = await fsp.readFile(path.join(b.out, log), 'latin1');
+      expect(isoSerial).toMatch(/boot=live/);
+      expect(isoSerial).toContain('kiln-demo-app: running, greeting=from-the-test');
+    }
+    // The UEFI boot really went through the firmware and systemd-boot's EFI stub hand-over.
+    expect(await fsp.readFile(path.join(b.out, 'serial-image.iso-uefi.log'), 'latin1')).toMatch(/efi: EFI v/);
     expect(b.serial).toMatch(/Started .*kiln-app\.service/);
     expect(b.serial).toContain('kiln-demo-app: running, greeting=from-the-test');
     expect(b.manifest.notes.join('\n')).toContain('kiln-app.service');
