@@ -95,6 +95,8 @@ export const configSchema = z.object({
     buildTimeoutSeconds: int(1800),
     bootTimeoutSeconds: int(300),
     maxImageMb: int(8192),
+    /** What one build may write to the engine's disk (layers, build stages) while it runs. */
+    maxBuildDiskMb: int(16384),
     logCapBytes: int(16 * 1024 * 1024),
     accel: z.enum(['tcg', 'kvm']).default('tcg'),
     signingKeyFile: z.string().optional(),

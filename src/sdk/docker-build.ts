@@ -8,6 +8,7 @@ import { KilnError } from '../shared/errors.js';
 import { safeComponents } from './extract.js';
 import { isIgnored, parseDockerignore, type IgnoreRule } from './dockerignore.js';
 import { makeBuildCgroup, type BuildCgroup } from './cgroup.js';
+import { watchDiskGrowth } from './disk-guard.js';
 import { followStream, imageInfo } from './docker-util.js';
 import type { Reporter } from './reporter.js';
 
@@ -18,6 +19,8 @@ export interface BuildSettings {
   timeoutSeconds: number;
   /** Most processes the build's RUN steps may have at once (a fork bomb stops there). */
   pidsMax?: number;
+  /** Most bytes the engine's disk may lose while the build runs. */
+  maxDiskBytes?: number;
   signal?: AbortSignal;
 }
 
@@ -134,10 +137,17 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
   s.signal?.addEventListener('abort', onAbort, { once: true });
   let cg: BuildCgroup | undefined;
   let forkFailed = false;
+  let diskLost: number | undefined;
+  let stopDiskGuard: (() => void) | undefined;
   try {
     if (s.pidsMax) {
       cg = await makeBuildCgroup(docker, s.pidsMax);
       if (cg.note) rep.log(`[kiln] ${cg.note}`);
+    }
+    if (s.maxDiskBytes) {
+      const root = await engineRootDir(docker);
+      if (root) stopDiskGuard = watchDiskGrowth(root, s.maxDiskBytes, (lost) => { diskLost = lost; ac.abort(); });
+      else rep.log('[kiln] build disk limit not applied: the engine\'s data directory is not on this host');
     }
     const ctx = await makeContext(req);
     if (req.contextTar) rep.log(`[kiln] build context: ${ctx.files} entries${ctx.ignored ? `, ${ctx.ignored} left out by .dockerignore` : ''}`);
@@ -170,6 +180,9 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
     const aux = events.map((ev) => (ev.aux as { ID?: string } | undefined)?.ID).filter((x): x is string => typeof x === 'string').at(-1);
     if (aux) builtId = aux;
   } catch (e) {
+    if (diskLost !== undefined) {
+      throw new KilnError('limit_exceeded', `The build wrote more than its disk limit of ${Math.round(s.maxDiskBytes! / 2 ** 20)} MiB (sdk.maxBuildDiskMb) to the engine's disk`, { cause: e });
+    }
     if (timedOut) throw new KilnError('timeout', `The Docker build took longer than the limit of ${s.timeoutSeconds} s`);
     if (rep.logCapHit) throw new KilnError('limit_exceeded', 'The build printed more than the log size limit');
     if (e instanceof KilnError && e.code !== 'build_failed') throw e;
@@ -186,12 +199,22 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
     throw new KilnError('build_failed', `The Docker build failed: ${msg}${hint}`, { cause: e });
   } finally {
     clearTimeout(timer);
+    stopDiskGuard?.();
     s.signal?.removeEventListener('abort', onAbort);
     await cg?.remove();
   }
   const info = await imageInfo(docker, builtId ?? tag);
   if (!info) throw new KilnError('build_failed', 'The Docker build finished without an image');
   return { id: info.Id, tag };
+}
+
+/** The engine's data directory when it is on this host (a local socket), else undefined. */
+async function engineRootDir(docker: Dockerode): Promise<string | undefined> {
+  try {
+    const dir = ((await docker.info()) as { DockerRootDir?: string }).DockerRootDir;
+    if (dir && (await fsp.stat(dir)).isDirectory()) return dir;
+  } catch { /* not reachable: no guard */ }
+  return undefined;
 }
 
 /** sha256 of the context: of the tar file itself, or of a directory's names, kinds, modes, link targets and bytes. */

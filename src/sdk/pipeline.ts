@@ -110,7 +110,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   const notes: string[] = [];
   let error: BuildResult['error'];
   let rootfsRemoval: Promise<void> | undefined;
-  const buildSettings: BuildSettings = { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
+  const buildSettings: BuildSettings = { network: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, maxDiskBytes: s.maxBuildDiskMb * 2 ** 20, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
 
   try {
     const formats = [...new Set(o.formats)];

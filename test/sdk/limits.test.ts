@@ -1,13 +1,13 @@
 import { spawn } from 'node:child_process';
-import { existsSync, promises as fsp, readdirSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
- * Config limits the build timeout and log cap tests (e2e.test.ts) do not cover: build memory, processes, build network
- * and the image size. Each must fail the build with that reason in result.json, leave no image behind and no staging dir.
+ * Config limits the build timeout and log cap tests (e2e.test.ts) do not cover: build memory, processes, disk, build
+ * network and the image size. Each must fail the build with that reason in result.json, leave no image behind and no staging dir.
  * Every failing step carries a unique word, so the engine's layer cache can never turn it into a success.
  */
 const repo = path.resolve(import.meta.dirname, '../..');
@@ -80,6 +80,21 @@ describe('SDK limits from config', () => {
     }
     // 100 in the build's cgroup, plus the usual churn of the test machine.
     expect(peak - baseline).toBeLessThan(100 + 60);
+  }, 300_000);
+
+  it('disk: a RUN step that writes more than sdk.maxBuildDiskMb is stopped, and the space comes back', async () => {
+    const free = () => { const st = statfsSync('/var/lib/docker'); return st.bavail * st.bsize; };
+    const before = free();
+    const o = await build('disk', `FROM debian:bookworm\nRUN echo kiln-disk ${Date.now()}; dd if=/dev/zero of=/big bs=1M count=6000 status=none; echo kiln-wrote-all\n`,
+      { KILN_SDK_MAX_BUILD_DISK_MB: '300' });
+    expectCleanFailure(o, 'limit_exceeded');
+    expect(o.result.error.message).toMatch(/disk limit of 300 MiB \(sdk\.maxBuildDiskMb\)/);
+    expect(o.log).not.toMatch(/^kiln-wrote-all$/m);
+    // The step's container goes with the build (the engine removes it just after the stream ends): the space comes
+    // back, give or take some metadata.
+    const deadline = Date.now() + 60_000;
+    while (before - free() >= 150 * 2 ** 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+    expect(before - free()).toBeLessThan(150 * 2 ** 20);
   }, 300_000);
 
   it('network none: RUN steps see only loopback, and the failure names the setting', async () => {
