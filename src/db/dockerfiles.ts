@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Queryable } from './knex.js';
 import { nowIso } from './knex.js';
+import { findContextBySha, insertContext, type ContextChange, type NewContext } from './contexts.js';
 
 export interface DockerfileRow {
   id: number;
@@ -16,6 +17,8 @@ export interface DockerfileVersionRow {
   content: string;
   sha256: string;
   size: number;
+  /** The build context this version is built with (dockerfile_contexts.id), or null for the Dockerfile alone. */
+  context_id: number | null;
   created_at: string;
 }
 export interface DockerfileListItem extends DockerfileRow { owner: string; size: number | null; builds: number }
@@ -26,6 +29,7 @@ const normDf = (r: Record<string, unknown>): DockerfileRow => ({
 });
 const normVer = (r: Record<string, unknown>): DockerfileVersionRow => ({
   ...(r as unknown as DockerfileVersionRow), id: Number(r.id), dockerfile_id: Number(r.dockerfile_id), size: Number(r.size),
+  context_id: r.context_id == null ? null : Number(r.context_id),
 });
 
 export const sha256Hex = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
@@ -58,31 +62,42 @@ export async function countDockerfiles(db: Queryable, ownerId: number): Promise<
   return Number(r[0]?.n ?? 0);
 }
 
-/** Inserts a Dockerfile and its first version. Call inside a transaction. */
-export async function insertDockerfile(db: Queryable, d: { ownerId: number; name: string; content: string }): Promise<{ dockerfile: DockerfileRow; version: DockerfileVersionRow }> {
+/** Inserts a Dockerfile and its first version (with its build context, if any). Call inside a transaction. */
+export async function insertDockerfile(db: Queryable, d: { ownerId: number; name: string; content: string; context?: NewContext }): Promise<{ dockerfile: DockerfileRow; version: DockerfileVersionRow }> {
   const now = nowIso();
   const [df] = await db('dockerfiles').insert({ owner_id: d.ownerId, name: d.name, current_version_id: null, created_at: now, updated_at: now }).returning('*');
   const dockerfile = normDf(df);
-  const version = await insertVersion(db, dockerfile.id, d.content);
+  const contextId = d.context ? await insertContext(db, dockerfile.id, d.context) : null;
+  const version = await insertVersion(db, dockerfile.id, d.content, contextId);
   await db('dockerfiles').where({ id: dockerfile.id }).update({ current_version_id: version.id });
   return { dockerfile: { ...dockerfile, current_version_id: version.id }, version };
 }
 
-/** Adds a version (or reuses the current one when the content is unchanged) and makes it current. */
-export async function updateDockerfileContent(db: Queryable, dockerfileId: number, content: string): Promise<DockerfileVersionRow> {
+/**
+ * Adds a version (or reuses the current one when neither the content nor the context changes) and makes it current.
+ * The context is kept unless `change` says otherwise; a re-upload of the same bytes reuses the stored context.
+ * Call inside a transaction (a new context and its version are written together).
+ */
+export async function updateDockerfileContent(db: Queryable, dockerfileId: number, content: string, change: ContextChange = { kind: 'keep' }): Promise<DockerfileVersionRow> {
   const df = await db('dockerfiles').where({ id: dockerfileId }).first();
-  if (df?.current_version_id != null) {
-    const cur = await getVersion(db, Number(df.current_version_id));
-    if (cur && cur.sha256 === sha256Hex(content)) return cur;
+  const cur = df?.current_version_id != null ? await getVersion(db, Number(df.current_version_id)) : undefined;
+  const curContext = cur?.context_id ?? null;
+  let contextId: number | null = curContext;
+  if (change.kind === 'remove') contextId = null;
+  if (change.kind === 'set') {
+    // The same bytes uploaded again (or an earlier context restored) reuse the stored row.
+    const same = await findContextBySha(db, dockerfileId, change.context.sha256);
+    contextId = same ?? await insertContext(db, dockerfileId, change.context);
   }
-  const version = await insertVersion(db, dockerfileId, content);
+  if (cur && cur.sha256 === sha256Hex(content) && cur.context_id === contextId) return cur;
+  const version = await insertVersion(db, dockerfileId, content, contextId);
   await db('dockerfiles').where({ id: dockerfileId }).update({ current_version_id: version.id, updated_at: nowIso() });
   return version;
 }
 
-async function insertVersion(db: Queryable, dockerfileId: number, content: string): Promise<DockerfileVersionRow> {
+async function insertVersion(db: Queryable, dockerfileId: number, content: string, contextId: number | null): Promise<DockerfileVersionRow> {
   const [v] = await db('dockerfile_versions')
-    .insert({ dockerfile_id: dockerfileId, content, sha256: sha256Hex(content), size: Buffer.byteLength(content, 'utf8'), created_at: nowIso() })
+    .insert({ dockerfile_id: dockerfileId, content, sha256: sha256Hex(content), size: Buffer.byteLength(content, 'utf8'), context_id: contextId, created_at: nowIso() })
     .returning('*');
   return normVer(v);
 }

@@ -4,4 +4,5 @@ export * from './users.js';
 export * from './settings.js';
 export * from './login-failures.js';
 export * from './dockerfiles.js';
+export * from './contexts.js';
 export * from './builds.js';

@@ -98,7 +98,14 @@ export function createApp(opts: AppOptions): KilnApp {
   const max = config.web.maxDockerfileBytes;
   app.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 }));
   // JSON escapes can grow text up to 6x; validation then enforces the byte limit on the decoded text.
-  app.use(express.json({ limit: max * 6 + 16 * 1024 }));
+  const smallJson = express.json({ limit: max * 6 + 16 * 1024 });
+  // Creating or editing a Dockerfile over the API may carry a build context (base64, megabytes): those two routes
+  // parse their own body with a larger limit, after the login and CSRF checks (routes/api.ts).
+  const CONTEXT_JSON_PATHS = /^\/api\/dockerfiles(?:\/[1-9][0-9]{0,11})?$/;
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    if (req.method === 'POST' && CONTEXT_JSON_PATHS.test(req.path)) return next();
+    smallJson(req, res, next);
+  });
 
   const store = new SafeKnexStore({ knex: db, tableName: 'sessions', createTable: false, cleanupInterval: 10 * 60_000,
     onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') }, logger);

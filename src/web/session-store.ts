@@ -18,10 +18,10 @@ export class SafeKnexStore extends ConnectSessionKnexStore {
     this.ready.catch((err: unknown) => log.error({ err }, 'session store not ready'));
   }
   override get(sid: string, cb: (err: unknown, s?: SessionData | null) => void): Promise<SessionData | null> {
-    return super.get(sid, cb).catch(() => null);
+    return super.get(sid, cb).catch((err: unknown) => { this.log.warn({ err: (err as Error).message }, 'session read failed'); return null; });
   }
   override set(sid: string, s: SessionData, cb?: Cb): Promise<void> {
-    return super.set(sid, s, cb).catch(() => undefined);
+    return super.set(sid, s, cb).catch((err: unknown) => { this.log.warn({ err: (err as Error).message }, 'session write failed'); });
   }
   override destroy(sid: string, cb?: Cb): Promise<number> {
     return super.destroy(sid, cb).catch(() => 0);

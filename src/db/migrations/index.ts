@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_initial.js';
+import * as m002 from './002_build_context.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -9,6 +10,7 @@ type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void
  */
 const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['001_initial', m001],
+  ['002_build_context', m002],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

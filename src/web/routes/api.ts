@@ -1,8 +1,9 @@
-import { Router } from 'express';
+import express, { Router } from 'express';
 import { KilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
 import { cancelBuild, getBuild, openArtifact, readLog, requestBuild } from '../services/builds.js';
-import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile } from '../services/dockerfiles.js';
+import { MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from '../build-context.js';
+import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile, type ContextUpload } from '../services/dockerfiles.js';
 import { decodeDockerfile } from '../validation.js';
 import { sendArtifact } from './pages.js';
 import { actorOf, buildJson, requireUser } from './util.js';
@@ -24,10 +25,13 @@ export function apiRoutes(ctx: AppContext): Router {
     res.json({ dockerfiles: list.map((d) => ({ id: d.id, name: d.name, owner: d.owner, size: d.size, builds: d.builds, updatedAt: d.updated_at })) });
   });
 
-  r.post('/dockerfiles', requireUser, async (req, res) => {
+  // The only JSON bodies that may carry a build context (base64 grows it by 4/3); parsed after login + CSRF checks.
+  const contextJson = express.json({ limit: Math.ceil((MAX_CONTEXT_UPLOAD_BYTES * 4) / 3) + s.config.web.maxDockerfileBytes * 6 + 256 * 1024 });
+
+  r.post('/dockerfiles', requireUser, contextJson, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const content = contentOf(body, s.config.web.maxDockerfileBytes);
-    const df = await createDockerfile(s, actorOf(req), { name: body.name, content });
+    const df = await createDockerfile(s, actorOf(req), { name: body.name, content, context: contextOf(body) });
     res.status(201).json({ dockerfile: { id: df.id, name: df.name } });
   });
 
@@ -35,15 +39,16 @@ export function apiRoutes(ctx: AppContext): Router {
     const v = await getDockerfileView(s.db, actorOf(req), req.params.id);
     res.json({
       dockerfile: { id: v.dockerfile.id, name: v.dockerfile.name, content: v.version.content, sha256: v.version.sha256, size: v.version.size },
+      context: v.context && { sha256: v.context.sha256, size: v.context.size, entries: v.context.listing },
       builds: v.builds.map(buildJson),
     });
   });
 
-  r.post('/dockerfiles/:id', requireUser, async (req, res) => {
+  r.post('/dockerfiles/:id', requireUser, contextJson, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const content = contentOf(body, s.config.web.maxDockerfileBytes);
-    const v = await updateDockerfile(s, actorOf(req), req.params.id, content);
-    res.json({ version: { id: v.id, sha256: v.sha256, size: v.size } });
+    const v = await updateDockerfile(s, actorOf(req), req.params.id, content, contextOf(body));
+    res.json({ version: { id: v.id, sha256: v.sha256, size: v.size, hasContext: v.context_id != null } });
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
@@ -78,4 +83,36 @@ function contentOf(body: Record<string, unknown>, max: number): string {
   }
   if (typeof body.content === 'string') return body.content;
   throw new KilnError('invalid_input', 'The Dockerfile is empty.');
+}
+
+const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * The build context of a JSON request: `contextTarBase64` (one uncompressed tar), or `contextFiles`
+ * (`[{name, contentBase64}]`, flat names), or `removeContext: true` on update; none of them keeps the current one.
+ */
+function contextOf(body: Record<string, unknown>): ContextUpload | undefined {
+  const given = ['contextTarBase64', 'contextFiles', 'removeContext'].filter((k) => body[k] !== undefined && body[k] !== false);
+  if (given.length > 1) throw new KilnError('invalid_input', `Give only one of ${given.join(', ')}.`);
+  if (body.removeContext === true) return { kind: 'remove' };
+  if (body.removeContext !== undefined && body.removeContext !== false) throw new KilnError('invalid_input', 'removeContext must be true or false.');
+  if (body.contextTarBase64 !== undefined) {
+    if (typeof body.contextTarBase64 !== 'string' || !B64.test(body.contextTarBase64)) throw new KilnError('invalid_input', 'contextTarBase64 is not base64.');
+    return { kind: 'tar', data: Buffer.from(body.contextTarBase64, 'base64') };
+  }
+  if (body.contextFiles !== undefined) {
+    const list = body.contextFiles;
+    if (!Array.isArray(list) || list.length > MAX_CONTEXT_ENTRIES) throw new KilnError('invalid_input', `contextFiles must be a list of at most ${MAX_CONTEXT_ENTRIES} {name, contentBase64}.`);
+    return {
+      kind: 'files',
+      files: list.map((f: unknown) => {
+        const o = (f ?? {}) as Record<string, unknown>;
+        if (typeof o.name !== 'string' || typeof o.contentBase64 !== 'string' || !B64.test(o.contentBase64)) {
+          throw new KilnError('invalid_input', 'Each of contextFiles needs a name and base64 contentBase64.');
+        }
+        return { name: o.name, data: Buffer.from(o.contentBase64, 'base64') };
+      }),
+    };
+  }
+  return undefined;
 }

@@ -6,7 +6,8 @@ import { getVersion, listBuildsOfOwner } from '../../db/index.js';
 import type { AppContext } from '../app.js';
 import { ownerScope } from '../services/access.js';
 import { cancelBuild, getBuild, openArtifact, requestBuild, type ArtifactDownload } from '../services/builds.js';
-import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile } from '../services/dockerfiles.js';
+import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile, type ContextUpload } from '../services/dockerfiles.js';
+import { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from '../build-context.js';
 import { decodeDockerfile } from '../validation.js';
 import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
 
@@ -45,11 +46,21 @@ export function pageRoutes(ctx: AppContext): Router {
   const { s, render } = ctx;
   const r = Router();
   const max = s.config.web.maxDockerfileBytes;
-  // In memory and capped: a rejected upload leaves no file anywhere, and the client's filename is never used.
+  // In memory and capped: a rejected upload leaves no file anywhere. Client filenames are used only as the names of
+  // build context files (checked by build-context.ts), never as paths on this machine.
   const upload = multer({
     storage: multer.memoryStorage(),
-    limits: { fileSize: max, files: 1, fields: 4, parts: 6, fieldSize: max * 2 + 1024, fieldNameSize: 32, headerPairs: 20 },
-  });
+    defParamCharset: 'utf8',
+    // Keep the name as sent: a "dir/file" name is refused with a message instead of silently becoming "file".
+    preservePath: true,
+    limits: {
+      fileSize: MAX_CONTEXT_UPLOAD_BYTES, files: 1 + MAX_CONTEXT_ENTRIES, fields: 5, parts: 7 + MAX_CONTEXT_ENTRIES,
+      fieldSize: max * 2 + 1024, fieldNameSize: 32, headerPairs: 20,
+    },
+  }).fields([{ name: 'file', maxCount: 1 }, { name: 'context', maxCount: MAX_CONTEXT_ENTRIES }]);
+  // multer caps each file, not their sum: the whole body is capped here, before anything is buffered.
+  const capBody = bodyCap(MAX_CONTEXT_UPLOAD_BYTES + 2 * max + 1024 * 1024);
+  const formLimits = { maxKiB: Math.floor(max / 1024), contextMiB: MAX_CONTEXT_BYTES / (1024 * 1024), contextEntries: MAX_CONTEXT_ENTRIES };
 
   r.get('/', (req, res) => res.redirect(303, req.user ? '/dockerfiles' : '/login'));
 
@@ -60,20 +71,20 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   r.get('/dockerfiles/new', requireUser, (req, res) => {
-    render(req, res, 'dockerfile-new.njk', { maxKiB: Math.floor(max / 1024) });
+    render(req, res, 'dockerfile-new.njk', formLimits);
   });
 
-  r.post('/dockerfiles', requireUser, upload.single('file'), ctx.protect, async (req: Request, res: Response) => {
+  r.post('/dockerfiles', requireUser, capBody, upload, ctx.protect, async (req: Request, res: Response) => {
     const actor = actorOf(req);
     const body = (req.body ?? {}) as Record<string, unknown>;
     try {
-      const content = dockerfileFromForm(req.file, body.content, max);
-      const df = await createDockerfile(s, actor, { name: body.name, content });
+      const content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
+      const df = await createDockerfile(s, actor, { name: body.name, content, context: contextFromForm(req, body) });
       res.redirect(303, `/dockerfiles/${df.id}`);
     } catch (e) {
       if (!isKilnError(e) || !['invalid_input', 'too_large', 'conflict', 'bad_request'].includes(e.code)) throw e;
       render(req, res, 'dockerfile-new.njk', {
-        maxKiB: Math.floor(max / 1024), error: e.message,
+        ...formLimits, error: e.message,
         name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
         content: typeof body.content === 'string' && body.content.length <= max * 2 ? body.content : '',
       }, e.httpStatus);
@@ -82,20 +93,20 @@ export function pageRoutes(ctx: AppContext): Router {
 
   r.get('/dockerfiles/:id/edit', requireUser, async (req, res) => {
     const view = await getDockerfileView(s.db, actorOf(req), req.params.id);
-    render(req, res, 'dockerfile-new.njk', { maxKiB: Math.floor(max / 1024), edit: view.dockerfile, name: view.dockerfile.name, content: view.version.content });
+    render(req, res, 'dockerfile-new.njk', { ...formLimits, edit: view.dockerfile, context: view.context, name: view.dockerfile.name, content: view.version.content });
   });
 
-  r.post('/dockerfiles/:id', requireUser, upload.single('file'), ctx.protect, async (req: Request, res: Response) => {
+  r.post('/dockerfiles/:id', requireUser, capBody, upload, ctx.protect, async (req: Request, res: Response) => {
     const actor = actorOf(req);
     const body = (req.body ?? {}) as Record<string, unknown>;
     const view = await getDockerfileView(s.db, actor, req.params.id);
     try {
-      await updateDockerfile(s, actor, req.params.id, dockerfileFromForm(req.file, body.content, max));
+      await updateDockerfile(s, actor, req.params.id, dockerfileFromForm(uploaded(req, 'file')[0], body.content, max), contextFromForm(req, body));
       res.redirect(303, `/dockerfiles/${view.dockerfile.id}`);
     } catch (e) {
       if (!isKilnError(e) || !['invalid_input', 'too_large', 'bad_request'].includes(e.code)) throw e;
       render(req, res, 'dockerfile-new.njk', {
-        maxKiB: Math.floor(max / 1024), error: e.message, edit: view.dockerfile, name: view.dockerfile.name,
+        ...formLimits, error: e.message, edit: view.dockerfile, context: view.context, name: view.dockerfile.name,
         content: typeof body.content === 'string' && body.content.length <= max * 2 ? body.content : '',
       }, e.httpStatus);
     }
@@ -139,6 +150,51 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   return r;
+}
+
+/** Files multer kept for one form field. */
+function uploaded(req: Request, field: 'file' | 'context'): Express.Multer.File[] {
+  const files = req.files as Record<string, Express.Multer.File[] | undefined> | undefined;
+  return files?.[field] ?? [];
+}
+
+/**
+ * The form's build context: one `.tar` (read as a tar), or any other file(s) (put at the context's root under their
+ * own names), or the "remove context" box. An empty file input sends one nameless empty part: that means "none".
+ */
+function contextFromForm(req: Request, body: Record<string, unknown>): ContextUpload | undefined {
+  const files = uploaded(req, 'context').filter((f) => f.size > 0 || f.originalname !== '');
+  const remove = body.removeContext === 'on' || body.removeContext === '1';
+  if (remove && files.length) throw new KilnError('invalid_input', 'Either upload a new build context or remove the current one, not both.');
+  if (remove) return { kind: 'remove' };
+  if (files.length === 0) return undefined;
+  if (files.length === 1 && /\.tar$/i.test(files[0]!.originalname)) return { kind: 'tar', data: files[0]!.buffer };
+  return { kind: 'files', files: files.map((f) => ({ name: f.originalname, data: f.buffer })) };
+}
+
+/**
+ * Refuses a multipart body larger than `limit` by its Content-Length, before parsing. The body is drained first
+ * (up to a bound) so the client reads the answer instead of a reset connection.
+ */
+function bodyCap(limit: number) {
+  return (req: Request, res: Response, next: (err?: unknown) => void): void => {
+    if (!req.is('multipart/form-data')) return next();
+    const raw = req.get('content-length');
+    const len = raw !== undefined && /^[0-9]{1,15}$/.test(raw) ? Number(raw) : NaN;
+    if (Number.isNaN(len)) return next(new KilnError('bad_request', 'Uploads need a Content-Length.', { detail: { status: 411 } }));
+    if (len <= limit) return next();
+    const err = new KilnError('too_large', `The upload is larger than ${Math.floor(limit / (1024 * 1024))} MiB.`);
+    if (len > limit * 4) {
+      res.set('Connection', 'close');
+      return next(err);
+    }
+    let sent = false;
+    const once = (): void => { if (!sent) { sent = true; next(err); } };
+    req.on('end', once);
+    req.on('error', once);
+    req.on('close', once);
+    req.resume();
+  };
 }
 
 /** Exactly one of: an uploaded file, or pasted text. */

@@ -10,7 +10,7 @@
  */
 import { Readable, Transform } from 'node:stream';
 import {
-  ACTIVE_STATES, bumpDispatchAttempts, clearDispatchAttempts, countActiveBuilds, findBuild, findBuildByKey, findDockerfile, findUserById, getVersion,
+  ACTIVE_STATES, bumpDispatchAttempts, clearDispatchAttempts, countActiveBuilds, findBuild, findBuildByKey, findDockerfile, findUserById, getContextTar, getVersion,
   insertBuild, isFinal, isPg, isUniqueViolation, listBuildsToReconcile, nowIso, updateBuild,
   type BuildRow, type Db, type WebBuildState,
 } from '../../db/index.js';
@@ -79,6 +79,12 @@ export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, docker
   const owner = await findUserById(s.db, ownerId);
   if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
   const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as Services), schedule: 'off', enabled: true };
+  if (version.context_id != null) {
+    // The context stored with this version (not the Dockerfile's current one): a retried dispatch builds what was requested.
+    const tar = await getContextTar(s.db, version.context_id);
+    if (!tar) throw new KilnError('not_found', 'The build context of this build is gone.');
+    spec.contextTarBase64 = tar.toString('base64');
+  }
   await s.glue.call('job.put', [df.id], JSON.stringify(spec));
 }
 

@@ -1,7 +1,8 @@
 import {
-  countDockerfiles, getVersion, insertDockerfile, isPg, isUniqueViolation, listBuildsOfDockerfile, listDockerfiles, updateDockerfileContent,
-  type BuildListItem, type Db, type DockerfileListItem, type DockerfileRow, type DockerfileVersionRow,
+  countDockerfiles, getContextMeta, getVersion, insertDockerfile, isPg, isUniqueViolation, listBuildsOfDockerfile, listDockerfiles, updateDockerfileContent,
+  type BuildListItem, type ContextChange, type ContextMeta, type Db, type DockerfileListItem, type DockerfileRow, type DockerfileVersionRow,
 } from '../../db/index.js';
+import { contextFromFiles, contextFromTar } from '../build-context.js';
 import { KilnError, conflict } from '../../shared/errors.js';
 import { checkDockerfileText, parseDockerfileName } from '../validation.js';
 import { dockerfileFor, ownerScope } from './access.js';
@@ -13,9 +14,12 @@ import type { Actor, Services } from './context.js';
  * with the owner's row locked on PostgreSQL (SQLite serialises writers already), so parallel uploads cannot
  * overshoot the quota.
  */
-export async function createDockerfile(s: Services, actor: Actor, input: { name: unknown; content: string }): Promise<DockerfileRow> {
+export async function createDockerfile(s: Services, actor: Actor, input: { name: unknown; content: string; context?: ContextUpload }): Promise<DockerfileRow> {
   const name = parseDockerfileName(input.name);
   const content = checkDockerfileText(input.content, s.config.web.maxDockerfileBytes);
+  const change = await contextChange(input.context);
+  if (change.kind === 'remove') throw new KilnError('invalid_input', 'A new Dockerfile has no build context to remove.');
+  const context = change.kind === 'set' ? change.context : undefined;
   try {
     return await s.db.transaction(async (trx) => {
       if (isPg(s.db)) await trx('users').where({ id: actor.id }).forUpdate().first();
@@ -25,7 +29,7 @@ export async function createDockerfile(s: Services, actor: Actor, input: { name:
       }
       const existing = await trx('dockerfiles').where({ owner_id: actor.id, name }).first();
       if (existing) throw conflict(`You already have a Dockerfile named "${name}".`);
-      const { dockerfile } = await insertDockerfile(trx, { ownerId: actor.id, name, content });
+      const { dockerfile } = await insertDockerfile(trx, { ownerId: actor.id, name, content, context });
       return dockerfile;
     });
   } catch (e) {
@@ -38,19 +42,40 @@ export function listDockerfilesFor(db: Db, actor: Actor): Promise<DockerfileList
   return listDockerfiles(db, ownerScope(actor));
 }
 
-export interface DockerfileView { dockerfile: DockerfileRow; version: DockerfileVersionRow; builds: BuildListItem[] }
+/**
+ * A build context as uploaded: one .tar, several flat files, or (on edit) an instruction to drop the current one.
+ * Absent means "keep what the Dockerfile has" (nothing, for a new one).
+ */
+export type ContextUpload =
+  | { kind: 'tar'; data: Buffer }
+  | { kind: 'files'; files: Array<{ name: string; data: Buffer }> }
+  | { kind: 'remove' };
+
+/** Validates and re-packs an upload before any transaction starts: a refused context stores nothing. */
+async function contextChange(u: ContextUpload | undefined): Promise<ContextChange> {
+  if (!u) return { kind: 'keep' };
+  if (u.kind === 'remove') return { kind: 'remove' };
+  return { kind: 'set', context: u.kind === 'tar' ? await contextFromTar(u.data) : await contextFromFiles(u.files) };
+}
+
+export interface DockerfileView { dockerfile: DockerfileRow; version: DockerfileVersionRow; context: ContextMeta | null; builds: BuildListItem[] }
 
 export async function getDockerfileView(db: Db, actor: Actor, rawId: unknown): Promise<DockerfileView> {
   const dockerfile = await dockerfileFor(db, actor, rawId);
   const version = dockerfile.current_version_id == null ? undefined : await getVersion(db, dockerfile.current_version_id);
   if (!version) throw new KilnError('internal', 'Dockerfile has no content', { detail: { dockerfile: dockerfile.id } });
   const builds = await listBuildsOfDockerfile(db, dockerfile.id);
-  return { dockerfile, version, builds };
+  const context = version.context_id == null ? null : (await getContextMeta(db, version.context_id)) ?? null;
+  return { dockerfile, version, context, builds };
 }
 
-/** Saves new content as a new version (unchanged content keeps the current one). Earlier builds keep theirs. */
-export async function updateDockerfile(s: Services, actor: Actor, rawId: unknown, rawContent: string): Promise<DockerfileVersionRow> {
+/**
+ * Saves new content and/or context as a new version (unchanged content and context keep the current one). The
+ * context is kept unless a new one is uploaded or removal is asked for. Earlier builds keep their version.
+ */
+export async function updateDockerfile(s: Services, actor: Actor, rawId: unknown, rawContent: string, context?: ContextUpload): Promise<DockerfileVersionRow> {
   const df = await dockerfileFor(s.db, actor, rawId);
   const content = checkDockerfileText(rawContent, s.config.web.maxDockerfileBytes);
-  return s.db.transaction((trx) => updateDockerfileContent(trx, df.id, content));
+  const change = await contextChange(context);
+  return s.db.transaction((trx) => updateDockerfileContent(trx, df.id, content, change));
 }
