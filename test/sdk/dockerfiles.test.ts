@@ -66,8 +66,8 @@ describe('example Dockerfiles build and boot', () => {
       expect(isoSerial).toMatch(/boot=live/);
       expect(isoSerial).toContain('kiln-demo-app: running, greeting=from-the-test');
     }
-    // The UEFI boot really went through the firmware and systemd-boot's EFI stub hand-over.
-    expect(await fsp.readFile(path.join(b.out, 'serial-image.iso-uefi.log'), 'latin1')).toMatch(/efi: EFI v/);
+    // The UEFI boot really went through OVMF, from the CD's El Torito EFI image.
+    expect(await fsp.readFile(path.join(b.out, 'serial-image.iso-uefi.log'), 'latin1')).toMatch(/BdsDxe: starting Boot\d+ "UEFI QEMU DVD-ROM/);
     expect(b.serial).toMatch(/Started .*kiln-app\.service/);
     expect(b.serial).toContain('kiln-demo-app: running, greeting=from-the-test');
     expect(b.manifest.notes.join('\n')).toContain('kiln-app.service');
