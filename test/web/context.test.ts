@@ -1,4 +1,5 @@
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import tarStream from 'tar-stream';
@@ -6,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser } from '../../src/web/index.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { freshDb, type TestDb } from '../db/engines.js';
+import type { TestGlue } from '../helpers/glue.js';
+import { backendJobName } from '../../src/protocol/index.js';
 
 const DF = 'FROM debian:bookworm\nCOPY app /app\n';
 
@@ -306,3 +309,37 @@ function suite(engine: 'sqlite' | 'pg') {
 
 suite('sqlite');
 suite('pg');
+
+/** The whole path minus Docker: the real SSH glue and local backend receive the context (16 MiB fits its stdin cap). */
+describe('build context through the real SSH glue', () => {
+  let w: TestWeb & { realGlue?: TestGlue };
+  beforeAll(async () => { w = await startTestWeb({ realGlue: true }); });
+  afterAll(async () => { await w?.close(); });
+
+  it('a 16 MiB context arrives byte for byte as the job\'s context.tar', async () => {
+    const c = w.client();
+    await signUpSure(c, 'carol');
+    const token = await c.token('/dockerfiles/new');
+    const big = Buffer.alloc(16 * 1024 * 1024 - 100, 3);
+    const id = await created(await c.postMultipart('/dockerfiles', form(token, { name: 'real', content: DF }, [['big.bin', big], ['small.txt', 'hello']])));
+    const { id: buildId } = await c.build(id);
+    const row = await w.db('builds').where({ id: buildId }).first();
+    expect(row.state, String(row.reason)).not.toBe('failed');
+    const file = path.join(findJobDir(w.realGlue!.dataDir, backendJobName(id)), 'context.tar');
+    const entries = await readTar(readFileSync(file));
+    expect(entries.map((e) => [e.name, e.data.length])).toEqual([['big.bin', big.length], ['small.txt', 5]]);
+    expect(entries[0]!.data.equals(big)).toBe(true);
+    const meta = ((await (await c.get(`/api/dockerfiles/${id}`)).json()) as { context: { sha256: string } }).context;
+    expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(meta.sha256);
+  });
+});
+
+function findJobDir(root: string, name: string): string {
+  for (const e of readdirSync(root, { withFileTypes: true })) {
+    if (!e.isDirectory()) continue;
+    const p = path.join(root, e.name);
+    if (e.name === name) return p;
+    try { return findJobDir(p, name); } catch { /* not below here */ }
+  }
+  throw new Error(`no ${name} under ${root}`);
+}
