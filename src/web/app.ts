@@ -23,6 +23,7 @@ import { PasswordHasher } from './services/passwords.js';
 import { authenticate, userForSession, type SessionUser } from './services/users.js';
 import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './paths.js';
 import { errorHandler, notFoundHandler } from './errors.js';
+import { newBigUploadGate, type BigUploadGate } from './upload-limits.js';
 import { authRoutes } from './routes/auth.js';
 import { pageRoutes } from './routes/pages.js';
 import { apiRoutes } from './routes/api.js';
@@ -61,6 +62,8 @@ export interface AppContext {
   /** True for /api/* and JSON bodies: errors and answers are JSON there, HTML elsewhere. */
   wantsJson: (req: Request) => boolean;
   loginLimiter: express.RequestHandler;
+  /** Concurrency bound for requests carrying a build context (memory: each is held a few times over). */
+  bigUploads: BigUploadGate;
 }
 
 export type KilnApp = Express & { closeApp: () => void };
@@ -181,7 +184,7 @@ export function createApp(opts: AppOptions): KilnApp {
     },
   });
 
-  const ctx: AppContext = { s, render, csrfToken: token, protect, passport, wantsJson, loginLimiter };
+  const ctx: AppContext = { s, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads: newBigUploadGate() };
   const mounted: Array<[string, express.Router]> = [['', authRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.

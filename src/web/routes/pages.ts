@@ -9,6 +9,7 @@ import { cancelBuild, getBuild, openArtifact, requestBuild, type ArtifactDownloa
 import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile, type ContextUpload } from '../services/dockerfiles.js';
 import { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from '../build-context.js';
 import { decodeDockerfile } from '../validation.js';
+import { bodyCap } from '../upload-limits.js';
 import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
 
 /** Sends an artifact as an opaque download under a server-made name. */
@@ -59,7 +60,8 @@ export function pageRoutes(ctx: AppContext): Router {
     },
   }).fields([{ name: 'file', maxCount: 1 }, { name: 'context', maxCount: MAX_CONTEXT_ENTRIES }]);
   // multer caps each file, not their sum: the whole body is capped here, before anything is buffered.
-  const capBody = bodyCap(MAX_CONTEXT_UPLOAD_BYTES + 2 * max + 1024 * 1024);
+  const capMultipart = bodyCap(MAX_CONTEXT_UPLOAD_BYTES + 2 * max + 1024 * 1024, ctx.bigUploads, { requireLength: true });
+  const capBody = (req: Request, res: Response, next: (err?: unknown) => void): void => (req.is('multipart/form-data') ? capMultipart(req, res, next) : next());
   const formLimits = { maxKiB: Math.floor(max / 1024), contextMiB: MAX_CONTEXT_BYTES / (1024 * 1024), contextEntries: MAX_CONTEXT_ENTRIES };
 
   r.get('/', (req, res) => res.redirect(303, req.user ? '/dockerfiles' : '/login'));
@@ -170,31 +172,6 @@ function contextFromForm(req: Request, body: Record<string, unknown>): ContextUp
   if (files.length === 0) return undefined;
   if (files.length === 1 && /\.tar$/i.test(files[0]!.originalname)) return { kind: 'tar', data: files[0]!.buffer };
   return { kind: 'files', files: files.map((f) => ({ name: f.originalname, data: f.buffer })) };
-}
-
-/**
- * Refuses a multipart body larger than `limit` by its Content-Length, before parsing. The body is drained first
- * (up to a bound) so the client reads the answer instead of a reset connection.
- */
-function bodyCap(limit: number) {
-  return (req: Request, res: Response, next: (err?: unknown) => void): void => {
-    if (!req.is('multipart/form-data')) return next();
-    const raw = req.get('content-length');
-    const len = raw !== undefined && /^[0-9]{1,15}$/.test(raw) ? Number(raw) : NaN;
-    if (Number.isNaN(len)) return next(new KilnError('bad_request', 'Uploads need a Content-Length.', { detail: { status: 411 } }));
-    if (len <= limit) return next();
-    const err = new KilnError('too_large', `The upload is larger than ${Math.floor(limit / (1024 * 1024))} MiB.`);
-    if (len > limit * 4) {
-      res.set('Connection', 'close');
-      return next(err);
-    }
-    let sent = false;
-    const once = (): void => { if (!sent) { sent = true; next(err); } };
-    req.on('end', once);
-    req.on('error', once);
-    req.on('close', once);
-    req.resume();
-  };
 }
 
 /** Exactly one of: an uploaded file, or pasted text. */
