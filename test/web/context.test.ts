@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import tarStream from 'tar-stream';
@@ -343,3 +344,34 @@ function findJobDir(root: string, name: string): string {
   }
   throw new Error(`no ${name} under ${root}`);
 }
+
+describe('big uploads at once', () => {
+  let w: TestWeb;
+  beforeAll(async () => { w = await startTestWeb(); });
+  afterAll(async () => { await w?.close(); });
+
+  it('a fifth body over 1 MiB while four are still arriving gets 429 + Retry-After; afterwards uploads work again', async () => {
+    const c = w.client();
+    await signUpSure(c, 'dave');
+    const token = await c.token('/dockerfiles/new');
+    const u = new URL(w.url);
+    const open: http.ClientRequest[] = [];
+    // Four uploads that declare 2 MiB and send only the start: they hold their slots.
+    for (let i = 0; i < 4; i++) {
+      const req = http.request({ host: u.hostname, port: u.port, method: 'POST', path: '/dockerfiles', headers: {
+        cookie: c.cookieHeader(), 'content-type': 'multipart/form-data; boundary=xx', 'content-length': String(2 * 1024 * 1024),
+      } });
+      req.on('error', () => undefined);
+      req.write('--xx\r\n');
+      open.push(req);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const big = await c.postMultipart('/dockerfiles', form(token, { name: 'fifth', content: DF }, [['a.bin', Buffer.alloc(2 * 1024 * 1024)]]));
+    expect(big.status).toBe(429);
+    expect(big.headers.get('retry-after')).toBe('5');
+    for (const r of open) r.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    const ok = await c.postMultipart('/dockerfiles', form(token, { name: 'later', content: DF }, [['a.bin', Buffer.alloc(2 * 1024 * 1024)]]));
+    expect(ok.status).toBe(303);
+  });
+});
