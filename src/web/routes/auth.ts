@@ -31,9 +31,15 @@ export function authRoutes(ctx: AppContext): Router {
       req.logIn(user, (e2) => {
         if (e2) return next(e2);
         req.session.loginAt = Date.now();
-        s.logger.info({ user: user.id }, 'login');
-        if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
-        res.redirect(303, target);
+        // Saved before answering: express-session's own save at the end sends the headers first, and a client that
+        // follows the redirect at once would race it (seen on PostgreSQL: the next request read the session
+        // without loginAt and ended it).
+        req.session.save((e3) => {
+          if (e3) return next(e3);
+          s.logger.info({ user: user.id }, 'login');
+          if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
+          res.redirect(303, target);
+        });
       });
     })(req, res, next);
   };
@@ -98,6 +104,7 @@ export function authRoutes(ctx: AppContext): Router {
       // The epoch moved: log this session in again (new id) so only the other sessions end.
       await new Promise<void>((resolve, reject) => req.logIn({ id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User, (e) => (e ? reject(e) : resolve())));
       req.session.loginAt = Date.now();
+      await new Promise<void>((resolve, reject) => req.session.save((e) => (e ? reject(e) : resolve())));
       if (json) res.json({ ok: true });
       else res.redirect(303, '/account?changed=1');
     } catch (e) {
