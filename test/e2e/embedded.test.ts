@@ -2,11 +2,15 @@
  * The walking skeleton, end to end, as a user meets it: the real `kiln serve` process (web + built-in SSH glue +
  * local backend + the real SDK with dockerd and QEMU), driven over HTTP. One real image build.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildAsNewUser, startKilnServe, type KilnServe } from '../helpers/serve.js';
+import { buildAsNewUser, startKilnServe, waitForBuild, type KilnServe } from '../helpers/serve.js';
+import { run } from '../../src/shared/subprocess.js';
 import { HttpClient } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -78,5 +82,33 @@ describe('embedded default: register, upload, build, download a booting image', 
     const t = await bob.apiToken();
     const r = await bob.postJson(`/api/dockerfiles/${dfId}/builds`, { key: 'bob-tries-a-build-1' }, { 'x-csrf-token': t });
     expect(r.status).toBe(404);
+  }, 25 * 60_000);
+
+  it('builds a Dockerfile with an uploaded build context: COPY and ADD land in the image, .dockerignore applies', async () => {
+    const carol = new HttpClient(url);
+    await carol.signUp('carol');
+    // The context as a CI checkout has it: the files next to the Dockerfile, tarred (argv only, no shell).
+    const ctx = execFileSync('tar', ['-C', path.join(repo, 'dockerfiles/copy-context'), '-cf', '-', '.dockerignore', 'files']);
+    const content = readFileSync(path.join(repo, 'dockerfiles/copy-context/Dockerfile'), 'utf8');
+    const made = await carol.postJson('/api/dockerfiles', { name: 'copy-context', content, contextTarBase64: ctx.toString('base64') }, { 'x-csrf-token': await carol.apiToken() });
+    expect(made.status).toBe(201);
+    const dfId = ((await made.json()) as { dockerfile: { id: number } }).dockerfile.id;
+    const built = await carol.postJson(`/api/dockerfiles/${dfId}/builds`, { key: 'carol-context-build-1' }, { 'x-csrf-token': await carol.apiToken() });
+    expect(built.status).toBe(201);
+    const build = await waitForBuild(carol, ((await built.json()) as { build: { id: number } }).build.id);
+    expect(build.state, `build failed: ${build.reason}`).toBe('succeeded');
+
+    const raw = path.join(tmp.dir, 'carol.raw');
+    const res = await carol.get(`/builds/${build.id}/artifacts/image.raw`);
+    expect(res.status).toBe(200);
+    await pipeline(Readable.fromWeb(res.body as never), createWriteStream(raw));
+    const cat = async (guestPath: string) => {
+      const pt = JSON.parse((await run('sfdisk', ['-J', raw], { timeoutMs: 30_000 })).stdout) as { partitiontable: { partitions: { start: number; name?: string }[] } };
+      const start = pt.partitiontable.partitions.find((p) => p.name === 'root')!.start;
+      return (await run('debugfs', ['-R', `cat ${guestPath}`, `${raw}?offset=${start * 512}`], { timeoutMs: 30_000 })).stdout;
+    };
+    expect(await cat('/etc/kiln-demo.conf')).toBe('greeting = "copied from the build context"\n');
+    expect(await cat('/opt/demo/etc/kiln-demo.conf')).toContain('copied from the build context');
+    expect(await cat('/opt/demo/ignored.secret')).toBe('');
   }, 25 * 60_000);
 });
