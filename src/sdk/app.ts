@@ -1,7 +1,6 @@
-import { hostPath, lstatIn, mkdirIn, readFileIn, symlinkIn, writeFileIn } from './fsroot.js';
+import { hostPath, lstatIn, mkdirIn, readdirIn, readFileIn, removeIn, symlinkIn, writeFileIn } from './fsroot.js';
 import { promises as fsp } from 'node:fs';
-import path from 'node:path';
-import { editInittab, INITTAB_APP_ID, renderSysvRunner, SYSV_RUNNER, sysvRunnerProblem, type InittabEdit } from './initscript.js';
+import { editInittab, INITTAB_APP_ID, renderSysvRunner, SYSV_RUNNER, sysvRunnerProblem, USER_NAME, type InittabEdit } from './initscript.js';
 import type { Reporter } from './reporter.js';
 
 export interface ImageRuntimeConfig {
@@ -56,9 +55,8 @@ export function appUnit(argv: string[], c: ImageRuntimeConfig): string {
   const user = (c.User ?? '').trim();
   if (user && user !== 'root' && user !== '0' && user !== '0:0') {
     const [u, g] = user.split(':');
-    const NAME = /^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})$/;
-    if (u && NAME.test(u)) lines.push(`User=${u}`);
-    if (g && NAME.test(g)) lines.push(`Group=${g}`);
+    if (u && USER_NAME.test(u)) lines.push(`User=${u}`);
+    if (g && USER_NAME.test(g)) lines.push(`Group=${g}`);
   }
   for (const e of c.Env ?? []) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(e)) continue;
@@ -66,6 +64,13 @@ export function appUnit(argv: string[], c: ImageRuntimeConfig): string {
   }
   lines.push('Restart=on-failure', 'RestartSec=2', 'StandardOutput=journal+console', 'StandardError=journal+console', '', '[Install]', 'WantedBy=multi-user.target', '');
   return lines.join('\n');
+}
+
+/** Writes a systemd unit into the guest and enables it in multi-user.target (what `systemctl enable` would link). */
+async function enableUnit(root: string, name: string, text: string): Promise<void> {
+  await writeFileIn(root, `/etc/systemd/system/${name}`, text);
+  await mkdirIn(root, '/etc/systemd/system/multi-user.target.wants');
+  await symlinkIn(root, `/etc/systemd/system/multi-user.target.wants/${name}`, `/etc/systemd/system/${name}`);
 }
 
 async function hasSystemd(root: string): Promise<boolean> {
@@ -158,9 +163,7 @@ export async function installAppService(root: string, c: ImageRuntimeConfig, rep
     return { note, boot: { expect: [/kiln-app: started as /], failOn: [/kiln-app: cannot start/] } };
   }
   if (kind !== 'systemd') return skip('neither systemd nor sysvinit');
-  await writeFileIn(root, `/etc/systemd/system/${APP_UNIT}`, appUnit(argv, c));
-  await mkdirIn(root, '/etc/systemd/system/multi-user.target.wants');
-  await symlinkIn(root, `/etc/systemd/system/multi-user.target.wants/${APP_UNIT}`, `/etc/systemd/system/${APP_UNIT}`);
+  await enableUnit(root, APP_UNIT, appUnit(argv, c));
   const note = `ENTRYPOINT/CMD run at boot as ${APP_UNIT}: ${JSON.stringify(argv).slice(0, 300)}`;
   rep.log(`[kiln] app: ${note}`);
   return {
@@ -173,19 +176,9 @@ const KEYGEN_UNIT = 'kiln-ssh-hostkeys.service';
 
 /** Deletes SSH host keys baked into the image (every copy would share them) and regenerates them at first boot. */
 export async function resetSshHostKeys(root: string, rep: Reporter): Promise<string | undefined> {
-  const sshDir = await hostPath(root, '/etc/ssh/x');
   const removed: string[] = [];
-  if (sshDir) {
-    const dir = path.dirname(sshDir);
-    const st = await fsp.lstat(dir).catch(() => undefined);
-    if (st?.isDirectory()) {
-      for (const n of await fsp.readdir(dir)) {
-        if (/^ssh_host_.*key(\.pub)?$/.test(n)) {
-          const f = await fsp.lstat(path.join(dir, n));
-          if (!f.isDirectory()) { await fsp.unlink(path.join(dir, n)); removed.push(n); }
-        }
-      }
-    }
+  for (const n of await readdirIn(root, '/etc/ssh')) {
+    if (/^ssh_host_.*key(\.pub)?$/.test(n) && (await removeIn(root, `/etc/ssh/${n}`))) removed.push(n);
   }
   const sshd = (await lstatIn(root, '/usr/sbin/sshd')) ?? (await lstatIn(root, '/sbin/sshd'));
   if (!sshd && !removed.length) return undefined;
@@ -196,7 +189,7 @@ export async function resetSshHostKeys(root: string, rep: Reporter): Promise<str
     // runs `ssh-keygen -A` (only missing keys) after rcS, before the runlevel's rc scripts start ssh.
     if ((await lstatIn(root, '/usr/bin/ssh-keygen'))?.isFile() && (await editInittabIn(root, { sshKeygen: true }))) how = 'new ones are generated at boot by an /etc/inittab sysinit entry (ssh-keygen -A)';
   } else if (kind === 'systemd') {
-    await writeFileIn(root, `/etc/systemd/system/${KEYGEN_UNIT}`, [
+    await enableUnit(root, KEYGEN_UNIT, [
       '# Added by Kiln: host keys are made on the machine, never shipped in the image.',
       '[Unit]',
       'Description=Generate SSH host keys (Kiln first boot)',
@@ -211,8 +204,6 @@ export async function resetSshHostKeys(root: string, rep: Reporter): Promise<str
       'WantedBy=multi-user.target',
       '',
     ].join('\n'));
-    await mkdirIn(root, '/etc/systemd/system/multi-user.target.wants');
-    await symlinkIn(root, `/etc/systemd/system/multi-user.target.wants/${KEYGEN_UNIT}`, `/etc/systemd/system/${KEYGEN_UNIT}`);
     await writeFileIn(root, '/etc/systemd/system/ssh.service.d/kiln-hostkeys.conf', `[Unit]\nWants=${KEYGEN_UNIT}\nAfter=${KEYGEN_UNIT}\n`);
     how = `new ones are generated at first boot (${KEYGEN_UNIT})`;
   }

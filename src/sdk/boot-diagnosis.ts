@@ -66,7 +66,8 @@ const RULES: Rule[] = [
   },
 ];
 
-const stripAnsi = (s: string) => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+/** The console without colour and cursor sequences (systemd's `[  OK  ]` is coloured). */
+export const stripAnsi = (s: string): string => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
 
 /** The first rule that matches, most specific first. */
 export function diagnoseBoot(serial: string): (BootFinding & { terminal: boolean }) | undefined {

@@ -1,6 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import { run } from '../shared/subprocess.js';
-import { explain, TERMINAL_PATTERNS } from './boot-diagnosis.js';
+import { explain, stripAnsi, TERMINAL_PATTERNS } from './boot-diagnosis.js';
 
 export interface BootTestResult {
   artifact: string;
@@ -39,7 +39,6 @@ export interface BootTestOptions {
 }
 
 export const LOGIN_PROMPT = /login:/;
-const stripAnsi = (s: string) => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
 const SERIAL_TAIL = 16 * 1024;
 
 /**

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { constants as C, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type Dockerode from 'dockerode';
 
 /**
  * A process-count limit for one build. The engine's build API has memory and CPU options but no pids limit, so a
@@ -23,17 +22,15 @@ const ROOT = '/sys/fs/cgroup';
 const GROUP = 'kiln';
 
 async function writable(p: string): Promise<boolean> {
-  return fsp.access(p, 2 /* W_OK */).then(() => true, () => false);
+  return fsp.access(p, C.W_OK).then(() => true, () => false);
 }
 
-export async function makeBuildCgroup(docker: Dockerode, pidsMax: number, root = ROOT): Promise<BuildCgroup> {
+/** The parts of the engine's `info` this needs (undefined: the engine did not answer). */
+export interface EngineCgroupInfo { CgroupDriver?: string; CgroupVersion?: string }
+
+export async function makeBuildCgroup(info: EngineCgroupInfo | undefined, pidsMax: number, root = ROOT): Promise<BuildCgroup> {
   const none = (note: string): BuildCgroup => ({ note, remove: async () => undefined });
-  let info: { CgroupDriver?: string; CgroupVersion?: string };
-  try {
-    info = (await docker.info()) as typeof info;
-  } catch {
-    return none('pids limit not applied: the Docker engine did not answer `info`');
-  }
+  if (!info) return none('pids limit not applied: the Docker engine did not answer `info`');
   if (info.CgroupDriver !== 'cgroupfs') return none(`pids limit not applied: the engine's cgroup driver is ${info.CgroupDriver ?? 'unknown'} (Kiln sets it with cgroupfs only)`);
   const name = `build-${randomBytes(6).toString('hex')}`;
   const v2 = info.CgroupVersion === '2';

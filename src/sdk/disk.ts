@@ -94,12 +94,34 @@ export const KERNEL_CMDLINE = 'root=LABEL=root rw console=tty0 console=ttyS0,115
 
 const T = 10 * 60_000;
 
-async function tool(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+async function tool(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; what?: string } = {}): Promise<RunResult> {
   const r = await run(cmd, args, { timeoutMs: opts.timeoutMs ?? T, input: opts.input });
   if (r.timedOut || r.code !== 0) {
-    throw new KilnError('build_failed', `Disk assembly failed at ${cmd}${r.timedOut ? ' (timeout)' : ` (exit ${r.code})`}: ${(r.stderr || r.stdout).trim().slice(-500)}`);
+    throw new KilnError('build_failed', `${opts.what ?? 'Disk assembly'} failed at ${cmd}${r.timedOut ? ' (timeout)' : ` (exit ${r.code})`}: ${(r.stderr || r.stdout).trim().slice(-500)}`);
   }
   return r;
+}
+
+/**
+ * Puts systemd-boot on a FAT filesystem (mtools `fat` spec: `file` or `file@@offset`) as the removable-media
+ * loader, with one entry booting /vmlinuz + /initrd.img from that filesystem with `cmdline`. The disk's ESP and the
+ * ISO's El Torito EFI image are both made this way; the caller copies the kernel and initrd next to it.
+ */
+export async function installSystemdBoot(fat: string, workDir: string, cmdline: string, what?: string): Promise<void> {
+  const sb = systemdBootFiles(cmdline);
+  const loaderConf = path.join(workDir, 'loader.conf');
+  const entry = path.join(workDir, 'kiln.conf');
+  await fsp.writeFile(loaderConf, sb.loader);
+  await fsp.writeFile(entry, sb.entry);
+  await tool('mmd', ['-i', fat, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries'], { what });
+  await tool('mcopy', ['-o', '-i', fat, SYSTEMD_BOOT_EFI, '::/EFI/BOOT/BOOTX64.EFI'], { what });
+  await tool('mcopy', ['-o', '-i', fat, loaderConf, '::/loader/loader.conf'], { what });
+  await tool('mcopy', ['-o', '-i', fat, entry, '::/loader/entries/kiln.conf'], { what });
+}
+
+/** Copies host files into a FAT filesystem (mtools `fat` spec), replacing what is there. */
+export async function copyToFat(fat: string, files: { src: string; dest: string }[], what?: string): Promise<void> {
+  for (const f of files) await tool('mcopy', ['-o', '-i', fat, f.src, `::/${f.dest}`], { what });
 }
 
 export interface AssembleInput {
@@ -147,20 +169,12 @@ export async function assembleDisk(a: AssembleInput): Promise<void> {
   await tool('syslinux', ['--offset', String(bootOffset), '--install', a.out]);
   const cfg = path.join(a.workDir, 'syslinux.cfg');
   await fsp.writeFile(cfg, syslinuxCfg(KERNEL_CMDLINE));
-  await tool('mcopy', ['-o', '-i', fat, a.kernelFile, '::/vmlinuz']);
-  if (a.initrdFile) await tool('mcopy', ['-o', '-i', fat, a.initrdFile, '::/initrd.img']);
-  await tool('mcopy', ['-o', '-i', fat, cfg, '::/syslinux.cfg']);
-  if (layout.label === 'gpt') {
-    const sb = systemdBootFiles(KERNEL_CMDLINE);
-    const loaderConf = path.join(a.workDir, 'loader.conf');
-    const entry = path.join(a.workDir, 'kiln.conf');
-    await fsp.writeFile(loaderConf, sb.loader);
-    await fsp.writeFile(entry, sb.entry);
-    await tool('mmd', ['-i', fat, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
-    await tool('mcopy', ['-o', '-i', fat, SYSTEMD_BOOT_EFI, '::/EFI/BOOT/BOOTX64.EFI']);
-    await tool('mcopy', ['-o', '-i', fat, loaderConf, '::/loader/loader.conf']);
-    await tool('mcopy', ['-o', '-i', fat, entry, '::/loader/entries/kiln.conf']);
-  }
+  await copyToFat(fat, [
+    { src: a.kernelFile, dest: 'vmlinuz' },
+    ...(a.initrdFile ? [{ src: a.initrdFile, dest: 'initrd.img' }] : []),
+    { src: cfg, dest: 'syslinux.cfg' },
+  ]);
+  if (layout.label === 'gpt') await installSystemdBoot(fat, a.workDir, KERNEL_CMDLINE);
   const st = await fsp.stat(a.out);
   if (st.size !== layout.totalBytes) throw new KilnError('internal', `disk image has ${st.size} bytes, expected ${layout.totalBytes}`);
 }

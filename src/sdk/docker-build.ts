@@ -7,7 +7,7 @@ import tarStream from 'tar-stream';
 import { KilnError } from '../shared/errors.js';
 import { safeComponents } from './extract.js';
 import { isIgnored, parseDockerignore, type IgnoreRule } from './dockerignore.js';
-import { makeBuildCgroup, type BuildCgroup } from './cgroup.js';
+import { makeBuildCgroup, type BuildCgroup, type EngineCgroupInfo } from './cgroup.js';
 import { watchDiskGrowth } from './disk-guard.js';
 import { followStream, imageInfo } from './docker-util.js';
 import type { Reporter } from './reporter.js';
@@ -140,12 +140,13 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
   let diskLost: number | undefined;
   let stopDiskGuard: (() => void) | undefined;
   try {
+    const info = s.pidsMax || s.maxDiskBytes ? await docker.info().then((i) => i as EngineInfo, () => undefined) : undefined;
     if (s.pidsMax) {
-      cg = await makeBuildCgroup(docker, s.pidsMax);
+      cg = await makeBuildCgroup(info, s.pidsMax);
       if (cg.note) rep.log(`[kiln] ${cg.note}`);
     }
     if (s.maxDiskBytes) {
-      const root = await engineRootDir(docker);
+      const root = await engineRootDir(info);
       if (root) stopDiskGuard = watchDiskGrowth(root, s.maxDiskBytes, (lost) => { diskLost = lost; ac.abort(); });
       else rep.log('[kiln] build disk limit not applied: the engine\'s data directory is not on this host');
     }
@@ -208,13 +209,12 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
   return { id: info.Id, tag };
 }
 
+type EngineInfo = EngineCgroupInfo & { DockerRootDir?: string };
+
 /** The engine's data directory when it is on this host (a local socket), else undefined. */
-async function engineRootDir(docker: Dockerode): Promise<string | undefined> {
-  try {
-    const dir = ((await docker.info()) as { DockerRootDir?: string }).DockerRootDir;
-    if (dir && (await fsp.stat(dir)).isDirectory()) return dir;
-  } catch { /* not reachable: no guard */ }
-  return undefined;
+async function engineRootDir(info: EngineInfo | undefined): Promise<string | undefined> {
+  const dir = info?.DockerRootDir;
+  return dir && (await fsp.stat(dir).then((st) => st.isDirectory(), () => false)) ? dir : undefined;
 }
 
 /** sha256 of the context: of the tar file itself, or of a directory's names, kinds, modes, link targets and bytes. */

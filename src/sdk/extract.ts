@@ -160,17 +160,10 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
     switch (h.type) {
       case 'directory': {
         if (!dirs.has(rel)) {
-          try {
-            fs.mkdirSync(abs, { mode: 0o755 });
+          // An existing directory is kept; anything else of that name is replaced.
+          if (createAt(abs, () => fs.mkdirSync(abs, { mode: 0o755 })) !== 'dir') {
             stats.dirs++;
             account(BLOCK);
-          } catch (e) {
-            if (code(e) !== 'EEXIST') throw e;
-            if (clearSlot(abs) === 'empty') {
-              fs.mkdirSync(abs, { mode: 0o755 });
-              stats.dirs++;
-              account(BLOCK);
-            }
           }
           dirs.add(rel);
         }

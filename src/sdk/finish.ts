@@ -1,6 +1,5 @@
-import { promises as fsp } from 'node:fs';
 import { ensureSerialGetty } from './app.js';
-import { hostPath, lstatIn, removeIn, writeFileIn } from './fsroot.js';
+import { lstatIn, readdirIn, removeIn, writeFileIn } from './fsroot.js';
 import type { Reporter } from './reporter.js';
 
 export const HOSTNAME = 'kiln';
@@ -28,11 +27,7 @@ export async function finishRootfs(root: string, rep: Reporter): Promise<void> {
   await removeIn(root, '/.dockerenv');
   await removeIn(root, '/.dockerinit');
   // Build-time apt proxy settings belong to the build host, not the image.
-  const aptConf = await hostPath(root, '/etc/apt/apt.conf.d/x');
-  if (aptConf) {
-    const dir = aptConf.slice(0, -2);
-    for (const n of await fsp.readdir(dir).catch(() => [] as string[])) {
-      if (/proxy/i.test(n) && await removeIn(root, `/etc/apt/apt.conf.d/${n}`)) rep.log(`[kiln] finish: removed build-time apt setting ${n}`);
-    }
+  for (const n of await readdirIn(root, '/etc/apt/apt.conf.d')) {
+    if (/proxy/i.test(n) && await removeIn(root, `/etc/apt/apt.conf.d/${n}`)) rep.log(`[kiln] finish: removed build-time apt setting ${n}`);
   }
 }

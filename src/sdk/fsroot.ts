@@ -82,6 +82,13 @@ export async function removeIn(root: string, guestPath: string): Promise<boolean
   return true;
 }
 
+/** Names in a guest directory that is a real directory (not reached through, nor itself, a symlink); [] otherwise. */
+export async function readdirIn(root: string, guestDir: string): Promise<string[]> {
+  const p = await hostPath(root, guestDir);
+  const st = p ? await fsp.lstat(p).catch(() => undefined) : undefined;
+  return p && st?.isDirectory() ? fsp.readdir(p) : [];
+}
+
 /** Creates a symlink (replacing a non-directory). */
 export async function symlinkIn(root: string, guestPath: string, target: string): Promise<boolean> {
   const p = await hostPath(root, guestPath);

@@ -30,7 +30,8 @@ export function shQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-const NAME = /^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})$/;
+/** A USER (or group) word Kiln will pass on: a Unix name or a numeric id. */
+export const USER_NAME = /^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})$/;
 
 export interface SysvRunnerInput {
   argv: string[];
@@ -48,7 +49,7 @@ export interface SysvRunnerInput {
 export function sysvRunnerProblem(i: SysvRunnerInput): string | undefined {
   if ([...i.argv, ...(i.config.Env ?? []), i.config.WorkingDir ?? '', i.config.User ?? ''].some((w) => w.includes('\0'))) return 'a NUL byte in ENTRYPOINT/CMD, ENV, WORKDIR or USER';
   const { user, group } = splitUser(i.config.User);
-  if (!NAME.test(user) || (group !== undefined && !NAME.test(group))) return `USER ${JSON.stringify(i.config.User)} is not a user name or id (optionally :group)`;
+  if (!USER_NAME.test(user) || (group !== undefined && !USER_NAME.test(group))) return `USER ${JSON.stringify(i.config.User)} is not a user name or id (optionally :group)`;
   return undefined;
 }
 

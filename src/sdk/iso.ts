@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { KilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
-import { SYSTEMD_BOOT_EFI, systemdBootFiles } from './disk.js';
+import { copyToFat, installSystemdBoot, SYSTEMD_BOOT_EFI } from './disk.js';
 
 export const ISOLINUX_BIN = '/usr/lib/ISOLINUX/isolinux.bin';
 export const ISOHDPFX_BIN = '/usr/lib/ISOLINUX/isohdpfx.bin';
@@ -27,17 +27,8 @@ async function makeEfiImage(o: { workDir: string; kernelFile: string; initrdFile
   const kib = Math.ceil((payload * 1.1) / 1024) + 4096;
   await fsp.rm(o.out, { force: true });
   await tool('mkfs.vfat', ['-C', '-n', 'KILN_EFI', o.out, String(kib)]);
-  const sb = systemdBootFiles(LIVE_CMDLINE);
-  const loaderConf = path.join(o.workDir, 'iso-loader.conf');
-  const entry = path.join(o.workDir, 'iso-kiln.conf');
-  await fsp.writeFile(loaderConf, sb.loader);
-  await fsp.writeFile(entry, sb.entry);
-  await tool('mmd', ['-i', o.out, '::/EFI', '::/EFI/BOOT', '::/loader', '::/loader/entries']);
-  await tool('mcopy', ['-i', o.out, SYSTEMD_BOOT_EFI, '::/EFI/BOOT/BOOTX64.EFI']);
-  await tool('mcopy', ['-i', o.out, loaderConf, '::/loader/loader.conf']);
-  await tool('mcopy', ['-i', o.out, entry, '::/loader/entries/kiln.conf']);
-  await tool('mcopy', ['-i', o.out, o.kernelFile, '::/vmlinuz']);
-  await tool('mcopy', ['-i', o.out, o.initrdFile, '::/initrd.img']);
+  await installSystemdBoot(o.out, o.workDir, LIVE_CMDLINE, 'ISO assembly');
+  await copyToFat(o.out, [{ src: o.kernelFile, dest: 'vmlinuz' }, { src: o.initrdFile, dest: 'initrd.img' }], 'ISO assembly');
 }
 
 /**

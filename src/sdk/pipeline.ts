@@ -82,6 +82,25 @@ export function bootPackages(os: Record<string, string>, need: { kernel: boolean
   return undefined;
 }
 
+/** The layer that installs Debian packages on top of a built image (the bootable layer, live-boot for the ISO). */
+function aptLayer(from: string, pkgs: string[]): { dockerfileText: string; buildArgs: Record<string, string> } {
+  return {
+    dockerfileText: `FROM ${from}\nUSER root\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${pkgs.join(' ')} && apt-get clean && rm -rf /var/lib/apt/lists/*\n`,
+    buildArgs: {},
+  };
+}
+
+/** Makes an exported tree a machine's root: host files reset, SSH host keys, ENTRYPOINT/CMD as a boot service. */
+async function prepareTree(root: string, runtime: ImageRuntimeConfig, rep: Reporter): Promise<{ notes: string[]; appBoot?: AppBootCheck }> {
+  await finishRootfs(root, rep);
+  const notes: string[] = [];
+  const sshNote = await resetSshHostKeys(root, rep);
+  if (sshNote) notes.push(sshNote);
+  const app = await installAppService(root, runtime, rep);
+  if (app) notes.push(app.note);
+  return { notes, appBoot: app?.boot };
+}
+
 function missingParts(c: BootCheck): string[] {
   const m: string[] = [];
   if (!c.boot) m.push('a kernel');
@@ -157,10 +176,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         const note = `the image had no ${missing.map((m) => m.replace(/^an? /, '')).join('/')}: Kiln added ${pkgs.join(', ')} in an extra layer`;
         rep.log(`[kiln] bootable: ${note}`);
         notes.push(note);
-        const layer = {
-          dockerfileText: `FROM ${built.tag}\nUSER root\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${pkgs.join(' ')} && apt-get clean && rm -rf /var/lib/apt/lists/*\n`,
-          buildArgs: {},
-        };
+        const layer = aptLayer(built.tag, pkgs);
         const extra = await dockerBuild(deps.docker, layer, buildTag(layer, 'bootable'), buildSettings, rep);
         imageId = extra.id;
         imageTag = extra.tag;
@@ -176,11 +192,9 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     let packages: DebPackage[] = [];
     let appBoot: AppBootCheck | undefined;
     await rep.stage('finish', 55, 'preparing the root filesystem', async () => {
-      await finishRootfs(rootDir, rep);
-      const sshNote = await resetSshHostKeys(rootDir, rep);
-      if (sshNote) notes.push(sshNote);
-      const app = await installAppService(rootDir, runtime, rep);
-      if (app) { notes.push(app.note); appBoot = app.boot; }
+      const prepared = await prepareTree(rootDir, runtime, rep);
+      notes.push(...prepared.notes);
+      appBoot = prepared.appBoot;
       packages = await readPackages(rootDir);
     });
     const boot = check.boot!;
@@ -198,32 +212,25 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       });
     }
 
-    let isoBuilt = false;
-    let isoUefi = false;
+    let iso: { uefi: boolean } | undefined;
     if (formats.includes('iso')) {
       await rep.stage('iso', 59, 'making the live ISO (adds live-boot in a layer of its own)', async () => {
-        const live = {
-          dockerfileText: `FROM ${imageTag}\nUSER root\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends live-boot && apt-get clean && rm -rf /var/lib/apt/lists/*\n`,
-          buildArgs: {},
-        };
+        const live = aptLayer(imageTag, ['live-boot']);
         const liveImg = await dockerBuild(deps.docker, live, buildTag(live, 'live'), buildSettings, rep);
         const liveRoot = path.join(work, 'liveroot');
         await exportRootfs(deps.docker, liveImg.id, liveRoot, maxBytes, rep);
-        await finishRootfs(liveRoot, rep);
+        await prepareTree(liveRoot, runtime, rep);
         // live-boot mounts the root (an overlay on the squashfs): no fstab entry for it.
         await writeFileIn(liveRoot, '/etc/fstab', '# Live system: live-boot mounts the root filesystem.\n');
-        await resetSshHostKeys(liveRoot, rep);
-        await installAppService(liveRoot, runtime, rep);
         const lb = await checkBootable(liveRoot);
         if (!lb.boot?.initrd) throw new KilnError('build_failed', 'The live image has no kernel and initrd');
         const k = path.join(work, 'live-vmlinuz');
         const i = path.join(work, 'live-initrd.img');
         await copyOut(liveRoot, lb.boot.kernel, k);
         await copyOut(liveRoot, lb.boot.initrd, i);
-        isoUefi = (await makeIso({ rootDir: liveRoot, workDir: work, kernelFile: k, initrdFile: i, out: path.join(outDir, 'image.iso') })).uefi;
+        iso = await makeIso({ rootDir: liveRoot, workDir: work, kernelFile: k, initrdFile: i, out: path.join(outDir, 'image.iso') });
         await fsp.rm(liveRoot, { recursive: true, force: true });
         notes.push('image.iso is a live system: the same image plus live-boot, root on a squashfs');
-        isoBuilt = true;
       });
     }
 
@@ -247,7 +254,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
 
     const images: { name: string; format: 'raw' | 'qcow2' | 'iso'; file: string }[] = [];
     if (formats.includes('raw')) images.push({ name: 'image.raw', format: 'raw', file: rawPath });
-    if (isoBuilt) images.push({ name: 'image.iso', format: 'iso', file: path.join(outDir, 'image.iso') });
+    if (iso) images.push({ name: 'image.iso', format: 'iso', file: path.join(outDir, 'image.iso') });
     // Hashing is CPU-bound and single-threaded per file, as is most of qemu-img's zstd work: the files that exist
     // already are hashed while the qcow2 is written, on the builder's other core.
     const early = [
@@ -307,11 +314,11 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const wantFw = o.bootFirmware ?? ['bios', 'uefi'];
     const ovmf = wantFw.includes('uefi') && (await exists(OVMF_CODE)) && (await exists(OVMF_VARS));
     const disks = images.filter((im) => im.format !== 'iso');
-    const iso = images.find((im) => im.format === 'iso');
+    const isoImage = images.find((im) => im.format === 'iso');
     const runs = [
       ...(wantFw.includes('bios') ? images.map((im) => ({ im, firmware: 'bios' as const })) : []),
       ...(ovmf && layout.label === 'gpt' && disks[0] ? [{ im: disks[0], firmware: 'uefi' as const }] : []),
-      ...(ovmf && isoUefi && iso ? [{ im: iso, firmware: 'uefi' as const }] : []),
+      ...(ovmf && iso?.uefi && isoImage ? [{ im: isoImage, firmware: 'uefi' as const }] : []),
     ];
     await rep.stage('boot', 80, `boot tests: ${runs.map((r) => `${r.im.name} (${r.firmware})`).join(', ')}, ${s.accel}`, async () => {
       for (const [i, { im, firmware }] of runs.entries()) {
