@@ -20,6 +20,9 @@ function classify(err: unknown): KilnError | undefined {
   if (err instanceof Error && /Multipart|Unexpected end of form|Malformed part header/i.test(err.message)) {
     return new KilnError('bad_request', 'The upload is malformed.');
   }
+  if (isBusy(err)) return new KilnError('backend_unavailable', 'The server is busy; try again in a moment.', { detail: { retryAfterSeconds: 1 } });
+  // Before the generic statuses below: csrf-sync's error is an http-error with status 403 too.
+  if (e?.code === 'EBADCSRFTOKEN') return new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.');
   // http-errors from express itself, send (static files) and the router (bad %-encoding): client errors only.
   const st = e?.status ?? e?.statusCode;
   if (typeof st === 'number' && st >= 400 && st < 500) {
@@ -27,8 +30,6 @@ function classify(err: unknown): KilnError | undefined {
     if (st === 403) return new KilnError('forbidden', 'Forbidden');
     return new KilnError('bad_request', 'Bad request');
   }
-  if (isBusy(err)) return new KilnError('backend_unavailable', 'The server is busy; try again in a moment.', { detail: { retryAfterSeconds: 1 } });
-  if (e?.code === 'EBADCSRFTOKEN') return new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.');
   return undefined;
 }
 

@@ -21,7 +21,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('migrations are idempotent', async () => {
       expect(await migrateLatest(t.db)).toEqual([]);
-      for (const table of ['users', 'sessions', 'settings', 'login_failures', 'dockerfiles', 'dockerfile_versions', 'builds']) {
+      for (const table of ['users', 'sessions', 'settings', 'login_failures', 'dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds']) {
         expect(await t.db.schema.hasTable(table), table).toBe(true);
       }
     });

@@ -6,6 +6,7 @@ import {
 } from '../../src/protocol/index.js';
 import { KilnError } from '../../src/shared/errors.js';
 import type { GlueClient } from '../../src/web/glue-client/types.js';
+import type { BuildResult } from '../../src/sdk/result.js';
 
 interface MemBuild {
   build: number;
@@ -136,12 +137,19 @@ export class MemoryGlue implements GlueClient {
     const b = this.build(job, build);
     b.log = Buffer.concat([b.log, Buffer.isBuffer(text) ? text : Buffer.from(text, 'utf8')]);
   }
-  /** Finishes a build with an image and a result.json carrying its sha256, like the SDK does. */
+  /** Finishes a build with an image and a result.json in the SDK's BuildResult shape (artifacts with digests). */
   succeed(job: number, build: number, image: Buffer = Buffer.from('fake disk image\n')): string {
     const b = this.build(job, build);
     const sha = createHash('sha256').update(image).digest('hex');
     b.artifacts.set('image.raw', image);
-    b.artifacts.set('result.json', Buffer.from(JSON.stringify({ image: { name: 'image.raw', sha256: sha, size: image.length }, bootTest: { passed: true } })));
+    const now = new Date().toISOString();
+    const result: BuildResult = {
+      ok: true, sdkVersion: 'memory-glue', startedAt: now, finishedAt: now,
+      artifacts: [{ name: 'image.raw', format: 'raw', size: image.length, allocated: image.length, sha256: sha }],
+      bootTests: [{ artifact: 'image.raw', firmware: 'bios', passed: true, seconds: 0 }],
+      stages: [],
+    };
+    b.artifacts.set('result.json', Buffer.from(JSON.stringify(result)));
     b.state = 'succeeded';
     b.finishedAt = new Date().toISOString();
     return sha;

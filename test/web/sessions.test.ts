@@ -23,8 +23,12 @@ describe('session lifetime', () => {
       const exp = new Date(mine.expired).getTime();
       expect(exp - Date.now()).toBeGreaterThan(29 * 60_000);
       expect(exp - Date.now()).toBeLessThanOrEqual(30 * 60_000 + 1000);
+      // Rolled forward: a request a moment later moves the stored expiry (and the cookie's) later.
+      await new Promise((r) => setTimeout(r, 1100));
       const sc = (await c.get('/api/me'), c.lastSetCookie.find((s) => s.startsWith('kiln.sid=')));
       expect(sc).toMatch(/Expires=/);
+      const after = (await w2.db('sessions').select()).find((r) => r.sid === mine.sid);
+      expect(new Date(after.expired).getTime()).toBeGreaterThan(exp);
     } finally {
       await w2.close();
     }

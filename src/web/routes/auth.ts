@@ -5,6 +5,20 @@ import { changePassword, registerUser } from '../services/users.js';
 import { actorOf, requireUser } from './util.js';
 import { safeNext } from '../validation.js';
 
+/**
+ * Starts a fresh session for `user` (passport >= 0.6 regenerates it: new id, old one destroyed, no fixation), stamps
+ * the login time and saves before the caller answers: express-session's own save at the end sends the headers
+ * first, and a client that follows the redirect at once would race it (seen on PostgreSQL: the next request read
+ * the session without loginAt and ended it).
+ */
+function logInFresh(req: Request, user: Express.User): Promise<void> {
+  return new Promise((resolve, reject) => req.logIn(user, (e) => {
+    if (e) return reject(e);
+    req.session.loginAt = Date.now();
+    req.session.save((e2) => (e2 ? reject(e2) : resolve()));
+  }));
+}
+
 /** Register, log in, log out. Every POST here is rate-limited per IP before any hashing and carries a CSRF token. */
 export function authRoutes(ctx: AppContext): Router {
   const { s, render, passport, wantsJson, loginLimiter } = ctx;
@@ -27,20 +41,11 @@ export function authRoutes(ctx: AppContext): Router {
     passport.authenticate('local', { session: true }, (err: unknown, user: Express.User | false) => {
       if (err) return isKilnError(err) && err.code === 'rate_limited' ? fail(err) : next(err);
       if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
-      // passport >= 0.6 regenerates the session here (new id, old one destroyed): no fixation.
-      req.logIn(user, (e2) => {
-        if (e2) return next(e2);
-        req.session.loginAt = Date.now();
-        // Saved before answering: express-session's own save at the end sends the headers first, and a client that
-        // follows the redirect at once would race it (seen on PostgreSQL: the next request read the session
-        // without loginAt and ended it).
-        req.session.save((e3) => {
-          if (e3) return next(e3);
-          s.logger.info({ user: user.id }, 'login');
-          if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
-          res.redirect(303, target);
-        });
-      });
+      logInFresh(req, user).then(() => {
+        s.logger.info({ user: user.id }, 'login');
+        if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
+        res.redirect(303, target);
+      }, next);
     })(req, res, next);
   };
   r.post('/login', loginLimiter, login);
@@ -102,9 +107,7 @@ export function authRoutes(ctx: AppContext): Router {
       const u = await changePassword(s.db, s.hasher, s.limits, actorOf(req), body.current, body.password);
       s.logger.info({ user: u.id }, 'password changed');
       // The epoch moved: log this session in again (new id) so only the other sessions end.
-      await new Promise<void>((resolve, reject) => req.logIn({ id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User, (e) => (e ? reject(e) : resolve())));
-      req.session.loginAt = Date.now();
-      await new Promise<void>((resolve, reject) => req.session.save((e) => (e ? reject(e) : resolve())));
+      await logInFresh(req, { id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User);
       if (json) res.json({ ok: true });
       else res.redirect(303, '/account?changed=1');
     } catch (e) {

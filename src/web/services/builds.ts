@@ -181,27 +181,16 @@ async function readImageSha(glue: GlueClient, job: number, build: number, logger
 
 const SHA_RE = /^[0-9a-f]{64}$/;
 
-/** result.json lists artifacts with their digests; the disk image's is the one a user checks a download against. */
+/**
+ * result.json (the SDK's BuildResult) lists artifacts with their digests; the disk image's is the one a user checks
+ * a download against: image.raw, else the first image.* artifact.
+ */
 export function imageShaOf(result: unknown): string | null {
-  const r = result as { artifacts?: unknown; image?: { sha256?: unknown } } | null;
-  if (r && Array.isArray(r.artifacts)) {
-    const arts = r.artifacts as Array<{ name?: unknown; sha256?: unknown }>;
-    const pick = arts.find((a) => a?.name === 'image.raw') ?? arts.find((a) => typeof a?.name === 'string' && a.name.startsWith('image.'));
-    if (pick && typeof pick.sha256 === 'string' && SHA_RE.test(pick.sha256)) return pick.sha256;
-  }
-  if (typeof r?.image?.sha256 === 'string' && SHA_RE.test(r.image.sha256)) return r.image.sha256;
-  return findSha(result);
-}
-
-function findSha(v: unknown, depth = 0): string | null {
-  if (!v || typeof v !== 'object' || depth > 4) return null;
-  const o = v as Record<string, unknown>;
-  if (typeof o.sha256 === 'string' && /^[0-9a-f]{64}$/.test(o.sha256)) return o.sha256;
-  for (const x of Object.values(o)) {
-    const r = findSha(x, depth + 1);
-    if (r) return r;
-  }
-  return null;
+  const r = result as { artifacts?: unknown } | null;
+  if (!r || !Array.isArray(r.artifacts)) return null;
+  const arts = r.artifacts as Array<{ name?: unknown; sha256?: unknown }>;
+  const pick = arts.find((a) => a?.name === 'image.raw') ?? arts.find((a) => typeof a?.name === 'string' && a.name.startsWith('image.'));
+  return pick && typeof pick.sha256 === 'string' && SHA_RE.test(pick.sha256) ? pick.sha256 : null;
 }
 
 /** The build page's data: the row, refreshed from the glue while it is active. */

@@ -36,7 +36,14 @@ export async function reconcileJobs(s: Pick<Services, 'db' | 'glue' | 'config'> 
 
 export async function reconcileOnce(db: Db, glue: GlueClient, config: Services['config'], logger: Logger = silentLogger): Promise<ReconcileResult> {
   const builds = await reconcileBuilds({ db, glue, logger, config });
-  for (const b of await listBuildsToWithdraw(db)) await withdraw({ db, glue, logger }, b);
+  for (const b of await listBuildsToWithdraw(db)) {
+    // Per row, as reconcileBuilds does: one build the backend will not withdraw must not stop the whole pass.
+    try {
+      await withdraw({ db, glue, logger }, b);
+    } catch (e) {
+      logger.error({ err: e, build: b.id }, 'withdrawing a cancelled build failed; retried next pass');
+    }
+  }
   let jobsRecreated: number[] = [];
   try {
     jobsRecreated = await reconcileJobs({ db, glue, config, logger });
