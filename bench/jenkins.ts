@@ -13,8 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config/index.js';
 import { startGlueServer } from '../src/glue/index.js';
 import { silentLogger } from '../src/shared/logger.js';
-import { defaultKeyPaths, ensureKeyPair } from '../src/shared/ssh-keys.js';
-import { createSshGlueClient } from '../src/web/glue-client/ssh.js';
+import { sshGlueClientFromConfig } from '../src/web/glue-client/ssh.js';
 import { startJenkinsDouble } from '../test/jenkins-double/index.js';
 import { fakeSpec, writeFakeSdk } from '../test/helpers/glue.js';
 import { tempDir } from '../test/helpers/tmp.js';
@@ -27,12 +26,11 @@ const r1 = (x: number) => Math.round(x * 10) / 10;
 async function scenario(quiet: number, sdk: string[], dir: string) {
   const double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: quiet, dataDir: path.join(dir, `jenkins-q${quiet}`) });
   const cfg = loadConfig({}, {
-    dataDir: path.join(dir, `glue-q${quiet}`), ssh: { host: '127.0.0.1', port: 0 },
+    dataDir: path.join(dir, `glue-q${quiet}`), ssh: { host: '127.0.0.1', port: 0, timeoutMs: 60_000 },
     glue: { backend: 'jenkins', jenkins: { url: double.url, user: user.name, token: user.token, sdkCommand: sdk } },
   });
   const glue = await startGlueServer(cfg, silentLogger);
-  const key = await ensureKeyPair(defaultKeyPaths(cfg.dataDir).client, 'kiln-web');
-  const client = createSshGlueClient({ host: '127.0.0.1', port: glue.port, username: 'kiln', privateKey: key.privateKey, hostFingerprint: glue.hostFingerprint, timeoutMs: 60_000 });
+  const client = await sshGlueClientFromConfig(cfg, { port: glue.port, hostFingerprint: glue.hostFingerprint });
   await client.call('job.put', [1], JSON.stringify(fakeSpec()));
   const toNumber: number[] = [];
   const toFinal: number[] = [];

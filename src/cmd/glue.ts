@@ -18,7 +18,7 @@ import { createBackend } from '../glue/backend.js';
 import { createGlue, errorDocument, exitCodeFor, readCapped } from '../glue/dispatch.js';
 import { parseCommand } from '../protocol/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
-import { silentLogger, type Logger } from '../shared/logger.js';
+import { createLogger, silentLogger, type Logger } from '../shared/logger.js';
 import type { Backend } from '../glue/backends/types.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -40,7 +40,7 @@ export async function main(argv: string[]): Promise<number> {
       await real.start();
       backend = real;
     }
-    const glue = createGlue({ backend: real ?? refusingBackend, logger });
+    const glue = createGlue({ backend: real ?? refusingBackend(cfg), logger });
     const res = await glue.handle(command, (max) => readCapped(process.stdin, max), { door: 'openssh' });
     if (res.kind === 'json') {
       await write(process.stdout, JSON.stringify(res.reply) + '\n');
@@ -69,16 +69,16 @@ function auditLogger(cfg: FrozenConfig): Logger {
   try {
     const dir = path.join(cfg.dataDir, 'glue');
     mkdirSync(dir, { recursive: true });
-    return pino({ level: cfg.log.level, base: { svc: 'glue', pid: process.pid } }, pino.destination({ dest: path.join(dir, 'audit.log'), sync: true, append: true }));
+    // The project's logger (its redaction list included), written synchronously: the process exits right after.
+    return createLogger({ level: cfg.log.level, name: 'glue', destination: pino.destination({ dest: path.join(dir, 'audit.log'), sync: true, append: true }) })
+      .child({ pid: process.pid });
   } catch {
     return silentLogger;
   }
 }
 
-/** Stands in for the backend when the request was refused at parsing: the dispatcher never gets that far. */
-const refusingBackend = new Proxy({} as Backend, {
-  get(_t, prop) {
-    if (prop === 'kind') return 'local';
-    return () => { throw new KilnError('internal', 'unreachable'); };
-  },
-});
+/**
+ * Stands in for the backend when the request was refused at parsing: the dispatcher only reads `kind` for the
+ * audit line and calls nothing on it.
+ */
+const refusingBackend = (cfg: FrozenConfig): Backend => ({ kind: cfg.glue.backend }) as Backend;

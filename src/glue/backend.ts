@@ -1,5 +1,4 @@
 import type { FrozenConfig } from '../config/index.js';
-import { KilnError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { LocalBackend } from './backends/local/index.js';
 import type { Backend } from './backends/types.js';
@@ -12,18 +11,9 @@ import type { Backend } from './backends/types.js';
  */
 export async function createBackend(cfg: FrozenConfig, logger: Logger, opts: { runner: boolean }): Promise<Backend> {
   if (cfg.glue.backend === 'jenkins') {
-    // Hook for the Jenkins backend (src/glue/backends/jenkins/, another helper's area). Its module exports
-    // `createJenkinsBackend({ config, logger }): Backend`. Loaded on demand so `kiln glue` with the local backend
-    // never loads the jenkins client.
-    const specifier = './backends/jenkins/index.js';
-    let mod: { createJenkinsBackend?: (deps: { config: FrozenConfig; logger: Logger }) => Backend };
-    try {
-      mod = (await import(specifier)) as typeof mod;
-    } catch (e) {
-      throw new KilnError('backend_unavailable', 'The jenkins backend is not available in this build', { cause: e });
-    }
-    if (typeof mod.createJenkinsBackend !== 'function') throw new KilnError('backend_unavailable', 'The jenkins backend is not available in this build');
-    return mod.createJenkinsBackend({ config: cfg, logger });
+    // Loaded on demand: `kiln glue` with the local backend never loads the jenkins client.
+    const { createJenkinsBackend } = await import('./backends/jenkins/index.js');
+    return createJenkinsBackend({ config: cfg, logger });
   }
   return new LocalBackend({
     dataDir: cfg.dataDir,

@@ -8,12 +8,6 @@ import type { Backend } from './backends/types.js';
 import { createGlue } from './dispatch.js';
 import { sshServerOptionsFromConfig, startSshServer } from './ssh-server.js';
 
-export { createGlue, dispatch, errorDocument, exitCodeFor, readCapped, type Glue, type DispatchResult } from './dispatch.js';
-export { LocalBackend, defaultSdkCommand } from './backends/local/index.js';
-export { createBackend } from './backend.js';
-export { startSshServer, sshServerOptionsFromConfig, type GlueSshServer, type SshServerOptions } from './ssh-server.js';
-export type { Backend } from './backends/types.js';
-
 export interface RunningGlue {
   /** The port the built-in SSH server listens on (useful with ssh.port = 0). */
   port: number;

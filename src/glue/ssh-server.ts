@@ -126,14 +126,12 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
   // Our own listener, handing sockets to ssh2 (its public injectSocket): ssh2 only reports a connection once the
   // peer has sent its SSH banner, so a peer that sends nothing would hold a slot forever. Here every TCP
   // connection counts against the cap from its first byte, and is destroyed if it has not authenticated in time.
-  let open = 0;
   const raw = new Map<string, net.Socket>();
   const tcp = net.createServer((sock) => {
-    if (open >= maxConnections) {
+    if (raw.size >= maxConnections) {
       sock.destroy();
       return;
     }
-    open++;
     const key = `${sock.remoteAddress}:${sock.remotePort}`;
     // Requests are a few small packets each way: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms per step.
     sock.setNoDelay(true);
@@ -143,7 +141,6 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
     }, handshakeMs));
     raw.set(key, sock);
     sock.once('close', () => {
-      open--;
       raw.delete(key);
       clearTimeout(deadlines.get(key));
       deadlines.delete(key);

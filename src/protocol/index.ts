@@ -21,6 +21,20 @@ export const MAX_STDIN_BYTES = 24 * 1024 * 1024;
 /** Most log bytes returned by one build.log call. */
 export const MAX_LOG_CHUNK = 256 * 1024;
 
+/** Length of the longest prefix of `buf` that ends on a UTF-8 character boundary (all of it at end of file): log chunks never split a character. */
+export function utf8Boundary(buf: Buffer, atEof: boolean): number {
+  if (atEof) return buf.length;
+  let i = buf.length;
+  // Walk back over at most 3 continuation bytes to the lead byte and check whether its sequence is complete.
+  for (let back = 1; back <= 4 && i - back >= 0; back++) {
+    const b = buf[i - back]!;
+    if ((b & 0xc0) === 0x80) continue;
+    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return need > back ? i - back : i;
+  }
+  return i;
+}
+
 export const ARTIFACT_NAMES = [
   'image.raw', 'image.qcow2', 'image.iso', 'rootfs.tar.zst',
   'result.json', 'manifest.json', 'sbom.spdx.json', 'provenance.json', 'SHA256SUMS', 'SHA256SUMS.sig',
@@ -39,7 +53,9 @@ const jobId = z.string().regex(/^[1-9][0-9]{0,11}$/, 'job id must be a positive 
 const buildNo = z.string().regex(/^[1-9][0-9]{0,11}$/, 'build number must be a positive integer').transform(Number);
 const offset = z.string().regex(/^(0|[1-9][0-9]{0,14})$/, 'offset must be a non-negative integer').transform(Number);
 // Starts alphanumeric like every token (a leading '-' could read as an option to some program downstream).
-const idemKey = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/, 'idempotency key must be 8-64 of [A-Za-z0-9_-], starting with a letter or digit');
+/** An idempotency key: what the web makes per form, what the glue accepts, what travels to Jenkins as a parameter. */
+export const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/;
+const idemKey = z.string().regex(IDEMPOTENCY_KEY_RE, 'idempotency key must be 8-64 of [A-Za-z0-9_-], starting with a letter or digit');
 const artifact = z.enum(ARTIFACT_NAMES);
 
 /** Each verb's positional arguments, in order. Optional trailing arguments are marked with `.optional()`. */

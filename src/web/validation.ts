@@ -4,12 +4,12 @@
  * validate first and store nothing when this throws.
  */
 import { z } from 'zod';
+// Form keys must be what the glue accepts: the protocol's one pattern.
+import { IDEMPOTENCY_KEY_RE } from '../protocol/index.js';
 import { KilnError, invalidInput } from '../shared/errors.js';
 
 export const USERNAME_RE = /^[a-z][a-z0-9_-]{2,31}$/;
 export const DOCKERFILE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-// What the glue accepts as a command-line token: no leading '-' or '_'.
-export const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/;
 export const PASSWORD_MIN = 12;
 export const PASSWORD_MAX = 128;
 

@@ -2,10 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
-import { defaultKeyPaths } from '../../src/shared/ssh-keys.js';
+import { defaultKeyPaths, fingerprint } from '../../src/shared/ssh-keys.js';
 import type { GlueClient } from '../../src/web/glue-client/types.js';
 import { fakeSpec, startOpenSshGlue, startTestGlue, writeFakeSdk, type OpenSshGlue, type TestGlue } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -139,7 +138,7 @@ function rawExec(d: Door, cmd: string, opts: Record<string, unknown> = {}, conne
     });
     c.connect({
       host: '127.0.0.1', port: d.port, username: d.user, privateKey: builtin.clientKey.privateKey, readyTimeout: 10_000,
-      hostVerifier: (k: Buffer) => createHash('sha256').update(k).digest('base64').replace(/=+$/, '') === d.fingerprint,
+      hostVerifier: (k: Buffer) => fingerprint(k) === d.fingerprint,
       ...connectOpts,
     });
   });
@@ -152,7 +151,7 @@ function onConn<T>(d: Door, fn: (c: ssh2.Client) => Promise<T>): Promise<T> {
     c.on('ready', () => { fn(c).then(resolve, reject).finally(() => c.end()); });
     c.connect({
       host: '127.0.0.1', port: d.port, username: d.user, privateKey: builtin.clientKey.privateKey, readyTimeout: 10_000,
-      hostVerifier: (k: Buffer) => createHash('sha256').update(k).digest('base64').replace(/=+$/, '') === d.fingerprint,
+      hostVerifier: (k: Buffer) => fingerprint(k) === d.fingerprint,
     });
   });
 }

@@ -63,7 +63,7 @@ export function fakeSpec(mode?: string, extra: Record<string, unknown> = {}): Re
 /** Wraps a real backend and records every method called on it (to prove a rejected request reached nothing). */
 export function recording(backend: Backend): { backend: Backend; calls: string[] } {
   const calls: string[] = [];
-  const api = new Set(['putJob', 'setEnabled', 'deleteJob', 'build', 'cancel', 'status', 'log', 'artifact', 'listJobs', 'listQueue']);
+  const api = new Set(['putJob', 'setEnabled', 'deleteJob', 'build', 'cancel', 'withdraw', 'status', 'log', 'artifact', 'listJobs', 'listQueue']);
   const proxy = new Proxy(backend, {
     get(target, prop) {
       const v = Reflect.get(target, prop, target) as unknown;

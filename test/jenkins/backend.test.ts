@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createJenkinsBackend, JenkinsBackend, KEY_PARAM } from '../../src/glue/backends/jenkins/index.js';
 import { JenkinsApi } from '../../src/glue/backends/jenkins/client.js';
 import type { Backend } from '../../src/glue/backends/types.js';
+import { createBackend } from '../../src/glue/backend.js';
 import { loadConfig } from '../../src/config/index.js';
 import { jobSpecSchema, type JobSpec } from '../../src/protocol/index.js';
 import { isKilnError, type KilnError } from '../../src/shared/errors.js';
@@ -357,9 +358,11 @@ describe('jenkins backend: failures', () => {
     expect(await b.build(31, 'nan-queue-id-0001')).toEqual({ build: 1, created: false });
   });
 
-  it('is the jenkins kind and implements Backend', () => {
-    expect(backend.kind).toBe('jenkins');
-    expect(backend).toBeInstanceOf(JenkinsBackend);
+  it('is what createBackend makes for glue.backend=jenkins (the local backend otherwise)', async () => {
+    const jenkins = await createBackend(loadConfig({ KILN_DATA_DIR: tmp.dir, KILN_GLUE_BACKEND: 'jenkins', KILN_GLUE_JENKINS_URL: d.url, KILN_GLUE_JENKINS_USER: USER.name, KILN_GLUE_JENKINS_TOKEN: USER.token }), silentLogger, { runner: false });
+    expect(jenkins).toBeInstanceOf(JenkinsBackend);
+    expect(jenkins.kind).toBe('jenkins');
+    expect((await createBackend(loadConfig({ KILN_DATA_DIR: tmp.dir }), silentLogger, { runner: false })).kind).toBe('local');
   });
 });
 

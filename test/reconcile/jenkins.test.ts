@@ -11,8 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { startGlueServer, type RunningGlue } from '../../src/glue/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { defaultKeyPaths, ensureKeyPair } from '../../src/shared/ssh-keys.js';
-import { createSshGlueClient } from '../../src/web/glue-client/ssh.js';
+import { sshGlueClientFromConfig } from '../../src/web/glue-client/ssh.js';
 import type { GlueClient } from '../../src/web/glue-client/types.js';
 import { reconcileOnce } from '../../src/web/index.js';
 import { findBuild } from '../../src/db/index.js';
@@ -105,12 +104,11 @@ async function startChain(dir: string, labels?: string[]) {
   const double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: 1, dataDir: path.join(dir, 'jenkins'), ...(labels ? { labels } : {}) });
   const cfg = loadConfig({}, {
     dataDir: path.join(dir, 'glue'),
-    ssh: { host: '127.0.0.1', port: 0 },
+    ssh: { host: '127.0.0.1', port: 0, timeoutMs: 30_000 },
     glue: { backend: 'jenkins', jenkins: { url: double.url, user: user.name, token: user.token, sdkCommand: writeFakeSdk(dir), requestTimeoutMs: 3000 } },
   });
   const glue = await startGlueServer(cfg, silentLogger);
-  const key = await ensureKeyPair(defaultKeyPaths(cfg.dataDir).client, 'kiln-web');
-  const client = createSshGlueClient({ host: '127.0.0.1', port: glue.port, username: cfg.ssh.user, privateKey: key.privateKey, hostFingerprint: glue.hostFingerprint, timeoutMs: 30_000 });
+  const client = await sshGlueClientFromConfig(cfg, { port: glue.port, hostFingerprint: glue.hostFingerprint });
   const web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] } } });
   return { double, glue, client, web };
 }

@@ -1,10 +1,10 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { EXIT_CODES, REPLIES, errorReplySchema, formatCommand, type ArtifactName, type Reply } from '../../protocol/index.js';
 import { ERROR_CODES, KilnError, type ErrorCode } from '../../shared/errors.js';
 import { silentLogger, type Logger } from '../../shared/logger.js';
-import { defaultKeyPaths, ensureKeyPair } from '../../shared/ssh-keys.js';
+import { defaultKeyPaths, ensureKeyPair, fingerprint } from '../../shared/ssh-keys.js';
 import type { FrozenConfig } from '../../config/index.js';
 import type { GlueClient } from './types.js';
 
@@ -96,9 +96,9 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
         readyTimeout: timeoutMs,
         keepaliveInterval: 15_000,
         keepaliveCountMax: 3,
-        // Without a hostVerifier ssh2 accepts any host key. The fingerprint is computed here from the raw key.
+        // Without a hostVerifier ssh2 accepts any host key.
         hostVerifier: (key: Buffer) => {
-          const got = Buffer.from(createHash('sha256').update(key).digest('base64').replace(/=+$/, ''));
+          const got = Buffer.from(fingerprint(key));
           const ok = got.length === pinned.length && timingSafeEqual(got, pinned);
           if (!ok) hostRefused = true;
           return ok;

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import Jenkins, { type JenkinsOptions } from 'jenkins';
 import type { FrozenConfig } from '../../../config/index.js';
 import {
-  ARTIFACT_NAMES, MAX_LOG_CHUNK, backendJobName, jobIdFromBackendName,
+  ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, MAX_LOG_CHUNK, utf8Boundary, backendJobName, jobIdFromBackendName,
   type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk, type QueueItem,
 } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
@@ -91,7 +91,6 @@ export class JenkinsBackend implements Backend {
   private name(job: number): string {
     if (!Number.isSafeInteger(job) || job < 1 || job > 999_999_999_999) throw new KilnError('invalid_input', 'job id must be a positive integer');
     const base = backendJobName(job);
-    if (jobIdFromBackendName(base) !== job) throw new KilnError('invalid_input', 'job name is not a Kiln job name');
     return this.folder ? `${this.folder}/${base}` : base;
   }
 
@@ -226,7 +225,7 @@ export class JenkinsBackend implements Backend {
 
   /** Idempotency keys travel as a Jenkins parameter value: the protocol's pattern, checked again here. */
   private key(k: string): void {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/.test(k)) throw new KilnError('invalid_input', 'bad idempotency key');
+    if (!IDEMPOTENCY_KEY_RE.test(k)) throw new KilnError('invalid_input', 'bad idempotency key');
   }
 
   async withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
@@ -314,8 +313,7 @@ export class JenkinsBackend implements Backend {
     const from = offset > size ? 0 : offset;
     const bytes = Buffer.from(text, 'utf8');
     if (bytes.length <= MAX_LOG_CHUNK) return { text, offset: from, nextOffset: size, more: r.more };
-    let cut = MAX_LOG_CHUNK;
-    while (cut > 0 && (bytes[cut]! & 0xc0) === 0x80) cut--; // not inside a UTF-8 sequence
+    const cut = utf8Boundary(bytes.subarray(0, MAX_LOG_CHUNK), false);
     return { text: bytes.subarray(0, cut).toString('utf8'), offset: from, nextOffset: from + cut, more: true };
   }
 

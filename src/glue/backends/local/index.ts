@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import {
-  ARTIFACT_NAMES, MAX_LOG_CHUNK, backendJobName, jobIdFromBackendName, lastProgress,
+  ARTIFACT_NAMES, MAX_LOG_CHUNK, backendJobName, jobIdFromBackendName, lastProgress, utf8Boundary,
   type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk,
   type QueueItem, type Schedule,
 } from '../../../protocol/index.js';
@@ -666,19 +666,6 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
   } catch { /* already gone */ }
 }
 
-/** Length of the longest prefix of `buf` that ends on a UTF-8 character boundary (all of it at end of file). */
-function utf8Boundary(buf: Buffer, atEof: boolean): number {
-  if (atEof) return buf.length;
-  let i = buf.length;
-  // Walk back over at most 3 continuation bytes to the lead byte and check whether its sequence is complete.
-  for (let back = 1; back <= 4 && i - back >= 0; back++) {
-    const b = buf[i - back]!;
-    if ((b & 0xc0) === 0x80) continue;
-    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
-    return need > back ? i - back : i;
-  }
-  return i;
-}
 
 /** The schedule period `now` falls in (UTC) and its idempotency key: one timer build per day or ISO week. */
 export function periodOf(schedule: Exclude<Schedule, 'off'>, now: Date): { key: string; start: Date } {
