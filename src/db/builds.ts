@@ -127,7 +127,6 @@ export async function bumpDispatchAttempts(db: Queryable, id: number): Promise<v
   await db('builds').where({ id }).update({ dispatch_attempts: db.raw('dispatch_attempts + 1'), updated_at: nowIso() });
 }
 
-/** Builds the reconciler should look at: not dispatched yet, or dispatched and not final. */
 /** Cancelled builds whose dispatch may have reached the backend (no backend number known): to withdraw. */
 export async function listBuildsToWithdraw(db: Queryable, limit = 100): Promise<BuildRow[]> {
   const rows = await db('builds').where({ state: 'cancelled' }).whereNull('backend_build').where('dispatch_attempts', '>', 0).orderBy('id').limit(limit);
@@ -139,6 +138,7 @@ export async function clearDispatchAttempts(db: Queryable, id: number): Promise<
   await db('builds').where({ id }).update({ dispatch_attempts: 0, updated_at: nowIso() });
 }
 
+/** Builds the reconciler should look at: not dispatched yet, or dispatched and not final. */
 export async function listBuildsToReconcile(db: Queryable, limit = 100): Promise<BuildRow[]> {
   const rows = await db('builds').whereIn('state', ACTIVE_STATES as WebBuildState[]).orderBy('id').limit(limit);
   return rows.map((r: Record<string, unknown>) => norm(r));

@@ -19,7 +19,7 @@ export const MAX_CONTEXT_ENTRIES = 2000;
  * Dockerfile: 1 MiB is left for the rest of the spec. Many small files can hit this before MAX_CONTEXT_BYTES
  * (each entry costs a 512-byte header plus padding).
  */
-export const MAX_CONTEXT_TAR_BYTES = Math.floor(((MAX_STDIN_BYTES - 1024 * 1024) * 3) / 4);
+const MAX_CONTEXT_TAR_BYTES = Math.floor(((MAX_STDIN_BYTES - 1024 * 1024) * 3) / 4);
 /** Largest .tar upload worth reading: the content cap plus headers and padding for every entry. */
 export const MAX_CONTEXT_UPLOAD_BYTES = MAX_CONTEXT_BYTES + MAX_CONTEXT_ENTRIES * 1024 + 10 * 1024;
 
@@ -34,7 +34,7 @@ const CONTROL = /[\x00-\x1f\x7f]/;
 interface Entry { name: string; type: 'file' | 'directory' | 'symlink'; mode: number; mtime: Date; data?: Buffer; linkname?: string }
 
 /** A flat file name from a multi-file upload: a base name only, nothing that could mean a path. */
-export function checkFlatName(name: string): string {
+function checkFlatName(name: string): string {
   if (name.length === 0) throw invalidInput('A build context file has no name.');
   if (name.includes('/')) throw invalidInput(`Build context file ${shown(name)}: names may not contain "/".`);
   if (name === '.' || name === '..') throw invalidInput(`Build context file ${shown(name)}: not a file name.`);

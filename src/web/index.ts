@@ -15,7 +15,7 @@ import { ensureFirstAdmin as ensureFirstAdminWith, createUserWithGeneratedPasswo
 
 export { createApp } from './app.js';
 export type { AppOptions, KilnApp } from './app.js';
-export { reconcileOnce, reconcileJobs, startReconciler } from './services/reconcile.js';
+export { reconcileOnce, startReconciler } from './services/reconcile.js';
 export { PasswordHasher } from './services/passwords.js';
 
 /** The session-signing secret: configured, or generated once and kept in the database (shared by all instances). */

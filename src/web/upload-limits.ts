@@ -6,7 +6,7 @@ import type { Request, Response } from 'express';
 import { KilnError } from '../shared/errors.js';
 
 /** Uploads above this size count as "big" (they carry a build context of some size). */
-export const BIG_UPLOAD_BYTES = 1024 * 1024;
+const BIG_UPLOAD_BYTES = 1024 * 1024;
 
 /** How many big uploads one app processes at once; more get 429 + Retry-After. Shared by pages and API. */
 export interface BigUploadGate { running: number; max: number }

@@ -14,10 +14,10 @@ export const PASSWORD_MIN = 12;
 export const PASSWORD_MAX = 128;
 
 const USERNAME_RULE = 'Username must be 3-32 characters: lowercase letters, digits, "_" or "-", starting with a letter.';
-export const usernameSchema = z.string().regex(USERNAME_RE, USERNAME_RULE).describe(USERNAME_RULE);
+export const usernameSchema = z.string().regex(USERNAME_RE, USERNAME_RULE);
 
 export function parseUsername(v: unknown): string {
-  if (typeof v !== 'string') throw invalidInput(usernameSchema.description ?? 'Username is required.');
+  if (typeof v !== 'string') throw invalidInput(USERNAME_RULE);
   const r = usernameSchema.safeParse(v);
   if (!r.success) throw invalidInput(r.error.issues[0]!.message);
   return r.data;

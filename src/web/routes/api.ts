@@ -78,17 +78,18 @@ export function apiRoutes(ctx: AppContext): Router {
   return r;
 }
 
+const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
 /** `content` (text) or `contentBase64` (exact bytes, decoded strictly as UTF-8). */
 function contentOf(body: Record<string, unknown>, max: number): string {
   if (typeof body.contentBase64 === 'string') {
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body.contentBase64)) throw new KilnError('invalid_input', 'contentBase64 is not base64.');
+    if (!B64.test(body.contentBase64)) throw new KilnError('invalid_input', 'contentBase64 is not base64.');
     return decodeDockerfile(Buffer.from(body.contentBase64, 'base64'), max);
   }
   if (typeof body.content === 'string') return body.content;
   throw new KilnError('invalid_input', 'The Dockerfile is empty.');
 }
 
-const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /**
  * The build context of a JSON request: `contextTarBase64` (one uncompressed tar), or `contextFiles`
