@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import ssh2, { type ParsedKey } from 'ssh2';
@@ -47,7 +47,7 @@ export async function ensureKeyPair(file: string, comment = 'kiln'): Promise<Key
     throw e;
   });
   if (!pem) {
-    const kp = utils.generateKeyPairSync('ed25519', { comment });
+    const kp = generateEd25519(comment);
     const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     await fsp.writeFile(tmp, kp.private, { mode: 0o600, flag: 'wx' });
     try {
@@ -70,6 +70,43 @@ export async function ensureKeyPair(file: string, comment = 'kiln'): Promise<Key
   const existing = await fsp.readFile(pubFile, 'utf8').catch(() => undefined);
   if (existing?.split(/\s+/)[1] !== blob.toString('base64')) await fsp.writeFile(pubFile, publicKey + '\n', { mode: 0o644 });
   return { privateKey: pem, publicKey, fingerprint: fingerprint(blob) };
+}
+
+/** SSH wire `string`: uint32 length, then the bytes. */
+function sshString(b: Buffer | string): Buffer {
+  const body = Buffer.isBuffer(b) ? b : Buffer.from(b);
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(body.length);
+  return Buffer.concat([len, body]);
+}
+
+/**
+ * A new ed25519 key pair in OpenSSH's unencrypted private key format (PROTOCOL.key).
+ *
+ * Not ssh2's utils.generateKeyPairSync: it strips leading zero bytes from the public key, so about 1 key in 256
+ * comes out 31 bytes long and its own parseKey rejects it (mscdex/ssh2#1390, #1513). That made Kiln fail to start,
+ * and CI fail, by chance.
+ */
+export function generateEd25519(comment = ''): { private: string; public: string } {
+  const jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
+  const seed = Buffer.from(jwk.d!, 'base64url');
+  const pub = Buffer.from(jwk.x!, 'base64url');
+  const blob = Buffer.concat([sshString('ssh-ed25519'), sshString(pub)]);
+  const check = randomBytes(4);
+  let priv = Buffer.concat([check, check, blob, sshString(Buffer.concat([seed, pub])), sshString(comment)]);
+  // Pad to the cipher block size ("none": 8) with 1, 2, 3, ...
+  const pad = (8 - (priv.length % 8)) % 8;
+  priv = Buffer.concat([priv, Buffer.from(Array.from({ length: pad }, (_, i) => i + 1))]);
+  const one = Buffer.alloc(4);
+  one.writeUInt32BE(1);
+  const body = Buffer.concat([
+    Buffer.from('openssh-key-v1\0'), sshString('none'), sshString('none'), sshString(''), one, sshString(blob), sshString(priv),
+  ]);
+  const b64 = body.toString('base64').replace(/.{1,70}/g, '$&\n');
+  return {
+    private: `-----BEGIN OPENSSH PRIVATE KEY-----\n${b64}-----END OPENSSH PRIVATE KEY-----\n`,
+    public: `ssh-ed25519 ${blob.toString('base64')}${comment ? ` ${comment}` : ''}`,
+  };
 }
 
 /** Parses authorized_keys text: one key per line, `#` comments; option prefixes (OpenSSH's) are not supported. */

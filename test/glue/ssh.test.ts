@@ -3,6 +3,7 @@ import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
 import { createHash } from 'node:crypto';
 import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
 import { isKilnError } from '../../src/shared/errors.js';
+import { generateEd25519 } from '../../src/shared/ssh-keys.js';
 
 const { Client, utils, BaseAgent } = ssh2;
 
@@ -153,7 +154,7 @@ describe('built-in SSH glue server', () => {
 
   it('a client pinned to another host key is refused before authentication', async () => {
     const before = authAttempts();
-    const other = utils.generateKeyPairSync('ed25519');
+    const other = generateEd25519();
     const otherFp = createHash('sha256').update((utils.parseKey(other.public) as ParsedKey).getPublicSSH()).digest('base64').replace(/=+$/, '');
     const c = g.newClient({ hostFingerprint: otherFp });
     const err = await c.call('ping', []).catch((e: unknown) => e);
@@ -162,7 +163,7 @@ describe('built-in SSH glue server', () => {
   });
 
   it('a client with another key is refused', async () => {
-    const other = utils.generateKeyPairSync('ed25519');
+    const other = generateEd25519();
     const c = g.newClient({ privateKey: other.private });
     await expect(c.call('ping', [])).rejects.toMatchObject({ code: 'backend_unavailable' });
     expect(g.logs.some((l) => l.msg === 'ssh: authentication refused')).toBe(true);
@@ -174,7 +175,7 @@ describe('built-in SSH glue server', () => {
 
   it('a client offering the authorized public key but signing with another key is refused', async () => {
     const web = utils.parseKey(g.clientKey.privateKey) as ParsedKey;
-    const impostor = utils.parseKey(utils.generateKeyPairSync('ed25519').private) as ParsedKey;
+    const impostor = utils.parseKey(generateEd25519().private) as ParsedKey;
     let signed = 0;
     const agent = agentOf([utils.parseKey(web.getPublicSSH()) as ParsedKey], (data) => impostor.sign(data) as Buffer, () => { signed++; });
     await expect(rawConnect({ privateKey: undefined, agent })).rejects.toThrow(/authentication methods failed/i);
@@ -188,7 +189,7 @@ describe('built-in SSH server caps', () => {
     const { startSshServer } = await import('../../src/glue/ssh-server.js');
     const { createGlue } = await import('../../src/glue/dispatch.js');
     const { silentLogger } = await import('../../src/shared/logger.js');
-    const host = utils.generateKeyPairSync('ed25519');
+    const host = generateEd25519();
     const srv = await startSshServer({
       glue: createGlue({ backend: g.server.backend, logger: silentLogger }), logger: silentLogger, host: '127.0.0.1', port: 0,
       hostKey: Buffer.from(host.private), authorizedKeys: [utils.parseKey(g.clientKey.publicKey) as ParsedKey], username: 'kiln',
@@ -220,7 +221,7 @@ describe('built-in SSH server caps', () => {
   });
 
   it('drops a connection after too many failed authentication attempts', async () => {
-    const keys = Array.from({ length: 8 }, () => utils.generateKeyPairSync('ed25519').private);
+    const keys = Array.from({ length: 8 }, () => generateEd25519().private);
     const identities = keys.map((k) => utils.parseKey(k) as ParsedKey);
     let signed = 0;
     const agent = agentOf(identities.map((k) => utils.parseKey(k.getPublicSSH()) as ParsedKey), (d) => identities[0]!.sign(d) as Buffer, () => { signed++; });
