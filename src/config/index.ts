@@ -87,7 +87,15 @@ export const configSchema = z.object({
     devuanKeyring: z.string().default('/usr/share/keyrings/devuan-archive-keyring.gpg'),
     formats: list(['raw', 'qcow2']).pipe(z.array(z.enum(OUTPUT_FORMATS))),
     allowRemoteAdd: bool(false),
-    buildNetwork: z.enum(['host', 'none']).default('host'),
+    /**
+     * The network of RUN steps. `filtered` (Kiln's own bridge, src/sdk/egress.ts): the internet, but not this host,
+     * its LAN, private or link-local addresses. `host`: everything the host reaches. `none`: nothing.
+     */
+    buildNetwork: z.enum(['filtered', 'host', 'none']).default('filtered'),
+    /** The filtered network's subnet, used when Kiln creates it. */
+    buildSubnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 CIDR such as 10.213.0.0/24').default('10.213.0.0/24'),
+    /** Destinations the filtered network allows although they are private: `CIDR` or `CIDR:port` (e.g. an apt cache). */
+    egressAllow: list([]),
     memoryMb: int(2048),
     /** Processes a build's RUN steps may have at once (pids cgroup; a fork bomb stops there). */
     pidsLimit: int(1024),

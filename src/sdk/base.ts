@@ -7,6 +7,8 @@ import { followStream, imageInfo } from './docker-util.js';
 import type { Reporter } from './reporter.js';
 
 export const BASE_LABEL = 'io.kiln.base';
+/** Debian's archive by date, for `sdk.snapshot`. */
+export const SNAPSHOT_MIRROR = 'http://snapshot.debian.org/';
 
 export interface BaseSettings {
   mirror: string;
@@ -35,7 +37,7 @@ export function baseRecipe(name: string, s: BaseSettings): { mirror: string; sui
     if (!s.devuanMirror) throw new KilnError('invalid_input', `The base ${name} needs a Devuan mirror (config sdk.devuanMirror)`);
     return { mirror: s.devuanMirror, suite: suite!, keyring: s.devuanKeyring ?? '/usr/share/keyrings/devuan-archive-keyring.gpg' };
   }
-  const mirror = s.snapshot ? `http://snapshot.debian.org/archive/debian/${encodeURIComponent(s.snapshot)}/` : s.mirror;
+  const mirror = s.snapshot ? `${SNAPSHOT_MIRROR}archive/debian/${encodeURIComponent(s.snapshot)}/` : s.mirror;
   return { mirror, suite: suite! };
 }
 

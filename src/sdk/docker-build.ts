@@ -10,10 +10,13 @@ import { isIgnored, parseDockerignore, type IgnoreRule } from './dockerignore.js
 import { makeBuildCgroup, type BuildCgroup, type EngineCgroupInfo } from './cgroup.js';
 import { watchDiskGrowth } from './disk-guard.js';
 import { followStream, imageInfo } from './docker-util.js';
+import { ensureBuildNetwork, type EgressOptions } from './egress.js';
 import type { Reporter } from './reporter.js';
 
 export interface BuildSettings {
-  network: 'host' | 'none';
+  network: 'filtered' | 'host' | 'none';
+  /** For `filtered`: the subnet, mirrors and allowances of the build network (egress.ts). */
+  egress?: EgressOptions;
   memoryMb: number;
   cpus: number;
   timeoutSeconds: number;
@@ -150,12 +153,19 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
       if (root) stopDiskGuard = watchDiskGrowth(root, s.maxDiskBytes, (lost) => { diskLost = lost; ac.abort(); });
       else rep.log('[kiln] build disk limit not applied: the engine\'s data directory is not on this host');
     }
+    let networkmode: string = s.network;
+    if (s.network === 'filtered') {
+      if (!s.egress) throw new KilnError('internal', 'The filtered build network has no settings');
+      const n = await ensureBuildNetwork(docker, s.egress);
+      networkmode = n.network;
+      rep.log(`[kiln] ${n.summary}`);
+    }
     const ctx = await makeContext(req);
     if (req.contextTar) rep.log(`[kiln] build context: ${ctx.files} entries${ctx.ignored ? `, ${ctx.ignored} left out by .dockerignore` : ''}`);
     const stream = await docker.buildImage(ctx.stream as unknown as NodeJS.ReadableStream, {
       t: tag,
       dockerfile: 'Dockerfile',
-      networkmode: s.network,
+      networkmode,
       memory: s.memoryMb * 2 ** 20,
       memswap: s.memoryMb * 2 ** 20,
       cpuperiod: 100_000,

@@ -1,0 +1,130 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import os from 'node:os';
+import Dockerode from 'dockerode';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureBase } from '../../src/sdk/base.js';
+import { dockerBuild, type BuildSettings } from '../../src/sdk/docker-build.js';
+import { BUILD_NETWORK, egressRules, ensureBuildNetwork, nameservers, parseAllow } from '../../src/sdk/egress.js';
+import { Reporter } from '../../src/sdk/reporter.js';
+import { isKilnError } from '../../src/shared/errors.js';
+import { tempDir } from '../helpers/tmp.js';
+
+/**
+ * Checklist case 39: a Dockerfile's RUN must not reach this host, its LAN, private or link-local addresses, while the
+ * mirror (and the internet) stay reachable. Real engine, real iptables, real connections.
+ */
+
+const MIRROR = 'http://deb.debian.org/debian';
+const egress = { subnet: '10.213.0.0/24', mirrors: [MIRROR], allow: [] as string[] };
+const t = tempDir('kiln-sdk-egress-');
+afterAll(() => t.cleanup());
+
+describe('egress rules (pure)', () => {
+  it('parses allowances and refuses anything else, naming the entry', () => {
+    expect(parseAllow(['10.1.2.3', '10.1.0.0/16:3142'])).toEqual([{ cidr: '10.1.2.3/32', port: undefined }, { cidr: '10.1.0.0/16', port: 3142 }]);
+    for (const bad of ['10.1.2', '10.1.2.3/33', '10.1.2.3:0', '10.1.2.3:70000', 'host:80', '10.1.2.3; -j ACCEPT', '::1', '999.1.1.1']) {
+      const err = (() => { try { parseAllow([bad]); } catch (e) { return e; } })();
+      expect(isKilnError(err, 'invalid_input'), bad).toBe(true);
+      expect((err as Error).message).toContain(bad);
+    }
+  });
+
+  it('reads IPv4 nameservers from resolv.conf', () => {
+    expect(nameservers('# x\nnameserver 10.0.0.53\nnameserver ::1\nsearch a\nnameserver 10.0.0.53\n  nameserver 1.1.1.1 \n')).toEqual(['10.0.0.53', '1.1.1.1']);
+  });
+
+  it('allows DNS, mirrors and allowances before it refuses the private ranges and the LAN, then allows the rest', () => {
+    const { v4, v6 } = egressRules({ subnet: '10.213.0.0/24', resolvers: ['10.0.0.53'], allowed: [{ cidr: '10.9.9.9/32', port: 80 }], lan: ['192.0.2.0/24'] });
+    const out = v4.split('\n').filter((l) => l.startsWith('-A KILN-BUILD-OUT'));
+    const idx = (re: RegExp) => out.findIndex((l) => re.test(l));
+    expect(idx(/-d 10\.0\.0\.53\/32 -p udp .*--dport 53 -j ACCEPT/)).toBeGreaterThanOrEqual(0);
+    expect(idx(/-d 10\.9\.9\.9\/32 -p tcp .*--dport 80 -j ACCEPT/)).toBeGreaterThanOrEqual(0);
+    for (const denied of ['10.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '192.0.2.0/24']) {
+      const at = idx(new RegExp(`-d ${denied.replace(/[./]/g, '\\$&')} -j REJECT`));
+      expect(at, denied).toBeGreaterThan(idx(/--dport 53/));
+      expect(at, denied).toBeGreaterThan(idx(/10\.9\.9\.9/));
+    }
+    expect(out.at(-1)).toBe('-A KILN-BUILD-OUT -j ACCEPT');
+    expect(v4).toContain('-A KILN-BUILD-HOST -j REJECT');
+    expect(v4).toContain('-A KILN-BUILD-BACK -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
+    expect(v4).toContain('-A KILN-BUILD-NAT -s 10.213.0.0/24 ! -o kiln-build0 -j MASQUERADE');
+    expect(v6).toContain('-A KILN-BUILD-HOST -j REJECT');
+  });
+});
+
+describe('the filtered build network (real engine and iptables)', () => {
+  const docker = new Dockerode({ socketPath: '/var/run/docker.sock' });
+  let server: net.Server;
+  let port = 0;
+  const seen: string[] = [];
+  // This host's own LAN address: what a build would use to reach the web, PostgreSQL or Jenkins next to it.
+  const hostIp = Object.values(os.networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal && !a.address.startsWith('10.213.'))!.address;
+
+  beforeAll(async () => {
+    server = net.createServer((s) => { seen.push(String(s.remoteAddress)); s.end('kiln-secret\n'); });
+    await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
+    port = (server.address() as net.AddressInfo).port;
+    await ensureBase(docker, 'debian:bookworm', { mirror: MIRROR, devuanKeyring: '/nonexistent' }, t.dir, new Reporter(undefined, 1 << 20, () => undefined));
+  }, 600_000);
+  afterAll(async () => { await new Promise((r) => server?.close(r)); });
+
+  const iptablesS = (...args: string[]) => spawnSync('iptables', ['-w', '10', ...args], { encoding: 'utf8' }).stdout;
+
+  it('is idempotent: a second call leaves the same rules and one jump of each kind', async () => {
+    const a = await ensureBuildNetwork(docker, egress);
+    const rules = iptablesS('-S', 'KILN-BUILD-OUT');
+    const b = await ensureBuildNetwork(docker, egress);
+    expect(b.network).toBe(BUILD_NETWORK);
+    expect(a.summary).toContain('10.213.0.0/24');
+    expect(iptablesS('-S', 'KILN-BUILD-OUT')).toBe(rules);
+    expect(rules).toMatch(/-A KILN-BUILD-OUT -d 169\.254\.0\.0\/16 -j REJECT/);
+    const count = (text: string, re: RegExp) => text.split('\n').filter((l) => re.test(l)).length;
+    expect(count(iptablesS('-S', 'FORWARD'), /-i kiln-build0 -j KILN-BUILD-OUT/)).toBe(1);
+    expect(count(iptablesS('-S', 'FORWARD'), /-o kiln-build0 -j KILN-BUILD-BACK/)).toBe(1);
+    expect(count(iptablesS('-S', 'INPUT'), /-i kiln-build0 -j KILN-BUILD-HOST/)).toBe(1);
+    expect(count(iptablesS('-t', 'nat', '-S', 'POSTROUTING'), /-j KILN-BUILD-NAT/)).toBe(1);
+    expect(count(spawnSync('ip6tables', ['-w', '10', '-S', 'INPUT'], { encoding: 'utf8' }).stdout, /-i kiln-build0 -j KILN-BUILD-HOST/)).toBe(1);
+  }, 60_000);
+
+  async function build(dockerfileText: string): Promise<{ ok: boolean; error?: string; log: string }> {
+    const log: string[] = [];
+    const rep = new Reporter(undefined, 1 << 22, (s) => { log.push(s); });
+    const s: BuildSettings = { network: 'filtered', egress, memoryMb: 1024, cpus: 2, timeoutSeconds: 600 };
+    const tag = `kiln-egress-test:${randomBytes(6).toString('hex')}`;
+    try {
+      await dockerBuild(docker, { dockerfileText, buildArgs: {} }, tag, s, rep);
+      await docker.getImage(tag).remove().catch(() => undefined);
+      return { ok: true, log: log.join('') };
+    } catch (e) {
+      return { ok: false, error: (e as Error).message, log: log.join('') };
+    }
+  }
+
+  const tryTcp = (target: string) =>
+    `if timeout 5 bash -c 'exec 3<>/dev/tcp/${target.replace(':', '/')}' 2>/dev/null; then echo "REACHED ${target}"; else echo "refused ${target}"; fi`;
+
+  it('reaches the mirror (DNS + HTTP) but not this host, its LAN address, the gateway, link-local or private addresses', async () => {
+    const nonce = randomBytes(6).toString('hex');
+    const targets = [`${hostIp}:${port}`, `10.213.0.1:${port}`, '169.254.169.254:80', '10.255.255.1:80', '192.168.1.1:80', '172.17.0.1:80'];
+    const r = await build(`FROM debian:bookworm\nRUN echo probe-${nonce} && ${targets.map(tryTcp).join(' && ')} && apt-get update -q && echo MIRROR-OK-${nonce}\n`);
+    expect(r.error).toBeUndefined();
+    expect(r.ok).toBe(true);
+    expect(r.log).toContain('[kiln] build network kiln-build (10.213.0.0/24)');
+    for (const target of targets) expect(r.log, target).toContain(`refused ${target}`);
+    expect(r.log).not.toMatch(/^REACHED/m); // the RUN line itself, echoed by the engine, holds the word
+    expect(r.log).toContain(`MIRROR-OK-${nonce}`);
+    expect(seen).toEqual([]);
+  }, 600_000);
+
+  it('checklist 39: a RUN that calls an internal service (like `curl http://jenkins:8080`) fails the build, nothing reaches it', async () => {
+    const nonce = randomBytes(6).toString('hex');
+    const r = await build(`FROM debian:bookworm\nRUN echo steal-${nonce} && exec 3<>/dev/tcp/${hostIp}/${port} && cat <&3\n`);
+    expect(r.ok).toBe(false);
+    expect(r.error).toMatch(/returned a non-zero code/);
+    expect(r.log).toContain(`steal-${nonce}`);
+    expect(r.log).not.toContain('kiln-secret');
+    expect(seen).toEqual([]);
+  }, 600_000);
+});
