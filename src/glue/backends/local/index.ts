@@ -120,10 +120,7 @@ export class LocalBackend implements Backend {
     this.started = true;
     if (this.opts.runner === false) return;
     await this.recover();
-    const poll = setInterval(() => {
-      this.pump();
-      this.honourCancelMarkers().catch(() => undefined);
-    }, this.opts.pollMs ?? 1000);
+    const poll = setInterval(() => this.pump(), this.opts.pollMs ?? 1000);
     const sched = setInterval(() => { this.fireSchedules().catch((e) => this.log_.error({ err: e }, 'schedule check failed')); }, this.opts.scheduleCheckMs ?? 60_000);
     poll.unref();
     sched.unref();
@@ -474,11 +471,13 @@ export class LocalBackend implements Backend {
         env: { ...process.env, KILN_JOB: String(rec.job), KILN_BUILD: String(rec.build) },
         onOutput: append,
         onSpawn: (pid) => {
-          // Recorded so a cancel from another process (an OpenSSH `kiln glue`) can signal the group.
+          // A cancel from another process (an OpenSSH `kiln glue`) writes the marker and signals the recorded group,
+          // under the same lock: before this runs it finds no pid, so the marker is read here; after, it has one.
           this.lock.run(async () => {
             const cur = await this.readBuild(rec.job, rec.build);
             if (cur?.state === 'running') await this.writeBuild({ ...cur, pid });
-          }).catch(() => undefined);
+            return exists(path.join(bdir, 'cancel'));
+          }).catch(() => exists(path.join(bdir, 'cancel'))).then((cancelled) => { if (cancelled) this.running.get(`${rec.job}/${rec.build}`)?.abort.abort(); }, () => undefined);
         },
       });
       if (await exists(path.join(bdir, 'cancel'))) outcome = { state: 'cancelled', reason: 'cancelled by request', exitCode: r.code };
@@ -516,17 +515,6 @@ export class LocalBackend implements Backend {
       }
     } catch {
       return undefined;
-    }
-  }
-
-  /**
-   * A cancel from another process (an OpenSSH `kiln glue`) writes the marker and signals the recorded process group;
-   * if it came before the group was recorded, this catches it.
-   */
-  private async honourCancelMarkers(): Promise<void> {
-    for (const [key, r] of this.running) {
-      const [job, build] = key.split('/').map(Number) as [number, number];
-      if (!r.abort.signal.aborted && (await exists(path.join(this.buildDir(job, build), 'cancel')))) r.abort.abort();
     }
   }
 
