@@ -15,8 +15,8 @@ import { run } from '../shared/subprocess.js';
  * writes every rule itself (NAT included), in chains of its own:
  *
  *   filter FORWARD -i BR  -> KILN-BUILD-OUT   DNS to the host's resolvers, the configured mirrors and
- *                                             `sdk.egressAllow`, then REJECT the denied ranges, then ACCEPT
- *   filter FORWARD -o BR  -> KILN-BUILD-BACK  replies only
+ *                                             `sdk.egressAllow`; REJECT the denied ranges; ACCEPT the rest
+ *   filter FORWARD -o BR  -> KILN-BUILD-BACK  replies only: nothing outside, and no other build, connects in
  *   filter INPUT   -i BR  -> KILN-BUILD-HOST  REJECT (no service of this host; v4 and v6)
  *   nat POSTROUTING -s NET ! -o BR -> MASQUERADE
  *
@@ -85,7 +85,9 @@ export function egressRules(p: { subnet: string; resolvers: readonly string[]; a
   }
   for (const d of [...DENIED_V4, ...p.lan]) out.push(`-A ${CHAIN_OUT} -d ${d} -j REJECT --reject-with icmp-admin-prohibited`);
   out.push(`-A ${CHAIN_OUT} -j ACCEPT`);
-  out.push(`-A ${CHAIN_BACK} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, `-A ${CHAIN_BACK} -j DROP`);
+  // Only replies enter the bridge. This also refuses one build's connection to another running at the same time:
+  // bridge-nf-call-iptables puts their bridged frames through FORWARD with the bridge as the output device.
+  out.push(`-A ${CHAIN_BACK} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, `-A ${CHAIN_BACK} -j REJECT --reject-with icmp-admin-prohibited`);
   out.push(`-A ${CHAIN_HOST} -j REJECT --reject-with icmp-admin-prohibited`);
   out.push('COMMIT', '*nat', `:${CHAIN_NAT} - [0:0]`, `-A ${CHAIN_NAT} -s ${p.subnet} ! -o ${BRIDGE} -j MASQUERADE`, 'COMMIT', '');
   const v6 = ['*filter', `:${CHAIN_HOST} - [0:0]`, `:${CHAIN_OUT} - [0:0]`,
@@ -104,6 +106,11 @@ function jumps(subnet: string): { cmd: 'iptables' | 'ip6tables'; table: string; 
     { cmd: 'ip6tables', table: 'filter', rule: ['FORWARD', '-i', BRIDGE, '-j', CHAIN_OUT] },
   ];
 }
+
+const SYSCTLS = [
+  { file: '/proc/sys/net/ipv4/ip_forward', what: 'IPv4 forwarding' },
+  { file: '/proc/sys/net/bridge/bridge-nf-call-iptables', what: 'bridge netfilter' },
+];
 
 const NEEDS = 'The filtered build network (sdk.buildNetwork=filtered) needs root and iptables on the build host';
 
@@ -207,11 +214,13 @@ export async function ensureBuildNetwork(docker: Dockerode, o: EgressOptions): P
     const add = await iptables(j.cmd, ['-t', j.table, '-I', ...j.rule]);
     if (add.code !== 0) throw new KilnError('backend_unavailable', `${NEEDS}: ${j.cmd} -I ${j.rule[0]} failed: ${add.stderr.trim()}`);
   }
-  // Forwarding is what lets the bridge reach the internet at all; dockerd sets it only when it manages iptables.
-  const fwd = await fsp.readFile('/proc/sys/net/ipv4/ip_forward', 'utf8').catch(() => '');
-  if (fwd.trim() !== '1') {
-    await fsp.writeFile('/proc/sys/net/ipv4/ip_forward', '1').catch((e: Error) => {
-      throw new KilnError('backend_unavailable', `${NEEDS}: could not turn on IPv4 forwarding: ${e.message}`);
+  // Forwarding lets the bridge reach the internet at all, and bridge-nf-call-iptables puts build-to-build frames
+  // through the chains above; dockerd sets both only when it manages iptables itself.
+  for (const { file, what } of SYSCTLS) {
+    const cur = await fsp.readFile(file, 'utf8').catch(() => '');
+    if (cur.trim() === '1') continue;
+    await fsp.writeFile(file, '1').catch((e: Error) => {
+      throw new KilnError('backend_unavailable', `${NEEDS}: could not turn on ${what} (${file}): ${e.message}`);
     });
   }
   const allowedText = allowed.map((a) => (a.port ? `${a.cidr}:${a.port}` : a.cidr)).join(', ') || 'none';

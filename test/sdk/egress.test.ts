@@ -48,7 +48,7 @@ describe('egress rules (pure)', () => {
     }
     expect(out.at(-1)).toBe('-A KILN-BUILD-OUT -j ACCEPT');
     expect(v4).toContain('-A KILN-BUILD-HOST -j REJECT');
-    expect(v4).toContain('-A KILN-BUILD-BACK -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
+    expect(v4).toContain('-A KILN-BUILD-BACK -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A KILN-BUILD-BACK -j REJECT');
     expect(v4).toContain('-A KILN-BUILD-NAT -s 10.213.0.0/24 ! -o kiln-build0 -j MASQUERADE');
     expect(v6).toContain('-A KILN-BUILD-HOST -j REJECT');
   });
@@ -116,6 +116,24 @@ describe('the filtered build network (real engine and iptables)', () => {
     expect(r.log).not.toMatch(/^REACHED/m); // the RUN line itself, echoed by the engine, holds the word
     expect(r.log).toContain(`MIRROR-OK-${nonce}`);
     expect(seen).toEqual([]);
+  }, 600_000);
+
+  it('one build cannot reach another build on the same bridge', async () => {
+    // A container on the build network stands in for a build running at the same time. Nothing listens in it, so
+    // without the rule a connection would be refused by its kernel ("Connection refused"); the filter answers first.
+    const other = await docker.createContainer({ Image: 'debian:bookworm', Cmd: ['sleep', '120'], HostConfig: { NetworkMode: BUILD_NETWORK, AutoRemove: true } });
+    try {
+      await other.start();
+      const ip = ((await other.inspect()).NetworkSettings.Networks as Record<string, { IPAddress: string }>)[BUILD_NETWORK]!.IPAddress;
+      expect(ip).toMatch(/^10\.213\.0\./);
+      const nonce = randomBytes(6).toString('hex');
+      const r = await build(`FROM debian:bookworm\nRUN echo peer-${nonce}; timeout 5 bash -c 'exec 3<>/dev/tcp/${ip}/80' 2>&1 | sed 's/^/PEER: /'; true\n`);
+      expect(r.ok).toBe(true);
+      expect(r.log).toMatch(/^PEER: .*No route to host/m);
+      expect(r.log).not.toMatch(/^PEER: .*Connection refused/m);
+    } finally {
+      await other.kill().catch(() => undefined);
+    }
   }, 600_000);
 
   it('checklist 39: a RUN that calls an internal service (like `curl http://jenkins:8080`) fails the build, nothing reaches it', async () => {
