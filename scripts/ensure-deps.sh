@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(docker.io mmdebstrap e2fsprogs dosfstools mtools syslinux syslinux-common fdisk qemu-utils qemu-system-x86
-      ovmf systemd-boot-efi openssh-server openssh-client zstd xorriso squashfs-tools isolinux iptables iproute2)
+      ovmf systemd-boot-efi openssh-server openssh-client zstd xorriso squashfs-tools isolinux iptables iproute2 attr)
 if [ "${KILN_WITH_TEST_DEPS:-0}" = 1 ]; then PKGS+=(postgresql chromium); fi
 
 missing=()

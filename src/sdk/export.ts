@@ -22,6 +22,11 @@ export async function exportRootfs(docker: Dockerode, imageId: string, root: str
       maxBytes,
       onWarning: (m) => rep.log(`[kiln] export: ${m}`),
     });
+    if (stats.capabilityCount) {
+      const shown = stats.capabilities.slice(0, 10).map((c) => `/${c.name} (${c.capability})`).join(', ');
+      rep.log(`[kiln] export: file capabilities kept on ${stats.capabilityCount} file(s): ${shown}${stats.capabilityCount > 10 ? ', ...' : ''}`);
+    }
+    if (stats.capabilityFailures) rep.log(`[kiln] export: ${stats.capabilityFailures} file capabilities could not be set (setting them needs root/CAP_SETFCAP and setfattr from the attr package); those programs run without them`);
     if (stats.skippedCount) rep.log(`[kiln] export: ${stats.skippedCount} entries not copied (device nodes are provided by devtmpfs at boot)`);
     return stats;
   } catch (e) {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { KilnError } from '../shared/errors.js';
+import { applyCapabilities, CapabilityScanner, describeCapability } from './xattr.js';
 
 /**
  * Safe extraction of an untrusted root filesystem tar (a `docker export`) into a staging directory.
@@ -19,6 +20,9 @@ import { KilnError } from '../shared/errors.js';
  * - Device nodes and FIFOs are skipped (the guest gets devtmpfs); setuid/setgid bits are kept for the guest, so the
  *   caller must keep the staging dir inside a 0700 directory no other host user can traverse.
  * - Ownership is applied with fchown/lchown and modes with fchmod after chown (chown clears setuid).
+ * - File capabilities (`security.capability`, read binary-safe by `xattr.ts`'s scanner in front of tar-stream) are
+ *   set last, only on regular files this extraction made, through real directories and an O_NOFOLLOW fd (chown and
+ *   writes clear them, so after both).
  *
  * Speed: the syscalls are synchronous on purpose. A docker export has ~12k small files; each async fs call is a
  * thread-pool round trip and a promise, which made this stage 3-4x slower than the syscalls themselves. Creation is
@@ -36,6 +40,10 @@ export interface ExtractStats {
   dataBytes: number;
   skipped: { name: string; reason: string }[];
   skippedCount: number;
+  /** Files whose `security.capability` was set (first 200, with the capability in words), and how many failed. */
+  capabilities: { name: string; capability: string }[];
+  capabilityCount: number;
+  capabilityFailures: number;
 }
 
 export interface ExtractOptions {
@@ -64,7 +72,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
   if (!fs.lstatSync(root).isDirectory()) throw new KilnError('internal', 'staging root is not a directory');
   fs.chmodSync(root, 0o755);
 
-  const stats: ExtractStats = { entries: 0, files: 0, dirs: 1, symlinks: 0, hardlinks: 0, blockBytes: BLOCK, dataBytes: 0, skipped: [], skippedCount: 0 };
+  const stats: ExtractStats = { entries: 0, files: 0, dirs: 1, symlinks: 0, hardlinks: 0, blockBytes: BLOCK, dataBytes: 0, skipped: [], skippedCount: 0, capabilities: [], capabilityCount: 0, capabilityFailures: 0 };
   // Relative paths (joined with '/') known to be real directories made or verified by us; '' is the root.
   const dirs = new Set<string>(['']);
   const dirMeta: { rel: string; mode: number; uid: number; gid: number; mtime?: Date }[] = [];
@@ -128,18 +136,29 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
     return create();
   };
 
+  // Capabilities to set once everything is written, by final relative path: a later entry of the same name
+  // replaces (or drops) an earlier one's.
+  const pendingCaps = new Map<string, Buffer>();
+  const scanner = new CapabilityScanner({ onWarning: opts.onWarning });
   const extract = tarStream.extract();
   const done = new Promise<void>((resolve, reject) => {
     extract.on('finish', resolve);
     extract.on('error', reject);
+    scanner.on('error', reject);
     input.on('error', reject);
   });
-  input.pipe(extract);
+  input.pipe(scanner).pipe(extract);
 
   for await (const entry of extract) {
     const h = entry.header;
+    const capRecord = scanner.capabilityOf(stats.entries);
     stats.entries++;
     const name = h.name;
+    let cap = capRecord?.value;
+    if (capRecord && capRecord.name !== name) {
+      cap = undefined;
+      opts.onWarning?.(`file capability for ${JSON.stringify(capRecord.name.slice(0, 256))} not applied: the tar reader saw ${JSON.stringify(name.slice(0, 256))} there`);
+    }
     const parts = safeComponents(name);
     const drain = async () => { for await (const _ of entry) { /* discard */ } };
     if (typeof parts === 'string') { skip(name, parts); await drain(); continue; }
@@ -156,6 +175,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
       continue;
     }
     if (!ensureParents(parts)) { skip(name, 'a parent is not a directory (e.g. a symlink)'); await drain(); continue; }
+    pendingCaps.delete(rel);
 
     switch (h.type) {
       case 'directory': {
@@ -192,6 +212,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
         }
         stats.files++;
         stats.dataBytes += size;
+        if (cap) pendingCaps.set(rel, cap);
         break;
       }
       case 'symlink': {
@@ -216,6 +237,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
         if (!tst?.isFile()) { skip(name, 'hard link target is not an extracted regular file'); break; }
         if (createAt(abs, () => fs.linkSync(tabs, abs)) === 'dir') { skip(name, 'would replace a directory'); break; }
         stats.hardlinks++;
+        if (cap) pendingCaps.set(rel, cap);
         break;
       }
       case 'character-device':
@@ -230,6 +252,13 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
     }
   }
   await done;
+
+  if (pendingCaps.size) {
+    const r = await applyCapabilities(root, pendingCaps, { isRealDir: (d) => dirs.has(d), onWarning: opts.onWarning });
+    stats.capabilityCount = r.applied.length;
+    stats.capabilityFailures = r.failed.length;
+    stats.capabilities = r.applied.slice(0, MAX_SKIPPED_KEPT).map((n) => ({ name: n, capability: describeCapability(pendingCaps.get(n)!) }));
+  }
 
   // Directory metadata last, deepest first, so restrictive modes do not get in the way of filling them.
   dirMeta.sort((a, b) => b.rel.split('/').length - a.rel.split('/').length);

@@ -207,7 +207,8 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         const file = path.join(outDir, 'rootfs.tar.zst');
         await fsp.rm(file, { force: true });
         // GNU tar only reads the tree and stores links as links (no -h), so the hostile-tree rules still hold.
-        const r = await run('tar', ['--zstd', '--numeric-owner', '--sort=name', '--one-file-system', '-C', rootDir, '-cf', file, '.'], { timeoutMs: 20 * 60_000 });
+        // --xattrs: file capabilities (ping's cap_net_raw) travel as SCHILY.xattr PAX records, the only xattr kept.
+        const r = await run('tar', ['--zstd', '--numeric-owner', '--xattrs', '--xattrs-include=security.capability', '--sort=name', '--one-file-system', '-C', rootDir, '-cf', file, '.'], { timeoutMs: 20 * 60_000 });
         if (r.code !== 0) throw new KilnError('build_failed', `tar failed: ${r.stderr.trim().slice(-300)}`);
         tarArtifact = 'rootfs.tar.zst';
       });
