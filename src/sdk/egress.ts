@@ -104,6 +104,7 @@ function jumps(subnet: string): { cmd: 'iptables' | 'ip6tables'; table: string; 
     { cmd: 'iptables', table: 'nat', rule: ['POSTROUTING', '-s', subnet, '!', '-o', BRIDGE, '-j', CHAIN_NAT] },
     { cmd: 'ip6tables', table: 'filter', rule: ['INPUT', '-i', BRIDGE, '-j', CHAIN_HOST] },
     { cmd: 'ip6tables', table: 'filter', rule: ['FORWARD', '-i', BRIDGE, '-j', CHAIN_OUT] },
+    { cmd: 'ip6tables', table: 'filter', rule: ['FORWARD', '-o', BRIDGE, '-j', CHAIN_OUT] },
   ];
 }
 
