@@ -1,4 +1,5 @@
 import { DockerfileParser, type Instruction, type From, type Copy, type Add } from 'dockerfile-ast';
+import path from 'node:path';
 import { KilnError } from '../shared/errors.js';
 
 export interface PolicyOptions {
@@ -19,6 +20,11 @@ export interface Violation { line: number; message: string }
 const REMOTE = /^(?:[a-z][a-z0-9+.-]*:\/\/|git@)/i;
 const SYNTAX = /^#\s*syntax\s*=/i;
 const RUN_FLAGS_REFUSED = new Set(['mount', 'network', 'security']);
+/** Kernel filesystems: a working directory there is never a real project directory, and /proc/self/fd/N is how
+ * CVE-2024-21626 reached the build host through runc's leaked descriptors (the engine's runc is patched; this is
+ * the second line). */
+const KERNEL_DIRS = /^\/(?:proc|sys|dev)(?:\/|$)/;
+const WORKDIR_REFUSED = (dir: string) => `WORKDIR ${dir.slice(0, 100)} is not allowed (a working directory in /proc, /sys or /dev)`;
 
 /**
  * Checks a Dockerfile before anything is built and lists every violation with its line number:
@@ -26,7 +32,8 @@ const RUN_FLAGS_REFUSED = new Set(['mount', 'network', 'security']);
  * - FROM (and COPY --from) only from an earlier stage, `scratch`, or a base in the admin's list (nothing can be
  *   pulled, and an unlisted base would be a way around the list);
  * - no ADD of a remote URL unless the admin allows it (the build network can reach internal services);
- * - no RUN --mount/--network/--security (capabilities the builder must not grant).
+ * - no RUN --mount/--network/--security (capabilities the builder must not grant), also not in ONBUILD;
+ * - no WORKDIR in /proc, /sys or /dev, also not in ONBUILD (checklist case 43).
  */
 export function checkDockerfile(text: string, opts: PolicyOptions): PolicyResult {
   const violations: Violation[] = [];
@@ -60,6 +67,9 @@ export function checkDockerfile(text: string, opts: PolicyOptions): PolicyResult
   const bases = new Set<string>();
   let stageIndex = -1;
   let sawFrom = false;
+  // The stage's working directory as far as it is known without running anything (variables are left as written).
+  let workdir = '/';
+  const stageWorkdirs: string[] = [];
 
   for (const ins of df.getInstructions()) {
     const line = ins.getRange().start.line + 1;
@@ -85,6 +95,10 @@ export function checkDockerfile(text: string, opts: PolicyOptions): PolicyResult
       } else {
         bases.add(normaliseImage(image));
       }
+      if (stageIndex > 0) stageWorkdirs.push(workdir);
+      // A stage built FROM an earlier one starts in that stage's working directory.
+      const parent = stageNames.indexOf(image.toLowerCase());
+      workdir = parent >= 0 ? stageWorkdirs[parent] ?? '/' : '/';
       stageNames.push(stage ? stage.toLowerCase() : `\0${stageIndex}`);
       continue;
     }
@@ -112,11 +126,20 @@ export function checkDockerfile(text: string, opts: PolicyOptions): PolicyResult
         if (RUN_FLAGS_REFUSED.has(f.getName().toLowerCase())) violations.push({ line, message: `RUN --${f.getName()} is not allowed` });
       }
     }
+    if (kw === 'WORKDIR') {
+      workdir = path.posix.resolve(workdir, (ins.getArgumentsContent() ?? '').trim() || '.');
+      if (KERNEL_DIRS.test(workdir)) violations.push({ line, message: WORKDIR_REFUSED(workdir) });
+    }
     if (kw === 'ONBUILD') {
       const body = (ins.getArgumentsContent() ?? '').trim();
       if (/^ADD\b/i.test(body) && !opts.allowRemoteAdd && body.split(/\s+/).some((t) => REMOTE.test(t.replace(/^["[]+|[",\]]+$/g, '')))) {
         violations.push({ line, message: 'ONBUILD ADD of a remote URL is not allowed' });
       }
+      const flag = /^RUN\s+--([a-z-]+)/i.exec(body)?.[1]?.toLowerCase();
+      if (flag && RUN_FLAGS_REFUSED.has(flag)) violations.push({ line, message: `ONBUILD RUN --${flag} is not allowed` });
+      const wd = /^WORKDIR\s+(.+)$/i.exec(body)?.[1];
+      // Relative to whatever the child stage's WORKDIR is: checked as if from /.
+      if (wd && KERNEL_DIRS.test(path.posix.resolve('/', wd.trim()))) violations.push({ line, message: `ONBUILD ${WORKDIR_REFUSED(path.posix.resolve('/', wd.trim()))}` });
     }
   }
   if (!sawFrom) violations.push({ line: 1, message: 'the Dockerfile has no FROM instruction' });

@@ -90,6 +90,30 @@ describe('Dockerfile policy', () => {
     expect(refusal('# nothing\n')[0]!.message).toContain('no FROM');
   });
 
+  it('checklist 43: refuses a WORKDIR in /proc, /sys or /dev (also relative, with .., or in ONBUILD), and ONBUILD RUN --network', () => {
+    const text = [
+      'FROM debian:bookworm AS a',
+      'WORKDIR /proc/self/fd/7',
+      'WORKDIR /app',
+      'WORKDIR ../sys/fs/cgroup',
+      'ONBUILD WORKDIR /proc/self/fd/8',
+      'ONBUILD RUN --network=host curl http://jenkins:8080',
+      'FROM a',
+      'WORKDIR ../../../dev',
+      'FROM debian:bookworm',
+      'WORKDIR dev/x',
+      'WORKDIR /srv/proc',
+      'WORKDIR /device',
+    ].join('\n');
+    const v = refusal(text);
+    // Line 8 starts where stage a ended (/sys/fs/cgroup), so ../../../dev is /dev; line 10 starts from /.
+    expect(v.map((x) => x.line)).toEqual([2, 4, 5, 6, 8, 10]);
+    expect(v[0]!.message).toContain('WORKDIR /proc/self/fd/7 is not allowed');
+    expect(v[1]!.message).toContain('WORKDIR /sys/fs/cgroup');
+    expect(v[2]!.message).toContain('ONBUILD WORKDIR /proc/self/fd/8');
+    expect(v[3]!.message).toContain('ONBUILD RUN --network');
+  });
+
   it('normalises image names', () => {
     expect(normaliseImage('Debian:Bookworm')).toBe('debian:bookworm');
     expect(normaliseImage('docker.io/library/debian:trixie')).toBe('debian:trixie');

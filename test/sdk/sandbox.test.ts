@@ -1,7 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import Dockerode from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBase } from '../../src/sdk/base.js';
@@ -12,8 +14,11 @@ import { isKilnError } from '../../src/shared/errors.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
- * Checklist case 39: a Dockerfile's RUN must not reach this host, its LAN, private or link-local addresses, while the
- * mirror (and the internet) stay reachable. Real engine, real iptables, real connections.
+ * The sandbox a Dockerfile's RUN steps get, tried for real (engine, iptables, connections), past the policy check:
+ * - checklist 39: no reaching this host, its LAN, private or link-local addresses, while the mirror (and the
+ *   internet) stay reachable;
+ * - checklist 43: a working directory in /proc/self/fd/N (runc's leaked descriptors, CVE-2024-21626) gives no host
+ *   file access.
  */
 
 const MIRROR = 'http://deb.debian.org/debian';
@@ -134,6 +139,24 @@ describe('the filtered build network (real engine and iptables)', () => {
     } finally {
       await other.kill().catch(() => undefined);
     }
+  }, 600_000);
+
+  it('checklist 43: WORKDIR /proc/self/fd/N reads no host file (the runtime is patched; the policy refuses it too)', async () => {
+    // The secret sits in a host directory no container has mounted; through a leaked host descriptor (the cgroup
+    // directory of runc's parent) ../../../.. would reach the host's / and the file.
+    const secret = `kiln-host-secret-${randomBytes(8).toString('hex')}`;
+    writeFileSync(path.join(t.dir, 'secret'), secret);
+    const rel = path.relative('/', path.join(t.dir, 'secret'));
+    const results: string[] = [];
+    for (let fd = 3; fd <= 10; fd++) {
+      const r = await build(`FROM debian:bookworm\nWORKDIR /proc/self/fd/${fd}\nRUN echo fd-${fd}-${randomBytes(4).toString('hex')}; for up in ../../.. ../../../.. ../../../../.. ../../../../../..; do cat "$up/${rel}" 2>/dev/null; done; true\n`);
+      expect(r.log, `fd ${fd}`).not.toContain(secret);
+      results.push(r.ok ? 'ran' : `refused: ${r.error}`);
+    }
+    // A patched runc closes its descriptors before the chdir, so here each step fails to start ("mkdir
+    // /proc/self/fd/7: not a directory"); a vulnerable one would chdir into the host's cgroup directory and the
+    // cat would print the secret. Either way the secret must not show.
+    expect(results).toHaveLength(8);
   }, 600_000);
 
   it('checklist 39: a RUN that calls an internal service (like `curl http://jenkins:8080`) fails the build, nothing reaches it', async () => {
