@@ -40,6 +40,10 @@ while [ $# -gt 0 ]; do
 done
 echo '##kiln {"stage":"build","percent":10}'
 s=$(sed -n 's/^# sleep //p' "$df"); [ -z "$s" ] || sleep "$s"
+if grep -q '^# stages' "$df"; then
+  echo '##kiln {"stage":"disk","percent":60,"message":"making the disk"}'; sleep 2
+  printf '##kiln {"stage":"boot",'; sleep 1; echo '"percent":80}'; sleep 2
+fi
 if grep -q '^# fail' "$df"; then echo 'fake-sdk: failing as asked'; exit 1; fi
 printf 'IMAGE(%s)' "$formats" > "$out/image.raw"
 head -c 300000 /dev/zero | tr '\\0' 'x' >> "$out/image.raw"
@@ -186,6 +190,22 @@ describe('jenkins backend: builds', () => {
     expect(await code(backend.artifact(10, build, 'image.qcow2', 0))).toBe('not_found');
     expect(await code(backend.status(10, 99))).toBe('not_found');
     expect(await code(backend.log(10, 99, 0))).toBe('not_found');
+  });
+
+  it('status of a running build carries the SDK\'s last progress event, read from the console as it grows', async () => {
+    await backend.putJob(12, spec({ dockerfile: 'FROM debian:bookworm\n# sleep 1\n# stages\n' }));
+    const { build } = await backend.build(12, 'progress-key-0001');
+    const seen: string[] = [];
+    await until(async () => {
+      const st = await backend.status(12, build);
+      if (st.progress) seen.push(`${st.progress.stage}:${st.progress.percent}`);
+      return st.state !== 'running' && st.state !== 'queued' ? st : undefined;
+    }, 60_000);
+    // In order, each at least once; the boot event printed in two pieces counts only once it is whole (a torn
+    // `boot:` would not parse and was never reported). The last event may be seen too, before the build ends.
+    const order = [...new Set(seen)];
+    expect(order.filter((x) => x !== 'done:100')).toEqual(['build:10', 'disk:60', 'boot:80']);
+    expect((await backend.status(12, build)).progress).toBeUndefined();
   });
 
   it('a retried trigger with the same key never makes a second build, sequential or concurrent', async () => {

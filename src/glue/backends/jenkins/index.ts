@@ -2,8 +2,8 @@ import type { Readable } from 'node:stream';
 import Jenkins, { type JenkinsOptions } from 'jenkins';
 import type { FrozenConfig } from '../../../config/index.js';
 import {
-  ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, MAX_LOG_CHUNK, utf8Boundary, backendJobName, jobIdFromBackendName,
-  type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk, type QueueItem,
+  ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, MAX_LOG_CHUNK, utf8Boundary, backendJobName, jobIdFromBackendName, lastProgress,
+  type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk, type ProgressEvent, type QueueItem,
 } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
@@ -53,6 +53,12 @@ export class JenkinsBackend implements Backend {
   private readonly followTimeoutMs: number;
   private readonly pollMs: number;
   private readonly dedupeWaitMs: number;
+  /**
+   * How far each running build's console has been read, and its last progress event: status is asked for every
+   * few seconds while a build runs, and Jenkins can send a log from an offset but not its tail, so only the new
+   * part is fetched. In-process only: a glue started per request (the OpenSSH door) reads the whole log once.
+   */
+  private readonly consoleSeen = new Map<string, { size: number; partial: string; progress?: ProgressEvent }>();
 
   constructor(deps: JenkinsBackendDeps) {
     const j = deps.config.glue.jenkins;
@@ -265,7 +271,12 @@ export class JenkinsBackend implements Backend {
     const b = await this.api.call('build.get', (c) => c.build.get(name, n)) as BuildJson;
     const base: BuildStatus = { job, build: n, state: 'running', startedAt: new Date(b.timestamp).toISOString(), artifacts: [] };
     // `result` can be set before the build is over (§5.3): only building === false means finished.
-    if (b.building || b.result === null) return base;
+    if (b.building || b.result === null) {
+      const progress = await this.progressOf(name, n);
+      if (progress) base.progress = progress;
+      return base;
+    }
+    this.consoleSeen.delete(`${name}#${n}`);
     base.finishedAt = new Date(b.timestamp + b.duration).toISOString();
     switch (b.result) {
       case 'SUCCESS':
@@ -289,6 +300,27 @@ export class JenkinsBackend implements Backend {
     }
     base.artifacts = await this.artifactList(job, n, b);
     return base;
+  }
+
+  /** The build's last `##kiln` progress event, reading the console only past where the last call stopped. */
+  private async progressOf(name: string, n: number): Promise<ProgressEvent | undefined> {
+    const key = `${name}#${n}`;
+    let seen = this.consoleSeen.get(key) ?? { size: 0, partial: '' };
+    const r = await this.api.call('build.log', (c) => c.build.log(name, n, { start: seen.size, meta: true })) as { text: unknown; size?: string };
+    const text = typeof r.text === 'string' ? r.text : Buffer.isBuffer(r.text) ? r.text.toString('utf8') : '';
+    const size = r.size !== undefined && /^[0-9]+$/.test(r.size) ? Number(r.size) : undefined;
+    if (size === undefined) return seen.progress;
+    // A log shorter than what was read (rotated, or the build replaced) comes whole again (§3.15).
+    if (size < seen.size) seen = { size: 0, partial: '' };
+    const lines = seen.partial + text;
+    const lastNl = lines.lastIndexOf('\n');
+    const progress = lastProgress(lines.slice(0, lastNl + 1)) ?? seen.progress;
+    // An unfinished last line waits for its end; a line longer than any progress event is not one.
+    const partial = lines.slice(lastNl + 1);
+    this.consoleSeen.delete(key);
+    this.consoleSeen.set(key, { size, partial: partial.length > 4096 ? '' : partial, progress });
+    if (this.consoleSeen.size > 1000) this.consoleSeen.delete(this.consoleSeen.keys().next().value!);
+    return progress;
   }
 
   private async artifactList(job: number, n: number, b: BuildJson): Promise<ArtifactInfo[]> {
