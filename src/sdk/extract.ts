@@ -40,8 +40,8 @@ export interface ExtractStats {
   dataBytes: number;
   skipped: { name: string; reason: string }[];
   skippedCount: number;
-  /** Files whose `security.capability` was set (first 200, with the capability in words), and how many failed. */
-  capabilities: { name: string; capability: string }[];
+  /** Files whose `security.capability` was set (first 200; the capability in words and the value in hex), and how many failed. */
+  capabilities: { name: string; capability: string; value: string }[];
   capabilityCount: number;
   capabilityFailures: number;
 }
@@ -257,7 +257,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
     const r = await applyCapabilities(root, pendingCaps, { isRealDir: (d) => dirs.has(d), onWarning: opts.onWarning });
     stats.capabilityCount = r.applied.length;
     stats.capabilityFailures = r.failed.length;
-    stats.capabilities = r.applied.slice(0, MAX_SKIPPED_KEPT).map((n) => ({ name: n, capability: describeCapability(pendingCaps.get(n)!) }));
+    stats.capabilities = r.applied.slice(0, MAX_SKIPPED_KEPT).map((n) => ({ name: n, capability: describeCapability(pendingCaps.get(n)!), value: pendingCaps.get(n)!.toString('hex') }));
   }
 
   // Directory metadata last, deepest first, so restrictive modes do not get in the way of filling them.

@@ -60,7 +60,7 @@ export interface ManifestInput {
   init: string;
   packages: DebPackage[];
   layout: DiskLayout;
-  rootfs: { files: number; dirs: number; symlinks: number; dataBytes: number; blockBytes: number };
+  rootfs: { files: number; dirs: number; symlinks: number; dataBytes: number; blockBytes: number; capabilities?: { name: string; capability: string; value: string }[] };
   artifacts: Artifact[];
   notes: string[];
 }
@@ -90,6 +90,8 @@ export function buildManifest(i: ManifestInput): Record<string, unknown> {
     sizes: { rootfs: { files: i.rootfs.files, dirs: i.rootfs.dirs, symlinks: i.rootfs.symlinks, dataBytes: i.rootfs.dataBytes, blockBytes: i.rootfs.blockBytes }, artifacts: Object.fromEntries(i.artifacts.map((a) => [a.name, { size: a.size, allocated: a.allocated }])) },
     artifacts: i.artifacts.map((a) => ({ name: a.name, format: a.format, sha256: a.sha256 })),
     packages: i.packages,
+    // Like setuid bits, file capabilities grant privilege: listed for review (path, in words, vfs_cap_data in hex).
+    ...(i.rootfs.capabilities?.length ? { fileCapabilities: i.rootfs.capabilities.map((c) => ({ path: `/${c.name}`, capability: c.capability, value: c.value })) } : {}),
     notes: i.notes,
   };
 }

@@ -1,9 +1,13 @@
+import { spawn } from 'node:child_process';
 import { promises as fsp, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import Dockerode from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { assembleDisk, planDisk } from '../../src/sdk/disk.js';
+import { exportRootfs } from '../../src/sdk/export.js';
 import { extractRootfs, type ExtractStats } from '../../src/sdk/extract.js';
+import { Reporter } from '../../src/sdk/reporter.js';
 import { CapabilityScanner, describeCapability } from '../../src/sdk/xattr.js';
 import { run } from '../../src/shared/subprocess.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -261,4 +265,61 @@ describe('CapabilityScanner', () => {
     expect(warnings.join('\n')).toMatch(/more than 2 files with capabilities/);
     expect(describeCapability(CAP)).toBe('v2 permitted=0x2080 effective');
   });
+});
+
+describe('a real build whose Dockerfile runs setcap', () => {
+  const repo = path.resolve(import.meta.dirname, '../..');
+  const t = tempDir('kiln-sdk-xattr-engine-');
+  afterAll(() => t.cleanup());
+  const out = path.join(t.dir, 'out');
+  const bin = '/usr/local/bin/kiln-cap';
+
+  beforeAll(async () => {
+    const df = path.join(t.dir, 'Dockerfile');
+    await fsp.writeFile(df, [
+      'FROM debian:bookworm',
+      'RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin && rm -rf /var/lib/apt/lists/*',
+      `RUN cp /bin/true ${bin} && setcap cap_setuid,cap_net_raw+ep ${bin} && getcap ${bin}`,
+      '',
+    ].join('\n'));
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw,tar', '--boot-firmware', 'bios'], { stdio: 'ignore' });
+      p.on('error', reject);
+      p.on('close', resolve);
+    });
+    const log = await fsp.readFile(path.join(out, 'build.log'), 'utf8').catch(() => '');
+    expect(code, log.slice(-3000)).toBe(0);
+  }, 300_000);
+
+  it('the export stage reads the engine\'s capability into the staging tree, bytes intact', async () => {
+    const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as { image: { tag: string } };
+    const docker = new Dockerode({ socketPath: '/var/run/docker.sock' });
+    const stage = path.join(t.dir, 'stage');
+    await fsp.mkdir(stage, { mode: 0o700 });
+    const root = path.join(stage, 'root');
+    const stats = await exportRootfs(docker, m.image.tag, root, 4 * 2 ** 30, new Reporter(undefined, 1 << 20, () => undefined));
+    expect(await capOf(path.join(root, bin))).toBe(CAP_HEX);
+    expect(stats.capabilities).toContainEqual({ name: bin.slice(1), capability: 'v2 permitted=0x2080 effective', value: CAP.toString('hex') });
+    expect(stats.capabilityFailures).toBe(0);
+    const log = await fsp.readFile(path.join(out, 'build.log'), 'utf8');
+    expect(log).toContain(`file capabilities kept on`);
+    expect(log).toContain(`${bin} (v2 permitted=0x2080 effective)`);
+    const manifest = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as { fileCapabilities?: unknown[] };
+    expect(manifest.fileCapabilities).toContainEqual({ path: bin, capability: 'v2 permitted=0x2080 effective', value: CAP.toString('hex') });
+  }, 120_000);
+
+  it('the raw disk\'s root filesystem has it (debugfs, nothing mounted)', async () => {
+    const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as { disk: { sectorSize: number; partitions: { label: string; startSector: number }[] } };
+    const rootPart = m.disk.partitions.find((p) => p.label === 'root')!;
+    const r = await run('debugfs', ['-R', `ea_get -x ${bin} security.capability`, `${path.join(out, 'image.raw')}?offset=${rootPart.startSector * m.disk.sectorSize}`], { timeoutMs: 60_000 });
+    expect(r.stdout.replace(/\s+/g, ' '), r.stderr).toContain(`= ${CAP.toString('hex').match(/../g)!.join(' ')}`);
+  }, 60_000);
+
+  it('rootfs.tar.zst has it: GNU tar --xattrs restores it', async () => {
+    const x = path.join(t.dir, 'fromtar');
+    await fsp.mkdir(x);
+    const r = await run('tar', ['--zstd', '--xattrs', '--xattrs-include=security.capability', '-C', x, '-xf', path.join(out, 'rootfs.tar.zst'), `.${bin}`], { timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await capOf(path.join(x, bin))).toBe(CAP_HEX);
+  }, 60_000);
 });
