@@ -2,16 +2,23 @@ import { parseArgs } from 'node:util';
 import Dockerode from 'dockerode';
 import { loadConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
+import { mirrorUrls } from '../sdk/base.js';
+import { egressRules, lanNetworks, mirrorAllowances, parseAllow, resolvers } from '../sdk/egress.js';
 import { sdkBuild } from '../sdk/pipeline.js';
 import { writeFailureResult } from '../sdk/result.js';
 import { SDK_VERSION } from '../sdk/version.js';
 
 const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR|DIR] [--format raw,qcow2,tar,iso]
                       [--build-arg K=V]... [--boot-firmware bios,uefi]
+       kiln sdk egress-rules [--engine-iptables] [--ipv6] [--resolver IP]... [--lan CIDR]...
 
 Builds the Dockerfile with the local Docker engine, turns the result into a bootable disk image, boot-tests it in
 QEMU and writes DIR/image.*, DIR/build.log and DIR/result.json. Progress events are printed as '##kiln {json}' lines.
 Settings come from KILN_SDK_* environment variables (see src/config). Exit 0 when the image built and booted.
+
+egress-rules prints the filter of the build network (src/sdk/README.md) as iptables-restore --noflush input, for an
+engine on another host (sdk.egressRules=external): --engine-iptables for an engine that manages iptables itself
+(jumps from DOCKER-USER, its NAT kept). Resolvers and LAN default to this machine's.
 `;
 
 /** Composition root for `kiln sdk`: parses argv, loads config, builds the dockerode client, runs the pipeline. */
@@ -21,6 +28,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return sub === undefined ? 2 : 0;
   }
+  if (sub === 'egress-rules') return egressRulesCommand(rest);
   if (sub !== 'build') {
     process.stderr.write(`kiln sdk: unknown subcommand ${JSON.stringify(sub)}\n${USAGE}`);
     return 2;
@@ -83,5 +91,38 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(JSON.stringify({ error: ke.toJSON() }) + '\n');
     await writeFailureResult(values.out, SDK_VERSION, ke.toJSON()).catch(() => undefined);
     return ke.code === 'invalid_input' ? 2 : 1;
+  }
+}
+
+/** `kiln sdk egress-rules`: the build network's filter as text, for a host where the SDK does not apply it. */
+async function egressRulesCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv, strict: true, allowPositionals: false,
+      options: {
+        'engine-iptables': { type: 'boolean' }, ipv6: { type: 'boolean' },
+        resolver: { type: 'string', multiple: true }, lan: { type: 'string', multiple: true },
+      },
+    }));
+  } catch (e) {
+    process.stderr.write(`kiln sdk egress-rules: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const s = loadConfig().sdk;
+    const asCidrs = (xs: string[], what: string) => parseAllow(xs).map((a) => {
+      if (a.port !== undefined) throw new KilnError('invalid_input', `${what} takes an address or CIDR without a port`);
+      return a.cidr;
+    });
+    const resolverList = values.resolver ? asCidrs(values.resolver, '--resolver').map((c) => c.replace(/\/32$/, '')) : await resolvers();
+    const lan = values.lan ? asCidrs(values.lan, '--lan') : await lanNetworks(s.buildSubnet);
+    const allowed = [...(await mirrorAllowances(mirrorUrls(s))), ...parseAllow(s.egressAllow)];
+    const rules = egressRules({ subnet: s.buildSubnet, resolvers: resolverList, allowed, lan }, values['engine-iptables'] === true);
+    process.stdout.write(values.ipv6 ? rules.v6 : rules.v4);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`kiln sdk egress-rules: ${toKilnError(e).message}\n`);
+    return 2;
   }
 }

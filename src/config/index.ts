@@ -96,6 +96,8 @@ export const configSchema = z.object({
     buildSubnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 CIDR such as 10.213.0.0/24').default('10.213.0.0/24'),
     /** Destinations the filtered network allows although they are private: `CIDR` or `CIDR:port` (e.g. an apt cache). */
     egressAllow: list([]),
+    /** `apply`: the SDK writes the filter (local engine, root). `external`: the engine's host does (`kiln sdk egress-rules`). */
+    egressRules: z.enum(['apply', 'external']).default('apply'),
     memoryMb: int(2048),
     /** Processes a build's RUN steps may have at once (pids cgroup; a fork bomb stops there). */
     pidsLimit: int(1024),

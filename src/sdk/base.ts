@@ -8,7 +8,12 @@ import type { Reporter } from './reporter.js';
 
 export const BASE_LABEL = 'io.kiln.base';
 /** Debian's archive by date, for `sdk.snapshot`. */
-export const SNAPSHOT_MIRROR = 'http://snapshot.debian.org/';
+const SNAPSHOT_MIRROR = 'http://snapshot.debian.org/';
+
+/** Every archive a build may fetch packages from (the build network lets RUN steps reach them). */
+export function mirrorUrls(s: { mirror: string; snapshot?: string; devuanMirror?: string }): string[] {
+  return [s.mirror, s.snapshot ? SNAPSHOT_MIRROR : undefined, s.devuanMirror].filter((u): u is string => !!u);
+}
 
 export interface BaseSettings {
   mirror: string;

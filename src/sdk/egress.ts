@@ -44,6 +44,11 @@ export interface EgressOptions {
   mirrors: readonly string[];
   /** `CIDR` or `CIDR:port` (TCP) the admin allows besides: an internal mirror, an apt cache. */
   allow: readonly string[];
+  /**
+   * `apply`: Kiln writes the rules here (the engine is local and Kiln runs as root). `external`: the engine runs
+   * elsewhere (a Jenkins agent's dind) and its host applies `kiln sdk egress-rules --engine-iptables` itself.
+   */
+  rules: 'apply' | 'external';
 }
 
 /** One allowed destination: an IPv4 network, and a TCP port or any port/protocol. */
@@ -74,8 +79,14 @@ export function nameservers(resolvConf: string): string[] {
   return out;
 }
 
-/** The rules of Kiln's chains, as iptables-restore input. Pure, so the policy is testable without a kernel. */
-export function egressRules(p: { subnet: string; resolvers: readonly string[]; allowed: readonly Allowed[]; lan: readonly string[] }): { v4: string; v6: string } {
+export interface RuleInputs { subnet: string; resolvers: readonly string[]; allowed: readonly Allowed[]; lan: readonly string[] }
+
+/**
+ * The rules of Kiln's chains, as iptables-restore input (`--noflush`). Pure, so the policy is testable without a
+ * kernel. `engineIptables`: for an engine that manages iptables itself (a dind agent): no NAT (the engine does it),
+ * and the jumps come in the text, from DOCKER-USER, which the engine evaluates before its own ACCEPT rules.
+ */
+export function egressRules(p: RuleInputs, engineIptables = false): { v4: string; v6: string } {
   const out: string[] = ['*filter', `:${CHAIN_OUT} - [0:0]`, `:${CHAIN_BACK} - [0:0]`, `:${CHAIN_HOST} - [0:0]`];
   for (const r of p.resolvers) {
     for (const proto of ['udp', 'tcp']) out.push(`-A ${CHAIN_OUT} -d ${r}/32 -p ${proto} -m ${proto} --dport 53 -j ACCEPT`);
@@ -89,19 +100,26 @@ export function egressRules(p: { subnet: string; resolvers: readonly string[]; a
   // bridge-nf-call-iptables puts their bridged frames through FORWARD with the bridge as the output device.
   out.push(`-A ${CHAIN_BACK} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, `-A ${CHAIN_BACK} -j REJECT --reject-with icmp-admin-prohibited`);
   out.push(`-A ${CHAIN_HOST} -j REJECT --reject-with icmp-admin-prohibited`);
-  out.push('COMMIT', '*nat', `:${CHAIN_NAT} - [0:0]`, `-A ${CHAIN_NAT} -s ${p.subnet} ! -o ${BRIDGE} -j MASQUERADE`, 'COMMIT', '');
   const v6 = ['*filter', `:${CHAIN_HOST} - [0:0]`, `:${CHAIN_OUT} - [0:0]`,
-    `-A ${CHAIN_HOST} -j REJECT --reject-with icmp6-adm-prohibited`, `-A ${CHAIN_OUT} -j REJECT --reject-with icmp6-adm-prohibited`, 'COMMIT', ''];
+    `-A ${CHAIN_HOST} -j REJECT --reject-with icmp6-adm-prohibited`, `-A ${CHAIN_OUT} -j REJECT --reject-with icmp6-adm-prohibited`];
+  if (engineIptables) {
+    out.push(...jumps(p.subnet, 'DOCKER-USER').filter((j) => j.cmd === 'iptables').map((j) => `-I ${j.rule.join(' ')}`));
+    v6.push(...jumps(p.subnet).filter((j) => j.cmd === 'ip6tables').map((j) => `-I ${j.rule.join(' ')}`));
+    out.push('COMMIT', '');
+  } else {
+    out.push('COMMIT', '*nat', `:${CHAIN_NAT} - [0:0]`, `-A ${CHAIN_NAT} -s ${p.subnet} ! -o ${BRIDGE} -j MASQUERADE`, 'COMMIT', '');
+  }
+  v6.push('COMMIT', '');
   return { v4: out.join('\n'), v6: v6.join('\n') };
 }
 
-/** The jumps from the built-in chains into Kiln's (table, chain, match...). */
-function jumps(subnet: string): { cmd: 'iptables' | 'ip6tables'; table: string; rule: string[] }[] {
+/** The jumps from the built-in chains into Kiln's (table, chain, match...); IPv4 forwarding enters at `forward`. */
+function jumps(subnet: string, forward = 'FORWARD'): { cmd: 'iptables' | 'ip6tables'; table: string; rule: string[] }[] {
   return [
-    { cmd: 'iptables', table: 'filter', rule: ['FORWARD', '-i', BRIDGE, '-j', CHAIN_OUT] },
-    { cmd: 'iptables', table: 'filter', rule: ['FORWARD', '-o', BRIDGE, '-j', CHAIN_BACK] },
+    { cmd: 'iptables', table: 'filter', rule: [forward, '-i', BRIDGE, '-j', CHAIN_OUT] },
+    { cmd: 'iptables', table: 'filter', rule: [forward, '-o', BRIDGE, '-j', CHAIN_BACK] },
     { cmd: 'iptables', table: 'filter', rule: ['INPUT', '-i', BRIDGE, '-j', CHAIN_HOST] },
-    { cmd: 'iptables', table: 'nat', rule: ['POSTROUTING', '-s', subnet, '!', '-o', BRIDGE, '-j', CHAIN_NAT] },
+    ...(forward === 'FORWARD' ? [{ cmd: 'iptables' as const, table: 'nat', rule: ['POSTROUTING', '-s', subnet, '!', '-o', BRIDGE, '-j', CHAIN_NAT] }] : []),
     { cmd: 'ip6tables', table: 'filter', rule: ['INPUT', '-i', BRIDGE, '-j', CHAIN_HOST] },
     { cmd: 'ip6tables', table: 'filter', rule: ['FORWARD', '-i', BRIDGE, '-j', CHAIN_OUT] },
     { cmd: 'ip6tables', table: 'filter', rule: ['FORWARD', '-o', BRIDGE, '-j', CHAIN_OUT] },
@@ -129,7 +147,7 @@ async function restore(cmd: 'iptables-restore' | 'ip6tables-restore', rules: str
 }
 
 /** Directly connected IPv4 networks of this host (its LAN), other than the build network itself. */
-async function lanNetworks(subnet: string): Promise<string[]> {
+export async function lanNetworks(subnet: string): Promise<string[]> {
   const r = await run('ip', ['-j', '-4', 'route', 'show', 'table', 'main', 'scope', 'link'], { timeoutMs: 10_000 }).catch(() => undefined);
   if (!r || r.code !== 0) return [];
   try {
@@ -141,7 +159,7 @@ async function lanNetworks(subnet: string): Promise<string[]> {
 }
 
 /** The addresses (and TCP port) of each mirror URL, allowed before the denied ranges. */
-async function mirrorAllowances(urls: readonly string[]): Promise<Allowed[]> {
+export async function mirrorAllowances(urls: readonly string[]): Promise<Allowed[]> {
   const out: Allowed[] = [];
   for (const u of urls) {
     let url: URL;
@@ -154,7 +172,7 @@ async function mirrorAllowances(urls: readonly string[]): Promise<Allowed[]> {
   return out;
 }
 
-async function resolvers(): Promise<string[]> {
+export async function resolvers(): Promise<string[]> {
   // With systemd-resolved, /etc/resolv.conf names a stub on 127.0.0.53 and the engine forwards to the real servers.
   for (const f of ['/run/systemd/resolve/resolv.conf', '/etc/resolv.conf']) {
     const text = await fsp.readFile(f, 'utf8').catch(() => undefined);
@@ -205,6 +223,9 @@ async function ensureNetwork(docker: Dockerode, subnet: string): Promise<string>
 export async function ensureBuildNetwork(docker: Dockerode, o: EgressOptions): Promise<{ network: string; summary: string }> {
   const allowed = [...(await mirrorAllowances(o.mirrors)), ...parseAllow(o.allow)];
   const subnet = await ensureNetwork(docker, o.subnet);
+  if (o.rules === 'external') {
+    return { network: BUILD_NETWORK, summary: `build network ${BUILD_NETWORK} (${subnet}): filtered by the engine's host (sdk.egressRules=external)` };
+  }
   const [dnsServers, lan] = await Promise.all([resolvers(), lanNetworks(subnet)]);
   const rules = egressRules({ subnet, resolvers: dnsServers, allowed, lan });
   await restore('iptables-restore', rules.v4);

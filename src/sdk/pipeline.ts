@@ -6,7 +6,7 @@ import type { FrozenConfig, OutputFormat } from '../config/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
 import { installAppService, resetSshHostKeys, type AppBootCheck, type ImageRuntimeConfig } from './app.js';
-import { ensureBase, SNAPSHOT_MIRROR, type BaseImage } from './base.js';
+import { ensureBase, mirrorUrls, type BaseImage } from './base.js';
 import { checkBootable, type BootCheck } from './bootable.js';
 import { bootTest, type BootTestResult } from './boot-test.js';
 import { buildTag, contextDigest, dockerBuild, type BuildSettings } from './docker-build.js';
@@ -129,7 +129,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   const notes: string[] = [];
   let error: BuildResult['error'];
   let rootfsRemoval: Promise<void> | undefined;
-  const egress = { subnet: s.buildSubnet, allow: s.egressAllow, mirrors: [s.mirror, s.snapshot ? SNAPSHOT_MIRROR : undefined, s.devuanMirror].filter((u): u is string => !!u) };
+  const egress = { subnet: s.buildSubnet, allow: s.egressAllow, rules: s.egressRules, mirrors: mirrorUrls(s) };
   const buildSettings: BuildSettings = { network: s.buildNetwork, egress, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, maxDiskBytes: s.maxBuildDiskMb * 2 ** 20, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
 
   try {

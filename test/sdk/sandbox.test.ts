@@ -22,7 +22,7 @@ import { tempDir } from '../helpers/tmp.js';
  */
 
 const MIRROR = 'http://deb.debian.org/debian';
-const egress = { subnet: '10.213.0.0/24', mirrors: [MIRROR], allow: [] as string[] };
+const egress = { subnet: '10.213.0.0/24', mirrors: [MIRROR], allow: [] as string[], rules: 'apply' as const };
 const t = tempDir('kiln-sdk-egress-');
 afterAll(() => t.cleanup());
 
@@ -59,6 +59,46 @@ describe('egress rules (pure)', () => {
   });
 });
 
+describe('kiln sdk egress-rules (for an engine on another host)', () => {
+  const kiln = path.resolve(import.meta.dirname, '../../bin/kiln');
+  const cli = (...args: string[]) => spawnSync(kiln, ['sdk', 'egress-rules', ...args], { encoding: 'utf8', timeout: 60_000 });
+
+  it('for an engine that manages iptables: jumps from DOCKER-USER, no NAT; the kernel takes it (in a network namespace)', () => {
+    const r = cli('--engine-iptables', '--resolver', '10.0.0.53', '--lan', '172.18.0.0/16');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('-A KILN-BUILD-OUT -d 10.0.0.53/32 -p udp -m udp --dport 53 -j ACCEPT');
+    expect(r.stdout).toContain('-A KILN-BUILD-OUT -d 172.18.0.0/16 -j REJECT');
+    expect(r.stdout).toContain('-I DOCKER-USER -i kiln-build0 -j KILN-BUILD-OUT');
+    expect(r.stdout).toContain('-I DOCKER-USER -o kiln-build0 -j KILN-BUILD-BACK');
+    expect(r.stdout).not.toContain('*nat');
+    // A namespace of its own stands in for the engine's host: DOCKER-USER exists there as the engine would make it.
+    const ns = `kiln-test-${randomBytes(4).toString('hex')}`;
+    const sh = (...a: string[]) => spawnSync('ip', ['netns', 'exec', ns, ...a], { encoding: 'utf8', input: a[0] === 'iptables-restore' ? r.stdout : undefined });
+    expect(spawnSync('ip', ['netns', 'add', ns]).status).toBe(0);
+    try {
+      expect(sh('iptables', '-N', 'DOCKER-USER').status).toBe(0);
+      const applied = sh('iptables-restore', '--noflush');
+      expect(applied.stderr).toBe('');
+      expect(applied.status).toBe(0);
+      expect(sh('iptables', '-S', 'DOCKER-USER').stdout).toContain('-A DOCKER-USER -i kiln-build0 -j KILN-BUILD-OUT');
+      expect(sh('iptables', '-S', 'KILN-BUILD-OUT').stdout).toContain('-A KILN-BUILD-OUT -d 169.254.0.0/16 -j REJECT');
+    } finally {
+      spawnSync('ip', ['netns', 'delete', ns]);
+    }
+    const v6 = cli('--engine-iptables', '--ipv6', '--resolver', '10.0.0.53');
+    expect(v6.stdout).toContain('-I FORWARD -o kiln-build0 -j KILN-BUILD-OUT');
+    expect(v6.stdout).toContain('-I INPUT -i kiln-build0 -j KILN-BUILD-HOST');
+  });
+
+  it('refuses a malformed address with exit 2 and says which', () => {
+    const r = cli('--lan', '10.0.0.0/8; -j ACCEPT');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('10.0.0.0/8; -j ACCEPT');
+    expect(r.stdout).toBe('');
+    expect(cli('--resolver', '10.0.0.53:53').status).toBe(2);
+  });
+});
+
 describe('the filtered build network (real engine and iptables)', () => {
   const docker = new Dockerode({ socketPath: '/var/run/docker.sock' });
   let server: net.Server;
@@ -76,6 +116,13 @@ describe('the filtered build network (real engine and iptables)', () => {
   afterAll(async () => { await new Promise((r) => server?.close(r)); });
 
   const iptablesS = (...args: string[]) => spawnSync('iptables', ['-w', '10', ...args], { encoding: 'utf8' }).stdout;
+
+  it('with sdk.egressRules=external it makes the network but leaves the filter to the engine\'s host', async () => {
+    const before = iptablesS('-S', 'KILN-BUILD-OUT');
+    const r = await ensureBuildNetwork(docker, { ...egress, rules: 'external', allow: ['10.99.0.0/16'] });
+    expect(r).toEqual({ network: BUILD_NETWORK, summary: expect.stringContaining('filtered by the engine\'s host (sdk.egressRules=external)') as string });
+    expect(iptablesS('-S', 'KILN-BUILD-OUT')).toBe(before);
+  });
 
   it('is idempotent: a second call leaves the same rules and one jump of each kind', async () => {
     const a = await ensureBuildNetwork(docker, egress);
