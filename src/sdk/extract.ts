@@ -136,9 +136,10 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
     return create();
   };
 
-  // Capabilities to set once everything is written, by final relative path: a later entry of the same name
-  // replaces (or drops) an earlier one's.
+  // Capabilities to set once everything is written, by final relative path. Whatever an entry puts at a name decides
+  // (a later file/link brings its own or none, a symlink or directory none); a refused entry changes nothing.
   const pendingCaps = new Map<string, Buffer>();
+  const settleCap = (rel: string, cap?: Buffer) => { if (cap) pendingCaps.set(rel, cap); else pendingCaps.delete(rel); };
   const scanner = new CapabilityScanner({ onWarning: opts.onWarning });
   const extract = tarStream.extract();
   const done = new Promise<void>((resolve, reject) => {
@@ -175,13 +176,13 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
       continue;
     }
     if (!ensureParents(parts)) { skip(name, 'a parent is not a directory (e.g. a symlink)'); await drain(); continue; }
-    pendingCaps.delete(rel);
 
     switch (h.type) {
       case 'directory': {
         if (!dirs.has(rel)) {
           // An existing directory is kept; anything else of that name is replaced.
           if (createAt(abs, () => fs.mkdirSync(abs, { mode: 0o755 })) !== 'dir') {
+            settleCap(rel);
             stats.dirs++;
             account(BLOCK);
           }
@@ -212,7 +213,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
         }
         stats.files++;
         stats.dataBytes += size;
-        if (cap) pendingCaps.set(rel, cap);
+        settleCap(rel, cap);
         break;
       }
       case 'symlink': {
@@ -222,6 +223,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
         if (createAt(abs, () => fs.symlinkSync(target, abs)) === 'dir') { skip(name, 'would replace a directory'); break; }
         if (uid !== myUid || gid !== myGid) fs.lchownSync(abs, uid, gid);
         if (h.mtime) try { fs.lutimesSync(abs, h.mtime, h.mtime); } catch { /* best effort */ }
+        settleCap(rel);
         stats.symlinks++;
         account(target.length > 59 ? BLOCK : 0);
         break;
@@ -237,7 +239,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
         if (!tst?.isFile()) { skip(name, 'hard link target is not an extracted regular file'); break; }
         if (createAt(abs, () => fs.linkSync(tabs, abs)) === 'dir') { skip(name, 'would replace a directory'); break; }
         stats.hardlinks++;
-        if (cap) pendingCaps.set(rel, cap);
+        settleCap(rel, cap);
         break;
       }
       case 'character-device':

@@ -193,6 +193,9 @@ describe('hostile capabilities never land outside the staging dir', () => {
       // A file with a capability later replaced by a symlink to the host file.
       capPax(), file('swap', 'first'),
       symlink('swap', victim),
+      // A refused entry of the same name changes nothing: the file keeps its capability.
+      capPax(), file('keep', 'kept'),
+      hardlink('keep', '../outside/victim'),
       // A symlink to the host file later replaced by a file with a capability: the file gets it, the host file not.
       symlink('swap2', victim),
       capPax(), file('swap2', 'second'),
@@ -224,6 +227,8 @@ describe('hostile capabilities never land outside the staging dir', () => {
     expect((await fsp.stat(path.join(root, 'bin/ping2'))).nlink).toBe(2);
     expect(await capOf(path.join(root, 'bin/ping2'))).toBe(CAP_HEX);
     expect(await capOf(path.join(root, 'swap2'))).toBe(CAP_HEX);
+    expect(await capOf(path.join(root, 'keep'))).toBe(CAP_HEX);
+    expect(await fsp.readFile(path.join(root, 'keep'), 'utf8')).toBe('kept');
     expect(await fsp.readFile(path.join(root, 'swap2'), 'utf8')).toBe('second');
     expect(await capOf(path.join(root, longName))).toBe(CAP_HEX);
     expect(await fsp.readFile(path.join(root, longName), 'utf8')).toBe('long');
@@ -233,7 +238,7 @@ describe('hostile capabilities never land outside the staging dir', () => {
     expect(await fsp.readFile(path.join(root, 'after'), 'utf8')).toBe('still extracted');
     for (const f of ['victim-link', 'swap', 'etc', 'huge-cap', 'bad-cap']) expect(await allXattrs(path.join(root, f)), f).toBe('');
     expect((await fsp.lstat(path.join(root, 'swap'))).isSymbolicLink()).toBe(true);
-    expect(stats.capabilities.map((c) => c.name).sort()).toEqual(['big256', 'bin/ping', 'bin/ping2', longName, paxName, 'swap2'].sort());
+    expect(stats.capabilities.map((c) => c.name).sort()).toEqual(['big256', 'bin/ping', 'bin/ping2', 'keep', longName, paxName, 'swap2'].sort());
   });
 
   it('warns about what it did not apply, and does not fail the extraction', () => {
