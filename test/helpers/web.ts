@@ -16,33 +16,39 @@ export function testGlue(): MemoryGlue {
   return new MemoryGlue();
 }
 
-export interface TestWeb {
+/** A running web; `glue` is the in-memory glue (which tests inspect) unless a real or given client was asked for. */
+export interface TestWeb<G extends GlueClient = MemoryGlue> {
   url: string;
   db: Db;
-  glue: MemoryGlue;
+  glue: G;
   config: FrozenConfig;
   dir: string;
   client(): HttpClient;
   close(): Promise<void>;
 }
 
-/** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
-export async function startTestWeb(opts: {
+interface TestWebOptions {
   config?: Record<string, unknown>;
   limits?: StartWebOptions['limits'];
   glue?: GlueClient;
   /** A migrated database to use instead of a fresh SQLite file (e.g. PostgreSQL); the caller drops it. */
   db?: Db;
   /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
-  realGlue?: boolean | { sdkCommand?: string[] };
+  realGlue?: true | { sdkCommand?: string[] };
   logger?: Logger;
-} = {}): Promise<TestWeb & { realGlue?: TestGlue }> {
+}
+
+/** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
+export async function startTestWeb(opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> }): Promise<TestWeb<GlueClient> & { realGlue: TestGlue }>;
+export async function startTestWeb(opts: TestWebOptions & { glue: GlueClient }): Promise<TestWeb<GlueClient>>;
+export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue'>): Promise<TestWeb>;
+export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<GlueClient> & { realGlue?: TestGlue }> {
   const { dir, cleanup } = tempDir('kiln-web-');
   const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
   const config = loadConfig({}, { dataDir: dir, ...opts.config, web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) } });
   const db = opts.db ?? createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
   await migrateLatest(db);
-  const glue = (real?.client ?? opts.glue ?? testGlue()) as MemoryGlue;
+  const glue = real?.client ?? opts.glue ?? testGlue();
   const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits });
   return {
     url: web.url, db, glue, config, dir, realGlue: real,

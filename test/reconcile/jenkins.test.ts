@@ -28,7 +28,7 @@ describe('reconciliation with a Jenkins backend', () => {
   let double: JenkinsDouble;
   let glue: RunningGlue;
   let client: GlueClient;
-  let web: TestWeb;
+  let web: TestWeb<GlueClient>;
   let alice: HttpClient;
   let dfId: number;
 

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reconcileOnce } from '../../src/web/index.js';
 import type { TestGlue } from '../helpers/glue.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import type { GlueClient } from '../../src/web/glue-client/types.js';
 
 type BuildJson = { id: number; state: string; final: boolean; reason: string | null; artifacts: Array<{ name: string; size: number }>; progress: { stage: string; percent: number } | null };
 
@@ -17,7 +18,7 @@ async function waitFinal(c: HttpClient, id: number, ms = 30_000): Promise<BuildJ
 
 /** The web against the real built-in SSH glue and local backend (fake SDK): the whole path minus Docker/QEMU. */
 describe('web with the real SSH glue', () => {
-  let w: TestWeb & { realGlue?: TestGlue };
+  let w: TestWeb<GlueClient> & { realGlue: TestGlue };
   let a: HttpClient;
   let b: HttpClient;
   beforeAll(async () => {
