@@ -285,6 +285,8 @@ describe('a real build whose Dockerfile runs setcap', () => {
       'FROM debian:bookworm',
       'RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin && rm -rf /var/lib/apt/lists/*',
       `RUN cp /bin/true ${bin} && setcap cap_setuid,cap_net_raw+ep ${bin} && getcap ${bin}`,
+      // The app service reports, from the booted machine's own root filesystem, what the kernel there sees.
+      `CMD ["/bin/sh", "-c", "echo kiln-cap-check: $(getcap ${bin}); exec sleep infinity"]`,
       '',
     ].join('\n'));
     const code = await new Promise<number | null>((resolve, reject) => {
@@ -319,6 +321,11 @@ describe('a real build whose Dockerfile runs setcap', () => {
     const r = await run('debugfs', ['-R', `ea_get -x ${bin} security.capability`, `${path.join(out, 'image.raw')}?offset=${rootPart.startSector * m.disk.sectorSize}`], { timeoutMs: 60_000 });
     expect(r.stdout.replace(/\s+/g, ' '), r.stderr).toContain(`= ${CAP.toString('hex').match(/../g)!.join(' ')}`);
   }, 60_000);
+
+  it('the booted machine sees it (getcap in the guest, printed on the serial console)', async () => {
+    const serial = await fsp.readFile(path.join(out, 'serial-image.raw.log'), 'utf8');
+    expect(serial).toContain(`kiln-cap-check: ${bin} cap_setuid,cap_net_raw=ep`);
+  });
 
   it('rootfs.tar.zst has it: GNU tar --xattrs restores it', async () => {
     const x = path.join(t.dir, 'fromtar');
