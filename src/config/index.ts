@@ -13,6 +13,8 @@ const bool = (def: boolean) => z.preprocess((v) => (typeof v === 'string' ? ['1'
 const list = (def: string[]) => z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v), z.array(z.string())).default(def);
 
 export const OUTPUT_FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
+/** An IPv4 address or CIDR with an optional `:port`, as `sdk.egressAllow` takes it (src/sdk/egress.ts parses it). */
+export const IPV4_CIDR_PORT_RE = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?(?::(\d{1,5}))?$/;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
 export const configSchema = z.object({
@@ -95,7 +97,7 @@ export const configSchema = z.object({
     /** The filtered network's subnet, used when Kiln creates it. */
     buildSubnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 CIDR such as 10.213.0.0/24').default('10.213.0.0/24'),
     /** Destinations the filtered network allows although they are private: `CIDR` or `CIDR:port` (e.g. an apt cache). */
-    egressAllow: list([]),
+    egressAllow: list([]).pipe(z.array(z.string().regex(IPV4_CIDR_PORT_RE, 'an IPv4 address or CIDR, optionally with :port'))),
     /** `apply`: the SDK writes the filter (local engine, root). `external`: the engine's host does (`kiln sdk egress-rules`). */
     egressRules: z.enum(['apply', 'external']).default('apply'),
     memoryMb: int(2048),

@@ -2,6 +2,7 @@ import { promises as dns } from 'node:dns';
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import type Dockerode from 'dockerode';
+import { IPV4_CIDR_PORT_RE } from '../config/index.js';
 import { KilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
 
@@ -54,7 +55,7 @@ export interface EgressOptions {
 /** One allowed destination: an IPv4 network, and a TCP port or any port/protocol. */
 export interface Allowed { cidr: string; port?: number }
 
-const CIDR_RE = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?(?::(\d{1,5}))?$/;
+const CIDR_RE = IPV4_CIDR_PORT_RE;
 
 /** Parses `sdk.egressAllow` entries; a malformed one is a config error naming it. */
 export function parseAllow(entries: readonly string[]): Allowed[] {

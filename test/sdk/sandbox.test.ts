@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Dockerode from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
 import { ensureBase } from '../../src/sdk/base.js';
 import { dockerBuild, type BuildSettings } from '../../src/sdk/docker-build.js';
 import { BUILD_NETWORK, egressRules, ensureBuildNetwork, nameservers, parseAllow } from '../../src/sdk/egress.js';
@@ -34,6 +35,13 @@ describe('egress rules (pure)', () => {
       expect(isKilnError(err, 'invalid_input'), bad).toBe(true);
       expect((err as Error).message).toContain(bad);
     }
+  });
+
+  it('config refuses a bad KILN_SDK_EGRESS_ALLOW at start, naming the variable', () => {
+    expect(loadConfig({ KILN_SDK_EGRESS_ALLOW: '10.1.2.3:3142, 10.9.0.0/16' }).sdk.egressAllow).toEqual(['10.1.2.3:3142', '10.9.0.0/16']);
+    const err = (() => { try { loadConfig({ KILN_SDK_EGRESS_ALLOW: '10.1.2.3,apt-cache:3142' }); } catch (e) { return e; } })();
+    expect(isKilnError(err, 'invalid_input')).toBe(true);
+    expect((err as Error).message).toContain('KILN_SDK_EGRESS_ALLOW');
   });
 
   it('reads IPv4 nameservers from resolv.conf', () => {
