@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -6,4 +6,14 @@ import path from 'node:path';
 export function tempDir(prefix = 'kiln-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Every path under dir, relative to it and sorted, without following symlinks (what a test compares before/after). */
+export function listTree(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    out.push(e.name);
+    if (e.isDirectory()) out.push(...listTree(path.join(dir, e.name)).map((s) => `${e.name}/${s}`));
+  }
+  return out.sort();
 }

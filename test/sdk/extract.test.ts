@@ -1,4 +1,4 @@
-import { promises as fsp, readdirSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
@@ -9,7 +9,7 @@ import { extractRootfs, type ExtractStats } from '../../src/sdk/extract.js';
 import { finishRootfs } from '../../src/sdk/finish.js';
 import { Reporter } from '../../src/sdk/reporter.js';
 import { run } from '../../src/shared/subprocess.js';
-import { tempDir } from '../helpers/tmp.js';
+import { listTree, tempDir } from '../helpers/tmp.js';
 
 type H = Partial<tarStream.Header> & { name: string };
 
@@ -26,15 +26,6 @@ async function makeTar(entries: [H, (string | Buffer)?][]): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Lists every path under dir (lstat, no following) relative to dir. */
-function listAll(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    out.push(e.name);
-    if (e.isDirectory()) out.push(...listAll(path.join(dir, e.name)).map((s) => `${e.name}/${s}`));
-  }
-  return out.sort();
-}
 
 describe('safe extraction of a hostile image', () => {
   const t = tempDir('kiln-sdk-extract-');
@@ -92,8 +83,8 @@ describe('safe extraction of a hostile image', () => {
   afterAll(() => t.cleanup());
 
   it('writes nothing outside the staging dir', () => {
-    expect(listAll(outside)).toEqual(['secret', 'vmlinuz-9.9.9']);
-    expect(listAll(t.dir).filter((p) => !p.startsWith('stage') && !p.startsWith('outside'))).toEqual([]);
+    expect(listTree(outside)).toEqual(['secret', 'vmlinuz-9.9.9']);
+    expect(listTree(t.dir).filter((p) => !p.startsWith('stage') && !p.startsWith('outside'))).toEqual([]);
   });
 
   it('refuses ../ names, writes through symlinks and outside hard links, skips devices', () => {
@@ -111,7 +102,7 @@ describe('safe extraction of a hostile image', () => {
     expect(su.mode & 0o7777).toBe(0o4755);
     expect(su.nlink).toBe(2);
     expect((await fsp.stat(stage)).mode & 0o777).toBe(0o700);
-    expect(listAll(path.join(root, 'dev'))).toEqual([]);
+    expect(listTree(path.join(root, 'dev'))).toEqual([]);
   });
 
   it('applies owners and modes, and lets a directory replace a file of the same name', async () => {
@@ -128,7 +119,7 @@ describe('safe extraction of a hostile image', () => {
     expect(await findBootFiles(root)).toBeUndefined();
     const rep = new Reporter(undefined, 1 << 20, () => undefined);
     await finishRootfs(root, rep);
-    expect(listAll(outside)).toEqual(['secret', 'vmlinuz-9.9.9']);
+    expect(listTree(outside)).toEqual(['secret', 'vmlinuz-9.9.9']);
     expect(await fsp.readFile(path.join(outside, 'secret'), 'utf8')).toBe('host secret\n');
   });
 
@@ -138,7 +129,7 @@ describe('safe extraction of a hostile image', () => {
     const layout = planDisk({ rootBytes: stats.blockBytes, entries: stats.entries, bootPayloadBytes: 11 });
     const out = path.join(t.dir, 'disk.raw');
     await assembleDisk({ layout, rootDir: root, kernelFile: kernel, workDir: stage, out });
-    expect(listAll(outside)).toEqual(['secret', 'vmlinuz-9.9.9']);
+    expect(listTree(outside)).toEqual(['secret', 'vmlinuz-9.9.9']);
     // The root filesystem holds the symlink as a symlink (debugfs reads the image; nothing is mounted).
     const r = await run('debugfs', ['-R', 'stat /etc', `${out}?offset=${layout.root.startSector * 512}`], { timeoutMs: 30_000 });
     expect(r.stdout + r.stderr).toMatch(/Type: symlink/);

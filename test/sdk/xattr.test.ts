@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { promises as fsp, readdirSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import Dockerode from 'dockerode';
@@ -10,7 +10,7 @@ import { extractRootfs, type ExtractStats } from '../../src/sdk/extract.js';
 import { Reporter } from '../../src/sdk/reporter.js';
 import { CapabilityScanner, describeCapability } from '../../src/sdk/xattr.js';
 import { run } from '../../src/shared/subprocess.js';
-import { tempDir } from '../helpers/tmp.js';
+import { listTree, tempDir } from '../helpers/tmp.js';
 
 /**
  * File capabilities through the export: binary-safe capture of `SCHILY.xattr.security.capability` (values with 0x80+
@@ -33,14 +33,6 @@ async function allXattrs(file: string): Promise<string> {
   return r.stdout.trim();
 }
 
-function listAll(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    out.push(e.name);
-    if (e.isDirectory()) out.push(...listAll(path.join(dir, e.name)).map((s) => `${e.name}/${s}`));
-  }
-  return out.sort();
-}
 
 // A minimal tar writer, so the tests can put raw bytes in PAX values and use GNU long names and base-256 sizes
 // (tar-stream's packer writes PAX values as text).
@@ -216,7 +208,7 @@ describe('hostile capabilities never land outside the staging dir', () => {
   afterAll(() => t.cleanup());
 
   it('the host file and directory stay untouched, without any xattr', async () => {
-    expect(listAll(outside)).toEqual(['dir', 'victim']);
+    expect(listTree(outside)).toEqual(['dir', 'victim']);
     expect(await fsp.readFile(victim, 'utf8')).toBe('host file\n');
     expect(await allXattrs(victim)).toBe('');
     expect(await allXattrs(path.join(outside, 'dir'))).toBe('');
