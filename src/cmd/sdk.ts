@@ -3,7 +3,7 @@ import Dockerode from 'dockerode';
 import { loadConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { mirrorUrls } from '../sdk/base.js';
-import { egressRules, lanNetworks, mirrorAllowances, parseAllow, resolvers } from '../sdk/egress.js';
+import { allowances, egressRules, lanNetworks, parseAllow, resolvers } from '../sdk/egress.js';
 import { sdkBuild } from '../sdk/pipeline.js';
 import { writeFailureResult } from '../sdk/result.js';
 import { SDK_VERSION } from '../sdk/version.js';
@@ -111,13 +111,15 @@ async function egressRulesCommand(argv: string[]): Promise<number> {
   }
   try {
     const s = loadConfig().sdk;
-    const asCidrs = (xs: string[], what: string) => parseAllow(xs).map((a) => {
-      if (a.port !== undefined) throw new KilnError('invalid_input', `${what} takes an address or CIDR without a port`);
-      return a.cidr;
+    const asCidrs = (xs: string[], what: string, single: boolean) => parseAllow(xs).map((a) => {
+      if (a.port !== undefined || (single && !a.cidr.endsWith('/32'))) {
+        throw new KilnError('invalid_input', `${what} takes ${single ? 'one IPv4 address' : 'an IPv4 address or CIDR'} without a port`);
+      }
+      return single ? a.cidr.slice(0, -3) : a.cidr;
     });
-    const resolverList = values.resolver ? asCidrs(values.resolver, '--resolver').map((c) => c.replace(/\/32$/, '')) : await resolvers();
-    const lan = values.lan ? asCidrs(values.lan, '--lan') : await lanNetworks(s.buildSubnet);
-    const allowed = [...(await mirrorAllowances(mirrorUrls(s))), ...parseAllow(s.egressAllow)];
+    const resolverList = values.resolver ? asCidrs(values.resolver, '--resolver', true) : await resolvers();
+    const lan = values.lan ? asCidrs(values.lan, '--lan', false) : await lanNetworks(s.buildSubnet);
+    const allowed = await allowances(mirrorUrls(s), s.egressAllow);
     const rules = egressRules({ subnet: s.buildSubnet, resolvers: resolverList, allowed, lan }, values['engine-iptables'] === true);
     process.stdout.write(values.ipv6 ? rules.v6 : rules.v4);
     return 0;

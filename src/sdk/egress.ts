@@ -159,8 +159,13 @@ export async function lanNetworks(subnet: string): Promise<string[]> {
   }
 }
 
-/** The addresses (and TCP port) of each mirror URL, allowed before the denied ranges. */
-export async function mirrorAllowances(urls: readonly string[]): Promise<Allowed[]> {
+/** What the filter lets through before the denied ranges: the mirrors (resolved now) and the admin's entries. */
+export async function allowances(mirrors: readonly string[], allow: readonly string[]): Promise<Allowed[]> {
+  return [...(await mirrorAllowances(mirrors)), ...parseAllow(allow)];
+}
+
+/** The addresses (and TCP port) of each mirror URL. */
+async function mirrorAllowances(urls: readonly string[]): Promise<Allowed[]> {
   const out: Allowed[] = [];
   for (const u of urls) {
     let url: URL;
@@ -222,7 +227,7 @@ async function ensureNetwork(docker: Dockerode, subnet: string): Promise<string>
  * `networkmode` and a line for the build log. Fails closed: without root or iptables the build does not run.
  */
 export async function ensureBuildNetwork(docker: Dockerode, o: EgressOptions): Promise<{ network: string; summary: string }> {
-  const allowed = [...(await mirrorAllowances(o.mirrors)), ...parseAllow(o.allow)];
+  const allowed = await allowances(o.mirrors, o.allow);
   const subnet = await ensureNetwork(docker, o.subnet);
   if (o.rules === 'external') {
     return { network: BUILD_NETWORK, summary: `build network ${BUILD_NETWORK} (${subnet}): filtered by the engine's host (sdk.egressRules=external)` };

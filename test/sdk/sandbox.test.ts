@@ -104,6 +104,7 @@ describe('kiln sdk egress-rules (for an engine on another host)', () => {
     expect(r.stderr).toContain('10.0.0.0/8; -j ACCEPT');
     expect(r.stdout).toBe('');
     expect(cli('--resolver', '10.0.0.53:53').status).toBe(2);
+    expect(cli('--resolver', '10.0.0.0/24').stderr).toContain('--resolver takes one IPv4 address');
   });
 });
 
