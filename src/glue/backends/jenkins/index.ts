@@ -302,14 +302,24 @@ export class JenkinsBackend implements Backend {
     return base;
   }
 
+  /** The console from byte `start` (§3.15): its text, the log's size Jenkins reported, and whether more will come. */
+  private async console(name: string, n: number, start: number): Promise<{ text: string; size?: number; more: boolean }> {
+    const r = await this.api.call('build.log', (c) => c.build.log(name, n, { start, meta: true })) as { text: unknown; more: boolean; size?: string };
+    const text = typeof r.text === 'string' ? r.text : Buffer.isBuffer(r.text) ? r.text.toString('utf8') : '';
+    return { text, more: r.more, size: r.size !== undefined && /^[0-9]+$/.test(r.size) ? Number(r.size) : undefined };
+  }
+
   /** The build's last `##kiln` progress event, reading the console only past where the last call stopped. */
   private async progressOf(name: string, n: number): Promise<ProgressEvent | undefined> {
     const key = `${name}#${n}`;
     let seen = this.consoleSeen.get(key) ?? { size: 0, partial: '' };
-    const r = await this.api.call('build.log', (c) => c.build.log(name, n, { start: seen.size, meta: true })) as { text: unknown; size?: string };
-    const text = typeof r.text === 'string' ? r.text : Buffer.isBuffer(r.text) ? r.text.toString('utf8') : '';
-    const size = r.size !== undefined && /^[0-9]+$/.test(r.size) ? Number(r.size) : undefined;
-    if (size === undefined) return seen.progress;
+    // Progress is a nicety on top of the state: a console that cannot be read now leaves the last one known.
+    const got = await this.console(name, n, seen.size).catch((err: unknown) => {
+      this.logger.debug({ err, build: n }, 'console not readable for progress');
+      return undefined;
+    });
+    if (got?.size === undefined) return seen.progress;
+    const { text, size } = got;
     // A log shorter than what was read (rotated, or the build replaced) comes whole again (§3.15).
     if (size < seen.size) seen = { size: 0, partial: '' };
     const lines = seen.partial + text;
@@ -338,9 +348,9 @@ export class JenkinsBackend implements Backend {
     const name = this.name(job);
     const n = this.buildNo(build);
     if (!Number.isSafeInteger(offset) || offset < 0) throw new KilnError('invalid_input', 'offset must be a non-negative integer');
-    const r = await this.api.call('build.log', (c) => c.build.log(name, n, { start: offset, meta: true })) as { text: unknown; more: boolean; size?: string };
-    const text = typeof r.text === 'string' ? r.text : Buffer.isBuffer(r.text) ? r.text.toString('utf8') : '';
-    const size = r.size !== undefined && /^[0-9]+$/.test(r.size) ? Number(r.size) : offset + Buffer.byteLength(text);
+    const r = await this.console(name, n, offset);
+    const text = r.text;
+    const size = r.size ?? offset + Buffer.byteLength(text);
     // Jenkins restarts at 0 when start is past the end (§3.15): say so through `offset`.
     const from = offset > size ? 0 : offset;
     const bytes = Buffer.from(text, 'utf8');
