@@ -23,6 +23,7 @@ import { buildProvenance } from './provenance.js';
 import { Reporter } from './reporter.js';
 import { describeArtifact, sha256File, writeResult, type Artifact, type BuildResult } from './result.js';
 import { signSums } from './sign.js';
+import { treeStaging, type TreeStaging } from './staging.js';
 import { SDK_VERSION } from './version.js';
 
 export type SdkSettings = FrozenConfig['sdk'];
@@ -129,6 +130,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   const notes: string[] = [];
   let error: BuildResult['error'];
   let rootfsRemoval: Promise<void> | undefined;
+  let trees: TreeStaging | undefined;
   const egress = { subnet: s.buildSubnet, allow: s.egressAllow, rules: s.egressRules, mirrors: mirrorUrls(s) };
   const buildSettings: BuildSettings = { network: s.buildNetwork, egress, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, maxDiskBytes: s.maxBuildDiskMb * 2 ** 20, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
 
@@ -155,9 +157,13 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const req = { dockerfileText: text, contextTar: o.contextTar, buildArgs: { ...o.buildArgs } };
     const built = await rep.stage('build', 10, 'building the Dockerfile', () => dockerBuild(deps.docker, req, buildTag(req, contextSha256 ?? ''), buildSettings, rep));
     rep.log(`[kiln] built image ${built.id} (${built.tag})`);
-    const runtime = ((await imageInfo(deps.docker, built.id))?.Config ?? {}) as ImageRuntimeConfig;
+    const builtInfo = await imageInfo(deps.docker, built.id);
+    const runtime = (builtInfo?.Config ?? {}) as ImageRuntimeConfig;
 
-    const rootDir = path.join(work, 'rootfs');
+    const staged = await treeStaging(work, builtInfo?.Size ?? 0);
+    trees = staged;
+    rep.log(`[kiln] ${staged.note}`);
+    const rootDir = path.join(staged.dir, 'rootfs');
     const maxBytes = s.maxImageMb * 2 ** 20;
     let imageId = built.id;
     let imageTag = built.tag;
@@ -219,7 +225,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       await rep.stage('iso', 59, 'making the live ISO (adds live-boot in a layer of its own)', async () => {
         const live = aptLayer(imageTag, ['live-boot']);
         const liveImg = await dockerBuild(deps.docker, live, buildTag(live, 'live'), buildSettings, rep);
-        const liveRoot = path.join(work, 'liveroot');
+        const liveRoot = path.join(staged.dir, 'liveroot');
         await exportRootfs(deps.docker, liveImg.id, liveRoot, maxBytes, rep);
         await prepareTree(liveRoot, runtime, rep);
         // live-boot mounts the root (an overlay on the squashfs): no fstab entry for it.
@@ -357,6 +363,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     if (ke.detail !== undefined) rep.log(`[kiln] detail: ${JSON.stringify(ke.detail).slice(0, 4000)}`);
   } finally {
     await rootfsRemoval;
+    await trees?.remove();
     await fsp.rm(work, { recursive: true, force: true }).catch(() => undefined);
   }
 

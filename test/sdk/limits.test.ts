@@ -16,7 +16,11 @@ afterAll(() => t.cleanup());
 
 interface Outcome { code: number | null; result: { ok: boolean; error: { code: string; message: string } }; log: string; outFiles: string[]; newStaging: string[] }
 
-const staging = () => new Set(readdirSync(os.tmpdir()).filter((n) => n.startsWith('kiln-sdk-') && !n.startsWith('kiln-sdk-limits-')));
+// The SDK's staging dirs: in the temp dir, and its file trees on /dev/shm when they fit in memory (staging.ts).
+const staging = () => new Set([
+  ...readdirSync(os.tmpdir()).filter((n) => n.startsWith('kiln-sdk-') && !n.startsWith('kiln-sdk-limits-')),
+  ...(existsSync('/dev/shm') ? readdirSync('/dev/shm').filter((n) => n.startsWith('kiln-sdk-tree-')).map((n) => `/dev/shm/${n}`) : []),
+]);
 
 async function build(name: string, dockerfile: string, env: Record<string, string>): Promise<Outcome> {
   const df = path.join(t.dir, `${name}.Dockerfile`);

@@ -13,6 +13,7 @@ import { buildSpdx, parseDpkgStatus, parseSha256Sums } from '../../src/sdk/manif
 import { bootPackages } from '../../src/sdk/pipeline.js';
 import { buildProvenance } from '../../src/sdk/provenance.js';
 import { Reporter } from '../../src/sdk/reporter.js';
+import { fitsInMemory, treeStaging } from '../../src/sdk/staging.js';
 
 const STATUS = `Package: libc6
 Status: install ok installed
@@ -318,5 +319,34 @@ describe('misc', () => {
     expect(out[2]).toBe('##kiln {"stage":"build","percent":10,"message":"x"}\n');
     expect(capped).toBe(1);
     expect(r.logCapHit).toBe(true);
+  });
+});
+
+describe('where the file tree is staged (staging.ts)', () => {
+  const GiB = 2 ** 30;
+
+  it('uses the tmpfs only with room for twice the image and memory to spare', () => {
+    expect(fitsInMemory(GiB / 2, { tmpfsFree: 12 * GiB, memAvailable: 20 * GiB })).toBe(true);
+    expect(fitsInMemory(GiB / 2, { tmpfsFree: undefined, memAvailable: 20 * GiB })).toBe(false);
+    expect(fitsInMemory(GiB / 2, { tmpfsFree: GiB, memAvailable: 20 * GiB })).toBe(false);
+    expect(fitsInMemory(GiB / 2, { tmpfsFree: 12 * GiB, memAvailable: 1.5 * GiB })).toBe(false);
+    expect(fitsInMemory(8 * GiB, { tmpfsFree: 12 * GiB, memAvailable: 20 * GiB })).toBe(false);
+    expect(fitsInMemory(0, { tmpfsFree: 12 * GiB, memAvailable: 20 * GiB })).toBe(false);
+  });
+
+  it('makes a 0700 directory on /dev/shm that remove() deletes, or falls back to the work dir', async () => {
+    const work = path.join(tmp.dir, 'staging-work');
+    mkdirSync(work);
+    const mem = await treeStaging(work, 2 ** 20, { tmpfsFree: 12 * GiB, memAvailable: 20 * GiB });
+    expect(path.dirname(mem.dir)).toBe('/dev/shm');
+    expect(statSync(mem.dir).mode & 0o777).toBe(0o700);
+    expect(mem.note).toContain('in memory');
+    writeFileSync(path.join(mem.dir, 'f'), 'x');
+    await mem.remove();
+    expect(existsSync(mem.dir)).toBe(false);
+    const disk = await treeStaging(work, 2 ** 20, { tmpfsFree: undefined, memAvailable: 20 * GiB });
+    expect(disk.dir).toBe(work);
+    await disk.remove();
+    expect(existsSync(work)).toBe(true);
   });
 });

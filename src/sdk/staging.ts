@@ -1,0 +1,64 @@
+import { promises as fsp, statfsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * Where the image's file trees (the root filesystem, the live ISO's) are written between export and disk.
+ *
+ * The export writes ~12k files that mkfs.ext4 -d then reads back, all within seconds and deleted afterwards: on
+ * the build VM's disk that costs twice what it costs in memory (measured on a 643 MiB tree: export 7.5-11.7 s into
+ * /tmp against 4.1-5.5 s into /dev/shm, mkfs.ext4 -d 1.8-2.1 s against 1.3-1.5 s). So the trees go to a tmpfs
+ * when there is room for twice the image (the tree, plus the bootable or live layer's tree beside it) and the
+ * machine keeps headroom; otherwise, or for a large image, next to the other staging files on disk.
+ */
+
+const TMPFS_MAGIC = 0x01021994;
+const SHM = '/dev/shm';
+const MEM_HEADROOM = 2 ** 30;
+
+export interface TmpfsRoom {
+  /** Bytes free on the tmpfs, or undefined when there is no usable tmpfs. */
+  tmpfsFree?: number;
+  /** Memory the kernel says is available (os.freemem: MemAvailable). */
+  memAvailable: number;
+}
+
+/** True when `imageBytes` (the engine's size of the image) may go to the tmpfs. Pure, for the tests. */
+export function fitsInMemory(imageBytes: number, room: TmpfsRoom): boolean {
+  if (room.tmpfsFree === undefined || !(imageBytes > 0)) return false;
+  return room.tmpfsFree >= 2 * imageBytes + 256 * 2 ** 20 && room.memAvailable >= 2 * imageBytes + MEM_HEADROOM;
+}
+
+function shmRoom(): TmpfsRoom {
+  let tmpfsFree: number | undefined;
+  try {
+    const st = statfsSync(SHM);
+    if (st.type === TMPFS_MAGIC) tmpfsFree = st.bavail * st.bsize;
+  } catch { /* no /dev/shm: disk it is */ }
+  return { tmpfsFree, memAvailable: os.freemem() };
+}
+
+export interface TreeStaging {
+  /** A 0700 directory for the trees (the guest's setuid files live there; no other host user may reach them). */
+  dir: string;
+  /** What was chosen, for the build log. */
+  note: string;
+  remove(): Promise<void>;
+}
+
+/** A directory for the image's trees: on the tmpfs when the image fits (see above), else `work` itself. */
+export async function treeStaging(work: string, imageBytes: number, room: TmpfsRoom = shmRoom()): Promise<TreeStaging> {
+  const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
+  if (fitsInMemory(imageBytes, room)) {
+    try {
+      const dir = await fsp.mkdtemp(path.join(SHM, 'kiln-sdk-tree-'));
+      await fsp.chmod(dir, 0o700);
+      return {
+        dir,
+        note: `staging the file tree in memory (${SHM}: image ${mib(imageBytes)}, ${mib(room.tmpfsFree!)} free)`,
+        remove: () => fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined),
+      };
+    } catch { /* fall back to disk */ }
+  }
+  return { dir: work, note: `staging the file tree on disk (${work})`, remove: async () => undefined };
+}
