@@ -39,9 +39,10 @@ async function build(label: string): Promise<{ wall: number; result: Result; man
   const code = await sh(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), '--out', out, '--format', 'raw,qcow2']);
   const wall = (Date.now() - t0) / 1000;
   const result = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')) as Result;
-  const manifest = result.ok ? JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) : { image: { tag: '' } };
+  // A failed build's directory (build.log, serial logs) is kept for diagnosis.
+  if (code !== 0 || !result.ok) throw new Error(`${label} build failed: ${result.error?.message} (logs in ${out})`);
+  const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { image: { tag: string } };
   rmSync(out, { recursive: true, force: true });
-  if (code !== 0 || !result.ok) throw new Error(`${label} build failed: ${result.error?.message}`);
   return { wall, result, manifest };
 }
 
