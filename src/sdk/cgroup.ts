@@ -55,12 +55,14 @@ export async function makeBuildCgroup(info: EngineCgroupInfo | undefined, pidsMa
     parent: `/${GROUP}/${name}`,
     remove: async () => {
       // The engine made the same path under every v1 hierarchy it uses; each is empty once the build's containers
-      // are gone, which can lag the end of the build stream by a moment.
+      // are gone, which can lag the end of the build stream by seconds (a failed step's container is removed after
+      // its processes and its network sandbox are torn down): up to 30 s in all.
       const dirs = v2 ? [dir] : [...(await fsp.readdir(root).catch(() => [] as string[]))].map((c) => path.join(root, c, GROUP, name));
+      const deadline = Date.now() + 30_000;
       for (const d of dirs) {
-        for (let i = 0; i < 20; i++) {
+        for (;;) {
           const err = await fsp.rmdir(d).then(() => undefined, (e: NodeJS.ErrnoException) => e);
-          if (!err || err.code === 'ENOENT' || err.code === 'ENOTDIR') break;
+          if (!err || err.code === 'ENOENT' || err.code === 'ENOTDIR' || Date.now() > deadline) break;
           await new Promise((r) => setTimeout(r, 250));
         }
       }

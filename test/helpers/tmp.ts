@@ -5,7 +5,8 @@ import path from 'node:path';
 /** A fresh temporary directory, removed by the returned cleanup. Tests write nowhere else. */
 export function tempDir(prefix = 'kiln-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  // Retries: a server or runner a test has just stopped may still finish a write in there (ENOTEMPTY).
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }) };
 }
 
 /** Every path under dir, relative to it and sorted, without following symlinks (what a test compares before/after). */

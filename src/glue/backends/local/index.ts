@@ -99,6 +99,8 @@ export class LocalBackend implements Backend {
   private closing = false;
   private pumping = false;
   private pumpAgain = false;
+  /** The pump's current pass; close() waits for it, since a build it is claiming is not in `running` yet. */
+  private pumpDone: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: LocalBackendOptions) {
     this.root = path.join(path.resolve(opts.dataDir), 'glue');
@@ -133,6 +135,7 @@ export class LocalBackend implements Backend {
     this.closing = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    await this.pumpDone;
     const inflight = [...this.running.values()];
     for (const r of inflight) r.abort.abort();
     await Promise.allSettled(inflight.map((r) => r.done));
@@ -394,7 +397,7 @@ export class LocalBackend implements Backend {
       return;
     }
     this.pumping = true;
-    (async () => {
+    this.pumpDone = (async () => {
       do {
         this.pumpAgain = false;
         while (this.running.size < this.concurrency && !this.closing) {
