@@ -55,12 +55,11 @@ export interface EgressOptions {
 /** One allowed destination: an IPv4 network, and a TCP port or any port/protocol. */
 export interface Allowed { cidr: string; port?: number }
 
-const CIDR_RE = IPV4_CIDR_PORT_RE;
 
 /** Parses `sdk.egressAllow` entries; a malformed one is a config error naming it. */
 export function parseAllow(entries: readonly string[]): Allowed[] {
   return entries.map((e) => {
-    const m = CIDR_RE.exec(e.trim());
+    const m = IPV4_CIDR_PORT_RE.exec(e.trim());
     const bits = m?.[2] === undefined ? 32 : Number(m[2]);
     const port = m?.[3] === undefined ? undefined : Number(m[3]);
     if (!m || net.isIPv4(m[1]!) === false || bits > 32 || (port !== undefined && (port < 1 || port > 65535))) {
@@ -153,7 +152,7 @@ export async function lanNetworks(subnet: string): Promise<string[]> {
   if (!r || r.code !== 0) return [];
   try {
     const routes = JSON.parse(r.stdout) as { dst?: string; dev?: string }[];
-    return routes.filter((x) => x.dev !== BRIDGE && x.dst && x.dst !== subnet && CIDR_RE.test(x.dst)).map((x) => x.dst!);
+    return routes.filter((x) => x.dev !== BRIDGE && x.dst && x.dst !== subnet && IPV4_CIDR_PORT_RE.test(x.dst)).map((x) => x.dst!);
   } catch {
     return [];
   }
@@ -195,7 +194,7 @@ async function ensureNetwork(docker: Dockerode, subnet: string): Promise<string>
       if (n.Options?.['com.docker.network.bridge.name'] !== BRIDGE) {
         throw new KilnError('backend_unavailable', `The engine has a network named ${BUILD_NETWORK} that Kiln did not make (its bridge is not ${BRIDGE}); remove it or rename it`);
       }
-      return n.IPAM?.Config?.find((c) => c.Subnet && CIDR_RE.test(c.Subnet))?.Subnet;
+      return n.IPAM?.Config?.find((c) => c.Subnet && IPV4_CIDR_PORT_RE.test(c.Subnet))?.Subnet;
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 404) return undefined;
       if (e instanceof KilnError) throw e;

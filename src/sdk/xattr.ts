@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import fs, { constants as C } from 'node:fs';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
+import { run } from '../shared/subprocess.js';
 
 /**
  * File capabilities (`security.capability`) from a `docker export`, carried binary-safe into the staging tree.
@@ -318,36 +318,20 @@ function openInTree(root: string, rel: string, isRealDir?: (rel: string) => bool
  * `/proc/self/fd/N` in the dump it reads on stdin (setxattr follows that magic link to the opened file itself, and
  * nothing else). Argv only, no shell; bounded by a timeout. setfattr carries on after a failing file and names it.
  */
-function setfattrFds(items: { fd: number; value: Buffer }[], timeoutMs: number): Promise<{ errors: Map<number, string>; general?: string }> {
+async function setfattrFds(items: { fd: number; value: Buffer }[], timeoutMs: number): Promise<{ errors: Map<number, string>; general?: string }> {
   const dump = items.map((it, i) => `# file: /proc/self/fd/${i + 3}\n${CAPABILITY_XATTR}=0s${it.value.toString('base64')}\n`).join('\n');
-  return new Promise((resolve) => {
-    let child;
-    try {
-      child = spawn('setfattr', ['--restore=-'], { stdio: ['pipe', 'ignore', 'pipe', ...items.map((it) => it.fd)], shell: false });
-    } catch (e) {
-      resolve({ errors: new Map(), general: `setfattr could not start (${(e as Error).message}; Debian package attr)` });
-      return;
-    }
-    let stderr = '';
-    let timedOut = false;
-    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
-    child.stderr!.on('data', (c: Buffer) => { if (stderr.length < 64 * 1024) stderr += c.toString('utf8'); });
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      resolve({ errors: new Map(), general: `setfattr could not start (${e.message}; Debian package attr)` });
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const errors = new Map<number, string>();
-      for (const m of stderr.matchAll(/\/proc\/self\/fd\/(\d+): ([^\n]*)/g)) errors.set(Number(m[1]) - 3, m[2]!.trim());
-      let general: string | undefined;
-      if (timedOut) general = 'setfattr timed out';
-      else if (code !== 0 && errors.size === 0) general = `setfattr failed (exit ${code}): ${stderr.trim().slice(-300)}`;
-      resolve({ errors, general });
-    });
-    child.stdin!.on('error', () => { /* it may exit early; its status says why */ });
-    child.stdin!.end(dump);
-  });
+  let r;
+  try {
+    r = await run('setfattr', ['--restore=-'], { input: dump, timeoutMs, inheritFds: items.map((it) => it.fd), maxOutputBytes: 64 * 1024 });
+  } catch (e) {
+    return { errors: new Map(), general: `setfattr could not start (${(e as Error).message}; Debian package attr)` };
+  }
+  const errors = new Map<number, string>();
+  for (const m of r.stderr.matchAll(/\/proc\/self\/fd\/(\d+): ([^\n]*)/g)) errors.set(Number(m[1]) - 3, m[2]!.trim());
+  let general: string | undefined;
+  if (r.timedOut) general = 'setfattr timed out';
+  else if (r.code !== 0 && errors.size === 0) general = `setfattr failed (exit ${r.code}): ${r.stderr.trim().slice(-300)}`;
+  return { errors, general };
 }
 
 /** Human form of a vfs_cap_data value for logs: version and the permitted/inheritable masks and effective flag. */

@@ -19,6 +19,8 @@ export interface RunOptions {
   processGroup?: boolean;
   /** Called once with the child's pid (the process group id when `processGroup` is set). */
   onSpawn?: (pid: number) => void;
+  /** Open file descriptors the child inherits as its fds 3, 4, ... (to act on a file without naming its path). */
+  inheritFds?: readonly number[];
 }
 
 export interface RunResult {
@@ -38,7 +40,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions): Pro
   const max = opts.maxOutputBytes ?? 1 << 20;
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], shell: false, detached: opts.processGroup === true };
+    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe', ...(opts.inheritFds ?? [])], shell: false, detached: opts.processGroup === true };
     const child = spawn(cmd, [...args], spawnOpts);
     if (child.pid !== undefined) opts.onSpawn?.(child.pid);
     const signalChild = (sig: NodeJS.Signals) => {
