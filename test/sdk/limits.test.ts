@@ -59,13 +59,16 @@ describe('SDK limits from config', () => {
   }, 300_000);
 
   it('processes: a RUN step cannot start more than sdk.pidsLimit processes, and the per-build cgroup is removed', async () => {
+    // Only this build's cgroup counts: one left by an earlier test's cancelled build is not this build's.
+    const buildGroups = () => (existsSync('/sys/fs/cgroup/pids/kiln') ? readdirSync('/sys/fs/cgroup/pids/kiln').filter((n) => n.startsWith('build-')) : []);
+    const before = new Set(buildGroups());
     const o = await build('pids', `FROM debian:bookworm\nRUN echo kiln-pids-probe ${Date.now()}; for i in $(seq 1 300); do sleep 30 & done; echo all-forked\n`,
       { KILN_SDK_PIDS_LIMIT: '100' });
     expectCleanFailure(o, 'limit_exceeded');
     expect(o.result.error.message).toMatch(/limit is 100 \(sdk\.pidsLimit\)/);
     expect(o.log).toContain('Cannot fork');
     expect(o.log).not.toMatch(/^all-forked$/m);
-    expect(existsSync('/sys/fs/cgroup/pids/kiln') ? readdirSync('/sys/fs/cgroup/pids/kiln').filter((n) => n.startsWith('build-')) : []).toEqual([]);
+    expect(buildGroups().filter((n) => !before.has(n))).toEqual([]);
   }, 300_000);
 
   it('a fork bomb stays inside its build: the host process count stays bounded and the build fails', async () => {
