@@ -21,6 +21,8 @@ import { SafeKnexStore } from './session-store.js';
 import { DEFAULT_LOGIN_LIMITS, type Actor, type LoginLimits, type Services } from './services/context.js';
 import { PasswordHasher } from './services/passwords.js';
 import { authenticate, userForSession, type SessionUser } from './services/users.js';
+import { pruneLoginThrottle } from './services/login-throttle.js';
+import { readCookie, type CookieNames } from './routes/util.js';
 import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './paths.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { newBigUploadGate, type BigUploadGate } from './upload-limits.js';
@@ -48,6 +50,8 @@ export interface AppOptions {
   /** Signs session cookies. Defaults to config.web.sessionSecret; startWeb keeps one in the database. */
   sessionSecret?: string;
   limits?: Partial<LoginLimits>;
+  /** The clock of the login throttle (tests inject one); Date.now by default. */
+  clock?: () => number;
   viewsDir?: string;
   publicDir?: string;
 }
@@ -73,7 +77,6 @@ export function createApp(opts: AppOptions): KilnApp {
   const limits: LoginLimits = { ...DEFAULT_LOGIN_LIMITS, ...opts.limits };
   const hasher = new PasswordHasher(config.web.hashConcurrency);
   void hasher.prime().catch(() => undefined);
-  const s: Services = { config, db, glue, logger, hasher, limits };
 
   const publicUrl = config.web.publicUrl ? new URL(config.web.publicUrl) : undefined;
   const secureCookie = publicUrl?.protocol === 'https:';
@@ -83,6 +86,8 @@ export function createApp(opts: AppOptions): KilnApp {
     logger.warn('no session secret configured: using a random one, sessions end when this process stops');
     secret = randomBytes(32).toString('hex');
   }
+  const now = opts.clock ?? Date.now;
+  const s: Services = { config, db, glue, logger, hasher, limits, now, deviceSecret: secret };
 
   const app = express() as unknown as KilnApp;
   app.disable('x-powered-by');
@@ -113,7 +118,7 @@ export function createApp(opts: AppOptions): KilnApp {
   const store = new SafeKnexStore({ knex: db, tableName: 'sessions', createTable: false, cleanupInterval: 10 * 60_000,
     onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') }, logger);
   const cookieName = secureCookie ? '__Host-sid' : 'kiln.sid';
-  app.set('kiln.cookie', { name: cookieName, secure: secureCookie });
+  app.set('kiln.cookie', { name: cookieName, secure: secureCookie, device: secureCookie ? '__Host-kiln-device' : 'kiln.device' } satisfies CookieNames);
   app.use(session({
     name: cookieName,
     secret,
@@ -127,9 +132,14 @@ export function createApp(opts: AppOptions): KilnApp {
   }));
 
   const passport = new passportPkg.Passport() as unknown as passportPkg.PassportStatic;
-  passport.use(new LocalStrategy({ usernameField: 'username', passwordField: 'password' }, (username, password, done) => {
-    authenticate(db, hasher, limits, username, password).then(
-      (u) => done(null, { id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User),
+  passport.use(new LocalStrategy({ usernameField: 'username', passwordField: 'password', passReqToCallback: true }, (req, username, password, done) => {
+    const deviceCookie = readCookie(req, (req.app.get('kiln.cookie') as CookieNames).device);
+    authenticate(s, { username, password, ip: req.ip ?? '', deviceCookie }).then(
+      ({ user: u, deviceId }) => {
+        // `info` carries the device id to the login route, which sets the device cookie.
+        const info = { message: '', deviceId };
+        done(null, { id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User, info);
+      },
       (e: unknown) => (isKilnError(e, 'unauthenticated') ? done(null, false, { message: e.message }) : done(e)),
     );
   }));
@@ -194,8 +204,15 @@ export function createApp(opts: AppOptions): KilnApp {
   app.use(notFoundHandler());
   app.use(errorHandler({ logger, render, wantsJson }));
 
+  // Throttle buckets that can no longer refuse anything are dropped now and then (guessed names make rows).
+  const prune = setInterval(() => {
+    pruneLoginThrottle(db, limits, now()).catch((err: unknown) => logger.warn({ err }, 'login throttle cleanup failed'));
+  }, 10 * 60_000);
+  prune.unref();
+
   app.closeApp = () => {
     if (store.nextDbCleanup) clearTimeout(store.nextDbCleanup);
+    clearInterval(prune);
   };
   return app;
 }

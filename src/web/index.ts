@@ -44,6 +44,7 @@ export interface StartWebOptions {
   host?: string;
   port?: number;
   limits?: AppOptions['limits'];
+  clock?: AppOptions['clock'];
 }
 
 /**

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createDb, findBuild, findBuildByKey, findDockerfile, findUserByName, getOrCreateSetting, getVersion, insertBuild,
-  insertDockerfile, insertUser, isUniqueViolation, listBuildsToReconcile, listDockerfiles, migrateLatest, recordFailure,
-  clearFailures, getFailures, setUserDisabled, updateBuild, updateDockerfileContent, countActiveBuilds, sha256Hex,
+  insertDockerfile, insertUser, isUniqueViolation, listBuildsToReconcile, listDockerfiles, migrateLatest,
+  getThrottleBucket, setUserDisabled, updateBuild, updateDockerfileContent, countActiveBuilds, sha256Hex,
 } from '../../src/db/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -10,6 +10,7 @@ import { createDockerfile } from '../../src/web/services/dockerfiles.js';
 import { requestBuild } from '../../src/web/services/builds.js';
 import { PasswordHasher } from '../../src/web/services/passwords.js';
 import { DEFAULT_LOGIN_LIMITS, type Services } from '../../src/web/services/context.js';
+import { accountBucket, pruneLoginThrottle, reserveLoginAttempt, settleLoginSuccess, type LoginReservation } from '../../src/web/services/login-throttle.js';
 import { MemoryGlue } from '../helpers/memory-glue.js';
 import { freshDb, type TestDb } from './engines.js';
 
@@ -21,7 +22,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('migrations are idempotent', async () => {
       expect(await migrateLatest(t.db)).toEqual([]);
-      for (const table of ['users', 'sessions', 'settings', 'login_failures', 'dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds']) {
+      for (const table of ['users', 'sessions', 'settings', 'login_throttle', 'dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds']) {
         expect(await t.db.schema.hasTable(table), table).toBe(true);
       }
     });
@@ -78,16 +79,23 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect((await listBuildsToReconcile(t.db)).map((b) => b.idempotency_key)).toEqual(['key-0000002']);
     });
 
-    it('login failures: fixed window per name, cleared on success', async () => {
-      const w = 1000;
-      expect(await recordFailure(t.db, 'x', 10_000, w)).toEqual({ failures: 1, windowStartMs: 10_000 });
-      expect(await recordFailure(t.db, 'x', 10_500, w)).toEqual({ failures: 2, windowStartMs: 10_000 });
-      expect(await recordFailure(t.db, 'x', 11_000, w)).toEqual({ failures: 1, windowStartMs: 11_000 });
-      const big = Date.now();
-      await recordFailure(t.db, 'y', big, w);
-      expect(await getFailures(t.db, 'y')).toEqual({ failures: 1, windowStartMs: big });
-      await clearFailures(t.db, 'x');
-      expect(await getFailures(t.db, 'x')).toBeUndefined();
+    it('login throttle: concurrent reservations count every attempt; a success gives its count back', async () => {
+      const limits = { ...DEFAULT_LOGIN_LIMITS, clientFreeFailures: 3, accountFailures: 7 };
+      const now = 1_000_000;
+      // 40 attempts at once from 40 addresses: the account bucket admits exactly 7, whatever the interleaving.
+      const rs = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => reserveLoginAttempt(t.db, limits, now, 'someone', { kind: 'ip', ip: `10.0.0.${i}` })));
+      expect(rs.filter((r) => r.status === 'fulfilled').length).toBe(7);
+      expect(rs.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason.code === 'rate_limited')).toBe(true);
+      expect((await accountBucket(t.db, 'someone'))!.failures).toBe(7);
+      await settleLoginSuccess(t.db, (rs[0] as PromiseFulfilledResult<LoginReservation>).value);
+      expect((await accountBucket(t.db, 'someone'))!.failures).toBe(6);
+      // one client: 3 free, then it waits; the device of the owner has its own bucket
+      const one = await Promise.allSettled(Array.from({ length: 10 }, () => reserveLoginAttempt(t.db, limits, now, 'other', { kind: 'ip', ip: '10.1.1.1' })));
+      expect(one.filter((r) => r.status === 'fulfilled').length).toBe(3);
+      await expect(reserveLoginAttempt(t.db, limits, now, 'other', { kind: 'device', id: 'd'.repeat(22) })).resolves.toBeDefined();
+      expect(await pruneLoginThrottle(t.db, limits, now + limits.accountWindowMs + limits.clientForgetMs + limits.clientMaxDelayMs)).toBeGreaterThan(0);
+      expect(await accountBucket(t.db, 'someone')).toBeUndefined();
+      expect(await getThrottleBucket(t.db, 'nothing')).toBeUndefined();
     });
 
     it('settings: first writer wins', async () => {

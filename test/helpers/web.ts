@@ -30,6 +30,8 @@ export interface TestWeb<G extends GlueClient = MemoryGlue> {
 interface TestWebOptions {
   config?: Record<string, unknown>;
   limits?: StartWebOptions['limits'];
+  /** The login throttle's clock (ms), for tests that move time instead of waiting. */
+  clock?: StartWebOptions['clock'];
   glue?: GlueClient;
   /** A migrated database to use instead of a fresh SQLite file (e.g. PostgreSQL); the caller drops it. */
   db?: Db;
@@ -49,7 +51,7 @@ export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<G
   const db = opts.db ?? createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
   await migrateLatest(db);
   const glue = real?.client ?? opts.glue ?? testGlue();
-  const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits });
+  const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits, clock: opts.clock });
   return {
     url: web.url, db, glue, config, dir, realGlue: real,
     client: () => new HttpClient(web.url),

@@ -2,7 +2,8 @@ import { Router, type NextFunction, type Request, type Response } from 'express'
 import { KilnError, isKilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
 import { changePassword, registerUser } from '../services/users.js';
-import { actorOf, requireUser } from './util.js';
+import { actorOf, readCookie, requireUser, type CookieNames } from './util.js';
+import { deviceCookieValue } from '../services/login-throttle.js';
 import { safeNext } from '../validation.js';
 
 /**
@@ -17,6 +18,18 @@ function logInFresh(req: Request, user: Express.User): Promise<void> {
     req.session.loginAt = Date.now();
     req.session.save((e2) => (e2 ? reject(e2) : resolve()));
   }));
+}
+
+/**
+ * Marks this browser as one that has logged in to this account: its later attempts get their own throttle bucket,
+ * so a guesser elsewhere cannot lock it out (services/login-throttle.ts). It outlives sessions and logouts.
+ */
+function rememberDevice(req: Request, res: Response, secret: string | undefined, userId: number, deviceId: string): void {
+  const names = req.app.get('kiln.cookie') as CookieNames;
+  if (!secret) return;
+  res.cookie(names.device, deviceCookieValue(secret, userId, deviceId), {
+    httpOnly: true, secure: names.secure, sameSite: 'strict', path: '/', maxAge: 180 * 24 * 3600_000,
+  });
 }
 
 /** Register, log in, log out. Every POST here is rate-limited per IP before any hashing and carries a CSRF token. */
@@ -38,9 +51,10 @@ export function authRoutes(ctx: AppContext): Router {
       if (detail?.retryAfterSeconds) res.set('Retry-After', String(detail.retryAfterSeconds));
       render(req, res, 'login.njk', { next: target, error: e.message, username: typeof req.body?.username === 'string' ? req.body.username.slice(0, 64) : '', registrationOpen: s.config.web.registrationOpen }, e.httpStatus);
     };
-    passport.authenticate('local', { session: true }, (err: unknown, user: Express.User | false) => {
+    passport.authenticate('local', { session: true }, (err: unknown, user: Express.User | false, info?: { deviceId?: string }) => {
       if (err) return isKilnError(err) && err.code === 'rate_limited' ? fail(err) : next(err);
       if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
+      if (info?.deviceId) rememberDevice(req, res, s.deviceSecret, user.id, info.deviceId);
       logInFresh(req, user).then(() => {
         s.logger.info({ user: user.id }, 'login');
         if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
@@ -104,7 +118,8 @@ export function authRoutes(ctx: AppContext): Router {
     const json = wantsJson(req);
     try {
       if (!json && body.password !== body.password2) throw new KilnError('bad_request', 'The two new passwords differ.');
-      const u = await changePassword(s.db, s.hasher, s.limits, actorOf(req), body.current, body.password);
+      const names = req.app.get('kiln.cookie') as CookieNames;
+      const u = await changePassword(s, actorOf(req), { password: body.current, ip: req.ip ?? '', deviceCookie: readCookie(req, names.device) }, body.password);
       s.logger.info({ user: u.id }, 'password changed');
       // The epoch moved: log this session in again (new id) so only the other sessions end.
       await logInFresh(req, { id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User);

@@ -36,3 +36,15 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
     finishedAt: b.finished_at,
   };
 }
+
+/** The cookie names of this app (`app.get('kiln.cookie')`): the session's and the device cookie's. */
+export interface CookieNames { name: string; secure: boolean; device: string }
+
+/** One cookie's value from the request (express-session parses only its own). */
+export function readCookie(req: Request, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}

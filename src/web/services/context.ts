@@ -4,9 +4,16 @@ import type { Logger } from '../../shared/logger.js';
 import type { GlueClient } from '../glue-client/types.js';
 import type { PasswordHasher } from './passwords.js';
 
-/** Login throttling knobs; defaults stay under ASVS's 100 failures per hour per account. */
+/** Login throttling knobs (services/login-throttle.ts); the defaults keep ASVS's <= 100 failures per hour per account. */
 export interface LoginLimits {
-  /** Failures per account within `accountWindowMs` before further attempts get 429. */
+  /** Failures one client (device cookie, else address) may make on one account before each attempt must wait. */
+  clientFreeFailures: number;
+  /** The first wait after those; it doubles with each further failure, up to clientMaxDelayMs. */
+  clientBaseDelayMs: number;
+  clientMaxDelayMs: number;
+  /** A client's failures on an account are forgotten this long after its last one. */
+  clientForgetMs: number;
+  /** Failures per account within `accountWindowMs` from clients without a device cookie for it; then 429. */
   accountFailures: number;
   accountWindowMs: number;
   /** Login + registration attempts per client IP within `ipWindowMs`. */
@@ -14,8 +21,12 @@ export interface LoginLimits {
   ipWindowMs: number;
 }
 export const DEFAULT_LOGIN_LIMITS: LoginLimits = {
-  accountFailures: 10,
-  accountWindowMs: 15 * 60_000,
+  clientFreeFailures: 5,
+  clientBaseDelayMs: 2_000,
+  clientMaxDelayMs: 15 * 60_000,
+  clientForgetMs: 60 * 60_000,
+  accountFailures: 100,
+  accountWindowMs: 60 * 60_000,
   ipAttempts: 100,
   ipWindowMs: 15 * 60_000,
 };
@@ -28,6 +39,10 @@ export interface Services {
   logger: Logger;
   hasher: PasswordHasher;
   limits: LoginLimits;
+  /** The clock of time-based rules (login throttle); tests inject one. Defaults to Date.now. */
+  now?: () => number;
+  /** Signs device cookies (the session secret); without it every login counts as a new browser. */
+  deviceSecret?: string;
 }
 
 /** The authenticated caller as services see it. */

@@ -1,10 +1,10 @@
 import {
-  clearFailures, countUsers, findUserById, findUserByName, getFailures, insertUser, isUniqueViolation, recordFailure, setUserPassword,
-  type Db, type Role, type UserRow,
+  countUsers, findUserById, findUserByName, insertUser, isUniqueViolation, setUserPassword, type Db, type Role, type UserRow,
 } from '../../db/index.js';
 import { KilnError, conflict } from '../../shared/errors.js';
 import { parsePassword, parseUsername } from '../validation.js';
-import type { Actor, LoginLimits } from './context.js';
+import type { Actor, Services } from './context.js';
+import { deviceIdFor, newDeviceId, reserveLoginAttempt, settleLoginSuccess, type LoginClient } from './login-throttle.js';
 import { generatePassword, type PasswordHasher } from './passwords.js';
 
 export const toActor = (u: UserRow): Actor => ({ id: u.id, username: u.username, role: u.role });
@@ -25,32 +25,33 @@ export async function registerUser(db: Db, hasher: PasswordHasher, input: { user
 
 const BAD_LOGIN = 'Wrong username or password.';
 
+/** One login attempt as the route sees it: what was typed, the client's address and its device cookie (if any). */
+export interface LoginAttempt { username: unknown; password: unknown; ip: string; deviceCookie?: unknown }
+
+export type AuthDeps = Pick<Services, 'db' | 'hasher' | 'limits' | 'now' | 'deviceSecret'>;
+
 /**
  * Checks a login. Unknown user, disabled user and wrong password are indistinguishable: same error, and the same
- * argon2 work (a dummy hash) is spent. The per-account counter is checked before any hashing and keyed by the
- * submitted name, so throttling works (and looks the same) for names that do not exist.
+ * argon2 work (a dummy hash) is spent. The attempt is reserved in the throttle (services/login-throttle.ts) before
+ * any hashing, keyed by the submitted name, so throttling works (and looks the same) for names that do not exist.
+ * Returns the user and the device id for the browser's device cookie (the one it sent, if genuine, or a new one).
  */
-export async function authenticate(db: Db, hasher: PasswordHasher, limits: LoginLimits, username: unknown, password: unknown): Promise<UserRow> {
+export async function authenticate(s: AuthDeps, a: LoginAttempt): Promise<{ user: UserRow; deviceId: string }> {
+  const { username, password } = a;
   if (typeof username !== 'string' || typeof password !== 'string' || username.length === 0 || password.length === 0) {
     throw new KilnError('unauthenticated', BAD_LOGIN);
   }
-  const key = username.slice(0, 64);
-  const now = Date.now();
-  const f = await getFailures(db, key);
-  if (f && now - f.windowStartMs < limits.accountWindowMs && f.failures >= limits.accountFailures) {
-    const retryAfterSeconds = Math.max(1, Math.ceil((f.windowStartMs + limits.accountWindowMs - now) / 1000));
-    throw new KilnError('rate_limited', 'Too many failed logins for this account; try again later.', { detail: { retryAfterSeconds } });
-  }
+  const name = username.slice(0, 64);
   // Over-long passwords are never valid; spend the dummy work anyway so the answer costs the same.
   const plausible = [...password].length <= 128 && /^[a-z][a-z0-9_-]{2,31}$/.test(username);
-  const user = plausible ? await findUserByName(db, username) : undefined;
-  const ok = user && !user.disabled ? await hasher.verify(user.password_hash, password) : await hasher.verifyDummy(password);
-  if (!ok || !user) {
-    await recordFailure(db, key, Date.now(), limits.accountWindowMs);
-    throw new KilnError('unauthenticated', BAD_LOGIN);
-  }
-  await clearFailures(db, key);
-  return user;
+  const user = plausible ? await findUserByName(s.db, username) : undefined;
+  const device = user && s.deviceSecret ? deviceIdFor(s.deviceSecret, a.deviceCookie, user.id) : undefined;
+  const client: LoginClient = device ? { kind: 'device', id: device } : { kind: 'ip', ip: a.ip };
+  const reservation = await reserveLoginAttempt(s.db, s.limits, (s.now ?? Date.now)(), name, client);
+  const ok = user && !user.disabled ? await s.hasher.verify(user.password_hash, password) : await s.hasher.verifyDummy(password);
+  if (!ok || !user) throw new KilnError('unauthenticated', BAD_LOGIN);
+  await settleLoginSuccess(s.db, reservation);
+  return { user, deviceId: device ?? newDeviceId() };
 }
 
 /** Session payload: the user id plus the epoch it was issued in (bumped on disable / password change). */
@@ -92,15 +93,15 @@ export async function ensureFirstAdmin(db: Db, hasher: PasswordHasher, username 
  * Changes the caller's password after checking the current one (same throttle as login). Bumps the session
  * epoch, so every other session of this user ends; the caller logs the current session in again.
  */
-export async function changePassword(db: Db, hasher: PasswordHasher, limits: LoginLimits, actor: Actor, current: unknown, next: unknown): Promise<UserRow> {
+export async function changePassword(s: AuthDeps, actor: Actor, current: Omit<LoginAttempt, 'username'>, next: unknown): Promise<UserRow> {
   const password = parsePassword(next);
   if (password === actor.username) throw new KilnError('bad_request', 'Password must not be the username.');
   try {
-    await authenticate(db, hasher, limits, actor.username, current);
+    await authenticate(s, { ...current, username: actor.username });
   } catch (e) {
     if (e instanceof KilnError && e.code === 'unauthenticated') throw new KilnError('bad_request', 'The current password is wrong.');
     throw e;
   }
-  await setUserPassword(db, actor.id, await hasher.hash(password));
-  return (await findUserById(db, actor.id))!;
+  await setUserPassword(s.db, actor.id, await s.hasher.hash(password));
+  return (await findUserById(s.db, actor.id))!;
 }
