@@ -25,7 +25,7 @@ import { pruneLoginThrottle } from './services/login-throttle.js';
 import { readCookie, type CookieNames } from './routes/util.js';
 import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './paths.js';
 import { errorHandler, notFoundHandler } from './errors.js';
-import { newBigUploadGate, type BigUploadGate } from './upload-limits.js';
+import { jsonBody, newBigUploadGate, type BigUploadGate } from './upload-limits.js';
 import { authRoutes } from './routes/auth.js';
 import { pageRoutes } from './routes/pages.js';
 import { apiRoutes } from './routes/api.js';
@@ -106,7 +106,8 @@ export function createApp(opts: AppOptions): KilnApp {
   const max = config.web.maxDockerfileBytes;
   app.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 }));
   // JSON escapes can grow text up to 6x; validation then enforces the byte limit on the decoded text.
-  const smallJson = express.json({ limit: max * 6 + 16 * 1024 });
+  const bigUploads = newBigUploadGate();
+  const smallJson = jsonBody(max * 6 + 16 * 1024, bigUploads);
   // Creating or editing a Dockerfile over the API may carry a build context (base64, megabytes): those two routes
   // parse their own body with a larger limit, after the login and CSRF checks (routes/api.ts).
   const CONTEXT_JSON_PATHS = /^\/api\/dockerfiles(?:\/[1-9][0-9]{0,11})?$/;
@@ -194,7 +195,7 @@ export function createApp(opts: AppOptions): KilnApp {
     },
   });
 
-  const ctx: AppContext = { s, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads: newBigUploadGate() };
+  const ctx: AppContext = { s, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads };
   const mounted: Array<[string, express.Router]> = [['', authRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.

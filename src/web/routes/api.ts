@@ -1,4 +1,4 @@
-import express, { Router } from 'express';
+import { Router } from 'express';
 import { KilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
 import { cancelBuild, getBuild, openArtifact, readLog, requestBuild } from '../services/builds.js';
@@ -6,7 +6,7 @@ import { MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from '../build-context.
 import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile, type ContextUpload } from '../services/dockerfiles.js';
 import { decodeDockerfile } from '../validation.js';
 import { sendArtifact } from './pages.js';
-import { bodyCap } from '../upload-limits.js';
+import { jsonBody } from '../upload-limits.js';
 import { actorOf, buildJson, requireUser } from './util.js';
 
 /**
@@ -28,10 +28,9 @@ export function apiRoutes(ctx: AppContext): Router {
 
   // The only JSON bodies that may carry a build context (base64 grows it by 4/3); parsed after login + CSRF checks.
   const jsonLimit = Math.ceil((MAX_CONTEXT_UPLOAD_BYTES * 4) / 3) + s.config.web.maxDockerfileBytes * 6 + 256 * 1024;
-  const capJson = bodyCap(jsonLimit, ctx.bigUploads, { requireLength: false });
-  const contextJson = express.json({ limit: jsonLimit });
+  const contextJson = jsonBody(jsonLimit, ctx.bigUploads);
 
-  r.post('/dockerfiles', requireUser, capJson, contextJson, async (req, res) => {
+  r.post('/dockerfiles', requireUser, contextJson, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const content = contentOf(body, s.config.web.maxDockerfileBytes);
     const df = await createDockerfile(s, actorOf(req), { name: body.name, content, context: contextOf(body) });
@@ -47,7 +46,7 @@ export function apiRoutes(ctx: AppContext): Router {
     });
   });
 
-  r.post('/dockerfiles/:id', requireUser, capJson, contextJson, async (req, res) => {
+  r.post('/dockerfiles/:id', requireUser, contextJson, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const content = contentOf(body, s.config.web.maxDockerfileBytes);
     const v = await updateDockerfile(s, actorOf(req), req.params.id, content, contextOf(body));
