@@ -1,7 +1,7 @@
 /**
  * The web application factory. Everything it needs comes in as arguments; nothing starts at import time.
  * Middleware order is part of the security design:
- *   headers -> same-origin check -> body limits -> session (DB) -> passport -> session lifetime -> routes
+ *   host allow-list -> headers -> same-origin check -> body limits -> session (DB) -> passport -> session lifetime -> routes
  *   -> 404 -> the one error handler (registered last).
  */
 import { randomBytes } from 'node:crypto';
@@ -16,7 +16,7 @@ import type { FrozenConfig } from '../config/index.js';
 import type { Logger } from '../shared/logger.js';
 import { KilnError, isKilnError } from '../shared/errors.js';
 import type { GlueClient } from './glue-client/types.js';
-import { csrf, sameOriginOnly, securityHeaders } from './security.js';
+import { allowedHosts, csrf, hostAllowList, sameOriginOnly, securityHeaders } from './security.js';
 import { SafeKnexStore } from './session-store.js';
 import { DEFAULT_LOGIN_LIMITS, type Actor, type LoginLimits, type Services } from './services/context.js';
 import { PasswordHasher } from './services/passwords.js';
@@ -70,7 +70,11 @@ export interface AppContext {
   bigUploads: BigUploadGate;
 }
 
-export type KilnApp = Express & { closeApp: () => void };
+export type KilnApp = Express & {
+  closeApp: () => void;
+  /** The port the server really listens on (config.web.port until told; port 0 picks one at listen time). */
+  setListenPort: (port: number) => void;
+};
 
 export function createApp(opts: AppOptions): KilnApp {
   const { config, db, glue, logger } = opts;
@@ -97,7 +101,14 @@ export function createApp(opts: AppOptions): KilnApp {
   const views = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.viewsDir ?? defaultViewsDir()), { autoescape: true, throwOnUndefined: false });
   views.addFilter('json', (v: unknown) => JSON.stringify(v));
 
+  if (!publicUrl && !['127.0.0.1', 'localhost', '::1'].includes(config.web.host)) {
+    logger.warn({ host: config.web.host }, 'web.publicUrl is not set: only loopback names (and a specific listen address) are accepted as Host');
+  }
+  let listenPort = config.web.port;
+  app.setListenPort = (port: number) => { listenPort = port; };
+  app.use(hostAllowList(allowedHosts({ publicUrl, listenHost: config.web.host, port: () => listenPort })));
   app.use(securityHeaders());
+  // The Host header is one of ours by now (hostAllowList), so it may stand in for a missing public URL.
   const expectedOrigin = (req: Request): string => publicUrl?.origin ?? `${req.protocol}://${req.get('host') ?? ''}`;
   app.use(sameOriginOnly(expectedOrigin));
   app.get('/favicon.ico', (_req, res) => { res.redirect(301, '/static/favicon.svg'); });

@@ -34,9 +34,9 @@ function classify(err: unknown): KilnError | undefined {
 }
 
 const TITLES: Record<number, string> = {
-  400: 'Bad request', 401: 'Please log in', 403: 'Forbidden', 404: 'Not found', 409: 'Conflict', 413: 'Too large',
-  416: 'Range not satisfiable', 422: 'Cannot accept this input', 429: 'Slow down', 500: 'Something went wrong',
-  503: 'Temporarily unavailable', 504: 'Timed out',
+  400: 'Bad request', 401: 'Please log in', 403: 'Forbidden', 404: 'Not found', 409: 'Conflict', 411: 'Length required',
+  413: 'Too large', 415: 'Unsupported encoding', 416: 'Range not satisfiable', 421: 'Wrong host name', 422: 'Cannot accept this input',
+  429: 'Slow down', 500: 'Something went wrong', 503: 'Temporarily unavailable', 504: 'Timed out', 507: 'Out of storage',
 };
 
 export function notFoundHandler(): RequestHandler {

@@ -64,6 +64,7 @@ export async function startWeb(opts: StartWebOptions): Promise<{ url: string; cl
     server.listen(port, host, () => { server.off('error', reject); resolve(); });
   });
   const addr = server.address() as AddressInfo;
+  app.setListenPort(addr.port);
   const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
   opts.logger.info({ url }, 'web listening');
   return {

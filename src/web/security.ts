@@ -25,6 +25,41 @@ export function securityHeaders(): RequestHandler {
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+const WILDCARD = new Set(['0.0.0.0', '::', '[::]', '']);
+const withPort = (host: string, port: number): string[] => {
+  const h = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+  return port === 80 ? [h, `${h}:80`] : [`${h}:${port}`];
+};
+
+/**
+ * The Host names this site answers to: the public URL's host when one is set, the loopback names with the port it
+ * listens on, and the listen address itself when it is a specific one. `port` is read per request because a test
+ * server learns its port only after listening.
+ */
+export function allowedHosts(opts: { publicUrl?: URL; listenHost: string; port: () => number }): () => Set<string> {
+  return () => {
+    const port = opts.port();
+    const hosts = ['localhost', '127.0.0.1', '::1'].flatMap((h) => withPort(h, port));
+    if (!WILDCARD.has(opts.listenHost)) hosts.push(...withPort(opts.listenHost.toLowerCase(), port));
+    if (opts.publicUrl) hosts.push(opts.publicUrl.host.toLowerCase());
+    return new Set(hosts);
+  };
+}
+
+/**
+ * DNS rebinding guard: a page on an attacker's domain whose name later resolves to this server sends its own name
+ * as Host, and the browser treats our answers as same-origin with it. Every request whose Host is not one of ours
+ * is refused (421) before anything else runs, so neither the answer nor the Origin check (which trusts Host when no
+ * public URL is set) ever sees a foreign name.
+ */
+export function hostAllowList(allowed: () => Set<string>): RequestHandler {
+  return (req: Request, _res: Response, next: NextFunction) => {
+    const host = req.headers.host?.toLowerCase();
+    if (host !== undefined && allowed().has(host)) return next();
+    next(new KilnError('bad_request', 'This server does not answer to that host name. Use its public address (set KILN_WEB_PUBLIC_URL if this is it) or localhost.', { detail: { status: 421 } }));
+  };
+}
+
 /**
  * Second CSRF line behind the token: a state-changing request that says it comes from another site is refused
  * before any body is read. Sec-Fetch-Site decides when present (every current browser sends it). Otherwise the
