@@ -33,6 +33,10 @@ export const configSchema = z.object({
     maxDockerfileBytes: int(64 * 1024),
     quotaDockerfiles: int(50),
     quotaQueuedBuilds: int(5),
+    /** Bytes one user may store, in MiB: Dockerfile versions, build contexts and build artifacts; 0 = no limit. */
+    quotaStorageMb: int(20 * 1024),
+    /** Uploads are refused (507) while the database's disk has less than this free, in MiB, so logins keep working. */
+    minFreeMb: int(256),
     registrationOpen: bool(true),
     /** Concurrent argon2 hashes: each takes a core for ~10 ms; more than the cores only queues inside libuv. */
     hashConcurrency: int(2),

@@ -119,6 +119,8 @@ export async function updateBuild(db: Queryable, id: number, fromStates: readonl
     if (v === undefined) continue;
     patch[k] = k === 'progress' || k === 'artifacts' ? (v === null ? null : JSON.stringify(v)) : v;
   }
+  // Kept beside the JSON so storage quotas are one SUM (src/db/quotas.ts).
+  if (u.artifacts) patch.artifact_bytes = u.artifacts.reduce((n, a) => n + (a.size > 0 ? a.size : 0), 0);
   const n = await db('builds').where({ id }).whereIn('state', fromStates as WebBuildState[]).update(patch);
   return Number(n) > 0;
 }

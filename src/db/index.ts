@@ -6,3 +6,4 @@ export * from './login-failures.js';
 export * from './dockerfiles.js';
 export * from './contexts.js';
 export * from './builds.js';
+export * from './quotas.js';

@@ -83,5 +83,21 @@ export function isBusy(e: unknown): boolean {
   return err?.code === 'SQLITE_BUSY' || err?.code === 'SQLITE_LOCKED';
 }
 
+/**
+ * True when a write failed because the disk is full: SQLite's SQLITE_FULL, PostgreSQL's disk_full (SQLSTATE 53100),
+ * or ENOSPC from any file write. The statement or transaction that hit it has been rolled back by the engine.
+ */
+export function isDiskFull(e: unknown): boolean {
+  const err = e as { code?: string };
+  return err?.code === 'SQLITE_FULL' || err?.code === '53100' || err?.code === 'ENOSPC';
+}
+
+/** The file of a SQLite database (as opened), or undefined for PostgreSQL and in-memory databases. */
+export function sqliteFilename(db: Queryable): string | undefined {
+  if (!isSqlite(db)) return undefined;
+  const f = ((db as Knex).client.config.connection as { filename?: string } | undefined)?.filename;
+  return f && f !== ':memory:' ? path.resolve(f) : undefined;
+}
+
 /** Timestamps are ISO-8601 UTC strings: sortable, identical on both engines. */
 export const nowIso = (): string => new Date().toISOString();

@@ -10,9 +10,13 @@ export const ERROR_CODES = {
   forbidden: 403,
   not_found: 404,
   conflict: 409,
+  /** A per-user storage quota would be exceeded (Dockerfile versions, build contexts, artifacts). */
+  quota_exceeded: 409,
   too_large: 413,
   rate_limited: 429,
   backend_unavailable: 503,
+  /** The server's disk (or its database's) is full: nothing was saved. */
+  insufficient_storage: 507,
   timeout: 504,
   limit_exceeded: 422,
   policy_violation: 422,

@@ -2,7 +2,7 @@ import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'exp
 import multer from 'multer';
 import { KilnError, isKilnError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { isBusy } from '../db/index.js';
+import { isBusy, isDiskFull } from '../db/index.js';
 
 /** Maps what libraries throw onto our codes; anything unknown stays unknown (-> generic 500). */
 function classify(err: unknown): KilnError | undefined {
@@ -19,6 +19,9 @@ function classify(err: unknown): KilnError | undefined {
   // busboy: malformed multipart
   if (err instanceof Error && /Multipart|Unexpected end of form|Malformed part header/i.test(err.message)) {
     return new KilnError('bad_request', 'The upload is malformed.');
+  }
+  if (isDiskFull(err)) {
+    return new KilnError('insufficient_storage', 'The server is out of disk space: nothing was saved. Try again later; an admin has to free some space.');
   }
   if (isBusy(err)) return new KilnError('backend_unavailable', 'The server is busy; try again in a moment.', { detail: { retryAfterSeconds: 1 } });
   // Before the generic statuses below: csrf-sync's error is an http-error with status 403 too.

@@ -84,7 +84,7 @@ export function pageRoutes(ctx: AppContext): Router {
       const df = await createDockerfile(s, actor, { name: body.name, content, context: contextFromForm(req, body) });
       res.redirect(303, `/dockerfiles/${df.id}`);
     } catch (e) {
-      if (!isKilnError(e) || !['invalid_input', 'too_large', 'conflict', 'bad_request'].includes(e.code)) throw e;
+      if (!isKilnError(e) || !['invalid_input', 'too_large', 'conflict', 'bad_request', 'quota_exceeded', 'insufficient_storage'].includes(e.code)) throw e;
       render(req, res, 'dockerfile-new.njk', {
         ...formLimits, error: e.message,
         name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
@@ -106,7 +106,7 @@ export function pageRoutes(ctx: AppContext): Router {
       await updateDockerfile(s, actor, req.params.id, dockerfileFromForm(uploaded(req, 'file')[0], body.content, max), contextFromForm(req, body));
       res.redirect(303, `/dockerfiles/${view.dockerfile.id}`);
     } catch (e) {
-      if (!isKilnError(e) || !['invalid_input', 'too_large', 'bad_request'].includes(e.code)) throw e;
+      if (!isKilnError(e) || !['invalid_input', 'too_large', 'bad_request', 'quota_exceeded', 'insufficient_storage'].includes(e.code)) throw e;
       render(req, res, 'dockerfile-new.njk', {
         ...formLimits, error: e.message, edit: view.dockerfile, context: view.context, name: view.dockerfile.name,
         content: typeof body.content === 'string' && body.content.length <= max * 2 ? body.content : '',

@@ -21,6 +21,7 @@ import type { GlueClient } from '../glue-client/types.js';
 import { parseIdempotencyKey } from '../validation.js';
 import { buildFor, dockerfileFor } from './access.js';
 import type { Actor, Services } from './context.js';
+import { refuseBuildOverQuota } from './storage.js';
 
 /** Glue failures worth retrying later; anything else is a permanent answer about this build. */
 const transient = (e: unknown): boolean => isKilnError(e, 'backend_unavailable') || isKilnError(e, 'timeout');
@@ -49,6 +50,7 @@ export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: u
       if (active >= s.config.web.quotaQueuedBuilds) {
         throw new KilnError('rate_limited', `You already have ${active} builds waiting or running; wait for one to finish.`, { detail: { retryAfterSeconds: 30 } });
       }
+      await refuseBuildOverQuota(trx, s, df.owner_id);
       if (df.current_version_id == null) throw new KilnError('internal', 'Dockerfile has no content');
       return insertBuild(trx, { dockerfileId: df.id, versionId: df.current_version_id, ownerId: df.owner_id, key });
     });

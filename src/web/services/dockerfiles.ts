@@ -1,5 +1,5 @@
 import {
-  countDockerfiles, getContextMeta, getVersion, insertDockerfile, isPg, isUniqueViolation, listBuildsOfDockerfile, listDockerfiles, updateDockerfileContent,
+  countDockerfiles, getContextMeta, getVersion, insertDockerfile, isUniqueViolation, listBuildsOfDockerfile, listDockerfiles, updateDockerfileContent,
   type BuildListItem, type ContextChange, type ContextMeta, type Db, type DockerfileListItem, type DockerfileRow, type DockerfileVersionRow,
 } from '../../db/index.js';
 import { contextFromFiles, contextFromTar } from '../build-context.js';
@@ -7,12 +7,13 @@ import { KilnError, conflict } from '../../shared/errors.js';
 import { checkDockerfileText, parseDockerfileName } from '../validation.js';
 import { dockerfileFor, ownerScope } from './access.js';
 import type { Actor, Services } from './context.js';
+import { storeWithinQuota } from './storage.js';
 
 /**
  * Stores a new Dockerfile. `content` has already been decoded (see validation.decodeDockerfile); it is checked
- * again here so no caller can store text that skipped the rules. Quota check and insert share one transaction,
- * with the owner's row locked on PostgreSQL (SQLite serialises writers already), so parallel uploads cannot
- * overshoot the quota.
+ * again here so no caller can store text that skipped the rules. Quota checks (count and bytes) and insert share
+ * one transaction, with the owner's row locked on PostgreSQL (SQLite serialises writers already), so parallel
+ * uploads cannot overshoot a quota (services/storage.ts).
  */
 export async function createDockerfile(s: Services, actor: Actor, input: { name: unknown; content: string; context?: ContextUpload }): Promise<DockerfileRow> {
   const name = parseDockerfileName(input.name);
@@ -21,8 +22,7 @@ export async function createDockerfile(s: Services, actor: Actor, input: { name:
   if (change.kind === 'remove') throw new KilnError('invalid_input', 'A new Dockerfile has no build context to remove.');
   const context = change.kind === 'set' ? change.context : undefined;
   try {
-    return await s.db.transaction(async (trx) => {
-      if (isPg(s.db)) await trx('users').where({ id: actor.id }).forUpdate().first();
+    return await storeWithinQuota(s, actor.id, Buffer.byteLength(content) + (context?.tar.length ?? 0), async (trx) => {
       const n = await countDockerfiles(trx, actor.id);
       if (n >= s.config.web.quotaDockerfiles) {
         throw conflict(`You have reached your limit of ${s.config.web.quotaDockerfiles} Dockerfiles; delete one first.`);
@@ -77,5 +77,6 @@ export async function updateDockerfile(s: Services, actor: Actor, rawId: unknown
   const df = await dockerfileFor(s.db, actor, rawId);
   const content = checkDockerfileText(rawContent, s.config.web.maxDockerfileBytes);
   const change = await contextChange(context);
-  return s.db.transaction((trx) => updateDockerfileContent(trx, df.id, content, change));
+  const bytes = Buffer.byteLength(content) + (change.kind === 'set' ? change.context.tar.length : 0);
+  return storeWithinQuota(s, df.owner_id, bytes, (trx) => updateDockerfileContent(trx, df.id, content, change));
 }

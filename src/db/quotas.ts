@@ -1,0 +1,28 @@
+import { isPg, type Queryable } from './knex.js';
+
+/** What one user's stored bytes are made of (checklist 1.8: quotas on Dockerfiles, contexts and artifacts). */
+export interface StorageUse { dockerfiles: number; contexts: number; artifacts: number; total: number }
+
+/**
+ * Bytes stored for `ownerId`: every Dockerfile version's text, every stored build context tar, and the artifacts of
+ * every build (as the build reported them). Inside a transaction it includes that transaction's own inserts, which
+ * is how a quota is checked after writing and before committing.
+ */
+export async function storageUsedBy(db: Queryable, ownerId: number): Promise<StorageUse> {
+  const r = await db.raw(
+    `select
+       (select coalesce(sum(v.size), 0) from dockerfile_versions v join dockerfiles d on d.id = v.dockerfile_id where d.owner_id = ?) as dockerfiles,
+       (select coalesce(sum(c.size), 0) from dockerfile_contexts c join dockerfiles d on d.id = c.dockerfile_id where d.owner_id = ?) as contexts,
+       (select coalesce(sum(b.artifact_bytes), 0) from builds b where b.owner_id = ?) as artifacts`,
+    [ownerId, ownerId, ownerId],
+  );
+  // SQLite returns the rows, PostgreSQL a result with .rows
+  const row = (Array.isArray(r) ? r[0] : (r as { rows: unknown[] }).rows[0]) as Record<string, unknown>;
+  const use = { dockerfiles: Number(row.dockerfiles), contexts: Number(row.contexts), artifacts: Number(row.artifacts) };
+  return { ...use, total: use.dockerfiles + use.contexts + use.artifacts };
+}
+
+/** Locks the user's row until the transaction ends (PostgreSQL; SQLite serialises writers already). */
+export async function lockUserRow(trx: Queryable, userId: number): Promise<void> {
+  if (isPg(trx)) await trx('users').where({ id: userId }).forUpdate().first();
+}
