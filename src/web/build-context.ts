@@ -23,13 +23,19 @@ const MAX_CONTEXT_TAR_BYTES = Math.floor(((MAX_STDIN_BYTES - 1024 * 1024) * 3) /
 /** Largest .tar upload worth reading: the content cap plus headers and padding for every entry. */
 export const MAX_CONTEXT_UPLOAD_BYTES = MAX_CONTEXT_BYTES + MAX_CONTEXT_ENTRIES * 1024 + 10 * 1024;
 
+/**
+ * Characters no file name here may hold: C0 and C1 controls, DEL, and the bidirectional controls (U+202E and kin)
+ * that make a listing show a name other than the one stored ("Dockerfile\u202e" and the Trojan Source tricks).
+ */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+
 const MiB = (n: number): string => `${Math.floor(n / (1024 * 1024))} MiB`;
-const shown = (name: string): string => JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name);
+/** A name quoted for a message: cut to 200 characters, controls and text-direction marks shown as \u escapes. */
+const shown = (name: string): string => JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name)
+  .replace(new RegExp(CONTROL.source, 'g'), (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 const tooBig = (): KilnError => new KilnError('too_large', `The build context is larger than ${MiB(MAX_CONTEXT_BYTES)} (uncompressed).`);
 const tooMany = (): KilnError => invalidInput(`The build context has more than ${MAX_CONTEXT_ENTRIES} entries.`);
-
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\x00-\x1f\x7f]/;
 
 interface Entry { name: string; type: 'file' | 'directory' | 'symlink'; mode: number; mtime: Date; data?: Buffer; linkname?: string }
 
@@ -38,7 +44,7 @@ function checkFlatName(name: string): string {
   if (name.length === 0) throw invalidInput('A build context file has no name.');
   if (name.includes('/')) throw invalidInput(`Build context file ${shown(name)}: names may not contain "/".`);
   if (name === '.' || name === '..') throw invalidInput(`Build context file ${shown(name)}: not a file name.`);
-  if (CONTROL.test(name)) throw invalidInput(`Build context file ${shown(name)}: names may not contain NUL or control characters.`);
+  if (CONTROL.test(name)) throw invalidInput(`Build context file ${shown(name)}: names may not contain NUL, control characters or text-direction marks.`);
   if (name.includes('\uFFFD')) throw invalidInput(`Build context file ${shown(name)}: the name is not valid UTF-8.`);
   if (Buffer.byteLength(name, 'utf8') > 255) throw invalidInput(`Build context file ${shown(name.slice(0, 40))}: the name is longer than 255 bytes.`);
   return name;
@@ -66,7 +72,7 @@ export async function contextFromFiles(files: ReadonlyArray<{ name: string; data
 /** Checks a path from a tar header; returns it normalised (no `.` components, no trailing `/`), '' for the root. */
 function checkTarPath(raw: string): string {
   if (raw.includes('\0')) throw invalidInput(`Build context entry ${shown(raw)}: the name contains a NUL byte.`);
-  if (CONTROL.test(raw)) throw invalidInput(`Build context entry ${shown(raw)}: the name contains a control character.`);
+  if (CONTROL.test(raw)) throw invalidInput(`Build context entry ${shown(raw)}: the name contains a control character or a text-direction mark.`);
   if (raw.includes('\uFFFD')) throw invalidInput(`Build context entry ${shown(raw)}: the name is not valid UTF-8.`);
   if (raw.startsWith('/')) throw invalidInput(`Build context entry ${shown(raw)}: absolute names are not allowed.`);
   const parts = raw.split('/').filter((p) => p !== '' && p !== '.');
