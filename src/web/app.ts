@@ -52,6 +52,8 @@ export interface AppOptions {
   limits?: Partial<LoginLimits>;
   /** The clock of the login throttle (tests inject one); Date.now by default. */
   clock?: () => number;
+  /** Hashes and verifies passwords; by default one bounded by config.web.hashConcurrency. */
+  hasher?: PasswordHasher;
   viewsDir?: string;
   publicDir?: string;
 }
@@ -79,7 +81,7 @@ export type KilnApp = Express & {
 export function createApp(opts: AppOptions): KilnApp {
   const { config, db, glue, logger } = opts;
   const limits: LoginLimits = { ...DEFAULT_LOGIN_LIMITS, ...opts.limits };
-  const hasher = new PasswordHasher(config.web.hashConcurrency);
+  const hasher = opts.hasher ?? new PasswordHasher(config.web.hashConcurrency);
   void hasher.prime().catch(() => undefined);
 
   const publicUrl = config.web.publicUrl ? new URL(config.web.publicUrl) : undefined;

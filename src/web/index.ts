@@ -45,6 +45,7 @@ export interface StartWebOptions {
   port?: number;
   limits?: AppOptions['limits'];
   clock?: AppOptions['clock'];
+  hasher?: AppOptions['hasher'];
 }
 
 /**

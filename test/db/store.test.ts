@@ -110,7 +110,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect(await findBuildByKey(t.db, 'key-fk-00001')).toBeUndefined();
     });
 
-    it('quotas hold under 20 parallel requests (Dockerfiles and queued builds)', async () => {
+    it('case 20: quotas hold under 20 parallel requests (Dockerfiles and queued builds)', async () => {
       const config = loadConfig({}, { web: { quotaDockerfiles: 4, quotaQueuedBuilds: 3 } });
       const s: Services = { config, db: t.db, glue: new MemoryGlue(), logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
       const u = await insertUser(t.db, { username: 'racer', passwordHash: 'h', role: 'user' });
@@ -136,7 +136,7 @@ describe('SQLite connection settings', () => {
   beforeAll(async () => { t = await freshDb('sqlite'); });
   afterAll(async () => { await t?.drop(); });
 
-  it('every pooled connection has WAL, synchronous=FULL, busy_timeout and foreign keys', async () => {
+  it('case 48: every pooled connection has WAL, synchronous=FULL, busy_timeout and foreign keys', async () => {
     const others = [createDb({ client: 'sqlite', filename: t.filename! }), createDb({ client: 'sqlite', filename: t.filename! })];
     try {
       for (const db of [t.db, ...others]) {
@@ -150,7 +150,7 @@ describe('SQLite connection settings', () => {
     }
   });
 
-  it('50 concurrent writers (one pool, like the web) plus a second process-like connection: no SQLITE_BUSY', async () => {
+  it('case 48: 50 concurrent writers (one pool, like the web) plus a second process-like connection: no SQLITE_BUSY', async () => {
     // One pooled connection per process is the design (see knex.ts); a second pool stands in for `kiln user add`
     // running beside the server, which busy_timeout makes wait instead of failing.
     const other = createDb({ client: 'sqlite', filename: t.filename! });

@@ -32,6 +32,8 @@ interface TestWebOptions {
   limits?: StartWebOptions['limits'];
   /** The login throttle's clock (ms), for tests that move time instead of waiting. */
   clock?: StartWebOptions['clock'];
+  /** The password hasher (a test may watch its semaphore). */
+  hasher?: StartWebOptions['hasher'];
   glue?: GlueClient;
   /** A migrated database to use instead of a fresh SQLite file (e.g. PostgreSQL); the caller drops it. */
   db?: Db;
@@ -51,7 +53,7 @@ export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<G
   const db = opts.db ?? createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
   await migrateLatest(db);
   const glue = real?.client ?? opts.glue ?? testGlue();
-  const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits, clock: opts.clock });
+  const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits, clock: opts.clock, hasher: opts.hasher });
   return {
     url: web.url, db, glue, config, dir, realGlue: real,
     client: () => new HttpClient(web.url),

@@ -62,7 +62,7 @@ describe('authorization matrix over every route', () => {
     expect(routes.length).toBeGreaterThan(20);
   });
 
-  it('anonymous reaches only public routes; another user gets 404 on every owned object; owner and admin get through', async () => {
+  it('case 12: anonymous reaches only public routes; another user gets 404 on every owned object; owner and admin get through', async () => {
     let n = 0;
     const problems: string[] = [];
     const owned = (p: string) => p.includes(':id');

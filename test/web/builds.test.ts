@@ -56,7 +56,7 @@ describe('builds', () => {
     expect(Number((await w.db('builds').where({ idempotency_key: k2 }).count({ n: '*' }))[0]!.n)).toBe(1);
   });
 
-  it('queued-build quota: parallel requests accept exactly the quota', async () => {
+  it('case 20: queued-build quota: 20 parallel requests accept exactly the quota', async () => {
     // 3 builds are active from the tests above; finish them first
     for (const r of await w.db('builds').select()) w.glue.fail(dfId, Number(r.backend_build), 'stopped by test');
     for (const r of await w.db('builds').select()) await getBuild(a, r.id);
@@ -72,7 +72,7 @@ describe('builds', () => {
     for (const r of await w.db('builds').select()) await getBuild(a, r.id);
   });
 
-  it('status, progress, log and download follow the glue; the image downloads with safe headers', async () => {
+  it('case 15: status, progress, log (ANSI and OSC 8 links stripped, markup kept as text) and download follow the glue', async () => {
     const { id } = await a.build(dfId);
     const bn = Number((await w.db('builds').where({ id }).first()).backend_build);
     w.glue.start(dfId, bn);
@@ -123,7 +123,7 @@ describe('builds', () => {
     }
   });
 
-  it('user B gets 404 on A\'s Dockerfile, build, log and download; POSTs change nothing', async () => {
+  it('case 12: user B gets 404 on A\'s Dockerfile, build, log and download; POSTs change nothing', async () => {
     const row = await w.db('builds').where({ state: 'succeeded' }).first();
     const paths = [
       `/dockerfiles/${dfId}`, `/dockerfiles/${dfId}/raw`, `/builds/${row.id}`, `/builds/${row.id}/artifacts/image.raw`,
@@ -156,7 +156,7 @@ describe('builds', () => {
     expect((await anon.get(`/builds/1/artifacts/image.raw`)).status).toBe(303);
   });
 
-  it('build POST without CSRF => 403, no row, no glue call', async () => {
+  it('case 10: build POST without CSRF => 403, no row, no glue call', async () => {
     const before = Number((await w.db('builds').count({ n: '*' }))[0]!.n);
     const calls = w.glue.calls.length;
     expect((await a.postForm(`/dockerfiles/${dfId}/builds`, { key: 'no-csrf-token-key' })).status).toBe(403);
@@ -251,7 +251,7 @@ describe('security headers', () => {
   beforeAll(async () => { w = await startTestWeb(); });
   afterAll(async () => { await w?.close(); });
 
-  it('every HTML response carries CSP, HSTS, nosniff, Referrer-Policy and no X-Powered-By', async () => {
+  it('case 24: every HTML response carries CSP, HSTS, nosniff, Referrer-Policy and no X-Powered-By', async () => {
     const c = w.client();
     for (const p of ['/login', '/register', '/nope', '/static/kiln.css']) {
       const r = await c.get(p);

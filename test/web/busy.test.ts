@@ -8,7 +8,7 @@ describe('SQLite locked by another process for longer than busy_timeout', () => 
   beforeAll(async () => { w = await startTestWeb(); });
   afterAll(async () => { await w?.close(); });
 
-  it('answers 503 + Retry-After and writes nothing', async () => {
+  it('case 48: answers 503 + Retry-After and writes nothing', async () => {
     const c = w.client();
     await c.signUp('alice');
     const t = await c.apiToken();

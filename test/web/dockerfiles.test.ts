@@ -33,7 +33,7 @@ describe('Dockerfile input', () => {
   });
   afterAll(async () => { await w?.close(); });
 
-  it('stores a pasted Dockerfile (CRLF normalised) and an uploaded one', async () => {
+  it('case 18: stores a pasted Dockerfile (CRLF normalised) and an uploaded one', async () => {
     const r = await upload(c, token, 'pasted', null, GOOD.replace(/\n/g, '\r\n'));
     expect(r.status).toBe(303);
     const r2 = await upload(c, token, 'uploaded', Buffer.from(GOOD), undefined, '../../etc/passwd');
@@ -64,7 +64,9 @@ describe('Dockerfile input', () => {
     ['file and text both', () => ['both', Buffer.from(GOOD), GOOD], 422, /either a file or pasted text/],
   ];
   for (const [label, make, status, msg] of rejections) {
-    it(`rejects ${label} with ${status} and stores nothing`, async () => {
+    // The checklist case each rejection belongs to: sizes are 16, encodings and control characters 18.
+    const caseNo = status === 413 ? 16 : /UTF-8|NUL|CR|ESC/.test(label) ? 18 : 0;
+    it(`${caseNo ? `case ${caseNo}: ` : ''}rejects ${label} with ${status} and stores nothing`, async () => {
       const before = await counts(w);
       const [name, file, content] = make();
       const r = await upload(c, token, name, file, content);
@@ -74,7 +76,7 @@ describe('Dockerfile input', () => {
     });
   }
 
-  it('exactly 64 KiB is accepted', async () => {
+  it('case 16: exactly 64 KiB is accepted', async () => {
     const body = 'FROM debian:bookworm\n#' + 'x'.repeat(64 * 1024 - 23) + '\n';
     expect(Buffer.byteLength(body)).toBe(64 * 1024);
     const r = await upload(c, token, 'exact', Buffer.from(body));
@@ -82,7 +84,7 @@ describe('Dockerfile input', () => {
     await w.db('dockerfiles').where({ name: 'exact' }).delete();
   });
 
-  it('refuses two files or many fields before buffering', async () => {
+  it('case 17: refuses two files or 1,000 fields before buffering', async () => {
     const before = await counts(w);
     const f = new FormData();
     f.set('_csrf', token);
@@ -97,12 +99,12 @@ describe('Dockerfile input', () => {
     expect(await counts(w)).toEqual(before);
   });
 
-  it('leaves no temp file behind', () => {
+  it('case 16: leaves no temp file behind', () => {
     const after = readdirSync(tmpdir()).filter((n) => !tmpBefore.includes(n) && !n.startsWith('kiln-web-'));
     expect(after).toEqual([]);
   });
 
-  it('JSON API: same rules, exact bytes via base64', async () => {
+  it('case 18: JSON API: same rules, exact bytes via base64', async () => {
     const t = await c.apiToken();
     const before = await counts(w);
     const bad = await c.postJson('/api/dockerfiles', { name: 'api-bad', contentBase64: Buffer.from([0xff, 0xfe]).toString('base64') }, { 'x-csrf-token': t });
@@ -115,7 +117,7 @@ describe('Dockerfile input', () => {
     expect(await counts(w)).toEqual(before);
   });
 
-  it('duplicate name => 409; quota+1 => 409, nothing stored', async () => {
+  it('case 20: duplicate name => 409; quota+1 => 409, nothing stored', async () => {
     const dup = await upload(c, token, 'pasted', null, GOOD);
     expect(dup.status).toBe(409);
     expect(await upload(c, token, 'third', null, GOOD)).toHaveProperty('status', 303);
@@ -126,7 +128,7 @@ describe('Dockerfile input', () => {
     expect(await counts(w)).toEqual(before);
   });
 
-  it('parallel uploads never exceed the quota', async () => {
+  it('case 20: parallel uploads never exceed the quota', async () => {
     const c2 = w.client();
     await c2.signUp('para');
     const t = await c2.token('/dockerfiles/new');
@@ -138,7 +140,7 @@ describe('Dockerfile input', () => {
     expect(Number((await w.db('dockerfiles').where({ owner_id: uid }).count({ n: '*' }))[0]!.n)).toBe(3);
   });
 
-  it('without a CSRF token => 403, nothing stored', async () => {
+  it('case 10: without a CSRF token => 403, nothing stored', async () => {
     const before = await counts(w);
     const r = await upload(c, 'not-the-token', 'nocsrf', null, GOOD);
     expect(r.status).toBe(403);
@@ -151,7 +153,7 @@ describe('Dockerfile input', () => {
     expect(await counts(w)).toEqual(before);
   });
 
-  it('cross-site POST with a valid token is refused by the Origin / Sec-Fetch-Site check', async () => {
+  it('case 10: cross-site POST with a valid token is refused by the Origin / Sec-Fetch-Site check', async () => {
     const before = await counts(w);
     const form = (name: string) => { const f = new FormData(); f.set('_csrf', token); f.set('name', name); f.set('content', GOOD); return f; };
     expect((await c.postMultipart('/dockerfiles', form('xs1'), { origin: 'https://evil.example' })).status).toBe(403);
@@ -160,7 +162,7 @@ describe('Dockerfile input', () => {
     expect((await counts(w)).dockerfiles).toBe(before.dockerfiles);
   });
 
-  it("another user's CSRF token does not work with my session", async () => {
+  it("case 11: another user's CSRF token does not work with my session", async () => {
     const b = w.client();
     await b.signUp('bob');
     const bToken = await b.token('/dockerfiles/new');
@@ -182,7 +184,7 @@ describe('Dockerfile display: stored XSS is shown as text', () => {
   beforeAll(async () => { w = await startTestWeb(); });
   afterAll(async () => { await w?.close(); });
 
-  it('escapes script and attribute-breaking payloads for the owner and for an admin', async () => {
+  it('case 14: escapes script and attribute-breaking payloads for the owner and for an admin', async () => {
     const payload = 'FROM debian:bookworm\nLABEL a="<script>alert(1)</script>"\nLABEL b="\\"><img src=x onerror=alert(2)>"\n';
     const c = w.client();
     await c.signUp('mallory');
