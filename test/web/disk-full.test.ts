@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDb, isDiskFull, migrateLatest, type Db } from '../../src/db/index.js';
@@ -15,25 +15,39 @@ const root = process.getuid?.() === 0;
  * Two apps share that database: one with the free-space floor (uploads stop before the disk is full, so logins keep
  * room to write) and one without it (the write itself fails with SQLITE_FULL).
  */
+/** A tmpfs of its own under `dir`, and a filler file to leave exactly as much free as a test wants. */
+function smallDisk(dir: string, sizeMb: number, owner?: string) {
+  const fill = path.join(dir, 'filler');
+  mkdirSync(dir);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMb}m,mode=0700`, 'tmpfs', dir]);
+  if (owner) execFileSync('chown', [`${owner}:${owner}`, dir]);
+  const free = (): number => { const st = statfsSync(dir); return Number(st.bavail) * Number(st.bsize); };
+  return {
+    free,
+    /** Leaves about `leave` bytes free (0: completely full). */
+    fill(leave: number): void {
+      rmSync(fill, { force: true });
+      const n = Math.max(0, free() - leave);
+      writeFileSync(fill, Buffer.alloc(0));
+      // dd stops at ENOSPC when asked for more than there is: exactly what "full" means.
+      try {
+        execFileSync('dd', ['if=/dev/zero', `of=${fill}`, 'bs=4096', `count=${Math.ceil(n / 4096)}`, 'status=none'], { stdio: 'ignore' });
+      } catch { /* ENOSPC at the end is expected when leave is 0 */ }
+    },
+    unfill: (): void => rmSync(fill, { force: true }),
+    unmount: (): void => { execFileSync('umount', [dir]); },
+  };
+}
+
 describe.skipIf(!root)('disk full (SQLite on a small tmpfs)', () => {
   const tmp = tempDir('kiln-diskfull-');
   const fs = path.join(tmp.dir, 'fs');
-  const filler = path.join(fs, 'filler');
+  let disk: ReturnType<typeof smallDisk> | undefined;
   let db: Db;
   let guarded: TestWeb;
   let bare: TestWeb;
-  let mounted = false;
-  const free = (): number => { const s = statfsSync(fs); return Number(s.bavail) * Number(s.bsize); };
-  /** Leaves about `leave` bytes free on the tmpfs (0: completely full). */
-  const fill = (leave: number): void => {
-    rmSync(filler, { force: true });
-    const n = Math.max(0, free() - leave);
-    writeFileSync(filler, Buffer.alloc(0));
-    // dd stops at ENOSPC when asked for more than there is: exactly what "full" means.
-    try {
-      execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=4096', `count=${Math.ceil(n / 4096)}`, 'status=none'], { stdio: 'ignore' });
-    } catch { /* ENOSPC at the end is expected when leave is 0 */ }
-  };
+  const free = (): number => disk!.free();
+  const fill = (leave: number): void => disk!.fill(leave);
   const rows = async (): Promise<Record<string, number>> => {
     const out: Record<string, number> = {};
     for (const t of ['dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds']) out[t] = Number((await db(t).count({ n: '*' }))[0]!.n);
@@ -52,9 +66,7 @@ describe.skipIf(!root)('disk full (SQLite on a small tmpfs)', () => {
   };
 
   beforeAll(async () => {
-    mkdirSync(fs);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m,mode=0700', 'tmpfs', fs]);
-    mounted = true;
+    disk = smallDisk(fs, 24);
     db = createDb({ client: 'sqlite', filename: path.join(fs, 'kiln.sqlite') });
     await migrateLatest(db);
     guarded = await startTestWeb({ db, config: { web: { minFreeMb: 4 } } });
@@ -65,7 +77,7 @@ describe.skipIf(!root)('disk full (SQLite on a small tmpfs)', () => {
     await guarded?.close();
     await bare?.close();
     await db?.destroy();
-    if (mounted) execFileSync('umount', [fs]);
+    disk?.unmount();
     tmp.cleanup();
   });
 
@@ -112,7 +124,7 @@ describe.skipIf(!root)('disk full (SQLite on a small tmpfs)', () => {
     }
     expect(await db.raw('PRAGMA integrity_check')).toEqual([{ integrity_check: 'ok' }]);
     expect(readdirSync(fs).sort()).toEqual(['filler', 'kiln.sqlite', 'kiln.sqlite-shm', 'kiln.sqlite-wal']);
-    rmSync(filler);
+    disk!.unfill();
     expect((await upload(c, 'after', 512 * 1024)).status).toBe(201);
     expect(await db.raw('PRAGMA integrity_check')).toEqual([{ integrity_check: 'ok' }]);
   });
@@ -120,5 +132,69 @@ describe.skipIf(!root)('disk full (SQLite on a small tmpfs)', () => {
   it('case 50: the disk-full errors of every engine are recognised (SQLITE_FULL, PostgreSQL 53100, ENOSPC)', () => {
     for (const code of ['SQLITE_FULL', '53100', 'ENOSPC']) expect(isDiskFull(Object.assign(new Error('x'), { code })), code).toBe(true);
     for (const code of ['SQLITE_BUSY', '23505', 'EACCES', undefined]) expect(isDiskFull(Object.assign(new Error('x'), { code })), String(code)).toBe(false);
+  });
+});
+
+const PG_BIN = ['15', '16', '17'].map((v) => `/usr/lib/postgresql/${v}/bin`).find((d) => existsSync(`${d}/initdb`));
+
+/**
+ * Case 50 on PostgreSQL for real: a private server (own data directory on a small tmpfs, unix socket only, stopped
+ * afterwards; the shared server is never touched) whose disk the test fills.
+ */
+describe.skipIf(!root || !PG_BIN)('disk full (PostgreSQL, a private server on a small tmpfs)', () => {
+  const tmp = tempDir('kiln-pgfull-');
+  const dir = path.join(tmp.dir, 'fs');
+  const data = path.join(dir, 'data');
+  const sock = path.join(dir, 'sock');
+  let disk: ReturnType<typeof smallDisk> | undefined;
+  let started = false;
+  let db: Db;
+  let w: TestWeb;
+  const pgCtl = (...args: string[]) => execFileSync('runuser', ['-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', data, ...args], { stdio: 'ignore', timeout: 120_000, cwd: dir });
+
+  beforeAll(async () => {
+    chmodSync(tmp.dir, 0o711); // the server runs as postgres and must reach its directory
+    disk = smallDisk(dir, 96, 'postgres');
+    // 1 MiB WAL segments, so the server keeps recycled segments on this small disk and a full disk fails a relation
+    // extension (an ERROR, SQLSTATE 53100) rather than a WAL write.
+    execFileSync('runuser', ['-u', 'postgres', '--', `${PG_BIN}/initdb`, '-D', data, '--wal-segsize=1', '-A', 'trust', '-U', 'kiln', '-E', 'UTF8'], { stdio: 'ignore', timeout: 120_000, cwd: dir });
+    execFileSync('runuser', ['-u', 'postgres', '--', 'mkdir', sock]);
+    const port = String(50000 + Math.floor(Math.random() * 10000));
+    pgCtl('-w', '-l', path.join(dir, 'log'), '-o', `-c listen_addresses='' -c unix_socket_directories=${sock} -c port=${port} -c min_wal_size=16MB -c max_wal_size=32MB -c shared_buffers=8MB`, 'start');
+    started = true;
+    db = createDb({ client: 'pg', url: `postgresql://kiln@${encodeURIComponent(sock)}:${port}/postgres` });
+    await migrateLatest(db);
+    w = await startTestWeb({ db });
+  });
+  afterAll(async () => {
+    await w?.close();
+    await db?.destroy();
+    if (started) pgCtl('-m', 'fast', 'stop');
+    disk?.unmount();
+    tmp.cleanup();
+  });
+
+  it('case 50: PostgreSQL out of disk: the upload is 507, nothing is half-written, the server keeps answering, and uploads work again once space is freed', async () => {
+    const c = w.client();
+    await c.signUp('alice', PW);
+    const token = await c.apiToken();
+    // Churn through some WAL so recycled segments exist before the disk fills, then give the space back.
+    await db.raw("create table scratch as select repeat('x', 1000) as t from generate_series(1, 20000)");
+    await db.raw('drop table scratch');
+    await db.raw('checkpoint');
+    const count = async (): Promise<number[]> => Promise.all(['dockerfiles', 'dockerfile_versions', 'dockerfile_contexts'].map(async (t) => Number((await db(t).count({ n: '*' }))[0]!.n)));
+    const before = await count();
+    disk!.fill(0);
+    const r = await c.postJson('/api/dockerfiles', {
+      name: 'full', content: 'FROM debian:bookworm\nRUN true\n',
+      contextFiles: [{ name: 'blob.bin', contentBase64: Buffer.alloc(2 * 1024 * 1024, 9).toString('base64') }],
+    }, { 'x-csrf-token': token });
+    expect(r.status).toBe(507);
+    expect(((await r.json()) as { error: { code: string } }).error.code).toBe('insufficient_storage');
+    expect(await count()).toEqual(before);
+    expect((await c.get('/api/me')).status).toBe(200);
+    disk!.unfill();
+    const ok = await c.postJson('/api/dockerfiles', { name: 'after', content: 'FROM debian:bookworm\nRUN true\n' }, { 'x-csrf-token': token });
+    expect(ok.status).toBe(201);
   });
 });
