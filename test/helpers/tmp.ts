@@ -18,3 +18,22 @@ export function listTree(dir: string): string[] {
   }
   return out.sort();
 }
+
+/**
+ * Points os.tmpdir() (which reads TMPDIR on each call) at a fresh directory of its own while uploads run, so nothing
+ * else on the machine can put a file there and a stray upload file cannot hide among theirs. `restore` puts TMPDIR
+ * back and removes the directory.
+ */
+export function isolatedTmpdir(prefix = 'kiln-test-uploads-tmp-'): { dir: string; use: () => void; restore: () => void } {
+  const t = tempDir(prefix);
+  const before = process.env.TMPDIR;
+  return {
+    dir: t.dir,
+    use: () => { process.env.TMPDIR = t.dir; },
+    restore: () => {
+      if (before === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = before;
+      t.cleanup();
+    },
+  };
+}

@@ -154,6 +154,16 @@ describe('web auth', () => {
   });
 });
 
+/** A Set-Cookie line with everything `__Host-` needs, plus HttpOnly and the given SameSite. */
+function expectHostCookie(sc: string | undefined, sameSite: 'Lax' | 'Strict'): void {
+  expect(sc).toBeDefined();
+  expect(sc).toMatch(/; Secure/i);
+  expect(sc).toMatch(/HttpOnly/i);
+  expect(sc).toMatch(new RegExp(`SameSite=${sameSite}`, 'i'));
+  expect(sc).toMatch(/Path=\//);
+  expect(sc).not.toMatch(/Domain=/i);
+}
+
 describe('web auth: https cookie and throttling', () => {
   let w: TestWeb;
   beforeAll(async () => {
@@ -166,25 +176,13 @@ describe('web auth: https cookie and throttling', () => {
   it('case 9: uses __Host-sid; Secure; HttpOnly; SameSite=Lax; Path=/ behind an https proxy; the device cookie is __Host- too', async () => {
     const c = w.client();
     await c.get('/login', { 'x-forwarded-proto': 'https' });
-    const sc = c.lastSetCookie.find((s) => s.startsWith('__Host-sid='));
-    expect(sc).toBeDefined();
-    expect(sc).toMatch(/; Secure/i);
-    expect(sc).toMatch(/HttpOnly/i);
-    expect(sc).toMatch(/SameSite=Lax/i);
-    expect(sc).toMatch(/Path=\//);
-    expect(sc).not.toMatch(/Domain=/i);
+    expectHostCookie(c.lastSetCookie.find((s) => s.startsWith('__Host-sid=')), 'Lax');
     // After a login the browser also gets its device cookie (login throttle): the same protections, SameSite=Strict.
     const h = { 'x-forwarded-proto': 'https', origin: 'https://kiln.example' };
     const tokenOf = async (p: string) => /name="_csrf" value="([^"]+)"/.exec(await (await c.get(p, h)).text())![1]!;
     expect((await c.postForm('/register', { _csrf: await tokenOf('/register'), username: 'erin', password: PW, password2: PW }, h)).status).toBe(201);
     expect((await c.postForm('/login', { _csrf: await tokenOf('/login'), username: 'erin', password: PW }, h)).status).toBe(303);
-    const dc = c.lastSetCookie.find((s) => s.startsWith('__Host-kiln-device='));
-    expect(dc).toBeDefined();
-    expect(dc).toMatch(/; Secure/i);
-    expect(dc).toMatch(/HttpOnly/i);
-    expect(dc).toMatch(/SameSite=Strict/i);
-    expect(dc).toMatch(/Path=\//);
-    expect(dc).not.toMatch(/Domain=/i);
+    expectHostCookie(c.lastSetCookie.find((s) => s.startsWith('__Host-kiln-device=')), 'Strict');
   });
 });
 

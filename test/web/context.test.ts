@@ -7,7 +7,7 @@ import tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser } from '../../src/web/index.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
-import { tempDir } from '../helpers/tmp.js';
+import { isolatedTmpdir } from '../helpers/tmp.js';
 import { freshDb, type TestDb } from '../db/engines.js';
 import type { TestGlue } from '../helpers/glue.js';
 import { backendJobName } from '../../src/protocol/index.js';
@@ -94,24 +94,19 @@ function suite(engine: 'sqlite' | 'pg') {
     let pg: TestDb | undefined;
     let c: HttpClient;
     let token: string;
-    // The temp dir this process's code sees while the uploads run (os.tmpdir() reads TMPDIR on each call), so
-    // nothing else on the machine can put a file there and a stray upload file cannot hide among theirs.
-    const uploadsTmp = tempDir('kiln-test-uploads-tmp-');
-    const tmpBefore = process.env.TMPDIR;
+    const uploadsTmp = isolatedTmpdir();
     beforeAll(async () => {
       if (engine === 'pg') pg = await freshDb('pg');
       w = await startTestWeb({ db: pg?.db, config: { web: { quotaQueuedBuilds: 1000, quotaDockerfiles: 1000 } } });
       c = w.client();
       await signUpSure(c, 'alice');
       token = await c.token('/dockerfiles/new');
-      process.env.TMPDIR = uploadsTmp.dir;
+      uploadsTmp.use();
     });
     afterAll(async () => {
-      if (tmpBefore === undefined) delete process.env.TMPDIR;
-      else process.env.TMPDIR = tmpBefore;
       await w?.close();
       await pg?.drop();
-      uploadsTmp.cleanup();
+      uploadsTmp.restore();
     });
 
     it('Dockerfile + 2 files: the job spec carries a tar with exactly those 2 files and bytes', async () => {

@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from '../helpers/tmp.js';
+import { isolatedTmpdir } from '../helpers/tmp.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const DF = 'FROM debian:bookworm\nRUN true\n';
@@ -50,22 +50,18 @@ describe('client file names are never trusted (case 19)', () => {
   let w: TestWeb;
   let c: HttpClient;
   let token: string;
-  // Anything written while the uploads run would land here (os.tmpdir() reads TMPDIR on each call).
-  const uploadsTmp = tempDir('kiln-test-names-tmp-');
-  const tmpBefore = process.env.TMPDIR;
+  const uploadsTmp = isolatedTmpdir('kiln-test-names-tmp-');
   const count = async (t: string): Promise<number> => Number((await w.db(t).count({ n: '*' }))[0]!.n);
   beforeAll(async () => {
     w = await startTestWeb({ config: { web: { quotaDockerfiles: 1000 } } });
     c = w.client();
     await c.signUp('alice');
     token = await c.token('/dockerfiles/new');
-    process.env.TMPDIR = uploadsTmp.dir;
+    uploadsTmp.use();
   });
   afterAll(async () => {
-    if (tmpBefore === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = tmpBefore;
     await w?.close();
-    uploadsTmp.cleanup();
+    uploadsTmp.restore();
   });
 
   HOSTILE.forEach(([label, filename], i) => {
