@@ -1,6 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isolatedTmpdir } from '../helpers/tmp.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const GOOD = 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y linux-image-amd64 systemd-sysv\n';
@@ -23,15 +24,19 @@ describe('Dockerfile input', () => {
   let w: TestWeb;
   let c: HttpClient;
   let token: string;
-  let tmpBefore: string[];
+  // Uploads run with a temp directory of their own: a stray upload file would show there, and nothing else writes it.
+  const uploadsTmp = isolatedTmpdir();
   beforeAll(async () => {
     w = await startTestWeb({ config: { web: { quotaDockerfiles: 3 } } });
     c = w.client();
     await c.signUp('alice');
     token = await c.token('/dockerfiles/new');
-    tmpBefore = readdirSync(tmpdir());
+    uploadsTmp.use();
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+    uploadsTmp.restore();
+  });
 
   it('case 18: stores a pasted Dockerfile (CRLF normalised) and an uploaded one', async () => {
     const r = await upload(c, token, 'pasted', null, GOOD.replace(/\n/g, '\r\n'));
@@ -100,8 +105,8 @@ describe('Dockerfile input', () => {
   });
 
   it('case 16: leaves no temp file behind', () => {
-    const after = readdirSync(tmpdir()).filter((n) => !tmpBefore.includes(n) && !n.startsWith('kiln-web-'));
-    expect(after).toEqual([]);
+    expect(tmpdir()).toBe(uploadsTmp.dir);
+    expect(readdirSync(uploadsTmp.dir)).toEqual([]);
   });
 
   it('case 18: JSON API: same rules, exact bytes via base64', async () => {
