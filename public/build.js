@@ -12,6 +12,7 @@
   var stageEl = document.getElementById('stage');
   var artifactsEl = document.getElementById('artifacts');
   var shaEl = document.getElementById('sha');
+  var verifyingEl = document.getElementById('verifying');
   var cancelEl = document.getElementById('cancel');
   var finishedEl = document.getElementById('finished');
   var offset = 0;
@@ -26,7 +27,8 @@
   }
 
   function showBuild(b) {
-    stateEl.textContent = b.state;
+    stateEl.textContent = b.state === 'verifying' ? 'verifying artifacts' : b.state;
+    verifyingEl.hidden = b.state !== 'verifying';
     stateEl.className = 'state state-' + String(b.state).replace(/[^a-z]/g, '');
     reasonEl.hidden = !b.reason;
     reasonEl.textContent = b.reason || '';
@@ -48,15 +50,22 @@
         size.textContent = ' ' + a.size + ' bytes';
         li.appendChild(link);
         li.appendChild(size);
+        if (a.sha256) {
+          var sha = document.createElement('code');
+          sha.className = 'sha';
+          sha.textContent = 'sha256 ' + a.sha256;
+          li.appendChild(document.createTextNode(' '));
+          li.appendChild(sha);
+        }
         artifactsEl.appendChild(li);
       });
     }
     if (b.imageSha256) {
       shaEl.hidden = false;
-      shaEl.textContent = 'image sha256 ' + b.imageSha256;
+      shaEl.querySelector('code').textContent = b.imageSha256;
     }
     final = !!b.final;
-    if (cancelEl) cancelEl.hidden = final;
+    if (cancelEl) cancelEl.hidden = final || b.state === 'verifying';
     if (finishedEl && b.finishedAt) finishedEl.textContent = String(b.finishedAt).replace('T', ' ').slice(0, 19);
   }
 

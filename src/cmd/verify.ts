@@ -1,16 +1,38 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config/index.js';
-import { toKilnError } from '../shared/errors.js';
-import { publicKeyOf } from '../sdk/sign.js';
+import { KilnError, toKilnError } from '../shared/errors.js';
+import { firstKeyLine } from '../shared/sshsig.js';
 import { verifyDir } from '../sdk/verify.js';
 
-const USAGE = `usage: kiln verify DIR [--pubkey FILE] [--require-signature]
+const USAGE = `usage: kiln verify DIR [--key FILE | --key-url URL] [--require-signature]
 
-Checks an SDK output directory: every file in SHA256SUMS, the SSH signature SHA256SUMS.sig (against --pubkey, or
-the public half of KILN_SDK_SIGNING_KEY_FILE), and that sbom.spdx.json lists exactly the packages of the image's
-dpkg database. Prints a JSON report; exit 0 only when every check passes.
+Checks a downloaded build: every file in SHA256SUMS, the SSH signature SHA256SUMS.sig (made by the Kiln web that
+served the build) against --key (a .pub file) or --key-url (e.g. https://kiln.example.org/.well-known/kiln-signing-key),
+and that sbom.spdx.json lists exactly the packages of the image's dpkg database. Prints a JSON report; exit 0 only
+when every check passes.
 `;
+
+const MAX_KEY_BYTES = 16 * 1024;
+
+/** The public key published at `url` (http or https, small, one key line). */
+async function fetchKey(url: string): Promise<string> {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new KilnError('invalid_input', `--key-url is not a URL: ${url.slice(0, 200)}`);
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new KilnError('invalid_input', '--key-url must be http or https');
+  const res = await fetch(u, { redirect: 'error', signal: AbortSignal.timeout(30_000) }).catch((e: unknown) => {
+    throw new KilnError('backend_unavailable', `Cannot fetch the signing key from ${u.origin}: ${(e as Error).message}`);
+  });
+  const body = Buffer.from(await res.arrayBuffer());
+  if (!res.ok) throw new KilnError('backend_unavailable', `Fetching the signing key answered HTTP ${res.status}`);
+  if (body.length > MAX_KEY_BYTES) throw new KilnError('invalid_input', 'The signing key document is too large');
+  const key = firstKeyLine(body.toString('utf8'));
+  if (!key) throw new KilnError('invalid_input', 'The signing key document holds no key');
+  return key;
+}
 
 /** Composition root for `kiln verify`. */
 export async function main(argv: string[]): Promise<number> {
@@ -18,7 +40,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: argv, strict: true, allowPositionals: true,
-      options: { pubkey: { type: 'string' }, 'require-signature': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: { key: { type: 'string' }, 'key-url': { type: 'string' }, 'require-signature': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     });
   } catch (e) {
     process.stderr.write(`kiln verify: ${(e as Error).message}\n${USAGE}`);
@@ -26,14 +48,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (parsed.values.help) { process.stdout.write(USAGE); return 0; }
   const [dir, ...extra] = parsed.positionals;
-  if (!dir || extra.length) { process.stderr.write(USAGE); return 2; }
+  if (!dir || extra.length || (parsed.values.key && parsed.values['key-url'])) { process.stderr.write(USAGE); return 2; }
   try {
     let publicKey: string | undefined;
-    if (parsed.values.pubkey) publicKey = (await readFile(parsed.values.pubkey, 'utf8')).split('\n').find((l) => l.trim() && !l.startsWith('#'));
-    else {
-      const cfg = loadConfig();
-      if (cfg.sdk.signingKeyFile) publicKey = await publicKeyOf(cfg.sdk.signingKeyFile);
+    if (parsed.values.key) {
+      const file = parsed.values.key;
+      publicKey = firstKeyLine(await readFile(file, 'utf8').catch(() => { throw new KilnError('invalid_input', `Cannot read the key file ${file}`); }));
     }
+    else if (parsed.values['key-url']) publicKey = await fetchKey(parsed.values['key-url']);
     const report = await verifyDir(dir, { publicKey, requireSignature: parsed.values['require-signature'] });
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     for (const c of report.checks) if (!c.ok) process.stderr.write(`kiln verify: FAILED ${c.name}: ${c.message}\n`);

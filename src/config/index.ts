@@ -41,6 +41,12 @@ export const configSchema = z.object({
     /** Concurrent argon2 hashes: each takes a core for ~10 ms; more than the cores only queues inside libuv. */
     hashConcurrency: int(2),
     reconcileSeconds: int(30),
+    /**
+     * The private key (OpenSSH format) the web signs each build's SHA256SUMS with, after hashing the artifacts
+     * itself. Unset: an ed25519 key generated on first start at <dataDir>/keys/signing_ed25519 (0600). Builders
+     * never hold it; its public half is served at /.well-known/kiln-signing-key.
+     */
+    signingKeyFile: z.string().optional(),
   }).prefault({}),
   db: z.object({
     client: z.enum(['sqlite', 'pg']).default('sqlite'),
@@ -115,7 +121,6 @@ export const configSchema = z.object({
     maxBuildDiskMb: int(16384),
     logCapBytes: int(16 * 1024 * 1024),
     accel: z.enum(['tcg', 'kvm']).default('tcg'),
-    signingKeyFile: z.string().optional(),
   }).prefault({}),
 });
 

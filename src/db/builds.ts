@@ -1,13 +1,18 @@
 import type { Queryable } from './knex.js';
 import { nowIso } from './knex.js';
 
-export const WEB_BUILD_STATES = ['requested', 'queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+/**
+ * `verifying`: the backend says the build succeeded and the web is hashing what it received (src/web/services/
+ * attest.ts); only then, and only if the builder's SHA256SUMS agrees, is the build `succeeded`.
+ */
+export const WEB_BUILD_STATES = ['requested', 'queued', 'running', 'verifying', 'succeeded', 'failed', 'cancelled'] as const;
 export type WebBuildState = (typeof WEB_BUILD_STATES)[number];
 /** States that count against the queued-builds quota and that the reconciler keeps polling. */
 export const ACTIVE_STATES: readonly WebBuildState[] = ['requested', 'queued', 'running'];
 export const isFinal = (s: WebBuildState): boolean => s === 'succeeded' || s === 'failed' || s === 'cancelled';
 
-export interface BuildArtifact { name: string; size: number }
+/** An artifact as the backend listed it; `sha256` (and then `size`) is the web's own count once it has verified it. */
+export interface BuildArtifact { name: string; size: number; sha256?: string }
 export interface BuildProgress { stage: string; percent: number; message?: string }
 
 export interface BuildRow {
@@ -143,5 +148,11 @@ export async function clearDispatchAttempts(db: Queryable, id: number): Promise<
 /** Builds the reconciler should look at: not dispatched yet, or dispatched and not final. */
 export async function listBuildsToReconcile(db: Queryable, limit = 100): Promise<BuildRow[]> {
   const rows = await db('builds').whereIn('state', ACTIVE_STATES as WebBuildState[]).orderBy('id').limit(limit);
+  return rows.map((r: Record<string, unknown>) => norm(r));
+}
+
+/** Builds whose artifacts the web has to verify and sign (see src/web/services/attest.ts). */
+export async function listBuildsToAttest(db: Queryable, limit = 20): Promise<BuildRow[]> {
+  const rows = await db('builds').where({ state: 'verifying' }).orderBy('id').limit(limit);
   return rows.map((r: Record<string, unknown>) => norm(r));
 }

@@ -7,3 +7,4 @@ export * from './dockerfiles.js';
 export * from './contexts.js';
 export * from './builds.js';
 export * from './quotas.js';
+export * from './attestations.js';

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { formatSha256Sums, type SumEntry } from '../shared/checksums.js';
 import { readFileIn } from './fsroot.js';
 import type { DiskLayout } from './disk.js';
 import type { Artifact } from './result.js';
@@ -146,22 +147,11 @@ export function buildSpdx(o: { name: string; createdAt: string; sdkVersion: stri
   };
 }
 
-/** `sha256  name` lines (the format `sha256sum -c` reads), sorted by name. */
+/** The builder's claim: `SHA256SUMS` over `names` in DIR (digests from `known` when given, else hashed here). */
 export async function writeSha256Sums(dir: string, names: string[], known: ReadonlyMap<string, string> = new Map()): Promise<string> {
-  const lines: string[] = [];
-  for (const n of [...names].sort()) lines.push(`${known.get(n) ?? (await sha256File(path.join(dir, n)))}  ${n}`);
-  const text = lines.join('\n') + '\n';
+  const entries: SumEntry[] = [];
+  for (const name of names) entries.push({ name, sha256: known.get(name) ?? (await sha256File(path.join(dir, name))) });
+  const text = formatSha256Sums(entries);
   await fsp.writeFile(path.join(dir, 'SHA256SUMS'), text);
   return text;
-}
-
-export function parseSha256Sums(text: string): { sha256: string; name: string }[] {
-  const out: { sha256: string; name: string }[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
-    const m = /^([0-9a-f]{64}) [ *]([^/\\\0]+)$/.exec(line);
-    if (!m) throw new Error(`malformed SHA256SUMS line: ${JSON.stringify(line.slice(0, 100))}`);
-    out.push({ sha256: m[1]!, name: m[2]! });
-  }
-  return out;
 }

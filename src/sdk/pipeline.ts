@@ -22,7 +22,6 @@ import { checkDockerfile } from './policy.js';
 import { buildProvenance } from './provenance.js';
 import { Reporter } from './reporter.js';
 import { describeArtifact, sha256File, writeResult, type Artifact, type BuildResult } from './result.js';
-import { signSums } from './sign.js';
 import { treeStaging, type TreeStaging } from './staging.js';
 import { SDK_VERSION } from './version.js';
 
@@ -112,8 +111,10 @@ function missingParts(c: BootCheck): string[] {
 
 /**
  * `kiln sdk build`: policy → base → build → export → finish (+ bootable layer when needed) → disk → convert →
- * checksum/manifest/SBOM/provenance/SHA256SUMS (+ signature) → boot. Always writes DIR/result.json (ok:false plus
- * error on failure) and DIR/build.log; removes its staging area whatever happens.
+ * checksum/manifest/SBOM/provenance/SHA256SUMS → boot.
+ * SHA256SUMS is the builder's claim, never signed here: a builder holds no key (the web re-hashes and signs).
+ * Always writes DIR/result.json (ok:false plus error on failure) and DIR/build.log; removes its staging area
+ * whatever happens.
  */
 export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<BuildResult> {
   const s = deps.settings;
@@ -311,10 +312,6 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       });
       await fsp.writeFile(path.join(outDir, 'provenance.json'), JSON.stringify(provenance, null, 2) + '\n');
       await writeSha256Sums(outDir, [...artifacts.map((a) => a.name), 'manifest.json', 'sbom.spdx.json', 'provenance.json'], new Map(artifacts.map((a) => [a.name, a.sha256])));
-      if (s.signingKeyFile) {
-        await signSums(outDir, s.signingKeyFile);
-        rep.log('[kiln] SHA256SUMS signed (SHA256SUMS.sig, ssh-keygen -Y, namespace kiln-image)');
-      }
     });
 
     // BIOS for every format; UEFI once for the disk formats (same bytes in raw and qcow2) when the disk has an ESP,

@@ -2,9 +2,10 @@ import { constants as C, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../shared/subprocess.js';
-import { parseDpkgStatus, parseSha256Sums } from './manifest.js';
+import { parseSha256Sums } from '../shared/checksums.js';
+import { verifyText } from '../shared/sshsig.js';
+import { parseDpkgStatus } from './manifest.js';
 import { sha256File } from './result.js';
-import { verifySums } from './sign.js';
 
 export interface VerifyCheck { name: string; ok: boolean; message: string }
 export interface VerifyReport { ok: boolean; checks: VerifyCheck[] }
@@ -81,9 +82,10 @@ export async function verifyDir(dir: string, o: VerifyOptions = {}): Promise<Ver
     const hasSig = await fsp.lstat(sig).then((s) => s.isFile(), () => false);
     if (hasSig || o.requireSignature) {
       if (!hasSig) add('signature', false, 'SHA256SUMS.sig is missing');
-      else if (!o.publicKey) add('signature', false, 'SHA256SUMS.sig present but no public key to check it against (--pubkey)');
+      else if (!o.publicKey) add('signature', false, 'SHA256SUMS.sig present but no public key to check it against (--key FILE or --key-url URL)');
+      else if (sumsText === undefined) add('signature', false, 'nothing to check it against: SHA256SUMS is missing');
       else {
-        const v = await verifySums(dir, o.publicKey, work);
+        const v = await verifyText(await fsp.readFile(path.join(dir, 'SHA256SUMS')), await fsp.readFile(sig), o.publicKey);
         add('signature', v.ok, v.ok ? 'valid (ssh-keygen -Y verify, namespace kiln-image)' : `invalid: ${v.message}`);
       }
     }

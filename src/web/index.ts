@@ -11,6 +11,7 @@ import type { Logger } from '../shared/logger.js';
 import type { GlueClient } from './glue-client/types.js';
 import { createApp, type AppOptions } from './app.js';
 import { PasswordHasher } from './services/passwords.js';
+import { signingKey } from './services/signing.js';
 import { ensureFirstAdmin as ensureFirstAdminWith, createUserWithGeneratedPassword } from './services/users.js';
 
 export { createApp } from './app.js';
@@ -54,6 +55,8 @@ export interface StartWebOptions {
  * (the caller built them and owns them).
  */
 export async function startWeb(opts: StartWebOptions): Promise<{ url: string; close(): Promise<void> }> {
+  // On first start this creates the signing key; a configured key that cannot be read stops the start here.
+  await signingKey(opts.config);
   const app = createApp({ ...opts, sessionSecret: await sessionSecret(opts.db, opts.config) });
   const server = http.createServer(app);
   server.headersTimeout = 30_000;

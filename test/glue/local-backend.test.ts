@@ -48,7 +48,7 @@ describe('local backend', () => {
     const { build } = await b.build(3, 'first-build-key');
     expect(build).toBe(1);
     const st = await waitFor(b, 3, 1, ['succeeded', 'failed']);
-    expect(st).toMatchObject({ job: 3, build: 1, state: 'succeeded', artifacts: [{ name: 'image.raw', size: 15 }, { name: 'result.json', size: expect.any(Number) }] });
+    expect(st).toMatchObject({ job: 3, build: 1, state: 'succeeded', artifacts: [{ name: 'image.raw', size: 15 }, { name: 'result.json', size: expect.any(Number) }, { name: 'SHA256SUMS', size: 64 + 2 + 9 + 1 }] });
     expect(st.startedAt && st.finishedAt && st.queuedAt).toBeTruthy();
     const archive = path.join(jobDir, 'builds/1/archive');
     const argv = readFileSync(path.join(archive, 'argv.txt'), 'utf8').trim().split('\n');
@@ -264,13 +264,14 @@ describe('local backend', () => {
     }
   });
 
-  it('refuses a symlink artifact and never lists it', async () => {
+  it('case 22: refuses a symlink artifact (image.qcow2 -> /etc/shadow) and never lists it', async () => {
     const { b } = await make();
     await b.putJob(1, spec('symlink'));
     await b.build(1, 'k0000001');
     const st = await waitFor(b, 1, 1, ['succeeded']);
-    expect(st.artifacts.map((a) => a.name)).toEqual(['image.raw', 'result.json']);
+    expect(st.artifacts.map((a) => a.name)).toEqual(['image.raw', 'result.json', 'SHA256SUMS']);
     await expect(b.artifact(1, 1, 'manifest.json', 0)).rejects.toMatchObject({ code: 'not_found' });
+    await expect(b.artifact(1, 1, 'image.qcow2', 0)).rejects.toMatchObject({ code: 'not_found' });
     // Even a symlinked archive directory is refused.
     await b.build(1, 'k0000002');
     await waitFor(b, 1, 2, ['succeeded']);

@@ -16,8 +16,10 @@ import { tempDir } from './tmp.js';
  *   (none)        prints progress, writes image.raw + result.json, exits 0
  *   fail          writes result.json with an error message, exits 1
  *   sleep N       prints progress, then sleeps N seconds before succeeding (cancel/restart/queue tests)
- *   symlink       also makes manifest.json a symlink to /etc/passwd (must never be served)
+ *   symlink       also makes manifest.json a symlink to /etc/passwd and image.qcow2 one to /etc/shadow (never served)
  *   noise N       prints N KiB of log lines (log cap and offsets)
+ *   big N         writes an image.raw of N MiB (slow readers, streams)
+ * Like the SDK, it writes SHA256SUMS over its images: the builder's claim the web checks before it signs.
  * It records its argv in <out>/argv.txt (not an artifact name, so never served).
  */
 export function writeFakeSdk(dir: string): string[] {
@@ -42,9 +44,13 @@ if [ "$mode" = fail ]; then
   echo "build failed" >&2
   exit 1
 fi
-printf 'RAW-IMAGE-BYTES' > "$out/image.raw"
+case "$mode" in
+  big*) head -c $((\${mode#big } * 1048576)) /dev/zero > "$out/image.raw" ;;
+  *) printf 'RAW-IMAGE-BYTES' > "$out/image.raw" ;;
+esac
 printf '{"ok":true,"artifacts":["image.raw"]}' > "$out/result.json"
-if [ "$mode" = symlink ]; then ln -s /etc/passwd "$out/manifest.json"; fi
+(cd "$out" && sha256sum image.raw > SHA256SUMS)
+if [ "$mode" = symlink ]; then ln -s /etc/passwd "$out/manifest.json"; ln -s /etc/shadow "$out/image.qcow2"; fi
 echo '##kiln {"stage":"done","percent":100}'
 `);
   chmodSync(file, 0o755);

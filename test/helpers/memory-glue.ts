@@ -137,11 +137,16 @@ export class MemoryGlue implements GlueClient {
     const b = this.build(job, build);
     b.log = Buffer.concat([b.log, Buffer.isBuffer(text) ? text : Buffer.from(text, 'utf8')]);
   }
-  /** Finishes a build with an image and a result.json in the SDK's BuildResult shape (artifacts with digests). */
-  succeed(job: number, build: number, image: Buffer = Buffer.from('fake disk image\n')): string {
+  /**
+   * Finishes a build with an image, a result.json in the SDK's BuildResult shape (artifacts with digests) and, like
+   * the SDK, SHA256SUMS over the image: the builder's claim (`claim` replaces its text; null leaves it out).
+   */
+  succeed(job: number, build: number, image: Buffer = Buffer.from('fake disk image\n'), o: { claim?: string | null } = {}): string {
     const b = this.build(job, build);
     const sha = createHash('sha256').update(image).digest('hex');
     b.artifacts.set('image.raw', image);
+    const claim = o.claim === undefined ? `${sha}  image.raw\n` : o.claim;
+    if (claim !== null) b.artifacts.set('SHA256SUMS', Buffer.from(claim));
     const now = new Date().toISOString();
     const result: BuildResult = {
       ok: true, sdkVersion: 'memory-glue', startedAt: now, finishedAt: now,

@@ -3,7 +3,7 @@ import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
 import { createDb, migrateLatest, type Db } from '../../src/db/index.js';
 import { silentLogger, type Logger } from '../../src/shared/logger.js';
 import type { GlueClient } from '../../src/web/glue-client/types.js';
-import { startWeb, type StartWebOptions } from '../../src/web/index.js';
+import { startReconciler, startWeb, type StartWebOptions } from '../../src/web/index.js';
 import { MemoryGlue } from './memory-glue.js';
 import { tempDir } from './tmp.js';
 import { startTestGlue, type TestGlue } from './glue.js';
@@ -40,6 +40,8 @@ interface TestWebOptions {
   /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
   realGlue?: true | { sdkCommand?: string[] };
   logger?: Logger;
+  /** Run the background reconciler (dispatch, refresh, artifact verification) every this many seconds, as `kiln web` does. */
+  reconcileSeconds?: number;
 }
 
 /** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
@@ -54,10 +56,12 @@ export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<G
   await migrateLatest(db);
   const glue = real?.client ?? opts.glue ?? testGlue();
   const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits, clock: opts.clock, hasher: opts.hasher });
+  const stopReconciler = opts.reconcileSeconds ? startReconciler(db, glue, config, opts.logger ?? silentLogger, opts.reconcileSeconds) : undefined;
   return {
     url: web.url, db, glue, config, dir, realGlue: real,
     client: () => new HttpClient(web.url),
     close: async () => {
+      stopReconciler?.();
       await web.close();
       if (!opts.db) await db.destroy();
       await real?.cleanup();

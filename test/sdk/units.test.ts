@@ -9,7 +9,8 @@ import { tempDir } from '../helpers/tmp.js';
 import { compareVersions, parseOsRelease } from '../../src/sdk/bootable.js';
 import { isIgnored, parseDockerignore } from '../../src/sdk/dockerignore.js';
 import { sfdiskScript, planDisk, syslinuxCfg, KERNEL_CMDLINE } from '../../src/sdk/disk.js';
-import { buildSpdx, parseDpkgStatus, parseSha256Sums } from '../../src/sdk/manifest.js';
+import { buildSpdx, parseDpkgStatus } from '../../src/sdk/manifest.js';
+import { parseSha256Sums } from '../../src/shared/checksums.js';
 import { bootPackages } from '../../src/sdk/pipeline.js';
 import { buildProvenance } from '../../src/sdk/provenance.js';
 import { Reporter } from '../../src/sdk/reporter.js';
@@ -59,6 +60,7 @@ describe('dpkg database', () => {
     expect(parseSha256Sums(`${'a'.repeat(64)}  image.raw\n`)).toEqual([{ sha256: 'a'.repeat(64), name: 'image.raw' }]);
     expect(() => parseSha256Sums(`${'a'.repeat(64)}  ../etc/passwd\n`)).toThrow();
     expect(() => parseSha256Sums('nonsense\n')).toThrow();
+    expect(() => parseSha256Sums(`${'a'.repeat(64)}  image.raw\n${'b'.repeat(64)}  image.raw\n`)).toThrow(/twice/);
   });
 });
 

@@ -5,7 +5,7 @@ import { addUser } from '../../src/web/index.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const PUBLIC = new Set([
-  'GET /', 'GET /login', 'GET /register', 'GET /api/csrf',
+  'GET /', 'GET /login', 'GET /register', 'GET /api/csrf', 'GET /.well-known/kiln-signing-key',
   'POST /login', 'POST /api/login', 'POST /register', 'POST /api/register', 'POST /logout', 'POST /api/logout',
 ]);
 

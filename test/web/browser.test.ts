@@ -14,7 +14,7 @@ describe('browser', () => {
   let profile: { dir: string; cleanup: () => void };
   const shots = tempDir('kiln-shots-');
   beforeAll(async () => {
-    w = await startTestWeb({ realGlue: true });
+    w = await startTestWeb({ realGlue: true, reconcileSeconds: 1 });
     profile = tempDir('kiln-chromium-');
     ctx = await chromium.launchPersistentContext(profile.dir, { executablePath: '/usr/bin/chromium', args: FLAGS, headless: true });
   });

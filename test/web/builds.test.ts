@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reconcileOnce } from '../../src/web/index.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
@@ -72,7 +73,7 @@ describe('builds', () => {
     for (const r of await w.db('builds').select()) await getBuild(a, r.id);
   });
 
-  it('case 15: status, progress, log (ANSI and OSC 8 links stripped, markup kept as text) and download follow the glue', async () => {
+  it('case 15: status, progress, log (ANSI and OSC 8 links stripped, markup kept as text) and download follow the glue; case 23: the image downloads as an attachment under a server-made name, nosniff, private no-store; Range gives 206', async () => {
     const { id } = await a.build(dfId);
     const bn = Number((await w.db('builds').where({ id }).first()).backend_build);
     w.glue.start(dfId, bn);
@@ -88,10 +89,15 @@ describe('builds', () => {
     const image = Buffer.from('0123456789abcdef'.repeat(1000));
     const sha = w.glue.succeed(dfId, bn, image);
     s = await getBuild(a, id);
+    expect(s.state).toBe('verifying');
+    expect(s.final).toBe(false);
+    expect(s.imageSha256).toBeNull();
+    await reconcileOnce(w.db, w.glue, w.config);
+    s = await getBuild(a, id);
     expect(s.state).toBe('succeeded');
     expect(s.final).toBe(true);
     expect(s.imageSha256).toBe(sha);
-    expect(s.artifacts.map((x) => x.name).sort()).toEqual(['image.raw', 'result.json']);
+    expect(s.artifacts.map((x) => x.name).sort()).toEqual(['SHA256SUMS', 'SHA256SUMS.sig', 'image.raw', 'result.json']);
     const dl = await a.get(`/builds/${id}/artifacts/image.raw`);
     expect(dl.status).toBe(200);
     expect(dl.headers.get('content-type')).toBe('application/octet-stream');
@@ -112,15 +118,28 @@ describe('builds', () => {
     expect(html).toContain('<script src="/static/build.js" defer></script>');
   });
 
-  it('artifact names outside the allow-list or not on the build => 404', async () => {
+  it('case 21: download ids and names like ../../, %2e%2e%2f, %252e, ..%5c, %00 => 400/404, and nothing is read', async () => {
     const row = await w.db('builds').where({ state: 'succeeded' }).first();
-    for (const name of ['..%2F..%2Fetc%2Fpasswd', '%2e%2e%2f', '%252e%252e', '..%5cimage.raw', 'image.raw%00', 'image.qcow2', 'build.log', '.']) {
-      const r = await a.get(`/builds/${row.id}/artifacts/${name}`);
-      expect([400, 404], name).toContain(r.status);
+    const calls = w.glue.calls.length;
+    const names = ['..%2F..%2Fetc%2Fpasswd', '../../etc/passwd', '%2e%2e%2f', '%2e%2e%2fSHA256SUMS', '%252e%252e%252fetc', '..%5cimage.raw', '..%5c..%5cetc%5cpasswd',
+      'image.raw%00', 'image.raw%00.txt', '%00', 'image.qcow2', 'build.log', '.', '..', '%2e', 'IMAGE.RAW', 'image.raw%2f'];
+    // Sent as written (node:http), not normalised by a URL parser the way fetch would.
+    const raw = (p: string) => new Promise<number>((resolve, reject) => {
+      const u = new URL(w.url);
+      http.get({ host: u.hostname, port: u.port, path: p, headers: { cookie: a.cookieHeader() } }, (res) => { res.resume(); resolve(res.statusCode!); }).on('error', reject);
+    });
+    for (const name of names) {
+      for (const prefix of ['', '/api']) {
+        expect([400, 404], `${prefix} ${name}`).toContain(await raw(`${prefix}/builds/${row.id}/artifacts/${name}`));
+      }
     }
-    for (const id of ['..%2f1', '0', '-1', '1.0', '99999999999999']) {
-      expect([400, 404], id).toContain((await a.get(`/builds/${id}`)).status);
+    for (const id of ['..%2f1', '..', '../..', '%2e%2e%2f1', '%252e%252e', '..%5c1', `${row.id}%00`, '%00', '0', '-1', '1.0', '99999999999999']) {
+      for (const p of [`/builds/${id}`, `/builds/${id}/artifacts/image.raw`, `/api/builds/${id}/artifacts/image.raw`]) {
+        expect([400, 404], p).toContain(await raw(p));
+      }
     }
+    // Not one of these reached the glue: no artifact was opened, by name or otherwise.
+    expect(w.glue.calls.slice(calls).filter((c) => c.verb === 'build.artifact')).toEqual([]);
   });
 
   it('case 12: user B gets 404 on A\'s Dockerfile, build, log and download; POSTs change nothing', async () => {
@@ -294,15 +313,3 @@ describe('security headers', () => {
   });
 });
 
-describe('imageShaOf', () => {
-  it('prefers the image.raw entry of result.json', async () => {
-    const { imageShaOf } = await import('../../src/web/services/builds.js');
-    const a = 'a'.repeat(64); const b = 'b'.repeat(64);
-    expect(imageShaOf({ ok: true, artifacts: [{ name: 'build.log', sha256: a }, { name: 'image.raw', sha256: b }] })).toBe(b);
-    expect(imageShaOf({ artifacts: [{ name: 'image.qcow2', sha256: a }] })).toBe(a);
-    // Only the SDK's shape counts: a digest elsewhere in the document is not the image's.
-    expect(imageShaOf({ image: { sha256: b } })).toBeNull();
-    expect(imageShaOf({ artifacts: [{ name: 'image.raw', sha256: 'nope' }] })).toBeNull();
-    expect(imageShaOf(null)).toBeNull();
-  });
-});

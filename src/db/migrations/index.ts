@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_initial.js';
 import * as m002 from './002_build_context.js';
+import * as m003 from './003_attestation.js';
 import * as m004 from './004_quotas.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
@@ -12,6 +13,7 @@ type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void
 const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['001_initial', m001],
   ['002_build_context', m002],
+  ['003_attestation', m003],
   ['004_quotas', m004],
 ];
 

@@ -28,7 +28,9 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
     backendBuild: b.backend_build,
     reason: b.reason,
     progress: b.progress,
-    artifacts: b.artifacts.map((a) => ({ name: a.name, size: a.size, url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}` })),
+    // While verifying, the builder's SHA256SUMS is not served (the web's replaces it once signed).
+    artifacts: b.artifacts.filter((a) => b.state !== 'verifying' || !a.name.startsWith('SHA256SUMS'))
+      .map((a) => ({ name: a.name, size: a.size, sha256: a.sha256 ?? null, url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}` })),
     imageSha256: b.image_sha256,
     requestedAt: b.requested_at,
     queuedAt: b.queued_at,

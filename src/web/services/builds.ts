@@ -10,14 +10,12 @@
  */
 import { Readable, Transform } from 'node:stream';
 import {
-  ACTIVE_STATES, bumpDispatchAttempts, clearDispatchAttempts, countActiveBuilds, findBuild, findBuildByKey, findDockerfile, findUserById, getContextTar, getVersion,
+  ACTIVE_STATES, bumpDispatchAttempts, clearDispatchAttempts, countActiveBuilds, findAttestation, findBuild, findBuildByKey, findDockerfile, findUserById, getContextTar, getVersion,
   insertBuild, isFinal, isPg, isUniqueViolation, listBuildsToReconcile, nowIso, updateBuild,
   type BuildRow, type Db, type WebBuildState,
 } from '../../db/index.js';
 import { ARTIFACT_NAMES, FORMATS, type ArtifactName, type BuildStatus, type Format, type JobSpecInput, type LogChunk } from '../../protocol/index.js';
 import { KilnError, conflict, isKilnError, notFound } from '../../shared/errors.js';
-import type { Logger } from '../../shared/logger.js';
-import type { GlueClient } from '../glue-client/types.js';
 import { parseIdempotencyKey } from '../validation.js';
 import { buildFor, dockerfileFor } from './access.js';
 import type { Actor, Services } from './context.js';
@@ -146,53 +144,18 @@ export async function refresh(s: Pick<Services, 'db' | 'glue' | 'logger'>, build
     }
     throw e;
   }
-  const next: WebBuildState = st.state;
-  let imageSha: string | null | undefined;
-  if (next === 'succeeded' && st.artifacts.some((a) => a.name === 'result.json')) {
-    imageSha = await readImageSha(s.glue, build.dockerfile_id, build.backend_build, s.logger);
-  }
+  // The backend's "succeeded" is the builder's word: the build is `verifying` until the web has hashed what it
+  // received and signed it (attest.ts); the digests shown are then the web's, never result.json's.
+  const next: WebBuildState = st.state === 'succeeded' ? 'verifying' : st.state;
   await updateBuild(s.db, build.id, ACTIVE_STATES, {
     state: next,
     reason: st.reason ?? null,
     progress: st.progress ?? null,
     artifacts: st.artifacts,
     started_at: st.startedAt ?? build.started_at,
-    finished_at: isFinal(next) ? st.finishedAt ?? nowIso() : null,
-    ...(imageSha !== undefined ? { image_sha256: imageSha } : {}),
+    finished_at: isFinal(next) || next === 'verifying' ? st.finishedAt ?? nowIso() : null,
   });
   return (await findBuild(s.db, build.id, null))!;
-}
-
-/** The image digest the SDK wrote into result.json (best effort: the page works without it). */
-async function readImageSha(glue: GlueClient, job: number, build: number, logger: Logger): Promise<string | null> {
-  try {
-    const stream = await glue.artifact(job, build, 'result.json');
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const c of stream) {
-      size += (c as Buffer).length;
-      if (size > 1024 * 1024) { stream.destroy(); return null; }
-      chunks.push(c as Buffer);
-    }
-    return imageShaOf(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-  } catch (e) {
-    logger.warn({ job, build, err: (e as Error).message }, 'could not read result.json');
-    return null;
-  }
-}
-
-const SHA_RE = /^[0-9a-f]{64}$/;
-
-/**
- * result.json (the SDK's BuildResult) lists artifacts with their digests; the disk image's is the one a user checks
- * a download against: image.raw, else the first image.* artifact.
- */
-export function imageShaOf(result: unknown): string | null {
-  const r = result as { artifacts?: unknown } | null;
-  if (!r || !Array.isArray(r.artifacts)) return null;
-  const arts = r.artifacts as Array<{ name?: unknown; sha256?: unknown }>;
-  const pick = arts.find((a) => a?.name === 'image.raw') ?? arts.find((a) => typeof a?.name === 'string' && a.name.startsWith('image.'));
-  return pick && typeof pick.sha256 === 'string' && SHA_RE.test(pick.sha256) ? pick.sha256 : null;
 }
 
 /** The build page's data: the row, refreshed from the glue while it is active. */
@@ -256,23 +219,36 @@ export async function openArtifact(s: Services, actor: Actor, rawId: unknown, ra
   const name = rawName as ArtifactName;
   const art = b.artifacts.find((a) => a.name === name);
   if (!art || b.backend_build == null) throw notFound('No such artifact');
+  const own = await signedDocument(s, b, name);
+  const size = own?.length ?? art.size;
   const filename = `kiln-${b.id}-${name}`;
   let start = 0;
-  let end = art.size - 1;
+  let end = size - 1;
   let ranged = false;
   if (rangeHeader) {
     const m = /^bytes=(\d{1,15})-(\d{0,15})$/.exec(rangeHeader.trim());
     if (m) {
       start = Number(m[1]);
-      if (m[2]) end = Math.min(Number(m[2]), art.size - 1);
-      if (start >= art.size || start > end) throw new KilnError('bad_request', 'Range not satisfiable', { detail: { status: 416, size: art.size } });
+      if (m[2]) end = Math.min(Number(m[2]), size - 1);
+      if (start >= size || start > end) throw new KilnError('bad_request', 'Range not satisfiable', { detail: { status: 416, size } });
       ranged = true;
     }
   }
-  const src = await s.glue.artifact(b.dockerfile_id, b.backend_build, name, start);
+  const src = own ? Readable.from([own.subarray(start)]) : await s.glue.artifact(b.dockerfile_id, b.backend_build, name, start);
   const stream = ranged ? src.pipe(limitBytes(end - start + 1, () => src.destroy())) : src;
   if (ranged) src.on('error', (e) => stream.destroy(e));
-  return { stream, filename, size: art.size, ...(ranged ? { range: { start, end } } : {}) };
+  return { stream, filename, size, ...(ranged ? { range: { start, end } } : {}) };
+}
+
+/**
+ * SHA256SUMS and its signature are the web's own (attest.ts), served from the database once the build is verified;
+ * the builder's are never served. Undefined for every other artifact (its bytes come from the glue).
+ */
+async function signedDocument(s: Services, b: BuildRow, name: ArtifactName): Promise<Buffer | undefined> {
+  if (name !== 'SHA256SUMS' && name !== 'SHA256SUMS.sig') return undefined;
+  const att = b.state === 'succeeded' ? await findAttestation(s.db, b.id) : undefined;
+  if (!att) throw notFound('No such artifact');
+  return Buffer.from(name === 'SHA256SUMS' ? att.sums : att.signature, 'utf8');
 }
 
 function limitBytes(n: number, onDone: () => void): Transform {
