@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
 import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { generateEd25519 } from '../../src/shared/ssh-keys.js';
@@ -71,7 +72,7 @@ describe('built-in SSH glue server', () => {
       await new Promise((r) => setTimeout(r, 50));
       st = await c.call('build.status', [11, 1]);
     }
-    expect(st).toMatchObject({ job: 11, build: 1, state: 'succeeded', artifacts: [{ name: 'image.raw', size: 15 }, { name: 'result.json' }] });
+    expect(st).toMatchObject({ job: 11, build: 1, state: 'succeeded', artifacts: [{ name: 'image.raw', size: 15 }, { name: 'result.json' }, { name: 'SHA256SUMS' }] });
     const log = await c.call('build.log', [11, 1, 0]);
     expect(log.text).toContain('##kiln {"stage":"done","percent":100}');
     expect(log.more).toBe(false);
@@ -96,6 +97,43 @@ describe('built-in SSH glue server', () => {
     expect(res.every((r) => r.protocol === 1)).toBe(true);
     expect(g.logs.filter((l) => l.msg === 'ssh: client authenticated').length).toBe(before);
   });
+
+  it('finding 12d: ten downloads whose readers never read take no call slot: status and log still answer, extra streams wait for a stream slot', async () => {
+    const c = g.client;
+    await c.call('job.put', [31], JSON.stringify(fakeSpec('big 32')));
+    const { build } = await c.call('job.build', [31, 'ssh-big-0001']);
+    let st = await c.call('build.status', [31, build]);
+    while (st.state !== 'succeeded' && st.state !== 'failed') {
+      await new Promise((r) => setTimeout(r, 100));
+      st = await c.call('build.status', [31, build]);
+    }
+    expect(st.artifacts.find((a) => a.name === 'image.raw')?.size).toBe(32 << 20);
+    // Stalled streams are never timed out during this test: only the slot accounting can let the calls through.
+    const slow = g.newClient({ timeoutMs: 10 * 60_000 });
+    const opened: Readable[] = [];
+    const pending = Array.from({ length: 10 }, () => slow.artifact(31, build, 'image.raw').then((s) => { opened.push(s); return s; }));
+    while (opened.length < 8) await new Promise((r) => setTimeout(r, 50));
+    // Every stream is stalled: its reader reads nothing, so the glue stops at the SSH window.
+    expect(opened.every((s) => !s.readableFlowing)).toBe(true);
+    const answers = await Promise.all([
+      slow.call('build.status', [31, build]),
+      slow.call('build.log', [31, build, 0]),
+      ...Array.from({ length: 10 }, () => slow.call('ping', [])),
+    ]);
+    expect(answers[0]).toMatchObject({ state: 'succeeded' });
+    expect((answers[1] as { text: string }).text).toContain('##kiln');
+    // The two streams over the cap wait for a slot; ending one stream lets one of them start.
+    expect(opened.length).toBe(8);
+    opened[0]!.destroy();
+    while (opened.length < 9) await new Promise((r) => setTimeout(r, 50));
+    for (const s of opened.slice(1, 8)) s.destroy();
+    const streams = await Promise.all(pending);
+    let bytes = 0;
+    for await (const chunk of streams[9]!) bytes += (chunk as Buffer).length;
+    expect(bytes).toBe(32 << 20);
+    for (const s of streams) s.destroy();
+    expect(await slow.call('ping', [])).toEqual({ protocol: 1, backend: 'local' });
+  }, 120_000);
 
   it('reconnects after the connection drops', async () => {
     const own = await startTestGlue();

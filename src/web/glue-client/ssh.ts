@@ -23,8 +23,14 @@ export interface SshGlueClientOptions {
   hostFingerprint: string;
   /** Per-call limit (connect + request + reply); for artifacts, the longest silence between two chunks. */
   timeoutMs?: number;
-  /** Concurrent requests on the one connection (the server caps sessions per connection too). */
+  /** Concurrent JSON calls on the calls connection (the server caps sessions per connection too). */
   maxConcurrent?: number;
+  /**
+   * Concurrent artifact streams, on a connection of their own: a download lasts as long as its reader, so streams
+   * never take a call's slot (eight slow downloads must not stall every status and log call). A stream that waits
+   * longer than `timeoutMs` for a slot is refused with backend_unavailable (503).
+   */
+  maxStreams?: number;
   logger?: Logger;
 }
 
@@ -35,8 +41,46 @@ const MAX_REPLY_BYTES = 8 * 1024 * 1024;
 class ConnectionLost extends Error {}
 
 /**
- * The web's GlueClient over SSH: one lazily opened, reused ssh2 connection (reopened after it drops), one exec per
- * call, the command line built by protocol.formatCommand. Glue errors come back as the KilnError the glue reported
+ * A counting semaphore, first come first served. `acquire(waitMs)` gives up after `waitMs` (resolving false);
+ * without it, it waits as long as it takes.
+ */
+function slots(max: number) {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return {
+    async acquire(waitMs?: number): Promise<boolean> {
+      if (active < max) {
+        active++;
+        return true;
+      }
+      return new Promise<boolean>((resolve) => {
+        let timer: NodeJS.Timeout | undefined;
+        const grant = () => {
+          clearTimeout(timer);
+          active++;
+          resolve(true);
+        };
+        waiting.push(grant);
+        if (waitMs !== undefined) {
+          timer = setTimeout(() => {
+            const i = waiting.indexOf(grant);
+            if (i >= 0) waiting.splice(i, 1);
+            resolve(false);
+          }, waitMs);
+        }
+      });
+    },
+    release(): void {
+      active--;
+      if (active < max) waiting.shift()?.();
+    },
+  };
+}
+
+/**
+ * The web's GlueClient over SSH: two lazily opened, reused ssh2 connections (reopened after they drop), one for JSON
+ * calls and one for artifact streams, each with its own slots (OpenSSH's MaxSessions, 10 by default, also counts
+ * per connection); one exec per call, the command line built by protocol.formatCommand. Glue errors come back as the KilnError the glue reported
  * (stderr JSON, else the exit status); transport failures become KilnError('backend_unavailable'). Calls are
  * idempotent on the glue side, so one that lost its connection before an answer is retried once.
  */
@@ -48,97 +92,101 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
     throw new KilnError('invalid_input', 'The glue host key fingerprint (KILN_SSH_HOST_FINGERPRINT, SHA256:...) is missing or malformed');
   }
   const pinned = Buffer.from(o.hostFingerprint.replace(/^SHA256:/, '').replace(/=+$/, ''));
-  let conn: Promise<ssh2.Client> | undefined;
   let closed = false;
-  let active = 0;
-  const waiting: Array<() => void> = [];
-
-  const acquire = async () => {
-    if (active >= (o.maxConcurrent ?? 8)) await new Promise<void>((r) => waiting.push(r));
-    active++;
-  };
-  const release = () => {
-    active--;
-    waiting.shift()?.();
-  };
-
-  function connect(): Promise<ssh2.Client> {
-    if (closed) return Promise.reject(new KilnError('backend_unavailable', 'The glue client is closed'));
-    if (conn) return conn;
-    const p = new Promise<ssh2.Client>((resolve, reject) => {
-      const c = new Client();
-      let ready = false;
-      let hostRefused = false;
-      const drop = () => {
-        if (conn === p) conn = undefined;
-      };
-      c.on('ready', () => {
-        ready = true;
-        resolve(c);
-      });
-      // Each call is a few small packets each way: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms per step.
-      c.on('connect', () => c.setNoDelay(true));
-      c.on('error', (e: Error & { level?: string }) => {
-        drop();
-        if (hostRefused) logger.error({ host: o.host, port: o.port }, 'ALERT: the glue presented a host key that does not match the pinned fingerprint; connection refused');
-        else logger.warn({ err: e.message, level: e.level }, 'glue ssh connection failed');
-        if (!ready) reject(new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e }));
-      });
-      c.on('close', () => {
-        drop();
-        if (!ready) reject(new KilnError('backend_unavailable', 'The build service is unreachable; try again later'));
-      });
-      c.connect({
-        host: o.host,
-        port: o.port,
-        username: o.username,
-        privateKey: o.privateKey,
-        readyTimeout: timeoutMs,
-        keepaliveInterval: 15_000,
-        keepaliveCountMax: 3,
-        // Without a hostVerifier ssh2 accepts any host key.
-        hostVerifier: (key: Buffer) => {
-          const got = Buffer.from(fingerprint(key));
-          const ok = got.length === pinned.length && timingSafeEqual(got, pinned);
-          if (!ok) hostRefused = true;
-          return ok;
-        },
-      });
-    });
-    conn = p;
-    p.catch(() => undefined);
-    return p;
-  }
 
   /**
-   * Opens one exec channel; a connection that broke meanwhile is reopened once. `attach` runs synchronously in
-   * ssh2's callback: a fast reply (data, exit status, close) can arrive in the same packet batch as the exec's
-   * success, and listeners added a tick later would miss it.
+   * One lazily opened, reused ssh2 connection (reopened after it drops). `openExec` opens one exec channel on it; a
+   * connection that broke meanwhile is reopened once. `attach` runs synchronously in ssh2's callback: a fast reply
+   * (data, exit status, close) can arrive in the same packet batch as the exec's success, and listeners added a
+   * tick later would miss it.
    */
-  async function openExec(command: string, attach: (ch: ClientChannel) => void): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      const c = await connect();
-      try {
-        await new Promise<void>((resolve, reject) => {
-          c.exec(command, (err, ch) => {
-            if (err) return reject(new ConnectionLost(err.message));
-            attach(ch);
-            resolve();
-          });
+  function sshConnection() {
+    let conn: Promise<ssh2.Client> | undefined;
+
+    function connect(): Promise<ssh2.Client> {
+      if (closed) return Promise.reject(new KilnError('backend_unavailable', 'The glue client is closed'));
+      if (conn) return conn;
+      const p = new Promise<ssh2.Client>((resolve, reject) => {
+        const c = new Client();
+        let ready = false;
+        let hostRefused = false;
+        const drop = () => {
+          if (conn === p) conn = undefined;
+        };
+        c.on('ready', () => {
+          ready = true;
+          resolve(c);
         });
-        return;
-      } catch (e) {
-        if (conn) {
-          const cur = await conn.catch(() => undefined);
-          if (cur === c) {
-            c.end();
-            conn = undefined;
+        // Each call is a few small packets each way: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms per step.
+        c.on('connect', () => c.setNoDelay(true));
+        c.on('error', (e: Error & { level?: string }) => {
+          drop();
+          if (hostRefused) logger.error({ host: o.host, port: o.port }, 'ALERT: the glue presented a host key that does not match the pinned fingerprint; connection refused');
+          else logger.warn({ err: e.message, level: e.level }, 'glue ssh connection failed');
+          if (!ready) reject(new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e }));
+        });
+        c.on('close', () => {
+          drop();
+          if (!ready) reject(new KilnError('backend_unavailable', 'The build service is unreachable; try again later'));
+        });
+        c.connect({
+          host: o.host,
+          port: o.port,
+          username: o.username,
+          privateKey: o.privateKey,
+          readyTimeout: timeoutMs,
+          keepaliveInterval: 15_000,
+          keepaliveCountMax: 3,
+          // Without a hostVerifier ssh2 accepts any host key.
+          hostVerifier: (key: Buffer) => {
+            const got = Buffer.from(fingerprint(key));
+            const ok = got.length === pinned.length && timingSafeEqual(got, pinned);
+            if (!ok) hostRefused = true;
+            return ok;
+          },
+        });
+      });
+      conn = p;
+      p.catch(() => undefined);
+      return p;
+    }
+
+    async function openExec(command: string, attach: (ch: ClientChannel) => void): Promise<void> {
+      for (let attempt = 0; ; attempt++) {
+        const c = await connect();
+        try {
+          await new Promise<void>((resolve, reject) => {
+            c.exec(command, (err, ch) => {
+              if (err) return reject(new ConnectionLost(err.message));
+              attach(ch);
+              resolve();
+            });
+          });
+          return;
+        } catch (e) {
+          if (conn) {
+            const cur = await conn.catch(() => undefined);
+            if (cur === c) {
+              c.end();
+              conn = undefined;
+            }
           }
+          if (attempt >= 1) throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e });
         }
-        if (attempt >= 1) throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e });
       }
     }
+
+    async function close(): Promise<void> {
+      const c = await conn?.catch(() => undefined);
+      conn = undefined;
+      c?.end();
+    }
+
+    return { openExec, close };
   }
+
+  const calls = { conn: sshConnection(), slots: slots(o.maxConcurrent ?? 8) };
+  const streams = { conn: sshConnection(), slots: slots(o.maxStreams ?? 8) };
 
   /** Runs one request to completion: stdout, stderr and exit status. */
   function execOnce(command: string, stdin: string | Buffer | undefined): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
@@ -175,12 +223,12 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
         });
         ch.end(stdin ?? '');
       };
-      openExec(command, attach).catch(reject);
+      calls.conn.openExec(command, attach).catch(reject);
     });
   }
 
   async function withRetry<T>(fn: () => Promise<T>): Promise<T> {
-    await acquire();
+    await calls.slots.acquire();
     try {
       try {
         return await fn();
@@ -195,7 +243,7 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
         }
       }
     } finally {
-      release();
+      calls.slots.release();
     }
   }
 
@@ -217,7 +265,8 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
 
     async artifact(job: number, build: number, name: ArtifactName, offset = 0): Promise<Readable> {
       const command = offset > 0 ? formatCommand('build.artifact', job, build, name, offset) : formatCommand('build.artifact', job, build, name);
-      await acquire();
+      if (!(await streams.slots.acquire(timeoutMs))) throw new KilnError('backend_unavailable', 'Too many downloads at once; try again in a moment');
+      const release = () => streams.slots.release();
       return new Promise<Readable>((resolve, reject) => {
         const out = new PassThrough();
         const err: Buffer[] = [];
@@ -271,15 +320,13 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
           out.on('close', () => { if (!done && !out.writableFinished) fail(new KilnError('internal', 'artifact reader closed')); });
           ch.end();
         };
-        openExec(command, attach).catch(fail);
+        streams.conn.openExec(command, attach).catch(fail);
       });
     },
 
     async close(): Promise<void> {
       closed = true;
-      const c = await conn?.catch(() => undefined);
-      conn = undefined;
-      c?.end();
+      await Promise.all([calls.conn.close(), streams.conn.close()]);
     },
   };
 }
