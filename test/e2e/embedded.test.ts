@@ -4,26 +4,39 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAsNewUser, startKilnServe, waitForBuild, type KilnServe } from '../helpers/serve.js';
 import { run } from '../../src/shared/subprocess.js';
+import { verifyText } from '../../src/shared/sshsig.js';
+import { parseDpkgStatus } from '../../src/sdk/manifest.js';
+import { dpkgStatusFromRaw } from '../../src/sdk/verify.js';
 import { HttpClient } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const dockerfile = readFileSync(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8');
 
+async function fileSha(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(file)) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
 describe('embedded default: register, upload, build, download a booting image', () => {
   const tmp = tempDir('kiln-e2e-');
+  /** Where a user's downloads of the first build go (image, SBOM, provenance, SHA256SUMS, signature). */
+  const dl = path.join(tmp.dir, 'download');
   let serve: KilnServe;
   let url = '';
+  let verified: { client: HttpClient; id: number } | undefined;
 
   beforeAll(async () => {
     // One format keeps CI short; every format is built and boot-tested by the SDK's own tests.
+    mkdirSync(dl);
     serve = await startKilnServe(tmp.dir, { KILN_DATA_DIR: path.join(tmp.dir, 'data'), KILN_SDK_FORMATS: 'raw' });
     url = serve.url;
   });
@@ -63,12 +76,13 @@ describe('embedded default: register, upload, build, download a booting image', 
     const res = await alice.get(`/builds/${id}/artifacts/image.raw`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-disposition')).toMatch(/^attachment; filename="/);
-    const hash = createHash('sha256');
-    let size = 0;
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) { hash.update(chunk); size += chunk.length; }
+    await pipeline(Readable.fromWeb(res.body as never), createWriteStream(path.join(dl, 'image.raw')));
     const downloaded = Date.now();
-    expect(size).toBe(raw.size);
-    expect(hash.digest('hex')).toBe(raw.sha256);
+    expect(statSync(path.join(dl, 'image.raw')).size).toBe(raw.size);
+    expect(await fileSha(path.join(dl, 'image.raw'))).toBe(raw.sha256);
+    // The digest the page shows is the one the web computed from the bytes it received (here equal to the SDK's).
+    expect(((await (await alice.get(`/api/builds/${id}`)).json()) as { build: { imageSha256: string } }).build.imageSha256).toBe(raw.sha256);
+    verified = { client: alice, id };
     // The note's number: Build pressed -> image downloaded, and the SDK's own stage times.
     console.log(`e2e: build-to-download ${((downloaded - pressed) / 1000).toFixed(1)} s; stages ${result.stages.map((s) => `${s.name}=${s.seconds.toFixed(1)}`).join(' ')}`);
 
@@ -83,6 +97,76 @@ describe('embedded default: register, upload, build, download a booting image', 
     const r = await bob.postJson(`/api/dockerfiles/${dfId}/builds`, { key: 'bob-tries-a-build-1' }, { 'x-csrf-token': t });
     expect(r.status).toBe(404);
   }, 25 * 60_000);
+
+  /** Downloads the build's other published files next to image.raw, as a user would for `kiln verify`. */
+  async function downloadSet(): Promise<void> {
+    for (const name of ['manifest.json', 'sbom.spdx.json', 'provenance.json', 'SHA256SUMS', 'SHA256SUMS.sig']) {
+      const r = await verified!.client.get(`/builds/${verified!.id}/artifacts/${name}`);
+      expect(r.status, name).toBe(200);
+      writeFileSync(path.join(dl, name), Buffer.from(await r.arrayBuffer()));
+    }
+  }
+  const verify = (...extra: string[]) => run(path.join(repo, 'bin/kiln'), ['verify', dl, '--key-url', `${url}/.well-known/kiln-signing-key`, '--require-signature', ...extra], { timeoutMs: 10 * 60_000 });
+  const flip = (file: string, at: number) => {
+    const b = readFileSync(file);
+    b[at] = b[at]! ^ 0xff;
+    writeFileSync(file, b);
+  };
+
+  it('case 52: image + SHA256SUMS + signature downloaded from the web pass `kiln verify` against the key from /.well-known; one flipped byte fails', async () => {
+    expect(verified, 'the build above must have succeeded').toBeDefined();
+    await downloadSet();
+    const ok = await verify();
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    const report = JSON.parse(ok.stdout) as { checks: Array<{ name: string; ok: boolean }> };
+    expect(report.checks.filter((c) => c.ok).map((c) => c.name)).toEqual(expect.arrayContaining(['signature', 'sha256 image.raw', 'sha256 sbom.spdx.json', 'sbom']));
+
+    const image = path.join(dl, 'image.raw');
+    flip(image, 2 * 2 ** 20 + 17);
+    const bad = await verify();
+    flip(image, 2 * 2 ** 20 + 17);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/FAILED sha256 image.raw: mismatch/);
+    const sums = path.join(dl, 'SHA256SUMS');
+    flip(sums, 5);
+    const badSig = await verify();
+    flip(sums, 5);
+    expect(badSig.code).toBe(1);
+    expect(badSig.stderr).toMatch(/FAILED signature/);
+  }, 15 * 60_000);
+
+  it('case 53: the provenance subject digest equals the downloaded image\'s sha256; resolvedDependencies carry the base image digest', async () => {
+    expect(verified).toBeDefined();
+    const prov = JSON.parse(readFileSync(path.join(dl, 'provenance.json'), 'utf8')) as {
+      predicateType: string; subject: Array<{ name: string; digest: { sha256: string } }>;
+      predicate: { buildDefinition: { resolvedDependencies: Array<{ uri: string; digest: { sha256: string } }> } };
+    };
+    expect(prov.predicateType).toBe('https://slsa.dev/provenance/v1');
+    expect(prov.subject.find((x) => x.name === 'image.raw')?.digest.sha256).toBe(await fileSha(path.join(dl, 'image.raw')));
+    expect(prov.subject.find((x) => x.name === 'sbom.spdx.json')?.digest.sha256).toBe(await fileSha(path.join(dl, 'sbom.spdx.json')));
+    const manifest = JSON.parse(readFileSync(path.join(dl, 'manifest.json'), 'utf8')) as { baseImages: Array<{ name: string; id: string }> };
+    const deps = prov.predicate.buildDefinition.resolvedDependencies;
+    expect(deps.length).toBeGreaterThan(0);
+    expect(deps[0]!.digest.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(`sha256:${deps[0]!.digest.sha256}`).toBe(manifest.baseImages[0]!.id);
+    // The digest is the base image the engine really built from.
+    const inspect = await run('docker', ['image', 'inspect', '--format', '{{.Id}}', `sha256:${deps[0]!.digest.sha256}`], { timeoutMs: 60_000 });
+    expect(inspect.stdout.trim()).toBe(`sha256:${deps[0]!.digest.sha256}`);
+  });
+
+  it('case 54: the SBOM lists exactly the packages of the dpkg database inside the downloaded image, and its digest is in the signed SHA256SUMS', async () => {
+    expect(verified).toBeDefined();
+    const sbom = JSON.parse(readFileSync(path.join(dl, 'sbom.spdx.json'), 'utf8')) as { packages: Array<{ SPDXID: string; name: string; versionInfo: string }> };
+    const inSbom = sbom.packages.filter((p) => p.SPDXID !== 'SPDXRef-Image').map((p) => `${p.name} ${p.versionInfo}`).sort();
+    const inImage = parseDpkgStatus(await dpkgStatusFromRaw(path.join(dl, 'image.raw'))).map((p) => `${p.name} ${p.version}`).sort();
+    expect(inImage.length).toBeGreaterThan(50);
+    expect(inSbom).toEqual(inImage);
+    const sums = readFileSync(path.join(dl, 'SHA256SUMS'), 'utf8');
+    expect(sums).toContain(`${await fileSha(path.join(dl, 'sbom.spdx.json'))}  sbom.spdx.json\n`);
+    const key = await (await fetch(`${url}/.well-known/kiln-signing-key`)).text();
+    expect((await verifyText(sums, readFileSync(path.join(dl, 'SHA256SUMS.sig')), key)).ok).toBe(true);
+  });
 
   it('builds a Dockerfile with an uploaded build context: COPY and ADD land in the image, .dockerignore applies', async () => {
     const carol = new HttpClient(url);

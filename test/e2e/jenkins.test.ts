@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startJenkinsDouble, glueEnv, type JenkinsDouble } from '../jenkins-double/index.js';
 import { defaultKeyPaths, ensureKeyPair } from '../../src/shared/ssh-keys.js';
+import { verifyText } from '../../src/shared/sshsig.js';
 import { startOpenSshGlue, type OpenSshGlue } from '../helpers/glue.js';
 import { buildAsNewUser, startKilnServe, type KilnServe } from '../helpers/serve.js';
 import { HttpClient } from '../helpers/web.js';
@@ -70,6 +71,14 @@ describe('full path through Jenkins: web, SSH, glue, Jenkins double, real SDK', 
     const viaWeb = createHash('sha256');
     for await (const c of res.body as unknown as AsyncIterable<Uint8Array>) viaWeb.update(c);
     expect(viaWeb.digest('hex')).toBe(raw.sha256);
+    // Signed by the web whatever the backend: the agent held no key, the web hashed what Jenkins archived.
+    const shown = ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: { imageSha256: string } }).build.imageSha256;
+    expect(shown).toBe(raw.sha256);
+    const sums = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS`)).text();
+    expect(sums).toContain(`${raw.sha256}  image.raw\n`);
+    const sig = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS.sig`)).text();
+    const key = await (await fetch(`${url}/.well-known/kiln-signing-key`)).text();
+    expect((await verifyText(sums, sig, key)).ok).toBe(true);
     console.log(`e2e jenkins: build-to-download ${((Date.now() - pressed) / 1000).toFixed(1)} s`);
 
     // The OpenSSH door, same Jenkins: status and the artifact's bytes agree.

@@ -19,6 +19,8 @@ import { startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.
 import { writeFakeSdk } from '../helpers/glue.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
+import { createHash } from 'node:crypto';
+import { verifyText } from '../../src/shared/sshsig.js';
 
 const user = { name: 'kiln-glue', token: 'aa11bb22cc33dd44ee55ff66aa77bb88' };
 const auth = { authorization: `Basic ${Buffer.from(`${user.name}:${user.token}`).toString('base64')}` };
@@ -67,6 +69,13 @@ describe('reconciliation with a Jenkins backend', () => {
     expect(['queued', 'running', 'succeeded']).toContain(await state(id));
     expect(await passUntil(id, ['succeeded', 'failed'])).toBe('succeeded');
     expect(await jenkinsBuilds(dfId)).toEqual([1]);
+    // Jenkins path of finding 2: the web, not the agent, hashed what Jenkins archived and signed its own SHA256SUMS.
+    const image = Buffer.from(await (await jenkins(`job/kiln-job-${dfId}/1/artifact/out/image.raw`)).arrayBuffer());
+    const row = (await findBuild(web.db, id, null))!;
+    expect(row.artifacts.find((a) => a.name === 'image.raw')?.sha256).toBe(createHash('sha256').update(image).digest('hex'));
+    const sums = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS`)).text();
+    const sig = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS.sig`)).text();
+    expect((await verifyText(sums, sig, await (await alice.get('/.well-known/kiln-signing-key')).text())).ok).toBe(true);
   }, 120_000);
 
   it('recreates a job deleted in Jenkins from the stored Dockerfile', async () => {

@@ -3,6 +3,7 @@ import { createReadStream, existsSync, promises as fsp, readFileSync, statSync }
 import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signText } from '../../src/shared/sshsig.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
@@ -46,6 +47,7 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
 
   beforeAll(async () => {
     for (const k of [key, otherKey]) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-test', '-f', k]);
+    // A signing key in the builder's environment (the old KILN_SDK_SIGNING_KEY_FILE) must never be used: builders hold no key.
     run = await kilnRun(['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), '--out', out, '--format', 'raw,qcow2,tar'],
       { KILN_SDK_BOOT_TIMEOUT_SECONDS: '300', KILN_SDK_SIGNING_KEY_FILE: key });
     result = JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8'));
@@ -126,7 +128,7 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     expect(events.at(-1)).toMatchObject({ stage: 'done', percent: 100 });
   });
 
-  it('writes manifest.json (packages from dpkg, disk layout, sizes), an SPDX SBOM, SLSA provenance and SHA256SUMS', async () => {
+  it('writes manifest.json (packages from dpkg, disk layout, sizes), an SPDX SBOM, SLSA provenance and SHA256SUMS, unsigned (the web signs)', async () => {
     const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8'));
     const names = m.packages.map((p: { name: string }) => p.name);
     expect(names).toEqual(expect.arrayContaining(['linux-image-amd64', 'systemd-sysv', 'libc6']));
@@ -147,16 +149,18 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     expect(prov.predicate.buildDefinition.resolvedDependencies[0].digest.sha256).toBe(m.baseImages[0].id.slice(7));
     const sums = await fsp.readFile(path.join(out, 'SHA256SUMS'), 'utf8');
     expect(sums.split('\n').filter(Boolean).map((l) => l.slice(66)).sort()).toEqual(['image.qcow2', 'image.raw', 'manifest.json', 'provenance.json', 'rootfs.tar.zst', 'sbom.spdx.json']);
-    expect(existsSync(path.join(out, 'SHA256SUMS.sig'))).toBe(true);
+    expect(existsSync(path.join(out, 'SHA256SUMS.sig'))).toBe(false);
   });
 
   it('kiln verify passes, fails with another key, and fails when one byte is flipped', async () => {
-    const ok = await kilnRun(['verify', out, '--pubkey', `${key}.pub`]);
+    // Signed as the web signs its own SHA256SUMS (src/web/services/attest.ts), with the same shared primitive.
+    await fsp.writeFile(path.join(out, 'SHA256SUMS.sig'), await signText(await fsp.readFile(path.join(out, 'SHA256SUMS'), 'utf8'), key));
+    const ok = await kilnRun(['verify', out, '--key', `${key}.pub`]);
     expect(ok.stderr).toBe('');
     expect(ok.code).toBe(0);
     const report = JSON.parse(ok.stdout);
     expect(report.checks.map((c: { name: string }) => c.name)).toEqual(expect.arrayContaining(['signature', 'sbom', 'sha256 image.raw', 'sha256 image.qcow2']));
-    expect((await kilnRun(['verify', out, '--pubkey', `${otherKey}.pub`])).code).toBe(1);
+    expect((await kilnRun(['verify', out, '--key', `${otherKey}.pub`])).code).toBe(1);
     expect((await kilnRun(['verify', out])).code).toBe(1);
 
     const flip = async (file: string, at: number) => {
@@ -169,17 +173,17 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     };
     const raw = path.join(out, 'image.raw');
     await flip(raw, 2 * 2 ** 20 + 17);
-    const bad = await kilnRun(['verify', out, '--pubkey', `${key}.pub`]);
+    const bad = await kilnRun(['verify', out, '--key', `${key}.pub`]);
     await flip(raw, 2 * 2 ** 20 + 17);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/FAILED sha256 image.raw: mismatch/);
     const sums = path.join(out, 'SHA256SUMS');
     await flip(sums, 3);
-    const badSig = await kilnRun(['verify', out, '--pubkey', `${key}.pub`]);
+    const badSig = await kilnRun(['verify', out, '--key', `${key}.pub`]);
     await flip(sums, 3);
     expect(badSig.code).toBe(1);
     expect(badSig.stderr).toMatch(/FAILED signature/);
-    expect((await kilnRun(['verify', out, '--pubkey', `${key}.pub`])).code).toBe(0);
+    expect((await kilnRun(['verify', out, '--key', `${key}.pub`])).code).toBe(0);
   });
 });
 
