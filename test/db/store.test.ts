@@ -3,6 +3,7 @@ import {
   createDb, findBuild, findBuildByKey, findDockerfile, findUserByName, getOrCreateSetting, getVersion, insertBuild,
   insertDockerfile, insertUser, isUniqueViolation, listBuildsToReconcile, listDockerfiles, migrateLatest,
   getThrottleBucket, setUserDisabled, updateBuild, updateDockerfileContent, countActiveBuilds, sha256Hex,
+  completeAttestation, findAttestation, listBuildsToAttest,
 } from '../../src/db/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -22,7 +23,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('migrations are idempotent', async () => {
       expect(await migrateLatest(t.db)).toEqual([]);
-      for (const table of ['users', 'sessions', 'settings', 'login_throttle', 'dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds']) {
+      for (const table of ['users', 'sessions', 'settings', 'login_throttle', 'dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds', 'build_attestations']) {
         expect(await t.db.schema.hasTable(table), table).toBe(true);
       }
     });
@@ -127,6 +128,21 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const key = accepted[0]!.idempotency_key;
       const same = await Promise.all(Array.from({ length: 20 }, () => requestBuild(s, { ...actor }, String(df.id), key)));
       expect(new Set(same.map((r) => r.build.id))).toEqual(new Set([accepted[0]!.id]));
+    });
+
+    it('attestation: verifying -> succeeded with the web\'s digests and the attestation row in one transaction, once', async () => {
+      const u = await insertUser(t.db, { username: 'attester', passwordHash: 'h', role: 'user' });
+      const { dockerfile, version } = await t.db.transaction((trx) => insertDockerfile(trx, { ownerId: u.id, name: 'att', content: 'FROM x\n' }));
+      const b = await insertBuild(t.db, { dockerfileId: dockerfile.id, versionId: version.id, ownerId: u.id, key: 'attest-key-1' });
+      await updateBuild(t.db, b.id, ['requested'], { state: 'verifying', backend_build: 3, artifacts: [{ name: 'image.raw', size: 9 }] });
+      expect((await listBuildsToAttest(t.db)).map((x) => x.id)).toEqual([b.id]);
+      const att = { artifacts: [{ name: 'image.raw', size: 9, sha256: 'a'.repeat(64) }], imageSha256: 'a'.repeat(64), sums: 'sums\n', signature: 'sig\n', publicKey: 'ssh-ed25519 AAAA k' };
+      const results = await Promise.all([completeAttestation(t.db, b.id, att), completeAttestation(t.db, b.id, { ...att, sums: 'other\n' })]);
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect(await findBuild(t.db, b.id, null)).toMatchObject({ state: 'succeeded', image_sha256: 'a'.repeat(64), artifacts: att.artifacts });
+      expect(await findAttestation(t.db, b.id)).toMatchObject({ build_id: b.id, sums: results[0] ? 'sums\n' : 'other\n', signature: 'sig\n', public_key: 'ssh-ed25519 AAAA k' });
+      expect(await listBuildsToAttest(t.db)).toEqual([]);
+      expect(await completeAttestation(t.db, b.id, att)).toBe(false);
     });
   });
 }

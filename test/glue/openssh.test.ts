@@ -185,7 +185,7 @@ describe('the two SSH front doors', () => {
       expect(answers[name]![1], `${name}: openssh vs built-in`).toEqual(answers[name]![0]);
     }
     // Sanity: the sequence did what it says (so "identical" is not "identically broken").
-    expect(answers['wait']![0]).toMatchObject({ state: 'succeeded', artifacts: [{ name: 'image.raw' }, { name: 'result.json' }] });
+    expect(answers['wait']![0]).toMatchObject({ state: 'succeeded', artifacts: [{ name: 'image.raw' }, { name: 'result.json' }, { name: 'SHA256SUMS' }] });
     expect(answers['wait failing']![0]).toMatchObject({ state: 'failed', reason: 'RUN step 2 failed: exit 100' });
     expect(answers['artifact offset']![0]).toEqual({ bytes: 'IMAGE-BYTES' });
     expect(answers['job.build disabled']![0]).toMatchObject({ error: 'conflict' });
