@@ -3,7 +3,8 @@
  *
  *   request (one transaction: idempotency key + quota + row in state `requested`)
  *     -> dispatch (glue job.put + job.build, both idempotent; row -> `queued` with the backend build number)
- *     -> refresh (glue build.status; row follows queued -> running -> succeeded|failed|cancelled)
+ *     -> refresh (glue build.status; row follows queued -> running -> verifying|failed|cancelled)
+ *     -> attest (attest.ts, background: the web hashes and signs what it received; verifying -> succeeded|failed)
  *
  * A glue outage between the transaction and dispatch leaves the row `requested`; `reconcile` retries it with the
  * same key, and the glue's job.build returns the same build for the same key, so a build is never started twice.
