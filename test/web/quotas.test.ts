@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storageUsedBy } from '../../src/db/index.js';
+import { reconcileOnce } from '../../src/web/index.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { freshDb, type TestDb } from '../db/engines.js';
 
@@ -76,6 +77,8 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const { id } = await u.c.build(df);
       const bn = Number((await w.db('builds').where({ id }).first()).backend_build);
       w.glue.succeed(df, bn, Buffer.alloc(QUOTA + 1, 5));
+      expect(((await (await u.c.get(`/api/builds/${id}`)).json()) as { build: { state: string } }).build.state).toBe('verifying');
+      await reconcileOnce(w.db, w.glue, w.config); // the web verifies and signs the artifacts (finding 2)
       expect(((await (await u.c.get(`/api/builds/${id}`)).json()) as { build: { state: string } }).build.state).toBe('succeeded');
       const use = await storageUsedBy(w.db, u.id);
       expect(use.artifacts).toBeGreaterThan(QUOTA);
