@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import * as m001 from './001_initial.js';
 import * as m002 from './002_build_context.js';
 import * as m004 from './004_quotas.js';
+import * as m005 from './005_requeue.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -13,6 +14,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['001_initial', m001],
   ['002_build_context', m002],
   ['004_quotas', m004],
+  ['005_requeue', m005],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -30,6 +30,8 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
     progress: b.progress,
     artifacts: b.artifacts.map((a) => ({ name: a.name, size: a.size, url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}` })),
     imageSha256: b.image_sha256,
+    requeues: b.requeues,
+    requeueReason: b.requeue_reason,
     requestedAt: b.requested_at,
     queuedAt: b.queued_at,
     startedAt: b.started_at,
