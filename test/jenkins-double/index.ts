@@ -13,6 +13,8 @@ export interface JenkinsDoubleOptions extends Partial<Omit<EngineOptions, 'dataD
   /** Where jobs, builds, logs and the queue live. Without it a temp dir is used and removed on stop(). */
   dataDir?: string;
   users: DoubleUser[];
+  /** The version it reports in X-Jenkins (default server.ts DEFAULT_VERSION). */
+  version?: string;
 }
 
 export interface JenkinsDouble {
@@ -71,7 +73,7 @@ export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<Je
 
   const listen = async () => {
     engine = new Engine(engineOpts);
-    server = new DoubleServer(engine, opts.users);
+    server = new DoubleServer(engine, opts.users, opts.version);
     await new Promise<void>((resolve, reject) => {
       server.server.once('error', reject);
       server.server.listen(port, host, () => resolve());
