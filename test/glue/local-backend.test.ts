@@ -243,6 +243,23 @@ describe('local backend', () => {
     await waitFor(b, 2, 1, ['succeeded']);
   });
 
+  it('case 49 (the glue\'s half): a build recorded but never acknowledged (killed before meta.json) does not run after the restart', async () => {
+    const { b: cli, dir } = await make({ runner: false });
+    await cli.putJob(1, spec());
+    // What build() leaves when the process dies after nextBuildNumber but before the key reached meta.json.
+    const bdir = path.join(dir, 'glue/jobs/kiln-job-1/builds/1');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(path.join(bdir, 'ws'), { recursive: true });
+    writeFileSync(path.join(bdir, 'build.json'), JSON.stringify({ job: 1, build: 1, state: 'queued', queueId: 1, idempotencyKey: 'unacked-key', queuedAt: new Date().toISOString(), formats: ['raw'], buildArgs: {}, hasContext: false }));
+    writeFileSync(path.join(dir, 'glue/jobs/kiln-job-1/nextBuildNumber'), '2\n');
+    const { b } = await make({}, dir);
+    expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled', reason: expect.stringMatching(/never started/) });
+    // The caller's retry with its key makes the one build that runs.
+    expect(await b.build(1, 'unacked-key')).toEqual({ build: 2, created: true });
+    await waitFor(b, 1, 2, ['succeeded']);
+    expect((await b.status(1, 1)).state).toBe('cancelled');
+  });
+
   it('serves log chunks from offsets, never splitting a character, and caps the log', async () => {
     const { b } = await make({ logCapBytes: 40 * 1024 });
     await b.putJob(1, spec('noise 100'));

@@ -159,17 +159,23 @@ export class LocalBackend implements Backend {
   /**
    * A previous process's builds: queued ones go back in the queue; running ones were cut off with it and end
    * `lost` (the web requeues them once), their SDK stopped if it is still the process that was recorded. What a
-   * build leaves in its directory (workspace, temp dir) is removed.
+   * build leaves in its directory (workspace, temp dir) is removed. A queued build whose key never reached
+   * meta.json was never acknowledged (the process died while recording it; the caller's retry made another): it
+   * must not run as well.
    */
   private async recover(): Promise<void> {
     await this.lock.run(async () => {
       for (const name of await this.jobNames()) {
         const job = jobIdFromBackendName(name);
         if (job === undefined) continue;
+        const keys = (await this.readMeta(job))?.keys ?? (Object.create(null) as Record<string, number>);
         for (const n of await this.buildNumbers(job)) {
           const rec = await this.readBuild(job, n);
           if (!rec) continue;
-          if (rec.state === 'running') {
+          if (rec.state === 'queued' && keys[rec.idempotencyKey] !== n) {
+            await fsp.rm(this.queueEntry(rec), { force: true });
+            await this.finish(rec, 'cancelled', 'never started: the build service stopped while recording it');
+          } else if (rec.state === 'running') {
             const sdk = asIdentity(rec.process);
             const killed = sdk ? await signalGroupIfSame(sdk, 'SIGKILL') : false;
             await this.finish(rec, 'lost', LOST.restart, { appendLog: `[kiln] build ${LOST.restart}\n` });
@@ -295,7 +301,8 @@ export class LocalBackend implements Backend {
         formats: spec.formats, buildArgs: spec.buildArgs, hasContext,
       };
       await writeJson(path.join(bdir, 'build.json'), rec);
-      await fsp.writeFile(path.join(bdir, 'log'), `[kiln] queued (${cause})\n`, { flag: 'a' });
+      // 'w': a number left by an unacknowledged attempt (the process died before meta.json) starts afresh.
+      await fsp.writeFile(path.join(bdir, 'log'), `[kiln] queued (${cause})\n`);
       await writeAtomic(path.join(dir, 'nextBuildNumber'), `${n + 1}\n`);
       meta.keys[idempotencyKey] = n;
       await writeJson(path.join(dir, 'meta.json'), meta);
