@@ -273,7 +273,7 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * A private copy of the compiled `kiln` (dist/ + package.json, node_modules linked) and a launcher for it, doing
+ * A private copy of the compiled `kiln` (dist/, jenkins/ + package.json, node_modules linked) and a launcher for it, doing
  * what bin/kiln does. Tests that spawn `kiln` use it because other test runs in the same tree recompile dist/ at
  * any moment (global setup), and a process starting mid-rewrite would load a half-written module. The copy is
  * checked by running `kiln glue` once (ping).
@@ -289,6 +289,7 @@ export async function kilnSnapshot(dir: string): Promise<string> {
     mkdirSync(root, { recursive: true });
     cpSync(path.join(repo, 'dist'), path.join(root, 'dist'), { recursive: true });
     cpSync(path.join(repo, 'package.json'), path.join(root, 'package.json'));
+    cpSync(path.join(repo, 'jenkins'), path.join(root, 'jenkins'), { recursive: true }); // the job template the jenkins backend renders
     symlinkSync(path.join(repo, 'node_modules'), path.join(root, 'node_modules'));
     writeFileSync(launcher, `#!/bin/sh\nexec '${process.execPath}' --enable-source-maps '${path.join(root, 'dist/cmd/kiln.js')}' "$@"\n`);
     chmodSync(launcher, 0o755);

@@ -32,6 +32,8 @@ export interface JenkinsDouble {
   start(): Promise<void>;
   /** crash() then start(). */
   restart(): Promise<void>;
+  /** Test hook: awaited after createItem made a job, before Jenkins answers (see DoubleServer.afterCreateItem). */
+  afterCreateItem?: (name: string) => Promise<void> | void;
   /** Test hook for TimerTrigger: schedules a timer build now (real cron minutes are too slow). Returns the queue id. */
   fireTimer(job: string): number | null;
   readonly engine: Engine;
@@ -74,6 +76,7 @@ export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<Je
   const listen = async () => {
     engine = new Engine(engineOpts);
     server = new DoubleServer(engine, opts.users, opts.version);
+    server.afterCreateItem = (name) => handle.afterCreateItem?.(name);
     await new Promise<void>((resolve, reject) => {
       server.server.once('error', reject);
       server.server.listen(port, host, () => resolve());

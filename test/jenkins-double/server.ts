@@ -67,6 +67,12 @@ export class DoubleServer {
   private readonly sessionHash = randomBytes(8).toString('hex');
   requests = 0;
 
+  /**
+   * Test hook, awaited after createItem has made the job and before the answer is sent: the moment to cut off a
+   * client that asked (case 46: the glue killed between Jenkins' create and its reply).
+   */
+  afterCreateItem?: (name: string) => Promise<void> | void;
+
   constructor(private engine: Engine, private users: DoubleUser[], private readonly version = DEFAULT_VERSION) {
     this.server = http.createServer((req, res) => {
       this.requests++;
@@ -289,7 +295,7 @@ export class DoubleServer {
     return null;
   }
 
-  private createItem(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer) {
+  private async createItem(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer) {
     if (!this.requirePost(req, res)) return;
     const type = req.headers['content-type'];
     if (url.searchParams.get('mode') === 'copy') return this.failure(res, 'Copying jobs is not supported by this double');
@@ -306,6 +312,8 @@ export class DoubleServer {
       if (e instanceof ConfigError) return this.html(res, 500, `<h1>Oops!</h1><p>${e.message}</p>`);
       throw e;
     }
+    await this.afterCreateItem?.(name);
+    if (res.destroyed) return;
     res.writeHead(200, { 'Content-Length': '0' });
     res.end();
   }
