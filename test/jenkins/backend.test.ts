@@ -525,3 +525,29 @@ describe('jenkins backend: which Jenkins the glue accepts (cases 35 and 36)', ()
     }
   });
 });
+
+describe('the glue\'s front doors against a Jenkins it refuses', () => {
+  it('case 35: kiln glue-server does not start against an old Jenkins, and kiln glue answers every request with the reason', async () => {
+    // Asynchronously: the double answers from this very process.
+    const { execFile } = await import('node:child_process');
+    const run = (args: string[], env: NodeJS.ProcessEnv) => new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(kiln, args, { env, encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
+    });
+    const { kilnSnapshot, freePort } = await import('../helpers/glue.js');
+    const { glueEnv } = await import('../jenkins-double/index.js');
+    const kiln = await kilnSnapshot(tmp.dir);
+    const old = await startJenkinsDouble({ users: [USER], version: '2.555.2' });
+    try {
+      const env = { PATH: process.env.PATH, KILN_DATA_DIR: path.join(tmp.dir, 'refused'), KILN_SSH_PORT: String(await freePort()), ...glueEnv(old, USER, [sdk]) };
+      const server = await run(['glue-server'], env);
+      expect(server.status).toBe(5);
+      expect(server.stderr).toContain('kiln glue-server: Jenkins 2.555.2 is older than the minimum this glue accepts');
+      const one = await run(['glue'], { ...env, SSH_ORIGINAL_COMMAND: 'jobs.list' });
+      expect(one.status).toBe(5);
+      expect(JSON.parse(one.stderr)).toEqual({ error: { code: 'backend_unavailable', message: expect.stringContaining('Jenkins 2.555.2 is older') } });
+      expect(one.stdout).toBe('');
+    } finally {
+      await old.stop();
+    }
+  }, 120_000);
+});
