@@ -16,6 +16,7 @@ import { createDb, type Db } from '../../src/db/index.js';
 import { writeFakeSdk } from '../helpers/glue.js';
 import { startKilnServe, waitForBuild, type KilnServe } from '../helpers/serve.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 import { HttpClient } from '../helpers/web.js';
 
 const SECRET = 'web-session-secret-that-no-build-may-see-0123456789';
@@ -56,16 +57,6 @@ function rebase(c: HttpClient, url: string): HttpClient {
   const n = new HttpClient(url);
   for (const [k, v] of c.jar) n.jar.set(k, v);
   return n;
-}
-
-async function until<T>(fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const buildDir = (s: Stack, job: number, n: number) => path.join(s.data, `glue/jobs/kiln-job-${job}/builds/${n}`);

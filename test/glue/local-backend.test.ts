@@ -6,6 +6,7 @@ import { LocalBackend, periodOf, type LocalBackendOptions } from '../../src/glue
 import { jobSpecSchema, specSha256, type BuildState } from '../../src/protocol/index.js';
 import { fakeSpec, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 const spec = (mode?: string, extra: Record<string, unknown> = {}) => jobSpecSchema.parse(fakeSpec(mode, extra));
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -357,6 +358,12 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     return { pid, alive, stop: () => { try { process.kill(-pid, 'SIGKILL'); } catch { /* gone */ } } };
   }
 
+  /** build.json once the runner has recorded its SDK's identity. */
+  const recordedSdk = (buildJson: string) => until(() => {
+    const rec = JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } };
+    return rec.process && (rec as { process: { pid: number } });
+  }, 10_000, 50);
+
   it('finding 8: after a restart, a recorded SDK pid that now names another process is not signalled', async () => {
     const { dir } = await make({ runner: false });
     const first = new LocalBackend({ dataDir: dir, sdkCommand: writeFakeSdk(dir), pollMs: 50 });
@@ -365,9 +372,7 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     await first.build(1, 'k0000001');
     await waitFor(first, 1, 1, ['running']);
     const buildJson = path.join(dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
-    const end = Date.now() + 10_000;
-    while (!(JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: unknown }).process && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-    const crashed = JSON.parse(readFileSync(buildJson, 'utf8')) as { process: { pid: number } };
+    const crashed = await recordedSdk(buildJson);
     await first.close();
     // The SDK is gone and its pid went to another program: the record names the pid, with the old identity.
     const other = await bystander();
@@ -385,9 +390,7 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     await b.build(1, 'k0000001');
     await waitFor(b, 1, 1, ['running']);
     const buildJson = path.join(dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
-    const end = Date.now() + 10_000;
-    while (!(JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: unknown }).process && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-    const rec = JSON.parse(readFileSync(buildJson, 'utf8')) as { process: { pid: number } };
+    const rec = await recordedSdk(buildJson);
     const other = await bystander();
     cleanups.push(other.stop);
     writeFileSync(buildJson, JSON.stringify({ ...rec, pid: other.pid, process: { ...rec.process, pid: other.pid } }));

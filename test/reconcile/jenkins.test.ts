@@ -19,6 +19,7 @@ import { findBuild } from '../../src/db/index.js';
 import { glueKey } from '../../src/web/services/requeue.js';
 import { glueEnv, startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
 import { freePort, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
+import { until } from '../helpers/wait.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -115,14 +116,18 @@ async function startChain(dir: string, labels?: string[]) {
   return { double, glue, client, web };
 }
 
+async function stopChain(chain: Awaited<ReturnType<typeof startChain>> | undefined): Promise<void> {
+  await chain?.web.close();
+  await chain?.client.close();
+  await chain?.glue.close();
+  await chain?.double.stop();
+}
+
 describe('cancelling a build whose trigger still waits in the Jenkins queue', () => {
   const tmp = tempDir('kiln-withdraw-');
   let chain: Awaited<ReturnType<typeof startChain>>;
   afterAll(async () => {
-    await chain?.web.close();
-    await chain?.client.close();
-    await chain?.glue.close();
-    await chain?.double.stop();
+    await stopChain(chain);
     tmp.cleanup();
   });
 
@@ -154,10 +159,7 @@ describe('case 47: hard-restart Jenkins mid-build', () => {
   const tmp = tempDir('kiln-jenkins-restart-');
   let chain: Awaited<ReturnType<typeof startChain>>;
   afterAll(async () => {
-    await chain?.web.close();
-    await chain?.client.close();
-    await chain?.glue.close();
-    await chain?.double.stop();
+    await stopChain(chain);
     tmp.cleanup();
   });
 
@@ -173,15 +175,6 @@ describe('case 47: hard-restart Jenkins mid-build', () => {
     };
     const api = async (id: number) => ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: Record<string, unknown> }).build;
     const pass = () => reconcileOnce(web.db, client, web.config, silentLogger);
-    const until = async <T>(fn: () => Promise<T | undefined | false>, ms = 90_000): Promise<T> => {
-      const end = Date.now() + ms;
-      for (;;) {
-        const v = await fn();
-        if (v) return v;
-        if (Date.now() > end) throw new Error('timed out');
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    };
 
     const { id } = await alice.build(dfId);
     await until(async () => (await job()).builds.some((b) => b.building));

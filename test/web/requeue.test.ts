@@ -15,7 +15,8 @@ import type { GlueClient } from '../../src/web/glue-client/types.js';
 import { reconcileOnce } from '../../src/web/index.js';
 import { glueKey } from '../../src/web/services/requeue.js';
 import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
-import { startTestWeb, type TestWeb } from '../helpers/web.js';
+import { until } from '../helpers/wait.js';
+import { startTestWeb } from '../helpers/web.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -37,16 +38,6 @@ async function restartGlue(g: TestGlue): Promise<void> {
   await g.server.close();
   const cfg = loadConfig({}, { dataDir: g.dataDir, ssh: { host: '127.0.0.1', port: g.port }, glue: { sdkCommand: g.cfg.glue.sdkCommand } });
   g.server = await startGlueServer(cfg, silentLogger);
-}
-
-async function until<T>(fn: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('interrupted builds are requeued once', () => {
