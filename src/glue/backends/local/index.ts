@@ -132,7 +132,7 @@ export class LocalBackend implements Backend {
   // Lifecycle
 
   async start(): Promise<void> {
-    await fsp.mkdir(this.jobsDir, { recursive: true, mode: 0o700 });
+    await fsp.mkdir(this.jobsDir, { recursive: true });
     await fsp.mkdir(this.queueDir, { recursive: true });
     this.started = true;
     if (this.opts.runner === false) return;
