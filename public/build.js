@@ -8,6 +8,8 @@
   var logEl = document.getElementById('log');
   var stateEl = document.getElementById('state');
   var reasonEl = document.getElementById('reason');
+  var requeuedEl = document.getElementById('requeued');
+  var requeueReasonEl = document.getElementById('requeue-reason');
   var progressEl = document.getElementById('progress');
   var stageEl = document.getElementById('stage');
   var artifactsEl = document.getElementById('artifacts');
@@ -32,6 +34,10 @@
     stateEl.className = 'state state-' + String(b.state).replace(/[^a-z]/g, '');
     reasonEl.hidden = !b.reason;
     reasonEl.textContent = b.reason || '';
+    if (requeuedEl) {
+      requeuedEl.hidden = !b.requeues;
+      if (requeueReasonEl) requeueReasonEl.textContent = b.requeueReason || '';
+    }
     if (b.progress) {
       progressEl.value = Math.max(0, Math.min(100, Number(b.progress.percent) || 0));
       stageEl.textContent = b.progress.stage + (b.progress.message ? ': ' + b.progress.message : '');

@@ -7,6 +7,7 @@ describe('parseCommand', () => {
     ['ping', { verb: 'ping', args: [] }],
     ['job.put 7', { verb: 'job.put', args: [7] }],
     ['job.build 7 abcdef12', { verb: 'job.build', args: [7, 'abcdef12'] }],
+    [`job.build 7 abcdef12 ${'a0'.repeat(32)}`, { verb: 'job.build', args: [7, 'abcdef12', 'a0'.repeat(32)] }],
     ['build.log 7 3 0', { verb: 'build.log', args: [7, 3, 0] }],
     ['build.artifact 7 3 image.raw', { verb: 'build.artifact', args: [7, 3, 'image.raw'] }],
     ['build.artifact 7 3 image.raw 1024', { verb: 'build.artifact', args: [7, 3, 'image.raw', 1024] }],
@@ -19,7 +20,8 @@ describe('parseCommand', () => {
     'job.put 7 8', 'job.put 7; rm -rf /', 'job.put $(id)', 'job.put `id`', 'job.put 7\nid', 'job.put 7\rid',
     'job.put 7\0', 'job.put ../x', 'job.put /etc/passwd', 'job.put 7|id', 'job.put 7&&id', 'job.put 99999999999999',
     'build.artifact 7 3 ../../etc/shadow', 'build.artifact 7 3 image.raw -1', 'job.build 7 short',
-    'job.build 7 --exec=x', 'job.build 7 _abcdefgh', 'job.put\t7', 'toString', '__proto__', 'constructor 1', 'job.put 7 ' + 'a'.repeat(300),
+    'job.build 7 --exec=x', 'job.build 7 _abcdefgh', `job.build 7 abcdef12 ${'A0'.repeat(32)}`, `job.build 7 abcdef12 ${'a'.repeat(63)}`,
+    `job.build 7 abcdef12 ${'a'.repeat(64)} x`, 'job.put\t7', 'toString', '__proto__', 'constructor 1', 'job.put 7 ' + 'a'.repeat(300),
   ])('rejects %j', (line) => {
     let err: unknown;
     try { parseCommand(line); } catch (e) { err = e; }
@@ -41,5 +43,19 @@ describe('lastProgress', () => {
     const log = 'x\n##kiln {"stage":"build","percent":10}\nnoise ##kiln {"stage":"fake","percent":99}\n##kiln {broken\n';
     expect(lastProgress(log)).toEqual({ stage: 'build', percent: 10 });
     expect(lastProgress('nothing')).toBeUndefined();
+  });
+});
+
+describe('specSha256', () => {
+  it('is the Dockerfile\'s sha256 without a context (what the web stores per version), and binds the context when there is one', async () => {
+    const { createHash } = await import('node:crypto');
+    const { specSha256 } = await import('../src/protocol/index.js');
+    const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
+    expect(specSha256('FROM x\n')).toBe(sha('FROM x\n'));
+    expect(specSha256('FROM x\n', Buffer.alloc(0))).toBe(sha('FROM x\n'));
+    const ctx = Buffer.from('tar');
+    expect(specSha256('FROM x\n', ctx)).toBe(sha(`${sha('FROM x\n')}\n${sha(ctx)}\n`));
+    expect(specSha256(Buffer.from('FROM x\n'), ctx)).toBe(specSha256('FROM x\n', ctx));
+    expect(specSha256('FROM x\n', Buffer.from('other'))).not.toBe(specSha256('FROM x\n', ctx));
   });
 });

@@ -1,11 +1,13 @@
 /**
  * Composition root for `kiln glue-server`: the configured backend (local runner by default; `KILN_GLUE_BACKEND=
  * jenkins` loads the Jenkins backend through createBackend's hook) behind the built-in ssh2 server. Prints the
- * host key fingerprint the web must pin, and stops cleanly on SIGINT/SIGTERM (running local builds end as
- * 'interrupted').
+ * host key fingerprint the web must pin, and stops cleanly on SIGINT/SIGTERM (running local builds end `lost`,
+ * "interrupted", and the web requeues them once). A Jenkins that fails the glue's checks (too old, or the token has
+ * Overall/Administer) stops the start with a message saying which.
  */
 import { loadConfig } from '../config/index.js';
 import { startGlueServer } from '../glue/index.js';
+import { isKilnError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -15,7 +17,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cfg = loadConfig();
   const logger = createLogger({ level: cfg.log.level, name: 'glue-server' });
-  const glue = await startGlueServer(cfg, logger);
+  let glue;
+  try {
+    glue = await startGlueServer(cfg, logger);
+  } catch (e) {
+    // A refusal (a Jenkins too old, a token with Overall/Administer) says what to fix; no stack for those.
+    if (!isKilnError(e)) throw e;
+    process.stderr.write(`kiln glue-server: ${e.message}\n`);
+    return 5;
+  }
   process.stdout.write(`kiln glue listening on ${cfg.ssh.host}:${glue.port}, host key SHA256:${glue.hostFingerprint}\n`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

@@ -88,6 +88,12 @@ export const configSchema = z.object({
       timeoutSeconds: int(3600),
       /** Limit of one HTTP request to Jenkins. */
       requestTimeoutMs: int(30_000),
+      /**
+       * The oldest Jenkins the glue works with (its X-Jenkins header), one floor per release line: `A.B.C` admits
+       * the LTS line A.B from C on, `A.B` every release from A.B on. The default is the fix of SECURITY-3707
+       * (config.xml deserialization, SECURITY-CHECKLIST 3.3): LTS 2.555.3, weekly 2.568.
+       */
+      minVersion: list(['2.555.3', '2.568']).pipe(z.array(z.string().regex(/^[0-9]{1,5}\.[0-9]{1,5}(\.[0-9]{1,5})?$/, 'versions such as 2.555.3 (LTS) or 2.568 (weekly)')).min(1)),
     }).prefault({}),
   }).prefault({}),
   sdk: z.object({
@@ -165,6 +171,26 @@ function deepFreeze<T>(o: T): T {
     Object.freeze(o);
   }
   return o;
+}
+
+/** Variables a build's SDK process takes from the glue's environment (besides every KILN_SDK_* setting). */
+const SDK_ENV_NAMES = new Set([
+  'PATH', 'HOME', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'TZ', 'KILN_LOG_LEVEL', 'DOCKER_SOCKET',
+  // The build host's way out to its package mirror, if it has one (mmdebstrap and apt read these).
+  'http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY',
+]);
+
+/**
+ * The environment the local runner gives `kiln sdk build`: an allow-list, never all of its own. Under `kiln
+ * serve` the runner shares its process with the web, whose secrets (session secret, database URL, Jenkins token)
+ * must not reach a build.
+ */
+export function sdkEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v !== undefined && (SDK_ENV_NAMES.has(k) || k.startsWith('KILN_SDK_'))) out[k] = v;
+  }
+  return out;
 }
 
 /** Reads, validates and freezes the configuration. `overrides` (tests, CLI flags) win over the environment. */

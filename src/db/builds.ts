@@ -28,6 +28,9 @@ export interface BuildRow {
   artifacts: BuildArtifact[];
   image_sha256: string | null;
   dispatch_attempts: number;
+  /** Times the build was requeued after an interruption (0 or 1), and what interrupted it. */
+  requeues: number;
+  requeue_reason: string | null;
   requested_at: string;
   queued_at: string | null;
   started_at: string | null;
@@ -50,6 +53,8 @@ function norm(r: Record<string, unknown>): BuildRow {
     owner_id: Number(r.owner_id),
     backend_build: r.backend_build == null ? null : Number(r.backend_build),
     dispatch_attempts: Number(r.dispatch_attempts ?? 0),
+    requeues: Number(r.requeues ?? 0),
+    requeue_reason: r.requeue_reason == null ? null : String(r.requeue_reason),
     progress: parseJson<BuildProgress | null>(r.progress, null),
     artifacts: parseJson<BuildArtifact[]>(r.artifacts, []),
   };
@@ -127,6 +132,21 @@ export async function updateBuild(db: Queryable, id: number, fromStates: readonl
   // Kept beside the JSON so storage quotas are one SUM (src/db/quotas.ts).
   if (u.artifacts) patch.artifact_bytes = u.artifacts.reduce((n, a) => n + (a.size > 0 ? a.size : 0), 0);
   const n = await db('builds').where({ id }).whereIn('state', fromStates as WebBuildState[]).update(patch);
+  return Number(n) > 0;
+}
+
+/**
+ * Puts a build that the backend lost back to `requested`, once: only while it is still active on that backend
+ * build and was never requeued, so concurrent refreshers (several web instances) requeue it at most once. Returns
+ * whether this call did it.
+ */
+export async function requeueBuild(db: Queryable, id: number, fromBackendBuild: number, reason: string): Promise<boolean> {
+  const n = await db('builds')
+    .where({ id, backend_build: fromBackendBuild, requeues: 0 }).whereIn('state', ['queued', 'running'])
+    .update({
+      state: 'requested', backend_build: null, progress: null, artifacts: null, queued_at: null, started_at: null,
+      reason: null, dispatch_attempts: 0, requeues: 1, requeue_reason: reason, updated_at: nowIso(),
+    });
   return Number(n) > 0;
 }
 

@@ -47,8 +47,8 @@ export async function dispatch(req: Request, stdin: Buffer | undefined, backend:
       return json({ job: req.args[0], deleted });
     }
     case 'job.build': {
-      const [job, key] = req.args;
-      const { build, created } = await backend.build(job, key);
+      const [job, key, sha256] = req.args;
+      const { build, created } = await backend.build(job, key, sha256);
       return json({ job, build, created });
     }
     case 'build.status':

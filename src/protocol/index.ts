@@ -9,6 +9,7 @@
  * A reply is one JSON document on stdout and exit status 0, except `build.artifact`, which streams the artifact's
  * raw bytes. A failure is `{"error":{"code","message"}}` on stderr with a non-zero exit status (see EXIT_CODES).
  */
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { KilnError, type ErrorCode } from '../shared/errors.js';
 
@@ -42,6 +43,12 @@ export const ARTIFACT_NAMES = [
 ] as const;
 export type ArtifactName = (typeof ARTIFACT_NAMES)[number];
 
+/**
+ * What the SDK writes next to its artifacts when it fails with an internal error: the detail (message, stack) for
+ * the operator, under the reference id that result.json shows the user. Not an artifact: never archived or served.
+ */
+export const SDK_INTERNAL_ERROR_FILE = 'internal-error.log';
+
 export const SCHEDULES = ['off', 'daily', 'weekly'] as const;
 export type Schedule = (typeof SCHEDULES)[number];
 
@@ -55,8 +62,10 @@ const offset = z.string().regex(/^(0|[1-9][0-9]{0,14})$/, 'offset must be a non-
 // Starts alphanumeric like every token (a leading '-' could read as an option to some program downstream).
 /** An idempotency key: what the web makes per form, what the glue accepts, what travels to Jenkins as a parameter. */
 export const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/;
+export const SHA256_RE = /^[0-9a-f]{64}$/;
 const idemKey = z.string().regex(IDEMPOTENCY_KEY_RE, 'idempotency key must be 8-64 of [A-Za-z0-9_-], starting with a letter or digit');
 const artifact = z.enum(ARTIFACT_NAMES);
+const sha256 = z.string().regex(SHA256_RE, 'sha256 must be 64 lower-case hex digits');
 
 /** Each verb's positional arguments, in order. Optional trailing arguments are marked with `.optional()`. */
 export const VERBS = {
@@ -65,7 +74,11 @@ export const VERBS = {
   'job.enable': z.tuple([jobId]),
   'job.disable': z.tuple([jobId]),
   'job.delete': z.tuple([jobId]),
-  'job.build': z.tuple([jobId, idemKey]),
+  /**
+   * The optional sha256 is the spec's digest (specSha256) of what the caller put: the glue builds exactly that
+   * Dockerfile and context, or refuses with `conflict` when the job now holds another (a concurrent job.put).
+   */
+  'job.build': z.tuple([jobId, idemKey, sha256.optional()]),
   'build.status': z.tuple([jobId, buildNo]),
   'build.log': z.tuple([jobId, buildNo, offset]),
   'build.artifact': z.tuple([jobId, buildNo, artifact, offset.optional()]),
@@ -149,7 +162,23 @@ export const jobSpecSchema = z.object({
 export type JobSpec = z.output<typeof jobSpecSchema>;
 export type JobSpecInput = z.input<typeof jobSpecSchema>;
 
-export const BUILD_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+const sha256Hex = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * The digest that names one spec's build inputs: the Dockerfile's sha256 (which is what the web stores for a
+ * version), or, with a build context, the sha256 of `<dockerfile sha256>\n<context tar sha256>\n`. The web sends
+ * it with job.build; each backend computes it again from what it holds for the job.
+ */
+export function specSha256(dockerfile: string | Buffer, contextTar?: Buffer | null): string {
+  const df = sha256Hex(dockerfile);
+  return contextTar && contextTar.length > 0 ? sha256Hex(`${df}\n${sha256Hex(contextTar)}\n`) : df;
+}
+
+/**
+ * `lost`: the build was cut off by a fault of Kiln or its machine (a restart of the glue or of Jenkins, a lost
+ * agent, an SDK killed from outside), not by its Dockerfile. Final for the backend; the web requeues it once.
+ */
+export const BUILD_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'lost'] as const;
 export type BuildState = (typeof BUILD_STATES)[number];
 
 export const artifactInfoSchema = z.object({ name: z.enum(ARTIFACT_NAMES), size: z.number().int().nonnegative() });

@@ -21,6 +21,7 @@ import { buildManifest, imageLabels, buildSpdx, readPackages, writeSha256Sums, t
 import { checkDockerfile } from './policy.js';
 import { buildProvenance } from './provenance.js';
 import { Reporter } from './reporter.js';
+import { recordInternalError } from './internal-error.js';
 import { describeArtifact, sha256File, writeResult, type Artifact, type BuildResult } from './result.js';
 import { treeStaging, type TreeStaging } from './staging.js';
 import { SDK_VERSION } from './version.js';
@@ -355,9 +356,10 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       : limitHit && !(e instanceof KilnError && e.code === 'limit_exceeded')
       ? new KilnError('limit_exceeded', 'The build log grew past the log size limit')
       : toKilnError(e);
-    error = { code: ke.code, message: ke.code === 'internal' ? `Internal error: ${(e as Error).message}` : ke.message };
+    // An internal error's message and detail are the operator's (internal-error.ts); the user sees a reference.
+    error = { code: ke.code, message: ke.code === 'internal' ? await recordInternalError(outDir, e, ke.detail) : ke.message };
     rep.log(`[kiln] FAILED (${error.code}): ${error.message}`);
-    if (ke.detail !== undefined) rep.log(`[kiln] detail: ${JSON.stringify(ke.detail).slice(0, 4000)}`);
+    if (ke.detail !== undefined && ke.code !== 'internal') rep.log(`[kiln] detail: ${JSON.stringify(ke.detail).slice(0, 4000)}`);
   } finally {
     await rootfsRemoval;
     await trees?.remove();

@@ -49,7 +49,7 @@ describe('kiln glue (the OpenSSH forced command)', () => {
     'job.put 7; touch MARKER', 'job.put $(touch MARKER)', 'job.put `touch MARKER`', 'job.put 7\ntouch MARKER',
     'job.put 7 && touch MARKER', 'job.put 7 | touch MARKER', 'touch MARKER', 'sh -c touch', '', 'job.put -x',
     'build.artifact 1 1 ../../etc/shadow', 'job.build 99999999999999 abcdefgh',
-  ])('refuses %j: exit 2, JSON on stderr, audit line, backend never started', async (command) => {
+  ])('case 26: refuses %j: exit 2, JSON on stderr, audit line, nothing spawned, backend never started', async (command) => {
     const r = await glue(tmp.dir, { command: command.replaceAll('MARKER', path.join(tmp.dir, 'MARKER')) });
     expect(r.code).toBe(2);
     expect(r.stdout.length).toBe(0);

@@ -100,6 +100,19 @@ describe('glue dispatcher', () => {
     await expect(p).rejects.toMatchObject({ code: 'too_large' });
   });
 
+  it.each(['* * * * *', 'H/1 * * * *', 'H H * * *\n* * * * *', 'daily\n* * * * *', '@hourly'])('case 33: job.put refuses the schedule %j (only off, daily, weekly) and stores nothing', async (schedule) => {
+    await expect(glue.handle('job.put 3', body(fakeSpec(undefined, { schedule })))).rejects.toMatchObject({ code: 'invalid_input', message: expect.stringMatching(/schedule/) });
+    expect(calls).toEqual([]);
+    expect(await backend.listJobs()).toEqual([]);
+  });
+
+  it('finding 10: job.build with the key "constructor" or "toString" makes a build like any other key', async () => {
+    await glue.handle('job.put 4', body(fakeSpec()));
+    for (const [n, key] of [[1, 'constructor'], [2, 'toString'], [3, 'hasOwnProperty']] as const) {
+      expect(await glue.handle(`job.build 4 ${key}`, noBody)).toEqual({ kind: 'json', reply: { job: 4, build: n, created: true } });
+    }
+  });
+
   it('caps the body at MAX_STDIN_BYTES', () => {
     expect(() => parseJobSpec(Buffer.alloc(MAX_STDIN_BYTES + 1, 0x20))).toThrow(/larger/);
   });

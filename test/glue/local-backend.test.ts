@@ -1,10 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { LocalBackend, periodOf, type LocalBackendOptions } from '../../src/glue/backends/local/index.js';
-import { jobSpecSchema, type BuildState } from '../../src/protocol/index.js';
+import { jobSpecSchema, specSha256, type BuildState } from '../../src/protocol/index.js';
 import { fakeSpec, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 const spec = (mode?: string, extra: Record<string, unknown> = {}) => jobSpecSchema.parse(fakeSpec(mode, extra));
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -168,7 +170,7 @@ describe('local backend', () => {
     await cli.close();
   });
 
-  it('after a restart, queued builds resume and running ones end failed: interrupted', async () => {
+  it('after a restart, queued builds resume and running ones end lost (interrupted), for the web to requeue', async () => {
     const { dir } = await make({ runner: false });
     const sdk = writeFakeSdk(dir);
     // A first runner starts a long build and dies without cleaning up (simulated: its records stay "running").
@@ -182,18 +184,19 @@ describe('local backend', () => {
     const buildJson = path.join(dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
     await new Promise((r) => setTimeout(r, 200));
     const crashed = readFileSync(buildJson, 'utf8');
-    const pid = (JSON.parse(crashed) as { pid: number }).pid;
+    const pid = (JSON.parse(crashed) as { process: { pid: number } }).process.pid;
     expect(pid).toBeGreaterThan(0);
     await first.close();
+    expect(await first.status(1, 1)).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: the build service stopped/) });
     writeFileSync(buildJson, crashed); // what a SIGKILLed runner leaves behind
 
     const { b } = await make({}, dir);
-    expect(await b.status(1, 1)).toMatchObject({ state: 'failed', reason: 'interrupted' });
+    expect(await b.status(1, 1)).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: the build service restarted/) });
     expect((await b.log(1, 1, 0)).text).toContain('interrupted');
     await waitFor(b, 2, 1, ['succeeded']);
   });
 
-  it('restart recovery with a real SIGKILL of the runner process', async () => {
+  it('restart recovery with a real SIGKILL of the runner process: the SDK (still itself) is killed, its temp dir removed', async () => {
     const t = tempDir('kiln-glue-local-kill-');
     cleanups.push(t.cleanup);
     const sdk = writeFakeSdk(t.dir);
@@ -202,7 +205,7 @@ describe('local backend', () => {
       import { LocalBackend } from ${JSON.stringify(path.resolve('dist/glue/backends/local/index.js'))};
       const b = new LocalBackend({ dataDir: ${JSON.stringify(t.dir)}, sdkCommand: ${JSON.stringify(sdk)}, pollMs: 50 });
       await b.start();
-      await b.putJob(1, { owner: 'a', name: 'n', dockerfile: 'FROM x\\n# fake: sleep 30\\n', formats: ['raw'], schedule: 'off', enabled: true, buildArgs: {} });
+      await b.putJob(1, { owner: 'a', name: 'n', dockerfile: 'FROM x\\n# fake: tmp 30\\n', formats: ['raw'], schedule: 'off', enabled: true, buildArgs: {} });
       await b.build(1, 'k0000001');
       await b.putJob(2, { owner: 'a', name: 'n', dockerfile: 'FROM x\\n', formats: ['raw'], schedule: 'off', enabled: true, buildArgs: {} });
       await b.build(2, 'k0000001');
@@ -217,20 +220,45 @@ describe('local backend', () => {
     const buildJson = path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
     const end = Date.now() + 10_000;
     let pid: number | undefined;
-    while (!(pid = (JSON.parse(readFileSync(buildJson, 'utf8')) as { pid?: number }).pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    const tmpRecord = path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/archive/tmpdir.txt');
+    while (!(pid = (JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } }).process?.pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
     expect(pid).toBeGreaterThan(0);
+    while (!existsSync(tmpRecord) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    const sdkTmp = readFileSync(tmpRecord, 'utf8').trim();
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
-    // The SDK's process group outlived its runner; recovery must reap it and fail the build.
+    // The SDK's process group outlived its runner; recovery must reap it and end the build lost.
     expect(() => process.kill(-pid!, 0)).not.toThrow();
+    expect(existsSync(sdkTmp)).toBe(true);
     const { b } = await make({}, t.dir);
     const st = await b.status(1, 1);
-    expect(st).toMatchObject({ state: 'failed', reason: 'interrupted' });
+    expect(st).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted/) });
+    // What the killed SDK staged lived in the build's own directory (its TMPDIR) and went with the recovery.
+    expect(sdkTmp.startsWith(path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/tmp/kiln-sdk-'))).toBe(true);
+    expect(existsSync(sdkTmp)).toBe(false);
+    expect(existsSync(path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/tmp'))).toBe(false);
     // Gone, or a zombie waiting for init to reap it: either way no longer running.
     await new Promise((r) => setTimeout(r, 200));
     const state = (() => { try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0]; } catch { return 'gone'; } })();
     expect(['gone', 'Z']).toContain(state);
     await waitFor(b, 2, 1, ['succeeded']);
+  });
+
+  it('case 49 (the glue\'s half): a build recorded but never acknowledged (killed before meta.json) does not run after the restart', async () => {
+    const { b: cli, dir } = await make({ runner: false });
+    await cli.putJob(1, spec());
+    // What build() leaves when the process dies after nextBuildNumber but before the key reached meta.json.
+    const bdir = path.join(dir, 'glue/jobs/kiln-job-1/builds/1');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(path.join(bdir, 'ws'), { recursive: true });
+    writeFileSync(path.join(bdir, 'build.json'), JSON.stringify({ job: 1, build: 1, state: 'queued', queueId: 1, idempotencyKey: 'unacked-key', queuedAt: new Date().toISOString(), formats: ['raw'], buildArgs: {}, hasContext: false }));
+    writeFileSync(path.join(dir, 'glue/jobs/kiln-job-1/nextBuildNumber'), '2\n');
+    const { b } = await make({}, dir);
+    expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled', reason: expect.stringMatching(/never started/) });
+    // The caller's retry with its key makes the one build that runs.
+    expect(await b.build(1, 'unacked-key')).toEqual({ build: 2, created: true });
+    await waitFor(b, 1, 2, ['succeeded']);
+    expect((await b.status(1, 1)).state).toBe('cancelled');
   });
 
   it('serves log chunks from offsets, never splitting a character, and caps the log', async () => {
@@ -315,5 +343,190 @@ describe('local backend', () => {
     await fire();
     expect((await b.listJobs()).map((j) => j.lastBuild)).toEqual([2, 1, undefined]);
     expect(periodOf('weekly', new Date('2026-03-22T23:00:00Z')).key).toBe('weekly-20260316');
+  });
+});
+
+describe('local backend: process identity, keys, exact inputs, environment, lock', () => {
+  /** A process in a group of its own that is not a build: what a recorded pid may name after pid reuse. */
+  async function bystander(): Promise<{ pid: number; alive: () => boolean; stop: () => void }> {
+    const { spawn } = await import('node:child_process');
+    const p = spawn('sleep', ['300'], { detached: true, stdio: 'ignore' });
+    await new Promise((r) => p.once('spawn', r));
+    const pid = p.pid!;
+    const alive = () => {
+      try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z'; } catch { return false; }
+    };
+    return { pid, alive, stop: () => { try { process.kill(-pid, 'SIGKILL'); } catch { /* gone */ } } };
+  }
+
+  /** build.json once the runner has recorded its SDK's identity. */
+  const recordedSdk = (buildJson: string) => until(() => {
+    const rec = JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } };
+    return rec.process && (rec as { process: { pid: number } });
+  }, 10_000, 50);
+
+  it('finding 8: after a restart, a recorded SDK pid that now names another process is not signalled', async () => {
+    const { dir } = await make({ runner: false });
+    const first = new LocalBackend({ dataDir: dir, sdkCommand: writeFakeSdk(dir), pollMs: 50 });
+    await first.start();
+    await first.putJob(1, spec('sleep 30'));
+    await first.build(1, 'k0000001');
+    await waitFor(first, 1, 1, ['running']);
+    const buildJson = path.join(dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
+    const crashed = await recordedSdk(buildJson);
+    await first.close();
+    // The SDK is gone and its pid went to another program: the record names the pid, with the old identity.
+    const other = await bystander();
+    cleanups.push(other.stop);
+    writeFileSync(buildJson, JSON.stringify({ ...crashed, pid: other.pid, process: { ...crashed.process, pid: other.pid } }));
+    const { b } = await make({}, dir);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(other.alive()).toBe(true);
+    expect(await b.status(1, 1)).toMatchObject({ state: 'lost' });
+  });
+
+  it('finding 8: a cancel from another process checks the recorded SDK before signalling it', async () => {
+    const { b, dir } = await make();
+    await b.putJob(1, spec('sleep 3'));
+    await b.build(1, 'k0000001');
+    await waitFor(b, 1, 1, ['running']);
+    const buildJson = path.join(dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
+    const rec = await recordedSdk(buildJson);
+    const other = await bystander();
+    cleanups.push(other.stop);
+    writeFileSync(buildJson, JSON.stringify({ ...rec, pid: other.pid, process: { ...rec.process, pid: other.pid } }));
+    const cli = new LocalBackend({ dataDir: dir, runner: false });
+    await cli.start();
+    cleanups.push(() => cli.close());
+    // The marker still cancels it (the runner reads it when the SDK ends); the bystander is never signalled.
+    expect(await cli.cancel(1, 1)).toEqual({ state: 'cancelled' });
+    expect(other.alive()).toBe(true);
+  });
+
+  it('finding 10: idempotency keys named like Object.prototype members are keys like any other', async () => {
+    const { b } = await make();
+    await b.putJob(1, spec());
+    const keys = ['constructor', 'toString', 'hasOwnProperty', 'isPrototypeOf', 'propertyIsEnumerable', 'toLocaleString'];
+    for (const [i, k] of keys.entries()) {
+      expect(await b.build(1, k), k).toEqual({ build: i + 1, created: true });
+      expect(await b.build(1, k), k).toEqual({ build: i + 1, created: false });
+    }
+    expect(await b.withdraw(1, 'valueOfX')).toEqual({ withdrawn: false });
+    await waitFor(b, 1, keys.length, ['succeeded']);
+  });
+
+  it('finding 11: put A, put B, build for A is refused (conflict); the build for B builds B, a build after put A builds A', async () => {
+    const { b, dir } = await make();
+    const A = 'FROM debian:bookworm\nRUN echo version-A\n';
+    const B = 'FROM debian:bookworm\nRUN echo version-B\n';
+    await b.putJob(1, spec(undefined, { dockerfile: A }));
+    await b.putJob(1, spec(undefined, { dockerfile: B })); // a concurrent dispatch of another version lands here
+    // Without a context, the digest is the Dockerfile's sha256: what the web stores for a version.
+    const sha = (t: string) => createHash('sha256').update(t).digest('hex');
+    await expect(b.build(1, 'build-for-A', sha(A))).rejects.toMatchObject({ code: 'conflict' });
+    expect(await b.listQueue()).toEqual([]);
+    expect(await b.build(1, 'build-for-B', sha(B))).toEqual({ build: 1, created: true });
+    await b.putJob(1, spec(undefined, { dockerfile: A }));
+    expect(await b.build(1, 'build-for-A', sha(A))).toEqual({ build: 2, created: true });
+    await waitFor(b, 1, 2, ['succeeded']);
+    const used = (n: number) => readFileSync(path.join(dir, `glue/jobs/kiln-job-1/builds/${n}/archive/Dockerfile.used`), 'utf8');
+    expect(used(1)).toBe(B);
+    expect(used(2)).toBe(A);
+    // The context is part of the digest: the same Dockerfile with another context is another spec.
+    const ctx = Buffer.from('a tar, as far as the digest cares');
+    await b.putJob(1, spec(undefined, { dockerfile: A, contextTarBase64: ctx.toString('base64') }));
+    await expect(b.build(1, 'build-for-A-no-ctx', specSha256(A))).rejects.toMatchObject({ code: 'conflict' });
+    expect((await b.build(1, 'build-for-A-ctx', specSha256(A, ctx))).created).toBe(true);
+  });
+
+  it('finding 12: the SDK gets an allow-listed environment, not the parent\'s secrets; its TMPDIR is the build\'s own', async () => {
+    const secrets = { KILN_WEB_SESSION_SECRET: 'web-session-secret-0123456789abcdef', KILN_DB_URL: 'postgres://kiln:db-password@db/kiln', KILN_GLUE_JENKINS_TOKEN: 'jenkins-token-x', AWS_SECRET_ACCESS_KEY: 'aws-secret' };
+    const saved = { ...process.env };
+    Object.assign(process.env, secrets, { KILN_SDK_FORMATS: 'raw', LANG: 'C.UTF-8' });
+    cleanups.push(() => { process.env = saved; });
+    const { b, dir } = await make();
+    await b.putJob(1, spec());
+    await b.build(1, 'k0000001');
+    await waitFor(b, 1, 1, ['succeeded']);
+    const env = readFileSync(path.join(dir, 'glue/jobs/kiln-job-1/builds/1/archive/env.txt'), 'utf8');
+    for (const v of Object.values(secrets)) expect(env).not.toContain(v);
+    expect(env).toMatch(/^PATH=/m);
+    expect(env).toMatch(/^KILN_SDK_FORMATS=raw$/m);
+    expect(env).toMatch(/^KILN_JOB=1$/m);
+    expect(env).toContain(`TMPDIR=${path.join(dir, 'glue/jobs/kiln-job-1/builds/1/tmp')}\n`);
+    expect(existsSync(path.join(dir, 'glue/jobs/kiln-job-1/builds/1/tmp'))).toBe(false); // removed when the build ended
+  });
+
+  it('finding 12: an SDK internal error reaches the user as a reference only; the detail goes to the glue\'s log', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const { pino } = await import('pino');
+    const { Writable } = await import('node:stream');
+    const logger = pino({ level: 'info' }, new Writable({ write(c, _e, cb) { lines.push(JSON.parse(String(c)) as Record<string, unknown>); cb(); } }));
+    const { b, dir } = await make({ logger });
+    await b.putJob(1, spec('internal'));
+    await b.build(1, 'k0000001');
+    const st = await waitFor(b, 1, 1, ['failed']);
+    expect(st.reason).toBe('Internal error in the build service (reference 0123456789ab)');
+    expect(lines.find((l) => l.msg === 'the SDK failed with an internal error')?.detail).toContain('/var/lib/kiln/secret-path');
+    expect(existsSync(path.join(dir, 'glue/jobs/kiln-job-1/builds/1/archive/internal-error.log'))).toBe(false);
+    expect((await b.log(1, 1, 0)).text).not.toContain('secret-path');
+  });
+});
+
+describe('local store lock (finding 12: two writers at once)', () => {
+  it('a slow holder keeps the lock however old it is: nobody else enters meanwhile', async () => {
+    const { dir } = await make({ runner: false });
+    const a = new LocalBackend({ dataDir: dir, runner: false });
+    const c = new LocalBackend({ dataDir: dir, runner: false });
+    await a.start();
+    await c.start();
+    const la = (a as unknown as { lock: { run<T>(fn: () => Promise<T>): Promise<T> } }).lock;
+    const lc = (c as unknown as { lock: { run<T>(fn: () => Promise<T>): Promise<T> } }).lock;
+    let inside = 0;
+    let most = 0;
+    const section = (hold: () => Promise<void>) => async () => {
+      inside++;
+      most = Math.max(most, inside);
+      try { await hold(); } finally { inside--; }
+    };
+    const old = new Date(Date.now() - 10 * 60_000);
+    const first = la.run(section(async () => {
+      // Whatever marks the lock, make it look ten minutes old (the mkdir lock broke anything older than 30 s).
+      const { utimes } = await import('node:fs/promises');
+      await utimes(path.join(dir, 'glue/.lock'), old, old).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 600));
+    }));
+    await new Promise((r) => setTimeout(r, 50));
+    const second = lc.run(section(async () => { await new Promise((r) => setTimeout(r, 10)); }));
+    await Promise.all([first, second]);
+    expect(most).toBe(1);
+  });
+
+  it('a lock whose holder died is free at once (liveness, not age)', async () => {
+    const t = tempDir('kiln-glue-lock-');
+    cleanups.push(t.cleanup);
+    const { spawn } = await import('node:child_process');
+    const script = `
+      import { LocalBackend } from ${JSON.stringify(path.resolve('dist/glue/backends/local/index.js'))};
+      const b = new LocalBackend({ dataDir: ${JSON.stringify(t.dir)}, runner: false });
+      await b.start();
+      b.lock.run(() => { process.stdout.write('holding\\n'); return new Promise(() => {}); });
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (c: Buffer) => { if (String(c).includes('holding')) resolve(); });
+      child.on('exit', (c) => reject(new Error(`holder exited ${c}`)));
+    });
+    const b = new LocalBackend({ dataDir: t.dir, runner: false });
+    await b.start();
+    cleanups.push(() => b.close());
+    // Held by a live process: a writer waits.
+    const waiting = b.putJob(1, spec()).then(() => Date.now());
+    await new Promise((r) => setTimeout(r, 300));
+    const killedAt = Date.now();
+    child.kill('SIGKILL');
+    expect(await waiting).toBeGreaterThanOrEqual(killedAt);
+    expect((await b.listJobs()).map((j) => j.job)).toEqual([1]);
   });
 });

@@ -195,7 +195,7 @@ describe('the two SSH front doors', () => {
   it.each([
     'job.put 7; rm -rf /', 'job.build 5 $(id)', 'job.build 5\nid', 'job.put -x', 'job.build 99999999999999 abcdefgh',
     'build.artifact 1 1 ../x', 'sh', 'scp -f /etc/passwd', 'internal-sftp', 'job.put 7 ', 'ping\tx',
-  ])('refuse %j identically (exit 2, same stderr)', async (cmd) => {
+  ])('case 26: both doors refuse %j identically (exit 2, same stderr)', async (cmd) => {
     const [a, b] = await Promise.all(doors.map((d) => rawExec(d, cmd)));
     expect(a).toMatchObject({ code: 2, stdout: '' });
     expect(JSON.parse(String(a!.stderr))).toMatchObject({ error: { code: 'invalid_input' } });
@@ -209,7 +209,7 @@ describe('the two SSH front doors', () => {
     for (const d of doors) expect(await rawExec(d, 'ping', opts), d.name).toMatchObject({ refused: expect.stringMatching(msg) });
   });
 
-  it('both refuse agent forwarding, subsystems (sftp) and port forwarding in both directions', async () => {
+  it('case 27: both refuse agent forwarding, subsystems (sftp) and port forwarding in both directions', async () => {
     for (const d of doors) {
       const agent = new (class extends ssh2.BaseAgent<ssh2.ParsedKey> {
         getIdentities(cb: (e: Error | undefined, k?: ssh2.ParsedKey[]) => void) { cb(undefined, []); }
@@ -244,7 +244,7 @@ describe('the two SSH front doors', () => {
     expect(JSON.parse(String(o.stderr))).toEqual({ error: { code: 'invalid_input', message: 'empty command' } });
   });
 
-  it('the OpenSSH client gets the same refusals from both doors (-tt, -s, -R, -W, SetEnv)', async () => {
+  it('case 27: the OpenSSH client gets the same refusals from both doors (-tt, -s, -R, -W, SetEnv)', async () => {
     for (const d of doors) {
       // An explicitly requested tty that the server refuses makes the OpenSSH client give up: nothing runs.
       const tty = await sshCli(d, ['-tt', '127.0.0.1', 'ping']);
@@ -267,7 +267,7 @@ describe('the two SSH front doors', () => {
     }
   });
 
-  it('the web client refuses either door when the pinned host key is the other door\'s', async () => {
+  it('case 29: the web client refuses either door when the pinned host key is the other door\'s', async () => {
     const swapped = [
       builtin.newClient({ hostFingerprint: openssh.hostFingerprint }),
       openssh.newClient({ hostFingerprint: builtin.hostFingerprint }),
@@ -276,8 +276,8 @@ describe('the two SSH front doors', () => {
   });
 });
 
-describe('SHA-1 RSA signatures (SECURITY-CHECKLIST 30)', () => {
-  it('the built-in server refuses an authorized RSA key signing with ssh-rsa, accepts rsa-sha2-256', async () => {
+describe('SHA-1 RSA signatures', () => {
+  it('case 30: the built-in server refuses an authorized RSA key signing with ssh-rsa, accepts rsa-sha2-256', async () => {
     const t = tempDir('kiln-glue-rsa-');
     try {
       const { execFileSync } = await import('node:child_process');

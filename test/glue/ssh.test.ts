@@ -157,7 +157,7 @@ describe('built-in SSH glue server', () => {
   it.each([
     'job.put 7; rm -rf /', 'job.build 5 $(id)', 'job.build 5\nid', 'job.put -x', 'job.build 99999999999999 abcdefgh',
     'build.artifact 1 1 ../../etc/passwd', 'sh -c id', '', 'job.put 7 && id', 'scp -t /tmp', 'git-upload-pack x',
-  ])('rejects %j with exit 2, an audit line, and no backend call', async (cmd) => {
+  ])('case 26: rejects %j with exit 2, an audit line, and no backend call', async (cmd) => {
     const before = g.calls.length;
     const c = await rawConnect();
     try {
@@ -172,7 +172,7 @@ describe('built-in SSH glue server', () => {
     expect(g.logs.at(-1)).toMatchObject({ audit: true, door: 'ssh2', outcome: 'invalid_input' });
   });
 
-  it('refuses pty, shell, x11, agent forwarding, sftp, subsystems and port forwarding', async () => {
+  it('case 27: refuses pty (-t), shell, x11 (-X), agent forwarding (-A), sftp (-s), subsystems, port forwarding (-L, -R, -D) and env (SendEnv)', async () => {
     const c = await rawConnect({ agent: agentOf([]) });
     try {
       await expect(execRaw(c, 'ping', { pty: true })).rejects.toThrow(/pseudo-terminal/i);
@@ -190,14 +190,19 @@ describe('built-in SSH glue server', () => {
     }
   });
 
-  it('a client pinned to another host key is refused before authentication', async () => {
+  it('case 29: a web client pinned to another host key (a glue impostor) aborts before authentication and raises an alert', async () => {
     const before = authAttempts();
     const other = generateEd25519();
     const otherFp = createHash('sha256').update((utils.parseKey(other.public) as ParsedKey).getPublicSSH()).digest('base64').replace(/=+$/, '');
-    const c = g.newClient({ hostFingerprint: otherFp });
+    const alerts: string[] = [];
+    const { pino } = await import('pino');
+    const { Writable } = await import('node:stream');
+    const logger = pino({ level: 'warn' }, new Writable({ write(c, _e, cb) { alerts.push(String((JSON.parse(String(c)) as { msg: string }).msg)); cb(); } }));
+    const c = g.newClient({ hostFingerprint: otherFp, logger });
     const err = await c.call('ping', []).catch((e: unknown) => e);
     expect(isKilnError(err, 'backend_unavailable')).toBe(true);
     expect(authAttempts()).toBe(before);
+    expect(alerts.some((m) => m.startsWith('ALERT: the glue presented a host key that does not match'))).toBe(true);
   });
 
   it('a client with another key is refused', async () => {
@@ -211,7 +216,7 @@ describe('built-in SSH glue server', () => {
     await expect(rawConnect({ username: 'root' })).rejects.toThrow(/authentication methods failed/i);
   });
 
-  it('a client offering the authorized public key but signing with another key is refused', async () => {
+  it('case 28: a client offering the authorized public key but signing with another private key is refused', async () => {
     const web = utils.parseKey(g.clientKey.privateKey) as ParsedKey;
     const impostor = utils.parseKey(generateEd25519().private) as ParsedKey;
     let signed = 0;

@@ -19,8 +19,13 @@ import { tempDir } from './tmp.js';
  *   symlink       also makes manifest.json a symlink to /etc/passwd and image.qcow2 one to /etc/shadow (never served)
  *   noise N       prints N KiB of log lines (log cap and offsets)
  *   big N         writes an image.raw of N MiB (slow readers, streams)
+ *   tmp N         makes a kiln-sdk-* directory in $TMPDIR, as the real SDK does, records its path in
+ *                 <out>/tmpdir.txt, then sleeps N seconds (what a killed SDK leaves behind)
+ *   internal      fails as the real SDK does on an internal error: a reference in result.json, the detail in
+ *                 <out>/internal-error.log
  * Like the SDK, it writes SHA256SUMS over its images: the builder's claim the web checks before it signs.
- * It records its argv in <out>/argv.txt (not an artifact name, so never served).
+ * It records its argv in <out>/argv.txt, its environment in <out>/env.txt and the Dockerfile it was given in
+ * <out>/Dockerfile.used (not artifact names, so never served).
  */
 export function writeFakeSdk(dir: string): string[] {
   const file = path.join(dir, 'fake-sdk.sh');
@@ -33,12 +38,20 @@ for a in "$@"; do
   prev=$a
 done
 for a in "$@"; do printf '%s\\n' "$a"; done > "$out/argv.txt"
+env > "$out/env.txt"
+cp "$df" "$out/Dockerfile.used"
 mode=$(sed -n 's/^# fake: //p' "$df" | head -n 1)
 echo '##kiln {"stage":"build","percent":10,"message":"building the Dockerfile"}'
 case "$mode" in
   sleep*) echo "sleeping"; sleep \${mode#sleep } ;;
   noise*) n=\${mode#noise }; i=0; while [ $i -lt $n ]; do head -c 1023 /dev/zero | tr '\\0' 'x'; echo; i=$((i+1)); done ;;
+  tmp*) d=$(mktemp -d "\${TMPDIR:-/tmp}/kiln-sdk-XXXXXX"); echo "$d" > "$out/tmpdir.txt"; echo "staging in $d"; sleep \${mode#tmp } ;;
 esac
+if [ "$mode" = internal ]; then
+  printf 'reference 0123456789ab\\nError: connect ECONNREFUSED 10.1.2.3:2375 /var/lib/kiln/secret-path\\n' > "$out/internal-error.log"
+  printf '{"ok":false,"error":{"code":"internal","message":"Internal error in the build service (reference 0123456789ab)"}}' > "$out/result.json"
+  exit 1
+fi
 if [ "$mode" = fail ]; then
   printf '{"ok":false,"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}}' > "$out/result.json"
   echo "build failed" >&2
@@ -266,7 +279,7 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * A private copy of the compiled `kiln` (dist/ + package.json, node_modules linked) and a launcher for it, doing
+ * A private copy of the compiled `kiln` (dist/, jenkins/ + package.json, node_modules linked) and a launcher for it, doing
  * what bin/kiln does. Tests that spawn `kiln` use it because other test runs in the same tree recompile dist/ at
  * any moment (global setup), and a process starting mid-rewrite would load a half-written module. The copy is
  * checked by running `kiln glue` once (ping).
@@ -282,6 +295,7 @@ export async function kilnSnapshot(dir: string): Promise<string> {
     mkdirSync(root, { recursive: true });
     cpSync(path.join(repo, 'dist'), path.join(root, 'dist'), { recursive: true });
     cpSync(path.join(repo, 'package.json'), path.join(root, 'package.json'));
+    cpSync(path.join(repo, 'jenkins'), path.join(root, 'jenkins'), { recursive: true }); // the job template the jenkins backend renders
     symlinkSync(path.join(repo, 'node_modules'), path.join(root, 'node_modules'));
     writeFileSync(launcher, `#!/bin/sh\nexec '${process.execPath}' --enable-source-maps '${path.join(root, 'dist/cmd/kiln.js')}' "$@"\n`);
     chmodSync(launcher, 0o755);

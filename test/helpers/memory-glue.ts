@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
-  REPLIES, jobSpecSchema, parseCommand, formatCommand,
+  REPLIES, jobSpecSchema, parseCommand, formatCommand, specSha256,
   type ArtifactName, type BuildState, type JobSpec, type Reply, type Verb,
 } from '../../src/protocol/index.js';
 import { KilnError } from '../../src/shared/errors.js';
@@ -70,10 +70,12 @@ export class MemoryGlue implements GlueClient {
       case 'job.disable': this.job(args[0] as number).enabled = false; return { job: args[0], enabled: false };
       case 'job.delete': return { job: args[0], deleted: this.jobs.delete(args[0] as number) };
       case 'job.build': {
-        const [id, key] = args as [number, string];
+        const [id, key, sha] = args as [number, string, string | undefined];
         const j = this.job(id);
         const prior = j.keys.get(key);
         if (prior !== undefined) return { job: id, build: prior, created: false };
+        const context = j.spec.contextTarBase64 ? Buffer.from(j.spec.contextTarBase64, 'base64') : undefined;
+        if (sha !== undefined && specSha256(j.spec.dockerfile, context) !== sha) throw new KilnError('conflict', 'the job holds another version');
         const n = j.next++;
         j.keys.set(key, n);
         j.builds.set(n, { build: n, key, state: 'queued', log: Buffer.alloc(0), artifacts: new Map(), queuedAt: new Date().toISOString() });

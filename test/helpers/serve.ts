@@ -6,9 +6,13 @@ const repo = path.resolve(import.meta.dirname, '../..');
 
 export interface KilnServe {
   url: string;
+  /** The `kiln serve` process (bin/kiln execs node, so this is the server itself). */
+  pid: number;
   /** Everything the process printed so far (stdout + stderr). */
   output(): string;
   stop(): Promise<void>;
+  /** SIGKILL, as a crash or a power cut would end it: nothing of it runs its shutdown. */
+  kill(): Promise<void>;
 }
 
 /** Starts the real `bin/kiln serve` process with `env` on top of this one's and waits for "Kiln is ready at URL". */
@@ -29,13 +33,20 @@ export async function startKilnServe(cwd: string, env: Record<string, string>): 
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  const exited = new Promise((r) => child.once('exit', r));
   return {
     url: /Kiln is ready at (\S+)/.exec(out)![1]!,
+    pid: child.pid!,
     output: () => out,
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
+      await exited;
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
     },
   };
 }

@@ -90,6 +90,47 @@ describe('Jenkins double: auth and crumbs', () => {
   });
 });
 
+describe('Jenkins double: version and permissions (what the glue checks, cases 35 and 36)', () => {
+  it('§2.5: X-Jenkins carries the configured version on api/json and on layout pages; whoAmI answers anonymous and users', async () => {
+    const old = await startJenkinsDouble({ users: [USER], version: '2.555.2' });
+    try {
+      const r = await fetch(new URL('/whoAmI/api/json', old.url), { headers: { authorization: auth() } });
+      expect(r.headers.get('x-jenkins')).toBe('2.555.2');
+      expect(r.headers.get('content-type')).toBe('application/json;charset=UTF-8');
+      // J hudson/security/WhoAmI.java: name, authenticated, anonymous, authorities (groups, not permissions).
+      expect(await r.json()).toEqual({ _class: 'hudson.security.WhoAmI', anonymous: false, authenticated: true, authorities: ['authenticated'], name: USER.name });
+      const anon = await fetch(new URL('/whoAmI/api/json', old.url));
+      expect(anon.status).toBe(200); // an UnprotectedRootAction
+      expect(await anon.json()).toMatchObject({ anonymous: true, name: 'anonymous' });
+      // §2.1: bad credentials are refused before any route, whoAmI included.
+      expect((await fetch(new URL('/whoAmI/api/json', old.url), { headers: { authorization: auth(USER.name, 'wrong') } })).status).toBe(401);
+      expect((await fetch(new URL('/', old.url), { headers: { authorization: auth() } })).headers.get('x-jenkins')).toBe('2.555.2');
+    } finally {
+      await old.stop();
+    }
+    expect((await raw('/api/json')).headers.get('x-jenkins')).toBe('2.568.2');
+  });
+
+  it('case 36 (§2.1): GET /script is 403 with X-Required-Permission Administer without Overall/Administer, 200 with it', async () => {
+    const admin = { name: 'root', token: 'root-token-1', admin: true };
+    const both = await startJenkinsDouble({ users: [USER, admin] });
+    try {
+      const denied = await fetch(new URL('/script', both.url), { headers: { authorization: auth() }, redirect: 'manual' });
+      expect(denied.status).toBe(403);
+      expect(denied.headers.get('x-required-permission')).toBe('hudson.model.Hudson.Administer');
+      expect(denied.headers.get('x-you-are-authenticated-as')).toBe(USER.name);
+      expect(denied.headers.get('x-jenkins')).toBe('2.568.2');
+      const post = await fetch(new URL('/script', both.url), { method: 'POST', headers: { authorization: auth() }, body: new URLSearchParams({ script: 'println 1' }) });
+      expect(post.status).toBe(403);
+      const allowed = await fetch(new URL('/script', both.url), { headers: { authorization: auth(admin.name, admin.token) } });
+      expect(allowed.status).toBe(200);
+      expect(await allowed.text()).toContain('Script Console');
+    } finally {
+      await both.stop();
+    }
+  });
+});
+
 describe('Jenkins double: jobs', () => {
   it('§3.3, §2.7, §8.8: create → 200; same name in another case → 400 X-Error; unsafe name → 400; bad XML → 500 and no job', async () => {
     const ok = await raw('/createItem?name=Alpha', { method: 'POST', headers: { 'content-type': 'text/xml' }, body: jobXml() });

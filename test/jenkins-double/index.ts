@@ -13,6 +13,8 @@ export interface JenkinsDoubleOptions extends Partial<Omit<EngineOptions, 'dataD
   /** Where jobs, builds, logs and the queue live. Without it a temp dir is used and removed on stop(). */
   dataDir?: string;
   users: DoubleUser[];
+  /** The version it reports in X-Jenkins (default server.ts DEFAULT_VERSION). */
+  version?: string;
 }
 
 export interface JenkinsDouble {
@@ -30,6 +32,8 @@ export interface JenkinsDouble {
   start(): Promise<void>;
   /** crash() then start(). */
   restart(): Promise<void>;
+  /** Test hook: awaited after createItem made a job, before Jenkins answers (see DoubleServer.afterCreateItem). */
+  afterCreateItem?: (name: string) => Promise<void> | void;
   /** Test hook for TimerTrigger: schedules a timer build now (real cron minutes are too slow). Returns the queue id. */
   fireTimer(job: string): number | null;
   readonly engine: Engine;
@@ -71,7 +75,8 @@ export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<Je
 
   const listen = async () => {
     engine = new Engine(engineOpts);
-    server = new DoubleServer(engine, opts.users);
+    server = new DoubleServer(engine, opts.users, opts.version);
+    server.afterCreateItem = (name) => handle.afterCreateItem?.(name);
     await new Promise<void>((resolve, reject) => {
       server.server.once('error', reject);
       server.server.listen(port, host, () => resolve());

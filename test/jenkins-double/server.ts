@@ -10,9 +10,11 @@ import type { Build, Cause, Engine, Job, Param, QueueItem } from './engine.js';
  * (§1, §3) plus artifact download. Section numbers in comments point into that document.
  */
 
-export interface DoubleUser { name: string; password?: string; token?: string }
+/** `admin`: the user has Overall/Administer (matrix auth); everyone else has the job permissions only. */
+export interface DoubleUser { name: string; password?: string; token?: string; admin?: boolean }
 
-const VERSION = '2.568.2';
+/** The Jenkins version the double reports in X-Jenkins unless told another (the latest LTS in JENKINS-REST.md §0). */
+export const DEFAULT_VERSION = '2.568.2';
 const JSON_TYPE = 'application/json;charset=UTF-8';
 
 type Auth = { user: string; viaToken: boolean };
@@ -65,7 +67,13 @@ export class DoubleServer {
   private readonly sessionHash = randomBytes(8).toString('hex');
   requests = 0;
 
-  constructor(private engine: Engine, private users: DoubleUser[]) {
+  /**
+   * Test hook, awaited after createItem has made the job and before the answer is sent: the moment to cut off a
+   * client that asked (case 46: the glue killed between Jenkins' create and its reply).
+   */
+  afterCreateItem?: (name: string) => Promise<void> | void;
+
+  constructor(private engine: Engine, private users: DoubleUser[], private readonly version = DEFAULT_VERSION) {
     this.server = http.createServer((req, res) => {
       this.requests++;
       this.handle(req, res).catch((e: unknown) => {
@@ -88,7 +96,7 @@ export class DoubleServer {
     const tree = url.searchParams.get('tree');
     const out = tree ? prune(body, parseTree(tree)) : body;
     res.writeHead(200, {
-      'Content-Type': JSON_TYPE, 'X-Jenkins': VERSION, 'X-Jenkins-Session': this.sessionHash,
+      'Content-Type': JSON_TYPE, 'X-Jenkins': this.version, 'X-Jenkins-Session': this.sessionHash,
       'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'deny',
     });
     res.end(req.method === 'HEAD' ? undefined : JSON.stringify(out));
@@ -141,7 +149,7 @@ export class DoubleServer {
     if (!h) {
       this.html(res, 403, 'Authentication required', {
         'X-You-Are-Authenticated-As': 'anonymous', 'X-Required-Permission': 'hudson.model.Hudson.Read',
-        'X-Hudson': '1.395', 'X-Jenkins': VERSION, 'X-Jenkins-Session': this.sessionHash,
+        'X-Hudson': '1.395', 'X-Jenkins': this.version, 'X-Jenkins-Session': this.sessionHash,
       });
       return null;
     }
@@ -186,6 +194,9 @@ export class DoubleServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://double/');
     this.engine.baseUrl = this.base(req);
+    // WhoAmI is an UnprotectedRootAction (J hudson/security/WhoAmI.java): it answers anonymous requests too; bad
+    // credentials are still refused first (§2.1).
+    if (url.pathname.replace(/\/+$/, '') === '/whoAmI/api/json' && !req.headers.authorization) return this.json(req, res, this.whoAmI(null), url);
     const auth = this.authenticate(req, res);
     if (!auth) return;
     const body = req.method === 'POST' ? await this.body(req) : Buffer.alloc(0);
@@ -224,8 +235,40 @@ export class DoubleServer {
     }
     m = /^job\/([^/]+)(?:\/(.*))?$/.exec(route);
     if (m) return this.jobRoute(req, res, url, auth, m[1]!, m[2] ?? '', form, body);
-    if (route === '') return this.html(res, 200, '<h1>Dashboard [Jenkins]</h1>', { 'X-Hudson': '1.395', 'X-Jenkins': VERSION });
+    if (route === '') return this.html(res, 200, '<h1>Dashboard [Jenkins]</h1>', this.layoutHeaders());
+    if (route === 'whoAmI/api/json') return this.json(req, res, this.whoAmI(auth), url);
+    if (route === 'script') return this.script(req, res, auth);
     return this.notFound(res);
+  }
+
+  /** Headers of every page rendered with Jenkins' standard layout (§2.5: J layout.jelly, Functions.java). */
+  private layoutHeaders(): Record<string, string> {
+    return { 'X-Hudson': '1.395', 'X-Jenkins': this.version, 'X-Jenkins-Session': this.sessionHash };
+  }
+
+  /** GET /whoAmI/api/json (J hudson/security/WhoAmI.java): who the request is authenticated as; no permissions. */
+  private whoAmI(auth: Auth | null) {
+    return auth
+      ? { _class: 'hudson.security.WhoAmI', anonymous: false, authenticated: true, authorities: ['authenticated'], name: auth.user }
+      : { _class: 'hudson.security.WhoAmI', anonymous: true, authenticated: true, authorities: ['anonymous'], name: 'anonymous' };
+  }
+
+  /**
+   * The script console (J jenkins/model/Jenkins.java `_doScript`: `checkPermission(ADMINISTER)` before anything
+   * else). Without Overall/Administer: 403 from AccessDeniedHandlerImpl with AccessDeniedException3's headers
+   * (§2.1). With it, GET shows the form; this double never runs a script.
+   */
+  private script(req: IncomingMessage, res: ServerResponse, auth: Auth) {
+    const admin = this.users.find((u) => u.name === auth.user)?.admin === true;
+    if (!admin) {
+      return this.html(res, 403, `<p>${auth.user.replace(/[<&]/g, '')} is missing the Overall/Administer permission</p>`, {
+        ...this.layoutHeaders(), 'X-You-Are-Authenticated-As': auth.user,
+        'X-You-Are-In-Group-Disabled': 'JENKINS-39402: use -Dhudson.security.AccessDeniedException2.REPORT_GROUP_HEADERS=true or use /whoAmI to diagnose',
+        'X-Required-Permission': 'hudson.model.Hudson.Administer',
+      });
+    }
+    if (req.method === 'POST') return this.html(res, 500, '<h1>Oops!</h1><p>this double does not run scripts</p>', this.layoutHeaders());
+    return this.html(res, 200, '<h1>Script Console</h1><form method="post"><textarea name="script"></textarea></form>', this.layoutHeaders());
   }
 
   private crumb(req: IncomingMessage, res: ServerResponse, auth: Auth, url: URL) {
@@ -252,7 +295,7 @@ export class DoubleServer {
     return null;
   }
 
-  private createItem(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer) {
+  private async createItem(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer) {
     if (!this.requirePost(req, res)) return;
     const type = req.headers['content-type'];
     if (url.searchParams.get('mode') === 'copy') return this.failure(res, 'Copying jobs is not supported by this double');
@@ -269,6 +312,8 @@ export class DoubleServer {
       if (e instanceof ConfigError) return this.html(res, 500, `<h1>Oops!</h1><p>${e.message}</p>`);
       throw e;
     }
+    await this.afterCreateItem?.(name);
+    if (res.destroyed) return;
     res.writeHead(200, { 'Content-Length': '0' });
     res.end();
   }

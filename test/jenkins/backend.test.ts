@@ -7,12 +7,12 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Jenkins from 'jenkins';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createJenkinsBackend, JenkinsBackend, KEY_PARAM } from '../../src/glue/backends/jenkins/index.js';
+import { createJenkinsBackend, JenkinsBackend, KEY_PARAM, versionAllowed } from '../../src/glue/backends/jenkins/index.js';
 import { JenkinsApi } from '../../src/glue/backends/jenkins/client.js';
 import type { Backend } from '../../src/glue/backends/types.js';
 import { createBackend } from '../../src/glue/backend.js';
 import { loadConfig } from '../../src/config/index.js';
-import { jobSpecSchema, type JobSpec } from '../../src/protocol/index.js';
+import { jobSpecSchema, specSha256, type JobSpec } from '../../src/protocol/index.js';
 import { isKilnError, type KilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
@@ -290,7 +290,7 @@ describe('jenkins backend: builds', () => {
 });
 
 describe('jenkins backend: failures', () => {
-  it('SECURITY-CHECKLIST test 31: job ids that are not Kiln job numbers are refused before any request to Jenkins', async () => {
+  it('case 31: job ids that are not Kiln job numbers (another folder, ../x) are refused before any request to Jenkins', async () => {
     const before = d.requests();
     for (const job of [0, -1, 1.5, Number.NaN, 1e13, Number.MAX_SAFE_INTEGER + 2]) {
       expect(await code(backend.putJob(job, spec())), String(job)).toBe('invalid_input');
@@ -322,7 +322,7 @@ describe('jenkins backend: failures', () => {
     expect(isKilnError(err, 'backend_unavailable') && /credentials/.test(err.message)).toBe(true);
   });
 
-  it('killing and restarting Jenkins mid-build: unavailable while down, then a clear interrupted status, no lost or doubled build', async () => {
+  it('case 47 (the glue\'s half): a hard restart of Jenkins mid-build: unavailable while down, then `lost` with a reason, nothing doubled', async () => {
     await backend.putJob(20, spec({ dockerfile: 'FROM x\n# sleep 60\n' }));
     const r = await backend.build(20, 'restart-key-00001');
     await until(async () => (await backend.log(20, r.build, 0)).text.includes('"stage":"build"'));
@@ -331,7 +331,7 @@ describe('jenkins backend: failures', () => {
     expect(await code(backend.build(20, 'restart-key-00002'))).toBe('backend_unavailable');
     await d.start();
     const st = await backend.status(20, r.build);
-    expect(st).toMatchObject({ state: 'failed', reason: expect.stringMatching(/interrupted/) });
+    expect(st).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: the build was cut off in Jenkins/) });
     // A retry of the first request finds its build; the refused second request was never queued.
     expect(await backend.build(20, 'restart-key-00001')).toEqual({ build: r.build, created: false });
     expect((await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-20')).toHaveLength(0);
@@ -392,8 +392,8 @@ async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-describe('jenkins backend: agent labels (SECURITY-CHECKLIST test 34, the Jenkins half)', () => {
-  it('jobs carry glue.jenkins.label: they run on the node with that label and wait forever for a missing one', async () => {
+describe('jenkins backend: agent labels', () => {
+  it('case 34 (the glue\'s half): jobs carry glue.jenkins.label: they run on the node with that label and wait forever for a missing one', async () => {
     const labelled = await startJenkinsDouble({ users: [USER], labels: ['kiln-builder', 'linux'], nodeName: 'builder-1' });
     try {
       const make = (label: string) => createJenkinsBackend({
@@ -414,4 +414,140 @@ describe('jenkins backend: agent labels (SECURITY-CHECKLIST test 34, the Jenkins
       await labelled.stop();
     }
   });
+});
+
+describe('jenkins backend: exact build inputs (finding 11)', () => {
+  const b64 = (t: string) => Buffer.from(t).toString('base64');
+  const params = async (job: number, n: number) => {
+    const b = await raw.build.get(`kiln-job-${job}`, n) as { actions: Array<{ parameters?: Array<{ name: string; value: string }> }> };
+    return Object.fromEntries(b.actions.flatMap((a) => a.parameters ?? []).map((p) => [p.name, p.value]));
+  };
+
+  it('put A, put B, build for A: conflict and nothing queued; a checked build carries its inputs, so a later put cannot change it', async () => {
+    const A = 'FROM debian:bookworm\nRUN echo version-A\n';
+    const B = 'FROM debian:bookworm\nRUN echo version-B\n';
+    await backend.putJob(40, spec({ dockerfile: A }));
+    await backend.putJob(40, spec({ dockerfile: B }));
+    expect(await code(backend.build(40, 'exact-build-for-a', specSha256(A)))).toBe('conflict');
+    expect((await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-40')).toHaveLength(0);
+    // Put A and trigger for A, then B lands while the trigger waits in its quiet period: the build still runs A.
+    await backend.putJob(40, spec({ dockerfile: A }));
+    const built = backend.build(40, 'exact-build-for-a', specSha256(A));
+    await until(async () => (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-40'), 10_000);
+    await backend.putJob(40, spec({ dockerfile: B }));
+    const { build } = await built;
+    expect((await params(40, build)).DOCKERFILE_B64).toBe(b64(A));
+    expect(await backend.build(40, 'exact-build-for-b', specSha256(B))).toMatchObject({ created: true });
+    expect((await params(40, build + 1)).DOCKERFILE_B64).toBe(b64(B));
+    const ctx = Buffer.from('tar bytes');
+    await backend.putJob(40, spec({ dockerfile: A, contextTarBase64: ctx.toString('base64') }));
+    expect(await code(backend.build(40, 'exact-build-for-a2', specSha256(A)))).toBe('conflict');
+    const withCtx = await backend.build(40, 'exact-build-for-a3', specSha256(A, ctx));
+    expect((await params(40, withCtx.build)).CONTEXT_B64).toBe(ctx.toString('base64'));
+    await until(async () => { const st = await backend.status(40, withCtx.build); return st.state !== 'running' && st; }, 60_000);
+  }, 90_000);
+});
+
+describe('jenkins backend: which Jenkins the glue accepts (cases 35 and 36)', () => {
+  it('case 35: versionAllowed reads LTS floors per line and weekly floors onwards', () => {
+    const floors = ['2.555.3', '2.568'];
+    for (const v of ['2.555.3', '2.555.4', '2.568', '2.568.1', '2.568.2', '2.579', '2.600.1', '3.1']) expect(versionAllowed(v, floors), v).toBe(true);
+    for (const v of ['2.555.2', '2.555', '2.556', '2.567', '2.560.1', '2.442', '1.650', '', 'weird', '2']) expect(versionAllowed(v, floors), v).toBe(false);
+    expect(versionAllowed('2.579-SNAPSHOT (private)', floors)).toBe(true);
+  });
+
+  it.each([
+    ['2.555.2', 'refused'], ['2.560', 'refused'], ['2.567', 'refused'], ['2.555.3', 'accepted'], ['2.568', 'accepted'], ['2.600.1', 'accepted'],
+  ])('case 35: a Jenkins reporting X-Jenkins %s is %s at the glue\'s start', async (version, outcome) => {
+    const accepted = outcome === 'accepted';
+    const dj = await startJenkinsDouble({ users: [USER], version });
+    try {
+      const b = makeBackend({}, dj.url);
+      const err = await b.start().then(() => undefined, (e: unknown) => e);
+      if (accepted) {
+        expect(err).toBeUndefined();
+        expect(await b.listJobs()).toEqual([]);
+      } else {
+        expect(isKilnError(err, 'backend_unavailable')).toBe(true);
+        expect((err as Error).message).toContain(`Jenkins ${version} is older than the minimum this glue accepts`);
+        expect(await code(b.putJob(1, spec()))).toBe('backend_unavailable');
+        const job = await fetch(new URL('/job/kiln-job-1/api/json', dj.url), { headers: { authorization: `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}` } });
+        expect(job.status).toBe(404); // refused before anything was made
+      }
+    } finally {
+      await dj.stop();
+    }
+  });
+
+  it('case 35: glue.jenkins.minVersion (KILN_GLUE_JENKINS_MIN_VERSION) sets the floor', async () => {
+    const dj = await startJenkinsDouble({ users: [USER], version: '2.568.2' });
+    try {
+      await expect(makeBackend({ minVersion: ['2.600'] }, dj.url).start()).rejects.toThrow(/Jenkins 2\.568\.2 is older/);
+      await makeBackend({ minVersion: ['2.500'] }, dj.url).start();
+      expect(loadConfig({ KILN_GLUE_JENKINS_MIN_VERSION: '2.555.3,2.568' }).glue.jenkins.minVersion).toEqual(['2.555.3', '2.568']);
+      expect(() => loadConfig({ KILN_GLUE_JENKINS_MIN_VERSION: 'latest' })).toThrow(/KILN_GLUE_JENKINS_MIN_VERSION/);
+    } finally {
+      await dj.stop();
+    }
+  });
+
+  it('case 36: the glue refuses a token with Overall/Administer (through GET /script); its own token gets 403 there', async () => {
+    const admin = { name: 'kiln-admin', token: 'admin-token-0001', admin: true };
+    const dj = await startJenkinsDouble({ users: [USER, admin] });
+    try {
+      const script = await fetch(new URL('/script', dj.url), { headers: { authorization: `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}` } });
+      expect(script.status).toBe(403);
+      await makeBackend({}, dj.url).start();
+      const asAdmin = makeBackend({ user: admin.name, token: admin.token }, dj.url);
+      const err = await asAdmin.start().then(() => undefined, (e: unknown) => e);
+      expect(isKilnError(err, 'backend_unavailable')).toBe(true);
+      expect((err as Error).message).toMatch(/has Overall\/Administer/);
+      const before = dj.requests();
+      expect(await code(asAdmin.putJob(1, spec()))).toBe('backend_unavailable');
+      // Each refused call asks the two check endpoints again and nothing else (no job is made).
+      expect(dj.requests() - before).toBe(2);
+    } finally {
+      await dj.stop();
+    }
+  });
+
+  it('cases 35/36 at first use: a Jenkins that was down at the glue\'s start is checked at the first call', async () => {
+    const port = await (await import('../helpers/glue.js')).freePort();
+    const b = makeBackend({}, `http://127.0.0.1:${port}/`);
+    await b.start(); // unreachable: not fatal, checked later
+    expect(await code(b.listJobs())).toBe('backend_unavailable');
+    const dj = await startJenkinsDouble({ users: [USER], version: '2.555.1', port });
+    try {
+      const err = await b.listJobs().then(() => undefined, (e: unknown) => e);
+      expect((err as Error).message).toMatch(/Jenkins 2\.555\.1 is older/);
+    } finally {
+      await dj.stop();
+    }
+  });
+});
+
+describe('the glue\'s front doors against a Jenkins it refuses', () => {
+  it('case 35: kiln glue-server does not start against an old Jenkins, and kiln glue answers every request with the reason', async () => {
+    // Asynchronously: the double answers from this very process.
+    const { execFile } = await import('node:child_process');
+    const run = (args: string[], env: NodeJS.ProcessEnv) => new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(kiln, args, { env, encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
+    });
+    const { kilnSnapshot, freePort } = await import('../helpers/glue.js');
+    const { glueEnv } = await import('../jenkins-double/index.js');
+    const kiln = await kilnSnapshot(tmp.dir);
+    const old = await startJenkinsDouble({ users: [USER], version: '2.555.2' });
+    try {
+      const env = { PATH: process.env.PATH, KILN_DATA_DIR: path.join(tmp.dir, 'refused'), KILN_SSH_PORT: String(await freePort()), ...glueEnv(old, USER, [sdk]) };
+      const server = await run(['glue-server'], env);
+      expect(server.status).toBe(5);
+      expect(server.stderr).toContain('kiln glue-server: Jenkins 2.555.2 is older than the minimum this glue accepts');
+      const one = await run(['glue'], { ...env, SSH_ORIGINAL_COMMAND: 'jobs.list' });
+      expect(one.status).toBe(5);
+      expect(JSON.parse(one.stderr)).toEqual({ error: { code: 'backend_unavailable', message: expect.stringContaining('Jenkins 2.555.2 is older') } });
+      expect(one.stdout).toBe('');
+    } finally {
+      await old.stop();
+    }
+  }, 120_000);
 });

@@ -67,8 +67,8 @@ const HOSTILE = [
   'emoji 🦊 and ‘curly’ and \u202e RTL',
 ];
 
-describe('job template (SECURITY-CHECKLIST 3.2, test cases 32-33)', () => {
-  it('renders hostile owners and names into well-formed XML equal to the template except the escaped text', () => {
+describe('job template (SECURITY-CHECKLIST 3.2)', () => {
+  it('case 32: renders hostile owners and names into well-formed XML equal to the template except the escaped text', () => {
     for (const owner of HOSTILE) {
       const s = { ...spec(), owner: owner.slice(0, 64) };
       const xml = renderJobXml(7, s, settings);
@@ -96,7 +96,7 @@ describe('job template (SECURITY-CHECKLIST 3.2, test cases 32-33)', () => {
     expect(xml).toContain(`<defaultValue>${Buffer.from('A="; rm -rf / #\nB=$(id)</defaultValue>\n').toString('base64')}</defaultValue>`);
   });
 
-  it('rejects C0 control characters and broken Unicode instead of writing them', () => {
+  it('case 32: rejects C0 control characters and broken Unicode instead of writing them', () => {
     for (const owner of ['nul\u0000', 'bell\u0007', 'esc\u001b[31m', 'vt\u000b', 'ffff\uffff', 'lone \ud800 surrogate']) {
       let err: unknown;
       try { renderJobXml(1, { ...spec(), owner }, settings); } catch (e) { err = e; }
@@ -104,7 +104,7 @@ describe('job template (SECURITY-CHECKLIST 3.2, test cases 32-33)', () => {
     }
   });
 
-  it('takes the timer spec only from the enum: off, daily, weekly', () => {
+  it('case 33: takes the timer spec only from the enum: off, daily, weekly', () => {
     expect(textAt(parse(renderJobXml(1, spec({ schedule: 'daily' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger', 'spec'])).toBe('H H * * *');
     expect(textAt(parse(renderJobXml(1, spec({ schedule: 'weekly' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger', 'spec'])).toBe('H H * * H');
     expect(textAt(parse(renderJobXml(1, spec({ schedule: 'off' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger'])).toBeUndefined();

@@ -6,6 +6,7 @@
  *   - Jenkins down: a pressed build stays `requested`, passes during the outage change nothing, and after the
  *     restart exactly one Jenkins build exists for it, however many passes ran.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
@@ -15,8 +16,10 @@ import { sshGlueClientFromConfig } from '../../src/web/glue-client/ssh.js';
 import type { GlueClient } from '../../src/web/glue-client/types.js';
 import { reconcileOnce } from '../../src/web/index.js';
 import { findBuild } from '../../src/db/index.js';
-import { startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
-import { writeFakeSdk } from '../helpers/glue.js';
+import { glueKey } from '../../src/web/services/requeue.js';
+import { glueEnv, startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
+import { freePort, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
+import { until } from '../helpers/wait.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createHash } from 'node:crypto';
@@ -122,14 +125,18 @@ async function startChain(dir: string, labels?: string[]) {
   return { double, glue, client, web };
 }
 
+async function stopChain(chain: Awaited<ReturnType<typeof startChain>> | undefined): Promise<void> {
+  await chain?.web.close();
+  await chain?.client.close();
+  await chain?.glue.close();
+  await chain?.double.stop();
+}
+
 describe('cancelling a build whose trigger still waits in the Jenkins queue', () => {
   const tmp = tempDir('kiln-withdraw-');
   let chain: Awaited<ReturnType<typeof startChain>>;
   afterAll(async () => {
-    await chain?.web.close();
-    await chain?.client.close();
-    await chain?.glue.close();
-    await chain?.double.stop();
+    await stopChain(chain);
     tmp.cleanup();
   });
 
@@ -155,4 +162,136 @@ describe('cancelling a build whose trigger still waits in the Jenkins queue', ()
     expect(await q()).toBe(0);
     expect((await (await fetch(new URL(`job/kiln-job-${dfId}/api/json`, chain.double.url), { headers: auth })).json() as { builds: unknown[] }).builds).toEqual([]);
   }, 120_000);
+});
+
+describe('case 47: hard-restart Jenkins mid-build', () => {
+  const tmp = tempDir('kiln-jenkins-restart-');
+  let chain: Awaited<ReturnType<typeof startChain>>;
+  afterAll(async () => {
+    await stopChain(chain);
+    tmp.cleanup();
+  });
+
+  it('the build is lost, requeued once and succeeds, the user sees it; one job, no orphan, no duplicate; a second restart fails it', async () => {
+    chain = await startChain(tmp.dir);
+    const { double, web, client } = chain;
+    const alice = web.client();
+    await alice.signUp('alice');
+    const dfId = await alice.createDockerfile('restarted', 'FROM debian:bookworm\n# fake: sleep 4\n');
+    const jenkins = (p: string) => fetch(new URL(p, double.url), { headers: auth });
+    const job = async () => (await (await jenkins(`job/kiln-job-${dfId}/api/json?tree=builds[number,result,building,actions[parameters[name,value]]]`)).json()) as {
+      builds: Array<{ number: number; result: string | null; building: boolean; actions: Array<{ parameters?: Array<{ name: string; value: string }> }> }>;
+    };
+    const api = async (id: number) => ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: Record<string, unknown> }).build;
+    const pass = () => reconcileOnce(web.db, client, web.config, silentLogger);
+
+    const { id } = await alice.build(dfId);
+    await until(async () => (await job()).builds.some((b) => b.building));
+    await double.restart();
+    const done = await until(async () => { await pass(); const b = await api(id); return b.final && b; });
+    expect(done).toMatchObject({ state: 'succeeded', requeues: 1, requeueReason: expect.stringMatching(/^interrupted: the build was cut off in Jenkins/) });
+    expect(await (await alice.get(`/builds/${id}`)).text()).toContain('Requeued after an interruption');
+    const builds = (await job()).builds.sort((a, b) => a.number - b.number);
+    expect(builds.map((b) => b.result)).toEqual(['ABORTED', 'SUCCESS']);
+    const key = (b: (typeof builds)[number]) => b.actions.flatMap((a) => a.parameters ?? []).find((p) => p.name === 'KILN_BUILD_KEY')?.value;
+    const row = (await findBuild(web.db, id, null))!;
+    expect(key(builds[0]!)).toBe(row.idempotency_key);
+    expect(key(builds[1]!)).toBe(glueKey(row));
+    const all = (await (await jenkins('api/json?tree=jobs[name]')).json()) as { jobs: Array<{ name: string }> };
+    expect(all.jobs.map((j) => j.name)).toEqual([`kiln-job-${dfId}`]);
+    expect(((await (await jenkins('queue/api/json')).json()) as { items: unknown[] }).items).toEqual([]);
+    // More passes change nothing: no third build.
+    await pass();
+    expect((await job()).builds).toHaveLength(2);
+
+    // Interrupted again after its requeue: failed, with a reason that says whose fault it was.
+    const second = await alice.build(dfId);
+    await until(async () => (await job()).builds.some((b) => b.building && b.number === 3));
+    await double.restart();
+    await until(async () => { await pass(); return (await findBuild(web.db, second.id, null))!.requeues === 1; });
+    await until(async () => (await job()).builds.some((b) => b.building && b.number === 4));
+    await double.restart();
+    const failed = await until(async () => { await pass(); const b = await api(second.id); return b.final && b; });
+    expect(failed).toMatchObject({ state: 'failed', reason: expect.stringMatching(/interrupted twice by a fault of the build service, not by your Dockerfile/) });
+    await pass();
+    expect((await job()).builds).toHaveLength(4);
+  }, 240_000);
+});
+
+describe('case 46: the glue killed between Jenkins\' create and its reply', () => {
+  const tmp = tempDir('kiln-glue-killed-');
+  const procs: ChildProcess[] = [];
+  let double: JenkinsDouble | undefined;
+  let web: TestWeb<GlueClient> | undefined;
+  let client: GlueClient | undefined;
+  afterAll(async () => {
+    await web?.close();
+    await client?.close();
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    await double?.stop();
+    tmp.cleanup();
+  });
+
+  it('the web\'s retry finds the job: exactly one job and one build; a re-sent create is a no-op', async () => {
+    double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: 1, dataDir: path.join(tmp.dir, 'jenkins') });
+    const kiln = await kilnSnapshot(tmp.dir);
+    const port = await freePort();
+    const dataDir = path.join(tmp.dir, 'glue');
+    const env = {
+      PATH: process.env.PATH, KILN_DATA_DIR: dataDir, KILN_SSH_PORT: String(port), KILN_LOG_LEVEL: 'warn',
+      ...glueEnv(double, user, writeFakeSdk(tmp.dir)), KILN_GLUE_JENKINS_REQUEST_TIMEOUT_MS: '3000',
+    };
+    /** `kiln glue-server` as its own process (what gets killed), with its host key fingerprint. */
+    const startGlue = async (): Promise<{ proc: ChildProcess; fingerprint: string }> => {
+      const proc = spawn(kiln, ['glue-server'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      procs.push(proc);
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        proc.stdout!.on('data', (c: Buffer) => { out += c; if (out.includes('\n')) resolve(out); });
+        proc.once('exit', (c) => reject(new Error(`glue-server exited ${c}`)));
+      });
+      return { proc, fingerprint: /host key SHA256:([A-Za-z0-9+/]+)/.exec(line)![1]! };
+    };
+    let glue = await startGlue();
+    client = await sshGlueClientFromConfig(loadConfig({ KILN_DATA_DIR: dataDir, KILN_SSH_PORT: String(port), KILN_SSH_TIMEOUT_MS: '20000' }), { hostFingerprint: glue.fingerprint });
+    web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] } } });
+    const alice = web.client();
+    await alice.signUp('alice');
+    const dfId = await alice.createDockerfile('created-once', 'FROM debian:bookworm\nRUN true\n');
+
+    // Jenkins makes the job; before its answer leaves, the glue process dies.
+    let killed = false;
+    double.afterCreateItem = async () => {
+      if (killed) return;
+      killed = true;
+      const exited = new Promise((r) => glue.proc.once('exit', r));
+      glue.proc.kill('SIGKILL');
+      await exited;
+    };
+    const { id } = await alice.build(dfId);
+    expect(killed).toBe(true);
+    const jobs = async () => ((await (await fetch(new URL('api/json?tree=jobs[name]', double!.url), { headers: auth })).json()) as { jobs: Array<{ name: string }> }).jobs.map((j) => j.name);
+    expect(await jobs()).toEqual([`kiln-job-${dfId}`]); // Jenkins made it; the web never heard
+    expect((await findBuild(web.db, id, null))!).toMatchObject({ state: 'requested', backend_build: null });
+
+    glue = await startGlue();
+    const end = Date.now() + 90_000;
+    for (;;) {
+      await reconcileOnce(web.db, client, web.config, silentLogger);
+      const b = (await findBuild(web.db, id, null))!;
+      if (b.state === 'succeeded') break;
+      if (Date.now() > end) throw new Error(`build ${id} is ${b.state}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(await jobs()).toEqual([`kiln-job-${dfId}`]);
+    const builds = ((await (await fetch(new URL(`job/kiln-job-${dfId}/api/json?tree=builds[number]`, double.url), { headers: auth })).json()) as { builds: unknown[] }).builds;
+    expect(builds).toHaveLength(1);
+    // The create the glue never answered, sent again: create-or-update, nothing new.
+    const xml = await (await fetch(new URL(`job/kiln-job-${dfId}/config.xml`, double.url), { headers: auth })).text();
+    const spec = { owner: 'alice', name: 'created-once', dockerfile: 'FROM debian:bookworm\nRUN true\n', formats: ['raw'] };
+    expect(await client.call('job.put', [dfId], JSON.stringify(spec))).toEqual({ job: dfId, created: false });
+    expect(await jobs()).toEqual([`kiln-job-${dfId}`]);
+    expect(await (await fetch(new URL(`job/kiln-job-${dfId}/config.xml`, double.url), { headers: auth })).text()).toBe(xml);
+    glue.proc.kill('SIGTERM');
+  }, 240_000);
 });

@@ -3,6 +3,7 @@ import * as m001 from './001_initial.js';
 import * as m002 from './002_build_context.js';
 import * as m003 from './003_attestation.js';
 import * as m004 from './004_quotas.js';
+import * as m005 from './005_requeue.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -15,6 +16,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['002_build_context', m002],
   ['003_attestation', m003],
   ['004_quotas', m004],
+  ['005_requeue', m005],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

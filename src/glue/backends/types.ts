@@ -6,7 +6,8 @@ import type { ArtifactName, BuildStatus, JobInfo, JobSpec, LogChunk, QueueItem, 
  * machine, keeps a Jenkins-shaped data directory) and `jenkins` (a real Jenkins through the `jenkins` client).
  *
  * Lifecycle: built once by the composition root, `start()` before the first call (the local backend resumes its
- * queue and fails builds a restart cut off), `close()` on shutdown.
+ * queue and ends the builds a restart cut off as `lost`), `close()` on shutdown. `lost` is how every backend says a
+ * build was cut off by a fault of Kiln or its machine rather than by its Dockerfile (the web requeues it once).
  *
  * Idempotency: every method may be retried. putJob is create-or-update; enable/disable of a job already in that
  * state succeeds; deleteJob of a missing job returns false; build() with an idempotency key already seen for that
@@ -24,7 +25,11 @@ export interface Backend {
   putJob(job: number, spec: JobSpec): Promise<{ created: boolean }>;
   setEnabled(job: number, enabled: boolean): Promise<void>;
   deleteJob(job: number): Promise<{ deleted: boolean }>;
-  build(job: number, idempotencyKey: string): Promise<{ build: number; created: boolean }>;
+  /**
+   * With `sha256` (protocol.specSha256 of the Dockerfile and context the caller put), the build uses exactly
+   * those or is refused with `conflict` (another job.put came in between); a retry with a seen key is not checked.
+   */
+  build(job: number, idempotencyKey: string, sha256?: string): Promise<{ build: number; created: boolean }>;
   cancel(job: number, build: number): Promise<{ state: BuildState }>;
   /**
    * Undoes build(job, key): a trigger still waiting (Jenkins gives no build number until a build starts) is

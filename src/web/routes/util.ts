@@ -32,6 +32,8 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
     artifacts: b.artifacts.filter((a) => b.state !== 'verifying' || !a.name.startsWith('SHA256SUMS'))
       .map((a) => ({ name: a.name, size: a.size, sha256: a.sha256 ?? null, url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}` })),
     imageSha256: b.image_sha256,
+    requeues: b.requeues,
+    requeueReason: b.requeue_reason,
     requestedAt: b.requested_at,
     queuedAt: b.queued_at,
     startedAt: b.started_at,

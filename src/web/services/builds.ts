@@ -4,6 +4,7 @@
  *   request (one transaction: idempotency key + quota + row in state `requested`)
  *     -> dispatch (glue job.put + job.build, both idempotent; row -> `queued` with the backend build number)
  *     -> refresh (glue build.status; row follows queued -> running -> verifying|failed|cancelled)
+ *        a build the glue lost (`lost`, or vanished) is requeued once: back to `requested` (requeue.ts)
  *     -> attest (attest.ts, background: the web hashes and signs what it received; verifying -> succeeded|failed)
  *
  * A glue outage between the transaction and dispatch leaves the row `requested`; `reconcile` retries it with the
@@ -15,11 +16,12 @@ import {
   insertBuild, isFinal, isPg, isUniqueViolation, listBuildsToReconcile, nowIso, updateBuild,
   type BuildRow, type Db, type WebBuildState,
 } from '../../db/index.js';
-import { ARTIFACT_NAMES, FORMATS, type ArtifactName, type BuildStatus, type Format, type JobSpecInput, type LogChunk } from '../../protocol/index.js';
+import { ARTIFACT_NAMES, FORMATS, specSha256, type ArtifactName, type BuildStatus, type Format, type JobSpecInput, type LogChunk } from '../../protocol/index.js';
 import { KilnError, conflict, isKilnError, notFound } from '../../shared/errors.js';
 import { parseIdempotencyKey } from '../validation.js';
 import { buildFor, dockerfileFor } from './access.js';
 import type { Actor, Services } from './context.js';
+import { afterInterruption, glueKey } from './requeue.js';
 import { refuseBuildOverQuota } from './storage.js';
 
 /** Glue failures worth retrying later; anything else is a permanent answer about this build. */
@@ -72,21 +74,40 @@ function formatsFor(s: Services): Format[] {
 
 /**
  * Creates or updates the glue's job for a Dockerfile from a stored version (job.put is create-or-update, so this is
- * also how the reconciler recreates a job the backend lost).
+ * also how the reconciler recreates a job the backend lost). Returns the spec's digest (protocol.specSha256).
  */
-export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, dockerfileId: number, versionId: number, ownerId: number): Promise<void> {
+export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, dockerfileId: number, versionId: number, ownerId: number): Promise<string> {
   const df = await findDockerfile(s.db, dockerfileId, null);
   const version = await getVersion(s.db, versionId);
   const owner = await findUserById(s.db, ownerId);
   if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
   const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as Services), schedule: 'off', enabled: true };
+  let tar: Buffer | undefined;
   if (version.context_id != null) {
     // The context stored with this version (not the Dockerfile's current one): a retried dispatch builds what was requested.
-    const tar = await getContextTar(s.db, version.context_id);
+    tar = await getContextTar(s.db, version.context_id);
     if (!tar) throw new KilnError('not_found', 'The build context of this build is gone.');
     spec.contextTarBase64 = tar.toString('base64');
   }
   await s.glue.call('job.put', [df.id], JSON.stringify(spec));
+  return specSha256(version.content, tar);
+}
+
+/**
+ * job.put of the build's version, then job.build of exactly that version (its digest): a job.put of another
+ * version that lands in between (a concurrent dispatch) makes the glue refuse with `conflict`, and the pair is
+ * tried again, a few times.
+ */
+async function putAndBuild(s: Pick<Services, 'db' | 'glue' | 'config'>, build: BuildRow) {
+  for (let attempt = 1; ; attempt++) {
+    const sha = await putJob(s, build.dockerfile_id, build.version_id, build.owner_id);
+    try {
+      return await s.glue.call('job.build', [build.dockerfile_id, glueKey(build), sha]);
+    } catch (e) {
+      if (!isKilnError(e, 'conflict')) throw e;
+      if (attempt >= 3) throw conflict('The Dockerfile kept changing while this build was being started; press Build to try again.');
+    }
+  }
 }
 
 /**
@@ -97,7 +118,7 @@ export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, docker
 export async function withdraw(s: Pick<Services, 'db' | 'glue' | 'logger'>, build: BuildRow): Promise<void> {
   if (build.state !== 'cancelled' || build.backend_build != null || build.dispatch_attempts === 0) return;
   try {
-    const r = await s.glue.call('build.withdraw', [build.dockerfile_id, build.idempotency_key]);
+    const r = await s.glue.call('build.withdraw', [build.dockerfile_id, glueKey(build)]);
     await clearDispatchAttempts(s.db, build.id);
     if (r.withdrawn) s.logger.info({ build: build.id, backendBuild: r.build }, 'withdrew the backend trigger of a cancelled build');
   } catch (e) {
@@ -115,8 +136,7 @@ export async function dispatch(s: Pick<Services, 'db' | 'glue' | 'logger' | 'con
   const { db, glue, logger } = s;
   await bumpDispatchAttempts(db, build.id);
   try {
-    await putJob(s, build.dockerfile_id, build.version_id, build.owner_id);
-    const r = await glue.call('job.build', [build.dockerfile_id, build.idempotency_key]);
+    const r = await putAndBuild(s, build);
     await updateBuild(db, build.id, ['requested'], { state: 'queued', backend_build: r.build, queued_at: nowIso(), reason: null });
     logger.info({ build: build.id, job: build.dockerfile_id, backendBuild: r.build }, 'build dispatched');
   } catch (e) {
@@ -131,20 +151,21 @@ export async function dispatch(s: Pick<Services, 'db' | 'glue' | 'logger' | 'con
   return (await findBuild(db, build.id, null))!;
 }
 
-/** Pulls the glue's view of a dispatched build into the row. Leaves the row alone when the glue is unreachable. */
-export async function refresh(s: Pick<Services, 'db' | 'glue' | 'logger'>, build: BuildRow): Promise<BuildRow> {
+/**
+ * Pulls the glue's view of a dispatched build into the row. Leaves the row alone when the glue is unreachable. A
+ * build the glue lost, or no longer knows, is requeued once (and dispatched again) or failed (requeue.ts).
+ */
+export async function refresh(s: Pick<Services, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow): Promise<BuildRow> {
   if (isFinal(build.state) || build.backend_build == null) return build;
   let st: BuildStatus;
   try {
     st = await s.glue.call('build.status', [build.dockerfile_id, build.backend_build]);
   } catch (e) {
     if (transient(e)) return build;
-    if (isKilnError(e, 'not_found')) {
-      await updateBuild(s.db, build.id, ACTIVE_STATES, { state: 'failed', reason: 'The build is no longer known to the build service.', finished_at: nowIso() });
-      return (await findBuild(s.db, build.id, null))!;
-    }
+    if (isKilnError(e, 'not_found')) return requeueOrFail(s, build, 'the build vanished from the build service');
     throw e;
   }
+  if (st.state === 'lost') return requeueOrFail(s, build, st.reason ?? 'interrupted');
   // The backend's "succeeded" is the builder's word: the build is `verifying` until the web has hashed what it
   // received and signed it (attest.ts); the digests shown are then the web's, never result.json's.
   const next: WebBuildState = st.state === 'succeeded' ? 'verifying' : st.state;
@@ -157,6 +178,11 @@ export async function refresh(s: Pick<Services, 'db' | 'glue' | 'logger'>, build
     finished_at: isFinal(next) || next === 'verifying' ? st.finishedAt ?? nowIso() : null,
   });
   return (await findBuild(s.db, build.id, null))!;
+}
+
+async function requeueOrFail(s: Pick<Services, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow, why: string): Promise<BuildRow> {
+  const row = await afterInterruption(s, build, why);
+  return row.state === 'requested' ? dispatch(s, row) : row;
 }
 
 /** The build page's data: the row, refreshed from the glue while it is active. */
@@ -181,8 +207,10 @@ export async function cancelBuild(s: Services, actor: Actor, rawId: unknown): Pr
     if (b.dispatch_attempts > 0) await withdraw(s, (await findBuild(s.db, b.id, null))!);
   } else {
     const r = await s.glue.call('build.cancel', [b.dockerfile_id, b.backend_build]);
-    if (isFinal(r.state)) {
-      await updateBuild(s.db, b.id, ACTIVE_STATES, { state: r.state, ...(r.state === 'cancelled' ? { reason: 'Cancelled.' } : {}), finished_at: nowIso() });
+    // A build the backend lost meanwhile is not requeued once its owner asked to cancel it.
+    const state = r.state === 'lost' ? 'cancelled' : r.state;
+    if (isFinal(state)) {
+      await updateBuild(s.db, b.id, ACTIVE_STATES, { state, ...(state === 'cancelled' ? { reason: 'Cancelled.' } : {}), finished_at: nowIso() });
     }
   }
   s.logger.info({ build: b.id, user: actor.id }, 'build cancel requested');

@@ -125,6 +125,18 @@ export class JenkinsApi {
     return item.cancelled === true;
   }
 
+  /** A plain GET with the glue's credentials, for the few endpoints node-jenkins has no call for (whoAmI, script). */
+  async get(path: string): Promise<{ status: number; headers: Headers; text: string }> {
+    try {
+      const res = await fetch(`${this.opts.baseUrl}${path}`, {
+        headers: { authorization: this.opts.authorization }, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
+      return { status: res.status, headers: res.headers, text: await res.text() };
+    } catch (e) {
+      throw new KilnError('backend_unavailable', 'Jenkins cannot be reached; try again later', { cause: e });
+    }
+  }
+
   /** GET an artifact from a byte offset. Uses Range; if Jenkins ignores it (200), skips the bytes itself. */
   async artifact(path: string, offset: number): Promise<Readable> {
     const ac = new AbortController();

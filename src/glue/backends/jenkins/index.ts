@@ -2,14 +2,14 @@ import type { Readable } from 'node:stream';
 import Jenkins, { type JenkinsOptions } from 'jenkins';
 import type { FrozenConfig } from '../../../config/index.js';
 import {
-  ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, MAX_LOG_CHUNK, utf8Boundary, backendJobName, jobIdFromBackendName, lastProgress,
+  ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, MAX_LOG_CHUNK, SHA256_RE, utf8Boundary, backendJobName, jobIdFromBackendName, lastProgress, specSha256,
   type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk, type ProgressEvent, type QueueItem,
 } from '../../../protocol/index.js';
-import { KilnError } from '../../../shared/errors.js';
+import { KilnError, isKilnError } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
 import type { Backend } from '../types.js';
 import { JenkinsApi, paramOf, type BuildJson, type QueueItemJson } from './client.js';
-import { ARTIFACT_PREFIX, checkSettings, renderJobXml, type TemplateSettings } from './template.js';
+import { ARTIFACT_PREFIX, checkSettings, parameterDefaults, renderJobXml, type TemplateSettings } from './template.js';
 
 export { renderJobXml } from './template.js';
 
@@ -17,6 +17,24 @@ export { renderJobXml } from './template.js';
 export const KEY_PARAM = 'KILN_BUILD_KEY';
 /** Builds searched for an idempotency key (newest first); retries come soon after the first attempt. */
 const KEY_SEARCH_DEPTH = 25;
+/** The job parameters that carry a build's inputs (jenkins/job.xml); a checked build() sends them explicitly. */
+const INPUT_PARAMS = ['DOCKERFILE_B64', 'CONTEXT_B64', 'BUILD_ARGS_B64', 'FORMATS'] as const;
+
+/**
+ * Whether Jenkins `version` (its X-Jenkins header) is at least one of `floors` (config glue.jenkins.minVersion):
+ * a floor `A.B.C` admits the LTS line A.B from C on, a floor `A.B` every release from A.B on.
+ */
+export function versionAllowed(version: string, floors: readonly string[]): boolean {
+  const nums = (v: string) => (/^[0-9]+(\.[0-9]+)*/.exec(v.trim())?.[0] ?? '').split('.').filter(Boolean).map(Number);
+  const v = nums(version);
+  if (v.length < 2) return false;
+  return floors.some((f) => {
+    const [a, b, c] = nums(f);
+    if (a === undefined || b === undefined) return false;
+    if (c !== undefined) return v[0] === a && v[1] === b && (v[2] ?? 0) >= c;
+    return v[0]! > a || (v[0] === a && v[1]! >= b);
+  });
+}
 
 export interface JenkinsBackendDeps {
   config: FrozenConfig;
@@ -59,6 +77,10 @@ export class JenkinsBackend implements Backend {
    * part is fetched. In-process only: a glue started per request (the OpenSSH door) reads the whole log once.
    */
   private readonly consoleSeen = new Map<string, { size: number; partial: string; progress?: ProgressEvent }>();
+  private readonly minVersion: readonly string[];
+  private readonly user: string;
+  /** Set once Jenkins passed the start checks (version floor, no Overall/Administer); until then every call checks. */
+  private checked = false;
 
   constructor(deps: JenkinsBackendDeps) {
     const j = deps.config.glue.jenkins;
@@ -73,6 +95,8 @@ export class JenkinsBackend implements Backend {
       throw new KilnError('invalid_input', 'glue.jenkins.folder must be one folder name of [A-Za-z0-9_.-]');
     }
     this.folder = j.folder;
+    this.minVersion = j.minVersion;
+    this.user = j.user;
     this.settings = checkSettings({
       label: j.label, keepBuilds: j.keepBuilds, keepArtifacts: j.keepArtifacts, timeoutSeconds: j.timeoutSeconds, sdkCommand: j.sdkCommand,
     });
@@ -90,8 +114,56 @@ export class JenkinsBackend implements Backend {
     this.dedupeWaitMs = Math.min(deps.dedupeWaitMs ?? 600, 900);
   }
 
-  async start(): Promise<void> { /* stateless: every call goes to Jenkins */ }
+  /**
+   * Checks Jenkins before the glue works with it (see check()). A Jenkins that cannot be reached now is checked
+   * again at the first call; one that fails a check stops the start.
+   */
+  async start(): Promise<void> {
+    try {
+      await this.check();
+    } catch (e) {
+      if (isKilnError(e) && (e.detail as { refused?: boolean } | undefined)?.refused) throw e;
+      this.logger.warn({ err: (e as Error).message }, 'Jenkins could not be checked at start; checking again at the first call');
+    }
+  }
+
   async close(): Promise<void> { /* no pooled resources */ }
+
+  /**
+   * Refuses a Jenkins the glue must not work with (SECURITY-CHECKLIST 3.3, 3.4; test cases 35, 36), through
+   * Jenkins' own API: its version (the X-Jenkins header of /whoAmI/api/json, JENKINS-REST.md §2.5) below
+   * glue.jenkins.minVersion, a token Jenkins does not authenticate, and a token that has Overall/Administer (GET
+   * /script, the script console, answers 403 to anyone without it; a GET only shows the form, it runs nothing).
+   * Refusals are `backend_unavailable`: builds wait, as for an unreachable Jenkins, until the operator fixes it.
+   */
+  private async check(): Promise<void> {
+    if (this.checked) return;
+    const refuse = (message: string, detail: Record<string, unknown>) => {
+      this.logger.error(detail, message);
+      return new KilnError('backend_unavailable', message, { detail: { refused: true, ...detail } });
+    };
+    const who = await this.api.get('/whoAmI/api/json');
+    if (who.status === 401 || who.status === 403) throw new KilnError('backend_unavailable', 'Jenkins refused the glue\'s credentials (check glue.jenkins.user and token)', { detail: { status: who.status } });
+    if (who.status !== 200) throw new KilnError('backend_unavailable', `Jenkins did not answer /whoAmI (HTTP ${who.status}); try again later`);
+    const version = who.headers.get('x-jenkins');
+    if (!version) throw refuse('Jenkins did not say its version (no X-Jenkins header): the glue cannot check it against glue.jenkins.minVersion', { check: 'version' });
+    if (!versionAllowed(version, this.minVersion)) {
+      throw refuse(`Jenkins ${version} is older than the minimum this glue accepts (${this.minVersion.join(' LTS line or ')}; glue.jenkins.minVersion): upgrade Jenkins, it misses security fixes`, { check: 'version', version });
+    }
+    let me: { name?: unknown; authenticated?: unknown; anonymous?: unknown } = {};
+    try { me = JSON.parse(who.text) as typeof me; } catch { /* checked below */ }
+    // Anonymous here means Jenkins ignored the credentials (e.g. security off, where anonymous may do anything).
+    if (me.anonymous !== false || me.authenticated !== true) {
+      throw refuse(`Jenkins did not authenticate the glue's user "${this.user}" (whoAmI: ${JSON.stringify(String(me.name ?? 'nothing'))})`, { check: 'identity' });
+    }
+    const script = await this.api.get('/script');
+    if (script.status >= 200 && script.status < 300) {
+      throw refuse(`The glue's Jenkins user "${this.user}" has Overall/Administer; give it only Job/Create, Configure, Delete, Build, Read and Overall/Read (SECURITY-CHECKLIST 3.4)`, { check: 'administer' });
+    }
+    if (script.status !== 403) throw new KilnError('backend_unavailable', `Jenkins gave an unexpected answer to the permission check (HTTP ${script.status} for /script); try again later`);
+    this.logger.info({ version, user: this.user }, 'Jenkins checked: version and permissions are acceptable');
+    this.checked = true;
+  }
 
   /** The client-side job name: `folder/kiln-job-N` or `kiln-job-N`. Only ever built from a validated number. */
   private name(job: number): string {
@@ -113,6 +185,7 @@ export class JenkinsBackend implements Backend {
   // ------------------------------------------------------------------------------------------------ jobs
   async putJob(job: number, spec: JobSpec): Promise<{ created: boolean }> {
     const name = this.name(job);
+    await this.check();
     const xml = renderJobXml(job, spec, this.settings);
     try {
       await this.api.call('job.create', (c) => c.job.create(name, xml));
@@ -129,11 +202,13 @@ export class JenkinsBackend implements Backend {
 
   async setEnabled(job: number, enabled: boolean): Promise<void> {
     const name = this.name(job);
+    await this.check();
     await this.api.call(enabled ? 'job.enable' : 'job.disable', (c) => (enabled ? c.job.enable(name) : c.job.disable(name)));
   }
 
   async deleteJob(job: number): Promise<{ deleted: boolean }> {
     const name = this.name(job);
+    await this.check();
     try {
       await this.api.call('job.delete', (c) => c.job.destroy(name));
       return { deleted: true };
@@ -183,9 +258,11 @@ export class JenkinsBackend implements Backend {
     }
   }
 
-  async build(job: number, idempotencyKey: string): Promise<{ build: number; created: boolean }> {
+  async build(job: number, idempotencyKey: string, sha256?: string): Promise<{ build: number; created: boolean }> {
     const name = this.name(job);
     this.key(idempotencyKey);
+    if (sha256 !== undefined && !SHA256_RE.test(sha256)) throw new KilnError('invalid_input', 'bad sha256');
+    await this.check();
     const log = this.logger.child({ job, key: idempotencyKey });
 
     // 1. Seen before? A retried trigger finds its item in the queue or its build among the recent ones.
@@ -194,8 +271,11 @@ export class JenkinsBackend implements Backend {
     const built = await this.buildsWithKey(job, idempotencyKey);
     if (built[0]) return { build: built[0].number, created: false };
 
-    // 2. Trigger with a 1 s quiet period: long enough for step 3 to withdraw our item before it can start.
-    const t = await this.api.trigger(name, { [KEY_PARAM]: idempotencyKey }, '1sec');
+    // 2. Trigger with a 1 s quiet period: long enough for step 3 to withdraw our item before it can start. With a
+    // digest, the build's inputs go along explicitly, checked against it: a job.put between this caller's put and
+    // now changes the job's defaults, never what this build uses.
+    const inputs = sha256 === undefined ? {} : await this.inputsMatching(name, sha256);
+    const t = await this.api.trigger(name, { ...inputs, [KEY_PARAM]: idempotencyKey }, '1sec');
     let id = t.id;
     if (id === null) {
       const again = await this.queuedWithKey(job, idempotencyKey);
@@ -229,13 +309,26 @@ export class JenkinsBackend implements Backend {
     return { build: number, created: true };
   }
 
+  /** The job's input parameters as it holds them now, if they are the spec with digest `sha256`; else conflict. */
+  private async inputsMatching(name: string, sha256: string): Promise<Record<string, string>> {
+    const xml = await this.api.call('job.config', (c) => c.job.config(name)) as string | Buffer;
+    const defaults = parameterDefaults(Buffer.isBuffer(xml) ? xml.toString('utf8') : String(xml));
+    const b64 = (p: string) => Buffer.from(defaults[p] ?? '', 'base64');
+    if (specSha256(b64('DOCKERFILE_B64'), b64('CONTEXT_B64')) !== sha256) {
+      throw new KilnError('conflict', 'The job holds another version of the Dockerfile than the one asked for (it changed meanwhile); put it again and retry');
+    }
+    return Object.fromEntries(INPUT_PARAMS.map((p) => [p, defaults[p] ?? '']));
+  }
+
   /** Idempotency keys travel as a Jenkins parameter value: the protocol's pattern, checked again here. */
   private key(k: string): void {
     if (!IDEMPOTENCY_KEY_RE.test(k)) throw new KilnError('invalid_input', 'bad idempotency key');
   }
 
   async withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
+    this.name(job);
     this.key(idempotencyKey);
+    await this.check();
     let withdrawn = false;
     for (const item of await this.queuedWithKey(job, idempotencyKey)) {
       withdrawn = (await this.api.cancelQueueItem(item.id)) || withdrawn;
@@ -250,6 +343,7 @@ export class JenkinsBackend implements Backend {
   async cancel(job: number, build: number): Promise<{ state: BuildState }> {
     const name = this.name(job);
     const n = this.buildNo(build);
+    await this.check();
     const b = await this.api.call('build.get', (c) => c.build.get(name, n)) as BuildJson;
     if (b.building) {
       // stop answers 302 running or not (§3.12); the build then ends ABORTED.
@@ -268,6 +362,7 @@ export class JenkinsBackend implements Backend {
   async status(job: number, build: number): Promise<BuildStatus> {
     const name = this.name(job);
     const n = this.buildNo(build);
+    await this.check();
     const b = await this.api.call('build.get', (c) => c.build.get(name, n)) as BuildJson;
     const base: BuildStatus = { job, build: n, state: 'running', startedAt: new Date(b.timestamp).toISOString(), artifacts: [] };
     // `result` can be set before the build is over (§5.3): only building === false means finished.
@@ -289,8 +384,8 @@ export class JenkinsBackend implements Backend {
           base.state = 'cancelled';
           base.reason = 'cancelled';
         } else {
-          base.state = 'failed';
-          base.reason = 'interrupted: the build was cut off in Jenkins (restart or lost agent); start it again';
+          base.state = 'lost';
+          base.reason = 'interrupted: the build was cut off in Jenkins (a restart of Jenkins or a lost agent)';
         }
         break;
       }
@@ -348,6 +443,7 @@ export class JenkinsBackend implements Backend {
     const name = this.name(job);
     const n = this.buildNo(build);
     if (!Number.isSafeInteger(offset) || offset < 0) throw new KilnError('invalid_input', 'offset must be a non-negative integer');
+    await this.check();
     const r = await this.console(name, n, offset);
     const text = r.text;
     const size = r.size ?? offset + Buffer.byteLength(text);
@@ -363,11 +459,13 @@ export class JenkinsBackend implements Backend {
     const n = this.buildNo(build);
     if (!(ARTIFACT_NAMES as readonly string[]).includes(name)) throw new KilnError('invalid_input', 'unknown artifact');
     if (!Number.isSafeInteger(offset) || offset < 0) throw new KilnError('invalid_input', 'offset must be a non-negative integer');
+    await this.check();
     return this.api.artifact(this.path(job, n, `artifact/${ARTIFACT_PREFIX}${encodeURIComponent(name)}`), offset);
   }
 
   // ---------------------------------------------------------------------------------------------- lists
   async listJobs(): Promise<JobInfo[]> {
+    await this.check();
     const tree = 'jobs[name,color,buildable,lastBuild[number]]';
     const folder = this.folder;
     const jobs = await this.api.call('job.list', (c) => (folder ? c.job.get(folder, { tree }) : c.info({ tree })).then((i: { jobs?: unknown[] }) => i.jobs ?? [])) as Array<{
@@ -386,6 +484,7 @@ export class JenkinsBackend implements Backend {
   }
 
   async listQueue(): Promise<QueueItem[]> {
+    await this.check();
     const items = await this.api.call('queue.list', (c) => c.queue.list()) as QueueItemJson[];
     return items.map((i) => {
       const q: QueueItem = { id: i.id, backendName: i.task?.name ?? '' };

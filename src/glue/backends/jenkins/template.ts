@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { XMLParser } from 'fast-xml-parser';
 import { ARTIFACT_NAMES, FORMATS, SCHEDULES, type JobSpec, type Schedule } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 
@@ -132,4 +133,30 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
     if (v === undefined) throw new KilnError('internal', `job template has an unknown slot ${key}`);
     return v;
   });
+}
+
+const configParser = new XMLParser({
+  ignoreAttributes: true, parseTagValue: false, trimValues: true, processEntities: true,
+  isArray: (name) => name === 'hudson.model.StringParameterDefinition',
+});
+
+/**
+ * The string parameters' default values in a job's config.xml as Jenkins returns it: what a build triggered
+ * without parameters would take, i.e. the Dockerfile, context and build arguments the job holds now.
+ */
+export function parameterDefaults(xml: string): Record<string, string> {
+  let doc: unknown;
+  try {
+    doc = configParser.parse(xml);
+  } catch (e) {
+    throw new KilnError('internal', 'the job\'s config.xml from Jenkins does not parse', { cause: e });
+  }
+  type Def = { name?: unknown; defaultValue?: unknown };
+  const defs = (doc as { project?: { properties?: Record<string, { parameterDefinitions?: Record<string, Def[]> }> } })
+    ?.project?.properties?.['hudson.model.ParametersDefinitionProperty']?.parameterDefinitions?.['hudson.model.StringParameterDefinition'] ?? [];
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const d of defs) {
+    if (typeof d.name === 'string') out[d.name] = typeof d.defaultValue === 'string' ? d.defaultValue : '';
+  }
+  return out;
 }

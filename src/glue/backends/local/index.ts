@@ -2,8 +2,9 @@ import { constants as fsc, promises as fsp, openSync, writeSync, closeSync } fro
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
+import { sdkEnvironment } from '../../../config/index.js';
 import {
-  ARTIFACT_NAMES, MAX_LOG_CHUNK, backendJobName, jobIdFromBackendName, lastProgress, utf8Boundary,
+  ARTIFACT_NAMES, MAX_LOG_CHUNK, SDK_INTERNAL_ERROR_FILE, backendJobName, jobIdFromBackendName, lastProgress, specSha256, utf8Boundary,
   type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk,
   type QueueItem, type Schedule,
 } from '../../../protocol/index.js';
@@ -11,6 +12,7 @@ import { KilnError } from '../../../shared/errors.js';
 import { silentLogger, type Logger } from '../../../shared/logger.js';
 import { run } from '../../../shared/subprocess.js';
 import type { Backend } from '../types.js';
+import { asIdentity, identify, signalGroupIfSame, type ProcessIdentity } from './process.js';
 import { DirLock, exists, readJson, writeAtomic, writeJson } from './store.js';
 
 export interface LocalBackendOptions {
@@ -32,6 +34,12 @@ export interface LocalBackendOptions {
   pollMs?: number;
   /** How often the runner checks daily/weekly schedules, ms. */
   scheduleCheckMs?: number;
+  /**
+   * The SDK's environment, before KILN_JOB, KILN_BUILD and the per-build TMPDIR are added. Default: the
+   * allow-listed part of this process's (config.sdkEnvironment), never all of it: under `kiln serve` the web's
+   * secrets live in the same process.
+   */
+  env?: Readonly<Record<string, string>>;
   logger?: Logger;
   now?: () => Date;
 }
@@ -46,8 +54,8 @@ interface BuildRecord {
   startedAt?: string;
   finishedAt?: string;
   reason?: string;
-  /** Process group of the running SDK. */
-  pid?: number;
+  /** The running SDK, leader of its process group: signalled only while it is still this very process. */
+  process?: ProcessIdentity;
   exitCode?: number | null;
   formats: string[];
   buildArgs: Record<string, string>;
@@ -58,14 +66,19 @@ interface JobMeta {
   createdAt: string;
   /** When the current schedule was set: a period that began earlier is not fired retroactively. */
   scheduleSince: string;
-  /** idempotency key -> build number */
+  /** idempotency key -> build number. Null prototype: a key such as `constructor` is a key like any other. */
   keys: Record<string, number>;
 }
 
 /** Stored job config: the JobSpec without its (large) context, which lives in context.tar. */
 type StoredSpec = Omit<JobSpec, 'contextTarBase64'>;
 
-const FINAL: ReadonlySet<BuildState> = new Set(['succeeded', 'failed', 'cancelled']);
+const FINAL: ReadonlySet<BuildState> = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
+/** Why a build ended `lost`, in words a user can read on the build page. */
+const LOST = {
+  restart: 'interrupted: the build service restarted while the build ran',
+  stop: 'interrupted: the build service stopped while the build ran',
+} as const;
 const ARTIFACTS: ReadonlySet<string> = new Set(ARTIFACT_NAMES);
 
 /** bin/kiln of this checkout (dist/glue/backends/local or src/glue/backends/local -> repo root). */
@@ -93,6 +106,7 @@ export class LocalBackend implements Backend {
   private readonly now: () => Date;
   private readonly sdk: readonly string[];
   private readonly concurrency: number;
+  private readonly env: Readonly<Record<string, string>>;
   private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
   private timers: NodeJS.Timeout[] = [];
   private started = false;
@@ -106,11 +120,12 @@ export class LocalBackend implements Backend {
     this.root = path.join(path.resolve(opts.dataDir), 'glue');
     this.jobsDir = path.join(this.root, 'jobs');
     this.queueDir = path.join(this.root, 'queue');
-    this.lock = new DirLock(path.join(this.root, '.lock'));
+    this.lock = new DirLock(this.root);
     this.log_ = opts.logger ?? silentLogger;
     this.now = opts.now ?? (() => new Date());
     this.sdk = opts.sdkCommand && opts.sdkCommand.length > 0 ? opts.sdkCommand : defaultSdkCommand();
     this.concurrency = Math.max(1, opts.concurrency ?? 1);
+    this.env = opts.env ?? sdkEnvironment(process.env);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -141,25 +156,44 @@ export class LocalBackend implements Backend {
     await Promise.allSettled(inflight.map((r) => r.done));
   }
 
-  /** A previous process's builds: queued ones go back in the queue, running ones failed with it. */
+  /**
+   * A previous process's builds: queued ones go back in the queue; running ones were cut off with it and end
+   * `lost` (the web requeues them once), their SDK stopped if it is still the process that was recorded. What a
+   * build leaves in its directory (workspace, temp dir) is removed. A queued build whose key never reached
+   * meta.json was never acknowledged (the process died while recording it; the caller's retry made another): it
+   * must not run as well.
+   */
   private async recover(): Promise<void> {
     await this.lock.run(async () => {
       for (const name of await this.jobNames()) {
         const job = jobIdFromBackendName(name);
         if (job === undefined) continue;
+        const keys = (await this.readMeta(job))?.keys ?? (Object.create(null) as Record<string, number>);
         for (const n of await this.buildNumbers(job)) {
           const rec = await this.readBuild(job, n);
           if (!rec) continue;
-          if (rec.state === 'running') {
-            if (rec.pid) killGroup(rec.pid, 'SIGKILL');
-            await this.finish(rec, 'failed', 'interrupted', { appendLog: '[kiln] build interrupted: the glue restarted while it ran\n' });
-            this.log_.warn({ job, build: n }, 'build interrupted by a restart');
+          if (rec.state === 'queued' && keys[rec.idempotencyKey] !== n) {
+            await fsp.rm(this.queueEntry(rec), { force: true });
+            await this.finish(rec, 'cancelled', 'never started: the build service stopped while recording it');
+          } else if (rec.state === 'running') {
+            const sdk = asIdentity(rec.process);
+            const killed = sdk ? await signalGroupIfSame(sdk, 'SIGKILL') : false;
+            await this.finish(rec, 'lost', LOST.restart, { appendLog: `[kiln] build ${LOST.restart}\n` });
+            this.log_.warn({ job, build: n, sdkKilled: killed }, 'build interrupted by a restart');
           } else if (rec.state === 'queued' && !(await exists(this.queueEntry(rec)))) {
             await fsp.writeFile(this.queueEntry(rec), '');
           }
+          if (FINAL.has(rec.state)) await this.removeScratch(job, n);
         }
       }
     });
+  }
+
+  /** A build's workspace and temp dir (TMPDIR of its SDK): needed only while it runs. */
+  private async removeScratch(job: number, build: number): Promise<void> {
+    const dir = this.buildDir(job, build);
+    await fsp.rm(path.join(dir, 'ws'), { recursive: true, force: true });
+    await fsp.rm(path.join(dir, 'tmp'), { recursive: true, force: true });
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -173,7 +207,7 @@ export class LocalBackend implements Backend {
       await fsp.mkdir(path.join(dir, 'builds'), { recursive: true });
       const { contextTarBase64, ...stored } = spec;
       const old = await readJson<StoredSpec>(path.join(dir, 'config.json'));
-      const meta = (await readJson<JobMeta>(path.join(dir, 'meta.json'))) ?? { createdAt: this.iso(), scheduleSince: this.iso(), keys: {} };
+      const meta = (await this.readMeta(job)) ?? { createdAt: this.iso(), scheduleSince: this.iso(), keys: Object.create(null) as Record<string, number> };
       if (!old || old.schedule !== stored.schedule) meta.scheduleSince = this.iso();
       await writeAtomic(path.join(dir, 'Dockerfile'), spec.dockerfile);
       if (contextTarBase64) await writeAtomic(path.join(dir, 'context.tar'), Buffer.from(contextTarBase64, 'base64'));
@@ -208,7 +242,7 @@ export class LocalBackend implements Backend {
         if (rec?.state === 'queued') await fsp.rm(this.queueEntry(rec), { force: true });
         if (rec?.state === 'running') {
           await fsp.writeFile(path.join(this.buildDir(job, n), 'cancel'), 'deleted\n');
-          this.stopBuild(rec);
+          await this.stopBuild(rec);
         }
       }
       const t = path.join(this.root, `.deleted-${backendJobName(job)}-${Date.now()}`);
@@ -240,15 +274,19 @@ export class LocalBackend implements Backend {
   // -------------------------------------------------------------------------------------------------------------
   // Builds
 
-  async build(job: number, idempotencyKey: string, cause = 'api'): Promise<{ build: number; created: boolean }> {
+  async build(job: number, idempotencyKey: string, sha256?: string, cause = 'api'): Promise<{ build: number; created: boolean }> {
     this.assertStarted();
     const res = await this.lock.run(async () => {
       const spec = await this.readSpec(job);
       const dir = this.jobDir(job);
-      const meta = (await readJson<JobMeta>(path.join(dir, 'meta.json')))!;
+      const meta = (await this.readMeta(job))!;
       const seen = meta.keys[idempotencyKey];
       if (seen !== undefined) return { build: seen, created: false };
       if (!spec.enabled) throw new KilnError('conflict', 'The job is disabled; enable it before building');
+      // Checked under the lock that also copies the files into the build: what is checked is what is built.
+      if (sha256 !== undefined && (await this.specDigest(job)) !== sha256) {
+        throw new KilnError('conflict', 'The job holds another version of the Dockerfile than the one asked for (it changed meanwhile); put it again and retry');
+      }
       const n = await this.nextBuildNumber(job);
       const queueId = await this.nextQueueId();
       const bdir = this.buildDir(job, n);
@@ -263,7 +301,8 @@ export class LocalBackend implements Backend {
         formats: spec.formats, buildArgs: spec.buildArgs, hasContext,
       };
       await writeJson(path.join(bdir, 'build.json'), rec);
-      await fsp.writeFile(path.join(bdir, 'log'), `[kiln] queued (${cause})\n`, { flag: 'a' });
+      // 'w': a number left by an unacknowledged attempt (the process died before meta.json) starts afresh.
+      await fsp.writeFile(path.join(bdir, 'log'), `[kiln] queued (${cause})\n`);
       await writeAtomic(path.join(dir, 'nextBuildNumber'), `${n + 1}\n`);
       meta.keys[idempotencyKey] = n;
       await writeJson(path.join(dir, 'meta.json'), meta);
@@ -276,7 +315,7 @@ export class LocalBackend implements Backend {
 
   async withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
     this.assertStarted();
-    const meta = await readJson<JobMeta>(path.join(this.jobDir(job), 'meta.json'));
+    const meta = await this.readMeta(job);
     const build = meta?.keys[idempotencyKey];
     if (build === undefined) return { withdrawn: false };
     const { state } = await this.cancel(job, build);
@@ -292,7 +331,7 @@ export class LocalBackend implements Backend {
         await this.finish(r, 'cancelled', 'cancelled while queued', { appendLog: '[kiln] cancelled while queued\n' });
       } else if (r.state === 'running') {
         await fsp.writeFile(path.join(this.buildDir(job, build), 'cancel'), 'requested\n');
-        this.stopBuild(r);
+        await this.stopBuild(r);
       }
       return r;
     });
@@ -442,6 +481,10 @@ export class LocalBackend implements Backend {
     const bdir = this.buildDir(rec.job, rec.build);
     const ws = path.join(bdir, 'ws');
     const archive = path.join(bdir, 'archive');
+    // The SDK's TMPDIR: its staging area lives in the build's own directory, so whatever a killed SDK leaves there
+    // goes when the build ends or, after a crash, when the runner recovers (never an orphan in /tmp).
+    const tmp = path.join(bdir, 'tmp');
+    await fsp.mkdir(tmp, { recursive: true, mode: 0o700 });
     const cap = this.opts.logCapBytes ?? 16 * 1024 * 1024;
     const logFd = openSync(path.join(bdir, 'log'), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o644);
     let written = 0;
@@ -471,23 +514,17 @@ export class LocalBackend implements Backend {
     try {
       const r = await run(cmd, args, {
         cwd: ws, timeoutMs, signal, processGroup: true, maxOutputBytes: 64 * 1024,
-        env: { ...process.env, KILN_JOB: String(rec.job), KILN_BUILD: String(rec.build) },
+        env: { ...this.env, TMPDIR: tmp, KILN_JOB: String(rec.job), KILN_BUILD: String(rec.build) },
         onOutput: append,
-        onSpawn: (pid) => {
-          // A cancel from another process (an OpenSSH `kiln glue`) writes the marker and signals the recorded group,
-          // under the same lock: before this runs it finds no pid, so the marker is read here; after, it has one.
-          this.lock.run(async () => {
-            const cur = await this.readBuild(rec.job, rec.build);
-            if (cur?.state === 'running') await this.writeBuild({ ...cur, pid });
-            return exists(path.join(bdir, 'cancel'));
-          }).catch(() => exists(path.join(bdir, 'cancel'))).then((cancelled) => { if (cancelled) this.running.get(`${rec.job}/${rec.build}`)?.abort.abort(); }, () => undefined);
-        },
+        onSpawn: (pid) => { void this.recordSdk(rec, pid); },
       });
       if (await exists(path.join(bdir, 'cancel'))) outcome = { state: 'cancelled', reason: 'cancelled by request', exitCode: r.code };
-      else if (signal.aborted) outcome = { state: 'failed', reason: 'interrupted', exitCode: r.code };
+      else if (signal.aborted) outcome = { state: 'lost', reason: LOST.stop, exitCode: r.code };
       else if (r.timedOut) outcome = { state: 'failed', reason: `timed out after ${Math.round(timeoutMs / 1000)} s`, exitCode: r.code };
       else if (r.code === 0) outcome = { state: 'succeeded', exitCode: 0 };
-      else outcome = { state: 'failed', reason: (await this.sdkError(archive)) ?? `the SDK exited with status ${r.code ?? r.signal}`, exitCode: r.code };
+      // Killed by a signal nobody here sent (the OOM killer, an operator): the machine's doing, not the Dockerfile's.
+      else if (r.signal) outcome = { state: 'lost', reason: `interrupted: the build process was killed (${r.signal})`, exitCode: r.code };
+      else outcome = { state: 'failed', reason: (await this.sdkError(archive)) ?? `the SDK exited with status ${r.code}`, exitCode: r.code };
     } catch (e) {
       this.log_.error({ err: e, job: rec.job, build: rec.build }, 'could not start the SDK');
       outcome = { state: 'failed', reason: 'could not start the SDK' };
@@ -499,8 +536,44 @@ export class LocalBackend implements Backend {
       if (!cur || FINAL.has(cur.state)) return; // deleted meanwhile
       await this.finish({ ...cur, exitCode: outcome.exitCode }, outcome.state, outcome.reason);
     });
-    await fsp.rm(ws, { recursive: true, force: true });
+    await this.reportInternalError(rec, archive);
+    await this.removeScratch(rec.job, rec.build);
     this.log_.info({ job: rec.job, build: rec.build, state: outcome.state, reason: outcome.reason }, 'build finished');
+  }
+
+  /**
+   * Records the SDK's identity once it runs. A cancel from another process (an OpenSSH `kiln glue`) writes the
+   * marker and signals the recorded group under the same lock: before this runs it finds no process, so the marker
+   * is read here; after, it finds the identity and checks it before signalling.
+   */
+  private async recordSdk(rec: BuildRecord, pid: number): Promise<void> {
+    const bdir = this.buildDir(rec.job, rec.build);
+    const sdk = await identify(pid);
+    const cancelled = await this.lock.run(async () => {
+      const cur = await this.readBuild(rec.job, rec.build);
+      if (sdk && cur?.state === 'running') await this.writeBuild({ ...cur, process: sdk });
+      return exists(path.join(bdir, 'cancel'));
+    }).catch(() => exists(path.join(bdir, 'cancel'))).catch(() => false);
+    if (cancelled) this.running.get(`${rec.job}/${rec.build}`)?.abort.abort();
+  }
+
+  /**
+   * An SDK that failed with an internal error wrote the detail beside its artifacts and told the user only a
+   * reference: the detail goes to the operator's log here, and the file goes (it is never an artifact).
+   */
+  private async reportInternalError(rec: BuildRecord, archive: string): Promise<void> {
+    const file = path.join(archive, SDK_INTERNAL_ERROR_FILE);
+    try {
+      const fh = await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      try {
+        const buf = Buffer.alloc(64 * 1024);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+        this.log_.error({ job: rec.job, build: rec.build, detail: buf.subarray(0, bytesRead).toString('utf8') }, 'the SDK failed with an internal error');
+      } finally {
+        await fh.close();
+      }
+    } catch { /* none (or not a plain file) */ }
+    await fsp.rm(file, { force: true });
   }
 
   /** The SDK's own explanation of a failure, from result.json in its output directory. */
@@ -521,13 +594,14 @@ export class LocalBackend implements Backend {
     }
   }
 
-  private stopBuild(rec: BuildRecord): void {
+  /** Stops a running build: this runner's own through its abort signal, another's through its recorded SDK. */
+  private async stopBuild(rec: BuildRecord): Promise<void> {
     const mine = this.running.get(`${rec.job}/${rec.build}`);
-    if (mine) mine.abort.abort();
-    else if (rec.pid) {
-      killGroup(rec.pid, 'SIGTERM');
-      setTimeout(() => killGroup(rec.pid!, 'SIGKILL'), 5000).unref();
-    }
+    if (mine) return mine.abort.abort();
+    const sdk = asIdentity(rec.process);
+    if (!sdk) return; // not started yet: the runner reads the cancel marker when it records the SDK
+    if (!(await signalGroupIfSame(sdk, 'SIGTERM'))) return;
+    setTimeout(() => { void signalGroupIfSame(sdk, 'SIGKILL'); }, 5000).unref();
   }
 
   private async fireSchedules(): Promise<void> {
@@ -535,11 +609,11 @@ export class LocalBackend implements Backend {
     const now = this.now();
     for (const j of await this.listJobs()) {
       if (!j.managed || j.job === undefined || !j.enabled || !j.schedule || j.schedule === 'off') continue;
-      const meta = await readJson<JobMeta>(path.join(this.jobDir(j.job), 'meta.json'));
+      const meta = await this.readMeta(j.job);
       if (!meta) continue;
       const { key, start } = periodOf(j.schedule, now);
       if (new Date(meta.scheduleSince) >= start || meta.keys[key] !== undefined) continue;
-      await this.build(j.job, key, `timer ${j.schedule}`).catch((e) => this.log_.warn({ err: e, job: j.job }, 'scheduled build refused'));
+      await this.build(j.job, key, undefined, `timer ${j.schedule}`).catch((e) => this.log_.warn({ err: e, job: j.job }, 'scheduled build refused'));
     }
   }
 
@@ -554,6 +628,19 @@ export class LocalBackend implements Backend {
 
   private assertStarted(): void {
     if (!this.started) throw new KilnError('backend_unavailable', 'The local backend is not started');
+  }
+
+  private async readMeta(job: number): Promise<JobMeta | undefined> {
+    const meta = await readJson<JobMeta>(path.join(this.jobDir(job), 'meta.json'));
+    if (meta) meta.keys = Object.assign(Object.create(null) as Record<string, number>, meta.keys);
+    return meta;
+  }
+
+  /** protocol.specSha256 of the Dockerfile and context the job holds now. */
+  private async specDigest(job: number): Promise<string> {
+    const dir = this.jobDir(job);
+    const context = await fsp.readFile(path.join(dir, 'context.tar')).catch(() => undefined);
+    return specSha256(await fsp.readFile(path.join(dir, 'Dockerfile')), context);
   }
 
   private async readSpec(job: number): Promise<StoredSpec> {
@@ -593,7 +680,7 @@ export class LocalBackend implements Backend {
   /** Records a final state. Callers hold the lock. */
   private async finish(rec: BuildRecord, state: BuildState, reason?: string, o: { appendLog?: string } = {}): Promise<void> {
     const next: BuildRecord = { ...rec, state, finishedAt: this.iso() };
-    delete next.pid;
+    delete next.process;
     if (reason) next.reason = reason;
     if (o.appendLog) await fsp.appendFile(path.join(this.buildDir(rec.job, rec.build), 'log'), o.appendLog).catch(() => undefined);
     await this.writeBuild(next);
@@ -649,12 +736,6 @@ export class LocalBackend implements Backend {
     }
     return out;
   }
-}
-
-function killGroup(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, sig);
-  } catch { /* already gone */ }
 }
 
 

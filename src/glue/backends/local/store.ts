@@ -1,5 +1,6 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { KilnError } from '../../../shared/errors.js';
 
@@ -47,41 +48,55 @@ export async function exists(p: string): Promise<boolean> {
 /**
  * One lock for the whole data directory, held only for short read-modify-write steps. In-process callers queue on
  * a promise chain; other processes (the OpenSSH door runs `kiln glue` per request against the same directory) meet
- * at an atomic mkdir. A lock left by a dead process is broken after `staleMs`.
+ * at a Unix socket bound in Linux's abstract namespace, named after the directory's device and inode: binding is
+ * atomic, and the kernel releases the name when its holder closes it or dies. So a lock is never "stale" and never
+ * broken by guessing (the mkdir lock this replaces broke any lock older than 30 s, and the slow holder's release
+ * then removed its successor's lock: two writers at once). The name is per network namespace: every process that
+ * shares a data directory must run in the same one (they do: the runner and the forced command on one host).
  */
 export class DirLock {
   private chain: Promise<unknown> = Promise.resolve();
-  constructor(private readonly lockDir: string, private readonly opts: { waitMs?: number; staleMs?: number } = {}) {}
+  private name: string | undefined;
+  constructor(private readonly dir: string, private readonly opts: { waitMs?: number } = {}) {}
 
   run<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(() => this.withFsLock(fn));
+    const next = this.chain.then(() => this.withLock(fn));
     this.chain = next.catch(() => undefined);
     return next;
   }
 
-  private async withFsLock<T>(fn: () => Promise<T>): Promise<T> {
-    const waitMs = this.opts.waitMs ?? 15_000;
-    const staleMs = this.opts.staleMs ?? 30_000;
-    const deadline = Date.now() + waitMs;
-    for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
-      try {
-        await fsp.mkdir(this.lockDir);
-        break;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        const st = await fsp.stat(this.lockDir).catch(() => undefined);
-        if (st && Date.now() - st.mtimeMs > staleMs) {
-          await fsp.rmdir(this.lockDir).catch(() => undefined);
-          continue;
-        }
-        if (Date.now() > deadline) throw new KilnError('backend_unavailable', 'The build data directory is busy; try again');
-        await new Promise((r) => setTimeout(r, delay));
-      }
+  private async socketName(): Promise<string> {
+    if (!this.name) {
+      const st = await fsp.stat(this.dir);
+      this.name = `\0kiln-glue-lock-${createHash('sha256').update(`${st.dev}:${st.ino}`).digest('hex').slice(0, 32)}`;
+    }
+    return this.name;
+  }
+
+  private async withLock<T>(fn: () => Promise<T>): Promise<T> {
+    const name = await this.socketName();
+    const deadline = Date.now() + (this.opts.waitMs ?? 15_000);
+    let held: net.Server | undefined;
+    for (let delay = 2; !held; delay = Math.min(delay * 2, 50)) {
+      held = await bind(name);
+      if (held) break;
+      if (Date.now() > deadline) throw new KilnError('backend_unavailable', 'The build data directory is busy; try again');
+      await new Promise((r) => setTimeout(r, delay));
     }
     try {
       return await fn();
     } finally {
-      await fsp.rmdir(this.lockDir).catch(() => undefined);
+      await new Promise<void>((r) => held.close(() => r()));
     }
   }
+}
+
+/** Binds the abstract socket `name`: the server when this process now holds it, undefined when another does. */
+function bind(name: string): Promise<net.Server | undefined> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref(); // a held lock keeps nothing alive by itself
+    srv.once('error', (e: NodeJS.ErrnoException) => (e.code === 'EADDRINUSE' ? resolve(undefined) : reject(e)));
+    srv.listen({ path: name }, () => resolve(srv));
+  });
 }
