@@ -18,7 +18,8 @@ import { copyOut, lstatIn, writeFileIn } from './fsroot.js';
 import { assembleDisk, KERNEL_CMDLINE, planDisk, SYSTEMD_BOOT_EFI, type DiskLayout } from './disk.js';
 import { makeIso } from './iso.js';
 import { buildManifest, imageLabels, buildSpdx, readPackages, writeSha256Sums, type DebPackage } from './manifest.js';
-import { checkDockerfile } from './policy.js';
+import { checkDockerfile } from '../dockerfile/policy.js';
+import { policyBaseConfigs } from './policy-bases.js';
 import { buildProvenance } from './provenance.js';
 import { Reporter } from './reporter.js';
 import { recordInternalError } from './internal-error.js';
@@ -144,7 +145,8 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
 
     const { text, policy } = await rep.stage('policy', 2, 'checking the Dockerfile', async () => {
       const text = readDockerfile(await fsp.readFile(o.dockerfile));
-      const policy = checkDockerfile(text, { bases: s.bases, allowRemoteAdd: s.allowRemoteAdd, buildArgs: o.buildArgs });
+      const baseConfigs = await policyBaseConfigs(deps.docker, s.bases);
+      const policy = checkDockerfile(text, { bases: s.bases, allowRemoteAdd: s.allowRemoteAdd, buildArgs: o.buildArgs, baseConfigs });
       return { text, policy };
     });
     const dockerfileSha256 = await sha256File(o.dockerfile);

@@ -13,7 +13,8 @@ import { buildSpdx, parseDpkgStatus } from '../../src/sdk/manifest.js';
 import { parseSha256Sums } from '../../src/shared/checksums.js';
 import { bootPackages } from '../../src/sdk/pipeline.js';
 import { buildProvenance } from '../../src/sdk/provenance.js';
-import { Reporter } from '../../src/sdk/reporter.js';
+import { PROGRESS_PREFIX as PROTOCOL_PREFIX } from '../../src/protocol/index.js';
+import { PROGRESS_PREFIX, Reporter } from '../../src/sdk/reporter.js';
 import { fitsInMemory, treeStaging } from '../../src/sdk/staging.js';
 
 const STATUS = `Package: libc6
@@ -350,5 +351,11 @@ describe('where the file tree is staged (staging.ts)', () => {
     expect(disk.dir).toBe(work);
     await disk.remove();
     expect(existsSync(work)).toBe(true);
+  });
+});
+
+describe('progress prefix', () => {
+  it('equals the protocol prefix', () => {
+    expect(PROGRESS_PREFIX).toBe(PROTOCOL_PREFIX);
   });
 });
