@@ -131,6 +131,41 @@ afterAll(() => console.log(`engine differential: ${outcomes.built} builds succee
 
 const show = (v: unknown) => (v === UNKNOWN ? '<unknown>' : v);
 
+/** Rules the policy relies on that random words seldom hit: each checked against the engine. */
+const FACTS: [string, string, Record<string, string>][] = [
+  ['FROM sees a built-in proxy arg without any ARG', 'FROM $HTTP_PROXY\nLABEL a=1\n', { HTTP_PROXY: 'scratch' }],
+  ['FROM names an earlier stage through a global ARG', 'ARG S=one\nFROM scratch AS one\nLABEL a=1\nFROM $S\nLABEL b=2\n', {}],
+  ['COPY --from is not expanded (an image named $S)', 'FROM scratch AS a\nFROM scratch\nARG S=a\nCOPY --from=$S /x /y\n', {}],
+  ['COPY --from names stages in any case; an empty --from is none', 'FROM scratch AS Stg\nCOPY afile /afile\nFROM scratch\nCOPY --from=STG /afile /x\nCOPY --from= afile /y\nLABEL ok=1\n', {}],
+  ['COPY --from=0 in stage 0 is the current stage', 'FROM scratch\nCOPY --from=0 /x /y\n', {}],
+  ['JSON form words are expanded', 'FROM scratch\nARG F=afile\nCOPY ["$F", "/x"]\nLABEL ok=1\n', {}],
+  ['a trigger fires before the child declares its ARGs; built-in args reach it', 'FROM scratch AS a\nONBUILD LABEL t=$V u=$HTTP_PROXY\nFROM a\nARG V=1\nLABEL v=$V\n', { V: 'x', HTTP_PROXY: 'hp' }],
+  ['a trigger keeps its continuation joined, without the comment', 'FROM scratch AS a\nONBUILD LABEL t=1 \\\n  # c\n  u=2\nFROM a\n', {}],
+  ['an ARG from a trigger is declared in the child', 'FROM scratch AS a\nONBUILD ARG X=trig\nFROM a\nLABEL x=$X\n', {}],
+  ['ENV shadows ARG and --build-arg', 'FROM scratch\nENV A=1\nARG A=2\nLABEL a=$A\n', { A: '3' }],
+  ['a stage ARG without default takes the global value, and --build-arg over it', 'ARG A=meta\nFROM scratch\nARG A\nARG B\nLABEL a=$A b=${B?}\n', { A: 'opt', B: '' }],
+  ['ONBUILD FROM', 'FROM scratch\nONBUILD FROM scratch\n', {}],
+  ['unknown instruction', 'FROM scratch\nFOO bar\n', {}],
+  ['instruction before FROM', 'LABEL a=1\nFROM scratch\n', {}],
+  ['reused stage name', 'FROM scratch AS a\nFROM scratch AS a\n', {}],
+  ['a blank line before # escape= makes it a comment', '\n# escape=`\nFROM scratch\nLABEL a=x`y\n', {}],
+  ['flags are case-sensitive', 'FROM scratch AS a\nFROM scratch\nCOPY --FROM=a afile /x\n', {}],
+  ['keywords are not', 'FROM scratch\nwOrKdIr /srv/../a\nWORKDIR b\nLABEL a=1\n', {}],
+];
+
+describe('engine facts the policy relies on', () => {
+  it.each(FACTS)('%s', async (_title, text, buildArgs) => {
+    const model = evaluateDockerfile(text, { bases: [], allowRemoteAdd: true, buildArgs });
+    const built = await engineBuild(text, buildArgs, { afile: 'hello' });
+    made.push(...built.ids);
+    expect(built.ok, `${built.error} / ${JSON.stringify(model.violations)}`).toBe(model.violations.length === 0);
+    if (!built.ok) return;
+    const last = model.stages[model.stages.length - 1]!;
+    expect({ labels: built.config?.Labels ?? {}, workdir: built.config?.WorkingDir ?? '' })
+      .toEqual({ labels: Object.fromEntries([...last.labels].map(([k, v]) => [k, show(v)])), workdir: show(last.workdir) });
+  });
+});
+
 describe('the policy expands as the engine does', () => {
   it(`random words, ARG/ENV/WORKDIR/ONBUILD programs and the escape directive (${RUNS} engine builds)`, async () => {
     await fc.assert(fc.asyncProperty(program(), async (p) => {
