@@ -1,20 +1,27 @@
+import { promises as fsp } from 'node:fs';
 import { parseArgs } from 'node:util';
 import Dockerode from 'dockerode';
 import { loadConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/index.js';
+import { checkDockerfile, kilnBaseConfigs, type Violation } from '../dockerfile/policy.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { mirrorUrls } from '../sdk/base.js';
 import { allowances, egressRules, lanNetworks, parseAllow, resolvers } from '../sdk/egress.js';
-import { sdkBuild } from '../sdk/pipeline.js';
+import { readDockerfile, sdkBuild } from '../sdk/pipeline.js';
 import { writeFailureResult } from '../sdk/result.js';
 import { SDK_VERSION } from '../sdk/version.js';
 
 const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR|DIR] [--format raw,qcow2,tar,iso]
                       [--build-arg K=V]... [--boot-firmware bios,uefi]
+       kiln sdk check --dockerfile FILE [--build-arg K=V]... [--context TAR|DIR]
        kiln sdk egress-rules [--engine-iptables] [--ipv6] [--resolver IP]... [--lan CIDR]...
 
 Builds the Dockerfile with the local Docker engine, turns the result into a bootable disk image, boot-tests it in
 QEMU and writes DIR/image.*, DIR/build.log and DIR/result.json. Progress events are printed as '##kiln {json}' lines.
 Settings come from KILN_SDK_* environment variables (see src/config). Exit 0 when the image built and booted.
+
+check runs only the Dockerfile policy (src/dockerfile/README.md) with sdk.bases and sdk.allowRemoteAdd, taking the
+allowed bases to be as Kiln makes them (build checks again with the engine's): it prints each finding with its line
+number and exits 0 when there is none, else 1 with {"error":{"code":"policy_violation",...}} on stderr.
 
 egress-rules prints the filter of the build network (src/sdk/README.md) as iptables-restore --noflush input, for an
 engine on another host (sdk.egressRules=external): --engine-iptables for an engine that manages iptables itself
@@ -29,6 +36,7 @@ export async function main(argv: string[]): Promise<number> {
     return sub === undefined ? 2 : 0;
   }
   if (sub === 'egress-rules') return egressRulesCommand(rest);
+  if (sub === 'check') return checkCommand(rest);
   if (sub !== 'build') {
     process.stderr.write(`kiln sdk: unknown subcommand ${JSON.stringify(sub)}\n${USAGE}`);
     return 2;
@@ -64,12 +72,7 @@ export async function main(argv: string[]): Promise<number> {
     for (const f of formats) {
       if (!(OUTPUT_FORMATS as readonly string[]).includes(f)) throw new KilnError('invalid_input', `Unknown format ${f}; known: ${OUTPUT_FORMATS.join(', ')}`);
     }
-    const buildArgs: Record<string, string> = {};
-    for (const kv of values['build-arg'] ?? []) {
-      const m = /^([A-Za-z_][A-Za-z0-9_]{0,127})=(.*)$/s.exec(kv);
-      if (!m) throw new KilnError('invalid_input', `--build-arg must be NAME=VALUE, got ${JSON.stringify(kv.slice(0, 80))}`);
-      buildArgs[m[1]!] = m[2]!;
-    }
+    const buildArgs = parseBuildArgs(values['build-arg']);
     let bootFirmware: ('bios' | 'uefi')[] | undefined;
     if (values['boot-firmware'] !== undefined) {
       bootFirmware = values['boot-firmware'].split(',').map((f) => f.trim()).filter(Boolean) as ('bios' | 'uefi')[];
@@ -87,10 +90,64 @@ export async function main(argv: string[]): Promise<number> {
     if (!result.ok) process.stderr.write(`kiln sdk build: ${result.error?.code}: ${result.error?.message}\n`);
     return result.ok ? 0 : 1;
   } catch (e) {
-    const ke = toKilnError(e);
-    process.stderr.write(JSON.stringify({ error: ke.toJSON() }) + '\n');
+    const ke = reportError(e);
     await writeFailureResult(values.out, SDK_VERSION, ke.toJSON()).catch(() => undefined);
     return ke.code === 'invalid_input' ? 2 : 1;
+  }
+}
+
+function parseBuildArgs(kvs: readonly string[] | undefined): Record<string, string> {
+  const buildArgs: Record<string, string> = {};
+  for (const kv of kvs ?? []) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]{0,127})=(.*)$/s.exec(kv);
+    if (!m) throw new KilnError('invalid_input', `--build-arg must be NAME=VALUE, got ${JSON.stringify(kv.slice(0, 80))}`);
+    buildArgs[m[1]!] = m[2]!;
+  }
+  return buildArgs;
+}
+
+/** A refusal as JSON on stderr (with the policy's findings, when it is one); returns it as a KilnError. */
+function reportError(e: unknown): KilnError {
+  const ke = toKilnError(e);
+  const findings = ke.code === 'policy_violation' && Array.isArray(ke.detail) ? { findings: ke.detail as Violation[] } : {};
+  process.stderr.write(JSON.stringify({ error: { ...ke.toJSON(), ...findings } }) + '\n');
+  return ke;
+}
+
+/** `kiln sdk check`: the Dockerfile policy alone, nothing built. */
+async function checkCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv, strict: true, allowPositionals: false,
+      options: { dockerfile: { type: 'string' }, 'build-arg': { type: 'string', multiple: true }, context: { type: 'string' } },
+    }));
+  } catch (e) {
+    process.stderr.write(`kiln sdk check: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (!values.dockerfile) {
+    process.stderr.write(`kiln sdk check: --dockerfile is required\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const s = loadConfig().sdk;
+    const buildArgs = parseBuildArgs(values['build-arg']);
+    if (values.context !== undefined) {
+      await fsp.access(values.context).catch(() => { throw new KilnError('invalid_input', 'The build context does not exist or cannot be read'); });
+    }
+    const buf = await fsp.readFile(values.dockerfile).catch(() => { throw new KilnError('invalid_input', 'The Dockerfile does not exist or cannot be read'); });
+    const r = checkDockerfile(readDockerfile(buf), { bases: s.bases, allowRemoteAdd: s.allowRemoteAdd, buildArgs, baseConfigs: kilnBaseConfigs(s.bases) });
+    process.stdout.write(`ok: no findings (${r.stages} stage${r.stages === 1 ? '' : 's'}; bases: ${r.bases.join(', ') || 'none'})\n`);
+    return 0;
+  } catch (e) {
+    const ke = toKilnError(e);
+    if (ke.code === 'policy_violation' && Array.isArray(ke.detail)) {
+      // The messages quote the Dockerfile: no control character reaches the terminal.
+      const visible = (t: string) => t.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+      for (const f of ke.detail as Violation[]) process.stdout.write(`line ${f.line}: ${visible(f.message)}\n`);
+    }
+    return reportError(ke).code === 'invalid_input' ? 2 : 1;
   }
 }
 

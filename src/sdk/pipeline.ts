@@ -60,7 +60,7 @@ const SUPPORTED: Record<string, { name: string }> = {
   iso: { name: 'image.iso' },
 };
 
-function readDockerfile(buf: Buffer): string {
+export function readDockerfile(buf: Buffer): string {
   if (buf.length > MAX_DOCKERFILE_BYTES) throw new KilnError('too_large', 'The Dockerfile is larger than 1 MiB');
   let text: string;
   try {
