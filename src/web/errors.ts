@@ -42,6 +42,11 @@ const TITLES: Record<number, string> = {
   429: 'Slow down', 500: 'Something went wrong', 503: 'Temporarily unavailable', 504: 'Timed out', 507: 'Out of storage',
 };
 
+/** A policy refusal's findings ({line, message}, safe to show: they quote the user's own Dockerfile). */
+export function policyFindings(ke: KilnError): { findings?: { line: number; message: string }[] } {
+  return ke.code === 'policy_violation' && Array.isArray(ke.detail) ? { findings: ke.detail as { line: number; message: string }[] } : {};
+}
+
 export function notFoundHandler(): RequestHandler {
   return (_req, _res, next) => next(new KilnError('not_found', 'Not found'));
 }
@@ -77,7 +82,7 @@ export function errorHandler(deps: {
       return;
     }
     if (deps.wantsJson(req)) {
-      res.status(status).json({ error: { code: ke.code, message: ke.message } });
+      res.status(status).json({ error: { code: ke.code, message: ke.message, ...policyFindings(ke) } });
       return;
     }
     try {

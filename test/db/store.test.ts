@@ -116,7 +116,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const s: Services = { config, db: t.db, glue: new MemoryGlue(), logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
       const u = await insertUser(t.db, { username: 'racer', passwordHash: 'h', role: 'user' });
       const actor = { id: u.id, username: 'racer', role: 'user' as const };
-      const dfs = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => createDockerfile(s, actor, { name: `df${i}`, content: 'FROM x\n' })));
+      const dfs = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => createDockerfile(s, actor, { name: `df${i}`, content: 'FROM debian:bookworm\n' })));
       expect(dfs.filter((r) => r.status === 'fulfilled').length).toBe(4);
       expect(dfs.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason.code === 'conflict')).toBe(true);
       const df = (await listDockerfiles(t.db, u.id))[0]!;

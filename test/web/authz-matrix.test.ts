@@ -53,7 +53,7 @@ describe('authorization matrix over every route', () => {
   async function call(c: HttpClient, method: string, path: string, n: number): Promise<Response> {
     if (method === 'GET') return c.get(path + (path.endsWith('/log') ? '?offset=0' : ''));
     const token = await c.apiToken();
-    return c.postJson(path, { key: `matrix-key-${n}-${Date.now()}`, name: `m${n}`, content: 'FROM x\n' }, { 'x-csrf-token': token });
+    return c.postJson(path, { key: `matrix-key-${n}-${Date.now()}`, name: `m${n}`, content: 'FROM debian:bookworm\n' }, { 'x-csrf-token': token });
   }
 
   it('knows the routes (sanity)', () => {

@@ -43,6 +43,19 @@ describe('browser', () => {
     await page.waitForURL(/\/dockerfiles$/);
     await page.click('main >> text=New Dockerfile');
     await page.fill('input[name=name]', 'debian-minimal');
+    // The policy refuses first: the findings come back next to their lines, the text kept, nothing run.
+    const hostile = 'FROM debian:bookworm\nENV D=/proc/self/fd/7\nWORKDIR $D\nLABEL x="<script>window.__pwned=1</script>"\n';
+    await page.fill('textarea[name=content]', hostile);
+    await page.click('main button[type=submit]');
+    await page.waitForSelector('tr#df-line-3.flagged .finding');
+    expect(await page.textContent('tr#df-line-3 .finding')).toContain('WORKDIR /proc/self/fd/7 is not allowed');
+    expect(await page.textContent('.findings-list')).toContain('line 3: WORKDIR /proc/self/fd/7');
+    expect(await page.inputValue('textarea[name=content]')).toBe(hostile);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    await page.screenshot({ path: path.join(shots.dir, 'refused.png'), fullPage: true });
+    // Chromium reports the 422 itself; nothing else (no CSP violation, no script error).
+    expect(problems).toEqual(['Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)']);
+    problems.length = 0;
     const xss = 'FROM debian:bookworm\nLABEL note="<script>window.__pwned=1</script>"\nRUN apt-get update && apt-get install -y --no-install-recommends linux-image-amd64 systemd-sysv\n';
     await page.fill('textarea[name=content]', xss);
     await page.click('main button[type=submit]');

@@ -15,7 +15,7 @@ describe('SQLite locked by another process for longer than busy_timeout', () => 
     const other = createDb({ client: 'sqlite', filename: path.join(w.dir, 'kiln.sqlite') });
     try {
       await other.raw('BEGIN EXCLUSIVE');
-      const r = await c.postJson('/api/dockerfiles', { name: 'blocked', content: 'FROM x\n' }, { 'x-csrf-token': t });
+      const r = await c.postJson('/api/dockerfiles', { name: 'blocked', content: 'FROM debian:bookworm\n' }, { 'x-csrf-token': t });
       expect(r.status).toBe(503);
       expect(r.headers.get('retry-after')).toBe('1');
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe('backend_unavailable');
@@ -24,7 +24,7 @@ describe('SQLite locked by another process for longer than busy_timeout', () => 
       await other.destroy();
     }
     expect(await w.db('dockerfiles').where({ name: 'blocked' }).first()).toBeUndefined();
-    const ok = await c.postJson('/api/dockerfiles', { name: 'after', content: 'FROM x\n' }, { 'x-csrf-token': t });
+    const ok = await c.postJson('/api/dockerfiles', { name: 'after', content: 'FROM debian:bookworm\n' }, { 'x-csrf-token': t });
     expect(ok.status).toBe(201);
   }, 30_000);
 });

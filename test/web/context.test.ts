@@ -229,7 +229,7 @@ function suite(engine: 'sqlite' | 'pg') {
       // A refused edit keeps the Dockerfile and its context as they were.
       const before = await counts(w);
       const cur = (await w.db('dockerfiles').where({ id }).first()).current_version_id;
-      const bad = await edit({ content: 'FROM other\n' }, [['x.tar', await mkTar([{ name: '../x', data: 'e' }])]]);
+      const bad = await edit({ content: `${DF}# other\n` }, [['x.tar', await mkTar([{ name: '../x', data: 'e' }])]]);
       expect(bad.status).toBe(422);
       expect(await counts(w)).toEqual(before);
       expect((await w.db('dockerfiles').where({ id }).first()).current_version_id).toBe(cur);

@@ -10,6 +10,7 @@ import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfi
 import { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from '../build-context.js';
 import { decodeDockerfile } from '../validation.js';
 import { bodyCap } from '../upload-limits.js';
+import { policyFindings } from '../errors.js';
 import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
 
 /** Sends an artifact as an opaque download under a server-made name. */
@@ -79,16 +80,17 @@ export function pageRoutes(ctx: AppContext): Router {
   r.post('/dockerfiles', requireUser, capBody, upload, ctx.protect, async (req: Request, res: Response) => {
     const actor = actorOf(req);
     const body = (req.body ?? {}) as Record<string, unknown>;
+    let content: string | undefined;
     try {
-      const content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
+      content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
       const df = await createDockerfile(s, actor, { name: body.name, content, context: contextFromForm(req, body) });
       res.redirect(303, `/dockerfiles/${df.id}`);
     } catch (e) {
-      if (!isKilnError(e) || !['invalid_input', 'too_large', 'conflict', 'bad_request', 'quota_exceeded', 'insufficient_storage'].includes(e.code)) throw e;
+      if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
       render(req, res, 'dockerfile-new.njk', {
-        ...formLimits, error: e.message,
+        ...formLimits, ...refusalView(e, content ?? keptText(body.content, max)),
         name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
-        content: typeof body.content === 'string' && body.content.length <= max * 2 ? body.content : '',
+        content: content ?? keptText(body.content, max),
       }, e.httpStatus);
     }
   });
@@ -102,14 +104,16 @@ export function pageRoutes(ctx: AppContext): Router {
     const actor = actorOf(req);
     const body = (req.body ?? {}) as Record<string, unknown>;
     const view = await getDockerfileView(s.db, actor, req.params.id);
+    let content: string | undefined;
     try {
-      await updateDockerfile(s, actor, req.params.id, dockerfileFromForm(uploaded(req, 'file')[0], body.content, max), contextFromForm(req, body));
+      content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
+      await updateDockerfile(s, actor, req.params.id, content, contextFromForm(req, body));
       res.redirect(303, `/dockerfiles/${view.dockerfile.id}`);
     } catch (e) {
-      if (!isKilnError(e) || !['invalid_input', 'too_large', 'bad_request', 'quota_exceeded', 'insufficient_storage'].includes(e.code)) throw e;
+      if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
       render(req, res, 'dockerfile-new.njk', {
-        ...formLimits, error: e.message, edit: view.dockerfile, context: view.context, name: view.dockerfile.name,
-        content: typeof body.content === 'string' && body.content.length <= max * 2 ? body.content : '',
+        ...formLimits, ...refusalView(e, content ?? keptText(body.content, max)), edit: view.dockerfile, context: view.context, name: view.dockerfile.name,
+        content: content ?? keptText(body.content, max),
       }, e.httpStatus);
     }
   });
@@ -172,6 +176,28 @@ function contextFromForm(req: Request, body: Record<string, unknown>): ContextUp
   if (files.length === 0) return undefined;
   if (files.length === 1 && /\.tar$/i.test(files[0]!.originalname)) return { kind: 'tar', data: files[0]!.buffer };
   return { kind: 'files', files: files.map((f) => ({ name: f.originalname, data: f.buffer })) };
+}
+
+/** Refusals the Dockerfile form shows next to the text it keeps (anything else goes to the error page). */
+const FORM_ERRORS: readonly string[] = ['invalid_input', 'too_large', 'conflict', 'bad_request', 'quota_exceeded', 'insufficient_storage', 'policy_violation'];
+
+/** Pasted text to put back into the form, unless it is absurdly large. */
+function keptText(pasted: unknown, max: number): string {
+  return typeof pasted === 'string' && pasted.length <= max * 2 ? pasted : '';
+}
+
+/**
+ * What the form shows for a refusal: its message, or for a policy refusal the findings, each also next to the
+ * line of the Dockerfile it is about.
+ */
+function refusalView(e: KilnError, content: string): Record<string, unknown> {
+  const { findings } = policyFindings(e);
+  if (!findings) return { error: e.message };
+  const byLine = new Map<number, string[]>();
+  for (const f of findings) byLine.set(f.line, [...(byLine.get(f.line) ?? []), f.message]);
+  const lines = content.replace(/\r\n/g, '\n').replace(/\n$/, '').split('\n');
+  const listing = lines.map((text, i) => ({ n: i + 1, text, findings: byLine.get(i + 1) ?? [] }));
+  return { error: 'The Dockerfile policy refused this Dockerfile, so nothing was saved:', findings, listing };
 }
 
 /** Exactly one of: an uploaded file, or pasted text. */
