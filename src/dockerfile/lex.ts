@@ -22,6 +22,10 @@ export interface Expansion {
 /** Where the builder's lexer fails, with its reason (the build stops at that instruction). */
 export class LexError extends Error {}
 
+/** Where Kiln stops expanding (the builder would go on): nesting deeper than any real Dockerfile needs. */
+export class LexLimit extends LexError {}
+const MAX_DEPTH = 100;
+
 type Part = string | typeof UNKNOWN;
 
 const DIGIT = /^\p{Nd}$/u;
@@ -30,6 +34,8 @@ const SPECIAL_PARAMS = new Set(['@', '*', '#', '?', '-', '$', '!', '0']);
 
 class Scanner {
   private i = 0;
+  /** `${` nesting, bounded so that a crafted word cannot exhaust the stack. */
+  depth = 0;
   constructor(private readonly cps: string[], readonly escape: string) {
     // Go's text/scanner drops a byte order mark at the start of what it scans: each word is scanned on its own.
     if (cps[0] === '\uFEFF') this.i = 1;
@@ -54,8 +60,9 @@ export function expandWord(word: string, lookup: Lookup, escape = '\\'): Expansi
   try {
     parts = processStopOn(sw, lookup, undefined);
   } catch (e) {
-    if (e instanceof LexError) throw new LexError(`failed to process ${JSON.stringify(word)}: ${e.message}`);
-    throw e;
+    if (!(e instanceof LexError)) throw e;
+    const shown = JSON.stringify(word.length > 100 ? `${word.slice(0, 100)}…` : word);
+    throw new (e instanceof LexLimit ? LexLimit : LexError)(`failed to process ${shown}: ${e.message}`);
   }
   let text = '';
   let prefix = '';
@@ -163,11 +170,14 @@ function dollar(sw: Scanner, lookup: Lookup): Part[] {
 }
 
 function stopOnBrace(sw: Scanner, lookup: Lookup): Part[] {
+  if (++sw.depth > MAX_DEPTH) throw new LexLimit(`\${...} nested more than ${MAX_DEPTH} deep, which Kiln does not check`);
   try {
     return processStopOn(sw, lookup, '}');
   } catch (e) {
-    if (e instanceof LexError && sw.peek() === undefined) throw new LexError("syntax error: missing '}'");
+    if (e instanceof LexError && !(e instanceof LexLimit) && sw.peek() === undefined) throw new LexError("syntax error: missing '}'");
     throw e;
+  } finally {
+    sw.depth--;
   }
 }
 

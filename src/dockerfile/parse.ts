@@ -67,7 +67,6 @@ export function goLower(s: string): string {
 }
 
 const WHITESPACE = /[\t\v\f\r ]+/;
-const DIRECTIVE = /^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*$/s;
 const VALID_DIRECTIVES = new Set(['escape', 'syntax']);
 
 class ParseError extends Error {}
@@ -102,24 +101,27 @@ export function parseDockerfile(text: string): ParsedDockerfile {
   const raw = text.split('\n');
   if (raw.length && raw[raw.length - 1] === '') raw.pop();
   if (raw.length && raw[0]!.startsWith('\uFEFF')) raw[0] = raw[0]!.slice(1);
-  const trimNewline = (s: string) => s.replace(/[\r\n]+$/, '');
+  const trimNewline = (s: string) => {
+    let end = s.length;
+    while (end > 0 && (s[end - 1] === '\r' || s[end - 1] === '\n')) end--;
+    return s.slice(0, end);
+  };
   const isComment = (s: string) => trimLeftSpace(trimNewline(s)).startsWith('#');
 
   // possibleParserDirective: only before anything else; an unknown key, a plain comment or any other line ends them.
   const directive = (token: string, line: number): void => {
     if (directivesDone) return;
-    const m = DIRECTIVE.exec(token);
-    const name = m?.[1]?.toLowerCase();
-    if (!m || !name || !VALID_DIRECTIVES.has(name)) {
+    const m = directiveOf(token);
+    if (!m || !VALID_DIRECTIVES.has(m.name)) {
       directivesDone = true;
       return;
     }
-    if (seen.has(name)) throw new ParseError(`only one ${name} parser directive can be used`);
-    seen.add(name);
-    directives.push({ name, value: m[2]!, line });
-    if (name === 'escape') {
-      if (m[2] !== '`' && m[2] !== '\\') throw new ParseError(`invalid escape token '${m[2]}' does not match \` or \\`);
-      escape = m[2];
+    if (seen.has(m.name)) throw new ParseError(`only one ${m.name} parser directive can be used`);
+    seen.add(m.name);
+    directives.push({ ...m, line });
+    if (m.name === 'escape') {
+      if (m.value !== '`' && m.value !== '\\') throw new ParseError(`invalid escape token '${m.value}' does not match \` or \\`);
+      escape = m.value;
       continuation = continuationRegex(escape);
     }
   };
@@ -158,6 +160,29 @@ export function parseDockerfile(text: string): ParsedDockerfile {
   return { escape, nodes, directives };
 }
 
+/**
+ * `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$` (Go's \s: tab, newline, form feed, carriage return, space), read
+ * without a regular expression: a lazy group before `\s*$` backtracks quadratically on a long line of spaces.
+ */
+function directiveOf(token: string): { name: string; value: string } | undefined {
+  const sp = (c: string | undefined) => c === ' ' || c === '\t' || c === '\n' || c === '\f' || c === '\r';
+  if (!token.startsWith('#')) return undefined;
+  let i = 1;
+  while (sp(token[i])) i++;
+  const key = /^[a-zA-Z][a-zA-Z0-9]*/.exec(token.slice(i))?.[0];
+  if (!key) return undefined;
+  i += key.length;
+  while (sp(token[i])) i++;
+  if (token[i] !== '=') return undefined;
+  const afterEquals = ++i;
+  while (sp(token[i])) i++;
+  let end = token.length;
+  while (end > i && sp(token[end - 1])) end--;
+  if (end > i) return { name: key.toLowerCase(), value: token.slice(i, end) };
+  // Only spaces after `=`: the regular expression's `(.+?)` still takes the last of them.
+  return token.length > afterEquals ? { name: key.toLowerCase(), value: token[token.length - 1]! } : undefined;
+}
+
 function continuationRegex(e: Escape): RegExp {
   const q = e === '\\' ? '\\\\' : '`';
   return new RegExp(`([^${q}])${q}[ \\t]*$|^${q}[ \\t]*$`);
@@ -194,7 +219,8 @@ function lineArgs(node: Node, rest: string, escape: Escape): void {
   if (node.keyword === 'onbuild') {
     if (rest === '') return;
     const [child, childRest] = splitCommand(rest, node.startLine, node.endLine);
-    lineArgs(child, childRest, escape);
+    // ONBUILD ONBUILD is refused anyway; going no deeper keeps `ONBUILD ONBUILD ...` off the stack.
+    if (child.keyword !== 'onbuild') lineArgs(child, childRest, escape);
     node.child = child;
     node.args = [child.keyword, ...child.args];
     return;

@@ -1,6 +1,6 @@
 import { KilnError } from '../shared/errors.js';
 import { canonicalImage, familiarImage } from './image-ref.js';
-import { expandWord, LexError, UNKNOWN, type Expansion, type Lookup, type Value } from './lex.js';
+import { expandWord, LexError, LexLimit, UNKNOWN, type Expansion, type Lookup, type Value } from './lex.js';
 import { goLower, parseDockerfile, parseFlags, stageName, triggerText, type Escape, type Node } from './parse.js';
 
 /** What the policy knows of a base image's config (as `docker image inspect` shows it). */
@@ -70,8 +70,15 @@ const SYNTAX = /^#\s*syntax\s*=/i;
 const KERNEL_DIRS = /^\/(?:proc|sys|dev)(?:\/|$)/;
 const RUN_FLAGS_REFUSED = new Set(['mount', 'network', 'security']);
 /** Args every stage sees without declaring them (moby builder/dockerfile/buildargs.go, 20.10). */
-const BUILTIN_ARGS = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy'];
+const BUILTIN_ARGS = new Set(['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy']);
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/**
+ * How much work a check may do (instructions and their words, ENV entries copied into a stage, triggers fired):
+ * far more than any real Dockerfile needs, and a bound on what a crafted one (a thousand triggers firing in
+ * thousands of stages) can cost the web or the SDK.
+ */
+const WORK_LIMIT = 500_000;
+class TooComplex extends Error {}
 const UNDECIDABLE = 'which Kiln cannot know before the build (a base image\'s ENV it was not told, or a variable named by one); set the value with ENV or ARG in this Dockerfile';
 
 /**
@@ -116,38 +123,37 @@ class BuildArgs {
     return b;
   }
 
-  allAllowed(): Map<string, Value> {
-    return this.all(this.allowed);
+  /** An ARG's value as the builder's GetAllAllowed sees it (undefined: not set). */
+  allowedValue(key: string): Value | undefined {
+    return this.value(key, this.allowed);
   }
 
-  allMeta(): Map<string, Value> {
-    return this.all(this.meta);
+  /** A global ARG's value as FROM sees it (GetAllMeta). */
+  metaValue(key: string): Value | undefined {
+    return this.value(key, this.meta);
   }
 
-  private all(source: Map<string, Value | null>): Map<string, Value> {
-    const m = new Map<string, Value>();
-    for (const key of new Set([...source.keys(), ...BUILTIN_ARGS])) {
-      const option = this.options.get(key);
-      if (option !== undefined) {
-        m.set(key, option);
-        continue;
-      }
-      // Declared without a value (or not declared, for a built-in): the global ARG's value, if any.
-      const v = source.get(key) ?? this.meta.get(key);
-      if (v !== undefined && v !== null) m.set(key, v);
-    }
-    return m;
+  private value(key: string, source: Map<string, Value | null>): Value | undefined {
+    if (!source.has(key) && !BUILTIN_ARGS.has(key)) return undefined;
+    const option = this.options.get(key);
+    if (option !== undefined) return option;
+    // Declared without a value (or not declared, for a built-in): the global ARG's value, if any.
+    return source.get(key) ?? this.meta.get(key) ?? undefined;
   }
 }
 
 interface Trigger {
   text: string;
+  /** Parsed once, however many stages it fires in. */
+  parsed?: ReturnType<typeof parseDockerfile>;
   /** The line it is reported at: its ONBUILD in this Dockerfile, or the FROM of the base image that carries it. */
   line: number;
   from?: string;
 }
 
 interface Stage extends StageModel {
+  /** Where each ENV key is in `env` (its first occurrence, as the builder's lookup finds it). */
+  envIndex: Map<string, number>;
   args: BuildArgs;
   triggers: Trigger[];
 }
@@ -177,6 +183,9 @@ class Evaluator {
   private readonly usedBases = new Set<string>();
   private readonly allowed = new Map<string, string>();
   private readonly options: ReadonlyMap<string, string>;
+  private work = 0;
+  /** The line being checked (where a check that gives up says so). */
+  private line = 1;
 
   constructor(private readonly opts: PolicyOptions) {
     for (const b of opts.bases) {
@@ -190,17 +199,30 @@ class Evaluator {
     this.sink.push({ line, message });
   }
 
+  private spend(n: number): void {
+    this.work += n;
+    if (this.work > WORK_LIMIT) throw new TooComplex();
+  }
+
   run(text: string): Evaluation {
+    try {
+      this.check(text);
+    } catch (e) {
+      if (!(e instanceof TooComplex)) throw e;
+      this.add(this.line, `Kiln stops checking here: the Dockerfile takes too much work to check (very many stages, ENV entries or ONBUILD triggers firing); make it simpler`);
+    }
+    return this.result();
+  }
+
+  private check(text: string): void {
     this.syntaxDirectives(text);
     const parsed = parseDockerfile(text);
-    if (parsed.error) {
-      this.add(parsed.error.line, `${parsed.error.message} (the builder refuses the file)`);
-      return this.result();
-    }
+    if (parsed.error) return this.add(parsed.error.line, `${parsed.error.message} (the builder refuses the file)`);
     const meta = new BuildArgs(this.options);
     let stage: Stage | undefined;
     for (const node of parsed.nodes) {
       const line = node.startLine;
+      this.line = line;
       if (node.error) this.add(line, `${node.error} (the builder refuses the Dockerfile)`);
       if (node.keyword === 'from') {
         if (stage) this.commit(stage);
@@ -215,10 +237,7 @@ class Evaluator {
       }
       this.dispatch(stage, node, { escape: parsed.escape, table: this.table, line, report: (m) => this.add(line, m) });
     }
-    if (!stage) {
-      this.add(1, 'the Dockerfile has no FROM instruction');
-      return this.result();
-    }
+    if (!stage) return this.add(1, 'the Dockerfile has no FROM instruction');
     this.commit(stage);
     this.sink = this.layerViolations;
     // Kiln's own layers (kernel and init, live ISO) are built `FROM <the final image>` from a Dockerfile of their
@@ -226,7 +245,6 @@ class Evaluator {
     const layer = this.child(stage, new BuildArgs(new Map()));
     const note = 'it fires when Kiln builds its own layer on the final image (kernel, init or live ISO)';
     for (const t of stage.triggers) this.fire(layer, t, '\\', { names: new Map(), count: 0 }, note);
-    return this.result();
   }
 
   private result(): Evaluation {
@@ -234,7 +252,7 @@ class Evaluator {
       violations: unique(this.violations),
       layerViolations: unique(this.layerViolations),
       bases: [...this.usedBases],
-      stages: this.stages.map(({ args: _a, triggers: _t, ...model }) => model),
+      stages: this.stages.map(({ args: _a, triggers: _t, envIndex: _i, ...model }) => model),
     };
   }
 
@@ -256,10 +274,12 @@ class Evaluator {
   }
 
   /** A stage's state right after its FROM, before the parent's triggers fire (builder beginStage). */
-  private child(parent: Pick<Stage, 'env' | 'envOpen' | 'workdir' | 'labels'>, args: BuildArgs, name?: string): Stage {
+  private child(parent: Pick<Stage, 'env' | 'envIndex' | 'envOpen' | 'workdir' | 'labels'>, args: BuildArgs, name?: string): Stage {
+    this.spend(parent.env.length + parent.labels.size);
     return {
       name, args, triggers: [], onbuild: [],
-      env: parent.env.map(([k, v]) => [k, v] as [string, Value]), envOpen: parent.envOpen, workdir: parent.workdir, labels: new Map(parent.labels),
+      env: parent.env.map(([k, v]) => [k, v] as [string, Value]), envIndex: new Map(parent.envIndex), envOpen: parent.envOpen,
+      workdir: parent.workdir, labels: new Map(parent.labels),
     };
   }
 
@@ -272,23 +292,21 @@ class Evaluator {
       name = undefined;
     }
     const raw = node.args[0] ?? '';
-    const metaValues = meta.allMeta();
     let image: string | undefined;
     try {
       // FROM sees only the global ARGs (and --build-arg for them); never ENV.
-      image = expandWord(raw, (n) => metaValues.get(n), escape).text;
+      image = expandWord(raw, (n) => meta.metaValue(n), escape).text;
     } catch (e) {
-      if (!(e instanceof LexError)) throw e;
-      this.add(line, `FROM ${raw}: ${e.message} (the builder stops there)`);
+      this.add(line, `FROM ${clip(raw)}: ${lexFailure(e)}`);
     }
-    const shown = image === raw ? raw : `${raw} (${image})`;
+    const shown = image === raw ? clip(raw) : `${clip(raw)} (${clip(image ?? '')})`;
     const parentIndex = image === undefined ? undefined : this.table.names.get(goLower(image));
     let base: { config?: BaseImageConfig; triggersFrom?: string } = { config: KILN_BASE_CONFIG };
     let inherited: Stage | undefined;
     if (image === undefined || raw === '') {
       // already reported; go on as if from scratch to find what else is wrong
     } else if (image === '') {
-      this.add(line, `FROM ${raw}: the base name is empty after expansion (the builder stops there)`);
+      this.add(line, `FROM ${clip(raw)}: the base name is empty after expansion (the builder stops there)`);
     } else if (parentIndex !== undefined) {
       inherited = this.stages[parentIndex];
     } else if (image !== 'scratch') {
@@ -314,27 +332,33 @@ class Evaluator {
       const i = e.indexOf('=');
       return i < 0 ? [e, ''] : [e.slice(0, i), e.slice(i + 1)];
     });
+    this.spend(env.length);
+    const envIndex = new Map<string, number>();
+    for (const [i, [k]] of env.entries()) if (!envIndex.has(k)) envIndex.set(k, i);
+    const stage: Stage = { name, args, triggers: [], onbuild: [], env, envIndex, envOpen: !config, workdir: config ? config.workdir ?? '' : UNKNOWN, labels: new Map() };
     // The builder adds its default PATH when the image has none.
-    if (config && !env.some(([k]) => k === 'PATH')) env.push(['PATH', DEFAULT_PATH]);
-    return { name, args, triggers: [], onbuild: [], env, envOpen: !config, workdir: config ? config.workdir ?? '' : UNKNOWN, labels: new Map() };
+    if (config && !envIndex.has('PATH')) setEnv(stage, 'PATH', DEFAULT_PATH);
+    return stage;
   }
 
   /** Runs one ONBUILD trigger where it fires: parsed on its own (default escape), expanded in the child's context. */
   private fire(stage: Stage, t: Trigger, escape: Escape, table: StageTable, where: string): void {
+    this.line = t.line;
+    // A firing costs more than an instruction read once (its context is set up anew each time).
+    this.spend(5);
     const origin = t.from ? `ONBUILD of the base image ${t.from}` : 'ONBUILD';
     const report = (m: string) => this.add(t.line, `${origin} ${m}; ${where}`);
-    const parsed = parseDockerfile(t.text);
+    const parsed = (t.parsed ??= parseDockerfile(t.text));
     const node = parsed.nodes[0];
-    if (parsed.error) return report(`${t.text}: ${parsed.error.message}`);
-    if (parsed.nodes.length !== 1 || !node) return report(`${t.text}: onbuild trigger should be a single expression`);
+    if (parsed.error) return report(`${clip(t.text)}: ${parsed.error.message}`);
+    if (parsed.nodes.length !== 1 || !node) return report(`${clip(t.text)}: onbuild trigger should be a single expression`);
     if (node.error) return report(`${node.keyword.toUpperCase()}: ${node.error} (the builder refuses it)`);
     if (node.keyword === 'from') return report("FROM isn't allowed as an ONBUILD trigger");
     this.dispatch(stage, node, { escape, table, line: t.line, report });
   }
 
   private metaArg(node: Node, meta: BuildArgs, escape: Escape): void {
-    const values = meta.allAllowed();
-    const lookup = (n: string) => values.get(n);
+    const lookup = (n: string) => meta.allowedValue(n);
     for (const [key, value] of this.expandArgs(node, lookup, escape, (m) => this.add(node.startLine, m)) ?? []) {
       if (key === UNKNOWN) continue;
       meta.allowed.set(key, value);
@@ -351,24 +375,24 @@ class Evaluator {
         return [key, i < 0 ? null : value(expandWord(w.slice(i + 1), lookup, escape))];
       });
     } catch (e) {
-      if (!(e instanceof LexError)) throw e;
-      report(`ARG: ${e.message}`);
+      report(`ARG: ${lexFailure(e)}`);
       return undefined;
     }
   }
 
   /** A variable's value as the builder sees it in a stage: ENV first, then the ARGs this stage declared. */
   private lookupIn(stage: Stage): Lookup {
-    const args = stage.args.allAllowed();
     return (name) => {
-      for (const [k, v] of stage.env) if (k === name) return v;
+      const i = stage.envIndex.get(name);
+      if (i !== undefined) return stage.env[i]![1];
       if (stage.envOpen) return UNKNOWN;
-      return args.get(name) ?? (stage.args.open ? UNKNOWN : undefined);
+      return stage.args.allowedValue(name) ?? (stage.args.open ? UNKNOWN : undefined);
     };
   }
 
   /** One instruction, as the builder's dispatch() runs it: every word expanded against the state before it. */
   private dispatch(stage: Stage, node: Node, ctx: Ctx): void {
+    this.spend(1 + node.args.length);
     const kw = node.keyword;
     const lookup = this.lookupIn(stage);
     const expand = (w: string): Expansion => expandWord(w, lookup, ctx.escape);
@@ -412,26 +436,25 @@ class Evaluator {
           return;
       }
     } catch (e) {
-      if (!(e instanceof LexError)) throw e;
-      ctx.report(`${kw.toUpperCase()}: ${e.message} (the builder stops there)`);
+      ctx.report(`${kw.toUpperCase()}: ${lexFailure(e)}`);
     }
   }
 
   private workdir(stage: Stage, raw: string, x: Expansion, ctx: Ctx): void {
     if (!x.known) {
       stage.workdir = UNKNOWN;
-      return ctx.report(`WORKDIR ${raw} depends on a value ${UNDECIDABLE}`);
+      return ctx.report(`WORKDIR ${clip(raw)} depends on a value ${UNDECIDABLE}`);
     }
-    if (x.text === '') return ctx.report(`WORKDIR ${raw}: the path is empty after expansion (the builder stops there)`);
+    if (x.text === '') return ctx.report(`WORKDIR ${clip(raw)}: the path is empty after expansion (the builder stops there)`);
     if (!x.text.startsWith('/')) {
-      if (stage.workdir === UNKNOWN) return ctx.report(`WORKDIR ${raw} is relative to the base image's working directory, ${UNDECIDABLE}`);
+      if (stage.workdir === UNKNOWN) return ctx.report(`WORKDIR ${clip(raw)} is relative to the base image's working directory, ${UNDECIDABLE}`);
       stage.workdir = goJoin('/', stage.workdir, x.text);
     } else {
       stage.workdir = x.text;
     }
     const dir = goClean(stage.workdir);
     if (KERNEL_DIRS.test(dir)) {
-      ctx.report(`WORKDIR ${dir.slice(0, 100)} is not allowed (a working directory in /proc, /sys or /dev)${raw === dir ? '' : `; written ${raw.slice(0, 100)}`}`);
+      ctx.report(`WORKDIR ${clip(dir)} is not allowed (a working directory in /proc, /sys or /dev)${raw === dir ? '' : `; written ${clip(raw)}`}`);
     }
   }
 
@@ -440,17 +463,26 @@ class Evaluator {
     if (ctx.table.names.has(goLower(from))) return;
     const ix = goParseInt(from);
     if (ix !== undefined && ix >= 0 && ix < ctx.table.count) return;
-    ctx.report(`COPY --from=${from.slice(0, 100)} must name an earlier build stage (the engine would fetch an image of that name)`);
+    ctx.report(`COPY --from=${clip(from)} must name an earlier build stage (the engine would fetch an image of that name)`);
   }
 
   private remoteAdd(raw: string, x: Expansion, ctx: Ctx): void {
-    const written = raw === x.text ? '' : `, written ${raw.slice(0, 100)}`;
+    const written = raw === x.text ? '' : `, written ${clip(raw)}`;
     if (x.known && REMOTE.test(x.text)) {
-      ctx.report(`ADD of a remote URL (${x.text.slice(0, 100)}${written}) is not allowed; download it in your CI and add it to the build context`);
+      ctx.report(`ADD of a remote URL (${clip(x.text)}${written}) is not allowed; download it in your CI and add it to the build context`);
     } else if (!x.known && (x.prefix === '' || REMOTE.test(x.prefix) || /^[a-z][a-z0-9+.-]*(?::\/?)?$/i.test(x.prefix))) {
-      ctx.report(`ADD ${raw.slice(0, 100)} could be a remote URL: it depends on a value ${UNDECIDABLE}`);
+      ctx.report(`ADD ${clip(raw)} could be a remote URL: it depends on a value ${UNDECIDABLE}`);
     }
   }
+}
+
+/** User text quoted in a finding, cut to a readable length. */
+const clip = (t: string) => (t.length > 100 ? `${t.slice(0, 100)}…` : t);
+
+/** Why an expansion failed, and whether the builder fails there too (or only Kiln stops). */
+function lexFailure(e: unknown): string {
+  if (!(e instanceof LexError)) throw e;
+  return e instanceof LexLimit ? e.message : `${e.message} (the builder stops there)`;
 }
 
 /** Sorted by line; a trigger that fires in several stages is one finding. */
@@ -465,9 +497,9 @@ function setEnv(stage: Stage, key: Value, v: Value): void {
     stage.envOpen = true;
     return;
   }
-  const i = stage.env.findIndex(([k]) => k === key);
-  if (i >= 0) stage.env[i] = [key, v];
-  else stage.env.push([key, v]);
+  const i = stage.envIndex.get(key);
+  if (i !== undefined) stage.env[i] = [key, v];
+  else stage.envIndex.set(key, stage.env.push([key, v]) - 1);
 }
 
 /** Go's strconv.ParseInt(s, 10, 0). */

@@ -148,6 +148,7 @@ const FACTS: [string, string, Record<string, string>][] = [
   ['unknown instruction', 'FROM scratch\nFOO bar\n', {}],
   ['instruction before FROM', 'LABEL a=1\nFROM scratch\n', {}],
   ['reused stage name', 'FROM scratch AS a\nFROM scratch AS a\n', {}],
+  ['only spaces after # escape= is an invalid token', '# escape=  \nFROM scratch\nLABEL a=1\n', {}],
   ['a blank line before # escape= makes it a comment', '\n# escape=`\nFROM scratch\nLABEL a=x`y\n', {}],
   ['flags are case-sensitive', 'FROM scratch AS a\nFROM scratch\nCOPY --FROM=a afile /x\n', {}],
   ['keywords are not', 'FROM scratch\nwOrKdIr /srv/../a\nWORKDIR b\nLABEL a=1\n', {}],

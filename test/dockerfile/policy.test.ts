@@ -149,6 +149,21 @@ describe('Dockerfile policy', () => {
     expect(refusal('FROM debian:bookworm\nLABEL a=${A-b}\n')[0]!.message).toContain("missing ':' in substitution");
   });
 
+  it('gives up, with a finding, on a Dockerfile crafted to take too much work (triggers firing in thousands of stages)', () => {
+    const text = 'FROM debian:bookworm AS a\n' + 'ONBUILD LABEL x=$A${B:-c}\n'.repeat(1200) + 'FROM a\n'.repeat(4500);
+    const v = refusal(text);
+    expect(v).toHaveLength(1);
+    expect(v[0]!.message).toMatch(/^Kiln stops checking here: the Dockerfile takes too much work to check/);
+  });
+
+  it('refuses ${} nested deeper than Kiln expands, and survives 100,000 levels', () => {
+    expect(() => checkDockerfile(`FROM debian:bookworm\nLABEL a=${'${A:-'.repeat(100)}x${'}'.repeat(100)}\n`, opts)).not.toThrow();
+    const v = refusal(`FROM debian:bookworm\nLABEL a=${'${A:-'.repeat(100_000)}${'}'.repeat(100_000)}\n`);
+    expect(v[0]!.message).toContain('nested more than 100 deep, which Kiln does not check');
+    expect(v[0]!.message).not.toContain('the builder stops there');
+    expect(v[0]!.message.length).toBeLessThan(400);
+  });
+
   it('treats an allowed base as unknown unless its config is given', () => {
     const unknown = { bases, allowRemoteAdd: false };
     expect(refusal('FROM debian:bookworm\nWORKDIR $HOME\n', unknown)[0]!.message).toContain('cannot know');
@@ -195,6 +210,9 @@ describe('the builder\'s parser', () => {
     expect(parseDockerfile('\n# escape=`\nFROM x').escape).toBe('\\');
     expect(parseDockerfile('# syntax=a\n  # ESCAPE = ` \nFROM x').escape).toBe('`');
     expect(parseDockerfile('# hello\n# escape=`\nFROM x').escape).toBe('\\');
+    // Only spaces after `=`: the builder's regular expression still takes one of them as the value.
+    expect(parseDockerfile(`# escape=${' '.repeat(100_000)}\nFROM x`).error?.message).toBe("invalid escape token ' ' does not match ` or \\");
+    expect(parseDockerfile('# escape=\nFROM x').escape).toBe('\\');
   });
   it('reads flags byte-wise, with quotes and backslashes, and JSON up to its first value', () => {
     const p = parseDockerfile('COPY --from="a b" --chown=\\x ["s", "d"] tail\nADD --from=\u00e0 x y\n');
