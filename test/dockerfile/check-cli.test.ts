@@ -1,26 +1,12 @@
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { kilnRun, type Run } from '../helpers/kiln.js';
 import { tempDir } from '../helpers/tmp.js';
 
-const repo = path.resolve(import.meta.dirname, '../..');
-const kiln = path.join(repo, 'bin/kiln');
-
-interface Run { code: number | null; stdout: string; stderr: string }
-
-/** `kiln sdk check` as an operator runs it (dist/ is built by the global setup). */
+/** `kiln sdk check` as an operator runs it, with the allowed bases set explicitly. */
 function check(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env, KILN_SDK_BASES: 'debian:bookworm,debian:trixie', KILN_SDK_ALLOW_REMOTE_ADD: 'false' };
-    const p = spawn(kiln, ['sdk', 'check', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
-    p.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return kilnRun(['sdk', 'check', ...args], { KILN_SDK_BASES: 'debian:bookworm,debian:trixie', KILN_SDK_ALLOW_REMOTE_ADD: 'false' });
 }
 
 describe('kiln sdk check', () => {

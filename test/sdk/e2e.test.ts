@@ -4,24 +4,8 @@ import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signText } from '../../src/shared/sshsig.js';
+import { kiln, kilnRun, repo, type Run } from '../helpers/kiln.js';
 import { tempDir } from '../helpers/tmp.js';
-
-const repo = path.resolve(import.meta.dirname, '../..');
-const kiln = path.join(repo, 'bin/kiln');
-
-interface Run { code: number | null; stdout: string; stderr: string }
-
-function kilnRun(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(kiln, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
-    p.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 async function sha256(file: string): Promise<string> {
   const h = createHash('sha256');
