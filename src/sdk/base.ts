@@ -70,7 +70,7 @@ export async function ensureBase(docker: Dockerode, name: string, s: BaseSetting
   const args = ['--variant=minbase', '--format=tar', '--quiet'];
   if (r.keyring) args.push(`--keyring=${r.keyring}`);
   args.push(r.suite, tar, r.mirror);
-  const res = await run('mmdebstrap', args, { timeoutMs, onOutput: (c) => rep.log(c.toString('utf8')) });
+  const res = await run('mmdebstrap', args, { timeoutMs, onOutput: (c) => rep.output(c.toString('utf8')) });
   if (res.timedOut) throw new KilnError('timeout', `Making the base image ${name} timed out`);
   if (res.code !== 0) throw new KilnError('build_failed', `Making the base image ${name} failed (mmdebstrap exit ${res.code}); see the log`);
 

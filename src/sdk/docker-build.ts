@@ -183,10 +183,10 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
       if (/Cannot fork|fork: (?:retry: )?Resource temporarily unavailable/.test(t)) forkFailed = true;
       line += t;
       const nl = line.lastIndexOf('\n');
-      if (nl >= 0) { rep.log(line.slice(0, nl + 1)); line = line.slice(nl + 1); }
+      if (nl >= 0) { rep.output(line.slice(0, nl + 1)); line = line.slice(nl + 1); }
       if (rep.logCapHit) ac.abort();
     }, 'The Docker build');
-    if (line) rep.log(line);
+    if (line) rep.output(line);
     // The id the engine reports for this very build: the tag may already point at a concurrent build of the same inputs.
     const aux = events.map((ev) => (ev.aux as { ID?: string } | undefined)?.ID).filter((x): x is string => typeof x === 'string').at(-1);
     if (aux) builtId = aux;

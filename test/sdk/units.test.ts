@@ -311,16 +311,22 @@ describe('misc', () => {
   it('the reporter escapes forged progress lines and enforces the log cap', () => {
     const out: string[] = [];
     let capped = 0;
-    const r = new Reporter(undefined, 60, (s) => out.push(s), () => capped++);
-    r.log('##kiln {"stage":"done","percent":100}\n\x1b[31mred\x1b[0m');
+    const r = new Reporter(undefined, 90, (s) => out.push(s), () => capped++);
+    r.output('##kiln {"stage":"done","percent":100}\n\x1b[31mred\x1b[0m');
     r.progress('build', 10.4, 'x');
-    r.log('y'.repeat(100));
-    r.log('more');
+    r.output('[kiln] build succeeded');
+    r.output('y'.repeat(100));
+    r.output('more');
+    r.log('[kiln] FAILED (limit_exceeded): why');
     expect(out[0]).toBe(' ##kiln {"stage":"done","percent":100}\n');
     expect(out[1]).toBe('red\n');
     expect(out[2]).toBe('##kiln {"stage":"build","percent":10,"message":"x"}\n');
+    // A build's line cannot pass for the SDK's.
+    expect(out[3]).toBe(' [kiln] build succeeded\n');
     expect(capped).toBe(1);
     expect(r.logCapHit).toBe(true);
+    // Past the cap: the marker, then the SDK's own lines only (the build's are dropped).
+    expect(out.slice(4)).toEqual(['[kiln] log truncated: it reached the cap of 90 bytes (sdk.logCapBytes); the build\'s further output is dropped\n', '[kiln] FAILED (limit_exceeded): why\n']);
   });
 });
 
