@@ -123,6 +123,11 @@ export const configSchema = z.object({
     buildTimeoutSeconds: int(1800),
     bootTimeoutSeconds: int(300),
     maxImageMb: int(8192),
+    /**
+     * Most entries (files, directories, links) an image's filesystem may have: an empty file costs no byte but an
+     * inode of the staging tmpfs. A big real image has a few hundred thousand.
+     */
+    maxImageEntries: int(1_000_000),
     /** What one build may write to the engine's disk (layers, build stages) while it runs. */
     maxBuildDiskMb: int(16384),
     logCapBytes: int(16 * 1024 * 1024),

@@ -162,14 +162,15 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const builtInfo = await imageInfo(deps.docker, built.id);
     const runtime = (builtInfo?.Config ?? {}) as ImageRuntimeConfig;
 
-    const staged = await treeStaging(work, builtInfo?.Size ?? 0);
+    const staged = await treeStaging(work, builtInfo?.Size ?? 0, s.maxImageEntries);
     trees = staged;
     rep.log(`[kiln] ${staged.note}`);
     const rootDir = path.join(staged.dir, 'rootfs');
     const maxBytes = s.maxImageMb * 2 ** 20;
+    const limits = { maxBytes, maxEntries: s.maxImageEntries };
     let imageId = built.id;
     let imageTag = built.tag;
-    let stats: ExtractStats = await rep.stage('export', 45, 'exporting the filesystem', () => exportRootfs(deps.docker, imageId, rootDir, maxBytes, rep));
+    let stats: ExtractStats = await rep.stage('export', 45, 'exporting the filesystem', () => exportRootfs(deps.docker, imageId, rootDir, limits, rep));
     let check = await checkBootable(rootDir);
 
     const missing = missingParts(check);
@@ -190,7 +191,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         imageId = extra.id;
         imageTag = extra.tag;
         await fsp.rm(rootDir, { recursive: true, force: true });
-        stats = await exportRootfs(deps.docker, imageId, rootDir, maxBytes, rep);
+        stats = await exportRootfs(deps.docker, imageId, rootDir, limits, rep);
         check = await checkBootable(rootDir);
         const still = missingParts(check);
         if (still.length) throw new KilnError('build_failed', `Even after adding ${pkgs.join(', ')} the image lacks ${still.join(' and ')}`);
@@ -228,7 +229,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         const live = aptLayer(imageTag, ['live-boot']);
         const liveImg = await dockerBuild(deps.docker, live, buildTag(live, 'live'), buildSettings, rep);
         const liveRoot = path.join(staged.dir, 'liveroot');
-        await exportRootfs(deps.docker, liveImg.id, liveRoot, maxBytes, rep);
+        await exportRootfs(deps.docker, liveImg.id, liveRoot, limits, rep);
         await prepareTree(liveRoot, runtime, rep);
         // live-boot mounts the root (an overlay on the squashfs): no fstab entry for it.
         await writeFileIn(liveRoot, '/etc/fstab', '# Live system: live-boot mounts the root filesystem.\n');
