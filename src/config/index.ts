@@ -131,6 +131,10 @@ export const configSchema = z.object({
     /** What one build may write to the engine's disk (layers, build stages) while it runs. */
     maxBuildDiskMb: int(16384),
     logCapBytes: int(16 * 1024 * 1024),
+    /** The engine's layer cache (kiln-build images, a failed build's steps): bytes kept, least recently used out first. */
+    imageCacheMb: int(20480),
+    /** Cache images a build has not made or reused for this long are removed. */
+    imageCacheHours: int(168),
     accel: z.enum(['tcg', 'kvm']).default('tcg'),
   }).prefault({}),
 });

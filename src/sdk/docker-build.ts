@@ -34,6 +34,8 @@ export interface BuildRequestCtx {
 }
 
 export const BUILD_LABEL = 'io.kiln.build';
+/** The repository of every image a build tags (`kiln-build:<hash of inputs>`). */
+export const BUILD_REPO = 'kiln-build';
 
 interface CtxEntry { name: string; type: 'file' | 'directory' | 'symlink'; mode: number; mtime?: Date; linkname?: string; data?: Buffer }
 
@@ -127,7 +129,7 @@ export async function makeContext(req: BuildRequestCtx): Promise<{ stream: Reada
 /** Deterministic tag for a build's result: same inputs, same tag (the engine's layer cache makes a rebuild quick). */
 export function buildTag(req: BuildRequestCtx, contextDigest: string): string {
   const h = createHash('sha256').update(req.dockerfileText).update('\0').update(JSON.stringify(Object.entries(req.buildArgs).sort())).update('\0').update(contextDigest);
-  return `kiln-build:${h.digest('hex').slice(0, 16)}`;
+  return `${BUILD_REPO}:${h.digest('hex').slice(0, 16)}`;
 }
 
 /** Builds through the engine's legacy builder (what dockerode's buildImage drives); returns the image id. */
