@@ -44,6 +44,7 @@ export async function lockEngine(file: string, mode: 'shared' | 'exclusive', wai
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o755 }).catch((e: Error) => {
     throw new KilnError('backend_unavailable', `Cannot make the engine lock's directory ${path.dirname(file)}: ${e.message}`);
   });
+  // Not run(): that waits for the child to end, and this child must live exactly as long as the lock is held.
   const args = [`--${mode}`, ...(wait ? ['--timeout', String(Math.ceil(timeoutMs / 1000))] : ['--nonblock']), '--conflict-exit-code', String(BUSY), file, 'cat'];
   const child = spawn('flock', args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
@@ -114,6 +115,13 @@ async function layersOf(docker: Dockerode, id: string, repo: string): Promise<Ca
 
 const notFound = (e: unknown) => (e as { statusCode?: number }).statusCode === 404;
 
+/** When a build last made or reused the image (ms): the later of its creation and its last tagging. */
+async function lastUsed(docker: Dockerode, id: string): Promise<number> {
+  // Inspect, not the list: the list's Created has whole seconds, too coarse to order builds a second apart.
+  const info = (await docker.getImage(id).inspect()) as unknown as { Created?: string; Metadata?: { LastTagTime?: string } };
+  return Math.max(Date.parse(info.Created ?? '') || 0, Date.parse(info.Metadata?.LastTagTime ?? '') || 0);
+}
+
 /** The cache images of the engine, as the selector names them. An image that vanishes meanwhile is left out. */
 export async function listCache(docker: Dockerode, sel: CacheSelector): Promise<CacheImage[]> {
   const out: CacheImage[] = [];
@@ -123,9 +131,7 @@ export async function listCache(docker: Dockerode, sel: CacheSelector): Promise<
     // Also tagged as something else: someone else holds it, and removing our tags would free nothing.
     if (!tags.length || tags.length !== (im.RepoTags ?? []).length) continue;
     try {
-      const info = (await docker.getImage(im.Id).inspect()) as unknown as { Metadata?: { LastTagTime?: string } };
-      const tagged = Date.parse(info.Metadata?.LastTagTime ?? '') || 0;
-      out.push({ id: im.Id, tags, lastUsed: Math.max(im.Created * 1000, tagged), layers: await layersOf(docker, im.Id, sel.repo) });
+      out.push({ id: im.Id, tags, lastUsed: await lastUsed(docker, im.Id), layers: await layersOf(docker, im.Id, sel.repo) });
     } catch (e) {
       if (!notFound(e)) throw e;
     }
@@ -134,7 +140,7 @@ export async function listCache(docker: Dockerode, sel: CacheSelector): Promise<
   for (const im of dangling) {
     if ((im.RepoTags ?? []).some((t) => t !== '<none>:<none>')) continue;
     try {
-      out.push({ id: im.Id, tags: [], lastUsed: im.Created * 1000, layers: await layersOf(docker, im.Id, sel.repo) });
+      out.push({ id: im.Id, tags: [], lastUsed: await lastUsed(docker, im.Id), layers: await layersOf(docker, im.Id, sel.repo) });
     } catch (e) {
       if (!notFound(e)) throw e;
     }

@@ -20,12 +20,12 @@ import { followStream } from './docker-util.js';
 const GUARD_HELP = 'run scripts/ensure-dockerd.sh on the build host (or guard the engine as src/sdk/README.md "The engine guard" says), ' +
   'or set sdk.engineGuard=off where the engine is guarded in a way this host cannot see';
 
-/** The addresses a guard-less engine would reach this host on: loopback (v4, v6) and every other address it has. */
+/** The addresses a guard-less engine would reach this host on: loopback (v4, v6) and every other address it has (v6 link-local aside: it needs a zone). */
 export function hostProbeAddresses(): string[] {
   const out = ['127.0.0.1'];
   for (const addrs of Object.values(os.networkInterfaces())) {
     for (const a of addrs ?? []) {
-      if (a.family === 'IPv6' && a.address === '::1') out.push('[::1]');
+      if (a.family === 'IPv6' && (a.address === '::1' || (!a.internal && !a.address.toLowerCase().startsWith('fe80:')))) out.push(`[${a.address}]`);
       else if (a.family === 'IPv4' && !a.internal) out.push(a.address);
     }
   }

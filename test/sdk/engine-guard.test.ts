@@ -12,6 +12,7 @@ import { verifyEngineGuard } from '../../src/sdk/engine-guard.js';
 import { refuseOnBuild } from '../../src/sdk/pipeline.js';
 import { Reporter } from '../../src/sdk/reporter.js';
 import { isKilnError } from '../../src/shared/errors.js';
+import { runSdkBuild, type SdkRun } from '../helpers/sdk.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
@@ -22,7 +23,6 @@ import { tempDir } from '../helpers/tmp.js';
  * reach; it must see no connection, and every build must fail. The engine is the one scripts/ensure-dockerd.sh set
  * up (DOCKER_SOCKET selects another, as for `kiln sdk build`).
  */
-const repo = path.resolve(import.meta.dirname, '../..');
 const socketPath = process.env.DOCKER_SOCKET ?? '/var/run/docker.sock';
 const docker = new Dockerode({ socketPath });
 const t = tempDir('kiln-sdk-guard-');
@@ -92,22 +92,10 @@ describe('case 39: the engine fetches nothing (policy bypassed: dockerBuild dire
 });
 
 describe('case 39: the same through the whole SDK (policy + engine)', () => {
-  const kiln = path.join(repo, 'bin/kiln');
-  async function sdk(dockerfile: string, args: Record<string, string> = {}, env: Record<string, string> = {}): Promise<{ code: number | null; result: { ok: boolean; error?: { code: string; message: string } }; log: string }> {
+  async function sdk(dockerfile: string, buildArgs: Record<string, string> = {}): Promise<SdkRun> {
     const dir = await fsp.mkdtemp(path.join(t.dir, 'sdk-'));
     await fsp.writeFile(path.join(dir, 'Dockerfile'), dockerfile);
-    const argv = ['sdk', 'build', '--dockerfile', path.join(dir, 'Dockerfile'), '--out', path.join(dir, 'out'), '--format', 'raw'];
-    for (const [k, v] of Object.entries(args)) argv.push('--build-arg', `${k}=${v}`);
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const p = spawn(kiln, argv, { env: { ...process.env, ...env }, stdio: 'ignore' });
-      p.on('error', reject);
-      p.on('close', resolve);
-    });
-    return {
-      code,
-      result: JSON.parse(await fsp.readFile(path.join(dir, 'out/result.json'), 'utf8')),
-      log: await fsp.readFile(path.join(dir, 'out/build.log'), 'utf8'),
-    };
+    return runSdkBuild(path.join(dir, 'Dockerfile'), path.join(dir, 'out'), { buildArgs });
   }
 
   it('case 39: every hostile form fails (refused by the policy or by the engine) and nothing connects', async () => {
@@ -187,18 +175,8 @@ describe('case 39: an engine without the guard is refused (a private dockerd, st
   it('case 39: kiln sdk build fails closed before any base or build, and says why; sdk.engineGuard=off lets it go on', async () => {
     const df = path.join(dir, 'Dockerfile');
     await fsp.writeFile(df, 'FROM scratch\nLABEL io.kiln.test=guard-off\n');
-    const run = async (env: Record<string, string>) => {
-      const out = path.join(dir, `out-${randomBytes(3).toString('hex')}`);
-      await new Promise((resolve, reject) => {
-        const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw'], { env: { ...process.env, DOCKER_SOCKET: sock, KILN_SDK_BUILD_NETWORK: 'none', ...env }, stdio: 'ignore' });
-        p.on('error', reject);
-        p.on('close', resolve);
-      });
-      return {
-        result: JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8')) as { error?: { code: string; message: string }; stages: { name: string }[] },
-        log: await fsp.readFile(path.join(out, 'build.log'), 'utf8'),
-      };
-    };
+    const run = (env: Record<string, string>) =>
+      runSdkBuild(df, path.join(dir, `out-${randomBytes(3).toString('hex')}`), { env: { DOCKER_SOCKET: sock, KILN_SDK_BUILD_NETWORK: 'none', ...env } });
     const guarded = await run({});
     expect(guarded.result.error?.code).toBe('backend_unavailable');
     expect(guarded.result.error?.message).toMatch(/not guarded/);

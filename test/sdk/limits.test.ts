@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp, readdirSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runSdkBuild } from '../helpers/sdk.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
@@ -27,15 +27,11 @@ async function build(name: string, dockerfile: string, env: Record<string, strin
   await fsp.writeFile(df, dockerfile);
   const out = path.join(t.dir, name);
   const before = staging();
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw,qcow2'], { env: { ...process.env, ...env }, stdio: 'ignore' });
-    p.on('error', reject);
-    p.on('close', resolve);
-  });
+  const { code, result, log } = await runSdkBuild(df, out, { format: 'raw,qcow2', env });
   return {
     code,
-    result: JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8')),
-    log: await fsp.readFile(path.join(out, 'build.log'), 'utf8'),
+    result: result as Outcome['result'],
+    log,
     outFiles: readdirSync(out).sort(),
     newStaging: [...staging()].filter((n) => !before.has(n)),
   };
