@@ -123,9 +123,24 @@ export const configSchema = z.object({
     buildTimeoutSeconds: int(1800),
     bootTimeoutSeconds: int(300),
     maxImageMb: int(8192),
+    /**
+     * Most entries (files, directories, links) an image's filesystem may have: an empty file costs no byte but an
+     * inode of the staging tmpfs. A big real image has a few hundred thousand.
+     */
+    maxImageEntries: int(1_000_000),
     /** What one build may write to the engine's disk (layers, build stages) while it runs. */
     maxBuildDiskMb: int(16384),
     logCapBytes: int(16 * 1024 * 1024),
+    /**
+     * `verify`: before each build the SDK proves the engine cannot fetch from this host or anywhere (a remote ADD, a
+     * pull), and refuses to build otherwise (scripts/ensure-dockerd.sh guards it). `off`: the engine is guarded in a
+     * way this host cannot see, or not at all.
+     */
+    engineGuard: z.enum(['verify', 'off']).default('verify'),
+    /** The engine's layer cache (kiln-build images, a failed build's steps): bytes kept, least recently used out first. */
+    imageCacheMb: int(20480),
+    /** Cache images a build has not made or reused for this long are removed. */
+    imageCacheHours: int(168),
     accel: z.enum(['tcg', 'kvm']).default('tcg'),
   }).prefault({}),
 });

@@ -26,7 +26,6 @@ export interface BaseImage {
   name: string;
   /** The engine's image id (sha256:...), the digest recorded in provenance. */
   id: string;
-  madeByKiln: boolean;
   /** True when this run made it (cold start). */
   created: boolean;
   mirror?: string;
@@ -49,15 +48,21 @@ export function baseRecipe(name: string, s: BaseSettings): { mirror: string; sui
 /**
  * Makes a base image locally when the engine lacks it: mmdebstrap (minbase) writes a tarball from the mirror,
  * `docker import` turns it into the image, labelled so Kiln knows it made it. Idempotent: an existing image of that
- * name is used as is (nothing can be pulled here anyway).
+ * name is used as is when Kiln made it, and refused otherwise: a build starts only from bases Kiln put there (an
+ * image of that name from anywhere else, a pull or a `docker tag`, could hold anything).
  */
 export async function ensureBase(docker: Dockerode, name: string, s: BaseSettings, workDir: string, rep: Reporter, timeoutMs = 15 * 60_000): Promise<BaseImage> {
   const existing = await imageInfo(docker, name);
   if (existing) {
     const labels = existing.Config?.Labels ?? {};
-    const made = labels[BASE_LABEL] === '1';
-    rep.log(`[kiln] base ${name} present (${existing.Id})${made ? '' : ', not made by Kiln'}`);
-    return { name, id: existing.Id, madeByKiln: made, created: false, mirror: labels['io.kiln.mirror'], suite: labels['io.kiln.suite'] };
+    // What `docker import` below makes: Kiln's label (images built on a base inherit it, hence also) one layer, and
+    // no ONBUILD trigger to fire in the user's build.
+    if (labels[BASE_LABEL] !== '1' || existing.RootFS?.Layers?.length !== 1 || existing.Config?.OnBuild?.length) {
+      throw new KilnError('backend_unavailable', `The engine has an image named ${name} that Kiln did not make, and builds start only from bases Kiln made: ` +
+        `remove it (docker rmi ${name}) and Kiln makes the base itself`);
+    }
+    rep.log(`[kiln] base ${name} present (${existing.Id})`);
+    return { name, id: existing.Id, created: false, mirror: labels['io.kiln.mirror'], suite: labels['io.kiln.suite'] };
   }
   const r = baseRecipe(name, s);
   if (r.keyring) {
@@ -70,7 +75,7 @@ export async function ensureBase(docker: Dockerode, name: string, s: BaseSetting
   const args = ['--variant=minbase', '--format=tar', '--quiet'];
   if (r.keyring) args.push(`--keyring=${r.keyring}`);
   args.push(r.suite, tar, r.mirror);
-  const res = await run('mmdebstrap', args, { timeoutMs, onOutput: (c) => rep.log(c.toString('utf8')) });
+  const res = await run('mmdebstrap', args, { timeoutMs, onOutput: (c) => rep.output(c.toString('utf8')) });
   if (res.timedOut) throw new KilnError('timeout', `Making the base image ${name} timed out`);
   if (res.code !== 0) throw new KilnError('build_failed', `Making the base image ${name} failed (mmdebstrap exit ${res.code}); see the log`);
 
@@ -90,5 +95,5 @@ export async function ensureBase(docker: Dockerode, name: string, s: BaseSetting
   const info = await imageInfo(docker, name);
   if (!info) throw new KilnError('build_failed', `The base image ${name} did not appear after import`);
   rep.log(`[kiln] base ${name} made: ${info.Id}`);
-  return { name, id: info.Id, madeByKiln: true, created: true, mirror: r.mirror, suite: r.suite };
+  return { name, id: info.Id, created: true, mirror: r.mirror, suite: r.suite };
 }

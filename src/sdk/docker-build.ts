@@ -34,6 +34,8 @@ export interface BuildRequestCtx {
 }
 
 export const BUILD_LABEL = 'io.kiln.build';
+/** The repository of every image a build tags (`kiln-build:<hash of inputs>`). */
+export const BUILD_REPO = 'kiln-build';
 
 interface CtxEntry { name: string; type: 'file' | 'directory' | 'symlink'; mode: number; mtime?: Date; linkname?: string; data?: Buffer }
 
@@ -127,7 +129,7 @@ export async function makeContext(req: BuildRequestCtx): Promise<{ stream: Reada
 /** Deterministic tag for a build's result: same inputs, same tag (the engine's layer cache makes a rebuild quick). */
 export function buildTag(req: BuildRequestCtx, contextDigest: string): string {
   const h = createHash('sha256').update(req.dockerfileText).update('\0').update(JSON.stringify(Object.entries(req.buildArgs).sort())).update('\0').update(contextDigest);
-  return `kiln-build:${h.digest('hex').slice(0, 16)}`;
+  return `${BUILD_REPO}:${h.digest('hex').slice(0, 16)}`;
 }
 
 /** Builds through the engine's legacy builder (what dockerode's buildImage drives); returns the image id. */
@@ -183,10 +185,10 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
       if (/Cannot fork|fork: (?:retry: )?Resource temporarily unavailable/.test(t)) forkFailed = true;
       line += t;
       const nl = line.lastIndexOf('\n');
-      if (nl >= 0) { rep.log(line.slice(0, nl + 1)); line = line.slice(nl + 1); }
+      if (nl >= 0) { rep.output(line.slice(0, nl + 1)); line = line.slice(nl + 1); }
       if (rep.logCapHit) ac.abort();
     }, 'The Docker build');
-    if (line) rep.log(line);
+    if (line) rep.output(line);
     // The id the engine reports for this very build: the tag may already point at a concurrent build of the same inputs.
     const aux = events.map((ev) => (ev.aux as { ID?: string } | undefined)?.ID).filter((x): x is string => typeof x === 'string').at(-1);
     if (aux) builtId = aux;

@@ -7,7 +7,7 @@ import type { Reporter } from './reporter.js';
  * `docker create` + `docker export` of the built image, streamed straight into the safe extractor (no tar file on
  * disk, no mount). The container never starts: it has no network and a command that is never run.
  */
-export async function exportRootfs(docker: Dockerode, imageId: string, root: string, maxBytes: number, rep: Reporter): Promise<ExtractStats> {
+export async function exportRootfs(docker: Dockerode, imageId: string, root: string, limits: { maxBytes: number; maxEntries: number }, rep: Reporter): Promise<ExtractStats> {
   const c = await docker.createContainer({
     Image: imageId,
     Entrypoint: ['/kiln-never-started'],
@@ -19,7 +19,7 @@ export async function exportRootfs(docker: Dockerode, imageId: string, root: str
   try {
     const stream = (await c.export()) as unknown as NodeJS.ReadableStream;
     const stats = await extractRootfs(stream as unknown as import('node:stream').Readable, root, {
-      maxBytes,
+      ...limits,
       onWarning: (m) => rep.log(`[kiln] export: ${m}`),
     });
     if (stats.capabilityCount) {

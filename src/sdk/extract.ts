@@ -49,6 +49,12 @@ export interface ExtractStats {
 export interface ExtractOptions {
   /** Abort with limit_exceeded when the tree grows past this many bytes. */
   maxBytes?: number;
+  /**
+   * Abort with limit_exceeded past this many entries: every tar entry, and every directory made for one. Bytes alone
+   * do not bound the tree: an empty file, a short symlink or a hard link costs no block but an inode, and a tmpfs
+   * (the staging area) runs out of inodes, and memory, long before bytes.
+   */
+  maxEntries?: number;
   onWarning?: (msg: string) => void;
 }
 
@@ -91,6 +97,12 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
       throw new KilnError('limit_exceeded', `The image's filesystem is larger than the limit of ${Math.round(opts.maxBytes / 2 ** 20)} MiB`);
     }
   };
+  let made = 0;
+  const count = () => {
+    if (opts.maxEntries !== undefined && ++made > opts.maxEntries) {
+      throw new KilnError('limit_exceeded', `The image's filesystem has more than ${opts.maxEntries} entries (files, directories, links; sdk.maxImageEntries)`);
+    }
+  };
   const code = (e: unknown) => (e as NodeJS.ErrnoException).code;
 
   /** Makes sure every parent of `parts` is a real directory inside root; returns false when one is not. */
@@ -101,6 +113,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
       if (dirs.has(rel)) continue;
       const abs = path.join(root, rel);
       try {
+        count();
         fs.mkdirSync(abs, { mode: 0o755 });
         stats.dirs++;
         account(BLOCK);
@@ -154,6 +167,7 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
     const h = entry.header;
     const capRecord = scanner.capabilityOf(stats.entries);
     stats.entries++;
+    count();
     const name = h.name;
     let cap = capRecord?.value;
     if (capRecord && capRecord.name !== name) {

@@ -9,8 +9,11 @@ import { installAppService, resetSshHostKeys, type AppBootCheck, type ImageRunti
 import { ensureBase, mirrorUrls, type BaseImage } from './base.js';
 import { checkBootable, type BootCheck } from './bootable.js';
 import { bootTest, type BootTestResult } from './boot-test.js';
+import { sweepBuildCgroups } from './cgroup.js';
 import { buildTag, contextDigest, dockerBuild, type BuildSettings } from './docker-build.js';
 import { imageInfo } from './docker-util.js';
+import { enterEngine, KILN_CACHE, type EngineLock } from './engine-cache.js';
+import { verifyEngineGuard } from './engine-guard.js';
 import { exportRootfs } from './export.js';
 import type { ExtractStats } from './extract.js';
 import { finishRootfs } from './finish.js';
@@ -84,7 +87,10 @@ export function bootPackages(os: Record<string, string>, need: { kernel: boolean
   return undefined;
 }
 
-/** The layer that installs Debian packages on top of a built image (the bootable layer, live-boot for the ISO). */
+/**
+ * The layer that installs Debian packages on top of a built image (the bootable layer, live-boot for the ISO). `from`
+ * is the image's id, not a tag: the layer builds on exactly the image that was checked (no ONBUILD triggers).
+ */
 function aptLayer(from: string, pkgs: string[]): { dockerfileText: string; buildArgs: Record<string, string> } {
   return {
     dockerfileText: `FROM ${from}\nUSER root\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${pkgs.join(' ')} && apt-get clean && rm -rf /var/lib/apt/lists/*\n`,
@@ -101,6 +107,31 @@ async function prepareTree(root: string, runtime: ImageRuntimeConfig, rep: Repor
   const app = await installAppService(root, runtime, rep);
   if (app) notes.push(app.note);
   return { notes, appBoot: app?.boot };
+}
+
+/**
+ * The engine runs a base image's ONBUILD triggers in whatever builds on it: Kiln's own layers (bootable, live ISO)
+ * would run the built image's triggers, which no policy saw where they fire. Such an image is refused.
+ */
+export function refuseOnBuild(config: { OnBuild?: string[] | null } | undefined): void {
+  const triggers = config?.OnBuild ?? [];
+  if (!triggers.length) return;
+  throw new KilnError('policy_violation', `The built image declares ONBUILD triggers (${triggers.map((t) => JSON.stringify(t.slice(0, 80))).join(', ')}); ` +
+    'Kiln builds its own layers on the image (the bootable layer, the live ISO), where they would run: remove ONBUILD from the final stage');
+}
+
+/**
+ * Before anything reaches the engine: leftovers of dead builds go, the engine must be guarded (sdk.engineGuard), the
+ * layer cache is pruned, and the engine's lock is taken for this build (engine-cache.ts). Returns the lock.
+ */
+async function enterEngineStage(deps: SdkDeps, rep: Reporter): Promise<EngineLock> {
+  const s = deps.settings;
+  const swept = await sweepBuildCgroups().catch(() => [] as string[]);
+  if (swept.length) rep.log(`[kiln] removed ${swept.length} empty build cgroup(s) left by builds whose SDK is gone`);
+  rep.log(`[kiln] ${s.engineGuard === 'verify' ? await verifyEngineGuard(deps.docker) : 'engine guard not verified (sdk.engineGuard=off)'}`);
+  const entered = await enterEngine(deps.docker, { budgetBytes: s.imageCacheMb * 2 ** 20, maxAgeMs: s.imageCacheHours * 3_600_000, selector: KILN_CACHE });
+  rep.log(`[kiln] ${entered.note}`);
+  return entered.lock;
 }
 
 function missingParts(c: BootCheck): string[] {
@@ -134,6 +165,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   let error: BuildResult['error'];
   let rootfsRemoval: Promise<void> | undefined;
   let trees: TreeStaging | undefined;
+  let engineLock: EngineLock | undefined;
   const egress = { subnet: s.buildSubnet, allow: s.egressAllow, rules: s.egressRules, mirrors: mirrorUrls(s) };
   const buildSettings: BuildSettings = { network: s.buildNetwork, egress, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, maxDiskBytes: s.maxBuildDiskMb * 2 ** 20, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
 
@@ -152,6 +184,8 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const dockerfileSha256 = await sha256File(o.dockerfile);
     const contextSha256 = o.contextTar ? await contextDigest(o.contextTar).catch(() => { throw new KilnError('invalid_input', 'The build context does not exist or cannot be read'); }) : undefined;
 
+    engineLock = await rep.stage('engine', 4, 'engine guard, layer cache', () => enterEngineStage(deps, rep));
+
     const bases: BaseImage[] = await rep.stage('base', 5, `base images: ${policy.bases.join(', ') || 'none'}`, async () => {
       const out: BaseImage[] = [];
       for (const b of policy.bases) out.push(await ensureBase(deps.docker, b, { mirror: s.mirror, devuanMirror: s.devuanMirror, devuanKeyring: s.devuanKeyring, snapshot: s.snapshot }, work, rep));
@@ -162,16 +196,17 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const built = await rep.stage('build', 10, 'building the Dockerfile', () => dockerBuild(deps.docker, req, buildTag(req, contextSha256 ?? ''), buildSettings, rep));
     rep.log(`[kiln] built image ${built.id} (${built.tag})`);
     const builtInfo = await imageInfo(deps.docker, built.id);
+    refuseOnBuild(builtInfo?.Config);
     const runtime = (builtInfo?.Config ?? {}) as ImageRuntimeConfig;
 
-    const staged = await treeStaging(work, builtInfo?.Size ?? 0);
+    const staged = await treeStaging(work, builtInfo?.Size ?? 0, s.maxImageEntries);
     trees = staged;
     rep.log(`[kiln] ${staged.note}`);
     const rootDir = path.join(staged.dir, 'rootfs');
     const maxBytes = s.maxImageMb * 2 ** 20;
+    const limits = { maxBytes, maxEntries: s.maxImageEntries };
     let imageId = built.id;
-    let imageTag = built.tag;
-    let stats: ExtractStats = await rep.stage('export', 45, 'exporting the filesystem', () => exportRootfs(deps.docker, imageId, rootDir, maxBytes, rep));
+    let stats: ExtractStats = await rep.stage('export', 45, 'exporting the filesystem', () => exportRootfs(deps.docker, imageId, rootDir, limits, rep));
     let check = await checkBootable(rootDir);
 
     const missing = missingParts(check);
@@ -187,12 +222,11 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         const note = `the image had no ${missing.map((m) => m.replace(/^an? /, '')).join('/')}: Kiln added ${pkgs.join(', ')} in an extra layer`;
         rep.log(`[kiln] bootable: ${note}`);
         notes.push(note);
-        const layer = aptLayer(built.tag, pkgs);
+        const layer = aptLayer(built.id, pkgs);
         const extra = await dockerBuild(deps.docker, layer, buildTag(layer, 'bootable'), buildSettings, rep);
         imageId = extra.id;
-        imageTag = extra.tag;
         await fsp.rm(rootDir, { recursive: true, force: true });
-        stats = await exportRootfs(deps.docker, imageId, rootDir, maxBytes, rep);
+        stats = await exportRootfs(deps.docker, imageId, rootDir, limits, rep);
         check = await checkBootable(rootDir);
         const still = missingParts(check);
         if (still.length) throw new KilnError('build_failed', `Even after adding ${pkgs.join(', ')} the image lacks ${still.join(' and ')}`);
@@ -227,10 +261,10 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     let iso: { uefi: boolean } | undefined;
     if (formats.includes('iso')) {
       await rep.stage('iso', 59, 'making the live ISO (adds live-boot in a layer of its own)', async () => {
-        const live = aptLayer(imageTag, ['live-boot']);
+        const live = aptLayer(imageId, ['live-boot']);
         const liveImg = await dockerBuild(deps.docker, live, buildTag(live, 'live'), buildSettings, rep);
         const liveRoot = path.join(staged.dir, 'liveroot');
-        await exportRootfs(deps.docker, liveImg.id, liveRoot, maxBytes, rep);
+        await exportRootfs(deps.docker, liveImg.id, liveRoot, limits, rep);
         await prepareTree(liveRoot, runtime, rep);
         // live-boot mounts the root (an overlay on the squashfs): no fstab entry for it.
         await writeFileIn(liveRoot, '/etc/fstab', '# Live system: live-boot mounts the root filesystem.\n');
@@ -245,6 +279,10 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         notes.push('image.iso is a live system: the same image plus live-boot, root on a squashfs');
       });
     }
+
+    // The engine's part is over: a prune may run again (engine-cache.ts).
+    await engineLock.release();
+    engineLock = undefined;
 
     const rawPath = formats.includes('raw') ? path.join(outDir, 'image.raw') : path.join(work, 'image.raw');
     const layout: DiskLayout = await rep.stage('disk', 60, 'assembling the disk image', async () => {
@@ -363,6 +401,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     rep.log(`[kiln] FAILED (${error.code}): ${error.message}`);
     if (ke.detail !== undefined && ke.code !== 'internal') rep.log(`[kiln] detail: ${JSON.stringify(ke.detail).slice(0, 4000)}`);
   } finally {
+    await engineLock?.release();
     await rootfsRemoval;
     await trees?.remove();
     await fsp.rm(work, { recursive: true, force: true }).catch(() => undefined);

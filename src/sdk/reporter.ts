@@ -6,16 +6,22 @@ import { createWriteStream, type WriteStream } from 'node:fs';
  */
 export const PROGRESS_PREFIX = '##kiln ';
 
+/** Room past the cap for the SDK's own lines (the failure and its reason). */
+const OWN_RESERVE = 16 * 1024;
+
 export interface StageTiming { name: string; seconds: number }
 
 /**
  * The SDK's voice: human log lines go to stdout and to DIR/build.log; progress events go to stdout only, one JSON
  * object per line, so whoever runs the SDK (local backend, Jenkins) can turn them into a progress bar. The log is
- * capped (sdk.logCapBytes): past the cap, `onCapExceeded` fires once and further lines are dropped.
+ * capped (sdk.logCapBytes): past the cap, `onCapExceeded` fires once (the build is aborted), a "log truncated" line
+ * says so, and further output of the build is dropped; the SDK's own lines (`log`, not `output`) still go in, up to
+ * a small reserve, so the log ends with why the build stopped.
  */
 export class Reporter {
   private file: WriteStream | undefined;
   private written = 0;
+  private reserveUsed = 0;
   private capHit = false;
   readonly stages: StageTiming[] = [];
 
@@ -29,24 +35,37 @@ export class Reporter {
     if (logPath) this.file = createWriteStream(logPath, { flags: 'w', mode: 0o644 });
   }
 
-  /** One or more human lines (text from a build is passed through, with control characters other than TAB removed). */
+  /** The SDK's own lines. */
   log(text: string): void {
+    this.write(text, true);
+  }
+
+  /** Text from a build or a tool (control characters other than TAB removed; it cannot pass for the SDK's lines). */
+  output(text: string): void {
+    this.write(text, false);
+  }
+
+  private write(text: string, own: boolean): void {
     const clean = text.replace(/\r\n?/g, '\n').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
     const lines = clean.split('\n');
     if (lines.at(-1) === '') lines.pop();
     for (const line of lines) {
-      // A build could print our own prefix to fake progress; escape it so only the SDK emits events.
-      const safe = line.startsWith(PROGRESS_PREFIX) ? ' ' + line : line;
+      // A build could print our own prefixes to fake progress or the SDK's lines; escape them.
+      const safe = line.startsWith(PROGRESS_PREFIX) || (!own && line.startsWith('[kiln]')) ? ' ' + line : line;
       const buf = safe + '\n';
-      if (this.written + buf.length > this.capBytes) {
+      if (this.capHit || this.written + buf.length > this.capBytes) {
         if (!this.capHit) {
           this.capHit = true;
-          const msg = `[kiln] log cap of ${this.capBytes} bytes reached; further output dropped\n`;
+          const msg = `[kiln] log truncated: it reached the cap of ${this.capBytes} bytes (sdk.logCapBytes); the build's further output is dropped\n`;
           this.file?.write(msg);
           this.out(msg);
           this.onCapExceeded?.();
         }
-        return;
+        if (!own || this.reserveUsed + buf.length > OWN_RESERVE) continue;
+        this.reserveUsed += buf.length;
+        this.file?.write(buf);
+        this.out(buf);
+        continue;
       }
       this.written += buf.length;
       this.file?.write(buf);

@@ -10,32 +10,44 @@ import path from 'node:path';
  * /tmp against 4.1-5.5 s into /dev/shm, mkfs.ext4 -d 1.8-2.1 s against 1.3-1.5 s). So the trees go to a tmpfs
  * when there is room for twice the image (the tree, plus the bootable or live layer's tree beside it) and the
  * machine keeps headroom; otherwise, or for a large image, next to the other staging files on disk.
+ *
+ * Room means inodes too: a tree of empty files, short symlinks or hard links takes no blocks, but each entry takes an
+ * inode of the tmpfs and about a KiB of memory. How many entries an image has is only known while extracting, so the
+ * tmpfs must hold twice the most the extraction allows (sdk.maxImageEntries), in inodes and in memory.
  */
 
 const TMPFS_MAGIC = 0x01021994;
 const SHM = '/dev/shm';
 const MEM_HEADROOM = 2 ** 30;
+/** Kernel memory one tmpfs entry costs (inode and dentry), rounded up. */
+const ENTRY_BYTES = 1024;
 
 export interface TmpfsRoom {
   /** Bytes free on the tmpfs, or undefined when there is no usable tmpfs. */
   tmpfsFree?: number;
+  /** Inodes free on the tmpfs. */
+  tmpfsFreeInodes?: number;
   /** Memory the kernel says is available (os.freemem: MemAvailable). */
   memAvailable: number;
 }
 
-/** True when `imageBytes` (the engine's size of the image) may go to the tmpfs. Pure, for the tests. */
-export function fitsInMemory(imageBytes: number, room: TmpfsRoom): boolean {
+/**
+ * True when `imageBytes` (the engine's size of the image), in trees of at most `maxEntries` entries each, may go to
+ * the tmpfs. Pure, for the tests.
+ */
+export function fitsInMemory(imageBytes: number, maxEntries: number, room: TmpfsRoom): boolean {
   if (room.tmpfsFree === undefined || !(imageBytes > 0)) return false;
-  return room.tmpfsFree >= 2 * imageBytes + 256 * 2 ** 20 && room.memAvailable >= 2 * imageBytes + MEM_HEADROOM;
+  const entries = 2 * maxEntries;
+  return room.tmpfsFree >= 2 * imageBytes + 256 * 2 ** 20 && (room.tmpfsFreeInodes ?? 0) >= entries &&
+    room.memAvailable >= 2 * imageBytes + entries * ENTRY_BYTES + MEM_HEADROOM;
 }
 
 function shmRoom(): TmpfsRoom {
-  let tmpfsFree: number | undefined;
   try {
     const st = statfsSync(SHM);
-    if (st.type === TMPFS_MAGIC) tmpfsFree = st.bavail * st.bsize;
+    if (st.type === TMPFS_MAGIC) return { tmpfsFree: st.bavail * st.bsize, tmpfsFreeInodes: st.ffree, memAvailable: os.freemem() };
   } catch { /* no /dev/shm: disk it is */ }
-  return { tmpfsFree, memAvailable: os.freemem() };
+  return { memAvailable: os.freemem() };
 }
 
 export interface TreeStaging {
@@ -47,15 +59,15 @@ export interface TreeStaging {
 }
 
 /** A directory for the image's trees: on the tmpfs when the image fits (see above), else `work` itself. */
-export async function treeStaging(work: string, imageBytes: number, room: TmpfsRoom = shmRoom()): Promise<TreeStaging> {
+export async function treeStaging(work: string, imageBytes: number, maxEntries: number, room: TmpfsRoom = shmRoom()): Promise<TreeStaging> {
   const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
-  if (fitsInMemory(imageBytes, room)) {
+  if (fitsInMemory(imageBytes, maxEntries, room)) {
     try {
       const dir = await fsp.mkdtemp(path.join(SHM, 'kiln-sdk-tree-'));
       await fsp.chmod(dir, 0o700);
       return {
         dir,
-        note: `staging the file tree in memory (${SHM}: image ${mib(imageBytes)}, ${mib(room.tmpfsFree!)} free)`,
+        note: `staging the file tree in memory (${SHM}: image ${mib(imageBytes)}, ${mib(room.tmpfsFree!)} and ${room.tmpfsFreeInodes} inodes free)`,
         remove: () => fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined),
       };
     } catch { /* fall back to disk */ }

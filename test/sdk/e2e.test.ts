@@ -202,23 +202,35 @@ describe('kiln sdk build failures', () => {
     expect(await fsp.readFile(path.join(out, 'build.log'), 'utf8')).toContain('kiln-failing-step');
   });
 
-  it('limits: build timeout, log cap; SIGTERM cancels and still writes result.json', async () => {
+  it('case 42: a RUN that sleeps past sdk.buildTimeoutSeconds is killed at the timeout; the state says timeout', async () => {
     const slow = path.join(t.dir, 'Dockerfile.slow');
-    await fsp.writeFile(slow, 'FROM debian:bookworm\nRUN echo kiln-slow-step-$RANDOM && sleep 120\n');
+    await fsp.writeFile(slow, 'FROM debian:bookworm\nRUN echo kiln-slow-step-$RANDOM && sleep 100000\n');
     const r1 = await kilnRun(['sdk', 'build', '--dockerfile', slow, '--out', path.join(t.dir, 'o-timeout')], { KILN_SDK_BUILD_TIMEOUT_SECONDS: '5' });
     expect(r1.code).toBe(1);
     const res1 = JSON.parse(await fsp.readFile(path.join(t.dir, 'o-timeout/result.json'), 'utf8'));
     expect(res1.error).toMatchObject({ code: 'timeout' });
     expect(res1.error.message).toMatch(/limit of 5 s/);
+  }, 300_000);
 
+  it('case 51: a build printing far past sdk.logCapBytes is aborted at the cap; the log ends with "truncated" and why', async () => {
     const loud = path.join(t.dir, 'Dockerfile.loud');
-    await fsp.writeFile(loud, 'FROM debian:bookworm\nRUN echo $RANDOM && seq 1 200000\n');
+    // ~14 MB of output against a 20 kB cap.
+    await fsp.writeFile(loud, 'FROM debian:bookworm\nRUN echo $RANDOM && seq 1 2000000 && echo kiln-loud-end\n');
     const r2 = await kilnRun(['sdk', 'build', '--dockerfile', loud, '--out', path.join(t.dir, 'o-loud')], { KILN_SDK_LOG_CAP_BYTES: '20000' });
     expect(r2.code).toBe(1);
     const res2 = JSON.parse(await fsp.readFile(path.join(t.dir, 'o-loud/result.json'), 'utf8'));
     expect(res2.error.code).toBe('limit_exceeded');
-    expect(statSync(path.join(t.dir, 'o-loud/build.log')).size).toBeLessThan(22_000);
+    const log = await fsp.readFile(path.join(t.dir, 'o-loud/build.log'), 'utf8');
+    expect(log.length).toBeLessThan(22_000);
+    expect(log).not.toMatch(/^kiln-loud-end$/m); // the RUN line itself, echoed by the engine, holds the word
+    const tail = log.split('\n').filter(Boolean).slice(-6).join('\n');
+    expect(tail).toContain('[kiln] log truncated: it reached the cap of 20000 bytes (sdk.logCapBytes)');
+    expect(tail).toMatch(/\[kiln\] FAILED \(limit_exceeded\): .*log size limit/);
+    expect(tail).toMatch(/\[kiln\] build failed$/);
+  }, 300_000);
 
+  it('SIGTERM cancels and still writes result.json', async () => {
+    const slow = path.join(t.dir, 'Dockerfile.slow');
     const out3 = path.join(t.dir, 'o-cancel');
     const p = spawn(kiln, ['sdk', 'build', '--dockerfile', slow, '--out', out3], { stdio: ['ignore', 'pipe', 'pipe'] });
     let seen = '';

@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
@@ -8,6 +8,7 @@ import { assembleDisk, planDisk } from '../../src/sdk/disk.js';
 import { extractRootfs, type ExtractStats } from '../../src/sdk/extract.js';
 import { finishRootfs } from '../../src/sdk/finish.js';
 import { Reporter } from '../../src/sdk/reporter.js';
+import { isKilnError } from '../../src/shared/errors.js';
 import { run } from '../../src/shared/subprocess.js';
 import { listTree, tempDir } from '../helpers/tmp.js';
 
@@ -26,6 +27,9 @@ async function makeTar(entries: [H, (string | Buffer)?][]): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+
+// A file the hostile tar tries to write at the host's root, through a symlink to `/`.
+const rootProbe = `/kiln-extract-probe-${process.pid}-${Date.now()}`;
 
 describe('safe extraction of a hostile image', () => {
   const t = tempDir('kiln-sdk-extract-');
@@ -48,6 +52,9 @@ describe('safe extraction of a hostile image', () => {
       [{ name: 'etc', type: 'symlink', linkname: outside }],
       [{ name: 'etc/passwd', type: 'file' }, 'root::0:0::/:/bin/sh\n'],
       [{ name: 'etc/sub/', type: 'directory' }],
+      // `/etc -> /`: the same through a link to the host's root.
+      [{ name: 'hostroot', type: 'symlink', linkname: '/' }],
+      [{ name: `hostroot${rootProbe}`, type: 'file' }, 'x'],
       // A relative symlink climbing out, then a file through it.
       [{ name: 'rel', type: 'symlink', linkname: '../../outside' }],
       [{ name: 'rel/planted', type: 'file' }, 'x'],
@@ -87,13 +94,14 @@ describe('safe extraction of a hostile image', () => {
     expect(listTree(t.dir).filter((p) => !p.startsWith('stage') && !p.startsWith('outside'))).toEqual([]);
   });
 
-  it('refuses ../ names, writes through symlinks and outside hard links, skips devices', () => {
+  it('case 44: refuses ../ names, writes through symlinks (to /, or out of the tree) and outside hard links, skips devices', () => {
     const reasons = Object.fromEntries(stats.skipped.map((s) => [s.name, s.reason]));
-    expect(Object.keys(reasons).sort()).toEqual(['../escape-dotdot', 'a/../../escape-nested', 'dev/mem', 'dev/sda', 'etc/passwd', 'etc/sub/', 'fifo', 'hl-abs', 'hl-up', 'rel/planted'].sort());
+    expect(Object.keys(reasons).sort()).toEqual(['../escape-dotdot', 'a/../../escape-nested', 'dev/mem', 'dev/sda', 'etc/passwd', 'etc/sub/', 'fifo', 'hl-abs', 'hl-up', 'rel/planted', `hostroot${rootProbe}`].sort());
+    expect(existsSync(rootProbe)).toBe(false);
     expect(reasons['etc/passwd']).toMatch(/not a directory/);
   });
 
-  it('keeps symlinks verbatim, replaces (never follows) links, keeps setuid inside', async () => {
+  it('case 44: keeps symlinks verbatim, replaces (never follows) links, keeps setuid inside the 0700 staging dir', async () => {
     expect(await fsp.readlink(path.join(root, 'etc'))).toBe(outside);
     expect(await fsp.readFile(path.join(root, 'swap'), 'utf8')).toBe('second');
     expect((await fsp.lstat(path.join(root, 'swap'))).isFile()).toBe(true);
@@ -123,7 +131,7 @@ describe('safe extraction of a hostile image', () => {
     expect(await fsp.readFile(path.join(outside, 'secret'), 'utf8')).toBe('host secret\n');
   });
 
-  it('assembles a disk from the hostile tree without touching the host', async () => {
+  it('case 44: assembles a disk from the hostile tree without touching the host (no mount, no device node)', async () => {
     const kernel = path.join(t.dir, 'k');
     await fsp.writeFile(kernel, 'fake kernel');
     const layout = planDisk({ rootBytes: stats.blockBytes, entries: stats.entries, bootPayloadBytes: 11 });
@@ -133,6 +141,38 @@ describe('safe extraction of a hostile image', () => {
     // The root filesystem holds the symlink as a symlink (debugfs reads the image; nothing is mounted).
     const r = await run('debugfs', ['-R', 'stat /etc', `${out}?offset=${layout.root.startSector * 512}`], { timeoutMs: 30_000 });
     expect(r.stdout + r.stderr).toMatch(/Type: symlink/);
+    const dev = await run('debugfs', ['-R', 'ls -l /dev', `${out}?offset=${layout.root.startSector * 512}`], { timeoutMs: 30_000 });
+    expect(dev.stdout).not.toMatch(/\bsda\b|\bmem\b/);
+    expect(existsSync(rootProbe)).toBe(false);
+  });
+});
+
+describe('finding 7: entries count, not only bytes', () => {
+  const t = tempDir('kiln-sdk-entries-');
+  afterAll(() => t.cleanup());
+
+  it('refuses a tar of many empty entries (files, short symlinks, hard links, implied directories) past the limit, with a clear error', async () => {
+    // 0 bytes of data each: under any byte limit, but each an inode of the staging tmpfs.
+    const entries: [H, (string | Buffer)?][] = [[{ name: 'f0', type: 'file' }]];
+    for (let i = 1; i <= 12_000; i++) {
+      const kind = i % 4;
+      if (kind === 0) entries.push([{ name: `e/f${i}`, type: 'file' }]);
+      else if (kind === 1) entries.push([{ name: `s/l${i}`, type: 'symlink', linkname: 'x' }]);
+      else if (kind === 2) entries.push([{ name: `h/h${i}`, type: 'link', linkname: 'f0' }]);
+      else entries.push([{ name: `d/${i}/a/b/c`, type: 'file' }]);
+    }
+    const tar = await makeTar(entries);
+    const root = path.join(t.dir, 'root');
+    const err = await extractRootfs(Readable.from(tar), root, { maxBytes: 2 ** 30, maxEntries: 10_000 }).then(() => undefined, (e: unknown) => e);
+    expect(isKilnError(err, 'limit_exceeded')).toBe(true);
+    expect((err as Error).message).toBe("The image's filesystem has more than 10000 entries (files, directories, links; sdk.maxImageEntries)");
+    // It stopped at the limit: what was made before is at most that many inodes.
+    expect(listTree(root).length).toBeLessThanOrEqual(10_000);
+    // The same tree under a higher limit goes through: the limit, not the kinds of entries, refused it.
+    const ok = await extractRootfs(Readable.from(tar), path.join(t.dir, 'ok'), { maxBytes: 2 ** 30, maxEntries: 30_000 });
+    expect(ok.hardlinks).toBe(3000);
+    expect(ok.symlinks).toBe(3000);
+    expect(ok.dataBytes).toBe(0);
   });
 });
 

@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp, readdirSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runSdkBuild } from '../helpers/sdk.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
@@ -27,15 +27,11 @@ async function build(name: string, dockerfile: string, env: Record<string, strin
   await fsp.writeFile(df, dockerfile);
   const out = path.join(t.dir, name);
   const before = staging();
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw,qcow2'], { env: { ...process.env, ...env }, stdio: 'ignore' });
-    p.on('error', reject);
-    p.on('close', resolve);
-  });
+  const { code, result, log } = await runSdkBuild(df, out, { format: 'raw,qcow2', env });
   return {
     code,
-    result: JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8')),
-    log: await fsp.readFile(path.join(out, 'build.log'), 'utf8'),
+    result: result as Outcome['result'],
+    log,
     outFiles: readdirSync(out).sort(),
     newStaging: [...staging()].filter((n) => !before.has(n)),
   };
@@ -58,7 +54,7 @@ describe('SDK limits from config', () => {
     expect(o.log).toContain('kiln-mem-step');
   }, 300_000);
 
-  it('processes: a RUN step cannot start more than sdk.pidsLimit processes, and the per-build cgroup is removed', async () => {
+  it('case 40: processes: a RUN step cannot start more than sdk.pidsLimit processes, and the per-build cgroup is removed', async () => {
     // Only this build's cgroup counts: one left by an earlier test's cancelled build is not this build's.
     const buildGroups = () => (existsSync('/sys/fs/cgroup/pids/kiln') ? readdirSync('/sys/fs/cgroup/pids/kiln').filter((n) => n.startsWith('build-')) : []);
     const before = new Set(buildGroups());
@@ -71,7 +67,7 @@ describe('SDK limits from config', () => {
     expect(buildGroups().filter((n) => !before.has(n))).toEqual([]);
   }, 300_000);
 
-  it('a fork bomb stays inside its build: the host process count stays bounded and the build fails', async () => {
+  it('case 40: a fork bomb stays inside its build: the host process count stays bounded and the build fails', async () => {
     const count = () => readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
     const baseline = count();
     let peak = baseline;
@@ -89,7 +85,7 @@ describe('SDK limits from config', () => {
     expect(peak - baseline).toBeLessThan(100 + 60);
   }, 300_000);
 
-  it('disk: a RUN step that writes more than sdk.maxBuildDiskMb is stopped, and the space comes back', async () => {
+  it('case 41: disk: a RUN step that writes more than sdk.maxBuildDiskMb is stopped, and the space comes back', async () => {
     const free = () => { const st = statfsSync('/var/lib/docker'); return st.bavail * st.bsize; };
     const before = free();
     const o = await build('disk', `FROM debian:bookworm\nRUN echo kiln-disk ${Date.now()}; dd if=/dev/zero of=/big bs=1M count=6000 status=none; echo kiln-wrote-all\n`,
@@ -111,6 +107,13 @@ describe('SDK limits from config', () => {
     expect(o.log).toContain('kiln-test-offline');
     expect(o.result.error.message).toMatch(/non-zero code: 7/);
     expect(o.result.error.message).toContain('sdk.buildNetwork is none');
+  }, 300_000);
+
+  it('entries: a filesystem of more entries than sdk.maxImageEntries (empty files cost no bytes) stops the export, nothing left behind', async () => {
+    const o = await build('entries', `FROM debian:bookworm\nRUN echo kiln-entries ${Date.now()} && mkdir /many && cd /many && seq 1 30000 | xargs touch\n`,
+      { KILN_SDK_MAX_IMAGE_ENTRIES: '20000' });
+    expectCleanFailure(o, 'limit_exceeded');
+    expect(o.result.error.message).toBe("The image's filesystem has more than 20000 entries (files, directories, links; sdk.maxImageEntries)");
   }, 300_000);
 
   it('image size: a filesystem over sdk.maxImageMb stops the export', async () => {

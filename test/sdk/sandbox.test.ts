@@ -197,7 +197,7 @@ describe('the filtered build network (real engine and iptables)', () => {
     }
   }, 600_000);
 
-  it('checklist 43: WORKDIR /proc/self/fd/N reads no host file (the runtime is patched; the policy refuses it too)', async () => {
+  it('case 43: WORKDIR /proc/self/fd/N reads no host file (the runtime is patched; the policy refuses it too)', async () => {
     // The secret sits in a host directory no container has mounted; through a leaked host descriptor (the cgroup
     // directory of runc's parent) ../../../.. would reach the host's / and the file.
     const secret = `kiln-host-secret-${randomBytes(8).toString('hex')}`;
@@ -215,7 +215,7 @@ describe('the filtered build network (real engine and iptables)', () => {
     expect(results).toHaveLength(8);
   }, 600_000);
 
-  it('checklist 39: a RUN that calls an internal service (like `curl http://jenkins:8080`) fails the build, nothing reaches it', async () => {
+  it('case 39: a RUN that calls an internal service (like `curl http://jenkins:8080`) fails the build, nothing reaches it', async () => {
     const nonce = randomBytes(6).toString('hex');
     const r = await build(`FROM debian:bookworm\nRUN echo steal-${nonce} && exec 3<>/dev/tcp/${hostIp}/${port} && cat <&3\n`);
     expect(r.ok).toBe(false);

@@ -312,42 +312,62 @@ describe('misc', () => {
   it('the reporter escapes forged progress lines and enforces the log cap', () => {
     const out: string[] = [];
     let capped = 0;
-    const r = new Reporter(undefined, 60, (s) => out.push(s), () => capped++);
-    r.log('##kiln {"stage":"done","percent":100}\n\x1b[31mred\x1b[0m');
+    const r = new Reporter(undefined, 90, (s) => out.push(s), () => capped++);
+    r.output('##kiln {"stage":"done","percent":100}\n\x1b[31mred\x1b[0m');
     r.progress('build', 10.4, 'x');
-    r.log('y'.repeat(100));
-    r.log('more');
+    r.output('[kiln] build succeeded');
+    r.output('y'.repeat(100));
+    r.output('more');
+    r.log('[kiln] FAILED (limit_exceeded): why');
     expect(out[0]).toBe(' ##kiln {"stage":"done","percent":100}\n');
     expect(out[1]).toBe('red\n');
     expect(out[2]).toBe('##kiln {"stage":"build","percent":10,"message":"x"}\n');
+    // A build's line cannot pass for the SDK's.
+    expect(out[3]).toBe(' [kiln] build succeeded\n');
     expect(capped).toBe(1);
     expect(r.logCapHit).toBe(true);
+    // Past the cap: the marker, then the SDK's own lines only (the build's are dropped).
+    expect(out.slice(4)).toEqual(['[kiln] log truncated: it reached the cap of 90 bytes (sdk.logCapBytes); the build\'s further output is dropped\n', '[kiln] FAILED (limit_exceeded): why\n']);
   });
 });
 
 describe('where the file tree is staged (staging.ts)', () => {
   const GiB = 2 ** 30;
 
+  const E = 1_000_000;
+  const room = { tmpfsFree: 12 * GiB, tmpfsFreeInodes: 3_000_000, memAvailable: 20 * GiB };
+
   it('uses the tmpfs only with room for twice the image and memory to spare', () => {
-    expect(fitsInMemory(GiB / 2, { tmpfsFree: 12 * GiB, memAvailable: 20 * GiB })).toBe(true);
-    expect(fitsInMemory(GiB / 2, { tmpfsFree: undefined, memAvailable: 20 * GiB })).toBe(false);
-    expect(fitsInMemory(GiB / 2, { tmpfsFree: GiB, memAvailable: 20 * GiB })).toBe(false);
-    expect(fitsInMemory(GiB / 2, { tmpfsFree: 12 * GiB, memAvailable: 1.5 * GiB })).toBe(false);
-    expect(fitsInMemory(8 * GiB, { tmpfsFree: 12 * GiB, memAvailable: 20 * GiB })).toBe(false);
-    expect(fitsInMemory(0, { tmpfsFree: 12 * GiB, memAvailable: 20 * GiB })).toBe(false);
+    expect(fitsInMemory(GiB / 2, E, room)).toBe(true);
+    expect(fitsInMemory(GiB / 2, E, { ...room, tmpfsFree: undefined })).toBe(false);
+    expect(fitsInMemory(GiB / 2, E, { ...room, tmpfsFree: GiB })).toBe(false);
+    expect(fitsInMemory(GiB / 2, E, { ...room, memAvailable: 1.5 * GiB })).toBe(false);
+    expect(fitsInMemory(8 * GiB, E, room)).toBe(false);
+    expect(fitsInMemory(0, E, room)).toBe(false);
+  });
+
+  it('and only when its inodes, and the memory they take, hold twice the most entries an extraction allows', () => {
+    // A tree of empty files takes no blocks: bytes alone would let millions of them onto the tmpfs.
+    expect(fitsInMemory(GiB / 2, E, { ...room, tmpfsFreeInodes: 2 * E - 1 })).toBe(false);
+    expect(fitsInMemory(GiB / 2, E, { ...room, tmpfsFreeInodes: 2 * E })).toBe(true);
+    expect(fitsInMemory(GiB / 2, E, { ...room, tmpfsFreeInodes: undefined })).toBe(false);
+    // 1 GiB for the trees, 2 GiB for 2 M inodes, 1 GiB headroom.
+    expect(fitsInMemory(GiB / 2, E, { ...room, memAvailable: 3.9 * GiB })).toBe(false);
+    expect(fitsInMemory(GiB / 2, E, { ...room, memAvailable: 4 * GiB })).toBe(true);
+    expect(fitsInMemory(GiB / 2, 10 * E, room)).toBe(false);
   });
 
   it('makes a 0700 directory on /dev/shm that remove() deletes, or falls back to the work dir', async () => {
     const work = path.join(tmp.dir, 'staging-work');
     mkdirSync(work);
-    const mem = await treeStaging(work, 2 ** 20, { tmpfsFree: 12 * GiB, memAvailable: 20 * GiB });
+    const mem = await treeStaging(work, 2 ** 20, E, room);
     expect(path.dirname(mem.dir)).toBe('/dev/shm');
     expect(statSync(mem.dir).mode & 0o777).toBe(0o700);
     expect(mem.note).toContain('in memory');
     writeFileSync(path.join(mem.dir, 'f'), 'x');
     await mem.remove();
     expect(existsSync(mem.dir)).toBe(false);
-    const disk = await treeStaging(work, 2 ** 20, { tmpfsFree: undefined, memAvailable: 20 * GiB });
+    const disk = await treeStaging(work, 2 ** 20, E, { memAvailable: 20 * GiB });
     expect(disk.dir).toBe(work);
     await disk.remove();
     expect(existsSync(work)).toBe(true);

@@ -296,7 +296,7 @@ describe('a real build whose Dockerfile runs setcap', () => {
     const stage = path.join(t.dir, 'stage');
     await fsp.mkdir(stage, { mode: 0o700 });
     const root = path.join(stage, 'root');
-    const stats = await exportRootfs(docker, m.image.tag, root, 4 * 2 ** 30, new Reporter(undefined, 1 << 20, () => undefined));
+    const stats = await exportRootfs(docker, m.image.tag, root, { maxBytes: 4 * 2 ** 30, maxEntries: 1_000_000 }, new Reporter(undefined, 1 << 20, () => undefined));
     expect(await capOf(path.join(root, bin))).toBe(CAP_HEX);
     expect(stats.capabilities).toContainEqual({ name: bin.slice(1), capability: 'v2 permitted=0x2080 effective', value: CAP.toString('hex') });
     expect(stats.capabilityFailures).toBe(0);
