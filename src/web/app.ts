@@ -104,6 +104,13 @@ export function createApp(opts: AppOptions): KilnApp {
   const views = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.viewsDir ?? defaultViewsDir()), { autoescape: true, throwOnUndefined: false });
   views.addFilter('json', (v: unknown) => JSON.stringify(v));
 
+  // Only a path is a request target here. `OPTIONS *` or a bare word would skip the session middleware (outside its
+  // cookie path "/") and reach passport without a session, which throws (a 500); the absolute form, which only
+  // proxies are sent, would pass the API's JSON-or-HTML decision by its prefix. Refused first, before anything reads them.
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    if (req.url.startsWith('/')) return next();
+    next(new KilnError('bad_request', 'Bad request'));
+  });
   if (!publicUrl && !['127.0.0.1', 'localhost', '::1'].includes(config.web.host)) {
     logger.warn({ host: config.web.host }, 'web.publicUrl is not set: only loopback names (and a specific listen address) are accepted as Host');
   }

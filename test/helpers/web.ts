@@ -6,7 +6,7 @@ import type { GlueClient } from '../../src/web/glue-client/types.js';
 import { startReconciler, startWeb, type StartWebOptions } from '../../src/web/index.js';
 import { MemoryGlue } from './memory-glue.js';
 import { tempDir } from './tmp.js';
-import { startTestGlue, type TestGlue } from './glue.js';
+import { startTestGlue, type TestGlue, type TestGlueOptions } from './glue.js';
 
 /**
  * The glue the web route tests talk to. ONE place: swap this for the real SSH glue (test/helpers/glue.ts) when a
@@ -38,7 +38,7 @@ interface TestWebOptions {
   /** A migrated database to use instead of a fresh SQLite file (e.g. PostgreSQL); the caller drops it. */
   db?: Db;
   /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
-  realGlue?: true | { sdkCommand?: string[] };
+  realGlue?: true | Pick<TestGlueOptions, 'sdkCommand' | 'concurrency'>;
   logger?: Logger;
   /** Run the background reconciler (dispatch, refresh, artifact verification) every this many seconds, as `kiln web` does. */
   reconcileSeconds?: number;
@@ -72,10 +72,10 @@ export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<G
 
 /** fetch with a cookie jar and helpers for forms carrying the CSRF token. Redirects are not followed. */
 export class HttpClient {
-  readonly jar = new Map<string, string>();
   /** Raw Set-Cookie headers of the last response. */
   lastSetCookie: string[] = [];
-  constructor(readonly base: string) {}
+  /** `jar` may be shared by clients of one user on several web instances (one session on one database). */
+  constructor(readonly base: string, readonly jar = new Map<string, string>()) {}
 
   cookieHeader(): string {
     return [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
