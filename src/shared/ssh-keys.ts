@@ -1,4 +1,4 @@
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import ssh2, { type ParsedKey } from 'ssh2';
@@ -80,6 +80,9 @@ function sshString(b: Buffer | string): Buffer {
   return Buffer.concat([len, body]);
 }
 
+/** PKCS#8 v1 for Ed25519 (RFC 8410) up to the 32-byte seed that follows it. */
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
 /**
  * A new ed25519 key pair in OpenSSH's unencrypted private key format (PROTOCOL.key).
  *
@@ -88,9 +91,13 @@ function sshString(b: Buffer | string): Buffer {
  * and CI fail, by chance.
  */
 export function generateEd25519(comment = ''): { private: string; public: string } {
-  const jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
-  const seed = Buffer.from(jwk.d!, 'base64url');
-  const pub = Buffer.from(jwk.x!, 'base64url');
+  // The seed is 32 random bytes (RFC 8032); node:crypto derives the public key from it. Not generateKeyPairSync +
+  // export('jwk'): Node 20's JWK export holds the key's mutex while allocating, a GC there runs the finished
+  // KeyGenJob's destructor, which takes the same mutex, and the thread deadlocks on itself (seen in CI).
+  const seed = randomBytes(32);
+  const spki = createPublicKey(createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' }))
+    .export({ format: 'der', type: 'spki' });
+  const pub = spki.subarray(spki.length - 32);
   const blob = Buffer.concat([sshString('ssh-ed25519'), sshString(pub)]);
   const check = randomBytes(4);
   let priv = Buffer.concat([check, check, blob, sshString(Buffer.concat([seed, pub])), sshString(comment)]);
