@@ -379,7 +379,12 @@ export class Engine {
           const child = spawn(argv[0]!, argv.slice(1), { cwd: ws, env: this.env(job, build, ws, this.baseUrl), detached: true, stdio: ['ignore', logFd, logFd] });
           r.child = child;
           child.on('error', () => resolve(127));
-          child.on('exit', (c, sig) => resolve(sig ? 128 : c));
+          child.on('exit', (c, sig) => {
+            // Jenkins' ProcessTreeKiller: what a step leaves running when it ends (children of a killed shell, a
+            // daemon it started) is killed with it, so it cannot write into the next build's workspace.
+            if (child.pid) { try { process.kill(-child.pid, 'SIGKILL'); } catch { /* group already gone */ } }
+            resolve(sig ? 128 : c);
+          });
         });
         r.child = undefined;
         rmSync(script, { force: true });
