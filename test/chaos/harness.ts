@@ -19,6 +19,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rm
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../../src/shared/subprocess.js';
+import { MAX_REQUEUES, glueKey } from '../../src/web/services/requeue.js';
 import { kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { Prng } from '../helpers/prng.js';
 import { HttpClient } from '../helpers/web.js';
@@ -79,6 +80,8 @@ interface Tracked {
   seen: string[];
   reason?: string | null;
   backendBuild?: number | null;
+  /** Times the web requeued it after an interruption (API `requeues`). */
+  requeues?: number;
   cancelAsked: boolean;
   violations: string[];
 }
@@ -106,6 +109,8 @@ echo "start $$ $id" >> '${ledger}'
 if grep -q '^# fake:' "$df"; then '${fake}' "$@"; else '${kiln}' sdk build "$@"; fi
 rc=$?
 echo "end $$ rc=$rc $id" >> '${ledger}'
+# Killed by a signal: die by the same one, so the runner sees what it would see of the SDK itself.
+if [ $rc -gt 128 ] && [ $rc -lt 160 ]; then kill -$((rc - 128)) $$; fi
 exit $rc
 `);
   chmodSync(file, 0o755);
@@ -255,8 +260,9 @@ class StackRun {
     if (t.id === undefined) return;
     const r = await this.call(t.user, (c) => c.request(`/api/builds/${t.id}`, { signal: AbortSignal.timeout(60_000) }));
     if (r?.status !== 200) return;
-    const b = ((await r.json()) as { build: { state: string; reason: string | null; backendBuild: number | null } }).build;
+    const b = ((await r.json()) as { build: { state: string; reason: string | null; backendBuild: number | null; requeues?: number } }).build;
     this.observe(t, b.state, b.reason, b.backendBuild);
+    if (b.requeues) t.requeues = b.requeues;
   }
 
   /** Users press Build (new keys), now and then Cancel; unacknowledged requests are re-sent with their key. */
@@ -467,32 +473,37 @@ class StackRun {
       if (st === 'failed' && t.mode !== 'fail' && t.mode !== 'real' && !crashed && t.reason) rep.violations.push(`build ${t.id} (${t.mode}) failed for no crash-shaped reason: ${t.reason}`);
       if (st === 'succeeded' && t.mode === 'real' && this.realBuilds > 0) rep.notes.push(`real build ${t.id} succeeded`);
       if (crashed) {
-        const log = await this.fullLog(t);
-        if (RETRIED.test(`${t.reason ?? ''}\n${log}`)) rep.notes.push(`build ${t.id}: retried after a crash, then ${st}: ${t.reason}`);
+        const log = t.requeues ? '' : await this.fullLog(t);
+        if (t.requeues || RETRIED.test(`${t.reason ?? ''}\n${log}`)) rep.notes.push(`build ${t.id}: requeued after a crash, then ${st}: ${t.reason}`);
         else rep.lost.push({ stack: this.stack.name, id: t.id, key: t.key, why: `${st} by a crash${hitDirectly ? ' (its SDK or build step was killed)' : ''} and not retried: ${t.reason}` });
       }
     }
 
-    // Doubled: the backend's builds per request key, and the SDK runs per request that ended on their own.
-    const keys = new Set(acked.map((t) => t.key));
+    // Doubled: the backend's builds per request, and the SDK runs per request that ended on their own. A requeue
+    // after an interruption reaches the glue under a key derived from the request's (web requeue.ts): same request.
+    const request = new Map<string, string>();
+    for (const t of acked) for (let n = 0; n <= MAX_REQUEUES; n++) request.set(glueKey({ idempotency_key: t.key, requeues: n }), t.key);
     const byJobBuild = new Map(backend.filter((b) => b.key).map((b) => [`${b.job}#${b.build}`, b.key!]));
     const perKey = new Map<string, BackendBuild[]>();
     for (const b of backend) {
-      if (!b.key || !keys.has(b.key)) {
+      const key = b.key && request.get(b.key);
+      if (!key) {
         rep.doubled.push(`backend build ${b.job}#${b.build} (${b.state}) belongs to no acknowledged request (key ${b.key ?? 'none'})`);
         continue;
       }
-      perKey.set(b.key, [...(perKey.get(b.key) ?? []), b]);
+      perKey.set(key, [...(perKey.get(key) ?? []), b]);
     }
     for (const [key, list] of perKey) {
-      const real = list.filter((b) => b.state !== 'ABORTED' && b.state !== 'cancelled');
-      if (real.length > 1) rep.doubled.push(`request ${key}: ${real.length} backend builds (${real.map((b) => `${b.job}#${b.build} ${b.state}`).join(', ')})`);
+      // Builds cut off (lost, ABORTED) or cancelled did not run to their end: one that did is the request's build.
+      const whole = list.filter((b) => !['lost', 'ABORTED', 'cancelled'].includes(b.state));
+      if (whole.length > 1) rep.doubled.push(`request ${key}: ${whole.length} backend builds ran (${whole.map((b) => `${b.job}#${b.build} ${b.state}`).join(', ')})`);
     }
     const ledger = readLedger(this.ctx.ledger).filter((r) => r.id.includes(`cwd=${this.stack.dir}/`));
     const runs = new Map<string, LedgerRun[]>();
     for (const r of ledger) {
-      const key = ledgerKey(r, byJobBuild);
-      if (!key || !keys.has(key)) continue;
+      const glue = ledgerKey(r, byJobBuild);
+      const key = glue && request.get(glue);
+      if (!key) continue;
       runs.set(key, [...(runs.get(key) ?? []), r]);
     }
     for (const [key, list] of runs) {
