@@ -143,10 +143,14 @@ function readLedger(file: string): LedgerRun[] {
 function ledgerKey(r: LedgerRun, byJobBuild: Map<string, string>): string | undefined {
   const key = /key=(\S+)/.exec(r.id)?.[1];
   if (key) return key;
-  const out = /out=\S*\/kiln-job-(\d+)\/builds\/(\d+)\/archive/.exec(r.id);
-  if (out) return byJobBuild.get(`${out[1]}#${out[2]}`);
-  const jb = /job=(\d+) build=(\d+)/.exec(r.id);
-  return jb ? byJobBuild.get(`${jb[1]}#${jb[2]}`) : undefined;
+  const jb = ledgerJobBuild(r);
+  return jb ? byJobBuild.get(jb) : undefined;
+}
+
+/** The backend build a ledger run was for (`job#build`): from the local runner's --out path or its environment. */
+function ledgerJobBuild(r: LedgerRun): string | undefined {
+  const m = /out=\S*\/kiln-job-(\d+)\/builds\/(\d+)\/archive/.exec(r.id) ?? /job=(?:kiln-job-)?(\d+) build=(\d+)/.exec(r.id);
+  return m ? `${m[1]}#${m[2]}` : undefined;
 }
 
 /** Drives one stack: users, build requests, cancels, the observer, the killer; then quiescence and the checks. */
@@ -451,6 +455,9 @@ class StackRun {
     for (const t of this.tracked.filter((x) => x.id === undefined && !x.refused)) {
       rep.lost.push({ stack: this.stack.name, key: t.key, why: 'never acknowledged although the web came back' });
     }
+    // A requeue after an interruption reaches the glue under a key derived from the request's (web requeue.ts).
+    const request = new Map<string, string>();
+    for (const t of acked) for (let n = 0; n <= MAX_REQUEUES; n++) request.set(glueKey({ idempotency_key: t.key, requeues: n }), t.key);
     const backend = await this.stack.backendBuilds();
     const backendReason = new Map(backend.map((b) => [`${b.job}#${b.build}`, b.detail]));
     for (const t of acked) {
@@ -467,7 +474,7 @@ class StackRun {
       if (st === 'cancelled' && !t.cancelAsked) rep.violations.push(`build ${t.id} was cancelled but nobody asked (reason: ${t.reason})`);
       if (st === 'succeeded' && t.mode === 'fail') rep.violations.push(`build ${t.id} of a failing Dockerfile succeeded`);
       // Cut off by a crash: its reason says so, or this harness killed its SDK or build step.
-      const hitDirectly = rep.kills.some((k) => k.hit && ((k.hit.key !== undefined && k.hit.key === t.key)
+      const hitDirectly = rep.kills.some((k) => k.hit && ((k.hit.key !== undefined && request.get(k.hit.key) === t.key)
         || (k.hit.job === t.dfId && k.hit.build !== undefined && k.hit.build === t.backendBuild)));
       const crashed = st === 'lost' || (st === 'failed' && (hitDirectly || (t.mode !== 'fail' && CRASH_REASON.test(why))));
       if (st === 'failed' && t.mode !== 'fail' && t.mode !== 'real' && !crashed && t.reason) rep.violations.push(`build ${t.id} (${t.mode}) failed for no crash-shaped reason: ${t.reason}`);
@@ -479,11 +486,9 @@ class StackRun {
       }
     }
 
-    // Doubled: the backend's builds per request, and the SDK runs per request that ended on their own. A requeue
-    // after an interruption reaches the glue under a key derived from the request's (web requeue.ts): same request.
-    const request = new Map<string, string>();
-    for (const t of acked) for (let n = 0; n <= MAX_REQUEUES; n++) request.set(glueKey({ idempotency_key: t.key, requeues: n }), t.key);
+    // Doubled: the backend's builds per request, and the SDK runs per request that ended on their own.
     const byJobBuild = new Map(backend.filter((b) => b.key).map((b) => [`${b.job}#${b.build}`, b.key!]));
+    const backendState = new Map(backend.map((b) => [`${b.job}#${b.build}`, b.state]));
     const perKey = new Map<string, BackendBuild[]>();
     for (const b of backend) {
       const key = b.key && request.get(b.key);
@@ -507,7 +512,9 @@ class StackRun {
       runs.set(key, [...(runs.get(key) ?? []), r]);
     }
     for (const [key, list] of runs) {
-      const whole = list.filter((r) => r.rc === 0 || r.rc === 1);
+      // Ran to its end: succeeded, or failed on its own (not stopped: a stopped real SDK also exits 1, after its
+      // clean-up, and its backend build then says lost or cancelled).
+      const whole = list.filter((r) => r.rc === 0 || (r.rc === 1 && !['lost', 'ABORTED', 'cancelled'].includes(backendState.get(ledgerJobBuild(r) ?? '') ?? '')));
       if (whole.length > 1) rep.doubled.push(`request ${key}: the SDK ran to its end ${whole.length} times`);
       if (list.length > 1) rep.notes.push(`request ${key}: the SDK started ${list.length} times (${list.map((r) => `rc=${r.rc ?? 'killed'}`).join(', ')})`);
     }

@@ -53,8 +53,8 @@ export interface KillTarget {
 /** Which build a process works for: the key Jenkins exports, the local runner's job/build, or its --out path. */
 function hitOf(p: Proc): Hit {
   const key = envOf(p.pid, 'KILN_BUILD_KEY');
-  const job = envOf(p.pid, 'KILN_JOB');
-  const build = envOf(p.pid, 'KILN_BUILD');
+  const job = envOf(p.pid, 'KILN_JOB') ?? /^kiln-job-(\d+)$/.exec(envOf(p.pid, 'JOB_NAME') ?? '')?.[1];
+  const build = envOf(p.pid, 'KILN_BUILD') ?? envOf(p.pid, 'BUILD_NUMBER');
   const out = /\/kiln-job-(\d+)\/builds\/(\d+)\//.exec(p.cmdline);
   return {
     ...(key ? { key } : {}),
@@ -400,7 +400,7 @@ export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => nu
       const steps = descendants(doublePid()[0] ?? -1).filter((p) => p.ppid === doublePid()[0] && cwdOf(p.pid).startsWith(path.join(jenkinsData, 'workspace')));
       if (!steps.length) return undefined;
       const p = steps[pick(steps.length)]!;
-      const hit = { ...hitOf(p), ...(envOf(p.pid, 'BUILD_NUMBER') ? { build: Number(envOf(p.pid, 'BUILD_NUMBER')) } : {}) };
+      const hit = hitOf(p);
       return signalIfSame(p, 'SIGKILL') ? { what: `build step pid ${p.pid} (${p.cmdline.slice(0, 120)})`, hit } : undefined;
     },
   };
