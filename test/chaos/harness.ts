@@ -86,6 +86,9 @@ interface Tracked {
   violations: string[];
 }
 
+/** An HTTP answer read whole. */
+interface Answer { status: number; text: string; json<T>(): T }
+
 interface User { name: string; jar: Map<string, string>; token?: string; dockerfiles: Array<{ id: number; mode: string }> }
 
 function sleep(ms: number): Promise<void> {
@@ -177,12 +180,17 @@ class StackRun {
     return new HttpClient(this.rng.pick(this.stack.webs), u.jar);
   }
 
-  /** A request through any web that answers (a killed one refuses connections until it is back). */
-  private async call(u: User, fn: (c: HttpClient) => Promise<Response>): Promise<Response | undefined> {
+  /**
+   * A request through any web that answers, body included (a killed one refuses connections until it is back, or
+   * cuts the answer off half-way: then it counts as no answer, and the caller tries again later).
+   */
+  private async call(u: User, fn: (c: HttpClient) => Promise<Response>): Promise<Answer | undefined> {
     const webs = [...this.stack.webs].sort(() => this.rng.next() - 0.5);
     for (const base of webs) {
       try {
-        return await fn(new HttpClient(base, u.jar));
+        const r = await fn(new HttpClient(base, u.jar));
+        const text = await r.text();
+        return { status: r.status, text, json: <T>() => JSON.parse(text) as T };
       } catch {
         /* refused or cut: the next web, or later */
       }
@@ -193,7 +201,7 @@ class StackRun {
   private async token(u: User, fresh = false): Promise<string | undefined> {
     if (u.token && !fresh) return u.token;
     const r = await this.call(u, (c) => c.get('/api/csrf', { accept: 'application/json' }));
-    if (r?.status === 200) u.token = ((await r.json()) as { token: string }).token;
+    if (r?.status === 200) u.token = r.json<{ token: string }>().token;
     return u.token;
   }
 
@@ -236,7 +244,7 @@ class StackRun {
     });
     if (!r) return;
     if (r.status === 200 || r.status === 201) {
-      const b = ((await r.json()) as { build: { id: number; state: string } }).build;
+      const b = r.json<{ build: { id: number; state: string } }>().build;
       t.id = b.id;
       this.observe(t, b.state, null);
     } else if (r.status === 403) {
@@ -245,7 +253,7 @@ class StackRun {
       t.refused = 'quota';
     } else if (r.status < 500) {
       t.refused = `${r.status}`;
-      this.report.violations.push(`build request ${t.key} refused with ${r.status}: ${(await r.text()).slice(0, 200)}`);
+      this.report.violations.push(`build request ${t.key} refused with ${r.status}: ${r.text.slice(0, 200)}`);
     }
   }
 
@@ -264,7 +272,7 @@ class StackRun {
     if (t.id === undefined) return;
     const r = await this.call(t.user, (c) => c.request(`/api/builds/${t.id}`, { signal: AbortSignal.timeout(60_000) }));
     if (r?.status !== 200) return;
-    const b = ((await r.json()) as { build: { state: string; reason: string | null; backendBuild: number | null; requeues?: number } }).build;
+    const b = r.json<{ build: { state: string; reason: string | null; backendBuild: number | null; requeues?: number } }>().build;
     this.observe(t, b.state, b.reason, b.backendBuild);
     if (b.requeues) t.requeues = b.requeues;
   }
@@ -287,16 +295,27 @@ class StackRun {
         df = real;
         realLeft--;
       }
-      await this.request(this.newRequest(u, df));
+      await this.guarded('build request', () => this.request(this.newRequest(u, df)));
       if (this.rng.chance(0.08)) {
         const open = this.tracked.filter((x) => x.id !== undefined && x.mode !== 'real' && !FINAL.has(x.seen.at(-1) ?? ''));
         if (open.length) {
           const c = this.rng.pick(open);
           c.cancelAsked = true;
-          const token = await this.token(c.user);
-          await this.call(c.user, (cl) => cl.postJson(`/api/builds/${c.id}/cancel`, {}, { 'x-csrf-token': token ?? '' }));
+          await this.guarded('cancel', async () => {
+            const token = await this.token(c.user);
+            await this.call(c.user, (cl) => cl.postJson(`/api/builds/${c.id}/cancel`, {}, { 'x-csrf-token': token ?? '' }));
+          });
         }
       }
+    }
+  }
+
+  /** A user's step that went wrong on the client side (an answer that is not JSON, say) is noted, not fatal. */
+  private async guarded(what: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      this.report.notes.push(`harness: ${what}: ${(e as Error).message.slice(0, 200)}`);
     }
   }
 
@@ -310,10 +329,10 @@ class StackRun {
   private async observeLoop(): Promise<void> {
     while (this.observing) {
       await sleep(1000);
-      for (const t of this.tracked.filter((x) => x.id === undefined && !x.refused)) await this.request(t);
+      for (const t of this.tracked.filter((x) => x.id === undefined && !x.refused)) await this.guarded('build request', () => this.request(t));
       const open = this.tracked.filter((x) => x.id !== undefined && !FINAL.has(x.seen.at(-1) ?? ''));
       // A few per pass: each status view may be a glue call (through OpenSSH, a process per call).
-      for (const t of open.sort(() => this.rng.next() - 0.5).slice(0, 6)) await this.poll(t);
+      for (const t of open.sort(() => this.rng.next() - 0.5).slice(0, 6)) await this.guarded('status', () => this.poll(t));
     }
   }
 
@@ -391,10 +410,7 @@ class StackRun {
     for (;;) {
       await sleep(2000);
       const pending = this.tracked.filter((t) => !t.refused && (t.id === undefined || !FINAL.has(t.seen.at(-1) ?? '')));
-      for (const t of pending) {
-        if (t.id === undefined) await this.request(t);
-        else await this.poll(t);
-      }
+      for (const t of pending) await this.guarded('status', () => (t.id === undefined ? this.request(t) : this.poll(t)));
       const busy = (await this.stack.backendBusy().catch((e: Error) => [`backend unreadable: ${e.message}`])).join('; ');
       if (busy !== lastBusy) { lastBusy = busy; this.lastChange = Date.now(); }
       const open = this.tracked.filter((t) => !t.refused && (t.id === undefined || !FINAL.has(t.seen.at(-1) ?? '')));
@@ -553,7 +569,7 @@ class StackRun {
     for (let i = 0; i < 50; i++) {
       const r = await this.call(t.user, (c) => c.get(`/api/builds/${t.id}/log?offset=${offset}`));
       if (r?.status !== 200) break;
-      const chunk = (await r.json()) as { text: string; nextOffset: number; more: boolean };
+      const chunk = r.json<{ text: string; nextOffset: number; more: boolean }>();
       text += chunk.text;
       if (chunk.nextOffset <= offset || chunk.text === '') break;
       offset = chunk.nextOffset;

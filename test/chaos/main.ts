@@ -7,6 +7,9 @@ import { seedFrom } from '../helpers/prng.js';
 import { details, runChaos } from './harness.js';
 import { STACKS, type StackName } from './stacks.js';
 
+// Interrupted (Ctrl-C): exit through process.exit, so the parts' last-resort clean-up (parts.ts) runs.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+
 const seed = seedFrom('CHAOS_SEED');
 const stacks = (process.env.CHAOS_STACKS ?? STACKS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
 for (const s of stacks) if (!(STACKS as readonly string[]).includes(s)) throw new Error(`CHAOS_STACKS: unknown stack ${s} (known: ${STACKS.join(', ')})`);

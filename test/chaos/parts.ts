@@ -12,6 +12,24 @@ export interface PartCommand {
   ready: RegExp;
 }
 
+/** Every part's process still running, and other last-resort clean-ups: run if the harness itself dies. */
+const live = new Set<ChildProcess>();
+const lastResort: Array<() => void> = [];
+let hooked = false;
+/** Registers a synchronous clean-up for the case where the harness exits without stopping its stacks. */
+export function onHarnessExit(fn: () => void): void {
+  lastResort.push(fn);
+  hookExit();
+}
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.once('exit', () => {
+    for (const c of live) c.kill('SIGKILL');
+    for (const fn of lastResort) try { fn(); } catch { /* best effort */ }
+  });
+}
+
 /**
  * A long-lived process of a stack (kiln serve, kiln web, kiln glue-server, the Jenkins double): started by this
  * harness, so it may be killed by it. Its output goes to a log file (for excerpts in the report) and a short
@@ -38,6 +56,9 @@ export class Part {
     let out = '';
     const child = spawn(c.file, c.args, { cwd: c.cwd, env: c.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
+    hookExit();
+    live.add(child);
+    child.once('exit', () => live.delete(child));
     const onData = (b: Buffer) => {
       const s = b.toString();
       out += s;

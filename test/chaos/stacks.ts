@@ -15,7 +15,7 @@ import { createDb, type Db } from '../../src/db/index.js';
 import { ensureKeyPair } from '../../src/shared/ssh-keys.js';
 import { PG_ADMIN_URL } from '../db/engines.js';
 import { freePort, startOpenSshGlue, type OpenSshGlue } from '../helpers/glue.js';
-import { Part, type PartCommand } from './parts.js';
+import { Part, onHarnessExit, type PartCommand } from './parts.js';
 import { allProcs, cwdOf, descendants, envOf, signalGroupIfSame, signalIfSame, type Proc } from './procs.js';
 
 export type StackName = 'serve' | 'jenkins' | 'pg';
@@ -363,6 +363,7 @@ export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => nu
     }
     return out;
   };
+  onHarnessExit(() => { for (const pid of sshdPid()) process.kill(pid, 'SIGKILL'); });
   const sshdPid = (): number[] => {
     try {
       return [Number(readFileSync(path.join(openssh.dir, 'sshd.pid'), 'utf8').trim())];
