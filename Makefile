@@ -1,5 +1,5 @@
 # Kiln: `make run` sets up and starts the embedded default; `make test` runs every test.
-.PHONY: deps test-deps build run test typecheck bench-sdk bench-glue bench-jenkins clean
+.PHONY: deps test-deps build run test typecheck bench-sdk bench-glue bench-jenkins chaos clean
 
 deps:
 	scripts/ensure-deps.sh
@@ -22,6 +22,16 @@ test: test-deps
 	scripts/ensure-postgres.sh
 	npx tsc -p tsconfig.json --noEmit
 	npx vitest run
+
+# Crash injection and fuzzing, long form (the short forms run inside `make test`): a long HTTP fuzz run, then the
+# chaos harness (CHAOS_KILLS=100 SIGKILLs over kiln serve, Jenkins behind OpenSSH, two webs on PostgreSQL, with a
+# few real builds). CHAOS_SEED / FUZZ_SEED replay a run. The last line is the chaos summary; see bench/RESULTS-chaos.md.
+chaos: build test-deps
+	scripts/ensure-dockerd.sh
+	scripts/ensure-postgres.sh
+	FUZZ_CASES=$${FUZZ_CASES:-30000} npx vitest run test/fuzz/http.test.ts; fuzz=$$?; \
+	npx tsx test/chaos/main.ts; chaos=$$?; \
+	test $$fuzz -eq 0 -a $$chaos -eq 0
 
 bench-sdk: build
 	scripts/ensure-dockerd.sh

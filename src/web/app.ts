@@ -1,8 +1,8 @@
 /**
  * The web application factory. Everything it needs comes in as arguments; nothing starts at import time.
  * Middleware order is part of the security design:
- *   host allow-list -> headers -> same-origin check -> body limits -> session (DB) -> passport -> session lifetime -> routes
- *   -> 404 -> the one error handler (registered last).
+ *   target is a path -> host allow-list -> headers -> same-origin check -> body limits -> session (DB) -> passport
+ *   -> session lifetime -> routes -> 404 -> the one error handler (registered last).
  */
 import { randomBytes } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';

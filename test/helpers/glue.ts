@@ -26,12 +26,22 @@ import { tempDir } from './tmp.js';
  * Like the SDK, it writes SHA256SUMS over its images: the builder's claim the web checks before it signs.
  * It records its argv in <out>/argv.txt, its environment in <out>/env.txt and the Dockerfile it was given in
  * <out>/Dockerfile.used (not artifact names, so never served).
+ * With `scratch`, every mode also keeps a `kiln-sdk-*` work directory in $TMPDIR while it runs and removes it when
+ * it ends or is stopped by SIGTERM, as the real SDK does, so a harness can tell what a SIGKILL leaves behind (the
+ * directory holds `owner`: the script's path, naming the run it belongs to).
  */
-export function writeFakeSdk(dir: string): string[] {
+export function writeFakeSdk(dir: string, opts: { scratch?: boolean } = {}): string[] {
   const file = path.join(dir, 'fake-sdk.sh');
+  const scratch = opts.scratch
+    ? `work=$(mktemp -d "\${TMPDIR:-/tmp}/kiln-sdk-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+trap 'exit 143' TERM INT HUP
+printf '%s\\n' "$0" > "$work/owner"
+`
+    : '';
   writeFileSync(file, `#!/bin/sh
 set -e
-prev=
+${scratch}prev=
 for a in "$@"; do
   [ "$prev" = --dockerfile ] && df=$a
   [ "$prev" = --out ] && out=$a
@@ -279,7 +289,8 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * A private copy of the compiled `kiln` (dist/, jenkins/ + package.json, node_modules linked) and a launcher for it, doing
+ * A private copy of the compiled `kiln` (dist/ + package.json + the job template, views and static files;
+ * node_modules linked) and a launcher for it, doing
  * what bin/kiln does. Tests that spawn `kiln` use it because other test runs in the same tree recompile dist/ at
  * any moment (global setup), and a process starting mid-rewrite would load a half-written module. The copy is
  * checked by running `kiln glue` once (ping).
@@ -295,7 +306,8 @@ export async function kilnSnapshot(dir: string): Promise<string> {
     mkdirSync(root, { recursive: true });
     cpSync(path.join(repo, 'dist'), path.join(root, 'dist'), { recursive: true });
     cpSync(path.join(repo, 'package.json'), path.join(root, 'package.json'));
-    cpSync(path.join(repo, 'jenkins'), path.join(root, 'jenkins'), { recursive: true }); // the job template the jenkins backend renders
+    // What the compiled code reads from the package root: the Jenkins job template, the web's views and static files.
+    for (const rel of ['jenkins', 'src/web/views', 'public']) cpSync(path.join(repo, rel), path.join(root, rel), { recursive: true });
     symlinkSync(path.join(repo, 'node_modules'), path.join(root, 'node_modules'));
     writeFileSync(launcher, `#!/bin/sh\nexec '${process.execPath}' --enable-source-maps '${path.join(root, 'dist/cmd/kiln.js')}' "$@"\n`);
     chmodSync(launcher, 0o755);

@@ -306,6 +306,17 @@ describe('Jenkins double: builds and queue', () => {
     expect(await jenkins.build.log('empty', m)).toContain('ERROR: No artifacts found that match the file pattern "out/*.bin". Configuration error?');
   });
 
+  it('ProcessTreeKiller: what a build step leaves running is killed when the step ends', async () => {
+    // Otherwise a process left by one build (a killed shell's child) writes into the next build's workspace.
+    await jenkins.job.create('leaves-a-child', jobXml({ script: 'sleep 300 &amp; echo $! &gt; "$WORKSPACE/child.pid"', quiet: 0 }));
+    const n = await followQueue(await jenkins.job.build('leaves-a-child'));
+    expect((await finished('leaves-a-child', n)).result).toBe('SUCCESS');
+    const { readFileSync } = await import('node:fs');
+    const pid = Number(readFileSync(`${d.dataDir}/workspace/leaves-a-child/child.pid`, 'utf8'));
+    expect(pid).toBeGreaterThan(0);
+    await waitFor(async () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 5000);
+  });
+
   it('§7: parameters reach the shell as NAME and upper-case NAME; the timer builds with defaults, "Started by timer", not when disabled', async () => {
     await jenkins.job.create('env', jobXml({ script: 'mkdir -p out; printf "%s|%s|%s" "$Other" "$OTHER" "$BUILD_NUMBER" > out/env.txt', params: [['Other', 'dflt']], artifacts: 'out/*', timer: 'H H * * *' }));
     const qid = d.fireTimer('env')!;

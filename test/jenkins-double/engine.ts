@@ -81,6 +81,20 @@ export function labelMatches(expr: string | null, labels: readonly string[]): bo
   return or();
 }
 
+/** SIGTERM to a step's process group, SIGKILL after 5 s if any of it is left; resolves when the group is gone. */
+async function killTree(pgid: number | undefined): Promise<void> {
+  if (!pgid) return;
+  const signal = (sig: NodeJS.Signals | 0): boolean => {
+    try { process.kill(-pgid, sig); return true; } catch { return false; } // false: the group is gone
+  };
+  if (!signal('SIGTERM')) return;
+  const deadline = Date.now() + 5000;
+  while (signal(0)) {
+    if (Date.now() > deadline) { signal('SIGKILL'); return; }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 const RANK: Record<string, number> = { SUCCESS: 0, UNSTABLE: 1, FAILURE: 2, NOT_BUILT: 3, ABORTED: 4 };
 const worse = (a: Build['result'], b: NonNullable<Build['result']>) => (a === null || RANK[b]! > RANK[a]! ? b : a);
 
@@ -379,7 +393,12 @@ export class Engine {
           const child = spawn(argv[0]!, argv.slice(1), { cwd: ws, env: this.env(job, build, ws, this.baseUrl), detached: true, stdio: ['ignore', logFd, logFd] });
           r.child = child;
           child.on('error', () => resolve(127));
-          child.on('exit', (c, sig) => resolve(sig ? 128 : c));
+          child.on('exit', (c, sig) => {
+            // Jenkins' ProcessTreeKiller: what a step leaves running when it ends (children of a killed shell, a
+            // daemon it started) is killed before the build ends, so it cannot write into the next build's
+            // workspace: SIGTERM, then SIGKILL after SoftKillWaitSeconds (5 s by default) if still there.
+            void killTree(child.pid).then(() => resolve(sig ? 128 : c));
+          });
         });
         r.child = undefined;
         rmSync(script, { force: true });

@@ -22,6 +22,7 @@ const request: fc.Arbitrary<[Verb, ...Array<string | number>]> = fc.oneof(
   fc.constantFrom<[Verb]>(['ping'], ['jobs.list'], ['queue.list']),
   fc.tuple(fc.constantFrom<Verb>('job.put', 'job.enable', 'job.disable', 'job.delete'), id),
   fc.tuple(fc.constantFrom<Verb>('job.build', 'build.withdraw'), id, key),
+  fc.tuple(fc.constant<Verb>('job.build'), id, key, fc.stringMatching(/^[0-9a-f]{64}$/)),
   fc.tuple(fc.constantFrom<Verb>('build.status', 'build.cancel'), id, id),
   fc.tuple(fc.constant<Verb>('build.log'), id, id, offset),
   fc.tuple(fc.constant<Verb>('build.artifact'), id, id, artifact),
