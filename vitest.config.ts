@@ -1,13 +1,35 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Two projects that run side by side, one file at a time each (the machine has 2 cores):
+ * - `machine`: files that drive the shared Docker engine, QEMU or whole crash-injected stacks. One at a time, since
+ *   they contend for the engine's lock, its layer cache and both cores' worth of TCG.
+ * - `service`: everything else (web, database, glue, Jenkins double, policy, properties): processes and sockets
+ *   of their own, so they overlap the machine files instead of waiting behind them.
+ * A new file that builds or boots belongs in MACHINE below.
+ */
+const MACHINE = [
+  'test/sdk/**/*.test.ts',
+  'test/e2e/**/*.test.ts',
+  'test/compat/**/*.test.ts',
+  'test/chaos/**/*.test.ts',
+  'test/dockerfile/engine-diff.test.ts',
+  'test/jenkins/backend.test.ts',
+];
+
+const shared = {
+  testTimeout: 60_000,
+  hookTimeout: 600_000,
+  fileParallelism: false,
+};
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     globalSetup: ['test/helpers/global-setup.ts'],
-    testTimeout: 60_000,
-    hookTimeout: 600_000,
-    // Real services (dockerd, QEMU) are shared and the machine has 2 cores: files run one at a time.
-    fileParallelism: false,
     reporters: ['default'],
+    projects: [
+      { extends: true, test: { ...shared, name: 'machine', include: MACHINE } },
+      { extends: true, test: { ...shared, name: 'service', include: ['test/**/*.test.ts'], exclude: MACHINE } },
+    ],
   },
 });

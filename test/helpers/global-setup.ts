@@ -5,5 +5,8 @@ import { spawnSync } from 'node:child_process';
  * tsc emits even with type errors; type errors fail `make test` in its own typecheck step, not here.
  */
 export default function setup(): void {
+  // Vitest runs the global setup once per project (vitest.config.ts), all in this one process: compile once.
+  if (process.env.KILN_TEST_COMPILED === '1') return;
+  process.env.KILN_TEST_COMPILED = '1';
   spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
 }
