@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { LocalBackend, periodOf, type LocalBackendOptions } from '../../src/glue/backends/local/index.js';
 import { jobSpecSchema, specSha256, type BuildState } from '../../src/protocol/index.js';
@@ -194,6 +195,29 @@ describe('local backend', () => {
     expect(await b.status(1, 1)).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: the build service restarted/) });
     expect((await b.log(1, 1, 0)).text).toContain('interrupted');
     await waitFor(b, 2, 1, ['succeeded']);
+  });
+
+  it('after a restart, half-written files of a killed writer and a killed delete\'s trash are gone; a live writer\'s temp file stays', async () => {
+    const { b: first, dir } = await make({ runner: false });
+    await first.putJob(1, spec());
+    await first.build(1, 'k0000001');
+    const root = path.join(dir, 'glue');
+    const dead = spawnSync('true').pid!; // exited: what a SIGKILLed writer's pid is
+    const stale = [
+      path.join(root, `.nextQueueId.${dead}.0123abcd.tmp`),
+      path.join(root, 'jobs/kiln-job-1', `.meta.json.${dead}.89abcdef.tmp`),
+      path.join(root, 'jobs/kiln-job-1/builds/1', `.build.json.${dead}.a5dd5bbc.tmp`),
+    ];
+    for (const f of stale) writeFileSync(f, '{"half');
+    const live = path.join(root, 'jobs/kiln-job-1', `.config.json.${process.pid}.00000000.tmp`);
+    writeFileSync(live, '{"in progress');
+    mkdirSync(path.join(root, '.deleted-kiln-job-7-1795666000000/builds'), { recursive: true });
+
+    const { b } = await make({}, dir); // the runner recovers at start
+    for (const f of stale) expect(existsSync(f), f).toBe(false);
+    expect(existsSync(live)).toBe(true);
+    expect(readdirSync(root).filter((n) => n.startsWith('.deleted-'))).toEqual([]);
+    await waitFor(b, 1, 1, ['succeeded']);
   });
 
   it('restart recovery with a real SIGKILL of the runner process: the SDK (still itself) is killed, its temp dir removed', async () => {

@@ -13,7 +13,7 @@ import { silentLogger, type Logger } from '../../../shared/logger.js';
 import { run } from '../../../shared/subprocess.js';
 import type { Backend } from '../types.js';
 import { asIdentity, identify, signalGroupIfSame, type ProcessIdentity } from './process.js';
-import { DirLock, exists, readJson, writeAtomic, writeJson } from './store.js';
+import { DirLock, exists, readJson, removeStaleTemps, writeAtomic, writeJson } from './store.js';
 
 export interface LocalBackendOptions {
   dataDir: string;
@@ -161,15 +161,21 @@ export class LocalBackend implements Backend {
    * `lost` (the web requeues them once), their SDK stopped if it is still the process that was recorded. What a
    * build leaves in its directory (workspace, temp dir) is removed. A queued build whose key never reached
    * meta.json was never acknowledged (the process died while recording it; the caller's retry made another): it
-   * must not run as well.
+   * must not run as well. Half-written files of a killed writer, and a deleted job's trash a kill left, go too.
    */
   private async recover(): Promise<void> {
     await this.lock.run(async () => {
+      await removeStaleTemps(this.root);
+      for (const e of await fsp.readdir(this.root)) {
+        if (e.startsWith('.deleted-')) await fsp.rm(path.join(this.root, e), { recursive: true, force: true });
+      }
       for (const name of await this.jobNames()) {
         const job = jobIdFromBackendName(name);
         if (job === undefined) continue;
+        await removeStaleTemps(this.jobDir(job));
         const keys = (await this.readMeta(job))?.keys ?? (Object.create(null) as Record<string, number>);
         for (const n of await this.buildNumbers(job)) {
+          await removeStaleTemps(this.buildDir(job, n));
           const rec = await this.readBuild(job, n);
           if (!rec) continue;
           if (rec.state === 'queued' && keys[rec.idempotencyKey] !== n) {

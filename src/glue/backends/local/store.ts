@@ -22,6 +22,40 @@ export async function writeAtomic(file: string, data: string | Buffer, mode = 0o
   }
 }
 
+/** The temp file name writeAtomic uses: a dot, the file's name, the writer's pid, 8 hex digits. */
+const TEMP_NAME = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/;
+
+/**
+ * Removes writeAtomic's temp files in `dir` whose writer died before its rename (a SIGKILL between open and rename):
+ * the pid in the name is no longer alive. A live writer's file is left alone, so this is safe beside other
+ * processes writing in the same directory; a reused pid only postpones the removal.
+ */
+export async function removeStaleTemps(dir: string): Promise<number> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const n of names) {
+    const m = TEMP_NAME.exec(n);
+    if (!m || pidAlive(Number(m[1]))) continue;
+    await fsp.rm(path.join(dir, n), { force: true });
+    removed++;
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export const writeJson = (file: string, value: unknown) => writeAtomic(file, JSON.stringify(value, null, 2) + '\n');
 
 /** Reads a JSON file, or undefined when it does not exist. */
