@@ -245,6 +245,25 @@ describe('builds', () => {
     await a.postJson(`/api/builds/${third.id}/cancel`, {}, { 'x-csrf-token': t });
   });
 
+  it('cancel of a build that already ended in the backend takes its real end: a success is verified, a failure keeps a reason', async () => {
+    const t = await a.apiToken();
+    const ok = await a.build(dfId);
+    const okBn = Number((await w.db('builds').where({ id: ok.id }).first()).backend_build);
+    w.glue.succeed(dfId, okBn); // ended before the web looked again
+    await a.postJson(`/api/builds/${ok.id}/cancel`, {}, { 'x-csrf-token': t });
+    expect((await w.db('builds').where({ id: ok.id }).first()).state).toBe('verifying');
+    await reconcileOnce(w.db, w.glue, w.config);
+    expect((await w.db('builds').where({ id: ok.id }).first()).state).toBe('succeeded');
+
+    const bad = await a.build(dfId);
+    const badBn = Number((await w.db('builds').where({ id: bad.id }).first()).backend_build);
+    w.glue.fail(dfId, badBn, '');
+    await a.postJson(`/api/builds/${bad.id}/cancel`, {}, { 'x-csrf-token': t });
+    const row = await w.db('builds').where({ id: bad.id }).first();
+    expect(row.state).toBe('failed');
+    expect(row.reason).toBeTruthy();
+  });
+
   it('a glue refusal (not an outage) fails the build with the glue\'s message', async () => {
     const orig = w.glue.call.bind(w.glue);
     w.glue.call = (async (verb: string, args: ReadonlyArray<string | number>, stdin?: string | Buffer) => {

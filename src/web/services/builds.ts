@@ -171,7 +171,8 @@ export async function refresh(s: Pick<Services, 'db' | 'glue' | 'logger' | 'conf
   const next: WebBuildState = st.state === 'succeeded' ? 'verifying' : st.state;
   await updateBuild(s.db, build.id, ACTIVE_STATES, {
     state: next,
-    reason: st.reason ?? null,
+    // Every failed or cancelled build says why, even when its backend did not.
+    reason: st.reason || (next === 'failed' ? 'The build failed; its log says why.' : next === 'cancelled' ? 'Cancelled.' : null),
     progress: st.progress ?? null,
     artifacts: st.artifacts,
     started_at: st.startedAt ?? build.started_at,
@@ -208,9 +209,12 @@ export async function cancelBuild(s: Services, actor: Actor, rawId: unknown): Pr
   } else {
     const r = await s.glue.call('build.cancel', [b.dockerfile_id, b.backend_build]);
     // A build the backend lost meanwhile is not requeued once its owner asked to cancel it.
-    const state = r.state === 'lost' ? 'cancelled' : r.state;
-    if (isFinal(state)) {
-      await updateBuild(s.db, b.id, ACTIVE_STATES, { state, ...(state === 'cancelled' ? { reason: 'Cancelled.' } : {}), finished_at: nowIso() });
+    if (r.state === 'cancelled' || r.state === 'lost') {
+      await updateBuild(s.db, b.id, ACTIVE_STATES, { state: 'cancelled', reason: 'Cancelled.', finished_at: nowIso() });
+    } else if (isFinal(r.state)) {
+      // It ended on its own first: take its real outcome, with its reason, the way every other end is taken
+      // (a success still has to be verified and signed before it counts).
+      await refresh(s, b);
     }
   }
   s.logger.info({ build: b.id, user: actor.id }, 'build cancel requested');
