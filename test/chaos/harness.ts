@@ -398,6 +398,16 @@ class StackRun {
       for (let i = 1; real && i < this.realBuilds; i++) await this.request(this.newRequest(u, real));
     }
     await this.quiesce();
+    const scratch = this.stack.scratchJobs?.() ?? [];
+    if (scratch.length) {
+      this.report.notes.push(`a killed build's SDK scratch in the workspace of job(s) ${scratch.join(', ')}: one more build of each (its step empties the workspace first)`);
+      for (const id of scratch) {
+        const u = this.users.find((x) => x.dockerfiles.some((d) => d.id === id));
+        const df = u?.dockerfiles.find((d) => d.id === id);
+        if (u && df) await this.request(this.newRequest(u, df));
+      }
+      await this.quiesce();
+    }
     this.observing = false;
     await observer;
   }

@@ -77,6 +77,11 @@ export interface Stack {
   backendBusy(): Promise<string[]>;
   /** Backend-side leftovers (work dirs of finished builds, temp files, scripts, stale queue entries). */
   backendLeftovers(): Promise<string[]>;
+  /**
+   * Jobs whose workspace still holds a killed build's SDK scratch: the backend's own recovery is the job's next
+   * build (Jenkins keeps a workspace between builds; Kiln's step empties it first), so the harness runs one.
+   */
+  scratchJobs?(): number[];
   /** PIDs of processes that belong to the stack's long-lived parts and may run at quiescence. */
   expectedProcess(p: Proc): boolean;
   stop(): Promise<void>;
@@ -430,6 +435,15 @@ export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => nu
     },
     // What a hard-killed Jenkins leaves in its own home (step scripts) is Jenkins' business, not Kiln's.
     backendLeftovers: async () => [],
+    scratchJobs: () => {
+      const ws = path.join(jenkinsData, 'workspace');
+      let jobs: string[];
+      try { jobs = readdirSync(ws); } catch { return []; }
+      return jobs.flatMap((j) => {
+        const m = /^kiln-job-(\d+)$/.exec(j);
+        return m && sdkDirsBelow(path.join(ws, j), 2).length ? [Number(m[1])] : [];
+      });
+    },
     expectedProcess: (p) => p.pid === web.child?.pid || p.pid === double.child?.pid || sshdPid().includes(p.pid)
       || descendants(sshdPid()[0] ?? -1).some((d) => d.pid === p.pid),
     stop: async () => {

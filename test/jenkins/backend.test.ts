@@ -44,7 +44,8 @@ if grep -q '^# stages' "$df"; then
   echo '##kiln {"stage":"disk","percent":60,"message":"making the disk"}'; sleep 2
   printf '##kiln {"stage":"boot",'; sleep 1; echo '"percent":80}'; sleep 2
 fi
-if grep -q '^# fail' "$df"; then echo 'fake-sdk: failing as asked'; exit 1; fi
+if grep -q '^# fail' "$df"; then echo 'fake-sdk: failing as asked'; echo '{"ok":false,"error":{"code":"build_failed","message":"failing as asked"}}' > "$out/result.json"; exit 1; fi
+if grep -q '^# killed' "$df"; then kill -9 $$; fi
 printf 'IMAGE(%s)' "$formats" > "$out/image.raw"
 head -c 300000 /dev/zero | tr '\\0' 'x' >> "$out/image.raw"
 echo '{"ok":true}' > "$out/result.json"
@@ -262,6 +263,13 @@ describe('jenkins backend: builds', () => {
     expect(await backend.status(13, r.build)).toMatchObject({ state: 'cancelled' });
     expect(await backend.cancel(13, r.build)).toEqual({ state: 'cancelled' });
     expect(await backend.cancel(12, f.build)).toEqual({ state: 'failed' });
+  });
+
+  it('an SDK killed outright (no result.json) ends lost, for the web to requeue, not failed as if the Dockerfile were at fault', async () => {
+    await backend.putJob(24, spec({ dockerfile: 'FROM x\n# killed\n' }));
+    const k = await backend.build(24, 'killed-sdk-00001');
+    const st = await until(async () => { const s = await backend.status(24, k.build); return s.state !== 'running' && s; });
+    expect(st).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: .*killed/) });
   });
 
   it('a queued item can be cancelled although Jenkins answers 204 (the wrapper confirms through the item)', async () => {

@@ -394,6 +394,13 @@ export class JenkinsBackend implements Backend {
         base.reason = b.result === 'NOT_BUILT' ? 'not built' : 'the build failed; see its log';
     }
     base.artifacts = await this.artifactList(job, n, b);
+    // The SDK writes result.json however it ends, unless it is killed outright: a failed step without one was cut
+    // off (the SDK or the step SIGKILLed, the agent's OOM killer), which is the build service's fault, like a
+    // restart: `lost`, so the web requeues it once, as it does for the local runner's killed SDK.
+    if (b.result === 'FAILURE' && !base.artifacts.some((a) => a.name === 'result.json')) {
+      base.state = 'lost';
+      base.reason = 'interrupted: the build step ended before the SDK wrote its result (it was killed)';
+    }
     return base;
   }
 
