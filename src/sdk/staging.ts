@@ -1,6 +1,7 @@
 import { promises as fsp, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { identify } from '../shared/process-identity.js';
 
 /**
  * Where the image's file trees (the root filesystem, the live ISO's) are written between export and disk.
@@ -58,16 +59,46 @@ export interface TreeStaging {
   remove(): Promise<void>;
 }
 
-/** A directory for the image's trees: on the tmpfs when the image fits (see above), else `work` itself. */
-export async function treeStaging(work: string, imageBytes: number, maxEntries: number, room: TmpfsRoom = shmRoom()): Promise<TreeStaging> {
+const TREE_PREFIX = 'kiln-sdk-tree-';
+
+/**
+ * Removes trees on the tmpfs whose SDK is gone: a SIGKILLed SDK cannot remove its own, and a tmpfs tree holds
+ * memory until someone does. A tree's name carries its SDK's pid and start time (`kiln-sdk-tree-<pid>-<start>-*`),
+ * so a live SDK's tree, or one of a process that merely reuses the pid, is never taken for stale.
+ */
+export async function sweepStaleTrees(shm = SHM): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(shm);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const n of names) {
+    const m = /^kiln-sdk-tree-(\d+)-(\d+)-/.exec(n);
+    if (!m || (await identify(Number(m[1])))?.startTime === m[2]) continue;
+    await fsp.rm(path.join(shm, n), { recursive: true, force: true }).catch(() => undefined);
+    removed.push(n);
+  }
+  return removed;
+}
+
+/**
+ * A directory for the image's trees: on the tmpfs when the image fits (see above), else `work` itself. Stale trees
+ * of dead SDKs are removed first, so their memory counts as free.
+ */
+export async function treeStaging(work: string, imageBytes: number, maxEntries: number, room?: TmpfsRoom, shm = SHM): Promise<TreeStaging> {
   const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
+  const swept = await sweepStaleTrees(shm);
+  room ??= shmRoom();
   if (fitsInMemory(imageBytes, maxEntries, room)) {
     try {
-      const dir = await fsp.mkdtemp(path.join(SHM, 'kiln-sdk-tree-'));
+      const self = await identify(process.pid);
+      const dir = await fsp.mkdtemp(path.join(shm, `${TREE_PREFIX}${process.pid}-${self?.startTime ?? 0}-`));
       await fsp.chmod(dir, 0o700);
       return {
         dir,
-        note: `staging the file tree in memory (${SHM}: image ${mib(imageBytes)}, ${mib(room.tmpfsFree!)} and ${room.tmpfsFreeInodes} inodes free)`,
+        note: `staging the file tree in memory (${shm}: image ${mib(imageBytes)}, ${mib(room.tmpfsFree!)} and ${room.tmpfsFreeInodes} inodes free)${swept.length ? `; removed ${swept.length} tree(s) of SDKs that were killed` : ''}`,
         remove: () => fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined),
       };
     } catch { /* fall back to disk */ }

@@ -513,6 +513,13 @@ class StackRun {
     }
 
     // Doubled: the backend's builds per request, and the SDK runs per request that ended on their own.
+    const ledger = readLedger(this.ctx.ledger).filter((r) => r.id.includes(`cwd=${this.stack.dir}/`));
+    // A backend build whose SDK never ended by itself (the ledger, our own witness, has no exit 0/1 for it: killed,
+    // or its step killed before it started) was cut off whatever its backend calls it: Jenkins says FAILURE for a step whose SDK was SIGKILLed, and the glue
+    // reports that as lost (no result.json), so the web requeues it.
+    const endedRuns = new Set(ledger.filter((r) => r.rc === 0 || r.rc === 1).map((r) => ledgerJobBuild(r)).filter(Boolean));
+    const cutOff = (b: BackendBuild) => ['lost', 'ABORTED', 'cancelled'].includes(b.state)
+      || (b.state === 'FAILURE' && !endedRuns.has(`${b.job}#${b.build}`));
     const byJobBuild = new Map(backend.filter((b) => b.key).map((b) => [`${b.job}#${b.build}`, b.key!]));
     const backendState = new Map(backend.map((b) => [`${b.job}#${b.build}`, b.state]));
     const perKey = new Map<string, BackendBuild[]>();
@@ -526,10 +533,9 @@ class StackRun {
     }
     for (const [key, list] of perKey) {
       // Builds cut off (lost, ABORTED) or cancelled did not run to their end: one that did is the request's build.
-      const whole = list.filter((b) => !['lost', 'ABORTED', 'cancelled'].includes(b.state));
+      const whole = list.filter((b) => !cutOff(b));
       if (whole.length > 1) rep.doubled.push(`request ${key}: ${whole.length} backend builds ran (${whole.map((b) => `${b.job}#${b.build} ${b.state}`).join(', ')})`);
     }
-    const ledger = readLedger(this.ctx.ledger).filter((r) => r.id.includes(`cwd=${this.stack.dir}/`));
     const runs = new Map<string, LedgerRun[]>();
     for (const r of ledger) {
       const glue = ledgerKey(r, byJobBuild);

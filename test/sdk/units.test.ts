@@ -372,6 +372,24 @@ describe('where the file tree is staged (staging.ts)', () => {
     await disk.remove();
     expect(existsSync(work)).toBe(true);
   });
+
+  it('removes the trees of SDKs that were killed (pid and start time in the name), never a live SDK\'s', async () => {
+    const shm = path.join(tmp.dir, 'shm');
+    mkdirSync(shm);
+    const dead = spawnSync('true').pid!;
+    const selfStart = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')[19]!;
+    const killed = path.join(shm, `kiln-sdk-tree-${dead}-12345-aaaaaa`);
+    const reused = path.join(shm, `kiln-sdk-tree-${process.pid}-1-bbbbbb`); // this pid, another process's start
+    const live = path.join(shm, `kiln-sdk-tree-${process.pid}-${selfStart}-cccccc`);
+    for (const d of [killed, reused, live]) mkdirSync(path.join(d, 'usr/bin'), { recursive: true });
+    const t = await treeStaging(path.join(tmp.dir, 'w2'), 2 ** 20, E, room, shm);
+    expect(existsSync(killed)).toBe(false);
+    expect(existsSync(reused)).toBe(false);
+    expect(existsSync(live)).toBe(true);
+    expect(path.basename(t.dir)).toMatch(new RegExp(`^kiln-sdk-tree-${process.pid}-${selfStart}-`));
+    expect(t.note).toContain('removed 2 tree(s) of SDKs that were killed');
+    await t.remove();
+  });
 });
 
 describe('progress prefix', () => {
