@@ -5,8 +5,7 @@ import { loadConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/index.j
 import { checkDockerfile, kilnBaseConfigs, type Violation } from '../dockerfile/policy.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { mirrorUrls } from '../sdk/base.js';
-import { buildBaseNames } from '../sdk/base-use.js';
-import { parseBaseNameEntry } from '../dockerfile/base-names.js';
+import { baseNameList, parseBaseNameEntry } from '../dockerfile/base-names.js';
 import { IMAGE_NAME_RE } from '../protocol/index.js';
 import { allowances, egressRules, lanNetworks, parseAllow, resolvers } from '../sdk/egress.js';
 import { readDockerfile, sdkBuild } from '../sdk/pipeline.js';
@@ -149,7 +148,7 @@ async function checkCommand(argv: string[]): Promise<number> {
   try {
     const s = loadConfig().sdk;
     const buildArgs = parseBuildArgs(values['build-arg']);
-    const baseNames = buildBaseNames(parseBaseNames(values['base-name']), s.baseNames);
+    const baseNames = baseNameList(parseBaseNames(values['base-name']), s.baseNames);
     if (values.context !== undefined) {
       await fsp.access(values.context).catch(() => { throw new KilnError('invalid_input', 'The build context does not exist or cannot be read'); });
     }

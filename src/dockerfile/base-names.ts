@@ -148,3 +148,15 @@ export function parseBaseNameEntry(text: string, source: BaseNameSource): BaseNa
   if (eq <= 0 || eq === text.length - 1 || text.indexOf('=', eq + 1) >= 0) return undefined;
   return { name: text.slice(0, eq).trim(), base: text.slice(eq + 1).trim(), source };
 }
+
+/**
+ * The names one build (or one save on the web) accepts: the site admin's first, then the build host's
+ * `sdk.baseNames` entries. Either may lead to a base this host does not allow; resolve() then refuses the FROM
+ * that uses it, so the site can rename bases but never add one.
+ */
+export function baseNameList(site: readonly { name: string; base: string }[], config: readonly string[]): BaseName[] {
+  return [
+    ...site.map((m) => ({ name: m.name, base: m.base, source: 'site' as const })),
+    ...config.map((e) => parseBaseNameEntry(e, 'config')).filter((e): e is BaseName => e !== undefined),
+  ];
+}

@@ -1,4 +1,3 @@
-import { parseBaseNameEntry, type BaseName } from '../dockerfile/base-names.js';
 import type { BaseFrom } from '../dockerfile/policy.js';
 import type { BaseImage } from './base.js';
 import type { Reporter } from './reporter.js';
@@ -12,18 +11,6 @@ export interface BaseRecord {
   snapshot?: string;
   slim: boolean;
   requestedAs: { line: number; written: string; image: string; via: BaseFrom['via']; mapping?: string; source?: BaseFrom['source'] }[];
-}
-
-/**
- * The names a build accepts for its bases: the site admin's (from the job, `--base-name`) first, then this build
- * host's `sdk.baseNames`. Either list may name a base this host does not allow; the policy then refuses the FROM
- * that uses it (src/dockerfile/base-names.ts), so the site can rename bases but never add one.
- */
-export function buildBaseNames(site: readonly { name: string; base: string }[], config: readonly string[]): BaseName[] {
-  return [
-    ...site.map((m) => ({ ...m, source: 'site' as const })),
-    ...config.map((e) => parseBaseNameEntry(e, 'config')).filter((e): e is BaseName => e !== undefined),
-  ];
 }
 
 /** One line per FROM of a base, saying what the name written means here (and what it does not). */

@@ -7,7 +7,8 @@ import { KilnError, toKilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
 import { installAppService, resetSshHostKeys, type AppBootCheck, type ImageRuntimeConfig } from './app.js';
 import { ensureBase, mirrorUrls, type BaseImage } from './base.js';
-import { baseRecords, buildBaseNames, logBaseUse } from './base-use.js';
+import { baseRecords, logBaseUse } from './base-use.js';
+import { baseNameList } from '../dockerfile/base-names.js';
 import { checkBootable, type BootCheck } from './bootable.js';
 import { bootTest, type BootTestResult } from './boot-test.js';
 import { sweepBuildCgroups } from './cgroup.js';
@@ -182,7 +183,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const { text, policy } = await rep.stage('policy', 2, 'checking the Dockerfile', async () => {
       const text = readDockerfile(await fsp.readFile(o.dockerfile));
       const baseConfigs = await policyBaseConfigs(deps.docker, s.bases);
-      const baseNames = buildBaseNames(o.baseNames ?? [], s.baseNames);
+      const baseNames = baseNameList(o.baseNames ?? [], s.baseNames);
       const policy = checkDockerfile(text, { bases: s.bases, baseNames, allowRemoteAdd: s.allowRemoteAdd, buildArgs: o.buildArgs, baseConfigs });
       return { text, policy };
     });

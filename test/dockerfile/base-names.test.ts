@@ -1,16 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_BASES, DEFAULT_BASE_NAMES, loadConfig } from '../../src/config/index.js';
-import { BaseNames, parseBaseNameEntry } from '../../src/dockerfile/base-names.js';
+import { BaseNames, baseNameList, parseBaseNameEntry } from '../../src/dockerfile/base-names.js';
 import { parseDockerfile } from '../../src/dockerfile/parse.js';
 import { pinBaseImages } from '../../src/dockerfile/pin.js';
 import { checkDockerfile, kilnBaseConfigs, type PolicyOptions } from '../../src/dockerfile/policy.js';
-import { buildBaseNames } from '../../src/sdk/base-use.js';
 import { isKilnError } from '../../src/shared/errors.js';
 
 /** The shipped defaults, as a build host without base-name settings has them. */
 const bases = DEFAULT_BASES;
 const opts = (site: { name: string; base: string }[] = [], extra: Partial<PolicyOptions> = {}): PolicyOptions => ({
-  bases, baseNames: buildBaseNames(site, DEFAULT_BASE_NAMES), allowRemoteAdd: false, baseConfigs: kilnBaseConfigs(bases), ...extra,
+  bases, baseNames: baseNameList(site, DEFAULT_BASE_NAMES), allowRemoteAdd: false, baseConfigs: kilnBaseConfigs(bases), ...extra,
 });
 
 function refused(text: string, o: PolicyOptions = opts()): { line: number; message: string }[] {
