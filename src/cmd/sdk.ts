@@ -5,19 +5,23 @@ import { loadConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/index.j
 import { checkDockerfile, kilnBaseConfigs, type Violation } from '../dockerfile/policy.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { mirrorUrls } from '../sdk/base.js';
+import { baseNameList, parseBaseNameEntry } from '../dockerfile/base-names.js';
+import { IMAGE_NAME_RE } from '../protocol/index.js';
 import { allowances, egressRules, lanNetworks, parseAllow, resolvers } from '../sdk/egress.js';
 import { readDockerfile, sdkBuild } from '../sdk/pipeline.js';
 import { writeFailureResult } from '../sdk/result.js';
 import { SDK_VERSION } from '../sdk/version.js';
 
 const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR|DIR] [--format raw,qcow2,tar,iso]
-                      [--build-arg K=V]... [--boot-firmware bios,uefi]
-       kiln sdk check --dockerfile FILE [--build-arg K=V]... [--context TAR|DIR]
+                      [--build-arg K=V]... [--base-name NAME=BASE]... [--boot-firmware bios,uefi]
+       kiln sdk check --dockerfile FILE [--build-arg K=V]... [--base-name NAME=BASE]... [--context TAR|DIR]
        kiln sdk egress-rules [--engine-iptables] [--ipv6] [--resolver IP]... [--lan CIDR]...
 
 Builds the Dockerfile with the local Docker engine, turns the result into a bootable disk image, boot-tests it in
 QEMU and writes DIR/image.*, DIR/build.log and DIR/result.json. Progress events are printed as '##kiln {json}' lines.
 Settings come from KILN_SDK_* environment variables (see src/config). Exit 0 when the image built and booted.
+--base-name: the site admin's name for a base in sdk.bases (e.g. corp/debian:12=debian:bookworm), on top of
+sdk.baseNames; one that leads to a base this host does not allow makes a FROM using it a policy finding.
 
 check runs only the Dockerfile policy (src/dockerfile/README.md) with sdk.bases and sdk.allowRemoteAdd, taking the
 allowed bases to be as Kiln makes them (build checks again with the engine's): it prints each finding with its line
@@ -53,6 +57,7 @@ export async function main(argv: string[]): Promise<number> {
         context: { type: 'string' },
         format: { type: 'string' },
         'build-arg': { type: 'string', multiple: true },
+        'base-name': { type: 'string', multiple: true },
         'boot-firmware': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -73,6 +78,7 @@ export async function main(argv: string[]): Promise<number> {
       if (!(OUTPUT_FORMATS as readonly string[]).includes(f)) throw new KilnError('invalid_input', `Unknown format ${f}; known: ${OUTPUT_FORMATS.join(', ')}`);
     }
     const buildArgs = parseBuildArgs(values['build-arg']);
+    const baseNames = parseBaseNames(values['base-name']);
     let bootFirmware: ('bios' | 'uefi')[] | undefined;
     if (values['boot-firmware'] !== undefined) {
       bootFirmware = values['boot-firmware'].split(',').map((f) => f.trim()).filter(Boolean) as ('bios' | 'uefi')[];
@@ -85,7 +91,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', onSignal);
     const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
     const result = await sdkBuild({ docker, settings: config.sdk }, {
-      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs, bootFirmware, signal: ac.signal,
+      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs, baseNames, bootFirmware, signal: ac.signal,
     });
     if (!result.ok) process.stderr.write(`kiln sdk build: ${result.error?.code}: ${result.error?.message}\n`);
     return result.ok ? 0 : 1;
@@ -106,6 +112,15 @@ function parseBuildArgs(kvs: readonly string[] | undefined): Record<string, stri
   return buildArgs;
 }
 
+/** `--base-name NAME=BASE`, each side an image name as the job spec allows it (protocol IMAGE_NAME_RE). */
+function parseBaseNames(entries: readonly string[] | undefined): { name: string; base: string }[] {
+  return (entries ?? []).map((e) => {
+    const m = parseBaseNameEntry(e, 'site');
+    if (!m || !IMAGE_NAME_RE.test(m.name) || !IMAGE_NAME_RE.test(m.base)) throw new KilnError('invalid_input', `--base-name must be NAME=BASE, two image names, got ${JSON.stringify(e.slice(0, 80))}`);
+    return { name: m.name, base: m.base };
+  });
+}
+
 /** A refusal as JSON on stderr (with the policy's findings, when it is one); returns it as a KilnError. */
 function reportError(e: unknown): KilnError {
   const ke = toKilnError(e);
@@ -120,7 +135,7 @@ async function checkCommand(argv: string[]): Promise<number> {
   try {
     ({ values } = parseArgs({
       args: argv, strict: true, allowPositionals: false,
-      options: { dockerfile: { type: 'string' }, 'build-arg': { type: 'string', multiple: true }, context: { type: 'string' } },
+      options: { dockerfile: { type: 'string' }, 'build-arg': { type: 'string', multiple: true }, 'base-name': { type: 'string', multiple: true }, context: { type: 'string' } },
     }));
   } catch (e) {
     process.stderr.write(`kiln sdk check: ${(e as Error).message}\n${USAGE}`);
@@ -133,11 +148,12 @@ async function checkCommand(argv: string[]): Promise<number> {
   try {
     const s = loadConfig().sdk;
     const buildArgs = parseBuildArgs(values['build-arg']);
+    const baseNames = baseNameList(parseBaseNames(values['base-name']), s.baseNames);
     if (values.context !== undefined) {
       await fsp.access(values.context).catch(() => { throw new KilnError('invalid_input', 'The build context does not exist or cannot be read'); });
     }
     const buf = await fsp.readFile(values.dockerfile).catch(() => { throw new KilnError('invalid_input', 'The Dockerfile does not exist or cannot be read'); });
-    const r = checkDockerfile(readDockerfile(buf), { bases: s.bases, allowRemoteAdd: s.allowRemoteAdd, buildArgs, baseConfigs: kilnBaseConfigs(s.bases) });
+    const r = checkDockerfile(readDockerfile(buf), { bases: s.bases, baseNames, allowRemoteAdd: s.allowRemoteAdd, buildArgs, baseConfigs: kilnBaseConfigs(s.bases) });
     process.stdout.write(`ok: no findings (${r.stages} stage${r.stages === 1 ? '' : 's'}; bases: ${r.bases.join(', ') || 'none'})\n`);
     return 0;
   } catch (e) {

@@ -17,6 +17,22 @@ export const OUTPUT_FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
 export const IPV4_CIDR_PORT_RE = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?(?::(\d{1,5}))?$/;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
+/** What Kiln builds from by default: Debian's stable (trixie) and oldstable (bookworm), each also slim. */
+export const DEFAULT_BASES = ['debian:bookworm', 'debian:trixie', 'debian:bookworm-slim', 'debian:trixie-slim'];
+/**
+ * Docker Hub's names for those releases (on 2026-11-26: 13 trixie is stable and `latest`, 12 bookworm oldstable).
+ * When Debian releases forky, `stable`, `oldstable` and `latest` move: a new Kiln release moves them here, an admin
+ * earlier with `sdk.baseNames` or a site mapping.
+ */
+export const DEFAULT_BASE_NAMES = [
+  'debian:12=debian:bookworm', 'debian:oldstable=debian:bookworm',
+  'debian:12-slim=debian:bookworm-slim', 'debian:oldstable-slim=debian:bookworm-slim',
+  'debian:13=debian:trixie', 'debian:stable=debian:trixie', 'debian:latest=debian:trixie',
+  'debian:13-slim=debian:trixie-slim', 'debian:stable-slim=debian:trixie-slim',
+];
+/** One `sdk.baseNames` entry: two image references (no digest, no `=`), as src/dockerfile/base-names.ts reads it. */
+export const BASE_NAME_ENTRY_RE = /^[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}=[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}$/;
+
 export const configSchema = z.object({
   dataDir: z.string().default('./data'),
   log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
@@ -99,7 +115,17 @@ export const configSchema = z.object({
   sdk: z.object({
     mirror: z.string().default('http://deb.debian.org/debian'),
     snapshot: z.string().optional(),
-    bases: list(['debian:bookworm', 'debian:trixie']),
+    /**
+     * The bases Kiln makes and a FROM may name: `debian:<suite>` (mmdebstrap minbase), `debian:<suite>-slim` (the
+     * same with Docker's slim dpkg path exclusions), the same for `devuan:`.
+     */
+    bases: list(DEFAULT_BASES),
+    /**
+     * Other names for those bases, `name=base`: how CI writes a release (`debian:12`, `debian:stable-slim`). A point
+     * release or dated tag of an accepted name means that name (src/dockerfile/base-names.ts). Setting it replaces
+     * the defaults (Debian's names as of trixie being stable); the web admin's mappings come on top.
+     */
+    baseNames: list(DEFAULT_BASE_NAMES).pipe(z.array(z.string().regex(BASE_NAME_ENTRY_RE, 'name=base pairs such as debian:12=debian:bookworm'))),
     devuanMirror: z.string().optional(),
     /** Devuan signs its archive with its own key; Debian does not ship it (Devuan's package devuan-keyring does). */
     devuanKeyring: z.string().default('/usr/share/keyrings/devuan-archive-keyring.gpg'),

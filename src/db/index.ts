@@ -8,3 +8,4 @@ export * from './contexts.js';
 export * from './builds.js';
 export * from './quotas.js';
 export * from './attestations.js';
+export * from './base-names.js';

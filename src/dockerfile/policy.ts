@@ -1,4 +1,5 @@
 import { KilnError } from '../shared/errors.js';
+import { BaseNames, type BaseMatch, type BaseName } from './base-names.js';
 import { canonicalImage, familiarImage } from './image-ref.js';
 import { expandWord, LexError, LexLimit, UNKNOWN, type Expansion, type Lookup, type Value } from './lex.js';
 import { goLower, parseDockerfile, parseFlags, stageName, triggerText, type Escape, type Node } from './parse.js';
@@ -24,6 +25,8 @@ export function kilnBaseConfigs(bases: readonly string[]): Record<string, BaseIm
 export interface PolicyOptions {
   /** Base images the admin allows (config sdk.bases), e.g. `debian:bookworm`. */
   bases: readonly string[];
+  /** Other names for them (`debian:12`), site mappings first (src/dockerfile/base-names.ts). */
+  baseNames?: readonly BaseName[];
   allowRemoteAdd: boolean;
   /** `--build-arg`s: they apply only to ARGs the Dockerfile declares (and the builder's built-in proxy args). */
   buildArgs?: Readonly<Record<string, string>>;
@@ -37,7 +40,20 @@ export interface PolicyOptions {
 export interface PolicyResult {
   /** The allowed bases this Dockerfile starts from (as spelled in `bases`), to be made locally if missing. */
   bases: string[];
+  /** Each FROM that starts from one of them, with the name as written and how it led there. */
+  froms: BaseFrom[];
   stages: number;
+}
+
+/** A FROM of an allowed base: where it is, what it says, and which base that is. */
+export interface BaseFrom extends BaseMatch {
+  line: number;
+  endLine: number;
+  /** Its stage name (`AS name`), lower-cased as the builder keeps it. */
+  stage?: string;
+  /** The image as written, and after expansion. */
+  written: string;
+  image: string;
 }
 
 export interface Violation { line: number; message: string }
@@ -59,6 +75,7 @@ export interface Evaluation {
   /** What the final stage's ONBUILD triggers would do in Kiln's own layer on the final image. */
   layerViolations: Violation[];
   bases: string[];
+  froms: BaseFrom[];
   stages: StageModel[];
 }
 
@@ -100,7 +117,7 @@ export function checkDockerfile(text: string, opts: PolicyOptions): PolicyResult
     const msg = 'Dockerfile refused by policy:\n' + violations.map((v) => `  line ${v.line}: ${v.message}`).join('\n');
     throw new KilnError('policy_violation', msg, { detail: violations });
   }
-  return { bases: r.bases, stages: r.stages.length };
+  return { bases: r.bases, froms: r.froms, stages: r.stages.length };
 }
 
 /** The model behind checkDockerfile: violations plus each stage's predicted image config. */
@@ -181,17 +198,15 @@ class Evaluator {
   private readonly stages: Stage[] = [];
   private readonly table: StageTable = { names: new Map(), count: 0 };
   private readonly usedBases = new Set<string>();
-  private readonly allowed = new Map<string, string>();
+  private readonly froms: BaseFrom[] = [];
+  private readonly names: BaseNames;
   private readonly options: ReadonlyMap<string, string>;
   private work = 0;
   /** The line being checked (where a check that gives up says so). */
   private line = 1;
 
   constructor(private readonly opts: PolicyOptions) {
-    for (const b of opts.bases) {
-      const c = canonicalImage(b);
-      if (c && !this.allowed.has(c)) this.allowed.set(c, b);
-    }
+    this.names = new BaseNames(opts.bases, opts.baseNames);
     this.options = new Map(Object.entries(opts.buildArgs ?? {}));
   }
 
@@ -252,6 +267,7 @@ class Evaluator {
       violations: unique(this.violations),
       layerViolations: unique(this.layerViolations),
       bases: [...this.usedBases],
+      froms: this.froms,
       stages: this.stages.map(({ args: _a, triggers: _t, envIndex: _i, ...model }) => model),
     };
   }
@@ -310,13 +326,14 @@ class Evaluator {
     } else if (parentIndex !== undefined) {
       inherited = this.stages[parentIndex];
     } else if (image !== 'scratch') {
-      const canonical = canonicalImage(image);
-      const allowed = canonical === undefined ? undefined : this.allowed.get(canonical);
-      if (allowed === undefined) {
-        this.add(line, `FROM ${shown} is not an allowed base image; allowed: ${[...this.allowed.values()].join(', ') || 'none'}`);
+      const r = this.names.resolve(image);
+      if ('refused' in r) {
+        this.add(line, `FROM ${shown} ${r.refused}`);
       } else {
+        const allowed = r.match.base;
         this.usedBases.add(allowed);
-        base = { config: this.opts.baseConfigs?.[allowed], triggersFrom: familiarImage(canonical!) };
+        this.froms.push({ ...r.match, line, endLine: node.endLine, ...(name !== undefined ? { stage: name } : {}), written: raw, image });
+        base = { config: this.opts.baseConfigs?.[allowed], triggersFrom: familiarImage(canonicalImage(image)!) };
       }
     }
 

@@ -144,6 +144,15 @@ function bad(message: string): KilnError {
 // ---------------------------------------------------------------------------------------------------------------
 // Payloads
 
+/**
+ * An image name as a FROM writes it, without a digest: what a base-name mapping holds on either side. No `=` (the
+ * SDK's `--base-name NAME=BASE` and the Jenkins parameter's lines split on it), no space, no leading `-`.
+ */
+export const IMAGE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}$/;
+/** Most base-name mappings one site may hold (and a job spec carry). */
+export const MAX_BASE_NAMES = 200;
+const imageName = z.string().regex(IMAGE_NAME_RE, 'an image name such as debian:12 (letters, digits, . _ / : -)');
+
 /** What `job.put` carries on stdin. The glue renders backend config from it; nothing here is trusted. */
 export const jobSpecSchema = z.object({
   /** Display text only: escaped wherever it is written (XML description, logs). */
@@ -158,6 +167,11 @@ export const jobSpecSchema = z.object({
   enabled: z.boolean().default(true),
   /** Build arguments: names as Docker accepts them, values without control characters. */
   buildArgs: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), z.string().max(1024).regex(/^[^\x00-\x1f\x7f]*$/)).default({}),
+  /**
+   * The site admin's names for allowed bases (`corp/debian:12` -> `debian:bookworm`). A hint, never a permission:
+   * the SDK checks each again against its own sdk.bases and refuses a FROM whose mapping leads elsewhere.
+   */
+  baseNames: z.array(z.object({ name: imageName, base: imageName }).strict()).max(MAX_BASE_NAMES).optional(),
 }).strict();
 export type JobSpec = z.output<typeof jobSpecSchema>;
 export type JobSpecInput = z.input<typeof jobSpecSchema>;

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { formatSha256Sums, type SumEntry } from '../shared/checksums.js';
+import type { BaseRecord } from './base-use.js';
 import { readFileIn } from './fsroot.js';
 import type { DiskLayout } from './disk.js';
 import type { Artifact } from './result.js';
@@ -54,7 +55,8 @@ export interface ManifestInput {
   dockerfileSha256: string;
   contextSha256?: string;
   buildArgs: Record<string, string>;
-  bases: { name: string; id: string; mirror?: string; suite?: string }[];
+  /** Each base with the FROMs that named it (name as written -> Kiln base -> image id). */
+  bases: BaseRecord[];
   image: { id: string; tag: string; labels?: Record<string, string> };
   os: Record<string, string>;
   kernel: { version: string; cmdline: string };

@@ -7,6 +7,8 @@ import { KilnError, toKilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
 import { installAppService, resetSshHostKeys, type AppBootCheck, type ImageRuntimeConfig } from './app.js';
 import { ensureBase, mirrorUrls, type BaseImage } from './base.js';
+import { baseRecords, logBaseUse } from './base-use.js';
+import { baseNameList } from '../dockerfile/base-names.js';
 import { checkBootable, type BootCheck } from './bootable.js';
 import { bootTest, type BootTestResult } from './boot-test.js';
 import { sweepBuildCgroups } from './cgroup.js';
@@ -22,6 +24,7 @@ import { assembleDisk, KERNEL_CMDLINE, planDisk, SYSTEMD_BOOT_EFI, type DiskLayo
 import { makeIso } from './iso.js';
 import { buildManifest, imageLabels, buildSpdx, readPackages, writeSha256Sums, type DebPackage } from './manifest.js';
 import { checkDockerfile } from '../dockerfile/policy.js';
+import { pinBaseImages } from '../dockerfile/pin.js';
 import { policyBaseConfigs } from './policy-bases.js';
 import { buildProvenance } from './provenance.js';
 import { Reporter } from './reporter.js';
@@ -38,6 +41,8 @@ export interface SdkBuildOptions {
   contextTar?: string;
   formats: readonly OutputFormat[];
   buildArgs: Readonly<Record<string, string>>;
+  /** The site admin's names for allowed bases (`--base-name NAME=BASE`); checked again against sdk.bases. */
+  baseNames?: readonly { name: string; base: string }[];
   /** Aborts the build (SIGTERM from Jenkins or the local backend): children are stopped, result.json says so. */
   signal?: AbortSignal;
   /** Firmwares to boot-test with; default both (UEFI only when the disk is GPT and OVMF is installed). */
@@ -178,7 +183,8 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const { text, policy } = await rep.stage('policy', 2, 'checking the Dockerfile', async () => {
       const text = readDockerfile(await fsp.readFile(o.dockerfile));
       const baseConfigs = await policyBaseConfigs(deps.docker, s.bases);
-      const policy = checkDockerfile(text, { bases: s.bases, allowRemoteAdd: s.allowRemoteAdd, buildArgs: o.buildArgs, baseConfigs });
+      const baseNames = baseNameList(o.baseNames ?? [], s.baseNames);
+      const policy = checkDockerfile(text, { bases: s.bases, baseNames, allowRemoteAdd: s.allowRemoteAdd, buildArgs: o.buildArgs, baseConfigs });
       return { text, policy };
     });
     const dockerfileSha256 = await sha256File(o.dockerfile);
@@ -189,10 +195,13 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const bases: BaseImage[] = await rep.stage('base', 5, `base images: ${policy.bases.join(', ') || 'none'}`, async () => {
       const out: BaseImage[] = [];
       for (const b of policy.bases) out.push(await ensureBase(deps.docker, b, { mirror: s.mirror, devuanMirror: s.devuanMirror, devuanKeyring: s.devuanKeyring, snapshot: s.snapshot }, work, rep));
+      logBaseUse(rep, policy.froms, out);
       return out;
     });
 
-    const req = { dockerfileText: text, contextTar: o.contextTar, buildArgs: { ...o.buildArgs } };
+    // The engine gets each base by the id just checked, whatever name the Dockerfile used for it (dockerfile/pin.ts).
+    const pinned = pinBaseImages(text, policy.froms, Object.fromEntries(bases.map((b) => [b.name, b.id])));
+    const req = { dockerfileText: pinned, contextTar: o.contextTar, buildArgs: { ...o.buildArgs } };
     const built = await rep.stage('build', 10, 'building the Dockerfile', () => dockerBuild(deps.docker, req, buildTag(req, contextSha256 ?? ''), buildSettings, rep));
     rep.log(`[kiln] built image ${built.id} (${built.tag})`);
     const builtInfo = await imageInfo(deps.docker, built.id);
@@ -331,7 +340,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       const described = [...earlyOnes.filter((a) => a.format === 'raw'), ...(qcowOne ? [qcowOne] : []), ...earlyOnes.filter((a) => a.format !== 'raw')];
       artifacts.push(...described);
       const createdAt = new Date().toISOString();
-      const baseInfo = bases.map((b) => ({ name: b.name, id: b.id, mirror: b.mirror, suite: b.suite }));
+      const baseInfo = baseRecords(policy.froms, bases);
       const manifest = buildManifest({
         sdkVersion: SDK_VERSION, createdAt, dockerfileSha256, contextSha256, buildArgs: { ...o.buildArgs }, bases: baseInfo,
         image: { id: imageId, tag: built.tag, labels: imageLabels(runtime.Labels) }, os: check.osRelease, kernel: { version: boot.version, cmdline: KERNEL_CMDLINE },
@@ -346,7 +355,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
           { name: 'manifest.json', sha256: await sha256File(path.join(outDir, 'manifest.json')) },
           { name: 'sbom.spdx.json', sha256: await sha256File(path.join(outDir, 'sbom.spdx.json')) },
         ],
-        dockerfileSha256, contextSha256, formats, buildArgNames: Object.keys(o.buildArgs).sort(), bases: baseInfo, snapshot: s.snapshot,
+        dockerfileSha256, contextSha256, formats, buildArgNames: Object.keys(o.buildArgs).sort(), bases: baseInfo,
         sdkVersion: SDK_VERSION,
         settings: { buildNetwork: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, buildTimeoutSeconds: s.buildTimeoutSeconds, maxImageMb: s.maxImageMb, pidsLimit: s.pidsLimit },
         startedOn: startedAt, finishedOn: new Date().toISOString(),

@@ -1,4 +1,5 @@
 import os from 'node:os';
+import type { BaseRecord } from './base-use.js';
 import type { Artifact } from './result.js';
 
 export const BUILD_TYPE = 'https://kiln.invalid/buildtypes/sdk-build/v1';
@@ -11,8 +12,7 @@ export interface ProvenanceInput {
   contextSha256?: string;
   formats: readonly string[];
   buildArgNames: string[];
-  bases: { name: string; id: string; mirror?: string; suite?: string }[];
-  snapshot?: string;
+  bases: (Pick<BaseRecord, 'name' | 'id'> & Partial<BaseRecord>)[];
   sdkVersion: string;
   settings: { buildNetwork: string; memoryMb: number; cpus: number; buildTimeoutSeconds: number; maxImageMb: number; pidsLimit?: number };
   startedOn: string;
@@ -22,7 +22,7 @@ export interface ProvenanceInput {
 
 /**
  * An in-toto Statement v1 with a SLSA v1 provenance predicate. buildType BUILD_TYPE means: "`kiln sdk build` ran
- * the externalParameters' Dockerfile (by digest) with the legacy Docker builder on the listed base images, then made
+ * the externalParameters' Dockerfile (by digest) with the legacy Docker builder on the listed base images (Kiln-made, by image id, with the names the Dockerfile used for them), then made
  * the subjects from the exported filesystem". Build-arg values are left out (they may hold secrets); only names.
  * Under Jenkins, BUILD_URL becomes the invocation id and JOB_NAME an internal parameter.
  */
@@ -53,7 +53,12 @@ export function buildProvenance(i: ProvenanceInput): Record<string, unknown> {
         resolvedDependencies: i.bases.map((b) => ({
           uri: `docker-image://${b.name}`,
           digest: { sha256: stripAlgo(b.id) },
-          annotations: { ...(b.mirror ? { mirror: b.mirror } : {}), ...(b.suite ? { suite: b.suite } : {}), ...(i.snapshot ? { snapshot: i.snapshot } : {}) },
+          annotations: {
+            ...(b.mirror ? { mirror: b.mirror } : {}), ...(b.suite ? { suite: b.suite } : {}), ...(b.snapshot ? { snapshot: b.snapshot } : {}),
+            ...(b.slim !== undefined ? { slim: b.slim } : {}),
+            // The names the Dockerfile used for this base (`debian:12`), as expanded: what a reader of the Dockerfile looks for.
+            ...(b.requestedAs ? { requestedAs: [...new Set(b.requestedAs.map((r) => r.image))] } : {}),
+          },
         })),
       },
       runDetails: {

@@ -29,6 +29,7 @@ import { jsonBody, newBigUploadGate, type BigUploadGate } from './upload-limits.
 import { authRoutes } from './routes/auth.js';
 import { pageRoutes } from './routes/pages.js';
 import { apiRoutes } from './routes/api.js';
+import { adminRoutes } from './routes/admin.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 
 declare global {
@@ -217,7 +218,7 @@ export function createApp(opts: AppOptions): KilnApp {
   });
 
   const ctx: AppContext = { s, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads };
-  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
+  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
   app.locals.routeTable = mounted.flatMap(([prefix, router]) => (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)

@@ -3,7 +3,7 @@ import {
   createDb, findBuild, findBuildByKey, findDockerfile, findUserByName, getOrCreateSetting, getVersion, insertBuild,
   insertDockerfile, insertUser, isUniqueViolation, listBuildsToReconcile, listDockerfiles, migrateLatest,
   getThrottleBucket, setUserDisabled, updateBuild, updateDockerfileContent, countActiveBuilds, sha256Hex,
-  completeAttestation, findAttestation, listBuildsToAttest,
+  completeAttestation, findAttestation, listBuildsToAttest, putBaseName, listBaseNames, deleteBaseName,
 } from '../../src/db/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -23,7 +23,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('migrations are idempotent', async () => {
       expect(await migrateLatest(t.db)).toEqual([]);
-      for (const table of ['users', 'sessions', 'settings', 'login_throttle', 'dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds', 'build_attestations']) {
+      for (const table of ['users', 'sessions', 'settings', 'login_throttle', 'dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds', 'build_attestations', 'base_names']) {
         expect(await t.db.schema.hasTable(table), table).toBe(true);
       }
     });
@@ -103,6 +103,20 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const v1 = await getOrCreateSetting(t.db, 's', () => 'one');
       const v2 = await getOrCreateSetting(t.db, 's', () => 'two');
       expect([v1, v2]).toEqual(['one', 'one']);
+    });
+
+    it('base names: one row per name, replaced in place, never past the limit under concurrent admins', async () => {
+      const by = (await findUserByName(t.db, 'alice'))!.id;
+      const first = await putBaseName(t.db, { name: 'corp/debian:12', base: 'debian:bookworm', by }, 3);
+      expect(first).toMatchObject({ created: true, row: { name: 'corp/debian:12', base: 'debian:bookworm', updated_by: by } });
+      expect(await putBaseName(t.db, { name: 'corp/debian:12', base: 'debian:trixie', by }, 3)).toMatchObject({ created: false, row: { base: 'debian:trixie' } });
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => putBaseName(t.db, { name: `corp/n${i}:1`, base: 'debian:bookworm', by }, 3)));
+      expect(results.filter((r) => r !== 'over')).toHaveLength(2);
+      expect(await listBaseNames(t.db)).toHaveLength(3);
+      const id = (first as { row: { id: number } }).row.id;
+      expect(await deleteBaseName(t.db, id)).toBe(true);
+      expect(await deleteBaseName(t.db, id)).toBe(false);
+      await t.db('base_names').del();
     });
 
     it('foreign keys are enforced', async () => {

@@ -71,6 +71,9 @@ describe('glue dispatcher', () => {
     ['bad name', Buffer.from(JSON.stringify(fakeSpec(undefined, { name: '../etc' }))), /name/],
     ['control char in build arg', Buffer.from(JSON.stringify(fakeSpec(undefined, { buildArgs: { A: 'x\ny' } }))), /buildArgs/],
     ['bad format', Buffer.from(JSON.stringify(fakeSpec(undefined, { formats: ['exe'] }))), /formats/],
+    ['base name with a shell word', Buffer.from(JSON.stringify(fakeSpec(undefined, { baseNames: [{ name: '$(id)', base: 'debian:bookworm' }] }))), /baseNames/],
+    ['base name with a digest', Buffer.from(JSON.stringify(fakeSpec(undefined, { baseNames: [{ name: `debian:12@sha256:${'a'.repeat(64)}`, base: 'debian:bookworm' }] }))), /baseNames/],
+    ['base name that reads as an option', Buffer.from(JSON.stringify(fakeSpec(undefined, { baseNames: [{ name: 'x', base: '--privileged' }] }))), /baseNames/],
   ])('job.put refuses a body that is %s (and stores nothing)', async (_what, buf, msg) => {
     await expect(glue.handle('job.put 3', async () => buf)).rejects.toThrow(msg);
     expect(calls).toEqual([]);

@@ -41,8 +41,9 @@ async function waitFor(b: LocalBackend, job: number, build: number, states: Buil
 describe('local backend', () => {
   it('keeps a Jenkins-shaped data directory and runs the SDK with the documented argv', async () => {
     const { b, dir } = await make();
-    expect(await b.putJob(3, spec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { VERSION: '1 2', X: 'y' } }))).toEqual({ created: true });
-    expect(await b.putJob(3, spec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { VERSION: '1 2', X: 'y' } }))).toEqual({ created: false });
+    const baseNames = [{ name: 'corp/debian:12', base: 'debian:bookworm' }, { name: 'ghcr.io/x/base', base: 'debian:trixie-slim' }];
+    expect(await b.putJob(3, spec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { VERSION: '1 2', X: 'y' }, baseNames }))).toEqual({ created: true });
+    expect(await b.putJob(3, spec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { VERSION: '1 2', X: 'y' }, baseNames }))).toEqual({ created: false });
     const jobDir = path.join(dir, 'glue/jobs/kiln-job-3');
     expect(JSON.parse(readFileSync(path.join(jobDir, 'config.json'), 'utf8'))).toMatchObject({ owner: 'alice', name: 'demo', enabled: true });
     expect(readFileSync(path.join(jobDir, 'Dockerfile'), 'utf8')).toContain('FROM debian:bookworm');
@@ -58,6 +59,8 @@ describe('local backend', () => {
     expect(argv).toEqual([
       '--dockerfile', path.join(jobDir, 'builds/1/ws/Dockerfile'), '--out', archive, '--format', 'raw,qcow2',
       '--build-arg', 'VERSION=1 2', '--build-arg', 'X=y',
+      // The site's base names, as the SDK takes them; it checks each against its own sdk.bases.
+      '--base-name', 'corp/debian:12=debian:bookworm', '--base-name', 'ghcr.io/x/base=debian:trixie-slim',
     ]);
     expect(existsSync(path.join(jobDir, 'builds/1/ws'))).toBe(false);
     expect(readFileSync(path.join(jobDir, 'nextBuildNumber'), 'utf8').trim()).toBe('2');

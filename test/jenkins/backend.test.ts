@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --dockerfile) df=$2; shift 2;;
     --out) out=$2; shift 2;;
     --format) formats=$2; shift 2;;
-    --context|--build-arg) shift 2;;
+    --context|--build-arg|--base-name) shift 2;;
     *) echo "fake-sdk: unexpected argument $1" >&2; exit 2;;
   esac
 done

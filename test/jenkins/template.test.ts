@@ -4,7 +4,7 @@ import path from 'node:path';
 import { XMLValidator } from 'fast-xml-parser';
 import { describe, expect, it } from 'vitest';
 import { jobSpecSchema, type JobSpec } from '../../src/protocol/index.js';
-import { ARCHIVE_PATTERN, describe as describeJob, jobTemplate, renderJobXml, TIMER_SPECS, type TemplateSettings } from '../../src/glue/backends/jenkins/template.js';
+import { ARCHIVE_PATTERN, describe as describeJob, jobTemplate, parameterDefaults, renderJobXml, TIMER_SPECS, type TemplateSettings } from '../../src/glue/backends/jenkins/template.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { tempDir } from '../helpers/tmp.js';
 import { compare, parse, textAt, type Node } from '../helpers/xml.js';
@@ -29,7 +29,7 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
       expect(XMLValidator.validate(xml), owner).toBe(true);
       const expected = {
         description: describeJob(7, s), keepBuilds: '20', keepArtifacts: '5', dockerfileB64: Buffer.from(s.dockerfile).toString('base64'),
-        contextB64: '', buildArgsB64: '', formats: 'raw', label: 'kiln-builder', disabled: 'false', timerTrigger: '',
+        contextB64: '', buildArgsB64: '', baseNamesB64: '', formats: 'raw', label: 'kiln-builder', disabled: 'false', timerTrigger: '',
         timeoutSeconds: '3600', sdkCommand: "'/usr/local/bin/kiln' 'sdk' 'build'", artifacts: ARCHIVE_PATTERN,
       };
       compare(parse(jobTemplate()), parse(xml), expected);
@@ -90,24 +90,33 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
       chmodSync(fake, 0o755);
       const ws = path.join(dir, 'ws');
       mkdirSync(ws);
-      const xml = renderJobXml(1, spec(), { ...settings, sdkCommand: [fake] });
+      const xml = renderJobXml(1, spec({ baseNames: [{ name: 'corp/debian:12', base: 'debian:bookworm' }] }), { ...settings, sdkCommand: [fake] });
+      expect(Buffer.from(parameterDefaults(xml).BASE_NAMES_B64!, 'base64').toString()).toBe('corp/debian:12=debian:bookworm\n');
       const script = textAt(parse(xml), ['project', 'builders', 'hudson.tasks.Shell', 'command'])!;
       const dockerfile = 'FROM x\nRUN echo $(id) `id` "\'\n';
       const env = {
         PATH: process.env.PATH, DOCKERFILE_B64: Buffer.from(dockerfile).toString('base64'), CONTEXT_B64: Buffer.from('tar').toString('base64'),
         BUILD_ARGS_B64: Buffer.from('A=$(touch pwned) ; x\nB=2\n').toString('base64'), FORMATS: 'raw,qcow2', KILN_BUILD_KEY: 'k',
+        BASE_NAMES_B64: Buffer.from('corp/debian:12=debian:bookworm\n').toString('base64'),
       };
       const r = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env, encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
       expect(readFileSync(path.join(ws, 'args.txt'), 'utf8')).toBe(
         ['--dockerfile', 'in/Dockerfile', '--out', 'out', '--context', 'in/context.tar', '--format', 'raw,qcow2',
-          '--build-arg', 'A=$(touch pwned) ; x', '--build-arg', 'B=2'].map((a) => `<${a}>\n`).join(''));
+          '--build-arg', 'A=$(touch pwned) ; x', '--build-arg', 'B=2', '--base-name', 'corp/debian:12=debian:bookworm'].map((a) => `<${a}>\n`).join(''));
       expect(readFileSync(path.join(ws, 'out/Dockerfile.seen'), 'utf8')).toBe(dockerfile);
       expect(spawnSync('ls', [ws]).stdout.toString()).not.toContain('pwned');
       const bad = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env: { ...env, FORMATS: 'raw;id' }, encoding: 'utf8' });
       expect(bad.status).toBe(2);
       const bad2 = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env: { ...env, FORMATS: 'raw,evil' }, encoding: 'utf8' });
       expect(bad2.status).toBe(2);
+      // A base-name line a parameter edit in Jenkins could hold: never a word of its own, never a shell word.
+      for (const line of ['x=$(id)', '-x=debian:bookworm', 'a b=debian:bookworm', 'debian:bookworm']) {
+        const b = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env: { ...env, BASE_NAMES_B64: Buffer.from(`${line}\n`).toString('base64') }, encoding: 'utf8' });
+        expect(b.status, line).toBe(2);
+        expect(b.stderr).toContain('kiln: bad base name');
+      }
+      expect(() => renderJobXml(1, { ...spec(), baseNames: [{ name: 'x y', base: 'debian:bookworm' }] }, settings)).toThrow(/base name/);
     } finally {
       cleanup();
     }

@@ -50,7 +50,7 @@ describe('config.xml rendering (property)', () => {
         const args = Object.entries(buildArgs).map(([k, v]) => `${k}=${v}\n`).join('');
         const expected = {
           description: describeJob(job, spec), keepBuilds: '20', keepArtifacts: '5', dockerfileB64: Buffer.from(dockerfile).toString('base64'),
-          contextB64: '', buildArgsB64: args ? Buffer.from(args).toString('base64') : '', formats: 'raw', label: 'kiln-builder',
+          contextB64: '', buildArgsB64: args ? Buffer.from(args).toString('base64') : '', baseNamesB64: '', formats: 'raw', label: 'kiln-builder',
           disabled: 'false', timerTrigger: '', timeoutSeconds: '3600', sdkCommand: "'/usr/local/bin/kiln' 'sdk' 'build'", artifacts: ARCHIVE_PATTERN,
         };
         compare(parse(jobTemplate()), parse(xml), expected);

@@ -3,7 +3,7 @@ import { promises as fsp, readFileSync, readdirSync, writeFileSync } from 'node:
 import path from 'node:path';
 import Dockerode from 'dockerode';
 import { afterAll, describe, expect, it } from 'vitest';
-import { baseRecipe, ensureBase } from '../../src/sdk/base.js';
+import { baseRecipe, ensureBase, SLIM_DPKG_CFG, SLIM_EXCLUDES, SLIM_INCLUDES } from '../../src/sdk/base.js';
 import { Reporter } from '../../src/sdk/reporter.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -23,7 +23,7 @@ function thrown(f: () => unknown): unknown {
 
 describe('base recipes', () => {
   it('debian uses the mirror, or snapshot.debian.org when a snapshot date is set', () => {
-    expect(baseRecipe('debian:trixie', { mirror: 'http://m/debian' })).toEqual({ mirror: 'http://m/debian', suite: 'trixie' });
+    expect(baseRecipe('debian:trixie', { mirror: 'http://m/debian' })).toEqual({ mirror: 'http://m/debian', suite: 'trixie', slim: false });
     expect(baseRecipe('debian:bookworm', { mirror: 'http://m/debian', snapshot: '20261101T000000Z' }).mirror)
       .toBe('http://snapshot.debian.org/archive/debian/20261101T000000Z/');
   });
@@ -33,7 +33,27 @@ describe('base recipes', () => {
     expect(isKilnError(e, 'invalid_input')).toBe(true);
     expect((e as Error).message).toContain('sdk.devuanMirror');
     expect(baseRecipe('devuan:daedalus', { mirror: 'x', devuanMirror: 'http://d/merged', devuanKeyring: '/k.gpg' }))
-      .toEqual({ mirror: 'http://d/merged', suite: 'daedalus', keyring: '/k.gpg' });
+      .toEqual({ mirror: 'http://d/merged', suite: 'daedalus', slim: false, keyring: '/k.gpg' });
+  });
+
+  it('a -slim name is the same suite, slimmed', () => {
+    expect(baseRecipe('debian:bookworm-slim', { mirror: 'http://m/debian' })).toEqual({ mirror: 'http://m/debian', suite: 'bookworm', slim: true });
+    expect(baseRecipe('devuan:daedalus-slim', { mirror: 'x', devuanMirror: 'http://d/merged', devuanKeyring: '/k.gpg' })).toMatchObject({ suite: 'daedalus', slim: true });
+    expect(isKilnError(thrown(() => baseRecipe('debian:-slim', { mirror: 'x' })), 'invalid_input')).toBe(true);
+  });
+
+  it("slim's dpkg exclusions are debuerreotype's lists (what Docker's -slim images carry), as dpkg.cfg lines", () => {
+    // debuerreotype scripts/.slimify-excludes and .slimify-includes, sorted as its slimify script sorts them.
+    expect(SLIM_EXCLUDES).toEqual([
+      '/usr/share/doc/*', '/usr/share/doc/kde/HTML/*/*', '/usr/share/gnome/help/*/*', '/usr/share/info/*', '/usr/share/linda/*',
+      '/usr/share/lintian/overrides/*', '/usr/share/locale/*', '/usr/share/man/*', '/usr/share/omf/*/*-*.emf',
+    ]);
+    expect(SLIM_INCLUDES).toEqual([
+      '/usr/share/doc/*/copyright', '/usr/share/doc/kde/HTML/C/*', '/usr/share/gnome/help/*/C/*', '/usr/share/locale/all_languages',
+      '/usr/share/locale/currency/*', '/usr/share/locale/l10n/*', '/usr/share/locale/languages', '/usr/share/locale/locale.alias', '/usr/share/omf/*/*-C.emf',
+    ]);
+    const lines = SLIM_DPKG_CFG.split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(lines).toEqual([...SLIM_EXCLUDES.map((p) => `path-exclude ${p}`), ...SLIM_INCLUDES.map((p) => `path-include ${p}`)]);
   });
 
   it('refuses names it cannot make (no registry pulls)', () => {
@@ -41,6 +61,26 @@ describe('base recipes', () => {
       expect(isKilnError(thrown(() => baseRecipe(n, { mirror: 'x' })), 'invalid_input'), n).toBe(true);
     }
   });
+});
+
+describe('reusing a base the engine has', () => {
+  const docker = new Dockerode({ socketPath: '/var/run/docker.sock' });
+
+  it('a Kiln base under another base\'s name is refused, not taken for that base', async () => {
+    const rep = new Reporter(undefined, 1 << 20, () => undefined);
+    await ensureBase(docker, 'debian:bookworm', { mirror: 'http://deb.debian.org/debian' }, t.dir, rep);
+    // What `docker tag debian:bookworm debian:<other>-slim` would leave: Kiln's labels, one layer, the wrong kind.
+    const name = `debian:kilntest${process.pid}-slim`;
+    await docker.getImage('debian:bookworm').tag({ repo: 'debian', tag: name.slice('debian:'.length) });
+    try {
+      const err = await ensureBase(docker, name, { mirror: 'http://deb.debian.org/debian' }, t.dir, rep).then(() => undefined, (e: unknown) => e);
+      expect(isKilnError(err, 'backend_unavailable')).toBe(true);
+      expect((err as Error).message).toContain('is a Kiln base of another kind (bookworm, minbase)');
+    } finally {
+      // Only the tag this test made: the image stays (debian:bookworm still names it).
+      await docker.getImage(name).remove({ noprune: true });
+    }
+  }, 600_000);
 });
 
 describe('making a Devuan base', () => {

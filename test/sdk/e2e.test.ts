@@ -185,7 +185,7 @@ describe('kiln sdk build failures', () => {
     expect(res.ok).toBe(false);
     expect(res.error.code).toBe('policy_violation');
     expect(res.error.message).toMatch(/line 1: .*syntax/);
-    expect(res.error.message).toMatch(/line 2: FROM alpine:3 is not an allowed base image; allowed: debian:bookworm, debian:trixie/);
+    expect(res.error.message).toMatch(/line 2: FROM alpine:3 is not an allowed base image; allowed: debian:bookworm \(or debian:12, debian:oldstable\), debian:trixie \(or debian:13, debian:latest, debian:stable\)/);
     expect(res.error.message).toMatch(/line 3: ADD of a remote URL/);
     expect(res.stages.map((s: { name: string }) => s.name)).toEqual(['policy']);
   });

@@ -10,7 +10,9 @@ const PUBLIC = new Set([
 ]);
 
 /** Routes whose success needs a specific body (the matrix sends a generic one): only the anonymous check applies. */
-const BODY_SPECIFIC = new Set(['POST /account/password', 'POST /api/account/password']);
+const BODY_SPECIFIC = new Set(['POST /account/password', 'POST /api/account/password', 'POST /admin/base-names', 'POST /api/admin/base-names']);
+/** Site settings: only an admin gets through; any other user gets 403 (checklist case 13), whether or not it owns anything. */
+const adminOnly = (p: string) => /^\/(?:api\/)?admin\//.test(p);
 
 /**
  * Every route the app registers, replayed as anonymous, as another user, as the owner and as an admin. A new
@@ -58,11 +60,12 @@ describe('authorization matrix over every route', () => {
 
   it('knows the routes (sanity)', () => {
     const keys = routes.map((r) => `${r.method} ${r.path}`);
-    expect(keys).toEqual(expect.arrayContaining(['GET /dockerfiles/:id', 'GET /builds/:id/artifacts/:name', 'POST /dockerfiles/:id/builds', 'GET /api/builds/:id/log']));
+    expect(keys).toEqual(expect.arrayContaining(['GET /dockerfiles/:id', 'GET /builds/:id/artifacts/:name', 'POST /dockerfiles/:id/builds', 'GET /api/builds/:id/log',
+      'GET /admin/base-names', 'POST /api/admin/base-names/:id/delete']));
     expect(routes.length).toBeGreaterThan(20);
   });
 
-  it('case 12: anonymous reaches only public routes; another user gets 404 on every owned object; owner and admin get through', async () => {
+  it('case 12, case 13: anonymous reaches only public routes; another user gets 404 on every owned object; owner and admin get through; admin routes let only admins through (403 for users)', async () => {
     let n = 0;
     const problems: string[] = [];
     const owned = (p: string) => p.includes(':id');
@@ -73,6 +76,15 @@ describe('authorization matrix over every route', () => {
       const anon = await call(who.anon, r.method, path, n++);
       const anonOk = r.path.startsWith('/api/') ? anon.status === 401 : (anon.status === 303 && (anon.headers.get('location') ?? '').startsWith('/login')) || anon.status === 401;
       if (!anonOk) problems.push(`anon ${key} -> ${anon.status}`);
+      if (adminOnly(r.path)) {
+        for (const u of ['alice', 'bob'] as const) {
+          const res = await call(who[u], r.method, path, n++);
+          if (res.status !== 403) problems.push(`${u} ${key} -> ${res.status}`);
+        }
+        const res = await call(who.admin, r.method, path, n++);
+        if (res.status >= (BODY_SPECIFIC.has(key) ? 500 : 400)) problems.push(`admin ${key} -> ${res.status}: ${(await res.text()).slice(0, 120)}`);
+        continue;
+      }
       if (owned(r.path)) {
         const before = Number((await w.db('builds').count({ n: '*' }))[0]!.n);
         const bob = await call(who.bob, r.method, path, n++);

@@ -4,6 +4,7 @@ import * as m002 from './002_build_context.js';
 import * as m003 from './003_attestation.js';
 import * as m004 from './004_quotas.js';
 import * as m005 from './005_requeue.js';
+import * as m006 from './006_base_names.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -17,6 +18,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['003_attestation', m003],
   ['004_quotas', m004],
   ['005_requeue', m005],
+  ['006_base_names', m006],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -3,7 +3,7 @@
  * admins see all; anything else is "not found", the same answer as a missing id (no existence oracle).
  */
 import { findBuild, findDockerfile, type BuildRow, type DockerfileRow, type Queryable } from '../../db/index.js';
-import { notFound } from '../../shared/errors.js';
+import { KilnError, notFound } from '../../shared/errors.js';
 import { parseId } from '../validation.js';
 import type { Actor } from './context.js';
 
@@ -19,4 +19,9 @@ export async function buildFor(db: Queryable, actor: Actor, rawId: unknown): Pro
   const b = await findBuild(db, parseId(rawId), ownerScope(actor));
   if (!b) throw notFound('No such build');
   return b;
+}
+
+/** Admin-only actions (site settings such as base names): anyone else is refused, whatever the request says. */
+export function assertAdmin(actor: Actor): void {
+  if (actor.role !== 'admin') throw new KilnError('forbidden', 'Only an admin can do this.');
 }

@@ -22,6 +22,7 @@ import { parseIdempotencyKey } from '../validation.js';
 import { buildFor, dockerfileFor } from './access.js';
 import type { Actor, Services } from './context.js';
 import { afterInterruption, glueKey } from './requeue.js';
+import { siteBaseNames } from './base-names.js';
 import { refuseBuildOverQuota } from './storage.js';
 
 /** Glue failures worth retrying later; anything else is a permanent answer about this build. */
@@ -82,6 +83,9 @@ export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, docker
   const owner = await findUserById(s.db, ownerId);
   if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
   const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as Services), schedule: 'off', enabled: true };
+  // The site's names for bases as they are now; the builder's SDK checks each against its own sdk.bases.
+  const baseNames = await siteBaseNames(s.db);
+  if (baseNames.length) spec.baseNames = baseNames;
   let tar: Buffer | undefined;
   if (version.context_id != null) {
     // The context stored with this version (not the Dockerfile's current one): a retried dispatch builds what was requested.

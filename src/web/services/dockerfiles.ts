@@ -8,17 +8,19 @@ import { KilnError, conflict } from '../../shared/errors.js';
 import { checkDockerfileText, parseDockerfileName } from '../validation.js';
 import { dockerfileFor, ownerScope } from './access.js';
 import type { Actor, Services } from './context.js';
+import { policyBaseNames } from './base-names.js';
 import { storeWithinQuota } from './storage.js';
 
 /**
- * The text rules, then the SDK's Dockerfile policy with this site's settings (sdk.bases, sdk.allowRemoteAdd), the
- * bases taken as Kiln makes them: a Dockerfile the build would refuse is refused here, before anything is stored,
- * with the findings and their lines (`policy_violation`, detail = findings).
+ * The text rules, then the SDK's Dockerfile policy with this site's settings (sdk.bases, sdk.baseNames and the
+ * site's own base names, sdk.allowRemoteAdd), the bases taken as Kiln makes them: a Dockerfile the build would
+ * refuse is refused here, before anything is stored, with the findings and their lines (`policy_violation`,
+ * detail = findings).
  */
-function acceptableDockerfile(s: Services, raw: string): string {
+async function acceptableDockerfile(s: Services, raw: string): Promise<string> {
   const content = checkDockerfileText(raw, s.config.web.maxDockerfileBytes);
   const { bases, allowRemoteAdd } = s.config.sdk;
-  checkDockerfile(content, { bases, allowRemoteAdd, baseConfigs: kilnBaseConfigs(bases) });
+  checkDockerfile(content, { bases, baseNames: await policyBaseNames(s), allowRemoteAdd, baseConfigs: kilnBaseConfigs(bases) });
   return content;
 }
 
@@ -30,7 +32,7 @@ function acceptableDockerfile(s: Services, raw: string): string {
  */
 export async function createDockerfile(s: Services, actor: Actor, input: { name: unknown; content: string; context?: ContextUpload }): Promise<DockerfileRow> {
   const name = parseDockerfileName(input.name);
-  const content = acceptableDockerfile(s, input.content);
+  const content = await acceptableDockerfile(s, input.content);
   const change = await contextChange(input.context);
   if (change.kind === 'remove') throw new KilnError('invalid_input', 'A new Dockerfile has no build context to remove.');
   const context = change.kind === 'set' ? change.context : undefined;
@@ -88,7 +90,7 @@ export async function getDockerfileView(db: Db, actor: Actor, rawId: unknown): P
  */
 export async function updateDockerfile(s: Services, actor: Actor, rawId: unknown, rawContent: string, context?: ContextUpload): Promise<DockerfileVersionRow> {
   const df = await dockerfileFor(s.db, actor, rawId);
-  const content = acceptableDockerfile(s, rawContent);
+  const content = await acceptableDockerfile(s, rawContent);
   const change = await contextChange(context);
   const bytes = Buffer.byteLength(content) + (change.kind === 'set' ? change.context.tar.length : 0);
   return storeWithinQuota(s, df.owner_id, bytes, (trx) => updateDockerfileContent(trx, df.id, content, change));

@@ -18,7 +18,7 @@ export const KEY_PARAM = 'KILN_BUILD_KEY';
 /** Builds searched for an idempotency key (newest first); retries come soon after the first attempt. */
 const KEY_SEARCH_DEPTH = 25;
 /** The job parameters that carry a build's inputs (jenkins/job.xml); a checked build() sends them explicitly. */
-const INPUT_PARAMS = ['DOCKERFILE_B64', 'CONTEXT_B64', 'BUILD_ARGS_B64', 'FORMATS'] as const;
+const INPUT_PARAMS = ['DOCKERFILE_B64', 'CONTEXT_B64', 'BUILD_ARGS_B64', 'BASE_NAMES_B64', 'FORMATS'] as const;
 
 /**
  * Whether Jenkins `version` (its X-Jenkins header) is at least one of `floors` (config glue.jenkins.minVersion):

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { XMLParser } from 'fast-xml-parser';
-import { ARTIFACT_NAMES, FORMATS, SCHEDULES, type JobSpec, type Schedule } from '../../../protocol/index.js';
+import { ARTIFACT_NAMES, FORMATS, IMAGE_NAME_RE, SCHEDULES, type JobSpec, type Schedule } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 
 /**
@@ -111,6 +111,12 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
   });
   const buildArgsB64 = argLines.length ? b64(argLines.join('')) : '';
   if (buildArgsB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'build arguments too large');
+  const nameLines = (spec.baseNames ?? []).map((m) => {
+    if (!IMAGE_NAME_RE.test(m.name) || !IMAGE_NAME_RE.test(m.base)) throw new KilnError('invalid_input', 'bad base name mapping');
+    return `${m.name}=${m.base}\n`;
+  });
+  const baseNamesB64 = nameLines.length ? b64(nameLines.join('')) : '';
+  if (baseNamesB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'base name mappings too large');
 
   const slots: Record<string, string> = {
     description: escapeXml(description),
@@ -119,6 +125,7 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
     dockerfileB64,
     contextB64,
     buildArgsB64,
+    baseNamesB64,
     formats: formats.join(','),
     label: escapeXml(settings.label),
     disabled: spec.enabled ? 'false' : 'true',
@@ -142,7 +149,7 @@ const configParser = new XMLParser({
 
 /**
  * The string parameters' default values in a job's config.xml as Jenkins returns it: what a build triggered
- * without parameters would take, i.e. the Dockerfile, context and build arguments the job holds now.
+ * without parameters would take, i.e. the Dockerfile, context, build arguments and base names the job holds now.
  */
 export function parameterDefaults(xml: string): Record<string, string> {
   let doc: unknown;

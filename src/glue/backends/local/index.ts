@@ -59,6 +59,8 @@ interface BuildRecord {
   exitCode?: number | null;
   formats: string[];
   buildArgs: Record<string, string>;
+  /** The site's names for bases (`--base-name`); absent in records written before they existed. */
+  baseNames?: { name: string; base: string }[];
   hasContext: boolean;
 }
 
@@ -304,7 +306,7 @@ export class LocalBackend implements Backend {
       if (hasContext) await fsp.copyFile(path.join(dir, 'context.tar'), path.join(bdir, 'ws', 'context.tar'));
       const rec: BuildRecord = {
         job, build: n, state: 'queued', queueId, idempotencyKey, queuedAt: this.iso(),
-        formats: spec.formats, buildArgs: spec.buildArgs, hasContext,
+        formats: spec.formats, buildArgs: spec.buildArgs, ...(spec.baseNames?.length ? { baseNames: spec.baseNames } : {}), hasContext,
       };
       await writeJson(path.join(bdir, 'build.json'), rec);
       // 'w': a number left by an unacknowledged attempt (the process died before meta.json) starts afresh.
@@ -512,6 +514,7 @@ export class LocalBackend implements Backend {
       ...prefix, '--dockerfile', path.join(ws, 'Dockerfile'), '--out', archive, '--format', rec.formats.join(','),
       ...(rec.hasContext ? ['--context', path.join(ws, 'context.tar')] : []),
       ...Object.entries(rec.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]),
+      ...(rec.baseNames ?? []).flatMap((m) => ['--base-name', `${m.name}=${m.base}`]),
     ];
     const timeoutMs = this.opts.buildTimeoutMs ?? 2 * 3600_000;
     this.log_.info({ job: rec.job, build: rec.build }, 'build started');
