@@ -200,6 +200,34 @@ describe('local backend', () => {
     await waitFor(b, 2, 1, ['succeeded']);
   });
 
+  it('after a restart, a build whose SDK finished while the runner was down ends as its result.json says, and does not run again', async () => {
+    const { dir } = await make({ runner: false });
+    const sdk = writeFakeSdk(dir);
+    const first = new LocalBackend({ dataDir: dir, sdkCommand: sdk, pollMs: 50, concurrency: 2 });
+    await first.start();
+    await first.putJob(1, spec('sleep 30'));
+    await first.putJob(2, spec('sleep 30'));
+    await first.build(1, 'k0000001');
+    await first.build(2, 'k0000001');
+    const bdir = (job: number) => path.join(dir, `glue/jobs/kiln-job-${job}/builds/1`);
+    const crashed: string[] = [];
+    for (const job of [1, 2]) {
+      await waitFor(first, job, 1, ['running']);
+      await until(() => (JSON.parse(readFileSync(path.join(bdir(job), 'build.json'), 'utf8')) as { process?: unknown }).process !== undefined);
+      crashed.push(readFileSync(path.join(bdir(job), 'build.json'), 'utf8'));
+    }
+    await first.close();
+    // What the runner's SIGKILL leaves (records still "running"), and what each SDK wrote when it ended meanwhile.
+    for (const job of [1, 2]) writeFileSync(path.join(bdir(job), 'build.json'), crashed[job - 1]!);
+    writeFileSync(path.join(bdir(1), 'archive/result.json'), '{"ok":true,"artifacts":["image.raw"]}');
+    writeFileSync(path.join(bdir(2), 'archive/result.json'), '{"ok":false,"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}}');
+
+    const { b } = await make({}, dir);
+    expect(await b.status(1, 1)).toMatchObject({ state: 'succeeded' });
+    expect(await b.status(2, 1)).toMatchObject({ state: 'failed', reason: 'RUN step 2 failed: exit 100' });
+    expect((await b.log(1, 1, 0)).text).toContain('the SDK ended while the build service was down');
+  });
+
   it('after a restart, half-written files of a killed writer and a killed delete\'s trash are gone; a live writer\'s temp file stays', async () => {
     const { b: first, dir } = await make({ runner: false });
     await first.putJob(1, spec());
@@ -481,7 +509,7 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     expect(env).toMatch(/^KILN_SDK_FORMATS=raw$/m);
     expect(env).toMatch(/^KILN_JOB=1$/m);
     expect(env).toContain(`TMPDIR=${path.join(dir, 'glue/jobs/kiln-job-1/builds/1/tmp')}\n`);
-    expect(existsSync(path.join(dir, 'glue/jobs/kiln-job-1/builds/1/tmp'))).toBe(false); // removed when the build ended
+    await until(() => !existsSync(path.join(dir, 'glue/jobs/kiln-job-1/builds/1/tmp'))); // removed as the build ends
   });
 
   it('finding 12: an SDK internal error reaches the user as a reference only; the detail goes to the glue\'s log', async () => {

@@ -186,8 +186,18 @@ export class LocalBackend implements Backend {
           } else if (rec.state === 'running') {
             const sdk = asIdentity(rec.process);
             const killed = sdk ? await signalGroupIfSame(sdk, 'SIGKILL') : false;
-            await this.finish(rec, 'lost', LOST.restart, { appendLog: `[kiln] build ${LOST.restart}\n` });
-            this.log_.warn({ job, build: n, sdkKilled: killed }, 'build interrupted by a restart');
+            // An SDK that finished on its own after the runner died (it runs in a process group of its own) said
+            // how it ended in result.json: that is the build's end. Running it again would build it twice.
+            const done = killed ? undefined : await this.sdkResult(path.join(this.buildDir(job, n), 'archive'));
+            if (done) {
+              const state = done.ok ? 'succeeded' : 'failed';
+              const reason = done.ok ? undefined : done.error ?? 'the SDK failed';
+              await this.finish(rec, state, reason, { appendLog: `[kiln] build ${state}${reason ? `: ${reason}` : ''} (the SDK ended while the build service was down)\n` });
+              this.log_.warn({ job, build: n, state }, 'build ended while the build service was down');
+            } else {
+              await this.finish(rec, 'lost', LOST.restart, { appendLog: `[kiln] build ${LOST.restart}\n` });
+              this.log_.warn({ job, build: n, sdkKilled: killed }, 'build interrupted by a restart');
+            }
           } else if (rec.state === 'queued' && !(await exists(this.queueEntry(rec)))) {
             await fsp.writeFile(this.queueEntry(rec), '');
           }
@@ -587,14 +597,20 @@ export class LocalBackend implements Backend {
 
   /** The SDK's own explanation of a failure, from result.json in its output directory. */
   private async sdkError(archive: string): Promise<string | undefined> {
+    return (await this.sdkResult(archive))?.error;
+  }
+
+  /** How the SDK says it ended (result.json in its output directory), or undefined when it wrote none. */
+  private async sdkResult(archive: string): Promise<{ ok: boolean; error?: string } | undefined> {
     try {
       const fh = await fsp.open(path.join(archive, 'result.json'), fsc.O_RDONLY | fsc.O_NOFOLLOW);
       try {
         const st = await fh.stat();
         if (!st.isFile() || st.size > 1024 * 1024) return undefined;
-        const r = JSON.parse(await fh.readFile('utf8')) as { error?: { message?: unknown } };
+        const r = JSON.parse(await fh.readFile('utf8')) as { ok?: unknown; error?: { message?: unknown } };
+        if (typeof r.ok !== 'boolean') return undefined;
         const m = r.error?.message;
-        return typeof m === 'string' && m.length > 0 ? m.slice(0, 500) : undefined;
+        return { ok: r.ok, ...(typeof m === 'string' && m.length > 0 ? { error: m.slice(0, 500) } : {}) };
       } finally {
         await fh.close();
       }
