@@ -1,6 +1,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import { parseDockerfile } from '../dockerfile/parse.js';
+import { mirrorUrls } from './base.js';
 
 /**
  * The HTTP(S) proxy a Dockerfile's RUN steps use (config `sdk.buildProxy`). It reaches the build only as the engine's
@@ -30,6 +31,14 @@ export interface BuildProxy {
 
 /** The predefined proxy args of the engine's legacy builder; a Dockerfile's ARG of one of these records its value. */
 export const PROXY_ARG_NAMES = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy'];
+
+/**
+ * Every URL RUN steps must reach on the filtered build network, which lets them through even on a private address:
+ * the mirrors, and the build proxies.
+ */
+export function buildNetworkUrls(s: Parameters<typeof mirrorUrls>[0] & { buildProxy: ProxySettings }): string[] {
+  return [...mirrorUrls(s), ...[s.buildProxy.httpProxy, s.buildProxy.httpsProxy].filter((u): u is string => !!u)];
+}
 
 /** `http://host:port` of a proxy URL: what may be shown. */
 export function proxyDisplay(url: string): string {

@@ -6,12 +6,12 @@ import type { FrozenConfig, OutputFormat } from '../config/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
 import { installAppService, resetSshHostKeys, type AppBootCheck, type ImageRuntimeConfig } from './app.js';
-import { ensureBase, mirrorUrls, type BaseImage } from './base.js';
+import { ensureBase, type BaseImage } from './base.js';
 import { baseRecords, logBaseUse } from './base-use.js';
 import { baseNameList } from '../dockerfile/base-names.js';
 import { checkBootable, type BootCheck } from './bootable.js';
 import { bootTest, type BootTestResult } from './boot-test.js';
-import { buildProxy, describeProxy } from './build-proxy.js';
+import { buildNetworkUrls, buildProxy, describeProxy } from './build-proxy.js';
 import { describeTrust, loadBuildTrust, removeBuildTrust, trustLayers, trustRecord, type BuildTrust, type TrustRemoval } from './build-trust.js';
 import { sweepBuildCgroups } from './cgroup.js';
 import { buildTag, contextDigest, dockerBuild, type BuildSettings } from './docker-build.js';
@@ -185,8 +185,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   for (const secret of proxy?.secrets ?? []) rep.mask(secret);
   let trust: BuildTrust | undefined;
   let trustRemoval: TrustRemoval | undefined;
-  // RUN steps reach the build proxy like the mirrors, even on a private address.
-  const egress = { subnet: s.buildSubnet, allow: s.egressAllow, rules: s.egressRules, mirrors: [...mirrorUrls(s), ...(proxy?.urls ?? [])] };
+  const egress = { subnet: s.buildSubnet, allow: s.egressAllow, rules: s.egressRules, mirrors: buildNetworkUrls(s) };
   const buildSettings: BuildSettings = { network: s.buildNetwork, egress, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, maxDiskBytes: s.maxBuildDiskMb * 2 ** 20, timeoutSeconds: s.buildTimeoutSeconds, proxyArgs: proxy?.args, signal: o.signal };
 
   try {

@@ -183,6 +183,18 @@ describe('the proxy settings (buildProxy)', () => {
     expect(buildProxy({ noProxy: ['x'] })).toBeUndefined();
   });
 
+  it('the build network lets RUN steps reach the proxy, also on a private address (also in the rules for an engine elsewhere)', async () => {
+    const r = await kilnRun(['sdk', 'egress-rules', '--engine-iptables', '--resolver', '10.0.0.53', '--lan', '172.18.0.0/16'], {
+      KILN_SDK_BUILD_PROXY_HTTPS_PROXY: 'http://alice:hunter2secret@10.9.8.7:3128', KILN_SDK_MIRROR: 'http://203.0.113.80/debian',
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const out = r.stdout.split('\n');
+    const at = out.indexOf('-A KILN-BUILD-OUT -d 10.9.8.7/32 -p tcp -m tcp --dport 3128 -j ACCEPT');
+    expect(at).toBeGreaterThanOrEqual(0);
+    expect(at).toBeLessThan(out.indexOf('-A KILN-BUILD-OUT -d 10.0.0.0/8 -j REJECT --reject-with icmp-admin-prohibited'));
+    expect(r.stdout + r.stderr).not.toContain('hunter2secret');
+  });
+
   it('says when RUN steps could not reach the proxy (loopback, this host), and which proxy ARGs a Dockerfile declares', () => {
     expect(unreachableProxy('http://127.0.0.1:3128', [])).toMatch(/loopback/);
     expect(unreachableProxy('http://192.0.2.2:3128', ['192.0.2.2'])).toMatch(/address of this host/);
@@ -382,6 +394,7 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
       expect(proxy.seen.every((s) => s.authorized)).toBe(true);
       expect(proxy.seen.filter((s) => s.target.includes('deb.debian.org'))).toEqual([]);
       expect(log).toContain(`proxy is http://***@${proxy.host}:${proxy.port}`);
+      expect(log).toMatch(new RegExp(`build network kiln-build .*allowed: .*${proxy.host.replace(/\./g, '\\.')}/32:${proxy.port}`));
     });
 
     it('the proxy\'s password is nowhere: not in the log, the SDK\'s output, manifest, provenance or any other file written', async () => {
