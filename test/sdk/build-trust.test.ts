@@ -323,10 +323,10 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
     expect(log).not.toMatch(/^(curl|python|pip|node) ok$/m);
   }, 1_500_000);
 
-  it('another set of CAs never reuses layers built on another (the FROM names Kiln\'s layer for that set)', async () => {
+  it('another set of CAs never reuses layers built on another (the FROM names Kiln\'s layer for that set); the image config stays the Dockerfile\'s', async () => {
     const rep = new Reporter(undefined, 1 << 24, () => undefined);
     const base = (await docker.getImage('debian:bookworm').inspect()).Id;
-    const text = 'FROM debian:bookworm\nRUN echo same step > /step\n';
+    const text = 'FROM debian:bookworm\nENV APP_MODE="a b" PATH=/opt/app/bin:$PATH\nWORKDIR /srv/app\nRUN echo same step > /step\nUSER 1000:1000\nCMD ["./run.sh"]\n';
     const froms = checkDockerfile(text, { bases: ['debian:bookworm'], allowRemoteAdd: false }).baseFroms;
     const own = path.join(t.dir, 'own-ca.pem');
     await fsp.writeFile(own, OWN_CA);
@@ -341,6 +341,12 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
     expect(new Set([...ids.slice(0, 3), plain]).size).toBe(4);
     // The same set again reuses its own layers.
     expect(ids[3]).toBe(ids[0]);
+    // What the app service and the manifest read from the image is the same with and without build trust.
+    const config = async (id: string) => {
+      const c = (await docker.getImage(id).inspect()).Config;
+      return { env: c.Env, cmd: c.Cmd, entrypoint: c.Entrypoint, workdir: c.WorkingDir, user: c.User, labels: c.Labels, shell: (c as { Shell?: string[] }).Shell, ports: c.ExposedPorts, volumes: c.Volumes, onbuild: c.OnBuild };
+    };
+    for (const id of ids) expect(await config(id)).toEqual(await config(plain));
     for (const tag of ['0', '1', '2', '3', 'plain']) await docker.getImage(`kiln-build:trust-test-cache-${tag}`).remove().catch(() => undefined);
   }, 600_000);
 
