@@ -4,7 +4,7 @@ import Dockerode from 'dockerode';
 import { loadConfig, OUTPUT_FORMATS, type OutputFormat } from '../config/index.js';
 import { checkDockerfile, kilnBaseConfigs, type Violation } from '../dockerfile/policy.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
-import { mirrorUrls } from '../sdk/base.js';
+import { buildNetworkUrls } from '../sdk/build-proxy.js';
 import { baseNameList, parseBaseNameEntry } from '../dockerfile/base-names.js';
 import { IMAGE_NAME_RE } from '../protocol/index.js';
 import { allowances, egressRules, lanNetworks, parseAllow, resolvers } from '../sdk/egress.js';
@@ -192,7 +192,7 @@ async function egressRulesCommand(argv: string[]): Promise<number> {
     });
     const resolverList = values.resolver ? asCidrs(values.resolver, '--resolver', true) : await resolvers();
     const lan = values.lan ? asCidrs(values.lan, '--lan', false) : await lanNetworks(s.buildSubnet);
-    const allowed = await allowances(mirrorUrls(s), s.egressAllow);
+    const allowed = await allowances(buildNetworkUrls(s), s.egressAllow);
     const rules = egressRules({ subnet: s.buildSubnet, resolvers: resolverList, allowed, lan }, values['engine-iptables'] === true);
     process.stdout.write(values.ipv6 ? rules.v6 : rules.v4);
     return 0;

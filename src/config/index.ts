@@ -32,6 +32,18 @@ export const DEFAULT_BASE_NAMES = [
 ];
 /** One `sdk.baseNames` entry: two image references (no digest, no `=`), as src/dockerfile/base-names.ts reads it. */
 export const BASE_NAME_ENTRY_RE = /^[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}=[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}$/;
+/**
+ * A build proxy: `http://` or `https://`, host and port, optionally `user:password@`; nothing else. The message never
+ * repeats the value: it may hold a password.
+ */
+const proxyUrl = z.string().refine((v) => {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && (u.pathname === '/' || u.pathname === '') && !u.search && !u.hash;
+  } catch {
+    return false;
+  }
+}, 'a proxy URL such as http://proxy.example:3128 or http://user:password@proxy.example:3128 (no path)');
 
 export const configSchema = z.object({
   dataDir: z.string().default('./data'),
@@ -168,6 +180,24 @@ export const configSchema = z.object({
     /** Cache images a build has not made or reused for this long are removed. */
     imageCacheHours: int(168),
     accel: z.enum(['tcg', 'kvm']).default('tcg'),
+    /**
+     * Extra CA certificates the Dockerfile's RUN steps trust (a TLS-intercepting proxy's): PEM files, or directories
+     * whose *.crt and *.pem files are taken (`/usr/local/share/ca-certificates` is what this host itself trusts on
+     * top of Debian's). Left out of the finished image unless `keepInImage` (src/sdk/build-trust.ts).
+     */
+    buildTrust: z.object({
+      caFiles: list([]),
+      keepInImage: bool(false),
+    }).prefault({}),
+    /**
+     * The HTTP(S) proxy RUN steps use: given to the build as the engine's predefined proxy build args, which never
+     * reach the image's config or history. The filtered build network lets RUN steps reach the proxy's address.
+     */
+    buildProxy: z.object({
+      httpProxy: proxyUrl.optional(),
+      httpsProxy: proxyUrl.optional(),
+      noProxy: list([]).pipe(z.array(z.string().regex(/^[A-Za-z0-9.*:\[\]/_-]+$/, 'host names, domains (.example.com), addresses or CIDRs, comma-separated'))),
+    }).prefault({}),
   }).prefault({}),
 });
 

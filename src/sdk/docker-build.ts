@@ -24,6 +24,11 @@ export interface BuildSettings {
   pidsMax?: number;
   /** Most bytes the engine's disk may lose while the build runs. */
   maxDiskBytes?: number;
+  /**
+   * The engine's predefined proxy args (sdk.buildProxy, build-proxy.ts): RUN steps see them, the image does not. A
+   * build arg of the same name wins. Not part of the tag, like the engine leaves them out of its cache key.
+   */
+  proxyArgs?: Readonly<Record<string, string>>;
   signal?: AbortSignal;
 }
 
@@ -173,7 +178,7 @@ export async function dockerBuild(docker: Dockerode, req: BuildRequestCtx, tag: 
       cpuperiod: 100_000,
       cpuquota: Math.round(s.cpus * 100_000),
       ...(cg?.parent ? { cgroupparent: cg.parent } : {}),
-      buildargs: req.buildArgs,
+      buildargs: { ...s.proxyArgs, ...req.buildArgs },
       labels: { [BUILD_LABEL]: '1' },
       rm: true,
       forcerm: true,

@@ -66,6 +66,10 @@ export interface ManifestInput {
   rootfs: { files: number; dirs: number; symlinks: number; dataBytes: number; blockBytes: number; capabilities?: { name: string; capability: string; value: string }[] };
   artifacts: Artifact[];
   notes: string[];
+  /** The extra CA certificates RUN steps trusted and whether the image keeps them (build-trust.ts trustRecord). */
+  buildTrust?: Record<string, unknown>;
+  /** The proxy RUN steps used: scheme, host and port only (build-proxy.ts). */
+  buildProxy?: Record<string, unknown>;
 }
 
 /** The Dockerfile's LABELs (title, version, source...), without Kiln's own bookkeeping labels, bounded in size. */
@@ -87,6 +91,8 @@ export function buildManifest(i: ManifestInput): Record<string, unknown> {
     inputs: { dockerfile: { sha256: i.dockerfileSha256 }, ...(i.contextSha256 ? { context: { sha256: i.contextSha256 } } : {}), buildArgs: Object.keys(i.buildArgs).sort() },
     baseImages: i.bases,
     image: i.image,
+    ...(i.buildTrust ? { buildTrust: i.buildTrust } : {}),
+    ...(i.buildProxy ? { buildProxy: i.buildProxy } : {}),
     os: { id: i.os.ID, versionId: i.os.VERSION_ID, versionCodename: i.os.VERSION_CODENAME, prettyName: i.os.PRETTY_NAME },
     boot: { kernel: i.kernel.version, cmdline: i.kernel.cmdline, init: i.init, loader: i.layout.label === 'gpt' ? 'syslinux (BIOS, gptmbr) + systemd-boot (UEFI)' : 'syslinux (BIOS)' },
     disk: { label: i.layout.label, sectorSize: i.layout.sectorSize, totalBytes: i.layout.totalBytes, partitions: [p(i.layout.boot), p(i.layout.root)] },

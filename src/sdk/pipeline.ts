@@ -6,11 +6,13 @@ import type { FrozenConfig, OutputFormat } from '../config/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
 import { installAppService, resetSshHostKeys, type AppBootCheck, type ImageRuntimeConfig } from './app.js';
-import { ensureBase, mirrorUrls, type BaseImage } from './base.js';
+import { ensureBase, type BaseImage } from './base.js';
 import { baseRecords, logBaseUse } from './base-use.js';
 import { baseNameList } from '../dockerfile/base-names.js';
 import { checkBootable, type BootCheck } from './bootable.js';
 import { bootTest, type BootTestResult } from './boot-test.js';
+import { buildNetworkUrls, buildProxy, describeProxy } from './build-proxy.js';
+import { describeTrust, loadBuildTrust, removeBuildTrust, trustLayers, trustRecord, type BuildTrust, type TrustRemoval } from './build-trust.js';
 import { sweepBuildCgroups } from './cgroup.js';
 import { buildTag, contextDigest, dockerBuild, type BuildSettings } from './docker-build.js';
 import { imageInfo } from './docker-util.js';
@@ -103,15 +105,23 @@ function aptLayer(from: string, pkgs: string[]): { dockerfileText: string; build
   };
 }
 
-/** Makes an exported tree a machine's root: host files reset, SSH host keys, ENTRYPOINT/CMD as a boot service. */
-async function prepareTree(root: string, runtime: ImageRuntimeConfig, rep: Reporter): Promise<{ notes: string[]; appBoot?: AppBootCheck }> {
+/**
+ * Makes an exported tree a machine's root: host files reset, SSH host keys, ENTRYPOINT/CMD as a boot service, and
+ * the build's CA certificates out (unless sdk.buildTrust.keepInImage).
+ */
+async function prepareTree(root: string, runtime: ImageRuntimeConfig, rep: Reporter, trust?: BuildTrust): Promise<{ notes: string[]; appBoot?: AppBootCheck; trustRemoval?: TrustRemoval }> {
   await finishRootfs(root, rep);
   const notes: string[] = [];
+  const trustRemoval = trust && !trust.keepInImage ? await removeBuildTrust(root, trust) : undefined;
+  if (trustRemoval) {
+    rep.log(`[kiln] finish: build trust taken out: ${trustRemoval.removed.join(', ') || 'nothing of it was in the image'}`);
+    for (const n of trustRemoval.notes) rep.log(`[kiln] finish: build trust: ${n}`);
+  }
   const sshNote = await resetSshHostKeys(root, rep);
   if (sshNote) notes.push(sshNote);
   const app = await installAppService(root, runtime, rep);
   if (app) notes.push(app.note);
-  return { notes, appBoot: app?.boot };
+  return { notes, appBoot: app?.boot, trustRemoval };
 }
 
 /**
@@ -171,8 +181,12 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   let rootfsRemoval: Promise<void> | undefined;
   let trees: TreeStaging | undefined;
   let engineLock: EngineLock | undefined;
-  const egress = { subnet: s.buildSubnet, allow: s.egressAllow, rules: s.egressRules, mirrors: mirrorUrls(s) };
-  const buildSettings: BuildSettings = { network: s.buildNetwork, egress, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, maxDiskBytes: s.maxBuildDiskMb * 2 ** 20, timeoutSeconds: s.buildTimeoutSeconds, signal: o.signal };
+  const proxy = buildProxy(s.buildProxy);
+  for (const secret of proxy?.secrets ?? []) rep.mask(secret);
+  let trust: BuildTrust | undefined;
+  let trustRemoval: TrustRemoval | undefined;
+  const egress = { subnet: s.buildSubnet, allow: s.egressAllow, rules: s.egressRules, mirrors: buildNetworkUrls(s) };
+  const buildSettings: BuildSettings = { network: s.buildNetwork, egress, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, maxDiskBytes: s.maxBuildDiskMb * 2 ** 20, timeoutSeconds: s.buildTimeoutSeconds, proxyArgs: proxy?.args, signal: o.signal };
 
   try {
     const formats = [...new Set(o.formats)];
@@ -189,6 +203,9 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     });
     const dockerfileSha256 = await sha256File(o.dockerfile);
     const contextSha256 = o.contextTar ? await contextDigest(o.contextTar).catch(() => { throw new KilnError('invalid_input', 'The build context does not exist or cannot be read'); }) : undefined;
+    trust = await loadBuildTrust(s.buildTrust);
+    if (trust) rep.log(`[kiln] ${describeTrust(trust)}`);
+    for (const line of proxy ? describeProxy(proxy, text, o.buildArgs, s.buildNetwork) : []) rep.log(`[kiln] ${line}`);
 
     engineLock = await rep.stage('engine', 4, 'engine guard, layer cache', () => enterEngineStage(deps, rep));
 
@@ -199,8 +216,11 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
       return out;
     });
 
-    // The engine gets each base by the id just checked, whatever name the Dockerfile used for it (dockerfile/pin.ts).
-    const pinned = pinBaseImages(text, policy.froms, Object.fromEntries(bases.map((b) => [b.name, b.id])));
+    // The engine gets each base by the id just checked, whatever name the Dockerfile used for it (dockerfile/pin.ts);
+    // with build trust, by the id of Kiln's layer of CA certificates on it (build-trust.ts), so the tag follows too.
+    const baseIds = Object.fromEntries(bases.map((b) => [b.name, b.id]));
+    const buildIds = trust ? await rep.stage('trust', 8, 'build CA certificates on each base', () => trustLayers(deps.docker, bases, trust!, buildSettings, work, rep)) : baseIds;
+    const pinned = pinBaseImages(text, policy.froms, buildIds);
     const req = { dockerfileText: pinned, contextTar: o.contextTar, buildArgs: { ...o.buildArgs } };
     const built = await rep.stage('build', 10, 'building the Dockerfile', () => dockerBuild(deps.docker, req, buildTag(req, contextSha256 ?? ''), buildSettings, rep));
     rep.log(`[kiln] built image ${built.id} (${built.tag})`);
@@ -246,8 +266,9 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     let packages: DebPackage[] = [];
     let appBoot: AppBootCheck | undefined;
     await rep.stage('finish', 55, 'preparing the root filesystem', async () => {
-      const prepared = await prepareTree(rootDir, runtime, rep);
+      const prepared = await prepareTree(rootDir, runtime, rep, trust);
       notes.push(...prepared.notes);
+      trustRemoval = prepared.trustRemoval;
       appBoot = prepared.appBoot;
       packages = await readPackages(rootDir);
     });
@@ -274,7 +295,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         const liveImg = await dockerBuild(deps.docker, live, buildTag(live, 'live'), buildSettings, rep);
         const liveRoot = path.join(staged.dir, 'liveroot');
         await exportRootfs(deps.docker, liveImg.id, liveRoot, limits, rep);
-        await prepareTree(liveRoot, runtime, rep);
+        await prepareTree(liveRoot, runtime, rep, trust);
         // live-boot mounts the root (an overlay on the squashfs): no fstab entry for it.
         await writeFileIn(liveRoot, '/etc/fstab', '# Live system: live-boot mounts the root filesystem.\n');
         const lb = await checkBootable(liveRoot);
@@ -345,6 +366,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         sdkVersion: SDK_VERSION, createdAt, dockerfileSha256, contextSha256, buildArgs: { ...o.buildArgs }, bases: baseInfo,
         image: { id: imageId, tag: built.tag, labels: imageLabels(runtime.Labels) }, os: check.osRelease, kernel: { version: boot.version, cmdline: KERNEL_CMDLINE },
         init: check.init!, packages, layout, rootfs: stats, artifacts, notes,
+        buildTrust: trust && trustRecord(trust, trustRemoval), buildProxy: proxy && { ...proxy.summary, inImage: false },
       });
       await fsp.writeFile(path.join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
       const sbom = buildSpdx({ name: `kiln-image-${dockerfileSha256.slice(0, 12)}`, createdAt, sdkVersion: SDK_VERSION, os: check.osRelease, packages, artifacts });
@@ -358,6 +380,8 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
         dockerfileSha256, contextSha256, formats, buildArgNames: Object.keys(o.buildArgs).sort(), bases: baseInfo,
         sdkVersion: SDK_VERSION,
         settings: { buildNetwork: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, buildTimeoutSeconds: s.buildTimeoutSeconds, maxImageMb: s.maxImageMb, pidsLimit: s.pidsLimit },
+        buildTrust: trust && { caSha256: trust.certs.map((c) => c.sha256), inImage: trust.keepInImage ? 'kept' : 'removed' },
+        buildProxy: proxy?.summary,
         startedOn: startedAt, finishedOn: new Date().toISOString(),
       });
       await fsp.writeFile(path.join(outDir, 'provenance.json'), JSON.stringify(provenance, null, 2) + '\n');

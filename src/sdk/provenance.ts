@@ -17,6 +17,9 @@ export interface ProvenanceInput {
   settings: { buildNetwork: string; memoryMb: number; cpus: number; buildTimeoutSeconds: number; maxImageMb: number; pidsLimit?: number };
   startedOn: string;
   finishedOn: string;
+  /** The build's extra CA certificates (sha256) and proxies (no credentials): they shaped what RUN steps fetched. */
+  buildTrust?: { caSha256: string[]; inImage: 'kept' | 'removed' };
+  buildProxy?: Record<string, unknown>;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -48,6 +51,8 @@ export function buildProvenance(i: ProvenanceInput): Record<string, unknown> {
         internalParameters: {
           sdkVersion: i.sdkVersion,
           ...i.settings,
+          ...(i.buildTrust ? { buildTrust: i.buildTrust } : {}),
+          ...(i.buildProxy ? { buildProxy: i.buildProxy } : {}),
           ...(env.JOB_NAME ? { jenkinsJob: env.JOB_NAME } : {}),
         },
         resolvedDependencies: i.bases.map((b) => ({

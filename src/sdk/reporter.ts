@@ -23,6 +23,7 @@ export class Reporter {
   private written = 0;
   private reserveUsed = 0;
   private capHit = false;
+  private secrets: string[] = [];
   readonly stages: StageTiming[] = [];
 
   constructor(
@@ -33,6 +34,11 @@ export class Reporter {
     private readonly signal?: AbortSignal,
   ) {
     if (logPath) this.file = createWriteStream(logPath, { flags: 'w', mode: 0o644 });
+  }
+
+  /** Text never to show (a build proxy's password: a RUN step can print its environment): written as `***`. */
+  mask(secret: string): void {
+    if (secret && !this.secrets.includes(secret)) this.secrets = [...this.secrets, secret].sort((a, b) => b.length - a.length);
   }
 
   /** The SDK's own lines. */
@@ -46,7 +52,8 @@ export class Reporter {
   }
 
   private write(text: string, own: boolean): void {
-    const clean = text.replace(/\r\n?/g, '\n').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+    let clean = text.replace(/\r\n?/g, '\n').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+    for (const s of this.secrets) clean = clean.split(s).join('***');
     const lines = clean.split('\n');
     if (lines.at(-1) === '') lines.pop();
     for (const line of lines) {
@@ -75,7 +82,7 @@ export class Reporter {
 
   progress(stage: string, percent: number, message?: string): void {
     const ev: Record<string, unknown> = { stage, percent: Math.max(0, Math.min(100, Math.round(percent))) };
-    if (message !== undefined) ev.message = message.slice(0, 500);
+    if (message !== undefined) ev.message = this.secrets.reduce((m, s) => m.split(s).join('***'), message).slice(0, 500);
     this.out(PROGRESS_PREFIX + JSON.stringify(ev) + '\n');
   }
 
