@@ -21,7 +21,7 @@ test: test-deps
 	scripts/ensure-dockerd.sh
 	scripts/ensure-postgres.sh
 	npx tsc -p tsconfig.json --noEmit
-	npx vitest run
+	scripts/run-tests.sh
 
 # Crash injection and fuzzing, long form (the short forms run inside `make test`): a long HTTP fuzz run, then the
 # chaos harness (CHAOS_KILLS=100 SIGKILLs over kiln serve, Jenkins behind OpenSSH, two webs on PostgreSQL, with a

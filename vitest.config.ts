@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Two projects that run side by side, one file at a time each (the machine has 2 cores):
+ * Two projects, one file at a time each (the machine has 2 cores); scripts/run-tests.sh (`make test`) runs them
+ * side by side as two vitest processes, since one process shares a single worker pool across its projects:
  * - `machine`: files that drive the shared Docker engine, QEMU or whole crash-injected stacks. One at a time, since
  *   they contend for the engine's lock, its layer cache and both cores' worth of TCG.
  * - `service`: everything else (web, database, glue, Jenkins double, policy, properties): processes and sockets

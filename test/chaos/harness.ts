@@ -120,6 +120,18 @@ exit $rc
   return file;
 }
 
+/** A tmpfs tree named after a live SDK (`kiln-sdk-tree-<pid>-<start time>-*`, src/sdk/staging.ts). */
+function treeOfLiveSdk(p: string): boolean {
+  const m = /^kiln-sdk-tree-(\d+)-(\d+)-/.exec(path.basename(p));
+  if (!m) return false;
+  try {
+    const stat = readFileSync(`/proc/${m[1]}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] === m[2];
+  } catch {
+    return false;
+  }
+}
+
 interface LedgerRun { pid: string; id: string; rc?: number }
 function readLedger(file: string): LedgerRun[] {
   const runs: LedgerRun[] = [];
@@ -449,6 +461,10 @@ class StackRun {
       if (beforeSystem.has(e)) continue;
       const st = statSync(e, { throwIfNoEntry: false });
       if (!st) continue;
+      if (treeOfLiveSdk(e)) {
+        this.report.notes.push(`${e} belongs to an SDK still running (another run's build): not counted, not removed`);
+        continue;
+      }
       const born = Math.min(st.mtimeMs, st.ctimeMs);
       const w = windows.find((x) => born >= x.from && born <= x.to);
       if (!w) {
