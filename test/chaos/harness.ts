@@ -562,7 +562,13 @@ class StackRun {
     for (const [key, list] of runs) {
       // Ran to its end: succeeded, or failed on its own (not stopped: a stopped real SDK also exits 1, after its
       // clean-up, and its backend build then says lost or cancelled).
-      const whole = list.filter((r) => r.rc === 0 || (r.rc === 1 && !['lost', 'ABORTED', 'cancelled'].includes(backendState.get(ledgerJobBuild(r) ?? '') ?? '')));
+      // Under Jenkins, an SDK that exited 0 in a build the controller's crash cut off (ABORTED) never had its
+      // artifacts archived: nothing of it can be downloaded, so its requeue is the build, not a double. The local
+      // runner's `lost` gets no such pass: its SDK's output is on disk, and recovery must take it (local/index.ts).
+      const whole = list.filter((r) => {
+        const st = backendState.get(ledgerJobBuild(r) ?? '') ?? '';
+        return (r.rc === 0 && st !== 'ABORTED') || (r.rc === 1 && !['lost', 'ABORTED', 'cancelled'].includes(st));
+      });
       if (whole.length > 1) rep.doubled.push(`request ${key}: the SDK ran to its end ${whole.length} times`);
       if (list.length > 1) rep.notes.push(`request ${key}: the SDK started ${list.length} times (${list.map((r) => `rc=${r.rc ?? 'killed'}`).join(', ')})`);
     }
