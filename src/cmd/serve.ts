@@ -10,8 +10,10 @@ import { loadConfig } from '../config/index.js';
 import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { startGlueServer } from '../glue/index.js';
 import { createLogger } from '../shared/logger.js';
-import { sshGlueClientFromConfig } from '../web/glue-client/ssh.js';
-import { ensureFirstAdmin, startReconciler, startWeb } from '../web/index.js';
+import { sshGlueClientFromConfig } from '../glue-client/ssh.js';
+import { PasswordHasher, createUsers } from '../core/index.js';
+import { startReconciler } from '../core/tasks/reconcile.js';
+import { startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -29,7 +31,7 @@ export async function main(argv: string[]): Promise<number> {
   const glueClient = await sshGlueClientFromConfig(config, { port: glue.port, hostFingerprint: glue.hostFingerprint, logger: logger.child({ part: 'glue-client' }) });
   const web = await startWeb({ config, db, glue: glueClient, logger: logger.child({ part: 'web' }) });
 
-  const admin = await ensureFirstAdmin(db);
+  const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
   if (admin) {
     process.stdout.write(
       `\nKiln is ready at ${web.url}\nFirst admin: user "${admin.username}", one-time password "${admin.password}"\n` +

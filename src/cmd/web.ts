@@ -8,8 +8,10 @@ import { loadConfig } from '../config/index.js';
 import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { createLogger } from '../shared/logger.js';
 import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
-import { sshGlueClientFromConfig } from '../web/glue-client/ssh.js';
-import { ensureFirstAdmin, startReconciler, startWeb } from '../web/index.js';
+import { sshGlueClientFromConfig } from '../glue-client/ssh.js';
+import { PasswordHasher, createUsers } from '../core/index.js';
+import { startReconciler } from '../core/tasks/reconcile.js';
+import { startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -32,7 +34,7 @@ export async function main(argv: string[]): Promise<number> {
   await migrateLatest(db);
   const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
   const web = await startWeb({ config, db, glue, logger: logger.child({ part: 'web' }) });
-  const admin = await ensureFirstAdmin(db);
+  const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
   process.stdout.write(`Kiln web is ready at ${web.url}\n`);
   if (admin) process.stdout.write(`First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`);
   process.stdout.write(`The glue must authorize this public key:\n${clientKey.publicKey}\n`);

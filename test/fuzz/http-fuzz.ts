@@ -11,11 +11,11 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { ARTIFACT_NAMES } from '../../src/protocol/index.js';
-import { addUser, createApp } from '../../src/web/index.js';
+import { createApp } from '../../src/web/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { Prng } from '../helpers/prng.js';
 import { waitForBuild } from '../helpers/serve.js';
-import { HttpClient, startTestWeb } from '../helpers/web.js';
+import { HttpClient, addUser, startTestWeb } from '../helpers/web.js';
 import { sendRaw, type RawRequest, type RawResponse } from './raw-http.js';
 
 export interface FuzzOptions {

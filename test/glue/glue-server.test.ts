@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { ensureKeyPair, defaultKeyPaths } from '../../src/shared/ssh-keys.js';
-import { sshGlueClientFromConfig } from '../../src/web/glue-client/ssh.js';
+import { sshGlueClientFromConfig } from '../../src/glue-client/ssh.js';
 import { loadConfig } from '../../src/config/index.js';
 import { fakeSpec, freePort, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';

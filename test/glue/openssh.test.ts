@@ -5,7 +5,7 @@ import path from 'node:path';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
 import { defaultKeyPaths, fingerprint } from '../../src/shared/ssh-keys.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
+import type { GluePort } from '../../src/core/ports.js';
 import { fakeSpec, startOpenSshGlue, startTestGlue, writeFakeSdk, type OpenSshGlue, type TestGlue } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -26,7 +26,7 @@ interface Door {
   user: string;
   fingerprint: string;
   hostPub: string;
-  client: GlueClient;
+  client: GluePort;
 }
 let doors: Door[];
 
@@ -69,7 +69,7 @@ async function outcome(p: Promise<unknown>): Promise<unknown> {
   }
 }
 
-async function settle(c: GlueClient, job: number, build: number): Promise<unknown> {
+async function settle(c: GluePort, job: number, build: number): Promise<unknown> {
   for (let i = 0; i < 200; i++) {
     const st = await c.call('build.status', [job, build]);
     if (!['queued', 'running'].includes(st.state)) return norm(st);
@@ -78,7 +78,7 @@ async function settle(c: GlueClient, job: number, build: number): Promise<unknow
   throw new Error('build did not finish');
 }
 
-const STEPS: Array<[string, (c: GlueClient) => Promise<unknown>]> = [
+const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['ping', (c) => c.call('ping', [])],
   ['job.put new', (c) => c.call('job.put', [21], JSON.stringify(fakeSpec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { A: 'b c' } })))],
   ['job.put again', (c) => c.call('job.put', [21], JSON.stringify(fakeSpec()))],

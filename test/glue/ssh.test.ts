@@ -29,7 +29,7 @@ afterAll(async () => {
   await g?.cleanup();
 });
 
-/** A raw ssh2 connection with the web's key (or other options), for requests the GlueClient never makes. */
+/** A raw ssh2 connection with the web's key (or other options), for requests the GluePort never makes. */
 function rawConnect(extra: Record<string, unknown> = {}): Promise<ssh2.Client> {
   return new Promise((resolve, reject) => {
     const c = new Client();

@@ -7,8 +7,8 @@ import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
 import { startGlueServer, type RunningGlue } from '../../src/glue/index.js';
 import { defaultKeyPaths, ensureKeyPair, type KeyPair } from '../../src/shared/ssh-keys.js';
-import { createSshGlueClient } from '../../src/web/glue-client/ssh.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
+import { createSshGlueClient } from '../../src/glue-client/ssh.js';
+import type { GluePort } from '../../src/core/ports.js';
 import { tempDir } from './tmp.js';
 /**
  * A stand-in for `kiln sdk build` (the real SDK is tested in test/sdk): a shell script taking the same flags. What
@@ -125,8 +125,8 @@ export interface TestGlueOptions {
 }
 
 export interface TestGlue {
-  /** A real SSH GlueClient, connected lazily, pinned to this server's host key. */
-  client: GlueClient;
+  /** A real SSH GluePort, connected lazily, pinned to this server's host key. */
+  client: GluePort;
   server: RunningGlue;
   port: number;
   hostFingerprint: string;
@@ -139,7 +139,7 @@ export interface TestGlue {
   /** Every log line the glue wrote (audit lines included). */
   logs: Array<Record<string, unknown>>;
   /** Another client for the same server (e.g. with other options). */
-  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GlueClient;
+  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GluePort;
   cleanup(): Promise<void>;
 }
 
@@ -162,7 +162,7 @@ export async function startTestGlue(opts: TestGlueOptions = {}): Promise<TestGlu
   const rec = opts.recordCalls ? recording(local) : { backend: local, calls: [] as string[] };
   const server = await startGlueServer(cfg, logger, { backend: rec.backend });
   const clientKey = await ensureKeyPair(cfg.ssh.clientKeyFile ?? defaultKeyPaths(dataDir).client, 'kiln-web');
-  const clients: GlueClient[] = [];
+  const clients: GluePort[] = [];
   const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
     const c = createSshGlueClient({
       host: '127.0.0.1', port: server.port, username: cfg.ssh.user, privateKey: clientKey.privateKey,
@@ -192,11 +192,11 @@ export interface OpenSshGlue {
   hostFingerprint: string;
   /** The user the forced command runs as (the one running the tests). */
   username: string;
-  /** A GlueClient (the web's ssh2 client) pinned to this sshd. */
-  client: GlueClient;
+  /** A GluePort (the web's ssh2 client) pinned to this sshd. */
+  client: GluePort;
   dir: string;
   sshdLog: () => string;
-  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GlueClient;
+  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GluePort;
   cleanup(): Promise<void>;
 }
 
@@ -246,7 +246,7 @@ export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPa
     if (Date.now() > deadline) throw new Error('sshd did not start');
     await new Promise((r) => setTimeout(r, 50));
   }
-  const clients: GlueClient[] = [];
+  const clients: GluePort[] = [];
   const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
     const c = createSshGlueClient({ host: '127.0.0.1', port, username, privateKey: opts.clientKey.privateKey, hostFingerprint, timeoutMs: 20_000, ...o });
     clients.push(c);

@@ -5,7 +5,7 @@ import {
   type ArtifactName, type BuildState, type JobSpec, type Reply, type Verb,
 } from '../../src/protocol/index.js';
 import { KilnError } from '../../src/shared/errors.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
+import type { GluePort } from '../../src/core/ports.js';
 import type { BuildResult } from '../../src/sdk/result.js';
 
 interface MemBuild {
@@ -23,12 +23,12 @@ interface MemBuild {
 interface MemJob { spec: JobSpec; enabled: boolean; builds: Map<number, MemBuild>; keys: Map<string, number>; next: number }
 
 /**
- * An in-memory GlueClient for route tests, faithful to the contract: arguments go through the protocol's own
+ * An in-memory GluePort for route tests, faithful to the contract: arguments go through the protocol's own
  * formatter/parser, job.put and job.build are idempotent (same key => same build), replies are validated by the
  * protocol's reply schemas, and an "unavailable" switch rejects every call with backend_unavailable.
  * Tests drive builds with `start`, `progress`, `appendLog`, `succeed`, `fail`.
  */
-export class MemoryGlue implements GlueClient {
+export class MemoryGlue implements GluePort {
   readonly jobs = new Map<number, MemJob>();
   readonly calls: Array<{ verb: string; args: Array<string | number> }> = [];
   available = true;

@@ -2,8 +2,10 @@ import path from 'node:path';
 import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
 import { createDb, migrateLatest, type Db } from '../../src/db/index.js';
 import { silentLogger, type Logger } from '../../src/shared/logger.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
-import { startReconciler, startWeb, type StartWebOptions } from '../../src/web/index.js';
+import type { GluePort } from '../../src/core/ports.js';
+import { CLI, PasswordHasher, createUsers } from '../../src/core/index.js';
+import { startReconciler } from '../../src/core/tasks/reconcile.js';
+import { startWeb, type StartWebOptions } from '../../src/web/index.js';
 import { MemoryGlue } from './memory-glue.js';
 import { tempDir } from './tmp.js';
 import { startTestGlue, type TestGlue, type TestGlueOptions } from './glue.js';
@@ -17,7 +19,7 @@ export function testGlue(): MemoryGlue {
 }
 
 /** A running web; `glue` is the in-memory glue (which tests inspect) unless a real or given client was asked for. */
-export interface TestWeb<G extends GlueClient = MemoryGlue> {
+export interface TestWeb<G extends GluePort = MemoryGlue> {
   url: string;
   db: Db;
   glue: G;
@@ -34,7 +36,7 @@ interface TestWebOptions {
   clock?: StartWebOptions['clock'];
   /** The password hasher (a test may watch its semaphore). */
   hasher?: StartWebOptions['hasher'];
-  glue?: GlueClient;
+  glue?: GluePort;
   /** A migrated database to use instead of a fresh SQLite file (e.g. PostgreSQL); the caller drops it. */
   db?: Db;
   /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
@@ -45,10 +47,10 @@ interface TestWebOptions {
 }
 
 /** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
-export async function startTestWeb(opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> }): Promise<TestWeb<GlueClient> & { realGlue: TestGlue }>;
-export async function startTestWeb(opts: TestWebOptions & { glue: GlueClient }): Promise<TestWeb<GlueClient>>;
+export async function startTestWeb(opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> }): Promise<TestWeb<GluePort> & { realGlue: TestGlue }>;
+export async function startTestWeb(opts: TestWebOptions & { glue: GluePort }): Promise<TestWeb<GluePort>>;
 export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue'>): Promise<TestWeb>;
-export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<GlueClient> & { realGlue?: TestGlue }> {
+export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<GluePort> & { realGlue?: TestGlue }> {
   const { dir, cleanup } = tempDir('kiln-web-');
   const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
   const config = loadConfig({}, { dataDir: dir, ...opts.config, web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) } });
@@ -68,6 +70,15 @@ export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<G
       cleanup();
     },
   };
+}
+
+/** A user with a generated password, as `kiln user add` makes one. */
+export function addUser(db: Db, username: string, role: 'user' | 'admin'): Promise<{ username: string; password: string }> {
+  return createUsers({ db, hasher: new PasswordHasher(1), logger: silentLogger }).create(CLI, { username, role });
+}
+
+export function ensureFirstAdmin(db: Db): Promise<{ username: string; password: string } | null> {
+  return createUsers({ db, hasher: new PasswordHasher(1), logger: silentLogger }).ensureFirstAdmin();
 }
 
 /** fetch with a cookie jar and helpers for forms carrying the CSRF token. Redirects are not followed. */

@@ -12,11 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { startGlueServer, type RunningGlue } from '../../src/glue/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { sshGlueClientFromConfig } from '../../src/web/glue-client/ssh.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
-import { reconcileOnce } from '../../src/web/index.js';
+import { sshGlueClientFromConfig } from '../../src/glue-client/ssh.js';
+import type { GluePort } from '../../src/core/ports.js';
+import { reconcileOnce } from '../../src/core/tasks/reconcile.js';
 import { findBuild } from '../../src/db/index.js';
-import { glueKey } from '../../src/web/services/requeue.js';
+import { glueKey } from '../../src/core/builds/requeue.js';
 import { glueEnv, startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
 import { freePort, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
@@ -32,8 +32,8 @@ describe('reconciliation with a Jenkins backend', () => {
   const tmp = tempDir('kiln-reconcile-');
   let double: JenkinsDouble;
   let glue: RunningGlue;
-  let client: GlueClient;
-  let web: TestWeb<GlueClient>;
+  let client: GluePort;
+  let web: TestWeb<GluePort>;
   let alice: HttpClient;
   let dfId: number;
 
@@ -222,8 +222,8 @@ describe('case 46: the glue killed between Jenkins\' create and its reply', () =
   const tmp = tempDir('kiln-glue-killed-');
   const procs: ChildProcess[] = [];
   let double: JenkinsDouble | undefined;
-  let web: TestWeb<GlueClient> | undefined;
-  let client: GlueClient | undefined;
+  let web: TestWeb<GluePort> | undefined;
+  let client: GluePort | undefined;
   afterAll(async () => {
     await web?.close();
     await client?.close();

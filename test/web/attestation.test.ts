@@ -12,8 +12,8 @@ import type { ArtifactName } from '../../src/protocol/index.js';
 import { KilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { verifyText } from '../../src/shared/sshsig.js';
-import { reconcileOnce } from '../../src/web/index.js';
-import { attestBuilds } from '../../src/web/services/attest.js';
+import { reconcileOnce } from '../../src/core/tasks/reconcile.js';
+import { attestBuilds } from '../../src/core/builds/attest.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 type BuildJson = { id: number; state: string; final: boolean; reason: string | null; imageSha256: string | null; artifacts: Array<{ name: string; size: number; sha256: string | null }> };

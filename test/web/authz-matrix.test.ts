@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/web/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { addUser } from '../../src/web/index.js';
-import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const PUBLIC = new Set([
   'GET /', 'GET /login', 'GET /register', 'GET /api/csrf', 'GET /.well-known/kiln-signing-key',

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_BASE_NAMES } from '../../src/protocol/index.js';
-import { addUser } from '../../src/web/index.js';
-import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 /**
  * The site admin's base names over HTTP (pages and JSON API, real app and SQLite, the in-memory glue): who may set

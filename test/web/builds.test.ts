@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reconcileOnce } from '../../src/web/index.js';
+import { reconcileOnce } from '../../src/core/tasks/reconcile.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const GOOD = 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y linux-image-amd64 systemd-sysv\n';

@@ -5,13 +5,12 @@ import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addUser } from '../../src/web/index.js';
-import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { isolatedTmpdir } from '../helpers/tmp.js';
 import { freshDb, type TestDb } from '../db/engines.js';
 import type { TestGlue } from '../helpers/glue.js';
 import { backendJobName } from '../../src/protocol/index.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
+import type { GluePort } from '../../src/core/ports.js';
 
 const DF = 'FROM debian:bookworm\nCOPY app /app\n';
 
@@ -51,7 +50,7 @@ async function plain(r: Response): Promise<string> {
   return (await r.text()).replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&#92;/g, '\\').replace(/&amp;/g, '&');
 }
 
-async function counts(w: TestWeb<GlueClient>) {
+async function counts(w: TestWeb<GluePort>) {
   const n = async (t: string) => Number((await w.db(t).count({ n: '*' }))[0]!.n);
   return { dockerfiles: await n('dockerfiles'), versions: await n('dockerfile_versions'), contexts: await n('dockerfile_contexts') };
 }
@@ -312,7 +311,7 @@ suite('pg');
 
 /** The whole path minus Docker: the real SSH glue and local backend receive the context (16 MiB fits its stdin cap). */
 describe('build context through the real SSH glue', () => {
-  let w: TestWeb<GlueClient> & { realGlue: TestGlue };
+  let w: TestWeb<GluePort> & { realGlue: TestGlue };
   beforeAll(async () => { w = await startTestWeb({ realGlue: true }); });
   afterAll(async () => { await w?.close(); });
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storageUsedBy } from '../../src/db/index.js';
-import { reconcileOnce } from '../../src/web/index.js';
+import { reconcileOnce } from '../../src/core/tasks/reconcile.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { freshDb, type TestDb } from '../db/engines.js';
 

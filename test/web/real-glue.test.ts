@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyText } from '../../src/shared/sshsig.js';
-import { reconcileOnce } from '../../src/web/index.js';
+import { reconcileOnce } from '../../src/core/tasks/reconcile.js';
 import type { TestGlue } from '../helpers/glue.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
+import type { GluePort } from '../../src/core/ports.js';
 
 type BuildJson = { id: number; state: string; final: boolean; reason: string | null; artifacts: Array<{ name: string; size: number }>; progress: { stage: string; percent: number } | null };
 
@@ -20,7 +20,7 @@ async function waitFinal(c: HttpClient, id: number, ms = 30_000): Promise<BuildJ
 
 /** The web against the real built-in SSH glue and local backend (fake SDK): the whole path minus Docker/QEMU. */
 describe('web with the real SSH glue', () => {
-  let w: TestWeb<GlueClient> & { realGlue: TestGlue };
+  let w: TestWeb<GluePort> & { realGlue: TestGlue };
   let a: HttpClient;
   let b: HttpClient;
   beforeAll(async () => {

@@ -11,9 +11,9 @@ import { loadConfig } from '../../src/config/index.js';
 import { findBuild } from '../../src/db/index.js';
 import { startGlueServer } from '../../src/glue/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
-import { reconcileOnce } from '../../src/web/index.js';
-import { glueKey } from '../../src/web/services/requeue.js';
+import type { GluePort } from '../../src/core/ports.js';
+import { reconcileOnce } from '../../src/core/tasks/reconcile.js';
+import { glueKey } from '../../src/core/builds/requeue.js';
 import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb } from '../helpers/web.js';
@@ -23,7 +23,7 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
 
-async function chain(glue?: (real: GlueClient) => GlueClient) {
+async function chain(glue?: (real: GluePort) => GluePort) {
   const g = await startTestGlue();
   cleanups.push(() => g.cleanup());
   const web = await startTestWeb({ glue: glue ? glue(g.client) : g.client });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PasswordHasher } from '../../src/web/services/passwords.js';
+import { PasswordHasher } from '../../src/core/passwords.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 
 describe('session lifetime', () => {

@@ -113,23 +113,3 @@ export function checkDockerfileText(raw: string, maxBytes: number): string {
 export function tooLarge(maxBytes: number): KilnError {
   return new KilnError('too_large', `The Dockerfile is larger than ${Math.floor(maxBytes / 1024)} KiB.`);
 }
-
-/**
- * The `next=` target after login: only a same-origin relative path. Anything else (scheme, `//host`, `/\host`,
- * encoded variants, control characters) becomes `/`.
- */
-export function safeNext(v: unknown): string {
-  if (typeof v !== 'string' || v.length === 0 || v.length > 2048) return '/';
-  if (!v.startsWith('/') || v.startsWith('//') || v.startsWith('/\\')) return '/';
-  // eslint-disable-next-line no-control-regex
-  if (/[\x00-\x1f\x7f\\]/.test(v)) return '/';
-  const base = new URL('http://kiln.invalid');
-  let u: URL;
-  try {
-    u = new URL(v, base);
-  } catch {
-    return '/';
-  }
-  if (u.origin !== base.origin) return '/';
-  return u.pathname + u.search + u.hash;
-}

@@ -1,7 +1,7 @@
-import type { Db } from '../../db/index.js';
-import type { FrozenConfig } from '../../config/index.js';
-import type { Logger } from '../../shared/logger.js';
-import type { GlueClient } from '../glue-client/types.js';
+import type { Db } from '../db/index.js';
+import type { FrozenConfig } from '../config/index.js';
+import type { Logger } from '../shared/logger.js';
+import type { GluePort } from './ports.js';
 import type { PasswordHasher } from './passwords.js';
 
 /** Login throttling knobs (services/login-throttle.ts); the defaults keep ASVS's <= 100 failures per hour per account. */
@@ -31,19 +31,23 @@ export const DEFAULT_LOGIN_LIMITS: LoginLimits = {
   ipWindowMs: 15 * 60_000,
 };
 
-/** What every service gets: built once by the app factory, never global. */
-export interface Services {
+/**
+ * What every use case and task handler gets: built once by a composition root (src/cmd, or the web's app factory
+ * for what only the web has), never global.
+ */
+export interface CoreDeps {
   config: FrozenConfig;
   db: Db;
-  glue: GlueClient;
+  glue: GluePort;
   logger: Logger;
   hasher: PasswordHasher;
   limits: LoginLimits;
-  /** The clock of time-based rules (login throttle); tests inject one. Defaults to Date.now. */
+  /** The clock of time-based rules (login throttle, task schedules and leases); tests inject one. Date.now by default. */
   now?: () => number;
   /** Signs device cookies (the session secret); without it every login counts as a new browser. */
   deviceSecret?: string;
+  /** Told when a use case enqueued a task, so a worker in this process starts on it without waiting for its poll. */
+  onEnqueue?: () => void;
 }
 
-/** The authenticated caller as services see it. */
-export interface Actor { id: number; username: string; role: 'user' | 'admin' }
+export const clockOf = (d: Pick<CoreDeps, 'now'>): number => (d.now ?? Date.now)();

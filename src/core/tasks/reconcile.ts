@@ -13,10 +13,10 @@
 import { listBuildsToWithdraw, listDispatchedDockerfiles, type Db } from '../../db/index.js';
 import { isKilnError } from '../../shared/errors.js';
 import { silentLogger, type Logger } from '../../shared/logger.js';
-import type { GlueClient } from '../glue-client/types.js';
-import { attestBuilds } from './attest.js';
-import { putJob, reconcileBuilds, withdraw } from './builds.js';
-import type { Services } from './context.js';
+import type { GluePort } from '../ports.js';
+import { attestBuilds } from '../builds/attest.js';
+import { putJob, reconcileBuilds, withdraw } from '../builds/index.js';
+import type { CoreDeps } from '../deps.js';
 
 export interface ReconcileResult {
   builds: number;
@@ -26,7 +26,7 @@ export interface ReconcileResult {
 }
 
 /** Recreates the backend jobs the web knows but the backend does not. Returns the Dockerfile ids recreated. */
-export async function reconcileJobs(s: Pick<Services, 'db' | 'glue' | 'config'> & { logger: Logger }): Promise<number[]> {
+export async function reconcileJobs(s: Pick<CoreDeps, 'db' | 'glue' | 'config'> & { logger: Logger }): Promise<number[]> {
   const { jobs } = await s.glue.call('jobs.list', []);
   const present = new Set(jobs.filter((j) => j.managed && j.job !== undefined).map((j) => j.job!));
   const recreated: number[] = [];
@@ -39,7 +39,7 @@ export async function reconcileJobs(s: Pick<Services, 'db' | 'glue' | 'config'> 
   return recreated;
 }
 
-export async function reconcileOnce(db: Db, glue: GlueClient, config: Services['config'], logger: Logger = silentLogger, o: { attest?: boolean } = {}): Promise<ReconcileResult> {
+export async function reconcileOnce(db: Db, glue: GluePort, config: CoreDeps['config'], logger: Logger = silentLogger, o: { attest?: boolean } = {}): Promise<ReconcileResult> {
   const builds = await reconcileBuilds({ db, glue, logger, config });
   for (const b of await listBuildsToWithdraw(db)) {
     // Per row, as reconcileBuilds does: one build the backend will not withdraw must not stop the whole pass.
@@ -66,7 +66,7 @@ export async function reconcileOnce(db: Db, glue: GlueClient, config: Services['
  * verification streams whole images and may take minutes, during which dispatch and refresh go on. Returns a stop
  * function.
  */
-export function startReconciler(db: Db, glue: GlueClient, config: Services['config'], logger: Logger, seconds: number): () => void {
+export function startReconciler(db: Db, glue: GluePort, config: CoreDeps['config'], logger: Logger, seconds: number): () => void {
   let running = false;
   let attesting = false;
   const timer = setInterval(() => {

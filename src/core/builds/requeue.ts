@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { findBuild, nowIso, requeueBuild, updateBuild, type BuildRow } from '../../db/index.js';
-import type { Services } from './context.js';
+import type { CoreDeps } from '../deps.js';
 
 /** Requeues after an interruption; the one after that fails the build. */
 export const MAX_REQUEUES = 1;
@@ -25,7 +25,7 @@ export function glueKey(b: Pick<BuildRow, 'idempotency_key' | 'requeues'>): stri
  * Records that the backend lost `build` (`why` is the glue's reason): back to `requested` for its one requeue, or
  * failed with a reason a user can act on. Returns the row as stored afterwards; the caller dispatches a requeued one.
  */
-export async function afterInterruption(s: Pick<Services, 'db' | 'logger'>, build: BuildRow, why: string): Promise<BuildRow> {
+export async function afterInterruption(s: Pick<CoreDeps, 'db' | 'logger'>, build: BuildRow, why: string): Promise<BuildRow> {
   if (build.backend_build == null) return build;
   if (build.requeues < MAX_REQUEUES) {
     if (await requeueBuild(s.db, build.id, build.backend_build, why)) {

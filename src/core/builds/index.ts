@@ -13,25 +13,36 @@
 import { Readable, Transform } from 'node:stream';
 import {
   ACTIVE_STATES, bumpDispatchAttempts, clearDispatchAttempts, countActiveBuilds, findAttestation, findBuild, findBuildByKey, findDockerfile, findUserById, getContextTar, getVersion,
-  insertBuild, isFinal, isPg, isUniqueViolation, listBuildsToReconcile, nowIso, updateBuild,
-  type BuildRow, type Db, type WebBuildState,
+  insertBuild, isFinal, listBuildsOfOwner, isUniqueViolation, lockUserRow, listBuildsToReconcile, nowIso, updateBuild,
+  type BuildListItem, type BuildRow, type DockerfileRow, type Queryable, type WebBuildState,
 } from '../../db/index.js';
 import { ARTIFACT_NAMES, FORMATS, specSha256, type ArtifactName, type BuildStatus, type Format, type JobSpecInput, type LogChunk } from '../../protocol/index.js';
 import { KilnError, conflict, isKilnError, notFound } from '../../shared/errors.js';
-import { parseIdempotencyKey } from '../validation.js';
-import { buildFor, dockerfileFor } from './access.js';
-import type { Actor, Services } from './context.js';
+import { actorLabel, type Actor } from '../actor.js';
+import { Id, IdempotencyKey, parse } from '../commands.js';
+import type { CoreDeps } from '../deps.js';
+import { dockerfileFor } from '../dockerfiles.js';
+import { authorize, ownerScope, type OwnedAction } from '../policy.js';
+import { isTransient } from '../ports.js';
+import { refuseBuildOverQuota } from '../storage.js';
 import { afterInterruption, glueKey } from './requeue.js';
-import { siteBaseNames } from './base-names.js';
-import { refuseBuildOverQuota } from './storage.js';
+import { siteBaseNames } from '../base-names.js';
 
 /** Glue failures worth retrying later; anything else is a permanent answer about this build. */
-const transient = (e: unknown): boolean => isKilnError(e, 'backend_unavailable') || isKilnError(e, 'timeout');
+const transient = isTransient;
+
+/** The build `rawId` names, if the actor may take `action` on it; not-yours is not_found, like a missing id. */
+export async function buildFor(db: Queryable, actor: Actor, rawId: unknown, action: OwnedAction = 'build.read'): Promise<BuildRow> {
+  const b = await findBuild(db, parse(Id, rawId), ownerScope(actor));
+  if (!b) throw notFound('No such build');
+  authorize(actor, action, b.owner_id, 'No such build');
+  return b;
+}
 
 /** Records a build request, or returns the existing build for a repeated key. */
-export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: unknown, rawKey: unknown): Promise<{ build: BuildRow; created: boolean }> {
-  const key = parseIdempotencyKey(rawKey);
-  const df = await dockerfileFor(s.db, actor, rawDockerfileId);
+export async function requestBuild(s: CoreDeps, actor: Actor, input: { dockerfileId: unknown; key: unknown }): Promise<{ build: BuildRow; created: boolean }> {
+  const df = await dockerfileFor(s.db, actor, input.dockerfileId, 'build.request');
+  const key = parse(IdempotencyKey, input.key);
   const again = async (): Promise<{ build: BuildRow; created: boolean } | undefined> => {
     const b = await findBuildByKey(s.db, key);
     if (!b) return undefined;
@@ -45,7 +56,7 @@ export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: u
   try {
     build = await s.db.transaction(async (trx) => {
       // Builds belong to the Dockerfile's owner (also when an admin presses Build): their quota applies.
-      if (isPg(s.db)) await trx('users').where({ id: df.owner_id }).forUpdate().first();
+      await lockUserRow(trx, df.owner_id);
       // Checked again under the lock: a replay racing its original must find it, not hit the quota.
       if (await findBuildByKey(trx, key)) return undefined;
       const active = await countActiveBuilds(trx, df.owner_id);
@@ -64,11 +75,11 @@ export async function requestBuild(s: Services, actor: Actor, rawDockerfileId: u
     throw e;
   }
   if (!build) return (await again())!;
-  s.logger.info({ build: build.id, dockerfile: df.id, user: actor.id }, 'build requested');
+  s.logger.info({ build: build.id, dockerfile: df.id, ...actorLabel(actor) }, 'build requested');
   return { build: await dispatch(s, build), created: true };
 }
 
-function formatsFor(s: Services): Format[] {
+function formatsFor(s: CoreDeps): Format[] {
   const f = s.config.sdk.formats.filter((x): x is Format => (FORMATS as readonly string[]).includes(x));
   return f.length ? f : ['raw'];
 }
@@ -77,12 +88,12 @@ function formatsFor(s: Services): Format[] {
  * Creates or updates the glue's job for a Dockerfile from a stored version (job.put is create-or-update, so this is
  * also how the reconciler recreates a job the backend lost). Returns the spec's digest (protocol.specSha256).
  */
-export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, dockerfileId: number, versionId: number, ownerId: number): Promise<string> {
+export async function putJob(s: Pick<CoreDeps, 'db' | 'glue' | 'config'>, dockerfileId: number, versionId: number, ownerId: number): Promise<string> {
   const df = await findDockerfile(s.db, dockerfileId, null);
   const version = await getVersion(s.db, versionId);
   const owner = await findUserById(s.db, ownerId);
   if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
-  const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as Services), schedule: 'off', enabled: true };
+  const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(s as CoreDeps), schedule: 'off', enabled: true };
   // The site's names for bases as they are now; the builder's SDK checks each against its own sdk.bases.
   const baseNames = await siteBaseNames(s.db);
   if (baseNames.length) spec.baseNames = baseNames;
@@ -102,7 +113,7 @@ export async function putJob(s: Pick<Services, 'db' | 'glue' | 'config'>, docker
  * version that lands in between (a concurrent dispatch) makes the glue refuse with `conflict`, and the pair is
  * tried again, a few times.
  */
-async function putAndBuild(s: Pick<Services, 'db' | 'glue' | 'config'>, build: BuildRow) {
+async function putAndBuild(s: Pick<CoreDeps, 'db' | 'glue' | 'config'>, build: BuildRow) {
   for (let attempt = 1; ; attempt++) {
     const sha = await putJob(s, build.dockerfile_id, build.version_id, build.owner_id);
     try {
@@ -119,7 +130,7 @@ async function putAndBuild(s: Pick<Services, 'db' | 'glue' | 'config'>, build: B
  * have started (build.withdraw by idempotency key, idempotent), then records that nothing is left outstanding by
  * clearing its dispatch attempts. Leaves the row as it is when the glue is unreachable (the reconciler retries).
  */
-export async function withdraw(s: Pick<Services, 'db' | 'glue' | 'logger'>, build: BuildRow): Promise<void> {
+export async function withdraw(s: Pick<CoreDeps, 'db' | 'glue' | 'logger'>, build: BuildRow): Promise<void> {
   if (build.state !== 'cancelled' || build.backend_build != null || build.dispatch_attempts === 0) return;
   try {
     const r = await s.glue.call('build.withdraw', [build.dockerfile_id, glueKey(build)]);
@@ -135,7 +146,7 @@ export async function withdraw(s: Pick<Services, 'db' | 'glue' | 'logger'>, buil
  * Hands a `requested` build to the glue. Idempotent: job.put is create-or-update and job.build returns the same
  * backend build for the same key. Returns the row as stored afterwards.
  */
-export async function dispatch(s: Pick<Services, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow): Promise<BuildRow> {
+export async function dispatch(s: Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow): Promise<BuildRow> {
   if (build.state !== 'requested') return build;
   const { db, glue, logger } = s;
   await bumpDispatchAttempts(db, build.id);
@@ -159,7 +170,7 @@ export async function dispatch(s: Pick<Services, 'db' | 'glue' | 'logger' | 'con
  * Pulls the glue's view of a dispatched build into the row. Leaves the row alone when the glue is unreachable. A
  * build the glue lost, or no longer knows, is requeued once (and dispatched again) or failed (requeue.ts).
  */
-export async function refresh(s: Pick<Services, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow): Promise<BuildRow> {
+export async function refresh(s: Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow): Promise<BuildRow> {
   if (isFinal(build.state) || build.backend_build == null) return build;
   let st: BuildStatus;
   try {
@@ -185,13 +196,26 @@ export async function refresh(s: Pick<Services, 'db' | 'glue' | 'logger' | 'conf
   return (await findBuild(s.db, build.id, null))!;
 }
 
-async function requeueOrFail(s: Pick<Services, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow, why: string): Promise<BuildRow> {
+async function requeueOrFail(s: Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config'>, build: BuildRow, why: string): Promise<BuildRow> {
   const row = await afterInterruption(s, build, why);
   return row.state === 'requested' ? dispatch(s, row) : row;
 }
 
+export function listBuilds(s: Pick<CoreDeps, 'db'>, actor: Actor, limit = 20): Promise<BuildListItem[]> {
+  authorize(actor, 'build.list');
+  return listBuildsOfOwner(s.db, ownerScope(actor), limit);
+}
+
+/** The build with its Dockerfile and the digest of the version it builds (the build page). */
+export async function buildVersion(s: CoreDeps, actor: Actor, rawId: unknown): Promise<{ build: BuildRow; dockerfile: DockerfileRow; versionSha: string }> {
+  const build = await getBuild(s, actor, rawId);
+  const dockerfile = await dockerfileFor(s.db, actor, String(build.dockerfile_id));
+  const version = await getVersion(s.db, build.version_id);
+  return { build, dockerfile, versionSha: version?.sha256 ?? '' };
+}
+
 /** The build page's data: the row, refreshed from the glue while it is active. */
-export async function getBuild(s: Services, actor: Actor, rawId: unknown): Promise<BuildRow> {
+export async function getBuild(s: CoreDeps, actor: Actor, rawId: unknown): Promise<BuildRow> {
   let b = await buildFor(s.db, actor, rawId);
   if (b.state === 'requested' && Date.now() - Date.parse(b.updated_at) > 5000) b = await dispatch(s, b);
   if (b.state === 'queued' || b.state === 'running') b = await refresh(s, b);
@@ -202,8 +226,8 @@ export async function getBuild(s: Services, actor: Actor, rawId: unknown): Promi
  * Cancels a build the actor may see. Final builds are left as they are; a build the glue never got is cancelled
  * here; otherwise the glue cancels it (idempotent there) and the row follows its answer.
  */
-export async function cancelBuild(s: Services, actor: Actor, rawId: unknown): Promise<BuildRow> {
-  const b = await buildFor(s.db, actor, rawId);
+export async function cancelBuild(s: CoreDeps, actor: Actor, rawId: unknown): Promise<BuildRow> {
+  const b = await buildFor(s.db, actor, rawId, 'build.cancel');
   if (isFinal(b.state)) return b;
   if (b.backend_build == null) {
     await updateBuild(s.db, b.id, ['requested'], { state: 'cancelled', reason: 'Cancelled before it started.', finished_at: nowIso() });
@@ -221,7 +245,7 @@ export async function cancelBuild(s: Services, actor: Actor, rawId: unknown): Pr
       await refresh(s, b);
     }
   }
-  s.logger.info({ build: b.id, user: actor.id }, 'build cancel requested');
+  s.logger.info({ build: b.id, ...actorLabel(actor) }, 'build cancel requested');
   return (await findBuild(s.db, b.id, null))!;
 }
 
@@ -230,7 +254,7 @@ const ANSI = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@
 /** Build output is attacker-written: escapes and control characters are removed (the page sets it as text). */
 export const cleanLogText = (t: string): string => t.replace(ANSI, '');
 
-export async function readLog(s: Services, actor: Actor, rawId: unknown, rawOffset: unknown): Promise<LogChunk> {
+export async function readLog(s: CoreDeps, actor: Actor, rawId: unknown, rawOffset: unknown): Promise<LogChunk> {
   const b = await buildFor(s.db, actor, rawId);
   const offset = typeof rawOffset === 'string' && /^(0|[1-9][0-9]{0,14})$/.test(rawOffset) ? Number(rawOffset) : 0;
   if (b.backend_build == null) return { text: '', offset, nextOffset: offset, more: !isFinal(b.state) };
@@ -250,7 +274,7 @@ export interface ArtifactDownload {
  * Opens an artifact of a build the actor may see. The name must be one of the protocol's artifact names and
  * listed on the build; the bytes come from the glue (never from a path the web computes).
  */
-export async function openArtifact(s: Services, actor: Actor, rawId: unknown, rawName: unknown, rangeHeader?: string): Promise<ArtifactDownload> {
+export async function openArtifact(s: CoreDeps, actor: Actor, rawId: unknown, rawName: unknown, rangeHeader?: string): Promise<ArtifactDownload> {
   const b = await buildFor(s.db, actor, rawId);
   if (typeof rawName !== 'string' || !(ARTIFACT_NAMES as readonly string[]).includes(rawName)) throw notFound('No such artifact');
   const name = rawName as ArtifactName;
@@ -281,7 +305,7 @@ export async function openArtifact(s: Services, actor: Actor, rawId: unknown, ra
  * SHA256SUMS and its signature are the web's own (attest.ts), served from the database once the build is verified;
  * the builder's are never served. Undefined for every other artifact (its bytes come from the glue).
  */
-async function signedDocument(s: Services, b: BuildRow, name: ArtifactName): Promise<Buffer | undefined> {
+async function signedDocument(s: CoreDeps, b: BuildRow, name: ArtifactName): Promise<Buffer | undefined> {
   if (name !== 'SHA256SUMS' && name !== 'SHA256SUMS.sig') return undefined;
   const att = b.state === 'succeeded' ? await findAttestation(s.db, b.id) : undefined;
   if (!att) throw notFound('No such artifact');
@@ -306,7 +330,7 @@ function limitBytes(n: number, onDone: () => void): Transform {
  * One reconciliation pass (the caller schedules it): dispatches builds still `requested` and refreshes the ones
  * the glue has. Safe to run concurrently with requests and with itself. Returns how many rows it looked at.
  */
-export async function reconcileBuilds(s: Pick<Services, 'db' | 'glue' | 'logger' | 'config'>): Promise<number> {
+export async function reconcileBuilds(s: Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config'>): Promise<number> {
   const { db, logger } = s;
   const rows = await listBuildsToReconcile(db);
   for (const b of rows) {

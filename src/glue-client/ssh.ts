@@ -1,12 +1,12 @@
 import { timingSafeEqual } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import ssh2, { type ClientChannel } from 'ssh2';
-import { EXIT_CODES, REPLIES, errorReplySchema, formatCommand, type ArtifactName, type Reply } from '../../protocol/index.js';
-import { ERROR_CODES, KilnError, type ErrorCode } from '../../shared/errors.js';
-import { silentLogger, type Logger } from '../../shared/logger.js';
-import { defaultKeyPaths, ensureKeyPair, fingerprint } from '../../shared/ssh-keys.js';
-import type { FrozenConfig } from '../../config/index.js';
-import type { GlueClient } from './types.js';
+import { EXIT_CODES, REPLIES, errorReplySchema, formatCommand, type ArtifactName, type Reply } from '../protocol/index.js';
+import { ERROR_CODES, KilnError, type ErrorCode } from '../shared/errors.js';
+import { silentLogger, type Logger } from '../shared/logger.js';
+import { defaultKeyPaths, ensureKeyPair, fingerprint } from '../shared/ssh-keys.js';
+import type { FrozenConfig } from '../config/index.js';
+import type { GluePort } from '../core/ports.js';
 
 const { Client } = ssh2;
 
@@ -84,7 +84,7 @@ function slots(max: number) {
  * (stderr JSON, else the exit status); transport failures become KilnError('backend_unavailable'). Calls are
  * idempotent on the glue side, so one that lost its connection before an answer is retried once.
  */
-export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
+export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
   const logger = o.logger ?? silentLogger;
   const timeoutMs = o.timeoutMs ?? 30_000;
   if (typeof o.hostFingerprint !== 'string' || !/^(SHA256:)?[A-Za-z0-9+/]{43}=?$/.test(o.hostFingerprint)) {
@@ -337,7 +337,7 @@ export function createSshGlueClient(o: SshGlueClientOptions): GlueClient {
  * from `opts.hostFingerprint` (the embedded setup passes startGlueServer's) or ssh.hostFingerprint. Without a pin
  * it refuses to start: a host key is never trusted on first use.
  */
-export async function sshGlueClientFromConfig(cfg: FrozenConfig, opts: { hostFingerprint?: string; port?: number; logger?: Logger } = {}): Promise<GlueClient> {
+export async function sshGlueClientFromConfig(cfg: FrozenConfig, opts: { hostFingerprint?: string; port?: number; logger?: Logger } = {}): Promise<GluePort> {
   const hostFingerprint = opts.hostFingerprint ?? cfg.ssh.hostFingerprint;
   if (!hostFingerprint) {
     throw new KilnError('invalid_input', 'Set KILN_SSH_HOST_FINGERPRINT to the glue host key fingerprint (the glue server prints it): it is never trusted on first use');

@@ -17,15 +17,15 @@ import { completeAttestation, listBuildsToAttest, updateBuild, type BuildArtifac
 import type { ArtifactName } from '../../protocol/index.js';
 import { formatSha256Sums, hashStream, parseSha256Sums } from '../../shared/checksums.js';
 import { isKilnError } from '../../shared/errors.js';
-import type { Services } from './context.js';
-import { signingKey, type SigningKey } from './signing.js';
+import type { CoreDeps } from '../deps.js';
+import { signingKey, type SigningKey } from '../signing.js';
 
 /** Artifacts that describe the build rather than being its product: hashed, but not in SHA256SUMS. */
 const RECORDS: ReadonlySet<string> = new Set(['result.json', 'build.log', 'SHA256SUMS', 'SHA256SUMS.sig']);
 /** The builder's SHA256SUMS is a few lines; anything bigger is not one. */
 const MAX_CLAIM_BYTES = 64 * 1024;
 
-type Deps = Pick<Services, 'db' | 'glue' | 'logger' | 'config'>;
+type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config'>;
 export type AttestOutcome = 'succeeded' | 'failed' | 'retry';
 
 interface Received { name: string; sha256: string; size: number }

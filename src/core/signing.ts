@@ -6,10 +6,10 @@
  */
 import path from 'node:path';
 import { access, constants } from 'node:fs/promises';
-import type { FrozenConfig } from '../../config/index.js';
-import { KilnError } from '../../shared/errors.js';
-import { ensureKeyPair } from '../../shared/ssh-keys.js';
-import { publicKeyOf, signText } from '../../shared/sshsig.js';
+import type { FrozenConfig } from '../config/index.js';
+import { KilnError } from '../shared/errors.js';
+import { ensureKeyPair } from '../shared/ssh-keys.js';
+import { publicKeyOf, signText } from '../shared/sshsig.js';
 
 export interface SigningKey {
   /** One authorized_keys line, what /.well-known/kiln-signing-key serves and `kiln verify --key` takes. */

@@ -18,9 +18,9 @@
  * Buckets are keyed by the submitted name (existing or not), so the throttle answers the same for unknown users.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { deleteThrottleBucket, getThrottleBucket, pruneThrottleBuckets, refundThrottleFailure, withThrottleBuckets, type Db, type ThrottleBucket } from '../../db/index.js';
-import { KilnError } from '../../shared/errors.js';
-import type { LoginLimits } from './context.js';
+import { deleteThrottleBucket, getThrottleBucket, pruneThrottleBuckets, refundThrottleFailure, withThrottleBuckets, type Db, type ThrottleBucket } from '../db/index.js';
+import { KilnError } from '../shared/errors.js';
+import type { LoginLimits } from './deps.js';
 
 /** Who is trying: the device id of a valid device cookie for this account, else the address. */
 export type LoginClient = { kind: 'device'; id: string } | { kind: 'ip'; ip: string };

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hash, verify, type Options } from '@node-rs/argon2';
-import { KilnError } from '../../shared/errors.js';
+import { KilnError } from '../shared/errors.js';
 
 /** argon2id at the ASVS 5 minimum (m=19 MiB, t=2, p=1). `algorithm: 2` is Argon2id (a const enum upstream). */
 export const ARGON2_OPTIONS: Options = { algorithm: 2 as Options['algorithm'], memoryCost: 19456, timeCost: 2, parallelism: 1 };

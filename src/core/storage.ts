@@ -6,14 +6,14 @@
 import { statfs } from 'node:fs/promises';
 import path from 'node:path';
 import type { Knex } from 'knex';
-import { lockUserRow, sqliteFilename, storageUsedBy, type StorageUse } from '../../db/index.js';
-import { KilnError } from '../../shared/errors.js';
-import type { Services } from './context.js';
+import { lockUserRow, sqliteFilename, storageUsedBy, type StorageUse } from '../db/index.js';
+import { KilnError } from '../shared/errors.js';
+import type { CoreDeps } from './deps.js';
 
 const MiB = 1024 * 1024;
 const mib = (n: number): string => `${(n / MiB).toFixed(n < 10 * MiB ? 1 : 0)} MiB`;
 
-const quotaOf = (s: Pick<Services, 'config'>): number => s.config.web.quotaStorageMb * MiB;
+const quotaOf = (s: Pick<CoreDeps, 'config'>): number => s.config.web.quotaStorageMb * MiB;
 
 function overQuota(use: StorageUse, quota: number, what: string): KilnError {
   return new KilnError('quota_exceeded',
@@ -26,7 +26,7 @@ function overQuota(use: StorageUse, quota: number, what: string): KilnError {
  * SQLite only: a PostgreSQL server's disk is not visible from here, and its own disk-full error maps to 507 as well.
  * SQLite writes new pages twice (WAL, then the database file), hence the factor.
  */
-export async function ensureDiskRoom(s: Pick<Services, 'db' | 'config'>, bytes: number): Promise<void> {
+export async function ensureDiskRoom(s: Pick<CoreDeps, 'db' | 'config'>, bytes: number): Promise<void> {
   const file = sqliteFilename(s.db);
   if (!file || s.config.web.minFreeMb === 0) return;
   const st = await statfs(path.dirname(file));
@@ -43,7 +43,7 @@ export async function ensureDiskRoom(s: Pick<Services, 'db' | 'config'>, bytes: 
  * transaction rolls back when it went over. Parallel uploads of one user therefore cannot overshoot together. A
  * write that adds nothing (an unchanged edit) passes even above the quota.
  */
-export async function storeWithinQuota<T>(s: Pick<Services, 'db' | 'config'>, ownerId: number, bytes: number, write: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+export async function storeWithinQuota<T>(s: Pick<CoreDeps, 'db' | 'config'>, ownerId: number, bytes: number, write: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
   await ensureDiskRoom(s, bytes);
   return s.db.transaction(async (trx) => {
     await lockUserRow(trx, ownerId);
@@ -59,7 +59,7 @@ export async function storeWithinQuota<T>(s: Pick<Services, 'db' | 'config'>, ow
 }
 
 /** New builds wait while their owner is at or over the quota (a finished build adds its artifacts). Call in the build's transaction. */
-export async function refuseBuildOverQuota(trx: Knex.Transaction, s: Pick<Services, 'config'>, ownerId: number): Promise<void> {
+export async function refuseBuildOverQuota(trx: Knex.Transaction, s: Pick<CoreDeps, 'config'>, ownerId: number): Promise<void> {
   const quota = quotaOf(s);
   if (quota === 0) return;
   const use = await storageUsedBy(trx, ownerId);

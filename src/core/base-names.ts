@@ -2,17 +2,18 @@
  * The site admin's names for allowed bases: `corp/debian:12` (as a CI Dockerfile writes it) -> `debian:bookworm` (a
  * base in sdk.bases). Stored in `base_names`, used by the policy when a Dockerfile is saved, and sent to every
  * build in its job spec, where the SDK checks each against its own sdk.bases again: a mapping can rename a base
- * the builders allow, never add one. Only admins read or change them.
+ * the builders allow, never add one. Only admins read or change them (the policy's `settings.manage`).
  */
 import { z } from 'zod';
-import { deleteBaseName, listBaseNames, putBaseName, type BaseNameRow, type Queryable } from '../../db/index.js';
-import { BaseNames, baseNameList, type BaseName } from '../../dockerfile/base-names.js';
-import { canonicalImage, familiarImage } from '../../dockerfile/image-ref.js';
-import { IMAGE_NAME_RE, MAX_BASE_NAMES } from '../../protocol/index.js';
-import { KilnError, invalidInput } from '../../shared/errors.js';
-import { parseId } from '../validation.js';
-import { assertAdmin } from './access.js';
-import type { Actor, Services } from './context.js';
+import { deleteBaseName, listBaseNames, putBaseName, type BaseNameRow, type Queryable } from '../db/index.js';
+import { BaseNames, baseNameList, type BaseName } from '../dockerfile/base-names.js';
+import { canonicalImage, familiarImage } from '../dockerfile/image-ref.js';
+import { IMAGE_NAME_RE, MAX_BASE_NAMES } from '../protocol/index.js';
+import { KilnError, invalidInput } from '../shared/errors.js';
+import { actorLabel, type Actor } from './actor.js';
+import { Id, parse } from './commands.js';
+import type { CoreDeps } from './deps.js';
+import { authorize } from './policy.js';
 
 export interface BaseNamesView {
   /** The site's mappings, editable here. */
@@ -57,7 +58,7 @@ function mappingSchema(bases: readonly string[]) {
   });
 }
 
-function parseMapping(s: Services, body: unknown): { name: string; base: string } {
+function parseMapping(s: CoreDeps, body: unknown): { name: string; base: string } {
   const o = (body ?? {}) as Record<string, unknown>;
   const r = mappingSchema(s.config.sdk.bases).safeParse({ name: o.name, base: o.base });
   if (!r.success) throw invalidInput(r.error.issues.map((i) => (i.code === 'invalid_type' ? `${String(i.path[0])} is required.` : i.message)).join(' '));
@@ -70,12 +71,12 @@ export async function siteBaseNames(db: Queryable): Promise<{ name: string; base
 }
 
 /** Every name the policy accepts on this site: the site's mappings first, then sdk.baseNames. */
-export async function policyBaseNames(s: Pick<Services, 'db' | 'config'>): Promise<BaseName[]> {
+export async function policyBaseNames(s: Pick<CoreDeps, 'db' | 'config'>): Promise<BaseName[]> {
   return baseNameList(await siteBaseNames(s.db), s.config.sdk.baseNames);
 }
 
-export async function baseNamesView(s: Services, actor: Actor): Promise<BaseNamesView> {
-  assertAdmin(actor);
+export async function baseNamesView(s: CoreDeps, actor: Actor): Promise<BaseNamesView> {
+  authorize(actor, 'settings.manage');
   const mappings = await listBaseNames(s.db);
   const names = await policyBaseNames(s);
   return {
@@ -87,19 +88,19 @@ export async function baseNamesView(s: Services, actor: Actor): Promise<BaseName
 }
 
 /** Creates or changes the mapping of one name; idempotent (the same pair again changes nothing but its time). */
-export async function setBaseName(s: Services, actor: Actor, body: unknown): Promise<{ mapping: BaseNameRow; created: boolean }> {
-  assertAdmin(actor);
+export async function setBaseName(s: CoreDeps, actor: Actor, body: unknown): Promise<{ mapping: BaseNameRow; created: boolean }> {
+  authorize(actor, 'settings.manage');
   const m = parseMapping(s, body);
-  const r = await putBaseName(s.db, { ...m, by: actor.id }, MAX_BASE_NAMES);
+  const r = await putBaseName(s.db, { ...m, by: actor.kind === 'user' ? actor.id : null }, MAX_BASE_NAMES);
   if (r === 'over') throw new KilnError('conflict', `The site already has ${MAX_BASE_NAMES} base names; remove one first.`);
-  s.logger.info({ user: actor.id, name: m.name, base: m.base, created: r.created }, 'base name mapped');
+  s.logger.info({ ...actorLabel(actor), name: m.name, base: m.base, created: r.created }, 'base name mapped');
   return { mapping: r.row, created: r.created };
 }
 
 /** Removes a mapping by id; removing one that is gone already is success. */
-export async function removeBaseName(s: Services, actor: Actor, rawId: unknown): Promise<{ removed: boolean }> {
-  assertAdmin(actor);
-  const removed = await deleteBaseName(s.db, parseId(rawId));
-  if (removed) s.logger.info({ user: actor.id }, 'base name removed');
+export async function removeBaseName(s: CoreDeps, actor: Actor, rawId: unknown): Promise<{ removed: boolean }> {
+  authorize(actor, 'settings.manage');
+  const removed = await deleteBaseName(s.db, parse(Id, rawId));
+  if (removed) s.logger.info({ ...actorLabel(actor) }, 'base name removed');
   return { removed };
 }
