@@ -6,8 +6,11 @@
 import type { Actor } from './actor.js';
 import * as baseNames from './base-names.js';
 import * as builds from './builds/index.js';
-import type { CoreDeps } from './deps.js';
+import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from './deps.js';
 import * as dockerfiles from './dockerfiles.js';
+import { PasswordHasher } from './passwords.js';
+import { TASK_HANDLERS } from './tasks/kinds.js';
+import { Worker, type WorkerOptions } from './tasks/worker.js';
 import * as users from './users.js';
 
 export type { Actor, UserActor, SystemActor, AnonymousActor } from './actor.js';
@@ -17,6 +20,7 @@ export { DEFAULT_LOGIN_LIMITS } from './deps.js';
 export type { GluePort } from './ports.js';
 export { authorize, can, decide, ownerScope, type Action } from './policy.js';
 export { PasswordHasher } from './passwords.js';
+export { Worker, type WorkerOptions } from './tasks/worker.js';
 export type { ContextUpload, DockerfileView } from './dockerfiles.js';
 export type { ArtifactDownload } from './builds/index.js';
 export type { LoginAttempt, SessionUser } from './users.js';
@@ -68,6 +72,14 @@ export function createUsers(deps: Pick<CoreDeps, 'db' | 'hasher' | 'logger'>) {
 }
 
 export type Core = ReturnType<typeof createCore>;
+
+/**
+ * A task worker over these dependencies, not started (`start()` it, or `drain()` it in a test). Composition roots
+ * build one per process and pass `worker.wake` to the web as `onEnqueue`.
+ */
+export function createWorker(deps: Pick<CoreDeps, 'config' | 'db' | 'glue' | 'logger' | 'now'> & Partial<CoreDeps>, o: WorkerOptions = {}): Worker {
+  return new Worker({ hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS, ...deps }, TASK_HANDLERS, o);
+}
 
 export { pruneLoginThrottle, deviceCookieValue } from './login-throttle.js';
 export { signingKey } from './signing.js';

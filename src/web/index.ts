@@ -31,6 +31,8 @@ export interface StartWebOptions {
   limits?: AppOptions['limits'];
   clock?: AppOptions['clock'];
   hasher?: AppOptions['hasher'];
+  /** Wakes this process's task worker when a request enqueued a task. */
+  onEnqueue?: AppOptions['onEnqueue'];
 }
 
 /**

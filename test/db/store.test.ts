@@ -13,8 +13,11 @@ import { PasswordHasher } from '../../src/core/passwords.js';
 import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from '../../src/core/deps.js';
 import { userActor } from '../../src/core/actor.js';
 import { accountBucket, pruneLoginThrottle, reserveLoginAttempt, settleLoginSuccess, type LoginReservation } from '../../src/core/login-throttle.js';
-import { MemoryGlue } from '../helpers/memory-glue.js';
+import type { GluePort } from '../../src/core/ports.js';
 import { freshDb, type TestDb } from './engines.js';
+
+const refuse = () => Promise.reject(new Error('a request reached the glue'));
+const unreachable: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
 
 for (const engine of ['sqlite', 'pg'] as const) {
   describe(`store on ${engine}`, () => {
@@ -128,7 +131,8 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('case 20: quotas hold under 20 parallel requests (Dockerfiles and queued builds)', async () => {
       const config = loadConfig({}, { web: { quotaDockerfiles: 4, quotaQueuedBuilds: 3 } });
-      const s: CoreDeps = { config, db: t.db, glue: new MemoryGlue(), logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
+      // Requesting a build records it and enqueues its dispatch: it never reaches the glue.
+      const s: CoreDeps = { config, db: t.db, glue: unreachable, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
       const u = await insertUser(t.db, { username: 'racer', passwordHash: 'h', role: 'user' });
       const actor = userActor(u);
       const dfs = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => createDockerfile(s, actor, { name: `df${i}`, content: 'FROM debian:bookworm\n' })));

@@ -190,8 +190,6 @@ export async function runHttpFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const w = await startTestWeb({
     // Two runners: one build sleeps for the whole run (cancel and log of a running build), the other runs the rest.
     realGlue: { concurrency: 2 }, logger: pino({ level: 'warn' }, sink),
-    // A finished build is `verifying` until the reconciler has hashed and signed it; the fuzzer needs final builds.
-    reconcileSeconds: 1,
     // The fuzzer re-logs in its sessions; the per-address login budget is not what it tests.
     limits: { ipAttempts: 1_000_000 },
     config: { web: { quotaQueuedBuilds: 3, quotaDockerfiles: 20 } },

@@ -23,6 +23,14 @@ import { tempDir } from './tmp.js';
  *                 <out>/tmpdir.txt, then sleeps N seconds (what a killed SDK leaves behind)
  *   internal      fails as the real SDK does on an internal error: a reference in result.json, the detail in
  *                 <out>/internal-error.log
+ *   gate NAME     prints progress, then waits until the file <dir>/gates/NAME exists (a test opens it: a build
+ *                 held running for exactly as long as the test needs, no clock involved), then succeeds
+ * Further lines shape what it writes (any mode):
+ *   # fake-ansi         the log gets lines with ANSI colours, an OSC 8 link and markup (the web must clean them)
+ *   # fake-claim: X     the builder's claim (SHA256SUMS, result.json) goes wrong: `wrong` digest, `none` at all,
+ *                       `extra` (lists an image it did not make), `records` (lists result.json), `empty`, `garbage`,
+ *                       `unlisted` (makes an image.qcow2 it does not list), `result-lies` (result.json claims
+ *                       another digest; SHA256SUMS is right)
  * Like the SDK, it writes SHA256SUMS over its images: the builder's claim the web checks before it signs.
  * It records its argv in <out>/argv.txt, its environment in <out>/env.txt and the Dockerfile it was given in
  * <out>/Dockerfile.used (not artifact names, so never served).
@@ -51,8 +59,11 @@ for a in "$@"; do printf '%s\\n' "$a"; done > "$out/argv.txt"
 env > "$out/env.txt"
 cp "$df" "$out/Dockerfile.used"
 mode=$(sed -n 's/^# fake: //p' "$df" | head -n 1)
+claim=$(sed -n 's/^# fake-claim: //p' "$df" | head -n 1)
 echo '##kiln {"stage":"build","percent":10,"message":"building the Dockerfile"}'
+if grep -q '^# fake-ansi' "$df"; then printf 'step 1\\n\\033[31m<script>alert(1)</script>\\033[0m\\n\\033]8;;javascript:alert(2)\\007link\\033]8;;\\007\\n'; fi
 case "$mode" in
+  gate*) g='${path.join(dir, 'gates')}'/\${mode#gate }; echo "waiting at gate"; while [ ! -e "$g" ]; do sleep 0.05; done ;;
   sleep*) echo "sleeping"; sleep \${mode#sleep } ;;
   noise*) n=\${mode#noise }; i=0; while [ $i -lt $n ]; do head -c 1023 /dev/zero | tr '\\0' 'x'; echo; i=$((i+1)); done ;;
   tmp*) d=$(mktemp -d "\${TMPDIR:-/tmp}/kiln-sdk-XXXXXX"); echo "$d" > "$out/tmpdir.txt"; echo "staging in $d"; sleep \${mode#tmp } ;;
@@ -71,8 +82,21 @@ case "$mode" in
   big*) head -c $((\${mode#big } * 1048576)) /dev/zero > "$out/image.raw" ;;
   *) printf 'RAW-IMAGE-BYTES' > "$out/image.raw" ;;
 esac
-printf '{"ok":true,"artifacts":["image.raw"]}' > "$out/result.json"
-(cd "$out" && sha256sum image.raw > SHA256SUMS)
+if [ "$claim" = result-lies ]; then
+  printf '{"ok":true,"artifacts":[{"name":"image.raw","format":"raw","size":15,"allocated":0,"sha256":"%s"}]}' ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff > "$out/result.json"
+else
+  printf '{"ok":true,"artifacts":["image.raw"]}' > "$out/result.json"
+fi
+case "$claim" in
+  none) ;;
+  wrong) printf '%s  image.raw\\n' 0000000000000000000000000000000000000000000000000000000000000000 > "$out/SHA256SUMS" ;;
+  extra) (cd "$out" && sha256sum image.raw > SHA256SUMS && printf '%s  image.qcow2\\n' 1111111111111111111111111111111111111111111111111111111111111111 >> SHA256SUMS) ;;
+  records) (cd "$out" && sha256sum result.json > SHA256SUMS) ;;
+  empty) : > "$out/SHA256SUMS" ;;
+  garbage) echo garbage > "$out/SHA256SUMS" ;;
+  unlisted) (cd "$out" && sha256sum image.raw > SHA256SUMS); printf 'unlisted' > "$out/image.qcow2" ;;
+  *) (cd "$out" && sha256sum image.raw > SHA256SUMS) ;;
+esac
 if [ "$mode" = symlink ]; then ln -s /etc/passwd "$out/manifest.json"; ln -s /etc/shadow "$out/image.qcow2"; fi
 echo '##kiln {"stage":"done","percent":100}'
 `);

@@ -20,7 +20,7 @@ export async function startKilnServe(cwd: string, env: Record<string, string>): 
   let out = '';
   const child: ChildProcess = spawn(path.join(repo, 'bin/kiln'), ['serve'], {
     cwd,
-    env: { ...process.env, KILN_WEB_PORT: '0', KILN_SSH_PORT: '0', KILN_WEB_RECONCILE_SECONDS: '2', KILN_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, KILN_WEB_PORT: '0', KILN_SSH_PORT: '0', KILN_WORKER_RECONCILE_SECONDS: '2', KILN_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });

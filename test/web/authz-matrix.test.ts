@@ -38,9 +38,7 @@ describe('authorization matrix over every route', () => {
     await who.admin.login(root.username, root.password);
     const df = await who.alice.createDockerfile('mine', 'FROM debian:bookworm\nRUN true\n');
     const { id } = await who.alice.build(df);
-    const row = await w.db('builds').where({ id }).first();
-    w.glue.succeed(df, Number(row.backend_build));
-    await who.alice.get(`/api/builds/${id}`);
+    await w.waitForBuild(id);
     ids = { dockerfile: df, build: id };
   });
   afterAll(async () => { await w?.close(); });

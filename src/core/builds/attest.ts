@@ -8,17 +8,19 @@
  *     -> one transaction: build `succeeded` with {name, size, sha256} per artifact + the attestation row
  *   or `failed` with the reason when the claim and the bytes disagree.
  *
- * Runs in the background (the reconciler), never in a request. Nothing is written before the final transaction,
- * so a crash or a dropped stream mid-way leaves the build `verifying` and the next pass starts over; two web
+ * Runs in the background (the `build.attest` task), never in a request. Nothing is written before the final transaction,
+ * so a crash or a dropped stream mid-way leaves the build `verifying` and the task's next run starts over; two
  * instances doing the same build end with one result (the transaction only moves a build still `verifying`).
  */
 import { createHash } from 'node:crypto';
-import { completeAttestation, listBuildsToAttest, updateBuild, type BuildArtifact, type BuildRow } from '../../db/index.js';
+import { completeAttestation, updateBuild, type BuildArtifact, type BuildRow } from '../../db/index.js';
 import type { ArtifactName } from '../../protocol/index.js';
 import { formatSha256Sums, hashStream, parseSha256Sums } from '../../shared/checksums.js';
 import { isKilnError } from '../../shared/errors.js';
 import type { CoreDeps } from '../deps.js';
 import { signingKey, type SigningKey } from '../signing.js';
+import type { TaskKind } from '../tasks/worker.js';
+import { buildOf } from './dispatch.js';
 
 /** Artifacts that describe the build rather than being its product: hashed, but not in SHA256SUMS. */
 const RECORDS: ReadonlySet<string> = new Set(['result.json', 'build.log', 'SHA256SUMS', 'SHA256SUMS.sig']);
@@ -26,7 +28,8 @@ const RECORDS: ReadonlySet<string> = new Set(['result.json', 'build.log', 'SHA25
 const MAX_CLAIM_BYTES = 64 * 1024;
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config'>;
-export type AttestOutcome = 'succeeded' | 'failed' | 'retry';
+/** `elsewhere`: the build is no longer `verifying` (another worker ended it first). */
+export type AttestOutcome = 'succeeded' | 'failed' | 'elsewhere';
 
 interface Received { name: string; sha256: string; size: number }
 
@@ -56,9 +59,12 @@ function imageSha(received: readonly Received[]): string | null {
   return (received.find((r) => r.name === 'image.raw') ?? received.find((r) => r.name.startsWith('image.')))?.sha256 ?? null;
 }
 
-/** Verifies and signs one `verifying` build. */
-export async function attestBuild(s: Deps, build: BuildRow, key: SigningKey): Promise<AttestOutcome> {
-  if (build.state !== 'verifying' || build.backend_build == null) return 'retry';
+/**
+ * Verifies and signs one `verifying` build. A stream that breaks off (or the glue away) is thrown, with nothing
+ * written: the caller tries again.
+ */
+export async function attestBuild(s: Deps, build: BuildRow, key: SigningKey, signal?: AbortSignal): Promise<AttestOutcome> {
+  if (build.state !== 'verifying' || build.backend_build == null) return 'elsewhere';
   const log = s.logger.child({ build: build.id });
   // The builder's signature, if an older SDK still made one, is not ours to pass on.
   const names = build.artifacts.map((a) => a.name).filter((n) => n !== 'SHA256SUMS.sig') as ArtifactName[];
@@ -67,6 +73,7 @@ export async function attestBuild(s: Deps, build: BuildRow, key: SigningKey): Pr
   let claimTooBig = false;
   try {
     for (const name of names) {
+      signal?.throwIfAborted();
       // One stream at a time: a verification takes one of the glue client's stream slots, never a call slot.
       const h = await hashStream(await s.glue.artifact(build.dockerfile_id, build.backend_build, name), name === 'SHA256SUMS' ? MAX_CLAIM_BYTES + 1 : 0);
       received.push({ name, sha256: h.sha256, size: h.size });
@@ -77,8 +84,7 @@ export async function attestBuild(s: Deps, build: BuildRow, key: SigningKey): Pr
     }
   } catch (e) {
     if (isKilnError(e, 'not_found')) return fail(s, build, received, 'an artifact is gone from the build service');
-    log.warn({ err: (e as Error).message }, 'artifact verification interrupted; retried next pass');
-    return 'retry';
+    throw e;
   }
   const problem = claimTooBig ? "the builder's SHA256SUMS is larger than 64 KiB" : claimProblem(claimText, received);
   if (problem) return fail(s, build, received, problem);
@@ -93,7 +99,7 @@ export async function attestBuild(s: Deps, build: BuildRow, key: SigningKey): Pr
   ];
   const done = await completeAttestation(s.db, build.id, { artifacts, imageSha256: imageSha(received), sums, signature, publicKey: key.publicKey });
   if (done) log.info({ files: products.length }, 'artifacts verified and signed');
-  return done ? 'succeeded' : 'retry';
+  return done ? 'succeeded' : 'elsewhere';
 }
 
 /** Claim and bytes disagree (or the bytes are gone): the build fails, and only its records stay downloadable. */
@@ -105,18 +111,21 @@ async function fail(s: Deps, build: BuildRow, received: readonly Received[], pro
   return 'failed';
 }
 
-/** One pass over the builds waiting for verification, one at a time. Returns how many it finished. */
-export async function attestBuilds(s: Deps): Promise<number> {
-  const rows = await listBuildsToAttest(s.db);
-  if (!rows.length) return 0;
-  const key = await signingKey(s.config);
-  let finished = 0;
-  for (const b of rows) {
-    try {
-      if ((await attestBuild(s, b, key)) !== 'retry') finished++;
-    } catch (e) {
-      s.logger.error({ build: b.id, err: e }, 'artifact verification failed unexpectedly; retried next pass');
-    }
-  }
-  return finished;
-}
+/**
+ * `build.attest`: verifies and signs one `verifying` build (one at a time per worker: it streams whole images). An
+ * interrupted stream or an unreachable glue is thrown and retried with backoff; when that goes on for
+ * worker.maxAttempts runs, the build fails with the reason instead of staying `verifying`.
+ */
+export const attestTask: TaskKind = {
+  concurrency: 1,
+  async run(d, { task, log, signal }) {
+    const build = await buildOf(d, task.subject);
+    if (build?.state !== 'verifying') return;
+    const outcome = await attestBuild(d, build, await signingKey(d.config), signal);
+    log.info({ build: build.id, outcome }, 'build verification ended');
+  },
+  async gaveUp(d, task, error) {
+    const build = await buildOf(d, task.subject);
+    if (build) await updateBuild(d.db, build.id, ['verifying'], { state: 'failed', reason: `The build's artifacts could not be verified: ${error}.` });
+  },
+};
