@@ -30,8 +30,19 @@ export async function main(argv: string[]): Promise<number> {
   const glue = await startGlueServer(config, logger.child({ part: 'glue' }));
   const glueClient = await sshGlueClientFromConfig(config, { port: glue.port, hostFingerprint: glue.hostFingerprint, logger: logger.child({ part: 'glue-client' }) });
   // The worker carries builds through their lives (dispatch, refresh, verification); requests only enqueue and wake it.
-  const worker = config.worker.enabled ? createWorker({ config, db, glue: glueClient, logger: logger.child({ part: 'worker' }) }).start() : undefined;
-  const web = await startWeb({ config, db, glue: glueClient, logger: logger.child({ part: 'web' }), ...(worker ? { onEnqueue: () => worker.wake() } : {}) });
+  const worker = config.worker.enabled ? createWorker({ config, db, glue: glueClient, logger: logger.child({ part: 'worker' }) }) : undefined;
+  let web;
+  try {
+    web = await startWeb({ config, db, glue: glueClient, logger: logger.child({ part: 'web' }), ...(worker ? { onEnqueue: () => worker.wake() } : {}) });
+  } catch (e) {
+    // Nothing may keep the process alive after a failed start (an unreadable signing key, a port in use).
+    await glueClient.close();
+    await glue.close();
+    await db.destroy();
+    throw e;
+  }
+  // Started once the site is up: a process that fails to start has claimed no task.
+  worker?.start();
 
   const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
   if (admin) {
@@ -43,7 +54,6 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`\nKiln is ready at ${web.url}\n\n`);
   }
 
-  
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => { logger.info({ sig }, 'shutting down'); resolve(); };
     process.once('SIGINT', () => stop('SIGINT'));

@@ -33,14 +33,23 @@ export async function main(argv: string[]): Promise<number> {
   const db = createDbFromConfig(config);
   await migrateLatest(db);
   const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
-  const worker = config.worker.enabled ? createWorker({ config, db, glue, logger: logger.child({ part: 'worker' }) }).start() : undefined;
-  const web = await startWeb({ config, db, glue, logger: logger.child({ part: 'web' }), ...(worker ? { onEnqueue: () => worker.wake() } : {}) });
+  const worker = config.worker.enabled ? createWorker({ config, db, glue, logger: logger.child({ part: 'worker' }) }) : undefined;
+  let web;
+  try {
+    web = await startWeb({ config, db, glue, logger: logger.child({ part: 'web' }), ...(worker ? { onEnqueue: () => worker.wake() } : {}) });
+  } catch (e) {
+    // Nothing may keep the process alive after a failed start (an unreadable signing key, a port in use).
+    await glue.close();
+    await db.destroy();
+    throw e;
+  }
+  // Started once the site is up: a process that fails to start has claimed no task.
+  worker?.start();
   const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
   process.stdout.write(`Kiln web is ready at ${web.url}\n`);
   if (admin) process.stdout.write(`First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`);
   process.stdout.write(`The glue must authorize this public key:\n${clientKey.publicKey}\n`);
 
-  
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
