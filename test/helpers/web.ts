@@ -3,7 +3,10 @@ import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
 import { createDb, findBuild, migrateLatest, type BuildRow, type Db } from '../../src/db/index.js';
 import { silentLogger, type Logger } from '../../src/shared/logger.js';
 import type { GluePort } from '../../src/core/ports.js';
-import { CLI, PasswordHasher, createUsers, createWorker, type Worker } from '../../src/core/index.js';
+import { CLI, DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker, createUsers } from '../../src/core/index.js';
+import { TASK_HANDLERS } from '../../src/core/tasks/kinds.js';
+import type { TaskKindName } from '../../src/core/tasks/queue.js';
+import type { TaskKind } from '../../src/core/tasks/worker.js';
 import { startWeb, type StartWebOptions } from '../../src/web/index.js';
 import { startInProcessGlue, type InProcessGlue } from './in-process-glue.js';
 import { tempDir } from './tmp.js';
@@ -26,8 +29,11 @@ export interface TestWeb {
   dir: string;
   /** The worker running beside the web, as in `kiln web` (absent with `worker: false`: the test drains one itself). */
   worker: Worker | undefined;
-  /** A worker over the same database and glue, not started: `drain()` it to run what is due now. */
-  newWorker(): Worker;
+  /**
+   * A worker over the same database, glue and clock, not started: `drain()` it to run what is due now. `kinds`
+   * replaces handlers (e.g. `{ ...attestTask, concurrency: 0 }`: a worker that never verifies).
+   */
+  newWorker(kinds?: Partial<Record<TaskKindName, TaskKind>>): Worker;
   client(): HttpClient;
   /** Waits until the build's row satisfies `pred` (default: final) and returns it. */
   waitForBuild(id: number, pred?: (b: BuildRow) => boolean): Promise<BuildRow>;
@@ -70,7 +76,10 @@ export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb &
   await migrateLatest(db);
   const glue = real?.client ?? local?.client ?? opts.glue!;
   const logger = opts.logger ?? silentLogger;
-  const newWorker = () => createWorker({ config, db, glue, logger, ...(opts.clock ? { now: opts.clock } : {}) });
+  const newWorker = (kinds: Partial<Record<TaskKindName, TaskKind>> = {}) => new Worker(
+    { config, db, glue, logger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS, ...(opts.clock ? { now: opts.clock } : {}) },
+    { ...TASK_HANDLERS, ...kinds },
+  );
   const worker = opts.worker === false ? undefined : newWorker().start();
   const web = await startWeb({
     config, db, glue, logger, host: '127.0.0.1', port: 0, limits: opts.limits, clock: opts.clock, hasher: opts.hasher,

@@ -11,10 +11,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker } from '../../src/core/index.js';
+import type { Worker } from '../../src/core/index.js';
 import { attestBuild, attestTask } from '../../src/core/builds/attest.js';
 import { signingKey } from '../../src/core/signing.js';
-import { TASK_HANDLERS } from '../../src/core/tasks/kinds.js';
 import { findBuild, listTasksOf } from '../../src/db/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { verifyText } from '../../src/shared/sshsig.js';
@@ -34,8 +33,7 @@ describe('attestation: the web re-hashes and signs; builders hold no key', () =>
 
   beforeAll(async () => {
     w = await startTestWeb({ worker: false });
-    const deps = { config: w.config, db: w.db, glue: w.glue, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
-    builder = new Worker(deps, { ...TASK_HANDLERS, 'build.attest': { ...attestTask, concurrency: 0 } }).start();
+    builder = w.newWorker({ 'build.attest': { ...attestTask, concurrency: 0 } }).start();
     a = w.client();
     await a.signUp('alice');
   });

@@ -3,11 +3,9 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker } from '../../src/core/index.js';
+import type { Worker } from '../../src/core/index.js';
 import { refreshTask } from '../../src/core/builds/refresh.js';
 import { glueKey } from '../../src/core/builds/requeue.js';
-import { TASK_HANDLERS } from '../../src/core/tasks/kinds.js';
-import { silentLogger } from '../../src/shared/logger.js';
 import { findBuild, listTasksOf } from '../../src/db/index.js';
 import { KilnError } from '../../src/shared/errors.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
@@ -272,8 +270,7 @@ describe('cancel racing the backend\'s own end', () => {
   beforeAll(async () => {
     w = await startTestWeb({ worker: false });
     // Dispatches, cancels, verifies; never refreshes: the web does not see a build end unless a cancel tells it.
-    const deps = { config: w.config, db: w.db, glue: w.glue, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
-    builder = new Worker(deps, { ...TASK_HANDLERS, 'build.refresh': { ...refreshTask, concurrency: 0 } }).start();
+    builder = w.newWorker({ 'build.refresh': { ...refreshTask, concurrency: 0 } }).start();
     a = w.client();
     await a.signUp('alice');
   });
