@@ -338,7 +338,7 @@ describe('local backend', () => {
     await b.putJob(2, spec(undefined, { dockerfile: 'FROM x\n' }));
     await b.build(2, 'k0000001');
     await waitFor(b, 2, 1, ['succeeded']);
-    const log = path.join(b['buildDir'](2, 1), 'log');
+    const log = path.join(b['store'].buildDir(2, 1), 'log');
     writeFileSync(log, 'aé€😀b');
     for (let o = 0; o < 12; o++) {
       const c = await b.log(2, 1, o);
@@ -358,7 +358,7 @@ describe('local backend', () => {
     // Even a symlinked archive directory is refused.
     await b.build(1, 'k0000002');
     await waitFor(b, 1, 2, ['succeeded']);
-    const arch = path.join(b['buildDir'](1, 2), 'archive');
+    const arch = path.join(b['store'].buildDir(1, 2), 'archive');
     const { renameSync } = await import('node:fs');
     renameSync(arch, arch + '.real');
     symlinkSync(arch + '.real', arch);
@@ -387,7 +387,7 @@ describe('local backend', () => {
     await b.putJob(1, spec(undefined, { schedule: 'daily' }));
     await b.putJob(2, spec(undefined, { schedule: 'weekly' }));
     await b.putJob(3, spec(undefined, { schedule: 'daily', enabled: false }));
-    const fire = () => (b as unknown as { fireSchedules(): Promise<void> }).fireSchedules();
+    const fire = () => (b as unknown as { checkSchedules(): Promise<void> }).checkSchedules();
     await fire();
     expect((await b.listJobs()).map((j) => j.lastBuild)).toEqual([undefined, undefined, undefined]);
     now = new Date('2026-03-11T00:30:00Z');
@@ -535,8 +535,8 @@ describe('local store lock (finding 12: two writers at once)', () => {
     const c = new LocalBackend({ dataDir: dir, runner: false });
     await a.start();
     await c.start();
-    const la = (a as unknown as { lock: { run<T>(fn: () => Promise<T>): Promise<T> } }).lock;
-    const lc = (c as unknown as { lock: { run<T>(fn: () => Promise<T>): Promise<T> } }).lock;
+    const la = (a as unknown as { store: { lock: { run<T>(fn: () => Promise<T>): Promise<T> } } }).store.lock;
+    const lc = (c as unknown as { store: { lock: { run<T>(fn: () => Promise<T>): Promise<T> } } }).store.lock;
     let inside = 0;
     let most = 0;
     const section = (hold: () => Promise<void>) => async () => {
@@ -565,7 +565,7 @@ describe('local store lock (finding 12: two writers at once)', () => {
       import { LocalBackend } from ${JSON.stringify(path.resolve('dist/glue/backends/local/index.js'))};
       const b = new LocalBackend({ dataDir: ${JSON.stringify(t.dir)}, runner: false });
       await b.start();
-      b.lock.run(() => { process.stdout.write('holding\\n'); return new Promise(() => {}); });
+      b.store.lock.run(() => { process.stdout.write('holding\\n'); return new Promise(() => {}); });
       setInterval(() => {}, 1000);
     `;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });

@@ -58,6 +58,12 @@ done
 for a in "$@"; do printf '%s\\n' "$a"; done > "$out/argv.txt"
 env > "$out/env.txt"
 cp "$df" "$out/Dockerfile.used"
+# result.json in the protocol's shape (src/protocol/sdk-output.ts): ok, the artifacts' JSON, extra fields (an error).
+started=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+result() {
+  printf '{"ok":%s,"sdkVersion":"fake","startedAt":"%s","finishedAt":"%s","artifacts":[%s],"bootTests":[],"stages":[]%s}' \
+    "$1" "$started" "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$2" "\${3:+,$3}" > "$out/result.json"
+}
 mode=$(sed -n 's/^# fake: //p' "$df" | head -n 1)
 claim=$(sed -n 's/^# fake-claim: //p' "$df" | head -n 1)
 echo '##kiln {"stage":"build","percent":10,"message":"building the Dockerfile"}'
@@ -70,11 +76,11 @@ case "$mode" in
 esac
 if [ "$mode" = internal ]; then
   printf 'reference 0123456789ab\\nError: connect ECONNREFUSED 10.1.2.3:2375 /var/lib/kiln/secret-path\\n' > "$out/internal-error.log"
-  printf '{"ok":false,"error":{"code":"internal","message":"Internal error in the build service (reference 0123456789ab)"}}' > "$out/result.json"
+  result false '' '"error":{"code":"internal","message":"Internal error in the build service (reference 0123456789ab)"}'
   exit 1
 fi
 if [ "$mode" = fail ]; then
-  printf '{"ok":false,"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}}' > "$out/result.json"
+  result false '' '"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}'
   echo "build failed" >&2
   exit 1
 fi
@@ -82,11 +88,10 @@ case "$mode" in
   big*) head -c $((\${mode#big } * 1048576)) /dev/zero > "$out/image.raw" ;;
   *) printf 'RAW-IMAGE-BYTES' > "$out/image.raw" ;;
 esac
-if [ "$claim" = result-lies ]; then
-  printf '{"ok":true,"artifacts":[{"name":"image.raw","format":"raw","size":15,"allocated":0,"sha256":"%s"}]}' ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff > "$out/result.json"
-else
-  printf '{"ok":true,"artifacts":["image.raw"]}' > "$out/result.json"
-fi
+sha=$(sha256sum "$out/image.raw" | cut -d' ' -f1)
+[ "$claim" = result-lies ] && sha=ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
+size=$(wc -c < "$out/image.raw")
+result true '{"name":"image.raw","format":"raw","size":'"$size"',"allocated":'"$size"',"sha256":"'"$sha"'"}'
 case "$claim" in
   none) ;;
   wrong) printf '%s  image.raw\\n' 0000000000000000000000000000000000000000000000000000000000000000 > "$out/SHA256SUMS" ;;
