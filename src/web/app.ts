@@ -51,7 +51,7 @@ export interface AppOptions {
   /** Signs session cookies. Defaults to config.web.sessionSecret; startWeb keeps one in the database. */
   sessionSecret?: string;
   limits?: Partial<LoginLimits>;
-  /** The clock of the login throttle (tests inject one); Date.now by default. */
+  /** The clock of login times, the login throttle and task times (tests inject one); Date.now by default. */
   clock?: () => number;
   /** Hashes and verifies passwords; by default one bounded by config.web.hashConcurrency. */
   hasher?: PasswordHasher;
@@ -77,6 +77,8 @@ export interface AppContext {
   loginLimiter: express.RequestHandler;
   /** Concurrency bound for requests carrying a build context (memory: each is held a few times over). */
   bigUploads: BigUploadGate;
+  /** The app's clock (login times, the throttle, task times): Date.now unless a test injects one. */
+  now: () => number;
 }
 
 export type KilnApp = Express & {
@@ -186,7 +188,7 @@ export function createApp(opts: AppOptions): KilnApp {
   const absoluteMs = config.web.sessionAbsoluteHours * 3600_000;
   app.use((req: Request, _res: Response, next: NextFunction) => {
     const at = req.session?.loginAt;
-    if (req.user && (at === undefined || Date.now() - at > absoluteMs)) {
+    if (req.user && (at === undefined || now() - at > absoluteMs)) {
       req.session.destroy(() => { req.user = undefined; next(); });
       return;
     }
@@ -226,7 +228,7 @@ export function createApp(opts: AppOptions): KilnApp {
     },
   });
 
-  const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads };
+  const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads, now };
   const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.

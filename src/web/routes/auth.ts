@@ -10,10 +10,10 @@ import { actorOf, readCookie, requireUser, safeNext, type CookieNames } from './
  * first, and a client that follows the redirect at once would race it (seen on PostgreSQL: the next request read
  * the session without loginAt and ended it).
  */
-function logInFresh(req: Request, user: Express.User): Promise<void> {
+function logInFresh(req: Request, user: Express.User, now: () => number): Promise<void> {
   return new Promise((resolve, reject) => req.logIn(user, (e) => {
     if (e) return reject(e);
-    req.session.loginAt = Date.now();
+    req.session.loginAt = now();
     req.session.save((e2) => (e2 ? reject(e2) : resolve()));
   }));
 }
@@ -32,7 +32,7 @@ function rememberDevice(req: Request, res: Response, secret: string | undefined,
 
 /** Register, log in, log out. Every POST here is rate-limited per IP before any hashing and carries a CSRF token. */
 export function authRoutes(ctx: AppContext): Router {
-  const { core, config, logger, deviceSecret, render, passport, wantsJson, loginLimiter } = ctx;
+  const { core, config, logger, deviceSecret, render, passport, wantsJson, loginLimiter, now } = ctx;
   const r = Router();
 
   r.get('/login', (req, res) => {
@@ -53,7 +53,7 @@ export function authRoutes(ctx: AppContext): Router {
       if (err) return isKilnError(err) && err.code === 'rate_limited' ? fail(err) : next(err);
       if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
       if (info?.deviceId) rememberDevice(req, res, deviceSecret, user.id, info.deviceId);
-      logInFresh(req, user).then(() => {
+      logInFresh(req, user, now).then(() => {
         logger.info({ user: user.id }, 'login');
         if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
         res.redirect(303, target);
@@ -119,7 +119,7 @@ export function authRoutes(ctx: AppContext): Router {
       const u = await core.users.changePassword(actorOf(req), { current: body.current, password: body.password, ip: req.ip ?? '', deviceCookie: readCookie(req, names.device) });
       logger.info({ user: u.id }, 'password changed');
       // The epoch moved: log this session in again (new id) so only the other sessions end.
-      await logInFresh(req, { ...actorOf(req), epoch: u.session_epoch });
+      await logInFresh(req, { ...actorOf(req), epoch: u.session_epoch }, now);
       if (json) res.json({ ok: true });
       else res.redirect(303, '/account?changed=1');
     } catch (e) {
