@@ -8,6 +8,7 @@ import { defaultKeyPaths, fingerprint } from '../../src/shared/ssh-keys.js';
 import type { GluePort } from '../../src/core/ports.js';
 import { fakeSpec, startOpenSshGlue, startTestGlue, writeFakeSdk, type OpenSshGlue, type TestGlue } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * The two SSH front doors answer identically. Each door has its own data directory with its own runner, and both
@@ -70,12 +71,7 @@ async function outcome(p: Promise<unknown>): Promise<unknown> {
 }
 
 async function settle(c: GluePort, job: number, build: number): Promise<unknown> {
-  for (let i = 0; i < 200; i++) {
-    const st = await c.call('build.status', [job, build]);
-    if (!['queued', 'running'].includes(st.state)) return norm(st);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('build did not finish');
+  return norm(await until(async () => { const st = await c.call('build.status', [job, build]); return !['queued', 'running'].includes(st.state) && st; }, 60_000, 50));
 }
 
 const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [

@@ -10,6 +10,7 @@ import { defaultKeyPaths, ensureKeyPair, type KeyPair } from '../../src/shared/s
 import { createSshGlueClient } from '../../src/glue-client/ssh.js';
 import type { GluePort } from '../../src/core/ports.js';
 import { tempDir } from './tmp.js';
+import { until } from './wait.js';
 /**
  * A stand-in for `kiln sdk build` (the real SDK is tested in test/sdk): a shell script taking the same flags. What
  * it does is chosen by a `# fake: MODE` line in the Dockerfile, so one script serves every test:
@@ -268,13 +269,10 @@ export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPa
   // -D: stay in the foreground (so cleanup can stop it by its pid); -e off, -E: log to a file.
   const sshd = spawn(opts.sshdPath ?? '/usr/sbin/sshd', ['-D', '-f', config, '-E', log], { stdio: 'ignore' });
   const exited = new Promise<void>((r) => sshd.once('exit', () => r()));
-  const deadline = Date.now() + 10_000;
-  for (;;) {
+  await until(() => {
     if (sshd.exitCode !== null) throw new Error(`sshd exited: ${rf(log, 'utf8')}`);
-    if (existsSyncSafe(log) && /Server listening/.test(rf(log, 'utf8'))) break;
-    if (Date.now() > deadline) throw new Error('sshd did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    return existsSyncSafe(log) && /Server listening/.test(rf(log, 'utf8'));
+  }, 60_000, 50);
   const clients: GluePort[] = [];
   const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
     const c = createSshGlueClient({ host: '127.0.0.1', port, username, privateKey: opts.clientKey.privateKey, hostFingerprint, timeoutMs: 20_000, ...o });
