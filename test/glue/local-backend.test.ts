@@ -223,8 +223,9 @@ describe('local backend', () => {
     await first.close();
     // What the runner's SIGKILL leaves (records still "running"), and what each SDK wrote when it ended meanwhile.
     for (const job of [1, 2]) writeFileSync(path.join(bdir(job), 'build.json'), crashed[job - 1]!);
-    writeFileSync(path.join(bdir(1), 'archive/result.json'), '{"ok":true,"artifacts":["image.raw"]}');
-    writeFileSync(path.join(bdir(2), 'archive/result.json'), '{"ok":false,"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}}');
+    const result = (ok: boolean, extra: object = {}) => JSON.stringify({ ok, sdkVersion: 't', startedAt: 't0', finishedAt: 't1', artifacts: [], bootTests: [], stages: [], ...extra });
+    writeFileSync(path.join(bdir(1), 'archive/result.json'), result(true));
+    writeFileSync(path.join(bdir(2), 'archive/result.json'), result(false, { error: { code: 'build_failed', message: 'RUN step 2 failed: exit 100' } }));
 
     const { b } = await make({}, dir);
     expect(await b.status(1, 1)).toMatchObject({ state: 'succeeded' });
