@@ -22,11 +22,9 @@ const LISTS = ['dockerfile.list', 'build.list'] as const;
 const PUBLIC = ['user.register', 'user.login'] as const;
 /** Admins (and the system) only: other people's accounts, the site's settings. */
 const ADMIN = ['user.create', 'user.list', 'user.disable', 'user.setRole', 'user.resetPassword', 'settings.manage'] as const;
-/** The worker's own work: dispatch, refresh, withdraw, verification, reconciliation. */
-const SYSTEM = ['tasks.run'] as const;
 
 export type OwnedAction = (typeof OWNED)[number];
-export type Action = OwnedAction | (typeof SELF)[number] | (typeof LISTS)[number] | (typeof PUBLIC)[number] | (typeof ADMIN)[number] | (typeof SYSTEM)[number];
+export type Action = OwnedAction | (typeof SELF)[number] | (typeof LISTS)[number] | (typeof PUBLIC)[number] | (typeof ADMIN)[number];
 
 export type Decision = 'allow' | 'unauthenticated' | 'hidden' | 'forbidden';
 
@@ -37,7 +35,6 @@ export function decide(actor: Actor, action: Action, owner?: number): Decision {
   if (has(PUBLIC, action)) return 'allow';
   if (actor.kind === 'anonymous') return 'unauthenticated';
   if (actor.kind === 'system') return has(SELF, action) ? 'forbidden' : 'allow';
-  if (has(SYSTEM, action)) return 'forbidden';
   if (has(ADMIN, action)) return actor.role === 'admin' ? 'allow' : 'forbidden';
   if (has(SELF, action) || has(LISTS, action)) return 'allow';
   if (owner === undefined) throw new KilnError('internal', `policy: ${action} needs the object's owner`);

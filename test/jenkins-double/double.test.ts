@@ -17,7 +17,6 @@ const raw = (path: string, init: RequestInit & { headers?: Record<string, string
   fetch(new URL(path, d.url), { redirect: 'manual', ...init, headers: { authorization: auth(), ...init.headers } });
 const clientFor = (user = USER.name, secret = USER.token, crumbIssuer = true) =>
   new Jenkins({ baseUrl: d.url.replace('http://', `http://${user}:${secret}@`).replace(/\/$/, ''), crumbIssuer });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function jobXml(o: { script?: string; params?: Array<[string, string]>; disabled?: boolean; artifacts?: string; allowEmpty?: boolean; timer?: string; quiet?: number } = {}): string {
   const params = o.params?.length ? `<hudson.model.ParametersDefinitionProperty><parameterDefinitions>${o.params.map(([n, v]) =>

@@ -168,7 +168,7 @@ describe('case 47: hard-restart Jenkins mid-build', () => {
 
   it('the build is lost, requeued once and succeeds, the user sees it; one job, no orphan, no duplicate; a second restart fails it', async () => {
     chain = await startChain(tmp.dir);
-    const { double, web, client } = chain;
+    const { double, web } = chain;
     const alice = web.client();
     await alice.signUp('alice');
     const dfId = await alice.createDockerfile('restarted', 'FROM debian:bookworm\n# fake: sleep 4\n');

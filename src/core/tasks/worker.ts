@@ -16,7 +16,9 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { claimTask, extendLease, finishTask, type TaskRow } from '../../db/index.js';
 import { isKilnError } from '../../shared/errors.js';
+import { pump } from '../../shared/pump.js';
 import type { Logger } from '../../shared/logger.js';
+import { WORKER, actorLabel } from '../actor.js';
 import { clockOf, type CoreDeps } from '../deps.js';
 import { enqueue, isoAt } from './queue.js';
 
@@ -70,16 +72,19 @@ export class Worker {
   private timers: NodeJS.Timeout[] = [];
   private started = false;
   private stopping = false;
-  private filling = false;
-  private fillAgain = false;
-  private fillDone: Promise<void> = Promise.resolve();
+  private readonly filler = pump<TaskRow>({
+    claim: () => this.claim(),
+    launch: (task) => this.launch(task),
+    room: () => this.running.size < this.concurrency && !this.stopping,
+    onError: (e) => this.log.error({ err: e }, 'claiming tasks failed'),
+  });
   private readonly log: Logger;
 
   constructor(private readonly d: CoreDeps, private readonly kinds: TaskKinds, private readonly o: WorkerOptions = {}) {
     this.id = o.id ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
     this.concurrency = Math.max(1, o.concurrency ?? d.config.worker.concurrency);
     this.leaseMs = o.leaseMs ?? d.config.worker.leaseSeconds * 1000;
-    this.log = d.logger.child({ worker: this.id });
+    this.log = d.logger.child({ worker: this.id, ...actorLabel(WORKER) });
   }
 
   /** Starts polling (and asking for reconciliation passes). `stop()` ends it. */
@@ -104,24 +109,7 @@ export class Worker {
 
   /** Claims due tasks now (a use case in this process just enqueued one). */
   wake(): void {
-    if (!this.started || this.stopping) return;
-    if (this.filling) {
-      this.fillAgain = true;
-      return;
-    }
-    this.filling = true;
-    this.fillDone = (async () => {
-      do {
-        this.fillAgain = false;
-        while (this.running.size < this.concurrency && !this.stopping) {
-          const task = await this.claim();
-          if (!task) break;
-          this.launch(task);
-        }
-      } while (this.fillAgain && !this.stopping);
-    })()
-      .catch((e: unknown) => this.log.error({ err: e }, 'claiming tasks failed'))
-      .finally(() => { this.filling = false; });
+    if (this.started && !this.stopping) this.filler.kick();
   }
 
   /**
@@ -148,7 +136,7 @@ export class Worker {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    await this.fillDone;
+    await this.filler.idle;
     await Promise.allSettled([...this.running.values()].map((r) => r.done));
   }
 

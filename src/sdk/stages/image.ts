@@ -6,7 +6,6 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { pinBaseImages } from '../../dockerfile/pin.js';
-import type { PolicyResult } from '../../dockerfile/policy.js';
 import { KilnError } from '../../shared/errors.js';
 import type { ImageRuntimeConfig } from '../app.js';
 import type { BaseImage } from '../base.js';

@@ -10,6 +10,7 @@ import { constants as fsc, promises as fsp, openSync, writeSync, closeSync } fro
 import path from 'node:path';
 import { SDK_INTERNAL_ERROR_FILE, jobIdFromBackendName, parseBuildResult, type BuildState } from '../../../protocol/index.js';
 import type { Logger } from '../../../shared/logger.js';
+import { pump } from '../../../shared/pump.js';
 import { run } from '../../../shared/subprocess.js';
 import { asIdentity, identify, signalGroupIfSame } from './process.js';
 import { FINAL, LOST, type BuildRecord, type BuildStore } from './records.js';
@@ -39,10 +40,13 @@ export class Runner {
   private timer: NodeJS.Timeout | undefined;
   private started = false;
   private closing = false;
-  private pumping = false;
-  private pumpAgain = false;
-  /** The pump's current pass; close() waits for it, since a build it is claiming is not in `running` yet. */
-  private pumpDone: Promise<void> = Promise.resolve();
+  /** Starts queued builds while executors are free; close() waits for its pass (a build it claims is not in `running` yet). */
+  private readonly queue = pump<BuildRecord>({
+    claim: () => this.claimNext(),
+    launch: (rec) => this.launch(rec),
+    room: () => this.running.size < this.concurrency && !this.closing,
+    onError: (e) => this.log_.error({ err: e }, 'build queue pump failed'),
+  });
 
   constructor(private readonly store: BuildStore, private readonly o: RunnerOptions) {
     this.log_ = o.logger;
@@ -62,7 +66,7 @@ export class Runner {
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.timer);
-    await this.pumpDone;
+    await this.queue.idle;
     const inflight = [...this.running.values()];
     for (const r of inflight) r.abort.abort();
     await Promise.allSettled(inflight.map((r) => r.done));
@@ -117,26 +121,9 @@ export class Runner {
     });
   }
 
-  /** Starts queued builds while executors are free. Re-entrant calls fold into one more pass. */
+  /** Starts queued builds while executors are free. */
   pump(): void {
-    if (this.closing || !this.started) return;
-    if (this.pumping) {
-      this.pumpAgain = true;
-      return;
-    }
-    this.pumping = true;
-    this.pumpDone = (async () => {
-      do {
-        this.pumpAgain = false;
-        while (this.running.size < this.concurrency && !this.closing) {
-          const rec = await this.claimNext();
-          if (!rec) break;
-          this.launch(rec);
-        }
-      } while (this.pumpAgain && !this.closing);
-    })()
-      .catch((e) => this.log_.error({ err: e }, 'build queue pump failed'))
-      .finally(() => { this.pumping = false; });
+    if (!this.closing && this.started) this.queue.kick();
   }
 
   private async claimNext(): Promise<BuildRecord | undefined> {
