@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalBackend } from '../src/glue/backends/local/index.js';
-import type { GlueClient } from '../src/web/glue-client/types.js';
+import type { GluePort } from '../src/core/ports.js';
 import { fakeSpec, startOpenSshGlue, startTestGlue, writeFakeSdk } from '../test/helpers/glue.js';
 import { tempDir } from '../test/helpers/tmp.js';
 
@@ -35,7 +35,7 @@ async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
   return out;
 }
 
-async function prepare(c: GlueClient): Promise<void> {
+async function prepare(c: GluePort): Promise<void> {
   await c.call('job.put', [1], JSON.stringify(fakeSpec()));
   await c.call('job.build', [1, 'bench-key-01']);
   for (let i = 0; i < 200; i++) {
@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   try {
     await prepare(g.client);
     await prepare(o.client);
-    const status = (c: GlueClient) => c.call('build.status', [1, 1]);
+    const status = (c: GluePort) => c.call('build.status', [1, 1]);
 
     await time(50, () => status(g.client)); // warm-up
     rows.push(stats('built-in ssh2', 'reused connection', await time(CALLS, () => status(g.client))));
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
 
 Measured by \`bench/glue.ts\` (\`make bench-glue\`) on ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores
 (${os.cpus()[0]?.model ?? 'cpu'}), Node ${process.version}, ${sshd.trim() || 'OpenSSH'}, loopback. Client: the web's ssh2
-GlueClient (pinned ed25519 host key, ed25519 client key). Server: the built-in ssh2 server (in the same process as the
+GluePort (pinned ed25519 host key, ed25519 client key). Server: the built-in ssh2 server (in the same process as the
 client here) and a real OpenSSH sshd running \`kiln glue\` as a forced command. Backend: local, one finished build.
 Calls are sequential (one in flight). Load average (1 min) at start/end: ${loadBefore} / ${os.loadavg()[0]!.toFixed(1)}
 (other work shares this 2-core machine; the tails, and the OpenSSH rows most, grow with it).

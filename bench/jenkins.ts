@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config/index.js';
 import { startGlueServer } from '../src/glue/index.js';
 import { silentLogger } from '../src/shared/logger.js';
-import { sshGlueClientFromConfig } from '../src/web/glue-client/ssh.js';
+import { sshGlueClientFromConfig } from '../src/glue-client/ssh.js';
 import { startJenkinsDouble } from '../test/jenkins-double/index.js';
 import { fakeSpec, writeFakeSdk } from '../test/helpers/glue.js';
 import { tempDir } from '../test/helpers/tmp.js';

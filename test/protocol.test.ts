@@ -59,3 +59,44 @@ describe('specSha256', () => {
     expect(specSha256('FROM x\n', Buffer.from('other'))).not.toBe(specSha256('FROM x\n', ctx));
   });
 });
+
+describe('the SDK\'s output formats (one zod definition for sdk, glue and web)', () => {
+  const result = {
+    ok: false, sdkVersion: '1', startedAt: 't0', finishedAt: 't1', artifacts: [], bootTests: [{ artifact: 'image.raw', firmware: 'uefi', passed: false, seconds: 3, reason: 'no login prompt' }],
+    stages: [{ name: 'build', seconds: 1.5 }], error: { code: 'build_failed', message: 'RUN step 2 failed' },
+  };
+
+  it('result.json: what the SDK writes parses; anything else (not JSON, wrong types, an unknown error code) does not', async () => {
+    const { parseBuildResult } = await import('../src/protocol/index.js');
+    expect(parseBuildResult(JSON.stringify(result))).toEqual(result);
+    expect(parseBuildResult(JSON.stringify({ ...result, extra: 'dropped' }))).toEqual(result);
+    for (const bad of ['', 'null', '{"ok":true,"artifacts":["image.raw"]}', JSON.stringify({ ...result, error: { code: 'nope', message: 'x' } }),
+      JSON.stringify({ ...result, bootTests: [{ ...result.bootTests[0], firmware: 'efi' }] })]) {
+      expect(parseBuildResult(bad), bad).toBeUndefined();
+    }
+  });
+
+  it('the SDK refuses to write a result.json outside the format', async () => {
+    const { writeResult } = await import('../src/sdk/result.js');
+    const { tempDir } = await import('./helpers/tmp.js');
+    const t = tempDir('kiln-result-');
+    try {
+      await expect(writeResult(t.dir, { ...result, stages: [{ name: 'x' }] } as never)).rejects.toThrow();
+      await writeResult(t.dir, result as never);
+      const { readFileSync } = await import('node:fs');
+      expect(JSON.parse(readFileSync(`${t.dir}/result.json`, 'utf8'))).toEqual(result);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('progress lines: only a whole line with the prefix and a valid event counts', async () => {
+    const { parseProgressLine, PROGRESS_PREFIX } = await import('../src/protocol/index.js');
+    const { PROGRESS_PREFIX: sdkPrefix } = await import('../src/sdk/reporter.js');
+    expect(sdkPrefix).toBe(PROGRESS_PREFIX);
+    expect(parseProgressLine('##kiln {"stage":"boot","percent":80,"message":"booting"}')).toEqual({ stage: 'boot', percent: 80, message: 'booting' });
+    for (const bad of [' ##kiln {"stage":"boot","percent":80}', '##kiln {"stage":"boot","percent":180}', '##kiln {"stage":"boot"', 'echo ##kiln {}']) {
+      expect(parseProgressLine(bad), bad).toBeUndefined();
+    }
+  });
+});

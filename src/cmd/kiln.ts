@@ -6,6 +6,7 @@
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(argv: string[]): Promise<number> }> }> = {
   serve: { summary: 'run the embedded setup: web site + built-in SSH glue + local backend', load: () => import('./serve.js') },
   web: { summary: 'run the web site only (glue reached over SSH)', load: () => import('./web.js') },
+  worker: { summary: 'run the task worker alone (dispatch, refresh, verification of builds) on the configured database', load: () => import('./worker.js') },
   glue: { summary: 'run one glue request (OpenSSH forced command: request in SSH_ORIGINAL_COMMAND)', load: () => import('./glue.js') },
   'glue-server': { summary: 'run the built-in ssh2 glue server with its backend', load: () => import('./glue-server.js') },
   sdk: { summary: 'build a Dockerfile into a bootable image (`kiln sdk build --help`)', load: () => import('./sdk.js') },

@@ -2,7 +2,8 @@
  * Composition root for `kiln serve`: the embedded one-machine setup. Starts, in one process:
  *   the local backend (build runner) + the built-in ssh2 glue server on loopback,
  *   the web site, which reaches that glue only over SSH with a pinned host key, as it would a remote one,
- *   a periodic reconciler that repairs drift between the web's builds and the glue's.
+ *   the task worker (dispatch, refresh, verification, reconciliation of builds; off with KILN_WORKER_ENABLED=0
+ *   when `kiln worker` processes do it instead).
  * Keys, the SQLite database and build data live in config.dataDir (created on first start).
  */
 import { mkdirSync } from 'node:fs';
@@ -10,8 +11,9 @@ import { loadConfig } from '../config/index.js';
 import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { startGlueServer } from '../glue/index.js';
 import { createLogger } from '../shared/logger.js';
-import { sshGlueClientFromConfig } from '../web/glue-client/ssh.js';
-import { ensureFirstAdmin, startReconciler, startWeb } from '../web/index.js';
+import { sshGlueClientFromConfig } from '../glue-client/ssh.js';
+import { PasswordHasher, createUsers, createWorker } from '../core/index.js';
+import { startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -27,9 +29,22 @@ export async function main(argv: string[]): Promise<number> {
 
   const glue = await startGlueServer(config, logger.child({ part: 'glue' }));
   const glueClient = await sshGlueClientFromConfig(config, { port: glue.port, hostFingerprint: glue.hostFingerprint, logger: logger.child({ part: 'glue-client' }) });
-  const web = await startWeb({ config, db, glue: glueClient, logger: logger.child({ part: 'web' }) });
+  // The worker carries builds through their lives (dispatch, refresh, verification); requests only enqueue and wake it.
+  const worker = config.worker.enabled ? createWorker({ config, db, glue: glueClient, logger: logger.child({ part: 'worker' }) }) : undefined;
+  let web;
+  try {
+    web = await startWeb({ config, db, glue: glueClient, logger: logger.child({ part: 'web' }), ...(worker ? { onEnqueue: () => worker.wake() } : {}) });
+  } catch (e) {
+    // Nothing may keep the process alive after a failed start (an unreadable signing key, a port in use).
+    await glueClient.close();
+    await glue.close();
+    await db.destroy();
+    throw e;
+  }
+  // Started once the site is up: a process that fails to start has claimed no task.
+  worker?.start();
 
-  const admin = await ensureFirstAdmin(db);
+  const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
   if (admin) {
     process.stdout.write(
       `\nKiln is ready at ${web.url}\nFirst admin: user "${admin.username}", one-time password "${admin.password}"\n` +
@@ -39,15 +54,13 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`\nKiln is ready at ${web.url}\n\n`);
   }
 
-  const stopReconciler = startReconciler(db, glueClient, config, logger.child({ part: 'reconcile' }), config.web.reconcileSeconds);
-
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => { logger.info({ sig }, 'shutting down'); resolve(); };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
-  stopReconciler();
   await web.close();
+  await worker?.stop();
   await glueClient.close();
   await glue.close();
   await db.destroy();

@@ -7,11 +7,10 @@
  *   kiln user list
  */
 import { loadConfig } from '../config/index.js';
-import { createDbFromConfig, findUserByName, listUsers, migrateLatest, setUserDisabled, setUserPassword, setUserRole } from '../db/index.js';
+import { CLI, PasswordHasher, createUsers } from '../core/index.js';
+import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { KilnError } from '../shared/errors.js';
-import { addUser, PasswordHasher } from '../web/index.js';
-import { generatePassword } from '../web/services/passwords.js';
-import { parseUsername } from '../web/validation.js';
+import { createLogger } from '../shared/logger.js';
 
 const USAGE = 'usage: kiln user add [--admin] NAME | passwd NAME | disable NAME | enable NAME | admin NAME | unadmin NAME | list\n';
 
@@ -25,8 +24,9 @@ export async function main(argv: string[]): Promise<number> {
   const db = createDbFromConfig(config);
   try {
     await migrateLatest(db);
+    const users = createUsers({ db, hasher: new PasswordHasher(1), logger: createLogger({ level: config.log.level, name: 'kiln-user' }) });
     if (sub === 'list') {
-      for (const u of await listUsers(db)) {
+      for (const u of await users.list(CLI)) {
         process.stdout.write(`${u.username}\t${u.role}${u.disabled ? '\tdisabled' : ''}\t${u.created_at}\n`);
       }
       return 0;
@@ -37,25 +37,22 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(USAGE);
       return 2;
     }
-    const name = parseUsername(names[0]);
+    const name = names[0];
     if (sub === 'add') {
-      const u = await addUser(db, name, admin ? 'admin' : 'user');
+      const u = await users.create(CLI, { username: name, role: admin ? 'admin' : 'user' });
       process.stdout.write(`created ${admin ? 'admin' : 'user'} "${u.username}"\none-time password: ${u.password}\n`);
       return 0;
     }
-    const user = await findUserByName(db, name);
-    if (!user) throw new KilnError('not_found', `no user "${name}"`);
     switch (sub) {
       case 'passwd': {
-        const pw = generatePassword();
-        await setUserPassword(db, user.id, await new PasswordHasher(1).hash(pw));
-        process.stdout.write(`new password for "${name}": ${pw}\n`);
+        const u = await users.resetPassword(CLI, { username: name });
+        process.stdout.write(`new password for "${u.username}": ${u.password}\n`);
         return 0;
       }
-      case 'disable': await setUserDisabled(db, user.id, true); break;
-      case 'enable': await setUserDisabled(db, user.id, false); break;
-      case 'admin': await setUserRole(db, user.id, 'admin'); break;
-      case 'unadmin': await setUserRole(db, user.id, 'user'); break;
+      case 'disable': await users.setDisabled(CLI, { username: name, disabled: true }); break;
+      case 'enable': await users.setDisabled(CLI, { username: name, disabled: false }); break;
+      case 'admin': await users.setRole(CLI, { username: name, role: 'admin' }); break;
+      case 'unadmin': await users.setRole(CLI, { username: name, role: 'user' }); break;
       default:
         process.stderr.write(USAGE);
         return 2;

@@ -1,15 +1,17 @@
 /**
  * Composition root for `kiln web`: the web site alone, reaching a glue that runs elsewhere (another process or
  * host: `kiln glue-server`, or OpenSSH with `kiln glue` as forced command). Requires the glue's host key
- * fingerprint (KILN_SSH_HOST_FINGERPRINT): the client pins it and never accepts another key.
+ * fingerprint (KILN_SSH_HOST_FINGERPRINT): the client pins it and never accepts another key. Runs the task worker
+ * too unless KILN_WORKER_ENABLED=0 (then `kiln worker` processes on the same database do the background work).
  */
 import { mkdirSync } from 'node:fs';
 import { loadConfig } from '../config/index.js';
 import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { createLogger } from '../shared/logger.js';
 import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
-import { sshGlueClientFromConfig } from '../web/glue-client/ssh.js';
-import { ensureFirstAdmin, startReconciler, startWeb } from '../web/index.js';
+import { sshGlueClientFromConfig } from '../glue-client/ssh.js';
+import { PasswordHasher, createUsers, createWorker } from '../core/index.js';
+import { startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -31,20 +33,29 @@ export async function main(argv: string[]): Promise<number> {
   const db = createDbFromConfig(config);
   await migrateLatest(db);
   const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
-  const web = await startWeb({ config, db, glue, logger: logger.child({ part: 'web' }) });
-  const admin = await ensureFirstAdmin(db);
+  const worker = config.worker.enabled ? createWorker({ config, db, glue, logger: logger.child({ part: 'worker' }) }) : undefined;
+  let web;
+  try {
+    web = await startWeb({ config, db, glue, logger: logger.child({ part: 'web' }), ...(worker ? { onEnqueue: () => worker.wake() } : {}) });
+  } catch (e) {
+    // Nothing may keep the process alive after a failed start (an unreadable signing key, a port in use).
+    await glue.close();
+    await db.destroy();
+    throw e;
+  }
+  // Started once the site is up: a process that fails to start has claimed no task.
+  worker?.start();
+  const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
   process.stdout.write(`Kiln web is ready at ${web.url}\n`);
   if (admin) process.stdout.write(`First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`);
   process.stdout.write(`The glue must authorize this public key:\n${clientKey.publicKey}\n`);
-
-  const stopReconciler = startReconciler(db, glue, config, logger.child({ part: 'reconcile' }), config.web.reconcileSeconds);
 
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  stopReconciler();
   await web.close();
+  await worker?.stop();
   await glue.close();
   await db.destroy();
   return 0;

@@ -68,13 +68,32 @@ export const configSchema = z.object({
     registrationOpen: bool(true),
     /** Concurrent argon2 hashes: each takes a core for ~10 ms; more than the cores only queues inside libuv. */
     hashConcurrency: int(2),
-    reconcileSeconds: int(30),
     /**
      * The private key (OpenSSH format) the web signs each build's SHA256SUMS with, after hashing the artifacts
      * itself. Unset: an ed25519 key generated on first start at <dataDir>/keys/signing_ed25519 (0600). Builders
      * never hold it; its public half is served at /.well-known/kiln-signing-key.
      */
     signingKeyFile: z.string().optional(),
+  }).prefault({}),
+  /** The task worker (src/core/tasks): dispatch, refresh, withdrawal, verification and reconciliation of builds. */
+  worker: z.object({
+    /** Whether `kiln serve` and `kiln web` run a worker in their own process (`kiln worker` always does). */
+    enabled: bool(true),
+    /** Tasks one worker runs at once (at most one artifact verification among them). */
+    concurrency: int(4),
+    /** How often an idle worker looks for due tasks (a request in the same process wakes it at once). */
+    pollMs: int(1000),
+    /** A claimed task is the worker's for this long, renewed while it runs; after a crash another takes it over. */
+    leaseSeconds: int(60),
+    /** Runs of a failing task before it fails for good (and the build it concerns fails with its error). */
+    maxAttempts: int(10),
+    /** The first retry's delay; each further retry doubles it (with +-20% jitter), up to backoffMaxSeconds. */
+    backoffMs: int(1000),
+    backoffMaxSeconds: int(300),
+    /** How often a queued or running build's state is pulled from the glue. */
+    refreshMs: int(2000),
+    /** How often a reconciliation pass runs (every active build has its task; jobs the backend lost are put again). */
+    reconcileSeconds: int(30),
   }).prefault({}),
   db: z.object({
     client: z.enum(['sqlite', 'pg']).default('sqlite'),

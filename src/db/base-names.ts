@@ -20,7 +20,7 @@ export async function listBaseNames(db: Queryable): Promise<BaseNameRow[]> {
  * rows (on PostgreSQL the table is locked for it, so two admins adding at once cannot pass the limit together).
  * Returns the row and whether it is new; `over` when a new row would pass the limit (nothing written).
  */
-export async function putBaseName(db: Db, m: { name: string; base: string; by: number }, max: number): Promise<{ row: BaseNameRow; created: boolean } | 'over'> {
+export async function putBaseName(db: Db, m: { name: string; base: string; by: number | null }, max: number): Promise<{ row: BaseNameRow; created: boolean } | 'over'> {
   return db.transaction(async (trx) => {
     if (isPg(trx)) await trx.raw('LOCK TABLE base_names IN SHARE ROW EXCLUSIVE MODE');
     const now = nowIso();

@@ -154,9 +154,9 @@ export async function bumpDispatchAttempts(db: Queryable, id: number): Promise<v
   await db('builds').where({ id }).update({ dispatch_attempts: db.raw('dispatch_attempts + 1'), updated_at: nowIso() });
 }
 
-/** Cancelled builds whose dispatch may have reached the backend (no backend number known): to withdraw. */
+/** Ended builds whose dispatch may have reached the backend (no backend number known): to withdraw. */
 export async function listBuildsToWithdraw(db: Queryable, limit = 100): Promise<BuildRow[]> {
-  const rows = await db('builds').where({ state: 'cancelled' }).whereNull('backend_build').where('dispatch_attempts', '>', 0).orderBy('id').limit(limit);
+  const rows = await db('builds').whereIn('state', ['cancelled', 'failed']).whereNull('backend_build').where('dispatch_attempts', '>', 0).orderBy('id').limit(limit);
   return rows.map((r: Record<string, unknown>) => norm(r));
 }
 
@@ -165,13 +165,16 @@ export async function clearDispatchAttempts(db: Queryable, id: number): Promise<
   await db('builds').where({ id }).update({ dispatch_attempts: 0, updated_at: nowIso() });
 }
 
-/** Builds the reconciler should look at: not dispatched yet, or dispatched and not final. */
-export async function listBuildsToReconcile(db: Queryable, limit = 100): Promise<BuildRow[]> {
-  const rows = await db('builds').whereIn('state', ACTIVE_STATES as WebBuildState[]).orderBy('id').limit(limit);
+/**
+ * Builds the worker still has to move (not final: requested, queued, running, verifying), in id order from
+ * `afterId`, one page at a time.
+ */
+export async function listBuildsToReconcile(db: Queryable, o: { afterId?: number; limit?: number } = {}): Promise<BuildRow[]> {
+  const rows = await db('builds').whereIn('state', [...ACTIVE_STATES, 'verifying']).where('id', '>', o.afterId ?? 0).orderBy('id').limit(o.limit ?? 100);
   return rows.map((r: Record<string, unknown>) => norm(r));
 }
 
-/** Builds whose artifacts the web has to verify and sign (see src/web/services/attest.ts). */
+/** Builds whose artifacts the web has to verify and sign (see src/core/builds/attest.ts). */
 export async function listBuildsToAttest(db: Queryable, limit = 20): Promise<BuildRow[]> {
   const rows = await db('builds').where({ state: 'verifying' }).orderBy('id').limit(limit);
   return rows.map((r: Record<string, unknown>) => norm(r));

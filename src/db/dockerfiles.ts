@@ -45,6 +45,12 @@ export async function findDockerfile(db: Queryable, id: number, ownerId: number 
   return r ? normDf(r) : undefined;
 }
 
+/** One owner's Dockerfile by name (names are unique per owner). */
+export async function findDockerfileByName(db: Queryable, ownerId: number, name: string): Promise<DockerfileRow | undefined> {
+  const r = await db('dockerfiles').where({ owner_id: ownerId, name }).first();
+  return r ? normDf(r) : undefined;
+}
+
 export async function listDockerfiles(db: Queryable, ownerId: number | null): Promise<DockerfileListItem[]> {
   const q = db('dockerfiles as d')
     .join('users as u', 'u.id', 'd.owner_id')

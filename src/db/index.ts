@@ -9,3 +9,4 @@ export * from './builds.js';
 export * from './quotas.js';
 export * from './attestations.js';
 export * from './base-names.js';
+export * from './tasks.js';

@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { KilnError, type ErrorCode } from '../shared/errors.js';
+import { progressEventSchema } from './sdk-output.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -208,7 +209,7 @@ export const buildStatusSchema = z.object({
   startedAt: z.string().optional(),
   finishedAt: z.string().optional(),
   /** Latest SDK progress event, when running. */
-  progress: z.object({ stage: z.string(), percent: z.number(), message: z.string().optional() }).optional(),
+  progress: progressEventSchema.optional(),
   artifacts: z.array(artifactInfoSchema).default([]),
 });
 export type BuildStatus = z.infer<typeof buildStatusSchema>;
@@ -272,31 +273,7 @@ export const EXIT_CODES: Partial<Record<ErrorCode, number>> & { default: number 
 
 export const errorReplySchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
-/** Progress events: the SDK prints these on stdout, one per line, and they land in the build log as-is. */
-export const PROGRESS_PREFIX = '##kiln ';
-export const progressEventSchema = z.object({
-  stage: z.string().max(64),
-  percent: z.number().min(0).max(100),
-  message: z.string().max(500).optional(),
-});
-export type ProgressEvent = z.infer<typeof progressEventSchema>;
-
-/** Finds the last progress event in a piece of log text. */
-export function lastProgress(text: string): ProgressEvent | undefined {
-  let at = text.lastIndexOf(PROGRESS_PREFIX);
-  while (at >= 0) {
-    if (at === 0 || text[at - 1] === '\n') {
-      const end = text.indexOf('\n', at);
-      const line = text.slice(at + PROGRESS_PREFIX.length, end < 0 ? undefined : end);
-      try {
-        const ev = progressEventSchema.safeParse(JSON.parse(line));
-        if (ev.success) return ev.data;
-      } catch { /* a torn or foreign line: keep looking */ }
-    }
-    at = at === 0 ? -1 : text.lastIndexOf(PROGRESS_PREFIX, at - 1);
-  }
-  return undefined;
-}
+export * from './sdk-output.js';
 
 /** Deterministic backend job name for a Kiln job id: no user text, nothing a Jenkins path could misread. */
 export const backendJobName = (job: number) => `kiln-job-${job}`;

@@ -1,15 +1,10 @@
 import { promises as fsp } from 'node:fs';
 import { run } from '../shared/subprocess.js';
+import type { BootTestResult } from '../protocol/sdk-output.js';
 import { explain, stripAnsi, TERMINAL_PATTERNS } from './boot-diagnosis.js';
 
-export interface BootTestResult {
-  artifact: string;
-  firmware: 'bios' | 'uefi';
-  passed: boolean;
-  seconds: number;
-  reason?: string;
-  serialLog?: string;
-}
+/** What one boot test reports, as result.json carries it (src/protocol/sdk-output.ts). */
+export type { BootTestResult } from '../protocol/sdk-output.js';
 
 export interface BootTestOptions {
   image: string;

@@ -1,15 +1,12 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
+import { PROGRESS_PREFIX, type StageTiming } from '../protocol/sdk-output.js';
 
-/**
- * Must equal the protocol's PROGRESS_PREFIX (the sdk may not import protocol; a unit test keeps them equal).
- * Lines starting with it carry one JSON progress event: {stage, percent, message?}.
- */
-export const PROGRESS_PREFIX = '##kiln ';
+/** Lines starting with it carry one JSON progress event: {stage, percent, message?} (src/protocol/sdk-output.ts). */
+export { PROGRESS_PREFIX };
+export type { StageTiming };
 
 /** Room past the cap for the SDK's own lines (the failure and its reason). */
 const OWN_RESERVE = 16 * 1024;
-
-export interface StageTiming { name: string; seconds: number }
 
 /**
  * The SDK's voice: human log lines go to stdout and to DIR/build.log; progress events go to stdout only, one JSON

@@ -1,30 +1,13 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { buildResultSchema, type BuildResult, type ResultArtifact } from '../protocol/sdk-output.js';
 import type { ErrorCode } from '../shared/errors.js';
-import type { BootTestResult } from './boot-test.js';
-import type { StageTiming } from './reporter.js';
 
+/** DIR/result.json's shape is the protocol's (src/protocol/sdk-output.ts): the glue and the web read exactly it. */
+export type { BuildResult };
 /** One produced file. `size` is the apparent size; `allocated` what it really takes on disk (sparse raw). */
-export interface Artifact {
-  name: string;
-  format: string;
-  size: number;
-  allocated: number;
-  sha256: string;
-}
-
-/** DIR/result.json: other parts of Kiln (local backend, web) read exactly this shape. */
-export interface BuildResult {
-  ok: boolean;
-  sdkVersion: string;
-  startedAt: string;
-  finishedAt: string;
-  artifacts: Artifact[];
-  bootTests: BootTestResult[];
-  stages: StageTiming[];
-  error?: { code: ErrorCode; message: string };
-}
+export type Artifact = ResultArtifact;
 
 export async function sha256File(file: string): Promise<string> {
   const h = createHash('sha256');
@@ -41,10 +24,10 @@ export async function describeArtifact(dir: string, name: string, format: string
   return { name, format, size: st.size, allocated: st.blocks * 512, sha256: await sha256File(file) };
 }
 
-/** Written atomically (temp + rename) so a reader never sees half a result. */
+/** Written atomically (temp + rename) so a reader never sees half a result; checked against the schema first. */
 export async function writeResult(dir: string, r: BuildResult): Promise<void> {
   const tmp = path.join(dir, `.result.json.${process.pid}`);
-  await fsp.writeFile(tmp, JSON.stringify(r, null, 2) + '\n');
+  await fsp.writeFile(tmp, JSON.stringify(buildResultSchema.parse(r), null, 2) + '\n');
   await fsp.rename(tmp, path.join(dir, 'result.json'));
 }
 

@@ -15,13 +15,9 @@ import type { Db } from '../db/index.js';
 import type { FrozenConfig } from '../config/index.js';
 import type { Logger } from '../shared/logger.js';
 import { KilnError, isKilnError } from '../shared/errors.js';
-import type { GlueClient } from './glue-client/types.js';
+import { DEFAULT_LOGIN_LIMITS, PasswordHasher, createCore, pruneLoginThrottle, type Core, type GluePort, type LoginLimits, type SessionUser, type UserActor, userActor } from '../core/index.js';
 import { allowedHosts, csrf, hostAllowList, sameOriginOnly, securityHeaders } from './security.js';
 import { SafeKnexStore } from './session-store.js';
-import { DEFAULT_LOGIN_LIMITS, type Actor, type LoginLimits, type Services } from './services/context.js';
-import { PasswordHasher } from './services/passwords.js';
-import { authenticate, userForSession, type SessionUser } from './services/users.js';
-import { pruneLoginThrottle } from './services/login-throttle.js';
 import { readCookie, type CookieNames } from './routes/util.js';
 import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './paths.js';
 import { errorHandler, notFoundHandler } from './errors.js';
@@ -35,11 +31,14 @@ import { wellKnownRoutes } from './routes/well-known.js';
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
   namespace Express {
-    // passport's req.user is our Actor
+    // passport's req.user: the session's actor, with the epoch its session was issued in
     // eslint-disable-next-line @typescript-eslint/no-empty-object-type
-    interface User extends Actor {}
+    interface User extends SessionActor {}
   }
 }
+/** What a session resolves to (core.users.sessionActor): the user as an actor, and the session epoch. */
+export type SessionActor = UserActor & { epoch: number };
+
 declare module 'express-session' {
   interface SessionData { loginAt?: number }
 }
@@ -47,22 +46,28 @@ declare module 'express-session' {
 export interface AppOptions {
   config: FrozenConfig;
   db: Db;
-  glue: GlueClient;
+  glue: GluePort;
   logger: Logger;
   /** Signs session cookies. Defaults to config.web.sessionSecret; startWeb keeps one in the database. */
   sessionSecret?: string;
   limits?: Partial<LoginLimits>;
-  /** The clock of the login throttle (tests inject one); Date.now by default. */
+  /** The clock of login times, the login throttle and task times (tests inject one); Date.now by default. */
   clock?: () => number;
   /** Hashes and verifies passwords; by default one bounded by config.web.hashConcurrency. */
   hasher?: PasswordHasher;
+  /** Told when a request enqueued a task (the composition root wakes its worker). */
+  onEnqueue?: () => void;
   viewsDir?: string;
   publicDir?: string;
 }
 
 /** What route modules share. */
 export interface AppContext {
-  s: Services;
+  core: Core;
+  config: FrozenConfig;
+  logger: Logger;
+  /** Signs device cookies (the session secret). */
+  deviceSecret: string;
   render: (req: Request, res: Response, view: string, ctx?: Record<string, unknown>, status?: number) => void;
   csrfToken: (req: Request) => string;
   protect: express.RequestHandler;
@@ -72,6 +77,8 @@ export interface AppContext {
   loginLimiter: express.RequestHandler;
   /** Concurrency bound for requests carrying a build context (memory: each is held a few times over). */
   bigUploads: BigUploadGate;
+  /** The app's clock (login times, the throttle, task times): Date.now unless a test injects one. */
+  now: () => number;
 }
 
 export type KilnApp = Express & {
@@ -79,6 +86,10 @@ export type KilnApp = Express & {
   /** The port the server really listens on (config.web.port until told; port 0 picks one at listen time). */
   setListenPort: (port: number) => void;
 };
+
+/** A user row as the session's actor. */
+const sessionActorOf = (u: { id: number; username: string; role: UserActor['role']; session_epoch: number }): SessionActor =>
+  ({ ...userActor(u), epoch: u.session_epoch });
 
 export function createApp(opts: AppOptions): KilnApp {
   const { config, db, glue, logger } = opts;
@@ -95,7 +106,7 @@ export function createApp(opts: AppOptions): KilnApp {
     secret = randomBytes(32).toString('hex');
   }
   const now = opts.clock ?? Date.now;
-  const s: Services = { config, db, glue, logger, hasher, limits, now, deviceSecret: secret };
+  const core = createCore({ config, db, glue, logger, hasher, limits, now, deviceSecret: secret, ...(opts.onEnqueue ? { onEnqueue: opts.onEnqueue } : {}) });
 
   const app = express() as unknown as KilnApp;
   app.disable('x-powered-by');
@@ -157,18 +168,18 @@ export function createApp(opts: AppOptions): KilnApp {
   const passport = new passportPkg.Passport() as unknown as passportPkg.PassportStatic;
   passport.use(new LocalStrategy({ usernameField: 'username', passwordField: 'password', passReqToCallback: true }, (req, username, password, done) => {
     const deviceCookie = readCookie(req, (req.app.get('kiln.cookie') as CookieNames).device);
-    authenticate(s, { username, password, ip: req.ip ?? '', deviceCookie }).then(
+    core.users.authenticate({ username, password, ip: req.ip ?? '', deviceCookie }).then(
       ({ user: u, deviceId }) => {
         // `info` carries the device id to the login route, which sets the device cookie.
         const info = { message: '', deviceId };
-        done(null, { id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User, info);
+        done(null, sessionActorOf(u), info);
       },
       (e: unknown) => (isKilnError(e, 'unauthenticated') ? done(null, false, { message: e.message }) : done(e)),
     );
   }));
-  passport.serializeUser((user, done) => done(null, { id: user.id, epoch: (user as Actor & { epoch?: number }).epoch ?? 0 } satisfies SessionUser));
+  passport.serializeUser((user, done) => done(null, { id: user.id, epoch: user.epoch } satisfies SessionUser));
   passport.deserializeUser((su: SessionUser, done) => {
-    userForSession(db, su).then((a) => done(null, a ?? false), done);
+    core.users.sessionActor(su).then((a) => done(null, a ?? false), done);
   });
   app.use(passport.initialize());
   app.use(passport.session());
@@ -177,7 +188,7 @@ export function createApp(opts: AppOptions): KilnApp {
   const absoluteMs = config.web.sessionAbsoluteHours * 3600_000;
   app.use((req: Request, _res: Response, next: NextFunction) => {
     const at = req.session?.loginAt;
-    if (req.user && (at === undefined || Date.now() - at > absoluteMs)) {
+    if (req.user && (at === undefined || now() - at > absoluteMs)) {
       req.session.destroy(() => { req.user = undefined; next(); });
       return;
     }
@@ -217,7 +228,7 @@ export function createApp(opts: AppOptions): KilnApp {
     },
   });
 
-  const ctx: AppContext = { s, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads };
+  const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads, now };
   const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.

@@ -8,38 +8,22 @@ import http from 'node:http';
 import { getOrCreateSetting, type Db } from '../db/index.js';
 import type { FrozenConfig } from '../config/index.js';
 import type { Logger } from '../shared/logger.js';
-import type { GlueClient } from './glue-client/types.js';
+import type { GluePort } from '../core/index.js';
+import { signingKey } from '../core/index.js';
 import { createApp, type AppOptions } from './app.js';
-import { PasswordHasher } from './services/passwords.js';
-import { signingKey } from './services/signing.js';
-import { ensureFirstAdmin as ensureFirstAdminWith, createUserWithGeneratedPassword } from './services/users.js';
 
 export { createApp } from './app.js';
 export type { AppOptions, KilnApp } from './app.js';
-export { reconcileOnce, startReconciler } from './services/reconcile.js';
-export { PasswordHasher } from './services/passwords.js';
 
 /** The session-signing secret: configured, or generated once and kept in the database (shared by all instances). */
 export async function sessionSecret(db: Db, config: FrozenConfig): Promise<string> {
   return config.web.sessionSecret ?? getOrCreateSetting(db, 'session_secret', () => randomBytes(32).toString('hex'));
 }
 
-/**
- * With no users yet, creates `admin` with a one-time password and returns it (print it once); otherwise null.
- */
-export async function ensureFirstAdmin(db: Db): Promise<{ username: string; password: string } | null> {
-  return ensureFirstAdminWith(db, new PasswordHasher(1));
-}
-
-/** Adds a user with a generated password (the CLI prints it once). */
-export async function addUser(db: Db, username: string, role: 'user' | 'admin'): Promise<{ username: string; password: string }> {
-  return createUserWithGeneratedPassword(db, new PasswordHasher(1), username, role);
-}
-
 export interface StartWebOptions {
   config: FrozenConfig;
   db: Db;
-  glue: GlueClient;
+  glue: GluePort;
   logger: Logger;
   /** Overrides config.web.host/port (tests pass port 0). */
   host?: string;
@@ -47,6 +31,8 @@ export interface StartWebOptions {
   limits?: AppOptions['limits'];
   clock?: AppOptions['clock'];
   hasher?: AppOptions['hasher'];
+  /** Wakes this process's task worker when a request enqueued a task. */
+  onEnqueue?: AppOptions['onEnqueue'];
 }
 
 /**

@@ -19,7 +19,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rm
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../../src/shared/subprocess.js';
-import { MAX_REQUEUES, glueKey } from '../../src/web/services/requeue.js';
+import { MAX_REQUEUES, glueKey } from '../../src/core/builds/requeue.js';
 import { kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { Prng } from '../helpers/prng.js';
 import { HttpClient } from '../helpers/web.js';

@@ -122,7 +122,9 @@ function baseEnv(ctx: RunContext, tmp: string, extra: Record<string, string>): R
     // processes of this run are recognised on a shared machine.
     KILN_CHAOS_RUN: ctx.runId,
     KILN_LOG_LEVEL: 'info',
-    KILN_WEB_RECONCILE_SECONDS: '1',
+    KILN_WORKER_RECONCILE_SECONDS: '1',
+    KILN_WORKER_REFRESH_MS: '500',
+    KILN_WORKER_LEASE_SECONDS: '10',
     KILN_WEB_QUOTA_QUEUED_BUILDS: '1000',
     KILN_WEB_QUOTA_DOCKERFILES: '200',
     KILN_SDK_FORMATS: 'raw',

@@ -7,13 +7,17 @@ import {
 } from '../../src/db/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { createDockerfile } from '../../src/web/services/dockerfiles.js';
-import { requestBuild } from '../../src/web/services/builds.js';
-import { PasswordHasher } from '../../src/web/services/passwords.js';
-import { DEFAULT_LOGIN_LIMITS, type Services } from '../../src/web/services/context.js';
-import { accountBucket, pruneLoginThrottle, reserveLoginAttempt, settleLoginSuccess, type LoginReservation } from '../../src/web/services/login-throttle.js';
-import { MemoryGlue } from '../helpers/memory-glue.js';
+import { createDockerfile } from '../../src/core/dockerfiles.js';
+import { requestBuild } from '../../src/core/builds/index.js';
+import { PasswordHasher } from '../../src/core/passwords.js';
+import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from '../../src/core/deps.js';
+import { userActor } from '../../src/core/actor.js';
+import { accountBucket, pruneLoginThrottle, reserveLoginAttempt, settleLoginSuccess, type LoginReservation } from '../../src/core/login-throttle.js';
+import type { GluePort } from '../../src/core/ports.js';
 import { freshDb, type TestDb } from './engines.js';
+
+const refuse = () => Promise.reject(new Error('a request reached the glue'));
+const unreachable: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
 
 for (const engine of ['sqlite', 'pg'] as const) {
   describe(`store on ${engine}`, () => {
@@ -127,20 +131,21 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('case 20: quotas hold under 20 parallel requests (Dockerfiles and queued builds)', async () => {
       const config = loadConfig({}, { web: { quotaDockerfiles: 4, quotaQueuedBuilds: 3 } });
-      const s: Services = { config, db: t.db, glue: new MemoryGlue(), logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
+      // Requesting a build records it and enqueues its dispatch: it never reaches the glue.
+      const s: CoreDeps = { config, db: t.db, glue: unreachable, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
       const u = await insertUser(t.db, { username: 'racer', passwordHash: 'h', role: 'user' });
-      const actor = { id: u.id, username: 'racer', role: 'user' as const };
+      const actor = userActor(u);
       const dfs = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => createDockerfile(s, actor, { name: `df${i}`, content: 'FROM debian:bookworm\n' })));
       expect(dfs.filter((r) => r.status === 'fulfilled').length).toBe(4);
       expect(dfs.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason.code === 'conflict')).toBe(true);
       const df = (await listDockerfiles(t.db, u.id))[0]!;
-      const builds = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => requestBuild(s, actor, String(df.id), `race-key-${i}-abc`)));
+      const builds = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => requestBuild(s, actor, { dockerfileId: String(df.id), key: `race-key-${i}-abc` })));
       const accepted = builds.flatMap((r) => (r.status === 'fulfilled' ? [r.value.build] : []));
       expect(accepted.length).toBe(3);
       expect(await countActiveBuilds(t.db, u.id)).toBe(3);
       // the same key twenty times at once: one build
       const key = accepted[0]!.idempotency_key;
-      const same = await Promise.all(Array.from({ length: 20 }, () => requestBuild(s, { ...actor }, String(df.id), key)));
+      const same = await Promise.all(Array.from({ length: 20 }, () => requestBuild(s, { ...actor }, { dockerfileId: String(df.id), key })));
       expect(new Set(same.map((r) => r.build.id))).toEqual(new Set([accepted[0]!.id]));
     });
 

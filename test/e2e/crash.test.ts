@@ -93,7 +93,7 @@ describe('kiln serve killed mid-build (SIGKILL)', () => {
     expect(groupAlive(sdkPid)).toBe(true); // the SDK outlived kiln serve; the restart must deal with it
     const again = await start(s.env);
     const alice = rebase(s.alice, again.url);
-    const build = await waitForBuild(alice, id, 120_000) as unknown as { state: string; requeues: number; requeueReason: string };
+    const build = await waitForBuild(alice, id) as unknown as { state: string; requeues: number; requeueReason: string };
     expect(build).toMatchObject({ state: 'succeeded', requeues: 1, requeueReason: expect.stringMatching(/^interrupted: the build service restarted/) });
     const page = await (await alice.get(`/builds/${id}`)).text();
     expect(page).toContain('Requeued after an interruption');
@@ -115,7 +115,7 @@ describe('kiln serve killed mid-build (SIGKILL)', () => {
     await until(() => readJson<{ process?: unknown }>(path.join(buildDir(s, dfId, 2), 'build.json'))?.process, 120_000);
     await powerCut(s);
     const third = await start(s.env);
-    const build = await waitForBuild(rebase(s.alice, third.url), id, 120_000) as unknown as { state: string; reason: string; requeues: number };
+    const build = await waitForBuild(rebase(s.alice, third.url), id) as unknown as { state: string; reason: string; requeues: number };
     expect(build).toMatchObject({ state: 'failed', requeues: 1 });
     expect(build.reason).toMatch(/interrupted twice by a fault of the build service, not by your Dockerfile/);
     expect(build.reason).toMatch(/press Build/);
@@ -166,7 +166,7 @@ describe('case 45: kill the web during an upload', () => {
     expect(again.status).toBe(200);
     const id = ((await retry.json()) as { build: { id: number } }).build.id;
     expect(((await again.json()) as { build: { id: number } }).build.id).toBe(id);
-    expect((await waitForBuild(alice, id, 120_000)).state).toBe('succeeded');
+    expect((await waitForBuild(alice, id)).state).toBe('succeeded');
     await withDb(s, async (db) => {
       expect(await db('builds').where({ idempotency_key: key }).count<{ n: number }[]>({ n: '*' })).toEqual([{ n: 1 }]);
     });

@@ -11,11 +11,11 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { ARTIFACT_NAMES } from '../../src/protocol/index.js';
-import { addUser, createApp } from '../../src/web/index.js';
+import { createApp } from '../../src/web/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { Prng } from '../helpers/prng.js';
 import { waitForBuild } from '../helpers/serve.js';
-import { HttpClient, startTestWeb } from '../helpers/web.js';
+import { HttpClient, addUser, startTestWeb } from '../helpers/web.js';
 import { sendRaw, type RawRequest, type RawResponse } from './raw-http.js';
 
 export interface FuzzOptions {
@@ -190,8 +190,6 @@ export async function runHttpFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const w = await startTestWeb({
     // Two runners: one build sleeps for the whole run (cancel and log of a running build), the other runs the rest.
     realGlue: { concurrency: 2 }, logger: pino({ level: 'warn' }, sink),
-    // A finished build is `verifying` until the reconciler has hashed and signed it; the fuzzer needs final builds.
-    reconcileSeconds: 1,
     // The fuzzer re-logs in its sessions; the per-address login budget is not what it tests.
     limits: { ipAttempts: 1_000_000 },
     config: { web: { quotaQueuedBuilds: 3, quotaDockerfiles: 20 } },

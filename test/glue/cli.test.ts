@@ -5,6 +5,7 @@ import path from 'node:path';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
 import { fakeSpec, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 let KILN = '';
 const snap = tempDir('kiln-glue-cli-bin-');
@@ -73,11 +74,10 @@ describe('kiln glue (the OpenSSH forced command)', () => {
     const runner = new LocalBackend({ dataDir: tmp.dir, sdkCommand: writeFakeSdk(tmp.dir), pollMs: 50 });
     await runner.start();
     try {
-      let state = '';
-      for (let i = 0; i < 100 && state !== 'succeeded'; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-        state = (JSON.parse((await glue(tmp.dir, { command: 'build.status 5 1' })).stdout.toString()) as { state: string }).state;
-      }
+      const state = await until(async () => {
+        const st = (JSON.parse((await glue(tmp.dir, { command: 'build.status 5 1' })).stdout.toString()) as { state: string }).state;
+        return !['queued', 'running'].includes(st) && st;
+      }, 60_000, 50);
       expect(state).toBe('succeeded');
     } finally {
       await runner.close();

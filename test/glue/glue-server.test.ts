@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { ensureKeyPair, defaultKeyPaths } from '../../src/shared/ssh-keys.js';
-import { sshGlueClientFromConfig } from '../../src/web/glue-client/ssh.js';
+import { sshGlueClientFromConfig } from '../../src/glue-client/ssh.js';
 import { loadConfig } from '../../src/config/index.js';
 import { fakeSpec, freePort, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
 import { readFileSync, statSync } from 'node:fs';
+import { until } from '../helpers/wait.js';
 
 describe('kiln glue-server (composition root)', () => {
   it('creates its keys on first start, serves the web key over SSH, runs builds, stops on SIGTERM', async () => {
@@ -44,11 +45,7 @@ describe('kiln glue-server (composition root)', () => {
         expect(await client.call('ping', [])).toEqual({ protocol: 1, backend: 'local' });
         await client.call('job.put', [1], JSON.stringify(fakeSpec()));
         await client.call('job.build', [1, 'server-key-1']);
-        let state = '';
-        for (let i = 0; i < 200 && state !== 'succeeded'; i++) {
-          state = (await client.call('build.status', [1, 1])).state;
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        const state = await until(async () => { const st = (await client.call('build.status', [1, 1])).state; return !['queued', 'running'].includes(st) && st; }, 60_000, 50);
         expect(state).toBe('succeeded');
       } finally {
         await client.close();

@@ -28,14 +28,20 @@ async function make(opts: Partial<LocalBackendOptions> = {}, dir?: string) {
   return { b, dir: d };
 }
 
-async function waitFor(b: LocalBackend, job: number, build: number, states: BuildState[], ms = 20_000) {
-  const end = Date.now() + ms;
-  for (;;) {
+function waitFor(b: LocalBackend, job: number, build: number, states: BuildState[]) {
+  return until(async () => {
     const st = await b.status(job, build);
-    if (states.includes(st.state)) return st;
-    if (Date.now() > end) throw new Error(`build ${job}/${build} still ${st.state}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    return states.includes(st.state) && st;
+  }, 60_000, 50);
+}
+
+/** The SDK's process identity, once the runner has recorded it in build.json. */
+const recordedPid = (buildJson: string) => until(() => (JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } }).process?.pid, 60_000, 50);
+
+/** Opens the gate a `# fake: gate NAME` build of the fake SDK in `dir` waits at. */
+function openGate(dir: string, name: string): void {
+  mkdirSync(path.join(dir, 'gates'), { recursive: true });
+  writeFileSync(path.join(dir, 'gates', name), '');
 }
 
 describe('local backend', () => {
@@ -89,13 +95,15 @@ describe('local backend', () => {
   });
 
   it('runs the queue in order, `concurrency` at a time', async () => {
-    const { b } = await make({ concurrency: 2 });
-    await b.putJob(1, spec('sleep 1'));
+    const { b, dir } = await make({ concurrency: 2 });
+    await b.putJob(1, spec('gate order'));
     for (const k of ['k0000001', 'k0000002', 'k0000003']) await b.build(1, k);
-    await new Promise((r) => setTimeout(r, 400));
-    const states = await Promise.all([1, 2, 3].map(async (n) => (await b.status(1, n)).state));
-    expect(states).toEqual(['running', 'running', 'queued']);
+    await waitFor(b, 1, 1, ['running']);
+    await waitFor(b, 1, 2, ['running']);
+    // Both runners are busy (held at the gate): the third waits in the queue.
+    expect((await b.status(1, 3)).state).toBe('queued');
     expect((await b.listQueue()).map((q) => [q.job, q.backendName])).toEqual([[1, 'kiln-job-1']]);
+    openGate(dir, 'order');
     const s3 = await waitFor(b, 1, 3, ['succeeded']);
     const s1 = await b.status(1, 1);
     const s2 = await b.status(1, 2);
@@ -125,22 +133,22 @@ describe('local backend', () => {
     await b.putJob(2, spec('sleep 2'));
     await b.build(2, 'k0000001');
     const run = await waitFor(b, 2, 1, ['running']);
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await b.status(2, 1)).progress).toEqual({ stage: 'build', percent: 10, message: 'building the Dockerfile' });
+    expect(await until(async () => (await b.status(2, 1)).progress)).toEqual({ stage: 'build', percent: 10, message: 'building the Dockerfile' });
     expect(run.artifacts).toEqual([]);
   });
 
   it('cancels queued and running builds (the whole process group)', async () => {
-    const { b } = await make();
+    const { b, dir } = await make();
     await b.putJob(1, spec('sleep 30'));
     await b.build(1, 'k0000001');
     await b.build(1, 'k0000002');
     await waitFor(b, 1, 1, ['running']);
-    await new Promise((r) => setTimeout(r, 200));
+    const pid = await recordedPid(path.join(dir, 'glue/jobs/kiln-job-1/builds/1/build.json'));
     expect(await b.cancel(1, 2)).toEqual({ state: 'cancelled' });
-    const t0 = Date.now();
+    // `cancelled`, not `running`: the SDK's group stopped before cancel() stopped waiting for it.
     expect(await b.cancel(1, 1)).toEqual({ state: 'cancelled' });
-    expect(Date.now() - t0).toBeLessThan(5000);
+    // The whole process group goes (the fake SDK's `sleep` child too), not just its leader.
+    await until(() => { try { process.kill(-pid, 0); return false; } catch { return true; } }, 60_000, 50);
     expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled', reason: 'cancelled by request' });
     expect(await b.status(1, 2)).toMatchObject({ state: 'cancelled', reason: 'cancelled while queued' });
     expect(await b.cancel(1, 1)).toEqual({ state: 'cancelled' });
@@ -167,9 +175,7 @@ describe('local backend', () => {
     await waitFor(b, 1, 1, ['running']);
     const cli = new LocalBackend({ dataDir: dir, runner: false });
     await cli.start();
-    const t0 = Date.now();
     expect(await cli.cancel(1, 1)).toEqual({ state: 'cancelled' });
-    expect(Date.now() - t0).toBeLessThan(8000);
     expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled', reason: 'cancelled by request' });
     await cli.close();
   });
@@ -186,10 +192,8 @@ describe('local backend', () => {
     await first.putJob(2, spec());
     await first.build(2, 'k0000001');
     const buildJson = path.join(dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
-    await new Promise((r) => setTimeout(r, 200));
+    expect(await recordedPid(buildJson)).toBeGreaterThan(0);
     const crashed = readFileSync(buildJson, 'utf8');
-    const pid = (JSON.parse(crashed) as { process: { pid: number } }).process.pid;
-    expect(pid).toBeGreaterThan(0);
     await first.close();
     expect(await first.status(1, 1)).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: the build service stopped/) });
     writeFileSync(buildJson, crashed); // what a SIGKILLed runner leaves behind
@@ -219,8 +223,9 @@ describe('local backend', () => {
     await first.close();
     // What the runner's SIGKILL leaves (records still "running"), and what each SDK wrote when it ended meanwhile.
     for (const job of [1, 2]) writeFileSync(path.join(bdir(job), 'build.json'), crashed[job - 1]!);
-    writeFileSync(path.join(bdir(1), 'archive/result.json'), '{"ok":true,"artifacts":["image.raw"]}');
-    writeFileSync(path.join(bdir(2), 'archive/result.json'), '{"ok":false,"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}}');
+    const result = (ok: boolean, extra: object = {}) => JSON.stringify({ ok, sdkVersion: 't', startedAt: 't0', finishedAt: 't1', artifacts: [], bootTests: [], stages: [], ...extra });
+    writeFileSync(path.join(bdir(1), 'archive/result.json'), result(true));
+    writeFileSync(path.join(bdir(2), 'archive/result.json'), result(false, { error: { code: 'build_failed', message: 'RUN step 2 failed: exit 100' } }));
 
     const { b } = await make({}, dir);
     expect(await b.status(1, 1)).toMatchObject({ state: 'succeeded' });
@@ -273,12 +278,10 @@ describe('local backend', () => {
       child.on('exit', (c) => reject(new Error(`runner exited ${c}`)));
     });
     const buildJson = path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
-    const end = Date.now() + 10_000;
-    let pid: number | undefined;
-    const tmpRecord = path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/archive/tmpdir.txt');
-    while (!(pid = (JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } }).process?.pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    const pid = await recordedPid(buildJson);
     expect(pid).toBeGreaterThan(0);
-    while (!existsSync(tmpRecord) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    const tmpRecord = path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/archive/tmpdir.txt');
+    await until(() => existsSync(tmpRecord), 60_000, 50);
     const sdkTmp = readFileSync(tmpRecord, 'utf8').trim();
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
@@ -293,9 +296,8 @@ describe('local backend', () => {
     expect(existsSync(sdkTmp)).toBe(false);
     expect(existsSync(path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/tmp'))).toBe(false);
     // Gone, or a zombie waiting for init to reap it: either way no longer running.
-    await new Promise((r) => setTimeout(r, 200));
-    const state = (() => { try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0]; } catch { return 'gone'; } })();
-    expect(['gone', 'Z']).toContain(state);
+    const state = () => { try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0]; } catch { return 'gone'; } };
+    await until(() => ['gone', 'Z'].includes(state()!), 60_000, 50);
     await waitFor(b, 2, 1, ['succeeded']);
   });
 
@@ -338,7 +340,7 @@ describe('local backend', () => {
     await b.putJob(2, spec(undefined, { dockerfile: 'FROM x\n' }));
     await b.build(2, 'k0000001');
     await waitFor(b, 2, 1, ['succeeded']);
-    const log = path.join(b['buildDir'](2, 1), 'log');
+    const log = path.join(b['store'].buildDir(2, 1), 'log');
     writeFileSync(log, 'aé€😀b');
     for (let o = 0; o < 12; o++) {
       const c = await b.log(2, 1, o);
@@ -358,7 +360,7 @@ describe('local backend', () => {
     // Even a symlinked archive directory is refused.
     await b.build(1, 'k0000002');
     await waitFor(b, 1, 2, ['succeeded']);
-    const arch = path.join(b['buildDir'](1, 2), 'archive');
+    const arch = path.join(b['store'].buildDir(1, 2), 'archive');
     const { renameSync } = await import('node:fs');
     renameSync(arch, arch + '.real');
     symlinkSync(arch + '.real', arch);
@@ -387,7 +389,7 @@ describe('local backend', () => {
     await b.putJob(1, spec(undefined, { schedule: 'daily' }));
     await b.putJob(2, spec(undefined, { schedule: 'weekly' }));
     await b.putJob(3, spec(undefined, { schedule: 'daily', enabled: false }));
-    const fire = () => (b as unknown as { fireSchedules(): Promise<void> }).fireSchedules();
+    const fire = () => (b as unknown as { checkSchedules(): Promise<void> }).checkSchedules();
     await fire();
     expect((await b.listJobs()).map((j) => j.lastBuild)).toEqual([undefined, undefined, undefined]);
     now = new Date('2026-03-11T00:30:00Z');
@@ -434,8 +436,8 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     const other = await bystander();
     cleanups.push(other.stop);
     writeFileSync(buildJson, JSON.stringify({ ...crashed, pid: other.pid, process: { ...crashed.process, pid: other.pid } }));
+    // Recovery (which signals what it may) is over once start() returned.
     const { b } = await make({}, dir);
-    await new Promise((r) => setTimeout(r, 200));
     expect(other.alive()).toBe(true);
     expect(await b.status(1, 1)).toMatchObject({ state: 'lost' });
   });
@@ -535,8 +537,8 @@ describe('local store lock (finding 12: two writers at once)', () => {
     const c = new LocalBackend({ dataDir: dir, runner: false });
     await a.start();
     await c.start();
-    const la = (a as unknown as { lock: { run<T>(fn: () => Promise<T>): Promise<T> } }).lock;
-    const lc = (c as unknown as { lock: { run<T>(fn: () => Promise<T>): Promise<T> } }).lock;
+    const la = (a as unknown as { store: { lock: { run<T>(fn: () => Promise<T>): Promise<T> } } }).store.lock;
+    const lc = (c as unknown as { store: { lock: { run<T>(fn: () => Promise<T>): Promise<T> } } }).store.lock;
     let inside = 0;
     let most = 0;
     const section = (hold: () => Promise<void>) => async () => {
@@ -565,7 +567,7 @@ describe('local store lock (finding 12: two writers at once)', () => {
       import { LocalBackend } from ${JSON.stringify(path.resolve('dist/glue/backends/local/index.js'))};
       const b = new LocalBackend({ dataDir: ${JSON.stringify(t.dir)}, runner: false });
       await b.start();
-      b.lock.run(() => { process.stdout.write('holding\\n'); return new Promise(() => {}); });
+      b.store.lock.run(() => { process.stdout.write('holding\\n'); return new Promise(() => {}); });
       setInterval(() => {}, 1000);
     `;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });

@@ -5,9 +5,10 @@ import path from 'node:path';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
 import { defaultKeyPaths, fingerprint } from '../../src/shared/ssh-keys.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
+import type { GluePort } from '../../src/core/ports.js';
 import { fakeSpec, startOpenSshGlue, startTestGlue, writeFakeSdk, type OpenSshGlue, type TestGlue } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * The two SSH front doors answer identically. Each door has its own data directory with its own runner, and both
@@ -26,7 +27,7 @@ interface Door {
   user: string;
   fingerprint: string;
   hostPub: string;
-  client: GlueClient;
+  client: GluePort;
 }
 let doors: Door[];
 
@@ -69,16 +70,11 @@ async function outcome(p: Promise<unknown>): Promise<unknown> {
   }
 }
 
-async function settle(c: GlueClient, job: number, build: number): Promise<unknown> {
-  for (let i = 0; i < 200; i++) {
-    const st = await c.call('build.status', [job, build]);
-    if (!['queued', 'running'].includes(st.state)) return norm(st);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('build did not finish');
+async function settle(c: GluePort, job: number, build: number): Promise<unknown> {
+  return norm(await until(async () => { const st = await c.call('build.status', [job, build]); return !['queued', 'running'].includes(st.state) && st; }, 60_000, 50));
 }
 
-const STEPS: Array<[string, (c: GlueClient) => Promise<unknown>]> = [
+const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['ping', (c) => c.call('ping', [])],
   ['job.put new', (c) => c.call('job.put', [21], JSON.stringify(fakeSpec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { A: 'b c' } })))],
   ['job.put again', (c) => c.call('job.put', [21], JSON.stringify(fakeSpec()))],

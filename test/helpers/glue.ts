@@ -7,9 +7,10 @@ import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
 import { startGlueServer, type RunningGlue } from '../../src/glue/index.js';
 import { defaultKeyPaths, ensureKeyPair, type KeyPair } from '../../src/shared/ssh-keys.js';
-import { createSshGlueClient } from '../../src/web/glue-client/ssh.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
+import { createSshGlueClient } from '../../src/glue-client/ssh.js';
+import type { GluePort } from '../../src/core/ports.js';
 import { tempDir } from './tmp.js';
+import { until } from './wait.js';
 /**
  * A stand-in for `kiln sdk build` (the real SDK is tested in test/sdk): a shell script taking the same flags. What
  * it does is chosen by a `# fake: MODE` line in the Dockerfile, so one script serves every test:
@@ -23,6 +24,14 @@ import { tempDir } from './tmp.js';
  *                 <out>/tmpdir.txt, then sleeps N seconds (what a killed SDK leaves behind)
  *   internal      fails as the real SDK does on an internal error: a reference in result.json, the detail in
  *                 <out>/internal-error.log
+ *   gate NAME     prints progress, then waits until the file <dir>/gates/NAME exists (a test opens it: a build
+ *                 held running for exactly as long as the test needs, no clock involved), then succeeds
+ * Further lines shape what it writes (any mode):
+ *   # fake-ansi         the log gets lines with ANSI colours, an OSC 8 link and markup (the web must clean them)
+ *   # fake-claim: X     the builder's claim (SHA256SUMS, result.json) goes wrong: `wrong` digest, `none` at all,
+ *                       `extra` (lists an image it did not make), `records` (lists result.json), `empty`, `garbage`,
+ *                       `unlisted` (makes an image.qcow2 it does not list), `result-lies` (result.json claims
+ *                       another digest; SHA256SUMS is right)
  * Like the SDK, it writes SHA256SUMS over its images: the builder's claim the web checks before it signs.
  * It records its argv in <out>/argv.txt, its environment in <out>/env.txt and the Dockerfile it was given in
  * <out>/Dockerfile.used (not artifact names, so never served).
@@ -50,20 +59,29 @@ done
 for a in "$@"; do printf '%s\\n' "$a"; done > "$out/argv.txt"
 env > "$out/env.txt"
 cp "$df" "$out/Dockerfile.used"
+# result.json in the protocol's shape (src/protocol/sdk-output.ts): ok, the artifacts' JSON, extra fields (an error).
+started=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+result() {
+  printf '{"ok":%s,"sdkVersion":"fake","startedAt":"%s","finishedAt":"%s","artifacts":[%s],"bootTests":[],"stages":[]%s}' \
+    "$1" "$started" "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$2" "\${3:+,$3}" > "$out/result.json"
+}
 mode=$(sed -n 's/^# fake: //p' "$df" | head -n 1)
+claim=$(sed -n 's/^# fake-claim: //p' "$df" | head -n 1)
 echo '##kiln {"stage":"build","percent":10,"message":"building the Dockerfile"}'
+if grep -q '^# fake-ansi' "$df"; then printf 'step 1\\n\\033[31m<script>alert(1)</script>\\033[0m\\n\\033]8;;javascript:alert(2)\\007link\\033]8;;\\007\\n'; fi
 case "$mode" in
+  gate*) g='${path.join(dir, 'gates')}'/\${mode#gate }; echo "waiting at gate"; while [ ! -e "$g" ]; do sleep 0.05; done ;;
   sleep*) echo "sleeping"; sleep \${mode#sleep } ;;
   noise*) n=\${mode#noise }; i=0; while [ $i -lt $n ]; do head -c 1023 /dev/zero | tr '\\0' 'x'; echo; i=$((i+1)); done ;;
   tmp*) d=$(mktemp -d "\${TMPDIR:-/tmp}/kiln-sdk-XXXXXX"); echo "$d" > "$out/tmpdir.txt"; echo "staging in $d"; sleep \${mode#tmp } ;;
 esac
 if [ "$mode" = internal ]; then
   printf 'reference 0123456789ab\\nError: connect ECONNREFUSED 10.1.2.3:2375 /var/lib/kiln/secret-path\\n' > "$out/internal-error.log"
-  printf '{"ok":false,"error":{"code":"internal","message":"Internal error in the build service (reference 0123456789ab)"}}' > "$out/result.json"
+  result false '' '"error":{"code":"internal","message":"Internal error in the build service (reference 0123456789ab)"}'
   exit 1
 fi
 if [ "$mode" = fail ]; then
-  printf '{"ok":false,"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}}' > "$out/result.json"
+  result false '' '"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}'
   echo "build failed" >&2
   exit 1
 fi
@@ -71,8 +89,20 @@ case "$mode" in
   big*) head -c $((\${mode#big } * 1048576)) /dev/zero > "$out/image.raw" ;;
   *) printf 'RAW-IMAGE-BYTES' > "$out/image.raw" ;;
 esac
-printf '{"ok":true,"artifacts":["image.raw"]}' > "$out/result.json"
-(cd "$out" && sha256sum image.raw > SHA256SUMS)
+sha=$(sha256sum "$out/image.raw" | cut -d' ' -f1)
+[ "$claim" = result-lies ] && sha=ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
+size=$(wc -c < "$out/image.raw")
+result true '{"name":"image.raw","format":"raw","size":'"$size"',"allocated":'"$size"',"sha256":"'"$sha"'"}'
+case "$claim" in
+  none) ;;
+  wrong) printf '%s  image.raw\\n' 0000000000000000000000000000000000000000000000000000000000000000 > "$out/SHA256SUMS" ;;
+  extra) (cd "$out" && sha256sum image.raw > SHA256SUMS && printf '%s  image.qcow2\\n' 1111111111111111111111111111111111111111111111111111111111111111 >> SHA256SUMS) ;;
+  records) (cd "$out" && sha256sum result.json > SHA256SUMS) ;;
+  empty) : > "$out/SHA256SUMS" ;;
+  garbage) echo garbage > "$out/SHA256SUMS" ;;
+  unlisted) (cd "$out" && sha256sum image.raw > SHA256SUMS); printf 'unlisted' > "$out/image.qcow2" ;;
+  *) (cd "$out" && sha256sum image.raw > SHA256SUMS) ;;
+esac
 if [ "$mode" = symlink ]; then ln -s /etc/passwd "$out/manifest.json"; ln -s /etc/shadow "$out/image.qcow2"; fi
 echo '##kiln {"stage":"done","percent":100}'
 `);
@@ -125,8 +155,8 @@ export interface TestGlueOptions {
 }
 
 export interface TestGlue {
-  /** A real SSH GlueClient, connected lazily, pinned to this server's host key. */
-  client: GlueClient;
+  /** A real SSH GluePort, connected lazily, pinned to this server's host key. */
+  client: GluePort;
   server: RunningGlue;
   port: number;
   hostFingerprint: string;
@@ -139,7 +169,7 @@ export interface TestGlue {
   /** Every log line the glue wrote (audit lines included). */
   logs: Array<Record<string, unknown>>;
   /** Another client for the same server (e.g. with other options). */
-  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GlueClient;
+  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GluePort;
   cleanup(): Promise<void>;
 }
 
@@ -162,7 +192,7 @@ export async function startTestGlue(opts: TestGlueOptions = {}): Promise<TestGlu
   const rec = opts.recordCalls ? recording(local) : { backend: local, calls: [] as string[] };
   const server = await startGlueServer(cfg, logger, { backend: rec.backend });
   const clientKey = await ensureKeyPair(cfg.ssh.clientKeyFile ?? defaultKeyPaths(dataDir).client, 'kiln-web');
-  const clients: GlueClient[] = [];
+  const clients: GluePort[] = [];
   const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
     const c = createSshGlueClient({
       host: '127.0.0.1', port: server.port, username: cfg.ssh.user, privateKey: clientKey.privateKey,
@@ -192,11 +222,11 @@ export interface OpenSshGlue {
   hostFingerprint: string;
   /** The user the forced command runs as (the one running the tests). */
   username: string;
-  /** A GlueClient (the web's ssh2 client) pinned to this sshd. */
-  client: GlueClient;
+  /** A GluePort (the web's ssh2 client) pinned to this sshd. */
+  client: GluePort;
   dir: string;
   sshdLog: () => string;
-  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GlueClient;
+  newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GluePort;
   cleanup(): Promise<void>;
 }
 
@@ -239,14 +269,11 @@ export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPa
   // -D: stay in the foreground (so cleanup can stop it by its pid); -e off, -E: log to a file.
   const sshd = spawn(opts.sshdPath ?? '/usr/sbin/sshd', ['-D', '-f', config, '-E', log], { stdio: 'ignore' });
   const exited = new Promise<void>((r) => sshd.once('exit', () => r()));
-  const deadline = Date.now() + 10_000;
-  for (;;) {
+  await until(() => {
     if (sshd.exitCode !== null) throw new Error(`sshd exited: ${rf(log, 'utf8')}`);
-    if (existsSyncSafe(log) && /Server listening/.test(rf(log, 'utf8'))) break;
-    if (Date.now() > deadline) throw new Error('sshd did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  const clients: GlueClient[] = [];
+    return existsSyncSafe(log) && /Server listening/.test(rf(log, 'utf8'));
+  }, 60_000, 50);
+  const clients: GluePort[] = [];
   const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
     const c = createSshGlueClient({ host: '127.0.0.1', port, username, privateKey: opts.clientKey.privateKey, hostFingerprint, timeoutMs: 20_000, ...o });
     clients.push(c);

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { until } from './wait.js';
 import type { HttpClient } from './web.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
@@ -20,18 +21,19 @@ export async function startKilnServe(cwd: string, env: Record<string, string>): 
   let out = '';
   const child: ChildProcess = spawn(path.join(repo, 'bin/kiln'), ['serve'], {
     cwd,
-    env: { ...process.env, KILN_WEB_PORT: '0', KILN_SSH_PORT: '0', KILN_WEB_RECONCILE_SECONDS: '2', KILN_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, KILN_WEB_PORT: '0', KILN_SSH_PORT: '0', KILN_WORKER_RECONCILE_SECONDS: '2', KILN_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
   child.stderr!.on('data', (c: Buffer) => { out += c.toString(); });
-  const deadline = Date.now() + 60_000;
-  while (!/Kiln is ready at (\S+)/.test(out)) {
-    if (Date.now() > deadline || child.exitCode !== null) {
-      child.kill('SIGKILL');
-      throw new Error(`kiln serve did not start:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
+  try {
+    await until(() => {
+      if (child.exitCode !== null) throw new Error('exited');
+      return /Kiln is ready at (\S+)/.test(out);
+    }, 120_000, 100);
+  } catch {
+    child.kill('SIGKILL');
+    throw new Error(`kiln serve did not start:\n${out}`);
   }
   const exited = new Promise((r) => child.once('exit', r));
   return {
@@ -57,14 +59,11 @@ export interface BuildJson {
 }
 
 /** Polls the build through the JSON API until it is final. */
-export async function waitForBuild(client: HttpClient, id: number, timeoutMs = 20 * 60_000): Promise<BuildJson> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+export function waitForBuild(client: HttpClient, id: number): Promise<BuildJson> {
+  return until(async () => {
     const build = ((await (await client.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
-    if (build.final) return build;
-    if (Date.now() > deadline) throw new Error(`build ${id} still ${build.state} after ${timeoutMs / 60_000} min`);
-    await new Promise((r) => setTimeout(r, 2000));
-  }
+    return build.final && build;
+  }, 20 * 60_000, 500);
 }
 
 /**

@@ -1,73 +1,115 @@
 import path from 'node:path';
 import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
-import { createDb, migrateLatest, type Db } from '../../src/db/index.js';
+import { createDb, findBuild, migrateLatest, type BuildRow, type Db } from '../../src/db/index.js';
 import { silentLogger, type Logger } from '../../src/shared/logger.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
-import { startReconciler, startWeb, type StartWebOptions } from '../../src/web/index.js';
-import { MemoryGlue } from './memory-glue.js';
+import type { GluePort } from '../../src/core/ports.js';
+import { CLI, DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker, createUsers } from '../../src/core/index.js';
+import { TASK_HANDLERS } from '../../src/core/tasks/kinds.js';
+import type { TaskKindName } from '../../src/core/tasks/queue.js';
+import type { TaskKind } from '../../src/core/tasks/worker.js';
+import { startWeb, type StartWebOptions } from '../../src/web/index.js';
+import { startInProcessGlue, type InProcessGlue } from './in-process-glue.js';
 import { tempDir } from './tmp.js';
 import { startTestGlue, type TestGlue, type TestGlueOptions } from './glue.js';
+import { until } from './wait.js';
+
+/** Worker settings for tests: quick polls, refreshes and retries (the defaults are for real deployments). */
+export const TEST_WORKER = { pollMs: 50, refreshMs: 100, backoffMs: 50, backoffMaxSeconds: 1 };
 
 /**
- * The glue the web route tests talk to. ONE place: swap this for the real SSH glue (test/helpers/glue.ts) when a
- * test does not need to drive build states by hand.
+ * A running web with its task worker. Its glue is the real one: in this process (`local`: the real glue and local
+ * backend with the fake SDK, reached through the real client codec; the default), over SSH (`realGlue`), or one the
+ * test gives (`glue`).
  */
-export function testGlue(): MemoryGlue {
-  return new MemoryGlue();
-}
-
-/** A running web; `glue` is the in-memory glue (which tests inspect) unless a real or given client was asked for. */
-export interface TestWeb<G extends GlueClient = MemoryGlue> {
+export interface TestWeb {
   url: string;
   db: Db;
-  glue: G;
+  glue: GluePort;
   config: FrozenConfig;
   dir: string;
+  /** The worker running beside the web, as in `kiln web` (absent with `worker: false`: the test drains one itself). */
+  worker: Worker | undefined;
+  /**
+   * A worker over the same database, glue and clock, not started: `drain()` it to run what is due now. `kinds`
+   * replaces handlers (e.g. `{ ...attestTask, concurrency: 0 }`: a worker that never verifies).
+   */
+  newWorker(kinds?: Partial<Record<TaskKindName, TaskKind>>): Worker;
   client(): HttpClient;
+  /** Waits until the build's row satisfies `pred` (default: final) and returns it. */
+  waitForBuild(id: number, pred?: (b: BuildRow) => boolean): Promise<BuildRow>;
   close(): Promise<void>;
 }
 
 interface TestWebOptions {
   config?: Record<string, unknown>;
   limits?: StartWebOptions['limits'];
-  /** The login throttle's clock (ms), for tests that move time instead of waiting. */
+  /** The clock of the login throttle and of the task queue (ms), for tests that move time instead of waiting. */
   clock?: StartWebOptions['clock'];
   /** The password hasher (a test may watch its semaphore). */
   hasher?: StartWebOptions['hasher'];
-  glue?: GlueClient;
+  glue?: GluePort;
   /** A migrated database to use instead of a fresh SQLite file (e.g. PostgreSQL); the caller drops it. */
   db?: Db;
   /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
   realGlue?: true | Pick<TestGlueOptions, 'sdkCommand' | 'concurrency'>;
   logger?: Logger;
-  /** Run the background reconciler (dispatch, refresh, artifact verification) every this many seconds, as `kiln web` does. */
-  reconcileSeconds?: number;
+  /** false: no worker runs beside the web (the test runs tasks with `newWorker().drain()`). */
+  worker?: false;
 }
 
+const isFinalRow = (b: BuildRow) => ['succeeded', 'failed', 'cancelled'].includes(b.state);
+
 /** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
-export async function startTestWeb(opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> }): Promise<TestWeb<GlueClient> & { realGlue: TestGlue }>;
-export async function startTestWeb(opts: TestWebOptions & { glue: GlueClient }): Promise<TestWeb<GlueClient>>;
-export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue'>): Promise<TestWeb>;
-export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb<GlueClient> & { realGlue?: TestGlue }> {
+export async function startTestWeb(opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> }): Promise<TestWeb & { realGlue: TestGlue }>;
+export async function startTestWeb(opts: TestWebOptions & { glue: GluePort }): Promise<TestWeb>;
+export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue'>): Promise<TestWeb & { local: InProcessGlue }>;
+export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb & { realGlue?: TestGlue; local?: InProcessGlue }> {
   const { dir, cleanup } = tempDir('kiln-web-');
   const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
-  const config = loadConfig({}, { dataDir: dir, ...opts.config, web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) } });
+  const local = !real && !opts.glue ? await startInProcessGlue({ dataDir: path.join(dir, 'glue-data') }) : undefined;
+  const config = loadConfig({}, {
+    dataDir: dir, ...opts.config,
+    web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) },
+    worker: { ...TEST_WORKER, ...(opts.config?.worker as object | undefined) },
+  });
   const db = opts.db ?? createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
   await migrateLatest(db);
-  const glue = real?.client ?? opts.glue ?? testGlue();
-  const web = await startWeb({ config, db, glue, logger: opts.logger ?? silentLogger, host: '127.0.0.1', port: 0, limits: opts.limits, clock: opts.clock, hasher: opts.hasher });
-  const stopReconciler = opts.reconcileSeconds ? startReconciler(db, glue, config, opts.logger ?? silentLogger, opts.reconcileSeconds) : undefined;
+  const glue = real?.client ?? local?.client ?? opts.glue!;
+  const logger = opts.logger ?? silentLogger;
+  const newWorker = (kinds: Partial<Record<TaskKindName, TaskKind>> = {}) => new Worker(
+    { config, db, glue, logger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS, ...(opts.clock ? { now: opts.clock } : {}) },
+    { ...TASK_HANDLERS, ...kinds },
+  );
+  const worker = opts.worker === false ? undefined : newWorker().start();
+  const web = await startWeb({
+    config, db, glue, logger, host: '127.0.0.1', port: 0, limits: opts.limits, clock: opts.clock, hasher: opts.hasher,
+    ...(worker ? { onEnqueue: () => worker.wake() } : {}),
+  });
   return {
-    url: web.url, db, glue, config, dir, realGlue: real,
+    url: web.url, db, glue, config, dir, worker, realGlue: real, local, newWorker,
     client: () => new HttpClient(web.url),
+    waitForBuild: (id, pred = isFinalRow) => until(async () => {
+      const b = await findBuild(db, id, null);
+      return b && pred(b) ? b : undefined;
+    }),
     close: async () => {
-      stopReconciler?.();
       await web.close();
+      await worker?.stop();
       if (!opts.db) await db.destroy();
+      await local?.close();
       await real?.cleanup();
       cleanup();
     },
   };
+}
+
+/** A user with a generated password, as `kiln user add` makes one. */
+export function addUser(db: Db, username: string, role: 'user' | 'admin'): Promise<{ username: string; password: string }> {
+  return createUsers({ db, hasher: new PasswordHasher(1), logger: silentLogger }).create(CLI, { username, role });
+}
+
+export function ensureFirstAdmin(db: Db): Promise<{ username: string; password: string } | null> {
+  return createUsers({ db, hasher: new PasswordHasher(1), logger: silentLogger }).ensureFirstAdmin();
 }
 
 /** fetch with a cookie jar and helpers for forms carrying the CSRF token. Redirects are not followed. */

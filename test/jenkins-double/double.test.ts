@@ -6,6 +6,7 @@ import Jenkins, { type JenkinsError } from 'jenkins';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labelMatches } from './engine.js';
 import { startJenkinsDouble, type JenkinsDouble } from './index.js';
+import { until } from '../helpers/wait.js';
 
 const USER = { name: 'glue', token: 'tok-123', password: 'pw-456' };
 let d: JenkinsDouble;
@@ -16,7 +17,6 @@ const raw = (path: string, init: RequestInit & { headers?: Record<string, string
   fetch(new URL(path, d.url), { redirect: 'manual', ...init, headers: { authorization: auth(), ...init.headers } });
 const clientFor = (user = USER.name, secret = USER.token, crumbIssuer = true) =>
   new Jenkins({ baseUrl: d.url.replace('http://', `http://${user}:${secret}@`).replace(/\/$/, ''), crumbIssuer });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function jobXml(o: { script?: string; params?: Array<[string, string]>; disabled?: boolean; artifacts?: string; allowEmpty?: boolean; timer?: string; quiet?: number } = {}): string {
   const params = o.params?.length ? `<hudson.model.ParametersDefinitionProperty><parameterDefinitions>${o.params.map(([n, v]) =>
@@ -32,15 +32,7 @@ ${o.quiet !== undefined ? `<quietPeriod>${o.quiet}</quietPeriod>` : ''}
 <buildWrappers/></project>`;
 }
 
-async function waitFor<T>(fn: () => Promise<T | undefined | null | false>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await sleep(50);
-  }
-}
+const waitFor = <T>(fn: () => Promise<T | undefined | null | false>): Promise<T> => until(fn, 60_000, 50);
 
 async function followQueue(id: number): Promise<number> {
   return waitFor(async () => ((await jenkins.queue.item(id)) as { executable: { number: number } | null }).executable?.number);
@@ -314,7 +306,7 @@ describe('Jenkins double: builds and queue', () => {
     const { readFileSync } = await import('node:fs');
     const pid = Number(readFileSync(`${d.dataDir}/workspace/leaves-a-child/child.pid`, 'utf8'));
     expect(pid).toBeGreaterThan(0);
-    await waitFor(async () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 5000);
+    await waitFor(async () => { try { process.kill(pid, 0); return false; } catch { return true; } });
   });
 
   it('§7: parameters reach the shell as NAME and upper-case NAME; the timer builds with defaults, "Started by timer", not when disabled', async () => {
@@ -346,10 +338,9 @@ describe('Jenkins double: builds and queue', () => {
     const n = await followQueue(await jenkins.job.build('doomed'));
     await waitFor(async () => ((await jenkins.build.log('doomed', n)) as string).includes('going'));
     await jenkins.job.destroy('doomed');
-    await sleep(500);
     expect(await jenkins.job.exists('doomed')).toBe(false);
     const { existsSync } = await import('node:fs');
-    expect(existsSync(`${d.dataDir}/jobs/doomed`)).toBe(false);
+    await waitFor(async () => !existsSync(`${d.dataDir}/jobs/doomed`));
   });
 
   it('§3.9: doDelete → 302, the job and its builds are gone; deleting again → 404', async () => {

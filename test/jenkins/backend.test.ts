@@ -17,6 +17,7 @@ import { isKilnError, type KilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 const USER = { name: 'kiln-glue', token: 'glue-api-token-0123' };
 let d: JenkinsDouble;
@@ -57,15 +58,6 @@ const spec = (over: Partial<JobSpec> = {}): JobSpec => jobSpecSchema.parse({ own
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function code(p: Promise<unknown>): Promise<string> {
   try { await p; return 'ok'; } catch (e) { return isKilnError(e) ? e.code : `not a KilnError: ${String(e)}`; }
-}
-async function until<T>(fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(100);
-  }
 }
 function makeBackend(over: Record<string, unknown> = {}, url = d.url): Backend {
   const config = loadConfig({}, {
@@ -201,7 +193,7 @@ describe('jenkins backend: builds', () => {
       const st = await backend.status(12, build);
       if (st.progress) seen.push(`${st.progress.stage}:${st.progress.percent}`);
       return st.state !== 'running' && st.state !== 'queued' ? st : undefined;
-    }, 60_000);
+    });
     // In order, each at least once; the boot event printed in two pieces counts only once it is whole (a torn
     // `boot:` would not parse and was never reported). The last event may be seen too, before the build ends.
     const order = [...new Set(seen)];
@@ -216,8 +208,11 @@ describe('jenkins backend: builds', () => {
     const results = await Promise.all([0, 1, 2].map(() => backend.build(11, 'same-key-concurrent')));
     expect(new Set(results.map((r) => r.build)).size).toBe(1);
     expect(results.filter((r) => r.created).length).toBeLessThanOrEqual(1);
-    await sleep(1500);
-    const j = await raw.job.get('kiln-job-11', { tree: `builds[number,actions[parameters[name,value]]]` });
+    // Once nothing of the job is queued or building, count what ran.
+    const j = await until(async () => {
+      const x = await raw.job.get('kiln-job-11', { tree: 'inQueue,builds[number,building,actions[parameters[name,value]]]' });
+      return !x.inQueue && x.builds.every((b: { building: boolean }) => !b.building) && x;
+    });
     const withKey = j.builds.filter((b: { actions: Array<{ parameters?: Array<{ name: string; value: string }> }> }) =>
       b.actions.some((a) => a.parameters?.some((p) => p.name === KEY_PARAM && p.value === 'same-key-concurrent')));
     expect(withKey).toHaveLength(1);
@@ -234,16 +229,18 @@ describe('jenkins backend: builds', () => {
     try {
       await backend.putJob(15, spec({ dockerfile: 'FROM x\n# sleep 2\n' }));
       const first = backend.build(15, 'window-key-000001');
-      await until(async () => (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'), 5000);
-      await until(async () => !(await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'), 5000);
+      await until(async () => (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'));
+      await until(async () => !(await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'));
       expect((await jobJson(15)).builds).toHaveLength(0); // in the window: left the queue, no build yet
       const retry = await backend.build(15, 'window-key-000001');
       const original = await first;
       expect(retry).toEqual({ build: original.build, created: false });
-      await sleep(1500);
-      const j = await jobJson(15);
+      // Once nothing of the job is queued or building: one build, nothing left in the queue.
+      const j = await until(async () => {
+        const x = await raw.job.get('kiln-job-15', { tree: 'inQueue,builds[number,building]' });
+        return !x.inQueue && x.builds.every((b: { building: boolean }) => !b.building) && x;
+      });
       expect(j.builds).toHaveLength(1);
-      expect(j.inQueue).toBe(false);
     } finally {
       engineOpts.startDelayMs = 50;
     }
@@ -359,9 +356,7 @@ describe('jenkins backend: failures', () => {
     const b = createJenkinsBackend({ config, logger: silentLogger, followTimeoutMs: 1500, pollMs: 50 });
     await b.putJob(30, spec({ dockerfile: 'FROM x\n# sleep 60\n' }));
     const first = await b.build(30, 'stuck-first-00001');
-    const started = Date.now();
     expect(await code(b.build(30, 'stuck-second-0001'))).toBe('timeout'); // blocked behind the first build
-    expect(Date.now() - started).toBeLessThan(6000);
     expect((await b.listQueue()).filter((q) => q.job === 30)).toHaveLength(1);
     await b.cancel(30, first.build);
     const second = await until(async () => b.build(30, 'stuck-second-0001').catch(() => undefined));
@@ -441,7 +436,7 @@ describe('jenkins backend: exact build inputs (finding 11)', () => {
     // Put A and trigger for A, then B lands while the trigger waits in its quiet period: the build still runs A.
     await backend.putJob(40, spec({ dockerfile: A }));
     const built = backend.build(40, 'exact-build-for-a', specSha256(A));
-    await until(async () => (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-40'), 10_000);
+    await until(async () => (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-40'));
     await backend.putJob(40, spec({ dockerfile: B }));
     const { build } = await built;
     expect((await params(40, build)).DOCKERFILE_B64).toBe(b64(A));
@@ -452,7 +447,7 @@ describe('jenkins backend: exact build inputs (finding 11)', () => {
     expect(await code(backend.build(40, 'exact-build-for-a2', specSha256(A)))).toBe('conflict');
     const withCtx = await backend.build(40, 'exact-build-for-a3', specSha256(A, ctx));
     expect((await params(40, withCtx.build)).CONTEXT_B64).toBe(ctx.toString('base64'));
-    await until(async () => { const st = await backend.status(40, withCtx.build); return st.state !== 'running' && st; }, 60_000);
+    await until(async () => { const st = await backend.status(40, withCtx.build); return st.state !== 'running' && st; });
   }, 90_000);
 });
 

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import tarStream from 'tar-stream';
 import { describe, expect, it } from 'vitest';
-import { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, contextFromFiles, contextFromTar } from '../../src/web/build-context.js';
+import { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, contextFromFiles, contextFromTar } from '../../src/core/build-context.js';
 import { KilnError } from '../../src/shared/errors.js';
 import type { NewContext } from '../../src/db/index.js';
 

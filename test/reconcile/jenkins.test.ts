@@ -1,10 +1,10 @@
 /**
- * Issue 4's reconciliation against Jenkins (the double), through the real chain web services -> SSH -> glue ->
- * jenkins client. The SDK is the fake one (a second per build): this is about state, not images.
- *   - a build that finished in Jenkins while the web was not looking ends `succeeded` in the web;
- *   - a job deleted in Jenkins is recreated from the stored Dockerfile;
- *   - Jenkins down: a pressed build stays `requested`, passes during the outage change nothing, and after the
- *     restart exactly one Jenkins build exists for it, however many passes ran.
+ * Issue 4's reconciliation against Jenkins (the double), through the real chain web -> core tasks (worker) -> SSH ->
+ * glue -> jenkins client. The SDK is the fake one (a second per build): this is about state, not images.
+ *   - a build that finished in Jenkins while nobody watched its page ends `succeeded` in the web (the worker);
+ *   - a job deleted in Jenkins is recreated from the stored Dockerfile (a reconciliation pass);
+ *   - Jenkins down: a pressed build stays `requested` while its dispatch task retries, and after the restart exactly
+ *     one Jenkins build exists for it, however many workers ran.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
@@ -12,11 +12,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { startGlueServer, type RunningGlue } from '../../src/glue/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { sshGlueClientFromConfig } from '../../src/web/glue-client/ssh.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
-import { reconcileOnce } from '../../src/web/index.js';
-import { findBuild } from '../../src/db/index.js';
-import { glueKey } from '../../src/web/services/requeue.js';
+import { sshGlueClientFromConfig } from '../../src/glue-client/ssh.js';
+import type { GluePort } from '../../src/core/ports.js';
+import { reconcileJobs } from '../../src/core/tasks/reconcile.js';
+import { enqueue } from '../../src/core/tasks/queue.js';
+import { findBuild, listTasksOf } from '../../src/db/index.js';
+import { glueKey } from '../../src/core/builds/requeue.js';
 import { glueEnv, startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
 import { freePort, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
@@ -32,25 +33,15 @@ describe('reconciliation with a Jenkins backend', () => {
   const tmp = tempDir('kiln-reconcile-');
   let double: JenkinsDouble;
   let glue: RunningGlue;
-  let client: GlueClient;
-  let web: TestWeb<GlueClient>;
+  let client: GluePort;
+  let web: TestWeb;
   let alice: HttpClient;
   let dfId: number;
 
   const jenkins = (p: string, init: RequestInit = {}) => fetch(new URL(p, double.url), { redirect: 'manual', ...init, headers: { ...auth, ...(init.headers as Record<string, string>) } });
   const jenkinsBuilds = async (job: number) => ((await (await jenkins(`job/kiln-job-${job}/api/json`)).json()) as { builds: Array<{ number: number }> }).builds.map((b) => b.number).sort();
-  const pass = () => reconcileOnce(web.db, client, web.config, silentLogger);
+  const recreate = () => reconcileJobs({ db: web.db, glue: client, config: web.config, logger: silentLogger });
   const state = async (id: number) => (await findBuild(web.db, id, null))!.state;
-  async function passUntil(id: number, states: string[], ms = 60_000): Promise<string> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      await pass();
-      const s = await state(id);
-      if (states.includes(s)) return s;
-      if (Date.now() > deadline) throw new Error(`build ${id} is ${s}`);
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
 
   beforeAll(async () => {
     ({ double, glue, client, web } = await startChain(tmp.dir));
@@ -67,10 +58,9 @@ describe('reconciliation with a Jenkins backend', () => {
     tmp.cleanup();
   });
 
-  it('a build Jenkins finished while nobody looked ends succeeded through reconciliation alone', async () => {
+  it('a build Jenkins finished while nobody looked ends succeeded through the worker alone', async () => {
     const { id } = await alice.build(dfId);
-    expect(['queued', 'running', 'succeeded']).toContain(await state(id));
-    expect(await passUntil(id, ['succeeded', 'failed'])).toBe('succeeded');
+    expect((await web.waitForBuild(id)).state).toBe('succeeded');
     expect(await jenkinsBuilds(dfId)).toEqual([1]);
     // Jenkins path of finding 2: the web, not the agent, hashed what Jenkins archived and signed its own SHA256SUMS.
     const image = Buffer.from(await (await jenkins(`job/kiln-job-${dfId}/1/artifact/out/image.raw`)).arrayBuffer());
@@ -84,28 +74,28 @@ describe('reconciliation with a Jenkins backend', () => {
   it('recreates a job deleted in Jenkins from the stored Dockerfile', async () => {
     expect((await jenkins(`job/kiln-job-${dfId}/doDelete`, { method: 'POST' })).status).toBe(302);
     expect((await jenkins(`job/kiln-job-${dfId}/api/json`)).status).toBe(404);
-    const r = await pass();
-    expect(r.jobsRecreated).toEqual([dfId]);
+    expect(await recreate()).toEqual([dfId]);
     const xml = await (await jenkins(`job/kiln-job-${dfId}/config.xml`)).text();
     expect(xml).toContain(Buffer.from('FROM debian:bookworm\nRUN true\n').toString('base64'));
     // A second pass finds nothing to do.
-    expect((await pass()).jobsRecreated).toEqual([]);
+    expect(await recreate()).toEqual([]);
   }, 120_000);
 
-  it('Jenkins down: the build waits as requested, then exactly one Jenkins build runs after the restart', async () => {
+  it('Jenkins down: the build waits as requested while its dispatch retries, then exactly one Jenkins build runs after the restart', async () => {
     const before = await jenkinsBuilds(dfId).catch(() => []);
     await double.crash();
-    const { id } = await alice.build(dfId);
-    expect(await state(id)).toBe('requested');
-    for (let i = 0; i < 3; i++) {
-      const r = await pass();
-      expect(r.jobsRecreated).toEqual([]);
+    // Two more workers on the same database, as two more web instances would run them.
+    const others = [web.newWorker().start(), web.newWorker().start()];
+    try {
+      const { id } = await alice.build(dfId);
+      await until(async () => (await listTasksOf(web.db, `build:${id}`)).find((t) => t.kind === 'build.dispatch' && t.attempts >= 3));
       expect(await state(id)).toBe('requested');
+      await expect(recreate()).rejects.toMatchObject({ code: 'backend_unavailable' });
+      await double.start();
+      expect((await web.waitForBuild(id)).state).toBe('succeeded');
+    } finally {
+      await Promise.all(others.map((w) => w.stop()));
     }
-    await double.start();
-    // Several passes at once, as two web instances would run them.
-    await Promise.all([pass(), pass(), pass()]);
-    expect(await passUntil(id, ['succeeded', 'failed'])).toBe('succeeded');
     const after = await jenkinsBuilds(dfId);
     expect(after.length).toBe(before.length + 1);
   }, 180_000);
@@ -121,7 +111,8 @@ async function startChain(dir: string, labels?: string[]) {
   });
   const glue = await startGlueServer(cfg, silentLogger);
   const client = await sshGlueClientFromConfig(cfg, { port: glue.port, hostFingerprint: glue.hostFingerprint });
-  const web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] } } });
+  // Outages here last seconds: a dispatch retries for as long as it takes instead of failing its build.
+  const web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] }, worker: { maxAttempts: 1000 } } });
   return { double, glue, client, web };
 }
 
@@ -147,18 +138,21 @@ describe('cancelling a build whose trigger still waits in the Jenkins queue', ()
     await alice.signUp('alice');
     const dfId = await alice.createDockerfile('stuck', 'FROM debian:bookworm\nRUN true\n');
     const { id, token } = await alice.build(dfId);
+    const q = async () => ((await (await fetch(new URL('queue/api/json', chain.double.url), { headers: auth })).json()) as { items: unknown[] }).items.length;
+    await until(async () => (await q()) === 1);
     const row = (await findBuild(chain.web.db, id, null))!;
     expect(row.state).toBe('requested');
     expect(row.dispatch_attempts).toBeGreaterThan(0);
-    const q = async () => ((await (await fetch(new URL('queue/api/json', chain.double.url), { headers: auth })).json()) as { items: unknown[] }).items.length;
-    expect(await q()).toBe(1);
 
     const r = await alice.postForm(`/builds/${id}/cancel`, { _csrf: token });
     expect(r.status).toBe(303);
     expect((await findBuild(chain.web.db, id, null))!.state).toBe('cancelled');
-    expect(await q()).toBe(0);
+    // The withdraw task waits for the dispatch in flight to end, then takes the trigger back by its key.
+    await until(async () => (await q()) === 0);
+    await until(async () => (await listTasksOf(chain.web.db, `build:${id}`)).some((t) => t.kind === 'build.withdraw' && t.state === 'done'));
     // Reconciliation leaves a cancelled build alone: nothing is triggered again.
-    await reconcileOnce(chain.web.db, chain.client, chain.web.config, silentLogger);
+    await enqueue(chain.web.db, { config: chain.web.config }, 'reconcile', '');
+    await chain.web.newWorker().drain();
     expect(await q()).toBe(0);
     expect((await (await fetch(new URL(`job/kiln-job-${dfId}/api/json`, chain.double.url), { headers: auth })).json() as { builds: unknown[] }).builds).toEqual([]);
   }, 120_000);
@@ -174,21 +168,23 @@ describe('case 47: hard-restart Jenkins mid-build', () => {
 
   it('the build is lost, requeued once and succeeds, the user sees it; one job, no orphan, no duplicate; a second restart fails it', async () => {
     chain = await startChain(tmp.dir);
-    const { double, web, client } = chain;
+    const { double, web } = chain;
     const alice = web.client();
     await alice.signUp('alice');
     const dfId = await alice.createDockerfile('restarted', 'FROM debian:bookworm\n# fake: sleep 4\n');
     const jenkins = (p: string) => fetch(new URL(p, double.url), { headers: auth });
-    const job = async () => (await (await jenkins(`job/kiln-job-${dfId}/api/json?tree=builds[number,result,building,actions[parameters[name,value]]]`)).json()) as {
-      builds: Array<{ number: number; result: string | null; building: boolean; actions: Array<{ parameters?: Array<{ name: string; value: string }> }> }>;
+    type Job = { builds: Array<{ number: number; result: string | null; building: boolean; actions: Array<{ parameters?: Array<{ name: string; value: string }> }> }> };
+    // The worker puts the job a moment after Build is pressed: until then Jenkins has no such job (404).
+    const job = async (): Promise<Job> => {
+      const r = await jenkins(`job/kiln-job-${dfId}/api/json?tree=builds[number,result,building,actions[parameters[name,value]]]`);
+      return r.status === 404 ? { builds: [] } : ((await r.json()) as Job);
     };
     const api = async (id: number) => ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: Record<string, unknown> }).build;
-    const pass = () => reconcileOnce(web.db, client, web.config, silentLogger);
 
     const { id } = await alice.build(dfId);
     await until(async () => (await job()).builds.some((b) => b.building));
     await double.restart();
-    const done = await until(async () => { await pass(); const b = await api(id); return b.final && b; });
+    const done = await until(async () => { const b = await api(id); return b.final && b; });
     expect(done).toMatchObject({ state: 'succeeded', requeues: 1, requeueReason: expect.stringMatching(/^interrupted: the build was cut off in Jenkins/) });
     expect(await (await alice.get(`/builds/${id}`)).text()).toContain('Requeued after an interruption');
     const builds = (await job()).builds.sort((a, b) => a.number - b.number);
@@ -200,20 +196,22 @@ describe('case 47: hard-restart Jenkins mid-build', () => {
     const all = (await (await jenkins('api/json?tree=jobs[name]')).json()) as { jobs: Array<{ name: string }> };
     expect(all.jobs.map((j) => j.name)).toEqual([`kiln-job-${dfId}`]);
     expect(((await (await jenkins('queue/api/json')).json()) as { items: unknown[] }).items).toEqual([]);
-    // More passes change nothing: no third build.
-    await pass();
+    // More work changes nothing: no third build.
+    await enqueue(web.db, { config: web.config }, 'reconcile', '');
+    await web.newWorker().drain();
     expect((await job()).builds).toHaveLength(2);
 
     // Interrupted again after its requeue: failed, with a reason that says whose fault it was.
     const second = await alice.build(dfId);
     await until(async () => (await job()).builds.some((b) => b.building && b.number === 3));
     await double.restart();
-    await until(async () => { await pass(); return (await findBuild(web.db, second.id, null))!.requeues === 1; });
+    await until(async () => (await findBuild(web.db, second.id, null))!.requeues === 1);
     await until(async () => (await job()).builds.some((b) => b.building && b.number === 4));
     await double.restart();
-    const failed = await until(async () => { await pass(); const b = await api(second.id); return b.final && b; });
+    const failed = await until(async () => { const b = await api(second.id); return b.final && b; });
     expect(failed).toMatchObject({ state: 'failed', reason: expect.stringMatching(/interrupted twice by a fault of the build service, not by your Dockerfile/) });
-    await pass();
+    await enqueue(web.db, { config: web.config }, 'reconcile', '');
+    await web.newWorker().drain();
     expect((await job()).builds).toHaveLength(4);
   }, 240_000);
 });
@@ -222,8 +220,8 @@ describe('case 46: the glue killed between Jenkins\' create and its reply', () =
   const tmp = tempDir('kiln-glue-killed-');
   const procs: ChildProcess[] = [];
   let double: JenkinsDouble | undefined;
-  let web: TestWeb<GlueClient> | undefined;
-  let client: GlueClient | undefined;
+  let web: TestWeb | undefined;
+  let client: GluePort | undefined;
   afterAll(async () => {
     await web?.close();
     await client?.close();
@@ -254,7 +252,7 @@ describe('case 46: the glue killed between Jenkins\' create and its reply', () =
     };
     let glue = await startGlue();
     client = await sshGlueClientFromConfig(loadConfig({ KILN_DATA_DIR: dataDir, KILN_SSH_PORT: String(port), KILN_SSH_TIMEOUT_MS: '20000' }), { hostFingerprint: glue.fingerprint });
-    web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] } } });
+    web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] }, worker: { maxAttempts: 1000 } } });
     const alice = web.client();
     await alice.signUp('alice');
     const dfId = await alice.createDockerfile('created-once', 'FROM debian:bookworm\nRUN true\n');
@@ -269,20 +267,13 @@ describe('case 46: the glue killed between Jenkins\' create and its reply', () =
       await exited;
     };
     const { id } = await alice.build(dfId);
-    expect(killed).toBe(true);
+    await until(() => killed);
     const jobs = async () => ((await (await fetch(new URL('api/json?tree=jobs[name]', double!.url), { headers: auth })).json()) as { jobs: Array<{ name: string }> }).jobs.map((j) => j.name);
     expect(await jobs()).toEqual([`kiln-job-${dfId}`]); // Jenkins made it; the web never heard
     expect((await findBuild(web.db, id, null))!).toMatchObject({ state: 'requested', backend_build: null });
 
     glue = await startGlue();
-    const end = Date.now() + 90_000;
-    for (;;) {
-      await reconcileOnce(web.db, client, web.config, silentLogger);
-      const b = (await findBuild(web.db, id, null))!;
-      if (b.state === 'succeeded') break;
-      if (Date.now() > end) throw new Error(`build ${id} is ${b.state}`);
-      await new Promise((r) => setTimeout(r, 300));
-    }
+    expect((await web.waitForBuild(id)).state).toBe('succeeded');
     expect(await jobs()).toEqual([`kiln-job-${dfId}`]);
     const builds = ((await (await fetch(new URL(`job/kiln-job-${dfId}/api/json?tree=builds[number]`, double.url), { headers: auth })).json()) as { builds: unknown[] }).builds;
     expect(builds).toHaveLength(1);

@@ -62,9 +62,9 @@ describe('web auth', () => {
   });
 
   it('case 6: unknown, disabled and wrong-password logins each cost exactly one argon2 verification (same timing)', async () => {
-    const { authenticate } = await import('../../src/web/services/users.js');
-    const { PasswordHasher } = await import('../../src/web/services/passwords.js');
-    const { DEFAULT_LOGIN_LIMITS } = await import('../../src/web/services/context.js');
+    const { authenticate } = await import('../../src/core/users.js');
+    const { PasswordHasher } = await import('../../src/core/passwords.js');
+    const { DEFAULT_LOGIN_LIMITS } = await import('../../src/core/deps.js');
     const h = new PasswordHasher(1);
     let verifies = 0;
     const orig = h.verify.bind(h);

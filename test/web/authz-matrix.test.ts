@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/web/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { addUser } from '../../src/web/index.js';
-import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const PUBLIC = new Set([
   'GET /', 'GET /login', 'GET /register', 'GET /api/csrf', 'GET /.well-known/kiln-signing-key',
@@ -39,9 +38,7 @@ describe('authorization matrix over every route', () => {
     await who.admin.login(root.username, root.password);
     const df = await who.alice.createDockerfile('mine', 'FROM debian:bookworm\nRUN true\n');
     const { id } = await who.alice.build(df);
-    const row = await w.db('builds').where({ id }).first();
-    w.glue.succeed(df, Number(row.backend_build));
-    await who.alice.get(`/api/builds/${id}`);
+    await w.waitForBuild(id);
     ids = { dockerfile: df, build: id };
   });
   afterAll(async () => { await w?.close(); });

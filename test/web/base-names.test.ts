@@ -1,14 +1,16 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InProcessGlue } from '../helpers/in-process-glue.js';
 import { MAX_BASE_NAMES } from '../../src/protocol/index.js';
-import { addUser } from '../../src/web/index.js';
-import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 /**
- * The site admin's base names over HTTP (pages and JSON API, real app and SQLite, the in-memory glue): who may set
+ * The site admin's base names over HTTP (pages and JSON API, real app and SQLite, the real glue in-process): who may set
  * them, what is refused, that saving a Dockerfile honours them and that builds carry them to the glue.
  */
 describe('site base names (admin page and API)', () => {
-  let w: TestWeb;
+  let w: TestWeb & { local: InProcessGlue };
   let admin: HttpClient;
   let alice: HttpClient;
 
@@ -48,8 +50,10 @@ describe('site base names (admin page and API)', () => {
     const saved = await saveDockerfile(alice, 'corp', 'FROM registry.example.com/base/debian:12.4\nRUN true\n');
     expect(saved.status).toBe(201);
     const id = ((await saved.json()) as { dockerfile: { id: number } }).dockerfile.id;
-    await alice.build(id);
-    expect(w.glue.jobs.get(id)!.spec.baseNames).toEqual([{ name: 'registry.example.com/base/debian:12', base: 'debian:bookworm' }]);
+    const { id: buildId } = await alice.build(id);
+    await w.waitForBuild(buildId, (b) => b.backend_build !== null);
+    const spec = JSON.parse(readFileSync(path.join(w.local.dataDir, `glue/jobs/kiln-job-${id}/config.json`), 'utf8')) as { baseNames?: unknown };
+    expect(spec.baseNames).toEqual([{ name: 'registry.example.com/base/debian:12', base: 'debian:bookworm' }]);
   });
 
   it('names are stored as the engine resolves them, and remapping replaces the row', async () => {

@@ -3,18 +3,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { tempDir } from '../helpers/tmp.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
 
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 /** Real Chromium against the real app (real SSH glue, fake SDK): the user's path, CSP on, no console errors. */
 describe('browser', () => {
-  let w: TestWeb<GlueClient>;
+  let w: TestWeb;
   let ctx: BrowserContext;
   let profile: { dir: string; cleanup: () => void };
   const shots = tempDir('kiln-shots-');
   beforeAll(async () => {
-    w = await startTestWeb({ realGlue: true, reconcileSeconds: 1 });
+    w = await startTestWeb({ realGlue: true });
     profile = tempDir('kiln-chromium-');
     ctx = await chromium.launchPersistentContext(profile.dir, { executablePath: '/usr/bin/chromium', args: FLAGS, headless: true });
   });

@@ -45,7 +45,7 @@ describe('first admin on an empty database', () => {
   it('ensureFirstAdmin creates admin once, then returns null', async () => {
     const w = await startTestWeb();
     try {
-      const { ensureFirstAdmin } = await import('../../src/web/index.js');
+      const { ensureFirstAdmin } = await import('../helpers/web.js');
       const first = await ensureFirstAdmin(w.db);
       expect(first?.username).toBe('admin');
       expect(await ensureFirstAdmin(w.db)).toBeNull();

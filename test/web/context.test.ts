@@ -1,17 +1,16 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addUser } from '../../src/web/index.js';
-import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { isolatedTmpdir } from '../helpers/tmp.js';
 import { freshDb, type TestDb } from '../db/engines.js';
 import type { TestGlue } from '../helpers/glue.js';
 import { backendJobName } from '../../src/protocol/index.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
+import type { InProcessGlue } from '../helpers/in-process-glue.js';
 
 const DF = 'FROM debian:bookworm\nCOPY app /app\n';
 
@@ -51,7 +50,7 @@ async function plain(r: Response): Promise<string> {
   return (await r.text()).replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&#92;/g, '\\').replace(/&amp;/g, '&');
 }
 
-async function counts(w: TestWeb<GlueClient>) {
+async function counts(w: TestWeb) {
   const n = async (t: string) => Number((await w.db(t).count({ n: '*' }))[0]!.n);
   return { dockerfiles: await n('dockerfiles'), versions: await n('dockerfile_versions'), contexts: await n('dockerfile_contexts') };
 }
@@ -82,15 +81,17 @@ async function loginSure(c: HttpClient, name: string, password: string): Promise
 }
 
 /** Presses Build and returns the context tar the glue's job spec carried (undefined: none). */
-async function builtContext(w: TestWeb, c: HttpClient, id: number): Promise<Buffer | undefined> {
-  await c.build(id);
-  const b64 = w.glue.jobs.get(id)?.spec.contextTarBase64;
-  return b64 === undefined ? undefined : Buffer.from(b64, 'base64');
+async function builtContext(w: TestWeb & { local: InProcessGlue }, c: HttpClient, id: number): Promise<Buffer | undefined> {
+  const { id: buildId } = await c.build(id);
+  const row = await w.waitForBuild(buildId, (r) => r.backend_build !== null || r.state === 'failed');
+  expect(row.state, String(row.reason)).not.toBe('failed');
+  const file = path.join(w.local.dataDir, 'glue', 'jobs', backendJobName(id), 'context.tar');
+  return existsSync(file) ? readFileSync(file) : undefined;
 }
 
 function suite(engine: 'sqlite' | 'pg') {
   describe(`build context uploads (${engine})`, () => {
-    let w: TestWeb;
+    let w: TestWeb & { local: InProcessGlue };
     let pg: TestDb | undefined;
     let c: HttpClient;
     let token: string;
@@ -312,7 +313,7 @@ suite('pg');
 
 /** The whole path minus Docker: the real SSH glue and local backend receive the context (16 MiB fits its stdin cap). */
 describe('build context through the real SSH glue', () => {
-  let w: TestWeb<GlueClient> & { realGlue: TestGlue };
+  let w: TestWeb & { realGlue: TestGlue };
   beforeAll(async () => { w = await startTestWeb({ realGlue: true }); });
   afterAll(async () => { await w?.close(); });
 
@@ -323,7 +324,7 @@ describe('build context through the real SSH glue', () => {
     const big = Buffer.alloc(16 * 1024 * 1024 - 100, 3);
     const id = await created(await c.postMultipart('/dockerfiles', form(token, { name: 'real', content: DF }, [['big.bin', big], ['small.txt', 'hello']])));
     const { id: buildId } = await c.build(id);
-    const row = await w.db('builds').where({ id: buildId }).first();
+    const row = await w.waitForBuild(buildId, (r) => r.backend_build !== null || r.state === 'failed');
     expect(row.state, String(row.reason)).not.toBe('failed');
     const file = path.join(findJobDir(w.realGlue!.dataDir, backendJobName(id)), 'context.tar');
     const entries = await readTar(readFileSync(file));

@@ -194,7 +194,7 @@ describe('Dockerfile display: stored XSS is shown as text', () => {
     const c = w.client();
     await c.signUp('mallory');
     const id = await c.createDockerfile('xss', payload);
-    const { addUser } = await import('../../src/web/index.js');
+    const { addUser } = await import('../helpers/web.js');
     const admin = await addUser(w.db, 'root', 'admin');
     const a = w.client();
     expect((await a.login(admin.username, admin.password)).status).toBe(303);

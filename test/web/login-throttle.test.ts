@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_LOGIN_LIMITS } from '../../src/web/services/context.js';
+import { DEFAULT_LOGIN_LIMITS } from '../../src/core/deps.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { freshDb, type TestDb } from '../db/engines.js';
 

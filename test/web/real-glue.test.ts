@@ -1,30 +1,26 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyText } from '../../src/shared/sshsig.js';
-import { reconcileOnce } from '../../src/web/index.js';
 import type { TestGlue } from '../helpers/glue.js';
+import { until } from '../helpers/wait.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
 
 type BuildJson = { id: number; state: string; final: boolean; reason: string | null; artifacts: Array<{ name: string; size: number }>; progress: { stage: string; percent: number } | null };
 
-async function waitFinal(c: HttpClient, id: number, ms = 30_000): Promise<BuildJson> {
-  const end = Date.now() + ms;
-  for (;;) {
+function waitFinal(c: HttpClient, id: number): Promise<BuildJson> {
+  return until(async () => {
     const b = ((await (await c.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
-    if (b.final) return b;
-    if (Date.now() > end) throw new Error(`build ${id} still ${b.state}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+    return b.final && b;
+  });
 }
 
 /** The web against the real built-in SSH glue and local backend (fake SDK): the whole path minus Docker/QEMU. */
 describe('web with the real SSH glue', () => {
-  let w: TestWeb<GlueClient> & { realGlue: TestGlue };
+  let w: TestWeb & { realGlue: TestGlue };
   let a: HttpClient;
   let b: HttpClient;
   beforeAll(async () => {
-    w = await startTestWeb({ realGlue: true, reconcileSeconds: 1 });
+    w = await startTestWeb({ realGlue: true });
     a = w.client();
     await a.signUp('alice');
     b = w.client();
@@ -74,17 +70,10 @@ describe('web with the real SSH glue', () => {
     await expect(w.glue.artifact(df, backendBuild, 'image.qcow2')).rejects.toMatchObject({ code: 'not_found' });
   });
 
-  it('reconcile refreshes builds nobody is watching', async () => {
+  it('the worker carries a build nobody is watching to its end', async () => {
     const df = await a.createDockerfile('unwatched', 'FROM debian:bookworm\nRUN true\n');
     const { id } = await a.build(df);
-    const end = Date.now() + 30_000;
-    let row;
-    do {
-      await new Promise((r) => setTimeout(r, 300));
-      await reconcileOnce(w.db, w.glue, w.config);
-      row = await w.db('builds').where({ id }).first();
-    } while (row.state !== 'succeeded' && Date.now() < end);
-    expect(row.state).toBe('succeeded');
+    expect((await w.waitForBuild(id)).state).toBe('succeeded');
   });
 
   it('the web verifies what the real glue sends and signs it: SHA256SUMS.sig verifies against /.well-known/kiln-signing-key', async () => {

@@ -11,9 +11,8 @@ import { loadConfig } from '../../src/config/index.js';
 import { findBuild } from '../../src/db/index.js';
 import { startGlueServer } from '../../src/glue/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import type { GlueClient } from '../../src/web/glue-client/types.js';
-import { reconcileOnce } from '../../src/web/index.js';
-import { glueKey } from '../../src/web/services/requeue.js';
+import type { GluePort } from '../../src/core/ports.js';
+import { glueKey } from '../../src/core/builds/requeue.js';
 import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb } from '../helpers/web.js';
@@ -23,7 +22,7 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
 
-async function chain(glue?: (real: GlueClient) => GlueClient) {
+async function chain(glue?: (real: GluePort) => GluePort) {
   const g = await startTestGlue();
   cleanups.push(() => g.cleanup());
   const web = await startTestWeb({ glue: glue ? glue(g.client) : g.client });
@@ -49,13 +48,12 @@ describe('interrupted builds are requeued once', () => {
     const api = async () => ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: Record<string, unknown> }).build;
     await until(async () => (await api()).state === 'running');
 
+    // Three workers at once, as several web instances run them: one requeue, one new backend build.
+    const others = [web.newWorker().start(), web.newWorker().start()];
+    cleanups.push(() => Promise.all(others.map((o) => o.stop())).then(() => undefined));
     await restartGlue(g);
-    // Three passes at once, as several web instances would run them: one requeue, one new backend build.
-    const db = web.db;
-    await Promise.all([1, 2, 3].map(() => reconcileOnce(db, g.client, web.config, silentLogger)));
-    const requeued = await row();
+    const requeued = await until(async () => { const r = await row(); return r.backend_build === 2 && r; });
     expect(requeued).toMatchObject({ requeues: 1, requeue_reason: expect.stringMatching(/^interrupted: the build service stopped/), backend_build: 2 });
-    expect(['queued', 'running']).toContain(requeued.state);
     expect(glueKey(requeued)).not.toBe(requeued.idempotency_key);
     expect((await g.client.call('jobs.list', [])).jobs).toEqual([expect.objectContaining({ job: dfId, lastBuild: 2 })]);
     // Retrying the requeue's dispatch (same derived key) finds the same backend build.
@@ -84,10 +82,8 @@ describe('interrupted builds are requeued once', () => {
     rmSync(path.join(g.dataDir, 'glue/jobs'), { recursive: true, force: true });
     const cfg = loadConfig({}, { dataDir: g.dataDir, ssh: { host: '127.0.0.1', port: g.port }, glue: { sdkCommand: g.cfg.glue.sdkCommand } });
     g.server = await startGlueServer(cfg, silentLogger);
-    await reconcileOnce(web.db, g.client, web.config, silentLogger);
-    expect(await findBuild(web.db, id, null)).toMatchObject({ requeues: 1, requeue_reason: 'the build vanished from the build service', backend_build: 1 });
-    const done = await until(async () => { await reconcileOnce(web.db, g.client, web.config, silentLogger); const b = (await findBuild(web.db, id, null))!; return ['succeeded', 'failed'].includes(b.state) && b; });
-    expect(done.state).toBe('succeeded');
+    const done = await web.waitForBuild(id);
+    expect(done).toMatchObject({ state: 'succeeded', requeues: 1, requeue_reason: 'the build vanished from the build service', backend_build: 1 });
   }, 120_000);
 });
 
@@ -110,8 +106,9 @@ describe('finding 11: a build runs exactly the Dockerfile version it recorded', 
     const A = 'FROM debian:bookworm\nRUN echo version-A\n';
     const dfId = await alice.createDockerfile('raced', A);
     const { id } = await alice.build(dfId);
+    const b = await web.waitForBuild(id);
+    expect(b.state).toBe('succeeded');
     expect(interleaved).toBe(true);
-    const b = await until(async () => { await reconcileOnce(web.db, g.client, web.config, silentLogger); const r = (await findBuild(web.db, id, null))!; return r.state === 'succeeded' && r; });
     const used = readFileSync(path.join(g.dataDir, `glue/jobs/kiln-job-${dfId}/builds/${b.backend_build}/archive/Dockerfile.used`), 'utf8');
     expect(used).toBe(A);
   }, 120_000);

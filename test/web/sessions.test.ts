@@ -1,16 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PasswordHasher } from '../../src/web/services/passwords.js';
+import { PasswordHasher } from '../../src/core/passwords.js';
+import { until } from '../helpers/wait.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 
 describe('session lifetime', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb({ config: { web: { sessionAbsoluteHours: 0 } } }); });
+  let t = Date.now();
+  beforeAll(async () => { w = await startTestWeb({ clock: () => t, config: { web: { sessionAbsoluteHours: 1 } } }); });
   afterAll(async () => { await w?.close(); });
 
   it('absolute timeout ends a session even while it is in use', async () => {
     const c = w.client();
     await c.signUp('alice');
-    await new Promise((r) => setTimeout(r, 5));
+    t += 3600_000;
+    expect((await c.get('/api/me')).status).toBe(200);
+    t += 1;
     expect((await c.get('/api/me')).status).toBe(401);
   });
 
@@ -24,12 +28,14 @@ describe('session lifetime', () => {
       const exp = new Date(mine.expired).getTime();
       expect(exp - Date.now()).toBeGreaterThan(29 * 60_000);
       expect(exp - Date.now()).toBeLessThanOrEqual(30 * 60_000 + 1000);
-      // Rolled forward: a request a moment later moves the stored expiry (and the cookie's) later.
-      await new Promise((r) => setTimeout(r, 1100));
-      const sc = (await c.get('/api/me'), c.lastSetCookie.find((s) => s.startsWith('kiln.sid=')));
-      expect(sc).toMatch(/Expires=/);
-      const after = (await w2.db('sessions').select()).find((r) => r.sid === mine.sid);
+      // Rolled forward: a later request moves the stored expiry (and the cookie's) later.
+      const after = await until(async () => {
+        await c.get('/api/me');
+        const row = (await w2.db('sessions').select()).find((r) => r.sid === mine.sid);
+        return new Date(row.expired).getTime() > exp && row;
+      });
       expect(new Date(after.expired).getTime()).toBeGreaterThan(exp);
+      expect(c.lastSetCookie.find((s) => s.startsWith('kiln.sid='))).toMatch(/Expires=/);
     } finally {
       await w2.close();
     }
@@ -66,7 +72,7 @@ describe('hash storm', () => {
       c.postForm('/login', { _csrf: t, username: `rnd${i}x${Math.random().toString(36).slice(2, 8)}`, password: 'not the password at all' })
         .then((r) => { done++; return r.status; })));
     // Wait until hashing has begun, then ask for other pages while the storm is still being answered.
-    while (maxRunning === 0) await new Promise((r) => setTimeout(r, 10));
+    await until(() => maxRunning > 0, 60_000, 10);
     for (const [p, want] of [['/static/kiln.css', 200], ['/login', 200], ['/api/me', 401], ['/register', 200]] as const) {
       const page = await w.client().get(p);
       expect(page.status, p).toBe(want);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { checkDockerfileText, decodeDockerfile, isCommonPassword, parseDockerfileName, parsePassword, parseUsername, safeNext } from '../../src/web/validation.js';
+import { checkDockerfileText, decodeDockerfile, isCommonPassword, parseDockerfileName, parsePassword, parseUsername } from '../../src/core/validation.js';
+import { safeNext } from '../../src/web/routes/util.js';
 
 describe('web input validation (unit)', () => {
   it('usernames', () => {
@@ -52,7 +53,7 @@ describe('web input validation (unit)', () => {
 describe('idempotency keys', () => {
   it('form keys always pass the protocol; keys the glue would refuse are refused up front', async () => {
     const { newFormKey } = await import('../../src/web/routes/util.js');
-    const { parseIdempotencyKey } = await import('../../src/web/validation.js');
+    const { parseIdempotencyKey } = await import('../../src/core/validation.js');
     const { formatCommand } = await import('../../src/protocol/index.js');
     for (let i = 0; i < 2000; i++) {
       const k = newFormKey();

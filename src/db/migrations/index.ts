@@ -5,6 +5,7 @@ import * as m003 from './003_attestation.js';
 import * as m004 from './004_quotas.js';
 import * as m005 from './005_requeue.js';
 import * as m006 from './006_base_names.js';
+import * as m007 from './007_tasks.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -19,6 +20,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['004_quotas', m004],
   ['005_requeue', m005],
   ['006_base_names', m006],
+  ['007_tasks', m007],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -1,26 +1,33 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { KilnError, isKilnError } from '../../shared/errors.js';
+import { authorize } from '../../core/index.js';
 import type { AppContext } from '../app.js';
-import { baseNamesView, removeBaseName, setBaseName } from '../services/base-names.js';
 import { actorOf } from './util.js';
 
-/** Every admin route: anonymous is asked to log in (401), anyone but an admin is refused (403). */
+/**
+ * Every admin route, before its body is looked at: anonymous is asked to log in (401), anyone the policy does not
+ * let manage the site's settings is refused (403). The use cases check again.
+ */
 function requireAdmin(req: Request, _res: Response, next: NextFunction): void {
   if (!req.user) return next(new KilnError('unauthenticated', 'Please log in.'));
-  if (req.user.role !== 'admin') return next(new KilnError('forbidden', 'Only an admin can do this.'));
+  try {
+    authorize(actorOf(req), 'settings.manage');
+  } catch (e) {
+    return next(e);
+  }
   next();
 }
 
 /**
  * Admin pages and their JSON API (same session and CSRF rules as the rest). Base names: the site's names for the
- * bases in sdk.bases (services/base-names.ts). Handlers parse, call one service, respond.
+ * bases in sdk.bases (src/core/base-names.ts). Handlers parse, call one use case, respond.
  */
 export function adminRoutes(ctx: AppContext): Router {
-  const { s, render } = ctx;
+  const { core, render } = ctx;
   const r = Router();
 
   const page = async (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
-    render(req, res, 'admin-base-names.njk', { ...(await baseNamesView(s, actorOf(req))), ...extra }, status);
+    render(req, res, 'admin-base-names.njk', { ...(await core.baseNames.view(actorOf(req))), ...extra }, status);
   };
 
   r.get('/admin/base-names', requireAdmin, async (req, res) => { await page(req, res); });
@@ -28,7 +35,7 @@ export function adminRoutes(ctx: AppContext): Router {
   r.post('/admin/base-names', requireAdmin, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     try {
-      await setBaseName(s, actorOf(req), body);
+      await core.baseNames.set(actorOf(req), body);
       res.redirect(303, '/admin/base-names');
     } catch (e) {
       if (!isKilnError(e, 'invalid_input') && !isKilnError(e, 'conflict')) throw e;
@@ -38,22 +45,22 @@ export function adminRoutes(ctx: AppContext): Router {
   });
 
   r.post('/admin/base-names/:id/delete', requireAdmin, async (req, res) => {
-    await removeBaseName(s, actorOf(req), req.params.id);
+    await core.baseNames.remove(actorOf(req), req.params.id);
     res.redirect(303, '/admin/base-names');
   });
 
   r.get('/api/admin/base-names', requireAdmin, async (req, res) => {
-    const v = await baseNamesView(s, actorOf(req));
+    const v = await core.baseNames.view(actorOf(req));
     res.json({ ...v, mappings: v.mappings.map(mappingJson) });
   });
 
   r.post('/api/admin/base-names', requireAdmin, async (req, res) => {
-    const { mapping, created } = await setBaseName(s, actorOf(req), req.body);
+    const { mapping, created } = await core.baseNames.set(actorOf(req), req.body);
     res.status(created ? 201 : 200).json({ mapping: mappingJson(mapping), created });
   });
 
   r.post('/api/admin/base-names/:id/delete', requireAdmin, async (req, res) => {
-    res.json(await removeBaseName(s, actorOf(req), req.params.id));
+    res.json(await core.baseNames.remove(actorOf(req), req.params.id));
   });
 
   return r;

@@ -1,10 +1,7 @@
 import { Router } from 'express';
 import { KilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
-import { cancelBuild, getBuild, openArtifact, readLog, requestBuild } from '../services/builds.js';
-import { MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from '../build-context.js';
-import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile, type ContextUpload } from '../services/dockerfiles.js';
-import { decodeDockerfile } from '../validation.js';
+import { MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES, decodeDockerfile, type ContextUpload } from '../../core/index.js';
 import { sendArtifact } from './pages.js';
 import { jsonBody } from '../upload-limits.js';
 import { actorOf, buildJson, requireUser } from './util.js';
@@ -14,31 +11,34 @@ import { actorOf, buildJson, requireUser } from './util.js';
  * Errors are `{"error":{"code","message"}}`.
  */
 export function apiRoutes(ctx: AppContext): Router {
-  const { s, csrfToken } = ctx;
+  const { core, config, csrfToken } = ctx;
   const r = Router();
   r.use((_req, res, next) => { res.set('Cache-Control', 'no-store'); next(); });
 
   r.get('/csrf', (req, res) => { res.json({ token: csrfToken(req) }); });
-  r.get('/me', requireUser, (req, res) => { res.json({ user: actorOf(req) }); });
+  r.get('/me', requireUser, (req, res) => {
+    const me = actorOf(req);
+    res.json({ user: { id: me.id, username: me.username, role: me.role } });
+  });
 
   r.get('/dockerfiles', requireUser, async (req, res) => {
-    const list = await listDockerfilesFor(s.db, actorOf(req));
+    const list = await core.dockerfiles.list(actorOf(req));
     res.json({ dockerfiles: list.map((d) => ({ id: d.id, name: d.name, owner: d.owner, size: d.size, builds: d.builds, updatedAt: d.updated_at })) });
   });
 
   // The only JSON bodies that may carry a build context (base64 grows it by 4/3); parsed after login + CSRF checks.
-  const jsonLimit = Math.ceil((MAX_CONTEXT_UPLOAD_BYTES * 4) / 3) + s.config.web.maxDockerfileBytes * 6 + 256 * 1024;
+  const jsonLimit = Math.ceil((MAX_CONTEXT_UPLOAD_BYTES * 4) / 3) + config.web.maxDockerfileBytes * 6 + 256 * 1024;
   const contextJson = jsonBody(jsonLimit, ctx.bigUploads);
 
   r.post('/dockerfiles', requireUser, contextJson, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
-    const content = contentOf(body, s.config.web.maxDockerfileBytes);
-    const df = await createDockerfile(s, actorOf(req), { name: body.name, content, context: contextOf(body) });
+    const content = contentOf(body, config.web.maxDockerfileBytes);
+    const df = await core.dockerfiles.create(actorOf(req), { name: body.name, content, context: contextOf(body) });
     res.status(201).json({ dockerfile: { id: df.id, name: df.name } });
   });
 
   r.get('/dockerfiles/:id', requireUser, async (req, res) => {
-    const v = await getDockerfileView(s.db, actorOf(req), req.params.id);
+    const v = await core.dockerfiles.get(actorOf(req), req.params.id);
     res.json({
       dockerfile: { id: v.dockerfile.id, name: v.dockerfile.name, content: v.version.content, sha256: v.version.sha256, size: v.version.size },
       context: v.context && { sha256: v.context.sha256, size: v.context.size, entries: v.context.listing },
@@ -48,30 +48,30 @@ export function apiRoutes(ctx: AppContext): Router {
 
   r.post('/dockerfiles/:id', requireUser, contextJson, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
-    const content = contentOf(body, s.config.web.maxDockerfileBytes);
-    const v = await updateDockerfile(s, actorOf(req), req.params.id, content, contextOf(body));
+    const content = contentOf(body, config.web.maxDockerfileBytes);
+    const v = await core.dockerfiles.update(actorOf(req), { id: req.params.id, content, context: contextOf(body) });
     res.json({ version: { id: v.id, sha256: v.sha256, size: v.size, hasContext: v.context_id != null } });
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
-    const { build, created } = await requestBuild(s, actorOf(req), req.params.id, (req.body as Record<string, unknown>)?.key);
+    const { build, created } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key });
     res.status(created ? 201 : 200).json({ build: buildJson(build), created });
   });
 
   r.get('/builds/:id', requireUser, async (req, res) => {
-    res.json({ build: buildJson(await getBuild(s, actorOf(req), req.params.id)) });
+    res.json({ build: buildJson(await core.builds.get(actorOf(req), req.params.id)) });
   });
 
   r.post('/builds/:id/cancel', requireUser, async (req, res) => {
-    res.json({ build: buildJson(await cancelBuild(s, actorOf(req), req.params.id)) });
+    res.json({ build: buildJson(await core.builds.cancel(actorOf(req), req.params.id)) });
   });
 
   r.get('/builds/:id/log', requireUser, async (req, res) => {
-    res.json(await readLog(s, actorOf(req), req.params.id, req.query.offset));
+    res.json(await core.builds.log(actorOf(req), req.params.id, req.query.offset));
   });
 
   r.get('/builds/:id/artifacts/:name', requireUser, async (req, res) => {
-    await sendArtifact(req, res, await openArtifact(s, actorOf(req), req.params.id, req.params.name, req.get('range')));
+    await sendArtifact(req, res, await core.builds.artifact(actorOf(req), req.params.id, req.params.name, req.get('range')));
   });
 
   return r;

@@ -1,10 +1,8 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { KilnError, isKilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
-import { changePassword, registerUser } from '../services/users.js';
-import { actorOf, readCookie, requireUser, type CookieNames } from './util.js';
-import { deviceCookieValue } from '../services/login-throttle.js';
-import { safeNext } from '../validation.js';
+import { ANONYMOUS, deviceCookieValue } from '../../core/index.js';
+import { actorOf, readCookie, requireUser, safeNext, type CookieNames } from './util.js';
 
 /**
  * Starts a fresh session for `user` (passport >= 0.6 regenerates it: new id, old one destroyed, no fixation), stamps
@@ -12,10 +10,10 @@ import { safeNext } from '../validation.js';
  * first, and a client that follows the redirect at once would race it (seen on PostgreSQL: the next request read
  * the session without loginAt and ended it).
  */
-function logInFresh(req: Request, user: Express.User): Promise<void> {
+function logInFresh(req: Request, user: Express.User, now: () => number): Promise<void> {
   return new Promise((resolve, reject) => req.logIn(user, (e) => {
     if (e) return reject(e);
-    req.session.loginAt = Date.now();
+    req.session.loginAt = now();
     req.session.save((e2) => (e2 ? reject(e2) : resolve()));
   }));
 }
@@ -34,12 +32,12 @@ function rememberDevice(req: Request, res: Response, secret: string | undefined,
 
 /** Register, log in, log out. Every POST here is rate-limited per IP before any hashing and carries a CSRF token. */
 export function authRoutes(ctx: AppContext): Router {
-  const { s, render, passport, wantsJson, loginLimiter } = ctx;
+  const { core, config, logger, deviceSecret, render, passport, wantsJson, loginLimiter, now } = ctx;
   const r = Router();
 
   r.get('/login', (req, res) => {
     if (req.user) return res.redirect(303, safeNext(req.query.next));
-    render(req, res, 'login.njk', { next: safeNext(req.query.next), registrationOpen: s.config.web.registrationOpen });
+    render(req, res, 'login.njk', { next: safeNext(req.query.next), registrationOpen: config.web.registrationOpen });
   });
 
   const login = (req: Request, res: Response, next: NextFunction): void => {
@@ -49,14 +47,14 @@ export function authRoutes(ctx: AppContext): Router {
       if (json) return next(e);
       const detail = e.detail as { retryAfterSeconds?: number } | undefined;
       if (detail?.retryAfterSeconds) res.set('Retry-After', String(detail.retryAfterSeconds));
-      render(req, res, 'login.njk', { next: target, error: e.message, username: typeof req.body?.username === 'string' ? req.body.username.slice(0, 64) : '', registrationOpen: s.config.web.registrationOpen }, e.httpStatus);
+      render(req, res, 'login.njk', { next: target, error: e.message, username: typeof req.body?.username === 'string' ? req.body.username.slice(0, 64) : '', registrationOpen: config.web.registrationOpen }, e.httpStatus);
     };
     passport.authenticate('local', { session: true }, (err: unknown, user: Express.User | false, info?: { deviceId?: string }) => {
       if (err) return isKilnError(err) && err.code === 'rate_limited' ? fail(err) : next(err);
       if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
-      if (info?.deviceId) rememberDevice(req, res, s.deviceSecret, user.id, info.deviceId);
-      logInFresh(req, user).then(() => {
-        s.logger.info({ user: user.id }, 'login');
+      if (info?.deviceId) rememberDevice(req, res, deviceSecret, user.id, info.deviceId);
+      logInFresh(req, user, now).then(() => {
+        logger.info({ user: user.id }, 'login');
         if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
         res.redirect(303, target);
       }, next);
@@ -84,18 +82,17 @@ export function authRoutes(ctx: AppContext): Router {
   r.post('/api/logout', logout);
 
   r.get('/register', (req, res) => {
-    if (!s.config.web.registrationOpen) throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
+    if (!config.web.registrationOpen) throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
     render(req, res, 'register.njk', {});
   });
 
   const register = async (req: Request, res: Response): Promise<void> => {
-    if (!s.config.web.registrationOpen) throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
     const body = (req.body ?? {}) as Record<string, unknown>;
     const json = wantsJson(req);
     try {
       if (!json && body.password !== body.password2) throw new KilnError('bad_request', 'The two passwords differ.');
-      const u = await registerUser(s.db, s.hasher, { username: body.username, password: body.password });
-      s.logger.info({ user: u.id }, 'registered');
+      const u = await core.users.register(ANONYMOUS, body);
+      logger.info({ user: u.id }, 'registered');
       if (json) {
         res.status(201).json({ user: { id: u.id, username: u.username, role: u.role } });
         return;
@@ -119,10 +116,10 @@ export function authRoutes(ctx: AppContext): Router {
     try {
       if (!json && body.password !== body.password2) throw new KilnError('bad_request', 'The two new passwords differ.');
       const names = req.app.get('kiln.cookie') as CookieNames;
-      const u = await changePassword(s, actorOf(req), { password: body.current, ip: req.ip ?? '', deviceCookie: readCookie(req, names.device) }, body.password);
-      s.logger.info({ user: u.id }, 'password changed');
+      const u = await core.users.changePassword(actorOf(req), { current: body.current, password: body.password, ip: req.ip ?? '', deviceCookie: readCookie(req, names.device) });
+      logger.info({ user: u.id }, 'password changed');
       // The epoch moved: log this session in again (new id) so only the other sessions end.
-      await logInFresh(req, { id: u.id, username: u.username, role: u.role, epoch: u.session_epoch } as Express.User);
+      await logInFresh(req, { ...actorOf(req), epoch: u.session_epoch }, now);
       if (json) res.json({ ok: true });
       else res.redirect(303, '/account?changed=1');
     } catch (e) {

@@ -2,13 +2,10 @@ import { pipeline } from 'node:stream/promises';
 import { Router, type Request, type Response } from 'express';
 import multer from 'multer';
 import { KilnError, isKilnError } from '../../shared/errors.js';
-import { getVersion, listBuildsOfOwner } from '../../db/index.js';
+import {
+  MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES, decodeDockerfile, type ArtifactDownload, type ContextUpload,
+} from '../../core/index.js';
 import type { AppContext } from '../app.js';
-import { ownerScope } from '../services/access.js';
-import { cancelBuild, getBuild, openArtifact, requestBuild, type ArtifactDownload } from '../services/builds.js';
-import { createDockerfile, getDockerfileView, listDockerfilesFor, updateDockerfile, type ContextUpload } from '../services/dockerfiles.js';
-import { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from '../build-context.js';
-import { decodeDockerfile } from '../validation.js';
 import { bodyCap } from '../upload-limits.js';
 import { policyFindings } from '../errors.js';
 import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
@@ -45,9 +42,9 @@ export async function sendArtifact(req: Request, res: Response, d: ArtifactDownl
 
 /** HTML pages. Handlers parse, call one service, render. */
 export function pageRoutes(ctx: AppContext): Router {
-  const { s, render } = ctx;
+  const { core, config, render } = ctx;
   const r = Router();
-  const max = s.config.web.maxDockerfileBytes;
+  const max = config.web.maxDockerfileBytes;
   // In memory and capped: a rejected upload leaves no file anywhere. Client filenames are used only as the names of
   // build context files (checked by build-context.ts), never as paths on this machine.
   const upload = multer({
@@ -69,8 +66,8 @@ export function pageRoutes(ctx: AppContext): Router {
 
   r.get('/dockerfiles', requireUser, async (req, res) => {
     const actor = actorOf(req);
-    const [dockerfiles, builds] = await Promise.all([listDockerfilesFor(s.db, actor), listBuildsOfOwner(s.db, ownerScope(actor), 20)]);
-    render(req, res, 'dockerfiles.njk', { dockerfiles, builds, quota: s.config.web.quotaDockerfiles });
+    const [dockerfiles, builds] = await Promise.all([core.dockerfiles.list(actor), core.builds.list(actor, 20)]);
+    render(req, res, 'dockerfiles.njk', { dockerfiles, builds, quota: config.web.quotaDockerfiles });
   });
 
   r.get('/dockerfiles/new', requireUser, (req, res) => {
@@ -83,7 +80,7 @@ export function pageRoutes(ctx: AppContext): Router {
     let content: string | undefined;
     try {
       content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
-      const df = await createDockerfile(s, actor, { name: body.name, content, context: contextFromForm(req, body) });
+      const df = await core.dockerfiles.create(actor, { name: body.name, content, context: contextFromForm(req, body) });
       res.redirect(303, `/dockerfiles/${df.id}`);
     } catch (e) {
       if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
@@ -96,18 +93,18 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   r.get('/dockerfiles/:id/edit', requireUser, async (req, res) => {
-    const view = await getDockerfileView(s.db, actorOf(req), req.params.id);
+    const view = await core.dockerfiles.get(actorOf(req), req.params.id);
     render(req, res, 'dockerfile-new.njk', { ...formLimits, edit: view.dockerfile, context: view.context, name: view.dockerfile.name, content: view.version.content });
   });
 
   r.post('/dockerfiles/:id', requireUser, capBody, upload, ctx.protect, async (req: Request, res: Response) => {
     const actor = actorOf(req);
     const body = (req.body ?? {}) as Record<string, unknown>;
-    const view = await getDockerfileView(s.db, actor, req.params.id);
+    const view = await core.dockerfiles.get(actor, req.params.id);
     let content: string | undefined;
     try {
       content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
-      await updateDockerfile(s, actor, req.params.id, content, contextFromForm(req, body));
+      await core.dockerfiles.update(actor, { id: req.params.id, content, context: contextFromForm(req, body) });
       res.redirect(303, `/dockerfiles/${view.dockerfile.id}`);
     } catch (e) {
       if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
@@ -119,13 +116,13 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   r.get('/dockerfiles/:id', requireUser, async (req, res) => {
-    const view = await getDockerfileView(s.db, actorOf(req), req.params.id);
+    const view = await core.dockerfiles.get(actorOf(req), req.params.id);
     render(req, res, 'dockerfile.njk', { ...view, formKey: newFormKey() });
   });
 
   // The Dockerfile as a plain-text download: never rendered by the browser as HTML.
   r.get('/dockerfiles/:id/raw', requireUser, async (req, res) => {
-    const view = await getDockerfileView(s.db, actorOf(req), req.params.id);
+    const view = await core.dockerfiles.get(actorOf(req), req.params.id);
     res.set({
       'Content-Type': 'text/plain; charset=utf-8',
       'Content-Disposition': `attachment; filename="kiln-dockerfile-${view.dockerfile.id}"`,
@@ -135,24 +132,22 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
-    const { build } = await requestBuild(s, actorOf(req), req.params.id, (req.body as Record<string, unknown>)?.key);
+    const { build } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key });
     res.redirect(303, `/builds/${build.id}`);
   });
 
   r.get('/builds/:id', requireUser, async (req, res) => {
-    const build = await getBuild(s, actorOf(req), req.params.id);
-    const view = await getDockerfileView(s.db, actorOf(req), String(build.dockerfile_id));
-    const version = await getVersion(s.db, build.version_id);
-    render(req, res, 'build.njk', { build, buildJson: buildJson(build), dockerfile: view.dockerfile, versionSha: version?.sha256 ?? '' });
+    const { build, dockerfile, versionSha } = await core.builds.version(actorOf(req), req.params.id);
+    render(req, res, 'build.njk', { build, buildJson: buildJson(build), dockerfile, versionSha });
   });
 
   r.post('/builds/:id/cancel', requireUser, async (req, res) => {
-    const b = await cancelBuild(s, actorOf(req), req.params.id);
+    const b = await core.builds.cancel(actorOf(req), req.params.id);
     res.redirect(303, `/builds/${b.id}`);
   });
 
   r.get('/builds/:id/artifacts/:name', requireUser, async (req, res) => {
-    await sendArtifact(req, res, await openArtifact(s, actorOf(req), req.params.id, req.params.name, req.get('range')));
+    await sendArtifact(req, res, await core.builds.artifact(actorOf(req), req.params.id, req.params.name, req.get('range')));
   });
 
   return r;

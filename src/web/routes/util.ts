@@ -3,16 +3,17 @@ import type { NextFunction, Request, Response } from 'express';
 import { KilnError } from '../../shared/errors.js';
 import type { BuildRow } from '../../db/index.js';
 import { isFinal } from '../../db/index.js';
-import type { Actor } from '../services/context.js';
+import { userActor, type UserActor } from '../../core/index.js';
 
 export function requireUser(req: Request, _res: Response, next: NextFunction): void {
   if (!req.user) return next(new KilnError('unauthenticated', 'Please log in.'));
   next();
 }
 
-export const actorOf = (req: Request): Actor => {
+/** The request's actor for the core: the session's user (later an API token's). */
+export const actorOf = (req: Request): UserActor => {
   if (!req.user) throw new KilnError('unauthenticated', 'Please log in.');
-  return { id: req.user.id, username: req.user.username, role: req.user.role };
+  return userActor(req.user, 'session');
 };
 
 /** A fresh idempotency key per rendered Build form: a double click or a replayed POST maps to one build. */
@@ -51,4 +52,24 @@ export function readCookie(req: Request, name: string): string | undefined {
     if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
   }
   return undefined;
+}
+
+/**
+ * The `next=` target after login: only a same-origin relative path. Anything else (scheme, `//host`, `/\host`,
+ * encoded variants, control characters) becomes `/`.
+ */
+export function safeNext(v: unknown): string {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 2048) return '/';
+  if (!v.startsWith('/') || v.startsWith('//') || v.startsWith('/\\')) return '/';
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f\\]/.test(v)) return '/';
+  const base = new URL('http://kiln.invalid');
+  let u: URL;
+  try {
+    u = new URL(v, base);
+  } catch {
+    return '/';
+  }
+  if (u.origin !== base.origin) return '/';
+  return u.pathname + u.search + u.hash;
 }

@@ -1,0 +1,37 @@
+/**
+ * Who is asking. Every use case takes an Actor as its first argument and hands it, with the action and the object,
+ * to the one permission policy (policy.ts). The front doors make actors: a web session or (later) an API token makes
+ * a `user`, the worker and `kiln user` act as `system`, a visitor who has not logged in is `anonymous`.
+ */
+import type { Role } from '../db/index.js';
+
+export interface UserActor {
+  kind: 'user';
+  id: number;
+  username: string;
+  role: Role;
+  /** How the user proved who they are. */
+  via: 'session' | 'token';
+}
+export interface SystemActor {
+  kind: 'system';
+  /** The part of Kiln acting on its own: the task worker, or the machine's operator through `kiln user`. */
+  name: 'worker' | 'cli';
+}
+export interface AnonymousActor { kind: 'anonymous' }
+
+export type Actor = UserActor | SystemActor | AnonymousActor;
+
+export const userActor = (u: { id: number; username: string; role: Role }, via: UserActor['via'] = 'session'): UserActor =>
+  ({ kind: 'user', id: u.id, username: u.username, role: u.role, via });
+
+export const WORKER: SystemActor = Object.freeze({ kind: 'system', name: 'worker' });
+export const CLI: SystemActor = Object.freeze({ kind: 'system', name: 'cli' });
+export const ANONYMOUS: AnonymousActor = Object.freeze({ kind: 'anonymous' });
+
+/** An id and name for logs: never a secret. */
+export function actorLabel(a: Actor): Record<string, unknown> {
+  if (a.kind === 'user') return { user: a.id };
+  if (a.kind === 'system') return { system: a.name };
+  return { anonymous: true };
+}

@@ -1,0 +1,89 @@
+/**
+ * What a user reads of a build through the glue: its log (by offset, cleaned) and its artifacts (streamed, with
+ * Range), plus the web's own signed SHA256SUMS from the database. Reads only: nothing here changes a build.
+ */
+import { Readable, Transform } from 'node:stream';
+import { findAttestation, isFinal, type BuildRow } from '../../db/index.js';
+import { ARTIFACT_NAMES, type ArtifactName, type LogChunk } from '../../protocol/index.js';
+import { KilnError, notFound } from '../../shared/errors.js';
+import type { Actor } from '../actor.js';
+import type { CoreDeps } from '../deps.js';
+import { buildFor } from './access.js';
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
+/** Build output is attacker-written: escapes and control characters are removed (the page sets it as text). */
+export const cleanLogText = (t: string): string => t.replace(ANSI, '');
+
+export async function readLog(s: Pick<CoreDeps, 'db' | 'glue'>, actor: Actor, rawId: unknown, rawOffset: unknown): Promise<LogChunk> {
+  const b = await buildFor(s.db, actor, rawId);
+  const offset = typeof rawOffset === 'string' && /^(0|[1-9][0-9]{0,14})$/.test(rawOffset) ? Number(rawOffset) : 0;
+  if (b.backend_build == null) return { text: '', offset, nextOffset: offset, more: !isFinal(b.state) };
+  const chunk = await s.glue.call('build.log', [b.dockerfile_id, b.backend_build, offset]);
+  return { ...chunk, text: cleanLogText(chunk.text) };
+}
+
+export interface ArtifactDownload {
+  stream: Readable;
+  filename: string;
+  size: number;
+  /** Set for a range answer (206). */
+  range?: { start: number; end: number };
+}
+
+/**
+ * Opens an artifact of a build the actor may see. The name must be one of the protocol's artifact names and
+ * listed on the build; the bytes come from the glue (never from a path the web computes).
+ */
+export async function openArtifact(s: Pick<CoreDeps, 'db' | 'glue'>, actor: Actor, rawId: unknown, rawName: unknown, rangeHeader?: string): Promise<ArtifactDownload> {
+  const b = await buildFor(s.db, actor, rawId);
+  if (typeof rawName !== 'string' || !(ARTIFACT_NAMES as readonly string[]).includes(rawName)) throw notFound('No such artifact');
+  const name = rawName as ArtifactName;
+  const art = b.artifacts.find((a) => a.name === name);
+  if (!art || b.backend_build == null) throw notFound('No such artifact');
+  const own = await signedDocument(s, b, name);
+  const size = own?.length ?? art.size;
+  const filename = `kiln-${b.id}-${name}`;
+  let start = 0;
+  let end = size - 1;
+  let ranged = false;
+  if (rangeHeader) {
+    const m = /^bytes=(\d{1,15})-(\d{0,15})$/.exec(rangeHeader.trim());
+    if (m) {
+      start = Number(m[1]);
+      if (m[2]) end = Math.min(Number(m[2]), size - 1);
+      if (start >= size || start > end) throw new KilnError('bad_request', 'Range not satisfiable', { detail: { status: 416, size } });
+      ranged = true;
+    }
+  }
+  const src = own ? Readable.from([own.subarray(start)]) : await s.glue.artifact(b.dockerfile_id, b.backend_build, name, start);
+  const stream = ranged ? src.pipe(limitBytes(end - start + 1, () => src.destroy())) : src;
+  if (ranged) src.on('error', (e) => stream.destroy(e));
+  return { stream, filename, size, ...(ranged ? { range: { start, end } } : {}) };
+}
+
+/**
+ * SHA256SUMS and its signature are the web's own (attest.ts), served from the database once the build is verified;
+ * the builder's are never served. Undefined for every other artifact (its bytes come from the glue).
+ */
+async function signedDocument(s: Pick<CoreDeps, 'db'>, b: BuildRow, name: ArtifactName): Promise<Buffer | undefined> {
+  if (name !== 'SHA256SUMS' && name !== 'SHA256SUMS.sig') return undefined;
+  const att = b.state === 'succeeded' ? await findAttestation(s.db, b.id) : undefined;
+  if (!att) throw notFound('No such artifact');
+  return Buffer.from(name === 'SHA256SUMS' ? att.sums : att.signature, 'utf8');
+}
+
+function limitBytes(n: number, onDone: () => void): Transform {
+  let left = n;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      if (left <= 0) return cb();
+      const part = chunk.length > left ? chunk.subarray(0, left) : chunk;
+      left -= part.length;
+      this.push(part);
+      if (left <= 0) { this.push(null); onDone(); }
+      cb();
+    },
+  });
+}
+

@@ -1,0 +1,141 @@
+/**
+ * Handing builds to the glue, and taking back what a cancelled build may have started. Both run as tasks
+ * (src/core/tasks), never in a request; both are idempotent: job.put is create-or-update, job.build returns the same
+ * backend build for the same key, build.cancel and build.withdraw of a build that has ended report its state.
+ */
+import {
+  bumpDispatchAttempts, clearDispatchAttempts, findBuild, findDockerfile, findUserById, getContextTar, getVersion, isFinal, isTaskLive, nowIso, updateBuild,
+  type BuildRow,
+} from '../../db/index.js';
+import { FORMATS, specSha256, type Format, type JobSpecInput } from '../../protocol/index.js';
+import { KilnError, conflict, isKilnError } from '../../shared/errors.js';
+import { siteBaseNames } from '../base-names.js';
+import type { CoreDeps } from '../deps.js';
+import { isTransient } from '../ports.js';
+import { buildIdOf, enqueue } from '../tasks/queue.js';
+import type { TaskKind } from '../tasks/worker.js';
+import { glueKey } from './requeue.js';
+
+type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
+
+function formatsFor(d: Pick<CoreDeps, 'config'>): Format[] {
+  const f = d.config.sdk.formats.filter((x): x is Format => (FORMATS as readonly string[]).includes(x));
+  return f.length ? f : ['raw'];
+}
+
+/**
+ * Creates or updates the glue's job for a Dockerfile from a stored version (job.put is create-or-update, so this is
+ * also how reconciliation recreates a job the backend lost). Returns the spec's digest (protocol.specSha256).
+ */
+export async function putJob(d: Pick<CoreDeps, 'db' | 'glue' | 'config'>, dockerfileId: number, versionId: number, ownerId: number): Promise<string> {
+  const df = await findDockerfile(d.db, dockerfileId, null);
+  const version = await getVersion(d.db, versionId);
+  const owner = await findUserById(d.db, ownerId);
+  if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
+  const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(d), schedule: 'off', enabled: true };
+  // The site's names for bases as they are now; the builder's SDK checks each against its own sdk.bases.
+  const baseNames = await siteBaseNames(d.db);
+  if (baseNames.length) spec.baseNames = baseNames;
+  let tar: Buffer | undefined;
+  if (version.context_id != null) {
+    // The context stored with this version (not the Dockerfile's current one): a retried dispatch builds what was requested.
+    tar = await getContextTar(d.db, version.context_id);
+    if (!tar) throw new KilnError('not_found', 'The build context of this build is gone.');
+    spec.contextTarBase64 = tar.toString('base64');
+  }
+  await d.glue.call('job.put', [df.id], JSON.stringify(spec));
+  return specSha256(version.content, tar);
+}
+
+/**
+ * job.put of the build's version, then job.build of exactly that version (its digest): a job.put of another
+ * version that lands in between (a concurrent dispatch) makes the glue refuse with `conflict`, and the pair is
+ * tried again, a few times.
+ */
+async function putAndBuild(d: Deps, build: BuildRow) {
+  for (let attempt = 1; ; attempt++) {
+    const sha = await putJob(d, build.dockerfile_id, build.version_id, build.owner_id);
+    try {
+      return await d.glue.call('job.build', [build.dockerfile_id, glueKey(build), sha]);
+    } catch (e) {
+      if (!isKilnError(e, 'conflict')) throw e;
+      if (attempt >= 3) throw conflict('The Dockerfile kept changing while this build was being started; press Build to try again.');
+    }
+  }
+}
+
+/**
+ * `build.dispatch`: hands a `requested` build to the glue; the row becomes `queued` with the backend build number
+ * and its refresh task is enqueued, in one transaction. The glue unreachable: thrown, so the task is retried with
+ * backoff under the same key (never a second backend build). A refusal (the glue's answer about this build, e.g. a
+ * policy violation or a Dockerfile that is gone) fails the build with it. A build that is no longer `requested`
+ * (cancelled meanwhile, already dispatched) is left alone: the withdraw task takes back what a cancelled one started.
+ */
+export const dispatchTask: TaskKind = {
+  async run(d, { task, log }) {
+    const build = await buildOf(d, task.subject);
+    if (build?.state !== 'requested') return;
+    await bumpDispatchAttempts(d.db, build.id);
+    let r;
+    try {
+      r = await putAndBuild(d, build);
+    } catch (e) {
+      if (isTransient(e) || !isKilnError(e)) throw e;
+      log.warn({ build: build.id, err: e.message }, 'the glue refused the build');
+      await updateBuild(d.db, build.id, ['requested'], { state: 'failed', reason: e.message, finished_at: nowIso() });
+      return;
+    }
+    const queued = await d.db.transaction(async (trx) => {
+      const moved = await updateBuild(trx, build.id, ['requested'], { state: 'queued', backend_build: r.build, queued_at: nowIso(), reason: null });
+      if (moved) await enqueue(trx, d, 'build.refresh', task.subject, { delayMs: d.config.worker.refreshMs });
+      return moved;
+    });
+    if (queued) log.info({ build: build.id, job: build.dockerfile_id, backendBuild: r.build }, 'build dispatched');
+  },
+  async gaveUp(d, task, error) {
+    const build = await buildOf(d, task.subject);
+    if (!build) return;
+    await d.db.transaction(async (trx) => {
+      const failed = await updateBuild(trx, build.id, ['requested'], {
+        state: 'failed', finished_at: nowIso(), reason: `Kiln could not hand this build to the build service (${error}); press Build to try again.`,
+      });
+      // A try may have reached the backend without an answer: take it back.
+      if (failed) await enqueue(trx, d, 'build.withdraw', task.subject);
+    });
+  },
+};
+
+/**
+ * `build.withdraw`: makes the backend drop what an ended build still has there. A build with a backend number is
+ * cancelled by it; one without, whose dispatch may have reached the backend unanswered (a Jenkins trigger still
+ * in its queue), is withdrawn by its key, once no dispatch of it is in flight any more (one that lands after the
+ * withdrawal would run after all), and its dispatch attempts are cleared.
+ */
+export const withdrawTask: TaskKind = {
+  async run(d, { task, log }) {
+    const build = await buildOf(d, task.subject);
+    if (!build || !isFinal(build.state)) return;
+    if (build.backend_build != null) {
+      const r = await d.glue.call('build.cancel', [build.dockerfile_id, build.backend_build]).catch((e: unknown) => {
+        if (isKilnError(e, 'not_found')) return undefined;
+        throw e;
+      });
+      if (r) log.info({ build: build.id, backendBuild: build.backend_build, state: r.state }, 'stopped the backend build of an ended build');
+      return;
+    }
+    if (build.dispatch_attempts === 0) return;
+    if (await isTaskLive(d.db, 'build.dispatch', task.subject)) return { again: d.config.worker.refreshMs };
+    const r = await d.glue.call('build.withdraw', [build.dockerfile_id, glueKey(build)]).catch((e: unknown) => {
+      if (isKilnError(e, 'not_found')) return { withdrawn: false as const, build: undefined };
+      throw e;
+    });
+    await clearDispatchAttempts(d.db, build.id);
+    if (r.withdrawn) log.info({ build: build.id, backendBuild: r.build }, 'withdrew the backend trigger of an ended build');
+  },
+};
+
+/** The build a task is about (its subject `build:<id>`), as stored now. */
+export async function buildOf(d: Pick<CoreDeps, 'db'>, subject: string): Promise<BuildRow | undefined> {
+  const id = buildIdOf(subject);
+  return id === undefined ? undefined : findBuild(d.db, id, null);
+}

@@ -1,0 +1,119 @@
+/**
+ * Builds: the use cases (request, read, list, cancel, log, artifacts) and, in the files beside this one, the tasks
+ * that carry a build through its life:
+ *
+ *   request (one transaction: idempotency key + quotas + row `requested` + its `build.dispatch` task)
+ *     -> build.dispatch (dispatch.ts: glue job.put + job.build; row -> `queued` + its `build.refresh` task)
+ *     -> build.refresh  (refresh.ts: glue build.status, repeated while active; queued -> running -> verifying|failed|
+ *                        cancelled; a build the glue lost is requeued once: back to `requested`, dispatched again)
+ *     -> build.attest   (attest.ts: the web hashes and signs what it received; verifying -> succeeded|failed)
+ *   cancel: not dispatched yet -> row `cancelled` + `build.withdraw` (drops what a dispatch may have started);
+ *           dispatched -> `build.cancel` (refresh.ts: the glue stops it, the row takes the answer)
+ *
+ * Requests never call the glue to change anything: they record the intent and enqueue; the worker does the rest,
+ * retrying with backoff. A task that keeps failing fails its build with the reason (never stuck `requested`,
+ * `queued` or `verifying`). Tasks are idempotent: the glue returns the same build for the same key.
+ */
+import {
+  countActiveBuilds, findBuild, findBuildByKey, getVersion, insertBuild, isFinal, isUniqueViolation, listBuildsOfOwner, lockUserRow, nowIso,
+  updateBuild, type BuildListItem, type BuildRow, type DockerfileRow,
+} from '../../db/index.js';
+import { KilnError, conflict } from '../../shared/errors.js';
+import { actorLabel, type Actor } from '../actor.js';
+import { IdempotencyKey, parse } from '../commands.js';
+import type { CoreDeps } from '../deps.js';
+import { dockerfileFor } from '../dockerfiles.js';
+import { authorize, ownerScope } from '../policy.js';
+import { refuseBuildOverQuota } from '../storage.js';
+import { buildSubject, enqueue, wake } from '../tasks/queue.js';
+import { buildFor } from './access.js';
+
+export { buildFor } from './access.js';
+export { openArtifact, readLog, cleanLogText, type ArtifactDownload } from './artifacts.js';
+
+/** Records a build request and enqueues its dispatch, or returns the existing build for a repeated key. */
+export async function requestBuild(d: CoreDeps, actor: Actor, input: { dockerfileId: unknown; key: unknown }): Promise<{ build: BuildRow; created: boolean }> {
+  const df = await dockerfileFor(d.db, actor, input.dockerfileId, 'build.request');
+  const key = parse(IdempotencyKey, input.key);
+  const again = async (): Promise<{ build: BuildRow; created: boolean } | undefined> => {
+    const b = await findBuildByKey(d.db, key);
+    if (!b) return undefined;
+    // A key is one form submission; the same key from someone else or for another Dockerfile is a client bug.
+    if (b.dockerfile_id !== df.id) throw conflict('This form was already used; reload the page.');
+    return { build: b, created: false };
+  };
+  const prior = await again();
+  if (prior) return prior;
+  let build: BuildRow | undefined;
+  try {
+    build = await d.db.transaction(async (trx) => {
+      // Builds belong to the Dockerfile's owner (also when an admin presses Build): their quota applies.
+      await lockUserRow(trx, df.owner_id);
+      // Checked again under the lock: a replay racing its original must find it, not hit the quota.
+      if (await findBuildByKey(trx, key)) return undefined;
+      const active = await countActiveBuilds(trx, df.owner_id);
+      if (active >= d.config.web.quotaQueuedBuilds) {
+        throw new KilnError('rate_limited', `You already have ${active} builds waiting or running; wait for one to finish.`, { detail: { retryAfterSeconds: 30 } });
+      }
+      await refuseBuildOverQuota(trx, d, df.owner_id);
+      if (df.current_version_id == null) throw new KilnError('internal', 'Dockerfile has no content');
+      const row = await insertBuild(trx, { dockerfileId: df.id, versionId: df.current_version_id, ownerId: df.owner_id, key });
+      await enqueue(trx, d, 'build.dispatch', buildSubject(row.id));
+      return row;
+    });
+  } catch (e) {
+    if (isUniqueViolation(e)) {
+      const raced = await again();
+      if (raced) return raced;
+    }
+    throw e;
+  }
+  if (!build) return (await again())!;
+  wake(d);
+  d.logger.info({ build: build.id, dockerfile: df.id, ...actorLabel(actor) }, 'build requested');
+  return { build, created: true };
+}
+
+export function listBuilds(d: Pick<CoreDeps, 'db'>, actor: Actor, limit = 20): Promise<BuildListItem[]> {
+  authorize(actor, 'build.list');
+  return listBuildsOfOwner(d.db, ownerScope(actor), limit);
+}
+
+/** A build as stored (the worker keeps it current; reading it changes nothing and calls no one). */
+export function getBuild(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown): Promise<BuildRow> {
+  return buildFor(d.db, actor, rawId);
+}
+
+/** The build with its Dockerfile and the digest of the version it builds (the build page). */
+export async function buildVersion(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown): Promise<{ build: BuildRow; dockerfile: DockerfileRow; versionSha: string }> {
+  const build = await getBuild(d, actor, rawId);
+  const dockerfile = await dockerfileFor(d.db, actor, String(build.dockerfile_id));
+  const version = await getVersion(d.db, build.version_id);
+  return { build, dockerfile, versionSha: version?.sha256 ?? '' };
+}
+
+/**
+ * Cancels a build the actor may see. One the backend never got (`requested`) is `cancelled` at once, and a
+ * `build.withdraw` task takes back whatever its dispatch may have started. One the backend has gets a `build.cancel`
+ * task: the glue stops it and the row takes the answer (`cancelled`, or the real end of a build that ended on its
+ * own first). Final and `verifying` builds (the backend has finished; the web is checking what it got) are left
+ * as they are.
+ */
+export async function cancelBuild(d: CoreDeps, actor: Actor, rawId: unknown): Promise<BuildRow> {
+  const b = await buildFor(d.db, actor, rawId, 'build.cancel');
+  if (isFinal(b.state) || b.state === 'verifying') return b;
+  const subject = buildSubject(b.id);
+  await d.db.transaction(async (trx) => {
+    if (b.backend_build != null) {
+      await enqueue(trx, d, 'build.cancel', subject);
+    } else if (await updateBuild(trx, b.id, ['requested'], { state: 'cancelled', reason: 'Cancelled before it started.', finished_at: nowIso() })) {
+      await enqueue(trx, d, 'build.withdraw', subject);
+    } else {
+      // Dispatched between the read and this transaction: the backend has it now.
+      await enqueue(trx, d, 'build.cancel', subject);
+    }
+  });
+  wake(d);
+  d.logger.info({ build: b.id, ...actorLabel(actor) }, 'build cancel requested');
+  return (await findBuild(d.db, b.id, null))!;
+}

@@ -1,0 +1,124 @@
+/**
+ * Dockerfiles: create, edit (a new version), read and list. Each use case takes the actor and the raw command,
+ * parses the command (commands.ts), asks the policy (policy.ts), and reaches the database only through src/db.
+ */
+import { z } from 'zod';
+import {
+  countDockerfiles, findDockerfile, findDockerfileByName, getContextMeta, getVersion, insertDockerfile, isUniqueViolation, listBuildsOfDockerfile, listDockerfiles,
+  updateDockerfileContent, type BuildListItem, type ContextChange, type ContextMeta, type DockerfileListItem, type DockerfileRow, type DockerfileVersionRow,
+  type Queryable,
+} from '../db/index.js';
+import { checkDockerfile, kilnBaseConfigs } from '../dockerfile/policy.js';
+import { KilnError, conflict, notFound } from '../shared/errors.js';
+import type { Actor } from './actor.js';
+import { policyBaseNames } from './base-names.js';
+import { contextFromFiles, contextFromTar } from './build-context.js';
+import { DockerfileName, Id, dockerfileText, parse } from './commands.js';
+import type { CoreDeps } from './deps.js';
+import { authorize, ownerScope, requireUser, type OwnedAction } from './policy.js';
+import { storeWithinQuota } from './storage.js';
+
+/**
+ * The Dockerfile `rawId` names, if the actor may take `action` on it; not-yours is not_found, like a missing id.
+ * The one way use cases turn an id into a Dockerfile.
+ */
+export async function dockerfileFor(db: Queryable, actor: Actor, rawId: unknown, action: OwnedAction = 'dockerfile.read'): Promise<DockerfileRow> {
+  const id = parse(Id, rawId);
+  const df = await findDockerfile(db, id, ownerScope(actor));
+  if (!df) throw notFound('No such Dockerfile');
+  authorize(actor, action, df.owner_id, 'No such Dockerfile');
+  return df;
+}
+
+/**
+ * A build context as uploaded: one .tar, several flat files, or (on edit) an instruction to drop the current one.
+ * Absent means "keep what the Dockerfile has" (nothing, for a new one).
+ */
+export type ContextUpload =
+  | { kind: 'tar'; data: Buffer }
+  | { kind: 'files'; files: Array<{ name: string; data: Buffer }> }
+  | { kind: 'remove' };
+
+const contextUpload = z.custom<ContextUpload>((v) => typeof v === 'object' && v !== null && 'kind' in v).optional();
+
+/**
+ * The SDK's Dockerfile policy with this site's settings (sdk.bases, sdk.baseNames and the site's own base names,
+ * sdk.allowRemoteAdd), the bases taken as Kiln makes them: a Dockerfile the build would refuse is refused here,
+ * before anything is stored, with the findings and their lines (`policy_violation`, detail = findings).
+ */
+async function policyChecked(d: CoreDeps, content: string): Promise<string> {
+  const { bases, allowRemoteAdd } = d.config.sdk;
+  checkDockerfile(content, { bases, baseNames: await policyBaseNames(d), allowRemoteAdd, baseConfigs: kilnBaseConfigs(bases) });
+  return content;
+}
+
+/** Validates and re-packs an upload before any transaction starts: a refused context stores nothing. */
+async function contextChange(u: ContextUpload | undefined): Promise<ContextChange> {
+  if (!u) return { kind: 'keep' };
+  if (u.kind === 'remove') return { kind: 'remove' };
+  return { kind: 'set', context: u.kind === 'tar' ? await contextFromTar(u.data) : await contextFromFiles(u.files) };
+}
+
+const createCommand = (max: number) => z.object({ name: DockerfileName, content: dockerfileText(max), context: contextUpload });
+
+/**
+ * Stores a new Dockerfile owned by the actor. `content` has been decoded by the front door (see
+ * validation.decodeDockerfile); the text rules run again here so no door can store text that skipped them. Quota
+ * checks (count and bytes) and insert share one transaction, with the owner's row locked on PostgreSQL (SQLite
+ * serialises writers already), so parallel uploads cannot overshoot a quota (storage.ts).
+ */
+export async function createDockerfile(d: CoreDeps, actor: Actor, input: { name: unknown; content: unknown; context?: ContextUpload }): Promise<DockerfileRow> {
+  authorize(actor, 'dockerfile.create');
+  const owner = requireUser(actor);
+  const cmd = parse(createCommand(d.config.web.maxDockerfileBytes), input);
+  const content = await policyChecked(d, cmd.content);
+  const change = await contextChange(cmd.context);
+  if (change.kind === 'remove') throw new KilnError('invalid_input', 'A new Dockerfile has no build context to remove.');
+  const context = change.kind === 'set' ? change.context : undefined;
+  try {
+    return await storeWithinQuota(d, owner.id, Buffer.byteLength(content) + (context?.tar.length ?? 0), async (trx) => {
+      const n = await countDockerfiles(trx, owner.id);
+      if (n >= d.config.web.quotaDockerfiles) {
+        throw conflict(`You have reached your limit of ${d.config.web.quotaDockerfiles} Dockerfiles; delete one first.`);
+      }
+      if (await findDockerfileByName(trx, owner.id, cmd.name)) throw conflict(`You already have a Dockerfile named "${cmd.name}".`);
+      const { dockerfile } = await insertDockerfile(trx, { ownerId: owner.id, name: cmd.name, content, context });
+      return dockerfile;
+    });
+  } catch (e) {
+    if (isUniqueViolation(e)) throw conflict(`You already have a Dockerfile named "${cmd.name}".`);
+    throw e;
+  }
+}
+
+const updateCommand = (max: number) => z.object({ id: Id, content: dockerfileText(max), context: contextUpload });
+
+/**
+ * Saves new content and/or context as a new version (unchanged content and context keep the current one). The
+ * context is kept unless a new one is uploaded or removal is asked for. Earlier builds keep their version.
+ */
+export async function updateDockerfile(d: CoreDeps, actor: Actor, input: { id: unknown; content: unknown; context?: ContextUpload }): Promise<DockerfileVersionRow> {
+  const df = await dockerfileFor(d.db, actor, input.id, 'dockerfile.update');
+  const cmd = parse(updateCommand(d.config.web.maxDockerfileBytes), input);
+  const content = await policyChecked(d, cmd.content);
+  const change = await contextChange(cmd.context);
+  const bytes = Buffer.byteLength(content) + (change.kind === 'set' ? change.context.tar.length : 0);
+  return storeWithinQuota(d, df.owner_id, bytes, (trx) => updateDockerfileContent(trx, df.id, content, change));
+}
+
+export function listDockerfilesFor(d: Pick<CoreDeps, 'db'>, actor: Actor): Promise<DockerfileListItem[]> {
+  authorize(actor, 'dockerfile.list');
+  return listDockerfiles(d.db, ownerScope(actor));
+}
+
+export interface DockerfileView { dockerfile: DockerfileRow; version: DockerfileVersionRow; context: ContextMeta | null; builds: BuildListItem[] }
+
+/** A Dockerfile with its current version, build context and latest builds. */
+export async function getDockerfile(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown): Promise<DockerfileView> {
+  const dockerfile = await dockerfileFor(d.db, actor, rawId);
+  const version = dockerfile.current_version_id == null ? undefined : await getVersion(d.db, dockerfile.current_version_id);
+  if (!version) throw new KilnError('internal', 'Dockerfile has no content', { detail: { dockerfile: dockerfile.id } });
+  const builds = await listBuildsOfDockerfile(d.db, dockerfile.id);
+  const context = version.context_id == null ? null : (await getContextMeta(d.db, version.context_id)) ?? null;
+  return { dockerfile, version, context, builds };
+}

@@ -1,0 +1,87 @@
+/**
+ * The application core: one use-case module per noun (dockerfiles, builds, users), each use case taking an Actor
+ * and a raw command, checked by the one permission policy; the glue reached through the GluePort it defines. The
+ * front doors (the web's pages and JSON API, `kiln user`) are adapters over `createCore`. See README.md.
+ */
+import type { Actor } from './actor.js';
+import * as baseNames from './base-names.js';
+import * as builds from './builds/index.js';
+import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from './deps.js';
+import * as dockerfiles from './dockerfiles.js';
+import { PasswordHasher } from './passwords.js';
+import { TASK_HANDLERS } from './tasks/kinds.js';
+import { Worker, type WorkerOptions } from './tasks/worker.js';
+import * as users from './users.js';
+
+export type { Actor, UserActor, SystemActor, AnonymousActor } from './actor.js';
+export { ANONYMOUS, CLI, WORKER, userActor } from './actor.js';
+export type { CoreDeps, LoginLimits } from './deps.js';
+export { DEFAULT_LOGIN_LIMITS } from './deps.js';
+export type { GluePort } from './ports.js';
+export { authorize, can, decide, ownerScope, type Action } from './policy.js';
+export { PasswordHasher } from './passwords.js';
+export { Worker, type WorkerOptions } from './tasks/worker.js';
+export type { ContextUpload, DockerfileView } from './dockerfiles.js';
+export type { ArtifactDownload } from './builds/index.js';
+export type { LoginAttempt, SessionUser } from './users.js';
+
+/** Binds every use case to its dependencies: `core.builds.request(actor, {dockerfileId, key})`. */
+export function createCore(deps: CoreDeps) {
+  return {
+    deps,
+    dockerfiles: {
+      create: (actor: Actor, input: Parameters<typeof dockerfiles.createDockerfile>[2]) => dockerfiles.createDockerfile(deps, actor, input),
+      update: (actor: Actor, input: Parameters<typeof dockerfiles.updateDockerfile>[2]) => dockerfiles.updateDockerfile(deps, actor, input),
+      get: (actor: Actor, id: unknown) => dockerfiles.getDockerfile(deps, actor, id),
+      list: (actor: Actor) => dockerfiles.listDockerfilesFor(deps, actor),
+    },
+    builds: {
+      request: (actor: Actor, input: Parameters<typeof builds.requestBuild>[2]) => builds.requestBuild(deps, actor, input),
+      get: (actor: Actor, id: unknown) => builds.getBuild(deps, actor, id),
+      list: (actor: Actor, limit?: number) => builds.listBuilds(deps, actor, limit),
+      version: (actor: Actor, id: unknown) => builds.buildVersion(deps, actor, id),
+      cancel: (actor: Actor, id: unknown) => builds.cancelBuild(deps, actor, id),
+      log: (actor: Actor, id: unknown, offset: unknown) => builds.readLog(deps, actor, id, offset),
+      artifact: (actor: Actor, id: unknown, name: unknown, range?: string) => builds.openArtifact(deps, actor, id, name, range),
+    },
+    baseNames: {
+      view: (actor: Actor) => baseNames.baseNamesView(deps, actor),
+      set: (actor: Actor, input: unknown) => baseNames.setBaseName(deps, actor, input),
+      remove: (actor: Actor, id: unknown) => baseNames.removeBaseName(deps, actor, id),
+    },
+    users: {
+      ...createUsers(deps),
+      register: (actor: Actor, input: unknown) => users.registerUser(deps, actor, input),
+      authenticate: (attempt: users.LoginAttempt) => users.authenticate(deps, attempt),
+      sessionActor: (s: users.SessionUser) => users.sessionActor(deps, s),
+      changePassword: (actor: Actor, input: Parameters<typeof users.changePassword>[2]) => users.changePassword(deps, actor, input),
+    },
+  };
+}
+
+/** The account administration use cases alone (what `kiln user` needs: no glue, no web). */
+export function createUsers(deps: Pick<CoreDeps, 'db' | 'hasher' | 'logger'>) {
+  return {
+    create: (actor: Actor, input: Parameters<typeof users.createUser>[2]) => users.createUser(deps, actor, input),
+    ensureFirstAdmin: () => users.ensureFirstAdmin(deps),
+    list: (actor: Actor) => users.listUsers(deps, actor),
+    setDisabled: (actor: Actor, input: Parameters<typeof users.setDisabled>[2]) => users.setDisabled(deps, actor, input),
+    setRole: (actor: Actor, input: Parameters<typeof users.setRole>[2]) => users.setRole(deps, actor, input),
+    resetPassword: (actor: Actor, input: Parameters<typeof users.resetPassword>[2]) => users.resetPassword(deps, actor, input),
+  };
+}
+
+export type Core = ReturnType<typeof createCore>;
+
+/**
+ * A task worker over these dependencies, not started (`start()` it, or `drain()` it in a test). Composition roots
+ * build one per process and pass `worker.wake` to the web as `onEnqueue`.
+ */
+export function createWorker(deps: Pick<CoreDeps, 'config' | 'db' | 'glue' | 'logger' | 'now'> & Partial<CoreDeps>, o: WorkerOptions = {}): Worker {
+  return new Worker({ hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS, ...deps }, TASK_HANDLERS, o);
+}
+
+export { pruneLoginThrottle, deviceCookieValue } from './login-throttle.js';
+export { signingKey } from './signing.js';
+export { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from './build-context.js';
+export { decodeDockerfile } from './validation.js';

@@ -1,0 +1,73 @@
+/**
+ * The permission policy: the one place that says who may do what. Use cases call `authorize` with the actor, the
+ * action and, for an object that has an owner, its owner; nothing else in Kiln compares roles or owner ids.
+ *
+ * Rules:
+ * - anonymous visitors may register and log in, nothing else (`unauthenticated`, 401);
+ * - a user may act on what they own; another owner's object is `not_found` (404), the same answer as a missing id,
+ *   so ids are no existence oracle;
+ * - admins may act on every object, and alone may take the admin actions (`forbidden`, 403, for a user);
+ * - the system (the task worker, `kiln user` on the machine) may take every action that needs no user identity.
+ */
+import { KilnError } from '../shared/errors.js';
+import type { Actor, UserActor } from './actor.js';
+
+/** Actions on one owner's objects. */
+const OWNED = ['dockerfile.read', 'dockerfile.update', 'build.request', 'build.read', 'build.cancel'] as const;
+/** Actions of a logged-in user on their own account, or making something they will own: they need a user. */
+const SELF = ['account.read', 'account.changePassword', 'dockerfile.create'] as const;
+/** Listings, scoped by `ownerScope`: a user's own objects, everyone's for admins and the system. */
+const LISTS = ['dockerfile.list', 'build.list'] as const;
+/** What anyone may do. */
+const PUBLIC = ['user.register', 'user.login'] as const;
+/** Admins (and the system) only: other people's accounts, the site's settings. */
+const ADMIN = ['user.create', 'user.list', 'user.disable', 'user.setRole', 'user.resetPassword', 'settings.manage'] as const;
+
+export type OwnedAction = (typeof OWNED)[number];
+export type Action = OwnedAction | (typeof SELF)[number] | (typeof LISTS)[number] | (typeof PUBLIC)[number] | (typeof ADMIN)[number];
+
+export type Decision = 'allow' | 'unauthenticated' | 'hidden' | 'forbidden';
+
+const has = (list: readonly string[], a: Action) => list.includes(a);
+
+/** The decision, without throwing. `owner` is the owner id of the object acted on, for owned actions. */
+export function decide(actor: Actor, action: Action, owner?: number): Decision {
+  if (has(PUBLIC, action)) return 'allow';
+  if (actor.kind === 'anonymous') return 'unauthenticated';
+  if (actor.kind === 'system') return has(SELF, action) ? 'forbidden' : 'allow';
+  if (has(ADMIN, action)) return actor.role === 'admin' ? 'allow' : 'forbidden';
+  if (has(SELF, action) || has(LISTS, action)) return 'allow';
+  if (owner === undefined) throw new KilnError('internal', `policy: ${action} needs the object's owner`);
+  return actor.role === 'admin' || owner === actor.id ? 'allow' : 'hidden';
+}
+
+export function can(actor: Actor, action: Action, owner?: number): boolean {
+  return decide(actor, action, owner) === 'allow';
+}
+
+/** Throws the error the decision maps to: 401, 404 (not yours looks like missing) or 403. */
+export function authorize(actor: Actor, action: Action, owner?: number, what = 'Not found'): void {
+  switch (decide(actor, action, owner)) {
+    case 'allow': return;
+    case 'unauthenticated': throw new KilnError('unauthenticated', 'Please log in.');
+    case 'hidden': throw new KilnError('not_found', what);
+    case 'forbidden': throw new KilnError('forbidden', has(ADMIN, action) ? 'Only an admin can do this.' : 'You are not allowed to do that.');
+  }
+}
+
+/**
+ * The owner whose objects a listing or lookup may return: the actor's own id, or null for "every owner" (admins,
+ * the system). Lookups by id use it too, so another owner's object is simply not found.
+ */
+export function ownerScope(actor: Actor): number | null {
+  if (actor.kind === 'user') return actor.role === 'admin' ? null : actor.id;
+  if (actor.kind === 'system') return null;
+  throw new KilnError('unauthenticated', 'Please log in.');
+}
+
+/** The logged-in user behind an action that needs one (their account, an object they will own). */
+export function requireUser(actor: Actor): UserActor {
+  if (actor.kind === 'user') return actor;
+  if (actor.kind === 'anonymous') throw new KilnError('unauthenticated', 'Please log in.');
+  throw new KilnError('forbidden', 'This needs a user.');
+}

@@ -1,0 +1,16 @@
+/** Every kind of task the worker runs, by name (src/core/README.md lists what each does). */
+import { attestTask } from '../builds/attest.js';
+import { dispatchTask, withdrawTask } from '../builds/dispatch.js';
+import { cancelTask, refreshTask } from '../builds/refresh.js';
+import { reconcileTask } from './reconcile.js';
+import type { TaskKindName } from './queue.js';
+import type { TaskKind } from './worker.js';
+
+export const TASK_HANDLERS: Readonly<Record<TaskKindName, TaskKind>> = {
+  'build.dispatch': dispatchTask,
+  'build.refresh': refreshTask,
+  'build.cancel': cancelTask,
+  'build.attest': attestTask,
+  'build.withdraw': withdrawTask,
+  reconcile: reconcileTask,
+};

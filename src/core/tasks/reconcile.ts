@@ -1,0 +1,63 @@
+/**
+ * `reconcile`: the safety net under the task queue, run every worker.reconcileSeconds (each worker asks for it; one
+ * pass runs at a time, whoever claims it). One pass:
+ *   1. every build that is not final has the task that moves it on (requested -> build.dispatch, queued/running ->
+ *      build.refresh, verifying -> build.attest), and every ended build whose dispatch may have reached the backend
+ *      unanswered has its build.withdraw: enqueueing is a no-op for a task that is already there, so this only
+ *      repairs what got lost (a row written by an older Kiln, say);
+ *   2. jobs: every Dockerfile the backend has been given must have its job; one the backend lost (deleted by hand,
+ *      gone with a Jenkins home) is put again from the stored Dockerfile;
+ *   3. done tasks older than a day are removed (failed ones stay, for the record).
+ */
+import { listBuildsToReconcile, listBuildsToWithdraw, listDispatchedDockerfiles, pruneDoneTasks, type BuildRow } from '../../db/index.js';
+import { putJob } from '../builds/dispatch.js';
+import { clockOf, type CoreDeps } from '../deps.js';
+import { isTransient } from '../ports.js';
+import { buildSubject, enqueue, isoAt, type TaskKindName } from './queue.js';
+import type { TaskKind } from './worker.js';
+
+const DAY_MS = 24 * 3600_000;
+
+const taskFor = (b: BuildRow): TaskKindName => (b.state === 'requested' ? 'build.dispatch' : b.state === 'verifying' ? 'build.attest' : 'build.refresh');
+
+/** Enqueues the task of every build that is not final (and every withdrawal owed). Returns how many were missing. */
+export async function ensureBuildTasks(d: Pick<CoreDeps, 'db' | 'config' | 'now'>): Promise<number> {
+  let added = 0;
+  for (let after = 0; ;) {
+    const page = await listBuildsToReconcile(d.db, { afterId: after });
+    if (!page.length) break;
+    for (const b of page) if (await enqueue(d.db, d, taskFor(b), buildSubject(b.id))) added++;
+    after = page.at(-1)!.id;
+  }
+  for (const b of await listBuildsToWithdraw(d.db)) if (await enqueue(d.db, d, 'build.withdraw', buildSubject(b.id))) added++;
+  return added;
+}
+
+/** Recreates the backend jobs the web knows but the backend does not. Returns the Dockerfile ids recreated. */
+export async function reconcileJobs(d: Pick<CoreDeps, 'db' | 'glue' | 'config' | 'logger'>): Promise<number[]> {
+  const { jobs } = await d.glue.call('jobs.list', []);
+  const present = new Set(jobs.filter((j) => j.managed && j.job !== undefined).map((j) => j.job!));
+  const recreated: number[] = [];
+  for (const df of await listDispatchedDockerfiles(d.db)) {
+    if (present.has(df.id)) continue;
+    await putJob(d, df.id, df.current_version_id!, df.owner_id);
+    d.logger.warn({ job: df.id }, 'job missing in the backend: recreated from the stored Dockerfile');
+    recreated.push(df.id);
+  }
+  return recreated;
+}
+
+export const reconcileTask: TaskKind = {
+  async run(d, { log }) {
+    const added = await ensureBuildTasks(d);
+    if (added) log.warn({ added }, 'reconciliation enqueued tasks that were missing');
+    try {
+      await reconcileJobs(d);
+    } catch (e) {
+      // Backend away: nothing to compare against this time; the next pass tries again.
+      if (!isTransient(e)) throw e;
+      log.warn({ err: (e as Error).message }, 'glue unavailable; job reconciliation skipped');
+    }
+    await pruneDoneTasks(d.db, isoAt(clockOf(d) - DAY_MS));
+  },
+};
