@@ -20,7 +20,7 @@ import { allowedHosts, csrf, hostAllowList, sameOriginOnly, securityHeaders } fr
 import { SafeKnexStore } from './session-store.js';
 import { readCookie, type CookieNames } from './routes/util.js';
 import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './paths.js';
-import { errorHandler, notFoundHandler } from './errors.js';
+import { errorHandler, notFoundHandler, toHttpError } from './errors.js';
 import { jsonBody, newBigUploadGate, type BigUploadGate } from './upload-limits.js';
 import { authRoutes } from './routes/auth.js';
 import { pageRoutes } from './routes/pages.js';
@@ -69,7 +69,8 @@ export interface AppContext {
   /** Signs device cookies (the session secret). */
   deviceSecret: string;
   render: (req: Request, res: Response, view: string, ctx?: Record<string, unknown>, status?: number) => void;
-  csrfToken: (req: Request) => string;
+  /** The session's CSRF token, stored before it is handed out (rejects when the session cannot be saved). */
+  csrfToken: (req: Request) => Promise<string>;
   protect: express.RequestHandler;
   passport: passportPkg.PassportStatic;
   /** True for /api/* and JSON bodies: errors and answers are JSON there, HTML elsewhere. */
@@ -198,7 +199,7 @@ export function createApp(opts: AppOptions): KilnApp {
   // Pages carry per-user data and a CSRF token: never stored by shared or browser caches.
   app.use((_req: Request, res: Response, next: NextFunction) => { res.set('Cache-Control', 'no-store'); next(); });
 
-  const { protect, token } = csrf();
+  const { protect, issue: issueToken } = csrf();
   // Multipart bodies are parsed by the one route that takes uploads, which checks the token after parsing.
   const MULTIPART_PATHS = /^\/dockerfiles(?:\/[1-9][0-9]{0,11})?$/;
   app.use((req: Request, _res: Response, next: NextFunction) => {
@@ -208,10 +209,27 @@ export function createApp(opts: AppOptions): KilnApp {
   });
 
   const wantsJson = (req: Request): boolean => req.originalUrl.startsWith('/api/') || req.is('application/json') === 'application/json';
+  const page = (req: Request, view: string, ctx: Record<string, unknown>, csrfToken: string): string =>
+    views.render(view, { registrationOpen: config.web.registrationOpen, ...ctx, me: req.user, csrfToken });
   const render: AppContext['render'] = (req, res, view, ctx = {}, status = 200) => {
     // Requests refused before the session middleware (origin check, static) have no session and get no token.
-    const html = views.render(view, { registrationOpen: config.web.registrationOpen, ...ctx, me: req.user, csrfToken: req.session ? token(req) : '' });
-    res.status(status).type('html').send(html);
+    if (!req.session) {
+      res.status(status).type('html').send(page(req, view, ctx, ''));
+      return;
+    }
+    issueToken(req).then(
+      (t) => { res.status(status).type('html').send(page(req, view, ctx, t)); },
+      (err: unknown) => {
+        // No form on this page could be sent, so none carries a token; the error page says why.
+        const ke = toHttpError(err);
+        logger.warn({ err, path: req.path }, 'session could not be saved');
+        if (ke.retryAfterSeconds) res.set('Retry-After', String(ke.retryAfterSeconds));
+        res.status(ke.status).type('html').send(page(req, 'error.njk', { status: ke.status, title: ke.title, message: ke.message }, ''));
+      },
+    ).catch((e: unknown) => {
+      logger.error({ err: e }, 'page failed to render');
+      if (!res.headersSent) res.status(500).type('text/plain').send('Internal error');
+    });
   };
 
   const loginLimiter = rateLimit({
@@ -228,7 +246,7 @@ export function createApp(opts: AppOptions): KilnApp {
     },
   });
 
-  const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: token, protect, passport, wantsJson, loginLimiter, bigUploads, now };
+  const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: issueToken, protect, passport, wantsJson, loginLimiter, bigUploads, now };
   const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.

@@ -55,16 +55,23 @@ export function notFoundHandler(): RequestHandler {
  * The one error handler, registered last. Known errors become their status and safe message; unknown ones become
  * a generic 500 whose detail (stack) goes only to the log.
  */
+/** What an error answers with: its status, the page title, the user's message (unknown errors: a generic 500). */
+export function toHttpError(err: unknown): { ke: KilnError; known: boolean; status: number; title: string; message: string; retryAfterSeconds?: number } {
+  const known = classify(err);
+  const ke = known ?? new KilnError('internal', 'Internal error');
+  const detail = (ke.detail ?? {}) as { retryAfterSeconds?: number; status?: number };
+  const status = detail.status ?? ke.httpStatus;
+  return { ke, known: known !== undefined, status, title: TITLES[status] ?? 'Error', message: ke.message, ...(detail.retryAfterSeconds ? { retryAfterSeconds: detail.retryAfterSeconds } : {}) };
+}
+
 export function errorHandler(deps: {
   logger: Logger;
   render: (req: Request, res: Response, view: string, ctx?: Record<string, unknown>, status?: number) => void;
   wantsJson: (req: Request) => boolean;
 }): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
-    const known = classify(err);
-    const ke = known ?? new KilnError('internal', 'Internal error');
-    const detail = (ke.detail ?? {}) as { retryAfterSeconds?: number; status?: number; size?: number };
-    const status = detail.status ?? ke.httpStatus;
+    const { ke, known, status, title, retryAfterSeconds } = toHttpError(err);
+    const detail = (ke.detail ?? {}) as { size?: number };
     if (!known || status >= 500) {
       deps.logger.error({ err, method: req.method, path: req.path, status }, 'request failed');
     } else {
@@ -74,7 +81,7 @@ export function errorHandler(deps: {
       res.destroy();
       return;
     }
-    if (detail.retryAfterSeconds) res.set('Retry-After', String(detail.retryAfterSeconds));
+    if (retryAfterSeconds) res.set('Retry-After', String(retryAfterSeconds));
     if (status === 416 && detail.size !== undefined) res.set('Content-Range', `bytes */${detail.size}`);
     res.set('Cache-Control', 'no-store');
     if (status === 401 && !deps.wantsJson(req) && req.method === 'GET') {
@@ -86,7 +93,7 @@ export function errorHandler(deps: {
       return;
     }
     try {
-      deps.render(req, res, 'error.njk', { status, title: TITLES[status] ?? 'Error', message: ke.message }, status);
+      deps.render(req, res, 'error.njk', { status, title, message: ke.message }, status);
     } catch (renderErr) {
       deps.logger.error({ err: renderErr }, 'error page failed to render');
       res.status(status).type('text/plain').send(ke.message);

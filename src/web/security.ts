@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import helmet from 'helmet';
 import { csrfSync } from 'csrf-sync';
+import { isDiskFull } from '../db/knex.js';
 import { KilnError } from '../shared/errors.js';
 
 /** helmet with Kiln's policy: scripts only from our origin, no framing, one-year HSTS, no referrer. */
@@ -97,5 +98,22 @@ export function csrf() {
     if (!cs.isRequestValid(req)) return next(new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.'));
     next();
   };
-  return { protect, token: (req: Request): string => cs.generateToken(req) };
+  /**
+   * The session's token; a new one is stored before it is handed out. express-session saves a session only once the
+   * response is written, and a failed save then cannot change the answer: the page (or /api/csrf) would carry a token
+   * the next POST does not find, a 403 for no reason the user can see. Rejects when the store cannot keep it.
+   */
+  const issue = async (req: Request): Promise<string> => {
+    const had: unknown = cs.getTokenFromState(req);
+    if (typeof had === 'string') return had;
+    const t = cs.generateToken(req);
+    try {
+      await new Promise<void>((resolve, reject) => req.session.save((err: unknown) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      cs.revokeToken(req);
+      throw isDiskFull(err) ? err : new KilnError('backend_unavailable', 'Your session could not be saved; try again in a moment.', { cause: err, detail: { retryAfterSeconds: 1 } });
+    }
+    return t;
+  };
+  return { protect, issue };
 }

@@ -117,9 +117,17 @@ describe.skipIf(!root)('disk full (SQLite on a small tmpfs)', () => {
     expect(r.status).toBe(507);
     expect(((await r.json()) as { error: { code: string } }).error.code).toBe('insufficient_storage');
     expect(await rows()).toEqual(before);
-    // Whatever else is attempted on a full disk answers cleanly, never with a 500. (A new browser cannot log in now:
-    // its session, which holds the login form's CSRF token, cannot be stored. The floor above exists for that.)
-    for (const r2 of [await bare.client().login('alice', PW), await c.get('/dockerfiles'), await c.get('/api/me')]) {
+    // A new browser cannot log in now: its session, which would hold the login form's CSRF token, cannot be stored
+    // (the floor above exists for that). It is told so (507), not handed a form or token that could only be refused.
+    const fresh = bare.client();
+    const form = await fresh.get('/login');
+    expect(form.status).toBe(507);
+    expect(await form.text()).not.toContain('name="_csrf"');
+    const apiToken = await fresh.get('/api/csrf');
+    expect(apiToken.status).toBe(507);
+    expect(((await apiToken.json()) as { error: { code: string } }).error.code).toBe('insufficient_storage');
+    // Whatever else is attempted on a full disk answers cleanly, never with a 500.
+    for (const r2 of [await c.get('/dockerfiles'), await c.get('/api/me')]) {
       expect(r2.status === 507 || r2.status < 500, String(r2.status)).toBe(true);
     }
     expect(await db.raw('PRAGMA integrity_check')).toEqual([{ integrity_check: 'ok' }]);

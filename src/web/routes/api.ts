@@ -15,7 +15,7 @@ export function apiRoutes(ctx: AppContext): Router {
   const r = Router();
   r.use((_req, res, next) => { res.set('Cache-Control', 'no-store'); next(); });
 
-  r.get('/csrf', (req, res) => { res.json({ token: csrfToken(req) }); });
+  r.get('/csrf', async (req, res) => { res.json({ token: await csrfToken(req) }); });
   r.get('/me', requireUser, (req, res) => {
     const me = actorOf(req);
     res.json({ user: { id: me.id, username: me.username, role: me.role } });
