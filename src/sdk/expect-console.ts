@@ -53,13 +53,35 @@ export function missingTexts(clean: string, expected: readonly ConsoleExpectatio
 }
 
 /**
+ * The console line that comes closest to an expected text: the last one holding the longest leading part of it (at
+ * least 12 characters), with that length. A program that printed its line with one value wrong shows up here.
+ */
+export function closestLine(clean: string, text: string): { line: string; matched: number } | undefined {
+  // A leading part found on the console means every shorter one is too: binary search for the longest.
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (clean.includes(text.slice(0, mid))) lo = mid;
+    else hi = mid - 1;
+  }
+  if (lo < Math.min(12, text.length)) return undefined;
+  const line = clean.split(/\r?\n/).filter((l) => l.includes(text.slice(0, lo))).at(-1);
+  return line === undefined ? undefined : { line: line.trim().slice(0, 400), matched: lo };
+}
+
+/**
  * Why a boot test failed on missing text, in the boot diagnosis's style: what the console lacks and who asked for
- * it, the last line the application's service left there (Kiln's unit and sysvinit runner are named kiln-app), and
- * what to change.
+ * it, the evidence (for each text the closest console line, else the last line the application's service left
+ * there: Kiln's unit and sysvinit runner are named kiln-app), and what to change.
  */
 export function explainMissingTexts(clean: string, missing: readonly ConsoleExpectation[]): string {
   const what = `the console never showed ${missing.map((e) => `"${e.text}" (asked for by ${e.source})`).join(', ')}`;
-  const appLine = clean.split(/\r?\n/).filter((l) => /kiln-app/.test(l)).at(-1)?.trim().slice(0, 300);
-  const evidence = appLine ? `; the application service's last console line: "${appLine}"` : '';
+  const near = missing.map((e) => ({ e, c: closestLine(clean, e.text) })).filter((x) => x.c);
+  let evidence = near.map(({ e, c }) => `; the closest console line, same as "${e.text.slice(0, 40)}${e.text.length > 40 ? '...' : ''}" for its first ${c!.matched} characters: "${c!.line}"`).join('');
+  if (!evidence) {
+    const appLine = clean.split(/\r?\n/).filter((l) => /kiln-app/.test(l)).at(-1)?.trim().slice(0, 300);
+    if (appLine) evidence = `; the application service's last console line: "${appLine}"`;
+  }
   return `${what}${evidence}. Fix: the program must print it on its stdout or stderr (Kiln sends both to the console) once it is up; the serial log shows what it printed instead`;
 }

@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stripAnsi } from '../../src/sdk/boot-diagnosis.js';
-import { consoleExpectations, EXPECT_CONSOLE_LABEL, explainMissingTexts, missingTexts } from '../../src/sdk/expect-console.js';
+import { closestLine, consoleExpectations, EXPECT_CONSOLE_LABEL, explainMissingTexts, missingTexts } from '../../src/sdk/expect-console.js';
 import { KilnError } from '../../src/shared/errors.js';
 import { kilnRun, repo } from '../helpers/kiln.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -47,18 +47,25 @@ describe('console expectations (--expect-console, LABEL io.kiln.expect-console)'
     expect(e.message).toMatch(message);
   });
 
-  it('a missing text is named with who asked for it, the app service\'s last console line and what to change', () => {
+  it('a missing text is named with who asked for it, the closest console line (else the app service\'s last one) and what to change', () => {
     const serial = '[    2.1] Linux version 6.1.0-40-amd64\r\n\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mkiln-app.service\x1b[0m - Kiln application.\r\n' +
-      'KILN-COMPAT-OK other\r\n[   9.3] kiln-app.service: Main process exited, code=exited, status=1/FAILURE\r\n\r\nkiln login: ';
+      '[   9.1] show-config[222]: env: PS_HINT=[costs $$5]\r\n[   9.3] kiln-app.service: Main process exited, code=exited, status=1/FAILURE\r\n\r\nkiln login: ';
     const clean = stripAnsi(serial);
-    const expected = consoleExpectations(['KILN-COMPAT-OK other'], { [EXPECT_CONSOLE_LABEL]: 'KILN-COMPAT-OK mine' });
+    const expected = consoleExpectations(['Started kiln-app.service', 'all systems go'], { [EXPECT_CONSOLE_LABEL]: 'env: PS_HINT=[costs $5]' });
+    // Colours split systemd's lines: the text is looked for with them stripped.
     const missing = missingTexts(clean, expected);
-    expect(missing).toEqual([{ text: 'KILN-COMPAT-OK mine', source: LABEL }]);
-    expect(explainMissingTexts(clean, missing)).toBe('the console never showed "KILN-COMPAT-OK mine" (asked for by LABEL io.kiln.expect-console); ' +
+    expect(missing).toEqual([{ text: 'all systems go', source: '--expect-console' }, { text: 'env: PS_HINT=[costs $5]', source: LABEL }]);
+    // A program that printed its line with one value wrong: that line is the evidence.
+    expect(explainMissingTexts(clean, missing)).toBe('the console never showed "all systems go" (asked for by --expect-console), ' +
+      '"env: PS_HINT=[costs $5]" (asked for by LABEL io.kiln.expect-console); ' +
+      'the closest console line, same as "env: PS_HINT=[costs $5]" for its first 21 characters: "[   9.1] show-config[222]: env: PS_HINT=[costs $$5]". ' +
+      'Fix: the program must print it on its stdout or stderr (Kiln sends both to the console) once it is up; the serial log shows what it printed instead');
+    expect(closestLine(clean, 'env: PS_HINT=[costs $5]')).toEqual({ line: '[   9.1] show-config[222]: env: PS_HINT=[costs $$5]', matched: 21 });
+    // Nothing close (under 12 characters in common): the app service's last line instead.
+    expect(closestLine(clean, 'all systems go')).toBeUndefined();
+    expect(explainMissingTexts(clean, missing.slice(0, 1))).toBe('the console never showed "all systems go" (asked for by --expect-console); ' +
       'the application service\'s last console line: "[   9.3] kiln-app.service: Main process exited, code=exited, status=1/FAILURE". ' +
       'Fix: the program must print it on its stdout or stderr (Kiln sends both to the console) once it is up; the serial log shows what it printed instead');
-    // Colours split systemd's lines: the text is looked for with them stripped.
-    expect(missingTexts(clean, consoleExpectations(['Started kiln-app.service']))).toEqual([]);
   });
 
   it('kiln sdk build refuses a bad --expect-console before building anything (exit 2, result.json says why)', async () => {
@@ -95,8 +102,9 @@ describe('a real boot that never shows the expected text', () => {
     expect(serial).toMatch(/login:/);
     const boot = result.bootTests[0];
     expect(boot.passed).toBe(false);
-    expect(boot.reason).toMatch(/^login prompt seen, but within 60 s the console never showed "kiln-expect: never printed" \(asked for by --expect-console\); the application service's last console line: ".*kiln-app.*"\. Fix: the program must print it/);
-    expect(boot.reason).not.toContain('up 42');
+    // The program printed its line, with other words: that line is the closest to the missing text.
+    expect(boot.reason).toMatch(/^login prompt seen, but within 60 s the console never showed "kiln-expect: never printed" \(asked for by --expect-console\); the closest console line, same as "kiln-expect: never printed" for its first 13 characters: ".*kiln-expect: up 42"\. Fix: the program must print it/);
+    expect(boot.reason).not.toContain('asked for by LABEL');
     expect(result.error.message).toContain('The BIOS boot test of image.raw failed: login prompt seen, but within 60 s the console never showed "kiln-expect: never printed"');
   }, 900_000);
 
