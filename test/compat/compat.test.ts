@@ -13,6 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { consoleExpectations } from '../../src/sdk/expect-console.js';
+import { kilnRun } from '../helpers/kiln.js';
 import { ENTRY_OPTIONS, listCorpus, MARKER_PREFIX, runCompat } from './corpus.js';
 
 const SHORT_FORM = ['systemd-timer-appliance', 'build-args'];
@@ -62,6 +63,13 @@ describe('the compatibility corpus', () => {
     ];
     for (const [what, re] of needs) expect(having(re), what).not.toEqual([]);
     expect(Object.values(ENTRY_OPTIONS).some((o) => Object.keys(o.buildArgs ?? {}).length), 'a --build-arg the corpus passes').toBe(true);
+  });
+
+  it('every entry passes the Dockerfile policy with the default settings, base names as CI writes them included (kiln sdk check)', async () => {
+    for (const e of corpus) {
+      const r = await kilnRun(['sdk', 'check', '--dockerfile', e.dockerfile, '--context', e.dir, ...Object.entries(e.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`])]);
+      expect(`${e.name}: ${r.code} ${r.stdout}${r.stderr}`).toMatch(new RegExp(`^${e.name}: 0 ok: no findings`));
+    }
   });
 });
 
