@@ -39,6 +39,9 @@ export interface BootTestOptions {
 export const LOGIN_PROMPT = /login:/;
 const SERIAL_TAIL = 16 * 1024;
 
+/** Whether the console (colours stripped) has shown everything `expect` and `expectText` ask for. */
+const allSeen = (o: BootTestOptions, clean: string) => (o.expect ?? []).every((re) => re.test(clean)) && !missingTexts(clean, o.expectText).length;
+
 /**
  * What of `expect` and `expectText` the console (colours stripped) has not shown, to follow "login prompt seen, but "
  * (`within`: "within 60 s"); undefined when it showed everything.
@@ -106,7 +109,7 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
         return;
       }
       if (!LOGIN_PROMPT.test(text)) return;
-      if (notSeen(o, clean, '') === undefined) { // everything expected is on the console
+      if (allSeen(o, clean)) {
         passed = true;
         setTimeout(() => ac.abort(), o.lingerMs ?? 0).unref();
       } else if (!graceTimer) {
