@@ -109,8 +109,9 @@ export function entryLine(r: EntryResult, width = 24): string {
   return `${r.name.padEnd(width)} ${r.passed ? 'pass' : 'FAIL'} ${r.seconds.toFixed(1).padStart(7)} s${r.reason ? `  ${r.reason}` : ''}`;
 }
 
-export function summaryLine(results: readonly EntryResult[]): string {
-  return `compat: ${results.filter((r) => r.passed).length}/${results.length} boot to their marker`;
+/** N counts every entry asked for: one an interruption kept from running did not boot to its marker. */
+export function summaryLine(results: readonly EntryResult[], asked = results.length): string {
+  return `compat: ${results.filter((r) => r.passed).length}/${asked} boot to their marker`;
 }
 
 export interface CompatRun { results: EntryResult[]; line: string; ok: boolean }
@@ -142,6 +143,7 @@ export async function runCompat(o: { names?: string[]; say?: (line: string) => v
   } finally {
     if (!kept) rmSync(root, { recursive: true, force: true });
   }
-  const line = summaryLine(results);
+  if (results.length < entries.length) say(`compat: interrupted; ${entries.length - results.length} entries did not run`);
+  const line = summaryLine(results, entries.length);
   return { results, line, ok: results.length === entries.length && results.every((r) => r.passed) };
 }
