@@ -67,10 +67,29 @@ export function listCorpus(root = DOCKERFILES): CorpusEntry[] {
 
 const oneLine = (s: string, max = 500) => s.replace(/\s+/g, ' ').trim().slice(0, max);
 
+/** Where Debian keeps the CAs an admin added; a host behind a TLS-intercepting proxy trusts the proxy's CA there. */
+export const HOST_CA_DIR = '/usr/local/share/ca-certificates';
+
+/**
+ * The SDK's environment: this one, and, unless it says otherwise, RUN steps trust what this host trusts (as an admin
+ * of a host behind a TLS-intercepting proxy configures Kiln: sdk.buildTrust, src/config/README.md). Without it an
+ * entry that fetches over HTTPS (node-npm-ci) fails on such a host. Returns the note to print, when it applies.
+ */
+export function sdkEnvironment(env: NodeJS.ProcessEnv = process.env): { env: NodeJS.ProcessEnv; note?: string } {
+  if (env.KILN_SDK_BUILD_TRUST_CA_FILES !== undefined) return { env };
+  let cas: string[] = [];
+  try { cas = readdirSync(HOST_CA_DIR).filter((f) => /\.(crt|pem)$/.test(f)); } catch { /* no local CAs */ }
+  if (!cas.length) return { env };
+  return {
+    env: { ...env, KILN_SDK_BUILD_TRUST_CA_FILES: HOST_CA_DIR },
+    note: `compat: RUN steps trust this host's local CAs (KILN_SDK_BUILD_TRUST_CA_FILES=${HOST_CA_DIR}: ${cas.join(', ')}); set the variable to change that`,
+  };
+}
+
 /** Runs the SDK to its end; an abort sends it SIGTERM (as Jenkins does), so it stops QEMU and the build itself. */
-function sdkBuild(argv: string[], signal?: AbortSignal): Promise<{ code: number | null; stderr: string }> {
+function sdkBuild(argv: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(KILN, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(KILN, argv, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     const stop = () => p.kill('SIGTERM');
     signal?.addEventListener('abort', stop, { once: true });
     let stderr = '';
@@ -84,12 +103,12 @@ function sdkBuild(argv: string[], signal?: AbortSignal): Promise<{ code: number 
 }
 
 /** Builds and boots one entry into outDir; says why when it did not boot to its marker. */
-export async function runEntry(e: CorpusEntry, outDir: string, signal?: AbortSignal): Promise<EntryResult> {
+export async function runEntry(e: CorpusEntry, outDir: string, o: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<EntryResult> {
   const argv = ['sdk', 'build', '--dockerfile', e.dockerfile, '--context', e.dir, '--out', outDir, '--format', 'raw', '--boot-firmware', 'bios'];
   for (const [k, v] of Object.entries(e.buildArgs)) argv.push('--build-arg', `${k}=${v}`);
   for (const t of e.expectConsole) argv.push('--expect-console', t);
   const t0 = Date.now();
-  const { code, stderr } = await sdkBuild(argv, signal);
+  const { code, stderr } = await sdkBuild(argv, o.env ?? sdkEnvironment().env, o.signal);
   const seconds = Math.round((Date.now() - t0) / 100) / 10;
   const read = (f: string) => { try { return readFileSync(path.join(outDir, f), 'utf8'); } catch { return ''; } };
   let result: { ok?: boolean; error?: { message?: string }; bootTests?: { passed: boolean }[] } = {};
@@ -128,13 +147,15 @@ export async function runCompat(o: { names?: string[]; say?: (line: string) => v
   if (unknown.length) throw new Error(`not in the corpus: ${unknown.join(', ')} (entries: ${all.map((e) => e.name).join(', ')})`);
   const entries = o.names ? all.filter((e) => o.names!.includes(e.name)) : all;
   const width = Math.max(...entries.map((e) => e.name.length));
+  const { env, note } = sdkEnvironment();
+  if (note) say(note);
   const root = mkdtempSync(path.join(os.tmpdir(), 'kiln-compat-'));
   const results: EntryResult[] = [];
   let kept = false;
   try {
     for (const e of entries) {
       if (o.signal?.aborted) break;
-      const r = await runEntry(e, path.join(root, e.name), o.signal);
+      const r = await runEntry(e, path.join(root, e.name), { env, signal: o.signal });
       if (!r.passed && o.keep) kept = true;
       else rmSync(path.join(root, e.name), { recursive: true, force: true });
       results.push(r);
