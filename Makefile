@@ -1,5 +1,5 @@
 # Kiln: `make run` sets up and starts the embedded default; `make test` runs every test.
-.PHONY: deps test-deps build run test typecheck bench-sdk bench-glue bench-jenkins chaos clean
+.PHONY: deps test-deps build run test typecheck bench-sdk bench-glue bench-jenkins chaos compat clean
 
 deps:
 	scripts/ensure-deps.sh
@@ -32,6 +32,13 @@ chaos: build test-deps
 	FUZZ_CASES=$${FUZZ_CASES:-30000} npx vitest run test/fuzz/http.test.ts; fuzz=$$?; \
 	npx tsx test/chaos/main.ts; chaos=$$?; \
 	test $$fuzz -eq 0 -a $$chaos -eq 0
+
+# The compatibility corpus, long form (its short form runs inside `make test`): every dockerfiles/<name>/ with a
+# LABEL io.kiln.expect-console, built and booted (raw, BIOS) by bin/kiln sdk build, one at a time, one line each,
+# last `compat: P/N boot to their marker`. COMPAT_ONLY=a,b runs some; COMPAT_KEEP=1 keeps failed entries' logs.
+compat: build
+	scripts/ensure-dockerd.sh
+	npx tsx test/compat/main.ts
 
 bench-sdk: build
 	scripts/ensure-dockerd.sh

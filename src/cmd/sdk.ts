@@ -7,6 +7,7 @@ import { KilnError, toKilnError } from '../shared/errors.js';
 import { buildNetworkUrls } from '../sdk/build-proxy.js';
 import { baseNameList, parseBaseNameEntry } from '../dockerfile/base-names.js';
 import { IMAGE_NAME_RE } from '../protocol/index.js';
+import { consoleExpectations } from '../sdk/expect-console.js';
 import { allowances, egressRules, lanNetworks, parseAllow, resolvers } from '../sdk/egress.js';
 import { readDockerfile, sdkBuild } from '../sdk/pipeline.js';
 import { writeFailureResult } from '../sdk/result.js';
@@ -14,6 +15,7 @@ import { SDK_VERSION } from '../sdk/version.js';
 
 const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR|DIR] [--format raw,qcow2,tar,iso]
                       [--build-arg K=V]... [--base-name NAME=BASE]... [--boot-firmware bios,uefi]
+                      [--expect-console TEXT]...
        kiln sdk check --dockerfile FILE [--build-arg K=V]... [--base-name NAME=BASE]... [--context TAR|DIR]
        kiln sdk egress-rules [--engine-iptables] [--ipv6] [--resolver IP]... [--lan CIDR]...
 
@@ -22,6 +24,8 @@ QEMU and writes DIR/image.*, DIR/build.log and DIR/result.json. Progress events 
 Settings come from KILN_SDK_* environment variables (see src/config). Exit 0 when the image built and booted.
 --base-name: the site admin's name for a base in sdk.bases (e.g. corp/debian:12=debian:bookworm), on top of
 sdk.baseNames; one that leads to a base this host does not allow makes a FROM using it a policy finding.
+--expect-console TEXT: a boot test passes only once TEXT (literal, one line) shows on the serial console, as does
+the text of the image's LABEL io.kiln.expect-console; a failure names the text that never showed.
 
 check runs only the Dockerfile policy (src/dockerfile/README.md) with sdk.bases and sdk.allowRemoteAdd, taking the
 allowed bases to be as Kiln makes them (build checks again with the engine's): it prints each finding with its line
@@ -59,6 +63,7 @@ export async function main(argv: string[]): Promise<number> {
         'build-arg': { type: 'string', multiple: true },
         'base-name': { type: 'string', multiple: true },
         'boot-firmware': { type: 'string' },
+        'expect-console': { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -84,6 +89,8 @@ export async function main(argv: string[]): Promise<number> {
       bootFirmware = values['boot-firmware'].split(',').map((f) => f.trim()).filter(Boolean) as ('bios' | 'uefi')[];
       if (bootFirmware.some((f) => f !== 'bios' && f !== 'uefi')) throw new KilnError('invalid_input', '--boot-firmware takes bios, uefi or bios,uefi');
     }
+    const expectConsole = values['expect-console'] ?? [];
+    consoleExpectations(expectConsole); // refuses bad text now, with exit 2, before anything is built
     // Jenkins (abort) and the local backend (cancel) send SIGTERM: stop QEMU and the engine build, still write result.json.
     const ac = new AbortController();
     const onSignal = () => ac.abort();
@@ -91,7 +98,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', onSignal);
     const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
     const result = await sdkBuild({ docker, settings: config.sdk }, {
-      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs, baseNames, bootFirmware, signal: ac.signal,
+      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs, baseNames, bootFirmware, expectConsole, signal: ac.signal,
     });
     if (!result.ok) process.stderr.write(`kiln sdk build: ${result.error?.code}: ${result.error?.message}\n`);
     return result.ok ? 0 : 1;

@@ -2,6 +2,7 @@ import { promises as fsp } from 'node:fs';
 import { run } from '../shared/subprocess.js';
 import type { BootTestResult } from '../protocol/sdk-output.js';
 import { explain, stripAnsi, TERMINAL_PATTERNS } from './boot-diagnosis.js';
+import { explainMissingTexts, missingTexts, type ConsoleExpectation } from './expect-console.js';
 
 /** What one boot test reports, as result.json carries it (src/protocol/sdk-output.ts). */
 export type { BootTestResult } from '../protocol/sdk-output.js';
@@ -23,6 +24,8 @@ export interface BootTestOptions {
   memoryMb?: number;
   /** More console text that must appear (e.g. the image's application service starting) before the test passes. */
   expect?: RegExp[];
+  /** Literal text the console must show before the test passes (--expect-console, LABEL io.kiln.expect-console). */
+  expectText?: ConsoleExpectation[];
   /** Console text that fails the test at once (e.g. the application's unit is broken). */
   failOn?: RegExp[];
   /** Once `login:` shows, how long to wait for the `expect` patterns before failing. */
@@ -35,6 +38,22 @@ export interface BootTestOptions {
 
 export const LOGIN_PROMPT = /login:/;
 const SERIAL_TAIL = 16 * 1024;
+
+/** Whether the console (colours stripped) has shown everything `expect` and `expectText` ask for. */
+const allSeen = (o: BootTestOptions, clean: string) => (o.expect ?? []).every((re) => re.test(clean)) && !missingTexts(clean, o.expectText).length;
+
+/**
+ * What of `expect` and `expectText` the console (colours stripped) has not shown, to follow "login prompt seen, but "
+ * (`within`: "within 60 s"); undefined when it showed everything.
+ */
+function notSeen(o: BootTestOptions, clean: string, within: string): string | undefined {
+  const patterns = (o.expect ?? []).filter((re) => !re.test(clean));
+  const texts = missingTexts(clean, o.expectText);
+  const parts: string[] = [];
+  if (patterns.length) parts.push(`not ${patterns.map(String).join(', ')} ${within}`);
+  if (texts.length) parts.push(`${patterns.length ? '' : `${within} `}${explainMissingTexts(clean, texts)}`);
+  return parts.length ? parts.join('; and ') : undefined;
+}
 
 /**
  * Boots an image in QEMU with the serial console on stdout and passes as soon as `login:` appears. The disk is
@@ -90,14 +109,15 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
         return;
       }
       if (!LOGIN_PROMPT.test(text)) return;
-      if ((o.expect ?? []).every((re) => re.test(clean))) {
+      if (allSeen(o, clean)) {
         passed = true;
         setTimeout(() => ac.abort(), o.lingerMs ?? 0).unref();
       } else if (!graceTimer) {
+        const grace = o.expectGraceSeconds ?? 60;
         graceTimer = setTimeout(() => {
-          failure = `login prompt seen, but not ${(o.expect ?? []).filter((re) => !re.test(stripAnsi(text))).map(String).join(', ')} within ${o.expectGraceSeconds ?? 60} s`;
+          failure = `login prompt seen, but ${notSeen(o, stripAnsi(text), `within ${grace} s`) ?? 'it stopped'}`;
           ac.abort();
-        }, (o.expectGraceSeconds ?? 60) * 1000);
+        }, grace * 1000);
         graceTimer.unref();
       }
     },
@@ -109,13 +129,17 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   const tail = text.length > SERIAL_TAIL ? text.slice(-SERIAL_TAIL) : text;
   if (passed) return { artifact: o.artifact, firmware, passed, seconds, serialLog: tail };
   let reason: string;
-  const missing = (o.expect ?? []).filter((re) => !re.test(stripAnsi(text)));
+  const clean = stripAnsi(text);
+  const missing = notSeen(o, clean, `within ${o.timeoutSeconds} s`);
   if (failure) reason = failure;
-  else if (r.timedOut && LOGIN_PROMPT.test(text) && missing.length) reason = `login prompt seen, but not ${missing.map(String).join(', ')} within ${o.timeoutSeconds} s`;
+  else if (r.timedOut && LOGIN_PROMPT.test(text) && missing) reason = `login prompt seen, but ${missing}`;
   else if (r.timedOut) reason = `no login prompt on the serial console within ${o.timeoutSeconds} s`;
   else reason = `QEMU exited (${r.code ?? r.signal}) before a login prompt: ${r.stderr.trim().slice(-300)}`;
   // Say why, when the console tells (not for a cancel, and not when the login prompt came and only the app failed).
   const why = failure === 'cancelled' || LOGIN_PROMPT.test(text) ? undefined : explain(text);
   if (why) reason = `${reason}: ${why}`;
+  // A boot that failed before its login prompt still names the text it was waiting for.
+  const texts = missingTexts(clean, o.expectText);
+  if (texts.length && !LOGIN_PROMPT.test(text) && failure !== 'cancelled') reason = `${reason}; and ${explainMissingTexts(clean, texts)}`;
   return { artifact: o.artifact, firmware, passed: false, seconds, reason, serialLog: tail };
 }

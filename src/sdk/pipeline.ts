@@ -72,7 +72,7 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const { layout, rawPath } = await assembleRawDisk(run, image);
     const { images, describe } = await convertImages(run, rawPath, iso, tarArtifact);
     await writeRecords(run, { input, bases, image, tree, layout, describe, startedAt });
-    await bootTests(run, images, layout, iso, tree.appBoot);
+    await bootTests(run, images, layout, iso, tree.appBoot, image.expectText);
   } catch (e) {
     const ke = o.signal?.aborted
       ? new KilnError('build_failed', 'The build was cancelled')

@@ -9,6 +9,7 @@ import { KilnError } from '../../shared/errors.js';
 import type { AppBootCheck } from '../app.js';
 import { bootTest } from '../boot-test.js';
 import type { DiskLayout } from '../disk.js';
+import type { ConsoleExpectation } from '../expect-console.js';
 import type { DiskImage } from './disk.js';
 import { exists, type BuildRun } from './run.js';
 
@@ -19,7 +20,7 @@ export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
  * Boots each image; every result goes into run.bootTests as it comes (result.json lists them even when the build
  * then fails). Throws build_failed naming the first test that failed.
  */
-export async function bootTests(run: BuildRun, images: DiskImage[], layout: DiskLayout, iso: { uefi: boolean } | undefined, appBoot: AppBootCheck | undefined): Promise<void> {
+export async function bootTests(run: BuildRun, images: DiskImage[], layout: DiskLayout, iso: { uefi: boolean } | undefined, appBoot: AppBootCheck | undefined, expectText: ConsoleExpectation[]): Promise<void> {
   const results = run.bootTests;
   const { o, s, rep, outDir, work } = run;
   const wantFw = o.bootFirmware ?? ['bios', 'uefi'];
@@ -45,6 +46,7 @@ export async function bootTests(run: BuildRun, images: DiskImage[], layout: Disk
         firmware, ovmfCode: OVMF_CODE, ovmfVars: vars,
         serialLogFile: path.join(outDir, `serial-${im.name}${firmware === 'uefi' ? '-uefi' : ''}.log`),
         expect: appBoot?.expect ?? [],
+        expectText,
         failOn: appBoot?.failOn ?? [],
         lingerMs: appBoot ? 3000 : 0,
         signal: o.signal,

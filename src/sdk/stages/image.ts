@@ -15,6 +15,7 @@ import { buildTag, dockerBuild } from '../docker-build.js';
 import { imageInfo } from '../docker-util.js';
 import { exportRootfs } from '../export.js';
 import type { ExtractStats } from '../extract.js';
+import { consoleExpectations, type ConsoleExpectation } from '../expect-console.js';
 import { lstatIn } from '../fsroot.js';
 import { treeStaging, type TreeStaging } from '../staging.js';
 import type { CheckedInput } from './input.js';
@@ -69,6 +70,8 @@ export interface BuiltImage {
   imageId: string;
   /** The image config (ENTRYPOINT, CMD, ENV, USER, WORKDIR, LABELs...) the machine runs. */
   runtime: ImageRuntimeConfig;
+  /** Console text every boot test waits for: `--expect-console` and LABEL io.kiln.expect-console. */
+  expectText: ConsoleExpectation[];
   staged: TreeStaging;
   rootDir: string;
   stats: ExtractStats;
@@ -91,6 +94,8 @@ export async function buildImage(run: BuildRun, input: CheckedInput, bases: Base
   const builtInfo = await imageInfo(deps.docker, built.id);
   refuseOnBuild(builtInfo?.Config);
   const runtime = (builtInfo?.Config ?? {}) as ImageRuntimeConfig;
+  const expectText = consoleExpectations(o.expectConsole, runtime.Labels);
+  if (expectText.length) rep.log(`[kiln] the boot tests pass only when the console shows ${expectText.map((e) => `${JSON.stringify(e.text)} (${e.source})`).join(', ')}`);
 
   const staged = await treeStaging(run.work, builtInfo?.Size ?? 0, s.maxImageEntries);
   run.trees = staged;
@@ -101,7 +106,7 @@ export async function buildImage(run: BuildRun, input: CheckedInput, bases: Base
   const first = { imageId: built.id, stats: exported, check: await checkBootable(rootDir) };
   const bootable = missingParts(first.check).length ? await addBootableLayer(run, built.id, rootDir, limits, first.check) : first;
   rep.log(`[kiln] export: ${bootable.stats.files} files, ${bootable.stats.dirs} dirs, ${bootable.stats.symlinks} symlinks, ${(bootable.stats.dataBytes / 2 ** 20).toFixed(0)} MiB`);
-  return { built, runtime, staged, rootDir, limits, ...bootable };
+  return { built, runtime, expectText, staged, rootDir, limits, ...bootable };
 }
 
 /** The image lacks a kernel or an init: Kiln adds them in a layer of its own (Debian family only) and exports again. */

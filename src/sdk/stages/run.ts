@@ -29,6 +29,8 @@ export interface SdkBuildOptions {
   signal?: AbortSignal;
   /** Firmwares to boot-test with; default both (UEFI only when the disk is GPT and OVMF is installed). */
   bootFirmware?: readonly ('bios' | 'uefi')[];
+  /** Text every boot test must see on the console (`--expect-console`), besides the image's LABEL io.kiln.expect-console. */
+  expectConsole?: readonly string[];
 }
 
 export interface SdkDeps {
