@@ -186,7 +186,7 @@ describe('kiln-exec (the Perl program that starts the image\'s program; run here
   });
 
   it('starts the program with exactly the given environment, in order, and argv[0] as given', () => {
-    const env = [{ name: 'PATH', value: `${path.dirname(probe)}:/usr/bin:/bin` }, { name: 'HOSTNAME', value: null }, { name: 'KILN_CASE', value: 't' },
+    const env = [{ name: 'PATH', value: `${path.dirname(probe)}:/usr/bin:/bin` }, { name: 'HOSTNAME', value: null }, { name: 'KILN_CASE', value: 't' }, { name: 'KILN_PROBE_ONCE', value: '1' },
       ...HOSTILE.map((w, i) => ({ name: `V${i}`, value: w })), { name: 'dotted.name', value: 'ok' }, { name: 'HOME', value: '/h' }];
     const r = probed(plan({ argv: ['probe', ...HOSTILE], env }));
     expect(r.argv).toEqual(['/bin/sh', probe, ...HOSTILE]);
@@ -199,14 +199,14 @@ describe('kiln-exec (the Perl program that starts the image\'s program; run here
   });
 
   it('runs as uid, gid and exactly the groups given, with umask 022, default signals, its own session, stdin from /dev/null', () => {
-    const env = [{ name: 'PATH', value: '/usr/bin:/bin' }, { name: 'KILN_CASE', value: 't' }];
+    const env = [{ name: 'PATH', value: '/usr/bin:/bin' }, { name: 'KILN_CASE', value: 't' }, { name: 'KILN_PROBE_ONCE', value: '1' }];
     const r = probed(plan({ argv: [probe], env, identity: { spec: '4242:4243', uid: 4242, gid: 4243, groups: [4243, 5000], home: '/' } }));
     expect(r).toMatchObject({ uid: '4242,4242,4242,4242', gid: '4243,4243,4243,4243', groups: '4243,5000', umask: '0022', sigIgn: '0000000000000000', sigBlk: '0000000000000000', leader: 'yes', stdin: '/dev/null' });
   });
 
   it('makes a missing WORKDIR (root, 0755) and enters it as root before dropping to the user', () => {
     const wd = path.join(fresh('wd'), 'made', 'deep');
-    const env = [{ name: 'KILN_CASE', value: 't' }];
+    const env = [{ name: 'KILN_CASE', value: 't' }, { name: 'KILN_PROBE_ONCE', value: '1' }];
     expect(probed(plan({ argv: [probe], env, workdir: wd })).cwd).toBe(wd);
     expect(statSync(wd).mode & 0o7777).toBe(0o755);
     expect(statSync(path.dirname(wd)).uid).toBe(0);
