@@ -109,7 +109,10 @@ export async function applyImageConfig(root: string, c: ImageRuntimeConfig, rep:
   if (plan.argv) {
     const made = await installService(root, plan, names);
     if (typeof made === 'string') notes.push(`the image has ENTRYPOINT/CMD but ${made}: no service was created for it`);
-    else ({ service, boot } = made), notes.push(made.note);
+    else {
+      ({ service, boot } = made);
+      notes.push(made.note);
+    }
   } else if (plan.health) notes.push('HEALTHCHECK ignored: the image has no ENTRYPOINT/CMD that becomes a service');
   for (const n of notes) rep.log(`[kiln] app: ${n}`);
   return { notes, boot, runtime: describeRuntime(plan, { service, volumes }) };

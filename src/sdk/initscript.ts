@@ -23,7 +23,7 @@ import type { RuntimePlan } from './runtime/plan.js';
 export const INITTAB_GETTY_ID = 'kS0';
 export const INITTAB_SSH_ID = 'kssh';
 
-/** Quotes one word for /bin/sh: single quotes, each `'` as `'\\''`. Nothing inside is expanded or split. */
+/** Quotes one word for /bin/sh: single quotes, each `'` as `'\''`. Nothing inside is expanded or split. */
 export function shQuote(s: string): string {
   if (s.includes('\0')) throw new Error('a shell word cannot hold a NUL byte');
   return `'${s.replace(/'/g, `'\\''`)}'`;
