@@ -1,70 +1,16 @@
 import { hostPath, lstatIn, mkdirIn, readdirIn, readFileIn, removeIn, symlinkIn, writeFileIn } from './fsroot.js';
 import { promises as fsp } from 'node:fs';
-import { editInittab, INITTAB_APP_ID, renderSysvRunner, SYSV_RUNNER, sysvRunnerProblem, USER_NAME, type InittabEdit } from './initscript.js';
+import { KilnError } from '../shared/errors.js';
+import { editInittab, renderSysvRunner, type InittabEdit } from './initscript.js';
 import type { Reporter } from './reporter.js';
+import type { ImageRuntimeConfig } from './runtime/config.js';
+import { appNames, KILN_EXEC, KILN_EXEC_SOURCE, type AppNames } from './runtime/kiln-exec.js';
+import { describeRuntime, planRuntime, type RuntimePlan } from './runtime/plan.js';
+import { appUnit, healthUnits } from './runtime/systemd.js';
+import { parseGroup, parsePasswd } from './runtime/user.js';
+import { ensureVolumes } from './runtime/volumes.js';
 
-export interface ImageRuntimeConfig {
-  Entrypoint?: string[] | null;
-  Cmd?: string[] | null;
-  Env?: string[] | null;
-  WorkingDir?: string;
-  User?: string;
-  Labels?: Record<string, string> | null;
-}
-
-export const APP_UNIT = 'kiln-app.service';
-export const APP_DESCRIPTION = 'Kiln application (ENTRYPOINT/CMD of the image)';
-
-const SHELLS = new Set(['bash', 'sh', '/bin/bash', '/bin/sh', '/usr/bin/bash', '/usr/bin/sh', 'dash', '/bin/dash']);
-const INITS = new Set(['/sbin/init', '/usr/sbin/init', '/lib/systemd/systemd', '/usr/lib/systemd/systemd', 'init', 'systemd']);
-
-/**
- * The command a container of this image runs, or undefined when there is none worth a service: no ENTRYPOINT and
- * a CMD that is just an interactive shell (what base images ship) or an init (the image already boots as a machine).
- */
-export function appCommand(c: ImageRuntimeConfig): string[] | undefined {
-  const argv = [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])];
-  if (!argv.length) return undefined;
-  if (!c.Entrypoint?.length && argv.length === 1 && SHELLS.has(argv[0]!)) return undefined;
-  if (INITS.has(argv[0]!)) return undefined;
-  return argv;
-}
-
-/** Quotes one word for a systemd unit file: double quotes, C escapes, `%` and `$` doubled (no specifiers/expansion). */
-export function systemdQuote(s: string): string {
-  const body = s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\t/g, '\\t')
-    .replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`)
-    .replace(/%/g, '%%').replace(/\$/g, '$$$$');
-  return `"${body}"`;
-}
-
-export function appUnit(argv: string[], c: ImageRuntimeConfig): string {
-  const lines = [
-    '# Added by Kiln: runs what `docker run` of this image would run, at every boot.',
-    '[Unit]',
-    `Description=${APP_DESCRIPTION}`,
-    'After=network.target',
-    '',
-    '[Service]',
-    'Type=exec',
-    `ExecStart=${argv.map(systemdQuote).join(' ')}`,
-  ];
-  // WorkingDirectory takes a bare absolute path (no quotes); only specifiers need escaping.
-  const wd = c.WorkingDir && c.WorkingDir.startsWith('/') && !/[\x00-\x1f\x7f]/.test(c.WorkingDir) ? c.WorkingDir : '/';
-  lines.push(`WorkingDirectory=${wd.replace(/%/g, '%%')}`);
-  const user = (c.User ?? '').trim();
-  if (user && user !== 'root' && user !== '0' && user !== '0:0') {
-    const [u, g] = user.split(':');
-    if (u && USER_NAME.test(u)) lines.push(`User=${u}`);
-    if (g && USER_NAME.test(g)) lines.push(`Group=${g}`);
-  }
-  for (const e of c.Env ?? []) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(e)) continue;
-    lines.push(`Environment=${systemdQuote(e)}`);
-  }
-  lines.push('Restart=on-failure', 'RestartSec=2', 'StandardOutput=journal+console', 'StandardError=journal+console', '', '[Install]', 'WantedBy=multi-user.target', '');
-  return lines.join('\n');
-}
+export type { ImageRuntimeConfig } from './runtime/config.js';
 
 /** Writes a systemd unit into the guest and enables it in multi-user.target (what `systemctl enable` would link). */
 async function enableUnit(root: string, name: string, text: string): Promise<void> {
@@ -130,45 +76,81 @@ export async function ensureSerialGetty(root: string, rep: Reporter): Promise<vo
 
 /** What the boot test must see on the console when the image has an app service, and what fails it at once. */
 export interface AppBootCheck { expect: RegExp[]; failOn: RegExp[] }
-export interface AppService { note: string; boot?: AppBootCheck }
+export interface AppliedConfig {
+  /** For the log and the manifest's notes. */
+  notes: string[];
+  boot?: AppBootCheck;
+  /** The manifest's `runtime` section. */
+  runtime: Record<string, unknown>;
+}
 
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'];
+/** The image's passwd and group, which `docker run` reads at start (a missing or linked file counts as empty). */
+async function readAccounts(root: string) {
+  const text = async (p: string) => (await readFileIn(root, p, 16 << 20))?.toString('utf8') ?? '';
+  return { passwd: parsePasswd(await text('/etc/passwd')), group: parseGroup(await text('/etc/group')) };
+}
 
 /**
- * Turns ENTRYPOINT/CMD into a service started at every boot: an enabled systemd unit, or on sysvinit an
- * /etc/inittab entry running /etc/kiln/app.sh (see initscript.ts for why not an rc script). Returns a note for the
- * log/manifest and what the boot test should look for, or undefined when the image has no command worth a service.
+ * Applies the image's runtime config to the machine (runtime/plan.ts decides, from the config and the image's own
+ * passwd/group): VOLUME paths made as Docker makes them, and ENTRYPOINT/CMD (with its HEALTHCHECK and STOPSIGNAL) as
+ * a service started at every boot: systemd units, or on sysvinit an /etc/inittab entry and its runner (see
+ * initscript.ts for why not an rc script), both starting the program through kiln-exec. What `docker run` would
+ * refuse (an unknown USER, ...) fails the build with Docker's reason. `instance` names the service (tests install
+ * several into one image); the default makes kiln-app.service / kapp.
  */
-export async function installAppService(root: string, c: ImageRuntimeConfig, rep: Reporter): Promise<AppService | undefined> {
-  const argv = appCommand(c);
-  if (!argv) return undefined;
+export async function applyImageConfig(root: string, c: ImageRuntimeConfig, rep: Reporter, instance?: string): Promise<AppliedConfig> {
+  const names = appNames(instance);
+  const plan = planRuntime(c, await readAccounts(root));
+  const volumes = await ensureVolumes(root, plan.volumes);
+  const notes: string[] = [];
+  for (const v of volumes) if (v.state !== 'in the image') notes.push(`VOLUME ${v.path}: ${v.state}`);
+  let service: Record<string, unknown> | undefined;
+  let boot: AppBootCheck | undefined;
+  if (plan.argv) {
+    const made = await installService(root, plan, names);
+    if (typeof made === 'string') notes.push(`the image has ENTRYPOINT/CMD but ${made}: no service was created for it`);
+    else {
+      ({ service, boot } = made);
+      notes.push(made.note);
+    }
+  } else if (plan.health) notes.push('HEALTHCHECK ignored: the image has no ENTRYPOINT/CMD that becomes a service');
+  for (const n of notes) rep.log(`[kiln] app: ${n}`);
+  return { notes, boot, runtime: describeRuntime(plan, { service, volumes }) };
+}
+
+/** Writes what starts the program at boot; returns why not when the machine's init is neither systemd nor sysvinit. */
+async function installService(root: string, plan: RuntimePlan, names: AppNames): Promise<string | { note: string; boot: AppBootCheck; service: Record<string, unknown> }> {
   const kind = await initKind(root);
-  const skip = (why: string): AppService => {
-    const note = `the image has ENTRYPOINT/CMD but ${why}: no service was created for it`;
-    rep.log(`[kiln] app: ${note}`);
-    return { note };
-  };
-  if (kind === 'sysvinit') {
-    let setpriv: string | undefined;
-    for (const p of SETPRIV) if ((await lstatIn(root, p))?.isFile()) { setpriv = p; break; }
-    if (!setpriv) return skip('no setpriv (package util-linux) to run it as USER');
-    const input = { argv, config: c, setpriv };
-    const problem = sysvRunnerProblem(input);
-    if (problem) return skip(problem);
-    if (!(await writeFileIn(root, SYSV_RUNNER, renderSysvRunner(input), 0o755))) return skip(`${SYSV_RUNNER} cannot be written`);
-    const added = await editInittabIn(root, { app: true });
-    if (!added) return skip('/etc/inittab is not a regular file');
-    const note = `ENTRYPOINT/CMD run at boot by sysvinit: /etc/inittab entry ${INITTAB_APP_ID} starts ${SYSV_RUNNER} (restarted on failure): ${JSON.stringify(argv).slice(0, 300)}`;
-    rep.log(`[kiln] app: ${note}`);
-    return { note, boot: { expect: [/kiln-app: started as /], failOn: [/kiln-app: cannot start/] } };
+  if (!kind) return 'the init is neither systemd nor sysvinit';
+  const perl = await lstatIn(root, '/usr/bin/perl');
+  if (!perl?.isFile() && !perl?.isSymbolicLink()) {
+    throw new KilnError('build_failed', 'The image has no /usr/bin/perl (package perl-base, Essential on Debian and Devuan), which Kiln needs to start ENTRYPOINT/CMD as docker run does: keep perl-base installed');
   }
-  if (kind !== 'systemd') return skip('neither systemd nor sysvinit');
-  await enableUnit(root, APP_UNIT, appUnit(argv, c));
-  const note = `ENTRYPOINT/CMD run at boot as ${APP_UNIT}: ${JSON.stringify(argv).slice(0, 300)}`;
-  rep.log(`[kiln] app: ${note}`);
+  await writeFileIn(root, KILN_EXEC, KILN_EXEC_SOURCE, 0o755);
+  const argv = JSON.stringify(plan.argv).slice(0, 300);
+  const cannotStart = new RegExp(`${names.tag}: cannot start`);
+  const healthFile = plan.health ? { statusFile: names.statusFile } : {};
+  if (kind === 'sysvinit') {
+    if (!(await writeFileIn(root, names.runner, renderSysvRunner({ plan, names }), 0o755))) return `${names.runner} cannot be written`;
+    const added = await editInittabIn(root, { app: names });
+    if (!added) return '/etc/inittab is not a regular file';
+    return {
+      note: `ENTRYPOINT/CMD run at boot by sysvinit: /etc/inittab entry ${names.inittabId} starts ${names.runner} (restarted on failure): ${argv}`,
+      boot: { expect: [new RegExp(`${names.tag}: started as `)], failOn: [cannotStart] },
+      service: { init: 'sysvinit', inittab: `${names.inittabId}:2345:once:${names.runner}`, runner: names.runner, program: KILN_EXEC, ...(plan.health ? { healthcheck: { ...healthFile, runs: `in a loop in ${names.runner}` } } : {}) },
+    };
+  }
+  await enableUnit(root, names.unit, appUnit(plan, names));
+  if (plan.health) {
+    const u = healthUnits(plan, names);
+    await writeFileIn(root, `/etc/systemd/system/${names.healthTimer}`, u.timer);
+    await writeFileIn(root, `/etc/systemd/system/${names.healthService}`, u.service);
+  }
+  const unitRe = names.unit.replace(/\./g, '\\.');
   return {
-    note,
-    boot: { expect: [/Started kiln-app\.service/], failOn: [/kiln-app\.service: Unit configuration has fatal error/, /Failed to start kiln-app\.service/] },
+    note: `ENTRYPOINT/CMD run at boot as ${names.unit}: ${argv}`,
+    boot: { expect: [new RegExp(`Started ${unitRe}`)], failOn: [new RegExp(`${unitRe}: Unit configuration has fatal error`), new RegExp(`Failed to start ${unitRe}`), cannotStart] },
+    service: { init: 'systemd', unit: names.unit, program: KILN_EXEC, ...(plan.health ? { healthcheck: { ...healthFile, timer: names.healthTimer, service: names.healthService } } : {}) },
   };
 }
 

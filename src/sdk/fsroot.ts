@@ -135,8 +135,11 @@ export async function mkdirIn(root: string, guestPath: string): Promise<boolean>
   for (const p of parts) {
     cur = path.join(cur, p);
     const st = await fsp.lstat(cur).catch(() => undefined);
-    if (!st) await fsp.mkdir(cur, { mode: 0o755 });
-    else if (!st.isDirectory()) return false;
+    if (!st) {
+      await fsp.mkdir(cur);
+      // 0755 whatever our umask: the guest sees these modes (e.g. a VOLUME path, made as Docker makes it).
+      await fsp.chmod(cur, 0o755);
+    } else if (!st.isDirectory()) return false;
   }
   return true;
 }

@@ -1,4 +1,5 @@
-import type { ImageRuntimeConfig } from './app.js';
+import { execArgs, healthArgs, KILN_EXEC, HEALTH_RESTART_STATUS, type AppNames } from './runtime/kiln-exec.js';
+import type { RuntimePlan } from './runtime/plan.js';
 
 /**
  * ENTRYPOINT/CMD on a sysvinit machine (Debian with sysvinit-core, Devuan).
@@ -13,16 +14,14 @@ import type { ImageRuntimeConfig } from './app.js';
  * systemd's Restart=on-failure; `respawn` would also restart a program that finished successfully, and init
  * disables an entry that respawns 10 times in 2 minutes.
  *
- * Why setpriv: it is in util-linux, which is Essential on Debian and Devuan (always there), it executes the program
- * directly (no shell, no PAM session like runuser/su, no "already running" process matching like
- * start-stop-daemon), and sets uid, gid and supplementary groups exactly as asked.
+ * The runner is a small /bin/sh script: kiln-exec (runtime/kiln-exec.ts) starts the program exactly as on systemd,
+ * in a session of its own, so init's SIGTERM for the entry reaches the runner, which sends the program its
+ * STOPSIGNAL and SIGKILL after the stop timeout (docker stop's order; init's own grace period bounds it). A
+ * HEALTHCHECK runs in a loop beside the program (sysvinit has no timers): `interval` after the start and after each
+ * check, and after `retries` failures in a row the runner stops the program that way and starts it again.
  */
-export const SYSV_RUNNER = '/etc/kiln/app.sh';
-export const INITTAB_APP_ID = 'kapp';
 export const INITTAB_GETTY_ID = 'kS0';
 export const INITTAB_SSH_ID = 'kssh';
-/** What a container gets when its image sets no PATH (Docker's default). */
-export const DOCKER_DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Quotes one word for /bin/sh: single quotes, each `'` as `'\''`. Nothing inside is expanded or split. */
 export function shQuote(s: string): string {
@@ -30,90 +29,66 @@ export function shQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** A USER (or group) word Kiln will pass on: a Unix name or a numeric id. */
-export const USER_NAME = /^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})$/;
-
 export interface SysvRunnerInput {
-  argv: string[];
-  config: ImageRuntimeConfig;
-  /** Guest path of setpriv (found in the image at build time; the image's own PATH may not reach it). */
-  setpriv: string;
-  /** Where the program's output goes; the boot test reads the console (tests point it at a file). */
+  plan: RuntimePlan;
+  names: AppNames;
+  /** Where the runner's lines and the program's output go; the boot test reads the console (tests use a file). */
   console?: string;
+  /** Guest path of kiln-exec (tests run it from elsewhere). */
+  kilnExec?: string;
 }
 
-/**
- * Why the runner cannot be made, or undefined: a NUL byte cannot live in a shell word (nor in an argv or
- * environment string of the guest), and USER must be a name or a number (`user` or `user:group`).
- */
-export function sysvRunnerProblem(i: SysvRunnerInput): string | undefined {
-  if ([...i.argv, ...(i.config.Env ?? []), i.config.WorkingDir ?? '', i.config.User ?? ''].some((w) => w.includes('\0'))) return 'a NUL byte in ENTRYPOINT/CMD, ENV, WORKDIR or USER';
-  const { user, group } = splitUser(i.config.User);
-  if (!USER_NAME.test(user) || (group !== undefined && !USER_NAME.test(group))) return `USER ${JSON.stringify(i.config.User)} is not a user name or id (optionally :group)`;
-  return undefined;
-}
-
-function splitUser(u: string | undefined): { user: string; group?: string } {
-  const s = (u ?? '').trim();
-  if (!s) return { user: 'root' };
-  const i = s.indexOf(':');
-  return i < 0 ? { user: s } : { user: s.slice(0, i), group: s.slice(i + 1) };
-}
-
-/**
- * The runner /etc/inittab starts: resolves USER in the guest's own passwd/group at boot (as Docker does at
- * container start), enters WORKDIR, clears the environment to Docker's (PATH, HOME, then the image's ENV) and runs
- * the argv through setpriv, restarting it after a failure. Every image-supplied string is a single-quoted word.
- */
+/** The runner /etc/inittab starts. Every image-supplied string is a single-quoted word. */
 export function renderSysvRunner(i: SysvRunnerInput): string {
-  const problem = sysvRunnerProblem(i);
-  if (problem) throw new Error(problem);
-  const { user, group } = splitUser(i.config.User);
-  const wd = i.config.WorkingDir && i.config.WorkingDir.startsWith('/') ? i.config.WorkingDir : '/';
-  // Docker keeps only NAME=value entries; a name cannot hold `=` and must not look like an option to env.
-  const env = (i.config.Env ?? []).filter((e) => /^[^=-][^=]*=/.test(e));
-  const envWords = [`PATH=${DOCKER_DEFAULT_PATH}`, 'HOME=$kiln_home', ...env];
+  const { plan, names } = i;
   const q = shQuote;
+  const exec = q(i.kilnExec ?? KILN_EXEC);
+  const t = plan.stop.timeoutSeconds;
+  const id = plan.identity!;
+  const h = plan.health;
   return [
     '#!/bin/sh',
-    `# Added by Kiln: runs what \`docker run\` of this image would run, started by init from /etc/inittab (${INITTAB_APP_ID}).`,
+    `# Added by Kiln: runs what \`docker run\` of this image would run, started by init from /etc/inittab (${names.inittabId}).`,
+    '# kiln-exec sets user, groups, environment and directory as docker run does (manifest.json "runtime" says how).',
     '# Every word taken from the image is single-quoted: this shell neither expands nor splits it.',
     'PATH=/usr/sbin:/usr/bin:/sbin:/bin',
     'export PATH',
-    `exec </dev/null >${q(i.console ?? '/dev/console')} 2>&1`,
-    `kiln_user=${q(user)}`,
-    `kiln_group=${q(group ?? '')}`,
-    `kiln_workdir=${q(wd)}`,
-    'kiln_fail() { printf \'kiln-app: cannot start: %s\\n\' "$*"; exit 1; }',
-    'if kiln_pw=$(getent passwd "$kiln_user"); then',
-    '  kiln_uid=$(printf \'%s\\n\' "$kiln_pw" | cut -d: -f3)',
-    '  kiln_gid=$(printf \'%s\\n\' "$kiln_pw" | cut -d: -f4)',
-    '  kiln_home=$(printf \'%s\\n\' "$kiln_pw" | cut -d: -f6)',
-    '  kiln_groups=--init-groups',
-    'else',
-    '  # Docker runs a numeric USER missing from /etc/passwd with gid 0 and HOME=/.',
-    '  case $kiln_user in',
-    '    \'\'|*[!0-9]*) kiln_fail "USER $kiln_user is not in /etc/passwd" ;;',
-    '  esac',
-    '  kiln_uid=$kiln_user kiln_gid=0 kiln_home=/ kiln_groups=--clear-groups',
-    'fi',
-    'if [ -n "$kiln_group" ]; then',
-    '  case $kiln_group in',
-    '    *[!0-9]*) kiln_gid=$(getent group "$kiln_group" | cut -d: -f3); [ -n "$kiln_gid" ] || kiln_fail "group $kiln_group is not in /etc/group" ;;',
-    '    *) kiln_gid=$kiln_group ;;',
-    '  esac',
-    'fi',
-    'cd "$kiln_workdir" || kiln_fail "WORKDIR $kiln_workdir cannot be entered"',
+    `exec </dev/null >>${q(i.console ?? '/dev/console')} 2>&1`,
+    'kiln_pid= kiln_killer= kiln_stopping= kiln_restart=',
+    // docker stop: the stop signal to the program alone, SIGKILL once the stop timeout has passed.
+    'kiln_stop_program() {',
+    `  [ -z "$kiln_pid" ] || kill -${plan.stop.number} "$kiln_pid" 2>/dev/null`,
+    ...(t === null ? [] : [`  [ -z "$kiln_pid" ] || { ( sleep ${t}; kill -9 "$kiln_pid" 2>/dev/null ) & kiln_killer=$!; }`]),
+    '}',
+    'trap \'kiln_stopping=1; kiln_stop_program\' TERM INT',
+    ...(h ? ['# The health loop asks for a restart with SIGUSR1.', 'trap \'kiln_restart=1; kiln_stop_program\' USR1'] : []),
     'while :; do',
-    '  printf \'kiln-app: started as %s (uid %s gid %s) in %s\\n\' "$kiln_user" "$kiln_uid" "$kiln_gid" "$kiln_workdir"',
-    // HOME is the one word expanded here (from the guest's passwd); the image's ENV may override it, as in Docker.
-    `  /usr/bin/env -i -- ${envWords.map((w) => (w === 'HOME=$kiln_home' ? '"HOME=$kiln_home"' : q(w))).join(' ')} \\`,
-    `    ${q(i.setpriv)} --reuid="$kiln_uid" --regid="$kiln_gid" "$kiln_groups" -- ${i.argv.map(q).join(' ')}`,
-    '  kiln_rc=$?',
-    '  if [ "$kiln_rc" -eq 0 ]; then echo \'kiln-app: exited with status 0, not restarted\'; exit 0; fi',
+    `  printf '%s: started as %s (uid %s gid %s) in %s\\n' ${q(names.tag)} ${q(id.spec || 'root')} ${id.uid} ${id.gid} ${q(plan.workdir)}`,
+    ...(h ? [`  ${exec} ${q(`--health-reset=${names.statusFile}`)}`] : []),
+    `  ${exec} ${execArgs(plan, names, plan.argv!).map(q).join(' ')} &`,
+    '  kiln_pid=$!',
+    ...(h ? [
+      `  ( while sleep ${h.intervalMs / 1000}; do ${exec} ${healthArgs(plan, names, { console: i.console }).map(q).join(' ')} >/dev/null`,
+      `      [ $? -ne ${HEALTH_RESTART_STATUS} ] || { kill -USR1 $$; exit 0; }`,
+      '    done ) &',
+      '  kiln_health=$!',
+    ] : []),
+    // A trapped signal interrupts wait while the program still runs (or is not reaped yet): wait again.
+    '  kiln_rc=',
+    '  while [ -z "$kiln_rc" ]; do',
+    '    wait "$kiln_pid"',
+    '    kiln_status=$?',
+    '    kill -0 "$kiln_pid" 2>/dev/null || kiln_rc=$kiln_status',
+    '  done',
+    '  [ -z "$kiln_killer" ] || kill "$kiln_killer" 2>/dev/null',
+    '  kiln_pid= kiln_killer=',
+    ...(h ? ['  kill "$kiln_health" 2>/dev/null'] : []),
+    '  [ -z "$kiln_stopping" ] || exit 0',
+    ...(h ? [`  if [ -n "$kiln_restart" ]; then kiln_restart=; echo ${q(`${names.tag}: restarted after failed health checks`)}; continue; fi`] : []),
+    `  if [ "$kiln_rc" -eq 0 ]; then echo ${q(`${names.tag}: exited with status 0, not restarted`)}; exit 0; fi`,
     '  case $kiln_rc in',
-    '    126|127) echo "kiln-app: cannot start: the command was not found or is not executable (status $kiln_rc), retrying in 2 s" ;;',
-    '    *) echo "kiln-app: exited with status $kiln_rc, restarting in 2 s" ;;',
+    `    126|127) echo "${names.tag}: cannot start: the command was not found or is not executable (status $kiln_rc), retrying in 2 s" ;;`,
+    `    *) echo "${names.tag}: exited with status $kiln_rc, restarting in 2 s" ;;`,
     '  esac',
     '  sleep 2',
     'done',
@@ -132,8 +107,8 @@ export function parseInittab(text: string): (InittabLine | undefined)[] {
 }
 
 export interface InittabEdit {
-  /** Run ENTRYPOINT/CMD through the runner. */
-  app?: boolean;
+  /** Run ENTRYPOINT/CMD through its runner. */
+  app?: AppNames;
   /** Make sure a getty runs on ttyS0 (the boot test's serial console). */
   serialGetty?: boolean;
   /** Generate missing SSH host keys before the runlevel's rc scripts start ssh. */
@@ -166,6 +141,6 @@ export function editInittab(text: string, e: InittabEdit): { text: string; added
     const has = parsed().some((l) => l && l.id !== INITTAB_GETTY_ID && /getty/.test(l.process) && /(^|[\s/])ttyS0(\s|$)/.test(l.process) && l.action === 'respawn');
     if (!has) put(`${INITTAB_GETTY_ID}:2345:respawn:/sbin/getty -L ttyS0 115200 vt102`);
   }
-  if (e.app) put(`${INITTAB_APP_ID}:2345:once:${SYSV_RUNNER}`);
+  if (e.app) put(`${e.app.inittabId}:2345:once:${e.app.runner}`);
   return { text: lines.join('\n') + '\n', added };
 }

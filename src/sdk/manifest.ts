@@ -70,6 +70,8 @@ export interface ManifestInput {
   buildTrust?: Record<string, unknown>;
   /** The proxy RUN steps used: scheme, host and port only (build-proxy.ts). */
   buildProxy?: Record<string, unknown>;
+  /** How the image's runtime config was mapped onto the machine (app.ts applyImageConfig). */
+  runtime?: Record<string, unknown>;
 }
 
 /** The Dockerfile's LABELs (title, version, source...), without Kiln's own bookkeeping labels, bounded in size. */
@@ -101,6 +103,7 @@ export function buildManifest(i: ManifestInput): Record<string, unknown> {
     packages: i.packages,
     // Like setuid bits, file capabilities grant privilege: listed for review (path, in words, vfs_cap_data in hex).
     ...(i.rootfs.capabilities?.length ? { fileCapabilities: i.rootfs.capabilities.map((c) => ({ path: `/${c.name}`, capability: c.capability, value: c.value })) } : {}),
+    ...(i.runtime ? { runtime: i.runtime } : {}),
     notes: i.notes,
   };
 }

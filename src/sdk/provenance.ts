@@ -11,6 +11,8 @@ export interface ProvenanceInput {
   dockerfileSha256: string;
   contextSha256?: string;
   formats: readonly string[];
+  /** The built image's LABELs (manifest.ts imageLabels): they describe the artifacts, so each image subject carries them. */
+  labels?: Record<string, string>;
   buildArgNames: string[];
   bases: (Pick<BaseRecord, 'name' | 'id'> & Partial<BaseRecord>)[];
   sdkVersion: string;
@@ -35,7 +37,7 @@ export function buildProvenance(i: ProvenanceInput): Record<string, unknown> {
   return {
     _type: 'https://in-toto.io/Statement/v1',
     subject: [
-      ...i.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256 } })),
+      ...i.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256 }, ...(i.labels && Object.keys(i.labels).length ? { annotations: { ...i.labels } } : {}) })),
       ...i.extraSubjects.map((s) => ({ name: s.name, digest: { sha256: s.sha256 } })),
     ],
     predicateType: 'https://slsa.dev/provenance/v1',

@@ -14,7 +14,7 @@ const repo = path.resolve(import.meta.dirname, '../..');
 const t = tempDir('kiln-sdk-df-');
 afterAll(() => t.cleanup());
 
-interface Built { code: number | null; out: string; result: { ok: boolean; error?: { message: string }; bootTests: { artifact: string; firmware: string; passed: boolean; reason?: string }[] }; log: string; serial: string; manifest: { notes: string[]; os: { versionCodename: string }; packages?: { name: string }[] } }
+interface Built { code: number | null; out: string; result: { ok: boolean; error?: { message: string }; bootTests: { artifact: string; firmware: string; passed: boolean; reason?: string }[] }; log: string; serial: string; manifest: { notes: string[]; os: { versionCodename: string }; packages?: { name: string }[]; runtime?: Record<string, unknown> } }
 
 function build(name: string, extra: string[] = [], formats = 'raw', firmware = 'bios'): Promise<Built> {
   const out = path.join(t.dir, name);
@@ -73,10 +73,22 @@ describe('example Dockerfiles build and boot', () => {
     expect(b.manifest.notes.join('\n')).toContain('kiln-app.service');
   }, LONG);
 
-  it('user-workdir-env: the service runs as USER, in WORKDIR, with ENV', async () => {
+  it('user-workdir-env: CMD ["./run.sh"] in WORKDIR runs as USER with ENV; STOPSIGNAL, HEALTHCHECK, EXPOSE, VOLUME and LABEL are in the manifest', async () => {
     const b = await build('user-workdir-env');
     expectBooted(b);
-    expect(b.serial).toContain('kiln-env-app: user=appuser pwd=/home/appuser/work greeting=hello from ENV mode=production');
+    expect(b.serial).toContain('kiln-env-app: user=appuser pwd=/srv/app home=/home/appuser greeting=hello from ENV mode=production');
+    expect(b.manifest.runtime).toMatchObject({
+      service: { init: 'systemd', unit: 'kiln-app.service', program: '/usr/lib/kiln/kiln-exec', healthcheck: { timer: 'kiln-app-health.timer', service: 'kiln-app-health.service', statusFile: '/run/kiln/kiln-app.health' } },
+      argv: ['./run.sh'], user: { spec: 'appuser', uid: 1000, gid: 1000, groups: [1000] }, workdir: '/srv/app',
+      env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', "HOSTNAME=<the machine's hostname>", 'GREETING=hello from ENV', 'APP_MODE=production', 'HOME=/home/appuser'],
+      stopSignal: 'SIGINT', stopTimeoutSeconds: 10,
+      healthcheck: { test: ['CMD-SHELL', 'test -f /var/lib/app/ready'], argv: ['/bin/sh', '-c', 'test -f /var/lib/app/ready'], intervalSeconds: 2, timeoutSeconds: 3, startPeriodSeconds: 0, retries: 3 },
+      exposedPorts: ['8080/tcp'], volumes: [{ path: '/var/lib/app', state: 'in the image' }],
+    });
+    const unit = (await catFromImage(path.join(b.out, 'image.raw'), '/etc/systemd/system/kiln-app.service')).text;
+    expect(unit).toContain('\nKillSignal=SIGINT\n');
+    const prov = JSON.parse(await fsp.readFile(path.join(b.out, 'provenance.json'), 'utf8')) as { subject: { name: string; annotations?: Record<string, string> }[] };
+    expect(prov.subject.find((s) => s.name === 'image.raw')?.annotations).toEqual({ 'org.opencontainers.image.title': 'kiln user-workdir-env' });
   }, LONG);
 
   it('no-kernel: the SDK adds a kernel and an init in an extra layer and says so', async () => {

@@ -129,7 +129,10 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     expect(sbom.packages.length).toBe(m.packages.length + 1);
     const prov = JSON.parse(await fsp.readFile(path.join(out, 'provenance.json'), 'utf8'));
     expect(prov.predicateType).toBe('https://slsa.dev/provenance/v1');
-    expect(prov.subject).toEqual(expect.arrayContaining(result.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256 } }))));
+    // Each artifact subject carries the image's LABELs, as the manifest lists them.
+    expect(prov.subject).toEqual(expect.arrayContaining(result.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256 }, annotations: m.image.labels }))));
+    // No ENTRYPOINT/CMD: no service, and the manifest says so.
+    expect(m.runtime).toMatchObject({ service: null, argv: null, skipped: expect.stringMatching(/no ENTRYPOINT\/CMD/), workdir: '/', stopSignal: 'SIGTERM', exposedPorts: [], volumes: [] });
     expect(prov.predicate.buildDefinition.resolvedDependencies[0].digest.sha256).toBe(m.baseImages[0].id.slice(7));
     const sums = await fsp.readFile(path.join(out, 'SHA256SUMS'), 'utf8');
     expect(sums.split('\n').filter(Boolean).map((l) => l.slice(66)).sort()).toEqual(['image.qcow2', 'image.raw', 'manifest.json', 'provenance.json', 'rootfs.tar.zst', 'sbom.spdx.json']);

@@ -43,7 +43,7 @@ export function writeRecords(run: BuildRun, r: RecordInputs): Promise<void> {
       sdkVersion: SDK_VERSION, createdAt, dockerfileSha256, contextSha256, buildArgs: { ...o.buildArgs }, bases: baseInfo,
       image: { id: image.imageId, tag: image.built.tag, labels: imageLabels(image.runtime.Labels) }, os: image.check.osRelease,
       kernel: { version: image.check.boot!.version, cmdline: KERNEL_CMDLINE },
-      init: image.check.init!, packages: tree.packages, layout: r.layout, rootfs: image.stats, artifacts, notes: run.notes,
+      init: image.check.init!, packages: tree.packages, layout: r.layout, rootfs: image.stats, artifacts, notes: run.notes, runtime: tree.runtime,
       buildTrust: trust && trustRecord(trust, tree.trustRemoval), buildProxy: proxy && { ...proxy.summary, inImage: false },
     });
     await fsp.writeFile(path.join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
@@ -56,6 +56,7 @@ export function writeRecords(run: BuildRun, r: RecordInputs): Promise<void> {
         { name: 'sbom.spdx.json', sha256: await sha256File(path.join(outDir, 'sbom.spdx.json')) },
       ],
       dockerfileSha256, contextSha256, formats: run.formats, buildArgNames: Object.keys(o.buildArgs).sort(), bases: baseInfo,
+      labels: imageLabels(image.runtime.Labels),
       sdkVersion: SDK_VERSION,
       settings: { buildNetwork: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, buildTimeoutSeconds: s.buildTimeoutSeconds, maxImageMb: s.maxImageMb, pidsLimit: s.pidsLimit },
       buildTrust: trust && { caSha256: trust.certs.map((c) => c.sha256), inImage: trust.keepInImage ? 'kept' : 'removed' },

@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { KilnError } from '../../shared/errors.js';
 import { run as runProcess } from '../../shared/subprocess.js';
-import { installAppService, resetSshHostKeys, type AppBootCheck, type ImageRuntimeConfig } from '../app.js';
+import { applyImageConfig, resetSshHostKeys, type AppBootCheck, type ImageRuntimeConfig } from '../app.js';
 import { checkBootable } from '../bootable.js';
 import { removeBuildTrust, type BuildTrust, type TrustRemoval } from '../build-trust.js';
 import { buildTag, dockerBuild } from '../docker-build.js';
@@ -21,10 +21,11 @@ import { aptLayer, type BuiltImage } from './image.js';
 import type { BuildRun } from './run.js';
 
 /**
- * Makes an exported tree a machine's root: host files reset, SSH host keys, ENTRYPOINT/CMD as a boot service, and
- * the build's CA certificates out (unless sdk.buildTrust.keepInImage).
+ * Makes an exported tree a machine's root: host files reset, SSH host keys, the build's CA certificates out (unless
+ * sdk.buildTrust.keepInImage), and the image's runtime config applied (ENTRYPOINT/CMD as a boot service, VOLUME
+ * paths; `runtime` is the manifest's account of it).
  */
-async function prepareTree(root: string, runtime: ImageRuntimeConfig, rep: Reporter, trust?: BuildTrust): Promise<{ notes: string[]; appBoot?: AppBootCheck; trustRemoval?: TrustRemoval }> {
+async function prepareTree(root: string, config: ImageRuntimeConfig, rep: Reporter, trust?: BuildTrust): Promise<{ notes: string[]; appBoot?: AppBootCheck; runtime: Record<string, unknown>; trustRemoval?: TrustRemoval }> {
   await finishRootfs(root, rep);
   const notes: string[] = [];
   const trustRemoval = trust && !trust.keepInImage ? await removeBuildTrust(root, trust) : undefined;
@@ -34,15 +35,17 @@ async function prepareTree(root: string, runtime: ImageRuntimeConfig, rep: Repor
   }
   const sshNote = await resetSshHostKeys(root, rep);
   if (sshNote) notes.push(sshNote);
-  const app = await installAppService(root, runtime, rep);
-  if (app) notes.push(app.note);
-  return { notes, appBoot: app?.boot, trustRemoval };
+  const applied = await applyImageConfig(root, config, rep);
+  notes.push(...applied.notes);
+  return { notes, appBoot: applied.boot, runtime: applied.runtime, trustRemoval };
 }
 
 export interface FinishedTree {
   packages: DebPackage[];
   /** What the boot test must see of the image's own program, when it has one. */
   appBoot?: AppBootCheck;
+  /** The manifest's account of the image config as the machine runs it. */
+  runtime: Record<string, unknown>;
   trustRemoval?: TrustRemoval;
 }
 
@@ -52,7 +55,7 @@ export async function finishTree(run: BuildRun, image: BuiltImage): Promise<Fini
   const finished = await rep.stage('finish', 55, 'preparing the root filesystem', async () => {
     const prepared = await prepareTree(image.rootDir, image.runtime, rep, run.trust);
     run.notes.push(...prepared.notes);
-    return { appBoot: prepared.appBoot, trustRemoval: prepared.trustRemoval, packages: await readPackages(image.rootDir) };
+    return { appBoot: prepared.appBoot, runtime: prepared.runtime, trustRemoval: prepared.trustRemoval, packages: await readPackages(image.rootDir) };
   });
   const { check } = image;
   rep.log(`[kiln] kernel ${check.boot!.version}, init ${check.init}, ${check.osRelease.PRETTY_NAME ?? 'unknown OS'}, ${finished.packages.length} packages`);
