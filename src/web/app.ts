@@ -71,6 +71,8 @@ export interface AppContext {
   render: (req: Request, res: Response, view: string, ctx?: Record<string, unknown>, status?: number) => void;
   /** The session's CSRF token, stored before it is handed out (rejects when the session cannot be saved). */
   csrfToken: (req: Request) => Promise<string>;
+  /** Puts a CSRF token in the session without saving it (for a login, which saves the fresh session itself). */
+  seedCsrfToken: (req: Request) => void;
   protect: express.RequestHandler;
   passport: passportPkg.PassportStatic;
   /** True for /api/* and JSON bodies: errors and answers are JSON there, HTML elsewhere. */
@@ -199,7 +201,7 @@ export function createApp(opts: AppOptions): KilnApp {
   // Pages carry per-user data and a CSRF token: never stored by shared or browser caches.
   app.use((_req: Request, res: Response, next: NextFunction) => { res.set('Cache-Control', 'no-store'); next(); });
 
-  const { protect, issue: issueToken } = csrf();
+  const { protect, issue: issueToken, seed: seedCsrfToken } = csrf();
   // Multipart bodies are parsed by the one route that takes uploads, which checks the token after parsing.
   const MULTIPART_PATHS = /^\/dockerfiles(?:\/[1-9][0-9]{0,11})?$/;
   app.use((req: Request, _res: Response, next: NextFunction) => {
@@ -246,7 +248,7 @@ export function createApp(opts: AppOptions): KilnApp {
     },
   });
 
-  const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: issueToken, protect, passport, wantsJson, loginLimiter, bigUploads, now };
+  const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: issueToken, seedCsrfToken, protect, passport, wantsJson, loginLimiter, bigUploads, now };
   const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.

@@ -115,5 +115,7 @@ export function csrf() {
     }
     return t;
   };
-  return { protect, issue };
+  /** Puts a token in the session without saving it, for a caller that saves the session itself (a login). */
+  const seed = (req: Request): void => { cs.generateToken(req); };
+  return { protect, issue, seed };
 }

@@ -18,6 +18,21 @@ describe('session lifetime', () => {
     expect((await c.get('/api/me')).status).toBe(401);
   });
 
+  it('a login stores its session with the CSRF token before it answers: the token the next page hands out is that one', async () => {
+    // express-session saves a regenerated session once more after the login's headers are out. A client that follows
+    // the redirect at once can have its next page add a token first, which that late save then overwrote: the
+    // page's form got 403 under load. The token is now part of what the login itself stores.
+    const c = w.client();
+    await c.signUp('carol');
+    const sid = /^s:([^.]+)\./.exec(decodeURIComponent(c.jar.get('kiln.sid')!))![1];
+    const row = await w.db('sessions').where({ sid }).first();
+    const stored = (typeof row.sess === 'string' ? JSON.parse(row.sess) : row.sess) as { csrfToken?: string; passport?: unknown };
+    expect(stored.passport).toBeDefined();
+    expect(stored.csrfToken).toMatch(/^[0-9a-f]{256}$/);
+    expect(await c.token('/dockerfiles/new')).toBe(stored.csrfToken);
+    expect(await c.apiToken()).toBe(stored.csrfToken);
+  });
+
   it('the session row carries the idle expiry, rolled forward on use', async () => {
     const w2 = await startTestWeb({ config: { web: { sessionIdleMinutes: 30 } } });
     try {

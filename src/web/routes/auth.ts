@@ -6,14 +6,19 @@ import { actorOf, readCookie, requireUser, safeNext, type CookieNames } from './
 
 /**
  * Starts a fresh session for `user` (passport >= 0.6 regenerates it: new id, old one destroyed, no fixation), stamps
- * the login time and saves before the caller answers: express-session's own save at the end sends the headers
- * first, and a client that follows the redirect at once would race it (seen on PostgreSQL: the next request read
- * the session without loginAt and ended it).
+ * the login time, gives it its CSRF token, and saves before the caller answers. express-session's own save at the
+ * end sends the headers first, and a client that follows the redirect at once races it:
+ * - without this save the next request read the session without loginAt and ended it (seen on PostgreSQL);
+ * - express-session saves a regenerated session once more after the headers whatever we do (its id is not the one
+ *   the request came with). Had the next page added the CSRF token, that late save would overwrite it and the
+ *   page's form would get 403 (seen under load). With the token in the session from the start, the late save
+ *   writes what the next request also holds.
  */
-function logInFresh(req: Request, user: Express.User, now: () => number): Promise<void> {
+function logInFresh(req: Request, user: Express.User, now: () => number, seedCsrfToken: (req: Request) => void): Promise<void> {
   return new Promise((resolve, reject) => req.logIn(user, (e) => {
     if (e) return reject(e);
     req.session.loginAt = now();
+    seedCsrfToken(req);
     req.session.save((e2) => (e2 ? reject(e2) : resolve()));
   }));
 }
@@ -32,7 +37,7 @@ function rememberDevice(req: Request, res: Response, secret: string | undefined,
 
 /** Register, log in, log out. Every POST here is rate-limited per IP before any hashing and carries a CSRF token. */
 export function authRoutes(ctx: AppContext): Router {
-  const { core, config, logger, deviceSecret, render, passport, wantsJson, loginLimiter, now } = ctx;
+  const { core, config, logger, deviceSecret, render, passport, wantsJson, loginLimiter, now, seedCsrfToken } = ctx;
   const r = Router();
 
   r.get('/login', (req, res) => {
@@ -53,7 +58,7 @@ export function authRoutes(ctx: AppContext): Router {
       if (err) return isKilnError(err) && err.code === 'rate_limited' ? fail(err) : next(err);
       if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
       if (info?.deviceId) rememberDevice(req, res, deviceSecret, user.id, info.deviceId);
-      logInFresh(req, user, now).then(() => {
+      logInFresh(req, user, now, seedCsrfToken).then(() => {
         logger.info({ user: user.id }, 'login');
         if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
         res.redirect(303, target);
@@ -119,7 +124,7 @@ export function authRoutes(ctx: AppContext): Router {
       const u = await core.users.changePassword(actorOf(req), { current: body.current, password: body.password, ip: req.ip ?? '', deviceCookie: readCookie(req, names.device) });
       logger.info({ user: u.id }, 'password changed');
       // The epoch moved: log this session in again (new id) so only the other sessions end.
-      await logInFresh(req, { ...actorOf(req), epoch: u.session_epoch }, now);
+      await logInFresh(req, { ...actorOf(req), epoch: u.session_epoch }, now, seedCsrfToken);
       if (json) res.json({ ok: true });
       else res.redirect(303, '/account?changed=1');
     } catch (e) {
