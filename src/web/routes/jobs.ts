@@ -77,11 +77,13 @@ export function jobRoutes(ctx: AppContext): Router {
   return r;
 }
 
+const HOURS = Array.from({ length: 24 }, (_x, h) => `${String(h).padStart(2, '0')}:00`);
+
 /** What dockerfile.njk needs to show a job. */
 export function jobPage(job: JobStatus): Record<string, unknown> {
   const b = job.backend;
   return {
-    job, weekdays: WEEKDAYS, formats: FORMATS, firmwares: FIRMWARES,
+    job, weekdays: WEEKDAYS, formats: FORMATS, firmwares: FIRMWARES, hours: HOURS,
     backendSchedule: b ? describeSchedule({ schedule: b.schedule, hour: b.scheduleHour, weekday: b.scheduleWeekday, timerSpec: b.timerSpec }) : '',
   };
 }
