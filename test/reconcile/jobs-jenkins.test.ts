@@ -59,7 +59,7 @@ describe('jobs and schedules with a Jenkins backend', () => {
       'Switched on in Kiln, off in the build service.',
       'Schedule: daily at 04:00 UTC in Kiln, a timer Kiln did not set (H/15 * * * *) in the build service.',
     ]);
-    expect(await (await alice.get(`/dockerfiles/${id}`)).text()).toContain('The job in the build service differs from Kiln&#39;s settings');
+    expect(await (await alice.get(`/dockerfiles/${id}`)).text()).toContain('The job in the build service differs from Kiln\'s settings');
     await api(`/api/dockerfiles/${id}/job`, {});
     await until(async () => { const j = await job(); return !j.pending && j.drift.length === 0; });
   }, 120_000);
