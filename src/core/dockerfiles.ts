@@ -4,8 +4,8 @@
  */
 import { z } from 'zod';
 import {
-  countDockerfiles, findDockerfile, findDockerfileByName, getContextMeta, getVersion, insertDockerfile, isUniqueViolation, listBuildsOfDockerfile, listDockerfiles,
-  updateDockerfileContent, type BuildListItem, type ContextChange, type ContextMeta, type DockerfileListItem, type DockerfileRow, type DockerfileVersionRow,
+  countDockerfiles, findDockerfile, findDockerfileByName, getContextMeta, getJobSettings, getVersion, hasDispatchedBuild, insertDockerfile, isUniqueViolation,
+  listBuildsOfDockerfile, listDockerfiles, markDockerfileDeleting, nowIso, saveJobSettings, updateBuild, updateDockerfileContent, activeBuildsOf, type BuildListItem, type ContextChange, type ContextMeta, type DockerfileListItem, type DockerfileRow, type DockerfileVersionRow,
   type Queryable,
 } from '../db/index.js';
 import { checkDockerfile, kilnBaseConfigs } from '../dockerfile/policy.js';
@@ -15,8 +15,10 @@ import { policyBaseNames } from './base-names.js';
 import { contextFromFiles, contextFromTar } from './build-context.js';
 import { DockerfileName, Id, dockerfileText, parse } from './commands.js';
 import type { CoreDeps } from './deps.js';
+import { actorLabel } from './actor.js';
 import { authorize, ownerScope, requireUser, type OwnedAction } from './policy.js';
 import { storeWithinQuota } from './storage.js';
+import { dockerfileSubject, enqueue, wake } from './tasks/queue.js';
 
 /**
  * The Dockerfile `rawId` names, if the actor may take `action` on it; not-yours is not_found, like a missing id.
@@ -27,6 +29,8 @@ export async function dockerfileFor(db: Queryable, actor: Actor, rawId: unknown,
   const df = await findDockerfile(db, id, ownerScope(actor));
   if (!df) throw notFound('No such Dockerfile');
   authorize(actor, action, df.owner_id, 'No such Dockerfile');
+  // Being deleted: it can still be looked at (the page says deletion is pending), not changed or built.
+  if (df.deleting_at && action !== 'dockerfile.read' && action !== 'dockerfile.delete') throw conflict('This Dockerfile is being deleted.');
   return df;
 }
 
@@ -103,7 +107,43 @@ export async function updateDockerfile(d: CoreDeps, actor: Actor, input: { id: u
   const content = await policyChecked(d, cmd.content);
   const change = await contextChange(cmd.context);
   const bytes = Buffer.byteLength(content) + (change.kind === 'set' ? change.context.tar.length : 0);
-  return storeWithinQuota(d, df.owner_id, bytes, (trx) => updateDockerfileContent(trx, df.id, content, change));
+  const hasJob = !!(await getJobSettings(d.db, df.id)) || (await hasDispatchedBuild(d.db, df.id));
+  const version = await storeWithinQuota(d, df.owner_id, bytes, async (trx) => {
+    const v = await updateDockerfileContent(trx, df.id, content, change);
+    // A job's timer builds what the job holds: it gets the new version too (a new settings revision, so the page
+    // says it is on its way until the glue has it).
+    if (hasJob && v.id !== df.current_version_id) {
+      await saveJobSettings(trx, df.id, {});
+      await enqueue(trx, d, 'job.sync', dockerfileSubject(df.id));
+    }
+    return v;
+  });
+  wake(d);
+  return version;
+}
+
+const removeCommand = z.object({ confirm: z.unknown() });
+
+/**
+ * Deletes a Dockerfile once its name is typed as confirmation: marks it for deletion, cancels its builds that the
+ * backend does not have yet and enqueues `dockerfile.delete` (jobs/tasks.ts: the job is deleted through the glue,
+ * which stops its builds and frees their artifacts, then the Dockerfile's versions, contexts and builds go, and
+ * with them their share of the owner's storage). Asking again while it is pending changes nothing.
+ */
+export async function removeDockerfile(d: CoreDeps, actor: Actor, input: { id: unknown; confirm?: unknown }): Promise<{ dockerfile: DockerfileRow; pending: true }> {
+  const df = await dockerfileFor(d.db, actor, input.id, 'dockerfile.delete');
+  const { confirm } = parse(removeCommand, input);
+  if (!df.deleting_at && confirm !== df.name) throw new KilnError('invalid_input', `To delete it, type the Dockerfile's name, "${df.name}", to confirm.`);
+  await d.db.transaction(async (trx) => {
+    if (!(await markDockerfileDeleting(trx, df.id))) return;
+    for (const b of await activeBuildsOf(trx, df.id)) {
+      if (b.state === 'requested') await updateBuild(trx, b.id, ['requested'], { state: 'cancelled', reason: 'Cancelled: its Dockerfile is being deleted.', finished_at: nowIso() });
+    }
+    await enqueue(trx, d, 'dockerfile.delete', dockerfileSubject(df.id));
+  });
+  wake(d);
+  d.logger.info({ dockerfile: df.id, ...actorLabel(actor) }, 'Dockerfile deletion requested');
+  return { dockerfile: (await findDockerfile(d.db, df.id, null)) ?? df, pending: true };
 }
 
 export function listDockerfilesFor(d: Pick<CoreDeps, 'db'>, actor: Actor): Promise<DockerfileListItem[]> {

@@ -8,6 +8,7 @@ import * as baseNames from './base-names.js';
 import * as builds from './builds/index.js';
 import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from './deps.js';
 import * as dockerfiles from './dockerfiles.js';
+import * as jobs from './jobs/index.js';
 import { PasswordHasher } from './passwords.js';
 import { TASK_HANDLERS } from './tasks/kinds.js';
 import { Worker, type WorkerOptions } from './tasks/worker.js';
@@ -22,6 +23,7 @@ export { authorize, can, decide, ownerScope, type Action } from './policy.js';
 export { PasswordHasher } from './passwords.js';
 export { Worker, type WorkerOptions } from './tasks/worker.js';
 export type { ContextUpload, DockerfileView } from './dockerfiles.js';
+export { describeSchedule, WEEKDAYS, type JobSettings, type JobStatus } from './jobs/index.js';
 export type { ArtifactDownload } from './builds/index.js';
 export type { LoginAttempt, SessionUser } from './users.js';
 
@@ -34,6 +36,12 @@ export function createCore(deps: CoreDeps) {
       update: (actor: Actor, input: Parameters<typeof dockerfiles.updateDockerfile>[2]) => dockerfiles.updateDockerfile(deps, actor, input),
       get: (actor: Actor, id: unknown) => dockerfiles.getDockerfile(deps, actor, id),
       list: (actor: Actor) => dockerfiles.listDockerfilesFor(deps, actor),
+      remove: (actor: Actor, input: Parameters<typeof dockerfiles.removeDockerfile>[2]) => dockerfiles.removeDockerfile(deps, actor, input),
+    },
+    jobs: {
+      status: (actor: Actor, dockerfileId: unknown) => jobs.jobStatus(deps, actor, dockerfileId),
+      save: (actor: Actor, dockerfileId: unknown, input: unknown) => jobs.saveSettings(deps, actor, dockerfileId, input),
+      setEnabled: (actor: Actor, dockerfileId: unknown, input: unknown) => jobs.setEnabled(deps, actor, dockerfileId, input),
     },
     builds: {
       request: (actor: Actor, input: Parameters<typeof builds.requestBuild>[2]) => builds.requestBuild(deps, actor, input),

@@ -31,6 +31,8 @@ export interface BuildRow {
   /** Times the build was requeued after an interruption (0 or 1), and what interrupted it. */
   requeues: number;
   requeue_reason: string | null;
+  /** What started it: the Build button (`manual`), the JSON API (`api`), or the backend's timer (`schedule`). */
+  trigger: 'manual' | 'schedule' | 'api';
   requested_at: string;
   queued_at: string | null;
   started_at: string | null;
@@ -98,10 +100,10 @@ export async function countActiveBuilds(db: Queryable, ownerId: number): Promise
   return Number(r[0]?.n ?? 0);
 }
 
-export async function insertBuild(db: Queryable, b: { dockerfileId: number; versionId: number; ownerId: number; key: string }): Promise<BuildRow> {
+export async function insertBuild(db: Queryable, b: { dockerfileId: number; versionId: number; ownerId: number; key: string; trigger?: 'manual' | 'api' }): Promise<BuildRow> {
   const now = nowIso();
   const [row] = await db('builds').insert({
-    dockerfile_id: b.dockerfileId, version_id: b.versionId, owner_id: b.ownerId, idempotency_key: b.key,
+    dockerfile_id: b.dockerfileId, version_id: b.versionId, owner_id: b.ownerId, idempotency_key: b.key, trigger: b.trigger ?? 'manual',
     state: 'requested', dispatch_attempts: 0, requested_at: now, updated_at: now,
   }).returning('*');
   return norm(row);

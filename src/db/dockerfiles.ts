@@ -10,6 +10,8 @@ export interface DockerfileRow {
   current_version_id: number | null;
   created_at: string;
   updated_at: string;
+  /** Set once its deletion was confirmed: the job is being deleted through the glue, then the rows go. */
+  deleting_at: string | null;
 }
 export interface DockerfileVersionRow {
   id: number;
@@ -26,6 +28,7 @@ export interface DockerfileListItem extends DockerfileRow { owner: string; size:
 const normDf = (r: Record<string, unknown>): DockerfileRow => ({
   ...(r as unknown as DockerfileRow),
   id: Number(r.id), owner_id: Number(r.owner_id), current_version_id: r.current_version_id == null ? null : Number(r.current_version_id),
+  deleting_at: r.deleting_at == null ? null : String(r.deleting_at),
 });
 const normVer = (r: Record<string, unknown>): DockerfileVersionRow => ({
   ...(r as unknown as DockerfileVersionRow), id: Number(r.id), dockerfile_id: Number(r.dockerfile_id), size: Number(r.size),
@@ -113,18 +116,17 @@ export async function getVersion(db: Queryable, id: number): Promise<DockerfileV
   return r ? normVer(r) : undefined;
 }
 
-export async function deleteDockerfile(db: Queryable, id: number): Promise<void> {
-  await db('dockerfiles').where({ id }).delete();
-}
-
 /**
- * Dockerfiles the glue has been given (at least one build was dispatched): the ones whose jobs must exist in the
- * backend. The reconciler recreates any that the backend lost, from the current version.
+ * Dockerfiles the glue has been given (at least one build was dispatched, or job settings were saved) and that are
+ * not being deleted: the ones whose jobs must exist in the backend. The reconciler recreates any that the backend
+ * lost, from the current version.
  */
 export async function listDispatchedDockerfiles(db: Queryable): Promise<DockerfileRow[]> {
   const rows = await db('dockerfiles as d')
-    .whereExists(db('builds as b').whereRaw('b.dockerfile_id = d.id').whereNotNull('b.backend_build'))
+    .where((q) => q.whereExists(db('builds as b').whereRaw('b.dockerfile_id = d.id').whereNotNull('b.backend_build'))
+      .orWhereExists(db('job_settings as j').whereRaw('j.dockerfile_id = d.id').where('j.synced_revision', '>', 0)))
     .whereNotNull('d.current_version_id')
+    .whereNull('d.deleting_at')
     .select('d.*')
     .orderBy('d.id');
   return rows.map((r: Record<string, unknown>) => normDf(r));

@@ -10,3 +10,4 @@ export * from './quotas.js';
 export * from './attestations.js';
 export * from './base-names.js';
 export * from './tasks.js';
+export * from './jobs.js';

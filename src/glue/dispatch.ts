@@ -68,6 +68,10 @@ export async function dispatch(req: Request, stdin: Buffer | undefined, backend:
       const [job, key] = req.args;
       return json({ job, ...(await backend.withdraw(job, key)) });
     }
+    case 'job.get':
+      return json(await backend.getJob(req.args[0]));
+    case 'job.builds':
+      return json({ job: req.args[0], builds: await backend.jobBuilds(req.args[0]) });
     case 'jobs.list':
       return json({ jobs: await backend.listJobs() });
     case 'queue.list':

@@ -56,6 +56,18 @@ export type Schedule = (typeof SCHEDULES)[number];
 export const FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
 export type Format = (typeof FORMATS)[number];
 
+/** The firmwares a boot test can use (`kiln sdk build --boot-firmware`). */
+export const FIRMWARES = ['bios', 'uefi'] as const;
+export type Firmware = (typeof FIRMWARES)[number];
+
+/** Build arguments: names as Docker accepts them, values without control characters. */
+export const BUILD_ARG_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+// eslint-disable-next-line no-control-regex
+export const BUILD_ARG_VALUE_RE = /^[^\x00-\x1f\x7f]*$/;
+export const MAX_BUILD_ARG_VALUE = 1024;
+/** Most build arguments one job carries. */
+export const MAX_BUILD_ARGS = 50;
+
 /** A Kiln job is identified by the web's Dockerfile id; the glue derives the backend's job name from it. */
 const jobId = z.string().regex(/^[1-9][0-9]{0,11}$/, 'job id must be a positive integer').transform(Number);
 const buildNo = z.string().regex(/^[1-9][0-9]{0,11}$/, 'build number must be a positive integer').transform(Number);
@@ -86,6 +98,10 @@ export const VERBS = {
   'build.cancel': z.tuple([jobId, buildNo]),
   /** Withdraws whatever a job.build with this key started: a queued trigger, or the build it became. */
   'build.withdraw': z.tuple([jobId, idemKey]),
+  /** The job as the backend has it now (for showing it, and noticing changes made behind Kiln's back). */
+  'job.get': z.tuple([jobId]),
+  /** The job's most recent builds with what started each (a timer, or a job.build), so timer builds can be found. */
+  'job.builds': z.tuple([jobId]),
   'jobs.list': z.tuple([]),
   'queue.list': z.tuple([]),
 } as const;
@@ -165,9 +181,15 @@ export const jobSpecSchema = z.object({
   contextTarBase64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/).max(MAX_STDIN_BYTES).optional(),
   formats: z.array(z.enum(FORMATS)).min(1).max(FORMATS.length).default(['raw']),
   schedule: z.enum(SCHEDULES).default('off'),
+  /** The hour (UTC) a daily or weekly build starts in; absent: the backend picks (older specs). */
+  scheduleHour: z.number().int().min(0).max(23).optional(),
+  /** The day of a weekly build, 0 = Sunday ... 6 = Saturday (UTC); absent: Monday for the local backend. */
+  scheduleWeekday: z.number().int().min(0).max(6).optional(),
   enabled: z.boolean().default(true),
-  /** Build arguments: names as Docker accepts them, values without control characters. */
-  buildArgs: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), z.string().max(1024).regex(/^[^\x00-\x1f\x7f]*$/)).default({}),
+  buildArgs: z.record(z.string().regex(BUILD_ARG_NAME_RE), z.string().max(MAX_BUILD_ARG_VALUE).regex(BUILD_ARG_VALUE_RE))
+    .refine((r) => Object.keys(r).length <= MAX_BUILD_ARGS, `at most ${MAX_BUILD_ARGS} build arguments`).default({}),
+  /** The firmwares the boot test uses; absent: the SDK's default. */
+  bootFirmware: z.array(z.enum(FIRMWARES)).min(1).max(FIRMWARES.length).optional(),
   /**
    * The site admin's names for allowed bases (`corp/debian:12` -> `debian:bookworm`). A hint, never a permission:
    * the SDK checks each again against its own sdk.bases and refuses a FROM whose mapping leads elsewhere.
@@ -234,6 +256,37 @@ export const jobInfoSchema = z.object({
 });
 export type JobInfo = z.infer<typeof jobInfoSchema>;
 
+/**
+ * A job as the backend holds it (job.get). `schedule: 'other'` is a timer Kiln did not write (someone edited the
+ * job in Jenkins), shown as its text in `timerSpec`. `specSha256` names the Dockerfile and context the job holds
+ * (protocol.specSha256), so the web can tell whether a timer build would build what it last saved.
+ */
+export const jobViewSchema = z.object({
+  job: z.number().int(),
+  enabled: z.boolean(),
+  schedule: z.enum([...SCHEDULES, 'other']),
+  scheduleHour: z.number().int().min(0).max(23).optional(),
+  scheduleWeekday: z.number().int().min(0).max(6).optional(),
+  timerSpec: z.string().max(500).optional(),
+  formats: z.array(z.string().max(16)).max(16),
+  buildArgs: z.record(z.string().max(128), z.string().max(4096)),
+  bootFirmware: z.array(z.string().max(16)).max(4).optional(),
+  specSha256: z.string().regex(SHA256_RE).optional(),
+});
+export type JobView = z.infer<typeof jobViewSchema>;
+
+/** What started a backend build: its timer, a job.build (with its key), or something else (a person in Jenkins). */
+export const JOB_BUILD_TRIGGERS = ['schedule', 'api', 'other'] as const;
+export const jobBuildSchema = z.object({
+  build: z.number().int(),
+  trigger: z.enum(JOB_BUILD_TRIGGERS),
+  key: z.string().regex(IDEMPOTENCY_KEY_RE).optional(),
+  queuedAt: z.string().optional(),
+});
+export type JobBuild = z.infer<typeof jobBuildSchema>;
+/** Most builds job.builds reports (newest first). */
+export const JOB_BUILDS_DEPTH = 25;
+
 export const queueItemSchema = z.object({
   id: z.number().int(),
   job: z.number().int().optional(),
@@ -255,6 +308,8 @@ export const REPLIES = {
   'build.log': logChunkSchema,
   'build.cancel': z.object({ job: z.number().int(), build: z.number().int(), state: z.enum(BUILD_STATES) }),
   'build.withdraw': z.object({ job: z.number().int(), withdrawn: z.boolean(), build: z.number().int().optional(), state: z.enum(BUILD_STATES).optional() }),
+  'job.get': jobViewSchema,
+  'job.builds': z.object({ job: z.number().int(), builds: z.array(jobBuildSchema).max(JOB_BUILDS_DEPTH) }),
   'jobs.list': z.object({ jobs: z.array(jobInfoSchema) }),
   'queue.list': z.object({ items: z.array(queueItemSchema) }),
 } as const;

@@ -27,6 +27,7 @@ import { pageRoutes } from './routes/pages.js';
 import { apiRoutes } from './routes/api.js';
 import { adminRoutes } from './routes/admin.js';
 import { wellKnownRoutes } from './routes/well-known.js';
+import { jobRoutes } from './routes/jobs.js';
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -249,7 +250,7 @@ export function createApp(opts: AppOptions): KilnApp {
   });
 
   const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: issueToken, seedCsrfToken, protect, passport, wantsJson, loginLimiter, bigUploads, now };
-  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)]];
+  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)], ['', jobRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
   app.locals.routeTable = mounted.flatMap(([prefix, router]) => (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)

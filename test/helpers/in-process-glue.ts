@@ -42,11 +42,11 @@ export interface InProcessGlue {
   close(): Promise<void>;
 }
 
-export async function startInProcessGlue(o: { dataDir: string; sdkCommand?: string[]; concurrency?: number; logger?: Logger }): Promise<InProcessGlue> {
+export async function startInProcessGlue(o: { dataDir: string; sdkCommand?: string[]; concurrency?: number; logger?: Logger; now?: () => Date }): Promise<InProcessGlue> {
   mkdirSync(o.dataDir, { recursive: true });
   const sdkCommand = o.sdkCommand ?? writeFakeSdk(o.dataDir);
   const logger = o.logger ?? pino({ level: 'silent' });
-  const backend = new LocalBackend({ dataDir: o.dataDir, sdkCommand, concurrency: o.concurrency ?? 2, pollMs: 50, buildTimeoutMs: 600_000, logger });
+  const backend = new LocalBackend({ dataDir: o.dataDir, sdkCommand, concurrency: o.concurrency ?? 2, pollMs: 50, buildTimeoutMs: 600_000, logger, ...(o.now ? { now: o.now } : {}) });
   await backend.start();
   const glue = createGlue({ backend, logger });
   const refusals = new Map<string, KilnError>();

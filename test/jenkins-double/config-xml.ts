@@ -56,6 +56,11 @@ function validCronLine(line: string): boolean {
   return f.length === 5 && f.every((x) => /^(H(\([0-9]+-[0-9]+\))?|\*|[0-9]+(-[0-9]+)?)(\/[0-9]+)?(,(H|\*|[0-9]+(-[0-9]+)?)(\/[0-9]+)?)*$/.test(x));
 }
 
+/** A timer spec's cron lines: comments, blank lines and `TZ=` lines (a zone for the lines after it) left out. */
+function cronLines(spec: string): string[] {
+  return spec.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#') && !/^TZ=[A-Za-z0-9_/+-]+$/.test(l));
+}
+
 /** Parses and normalises; throws ConfigError for what Jenkins answers 500 to (malformed XML, unknown root). */
 export function parseConfig(xml: string): JobConfig {
   if (XMLValidator.validate(xml) !== true) throw new ConfigError('Failed to persist config.xml');
@@ -73,7 +78,8 @@ export function parseConfig(xml: string): JobConfig {
       if (!known.has(t)) return false;
       if (t === 'hudson.triggers.TimerTrigger') {
         // Inferred in JENKINS-REST.md §4: an invalid spec makes the trigger fail to load, so it is dropped.
-        const lines = (childText(children(c), 'spec') ?? '').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+        // CronTabList.create: a `TZ=<zone>` line sets the zone of the lines after it.
+        const lines = cronLines(childText(children(c), 'spec') ?? '');
         return lines.every(validCronLine);
       }
       return true;
@@ -101,7 +107,7 @@ function fromTree(tree: XNode[]): JobConfig {
   }
   const triggers = children(child(top, 'triggers') ?? { x: [] });
   const timerSpecs = triggers.filter((t) => tagOf(t) === 'hudson.triggers.TimerTrigger')
-    .flatMap((t) => (childText(children(t), 'spec') ?? '').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')));
+    .flatMap((t) => cronLines(childText(children(t), 'spec') ?? ''));
   const builders = children(child(top, 'builders') ?? { x: [] }).filter((b) => tagOf(b) === 'hudson.tasks.Shell')
     .map((b) => ({ command: childText(children(b), 'command') ?? '' }));
   const arch = child(children(child(top, 'publishers') ?? { x: [] }), 'hudson.tasks.ArtifactArchiver');

@@ -24,6 +24,8 @@ export interface JenkinsDouble {
   readonly dataDir: string;
   /** Requests served since start (a test can assert that nothing reached "Jenkins"). */
   requests(): number;
+  /** Method and path of the latest requests served (e.g. `POST /job/kiln-job-1/disable`). */
+  requestLog(): string[];
   /** Graceful stop: running builds are killed, the server closed, a temp data dir removed. */
   stop(): Promise<void>;
   /** Hard stop, like kill -9 of the controller: connections cut, build processes killed, nothing more written. */
@@ -95,6 +97,7 @@ export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<Je
     dataDir,
     get engine() { return engine; },
     requests: () => server.requests,
+    requestLog: () => [...server.log],
     async stop() {
       engine.crash();
       await close();

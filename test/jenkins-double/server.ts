@@ -66,6 +66,8 @@ export class DoubleServer {
   private readonly cookieName = `JSESSIONID.${randomBytes(4).toString('hex')}`;
   private readonly sessionHash = randomBytes(8).toString('hex');
   requests = 0;
+  /** Method and path of the latest requests (at most 1,000), for tests that check which endpoint was called. */
+  readonly log: string[] = [];
 
   /**
    * Test hook, awaited after createItem has made the job and before the answer is sent: the moment to cut off a
@@ -76,6 +78,8 @@ export class DoubleServer {
   constructor(private engine: Engine, private users: DoubleUser[], private readonly version = DEFAULT_VERSION) {
     this.server = http.createServer((req, res) => {
       this.requests++;
+      this.log.push(`${req.method} ${(req.url ?? '').split('?')[0]}`);
+      if (this.log.length > 1000) this.log.shift();
       this.handle(req, res).catch((e: unknown) => {
         if (!res.headersSent) this.html(res, 500, `<h1>Oops!</h1><pre>${String(e)}</pre>`);
         else res.destroy();

@@ -29,7 +29,7 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
       expect(XMLValidator.validate(xml), owner).toBe(true);
       const expected = {
         description: describeJob(7, s), keepBuilds: '20', keepArtifacts: '5', dockerfileB64: Buffer.from(s.dockerfile).toString('base64'),
-        contextB64: '', buildArgsB64: '', baseNamesB64: '', formats: 'raw', label: 'kiln-builder', disabled: 'false', timerTrigger: '',
+        contextB64: '', buildArgsB64: '', baseNamesB64: '', formats: 'raw', bootFirmware: '', label: 'kiln-builder', disabled: 'false', timerTrigger: '',
         timeoutSeconds: '3600', sdkCommand: "'/usr/local/bin/kiln' 'sdk' 'build'", artifacts: ARCHIVE_PATTERN,
       };
       compare(parse(jobTemplate()), parse(xml), expected);

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { startGlueServer, type RunningGlue } from '../../src/glue/index.js';
+import type { RunningGlue } from '../../src/glue/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { sshGlueClientFromConfig } from '../../src/glue-client/ssh.js';
 import type { GluePort } from '../../src/core/ports.js';
@@ -23,6 +23,7 @@ import { freePort, kilnSnapshot, writeFakeSdk } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
+import { startJenkinsChain } from '../helpers/jenkins-chain.js';
 import { createHash } from 'node:crypto';
 import { verifyText } from '../../src/shared/sshsig.js';
 
@@ -101,20 +102,7 @@ describe('reconciliation with a Jenkins backend', () => {
   }, 180_000);
 });
 
-/** Jenkins double -> built-in glue (jenkins backend, fake SDK) -> SSH client -> web. `labels`: the only node's labels. */
-async function startChain(dir: string, labels?: string[]) {
-  const double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: 1, dataDir: path.join(dir, 'jenkins'), ...(labels ? { labels } : {}) });
-  const cfg = loadConfig({}, {
-    dataDir: path.join(dir, 'glue'),
-    ssh: { host: '127.0.0.1', port: 0, timeoutMs: 30_000 },
-    glue: { backend: 'jenkins', jenkins: { url: double.url, user: user.name, token: user.token, sdkCommand: writeFakeSdk(dir), requestTimeoutMs: 3000 } },
-  });
-  const glue = await startGlueServer(cfg, silentLogger);
-  const client = await sshGlueClientFromConfig(cfg, { port: glue.port, hostFingerprint: glue.hostFingerprint });
-  // Outages here last seconds: a dispatch retries for as long as it takes instead of failing its build.
-  const web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] }, worker: { maxAttempts: 1000 } } });
-  return { double, glue, client, web };
-}
+const startChain = startJenkinsChain;
 
 async function stopChain(chain: Awaited<ReturnType<typeof startChain>> | undefined): Promise<void> {
   await chain?.web.close();

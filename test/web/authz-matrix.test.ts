@@ -9,7 +9,12 @@ const PUBLIC = new Set([
 ]);
 
 /** Routes whose success needs a specific body (the matrix sends a generic one): only the anonymous check applies. */
-const BODY_SPECIFIC = new Set(['POST /account/password', 'POST /api/account/password', 'POST /admin/base-names', 'POST /api/admin/base-names']);
+const BODY_SPECIFIC = new Set([
+  'POST /account/password', 'POST /api/account/password', 'POST /admin/base-names', 'POST /api/admin/base-names',
+  // Deleting needs the Dockerfile's name typed as confirmation, the settings form every field (test/web/jobs.test.ts
+  // runs both as owner and admin).
+  'POST /dockerfiles/:id/delete', 'POST /api/dockerfiles/:id/delete', 'POST /dockerfiles/:id/job',
+]);
 /** Site settings: only an admin gets through; any other user gets 403 (checklist case 13), whether or not it owns anything. */
 const adminOnly = (p: string) => /^\/(?:api\/)?admin\//.test(p);
 
@@ -58,7 +63,9 @@ describe('authorization matrix over every route', () => {
   it('knows the routes (sanity)', () => {
     const keys = routes.map((r) => `${r.method} ${r.path}`);
     expect(keys).toEqual(expect.arrayContaining(['GET /dockerfiles/:id', 'GET /builds/:id/artifacts/:name', 'POST /dockerfiles/:id/builds', 'GET /api/builds/:id/log',
-      'GET /admin/base-names', 'POST /api/admin/base-names/:id/delete']));
+      'GET /admin/base-names', 'POST /api/admin/base-names/:id/delete',
+      'POST /dockerfiles/:id/job', 'POST /dockerfiles/:id/job/disable', 'POST /api/dockerfiles/:id/job/enable', 'GET /api/dockerfiles/:id/job',
+      'GET /dockerfiles/:id/delete', 'POST /api/dockerfiles/:id/delete']));
     expect(routes.length).toBeGreaterThan(20);
   });
 

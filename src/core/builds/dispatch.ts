@@ -7,9 +7,10 @@ import {
   bumpDispatchAttempts, clearDispatchAttempts, findBuild, findDockerfile, findUserById, getContextTar, getVersion, isFinal, isTaskLive, nowIso, updateBuild,
   type BuildRow,
 } from '../../db/index.js';
-import { FORMATS, specSha256, type Format, type JobSpecInput } from '../../protocol/index.js';
+import { specSha256, type JobSpecInput } from '../../protocol/index.js';
 import { KilnError, conflict, isKilnError } from '../../shared/errors.js';
 import { siteBaseNames } from '../base-names.js';
+import { settingsOf, specFields } from '../jobs/settings.js';
 import type { CoreDeps } from '../deps.js';
 import { isTransient } from '../ports.js';
 import { buildIdOf, enqueue } from '../tasks/queue.js';
@@ -18,21 +19,18 @@ import { glueKey } from './requeue.js';
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
 
-function formatsFor(d: Pick<CoreDeps, 'config'>): Format[] {
-  const f = d.config.sdk.formats.filter((x): x is Format => (FORMATS as readonly string[]).includes(x));
-  return f.length ? f : ['raw'];
-}
-
 /**
- * Creates or updates the glue's job for a Dockerfile from a stored version (job.put is create-or-update, so this is
- * also how reconciliation recreates a job the backend lost). Returns the spec's digest (protocol.specSha256).
+ * Creates or updates the glue's job for a Dockerfile from a stored version, with the job settings as they are
+ * (job.put is create-or-update, so this is also how reconciliation recreates a job the backend lost, and how the
+ * job.sync task applies settings). Returns the spec's digest (protocol.specSha256).
  */
 export async function putJob(d: Pick<CoreDeps, 'db' | 'glue' | 'config'>, dockerfileId: number, versionId: number, ownerId: number): Promise<string> {
   const df = await findDockerfile(d.db, dockerfileId, null);
   const version = await getVersion(d.db, versionId);
   const owner = await findUserById(d.db, ownerId);
   if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
-  const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, formats: formatsFor(d), schedule: 'off', enabled: true };
+  // The settings as saved: a build never changes its job's schedule, switch, formats, arguments or firmware.
+  const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, ...specFields(await settingsOf(d, d.db, df.id)) };
   // The site's names for bases as they are now; the builder's SDK checks each against its own sdk.bases.
   const baseNames = await siteBaseNames(d.db);
   if (baseNames.length) spec.baseNames = baseNames;
@@ -53,6 +51,9 @@ export async function putJob(d: Pick<CoreDeps, 'db' | 'glue' | 'config'>, docker
  * tried again, a few times.
  */
 async function putAndBuild(d: Deps, build: BuildRow) {
+  if (!(await settingsOf(d, d.db, build.dockerfile_id)).enabled) {
+    throw conflict('The Dockerfile\'s job was switched off before this build started; switch it on and press Build again.');
+  }
   for (let attempt = 1; ; attempt++) {
     const sha = await putJob(d, build.dockerfile_id, build.version_id, build.owner_id);
     try {

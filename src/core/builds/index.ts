@@ -21,6 +21,7 @@ import {
 import { KilnError, conflict } from '../../shared/errors.js';
 import { actorLabel, type Actor } from '../actor.js';
 import { IdempotencyKey, parse } from '../commands.js';
+import { settingsOf } from '../jobs/settings.js';
 import type { CoreDeps } from '../deps.js';
 import { dockerfileFor } from '../dockerfiles.js';
 import { authorize, ownerScope } from '../policy.js';
@@ -31,8 +32,11 @@ import { buildFor } from './access.js';
 export { buildFor } from './access.js';
 export { openArtifact, readLog, cleanLogText, type ArtifactDownload } from './artifacts.js';
 
-/** Records a build request and enqueues its dispatch, or returns the existing build for a repeated key. */
-export async function requestBuild(d: CoreDeps, actor: Actor, input: { dockerfileId: unknown; key: unknown }): Promise<{ build: BuildRow; created: boolean }> {
+/**
+ * Records a build request and enqueues its dispatch, or returns the existing build for a repeated key. `trigger` is
+ * the door's word (the page's Build button is `manual`, the JSON API `api`), never the requester's.
+ */
+export async function requestBuild(d: CoreDeps, actor: Actor, input: { dockerfileId: unknown; key: unknown; trigger?: 'manual' | 'api' }): Promise<{ build: BuildRow; created: boolean }> {
   const df = await dockerfileFor(d.db, actor, input.dockerfileId, 'build.request');
   const key = parse(IdempotencyKey, input.key);
   const again = async (): Promise<{ build: BuildRow; created: boolean } | undefined> => {
@@ -44,6 +48,7 @@ export async function requestBuild(d: CoreDeps, actor: Actor, input: { dockerfil
   };
   const prior = await again();
   if (prior) return prior;
+  if (!(await settingsOf(d, d.db, df.id)).enabled) throw conflict('This Dockerfile\'s job is switched off; switch it on to build.');
   let build: BuildRow | undefined;
   try {
     build = await d.db.transaction(async (trx) => {
@@ -57,7 +62,7 @@ export async function requestBuild(d: CoreDeps, actor: Actor, input: { dockerfil
       }
       await refuseBuildOverQuota(trx, d, df.owner_id);
       if (df.current_version_id == null) throw new KilnError('internal', 'Dockerfile has no content');
-      const row = await insertBuild(trx, { dockerfileId: df.id, versionId: df.current_version_id, ownerId: df.owner_id, key });
+      const row = await insertBuild(trx, { dockerfileId: df.id, versionId: df.current_version_id, ownerId: df.owner_id, key, trigger: input.trigger === 'api' ? 'api' : 'manual' });
       await enqueue(trx, d, 'build.dispatch', buildSubject(row.id));
       return row;
     });

@@ -2,6 +2,7 @@
 import { attestTask } from '../builds/attest.js';
 import { dispatchTask, withdrawTask } from '../builds/dispatch.js';
 import { cancelTask, refreshTask } from '../builds/refresh.js';
+import { deleteTask, syncTask } from '../jobs/tasks.js';
 import { reconcileTask } from './reconcile.js';
 import type { TaskKindName } from './queue.js';
 import type { TaskKind } from './worker.js';
@@ -12,5 +13,7 @@ export const TASK_HANDLERS: Readonly<Record<TaskKindName, TaskKind>> = {
   'build.cancel': cancelTask,
   'build.attest': attestTask,
   'build.withdraw': withdrawTask,
+  'job.sync': syncTask,
+  'dockerfile.delete': deleteTask,
   reconcile: reconcileTask,
 };

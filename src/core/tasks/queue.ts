@@ -6,13 +6,20 @@
 import { enqueueTask, type Queryable } from '../../db/index.js';
 import { clockOf, type CoreDeps } from '../deps.js';
 
-export const TASK_KINDS = ['build.dispatch', 'build.refresh', 'build.cancel', 'build.attest', 'build.withdraw', 'reconcile'] as const;
+export const TASK_KINDS = ['build.dispatch', 'build.refresh', 'build.cancel', 'build.attest', 'build.withdraw', 'job.sync', 'dockerfile.delete', 'reconcile'] as const;
 export type TaskKindName = (typeof TASK_KINDS)[number];
 
 /** The subject of a task about one build. */
 export const buildSubject = (buildId: number): string => `build:${buildId}`;
 export function buildIdOf(subject: string): number | undefined {
   const m = /^build:([1-9][0-9]{0,11})$/.exec(subject);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The subject of a task about one Dockerfile (its job). */
+export const dockerfileSubject = (dockerfileId: number): string => `dockerfile:${dockerfileId}`;
+export function dockerfileIdOf(subject: string): number | undefined {
+  const m = /^dockerfile:([1-9][0-9]{0,11})$/.exec(subject);
   return m ? Number(m[1]) : undefined;
 }
 

@@ -7,13 +7,20 @@
  *      repairs what got lost (a row written by an older Kiln, say);
  *   2. jobs: every Dockerfile the backend has been given must have its job; one the backend lost (deleted by hand,
  *      gone with a Jenkins home) is put again from the stored Dockerfile;
- *   3. done tasks older than a day are removed (failed ones stay, for the record).
+ *   3. jobs: every job whose saved settings the glue has not confirmed has its job.sync, every Dockerfile whose
+ *      deletion is pending its dockerfile.delete, and builds the backend's timer started are recorded
+ *      (jobs/discover.ts);
+ *   4. done tasks older than a day are removed (failed ones stay, for the record).
  */
-import { listBuildsToReconcile, listBuildsToWithdraw, listDispatchedDockerfiles, pruneDoneTasks, type BuildRow } from '../../db/index.js';
+import {
+  listBuildsToReconcile, listBuildsToWithdraw, listDeletingDockerfiles, listDispatchedDockerfiles, listJobsToSync, pruneDoneTasks, type BuildRow,
+} from '../../db/index.js';
+import type { JobInfo } from '../../protocol/index.js';
+import { discoverScheduledBuilds } from '../jobs/discover.js';
 import { putJob } from '../builds/dispatch.js';
 import { clockOf, type CoreDeps } from '../deps.js';
 import { isTransient } from '../ports.js';
-import { buildSubject, enqueue, isoAt, type TaskKindName } from './queue.js';
+import { buildSubject, dockerfileSubject, enqueue, isoAt, type TaskKindName } from './queue.js';
 import type { TaskKind } from './worker.js';
 
 const DAY_MS = 24 * 3600_000;
@@ -30,12 +37,14 @@ export async function ensureBuildTasks(d: Pick<CoreDeps, 'db' | 'config' | 'now'
     after = page.at(-1)!.id;
   }
   for (const b of await listBuildsToWithdraw(d.db)) if (await enqueue(d.db, d, 'build.withdraw', buildSubject(b.id))) added++;
+  for (const id of await listJobsToSync(d.db)) if (await enqueue(d.db, d, 'job.sync', dockerfileSubject(id))) added++;
+  for (const id of await listDeletingDockerfiles(d.db)) if (await enqueue(d.db, d, 'dockerfile.delete', dockerfileSubject(id))) added++;
   return added;
 }
 
 /** Recreates the backend jobs the web knows but the backend does not. Returns the Dockerfile ids recreated. */
-export async function reconcileJobs(d: Pick<CoreDeps, 'db' | 'glue' | 'config' | 'logger'>): Promise<number[]> {
-  const { jobs } = await d.glue.call('jobs.list', []);
+export async function reconcileJobs(d: Pick<CoreDeps, 'db' | 'glue' | 'config' | 'logger'>, listed?: readonly JobInfo[]): Promise<number[]> {
+  const jobs = listed ?? (await d.glue.call('jobs.list', [])).jobs;
   const present = new Set(jobs.filter((j) => j.managed && j.job !== undefined).map((j) => j.job!));
   const recreated: number[] = [];
   for (const df of await listDispatchedDockerfiles(d.db)) {
@@ -52,7 +61,10 @@ export const reconcileTask: TaskKind = {
     const added = await ensureBuildTasks(d);
     if (added) log.warn({ added }, 'reconciliation enqueued tasks that were missing');
     try {
-      await reconcileJobs(d);
+      const { jobs } = await d.glue.call('jobs.list', []);
+      await reconcileJobs(d, jobs);
+      const found = await discoverScheduledBuilds(d, jobs);
+      if (found) log.info({ found }, 'recorded builds the schedule started');
     } catch (e) {
       // Backend away: nothing to compare against this time; the next pass tries again.
       if (!isTransient(e)) throw e;

@@ -6,6 +6,7 @@ import * as m004 from './004_quotas.js';
 import * as m005 from './005_requeue.js';
 import * as m006 from './006_base_names.js';
 import * as m007 from './007_tasks.js';
+import * as m008 from './008_jobs.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -21,6 +22,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['005_requeue', m005],
   ['006_base_names', m006],
   ['007_tasks', m007],
+  ['008_jobs', m008],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

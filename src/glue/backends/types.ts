@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { ArtifactName, BuildStatus, JobInfo, JobSpec, LogChunk, QueueItem, BuildState } from '../../protocol/index.js';
+import type { ArtifactName, BuildStatus, JobBuild, JobInfo, JobSpec, JobView, LogChunk, QueueItem, BuildState } from '../../protocol/index.js';
 
 /**
  * What the glue asks of a build engine. Two implementations: `local` (embedded default: runs the SDK on this
@@ -25,6 +25,10 @@ export interface Backend {
   putJob(job: number, spec: JobSpec): Promise<{ created: boolean }>;
   setEnabled(job: number, enabled: boolean): Promise<void>;
   deleteJob(job: number): Promise<{ deleted: boolean }>;
+  /** The job as the backend holds it now, whoever changed it last; not_found for a missing job. */
+  getJob(job: number): Promise<JobView>;
+  /** The job's newest builds (at most JOB_BUILDS_DEPTH, newest first) and what started each. */
+  jobBuilds(job: number): Promise<JobBuild[]>;
   /**
    * With `sha256` (protocol.specSha256 of the Dockerfile and context the caller put), the build uses exactly
    * those or is refused with `conflict` (another job.put came in between); a retry with a seen key is not checked.

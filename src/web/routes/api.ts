@@ -40,7 +40,7 @@ export function apiRoutes(ctx: AppContext): Router {
   r.get('/dockerfiles/:id', requireUser, async (req, res) => {
     const v = await core.dockerfiles.get(actorOf(req), req.params.id);
     res.json({
-      dockerfile: { id: v.dockerfile.id, name: v.dockerfile.name, content: v.version.content, sha256: v.version.sha256, size: v.version.size },
+      dockerfile: { id: v.dockerfile.id, name: v.dockerfile.name, content: v.version.content, sha256: v.version.sha256, size: v.version.size, deletionPending: v.dockerfile.deleting_at !== null },
       context: v.context && { sha256: v.context.sha256, size: v.context.size, entries: v.context.listing },
       builds: v.builds.map(buildJson),
     });
@@ -54,7 +54,7 @@ export function apiRoutes(ctx: AppContext): Router {
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
-    const { build, created } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key });
+    const { build, created } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key, trigger: 'api' });
     res.status(created ? 201 : 200).json({ build: buildJson(build), created });
   });
 

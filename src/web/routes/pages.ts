@@ -9,6 +9,7 @@ import type { AppContext } from '../app.js';
 import { bodyCap } from '../upload-limits.js';
 import { policyFindings } from '../errors.js';
 import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
+import { jobPage } from './jobs.js';
 
 /** Sends an artifact as an opaque download under a server-made name. */
 export async function sendArtifact(req: Request, res: Response, d: ArtifactDownload): Promise<void> {
@@ -117,7 +118,7 @@ export function pageRoutes(ctx: AppContext): Router {
 
   r.get('/dockerfiles/:id', requireUser, async (req, res) => {
     const view = await core.dockerfiles.get(actorOf(req), req.params.id);
-    render(req, res, 'dockerfile.njk', { ...view, formKey: newFormKey() });
+    render(req, res, 'dockerfile.njk', { ...view, ...jobPage(await core.jobs.status(actorOf(req), req.params.id)), formKey: newFormKey() });
   });
 
   // The Dockerfile as a plain-text download: never rendered by the browser as HTML.
@@ -132,7 +133,7 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
-    const { build } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key });
+    const { build } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key, trigger: 'manual' });
     res.redirect(303, `/builds/${build.id}`);
   });
 

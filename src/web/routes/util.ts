@@ -35,6 +35,7 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
     imageSha256: b.image_sha256,
     requeues: b.requeues,
     requeueReason: b.requeue_reason,
+    trigger: b.trigger,
     requestedAt: b.requested_at,
     queuedAt: b.queued_at,
     startedAt: b.started_at,

@@ -35,7 +35,7 @@ export interface BuildJson {
   duration: number;
   queueId?: number;
   artifacts: Array<{ relativePath: string; fileName: string }>;
-  actions?: Array<{ _class?: string; parameters?: Array<{ name: string; value: unknown }> }>;
+  actions?: Array<{ _class?: string; parameters?: Array<{ name: string; value: unknown }>; causes?: Array<{ _class?: string }> }>;
 }
 
 export function paramOf(actions: QueueItemJson['actions'], name: string): string | undefined {

@@ -2,14 +2,15 @@ import type { Readable } from 'node:stream';
 import Jenkins, { type JenkinsOptions } from 'jenkins';
 import type { FrozenConfig } from '../../../config/index.js';
 import {
-  ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, MAX_LOG_CHUNK, SHA256_RE, utf8Boundary, backendJobName, jobIdFromBackendName, lastProgress, specSha256,
-  type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk, type ProgressEvent, type QueueItem,
+  ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, JOB_BUILDS_DEPTH, MAX_LOG_CHUNK, SHA256_RE, utf8Boundary, backendJobName, jobIdFromBackendName, lastProgress, specSha256,
+  type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobBuild, type JobInfo, type JobSpec, type JobView, type LogChunk,
+  type ProgressEvent, type QueueItem,
 } from '../../../protocol/index.js';
 import { KilnError, isKilnError } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
 import type { Backend } from '../types.js';
 import { JenkinsApi, paramOf, type BuildJson, type QueueItemJson } from './client.js';
-import { ARTIFACT_PREFIX, checkSettings, parameterDefaults, renderJobXml, type TemplateSettings } from './template.js';
+import { ARTIFACT_PREFIX, checkSettings, jobConfig, parameterDefaults, parseTimerSpec, renderJobXml, type TemplateSettings } from './template.js';
 
 export { renderJobXml } from './template.js';
 
@@ -18,7 +19,7 @@ export const KEY_PARAM = 'KILN_BUILD_KEY';
 /** Builds searched for an idempotency key (newest first); retries come soon after the first attempt. */
 const KEY_SEARCH_DEPTH = 25;
 /** The job parameters that carry a build's inputs (jenkins/job.xml); a checked build() sends them explicitly. */
-const INPUT_PARAMS = ['DOCKERFILE_B64', 'CONTEXT_B64', 'BUILD_ARGS_B64', 'BASE_NAMES_B64', 'FORMATS'] as const;
+const INPUT_PARAMS = ['DOCKERFILE_B64', 'CONTEXT_B64', 'BUILD_ARGS_B64', 'BASE_NAMES_B64', 'FORMATS', 'BOOT_FIRMWARE'] as const;
 
 /**
  * Whether Jenkins `version` (its X-Jenkins header) is at least one of `floors` (config glue.jenkins.minVersion):
@@ -216,6 +217,50 @@ export class JenkinsBackend implements Backend {
       if (e instanceof KilnError && e.code === 'not_found') return { deleted: false };
       throw e;
     }
+  }
+
+  /**
+   * The job as its config.xml says now, whoever wrote it last (Kiln, or someone in Jenkins): disabled, the timer,
+   * and the parameters' defaults, which are what a timer build takes.
+   */
+  async getJob(job: number): Promise<JobView> {
+    const name = this.name(job);
+    await this.check();
+    const xml = await this.api.call('job.config', (c) => c.job.config(name)) as string | Buffer;
+    const cfg = jobConfig(Buffer.isBuffer(xml) ? xml.toString('utf8') : String(xml));
+    const p = cfg.params;
+    const text = (k: string) => Buffer.from(p[k] ?? '', 'base64').toString('utf8');
+    const buildArgs: Record<string, string> = {};
+    for (const line of text('BUILD_ARGS_B64').split('\n')) {
+      const eq = line.indexOf('=');
+      if (eq > 0 && Object.keys(buildArgs).length < 64) buildArgs[line.slice(0, eq).slice(0, 128)] = line.slice(eq + 1).slice(0, 4096);
+    }
+    const list = (v: string | undefined) => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean).slice(0, 4).map((x) => x.slice(0, 16));
+    const timer = parseTimerSpec(cfg.timerSpec);
+    const view: JobView = {
+      job, enabled: !cfg.disabled, ...timer, formats: list(p.FORMATS), buildArgs,
+      specSha256: specSha256(Buffer.from(p.DOCKERFILE_B64 ?? '', 'base64'), Buffer.from(p.CONTEXT_B64 ?? '', 'base64')),
+    };
+    if (timer.schedule === 'other') view.timerSpec = (cfg.timerSpec ?? '').slice(0, 500);
+    const firmware = list(p.BOOT_FIRMWARE);
+    if (firmware.length) view.bootFirmware = firmware;
+    return view;
+  }
+
+  /** The job's newest builds; a timer build carries Jenkins' TimerTriggerCause, Kiln's own its KILN_BUILD_KEY. */
+  async jobBuilds(job: number): Promise<JobBuild[]> {
+    const name = this.name(job);
+    await this.check();
+    const tree = `builds[number,timestamp,actions[parameters[name,value],causes[_class]]]{0,${JOB_BUILDS_DEPTH}}`;
+    const j = await this.api.call('job.get', (c) => c.job.get(name, { tree })) as { builds?: BuildJson[] };
+    return (j.builds ?? []).map((b) => {
+      const key = paramOf(b.actions, KEY_PARAM);
+      const timer = (b.actions ?? []).some((a) => (a?.causes ?? []).some((c) => /TimerTrigger/.test(c?._class ?? '')));
+      const out: JobBuild = { build: b.number, trigger: timer ? 'schedule' : key ? 'api' : 'other' };
+      if (key && IDEMPOTENCY_KEY_RE.test(key)) out.key = key;
+      if (b.timestamp) out.queuedAt = new Date(b.timestamp).toISOString();
+      return out;
+    });
   }
 
   // ---------------------------------------------------------------------------------------------- builds

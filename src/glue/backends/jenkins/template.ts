@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { XMLParser } from 'fast-xml-parser';
-import { ARTIFACT_NAMES, FORMATS, IMAGE_NAME_RE, SCHEDULES, type JobSpec, type Schedule } from '../../../protocol/index.js';
+import { ARTIFACT_NAMES, FIRMWARES, FORMATS, IMAGE_NAME_RE, SCHEDULES, type JobSpec, type Schedule } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 
 /**
@@ -11,8 +11,46 @@ import { KilnError } from '../../../shared/errors.js';
  * only <description>; everything else is an enum, a number, base64 or a config value checked at startup.
  */
 
-/** The only timer specs a job can get. "H" hashes on the job name so jobs spread over the day or week. */
+/**
+ * The timer specs of a job without a chosen time (specs from before the hour existed). "H" hashes on the job name
+ * so jobs spread over the day or week.
+ */
 export const TIMER_SPECS: Record<Schedule, string | null> = { off: null, daily: 'H H * * *', weekly: 'H H * * H' };
+
+/**
+ * The timer spec of a schedule: with an hour (and weekday), `TZ=UTC` then that hour of every day (or of that day of
+ * the week), the minute hashed on the job name so jobs due at one hour spread over it; without, TIMER_SPECS. Built
+ * from numbers checked here only.
+ */
+export function timerSpec(s: Pick<JobSpec, 'schedule' | 'scheduleHour' | 'scheduleWeekday'>): string | null {
+  if (s.schedule === 'off' || s.scheduleHour === undefined) return TIMER_SPECS[s.schedule];
+  const hour = s.scheduleHour;
+  const weekday = s.scheduleWeekday ?? 1;
+  if (!Number.isInteger(hour) || hour < 0 || hour > 23 || !Number.isInteger(weekday) || weekday < 0 || weekday > 6) {
+    throw new KilnError('invalid_input', 'schedule hour must be 0-23 and weekday 0-6');
+  }
+  return `TZ=UTC\nH ${hour} * * ${s.schedule === 'daily' ? '*' : weekday}`;
+}
+
+/**
+ * Reads a timer spec back (a job someone may have edited in Jenkins): one of Kiln's own, or `other` with its text.
+ * Comment lines are ignored, as Jenkins does.
+ */
+export function parseTimerSpec(spec: string | undefined): { schedule: Schedule | 'other'; scheduleHour?: number; scheduleWeekday?: number } {
+  const lines = (spec ?? '').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  if (lines.length === 0) return { schedule: 'off' };
+  const utc = lines[0] === 'TZ=UTC';
+  const rest = utc ? lines.slice(1) : lines;
+  if (rest.length === 1) {
+    if (!utc && rest[0] === TIMER_SPECS.daily) return { schedule: 'daily' };
+    if (!utc && rest[0] === TIMER_SPECS.weekly) return { schedule: 'weekly' };
+    const m = utc ? /^H ([0-9]{1,2}) \* \* (\*|[0-6])$/.exec(rest[0]!) : null;
+    if (m && Number(m[1]) <= 23) {
+      return m[2] === '*' ? { schedule: 'daily', scheduleHour: Number(m[1]) } : { schedule: 'weekly', scheduleHour: Number(m[1]), scheduleWeekday: Number(m[2]) };
+    }
+  }
+  return { schedule: 'other' };
+}
 
 /** One argument of the agent-side SDK command: a path or a plain word, nothing a shell or CDATA could misread. */
 const SDK_ARG = /^[A-Za-z0-9_./=:,+@%-]+$/;
@@ -45,9 +83,9 @@ export function jobTemplate(): string {
   return cached;
 }
 
-/** Constant fragments for <triggers>; the spec comes from TIMER_SPECS only. */
-function timerFragment(schedule: Schedule): string {
-  const spec = TIMER_SPECS[schedule];
+/** The fragment for <triggers>; the spec comes from timerSpec only (numbers and constant text). */
+function timerFragment(s: Pick<JobSpec, 'schedule' | 'scheduleHour' | 'scheduleWeekday'>): string {
+  const spec = timerSpec(s);
   return spec === null ? '' : `\n    <hudson.triggers.TimerTrigger>\n      <spec>${spec}</spec>\n    </hudson.triggers.TimerTrigger>\n  `;
 }
 
@@ -116,6 +154,8 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
     return `${m.name}=${m.base}\n`;
   });
   const baseNamesB64 = nameLines.length ? b64(nameLines.join('')) : '';
+  const firmware = [...new Set(spec.bootFirmware ?? [])];
+  if (firmware.some((f) => !(FIRMWARES as readonly string[]).includes(f))) throw new KilnError('invalid_input', 'unknown boot firmware');
   if (baseNamesB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'base name mappings too large');
 
   const slots: Record<string, string> = {
@@ -127,9 +167,10 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
     buildArgsB64,
     baseNamesB64,
     formats: formats.join(','),
+    bootFirmware: firmware.join(','),
     label: escapeXml(settings.label),
     disabled: spec.enabled ? 'false' : 'true',
-    timerTrigger: timerFragment(spec.schedule),
+    timerTrigger: timerFragment(spec),
     timeoutSeconds: String(settings.timeoutSeconds),
     sdkCommand: settings.sdkCommand.map(shellQuote).join(' '),
     artifacts: ARCHIVE_PATTERN,
@@ -144,14 +185,15 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
 
 const configParser = new XMLParser({
   ignoreAttributes: true, parseTagValue: false, trimValues: true, processEntities: true,
-  isArray: (name) => name === 'hudson.model.StringParameterDefinition',
+  isArray: (name) => name === 'hudson.model.StringParameterDefinition' || name === 'hudson.triggers.TimerTrigger',
 });
 
 /**
- * The string parameters' default values in a job's config.xml as Jenkins returns it: what a build triggered
- * without parameters would take, i.e. the Dockerfile, context, build arguments and base names the job holds now.
+ * What Kiln reads of a job's config.xml as Jenkins returns it: `<disabled>`, the timer's spec, and the string
+ * parameters' default values, i.e. what a build triggered without parameters (a timer build) takes: the Dockerfile,
+ * context, build arguments, formats, firmwares and base names the job holds now.
  */
-export function parameterDefaults(xml: string): Record<string, string> {
+export function jobConfig(xml: string): { disabled: boolean; timerSpec?: string; params: Record<string, string> } {
   let doc: unknown;
   try {
     doc = configParser.parse(xml);
@@ -159,11 +201,22 @@ export function parameterDefaults(xml: string): Record<string, string> {
     throw new KilnError('internal', 'the job\'s config.xml from Jenkins does not parse', { cause: e });
   }
   type Def = { name?: unknown; defaultValue?: unknown };
-  const defs = (doc as { project?: { properties?: Record<string, { parameterDefinitions?: Record<string, Def[]> }> } })
-    ?.project?.properties?.['hudson.model.ParametersDefinitionProperty']?.parameterDefinitions?.['hudson.model.StringParameterDefinition'] ?? [];
-  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  type Project = {
+    disabled?: unknown;
+    triggers?: { 'hudson.triggers.TimerTrigger'?: Array<{ spec?: unknown }> };
+    properties?: Record<string, { parameterDefinitions?: Record<string, Def[]> }>;
+  };
+  const project = (doc as { project?: Project } | undefined)?.project;
+  const defs = project?.properties?.['hudson.model.ParametersDefinitionProperty']?.parameterDefinitions?.['hudson.model.StringParameterDefinition'] ?? [];
+  const params: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const d of defs) {
-    if (typeof d.name === 'string') out[d.name] = typeof d.defaultValue === 'string' ? d.defaultValue : '';
+    if (typeof d.name === 'string') params[d.name] = typeof d.defaultValue === 'string' ? d.defaultValue : '';
   }
-  return out;
+  const specs = (project?.triggers?.['hudson.triggers.TimerTrigger'] ?? []).map((t) => (typeof t?.spec === 'string' ? t.spec : '')).filter(Boolean);
+  return { disabled: project?.disabled === 'true', ...(specs.length ? { timerSpec: specs.join('\n') } : {}), params };
+}
+
+/** The string parameters' default values (jobConfig's `params`). */
+export function parameterDefaults(xml: string): Record<string, string> {
+  return jobConfig(xml).params;
 }

@@ -3,7 +3,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { sdkEnvironment } from '../../../config/index.js';
-import { backendJobName, type ArtifactName, type BuildState, type BuildStatus, type JobInfo, type JobSpec, type LogChunk, type QueueItem } from '../../../protocol/index.js';
+import {
+  JOB_BUILDS_DEPTH, backendJobName, type ArtifactName, type BuildState, type BuildStatus, type JobBuild, type JobInfo, type JobSpec, type JobView, type LogChunk,
+  type QueueItem,
+} from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 import { silentLogger, type Logger } from '../../../shared/logger.js';
 import type { Backend } from '../types.js';
@@ -112,7 +115,10 @@ export class LocalBackend implements Backend {
       const { contextTarBase64, ...stored } = spec;
       const old = await readJson<StoredSpec>(path.join(dir, 'config.json'));
       const meta = (await this.store.readMeta(job)) ?? { createdAt: this.store.iso(), scheduleSince: this.store.iso(), keys: Object.create(null) as Record<string, number> };
-      if (!old || old.schedule !== stored.schedule) meta.scheduleSince = this.store.iso();
+      // A new time is a new schedule: a period that began before it was set is not fired after the fact.
+      if (!old || old.schedule !== stored.schedule || old.scheduleHour !== stored.scheduleHour || old.scheduleWeekday !== stored.scheduleWeekday) {
+        meta.scheduleSince = this.store.iso();
+      }
       await writeAtomic(path.join(dir, 'Dockerfile'), spec.dockerfile);
       if (contextTarBase64) await writeAtomic(path.join(dir, 'context.tar'), Buffer.from(contextTarBase64, 'base64'));
       else await fsp.rm(path.join(dir, 'context.tar'), { force: true });
@@ -158,6 +164,30 @@ export class LocalBackend implements Backend {
     return { deleted: true };
   }
 
+  async getJob(job: number): Promise<JobView> {
+    this.assertStarted();
+    const spec = await this.store.readSpec(job);
+    const view: JobView = {
+      job, enabled: spec.enabled, schedule: spec.schedule, formats: spec.formats, buildArgs: spec.buildArgs,
+      specSha256: await this.store.specDigest(job),
+    };
+    if (spec.scheduleHour !== undefined) view.scheduleHour = spec.scheduleHour;
+    if (spec.scheduleWeekday !== undefined) view.scheduleWeekday = spec.scheduleWeekday;
+    if (spec.bootFirmware) view.bootFirmware = spec.bootFirmware;
+    return view;
+  }
+
+  async jobBuilds(job: number): Promise<JobBuild[]> {
+    this.assertStarted();
+    await this.store.readSpec(job);
+    const out: JobBuild[] = [];
+    for (const n of (await this.store.buildNumbers(job)).reverse().slice(0, JOB_BUILDS_DEPTH)) {
+      const rec = await this.store.readBuild(job, n);
+      if (rec) out.push({ build: n, trigger: rec.trigger ?? 'api', key: rec.idempotencyKey, queuedAt: rec.queuedAt });
+    }
+    return out;
+  }
+
   async listJobs(): Promise<JobInfo[]> {
     this.assertStarted();
     return listJobs(this.store);
@@ -166,7 +196,7 @@ export class LocalBackend implements Backend {
   // -------------------------------------------------------------------------------------------------------------
   // Builds
 
-  async build(job: number, idempotencyKey: string, sha256?: string, cause = 'api'): Promise<{ build: number; created: boolean }> {
+  async build(job: number, idempotencyKey: string, sha256?: string, trigger: 'api' | 'schedule' = 'api'): Promise<{ build: number; created: boolean }> {
     this.assertStarted();
     const res = await this.store.lock.run(async () => {
       const spec = await this.store.readSpec(job);
@@ -190,11 +220,12 @@ export class LocalBackend implements Backend {
       if (hasContext) await fsp.copyFile(path.join(dir, 'context.tar'), path.join(bdir, 'ws', 'context.tar'));
       const rec: BuildRecord = {
         job, build: n, state: 'queued', queueId, idempotencyKey, queuedAt: this.store.iso(),
-        formats: spec.formats, buildArgs: spec.buildArgs, ...(spec.baseNames?.length ? { baseNames: spec.baseNames } : {}), hasContext,
+        formats: spec.formats, buildArgs: spec.buildArgs, ...(spec.baseNames?.length ? { baseNames: spec.baseNames } : {}),
+        ...(spec.bootFirmware?.length ? { bootFirmware: spec.bootFirmware } : {}), hasContext, trigger,
       };
       await writeJson(path.join(bdir, 'build.json'), rec);
       // 'w': a number left by an unacknowledged attempt (the process died before meta.json) starts afresh.
-      await fsp.writeFile(path.join(bdir, 'log'), `[kiln] queued (${cause})\n`);
+      await fsp.writeFile(path.join(bdir, 'log'), `[kiln] queued (${trigger === 'schedule' ? `timer ${spec.schedule}` : 'api'})\n`);
       await writeAtomic(path.join(dir, 'nextBuildNumber'), `${n + 1}\n`);
       meta.keys[idempotencyKey] = n;
       await writeJson(path.join(dir, 'meta.json'), meta);
@@ -267,9 +298,10 @@ export class LocalBackend implements Backend {
     setTimeout(() => { void signalGroupIfSame(sdk, 'SIGKILL'); }, 5000).unref();
   }
 
-  /** Starts the daily and weekly builds that are due (schedule.ts). */
-  private async checkSchedules(): Promise<void> {
-    await fireSchedules(this.store, await listJobs(this.store), (job, key, cause) => this.build(job, key, undefined, cause), this.log_);
+  /** Starts the daily and weekly builds that are due (schedule.ts); the runner's timer calls it every minute. */
+  async checkSchedules(): Promise<void> {
+    this.assertStarted();
+    await fireSchedules(this.store, await listJobs(this.store), (job, key) => this.build(job, key, undefined, 'schedule'), this.log_);
   }
 
   private assertStarted(): void {

@@ -33,7 +33,11 @@ export interface BuildRecord {
   buildArgs: Record<string, string>;
   /** The site's names for bases (`--base-name`); absent in records written before they existed. */
   baseNames?: { name: string; base: string }[];
+  /** The boot test's firmwares (`--boot-firmware`); absent: the SDK's default. */
+  bootFirmware?: string[];
   hasContext: boolean;
+  /** What started it: its job's timer, or a job.build (absent in records written before it was kept: job.build). */
+  trigger?: 'schedule' | 'api';
 }
 
 export interface JobMeta {

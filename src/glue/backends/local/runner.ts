@@ -183,6 +183,7 @@ export class Runner {
       ...(rec.hasContext ? ['--context', path.join(ws, 'context.tar')] : []),
       ...Object.entries(rec.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]),
       ...(rec.baseNames ?? []).flatMap((m) => ['--base-name', `${m.name}=${m.base}`]),
+      ...(rec.bootFirmware?.length ? ['--boot-firmware', rec.bootFirmware.join(',')] : []),
     ];
     const timeoutMs = this.o.buildTimeoutMs ?? 2 * 3600_000;
     this.log_.info({ job: rec.job, build: rec.build }, 'build started');
