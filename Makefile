@@ -1,5 +1,5 @@
 # Kiln: `make run` sets up and starts the embedded default; `make test` runs every test.
-.PHONY: deps test-deps build run test typecheck bench-sdk bench-glue bench-jenkins chaos compat clean
+.PHONY: deps test-deps build run test typecheck lint bench-sdk bench-glue bench-jenkins chaos compat clean
 
 deps:
 	scripts/ensure-deps.sh
@@ -17,10 +17,15 @@ run: build
 typecheck:
 	npx tsc -p tsconfig.json --noEmit
 
+# ESLint with typescript-eslint's recommended rules (eslint.config.js); part of `make test`.
+lint:
+	npx eslint --max-warnings 0 src test bench
+
 test: test-deps
 	scripts/ensure-dockerd.sh
 	scripts/ensure-postgres.sh
 	npx tsc -p tsconfig.json --noEmit
+	npx eslint --max-warnings 0 src test bench
 	scripts/run-tests.sh
 
 # Crash injection and fuzzing, long form (the short forms run inside `make test`): a long HTTP fuzz run, then the

@@ -167,6 +167,7 @@ async function checkCommand(argv: string[]): Promise<number> {
     const ke = toKilnError(e);
     if (ke.code === 'policy_violation' && Array.isArray(ke.detail)) {
       // The messages quote the Dockerfile: no control character reaches the terminal.
+      // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
       const visible = (t: string) => t.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
       for (const f of ke.detail as Violation[]) process.stdout.write(`line ${f.line}: ${visible(f.message)}\n`);
     }

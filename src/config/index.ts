@@ -215,7 +215,7 @@ export const configSchema = z.object({
     buildProxy: z.object({
       httpProxy: proxyUrl.optional(),
       httpsProxy: proxyUrl.optional(),
-      noProxy: list([]).pipe(z.array(z.string().regex(/^[A-Za-z0-9.*:\[\]/_-]+$/, 'host names, domains (.example.com), addresses or CIDRs, comma-separated'))),
+      noProxy: list([]).pipe(z.array(z.string().regex(/^[A-Za-z0-9.*:[\]/_-]+$/, 'host names, domains (.example.com), addresses or CIDRs, comma-separated'))),
     }).prefault({}),
   }).prefault({}),
 });

@@ -13,7 +13,7 @@ import { KilnError } from '../shared/errors.js';
 import type { Actor, UserActor } from './actor.js';
 
 /** Actions on one owner's objects. */
-const OWNED = ['dockerfile.read', 'dockerfile.update', 'dockerfile.delete', 'job.update', 'build.request', 'build.read', 'build.cancel'] as const;
+export const OWNED = ['dockerfile.read', 'dockerfile.update', 'dockerfile.delete', 'job.update', 'build.request', 'build.read', 'build.cancel'] as const;
 /** Actions of a logged-in user on their own account, or making something they will own: they need a user. */
 const SELF = ['account.read', 'account.changePassword', 'dockerfile.create'] as const;
 /** Listings, scoped by `ownerScope`: a user's own objects, everyone's for admins and the system. */

@@ -26,7 +26,7 @@ export const MAX_LOG_CHUNK = 256 * 1024;
 /** Length of the longest prefix of `buf` that ends on a UTF-8 character boundary (all of it at end of file): log chunks never split a character. */
 export function utf8Boundary(buf: Buffer, atEof: boolean): number {
   if (atEof) return buf.length;
-  let i = buf.length;
+  const i = buf.length;
   // Walk back over at most 3 continuation bytes to the lead byte and check whether its sequence is complete.
   for (let back = 1; back <= 4 && i - back >= 0; back++) {
     const b = buf[i - back]!;

@@ -67,6 +67,7 @@ const RULES: Rule[] = [
 ];
 
 /** The console without colour and cursor sequences (systemd's `[  OK  ]` is coloured). */
+// eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
 export const stripAnsi = (s: string): string => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
 
 /** The first rule that matches, most specific first. */

@@ -20,6 +20,7 @@ export interface ConsoleExpectation {
 }
 
 // Console lines are text: a control character (a newline among them) could never be matched as the user means it.
+// eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 function checkText(text: string, source: string): void {

@@ -49,6 +49,7 @@ export class Reporter {
   }
 
   private write(text: string, own: boolean): void {
+    // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
     let clean = text.replace(/\r\n?/g, '\n').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
     for (const s of this.secrets) clean = clean.split(s).join('***');
     const lines = clean.split('\n');

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type BrowserContext } from 'playwright-core';
+import { chromium, type BrowserContext } from 'playwright-core';
 import { tempDir } from '../helpers/tmp.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 

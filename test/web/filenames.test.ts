@@ -95,6 +95,7 @@ describe('client file names are never trusted (case 19)', () => {
         const msg = ((await r.json()) as { error: { message: string } }).error.message;
         expect(msg).toMatch(/Build context (file|entry)/);
         // The message quotes the name with its tricks made visible, never acting on the page.
+        // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
         expect(msg).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
         expect(msg.length).toBeLessThan(600);
       }
