@@ -1,5 +1,5 @@
 /**
- * Reading builds as lists: a page of a user's (or everyone's) builds with filters, the builds waiting for the
+ * Reading builds as lists: a page of a user's (or everyone's) builds with filters (each with its trigger), the builds waiting for the
  * backend (the queue, in the order it serves them), past durations (for estimates), and the previous successful
  * build of a Dockerfile (package diffs). Reads only.
  */
@@ -9,8 +9,6 @@ import type { Queryable } from './knex.js';
 export interface BuildHistoryItem extends BuildRow {
   dockerfile_name: string;
   owner: string;
-  /** manual, schedule or api, once the builds table records it (migration 008); null before. */
-  trigger: string | null;
 }
 
 export interface BuildFilter {
@@ -39,7 +37,7 @@ export async function listBuildHistory(db: Queryable, f: BuildFilter): Promise<{
   return {
     total: Number(count?.n ?? 0),
     items: rows.map((r: Record<string, unknown>) => ({
-      ...toBuildRow(r), dockerfile_name: String(r.dockerfile_name), owner: String(r.owner), trigger: r.trigger == null ? null : String(r.trigger),
+      ...toBuildRow(r), dockerfile_name: String(r.dockerfile_name), owner: String(r.owner),
     })),
   };
 }

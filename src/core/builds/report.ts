@@ -118,14 +118,25 @@ async function failureSummary(d: Deps, b: BuildRow, result: BuildResult | undefi
   return summary;
 }
 
-/** The last 64 KiB of the builder's log (the SDK's build.log). */
+/** The last 64 KiB of the build's log: the SDK's build.log, else the glue's log of the build (read to its end). */
 async function logTail(d: Deps, b: BuildRow): Promise<string> {
+  if (b.backend_build == null) return '';
   const art = b.artifacts.find((a) => a.name === 'build.log');
-  if (!art || b.backend_build == null) return '';
-  const from = Math.max(0, art.size - 64 * 1024);
-  const chunks: Buffer[] = [];
-  for await (const c of await d.glue.artifact(b.dockerfile_id, b.backend_build, 'build.log', from)) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  const keep = 64 * 1024;
+  if (art) {
+    const chunks: Buffer[] = [];
+    for await (const c of await d.glue.artifact(b.dockerfile_id, b.backend_build, 'build.log', Math.max(0, art.size - keep))) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+  let text = '';
+  let offset = 0;
+  for (let i = 0; i < 64; i++) {
+    const c = await d.glue.call('build.log', [b.dockerfile_id, b.backend_build, offset]);
+    text = (text + c.text).slice(-keep);
+    if (c.nextOffset <= offset || !c.more) break;
+    offset = c.nextOffset;
+  }
+  return text;
 }
 
 /** A boot test's serial console (the tail result.json keeps), as lines. */
