@@ -50,10 +50,10 @@ export async function listWaitingBuilds(db: Queryable, limit = 1000): Promise<Pi
   }));
 }
 
-/** Number of builds running now (at the backend, started). */
-export async function countRunningBuilds(db: Queryable): Promise<number> {
-  const r = await db('builds').where({ state: 'running' }).count<{ n: number | string }[]>({ n: '*' });
-  return Number(r[0]?.n ?? 0);
+/** Builds running now (at the backend, started), by owner. */
+export async function countRunningByOwner(db: Queryable): Promise<Map<number, number>> {
+  const rows = await db('builds').where({ state: 'running' }).groupBy('owner_id').select('owner_id').count<{ owner_id: number; n: number | string }[]>({ n: '*' });
+  return new Map(rows.map((r) => [Number(r.owner_id), Number(r.n)]));
 }
 
 /** Start and end of the latest builds that ran to an end (succeeded or failed), newest first; of one Dockerfile or all. */

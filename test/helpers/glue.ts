@@ -105,8 +105,8 @@ sha=$(sha256sum "$out/image.raw" | cut -d' ' -f1)
 size=$(wc -c < "$out/image.raw")
 if [ -n "$pkgs" ]; then
   m=; sp=; for p in $pkgs; do
-    m="$m\${m:+,}{\"name\":\"\${p%%=*}\",\"version\":\"\${p#*=}\",\"architecture\":\"amd64\",\"source\":\"\${p%%=*}\"}"
-    sp="$sp,{\"SPDXID\":\"SPDXRef-Package-deb-\${p%%=*}\",\"name\":\"\${p%%=*}\",\"versionInfo\":\"\${p#*=}\",\"externalRefs\":[{\"referenceType\":\"purl\",\"referenceLocator\":\"pkg:deb/debian/\${p%%=*}@\${p#*=}?arch=amd64\"}]}"
+    m="$m\${m:+,}{\\"name\\":\\"\${p%%=*}\\",\\"version\\":\\"\${p#*=}\\",\\"architecture\\":\\"amd64\\",\\"source\\":\\"\${p%%=*}\\"}"
+    sp="$sp,{\\"SPDXID\\":\\"SPDXRef-Package-deb-\${p%%=*}\\",\\"name\\":\\"\${p%%=*}\\",\\"versionInfo\\":\\"\${p#*=}\\",\\"externalRefs\\":[{\\"referenceType\\":\\"purl\\",\\"referenceLocator\\":\\"pkg:deb/debian/\${p%%=*}@\${p#*=}?arch=amd64\\"}]}"
   done
   printf '{"os":{"prettyName":"Debian GNU/Linux 12 (bookworm)"},"boot":{"kernel":"6.1.0-fake"},"packages":[%s]}' "$m" > "$out/manifest.json"
   printf '{"spdxVersion":"SPDX-2.3","packages":[{"SPDXID":"SPDXRef-Image","name":"image"}%s]}' "$sp" > "$out/sbom.spdx.json"

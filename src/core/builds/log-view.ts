@@ -107,21 +107,26 @@ export function lineHtml(line: string, state: { sgr: AnsiState } = { sgr: {} }):
   const escaped = escapeHtml(line);
   let out = '';
   let open = classes(state.sgr);
-  if (open) out += `<span class="${open}">`;
+  let inSpan = false;
+  // Spans open only around text: a colour set and reset with nothing between leaves no empty element.
+  const text = (t: string) => {
+    if (!t) return;
+    if (open && !inSpan) { out += `<span class="${open}">`; inSpan = true; }
+    out += t;
+  };
   let last = 0;
   for (const m of escaped.matchAll(ESCAPES)) {
-    out += escaped.slice(last, m.index);
+    text(escaped.slice(last, m.index));
     last = m.index + m[0].length;
     if (m[2] !== 'm' || !m[0].startsWith('\x1b[')) continue;
     state.sgr = applySgr(state.sgr, m[1] ?? '');
     const next = classes(state.sgr);
     if (next === open) continue;
-    if (open) out += '</span>';
-    if (next) out += `<span class="${next}">`;
+    if (inSpan) { out += '</span>'; inSpan = false; }
     open = next;
   }
-  out += escaped.slice(last);
-  if (open) out += '</span>';
+  text(escaped.slice(last));
+  if (inSpan) out += '</span>';
   return out;
 }
 

@@ -4,7 +4,7 @@
  * per-user cap of worker.userBuildsInFlight): a user's k-th waiting build comes in round k, a user with builds
  * running comes later in each round, and within a round the longer-waiting user first.
  */
-import { countRunningBuilds, listWaitingBuilds, recentRunTimes, type BuildRow } from '../../db/index.js';
+import { countRunningByOwner, listWaitingBuilds, recentRunTimes, type BuildRow } from '../../db/index.js';
 import type { CoreDeps } from '../deps.js';
 
 export interface QueuePlace {
@@ -42,10 +42,11 @@ export function median(xs: number[]): number | undefined {
 /** The place of a waiting build (undefined when it is not waiting). */
 export async function queuePlace(d: Pick<CoreDeps, 'db' | 'config'>, build: Pick<BuildRow, 'id' | 'state' | 'dockerfile_id'>): Promise<QueuePlace | undefined> {
   if (build.state !== 'requested' && build.state !== 'queued') return undefined;
-  const [waiting, running, times] = await Promise.all([
-    listWaitingBuilds(d.db), countRunningBuilds(d.db), recentRunTimes(d.db, { limit: 20 }),
+  const [waiting, runningByOwner, times] = await Promise.all([
+    listWaitingBuilds(d.db), countRunningByOwner(d.db), recentRunTimes(d.db, { limit: 20 }),
   ]);
-  const order = fairOrder(waiting);
+  const running = [...runningByOwner.values()].reduce((a, b) => a + b, 0);
+  const order = fairOrder(waiting, runningByOwner);
   const at = order.indexOf(build.id);
   if (at < 0) return undefined;
   const typical = median(times.map((t) => (Date.parse(t.finished_at) - Date.parse(t.started_at)) / 1000).filter((s) => Number.isFinite(s) && s >= 0));
