@@ -87,7 +87,9 @@ async function* follow(d: Deps, first: BuildRow, from: number, signal: AbortSign
     }
     const job = row.dockerfile_id;
     const no = row.backend_build;
-    const chunk: LogChunk = await d.live.get(`log:${job}:${no}:${offset}`, (c) => (c.text ? 30_000 : poll), () => d.glue.call('build.log', [job, no, offset]));
+    // A chunk holding a complete line is kept: every viewer reading at this offset moves past it. One with nothing
+    // or a partial line only is asked again next poll (the line is still being written).
+    const chunk: LogChunk = await d.live.get(`log:${job}:${no}:${offset}`, (c) => (c.text.includes('\n') || !c.more ? 30_000 : poll), () => d.glue.call('build.log', [job, no, offset]));
     const cut = completeLines(chunk);
     if (cut.next > offset || cut.lines.length) {
       const { human, progress } = splitMachineLines(cut.lines);
