@@ -1,11 +1,32 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { tempDir } from '../helpers/tmp.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+/** A new page whose console errors and page errors (a CSP violation, a script error) are collected. */
+async function watchedPage(ctx: BrowserContext): Promise<{ page: Page; problems: string[] }> {
+  const page = await ctx.newPage();
+  const problems: string[] = [];
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+  page.on('pageerror', (e) => problems.push(String(e)));
+  return { page, problems };
+}
+
+/** From the registration form: register, then log in on the page it leads to, landing on the Dockerfiles. */
+async function signUpInBrowser(page: Page, username: string): Promise<void> {
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', 'correct horse battery staple');
+  await page.fill('input[name=password2]', 'correct horse battery staple');
+  await page.click('main button[type=submit]');
+  await page.waitForSelector('text=Account created');
+  await page.fill('input[name=password]', 'correct horse battery staple');
+  await page.click('main button[type=submit]');
+  await page.waitForURL(/\/dockerfiles$/);
+}
 
 /** Real Chromium against the real app (real SSH glue, fake SDK): the user's path, CSP on, no console errors. */
 describe('browser', () => {
@@ -26,21 +47,11 @@ describe('browser', () => {
   });
 
   it('register, log in, paste a Dockerfile, see it listed, build it and watch it finish', async () => {
-    const page = await ctx.newPage();
-    const problems: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
-    page.on('pageerror', (e) => problems.push(String(e)));
+    const { page, problems } = await watchedPage(ctx);
     await page.goto(w.url + '/');
     await expect(page).toHaveURLish('/login');
     await page.click('text=Register');
-    await page.fill('input[name=username]', 'alice');
-    await page.fill('input[name=password]', 'correct horse battery staple');
-    await page.fill('input[name=password2]', 'correct horse battery staple');
-    await page.click('button[type=submit]');
-    await page.waitForSelector('text=Account created');
-    await page.fill('input[name=password]', 'correct horse battery staple');
-    await page.click('main button[type=submit]');
-    await page.waitForURL(/\/dockerfiles$/);
+    await signUpInBrowser(page, 'alice');
     await page.click('main >> text=New Dockerfile');
     await page.fill('input[name=name]', 'debian-minimal');
     // The policy refuses first: the findings come back next to their lines, the text kept, nothing run.
@@ -115,19 +126,9 @@ describe('browser: following a build', () => {
   });
 
   it('register, paste, build, watch the live log, download', async () => {
-    const page = await ctx.newPage();
-    const problems: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
-    page.on('pageerror', (e) => problems.push(String(e)));
+    const { page, problems } = await watchedPage(ctx);
     await page.goto(w.url + '/register');
-    await page.fill('input[name=username]', 'carol');
-    await page.fill('input[name=password]', 'correct horse battery staple');
-    await page.fill('input[name=password2]', 'correct horse battery staple');
-    await page.click('main button[type=submit]');
-    await page.waitForSelector('text=Account created');
-    await page.fill('input[name=password]', 'correct horse battery staple');
-    await page.click('main button[type=submit]');
-    await page.waitForURL(/\/dockerfiles$/);
+    await signUpInBrowser(page, 'carol');
     await page.click('main >> text=New Dockerfile');
     await page.fill('input[name=name]', 'web-appliance');
     await page.fill('textarea[name=content]', 'FROM debian:bookworm\n# fake: gate journey\n# fake-lines: 30\n# fake-ansi\n# fake-packages: libc6=2.36-9 curl=7.88.1 nginx=1.22.1\nRUN apt-get update && apt-get install -y nginx\n');
