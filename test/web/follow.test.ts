@@ -91,6 +91,24 @@ describe('following a build', () => {
     }
   });
 
+  it('a live stream ends when its session does (the user is disabled); coming back is 401', async () => {
+    const dave = w.client();
+    await dave.signUp('dave');
+    const df = await dave.createDockerfile('held', 'FROM debian:bookworm\n# fake: gate held\nRUN true\n');
+    const { id } = await dave.build(df);
+    const res = await fetch(`${dave.base}/api/builds/${id}/events`, { headers: { cookie: dave.cookieHeader() } });
+    expect(res.status).toBe(200);
+    const seen: string[] = [];
+    const done = (async () => { for await (const ev of sseEvents(res)) seen.push(ev.event); })();
+    await until(() => seen.includes('build'));
+    await w.db('users').where({ username: 'dave' }).update({ disabled: true });
+    await done; // the server closed the stream
+    expect(seen).not.toContain('end');
+    expect((await fetch(`${dave.base}/api/builds/${id}/events`, { headers: { cookie: dave.cookieHeader(), 'last-event-id': '0' } })).status).toBe(401);
+    w.local.openGate('held');
+    await w.waitForBuild(id);
+  });
+
   it('the finished build page: 100% and "image ready" (not the last stage seen), sizes for people with exact bytes on hover, each boot test with its serial log; the JSON log has no machine lines', async () => {
     const df = await a.createDockerfile('big', 'FROM debian:bookworm\n# fake: big 2\nRUN true\n');
     const { id } = await a.build(df);

@@ -102,6 +102,12 @@ export function buildApiRoutes(ctx: AppContext): Router {
       if (!res.write(text)) await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
     };
     const beat = setInterval(() => { res.write(': still here\n\n'); }, 15_000);
+    // A stream outlives the request that opened it: it ends when its session does (user disabled, password changed);
+    // the browser's reconnect then gets 401 and stops.
+    const me = req.user!;
+    const recheck = setInterval(() => {
+      core.users.sessionActor({ id: me.id, epoch: me.epoch }).then((still) => { if (!still) ac.abort(); }, () => undefined);
+    }, Math.max(1000, ctx.config.web.livePollMs * 40));
     try {
       await send('retry: 2000\n\n');
       for await (const ev of events) {
@@ -113,6 +119,7 @@ export function buildApiRoutes(ctx: AppContext): Router {
       if (!ac.signal.aborted) await send(`event: problem\ndata: ${JSON.stringify({ message: toHttpError(e).message })}\n\n`).catch(() => undefined);
     } finally {
       clearInterval(beat);
+      clearInterval(recheck);
       res.end();
     }
   });
