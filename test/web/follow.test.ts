@@ -213,7 +213,7 @@ describe('following a build', () => {
     const html = await (await a.get(`/dockerfiles/${df}/builds?state=failed`)).text();
     expect(html).toContain('Builds of many');
     expect(html).toContain('<td>1 min 5 s</td>');
-    expect(html).toContain('<td>manual</td>');
+    expect(html).toContain('<td class="trigger">manual</td>');
     expect(html).toContain('<option value="failed" selected>failed</option>');
     const mine = await (await a.get('/builds?page=2')).text();
     expect(mine).toContain('href="/builds"');
