@@ -89,7 +89,7 @@
     if (startedEl && b.startedAt) startedEl.textContent = time(b.startedAt);
     if (b.state !== 'requested' && b.state !== 'queued' && queueEl) queueEl.hidden = true;
     // The report (boot tests, failure summary, documents) is rendered by the server: show it once the build ends.
-    if (final && !wasFinal) { wasFinal = true; setTimeout(function () { window.location.reload(); }, 300); }
+    if (final && !wasFinal) { wasFinal = true; if (es) es.close(); window.location.reload(); }
   }
 
   function showQueue(q) {
@@ -101,6 +101,7 @@
     queueEl.textContent = t + '.';
   }
 
+  var es = null;
   var lines = 0;
   function appendLines(html) {
     var atBottom = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - 8;
@@ -134,7 +135,7 @@
   }
 
   if (!window.EventSource) return;
-  var es = new EventSource('/api/builds/' + id + '/events' + (from ? '?from=' + from : ''));
+  es = new EventSource('/api/builds/' + id + '/events' + (from ? '?from=' + from : ''));
   es.addEventListener('log', function (e) { appendLines(JSON.parse(e.data).html || []); });
   es.addEventListener('progress', function (e) {
     if (final) return; // a finished build shows how it ended, not the events of its replayed log

@@ -81,6 +81,8 @@ describe('browser', () => {
     await page.click('button:has-text("Build")');
     await page.waitForURL(/\/builds\/\d+$/);
     await page.waitForFunction(() => document.getElementById('state')?.textContent === 'succeeded', null, { timeout: 30_000 });
+    // The page reloads itself once the build has ended (the report is the server's): wait for it.
+    await page.waitForSelector('table.boot-tests', { timeout: 30_000 });
     await page.waitForSelector('#artifacts a:has-text("image.raw")');
     await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('[kiln] build succeeded'), null, { timeout: 10_000 });
     // The SDK's machine lines are progress events, never shown as log text.
@@ -96,6 +98,7 @@ describe('browser', () => {
     await page.waitForURL(/\/dockerfiles\/\d+$/);
     await page.click('button:has-text("Build")');
     await page.waitForURL(/\/builds\/\d+$/);
+    await page.waitForSelector('table.boot-tests', { timeout: 30_000 });
     await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('[kiln] build succeeded'), null, { timeout: 20_000 });
     const shown = (await page.textContent('#log'))!;
     expect(shown.split('\n').filter((l) => /^x{1023}$/.test(l))).toHaveLength(700);
