@@ -86,7 +86,8 @@ Promise.all(Array.from({ length: n }, view)).then(() => parentPort.postMessage({
 async function liveLog(): Promise<Record<string, number>> {
   const tmp = tempDir('kiln-bench-follow-');
   const local = await startInProcessGlue({ dataDir: path.join(tmp.dir, 'glue'), sdkCommand: tickingSdk(tmp.dir), concurrency: 1 });
-  const w = await startTestWeb({ glue: local.client });
+  // One user opens every stream here (the cap per user is for people, not for this measurement).
+  const w = await startTestWeb({ glue: local.client, config: { web: { liveStreamsPerUser: VIEWERS } } });
   try {
     const c = w.client();
     await c.signUp('viewer');

@@ -76,6 +76,8 @@ export const configSchema = z.object({
     signingKeyFile: z.string().optional(),
     /** How often a live build page's stream looks for new log lines, ms (one glue call per build, however many watch). */
     livePollMs: int(250),
+    /** Live build streams one user may have open at once in one web process (each is a long-lived connection). */
+    liveStreamsPerUser: int(20),
   }).prefault({}),
   /** The task worker (src/core/tasks): dispatch, refresh, withdrawal, verification and reconciliation of builds. */
   worker: z.object({

@@ -109,6 +109,35 @@ describe('following a build', () => {
     await w.waitForBuild(id);
   });
 
+  it('a user may hold only web.liveStreamsPerUser live streams at once; closing one frees its place', async () => {
+    const w2 = await startTestWeb({ config: { web: { livePollMs: 50, liveStreamsPerUser: 2 } } });
+    try {
+      const eve = w2.client();
+      await eve.signUp('eve');
+      const df = await eve.createDockerfile('held', 'FROM debian:bookworm\n# fake: gate streams\nRUN true\n');
+      const { id } = await eve.build(df);
+      const open = () => { const ac = new AbortController(); return { ac, res: fetch(`${eve.base}/api/builds/${id}/events`, { headers: { cookie: eve.cookieHeader() }, signal: ac.signal }) }; };
+      const one = open();
+      const two = open();
+      expect((await one.res).status).toBe(200);
+      expect((await two.res).status).toBe(200);
+      const three = await fetch(`${eve.base}/api/builds/${id}/events`, { headers: { cookie: eve.cookieHeader() } });
+      expect(three.status).toBe(429);
+      expect(three.headers.get('retry-after')).toBeTruthy();
+      one.ac.abort();
+      await until(async () => {
+        const r = await fetch(`${eve.base}/api/builds/${id}/events`, { headers: { cookie: eve.cookieHeader() } });
+        if (r.status === 200) { await r.body?.cancel(); return true; }
+        return false;
+      });
+      two.ac.abort();
+      w2.local.openGate('streams');
+      await w2.waitForBuild(id);
+    } finally {
+      await w2.close();
+    }
+  });
+
   it('the finished build page: 100% and "image ready" (not the last stage seen), sizes for people with exact bytes on hover, each boot test with its serial log; the JSON log has no machine lines', async () => {
     const df = await a.createDockerfile('big', 'FROM debian:bookworm\n# fake: big 2\nRUN true\n');
     const { id } = await a.build(df);
