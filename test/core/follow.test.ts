@@ -27,6 +27,7 @@ describe('the human log', () => {
       const html = lineHtml(line);
       expect(html, JSON.stringify(line)).toMatch(SAFE);
       expect(html).not.toMatch(/<(?!\/?span\b)/);
+      // eslint-disable-next-line no-control-regex
       expect(textOf(html)).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
     }
     expect(lineHtml(hostile[0]!)).toBe('<span class="ansi-fg-1">&lt;script&gt;alert(1)&lt;/script&gt;</span>');
