@@ -1,5 +1,5 @@
 # Kiln: `make run` sets up and starts the embedded default; `make test` runs every test.
-.PHONY: deps test-deps build run test typecheck lint bench-sdk bench-glue bench-jenkins chaos compat clean
+.PHONY: deps test-deps build run test typecheck lint bench-sdk bench-glue bench-jenkins bench-follow chaos compat clean
 
 deps:
 	scripts/ensure-deps.sh
@@ -54,6 +54,10 @@ bench-glue: build
 
 bench-jenkins: build
 	npx tsx bench/jenkins.ts
+
+# 200 SSE viewers of one live log (line delay p50/p99) and queue fairness; writes bench/RESULTS-web.md "Live log and queue".
+bench-follow: build
+	npx tsx bench/web-follow.ts
 
 clean:
 	rm -rf dist

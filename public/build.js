@@ -1,48 +1,59 @@
-// Live build page: polls the JSON API and writes only text (textContent / text nodes), never HTML.
+// Live build page: the build's event stream (Server-Sent Events) drives the log, the progress bar and the state.
+// Log lines arrive as HTML the server made safe (text escaped first, ANSI colours as class names only); everything
+// else is written as text (textContent), never as HTML.
 (function () {
   'use strict';
   var main = document.getElementById('build');
   if (!main) return;
   var id = main.getAttribute('data-build-id');
   if (!/^[0-9]+$/.test(id || '')) return;
-  var logEl = document.getElementById('log');
-  var stateEl = document.getElementById('state');
-  var reasonEl = document.getElementById('reason');
-  var requeuedEl = document.getElementById('requeued');
-  var requeueReasonEl = document.getElementById('requeue-reason');
-  var progressEl = document.getElementById('progress');
-  var stageEl = document.getElementById('stage');
-  var artifactsEl = document.getElementById('artifacts');
-  var shaEl = document.getElementById('sha');
-  var verifyingEl = document.getElementById('verifying');
-  var cancelEl = document.getElementById('cancel');
-  var finishedEl = document.getElementById('finished');
-  var offset = 0;
+  var $ = function (x) { return document.getElementById(x); };
+  var logEl = $('log');
+  var stateEl = $('state');
+  var reasonEl = $('reason');
+  var requeuedEl = $('requeued');
+  var requeueReasonEl = $('requeue-reason');
+  var progressEl = $('progress');
+  var stageEl = $('stage');
+  var artifactsEl = $('artifacts');
+  var shaEl = $('sha');
+  var verifyingEl = $('verifying');
+  var cancelEl = $('cancel');
+  var finishedEl = $('finished');
+  var startedEl = $('started');
+  var queueEl = $('queue');
   var final = main.getAttribute('data-final') === 'true';
-  var MAX_LOG_CHARS = 512 * 1024;
+  var wasFinal = final;
+  var MAX_LOG_LINES = 20000;
+  var UNITS = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
 
-  function getJson(url) {
-    return fetch(url, { credentials: 'same-origin', headers: { Accept: 'application/json' } }).then(function (r) {
-      if (!r.ok) throw new Error('HTTP ' + r.status);
-      return r.json();
-    });
+  function humanBytes(n) {
+    if (n < 1024) return n + (n === 1 ? ' byte' : ' bytes');
+    var u = 0;
+    while (n >= 1024 && u < UNITS.length - 1) { n /= 1024; u++; }
+    return (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)) + ' ' + UNITS[u];
   }
+  function duration(s) {
+    s = Math.round(s);
+    if (s < 60) return s + ' s';
+    if (s < 3600) return Math.floor(s / 60) + ' min' + (s % 60 ? ' ' + (s % 60) + ' s' : '');
+    return Math.floor(s / 3600) + ' h' + (Math.floor((s % 3600) / 60) ? ' ' + Math.floor((s % 3600) / 60) + ' min' : '');
+  }
+  function time(t) { return t ? String(t).replace('T', ' ').slice(0, 19) : ''; }
 
   function showBuild(b) {
     stateEl.textContent = b.state === 'verifying' ? 'verifying artifacts' : b.state;
-    verifyingEl.hidden = b.state !== 'verifying';
     stateEl.className = 'state state-' + String(b.state).replace(/[^a-z]/g, '');
-    reasonEl.hidden = !b.reason;
-    reasonEl.textContent = b.reason || '';
+    verifyingEl.hidden = b.state !== 'verifying';
+    if (reasonEl) { reasonEl.hidden = !b.reason; reasonEl.textContent = b.reason || ''; }
     if (requeuedEl) {
       requeuedEl.hidden = !b.requeues;
       if (requeueReasonEl) requeueReasonEl.textContent = b.requeueReason || '';
     }
-    if (b.progress) {
-      progressEl.value = Math.max(0, Math.min(100, Number(b.progress.percent) || 0));
-      stageEl.textContent = b.progress.stage + (b.progress.message ? ': ' + b.progress.message : '');
+    if (b.progressView) {
+      progressEl.value = Math.max(0, Math.min(100, Number(b.progressView.percent) || 0));
+      stageEl.textContent = b.progressView.label;
     }
-    if (b.state === 'succeeded') progressEl.value = 100;
     if (b.artifacts && b.artifacts.length) {
       while (artifactsEl.firstChild) artifactsEl.removeChild(artifactsEl.firstChild);
       b.artifacts.forEach(function (a) {
@@ -52,9 +63,11 @@
         link.setAttribute('download', '');
         link.textContent = a.name;
         var size = document.createElement('span');
-        size.className = 'muted';
-        size.textContent = ' ' + a.size + ' bytes';
+        size.className = 'muted size';
+        size.title = Number(a.size).toLocaleString('en-US') + ' bytes';
+        size.textContent = humanBytes(Number(a.size));
         li.appendChild(link);
+        li.appendChild(document.createTextNode(' '));
         li.appendChild(size);
         if (a.sha256) {
           var sha = document.createElement('code');
@@ -72,46 +85,78 @@
     }
     final = !!b.final;
     if (cancelEl) cancelEl.hidden = final || b.state === 'verifying';
-    if (finishedEl && b.finishedAt) finishedEl.textContent = String(b.finishedAt).replace('T', ' ').slice(0, 19);
+    if (finishedEl && b.finishedAt) finishedEl.textContent = time(b.finishedAt);
+    if (startedEl && b.startedAt) startedEl.textContent = time(b.startedAt);
+    if (b.state !== 'requested' && b.state !== 'queued' && queueEl) queueEl.hidden = true;
+    // The report (boot tests, failure summary, documents) is rendered by the server: show it once the build ends.
+    if (final && !wasFinal) { wasFinal = true; if (es) es.close(); window.location.reload(); }
   }
 
-  function pollLog() {
-    return getJson('/api/builds/' + id + '/log?offset=' + offset).then(function (c) {
-      if (c.text) {
-        var atBottom = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - 8;
-        logEl.appendChild(document.createTextNode(c.text));
-        if (logEl.textContent.length > MAX_LOG_CHARS) {
-          logEl.textContent = '[earlier output trimmed]\n' + logEl.textContent.slice(-MAX_LOG_CHARS);
-        }
-        if (atBottom) logEl.scrollTop = logEl.scrollHeight;
-      }
-      offset = c.nextOffset;
-      return c.more;
-    });
+  function showQueue(q) {
+    if (!queueEl) return;
+    queueEl.hidden = !q;
+    if (!q) return;
+    var t = 'Waiting: number ' + q.position + ' of ' + q.waiting + ' in the queue';
+    if (q.etaSeconds !== undefined) t += ', expected to start in about ' + duration(q.etaSeconds) + ' (builds here take about ' + duration(q.typicalSeconds) + ')';
+    queueEl.textContent = t + '.';
   }
 
+  var es = null;
+  var lines = 0;
+  function appendLines(html) {
+    var atBottom = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - 8;
+    var frag = document.createElement('div');
+    for (var i = 0; i < html.length; i++) frag.insertAdjacentHTML('beforeend', html[i] + '\n');
+    while (frag.firstChild) logEl.appendChild(frag.firstChild);
+    lines += html.length;
+    while (lines > MAX_LOG_LINES && logEl.firstChild) {
+      // Trim from the top, a line at a time (text nodes end with a newline; spans hold whole pieces of a line).
+      var n = logEl.firstChild;
+      if (n.nodeType === 3 && n.nodeValue.indexOf('\n') >= 0) lines--;
+      logEl.removeChild(n);
+    }
+    if (atBottom) logEl.scrollTop = logEl.scrollHeight;
+  }
+
+  // A long finished log starts at its tail; all of it is the build.log download.
   var TAIL_BYTES = 256 * 1024;
-  var started = false;
-  // A long finished log starts at its tail; the full log is the build.log download.
-  function startAt(b) {
-    if (started) return;
-    started = true;
-    var full = (b.artifacts || []).filter(function (a) { return a.name === 'build.log'; })[0];
-    if (full && full.size > TAIL_BYTES * 2) {
-      offset = full.size - TAIL_BYTES;
+  var from = 0;
+  var full = (function () {
+    var items = artifactsEl.querySelectorAll('a');
+    for (var i = 0; i < items.length; i++) if (items[i].textContent === 'build.log') return items[i].parentNode.querySelector('.size');
+    return null;
+  })();
+  if (final && full) {
+    var size = Number(String(full.title).replace(/[^0-9]/g, ''));
+    if (size > TAIL_BYTES * 2) {
+      from = size - TAIL_BYTES;
       logEl.appendChild(document.createTextNode('[earlier output not shown: download build.log for all of it]\n'));
     }
   }
 
-  function tick() {
-    var gotFullChunk = false;
-    getJson('/api/builds/' + id)
-      .then(function (r) { showBuild(r.build); startAt(r.build); var before = offset; return pollLog().then(function (more) { gotFullChunk = offset - before >= 200 * 1024; return more; }); })
-      .then(function (more) {
-        if (gotFullChunk) setTimeout(tick, 50);
-        else if (!final || more) setTimeout(tick, 2000);
+  if (!window.EventSource) return;
+  es = new EventSource('/api/builds/' + id + '/events' + (from ? '?from=' + from : ''));
+  es.addEventListener('log', function (e) { appendLines(JSON.parse(e.data).html || []); });
+  es.addEventListener('progress', function (e) {
+    if (final) return; // a finished build shows how it ended, not the events of its replayed log
+    var p = JSON.parse(e.data);
+    progressEl.value = Math.max(0, Math.min(100, Number(p.percent) || 0));
+    stageEl.textContent = p.stage + (p.message ? ': ' + p.message : '');
+  });
+  es.addEventListener('build', function (e) { showBuild(JSON.parse(e.data)); });
+  es.addEventListener('end', function () { es.close(); });
+
+  // The queue place changes as other builds start: asked for while this one waits.
+  function pollQueue() {
+    if (final) return;
+    fetch('/api/builds/' + id, { credentials: 'same-origin', headers: { Accept: 'application/json' } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (r) {
+        if (!r) return;
+        showQueue(r.build.queue);
+        if (r.build.state === 'requested' || r.build.state === 'queued') setTimeout(pollQueue, 5000);
       })
-      .catch(function () { setTimeout(tick, 5000); });
+      .catch(function () { setTimeout(pollQueue, 10000); });
   }
-  tick();
+  if (!final) setTimeout(pollQueue, 5000);
 })();

@@ -74,6 +74,10 @@ export const configSchema = z.object({
      * never hold it; its public half is served at /.well-known/kiln-signing-key.
      */
     signingKeyFile: z.string().optional(),
+    /** How often a live build page's stream looks for new log lines, ms (one glue call per build, however many watch). */
+    livePollMs: int(250),
+    /** Live build streams one user may have open at once in one web process (each is a long-lived connection). */
+    liveStreamsPerUser: int(20),
   }).prefault({}),
   /** The task worker (src/core/tasks): dispatch, refresh, withdrawal, verification and reconciliation of builds. */
   worker: z.object({
@@ -94,6 +98,11 @@ export const configSchema = z.object({
     refreshMs: int(2000),
     /** How often a reconciliation pass runs (every active build has its task; jobs the backend lost are put again). */
     reconcileSeconds: int(30),
+    /**
+     * Builds one user may have at the backend at once (queued or running there); more wait in Kiln, in `requested`,
+     * so another user's build is not stuck behind them in a backend queue Kiln does not order (Jenkins). 0 = no cap.
+     */
+    userBuildsInFlight: int(0),
   }).prefault({}),
   db: z.object({
     client: z.enum(['sqlite', 'pg']).default('sqlite'),

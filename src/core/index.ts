@@ -24,11 +24,14 @@ export { PasswordHasher } from './passwords.js';
 export { Worker, type WorkerOptions } from './tasks/worker.js';
 export type { ContextUpload, DockerfileView } from './dockerfiles.js';
 export { describeSchedule, WEEKDAYS, type JobSettings, type JobStatus } from './jobs/index.js';
-export type { ArtifactDownload } from './builds/index.js';
+export type { ArtifactDownload, BuildPage, BuildListView, LiveEvent, ProgressView, QueuePlace } from './builds/index.js';
+export { progressOf } from './builds/index.js';
 export type { LoginAttempt, SessionUser } from './users.js';
 
 /** Binds every use case to its dependencies: `core.builds.request(actor, {dockerfileId, key})`. */
 export function createCore(deps: CoreDeps) {
+  // Shared by every viewer of this process: one glue read per live log and poll, finished builds' documents kept a while.
+  const read = { ...deps, live: new builds.Coalescer() };
   return {
     deps,
     dockerfiles: {
@@ -51,6 +54,15 @@ export function createCore(deps: CoreDeps) {
       cancel: (actor: Actor, id: unknown) => builds.cancelBuild(deps, actor, id),
       log: (actor: Actor, id: unknown, offset: unknown) => builds.readLog(deps, actor, id, offset),
       artifact: (actor: Actor, id: unknown, name: unknown, range?: string) => builds.openArtifact(deps, actor, id, name, range),
+      page: (actor: Actor, id: unknown) => builds.buildPage(read, actor, id),
+      history: (actor: Actor, query: builds.BuildListQuery) => builds.listBuildPage(deps, actor, query),
+      queuePlace: (actor: Actor, id: unknown) => builds.buildQueuePlace(read, actor, id),
+      follow: (actor: Actor, id: unknown, from: unknown, signal: AbortSignal) => builds.followBuild(read, actor, id, from, signal),
+      report: (actor: Actor, id: unknown) => builds.buildReport(read, actor, id),
+      manifest: (actor: Actor, id: unknown, query: unknown) => builds.manifestView(read, actor, id, query),
+      sbom: (actor: Actor, id: unknown, query: unknown) => builds.sbomView(read, actor, id, query),
+      serialLog: (actor: Actor, id: unknown, index: unknown) => builds.serialLog(read, actor, id, index),
+      diff: (actor: Actor, id: unknown) => builds.packageDiff(read, actor, id),
     },
     baseNames: {
       view: (actor: Actor) => baseNames.baseNamesView(deps, actor),

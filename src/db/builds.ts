@@ -62,6 +62,9 @@ function norm(r: Record<string, unknown>): BuildRow {
   };
 }
 
+/** A raw `builds` row as a BuildRow (for the other build queries: build-history.ts). */
+export const toBuildRow = (r: Record<string, unknown>): BuildRow => norm(r);
+
 /** By id and owner, or by id alone for an admin (`ownerId` null). */
 export async function findBuild(db: Queryable, id: number, ownerId: number | null): Promise<BuildRow | undefined> {
   const q = db('builds').where({ id });
@@ -150,6 +153,20 @@ export async function requeueBuild(db: Queryable, id: number, fromBackendBuild: 
       reason: null, dispatch_attempts: 0, requeues: 1, requeue_reason: reason, updated_at: nowIso(),
     });
   return Number(n) > 0;
+}
+
+/**
+ * Whether a `requested` build may go to the backend under a cap of `cap` builds per user there: fewer of its owner's
+ * other builds are queued or running at the backend or being handed over (requested, a dispatch attempt made), and
+ * none of the owner's older requested builds still waits for its first attempt.
+ */
+export async function isDispatchTurn(db: Queryable, b: Pick<BuildRow, 'id' | 'owner_id'>, cap: number): Promise<boolean> {
+  const r = await db('builds').where({ owner_id: b.owner_id }).whereNot({ id: b.id })
+    .where((q) => { void q.whereIn('state', ['queued', 'running']).orWhere((q2) => { void q2.where({ state: 'requested' }).where('dispatch_attempts', '>', 0); }); })
+    .count<{ n: number | string }[]>({ n: '*' });
+  if (Number(r[0]?.n ?? 0) >= cap) return false;
+  const older = await db('builds').where({ owner_id: b.owner_id, state: 'requested', dispatch_attempts: 0 }).where('id', '<', b.id).first('id');
+  return !older;
 }
 
 export async function bumpDispatchAttempts(db: Queryable, id: number): Promise<void> {

@@ -6,6 +6,7 @@ export * from './login-failures.js';
 export * from './dockerfiles.js';
 export * from './contexts.js';
 export * from './builds.js';
+export * from './build-history.js';
 export * from './quotas.js';
 export * from './attestations.js';
 export * from './base-names.js';

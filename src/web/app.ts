@@ -28,6 +28,8 @@ import { apiRoutes } from './routes/api.js';
 import { adminRoutes } from './routes/admin.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 import { jobRoutes } from './routes/jobs.js';
+import { buildRoutes, buildApiRoutes } from './routes/builds.js';
+import { exactBytes, humanBytes, humanDuration, shortTime } from './format.js';
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -119,6 +121,10 @@ export function createApp(opts: AppOptions): KilnApp {
 
   const views = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.viewsDir ?? defaultViewsDir()), { autoescape: true, throwOnUndefined: false });
   views.addFilter('json', (v: unknown) => JSON.stringify(v));
+  views.addFilter('bytes', humanBytes);
+  views.addFilter('exactbytes', exactBytes);
+  views.addFilter('duration', humanDuration);
+  views.addFilter('time', shortTime);
 
   // Only a path is a request target here. `OPTIONS *` or a bare word would skip the session middleware (outside its
   // cookie path "/") and reach passport without a session, which throws (a 500); the absolute form, which only
@@ -250,7 +256,7 @@ export function createApp(opts: AppOptions): KilnApp {
   });
 
   const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: issueToken, seedCsrfToken, protect, passport, wantsJson, loginLimiter, bigUploads, now };
-  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['', pageRoutes(ctx)], ['', jobRoutes(ctx)]];
+  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['/api', buildApiRoutes(ctx)], ['', pageRoutes(ctx)], ['', jobRoutes(ctx)], ['', buildRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
   app.locals.routeTable = mounted.flatMap(([prefix, router]) => (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)

@@ -61,13 +61,20 @@ env > "$out/env.txt"
 cp "$df" "$out/Dockerfile.used"
 # result.json in the protocol's shape (src/protocol/sdk-output.ts): ok, the artifacts' JSON, extra fields (an error).
 started=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+boot='[]'
+stages='[]'
 result() {
-  printf '{"ok":%s,"sdkVersion":"fake","startedAt":"%s","finishedAt":"%s","artifacts":[%s],"bootTests":[],"stages":[]%s}' \
-    "$1" "$started" "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$2" "\${3:+,$3}" > "$out/result.json"
+  printf '{"ok":%s,"sdkVersion":"fake","startedAt":"%s","finishedAt":"%s","artifacts":[%s],"bootTests":%s,"stages":%s%s}' \
+    "$1" "$started" "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$2" "$boot" "$stages" "\${3:+,$3}" > "$out/result.json"
 }
 mode=$(sed -n 's/^# fake: //p' "$df" | head -n 1)
 claim=$(sed -n 's/^# fake-claim: //p' "$df" | head -n 1)
 echo '##kiln {"stage":"build","percent":10,"message":"building the Dockerfile"}'
+# fake-lines: N prints "line 1".."line N" now and "after 1".."after N" once the mode (a gate, say) is done.
+lines=$(sed -n 's/^# fake-lines: //p' "$df" | head -n 1)
+i=1; while [ $i -le \${lines:-0} ]; do echo "line $i"; i=$((i+1)); done
+# fake-packages: a=1 b=2 writes a manifest and an SBOM with those packages.
+pkgs=$(sed -n 's/^# fake-packages: //p' "$df" | head -n 1)
 if grep -q '^# fake-ansi' "$df"; then printf 'step 1\\n\\033[31m<script>alert(1)</script>\\033[0m\\n\\033]8;;javascript:alert(2)\\007link\\033]8;;\\007\\n'; fi
 case "$mode" in
   gate*) g='${path.join(dir, 'gates')}'/\${mode#gate }; echo "waiting at gate"; while [ ! -e "$g" ]; do sleep 0.05; done ;;
@@ -80,9 +87,13 @@ if [ "$mode" = internal ]; then
   result false '' '"error":{"code":"internal","message":"Internal error in the build service (reference 0123456789ab)"}'
   exit 1
 fi
+i=1; while [ $i -le \${lines:-0} ]; do echo "after $i"; i=$((i+1)); done
 if [ "$mode" = fail ]; then
+  echo 'Step 2/2 : RUN true'
+  stages='[{"name":"policy","seconds":0.1},{"name":"build","seconds":1.2}]'
   result false '' '"error":{"code":"build_failed","message":"RUN step 2 failed: exit 100"}'
   echo "build failed" >&2
+  echo '[kiln] build failed'
   exit 1
 fi
 case "$mode" in
@@ -92,6 +103,15 @@ esac
 sha=$(sha256sum "$out/image.raw" | cut -d' ' -f1)
 [ "$claim" = result-lies ] && sha=ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
 size=$(wc -c < "$out/image.raw")
+if [ -n "$pkgs" ]; then
+  m=; sp=; for p in $pkgs; do
+    m="$m\${m:+,}{\\"name\\":\\"\${p%%=*}\\",\\"version\\":\\"\${p#*=}\\",\\"architecture\\":\\"amd64\\",\\"source\\":\\"\${p%%=*}\\"}"
+    sp="$sp,{\\"SPDXID\\":\\"SPDXRef-Package-deb-\${p%%=*}\\",\\"name\\":\\"\${p%%=*}\\",\\"versionInfo\\":\\"\${p#*=}\\",\\"externalRefs\\":[{\\"referenceType\\":\\"purl\\",\\"referenceLocator\\":\\"pkg:deb/debian/\${p%%=*}@\${p#*=}?arch=amd64\\"}]}"
+  done
+  printf '{"os":{"prettyName":"Debian GNU/Linux 12 (bookworm)"},"boot":{"kernel":"6.1.0-fake"},"packages":[%s]}' "$m" > "$out/manifest.json"
+  printf '{"spdxVersion":"SPDX-2.3","packages":[{"SPDXID":"SPDXRef-Image","name":"image"}%s]}' "$sp" > "$out/sbom.spdx.json"
+fi
+boot='[{"artifact":"image.raw","firmware":"bios","passed":true,"seconds":1.5,"serialLog":"SeaBIOS\\r\\nDebian GNU/Linux 12 kiln ttyS0 <b>x</b>\\n\\nkiln login: "}]'
 result true '{"name":"image.raw","format":"raw","size":'"$size"',"allocated":'"$size"',"sha256":"'"$sha"'"}'
 case "$claim" in
   none) ;;
@@ -101,10 +121,11 @@ case "$claim" in
   empty) : > "$out/SHA256SUMS" ;;
   garbage) echo garbage > "$out/SHA256SUMS" ;;
   unlisted) (cd "$out" && sha256sum image.raw > SHA256SUMS); printf 'unlisted' > "$out/image.qcow2" ;;
-  *) (cd "$out" && sha256sum image.raw > SHA256SUMS) ;;
+  *) (cd "$out" && sha256sum image.raw $(ls manifest.json sbom.spdx.json 2>/dev/null) > SHA256SUMS) ;;
 esac
 if [ "$mode" = symlink ]; then ln -s /etc/passwd "$out/manifest.json"; ln -s /etc/shadow "$out/image.qcow2"; fi
-echo '##kiln {"stage":"done","percent":100}'
+echo '##kiln {"stage":"done","percent":100,"message":"image ready"}'
+echo '[kiln] build succeeded'
 `);
   chmodSync(file, 0o755);
   return [file];

@@ -55,6 +55,8 @@ interface TestWebOptions {
   logger?: Logger;
   /** false: no worker runs beside the web (the test runs tasks with `newWorker().drain()`). */
   worker?: false;
+  /** Builds the in-process glue's local backend runs at once (default 2). */
+  glueConcurrency?: number;
 }
 
 const isFinalRow = (b: BuildRow) => ['succeeded', 'failed', 'cancelled'].includes(b.state);
@@ -66,7 +68,7 @@ export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlu
 export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb & { realGlue?: TestGlue; local?: InProcessGlue }> {
   const { dir, cleanup } = tempDir('kiln-web-');
   const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
-  const local = !real && !opts.glue ? await startInProcessGlue({ dataDir: path.join(dir, 'glue-data') }) : undefined;
+  const local = !real && !opts.glue ? await startInProcessGlue({ dataDir: path.join(dir, 'glue-data'), ...(opts.glueConcurrency ? { concurrency: opts.glueConcurrency } : {}) }) : undefined;
   const config = loadConfig({}, {
     dataDir: dir, ...opts.config,
     web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) },

@@ -52,6 +52,7 @@ describe('authorization matrix over every route', () => {
     .replace(/^\/dockerfiles\/:id/, () => `/dockerfiles/${ids.dockerfile}`)
     .replace(/^\/api\/dockerfiles\/:id/, () => `/api/dockerfiles/${ids.dockerfile}`)
     .replace(/:id/, () => String(ids.build))
+    .replace(/:n\b/, '0')
     .replace(/:name/, 'image.raw');
 
   async function call(c: HttpClient, method: string, path: string, n: number): Promise<Response> {
@@ -65,7 +66,10 @@ describe('authorization matrix over every route', () => {
     expect(keys).toEqual(expect.arrayContaining(['GET /dockerfiles/:id', 'GET /builds/:id/artifacts/:name', 'POST /dockerfiles/:id/builds', 'GET /api/builds/:id/log',
       'GET /admin/base-names', 'POST /api/admin/base-names/:id/delete',
       'POST /dockerfiles/:id/job', 'POST /dockerfiles/:id/job/disable', 'POST /api/dockerfiles/:id/job/enable', 'GET /api/dockerfiles/:id/job',
-      'GET /dockerfiles/:id/delete', 'POST /api/dockerfiles/:id/delete']));
+      'GET /dockerfiles/:id/delete', 'POST /api/dockerfiles/:id/delete',
+      // Following builds: lists, the live stream, the documents of a build.
+      'GET /builds', 'GET /api/builds', 'GET /dockerfiles/:id/builds', 'GET /api/builds/:id/events', 'GET /builds/:id/manifest', 'GET /api/builds/:id/sbom',
+      'GET /builds/:id/boot/:n', 'GET /builds/:id/diff', 'GET /api/builds/:id/report']));
     expect(routes.length).toBeGreaterThan(20);
   });
 

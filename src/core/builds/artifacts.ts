@@ -9,18 +9,22 @@ import { KilnError, notFound } from '../../shared/errors.js';
 import type { Actor } from '../actor.js';
 import type { CoreDeps } from '../deps.js';
 import { buildFor } from './access.js';
+import { parseOffset } from './live.js';
+import { completeLines, plainLine, splitMachineLines } from './log-view.js';
 
-// eslint-disable-next-line no-control-regex
-const ANSI = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
-/** Build output is attacker-written: escapes and control characters are removed (the page sets it as text). */
-export const cleanLogText = (t: string): string => t.replace(ANSI, '');
-
+/**
+ * The human log by offset (the JSON API): complete lines only (a partial last line comes with the next read, at
+ * the returned `nextOffset`), without the SDK's machine lines, escapes and control characters.
+ */
 export async function readLog(s: Pick<CoreDeps, 'db' | 'glue'>, actor: Actor, rawId: unknown, rawOffset: unknown): Promise<LogChunk> {
   const b = await buildFor(s.db, actor, rawId);
-  const offset = typeof rawOffset === 'string' && /^(0|[1-9][0-9]{0,14})$/.test(rawOffset) ? Number(rawOffset) : 0;
+  const offset = parseOffset(rawOffset);
   if (b.backend_build == null) return { text: '', offset, nextOffset: offset, more: !isFinal(b.state) };
   const chunk = await s.glue.call('build.log', [b.dockerfile_id, b.backend_build, offset]);
-  return { ...chunk, text: cleanLogText(chunk.text) };
+  const cut = completeLines(chunk);
+  const { human } = splitMachineLines(cut.lines);
+  const text = human.map((l) => plainLine(l) + '\n').join('');
+  return { text, offset: cut.start, nextOffset: cut.next, more: chunk.more || cut.next < chunk.nextOffset };
 }
 
 export interface ArtifactDownload {

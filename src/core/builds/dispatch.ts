@@ -4,7 +4,7 @@
  * backend build for the same key, build.cancel and build.withdraw of a build that has ended report its state.
  */
 import {
-  bumpDispatchAttempts, clearDispatchAttempts, findBuild, findDockerfile, findUserById, getContextTar, getVersion, isFinal, isTaskLive, nowIso, updateBuild,
+  bumpDispatchAttempts, clearDispatchAttempts, isDispatchTurn, lockUserRow, findBuild, findDockerfile, findUserById, getContextTar, getVersion, isFinal, isTaskLive, nowIso, updateBuild,
   type BuildRow,
 } from '../../db/index.js';
 import { specSha256, type JobSpecInput } from '../../protocol/index.js';
@@ -66,6 +66,26 @@ async function putAndBuild(d: Deps, build: BuildRow) {
 }
 
 /**
+ * Counts the dispatch attempt, if it is this build's turn: under `worker.userBuildsInFlight` (a cap per user on
+ * builds at the backend, for backends that run their queue first come first served, Jenkins) a build waits in
+ * `requested` while its owner has that many at the backend or being handed over, and behind the owner's older waiting
+ * builds. Checked and counted under the owner's row lock, so two workers never both take the last slot.
+ */
+async function takeDispatchTurn(d: Deps, build: BuildRow): Promise<boolean> {
+  const cap = d.config.worker.userBuildsInFlight;
+  if (cap === 0) {
+    await bumpDispatchAttempts(d.db, build.id);
+    return true;
+  }
+  return d.db.transaction(async (trx) => {
+    await lockUserRow(trx, build.owner_id);
+    if (!(await isDispatchTurn(trx, build, cap))) return false;
+    await bumpDispatchAttempts(trx, build.id);
+    return true;
+  });
+}
+
+/**
  * `build.dispatch`: hands a `requested` build to the glue; the row becomes `queued` with the backend build number
  * and its refresh task is enqueued, in one transaction. The glue unreachable: thrown, so the task is retried with
  * backoff under the same key (never a second backend build). A refusal (the glue's answer about this build, e.g. a
@@ -76,7 +96,7 @@ export const dispatchTask: TaskKind = {
   async run(d, { task, log }) {
     const build = await buildOf(d, task.subject);
     if (build?.state !== 'requested') return;
-    await bumpDispatchAttempts(d.db, build.id);
+    if (!(await takeDispatchTurn(d, build))) return { again: d.config.worker.refreshMs };
     let r;
     try {
       r = await putAndBuild(d, build);

@@ -30,7 +30,11 @@ import { buildSubject, enqueue, wake } from '../tasks/queue.js';
 import { buildFor } from './access.js';
 
 export { buildFor } from './access.js';
-export { openArtifact, readLog, cleanLogText, type ArtifactDownload } from './artifacts.js';
+export { openArtifact, readLog, type ArtifactDownload } from './artifacts.js';
+export { Coalescer, followBuild, type LiveEvent } from './live.js';
+export { buildReport, manifestView, packageDiff, sbomView, serialLog } from './report.js';
+export { buildPage, buildQueuePlace, listBuildPage, progressOf, type BuildListQuery, type BuildListView, type BuildPage, type ProgressView } from './view.js';
+export type { QueuePlace } from './waiting.js';
 
 /**
  * Records a build request and enqueues its dispatch, or returns the existing build for a repeated key. `trigger` is

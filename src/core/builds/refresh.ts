@@ -32,7 +32,8 @@ async function takeStatus(d: Deps, build: BuildRow, st: BuildStatus, subject: st
       state: next,
       // Every failed or cancelled build says why, even when its backend did not.
       reason: st.reason || (next === 'failed' ? 'The build failed; its log says why.' : next === 'cancelled' ? 'Cancelled.' : null),
-      progress: st.progress ?? null,
+      // A final status carries no event: the last one seen stays (where a failed build stopped).
+      progress: st.progress ?? build.progress,
       artifacts: st.artifacts,
       started_at: st.startedAt ?? build.started_at,
       finished_at: isFinal(next) || next === 'verifying' ? st.finishedAt ?? nowIso() : null,

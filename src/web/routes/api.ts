@@ -4,6 +4,7 @@ import type { AppContext } from '../app.js';
 import { MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES, decodeDockerfile, type ContextUpload } from '../../core/index.js';
 import { sendArtifact } from './pages.js';
 import { jsonBody } from '../upload-limits.js';
+import { liveJson } from './builds.js';
 import { actorOf, buildJson, requireUser } from './util.js';
 
 /**
@@ -59,7 +60,9 @@ export function apiRoutes(ctx: AppContext): Router {
   });
 
   r.get('/builds/:id', requireUser, async (req, res) => {
-    res.json({ build: buildJson(await core.builds.get(actorOf(req), req.params.id)) });
+    const actor = actorOf(req);
+    const build = await core.builds.get(actor, req.params.id);
+    res.json({ build: { ...liveJson(build), queue: (await core.builds.queuePlace(actor, String(build.id))) ?? null } });
   });
 
   r.post('/builds/:id/cancel', requireUser, async (req, res) => {

@@ -8,7 +8,7 @@ import {
 import type { AppContext } from '../app.js';
 import { bodyCap } from '../upload-limits.js';
 import { policyFindings } from '../errors.js';
-import { actorOf, buildJson, newFormKey, requireUser } from './util.js';
+import { actorOf, newFormKey, requireUser } from './util.js';
 import { jobPage } from './jobs.js';
 
 /** Sends an artifact as an opaque download under a server-made name. */
@@ -135,11 +135,6 @@ export function pageRoutes(ctx: AppContext): Router {
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
     const { build } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key, trigger: 'manual' });
     res.redirect(303, `/builds/${build.id}`);
-  });
-
-  r.get('/builds/:id', requireUser, async (req, res) => {
-    const { build, dockerfile, versionSha } = await core.builds.version(actorOf(req), req.params.id);
-    render(req, res, 'build.njk', { build, buildJson: buildJson(build), dockerfile, versionSha });
   });
 
   r.post('/builds/:id/cancel', requireUser, async (req, res) => {

@@ -36,7 +36,11 @@ export class Runner {
   private readonly sdk: readonly string[];
   private readonly concurrency: number;
   private readonly env: Readonly<Record<string, string>>;
-  private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  private readonly running = new Map<string, { abort: AbortController; done: Promise<void>; owner: string }>();
+  /** Fair order: when each owner last had a build started (a counter), and whose each claimed build is. */
+  private readonly servedAt = new Map<string, number>();
+  private readonly ownerOfClaim = new Map<string, string>();
+  private starts = 0;
   private timer: NodeJS.Timeout | undefined;
   private started = false;
   private closing = false;
@@ -126,15 +130,35 @@ export class Runner {
     if (!this.closing && this.started) this.queue.kick();
   }
 
+  /**
+   * The next build to start, fairly: queued builds are taken round robin by owner (the job spec's `owner`), so one
+   * user's ten queued builds do not hold back another user's one. The owner with the fewest builds running goes
+   * first, then the one served longest ago (or never), then queue order.
+   */
   private async claimNext(): Promise<BuildRecord | undefined> {
     return this.store.lock.run(async () => {
-      for (const e of await this.store.queueEntries()) {
+      const entries = await this.store.queueEntries();
+      const ownerOf = new Map<number, string>();
+      for (const e of entries) {
+        if (!ownerOf.has(e.job)) ownerOf.set(e.job, await this.store.readSpec(e.job).then((s) => s.owner, () => ''));
+      }
+      const runningOf = new Map<string, number>();
+      for (const r of this.running.values()) runningOf.set(r.owner, (runningOf.get(r.owner) ?? 0) + 1);
+      const rank = (e: (typeof entries)[number]): [number, number, number] => {
+        const o = ownerOf.get(e.job)!;
+        return [runningOf.get(o) ?? 0, this.servedAt.get(o) ?? -1, e.queueId];
+      };
+      const ordered = entries.map((e) => ({ e, r: rank(e) })).sort((a, b) => a.r[0] - b.r[0] || a.r[1] - b.r[1] || a.r[2] - b.r[2]).map((x) => x.e);
+      for (const e of ordered) {
         const rec = await this.store.readBuild(e.job, e.build);
         await fsp.rm(path.join(this.store.queueDir, e.file), { force: true });
         if (!rec || rec.state !== 'queued') continue;
         rec.state = 'running';
         rec.startedAt = this.store.iso();
         await this.store.writeBuild(rec);
+        const owner = ownerOf.get(e.job)!;
+        this.servedAt.set(owner, ++this.starts);
+        this.ownerOfClaim.set(`${rec.job}/${rec.build}`, owner);
         return rec;
       }
       return undefined;
@@ -150,7 +174,9 @@ export class Runner {
         this.running.delete(key);
         this.pump();
       });
-    this.running.set(key, { abort, done });
+    const owner = this.ownerOfClaim.get(key) ?? '';
+    this.ownerOfClaim.delete(key);
+    this.running.set(key, { abort, done, owner });
   }
 
   private async execute(rec: BuildRecord, signal: AbortSignal): Promise<void> {
@@ -188,7 +214,8 @@ export class Runner {
     const timeoutMs = this.o.buildTimeoutMs ?? 2 * 3600_000;
     this.log_.info({ job: rec.job, build: rec.build }, 'build started');
     append(`[kiln] build ${rec.build} of job ${rec.job} started\n`);
-    let outcome: { state: BuildState; reason?: string; exitCode?: number | null };
+    // sdkSaid: the SDK ended on its own and its last lines already say how (`[kiln] build succeeded|failed`).
+    let outcome: { state: BuildState; reason?: string; exitCode?: number | null; sdkSaid?: boolean };
     try {
       const r = await run(cmd, args, {
         cwd: ws, timeoutMs, signal, processGroup: true, maxOutputBytes: 64 * 1024,
@@ -199,15 +226,19 @@ export class Runner {
       if (await exists(path.join(bdir, 'cancel'))) outcome = { state: 'cancelled', reason: 'cancelled by request', exitCode: r.code };
       else if (signal.aborted) outcome = { state: 'lost', reason: LOST.stop, exitCode: r.code };
       else if (r.timedOut) outcome = { state: 'failed', reason: `timed out after ${Math.round(timeoutMs / 1000)} s`, exitCode: r.code };
-      else if (r.code === 0) outcome = { state: 'succeeded', exitCode: 0 };
+      else if (r.code === 0) outcome = { state: 'succeeded', exitCode: 0, sdkSaid: true };
       // Killed by a signal nobody here sent (the OOM killer, an operator): the machine's doing, not the Dockerfile's.
       else if (r.signal) outcome = { state: 'lost', reason: `interrupted: the build process was killed (${r.signal})`, exitCode: r.code };
-      else outcome = { state: 'failed', reason: (await this.sdkError(archive)) ?? `the SDK exited with status ${r.code}`, exitCode: r.code };
+      else {
+        const said = await this.sdkError(archive);
+        outcome = { state: 'failed', reason: said ?? `the SDK exited with status ${r.code}`, exitCode: r.code, sdkSaid: said !== undefined };
+      }
     } catch (e) {
       this.log_.error({ err: e, job: rec.job, build: rec.build }, 'could not start the SDK');
       outcome = { state: 'failed', reason: 'could not start the SDK' };
     }
-    append(`[kiln] build ${outcome.state}${outcome.reason ? `: ${outcome.reason}` : ''}\n`);
+    // The end is told once: by the SDK when it ended on its own, else here (cancelled, lost, timed out, not started).
+    if (!outcome.sdkSaid) append(`[kiln] build ${outcome.state}${outcome.reason ? `: ${outcome.reason}` : ''}\n`);
     closeSync(logFd);
     await this.store.lock.run(async () => {
       const cur = await this.store.readBuild(rec.job, rec.build);
