@@ -4,6 +4,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pino } from 'pino';
 import type { GluePort } from '../../src/core/ports.js';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
+import type { Backend } from '../../src/glue/backends/types.js';
 import { createGlue, errorDocument, exitCodeFor, readCapped } from '../../src/glue/dispatch.js';
 import { createGlueClient, glueError, type Exchange, type GlueTransport } from '../../src/glue-client/codec.js';
 import { KilnError, toKilnError } from '../../src/shared/errors.js';
@@ -24,7 +25,8 @@ import { writeFakeSdk } from './glue.js';
  */
 export interface InProcessGlue {
   client: GluePort;
-  backend: LocalBackend;
+  /** The local backend, or the one the test gave (`backend`, e.g. a Jenkins backend against the double). */
+  backend: Backend;
   /** The local backend's data directory (<dir>/glue/jobs/kiln-job-N/builds/M/...). */
   dataDir: string;
   /** While true, every request fails with backend_unavailable, as when the glue's host is unreachable. */
@@ -42,11 +44,10 @@ export interface InProcessGlue {
   close(): Promise<void>;
 }
 
-export async function startInProcessGlue(o: { dataDir: string; sdkCommand?: string[]; concurrency?: number; logger?: Logger; now?: () => Date }): Promise<InProcessGlue> {
+export async function startInProcessGlue(o: { dataDir: string; sdkCommand?: string[]; concurrency?: number; logger?: Logger; now?: () => Date; backend?: Backend }): Promise<InProcessGlue> {
   mkdirSync(o.dataDir, { recursive: true });
-  const sdkCommand = o.sdkCommand ?? writeFakeSdk(o.dataDir);
   const logger = o.logger ?? pino({ level: 'silent' });
-  const backend = new LocalBackend({ dataDir: o.dataDir, sdkCommand, concurrency: o.concurrency ?? 2, pollMs: 50, buildTimeoutMs: 600_000, logger, ...(o.now ? { now: o.now } : {}) });
+  const backend = o.backend ?? new LocalBackend({ dataDir: o.dataDir, sdkCommand: o.sdkCommand ?? writeFakeSdk(o.dataDir), concurrency: o.concurrency ?? 2, pollMs: 50, buildTimeoutMs: 600_000, logger, ...(o.now ? { now: o.now } : {}) });
   await backend.start();
   const glue = createGlue({ backend, logger });
   const refusals = new Map<string, KilnError>();
