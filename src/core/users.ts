@@ -156,10 +156,10 @@ type AdminDeps = Pick<CoreDeps, 'db' | 'logger' | 'now'>;
 
 /**
  * Refuses a change that would leave the site without an enabled admin (demoting or disabling the last one): nobody
- * could then reach the console. Run inside the changing transaction; on PostgreSQL it locks the admins' rows.
+ * could then reach the console. Runs first in the changing transaction, under the admins' lock, so it decides on
+ * what is committed now, not on the row read before.
  */
 async function keepAnAdmin(trx: Queryable, u: UserRow, what: string): Promise<void> {
-  if (u.role !== 'admin' || u.disabled) return;
   const admins = await lockActiveAdmins(trx);
   if (admins.length <= 1 && admins.includes(u.id)) throw conflict(`${u.username} is the last admin: make another admin before you ${what} them.`);
 }

@@ -63,12 +63,18 @@ export async function setUserApproved(db: Queryable, id: number): Promise<void> 
 }
 
 /**
- * The ids of the admins who can act (enabled), their rows locked on PostgreSQL until the transaction ends, so two
- * admins demoting or disabling each other at once cannot both pass a "not the last admin" check. SQLite runs one
- * transaction at a time here (one connection per process, the write lock across processes).
+ * The ids of the admins who can act (enabled), locked until the transaction ends, so two admins demoting or
+ * disabling each other at once (from any processes) cannot both pass a "not the last admin" check. Call it first in
+ * the transaction. PostgreSQL: the rows FOR UPDATE (a waiter re-reads them after the holder commits). SQLite: a write
+ * first, which takes the database's write lock (waiting through busy_timeout) before anything is read; a read first
+ * would pin a snapshot that a concurrent writer makes stale, and the later write would fail with SQLITE_BUSY.
  */
 export async function lockActiveAdmins(trx: Queryable): Promise<number[]> {
-  const q = trx('users').where({ role: 'admin', disabled: false }).select('id').orderBy('id');
-  if (isPg(trx)) q.forUpdate();
-  return (await q).map((r: { id: number | string }) => Number(r.id));
+  if (isPg(trx)) {
+    const rows = await trx('users').where({ role: 'admin', disabled: false }).select('id').orderBy('id').forUpdate();
+    return rows.map((r: { id: number | string }) => Number(r.id));
+  }
+  await trx('users').where({ role: 'admin' }).update({ role: 'admin' });
+  const rows = await trx('users').where({ role: 'admin', disabled: false }).select('id').orderBy('id');
+  return rows.map((r: { id: number | string }) => Number(r.id));
 }

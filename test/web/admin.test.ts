@@ -231,6 +231,41 @@ describe('admin console', () => {
     }
   });
 
+  it('case 13: a non-admin gets 403 on every admin page and admin API route; role, is_admin or approved in any body (register, account, API) are ignored', async () => {
+    const mal = w.client();
+    const elevate = { role: 'admin', is_admin: true, isAdmin: true, admin: '1', approved: true, disabled: false };
+    const t = await mal.token('/register');
+    expect((await mal.postForm('/register', { _csrf: t, username: 'mal', password: PW, password2: PW, role: 'admin', is_admin: 'true', approved: 'true' })).status).toBe(201);
+    const api = w.client();
+    const reg = await post(api, '/api/register', { username: 'mal2', password: PW, ...elevate });
+    expect(reg.status).toBe(201);
+    expect((await json(reg)).user).toMatchObject({ role: 'user', approved: false });
+    for (const name of ['mal', 'mal2']) expect(await findUserByName(w.db, name)).toMatchObject({ role: 'user', approved: false, disabled: false });
+    // still waiting: the body's `approved` did not let it in
+    expect((await mal.login('mal', PW)).status).toBe(403);
+    const malId = (await findUserByName(w.db, 'mal'))!.id;
+    await post(admin, `/api/admin/users/${malId}/approve`);
+    expect((await mal.login('mal', PW, '/admin/users')).headers.get('location')).toBe('/admin/users');
+
+    const app = createApp({ config: w.config, db: w.db, glue: w.glue, logger: silentLogger, sessionSecret: 'x'.repeat(32) });
+    const routes = (app.locals.routeTable as Array<{ method: string; path: string }>).filter((r) => /^\/(?:api\/)?admin(?:\/|$)|^\/metrics$/.test(r.path));
+    app.closeApp();
+    expect(routes.length).toBeGreaterThan(30);
+    const refused: string[] = [];
+    for (const r of routes) {
+      const p = r.path.replace(':id', String(malId));
+      const res = r.method === 'GET' ? await mal.get(p) : await post(mal, p, { ...elevate, confirm: `kiln-job-${malId}` });
+      if (res.status !== 403) refused.push(`${r.method} ${p} -> ${res.status}`);
+    }
+    expect(refused).toEqual([]);
+    // the account routes take no role either
+    const pw = await post(mal, '/api/account/password', { current: PW, password: `${PW}!`, ...elevate });
+    expect(pw.status).toBe(200);
+    expect(await findUserByName(w.db, 'mal')).toMatchObject({ role: 'user' });
+    expect((await json(await mal.get('/api/me'))).user).toMatchObject({ role: 'user' });
+    expect((await audit(admin)).filter((e) => e.target === `user:${malId}`).map((e) => e.action)).toEqual(['user.approve']);
+  });
+
   it('/healthz answers load balancers without a login or secrets: 200 while the database answers, 503 when it does not', async () => {
     const anon = w.client();
     const r = await anon.get('/healthz');

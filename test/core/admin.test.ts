@@ -1,0 +1,88 @@
+/**
+ * The admin use cases on both engines, against the database alone: the site never loses its last admin, even when
+ * two admins demote or disable each other at the same moment from two processes (two pools on one database), and an
+ * admin action and its audit entry commit together or not at all.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { DEFAULT_LOGIN_LIMITS, PasswordHasher, createUsers, userActor, type CoreDeps } from '../../src/core/index.js';
+import { listAuditLog } from '../../src/core/audit.js';
+import type { GluePort } from '../../src/core/ports.js';
+import { createDb, findUserByName, insertUser, listUsers, type Db } from '../../src/db/index.js';
+import { isKilnError } from '../../src/shared/errors.js';
+import { silentLogger } from '../../src/shared/logger.js';
+import { freshDb, type TestDb } from '../db/engines.js';
+
+const refuse = () => Promise.reject(new Error('an admin use case reached the glue'));
+const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
+const deps = (db: Db): CoreDeps => ({ config: loadConfig({}, {}), db, glue: noGlue, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS });
+
+for (const engine of ['sqlite', 'pg'] as const) {
+  describe(`admin use cases on ${engine}`, () => {
+    let t: TestDb;
+    let other: Db;
+    beforeAll(async () => {
+      t = await freshDb(engine);
+      other = engine === 'sqlite' ? createDb({ client: 'sqlite', filename: t.filename! }) : createDb({ client: 'pg', url: t.url! });
+    });
+    afterAll(async () => {
+      await other?.destroy();
+      await t?.drop();
+    });
+    beforeEach(async () => {
+      await t.db('audit_log').delete();
+      await t.db('users').delete();
+    });
+
+    const admins = async () => (await listUsers(t.db)).filter((u) => u.role === 'admin' && !u.disabled).map((u) => u.username);
+    async function twoAdmins() {
+      const a = await insertUser(t.db, { username: 'ann', passwordHash: 'x', role: 'admin' });
+      const b = await insertUser(t.db, { username: 'ben', passwordHash: 'x', role: 'admin' });
+      return { a, b, asA: userActor(a, 'session', '10.0.0.1'), asB: userActor(b, 'session', '10.0.0.2') };
+    }
+    const outcome = (r: PromiseSettledResult<unknown>) => (r.status === 'fulfilled' ? 'ok' : isKilnError(r.reason) ? r.reason.code : String(r.reason));
+
+    it('two admins demoting each other at once from two processes: one wins, one admin is left', async () => {
+      for (let round = 0; round < 5; round++) {
+        await t.db('users').delete();
+        const { a, b, asA, asB } = await twoAdmins();
+        const r = await Promise.allSettled([
+          createUsers(deps(t.db)).setRole(asA, { id: String(b.id), role: 'user' }),
+          createUsers(deps(other)).setRole(asB, { id: String(a.id), role: 'user' }),
+        ]);
+        expect(r.map(outcome).sort()).toEqual(['conflict', 'ok']);
+        expect(await admins()).toHaveLength(1);
+      }
+    });
+
+    it('two admins disabling each other at once: one wins, one admin is left', async () => {
+      const { a, b, asA, asB } = await twoAdmins();
+      const r = await Promise.allSettled([
+        createUsers(deps(t.db)).setDisabled(asA, { id: String(b.id), disabled: true }),
+        createUsers(deps(other)).setDisabled(asB, { id: String(a.id), disabled: true }),
+      ]);
+      expect(r.map(outcome).sort()).toEqual(['conflict', 'ok']);
+      expect(await admins()).toHaveLength(1);
+      // the refused one left no audit entry; the winner's is there, with who and from where
+      const log = await listAuditLog({ db: t.db }, asA, {});
+      expect(log).toHaveLength(1);
+      expect(log[0]).toMatchObject({ action: 'user.disable', address: expect.stringMatching(/^10\.0\.0\.[12]$/) });
+    });
+
+    it('approval is idempotent and audited once; a disabled admin does not count as the remaining one', async () => {
+      const { a, b, asA } = await twoAdmins();
+      const pending = await insertUser(t.db, { username: 'newbie', passwordHash: 'x', role: 'user', approved: false });
+      const users = createUsers(deps(t.db));
+      expect((await users.approve(asA, { id: String(pending.id) })).approved).toBe(true);
+      expect((await users.approve(asA, { id: String(pending.id) })).approved).toBe(true);
+      expect((await listAuditLog({ db: t.db }, asA)).filter((e) => e.action === 'user.approve')).toHaveLength(1);
+      await users.setDisabled(asA, { id: String(b.id), disabled: true });
+      await expect(users.setRole(asA, { id: String(a.id), role: 'user' })).rejects.toMatchObject({ code: 'conflict' });
+      expect((await findUserByName(t.db, 'ann'))?.role).toBe('admin');
+      // a plain user may do none of it
+      const plain = userActor(pending, 'session');
+      await expect(users.approve(plain, { id: String(pending.id) })).rejects.toMatchObject({ code: 'forbidden' });
+      await expect(listAuditLog({ db: t.db }, plain)).rejects.toMatchObject({ code: 'forbidden' });
+    });
+  });
+}
