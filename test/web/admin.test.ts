@@ -3,7 +3,7 @@
  * beside the web as in `kiln web`: users (approval, disable/enable, roles, never the last admin), the backend's
  * jobs (including jobs Kiln did not create), the queue, health, the audit log, /healthz and /metrics.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -12,6 +12,7 @@ import { createApp } from '../../src/web/index.js';
 import { createDb, findUserByName, migrateLatest } from '../../src/db/index.js';
 import { jobSpecSchema } from '../../src/protocol/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
+import { dockerSocketPath, probeDockerEngine } from '../../src/shared/docker-engine.js';
 import { addUser, startTestWeb, HttpClient, type TestWeb } from '../helpers/web.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
 import { until } from '../helpers/wait.js';
@@ -215,7 +216,9 @@ describe('admin console', () => {
     const h = await json(await admin.get('/api/admin/health'));
     expect(h.glue).toMatchObject({ reachable: true, latencyMs: expect.any(Number) });
     expect(h.backend).toMatchObject({ kind: 'local', version: expect.stringMatching(/^\d+\.\d+\.\d+/), reachable: true });
-    expect(h.docker).toMatchObject({ reachable: expect.any(Boolean) });
+    // The engine the fake SDK's machine has (the shared dockerd): reachable with its version; else a reason.
+    if (existsSync(dockerSocketPath())) expect(h.docker).toMatchObject({ reachable: true, version: expect.stringMatching(/^\d+\./), apiVersion: expect.any(String) });
+    else expect(h.docker).toMatchObject({ reachable: false, error: expect.any(String) });
     expect((h.disk as Json).freeBytes).toBeGreaterThan(0);
     expect((h.disk as Json).totalBytes).toBeGreaterThanOrEqual((h.disk as Json).freeBytes as number);
     expect(h.database).toMatchObject({ client: 'SQLite', reachable: true });
@@ -264,6 +267,11 @@ describe('admin console', () => {
     expect(await findUserByName(w.db, 'mal')).toMatchObject({ role: 'user' });
     expect((await json(await mal.get('/api/me'))).user).toMatchObject({ role: 'user' });
     expect((await audit(admin)).filter((e) => e.target === `user:${malId}`).map((e) => e.action)).toEqual(['user.approve']);
+  });
+
+  it('the Docker engine probe says why an engine cannot be reached', async () => {
+    const h = await probeDockerEngine(path.join(w.dir, 'no-such.sock'));
+    expect(h).toEqual({ reachable: false, error: expect.stringContaining('ENOENT') });
   });
 
   it('/healthz answers load balancers without a login or secrets: 200 while the database answers, 503 when it does not', async () => {

@@ -186,10 +186,10 @@ function noticeOf(req: Request): string | undefined {
   const who = typeof req.query.who === 'string' ? req.query.who.slice(0, 80) : '';
   const words: Record<string, string> = {
     approve: 'approved', disable: 'disabled', enable: 'enabled', promote: 'is now an admin', demote: 'is no longer an admin',
-    delete: 'will be deleted', cancel: 'is being cancelled',
+    delete: 'deleted', cancel: 'is being cancelled',
   };
   if (!words[done] || !who) return undefined;
-  if (req.path.startsWith('/admin/jobs') && done !== 'delete') return `${who} will be ${words[done]} by the worker in a moment.`;
+  if (req.path.startsWith('/admin/jobs')) return `Asked the worker to ${done} ${who}; the table shows the build service's state.`;
   return `${who} ${words[done]}.`;
 }
 
