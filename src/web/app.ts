@@ -171,7 +171,7 @@ export function createApp(opts: AppOptions): KilnApp {
   });
 
   const store = new SafeKnexStore({ knex: db, tableName: 'sessions', createTable: false, cleanupInterval: 10 * 60_000,
-    onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') }, logger);
+    onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') }, logger, now);
   const cookieName = secureCookie ? '__Host-sid' : 'kiln.sid';
   app.set('kiln.cookie', { name: cookieName, secure: secureCookie, device: secureCookie ? '__Host-kiln-device' : 'kiln.device' } satisfies CookieNames);
   app.use(session({

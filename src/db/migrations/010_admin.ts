@@ -6,6 +6,7 @@ import type { Knex } from 'knex';
  *                    existing account and every account an admin or `kiln user` makes is approved
  *   audit_log        one row per admin action, written in the transaction of the action itself: who (actor id and
  *                    a label that outlives the account), what, on what, when, from which address, and a detail
+ *   builds(owner_id, id)   the dashboard's "your latest builds" (owner, newest first) without scanning every build
  */
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('users', (t) => {
@@ -22,9 +23,11 @@ export async function up(knex: Knex): Promise<void> {
     t.text('detail').nullable();
     t.index(['at']);
   });
+  await knex.schema.alterTable('builds', (t) => { t.index(['owner_id', 'id'], 'builds_owner_id_id_index'); });
 }
 
 export async function down(knex: Knex): Promise<void> {
+  await knex.schema.alterTable('builds', (t) => { t.dropIndex(['owner_id', 'id'], 'builds_owner_id_id_index'); });
   await knex.schema.dropTable('audit_log');
   await knex.schema.alterTable('users', (t) => { t.dropColumn('approved'); });
 }
