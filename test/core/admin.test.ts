@@ -86,3 +86,25 @@ for (const engine of ['sqlite', 'pg'] as const) {
     });
   });
 }
+
+describe('who may read the metrics', () => {
+  it('admins always; anyone else only from an address in web.metricsAllow (IPv4, IPv6, prefixes, IPv4-mapped)', async () => {
+    const { mayReadMetrics } = await import('../../src/core/policy.js');
+    const { ANONYMOUS } = await import('../../src/core/actor.js');
+    const allow = loadConfig({ KILN_WEB_METRICS_ALLOW: '10.9.0.0/16,fd00::/64,192.0.2.7' }).web.metricsAllow;
+    const admin = userActor({ id: 1, username: 'root', role: 'admin' });
+    const user = userActor({ id: 2, username: 'bob', role: 'user' });
+    expect(mayReadMetrics(admin, '203.0.113.1', [])).toBe(true);
+    expect(mayReadMetrics(user, '203.0.113.1', allow)).toBe(false);
+    expect(mayReadMetrics(ANONYMOUS, '10.9.200.1', allow)).toBe(true);
+    expect(mayReadMetrics(ANONYMOUS, '::ffff:10.9.0.1', allow)).toBe(true);
+    expect(mayReadMetrics(ANONYMOUS, '10.10.0.1', allow)).toBe(false);
+    expect(mayReadMetrics(ANONYMOUS, 'fd00::42', allow)).toBe(true);
+    expect(mayReadMetrics(ANONYMOUS, 'fd01::42', allow)).toBe(false);
+    expect(mayReadMetrics(ANONYMOUS, '192.0.2.7', allow)).toBe(true);
+    expect(mayReadMetrics(ANONYMOUS, undefined, allow)).toBe(false);
+    expect(mayReadMetrics(ANONYMOUS, 'not-an-address', allow)).toBe(false);
+    expect(() => loadConfig({ KILN_WEB_METRICS_ALLOW: '10.0.0.0/33' })).toThrow(/KILN_WEB_METRICS_ALLOW/);
+    expect(() => loadConfig({ KILN_WEB_METRICS_ALLOW: 'prometheus.example' })).toThrow(/an IP address/);
+  });
+});
