@@ -41,6 +41,15 @@ describe('admin console', () => {
   });
   afterAll(async () => { await w?.close(); });
 
+  /** A user who registered, was approved by the admin and logged in. */
+  async function approvedUser(name: string): Promise<HttpClient> {
+    const c = w.client();
+    await c.register(name, PW);
+    await post(admin, `/api/admin/users/${(await findUserByName(w.db, name))!.id}/approve`);
+    expect((await c.login(name, PW)).status).toBe(303);
+    return c;
+  }
+
   it('registration awaiting approval: the account cannot log in and is told why (only with its right password); once approved it can', async () => {
     const carol = w.client();
     const reg = await carol.register('carol', PW);
@@ -129,10 +138,7 @@ describe('admin console', () => {
   });
 
   it('jobs: every job the glue reports, including ones Kiln did not create; enable, disable and a confirmed delete go through the worker', async () => {
-    const alice = w.client();
-    await alice.register('alice', PW);
-    await post(admin, `/api/admin/users/${(await findUserByName(w.db, 'alice'))!.id}/approve`);
-    await alice.login('alice', PW);
+    const alice = await approvedUser('alice');
     const df = await alice.createDockerfile('web', 'FROM debian:bookworm\nRUN true\n');
     await w.waitForBuild((await alice.build(df)).id);
     // Made in the backend directly, not by this Kiln: a Kiln-named job no Dockerfile has, and a job of another name.
@@ -188,10 +194,7 @@ describe('admin console', () => {
   }, 120_000);
 
   it('the queue lists every owner\'s unfinished builds; an admin cancels any of them (audited)', async () => {
-    const bob = w.client();
-    await bob.register('bob', PW);
-    await post(admin, `/api/admin/users/${(await findUserByName(w.db, 'bob'))!.id}/approve`);
-    await bob.login('bob', PW);
+    const bob = await approvedUser('bob');
     const df = await bob.createDockerfile('held', 'FROM debian:bookworm\n# fake: gate admin-queue\nRUN true\n');
     const { id } = await bob.build(df);
     await w.waitForBuild(id, (b) => b.state === 'running');
@@ -315,10 +318,7 @@ describe('admin console', () => {
     // raw paths never become series (ids would make one each)
     expect(text).not.toMatch(/route="\/builds\/\d/);
     expect((await w.client().get('/metrics')).status).toBe(401);
-    const u = w.client();
-    await u.register('mallory', PW);
-    await post(admin, `/api/admin/users/${(await findUserByName(w.db, 'mallory'))!.id}/approve`);
-    await u.login('mallory', PW);
+    const u = await approvedUser('mallory');
     expect((await u.get('/metrics')).status).toBe(403);
   });
 });
