@@ -7,16 +7,17 @@ import { statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import {
-  QUEUE_STATES, countBuildsByState, dockerfilesByIds, dropPendingTasks, listBuildsInStates, listTasks, queueStats,
+  QUEUE_STATES, countBuildsByState, dockerfilesByIds, dropPendingTasks, getJobSettings, listBuildsInStates, listTasks, queueStats,
   type BuildListItem, type TaskRow,
 } from '../db/index.js';
 import { backendJobName, type PingReply, type QueueItem } from '../protocol/index.js';
-import { KilnError, isKilnError, toKilnError } from '../shared/errors.js';
+import { KilnError, conflict, isKilnError, toKilnError } from '../shared/errors.js';
 import { gaugeLines, renderProcessMetrics } from '../shared/metrics.js';
 import { actorLabel, type Actor } from './actor.js';
 import { recordAudit } from './audit.js';
 import { Id, parse } from './commands.js';
 import { clockOf, type CoreDeps } from './deps.js';
+import { setEnabled } from './jobs/index.js';
 import { authorize, mayReadMetrics } from './policy.js';
 import { enqueue, wake } from './tasks/queue.js';
 import type { TaskKind } from './tasks/worker.js';
@@ -43,10 +44,13 @@ export interface AdminJob {
   lastBuild?: number;
   /** The Dockerfile behind it, or null: a job this Kiln did not create (another site's, or made in the backend). */
   dockerfile: { id: number; name: string; owner: string } | null;
-  /** An admin's request the worker has not carried out yet. */
-  pending?: JobOp;
-  /** The last request, when it failed for good (after worker.maxAttempts tries), with its error. */
-  failed?: { op: JobOp; error: string; at: string };
+  /**
+   * A change the worker has not carried out yet: an admin's request on a job without a Dockerfile, or `sync` for a
+   * Dockerfile's job whose saved settings (its switch included) are not in the backend yet.
+   */
+  pending?: JobOp | 'sync';
+  /** The last change, when it failed for good (after worker.maxAttempts tries), with its error. */
+  failed?: { op: JobOp | 'sync'; error: string; at?: string };
 }
 
 /** The latest job.control task per job decides what the page says: pending, failed, or nothing (done). */
@@ -67,27 +71,37 @@ export async function listJobs(d: CoreDeps, actor: Actor): Promise<{ jobs: Admin
   const known = await dockerfilesByIds(d.db, ids);
   const requests = requestsByJob(tasks);
   return {
-    jobs: jobs.map((j) => {
+    jobs: await Promise.all(jobs.map(async (j) => {
       const df = j.job === undefined ? undefined : known.get(j.job);
       const out: AdminJob = { backendName: j.backendName, enabled: j.enabled, dockerfile: df && j.job !== undefined ? { id: j.job, ...df } : null };
       if (j.job !== undefined) out.job = j.job;
       if (j.schedule) out.schedule = j.schedule;
       if (j.lastBuild !== undefined) out.lastBuild = j.lastBuild;
+      if (df && j.job !== undefined) {
+        // A Dockerfile's job: its saved settings are what the backend should have (src/core/jobs).
+        const settings = await getJobSettings(d.db, j.job);
+        if (settings && settings.synced_revision !== settings.revision) out.pending = 'sync';
+        if (settings?.sync_error) out.failed = { op: 'sync', error: settings.sync_error };
+        return out;
+      }
       const t = j.job === undefined ? undefined : requests.get(j.job);
       const op = t ? parseJobControlSubject(t.subject)!.op : undefined;
       if (t && op && (t.state === 'pending' || t.state === 'running')) out.pending = op;
       if (t && op && t.state === 'failed') out.failed = { op, error: t.last_error ?? 'failed', at: t.finished_at ?? t.updated_at };
       return out;
-    }),
+    })),
   };
 }
 
 const controlCommand = z.object({ id: Id, op: z.enum(JOB_OPS), confirm: z.unknown().optional() });
 
 /**
- * Asks the worker to enable, disable or delete a job through the glue (task `job.control`), recording the request
- * in the audit log in the same transaction. A request supersedes the job's earlier ones still waiting. Deleting
- * needs `confirm` to be the job's backend name (`kiln-job-7`), typed or sent back by the confirmation form.
+ * Enables, disables or deletes a job. A job with a Dockerfile behind it is that Dockerfile's: enabling or disabling
+ * flips its switch (src/core/jobs `setEnabled`, so its page and the backend agree, audited there), and it is
+ * deleted with its Dockerfile (the Dockerfile's page: its builds and storage go too), so deleting it here is a
+ * conflict. Any other job (made in the backend, or left by another Kiln) is changed by the worker through the glue
+ * (task `job.control`), the request audited in its transaction, superseding the job's earlier ones still waiting.
+ * Deleting needs `confirm` to be the job's backend name (`kiln-job-7`), typed or sent back by the confirmation form.
  */
 export async function controlJob(d: CoreDeps, actor: Actor, input: { id: unknown; op: unknown; confirm?: unknown }): Promise<{ job: number; op: JobOp; requested: boolean }> {
   authorize(actor, 'job.manage');
@@ -95,6 +109,14 @@ export async function controlJob(d: CoreDeps, actor: Actor, input: { id: unknown
   const name = backendJobName(cmd.id);
   if (cmd.op === 'delete' && cmd.confirm !== name) {
     throw new KilnError('invalid_input', `Deleting a job cannot be undone: confirm with the job's name, ${name}.`);
+  }
+  const df = (await dockerfilesByIds(d.db, [cmd.id])).get(cmd.id);
+  if (df) {
+    if (cmd.op === 'delete') {
+      throw conflict(`${name} is the job of the Dockerfile "${df.name}" of ${df.owner}: delete the Dockerfile (on its page) to delete its job and free its storage.`);
+    }
+    await setEnabled(d, actor, String(cmd.id), { enabled: cmd.op === 'enable' });
+    return { job: cmd.id, op: cmd.op, requested: true };
   }
   const subject = jobControlSubject(cmd.id, cmd.op);
   const requested = await d.db.transaction(async (trx) => {

@@ -12,7 +12,7 @@ import { authorize } from './policy.js';
 
 export type AuditAction =
   | 'user.approve' | 'user.disable' | 'user.enable' | 'user.promote' | 'user.demote' | 'user.resetPassword'
-  | 'job.enable' | 'job.disable' | 'job.delete' | 'build.cancel';
+  | 'job.enable' | 'job.disable' | 'job.delete' | 'job.settings' | 'build.cancel';
 
 /** `user:alice`, `system:cli`: the actor as the log shows it. */
 export function actorName(a: Actor): string {

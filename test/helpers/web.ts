@@ -67,8 +67,9 @@ const isFinalRow = (b: BuildRow) => ['succeeded', 'failed', 'cancelled'].include
 /** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
 export async function startTestWeb(opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> }): Promise<TestWeb & { realGlue: TestGlue }>;
 export async function startTestWeb(opts: TestWebOptions & { glue: GluePort }): Promise<TestWeb>;
-export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue'>): Promise<TestWeb & { local: InProcessGlue }>;
-export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb & { realGlue?: TestGlue; local?: InProcessGlue }> {
+export async function startTestWeb(opts: Omit<TestWebOptions, 'glue' | 'realGlue'> & { backend: Backend }): Promise<TestWeb & { local: InProcessGlue<Backend> }>;
+export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue' | 'backend'>): Promise<TestWeb & { local: InProcessGlue }>;
+export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb & { realGlue?: TestGlue; local?: InProcessGlue<Backend> }> {
   const { dir, cleanup } = tempDir('kiln-web-');
   const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
   const local = !real && !opts.glue ? await startInProcessGlue<Backend>({ dataDir: path.join(dir, 'glue-data'), ...(opts.glueConcurrency ? { concurrency: opts.glueConcurrency } : {}), ...(opts.backend ? { backend: opts.backend } : {}) }) : undefined;

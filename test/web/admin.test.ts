@@ -176,6 +176,17 @@ describe('admin console', () => {
     await until(async () => !(await w.glue.call('jobs.list', [])).jobs.some((j) => j.job === 990));
     const log = (await audit(admin)).filter((e) => e.target === 'job:990').map((e) => e.action);
     expect(log).toEqual(['job.delete', 'job.enable', 'job.disable']);
+    // Alice's job is her Dockerfile's: disabling it flips her switch (her page agrees, no drift), audited; it is
+    // deleted with her Dockerfile, not from here.
+    expect((await post(admin, `/api/admin/jobs/${df}/disable`)).status).toBe(202);
+    await until(async () => (await isEnabled(df)) === false);
+    const status = await json(await alice.get(`/api/dockerfiles/${df}/job`));
+    expect(status.job).toMatchObject({ settings: { enabled: false }, drift: [] });
+    expect((await audit(admin)).find((e) => e.target === `job:${df}`)).toMatchObject({ action: 'job.disable', actor: 'user:root' });
+    const refused = await post(admin, `/api/admin/jobs/${df}/delete`, { confirm: `kiln-job-${df}` });
+    expect(refused.status).toBe(409);
+    expect(((await json(refused)).error as Json).message).toMatch(/delete the Dockerfile/);
+    expect(await isEnabled(df)).toBe(false);
     // A non-Kiln name is not an id: the glue is never asked to act on it.
     expect((await post(admin, '/api/admin/jobs/nightly-docs/disable')).status).toBe(404);
   });

@@ -83,7 +83,7 @@ export function adminRoutes(ctx: AppContext): Router {
         const j = await core.admin.controlJob(actorOf(req), { id: req.params.id, op, confirm: body.confirm });
         res.redirect(303, `/admin/jobs?done=${op}&who=kiln-job-${j.job}`);
       } catch (e) {
-        if (op !== 'delete' || !isKilnError(e, 'invalid_input')) throw e;
+        if (op !== 'delete' || (!isKilnError(e, 'invalid_input') && !isKilnError(e, 'conflict'))) throw e;
         render(req, res, 'admin-job-delete.njk', { section: 'jobs', job: req.params.id, error: e.message }, e.httpStatus);
       }
     });
