@@ -8,7 +8,10 @@ import { loadConfig } from '../../src/config/index.js';
 import { DEFAULT_LOGIN_LIMITS, PasswordHasher, createUsers, userActor, type CoreDeps } from '../../src/core/index.js';
 import { listAuditLog } from '../../src/core/audit.js';
 import type { GluePort } from '../../src/core/ports.js';
-import { createDb, findUserByName, insertUser, listUsers, type Db } from '../../src/db/index.js';
+import {
+  QUEUE_STATES, countBuildsByState, createDb, findUserByName, insertBuild, insertDockerfile, insertUser, listBuildsInStates, listUsers, queueStats, updateBuild, type Db,
+} from '../../src/db/index.js';
+import { metricsText } from '../../src/core/admin.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { freshDb, type TestDb } from '../db/engines.js';
@@ -67,6 +70,27 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const log = await listAuditLog({ db: t.db }, asA, {});
       expect(log).toHaveLength(1);
       expect(log[0]).toMatchObject({ action: 'user.disable', address: expect.stringMatching(/^10\.0\.0\.[12]$/) });
+    });
+
+    it('the queue and the metrics read the same numbers from the database', async () => {
+      const u = await insertUser(t.db, { username: 'owner', passwordHash: 'x', role: 'user' });
+      const { dockerfile, version } = await insertDockerfile(t.db, { ownerId: u.id, name: 'web', content: 'FROM debian:bookworm\n' });
+      const mk = (key: string) => insertBuild(t.db, { dockerfileId: dockerfile.id, versionId: version.id, ownerId: u.id, key });
+      const a = await mk('queue-key-aaaa');
+      const b = await mk('queue-key-bbbb');
+      const c = await mk('queue-key-cccc');
+      await updateBuild(t.db, b.id, ['requested'], { state: 'running', started_at: new Date().toISOString() });
+      await updateBuild(t.db, c.id, ['requested'], { state: 'cancelled', finished_at: new Date().toISOString() });
+      const counts = await countBuildsByState(t.db);
+      expect(counts).toMatchObject({ requested: 1, running: 1, cancelled: 1, succeeded: 0 });
+      expect(await queueStats(t.db)).toEqual({ depth: 1, oldestRequestedAt: a.requested_at });
+      expect((await listBuildsInStates(t.db, QUEUE_STATES)).map((r) => [r.id, r.owner, r.dockerfile_name])).toEqual([[a.id, 'owner', 'web'], [b.id, 'owner', 'web']]);
+      const admin = userActor(await insertUser(t.db, { username: 'boss', passwordHash: 'x', role: 'admin' }));
+      const text = await metricsText(deps(t.db), admin, undefined);
+      expect(text).toMatch(/^kiln_builds\{state="running"\} 1$/m);
+      expect(text).toMatch(/^kiln_queue_depth 1$/m);
+      await t.db('builds').delete();
+      await t.db('dockerfiles').delete();
     });
 
     it('approval is idempotent and audited once; a disabled admin does not count as the remaining one', async () => {
