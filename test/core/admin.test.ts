@@ -9,12 +9,12 @@ import { DEFAULT_LOGIN_LIMITS, PasswordHasher, createUsers, userActor, type Core
 import { listAuditLog } from '../../src/core/audit.js';
 import type { GluePort } from '../../src/core/ports.js';
 import {
-  QUEUE_STATES, countBuildsByState, createDb, findUserByName, insertBuild, insertDockerfile, insertUser, listBuildsInStates, listUsers, queueStats, updateBuild, type Db,
+  QUEUE_STATES, countBuildsByState, findUserByName, insertBuild, insertDockerfile, insertUser, listBuildsInStates, listUsers, queueStats, updateBuild, type Db,
 } from '../../src/db/index.js';
 import { metricsText } from '../../src/core/admin.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { freshDb, type TestDb } from '../db/engines.js';
+import { freshDb, secondPool, type TestDb } from '../db/engines.js';
 
 const refuse = () => Promise.reject(new Error('an admin use case reached the glue'));
 const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
@@ -26,7 +26,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
     let other: Db;
     beforeAll(async () => {
       t = await freshDb(engine);
-      other = engine === 'sqlite' ? createDb({ client: 'sqlite', filename: t.filename! }) : createDb({ client: 'pg', url: t.url! });
+      other = secondPool(t);
     });
     afterAll(async () => {
       await other?.destroy();
