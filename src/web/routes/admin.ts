@@ -3,6 +3,7 @@ import { KilnError, isKilnError } from '../../shared/errors.js';
 import { authorize, JOB_OPS, type JobOp } from '../../core/index.js';
 import type { BuildListItem, UserRow } from '../../db/index.js';
 import type { AppContext } from '../app.js';
+import { humanBytes } from '../format.js';
 import { actorOf } from './util.js';
 
 /**
@@ -193,10 +194,3 @@ function noticeOf(req: Request): string | undefined {
   return `${who} ${words[done]}.`;
 }
 
-function humanBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
-}
