@@ -1,5 +1,5 @@
 # Kiln: `make run` sets up and starts the embedded default; `make test` runs every test.
-.PHONY: deps test-deps build run test typecheck lint bench-sdk bench-glue bench-jenkins bench-follow chaos compat clean
+.PHONY: deps test-deps build run test typecheck lint bench-sdk bench-glue bench-jenkins bench-follow bench-web chaos compat clean
 
 deps:
 	scripts/ensure-deps.sh
@@ -58,6 +58,10 @@ bench-jenkins: build
 # 200 SSE viewers of one live log (line delay p50/p99) and queue fairness; writes bench/RESULTS-web.md "Live log and queue".
 bench-follow: build
 	npx tsx bench/web-follow.ts
+
+# Pages under load (dashboard, build page, 100 sessions) against a bare Express route: bench/RESULTS-web.md.
+bench-web: build
+	npx tsx bench/web.ts
 
 clean:
 	rm -rf dist

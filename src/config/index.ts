@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { KilnError } from '../shared/errors.js';
@@ -11,6 +12,17 @@ import { KilnError } from '../shared/errors.js';
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const bool = (def: boolean) => z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes', 'on'].includes(v.toLowerCase()) : v), z.boolean()).default(def);
 const list = (def: string[]) => z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v), z.array(z.string())).default(def);
+
+/** `10.0.0.5`, `10.0.0.0/24`, `fd00::1`, `fd00::/64`: what web.metricsAllow takes. */
+export function isAddressOrSubnet(v: string): boolean {
+  const [addr, bits, extra] = v.split('/');
+  if (extra !== undefined || !addr) return false;
+  const family = isIP(addr);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  if (!/^[0-9]{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (family === 4 ? 32 : 128);
+}
 
 export const OUTPUT_FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
 /** An IPv4 address or CIDR with an optional `:port`, as `sdk.egressAllow` takes it (src/sdk/egress.ts parses it). */
@@ -66,6 +78,13 @@ export const configSchema = z.object({
     /** Uploads are refused (507) while the database's disk has less than this free, in MiB, so logins keep working. */
     minFreeMb: int(256),
     registrationOpen: bool(true),
+    /** Self-registered accounts wait for an admin's approval (the admin console's Users page) before they can log in. */
+    registrationApproval: bool(false),
+    /**
+     * Client addresses (IPv4/IPv6, optionally `/prefix`) that may read /metrics without logging in, e.g. the
+     * Prometheus server's; admins always may. Empty: admins only.
+     */
+    metricsAllow: list([]).pipe(z.array(z.string().refine(isAddressOrSubnet, 'an IP address or address/prefix, e.g. 10.0.0.5 or 10.0.0.0/24'))),
     /** Concurrent argon2 hashes: each takes a core for ~10 ms; more than the cores only queues inside libuv. */
     hashConcurrency: int(2),
     /**

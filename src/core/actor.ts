@@ -12,6 +12,8 @@ export interface UserActor {
   role: Role;
   /** How the user proved who they are. */
   via: 'session' | 'token';
+  /** The client's address as the front door saw it (the audit log's "from where"), when it has one. */
+  address?: string;
 }
 export interface SystemActor {
   kind: 'system';
@@ -22,8 +24,8 @@ export interface AnonymousActor { kind: 'anonymous' }
 
 export type Actor = UserActor | SystemActor | AnonymousActor;
 
-export const userActor = (u: { id: number; username: string; role: Role }, via: UserActor['via'] = 'session'): UserActor =>
-  ({ kind: 'user', id: u.id, username: u.username, role: u.role, via });
+export const userActor = (u: { id: number; username: string; role: Role }, via: UserActor['via'] = 'session', address?: string): UserActor =>
+  ({ kind: 'user', id: u.id, username: u.username, role: u.role, via, ...(address ? { address } : {}) });
 
 export const WORKER: SystemActor = Object.freeze({ kind: 'system', name: 'worker' });
 export const CLI: SystemActor = Object.freeze({ kind: 'system', name: 'cli' });

@@ -4,6 +4,8 @@
  * front doors (the web's pages and JSON API, `kiln user`) are adapters over `createCore`. See README.md.
  */
 import type { Actor } from './actor.js';
+import * as admin from './admin.js';
+import { listAuditLog } from './audit.js';
 import * as baseNames from './base-names.js';
 import * as builds from './builds/index.js';
 import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from './deps.js';
@@ -27,6 +29,9 @@ export { describeSchedule, WEEKDAYS, type JobSettings, type JobStatus } from './
 export type { ArtifactDownload, BuildPage, BuildListView, LiveEvent, ProgressView, QueuePlace } from './builds/index.js';
 export { progressOf } from './builds/index.js';
 export type { LoginAttempt, SessionUser } from './users.js';
+export type { AdminJob, AdminQueue, JobOp, SiteHealth } from './admin.js';
+export { JOB_OPS } from './admin.js';
+export { AWAITING_APPROVAL } from './users.js';
 
 /** Binds every use case to its dependencies: `core.builds.request(actor, {dockerfileId, key})`. */
 export function createCore(deps: CoreDeps) {
@@ -69,6 +74,15 @@ export function createCore(deps: CoreDeps) {
       set: (actor: Actor, input: unknown) => baseNames.setBaseName(deps, actor, input),
       remove: (actor: Actor, id: unknown) => baseNames.removeBaseName(deps, actor, id),
     },
+    admin: {
+      jobs: (actor: Actor) => admin.listJobs(deps, actor),
+      controlJob: (actor: Actor, input: Parameters<typeof admin.controlJob>[2]) => admin.controlJob(deps, actor, input),
+      queue: (actor: Actor) => admin.listQueue(deps, actor),
+      health: (actor: Actor) => admin.siteHealth(deps, actor),
+      audit: (actor: Actor, input?: unknown) => listAuditLog(deps, actor, input),
+      metrics: (actor: Actor, address: string | undefined) => admin.metricsText(deps, actor, address),
+      readiness: () => admin.readiness(deps),
+    },
     users: {
       ...createUsers(deps),
       register: (actor: Actor, input: unknown) => users.registerUser(deps, actor, input),
@@ -80,13 +94,14 @@ export function createCore(deps: CoreDeps) {
 }
 
 /** The account administration use cases alone (what `kiln user` needs: no glue, no web). */
-export function createUsers(deps: Pick<CoreDeps, 'db' | 'hasher' | 'logger'>) {
+export function createUsers(deps: Pick<CoreDeps, 'db' | 'hasher' | 'logger' | 'now'>) {
   return {
     create: (actor: Actor, input: Parameters<typeof users.createUser>[2]) => users.createUser(deps, actor, input),
     ensureFirstAdmin: () => users.ensureFirstAdmin(deps),
     list: (actor: Actor) => users.listUsers(deps, actor),
     setDisabled: (actor: Actor, input: Parameters<typeof users.setDisabled>[2]) => users.setDisabled(deps, actor, input),
     setRole: (actor: Actor, input: Parameters<typeof users.setRole>[2]) => users.setRole(deps, actor, input),
+    approve: (actor: Actor, input: Parameters<typeof users.approveUser>[2]) => users.approveUser(deps, actor, input),
     resetPassword: (actor: Actor, input: Parameters<typeof users.resetPassword>[2]) => users.resetPassword(deps, actor, input),
   };
 }

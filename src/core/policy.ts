@@ -9,6 +9,7 @@
  * - admins may act on every object, and alone may take the admin actions (`forbidden`, 403, for a user);
  * - the system (the task worker, `kiln user` on the machine) may take every action that needs no user identity.
  */
+import { BlockList, isIP } from 'node:net';
 import { KilnError } from '../shared/errors.js';
 import type { Actor, UserActor } from './actor.js';
 
@@ -20,8 +21,14 @@ const SELF = ['account.read', 'account.changePassword', 'dockerfile.create'] as 
 const LISTS = ['dockerfile.list', 'build.list'] as const;
 /** What anyone may do. */
 const PUBLIC = ['user.register', 'user.login'] as const;
-/** Admins (and the system) only: other people's accounts, the site's settings. */
-const ADMIN = ['user.create', 'user.list', 'user.disable', 'user.setRole', 'user.resetPassword', 'settings.manage'] as const;
+/**
+ * Admins (and the system) only: other people's accounts, the site's settings, the backend's jobs and queue, the
+ * site's health, audit log and metrics.
+ */
+const ADMIN = [
+  'user.create', 'user.list', 'user.approve', 'user.disable', 'user.setRole', 'user.resetPassword', 'settings.manage',
+  'job.list', 'job.manage', 'queue.read', 'site.health', 'audit.read', 'metrics.read',
+] as const;
 
 export type OwnedAction = (typeof OWNED)[number];
 export type Action = OwnedAction | (typeof SELF)[number] | (typeof LISTS)[number] | (typeof PUBLIC)[number] | (typeof ADMIN)[number];
@@ -70,4 +77,35 @@ export function requireUser(actor: Actor): UserActor {
   if (actor.kind === 'user') return actor;
   if (actor.kind === 'anonymous') throw new KilnError('unauthenticated', 'Please log in.');
   throw new KilnError('forbidden', 'This needs a user.');
+}
+
+const allowLists = new WeakMap<readonly string[], BlockList>();
+
+/** `a.b.c.d`, `a.b.c.d/n`, an IPv6 address or `addr/n` as a BlockList (config checks the entries: metricsAllowEntry). */
+function blockListOf(entries: readonly string[]): BlockList {
+  let bl = allowLists.get(entries);
+  if (!bl) {
+    bl = new BlockList();
+    for (const e of entries) {
+      const [addr, bits] = e.split('/') as [string, string | undefined];
+      const family = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+      if (bits === undefined) bl.addAddress(addr, family);
+      else bl.addSubnet(addr, Number(bits), family);
+    }
+    allowLists.set(entries, bl);
+  }
+  return bl;
+}
+
+/**
+ * The metrics: admins, or a scraper (any actor, usually anonymous) whose address is in `allow` (web.metricsAllow).
+ * `address` is the client address as the web determined it (trust proxy: the exact hop count).
+ */
+export function mayReadMetrics(actor: Actor, address: string | undefined, allow: readonly string[]): boolean {
+  if (can(actor, 'metrics.read')) return true;
+  if (!address || allow.length === 0) return false;
+  const a = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+  const family = isIP(a);
+  if (family === 0) return false;
+  return blockListOf(allow).check(a, family === 6 ? 'ipv6' : 'ipv4');
 }

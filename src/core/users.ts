@@ -4,12 +4,13 @@
  */
 import { z } from 'zod';
 import {
-  countUsers, findUserById, findUserByName, insertUser, isUniqueViolation, listUsers as listUserRows, setUserDisabled, setUserPassword, setUserRole,
-  type Role, type UserRow,
+  countUsers, findUserById, findUserByName, insertUser, isUniqueViolation, listUsers as listUserRows, lockActiveAdmins, setUserApproved, setUserDisabled,
+  setUserPassword, setUserRole, type Queryable, type Role, type UserRow,
 } from '../db/index.js';
 import { KilnError, conflict, notFound } from '../shared/errors.js';
 import { CLI, actorLabel, userActor, type Actor, type UserActor } from './actor.js';
-import { Password, Secret, Username, parse } from './commands.js';
+import { recordAudit } from './audit.js';
+import { Id, Password, Secret, Username, parse } from './commands.js';
 import type { CoreDeps } from './deps.js';
 import { deviceIdFor, newDeviceId, reserveLoginAttempt, settleLoginSuccess, type LoginClient } from './login-throttle.js';
 import { generatePassword } from './passwords.js';
@@ -21,20 +22,24 @@ const registerCommand = z.object({ username: Username, password: Password });
 
 /**
  * A new account. Open to anonymous visitors while `web.registrationOpen` (else forbidden); admins and the system
- * may create one with a role (`createUser`). Any other field of the input, a `role` included, is ignored.
+ * may create one with a role (`createUser`). Any other field of the input, a `role` or `is_admin` included, is
+ * ignored. With `web.registrationApproval` the account cannot log in until an admin approves it.
  */
 export async function registerUser(d: Pick<CoreDeps, 'db' | 'hasher' | 'config'>, actor: Actor, input: unknown): Promise<UserRow> {
   authorize(actor, 'user.register');
   if (!d.config.web.registrationOpen) throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
-  return insertNewUser(d, parse(registerCommand, input), 'user');
+  return insertNewUser(d, parse(registerCommand, input), 'user', !d.config.web.registrationApproval);
 }
 
-async function insertNewUser(d: Pick<CoreDeps, 'db' | 'hasher'>, cmd: { username: string; password: string }, role: Role): Promise<UserRow> {
+/** What an account waiting for approval is told once its password was right (and only then: no oracle). */
+export const AWAITING_APPROVAL = 'Your account is waiting for an admin to approve it; you can log in once they have.';
+
+async function insertNewUser(d: Pick<CoreDeps, 'db' | 'hasher'>, cmd: { username: string; password: string }, role: Role, approved = true): Promise<UserRow> {
   if (cmd.password === cmd.username) throw new KilnError('bad_request', 'Password must not be the username.');
   if (await findUserByName(d.db, cmd.username)) throw conflict('That username is taken.');
   const passwordHash = await d.hasher.hash(cmd.password);
   try {
-    return await insertUser(d.db, { username: cmd.username, passwordHash, role });
+    return await insertUser(d.db, { username: cmd.username, passwordHash, role, approved });
   } catch (e) {
     if (isUniqueViolation(e)) throw conflict('That username is taken.');
     throw e;
@@ -67,6 +72,7 @@ export async function authenticate(d: AuthDeps, a: LoginAttempt): Promise<{ user
   const ok = user && !user.disabled ? await d.hasher.verify(user.password_hash, password) : await d.hasher.verifyDummy(password);
   if (!ok || !user) throw new KilnError('unauthenticated', BAD_LOGIN);
   await settleLoginSuccess(d.db, reservation);
+  if (!user.approved) throw new KilnError('forbidden', AWAITING_APPROVAL);
   return { user, deviceId: device ?? newDeviceId() };
 }
 
@@ -77,7 +83,7 @@ export interface SessionUser { id: number; epoch: number }
 export async function sessionActor(d: Pick<CoreDeps, 'db'>, s: SessionUser): Promise<(UserActor & { epoch: number }) | undefined> {
   if (!s || typeof s.id !== 'number') return undefined;
   const u = await findUserById(d.db, s.id);
-  if (!u || u.disabled || u.session_epoch !== s.epoch) return undefined;
+  if (!u || u.disabled || !u.approved || u.session_epoch !== s.epoch) return undefined;
   return { ...userActor(u), epoch: u.session_epoch };
 }
 
@@ -132,37 +138,87 @@ export async function listUsers(d: Pick<CoreDeps, 'db'>, actor: Actor): Promise<
   return listUserRows(d.db);
 }
 
-async function userNamed(d: Pick<CoreDeps, 'db'>, rawName: unknown): Promise<UserRow> {
-  const name = parse(Username, rawName);
+/** The account an admin acts on: `{id}` (the console) or `{username}` (`kiln user`). */
+async function targetUser(d: Pick<CoreDeps, 'db'>, input: { id?: unknown; username?: unknown }): Promise<UserRow> {
+  if (input.id !== undefined) {
+    const u = await findUserById(d.db, parse(Id, input.id));
+    if (!u) throw notFound('No such user.');
+    return u;
+  }
+  const name = parse(Username, input.username);
   const u = await findUserByName(d.db, name);
   if (!u) throw notFound(`No user "${name}".`);
   return u;
 }
 
-/** Disabling ends the user's sessions on their next request (the epoch moves). */
-export async function setDisabled(d: Pick<CoreDeps, 'db' | 'logger'>, actor: Actor, input: { username: unknown; disabled: boolean }): Promise<UserRow> {
+type UserRef = { id?: unknown; username?: unknown };
+type AdminDeps = Pick<CoreDeps, 'db' | 'logger' | 'now'>;
+
+/**
+ * Refuses a change that would leave the site without an enabled admin (demoting or disabling the last one): nobody
+ * could then reach the console. Runs first in the changing transaction, under the admins' lock, so it decides on
+ * what is committed now, not on the row read before.
+ */
+async function keepAnAdmin(trx: Queryable, u: UserRow, what: string): Promise<void> {
+  const admins = await lockActiveAdmins(trx);
+  if (admins.length <= 1 && admins.includes(u.id)) throw conflict(`${u.username} is the last admin: make another admin before you ${what} them.`);
+}
+
+/**
+ * Disables or enables an account. Disabling moves the session epoch: each of the user's sessions ends at its next
+ * request (every request resolves its session through sessionActor). Never the last enabled admin.
+ */
+export async function setDisabled(d: AdminDeps, actor: Actor, input: UserRef & { disabled: boolean }): Promise<UserRow> {
   authorize(actor, 'user.disable');
-  const u = await userNamed(d, input.username);
-  await setUserDisabled(d.db, u.id, input.disabled);
-  d.logger.info({ ...actorLabel(actor), target: u.id, disabled: input.disabled }, 'user disabled state changed');
+  const disabled = parse(z.boolean(), input.disabled);
+  const u = await targetUser(d, input);
+  await d.db.transaction(async (trx) => {
+    if (disabled) await keepAnAdmin(trx, u, 'disable');
+    await setUserDisabled(trx, u.id, disabled);
+    await recordAudit(trx, d, actor, disabled ? 'user.disable' : 'user.enable', `user:${u.id}`, { username: u.username });
+  });
+  d.logger.info({ ...actorLabel(actor), target: u.id, disabled }, 'user disabled state changed');
   return (await findUserById(d.db, u.id))!;
 }
 
-export async function setRole(d: Pick<CoreDeps, 'db' | 'logger'>, actor: Actor, input: { username: unknown; role: unknown }): Promise<UserRow> {
+/** Promotes to admin or demotes to user; never the last enabled admin. Takes effect at the user's next request. */
+export async function setRole(d: AdminDeps, actor: Actor, input: UserRef & { role: unknown }): Promise<UserRow> {
   authorize(actor, 'user.setRole');
-  const u = await userNamed(d, input.username);
   const role = parse(z.enum(['user', 'admin']), input.role);
-  await setUserRole(d.db, u.id, role);
+  const u = await targetUser(d, input);
+  await d.db.transaction(async (trx) => {
+    if (role === 'user') await keepAnAdmin(trx, u, 'demote');
+    await setUserRole(trx, u.id, role);
+    await recordAudit(trx, d, actor, role === 'admin' ? 'user.promote' : 'user.demote', `user:${u.id}`, { username: u.username });
+  });
   d.logger.info({ ...actorLabel(actor), target: u.id, role }, 'user role changed');
   return (await findUserById(d.db, u.id))!;
 }
 
+/** Lets an account that registered while web.registrationApproval was on log in. Approving twice changes nothing. */
+export async function approveUser(d: AdminDeps, actor: Actor, input: UserRef): Promise<UserRow> {
+  authorize(actor, 'user.approve');
+  const u = await targetUser(d, input);
+  if (!u.approved) {
+    await d.db.transaction(async (trx) => {
+      await setUserApproved(trx, u.id);
+      await recordAudit(trx, d, actor, 'user.approve', `user:${u.id}`, { username: u.username });
+    });
+    d.logger.info({ ...actorLabel(actor), target: u.id }, 'user approved');
+  }
+  return (await findUserById(d.db, u.id))!;
+}
+
 /** A new generated password (returned once); ends the user's sessions. */
-export async function resetPassword(d: Pick<CoreDeps, 'db' | 'hasher' | 'logger'>, actor: Actor, input: { username: unknown }): Promise<{ username: string; password: string }> {
+export async function resetPassword(d: Pick<CoreDeps, 'db' | 'hasher' | 'logger' | 'now'>, actor: Actor, input: UserRef): Promise<{ username: string; password: string }> {
   authorize(actor, 'user.resetPassword');
-  const u = await userNamed(d, input.username);
+  const u = await targetUser(d, input);
   const password = generatePassword();
-  await setUserPassword(d.db, u.id, await d.hasher.hash(password));
+  const hash = await d.hasher.hash(password);
+  await d.db.transaction(async (trx) => {
+    await setUserPassword(trx, u.id, hash);
+    await recordAudit(trx, d, actor, 'user.resetPassword', `user:${u.id}`, { username: u.username });
+  });
   d.logger.info({ ...actorLabel(actor), target: u.id }, 'user password reset');
   return { username: u.username, password };
 }

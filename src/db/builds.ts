@@ -86,6 +86,11 @@ export async function listBuildsOfOwner(db: Queryable, ownerId: number | null, l
   return listWhere(db, (q) => (ownerId === null ? q : q.where('b.owner_id', ownerId)), limit);
 }
 
+/** Every owner's builds in `states` (the admin's queue), oldest request first. */
+export async function listBuildsInStates(db: Queryable, states: readonly WebBuildState[], limit = 500): Promise<BuildListItem[]> {
+  return listWhere(db, (q) => q.whereIn('b.state', states as WebBuildState[]).clearOrder().orderBy('b.id', 'asc'), limit);
+}
+
 async function listWhere(db: Queryable, f: (q: ReturnType<Queryable>) => unknown, limit: number): Promise<BuildListItem[]> {
   const q = db('builds as b')
     .join('dockerfiles as d', 'd.id', 'b.dockerfile_id')

@@ -12,3 +12,4 @@ export * from './attestations.js';
 export * from './base-names.js';
 export * from './tasks.js';
 export * from './jobs.js';
+export * from './admin.js';

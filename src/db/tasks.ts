@@ -139,3 +139,12 @@ export async function listTasks(db: Queryable, o: { state?: TaskState; kind?: st
 export async function pruneDoneTasks(db: Queryable, before: string): Promise<number> {
   return Number(await db('tasks').where({ state: 'done' }).andWhere('finished_at', '<', before).delete());
 }
+
+/**
+ * Drops the pending (not yet claimed) tasks of `kind` for these subjects: a newer request supersedes them (an admin
+ * who disables a job and then enables it wants it enabled, not both run in any order). Returns how many.
+ */
+export async function dropPendingTasks(db: Queryable, kind: string, subjects: readonly string[]): Promise<number> {
+  if (subjects.length === 0) return 0;
+  return Number(await db('tasks').where({ kind, state: 'pending' }).whereIn('subject', subjects as string[]).delete());
+}

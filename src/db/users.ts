@@ -1,5 +1,5 @@
 import type { Queryable } from './knex.js';
-import { nowIso } from './knex.js';
+import { isPg, nowIso } from './knex.js';
 
 export type Role = 'user' | 'admin';
 export interface UserRow {
@@ -8,6 +8,8 @@ export interface UserRow {
   password_hash: string;
   role: Role;
   disabled: boolean;
+  /** False while a self-registered account waits for an admin's approval (migration 010). */
+  approved: boolean;
   session_epoch: number;
   created_at: string;
 }
@@ -15,7 +17,7 @@ export interface UserRow {
 // SQLite returns booleans as 0/1: normalise once here so callers see one shape.
 function norm(r: Record<string, unknown> | undefined): UserRow | undefined {
   if (!r) return undefined;
-  return { ...(r as unknown as UserRow), id: Number(r.id), disabled: Boolean(r.disabled), session_epoch: Number(r.session_epoch) };
+  return { ...(r as unknown as UserRow), id: Number(r.id), disabled: Boolean(r.disabled), approved: r.approved === undefined ? true : Boolean(r.approved), session_epoch: Number(r.session_epoch) };
 }
 
 export async function findUserByName(db: Queryable, username: string): Promise<UserRow | undefined> {
@@ -26,9 +28,9 @@ export async function findUserById(db: Queryable, id: number): Promise<UserRow |
   return norm(await db('users').where({ id }).first());
 }
 
-export async function insertUser(db: Queryable, u: { username: string; passwordHash: string; role: Role }): Promise<UserRow> {
+export async function insertUser(db: Queryable, u: { username: string; passwordHash: string; role: Role; approved?: boolean }): Promise<UserRow> {
   const [row] = await db('users')
-    .insert({ username: u.username, password_hash: u.passwordHash, role: u.role, disabled: false, session_epoch: 0, created_at: nowIso() })
+    .insert({ username: u.username, password_hash: u.passwordHash, role: u.role, disabled: false, approved: u.approved ?? true, session_epoch: 0, created_at: nowIso() })
     .returning('*');
   return norm(row)!;
 }
@@ -54,4 +56,25 @@ export async function setUserPassword(db: Queryable, id: number, passwordHash: s
 
 export async function setUserRole(db: Queryable, id: number, role: Role): Promise<void> {
   await db('users').where({ id }).update({ role });
+}
+
+export async function setUserApproved(db: Queryable, id: number): Promise<void> {
+  await db('users').where({ id }).update({ approved: true });
+}
+
+/**
+ * The ids of the admins who can act (enabled), locked until the transaction ends, so two admins demoting or
+ * disabling each other at once (from any processes) cannot both pass a "not the last admin" check. Call it first in
+ * the transaction. PostgreSQL: the rows FOR UPDATE (a waiter re-reads them after the holder commits). SQLite: a write
+ * first, which takes the database's write lock (waiting through busy_timeout) before anything is read; a read first
+ * would pin a snapshot that a concurrent writer makes stale, and the later write would fail with SQLITE_BUSY.
+ */
+export async function lockActiveAdmins(trx: Queryable): Promise<number[]> {
+  if (isPg(trx)) {
+    const rows = await trx('users').where({ role: 'admin', disabled: false }).select('id').orderBy('id').forUpdate();
+    return rows.map((r: { id: number | string }) => Number(r.id));
+  }
+  await trx('users').where({ role: 'admin' }).update({ role: 'admin' });
+  const rows = await trx('users').where({ role: 'admin', disabled: false }).select('id').orderBy('id');
+  return rows.map((r: { id: number | string }) => Number(r.id));
 }

@@ -7,7 +7,8 @@
 import type { Readable } from 'node:stream';
 import type { GluePort } from '../core/ports.js';
 import { EXIT_CODES, REPLIES, errorReplySchema, formatCommand, type ArtifactName, type Reply } from '../protocol/index.js';
-import { ERROR_CODES, KilnError, type ErrorCode } from '../shared/errors.js';
+import { ERROR_CODES, KilnError, isKilnError, type ErrorCode } from '../shared/errors.js';
+import { glueCallSeconds } from '../shared/metrics.js';
 
 /** What the glue answered to one request: its exit status, stdout and stderr, as a forced command would give them. */
 export interface Exchange { code: number; stdout: Buffer; stderr: Buffer }
@@ -30,23 +31,35 @@ export const MAX_REPLY_BYTES = 8 * 1024 * 1024;
 export function createGlueClient(t: GlueTransport): GluePort {
   return {
     async call<V extends keyof typeof REPLIES>(verb: V, args: ReadonlyArray<string | number>, stdin?: string | Buffer): Promise<Reply<V>> {
-      const r = await t.exec(formatCommand(verb, ...args), stdin);
-      if (r.code !== 0) throw glueError(r.code, r.stderr);
-      let raw: unknown;
+      const started = performance.now();
       try {
-        raw = JSON.parse(r.stdout.toString('utf8'));
+        const reply = await callOnce(verb, args, stdin);
+        glueCallSeconds.observe({ verb, outcome: 'ok' }, (performance.now() - started) / 1000);
+        return reply;
       } catch (e) {
-        throw new KilnError('internal', 'The build service sent an unreadable reply', { cause: e });
+        glueCallSeconds.observe({ verb, outcome: isKilnError(e) ? e.code : 'error' }, (performance.now() - started) / 1000);
+        throw e;
       }
-      const parsed = REPLIES[verb].safeParse(raw);
-      if (!parsed.success) throw new KilnError('internal', 'The build service sent a reply outside the protocol', { detail: parsed.error.issues });
-      return parsed.data as Reply<V>;
     },
     artifact(job: number, build: number, name: ArtifactName, offset = 0): Promise<Readable> {
       return t.stream(offset > 0 ? formatCommand('build.artifact', job, build, name, offset) : formatCommand('build.artifact', job, build, name));
     },
     close: () => t.close(),
   };
+
+  async function callOnce<V extends keyof typeof REPLIES>(verb: V, args: ReadonlyArray<string | number>, stdin?: string | Buffer): Promise<Reply<V>> {
+    const r = await t.exec(formatCommand(verb, ...args), stdin);
+    if (r.code !== 0) throw glueError(r.code, r.stderr);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(r.stdout.toString('utf8'));
+    } catch (e) {
+      throw new KilnError('internal', 'The build service sent an unreadable reply', { cause: e });
+    }
+    const parsed = REPLIES[verb].safeParse(raw);
+    if (!parsed.success) throw new KilnError('internal', 'The build service sent a reply outside the protocol', { detail: parsed.error.issues });
+    return parsed.data as Reply<V>;
+  }
 }
 
 const CODE_BY_EXIT = new Map<number, ErrorCode>(

@@ -29,7 +29,7 @@ export async function dispatch(req: Request, stdin: Buffer | undefined, backend:
   };
   switch (req.verb) {
     case 'ping':
-      return json({ protocol: PROTOCOL_VERSION, backend: backend.kind });
+      return json({ protocol: PROTOCOL_VERSION, backend: backend.kind, ...(await backend.describe()) });
     case 'job.put': {
       const [job] = req.args;
       const spec = parseJobSpec(stdin);

@@ -296,9 +296,24 @@ export const queueItemSchema = z.object({
 });
 export type QueueItem = z.infer<typeof queueItemSchema>;
 
+/**
+ * ping: the protocol and the backend's kind; since the admin console, also how the backend is (all optional, so
+ * either side may be older): its version (Jenkins' X-Jenkins header; Kiln's for the local backend), whether the
+ * glue reached it, and the Docker engine the builds use when the glue can see it (the local backend's).
+ */
+export const pingReplySchema = z.object({
+  protocol: z.literal(PROTOCOL_VERSION),
+  backend: z.string(),
+  version: z.string().max(100).optional(),
+  backendReachable: z.boolean().optional(),
+  backendError: z.string().max(1000).optional(),
+  docker: z.object({ reachable: z.boolean(), version: z.string().max(100).optional(), apiVersion: z.string().max(100).optional(), error: z.string().max(1000).optional() }).optional(),
+});
+export type PingReply = z.infer<typeof pingReplySchema>;
+
 /** Reply schema per verb (build.artifact replies with raw bytes and has none). */
 export const REPLIES = {
-  ping: z.object({ protocol: z.literal(PROTOCOL_VERSION), backend: z.string() }),
+  ping: pingReplySchema,
   'job.put': z.object({ job: z.number().int(), created: z.boolean() }),
   'job.enable': z.object({ job: z.number().int(), enabled: z.literal(true) }),
   'job.disable': z.object({ job: z.number().int(), enabled: z.literal(false) }),

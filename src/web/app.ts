@@ -30,6 +30,8 @@ import { wellKnownRoutes } from './routes/well-known.js';
 import { jobRoutes } from './routes/jobs.js';
 import { buildRoutes, buildApiRoutes } from './routes/builds.js';
 import { exactBytes, humanBytes, humanDuration, shortTime } from './format.js';
+import { opsRoutes } from './routes/ops.js';
+import { httpRequestSeconds } from '../shared/metrics.js';
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -126,6 +128,15 @@ export function createApp(opts: AppOptions): KilnApp {
   views.addFilter('duration', humanDuration);
   views.addFilter('time', shortTime);
 
+  // Every answer's latency, by route pattern (never the raw path: ids would make a series each) and status class.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const started = performance.now();
+    res.on('finish', () => {
+      const route = req.route ? `${req.baseUrl}${(req.route as { path: string }).path}` : req.originalUrl.startsWith('/static/') ? '/static' : 'unmatched';
+      httpRequestSeconds.observe({ method: req.method, route, status: `${Math.floor(res.statusCode / 100)}xx` }, (performance.now() - started) / 1000);
+    });
+    next();
+  });
   // Only a path is a request target here. `OPTIONS *` or a bare word would skip the session middleware (outside its
   // cookie path "/") and reach passport without a session, which throws (a 500); the absolute form, which only
   // proxies are sent, would pass the API's JSON-or-HTML decision by its prefix. Refused first, before anything reads them.
@@ -160,7 +171,7 @@ export function createApp(opts: AppOptions): KilnApp {
   });
 
   const store = new SafeKnexStore({ knex: db, tableName: 'sessions', createTable: false, cleanupInterval: 10 * 60_000,
-    onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') }, logger);
+    onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') }, logger, now);
   const cookieName = secureCookie ? '__Host-sid' : 'kiln.sid';
   app.set('kiln.cookie', { name: cookieName, secure: secureCookie, device: secureCookie ? '__Host-kiln-device' : 'kiln.device' } satisfies CookieNames);
   app.use(session({
@@ -256,7 +267,7 @@ export function createApp(opts: AppOptions): KilnApp {
   });
 
   const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: issueToken, seedCsrfToken, protect, passport, wantsJson, loginLimiter, bigUploads, now };
-  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['/api', buildApiRoutes(ctx)], ['', pageRoutes(ctx)], ['', jobRoutes(ctx)], ['', buildRoutes(ctx)]];
+  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', opsRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['/api', buildApiRoutes(ctx)], ['', pageRoutes(ctx)], ['', jobRoutes(ctx)], ['', buildRoutes(ctx)]];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
   app.locals.routeTable = mounted.flatMap(([prefix, router]) => (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)

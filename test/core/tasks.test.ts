@@ -10,10 +10,10 @@ import { DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker, type CoreDeps } from '../
 import type { GluePort } from '../../src/core/ports.js';
 import { isoAt } from '../../src/core/tasks/queue.js';
 import { backoffMs, type TaskKind } from '../../src/core/tasks/worker.js';
-import { claimTask, createDb, enqueueTask, finishTask, findTask, listTasks, type Db } from '../../src/db/index.js';
+import { claimTask, enqueueTask, finishTask, findTask, listTasks, type Db } from '../../src/db/index.js';
 import { KilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { freshDb, type TestDb } from '../db/engines.js';
+import { freshDb, secondPool, type TestDb } from '../db/engines.js';
 
 const refuse = () => Promise.reject(new Error('a task reached the glue'));
 const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
@@ -39,7 +39,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
     beforeAll(async () => {
       t = await freshDb(engine);
       // A second pool on the same database: what a second process (another web, `kiln worker`) has.
-      other = engine === 'sqlite' ? createDb({ client: 'sqlite', filename: t.filename! }) : createDb({ client: 'pg', url: t.url! });
+      other = secondPool(t);
     });
     afterAll(async () => {
       await other?.destroy();

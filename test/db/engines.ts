@@ -16,6 +16,10 @@ function ensurePostgres(): void {
 
 export interface TestDb { db: Db; engine: 'sqlite' | 'pg'; url?: string; filename?: string; drop(): Promise<void> }
 
+/** A second pool on the same database: what another process (a second web, `kiln worker`, `kiln user`) has. */
+export const secondPool = (t: TestDb): Db =>
+  (t.engine === 'sqlite' ? createDb({ client: 'sqlite', filename: t.filename! }) : createDb({ client: 'pg', url: t.url! }));
+
 /** A fresh, migrated database on the given engine: a temp SQLite file, or a temp PostgreSQL database. */
 export async function freshDb(engine: 'sqlite' | 'pg'): Promise<TestDb> {
   if (engine === 'sqlite') {

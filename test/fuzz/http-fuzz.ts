@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { ARTIFACT_NAMES } from '../../src/protocol/index.js';
+import type { Db } from '../../src/db/index.js';
 import { createApp } from '../../src/web/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { Prng } from '../helpers/prng.js';
@@ -274,6 +275,9 @@ export async function runHttpFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       // Health between batches: the site answers, and each role still has its session (a fuzzed logout ends one).
       const health = await sendRaw(port, { method: 'GET', target: '/login', headers: [['Host', `127.0.0.1:${port}`]], framing: 'none' });
       if (health.status !== 200) report.unhealthy.push(`after ${report.cases} cases GET /login answered ${health.status ?? health.error}`);
+      // The admin's fuzzed requests may disable, demote or promote the fuzz's own accounts (the admin console:
+      // a right answer, not a failure); put them back before the sessions are checked.
+      await restoreAccounts(w.db, root.username);
       for (const r of ROLES) await refresh(r);
       if (next % 1000 === 0) say(`fuzz: ${report.cases} cases, ${report.fiveXX.length} 5xx so far`);
     }
@@ -283,6 +287,11 @@ export async function runHttpFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     process.off('unhandledRejection', onCrash);
   }
   return report;
+}
+
+async function restoreAccounts(db: Db, admin: string): Promise<void> {
+  await db('users').whereIn('username', ['alice', 'bob']).update({ role: 'user', disabled: false, approved: true });
+  await db('users').where({ username: admin }).update({ role: 'admin', disabled: false, approved: true });
 }
 
 function toRequest(c: Case, route: string, sessions: Record<Role, Session>, ids: Record<string, string>, port: number): RawRequest {

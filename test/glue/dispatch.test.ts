@@ -35,7 +35,7 @@ describe('glue dispatcher', () => {
 
   it('answers ping and job.put with replies that match the protocol schemas', async () => {
     const ping = await glue.handle('ping', noBody);
-    expect(ping).toEqual({ kind: 'json', reply: { protocol: 1, backend: 'local' } });
+    expect(ping).toMatchObject({ kind: 'json', reply: { protocol: 1, backend: 'local', backendReachable: true, version: expect.any(String), docker: { reachable: expect.any(Boolean) } } });
     const put = await glue.handle('job.put 7', body(fakeSpec()));
     expect(put.kind === 'json' && REPLIES['job.put'].parse(put.reply)).toEqual({ job: 7, created: true });
     const again = await glue.handle('job.put 7', body(fakeSpec()));

@@ -42,7 +42,7 @@ describe('kiln glue-server (composition root)', () => {
       const client = await sshGlueClientFromConfig(cfg);
       await expect(sshGlueClientFromConfig(loadConfig({ KILN_DATA_DIR: t.dir }))).rejects.toMatchObject({ code: 'invalid_input' });
       try {
-        expect(await client.call('ping', [])).toEqual({ protocol: 1, backend: 'local' });
+        expect(await client.call('ping', [])).toMatchObject({ protocol: 1, backend: 'local', backendReachable: true });
         await client.call('job.put', [1], JSON.stringify(fakeSpec()));
         await client.call('job.build', [1, 'server-key-1']);
         const state = await until(async () => { const st = (await client.call('build.status', [1, 1])).state; return !['queued', 'running'].includes(st) && st; }, 60_000, 50);

@@ -4,6 +4,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pino } from 'pino';
 import type { GluePort } from '../../src/core/ports.js';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
+import type { Backend } from '../../src/glue/backends/types.js';
 import { createGlue, errorDocument, exitCodeFor, readCapped } from '../../src/glue/dispatch.js';
 import { createGlueClient, glueError, type Exchange, type GlueTransport } from '../../src/glue-client/codec.js';
 import { KilnError, toKilnError } from '../../src/shared/errors.js';
@@ -22,9 +23,10 @@ import { writeFakeSdk } from './glue.js';
  * that verb is answered with that error), `cutStream(name, bytes)` (the next download of that artifact breaks off
  * after that many bytes).
  */
-export interface InProcessGlue {
+export interface InProcessGlue<B extends Backend = LocalBackend> {
   client: GluePort;
-  backend: LocalBackend;
+  /** The local backend, or the one the test gave (`backend`, e.g. a Jenkins backend against the double). */
+  backend: B;
   /** The local backend's data directory (<dir>/glue/jobs/kiln-job-N/builds/M/...). */
   dataDir: string;
   /** While true, every request fails with backend_unavailable, as when the glue's host is unreachable. */
@@ -42,11 +44,11 @@ export interface InProcessGlue {
   close(): Promise<void>;
 }
 
-export async function startInProcessGlue(o: { dataDir: string; sdkCommand?: string[]; concurrency?: number; logger?: Logger; now?: () => Date }): Promise<InProcessGlue> {
+export async function startInProcessGlue<B extends Backend = LocalBackend>(o: { dataDir: string; sdkCommand?: string[]; concurrency?: number; logger?: Logger; now?: () => Date; backend?: B }): Promise<InProcessGlue<B>> {
   mkdirSync(o.dataDir, { recursive: true });
-  const sdkCommand = o.sdkCommand ?? writeFakeSdk(o.dataDir);
   const logger = o.logger ?? pino({ level: 'silent' });
-  const backend = new LocalBackend({ dataDir: o.dataDir, sdkCommand, concurrency: o.concurrency ?? 2, pollMs: 50, buildTimeoutMs: 600_000, logger, ...(o.now ? { now: o.now } : {}) });
+  // Without a backend of the test's, B is LocalBackend (its default).
+  const backend = o.backend ?? (new LocalBackend({ dataDir: o.dataDir, sdkCommand: o.sdkCommand ?? writeFakeSdk(o.dataDir), concurrency: o.concurrency ?? 2, pollMs: 50, buildTimeoutMs: 600_000, logger, ...(o.now ? { now: o.now } : {}) }) as unknown as B);
   await backend.start();
   const glue = createGlue({ backend, logger });
   const refusals = new Map<string, KilnError>();
@@ -124,7 +126,7 @@ export async function startInProcessGlue(o: { dataDir: string; sdkCommand?: stri
   };
 
   const gates = path.join(o.dataDir, 'gates');
-  const self: InProcessGlue = {
+  const self: InProcessGlue<B> = {
     client: createGlueClient(transport),
     backend,
     dataDir: o.dataDir,

@@ -3,6 +3,7 @@ import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
 import { createDb, findBuild, migrateLatest, type BuildRow, type Db } from '../../src/db/index.js';
 import { silentLogger, type Logger } from '../../src/shared/logger.js';
 import type { GluePort } from '../../src/core/ports.js';
+import type { Backend } from '../../src/glue/backends/types.js';
 import { CLI, DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker, createUsers } from '../../src/core/index.js';
 import { TASK_HANDLERS } from '../../src/core/tasks/kinds.js';
 import type { TaskKindName } from '../../src/core/tasks/queue.js';
@@ -50,6 +51,8 @@ interface TestWebOptions {
   glue?: GluePort;
   /** A migrated database to use instead of a fresh SQLite file (e.g. PostgreSQL); the caller drops it. */
   db?: Db;
+  /** The in-process glue's backend instead of the local one (e.g. a Jenkins backend against the double). */
+  backend?: Backend;
   /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
   realGlue?: true | Pick<TestGlueOptions, 'sdkCommand' | 'concurrency'>;
   logger?: Logger;
@@ -64,11 +67,12 @@ const isFinalRow = (b: BuildRow) => ['succeeded', 'failed', 'cancelled'].include
 /** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
 export async function startTestWeb(opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> }): Promise<TestWeb & { realGlue: TestGlue }>;
 export async function startTestWeb(opts: TestWebOptions & { glue: GluePort }): Promise<TestWeb>;
-export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue'>): Promise<TestWeb & { local: InProcessGlue }>;
-export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb & { realGlue?: TestGlue; local?: InProcessGlue }> {
+export async function startTestWeb(opts: Omit<TestWebOptions, 'glue' | 'realGlue'> & { backend: Backend }): Promise<TestWeb & { local: InProcessGlue<Backend> }>;
+export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue' | 'backend'>): Promise<TestWeb & { local: InProcessGlue }>;
+export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb & { realGlue?: TestGlue; local?: InProcessGlue<Backend> }> {
   const { dir, cleanup } = tempDir('kiln-web-');
   const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
-  const local = !real && !opts.glue ? await startInProcessGlue({ dataDir: path.join(dir, 'glue-data'), ...(opts.glueConcurrency ? { concurrency: opts.glueConcurrency } : {}) }) : undefined;
+  const local = !real && !opts.glue ? await startInProcessGlue<Backend>({ dataDir: path.join(dir, 'glue-data'), ...(opts.glueConcurrency ? { concurrency: opts.glueConcurrency } : {}), ...(opts.backend ? { backend: opts.backend } : {}) }) : undefined;
   const config = loadConfig({}, {
     dataDir: dir, ...opts.config,
     web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) },

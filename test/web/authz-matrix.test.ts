@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/web/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
+import { findUserByName } from '../../src/db/index.js';
 import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const PUBLIC = new Set([
-  'GET /', 'GET /login', 'GET /register', 'GET /api/csrf', 'GET /.well-known/kiln-signing-key',
+  'GET /', 'GET /login', 'GET /register', 'GET /api/csrf', 'GET /.well-known/kiln-signing-key', 'GET /healthz',
   'POST /login', 'POST /api/login', 'POST /register', 'POST /api/register', 'POST /logout', 'POST /api/logout',
 ]);
 
@@ -14,9 +15,14 @@ const BODY_SPECIFIC = new Set([
   // Deleting needs the Dockerfile's name typed as confirmation, the settings form every field (test/web/jobs.test.ts
   // runs both as owner and admin).
   'POST /dockerfiles/:id/delete', 'POST /api/dockerfiles/:id/delete', 'POST /dockerfiles/:id/job',
+  // Deleting a backend job needs its name as confirmation (test/web/admin.test.ts).
+  'POST /admin/jobs/:id/delete', 'POST /api/admin/jobs/:id/delete',
 ]);
-/** Site settings: only an admin gets through; any other user gets 403 (checklist case 13), whether or not it owns anything. */
-const adminOnly = (p: string) => /^\/(?:api\/)?admin\//.test(p);
+/**
+ * The admin console and the metrics: only an admin gets through; any other user gets 403 (checklist case 13),
+ * whether or not it owns anything.
+ */
+const adminOnly = (p: string) => /^\/(?:api\/)?admin(?:\/|$)|^\/metrics$/.test(p);
 
 /**
  * Every route the app registers, replayed as anonymous, as another user, as the owner and as an admin. A new
@@ -26,7 +32,7 @@ describe('authorization matrix over every route', () => {
   let w: TestWeb;
   let routes: Array<{ method: string; path: string }>;
   const who: Record<'anon' | 'bob' | 'alice' | 'admin', HttpClient> = {} as never;
-  let ids: { dockerfile: number; build: number };
+  let ids: { dockerfile: number; build: number; victim: number };
 
   beforeAll(async () => {
     w = await startTestWeb();
@@ -44,11 +50,15 @@ describe('authorization matrix over every route', () => {
     const df = await who.alice.createDockerfile('mine', 'FROM debian:bookworm\nRUN true\n');
     const { id } = await who.alice.build(df);
     await w.waitForBuild(id);
-    ids = { dockerfile: df, build: id };
+    // The admin's user routes act on an account of its own (the matrix disables, promotes and demotes it).
+    const victim = await addUser(w.db, 'victim', 'user');
+    ids = { dockerfile: df, build: id, victim: (await findUserByName(w.db, victim.username))!.id };
   });
   afterAll(async () => { await w?.close(); });
 
   const fill = (p: string): string => p
+    .replace(/^(\/(?:api\/)?admin\/users\/):id/, (_m, pre: string) => `${pre}${ids.victim}`)
+    .replace(/^(\/(?:api\/)?admin\/jobs\/):id/, (_m, pre: string) => `${pre}424242`)
     .replace(/^\/dockerfiles\/:id/, () => `/dockerfiles/${ids.dockerfile}`)
     .replace(/^\/api\/dockerfiles\/:id/, () => `/api/dockerfiles/${ids.dockerfile}`)
     .replace(/:id/, () => String(ids.build))
@@ -69,7 +79,10 @@ describe('authorization matrix over every route', () => {
       'GET /dockerfiles/:id/delete', 'POST /api/dockerfiles/:id/delete',
       // Following builds: lists, the live stream, the documents of a build.
       'GET /builds', 'GET /api/builds', 'GET /dockerfiles/:id/builds', 'GET /api/builds/:id/events', 'GET /builds/:id/manifest', 'GET /api/builds/:id/sbom',
-      'GET /builds/:id/boot/:n', 'GET /builds/:id/diff', 'GET /api/builds/:id/report']));
+      'GET /builds/:id/boot/:n', 'GET /builds/:id/diff', 'GET /api/builds/:id/report',
+      // The admin console and operations.
+      'GET /admin/users', 'POST /api/admin/users/:id/disable', 'GET /admin/jobs', 'POST /admin/jobs/:id/delete', 'GET /admin/queue',
+      'POST /api/admin/queue/:id/cancel', 'GET /admin/health', 'GET /api/admin/audit', 'GET /metrics', 'GET /healthz']));
     expect(routes.length).toBeGreaterThan(20);
   });
 

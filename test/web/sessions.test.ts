@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PasswordHasher } from '../../src/core/passwords.js';
 import { until } from '../helpers/wait.js';
+import { TOUCH_EVERY_MS } from '../../src/web/session-store.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 
 describe('session lifetime', () => {
@@ -33,8 +34,9 @@ describe('session lifetime', () => {
     expect(await c.apiToken()).toBe(stored.csrfToken);
   });
 
-  it('the session row carries the idle expiry, rolled forward on use', async () => {
-    const w2 = await startTestWeb({ config: { web: { sessionIdleMinutes: 30 } } });
+  it('the session row carries the idle expiry, rolled forward on use (at most once a minute per process)', async () => {
+    let t2 = Date.now();
+    const w2 = await startTestWeb({ clock: () => t2, config: { web: { sessionIdleMinutes: 30 } } });
     try {
       const c = w2.client();
       await c.signUp('bob');
@@ -43,13 +45,24 @@ describe('session lifetime', () => {
       const exp = new Date(mine.expired).getTime();
       expect(exp - Date.now()).toBeGreaterThan(29 * 60_000);
       expect(exp - Date.now()).toBeLessThanOrEqual(30 * 60_000 + 1000);
-      // Rolled forward: a later request moves the stored expiry (and the cookie's) later.
+      // Within a minute of the last write, page views write nothing: no UPDATE (and no fsync) per request.
+      const writes: string[] = [];
+      const onQuery = (q: { sql: string }) => { if (/^update `sessions`/i.test(q.sql)) writes.push(q.sql); };
+      w2.db.on('query', onQuery);
+      for (let i = 0; i < 5; i++) expect((await c.get('/api/me')).status).toBe(200);
+      t2 += TOUCH_EVERY_MS - 1000;
+      expect((await c.get('/dockerfiles')).status).toBe(200);
+      expect(writes).toEqual([]);
+      // Rolled forward: a request a minute after the last write moves the stored expiry (and the cookie's) later.
+      t2 += TOUCH_EVERY_MS;
       const after = await until(async () => {
         await c.get('/api/me');
         const row = (await w2.db('sessions').select()).find((r) => r.sid === mine.sid);
         return new Date(row.expired).getTime() > exp && row;
       });
       expect(new Date(after.expired).getTime()).toBeGreaterThan(exp);
+      w2.db.off('query', onQuery);
+      expect(writes.length).toBeGreaterThanOrEqual(1);
       expect(c.lastSetCookie.find((s) => s.startsWith('kiln.sid='))).toMatch(/Expires=/);
     } finally {
       await w2.close();

@@ -20,6 +20,7 @@ import {
 } from '../../db/index.js';
 import { KilnError, conflict } from '../../shared/errors.js';
 import { actorLabel, type Actor } from '../actor.js';
+import { recordAudit } from '../audit.js';
 import { IdempotencyKey, parse } from '../commands.js';
 import { settingsOf } from '../jobs/settings.js';
 import type { CoreDeps } from '../deps.js';
@@ -113,6 +114,8 @@ export async function cancelBuild(d: CoreDeps, actor: Actor, rawId: unknown): Pr
   if (isFinal(b.state) || b.state === 'verifying') return b;
   const subject = buildSubject(b.id);
   await d.db.transaction(async (trx) => {
+    // An admin stopping someone else's build (the console's queue) is an admin action: audited with it.
+    if (actor.kind === 'user' && b.owner_id !== actor.id) await recordAudit(trx, d, actor, 'build.cancel', subject, { owner: b.owner_id, state: b.state });
     if (b.backend_build != null) {
       await enqueue(trx, d, 'build.cancel', subject);
     } else if (await updateBuild(trx, b.id, ['requested'], { state: 'cancelled', reason: 'Cancelled before it started.', finished_at: nowIso() })) {

@@ -19,6 +19,7 @@ import type { CoreDeps } from '../deps.js';
 import { dockerfileFor } from '../dockerfiles.js';
 import { isTransient } from '../ports.js';
 import { dockerfileSubject, enqueue, wake } from '../tasks/queue.js';
+import { recordAudit } from '../audit.js';
 import { driftOf, effectiveSettings, versionSpecSha, type JobSettings } from './settings.js';
 
 export { describeSchedule, WEEKDAYS, type JobSettings } from './settings.js';
@@ -121,6 +122,11 @@ async function change(d: CoreDeps, actor: Actor, rawId: unknown, patch: JobSetti
   const row = await d.db.transaction(async (trx) => {
     const r = await saveJobSettings(trx, df.id, patch);
     await enqueue(trx, d, 'job.sync', dockerfileSubject(df.id));
+    // An admin changing someone else's job (its page, or the admin console's jobs) is an admin action: audited with it.
+    if (actor.kind === 'user' && df.owner_id !== actor.id) {
+      const what = Object.keys(patch).length === 1 && patch.enabled !== undefined ? (patch.enabled ? 'job.enable' : 'job.disable') : 'job.settings';
+      await recordAudit(trx, d, actor, what, `job:${df.id}`, { owner: df.owner_id, dockerfile: df.name });
+    }
     return r;
   });
   wake(d);

@@ -1,4 +1,5 @@
 /** Every kind of task the worker runs, by name (src/core/README.md lists what each does). */
+import { jobControlTask } from '../admin.js';
 import { attestTask } from '../builds/attest.js';
 import { dispatchTask, withdrawTask } from '../builds/dispatch.js';
 import { cancelTask, refreshTask } from '../builds/refresh.js';
@@ -16,4 +17,5 @@ export const TASK_HANDLERS: Readonly<Record<TaskKindName, TaskKind>> = {
   'job.sync': syncTask,
   'dockerfile.delete': deleteTask,
   reconcile: reconcileTask,
+  'job.control': jobControlTask,
 };

@@ -6,7 +6,7 @@
 import { enqueueTask, type Queryable } from '../../db/index.js';
 import { clockOf, type CoreDeps } from '../deps.js';
 
-export const TASK_KINDS = ['build.dispatch', 'build.refresh', 'build.cancel', 'build.attest', 'build.withdraw', 'job.sync', 'dockerfile.delete', 'reconcile'] as const;
+export const TASK_KINDS = ['build.dispatch', 'build.refresh', 'build.cancel', 'build.attest', 'build.withdraw', 'job.sync', 'dockerfile.delete', 'reconcile', 'job.control'] as const;
 export type TaskKindName = (typeof TASK_KINDS)[number];
 
 /** The subject of a task about one build. */

@@ -7,6 +7,7 @@ import * as m005 from './005_requeue.js';
 import * as m006 from './006_base_names.js';
 import * as m007 from './007_tasks.js';
 import * as m008 from './008_jobs.js';
+import * as m010 from './010_admin.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -23,6 +24,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['006_base_names', m006],
   ['007_tasks', m007],
   ['008_jobs', m008],
+  ['010_admin', m010],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

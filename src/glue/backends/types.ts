@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { ArtifactName, BuildStatus, JobBuild, JobInfo, JobSpec, JobView, LogChunk, QueueItem, BuildState } from '../../protocol/index.js';
+import type { ArtifactName, BuildStatus, JobBuild, JobInfo, JobSpec, JobView, LogChunk, PingReply, QueueItem, BuildState } from '../../protocol/index.js';
 
 /**
  * What the glue asks of a build engine. Two implementations: `local` (embedded default: runs the SDK on this
@@ -49,4 +49,9 @@ export interface Backend {
 
   listJobs(): Promise<JobInfo[]>;
   listQueue(): Promise<QueueItem[]>;
+
+  /** How the engine is, for `ping` (the admin's health page): its version, reachability, the Docker engine. Never throws. */
+  describe(): Promise<BackendHealth>;
 }
+
+export type BackendHealth = Omit<PingReply, 'protocol' | 'backend'>;

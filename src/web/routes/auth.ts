@@ -55,7 +55,8 @@ export function authRoutes(ctx: AppContext): Router {
       render(req, res, 'login.njk', { next: target, error: e.message, username: typeof req.body?.username === 'string' ? req.body.username.slice(0, 64) : '', registrationOpen: config.web.registrationOpen }, e.httpStatus);
     };
     passport.authenticate('local', { session: true }, (err: unknown, user: Express.User | false, info?: { deviceId?: string }) => {
-      if (err) return isKilnError(err) && err.code === 'rate_limited' ? fail(err) : next(err);
+      // Throttled, or the right password of an account an admin has not approved yet: said on the login page.
+      if (err) return isKilnError(err) && (err.code === 'rate_limited' || err.code === 'forbidden') ? fail(err) : next(err);
       if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
       if (info?.deviceId) rememberDevice(req, res, deviceSecret, user.id, info.deviceId);
       logInFresh(req, user, now, seedCsrfToken).then(() => {
@@ -99,10 +100,11 @@ export function authRoutes(ctx: AppContext): Router {
       const u = await core.users.register(ANONYMOUS, body);
       logger.info({ user: u.id }, 'registered');
       if (json) {
-        res.status(201).json({ user: { id: u.id, username: u.username, role: u.role } });
+        res.status(201).json({ user: { id: u.id, username: u.username, role: u.role, approved: u.approved } });
         return;
       }
-      render(req, res, 'login.njk', { next: '/', notice: 'Account created. Please log in.', username: u.username, registrationOpen: true }, 201);
+      const notice = u.approved ? 'Account created. Please log in.' : 'Account created. An admin has to approve it before you can log in.';
+      render(req, res, 'login.njk', { next: '/', notice, username: u.username, registrationOpen: true }, 201);
     } catch (e) {
       if (json || !isKilnError(e) || !['bad_request', 'invalid_input', 'conflict'].includes(e.code)) throw e;
       render(req, res, 'register.njk', { error: e.message, username: typeof body.username === 'string' ? body.username.slice(0, 64) : '' }, e.httpStatus);

@@ -13,7 +13,7 @@ export function requireUser(req: Request, _res: Response, next: NextFunction): v
 /** The request's actor for the core: the session's user (later an API token's). */
 export const actorOf = (req: Request): UserActor => {
   if (!req.user) throw new KilnError('unauthenticated', 'Please log in.');
-  return userActor(req.user, 'session');
+  return userActor(req.user, 'session', req.ip);
 };
 
 /** A fresh idempotency key per rendered Build form: a double click or a replayed POST maps to one build. */

@@ -8,7 +8,7 @@ import {
 } from '../../../protocol/index.js';
 import { KilnError, isKilnError } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
-import type { Backend } from '../types.js';
+import type { Backend, BackendHealth } from '../types.js';
 import { JenkinsApi, paramOf, type BuildJson, type QueueItemJson } from './client.js';
 import { ARTIFACT_PREFIX, checkSettings, jobConfig, parameterDefaults, parseTimerSpec, renderJobXml, type TemplateSettings } from './template.js';
 
@@ -513,6 +513,21 @@ export class JenkinsBackend implements Backend {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new KilnError('invalid_input', 'offset must be a non-negative integer');
     await this.check();
     return this.api.artifact(this.path(job, n, `artifact/${ARTIFACT_PREFIX}${encodeURIComponent(name)}`), offset);
+  }
+
+  /**
+   * Jenkins' version from the X-Jenkins header of /whoAmI (a light GET, asked each time: the health page wants to
+   * know that Jenkins answers now). The Docker engines are the agents', out of the glue's sight.
+   */
+  async describe(): Promise<BackendHealth> {
+    try {
+      const who = await this.api.get('/whoAmI/api/json');
+      const version = who.headers.get('x-jenkins') ?? undefined;
+      if (who.status !== 200) return { backendReachable: false, backendError: `Jenkins answered HTTP ${who.status}`, ...(version ? { version } : {}) };
+      return { backendReachable: true, ...(version ? { version: version.slice(0, 100) } : {}) };
+    } catch (e) {
+      return { backendReachable: false, backendError: (isKilnError(e) ? e.message : 'Jenkins could not be reached').slice(0, 1000) };
+    }
   }
 
   // ---------------------------------------------------------------------------------------------- lists

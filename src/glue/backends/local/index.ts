@@ -9,7 +9,9 @@ import {
 } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 import { silentLogger, type Logger } from '../../../shared/logger.js';
-import type { Backend } from '../types.js';
+import type { Backend, BackendHealth } from '../types.js';
+import { dockerSocketPath, probeDockerEngine } from '../../../shared/docker-engine.js';
+import { KILN_VERSION } from '../../../shared/version.js';
 import { asIdentity, signalGroupIfSame } from './process.js';
 import { buildStatus, listJobs, listQueue, openArtifact, readLog } from './readers.js';
 import { BuildStore, FINAL, type BuildRecord, type StoredSpec } from './records.js';
@@ -287,6 +289,12 @@ export class LocalBackend implements Backend {
   async listQueue(): Promise<QueueItem[]> {
     this.assertStarted();
     return listQueue(this.store);
+  }
+
+  /** Kiln's own version; the Docker engine is the one the SDK on this machine builds with. */
+  async describe(): Promise<BackendHealth> {
+    const env = this.opts.env ?? process.env;
+    return { version: KILN_VERSION, backendReachable: true, docker: await probeDockerEngine(dockerSocketPath(env)) };
   }
 
   /** Stops a running build: this process's runner's own, or another's through its recorded SDK. */
