@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { LocalBackend, periodOf, type LocalBackendOptions } from '../../src/glue/backends/local/index.js';
@@ -166,6 +166,55 @@ describe('local backend', () => {
     await waitFor(b, 1, 1, ['running']);
     expect(await b.withdraw(1, 'k0000001')).toEqual({ withdrawn: true, build: 1, state: 'cancelled' });
     expect(await b.listQueue()).toEqual([]);
+  });
+
+  it('a cancelled build leaves no work dir, while the runner lives on: cancelled or withdrawn while queued, or running after its SDK was SIGKILLed', async () => {
+    // make test's crash injection (pg stack) found the ws/ of cancelled builds left behind by a runner that never
+    // restarted: only its recovery used to remove the scratch of a build cancelled while queued.
+    const { b, dir } = await make();
+    await b.putJob(1, spec('sleep 30'));
+    for (const k of ['k0000001', 'k0000002', 'k0000003', 'k0000004']) await b.build(1, k);
+    const bdir = (n: number) => path.join(dir, `glue/jobs/kiln-job-1/builds/${n}`);
+    await waitFor(b, 1, 1, ['running']);
+    const pid = await recordedPid(path.join(bdir(1), 'build.json'));
+    for (const n of [2, 3, 4]) expect(existsSync(path.join(bdir(n), 'ws/Dockerfile'))).toBe(true);
+
+    expect(await b.cancel(1, 2)).toEqual({ state: 'cancelled' });
+    expect(existsSync(path.join(bdir(2), 'ws'))).toBe(false);
+    expect(await b.withdraw(1, 'k0000003')).toEqual({ withdrawn: true, build: 3, state: 'cancelled' });
+    expect(existsSync(path.join(bdir(3), 'ws'))).toBe(false);
+    // A queued cancel from a `kiln glue` process (no runner of its own) too.
+    const cli = new LocalBackend({ dataDir: dir, runner: false });
+    await cli.start();
+    cleanups.push(() => cli.close());
+    expect(await cli.cancel(1, 4)).toEqual({ state: 'cancelled' });
+    expect(existsSync(path.join(bdir(4), 'ws'))).toBe(false);
+
+    // The SDK itself SIGKILLed (its `sleep` child still holds the group and the output pipe), then the cancel.
+    process.kill(pid, 'SIGKILL');
+    expect(await b.cancel(1, 1)).toEqual({ state: 'cancelled' });
+    expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled', reason: 'cancelled by request' });
+    await until(() => !existsSync(path.join(bdir(1), 'ws')) && !existsSync(path.join(bdir(1), 'tmp')), 60_000, 50);
+    // Only the scratch goes: each build's record stays.
+    for (const n of [1, 2, 3, 4]) expect(existsSync(path.join(bdir(n), 'build.json'))).toBe(true);
+    expect(await b.listQueue()).toEqual([]);
+  });
+
+  it('after a restart, an ended build whose work dir a kill left (between its end and the removal) loses it and does not run', async () => {
+    const { b: cli, dir } = await make({ runner: false });
+    await cli.putJob(1, spec());
+    await cli.build(1, 'k0000001');
+    const bdir = path.join(dir, 'glue/jobs/kiln-job-1/builds/1');
+    // What a process SIGKILLed after recording the end but before removing the scratch leaves.
+    const rec = JSON.parse(readFileSync(path.join(bdir, 'build.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(path.join(bdir, 'build.json'), JSON.stringify({ ...rec, state: 'cancelled', reason: 'cancelled while queued', finishedAt: new Date().toISOString() }));
+    for (const q of readdirSync(path.join(dir, 'glue/queue'))) rmSync(path.join(dir, 'glue/queue', q));
+    mkdirSync(path.join(bdir, 'tmp/kiln-sdk-x'), { recursive: true });
+    const { b } = await make({}, dir);
+    expect(existsSync(path.join(bdir, 'ws'))).toBe(false);
+    expect(existsSync(path.join(bdir, 'tmp'))).toBe(false);
+    expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled' });
+    expect(existsSync(path.join(bdir, 'archive/argv.txt'))).toBe(false); // never ran
   });
 
   it('a cancel from another process (an OpenSSH kiln glue) stops the runner\'s build', async () => {

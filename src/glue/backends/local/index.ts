@@ -254,6 +254,9 @@ export class LocalBackend implements Backend {
       if (r.state === 'queued') {
         await fsp.rm(this.store.queueEntry(r), { force: true });
         await this.store.finish(r, 'cancelled', 'cancelled while queued', { appendLog: '[kiln] cancelled while queued\n' });
+        // It never reaches the runner, whose end of a build is where the scratch goes otherwise: its ws/ (the
+        // copied Dockerfile and context, no more) would wait for the next restart's recovery.
+        await this.store.removeScratch(job, build);
       } else if (r.state === 'running') {
         await fsp.writeFile(path.join(this.store.buildDir(job, build), 'cancel'), 'requested\n');
         await this.stopBuild(r);

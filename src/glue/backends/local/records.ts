@@ -132,7 +132,11 @@ export class BuildStore {
     return writeJson(path.join(this.buildDir(rec.job, rec.build), 'build.json'), rec);
   }
 
-  /** Records a final state. Callers hold the lock. */
+  /**
+   * Records a final state. Callers hold the lock, and remove the build's scratch (removeScratch) next: the state is
+   * written first, so a crash in between leaves an ended build with a workspace, which recovery removes (the other
+   * order would leave a queued build without its Dockerfile).
+   */
   async finish(rec: BuildRecord, state: BuildState, reason?: string, o: { appendLog?: string } = {}): Promise<void> {
     const next: BuildRecord = { ...rec, state, finishedAt: this.iso() };
     delete next.process;
