@@ -1,5 +1,5 @@
 # Kiln: `make run` sets up and starts the embedded default; `make test` runs every test.
-.PHONY: deps test-deps build run test typecheck lint bench-sdk bench-glue bench-jenkins bench-follow bench-web chaos compat clean
+.PHONY: deps test-deps build run test typecheck lint format bench-sdk bench-glue bench-jenkins bench-follow bench-web chaos compat clean
 
 deps:
 	scripts/ensure-deps.sh
@@ -17,15 +17,21 @@ run: build
 typecheck:
 	npx tsc -p tsconfig.json --noEmit
 
-# ESLint with typescript-eslint's recommended rules (eslint.config.js); part of `make test`.
+# ESLint with typescript-eslint's recommended rules (eslint.config.js) and Prettier's check (.prettierrc.json); part
+# of `make test`. `make format` rewrites the files Prettier would change.
+LINT_FILES = "src/**/*.ts" "test/**/*.ts" "bench/**/*.ts" "*.ts" eslint.config.js
 lint:
 	npx eslint --max-warnings 0 src test bench
+	npx prettier --check $(LINT_FILES)
+
+format:
+	npx prettier --write $(LINT_FILES)
 
 test: test-deps
 	scripts/ensure-dockerd.sh
 	scripts/ensure-postgres.sh
 	npx tsc -p tsconfig.json --noEmit
-	npx eslint --max-warnings 0 src test bench
+	$(MAKE) --no-print-directory lint
 	scripts/run-tests.sh
 
 # Crash injection and fuzzing, long form (the short forms run inside `make test`): a long HTTP fuzz run, then the

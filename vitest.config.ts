@@ -10,9 +10,7 @@ import { defineConfig } from 'vitest/config';
  *   of their own, so they overlap the machine files instead of waiting behind them.
  * A new file that builds or boots belongs in MACHINE or STACKS below.
  */
-const MACHINE = [
-  'test/sdk/**/*.test.ts',
-];
+const MACHINE = ['test/sdk/**/*.test.ts'];
 const STACKS = [
   'test/e2e/**/*.test.ts',
   'test/compat/**/*.test.ts',
@@ -38,7 +36,10 @@ export default defineConfig({
     projects: [
       { extends: true, test: { ...shared, name: 'machine', include: MACHINE, exclude: STACKS } },
       { extends: true, test: { ...shared, name: 'stacks', include: STACKS } },
-      { extends: true, test: { ...shared, name: 'service', include: ['test/**/*.test.ts'], exclude: [...MACHINE, ...STACKS] } },
+      {
+        extends: true,
+        test: { ...shared, name: 'service', include: ['test/**/*.test.ts'], exclude: [...MACHINE, ...STACKS] },
+      },
     ],
   },
 });

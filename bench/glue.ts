@@ -16,13 +16,31 @@ import { tempDir } from '../test/helpers/tmp.js';
 const CALLS = Number(process.argv[2] ?? 1000);
 const OPENSSH_CALLS = Number(process.argv[3] ?? 200);
 
-interface Row { door: string; mode: string; calls: number; p50: number; p90: number; p99: number; mean: number; max: number }
+interface Row {
+  door: string;
+  mode: string;
+  calls: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  mean: number;
+  max: number;
+}
 
 function stats(door: string, mode: string, ms: number[]): Row {
   const s = [...ms].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
   const r = (x: number) => Math.round(x * 100) / 100;
-  return { door, mode, calls: s.length, p50: r(q(0.5)), p90: r(q(0.9)), p99: r(q(0.99)), mean: r(s.reduce((a, b) => a + b, 0) / s.length), max: r(s.at(-1)!) };
+  return {
+    door,
+    mode,
+    calls: s.length,
+    p50: r(q(0.5)),
+    p90: r(q(0.9)),
+    p99: r(q(0.99)),
+    mean: r(s.reduce((a, b) => a + b, 0) / s.length),
+    max: r(s.at(-1)!),
+  };
 }
 
 async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
@@ -61,19 +79,31 @@ async function main(): Promise<void> {
 
     await time(50, () => status(g.client)); // warm-up
     rows.push(stats('built-in ssh2', 'reused connection', await time(CALLS, () => status(g.client))));
-    rows.push(stats('built-in ssh2', 'new connection per call', await time(CALLS, async () => {
-      const c = g.newClient();
-      await status(c);
-      await c.close();
-    })));
+    rows.push(
+      stats(
+        'built-in ssh2',
+        'new connection per call',
+        await time(CALLS, async () => {
+          const c = g.newClient();
+          await status(c);
+          await c.close();
+        }),
+      ),
+    );
     process.stderr.write('built-in done\n');
     await time(5, () => status(o.client));
     rows.push(stats('OpenSSH + kiln glue', 'reused connection', await time(OPENSSH_CALLS, () => status(o.client))));
-    rows.push(stats('OpenSSH + kiln glue', 'new connection per call', await time(Math.ceil(OPENSSH_CALLS / 2), async () => {
-      const c = o.newClient();
-      await status(c);
-      await c.close();
-    })));
+    rows.push(
+      stats(
+        'OpenSSH + kiln glue',
+        'new connection per call',
+        await time(Math.ceil(OPENSSH_CALLS / 2), async () => {
+          const c = o.newClient();
+          await status(c);
+          await c.close();
+        }),
+      ),
+    );
   } finally {
     await o.cleanup();
     await runnerB.close();
@@ -85,7 +115,9 @@ async function main(): Promise<void> {
   const table = [
     '| door | connection | calls | p50 ms | p90 ms | p99 ms | mean ms | max ms |',
     '|---|---|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.door} | ${r.mode} | ${r.calls} | ${r.p50} | ${r.p90} | ${r.p99} | ${r.mean} | ${r.max} |`),
+    ...rows.map(
+      (r) => `| ${r.door} | ${r.mode} | ${r.calls} | ${r.p50} | ${r.p90} | ${r.p99} | ${r.mean} | ${r.max} |`,
+    ),
   ].join('\n');
   const md = `# Glue round trip over SSH (build.status)
 
@@ -113,7 +145,10 @@ Reading it:
   process.stdout.write(md);
 }
 
-main().then(() => process.exit(0), (e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+    process.exit(1);
+  },
+);

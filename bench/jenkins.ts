@@ -20,15 +20,26 @@ import { tempDir } from '../test/helpers/tmp.js';
 
 const BUILDS = Number(process.argv[2] ?? 10);
 const user = { name: 'kiln-glue', token: 'bench0123456789abcdef0123456789ab' };
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+};
 const r1 = (x: number) => Math.round(x * 10) / 10;
 
 async function scenario(quiet: number, sdk: string[], dir: string) {
-  const double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: quiet, dataDir: path.join(dir, `jenkins-q${quiet}`) });
-  const cfg = loadConfig({}, {
-    dataDir: path.join(dir, `glue-q${quiet}`), ssh: { host: '127.0.0.1', port: 0, timeoutMs: 60_000 },
-    glue: { backend: 'jenkins', jenkins: { url: double.url, user: user.name, token: user.token, sdkCommand: sdk } },
+  const double = await startJenkinsDouble({
+    users: [user],
+    quietPeriodSeconds: quiet,
+    dataDir: path.join(dir, `jenkins-q${quiet}`),
   });
+  const cfg = loadConfig(
+    {},
+    {
+      dataDir: path.join(dir, `glue-q${quiet}`),
+      ssh: { host: '127.0.0.1', port: 0, timeoutMs: 60_000 },
+      glue: { backend: 'jenkins', jenkins: { url: double.url, user: user.name, token: user.token, sdkCommand: sdk } },
+    },
+  );
   const glue = await startGlueServer(cfg, silentLogger);
   const client = await sshGlueClientFromConfig(cfg, { port: glue.port, hostFingerprint: glue.hostFingerprint });
   await client.call('job.put', [1], JSON.stringify(fakeSpec()));
@@ -41,7 +52,8 @@ async function scenario(quiet: number, sdk: string[], dir: string) {
     for (;;) {
       const st = await client.call('build.status', [1, build]);
       if (st.state === 'succeeded') break;
-      if (st.state === 'failed' || st.state === 'cancelled') throw new Error(`bench build ${build} ${st.state}: ${st.reason}`);
+      if (st.state === 'failed' || st.state === 'cancelled')
+        throw new Error(`bench build ${build} ${st.state}: ${st.reason}`);
       await new Promise((r) => setTimeout(r, 50));
     }
     toFinal.push(performance.now() - t0);
@@ -49,7 +61,12 @@ async function scenario(quiet: number, sdk: string[], dir: string) {
   await client.close();
   await glue.close();
   await double.stop();
-  return { quiet, toNumber: median(toNumber) / 1000, toFinal: median(toFinal) / 1000, max: Math.max(...toFinal) / 1000 };
+  return {
+    quiet,
+    toNumber: median(toNumber) / 1000,
+    toFinal: median(toFinal) / 1000,
+    max: Math.max(...toFinal) / 1000,
+  };
 }
 
 async function main() {
@@ -72,7 +89,7 @@ async function main() {
       '# Overhead of the glue and Jenkins on one triggered build',
       '',
       `Measured by \`bench/jenkins.ts\` on ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}.`,
-      'The web\'s SSH client calls `job.build` on the built-in glue (jenkins backend, real `jenkins` client) against the',
+      "The web's SSH client calls `job.build` on the built-in glue (jenkins backend, real `jenkins` client) against the",
       'Jenkins double on loopback, then polls `build.status` every 50 ms until the build succeeded. The SDK is an',
       `instant script, so what remains is overhead. ${BUILDS} builds per row, one at a time; medians.`,
       '',
@@ -80,9 +97,12 @@ async function main() {
       '',
       '| trigger -> build number | trigger -> succeeded | max | overhead over the direct run |',
       '|---:|---:|---:|---:|',
-      ...rows.map((r) => `| ${r.toNumber.toFixed(2)} s | ${r.toFinal.toFixed(2)} s | ${r.max.toFixed(2)} s | ${(r.toFinal - floor).toFixed(2)} s |`),
+      ...rows.map(
+        (r) =>
+          `| ${r.toNumber.toFixed(2)} s | ${r.toFinal.toFixed(2)} s | ${r.max.toFixed(2)} s | ${(r.toFinal - floor).toFixed(2)} s |`,
+      ),
       '',
-      'Reading it: about 1 s is deliberate. The glue triggers with a 1 s quiet period (`delay=1sec`, so the controller\'s',
+      "Reading it: about 1 s is deliberate. The glue triggers with a 1 s quiet period (`delay=1sec`, so the controller's",
       'default of 5 s does not apply) and looks for a duplicate of the same idempotency key 0.6 s into it, so a retried',
       'trigger can withdraw its item before it starts: that is what makes "never two builds" hold. The rest (SSH call,',
       'API-token requests without crumbs, queue follow, executor start, shell step, archiving, status polls) is about',
@@ -96,4 +116,10 @@ async function main() {
   }
 }
 
-main().then(() => process.exit(0), (e: unknown) => { console.error(e); process.exit(1); });
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

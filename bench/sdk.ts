@@ -36,7 +36,16 @@ function sh(cmd: string, args: string[]): Promise<number> {
 async function build(label: string): Promise<{ wall: number; result: Result; manifest: { image: { tag: string } } }> {
   const out = mkdtempSync(path.join(os.tmpdir(), `kiln-bench-${label}-`));
   const t0 = Date.now();
-  const code = await sh(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), '--out', out, '--format', 'raw,qcow2']);
+  const code = await sh(path.join(repo, 'bin/kiln'), [
+    'sdk',
+    'build',
+    '--dockerfile',
+    path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'),
+    '--out',
+    out,
+    '--format',
+    'raw,qcow2',
+  ]);
   const wall = (Date.now() - t0) / 1000;
   const result = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')) as Result;
   // A failed build's directory (build.log, serial logs) is kept for diagnosis.
@@ -65,7 +74,10 @@ const f1 = (n: number) => n.toFixed(1);
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
 
 async function main(): Promise<void> {
-  const load = os.loadavg().map((l) => l.toFixed(1)).join(' ');
+  const load = os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ');
   const runs: { label: string; wall: number; result: Result; manifest: { image: { tag: string } } }[] = [];
   // Warm first: base present; a first run that missed the layer cache (fresh machine) does not count. Several warm
   // runs, and the one with the median wall time is reported: this VM's disk and CPU are noisy.
@@ -98,7 +110,8 @@ async function main(): Promise<void> {
   const raw = warm.result.artifacts.find((a) => a.name === 'image.raw')!;
   const q = warm.result.artifacts.find((a) => a.name === 'image.qcow2')!;
   const bootQcow2 = warm.result.bootTests.find((b) => b.artifact === 'image.qcow2' && b.firmware === 'bios')!;
-  const toBootingQcow2 = warm.wall - warm.result.bootTests.filter((b) => b !== bootQcow2).reduce((a, b) => a + b.seconds, 0);
+  const toBootingQcow2 =
+    warm.wall - warm.result.bootTests.filter((b) => b !== bootQcow2).reduce((a, b) => a + b.seconds, 0);
 
   const lines = [
     '# SDK benchmark: dockerfiles/debian-minimal',

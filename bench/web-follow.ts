@@ -22,7 +22,9 @@ const LINES_PER_SECOND = 10;
 /** A build that prints `tick <ms since epoch>` LINES_PER_SECOND times a second for SECONDS, then succeeds. */
 function tickingSdk(dir: string): string[] {
   const file = path.join(dir, 'ticking-sdk.sh');
-  writeFileSync(file, `#!/bin/sh
+  writeFileSync(
+    file,
+    `#!/bin/sh
 set -e
 prev=
 for a in "$@"; do [ "$prev" = --out ] && out=$a; [ "$prev" = --dockerfile ] && df=$a; prev=$a; done
@@ -39,7 +41,8 @@ printf 'RAW' > "$out/image.raw"
 sha=$(sha256sum "$out/image.raw" | cut -d' ' -f1)
 printf '{"ok":true,"sdkVersion":"bench","startedAt":"x","finishedAt":"x","artifacts":[{"name":"image.raw","format":"raw","size":3,"allocated":3,"sha256":"%s"}],"bootTests":[],"stages":[]}' "$sha" > "$out/result.json"
 echo '[kiln] build succeeded'
-`);
+`,
+  );
   chmodSync(file, 0o755);
   return [file];
 }
@@ -85,7 +88,11 @@ Promise.all(Array.from({ length: n }, view)).then(() => parentPort.postMessage({
 
 async function liveLog(): Promise<Record<string, number>> {
   const tmp = tempDir('kiln-bench-follow-');
-  const local = await startInProcessGlue({ dataDir: path.join(tmp.dir, 'glue'), sdkCommand: tickingSdk(tmp.dir), concurrency: 1 });
+  const local = await startInProcessGlue({
+    dataDir: path.join(tmp.dir, 'glue'),
+    sdkCommand: tickingSdk(tmp.dir),
+    concurrency: 1,
+  });
   // One user opens every stream here (the cap per user is for people, not for this measurement).
   const w = await startTestWeb({ glue: local.client, config: { web: { liveStreamsPerUser: VIEWERS } } });
   try {
@@ -97,7 +104,10 @@ async function liveLog(): Promise<Record<string, number>> {
     const glueCalls = local.commands.length;
     const t0 = Date.now();
     const res = await new Promise<{ delays: number[]; lines: number; errors: number }>((resolve, reject) => {
-      const worker = new Worker(VIEWER_SCRIPT, { eval: true, workerData: { url: `${w.url}/api/builds/${id}/events`, cookie: c.cookieHeader(), n: VIEWERS } });
+      const worker = new Worker(VIEWER_SCRIPT, {
+        eval: true,
+        workerData: { url: `${w.url}/api/builds/${id}/events`, cookie: c.cookieHeader(), n: VIEWERS },
+      });
       worker.once('message', resolve);
       worker.once('error', reject);
     });
@@ -105,8 +115,16 @@ async function liveLog(): Promise<Record<string, number>> {
     const logReads = local.commands.slice(glueCalls).filter((l) => l.startsWith('build.log ')).length;
     const s = res.delays.sort((a, b) => a - b);
     return {
-      viewers: VIEWERS, linesPerViewer: r1(res.lines / VIEWERS), errors: res.errors, samples: s.length,
-      p50: q(s, 0.5), p90: q(s, 0.9), p99: q(s, 0.99), max: s.at(-1) ?? NaN, seconds: r1(seconds), glueLogReadsPerSecond: r1(logReads / seconds),
+      viewers: VIEWERS,
+      linesPerViewer: r1(res.lines / VIEWERS),
+      errors: res.errors,
+      samples: s.length,
+      p50: q(s, 0.5),
+      p90: q(s, 0.9),
+      p99: q(s, 0.99),
+      max: s.at(-1) ?? NaN,
+      seconds: r1(seconds),
+      glueLogReadsPerSecond: r1(logReads / seconds),
     };
   } finally {
     await w.close();
@@ -118,8 +136,15 @@ async function liveLog(): Promise<Record<string, number>> {
 /** A queues 10 builds of `sleep S`, then B queues 1: B's wait (requested -> started) against a build's time. */
 async function fairness(cap: number): Promise<Record<string, number | string>> {
   const tmp = tempDir('kiln-bench-fair-');
-  const local = await startInProcessGlue({ dataDir: path.join(tmp.dir, 'glue'), sdkCommand: tickingSdk(tmp.dir), concurrency: 1 });
-  const w: TestWeb = await startTestWeb({ glue: local.client, config: { web: { quotaQueuedBuilds: 20 }, worker: { userBuildsInFlight: cap } } });
+  const local = await startInProcessGlue({
+    dataDir: path.join(tmp.dir, 'glue'),
+    sdkCommand: tickingSdk(tmp.dir),
+    concurrency: 1,
+  });
+  const w: TestWeb = await startTestWeb({
+    glue: local.client,
+    config: { web: { quotaQueuedBuilds: 20 }, worker: { userBuildsInFlight: cap } },
+  });
   try {
     const a = w.client();
     await a.signUp('alice');
@@ -137,10 +162,18 @@ async function fairness(cap: number): Promise<Record<string, number | string>> {
     const order = [...rows].sort((x, y) => t(x.started_at) - t(y.started_at)).map((x) => x.id);
     const typical = q(run, 0.5);
     const bWait = (t(bRow.started_at) - t(bRow.requested_at)) / 1000;
-    const aLast = rows.slice(0, 10).map((x) => (t(x.started_at) - t(x.requested_at)) / 1000).sort((x, y) => x - y).at(-1)!;
+    const aLast = rows
+      .slice(0, 10)
+      .map((x) => (t(x.started_at) - t(x.requested_at)) / 1000)
+      .sort((x, y) => x - y)
+      .at(-1)!;
     return {
       setup: cap ? `per-user cap ${cap} (Jenkins mode)` : 'local runner, round robin',
-      bStartedAs: order.indexOf(bid) + 1, bWaitSeconds: r1(bWait), buildSeconds: r1(typical), bWaitInBuilds: r1(bWait / typical), aLongestWaitSeconds: r1(aLast),
+      bStartedAs: order.indexOf(bid) + 1,
+      bWaitSeconds: r1(bWait),
+      buildSeconds: r1(typical),
+      bWaitInBuilds: r1(bWait / typical),
+      aLongestWaitSeconds: r1(aLast),
     };
   } finally {
     await w.close();
@@ -190,6 +223,9 @@ const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Web benchmarks\n'
 const start = old.indexOf('## Live log and queue');
 const rest = start < 0 ? '' : old.slice(start).slice('## Live log and queue'.length);
 const next = rest.search(/\n## /);
-const updated = start < 0 ? `${old.trimEnd()}\n\n${section}` : `${old.slice(0, start)}${section}${next < 0 ? '' : rest.slice(next + 1)}`;
+const updated =
+  start < 0
+    ? `${old.trimEnd()}\n\n${section}`
+    : `${old.slice(0, start)}${section}${next < 0 ? '' : rest.slice(next + 1)}`;
 writeFileSync(file, updated);
 process.stdout.write(`${section}\nwritten to ${file}\n`);

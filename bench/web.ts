@@ -35,9 +35,13 @@ function load(job: LoadJob): Promise<LoadResult> {
 async function main(): Promise<void> {
   const loadAtStart = os.loadavg();
   // The worker as `kiln web` runs it (the tests' quick polls would add load no deployment has).
-  const w = await startTestWeb({ config: { worker: { pollMs: 1000, refreshMs: 2000, backoffMs: 1000, backoffMaxSeconds: 300 } } });
+  const w = await startTestWeb({
+    config: { worker: { pollMs: 1000, refreshMs: 2000, backoffMs: 1000, backoffMaxSeconds: 300 } },
+  });
   const bare = express();
-  bare.get('/bare', (_req, res) => { res.type('text/plain').send('ok\n'); });
+  bare.get('/bare', (_req, res) => {
+    res.type('text/plain').send('ok\n');
+  });
   const bareServer = http.createServer(bare).listen(0, '127.0.0.1');
   await new Promise((r) => bareServer.once('listening', r));
   const bareUrl = `http://127.0.0.1:${(bareServer.address() as AddressInfo).port}/bare`;
@@ -69,7 +73,9 @@ async function main(): Promise<void> {
     const closed = await load({ targets: t.targets, mode: 'closed', connections: 100, rate: 0, seconds: SECONDS });
     const rate = await load({ targets: t.targets, mode: 'rate', connections: 100, rate: 200, seconds: SECONDS });
     rows.push({ name: t.name, closed, rate });
-    process.stdout.write(`${t.name}: closed ${closed.rps} req/s p99 ${closed.p99} ms (non-2xx ${closed.non2xx}, errors ${closed.errors}); 200 req/s p50 ${rate.p50} p99 ${rate.p99} ms (non-2xx ${rate.non2xx})\n`);
+    process.stdout.write(
+      `${t.name}: closed ${closed.rps} req/s p99 ${closed.p99} ms (non-2xx ${closed.non2xx}, errors ${closed.errors}); 200 req/s p50 ${rate.p50} p99 ${rate.p99} ms (non-2xx ${rate.non2xx})\n`,
+    );
   }
   await w.close();
   bareServer.close();
@@ -87,16 +93,19 @@ function write(rows: Array<{ name: string; closed: LoadResult; rate: LoadResult 
     '',
     '| target | closed loop, 100 connections | vs bare | p50 / p99 (closed) | fixed 200 req/s: p50 / p90 / p99 / max |',
     '|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.name} | ${r.closed.rps} req/s | ${pct(r.closed.rps)} | ${r.closed.p50} / ${r.closed.p99} ms | ${r.rate.p50} / ${r.rate.p90} / ${r.rate.p99} / ${r.rate.max} ms |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.name} | ${r.closed.rps} req/s | ${pct(r.closed.rps)} | ${r.closed.p50} / ${r.closed.p99} ms | ${r.rate.p50} / ${r.rate.p90} / ${r.rate.p99} / ${r.rate.max} ms |`,
+    ),
     '',
     'Targets: closed loop >= 50% of bare; p99 at 200 req/s <= 25 ms. Before this issue: dashboard 587 req/s vs 4,839 for a static file (12%), p50 19 ms, p99 51 ms at 200 req/s (323 ms closed).',
     '',
-    'Where a page\'s time goes (CPU profile of the dashboard under a closed loop, inspector in the same process): every page reads its',
+    "Where a page's time goes (CPU profile of the dashboard under a closed loop, inspector in the same process): every page reads its",
     'session (connect-session-knex), the user (the role and session epoch, so a disabled or demoted user is refused at once) and its',
     'own rows: 4 SQL statements, about 0.1-0.45 ms each, one after the other on the one SQLite connection a process has',
     '(src/db/README.md). knex and node-sqlite3 (building SQL, binding, turning rows into objects on the main thread) take about',
     'a third of the CPU, express-session, passport and helmet about a fifth, nunjucks under 3%. Until this issue every page view',
-    'also wrote the session\'s rolling expiry (an UPDATE, and with synchronous=FULL an fsync) on that same connection: now it is',
+    "also wrote the session's rolling expiry (an UPDATE, and with synchronous=FULL an fsync) on that same connection: now it is",
     'written at most once a minute per session (src/web/session-store.ts), which is what keeps the fixed-rate p99 low. The closed',
     'loop stays bound by the serialized statements; reaching half of a bare route would take serving sessions and users from',
     'memory (unsafe across instances: a logout or a disable elsewhere must count at once) or parallel read connections.',
@@ -115,4 +124,7 @@ function write(rows: Array<{ name: string; closed: LoadResult; rate: LoadResult 
   process.stdout.write(`wrote ${file}\n`);
 }
 
-main().catch((e: unknown) => { console.error(e); process.exit(1); });
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -16,15 +16,49 @@ describe('parseCommand', () => {
   });
 
   it.each([
-    '', ' ', 'ping ', ' ping', 'ping  ', 'nope', 'shell', 'job.put', 'job.put 0', 'job.put 01', 'job.put -1',
-    'job.put 7 8', 'job.put 7; rm -rf /', 'job.put $(id)', 'job.put `id`', 'job.put 7\nid', 'job.put 7\rid',
-    'job.put 7\0', 'job.put ../x', 'job.put /etc/passwd', 'job.put 7|id', 'job.put 7&&id', 'job.put 99999999999999',
-    'build.artifact 7 3 ../../etc/shadow', 'build.artifact 7 3 image.raw -1', 'job.build 7 short',
-    'job.build 7 --exec=x', 'job.build 7 _abcdefgh', `job.build 7 abcdef12 ${'A0'.repeat(32)}`, `job.build 7 abcdef12 ${'a'.repeat(63)}`,
-    `job.build 7 abcdef12 ${'a'.repeat(64)} x`, 'job.put\t7', 'toString', '__proto__', 'constructor 1', 'job.put 7 ' + 'a'.repeat(300),
+    '',
+    ' ',
+    'ping ',
+    ' ping',
+    'ping  ',
+    'nope',
+    'shell',
+    'job.put',
+    'job.put 0',
+    'job.put 01',
+    'job.put -1',
+    'job.put 7 8',
+    'job.put 7; rm -rf /',
+    'job.put $(id)',
+    'job.put `id`',
+    'job.put 7\nid',
+    'job.put 7\rid',
+    'job.put 7\0',
+    'job.put ../x',
+    'job.put /etc/passwd',
+    'job.put 7|id',
+    'job.put 7&&id',
+    'job.put 99999999999999',
+    'build.artifact 7 3 ../../etc/shadow',
+    'build.artifact 7 3 image.raw -1',
+    'job.build 7 short',
+    'job.build 7 --exec=x',
+    'job.build 7 _abcdefgh',
+    `job.build 7 abcdef12 ${'A0'.repeat(32)}`,
+    `job.build 7 abcdef12 ${'a'.repeat(63)}`,
+    `job.build 7 abcdef12 ${'a'.repeat(64)} x`,
+    'job.put\t7',
+    'toString',
+    '__proto__',
+    'constructor 1',
+    'job.put 7 ' + 'a'.repeat(300),
   ])('rejects %j', (line) => {
     let err: unknown;
-    try { parseCommand(line); } catch (e) { err = e; }
+    try {
+      parseCommand(line);
+    } catch (e) {
+      err = e;
+    }
     expect(isKilnError(err, 'invalid_input')).toBe(true);
   });
 
@@ -40,14 +74,15 @@ describe('parseCommand', () => {
 
 describe('lastProgress', () => {
   it('finds the last well-formed event at a line start', () => {
-    const log = 'x\n##kiln {"stage":"build","percent":10}\nnoise ##kiln {"stage":"fake","percent":99}\n##kiln {broken\n';
+    const log =
+      'x\n##kiln {"stage":"build","percent":10}\nnoise ##kiln {"stage":"fake","percent":99}\n##kiln {broken\n';
     expect(lastProgress(log)).toEqual({ stage: 'build', percent: 10 });
     expect(lastProgress('nothing')).toBeUndefined();
   });
 });
 
 describe('specSha256', () => {
-  it('is the Dockerfile\'s sha256 without a context (what the web stores per version), and binds the context when there is one', async () => {
+  it("is the Dockerfile's sha256 without a context (what the web stores per version), and binds the context when there is one", async () => {
     const { createHash } = await import('node:crypto');
     const { specSha256 } = await import('../src/protocol/index.js');
     const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
@@ -60,18 +95,29 @@ describe('specSha256', () => {
   });
 });
 
-describe('the SDK\'s output formats (one zod definition for sdk, glue and web)', () => {
+describe("the SDK's output formats (one zod definition for sdk, glue and web)", () => {
   const result = {
-    ok: false, sdkVersion: '1', startedAt: 't0', finishedAt: 't1', artifacts: [], bootTests: [{ artifact: 'image.raw', firmware: 'uefi', passed: false, seconds: 3, reason: 'no login prompt' }],
-    stages: [{ name: 'build', seconds: 1.5 }], error: { code: 'build_failed', message: 'RUN step 2 failed' },
+    ok: false,
+    sdkVersion: '1',
+    startedAt: 't0',
+    finishedAt: 't1',
+    artifacts: [],
+    bootTests: [{ artifact: 'image.raw', firmware: 'uefi', passed: false, seconds: 3, reason: 'no login prompt' }],
+    stages: [{ name: 'build', seconds: 1.5 }],
+    error: { code: 'build_failed', message: 'RUN step 2 failed' },
   };
 
   it('result.json: what the SDK writes parses; anything else (not JSON, wrong types, an unknown error code) does not', async () => {
     const { parseBuildResult } = await import('../src/protocol/index.js');
     expect(parseBuildResult(JSON.stringify(result))).toEqual(result);
     expect(parseBuildResult(JSON.stringify({ ...result, extra: 'dropped' }))).toEqual(result);
-    for (const bad of ['', 'null', '{"ok":true,"artifacts":["image.raw"]}', JSON.stringify({ ...result, error: { code: 'nope', message: 'x' } }),
-      JSON.stringify({ ...result, bootTests: [{ ...result.bootTests[0], firmware: 'efi' }] })]) {
+    for (const bad of [
+      '',
+      'null',
+      '{"ok":true,"artifacts":["image.raw"]}',
+      JSON.stringify({ ...result, error: { code: 'nope', message: 'x' } }),
+      JSON.stringify({ ...result, bootTests: [{ ...result.bootTests[0], firmware: 'efi' }] }),
+    ]) {
       expect(parseBuildResult(bad), bad).toBeUndefined();
     }
   });
@@ -94,8 +140,17 @@ describe('the SDK\'s output formats (one zod definition for sdk, glue and web)',
     const { parseProgressLine, PROGRESS_PREFIX } = await import('../src/protocol/index.js');
     const { PROGRESS_PREFIX: sdkPrefix } = await import('../src/sdk/reporter.js');
     expect(sdkPrefix).toBe(PROGRESS_PREFIX);
-    expect(parseProgressLine('##kiln {"stage":"boot","percent":80,"message":"booting"}')).toEqual({ stage: 'boot', percent: 80, message: 'booting' });
-    for (const bad of [' ##kiln {"stage":"boot","percent":80}', '##kiln {"stage":"boot","percent":180}', '##kiln {"stage":"boot"', 'echo ##kiln {}']) {
+    expect(parseProgressLine('##kiln {"stage":"boot","percent":80,"message":"booting"}')).toEqual({
+      stage: 'boot',
+      percent: 80,
+      message: 'booting',
+    });
+    for (const bad of [
+      ' ##kiln {"stage":"boot","percent":80}',
+      '##kiln {"stage":"boot","percent":180}',
+      '##kiln {"stage":"boot"',
+      'echo ##kiln {}',
+    ]) {
       expect(parseProgressLine(bad), bad).toBeUndefined();
     }
   });

@@ -49,8 +49,12 @@ export function claimedCases(title: string): number[] {
 
 describe('the security checklist', () => {
   it('reads titles and case numbers the way the suite writes them', () => {
-    expect(titles("it('case 3: x', () => {}); it.skip('case 4: y'); describe(`cases 5, 6 and 7: z`, () => {})")).toEqual(['case 3: x', 'cases 5, 6 and 7: z']);
-    expect(titles("it.each([\n  'a (b)',\n  'c',\n])('case 26: refuses %j', async () => {})")).toEqual(['case 26: refuses %j']);
+    expect(
+      titles("it('case 3: x', () => {}); it.skip('case 4: y'); describe(`cases 5, 6 and 7: z`, () => {})"),
+    ).toEqual(['case 3: x', 'cases 5, 6 and 7: z']);
+    expect(titles("it.each([\n  'a (b)',\n  'c',\n])('case 26: refuses %j', async () => {})")).toEqual([
+      'case 26: refuses %j',
+    ]);
     expect(claimedCases('cases 5, 6 and 7: z')).toEqual([5, 6, 7]);
     expect(claimedCases('a showcase 12 of nothing')).toEqual([]);
   });

@@ -12,7 +12,9 @@ import { createLogger } from '../shared/logger.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
-    process.stdout.write('usage: kiln glue-server   (settings from KILN_* variables: KILN_SSH_PORT, KILN_DATA_DIR, KILN_GLUE_BACKEND, ...)\n');
+    process.stdout.write(
+      'usage: kiln glue-server   (settings from KILN_* variables: KILN_SSH_PORT, KILN_DATA_DIR, KILN_GLUE_BACKEND, ...)\n',
+    );
     return 0;
   }
   const cfg = loadConfig();
@@ -26,7 +28,9 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`kiln glue-server: ${e.message}\n`);
     return 5;
   }
-  process.stdout.write(`kiln glue listening on ${cfg.ssh.host}:${glue.port}, host key SHA256:${glue.hostFingerprint}\n`);
+  process.stdout.write(
+    `kiln glue listening on ${cfg.ssh.host}:${glue.port}, host key SHA256:${glue.hostFingerprint}\n`,
+  );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

@@ -34,7 +34,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     // Parse first: a request the glue refuses is audited and answered without building or starting a backend.
     let valid = true;
-    try { parseCommand(command); } catch { valid = false; }
+    try {
+      parseCommand(command);
+    } catch {
+      valid = false;
+    }
     const real = valid ? await createBackend(cfg, logger, { runner: false }) : undefined;
     if (real) {
       await real.start();
@@ -70,8 +74,11 @@ function auditLogger(cfg: FrozenConfig): Logger {
     const dir = path.join(cfg.dataDir, 'glue');
     mkdirSync(dir, { recursive: true });
     // The project's logger (its redaction list included), written synchronously: the process exits right after.
-    return createLogger({ level: cfg.log.level, name: 'glue', destination: pino.destination({ dest: path.join(dir, 'audit.log'), sync: true, append: true }) })
-      .child({ pid: process.pid });
+    return createLogger({
+      level: cfg.log.level,
+      name: 'glue',
+      destination: pino.destination({ dest: path.join(dir, 'audit.log'), sync: true, append: true }),
+    }).child({ pid: process.pid });
   } catch {
     return silentLogger;
   }

@@ -4,12 +4,27 @@
  * loaded only when asked for, so `kiln glue` (run per SSH request) does not load Express or dockerode.
  */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(argv: string[]): Promise<number> }> }> = {
-  serve: { summary: 'run the embedded setup: web site + built-in SSH glue + local backend', load: () => import('./serve.js') },
+  serve: {
+    summary: 'run the embedded setup: web site + built-in SSH glue + local backend',
+    load: () => import('./serve.js'),
+  },
   web: { summary: 'run the web site only (glue reached over SSH)', load: () => import('./web.js') },
-  worker: { summary: 'run the task worker alone (dispatch, refresh, verification of builds) on the configured database', load: () => import('./worker.js') },
-  glue: { summary: 'run one glue request (OpenSSH forced command: request in SSH_ORIGINAL_COMMAND)', load: () => import('./glue.js') },
-  'glue-server': { summary: 'run the built-in ssh2 glue server with its backend', load: () => import('./glue-server.js') },
-  sdk: { summary: 'build a Dockerfile into a bootable image (`kiln sdk build --help`)', load: () => import('./sdk.js') },
+  worker: {
+    summary: 'run the task worker alone (dispatch, refresh, verification of builds) on the configured database',
+    load: () => import('./worker.js'),
+  },
+  glue: {
+    summary: 'run one glue request (OpenSSH forced command: request in SSH_ORIGINAL_COMMAND)',
+    load: () => import('./glue.js'),
+  },
+  'glue-server': {
+    summary: 'run the built-in ssh2 glue server with its backend',
+    load: () => import('./glue-server.js'),
+  },
+  sdk: {
+    summary: 'build a Dockerfile into a bootable image (`kiln sdk build --help`)',
+    load: () => import('./sdk.js'),
+  },
   verify: { summary: 'check an output directory: checksums, signature, SBOM', load: () => import('./verify.js') },
   user: { summary: 'manage users (`kiln user add --admin NAME`)', load: () => import('./user.js') },
   migrate: { summary: 'apply database migrations', load: () => import('./migrate.js') },
@@ -28,9 +43,11 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => {
+    process.exitCode = code;
+  },
   (err: unknown) => {
-    process.stderr.write(`kiln: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(`kiln: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exitCode = 1;
   },
 );

@@ -4,7 +4,9 @@ import { createDbFromConfig, migrateLatest } from '../db/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
-    process.stdout.write('usage: kiln migrate\n\nApplies pending migrations to the configured database (KILN_DB_CLIENT, KILN_DB_FILENAME, KILN_DB_URL).\n');
+    process.stdout.write(
+      'usage: kiln migrate\n\nApplies pending migrations to the configured database (KILN_DB_CLIENT, KILN_DB_FILENAME, KILN_DB_URL).\n',
+    );
     return 0;
   }
   const config = loadConfig();

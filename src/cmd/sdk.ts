@@ -71,23 +71,38 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`kiln sdk build: ${(e as Error).message}\n${USAGE}`);
     return 2;
   }
-  if (values.help) { process.stdout.write(USAGE); return 0; }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   if (!values.dockerfile || !values.out) {
     process.stderr.write(`kiln sdk build: --dockerfile and --out are required\n${USAGE}`);
     return 2;
   }
   try {
     const config = loadConfig();
-    const formats = (values.format ? values.format.split(',').map((f) => f.trim()).filter(Boolean) : [...config.sdk.formats]) as OutputFormat[];
+    const formats = (
+      values.format
+        ? values.format
+            .split(',')
+            .map((f) => f.trim())
+            .filter(Boolean)
+        : [...config.sdk.formats]
+    ) as OutputFormat[];
     for (const f of formats) {
-      if (!(OUTPUT_FORMATS as readonly string[]).includes(f)) throw new KilnError('invalid_input', `Unknown format ${f}; known: ${OUTPUT_FORMATS.join(', ')}`);
+      if (!(OUTPUT_FORMATS as readonly string[]).includes(f))
+        throw new KilnError('invalid_input', `Unknown format ${f}; known: ${OUTPUT_FORMATS.join(', ')}`);
     }
     const buildArgs = parseBuildArgs(values['build-arg']);
     const baseNames = parseBaseNames(values['base-name']);
     let bootFirmware: ('bios' | 'uefi')[] | undefined;
     if (values['boot-firmware'] !== undefined) {
-      bootFirmware = values['boot-firmware'].split(',').map((f) => f.trim()).filter(Boolean) as ('bios' | 'uefi')[];
-      if (bootFirmware.some((f) => f !== 'bios' && f !== 'uefi')) throw new KilnError('invalid_input', '--boot-firmware takes bios, uefi or bios,uefi');
+      bootFirmware = values['boot-firmware']
+        .split(',')
+        .map((f) => f.trim())
+        .filter(Boolean) as ('bios' | 'uefi')[];
+      if (bootFirmware.some((f) => f !== 'bios' && f !== 'uefi'))
+        throw new KilnError('invalid_input', '--boot-firmware takes bios, uefi or bios,uefi');
     }
     const expectConsole = values['expect-console'] ?? [];
     consoleExpectations(expectConsole); // refuses bad text now, with exit 2, before anything is built
@@ -97,9 +112,20 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
     const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
-    const result = await sdkBuild({ docker, settings: config.sdk }, {
-      dockerfile: values.dockerfile, outDir: values.out, contextTar: values.context, formats, buildArgs, baseNames, bootFirmware, expectConsole, signal: ac.signal,
-    });
+    const result = await sdkBuild(
+      { docker, settings: config.sdk },
+      {
+        dockerfile: values.dockerfile,
+        outDir: values.out,
+        contextTar: values.context,
+        formats,
+        buildArgs,
+        baseNames,
+        bootFirmware,
+        expectConsole,
+        signal: ac.signal,
+      },
+    );
     if (!result.ok) process.stderr.write(`kiln sdk build: ${result.error?.code}: ${result.error?.message}\n`);
     return result.ok ? 0 : 1;
   } catch (e) {
@@ -113,7 +139,8 @@ function parseBuildArgs(kvs: readonly string[] | undefined): Record<string, stri
   const buildArgs: Record<string, string> = {};
   for (const kv of kvs ?? []) {
     const m = /^([A-Za-z_][A-Za-z0-9_]{0,127})=(.*)$/s.exec(kv);
-    if (!m) throw new KilnError('invalid_input', `--build-arg must be NAME=VALUE, got ${JSON.stringify(kv.slice(0, 80))}`);
+    if (!m)
+      throw new KilnError('invalid_input', `--build-arg must be NAME=VALUE, got ${JSON.stringify(kv.slice(0, 80))}`);
     buildArgs[m[1]!] = m[2]!;
   }
   return buildArgs;
@@ -123,7 +150,11 @@ function parseBuildArgs(kvs: readonly string[] | undefined): Record<string, stri
 function parseBaseNames(entries: readonly string[] | undefined): { name: string; base: string }[] {
   return (entries ?? []).map((e) => {
     const m = parseBaseNameEntry(e, 'site');
-    if (!m || !IMAGE_NAME_RE.test(m.name) || !IMAGE_NAME_RE.test(m.base)) throw new KilnError('invalid_input', `--base-name must be NAME=BASE, two image names, got ${JSON.stringify(e.slice(0, 80))}`);
+    if (!m || !IMAGE_NAME_RE.test(m.name) || !IMAGE_NAME_RE.test(m.base))
+      throw new KilnError(
+        'invalid_input',
+        `--base-name must be NAME=BASE, two image names, got ${JSON.stringify(e.slice(0, 80))}`,
+      );
     return { name: m.name, base: m.base };
   });
 }
@@ -131,7 +162,8 @@ function parseBaseNames(entries: readonly string[] | undefined): { name: string;
 /** A refusal as JSON on stderr (with the policy's findings, when it is one); returns it as a KilnError. */
 function reportError(e: unknown): KilnError {
   const ke = toKilnError(e);
-  const findings = ke.code === 'policy_violation' && Array.isArray(ke.detail) ? { findings: ke.detail as Violation[] } : {};
+  const findings =
+    ke.code === 'policy_violation' && Array.isArray(ke.detail) ? { findings: ke.detail as Violation[] } : {};
   process.stderr.write(JSON.stringify({ error: { ...ke.toJSON(), ...findings } }) + '\n');
   return ke;
 }
@@ -141,8 +173,15 @@ async function checkCommand(argv: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
-      args: argv, strict: true, allowPositionals: false,
-      options: { dockerfile: { type: 'string' }, 'build-arg': { type: 'string', multiple: true }, 'base-name': { type: 'string', multiple: true }, context: { type: 'string' } },
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        dockerfile: { type: 'string' },
+        'build-arg': { type: 'string', multiple: true },
+        'base-name': { type: 'string', multiple: true },
+        context: { type: 'string' },
+      },
     }));
   } catch (e) {
     process.stderr.write(`kiln sdk check: ${(e as Error).message}\n${USAGE}`);
@@ -157,18 +196,32 @@ async function checkCommand(argv: string[]): Promise<number> {
     const buildArgs = parseBuildArgs(values['build-arg']);
     const baseNames = baseNameList(parseBaseNames(values['base-name']), s.baseNames);
     if (values.context !== undefined) {
-      await fsp.access(values.context).catch(() => { throw new KilnError('invalid_input', 'The build context does not exist or cannot be read'); });
+      await fsp.access(values.context).catch(() => {
+        throw new KilnError('invalid_input', 'The build context does not exist or cannot be read');
+      });
     }
-    const buf = await fsp.readFile(values.dockerfile).catch(() => { throw new KilnError('invalid_input', 'The Dockerfile does not exist or cannot be read'); });
-    const r = checkDockerfile(readDockerfile(buf), { bases: s.bases, baseNames, allowRemoteAdd: s.allowRemoteAdd, buildArgs, baseConfigs: kilnBaseConfigs(s.bases) });
-    process.stdout.write(`ok: no findings (${r.stages} stage${r.stages === 1 ? '' : 's'}; bases: ${r.bases.join(', ') || 'none'})\n`);
+    const buf = await fsp.readFile(values.dockerfile).catch(() => {
+      throw new KilnError('invalid_input', 'The Dockerfile does not exist or cannot be read');
+    });
+    const r = checkDockerfile(readDockerfile(buf), {
+      bases: s.bases,
+      baseNames,
+      allowRemoteAdd: s.allowRemoteAdd,
+      buildArgs,
+      baseConfigs: kilnBaseConfigs(s.bases),
+    });
+    process.stdout.write(
+      `ok: no findings (${r.stages} stage${r.stages === 1 ? '' : 's'}; bases: ${r.bases.join(', ') || 'none'})\n`,
+    );
     return 0;
   } catch (e) {
     const ke = toKilnError(e);
     if (ke.code === 'policy_violation' && Array.isArray(ke.detail)) {
       // The messages quote the Dockerfile: no control character reaches the terminal.
-      // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
-      const visible = (t: string) => t.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+
+      const visible = (t: string) =>
+        // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
+        t.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
       for (const f of ke.detail as Violation[]) process.stdout.write(`line ${f.line}: ${visible(f.message)}\n`);
     }
     return reportError(ke).code === 'invalid_input' ? 2 : 1;
@@ -180,10 +233,14 @@ async function egressRulesCommand(argv: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
-      args: argv, strict: true, allowPositionals: false,
+      args: argv,
+      strict: true,
+      allowPositionals: false,
       options: {
-        'engine-iptables': { type: 'boolean' }, ipv6: { type: 'boolean' },
-        resolver: { type: 'string', multiple: true }, lan: { type: 'string', multiple: true },
+        'engine-iptables': { type: 'boolean' },
+        ipv6: { type: 'boolean' },
+        resolver: { type: 'string', multiple: true },
+        lan: { type: 'string', multiple: true },
       },
     }));
   } catch (e) {
@@ -192,16 +249,23 @@ async function egressRulesCommand(argv: string[]): Promise<number> {
   }
   try {
     const s = loadConfig().sdk;
-    const asCidrs = (xs: string[], what: string, single: boolean) => parseAllow(xs).map((a) => {
-      if (a.port !== undefined || (single && !a.cidr.endsWith('/32'))) {
-        throw new KilnError('invalid_input', `${what} takes ${single ? 'one IPv4 address' : 'an IPv4 address or CIDR'} without a port`);
-      }
-      return single ? a.cidr.slice(0, -3) : a.cidr;
-    });
+    const asCidrs = (xs: string[], what: string, single: boolean) =>
+      parseAllow(xs).map((a) => {
+        if (a.port !== undefined || (single && !a.cidr.endsWith('/32'))) {
+          throw new KilnError(
+            'invalid_input',
+            `${what} takes ${single ? 'one IPv4 address' : 'an IPv4 address or CIDR'} without a port`,
+          );
+        }
+        return single ? a.cidr.slice(0, -3) : a.cidr;
+      });
     const resolverList = values.resolver ? asCidrs(values.resolver, '--resolver', true) : await resolvers();
     const lan = values.lan ? asCidrs(values.lan, '--lan', false) : await lanNetworks(s.buildSubnet);
     const allowed = await allowances(buildNetworkUrls(s), s.egressAllow);
-    const rules = egressRules({ subnet: s.buildSubnet, resolvers: resolverList, allowed, lan }, values['engine-iptables'] === true);
+    const rules = egressRules(
+      { subnet: s.buildSubnet, resolvers: resolverList, allowed, lan },
+      values['engine-iptables'] === true,
+    );
     process.stdout.write(values.ipv6 ? rules.v6 : rules.v4);
     return 0;
   } catch (e) {

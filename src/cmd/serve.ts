@@ -17,7 +17,9 @@ import { startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
-    process.stdout.write('usage: kiln serve\n\nSettings come from KILN_* environment variables (see src/config/README.md).\n');
+    process.stdout.write(
+      'usage: kiln serve\n\nSettings come from KILN_* environment variables (see src/config/README.md).\n',
+    );
     return 0;
   }
   const config = loadConfig();
@@ -28,12 +30,24 @@ export async function main(argv: string[]): Promise<number> {
   await migrateLatest(db);
 
   const glue = await startGlueServer(config, logger.child({ part: 'glue' }));
-  const glueClient = await sshGlueClientFromConfig(config, { port: glue.port, hostFingerprint: glue.hostFingerprint, logger: logger.child({ part: 'glue-client' }) });
+  const glueClient = await sshGlueClientFromConfig(config, {
+    port: glue.port,
+    hostFingerprint: glue.hostFingerprint,
+    logger: logger.child({ part: 'glue-client' }),
+  });
   // The worker carries builds through their lives (dispatch, refresh, verification); requests only enqueue and wake it.
-  const worker = config.worker.enabled ? createWorker({ config, db, glue: glueClient, logger: logger.child({ part: 'worker' }) }) : undefined;
+  const worker = config.worker.enabled
+    ? createWorker({ config, db, glue: glueClient, logger: logger.child({ part: 'worker' }) })
+    : undefined;
   let web;
   try {
-    web = await startWeb({ config, db, glue: glueClient, logger: logger.child({ part: 'web' }), ...(worker ? { onEnqueue: () => worker.wake() } : {}) });
+    web = await startWeb({
+      config,
+      db,
+      glue: glueClient,
+      logger: logger.child({ part: 'web' }),
+      ...(worker ? { onEnqueue: () => worker.wake() } : {}),
+    });
   } catch (e) {
     // Nothing may keep the process alive after a failed start (an unreadable signing key, a port in use).
     await glueClient.close();
@@ -48,14 +62,17 @@ export async function main(argv: string[]): Promise<number> {
   if (admin) {
     process.stdout.write(
       `\nKiln is ready at ${web.url}\nFirst admin: user "${admin.username}", one-time password "${admin.password}"\n` +
-      'This password is shown only now; change it after logging in, or add admins with `kiln user add --admin NAME`.\n\n',
+        'This password is shown only now; change it after logging in, or add admins with `kiln user add --admin NAME`.\n\n',
     );
   } else {
     process.stdout.write(`\nKiln is ready at ${web.url}\n\n`);
   }
 
   await new Promise<void>((resolve) => {
-    const stop = (sig: string) => { logger.info({ sig }, 'shutting down'); resolve(); };
+    const stop = (sig: string) => {
+      logger.info({ sig }, 'shutting down');
+      resolve();
+    };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });

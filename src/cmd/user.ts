@@ -12,7 +12,8 @@ import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { KilnError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
 
-const USAGE = 'usage: kiln user add [--admin] NAME | passwd NAME | disable NAME | enable NAME | admin NAME | unadmin NAME | list\n';
+const USAGE =
+  'usage: kiln user add [--admin] NAME | passwd NAME | disable NAME | enable NAME | admin NAME | unadmin NAME | list\n';
 
 export async function main(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -24,7 +25,11 @@ export async function main(argv: string[]): Promise<number> {
   const db = createDbFromConfig(config);
   try {
     await migrateLatest(db);
-    const users = createUsers({ db, hasher: new PasswordHasher(1), logger: createLogger({ level: config.log.level, name: 'kiln-user' }) });
+    const users = createUsers({
+      db,
+      hasher: new PasswordHasher(1),
+      logger: createLogger({ level: config.log.level, name: 'kiln-user' }),
+    });
     if (sub === 'list') {
       for (const u of await users.list(CLI)) {
         process.stdout.write(`${u.username}\t${u.role}${u.disabled ? '\tdisabled' : ''}\t${u.created_at}\n`);
@@ -49,10 +54,18 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(`new password for "${u.username}": ${u.password}\n`);
         return 0;
       }
-      case 'disable': await users.setDisabled(CLI, { username: name, disabled: true }); break;
-      case 'enable': await users.setDisabled(CLI, { username: name, disabled: false }); break;
-      case 'admin': await users.setRole(CLI, { username: name, role: 'admin' }); break;
-      case 'unadmin': await users.setRole(CLI, { username: name, role: 'user' }); break;
+      case 'disable':
+        await users.setDisabled(CLI, { username: name, disabled: true });
+        break;
+      case 'enable':
+        await users.setDisabled(CLI, { username: name, disabled: false });
+        break;
+      case 'admin':
+        await users.setRole(CLI, { username: name, role: 'admin' });
+        break;
+      case 'unadmin':
+        await users.setRole(CLI, { username: name, role: 'user' });
+        break;
       default:
         process.stderr.write(USAGE);
         return 2;

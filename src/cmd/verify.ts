@@ -22,9 +22,13 @@ async function fetchKey(url: string): Promise<string> {
   } catch {
     throw new KilnError('invalid_input', `--key-url is not a URL: ${url.slice(0, 200)}`);
   }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new KilnError('invalid_input', '--key-url must be http or https');
+  if (u.protocol !== 'https:' && u.protocol !== 'http:')
+    throw new KilnError('invalid_input', '--key-url must be http or https');
   const res = await fetch(u, { redirect: 'error', signal: AbortSignal.timeout(30_000) }).catch((e: unknown) => {
-    throw new KilnError('backend_unavailable', `Cannot fetch the signing key from ${u.origin}: ${(e as Error).message}`);
+    throw new KilnError(
+      'backend_unavailable',
+      `Cannot fetch the signing key from ${u.origin}: ${(e as Error).message}`,
+    );
   });
   const body = Buffer.from(await res.arrayBuffer());
   if (!res.ok) throw new KilnError('backend_unavailable', `Fetching the signing key answered HTTP ${res.status}`);
@@ -39,23 +43,39 @@ export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv, strict: true, allowPositionals: true,
-      options: { key: { type: 'string' }, 'key-url': { type: 'string' }, 'require-signature': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        key: { type: 'string' },
+        'key-url': { type: 'string' },
+        'require-signature': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
     });
   } catch (e) {
     process.stderr.write(`kiln verify: ${(e as Error).message}\n${USAGE}`);
     return 2;
   }
-  if (parsed.values.help) { process.stdout.write(USAGE); return 0; }
+  if (parsed.values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const [dir, ...extra] = parsed.positionals;
-  if (!dir || extra.length || (parsed.values.key && parsed.values['key-url'])) { process.stderr.write(USAGE); return 2; }
+  if (!dir || extra.length || (parsed.values.key && parsed.values['key-url'])) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
   try {
     let publicKey: string | undefined;
     if (parsed.values.key) {
       const file = parsed.values.key;
-      publicKey = firstKeyLine(await readFile(file, 'utf8').catch(() => { throw new KilnError('invalid_input', `Cannot read the key file ${file}`); }));
-    }
-    else if (parsed.values['key-url']) publicKey = await fetchKey(parsed.values['key-url']);
+      publicKey = firstKeyLine(
+        await readFile(file, 'utf8').catch(() => {
+          throw new KilnError('invalid_input', `Cannot read the key file ${file}`);
+        }),
+      );
+    } else if (parsed.values['key-url']) publicKey = await fetchKey(parsed.values['key-url']);
     const report = await verifyDir(dir, { publicKey, requireSignature: parsed.values['require-signature'] });
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     for (const c of report.checks) if (!c.ok) process.stderr.write(`kiln verify: FAILED ${c.name}: ${c.message}\n`);

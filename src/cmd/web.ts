@@ -15,8 +15,10 @@ import { startWeb } from '../web/index.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
-    process.stdout.write('usage: kiln web\n\nServes the site on KILN_WEB_HOST:KILN_WEB_PORT and reaches the glue over SSH at\n' +
-      'KILN_SSH_HOST:KILN_SSH_PORT, pinning KILN_SSH_HOST_FINGERPRINT. Other settings: KILN_* variables.\n');
+    process.stdout.write(
+      'usage: kiln web\n\nServes the site on KILN_WEB_HOST:KILN_WEB_PORT and reaches the glue over SSH at\n' +
+        'KILN_SSH_HOST:KILN_SSH_PORT, pinning KILN_SSH_HOST_FINGERPRINT. Other settings: KILN_* variables.\n',
+    );
     return 0;
   }
   const config = loadConfig();
@@ -33,10 +35,18 @@ export async function main(argv: string[]): Promise<number> {
   const db = createDbFromConfig(config);
   await migrateLatest(db);
   const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
-  const worker = config.worker.enabled ? createWorker({ config, db, glue, logger: logger.child({ part: 'worker' }) }) : undefined;
+  const worker = config.worker.enabled
+    ? createWorker({ config, db, glue, logger: logger.child({ part: 'worker' }) })
+    : undefined;
   let web;
   try {
-    web = await startWeb({ config, db, glue, logger: logger.child({ part: 'web' }), ...(worker ? { onEnqueue: () => worker.wake() } : {}) });
+    web = await startWeb({
+      config,
+      db,
+      glue,
+      logger: logger.child({ part: 'web' }),
+      ...(worker ? { onEnqueue: () => worker.wake() } : {}),
+    });
   } catch (e) {
     // Nothing may keep the process alive after a failed start (an unreadable signing key, a port in use).
     await glue.close();
@@ -47,7 +57,10 @@ export async function main(argv: string[]): Promise<number> {
   worker?.start();
   const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
   process.stdout.write(`Kiln web is ready at ${web.url}\n`);
-  if (admin) process.stdout.write(`First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`);
+  if (admin)
+    process.stdout.write(
+      `First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`,
+    );
   process.stdout.write(`The glue must authorize this public key:\n${clientKey.publicKey}\n`);
 
   await new Promise<void>((resolve) => {

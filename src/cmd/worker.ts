@@ -18,8 +18,10 @@ import { createLogger } from '../shared/logger.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
-    process.stdout.write('usage: kiln worker [--once]\n\nRuns background tasks (dispatch, refresh, verification, reconciliation) from the database,\n' +
-      'reaching the glue over SSH at KILN_SSH_HOST:KILN_SSH_PORT, pinning KILN_SSH_HOST_FINGERPRINT.\n');
+    process.stdout.write(
+      'usage: kiln worker [--once]\n\nRuns background tasks (dispatch, refresh, verification, reconciliation) from the database,\n' +
+        'reaching the glue over SSH at KILN_SSH_HOST:KILN_SSH_PORT, pinning KILN_SSH_HOST_FINGERPRINT.\n',
+    );
     return 0;
   }
   const config = loadConfig();

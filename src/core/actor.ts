@@ -20,12 +20,17 @@ export interface SystemActor {
   /** The part of Kiln acting on its own: the task worker, or the machine's operator through `kiln user`. */
   name: 'worker' | 'cli';
 }
-export interface AnonymousActor { kind: 'anonymous' }
+export interface AnonymousActor {
+  kind: 'anonymous';
+}
 
 export type Actor = UserActor | SystemActor | AnonymousActor;
 
-export const userActor = (u: { id: number; username: string; role: Role }, via: UserActor['via'] = 'session', address?: string): UserActor =>
-  ({ kind: 'user', id: u.id, username: u.username, role: u.role, via, ...(address ? { address } : {}) });
+export const userActor = (
+  u: { id: number; username: string; role: Role },
+  via: UserActor['via'] = 'session',
+  address?: string,
+): UserActor => ({ kind: 'user', id: u.id, username: u.username, role: u.role, via, ...(address ? { address } : {}) });
 
 export const WORKER: SystemActor = Object.freeze({ kind: 'system', name: 'worker' });
 export const CLI: SystemActor = Object.freeze({ kind: 'system', name: 'cli' });

@@ -7,8 +7,16 @@ import { statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import {
-  QUEUE_STATES, countBuildsByState, dockerfilesByIds, dropPendingTasks, getJobSettings, listBuildsInStates, listTasks, queueStats,
-  type BuildListItem, type TaskRow,
+  QUEUE_STATES,
+  countBuildsByState,
+  dockerfilesByIds,
+  dropPendingTasks,
+  getJobSettings,
+  listBuildsInStates,
+  listTasks,
+  queueStats,
+  type BuildListItem,
+  type TaskRow,
 } from '../db/index.js';
 import { backendJobName, type PingReply, type QueueItem } from '../protocol/index.js';
 import { KilnError, conflict, isKilnError, toKilnError } from '../shared/errors.js';
@@ -56,7 +64,8 @@ export interface AdminJob {
 /** The latest job.control task per job decides what the page says: pending, failed, or nothing (done). */
 function requestsByJob(tasks: readonly TaskRow[]): Map<number, TaskRow> {
   const out = new Map<number, TaskRow>();
-  for (const t of tasks) { // newest first
+  for (const t of tasks) {
+    // newest first
     const s = parseJobControlSubject(t.subject);
     if (s && !out.has(s.job)) out.set(s.job, t);
   }
@@ -66,30 +75,40 @@ function requestsByJob(tasks: readonly TaskRow[]): Map<number, TaskRow> {
 /** Every job the glue reports, including jobs Kiln did not create. backend_unavailable when the glue is away. */
 export async function listJobs(d: CoreDeps, actor: Actor): Promise<{ jobs: AdminJob[] }> {
   authorize(actor, 'job.list');
-  const [{ jobs }, tasks] = await Promise.all([d.glue.call('jobs.list', []), listTasks(d.db, { kind: 'job.control', limit: 500 })]);
+  const [{ jobs }, tasks] = await Promise.all([
+    d.glue.call('jobs.list', []),
+    listTasks(d.db, { kind: 'job.control', limit: 500 }),
+  ]);
   const ids = jobs.flatMap((j) => (j.job === undefined ? [] : [j.job]));
   const known = await dockerfilesByIds(d.db, ids);
   const requests = requestsByJob(tasks);
   return {
-    jobs: await Promise.all(jobs.map(async (j) => {
-      const df = j.job === undefined ? undefined : known.get(j.job);
-      const out: AdminJob = { backendName: j.backendName, enabled: j.enabled, dockerfile: df && j.job !== undefined ? { id: j.job, ...df } : null };
-      if (j.job !== undefined) out.job = j.job;
-      if (j.schedule) out.schedule = j.schedule;
-      if (j.lastBuild !== undefined) out.lastBuild = j.lastBuild;
-      if (df && j.job !== undefined) {
-        // A Dockerfile's job: its saved settings are what the backend should have (src/core/jobs).
-        const settings = await getJobSettings(d.db, j.job);
-        if (settings && settings.synced_revision !== settings.revision) out.pending = 'sync';
-        if (settings?.sync_error) out.failed = { op: 'sync', error: settings.sync_error };
+    jobs: await Promise.all(
+      jobs.map(async (j) => {
+        const df = j.job === undefined ? undefined : known.get(j.job);
+        const out: AdminJob = {
+          backendName: j.backendName,
+          enabled: j.enabled,
+          dockerfile: df && j.job !== undefined ? { id: j.job, ...df } : null,
+        };
+        if (j.job !== undefined) out.job = j.job;
+        if (j.schedule) out.schedule = j.schedule;
+        if (j.lastBuild !== undefined) out.lastBuild = j.lastBuild;
+        if (df && j.job !== undefined) {
+          // A Dockerfile's job: its saved settings are what the backend should have (src/core/jobs).
+          const settings = await getJobSettings(d.db, j.job);
+          if (settings && settings.synced_revision !== settings.revision) out.pending = 'sync';
+          if (settings?.sync_error) out.failed = { op: 'sync', error: settings.sync_error };
+          return out;
+        }
+        const t = j.job === undefined ? undefined : requests.get(j.job);
+        const op = t ? parseJobControlSubject(t.subject)!.op : undefined;
+        if (t && op && (t.state === 'pending' || t.state === 'running')) out.pending = op;
+        if (t && op && t.state === 'failed')
+          out.failed = { op, error: t.last_error ?? 'failed', at: t.finished_at ?? t.updated_at };
         return out;
-      }
-      const t = j.job === undefined ? undefined : requests.get(j.job);
-      const op = t ? parseJobControlSubject(t.subject)!.op : undefined;
-      if (t && op && (t.state === 'pending' || t.state === 'running')) out.pending = op;
-      if (t && op && t.state === 'failed') out.failed = { op, error: t.last_error ?? 'failed', at: t.finished_at ?? t.updated_at };
-      return out;
-    })),
+      }),
+    ),
   };
 }
 
@@ -103,7 +122,11 @@ const controlCommand = z.object({ id: Id, op: z.enum(JOB_OPS), confirm: z.unknow
  * (task `job.control`), the request audited in its transaction, superseding the job's earlier ones still waiting.
  * Deleting needs `confirm` to be the job's backend name (`kiln-job-7`), typed or sent back by the confirmation form.
  */
-export async function controlJob(d: CoreDeps, actor: Actor, input: { id: unknown; op: unknown; confirm?: unknown }): Promise<{ job: number; op: JobOp; requested: boolean }> {
+export async function controlJob(
+  d: CoreDeps,
+  actor: Actor,
+  input: { id: unknown; op: unknown; confirm?: unknown },
+): Promise<{ job: number; op: JobOp; requested: boolean }> {
   authorize(actor, 'job.manage');
   const cmd = parse(controlCommand, input);
   const name = backendJobName(cmd.id);
@@ -113,14 +136,20 @@ export async function controlJob(d: CoreDeps, actor: Actor, input: { id: unknown
   const df = (await dockerfilesByIds(d.db, [cmd.id])).get(cmd.id);
   if (df) {
     if (cmd.op === 'delete') {
-      throw conflict(`${name} is the job of the Dockerfile "${df.name}" of ${df.owner}: delete the Dockerfile (on its page) to delete its job and free its storage.`);
+      throw conflict(
+        `${name} is the job of the Dockerfile "${df.name}" of ${df.owner}: delete the Dockerfile (on its page) to delete its job and free its storage.`,
+      );
     }
     await setEnabled(d, actor, String(cmd.id), { enabled: cmd.op === 'enable' });
     return { job: cmd.id, op: cmd.op, requested: true };
   }
   const subject = jobControlSubject(cmd.id, cmd.op);
   const requested = await d.db.transaction(async (trx) => {
-    await dropPendingTasks(trx, 'job.control', JOB_OPS.filter((o) => o !== cmd.op).map((o) => jobControlSubject(cmd.id, o)));
+    await dropPendingTasks(
+      trx,
+      'job.control',
+      JOB_OPS.filter((o) => o !== cmd.op).map((o) => jobControlSubject(cmd.id, o)),
+    );
     const added = await enqueue(trx, d, 'job.control', subject);
     await recordAudit(trx, d, actor, `job.${cmd.op}`, `job:${cmd.id}`, { backendName: name });
     return added;
@@ -166,9 +195,14 @@ export async function listQueue(d: CoreDeps, actor: Actor): Promise<AdminQueue> 
   authorize(actor, 'queue.read');
   const [builds, backend] = await Promise.all([
     listBuildsInStates(d.db, QUEUE_STATES),
-    d.glue.call('queue.list', []).then((r) => ({ items: r.items }), (e: unknown) => ({ error: toKilnError(e).message })),
+    d.glue.call('queue.list', []).then(
+      (r) => ({ items: r.items }),
+      (e: unknown) => ({ error: toKilnError(e).message }),
+    ),
   ]);
-  return 'items' in backend ? { builds, backend: backend.items } : { builds, backend: null, backendError: backend.error };
+  return 'items' in backend
+    ? { builds, backend: backend.items }
+    : { builds, backend: null, backendError: backend.error };
 }
 
 // ---------------------------------------------------------------------------------------------------- health
@@ -195,7 +229,10 @@ export async function siteHealth(d: CoreDeps, actor: Actor): Promise<SiteHealth>
   authorize(actor, 'site.health');
   const started = performance.now();
   const [ping, disk, database] = await Promise.all([
-    d.glue.call('ping', []).then((r): PingReply | { error: string } => r, (e: unknown) => ({ error: toKilnError(e).message })),
+    d.glue.call('ping', []).then(
+      (r): PingReply | { error: string } => r,
+      (e: unknown) => ({ error: toKilnError(e).message }),
+    ),
     statfs(path.resolve(d.config.dataDir)).then(
       (s) => ({ freeBytes: Number(s.bavail) * Number(s.bsize), totalBytes: Number(s.blocks) * Number(s.bsize) }),
       (e: NodeJS.ErrnoException) => ({ error: e.code ?? 'cannot read' }),
@@ -204,15 +241,34 @@ export async function siteHealth(d: CoreDeps, actor: Actor): Promise<SiteHealth>
   ]);
   const latencyMs = Math.round((performance.now() - started) * 10) / 10;
   const dbClient = (d.db.client as { config: { client: string } }).config.client;
-  const base = { disk: { path: path.resolve(d.config.dataDir), ...disk }, database: { client: dbClient === 'pg' ? 'PostgreSQL' : 'SQLite', ...database } };
+  const base = {
+    disk: { path: path.resolve(d.config.dataDir), ...disk },
+    database: { client: dbClient === 'pg' ? 'PostgreSQL' : 'SQLite', ...database },
+  };
   if ('error' in ping) {
-    return { ...base, glue: { reachable: false, error: ping.error }, backend: {}, docker: { seen: false, why: 'the glue did not answer' } };
+    return {
+      ...base,
+      glue: { reachable: false, error: ping.error },
+      backend: {},
+      docker: { seen: false, why: 'the glue did not answer' },
+    };
   }
   return {
     ...base,
     glue: { reachable: true, latencyMs },
-    backend: { kind: ping.backend, ...(ping.version ? { version: ping.version } : {}), ...(ping.backendReachable !== undefined ? { reachable: ping.backendReachable } : {}), ...(ping.backendError ? { error: ping.backendError } : {}) },
-    docker: ping.docker ?? { seen: false, why: ping.backend === 'jenkins' ? 'builds run on the Jenkins agents; their engines are not visible to the glue' : 'the glue did not report one' },
+    backend: {
+      kind: ping.backend,
+      ...(ping.version ? { version: ping.version } : {}),
+      ...(ping.backendReachable !== undefined ? { reachable: ping.backendReachable } : {}),
+      ...(ping.backendError ? { error: ping.backendError } : {}),
+    },
+    docker: ping.docker ?? {
+      seen: false,
+      why:
+        ping.backend === 'jenkins'
+          ? 'builds run on the Jenkins agents; their engines are not visible to the glue'
+          : 'the glue did not report one',
+    },
   };
 }
 
@@ -233,10 +289,18 @@ export async function metricsText(d: CoreDeps, actor: Actor, address: string | u
   const [byState, queue] = await Promise.all([countBuildsByState(d.db), queueStats(d.db)]);
   const now = clockOf(d);
   const oldestWait = queue.oldestRequestedAt ? Math.max(0, (now - Date.parse(queue.oldestRequestedAt)) / 1000) : 0;
-  return [
-    ...gaugeLines('kiln_builds', 'Builds by state (every owner).', Object.entries(byState).map(([state, n]) => [{ state }, n] as const)),
-    ...gaugeLines('kiln_queue_depth', 'Builds waiting to start (requested or queued).', [[{}, queue.depth]]),
-    ...gaugeLines('kiln_queue_oldest_wait_seconds', 'How long the longest-waiting build has waited to start.', [[{}, oldestWait]]),
-    ...renderProcessMetrics(),
-  ].join('\n') + '\n';
+  return (
+    [
+      ...gaugeLines(
+        'kiln_builds',
+        'Builds by state (every owner).',
+        Object.entries(byState).map(([state, n]) => [{ state }, n] as const),
+      ),
+      ...gaugeLines('kiln_queue_depth', 'Builds waiting to start (requested or queued).', [[{}, queue.depth]]),
+      ...gaugeLines('kiln_queue_oldest_wait_seconds', 'How long the longest-waiting build has waited to start.', [
+        [{}, oldestWait],
+      ]),
+      ...renderProcessMetrics(),
+    ].join('\n') + '\n'
+  );
 }

@@ -11,8 +11,17 @@ import { clockOf, type CoreDeps } from './deps.js';
 import { authorize } from './policy.js';
 
 export type AuditAction =
-  | 'user.approve' | 'user.disable' | 'user.enable' | 'user.promote' | 'user.demote' | 'user.resetPassword'
-  | 'job.enable' | 'job.disable' | 'job.delete' | 'job.settings' | 'build.cancel';
+  | 'user.approve'
+  | 'user.disable'
+  | 'user.enable'
+  | 'user.promote'
+  | 'user.demote'
+  | 'user.resetPassword'
+  | 'job.enable'
+  | 'job.disable'
+  | 'job.delete'
+  | 'job.settings'
+  | 'build.cancel';
 
 /** `user:alice`, `system:cli`: the actor as the log shows it. */
 export function actorName(a: Actor): string {
@@ -21,12 +30,20 @@ export function actorName(a: Actor): string {
   return 'anonymous';
 }
 
-export async function recordAudit(db: Queryable, d: Pick<CoreDeps, 'now'>, actor: Actor, action: AuditAction, target: string, detail?: Record<string, unknown>): Promise<void> {
+export async function recordAudit(
+  db: Queryable,
+  d: Pick<CoreDeps, 'now'>,
+  actor: Actor,
+  action: AuditAction,
+  target: string,
+  detail?: Record<string, unknown>,
+): Promise<void> {
   await insertAudit(db, {
     at: new Date(clockOf(d)).toISOString(),
     actorId: actor.kind === 'user' ? actor.id : null,
     actor: actorName(actor),
-    action, target,
+    action,
+    target,
     address: actor.kind === 'user' ? actor.address : undefined,
     detail,
   });

@@ -34,7 +34,14 @@ export interface BaseNamesView {
 function mappingSchema(bases: readonly string[]) {
   const allowed = new Map(bases.map((b) => [canonicalImage(b), b] as const));
   return z.object({
-    name: z.string().trim().max(255).regex(IMAGE_NAME_RE, 'The name must be an image name such as corp/debian:12 (letters, digits, . _ / : -; no digest).')
+    name: z
+      .string()
+      .trim()
+      .max(255)
+      .regex(
+        IMAGE_NAME_RE,
+        'The name must be an image name such as corp/debian:12 (letters, digits, . _ / : -; no digest).',
+      )
       .transform((v, ctx) => {
         const c = canonicalImage(v);
         if (c === undefined || v === 'scratch') {
@@ -47,21 +54,33 @@ function mappingSchema(bases: readonly string[]) {
         }
         return familiarImage(c);
       }),
-    base: z.string().trim().max(255).transform((v, ctx) => {
-      const b = allowed.get(canonicalImage(v) ?? '');
-      if (b === undefined) {
-        ctx.addIssue({ code: 'custom', message: `${v.slice(0, 100)} is not an allowed base (sdk.bases: ${bases.join(', ') || 'none'}); a name can only lead to one of them.` });
-        return z.NEVER;
-      }
-      return b;
-    }),
+    base: z
+      .string()
+      .trim()
+      .max(255)
+      .transform((v, ctx) => {
+        const b = allowed.get(canonicalImage(v) ?? '');
+        if (b === undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `${v.slice(0, 100)} is not an allowed base (sdk.bases: ${bases.join(', ') || 'none'}); a name can only lead to one of them.`,
+          });
+          return z.NEVER;
+        }
+        return b;
+      }),
   });
 }
 
 function parseMapping(s: CoreDeps, body: unknown): { name: string; base: string } {
   const o = (body ?? {}) as Record<string, unknown>;
   const r = mappingSchema(s.config.sdk.bases).safeParse({ name: o.name, base: o.base });
-  if (!r.success) throw invalidInput(r.error.issues.map((i) => (i.code === 'invalid_type' ? `${String(i.path[0])} is required.` : i.message)).join(' '));
+  if (!r.success)
+    throw invalidInput(
+      r.error.issues
+        .map((i) => (i.code === 'invalid_type' ? `${String(i.path[0])} is required.` : i.message))
+        .join(' '),
+    );
   return r.data;
 }
 
@@ -88,11 +107,16 @@ export async function baseNamesView(s: CoreDeps, actor: Actor): Promise<BaseName
 }
 
 /** Creates or changes the mapping of one name; idempotent (the same pair again changes nothing but its time). */
-export async function setBaseName(s: CoreDeps, actor: Actor, body: unknown): Promise<{ mapping: BaseNameRow; created: boolean }> {
+export async function setBaseName(
+  s: CoreDeps,
+  actor: Actor,
+  body: unknown,
+): Promise<{ mapping: BaseNameRow; created: boolean }> {
   authorize(actor, 'settings.manage');
   const m = parseMapping(s, body);
   const r = await putBaseName(s.db, { ...m, by: actor.kind === 'user' ? actor.id : null }, MAX_BASE_NAMES);
-  if (r === 'over') throw new KilnError('conflict', `The site already has ${MAX_BASE_NAMES} base names; remove one first.`);
+  if (r === 'over')
+    throw new KilnError('conflict', `The site already has ${MAX_BASE_NAMES} base names; remove one first.`);
   s.logger.info({ ...actorLabel(actor), name: m.name, base: m.base, created: r.created }, 'base name mapped');
   return { mapping: r.row, created: r.created };
 }

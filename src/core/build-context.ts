@@ -32,21 +32,36 @@ const CONTROL = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069
 
 const MiB = (n: number): string => `${Math.floor(n / (1024 * 1024))} MiB`;
 /** A name quoted for a message: cut to 200 characters, controls and text-direction marks shown as \u escapes. */
-const shown = (name: string): string => JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name)
-  .replace(new RegExp(CONTROL.source, 'g'), (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-const tooBig = (): KilnError => new KilnError('too_large', `The build context is larger than ${MiB(MAX_CONTEXT_BYTES)} (uncompressed).`);
+const shown = (name: string): string =>
+  JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name).replace(
+    new RegExp(CONTROL.source, 'g'),
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+const tooBig = (): KilnError =>
+  new KilnError('too_large', `The build context is larger than ${MiB(MAX_CONTEXT_BYTES)} (uncompressed).`);
 const tooMany = (): KilnError => invalidInput(`The build context has more than ${MAX_CONTEXT_ENTRIES} entries.`);
 
-interface Entry { name: string; type: 'file' | 'directory' | 'symlink'; mode: number; mtime: Date; data?: Buffer; linkname?: string }
+interface Entry {
+  name: string;
+  type: 'file' | 'directory' | 'symlink';
+  mode: number;
+  mtime: Date;
+  data?: Buffer;
+  linkname?: string;
+}
 
 /** A flat file name from a multi-file upload: a base name only, nothing that could mean a path. */
 function checkFlatName(name: string): string {
   if (name.length === 0) throw invalidInput('A build context file has no name.');
   if (name.includes('/')) throw invalidInput(`Build context file ${shown(name)}: names may not contain "/".`);
   if (name === '.' || name === '..') throw invalidInput(`Build context file ${shown(name)}: not a file name.`);
-  if (CONTROL.test(name)) throw invalidInput(`Build context file ${shown(name)}: names may not contain NUL, control characters or text-direction marks.`);
+  if (CONTROL.test(name))
+    throw invalidInput(
+      `Build context file ${shown(name)}: names may not contain NUL, control characters or text-direction marks.`,
+    );
   if (name.includes('\uFFFD')) throw invalidInput(`Build context file ${shown(name)}: the name is not valid UTF-8.`);
-  if (Buffer.byteLength(name, 'utf8') > 255) throw invalidInput(`Build context file ${shown(name.slice(0, 40))}: the name is longer than 255 bytes.`);
+  if (Buffer.byteLength(name, 'utf8') > 255)
+    throw invalidInput(`Build context file ${shown(name.slice(0, 40))}: the name is longer than 255 bytes.`);
   return name;
 }
 
@@ -72,7 +87,10 @@ export async function contextFromFiles(files: ReadonlyArray<{ name: string; data
 /** Checks a path from a tar header; returns it normalised (no `.` components, no trailing `/`), '' for the root. */
 function checkTarPath(raw: string): string {
   if (raw.includes('\0')) throw invalidInput(`Build context entry ${shown(raw)}: the name contains a NUL byte.`);
-  if (CONTROL.test(raw)) throw invalidInput(`Build context entry ${shown(raw)}: the name contains a control character or a text-direction mark.`);
+  if (CONTROL.test(raw))
+    throw invalidInput(
+      `Build context entry ${shown(raw)}: the name contains a control character or a text-direction mark.`,
+    );
   if (raw.includes('\uFFFD')) throw invalidInput(`Build context entry ${shown(raw)}: the name is not valid UTF-8.`);
   if (raw.startsWith('/')) throw invalidInput(`Build context entry ${shown(raw)}: absolute names are not allowed.`);
   const parts = raw.split('/').filter((p) => p !== '' && p !== '.');
@@ -84,14 +102,18 @@ function checkTarPath(raw: string): string {
 }
 
 const TYPE_WORDS: Record<string, string> = {
-  link: 'a hard link', 'character-device': 'a character device', 'block-device': 'a block device', fifo: 'a FIFO',
+  link: 'a hard link',
+  'character-device': 'a character device',
+  'block-device': 'a block device',
+  fifo: 'a FIFO',
 };
 
 /** One uploaded .tar (uncompressed) -> a context with the same files, directories and symlinks. */
 export async function contextFromTar(buf: Buffer): Promise<NewContext> {
   if (buf.length === 0) throw invalidInput('The build context tar is empty.');
   if (buf.length > MAX_CONTEXT_UPLOAD_BYTES) throw tooBig();
-  if (buf[0] === 0x1f && buf[1] === 0x8b) throw invalidInput('The build context is gzip-compressed; upload an uncompressed .tar.');
+  if (buf[0] === 0x1f && buf[1] === 0x8b)
+    throw invalidInput('The build context is gzip-compressed; upload an uncompressed .tar.');
   const entries: Entry[] = [];
   const kinds = new Map<string, Entry['type']>();
   let total = 0;
@@ -103,7 +125,9 @@ export async function contextFromTar(buf: Buffer): Promise<NewContext> {
       const name = checkTarPath(h.name);
       const type = h.type === 'contiguous-file' || h.type == null ? 'file' : h.type;
       if (type !== 'file' && type !== 'directory' && type !== 'symlink') {
-        throw invalidInput(`Build context entry ${shown(h.name)} is ${TYPE_WORDS[type] ?? `of type ${type}`}; only files, directories and symlinks are allowed.`);
+        throw invalidInput(
+          `Build context entry ${shown(h.name)} is ${TYPE_WORDS[type] ?? `of type ${type}`}; only files, directories and symlinks are allowed.`,
+        );
       }
       if (name === '') {
         // `./` itself (tar -C dir .): the root, which every context has anyway.
@@ -118,7 +142,8 @@ export async function contextFromTar(buf: Buffer): Promise<NewContext> {
       for (let i = 1; i < parts.length; i++) {
         const parent = parts.slice(0, i).join('/');
         const k = kinds.get(parent);
-        if (k && k !== 'directory') throw invalidInput(`Build context entry ${shown(h.name)} is inside ${shown(parent)}, which is a ${k}.`);
+        if (k && k !== 'directory')
+          throw invalidInput(`Build context entry ${shown(h.name)} is inside ${shown(parent)}, which is a ${k}.`);
       }
       const mode = (h.mode ?? (type === 'directory' ? 0o755 : 0o644)) & 0o777;
       const mtime = h.mtime instanceof Date && !Number.isNaN(h.mtime.getTime()) ? h.mtime : new Date(0);
@@ -134,8 +159,15 @@ export async function contextFromTar(buf: Buffer): Promise<NewContext> {
         e.resume();
         if (type === 'symlink') {
           linkname = h.linkname ?? '';
-          if (linkname === '' || CONTROL.test(linkname) || linkname.includes('\uFFFD') || Buffer.byteLength(linkname) > 4096) {
-            throw invalidInput(`Build context entry ${shown(h.name)}: the symlink target is empty, too long or has control characters.`);
+          if (
+            linkname === '' ||
+            CONTROL.test(linkname) ||
+            linkname.includes('\uFFFD') ||
+            Buffer.byteLength(linkname) > 4096
+          ) {
+            throw invalidInput(
+              `Build context entry ${shown(h.name)}: the symlink target is empty, too long or has control characters.`,
+            );
           }
         }
       }
@@ -156,7 +188,11 @@ async function pack(entries: Entry[]): Promise<NewContext> {
   const chunks: Buffer[] = [];
   let size = 0;
   const done = new Promise<void>((resolve, reject) => {
-    p.on('data', (c: unknown) => { const b = c as Buffer; chunks.push(b); size += b.length; });
+    p.on('data', (c: unknown) => {
+      const b = c as Buffer;
+      chunks.push(b);
+      size += b.length;
+    });
     p.on('end', resolve);
     p.on('error', reject);
   });
@@ -166,12 +202,20 @@ async function pack(entries: Entry[]): Promise<NewContext> {
     if (e.type === 'file') p.entry({ ...h, type: 'file' }, e.data ?? Buffer.alloc(0));
     else if (e.type === 'directory') p.entry({ ...h, type: 'directory' });
     else p.entry({ ...h, type: 'symlink', linkname: e.linkname });
-    listing.push({ name: e.name, type: e.type, size: e.data?.length ?? 0, ...(e.linkname !== undefined ? { linkname: e.linkname } : {}) });
+    listing.push({
+      name: e.name,
+      type: e.type,
+      size: e.data?.length ?? 0,
+      ...(e.linkname !== undefined ? { linkname: e.linkname } : {}),
+    });
   }
   p.finalize();
   await done;
   if (size > MAX_CONTEXT_TAR_BYTES) {
-    throw new KilnError('too_large', `The build context makes a ${MiB(size)} tar; the limit is ${MiB(MAX_CONTEXT_TAR_BYTES)} (each entry adds at least 512 bytes).`);
+    throw new KilnError(
+      'too_large',
+      `The build context makes a ${MiB(size)} tar; the limit is ${MiB(MAX_CONTEXT_TAR_BYTES)} (each entry adds at least 512 bytes).`,
+    );
   }
   const tar = Buffer.concat(chunks, size);
   return { tar, sha256: createHash('sha256').update(tar).digest('hex'), listing };

@@ -6,7 +6,14 @@
  */
 import { z } from 'zod';
 import { KilnError, isKilnError } from '../shared/errors.js';
-import { checkDockerfileText, parseDockerfileName, parseId, parseIdempotencyKey, parsePassword, parseUsername } from './validation.js';
+import {
+  checkDockerfileText,
+  parseDockerfileName,
+  parseId,
+  parseIdempotencyKey,
+  parsePassword,
+  parseUsername,
+} from './validation.js';
 
 /** A field checked by one of validation.ts's rules; its KilnError (code and message) is what the caller sees. */
 export function rule<T>(check: (v: unknown) => T) {
@@ -38,9 +45,10 @@ export const Username = rule(parseUsername);
 export const Password = rule(parsePassword);
 export const DockerfileName = rule(parseDockerfileName);
 /** Dockerfile text as received: the size limit comes from the configuration, so the use case checks it. */
-export const dockerfileText = (maxBytes: number) => rule((v) => {
-  if (typeof v !== 'string') throw new KilnError('invalid_input', 'The Dockerfile is empty.');
-  return checkDockerfileText(v, maxBytes);
-});
+export const dockerfileText = (maxBytes: number) =>
+  rule((v) => {
+    if (typeof v !== 'string') throw new KilnError('invalid_input', 'The Dockerfile is empty.');
+    return checkDockerfileText(v, maxBytes);
+  });
 /** Free text for a password check: never logged, never trimmed. */
 export const Secret = z.unknown();

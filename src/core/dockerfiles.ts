@@ -4,8 +4,29 @@
  */
 import { z } from 'zod';
 import {
-  countDockerfiles, findDockerfile, findDockerfileByName, getContextMeta, getJobSettings, getVersion, hasDispatchedBuild, insertDockerfile, isUniqueViolation,
-  listBuildsOfDockerfile, listDockerfiles, markDockerfileDeleting, nowIso, saveJobSettings, updateBuild, updateDockerfileContent, activeBuildsOf, type BuildListItem, type ContextChange, type ContextMeta, type DockerfileListItem, type DockerfileRow, type DockerfileVersionRow,
+  countDockerfiles,
+  findDockerfile,
+  findDockerfileByName,
+  getContextMeta,
+  getJobSettings,
+  getVersion,
+  hasDispatchedBuild,
+  insertDockerfile,
+  isUniqueViolation,
+  listBuildsOfDockerfile,
+  listDockerfiles,
+  markDockerfileDeleting,
+  nowIso,
+  saveJobSettings,
+  updateBuild,
+  updateDockerfileContent,
+  activeBuildsOf,
+  type BuildListItem,
+  type ContextChange,
+  type ContextMeta,
+  type DockerfileListItem,
+  type DockerfileRow,
+  type DockerfileVersionRow,
   type Queryable,
 } from '../db/index.js';
 import { checkDockerfile, kilnBaseConfigs } from '../dockerfile/policy.js';
@@ -24,13 +45,19 @@ import { dockerfileSubject, enqueue, wake } from './tasks/queue.js';
  * The Dockerfile `rawId` names, if the actor may take `action` on it; not-yours is not_found, like a missing id.
  * The one way use cases turn an id into a Dockerfile.
  */
-export async function dockerfileFor(db: Queryable, actor: Actor, rawId: unknown, action: OwnedAction = 'dockerfile.read'): Promise<DockerfileRow> {
+export async function dockerfileFor(
+  db: Queryable,
+  actor: Actor,
+  rawId: unknown,
+  action: OwnedAction = 'dockerfile.read',
+): Promise<DockerfileRow> {
   const id = parse(Id, rawId);
   const df = await findDockerfile(db, id, ownerScope(actor));
   if (!df) throw notFound('No such Dockerfile');
   authorize(actor, action, df.owner_id, 'No such Dockerfile');
   // Being deleted: it can still be looked at (the page says deletion is pending), not changed or built.
-  if (df.deleting_at && action !== 'dockerfile.read' && action !== 'dockerfile.delete') throw conflict('This Dockerfile is being deleted.');
+  if (df.deleting_at && action !== 'dockerfile.read' && action !== 'dockerfile.delete')
+    throw conflict('This Dockerfile is being deleted.');
   return df;
 }
 
@@ -39,9 +66,7 @@ export async function dockerfileFor(db: Queryable, actor: Actor, rawId: unknown,
  * Absent means "keep what the Dockerfile has" (nothing, for a new one).
  */
 export type ContextUpload =
-  | { kind: 'tar'; data: Buffer }
-  | { kind: 'files'; files: Array<{ name: string; data: Buffer }> }
-  | { kind: 'remove' };
+  { kind: 'tar'; data: Buffer } | { kind: 'files'; files: Array<{ name: string; data: Buffer }> } | { kind: 'remove' };
 
 const contextUpload = z.custom<ContextUpload>((v) => typeof v === 'object' && v !== null && 'kind' in v).optional();
 
@@ -52,7 +77,12 @@ const contextUpload = z.custom<ContextUpload>((v) => typeof v === 'object' && v 
  */
 async function policyChecked(d: CoreDeps, content: string): Promise<string> {
   const { bases, allowRemoteAdd } = d.config.sdk;
-  checkDockerfile(content, { bases, baseNames: await policyBaseNames(d), allowRemoteAdd, baseConfigs: kilnBaseConfigs(bases) });
+  checkDockerfile(content, {
+    bases,
+    baseNames: await policyBaseNames(d),
+    allowRemoteAdd,
+    baseConfigs: kilnBaseConfigs(bases),
+  });
   return content;
 }
 
@@ -63,7 +93,8 @@ async function contextChange(u: ContextUpload | undefined): Promise<ContextChang
   return { kind: 'set', context: u.kind === 'tar' ? await contextFromTar(u.data) : await contextFromFiles(u.files) };
 }
 
-const createCommand = (max: number) => z.object({ name: DockerfileName, content: dockerfileText(max), context: contextUpload });
+const createCommand = (max: number) =>
+  z.object({ name: DockerfileName, content: dockerfileText(max), context: contextUpload });
 
 /**
  * Stores a new Dockerfile owned by the actor. `content` has been decoded by the front door (see
@@ -71,21 +102,29 @@ const createCommand = (max: number) => z.object({ name: DockerfileName, content:
  * checks (count and bytes) and insert share one transaction, with the owner's row locked on PostgreSQL (SQLite
  * serialises writers already), so parallel uploads cannot overshoot a quota (storage.ts).
  */
-export async function createDockerfile(d: CoreDeps, actor: Actor, input: { name: unknown; content: unknown; context?: ContextUpload }): Promise<DockerfileRow> {
+export async function createDockerfile(
+  d: CoreDeps,
+  actor: Actor,
+  input: { name: unknown; content: unknown; context?: ContextUpload },
+): Promise<DockerfileRow> {
   authorize(actor, 'dockerfile.create');
   const owner = requireUser(actor);
   const cmd = parse(createCommand(d.config.web.maxDockerfileBytes), input);
   const content = await policyChecked(d, cmd.content);
   const change = await contextChange(cmd.context);
-  if (change.kind === 'remove') throw new KilnError('invalid_input', 'A new Dockerfile has no build context to remove.');
+  if (change.kind === 'remove')
+    throw new KilnError('invalid_input', 'A new Dockerfile has no build context to remove.');
   const context = change.kind === 'set' ? change.context : undefined;
   try {
     return await storeWithinQuota(d, owner.id, Buffer.byteLength(content) + (context?.tar.length ?? 0), async (trx) => {
       const n = await countDockerfiles(trx, owner.id);
       if (n >= d.config.web.quotaDockerfiles) {
-        throw conflict(`You have reached your limit of ${d.config.web.quotaDockerfiles} Dockerfiles; delete one first.`);
+        throw conflict(
+          `You have reached your limit of ${d.config.web.quotaDockerfiles} Dockerfiles; delete one first.`,
+        );
       }
-      if (await findDockerfileByName(trx, owner.id, cmd.name)) throw conflict(`You already have a Dockerfile named "${cmd.name}".`);
+      if (await findDockerfileByName(trx, owner.id, cmd.name))
+        throw conflict(`You already have a Dockerfile named "${cmd.name}".`);
       const { dockerfile } = await insertDockerfile(trx, { ownerId: owner.id, name: cmd.name, content, context });
       return dockerfile;
     });
@@ -101,7 +140,11 @@ const updateCommand = (max: number) => z.object({ id: Id, content: dockerfileTex
  * Saves new content and/or context as a new version (unchanged content and context keep the current one). The
  * context is kept unless a new one is uploaded or removal is asked for. Earlier builds keep their version.
  */
-export async function updateDockerfile(d: CoreDeps, actor: Actor, input: { id: unknown; content: unknown; context?: ContextUpload }): Promise<DockerfileVersionRow> {
+export async function updateDockerfile(
+  d: CoreDeps,
+  actor: Actor,
+  input: { id: unknown; content: unknown; context?: ContextUpload },
+): Promise<DockerfileVersionRow> {
   const df = await dockerfileFor(d.db, actor, input.id, 'dockerfile.update');
   const cmd = parse(updateCommand(d.config.web.maxDockerfileBytes), input);
   const content = await policyChecked(d, cmd.content);
@@ -130,14 +173,24 @@ const removeCommand = z.object({ confirm: z.unknown() });
  * which stops its builds and frees their artifacts, then the Dockerfile's versions, contexts and builds go, and
  * with them their share of the owner's storage). Asking again while it is pending changes nothing.
  */
-export async function removeDockerfile(d: CoreDeps, actor: Actor, input: { id: unknown; confirm?: unknown }): Promise<{ dockerfile: DockerfileRow; pending: true }> {
+export async function removeDockerfile(
+  d: CoreDeps,
+  actor: Actor,
+  input: { id: unknown; confirm?: unknown },
+): Promise<{ dockerfile: DockerfileRow; pending: true }> {
   const df = await dockerfileFor(d.db, actor, input.id, 'dockerfile.delete');
   const { confirm } = parse(removeCommand, input);
-  if (!df.deleting_at && confirm !== df.name) throw new KilnError('invalid_input', `To delete it, type the Dockerfile's name, "${df.name}", to confirm.`);
+  if (!df.deleting_at && confirm !== df.name)
+    throw new KilnError('invalid_input', `To delete it, type the Dockerfile's name, "${df.name}", to confirm.`);
   await d.db.transaction(async (trx) => {
     if (!(await markDockerfileDeleting(trx, df.id))) return;
     for (const b of await activeBuildsOf(trx, df.id)) {
-      if (b.state === 'requested') await updateBuild(trx, b.id, ['requested'], { state: 'cancelled', reason: 'Cancelled: its Dockerfile is being deleted.', finished_at: nowIso() });
+      if (b.state === 'requested')
+        await updateBuild(trx, b.id, ['requested'], {
+          state: 'cancelled',
+          reason: 'Cancelled: its Dockerfile is being deleted.',
+          finished_at: nowIso(),
+        });
     }
     await enqueue(trx, d, 'dockerfile.delete', dockerfileSubject(df.id));
   });
@@ -151,14 +204,20 @@ export function listDockerfilesFor(d: Pick<CoreDeps, 'db'>, actor: Actor): Promi
   return listDockerfiles(d.db, ownerScope(actor));
 }
 
-export interface DockerfileView { dockerfile: DockerfileRow; version: DockerfileVersionRow; context: ContextMeta | null; builds: BuildListItem[] }
+export interface DockerfileView {
+  dockerfile: DockerfileRow;
+  version: DockerfileVersionRow;
+  context: ContextMeta | null;
+  builds: BuildListItem[];
+}
 
 /** A Dockerfile with its current version, build context and latest builds. */
 export async function getDockerfile(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown): Promise<DockerfileView> {
   const dockerfile = await dockerfileFor(d.db, actor, rawId);
-  const version = dockerfile.current_version_id == null ? undefined : await getVersion(d.db, dockerfile.current_version_id);
+  const version =
+    dockerfile.current_version_id == null ? undefined : await getVersion(d.db, dockerfile.current_version_id);
   if (!version) throw new KilnError('internal', 'Dockerfile has no content', { detail: { dockerfile: dockerfile.id } });
   const builds = await listBuildsOfDockerfile(d.db, dockerfile.id);
-  const context = version.context_id == null ? null : (await getContextMeta(d.db, version.context_id)) ?? null;
+  const context = version.context_id == null ? null : ((await getContextMeta(d.db, version.context_id)) ?? null);
   return { dockerfile, version, context, builds };
 }

@@ -26,7 +26,14 @@ export { PasswordHasher } from './passwords.js';
 export { Worker, type WorkerOptions } from './tasks/worker.js';
 export type { ContextUpload, DockerfileView } from './dockerfiles.js';
 export { describeSchedule, WEEKDAYS, type JobSettings, type JobStatus } from './jobs/index.js';
-export type { ArtifactDownload, BuildPage, BuildListView, LiveEvent, ProgressView, QueuePlace } from './builds/index.js';
+export type {
+  ArtifactDownload,
+  BuildPage,
+  BuildListView,
+  LiveEvent,
+  ProgressView,
+  QueuePlace,
+} from './builds/index.js';
 export { progressOf } from './builds/index.js';
 export type { LoginAttempt, SessionUser } from './users.js';
 export type { AdminJob, AdminQueue, JobOp, SiteHealth } from './admin.js';
@@ -40,29 +47,37 @@ export function createCore(deps: CoreDeps) {
   return {
     deps,
     dockerfiles: {
-      create: (actor: Actor, input: Parameters<typeof dockerfiles.createDockerfile>[2]) => dockerfiles.createDockerfile(deps, actor, input),
-      update: (actor: Actor, input: Parameters<typeof dockerfiles.updateDockerfile>[2]) => dockerfiles.updateDockerfile(deps, actor, input),
+      create: (actor: Actor, input: Parameters<typeof dockerfiles.createDockerfile>[2]) =>
+        dockerfiles.createDockerfile(deps, actor, input),
+      update: (actor: Actor, input: Parameters<typeof dockerfiles.updateDockerfile>[2]) =>
+        dockerfiles.updateDockerfile(deps, actor, input),
       get: (actor: Actor, id: unknown) => dockerfiles.getDockerfile(deps, actor, id),
       list: (actor: Actor) => dockerfiles.listDockerfilesFor(deps, actor),
-      remove: (actor: Actor, input: Parameters<typeof dockerfiles.removeDockerfile>[2]) => dockerfiles.removeDockerfile(deps, actor, input),
+      remove: (actor: Actor, input: Parameters<typeof dockerfiles.removeDockerfile>[2]) =>
+        dockerfiles.removeDockerfile(deps, actor, input),
     },
     jobs: {
       status: (actor: Actor, dockerfileId: unknown) => jobs.jobStatus(deps, actor, dockerfileId),
-      save: (actor: Actor, dockerfileId: unknown, input: unknown) => jobs.saveSettings(deps, actor, dockerfileId, input),
-      setEnabled: (actor: Actor, dockerfileId: unknown, input: unknown) => jobs.setEnabled(deps, actor, dockerfileId, input),
+      save: (actor: Actor, dockerfileId: unknown, input: unknown) =>
+        jobs.saveSettings(deps, actor, dockerfileId, input),
+      setEnabled: (actor: Actor, dockerfileId: unknown, input: unknown) =>
+        jobs.setEnabled(deps, actor, dockerfileId, input),
     },
     builds: {
-      request: (actor: Actor, input: Parameters<typeof builds.requestBuild>[2]) => builds.requestBuild(deps, actor, input),
+      request: (actor: Actor, input: Parameters<typeof builds.requestBuild>[2]) =>
+        builds.requestBuild(deps, actor, input),
       get: (actor: Actor, id: unknown) => builds.getBuild(deps, actor, id),
       list: (actor: Actor, limit?: number) => builds.listBuilds(deps, actor, limit),
       version: (actor: Actor, id: unknown) => builds.buildVersion(deps, actor, id),
       cancel: (actor: Actor, id: unknown) => builds.cancelBuild(deps, actor, id),
       log: (actor: Actor, id: unknown, offset: unknown) => builds.readLog(deps, actor, id, offset),
-      artifact: (actor: Actor, id: unknown, name: unknown, range?: string) => builds.openArtifact(deps, actor, id, name, range),
+      artifact: (actor: Actor, id: unknown, name: unknown, range?: string) =>
+        builds.openArtifact(deps, actor, id, name, range),
       page: (actor: Actor, id: unknown) => builds.buildPage(read, actor, id),
       history: (actor: Actor, query: builds.BuildListQuery) => builds.listBuildPage(deps, actor, query),
       queuePlace: (actor: Actor, id: unknown) => builds.buildQueuePlace(read, actor, id),
-      follow: (actor: Actor, id: unknown, from: unknown, signal: AbortSignal) => builds.followBuild(read, actor, id, from, signal),
+      follow: (actor: Actor, id: unknown, from: unknown, signal: AbortSignal) =>
+        builds.followBuild(read, actor, id, from, signal),
       report: (actor: Actor, id: unknown) => builds.buildReport(read, actor, id),
       manifest: (actor: Actor, id: unknown, query: unknown) => builds.manifestView(read, actor, id, query),
       sbom: (actor: Actor, id: unknown, query: unknown) => builds.sbomView(read, actor, id, query),
@@ -88,7 +103,8 @@ export function createCore(deps: CoreDeps) {
       register: (actor: Actor, input: unknown) => users.registerUser(deps, actor, input),
       authenticate: (attempt: users.LoginAttempt) => users.authenticate(deps, attempt),
       sessionActor: (s: users.SessionUser) => users.sessionActor(deps, s),
-      changePassword: (actor: Actor, input: Parameters<typeof users.changePassword>[2]) => users.changePassword(deps, actor, input),
+      changePassword: (actor: Actor, input: Parameters<typeof users.changePassword>[2]) =>
+        users.changePassword(deps, actor, input),
     },
   };
 }
@@ -99,10 +115,12 @@ export function createUsers(deps: Pick<CoreDeps, 'db' | 'hasher' | 'logger' | 'n
     create: (actor: Actor, input: Parameters<typeof users.createUser>[2]) => users.createUser(deps, actor, input),
     ensureFirstAdmin: () => users.ensureFirstAdmin(deps),
     list: (actor: Actor) => users.listUsers(deps, actor),
-    setDisabled: (actor: Actor, input: Parameters<typeof users.setDisabled>[2]) => users.setDisabled(deps, actor, input),
+    setDisabled: (actor: Actor, input: Parameters<typeof users.setDisabled>[2]) =>
+      users.setDisabled(deps, actor, input),
     setRole: (actor: Actor, input: Parameters<typeof users.setRole>[2]) => users.setRole(deps, actor, input),
     approve: (actor: Actor, input: Parameters<typeof users.approveUser>[2]) => users.approveUser(deps, actor, input),
-    resetPassword: (actor: Actor, input: Parameters<typeof users.resetPassword>[2]) => users.resetPassword(deps, actor, input),
+    resetPassword: (actor: Actor, input: Parameters<typeof users.resetPassword>[2]) =>
+      users.resetPassword(deps, actor, input),
   };
 }
 
@@ -112,7 +130,10 @@ export type Core = ReturnType<typeof createCore>;
  * A task worker over these dependencies, not started (`start()` it, or `drain()` it in a test). Composition roots
  * build one per process and pass `worker.wake` to the web as `onEnqueue`.
  */
-export function createWorker(deps: Pick<CoreDeps, 'config' | 'db' | 'glue' | 'logger' | 'now'> & Partial<CoreDeps>, o: WorkerOptions = {}): Worker {
+export function createWorker(
+  deps: Pick<CoreDeps, 'config' | 'db' | 'glue' | 'logger' | 'now'> & Partial<CoreDeps>,
+  o: WorkerOptions = {},
+): Worker {
   return new Worker({ hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS, ...deps }, TASK_HANDLERS, o);
 }
 

@@ -18,7 +18,15 @@
  * Buckets are keyed by the submitted name (existing or not), so the throttle answers the same for unknown users.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { deleteThrottleBucket, getThrottleBucket, pruneThrottleBuckets, refundThrottleFailure, withThrottleBuckets, type Db, type ThrottleBucket } from '../db/index.js';
+import {
+  deleteThrottleBucket,
+  getThrottleBucket,
+  pruneThrottleBuckets,
+  refundThrottleFailure,
+  withThrottleBuckets,
+  type Db,
+  type ThrottleBucket,
+} from '../db/index.js';
 import { KilnError } from '../shared/errors.js';
 import type { LoginLimits } from './deps.js';
 
@@ -26,17 +34,24 @@ import type { LoginLimits } from './deps.js';
 export type LoginClient = { kind: 'device'; id: string } | { kind: 'ip'; ip: string };
 
 /** What a successful reservation holds, for `settleLoginAttempt`. */
-export interface LoginReservation { clientKey: string; account?: { key: string; sinceMs: number } }
+export interface LoginReservation {
+  clientKey: string;
+  account?: { key: string; sinceMs: number };
+}
 
 // The submitted name is arbitrary text: hashed into the key, so keys are bounded and unambiguous.
 const nameId = (name: string): string => createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 32);
 const accountKey = (name: string): string => `a:${nameId(name)}`;
-const clientKey = (name: string, c: LoginClient): string => `c:${nameId(name)}:${c.kind === 'device' ? `d:${c.id}` : `ip:${c.ip}`}`;
+const clientKey = (name: string, c: LoginClient): string =>
+  `c:${nameId(name)}:${c.kind === 'device' ? `d:${c.id}` : `ip:${c.ip}`}`;
 
 /** Wait before the next attempt after `failures` failures of one client. */
 export function backoffMs(limits: LoginLimits, failures: number): number {
   if (failures < limits.clientFreeFailures) return 0;
-  return Math.min(limits.clientMaxDelayMs, limits.clientBaseDelayMs * 2 ** Math.min(30, failures - limits.clientFreeFailures));
+  return Math.min(
+    limits.clientMaxDelayMs,
+    limits.clientBaseDelayMs * 2 ** Math.min(30, failures - limits.clientFreeFailures),
+  );
 }
 
 const refuse = (waitMs: number, why: string): KilnError =>
@@ -46,19 +61,27 @@ const refuse = (waitMs: number, why: string): KilnError =>
  * Counts one attempt of `client` on account `name` as a failure, or refuses it (rate_limited with retryAfterSeconds)
  * when a bucket says wait. Atomic: concurrent attempts see each other's counts.
  */
-export async function reserveLoginAttempt(db: Db, limits: LoginLimits, nowMs: number, name: string, client: LoginClient): Promise<LoginReservation> {
+export async function reserveLoginAttempt(
+  db: Db,
+  limits: LoginLimits,
+  nowMs: number,
+  name: string,
+  client: LoginClient,
+): Promise<LoginReservation> {
   const cKey = clientKey(name, client);
   const aKey = client.kind === 'ip' ? accountKey(name) : undefined;
   type Outcome = { reservation: LoginReservation } | { waitMs: number; why: 'client' | 'account' };
   const outcome = await withThrottleBuckets<Outcome>(db, aKey ? [cKey, aKey] : [cKey], ([c, a]) => {
-    if (c!.blockedUntilMs > nowMs) return { result: { waitMs: c!.blockedUntilMs - nowMs, why: 'client' as const }, write: [] };
+    if (c!.blockedUntilMs > nowMs)
+      return { result: { waitMs: c!.blockedUntilMs - nowMs, why: 'client' as const }, write: [] };
     const write: ThrottleBucket[] = [];
     let account: LoginReservation['account'];
     if (a) {
       const fresh = nowMs - a.sinceMs >= limits.accountWindowMs;
       const failures = fresh ? 0 : a.failures;
       const sinceMs = fresh ? nowMs : a.sinceMs;
-      if (failures >= limits.accountFailures) return { result: { waitMs: sinceMs + limits.accountWindowMs - nowMs, why: 'account' as const }, write: [] };
+      if (failures >= limits.accountFailures)
+        return { result: { waitMs: sinceMs + limits.accountWindowMs - nowMs, why: 'account' as const }, write: [] };
       write.push({ ...a, failures: failures + 1, sinceMs });
       account = { key: a.key, sinceMs };
     }
@@ -70,7 +93,10 @@ export async function reserveLoginAttempt(db: Db, limits: LoginLimits, nowMs: nu
   if ('reservation' in outcome) return outcome.reservation;
   throw outcome.why === 'client'
     ? refuse(outcome.waitMs, 'Too many failed logins from this browser or address; wait a little before trying again.')
-    : refuse(outcome.waitMs, 'Too many failed logins for this account from new browsers; try again later, or from a browser you have logged in with before.');
+    : refuse(
+        outcome.waitMs,
+        'Too many failed logins for this account from new browsers; try again later, or from a browser you have logged in with before.',
+      );
 }
 
 /** A right password: the attempt was no failure. Clears the client's bucket and gives back the account's count. */
@@ -80,7 +106,8 @@ export async function settleLoginSuccess(db: Db, r: LoginReservation): Promise<v
 }
 
 /** For tests and the admin's eye: a bucket's current row. */
-export const accountBucket = (db: Db, name: string): Promise<ThrottleBucket | undefined> => getThrottleBucket(db, accountKey(name));
+export const accountBucket = (db: Db, name: string): Promise<ThrottleBucket | undefined> =>
+  getThrottleBucket(db, accountKey(name));
 
 /** Drops buckets that can no longer refuse anything (run now and then; each costs a row). */
 export function pruneLoginThrottle(db: Db, limits: LoginLimits, nowMs: number): Promise<number> {

@@ -3,16 +3,27 @@ import { hash, verify, type Options } from '@node-rs/argon2';
 import { KilnError } from '../shared/errors.js';
 
 /** argon2id at the ASVS 5 minimum (m=19 MiB, t=2, p=1). `algorithm: 2` is Argon2id (a const enum upstream). */
-export const ARGON2_OPTIONS: Options = { algorithm: 2 as Options['algorithm'], memoryCost: 19456, timeCost: 2, parallelism: 1 };
+export const ARGON2_OPTIONS: Options = {
+  algorithm: 2 as Options['algorithm'],
+  memoryCost: 19456,
+  timeCost: 2,
+  parallelism: 1,
+};
 
 /** Counting semaphore: at most `max` holders, at most `maxWaiting` queued; beyond that callers are refused. */
 export class Semaphore {
   private active = 0;
   private readonly waiting: Array<() => void> = [];
-  constructor(private readonly max: number, private readonly maxWaiting: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly maxWaiting: number,
+  ) {}
   async run<T>(fn: () => Promise<T>): Promise<T> {
     if (this.active >= this.max) {
-      if (this.waiting.length >= this.maxWaiting) throw new KilnError('rate_limited', 'The server is busy; try again in a moment.', { detail: { retryAfterSeconds: 2 } });
+      if (this.waiting.length >= this.maxWaiting)
+        throw new KilnError('rate_limited', 'The server is busy; try again in a moment.', {
+          detail: { retryAfterSeconds: 2 },
+        });
       await new Promise<void>((resolve) => this.waiting.push(resolve));
     } else {
       this.active++;
@@ -21,12 +32,17 @@ export class Semaphore {
       return await fn();
     } finally {
       const next = this.waiting.shift();
-      if (next) next(); // hand the slot over without releasing it
+      if (next)
+        next(); // hand the slot over without releasing it
       else this.active--;
     }
   }
-  get inUse(): number { return this.active; }
-  get queued(): number { return this.waiting.length; }
+  get inUse(): number {
+    return this.active;
+  }
+  get queued(): number {
+    return this.waiting.length;
+  }
 }
 
 /**

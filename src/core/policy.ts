@@ -14,7 +14,15 @@ import { KilnError } from '../shared/errors.js';
 import type { Actor, UserActor } from './actor.js';
 
 /** Actions on one owner's objects. */
-export const OWNED = ['dockerfile.read', 'dockerfile.update', 'dockerfile.delete', 'job.update', 'build.request', 'build.read', 'build.cancel'] as const;
+export const OWNED = [
+  'dockerfile.read',
+  'dockerfile.update',
+  'dockerfile.delete',
+  'job.update',
+  'build.request',
+  'build.read',
+  'build.cancel',
+] as const;
 /** Actions of a logged-in user on their own account, or making something they will own: they need a user. */
 const SELF = ['account.read', 'account.changePassword', 'dockerfile.create'] as const;
 /** Listings, scoped by `ownerScope`: a user's own objects, everyone's for admins and the system. */
@@ -26,12 +34,24 @@ const PUBLIC = ['user.register', 'user.login'] as const;
  * site's health, audit log and metrics.
  */
 const ADMIN = [
-  'user.create', 'user.list', 'user.approve', 'user.disable', 'user.setRole', 'user.resetPassword', 'settings.manage',
-  'job.list', 'job.manage', 'queue.read', 'site.health', 'audit.read', 'metrics.read',
+  'user.create',
+  'user.list',
+  'user.approve',
+  'user.disable',
+  'user.setRole',
+  'user.resetPassword',
+  'settings.manage',
+  'job.list',
+  'job.manage',
+  'queue.read',
+  'site.health',
+  'audit.read',
+  'metrics.read',
 ] as const;
 
 export type OwnedAction = (typeof OWNED)[number];
-export type Action = OwnedAction | (typeof SELF)[number] | (typeof LISTS)[number] | (typeof PUBLIC)[number] | (typeof ADMIN)[number];
+export type Action =
+  OwnedAction | (typeof SELF)[number] | (typeof LISTS)[number] | (typeof PUBLIC)[number] | (typeof ADMIN)[number];
 
 export type Decision = 'allow' | 'unauthenticated' | 'hidden' | 'forbidden';
 
@@ -55,10 +75,17 @@ export function can(actor: Actor, action: Action, owner?: number): boolean {
 /** Throws the error the decision maps to: 401, 404 (not yours looks like missing) or 403. */
 export function authorize(actor: Actor, action: Action, owner?: number, what = 'Not found'): void {
   switch (decide(actor, action, owner)) {
-    case 'allow': return;
-    case 'unauthenticated': throw new KilnError('unauthenticated', 'Please log in.');
-    case 'hidden': throw new KilnError('not_found', what);
-    case 'forbidden': throw new KilnError('forbidden', has(ADMIN, action) ? 'Only an admin can do this.' : 'You are not allowed to do that.');
+    case 'allow':
+      return;
+    case 'unauthenticated':
+      throw new KilnError('unauthenticated', 'Please log in.');
+    case 'hidden':
+      throw new KilnError('not_found', what);
+    case 'forbidden':
+      throw new KilnError(
+        'forbidden',
+        has(ADMIN, action) ? 'Only an admin can do this.' : 'You are not allowed to do that.',
+      );
   }
 }
 

@@ -18,7 +18,11 @@ import type { ArtifactName, Reply, REPLIES } from '../protocol/index.js';
  * `backend_unavailable`, a glue that does not answer in time with `timeout`. Nothing was changed in either case.
  */
 export interface GluePort {
-  call<V extends keyof typeof REPLIES>(verb: V, args: ReadonlyArray<string | number>, stdin?: string | Buffer): Promise<Reply<V>>;
+  call<V extends keyof typeof REPLIES>(
+    verb: V,
+    args: ReadonlyArray<string | number>,
+    stdin?: string | Buffer,
+  ): Promise<Reply<V>>;
   /** Streams an artifact's bytes from `offset`. A stream that breaks off errors with backend_unavailable or timeout. */
   artifact(job: number, build: number, name: ArtifactName, offset?: number): Promise<Readable>;
   close(): Promise<void>;

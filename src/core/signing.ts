@@ -26,7 +26,9 @@ async function load(file: string, configured: boolean): Promise<SigningKey> {
   let publicKey: string;
   if (configured) {
     // A configured key is the operator's: never generated or re-moded here; ssh-keygen refuses one others can read.
-    await access(file, constants.R_OK).catch(() => { throw new KilnError('invalid_input', `KILN_WEB_SIGNING_KEY_FILE: cannot read ${file}`); });
+    await access(file, constants.R_OK).catch(() => {
+      throw new KilnError('invalid_input', `KILN_WEB_SIGNING_KEY_FILE: cannot read ${file}`);
+    });
     publicKey = (await publicKeyOf(file)).split(' ').slice(0, 2).join(' ') + ' kiln-signing';
   } else {
     publicKey = (await ensureKeyPair(file, 'kiln-signing')).publicKey;

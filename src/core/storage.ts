@@ -16,9 +16,11 @@ const mib = (n: number): string => `${(n / MiB).toFixed(n < 10 * MiB ? 1 : 0)} M
 const quotaOf = (s: Pick<CoreDeps, 'config'>): number => s.config.web.quotaStorageMb * MiB;
 
 function overQuota(use: StorageUse, quota: number, what: string): KilnError {
-  return new KilnError('quota_exceeded',
+  return new KilnError(
+    'quota_exceeded',
     `${what}: you store ${mib(use.total)} of your ${mib(quota)} (Dockerfile versions ${mib(use.dockerfiles)}, build contexts ${mib(use.contexts)}, build artifacts ${mib(use.artifacts)}). Ask an admin for more room.`,
-    { detail: use });
+    { detail: use },
+  );
 }
 
 /**
@@ -32,8 +34,11 @@ export async function ensureDiskRoom(s: Pick<CoreDeps, 'db' | 'config'>, bytes: 
   const st = await statfs(path.dirname(file));
   const free = Number(st.bavail) * Number(st.bsize);
   if (free < s.config.web.minFreeMb * MiB + 2 * bytes) {
-    throw new KilnError('insufficient_storage', 'The server is running out of disk space, so uploads are paused until an admin frees some. Nothing was saved; logging in and reading still work.',
-      { detail: { free, bytes } });
+    throw new KilnError(
+      'insufficient_storage',
+      'The server is running out of disk space, so uploads are paused until an admin frees some. Nothing was saved; logging in and reading still work.',
+      { detail: { free, bytes } },
+    );
   }
 }
 
@@ -43,7 +48,12 @@ export async function ensureDiskRoom(s: Pick<CoreDeps, 'db' | 'config'>, bytes: 
  * transaction rolls back when it went over. Parallel uploads of one user therefore cannot overshoot together. A
  * write that adds nothing (an unchanged edit) passes even above the quota.
  */
-export async function storeWithinQuota<T>(s: Pick<CoreDeps, 'db' | 'config'>, ownerId: number, bytes: number, write: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+export async function storeWithinQuota<T>(
+  s: Pick<CoreDeps, 'db' | 'config'>,
+  ownerId: number,
+  bytes: number,
+  write: (trx: Knex.Transaction) => Promise<T>,
+): Promise<T> {
   await ensureDiskRoom(s, bytes);
   return s.db.transaction(async (trx) => {
     await lockUserRow(trx, ownerId);
@@ -52,14 +62,23 @@ export async function storeWithinQuota<T>(s: Pick<CoreDeps, 'db' | 'config'>, ow
     const result = await write(trx);
     if (before) {
       const after = await storageUsedBy(trx, ownerId);
-      if (after.total > quota && after.total > before.total) throw overQuota(after, quota, `This would go over your storage quota by ${mib(after.total - quota)}; nothing was saved`);
+      if (after.total > quota && after.total > before.total)
+        throw overQuota(
+          after,
+          quota,
+          `This would go over your storage quota by ${mib(after.total - quota)}; nothing was saved`,
+        );
     }
     return result;
   });
 }
 
 /** New builds wait while their owner is at or over the quota (a finished build adds its artifacts). Call in the build's transaction. */
-export async function refuseBuildOverQuota(trx: Knex.Transaction, s: Pick<CoreDeps, 'config'>, ownerId: number): Promise<void> {
+export async function refuseBuildOverQuota(
+  trx: Knex.Transaction,
+  s: Pick<CoreDeps, 'config'>,
+  ownerId: number,
+): Promise<void> {
   const quota = quotaOf(s);
   if (quota === 0) return;
   const use = await storageUsedBy(trx, ownerId);

@@ -4,15 +4,33 @@
  */
 import { z } from 'zod';
 import {
-  countUsers, findUserById, findUserByName, insertUser, isUniqueViolation, listUsers as listUserRows, lockActiveAdmins, setUserApproved, setUserDisabled,
-  setUserPassword, setUserRole, type Queryable, type Role, type UserRow,
+  countUsers,
+  findUserById,
+  findUserByName,
+  insertUser,
+  isUniqueViolation,
+  listUsers as listUserRows,
+  lockActiveAdmins,
+  setUserApproved,
+  setUserDisabled,
+  setUserPassword,
+  setUserRole,
+  type Queryable,
+  type Role,
+  type UserRow,
 } from '../db/index.js';
 import { KilnError, conflict, notFound } from '../shared/errors.js';
 import { CLI, actorLabel, userActor, type Actor, type UserActor } from './actor.js';
 import { recordAudit } from './audit.js';
 import { Id, Password, Secret, Username, parse } from './commands.js';
 import type { CoreDeps } from './deps.js';
-import { deviceIdFor, newDeviceId, reserveLoginAttempt, settleLoginSuccess, type LoginClient } from './login-throttle.js';
+import {
+  deviceIdFor,
+  newDeviceId,
+  reserveLoginAttempt,
+  settleLoginSuccess,
+  type LoginClient,
+} from './login-throttle.js';
 import { generatePassword } from './passwords.js';
 import { authorize, requireUser } from './policy.js';
 
@@ -25,16 +43,26 @@ const registerCommand = z.object({ username: Username, password: Password });
  * may create one with a role (`createUser`). Any other field of the input, a `role` or `is_admin` included, is
  * ignored. With `web.registrationApproval` the account cannot log in until an admin approves it.
  */
-export async function registerUser(d: Pick<CoreDeps, 'db' | 'hasher' | 'config'>, actor: Actor, input: unknown): Promise<UserRow> {
+export async function registerUser(
+  d: Pick<CoreDeps, 'db' | 'hasher' | 'config'>,
+  actor: Actor,
+  input: unknown,
+): Promise<UserRow> {
   authorize(actor, 'user.register');
-  if (!d.config.web.registrationOpen) throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
+  if (!d.config.web.registrationOpen)
+    throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
   return insertNewUser(d, parse(registerCommand, input), 'user', !d.config.web.registrationApproval);
 }
 
 /** What an account waiting for approval is told once its password was right (and only then: no oracle). */
 export const AWAITING_APPROVAL = 'Your account is waiting for an admin to approve it; you can log in once they have.';
 
-async function insertNewUser(d: Pick<CoreDeps, 'db' | 'hasher'>, cmd: { username: string; password: string }, role: Role, approved = true): Promise<UserRow> {
+async function insertNewUser(
+  d: Pick<CoreDeps, 'db' | 'hasher'>,
+  cmd: { username: string; password: string },
+  role: Role,
+  approved = true,
+): Promise<UserRow> {
   if (cmd.password === cmd.username) throw new KilnError('bad_request', 'Password must not be the username.');
   if (await findUserByName(d.db, cmd.username)) throw conflict('That username is taken.');
   const passwordHash = await d.hasher.hash(cmd.password);
@@ -49,7 +77,12 @@ async function insertNewUser(d: Pick<CoreDeps, 'db' | 'hasher'>, cmd: { username
 const BAD_LOGIN = 'Wrong username or password.';
 
 /** One login attempt as a front door sees it: what was typed, the client's address and its device cookie (if any). */
-export interface LoginAttempt { username: unknown; password: unknown; ip: string; deviceCookie?: unknown }
+export interface LoginAttempt {
+  username: unknown;
+  password: unknown;
+  ip: string;
+  deviceCookie?: unknown;
+}
 
 /**
  * Checks a login. Unknown user, disabled user and wrong password are indistinguishable: same error, and the same
@@ -69,7 +102,8 @@ export async function authenticate(d: AuthDeps, a: LoginAttempt): Promise<{ user
   const device = user && d.deviceSecret ? deviceIdFor(d.deviceSecret, a.deviceCookie, user.id) : undefined;
   const client: LoginClient = device ? { kind: 'device', id: device } : { kind: 'ip', ip: a.ip };
   const reservation = await reserveLoginAttempt(d.db, d.limits, (d.now ?? Date.now)(), name, client);
-  const ok = user && !user.disabled ? await d.hasher.verify(user.password_hash, password) : await d.hasher.verifyDummy(password);
+  const ok =
+    user && !user.disabled ? await d.hasher.verify(user.password_hash, password) : await d.hasher.verifyDummy(password);
   if (!ok || !user) throw new KilnError('unauthenticated', BAD_LOGIN);
   await settleLoginSuccess(d.db, reservation);
   if (!user.approved) throw new KilnError('forbidden', AWAITING_APPROVAL);
@@ -77,10 +111,16 @@ export async function authenticate(d: AuthDeps, a: LoginAttempt): Promise<{ user
 }
 
 /** Session payload: the user id plus the epoch it was issued in (bumped on disable / password change). */
-export interface SessionUser { id: number; epoch: number }
+export interface SessionUser {
+  id: number;
+  epoch: number;
+}
 
 /** The actor behind a session; undefined when the user is gone, disabled, or the session predates an epoch bump. */
-export async function sessionActor(d: Pick<CoreDeps, 'db'>, s: SessionUser): Promise<(UserActor & { epoch: number }) | undefined> {
+export async function sessionActor(
+  d: Pick<CoreDeps, 'db'>,
+  s: SessionUser,
+): Promise<(UserActor & { epoch: number }) | undefined> {
   if (!s || typeof s.id !== 'number') return undefined;
   const u = await findUserById(d.db, s.id);
   if (!u || u.disabled || !u.approved || u.session_epoch !== s.epoch) return undefined;
@@ -93,15 +133,25 @@ const changePasswordCommand = z.object({ current: Secret, password: Password });
  * Changes the actor's own password after checking the current one (same throttle as login). Bumps the session
  * epoch, so every other session of this user ends; the front door logs the current session in again.
  */
-export async function changePassword(d: AuthDeps, actor: Actor, input: { current: unknown; password: unknown; ip: string; deviceCookie?: unknown }): Promise<UserRow> {
+export async function changePassword(
+  d: AuthDeps,
+  actor: Actor,
+  input: { current: unknown; password: unknown; ip: string; deviceCookie?: unknown },
+): Promise<UserRow> {
   authorize(actor, 'account.changePassword');
   const me = requireUser(actor);
   const cmd = parse(changePasswordCommand, input);
   if (cmd.password === me.username) throw new KilnError('bad_request', 'Password must not be the username.');
   try {
-    await authenticate(d, { username: me.username, password: cmd.current, ip: input.ip, deviceCookie: input.deviceCookie });
+    await authenticate(d, {
+      username: me.username,
+      password: cmd.current,
+      ip: input.ip,
+      deviceCookie: input.deviceCookie,
+    });
   } catch (e) {
-    if (e instanceof KilnError && e.code === 'unauthenticated') throw new KilnError('bad_request', 'The current password is wrong.');
+    if (e instanceof KilnError && e.code === 'unauthenticated')
+      throw new KilnError('bad_request', 'The current password is wrong.');
     throw e;
   }
   await setUserPassword(d.db, me.id, await d.hasher.hash(cmd.password));
@@ -111,7 +161,11 @@ export async function changePassword(d: AuthDeps, actor: Actor, input: { current
 const createCommand = z.object({ username: Username, role: z.enum(['user', 'admin']) });
 
 /** An account with a generated password, returned once and never stored in clear (admins, `kiln user add`). */
-export async function createUser(d: Pick<CoreDeps, 'db' | 'hasher'>, actor: Actor, input: { username: unknown; role: unknown }): Promise<{ username: string; password: string }> {
+export async function createUser(
+  d: Pick<CoreDeps, 'db' | 'hasher'>,
+  actor: Actor,
+  input: { username: unknown; role: unknown },
+): Promise<{ username: string; password: string }> {
   authorize(actor, 'user.create');
   const cmd = parse(createCommand, input);
   const password = generatePassword();
@@ -123,7 +177,10 @@ export async function createUser(d: Pick<CoreDeps, 'db' | 'hasher'>, actor: Acto
  * On a database with no users, creates `admin` with a generated password and returns it (print it once);
  * otherwise null. Two processes racing both see "no users"; the UNIQUE name lets only one win.
  */
-export async function ensureFirstAdmin(d: Pick<CoreDeps, 'db' | 'hasher'>, username = 'admin'): Promise<{ username: string; password: string } | null> {
+export async function ensureFirstAdmin(
+  d: Pick<CoreDeps, 'db' | 'hasher'>,
+  username = 'admin',
+): Promise<{ username: string; password: string } | null> {
   if ((await countUsers(d.db)) > 0) return null;
   try {
     return await createUser(d, CLI, { username, role: 'admin' });
@@ -161,21 +218,28 @@ type AdminDeps = Pick<CoreDeps, 'db' | 'logger' | 'now'>;
  */
 async function keepAnAdmin(trx: Queryable, u: UserRow, what: string): Promise<void> {
   const admins = await lockActiveAdmins(trx);
-  if (admins.length <= 1 && admins.includes(u.id)) throw conflict(`${u.username} is the last admin: make another admin before you ${what} them.`);
+  if (admins.length <= 1 && admins.includes(u.id))
+    throw conflict(`${u.username} is the last admin: make another admin before you ${what} them.`);
 }
 
 /**
  * Disables or enables an account. Disabling moves the session epoch: each of the user's sessions ends at its next
  * request (every request resolves its session through sessionActor). Never the last enabled admin.
  */
-export async function setDisabled(d: AdminDeps, actor: Actor, input: UserRef & { disabled: boolean }): Promise<UserRow> {
+export async function setDisabled(
+  d: AdminDeps,
+  actor: Actor,
+  input: UserRef & { disabled: boolean },
+): Promise<UserRow> {
   authorize(actor, 'user.disable');
   const disabled = parse(z.boolean(), input.disabled);
   const u = await targetUser(d, input);
   await d.db.transaction(async (trx) => {
     if (disabled) await keepAnAdmin(trx, u, 'disable');
     await setUserDisabled(trx, u.id, disabled);
-    await recordAudit(trx, d, actor, disabled ? 'user.disable' : 'user.enable', `user:${u.id}`, { username: u.username });
+    await recordAudit(trx, d, actor, disabled ? 'user.disable' : 'user.enable', `user:${u.id}`, {
+      username: u.username,
+    });
   });
   d.logger.info({ ...actorLabel(actor), target: u.id, disabled }, 'user disabled state changed');
   return (await findUserById(d.db, u.id))!;
@@ -189,7 +253,9 @@ export async function setRole(d: AdminDeps, actor: Actor, input: UserRef & { rol
   await d.db.transaction(async (trx) => {
     if (role === 'user') await keepAnAdmin(trx, u, 'demote');
     await setUserRole(trx, u.id, role);
-    await recordAudit(trx, d, actor, role === 'admin' ? 'user.promote' : 'user.demote', `user:${u.id}`, { username: u.username });
+    await recordAudit(trx, d, actor, role === 'admin' ? 'user.promote' : 'user.demote', `user:${u.id}`, {
+      username: u.username,
+    });
   });
   d.logger.info({ ...actorLabel(actor), target: u.id, role }, 'user role changed');
   return (await findUserById(d.db, u.id))!;
@@ -210,7 +276,11 @@ export async function approveUser(d: AdminDeps, actor: Actor, input: UserRef): P
 }
 
 /** A new generated password (returned once); ends the user's sessions. */
-export async function resetPassword(d: Pick<CoreDeps, 'db' | 'hasher' | 'logger' | 'now'>, actor: Actor, input: UserRef): Promise<{ username: string; password: string }> {
+export async function resetPassword(
+  d: Pick<CoreDeps, 'db' | 'hasher' | 'logger' | 'now'>,
+  actor: Actor,
+  input: UserRef,
+): Promise<{ username: string; password: string }> {
   authorize(actor, 'user.resetPassword');
   const u = await targetUser(d, input);
   const password = generatePassword();

@@ -13,7 +13,8 @@ export const DOCKERFILE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const PASSWORD_MIN = 12;
 export const PASSWORD_MAX = 128;
 
-const USERNAME_RULE = 'Username must be 3-32 characters: lowercase letters, digits, "_" or "-", starting with a letter.';
+const USERNAME_RULE =
+  'Username must be 3-32 characters: lowercase letters, digits, "_" or "-", starting with a letter.';
 export const usernameSchema = z.string().regex(USERNAME_RE, USERNAME_RULE);
 
 export function parseUsername(v: unknown): string {
@@ -31,7 +32,8 @@ export function parsePassword(v: unknown): string {
   if (n < PASSWORD_MIN || n > PASSWORD_MAX) {
     throw new KilnError('bad_request', `Password must be ${PASSWORD_MIN} to ${PASSWORD_MAX} characters long.`);
   }
-  if (isCommonPassword(v)) throw new KilnError('bad_request', 'That password is too common; choose another (a passphrase works well).');
+  if (isCommonPassword(v))
+    throw new KilnError('bad_request', 'That password is too common; choose another (a passphrase works well).');
   return v;
 }
 
@@ -40,10 +42,33 @@ export function parsePassword(v: unknown): string {
  * (one repeated character, a keyboard or digit run, the usual words with padding).
  */
 const COMMON = new Set([
-  'password1234', 'password12345', 'password123456', 'passwordpassword', 'password123!', 'password1234!',
-  '123456789012', '1234567890123', '12345678901234', 'qwertyuiopas', 'qwertyuiop12', 'qwerty123456', '1q2w3e4r5t6y',
-  'abcdefghijkl', 'abc123abc123', 'iloveyou1234', 'welcome12345', 'letmein12345', 'changeme1234', 'administrator',
-  'adminadmin12', 'qwertyqwerty', 'asdfghjkl123', 'zxcvbnm12345', 'monkey123456', 'dragon123456', 'football1234',
+  'password1234',
+  'password12345',
+  'password123456',
+  'passwordpassword',
+  'password123!',
+  'password1234!',
+  '123456789012',
+  '1234567890123',
+  '12345678901234',
+  'qwertyuiopas',
+  'qwertyuiop12',
+  'qwerty123456',
+  '1q2w3e4r5t6y',
+  'abcdefghijkl',
+  'abc123abc123',
+  'iloveyou1234',
+  'welcome12345',
+  'letmein12345',
+  'changeme1234',
+  'administrator',
+  'adminadmin12',
+  'qwertyqwerty',
+  'asdfghjkl123',
+  'zxcvbnm12345',
+  'monkey123456',
+  'dragon123456',
+  'football1234',
 ]);
 export function isCommonPassword(pw: string): boolean {
   const p = pw.toLowerCase();
@@ -56,13 +81,16 @@ export function isCommonPassword(pw: string): boolean {
 export function parseDockerfileName(v: unknown): string {
   if (typeof v !== 'string' || v.length === 0) throw invalidInput('Name is required.');
   if (!DOCKERFILE_NAME_RE.test(v)) {
-    throw invalidInput('Name must be 1-63 characters: lowercase letters, digits, ".", "_" or "-", starting with a letter or digit.');
+    throw invalidInput(
+      'Name must be 1-63 characters: lowercase letters, digits, ".", "_" or "-", starting with a letter or digit.',
+    );
   }
   return v;
 }
 
 export function parseIdempotencyKey(v: unknown): string {
-  if (typeof v !== 'string' || !IDEMPOTENCY_KEY_RE.test(v)) throw new KilnError('bad_request', 'Missing or malformed form key; reload the page and try again.');
+  if (typeof v !== 'string' || !IDEMPOTENCY_KEY_RE.test(v))
+    throw new KilnError('bad_request', 'Missing or malformed form key; reload the page and try again.');
   return v;
 }
 
@@ -73,7 +101,8 @@ export function parseId(v: unknown): number {
 }
 
 /** No lone surrogates (String#isWellFormed is ES2024, newer than our target lib). */
-export const isWellFormed = (s: string): boolean => !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s);
+export const isWellFormed = (s: string): boolean =>
+  !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s);
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
@@ -100,7 +129,8 @@ export function checkDockerfileText(raw: string, maxBytes: number): string {
   if (text.trim().length === 0) throw invalidInput('The Dockerfile is empty.');
   if (Buffer.byteLength(text, 'utf8') > maxBytes) throw tooLarge(maxBytes);
   if (text.includes('\0')) throw invalidInput('The Dockerfile contains a NUL byte.');
-  if (text.includes('\r')) throw invalidInput('The Dockerfile contains a carriage return that is not followed by a line feed.');
+  if (text.includes('\r'))
+    throw invalidInput('The Dockerfile contains a carriage return that is not followed by a line feed.');
   // eslint-disable-next-line no-control-regex
   const bad = /[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]/.exec(text);
   if (bad) {

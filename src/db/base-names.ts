@@ -9,7 +9,11 @@ export interface BaseNameRow {
   updated_at: string;
 }
 
-const norm = (r: Record<string, unknown>): BaseNameRow => ({ ...(r as unknown as BaseNameRow), id: Number(r.id), updated_by: r.updated_by == null ? null : Number(r.updated_by) });
+const norm = (r: Record<string, unknown>): BaseNameRow => ({
+  ...(r as unknown as BaseNameRow),
+  id: Number(r.id),
+  updated_by: r.updated_by == null ? null : Number(r.updated_by),
+});
 
 export async function listBaseNames(db: Queryable): Promise<BaseNameRow[]> {
   return (await db('base_names').orderBy('name')).map(norm);
@@ -20,7 +24,11 @@ export async function listBaseNames(db: Queryable): Promise<BaseNameRow[]> {
  * rows (on PostgreSQL the table is locked for it, so two admins adding at once cannot pass the limit together).
  * Returns the row and whether it is new; `over` when a new row would pass the limit (nothing written).
  */
-export async function putBaseName(db: Db, m: { name: string; base: string; by: number | null }, max: number): Promise<{ row: BaseNameRow; created: boolean } | 'over'> {
+export async function putBaseName(
+  db: Db,
+  m: { name: string; base: string; by: number | null },
+  max: number,
+): Promise<{ row: BaseNameRow; created: boolean } | 'over'> {
   return db.transaction(async (trx) => {
     if (isPg(trx)) await trx.raw('LOCK TABLE base_names IN SHARE ROW EXCLUSIVE MODE');
     const now = nowIso();
@@ -31,7 +39,9 @@ export async function putBaseName(db: Db, m: { name: string; base: string; by: n
     }
     const n = Number((await trx('base_names').count<{ n: number | string }[]>({ n: '*' }))[0]?.n ?? 0);
     if (n >= max) return 'over' as const;
-    const [row] = await trx('base_names').insert({ name: m.name, base: m.base, updated_by: m.by, created_at: now, updated_at: now }).returning('*');
+    const [row] = await trx('base_names')
+      .insert({ name: m.name, base: m.base, updated_by: m.by, created_at: now, updated_at: now })
+      .returning('*');
     return { row: norm(row), created: true };
   });
 }

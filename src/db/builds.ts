@@ -5,15 +5,31 @@ import { nowIso } from './knex.js';
  * `verifying`: the backend says the build succeeded and the web is hashing what it received (src/web/services/
  * attest.ts); only then, and only if the builder's SHA256SUMS agrees, is the build `succeeded`.
  */
-export const WEB_BUILD_STATES = ['requested', 'queued', 'running', 'verifying', 'succeeded', 'failed', 'cancelled'] as const;
+export const WEB_BUILD_STATES = [
+  'requested',
+  'queued',
+  'running',
+  'verifying',
+  'succeeded',
+  'failed',
+  'cancelled',
+] as const;
 export type WebBuildState = (typeof WEB_BUILD_STATES)[number];
 /** States that count against the queued-builds quota and that the reconciler keeps polling. */
 export const ACTIVE_STATES: readonly WebBuildState[] = ['requested', 'queued', 'running'];
 export const isFinal = (s: WebBuildState): boolean => s === 'succeeded' || s === 'failed' || s === 'cancelled';
 
 /** An artifact as the backend listed it; `sha256` (and then `size`) is the web's own count once it has verified it. */
-export interface BuildArtifact { name: string; size: number; sha256?: string }
-export interface BuildProgress { stage: string; percent: number; message?: string }
+export interface BuildArtifact {
+  name: string;
+  size: number;
+  sha256?: string;
+}
+export interface BuildProgress {
+  stage: string;
+  percent: number;
+  message?: string;
+}
 
 export interface BuildRow {
   id: number;
@@ -39,11 +55,19 @@ export interface BuildRow {
   finished_at: string | null;
   updated_at: string;
 }
-export interface BuildListItem extends BuildRow { dockerfile_name: string; owner: string; version_sha256: string }
+export interface BuildListItem extends BuildRow {
+  dockerfile_name: string;
+  owner: string;
+  version_sha256: string;
+}
 
 function parseJson<T>(v: unknown, fallback: T): T {
   if (v == null) return fallback;
-  try { return JSON.parse(String(v)) as T; } catch { return fallback; }
+  try {
+    return JSON.parse(String(v)) as T;
+  } catch {
+    return fallback;
+  }
 }
 
 function norm(r: Record<string, unknown>): BuildRow {
@@ -78,7 +102,11 @@ export async function findBuildByKey(db: Queryable, key: string): Promise<BuildR
   return r ? norm(r) : undefined;
 }
 
-export async function listBuildsOfDockerfile(db: Queryable, dockerfileId: number, limit = 50): Promise<BuildListItem[]> {
+export async function listBuildsOfDockerfile(
+  db: Queryable,
+  dockerfileId: number,
+  limit = 50,
+): Promise<BuildListItem[]> {
   return listWhere(db, (q) => q.where('b.dockerfile_id', dockerfileId), limit);
 }
 
@@ -87,33 +115,70 @@ export async function listBuildsOfOwner(db: Queryable, ownerId: number | null, l
 }
 
 /** Every owner's builds in `states` (the admin's queue), oldest request first. */
-export async function listBuildsInStates(db: Queryable, states: readonly WebBuildState[], limit = 500): Promise<BuildListItem[]> {
-  return listWhere(db, (q) => q.whereIn('b.state', states as WebBuildState[]).clearOrder().orderBy('b.id', 'asc'), limit);
+export async function listBuildsInStates(
+  db: Queryable,
+  states: readonly WebBuildState[],
+  limit = 500,
+): Promise<BuildListItem[]> {
+  return listWhere(
+    db,
+    (q) =>
+      q
+        .whereIn('b.state', states as WebBuildState[])
+        .clearOrder()
+        .orderBy('b.id', 'asc'),
+    limit,
+  );
 }
 
-async function listWhere(db: Queryable, f: (q: ReturnType<Queryable>) => unknown, limit: number): Promise<BuildListItem[]> {
+async function listWhere(
+  db: Queryable,
+  f: (q: ReturnType<Queryable>) => unknown,
+  limit: number,
+): Promise<BuildListItem[]> {
   const q = db('builds as b')
     .join('dockerfiles as d', 'd.id', 'b.dockerfile_id')
     .join('users as u', 'u.id', 'b.owner_id')
     .join('dockerfile_versions as v', 'v.id', 'b.version_id')
     .select('b.*', 'd.name as dockerfile_name', 'u.username as owner', 'v.sha256 as version_sha256')
-    .orderBy('b.id', 'desc').limit(limit);
+    .orderBy('b.id', 'desc')
+    .limit(limit);
   f(q);
   const rows = await q;
-  return rows.map((r: Record<string, unknown>) => ({ ...norm(r), dockerfile_name: String(r.dockerfile_name), owner: String(r.owner), version_sha256: String(r.version_sha256) }));
+  return rows.map((r: Record<string, unknown>) => ({
+    ...norm(r),
+    dockerfile_name: String(r.dockerfile_name),
+    owner: String(r.owner),
+    version_sha256: String(r.version_sha256),
+  }));
 }
 
 export async function countActiveBuilds(db: Queryable, ownerId: number): Promise<number> {
-  const r = await db('builds').where({ owner_id: ownerId }).whereIn('state', ACTIVE_STATES as WebBuildState[]).count<{ n: number | string }[]>({ n: '*' });
+  const r = await db('builds')
+    .where({ owner_id: ownerId })
+    .whereIn('state', ACTIVE_STATES as WebBuildState[])
+    .count<{ n: number | string }[]>({ n: '*' });
   return Number(r[0]?.n ?? 0);
 }
 
-export async function insertBuild(db: Queryable, b: { dockerfileId: number; versionId: number; ownerId: number; key: string; trigger?: 'manual' | 'api' }): Promise<BuildRow> {
+export async function insertBuild(
+  db: Queryable,
+  b: { dockerfileId: number; versionId: number; ownerId: number; key: string; trigger?: 'manual' | 'api' },
+): Promise<BuildRow> {
   const now = nowIso();
-  const [row] = await db('builds').insert({
-    dockerfile_id: b.dockerfileId, version_id: b.versionId, owner_id: b.ownerId, idempotency_key: b.key, trigger: b.trigger ?? 'manual',
-    state: 'requested', dispatch_attempts: 0, requested_at: now, updated_at: now,
-  }).returning('*');
+  const [row] = await db('builds')
+    .insert({
+      dockerfile_id: b.dockerfileId,
+      version_id: b.versionId,
+      owner_id: b.ownerId,
+      idempotency_key: b.key,
+      trigger: b.trigger ?? 'manual',
+      state: 'requested',
+      dispatch_attempts: 0,
+      requested_at: now,
+      updated_at: now,
+    })
+    .returning('*');
   return norm(row);
 }
 
@@ -133,7 +198,12 @@ export interface BuildUpdate {
  * Updates a build only while it is in one of `fromStates`: a final state is never overwritten, and two
  * concurrent refreshers cannot move a build backwards. Returns whether a row changed.
  */
-export async function updateBuild(db: Queryable, id: number, fromStates: readonly WebBuildState[], u: BuildUpdate): Promise<boolean> {
+export async function updateBuild(
+  db: Queryable,
+  id: number,
+  fromStates: readonly WebBuildState[],
+  u: BuildUpdate,
+): Promise<boolean> {
   const patch: Record<string, unknown> = { updated_at: nowIso() };
   for (const [k, v] of Object.entries(u)) {
     if (v === undefined) continue;
@@ -141,7 +211,10 @@ export async function updateBuild(db: Queryable, id: number, fromStates: readonl
   }
   // Kept beside the JSON so storage quotas are one SUM (src/db/quotas.ts).
   if (u.artifacts) patch.artifact_bytes = u.artifacts.reduce((n, a) => n + (a.size > 0 ? a.size : 0), 0);
-  const n = await db('builds').where({ id }).whereIn('state', fromStates as WebBuildState[]).update(patch);
+  const n = await db('builds')
+    .where({ id })
+    .whereIn('state', fromStates as WebBuildState[])
+    .update(patch);
   return Number(n) > 0;
 }
 
@@ -150,12 +223,27 @@ export async function updateBuild(db: Queryable, id: number, fromStates: readonl
  * build and was never requeued, so concurrent refreshers (several web instances) requeue it at most once. Returns
  * whether this call did it.
  */
-export async function requeueBuild(db: Queryable, id: number, fromBackendBuild: number, reason: string): Promise<boolean> {
+export async function requeueBuild(
+  db: Queryable,
+  id: number,
+  fromBackendBuild: number,
+  reason: string,
+): Promise<boolean> {
   const n = await db('builds')
-    .where({ id, backend_build: fromBackendBuild, requeues: 0 }).whereIn('state', ['queued', 'running'])
+    .where({ id, backend_build: fromBackendBuild, requeues: 0 })
+    .whereIn('state', ['queued', 'running'])
     .update({
-      state: 'requested', backend_build: null, progress: null, artifacts: null, queued_at: null, started_at: null,
-      reason: null, dispatch_attempts: 0, requeues: 1, requeue_reason: reason, updated_at: nowIso(),
+      state: 'requested',
+      backend_build: null,
+      progress: null,
+      artifacts: null,
+      queued_at: null,
+      started_at: null,
+      reason: null,
+      dispatch_attempts: 0,
+      requeues: 1,
+      requeue_reason: reason,
+      updated_at: nowIso(),
     });
   return Number(n) > 0;
 }
@@ -165,22 +253,42 @@ export async function requeueBuild(db: Queryable, id: number, fromBackendBuild: 
  * other builds are queued or running at the backend or being handed over (requested, a dispatch attempt made), and
  * none of the owner's older requested builds still waits for its first attempt.
  */
-export async function isDispatchTurn(db: Queryable, b: Pick<BuildRow, 'id' | 'owner_id'>, cap: number): Promise<boolean> {
-  const r = await db('builds').where({ owner_id: b.owner_id }).whereNot({ id: b.id })
-    .where((q) => { void q.whereIn('state', ['queued', 'running']).orWhere((q2) => { void q2.where({ state: 'requested' }).where('dispatch_attempts', '>', 0); }); })
+export async function isDispatchTurn(
+  db: Queryable,
+  b: Pick<BuildRow, 'id' | 'owner_id'>,
+  cap: number,
+): Promise<boolean> {
+  const r = await db('builds')
+    .where({ owner_id: b.owner_id })
+    .whereNot({ id: b.id })
+    .where((q) => {
+      void q.whereIn('state', ['queued', 'running']).orWhere((q2) => {
+        void q2.where({ state: 'requested' }).where('dispatch_attempts', '>', 0);
+      });
+    })
     .count<{ n: number | string }[]>({ n: '*' });
   if (Number(r[0]?.n ?? 0) >= cap) return false;
-  const older = await db('builds').where({ owner_id: b.owner_id, state: 'requested', dispatch_attempts: 0 }).where('id', '<', b.id).first('id');
+  const older = await db('builds')
+    .where({ owner_id: b.owner_id, state: 'requested', dispatch_attempts: 0 })
+    .where('id', '<', b.id)
+    .first('id');
   return !older;
 }
 
 export async function bumpDispatchAttempts(db: Queryable, id: number): Promise<void> {
-  await db('builds').where({ id }).update({ dispatch_attempts: db.raw('dispatch_attempts + 1'), updated_at: nowIso() });
+  await db('builds')
+    .where({ id })
+    .update({ dispatch_attempts: db.raw('dispatch_attempts + 1'), updated_at: nowIso() });
 }
 
 /** Ended builds whose dispatch may have reached the backend (no backend number known): to withdraw. */
 export async function listBuildsToWithdraw(db: Queryable, limit = 100): Promise<BuildRow[]> {
-  const rows = await db('builds').whereIn('state', ['cancelled', 'failed']).whereNull('backend_build').where('dispatch_attempts', '>', 0).orderBy('id').limit(limit);
+  const rows = await db('builds')
+    .whereIn('state', ['cancelled', 'failed'])
+    .whereNull('backend_build')
+    .where('dispatch_attempts', '>', 0)
+    .orderBy('id')
+    .limit(limit);
   return rows.map((r: Record<string, unknown>) => norm(r));
 }
 
@@ -193,8 +301,15 @@ export async function clearDispatchAttempts(db: Queryable, id: number): Promise<
  * Builds the worker still has to move (not final: requested, queued, running, verifying), in id order from
  * `afterId`, one page at a time.
  */
-export async function listBuildsToReconcile(db: Queryable, o: { afterId?: number; limit?: number } = {}): Promise<BuildRow[]> {
-  const rows = await db('builds').whereIn('state', [...ACTIVE_STATES, 'verifying']).where('id', '>', o.afterId ?? 0).orderBy('id').limit(o.limit ?? 100);
+export async function listBuildsToReconcile(
+  db: Queryable,
+  o: { afterId?: number; limit?: number } = {},
+): Promise<BuildRow[]> {
+  const rows = await db('builds')
+    .whereIn('state', [...ACTIVE_STATES, 'verifying'])
+    .where('id', '>', o.afterId ?? 0)
+    .orderBy('id')
+    .limit(o.limit ?? 100);
   return rows.map((r: Record<string, unknown>) => norm(r));
 }
 

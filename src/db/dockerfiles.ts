@@ -23,15 +23,24 @@ export interface DockerfileVersionRow {
   context_id: number | null;
   created_at: string;
 }
-export interface DockerfileListItem extends DockerfileRow { owner: string; size: number | null; builds: number }
+export interface DockerfileListItem extends DockerfileRow {
+  owner: string;
+  size: number | null;
+  builds: number;
+}
 
 const normDf = (r: Record<string, unknown>): DockerfileRow => ({
   ...(r as unknown as DockerfileRow),
-  id: Number(r.id), owner_id: Number(r.owner_id), current_version_id: r.current_version_id == null ? null : Number(r.current_version_id),
+  id: Number(r.id),
+  owner_id: Number(r.owner_id),
+  current_version_id: r.current_version_id == null ? null : Number(r.current_version_id),
   deleting_at: r.deleting_at == null ? null : String(r.deleting_at),
 });
 const normVer = (r: Record<string, unknown>): DockerfileVersionRow => ({
-  ...(r as unknown as DockerfileVersionRow), id: Number(r.id), dockerfile_id: Number(r.dockerfile_id), size: Number(r.size),
+  ...(r as unknown as DockerfileVersionRow),
+  id: Number(r.id),
+  dockerfile_id: Number(r.dockerfile_id),
+  size: Number(r.size),
   context_id: r.context_id == null ? null : Number(r.context_id),
 });
 
@@ -41,7 +50,11 @@ export const sha256Hex = (text: string): string => createHash('sha256').update(t
  * Reads a Dockerfile visible to the caller: by id and owner, or by id alone for an admin (`ownerId` null).
  * Not-yours and missing look the same to the caller.
  */
-export async function findDockerfile(db: Queryable, id: number, ownerId: number | null): Promise<DockerfileRow | undefined> {
+export async function findDockerfile(
+  db: Queryable,
+  id: number,
+  ownerId: number | null,
+): Promise<DockerfileRow | undefined> {
   const q = db('dockerfiles').where({ id });
   if (ownerId !== null) q.andWhere({ owner_id: ownerId });
   const r = await q.first();
@@ -49,7 +62,11 @@ export async function findDockerfile(db: Queryable, id: number, ownerId: number 
 }
 
 /** One owner's Dockerfile by name (names are unique per owner). */
-export async function findDockerfileByName(db: Queryable, ownerId: number, name: string): Promise<DockerfileRow | undefined> {
+export async function findDockerfileByName(
+  db: Queryable,
+  ownerId: number,
+  name: string,
+): Promise<DockerfileRow | undefined> {
   const r = await db('dockerfiles').where({ owner_id: ownerId, name }).first();
   return r ? normDf(r) : undefined;
 }
@@ -60,10 +77,16 @@ export async function listDockerfiles(db: Queryable, ownerId: number | null): Pr
     .leftJoin('dockerfile_versions as v', 'v.id', 'd.current_version_id')
     .select('d.*', 'u.username as owner', 'v.size as size')
     .select(db.raw('(select count(*) from builds b where b.dockerfile_id = d.id) as builds'))
-    .orderBy('d.name').orderBy('d.id');
+    .orderBy('d.name')
+    .orderBy('d.id');
   if (ownerId !== null) q.where('d.owner_id', ownerId);
   const rows = await q;
-  return rows.map((r: Record<string, unknown>) => ({ ...normDf(r), owner: String(r.owner), size: r.size == null ? null : Number(r.size), builds: Number(r.builds) }));
+  return rows.map((r: Record<string, unknown>) => ({
+    ...normDf(r),
+    owner: String(r.owner),
+    size: r.size == null ? null : Number(r.size),
+    builds: Number(r.builds),
+  }));
 }
 
 export async function countDockerfiles(db: Queryable, ownerId: number): Promise<number> {
@@ -72,9 +95,14 @@ export async function countDockerfiles(db: Queryable, ownerId: number): Promise<
 }
 
 /** Inserts a Dockerfile and its first version (with its build context, if any). Call inside a transaction. */
-export async function insertDockerfile(db: Queryable, d: { ownerId: number; name: string; content: string; context?: NewContext }): Promise<{ dockerfile: DockerfileRow; version: DockerfileVersionRow }> {
+export async function insertDockerfile(
+  db: Queryable,
+  d: { ownerId: number; name: string; content: string; context?: NewContext },
+): Promise<{ dockerfile: DockerfileRow; version: DockerfileVersionRow }> {
   const now = nowIso();
-  const [df] = await db('dockerfiles').insert({ owner_id: d.ownerId, name: d.name, current_version_id: null, created_at: now, updated_at: now }).returning('*');
+  const [df] = await db('dockerfiles')
+    .insert({ owner_id: d.ownerId, name: d.name, current_version_id: null, created_at: now, updated_at: now })
+    .returning('*');
   const dockerfile = normDf(df);
   const contextId = d.context ? await insertContext(db, dockerfile.id, d.context) : null;
   const version = await insertVersion(db, dockerfile.id, d.content, contextId);
@@ -87,7 +115,12 @@ export async function insertDockerfile(db: Queryable, d: { ownerId: number; name
  * The context is kept unless `change` says otherwise; a re-upload of the same bytes reuses the stored context.
  * Call inside a transaction (a new context and its version are written together).
  */
-export async function updateDockerfileContent(db: Queryable, dockerfileId: number, content: string, change: ContextChange = { kind: 'keep' }): Promise<DockerfileVersionRow> {
+export async function updateDockerfileContent(
+  db: Queryable,
+  dockerfileId: number,
+  content: string,
+  change: ContextChange = { kind: 'keep' },
+): Promise<DockerfileVersionRow> {
   const df = await db('dockerfiles').where({ id: dockerfileId }).first();
   const cur = df?.current_version_id != null ? await getVersion(db, Number(df.current_version_id)) : undefined;
   const curContext = cur?.context_id ?? null;
@@ -96,7 +129,7 @@ export async function updateDockerfileContent(db: Queryable, dockerfileId: numbe
   if (change.kind === 'set') {
     // The same bytes uploaded again (or an earlier context restored) reuse the stored row.
     const same = await findContextBySha(db, dockerfileId, change.context.sha256);
-    contextId = same ?? await insertContext(db, dockerfileId, change.context);
+    contextId = same ?? (await insertContext(db, dockerfileId, change.context));
   }
   if (cur && cur.sha256 === sha256Hex(content) && cur.context_id === contextId) return cur;
   const version = await insertVersion(db, dockerfileId, content, contextId);
@@ -104,9 +137,21 @@ export async function updateDockerfileContent(db: Queryable, dockerfileId: numbe
   return version;
 }
 
-async function insertVersion(db: Queryable, dockerfileId: number, content: string, contextId: number | null): Promise<DockerfileVersionRow> {
+async function insertVersion(
+  db: Queryable,
+  dockerfileId: number,
+  content: string,
+  contextId: number | null,
+): Promise<DockerfileVersionRow> {
   const [v] = await db('dockerfile_versions')
-    .insert({ dockerfile_id: dockerfileId, content, sha256: sha256Hex(content), size: Buffer.byteLength(content, 'utf8'), context_id: contextId, created_at: nowIso() })
+    .insert({
+      dockerfile_id: dockerfileId,
+      content,
+      sha256: sha256Hex(content),
+      size: Buffer.byteLength(content, 'utf8'),
+      context_id: contextId,
+      created_at: nowIso(),
+    })
     .returning('*');
   return normVer(v);
 }
@@ -123,8 +168,11 @@ export async function getVersion(db: Queryable, id: number): Promise<DockerfileV
  */
 export async function listDispatchedDockerfiles(db: Queryable): Promise<DockerfileRow[]> {
   const rows = await db('dockerfiles as d')
-    .where((q) => q.whereExists(db('builds as b').whereRaw('b.dockerfile_id = d.id').whereNotNull('b.backend_build'))
-      .orWhereExists(db('job_settings as j').whereRaw('j.dockerfile_id = d.id').where('j.synced_revision', '>', 0)))
+    .where((q) =>
+      q
+        .whereExists(db('builds as b').whereRaw('b.dockerfile_id = d.id').whereNotNull('b.backend_build'))
+        .orWhereExists(db('job_settings as j').whereRaw('j.dockerfile_id = d.id').where('j.synced_revision', '>', 0)),
+    )
     .whereNotNull('d.current_version_id')
     .whereNull('d.deleting_at')
     .select('d.*')

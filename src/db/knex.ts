@@ -34,9 +34,7 @@ function runPragmas(conn: SqliteConn, done: (err: Error | null, conn: unknown) =
   next(0);
 }
 
-export type DbOptions =
-  | { client: 'sqlite'; filename: string }
-  | { client: 'pg'; url: string; poolMax?: number };
+export type DbOptions = { client: 'sqlite'; filename: string } | { client: 'pg'; url: string; poolMax?: number };
 
 /** Builds a knex instance. Opens no connection until the first query. */
 export function createDb(opts: DbOptions): Db {
@@ -74,7 +72,7 @@ export const isPg = (db: Queryable): boolean => (db as Knex).client.config.clien
 /** True for a UNIQUE constraint violation on either engine. */
 export function isUniqueViolation(e: unknown): boolean {
   const err = e as { code?: string; errno?: number; message?: string };
-  return err?.code === '23505' || err?.code === 'SQLITE_CONSTRAINT' && /UNIQUE/.test(err.message ?? '');
+  return err?.code === '23505' || (err?.code === 'SQLITE_CONSTRAINT' && /UNIQUE/.test(err.message ?? ''));
 }
 
 /** True when SQLite gave up waiting for a lock; the web maps it to 503 + Retry-After. */

@@ -1,7 +1,12 @@
 import { isPg, type Queryable } from './knex.js';
 
 /** What one user's stored bytes are made of (checklist 1.8: quotas on Dockerfiles, contexts and artifacts). */
-export interface StorageUse { dockerfiles: number; contexts: number; artifacts: number; total: number }
+export interface StorageUse {
+  dockerfiles: number;
+  contexts: number;
+  artifacts: number;
+  total: number;
+}
 
 /**
  * Bytes stored for `ownerId`: every Dockerfile version's text, every stored build context tar, and the artifacts of
@@ -18,7 +23,11 @@ export async function storageUsedBy(db: Queryable, ownerId: number): Promise<Sto
   );
   // SQLite returns the rows, PostgreSQL a result with .rows
   const row = (Array.isArray(r) ? r[0] : (r as { rows: unknown[] }).rows[0]) as Record<string, unknown>;
-  const use = { dockerfiles: Number(row.dockerfiles), contexts: Number(row.contexts), artifacts: Number(row.artifacts) };
+  const use = {
+    dockerfiles: Number(row.dockerfiles),
+    contexts: Number(row.contexts),
+    artifacts: Number(row.artifacts),
+  };
   return { ...use, total: use.dockerfiles + use.contexts + use.artifacts };
 }
 

@@ -34,7 +34,12 @@ export interface TaskRow {
 
 const norm = (r: Record<string, unknown>): TaskRow => {
   const { live_key: _live, ...rest } = r;
-  return { ...(rest as unknown as TaskRow), id: Number(r.id), attempts: Number(r.attempts), max_attempts: Number(r.max_attempts) };
+  return {
+    ...(rest as unknown as TaskRow),
+    id: Number(r.id),
+    attempts: Number(r.attempts),
+    max_attempts: Number(r.max_attempts),
+  };
 };
 
 const liveKey = (kind: string, subject: string): string => `${kind} ${subject}`;
@@ -46,11 +51,25 @@ const MAX_ERROR = 2000;
  * Adds a task unless one of the same kind and subject is live (pending or running): enqueueing is idempotent, and
  * a burst of requests for the same work makes one task. Returns whether a row was added.
  */
-export async function enqueueTask(db: Queryable, t: { kind: string; subject: string; runAt: string; maxAttempts: number; now: string }): Promise<boolean> {
-  const rows = await db('tasks').insert({
-    kind: t.kind, subject: t.subject, state: 'pending', live_key: liveKey(t.kind, t.subject), attempts: 0, max_attempts: t.maxAttempts,
-    next_run_at: t.runAt, created_at: t.now, updated_at: t.now,
-  }).onConflict('live_key').ignore().returning('id');
+export async function enqueueTask(
+  db: Queryable,
+  t: { kind: string; subject: string; runAt: string; maxAttempts: number; now: string },
+): Promise<boolean> {
+  const rows = await db('tasks')
+    .insert({
+      kind: t.kind,
+      subject: t.subject,
+      state: 'pending',
+      live_key: liveKey(t.kind, t.subject),
+      attempts: 0,
+      max_attempts: t.maxAttempts,
+      next_run_at: t.runAt,
+      created_at: t.now,
+      updated_at: t.now,
+    })
+    .onConflict('live_key')
+    .ignore()
+    .returning('id');
   return rows.length > 0;
 }
 
@@ -59,26 +78,53 @@ export async function enqueueTask(db: Queryable, t: { kind: string; subject: str
  * (its worker died or hung). Counts an attempt and leases it to `owner` until `leaseUntil`. `skipKinds`: kinds this
  * worker is running as many of as it may. Returns the claimed row, or undefined when nothing is due.
  */
-export async function claimTask(db: Queryable, o: { owner: string; now: string; leaseUntil: string; skipKinds?: readonly string[] }): Promise<TaskRow | undefined> {
-  const due = (q: ReturnType<Queryable>) => q
-    .where((w) => w.where('state', 'pending').andWhere('next_run_at', '<=', o.now))
-    .orWhere((w) => w.where('state', 'running').andWhere('lease_expires_at', '<', o.now));
-  const candidate = db('tasks').select('id').where((q) => { due(q); }).orderBy('next_run_at').orderBy('id').limit(1);
+export async function claimTask(
+  db: Queryable,
+  o: { owner: string; now: string; leaseUntil: string; skipKinds?: readonly string[] },
+): Promise<TaskRow | undefined> {
+  const due = (q: ReturnType<Queryable>) =>
+    q
+      .where((w) => w.where('state', 'pending').andWhere('next_run_at', '<=', o.now))
+      .orWhere((w) => w.where('state', 'running').andWhere('lease_expires_at', '<', o.now));
+  const candidate = db('tasks')
+    .select('id')
+    .where((q) => {
+      due(q);
+    })
+    .orderBy('next_run_at')
+    .orderBy('id')
+    .limit(1);
   if (o.skipKinds?.length) candidate.whereNotIn('kind', o.skipKinds as string[]);
   if (isPg(db)) candidate.forUpdate().skipLocked();
   // `id = (scalar subquery)`: PostgreSQL runs it once (an InitPlan). With `id IN (subquery)` it may run it again
   // per row it scans, each run locking and returning the next row, and one claim took every due task.
   const rows = await db('tasks')
     .where('id', '=', candidate)
-    .andWhere((q) => { due(q); })
-    .update({ state: 'running', lease_owner: o.owner, lease_expires_at: o.leaseUntil, attempts: db.raw('attempts + 1'), updated_at: o.now })
+    .andWhere((q) => {
+      due(q);
+    })
+    .update({
+      state: 'running',
+      lease_owner: o.owner,
+      lease_expires_at: o.leaseUntil,
+      attempts: db.raw('attempts + 1'),
+      updated_at: o.now,
+    })
     .returning('*');
   return rows[0] ? norm(rows[0] as Record<string, unknown>) : undefined;
 }
 
 /** Extends the lease of a task this owner still holds; false when it lost it (the task was taken over or ended). */
-export async function extendLease(db: Queryable, id: number, owner: string, leaseUntil: string, now: string): Promise<boolean> {
-  const n = await db('tasks').where({ id, lease_owner: owner, state: 'running' }).update({ lease_expires_at: leaseUntil, updated_at: now });
+export async function extendLease(
+  db: Queryable,
+  id: number,
+  owner: string,
+  leaseUntil: string,
+  now: string,
+): Promise<boolean> {
+  const n = await db('tasks')
+    .where({ id, lease_owner: owner, state: 'running' })
+    .update({ lease_expires_at: leaseUntil, updated_at: now });
   return Number(n) > 0;
 }
 
@@ -89,8 +135,19 @@ export type TaskEnd =
   | { state: 'pending'; runAt: string; error?: string; fresh?: boolean };
 
 /** Ends this owner's run of a task. False when the lease was lost meanwhile: the row is not this worker's to change. */
-export async function finishTask(db: Queryable, id: number, owner: string, end: TaskEnd, now: string): Promise<boolean> {
-  const patch: Record<string, unknown> = { state: end.state, lease_owner: null, lease_expires_at: null, updated_at: now };
+export async function finishTask(
+  db: Queryable,
+  id: number,
+  owner: string,
+  end: TaskEnd,
+  now: string,
+): Promise<boolean> {
+  const patch: Record<string, unknown> = {
+    state: end.state,
+    lease_owner: null,
+    lease_expires_at: null,
+    updated_at: now,
+  };
   if (end.state === 'pending') {
     patch.next_run_at = end.runAt;
     patch.last_error = end.error?.slice(0, MAX_ERROR) ?? null;
@@ -112,7 +169,11 @@ export async function finishTask(db: Queryable, id: number, owner: string, end: 
 
 /** Whether a task of this kind and subject is pending or running. */
 export async function isTaskLive(db: Queryable, kind: string, subject: string): Promise<boolean> {
-  return (await db('tasks').where({ live_key: liveKey(kind, subject) }).first('id')) !== undefined;
+  return (
+    (await db('tasks')
+      .where({ live_key: liveKey(kind, subject) })
+      .first('id')) !== undefined
+  );
 }
 
 export async function findTask(db: Queryable, id: number): Promise<TaskRow | undefined> {
@@ -127,8 +188,13 @@ export async function listTasksOf(db: Queryable, subject: string, limit = 50): P
 }
 
 /** Tasks in a state (e.g. the failed ones, for an admin), newest first. */
-export async function listTasks(db: Queryable, o: { state?: TaskState; kind?: string; limit?: number } = {}): Promise<TaskRow[]> {
-  const q = db('tasks').orderBy('id', 'desc').limit(o.limit ?? 100);
+export async function listTasks(
+  db: Queryable,
+  o: { state?: TaskState; kind?: string; limit?: number } = {},
+): Promise<TaskRow[]> {
+  const q = db('tasks')
+    .orderBy('id', 'desc')
+    .limit(o.limit ?? 100);
   if (o.state) q.where({ state: o.state });
   if (o.kind) q.where({ kind: o.kind });
   const rows = await q;
@@ -146,5 +212,10 @@ export async function pruneDoneTasks(db: Queryable, before: string): Promise<num
  */
 export async function dropPendingTasks(db: Queryable, kind: string, subjects: readonly string[]): Promise<number> {
   if (subjects.length === 0) return 0;
-  return Number(await db('tasks').where({ kind, state: 'pending' }).whereIn('subject', subjects as string[]).delete());
+  return Number(
+    await db('tasks')
+      .where({ kind, state: 'pending' })
+      .whereIn('subject', subjects as string[])
+      .delete(),
+  );
 }

@@ -17,7 +17,13 @@ export interface UserRow {
 // SQLite returns booleans as 0/1: normalise once here so callers see one shape.
 function norm(r: Record<string, unknown> | undefined): UserRow | undefined {
   if (!r) return undefined;
-  return { ...(r as unknown as UserRow), id: Number(r.id), disabled: Boolean(r.disabled), approved: r.approved === undefined ? true : Boolean(r.approved), session_epoch: Number(r.session_epoch) };
+  return {
+    ...(r as unknown as UserRow),
+    id: Number(r.id),
+    disabled: Boolean(r.disabled),
+    approved: r.approved === undefined ? true : Boolean(r.approved),
+    session_epoch: Number(r.session_epoch),
+  };
 }
 
 export async function findUserByName(db: Queryable, username: string): Promise<UserRow | undefined> {
@@ -28,9 +34,20 @@ export async function findUserById(db: Queryable, id: number): Promise<UserRow |
   return norm(await db('users').where({ id }).first());
 }
 
-export async function insertUser(db: Queryable, u: { username: string; passwordHash: string; role: Role; approved?: boolean }): Promise<UserRow> {
+export async function insertUser(
+  db: Queryable,
+  u: { username: string; passwordHash: string; role: Role; approved?: boolean },
+): Promise<UserRow> {
   const [row] = await db('users')
-    .insert({ username: u.username, password_hash: u.passwordHash, role: u.role, disabled: false, approved: u.approved ?? true, session_epoch: 0, created_at: nowIso() })
+    .insert({
+      username: u.username,
+      password_hash: u.passwordHash,
+      role: u.role,
+      disabled: false,
+      approved: u.approved ?? true,
+      session_epoch: 0,
+      created_at: nowIso(),
+    })
     .returning('*');
   return norm(row)!;
 }
@@ -47,11 +64,15 @@ export async function listUsers(db: Queryable): Promise<UserRow[]> {
 
 /** Disabling bumps the session epoch, so every live session of that user stops working on its next request. */
 export async function setUserDisabled(db: Queryable, id: number, disabled: boolean): Promise<void> {
-  await db('users').where({ id }).update({ disabled, session_epoch: db.raw('session_epoch + 1') });
+  await db('users')
+    .where({ id })
+    .update({ disabled, session_epoch: db.raw('session_epoch + 1') });
 }
 
 export async function setUserPassword(db: Queryable, id: number, passwordHash: string): Promise<void> {
-  await db('users').where({ id }).update({ password_hash: passwordHash, session_epoch: db.raw('session_epoch + 1') });
+  await db('users')
+    .where({ id })
+    .update({ password_hash: passwordHash, session_epoch: db.raw('session_epoch + 1') });
 }
 
 export async function setUserRole(db: Queryable, id: number, role: Role): Promise<void> {

@@ -36,7 +36,12 @@ export interface BaseMatch {
 
 export type BaseResolution = { match: BaseMatch } | { refused: string };
 
-interface Target { base: string; name: string; source: BaseNameSource; usable: boolean }
+interface Target {
+  base: string;
+  name: string;
+  source: BaseNameSource;
+  usable: boolean;
+}
 
 const POINT_RELEASE = /^([0-9]+)\.[0-9]+(?:\.[0-9]+)?(-slim)?$/;
 const DATED_TAG = /^([a-z][a-z0-9]*)-[0-9]{8}(-slim)?$/;
@@ -64,7 +69,12 @@ export class BaseNames {
       if (this.names.has(c)) continue;
       const target = canonicalImage(entry.base);
       const base = target === undefined ? undefined : this.bases.get(target);
-      this.names.set(c, { base: base ?? entry.base, name: familiarImage(c), source: entry.source, usable: base !== undefined });
+      this.names.set(c, {
+        base: base ?? entry.base,
+        name: familiarImage(c),
+        source: entry.source,
+        usable: base !== undefined,
+      });
     }
   }
 
@@ -85,15 +95,20 @@ export class BaseNames {
     if (at >= 0) {
       const bare = canonicalImage(image.slice(0, image.lastIndexOf('@')));
       const named = bare === undefined ? undefined : this.lookup(bare);
-      const means = named && 'match' in named ? `; without it, ${familiarImage(bare!)} means Kiln's base ${named.match.base}` : '';
-      return { refused: `names an image by digest (${canonical.slice(at + 1, at + 20)}...), i.e. Docker Hub's exact bytes, which Kiln never uses: ` +
-        `it builds its bases itself from the Debian archive and records their image ids in the provenance, so drop the @digest${means}` };
+      const means =
+        named && 'match' in named ? `; without it, ${familiarImage(bare!)} means Kiln's base ${named.match.base}` : '';
+      return {
+        refused:
+          `names an image by digest (${canonical.slice(at + 1, at + 20)}...), i.e. Docker Hub's exact bytes, which Kiln never uses: ` +
+          `it builds its bases itself from the Debian archive and records their image ids in the provenance, so drop the @digest${means}`,
+      };
     }
     const direct = this.lookup(canonical);
     if (direct) return direct;
     const derived = derive(canonical);
     const r = derived && this.lookup(derived.name);
-    if (r && 'match' in r) return { match: { ...r.match, via: derived!.via, name: r.match.name ?? familiarImage(derived!.name) } };
+    if (r && 'match' in r)
+      return { match: { ...r.match, via: derived!.via, name: r.match.name ?? familiarImage(derived!.name) } };
     return r ?? { refused: this.notAllowed() };
   }
 
@@ -105,22 +120,33 @@ export class BaseNames {
     if (!t) return undefined;
     if (!t.usable) {
       const who = t.source === 'site' ? "the site's admin maps it" : 'sdk.baseNames maps it';
-      return { refused: `is not an allowed base image: ${who} to ${t.base}, which this build host does not allow (sdk.bases: ${[...this.bases.values()].join(', ') || 'none'})` };
+      return {
+        refused: `is not an allowed base image: ${who} to ${t.base}, which this build host does not allow (sdk.bases: ${[...this.bases.values()].join(', ') || 'none'})`,
+      };
     }
     return { match: { base: t.base, via: 'name', name: t.name, source: t.source } };
   }
 
   private notAllowed(): string {
-    return `is not an allowed base image; allowed: ${this.accepted() || 'none'}` +
-      (this.bases.size ? '; a point release (12.5 for 12) or a dated tag (bookworm-20240513 for bookworm) of an allowed name means that name' : '');
+    return (
+      `is not an allowed base image; allowed: ${this.accepted() || 'none'}` +
+      (this.bases.size
+        ? '; a point release (12.5 for 12) or a dated tag (bookworm-20240513 for bookworm) of an allowed name means that name'
+        : '')
+    );
   }
 
   /** Every accepted name, grouped by the base it means: `debian:bookworm (or debian:12, debian:oldstable), ...`. */
   accepted(): string {
-    return [...this.bases.values()].map((b) => {
-      const aliases = [...this.names.values()].filter((t) => t.usable && t.base === b).map((t) => t.name).sort();
-      return aliases.length ? `${b} (or ${aliases.join(', ')})` : b;
-    }).join(', ');
+    return [...this.bases.values()]
+      .map((b) => {
+        const aliases = [...this.names.values()]
+          .filter((t) => t.usable && t.base === b)
+          .map((t) => t.name)
+          .sort();
+        return aliases.length ? `${b} (or ${aliases.join(', ')})` : b;
+      })
+      .join(', ');
   }
 
   /** The usable mappings, in familiar form, for pages and logs. */

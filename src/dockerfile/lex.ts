@@ -36,7 +36,10 @@ class Scanner {
   private i = 0;
   /** `${` nesting, bounded so that a crafted word cannot exhaust the stack. */
   depth = 0;
-  constructor(private readonly cps: string[], readonly escape: string) {
+  constructor(
+    private readonly cps: string[],
+    readonly escape: string,
+  ) {
     // Go's text/scanner drops a byte order mark at the start of what it scans: each word is scanned on its own.
     if (cps[0] === '\uFEFF') this.i = 1;
   }
@@ -170,11 +173,13 @@ function dollar(sw: Scanner, lookup: Lookup): Part[] {
 }
 
 function stopOnBrace(sw: Scanner, lookup: Lookup): Part[] {
-  if (++sw.depth > MAX_DEPTH) throw new LexLimit(`\${...} nested more than ${MAX_DEPTH} deep, which Kiln does not check`);
+  if (++sw.depth > MAX_DEPTH)
+    throw new LexLimit(`\${...} nested more than ${MAX_DEPTH} deep, which Kiln does not check`);
   try {
     return processStopOn(sw, lookup, '}');
   } catch (e) {
-    if (e instanceof LexError && !(e instanceof LexLimit) && sw.peek() === undefined) throw new LexError("syntax error: missing '}'");
+    if (e instanceof LexError && !(e instanceof LexLimit) && sw.peek() === undefined)
+      throw new LexError("syntax error: missing '}'");
     throw e;
   } finally {
     sw.depth--;

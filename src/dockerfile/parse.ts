@@ -41,7 +41,15 @@ export interface ParsedDockerfile {
 export function isSpace(c: string): boolean {
   const cp = c.codePointAt(0)!;
   if (cp <= 0xff) return cp === 0x20 || (cp >= 0x09 && cp <= 0x0d) || cp === 0x85 || cp === 0xa0;
-  return cp === 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp === 0x2028 || cp === 0x2029 || cp === 0x202f || cp === 0x205f || cp === 0x3000;
+  return (
+    cp === 0x1680 ||
+    (cp >= 0x2000 && cp <= 0x200a) ||
+    cp === 0x2028 ||
+    cp === 0x2029 ||
+    cp === 0x202f ||
+    cp === 0x205f ||
+    cp === 0x3000
+  );
 }
 
 function trimLeftSpace(s: string): string {
@@ -73,19 +81,47 @@ class ParseError extends Error {}
 
 /** The flags each instruction accepts (anything else is `unknown flag`). */
 export const INSTRUCTION_FLAGS: Readonly<Record<string, readonly string[]>> = {
-  add: ['chown', 'chmod'], arg: [], cmd: [], copy: ['from', 'chown', 'chmod'], entrypoint: [], env: [], expose: [],
-  from: ['platform'], healthcheck: ['interval', 'timeout', 'start-period', 'retries'], label: [], maintainer: [],
-  onbuild: [], run: ['mount', 'network', 'security'], shell: [], stopsignal: [], user: [], volume: [], workdir: [],
+  add: ['chown', 'chmod'],
+  arg: [],
+  cmd: [],
+  copy: ['from', 'chown', 'chmod'],
+  entrypoint: [],
+  env: [],
+  expose: [],
+  from: ['platform'],
+  healthcheck: ['interval', 'timeout', 'start-period', 'retries'],
+  label: [],
+  maintainer: [],
+  onbuild: [],
+  run: ['mount', 'network', 'security'],
+  shell: [],
+  stopsignal: [],
+  user: [],
+  volume: [],
+  workdir: [],
 };
 const MULTI_FLAGS = new Set(['run:mount']);
 
 type LineParser = (rest: string, escape: Escape) => { args: string[]; json: boolean };
 
 const LINE_PARSERS: Record<string, LineParser> = {
-  add: maybeJsonToList, arg: nameOrNameVal, cmd: maybeJson, copy: maybeJsonToList, entrypoint: maybeJson,
-  env: (r, e) => nameVal(r, 'ENV', e), expose: whitespaceDelimited, from: whitespaceDelimited, healthcheck: healthConfig,
-  label: (r, e) => nameVal(r, 'LABEL', e), maintainer: str, run: maybeJson, shell: maybeJson, stopsignal: str, user: str,
-  volume: maybeJsonToList, workdir: str,
+  add: maybeJsonToList,
+  arg: nameOrNameVal,
+  cmd: maybeJson,
+  copy: maybeJsonToList,
+  entrypoint: maybeJson,
+  env: (r, e) => nameVal(r, 'ENV', e),
+  expose: whitespaceDelimited,
+  from: whitespaceDelimited,
+  healthcheck: healthConfig,
+  label: (r, e) => nameVal(r, 'LABEL', e),
+  maintainer: str,
+  run: maybeJson,
+  shell: maybeJson,
+  stopsignal: str,
+  user: str,
+  volume: maybeJsonToList,
+  workdir: str,
 };
 
 /** Parses a Dockerfile (or an ONBUILD trigger, which the builder parses on its own with the default escape). */
@@ -120,7 +156,8 @@ export function parseDockerfile(text: string): ParsedDockerfile {
     seen.add(m.name);
     directives.push({ ...m, line });
     if (m.name === 'escape') {
-      if (m.value !== '`' && m.value !== '\\') throw new ParseError(`invalid escape token '${m.value}' does not match \` or \\`);
+      if (m.value !== '`' && m.value !== '\\')
+        throw new ParseError(`invalid escape token '${m.value}' does not match \` or \\`);
       escape = m.value;
       continuation = continuationRegex(escape);
     }
@@ -131,7 +168,8 @@ export function parseDockerfile(text: string): ParsedDockerfile {
     directive(token, line);
     return token.startsWith('#') ? '' : token;
   };
-  const trimContinuation = (s: string): [string, boolean] => (continuation.test(s) ? [s.replace(continuation, '$1'), false] : [s, true]);
+  const trimContinuation = (s: string): [string, boolean] =>
+    continuation.test(s) ? [s.replace(continuation, '$1'), false] : [s, true];
 
   let current = 0;
   try {
@@ -358,7 +396,8 @@ function nameVal(rest: string, key: string, escape: Escape): { args: string[]; j
   const args: string[] = [];
   for (const w of words) {
     const i = w.indexOf('=');
-    if (i < 0) throw new ParseError(`Syntax error - can't find = in ${JSON.stringify(w)}. Must be of the form: name=value`);
+    if (i < 0)
+      throw new ParseError(`Syntax error - can't find = in ${JSON.stringify(w)}. Must be of the form: name=value`);
     args.push(w.slice(0, i), w.slice(i + 1));
   }
   return { args, json: false };
@@ -403,7 +442,8 @@ function parseJson(rest: string): string[] | undefined {
     return undefined;
   }
   if (!Array.isArray(value)) return undefined;
-  if (value.some((v) => typeof v !== 'string')) throw new ParseError('when using JSON array syntax, arrays must be comprised of strings only');
+  if (value.some((v) => typeof v !== 'string'))
+    throw new ParseError('when using JSON array syntax, arrays must be comprised of strings only');
   return value as string[];
 }
 
@@ -436,7 +476,8 @@ export function parseFlags(node: Pick<Node, 'keyword' | 'flags'>): { values: Map
     const i = body.indexOf('=');
     const name = i >= 0 ? body.slice(0, i) : body;
     if (!known.includes(name)) return { values, error: `unknown flag: ${name}` };
-    if (values.has(name) && !MULTI_FLAGS.has(`${node.keyword}:${name}`)) return { values, error: `duplicate flag specified: ${name}` };
+    if (values.has(name) && !MULTI_FLAGS.has(`${node.keyword}:${name}`))
+      return { values, error: `duplicate flag specified: ${name}` };
     if (i < 0) return { values, error: `missing a value on flag: ${name}` };
     values.set(name, [...(values.get(name) ?? []), body.slice(i + 1)]);
   }
@@ -452,7 +493,10 @@ const isAs = (w: string) => /^[aA][sSſ]$/.test(w);
 export function stageName(args: readonly string[]): { name?: string; error?: string } {
   if (args.length === 3 && isAs(args[1]!)) {
     const name = goLower(args[2]!);
-    if (!STAGE_NAME.test(name)) return { error: `invalid name for build stage: ${JSON.stringify(args[2])}, name can't start with a number or contain symbols` };
+    if (!STAGE_NAME.test(name))
+      return {
+        error: `invalid name for build stage: ${JSON.stringify(args[2])}, name can't start with a number or contain symbols`,
+      };
     return { name };
   }
   if (args.length !== 1) return { error: 'FROM requires either one or three arguments' };
@@ -471,7 +515,9 @@ function instructionError(n: Node): string | undefined {
       return stageName(n.args).error;
     case 'add':
     case 'copy':
-      return count < 2 ? `${kw.toUpperCase()} requires at least two arguments, but only one was provided. Destination could not be determined.` : undefined;
+      return count < 2
+        ? `${kw.toUpperCase()} requires at least two arguments, but only one was provided. Destination could not be determined.`
+        : undefined;
     case 'workdir':
       return count !== 1 ? 'WORKDIR requires exactly one argument' : undefined;
     case 'env':
@@ -486,7 +532,7 @@ function instructionError(n: Node): string | undefined {
     case 'onbuild': {
       if (!n.child) return 'ONBUILD requires at least one argument';
       const trigger = n.child.keyword.toUpperCase();
-      if (trigger === 'ONBUILD') return 'Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed';
+      if (trigger === 'ONBUILD') return "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed";
       if (trigger === 'MAINTAINER' || trigger === 'FROM') return `${trigger} isn't allowed as an ONBUILD trigger`;
       return undefined;
     }

@@ -28,12 +28,15 @@ export function pinBaseImages(text: string, froms: readonly BaseFrom[], ids: Rea
   const out = lines.join('\n');
   const before = parseDockerfile(text).nodes;
   const after = parseDockerfile(out).nodes;
-  const same = before.length === after.length && after.every((n, i) => {
-    const o = before[i]!;
-    const words = pinned.get(o.startLine);
-    if (n.keyword !== o.keyword || n.startLine !== o.startLine) return false;
-    return words ? n.flags.length === 0 && n.args.join(' ') === words.join(' ') : n.original === o.original;
-  });
-  if (!same) throw new KilnError('internal', 'Pinning the base images changed more of the Dockerfile than its FROM lines');
+  const same =
+    before.length === after.length &&
+    after.every((n, i) => {
+      const o = before[i]!;
+      const words = pinned.get(o.startLine);
+      if (n.keyword !== o.keyword || n.startLine !== o.startLine) return false;
+      return words ? n.flags.length === 0 && n.args.join(' ') === words.join(' ') : n.original === o.original;
+    });
+  if (!same)
+    throw new KilnError('internal', 'Pinning the base images changed more of the Dockerfile than its FROM lines');
   return out;
 }

@@ -15,7 +15,11 @@ export interface BaseImageConfig {
  * The config of a base Kiln makes itself (`docker import` of an mmdebstrap tarball, src/sdk/base.ts): no ENV (the
  * builder adds its default PATH), no WORKDIR, no ONBUILD.
  */
-export const KILN_BASE_CONFIG: BaseImageConfig = Object.freeze({ env: Object.freeze([]), workdir: '', onbuild: Object.freeze([]) });
+export const KILN_BASE_CONFIG: BaseImageConfig = Object.freeze({
+  env: Object.freeze([]),
+  workdir: '',
+  onbuild: Object.freeze([]),
+});
 
 /** Every allowed base as Kiln makes it: what the web and `kiln sdk check` assume (the SDK asks the engine). */
 export function kilnBaseConfigs(bases: readonly string[]): Record<string, BaseImageConfig> {
@@ -56,7 +60,10 @@ export interface BaseFrom extends BaseMatch {
   image: string;
 }
 
-export interface Violation { line: number; message: string }
+export interface Violation {
+  line: number;
+  message: string;
+}
 
 /** A stage's image config as the model predicts it (what `docker image inspect` would show). */
 export interface StageModel {
@@ -87,7 +94,16 @@ const SYNTAX = /^#\s*syntax\s*=/i;
 const KERNEL_DIRS = /^\/(?:proc|sys|dev)(?:\/|$)/;
 const RUN_FLAGS_REFUSED = new Set(['mount', 'network', 'security']);
 /** Args every stage sees without declaring them (moby builder/dockerfile/buildargs.go, 20.10). */
-const BUILTIN_ARGS = new Set(['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy']);
+const BUILTIN_ARGS = new Set([
+  'HTTP_PROXY',
+  'http_proxy',
+  'HTTPS_PROXY',
+  'https_proxy',
+  'FTP_PROXY',
+  'ftp_proxy',
+  'NO_PROXY',
+  'no_proxy',
+]);
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /**
  * How much work a check may do (instructions and their words, ENV entries copied into a stage, triggers fired):
@@ -96,7 +112,8 @@ const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
  */
 const WORK_LIMIT = 500_000;
 class TooComplex extends Error {}
-const UNDECIDABLE = 'which Kiln cannot know before the build (a base image\'s ENV it was not told, or a variable named by one); set the value with ENV or ARG in this Dockerfile';
+const UNDECIDABLE =
+  "which Kiln cannot know before the build (a base image's ENV it was not told, or a variable named by one); set the value with ENV or ARG in this Dockerfile";
 
 /**
  * Checks a Dockerfile before anything is built and lists every violation with its line number. Every decision is
@@ -224,7 +241,10 @@ class Evaluator {
       this.check(text);
     } catch (e) {
       if (!(e instanceof TooComplex)) throw e;
-      this.add(this.line, `Kiln stops checking here: the Dockerfile takes too much work to check (very many stages, ENV entries or ONBUILD triggers firing); make it simpler`);
+      this.add(
+        this.line,
+        `Kiln stops checking here: the Dockerfile takes too much work to check (very many stages, ENV entries or ONBUILD triggers firing); make it simpler`,
+      );
     }
     return this.result();
   }
@@ -290,12 +310,22 @@ class Evaluator {
   }
 
   /** A stage's state right after its FROM, before the parent's triggers fire (builder beginStage). */
-  private child(parent: Pick<Stage, 'env' | 'envIndex' | 'envOpen' | 'workdir' | 'labels'>, args: BuildArgs, name?: string): Stage {
+  private child(
+    parent: Pick<Stage, 'env' | 'envIndex' | 'envOpen' | 'workdir' | 'labels'>,
+    args: BuildArgs,
+    name?: string,
+  ): Stage {
     this.spend(parent.env.length + parent.labels.size);
     return {
-      name, args, triggers: [], onbuild: [],
-      env: parent.env.map(([k, v]) => [k, v] as [string, Value]), envIndex: new Map(parent.envIndex), envOpen: parent.envOpen,
-      workdir: parent.workdir, labels: new Map(parent.labels),
+      name,
+      args,
+      triggers: [],
+      onbuild: [],
+      env: parent.env.map(([k, v]) => [k, v] as [string, Value]),
+      envIndex: new Map(parent.envIndex),
+      envOpen: parent.envOpen,
+      workdir: parent.workdir,
+      labels: new Map(parent.labels),
     };
   }
 
@@ -332,13 +362,24 @@ class Evaluator {
       } else {
         const allowed = r.match.base;
         this.usedBases.add(allowed);
-        this.froms.push({ ...r.match, line, endLine: node.endLine, ...(name !== undefined ? { stage: name } : {}), written: raw, image });
+        this.froms.push({
+          ...r.match,
+          line,
+          endLine: node.endLine,
+          ...(name !== undefined ? { stage: name } : {}),
+          written: raw,
+          image,
+        });
         base = { config: this.opts.baseConfigs?.[allowed], triggersFrom: familiarImage(canonicalImage(image)!) };
       }
     }
 
-    const stage = inherited ? this.child(inherited, meta.forStage(), name) : this.fromImage(base.config, meta.forStage(), name);
-    const triggers: Trigger[] = inherited ? inherited.triggers : (base.config?.onbuild ?? []).map((text) => ({ text, line, from: base.triggersFrom }));
+    const stage = inherited
+      ? this.child(inherited, meta.forStage(), name)
+      : this.fromImage(base.config, meta.forStage(), name);
+    const triggers: Trigger[] = inherited
+      ? inherited.triggers
+      : (base.config?.onbuild ?? []).map((text) => ({ text, line, from: base.triggersFrom }));
     const where = inherited ? `it fires at line ${line} (FROM ${shown})` : `it fires at line ${line}`;
     for (const t of triggers) this.fire(stage, t, escape, this.table, where);
     return stage;
@@ -352,7 +393,17 @@ class Evaluator {
     this.spend(env.length);
     const envIndex = new Map<string, number>();
     for (const [i, [k]] of env.entries()) if (!envIndex.has(k)) envIndex.set(k, i);
-    const stage: Stage = { name, args, triggers: [], onbuild: [], env, envIndex, envOpen: !config, workdir: config ? config.workdir ?? '' : UNKNOWN, labels: new Map() };
+    const stage: Stage = {
+      name,
+      args,
+      triggers: [],
+      onbuild: [],
+      env,
+      envIndex,
+      envOpen: !config,
+      workdir: config ? (config.workdir ?? '') : UNKNOWN,
+      labels: new Map(),
+    };
     // The builder adds its default PATH when the image has none.
     if (config && !envIndex.has('PATH')) setEnv(stage, 'PATH', DEFAULT_PATH);
     return stage;
@@ -368,7 +419,8 @@ class Evaluator {
     const parsed = (t.parsed ??= parseDockerfile(t.text));
     const node = parsed.nodes[0];
     if (parsed.error) return report(`${clip(t.text)}: ${parsed.error.message}`);
-    if (parsed.nodes.length !== 1 || !node) return report(`${clip(t.text)}: onbuild trigger should be a single expression`);
+    if (parsed.nodes.length !== 1 || !node)
+      return report(`${clip(t.text)}: onbuild trigger should be a single expression`);
     if (node.error) return report(`${node.keyword.toUpperCase()}: ${node.error} (the builder refuses it)`);
     if (node.keyword === 'from') return report("FROM isn't allowed as an ONBUILD trigger");
     this.dispatch(stage, node, { escape, table, line: t.line, report });
@@ -384,7 +436,12 @@ class Evaluator {
   }
 
   /** ARG words as [key, value | null (no default)], both expanded; undefined when the builder fails on them. */
-  private expandArgs(node: Node, lookup: Lookup, escape: Escape, report: (m: string) => void): [Value, Value | null][] | undefined {
+  private expandArgs(
+    node: Node,
+    lookup: Lookup,
+    escape: Escape,
+    report: (m: string) => void,
+  ): [Value, Value | null][] | undefined {
     try {
       return node.args.map((w) => {
         const i = w.indexOf('=');
@@ -419,7 +476,8 @@ class Evaluator {
         case 'env':
         case 'label': {
           const pairs: [Value, Value][] = [];
-          for (let i = 0; i + 1 < node.args.length; i += 2) pairs.push([value(expand(node.args[i]!)), value(expand(node.args[i + 1]!))]);
+          for (let i = 0; i + 1 < node.args.length; i += 2)
+            pairs.push([value(expand(node.args[i]!)), value(expand(node.args[i + 1]!))]);
           for (const [k, v] of pairs) {
             if (kw === 'env') setEnv(stage, k, v);
             else if (k !== UNKNOWN) stage.labels.set(k, v);
@@ -462,16 +520,20 @@ class Evaluator {
       stage.workdir = UNKNOWN;
       return ctx.report(`WORKDIR ${clip(raw)} depends on a value ${UNDECIDABLE}`);
     }
-    if (x.text === '') return ctx.report(`WORKDIR ${clip(raw)}: the path is empty after expansion (the builder stops there)`);
+    if (x.text === '')
+      return ctx.report(`WORKDIR ${clip(raw)}: the path is empty after expansion (the builder stops there)`);
     if (!x.text.startsWith('/')) {
-      if (stage.workdir === UNKNOWN) return ctx.report(`WORKDIR ${clip(raw)} is relative to the base image's working directory, ${UNDECIDABLE}`);
+      if (stage.workdir === UNKNOWN)
+        return ctx.report(`WORKDIR ${clip(raw)} is relative to the base image's working directory, ${UNDECIDABLE}`);
       stage.workdir = goJoin('/', stage.workdir, x.text);
     } else {
       stage.workdir = x.text;
     }
     const dir = goClean(stage.workdir);
     if (KERNEL_DIRS.test(dir)) {
-      ctx.report(`WORKDIR ${clip(dir)} is not allowed (a working directory in /proc, /sys or /dev)${raw === dir ? '' : `; written ${clip(raw)}`}`);
+      ctx.report(
+        `WORKDIR ${clip(dir)} is not allowed (a working directory in /proc, /sys or /dev)${raw === dir ? '' : `; written ${clip(raw)}`}`,
+      );
     }
   }
 
@@ -480,14 +542,21 @@ class Evaluator {
     if (ctx.table.names.has(goLower(from))) return;
     const ix = goParseInt(from);
     if (ix !== undefined && ix >= 0 && ix < ctx.table.count) return;
-    ctx.report(`COPY --from=${clip(from)} must name an earlier build stage (the engine would fetch an image of that name)`);
+    ctx.report(
+      `COPY --from=${clip(from)} must name an earlier build stage (the engine would fetch an image of that name)`,
+    );
   }
 
   private remoteAdd(raw: string, x: Expansion, ctx: Ctx): void {
     const written = raw === x.text ? '' : `, written ${clip(raw)}`;
     if (x.known && REMOTE.test(x.text)) {
-      ctx.report(`ADD of a remote URL (${clip(x.text)}${written}) is not allowed; download it in your CI and add it to the build context`);
-    } else if (!x.known && (x.prefix === '' || REMOTE.test(x.prefix) || /^[a-z][a-z0-9+.-]*(?::\/?)?$/i.test(x.prefix))) {
+      ctx.report(
+        `ADD of a remote URL (${clip(x.text)}${written}) is not allowed; download it in your CI and add it to the build context`,
+      );
+    } else if (
+      !x.known &&
+      (x.prefix === '' || REMOTE.test(x.prefix) || /^[a-z][a-z0-9+.-]*(?::\/?)?$/i.test(x.prefix))
+    ) {
       ctx.report(`ADD ${clip(raw)} could be a remote URL: it depends on a value ${UNDECIDABLE}`);
     }
   }

@@ -6,12 +6,23 @@
  */
 import type { Readable } from 'node:stream';
 import type { GluePort } from '../core/ports.js';
-import { EXIT_CODES, REPLIES, errorReplySchema, formatCommand, type ArtifactName, type Reply } from '../protocol/index.js';
+import {
+  EXIT_CODES,
+  REPLIES,
+  errorReplySchema,
+  formatCommand,
+  type ArtifactName,
+  type Reply,
+} from '../protocol/index.js';
 import { ERROR_CODES, KilnError, isKilnError, type ErrorCode } from '../shared/errors.js';
 import { glueCallSeconds } from '../shared/metrics.js';
 
 /** What the glue answered to one request: its exit status, stdout and stderr, as a forced command would give them. */
-export interface Exchange { code: number; stdout: Buffer; stderr: Buffer }
+export interface Exchange {
+  code: number;
+  stdout: Buffer;
+  stderr: Buffer;
+}
 
 /**
  * How requests reach a glue. `exec` runs one request to its end; `stream` runs build.artifact and resolves with its
@@ -30,24 +41,39 @@ export const MAX_REPLY_BYTES = 8 * 1024 * 1024;
 
 export function createGlueClient(t: GlueTransport): GluePort {
   return {
-    async call<V extends keyof typeof REPLIES>(verb: V, args: ReadonlyArray<string | number>, stdin?: string | Buffer): Promise<Reply<V>> {
+    async call<V extends keyof typeof REPLIES>(
+      verb: V,
+      args: ReadonlyArray<string | number>,
+      stdin?: string | Buffer,
+    ): Promise<Reply<V>> {
       const started = performance.now();
       try {
         const reply = await callOnce(verb, args, stdin);
         glueCallSeconds.observe({ verb, outcome: 'ok' }, (performance.now() - started) / 1000);
         return reply;
       } catch (e) {
-        glueCallSeconds.observe({ verb, outcome: isKilnError(e) ? e.code : 'error' }, (performance.now() - started) / 1000);
+        glueCallSeconds.observe(
+          { verb, outcome: isKilnError(e) ? e.code : 'error' },
+          (performance.now() - started) / 1000,
+        );
         throw e;
       }
     },
     artifact(job: number, build: number, name: ArtifactName, offset = 0): Promise<Readable> {
-      return t.stream(offset > 0 ? formatCommand('build.artifact', job, build, name, offset) : formatCommand('build.artifact', job, build, name));
+      return t.stream(
+        offset > 0
+          ? formatCommand('build.artifact', job, build, name, offset)
+          : formatCommand('build.artifact', job, build, name),
+      );
     },
     close: () => t.close(),
   };
 
-  async function callOnce<V extends keyof typeof REPLIES>(verb: V, args: ReadonlyArray<string | number>, stdin?: string | Buffer): Promise<Reply<V>> {
+  async function callOnce<V extends keyof typeof REPLIES>(
+    verb: V,
+    args: ReadonlyArray<string | number>,
+    stdin?: string | Buffer,
+  ): Promise<Reply<V>> {
     const r = await t.exec(formatCommand(verb, ...args), stdin);
     if (r.code !== 0) throw glueError(r.code, r.stderr);
     let raw: unknown;
@@ -57,13 +83,18 @@ export function createGlueClient(t: GlueTransport): GluePort {
       throw new KilnError('internal', 'The build service sent an unreadable reply', { cause: e });
     }
     const parsed = REPLIES[verb].safeParse(raw);
-    if (!parsed.success) throw new KilnError('internal', 'The build service sent a reply outside the protocol', { detail: parsed.error.issues });
+    if (!parsed.success)
+      throw new KilnError('internal', 'The build service sent a reply outside the protocol', {
+        detail: parsed.error.issues,
+      });
     return parsed.data as Reply<V>;
   }
 }
 
 const CODE_BY_EXIT = new Map<number, ErrorCode>(
-  Object.entries(EXIT_CODES).filter(([k]) => k !== 'default' && k !== 'bad_request').map(([k, v]) => [v as number, k as ErrorCode]),
+  Object.entries(EXIT_CODES)
+    .filter(([k]) => k !== 'default' && k !== 'bad_request')
+    .map(([k, v]) => [v as number, k as ErrorCode]),
 );
 
 /** The glue's error as a KilnError: its stderr JSON when readable, else what the exit status means. */
@@ -74,6 +105,8 @@ export function glueError(code: number | null, stderr: Buffer): KilnError {
     return new KilnError(c, doc.error.message);
   } catch {
     const c = (code !== null && CODE_BY_EXIT.get(code)) || 'internal';
-    return new KilnError(c, c === 'internal' ? 'The build service failed' : `The build service answered ${c}`, { detail: stderr.toString('utf8').slice(0, 2000) });
+    return new KilnError(c, c === 'internal' ? 'The build service failed' : `The build service answered ${c}`, {
+      detail: stderr.toString('utf8').slice(0, 2000),
+    });
   }
 }

@@ -54,9 +54,16 @@ export function sshConnection(o: ConnectionOptions) {
       c.on('connect', () => c.setNoDelay(true));
       c.on('error', (e: Error & { level?: string }) => {
         drop();
-        if (hostRefused) logger.error({ host: o.host, port: o.port }, 'ALERT: the glue presented a host key that does not match the pinned fingerprint; connection refused');
+        if (hostRefused)
+          logger.error(
+            { host: o.host, port: o.port },
+            'ALERT: the glue presented a host key that does not match the pinned fingerprint; connection refused',
+          );
         else logger.warn({ err: e.message, level: e.level }, 'glue ssh connection failed');
-        if (!ready) reject(new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e }));
+        if (!ready)
+          reject(
+            new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e }),
+          );
       });
       c.on('close', () => {
         drop();
@@ -104,7 +111,8 @@ export function sshConnection(o: ConnectionOptions) {
             conn = undefined;
           }
         }
-        if (attempt >= 1) throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e });
+        if (attempt >= 1)
+          throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e });
       }
     }
   }

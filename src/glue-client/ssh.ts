@@ -49,19 +49,32 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
   const timeoutMs = o.timeoutMs ?? 30_000;
   if (typeof o.hostFingerprint !== 'string' || !/^(SHA256:)?[A-Za-z0-9+/]{43}=?$/.test(o.hostFingerprint)) {
     // Never trust on first use: without a well-formed pin there is no client at all.
-    throw new KilnError('invalid_input', 'The glue host key fingerprint (KILN_SSH_HOST_FINGERPRINT, SHA256:...) is missing or malformed');
+    throw new KilnError(
+      'invalid_input',
+      'The glue host key fingerprint (KILN_SSH_HOST_FINGERPRINT, SHA256:...) is missing or malformed',
+    );
   }
   const pinned = Buffer.from(o.hostFingerprint.replace(/^SHA256:/, '').replace(/=+$/, ''));
   let closed = false;
 
   const connOpts: ConnectionOptions = {
-    host: o.host, port: o.port, username: o.username, privateKey: o.privateKey, pinned, timeoutMs, logger, closed: () => closed,
+    host: o.host,
+    port: o.port,
+    username: o.username,
+    privateKey: o.privateKey,
+    pinned,
+    timeoutMs,
+    logger,
+    closed: () => closed,
   };
   const calls = { conn: sshConnection(connOpts), slots: slots(o.maxConcurrent ?? 8) };
   const streams = { conn: sshConnection(connOpts), slots: slots(o.maxStreams ?? 8) };
 
   /** Runs one request to completion: stdout, stderr and exit status. */
-  function execOnce(command: string, stdin: string | Buffer | undefined): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
+  function execOnce(
+    command: string,
+    stdin: string | Buffer | undefined,
+  ): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
     return new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
@@ -84,13 +97,16 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
           errLen += c.length;
           if (errLen <= 64 * 1024) err.push(c);
         });
-        ch.on('exit', (c: number | null) => { code = c; });
+        ch.on('exit', (c: number | null) => {
+          code = c;
+        });
         ch.on('close', () => {
           clearTimeout(timer);
           if (settled) return;
           settled = true;
           if (code === null) return reject(new ConnectionLost('channel closed without an exit status'));
-          if (outLen > MAX_REPLY_BYTES) return reject(new KilnError('internal', 'The build service sent an oversized reply'));
+          if (outLen > MAX_REPLY_BYTES)
+            return reject(new KilnError('internal', 'The build service sent an oversized reply'));
           resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
         });
         ch.end(stdin ?? '');
@@ -110,7 +126,10 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
         try {
           return await fn();
         } catch (e2) {
-          if (e2 instanceof ConnectionLost) throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e2 });
+          if (e2 instanceof ConnectionLost)
+            throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', {
+              cause: e2,
+            });
           throw e2;
         }
       }
@@ -126,7 +145,8 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
     },
 
     async stream(command: string): Promise<Readable> {
-      if (!(await streams.slots.acquire(timeoutMs))) throw new KilnError('backend_unavailable', 'Too many downloads at once; try again in a moment');
+      if (!(await streams.slots.acquire(timeoutMs)))
+        throw new KilnError('backend_unavailable', 'Too many downloads at once; try again in a moment');
       const release = () => streams.slots.release();
       return new Promise<Readable>((resolve, reject) => {
         const out = new PassThrough();
@@ -147,7 +167,10 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
         };
         const arm = () => {
           clearTimeout(idle);
-          idle = setTimeout(() => fail(new KilnError('timeout', 'The build service stopped sending the artifact')), timeoutMs);
+          idle = setTimeout(
+            () => fail(new KilnError('timeout', 'The build service stopped sending the artifact')),
+            timeoutMs,
+          );
         };
         const attach = (ch: ClientChannel) => {
           chan = ch;
@@ -163,8 +186,12 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
               out.once('drain', () => ch.resume());
             }
           });
-          ch.stderr.on('data', (c: Buffer) => { if (err.length < 64) err.push(c); });
-          ch.on('exit', (c: number | null) => { code = c; });
+          ch.stderr.on('data', (c: Buffer) => {
+            if (err.length < 64) err.push(c);
+          });
+          ch.on('exit', (c: number | null) => {
+            code = c;
+          });
           ch.on('close', () => {
             if (done) return;
             if (code === 0) {
@@ -175,10 +202,16 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
               if (!started) resolve(out);
               return;
             }
-            fail(code === null ? new KilnError('backend_unavailable', 'The connection to the build service was lost') : glueError(code, Buffer.concat(err)));
+            fail(
+              code === null
+                ? new KilnError('backend_unavailable', 'The connection to the build service was lost')
+                : glueError(code, Buffer.concat(err)),
+            );
           });
           // The reader went away: stop the transfer.
-          out.on('close', () => { if (!done && !out.writableFinished) fail(new KilnError('internal', 'artifact reader closed')); });
+          out.on('close', () => {
+            if (!done && !out.writableFinished) fail(new KilnError('internal', 'artifact reader closed'));
+          });
           ch.end();
         };
         streams.conn.openExec(command, attach).catch(fail);
@@ -198,14 +231,25 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
  * from `opts.hostFingerprint` (the embedded setup passes startGlueServer's) or ssh.hostFingerprint. Without a pin
  * it refuses to start: a host key is never trusted on first use.
  */
-export async function sshGlueClientFromConfig(cfg: FrozenConfig, opts: { hostFingerprint?: string; port?: number; logger?: Logger } = {}): Promise<GluePort> {
+export async function sshGlueClientFromConfig(
+  cfg: FrozenConfig,
+  opts: { hostFingerprint?: string; port?: number; logger?: Logger } = {},
+): Promise<GluePort> {
   const hostFingerprint = opts.hostFingerprint ?? cfg.ssh.hostFingerprint;
   if (!hostFingerprint) {
-    throw new KilnError('invalid_input', 'Set KILN_SSH_HOST_FINGERPRINT to the glue host key fingerprint (the glue server prints it): it is never trusted on first use');
+    throw new KilnError(
+      'invalid_input',
+      'Set KILN_SSH_HOST_FINGERPRINT to the glue host key fingerprint (the glue server prints it): it is never trusted on first use',
+    );
   }
   const key = await ensureKeyPair(cfg.ssh.clientKeyFile ?? defaultKeyPaths(cfg.dataDir).client, 'kiln-web');
   return createSshGlueClient({
-    host: cfg.ssh.host, port: opts.port ?? cfg.ssh.port, username: cfg.ssh.user, privateKey: key.privateKey, hostFingerprint,
-    timeoutMs: cfg.ssh.timeoutMs, ...(opts.logger ? { logger: opts.logger } : {}),
+    host: cfg.ssh.host,
+    port: opts.port ?? cfg.ssh.port,
+    username: cfg.ssh.user,
+    privateKey: key.privateKey,
+    hostFingerprint,
+    timeoutMs: cfg.ssh.timeoutMs,
+    ...(opts.logger ? { logger: opts.logger } : {}),
   });
 }

@@ -1,7 +1,14 @@
 import type { Readable } from 'node:stream';
 import {
-  EXIT_CODES, MAX_STDIN_BYTES, PROTOCOL_VERSION, REPLIES, STDIN_VERBS, jobSpecSchema, parseCommand,
-  type JobSpec, type Request,
+  EXIT_CODES,
+  MAX_STDIN_BYTES,
+  PROTOCOL_VERSION,
+  REPLIES,
+  STDIN_VERBS,
+  jobSpecSchema,
+  parseCommand,
+  type JobSpec,
+  type Request,
 } from '../protocol/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -23,7 +30,9 @@ export async function dispatch(req: Request, stdin: Buffer | undefined, backend:
     const schema = REPLIES[req.verb as keyof typeof REPLIES];
     const checked = schema.safeParse(reply);
     if (!checked.success) {
-      throw new KilnError('internal', 'The backend gave an answer outside the protocol', { detail: checked.error.issues });
+      throw new KilnError('internal', 'The backend gave an answer outside the protocol', {
+        detail: checked.error.issues,
+      });
     }
     return { kind: 'json', reply: checked.data };
   };
@@ -98,7 +107,10 @@ export function parseJobSpec(stdin: Buffer | undefined): JobSpec {
   const parsed = jobSpecSchema.safeParse(raw);
   if (!parsed.success) {
     // Paths and messages only: the values are user text and stay out of errors and logs.
-    const why = parsed.error.issues.map((i) => `${i.path.join('.') || '(spec)'}: ${i.message}`).slice(0, 5).join('; ');
+    const why = parsed.error.issues
+      .map((i) => `${i.path.join('.') || '(spec)'}: ${i.message}`)
+      .slice(0, 5)
+      .join('; ');
     throw new KilnError('invalid_input', `invalid job spec: ${why}`);
   }
   return parsed.data;
@@ -123,9 +135,20 @@ export function createGlue(deps: { backend: Backend; logger: Logger }): Glue {
         const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
         const fields = req
           ? { verb: req.verb, args: req.args }
-          // A rejected line is logged JSON-escaped and already capped at MAX_COMMAND_BYTES by the parser's rule.
-          : { rejected: (Buffer.isBuffer(command) ? command.toString('utf8') : command).slice(0, 300) };
-        logger.info({ audit: true, door: meta.door, ...fields, outcome, durationMs: Math.round(durationMs * 100) / 100, backend: backend.kind, ...extra }, 'glue request');
+          : // A rejected line is logged JSON-escaped and already capped at MAX_COMMAND_BYTES by the parser's rule.
+            { rejected: (Buffer.isBuffer(command) ? command.toString('utf8') : command).slice(0, 300) };
+        logger.info(
+          {
+            audit: true,
+            door: meta.door,
+            ...fields,
+            outcome,
+            durationMs: Math.round(durationMs * 100) / 100,
+            backend: backend.kind,
+            ...extra,
+          },
+          'glue request',
+        );
       };
       try {
         req = parseCommand(command);
@@ -161,7 +184,12 @@ export function readCapped(stream: Readable, max: number, timeoutMs?: number): P
     const chunks: Buffer[] = [];
     let len = 0;
     let done = false;
-    const timer = timeoutMs ? setTimeout(() => finish(() => reject(new KilnError('timeout', 'the request body did not arrive in time'))), timeoutMs) : undefined;
+    const timer = timeoutMs
+      ? setTimeout(
+          () => finish(() => reject(new KilnError('timeout', 'the request body did not arrive in time'))),
+          timeoutMs,
+        )
+      : undefined;
     const finish = (fn: () => void) => {
       if (done) return;
       done = true;
@@ -181,6 +209,8 @@ export function readCapped(stream: Readable, max: number, timeoutMs?: number): P
     };
     stream.on('data', onData);
     stream.once('end', () => finish(() => resolve(Buffer.concat(chunks))));
-    stream.once('error', (e) => finish(() => reject(new KilnError('bad_request', 'could not read the request body', { cause: e }))));
+    stream.once('error', (e) =>
+      finish(() => reject(new KilnError('bad_request', 'could not read the request body', { cause: e }))),
+    );
   });
 }

@@ -23,12 +23,20 @@ export interface RunningGlue {
  * the same dispatcher the OpenSSH door uses. `kiln serve` and `kiln glue-server` call this. Host key and, when no
  * authorized keys file is configured, the web's client key are created on first start (see ssh-server.ts).
  */
-export async function startGlueServer(cfg: FrozenConfig, logger: Logger, opts: { backend?: Backend } = {}): Promise<RunningGlue> {
+export async function startGlueServer(
+  cfg: FrozenConfig,
+  logger: Logger,
+  opts: { backend?: Backend } = {},
+): Promise<RunningGlue> {
   const backend = opts.backend ?? (await createBackend(cfg, logger.child({ part: 'backend' }), { runner: true }));
   await backend.start();
   try {
     const glue = createGlue({ backend, logger: logger.child({ part: 'glue' }) });
-    const server = await startSshServer({ ...(await sshServerOptionsFromConfig(cfg)), glue, logger: logger.child({ part: 'ssh' }) });
+    const server = await startSshServer({
+      ...(await sshServerOptionsFromConfig(cfg)),
+      glue,
+      logger: logger.child({ part: 'ssh' }),
+    });
     return {
       port: server.port,
       hostFingerprint: server.hostFingerprint,

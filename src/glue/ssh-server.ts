@@ -61,66 +61,74 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
   /** Handshake deadline per TCP peer, cleared once that peer authenticates. */
   const deadlines = new Map<string, NodeJS.Timeout>();
 
-  const server = new Server({
-    hostKeys: [o.hostKey],
-    ident: 'kiln-glue',
-    keepaliveInterval: 30_000,
-  }, (client, info) => {
-    const peer = { ip: info.ip, port: info.port };
-    const peerKey = `${info.ip}:${info.port}`;
-    sockets.add(client);
-    let sessions = 0;
-    let authFailures = 0;
+  const server = new Server(
+    {
+      hostKeys: [o.hostKey],
+      ident: 'kiln-glue',
+      keepaliveInterval: 30_000,
+    },
+    (client, info) => {
+      const peer = { ip: info.ip, port: info.port };
+      const peerKey = `${info.ip}:${info.port}`;
+      sockets.add(client);
+      let sessions = 0;
+      let authFailures = 0;
 
-    client.on('authentication', (ctx: AuthContext) => {
-      logger.debug({ peer, method: ctx.method }, 'ssh: authentication attempt');
-      if (ctx.method !== 'publickey') return ctx.reject(['publickey']);
-      let ok = constantTimeEqual(Buffer.from(ctx.username), wantUser);
-      // Compare against every authorized key so timing does not tell which (or whether one) matched.
-      let match: ParsedKey | undefined;
-      for (const a of allowed) {
-        if (constantTimeEqual(ctx.key.data, a.blob) && ctx.key.algo === a.key.type) match = a.key;
-      }
-      if (!match) ok = false;
-      // SHA-1 RSA signatures ("ssh-rsa" without rsa-sha2-*) are refused, as OpenSSH >= 8.8 does.
-      if (ctx.key.algo === 'ssh-rsa' && !ctx.hashAlgo) ok = false;
-      if (ok && ctx.signature) {
-        // The client proves it holds the private key: without this check any holder of the public key gets in.
-        ok = ctx.blob !== undefined && match!.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
-      }
-      if (!ok) {
-        authFailures++;
-        logger.warn({ peer, user: ctx.username.slice(0, 64), keyAlgo: ctx.key.algo, signed: Boolean(ctx.signature) }, 'ssh: authentication refused');
-        if (authFailures >= (o.maxAuthAttempts ?? 6)) {
-          client.end();
-          return;
+      client.on('authentication', (ctx: AuthContext) => {
+        logger.debug({ peer, method: ctx.method }, 'ssh: authentication attempt');
+        if (ctx.method !== 'publickey') return ctx.reject(['publickey']);
+        let ok = constantTimeEqual(Buffer.from(ctx.username), wantUser);
+        // Compare against every authorized key so timing does not tell which (or whether one) matched.
+        let match: ParsedKey | undefined;
+        for (const a of allowed) {
+          if (constantTimeEqual(ctx.key.data, a.blob) && ctx.key.algo === a.key.type) match = a.key;
         }
-        return ctx.reject(['publickey']);
-      }
-      ctx.accept();
-    });
+        if (!match) ok = false;
+        // SHA-1 RSA signatures ("ssh-rsa" without rsa-sha2-*) are refused, as OpenSSH >= 8.8 does.
+        if (ctx.key.algo === 'ssh-rsa' && !ctx.hashAlgo) ok = false;
+        if (ok && ctx.signature) {
+          // The client proves it holds the private key: without this check any holder of the public key gets in.
+          ok = ctx.blob !== undefined && match!.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
+        }
+        if (!ok) {
+          authFailures++;
+          logger.warn(
+            { peer, user: ctx.username.slice(0, 64), keyAlgo: ctx.key.algo, signed: Boolean(ctx.signature) },
+            'ssh: authentication refused',
+          );
+          if (authFailures >= (o.maxAuthAttempts ?? 6)) {
+            client.end();
+            return;
+          }
+          return ctx.reject(['publickey']);
+        }
+        ctx.accept();
+      });
 
-    client.on('ready', () => {
-      clearTimeout(deadlines.get(peerKey));
-      deadlines.delete(peerKey);
-      logger.debug({ peer }, 'ssh: client authenticated');
-      client.on('session', (accept, reject) => {
-        if (sessions >= (o.maxSessionsPerConnection ?? 16)) return reject();
-        sessions++;
-        const session = accept();
-        session.once('close', () => { sessions--; });
-        session.once('exec', (acceptExec, _rejectExec, req) => {
-          const channel = acceptExec();
-          runExec(channel, req.command, peer).catch((e) => logger.error({ err: e, peer }, 'ssh: exec failed'));
+      client.on('ready', () => {
+        clearTimeout(deadlines.get(peerKey));
+        deadlines.delete(peerKey);
+        logger.debug({ peer }, 'ssh: client authenticated');
+        client.on('session', (accept, reject) => {
+          if (sessions >= (o.maxSessionsPerConnection ?? 16)) return reject();
+          sessions++;
+          const session = accept();
+          session.once('close', () => {
+            sessions--;
+          });
+          session.once('exec', (acceptExec, _rejectExec, req) => {
+            const channel = acceptExec();
+            runExec(channel, req.command, peer).catch((e) => logger.error({ err: e, peer }, 'ssh: exec failed'));
+          });
         });
       });
-    });
 
-    client.on('error', (e) => logger.debug({ peer, err: e.message }, 'ssh: connection error'));
-    client.on('close', () => {
-      sockets.delete(client);
-    });
-  });
+      client.on('error', (e) => logger.debug({ peer, err: e.message }, 'ssh: connection error'));
+      client.on('close', () => {
+        sockets.delete(client);
+      });
+    },
+  );
   server.maxConnections = maxConnections;
 
   // Our own listener, handing sockets to ssh2 (its public injectSocket): ssh2 only reports a connection once the
@@ -135,10 +143,13 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
     const key = `${sock.remoteAddress}:${sock.remotePort}`;
     // Requests are a few small packets each way: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms per step.
     sock.setNoDelay(true);
-    deadlines.set(key, setTimeout(() => {
-      logger.warn({ peer: key }, 'ssh: no authentication in time, dropping the connection');
-      sock.destroy();
-    }, handshakeMs));
+    deadlines.set(
+      key,
+      setTimeout(() => {
+        logger.warn({ peer: key }, 'ssh: no authentication in time, dropping the connection');
+        sock.destroy();
+      }, handshakeMs),
+    );
     raw.set(key, sock);
     sock.once('close', () => {
       raw.delete(key);
@@ -151,14 +162,18 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
 
   async function runExec(channel: ServerChannel, command: string, peer: object): Promise<void> {
     let closed = false;
-    channel.once('close', () => { closed = true; });
+    channel.once('close', () => {
+      closed = true;
+    });
     const finish = (code: number) => {
       if (closed) return;
       channel.exit(code);
       channel.end();
     };
     try {
-      const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? 120_000), { door: 'ssh2' });
+      const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? 120_000), {
+        door: 'ssh2',
+      });
       channel.resume(); // the body of a verb that takes none is drained and ignored
       if (res.kind === 'json') {
         channel.write(JSON.stringify(res.reply) + '\n');
@@ -192,19 +207,23 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
   tcp.on('error', (e: Error) => logger.error({ err: e }, 'ssh: server error'));
   server.on('error', (e: Error) => logger.error({ err: e }, 'ssh: server error'));
   const addr = tcp.address() as net.AddressInfo;
-  logger.info({ host: o.host, port: addr.port, hostFingerprint: `SHA256:${hostFingerprint}` }, 'glue ssh server listening');
+  logger.info(
+    { host: o.host, port: addr.port, hostFingerprint: `SHA256:${hostFingerprint}` },
+    'glue ssh server listening',
+  );
   return {
     port: addr.port,
     hostFingerprint,
-    close: () => new Promise<void>((resolve) => {
-      tcp.close(() => resolve());
-      for (const c of sockets) c.end();
-      // Not yet authenticated: nothing to say goodbye to.
-      for (const [key, t] of deadlines) {
-        clearTimeout(t);
-        raw.get(key)?.destroy();
-      }
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        tcp.close(() => resolve());
+        for (const c of sockets) c.end();
+        // Not yet authenticated: nothing to say goodbye to.
+        for (const [key, t] of deadlines) {
+          clearTimeout(t);
+          raw.get(key)?.destroy();
+        }
+      }),
   };
 }
 
@@ -218,7 +237,9 @@ function constantTimeEqual(a: Buffer, b: Buffer): boolean {
  * Resolves the built-in server's settings from config: host key (created on first start), authorized keys (the
  * config's file, or else the web's own client key, created on first start too), address and user.
  */
-export async function sshServerOptionsFromConfig(cfg: FrozenConfig): Promise<Omit<SshServerOptions, 'glue' | 'logger'>> {
+export async function sshServerOptionsFromConfig(
+  cfg: FrozenConfig,
+): Promise<Omit<SshServerOptions, 'glue' | 'logger'>> {
   const paths = defaultKeyPaths(cfg.dataDir);
   const hostKey = await ensureKeyPair(cfg.ssh.hostKeyFile ?? paths.host, 'kiln-glue-host');
   let authorizedKeys: ParsedKey[];
@@ -228,5 +249,11 @@ export async function sshServerOptionsFromConfig(cfg: FrozenConfig): Promise<Omi
     const web = await ensureKeyPair(cfg.ssh.clientKeyFile ?? paths.client, 'kiln-web');
     authorizedKeys = parseAuthorizedKeys(web.publicKey);
   }
-  return { host: cfg.ssh.host, port: cfg.ssh.port, hostKey: hostKey.privateKey, authorizedKeys, username: cfg.ssh.user };
+  return {
+    host: cfg.ssh.host,
+    port: cfg.ssh.port,
+    hostKey: hostKey.privateKey,
+    authorizedKeys,
+    username: cfg.ssh.user,
+  };
 }

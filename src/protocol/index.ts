@@ -38,8 +38,16 @@ export function utf8Boundary(buf: Buffer, atEof: boolean): number {
 }
 
 export const ARTIFACT_NAMES = [
-  'image.raw', 'image.qcow2', 'image.iso', 'rootfs.tar.zst',
-  'result.json', 'manifest.json', 'sbom.spdx.json', 'provenance.json', 'SHA256SUMS', 'SHA256SUMS.sig',
+  'image.raw',
+  'image.qcow2',
+  'image.iso',
+  'rootfs.tar.zst',
+  'result.json',
+  'manifest.json',
+  'sbom.spdx.json',
+  'provenance.json',
+  'SHA256SUMS',
+  'SHA256SUMS.sig',
   'build.log',
 ] as const;
 export type ArtifactName = (typeof ARTIFACT_NAMES)[number];
@@ -69,14 +77,25 @@ export const MAX_BUILD_ARG_VALUE = 1024;
 export const MAX_BUILD_ARGS = 50;
 
 /** A Kiln job is identified by the web's Dockerfile id; the glue derives the backend's job name from it. */
-const jobId = z.string().regex(/^[1-9][0-9]{0,11}$/, 'job id must be a positive integer').transform(Number);
-const buildNo = z.string().regex(/^[1-9][0-9]{0,11}$/, 'build number must be a positive integer').transform(Number);
-const offset = z.string().regex(/^(0|[1-9][0-9]{0,14})$/, 'offset must be a non-negative integer').transform(Number);
+const jobId = z
+  .string()
+  .regex(/^[1-9][0-9]{0,11}$/, 'job id must be a positive integer')
+  .transform(Number);
+const buildNo = z
+  .string()
+  .regex(/^[1-9][0-9]{0,11}$/, 'build number must be a positive integer')
+  .transform(Number);
+const offset = z
+  .string()
+  .regex(/^(0|[1-9][0-9]{0,14})$/, 'offset must be a non-negative integer')
+  .transform(Number);
 // Starts alphanumeric like every token (a leading '-' could read as an option to some program downstream).
 /** An idempotency key: what the web makes per form, what the glue accepts, what travels to Jenkins as a parameter. */
 export const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$/;
 export const SHA256_RE = /^[0-9a-f]{64}$/;
-const idemKey = z.string().regex(IDEMPOTENCY_KEY_RE, 'idempotency key must be 8-64 of [A-Za-z0-9_-], starting with a letter or digit');
+const idemKey = z
+  .string()
+  .regex(IDEMPOTENCY_KEY_RE, 'idempotency key must be 8-64 of [A-Za-z0-9_-], starting with a letter or digit');
 const artifact = z.enum(ARTIFACT_NAMES);
 const sha256 = z.string().regex(SHA256_RE, 'sha256 must be 64 lower-case hex digits');
 
@@ -135,7 +154,10 @@ export function parseCommand(line: string | Buffer): Request {
   if (text.length === 0) throw bad('empty command');
   const tokens = text.split(' ');
   for (const t of tokens) {
-    if (!TOKEN.test(t)) throw bad('arguments may contain only letters, digits, ".", "_" and "-", separated by single spaces, and may not start with "-"');
+    if (!TOKEN.test(t))
+      throw bad(
+        'arguments may contain only letters, digits, ".", "_" and "-", separated by single spaces, and may not start with "-"',
+      );
   }
   const [verb, ...rest] = tokens as [string, ...string[]];
   if (!Object.hasOwn(VERBS, verb)) throw bad(`unknown verb "${verb}"`);
@@ -171,31 +193,45 @@ export const MAX_BASE_NAMES = 200;
 const imageName = z.string().regex(IMAGE_NAME_RE, 'an image name such as debian:12 (letters, digits, . _ / : -)');
 
 /** What `job.put` carries on stdin. The glue renders backend config from it; nothing here is trusted. */
-export const jobSpecSchema = z.object({
-  /** Display text only: escaped wherever it is written (XML description, logs). */
-  owner: z.string().min(1).max(64),
-  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
-  /** The Dockerfile text, UTF-8, at most 64 KiB. */
-  dockerfile: z.string().min(1).max(64 * 1024),
-  /** Optional build context: a base64 tar of extra files (COPY/ADD sources). */
-  contextTarBase64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/).max(MAX_STDIN_BYTES).optional(),
-  formats: z.array(z.enum(FORMATS)).min(1).max(FORMATS.length).default(['raw']),
-  schedule: z.enum(SCHEDULES).default('off'),
-  /** The hour (UTC) a daily or weekly build starts in; absent: the backend picks (older specs). */
-  scheduleHour: z.number().int().min(0).max(23).optional(),
-  /** The day of a weekly build, 0 = Sunday ... 6 = Saturday (UTC); absent: Monday for the local backend. */
-  scheduleWeekday: z.number().int().min(0).max(6).optional(),
-  enabled: z.boolean().default(true),
-  buildArgs: z.record(z.string().regex(BUILD_ARG_NAME_RE), z.string().max(MAX_BUILD_ARG_VALUE).regex(BUILD_ARG_VALUE_RE))
-    .refine((r) => Object.keys(r).length <= MAX_BUILD_ARGS, `at most ${MAX_BUILD_ARGS} build arguments`).default({}),
-  /** The firmwares the boot test uses; absent: the SDK's default. */
-  bootFirmware: z.array(z.enum(FIRMWARES)).min(1).max(FIRMWARES.length).optional(),
-  /**
-   * The site admin's names for allowed bases (`corp/debian:12` -> `debian:bookworm`). A hint, never a permission:
-   * the SDK checks each again against its own sdk.bases and refuses a FROM whose mapping leads elsewhere.
-   */
-  baseNames: z.array(z.object({ name: imageName, base: imageName }).strict()).max(MAX_BASE_NAMES).optional(),
-}).strict();
+export const jobSpecSchema = z
+  .object({
+    /** Display text only: escaped wherever it is written (XML description, logs). */
+    owner: z.string().min(1).max(64),
+    name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
+    /** The Dockerfile text, UTF-8, at most 64 KiB. */
+    dockerfile: z
+      .string()
+      .min(1)
+      .max(64 * 1024),
+    /** Optional build context: a base64 tar of extra files (COPY/ADD sources). */
+    contextTarBase64: z
+      .string()
+      .regex(/^[A-Za-z0-9+/]*={0,2}$/)
+      .max(MAX_STDIN_BYTES)
+      .optional(),
+    formats: z.array(z.enum(FORMATS)).min(1).max(FORMATS.length).default(['raw']),
+    schedule: z.enum(SCHEDULES).default('off'),
+    /** The hour (UTC) a daily or weekly build starts in; absent: the backend picks (older specs). */
+    scheduleHour: z.number().int().min(0).max(23).optional(),
+    /** The day of a weekly build, 0 = Sunday ... 6 = Saturday (UTC); absent: Monday for the local backend. */
+    scheduleWeekday: z.number().int().min(0).max(6).optional(),
+    enabled: z.boolean().default(true),
+    buildArgs: z
+      .record(z.string().regex(BUILD_ARG_NAME_RE), z.string().max(MAX_BUILD_ARG_VALUE).regex(BUILD_ARG_VALUE_RE))
+      .refine((r) => Object.keys(r).length <= MAX_BUILD_ARGS, `at most ${MAX_BUILD_ARGS} build arguments`)
+      .default({}),
+    /** The firmwares the boot test uses; absent: the SDK's default. */
+    bootFirmware: z.array(z.enum(FIRMWARES)).min(1).max(FIRMWARES.length).optional(),
+    /**
+     * The site admin's names for allowed bases (`corp/debian:12` -> `debian:bookworm`). A hint, never a permission:
+     * the SDK checks each again against its own sdk.bases and refuses a FROM whose mapping leads elsewhere.
+     */
+    baseNames: z
+      .array(z.object({ name: imageName, base: imageName }).strict())
+      .max(MAX_BASE_NAMES)
+      .optional(),
+  })
+  .strict();
 export type JobSpec = z.output<typeof jobSpecSchema>;
 export type JobSpecInput = z.input<typeof jobSpecSchema>;
 
@@ -307,7 +343,14 @@ export const pingReplySchema = z.object({
   version: z.string().max(100).optional(),
   backendReachable: z.boolean().optional(),
   backendError: z.string().max(1000).optional(),
-  docker: z.object({ reachable: z.boolean(), version: z.string().max(100).optional(), apiVersion: z.string().max(100).optional(), error: z.string().max(1000).optional() }).optional(),
+  docker: z
+    .object({
+      reachable: z.boolean(),
+      version: z.string().max(100).optional(),
+      apiVersion: z.string().max(100).optional(),
+      error: z.string().max(1000).optional(),
+    })
+    .optional(),
 });
 export type PingReply = z.infer<typeof pingReplySchema>;
 
@@ -322,7 +365,12 @@ export const REPLIES = {
   'build.status': buildStatusSchema,
   'build.log': logChunkSchema,
   'build.cancel': z.object({ job: z.number().int(), build: z.number().int(), state: z.enum(BUILD_STATES) }),
-  'build.withdraw': z.object({ job: z.number().int(), withdrawn: z.boolean(), build: z.number().int().optional(), state: z.enum(BUILD_STATES).optional() }),
+  'build.withdraw': z.object({
+    job: z.number().int(),
+    withdrawn: z.boolean(),
+    build: z.number().int().optional(),
+    state: z.enum(BUILD_STATES).optional(),
+  }),
   'job.get': jobViewSchema,
   'job.builds': z.object({ job: z.number().int(), builds: z.array(jobBuildSchema).max(JOB_BUILDS_DEPTH) }),
   'jobs.list': z.object({ jobs: z.array(jobInfoSchema) }),

@@ -67,7 +67,12 @@ export type BootTestResult = z.infer<typeof bootTestResultSchema>;
 export const stageTimingSchema = z.object({ name: z.string(), seconds: z.number() });
 export type StageTiming = z.infer<typeof stageTimingSchema>;
 
-const errorCode = z.string().refine((c): c is ErrorCode => Object.hasOwn(ERROR_CODES, c), 'an error code of shared/errors.ts') as unknown as z.ZodType<ErrorCode>;
+const errorCode = z
+  .string()
+  .refine(
+    (c): c is ErrorCode => Object.hasOwn(ERROR_CODES, c),
+    'an error code of shared/errors.ts',
+  ) as unknown as z.ZodType<ErrorCode>;
 
 /** DIR/result.json. */
 export const buildResultSchema = z.object({

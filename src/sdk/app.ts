@@ -75,7 +75,10 @@ export async function ensureSerialGetty(root: string, rep: Reporter): Promise<vo
 }
 
 /** What the boot test must see on the console when the image has an app service, and what fails it at once. */
-export interface AppBootCheck { expect: RegExp[]; failOn: RegExp[] }
+export interface AppBootCheck {
+  expect: RegExp[];
+  failOn: RegExp[];
+}
 export interface AppliedConfig {
   /** For the log and the manifest's notes. */
   notes: string[];
@@ -98,7 +101,12 @@ async function readAccounts(root: string) {
  * refuse (an unknown USER, ...) fails the build with Docker's reason. `instance` names the service (tests install
  * several into one image); the default makes kiln-app.service / kapp.
  */
-export async function applyImageConfig(root: string, c: ImageRuntimeConfig, rep: Reporter, instance?: string): Promise<AppliedConfig> {
+export async function applyImageConfig(
+  root: string,
+  c: ImageRuntimeConfig,
+  rep: Reporter,
+  instance?: string,
+): Promise<AppliedConfig> {
   const names = appNames(instance);
   const plan = planRuntime(c, await readAccounts(root));
   const volumes = await ensureVolumes(root, plan.volumes);
@@ -119,25 +127,39 @@ export async function applyImageConfig(root: string, c: ImageRuntimeConfig, rep:
 }
 
 /** Writes what starts the program at boot; returns why not when the machine's init is neither systemd nor sysvinit. */
-async function installService(root: string, plan: RuntimePlan, names: AppNames): Promise<string | { note: string; boot: AppBootCheck; service: Record<string, unknown> }> {
+async function installService(
+  root: string,
+  plan: RuntimePlan,
+  names: AppNames,
+): Promise<string | { note: string; boot: AppBootCheck; service: Record<string, unknown> }> {
   const kind = await initKind(root);
   if (!kind) return 'the init is neither systemd nor sysvinit';
   const perl = await lstatIn(root, '/usr/bin/perl');
   if (!perl?.isFile() && !perl?.isSymbolicLink()) {
-    throw new KilnError('build_failed', 'The image has no /usr/bin/perl (package perl-base, Essential on Debian and Devuan), which Kiln needs to start ENTRYPOINT/CMD as docker run does: keep perl-base installed');
+    throw new KilnError(
+      'build_failed',
+      'The image has no /usr/bin/perl (package perl-base, Essential on Debian and Devuan), which Kiln needs to start ENTRYPOINT/CMD as docker run does: keep perl-base installed',
+    );
   }
   await writeFileIn(root, KILN_EXEC, KILN_EXEC_SOURCE, 0o755);
   const argv = JSON.stringify(plan.argv).slice(0, 300);
   const cannotStart = new RegExp(`${names.tag}: cannot start`);
   const healthFile = plan.health ? { statusFile: names.statusFile } : {};
   if (kind === 'sysvinit') {
-    if (!(await writeFileIn(root, names.runner, renderSysvRunner({ plan, names }), 0o755))) return `${names.runner} cannot be written`;
+    if (!(await writeFileIn(root, names.runner, renderSysvRunner({ plan, names }), 0o755)))
+      return `${names.runner} cannot be written`;
     const added = await editInittabIn(root, { app: names });
     if (!added) return '/etc/inittab is not a regular file';
     return {
       note: `ENTRYPOINT/CMD run at boot by sysvinit: /etc/inittab entry ${names.inittabId} starts ${names.runner} (restarted on failure): ${argv}`,
       boot: { expect: [new RegExp(`${names.tag}: started as `)], failOn: [cannotStart] },
-      service: { init: 'sysvinit', inittab: `${names.inittabId}:2345:once:${names.runner}`, runner: names.runner, program: KILN_EXEC, ...(plan.health ? { healthcheck: { ...healthFile, runs: `in a loop in ${names.runner}` } } : {}) },
+      service: {
+        init: 'sysvinit',
+        inittab: `${names.inittabId}:2345:once:${names.runner}`,
+        runner: names.runner,
+        program: KILN_EXEC,
+        ...(plan.health ? { healthcheck: { ...healthFile, runs: `in a loop in ${names.runner}` } } : {}),
+      },
     };
   }
   await enableUnit(root, names.unit, appUnit(plan, names));
@@ -149,8 +171,22 @@ async function installService(root: string, plan: RuntimePlan, names: AppNames):
   const unitRe = names.unit.replace(/\./g, '\\.');
   return {
     note: `ENTRYPOINT/CMD run at boot as ${names.unit}: ${argv}`,
-    boot: { expect: [new RegExp(`Started ${unitRe}`)], failOn: [new RegExp(`${unitRe}: Unit configuration has fatal error`), new RegExp(`Failed to start ${unitRe}`), cannotStart] },
-    service: { init: 'systemd', unit: names.unit, program: KILN_EXEC, ...(plan.health ? { healthcheck: { ...healthFile, timer: names.healthTimer, service: names.healthService } } : {}) },
+    boot: {
+      expect: [new RegExp(`Started ${unitRe}`)],
+      failOn: [
+        new RegExp(`${unitRe}: Unit configuration has fatal error`),
+        new RegExp(`Failed to start ${unitRe}`),
+        cannotStart,
+      ],
+    },
+    service: {
+      init: 'systemd',
+      unit: names.unit,
+      program: KILN_EXEC,
+      ...(plan.health
+        ? { healthcheck: { ...healthFile, timer: names.healthTimer, service: names.healthService } }
+        : {}),
+    },
   };
 }
 
@@ -169,24 +205,33 @@ export async function resetSshHostKeys(root: string, rep: Reporter): Promise<str
   if (kind === 'sysvinit') {
     // Debian's /etc/init.d/ssh does not make missing keys (sshd -t then fails and ssh stays down): a sysinit entry
     // runs `ssh-keygen -A` (only missing keys) after rcS, before the runlevel's rc scripts start ssh.
-    if ((await lstatIn(root, '/usr/bin/ssh-keygen'))?.isFile() && (await editInittabIn(root, { sshKeygen: true }))) how = 'new ones are generated at boot by an /etc/inittab sysinit entry (ssh-keygen -A)';
+    if ((await lstatIn(root, '/usr/bin/ssh-keygen'))?.isFile() && (await editInittabIn(root, { sshKeygen: true })))
+      how = 'new ones are generated at boot by an /etc/inittab sysinit entry (ssh-keygen -A)';
   } else if (kind === 'systemd') {
-    await enableUnit(root, KEYGEN_UNIT, [
-      '# Added by Kiln: host keys are made on the machine, never shipped in the image.',
-      '[Unit]',
-      'Description=Generate SSH host keys (Kiln first boot)',
-      'Before=ssh.service sshd.service',
-      'ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key',
-      '',
-      '[Service]',
-      'Type=oneshot',
-      'ExecStart=/usr/bin/ssh-keygen -A',
-      '',
-      '[Install]',
-      'WantedBy=multi-user.target',
-      '',
-    ].join('\n'));
-    await writeFileIn(root, '/etc/systemd/system/ssh.service.d/kiln-hostkeys.conf', `[Unit]\nWants=${KEYGEN_UNIT}\nAfter=${KEYGEN_UNIT}\n`);
+    await enableUnit(
+      root,
+      KEYGEN_UNIT,
+      [
+        '# Added by Kiln: host keys are made on the machine, never shipped in the image.',
+        '[Unit]',
+        'Description=Generate SSH host keys (Kiln first boot)',
+        'Before=ssh.service sshd.service',
+        'ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key',
+        '',
+        '[Service]',
+        'Type=oneshot',
+        'ExecStart=/usr/bin/ssh-keygen -A',
+        '',
+        '[Install]',
+        'WantedBy=multi-user.target',
+        '',
+      ].join('\n'),
+    );
+    await writeFileIn(
+      root,
+      '/etc/systemd/system/ssh.service.d/kiln-hostkeys.conf',
+      `[Unit]\nWants=${KEYGEN_UNIT}\nAfter=${KEYGEN_UNIT}\n`,
+    );
     how = `new ones are generated at first boot (${KEYGEN_UNIT})`;
   }
   const note = `SSH host keys reset (${removed.length} removed); ${how}`;

@@ -10,7 +10,14 @@ export interface BaseRecord {
   suite?: string;
   snapshot?: string;
   slim: boolean;
-  requestedAs: { line: number; written: string; image: string; via: BaseFrom['via']; mapping?: string; source?: BaseFrom['source'] }[];
+  requestedAs: {
+    line: number;
+    written: string;
+    image: string;
+    via: BaseFrom['via'];
+    mapping?: string;
+    source?: BaseFrom['source'];
+  }[];
 }
 
 /** One line per FROM of a base, saying what the name written means here (and what it does not). */
@@ -20,11 +27,17 @@ export function logBaseUse(rep: Reporter, froms: readonly BaseFrom[], bases: rea
     if (!b) continue;
     const shown = f.written === f.image ? f.image : `${f.written} (${f.image})`;
     const how = f.via === 'base' ? '' : `; via ${f.source === 'site' ? "the site's name" : 'sdk.baseNames'} ${f.name}`;
-    rep.log(`[kiln] FROM ${shown} (line ${f.line}) -> Kiln base ${b.name} = ${b.id} (${b.suite ?? '?'} from ${b.snapshot ? `snapshot ${b.snapshot}` : b.mirror ?? '?'}, ${b.slim ? 'slim' : 'not slim'}${how})`);
+    rep.log(
+      `[kiln] FROM ${shown} (line ${f.line}) -> Kiln base ${b.name} = ${b.id} (${b.suite ?? '?'} from ${b.snapshot ? `snapshot ${b.snapshot}` : (b.mirror ?? '?')}, ${b.slim ? 'slim' : 'not slim'}${how})`,
+    );
     if (f.via === 'point-release' || f.via === 'dated-tag') {
       const what = f.via === 'point-release' ? 'a point release' : 'a dated tag';
-      const when = b.snapshot ? `as the snapshot ${b.snapshot} has it` : `as ${b.mirror ?? 'its mirror'} has it now (set sdk.snapshot to pin a date)`;
-      rep.log(`[kiln] ${f.image} is ${what} of ${f.name}: Kiln builds ${b.suite ?? f.base} ${when}, not the image Docker Hub published under that tag`);
+      const when = b.snapshot
+        ? `as the snapshot ${b.snapshot} has it`
+        : `as ${b.mirror ?? 'its mirror'} has it now (set sdk.snapshot to pin a date)`;
+      rep.log(
+        `[kiln] ${f.image} is ${what} of ${f.name}: Kiln builds ${b.suite ?? f.base} ${when}, not the image Docker Hub published under that tag`,
+      );
     }
   }
 }
@@ -32,9 +45,21 @@ export function logBaseUse(rep: Reporter, froms: readonly BaseFrom[], bases: rea
 /** The manifest's and provenance's view of the bases: each with the FROMs that named it. */
 export function baseRecords(froms: readonly BaseFrom[], bases: readonly BaseImage[]): BaseRecord[] {
   return bases.map((b) => ({
-    name: b.name, id: b.id, mirror: b.mirror, suite: b.suite, ...(b.snapshot ? { snapshot: b.snapshot } : {}), slim: b.slim,
-    requestedAs: froms.filter((f) => f.base === b.name).map((f) => ({
-      line: f.line, written: f.written, image: f.image, via: f.via, ...(f.name ? { mapping: f.name } : {}), ...(f.source ? { source: f.source } : {}),
-    })),
+    name: b.name,
+    id: b.id,
+    mirror: b.mirror,
+    suite: b.suite,
+    ...(b.snapshot ? { snapshot: b.snapshot } : {}),
+    slim: b.slim,
+    requestedAs: froms
+      .filter((f) => f.base === b.name)
+      .map((f) => ({
+        line: f.line,
+        written: f.written,
+        image: f.image,
+        via: f.via,
+        ...(f.name ? { mapping: f.name } : {}),
+        ...(f.source ? { source: f.source } : {}),
+      })),
   }));
 }

@@ -48,7 +48,7 @@ const RULES: Rule[] = [
   },
   {
     re: /(?:Gave up waiting for root file system device|ALERT! [^\n]* does not exist)[^\n]*/,
-    what: "the initramfs could not find the root partition (LABEL=root), so it dropped to its shell",
+    what: 'the initramfs could not find the root partition (LABEL=root), so it dropped to its shell',
     fix: 'regenerate the initramfs with the virtio and ext4 drivers: keep MODULES=most (not dep) in /etc/initramfs-tools/initramfs.conf',
     terminal: true,
   },

@@ -40,7 +40,8 @@ export const LOGIN_PROMPT = /login:/;
 const SERIAL_TAIL = 16 * 1024;
 
 /** Whether the console (colours stripped) has shown everything `expect` and `expectText` ask for. */
-const allSeen = (o: BootTestOptions, clean: string) => (o.expect ?? []).every((re) => re.test(clean)) && !missingTexts(clean, o.expectText).length;
+const allSeen = (o: BootTestOptions, clean: string) =>
+  (o.expect ?? []).every((re) => re.test(clean)) && !missingTexts(clean, o.expectText).length;
 
 /**
  * What of `expect` and `expectText` the console (colours stripped) has not shown, to follow "login prompt seen, but "
@@ -62,10 +63,20 @@ function notSeen(o: BootTestOptions, clean: string, within: string): string | un
  */
 export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   const firmware = o.firmware ?? 'bios';
-  const args = ['-accel', o.accel, '-m', String(o.memoryMb ?? 1024), '-smp', '2', '-nographic', '-no-reboot', '-snapshot',
+  const args = [
+    '-accel',
+    o.accel,
+    '-m',
+    String(o.memoryMb ?? 1024),
+    '-smp',
+    '2',
+    '-nographic',
+    '-no-reboot',
+    '-snapshot',
     ...(o.media === 'cdrom'
       ? ['-drive', `file=${o.image},format=raw,media=cdrom,readonly=on`, '-boot', 'd']
-      : ['-drive', `file=${o.image},format=${o.format},if=virtio`])];
+      : ['-drive', `file=${o.image},format=${o.format},if=virtio`]),
+  ];
   if (firmware === 'uefi' && o.ovmfCode) {
     args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${o.ovmfCode}`);
     if (o.ovmfVars) args.push('-drive', `if=pflash,format=raw,unit=1,file=${o.ovmfVars}`);
@@ -75,7 +86,10 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   let passed = false;
   let failure: string | undefined;
   let graceTimer: NodeJS.Timeout | undefined;
-  const onAbort = () => { failure = 'cancelled'; ac.abort(); };
+  const onAbort = () => {
+    failure = 'cancelled';
+    ac.abort();
+  };
   o.signal?.addEventListener('abort', onAbort, { once: true });
   let partial = '';
   const t0 = Date.now();
@@ -140,6 +154,7 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   if (why) reason = `${reason}: ${why}`;
   // A boot that failed before its login prompt still names the text it was waiting for.
   const texts = missingTexts(clean, o.expectText);
-  if (texts.length && !LOGIN_PROMPT.test(text) && failure !== 'cancelled') reason = `${reason}; and ${explainMissingTexts(clean, texts)}`;
+  if (texts.length && !LOGIN_PROMPT.test(text) && failure !== 'cancelled')
+    reason = `${reason}; and ${explainMissingTexts(clean, texts)}`;
   return { artifact: o.artifact, firmware, passed: false, seconds, reason, serialLog: tail };
 }

@@ -40,7 +40,11 @@ export async function findBootFiles(root: string): Promise<BootFiles | undefined
   const version = kernels.at(-1);
   if (!version) return undefined;
   const ist = await fsp.lstat(path.join(dir, `initrd.img-${version}`)).catch(() => undefined);
-  return { kernel: `/boot/vmlinuz-${version}`, initrd: ist?.isFile() ? `/boot/initrd.img-${version}` : undefined, version };
+  return {
+    kernel: `/boot/vmlinuz-${version}`,
+    initrd: ist?.isFile() ? `/boot/initrd.img-${version}` : undefined,
+    version,
+  };
 }
 
 export function parseOsRelease(text: string): Record<string, string> {
@@ -58,7 +62,10 @@ export async function checkBootable(root: string): Promise<BootCheck> {
   for (const p of ['/sbin/init', '/usr/sbin/init', '/lib/systemd/systemd', '/usr/lib/systemd/systemd']) {
     // /sbin is a symlink to usr/sbin on merged-/usr systems: check the path as the guest sees it, via /usr too.
     const st = await lstatIn(root, p);
-    if (st && (st.isFile() || st.isSymbolicLink())) { init = p; break; }
+    if (st && (st.isFile() || st.isSymbolicLink())) {
+      init = p;
+      break;
+    }
   }
   const osText = (await readFileIn(root, '/etc/os-release')) ?? (await readFileIn(root, '/usr/lib/os-release'));
   return { boot, init, osRelease: osText ? parseOsRelease(osText.toString('utf8')) : {} };

@@ -30,7 +30,16 @@ export interface BuildProxy {
 }
 
 /** The predefined proxy args of the engine's legacy builder; a Dockerfile's ARG of one of these records its value. */
-export const PROXY_ARG_NAMES = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy'];
+export const PROXY_ARG_NAMES = [
+  'HTTP_PROXY',
+  'http_proxy',
+  'HTTPS_PROXY',
+  'https_proxy',
+  'FTP_PROXY',
+  'ftp_proxy',
+  'NO_PROXY',
+  'no_proxy',
+];
 
 /**
  * Every URL RUN steps must reach on the filtered build network, which lets them through even on a private address:
@@ -53,7 +62,11 @@ function credentials(url: string): string[] {
   const add = (s: string) => {
     if (!s) return;
     out.add(s);
-    try { out.add(decodeURIComponent(s)); } catch { /* not valid percent-encoding: the raw form is masked */ }
+    try {
+      out.add(decodeURIComponent(s));
+    } catch {
+      /* not valid percent-encoding: the raw form is masked */
+    }
   };
   if (u.username || u.password) add(`${u.username}:${u.password}`);
   // A password, or a user name alone (a token): short strings would mask half the log, so only from 4 characters on.
@@ -120,13 +133,24 @@ function hostAddresses(): string[] {
 }
 
 /** What the build log says of the proxy before the build: where it is (never credentials), and what may go wrong. */
-export function describeProxy(proxy: BuildProxy, dockerfileText: string, buildArgs: Readonly<Record<string, string>>, network: string): string[] {
+export function describeProxy(
+  proxy: BuildProxy,
+  dockerfileText: string,
+  buildArgs: Readonly<Record<string, string>>,
+  network: string,
+): string[] {
   const s = proxy.summary;
-  const lines = [`build proxy: RUN steps use ${[s.httpProxy && `http ${s.httpProxy}`, s.httpsProxy && `https ${s.httpsProxy}`, s.noProxy && `not for ${s.noProxy.join(',')}`].filter(Boolean).join(', ')} (sdk.buildProxy; build args only, never in the image)`];
+  const lines = [
+    `build proxy: RUN steps use ${[s.httpProxy && `http ${s.httpProxy}`, s.httpsProxy && `https ${s.httpsProxy}`, s.noProxy && `not for ${s.noProxy.join(',')}`].filter(Boolean).join(', ')} (sdk.buildProxy; build args only, never in the image)`,
+  ];
   const own = Object.keys(proxy.args).filter((k) => k in buildArgs);
-  if (own.length) lines.push(`build proxy: the build's own --build-arg ${own.join(', ')} used instead of sdk.buildProxy`);
+  if (own.length)
+    lines.push(`build proxy: the build's own --build-arg ${own.join(', ')} used instead of sdk.buildProxy`);
   const declared = declaredProxyArgs(dockerfileText).filter((k) => k in proxy.args && !(k in buildArgs));
-  if (declared.length) lines.push(`build proxy: the Dockerfile declares ARG ${declared.join(', ')}, so the engine records that value in the built image's history (its layer cache on this host; not in the artifacts)`);
+  if (declared.length)
+    lines.push(
+      `build proxy: the Dockerfile declares ARG ${declared.join(', ')}, so the engine records that value in the built image's history (its layer cache on this host; not in the artifacts)`,
+    );
   if (network === 'filtered') {
     for (const u of proxy.urls) {
       const why = unreachableProxy(u, hostAddresses());

@@ -78,39 +78,60 @@ async function certFiles(entry: string): Promise<string[]> {
   if (!st.isDirectory()) return [entry];
   const names = (await fsp.readdir(entry)).filter((n) => /\.(?:crt|pem)$/.test(n)).sort();
   const files: string[] = [];
-  for (const n of names) if ((await fsp.stat(path.join(entry, n)).catch(() => undefined))?.isFile()) files.push(path.join(entry, n));
-  if (!files.length) throw new KilnError('invalid_input', `sdk.buildTrust.caFiles: the directory ${entry} holds no *.crt or *.pem file`);
+  for (const n of names)
+    if ((await fsp.stat(path.join(entry, n)).catch(() => undefined))?.isFile()) files.push(path.join(entry, n));
+  if (!files.length)
+    throw new KilnError('invalid_input', `sdk.buildTrust.caFiles: the directory ${entry} holds no *.crt or *.pem file`);
   return files;
 }
 
 /** Reads `sdk.buildTrust`: every certificate of the files and directories named, once each; undefined when none. */
-export async function loadBuildTrust(cfg: { caFiles: readonly string[]; keepInImage: boolean }): Promise<BuildTrust | undefined> {
+export async function loadBuildTrust(cfg: {
+  caFiles: readonly string[];
+  keepInImage: boolean;
+}): Promise<BuildTrust | undefined> {
   if (!cfg.caFiles.length) return undefined;
   const certs = new Map<string, TrustCert>();
   for (const entry of cfg.caFiles) {
     for (const file of await certFiles(entry)) {
       const st = await fsp.stat(file);
-      if (st.size > MAX_FILE_BYTES) throw new KilnError('invalid_input', `sdk.buildTrust.caFiles: ${file} is larger than 1 MiB`);
+      if (st.size > MAX_FILE_BYTES)
+        throw new KilnError('invalid_input', `sdk.buildTrust.caFiles: ${file} is larger than 1 MiB`);
       const ders = pemCertificates(await fsp.readFile(file, 'latin1'));
-      if (!ders.length) throw new KilnError('invalid_input', `sdk.buildTrust.caFiles: ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+      if (!ders.length)
+        throw new KilnError(
+          'invalid_input',
+          `sdk.buildTrust.caFiles: ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+        );
       for (const der of ders) {
         let x: X509Certificate;
         try {
           x = new X509Certificate(der);
         } catch (e) {
-          throw new KilnError('invalid_input', `sdk.buildTrust.caFiles: ${file} holds a certificate that cannot be read`, { cause: e });
+          throw new KilnError(
+            'invalid_input',
+            `sdk.buildTrust.caFiles: ${file} holds a certificate that cannot be read`,
+            { cause: e },
+          );
         }
         const sha256 = x.fingerprint256.replace(/:/g, '').toLowerCase();
         if (certs.has(sha256)) continue;
         certs.set(sha256, {
-          sha256, subject: oneLine(x.subject), notAfter: new Date(x.validTo).toISOString(),
-          fileName: `${FILE_PREFIX}${sha256.slice(0, 16)}.crt`, pem: toPem(der),
+          sha256,
+          subject: oneLine(x.subject),
+          notAfter: new Date(x.validTo).toISOString(),
+          fileName: `${FILE_PREFIX}${sha256.slice(0, 16)}.crt`,
+          pem: toPem(der),
         });
       }
     }
   }
-  if (certs.size > MAX_CERTS) throw new KilnError('invalid_input', `sdk.buildTrust.caFiles: ${certs.size} certificates; at most ${MAX_CERTS}`);
-  return { certs: [...certs.values()].sort((a, b) => a.fileName.localeCompare(b.fileName)), keepInImage: cfg.keepInImage };
+  if (certs.size > MAX_CERTS)
+    throw new KilnError('invalid_input', `sdk.buildTrust.caFiles: ${certs.size} certificates; at most ${MAX_CERTS}`);
+  return {
+    certs: [...certs.values()].sort((a, b) => a.fileName.localeCompare(b.fileName)),
+    keepInImage: cfg.keepInImage,
+  };
 }
 
 /**
@@ -118,7 +139,14 @@ export async function loadBuildTrust(cfg: { caFiles: readonly string[]; keepInIm
  * Dockerfile's FROMs of that base then name. The layer cache makes it once per base and set of certificates; its
  * `kiln-build` tag lets the cache prune remove it like any other cache image (it is made again when needed).
  */
-export async function trustLayer(docker: Dockerode, baseId: string, trust: BuildTrust, settings: BuildSettings, workDir: string, rep: Reporter): Promise<string> {
+export async function trustLayer(
+  docker: Dockerode,
+  baseId: string,
+  trust: BuildTrust,
+  settings: BuildSettings,
+  workDir: string,
+  rep: Reporter,
+): Promise<string> {
   const dir = await fsp.mkdtemp(path.join(workDir, 'trust-'));
   try {
     for (const c of trust.certs) {
@@ -132,7 +160,13 @@ export async function trustLayer(docker: Dockerode, baseId: string, trust: Build
       contextTar: dir,
       buildArgs: {},
     };
-    const built = await dockerBuild(docker, req, buildTag(req, await contextDigest(dir)), { ...settings, network: 'none', proxyArgs: undefined }, rep);
+    const built = await dockerBuild(
+      docker,
+      req,
+      buildTag(req, await contextDigest(dir)),
+      { ...settings, network: 'none', proxyArgs: undefined },
+      rep,
+    );
     return built.id;
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
@@ -143,20 +177,33 @@ export async function trustLayer(docker: Dockerode, baseId: string, trust: Build
  * Kiln's layer on each base the Dockerfile starts from: base name -> layer id, what the Dockerfile's FROMs of that base
  * are pinned to (../dockerfile/pin.ts) instead of the base's own id.
  */
-export async function trustLayers(docker: Dockerode, bases: readonly { name: string; id: string }[], trust: BuildTrust, settings: BuildSettings, workDir: string, rep: Reporter): Promise<Record<string, string>> {
+export async function trustLayers(
+  docker: Dockerode,
+  bases: readonly { name: string; id: string }[],
+  trust: BuildTrust,
+  settings: BuildSettings,
+  workDir: string,
+  rep: Reporter,
+): Promise<Record<string, string>> {
   const layers: Record<string, string> = {};
   for (const b of bases) {
     layers[b.name] = await trustLayer(docker, b.id, trust, settings, workDir, rep);
-    rep.log(`[kiln] build trust: FROM ${b.name} builds on ${layers[b.name]} (${b.name} + ${trust.certs.length} CA certificate(s) in ${LOCAL_CA_DIR})`);
+    rep.log(
+      `[kiln] build trust: FROM ${b.name} builds on ${layers[b.name]} (${b.name} + ${trust.certs.length} CA certificate(s) in ${LOCAL_CA_DIR})`,
+    );
   }
   return layers;
 }
 
 /** What the build log says of the certificates, once, before the build. */
 export function describeTrust(trust: BuildTrust): string {
-  const list = trust.certs.map((c) => `${c.subject} (sha256 ${c.sha256.slice(0, 16)}..., until ${c.notAfter.slice(0, 10)})`).join('; ');
-  return `build trust: RUN steps trust ${trust.certs.length} extra CA certificate(s) (sdk.buildTrust): ${list}; ` +
-    (trust.keepInImage ? 'kept in the image (sdk.buildTrust.keepInImage)' : 'taken out of the image after the build');
+  const list = trust.certs
+    .map((c) => `${c.subject} (sha256 ${c.sha256.slice(0, 16)}..., until ${c.notAfter.slice(0, 10)})`)
+    .join('; ');
+  return (
+    `build trust: RUN steps trust ${trust.certs.length} extra CA certificate(s) (sdk.buildTrust): ${list}; ` +
+    (trust.keepInImage ? 'kept in the image (sdk.buildTrust.keepInImage)' : 'taken out of the image after the build')
+  );
 }
 
 /** manifest.json's `buildTrust`: which certificates, and whether the image keeps them. */
@@ -212,15 +259,26 @@ export async function removeBuildTrust(root: string, trust: BuildTrust): Promise
   await removeHashLinks(root, etc, trust, removed, notes);
   if (processed.length) await removeBundleBlocks(root, processed, removed);
   if (processed.length && (await lstatIn(root, `${ETC_CERTS}/java/cacerts`))) {
-    notes.push(`${ETC_CERTS}/java/cacerts may still hold the build CA certificates: ca-certificates-java imports what update-ca-certificates adds, and Kiln does not edit Java keystores`);
+    notes.push(
+      `${ETC_CERTS}/java/cacerts may still hold the build CA certificates: ca-certificates-java imports what update-ca-certificates adds, and Kiln does not edit Java keystores`,
+    );
   }
   // Kiln's layer made the directory (its bases lack it); ca-certificates' postinst makes it too (and then sets its
   // mode and owner to /usr/local's, as Kiln's layer made it), so it stays when that package is installed.
-  const emptied = removed.some((r) => r.startsWith(`${LOCAL_CA_DIR}/`)) && (await readdirIn(root, LOCAL_CA_DIR)).length === 0;
+  const emptied =
+    removed.some((r) => r.startsWith(`${LOCAL_CA_DIR}/`)) && (await readdirIn(root, LOCAL_CA_DIR)).length === 0;
   if (emptied) {
     const caInstalled = (await readPackages(root)).some((p) => p.name === 'ca-certificates');
     const dir = await hostPath(root, LOCAL_CA_DIR);
-    if (!caInstalled && dir && (await fsp.rmdir(dir).then(() => true, () => false))) removed.push(LOCAL_CA_DIR);
+    if (
+      !caInstalled &&
+      dir &&
+      (await fsp.rmdir(dir).then(
+        () => true,
+        () => false,
+      ))
+    )
+      removed.push(LOCAL_CA_DIR);
   }
   return { removed, notes };
 }
@@ -231,8 +289,23 @@ export async function removeBuildTrust(root: string, trust: BuildTrust): Promise
  * a duplicate, so the link now points at it instead; otherwise the higher numbers of that hash move down, since
  * OpenSSL stops looking at the first number missing.
  */
-async function removeHashLinks(root: string, etc: string[], trust: BuildTrust, removed: string[], notes: string[]): Promise<void> {
-  const ours = new Map(trust.certs.flatMap((c) => [[pemLinkName(c.fileName), c], [`${LOCAL_CA_DIR}/${c.fileName}`, c], [`${ETC_CERTS}/${pemLinkName(c.fileName)}`, c]] as const));
+async function removeHashLinks(
+  root: string,
+  etc: string[],
+  trust: BuildTrust,
+  removed: string[],
+  notes: string[],
+): Promise<void> {
+  const ours = new Map(
+    trust.certs.flatMap(
+      (c) =>
+        [
+          [pemLinkName(c.fileName), c],
+          [`${LOCAL_CA_DIR}/${c.fileName}`, c],
+          [`${ETC_CERTS}/${pemLinkName(c.fileName)}`, c],
+        ] as const,
+    ),
+  );
   const links: { hash: string; n: number; cert: TrustCert }[] = [];
   for (const name of etc) {
     const m = /^([0-9a-f]{8})\.(\d+)$/.exec(name);
@@ -261,7 +334,12 @@ async function removeHashLinks(root: string, etc: string[], trust: BuildTrust, r
 }
 
 /** The name of another /etc/ssl/certs entry holding the same certificate (the Dockerfile's own copy), if any. */
-async function ownCopy(root: string, etc: string[], cert: TrustCert, ours: ReadonlyMap<string, TrustCert>): Promise<string | undefined> {
+async function ownCopy(
+  root: string,
+  etc: string[],
+  cert: TrustCert,
+  ours: ReadonlyMap<string, TrustCert>,
+): Promise<string | undefined> {
   const der = pemCertificates(cert.pem)[0]!;
   for (const name of [...etc].sort()) {
     if (!/\.(?:pem|crt)$/.test(name) || name === 'ca-certificates.crt' || ours.has(name)) continue;

@@ -115,10 +115,18 @@ export class CapabilityScanner extends Transform {
     const data = Buffer.concat(m.chunks, m.size);
     this.skip = pad512(m.size);
     switch (m.type) {
-      case 28: case 30: this.gnuLongPath = decodeString(data, 0, data.length); break;
-      case 27: break; // GNU long link name: the extractor does not need it from us
-      case 55: this.paxGlobal = parsePax(data); break;
-      case 72: this.pax = this.paxGlobal === null ? parsePax(data) : new Map([...this.paxGlobal, ...parsePax(data)]); break;
+      case 28:
+      case 30:
+        this.gnuLongPath = decodeString(data, 0, data.length);
+        break;
+      case 27:
+        break; // GNU long link name: the extractor does not need it from us
+      case 55:
+        this.paxGlobal = parsePax(data);
+        break;
+      case 72:
+        this.pax = this.paxGlobal === null ? parsePax(data) : new Map([...this.paxGlobal, ...parsePax(data)]);
+        break;
     }
   }
 
@@ -171,7 +179,8 @@ export class CapabilityScanner extends Transform {
       return;
     }
     if (this.seen > this.maxKept) {
-      if (this.seen === this.maxKept + 1) this.opts.onWarning?.(`more than ${this.maxKept} files with capabilities: the rest are not kept`);
+      if (this.seen === this.maxKept + 1)
+        this.opts.onWarning?.(`more than ${this.maxKept} files with capabilities: the rest are not kept`);
       return;
     }
     this.found.set(index, { name, value });

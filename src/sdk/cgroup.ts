@@ -35,16 +35,29 @@ function startTime(pid: number | 'self'): string | undefined {
 }
 
 async function writable(p: string): Promise<boolean> {
-  return fsp.access(p, C.W_OK).then(() => true, () => false);
+  return fsp.access(p, C.W_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** The parts of the engine's `info` this needs (undefined: the engine did not answer). */
-export interface EngineCgroupInfo { CgroupDriver?: string; CgroupVersion?: string }
+export interface EngineCgroupInfo {
+  CgroupDriver?: string;
+  CgroupVersion?: string;
+}
 
-export async function makeBuildCgroup(info: EngineCgroupInfo | undefined, pidsMax: number, root = ROOT): Promise<BuildCgroup> {
+export async function makeBuildCgroup(
+  info: EngineCgroupInfo | undefined,
+  pidsMax: number,
+  root = ROOT,
+): Promise<BuildCgroup> {
   const none = (note: string): BuildCgroup => ({ note, remove: async () => undefined });
   if (!info) return none('pids limit not applied: the Docker engine did not answer `info`');
-  if (info.CgroupDriver !== 'cgroupfs') return none(`pids limit not applied: the engine's cgroup driver is ${info.CgroupDriver ?? 'unknown'} (Kiln sets it with cgroupfs only)`);
+  if (info.CgroupDriver !== 'cgroupfs')
+    return none(
+      `pids limit not applied: the engine's cgroup driver is ${info.CgroupDriver ?? 'unknown'} (Kiln sets it with cgroupfs only)`,
+    );
   const name = `build-${process.pid}-${startTime('self') ?? 0}-${randomBytes(6).toString('hex')}`;
   const v2 = info.CgroupVersion === '2';
   const pidsBase = v2 ? root : path.join(root, 'pids');
@@ -70,11 +83,16 @@ export async function makeBuildCgroup(info: EngineCgroupInfo | undefined, pidsMa
       // The engine made the same path under every v1 hierarchy it uses; each is empty once the build's containers
       // are gone, which can lag the end of the build stream by seconds (a failed step's container is removed after
       // its processes and its network sandbox are torn down): up to 30 s in all.
-      const dirs = v2 ? [dir] : [...(await fsp.readdir(root).catch(() => [] as string[]))].map((c) => path.join(root, c, GROUP, name));
+      const dirs = v2
+        ? [dir]
+        : [...(await fsp.readdir(root).catch(() => [] as string[]))].map((c) => path.join(root, c, GROUP, name));
       const deadline = Date.now() + 30_000;
       for (const d of dirs) {
         for (;;) {
-          const err = await fsp.rmdir(d).then(() => undefined, (e: NodeJS.ErrnoException) => e);
+          const err = await fsp.rmdir(d).then(
+            () => undefined,
+            (e: NodeJS.ErrnoException) => e,
+          );
           if (!err || err.code === 'ENOENT' || err.code === 'ENOTDIR' || Date.now() > deadline) break;
           await new Promise((r) => setTimeout(r, 250));
         }
@@ -89,7 +107,13 @@ async function groupDirs(root: string, group: string): Promise<string[]> {
   const out: string[] = [];
   for (const h of hierarchies) {
     const dir = path.join(h, group);
-    if (await fsp.stat(dir).then((st) => st.isDirectory(), () => false)) out.push(dir);
+    if (
+      await fsp.stat(dir).then(
+        (st) => st.isDirectory(),
+        () => false,
+      )
+    )
+      out.push(dir);
   }
   return out;
 }
@@ -110,7 +134,13 @@ async function removeTree(dir: string): Promise<boolean> {
   for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
     if (e.isDirectory()) ok = (await removeTree(path.join(dir, e.name))) && ok;
   }
-  return ok && fsp.rmdir(dir).then(() => true, (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+  return (
+    ok &&
+    fsp.rmdir(dir).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => e.code === 'ENOENT',
+    )
+  );
 }
 
 /**

@@ -7,15 +7,30 @@ import fs from 'node:fs';
  * checked at export time. Concurrent builds on the same engine share the measurement: it is a guard for the host,
  * not an accounting of one build.
  */
-export function watchDiskGrowth(dir: string, limitBytes: number, onExceed: (lostBytes: number) => void, intervalMs = 500): () => void {
-  const free = () => { const s = fs.statfsSync(dir); return s.bavail * s.bsize; };
+export function watchDiskGrowth(
+  dir: string,
+  limitBytes: number,
+  onExceed: (lostBytes: number) => void,
+  intervalMs = 500,
+): () => void {
+  const free = () => {
+    const s = fs.statfsSync(dir);
+    return s.bavail * s.bsize;
+  };
   const start = free();
   let fired = false;
   const timer = setInterval(() => {
     if (fired) return;
     let lost: number;
-    try { lost = start - free(); } catch { return; }
-    if (lost > limitBytes) { fired = true; onExceed(lost); }
+    try {
+      lost = start - free();
+    } catch {
+      return;
+    }
+    if (lost > limitBytes) {
+      fired = true;
+      onExceed(lost);
+    }
   }, intervalMs);
   timer.unref();
   return () => clearInterval(timer);

@@ -23,7 +23,15 @@ export interface LayoutInput {
   bootPayloadBytes: number;
 }
 
-export interface Partition { number: number; startSector: number; sectors: number; type: string; bootable: boolean; label: string; fs: string }
+export interface Partition {
+  number: number;
+  startSector: number;
+  sectors: number;
+  type: string;
+  bootable: boolean;
+  label: string;
+  fs: string;
+}
 
 export interface DiskLayout {
   /** dos: BIOS only. gpt: one disk for both firmwares (ESP with systemd-boot for UEFI, syslinux + gptmbr for BIOS). */
@@ -52,8 +60,25 @@ export function planDisk(i: LayoutInput, label: 'dos' | 'gpt' = 'dos'): DiskLayo
     sectorSize: SECTOR,
     // GPT keeps a backup header in the last 33 sectors: one more MiB at the end.
     totalBytes: (1 + bootMiB + rootMiB + (gpt ? 1 : 0)) * MiB,
-    boot: { number: 1, startSector: bootStart, sectors: bootMiB * SECTORS_PER_MIB, type: gpt ? ESP_TYPE : 'c', bootable: true, label: gpt ? 'ESP' : 'BOOT', fs: 'vfat' },
-    root: { number: 2, startSector: rootStart, sectors: rootMiB * SECTORS_PER_MIB, type: gpt ? ROOT_X86_64_TYPE : '83', bootable: false, label: 'root', fs: 'ext4', inodes },
+    boot: {
+      number: 1,
+      startSector: bootStart,
+      sectors: bootMiB * SECTORS_PER_MIB,
+      type: gpt ? ESP_TYPE : 'c',
+      bootable: true,
+      label: gpt ? 'ESP' : 'BOOT',
+      fs: 'vfat',
+    },
+    root: {
+      number: 2,
+      startSector: rootStart,
+      sectors: rootMiB * SECTORS_PER_MIB,
+      type: gpt ? ROOT_X86_64_TYPE : '83',
+      bootable: false,
+      label: 'root',
+      fs: 'ext4',
+      inodes,
+    },
   };
 }
 
@@ -61,10 +86,12 @@ export function planDisk(i: LayoutInput, label: 'dos' | 'gpt' = 'dos'): DiskLayo
 export function sfdiskScript(l: DiskLayout): string {
   if (l.label === 'gpt') {
     // LegacyBIOSBootable on the ESP is what syslinux's gptmbr.bin looks for.
-    const p = (x: Partition) => `start=${x.startSector}, size=${x.sectors}, type=${x.type}, name="${x.label}"${x.bootable ? ', attrs="LegacyBIOSBootable"' : ''}`;
+    const p = (x: Partition) =>
+      `start=${x.startSector}, size=${x.sectors}, type=${x.type}, name="${x.label}"${x.bootable ? ', attrs="LegacyBIOSBootable"' : ''}`;
     return `label: gpt\nunit: sectors\n${p(l.boot)}\n${p(l.root)}\n`;
   }
-  const p = (x: Partition) => `start=${x.startSector}, size=${x.sectors}, type=${x.type}${x.bootable ? ', bootable' : ''}`;
+  const p = (x: Partition) =>
+    `start=${x.startSector}, size=${x.sectors}, type=${x.type}${x.bootable ? ', bootable' : ''}`;
   return `label: dos\nunit: sectors\n${p(l.boot)}\n${p(l.root)}\n`;
 }
 
@@ -94,10 +121,17 @@ export const KERNEL_CMDLINE = 'root=LABEL=root rw console=tty0 console=ttyS0,115
 
 const T = 10 * 60_000;
 
-async function tool(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; what?: string } = {}): Promise<RunResult> {
+async function tool(
+  cmd: string,
+  args: string[],
+  opts: { input?: string; timeoutMs?: number; what?: string } = {},
+): Promise<RunResult> {
   const r = await run(cmd, args, { timeoutMs: opts.timeoutMs ?? T, input: opts.input });
   if (r.timedOut || r.code !== 0) {
-    throw new KilnError('build_failed', `${opts.what ?? 'Disk assembly'} failed at ${cmd}${r.timedOut ? ' (timeout)' : ` (exit ${r.code})`}: ${(r.stderr || r.stdout).trim().slice(-500)}`);
+    throw new KilnError(
+      'build_failed',
+      `${opts.what ?? 'Disk assembly'} failed at ${cmd}${r.timedOut ? ' (timeout)' : ` (exit ${r.code})`}: ${(r.stderr || r.stdout).trim().slice(-500)}`,
+    );
   }
   return r;
 }
@@ -158,14 +192,36 @@ export async function assembleDisk(a: AssembleInput): Promise<void> {
 
   const rootOffset = layout.root.startSector * SECTOR;
   const rootBytes = layout.root.sectors * SECTOR;
-  await tool('mkfs.ext4', ['-q', '-F', '-L', layout.root.label, '-N', String(layout.root.inodes), '-m', '1',
-    '-E', `offset=${rootOffset},lazy_itable_init=1,lazy_journal_init=1`, '-d', a.rootDir, a.out, `${rootBytes / 1024}k`]);
+  await tool('mkfs.ext4', [
+    '-q',
+    '-F',
+    '-L',
+    layout.root.label,
+    '-N',
+    String(layout.root.inodes),
+    '-m',
+    '1',
+    '-E',
+    `offset=${rootOffset},lazy_itable_init=1,lazy_journal_init=1`,
+    '-d',
+    a.rootDir,
+    a.out,
+    `${rootBytes / 1024}k`,
+  ]);
 
   const bootOffset = layout.boot.startSector * SECTOR;
   const fat = `${a.out}@@${bootOffset}`;
   // The FAT type is explicit: with --offset, mkfs.fat would judge it from the whole file's size.
   const fatBits = layout.boot.sectors * SECTOR > 1024 * MiB ? '32' : '16';
-  await tool('mkfs.vfat', ['-F', fatBits, `--offset=${layout.boot.startSector}`, '-n', layout.boot.label, a.out, String((layout.boot.sectors * SECTOR) / 1024)]);
+  await tool('mkfs.vfat', [
+    '-F',
+    fatBits,
+    `--offset=${layout.boot.startSector}`,
+    '-n',
+    layout.boot.label,
+    a.out,
+    String((layout.boot.sectors * SECTOR) / 1024),
+  ]);
   await tool('syslinux', ['--offset', String(bootOffset), '--install', a.out]);
   const cfg = path.join(a.workDir, 'syslinux.cfg');
   await fsp.writeFile(cfg, syslinuxCfg(KERNEL_CMDLINE));
@@ -176,5 +232,6 @@ export async function assembleDisk(a: AssembleInput): Promise<void> {
   ]);
   if (layout.label === 'gpt') await installSystemdBoot(fat, a.workDir, KERNEL_CMDLINE);
   const st = await fsp.stat(a.out);
-  if (st.size !== layout.totalBytes) throw new KilnError('internal', `disk image has ${st.size} bytes, expected ${layout.totalBytes}`);
+  if (st.size !== layout.totalBytes)
+    throw new KilnError('internal', `disk image has ${st.size} bytes, expected ${layout.totalBytes}`);
 }

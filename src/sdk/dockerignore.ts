@@ -4,7 +4,10 @@
  * `**` spans any number of them, `!pattern` re-includes, the last matching pattern wins, and a pattern that matches
  * a directory excludes everything under it.
  */
-export interface IgnoreRule { negate: boolean; re: RegExp }
+export interface IgnoreRule {
+  negate: boolean;
+  re: RegExp;
+}
 
 export function parseDockerignore(text: string): IgnoreRule[] {
   const rules: IgnoreRule[] = [];
@@ -12,8 +15,14 @@ export function parseDockerignore(text: string): IgnoreRule[] {
     line = line.trim();
     if (!line || line.startsWith('#')) continue;
     let negate = false;
-    if (line.startsWith('!')) { negate = true; line = line.slice(1).trim(); }
-    const clean = line.split('/').filter((p) => p && p !== '.').join('/');
+    if (line.startsWith('!')) {
+      negate = true;
+      line = line.slice(1).trim();
+    }
+    const clean = line
+      .split('/')
+      .filter((p) => p && p !== '.')
+      .join('/');
     if (!clean) continue;
     rules.push({ negate, re: globToRegExp(clean) });
   }
@@ -25,12 +34,21 @@ function globToRegExp(glob: string): RegExp {
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i]!;
     if (c === '*' && glob[i + 1] === '*') {
-      if (glob[i + 2] === '/') { re += '(?:.*/)?'; i += 2; } else { re += '.*'; i += 1; }
+      if (glob[i + 2] === '/') {
+        re += '(?:.*/)?';
+        i += 2;
+      } else {
+        re += '.*';
+        i += 1;
+      }
     } else if (c === '*') re += '[^/]*';
     else if (c === '?') re += '[^/]';
     else if (c === '[') {
       const end = glob.indexOf(']', i);
-      if (end > i) { re += glob.slice(i, end + 1).replace(/^\[!/, '[^'); i = end; } else re += '\\[';
+      if (end > i) {
+        re += glob.slice(i, end + 1).replace(/^\[!/, '[^');
+        i = end;
+      } else re += '\\[';
     } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
   }
   return new RegExp(`^${re}$`);

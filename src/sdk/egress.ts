@@ -34,8 +34,17 @@ const CHAIN_NAT = 'KILN-BUILD-NAT';
 
 /** IPv4 ranges a build may never reach unless allowed by name: this host, private, shared, link-local, special. */
 export const DENIED_V4 = [
-  '0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.0.0.0/24',
-  '192.168.0.0/16', '198.18.0.0/15', '224.0.0.0/4', '240.0.0.0/4',
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.0.0.0/24',
+  '192.168.0.0/16',
+  '198.18.0.0/15',
+  '224.0.0.0/4',
+  '240.0.0.0/4',
 ];
 
 export interface EgressOptions {
@@ -53,8 +62,10 @@ export interface EgressOptions {
 }
 
 /** One allowed destination: an IPv4 network, and a TCP port or any port/protocol. */
-export interface Allowed { cidr: string; port?: number }
-
+export interface Allowed {
+  cidr: string;
+  port?: number;
+}
 
 /** Parses `sdk.egressAllow` entries; a malformed one is a config error naming it. */
 export function parseAllow(entries: readonly string[]): Allowed[] {
@@ -63,7 +74,10 @@ export function parseAllow(entries: readonly string[]): Allowed[] {
     const bits = m?.[2] === undefined ? 32 : Number(m[2]);
     const port = m?.[3] === undefined ? undefined : Number(m[3]);
     if (!m || net.isIPv4(m[1]!) === false || bits > 32 || (port !== undefined && (port < 1 || port > 65535))) {
-      throw new KilnError('invalid_input', `sdk.egressAllow: "${e}" is not an IPv4 address or CIDR with an optional :port`);
+      throw new KilnError(
+        'invalid_input',
+        `sdk.egressAllow: "${e}" is not an IPv4 address or CIDR with an optional :port`,
+      );
     }
     return { cidr: `${m[1]}/${bits}`, port };
   });
@@ -79,7 +93,12 @@ export function nameservers(resolvConf: string): string[] {
   return out;
 }
 
-export interface RuleInputs { subnet: string; resolvers: readonly string[]; allowed: readonly Allowed[]; lan: readonly string[] }
+export interface RuleInputs {
+  subnet: string;
+  resolvers: readonly string[];
+  allowed: readonly Allowed[];
+  lan: readonly string[];
+}
 
 /**
  * The rules of Kiln's chains, as iptables-restore input (`--noflush`). Pure, so the policy is testable without a
@@ -89,37 +108,77 @@ export interface RuleInputs { subnet: string; resolvers: readonly string[]; allo
 export function egressRules(p: RuleInputs, engineIptables = false): { v4: string; v6: string } {
   const out: string[] = ['*filter', `:${CHAIN_OUT} - [0:0]`, `:${CHAIN_BACK} - [0:0]`, `:${CHAIN_HOST} - [0:0]`];
   for (const r of p.resolvers) {
-    for (const proto of ['udp', 'tcp']) out.push(`-A ${CHAIN_OUT} -d ${r}/32 -p ${proto} -m ${proto} --dport 53 -j ACCEPT`);
+    for (const proto of ['udp', 'tcp'])
+      out.push(`-A ${CHAIN_OUT} -d ${r}/32 -p ${proto} -m ${proto} --dport 53 -j ACCEPT`);
   }
   for (const a of p.allowed) {
-    out.push(a.port === undefined ? `-A ${CHAIN_OUT} -d ${a.cidr} -j ACCEPT` : `-A ${CHAIN_OUT} -d ${a.cidr} -p tcp -m tcp --dport ${a.port} -j ACCEPT`);
+    out.push(
+      a.port === undefined
+        ? `-A ${CHAIN_OUT} -d ${a.cidr} -j ACCEPT`
+        : `-A ${CHAIN_OUT} -d ${a.cidr} -p tcp -m tcp --dport ${a.port} -j ACCEPT`,
+    );
   }
-  for (const d of [...DENIED_V4, ...p.lan]) out.push(`-A ${CHAIN_OUT} -d ${d} -j REJECT --reject-with icmp-admin-prohibited`);
+  for (const d of [...DENIED_V4, ...p.lan])
+    out.push(`-A ${CHAIN_OUT} -d ${d} -j REJECT --reject-with icmp-admin-prohibited`);
   out.push(`-A ${CHAIN_OUT} -j ACCEPT`);
   // Only replies enter the bridge. This also refuses one build's connection to another running at the same time:
   // bridge-nf-call-iptables puts their bridged frames through FORWARD with the bridge as the output device.
-  out.push(`-A ${CHAIN_BACK} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, `-A ${CHAIN_BACK} -j REJECT --reject-with icmp-admin-prohibited`);
+  out.push(
+    `-A ${CHAIN_BACK} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    `-A ${CHAIN_BACK} -j REJECT --reject-with icmp-admin-prohibited`,
+  );
   out.push(`-A ${CHAIN_HOST} -j REJECT --reject-with icmp-admin-prohibited`);
-  const v6 = ['*filter', `:${CHAIN_HOST} - [0:0]`, `:${CHAIN_OUT} - [0:0]`,
-    `-A ${CHAIN_HOST} -j REJECT --reject-with icmp6-adm-prohibited`, `-A ${CHAIN_OUT} -j REJECT --reject-with icmp6-adm-prohibited`];
+  const v6 = [
+    '*filter',
+    `:${CHAIN_HOST} - [0:0]`,
+    `:${CHAIN_OUT} - [0:0]`,
+    `-A ${CHAIN_HOST} -j REJECT --reject-with icmp6-adm-prohibited`,
+    `-A ${CHAIN_OUT} -j REJECT --reject-with icmp6-adm-prohibited`,
+  ];
   if (engineIptables) {
-    out.push(...jumps(p.subnet, 'DOCKER-USER').filter((j) => j.cmd === 'iptables').map((j) => `-I ${j.rule.join(' ')}`));
-    v6.push(...jumps(p.subnet).filter((j) => j.cmd === 'ip6tables').map((j) => `-I ${j.rule.join(' ')}`));
+    out.push(
+      ...jumps(p.subnet, 'DOCKER-USER')
+        .filter((j) => j.cmd === 'iptables')
+        .map((j) => `-I ${j.rule.join(' ')}`),
+    );
+    v6.push(
+      ...jumps(p.subnet)
+        .filter((j) => j.cmd === 'ip6tables')
+        .map((j) => `-I ${j.rule.join(' ')}`),
+    );
     out.push('COMMIT', '');
   } else {
-    out.push('COMMIT', '*nat', `:${CHAIN_NAT} - [0:0]`, `-A ${CHAIN_NAT} -s ${p.subnet} ! -o ${BRIDGE} -j MASQUERADE`, 'COMMIT', '');
+    out.push(
+      'COMMIT',
+      '*nat',
+      `:${CHAIN_NAT} - [0:0]`,
+      `-A ${CHAIN_NAT} -s ${p.subnet} ! -o ${BRIDGE} -j MASQUERADE`,
+      'COMMIT',
+      '',
+    );
   }
   v6.push('COMMIT', '');
   return { v4: out.join('\n'), v6: v6.join('\n') };
 }
 
 /** The jumps from the built-in chains into Kiln's (table, chain, match...); IPv4 forwarding enters at `forward`. */
-function jumps(subnet: string, forward = 'FORWARD'): { cmd: 'iptables' | 'ip6tables'; table: string; rule: string[] }[] {
+function jumps(
+  subnet: string,
+  forward = 'FORWARD',
+): { cmd: 'iptables' | 'ip6tables'; table: string; rule: string[] }[] {
   return [
     { cmd: 'iptables', table: 'filter', rule: [forward, '-i', BRIDGE, '-j', CHAIN_OUT] },
     { cmd: 'iptables', table: 'filter', rule: [forward, '-o', BRIDGE, '-j', CHAIN_BACK] },
     { cmd: 'iptables', table: 'filter', rule: ['INPUT', '-i', BRIDGE, '-j', CHAIN_HOST] },
-    ...(forward === 'FORWARD' ? [{ cmd: 'iptables' as const, table: 'nat', rule: ['POSTROUTING', '-s', subnet, '!', '-o', BRIDGE, '-j', CHAIN_NAT] }] : []),
+    ...(forward === 'FORWARD'
+      ? [
+          {
+            cmd: 'iptables' as const,
+            table: 'nat',
+            rule: ['POSTROUTING', '-s', subnet, '!', '-o', BRIDGE, '-j', CHAIN_NAT],
+          },
+        ]
+      : []),
     { cmd: 'ip6tables', table: 'filter', rule: ['INPUT', '-i', BRIDGE, '-j', CHAIN_HOST] },
     { cmd: 'ip6tables', table: 'filter', rule: ['FORWARD', '-i', BRIDGE, '-j', CHAIN_OUT] },
     { cmd: 'ip6tables', table: 'filter', rule: ['FORWARD', '-o', BRIDGE, '-j', CHAIN_OUT] },
@@ -148,11 +207,15 @@ async function restore(cmd: 'iptables-restore' | 'ip6tables-restore', rules: str
 
 /** Directly connected IPv4 networks of this host (its LAN), other than the build network itself. */
 export async function lanNetworks(subnet: string): Promise<string[]> {
-  const r = await run('ip', ['-j', '-4', 'route', 'show', 'table', 'main', 'scope', 'link'], { timeoutMs: 10_000 }).catch(() => undefined);
+  const r = await run('ip', ['-j', '-4', 'route', 'show', 'table', 'main', 'scope', 'link'], {
+    timeoutMs: 10_000,
+  }).catch(() => undefined);
   if (!r || r.code !== 0) return [];
   try {
     const routes = JSON.parse(r.stdout) as { dst?: string; dev?: string }[];
-    return routes.filter((x) => x.dev !== BRIDGE && x.dst && x.dst !== subnet && IPV4_CIDR_PORT_RE.test(x.dst)).map((x) => x.dst!);
+    return routes
+      .filter((x) => x.dev !== BRIDGE && x.dst && x.dst !== subnet && IPV4_CIDR_PORT_RE.test(x.dst))
+      .map((x) => x.dst!);
   } catch {
     return [];
   }
@@ -168,10 +231,16 @@ async function mirrorAllowances(urls: readonly string[]): Promise<Allowed[]> {
   const out: Allowed[] = [];
   for (const u of urls) {
     let url: URL;
-    try { url = new URL(u); } catch { continue; }
+    try {
+      url = new URL(u);
+    } catch {
+      continue;
+    }
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
     const host = url.hostname.replace(/^\[|\]$/g, '');
-    const addrs = net.isIP(host) ? [{ address: host, family: net.isIP(host) }] : await dns.lookup(host, { all: true }).catch(() => []);
+    const addrs = net.isIP(host)
+      ? [{ address: host, family: net.isIP(host) }]
+      : await dns.lookup(host, { all: true }).catch(() => []);
     for (const a of addrs) if (a.family === 4) out.push({ cidr: `${a.address}/32`, port });
   }
   return out;
@@ -190,9 +259,15 @@ export async function resolvers(): Promise<string[]> {
 async function ensureNetwork(docker: Dockerode, subnet: string): Promise<string> {
   const inspect = async () => {
     try {
-      const n = (await docker.getNetwork(BUILD_NETWORK).inspect()) as { IPAM?: { Config?: { Subnet?: string }[] }; Options?: Record<string, string> };
+      const n = (await docker.getNetwork(BUILD_NETWORK).inspect()) as {
+        IPAM?: { Config?: { Subnet?: string }[] };
+        Options?: Record<string, string>;
+      };
       if (n.Options?.['com.docker.network.bridge.name'] !== BRIDGE) {
-        throw new KilnError('backend_unavailable', `The engine has a network named ${BUILD_NETWORK} that Kiln did not make (its bridge is not ${BRIDGE}); remove it or rename it`);
+        throw new KilnError(
+          'backend_unavailable',
+          `The engine has a network named ${BUILD_NETWORK} that Kiln did not make (its bridge is not ${BRIDGE}); remove it or rename it`,
+        );
       }
       return n.IPAM?.Config?.find((c) => c.Subnet && IPV4_CIDR_PORT_RE.test(c.Subnet))?.Subnet;
     } catch (e) {
@@ -205,7 +280,10 @@ async function ensureNetwork(docker: Dockerode, subnet: string): Promise<string>
   if (existing) return existing;
   try {
     await docker.createNetwork({
-      Name: BUILD_NETWORK, Driver: 'bridge', CheckDuplicate: true, Internal: false,
+      Name: BUILD_NETWORK,
+      Driver: 'bridge',
+      CheckDuplicate: true,
+      Internal: false,
       IPAM: { Driver: 'default', Config: [{ Subnet: subnet }] },
       Options: { 'com.docker.network.bridge.name': BRIDGE },
       Labels: { 'io.kiln.network': 'build' },
@@ -213,7 +291,11 @@ async function ensureNetwork(docker: Dockerode, subnet: string): Promise<string>
   } catch (e) {
     // Another build created it at the same moment: use that one.
     if ((e as { statusCode?: number }).statusCode !== 409) {
-      throw new KilnError('backend_unavailable', `Could not create the build network ${BUILD_NETWORK} (${subnet}): ${(e as Error).message}`, { cause: e });
+      throw new KilnError(
+        'backend_unavailable',
+        `Could not create the build network ${BUILD_NETWORK} (${subnet}): ${(e as Error).message}`,
+        { cause: e },
+      );
     }
   }
   const made = await inspect();
@@ -225,11 +307,17 @@ async function ensureNetwork(docker: Dockerode, subnet: string): Promise<string>
  * Makes sure the filtered build network and its rules are in place; returns the network name for the build API's
  * `networkmode` and a line for the build log. Fails closed: without root or iptables the build does not run.
  */
-export async function ensureBuildNetwork(docker: Dockerode, o: EgressOptions): Promise<{ network: string; summary: string }> {
+export async function ensureBuildNetwork(
+  docker: Dockerode,
+  o: EgressOptions,
+): Promise<{ network: string; summary: string }> {
   const allowed = await allowances(o.mirrors, o.allow);
   const subnet = await ensureNetwork(docker, o.subnet);
   if (o.rules === 'external') {
-    return { network: BUILD_NETWORK, summary: `build network ${BUILD_NETWORK} (${subnet}): filtered by the engine's host (sdk.egressRules=external)` };
+    return {
+      network: BUILD_NETWORK,
+      summary: `build network ${BUILD_NETWORK} (${subnet}): filtered by the engine's host (sdk.egressRules=external)`,
+    };
   }
   const [dnsServers, lan] = await Promise.all([resolvers(), lanNetworks(subnet)]);
   const rules = egressRules({ subnet, resolvers: dnsServers, allowed, lan });
@@ -239,7 +327,8 @@ export async function ensureBuildNetwork(docker: Dockerode, o: EgressOptions): P
     const check = await iptables(j.cmd, ['-t', j.table, '-C', ...j.rule]);
     if (check.code === 0) continue;
     const add = await iptables(j.cmd, ['-t', j.table, '-I', ...j.rule]);
-    if (add.code !== 0) throw new KilnError('backend_unavailable', `${NEEDS}: ${j.cmd} -I ${j.rule[0]} failed: ${add.stderr.trim()}`);
+    if (add.code !== 0)
+      throw new KilnError('backend_unavailable', `${NEEDS}: ${j.cmd} -I ${j.rule[0]} failed: ${add.stderr.trim()}`);
   }
   // Forwarding lets the bridge reach the internet at all, and bridge-nf-call-iptables puts build-to-build frames
   // through the chains above; dockerd sets both only when it manages iptables itself.

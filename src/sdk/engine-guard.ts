@@ -17,7 +17,8 @@ import { followStream } from './docker-util.js';
  * for a reason we cannot tell, refuses the build.
  */
 
-const GUARD_HELP = 'run scripts/ensure-dockerd.sh on the build host (or guard the engine as src/sdk/README.md "The engine guard" says), ' +
+const GUARD_HELP =
+  'run scripts/ensure-dockerd.sh on the build host (or guard the engine as src/sdk/README.md "The engine guard" says), ' +
   'or set sdk.engineGuard=off where the engine is guarded in a way this host cannot see';
 
 /** The addresses a guard-less engine would reach this host on: loopback (v4, v6) and every other address it has (v6 link-local aside: it needs a zone). */
@@ -25,7 +26,8 @@ export function hostProbeAddresses(): string[] {
   const out = ['127.0.0.1'];
   for (const addrs of Object.values(os.networkInterfaces())) {
     for (const a of addrs ?? []) {
-      if (a.family === 'IPv6' && (a.address === '::1' || (!a.internal && !a.address.toLowerCase().startsWith('fe80:')))) out.push(`[${a.address}]`);
+      if (a.family === 'IPv6' && (a.address === '::1' || (!a.internal && !a.address.toLowerCase().startsWith('fe80:'))))
+        out.push(`[${a.address}]`);
       else if (a.family === 'IPv4' && !a.internal) out.push(a.address);
     }
   }
@@ -40,12 +42,22 @@ function probeContext(url: string): NodeJS.ReadableStream {
 }
 
 /** One probe build; resolves with how it ended. Never throws for the build's own failure. */
-async function probe(docker: Dockerode, url: string, timeoutMs: number): Promise<'refused' | 'succeeded' | 'timed out' | `unclear: ${string}`> {
+async function probe(
+  docker: Dockerode,
+  url: string,
+  timeoutMs: number,
+): Promise<'refused' | 'succeeded' | 'timed out' | `unclear: ${string}`> {
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMs);
   try {
     const stream = await docker.buildImage(probeContext(url), {
-      dockerfile: 'Dockerfile', networkmode: 'none', pull: false, nocache: true, rm: true, forcerm: true, abortSignal: ac.signal,
+      dockerfile: 'Dockerfile',
+      networkmode: 'none',
+      pull: false,
+      nocache: true,
+      rm: true,
+      forcerm: true,
+      abortSignal: ac.signal,
     } as Dockerode.ImageBuildOptions);
     await followStream(docker, stream, () => undefined, 'The engine guard probe');
     return 'succeeded';
@@ -60,12 +72,20 @@ async function probe(docker: Dockerode, url: string, timeoutMs: number): Promise
 }
 
 /** Resolves with a line for the build log when the guard holds; throws backend_unavailable when it does not. */
-export async function verifyEngineGuard(docker: Dockerode, opts: { addresses?: string[]; timeoutMs?: number } = {}): Promise<string> {
+export async function verifyEngineGuard(
+  docker: Dockerode,
+  opts: { addresses?: string[]; timeoutMs?: number } = {},
+): Promise<string> {
   const addresses = opts.addresses ?? hostProbeAddresses();
   const connections: string[] = [];
-  const server = net.createServer((s) => { connections.push(String(s.remoteAddress)); s.destroy(); });
+  const server = net.createServer((s) => {
+    connections.push(String(s.remoteAddress));
+    s.destroy();
+  });
   const dualStack = await new Promise<boolean>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) => (e.code === 'EAFNOSUPPORT' || e.code === 'EADDRNOTAVAIL' ? resolve(false) : reject(e)));
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      e.code === 'EAFNOSUPPORT' || e.code === 'EADDRNOTAVAIL' ? resolve(false) : reject(e),
+    );
     server.listen({ port: 0, host: '::' }, () => resolve(true));
   });
   if (!dualStack) await new Promise<void>((resolve) => server.listen({ port: 0, host: '0.0.0.0' }, resolve));
@@ -73,14 +93,24 @@ export async function verifyEngineGuard(docker: Dockerode, opts: { addresses?: s
   const nonce = randomBytes(8).toString('hex');
   try {
     const targets = addresses.filter((a) => dualStack || !a.startsWith('['));
-    const outcomes = await Promise.all(targets.map((a) => probe(docker, `http://${a}:${port}/kiln-engine-guard-${nonce}`, opts.timeoutMs ?? 60_000)));
+    const outcomes = await Promise.all(
+      targets.map((a) => probe(docker, `http://${a}:${port}/kiln-engine-guard-${nonce}`, opts.timeoutMs ?? 60_000)),
+    );
     if (connections.length) {
-      throw new KilnError('backend_unavailable', `The Docker engine is not guarded: asked to ADD from this host, it connected (from ${[...new Set(connections)].join(', ')}), ` +
-        `so a Dockerfile could make it fetch from this host, its network or a registry. Kiln does not build on such an engine: ${GUARD_HELP}`);
+      throw new KilnError(
+        'backend_unavailable',
+        `The Docker engine is not guarded: asked to ADD from this host, it connected (from ${[...new Set(connections)].join(', ')}), ` +
+          `so a Dockerfile could make it fetch from this host, its network or a registry. Kiln does not build on such an engine: ${GUARD_HELP}`,
+      );
     }
-    const unclear = targets.map((a, i) => ({ a, o: outcomes[i]! })).filter((x) => x.o !== 'refused' && x.o !== 'timed out');
+    const unclear = targets
+      .map((a, i) => ({ a, o: outcomes[i]! }))
+      .filter((x) => x.o !== 'refused' && x.o !== 'timed out');
     if (unclear.length) {
-      throw new KilnError('backend_unavailable', `Could not verify the engine guard (the probe of ${unclear.map((x) => `${x.a}: ${x.o}`).join('; ')}): ${GUARD_HELP}`);
+      throw new KilnError(
+        'backend_unavailable',
+        `Could not verify the engine guard (the probe of ${unclear.map((x) => `${x.a}: ${x.o}`).join('; ')}): ${GUARD_HELP}`,
+      );
     }
     return `engine guard: the engine cannot fetch from this host (probed ${targets.join(', ')}: refused, no connection)`;
   } finally {

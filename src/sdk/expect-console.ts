@@ -26,8 +26,13 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 function checkText(text: string, source: string): void {
   const where = source === EXPECT_CONSOLE_OPTION ? source : `The image's ${source}`;
   if (!text.trim()) throw new KilnError('invalid_input', `${where} must not be empty or blank`);
-  if ([...text].length > MAX_EXPECT_TEXT_CHARS) throw new KilnError('invalid_input', `${where} is longer than ${MAX_EXPECT_TEXT_CHARS} characters`);
-  if (CONTROL.test(text)) throw new KilnError('invalid_input', `${where} contains a control character (such as a newline); the text must fit on one console line`);
+  if ([...text].length > MAX_EXPECT_TEXT_CHARS)
+    throw new KilnError('invalid_input', `${where} is longer than ${MAX_EXPECT_TEXT_CHARS} characters`);
+  if (CONTROL.test(text))
+    throw new KilnError(
+      'invalid_input',
+      `${where} contains a control character (such as a newline); the text must fit on one console line`,
+    );
 }
 
 /**
@@ -35,7 +40,10 @@ function checkText(text: string, source: string): void {
  * on an earlier one inherits its labels, and a label cannot be removed, only overwritten). Refuses bad text with
  * `invalid_input` naming where it came from; duplicates are kept once.
  */
-export function consoleExpectations(cli: readonly string[] = [], labels?: Record<string, string> | null): ConsoleExpectation[] {
+export function consoleExpectations(
+  cli: readonly string[] = [],
+  labels?: Record<string, string> | null,
+): ConsoleExpectation[] {
   const out: ConsoleExpectation[] = [];
   const add = (text: string, source: string) => {
     checkText(text, source);
@@ -44,7 +52,11 @@ export function consoleExpectations(cli: readonly string[] = [], labels?: Record
   for (const t of cli) add(t, EXPECT_CONSOLE_OPTION);
   const label = labels?.[EXPECT_CONSOLE_LABEL];
   if (label !== undefined && label !== '') add(label, `LABEL ${EXPECT_CONSOLE_LABEL}`);
-  if (out.length > MAX_EXPECT_TEXTS) throw new KilnError('invalid_input', `At most ${MAX_EXPECT_TEXTS} console texts can be expected (${out.length} given)`);
+  if (out.length > MAX_EXPECT_TEXTS)
+    throw new KilnError(
+      'invalid_input',
+      `At most ${MAX_EXPECT_TEXTS} console texts can be expected (${out.length} given)`,
+    );
   return out;
 }
 
@@ -67,7 +79,10 @@ export function closestLine(clean: string, text: string): { line: string; matche
     else hi = mid - 1;
   }
   if (lo < Math.min(12, text.length)) return undefined;
-  const line = clean.split(/\r?\n/).filter((l) => l.includes(text.slice(0, lo))).at(-1);
+  const line = clean
+    .split(/\r?\n/)
+    .filter((l) => l.includes(text.slice(0, lo)))
+    .at(-1);
   return line === undefined ? undefined : { line: line.trim().slice(0, 400), matched: lo };
 }
 
@@ -79,9 +94,19 @@ export function closestLine(clean: string, text: string): { line: string; matche
 export function explainMissingTexts(clean: string, missing: readonly ConsoleExpectation[]): string {
   const what = `the console never showed ${missing.map((e) => `"${e.text}" (asked for by ${e.source})`).join(', ')}`;
   const near = missing.map((e) => ({ e, c: closestLine(clean, e.text) })).filter((x) => x.c);
-  let evidence = near.map(({ e, c }) => `; the closest console line, same as "${e.text.slice(0, 40)}${e.text.length > 40 ? '...' : ''}" for its first ${c!.matched} characters: "${c!.line}"`).join('');
+  let evidence = near
+    .map(
+      ({ e, c }) =>
+        `; the closest console line, same as "${e.text.slice(0, 40)}${e.text.length > 40 ? '...' : ''}" for its first ${c!.matched} characters: "${c!.line}"`,
+    )
+    .join('');
   if (!evidence) {
-    const appLine = clean.split(/\r?\n/).filter((l) => /kiln-app/.test(l)).at(-1)?.trim().slice(0, 300);
+    const appLine = clean
+      .split(/\r?\n/)
+      .filter((l) => /kiln-app/.test(l))
+      .at(-1)
+      ?.trim()
+      .slice(0, 300);
     if (appLine) evidence = `; the application service's last console line: "${appLine}"`;
   }
   return `${what}${evidence}. Fix: the program must print it on its stdout or stderr (Kiln sends both to the console) once it is up; the serial log shows what it printed instead`;

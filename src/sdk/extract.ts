@@ -78,7 +78,20 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
   if (!fs.lstatSync(root).isDirectory()) throw new KilnError('internal', 'staging root is not a directory');
   fs.chmodSync(root, 0o755);
 
-  const stats: ExtractStats = { entries: 0, files: 0, dirs: 1, symlinks: 0, hardlinks: 0, blockBytes: BLOCK, dataBytes: 0, skipped: [], skippedCount: 0, capabilities: [], capabilityCount: 0, capabilityFailures: 0 };
+  const stats: ExtractStats = {
+    entries: 0,
+    files: 0,
+    dirs: 1,
+    symlinks: 0,
+    hardlinks: 0,
+    blockBytes: BLOCK,
+    dataBytes: 0,
+    skipped: [],
+    skippedCount: 0,
+    capabilities: [],
+    capabilityCount: 0,
+    capabilityFailures: 0,
+  };
   // Relative paths (joined with '/') known to be real directories made or verified by us; '' is the root.
   const dirs = new Set<string>(['']);
   const dirMeta: { rel: string; mode: number; uid: number; gid: number; mtime?: Date }[] = [];
@@ -89,18 +102,25 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
   const skip = (name: string, reason: string) => {
     stats.skippedCount++;
     if (stats.skipped.length < MAX_SKIPPED_KEPT) stats.skipped.push({ name: name.slice(0, 256), reason });
-    if (stats.skippedCount <= 20 && !/^dev\//.test(name.replace(/^\.?\//, ''))) opts.onWarning?.(`skipped ${JSON.stringify(name.slice(0, 256))}: ${reason}`);
+    if (stats.skippedCount <= 20 && !/^dev\//.test(name.replace(/^\.?\//, '')))
+      opts.onWarning?.(`skipped ${JSON.stringify(name.slice(0, 256))}: ${reason}`);
   };
   const account = (bytes: number) => {
     stats.blockBytes += bytes;
     if (opts.maxBytes !== undefined && stats.blockBytes > opts.maxBytes) {
-      throw new KilnError('limit_exceeded', `The image's filesystem is larger than the limit of ${Math.round(opts.maxBytes / 2 ** 20)} MiB`);
+      throw new KilnError(
+        'limit_exceeded',
+        `The image's filesystem is larger than the limit of ${Math.round(opts.maxBytes / 2 ** 20)} MiB`,
+      );
     }
   };
   let made = 0;
   const count = () => {
     if (opts.maxEntries !== undefined && ++made > opts.maxEntries) {
-      throw new KilnError('limit_exceeded', `The image's filesystem has more than ${opts.maxEntries} entries (files, directories, links; sdk.maxImageEntries)`);
+      throw new KilnError(
+        'limit_exceeded',
+        `The image's filesystem has more than ${opts.maxEntries} entries (files, directories, links; sdk.maxImageEntries)`,
+      );
     }
   };
   const code = (e: unknown) => (e as NodeJS.ErrnoException).code;
@@ -152,7 +172,10 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
   // Capabilities to set once everything is written, by final relative path. Whatever an entry puts at a name decides
   // (a later file/link brings its own or none, a symlink or directory none); a refused entry changes nothing.
   const pendingCaps = new Map<string, Buffer>();
-  const settleCap = (rel: string, cap?: Buffer) => { if (cap) pendingCaps.set(rel, cap); else pendingCaps.delete(rel); };
+  const settleCap = (rel: string, cap?: Buffer) => {
+    if (cap) pendingCaps.set(rel, cap);
+    else pendingCaps.delete(rel);
+  };
   const scanner = new CapabilityScanner({ onWarning: opts.onWarning });
   const extract = tarStream.extract();
   const done = new Promise<void>((resolve, reject) => {
@@ -172,11 +195,21 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
     let cap = capRecord?.value;
     if (capRecord && capRecord.name !== name) {
       cap = undefined;
-      opts.onWarning?.(`file capability for ${JSON.stringify(capRecord.name.slice(0, 256))} not applied: the tar reader saw ${JSON.stringify(name.slice(0, 256))} there`);
+      opts.onWarning?.(
+        `file capability for ${JSON.stringify(capRecord.name.slice(0, 256))} not applied: the tar reader saw ${JSON.stringify(name.slice(0, 256))} there`,
+      );
     }
     const parts = safeComponents(name);
-    const drain = async () => { for await (const _ of entry) { /* discard */ } };
-    if (typeof parts === 'string') { skip(name, parts); await drain(); continue; }
+    const drain = async () => {
+      for await (const _ of entry) {
+        /* discard */
+      }
+    };
+    if (typeof parts === 'string') {
+      skip(name, parts);
+      await drain();
+      continue;
+    }
     const rel = parts.join('/');
     const abs = parts.length ? path.join(root, ...parts) : root;
     const mode = (h.mode ?? 0o644) & 0o7777;
@@ -189,7 +222,11 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
       await drain();
       continue;
     }
-    if (!ensureParents(parts)) { skip(name, 'a parent is not a directory (e.g. a symlink)'); await drain(); continue; }
+    if (!ensureParents(parts)) {
+      skip(name, 'a parent is not a directory (e.g. a symlink)');
+      await drain();
+      continue;
+    }
 
     switch (h.type) {
       case 'directory': {
@@ -213,7 +250,11 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
         const size = h.size ?? 0;
         account(Math.ceil(size / BLOCK) * BLOCK);
         const fd = createAt(abs, () => fs.openSync(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600));
-        if (fd === 'dir') { skip(name, 'would replace a directory'); await drain(); break; }
+        if (fd === 'dir') {
+          skip(name, 'would replace a directory');
+          await drain();
+          break;
+        }
         try {
           for await (const chunk of entry) {
             const b = chunk as Buffer;
@@ -233,10 +274,21 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
       case 'symlink': {
         await drain();
         const target = h.linkname ?? '';
-        if (!target || target.includes('\0')) { skip(name, 'empty symlink target'); break; }
-        if (createAt(abs, () => fs.symlinkSync(target, abs)) === 'dir') { skip(name, 'would replace a directory'); break; }
+        if (!target || target.includes('\0')) {
+          skip(name, 'empty symlink target');
+          break;
+        }
+        if (createAt(abs, () => fs.symlinkSync(target, abs)) === 'dir') {
+          skip(name, 'would replace a directory');
+          break;
+        }
         if (uid !== myUid || gid !== myGid) fs.lchownSync(abs, uid, gid);
-        if (h.mtime) try { fs.lutimesSync(abs, h.mtime, h.mtime); } catch { /* best effort */ }
+        if (h.mtime)
+          try {
+            fs.lutimesSync(abs, h.mtime, h.mtime);
+          } catch {
+            /* best effort */
+          }
         settleCap(rel);
         stats.symlinks++;
         account(target.length > 59 ? BLOCK : 0);
@@ -245,13 +297,29 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
       case 'link': {
         await drain();
         const tparts = safeComponents(h.linkname ?? '');
-        if (typeof tparts === 'string' || tparts.length === 0) { skip(name, `hard link target refused (${typeof tparts === 'string' ? tparts : 'empty'})`); break; }
-        if (!ensureParents(tparts)) { skip(name, 'hard link target is not inside a real directory'); break; }
+        if (typeof tparts === 'string' || tparts.length === 0) {
+          skip(name, `hard link target refused (${typeof tparts === 'string' ? tparts : 'empty'})`);
+          break;
+        }
+        if (!ensureParents(tparts)) {
+          skip(name, 'hard link target is not inside a real directory');
+          break;
+        }
         const tabs = path.join(root, ...tparts);
         let tst: fs.Stats | undefined;
-        try { tst = fs.lstatSync(tabs); } catch { tst = undefined; }
-        if (!tst?.isFile()) { skip(name, 'hard link target is not an extracted regular file'); break; }
-        if (createAt(abs, () => fs.linkSync(tabs, abs)) === 'dir') { skip(name, 'would replace a directory'); break; }
+        try {
+          tst = fs.lstatSync(tabs);
+        } catch {
+          tst = undefined;
+        }
+        if (!tst?.isFile()) {
+          skip(name, 'hard link target is not an extracted regular file');
+          break;
+        }
+        if (createAt(abs, () => fs.linkSync(tabs, abs)) === 'dir') {
+          skip(name, 'would replace a directory');
+          break;
+        }
         stats.hardlinks++;
         settleCap(rel, cap);
         break;
@@ -273,7 +341,11 @@ export async function extractRootfs(input: Readable, root: string, opts: Extract
     const r = await applyCapabilities(root, pendingCaps, { isRealDir: (d) => dirs.has(d), onWarning: opts.onWarning });
     stats.capabilityCount = r.applied.length;
     stats.capabilityFailures = r.failed.length;
-    stats.capabilities = r.applied.slice(0, MAX_SKIPPED_KEPT).map((n) => ({ name: n, capability: describeCapability(pendingCaps.get(n)!), value: pendingCaps.get(n)!.toString('hex') }));
+    stats.capabilities = r.applied.slice(0, MAX_SKIPPED_KEPT).map((n) => ({
+      name: n,
+      capability: describeCapability(pendingCaps.get(n)!),
+      value: pendingCaps.get(n)!.toString('hex'),
+    }));
   }
 
   // Directory metadata last, deepest first, so restrictive modes do not get in the way of filling them.

@@ -48,7 +48,12 @@ export async function readFileIn(root: string, guestPath: string, maxBytes = 16 
  * Writes a regular file, replacing whatever non-directory was there (a symlink is replaced, not followed).
  * Parents are created as root-owned 0755 directories when missing. Returns false if a parent is not a directory.
  */
-export async function writeFileIn(root: string, guestPath: string, data: string | Buffer, mode = 0o644): Promise<boolean> {
+export async function writeFileIn(
+  root: string,
+  guestPath: string,
+  data: string | Buffer,
+  mode = 0o644,
+): Promise<boolean> {
   const parts = safeComponents(guestPath);
   if (typeof parts === 'string' || parts.length === 0) throw new KilnError('internal', `bad guest path ${guestPath}`);
   let cur = root;
@@ -103,7 +108,8 @@ export async function symlinkIn(root: string, guestPath: string, target: string)
 /** Copies a regular file out of the tree to a host path we own, without following links. */
 export async function copyOut(root: string, guestPath: string, dest: string): Promise<number> {
   const p = await hostPath(root, guestPath);
-  if (!p) throw new KilnError('build_failed', `${guestPath} is not reachable inside the image without following a link`);
+  if (!p)
+    throw new KilnError('build_failed', `${guestPath} is not reachable inside the image without following a link`);
   const src = await fsp.open(p, C.O_RDONLY | C.O_NOFOLLOW);
   try {
     const st = await src.stat();

@@ -58,21 +58,27 @@ export function renderSysvRunner(i: SysvRunnerInput): string {
     // docker stop: the stop signal to the program alone, SIGKILL once the stop timeout has passed.
     'kiln_stop_program() {',
     `  [ -z "$kiln_pid" ] || kill -${plan.stop.number} "$kiln_pid" 2>/dev/null`,
-    ...(t === null ? [] : [`  [ -z "$kiln_pid" ] || { ( sleep ${t}; kill -9 "$kiln_pid" 2>/dev/null ) & kiln_killer=$!; }`]),
+    ...(t === null
+      ? []
+      : [`  [ -z "$kiln_pid" ] || { ( sleep ${t}; kill -9 "$kiln_pid" 2>/dev/null ) & kiln_killer=$!; }`]),
     '}',
-    'trap \'kiln_stopping=1; kiln_stop_program\' TERM INT',
-    ...(h ? ['# The health loop asks for a restart with SIGUSR1.', 'trap \'kiln_restart=1; kiln_stop_program\' USR1'] : []),
+    "trap 'kiln_stopping=1; kiln_stop_program' TERM INT",
+    ...(h
+      ? ['# The health loop asks for a restart with SIGUSR1.', "trap 'kiln_restart=1; kiln_stop_program' USR1"]
+      : []),
     'while :; do',
     `  printf '%s: started as %s (uid %s gid %s) in %s\\n' ${q(names.tag)} ${q(id.spec || 'root')} ${id.uid} ${id.gid} ${q(plan.workdir)}`,
     ...(h ? [`  ${exec} ${q(`--health-reset=${names.statusFile}`)}`] : []),
     `  ${exec} ${execArgs(plan, names, plan.argv!).map(q).join(' ')} &`,
     '  kiln_pid=$!',
-    ...(h ? [
-      `  ( while sleep ${h.intervalMs / 1000}; do ${exec} ${healthArgs(plan, names, { console: i.console }).map(q).join(' ')} >/dev/null`,
-      `      [ $? -ne ${HEALTH_RESTART_STATUS} ] || { kill -USR1 $$; exit 0; }`,
-      '    done ) &',
-      '  kiln_health=$!',
-    ] : []),
+    ...(h
+      ? [
+          `  ( while sleep ${h.intervalMs / 1000}; do ${exec} ${healthArgs(plan, names, { console: i.console }).map(q).join(' ')} >/dev/null`,
+          `      [ $? -ne ${HEALTH_RESTART_STATUS} ] || { kill -USR1 $$; exit 0; }`,
+          '    done ) &',
+          '  kiln_health=$!',
+        ]
+      : []),
     // A trapped signal interrupts wait while the program still runs (or is not reaped yet): wait again.
     '  kiln_rc=',
     '  while [ -z "$kiln_rc" ]; do',
@@ -84,7 +90,11 @@ export function renderSysvRunner(i: SysvRunnerInput): string {
     '  kiln_pid= kiln_killer=',
     ...(h ? ['  kill "$kiln_health" 2>/dev/null'] : []),
     '  [ -z "$kiln_stopping" ] || exit 0',
-    ...(h ? [`  if [ -n "$kiln_restart" ]; then kiln_restart=; echo ${q(`${names.tag}: restarted after failed health checks`)}; continue; fi`] : []),
+    ...(h
+      ? [
+          `  if [ -n "$kiln_restart" ]; then kiln_restart=; echo ${q(`${names.tag}: restarted after failed health checks`)}; continue; fi`,
+        ]
+      : []),
     `  if [ "$kiln_rc" -eq 0 ]; then echo ${q(`${names.tag}: exited with status 0, not restarted`)}; exit 0; fi`,
     '  case $kiln_rc in',
     `    126|127) echo "${names.tag}: cannot start: the command was not found or is not executable (status $kiln_rc), retrying in 2 s" ;;`,
@@ -96,7 +106,12 @@ export function renderSysvRunner(i: SysvRunnerInput): string {
   ].join('\n');
 }
 
-export interface InittabLine { id: string; runlevels: string; action: string; process: string }
+export interface InittabLine {
+  id: string;
+  runlevels: string;
+  action: string;
+  process: string;
+}
 
 export function parseInittab(text: string): (InittabLine | undefined)[] {
   return text.split('\n').map((l) => {
@@ -127,7 +142,11 @@ export function editInittab(text: string, e: InittabEdit): { text: string; added
     const id = line.slice(0, line.indexOf(':'));
     const p = parsed();
     const same = p.findIndex((l) => l?.id === id);
-    if (same >= 0) { lines[same] = line; added.push(line); return; }
+    if (same >= 0) {
+      lines[same] = line;
+      added.push(line);
+      return;
+    }
     const anchor = after ? p.findIndex((l) => !!l && after(l)) : -1;
     if (anchor >= 0) lines.splice(anchor + 1, 0, line);
     else lines.push(line);
@@ -135,10 +154,20 @@ export function editInittab(text: string, e: InittabEdit): { text: string; added
   };
   if (e.sshKeygen) {
     // sysinit entries run before any runlevel; after rcS, the root filesystem is writable and /run is mounted.
-    put(`${INITTAB_SSH_ID}::sysinit:/usr/bin/ssh-keygen -A`, (l) => l.action === 'sysinit' && /\/etc\/init\.d\/rcS\b/.test(l.process));
+    put(
+      `${INITTAB_SSH_ID}::sysinit:/usr/bin/ssh-keygen -A`,
+      (l) => l.action === 'sysinit' && /\/etc\/init\.d\/rcS\b/.test(l.process),
+    );
   }
   if (e.serialGetty) {
-    const has = parsed().some((l) => l && l.id !== INITTAB_GETTY_ID && /getty/.test(l.process) && /(^|[\s/])ttyS0(\s|$)/.test(l.process) && l.action === 'respawn');
+    const has = parsed().some(
+      (l) =>
+        l &&
+        l.id !== INITTAB_GETTY_ID &&
+        /getty/.test(l.process) &&
+        /(^|[\s/])ttyS0(\s|$)/.test(l.process) &&
+        l.action === 'respawn',
+    );
     if (!has) put(`${INITTAB_GETTY_ID}:2345:respawn:/sbin/getty -L ttyS0 115200 vt102`);
   }
   if (e.app) put(`${e.app.inittabId}:2345:once:${e.app.runner}`);

@@ -26,9 +26,15 @@ export function parseDpkgStatus(text: string): DebPackage[] {
     const f: Record<string, string> = {};
     let last = '';
     for (const line of stanza.split('\n')) {
-      if (/^\s/.test(line)) { if (last) f[last] += '\n' + line.trim(); continue; }
+      if (/^\s/.test(line)) {
+        if (last) f[last] += '\n' + line.trim();
+        continue;
+      }
       const m = /^([A-Za-z0-9-]+):\s*(.*)$/.exec(line);
-      if (m) { last = m[1]!.toLowerCase(); f[last] = m[2]!; }
+      if (m) {
+        last = m[1]!.toLowerCase();
+        f[last] = m[2]!;
+      }
     }
     if (!f.package || !f.version) continue;
     if (f.status && !/\binstalled$/.test(f.status.trim())) continue;
@@ -63,7 +69,14 @@ export interface ManifestInput {
   init: string;
   packages: DebPackage[];
   layout: DiskLayout;
-  rootfs: { files: number; dirs: number; symlinks: number; dataBytes: number; blockBytes: number; capabilities?: { name: string; capability: string; value: string }[] };
+  rootfs: {
+    files: number;
+    dirs: number;
+    symlinks: number;
+    dataBytes: number;
+    blockBytes: number;
+    capabilities?: { name: string; capability: string; value: string }[];
+  };
   artifacts: Artifact[];
   notes: string[];
   /** The extra CA certificates RUN steps trusted and whether the image keeps them (build-trust.ts trustRecord). */
@@ -77,7 +90,9 @@ export interface ManifestInput {
 /** The Dockerfile's LABELs (title, version, source...), without Kiln's own bookkeeping labels, bounded in size. */
 export function imageLabels(labels: Record<string, string> | null | undefined): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(labels ?? {}).sort(([a], [b]) => a.localeCompare(b)).slice(0, 200)) {
+  for (const [k, v] of Object.entries(labels ?? {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .slice(0, 200)) {
     if (k.startsWith('io.kiln.')) continue;
     out[k.slice(0, 256)] = String(v).slice(0, 4096);
   }
@@ -85,31 +100,83 @@ export function imageLabels(labels: Record<string, string> | null | undefined): 
 }
 
 export function buildManifest(i: ManifestInput): Record<string, unknown> {
-  const p = (x: DiskLayout['boot']) => ({ number: x.number, startSector: x.startSector, sectors: x.sectors, bytes: x.sectors * i.layout.sectorSize, type: x.type, bootable: x.bootable, filesystem: x.fs, label: x.label });
+  const p = (x: DiskLayout['boot']) => ({
+    number: x.number,
+    startSector: x.startSector,
+    sectors: x.sectors,
+    bytes: x.sectors * i.layout.sectorSize,
+    type: x.type,
+    bootable: x.bootable,
+    filesystem: x.fs,
+    label: x.label,
+  });
   return {
     schema: 'https://kiln.invalid/schemas/manifest/v1',
     sdkVersion: i.sdkVersion,
     createdAt: i.createdAt,
-    inputs: { dockerfile: { sha256: i.dockerfileSha256 }, ...(i.contextSha256 ? { context: { sha256: i.contextSha256 } } : {}), buildArgs: Object.keys(i.buildArgs).sort() },
+    inputs: {
+      dockerfile: { sha256: i.dockerfileSha256 },
+      ...(i.contextSha256 ? { context: { sha256: i.contextSha256 } } : {}),
+      buildArgs: Object.keys(i.buildArgs).sort(),
+    },
     baseImages: i.bases,
     image: i.image,
     ...(i.buildTrust ? { buildTrust: i.buildTrust } : {}),
     ...(i.buildProxy ? { buildProxy: i.buildProxy } : {}),
-    os: { id: i.os.ID, versionId: i.os.VERSION_ID, versionCodename: i.os.VERSION_CODENAME, prettyName: i.os.PRETTY_NAME },
-    boot: { kernel: i.kernel.version, cmdline: i.kernel.cmdline, init: i.init, loader: i.layout.label === 'gpt' ? 'syslinux (BIOS, gptmbr) + systemd-boot (UEFI)' : 'syslinux (BIOS)' },
-    disk: { label: i.layout.label, sectorSize: i.layout.sectorSize, totalBytes: i.layout.totalBytes, partitions: [p(i.layout.boot), p(i.layout.root)] },
-    sizes: { rootfs: { files: i.rootfs.files, dirs: i.rootfs.dirs, symlinks: i.rootfs.symlinks, dataBytes: i.rootfs.dataBytes, blockBytes: i.rootfs.blockBytes }, artifacts: Object.fromEntries(i.artifacts.map((a) => [a.name, { size: a.size, allocated: a.allocated }])) },
+    os: {
+      id: i.os.ID,
+      versionId: i.os.VERSION_ID,
+      versionCodename: i.os.VERSION_CODENAME,
+      prettyName: i.os.PRETTY_NAME,
+    },
+    boot: {
+      kernel: i.kernel.version,
+      cmdline: i.kernel.cmdline,
+      init: i.init,
+      loader: i.layout.label === 'gpt' ? 'syslinux (BIOS, gptmbr) + systemd-boot (UEFI)' : 'syslinux (BIOS)',
+    },
+    disk: {
+      label: i.layout.label,
+      sectorSize: i.layout.sectorSize,
+      totalBytes: i.layout.totalBytes,
+      partitions: [p(i.layout.boot), p(i.layout.root)],
+    },
+    sizes: {
+      rootfs: {
+        files: i.rootfs.files,
+        dirs: i.rootfs.dirs,
+        symlinks: i.rootfs.symlinks,
+        dataBytes: i.rootfs.dataBytes,
+        blockBytes: i.rootfs.blockBytes,
+      },
+      artifacts: Object.fromEntries(i.artifacts.map((a) => [a.name, { size: a.size, allocated: a.allocated }])),
+    },
     artifacts: i.artifacts.map((a) => ({ name: a.name, format: a.format, sha256: a.sha256 })),
     packages: i.packages,
     // Like setuid bits, file capabilities grant privilege: listed for review (path, in words, vfs_cap_data in hex).
-    ...(i.rootfs.capabilities?.length ? { fileCapabilities: i.rootfs.capabilities.map((c) => ({ path: `/${c.name}`, capability: c.capability, value: c.value })) } : {}),
+    ...(i.rootfs.capabilities?.length
+      ? {
+          fileCapabilities: i.rootfs.capabilities.map((c) => ({
+            path: `/${c.name}`,
+            capability: c.capability,
+            value: c.value,
+          })),
+        }
+      : {}),
     ...(i.runtime ? { runtime: i.runtime } : {}),
     notes: i.notes,
   };
 }
 
 /** SPDX 2.3 JSON: the image as the described package, CONTAINS one package per installed deb (with a purl). */
-export function buildSpdx(o: { name: string; createdAt: string; sdkVersion: string; os: Record<string, string>; packages: DebPackage[]; artifacts: Artifact[] }): Record<string, unknown> {
+export function buildSpdx(o: {
+  name: string;
+  createdAt: string;
+  sdkVersion: string;
+  os: Record<string, string>;
+  packages: DebPackage[];
+  artifacts: Artifact[];
+}): Record<string, unknown> {
   const distro = o.os.ID ?? 'debian';
   const distroQ = o.os.VERSION_ID ? `&distro=${encodeURIComponent(`${distro}-${o.os.VERSION_ID}`)}` : '';
   const id = (s: string) => s.replace(/[^A-Za-z0-9.-]/g, '-');
@@ -137,11 +204,13 @@ export function buildSpdx(o: { name: string; createdAt: string; sdkVersion: stri
     licenseDeclared: 'NOASSERTION',
     copyrightText: 'NOASSERTION',
     sourceInfo: `built from source package ${p.source} ${p.sourceVersion}`,
-    externalRefs: [{
-      referenceCategory: 'PACKAGE-MANAGER',
-      referenceType: 'purl',
-      referenceLocator: `pkg:deb/${encodeURIComponent(distro)}/${encodeURIComponent(p.name)}@${encodeURIComponent(p.version)}?arch=${encodeURIComponent(p.architecture)}${distroQ}`,
-    }],
+    externalRefs: [
+      {
+        referenceCategory: 'PACKAGE-MANAGER',
+        referenceType: 'purl',
+        referenceLocator: `pkg:deb/${encodeURIComponent(distro)}/${encodeURIComponent(p.name)}@${encodeURIComponent(p.version)}?arch=${encodeURIComponent(p.architecture)}${distroQ}`,
+      },
+    ],
   }));
   return {
     spdxVersion: 'SPDX-2.3',
@@ -153,13 +222,21 @@ export function buildSpdx(o: { name: string; createdAt: string; sdkVersion: stri
     packages: [image, ...pkgs],
     relationships: [
       { spdxElementId: 'SPDXRef-DOCUMENT', relationshipType: 'DESCRIBES', relatedSpdxElement: 'SPDXRef-Image' },
-      ...pkgs.map((p) => ({ spdxElementId: 'SPDXRef-Image', relationshipType: 'CONTAINS', relatedSpdxElement: p.SPDXID })),
+      ...pkgs.map((p) => ({
+        spdxElementId: 'SPDXRef-Image',
+        relationshipType: 'CONTAINS',
+        relatedSpdxElement: p.SPDXID,
+      })),
     ],
   };
 }
 
 /** The builder's claim: `SHA256SUMS` over `names` in DIR (digests from `known` when given, else hashed here). */
-export async function writeSha256Sums(dir: string, names: string[], known: ReadonlyMap<string, string> = new Map()): Promise<string> {
+export async function writeSha256Sums(
+  dir: string,
+  names: string[],
+  known: ReadonlyMap<string, string> = new Map(),
+): Promise<string> {
   const entries: SumEntry[] = [];
   for (const name of names) entries.push({ name, sha256: known.get(name) ?? (await sha256File(path.join(dir, name))) });
   const text = formatSha256Sums(entries);

@@ -41,23 +41,56 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
   const outDir = path.resolve(o.outDir);
   await fsp.mkdir(outDir, { recursive: true });
   let limitHit = false;
-  const rep = new Reporter(path.join(outDir, 'build.log'), s.logCapBytes, deps.out, () => { limitHit = true; }, o.signal);
+  const rep = new Reporter(
+    path.join(outDir, 'build.log'),
+    s.logCapBytes,
+    deps.out,
+    () => {
+      limitHit = true;
+    },
+    o.signal,
+  );
   // 0700: the staging tree keeps the guest's setuid files; no other host user may reach it.
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln-sdk-'));
   await fsp.chmod(work, 0o700);
   const proxy = buildProxy(s.buildProxy);
   for (const secret of proxy?.secrets ?? []) rep.mask(secret);
   const egress = { subnet: s.buildSubnet, allow: s.egressAllow, rules: s.egressRules, mirrors: buildNetworkUrls(s) };
-  const buildSettings: BuildSettings = { network: s.buildNetwork, egress, memoryMb: s.memoryMb, cpus: s.cpus, pidsMax: s.pidsLimit, maxDiskBytes: s.maxBuildDiskMb * 2 ** 20, timeoutSeconds: s.buildTimeoutSeconds, proxyArgs: proxy?.args, signal: o.signal };
+  const buildSettings: BuildSettings = {
+    network: s.buildNetwork,
+    egress,
+    memoryMb: s.memoryMb,
+    cpus: s.cpus,
+    pidsMax: s.pidsLimit,
+    maxDiskBytes: s.maxBuildDiskMb * 2 ** 20,
+    timeoutSeconds: s.buildTimeoutSeconds,
+    proxyArgs: proxy?.args,
+    signal: o.signal,
+  };
   const run: BuildRun = {
-    deps, o, s, rep, outDir, work, formats: [...new Set(o.formats)], buildSettings, ...(proxy ? { proxy } : {}),
-    notes: [], artifacts: [], bootTests: [],
+    deps,
+    o,
+    s,
+    rep,
+    outDir,
+    work,
+    formats: [...new Set(o.formats)],
+    buildSettings,
+    ...(proxy ? { proxy } : {}),
+    notes: [],
+    artifacts: [],
+    bootTests: [],
   };
   let error: BuildResult['error'];
 
   try {
     if (!run.formats.length) throw new KilnError('invalid_input', 'No output format was asked for');
-    for (const f of run.formats) if (!SUPPORTED[f]) throw new KilnError('invalid_input', `The output format ${f} is not supported yet (supported: ${Object.keys(SUPPORTED).join(', ')})`);
+    for (const f of run.formats)
+      if (!SUPPORTED[f])
+        throw new KilnError(
+          'invalid_input',
+          `The output format ${f} is not supported yet (supported: ${Object.keys(SUPPORTED).join(', ')})`,
+        );
     rep.log(`[kiln] sdk ${SDK_VERSION}: building ${path.basename(o.dockerfile)} into ${run.formats.join(', ')}`);
 
     const input = await checkInput(run);
@@ -77,12 +110,16 @@ export async function sdkBuild(deps: SdkDeps, o: SdkBuildOptions): Promise<Build
     const ke = o.signal?.aborted
       ? new KilnError('build_failed', 'The build was cancelled')
       : limitHit && !(e instanceof KilnError && e.code === 'limit_exceeded')
-      ? new KilnError('limit_exceeded', 'The build log grew past the log size limit')
-      : toKilnError(e);
+        ? new KilnError('limit_exceeded', 'The build log grew past the log size limit')
+        : toKilnError(e);
     // An internal error's message and detail are the operator's (internal-error.ts); the user sees a reference.
-    error = { code: ke.code, message: ke.code === 'internal' ? await recordInternalError(outDir, e, ke.detail) : ke.message };
+    error = {
+      code: ke.code,
+      message: ke.code === 'internal' ? await recordInternalError(outDir, e, ke.detail) : ke.message,
+    };
     rep.log(`[kiln] FAILED (${error.code}): ${error.message}`);
-    if (ke.detail !== undefined && ke.code !== 'internal') rep.log(`[kiln] detail: ${JSON.stringify(ke.detail).slice(0, 4000)}`);
+    if (ke.detail !== undefined && ke.code !== 'internal')
+      rep.log(`[kiln] detail: ${JSON.stringify(ke.detail).slice(0, 4000)}`);
   } finally {
     await run.engineLock?.release();
     await run.rootfsRemoval;

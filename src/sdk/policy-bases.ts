@@ -7,7 +7,10 @@ import { imageInfo } from './docker-util.js';
  * its WORKDIR starts relative ones, its ONBUILD triggers fire at FROM. The engine's own config when the image is
  * there; otherwise what ensureBase will import (no ENV, WORKDIR or triggers).
  */
-export async function policyBaseConfigs(docker: Dockerode, bases: readonly string[]): Promise<Record<string, BaseImageConfig>> {
+export async function policyBaseConfigs(
+  docker: Dockerode,
+  bases: readonly string[],
+): Promise<Record<string, BaseImageConfig>> {
   const out: Record<string, BaseImageConfig> = {};
   for (const b of bases) {
     const c = (await imageInfo(docker, b))?.Config;

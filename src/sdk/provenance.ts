@@ -16,7 +16,14 @@ export interface ProvenanceInput {
   buildArgNames: string[];
   bases: (Pick<BaseRecord, 'name' | 'id'> & Partial<BaseRecord>)[];
   sdkVersion: string;
-  settings: { buildNetwork: string; memoryMb: number; cpus: number; buildTimeoutSeconds: number; maxImageMb: number; pidsLimit?: number };
+  settings: {
+    buildNetwork: string;
+    memoryMb: number;
+    cpus: number;
+    buildTimeoutSeconds: number;
+    maxImageMb: number;
+    pidsLimit?: number;
+  };
   startedOn: string;
   finishedOn: string;
   /** The build's extra CA certificates (sha256) and proxies (no credentials): they shaped what RUN steps fetched. */
@@ -37,7 +44,11 @@ export function buildProvenance(i: ProvenanceInput): Record<string, unknown> {
   return {
     _type: 'https://in-toto.io/Statement/v1',
     subject: [
-      ...i.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256 }, ...(i.labels && Object.keys(i.labels).length ? { annotations: { ...i.labels } } : {}) })),
+      ...i.artifacts.map((a) => ({
+        name: a.name,
+        digest: { sha256: a.sha256 },
+        ...(i.labels && Object.keys(i.labels).length ? { annotations: { ...i.labels } } : {}),
+      })),
       ...i.extraSubjects.map((s) => ({ name: s.name, digest: { sha256: s.sha256 } })),
     ],
     predicateType: 'https://slsa.dev/provenance/v1',
@@ -61,7 +72,9 @@ export function buildProvenance(i: ProvenanceInput): Record<string, unknown> {
           uri: `docker-image://${b.name}`,
           digest: { sha256: stripAlgo(b.id) },
           annotations: {
-            ...(b.mirror ? { mirror: b.mirror } : {}), ...(b.suite ? { suite: b.suite } : {}), ...(b.snapshot ? { snapshot: b.snapshot } : {}),
+            ...(b.mirror ? { mirror: b.mirror } : {}),
+            ...(b.suite ? { suite: b.suite } : {}),
+            ...(b.snapshot ? { snapshot: b.snapshot } : {}),
             ...(b.slim !== undefined ? { slim: b.slim } : {}),
             // The names the Dockerfile used for this base (`debian:12`), as expanded: what a reader of the Dockerfile looks for.
             ...(b.requestedAs ? { requestedAs: [...new Set(b.requestedAs.map((r) => r.image))] } : {}),
@@ -69,7 +82,10 @@ export function buildProvenance(i: ProvenanceInput): Record<string, unknown> {
         })),
       },
       runDetails: {
-        builder: { id: env.KILN_BUILDER_ID ?? `https://kiln.invalid/builders/${encodeURIComponent(os.hostname())}`, version: { 'kiln-sdk': i.sdkVersion } },
+        builder: {
+          id: env.KILN_BUILDER_ID ?? `https://kiln.invalid/builders/${encodeURIComponent(os.hostname())}`,
+          version: { 'kiln-sdk': i.sdkVersion },
+        },
         metadata: {
           invocationId: env.BUILD_URL ?? `urn:kiln:build:${env.KILN_BUILD_ID ?? process.pid}`,
           startedOn: i.startedOn,

@@ -26,7 +26,9 @@ export class Reporter {
   constructor(
     logPath: string | undefined,
     private readonly capBytes: number,
-    private readonly out: (s: string) => void = (s) => { process.stdout.write(s); },
+    private readonly out: (s: string) => void = (s) => {
+      process.stdout.write(s);
+    },
     private readonly onCapExceeded?: () => void,
     private readonly signal?: AbortSignal,
   ) {
@@ -35,7 +37,8 @@ export class Reporter {
 
   /** Text never to show (a build proxy's password: a RUN step can print its environment): written as `***`. */
   mask(secret: string): void {
-    if (secret && !this.secrets.includes(secret)) this.secrets = [...this.secrets, secret].sort((a, b) => b.length - a.length);
+    if (secret && !this.secrets.includes(secret))
+      this.secrets = [...this.secrets, secret].sort((a, b) => b.length - a.length);
   }
 
   /** The SDK's own lines. */
@@ -49,8 +52,12 @@ export class Reporter {
   }
 
   private write(text: string, own: boolean): void {
-    // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
-    let clean = text.replace(/\r\n?/g, '\n').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+    let clean = text
+      .replace(/\r\n?/g, '\n')
+      // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
+      .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
+      // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
+      .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
     for (const s of this.secrets) clean = clean.split(s).join('***');
     const lines = clean.split('\n');
     if (lines.at(-1) === '') lines.pop();
@@ -80,7 +87,8 @@ export class Reporter {
 
   progress(stage: string, percent: number, message?: string): void {
     const ev: Record<string, unknown> = { stage, percent: Math.max(0, Math.min(100, Math.round(percent))) };
-    if (message !== undefined) ev.message = this.secrets.reduce((m, s) => m.split(s).join('***'), message).slice(0, 500);
+    if (message !== undefined)
+      ev.message = this.secrets.reduce((m, s) => m.split(s).join('***'), message).slice(0, 500);
     this.out(PROGRESS_PREFIX + JSON.stringify(ev) + '\n');
   }
 

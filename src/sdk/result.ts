@@ -19,7 +19,11 @@ export async function describeArtifact(dir: string, name: string, format: string
   const file = path.join(dir, name);
   // Flush first: ext4 delayed allocation otherwise under-reports the blocks of a file just written.
   const fh = await fsp.open(file, 'r');
-  try { await fh.sync(); } finally { await fh.close(); }
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
   const st = await fsp.stat(file);
   return { name, format, size: st.size, allocated: st.blocks * 512, sha256: await sha256File(file) };
 }
@@ -32,8 +36,21 @@ export async function writeResult(dir: string, r: BuildResult): Promise<void> {
 }
 
 /** For failures before the pipeline starts (bad arguments): still leave a result.json the caller can read. */
-export async function writeFailureResult(dir: string, sdkVersion: string, error: { code: ErrorCode; message: string }): Promise<void> {
+export async function writeFailureResult(
+  dir: string,
+  sdkVersion: string,
+  error: { code: ErrorCode; message: string },
+): Promise<void> {
   await fsp.mkdir(dir, { recursive: true });
   const now = new Date().toISOString();
-  await writeResult(dir, { ok: false, sdkVersion, startedAt: now, finishedAt: now, artifacts: [], bootTests: [], stages: [], error });
+  await writeResult(dir, {
+    ok: false,
+    sdkVersion,
+    startedAt: now,
+    finishedAt: now,
+    artifacts: [],
+    bootTests: [],
+    stages: [],
+    error,
+  });
 }

@@ -39,15 +39,21 @@ export interface TmpfsRoom {
 export function fitsInMemory(imageBytes: number, maxEntries: number, room: TmpfsRoom): boolean {
   if (room.tmpfsFree === undefined || !(imageBytes > 0)) return false;
   const entries = 2 * maxEntries;
-  return room.tmpfsFree >= 2 * imageBytes + 256 * 2 ** 20 && (room.tmpfsFreeInodes ?? 0) >= entries &&
-    room.memAvailable >= 2 * imageBytes + entries * ENTRY_BYTES + MEM_HEADROOM;
+  return (
+    room.tmpfsFree >= 2 * imageBytes + 256 * 2 ** 20 &&
+    (room.tmpfsFreeInodes ?? 0) >= entries &&
+    room.memAvailable >= 2 * imageBytes + entries * ENTRY_BYTES + MEM_HEADROOM
+  );
 }
 
 function shmRoom(): TmpfsRoom {
   try {
     const st = statfsSync(SHM);
-    if (st.type === TMPFS_MAGIC) return { tmpfsFree: st.bavail * st.bsize, tmpfsFreeInodes: st.ffree, memAvailable: os.freemem() };
-  } catch { /* no /dev/shm: disk it is */ }
+    if (st.type === TMPFS_MAGIC)
+      return { tmpfsFree: st.bavail * st.bsize, tmpfsFreeInodes: st.ffree, memAvailable: os.freemem() };
+  } catch {
+    /* no /dev/shm: disk it is */
+  }
   return { memAvailable: os.freemem() };
 }
 
@@ -87,7 +93,13 @@ export async function sweepStaleTrees(shm = SHM): Promise<string[]> {
  * A directory for the image's trees: on the tmpfs when the image fits (see above), else `work` itself. Stale trees
  * of dead SDKs are removed first, so their memory counts as free.
  */
-export async function treeStaging(work: string, imageBytes: number, maxEntries: number, room?: TmpfsRoom, shm = SHM): Promise<TreeStaging> {
+export async function treeStaging(
+  work: string,
+  imageBytes: number,
+  maxEntries: number,
+  room?: TmpfsRoom,
+  shm = SHM,
+): Promise<TreeStaging> {
   const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
   const swept = await sweepStaleTrees(shm);
   room ??= shmRoom();
@@ -101,7 +113,9 @@ export async function treeStaging(work: string, imageBytes: number, maxEntries: 
         note: `staging the file tree in memory (${shm}: image ${mib(imageBytes)}, ${mib(room.tmpfsFree!)} and ${room.tmpfsFreeInodes} inodes free)${swept.length ? `; removed ${swept.length} tree(s) of SDKs that were killed` : ''}`,
         remove: () => fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined),
       };
-    } catch { /* fall back to disk */ }
+    } catch {
+      /* fall back to disk */
+    }
   }
   return { dir: work, note: `staging the file tree on disk (${work})`, remove: async () => undefined };
 }

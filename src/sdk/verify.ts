@@ -7,8 +7,15 @@ import { verifyText } from '../shared/sshsig.js';
 import { parseDpkgStatus } from './manifest.js';
 import { sha256File } from './result.js';
 
-export interface VerifyCheck { name: string; ok: boolean; message: string }
-export interface VerifyReport { ok: boolean; checks: VerifyCheck[] }
+export interface VerifyCheck {
+  name: string;
+  ok: boolean;
+  message: string;
+}
+export interface VerifyReport {
+  ok: boolean;
+  checks: VerifyCheck[];
+}
 
 export interface VerifyOptions {
   /** OpenSSH public key line the signature must verify against. */
@@ -34,12 +41,21 @@ async function regularFileIn(dir: string, name: string): Promise<string | undefi
 export async function dpkgStatusFromRaw(raw: string): Promise<string> {
   const pt = await run('sfdisk', ['-J', raw], { timeoutMs: 30_000 });
   if (pt.code !== 0) throw new Error(`no partition table: ${pt.stderr.trim()}`);
-  const table = (JSON.parse(pt.stdout) as { partitiontable: { sectorsize?: number; partitions: { start: number; type: string }[] } }).partitiontable;
-  const root = table.partitions.find((p) => p.type === '83' || /^(0fc63daf-8483-4772-8e79-3d69d8477de4|4f68bce3-e8cd-4db1-96e7-fbcaf984b709)$/i.test(p.type));
+  const table = (
+    JSON.parse(pt.stdout) as { partitiontable: { sectorsize?: number; partitions: { start: number; type: string }[] } }
+  ).partitiontable;
+  const root = table.partitions.find(
+    (p) =>
+      p.type === '83' || /^(0fc63daf-8483-4772-8e79-3d69d8477de4|4f68bce3-e8cd-4db1-96e7-fbcaf984b709)$/i.test(p.type),
+  );
   if (!root) throw new Error('no Linux root partition');
   const offset = root.start * (table.sectorsize ?? 512);
-  const r = await run('debugfs', ['-R', 'cat /var/lib/dpkg/status', `${raw}?offset=${offset}`], { timeoutMs: 60_000, maxOutputBytes: 64 << 20 });
-  if (r.code !== 0 || !r.stdout) throw new Error(`debugfs could not read the dpkg database: ${r.stderr.trim().slice(-200)}`);
+  const r = await run('debugfs', ['-R', 'cat /var/lib/dpkg/status', `${raw}?offset=${offset}`], {
+    timeoutMs: 60_000,
+    maxOutputBytes: 64 << 20,
+  });
+  if (r.code !== 0 || !r.stdout)
+    throw new Error(`debugfs could not read the dpkg database: ${r.stderr.trim().slice(-200)}`);
   return r.stdout;
 }
 
@@ -69,23 +85,43 @@ export async function verifyDir(dir: string, o: VerifyOptions = {}): Promise<Ver
       }
       for (const l of listed) {
         const p = await regularFileIn(dir, l.name);
-        if (!p) { add(`sha256 ${l.name}`, false, 'missing, not a regular file, or not a plain name'); continue; }
+        if (!p) {
+          add(`sha256 ${l.name}`, false, 'missing, not a regular file, or not a plain name');
+          continue;
+        }
         const got = await sha256File(p);
-        add(`sha256 ${l.name}`, got === l.sha256, got === l.sha256 ? 'matches' : `mismatch: expected ${l.sha256}, got ${got}`);
+        add(
+          `sha256 ${l.name}`,
+          got === l.sha256,
+          got === l.sha256 ? 'matches' : `mismatch: expected ${l.sha256}, got ${got}`,
+        );
       }
       const images = (await fsp.readdir(dir)).filter((n) => /^image\./.test(n));
-      for (const n of images) if (!listed.some((l) => l.name === n)) add(`sha256 ${n}`, false, 'image not listed in SHA256SUMS');
+      for (const n of images)
+        if (!listed.some((l) => l.name === n)) add(`sha256 ${n}`, false, 'image not listed in SHA256SUMS');
       if (!listed.length) add('checksums', false, 'SHA256SUMS lists no file');
     }
 
     const sig = path.join(dir, 'SHA256SUMS.sig');
-    const hasSig = await fsp.lstat(sig).then((s) => s.isFile(), () => false);
+    const hasSig = await fsp.lstat(sig).then(
+      (s) => s.isFile(),
+      () => false,
+    );
     if (hasSig || o.requireSignature) {
       if (!hasSig) add('signature', false, 'SHA256SUMS.sig is missing');
-      else if (!o.publicKey) add('signature', false, 'SHA256SUMS.sig present but no public key to check it against (--key FILE or --key-url URL)');
+      else if (!o.publicKey)
+        add(
+          'signature',
+          false,
+          'SHA256SUMS.sig present but no public key to check it against (--key FILE or --key-url URL)',
+        );
       else if (sumsText === undefined) add('signature', false, 'nothing to check it against: SHA256SUMS is missing');
       else {
-        const v = await verifyText(await fsp.readFile(path.join(dir, 'SHA256SUMS')), await fsp.readFile(sig), o.publicKey);
+        const v = await verifyText(
+          await fsp.readFile(path.join(dir, 'SHA256SUMS')),
+          await fsp.readFile(sig),
+          o.publicKey,
+        );
         add('signature', v.ok, v.ok ? 'valid (ssh-keygen -Y verify, namespace kiln-image)' : `invalid: ${v.message}`);
       }
     }
@@ -94,7 +130,15 @@ export async function verifyDir(dir: string, o: VerifyOptions = {}): Promise<Ver
     if (!sbomPath) add('sbom', false, 'sbom.spdx.json is missing');
     else {
       try {
-        const sbom = JSON.parse(await fsp.readFile(sbomPath, 'utf8')) as { spdxVersion?: string; packages?: { SPDXID: string; name: string; versionInfo?: string; externalRefs?: { referenceLocator: string }[] }[] };
+        const sbom = JSON.parse(await fsp.readFile(sbomPath, 'utf8')) as {
+          spdxVersion?: string;
+          packages?: {
+            SPDXID: string;
+            name: string;
+            versionInfo?: string;
+            externalRefs?: { referenceLocator: string }[];
+          }[];
+        };
         if (sbom.spdxVersion !== 'SPDX-2.3') throw new Error(`not SPDX-2.3 (${String(sbom.spdxVersion)})`);
         const inSbom = new Set<string>();
         for (const p of sbom.packages ?? []) {
@@ -112,12 +156,19 @@ export async function verifyDir(dir: string, o: VerifyOptions = {}): Promise<Ver
           }
         }
         if (!raw) throw new Error('no image.raw or image.qcow2 to compare with');
-        const inImage = new Set(parseDpkgStatus(await dpkgStatusFromRaw(raw)).map((p) => key(p.name, p.version, p.architecture)));
+        const inImage = new Set(
+          parseDpkgStatus(await dpkgStatusFromRaw(raw)).map((p) => key(p.name, p.version, p.architecture)),
+        );
         const onlySbom = [...inSbom].filter((k) => !inImage.has(k));
         const onlyImage = [...inImage].filter((k) => !inSbom.has(k));
         const ok = onlySbom.length === 0 && onlyImage.length === 0 && inImage.size > 0;
-        add('sbom', ok, ok ? `${inImage.size} packages match the image's dpkg database`
-          : `differs from the image: ${onlySbom.length} only in the SBOM (${onlySbom.slice(0, 5).join(', ')}), ${onlyImage.length} only in the image (${onlyImage.slice(0, 5).join(', ')})`);
+        add(
+          'sbom',
+          ok,
+          ok
+            ? `${inImage.size} packages match the image's dpkg database`
+            : `differs from the image: ${onlySbom.length} only in the SBOM (${onlySbom.slice(0, 5).join(', ')}), ${onlyImage.length} only in the image (${onlyImage.slice(0, 5).join(', ')})`,
+        );
       } catch (e) {
         add('sbom', false, (e as Error).message);
       }

@@ -21,7 +21,14 @@ import { CAPABILITY_XATTR } from './capability-scanner.js';
  * `setfattr` child that inherited it), so no symlink is ever followed.
  */
 
-export { CAPABILITY_XATTR, CapabilityScanner, MAX_CAPABILITIES_KEPT, MAX_CAPABILITY_BYTES, type CapabilityRecord, type ScannerOptions } from './capability-scanner.js';
+export {
+  CAPABILITY_XATTR,
+  CapabilityScanner,
+  MAX_CAPABILITIES_KEPT,
+  MAX_CAPABILITY_BYTES,
+  type CapabilityRecord,
+  type ScannerOptions,
+} from './capability-scanner.js';
 
 export interface ApplyOptions {
   /** True when the relative dir ('' is the root) is a real directory the extraction made or verified. */
@@ -42,11 +49,16 @@ export interface ApplyResult {
  * real directory (never a symlink), the file is opened with O_NOFOLLOW and must be a regular file; the value is set
  * through that fd. Needs CAP_SETFCAP; a failure is reported per file and never thrown (the image still builds).
  */
-export async function applyCapabilities(root: string, caps: ReadonlyMap<string, Buffer>, opts: ApplyOptions = {}): Promise<ApplyResult> {
+export async function applyCapabilities(
+  root: string,
+  caps: ReadonlyMap<string, Buffer>,
+  opts: ApplyOptions = {},
+): Promise<ApplyResult> {
   const res: ApplyResult = { applied: [], failed: [] };
   const fail = (name: string, reason: string) => {
     res.failed.push({ name, reason });
-    if (res.failed.length <= 20) opts.onWarning?.(`file capability of ${JSON.stringify(name.slice(0, 256))} not applied: ${reason}`);
+    if (res.failed.length <= 20)
+      opts.onWarning?.(`file capability of ${JSON.stringify(name.slice(0, 256))} not applied: ${reason}`);
   };
   const open: { rel: string; fd: number; value: Buffer }[] = [];
   try {
@@ -58,7 +70,10 @@ export async function applyCapabilities(root: string, caps: ReadonlyMap<string, 
     const batch = Math.max(1, opts.batch ?? 64);
     for (let i = 0; i < open.length; i += batch) {
       const part = open.slice(i, i + batch);
-      const r = await setfattrFds(part.map((p) => ({ fd: p.fd, value: p.value })), opts.timeoutMs ?? 60_000);
+      const r = await setfattrFds(
+        part.map((p) => ({ fd: p.fd, value: p.value })),
+        opts.timeoutMs ?? 60_000,
+      );
       for (const [j, p] of part.entries()) {
         const err = r.errors.get(j) ?? r.general;
         if (err) fail(p.rel, err);
@@ -80,14 +95,20 @@ function openInTree(root: string, rel: string, isRealDir?: (rel: string) => bool
     cur = cur ? `${cur}/${p}` : p;
     if (isRealDir && !isRealDir(cur)) return 'a parent is not a directory the extraction made';
     let st: fs.Stats;
-    try { st = fs.lstatSync(path.join(root, cur)); } catch { return 'a parent is missing'; }
+    try {
+      st = fs.lstatSync(path.join(root, cur));
+    } catch {
+      return 'a parent is missing';
+    }
     if (!st.isDirectory()) return 'a parent is not a directory (e.g. a symlink)';
   }
   let fd: number;
   try {
     fd = fs.openSync(path.join(root, rel), C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY);
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symlink' : `cannot open (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
+    return (e as NodeJS.ErrnoException).code === 'ELOOP'
+      ? 'it is a symlink'
+      : `cannot open (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
   }
   if (!fs.fstatSync(fd).isFile()) {
     fs.closeSync(fd);
@@ -101,11 +122,21 @@ function openInTree(root: string, rel: string, isRealDir?: (rel: string) => bool
  * `/proc/self/fd/N` in the dump it reads on stdin (setxattr follows that magic link to the opened file itself, and
  * nothing else). Argv only, no shell; bounded by a timeout. setfattr carries on after a failing file and names it.
  */
-async function setfattrFds(items: { fd: number; value: Buffer }[], timeoutMs: number): Promise<{ errors: Map<number, string>; general?: string }> {
-  const dump = items.map((it, i) => `# file: /proc/self/fd/${i + 3}\n${CAPABILITY_XATTR}=0s${it.value.toString('base64')}\n`).join('\n');
+async function setfattrFds(
+  items: { fd: number; value: Buffer }[],
+  timeoutMs: number,
+): Promise<{ errors: Map<number, string>; general?: string }> {
+  const dump = items
+    .map((it, i) => `# file: /proc/self/fd/${i + 3}\n${CAPABILITY_XATTR}=0s${it.value.toString('base64')}\n`)
+    .join('\n');
   let r;
   try {
-    r = await run('setfattr', ['--restore=-'], { input: dump, timeoutMs, inheritFds: items.map((it) => it.fd), maxOutputBytes: 64 * 1024 });
+    r = await run('setfattr', ['--restore=-'], {
+      input: dump,
+      timeoutMs,
+      inheritFds: items.map((it) => it.fd),
+      maxOutputBytes: 64 * 1024,
+    });
   } catch (e) {
     return { errors: new Map(), general: `setfattr could not start (${(e as Error).message}; Debian package attr)` };
   }
@@ -113,7 +144,8 @@ async function setfattrFds(items: { fd: number; value: Buffer }[], timeoutMs: nu
   for (const m of r.stderr.matchAll(/\/proc\/self\/fd\/(\d+): ([^\n]*)/g)) errors.set(Number(m[1]) - 3, m[2]!.trim());
   let general: string | undefined;
   if (r.timedOut) general = 'setfattr timed out';
-  else if (r.code !== 0 && errors.size === 0) general = `setfattr failed (exit ${r.code}): ${r.stderr.trim().slice(-300)}`;
+  else if (r.code !== 0 && errors.size === 0)
+    general = `setfattr failed (exit ${r.code}): ${r.stderr.trim().slice(-300)}`;
   return { errors, general };
 }
 

@@ -10,7 +10,10 @@ export function createLogger(opts: { level?: string; name?: string; destination?
   const options = {
     level: opts.level ?? process.env.KILN_LOG_LEVEL ?? 'info',
     base: opts.name ? { svc: opts.name } : {},
-    redact: { paths: ['password', '*.password', 'req.headers.cookie', 'req.headers.authorization'], censor: '[redacted]' },
+    redact: {
+      paths: ['password', '*.password', 'req.headers.cookie', 'req.headers.authorization'],
+      censor: '[redacted]',
+    },
   };
   return opts.destination ? pino(options, opts.destination) : pino(options);
 }

@@ -35,7 +35,12 @@ export async function identify(pid: number): Promise<ProcessIdentity | undefined
     const state = rest[0];
     const startTime = rest[19];
     if (!startTime || state === 'Z' || state === 'X') return undefined;
-    return { pid, bootId: boot, startTime, cmdline: cmdline.toString('utf8').replace(/\0+$/, '').replaceAll('\0', ' ').slice(0, 4096) };
+    return {
+      pid,
+      bootId: boot,
+      startTime,
+      cmdline: cmdline.toString('utf8').replace(/\0+$/, '').replaceAll('\0', ' ').slice(0, 4096),
+    };
   } catch {
     return undefined;
   }

@@ -31,7 +31,9 @@ export function pump<T>(o: {
         } while (again && o.room());
       })()
         .catch(o.onError)
-        .finally(() => { passing = false; });
+        .finally(() => {
+          passing = false;
+        });
     },
     get idle() {
       return idle;

@@ -63,12 +63,14 @@ export async function ensureKeyPair(file: string, comment = 'kiln'): Promise<Key
   const st = await fsp.stat(file);
   if ((st.mode & 0o077) !== 0) await fsp.chmod(file, 0o600);
   const parsed = utils.parseKey(pem);
-  if (parsed instanceof Error || !parsed.isPrivateKey()) throw new KilnError('invalid_input', `${file} is not an SSH private key`);
+  if (parsed instanceof Error || !parsed.isPrivateKey())
+    throw new KilnError('invalid_input', `${file} is not an SSH private key`);
   const blob = parsed.getPublicSSH();
   const publicKey = `${parsed.type} ${blob.toString('base64')} ${comment}`;
   const pubFile = `${file}.pub`;
   const existing = await fsp.readFile(pubFile, 'utf8').catch(() => undefined);
-  if (existing?.split(/\s+/)[1] !== blob.toString('base64')) await fsp.writeFile(pubFile, publicKey + '\n', { mode: 0o644 });
+  if (existing?.split(/\s+/)[1] !== blob.toString('base64'))
+    await fsp.writeFile(pubFile, publicKey + '\n', { mode: 0o644 });
   return { privateKey: pem, publicKey, fingerprint: fingerprint(blob) };
 }
 
@@ -95,8 +97,9 @@ export function generateEd25519(comment = ''): { private: string; public: string
   // export('jwk'): Node 20's JWK export holds the key's mutex while allocating, a GC there runs the finished
   // KeyGenJob's destructor, which takes the same mutex, and the thread deadlocks on itself (seen in CI).
   const seed = randomBytes(32);
-  const spki = createPublicKey(createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' }))
-    .export({ format: 'der', type: 'spki' });
+  const spki = createPublicKey(
+    createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' }),
+  ).export({ format: 'der', type: 'spki' });
   const pub = spki.subarray(spki.length - 32);
   const blob = Buffer.concat([sshString('ssh-ed25519'), sshString(pub)]);
   const check = randomBytes(4);
@@ -107,7 +110,13 @@ export function generateEd25519(comment = ''): { private: string; public: string
   const one = Buffer.alloc(4);
   one.writeUInt32BE(1);
   const body = Buffer.concat([
-    Buffer.from('openssh-key-v1\0'), sshString('none'), sshString('none'), sshString(''), one, sshString(blob), sshString(priv),
+    Buffer.from('openssh-key-v1\0'),
+    sshString('none'),
+    sshString('none'),
+    sshString(''),
+    one,
+    sshString(blob),
+    sshString(priv),
   ]);
   const b64 = body.toString('base64').replace(/.{1,70}/g, '$&\n');
   return {

@@ -40,12 +40,22 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions): Pro
   const max = opts.maxOutputBytes ?? 1 << 20;
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe', ...(opts.inheritFds ?? [])], shell: false, detached: opts.processGroup === true };
+    const spawnOpts: SpawnOptions = {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe', ...(opts.inheritFds ?? [])],
+      shell: false,
+      detached: opts.processGroup === true,
+    };
     const child = spawn(cmd, [...args], spawnOpts);
     if (child.pid !== undefined) opts.onSpawn?.(child.pid);
     const signalChild = (sig: NodeJS.Signals) => {
       if (opts.processGroup && child.pid !== undefined) {
-        try { process.kill(-child.pid, sig); } catch { /* group already gone */ }
+        try {
+          process.kill(-child.pid, sig);
+        } catch {
+          /* group already gone */
+        }
       } else {
         child.kill(sig);
       }
@@ -61,15 +71,24 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions): Pro
       while (len > max && buf.length > 1) len -= buf.shift()!.length;
       return len;
     };
-    child.stdout!.on('data', (c: Buffer) => { outLen = keep(out, c, outLen); opts.onOutput?.(c); });
-    child.stderr!.on('data', (c: Buffer) => { errLen = keep(err, c, errLen); opts.onOutput?.(c); });
+    child.stdout!.on('data', (c: Buffer) => {
+      outLen = keep(out, c, outLen);
+      opts.onOutput?.(c);
+    });
+    child.stderr!.on('data', (c: Buffer) => {
+      errLen = keep(err, c, errLen);
+      opts.onOutput?.(c);
+    });
     let killTimer: NodeJS.Timeout | undefined;
     const stop = () => {
       signalChild('SIGTERM');
       killTimer = setTimeout(() => signalChild('SIGKILL'), 5000);
       killTimer.unref();
     };
-    const timer = setTimeout(() => { timedOut = true; stop(); }, opts.timeoutMs);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      stop();
+    }, opts.timeoutMs);
     const onAbort = () => stop();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     child.on('error', (e) => {
@@ -81,13 +100,17 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions): Pro
       if (killTimer) clearTimeout(killTimer);
       opts.signal?.removeEventListener('abort', onAbort);
       resolve({
-        code, signal, timedOut,
+        code,
+        signal,
+        timedOut,
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8'),
         durationMs: Date.now() - started,
       });
     });
-    child.stdin!.on('error', () => { /* child may exit before reading its input */ });
+    child.stdin!.on('error', () => {
+      /* child may exit before reading its input */
+    });
     child.stdin!.end(opts.input ?? '');
   });
 }
@@ -95,9 +118,14 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions): Pro
 /** Like `run`, but a timeout or non-zero exit becomes a KilnError naming the program (details in `detail`). */
 export async function runChecked(cmd: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
   const r = await run(cmd, args, opts);
-  if (r.timedOut) throw new KilnError('timeout', `${cmd} timed out after ${Math.round(opts.timeoutMs / 1000)} s`, { detail: r.stderr.slice(-4000) });
+  if (r.timedOut)
+    throw new KilnError('timeout', `${cmd} timed out after ${Math.round(opts.timeoutMs / 1000)} s`, {
+      detail: r.stderr.slice(-4000),
+    });
   if (r.code !== 0) {
-    throw new KilnError('internal', `${cmd} failed (exit ${r.code ?? r.signal})`, { detail: { args, stderr: r.stderr.slice(-4000) } });
+    throw new KilnError('internal', `${cmd} failed (exit ${r.code ?? r.signal})`, {
+      detail: { args, stderr: r.stderr.slice(-4000) },
+    });
   }
   return r;
 }

@@ -15,7 +15,18 @@ import type { Db } from '../db/index.js';
 import type { FrozenConfig } from '../config/index.js';
 import type { Logger } from '../shared/logger.js';
 import { KilnError, isKilnError } from '../shared/errors.js';
-import { DEFAULT_LOGIN_LIMITS, PasswordHasher, createCore, pruneLoginThrottle, type Core, type GluePort, type LoginLimits, type SessionUser, type UserActor, userActor } from '../core/index.js';
+import {
+  DEFAULT_LOGIN_LIMITS,
+  PasswordHasher,
+  createCore,
+  pruneLoginThrottle,
+  type Core,
+  type GluePort,
+  type LoginLimits,
+  type SessionUser,
+  type UserActor,
+  userActor,
+} from '../core/index.js';
 import { allowedHosts, csrf, hostAllowList, sameOriginOnly, securityHeaders } from './security.js';
 import { SafeKnexStore } from './session-store.js';
 import { readCookie, type CookieNames } from './routes/util.js';
@@ -45,7 +56,9 @@ declare global {
 export type SessionActor = UserActor & { epoch: number };
 
 declare module 'express-session' {
-  interface SessionData { loginAt?: number }
+  interface SessionData {
+    loginAt?: number;
+  }
 }
 
 export interface AppOptions {
@@ -96,8 +109,12 @@ export type KilnApp = Express & {
 };
 
 /** A user row as the session's actor. */
-const sessionActorOf = (u: { id: number; username: string; role: UserActor['role']; session_epoch: number }): SessionActor =>
-  ({ ...userActor(u), epoch: u.session_epoch });
+const sessionActorOf = (u: {
+  id: number;
+  username: string;
+  role: UserActor['role'];
+  session_epoch: number;
+}): SessionActor => ({ ...userActor(u), epoch: u.session_epoch });
 
 export function createApp(opts: AppOptions): KilnApp {
   const { config, db, glue, logger } = opts;
@@ -107,21 +124,38 @@ export function createApp(opts: AppOptions): KilnApp {
 
   const publicUrl = config.web.publicUrl ? new URL(config.web.publicUrl) : undefined;
   const secureCookie = publicUrl?.protocol === 'https:';
-  if (!secureCookie) logger.warn({ publicUrl: config.web.publicUrl ?? null }, 'web.publicUrl is not https: session cookie is not Secure (loopback use only)');
+  if (!secureCookie)
+    logger.warn(
+      { publicUrl: config.web.publicUrl ?? null },
+      'web.publicUrl is not https: session cookie is not Secure (loopback use only)',
+    );
   let secret = opts.sessionSecret ?? config.web.sessionSecret;
   if (!secret) {
     logger.warn('no session secret configured: using a random one, sessions end when this process stops');
     secret = randomBytes(32).toString('hex');
   }
   const now = opts.clock ?? Date.now;
-  const core = createCore({ config, db, glue, logger, hasher, limits, now, deviceSecret: secret, ...(opts.onEnqueue ? { onEnqueue: opts.onEnqueue } : {}) });
+  const core = createCore({
+    config,
+    db,
+    glue,
+    logger,
+    hasher,
+    limits,
+    now,
+    deviceSecret: secret,
+    ...(opts.onEnqueue ? { onEnqueue: opts.onEnqueue } : {}),
+  });
 
   const app = express() as unknown as KilnApp;
   app.disable('x-powered-by');
   // Exact hop count: `true` would let any client choose its rate-limit bucket via X-Forwarded-For.
   app.set('trust proxy', config.web.trustProxyHops === 0 ? false : config.web.trustProxyHops);
 
-  const views = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.viewsDir ?? defaultViewsDir()), { autoescape: true, throwOnUndefined: false });
+  const views = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.viewsDir ?? defaultViewsDir()), {
+    autoescape: true,
+    throwOnUndefined: false,
+  });
   views.addFilter('json', (v: unknown) => JSON.stringify(v));
   views.addFilter('bytes', humanBytes);
   views.addFilter('exactbytes', exactBytes);
@@ -132,8 +166,15 @@ export function createApp(opts: AppOptions): KilnApp {
   app.use((req: Request, res: Response, next: NextFunction) => {
     const started = performance.now();
     res.on('finish', () => {
-      const route = req.route ? `${req.baseUrl}${(req.route as { path: string }).path}` : req.originalUrl.startsWith('/static/') ? '/static' : 'unmatched';
-      httpRequestSeconds.observe({ method: req.method, route, status: `${Math.floor(res.statusCode / 100)}xx` }, (performance.now() - started) / 1000);
+      const route = req.route
+        ? `${req.baseUrl}${(req.route as { path: string }).path}`
+        : req.originalUrl.startsWith('/static/')
+          ? '/static'
+          : 'unmatched';
+      httpRequestSeconds.observe(
+        { method: req.method, route, status: `${Math.floor(res.statusCode / 100)}xx` },
+        (performance.now() - started) / 1000,
+      );
     });
     next();
   });
@@ -145,17 +186,32 @@ export function createApp(opts: AppOptions): KilnApp {
     next(new KilnError('bad_request', 'Bad request'));
   });
   if (!publicUrl && !['127.0.0.1', 'localhost', '::1'].includes(config.web.host)) {
-    logger.warn({ host: config.web.host }, 'web.publicUrl is not set: only loopback names (and a specific listen address) are accepted as Host');
+    logger.warn(
+      { host: config.web.host },
+      'web.publicUrl is not set: only loopback names (and a specific listen address) are accepted as Host',
+    );
   }
   let listenPort = config.web.port;
-  app.setListenPort = (port: number) => { listenPort = port; };
+  app.setListenPort = (port: number) => {
+    listenPort = port;
+  };
   app.use(hostAllowList(allowedHosts({ publicUrl, listenHost: config.web.host, port: () => listenPort })));
   app.use(securityHeaders());
   // The Host header is one of ours by now (hostAllowList), so it may stand in for a missing public URL.
   const expectedOrigin = (req: Request): string => publicUrl?.origin ?? `${req.protocol}://${req.get('host') ?? ''}`;
   app.use(sameOriginOnly(expectedOrigin));
-  app.get('/favicon.ico', (_req, res) => { res.redirect(301, '/static/favicon.svg'); });
-  app.use('/static', express.static(opts.publicDir ?? defaultPublicDir(), { index: false, dotfiles: 'ignore', fallthrough: false, maxAge: '1h' }));
+  app.get('/favicon.ico', (_req, res) => {
+    res.redirect(301, '/static/favicon.svg');
+  });
+  app.use(
+    '/static',
+    express.static(opts.publicDir ?? defaultPublicDir(), {
+      index: false,
+      dotfiles: 'ignore',
+      fallthrough: false,
+      maxAge: '1h',
+    }),
+  );
 
   const max = config.web.maxDockerfileBytes;
   app.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 }));
@@ -170,34 +226,60 @@ export function createApp(opts: AppOptions): KilnApp {
     smallJson(req, res, next);
   });
 
-  const store = new SafeKnexStore({ knex: db, tableName: 'sessions', createTable: false, cleanupInterval: 10 * 60_000,
-    onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed') }, logger, now);
+  const store = new SafeKnexStore(
+    {
+      knex: db,
+      tableName: 'sessions',
+      createTable: false,
+      cleanupInterval: 10 * 60_000,
+      onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed'),
+    },
+    logger,
+    now,
+  );
   const cookieName = secureCookie ? '__Host-sid' : 'kiln.sid';
-  app.set('kiln.cookie', { name: cookieName, secure: secureCookie, device: secureCookie ? '__Host-kiln-device' : 'kiln.device' } satisfies CookieNames);
-  app.use(session({
+  app.set('kiln.cookie', {
     name: cookieName,
-    secret,
-    store,
-    resave: false,
-    saveUninitialized: false,
-    rolling: true,
-    unset: 'destroy',
-    proxy: config.web.trustProxyHops > 0,
-    cookie: { httpOnly: true, secure: secureCookie, sameSite: 'lax', path: '/', maxAge: config.web.sessionIdleMinutes * 60_000 },
-  }));
+    secure: secureCookie,
+    device: secureCookie ? '__Host-kiln-device' : 'kiln.device',
+  } satisfies CookieNames);
+  app.use(
+    session({
+      name: cookieName,
+      secret,
+      store,
+      resave: false,
+      saveUninitialized: false,
+      rolling: true,
+      unset: 'destroy',
+      proxy: config.web.trustProxyHops > 0,
+      cookie: {
+        httpOnly: true,
+        secure: secureCookie,
+        sameSite: 'lax',
+        path: '/',
+        maxAge: config.web.sessionIdleMinutes * 60_000,
+      },
+    }),
+  );
 
   const passport = new passportPkg.Passport() as unknown as passportPkg.PassportStatic;
-  passport.use(new LocalStrategy({ usernameField: 'username', passwordField: 'password', passReqToCallback: true }, (req, username, password, done) => {
-    const deviceCookie = readCookie(req, (req.app.get('kiln.cookie') as CookieNames).device);
-    core.users.authenticate({ username, password, ip: req.ip ?? '', deviceCookie }).then(
-      ({ user: u, deviceId }) => {
-        // `info` carries the device id to the login route, which sets the device cookie.
-        const info = { message: '', deviceId };
-        done(null, sessionActorOf(u), info);
+  passport.use(
+    new LocalStrategy(
+      { usernameField: 'username', passwordField: 'password', passReqToCallback: true },
+      (req, username, password, done) => {
+        const deviceCookie = readCookie(req, (req.app.get('kiln.cookie') as CookieNames).device);
+        core.users.authenticate({ username, password, ip: req.ip ?? '', deviceCookie }).then(
+          ({ user: u, deviceId }) => {
+            // `info` carries the device id to the login route, which sets the device cookie.
+            const info = { message: '', deviceId };
+            done(null, sessionActorOf(u), info);
+          },
+          (e: unknown) => (isKilnError(e, 'unauthenticated') ? done(null, false, { message: e.message }) : done(e)),
+        );
       },
-      (e: unknown) => (isKilnError(e, 'unauthenticated') ? done(null, false, { message: e.message }) : done(e)),
-    );
-  }));
+    ),
+  );
   passport.serializeUser((user, done) => done(null, { id: user.id, epoch: user.epoch } satisfies SessionUser));
   passport.deserializeUser((su: SessionUser, done) => {
     core.users.sessionActor(su).then((a) => done(null, a ?? false), done);
@@ -210,14 +292,20 @@ export function createApp(opts: AppOptions): KilnApp {
   app.use((req: Request, _res: Response, next: NextFunction) => {
     const at = req.session?.loginAt;
     if (req.user && (at === undefined || now() - at > absoluteMs)) {
-      req.session.destroy(() => { req.user = undefined; next(); });
+      req.session.destroy(() => {
+        req.user = undefined;
+        next();
+      });
       return;
     }
     next();
   });
 
   // Pages carry per-user data and a CSRF token: never stored by shared or browser caches.
-  app.use((_req: Request, res: Response, next: NextFunction) => { res.set('Cache-Control', 'no-store'); next(); });
+  app.use((_req: Request, res: Response, next: NextFunction) => {
+    res.set('Cache-Control', 'no-store');
+    next();
+  });
 
   const { protect, issue: issueToken, seed: seedCsrfToken } = csrf();
   // Multipart bodies are parsed by the one route that takes uploads, which checks the token after parsing.
@@ -228,28 +316,42 @@ export function createApp(opts: AppOptions): KilnApp {
     next();
   });
 
-  const wantsJson = (req: Request): boolean => req.originalUrl.startsWith('/api/') || req.is('application/json') === 'application/json';
+  const wantsJson = (req: Request): boolean =>
+    req.originalUrl.startsWith('/api/') || req.is('application/json') === 'application/json';
   const page = (req: Request, view: string, ctx: Record<string, unknown>, csrfToken: string): string =>
     views.render(view, { registrationOpen: config.web.registrationOpen, ...ctx, me: req.user, csrfToken });
   const render: AppContext['render'] = (req, res, view, ctx = {}, status = 200) => {
     // Requests refused before the session middleware (origin check, static) have no session and get no token.
     if (!req.session) {
-      res.status(status).type('html').send(page(req, view, ctx, ''));
+      res
+        .status(status)
+        .type('html')
+        .send(page(req, view, ctx, ''));
       return;
     }
-    issueToken(req).then(
-      (t) => { res.status(status).type('html').send(page(req, view, ctx, t)); },
-      (err: unknown) => {
-        // No form on this page could be sent, so none carries a token; the error page says why.
-        const ke = toHttpError(err);
-        logger.warn({ err, path: req.path }, 'session could not be saved');
-        if (ke.retryAfterSeconds) res.set('Retry-After', String(ke.retryAfterSeconds));
-        res.status(ke.status).type('html').send(page(req, 'error.njk', { status: ke.status, title: ke.title, message: ke.message }, ''));
-      },
-    ).catch((e: unknown) => {
-      logger.error({ err: e }, 'page failed to render');
-      if (!res.headersSent) res.status(500).type('text/plain').send('Internal error');
-    });
+    issueToken(req)
+      .then(
+        (t) => {
+          res
+            .status(status)
+            .type('html')
+            .send(page(req, view, ctx, t));
+        },
+        (err: unknown) => {
+          // No form on this page could be sent, so none carries a token; the error page says why.
+          const ke = toHttpError(err);
+          logger.warn({ err, path: req.path }, 'session could not be saved');
+          if (ke.retryAfterSeconds) res.set('Retry-After', String(ke.retryAfterSeconds));
+          res
+            .status(ke.status)
+            .type('html')
+            .send(page(req, 'error.njk', { status: ke.status, title: ke.title, message: ke.message }, ''));
+        },
+      )
+      .catch((e: unknown) => {
+        logger.error({ err: e }, 'page failed to render');
+        if (!res.headersSent) res.status(500).type('text/plain').send('Internal error');
+      });
   };
 
   const loginLimiter = rateLimit({
@@ -261,24 +363,63 @@ export function createApp(opts: AppOptions): KilnApp {
     validate: { xForwardedForHeader: false },
     handler: (req, _res, next, options) => {
       const resetMs = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime();
-      const retryAfterSeconds = Math.max(1, Math.ceil(((resetMs ?? Date.now() + options.windowMs) - Date.now()) / 1000));
-      next(new KilnError('rate_limited', 'Too many attempts from your address; try again later.', { detail: { retryAfterSeconds } }));
+      const retryAfterSeconds = Math.max(
+        1,
+        Math.ceil(((resetMs ?? Date.now() + options.windowMs) - Date.now()) / 1000),
+      );
+      next(
+        new KilnError('rate_limited', 'Too many attempts from your address; try again later.', {
+          detail: { retryAfterSeconds },
+        }),
+      );
     },
   });
 
-  const ctx: AppContext = { core, config, logger, deviceSecret: secret, render, csrfToken: issueToken, seedCsrfToken, protect, passport, wantsJson, loginLimiter, bigUploads, now };
-  const mounted: Array<[string, express.Router]> = [['', wellKnownRoutes(ctx)], ['', opsRoutes(ctx)], ['', authRoutes(ctx)], ['', adminRoutes(ctx)], ['/api', apiRoutes(ctx)], ['/api', buildApiRoutes(ctx)], ['', pageRoutes(ctx)], ['', jobRoutes(ctx)], ['', buildRoutes(ctx)]];
+  const ctx: AppContext = {
+    core,
+    config,
+    logger,
+    deviceSecret: secret,
+    render,
+    csrfToken: issueToken,
+    seedCsrfToken,
+    protect,
+    passport,
+    wantsJson,
+    loginLimiter,
+    bigUploads,
+    now,
+  };
+  const mounted: Array<[string, express.Router]> = [
+    ['', wellKnownRoutes(ctx)],
+    ['', opsRoutes(ctx)],
+    ['', authRoutes(ctx)],
+    ['', adminRoutes(ctx)],
+    ['/api', apiRoutes(ctx)],
+    ['/api', buildApiRoutes(ctx)],
+    ['', pageRoutes(ctx)],
+    ['', jobRoutes(ctx)],
+    ['', buildRoutes(ctx)],
+  ];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
-  app.locals.routeTable = mounted.flatMap(([prefix, router]) => (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)
-    .filter((l) => l.route)
-    .flatMap((l) => Object.keys(l.route!.methods).filter((m) => m !== '_all').map((m) => ({ method: m.toUpperCase(), path: prefix + l.route!.path }))));
+  app.locals.routeTable = mounted.flatMap(([prefix, router]) =>
+    (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)
+      .filter((l) => l.route)
+      .flatMap((l) =>
+        Object.keys(l.route!.methods)
+          .filter((m) => m !== '_all')
+          .map((m) => ({ method: m.toUpperCase(), path: prefix + l.route!.path })),
+      ),
+  );
   app.use(notFoundHandler());
   app.use(errorHandler({ logger, render, wantsJson }));
 
   // Throttle buckets that can no longer refuse anything are dropped now and then (guessed names make rows).
   const prune = setInterval(() => {
-    pruneLoginThrottle(db, limits, now()).catch((err: unknown) => logger.warn({ err }, 'login throttle cleanup failed'));
+    pruneLoginThrottle(db, limits, now()).catch((err: unknown) =>
+      logger.warn({ err }, 'login throttle cleanup failed'),
+    );
   }, 10 * 60_000);
   prune.unref();
 

@@ -8,11 +8,13 @@ import { isBusy, isDiskFull } from '../db/index.js';
 function classify(err: unknown): KilnError | undefined {
   if (isKilnError(err)) return err;
   if (err instanceof multer.MulterError) {
-    if (err.code === 'LIMIT_FILE_SIZE' || err.code === 'LIMIT_FIELD_VALUE') return new KilnError('too_large', 'The upload is too large.');
+    if (err.code === 'LIMIT_FILE_SIZE' || err.code === 'LIMIT_FIELD_VALUE')
+      return new KilnError('too_large', 'The upload is too large.');
     return new KilnError('bad_request', 'The upload has too many or unexpected parts: send one Dockerfile.');
   }
   const e = err as { type?: string; status?: number; statusCode?: number; code?: string };
-  if (e?.type === 'entity.too.large' || e?.status === 413) return new KilnError('too_large', 'The request is too large.');
+  if (e?.type === 'entity.too.large' || e?.status === 413)
+    return new KilnError('too_large', 'The request is too large.');
   if (e?.type === 'entity.parse.failed' || e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') {
     return new KilnError('bad_request', 'The request body is malformed.');
   }
@@ -21,11 +23,18 @@ function classify(err: unknown): KilnError | undefined {
     return new KilnError('bad_request', 'The upload is malformed.');
   }
   if (isDiskFull(err)) {
-    return new KilnError('insufficient_storage', 'The server is out of disk space: nothing was saved. Try again later; an admin has to free some space.');
+    return new KilnError(
+      'insufficient_storage',
+      'The server is out of disk space: nothing was saved. Try again later; an admin has to free some space.',
+    );
   }
-  if (isBusy(err)) return new KilnError('backend_unavailable', 'The server is busy; try again in a moment.', { detail: { retryAfterSeconds: 1 } });
+  if (isBusy(err))
+    return new KilnError('backend_unavailable', 'The server is busy; try again in a moment.', {
+      detail: { retryAfterSeconds: 1 },
+    });
   // Before the generic statuses below: csrf-sync's error is an http-error with status 403 too.
-  if (e?.code === 'EBADCSRFTOKEN') return new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.');
+  if (e?.code === 'EBADCSRFTOKEN')
+    return new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.');
   // http-errors from express itself, send (static files) and the router (bad %-encoding): client errors only.
   const st = e?.status ?? e?.statusCode;
   if (typeof st === 'number' && st >= 400 && st < 500) {
@@ -37,14 +46,29 @@ function classify(err: unknown): KilnError | undefined {
 }
 
 const TITLES: Record<number, string> = {
-  400: 'Bad request', 401: 'Please log in', 403: 'Forbidden', 404: 'Not found', 409: 'Conflict', 411: 'Length required',
-  413: 'Too large', 415: 'Unsupported encoding', 416: 'Range not satisfiable', 421: 'Wrong host name', 422: 'Cannot accept this input',
-  429: 'Slow down', 500: 'Something went wrong', 503: 'Temporarily unavailable', 504: 'Timed out', 507: 'Out of storage',
+  400: 'Bad request',
+  401: 'Please log in',
+  403: 'Forbidden',
+  404: 'Not found',
+  409: 'Conflict',
+  411: 'Length required',
+  413: 'Too large',
+  415: 'Unsupported encoding',
+  416: 'Range not satisfiable',
+  421: 'Wrong host name',
+  422: 'Cannot accept this input',
+  429: 'Slow down',
+  500: 'Something went wrong',
+  503: 'Temporarily unavailable',
+  504: 'Timed out',
+  507: 'Out of storage',
 };
 
 /** A policy refusal's findings ({line, message}, safe to show: they quote the user's own Dockerfile). */
 export function policyFindings(ke: KilnError): { findings?: { line: number; message: string }[] } {
-  return ke.code === 'policy_violation' && Array.isArray(ke.detail) ? { findings: ke.detail as { line: number; message: string }[] } : {};
+  return ke.code === 'policy_violation' && Array.isArray(ke.detail)
+    ? { findings: ke.detail as { line: number; message: string }[] }
+    : {};
 }
 
 export function notFoundHandler(): RequestHandler {
@@ -56,12 +80,26 @@ export function notFoundHandler(): RequestHandler {
  * a generic 500 whose detail (stack) goes only to the log.
  */
 /** What an error answers with: its status, the page title, the user's message (unknown errors: a generic 500). */
-export function toHttpError(err: unknown): { ke: KilnError; known: boolean; status: number; title: string; message: string; retryAfterSeconds?: number } {
+export function toHttpError(err: unknown): {
+  ke: KilnError;
+  known: boolean;
+  status: number;
+  title: string;
+  message: string;
+  retryAfterSeconds?: number;
+} {
   const known = classify(err);
   const ke = known ?? new KilnError('internal', 'Internal error');
   const detail = (ke.detail ?? {}) as { retryAfterSeconds?: number; status?: number };
   const status = detail.status ?? ke.httpStatus;
-  return { ke, known: known !== undefined, status, title: TITLES[status] ?? 'Error', message: ke.message, ...(detail.retryAfterSeconds ? { retryAfterSeconds: detail.retryAfterSeconds } : {}) };
+  return {
+    ke,
+    known: known !== undefined,
+    status,
+    title: TITLES[status] ?? 'Error',
+    message: ke.message,
+    ...(detail.retryAfterSeconds ? { retryAfterSeconds: detail.retryAfterSeconds } : {}),
+  };
 }
 
 export function errorHandler(deps: {

@@ -9,7 +9,10 @@ export function humanBytes(v: unknown): string {
   if (n < 1024) return `${n} ${n === 1 ? 'byte' : 'bytes'}`;
   let x = n;
   let u = 0;
-  while (x >= 1024 && u < UNITS.length - 1) { x /= 1024; u++; }
+  while (x >= 1024 && u < UNITS.length - 1) {
+    x /= 1024;
+    u++;
+  }
   return `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)} ${UNITS[u]}`;
 }
 

@@ -51,7 +51,10 @@ export async function startWeb(opts: StartWebOptions): Promise<{ url: string; cl
   const port = opts.port ?? opts.config.web.port;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => { server.off('error', reject); resolve(); });
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   const addr = server.address() as AddressInfo;
   app.setListenPort(addr.port);
@@ -59,11 +62,12 @@ export async function startWeb(opts: StartWebOptions): Promise<{ url: string; cl
   opts.logger.info({ url }, 'web listening');
   return {
     url,
-    close: () => new Promise<void>((resolve) => {
-      app.closeApp();
-      server.close(() => resolve());
-      server.closeIdleConnections();
-      setTimeout(() => server.closeAllConnections(), 2000).unref();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        app.closeApp();
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), 2000).unref();
+      }),
   };
 }

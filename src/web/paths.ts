@@ -13,7 +13,9 @@ export function packageRoot(from = path.dirname(fileURLToPath(import.meta.url)))
     if (existsSync(pj)) {
       try {
         if ((JSON.parse(readFileSync(pj, 'utf8')) as { name?: string }).name === 'kiln') return dir;
-      } catch { /* keep looking */ }
+      } catch {
+        /* keep looking */
+      }
     }
     const up = path.dirname(dir);
     if (up === dir) throw new Error('kiln package root not found');

@@ -57,7 +57,13 @@ export function hostAllowList(allowed: () => Set<string>): RequestHandler {
   return (req: Request, _res: Response, next: NextFunction) => {
     const host = req.headers.host?.toLowerCase();
     if (host !== undefined && allowed().has(host)) return next();
-    next(new KilnError('bad_request', 'This server does not answer to that host name. Use its public address (set KILN_WEB_PUBLIC_URL if this is it) or localhost.', { detail: { status: 421 } }));
+    next(
+      new KilnError(
+        'bad_request',
+        'This server does not answer to that host name. Use its public address (set KILN_WEB_PUBLIC_URL if this is it) or localhost.',
+        { detail: { status: 421 } },
+      ),
+    );
   };
 }
 
@@ -73,7 +79,9 @@ export function sameOriginOnly(expectedOrigin: (req: Request) => string): Reques
     if (SAFE.has(req.method)) return next();
     const site = req.get('sec-fetch-site');
     if (site !== undefined) {
-      return site === 'same-origin' || site === 'none' ? next() : next(new KilnError('forbidden', 'Cross-site request refused.'));
+      return site === 'same-origin' || site === 'none'
+        ? next()
+        : next(new KilnError('forbidden', 'Cross-site request refused.'));
     }
     const origin = req.get('origin');
     if (origin !== undefined && origin !== expectedOrigin(req)) {
@@ -95,7 +103,8 @@ export function csrf() {
   });
   const protect: RequestHandler = (req, _res, next) => {
     if (SAFE.has(req.method)) return next();
-    if (!cs.isRequestValid(req)) return next(new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.'));
+    if (!cs.isRequestValid(req))
+      return next(new KilnError('forbidden', 'The form expired or is invalid; reload the page and try again.'));
     next();
   };
   /**
@@ -111,11 +120,18 @@ export function csrf() {
       await new Promise<void>((resolve, reject) => req.session.save((err: unknown) => (err ? reject(err) : resolve())));
     } catch (err) {
       cs.revokeToken(req);
-      throw isDiskFull(err) ? err : new KilnError('backend_unavailable', 'Your session could not be saved; try again in a moment.', { cause: err, detail: { retryAfterSeconds: 1 } });
+      throw isDiskFull(err)
+        ? err
+        : new KilnError('backend_unavailable', 'Your session could not be saved; try again in a moment.', {
+            cause: err,
+            detail: { retryAfterSeconds: 1 },
+          });
     }
     return t;
   };
   /** Puts a token in the session without saving it, for a caller that saves the session itself (a login). */
-  const seed = (req: Request): void => { cs.generateToken(req); };
+  const seed = (req: Request): void => {
+    cs.generateToken(req);
+  };
   return { protect, issue, seed };
 }

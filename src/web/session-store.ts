@@ -26,18 +26,27 @@ export class SafeKnexStore extends ConnectSessionKnexStore {
   /** sid -> when this process last wrote its expiry (set or touch). */
   private readonly written = new Map<string, number>();
   private readonly now: () => number;
-  constructor(opts: ConstructorParameters<typeof ConnectSessionKnexStore>[0], log: Logger, now: () => number = Date.now) {
+  constructor(
+    opts: ConstructorParameters<typeof ConnectSessionKnexStore>[0],
+    log: Logger,
+    now: () => number = Date.now,
+  ) {
     super(opts);
     this.log = log;
     this.now = now;
     this.ready.catch((err: unknown) => log.error({ err }, 'session store not ready'));
   }
   override get(sid: string, cb: (err: unknown, s?: SessionData | null) => void): Promise<SessionData | null> {
-    return super.get(sid, cb).catch((err: unknown) => { this.log.warn({ err: (err as Error).message }, 'session read failed'); return null; });
+    return super.get(sid, cb).catch((err: unknown) => {
+      this.log.warn({ err: (err as Error).message }, 'session read failed');
+      return null;
+    });
   }
   override set(sid: string, s: SessionData, cb?: Cb): Promise<void> {
     this.remember(sid);
-    return super.set(sid, s, cb).catch((err: unknown) => { this.log.warn({ err: (err as Error).message }, 'session write failed'); });
+    return super.set(sid, s, cb).catch((err: unknown) => {
+      this.log.warn({ err: (err as Error).message }, 'session write failed');
+    });
   }
   override destroy(sid: string, cb?: Cb): Promise<number> {
     this.written.delete(sid);

@@ -10,7 +10,10 @@ import { KilnError } from '../shared/errors.js';
 export const BIG_UPLOAD_BYTES = 1024 * 1024;
 
 /** How many big uploads one app processes at once; more get 429 + Retry-After. Shared by pages and API. */
-export interface BigUploadGate { running: number; max: number }
+export interface BigUploadGate {
+  running: number;
+  max: number;
+}
 export const newBigUploadGate = (max = 4): BigUploadGate => ({ running: 0, max });
 
 const contentLength = (req: Request): number | undefined => {
@@ -38,18 +41,27 @@ export function bodyCap(limit: number, gate: BigUploadGate, opts: { requireLengt
   return (req: Request, res: Response, next: (err?: unknown) => void): void => {
     const len = contentLength(req);
     if (len === undefined) {
-      return opts.requireLength ? next(new KilnError('bad_request', 'Uploads need a Content-Length.', { detail: { status: 411 } })) : next();
+      return opts.requireLength
+        ? next(new KilnError('bad_request', 'Uploads need a Content-Length.', { detail: { status: 411 } }))
+        : next();
     }
     let err: KilnError | undefined;
-    if (len > limit) err = new KilnError('too_large', `The upload is larger than ${Math.floor(limit / (1024 * 1024))} MiB.`);
+    if (len > limit)
+      err = new KilnError('too_large', `The upload is larger than ${Math.floor(limit / (1024 * 1024))} MiB.`);
     else if (declaredLength(req) === undefined) {
-      if (opts.requireLength) err = new KilnError('bad_request', 'Uploads may not be content-encoded.', { detail: { status: 415 } });
+      if (opts.requireLength)
+        err = new KilnError('bad_request', 'Uploads may not be content-encoded.', { detail: { status: 415 } });
     } else if (len > BIG_UPLOAD_BYTES) {
       // Each big upload is held in memory a few times over (body, entries, re-pack): bound how many run at once.
-      if (gate.running >= gate.max) err = new KilnError('rate_limited', 'Too many large uploads at once; try again in a moment.', { detail: { retryAfterSeconds: 5 } });
+      if (gate.running >= gate.max)
+        err = new KilnError('rate_limited', 'Too many large uploads at once; try again in a moment.', {
+          detail: { retryAfterSeconds: 5 },
+        });
       else {
         gate.running++;
-        res.once('close', () => { gate.running--; });
+        res.once('close', () => {
+          gate.running--;
+        });
       }
     }
     if (!err) return next();
@@ -58,7 +70,12 @@ export function bodyCap(limit: number, gate: BigUploadGate, opts: { requireLengt
       return next(err);
     }
     let sent = false;
-    const once = (): void => { if (!sent) { sent = true; next(err); } };
+    const once = (): void => {
+      if (!sent) {
+        sent = true;
+        next(err);
+      }
+    };
     req.on('end', once);
     req.on('error', once);
     req.on('close', once);
@@ -84,9 +101,16 @@ export function jsonBody(limit: number, gate: BigUploadGate): RequestHandler {
     cap(req, res, (err?: unknown) => {
       if (err) return next(err);
       if (declaredLength(req) !== undefined) return declared(req, res, next);
-      streamed(req, res, (e?: unknown) => next(isTooLarge(e)
-        ? new KilnError('too_large', `A request body without a Content-Length (or compressed) may hold at most ${Math.floor(streamedLimit / 1024)} KiB; send larger ones uncompressed with their length.`)
-        : e));
+      streamed(req, res, (e?: unknown) =>
+        next(
+          isTooLarge(e)
+            ? new KilnError(
+                'too_large',
+                `A request body without a Content-Length (or compressed) may hold at most ${Math.floor(streamedLimit / 1024)} KiB; send larger ones uncompressed with their length.`,
+              )
+            : e,
+        ),
+      );
     });
   };
 }

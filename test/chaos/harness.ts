@@ -15,7 +15,17 @@
  * them, identified by start time) are ever signalled.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  rmdirSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../../src/shared/subprocess.js';
@@ -26,8 +36,17 @@ import { HttpClient } from '../helpers/web.js';
 import type { Part } from './parts.js';
 import { allProcs, cwdOf, envOf, type Proc } from './procs.js';
 import {
-  sdkDirsBelow, startJenkinsStack, startPgStack, startServeStack, systemEntries, systemTmp,
-  type BackendBuild, type Hit, type RunContext, type Stack, type StackName,
+  sdkDirsBelow,
+  startJenkinsStack,
+  startPgStack,
+  startServeStack,
+  systemEntries,
+  systemTmp,
+  type BackendBuild,
+  type Hit,
+  type RunContext,
+  type Stack,
+  type StackName,
 } from './stacks.js';
 
 export interface ChaosOptions {
@@ -42,7 +61,12 @@ export interface ChaosOptions {
   keep?: boolean;
 }
 
-export interface LostBuild { stack: StackName; id?: number; key: string; why: string }
+export interface LostBuild {
+  stack: StackName;
+  id?: number;
+  key: string;
+  why: string;
+}
 export interface StackReport {
   name: StackName;
   kills: Array<{ at: number; target: string; what: string; hit?: Hit }>;
@@ -57,12 +81,20 @@ export interface StackReport {
   notes: string[];
   states: Record<string, number>;
 }
-export interface ChaosReport { seed: number; runId: string; root: string; stacks: StackReport[]; line: string; ok: boolean }
+export interface ChaosReport {
+  seed: number;
+  runId: string;
+  root: string;
+  stacks: StackReport[];
+  line: string;
+  ok: boolean;
+}
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
 /** Reasons that say a build ended because something crashed, not because of its Dockerfile. */
-const CRASH_REASON = /interrupt|restart|SIGKILL|signal|vanish|no longer known|cut off|lost|killed|exited with status (137|143|null)/i;
+const CRASH_REASON =
+  /interrupt|restart|SIGKILL|signal|vanish|no longer known|cut off|lost|killed|exited with status (137|143|null)/i;
 /** What a requeue (or an automatic retry) looks like in a build's log or reason. */
 const RETRIED = /requeu|retr(y|ied)|again automatically|second attempt/i;
 /** Fake SDK behaviours (test/helpers/glue.ts) the users' Dockerfiles pick from. */
@@ -87,9 +119,18 @@ interface Tracked {
 }
 
 /** An HTTP answer read whole. */
-interface Answer { status: number; text: string; json<T>(): T }
+interface Answer {
+  status: number;
+  text: string;
+  json<T>(): T;
+}
 
-interface User { name: string; jar: Map<string, string>; token?: string; dockerfiles: Array<{ id: number; mode: string }> }
+interface User {
+  name: string;
+  jar: Map<string, string>;
+  token?: string;
+  dockerfiles: Array<{ id: number; mode: string }>;
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -98,7 +139,9 @@ function sleep(ms: number): Promise<void> {
 /** The chaos SDK: fake for `# fake:` Dockerfiles, else the real one; each run leaves a start and an end line. */
 function writeChaosSdk(bin: string, kiln: string, fake: string, ledger: string): string {
   const file = path.join(bin, 'chaos-sdk.sh');
-  writeFileSync(file, `#!/bin/sh
+  writeFileSync(
+    file,
+    `#!/bin/sh
 # The chaos harness's SDK. Not exec'd into, so the ledger gets the end line with the SDK's status.
 prev=; df=; out=
 for a in "$@"; do
@@ -115,7 +158,8 @@ echo "end $$ rc=$rc $id" >> '${ledger}'
 # Killed by a signal: die by the same one, so the runner sees what it would see of the SDK itself.
 if [ $rc -gt 128 ] && [ $rc -lt 160 ]; then kill -$((rc - 128)) $$; fi
 exit $rc
-`);
+`,
+  );
   chmodSync(file, 0o755);
   return file;
 }
@@ -132,7 +176,11 @@ function treeOfLiveSdk(p: string): boolean {
   }
 }
 
-interface LedgerRun { pid: string; id: string; rc?: number }
+interface LedgerRun {
+  pid: string;
+  id: string;
+  rc?: number;
+}
 function readLedger(file: string): LedgerRun[] {
   const runs: LedgerRun[] = [];
   // By pid, the latest run that started with it (a pid may come back later in a long run).
@@ -164,7 +212,8 @@ function ledgerKey(r: LedgerRun, byJobBuild: Map<string, string>): string | unde
 
 /** The backend build a ledger run was for (`job#build`): from the local runner's --out path or its environment. */
 function ledgerJobBuild(r: LedgerRun): string | undefined {
-  const m = /out=\S*\/kiln-job-(\d+)\/builds\/(\d+)\/archive/.exec(r.id) ?? /job=(?:kiln-job-)?(\d+) build=(\d+)/.exec(r.id);
+  const m =
+    /out=\S*\/kiln-job-(\d+)\/builds\/(\d+)\/archive/.exec(r.id) ?? /job=(?:kiln-job-)?(\d+) build=(\d+)/.exec(r.id);
   return m ? `${m[1]}#${m[2]}` : undefined;
 }
 
@@ -183,9 +232,26 @@ class StackRun {
    * load did) and the users' (what they build, cancel and which web they reach). The interleaving of the two
    * follows the machine's timing, so a replay repeats the choices, not the exact moments.
    */
-  constructor(readonly stack: Stack, readonly ctx: RunContext, private readonly killRng: Prng, private readonly rng: Prng,
-    private readonly say: (l: string) => void, private readonly realBuilds: number) {
-    this.report = { name: stack.name, kills: [], builds: 0, refused: 0, lost: [], doubled: [], leftovers: [], violations: [], notes: [], states: {} };
+  constructor(
+    readonly stack: Stack,
+    readonly ctx: RunContext,
+    private readonly killRng: Prng,
+    private readonly rng: Prng,
+    private readonly say: (l: string) => void,
+    private readonly realBuilds: number,
+  ) {
+    this.report = {
+      name: stack.name,
+      kills: [],
+      builds: 0,
+      refused: 0,
+      lost: [],
+      doubled: [],
+      leftovers: [],
+      violations: [],
+      notes: [],
+      states: {},
+    };
   }
 
   private client(u: User): HttpClient {
@@ -224,7 +290,11 @@ class StackRun {
       const modes = [...MODES];
       for (const mode of modes) {
         const t = await this.token(u);
-        const r = await this.client(u).postJson('/api/dockerfiles', { name: `chaos-${mode.replace(/\s+/g, '-')}`, content: `FROM debian:bookworm\n# fake: ${mode}\nRUN true\n` }, { 'x-csrf-token': t! });
+        const r = await this.client(u).postJson(
+          '/api/dockerfiles',
+          { name: `chaos-${mode.replace(/\s+/g, '-')}`, content: `FROM debian:bookworm\n# fake: ${mode}\nRUN true\n` },
+          { 'x-csrf-token': t! },
+        );
         if (r.status !== 201) throw new Error(`create Dockerfile: ${r.status} ${await r.text()}`);
         u.dockerfiles.push({ id: ((await r.json()) as { dockerfile: { id: number } }).dockerfile.id, mode });
       }
@@ -233,9 +303,15 @@ class StackRun {
     if (this.realBuilds > 0) {
       // The real SDK, labelled with this run: its containers (and only its) can then be found afterwards.
       const u = this.users[0]!;
-      const base = readFileSync(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8')
-        .replace(/^FROM debian:bookworm$/m, `FROM debian:bookworm\nLABEL io.kiln.chaos.run="${this.ctx.runId}"`);
-      const r = await this.client(u).postJson('/api/dockerfiles', { name: 'chaos-real', content: base }, { 'x-csrf-token': (await this.token(u))! });
+      const base = readFileSync(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8').replace(
+        /^FROM debian:bookworm$/m,
+        `FROM debian:bookworm\nLABEL io.kiln.chaos.run="${this.ctx.runId}"`,
+      );
+      const r = await this.client(u).postJson(
+        '/api/dockerfiles',
+        { name: 'chaos-real', content: base },
+        { 'x-csrf-token': (await this.token(u))! },
+      );
       if (r.status !== 201) throw new Error(`create real Dockerfile: ${r.status} ${await r.text()}`);
       u.dockerfiles.push({ id: ((await r.json()) as { dockerfile: { id: number } }).dockerfile.id, mode: 'real' });
     }
@@ -248,7 +324,9 @@ class StackRun {
     const r = await this.call(t.user, async (c) => {
       const token = await this.token(t.user);
       const p = c.request(`/api/dockerfiles/${t.dfId}/builds`, {
-        method: 'POST', body: JSON.stringify({ key: t.key }), headers: { 'content-type': 'application/json', 'x-csrf-token': token ?? '' },
+        method: 'POST',
+        body: JSON.stringify({ key: t.key }),
+        headers: { 'content-type': 'application/json', 'x-csrf-token': token ?? '' },
         signal: AbortSignal.timeout(60_000),
       });
       for (const w of waiters) w();
@@ -272,7 +350,8 @@ class StackRun {
   private observe(t: Tracked, state: string, reason: string | null, backendBuild?: number | null): void {
     const last = t.seen[t.seen.length - 1];
     if (last !== state) {
-      if (last !== undefined && FINAL.has(last)) t.violations.push(`build ${t.id} changed from ${last} to ${state} after it was final`);
+      if (last !== undefined && FINAL.has(last))
+        t.violations.push(`build ${t.id} changed from ${last} to ${state} after it was final`);
       t.seen.push(state);
       this.lastChange = Date.now();
     }
@@ -284,7 +363,9 @@ class StackRun {
     if (t.id === undefined) return;
     const r = await this.call(t.user, (c) => c.request(`/api/builds/${t.id}`, { signal: AbortSignal.timeout(60_000) }));
     if (r?.status !== 200) return;
-    const b = r.json<{ build: { state: string; reason: string | null; backendBuild: number | null; requeues?: number } }>().build;
+    const b = r.json<{
+      build: { state: string; reason: string | null; backendBuild: number | null; requeues?: number };
+    }>().build;
     this.observe(t, b.state, b.reason, b.backendBuild);
     if (b.requeues) t.requeues = b.requeues;
   }
@@ -309,13 +390,17 @@ class StackRun {
       }
       await this.guarded('build request', () => this.request(this.newRequest(u, df)));
       if (this.rng.chance(0.08)) {
-        const open = this.tracked.filter((x) => x.id !== undefined && x.mode !== 'real' && !FINAL.has(x.seen.at(-1) ?? ''));
+        const open = this.tracked.filter(
+          (x) => x.id !== undefined && x.mode !== 'real' && !FINAL.has(x.seen.at(-1) ?? ''),
+        );
         if (open.length) {
           const c = this.rng.pick(open);
           c.cancelAsked = true;
           await this.guarded('cancel', async () => {
             const token = await this.token(c.user);
-            await this.call(c.user, (cl) => cl.postJson(`/api/builds/${c.id}/cancel`, {}, { 'x-csrf-token': token ?? '' }));
+            await this.call(c.user, (cl) =>
+              cl.postJson(`/api/builds/${c.id}/cancel`, {}, { 'x-csrf-token': token ?? '' }),
+            );
           });
         }
       }
@@ -332,7 +417,15 @@ class StackRun {
   }
 
   private newRequest(u: User, df: { id: number; mode: string }): Tracked {
-    const t: Tracked = { key: `chaos-${randomBytes(9).toString('base64url')}`, user: u, dfId: df.id, mode: df.mode, seen: [], cancelAsked: false, violations: [] };
+    const t: Tracked = {
+      key: `chaos-${randomBytes(9).toString('base64url')}`,
+      user: u,
+      dfId: df.id,
+      mode: df.mode,
+      seen: [],
+      cancelAsked: false,
+      violations: [],
+    };
     this.tracked.push(t);
     return t;
   }
@@ -341,10 +434,12 @@ class StackRun {
   private async observeLoop(): Promise<void> {
     while (this.observing) {
       await sleep(1000);
-      for (const t of this.tracked.filter((x) => x.id === undefined && !x.refused)) await this.guarded('build request', () => this.request(t));
+      for (const t of this.tracked.filter((x) => x.id === undefined && !x.refused))
+        await this.guarded('build request', () => this.request(t));
       const open = this.tracked.filter((x) => x.id !== undefined && !FINAL.has(x.seen.at(-1) ?? ''));
       // A few per pass: each status view may be a glue call (through OpenSSH, a process per call).
-      for (const t of open.sort(() => this.rng.next() - 0.5).slice(0, 6)) await this.guarded('status', () => this.poll(t));
+      for (const t of open.sort(() => this.rng.next() - 0.5).slice(0, 6))
+        await this.guarded('status', () => this.poll(t));
     }
   }
 
@@ -361,7 +456,8 @@ class StackRun {
         const lines = (e as Error).message.split('\n');
         const msg = `${lines[0]} ${lines.find((l) => /^kiln:/.test(l)) ?? ''}`.trim();
         const v = `${part.name} did not come back after a SIGKILL (start attempt ${attempt}): ${msg}`;
-        if (!this.report.violations.some((x) => x.includes(msg))) this.report.violations.push(`${v}\n${(e as Error).message.slice(0, 1500)}`);
+        if (!this.report.violations.some((x) => x.includes(msg)))
+          this.report.violations.push(`${v}\n${(e as Error).message.slice(0, 1500)}`);
         this.say(`  ${this.stack.name}: ${v}`);
         if (attempt >= 30) throw e;
         await sleep(2000);
@@ -373,7 +469,10 @@ class StackRun {
   private nextRequest(): Promise<void> {
     return new Promise((resolve) => {
       const t = setTimeout(resolve, 5000);
-      this.requestWaiters.push(() => { clearTimeout(t); resolve(); });
+      this.requestWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
     });
   }
 
@@ -412,7 +511,9 @@ class StackRun {
     await this.quiesce();
     const scratch = this.stack.scratchJobs?.() ?? [];
     if (scratch.length) {
-      this.report.notes.push(`a killed build's SDK scratch in the workspace of job(s) ${scratch.join(', ')}: one more build of each (its step empties the workspace first)`);
+      this.report.notes.push(
+        `a killed build's SDK scratch in the workspace of job(s) ${scratch.join(', ')}: one more build of each (its step empties the workspace first)`,
+      );
       for (const id of scratch) {
         const u = this.users.find((x) => x.dockerfiles.some((d) => d.id === id));
         const df = u?.dockerfiles.find((d) => d.id === id);
@@ -432,13 +533,21 @@ class StackRun {
     for (;;) {
       await sleep(2000);
       const pending = this.tracked.filter((t) => !t.refused && (t.id === undefined || !FINAL.has(t.seen.at(-1) ?? '')));
-      for (const t of pending) await this.guarded('status', () => (t.id === undefined ? this.request(t) : this.poll(t)));
-      const busy = (await this.stack.backendBusy().catch((e: Error) => [`backend unreadable: ${e.message}`])).join('; ');
-      if (busy !== lastBusy) { lastBusy = busy; this.lastChange = Date.now(); }
+      for (const t of pending)
+        await this.guarded('status', () => (t.id === undefined ? this.request(t) : this.poll(t)));
+      const busy = (await this.stack.backendBusy().catch((e: Error) => [`backend unreadable: ${e.message}`])).join(
+        '; ',
+      );
+      if (busy !== lastBusy) {
+        lastBusy = busy;
+        this.lastChange = Date.now();
+      }
       const open = this.tracked.filter((t) => !t.refused && (t.id === undefined || !FINAL.has(t.seen.at(-1) ?? '')));
       if (open.length === 0 && busy === '') return;
       if (Date.now() - this.lastChange > stallMs) {
-        this.report.notes.push(`stopped waiting after ${stallMs / 60_000} min without change: ${open.length} open builds; backend: ${busy || 'idle'}`);
+        this.report.notes.push(
+          `stopped waiting after ${stallMs / 60_000} min without change: ${open.length} open builds; backend: ${busy || 'idle'}`,
+        );
         return;
       }
     }
@@ -454,8 +563,13 @@ class StackRun {
    */
   private systemLeftovers(beforeSystem: Set<string>, backend: BackendBuild[]): string[] {
     const realJobs = new Set(this.tracked.filter((t) => t.mode === 'real').map((t) => t.dfId));
-    const windows = backend.filter((b) => realJobs.has(b.job) && b.startedAt)
-      .map((b) => ({ b, from: Date.parse(b.startedAt!) - 2000, to: (b.finishedAt ? Date.parse(b.finishedAt) : Date.now()) + 5000 }));
+    const windows = backend
+      .filter((b) => realJobs.has(b.job) && b.startedAt)
+      .map((b) => ({
+        b,
+        from: Date.parse(b.startedAt!) - 2000,
+        to: (b.finishedAt ? Date.parse(b.finishedAt) : Date.now()) + 5000,
+      }));
     const found = new Map<string, string[]>();
     for (const e of systemEntries()) {
       if (beforeSystem.has(e)) continue;
@@ -475,7 +589,10 @@ class StackRun {
       const name = `${path.basename(e)} (made while real build ${w.b.job}#${w.b.build} ran)`;
       found.set(name, [...(found.get(name) ?? []), e]);
     }
-    return [...found].map(([name, paths]) => `${paths[0]!.startsWith('/dev/shm') ? 'staging tree' : 'pids cgroup'} ${name} left: ${paths.length === 1 ? paths[0] : `${paths.length} hierarchies, e.g. ${paths[0]}`}`);
+    return [...found].map(
+      ([name, paths]) =>
+        `${paths[0]!.startsWith('/dev/shm') ? 'staging tree' : 'pids cgroup'} ${name} left: ${paths.length === 1 ? paths[0] : `${paths.length} hierarchies, e.g. ${paths[0]}`}`,
+    );
   }
 
   /** Removes what systemLeftovers() attributed to this run (empty cgroups only; the engine's are never touched). */
@@ -484,7 +601,9 @@ class StackRun {
       try {
         if (e.startsWith('/dev/shm/')) rmSync(e, { recursive: true, force: true });
         else rmdirSync(e);
-      } catch { /* still in use: left to its owner */ }
+      } catch {
+        /* still in use: left to its owner */
+      }
     }
   }
 
@@ -499,7 +618,8 @@ class StackRun {
     }
     // A requeue after an interruption reaches the glue under a key derived from the request's (web requeue.ts).
     const request = new Map<string, string>();
-    for (const t of acked) for (let n = 0; n <= MAX_REQUEUES; n++) request.set(glueKey({ idempotency_key: t.key, requeues: n }), t.key);
+    for (const t of acked)
+      for (let n = 0; n <= MAX_REQUEUES; n++) request.set(glueKey({ idempotency_key: t.key, requeues: n }), t.key);
     const backend = await this.stack.backendBuilds();
     const backendReason = new Map(backend.map((b) => [`${b.job}#${b.build}`, b.detail]));
     for (const t of acked) {
@@ -509,22 +629,46 @@ class StackRun {
       rep.states[st] = (rep.states[st] ?? 0) + 1;
       rep.violations.push(...t.violations);
       if (!FINAL.has(st)) {
-        rep.lost.push({ stack: this.stack.name, id: t.id, key: t.key, why: `never ended: still ${st} (seen ${t.seen.join(' -> ')})` });
+        rep.lost.push({
+          stack: this.stack.name,
+          id: t.id,
+          key: t.key,
+          why: `never ended: still ${st} (seen ${t.seen.join(' -> ')})`,
+        });
         continue;
       }
-      if (st !== 'succeeded' && !t.reason) rep.violations.push(`build ${t.id} ended ${st} without a reason${t.cancelAsked ? ' (a cancel was asked while it ended)' : ''}`);
-      if (st === 'cancelled' && !t.cancelAsked) rep.violations.push(`build ${t.id} was cancelled but nobody asked (reason: ${t.reason})`);
-      if (st === 'succeeded' && t.mode === 'fail') rep.violations.push(`build ${t.id} of a failing Dockerfile succeeded`);
+      if (st !== 'succeeded' && !t.reason)
+        rep.violations.push(
+          `build ${t.id} ended ${st} without a reason${t.cancelAsked ? ' (a cancel was asked while it ended)' : ''}`,
+        );
+      if (st === 'cancelled' && !t.cancelAsked)
+        rep.violations.push(`build ${t.id} was cancelled but nobody asked (reason: ${t.reason})`);
+      if (st === 'succeeded' && t.mode === 'fail')
+        rep.violations.push(`build ${t.id} of a failing Dockerfile succeeded`);
       // Cut off by a crash: its reason says so, or this harness killed its SDK or build step.
-      const hitDirectly = rep.kills.some((k) => k.hit && ((k.hit.key !== undefined && request.get(k.hit.key) === t.key)
-        || (k.hit.job === t.dfId && k.hit.build !== undefined && k.hit.build === t.backendBuild)));
-      const crashed = st === 'lost' || (st === 'failed' && (hitDirectly || (t.mode !== 'fail' && CRASH_REASON.test(why))));
-      if (st === 'failed' && t.mode !== 'fail' && t.mode !== 'real' && !crashed && t.reason) rep.violations.push(`build ${t.id} (${t.mode}) failed for no crash-shaped reason: ${t.reason}`);
-      if (st === 'succeeded' && t.mode === 'real' && this.realBuilds > 0) rep.notes.push(`real build ${t.id} succeeded`);
+      const hitDirectly = rep.kills.some(
+        (k) =>
+          k.hit &&
+          ((k.hit.key !== undefined && request.get(k.hit.key) === t.key) ||
+            (k.hit.job === t.dfId && k.hit.build !== undefined && k.hit.build === t.backendBuild)),
+      );
+      const crashed =
+        st === 'lost' || (st === 'failed' && (hitDirectly || (t.mode !== 'fail' && CRASH_REASON.test(why))));
+      if (st === 'failed' && t.mode !== 'fail' && t.mode !== 'real' && !crashed && t.reason)
+        rep.violations.push(`build ${t.id} (${t.mode}) failed for no crash-shaped reason: ${t.reason}`);
+      if (st === 'succeeded' && t.mode === 'real' && this.realBuilds > 0)
+        rep.notes.push(`real build ${t.id} succeeded`);
       if (crashed) {
         const log = t.requeues ? '' : await this.fullLog(t);
-        if (t.requeues || RETRIED.test(`${t.reason ?? ''}\n${log}`)) rep.notes.push(`build ${t.id}: requeued after a crash, then ${st}: ${t.reason}`);
-        else rep.lost.push({ stack: this.stack.name, id: t.id, key: t.key, why: `${st} by a crash${hitDirectly ? ' (its SDK or build step was killed)' : ''} and not retried: ${t.reason}` });
+        if (t.requeues || RETRIED.test(`${t.reason ?? ''}\n${log}`))
+          rep.notes.push(`build ${t.id}: requeued after a crash, then ${st}: ${t.reason}`);
+        else
+          rep.lost.push({
+            stack: this.stack.name,
+            id: t.id,
+            key: t.key,
+            why: `${st} by a crash${hitDirectly ? ' (its SDK or build step was killed)' : ''} and not retried: ${t.reason}`,
+          });
       }
     }
 
@@ -533,16 +677,24 @@ class StackRun {
     // A backend build whose SDK never ended by itself (the ledger, our own witness, has no exit 0/1 for it: killed,
     // or its step killed before it started) was cut off whatever its backend calls it: Jenkins says FAILURE for a step whose SDK was SIGKILLed, and the glue
     // reports that as lost (no result.json), so the web requeues it.
-    const endedRuns = new Set(ledger.filter((r) => r.rc === 0 || r.rc === 1).map((r) => ledgerJobBuild(r)).filter(Boolean));
-    const cutOff = (b: BackendBuild) => ['lost', 'ABORTED', 'cancelled'].includes(b.state)
-      || (b.state === 'FAILURE' && !endedRuns.has(`${b.job}#${b.build}`));
+    const endedRuns = new Set(
+      ledger
+        .filter((r) => r.rc === 0 || r.rc === 1)
+        .map((r) => ledgerJobBuild(r))
+        .filter(Boolean),
+    );
+    const cutOff = (b: BackendBuild) =>
+      ['lost', 'ABORTED', 'cancelled'].includes(b.state) ||
+      (b.state === 'FAILURE' && !endedRuns.has(`${b.job}#${b.build}`));
     const byJobBuild = new Map(backend.filter((b) => b.key).map((b) => [`${b.job}#${b.build}`, b.key!]));
     const backendState = new Map(backend.map((b) => [`${b.job}#${b.build}`, b.state]));
     const perKey = new Map<string, BackendBuild[]>();
     for (const b of backend) {
       const key = b.key && request.get(b.key);
       if (!key) {
-        rep.doubled.push(`backend build ${b.job}#${b.build} (${b.state}) belongs to no acknowledged request (key ${b.key ?? 'none'})`);
+        rep.doubled.push(
+          `backend build ${b.job}#${b.build} (${b.state}) belongs to no acknowledged request (key ${b.key ?? 'none'})`,
+        );
         continue;
       }
       perKey.set(key, [...(perKey.get(key) ?? []), b]);
@@ -550,7 +702,10 @@ class StackRun {
     for (const [key, list] of perKey) {
       // Builds cut off (lost, ABORTED) or cancelled did not run to their end: one that did is the request's build.
       const whole = list.filter((b) => !cutOff(b));
-      if (whole.length > 1) rep.doubled.push(`request ${key}: ${whole.length} backend builds ran (${whole.map((b) => `${b.job}#${b.build} ${b.state}`).join(', ')})`);
+      if (whole.length > 1)
+        rep.doubled.push(
+          `request ${key}: ${whole.length} backend builds ran (${whole.map((b) => `${b.job}#${b.build} ${b.state}`).join(', ')})`,
+        );
     }
     const runs = new Map<string, LedgerRun[]>();
     for (const r of ledger) {
@@ -570,16 +725,30 @@ class StackRun {
         return (r.rc === 0 && st !== 'ABORTED') || (r.rc === 1 && !['lost', 'ABORTED', 'cancelled'].includes(st));
       });
       if (whole.length > 1) rep.doubled.push(`request ${key}: the SDK ran to its end ${whole.length} times`);
-      if (list.length > 1) rep.notes.push(`request ${key}: the SDK started ${list.length} times (${list.map((r) => `rc=${r.rc ?? 'killed'}`).join(', ')})`);
+      if (list.length > 1)
+        rep.notes.push(
+          `request ${key}: the SDK started ${list.length} times (${list.map((r) => `rc=${r.rc ?? 'killed'}`).join(', ')})`,
+        );
     }
-    rep.notes.push(`backend builds ${backend.length} for ${acked.length} acknowledged requests; SDK runs ${ledger.length}`);
+    rep.notes.push(
+      `backend builds ${backend.length} for ${acked.length} acknowledged requests; SDK runs ${ledger.length}`,
+    );
 
     // Files: looked at twice, a few seconds apart, so a build's own clean-up right after its end is not counted.
     const files = async () => {
-      const out = [...(await this.stack.backendLeftovers()), ...sdkDirsBelow(this.stack.dir).map((d) => `SDK work dir left: ${d}`)];
+      const out = [
+        ...(await this.stack.backendLeftovers()),
+        ...sdkDirsBelow(this.stack.dir).map((d) => `SDK work dir left: ${d}`),
+      ];
       for (const d of systemTmp().flatMap((t) => sdkDirsBelow(t, 0))) {
         if (before.has(d)) continue;
-        const owner = (() => { try { return readFileSync(path.join(d, 'owner'), 'utf8'); } catch { return ''; } })();
+        const owner = (() => {
+          try {
+            return readFileSync(path.join(d, 'owner'), 'utf8');
+          } catch {
+            return '';
+          }
+        })();
         if (owner.includes(this.ctx.root)) out.push(`SDK work dir left in the system temp dir: ${d}`);
       }
       return out;
@@ -593,12 +762,21 @@ class StackRun {
 
   /** Processes of this run still alive at quiescence that are not the stack's own long-lived parts. */
   private async leftoverProcesses(): Promise<string[]> {
-    const mine = (p: Proc) => envOf(p.pid, 'KILN_CHAOS_RUN') === this.ctx.runId || p.cmdline.includes(this.stack.dir) || cwdOf(p.pid).startsWith(this.stack.dir);
+    const mine = (p: Proc) =>
+      envOf(p.pid, 'KILN_CHAOS_RUN') === this.ctx.runId ||
+      p.cmdline.includes(this.stack.dir) ||
+      cwdOf(p.pid).startsWith(this.stack.dir);
     const first = allProcs().filter((p) => mine(p) && !this.stack.expectedProcess(p));
     // Twice, a few seconds apart: a status request in flight is not a leftover.
     await sleep(3000);
-    const again = new Set(allProcs().filter((p) => mine(p) && !this.stack.expectedProcess(p)).map((p) => `${p.pid}/${p.start}`));
-    return first.filter((p) => again.has(`${p.pid}/${p.start}`)).map((p) => `process ${p.pid} still running: ${p.cmdline.slice(0, 200)} (cwd ${cwdOf(p.pid)})`);
+    const again = new Set(
+      allProcs()
+        .filter((p) => mine(p) && !this.stack.expectedProcess(p))
+        .map((p) => `${p.pid}/${p.start}`),
+    );
+    return first
+      .filter((p) => again.has(`${p.pid}/${p.start}`))
+      .map((p) => `process ${p.pid} still running: ${p.cmdline.slice(0, 200)} (cwd ${cwdOf(p.pid)})`);
   }
 
   private async fullLog(t: Tracked): Promise<string> {
@@ -642,7 +820,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       const kills = share(o.kills, o.stacks.length, i);
       say(`chaos: stack ${name}: starting (${kills} kills)`);
       const beforeSystem = new Set(systemEntries());
-      const stack = name === 'serve' ? await startServeStack(ctx, pick) : name === 'pg' ? await startPgStack(ctx, pick) : await startJenkinsStack(ctx, pick);
+      const stack =
+        name === 'serve'
+          ? await startServeStack(ctx, pick)
+          : name === 'pg'
+            ? await startPgStack(ctx, pick)
+            : await startJenkinsStack(ctx, pick);
       const sr = new StackRun(stack, ctx, killRng, loadRng, say, name === 'serve' ? o.realBuilds : 0);
       try {
         await sr.setup();
@@ -652,13 +835,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         sr.report.violations.push(`the harness failed: ${(e as Error).stack ?? String(e)}`);
       } finally {
         await stack.stop().catch((e: Error) => sr.report.violations.push(`stopping the stack: ${e.message}`));
-        sr.report.violations.push(...(await stack.dbCheck(sr.tracked.filter((t) => t.id !== undefined).map((t) => t.id!)).catch((e: Error) => [`database check failed: ${e.message}`])));
+        sr.report.violations.push(
+          ...(await stack
+            .dbCheck(sr.tracked.filter((t) => t.id !== undefined).map((t) => t.id!))
+            .catch((e: Error) => [`database check failed: ${e.message}`])),
+        );
         if (o.realBuilds > 0 && name === 'serve') sr.report.leftovers.push(...(await containersOf(runId)));
         sr.cleanSystem();
         await stack.cleanup();
-        const bad = sr.report.lost.length + sr.report.doubled.length + sr.report.leftovers.length + sr.report.violations.length;
+        const bad =
+          sr.report.lost.length + sr.report.doubled.length + sr.report.leftovers.length + sr.report.violations.length;
         if (bad) {
-          sr.report.notes.push(...stack.parts.map((p) => `--- last lines of ${p.name} (${p.logFile}):\n${p.excerpt(15)}`));
+          sr.report.notes.push(
+            ...stack.parts.map((p) => `--- last lines of ${p.name} (${p.logFile}):\n${p.excerpt(15)}`),
+          );
         }
         reports.push(sr.report);
         say(stackLine(sr.report));
@@ -675,8 +865,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 }
 
 export function stackLine(r: StackReport): string {
-  const byTarget = Object.entries(r.kills.reduce<Record<string, number>>((a, k) => ({ ...a, [k.target]: (a[k.target] ?? 0) + 1 }), {})).map(([k, v]) => `${k} ${v}`).join(', ');
-  const states = Object.entries(r.states).map(([k, v]) => `${k} ${v}`).join(', ');
+  const byTarget = Object.entries(
+    r.kills.reduce<Record<string, number>>((a, k) => ({ ...a, [k.target]: (a[k.target] ?? 0) + 1 }), {}),
+  )
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  const states = Object.entries(r.states)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
   return `chaos: stack ${r.name}: ${r.kills.length} kills (${byTarget}), ${r.builds} builds (${states}; ${r.refused} refused), ${r.lost.length} lost, ${r.doubled.length} doubled, ${r.leftovers.length} leftovers, ${r.violations.length} other violations`;
 }
 
@@ -696,7 +892,11 @@ export function details(rep: ChaosReport): string {
 
 /** Containers of this run's real builds (their image carries the run's label) still there: reported, then removed. */
 async function containersOf(runId: string): Promise<string[]> {
-  const r = await run('docker', ['ps', '-a', '--filter', `label=io.kiln.chaos.run=${runId}`, '--format', '{{.ID}} {{.Image}} {{.Status}}'], { timeoutMs: 60_000 });
+  const r = await run(
+    'docker',
+    ['ps', '-a', '--filter', `label=io.kiln.chaos.run=${runId}`, '--format', '{{.ID}} {{.Image}} {{.Status}}'],
+    { timeoutMs: 60_000 },
+  );
   const lines = r.stdout.split('\n').filter(Boolean);
   if (lines.length) await run('docker', ['rm', '-f', ...lines.map((l) => l.split(' ')[0]!)], { timeoutMs: 120_000 });
   return lines.map((l) => `container left: ${l}`);
@@ -704,6 +904,10 @@ async function containersOf(runId: string): Promise<string[]> {
 
 /** The images this run's real builds made (labelled with the run id): removed, so runs do not pile them up. */
 async function removeImagesOf(runId: string): Promise<void> {
-  const ids = (await run('docker', ['images', '-q', '--filter', `label=io.kiln.chaos.run=${runId}`], { timeoutMs: 60_000 })).stdout.split('\n').filter(Boolean);
+  const ids = (
+    await run('docker', ['images', '-q', '--filter', `label=io.kiln.chaos.run=${runId}`], { timeoutMs: 60_000 })
+  ).stdout
+    .split('\n')
+    .filter(Boolean);
   if (ids.length) await run('docker', ['rmi', '-f', ...new Set(ids)], { timeoutMs: 120_000 });
 }

@@ -11,13 +11,30 @@ import { STACKS, type StackName } from './stacks.js';
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 
 const seed = seedFrom('CHAOS_SEED');
-const stacks = (process.env.CHAOS_STACKS ?? STACKS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
-for (const s of stacks) if (!(STACKS as readonly string[]).includes(s)) throw new Error(`CHAOS_STACKS: unknown stack ${s} (known: ${STACKS.join(', ')})`);
+const stacks = (process.env.CHAOS_STACKS ?? STACKS.join(','))
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
+for (const s of stacks)
+  if (!(STACKS as readonly string[]).includes(s))
+    throw new Error(`CHAOS_STACKS: unknown stack ${s} (known: ${STACKS.join(', ')})`);
 const kills = Number(process.env.CHAOS_KILLS ?? 100);
 const realBuilds = Number(process.env.CHAOS_REAL_BUILDS ?? 3);
 const started = Date.now();
-const report = await runChaos({ seed, kills, stacks: stacks as StackName[], realBuilds, keep: process.env.CHAOS_KEEP === '1', say: (l) => console.log(l) });
+const report = await runChaos({
+  seed,
+  kills,
+  stacks: stacks as StackName[],
+  realBuilds,
+  keep: process.env.CHAOS_KEEP === '1',
+  say: (l) => console.log(l),
+});
 console.log(details(report));
-console.log(`chaos: ${((Date.now() - started) / 60_000).toFixed(1)} min; load average ${(await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' ')}${report.ok ? '' : `; run directory ${report.root}`}`);
+console.log(
+  `chaos: ${((Date.now() - started) / 60_000).toFixed(1)} min; load average ${(await import('node:os'))
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')}${report.ok ? '' : `; run directory ${report.root}`}`,
+);
 console.log(report.line);
 process.exit(report.ok ? 0 : 1);

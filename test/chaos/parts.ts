@@ -26,7 +26,12 @@ function hookExit(): void {
   hooked = true;
   process.once('exit', () => {
     for (const c of live) c.kill('SIGKILL');
-    for (const fn of lastResort) try { fn(); } catch { /* best effort */ }
+    for (const fn of lastResort)
+      try {
+        fn();
+      } catch {
+        /* best effort */
+      }
   });
 }
 
@@ -42,7 +47,11 @@ export class Part {
   starts = 0;
   private tail = '';
 
-  constructor(readonly name: string, private readonly command: () => PartCommand, readonly logFile: string) {}
+  constructor(
+    readonly name: string,
+    private readonly command: () => PartCommand,
+    readonly logFile: string,
+  ) {}
 
   get running(): boolean {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
@@ -52,7 +61,10 @@ export class Part {
   async start(): Promise<void> {
     const c = this.command();
     this.starts++;
-    appendFileSync(this.logFile, `\n===== ${new Date().toISOString()} start #${this.starts}: ${c.file} ${c.args.join(' ')}\n`);
+    appendFileSync(
+      this.logFile,
+      `\n===== ${new Date().toISOString()} start #${this.starts}: ${c.file} ${c.args.join(' ')}\n`,
+    );
     let out = '';
     const child = spawn(c.file, c.args, { cwd: c.cwd, env: c.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
@@ -68,7 +80,9 @@ export class Part {
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
-    child.once('exit', (code, sig) => appendFileSync(this.logFile, `\n===== ${new Date().toISOString()} exit code=${code} signal=${sig}\n`));
+    child.once('exit', (code, sig) =>
+      appendFileSync(this.logFile, `\n===== ${new Date().toISOString()} exit code=${code} signal=${sig}\n`),
+    );
     // A part that never says it is ready fails the run; 3 minutes is far beyond any start seen on a loaded machine.
     const deadline = Date.now() + 180_000;
     let failedAt: number | undefined;
@@ -82,8 +96,12 @@ export class Part {
       if (failedAt === undefined && /^kiln: /m.test(out)) failedAt = Date.now();
       const hung = failedAt !== undefined && Date.now() - failedAt > 10_000;
       if (child.exitCode !== null || child.signalCode !== null || hung || Date.now() > deadline) {
-        const how = child.exitCode !== null || child.signalCode !== null ? `exit ${child.exitCode ?? child.signalCode}`
-          : hung ? 'it printed its error but was still running 10 s later (killed)' : 'no ready line after 3 min (killed)';
+        const how =
+          child.exitCode !== null || child.signalCode !== null
+            ? `exit ${child.exitCode ?? child.signalCode}`
+            : hung
+              ? 'it printed its error but was still running 10 s later (killed)'
+              : 'no ready line after 3 min (killed)';
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
         throw new Error(`${this.name} did not start (${how}):\n${out.slice(-4000)}`);
       }

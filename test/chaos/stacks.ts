@@ -35,10 +35,22 @@ export interface RunContext {
 }
 
 /** A build as the backend (local data dir or Jenkins) has it. */
-export interface BackendBuild { job: number; build: number; key?: string; state: string; detail?: string; startedAt?: string; finishedAt?: string }
+export interface BackendBuild {
+  job: number;
+  build: number;
+  key?: string;
+  state: string;
+  detail?: string;
+  startedAt?: string;
+  finishedAt?: string;
+}
 
 /** The build a kill cut off directly (an SDK or a build step), as far as its process tells. */
-export interface Hit { key?: string; job?: number; build?: number }
+export interface Hit {
+  key?: string;
+  job?: number;
+  build?: number;
+}
 
 /** Something the harness can kill: a long-lived part, or a process found below one. */
 export interface KillTarget {
@@ -58,7 +70,11 @@ function hitOf(p: Proc): Hit {
   const out = /\/kiln-job-(\d+)\/builds\/(\d+)\//.exec(p.cmdline);
   return {
     ...(key ? { key } : {}),
-    ...(job && build ? { job: Number(job), build: Number(build) } : out ? { job: Number(out[1]), build: Number(out[2]) } : {}),
+    ...(job && build
+      ? { job: Number(job), build: Number(build) }
+      : out
+        ? { job: Number(out[1]), build: Number(out[2]) }
+        : {}),
   };
 }
 
@@ -93,12 +109,15 @@ const SDK_MARKERS = (ctx: RunContext) => [ctx.fakeSdk, 'dist/cmd/kiln.js sdk'];
 /** The SDK processes below `roots` (the innermost: the fake script or the real SDK's node, not the ledger wrapper). */
 export function sdkProcesses(ctx: RunContext, roots: number[]): Proc[] {
   const procs = allProcs();
-  return roots.flatMap((r) => descendants(r, procs)).filter((p) => SDK_MARKERS(ctx).some((m) => p.cmdline.includes(m)) && !p.cmdline.includes(ctx.sdk));
+  return roots
+    .flatMap((r) => descendants(r, procs))
+    .filter((p) => SDK_MARKERS(ctx).some((m) => p.cmdline.includes(m)) && !p.cmdline.includes(ctx.sdk));
 }
 
 function sdkTarget(ctx: RunContext, roots: () => number[], pick: (n: number) => number): KillTarget {
   return {
-    name: 'sdk', weight: 2,
+    name: 'sdk',
+    weight: 2,
     async kill() {
       const found = sdkProcesses(ctx, roots());
       if (!found.length) return undefined;
@@ -110,7 +129,12 @@ function sdkTarget(ctx: RunContext, roots: () => number[], pick: (n: number) => 
 }
 
 function partTarget(part: Part, weight: number): KillTarget {
-  return { name: part.name, weight, part, kill: async () => ((await part.kill()) ? { what: `${part.name} pid ${part.proc?.pid}` } : undefined) };
+  return {
+    name: part.name,
+    weight,
+    part,
+    kill: async () => ((await part.kill()) ? { what: `${part.name} pid ${part.proc?.pid}` } : undefined),
+  };
 }
 
 function baseEnv(ctx: RunContext, tmp: string, extra: Record<string, string>): Record<string, string> {
@@ -132,8 +156,19 @@ function baseEnv(ctx: RunContext, tmp: string, extra: Record<string, string>): R
   };
 }
 
-const kilnPart = (ctx: RunContext, name: string, dir: string, args: string[], env: () => Record<string, string>, ready: RegExp): Part =>
-  new Part(name, (): PartCommand => ({ file: ctx.kiln, args, env: env(), cwd: dir, ready }), path.join(dir, `${name}.log`));
+const kilnPart = (
+  ctx: RunContext,
+  name: string,
+  dir: string,
+  args: string[],
+  env: () => Record<string, string>,
+  ready: RegExp,
+): Part =>
+  new Part(
+    name,
+    (): PartCommand => ({ file: ctx.kiln, args, env: env(), cwd: dir, ready }),
+    path.join(dir, `${name}.log`),
+  );
 
 /** Builds of the local backend, read from its data directory (the runner's own records). */
 async function localBuilds(dataDir: string): Promise<BackendBuild[]> {
@@ -145,9 +180,21 @@ async function localBuilds(dataDir: string): Promise<BackendBuild[]> {
     for (const n of await fsp.readdir(path.join(jobs, j, 'builds')).catch(() => [] as string[])) {
       try {
         const rec = JSON.parse(await fsp.readFile(path.join(jobs, j, 'builds', n, 'build.json'), 'utf8')) as {
-          idempotencyKey?: string; state: string; reason?: string; startedAt?: string; finishedAt?: string;
+          idempotencyKey?: string;
+          state: string;
+          reason?: string;
+          startedAt?: string;
+          finishedAt?: string;
         };
-        out.push({ job: Number(m[1]), build: Number(n), key: rec.idempotencyKey, state: rec.state, detail: rec.reason, startedAt: rec.startedAt, finishedAt: rec.finishedAt });
+        out.push({
+          job: Number(m[1]),
+          build: Number(n),
+          key: rec.idempotencyKey,
+          state: rec.state,
+          detail: rec.reason,
+          startedAt: rec.startedAt,
+          finishedAt: rec.finishedAt,
+        });
       } catch (e) {
         out.push({ job: Number(m[1]), build: Number(n), state: 'unreadable', detail: (e as Error).message });
       }
@@ -157,7 +204,9 @@ async function localBuilds(dataDir: string): Promise<BackendBuild[]> {
 }
 
 async function localBusy(dataDir: string): Promise<string[]> {
-  const busy = (await localBuilds(dataDir)).filter((b) => b.state === 'queued' || b.state === 'running').map((b) => `local build ${b.job}#${b.build} ${b.state}`);
+  const busy = (await localBuilds(dataDir))
+    .filter((b) => b.state === 'queued' || b.state === 'running')
+    .map((b) => `local build ${b.job}#${b.build} ${b.state}`);
   const queue = await fsp.readdir(path.join(dataDir, 'glue', 'queue')).catch(() => [] as string[]);
   return [...busy, ...queue.filter((q) => !q.startsWith('.')).map((q) => `queue entry ${q}`)];
 }
@@ -197,21 +246,34 @@ export async function checkRows(db: Db, ackedIds: number[]): Promise<string[]> {
     const st = String(r.state);
     if (final.includes(st) && !r.finished_at) problems.push(`build ${r.id} is ${st} without finished_at`);
     if (!final.includes(st) && r.finished_at) problems.push(`build ${r.id} is ${st} but has finished_at`);
-    if ((st === 'queued' || st === 'running') && r.backend_build == null) problems.push(`build ${r.id} is ${st} without a backend build`);
+    if ((st === 'queued' || st === 'running') && r.backend_build == null)
+      problems.push(`build ${r.id} is ${st} without a backend build`);
     if (r.backend_build != null) {
       const k = `${r.dockerfile_id}#${r.backend_build}`;
       if (seenBackend.has(k)) problems.push(`builds ${seenBackend.get(k)} and ${r.id} share backend build ${k}`);
       seenBackend.set(k, Number(r.id));
     }
   }
-  const orphans = await db('builds as b').leftJoin('dockerfile_versions as v', 'v.id', 'b.version_id').whereNull('v.id').select('b.id');
+  const orphans = await db('builds as b')
+    .leftJoin('dockerfile_versions as v', 'v.id', 'b.version_id')
+    .whereNull('v.id')
+    .select('b.id');
   for (const o of orphans) problems.push(`build ${o.id} points at a missing version`);
-  const wrongVersion = await db('builds as b').join('dockerfile_versions as v', 'v.id', 'b.version_id').whereRaw('v.dockerfile_id <> b.dockerfile_id').select('b.id');
+  const wrongVersion = await db('builds as b')
+    .join('dockerfile_versions as v', 'v.id', 'b.version_id')
+    .whereRaw('v.dockerfile_id <> b.dockerfile_id')
+    .select('b.id');
   for (const o of wrongVersion) problems.push(`build ${o.id} points at another Dockerfile's version`);
-  const dupKeys = (await db('builds').select('idempotency_key').count({ n: '*' }).groupBy('idempotency_key').havingRaw('count(*) > 1')) as Array<{ idempotency_key: string; n: number }>;
+  const dupKeys = (await db('builds')
+    .select('idempotency_key')
+    .count({ n: '*' })
+    .groupBy('idempotency_key')
+    .havingRaw('count(*) > 1')) as Array<{ idempotency_key: string; n: number }>;
   for (const d of dupKeys) problems.push(`idempotency key ${d.idempotency_key} on ${d.n} builds`);
-  const badCurrent = await db('dockerfiles as d').leftJoin('dockerfile_versions as v', 'v.id', 'd.current_version_id')
-    .where((q) => q.whereNull('v.id').orWhereRaw('v.dockerfile_id <> d.id')).select('d.id');
+  const badCurrent = await db('dockerfiles as d')
+    .leftJoin('dockerfile_versions as v', 'v.id', 'd.current_version_id')
+    .where((q) => q.whereNull('v.id').orWhereRaw('v.dockerfile_id <> d.id'))
+    .select('d.id');
   for (const d of badCurrent) problems.push(`Dockerfile ${d.id} has no valid current version`);
   return problems;
 }
@@ -222,7 +284,8 @@ async function sqliteCheck(file: string, ackedIds: number[]): Promise<string[]> 
   try {
     const problems: string[] = [];
     const ic = (await db.raw('PRAGMA integrity_check')) as Array<{ integrity_check: string }>;
-    if (ic.map((r) => r.integrity_check).join(',') !== 'ok') problems.push(`integrity_check: ${JSON.stringify(ic).slice(0, 500)}`);
+    if (ic.map((r) => r.integrity_check).join(',') !== 'ok')
+      problems.push(`integrity_check: ${JSON.stringify(ic).slice(0, 500)}`);
     const fk = (await db.raw('PRAGMA foreign_key_check')) as unknown[];
     if (fk.length) problems.push(`foreign_key_check: ${JSON.stringify(fk).slice(0, 500)}`);
     return [...problems, ...(await checkRows(db, ackedIds))];
@@ -244,13 +307,28 @@ function stackDirs(ctx: RunContext, name: StackName, ...subs: string[]): string[
 export async function startServeStack(ctx: RunContext, pick: (n: number) => number): Promise<Stack> {
   const [dir, tmp, data] = stackDirs(ctx, 'serve', 'data') as [string, string, string];
   const [webPort, sshPort] = [await freePort(), await freePort()];
-  const serve = kilnPart(ctx, 'serve', dir, ['serve'], () => baseEnv(ctx, tmp, {
-    KILN_DATA_DIR: data, KILN_WEB_PORT: String(webPort), KILN_SSH_PORT: String(sshPort),
-    KILN_GLUE_SDK_COMMAND: ctx.sdk, KILN_GLUE_CONCURRENCY: '2',
-  }), /Kiln is ready at (\S+)/);
+  const serve = kilnPart(
+    ctx,
+    'serve',
+    dir,
+    ['serve'],
+    () =>
+      baseEnv(ctx, tmp, {
+        KILN_DATA_DIR: data,
+        KILN_WEB_PORT: String(webPort),
+        KILN_SSH_PORT: String(sshPort),
+        KILN_GLUE_SDK_COMMAND: ctx.sdk,
+        KILN_GLUE_CONCURRENCY: '2',
+      }),
+    /Kiln is ready at (\S+)/,
+  );
   await serve.start();
   return {
-    name: 'serve', dir, tmp, parts: [serve], webs: [`http://127.0.0.1:${webPort}`],
+    name: 'serve',
+    dir,
+    tmp,
+    parts: [serve],
+    webs: [`http://127.0.0.1:${webPort}`],
     targets: [partTarget(serve, 3), sdkTarget(ctx, () => (serve.child?.pid ? [serve.child.pid] : []), pick)],
     dbCheck: (acked) => sqliteCheck(path.join(data, 'kiln.sqlite'), acked),
     backendBuilds: () => localBuilds(data),
@@ -275,10 +353,22 @@ export async function startPgStack(ctx: RunContext, pick: (n: number) => number)
   const hostKey = path.join(dir, 'keys', 'glue_host_ed25519');
   const host = await ensureKeyPair(hostKey, 'kiln-glue-host');
   const sshPort = await freePort();
-  const glue = kilnPart(ctx, 'glue-server', dir, ['glue-server'], () => baseEnv(ctx, tmp, {
-    KILN_DATA_DIR: glueData, KILN_SSH_PORT: String(sshPort), KILN_SSH_HOST_KEY_FILE: hostKey,
-    KILN_SSH_CLIENT_KEY_FILE: webKey, KILN_GLUE_SDK_COMMAND: ctx.sdk, KILN_GLUE_CONCURRENCY: '2',
-  }), /kiln glue listening on/);
+  const glue = kilnPart(
+    ctx,
+    'glue-server',
+    dir,
+    ['glue-server'],
+    () =>
+      baseEnv(ctx, tmp, {
+        KILN_DATA_DIR: glueData,
+        KILN_SSH_PORT: String(sshPort),
+        KILN_SSH_HOST_KEY_FILE: hostKey,
+        KILN_SSH_CLIENT_KEY_FILE: webKey,
+        KILN_GLUE_SDK_COMMAND: ctx.sdk,
+        KILN_GLUE_CONCURRENCY: '2',
+      }),
+    /kiln glue listening on/,
+  );
   await glue.start();
   // The first start migrates; the second web then finds the schema in place.
   const webs: Part[] = [];
@@ -286,16 +376,38 @@ export async function startPgStack(ctx: RunContext, pick: (n: number) => number)
     const webPort = await freePort();
     const webData = path.join(dir, `web${n}`);
     mkdirSync(webData, { recursive: true });
-    const w = kilnPart(ctx, `web${n}`, dir, ['web'], () => baseEnv(ctx, tmp, {
-      KILN_DATA_DIR: webData, KILN_WEB_PORT: String(webPort), KILN_DB_CLIENT: 'pg', KILN_DB_URL: url,
-      KILN_SSH_PORT: String(sshPort), KILN_SSH_HOST_FINGERPRINT: host.fingerprint, KILN_SSH_CLIENT_KEY_FILE: webKey,
-    }), /Kiln web is ready at (\S+)/);
+    const w = kilnPart(
+      ctx,
+      `web${n}`,
+      dir,
+      ['web'],
+      () =>
+        baseEnv(ctx, tmp, {
+          KILN_DATA_DIR: webData,
+          KILN_WEB_PORT: String(webPort),
+          KILN_DB_CLIENT: 'pg',
+          KILN_DB_URL: url,
+          KILN_SSH_PORT: String(sshPort),
+          KILN_SSH_HOST_FINGERPRINT: host.fingerprint,
+          KILN_SSH_CLIENT_KEY_FILE: webKey,
+        }),
+      /Kiln web is ready at (\S+)/,
+    );
     await w.start();
     webs.push(w);
   }
   return {
-    name: 'pg', dir, tmp, parts: [glue, ...webs], webs: webs.map((w) => w.url.replace(/\/$/, '')),
-    targets: [partTarget(webs[0]!, 2), partTarget(webs[1]!, 2), partTarget(glue, 2), sdkTarget(ctx, () => (glue.child?.pid ? [glue.child.pid] : []), pick)],
+    name: 'pg',
+    dir,
+    tmp,
+    parts: [glue, ...webs],
+    webs: webs.map((w) => w.url.replace(/\/$/, '')),
+    targets: [
+      partTarget(webs[0]!, 2),
+      partTarget(webs[1]!, 2),
+      partTarget(glue, 2),
+      sdkTarget(ctx, () => (glue.child?.pid ? [glue.child.pid] : []), pick),
+    ],
     dbCheck: async (acked) => {
       const db = createDb({ client: 'pg', url, poolMax: 1 });
       try {
@@ -322,47 +434,104 @@ export async function startPgStack(ctx: RunContext, pick: (n: number) => number)
 const JENKINS_USER = { name: 'kiln-glue', token: `11aa${randomBytes(12).toString('hex')}` };
 
 export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => number): Promise<Stack> {
-  const [dir, tmp, jenkinsData, glueData, webData] = stackDirs(ctx, 'jenkins', 'jenkins-home', 'glue', 'web') as [string, string, string, string, string];
+  const [dir, tmp, jenkinsData, glueData, webData] = stackDirs(ctx, 'jenkins', 'jenkins-home', 'glue', 'web') as [
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
   const jenkinsPort = await freePort();
   const jenkinsUrl = `http://127.0.0.1:${jenkinsPort}/`;
-  const double = new Part('jenkins', (): PartCommand => ({
-    file: process.execPath,
-    args: ['--import', 'tsx', path.join(ctx.repo, 'test/jenkins-double/main.ts'), '--port', String(jenkinsPort), '--data', jenkinsData,
-      '--user', `${JENKINS_USER.name}:${JENKINS_USER.token}`, '--quiet', '1', '--executors', '2', '--label', 'kiln-builder', '--node', 'builder-1'],
-    env: baseEnv(ctx, tmp, {}), cwd: ctx.repo, ready: /Jenkins double listening on (\S+)/,
-  }), path.join(dir, 'jenkins.log'));
+  const double = new Part(
+    'jenkins',
+    (): PartCommand => ({
+      file: process.execPath,
+      args: [
+        '--import',
+        'tsx',
+        path.join(ctx.repo, 'test/jenkins-double/main.ts'),
+        '--port',
+        String(jenkinsPort),
+        '--data',
+        jenkinsData,
+        '--user',
+        `${JENKINS_USER.name}:${JENKINS_USER.token}`,
+        '--quiet',
+        '1',
+        '--executors',
+        '2',
+        '--label',
+        'kiln-builder',
+        '--node',
+        'builder-1',
+      ],
+      env: baseEnv(ctx, tmp, {}),
+      cwd: ctx.repo,
+      ready: /Jenkins double listening on (\S+)/,
+    }),
+    path.join(dir, 'jenkins.log'),
+  );
   await double.start();
   const clientKey = await ensureKeyPair(path.join(webData, 'ssh', 'web_ed25519'), 'kiln-web');
   const openssh: OpenSshGlue = await startOpenSshGlue({
-    dataDir: glueData, clientKey,
+    dataDir: glueData,
+    clientKey,
     env: {
-      KILN_GLUE_BACKEND: 'jenkins', KILN_GLUE_JENKINS_URL: jenkinsUrl, KILN_GLUE_JENKINS_USER: JENKINS_USER.name,
-      KILN_GLUE_JENKINS_TOKEN: JENKINS_USER.token, KILN_GLUE_JENKINS_SDK_COMMAND: ctx.sdk,
+      KILN_GLUE_BACKEND: 'jenkins',
+      KILN_GLUE_JENKINS_URL: jenkinsUrl,
+      KILN_GLUE_JENKINS_USER: JENKINS_USER.name,
+      KILN_GLUE_JENKINS_TOKEN: JENKINS_USER.token,
+      KILN_GLUE_JENKINS_SDK_COMMAND: ctx.sdk,
       // Every build stays listed: the harness counts Jenkins builds per request key at the end.
-      KILN_GLUE_JENKINS_KEEP_BUILDS: '100000', KILN_GLUE_JENKINS_KEEP_ARTIFACTS: '100000',
-      TMPDIR: tmp, KILN_CHAOS_RUN: ctx.runId, KILN_SDK_FORMATS: 'raw',
+      KILN_GLUE_JENKINS_KEEP_BUILDS: '100000',
+      KILN_GLUE_JENKINS_KEEP_ARTIFACTS: '100000',
+      TMPDIR: tmp,
+      KILN_CHAOS_RUN: ctx.runId,
+      KILN_SDK_FORMATS: 'raw',
     },
   });
   const webPort = await freePort();
-  const web = kilnPart(ctx, 'web', dir, ['web'], () => baseEnv(ctx, tmp, {
-    KILN_DATA_DIR: webData, KILN_WEB_PORT: String(webPort), KILN_SSH_PORT: String(openssh.port), KILN_SSH_USER: openssh.username,
-    KILN_SSH_HOST_FINGERPRINT: openssh.hostFingerprint,
-  }), /Kiln web is ready at (\S+)/);
+  const web = kilnPart(
+    ctx,
+    'web',
+    dir,
+    ['web'],
+    () =>
+      baseEnv(ctx, tmp, {
+        KILN_DATA_DIR: webData,
+        KILN_WEB_PORT: String(webPort),
+        KILN_SSH_PORT: String(openssh.port),
+        KILN_SSH_USER: openssh.username,
+        KILN_SSH_HOST_FINGERPRINT: openssh.hostFingerprint,
+      }),
+    /Kiln web is ready at (\S+)/,
+  );
   await web.start();
   const auth = `Basic ${Buffer.from(`${JENKINS_USER.name}:${JENKINS_USER.token}`).toString('base64')}`;
   const api = async <T>(p: string): Promise<T> => {
-    const r = await fetch(new URL(p, jenkinsUrl), { headers: { authorization: auth }, signal: AbortSignal.timeout(30_000) });
+    const r = await fetch(new URL(p, jenkinsUrl), {
+      headers: { authorization: auth },
+      signal: AbortSignal.timeout(30_000),
+    });
     if (!r.ok) throw new Error(`Jenkins double ${p}: ${r.status}`);
     return (await r.json()) as T;
   };
-  type JBuild = { number: number; result: string | null; building: boolean; actions?: Array<{ parameters?: Array<{ name: string; value: string }> }> };
+  type JBuild = {
+    number: number;
+    result: string | null;
+    building: boolean;
+    actions?: Array<{ parameters?: Array<{ name: string; value: string }> }>;
+  };
   const builds = async (): Promise<BackendBuild[]> => {
     const root = await api<{ jobs: Array<{ name: string }> }>('api/json');
     const out: BackendBuild[] = [];
     for (const j of root.jobs) {
       const m = /^kiln-job-(\d+)$/.exec(j.name);
       if (!m) continue;
-      const job = await api<{ builds: JBuild[] }>(`job/${j.name}/api/json?tree=builds[number,result,building,actions[parameters[name,value]]]`);
+      const job = await api<{ builds: JBuild[] }>(
+        `job/${j.name}/api/json?tree=builds[number,result,building,actions[parameters[name,value]]]`,
+      );
       for (const b of job.builds) {
         const key = b.actions?.flatMap((a) => a.parameters ?? []).find((p) => p.name === 'KILN_BUILD_KEY')?.value;
         out.push({ job: Number(m[1]), build: b.number, key, state: b.building ? 'running' : String(b.result) });
@@ -370,7 +539,9 @@ export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => nu
     }
     return out;
   };
-  onHarnessExit(() => { for (const pid of sshdPid()) process.kill(pid, 'SIGKILL'); });
+  onHarnessExit(() => {
+    for (const pid of sshdPid()) process.kill(pid, 'SIGKILL');
+  });
   const sshdPid = (): number[] => {
     try {
       return [Number(readFileSync(path.join(openssh.dir, 'sshd.pid'), 'utf8').trim())];
@@ -381,7 +552,8 @@ export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => nu
   const doublePid = () => (double.child?.pid ? [double.child.pid] : []);
 
   const glueTarget: KillTarget = {
-    name: 'glue', weight: 2,
+    name: 'glue',
+    weight: 2,
     // A `kiln glue` process under sshd, caught in flight; half the time one that creates (job.put / job.build).
     async kill() {
       const wantCreate = pick(2) === 0;
@@ -401,19 +573,26 @@ export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => nu
     },
   };
   const runnerTarget: KillTarget = {
-    name: 'runner', weight: 1,
+    name: 'runner',
+    weight: 1,
     // The executor's build step (the shell step, by then `timeout ... sdk`): a child of the double working in a
     // job's workspace (its other children, such as tsx's esbuild service, are not builds).
     async kill() {
-      const steps = descendants(doublePid()[0] ?? -1).filter((p) => p.ppid === doublePid()[0] && cwdOf(p.pid).startsWith(path.join(jenkinsData, 'workspace')));
+      const steps = descendants(doublePid()[0] ?? -1).filter(
+        (p) => p.ppid === doublePid()[0] && cwdOf(p.pid).startsWith(path.join(jenkinsData, 'workspace')),
+      );
       if (!steps.length) return undefined;
       const p = steps[pick(steps.length)]!;
       const hit = hitOf(p);
-      return signalIfSame(p, 'SIGKILL') ? { what: `build step pid ${p.pid} (${p.cmdline.slice(0, 120)})`, hit } : undefined;
+      return signalIfSame(p, 'SIGKILL')
+        ? { what: `build step pid ${p.pid} (${p.cmdline.slice(0, 120)})`, hit }
+        : undefined;
     },
   };
   const doubleTarget: KillTarget = {
-    name: 'jenkins', weight: 2, part: double,
+    name: 'jenkins',
+    weight: 2,
+    part: double,
     // A hard restart of the controller: its build processes die with it (as the double's own crash() does).
     async kill() {
       const below = descendants(doublePid()[0] ?? -1);
@@ -426,28 +605,42 @@ export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => nu
     },
   };
   return {
-    name: 'jenkins', dir, tmp, parts: [double, web], webs: [`http://127.0.0.1:${webPort}`],
+    name: 'jenkins',
+    dir,
+    tmp,
+    parts: [double, web],
+    webs: [`http://127.0.0.1:${webPort}`],
     targets: [partTarget(web, 2), glueTarget, runnerTarget, sdkTarget(ctx, doublePid, pick), doubleTarget],
     dbCheck: (acked) => sqliteCheck(path.join(webData, 'kiln.sqlite'), acked),
     backendBuilds: builds,
     backendBusy: async () => {
       const q = await api<{ items: Array<{ id: number; task?: { name: string } }> }>('queue/api/json');
       const running = (await builds()).filter((b) => b.state === 'running');
-      return [...q.items.map((i) => `queue item ${i.id} (${i.task?.name})`), ...running.map((b) => `jenkins build ${b.job}#${b.build} running`)];
+      return [
+        ...q.items.map((i) => `queue item ${i.id} (${i.task?.name})`),
+        ...running.map((b) => `jenkins build ${b.job}#${b.build} running`),
+      ];
     },
     // What a hard-killed Jenkins leaves in its own home (step scripts) is Jenkins' business, not Kiln's.
     backendLeftovers: async () => [],
     scratchJobs: () => {
       const ws = path.join(jenkinsData, 'workspace');
       let jobs: string[];
-      try { jobs = readdirSync(ws); } catch { return []; }
+      try {
+        jobs = readdirSync(ws);
+      } catch {
+        return [];
+      }
       return jobs.flatMap((j) => {
         const m = /^kiln-job-(\d+)$/.exec(j);
         return m && sdkDirsBelow(path.join(ws, j), 2).length ? [Number(m[1])] : [];
       });
     },
-    expectedProcess: (p) => p.pid === web.child?.pid || p.pid === double.child?.pid || sshdPid().includes(p.pid)
-      || descendants(sshdPid()[0] ?? -1).some((d) => d.pid === p.pid),
+    expectedProcess: (p) =>
+      p.pid === web.child?.pid ||
+      p.pid === double.child?.pid ||
+      sshdPid().includes(p.pid) ||
+      descendants(sshdPid()[0] ?? -1).some((d) => d.pid === p.pid),
     stop: async () => {
       await web.stop();
       await openssh.cleanup();
@@ -462,11 +655,19 @@ export function sdkDirsBelow(dir: string, depth = 8): string[] {
   const out: string[] = [];
   const walk = (d: string, n: number) => {
     let ents: string[];
-    try { ents = readdirSync(d); } catch { return; }
+    try {
+      ents = readdirSync(d);
+    } catch {
+      return;
+    }
     for (const e of ents) {
       const p = path.join(d, e);
       let st;
-      try { st = statSync(p, { throwIfNoEntry: false }); } catch { continue; }
+      try {
+        st = statSync(p, { throwIfNoEntry: false });
+      } catch {
+        continue;
+      }
       if (!st?.isDirectory()) continue;
       if (e.startsWith('kiln-sdk-')) out.push(p);
       else if (n < depth) walk(p, n + 1);
@@ -487,12 +688,16 @@ export function systemEntries(): string[] {
   const list = (d: string, re: RegExp) => {
     try {
       for (const e of readdirSync(d)) if (re.test(e)) out.push(path.join(d, e));
-    } catch { /* absent */ }
+    } catch {
+      /* absent */
+    }
   };
   list('/sys/fs/cgroup/kiln', /^build-/);
   try {
     for (const h of readdirSync('/sys/fs/cgroup')) list(path.join('/sys/fs/cgroup', h, 'kiln'), /^build-/);
-  } catch { /* no cgroup fs */ }
+  } catch {
+    /* no cgroup fs */
+  }
   list('/dev/shm', /^kiln-sdk-/);
   return out;
 }

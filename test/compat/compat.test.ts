@@ -21,7 +21,11 @@ const SHORT_FORM = ['systemd-timer-appliance', 'build-args'];
 const corpus = listCorpus();
 const text = (name: string) => readFileSync(corpus.find((e) => e.name === name)!.dockerfile, 'utf8');
 /** Instructions, comments and continuations aside. */
-const instructions = (t: string) => t.replace(/\\\n/g, ' ').split('\n').filter((l) => l.trim() && !l.trimStart().startsWith('#'));
+const instructions = (t: string) =>
+  t
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .filter((l) => l.trim() && !l.trimStart().startsWith('#'));
 
 describe('the compatibility corpus', () => {
   it('has at least 20 entries, each with a header saying which CI pattern it is and how its marker comes about', () => {
@@ -35,7 +39,10 @@ describe('the compatibility corpus', () => {
 
   it('each entry expects its own marker, KILN-COMPAT-OK <name>, text the SDK accepts; no two share one', () => {
     for (const e of corpus) {
-      expect(e.label === `${MARKER_PREFIX} ${e.name}` || e.label.startsWith(`${MARKER_PREFIX} ${e.name}:`), `${e.name}: ${e.label}`).toBe(true);
+      expect(
+        e.label === `${MARKER_PREFIX} ${e.name}` || e.label.startsWith(`${MARKER_PREFIX} ${e.name}:`),
+        `${e.name}: ${e.label}`,
+      ).toBe(true);
       expect(() => consoleExpectations(e.expectConsole, { 'io.kiln.expect-console': e.label })).not.toThrow();
     }
     expect(new Set(corpus.map((e) => `${MARKER_PREFIX} ${e.name}`)).size).toBe(corpus.length);
@@ -44,7 +51,8 @@ describe('the compatibility corpus', () => {
   });
 
   it('covers what the issue asks for: Node and Python services, a compiled multi-stage binary, nginx, a systemd-unit appliance, USER, SHELL, -slim, trixie, HEALTHCHECK, STOPSIGNAL, build arguments', () => {
-    const having = (re: RegExp) => corpus.filter((e) => instructions(text(e.name)).some((l) => re.test(l))).map((e) => e.name);
+    const having = (re: RegExp) =>
+      corpus.filter((e) => instructions(text(e.name)).some((l) => re.test(l))).map((e) => e.name);
     const needs: [string, RegExp][] = [
       ['Node from Debian', /apt-get install .*\bnodejs\b/],
       ['Python from Debian packages', /apt-get install .*\bpython3-(flask|yaml)\b/],
@@ -62,22 +70,41 @@ describe('the compatibility corpus', () => {
       ['ARG with a default', /^ARG \w+=/],
     ];
     for (const [what, re] of needs) expect(having(re), what).not.toEqual([]);
-    expect(Object.values(ENTRY_OPTIONS).some((o) => Object.keys(o.buildArgs ?? {}).length), 'a --build-arg the corpus passes').toBe(true);
+    expect(
+      Object.values(ENTRY_OPTIONS).some((o) => Object.keys(o.buildArgs ?? {}).length),
+      'a --build-arg the corpus passes',
+    ).toBe(true);
   });
 
   it('every entry passes the Dockerfile policy with the default settings, base names as CI writes them included (kiln sdk check)', async () => {
     for (const e of corpus) {
-      const r = await kilnRun(['sdk', 'check', '--dockerfile', e.dockerfile, '--context', e.dir, ...Object.entries(e.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`])]);
+      const r = await kilnRun([
+        'sdk',
+        'check',
+        '--dockerfile',
+        e.dockerfile,
+        '--context',
+        e.dir,
+        ...Object.entries(e.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]),
+      ]);
       expect(`${e.name}: ${r.code} ${r.stdout}${r.stderr}`).toMatch(new RegExp(`^${e.name}: 0 ok: no findings`));
     }
   });
 });
 
 describe('the compatibility corpus, short form (make compat runs every entry)', () => {
-  it(`${SHORT_FORM.join(', ')}: each builds and boots to its marker`, async () => {
-    const run = await runCompat({ names: SHORT_FORM, say: (l) => console.log(l) });
-    console.log(run.line);
-    expect(run.results.map((r) => `${r.name}: ${r.reason || 'pass'}`)).toEqual(SHORT_FORM.slice().sort().map((n) => `${n}: pass`));
-    expect(run.line).toBe(`compat: ${SHORT_FORM.length}/${SHORT_FORM.length} boot to their marker`);
-  }, 60 * 60_000);
+  it(
+    `${SHORT_FORM.join(', ')}: each builds and boots to its marker`,
+    async () => {
+      const run = await runCompat({ names: SHORT_FORM, say: (l) => console.log(l) });
+      console.log(run.line);
+      expect(run.results.map((r) => `${r.name}: ${r.reason || 'pass'}`)).toEqual(
+        SHORT_FORM.slice()
+          .sort()
+          .map((n) => `${n}: pass`),
+      );
+      expect(run.line).toBe(`compat: ${SHORT_FORM.length}/${SHORT_FORM.length} boot to their marker`);
+    },
+    60 * 60_000,
+  );
 });

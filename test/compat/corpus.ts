@@ -41,7 +41,13 @@ export interface CorpusEntry {
   expectConsole: string[];
 }
 
-export interface EntryResult { name: string; passed: boolean; seconds: number; reason: string; outDir?: string }
+export interface EntryResult {
+  name: string;
+  passed: boolean;
+  seconds: number;
+  reason: string;
+  outDir?: string;
+}
 
 /** The value of `io.kiln.expect-console` in a Dockerfile's LABEL lines, as written (quotes removed); undefined without. */
 export function declaredMarker(dockerfileText: string): string | undefined {
@@ -60,7 +66,14 @@ export function listCorpus(root = DOCKERFILES): CorpusEntry[] {
     const label = declaredMarker(readFileSync(dockerfile, 'utf8'));
     if (label === undefined) continue;
     const o = ENTRY_OPTIONS[name] ?? {};
-    out.push({ name, dir: path.join(root, name), dockerfile, label, buildArgs: o.buildArgs ?? {}, expectConsole: o.expectConsole ?? [] });
+    out.push({
+      name,
+      dir: path.join(root, name),
+      dockerfile,
+      label,
+      buildArgs: o.buildArgs ?? {},
+      expectConsole: o.expectConsole ?? [],
+    });
   }
   return out;
 }
@@ -78,7 +91,11 @@ export const HOST_CA_DIR = '/usr/local/share/ca-certificates';
 export function sdkEnvironment(env: NodeJS.ProcessEnv = process.env): { env: NodeJS.ProcessEnv; note?: string } {
   if (env.KILN_SDK_BUILD_TRUST_CA_FILES !== undefined) return { env };
   let cas: string[] = [];
-  try { cas = readdirSync(HOST_CA_DIR).filter((f) => /\.(crt|pem)$/.test(f)); } catch { /* no local CAs */ }
+  try {
+    cas = readdirSync(HOST_CA_DIR).filter((f) => /\.(crt|pem)$/.test(f));
+  } catch {
+    /* no local CAs */
+  }
   if (!cas.length) return { env };
   return {
     env: { ...env, KILN_SDK_BUILD_TRUST_CA_FILES: HOST_CA_DIR },
@@ -87,13 +104,19 @@ export function sdkEnvironment(env: NodeJS.ProcessEnv = process.env): { env: Nod
 }
 
 /** Runs the SDK to its end; an abort sends it SIGTERM (as Jenkins does), so it stops QEMU and the build itself. */
-function sdkBuild(argv: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<{ code: number | null; stderr: string }> {
+function sdkBuild(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  signal?: AbortSignal,
+): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(KILN, argv, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     const stop = () => p.kill('SIGTERM');
     signal?.addEventListener('abort', stop, { once: true });
     let stderr = '';
-    p.stderr.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-4096); });
+    p.stderr.on('data', (c: Buffer) => {
+      stderr = (stderr + c.toString()).slice(-4096);
+    });
     p.on('error', reject);
     p.on('close', (code) => {
       signal?.removeEventListener('abort', stop);
@@ -103,24 +126,64 @@ function sdkBuild(argv: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal):
 }
 
 /** Builds and boots one entry into outDir; says why when it did not boot to its marker. */
-export async function runEntry(e: CorpusEntry, outDir: string, o: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<EntryResult> {
-  const argv = ['sdk', 'build', '--dockerfile', e.dockerfile, '--context', e.dir, '--out', outDir, '--format', 'raw', '--boot-firmware', 'bios'];
+export async function runEntry(
+  e: CorpusEntry,
+  outDir: string,
+  o: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {},
+): Promise<EntryResult> {
+  const argv = [
+    'sdk',
+    'build',
+    '--dockerfile',
+    e.dockerfile,
+    '--context',
+    e.dir,
+    '--out',
+    outDir,
+    '--format',
+    'raw',
+    '--boot-firmware',
+    'bios',
+  ];
   for (const [k, v] of Object.entries(e.buildArgs)) argv.push('--build-arg', `${k}=${v}`);
   for (const t of e.expectConsole) argv.push('--expect-console', t);
   const t0 = Date.now();
   const { code, stderr } = await sdkBuild(argv, o.env ?? sdkEnvironment().env, o.signal);
   const seconds = Math.round((Date.now() - t0) / 100) / 10;
-  const read = (f: string) => { try { return readFileSync(path.join(outDir, f), 'utf8'); } catch { return ''; } };
+  const read = (f: string) => {
+    try {
+      return readFileSync(path.join(outDir, f), 'utf8');
+    } catch {
+      return '';
+    }
+  };
   let result: { ok?: boolean; error?: { message?: string }; bootTests?: { passed: boolean }[] } = {};
-  try { result = JSON.parse(read('result.json')); } catch { /* no result.json: the reason below says so */ }
-  const fail = (reason: string): EntryResult => ({ name: e.name, passed: false, seconds, reason: oneLine(reason), outDir });
-  if (code !== 0 || !result.ok) return fail(result.error?.message ?? `kiln sdk build exited ${code} without a result: ${stderr}`);
-  if (!result.bootTests?.length || !result.bootTests.every((b) => b.passed)) return fail('result.json has no passed boot test');
+  try {
+    result = JSON.parse(read('result.json'));
+  } catch {
+    /* no result.json: the reason below says so */
+  }
+  const fail = (reason: string): EntryResult => ({
+    name: e.name,
+    passed: false,
+    seconds,
+    reason: oneLine(reason),
+    outDir,
+  });
+  if (code !== 0 || !result.ok)
+    return fail(result.error?.message ?? `kiln sdk build exited ${code} without a result: ${stderr}`);
+  if (!result.bootTests?.length || !result.bootTests.every((b) => b.passed))
+    return fail('result.json has no passed boot test');
   // The boot passed because the SDK waited for the label's text, not merely because the machine reached a login.
-  if (!/\[kiln\] the boot tests pass only when the console shows .*\(LABEL io\.kiln\.expect-console\)/.test(read('build.log'))) {
+  if (
+    !/\[kiln\] the boot tests pass only when the console shows .*\(LABEL io\.kiln\.expect-console\)/.test(
+      read('build.log'),
+    )
+  ) {
     return fail('the build log does not show the LABEL io.kiln.expect-console expectation');
   }
-  if (!read('serial-image.raw.log').includes(`${MARKER_PREFIX} ${e.name}`)) return fail(`the serial log lacks "${MARKER_PREFIX} ${e.name}"`);
+  if (!read('serial-image.raw.log').includes(`${MARKER_PREFIX} ${e.name}`))
+    return fail(`the serial log lacks "${MARKER_PREFIX} ${e.name}"`);
   return { name: e.name, passed: true, seconds, reason: '', outDir };
 }
 
@@ -133,18 +196,25 @@ export function summaryLine(results: readonly EntryResult[], asked = results.len
   return `compat: ${results.filter((r) => r.passed).length}/${asked} boot to their marker`;
 }
 
-export interface CompatRun { results: EntryResult[]; line: string; ok: boolean }
+export interface CompatRun {
+  results: EntryResult[];
+  line: string;
+  ok: boolean;
+}
 
 /**
  * Runs the named entries (default: all), one at a time, saying each one's line as it ends; `line` is the summary
  * for the caller to print last. Unknown names are refused before anything runs. An abort stops the running build and the rest (the
  * temporary directory is still removed).
  */
-export async function runCompat(o: { names?: string[]; say?: (line: string) => void; keep?: boolean; signal?: AbortSignal } = {}): Promise<CompatRun> {
+export async function runCompat(
+  o: { names?: string[]; say?: (line: string) => void; keep?: boolean; signal?: AbortSignal } = {},
+): Promise<CompatRun> {
   const say = o.say ?? (() => undefined);
   const all = listCorpus();
   const unknown = (o.names ?? []).filter((n) => !all.some((e) => e.name === n));
-  if (unknown.length) throw new Error(`not in the corpus: ${unknown.join(', ')} (entries: ${all.map((e) => e.name).join(', ')})`);
+  if (unknown.length)
+    throw new Error(`not in the corpus: ${unknown.join(', ')} (entries: ${all.map((e) => e.name).join(', ')})`);
   const entries = o.names ? all.filter((e) => o.names!.includes(e.name)) : all;
   const width = Math.max(...entries.map((e) => e.name.length));
   const { env, note } = sdkEnvironment();
@@ -164,7 +234,8 @@ export async function runCompat(o: { names?: string[]; say?: (line: string) => v
   } finally {
     if (!kept) rmSync(root, { recursive: true, force: true });
   }
-  if (results.length < entries.length) say(`compat: interrupted; ${entries.length - results.length} entries did not run`);
+  if (results.length < entries.length)
+    say(`compat: interrupted; ${entries.length - results.length} entries did not run`);
   const line = summaryLine(results, entries.length);
   return { results, line, ok: results.length === entries.length && results.every((r) => r.passed) };
 }

@@ -9,9 +9,21 @@ import { runCompat } from './corpus.js';
 const ac = new AbortController();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
 
-const names = process.env.COMPAT_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
+const names = process.env.COMPAT_ONLY?.split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 const started = Date.now();
-const run = await runCompat({ names, keep: process.env.COMPAT_KEEP === '1', signal: ac.signal, say: (l) => console.log(l) });
-console.log(`compat: ${((Date.now() - started) / 60_000).toFixed(1)} min; load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+const run = await runCompat({
+  names,
+  keep: process.env.COMPAT_KEEP === '1',
+  signal: ac.signal,
+  say: (l) => console.log(l),
+});
+console.log(
+  `compat: ${((Date.now() - started) / 60_000).toFixed(1)} min; load average ${os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')}`,
+);
 console.log(run.line);
 process.exit(run.ok ? 0 : 1);

@@ -9,7 +9,17 @@ import { DEFAULT_LOGIN_LIMITS, PasswordHasher, createUsers, userActor, type Core
 import { listAuditLog } from '../../src/core/audit.js';
 import type { GluePort } from '../../src/core/ports.js';
 import {
-  QUEUE_STATES, countBuildsByState, findUserByName, insertBuild, insertDockerfile, insertUser, listBuildsInStates, listUsers, queueStats, updateBuild, type Db,
+  QUEUE_STATES,
+  countBuildsByState,
+  findUserByName,
+  insertBuild,
+  insertDockerfile,
+  insertUser,
+  listBuildsInStates,
+  listUsers,
+  queueStats,
+  updateBuild,
+  type Db,
 } from '../../src/db/index.js';
 import { metricsText } from '../../src/core/admin.js';
 import { isKilnError } from '../../src/shared/errors.js';
@@ -18,7 +28,14 @@ import { freshDb, secondPool, type TestDb } from '../db/engines.js';
 
 const refuse = () => Promise.reject(new Error('an admin use case reached the glue'));
 const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
-const deps = (db: Db): CoreDeps => ({ config: loadConfig({}, {}), db, glue: noGlue, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS });
+const deps = (db: Db): CoreDeps => ({
+  config: loadConfig({}, {}),
+  db,
+  glue: noGlue,
+  logger: silentLogger,
+  hasher: new PasswordHasher(1),
+  limits: DEFAULT_LOGIN_LIMITS,
+});
 
 for (const engine of ['sqlite', 'pg'] as const) {
   describe(`admin use cases on ${engine}`, () => {
@@ -37,13 +54,15 @@ for (const engine of ['sqlite', 'pg'] as const) {
       await t.db('users').delete();
     });
 
-    const admins = async () => (await listUsers(t.db)).filter((u) => u.role === 'admin' && !u.disabled).map((u) => u.username);
+    const admins = async () =>
+      (await listUsers(t.db)).filter((u) => u.role === 'admin' && !u.disabled).map((u) => u.username);
     async function twoAdmins() {
       const a = await insertUser(t.db, { username: 'ann', passwordHash: 'x', role: 'admin' });
       const b = await insertUser(t.db, { username: 'ben', passwordHash: 'x', role: 'admin' });
       return { a, b, asA: userActor(a, 'session', '10.0.0.1'), asB: userActor(b, 'session', '10.0.0.2') };
     }
-    const outcome = (r: PromiseSettledResult<unknown>) => (r.status === 'fulfilled' ? 'ok' : isKilnError(r.reason) ? r.reason.code : String(r.reason));
+    const outcome = (r: PromiseSettledResult<unknown>) =>
+      r.status === 'fulfilled' ? 'ok' : isKilnError(r.reason) ? r.reason.code : String(r.reason);
 
     it('two admins demoting each other at once from two processes: one wins, one admin is left', async () => {
       for (let round = 0; round < 5; round++) {
@@ -74,8 +93,13 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('the queue and the metrics read the same numbers from the database', async () => {
       const u = await insertUser(t.db, { username: 'owner', passwordHash: 'x', role: 'user' });
-      const { dockerfile, version } = await insertDockerfile(t.db, { ownerId: u.id, name: 'web', content: 'FROM debian:bookworm\n' });
-      const mk = (key: string) => insertBuild(t.db, { dockerfileId: dockerfile.id, versionId: version.id, ownerId: u.id, key });
+      const { dockerfile, version } = await insertDockerfile(t.db, {
+        ownerId: u.id,
+        name: 'web',
+        content: 'FROM debian:bookworm\n',
+      });
+      const mk = (key: string) =>
+        insertBuild(t.db, { dockerfileId: dockerfile.id, versionId: version.id, ownerId: u.id, key });
       const a = await mk('queue-key-aaaa');
       const b = await mk('queue-key-bbbb');
       const c = await mk('queue-key-cccc');
@@ -84,7 +108,10 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const counts = await countBuildsByState(t.db);
       expect(counts).toMatchObject({ requested: 1, running: 1, cancelled: 1, succeeded: 0 });
       expect(await queueStats(t.db)).toEqual({ depth: 1, oldestRequestedAt: a.requested_at });
-      expect((await listBuildsInStates(t.db, QUEUE_STATES)).map((r) => [r.id, r.owner, r.dockerfile_name])).toEqual([[a.id, 'owner', 'web'], [b.id, 'owner', 'web']]);
+      expect((await listBuildsInStates(t.db, QUEUE_STATES)).map((r) => [r.id, r.owner, r.dockerfile_name])).toEqual([
+        [a.id, 'owner', 'web'],
+        [b.id, 'owner', 'web'],
+      ]);
       const admin = userActor(await insertUser(t.db, { username: 'boss', passwordHash: 'x', role: 'admin' }));
       const text = await metricsText(deps(t.db), admin, undefined);
       expect(text).toMatch(/^kiln_builds\{state="running"\} 1$/m);

@@ -20,24 +20,38 @@ describe('tasks that keep failing end their builds visibly', () => {
   let seq = 0;
 
   beforeAll(async () => {
-    w = await startTestWeb({ worker: false, clock, config: { worker: { maxAttempts: 3, backoffMs: 1000, backoffMaxSeconds: 10, refreshMs: 1000 } } });
+    w = await startTestWeb({
+      worker: false,
+      clock,
+      config: { worker: { maxAttempts: 3, backoffMs: 1000, backoffMaxSeconds: 10, refreshMs: 1000 } },
+    });
     a = w.client();
     await a.signUp('alice');
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   const row = async (id: number) => (await findBuild(w.db, id, null))!;
-  const task = async (id: number, kind: string) => (await listTasksOf(w.db, `build:${id}`)).find((x) => x.kind === kind);
+  const task = async (id: number, kind: string) =>
+    (await listTasksOf(w.db, `build:${id}`)).find((x) => x.kind === kind);
   /** Runs what is due, moves the clock past any backoff, until `done` holds (the backend's own work takes real time). */
   async function step<T>(done: () => Promise<T | undefined | false>, worker = w.newWorker()): Promise<T> {
-    return until(async () => {
-      await worker.drain();
-      t += 11_000;
-      return done();
-    }, 60_000, 20);
+    return until(
+      async () => {
+        await worker.drain();
+        t += 11_000;
+        return done();
+      },
+      60_000,
+      20,
+    );
   }
   async function build(lines: string[] = []): Promise<number> {
-    const df = await a.createDockerfile(`visible${++seq}`, ['FROM debian:bookworm', ...lines, 'RUN true', ''].join('\n'));
+    const df = await a.createDockerfile(
+      `visible${++seq}`,
+      ['FROM debian:bookworm', ...lines, 'RUN true', ''].join('\n'),
+    );
     return (await a.build(df)).id;
   }
 
@@ -47,14 +61,22 @@ describe('tasks that keep failing end their builds visibly', () => {
     let failed: TaskRow;
     try {
       id = await build();
-      failed = await step(async () => { const x = await task(id, 'build.dispatch'); return x?.state === 'failed' && x; });
+      failed = await step(async () => {
+        const x = await task(id, 'build.dispatch');
+        return x?.state === 'failed' && x;
+      });
     } finally {
       w.local.down = false;
     }
-    expect(failed).toMatchObject({ attempts: 3, last_error: 'backend_unavailable: The build service is unreachable; try again later' });
+    expect(failed).toMatchObject({
+      attempts: 3,
+      last_error: 'backend_unavailable: The build service is unreachable; try again later',
+    });
     const b = await row(id);
     expect(b).toMatchObject({ state: 'failed', backend_build: null });
-    expect(b.reason).toBe('Kiln could not hand this build to the build service (backend_unavailable: The build service is unreachable; try again later); press Build to try again.');
+    expect(b.reason).toBe(
+      'Kiln could not hand this build to the build service (backend_unavailable: The build service is unreachable; try again later); press Build to try again.',
+    );
     expect(b.finished_at).not.toBeNull();
     // What a try may have started is taken back by key once the glue answers.
     await step(async () => (await task(id, 'build.withdraw'))?.state === 'done');
@@ -63,7 +85,10 @@ describe('tasks that keep failing end their builds visibly', () => {
 
   it('the glue away while a build runs: the refresh task fails after its attempts, the build fails saying why, and its backend build is stopped once the glue is back', async () => {
     const id = await build(['# fake: gate never']);
-    const running = await step(async () => { const b = await row(id); return b.state === 'running' && b; });
+    const running = await step(async () => {
+      const b = await row(id);
+      return b.state === 'running' && b;
+    });
     w.local.down = true;
     try {
       await step(async () => (await task(id, 'build.refresh'))?.state === 'failed');
@@ -72,16 +97,22 @@ describe('tasks that keep failing end their builds visibly', () => {
     }
     expect(await row(id)).toMatchObject({
       state: 'failed',
-      reason: 'Kiln lost contact with the build service while this build was in it (backend_unavailable: The build service is unreachable; try again later); press Build to try again.',
+      reason:
+        'Kiln lost contact with the build service while this build was in it (backend_unavailable: The build service is unreachable; try again later); press Build to try again.',
     });
     await step(async () => (await task(id, 'build.withdraw'))?.state === 'done');
-    expect((await w.glue.call('build.status', [running.dockerfile_id, running.backend_build!])).state).toBe('cancelled');
+    expect((await w.glue.call('build.status', [running.dockerfile_id, running.backend_build!])).state).toBe(
+      'cancelled',
+    );
   });
 
   it('the glue away during verification: the attest task fails after its attempts and the build fails instead of staying verifying', async () => {
     const id = await build();
     // A worker that never verifies carries it to `verifying`; then the glue goes away.
-    await step(async () => (await row(id)).state === 'verifying', w.newWorker({ 'build.attest': { ...attestTask, concurrency: 0 } }));
+    await step(
+      async () => (await row(id)).state === 'verifying',
+      w.newWorker({ 'build.attest': { ...attestTask, concurrency: 0 } }),
+    );
     w.local.down = true;
     try {
       await step(async () => (await task(id, 'build.attest'))?.state === 'failed');
@@ -90,14 +121,26 @@ describe('tasks that keep failing end their builds visibly', () => {
     }
     const b: BuildRow = await row(id);
     expect(b.state).toBe('failed');
-    expect(b.reason).toBe("The build's artifacts could not be verified: backend_unavailable: The build service is unreachable; try again later.");
+    expect(b.reason).toBe(
+      "The build's artifacts could not be verified: backend_unavailable: The build service is unreachable; try again later.",
+    );
   });
 
   it('a build whose task went missing gets it back from a reconciliation pass, and goes on', async () => {
     const id = await build();
-    await w.db('tasks').where({ subject: `build:${id}` }).delete();
+    await w
+      .db('tasks')
+      .where({ subject: `build:${id}` })
+      .delete();
     expect(await ensureBuildTasks({ db: w.db, config: w.config, now: clock })).toBe(1);
     expect(await ensureBuildTasks({ db: w.db, config: w.config, now: clock })).toBe(0);
-    expect((await step(async () => { const b = await row(id); return ['succeeded', 'failed'].includes(b.state) && b; })).state).toBe('succeeded');
+    expect(
+      (
+        await step(async () => {
+          const b = await row(id);
+          return ['succeeded', 'failed'].includes(b.state) && b;
+        })
+      ).state,
+    ).toBe('succeeded');
   });
 });

@@ -7,8 +7,16 @@ import { progressOf } from '../../src/core/index.js';
 import { exactBytes, humanBytes } from '../../src/web/format.js';
 
 /** The only markup lineHtml may produce: our spans with our class names; everything else is escaped text. */
-const SAFE = /^(?:[^<>&]|&(?:amp|lt|gt|quot|#39);|<span class="(?:ansi-(?:fg|bg)-(?:[0-9]|1[0-5])|ansi-(?:bold|dim|italic|underline))(?: (?:ansi-(?:fg|bg)-(?:[0-9]|1[0-5])|ansi-(?:bold|dim|italic|underline)))*">|<\/span>)*$/;
-const textOf = (html: string) => html.replace(/<[^>]*>/g, '').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
+const SAFE =
+  /^(?:[^<>&]|&(?:amp|lt|gt|quot|#39);|<span class="(?:ansi-(?:fg|bg)-(?:[0-9]|1[0-5])|ansi-(?:bold|dim|italic|underline))(?: (?:ansi-(?:fg|bg)-(?:[0-9]|1[0-5])|ansi-(?:bold|dim|italic|underline)))*">|<\/span>)*$/;
+const textOf = (html: string) =>
+  html
+    .replace(/<[^>]*>/g, '')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&amp;/g, '&');
 
 describe('the human log', () => {
   it('ANSI: hostile input is escaped first, then SGR codes become fixed class names; other escapes and controls are dropped', () => {
@@ -32,7 +40,9 @@ describe('the human log', () => {
     }
     expect(lineHtml(hostile[0]!)).toBe('<span class="ansi-fg-1">&lt;script&gt;alert(1)&lt;/script&gt;</span>');
     expect(lineHtml(hostile[1]!)).toBe('link');
-    expect(lineHtml(hostile[2]!)).toBe('<span class="ansi-fg-2 ansi-bold">&quot;quoted&quot; &amp; &#39;single&#39;</span><span class="ansi-fg-2"> &lt;img src=x onerror=alert(3)&gt;</span>');
+    expect(lineHtml(hostile[2]!)).toBe(
+      '<span class="ansi-fg-2 ansi-bold">&quot;quoted&quot; &amp; &#39;single&#39;</span><span class="ansi-fg-2"> &lt;img src=x onerror=alert(3)&gt;</span>',
+    );
     expect(lineHtml(hostile[3]!)).toBe('<span class="ansi-fg-9">brighttrue</span>');
     expect(escapeHtml('<&>"\'')).toBe('&lt;&amp;&gt;&quot;&#39;');
     expect(plainLine('\x1b[31mred\x1b[0m \x1b]8;;x\x07l\x1b]8;;\x07')).toBe('red l');
@@ -46,15 +56,33 @@ describe('the human log', () => {
   });
 
   it('machine lines become progress events and leave the human lines; a build line that merely mentions the prefix stays', () => {
-    const { human, progress } = splitMachineLines(['a', '##kiln {"stage":"boot","percent":80,"message":"booting"}', '##kiln {broken', ' ##kiln {"stage":"x","percent":1}', 'b']);
+    const { human, progress } = splitMachineLines([
+      'a',
+      '##kiln {"stage":"boot","percent":80,"message":"booting"}',
+      '##kiln {broken',
+      ' ##kiln {"stage":"x","percent":1}',
+      'b',
+    ]);
     expect(human).toEqual(['a', ' ##kiln {"stage":"x","percent":1}', 'b']);
     expect(progress).toEqual([{ stage: 'boot', percent: 80, message: 'booting' }]);
   });
 
   it('only complete lines are handed out, at byte offsets (multi-byte text included); the rest waits unless the log ended', () => {
-    expect(completeLines({ text: 'é1\nzw', offset: 10, nextOffset: 16, more: true })).toEqual({ lines: ['é1'], start: 10, next: 14 });
-    expect(completeLines({ text: 'partial', offset: 4, nextOffset: 11, more: true })).toEqual({ lines: [], start: 4, next: 4 });
-    expect(completeLines({ text: 'x\nend', offset: 0, nextOffset: 5, more: false })).toEqual({ lines: ['x', 'end'], start: 0, next: 5 });
+    expect(completeLines({ text: 'é1\nzw', offset: 10, nextOffset: 16, more: true })).toEqual({
+      lines: ['é1'],
+      start: 10,
+      next: 14,
+    });
+    expect(completeLines({ text: 'partial', offset: 4, nextOffset: 11, more: true })).toEqual({
+      lines: [],
+      start: 4,
+      next: 4,
+    });
+    expect(completeLines({ text: 'x\nend', offset: 0, nextOffset: 5, more: false })).toEqual({
+      lines: ['x', 'end'],
+      start: 0,
+      next: 5,
+    });
     const long = 'y'.repeat(70 * 1024);
     expect(completeLines({ text: long, offset: 0, nextOffset: long.length, more: true }).next).toBe(long.length);
   });
@@ -66,17 +94,33 @@ describe('the fair queue order', () => {
     expect(fairOrder(waiting).slice(0, 3)).toEqual([1, 11, 2]);
     // A user with a build running goes after the others in each round.
     expect(fairOrder(waiting, new Map([[1, 1]]))[0]).toBe(11);
-    expect(fairOrder([{ id: 5, owner_id: 3 }, { id: 6, owner_id: 3 }, { id: 7, owner_id: 4 }, { id: 8, owner_id: 5 }])).toEqual([5, 7, 8, 6]);
+    expect(
+      fairOrder([
+        { id: 5, owner_id: 3 },
+        { id: 6, owner_id: 3 },
+        { id: 7, owner_id: 4 },
+        { id: 8, owner_id: 5 },
+      ]),
+    ).toEqual([5, 7, 8, 6]);
   });
 });
 
 describe('build views', () => {
   it('a finished build shows how it ended, never a stale stage', () => {
     const stale = { stage: 'boot', percent: 33, message: 'booting image.raw (uefi)' };
-    expect(progressOf({ state: 'succeeded', progress: stale, reason: null })).toEqual({ percent: 100, label: 'image ready' });
+    expect(progressOf({ state: 'succeeded', progress: stale, reason: null })).toEqual({
+      percent: 100,
+      label: 'image ready',
+    });
     expect(progressOf({ state: 'verifying', progress: stale, reason: null }).percent).toBe(100);
-    expect(progressOf({ state: 'failed', progress: stale, reason: 'x' })).toEqual({ percent: 33, label: 'failed during boot' });
-    expect(progressOf({ state: 'running', progress: stale, reason: null })).toEqual({ percent: 33, label: 'boot: booting image.raw (uefi)' });
+    expect(progressOf({ state: 'failed', progress: stale, reason: 'x' })).toEqual({
+      percent: 33,
+      label: 'failed during boot',
+    });
+    expect(progressOf({ state: 'running', progress: stale, reason: null })).toEqual({
+      percent: 33,
+      label: 'boot: booting image.raw (uefi)',
+    });
   });
 
   it('sizes read as people read them, with the exact count for a title', () => {
@@ -88,20 +132,49 @@ describe('build views', () => {
 
   it('package diff: added, removed, changed versions', () => {
     const d = diffPackages(
-      [{ name: 'a', version: '1', architecture: 'amd64' }, { name: 'b', version: '2', architecture: 'amd64' }, { name: 'c', version: '1', architecture: 'amd64' }],
-      [{ name: 'a', version: '2', architecture: 'amd64' }, { name: 'b', version: '2', architecture: 'amd64' }, { name: 'd', version: '1', architecture: 'amd64' }],
+      [
+        { name: 'a', version: '1', architecture: 'amd64' },
+        { name: 'b', version: '2', architecture: 'amd64' },
+        { name: 'c', version: '1', architecture: 'amd64' },
+      ],
+      [
+        { name: 'a', version: '2', architecture: 'amd64' },
+        { name: 'b', version: '2', architecture: 'amd64' },
+        { name: 'd', version: '1', architecture: 'amd64' },
+      ],
     );
-    expect(d).toEqual({ added: [{ name: 'd', version: '1', architecture: 'amd64' }], removed: [{ name: 'c', version: '1', architecture: 'amd64' }], changed: [{ name: 'a', architecture: 'amd64', from: '1', to: '2' }], unchanged: 1 });
+    expect(d).toEqual({
+      added: [{ name: 'd', version: '1', architecture: 'amd64' }],
+      removed: [{ name: 'c', version: '1', architecture: 'amd64' }],
+      changed: [{ name: 'a', architecture: 'amd64', from: '1', to: '2' }],
+      unchanged: 1,
+    });
   });
 
   it('the coalescer makes one call for concurrent readers of a key and forgets errors', async () => {
     const c = new Coalescer();
     let calls = 0;
-    const f = () => new Promise<number>((r) => { calls++; setTimeout(() => r(calls), 5); });
+    const f = () =>
+      new Promise<number>((r) => {
+        calls++;
+        setTimeout(() => r(calls), 5);
+      });
     const got = await Promise.all(Array.from({ length: 50 }, () => c.get('k', () => 60_000, f)));
     expect(new Set(got)).toEqual(new Set([1]));
     expect(calls).toBe(1);
-    await expect(c.get('e', () => 60_000, () => Promise.reject(new Error('x')))).rejects.toThrow('x');
-    expect(await c.get('e', () => 60_000, async () => 7)).toBe(7);
+    await expect(
+      c.get(
+        'e',
+        () => 60_000,
+        () => Promise.reject(new Error('x')),
+      ),
+    ).rejects.toThrow('x');
+    expect(
+      await c.get(
+        'e',
+        () => 60_000,
+        async () => 7,
+      ),
+    ).toBe(7);
   });
 });

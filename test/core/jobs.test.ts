@@ -9,9 +9,25 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { CLI, DEFAULT_LOGIN_LIMITS, PasswordHasher, createCore, createUsers, createWorker, userActor, type Core } from '../../src/core/index.js';
+import {
+  CLI,
+  DEFAULT_LOGIN_LIMITS,
+  PasswordHasher,
+  createCore,
+  createUsers,
+  createWorker,
+  userActor,
+  type Core,
+} from '../../src/core/index.js';
 import { enqueue } from '../../src/core/tasks/queue.js';
-import { findBuild, findDockerfile, findUserByName, getJobSettings, listTasks, storageUsedBy } from '../../src/db/index.js';
+import {
+  findBuild,
+  findDockerfile,
+  findUserByName,
+  getJobSettings,
+  listTasks,
+  storageUsedBy,
+} from '../../src/db/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { freshDb, type TestDb } from '../db/engines.js';
 import { startInProcessGlue, type InProcessGlue } from '../helpers/in-process-glue.js';
@@ -31,14 +47,25 @@ for (const engine of ['sqlite', 'pg'] as const) {
     const config = loadConfig({}, { dataDir: tmp.dir, sdk: { formats: ['raw'] }, worker: TEST_WORKER });
     const worker = () => createWorker({ config, db: t.db, glue: glue.client, logger: silentLogger });
     const drain = () => worker().drain();
-    const jobConfig = (id: number) => JSON.parse(readFileSync(path.join(glue.dataDir, 'glue', 'jobs', `kiln-job-${id}`, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const jobConfig = (id: number) =>
+      JSON.parse(
+        readFileSync(path.join(glue.dataDir, 'glue', 'jobs', `kiln-job-${id}`, 'config.json'), 'utf8'),
+      ) as Record<string, unknown>;
     let seq = 0;
-    const newDockerfile = async (actor = alice) => (await core.dockerfiles.create(actor, { name: `df${++seq}`, content: 'FROM debian:bookworm\nRUN true\n' })).id;
+    const newDockerfile = async (actor = alice) =>
+      (await core.dockerfiles.create(actor, { name: `df${++seq}`, content: 'FROM debian:bookworm\nRUN true\n' })).id;
 
     beforeAll(async () => {
       t = await freshDb(engine);
       glue = await startInProcessGlue({ dataDir: path.join(tmp.dir, 'glue-data'), now: () => backendNow });
-      core = createCore({ config, db: t.db, glue: glue.client, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS });
+      core = createCore({
+        config,
+        db: t.db,
+        glue: glue.client,
+        logger: silentLogger,
+        hasher: new PasswordHasher(1),
+        limits: DEFAULT_LOGIN_LIMITS,
+      });
       const users = createUsers({ db: t.db, hasher: new PasswordHasher(1), logger: silentLogger });
       for (const name of ['alice', 'bob']) await users.create(CLI, { username: name, role: 'user' });
       alice = userActor((await findUserByName(t.db, 'alice'))!);
@@ -52,14 +79,32 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('a daily schedule at an hour, formats, firmware and build arguments reach the job through job.sync; the switch reaches job.disable and job.enable', async () => {
       const id = await newDockerfile();
-      await core.jobs.save(alice, `${id}`, { schedule: 'daily', hour: '5', formats: ['raw', 'qcow2'], bootFirmware: ['uefi'], buildArgs: 'A=1\nB=two words\n' });
+      await core.jobs.save(alice, `${id}`, {
+        schedule: 'daily',
+        hour: '5',
+        formats: ['raw', 'qcow2'],
+        bootFirmware: ['uefi'],
+        buildArgs: 'A=1\nB=two words\n',
+      });
       expect((await core.jobs.status(alice, `${id}`)).pending).toBe(true);
       const from = glue.commands.length;
       await drain();
       expect(glue.verbsSince(from)).toEqual(['job.put', 'job.enable']);
-      expect(jobConfig(id)).toMatchObject({ schedule: 'daily', scheduleHour: 5, formats: ['raw', 'qcow2'], bootFirmware: ['uefi'], buildArgs: { A: '1', B: 'two words' }, enabled: true });
+      expect(jobConfig(id)).toMatchObject({
+        schedule: 'daily',
+        scheduleHour: 5,
+        formats: ['raw', 'qcow2'],
+        bootFirmware: ['uefi'],
+        buildArgs: { A: '1', B: 'two words' },
+        enabled: true,
+      });
       const st = await core.jobs.status(alice, `${id}`);
-      expect(st).toMatchObject({ pending: false, backendState: 'ok', drift: [], backend: { enabled: true, schedule: 'daily', scheduleHour: 5 } });
+      expect(st).toMatchObject({
+        pending: false,
+        backendState: 'ok',
+        drift: [],
+        backend: { enabled: true, schedule: 'daily', scheduleHour: 5 },
+      });
 
       await core.jobs.setEnabled(alice, `${id}`, { enabled: false });
       const mark = glue.commands.length;
@@ -67,7 +112,9 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect(glue.commands.slice(mark)).toContain(`job.disable ${id}`);
       expect(jobConfig(id)).toMatchObject({ enabled: false, schedule: 'daily' });
       // Switched off: Build is refused rather than silently switching it back on.
-      await expect(core.builds.request(alice, { dockerfileId: `${id}`, key: `off-${engine}-key-1` })).rejects.toMatchObject({ code: 'conflict' });
+      await expect(
+        core.builds.request(alice, { dockerfileId: `${id}`, key: `off-${engine}-key-1` }),
+      ).rejects.toMatchObject({ code: 'conflict' });
       await core.jobs.setEnabled(alice, `${id}`, { enabled: true });
       await drain();
       expect(jobConfig(id)).toMatchObject({ enabled: true });
@@ -79,19 +126,38 @@ for (const engine of ['sqlite', 'pg'] as const) {
       await drain();
       const before = await getJobSettings(t.db, id);
       const { build } = await core.builds.request(alice, { dockerfileId: `${id}`, key: `keep-${engine}-settings` });
-      await until(async () => { await drain(); return (await findBuild(t.db, build.id, null))?.state === 'succeeded'; });
-      expect(jobConfig(id)).toMatchObject({ schedule: 'weekly', scheduleHour: 7, scheduleWeekday: 3, formats: ['qcow2'], enabled: true });
+      await until(async () => {
+        await drain();
+        return (await findBuild(t.db, build.id, null))?.state === 'succeeded';
+      });
+      expect(jobConfig(id)).toMatchObject({
+        schedule: 'weekly',
+        scheduleHour: 7,
+        scheduleWeekday: 3,
+        formats: ['qcow2'],
+        enabled: true,
+      });
       expect(await getJobSettings(t.db, id)).toEqual(before);
       expect((await core.jobs.status(alice, `${id}`)).drift).toEqual([]);
       expect((await findBuild(t.db, build.id, null))!.trigger).toBe('manual');
     }, 120_000);
 
-    it('shows the job as the backend has it and says what drifted when it was changed behind Kiln\'s back', async () => {
+    it("shows the job as the backend has it and says what drifted when it was changed behind Kiln's back", async () => {
       const id = await newDockerfile();
       await core.jobs.save(alice, `${id}`, { schedule: 'daily', hour: 1 });
       await drain();
       const file = path.join(glue.dataDir, 'glue', 'jobs', `kiln-job-${id}`, 'config.json');
-      writeFileSync(file, JSON.stringify({ ...jobConfig(id), enabled: false, schedule: 'weekly', scheduleHour: 9, scheduleWeekday: 0, formats: ['iso'] }));
+      writeFileSync(
+        file,
+        JSON.stringify({
+          ...jobConfig(id),
+          enabled: false,
+          schedule: 'weekly',
+          scheduleHour: 9,
+          scheduleWeekday: 0,
+          formats: ['iso'],
+        }),
+      );
       const st = await core.jobs.status(alice, `${id}`);
       expect(st.backend).toMatchObject({ enabled: false, schedule: 'weekly', scheduleHour: 9 });
       expect(st.drift).toEqual([
@@ -122,12 +188,15 @@ for (const engine of ['sqlite', 'pg'] as const) {
         [{ buildArgs: { '1BAD': 'x' } }, /not a build argument name/],
         [{ buildArgs: { A: 'line\nbreak' } }, /control characters/],
       ] as const) {
-        await expect(core.jobs.save(alice, `${id}`, input)).rejects.toMatchObject({ code: 'invalid_input', message: expect.stringMatching(msg) });
+        await expect(core.jobs.save(alice, `${id}`, input)).rejects.toMatchObject({
+          code: 'invalid_input',
+          message: expect.stringMatching(msg),
+        });
       }
       expect(await getJobSettings(t.db, id)).toBeUndefined();
     });
 
-    it('a build the backend\'s timer started appears with trigger schedule (reconciliation finds it) and is verified like any other', async () => {
+    it("a build the backend's timer started appears with trigger schedule (reconciliation finds it) and is verified like any other", async () => {
       const id = await newDockerfile();
       await core.jobs.save(alice, `${id}`, { schedule: 'daily', hour: 3 });
       await drain();
@@ -136,25 +205,41 @@ for (const engine of ['sqlite', 'pg'] as const) {
       await enqueue(t.db, { config }, 'reconcile', '');
       const row = await until(async () => {
         await drain();
-        return (await t.db('builds').where({ dockerfile_id: id, trigger: 'schedule' }).first()) as { id: number } | undefined;
+        return (await t.db('builds').where({ dockerfile_id: id, trigger: 'schedule' }).first()) as
+          { id: number } | undefined;
       });
-      const b = await until(async () => { await drain(); const x = await findBuild(t.db, row.id, null); return x?.state === 'succeeded' && x; });
+      const b = await until(async () => {
+        await drain();
+        const x = await findBuild(t.db, row.id, null);
+        return x?.state === 'succeeded' && x;
+      });
       expect(b).toMatchObject({ trigger: 'schedule', backend_build: 1, owner_id: alice.id });
       expect(b.artifacts.find((a) => a.name === 'image.raw')?.sha256).toMatch(/^[0-9a-f]{64}$/);
       // Another pass finds nothing new.
       await enqueue(t.db, { config }, 'reconcile', '');
       await drain();
-      expect(await t.db('builds').where({ dockerfile_id: id }).count({ n: '*' })).toEqual([{ n: engine === 'pg' ? '1' : 1 }]);
+      expect(await t.db('builds').where({ dockerfile_id: id }).count({ n: '*' })).toEqual([
+        { n: engine === 'pg' ? '1' : 1 },
+      ]);
     }, 120_000);
 
     it('deleting needs the name typed; with the glue down it stays pending (nothing half-deleted), then the job and every row go and storage use drops', async () => {
       const id = await newDockerfile();
       const { build } = await core.builds.request(alice, { dockerfileId: `${id}`, key: `del-${engine}-build-1` });
-      await until(async () => { await drain(); return (await findBuild(t.db, build.id, null))?.state === 'succeeded'; });
+      await until(async () => {
+        await drain();
+        return (await findBuild(t.db, build.id, null))?.state === 'succeeded';
+      });
       const before = await storageUsedBy(t.db, alice.id);
-      const mine = (await core.dockerfiles.get(alice, `${id}`)).version.size + (await findBuild(t.db, build.id, null))!.artifacts.reduce((n, a) => n + a.size, 0);
-      await expect(core.dockerfiles.remove(alice, { id: `${id}`, confirm: 'wrong' })).rejects.toMatchObject({ code: 'invalid_input' });
-      await expect(core.dockerfiles.remove(bob, { id: `${id}`, confirm: `df${seq}` })).rejects.toMatchObject({ code: 'not_found' });
+      const mine =
+        (await core.dockerfiles.get(alice, `${id}`)).version.size +
+        (await findBuild(t.db, build.id, null))!.artifacts.reduce((n, a) => n + a.size, 0);
+      await expect(core.dockerfiles.remove(alice, { id: `${id}`, confirm: 'wrong' })).rejects.toMatchObject({
+        code: 'invalid_input',
+      });
+      await expect(core.dockerfiles.remove(bob, { id: `${id}`, confirm: `df${seq}` })).rejects.toMatchObject({
+        code: 'not_found',
+      });
       expect((await findDockerfile(t.db, id, null))!.deleting_at).toBeNull();
       glue.down = true;
       try {
@@ -162,13 +247,20 @@ for (const engine of ['sqlite', 'pg'] as const) {
         await drain();
         expect((await findDockerfile(t.db, id, null))!.deleting_at).not.toBeNull();
         expect(await findBuild(t.db, build.id, null)).toBeDefined();
-        expect((await listTasks(t.db)).find((x) => x.kind === 'dockerfile.delete' && x.subject === `dockerfile:${id}`)).toMatchObject({ state: 'pending' });
-        await expect(core.builds.request(alice, { dockerfileId: `${id}`, key: `del-${engine}-build-2` })).rejects.toMatchObject({ code: 'conflict' });
+        expect(
+          (await listTasks(t.db)).find((x) => x.kind === 'dockerfile.delete' && x.subject === `dockerfile:${id}`),
+        ).toMatchObject({ state: 'pending' });
+        await expect(
+          core.builds.request(alice, { dockerfileId: `${id}`, key: `del-${engine}-build-2` }),
+        ).rejects.toMatchObject({ code: 'conflict' });
         await expect(core.jobs.save(alice, `${id}`, { schedule: 'daily' })).rejects.toMatchObject({ code: 'conflict' });
       } finally {
         glue.down = false;
       }
-      await until(async () => { await drain(); return !(await findDockerfile(t.db, id, null)); });
+      await until(async () => {
+        await drain();
+        return !(await findDockerfile(t.db, id, null));
+      });
       expect(await findBuild(t.db, build.id, null)).toBeUndefined();
       expect((await glue.client.call('jobs.list', [])).jobs.map((j) => j.job)).not.toContain(id);
       expect((await storageUsedBy(t.db, alice.id)).total).toBe(before.total - mine);

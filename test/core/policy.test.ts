@@ -19,14 +19,25 @@ describe('permission policy', () => {
       expect(decide(ANONYMOUS, a, 1), a).toBe('unauthenticated');
       expect(decide(WORKER, a, 1), a).toBe('allow');
     }
-    for (const a of ['user.create', 'user.list', 'user.disable', 'user.setRole', 'user.resetPassword', 'settings.manage'] as Action[]) {
+    for (const a of [
+      'user.create',
+      'user.list',
+      'user.disable',
+      'user.setRole',
+      'user.resetPassword',
+      'settings.manage',
+    ] as Action[]) {
       expect(decide(alice, a), a).toBe('forbidden');
       expect(decide(root, a), a).toBe('allow');
       expect(decide(CLI, a), a).toBe('allow');
       expect(decide(ANONYMOUS, a), a).toBe('unauthenticated');
     }
-    expect(() => authorize(alice, 'build.read', 2, 'No such build')).toThrow(expect.objectContaining({ code: 'not_found', message: 'No such build' }));
-    expect(() => authorize(alice, 'settings.manage')).toThrow(expect.objectContaining({ code: 'forbidden', message: 'Only an admin can do this.' }));
+    expect(() => authorize(alice, 'build.read', 2, 'No such build')).toThrow(
+      expect.objectContaining({ code: 'not_found', message: 'No such build' }),
+    );
+    expect(() => authorize(alice, 'settings.manage')).toThrow(
+      expect.objectContaining({ code: 'forbidden', message: 'Only an admin can do this.' }),
+    );
     expect(() => authorize(ANONYMOUS, 'dockerfile.list')).toThrow(expect.objectContaining({ code: 'unauthenticated' }));
   });
 

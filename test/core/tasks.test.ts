@@ -21,12 +21,28 @@ const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => un
 /** A clock a test moves by hand. */
 function manualClock(start = Date.parse('2030-01-01T00:00:00Z')) {
   let t = start;
-  return { now: () => t, advance: (ms: number) => { t += ms; } };
+  return {
+    now: () => t,
+    advance: (ms: number) => {
+      t += ms;
+    },
+  };
 }
 
 function deps(db: Db, now: () => number, worker: Record<string, number> = {}): CoreDeps {
-  const config = loadConfig({}, { worker: { maxAttempts: 4, backoffMs: 1000, backoffMaxSeconds: 10, leaseSeconds: 60, ...worker } });
-  return { config, db, glue: noGlue, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS, now };
+  const config = loadConfig(
+    {},
+    { worker: { maxAttempts: 4, backoffMs: 1000, backoffMaxSeconds: 10, leaseSeconds: 60, ...worker } },
+  );
+  return {
+    config,
+    db,
+    glue: noGlue,
+    logger: silentLogger,
+    hasher: new PasswordHasher(1),
+    limits: DEFAULT_LOGIN_LIMITS,
+    now,
+  };
 }
 
 const add = (db: Db, kind: string, subject: string, now: number, maxAttempts = 4) =>
@@ -46,19 +62,37 @@ for (const engine of ['sqlite', 'pg'] as const) {
       await t?.drop();
     });
     // Each test starts from an empty queue (a moved clock would otherwise find the earlier tests' leases expired).
-    beforeEach(async () => { await t.db('tasks').delete(); });
+    beforeEach(async () => {
+      await t.db('tasks').delete();
+    });
 
     it('enqueueing is idempotent while a task of that kind and subject is pending or running', async () => {
       const now = Date.now();
       expect(await add(t.db, 'test.once', 'x:1', now)).toBe(true);
       expect(await add(other, 'test.once', 'x:1', now)).toBe(false);
-      const claimed = (await claimTask(t.db, { owner: 'w1', now: isoAt(now), leaseUntil: isoAt(now + 60_000), skipKinds: [] }))!;
-      expect(claimed).toMatchObject({ kind: 'test.once', subject: 'x:1', state: 'running', attempts: 1, lease_owner: 'w1' });
+      const claimed = (await claimTask(t.db, {
+        owner: 'w1',
+        now: isoAt(now),
+        leaseUntil: isoAt(now + 60_000),
+        skipKinds: [],
+      }))!;
+      expect(claimed).toMatchObject({
+        kind: 'test.once',
+        subject: 'x:1',
+        state: 'running',
+        attempts: 1,
+        lease_owner: 'w1',
+      });
       expect(await add(t.db, 'test.once', 'x:1', now)).toBe(false);
       expect(await finishTask(t.db, claimed.id, 'w1', { state: 'done' }, isoAt(now))).toBe(true);
       // Done: the same work may be asked for again.
       expect(await add(t.db, 'test.once', 'x:1', now)).toBe(true);
-      const again = (await claimTask(other, { owner: 'w2', now: isoAt(now), leaseUntil: isoAt(now + 60_000), skipKinds: [] }))!;
+      const again = (await claimTask(other, {
+        owner: 'w2',
+        now: isoAt(now),
+        leaseUntil: isoAt(now + 60_000),
+        skipKinds: [],
+      }))!;
       expect(again).toMatchObject({ subject: 'x:1', attempts: 1, lease_owner: 'w2' });
       // Only its holder ends it.
       expect(await finishTask(t.db, again.id, 'w1', { state: 'done' }, isoAt(now))).toBe(false);
@@ -84,15 +118,23 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect(n2).toBeGreaterThan(0);
       expect(ran.size).toBe(120);
       expect([...ran.values()].filter((by) => by.length !== 1)).toEqual([]);
-      const rows = (await listTasks(t.db, { kind: 'test.race', limit: 1000 }));
+      const rows = await listTasks(t.db, { kind: 'test.race', limit: 1000 });
       expect(rows.every((r) => r.state === 'done' && r.attempts === 1 && r.lease_owner === null)).toBe(true);
     });
 
     it('60 concurrent claims from two pools over 20 due tasks: 20 claims, no task twice', async () => {
       const now = Date.now();
       for (let i = 0; i < 20; i++) await add(t.db, 'test.claim', `claim:${i}`, now);
-      const claims = await Promise.all(Array.from({ length: 60 }, (_, i) =>
-        claimTask(i % 2 ? other : t.db, { owner: `c${i}`, now: isoAt(now), leaseUntil: isoAt(now + 60_000), skipKinds: ['test.race', 'test.once'] })));
+      const claims = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          claimTask(i % 2 ? other : t.db, {
+            owner: `c${i}`,
+            now: isoAt(now),
+            leaseUntil: isoAt(now + 60_000),
+            skipKinds: ['test.race', 'test.once'],
+          }),
+        ),
+      );
       const got = claims.filter((c) => c !== undefined);
       expect(got).toHaveLength(20);
       expect(new Set(got.map((c) => c!.id)).size).toBe(20);
@@ -104,8 +146,12 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const gaveUp: string[] = [];
       const kinds = {
         'test.fail': {
-          run: async () => { throw new KilnError('backend_unavailable', 'the build service is down'); },
-          gaveUp: async (_d: CoreDeps, task: { subject: string }, error: string) => { gaveUp.push(`${task.subject}: ${error}`); },
+          run: async () => {
+            throw new KilnError('backend_unavailable', 'the build service is down');
+          },
+          gaveUp: async (_d: CoreDeps, task: { subject: string }, error: string) => {
+            gaveUp.push(`${task.subject}: ${error}`);
+          },
         } satisfies TaskKind,
       };
       await add(t.db, 'test.fail', 'doomed:1', clock.now());
@@ -114,7 +160,12 @@ for (const engine of ['sqlite', 'pg'] as const) {
       for (let attempt = 1; attempt <= 3; attempt++) {
         expect(await w.drain()).toBe(1);
         const r = await row();
-        expect(r).toMatchObject({ state: 'pending', attempts: attempt, last_error: 'backend_unavailable: the build service is down', lease_owner: null });
+        expect(r).toMatchObject({
+          state: 'pending',
+          attempts: attempt,
+          last_error: 'backend_unavailable: the build service is down',
+          lease_owner: null,
+        });
         const delay = Date.parse(r.next_run_at) - clock.now();
         const base = 1000 * 2 ** (attempt - 1);
         expect(delay).toBeGreaterThanOrEqual(0.8 * base);
@@ -125,25 +176,46 @@ for (const engine of ['sqlite', 'pg'] as const) {
         clock.advance(1);
       }
       expect(await w.drain()).toBe(1);
-      expect(await row()).toMatchObject({ state: 'failed', attempts: 4, last_error: 'backend_unavailable: the build service is down' });
+      expect(await row()).toMatchObject({
+        state: 'failed',
+        attempts: 4,
+        last_error: 'backend_unavailable: the build service is down',
+      });
       expect(gaveUp).toEqual(['doomed:1: backend_unavailable: the build service is down']);
       clock.advance(3600_000);
       expect(await w.drain()).toBe(0);
     });
 
-    it('a task whose worker died is taken over when its lease expires; the dead worker\'s late answer changes nothing', async () => {
+    it("a task whose worker died is taken over when its lease expires; the dead worker's late answer changes nothing", async () => {
       const clock = manualClock();
       await add(t.db, 'test.lease', 'lease:1', clock.now());
-      const dead = (await claimTask(t.db, { owner: 'dead', now: isoAt(clock.now()), leaseUntil: isoAt(clock.now() + 60_000), skipKinds: [] }))!;
+      const dead = (await claimTask(t.db, {
+        owner: 'dead',
+        now: isoAt(clock.now()),
+        leaseUntil: isoAt(clock.now() + 60_000),
+        skipKinds: [],
+      }))!;
       expect(dead.kind).toBe('test.lease');
       const ran: number[] = [];
-      const w = new Worker(deps(other, clock.now), { 'test.lease': { run: async (_d, { task }) => { ran.push(task.attempts); } } }, { id: 'heir' });
+      const w = new Worker(
+        deps(other, clock.now),
+        {
+          'test.lease': {
+            run: async (_d, { task }) => {
+              ran.push(task.attempts);
+            },
+          },
+        },
+        { id: 'heir' },
+      );
       expect(await w.drain()).toBe(0);
       clock.advance(60_001);
       expect(await w.drain()).toBe(1);
       expect(ran).toEqual([2]);
       expect(await findTask(t.db, dead.id)).toMatchObject({ state: 'done', attempts: 2 });
-      expect(await finishTask(t.db, dead.id, 'dead', { state: 'failed', error: 'late' }, isoAt(clock.now()))).toBe(false);
+      expect(await finishTask(t.db, dead.id, 'dead', { state: 'failed', error: 'late' }, isoAt(clock.now()))).toBe(
+        false,
+      );
       expect((await findTask(t.db, dead.id))!.state).toBe('done');
     });
 
@@ -151,14 +223,34 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const clock = manualClock();
       await add(t.db, 'test.crash', 'crash:1', clock.now(), 3);
       for (let i = 0; i < 3; i++) {
-        expect(await claimTask(t.db, { owner: `crashed-${i}`, now: isoAt(clock.now()), leaseUntil: isoAt(clock.now() + 1000), skipKinds: [] })).toBeDefined();
+        expect(
+          await claimTask(t.db, {
+            owner: `crashed-${i}`,
+            now: isoAt(clock.now()),
+            leaseUntil: isoAt(clock.now() + 1000),
+            skipKinds: [],
+          }),
+        ).toBeDefined();
         clock.advance(1001);
       }
       const ran: number[] = [];
-      const w = new Worker(deps(t.db, clock.now), { 'test.crash': { run: async () => { ran.push(1); } } }, { id: 'survivor' });
+      const w = new Worker(
+        deps(t.db, clock.now),
+        {
+          'test.crash': {
+            run: async () => {
+              ran.push(1);
+            },
+          },
+        },
+        { id: 'survivor' },
+      );
       expect(await w.drain()).toBe(1);
       expect(ran).toEqual([]);
-      expect((await listTasks(t.db, { kind: 'test.crash' }))[0]).toMatchObject({ state: 'failed', last_error: 'its worker stopped while running it, 3 times' });
+      expect((await listTasks(t.db, { kind: 'test.crash' }))[0]).toMatchObject({
+        state: 'failed',
+        last_error: 'its worker stopped while running it, 3 times',
+      });
     });
   });
 }

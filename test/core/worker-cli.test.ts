@@ -31,14 +31,21 @@ describe('kiln worker', () => {
     expect(await findBuild(w.db, id, null)).toMatchObject({ state: 'requested', backend_build: null });
 
     const env = {
-      KILN_DATA_DIR: w.dir, KILN_LOG_LEVEL: 'warn', KILN_SSH_HOST: '127.0.0.1', KILN_SSH_PORT: String(g.port),
-      KILN_SSH_HOST_FINGERPRINT: g.hostFingerprint, KILN_SSH_CLIENT_KEY_FILE: defaultKeyPaths(g.dataDir).client,
+      KILN_DATA_DIR: w.dir,
+      KILN_LOG_LEVEL: 'warn',
+      KILN_SSH_HOST: '127.0.0.1',
+      KILN_SSH_PORT: String(g.port),
+      KILN_SSH_HOST_FINGERPRINT: g.hostFingerprint,
+      KILN_SSH_CLIENT_KEY_FILE: defaultKeyPaths(g.dataDir).client,
     };
     const r = await kilnRun(['worker', '--once'], env);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^kiln worker: ran \d+ tasks$/m);
     expect(await findBuild(w.db, id, null)).toMatchObject({ state: 'queued', backend_build: 1 });
-    expect((await listTasksOf(w.db, `build:${id}`)).find((t) => t.kind === 'build.dispatch')).toMatchObject({ state: 'done', attempts: 1 });
+    expect((await listTasksOf(w.db, `build:${id}`)).find((t) => t.kind === 'build.dispatch')).toMatchObject({
+      state: 'done',
+      attempts: 1,
+    });
     expect(await g.client.call('job.build', [df, key])).toEqual({ job: df, build: 1, created: false });
   });
 

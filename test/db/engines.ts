@@ -9,16 +9,27 @@ export const PG_ADMIN_URL = process.env.KILN_TEST_PG_URL ?? 'postgres://kiln:kil
 let pgReady = false;
 function ensurePostgres(): void {
   if (pgReady) return;
-  const r = spawnSync('bash', [path.resolve(__dirname, '../../scripts/ensure-postgres.sh')], { stdio: 'inherit', timeout: 120_000 });
+  const r = spawnSync('bash', [path.resolve(__dirname, '../../scripts/ensure-postgres.sh')], {
+    stdio: 'inherit',
+    timeout: 120_000,
+  });
   if (r.status !== 0) throw new Error('scripts/ensure-postgres.sh failed');
   pgReady = true;
 }
 
-export interface TestDb { db: Db; engine: 'sqlite' | 'pg'; url?: string; filename?: string; drop(): Promise<void> }
+export interface TestDb {
+  db: Db;
+  engine: 'sqlite' | 'pg';
+  url?: string;
+  filename?: string;
+  drop(): Promise<void>;
+}
 
 /** A second pool on the same database: what another process (a second web, `kiln worker`, `kiln user`) has. */
 export const secondPool = (t: TestDb): Db =>
-  (t.engine === 'sqlite' ? createDb({ client: 'sqlite', filename: t.filename! }) : createDb({ client: 'pg', url: t.url! }));
+  t.engine === 'sqlite'
+    ? createDb({ client: 'sqlite', filename: t.filename! })
+    : createDb({ client: 'pg', url: t.url! });
 
 /** A fresh, migrated database on the given engine: a temp SQLite file, or a temp PostgreSQL database. */
 export async function freshDb(engine: 'sqlite' | 'pg'): Promise<TestDb> {
@@ -27,7 +38,15 @@ export async function freshDb(engine: 'sqlite' | 'pg'): Promise<TestDb> {
     const filename = path.join(dir, 'kiln.sqlite');
     const db = createDb({ client: 'sqlite', filename });
     await migrateLatest(db);
-    return { db, engine, filename, drop: async () => { await db.destroy(); cleanup(); } };
+    return {
+      db,
+      engine,
+      filename,
+      drop: async () => {
+        await db.destroy();
+        cleanup();
+      },
+    };
   }
   ensurePostgres();
   const name = `kiln_test_${randomBytes(6).toString('hex')}`;
@@ -37,7 +56,9 @@ export async function freshDb(engine: 'sqlite' | 'pg'): Promise<TestDb> {
   const db = createDb({ client: 'pg', url });
   await migrateLatest(db);
   return {
-    db, engine, url,
+    db,
+    engine,
+    url,
     drop: async () => {
       await db.destroy();
       await admin.raw(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);

@@ -1,9 +1,31 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  createDb, findBuild, findBuildByKey, findDockerfile, findUserByName, getOrCreateSetting, getVersion, insertBuild,
-  insertDockerfile, insertUser, isUniqueViolation, listBuildsToReconcile, listDockerfiles, migrateLatest,
-  getThrottleBucket, setUserDisabled, updateBuild, updateDockerfileContent, countActiveBuilds, sha256Hex,
-  completeAttestation, findAttestation, listBuildsToAttest, putBaseName, listBaseNames, deleteBaseName,
+  createDb,
+  findBuild,
+  findBuildByKey,
+  findDockerfile,
+  findUserByName,
+  getOrCreateSetting,
+  getVersion,
+  insertBuild,
+  insertDockerfile,
+  insertUser,
+  isUniqueViolation,
+  listBuildsToReconcile,
+  listDockerfiles,
+  migrateLatest,
+  getThrottleBucket,
+  setUserDisabled,
+  updateBuild,
+  updateDockerfileContent,
+  countActiveBuilds,
+  sha256Hex,
+  completeAttestation,
+  findAttestation,
+  listBuildsToAttest,
+  putBaseName,
+  listBaseNames,
+  deleteBaseName,
 } from '../../src/db/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -12,7 +34,13 @@ import { requestBuild } from '../../src/core/builds/index.js';
 import { PasswordHasher } from '../../src/core/passwords.js';
 import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from '../../src/core/deps.js';
 import { userActor } from '../../src/core/actor.js';
-import { accountBucket, pruneLoginThrottle, reserveLoginAttempt, settleLoginSuccess, type LoginReservation } from '../../src/core/login-throttle.js';
+import {
+  accountBucket,
+  pruneLoginThrottle,
+  reserveLoginAttempt,
+  settleLoginSuccess,
+  type LoginReservation,
+} from '../../src/core/login-throttle.js';
 import type { GluePort } from '../../src/core/ports.js';
 import { freshDb, type TestDb } from './engines.js';
 
@@ -22,12 +50,27 @@ const unreachable: GluePort = { call: refuse, artifact: refuse, close: async () 
 for (const engine of ['sqlite', 'pg'] as const) {
   describe(`store on ${engine}`, () => {
     let t: TestDb;
-    beforeAll(async () => { t = await freshDb(engine); });
-    afterAll(async () => { await t?.drop(); });
+    beforeAll(async () => {
+      t = await freshDb(engine);
+    });
+    afterAll(async () => {
+      await t?.drop();
+    });
 
     it('migrations are idempotent', async () => {
       expect(await migrateLatest(t.db)).toEqual([]);
-      for (const table of ['users', 'sessions', 'settings', 'login_throttle', 'dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds', 'build_attestations', 'base_names']) {
+      for (const table of [
+        'users',
+        'sessions',
+        'settings',
+        'login_throttle',
+        'dockerfiles',
+        'dockerfile_versions',
+        'dockerfile_contexts',
+        'builds',
+        'build_attestations',
+        'base_names',
+      ]) {
         expect(await t.db.schema.hasTable(table), table).toBe(true);
       }
     });
@@ -35,7 +78,9 @@ for (const engine of ['sqlite', 'pg'] as const) {
     it('users: insert, find, unique name, disable bumps the session epoch', async () => {
       const u = await insertUser(t.db, { username: 'alice', passwordHash: 'h', role: 'user' });
       expect(u).toMatchObject({ username: 'alice', role: 'user', disabled: false, session_epoch: 0 });
-      const err = await insertUser(t.db, { username: 'alice', passwordHash: 'h', role: 'user' }).catch((e: unknown) => e);
+      const err = await insertUser(t.db, { username: 'alice', passwordHash: 'h', role: 'user' }).catch(
+        (e: unknown) => e,
+      );
       expect(isUniqueViolation(err)).toBe(true);
       await setUserDisabled(t.db, u.id, true);
       expect(await findUserByName(t.db, 'alice')).toMatchObject({ disabled: true, session_epoch: 1 });
@@ -45,13 +90,20 @@ for (const engine of ['sqlite', 'pg'] as const) {
     it('dockerfiles: owner-scoped reads, versions with sha256, unique name per owner', async () => {
       const a = (await findUserByName(t.db, 'alice'))!;
       const b = await insertUser(t.db, { username: 'bob', passwordHash: 'h', role: 'user' });
-      const { dockerfile, version } = await t.db.transaction((trx) => insertDockerfile(trx, { ownerId: a.id, name: 'web', content: 'FROM x\n' }));
+      const { dockerfile, version } = await t.db.transaction((trx) =>
+        insertDockerfile(trx, { ownerId: a.id, name: 'web', content: 'FROM x\n' }),
+      );
       expect(version.sha256).toBe(sha256Hex('FROM x\n'));
       expect(version.size).toBe(7);
-      expect(await findDockerfile(t.db, dockerfile.id, a.id)).toMatchObject({ name: 'web', current_version_id: version.id });
+      expect(await findDockerfile(t.db, dockerfile.id, a.id)).toMatchObject({
+        name: 'web',
+        current_version_id: version.id,
+      });
       expect(await findDockerfile(t.db, dockerfile.id, b.id)).toBeUndefined();
       expect(await findDockerfile(t.db, dockerfile.id, null)).toBeDefined();
-      const dup = await insertDockerfile(t.db, { ownerId: a.id, name: 'web', content: 'FROM y\n' }).catch((e: unknown) => e);
+      const dup = await insertDockerfile(t.db, { ownerId: a.id, name: 'web', content: 'FROM y\n' }).catch(
+        (e: unknown) => e,
+      );
       expect(isUniqueViolation(dup)).toBe(true);
       await insertDockerfile(t.db, { ownerId: b.id, name: 'web', content: 'FROM y\n' });
       const same = await updateDockerfileContent(t.db, dockerfile.id, 'FROM x\n');
@@ -67,19 +119,43 @@ for (const engine of ['sqlite', 'pg'] as const) {
     it('builds: unique idempotency key, guarded state updates, JSON fields round-trip', async () => {
       const a = (await findUserByName(t.db, 'alice'))!;
       const df = (await listDockerfiles(t.db, a.id))[0]!;
-      const b1 = await insertBuild(t.db, { dockerfileId: df.id, versionId: df.current_version_id!, ownerId: a.id, key: 'key-0000001' });
+      const b1 = await insertBuild(t.db, {
+        dockerfileId: df.id,
+        versionId: df.current_version_id!,
+        ownerId: a.id,
+        key: 'key-0000001',
+      });
       expect(b1).toMatchObject({ state: 'requested', backend_build: null, artifacts: [], progress: null });
-      const dup = await insertBuild(t.db, { dockerfileId: df.id, versionId: df.current_version_id!, ownerId: a.id, key: 'key-0000001' }).catch((e: unknown) => e);
+      const dup = await insertBuild(t.db, {
+        dockerfileId: df.id,
+        versionId: df.current_version_id!,
+        ownerId: a.id,
+        key: 'key-0000001',
+      }).catch((e: unknown) => e);
       expect(isUniqueViolation(dup)).toBe(true);
       expect((await findBuildByKey(t.db, 'key-0000001'))!.id).toBe(b1.id);
       expect(await updateBuild(t.db, b1.id, ['requested'], { state: 'queued', backend_build: 7 })).toBe(true);
       expect(await updateBuild(t.db, b1.id, ['requested'], { state: 'queued', backend_build: 8 })).toBe(false);
-      await updateBuild(t.db, b1.id, ['queued'], { state: 'succeeded', artifacts: [{ name: 'image.raw', size: 5 }], progress: { stage: 'done', percent: 100 } });
+      await updateBuild(t.db, b1.id, ['queued'], {
+        state: 'succeeded',
+        artifacts: [{ name: 'image.raw', size: 5 }],
+        progress: { stage: 'done', percent: 100 },
+      });
       expect(await updateBuild(t.db, b1.id, ['requested', 'queued', 'running'], { state: 'running' })).toBe(false);
-      expect(await findBuild(t.db, b1.id, a.id)).toMatchObject({ state: 'succeeded', backend_build: 7, artifacts: [{ name: 'image.raw', size: 5 }], progress: { stage: 'done', percent: 100 } });
+      expect(await findBuild(t.db, b1.id, a.id)).toMatchObject({
+        state: 'succeeded',
+        backend_build: 7,
+        artifacts: [{ name: 'image.raw', size: 5 }],
+        progress: { stage: 'done', percent: 100 },
+      });
       const bob = (await findUserByName(t.db, 'bob'))!;
       expect(await findBuild(t.db, b1.id, bob.id)).toBeUndefined();
-      await insertBuild(t.db, { dockerfileId: df.id, versionId: df.current_version_id!, ownerId: a.id, key: 'key-0000002' });
+      await insertBuild(t.db, {
+        dockerfileId: df.id,
+        versionId: df.current_version_id!,
+        ownerId: a.id,
+        key: 'key-0000002',
+      });
       expect(await countActiveBuilds(t.db, a.id)).toBe(1);
       expect((await listBuildsToReconcile(t.db)).map((b) => b.idempotency_key)).toEqual(['key-0000002']);
     });
@@ -88,17 +164,37 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const limits = { ...DEFAULT_LOGIN_LIMITS, clientFreeFailures: 3, accountFailures: 7 };
       const now = 1_000_000;
       // 40 attempts at once from 40 addresses: the account bucket admits exactly 7, whatever the interleaving.
-      const rs = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => reserveLoginAttempt(t.db, limits, now, 'someone', { kind: 'ip', ip: `10.0.0.${i}` })));
+      const rs = await Promise.allSettled(
+        Array.from({ length: 40 }, (_, i) =>
+          reserveLoginAttempt(t.db, limits, now, 'someone', { kind: 'ip', ip: `10.0.0.${i}` }),
+        ),
+      );
       expect(rs.filter((r) => r.status === 'fulfilled').length).toBe(7);
-      expect(rs.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason.code === 'rate_limited')).toBe(true);
+      expect(
+        rs
+          .filter((r) => r.status === 'rejected')
+          .every((r) => (r as PromiseRejectedResult).reason.code === 'rate_limited'),
+      ).toBe(true);
       expect((await accountBucket(t.db, 'someone'))!.failures).toBe(7);
       await settleLoginSuccess(t.db, (rs[0] as PromiseFulfilledResult<LoginReservation>).value);
       expect((await accountBucket(t.db, 'someone'))!.failures).toBe(6);
       // one client: 3 free, then it waits; the device of the owner has its own bucket
-      const one = await Promise.allSettled(Array.from({ length: 10 }, () => reserveLoginAttempt(t.db, limits, now, 'other', { kind: 'ip', ip: '10.1.1.1' })));
+      const one = await Promise.allSettled(
+        Array.from({ length: 10 }, () =>
+          reserveLoginAttempt(t.db, limits, now, 'other', { kind: 'ip', ip: '10.1.1.1' }),
+        ),
+      );
       expect(one.filter((r) => r.status === 'fulfilled').length).toBe(3);
-      await expect(reserveLoginAttempt(t.db, limits, now, 'other', { kind: 'device', id: 'd'.repeat(22) })).resolves.toBeDefined();
-      expect(await pruneLoginThrottle(t.db, limits, now + limits.accountWindowMs + limits.clientForgetMs + limits.clientMaxDelayMs)).toBeGreaterThan(0);
+      await expect(
+        reserveLoginAttempt(t.db, limits, now, 'other', { kind: 'device', id: 'd'.repeat(22) }),
+      ).resolves.toBeDefined();
+      expect(
+        await pruneLoginThrottle(
+          t.db,
+          limits,
+          now + limits.accountWindowMs + limits.clientForgetMs + limits.clientMaxDelayMs,
+        ),
+      ).toBeGreaterThan(0);
       expect(await accountBucket(t.db, 'someone')).toBeUndefined();
       expect(await getThrottleBucket(t.db, 'nothing')).toBeUndefined();
     });
@@ -112,9 +208,19 @@ for (const engine of ['sqlite', 'pg'] as const) {
     it('base names: one row per name, replaced in place, never past the limit under concurrent admins', async () => {
       const by = (await findUserByName(t.db, 'alice'))!.id;
       const first = await putBaseName(t.db, { name: 'corp/debian:12', base: 'debian:bookworm', by }, 3);
-      expect(first).toMatchObject({ created: true, row: { name: 'corp/debian:12', base: 'debian:bookworm', updated_by: by } });
-      expect(await putBaseName(t.db, { name: 'corp/debian:12', base: 'debian:trixie', by }, 3)).toMatchObject({ created: false, row: { base: 'debian:trixie' } });
-      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => putBaseName(t.db, { name: `corp/n${i}:1`, base: 'debian:bookworm', by }, 3)));
+      expect(first).toMatchObject({
+        created: true,
+        row: { name: 'corp/debian:12', base: 'debian:bookworm', updated_by: by },
+      });
+      expect(await putBaseName(t.db, { name: 'corp/debian:12', base: 'debian:trixie', by }, 3)).toMatchObject({
+        created: false,
+        row: { base: 'debian:trixie' },
+      });
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          putBaseName(t.db, { name: `corp/n${i}:1`, base: 'debian:bookworm', by }, 3),
+        ),
+      );
       expect(results.filter((r) => r !== 'over')).toHaveLength(2);
       expect(await listBaseNames(t.db)).toHaveLength(3);
       const id = (first as { row: { id: number } }).row.id;
@@ -124,7 +230,12 @@ for (const engine of ['sqlite', 'pg'] as const) {
     });
 
     it('foreign keys are enforced', async () => {
-      const err = await insertBuild(t.db, { dockerfileId: 999999, versionId: 999999, ownerId: 999999, key: 'key-fk-00001' }).catch((e: unknown) => e);
+      const err = await insertBuild(t.db, {
+        dockerfileId: 999999,
+        versionId: 999999,
+        ownerId: 999999,
+        key: 'key-fk-00001',
+      }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(Error);
       expect(await findBuildByKey(t.db, 'key-fk-00001')).toBeUndefined();
     });
@@ -132,34 +243,84 @@ for (const engine of ['sqlite', 'pg'] as const) {
     it('case 20: quotas hold under 20 parallel requests (Dockerfiles and queued builds)', async () => {
       const config = loadConfig({}, { web: { quotaDockerfiles: 4, quotaQueuedBuilds: 3 } });
       // Requesting a build records it and enqueues its dispatch: it never reaches the glue.
-      const s: CoreDeps = { config, db: t.db, glue: unreachable, logger: silentLogger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS };
+      const s: CoreDeps = {
+        config,
+        db: t.db,
+        glue: unreachable,
+        logger: silentLogger,
+        hasher: new PasswordHasher(1),
+        limits: DEFAULT_LOGIN_LIMITS,
+      };
       const u = await insertUser(t.db, { username: 'racer', passwordHash: 'h', role: 'user' });
       const actor = userActor(u);
-      const dfs = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => createDockerfile(s, actor, { name: `df${i}`, content: 'FROM debian:bookworm\n' })));
+      const dfs = await Promise.allSettled(
+        Array.from({ length: 20 }, (_, i) =>
+          createDockerfile(s, actor, { name: `df${i}`, content: 'FROM debian:bookworm\n' }),
+        ),
+      );
       expect(dfs.filter((r) => r.status === 'fulfilled').length).toBe(4);
-      expect(dfs.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason.code === 'conflict')).toBe(true);
+      expect(
+        dfs
+          .filter((r) => r.status === 'rejected')
+          .every((r) => (r as PromiseRejectedResult).reason.code === 'conflict'),
+      ).toBe(true);
       const df = (await listDockerfiles(t.db, u.id))[0]!;
-      const builds = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => requestBuild(s, actor, { dockerfileId: String(df.id), key: `race-key-${i}-abc` })));
+      const builds = await Promise.allSettled(
+        Array.from({ length: 20 }, (_, i) =>
+          requestBuild(s, actor, { dockerfileId: String(df.id), key: `race-key-${i}-abc` }),
+        ),
+      );
       const accepted = builds.flatMap((r) => (r.status === 'fulfilled' ? [r.value.build] : []));
       expect(accepted.length).toBe(3);
       expect(await countActiveBuilds(t.db, u.id)).toBe(3);
       // the same key twenty times at once: one build
       const key = accepted[0]!.idempotency_key;
-      const same = await Promise.all(Array.from({ length: 20 }, () => requestBuild(s, { ...actor }, { dockerfileId: String(df.id), key })));
+      const same = await Promise.all(
+        Array.from({ length: 20 }, () => requestBuild(s, { ...actor }, { dockerfileId: String(df.id), key })),
+      );
       expect(new Set(same.map((r) => r.build.id))).toEqual(new Set([accepted[0]!.id]));
     });
 
-    it('attestation: verifying -> succeeded with the web\'s digests and the attestation row in one transaction, once', async () => {
+    it("attestation: verifying -> succeeded with the web's digests and the attestation row in one transaction, once", async () => {
       const u = await insertUser(t.db, { username: 'attester', passwordHash: 'h', role: 'user' });
-      const { dockerfile, version } = await t.db.transaction((trx) => insertDockerfile(trx, { ownerId: u.id, name: 'att', content: 'FROM x\n' }));
-      const b = await insertBuild(t.db, { dockerfileId: dockerfile.id, versionId: version.id, ownerId: u.id, key: 'attest-key-1' });
-      await updateBuild(t.db, b.id, ['requested'], { state: 'verifying', backend_build: 3, artifacts: [{ name: 'image.raw', size: 9 }] });
+      const { dockerfile, version } = await t.db.transaction((trx) =>
+        insertDockerfile(trx, { ownerId: u.id, name: 'att', content: 'FROM x\n' }),
+      );
+      const b = await insertBuild(t.db, {
+        dockerfileId: dockerfile.id,
+        versionId: version.id,
+        ownerId: u.id,
+        key: 'attest-key-1',
+      });
+      await updateBuild(t.db, b.id, ['requested'], {
+        state: 'verifying',
+        backend_build: 3,
+        artifacts: [{ name: 'image.raw', size: 9 }],
+      });
       expect((await listBuildsToAttest(t.db)).map((x) => x.id)).toEqual([b.id]);
-      const att = { artifacts: [{ name: 'image.raw', size: 9, sha256: 'a'.repeat(64) }], imageSha256: 'a'.repeat(64), sums: 'sums\n', signature: 'sig\n', publicKey: 'ssh-ed25519 AAAA k' };
-      const results = await Promise.all([completeAttestation(t.db, b.id, att), completeAttestation(t.db, b.id, { ...att, sums: 'other\n' })]);
+      const att = {
+        artifacts: [{ name: 'image.raw', size: 9, sha256: 'a'.repeat(64) }],
+        imageSha256: 'a'.repeat(64),
+        sums: 'sums\n',
+        signature: 'sig\n',
+        publicKey: 'ssh-ed25519 AAAA k',
+      };
+      const results = await Promise.all([
+        completeAttestation(t.db, b.id, att),
+        completeAttestation(t.db, b.id, { ...att, sums: 'other\n' }),
+      ]);
       expect(results.filter(Boolean)).toHaveLength(1);
-      expect(await findBuild(t.db, b.id, null)).toMatchObject({ state: 'succeeded', image_sha256: 'a'.repeat(64), artifacts: att.artifacts });
-      expect(await findAttestation(t.db, b.id)).toMatchObject({ build_id: b.id, sums: results[0] ? 'sums\n' : 'other\n', signature: 'sig\n', public_key: 'ssh-ed25519 AAAA k' });
+      expect(await findBuild(t.db, b.id, null)).toMatchObject({
+        state: 'succeeded',
+        image_sha256: 'a'.repeat(64),
+        artifacts: att.artifacts,
+      });
+      expect(await findAttestation(t.db, b.id)).toMatchObject({
+        build_id: b.id,
+        sums: results[0] ? 'sums\n' : 'other\n',
+        signature: 'sig\n',
+        public_key: 'ssh-ed25519 AAAA k',
+      });
       expect(await listBuildsToAttest(t.db)).toEqual([]);
       expect(await completeAttestation(t.db, b.id, att)).toBe(false);
     });
@@ -168,11 +329,18 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
 describe('SQLite connection settings', () => {
   let t: TestDb;
-  beforeAll(async () => { t = await freshDb('sqlite'); });
-  afterAll(async () => { await t?.drop(); });
+  beforeAll(async () => {
+    t = await freshDb('sqlite');
+  });
+  afterAll(async () => {
+    await t?.drop();
+  });
 
   it('case 48: every pooled connection has WAL, synchronous=FULL, busy_timeout and foreign keys', async () => {
-    const others = [createDb({ client: 'sqlite', filename: t.filename! }), createDb({ client: 'sqlite', filename: t.filename! })];
+    const others = [
+      createDb({ client: 'sqlite', filename: t.filename! }),
+      createDb({ client: 'sqlite', filename: t.filename! }),
+    ];
     try {
       for (const db of [t.db, ...others]) {
         expect((await db.raw('PRAGMA journal_mode'))[0].journal_mode).toBe('wal');
@@ -191,9 +359,13 @@ describe('SQLite connection settings', () => {
     const other = createDb({ client: 'sqlite', filename: t.filename! });
     try {
       const u = await insertUser(t.db, { username: 'writer', passwordHash: 'h', role: 'user' });
-      const results = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => (i % 5 === 0 ? other : t.db).transaction(async (trx) => {
-        await insertDockerfile(trx, { ownerId: u.id, name: `w${i}`, content: `FROM x\n# ${i}\n` });
-      })));
+      const results = await Promise.allSettled(
+        Array.from({ length: 50 }, (_, i) =>
+          (i % 5 === 0 ? other : t.db).transaction(async (trx) => {
+            await insertDockerfile(trx, { ownerId: u.id, name: `w${i}`, content: `FROM x\n# ${i}\n` });
+          }),
+        ),
+      );
       const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
       expect(failed.map((f) => String(f.reason))).toEqual([]);
       expect((await listDockerfiles(t.db, u.id)).length).toBe(50);

@@ -20,10 +20,16 @@ const BUILDS = 50;
 
 /** The JSON log lines a part wrote (pino: one object per line; anything else is skipped). */
 function logLines(part: Part): Array<Record<string, unknown>> {
-  return readFileSync(part.logFile, 'utf8').split('\n').flatMap((l) => {
-    if (!l.startsWith('{')) return [];
-    try { return [JSON.parse(l) as Record<string, unknown>]; } catch { return []; }
-  });
+  return readFileSync(part.logFile, 'utf8')
+    .split('\n')
+    .flatMap((l) => {
+      if (!l.startsWith('{')) return [];
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
 }
 
 describe('two kiln web processes on one PostgreSQL database', () => {
@@ -44,27 +50,56 @@ describe('two kiln web processes on one PostgreSQL database', () => {
     await ensureKeyPair(signingKey, 'kiln-signing');
     const sshPort = await freePort();
     const env = (extra: Record<string, string>) => ({
-      PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', TMPDIR: tmp.dir, KILN_LOG_LEVEL: 'info', ...extra,
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? '/root',
+      TMPDIR: tmp.dir,
+      KILN_LOG_LEVEL: 'info',
+      ...extra,
     });
-    glue = new Part('glue-server', () => ({
-      file: kiln, args: ['glue-server'], cwd: tmp.dir, ready: /kiln glue listening on/,
-      env: env({
-        KILN_DATA_DIR: path.join(tmp.dir, 'glue'), KILN_SSH_PORT: String(sshPort), KILN_SSH_HOST_KEY_FILE: hostKey,
-        KILN_SSH_CLIENT_KEY_FILE: webKey, KILN_GLUE_SDK_COMMAND: writeFakeSdk(tmp.dir)[0]!, KILN_GLUE_CONCURRENCY: '4',
+    glue = new Part(
+      'glue-server',
+      () => ({
+        file: kiln,
+        args: ['glue-server'],
+        cwd: tmp.dir,
+        ready: /kiln glue listening on/,
+        env: env({
+          KILN_DATA_DIR: path.join(tmp.dir, 'glue'),
+          KILN_SSH_PORT: String(sshPort),
+          KILN_SSH_HOST_KEY_FILE: hostKey,
+          KILN_SSH_CLIENT_KEY_FILE: webKey,
+          KILN_GLUE_SDK_COMMAND: writeFakeSdk(tmp.dir)[0]!,
+          KILN_GLUE_CONCURRENCY: '4',
+        }),
       }),
-    }), path.join(tmp.dir, 'glue-server.log'));
+      path.join(tmp.dir, 'glue-server.log'),
+    );
     await glue.start();
     for (const n of [1, 2]) {
       const webPort = await freePort();
-      const web = new Part(`web${n}`, () => ({
-        file: kiln, args: ['web'], cwd: tmp.dir, ready: /Kiln web is ready at (\S+)/,
-        env: env({
-          KILN_DATA_DIR: path.join(tmp.dir, `web${n}`), KILN_WEB_PORT: String(webPort), KILN_DB_CLIENT: 'pg', KILN_DB_URL: pg.url!,
-          KILN_SSH_PORT: String(sshPort), KILN_SSH_HOST_FINGERPRINT: host.fingerprint, KILN_SSH_CLIENT_KEY_FILE: webKey,
-          KILN_WEB_SIGNING_KEY_FILE: signingKey,
-          KILN_WEB_QUOTA_QUEUED_BUILDS: '1000', KILN_WORKER_POLL_MS: '100', KILN_WORKER_REFRESH_MS: '200',
+      const web = new Part(
+        `web${n}`,
+        () => ({
+          file: kiln,
+          args: ['web'],
+          cwd: tmp.dir,
+          ready: /Kiln web is ready at (\S+)/,
+          env: env({
+            KILN_DATA_DIR: path.join(tmp.dir, `web${n}`),
+            KILN_WEB_PORT: String(webPort),
+            KILN_DB_CLIENT: 'pg',
+            KILN_DB_URL: pg.url!,
+            KILN_SSH_PORT: String(sshPort),
+            KILN_SSH_HOST_FINGERPRINT: host.fingerprint,
+            KILN_SSH_CLIENT_KEY_FILE: webKey,
+            KILN_WEB_SIGNING_KEY_FILE: signingKey,
+            KILN_WEB_QUOTA_QUEUED_BUILDS: '1000',
+            KILN_WORKER_POLL_MS: '100',
+            KILN_WORKER_REFRESH_MS: '200',
+          }),
         }),
-      }), path.join(tmp.dir, `web${n}.log`));
+        path.join(tmp.dir, `web${n}.log`),
+      );
       // The first start migrates; the second finds the schema in place.
       await web.start();
       webs.push(web);
@@ -95,32 +130,63 @@ describe('two kiln web processes on one PostgreSQL database', () => {
       return { client, df: df.id, key: `two-webs-${String(i).padStart(4, '0')}` };
     });
     for (const r of requests) if (!tokens.has(r.client)) tokens.set(r.client, await r.client.apiToken());
-    const answers = await Promise.all(requests.map(async (r) => {
-      const res = await r.client.postJson(`/api/dockerfiles/${r.df}/builds`, { key: r.key }, { 'x-csrf-token': tokens.get(r.client)! });
-      expect(res.status, await res.clone().text()).toBe(201);
-      return ((await res.json()) as { build: { id: number } }).build.id;
-    }));
+    const answers = await Promise.all(
+      requests.map(async (r) => {
+        const res = await r.client.postJson(
+          `/api/dockerfiles/${r.df}/builds`,
+          { key: r.key },
+          { 'x-csrf-token': tokens.get(r.client)! },
+        );
+        expect(res.status, await res.clone().text()).toBe(201);
+        return ((await res.json()) as { build: { id: number } }).build.id;
+      }),
+    );
     expect(new Set(answers).size).toBe(BUILDS);
     expect(new Set(requests.map((r) => r.client.base)).size).toBe(2);
 
-    const rows = await until(async () => {
-      const all = (await pg.db('builds').select('id', 'state', 'idempotency_key', 'backend_build', 'dockerfile_id', 'reason')) as Array<{ id: number; state: string; idempotency_key: string; backend_build: number | null; dockerfile_id: number; reason: string | null }>;
-      return all.length === BUILDS && all.every((b) => ['succeeded', 'failed', 'cancelled'].includes(b.state)) && all;
-    }, 240_000, 250);
+    const rows = await until(
+      async () => {
+        const all = (await pg
+          .db('builds')
+          .select('id', 'state', 'idempotency_key', 'backend_build', 'dockerfile_id', 'reason')) as Array<{
+          id: number;
+          state: string;
+          idempotency_key: string;
+          backend_build: number | null;
+          dockerfile_id: number;
+          reason: string | null;
+        }>;
+        return all.length === BUILDS && all.every((b) => ['succeeded', 'failed', 'cancelled'].includes(b.state)) && all;
+      },
+      240_000,
+      250,
+    );
     expect(rows.filter((b) => b.state !== 'succeeded')).toEqual([]);
 
     // One dispatch task per build, run once.
     for (const b of rows) {
       const dispatches = (await listTasksOf(pg.db, `build:${b.id}`)).filter((t) => t.kind === 'build.dispatch');
-      expect(dispatches.map((t) => [t.state, t.attempts]), `build ${b.id}`).toEqual([['done', 1]]);
+      expect(
+        dispatches.map((t) => [t.state, t.attempts]),
+        `build ${b.id}`,
+      ).toEqual([['done', 1]]);
     }
     // One `build dispatched` line per build, across both webs' logs, and both webs dispatched some.
-    const dispatched = webs.map((w) => logLines(w).filter((l) => l.msg === 'build dispatched').map((l) => Number(l.build)));
+    const dispatched = webs.map((w) =>
+      logLines(w)
+        .filter((l) => l.msg === 'build dispatched')
+        .map((l) => Number(l.build)),
+    );
     const all = dispatched.flat().sort((a, b) => a - b);
     expect(all).toEqual(rows.map((b) => Number(b.id)).sort((a, b) => a - b));
-    expect(dispatched.every((d) => d.length > 0), `dispatched per web: ${dispatched.map((d) => d.length).join(', ')}`).toBe(true);
+    expect(
+      dispatched.every((d) => d.length > 0),
+      `dispatched per web: ${dispatched.map((d) => d.length).join(', ')}`,
+    ).toBe(true);
     // One job.build per key reached the glue, and one backend build exists per request.
-    const jobBuilds = logLines(glue).filter((l) => l.audit === true && l.verb === 'job.build').map((l) => (l.args as unknown[])[1]);
+    const jobBuilds = logLines(glue)
+      .filter((l) => l.audit === true && l.verb === 'job.build')
+      .map((l) => (l.args as unknown[])[1]);
     expect(jobBuilds.sort()).toEqual(requests.map((r) => r.key).sort());
     const backend = new Set(rows.map((b) => `${b.dockerfile_id}#${b.backend_build}`));
     expect(backend.size).toBe(BUILDS);

@@ -37,7 +37,11 @@ describe('web on PostgreSQL', () => {
     const again = await c.postForm(`/dockerfiles/${id}/builds`, { _csrf: token, key });
     expect(again.headers.get('location')).toBe(`/builds/${buildId}`);
     const t = await c.apiToken();
-    const rs = await Promise.all(Array.from({ length: 10 }, (_, i) => c.postJson(`/api/dockerfiles/${id}/builds`, { key: `pg-parallel-${i}-key` }, { 'x-csrf-token': t })));
+    const rs = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        c.postJson(`/api/dockerfiles/${id}/builds`, { key: `pg-parallel-${i}-key` }, { 'x-csrf-token': t }),
+      ),
+    );
     expect(rs.filter((r) => r.status === 201).length).toBe(1);
     expect(Number((await pg.db('builds').count({ n: '*' }))[0]!.n)).toBe(2);
     const cookie = c.cookieHeader();

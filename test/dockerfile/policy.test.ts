@@ -2,7 +2,12 @@ import { describe, expect, it } from 'vitest';
 import { canonicalImage } from '../../src/dockerfile/image-ref.js';
 import { expandWord, LexError, UNKNOWN } from '../../src/dockerfile/lex.js';
 import { parseDockerfile } from '../../src/dockerfile/parse.js';
-import { checkDockerfile, evaluateDockerfile, kilnBaseConfigs, type PolicyOptions } from '../../src/dockerfile/policy.js';
+import {
+  checkDockerfile,
+  evaluateDockerfile,
+  kilnBaseConfigs,
+  type PolicyOptions,
+} from '../../src/dockerfile/policy.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { BENIGN, HOSTILE } from './corpus.js';
 
@@ -32,35 +37,47 @@ describe('hostile corpus: refused at the right line', () => {
 
 describe('benign controls: accepted', () => {
   it.each(BENIGN.map((c) => [c.title, c] as const))('%s', (_title, c) => {
-    const r = evaluateDockerfile(c.text, { ...opts, buildArgs: c.buildArgs, allowRemoteAdd: c.allowRemoteAdd ?? false });
+    const r = evaluateDockerfile(c.text, {
+      ...opts,
+      buildArgs: c.buildArgs,
+      allowRemoteAdd: c.allowRemoteAdd ?? false,
+    });
     expect([...r.violations, ...r.layerViolations]).toEqual([]);
   });
 });
 
 describe('Dockerfile policy', () => {
   it('accepts an allowed base and returns it as the admin spelled it', () => {
-    expect(checkDockerfile('FROM debian:bookworm\nRUN true\n', opts)).toMatchObject({ bases: ['debian:bookworm'], stages: 1 });
+    expect(checkDockerfile('FROM debian:bookworm\nRUN true\n', opts)).toMatchObject({
+      bases: ['debian:bookworm'],
+      stages: 1,
+    });
     expect(checkDockerfile('FROM index.docker.io/library/debian:trixie\n', opts).bases).toEqual(['debian:trixie']);
   });
 
   it('accepts multi-stage builds, stage references, scratch, ARG in FROM and docker.io names', () => {
-    const r = checkDockerfile([
-      'ARG SUITE=trixie',
-      'FROM docker.io/library/debian:${SUITE} AS build',
-      'RUN true',
-      'FROM build AS second',
-      'FROM scratch',
-      'COPY --from=build /a /a',
-      'COPY --from=1 /b /b',
-      'FROM debian:bookworm',
-      'COPY --from=second /c /c',
-    ].join('\n'), opts);
+    const r = checkDockerfile(
+      [
+        'ARG SUITE=trixie',
+        'FROM docker.io/library/debian:${SUITE} AS build',
+        'RUN true',
+        'FROM build AS second',
+        'FROM scratch',
+        'COPY --from=build /a /a',
+        'COPY --from=1 /b /b',
+        'FROM debian:bookworm',
+        'COPY --from=second /c /c',
+      ].join('\n'),
+      opts,
+    );
     expect(r.bases.sort()).toEqual(['debian:bookworm', 'debian:trixie']);
     expect(r.stages).toBe(4);
   });
 
   it('lets --build-arg choose among allowed bases only', () => {
-    expect(checkDockerfile('ARG S=trixie\nFROM debian:$S\n', { ...opts, buildArgs: { S: 'bookworm' } }).bases).toEqual(['debian:bookworm']);
+    expect(checkDockerfile('ARG S=trixie\nFROM debian:$S\n', { ...opts, buildArgs: { S: 'bookworm' } }).bases).toEqual([
+      'debian:bookworm',
+    ]);
     expect(refusal('ARG S=trixie\nFROM debian:$S\n', { ...opts, buildArgs: { S: 'sid' } })[0]!.line).toBe(2);
   });
 
@@ -70,7 +87,9 @@ describe('Dockerfile policy', () => {
     expect(v[0]!.line).toBe(2);
     expect(v[0]!.message).toContain('debian:bookworm, debian:trixie');
     expect(refusal('FROM debian\n')[0]!.message).toContain('not an allowed base');
-    expect(refusal('ARG B=1\nFROM ${B:+registry.example/x}\n')[0]!.message).toContain('FROM ${B:+registry.example/x} (registry.example/x) is not an allowed base');
+    expect(refusal('ARG B=1\nFROM ${B:+registry.example/x}\n')[0]!.message).toContain(
+      'FROM ${B:+registry.example/x} (registry.example/x) is not an allowed base',
+    );
   });
 
   it.each([
@@ -99,8 +118,12 @@ describe('Dockerfile policy', () => {
 
   it('case 37: refuses RUN --network=host and --mount; COPY --from of an image; instructions before FROM; no FROM', () => {
     expect(refusal('FROM debian:bookworm\nCOPY --from=nginx:latest /a /b\n')[0]!.line).toBe(2);
-    expect(refusal('FROM debian:bookworm AS a\nCOPY --from=a /x /y\nCOPY --from=1 /x /y\n').map((v) => v.line)).toEqual([2, 3]);
-    const run = refusal('FROM debian:bookworm\nRUN --network=host curl x\nRUN --mount=type=secret,id=a cat /run/secrets/a\n');
+    expect(refusal('FROM debian:bookworm AS a\nCOPY --from=a /x /y\nCOPY --from=1 /x /y\n').map((v) => v.line)).toEqual(
+      [2, 3],
+    );
+    const run = refusal(
+      'FROM debian:bookworm\nRUN --network=host curl x\nRUN --mount=type=secret,id=a cat /run/secrets/a\n',
+    );
     expect(run.map((v) => v.line)).toEqual([2, 3]);
     expect(run[0]!.message).toBe('RUN --network is not allowed');
     expect(refusal('RUN true\nFROM debian:bookworm\n')[0]!.line).toBe(1);
@@ -132,19 +155,25 @@ describe('Dockerfile policy', () => {
     expect(v[2]!.message).toContain('ONBUILD WORKDIR /proc/self/fd/8 is not allowed');
     expect(v[2]!.message).toContain('it fires at line 7 (FROM a)');
     expect(v[3]!.message).toContain('ONBUILD RUN --network');
-    expect(v[6]!.message).toContain('WORKDIR /proc/self/fd/9 is not allowed (a working directory in /proc, /sys or /dev); written $D');
+    expect(v[6]!.message).toContain(
+      'WORKDIR /proc/self/fd/9 is not allowed (a working directory in /proc, /sys or /dev); written $D',
+    );
   });
 
-  it('says when a trigger fires in Kiln\'s own layer, and keeps those findings apart', () => {
+  it("says when a trigger fires in Kiln's own layer, and keeps those findings apart", () => {
     const r = evaluateDockerfile('FROM debian:bookworm\nONBUILD ADD http://10.0.0.1/ /x\n', opts);
     expect(r.violations).toEqual([]);
-    expect(r.layerViolations).toEqual([{ line: 2, message: expect.stringContaining('fires when Kiln builds its own layer on the final image') }]);
+    expect(r.layerViolations).toEqual([
+      { line: 2, message: expect.stringContaining('fires when Kiln builds its own layer on the final image') },
+    ]);
     expect(refusal('FROM debian:bookworm\nONBUILD ADD http://10.0.0.1/ /x\n')[0]!.line).toBe(2);
   });
 
   it('refuses what the builder refuses before running, with its reason', () => {
     expect(refusal('FROM debian:bookworm\nFOO bar\n')[0]!.message).toContain('unknown instruction: FOO');
-    expect(refusal('FROM debian:bookworm\nONBUILD FROM x\n')[0]!.message).toContain("FROM isn't allowed as an ONBUILD trigger");
+    expect(refusal('FROM debian:bookworm\nONBUILD FROM x\n')[0]!.message).toContain(
+      "FROM isn't allowed as an ONBUILD trigger",
+    );
     expect(refusal('# escape=x\nFROM debian:bookworm\n')[0]!.message).toContain('invalid escape token');
     expect(refusal('FROM debian:bookworm\nLABEL a=${A-b}\n')[0]!.message).toContain("missing ':' in substitution");
   });
@@ -157,7 +186,9 @@ describe('Dockerfile policy', () => {
   });
 
   it('refuses ${} nested deeper than Kiln expands, and survives 100,000 levels', () => {
-    expect(() => checkDockerfile(`FROM debian:bookworm\nLABEL a=${'${A:-'.repeat(100)}x${'}'.repeat(100)}\n`, opts)).not.toThrow();
+    expect(() =>
+      checkDockerfile(`FROM debian:bookworm\nLABEL a=${'${A:-'.repeat(100)}x${'}'.repeat(100)}\n`, opts),
+    ).not.toThrow();
     const v = refusal(`FROM debian:bookworm\nLABEL a=${'${A:-'.repeat(100_000)}${'}'.repeat(100_000)}\n`);
     expect(v[0]!.message).toContain('nested more than 100 deep, which Kiln does not check');
     expect(v[0]!.message).not.toContain('the builder stops there');
@@ -167,11 +198,13 @@ describe('Dockerfile policy', () => {
   it('treats an allowed base as unknown unless its config is given', () => {
     const unknown = { bases, allowRemoteAdd: false };
     expect(refusal('FROM debian:bookworm\nWORKDIR $HOME\n', unknown)[0]!.message).toContain('cannot know');
-    expect(() => checkDockerfile('FROM debian:bookworm\nENV HOME=/root\nWORKDIR $HOME\nADD ${HOME}/x /y\n', unknown)).not.toThrow();
+    expect(() =>
+      checkDockerfile('FROM debian:bookworm\nENV HOME=/root\nWORKDIR $HOME\nADD ${HOME}/x /y\n', unknown),
+    ).not.toThrow();
   });
 });
 
-describe('the builder\'s expansion rules', () => {
+describe("the builder's expansion rules", () => {
   const env = (vars: Record<string, string>) => (n: string) => vars[n];
   it.each([
     ['$A', { A: '1' }, '1'],
@@ -198,11 +231,14 @@ describe('the builder\'s expansion rules', () => {
   });
 });
 
-describe('the builder\'s parser', () => {
+describe("the builder's parser", () => {
   it('joins continuations, skips comments and blank lines inside them, keeps start lines', () => {
     const p = parseDockerfile('FROM x\nRUN a \\\n  # c\n\n  b\nLABEL a=b\\\\\nLABEL c=d\n');
     expect(p.nodes.map((n) => [n.keyword, n.startLine, n.args])).toEqual([
-      ['from', 1, ['x']], ['run', 2, ['a   b']], ['label', 6, ['a', 'b\\\\']], ['label', 7, ['c', 'd']],
+      ['from', 1, ['x']],
+      ['run', 2, ['a   b']],
+      ['label', 6, ['a', 'b\\\\']],
+      ['label', 7, ['c', 'd']],
     ]);
   });
   it('honours # escape= only before anything else', () => {
@@ -211,7 +247,9 @@ describe('the builder\'s parser', () => {
     expect(parseDockerfile('# syntax=a\n  # ESCAPE = ` \nFROM x').escape).toBe('`');
     expect(parseDockerfile('# hello\n# escape=`\nFROM x').escape).toBe('\\');
     // Only spaces after `=`: the builder's regular expression still takes one of them as the value.
-    expect(parseDockerfile(`# escape=${' '.repeat(100_000)}\nFROM x`).error?.message).toBe("invalid escape token ' ' does not match ` or \\");
+    expect(parseDockerfile(`# escape=${' '.repeat(100_000)}\nFROM x`).error?.message).toBe(
+      "invalid escape token ' ' does not match ` or \\",
+    );
     expect(parseDockerfile('# escape=\nFROM x').escape).toBe('\\');
   });
   it('reads flags byte-wise, with quotes and backslashes, and JSON up to its first value', () => {

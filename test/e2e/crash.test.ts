@@ -28,7 +28,14 @@ afterEach(async () => {
 });
 afterAll(() => tmp.cleanup());
 
-interface Stack { dir: string; data: string; tmpdir: string; env: Record<string, string>; serve: KilnServe; alice: HttpClient }
+interface Stack {
+  dir: string;
+  data: string;
+  tmpdir: string;
+  env: Record<string, string>;
+  serve: KilnServe;
+  alice: HttpClient;
+}
 
 async function start(env: Record<string, string>): Promise<KilnServe> {
   const s = await startKilnServe(tmp.dir, env);
@@ -43,8 +50,13 @@ async function fresh(name: string): Promise<Stack> {
   mkdirSync(tmpdir, { recursive: true });
   const data = path.join(dir, 'data');
   const env = {
-    KILN_DATA_DIR: data, KILN_GLUE_SDK_COMMAND: sdk, KILN_WEB_SESSION_SECRET: SECRET, TMPDIR: tmpdir,
-    KILN_WEB_QUOTA_QUEUED_BUILDS: '500', KILN_WEB_QUOTA_DOCKERFILES: '500', KILN_SDK_FORMATS: 'raw',
+    KILN_DATA_DIR: data,
+    KILN_GLUE_SDK_COMMAND: sdk,
+    KILN_WEB_SESSION_SECRET: SECRET,
+    TMPDIR: tmpdir,
+    KILN_WEB_QUOTA_QUEUED_BUILDS: '500',
+    KILN_WEB_QUOTA_DOCKERFILES: '500',
+    KILN_SDK_FORMATS: 'raw',
   };
   const serve = await start(env);
   const alice = new HttpClient(serve.url);
@@ -60,12 +72,29 @@ function rebase(c: HttpClient, url: string): HttpClient {
 }
 
 const buildDir = (s: Stack, job: number, n: number) => path.join(s.data, `glue/jobs/kiln-job-${job}/builds/${n}`);
-const readJson = <T>(file: string): T | undefined => { try { return JSON.parse(readFileSync(file, 'utf8')) as T; } catch { return undefined; } };
-const groupAlive = (pgid: number) => { try { process.kill(-pgid, 0); return true; } catch { return false; } };
+const readJson = <T>(file: string): T | undefined => {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+};
+const groupAlive = (pgid: number) => {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 async function withDb<T>(s: Stack, fn: (db: Db) => Promise<T>): Promise<T> {
   const db = createDb({ client: 'sqlite', filename: path.join(s.data, 'kiln.sqlite') });
-  try { return await fn(db); } finally { await db.destroy(); }
+  try {
+    return await fn(db);
+  } finally {
+    await db.destroy();
+  }
 }
 
 /** Kills kiln serve, then, as a power cut would, every SDK it had running (their process groups outlive it). */
@@ -74,8 +103,16 @@ async function powerCut(s: Stack): Promise<void> {
   const jobs = path.join(s.data, 'glue/jobs');
   for (const job of existsSync(jobs) ? readdirSync(jobs) : []) {
     for (const n of existsSync(path.join(jobs, job, 'builds')) ? readdirSync(path.join(jobs, job, 'builds')) : []) {
-      const rec = readJson<{ state: string; process?: { pid: number } }>(path.join(jobs, job, 'builds', n, 'build.json'));
-      if (rec?.state === 'running' && rec.process) { try { process.kill(-rec.process.pid, 'SIGKILL'); } catch { /* ended */ } }
+      const rec = readJson<{ state: string; process?: { pid: number } }>(
+        path.join(jobs, job, 'builds', n, 'build.json'),
+      );
+      if (rec?.state === 'running' && rec.process) {
+        try {
+          process.kill(-rec.process.pid, 'SIGKILL');
+        } catch {
+          /* ended */
+        }
+      }
     }
   }
 }
@@ -86,22 +123,36 @@ describe('kiln serve killed mid-build (SIGKILL)', () => {
     const dfId = await s.alice.createDockerfile('slow', 'FROM debian:bookworm\n# fake: tmp 5\n');
     const { id } = await s.alice.build(dfId);
     const first = buildDir(s, dfId, 1);
-    const staged = await until(() => existsSync(path.join(first, 'archive/tmpdir.txt')) && readFileSync(path.join(first, 'archive/tmpdir.txt'), 'utf8').trim());
-    const sdkPid = (await until(() => readJson<{ process?: { pid: number } }>(path.join(first, 'build.json'))?.process)).pid;
+    const staged = await until(
+      () =>
+        existsSync(path.join(first, 'archive/tmpdir.txt')) &&
+        readFileSync(path.join(first, 'archive/tmpdir.txt'), 'utf8').trim(),
+    );
+    const sdkPid = (await until(() => readJson<{ process?: { pid: number } }>(path.join(first, 'build.json'))?.process))
+      .pid;
 
     await s.serve.kill();
     expect(groupAlive(sdkPid)).toBe(true); // the SDK outlived kiln serve; the restart must deal with it
     const again = await start(s.env);
     const alice = rebase(s.alice, again.url);
-    const build = await waitForBuild(alice, id) as unknown as { state: string; requeues: number; requeueReason: string };
-    expect(build).toMatchObject({ state: 'succeeded', requeues: 1, requeueReason: expect.stringMatching(/^interrupted: the build service restarted/) });
+    const build = (await waitForBuild(alice, id)) as unknown as {
+      state: string;
+      requeues: number;
+      requeueReason: string;
+    };
+    expect(build).toMatchObject({
+      state: 'succeeded',
+      requeues: 1,
+      requeueReason: expect.stringMatching(/^interrupted: the build service restarted/),
+    });
     const page = await (await alice.get(`/builds/${id}`)).text();
     expect(page).toContain('Requeued after an interruption');
 
     expect(groupAlive(sdkPid)).toBe(false);
     expect(existsSync(staged)).toBe(false);
     expect(readdirSync(s.tmpdir).filter((n) => n.startsWith('kiln-sdk-'))).toEqual([]);
-    for (const n of [1, 2]) expect(readFileSync(path.join(buildDir(s, dfId, n), 'archive/env.txt'), 'utf8')).not.toContain(SECRET);
+    for (const n of [1, 2])
+      expect(readFileSync(path.join(buildDir(s, dfId, n), 'archive/env.txt'), 'utf8')).not.toContain(SECRET);
   }, 240_000);
 
   it('a second SIGKILL during the requeued attempt fails the build with a reason a user understands', async () => {
@@ -115,7 +166,11 @@ describe('kiln serve killed mid-build (SIGKILL)', () => {
     await until(() => readJson<{ process?: unknown }>(path.join(buildDir(s, dfId, 2), 'build.json'))?.process, 120_000);
     await powerCut(s);
     const third = await start(s.env);
-    const build = await waitForBuild(rebase(s.alice, third.url), id) as unknown as { state: string; reason: string; requeues: number };
+    const build = (await waitForBuild(rebase(s.alice, third.url), id)) as unknown as {
+      state: string;
+      reason: string;
+      requeues: number;
+    };
     expect(build).toMatchObject({ state: 'failed', requeues: 1 });
     expect(build.reason).toMatch(/interrupted twice by a fault of the build service, not by your Dockerfile/);
     expect(build.reason).toMatch(/press Build/);
@@ -128,12 +183,23 @@ describe('case 45: kill the web during an upload', () => {
     const s = await fresh('upload');
     const token = await s.alice.apiToken();
     // A Dockerfile with a 3 MiB build context, sent as one JSON body of which only the first half arrives.
-    const body = Buffer.from(JSON.stringify({
-      name: 'cut-off', content: 'FROM debian:bookworm\nCOPY big /big\n',
-      contextTarBase64: Buffer.alloc(3 * 2 ** 20, 7).toString('base64'),
-    }));
+    const body = Buffer.from(
+      JSON.stringify({
+        name: 'cut-off',
+        content: 'FROM debian:bookworm\nCOPY big /big\n',
+        contextTarBase64: Buffer.alloc(3 * 2 ** 20, 7).toString('base64'),
+      }),
+    );
     const url = new URL('/api/dockerfiles', s.serve.url);
-    const req = http.request(url, { method: 'POST', headers: { cookie: s.alice.cookieHeader(), 'x-csrf-token': token, 'content-type': 'application/json', 'content-length': String(body.length) } });
+    const req = http.request(url, {
+      method: 'POST',
+      headers: {
+        cookie: s.alice.cookieHeader(),
+        'x-csrf-token': token,
+        'content-type': 'application/json',
+        'content-length': String(body.length),
+      },
+    });
     req.on('error', () => undefined);
     req.write(body.subarray(0, body.length >> 1));
     await new Promise((r) => setTimeout(r, 500));
@@ -152,7 +218,12 @@ describe('case 45: kill the web during an upload', () => {
     // The build request is sent whole, and the server killed before (or while) it answers.
     const key = 'case45-retried-build-key';
     const sent = http.request(new URL(`/api/dockerfiles/${dfId}/builds`, s.serve.url), {
-      method: 'POST', headers: { cookie: alice.cookieHeader(), 'x-csrf-token': await alice.apiToken(), 'content-type': 'application/json' },
+      method: 'POST',
+      headers: {
+        cookie: alice.cookieHeader(),
+        'x-csrf-token': await alice.apiToken(),
+        'content-type': 'application/json',
+      },
     });
     sent.on('error', () => undefined);
     sent.end(JSON.stringify({ key }));
@@ -160,9 +231,17 @@ describe('case 45: kill the web during an upload', () => {
     await s.serve.kill();
     s.serve = await start(s.env);
     alice = rebase(s.alice, s.serve.url);
-    const retry = await alice.postJson(`/api/dockerfiles/${dfId}/builds`, { key }, { 'x-csrf-token': await alice.apiToken() });
+    const retry = await alice.postJson(
+      `/api/dockerfiles/${dfId}/builds`,
+      { key },
+      { 'x-csrf-token': await alice.apiToken() },
+    );
     expect([200, 201]).toContain(retry.status);
-    const again = await alice.postJson(`/api/dockerfiles/${dfId}/builds`, { key }, { 'x-csrf-token': await alice.apiToken() });
+    const again = await alice.postJson(
+      `/api/dockerfiles/${dfId}/builds`,
+      { key },
+      { 'x-csrf-token': await alice.apiToken() },
+    );
     expect(again.status).toBe(200);
     const id = ((await retry.json()) as { build: { id: number } }).build.id;
     expect(((await again.json()) as { build: { id: number } }).build.id).toBe(id);
@@ -171,7 +250,10 @@ describe('case 45: kill the web during an upload', () => {
       expect(await db('builds').where({ idempotency_key: key }).count<{ n: number }[]>({ n: '*' })).toEqual([{ n: 1 }]);
     });
     // One backend build for it (two if a cut-off first attempt was requeued, never more).
-    const row = await withDb(s, (db) => db('builds').where({ idempotency_key: key }).first() as Promise<{ requeues: number }>);
+    const row = await withDb(
+      s,
+      (db) => db('builds').where({ idempotency_key: key }).first() as Promise<{ requeues: number }>,
+    );
     expect(readdirSync(path.join(s.data, `glue/jobs/kiln-job-${dfId}/builds`))).toHaveLength(1 + row.requeues);
   }, 300_000);
 });
@@ -179,23 +261,33 @@ describe('case 45: kill the web during an upload', () => {
 describe('case 49: a power cut during writes', () => {
   it('the database passes integrity_check, every acknowledged Dockerfile and build is there, each build ends exactly once', async () => {
     const s = await fresh('power');
-    const acked: { dockerfiles: number[]; builds: Array<{ id: number; key: string }> } = { dockerfiles: [], builds: [] };
+    const acked: { dockerfiles: number[]; builds: Array<{ id: number; key: string }> } = {
+      dockerfiles: [],
+      builds: [],
+    };
     let stop = false;
     const writer = async (w: number) => {
       const c = s.alice;
       const token = await c.apiToken();
       for (let i = 0; !stop; i++) {
         try {
-          const made = await c.postJson('/api/dockerfiles', { name: `w${w}-${i}`, content: `FROM debian:bookworm\nRUN echo ${w} ${i}\n` }, { 'x-csrf-token': token });
+          const made = await c.postJson(
+            '/api/dockerfiles',
+            { name: `w${w}-${i}`, content: `FROM debian:bookworm\nRUN echo ${w} ${i}\n` },
+            { 'x-csrf-token': token },
+          );
           if (made.status !== 201) continue;
           const dfId = ((await made.json()) as { dockerfile: { id: number } }).dockerfile.id;
           acked.dockerfiles.push(dfId);
           for (const k of [0, 1]) {
             const key = `power-${w}-${i}-${k}-${'x'.repeat(8)}`;
             const r = await c.postJson(`/api/dockerfiles/${dfId}/builds`, { key }, { 'x-csrf-token': token });
-            if (r.status === 200 || r.status === 201) acked.builds.push({ id: ((await r.json()) as { build: { id: number } }).build.id, key });
+            if (r.status === 200 || r.status === 201)
+              acked.builds.push({ id: ((await r.json()) as { build: { id: number } }).build.id, key });
           }
-        } catch { /* the server is gone: the cut */ }
+        } catch {
+          /* the server is gone: the cut */
+        }
       }
     };
     const writers = [1, 2, 3].map(writer);
@@ -209,21 +301,33 @@ describe('case 49: a power cut during writes', () => {
       expect(await db.raw('PRAGMA foreign_key_check')).toEqual([]);
       const dfs = new Set((await db('dockerfiles').select('id')).map((r: { id: number }) => Number(r.id)));
       for (const id of acked.dockerfiles) expect(dfs.has(id), `dockerfile ${id}`).toBe(true);
-      for (const b of acked.builds) expect(await db('builds').where({ id: b.id, idempotency_key: b.key }).first(), `build ${b.id}`).toBeTruthy();
+      for (const b of acked.builds)
+        expect(await db('builds').where({ id: b.id, idempotency_key: b.key }).first(), `build ${b.id}`).toBeTruthy();
     });
 
     s.serve = await start(s.env);
-    const rows = await until(() => withDb(s, async (db) => {
-      const all = await db('builds').select('id', 'dockerfile_id', 'state', 'requeues') as Array<{ id: number; dockerfile_id: number; state: string; requeues: number }>;
-      return all.every((r) => ['succeeded', 'failed', 'cancelled'].includes(r.state)) && all;
-    }), 240_000);
+    const rows = await until(
+      () =>
+        withDb(s, async (db) => {
+          const all = (await db('builds').select('id', 'dockerfile_id', 'state', 'requeues')) as Array<{
+            id: number;
+            dockerfile_id: number;
+            state: string;
+            requeues: number;
+          }>;
+          return all.every((r) => ['succeeded', 'failed', 'cancelled'].includes(r.state)) && all;
+        }),
+      240_000,
+    );
     expect(rows.filter((r) => r.state !== 'succeeded')).toEqual([]);
     // Exactly one backend build per attempt: no build ran twice, none was lost on the way.
     for (const dfId of new Set(rows.map((r) => Number(r.dockerfile_id)))) {
       const mine = rows.filter((r) => Number(r.dockerfile_id) === dfId);
       const attempts = mine.reduce((n, r) => n + 1 + Number(r.requeues), 0);
       const dir = path.join(s.data, `glue/jobs/kiln-job-${dfId}/builds`);
-      const ran = readdirSync(dir).filter((n) => readJson<{ state: string }>(path.join(dir, n, 'build.json'))?.state !== 'cancelled');
+      const ran = readdirSync(dir).filter(
+        (n) => readJson<{ state: string }>(path.join(dir, n, 'build.json'))?.state !== 'cancelled',
+      );
       expect(ran.length, `job ${dfId}`).toBe(attempts);
     }
   }, 420_000);

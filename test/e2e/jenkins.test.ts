@@ -29,7 +29,12 @@ describe('full path through Jenkins: web, SSH, glue, Jenkins double, real SDK', 
   let url = '';
 
   beforeAll(async () => {
-    double = await startJenkinsDouble({ users: [user], labels: ['kiln-builder'], quietPeriodSeconds: 1, dataDir: path.join(tmp.dir, 'jenkins') });
+    double = await startJenkinsDouble({
+      users: [user],
+      labels: ['kiln-builder'],
+      quietPeriodSeconds: 1,
+      dataDir: path.join(tmp.dir, 'jenkins'),
+    });
     serve = await startKilnServe(tmp.dir, {
       ...glueEnv(double, user, [path.join(repo, 'bin/kiln'), 'sdk', 'build']),
       KILN_DATA_DIR: dataDir,
@@ -46,48 +51,63 @@ describe('full path through Jenkins: web, SSH, glue, Jenkins double, real SDK', 
     tmp.cleanup();
   });
 
-  it('builds in a Jenkins job and serves the same boot-tested bytes through both SSH doors', async () => {
-    const alice = new HttpClient(url);
-    const { dfId, build, log, pressed } = await buildAsNewUser(alice, 'alice', dockerfile);
-    const { id } = build;
-    expect(build.state, `${build.reason}\n${log.slice(-3000)}`).toBe('succeeded');
-    // The log is Jenkins' console: the shell step's trace and the SDK's progress events.
-    expect(log).toContain('##kiln ');
-    expect(log).toMatch(/Finished: SUCCESS/);
+  it(
+    'builds in a Jenkins job and serves the same boot-tested bytes through both SSH doors',
+    async () => {
+      const alice = new HttpClient(url);
+      const { dfId, build, log, pressed } = await buildAsNewUser(alice, 'alice', dockerfile);
+      const { id } = build;
+      expect(build.state, `${build.reason}\n${log.slice(-3000)}`).toBe('succeeded');
+      // The log is Jenkins' console: the shell step's trace and the SDK's progress events.
+      expect(log).toContain('##kiln ');
+      expect(log).toMatch(/Finished: SUCCESS/);
 
-    // Jenkins holds exactly one job for this Dockerfile and exactly one build of it.
-    const job = await (await fetch(new URL(`job/kiln-job-${dfId}/api/json`, double.url), { headers: { authorization: `Basic ${Buffer.from(`${user.name}:${user.token}`).toString('base64')}` } })).json() as { builds: Array<{ number: number }>; buildable: boolean };
-    expect(job.builds.map((b) => b.number)).toEqual([build.backendBuild]);
-    expect(job.buildable).toBe(true);
+      // Jenkins holds exactly one job for this Dockerfile and exactly one build of it.
+      const job = (await (
+        await fetch(new URL(`job/kiln-job-${dfId}/api/json`, double.url), {
+          headers: { authorization: `Basic ${Buffer.from(`${user.name}:${user.token}`).toString('base64')}` },
+        })
+      ).json()) as { builds: Array<{ number: number }>; buildable: boolean };
+      expect(job.builds.map((b) => b.number)).toEqual([build.backendBuild]);
+      expect(job.buildable).toBe(true);
 
-    const result = JSON.parse(await (await alice.get(`/builds/${id}/artifacts/result.json`)).text()) as {
-      artifacts: Array<{ name: string; sha256: string; size: number }>; bootTests: Array<{ artifact: string; passed: boolean }>;
-    };
-    const raw = result.artifacts.find((a) => a.name === 'image.raw')!;
-    expect(result.bootTests.find((b) => b.artifact === 'image.raw')?.passed).toBe(true);
+      const result = JSON.parse(await (await alice.get(`/builds/${id}/artifacts/result.json`)).text()) as {
+        artifacts: Array<{ name: string; sha256: string; size: number }>;
+        bootTests: Array<{ artifact: string; passed: boolean }>;
+      };
+      const raw = result.artifacts.find((a) => a.name === 'image.raw')!;
+      expect(result.bootTests.find((b) => b.artifact === 'image.raw')?.passed).toBe(true);
 
-    const res = await alice.get(`/builds/${id}/artifacts/image.raw`);
-    expect(res.status).toBe(200);
-    const viaWeb = createHash('sha256');
-    for await (const c of res.body as unknown as AsyncIterable<Uint8Array>) viaWeb.update(c);
-    expect(viaWeb.digest('hex')).toBe(raw.sha256);
-    // Signed by the web whatever the backend: the agent held no key, the web hashed what Jenkins archived.
-    const shown = ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: { imageSha256: string } }).build.imageSha256;
-    expect(shown).toBe(raw.sha256);
-    const sums = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS`)).text();
-    expect(sums).toContain(`${raw.sha256}  image.raw\n`);
-    const sig = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS.sig`)).text();
-    const key = await (await fetch(`${url}/.well-known/kiln-signing-key`)).text();
-    expect((await verifyText(sums, sig, key)).ok).toBe(true);
-    console.log(`e2e jenkins: build-to-download ${((Date.now() - pressed) / 1000).toFixed(1)} s`);
+      const res = await alice.get(`/builds/${id}/artifacts/image.raw`);
+      expect(res.status).toBe(200);
+      const viaWeb = createHash('sha256');
+      for await (const c of res.body as unknown as AsyncIterable<Uint8Array>) viaWeb.update(c);
+      expect(viaWeb.digest('hex')).toBe(raw.sha256);
+      // Signed by the web whatever the backend: the agent held no key, the web hashed what Jenkins archived.
+      const shown = ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: { imageSha256: string } }).build
+        .imageSha256;
+      expect(shown).toBe(raw.sha256);
+      const sums = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS`)).text();
+      expect(sums).toContain(`${raw.sha256}  image.raw\n`);
+      const sig = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS.sig`)).text();
+      const key = await (await fetch(`${url}/.well-known/kiln-signing-key`)).text();
+      expect((await verifyText(sums, sig, key)).ok).toBe(true);
+      console.log(`e2e jenkins: build-to-download ${((Date.now() - pressed) / 1000).toFixed(1)} s`);
 
-    // The OpenSSH door, same Jenkins: status and the artifact's bytes agree.
-    const clientKey = await ensureKeyPair(defaultKeyPaths(dataDir).client, 'kiln-web');
-    openssh = await startOpenSshGlue({ dataDir: path.join(tmp.dir, 'openssh-glue'), clientKey, env: glueEnv(double, user, [path.join(repo, 'bin/kiln'), 'sdk', 'build']) });
-    const status = await openssh.client.call('build.status', [dfId, build.backendBuild!]);
-    expect(status.state).toBe('succeeded');
-    const viaOpenSsh = createHash('sha256');
-    for await (const c of await openssh.client.artifact(dfId, build.backendBuild!, 'image.raw')) viaOpenSsh.update(c as Buffer);
-    expect(viaOpenSsh.digest('hex')).toBe(raw.sha256);
-  }, 25 * 60_000);
+      // The OpenSSH door, same Jenkins: status and the artifact's bytes agree.
+      const clientKey = await ensureKeyPair(defaultKeyPaths(dataDir).client, 'kiln-web');
+      openssh = await startOpenSshGlue({
+        dataDir: path.join(tmp.dir, 'openssh-glue'),
+        clientKey,
+        env: glueEnv(double, user, [path.join(repo, 'bin/kiln'), 'sdk', 'build']),
+      });
+      const status = await openssh.client.call('build.status', [dfId, build.backendBuild!]);
+      expect(status.state).toBe('succeeded');
+      const viaOpenSsh = createHash('sha256');
+      for await (const c of await openssh.client.artifact(dfId, build.backendBuild!, 'image.raw'))
+        viaOpenSsh.update(c as Buffer);
+      expect(viaOpenSsh.digest('hex')).toBe(raw.sha256);
+    },
+    25 * 60_000,
+  );
 });

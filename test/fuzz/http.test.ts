@@ -16,8 +16,14 @@ describe('HTTP fuzzer over every route (anonymous, user, admin)', () => {
     const w = await startTestWeb();
     try {
       const port = Number(new URL(w.url).port);
-      const send = (method: string, target: string) => sendRaw(port, { method, target, headers: [['Host', `127.0.0.1:${port}`]], framing: 'none' });
-      for (const [method, target] of [['OPTIONS', '*'], ['PATCH', '*'], ['GET', 'login'], ['GET', `http://127.0.0.1:${port}/api/me`]]) {
+      const send = (method: string, target: string) =>
+        sendRaw(port, { method, target, headers: [['Host', `127.0.0.1:${port}`]], framing: 'none' });
+      for (const [method, target] of [
+        ['OPTIONS', '*'],
+        ['PATCH', '*'],
+        ['GET', 'login'],
+        ['GET', `http://127.0.0.1:${port}/api/me`],
+      ]) {
         expect((await send(method!, target!)).status, `${method} ${target}`).toBe(400);
       }
       expect((await send('GET', '/login')).status).toBe(200);
@@ -26,20 +32,29 @@ describe('HTTP fuzzer over every route (anonymous, user, admin)', () => {
     }
   });
 
-  it('no answer of 500 or above, no crash, health answers throughout', async () => {
-    const seed = seedFrom('FUZZ_SEED');
-    const cases = Number(process.env.FUZZ_CASES ?? 2000);
-    console.log(`fuzz: seed ${seed} (FUZZ_SEED=${seed} replays it)`);
-    const r = await runHttpFuzz({ seed, cases, progress: (l) => console.log(l) });
-    console.log(summary(r));
-    for (const f of r.fiveXX.slice(0, 10)) console.log(`5xx case seed ${f.caseSeed}: ${f.status} ${f.request}\n${f.body}\n${f.logs.join('\n')}`);
-    expect(r.cases).toBe(cases);
-    expect(r.routes).toBeGreaterThan(20);
-    // Most requests must get past the front door, or the fuzzer only tests the 404 page and the CSRF check.
-    expect(Object.entries(r.statuses).filter(([s]) => s.startsWith('2') || s.startsWith('3')).reduce((a, [, n]) => a + n, 0)).toBeGreaterThan(cases / 10);
-    expect(r.fiveXX.map((f) => `${f.status} ${f.request}`)).toEqual([]);
-    expect(r.crashes).toEqual([]);
-    expect(r.unhealthy).toEqual([]);
-    expect(r.unanswered).toEqual([]);
-  }, 20 * 60_000);
+  it(
+    'no answer of 500 or above, no crash, health answers throughout',
+    async () => {
+      const seed = seedFrom('FUZZ_SEED');
+      const cases = Number(process.env.FUZZ_CASES ?? 2000);
+      console.log(`fuzz: seed ${seed} (FUZZ_SEED=${seed} replays it)`);
+      const r = await runHttpFuzz({ seed, cases, progress: (l) => console.log(l) });
+      console.log(summary(r));
+      for (const f of r.fiveXX.slice(0, 10))
+        console.log(`5xx case seed ${f.caseSeed}: ${f.status} ${f.request}\n${f.body}\n${f.logs.join('\n')}`);
+      expect(r.cases).toBe(cases);
+      expect(r.routes).toBeGreaterThan(20);
+      // Most requests must get past the front door, or the fuzzer only tests the 404 page and the CSRF check.
+      expect(
+        Object.entries(r.statuses)
+          .filter(([s]) => s.startsWith('2') || s.startsWith('3'))
+          .reduce((a, [, n]) => a + n, 0),
+      ).toBeGreaterThan(cases / 10);
+      expect(r.fiveXX.map((f) => `${f.status} ${f.request}`)).toEqual([]);
+      expect(r.crashes).toEqual([]);
+      expect(r.unhealthy).toEqual([]);
+      expect(r.unanswered).toEqual([]);
+    },
+    20 * 60_000,
+  );
 });

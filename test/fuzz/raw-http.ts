@@ -16,7 +16,13 @@ export interface RawRequest {
   framing: 'length' | 'chunked' | 'chunked-broken' | 'cl-short' | 'cl-long' | 'none';
 }
 
-export interface RawResponse { status?: number; head: string; body: string; error?: string; ms: number }
+export interface RawResponse {
+  status?: number;
+  head: string;
+  body: string;
+  error?: string;
+  ms: number;
+}
 
 export function sendRaw(port: number, req: RawRequest, timeoutMs = 15_000): Promise<RawResponse> {
   const started = Date.now();
@@ -74,8 +80,11 @@ export function sendRaw(port: number, req: RawRequest, timeoutMs = 15_000): Prom
       }
       const end = text.indexOf('\r\n\r\n');
       resolve({
-        status: m && !m[1]!.startsWith('1') ? Number(m[1]) : undefined, head: end >= 0 ? text.slice(0, end) : text.slice(0, 2000),
-        body: end >= 0 ? got.subarray(start + end + 4, start + end + 4 + 4000).toString('utf8') : '', error, ms: Date.now() - started,
+        status: m && !m[1]!.startsWith('1') ? Number(m[1]) : undefined,
+        head: end >= 0 ? text.slice(0, end) : text.slice(0, 2000),
+        body: end >= 0 ? got.subarray(start + end + 4, start + end + 4 + 4000).toString('utf8') : '',
+        error,
+        ms: Date.now() - started,
       });
     };
     const timer = setTimeout(() => finish('timeout'), timeoutMs);

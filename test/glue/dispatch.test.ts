@@ -9,7 +9,9 @@ import { fakeSpec, recording, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const body = (o: unknown) => async () => Buffer.from(JSON.stringify(o));
-const noBody = async (): Promise<Buffer> => { throw new Error('stdin must not be read for this verb'); };
+const noBody = async (): Promise<Buffer> => {
+  throw new Error('stdin must not be read for this verb');
+};
 
 describe('glue dispatcher', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -25,7 +27,12 @@ describe('glue dispatcher', () => {
     const rec = recording(backend);
     calls = rec.calls;
     logLines = [];
-    const sink = new Writable({ write(chunk, _e, cb) { logLines.push(JSON.parse(String(chunk)) as Record<string, unknown>); cb(); } });
+    const sink = new Writable({
+      write(chunk, _e, cb) {
+        logLines.push(JSON.parse(String(chunk)) as Record<string, unknown>);
+        cb();
+      },
+    });
     glue = createGlue({ backend: rec.backend, logger: pino({ level: 'info' }, sink) });
   });
   afterEach(async () => {
@@ -35,7 +42,16 @@ describe('glue dispatcher', () => {
 
   it('answers ping and job.put with replies that match the protocol schemas', async () => {
     const ping = await glue.handle('ping', noBody);
-    expect(ping).toMatchObject({ kind: 'json', reply: { protocol: 1, backend: 'local', backendReachable: true, version: expect.any(String), docker: { reachable: expect.any(Boolean) } } });
+    expect(ping).toMatchObject({
+      kind: 'json',
+      reply: {
+        protocol: 1,
+        backend: 'local',
+        backendReachable: true,
+        version: expect.any(String),
+        docker: { reachable: expect.any(Boolean) },
+      },
+    });
     const put = await glue.handle('job.put 7', body(fakeSpec()));
     expect(put.kind === 'json' && REPLIES['job.put'].parse(put.reply)).toEqual({ job: 7, created: true });
     const again = await glue.handle('job.put 7', body(fakeSpec()));
@@ -44,13 +60,37 @@ describe('glue dispatcher', () => {
   });
 
   it.each([
-    'job.put 7; rm -rf /', 'job.build 5 $(id)', 'job.build 5\nid', 'job.put -x', 'job.build 99999999999999 abcdefgh',
-    'build.artifact 1 1 ../../etc/passwd', 'build.log 1 1 -5', 'job.put ../x', 'jobs.list --all', 'shell',
-    'job.put 7 `id`', 'job.delete 1 2', 'build.status 1', 'ping\0', 'job.build 1 abc', "job.put '7'", 'job.put "7"',
-    'job.put 7\r', 'job.put ~root', 'job.put 7*', 'job.put 7?', 'job.put <7>', 'job.put 7|cat', 'job.put 7&',
+    'job.put 7; rm -rf /',
+    'job.build 5 $(id)',
+    'job.build 5\nid',
+    'job.put -x',
+    'job.build 99999999999999 abcdefgh',
+    'build.artifact 1 1 ../../etc/passwd',
+    'build.log 1 1 -5',
+    'job.put ../x',
+    'jobs.list --all',
+    'shell',
+    'job.put 7 `id`',
+    'job.delete 1 2',
+    'build.status 1',
+    'ping\0',
+    'job.build 1 abc',
+    "job.put '7'",
+    'job.put "7"',
+    'job.put 7\r',
+    'job.put ~root',
+    'job.put 7*',
+    'job.put 7?',
+    'job.put <7>',
+    'job.put 7|cat',
+    'job.put 7&',
   ])('rejects %j without reading stdin or touching the backend', async (line) => {
     let err: unknown;
-    try { await glue.handle(line, noBody); } catch (e) { err = e; }
+    try {
+      await glue.handle(line, noBody);
+    } catch (e) {
+      err = e;
+    }
     expect(isKilnError(err, 'invalid_input')).toBe(true);
     expect(exitCodeFor(err as KilnError)).toBe(2);
     expect(calls).toEqual([]);
@@ -59,7 +99,9 @@ describe('glue dispatcher', () => {
   });
 
   it('rejects a non-UTF-8 command line', async () => {
-    await expect(glue.handle(Buffer.from([0x70, 0x69, 0x6e, 0x67, 0xc3]), noBody)).rejects.toMatchObject({ code: 'invalid_input' });
+    await expect(glue.handle(Buffer.from([0x70, 0x69, 0x6e, 0x67, 0xc3]), noBody)).rejects.toMatchObject({
+      code: 'invalid_input',
+    });
     expect(calls).toEqual([]);
   });
 
@@ -69,11 +111,31 @@ describe('glue dispatcher', () => {
     ['not JSON', Buffer.from('{owner:'), /JSON/],
     ['unknown field', Buffer.from(JSON.stringify({ ...fakeSpec(), shell: 'id' })), /invalid job spec/],
     ['bad name', Buffer.from(JSON.stringify(fakeSpec(undefined, { name: '../etc' }))), /name/],
-    ['control char in build arg', Buffer.from(JSON.stringify(fakeSpec(undefined, { buildArgs: { A: 'x\ny' } }))), /buildArgs/],
+    [
+      'control char in build arg',
+      Buffer.from(JSON.stringify(fakeSpec(undefined, { buildArgs: { A: 'x\ny' } }))),
+      /buildArgs/,
+    ],
     ['bad format', Buffer.from(JSON.stringify(fakeSpec(undefined, { formats: ['exe'] }))), /formats/],
-    ['base name with a shell word', Buffer.from(JSON.stringify(fakeSpec(undefined, { baseNames: [{ name: '$(id)', base: 'debian:bookworm' }] }))), /baseNames/],
-    ['base name with a digest', Buffer.from(JSON.stringify(fakeSpec(undefined, { baseNames: [{ name: `debian:12@sha256:${'a'.repeat(64)}`, base: 'debian:bookworm' }] }))), /baseNames/],
-    ['base name that reads as an option', Buffer.from(JSON.stringify(fakeSpec(undefined, { baseNames: [{ name: 'x', base: '--privileged' }] }))), /baseNames/],
+    [
+      'base name with a shell word',
+      Buffer.from(JSON.stringify(fakeSpec(undefined, { baseNames: [{ name: '$(id)', base: 'debian:bookworm' }] }))),
+      /baseNames/,
+    ],
+    [
+      'base name with a digest',
+      Buffer.from(
+        JSON.stringify(
+          fakeSpec(undefined, { baseNames: [{ name: `debian:12@sha256:${'a'.repeat(64)}`, base: 'debian:bookworm' }] }),
+        ),
+      ),
+      /baseNames/,
+    ],
+    [
+      'base name that reads as an option',
+      Buffer.from(JSON.stringify(fakeSpec(undefined, { baseNames: [{ name: 'x', base: '--privileged' }] }))),
+      /baseNames/,
+    ],
   ])('job.put refuses a body that is %s (and stores nothing)', async (_what, buf, msg) => {
     await expect(glue.handle('job.put 3', async () => buf)).rejects.toThrow(msg);
     expect(calls).toEqual([]);
@@ -82,7 +144,9 @@ describe('glue dispatcher', () => {
 
   it('never puts the body into an error or the audit log', async () => {
     const secret = 'S3CRET-DOCKERFILE-CONTENT';
-    const err = await glue.handle('job.put 3', body({ ...fakeSpec(), dockerfile: secret, bogus: secret })).catch((e: unknown) => e);
+    const err = await glue
+      .handle('job.put 3', body({ ...fakeSpec(), dockerfile: secret, bogus: secret }))
+      .catch((e: unknown) => e);
     expect(isKilnError(err, 'invalid_input')).toBe(true);
     expect(errorDocument(err as KilnError)).not.toContain(secret);
     await glue.handle('job.put 3', body({ ...fakeSpec(), dockerfile: secret }));
@@ -103,16 +167,29 @@ describe('glue dispatcher', () => {
     await expect(p).rejects.toMatchObject({ code: 'too_large' });
   });
 
-  it.each(['* * * * *', 'H/1 * * * *', 'H H * * *\n* * * * *', 'daily\n* * * * *', '@hourly'])('case 33: job.put refuses the schedule %j (only off, daily, weekly) and stores nothing', async (schedule) => {
-    await expect(glue.handle('job.put 3', body(fakeSpec(undefined, { schedule })))).rejects.toMatchObject({ code: 'invalid_input', message: expect.stringMatching(/schedule/) });
-    expect(calls).toEqual([]);
-    expect(await backend.listJobs()).toEqual([]);
-  });
+  it.each(['* * * * *', 'H/1 * * * *', 'H H * * *\n* * * * *', 'daily\n* * * * *', '@hourly'])(
+    'case 33: job.put refuses the schedule %j (only off, daily, weekly) and stores nothing',
+    async (schedule) => {
+      await expect(glue.handle('job.put 3', body(fakeSpec(undefined, { schedule })))).rejects.toMatchObject({
+        code: 'invalid_input',
+        message: expect.stringMatching(/schedule/),
+      });
+      expect(calls).toEqual([]);
+      expect(await backend.listJobs()).toEqual([]);
+    },
+  );
 
   it('finding 10: job.build with the key "constructor" or "toString" makes a build like any other key', async () => {
     await glue.handle('job.put 4', body(fakeSpec()));
-    for (const [n, key] of [[1, 'constructor'], [2, 'toString'], [3, 'hasOwnProperty']] as const) {
-      expect(await glue.handle(`job.build 4 ${key}`, noBody)).toEqual({ kind: 'json', reply: { job: 4, build: n, created: true } });
+    for (const [n, key] of [
+      [1, 'constructor'],
+      [2, 'toString'],
+      [3, 'hasOwnProperty'],
+    ] as const) {
+      expect(await glue.handle(`job.build 4 ${key}`, noBody)).toEqual({
+        kind: 'json',
+        reply: { job: 4, build: n, created: true },
+      });
     }
   });
 
@@ -121,7 +198,7 @@ describe('glue dispatcher', () => {
   });
 
   it('maps backend errors to codes and exit statuses', async () => {
-    const err = await glue.handle('build.status 9 1', noBody).catch((e: unknown) => e) as KilnError;
+    const err = (await glue.handle('build.status 9 1', noBody).catch((e: unknown) => e)) as KilnError;
     expect(err.code).toBe('not_found');
     expect(exitCodeFor(err)).toBe(3);
     expect(JSON.parse(errorDocument(err))).toEqual({ error: { code: 'not_found', message: 'No such job' } });
@@ -145,11 +222,27 @@ describe('glue dispatcher', () => {
     await expect(glue.handle('job.build 4 key-00000002', noBody)).rejects.toMatchObject({ code: 'conflict' });
     expect((await glue.handle('job.enable 4', noBody)).kind).toBe('json');
     const jobs = await glue.handle('jobs.list', noBody);
-    expect(jobs.kind === 'json' && jobs.reply).toEqual({ jobs: [{ job: 4, backendName: 'kiln-job-4', managed: true, enabled: true, schedule: 'off', lastBuild: 1 }] });
+    expect(jobs.kind === 'json' && jobs.reply).toEqual({
+      jobs: [{ job: 4, backendName: 'kiln-job-4', managed: true, enabled: true, schedule: 'off', lastBuild: 1 }],
+    });
     const del = await glue.handle('job.delete 4', noBody);
     expect(del.kind === 'json' && del.reply).toEqual({ job: 4, deleted: true });
     const del2 = await glue.handle('job.delete 4', noBody);
     expect(del2.kind === 'json' && del2.reply).toEqual({ job: 4, deleted: false });
-    expect(calls).toEqual(['putJob', 'build', 'status', 'listQueue', 'log', 'artifact', 'cancel', 'setEnabled', 'build', 'setEnabled', 'listJobs', 'deleteJob', 'deleteJob']);
+    expect(calls).toEqual([
+      'putJob',
+      'build',
+      'status',
+      'listQueue',
+      'log',
+      'artifact',
+      'cancel',
+      'setEnabled',
+      'build',
+      'setEnabled',
+      'listJobs',
+      'deleteJob',
+      'deleteJob',
+    ]);
   });
 });

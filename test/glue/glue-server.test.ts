@@ -14,7 +14,13 @@ describe('kiln glue-server (composition root)', () => {
     const port = await freePort();
     const sdk = writeFakeSdk(t.dir);
     const child = spawn(await kilnSnapshot(t.dir), ['glue-server'], {
-      env: { PATH: process.env.PATH, KILN_DATA_DIR: t.dir, KILN_SSH_PORT: String(port), KILN_GLUE_SDK_COMMAND: sdk.join(','), KILN_LOG_LEVEL: 'warn' },
+      env: {
+        PATH: process.env.PATH,
+        KILN_DATA_DIR: t.dir,
+        KILN_SSH_PORT: String(port),
+        KILN_GLUE_SDK_COMMAND: sdk.join(','),
+        KILN_LOG_LEVEL: 'warn',
+      },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     try {
@@ -38,14 +44,27 @@ describe('kiln glue-server (composition root)', () => {
       expect(host.fingerprint).toBe(fp);
       // The same key material (the comment is whatever the caller names it).
       expect(web.publicKey.split(' ').slice(0, 2)).toEqual(made.split(' ').slice(0, 2));
-      const cfg = loadConfig({ KILN_DATA_DIR: t.dir, KILN_SSH_PORT: String(port), KILN_SSH_HOST_FINGERPRINT: `SHA256:${fp}` });
+      const cfg = loadConfig({
+        KILN_DATA_DIR: t.dir,
+        KILN_SSH_PORT: String(port),
+        KILN_SSH_HOST_FINGERPRINT: `SHA256:${fp}`,
+      });
       const client = await sshGlueClientFromConfig(cfg);
-      await expect(sshGlueClientFromConfig(loadConfig({ KILN_DATA_DIR: t.dir }))).rejects.toMatchObject({ code: 'invalid_input' });
+      await expect(sshGlueClientFromConfig(loadConfig({ KILN_DATA_DIR: t.dir }))).rejects.toMatchObject({
+        code: 'invalid_input',
+      });
       try {
         expect(await client.call('ping', [])).toMatchObject({ protocol: 1, backend: 'local', backendReachable: true });
         await client.call('job.put', [1], JSON.stringify(fakeSpec()));
         await client.call('job.build', [1, 'server-key-1']);
-        const state = await until(async () => { const st = (await client.call('build.status', [1, 1])).state; return !['queued', 'running'].includes(st) && st; }, 60_000, 50);
+        const state = await until(
+          async () => {
+            const st = (await client.call('build.status', [1, 1])).state;
+            return !['queued', 'running'].includes(st) && st;
+          },
+          60_000,
+          50,
+        );
         expect(state).toBe('succeeded');
       } finally {
         await client.close();

@@ -29,14 +29,19 @@ async function make(opts: Partial<LocalBackendOptions> = {}, dir?: string) {
 }
 
 function waitFor(b: LocalBackend, job: number, build: number, states: BuildState[]) {
-  return until(async () => {
-    const st = await b.status(job, build);
-    return states.includes(st.state) && st;
-  }, 60_000, 50);
+  return until(
+    async () => {
+      const st = await b.status(job, build);
+      return states.includes(st.state) && st;
+    },
+    60_000,
+    50,
+  );
 }
 
 /** The SDK's process identity, once the runner has recorded it in build.json. */
-const recordedPid = (buildJson: string) => until(() => (JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } }).process?.pid, 60_000, 50);
+const recordedPid = (buildJson: string) =>
+  until(() => (JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } }).process?.pid, 60_000, 50);
 
 /** Opens the gate a `# fake: gate NAME` build of the fake SDK in `dir` waits at. */
 function openGate(dir: string, name: string): void {
@@ -47,26 +52,63 @@ function openGate(dir: string, name: string): void {
 describe('local backend', () => {
   it('keeps a Jenkins-shaped data directory and runs the SDK with the documented argv', async () => {
     const { b, dir } = await make();
-    const baseNames = [{ name: 'corp/debian:12', base: 'debian:bookworm' }, { name: 'ghcr.io/x/base', base: 'debian:trixie-slim' }];
-    expect(await b.putJob(3, spec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { VERSION: '1 2', X: 'y' }, baseNames }))).toEqual({ created: true });
-    expect(await b.putJob(3, spec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { VERSION: '1 2', X: 'y' }, baseNames }))).toEqual({ created: false });
+    const baseNames = [
+      { name: 'corp/debian:12', base: 'debian:bookworm' },
+      { name: 'ghcr.io/x/base', base: 'debian:trixie-slim' },
+    ];
+    expect(
+      await b.putJob(
+        3,
+        spec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { VERSION: '1 2', X: 'y' }, baseNames }),
+      ),
+    ).toEqual({ created: true });
+    expect(
+      await b.putJob(
+        3,
+        spec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { VERSION: '1 2', X: 'y' }, baseNames }),
+      ),
+    ).toEqual({ created: false });
     const jobDir = path.join(dir, 'glue/jobs/kiln-job-3');
-    expect(JSON.parse(readFileSync(path.join(jobDir, 'config.json'), 'utf8'))).toMatchObject({ owner: 'alice', name: 'demo', enabled: true });
+    expect(JSON.parse(readFileSync(path.join(jobDir, 'config.json'), 'utf8'))).toMatchObject({
+      owner: 'alice',
+      name: 'demo',
+      enabled: true,
+    });
     expect(readFileSync(path.join(jobDir, 'Dockerfile'), 'utf8')).toContain('FROM debian:bookworm');
     expect(readFileSync(path.join(jobDir, 'nextBuildNumber'), 'utf8').trim()).toBe('1');
 
     const { build } = await b.build(3, 'first-build-key');
     expect(build).toBe(1);
     const st = await waitFor(b, 3, 1, ['succeeded', 'failed']);
-    expect(st).toMatchObject({ job: 3, build: 1, state: 'succeeded', artifacts: [{ name: 'image.raw', size: 15 }, { name: 'result.json', size: expect.any(Number) }, { name: 'SHA256SUMS', size: 64 + 2 + 9 + 1 }] });
+    expect(st).toMatchObject({
+      job: 3,
+      build: 1,
+      state: 'succeeded',
+      artifacts: [
+        { name: 'image.raw', size: 15 },
+        { name: 'result.json', size: expect.any(Number) },
+        { name: 'SHA256SUMS', size: 64 + 2 + 9 + 1 },
+      ],
+    });
     expect(st.startedAt && st.finishedAt && st.queuedAt).toBeTruthy();
     const archive = path.join(jobDir, 'builds/1/archive');
     const argv = readFileSync(path.join(archive, 'argv.txt'), 'utf8').trim().split('\n');
     expect(argv).toEqual([
-      '--dockerfile', path.join(jobDir, 'builds/1/ws/Dockerfile'), '--out', archive, '--format', 'raw,qcow2',
-      '--build-arg', 'VERSION=1 2', '--build-arg', 'X=y',
+      '--dockerfile',
+      path.join(jobDir, 'builds/1/ws/Dockerfile'),
+      '--out',
+      archive,
+      '--format',
+      'raw,qcow2',
+      '--build-arg',
+      'VERSION=1 2',
+      '--build-arg',
+      'X=y',
       // The site's base names, as the SDK takes them; it checks each against its own sdk.bases.
-      '--base-name', 'corp/debian:12=debian:bookworm', '--base-name', 'ghcr.io/x/base=debian:trixie-slim',
+      '--base-name',
+      'corp/debian:12=debian:bookworm',
+      '--base-name',
+      'ghcr.io/x/base=debian:trixie-slim',
     ]);
     expect(existsSync(path.join(jobDir, 'builds/1/ws'))).toBe(false);
     expect(readFileSync(path.join(jobDir, 'nextBuildNumber'), 'utf8').trim()).toBe('2');
@@ -133,7 +175,11 @@ describe('local backend', () => {
     await b.putJob(2, spec('sleep 2'));
     await b.build(2, 'k0000001');
     const run = await waitFor(b, 2, 1, ['running']);
-    expect(await until(async () => (await b.status(2, 1)).progress)).toEqual({ stage: 'build', percent: 10, message: 'building the Dockerfile' });
+    expect(await until(async () => (await b.status(2, 1)).progress)).toEqual({
+      stage: 'build',
+      percent: 10,
+      message: 'building the Dockerfile',
+    });
     expect(run.artifacts).toEqual([]);
   });
 
@@ -148,7 +194,18 @@ describe('local backend', () => {
     // `cancelled`, not `running`: the SDK's group stopped before cancel() stopped waiting for it.
     expect(await b.cancel(1, 1)).toEqual({ state: 'cancelled' });
     // The whole process group goes (the fake SDK's `sleep` child too), not just its leader.
-    await until(() => { try { process.kill(-pid, 0); return false; } catch { return true; } }, 60_000, 50);
+    await until(
+      () => {
+        try {
+          process.kill(-pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      60_000,
+      50,
+    );
     expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled', reason: 'cancelled by request' });
     expect(await b.status(1, 2)).toMatchObject({ state: 'cancelled', reason: 'cancelled while queued' });
     expect(await b.cancel(1, 1)).toEqual({ state: 'cancelled' });
@@ -207,7 +264,15 @@ describe('local backend', () => {
     const bdir = path.join(dir, 'glue/jobs/kiln-job-1/builds/1');
     // What a process SIGKILLed after recording the end but before removing the scratch leaves.
     const rec = JSON.parse(readFileSync(path.join(bdir, 'build.json'), 'utf8')) as Record<string, unknown>;
-    writeFileSync(path.join(bdir, 'build.json'), JSON.stringify({ ...rec, state: 'cancelled', reason: 'cancelled while queued', finishedAt: new Date().toISOString() }));
+    writeFileSync(
+      path.join(bdir, 'build.json'),
+      JSON.stringify({
+        ...rec,
+        state: 'cancelled',
+        reason: 'cancelled while queued',
+        finishedAt: new Date().toISOString(),
+      }),
+    );
     for (const q of readdirSync(path.join(dir, 'glue/queue'))) rmSync(path.join(dir, 'glue/queue', q));
     mkdirSync(path.join(bdir, 'tmp/kiln-sdk-x'), { recursive: true });
     const { b } = await make({}, dir);
@@ -217,7 +282,7 @@ describe('local backend', () => {
     expect(existsSync(path.join(bdir, 'archive/argv.txt'))).toBe(false); // never ran
   });
 
-  it('a cancel from another process (an OpenSSH kiln glue) stops the runner\'s build', async () => {
+  it("a cancel from another process (an OpenSSH kiln glue) stops the runner's build", async () => {
     const { b, dir } = await make();
     await b.putJob(1, spec('sleep 30'));
     await b.build(1, 'k0000001');
@@ -244,11 +309,17 @@ describe('local backend', () => {
     expect(await recordedPid(buildJson)).toBeGreaterThan(0);
     const crashed = readFileSync(buildJson, 'utf8');
     await first.close();
-    expect(await first.status(1, 1)).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: the build service stopped/) });
+    expect(await first.status(1, 1)).toMatchObject({
+      state: 'lost',
+      reason: expect.stringMatching(/^interrupted: the build service stopped/),
+    });
     writeFileSync(buildJson, crashed); // what a SIGKILLed runner leaves behind
 
     const { b } = await make({}, dir);
-    expect(await b.status(1, 1)).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: the build service restarted/) });
+    expect(await b.status(1, 1)).toMatchObject({
+      state: 'lost',
+      reason: expect.stringMatching(/^interrupted: the build service restarted/),
+    });
     expect((await b.log(1, 1, 0)).text).toContain('interrupted');
     await waitFor(b, 2, 1, ['succeeded']);
   });
@@ -266,15 +337,32 @@ describe('local backend', () => {
     const crashed: string[] = [];
     for (const job of [1, 2]) {
       await waitFor(first, job, 1, ['running']);
-      await until(() => (JSON.parse(readFileSync(path.join(bdir(job), 'build.json'), 'utf8')) as { process?: unknown }).process !== undefined);
+      await until(
+        () =>
+          (JSON.parse(readFileSync(path.join(bdir(job), 'build.json'), 'utf8')) as { process?: unknown }).process !==
+          undefined,
+      );
       crashed.push(readFileSync(path.join(bdir(job), 'build.json'), 'utf8'));
     }
     await first.close();
     // What the runner's SIGKILL leaves (records still "running"), and what each SDK wrote when it ended meanwhile.
     for (const job of [1, 2]) writeFileSync(path.join(bdir(job), 'build.json'), crashed[job - 1]!);
-    const result = (ok: boolean, extra: object = {}) => JSON.stringify({ ok, sdkVersion: 't', startedAt: 't0', finishedAt: 't1', artifacts: [], bootTests: [], stages: [], ...extra });
+    const result = (ok: boolean, extra: object = {}) =>
+      JSON.stringify({
+        ok,
+        sdkVersion: 't',
+        startedAt: 't0',
+        finishedAt: 't1',
+        artifacts: [],
+        bootTests: [],
+        stages: [],
+        ...extra,
+      });
     writeFileSync(path.join(bdir(1), 'archive/result.json'), result(true));
-    writeFileSync(path.join(bdir(2), 'archive/result.json'), result(false, { error: { code: 'build_failed', message: 'RUN step 2 failed: exit 100' } }));
+    writeFileSync(
+      path.join(bdir(2), 'archive/result.json'),
+      result(false, { error: { code: 'build_failed', message: 'RUN step 2 failed: exit 100' } }),
+    );
 
     const { b } = await make({}, dir);
     expect(await b.status(1, 1)).toMatchObject({ state: 'succeeded' });
@@ -282,7 +370,7 @@ describe('local backend', () => {
     expect((await b.log(1, 1, 0)).text).toContain('the SDK ended while the build service was down');
   });
 
-  it('after a restart, half-written files of a killed writer and a killed delete\'s trash are gone; a live writer\'s temp file stays', async () => {
+  it("after a restart, half-written files of a killed writer and a killed delete's trash are gone; a live writer's temp file stays", async () => {
     const { b: first, dir } = await make({ runner: false });
     await first.putJob(1, spec());
     await first.build(1, 'k0000001');
@@ -321,9 +409,13 @@ describe('local backend', () => {
       process.stdout.write('ready\\n');
       setInterval(() => {}, 1000);
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise<void>((resolve, reject) => {
-      child.stdout!.on('data', (c: Buffer) => { if (String(c).includes('ready')) resolve(); });
+      child.stdout!.on('data', (c: Buffer) => {
+        if (String(c).includes('ready')) resolve();
+      });
       child.on('exit', (c) => reject(new Error(`runner exited ${c}`)));
     });
     const buildJson = path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/build.json');
@@ -345,19 +437,38 @@ describe('local backend', () => {
     expect(existsSync(sdkTmp)).toBe(false);
     expect(existsSync(path.join(t.dir, 'glue/jobs/kiln-job-1/builds/1/tmp'))).toBe(false);
     // Gone, or a zombie waiting for init to reap it: either way no longer running.
-    const state = () => { try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0]; } catch { return 'gone'; } };
+    const state = () => {
+      try {
+        return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0];
+      } catch {
+        return 'gone';
+      }
+    };
     await until(() => ['gone', 'Z'].includes(state()!), 60_000, 50);
     await waitFor(b, 2, 1, ['succeeded']);
   });
 
-  it('case 49 (the glue\'s half): a build recorded but never acknowledged (killed before meta.json) does not run after the restart', async () => {
+  it("case 49 (the glue's half): a build recorded but never acknowledged (killed before meta.json) does not run after the restart", async () => {
     const { b: cli, dir } = await make({ runner: false });
     await cli.putJob(1, spec());
     // What build() leaves when the process dies after nextBuildNumber but before the key reached meta.json.
     const bdir = path.join(dir, 'glue/jobs/kiln-job-1/builds/1');
     const { mkdirSync } = await import('node:fs');
     mkdirSync(path.join(bdir, 'ws'), { recursive: true });
-    writeFileSync(path.join(bdir, 'build.json'), JSON.stringify({ job: 1, build: 1, state: 'queued', queueId: 1, idempotencyKey: 'unacked-key', queuedAt: new Date().toISOString(), formats: ['raw'], buildArgs: {}, hasContext: false }));
+    writeFileSync(
+      path.join(bdir, 'build.json'),
+      JSON.stringify({
+        job: 1,
+        build: 1,
+        state: 'queued',
+        queueId: 1,
+        idempotencyKey: 'unacked-key',
+        queuedAt: new Date().toISOString(),
+        formats: ['raw'],
+        buildArgs: {},
+        hasContext: false,
+      }),
+    );
     writeFileSync(path.join(dir, 'glue/jobs/kiln-job-1/nextBuildNumber'), '2\n');
     const { b } = await make({}, dir);
     expect(await b.status(1, 1)).toMatchObject({ state: 'cancelled', reason: expect.stringMatching(/never started/) });
@@ -423,7 +534,9 @@ describe('local backend', () => {
     await b.setEnabled(5, false);
     await b.setEnabled(5, false);
     await expect(b.build(5, 'k0000001')).rejects.toMatchObject({ code: 'conflict' });
-    expect(await b.listJobs()).toEqual([{ job: 5, backendName: 'kiln-job-5', managed: true, enabled: false, schedule: 'daily' }]);
+    expect(await b.listJobs()).toEqual([
+      { job: 5, backendName: 'kiln-job-5', managed: true, enabled: false, schedule: 'daily' },
+    ]);
     await b.setEnabled(5, true);
     await expect(b.setEnabled(6, true)).rejects.toMatchObject({ code: 'not_found' });
     expect(await b.deleteJob(5)).toEqual({ deleted: true });
@@ -460,16 +573,35 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     await new Promise((r) => p.once('spawn', r));
     const pid = p.pid!;
     const alive = () => {
-      try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z'; } catch { return false; }
+      try {
+        return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z';
+      } catch {
+        return false;
+      }
     };
-    return { pid, alive, stop: () => { try { process.kill(-pid, 'SIGKILL'); } catch { /* gone */ } } };
+    return {
+      pid,
+      alive,
+      stop: () => {
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      },
+    };
   }
 
   /** build.json once the runner has recorded its SDK's identity. */
-  const recordedSdk = (buildJson: string) => until(() => {
-    const rec = JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } };
-    return rec.process && (rec as { process: { pid: number } });
-  }, 10_000, 50);
+  const recordedSdk = (buildJson: string) =>
+    until(
+      () => {
+        const rec = JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } };
+        return rec.process && (rec as { process: { pid: number } });
+      },
+      10_000,
+      50,
+    );
 
   it('finding 8: after a restart, a recorded SDK pid that now names another process is not signalled', async () => {
     const { dir } = await make({ runner: false });
@@ -484,7 +616,10 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     // The SDK is gone and its pid went to another program: the record names the pid, with the old identity.
     const other = await bystander();
     cleanups.push(other.stop);
-    writeFileSync(buildJson, JSON.stringify({ ...crashed, pid: other.pid, process: { ...crashed.process, pid: other.pid } }));
+    writeFileSync(
+      buildJson,
+      JSON.stringify({ ...crashed, pid: other.pid, process: { ...crashed.process, pid: other.pid } }),
+    );
     // Recovery (which signals what it may) is over once start() returned.
     const { b } = await make({}, dir);
     expect(other.alive()).toBe(true);
@@ -512,7 +647,14 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
   it('finding 10: idempotency keys named like Object.prototype members are keys like any other', async () => {
     const { b } = await make();
     await b.putJob(1, spec());
-    const keys = ['constructor', 'toString', 'hasOwnProperty', 'isPrototypeOf', 'propertyIsEnumerable', 'toLocaleString'];
+    const keys = [
+      'constructor',
+      'toString',
+      'hasOwnProperty',
+      'isPrototypeOf',
+      'propertyIsEnumerable',
+      'toLocaleString',
+    ];
     for (const [i, k] of keys.entries()) {
       expect(await b.build(1, k), k).toEqual({ build: i + 1, created: true });
       expect(await b.build(1, k), k).toEqual({ build: i + 1, created: false });
@@ -535,7 +677,8 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     await b.putJob(1, spec(undefined, { dockerfile: A }));
     expect(await b.build(1, 'build-for-A', sha(A))).toEqual({ build: 2, created: true });
     await waitFor(b, 1, 2, ['succeeded']);
-    const used = (n: number) => readFileSync(path.join(dir, `glue/jobs/kiln-job-1/builds/${n}/archive/Dockerfile.used`), 'utf8');
+    const used = (n: number) =>
+      readFileSync(path.join(dir, `glue/jobs/kiln-job-1/builds/${n}/archive/Dockerfile.used`), 'utf8');
     expect(used(1)).toBe(B);
     expect(used(2)).toBe(A);
     // The context is part of the digest: the same Dockerfile with another context is another spec.
@@ -545,11 +688,18 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     expect((await b.build(1, 'build-for-A-ctx', specSha256(A, ctx))).created).toBe(true);
   });
 
-  it('finding 12: the SDK gets an allow-listed environment, not the parent\'s secrets; its TMPDIR is the build\'s own', async () => {
-    const secrets = { KILN_WEB_SESSION_SECRET: 'web-session-secret-0123456789abcdef', KILN_DB_URL: 'postgres://kiln:db-password@db/kiln', KILN_GLUE_JENKINS_TOKEN: 'jenkins-token-x', AWS_SECRET_ACCESS_KEY: 'aws-secret' };
+  it("finding 12: the SDK gets an allow-listed environment, not the parent's secrets; its TMPDIR is the build's own", async () => {
+    const secrets = {
+      KILN_WEB_SESSION_SECRET: 'web-session-secret-0123456789abcdef',
+      KILN_DB_URL: 'postgres://kiln:db-password@db/kiln',
+      KILN_GLUE_JENKINS_TOKEN: 'jenkins-token-x',
+      AWS_SECRET_ACCESS_KEY: 'aws-secret',
+    };
     const saved = { ...process.env };
     Object.assign(process.env, secrets, { KILN_SDK_FORMATS: 'raw', LANG: 'C.UTF-8' });
-    cleanups.push(() => { process.env = saved; });
+    cleanups.push(() => {
+      process.env = saved;
+    });
     const { b, dir } = await make();
     await b.putJob(1, spec());
     await b.build(1, 'k0000001');
@@ -563,17 +713,27 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     await until(() => !existsSync(path.join(dir, 'glue/jobs/kiln-job-1/builds/1/tmp'))); // removed as the build ends
   });
 
-  it('finding 12: an SDK internal error reaches the user as a reference only; the detail goes to the glue\'s log', async () => {
+  it("finding 12: an SDK internal error reaches the user as a reference only; the detail goes to the glue's log", async () => {
     const lines: Array<Record<string, unknown>> = [];
     const { pino } = await import('pino');
     const { Writable } = await import('node:stream');
-    const logger = pino({ level: 'info' }, new Writable({ write(c, _e, cb) { lines.push(JSON.parse(String(c)) as Record<string, unknown>); cb(); } }));
+    const logger = pino(
+      { level: 'info' },
+      new Writable({
+        write(c, _e, cb) {
+          lines.push(JSON.parse(String(c)) as Record<string, unknown>);
+          cb();
+        },
+      }),
+    );
     const { b, dir } = await make({ logger });
     await b.putJob(1, spec('internal'));
     await b.build(1, 'k0000001');
     const st = await waitFor(b, 1, 1, ['failed']);
     expect(st.reason).toBe('Internal error in the build service (reference 0123456789ab)');
-    expect(lines.find((l) => l.msg === 'the SDK failed with an internal error')?.detail).toContain('/var/lib/kiln/secret-path');
+    expect(lines.find((l) => l.msg === 'the SDK failed with an internal error')?.detail).toContain(
+      '/var/lib/kiln/secret-path',
+    );
     expect(existsSync(path.join(dir, 'glue/jobs/kiln-job-1/builds/1/archive/internal-error.log'))).toBe(false);
     expect((await b.log(1, 1, 0)).text).not.toContain('secret-path');
   });
@@ -593,17 +753,27 @@ describe('local store lock (finding 12: two writers at once)', () => {
     const section = (hold: () => Promise<void>) => async () => {
       inside++;
       most = Math.max(most, inside);
-      try { await hold(); } finally { inside--; }
+      try {
+        await hold();
+      } finally {
+        inside--;
+      }
     };
     const old = new Date(Date.now() - 10 * 60_000);
-    const first = la.run(section(async () => {
-      // Whatever marks the lock, make it look ten minutes old (the mkdir lock broke anything older than 30 s).
-      const { utimes } = await import('node:fs/promises');
-      await utimes(path.join(dir, 'glue/.lock'), old, old).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 600));
-    }));
+    const first = la.run(
+      section(async () => {
+        // Whatever marks the lock, make it look ten minutes old (the mkdir lock broke anything older than 30 s).
+        const { utimes } = await import('node:fs/promises');
+        await utimes(path.join(dir, 'glue/.lock'), old, old).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 600));
+      }),
+    );
     await new Promise((r) => setTimeout(r, 50));
-    const second = lc.run(section(async () => { await new Promise((r) => setTimeout(r, 10)); }));
+    const second = lc.run(
+      section(async () => {
+        await new Promise((r) => setTimeout(r, 10));
+      }),
+    );
     await Promise.all([first, second]);
     expect(most).toBe(1);
   });
@@ -619,9 +789,13 @@ describe('local store lock (finding 12: two writers at once)', () => {
       b.store.lock.run(() => { process.stdout.write('holding\\n'); return new Promise(() => {}); });
       setInterval(() => {}, 1000);
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise<void>((resolve, reject) => {
-      child.stdout!.on('data', (c: Buffer) => { if (String(c).includes('holding')) resolve(); });
+      child.stdout!.on('data', (c: Buffer) => {
+        if (String(c).includes('holding')) resolve();
+      });
       child.on('exit', (c) => reject(new Error(`holder exited ${c}`)));
     });
     const b = new LocalBackend({ dataDir: t.dir, runner: false });

@@ -6,7 +6,14 @@ import ssh2, { type ClientChannel } from 'ssh2';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
 import { defaultKeyPaths, fingerprint } from '../../src/shared/ssh-keys.js';
 import type { GluePort } from '../../src/core/ports.js';
-import { fakeSpec, startOpenSshGlue, startTestGlue, writeFakeSdk, type OpenSshGlue, type TestGlue } from '../helpers/glue.js';
+import {
+  fakeSpec,
+  startOpenSshGlue,
+  startTestGlue,
+  writeFakeSdk,
+  type OpenSshGlue,
+  type TestGlue,
+} from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
@@ -39,8 +46,22 @@ beforeAll(async () => {
   openssh = await startOpenSshGlue({ dataDir: dirB.dir, clientKey: builtin.clientKey });
   work = tempDir('kiln-glue-openssh-client-');
   doors = [
-    { name: 'built-in', port: builtin.port, user: 'kiln', fingerprint: builtin.hostFingerprint, hostPub: readFileSync(`${defaultKeyPaths(builtin.dataDir).host}.pub`, 'utf8'), client: builtin.client },
-    { name: 'openssh', port: openssh.port, user: openssh.username, fingerprint: openssh.hostFingerprint, hostPub: readFileSync(path.join(openssh.dir, 'ssh_host_ed25519_key.pub'), 'utf8'), client: openssh.client },
+    {
+      name: 'built-in',
+      port: builtin.port,
+      user: 'kiln',
+      fingerprint: builtin.hostFingerprint,
+      hostPub: readFileSync(`${defaultKeyPaths(builtin.dataDir).host}.pub`, 'utf8'),
+      client: builtin.client,
+    },
+    {
+      name: 'openssh',
+      port: openssh.port,
+      user: openssh.username,
+      fingerprint: openssh.hostFingerprint,
+      hostPub: readFileSync(path.join(openssh.dir, 'ssh_host_ed25519_key.pub'), 'utf8'),
+      client: openssh.client,
+    },
   ];
   writeFileSync(path.join(work.dir, 'id'), builtin.clientKey.privateKey, { mode: 0o600 });
 });
@@ -66,17 +87,38 @@ async function outcome(p: Promise<unknown>): Promise<unknown> {
     return norm(v);
   } catch (e) {
     const k = e as { code?: string; message?: string };
-    return { error: k.code, message: k.message, ...(k.code === 'internal' ? { detail: (e as { detail?: unknown }).detail } : {}) };
+    return {
+      error: k.code,
+      message: k.message,
+      ...(k.code === 'internal' ? { detail: (e as { detail?: unknown }).detail } : {}),
+    };
   }
 }
 
 async function settle(c: GluePort, job: number, build: number): Promise<unknown> {
-  return norm(await until(async () => { const st = await c.call('build.status', [job, build]); return !['queued', 'running'].includes(st.state) && st; }, 60_000, 50));
+  return norm(
+    await until(
+      async () => {
+        const st = await c.call('build.status', [job, build]);
+        return !['queued', 'running'].includes(st.state) && st;
+      },
+      60_000,
+      50,
+    ),
+  );
 }
 
 const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['ping', (c) => c.call('ping', [])],
-  ['job.put new', (c) => c.call('job.put', [21], JSON.stringify(fakeSpec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { A: 'b c' } })))],
+  [
+    'job.put new',
+    (c) =>
+      c.call(
+        'job.put',
+        [21],
+        JSON.stringify(fakeSpec(undefined, { formats: ['raw', 'qcow2'], buildArgs: { A: 'b c' } })),
+      ),
+  ],
   ['job.put again', (c) => c.call('job.put', [21], JSON.stringify(fakeSpec()))],
   ['job.put bad spec', (c) => c.call('job.put', [22], JSON.stringify({ ...fakeSpec(), name: '../x' }))],
   ['job.put not JSON', (c) => c.call('job.put', [22], 'FROM debian')],
@@ -109,7 +151,12 @@ const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
 ];
 
 /** One exec over a fresh ssh2 connection, with options the web's client never uses. */
-function rawExec(d: Door, cmd: string, opts: Record<string, unknown> = {}, connectOpts: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
+function rawExec(
+  d: Door,
+  cmd: string,
+  opts: Record<string, unknown> = {},
+  connectOpts: Record<string, unknown> = {},
+): Promise<Record<string, unknown>> {
   return new Promise((resolve) => {
     const c = new ssh2.Client();
     c.on('error', (e) => resolve({ connectError: e.message }));
@@ -122,9 +169,15 @@ function rawExec(d: Door, cmd: string, opts: Record<string, unknown> = {}, conne
         let stdout = '';
         let stderr = '';
         let code: number | null = null;
-        ch.on('data', (x: Buffer) => { stdout += x; });
-        ch.stderr.on('data', (x: Buffer) => { stderr += x; });
-        ch.on('exit', (x: number | null) => { code = x; });
+        ch.on('data', (x: Buffer) => {
+          stdout += x;
+        });
+        ch.stderr.on('data', (x: Buffer) => {
+          stderr += x;
+        });
+        ch.on('exit', (x: number | null) => {
+          code = x;
+        });
         ch.on('close', () => {
           c.end();
           resolve({ code, stdout, stderr });
@@ -133,7 +186,11 @@ function rawExec(d: Door, cmd: string, opts: Record<string, unknown> = {}, conne
       });
     });
     c.connect({
-      host: '127.0.0.1', port: d.port, username: d.user, privateKey: builtin.clientKey.privateKey, readyTimeout: 10_000,
+      host: '127.0.0.1',
+      port: d.port,
+      username: d.user,
+      privateKey: builtin.clientKey.privateKey,
+      readyTimeout: 10_000,
       hostVerifier: (k: Buffer) => fingerprint(k) === d.fingerprint,
       ...connectOpts,
     });
@@ -144,29 +201,67 @@ function onConn<T>(d: Door, fn: (c: ssh2.Client) => Promise<T>): Promise<T> {
   return new Promise((resolve, reject) => {
     const c = new ssh2.Client();
     c.on('error', reject);
-    c.on('ready', () => { fn(c).then(resolve, reject).finally(() => c.end()); });
+    c.on('ready', () => {
+      fn(c)
+        .then(resolve, reject)
+        .finally(() => c.end());
+    });
     c.connect({
-      host: '127.0.0.1', port: d.port, username: d.user, privateKey: builtin.clientKey.privateKey, readyTimeout: 10_000,
+      host: '127.0.0.1',
+      port: d.port,
+      username: d.user,
+      privateKey: builtin.clientKey.privateKey,
+      readyTimeout: 10_000,
       hostVerifier: (k: Buffer) => fingerprint(k) === d.fingerprint,
     });
   });
 }
 
 /** The OpenSSH client binary, strict about the host key (its own known_hosts), batch mode, only our key. */
-function sshCli(d: Door, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+function sshCli(
+  d: Door,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const known = path.join(work.dir, `known_hosts-${d.name}`);
   writeFileSync(known, `[127.0.0.1]:${d.port} ${d.hostPub.split(' ').slice(0, 2).join(' ')}\n`);
   chmodSync(path.join(work.dir, 'id'), 0o600);
   const base = [
-    '-F', '/dev/null', '-p', String(d.port), '-i', path.join(work.dir, 'id'), '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-    '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${known}`, '-o', 'ConnectTimeout=10', '-o', 'LogLevel=ERROR',
-    '-l', d.user,
+    '-F',
+    '/dev/null',
+    '-p',
+    String(d.port),
+    '-i',
+    path.join(work.dir, 'id'),
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    `UserKnownHostsFile=${known}`,
+    '-o',
+    'ConnectTimeout=10',
+    '-o',
+    'LogLevel=ERROR',
+    '-l',
+    d.user,
   ];
   return new Promise((resolve) => {
-    execFile('ssh', [...base, ...args], { env: { PATH: process.env.PATH, HOME: work.dir, ...env }, timeout: 20_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      'ssh',
+      [...base, ...args],
+      { env: { PATH: process.env.PATH, HOME: work.dir, ...env }, timeout: 20_000 },
+      (err, stdout, stderr) => {
+        const code = err
+          ? typeof (err as { code?: unknown }).code === 'number'
+            ? (err as { code: number }).code
+            : -1
+          : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -181,7 +276,10 @@ describe('the two SSH front doors', () => {
       expect(answers[name]![1], `${name}: openssh vs built-in`).toEqual(answers[name]![0]);
     }
     // Sanity: the sequence did what it says (so "identical" is not "identically broken").
-    expect(answers['wait']![0]).toMatchObject({ state: 'succeeded', artifacts: [{ name: 'image.raw' }, { name: 'result.json' }, { name: 'SHA256SUMS' }] });
+    expect(answers['wait']![0]).toMatchObject({
+      state: 'succeeded',
+      artifacts: [{ name: 'image.raw' }, { name: 'result.json' }, { name: 'SHA256SUMS' }],
+    });
     expect(answers['wait failing']![0]).toMatchObject({ state: 'failed', reason: 'RUN step 2 failed: exit 100' });
     expect(answers['artifact offset']![0]).toEqual({ bytes: 'IMAGE-BYTES' });
     expect(answers['job.build disabled']![0]).toMatchObject({ error: 'conflict' });
@@ -189,8 +287,17 @@ describe('the two SSH front doors', () => {
   });
 
   it.each([
-    'job.put 7; rm -rf /', 'job.build 5 $(id)', 'job.build 5\nid', 'job.put -x', 'job.build 99999999999999 abcdefgh',
-    'build.artifact 1 1 ../x', 'sh', 'scp -f /etc/passwd', 'internal-sftp', 'job.put 7 ', 'ping\tx',
+    'job.put 7; rm -rf /',
+    'job.build 5 $(id)',
+    'job.build 5\nid',
+    'job.put -x',
+    'job.build 99999999999999 abcdefgh',
+    'build.artifact 1 1 ../x',
+    'sh',
+    'scp -f /etc/passwd',
+    'internal-sftp',
+    'job.put 7 ',
+    'ping\tx',
   ])('case 26: both doors refuse %j identically (exit 2, same stderr)', async (cmd) => {
     const [a, b] = await Promise.all(doors.map((d) => rawExec(d, cmd)));
     expect(a).toMatchObject({ code: 2, stdout: '' });
@@ -202,38 +309,67 @@ describe('the two SSH front doors', () => {
     ['pty', { pty: true }, /pseudo-terminal/i],
     ['x11', { x11: true }, /X11/i],
   ])('both refuse a %s request', async (_n, opts, msg) => {
-    for (const d of doors) expect(await rawExec(d, 'ping', opts), d.name).toMatchObject({ refused: expect.stringMatching(msg) });
+    for (const d of doors)
+      expect(await rawExec(d, 'ping', opts), d.name).toMatchObject({ refused: expect.stringMatching(msg) });
   });
 
   it('case 27: both refuse agent forwarding, subsystems (sftp) and port forwarding in both directions', async () => {
     for (const d of doors) {
       const agent = new (class extends ssh2.BaseAgent<ssh2.ParsedKey> {
-        getIdentities(cb: (e: Error | undefined, k?: ssh2.ParsedKey[]) => void) { cb(undefined, []); }
-        sign(_p: ssh2.ParsedKey, _d: Buffer, _o: unknown, cb?: (e: Error | undefined, s?: Buffer) => void) { cb?.(new Error('no')); }
+        getIdentities(cb: (e: Error | undefined, k?: ssh2.ParsedKey[]) => void) {
+          cb(undefined, []);
+        }
+        sign(_p: ssh2.ParsedKey, _d: Buffer, _o: unknown, cb?: (e: Error | undefined, s?: Buffer) => void) {
+          cb?.(new Error('no'));
+        }
       })();
-      expect(await rawExec(d, 'ping', { agentForward: true }, { agent }), d.name).toMatchObject({ refused: expect.stringMatching(/agent/i) });
+      expect(await rawExec(d, 'ping', { agentForward: true }, { agent }), d.name).toMatchObject({
+        refused: expect.stringMatching(/agent/i),
+      });
       await onConn(d, async (c) => {
-        await expect(new Promise((res, rej) => c.sftp((e, s) => (e ? rej(e) : res(s)))), d.name).rejects.toThrow(/subsystem/i);
-        await expect(new Promise((res, rej) => c.subsys('netconf', (e, s) => (e ? rej(e) : res(s)))), d.name).rejects.toThrow(/subsystem/i);
-        await expect(new Promise((res, rej) => c.forwardIn('127.0.0.1', 0, (e, p) => (e ? rej(e) : res(p)))), d.name).rejects.toThrow(/unable to bind/i);
-        await expect(new Promise((res, rej) => c.forwardOut('127.0.0.1', 1, '127.0.0.1', d.port, (e, s) => (e ? rej(e) : res(s)))), d.name).rejects.toThrow(/prohibited|open failure|fail/i);
+        await expect(new Promise((res, rej) => c.sftp((e, s) => (e ? rej(e) : res(s)))), d.name).rejects.toThrow(
+          /subsystem/i,
+        );
+        await expect(
+          new Promise((res, rej) => c.subsys('netconf', (e, s) => (e ? rej(e) : res(s)))),
+          d.name,
+        ).rejects.toThrow(/subsystem/i);
+        await expect(
+          new Promise((res, rej) => c.forwardIn('127.0.0.1', 0, (e, p) => (e ? rej(e) : res(p)))),
+          d.name,
+        ).rejects.toThrow(/unable to bind/i);
+        await expect(
+          new Promise((res, rej) => c.forwardOut('127.0.0.1', 1, '127.0.0.1', d.port, (e, s) => (e ? rej(e) : res(s)))),
+          d.name,
+        ).rejects.toThrow(/prohibited|open failure|fail/i);
       });
     }
   });
 
   it('a shell request runs nothing: refused by the built-in server, an empty (refused) request under OpenSSH', async () => {
-    const shell = (d: Door) => onConn(d, (c) => new Promise<Record<string, unknown>>((resolve) => {
-      c.shell(false, (e, ch) => {
-        if (e) return resolve({ refused: e.message });
-        let stderr = '';
-        let code: number | null = null;
-        ch.stderr.on('data', (x: Buffer) => { stderr += x; });
-        ch.on('data', (x: Buffer) => { stderr += `stdout: ${x}`; });
-        ch.on('exit', (x: number | null) => { code = x; });
-        ch.on('close', () => resolve({ code, stderr }));
-        ch.end('id\n');
-      });
-    }));
+    const shell = (d: Door) =>
+      onConn(
+        d,
+        (c) =>
+          new Promise<Record<string, unknown>>((resolve) => {
+            c.shell(false, (e, ch) => {
+              if (e) return resolve({ refused: e.message });
+              let stderr = '';
+              let code: number | null = null;
+              ch.stderr.on('data', (x: Buffer) => {
+                stderr += x;
+              });
+              ch.on('data', (x: Buffer) => {
+                stderr += `stdout: ${x}`;
+              });
+              ch.on('exit', (x: number | null) => {
+                code = x;
+              });
+              ch.on('close', () => resolve({ code, stderr }));
+              ch.end('id\n');
+            });
+          }),
+      );
     expect(await shell(doors[0]!)).toMatchObject({ refused: expect.stringMatching(/shell/i) });
     const o = await shell(doors[1]!);
     expect(o.code).toBe(2);
@@ -263,7 +399,7 @@ describe('the two SSH front doors', () => {
     }
   });
 
-  it('case 29: the web client refuses either door when the pinned host key is the other door\'s', async () => {
+  it("case 29: the web client refuses either door when the pinned host key is the other door's", async () => {
     const swapped = [
       builtin.newClient({ hostFingerprint: openssh.hostFingerprint }),
       openssh.newClient({ hostFingerprint: builtin.hostFingerprint }),
@@ -281,17 +417,50 @@ describe('SHA-1 RSA signatures', () => {
       execFileSync('ssh-keygen', ['-q', '-t', 'rsa', '-b', '2048', '-N', '', '-f', rsa]);
       const authorized = path.join(t.dir, 'authorized_keys');
       writeFileSync(authorized, readFileSync(`${rsa}.pub`));
-      const g = await startTestGlue({ config: { ssh: { host: '127.0.0.1', port: 0, authorizedKeysFile: authorized } } });
+      const g = await startTestGlue({
+        config: { ssh: { host: '127.0.0.1', port: 0, authorizedKeysFile: authorized } },
+      });
       try {
         const known = path.join(t.dir, 'known_hosts');
-        writeFileSync(known, `[127.0.0.1]:${g.port} ${readFileSync(`${defaultKeyPaths(g.dataDir).host}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
-        const ssh = (alg: string) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-          execFile('ssh', ['-F', '/dev/null', '-p', String(g.port), '-i', rsa, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-            '-o', `PubkeyAcceptedAlgorithms=${alg}`, '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${known}`,
-            '-l', 'kiln', '127.0.0.1', 'ping'], { env: { PATH: process.env.PATH, HOME: t.dir } }, (err, stdout, stderr) => {
-            resolve({ code: err ? Number((err as { code?: number }).code ?? -1) : 0, stdout, stderr });
+        writeFileSync(
+          known,
+          `[127.0.0.1]:${g.port} ${readFileSync(`${defaultKeyPaths(g.dataDir).host}.pub`, 'utf8')
+            .split(' ')
+            .slice(0, 2)
+            .join(' ')}\n`,
+        );
+        const ssh = (alg: string) =>
+          new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+            execFile(
+              'ssh',
+              [
+                '-F',
+                '/dev/null',
+                '-p',
+                String(g.port),
+                '-i',
+                rsa,
+                '-o',
+                'IdentitiesOnly=yes',
+                '-o',
+                'BatchMode=yes',
+                '-o',
+                `PubkeyAcceptedAlgorithms=${alg}`,
+                '-o',
+                'StrictHostKeyChecking=yes',
+                '-o',
+                `UserKnownHostsFile=${known}`,
+                '-l',
+                'kiln',
+                '127.0.0.1',
+                'ping',
+              ],
+              { env: { PATH: process.env.PATH, HOME: t.dir } },
+              (err, stdout, stderr) => {
+                resolve({ code: err ? Number((err as { code?: number }).code ?? -1) : 0, stdout, stderr });
+              },
+            );
           });
-        });
         expect(await ssh('rsa-sha2-256')).toMatchObject({ code: 0, stdout: '{"protocol":1,"backend":"local"}\n' });
         const sha1 = await ssh('ssh-rsa');
         expect(sha1.code).toBe(255);

@@ -12,7 +12,9 @@ const { Client, utils, BaseAgent } = ssh2;
 /** An ssh2 agent offering `identities` and signing with `signer` (which may be another key than offered). */
 function agentOf(identities: ParsedKey[], signer?: (data: Buffer) => Buffer, onSign?: () => void) {
   return new (class extends BaseAgent<ParsedKey> {
-    getIdentities(cb: (e: Error | undefined, keys?: ParsedKey[]) => void) { cb(undefined, identities); }
+    getIdentities(cb: (e: Error | undefined, keys?: ParsedKey[]) => void) {
+      cb(undefined, identities);
+    }
     sign(_pub: ParsedKey, data: Buffer, opts: unknown, cb?: (e: Error | undefined, sig?: Buffer) => void) {
       const done = (typeof opts === 'function' ? opts : cb) as (e: Error | undefined, sig?: Buffer) => void;
       onSign?.();
@@ -34,25 +36,42 @@ afterAll(async () => {
 function rawConnect(extra: Record<string, unknown> = {}): Promise<ssh2.Client> {
   return new Promise((resolve, reject) => {
     const c = new Client();
-    c.on('ready', () => resolve(c)).on('error', reject).on('close', () => reject(new Error('connection closed')));
+    c.on('ready', () => resolve(c))
+      .on('error', reject)
+      .on('close', () => reject(new Error('connection closed')));
     c.connect({
-      host: '127.0.0.1', port: g.port, username: 'kiln', privateKey: g.clientKey.privateKey, readyTimeout: 10_000,
-      hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === g.hostFingerprint,
+      host: '127.0.0.1',
+      port: g.port,
+      username: 'kiln',
+      privateKey: g.clientKey.privateKey,
+      readyTimeout: 10_000,
+      hostVerifier: (key: Buffer) =>
+        createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === g.hostFingerprint,
       ...extra,
     });
   });
 }
 
-function execRaw(c: ssh2.Client, cmd: string, opts: Record<string, unknown> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function execRaw(
+  c: ssh2.Client,
+  cmd: string,
+  opts: Record<string, unknown> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     c.exec(cmd, opts, (err: Error | undefined, ch: ClientChannel) => {
       if (err) return reject(err);
       let stdout = '';
       let stderr = '';
       let code: number | null = null;
-      ch.on('data', (d: Buffer) => { stdout += d; });
-      ch.stderr.on('data', (d: Buffer) => { stderr += d; });
-      ch.on('exit', (x: number | null) => { code = x; });
+      ch.on('data', (d: Buffer) => {
+        stdout += d;
+      });
+      ch.stderr.on('data', (d: Buffer) => {
+        stderr += d;
+      });
+      ch.on('exit', (x: number | null) => {
+        code = x;
+      });
       ch.on('close', () => resolve({ code, stdout, stderr }));
       ch.end();
     });
@@ -68,8 +87,20 @@ describe('built-in SSH glue server', () => {
     expect(await c.call('job.put', [11], JSON.stringify(fakeSpec()))).toEqual({ job: 11, created: true });
     expect(await c.call('job.build', [11, 'ssh-key-0001'])).toEqual({ job: 11, build: 1, created: true });
     expect(await c.call('job.build', [11, 'ssh-key-0001'])).toEqual({ job: 11, build: 1, created: false });
-    const st = await until(async () => { const x = await c.call('build.status', [11, 1]); return (x.state === 'succeeded' || x.state === 'failed') && x; }, 60_000, 50);
-    expect(st).toMatchObject({ job: 11, build: 1, state: 'succeeded', artifacts: [{ name: 'image.raw', size: 15 }, { name: 'result.json' }, { name: 'SHA256SUMS' }] });
+    const st = await until(
+      async () => {
+        const x = await c.call('build.status', [11, 1]);
+        return (x.state === 'succeeded' || x.state === 'failed') && x;
+      },
+      60_000,
+      50,
+    );
+    expect(st).toMatchObject({
+      job: 11,
+      build: 1,
+      state: 'succeeded',
+      artifacts: [{ name: 'image.raw', size: 15 }, { name: 'result.json' }, { name: 'SHA256SUMS' }],
+    });
     const log = await c.call('build.log', [11, 1, 0]);
     expect(log.text).toContain('##kiln {"stage":"done","percent":100}');
     expect(log.more).toBe(false);
@@ -80,12 +111,20 @@ describe('built-in SSH glue server', () => {
     for await (const ch of await c.artifact(11, 1, 'image.raw', 4)) tail.push(ch as Buffer);
     expect(Buffer.concat(tail).toString()).toBe('IMAGE-BYTES');
 
-    await expect(c.artifact(11, 1, 'image.qcow2')).rejects.toMatchObject({ code: 'not_found', message: 'No such artifact' });
-    await expect(c.call('build.status', [11, 99])).rejects.toMatchObject({ code: 'not_found', message: 'No such build' });
+    await expect(c.artifact(11, 1, 'image.qcow2')).rejects.toMatchObject({
+      code: 'not_found',
+      message: 'No such artifact',
+    });
+    await expect(c.call('build.status', [11, 99])).rejects.toMatchObject({
+      code: 'not_found',
+      message: 'No such build',
+    });
     await expect(c.call('job.put', [12], '{"owner":')).rejects.toMatchObject({ code: 'invalid_input' });
     await c.call('job.disable', [11]);
     await expect(c.call('job.build', [11, 'ssh-key-0002'])).rejects.toMatchObject({ code: 'conflict' });
-    expect((await c.call('jobs.list', [])).jobs).toEqual([{ job: 11, backendName: 'kiln-job-11', managed: true, enabled: false, schedule: 'off', lastBuild: 1 }]);
+    expect((await c.call('jobs.list', [])).jobs).toEqual([
+      { job: 11, backendName: 'kiln-job-11', managed: true, enabled: false, schedule: 'off', lastBuild: 1 },
+    ]);
   });
 
   it('serves concurrent calls over the one reused connection', async () => {
@@ -99,12 +138,24 @@ describe('built-in SSH glue server', () => {
     const c = g.client;
     await c.call('job.put', [31], JSON.stringify(fakeSpec('big 32')));
     const { build } = await c.call('job.build', [31, 'ssh-big-0001']);
-    const st = await until(async () => { const x = await c.call('build.status', [31, build]); return (x.state === 'succeeded' || x.state === 'failed') && x; }, 60_000, 100);
+    const st = await until(
+      async () => {
+        const x = await c.call('build.status', [31, build]);
+        return (x.state === 'succeeded' || x.state === 'failed') && x;
+      },
+      60_000,
+      100,
+    );
     expect(st.artifacts.find((a) => a.name === 'image.raw')?.size).toBe(32 << 20);
     // Stalled streams are never timed out during this test: only the slot accounting can let the calls through.
     const slow = g.newClient({ timeoutMs: 10 * 60_000 });
     const opened: Readable[] = [];
-    const pending = Array.from({ length: 10 }, () => slow.artifact(31, build, 'image.raw').then((s) => { opened.push(s); return s; }));
+    const pending = Array.from({ length: 10 }, () =>
+      slow.artifact(31, build, 'image.raw').then((s) => {
+        opened.push(s);
+        return s;
+      }),
+    );
     await until(() => opened.length >= 8, 60_000, 50);
     // Every stream is stalled: its reader reads nothing, so the glue stops at the SSH window.
     expect(opened.every((s) => !s.readableFlowing)).toBe(true);
@@ -139,7 +190,14 @@ describe('built-in SSH glue server', () => {
       const { startGlueServer } = await import('../../src/glue/index.js');
       const { loadConfig } = await import('../../src/config/index.js');
       const { silentLogger } = await import('../../src/shared/logger.js');
-      const cfg = loadConfig({}, { dataDir: own.dataDir, ssh: { host: '127.0.0.1', port: own.port }, glue: { sdkCommand: own.cfg.glue.sdkCommand } });
+      const cfg = loadConfig(
+        {},
+        {
+          dataDir: own.dataDir,
+          ssh: { host: '127.0.0.1', port: own.port },
+          glue: { sdkCommand: own.cfg.glue.sdkCommand },
+        },
+      );
       own.server = await startGlueServer(cfg, silentLogger);
       expect(await c.call('ping', [])).toEqual({ protocol: 1, backend: 'local' });
     } finally {
@@ -148,8 +206,17 @@ describe('built-in SSH glue server', () => {
   });
 
   it.each([
-    'job.put 7; rm -rf /', 'job.build 5 $(id)', 'job.build 5\nid', 'job.put -x', 'job.build 99999999999999 abcdefgh',
-    'build.artifact 1 1 ../../etc/passwd', 'sh -c id', '', 'job.put 7 && id', 'scp -t /tmp', 'git-upload-pack x',
+    'job.put 7; rm -rf /',
+    'job.build 5 $(id)',
+    'job.build 5\nid',
+    'job.put -x',
+    'job.build 99999999999999 abcdefgh',
+    'build.artifact 1 1 ../../etc/passwd',
+    'sh -c id',
+    '',
+    'job.put 7 && id',
+    'scp -t /tmp',
+    'git-upload-pack x',
   ])('case 26: rejects %j with exit 2, an audit line, and no backend call', async (cmd) => {
     const before = g.calls.length;
     const c = await rawConnect();
@@ -171,13 +238,25 @@ describe('built-in SSH glue server', () => {
       await expect(execRaw(c, 'ping', { pty: true })).rejects.toThrow(/pseudo-terminal/i);
       await expect(execRaw(c, 'ping', { x11: true })).rejects.toThrow(/X11/i);
       await expect(execRaw(c, 'ping', { agentForward: true })).rejects.toThrow(/agent/i);
-      await expect(new Promise((res, rej) => c.shell(false, (e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(/shell/i);
-      await expect(new Promise((res, rej) => c.sftp((e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(/subsystem|sftp/i);
-      await expect(new Promise((res, rej) => c.subsys('netconf', (e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(/subsystem/i);
-      await expect(new Promise((res, rej) => c.forwardIn('127.0.0.1', 0, (e, p) => (e ? rej(e) : res(p))))).rejects.toThrow(/unable to bind/i);
-      await expect(new Promise((res, rej) => c.forwardOut('127.0.0.1', 1, '127.0.0.1', g.port, (e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(/open|prohibited|fail/i);
+      await expect(new Promise((res, rej) => c.shell(false, (e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(
+        /shell/i,
+      );
+      await expect(new Promise((res, rej) => c.sftp((e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(
+        /subsystem|sftp/i,
+      );
+      await expect(new Promise((res, rej) => c.subsys('netconf', (e, s) => (e ? rej(e) : res(s))))).rejects.toThrow(
+        /subsystem/i,
+      );
+      await expect(
+        new Promise((res, rej) => c.forwardIn('127.0.0.1', 0, (e, p) => (e ? rej(e) : res(p)))),
+      ).rejects.toThrow(/unable to bind/i);
+      await expect(
+        new Promise((res, rej) => c.forwardOut('127.0.0.1', 1, '127.0.0.1', g.port, (e, s) => (e ? rej(e) : res(s)))),
+      ).rejects.toThrow(/open|prohibited|fail/i);
       // env requests are refused silently (no reply is asked for) and change nothing; exec still works.
-      expect(await execRaw(c, 'ping', { env: { LD_PRELOAD: '/tmp/x.so', KILN_GLUE_BACKEND: 'jenkins' } })).toMatchObject({ code: 0, stdout: '{"protocol":1,"backend":"local"}\n' });
+      expect(
+        await execRaw(c, 'ping', { env: { LD_PRELOAD: '/tmp/x.so', KILN_GLUE_BACKEND: 'jenkins' } }),
+      ).toMatchObject({ code: 0, stdout: '{"protocol":1,"backend":"local"}\n' });
     } finally {
       c.end();
     }
@@ -186,11 +265,22 @@ describe('built-in SSH glue server', () => {
   it('case 29: a web client pinned to another host key (a glue impostor) aborts before authentication and raises an alert', async () => {
     const before = authAttempts();
     const other = generateEd25519();
-    const otherFp = createHash('sha256').update((utils.parseKey(other.public) as ParsedKey).getPublicSSH()).digest('base64').replace(/=+$/, '');
+    const otherFp = createHash('sha256')
+      .update((utils.parseKey(other.public) as ParsedKey).getPublicSSH())
+      .digest('base64')
+      .replace(/=+$/, '');
     const alerts: string[] = [];
     const { pino } = await import('pino');
     const { Writable } = await import('node:stream');
-    const logger = pino({ level: 'warn' }, new Writable({ write(c, _e, cb) { alerts.push(String((JSON.parse(String(c)) as { msg: string }).msg)); cb(); } }));
+    const logger = pino(
+      { level: 'warn' },
+      new Writable({
+        write(c, _e, cb) {
+          alerts.push(String((JSON.parse(String(c)) as { msg: string }).msg));
+          cb();
+        },
+      }),
+    );
     const c = g.newClient({ hostFingerprint: otherFp, logger });
     const err = await c.call('ping', []).catch((e: unknown) => e);
     expect(isKilnError(err, 'backend_unavailable')).toBe(true);
@@ -213,7 +303,13 @@ describe('built-in SSH glue server', () => {
     const web = utils.parseKey(g.clientKey.privateKey) as ParsedKey;
     const impostor = utils.parseKey(generateEd25519().private) as ParsedKey;
     let signed = 0;
-    const agent = agentOf([utils.parseKey(web.getPublicSSH()) as ParsedKey], (data) => impostor.sign(data) as Buffer, () => { signed++; });
+    const agent = agentOf(
+      [utils.parseKey(web.getPublicSSH()) as ParsedKey],
+      (data) => impostor.sign(data) as Buffer,
+      () => {
+        signed++;
+      },
+    );
     await expect(rawConnect({ privateKey: undefined, agent })).rejects.toThrow(/authentication methods failed/i);
     expect(signed).toBeGreaterThan(0);
   });
@@ -227,18 +323,28 @@ describe('built-in SSH server caps', () => {
     const { silentLogger } = await import('../../src/shared/logger.js');
     const host = generateEd25519();
     const srv = await startSshServer({
-      glue: createGlue({ backend: g.server.backend, logger: silentLogger }), logger: silentLogger, host: '127.0.0.1', port: 0,
-      hostKey: Buffer.from(host.private), authorizedKeys: [utils.parseKey(g.clientKey.publicKey) as ParsedKey], username: 'kiln',
-      handshakeTimeoutMs: 300, maxConnections: 2,
+      glue: createGlue({ backend: g.server.backend, logger: silentLogger }),
+      logger: silentLogger,
+      host: '127.0.0.1',
+      port: 0,
+      hostKey: Buffer.from(host.private),
+      authorizedKeys: [utils.parseKey(g.clientKey.publicKey) as ParsedKey],
+      username: 'kiln',
+      handshakeTimeoutMs: 300,
+      maxConnections: 2,
     });
-    const open = () => new Promise<{ sock: import('node:net').Socket; closed: Promise<number>; banner: Promise<string> }>((resolve) => {
-      const t0 = Date.now();
-      const sock = net.connect(srv.port, '127.0.0.1', () => {
-        const closed = new Promise<number>((r) => sock.once('close', () => r(Date.now() - t0)));
-        const banner = new Promise<string>((r) => { sock.once('data', (d: Buffer) => r(d.toString())); sock.once('close', () => r('')); });
-        resolve({ sock, closed, banner });
+    const open = () =>
+      new Promise<{ sock: import('node:net').Socket; closed: Promise<number>; banner: Promise<string> }>((resolve) => {
+        const t0 = Date.now();
+        const sock = net.connect(srv.port, '127.0.0.1', () => {
+          const closed = new Promise<number>((r) => sock.once('close', () => r(Date.now() - t0)));
+          const banner = new Promise<string>((r) => {
+            sock.once('data', (d: Buffer) => r(d.toString()));
+            sock.once('close', () => r(''));
+          });
+          resolve({ sock, closed, banner });
+        });
       });
-    });
     try {
       const a = await open();
       const b = await open();
@@ -261,7 +367,13 @@ describe('built-in SSH server caps', () => {
     const keys = Array.from({ length: 8 }, () => generateEd25519().private);
     const identities = keys.map((k) => utils.parseKey(k) as ParsedKey);
     let signed = 0;
-    const agent = agentOf(identities.map((k) => utils.parseKey(k.getPublicSSH()) as ParsedKey), (d) => identities[0]!.sign(d) as Buffer, () => { signed++; });
+    const agent = agentOf(
+      identities.map((k) => utils.parseKey(k.getPublicSSH()) as ParsedKey),
+      (d) => identities[0]!.sign(d) as Buffer,
+      () => {
+        signed++;
+      },
+    );
     const before = g.logs.filter((l) => l.msg === 'ssh: authentication refused').length;
     await expect(rawConnect({ privateKey: undefined, agent })).rejects.toThrow();
     const refused = g.logs.filter((l) => l.msg === 'ssh: authentication refused').length - before;

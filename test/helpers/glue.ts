@@ -48,7 +48,9 @@ trap 'exit 143' TERM INT HUP
 printf '%s\\n' "$0" > "$work/owner"
 `
     : '';
-  writeFileSync(file, `#!/bin/sh
+  writeFileSync(
+    file,
+    `#!/bin/sh
 set -e
 ${scratch}prev=
 for a in "$@"; do
@@ -126,7 +128,8 @@ esac
 if [ "$mode" = symlink ]; then ln -s /etc/passwd "$out/manifest.json"; ln -s /etc/shadow "$out/image.qcow2"; fi
 echo '##kiln {"stage":"done","percent":100,"message":"image ready"}'
 echo '[kiln] build succeeded'
-`);
+`,
+  );
   chmodSync(file, 0o755);
   return [file];
 }
@@ -134,7 +137,8 @@ echo '[kiln] build succeeded'
 /** A job spec whose Dockerfile selects the fake SDK's behaviour. */
 export function fakeSpec(mode?: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    owner: 'alice', name: 'demo',
+    owner: 'alice',
+    name: 'demo',
     dockerfile: `FROM debian:bookworm\n${mode ? `# fake: ${mode}\n` : ''}RUN true\n`,
     ...extra,
   };
@@ -143,7 +147,19 @@ export function fakeSpec(mode?: string, extra: Record<string, unknown> = {}): Re
 /** Wraps a real backend and records every method called on it (to prove a rejected request reached nothing). */
 export function recording(backend: Backend): { backend: Backend; calls: string[] } {
   const calls: string[] = [];
-  const api = new Set(['putJob', 'setEnabled', 'deleteJob', 'build', 'cancel', 'withdraw', 'status', 'log', 'artifact', 'listJobs', 'listQueue']);
+  const api = new Set([
+    'putJob',
+    'setEnabled',
+    'deleteJob',
+    'build',
+    'cancel',
+    'withdraw',
+    'status',
+    'log',
+    'artifact',
+    'listJobs',
+    'listQueue',
+  ]);
   const proxy = new Proxy(backend, {
     get(target, prop) {
       const v = Reflect.get(target, prop, target) as unknown;
@@ -199,33 +215,61 @@ export async function startTestGlue(opts: TestGlueOptions = {}): Promise<TestGlu
   const tmp = opts.dataDir ? undefined : tempDir('kiln-test-glue-');
   const dataDir = opts.dataDir ?? tmp!.dir;
   const sdkCommand = opts.sdkCommand ?? writeFakeSdk(dataDir);
-  const cfg = loadConfig({}, {
-    dataDir,
-    log: { level: 'debug' },
-    ssh: { host: '127.0.0.1', port: 0, timeoutMs: 15_000 },
-    glue: { backend: 'local', sdkCommand, concurrency: opts.concurrency ?? 1 },
-    ...opts.config,
-  });
+  const cfg = loadConfig(
+    {},
+    {
+      dataDir,
+      log: { level: 'debug' },
+      ssh: { host: '127.0.0.1', port: 0, timeoutMs: 15_000 },
+      glue: { backend: 'local', sdkCommand, concurrency: opts.concurrency ?? 1 },
+      ...opts.config,
+    },
+  );
   const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({ write(chunk, _e, cb) { logs.push(JSON.parse(String(chunk)) as Record<string, unknown>); cb(); } });
+  const sink = new Writable({
+    write(chunk, _e, cb) {
+      logs.push(JSON.parse(String(chunk)) as Record<string, unknown>);
+      cb();
+    },
+  });
   const logger = pino({ level: 'debug' }, sink);
-  const local = new LocalBackend({ dataDir, sdkCommand, concurrency: cfg.glue.concurrency, pollMs: 100, buildTimeoutMs: 600_000, logger });
+  const local = new LocalBackend({
+    dataDir,
+    sdkCommand,
+    concurrency: cfg.glue.concurrency,
+    pollMs: 100,
+    buildTimeoutMs: 600_000,
+    logger,
+  });
   const rec = opts.recordCalls ? recording(local) : { backend: local, calls: [] as string[] };
   const server = await startGlueServer(cfg, logger, { backend: rec.backend });
   const clientKey = await ensureKeyPair(cfg.ssh.clientKeyFile ?? defaultKeyPaths(dataDir).client, 'kiln-web');
   const clients: GluePort[] = [];
   const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
     const c = createSshGlueClient({
-      host: '127.0.0.1', port: server.port, username: cfg.ssh.user, privateKey: clientKey.privateKey,
-      hostFingerprint: server.hostFingerprint, timeoutMs: 15_000, ...o,
+      host: '127.0.0.1',
+      port: server.port,
+      username: cfg.ssh.user,
+      privateKey: clientKey.privateKey,
+      hostFingerprint: server.hostFingerprint,
+      timeoutMs: 15_000,
+      ...o,
     });
     clients.push(c);
     return c;
   };
   const client = newClient();
   return {
-    client, server, port: server.port, hostFingerprint: server.hostFingerprint, dataDir, cfg, clientKey,
-    calls: rec.calls, logs, newClient,
+    client,
+    server,
+    port: server.port,
+    hostFingerprint: server.hostFingerprint,
+    dataDir,
+    cfg,
+    clientKey,
+    calls: rec.calls,
+    logs,
+    newClient,
     async cleanup() {
       for (const c of clients) await c.close().catch(() => undefined);
       await server.close();
@@ -257,7 +301,12 @@ export interface OpenSshGlue {
  * execs `bin/kiln glue`, so no user environment is needed (PermitUserEnvironment stays off). No Subsystem lines, so
  * sftp and other subsystems are refused by sshd itself.
  */
-export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPair; sshdPath?: string; env?: Record<string, string> }): Promise<OpenSshGlue> {
+export async function startOpenSshGlue(opts: {
+  dataDir: string;
+  clientKey: KeyPair;
+  sshdPath?: string;
+  env?: Record<string, string>;
+}): Promise<OpenSshGlue> {
   const { execFileSync, spawn } = await import('node:child_process');
   const { mkdirSync, readFileSync: rf, writeFileSync: wf, chmodSync: cm } = await import('node:fs');
   const os = await import('node:os');
@@ -266,42 +315,86 @@ export async function startOpenSshGlue(opts: { dataDir: string; clientKey: KeyPa
   mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege separation directory
   const hostKey = path.join(dir, 'ssh_host_ed25519_key');
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-test-sshd', '-f', hostKey]);
-  const hostFingerprint = (/SHA256:([A-Za-z0-9+/]+)/.exec(execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${hostKey}.pub`], { encoding: 'utf8' })) ?? [])[1]!;
+  const hostFingerprint = (/SHA256:([A-Za-z0-9+/]+)/.exec(
+    execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${hostKey}.pub`], { encoding: 'utf8' }),
+  ) ?? [])[1]!;
   const wrapper = path.join(dir, 'kiln-glue');
   const kiln = await kilnSnapshot(dir);
   // Extra settings (e.g. the jenkins backend's) are exported by the wrapper, single-quoted; test-owned values only.
-  const extra = Object.entries(opts.env ?? {}).map(([k, v]) => `export ${k}='${v.replaceAll("'", '')}'\n`).join('');
-  wf(wrapper, `#!/bin/sh\nexport KILN_DATA_DIR='${opts.dataDir.replaceAll("'", '')}'\n${extra}export PATH='${path.dirname(process.execPath)}:/usr/bin:/bin'\nexec '${kiln}' glue\n`);
+  const extra = Object.entries(opts.env ?? {})
+    .map(([k, v]) => `export ${k}='${v.replaceAll("'", '')}'\n`)
+    .join('');
+  wf(
+    wrapper,
+    `#!/bin/sh\nexport KILN_DATA_DIR='${opts.dataDir.replaceAll("'", '')}'\n${extra}export PATH='${path.dirname(process.execPath)}:/usr/bin:/bin'\nexec '${kiln}' glue\n`,
+  );
   cm(wrapper, 0o755);
   const authorized = path.join(dir, 'authorized_keys');
   wf(authorized, `command="${wrapper}",restrict ${opts.clientKey.publicKey}\n`, { mode: 0o600 });
   const port = await freePort();
   const username = os.userInfo().username;
   const config = path.join(dir, 'sshd_config');
-  wf(config, [
-    `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${authorized}`,
-    `PidFile ${path.join(dir, 'sshd.pid')}`, 'UsePAM no', 'StrictModes no', 'PasswordAuthentication no',
-    'KbdInteractiveAuthentication no', 'PubkeyAuthentication yes', 'PermitRootLogin forced-commands-only',
-    'PermitUserEnvironment no', 'DisableForwarding yes', 'PermitTunnel no', 'X11Forwarding no', 'AllowAgentForwarding no',
-    'AllowTcpForwarding no', 'PermitTTY no', `AllowUsers ${username}`, 'LogLevel VERBOSE', 'MaxStartups 100:30:200',
-    'MaxSessions 32', '',
-  ].join('\n'));
+  wf(
+    config,
+    [
+      `Port ${port}`,
+      'ListenAddress 127.0.0.1',
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${authorized}`,
+      `PidFile ${path.join(dir, 'sshd.pid')}`,
+      'UsePAM no',
+      'StrictModes no',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'PubkeyAuthentication yes',
+      'PermitRootLogin forced-commands-only',
+      'PermitUserEnvironment no',
+      'DisableForwarding yes',
+      'PermitTunnel no',
+      'X11Forwarding no',
+      'AllowAgentForwarding no',
+      'AllowTcpForwarding no',
+      'PermitTTY no',
+      `AllowUsers ${username}`,
+      'LogLevel VERBOSE',
+      'MaxStartups 100:30:200',
+      'MaxSessions 32',
+      '',
+    ].join('\n'),
+  );
   const log = path.join(dir, 'sshd.log');
   // -D: stay in the foreground (so cleanup can stop it by its pid); -e off, -E: log to a file.
   const sshd = spawn(opts.sshdPath ?? '/usr/sbin/sshd', ['-D', '-f', config, '-E', log], { stdio: 'ignore' });
   const exited = new Promise<void>((r) => sshd.once('exit', () => r()));
-  await until(() => {
-    if (sshd.exitCode !== null) throw new Error(`sshd exited: ${rf(log, 'utf8')}`);
-    return existsSyncSafe(log) && /Server listening/.test(rf(log, 'utf8'));
-  }, 60_000, 50);
+  await until(
+    () => {
+      if (sshd.exitCode !== null) throw new Error(`sshd exited: ${rf(log, 'utf8')}`);
+      return existsSyncSafe(log) && /Server listening/.test(rf(log, 'utf8'));
+    },
+    60_000,
+    50,
+  );
   const clients: GluePort[] = [];
   const newClient = (o: Partial<Parameters<typeof createSshGlueClient>[0]> = {}) => {
-    const c = createSshGlueClient({ host: '127.0.0.1', port, username, privateKey: opts.clientKey.privateKey, hostFingerprint, timeoutMs: 20_000, ...o });
+    const c = createSshGlueClient({
+      host: '127.0.0.1',
+      port,
+      username,
+      privateKey: opts.clientKey.privateKey,
+      hostFingerprint,
+      timeoutMs: 20_000,
+      ...o,
+    });
     clients.push(c);
     return c;
   };
   return {
-    port, hostFingerprint, username, dir, client: newClient(), newClient,
+    port,
+    hostFingerprint,
+    username,
+    dir,
+    client: newClient(),
+    newClient,
     sshdLog: () => rf(log, 'utf8'),
     async cleanup() {
       for (const c of clients) await c.close().catch(() => undefined);
@@ -355,12 +448,19 @@ export async function kilnSnapshot(dir: string): Promise<string> {
     cpSync(path.join(repo, 'dist'), path.join(root, 'dist'), { recursive: true });
     cpSync(path.join(repo, 'package.json'), path.join(root, 'package.json'));
     // What the compiled code reads from the package root: the Jenkins job template, the web's views and static files.
-    for (const rel of ['jenkins', 'src/web/views', 'public']) cpSync(path.join(repo, rel), path.join(root, rel), { recursive: true });
+    for (const rel of ['jenkins', 'src/web/views', 'public'])
+      cpSync(path.join(repo, rel), path.join(root, rel), { recursive: true });
     symlinkSync(path.join(repo, 'node_modules'), path.join(root, 'node_modules'));
-    writeFileSync(launcher, `#!/bin/sh\nexec '${process.execPath}' --enable-source-maps '${path.join(root, 'dist/cmd/kiln.js')}' "$@"\n`);
+    writeFileSync(
+      launcher,
+      `#!/bin/sh\nexec '${process.execPath}' --enable-source-maps '${path.join(root, 'dist/cmd/kiln.js')}' "$@"\n`,
+    );
     chmodSync(launcher, 0o755);
     try {
-      const out = execFileSync(launcher, ['glue'], { env: { PATH: process.env.PATH, KILN_DATA_DIR: path.join(root, 'check'), SSH_ORIGINAL_COMMAND: 'ping' }, encoding: 'utf8' });
+      const out = execFileSync(launcher, ['glue'], {
+        env: { PATH: process.env.PATH, KILN_DATA_DIR: path.join(root, 'check'), SSH_ORIGINAL_COMMAND: 'ping' },
+        encoding: 'utf8',
+      });
       if (out.includes('"protocol":1')) return launcher;
     } catch (e) {
       if (attempt >= 4) throw e;

@@ -44,11 +44,28 @@ export interface InProcessGlue<B extends Backend = LocalBackend> {
   close(): Promise<void>;
 }
 
-export async function startInProcessGlue<B extends Backend = LocalBackend>(o: { dataDir: string; sdkCommand?: string[]; concurrency?: number; logger?: Logger; now?: () => Date; backend?: B }): Promise<InProcessGlue<B>> {
+export async function startInProcessGlue<B extends Backend = LocalBackend>(o: {
+  dataDir: string;
+  sdkCommand?: string[];
+  concurrency?: number;
+  logger?: Logger;
+  now?: () => Date;
+  backend?: B;
+}): Promise<InProcessGlue<B>> {
   mkdirSync(o.dataDir, { recursive: true });
   const logger = o.logger ?? pino({ level: 'silent' });
   // Without a backend of the test's, B is LocalBackend (its default).
-  const backend = o.backend ?? (new LocalBackend({ dataDir: o.dataDir, sdkCommand: o.sdkCommand ?? writeFakeSdk(o.dataDir), concurrency: o.concurrency ?? 2, pollMs: 50, buildTimeoutMs: 600_000, logger, ...(o.now ? { now: o.now } : {}) }) as unknown as B);
+  const backend =
+    o.backend ??
+    (new LocalBackend({
+      dataDir: o.dataDir,
+      sdkCommand: o.sdkCommand ?? writeFakeSdk(o.dataDir),
+      concurrency: o.concurrency ?? 2,
+      pollMs: 50,
+      buildTimeoutMs: 600_000,
+      logger,
+      ...(o.now ? { now: o.now } : {}),
+    }) as unknown as B);
   await backend.start();
   const glue = createGlue({ backend, logger });
   const refusals = new Map<string, KilnError>();
@@ -133,9 +150,14 @@ export async function startInProcessGlue<B extends Backend = LocalBackend>(o: { 
     down: false,
     commands: [],
     verbsSince: (from) => self.commands.slice(from).map((c) => c.split(' ')[0]!),
-    refuse: (verb, error) => { refusals.set(verb, error); },
-    cutStream: (artifact, afterBytes) => { cuts.set(artifact, afterBytes); },
-    archive: (job, build) => path.join(o.dataDir, 'glue', 'jobs', `kiln-job-${job}`, 'builds', String(build), 'archive'),
+    refuse: (verb, error) => {
+      refusals.set(verb, error);
+    },
+    cutStream: (artifact, afterBytes) => {
+      cuts.set(artifact, afterBytes);
+    },
+    archive: (job, build) =>
+      path.join(o.dataDir, 'glue', 'jobs', `kiln-job-${job}`, 'builds', String(build), 'archive'),
     openGate: (name) => {
       mkdirSync(gates, { recursive: true });
       writeFileSync(path.join(gates, name), '');

@@ -64,13 +64,21 @@ export async function startNetnsProxy(): Promise<NetnsProxy> {
       return;
     }
     let url: URL;
-    try { url = new URL(req.url ?? ''); } catch { res.writeHead(400).end(); return; }
+    try {
+      url = new URL(req.url ?? '');
+    } catch {
+      res.writeHead(400).end();
+      return;
+    }
     const headers = { ...req.headers };
     delete headers['proxy-authorization'];
-    const up = http.request({ host: url.hostname, port: url.port || 80, path: url.pathname + url.search, method: req.method, headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
+    const up = http.request(
+      { host: url.hostname, port: url.port || 80, path: url.pathname + url.search, method: req.method, headers },
+      (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      },
+    );
     up.on('error', () => res.destroy());
     req.pipe(up);
   });
@@ -78,11 +86,16 @@ export async function startNetnsProxy(): Promise<NetnsProxy> {
     const authorized = req.headers['proxy-authorization'] === expected;
     seen.push({ method: 'CONNECT', target: req.url ?? '', authorized });
     if (!authorized) {
-      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="kiln-test"\r\nContent-Length: 0\r\n\r\n');
+      client.end(
+        'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="kiln-test"\r\nContent-Length: 0\r\n\r\n',
+      );
       return;
     }
     const m = /^([^:]+):(\d+)$/.exec(req.url ?? '');
-    if (!m) { client.end('HTTP/1.1 400 Bad Request\r\n\r\n'); return; }
+    if (!m) {
+      client.end('HTTP/1.1 400 Bad Request\r\n\r\n');
+      return;
+    }
     const up = net.connect(Number(m[2]), m[1], () => {
       client.write('HTTP/1.1 200 Connection established\r\n\r\n');
       if (head.length) up.write(head);
@@ -107,14 +120,24 @@ export async function startNetnsProxy(): Promise<NetnsProxy> {
     ip('addr', 'add', `${hostAddr}/32`, 'dev', hostIf);
     ip('link', 'set', hostIf, 'up');
     ip('route', 'add', `${addr}/32`, 'dev', hostIf, 'scope', 'global');
-    for (const a of [['addr', 'add', `${addr}/32`, 'dev', nsIf], ['link', 'set', nsIf, 'up'], ['link', 'set', 'lo', 'up'], ['route', 'add', `${hostAddr}/32`, 'dev', nsIf], ['route', 'add', 'default', 'via', hostAddr, 'dev', nsIf, 'onlink']]) {
+    for (const a of [
+      ['addr', 'add', `${addr}/32`, 'dev', nsIf],
+      ['link', 'set', nsIf, 'up'],
+      ['link', 'set', 'lo', 'up'],
+      ['route', 'add', `${hostAddr}/32`, 'dev', nsIf],
+      ['route', 'add', 'default', 'via', hostAddr, 'dev', nsIf, 'onlink'],
+    ]) {
       ip('netns', 'exec', ns, 'ip', ...a);
     }
-    const r = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', RELAY, addr, String(port), sock], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', RELAY, addr, String(port), sock], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     relay = r;
     await new Promise<void>((resolve, reject) => {
       r.once('exit', (code) => reject(new Error(`the proxy relay exited (${code})`)));
-      r.stdout!.on('data', (c: Buffer) => { if (c.toString().includes('relay up')) resolve(); });
+      r.stdout!.on('data', (c: Buffer) => {
+        if (c.toString().includes('relay up')) resolve();
+      });
     });
   } catch (e) {
     teardown();
@@ -123,7 +146,12 @@ export async function startNetnsProxy(): Promise<NetnsProxy> {
     throw e;
   }
   return {
-    url: `http://${user}:${password}@${addr}:${port}`, host: addr, port, user, password, seen,
+    url: `http://${user}:${password}@${addr}:${port}`,
+    host: addr,
+    port,
+    user,
+    password,
+    seen,
     close: async () => {
       teardown();
       server.closeAllConnections();

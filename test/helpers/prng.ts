@@ -47,7 +47,8 @@ export function seedFrom(name: string): number {
   const raw = process.env[name];
   if (raw !== undefined && raw !== '') {
     const n = Number(raw);
-    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
     return n >>> 0;
   }
   return Math.floor(Math.random() * 2 ** 32) >>> 0;

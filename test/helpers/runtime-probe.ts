@@ -78,8 +78,14 @@ export function parseProbes(text: string): Map<string, ProbeResult> {
       argv: strings(f.cmdline ?? ''),
       env: strings(f.environ ?? ''),
       cwd: Buffer.from(f.cwd ?? '', 'hex').toString('utf8'),
-      uid: f.Uid ?? '', gid: f.Gid ?? '', groups: f.Groups ?? '', umask: f.Umask ?? '', sigIgn: f.SigIgn ?? '', sigBlk: f.SigBlk ?? '',
-      leader: f.leader ?? '', stdin: f.stdin ?? '',
+      uid: f.Uid ?? '',
+      gid: f.Gid ?? '',
+      groups: f.Groups ?? '',
+      umask: f.Umask ?? '',
+      sigIgn: f.SigIgn ?? '',
+      sigBlk: f.SigBlk ?? '',
+      leader: f.leader ?? '',
+      stdin: f.stdin ?? '',
     });
   }
   return out;

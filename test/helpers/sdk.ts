@@ -11,7 +11,11 @@ export interface SdkRun {
 }
 
 /** `kiln sdk build` of a Dockerfile file into `out`, as a Jenkins job runs it; resolves once it has exited. */
-export async function runSdkBuild(dockerfile: string, out: string, o: { format?: string; buildArgs?: Record<string, string>; env?: Record<string, string> } = {}): Promise<SdkRun> {
+export async function runSdkBuild(
+  dockerfile: string,
+  out: string,
+  o: { format?: string; buildArgs?: Record<string, string>; env?: Record<string, string> } = {},
+): Promise<SdkRun> {
   const argv = ['sdk', 'build', '--dockerfile', dockerfile, '--out', out, '--format', o.format ?? 'raw'];
   for (const [k, v] of Object.entries(o.buildArgs ?? {})) argv.push('--build-arg', `${k}=${v}`);
   const code = await new Promise<number | null>((resolve, reject) => {

@@ -21,16 +21,31 @@ export async function startKilnServe(cwd: string, env: Record<string, string>): 
   let out = '';
   const child: ChildProcess = spawn(path.join(repo, 'bin/kiln'), ['serve'], {
     cwd,
-    env: { ...process.env, KILN_WEB_PORT: '0', KILN_SSH_PORT: '0', KILN_WORKER_RECONCILE_SECONDS: '2', KILN_LOG_LEVEL: 'warn', ...env },
+    env: {
+      ...process.env,
+      KILN_WEB_PORT: '0',
+      KILN_SSH_PORT: '0',
+      KILN_WORKER_RECONCILE_SECONDS: '2',
+      KILN_LOG_LEVEL: 'warn',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
-  child.stderr!.on('data', (c: Buffer) => { out += c.toString(); });
+  child.stdout!.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
   try {
-    await until(() => {
-      if (child.exitCode !== null) throw new Error('exited');
-      return /Kiln is ready at (\S+)/.test(out);
-    }, 120_000, 100);
+    await until(
+      () => {
+        if (child.exitCode !== null) throw new Error('exited');
+        return /Kiln is ready at (\S+)/.test(out);
+      },
+      120_000,
+      100,
+    );
   } catch {
     child.kill('SIGKILL');
     throw new Error(`kiln serve did not start:\n${out}`);
@@ -54,23 +69,35 @@ export async function startKilnServe(cwd: string, env: Record<string, string>): 
 }
 
 export interface BuildJson {
-  id: number; state: string; final: boolean; reason?: string; backendBuild?: number;
+  id: number;
+  state: string;
+  final: boolean;
+  reason?: string;
+  backendBuild?: number;
   artifacts: Array<{ name: string; size: number; url: string }>;
 }
 
 /** Polls the build through the JSON API until it is final. */
 export function waitForBuild(client: HttpClient, id: number): Promise<BuildJson> {
-  return until(async () => {
-    const build = ((await (await client.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
-    return build.final && build;
-  }, 20 * 60_000, 500);
+  return until(
+    async () => {
+      const build = ((await (await client.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
+      return build.final && build;
+    },
+    20 * 60_000,
+    500,
+  );
 }
 
 /**
  * What a new user does on the site: sign up, paste a Dockerfile, press Build, wait for it to end. Returns the final
  * build, its log text and when Build was pressed (for build-to-download timings).
  */
-export async function buildAsNewUser(client: HttpClient, username: string, dockerfile: string): Promise<{ dfId: number; build: BuildJson; log: string; pressed: number }> {
+export async function buildAsNewUser(
+  client: HttpClient,
+  username: string,
+  dockerfile: string,
+): Promise<{ dfId: number; build: BuildJson; log: string; pressed: number }> {
   await client.signUp(username);
   const dfId = await client.createDockerfile('debian-minimal', dockerfile);
   const pressed = Date.now();

@@ -1,5 +1,9 @@
 /** A Server-Sent Events reader over fetch, for tests and benchmarks (what EventSource does, minus reconnecting). */
-export interface SseEvent { event: string; id?: string; data: string }
+export interface SseEvent {
+  event: string;
+  id?: string;
+  data: string;
+}
 
 export async function* sseEvents(res: Response): AsyncGenerator<SseEvent> {
   const reader = res.body!.getReader();
@@ -28,7 +32,10 @@ export async function* sseEvents(res: Response): AsyncGenerator<SseEvent> {
         const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
         if (field === 'event') ev.event = value;
         else if (field === 'id') ev.id = value;
-        else if (field === 'data') { ev.data = hasData ? `${ev.data}\n${value}` : value; hasData = true; }
+        else if (field === 'data') {
+          ev.data = hasData ? `${ev.data}\n${value}` : value;
+          hasData = true;
+        }
       }
     }
   } finally {
@@ -37,4 +44,11 @@ export async function* sseEvents(res: Response): AsyncGenerator<SseEvent> {
 }
 
 /** The text of a log line's safe HTML (tags removed, entities decoded). */
-export const htmlText = (html: string): string => html.replace(/<[^>]*>/g, '').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
+export const htmlText = (html: string): string =>
+  html
+    .replace(/<[^>]*>/g, '')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&amp;/g, '&');

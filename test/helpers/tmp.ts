@@ -24,12 +24,18 @@ export function listTree(dir: string): string[] {
  * else on the machine can put a file there and a stray upload file cannot hide among theirs. `restore` puts TMPDIR
  * back and removes the directory.
  */
-export function isolatedTmpdir(prefix = 'kiln-test-uploads-tmp-'): { dir: string; use: () => void; restore: () => void } {
+export function isolatedTmpdir(prefix = 'kiln-test-uploads-tmp-'): {
+  dir: string;
+  use: () => void;
+  restore: () => void;
+} {
   const t = tempDir(prefix);
   const before = process.env.TMPDIR;
   return {
     dir: t.dir,
-    use: () => { process.env.TMPDIR = t.dir; },
+    use: () => {
+      process.env.TMPDIR = t.dir;
+    },
     restore: () => {
       if (before === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = before;

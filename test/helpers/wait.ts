@@ -1,5 +1,9 @@
 /** Polls `fn` until it returns something truthy and returns that; throws after `ms`. Tests wait for conditions. */
-export async function until<T>(fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, ms = 60_000, everyMs = 100): Promise<T> {
+export async function until<T>(
+  fn: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  ms = 60_000,
+  everyMs = 100,
+): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await fn();

@@ -65,39 +65,84 @@ interface TestWebOptions {
 const isFinalRow = (b: BuildRow) => ['succeeded', 'failed', 'cancelled'].includes(b.state);
 
 /** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
-export async function startTestWeb(opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> }): Promise<TestWeb & { realGlue: TestGlue }>;
+export async function startTestWeb(
+  opts: TestWebOptions & { realGlue: NonNullable<TestWebOptions['realGlue']> },
+): Promise<TestWeb & { realGlue: TestGlue }>;
 export async function startTestWeb(opts: TestWebOptions & { glue: GluePort }): Promise<TestWeb>;
-export async function startTestWeb(opts: Omit<TestWebOptions, 'glue' | 'realGlue'> & { backend: Backend }): Promise<TestWeb & { local: InProcessGlue<Backend> }>;
-export async function startTestWeb(opts?: Omit<TestWebOptions, 'glue' | 'realGlue' | 'backend'>): Promise<TestWeb & { local: InProcessGlue }>;
-export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb & { realGlue?: TestGlue; local?: InProcessGlue<Backend> }> {
+export async function startTestWeb(
+  opts: Omit<TestWebOptions, 'glue' | 'realGlue'> & { backend: Backend },
+): Promise<TestWeb & { local: InProcessGlue<Backend> }>;
+export async function startTestWeb(
+  opts?: Omit<TestWebOptions, 'glue' | 'realGlue' | 'backend'>,
+): Promise<TestWeb & { local: InProcessGlue }>;
+export async function startTestWeb(
+  opts: TestWebOptions = {},
+): Promise<TestWeb & { realGlue?: TestGlue; local?: InProcessGlue<Backend> }> {
   const { dir, cleanup } = tempDir('kiln-web-');
   const real = opts.realGlue ? await startTestGlue(typeof opts.realGlue === 'object' ? opts.realGlue : {}) : undefined;
-  const local = !real && !opts.glue ? await startInProcessGlue<Backend>({ dataDir: path.join(dir, 'glue-data'), ...(opts.glueConcurrency ? { concurrency: opts.glueConcurrency } : {}), ...(opts.backend ? { backend: opts.backend } : {}) }) : undefined;
-  const config = loadConfig({}, {
-    dataDir: dir, ...opts.config,
-    web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) },
-    worker: { ...TEST_WORKER, ...(opts.config?.worker as object | undefined) },
-  });
+  const local =
+    !real && !opts.glue
+      ? await startInProcessGlue<Backend>({
+          dataDir: path.join(dir, 'glue-data'),
+          ...(opts.glueConcurrency ? { concurrency: opts.glueConcurrency } : {}),
+          ...(opts.backend ? { backend: opts.backend } : {}),
+        })
+      : undefined;
+  const config = loadConfig(
+    {},
+    {
+      dataDir: dir,
+      ...opts.config,
+      web: { hashConcurrency: 2, ...(opts.config?.web as object | undefined) },
+      worker: { ...TEST_WORKER, ...(opts.config?.worker as object | undefined) },
+    },
+  );
   const db = opts.db ?? createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
   await migrateLatest(db);
   const glue = real?.client ?? local?.client ?? opts.glue!;
   const logger = opts.logger ?? silentLogger;
-  const newWorker = (kinds: Partial<Record<TaskKindName, TaskKind>> = {}) => new Worker(
-    { config, db, glue, logger, hasher: new PasswordHasher(1), limits: DEFAULT_LOGIN_LIMITS, ...(opts.clock ? { now: opts.clock } : {}) },
-    { ...TASK_HANDLERS, ...kinds },
-  );
+  const newWorker = (kinds: Partial<Record<TaskKindName, TaskKind>> = {}) =>
+    new Worker(
+      {
+        config,
+        db,
+        glue,
+        logger,
+        hasher: new PasswordHasher(1),
+        limits: DEFAULT_LOGIN_LIMITS,
+        ...(opts.clock ? { now: opts.clock } : {}),
+      },
+      { ...TASK_HANDLERS, ...kinds },
+    );
   const worker = opts.worker === false ? undefined : newWorker().start();
   const web = await startWeb({
-    config, db, glue, logger, host: '127.0.0.1', port: 0, limits: opts.limits, clock: opts.clock, hasher: opts.hasher,
+    config,
+    db,
+    glue,
+    logger,
+    host: '127.0.0.1',
+    port: 0,
+    limits: opts.limits,
+    clock: opts.clock,
+    hasher: opts.hasher,
     ...(worker ? { onEnqueue: () => worker.wake() } : {}),
   });
   return {
-    url: web.url, db, glue, config, dir, worker, realGlue: real, local, newWorker,
+    url: web.url,
+    db,
+    glue,
+    config,
+    dir,
+    worker,
+    realGlue: real,
+    local,
+    newWorker,
     client: () => new HttpClient(web.url),
-    waitForBuild: (id, pred = isFinalRow) => until(async () => {
-      const b = await findBuild(db, id, null);
-      return b && pred(b) ? b : undefined;
-    }),
+    waitForBuild: (id, pred = isFinalRow) =>
+      until(async () => {
+        const b = await findBuild(db, id, null);
+        return b && pred(b) ? b : undefined;
+      }),
     close: async () => {
       await web.close();
       await worker?.stop();
@@ -110,7 +155,11 @@ export async function startTestWeb(opts: TestWebOptions = {}): Promise<TestWeb &
 }
 
 /** A user with a generated password, as `kiln user add` makes one. */
-export function addUser(db: Db, username: string, role: 'user' | 'admin'): Promise<{ username: string; password: string }> {
+export function addUser(
+  db: Db,
+  username: string,
+  role: 'user' | 'admin',
+): Promise<{ username: string; password: string }> {
   return createUsers({ db, hasher: new PasswordHasher(1), logger: silentLogger }).create(CLI, { username, role });
 }
 
@@ -123,7 +172,10 @@ export class HttpClient {
   /** Raw Set-Cookie headers of the last response. */
   lastSetCookie: string[] = [];
   /** `jar` may be shared by clients of one user on several web instances (one session on one database). */
-  constructor(readonly base: string, readonly jar = new Map<string, string>()) {}
+  constructor(
+    readonly base: string,
+    readonly jar = new Map<string, string>(),
+  ) {}
 
   cookieHeader(): string {
     return [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
@@ -171,7 +223,11 @@ export class HttpClient {
   }
 
   async postJson(p: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
-    return this.request(p, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });
+    return this.request(p, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json', ...headers },
+    });
   }
 
   async register(username: string, password: string): Promise<Response> {

@@ -8,13 +8,26 @@ import { XMLBuilder, XMLParser, XMLValidator } from 'fast-xml-parser';
 export type XNode = Record<string, unknown>;
 
 const OPTIONS = {
-  preserveOrder: true, ignoreAttributes: false, parseTagValue: false, trimValues: false,
-  processEntities: true, htmlEntities: true, cdataPropName: '#cdata', suppressEmptyNode: false, format: false,
+  preserveOrder: true,
+  ignoreAttributes: false,
+  parseTagValue: false,
+  trimValues: false,
+  processEntities: true,
+  htmlEntities: true,
+  cdataPropName: '#cdata',
+  suppressEmptyNode: false,
+  format: false,
 } as const;
 const parser = new XMLParser(OPTIONS);
 const builder = new XMLBuilder(OPTIONS);
 
-export interface ParamDef { name: string; type: 'string' | 'file'; defaultValue: string; trim: boolean; description: string }
+export interface ParamDef {
+  name: string;
+  type: 'string' | 'file';
+  defaultValue: string;
+  trim: boolean;
+  description: string;
+}
 export interface JobConfig {
   tree: XNode[];
   description: string | null;
@@ -41,7 +54,11 @@ const tagOf = (n: XNode) => Object.keys(n).find((k) => k !== ':@')!;
 const children = (n: XNode) => n[tagOf(n)] as XNode[];
 export function textOf(nodes: XNode[] | undefined): string {
   if (!nodes) return '';
-  return nodes.map((n) => (typeof n['#text'] === 'string' ? n['#text'] : Array.isArray(n['#cdata']) ? textOf(n['#cdata'] as XNode[]) : '')).join('');
+  return nodes
+    .map((n) =>
+      typeof n['#text'] === 'string' ? n['#text'] : Array.isArray(n['#cdata']) ? textOf(n['#cdata'] as XNode[]) : '',
+    )
+    .join('');
 }
 const child = (nodes: XNode[] | undefined, tag: string) => nodes?.find((n) => tagOf(n) === tag);
 const childText = (nodes: XNode[] | undefined, tag: string): string | null => {
@@ -53,20 +70,31 @@ const childText = (nodes: XNode[] | undefined, tag: string): string | null => {
 function validCronLine(line: string): boolean {
   if (/^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$/.test(line)) return true;
   const f = line.split(/\s+/);
-  return f.length === 5 && f.every((x) => /^(H(\([0-9]+-[0-9]+\))?|\*|[0-9]+(-[0-9]+)?)(\/[0-9]+)?(,(H|\*|[0-9]+(-[0-9]+)?)(\/[0-9]+)?)*$/.test(x));
+  return (
+    f.length === 5 &&
+    f.every((x) =>
+      /^(H(\([0-9]+-[0-9]+\))?|\*|[0-9]+(-[0-9]+)?)(\/[0-9]+)?(,(H|\*|[0-9]+(-[0-9]+)?)(\/[0-9]+)?)*$/.test(x),
+    )
+  );
 }
 
 /** A timer spec's cron lines: comments, blank lines and `TZ=` lines (a zone for the lines after it) left out. */
 function cronLines(spec: string): string[] {
-  return spec.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#') && !/^TZ=[A-Za-z0-9_/+-]+$/.test(l));
+  return spec
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#') && !/^TZ=[A-Za-z0-9_/+-]+$/.test(l));
 }
 
 /** Parses and normalises; throws ConfigError for what Jenkins answers 500 to (malformed XML, unknown root). */
 export function parseConfig(xml: string): JobConfig {
   if (XMLValidator.validate(xml) !== true) throw new ConfigError('Failed to persist config.xml');
-  const doc = (parser.parse(xml) as XNode[]).filter((n) => !('?xml' in n) && !(typeof n['#text'] === 'string' && !(n['#text'] as string).trim()));
+  const doc = (parser.parse(xml) as XNode[]).filter(
+    (n) => !('?xml' in n) && !(typeof n['#text'] === 'string' && !(n['#text'] as string).trim()),
+  );
   const root = doc.length === 1 ? doc[0]! : undefined;
-  if (!root || tagOf(root) !== 'project') throw new ConfigError(`Unable to read config.xml: unknown root element ${root ? tagOf(root) : '(none)'}`);
+  if (!root || tagOf(root) !== 'project')
+    throw new ConfigError(`Unable to read config.xml: unknown root element ${root ? tagOf(root) : '(none)'}`);
   const top = children(root);
   for (const n of top) {
     const tag = tagOf(n);
@@ -100,22 +128,29 @@ function fromTree(tree: XNode[]): JobConfig {
     if (t === 'hudson.model.StringParameterDefinition' || t === 'hudson.model.FileParameterDefinition') {
       const c = children(d);
       params.push({
-        name: (childText(c, 'name') ?? '').trim(), type: t === 'hudson.model.StringParameterDefinition' ? 'string' : 'file',
-        defaultValue: childText(c, 'defaultValue') ?? '', trim: childText(c, 'trim') === 'true', description: childText(c, 'description') ?? '',
+        name: (childText(c, 'name') ?? '').trim(),
+        type: t === 'hudson.model.StringParameterDefinition' ? 'string' : 'file',
+        defaultValue: childText(c, 'defaultValue') ?? '',
+        trim: childText(c, 'trim') === 'true',
+        description: childText(c, 'description') ?? '',
       });
     }
   }
   const triggers = children(child(top, 'triggers') ?? { x: [] });
-  const timerSpecs = triggers.filter((t) => tagOf(t) === 'hudson.triggers.TimerTrigger')
+  const timerSpecs = triggers
+    .filter((t) => tagOf(t) === 'hudson.triggers.TimerTrigger')
     .flatMap((t) => cronLines(childText(children(t), 'spec') ?? ''));
-  const builders = children(child(top, 'builders') ?? { x: [] }).filter((b) => tagOf(b) === 'hudson.tasks.Shell')
+  const builders = children(child(top, 'builders') ?? { x: [] })
+    .filter((b) => tagOf(b) === 'hudson.tasks.Shell')
     .map((b) => ({ command: childText(children(b), 'command') ?? '' }));
   const arch = child(children(child(top, 'publishers') ?? { x: [] }), 'hudson.tasks.ArtifactArchiver');
-  const archiver = arch ? {
-    artifacts: childText(children(arch), 'artifacts') ?? '',
-    allowEmpty: childText(children(arch), 'allowEmptyArchive') === 'true',
-    onlyIfSuccessful: childText(children(arch), 'onlyIfSuccessful') === 'true',
-  } : null;
+  const archiver = arch
+    ? {
+        artifacts: childText(children(arch), 'artifacts') ?? '',
+        allowEmpty: childText(children(arch), 'allowEmptyArchive') === 'true',
+        onlyIfSuccessful: childText(children(arch), 'onlyIfSuccessful') === 'true',
+      }
+    : null;
   const qp = childText(top, 'quietPeriod');
   return {
     tree,
@@ -124,7 +159,10 @@ function fromTree(tree: XNode[]): JobConfig {
     label: childText(top, 'assignedNode'),
     quietPeriod: qp !== null && /^[0-9]+$/.test(qp.trim()) ? Number(qp.trim()) : null,
     concurrentBuild: childText(top, 'concurrentBuild') === 'true',
-    params, timerSpecs, builders, archiver,
+    params,
+    timerSpecs,
+    builders,
+    archiver,
   };
 }
 

@@ -18,9 +18,25 @@ const raw = (path: string, init: RequestInit & { headers?: Record<string, string
 const clientFor = (user = USER.name, secret = USER.token, crumbIssuer = true) =>
   new Jenkins({ baseUrl: d.url.replace('http://', `http://${user}:${secret}@`).replace(/\/$/, ''), crumbIssuer });
 
-function jobXml(o: { script?: string; params?: Array<[string, string]>; disabled?: boolean; artifacts?: string; allowEmpty?: boolean; timer?: string; quiet?: number } = {}): string {
-  const params = o.params?.length ? `<hudson.model.ParametersDefinitionProperty><parameterDefinitions>${o.params.map(([n, v]) =>
-    `<hudson.model.StringParameterDefinition><name>${n}</name><description/><defaultValue>${v}</defaultValue><trim>false</trim></hudson.model.StringParameterDefinition>`).join('')}</parameterDefinitions></hudson.model.ParametersDefinitionProperty>` : '';
+function jobXml(
+  o: {
+    script?: string;
+    params?: Array<[string, string]>;
+    disabled?: boolean;
+    artifacts?: string;
+    allowEmpty?: boolean;
+    timer?: string;
+    quiet?: number;
+  } = {},
+): string {
+  const params = o.params?.length
+    ? `<hudson.model.ParametersDefinitionProperty><parameterDefinitions>${o.params
+        .map(
+          ([n, v]) =>
+            `<hudson.model.StringParameterDefinition><name>${n}</name><description/><defaultValue>${v}</defaultValue><trim>false</trim></hudson.model.StringParameterDefinition>`,
+        )
+        .join('')}</parameterDefinitions></hudson.model.ParametersDefinitionProperty>`
+    : '';
   return `<?xml version='1.1' encoding='UTF-8'?>
 <project><description>test</description><keepDependencies>false</keepDependencies><properties>${params}</properties>
 <scm class="hudson.scm.NullSCM"/><canRoam>true</canRoam><disabled>${o.disabled ? 'true' : 'false'}</disabled>
@@ -35,7 +51,9 @@ ${o.quiet !== undefined ? `<quietPeriod>${o.quiet}</quietPeriod>` : ''}
 const waitFor = <T>(fn: () => Promise<T | undefined | null | false>): Promise<T> => until(fn, 60_000, 50);
 
 async function followQueue(id: number): Promise<number> {
-  return waitFor(async () => ((await jenkins.queue.item(id)) as { executable: { number: number } | null }).executable?.number);
+  return waitFor(
+    async () => ((await jenkins.queue.item(id)) as { executable: { number: number } | null }).executable?.number,
+  );
 }
 async function finished(name: string, n: number) {
   return waitFor(async () => {
@@ -48,7 +66,9 @@ beforeAll(async () => {
   d = await startJenkinsDouble({ users: [USER], quietPeriodSeconds: 1 });
   jenkins = clientFor();
 });
-afterAll(async () => { await d?.stop(); });
+afterAll(async () => {
+  await d?.stop();
+});
 
 describe('Jenkins double: auth and crumbs', () => {
   it('§2.1: bad token → 401 with the Basic challenge; anonymous → 403 with X-You-Are-Authenticated-As', async () => {
@@ -62,7 +82,11 @@ describe('Jenkins double: auth and crumbs', () => {
   });
 
   it('§2.2: password POSTs need a session-bound crumb; API-token POSTs are exempt; node-jenkins sends crumb + cookie', async () => {
-    const noCrumb = await raw('/createItem?name=crumbless', { method: 'POST', headers: { authorization: auth(USER.name, USER.password), 'content-type': 'text/xml' }, body: jobXml() });
+    const noCrumb = await raw('/createItem?name=crumbless', {
+      method: 'POST',
+      headers: { authorization: auth(USER.name, USER.password), 'content-type': 'text/xml' },
+      body: jobXml(),
+    });
     expect(noCrumb.status).toBe(403);
     expect(await noCrumb.text()).toContain('No valid crumb');
     const crumbRes = await raw('/crumbIssuer/api/json', { headers: { authorization: auth(USER.name, USER.password) } });
@@ -73,7 +97,15 @@ describe('Jenkins double: auth and crumbs', () => {
     const cookie = crumbRes.headers.get('set-cookie')!.split(';')[0]!;
     expect(cookie).toMatch(/^JSESSIONID\.[0-9a-f]{8}=/);
     // The crumb alone, without its session, is refused.
-    const noSession = await raw('/createItem?name=crumbless', { method: 'POST', headers: { authorization: auth(USER.name, USER.password), 'content-type': 'text/xml', 'Jenkins-Crumb': crumb.crumb }, body: jobXml() });
+    const noSession = await raw('/createItem?name=crumbless', {
+      method: 'POST',
+      headers: {
+        authorization: auth(USER.name, USER.password),
+        'content-type': 'text/xml',
+        'Jenkins-Crumb': crumb.crumb,
+      },
+      body: jobXml(),
+    });
     expect(noSession.status).toBe(403);
     await clientFor(USER.name, USER.password, true).job.create('with-password', jobXml());
     await clientFor(USER.name, USER.token, false).job.create('with-token', jobXml());
@@ -90,13 +122,24 @@ describe('Jenkins double: version and permissions (what the glue checks, cases 3
       expect(r.headers.get('x-jenkins')).toBe('2.555.2');
       expect(r.headers.get('content-type')).toBe('application/json;charset=UTF-8');
       // J hudson/security/WhoAmI.java: name, authenticated, anonymous, authorities (groups, not permissions).
-      expect(await r.json()).toEqual({ _class: 'hudson.security.WhoAmI', anonymous: false, authenticated: true, authorities: ['authenticated'], name: USER.name });
+      expect(await r.json()).toEqual({
+        _class: 'hudson.security.WhoAmI',
+        anonymous: false,
+        authenticated: true,
+        authorities: ['authenticated'],
+        name: USER.name,
+      });
       const anon = await fetch(new URL('/whoAmI/api/json', old.url));
       expect(anon.status).toBe(200); // an UnprotectedRootAction
       expect(await anon.json()).toMatchObject({ anonymous: true, name: 'anonymous' });
       // §2.1: bad credentials are refused before any route, whoAmI included.
-      expect((await fetch(new URL('/whoAmI/api/json', old.url), { headers: { authorization: auth(USER.name, 'wrong') } })).status).toBe(401);
-      expect((await fetch(new URL('/', old.url), { headers: { authorization: auth() } })).headers.get('x-jenkins')).toBe('2.555.2');
+      expect(
+        (await fetch(new URL('/whoAmI/api/json', old.url), { headers: { authorization: auth(USER.name, 'wrong') } }))
+          .status,
+      ).toBe(401);
+      expect(
+        (await fetch(new URL('/', old.url), { headers: { authorization: auth() } })).headers.get('x-jenkins'),
+      ).toBe('2.555.2');
     } finally {
       await old.stop();
     }
@@ -107,14 +150,23 @@ describe('Jenkins double: version and permissions (what the glue checks, cases 3
     const admin = { name: 'root', token: 'root-token-1', admin: true };
     const both = await startJenkinsDouble({ users: [USER, admin] });
     try {
-      const denied = await fetch(new URL('/script', both.url), { headers: { authorization: auth() }, redirect: 'manual' });
+      const denied = await fetch(new URL('/script', both.url), {
+        headers: { authorization: auth() },
+        redirect: 'manual',
+      });
       expect(denied.status).toBe(403);
       expect(denied.headers.get('x-required-permission')).toBe('hudson.model.Hudson.Administer');
       expect(denied.headers.get('x-you-are-authenticated-as')).toBe(USER.name);
       expect(denied.headers.get('x-jenkins')).toBe('2.568.2');
-      const post = await fetch(new URL('/script', both.url), { method: 'POST', headers: { authorization: auth() }, body: new URLSearchParams({ script: 'println 1' }) });
+      const post = await fetch(new URL('/script', both.url), {
+        method: 'POST',
+        headers: { authorization: auth() },
+        body: new URLSearchParams({ script: 'println 1' }),
+      });
       expect(post.status).toBe(403);
-      const allowed = await fetch(new URL('/script', both.url), { headers: { authorization: auth(admin.name, admin.token) } });
+      const allowed = await fetch(new URL('/script', both.url), {
+        headers: { authorization: auth(admin.name, admin.token) },
+      });
       expect(allowed.status).toBe(200);
       expect(await allowed.text()).toContain('Script Console');
     } finally {
@@ -125,21 +177,39 @@ describe('Jenkins double: version and permissions (what the glue checks, cases 3
 
 describe('Jenkins double: jobs', () => {
   it('§3.3, §2.7, §8.8: create → 200; same name in another case → 400 X-Error; unsafe name → 400; bad XML → 500 and no job', async () => {
-    const ok = await raw('/createItem?name=Alpha', { method: 'POST', headers: { 'content-type': 'text/xml' }, body: jobXml() });
+    const ok = await raw('/createItem?name=Alpha', {
+      method: 'POST',
+      headers: { 'content-type': 'text/xml' },
+      body: jobXml(),
+    });
     expect(ok.status).toBe(200);
     expect(ok.headers.get('location')).toBeNull();
-    await expect(jenkins.job.create('alpha', jobXml())).rejects.toThrow('jenkins: job.create: A job already exists with the name "alpha"');
-    const dup = await raw('/createItem?name=ALPHA', { method: 'POST', headers: { 'content-type': 'text/xml' }, body: jobXml() });
+    await expect(jenkins.job.create('alpha', jobXml())).rejects.toThrow(
+      'jenkins: job.create: A job already exists with the name "alpha"',
+    );
+    const dup = await raw('/createItem?name=ALPHA', {
+      method: 'POST',
+      headers: { 'content-type': 'text/xml' },
+      body: jobXml(),
+    });
     expect(dup.status).toBe(400);
     expect(dup.headers.get('x-error')).toBe('A job already exists with the name ?ALPHA?');
-    const unsafe = await raw('/createItem?name=a%3Bb', { method: 'POST', headers: { 'content-type': 'text/xml' }, body: jobXml() });
+    const unsafe = await raw('/createItem?name=a%3Bb', {
+      method: 'POST',
+      headers: { 'content-type': 'text/xml' },
+      body: jobXml(),
+    });
     expect(unsafe.status).toBe(400);
     expect(unsafe.headers.get('x-error')).toBe('?;? is an unsafe character');
     const noType = await raw('/createItem?name=beta', { method: 'POST', body: jobXml() });
     expect(noType.status).toBe(400);
-    await expect(jenkins.job.create('broken', '<project><description>')).rejects.toMatchObject({ res: { statusCode: 500 } });
+    await expect(jenkins.job.create('broken', '<project><description>')).rejects.toMatchObject({
+      res: { statusCode: 500 },
+    });
     expect(await jenkins.job.exists('broken')).toBe(false);
-    await expect(jenkins.job.create('folder', '<com.cloudbees.hudson.plugins.folder.Folder/>')).rejects.toMatchObject({ res: { statusCode: 500 } });
+    await expect(jenkins.job.create('folder', '<com.cloudbees.hudson.plugins.folder.Folder/>')).rejects.toMatchObject({
+      res: { statusCode: 500 },
+    });
     // §2.7: lookups are case-insensitive.
     expect((await jenkins.job.get('ALPHA')).name).toBe('Alpha');
   });
@@ -160,7 +230,16 @@ describe('Jenkins double: jobs', () => {
     await jenkins.job.disable('Alpha');
     await jenkins.job.disable('Alpha'); // idempotent
     let j = await jenkins.job.get('Alpha');
-    expect(j).toMatchObject({ _class: 'hudson.model.FreeStyleProject', buildable: false, color: 'disabled', disabled: true, inQueue: false, nextBuildNumber: 1, lastBuild: null, healthReport: [] });
+    expect(j).toMatchObject({
+      _class: 'hudson.model.FreeStyleProject',
+      buildable: false,
+      color: 'disabled',
+      disabled: true,
+      inQueue: false,
+      nextBuildNumber: 1,
+      lastBuild: null,
+      healthReport: [],
+    });
     expect(await jenkins.job.config('Alpha')).toContain('<disabled>true</disabled>');
     const r = await raw('/job/Alpha/build', { method: 'POST' });
     expect(r.status).toBe(409);
@@ -174,7 +253,15 @@ describe('Jenkins double: jobs', () => {
   });
 
   it('§2.3, §8.17: GET on POST-only endpoints → 405 + Allow: POST; HEAD on api/json works; §3.13 term → 404', async () => {
-    for (const p of ['/job/Alpha/enable', '/job/Alpha/disable', '/job/Alpha/doDelete', '/job/Alpha/build', '/job/Alpha/buildWithParameters', '/createItem?name=x', '/queue/cancelItem?id=1']) {
+    for (const p of [
+      '/job/Alpha/enable',
+      '/job/Alpha/disable',
+      '/job/Alpha/doDelete',
+      '/job/Alpha/build',
+      '/job/Alpha/buildWithParameters',
+      '/createItem?name=x',
+      '/queue/cancelItem?id=1',
+    ]) {
       const r = await raw(p);
       expect(r.status, p).toBe(405);
       expect(r.headers.get('allow'), p).toBe('POST');
@@ -190,31 +277,66 @@ describe('Jenkins double: jobs', () => {
     expect(r.headers.get('x-jenkins')).toBeTruthy();
     const names = (await jenkins.job.list()).map((j: { name: string }) => j.name);
     expect(names).toEqual([...names].sort((a: string, b: string) => a.toLowerCase().localeCompare(b.toLowerCase())));
-    expect((await jenkins.job.list())[0]).toMatchObject({ _class: 'hudson.model.FreeStyleProject', color: expect.any(String), url: expect.stringMatching(/^http:\/\//) });
+    expect((await jenkins.job.list())[0]).toMatchObject({
+      _class: 'hudson.model.FreeStyleProject',
+      color: expect.any(String),
+      url: expect.stringMatching(/^http:\/\//),
+    });
   });
 });
 
 describe('Jenkins double: builds and queue', () => {
   it('§3.10-3.11, §6, §8.1-4: 201 + absolute Location with trailing slash; quiet period merges; 303 for identical parameters; /build on a parameterised job → 400', async () => {
-    await jenkins.job.create('params', jobXml({ params: [['GREETING', 'hello'], ['Other', 'x']], artifacts: 'out/*.txt', quiet: 1 }));
+    await jenkins.job.create(
+      'params',
+      jobXml({
+        params: [
+          ['GREETING', 'hello'],
+          ['Other', 'x'],
+        ],
+        artifacts: 'out/*.txt',
+        quiet: 1,
+      }),
+    );
     expect((await raw('/job/params/build', { method: 'POST' })).status).toBe(400);
-    const first = await raw('/job/params/buildWithParameters', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'GREETING=hi' });
+    const first = await raw('/job/params/buildWithParameters', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'GREETING=hi',
+    });
     expect(first.status).toBe(201);
     const loc = first.headers.get('location')!;
     expect(loc).toMatch(new RegExp(`^${d.url}queue/item/[0-9]+/$`));
     const id = Number(loc.split('/').at(-2));
-    const again = await raw('/job/params/buildWithParameters', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'GREETING=hi' });
+    const again = await raw('/job/params/buildWithParameters', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'GREETING=hi',
+    });
     expect(again.status).toBe(303);
     expect(again.headers.get('location')).toBe(loc);
-    await expect(jenkins.job.build('params', { parameters: { GREETING: 'hi' } })).rejects.toThrow('jenkins: job.build: see other');
+    await expect(jenkins.job.build('params', { parameters: { GREETING: 'hi' } })).rejects.toThrow(
+      'jenkins: job.build: see other',
+    );
     const item = await jenkins.queue.item(id);
-    expect(item).toMatchObject({ _class: 'hudson.model.Queue$WaitingItem', id, url: `queue/item/${id}/`, why: expect.stringMatching(/^In the quiet period/) });
+    expect(item).toMatchObject({
+      _class: 'hudson.model.Queue$WaitingItem',
+      id,
+      url: `queue/item/${id}/`,
+      why: expect.stringMatching(/^In the quiet period/),
+    });
     expect((await jenkins.queue.list()).map((i: { id: number }) => i.id)).toContain(id);
     expect((await jenkins.job.get('params')).inQueue).toBe(true);
     const n = await followQueue(id);
     const b = await finished('params', n);
     expect(b).toMatchObject({
-      _class: 'hudson.model.FreeStyleBuild', id: String(n), number: n, queueId: id, result: 'SUCCESS', building: false, inProgress: false,
+      _class: 'hudson.model.FreeStyleBuild',
+      id: String(n),
+      number: n,
+      queueId: id,
+      result: 'SUCCESS',
+      building: false,
+      inProgress: false,
       artifacts: [{ displayPath: 'greeting.txt', fileName: 'greeting.txt', relativePath: 'out/greeting.txt' }],
     });
     expect(b.duration).toBeGreaterThan(0);
@@ -250,7 +372,11 @@ describe('Jenkins double: builds and queue', () => {
     expect(size).toBe(Buffer.byteLength(all.text));
     const tail = await jenkins.build.log('slow', n, { start: size - 18, meta: true });
     expect(tail.text).toBe('Finished: SUCCESS\n');
-    const r = await raw(`/job/slow/${n}/logText/progressiveText`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `start=${size + 100}` });
+    const r = await raw(`/job/slow/${n}/logText/progressiveText`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `start=${size + 100}`,
+    });
     expect(r.headers.get('content-type')).toBe('text/plain;charset=UTF-8');
     expect(r.headers.get('x-more-data')).toBeNull();
     expect(await r.text()).toBe(all.text); // start beyond the end restarts at 0
@@ -266,7 +392,11 @@ describe('Jenkins double: builds and queue', () => {
     expect(err.message).toBe(`jenkins: queue.cancel: failed to cancel: ${id}`);
     const wire = await raw(`/queue/item/${id}/cancelQueue`, { method: 'POST' });
     expect(wire.status).toBe(204);
-    expect(await jenkins.queue.item(id)).toMatchObject({ _class: 'hudson.model.Queue$LeftItem', cancelled: true, executable: null });
+    expect(await jenkins.queue.item(id)).toMatchObject({
+      _class: 'hudson.model.Queue$LeftItem',
+      cancelled: true,
+      executable: null,
+    });
     expect((await raw('/queue/cancelItem?id=999999', { method: 'POST' })).status).toBe(404);
     expect((await jenkins.job.get('cancel-me')).nextBuildNumber).toBe(1);
   });
@@ -284,7 +414,10 @@ describe('Jenkins double: builds and queue', () => {
   });
 
   it('§4, §8.21-22: a failing shell step → FAILURE (publishers still run); no artifacts matched → FAILURE', async () => {
-    await jenkins.job.create('fails', jobXml({ script: 'mkdir -p out; echo x > out/a.txt; exit 3', artifacts: 'out/*.txt', quiet: 0 }));
+    await jenkins.job.create(
+      'fails',
+      jobXml({ script: 'mkdir -p out; echo x > out/a.txt; exit 3', artifacts: 'out/*.txt', quiet: 0 }),
+    );
     const n = await followQueue(await jenkins.job.build('fails'));
     const b = await finished('fails', n);
     expect(b.result).toBe('FAILURE');
@@ -295,27 +428,50 @@ describe('Jenkins double: builds and queue', () => {
     await jenkins.job.create('empty', jobXml({ script: 'true', artifacts: 'out/*.bin', quiet: 0 }));
     const m = await followQueue(await jenkins.job.build('empty'));
     expect((await finished('empty', m)).result).toBe('FAILURE');
-    expect(await jenkins.build.log('empty', m)).toContain('ERROR: No artifacts found that match the file pattern "out/*.bin". Configuration error?');
+    expect(await jenkins.build.log('empty', m)).toContain(
+      'ERROR: No artifacts found that match the file pattern "out/*.bin". Configuration error?',
+    );
   });
 
   it('ProcessTreeKiller: what a build step leaves running is killed when the step ends', async () => {
     // Otherwise a process left by one build (a killed shell's child) writes into the next build's workspace.
-    await jenkins.job.create('leaves-a-child', jobXml({ script: 'sleep 300 &amp; echo $! &gt; "$WORKSPACE/child.pid"', quiet: 0 }));
+    await jenkins.job.create(
+      'leaves-a-child',
+      jobXml({ script: 'sleep 300 &amp; echo $! &gt; "$WORKSPACE/child.pid"', quiet: 0 }),
+    );
     const n = await followQueue(await jenkins.job.build('leaves-a-child'));
     expect((await finished('leaves-a-child', n)).result).toBe('SUCCESS');
     const { readFileSync } = await import('node:fs');
     const pid = Number(readFileSync(`${d.dataDir}/workspace/leaves-a-child/child.pid`, 'utf8'));
     expect(pid).toBeGreaterThan(0);
-    await waitFor(async () => { try { process.kill(pid, 0); return false; } catch { return true; } });
+    await waitFor(async () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    });
   });
 
   it('§7: parameters reach the shell as NAME and upper-case NAME; the timer builds with defaults, "Started by timer", not when disabled', async () => {
-    await jenkins.job.create('env', jobXml({ script: 'mkdir -p out; printf "%s|%s|%s" "$Other" "$OTHER" "$BUILD_NUMBER" > out/env.txt', params: [['Other', 'dflt']], artifacts: 'out/*', timer: 'H H * * *' }));
+    await jenkins.job.create(
+      'env',
+      jobXml({
+        script: 'mkdir -p out; printf "%s|%s|%s" "$Other" "$OTHER" "$BUILD_NUMBER" > out/env.txt',
+        params: [['Other', 'dflt']],
+        artifacts: 'out/*',
+        timer: 'H H * * *',
+      }),
+    );
     const qid = d.fireTimer('env')!;
     expect(qid).toBeGreaterThan(0);
     const n = await followQueue(qid);
     const b = await finished('env', n);
-    expect(b.actions[1].causes[0]).toMatchObject({ _class: 'hudson.triggers.TimerTrigger$TimerTriggerCause', shortDescription: 'Started by timer' });
+    expect(b.actions[1].causes[0]).toMatchObject({
+      _class: 'hudson.triggers.TimerTrigger$TimerTriggerCause',
+      shortDescription: 'Started by timer',
+    });
     expect(await (await raw(`/job/env/${n}/artifact/out/env.txt`)).text()).toBe(`dflt|dflt|${n}`);
     await jenkins.job.disable('env');
     expect(d.fireTimer('env')).toBeNull();
@@ -334,7 +490,10 @@ describe('Jenkins double: builds and queue', () => {
   });
 
   it('§3.9: deleting a job with a running build interrupts it and leaves nothing behind', async () => {
-    await jenkins.job.create('doomed', jobXml({ script: 'mkdir -p out; echo x > out/a.txt; echo going; sleep 30', artifacts: 'out/*', quiet: 0 }));
+    await jenkins.job.create(
+      'doomed',
+      jobXml({ script: 'mkdir -p out; echo x > out/a.txt; echo going; sleep 30', artifacts: 'out/*', quiet: 0 }),
+    );
     const n = await followQueue(await jenkins.job.build('doomed'));
     await waitFor(async () => ((await jenkins.build.log('doomed', n)) as string).includes('going'));
     await jenkins.job.destroy('doomed');

@@ -1,8 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync,
-  writeFileSync, writeSync,
+  closeSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -14,8 +23,16 @@ import { parseConfig, serialiseConfig, withDisabled, type JobConfig } from './co
  * in memory, so a restart sees what a hard-restarted Jenkins sees: running builds end ABORTED, queued items return.
  */
 
-export interface Param { name: string; value: string }
-export interface Cause { _class: string; shortDescription: string; userId?: string; userName?: string }
+export interface Param {
+  name: string;
+  value: string;
+}
+export interface Cause {
+  _class: string;
+  shortDescription: string;
+  userId?: string;
+  userName?: string;
+}
 
 export interface QueueItem {
   id: number;
@@ -70,12 +87,32 @@ export function labelMatches(expr: string | null, labels: readonly string[]): bo
   if (expr === null || !expr.trim()) return true;
   const tokens = expr.match(/&&|\|\||!|\(|\)|[A-Za-z0-9_.:-]+/g) ?? [];
   let i = 0;
-  const or = (): boolean => { let v = and(); while (tokens[i] === '||') { i++; const r = and(); v = v || r; } return v; };
-  const and = (): boolean => { let v = not(); while (tokens[i] === '&&') { i++; const r = not(); v = v && r; } return v; };
+  const or = (): boolean => {
+    let v = and();
+    while (tokens[i] === '||') {
+      i++;
+      const r = and();
+      v = v || r;
+    }
+    return v;
+  };
+  const and = (): boolean => {
+    let v = not();
+    while (tokens[i] === '&&') {
+      i++;
+      const r = not();
+      v = v && r;
+    }
+    return v;
+  };
   const not = (): boolean => {
     const t = tokens[i++];
     if (t === '!') return !not();
-    if (t === '(') { const v = or(); i++; return v; }
+    if (t === '(') {
+      const v = or();
+      i++;
+      return v;
+    }
     return t !== undefined && labels.includes(t);
   };
   return or();
@@ -85,12 +122,20 @@ export function labelMatches(expr: string | null, labels: readonly string[]): bo
 async function killTree(pgid: number | undefined): Promise<void> {
   if (!pgid) return;
   const signal = (sig: NodeJS.Signals | 0): boolean => {
-    try { process.kill(-pgid, sig); return true; } catch { return false; } // false: the group is gone
+    try {
+      process.kill(-pgid, sig);
+      return true;
+    } catch {
+      return false;
+    } // false: the group is gone
   };
   if (!signal('SIGTERM')) return;
   const deadline = Date.now() + 5000;
   while (signal(0)) {
-    if (Date.now() > deadline) { signal('SIGKILL'); return; }
+    if (Date.now() > deadline) {
+      signal('SIGKILL');
+      return;
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -105,7 +150,13 @@ function antGlob(p: string): RegExp {
   for (let i = 0; i < s.length; i++) {
     const c = s[i]!;
     if (c === '*' && s[i + 1] === '*') {
-      if (s[i + 2] === '/') { re += '(?:.*/)?'; i += 2; } else { re += '.*'; i += 1; }
+      if (s[i + 2] === '/') {
+        re += '(?:.*/)?';
+        i += 2;
+      } else {
+        re += '.*';
+        i += 1;
+      }
     } else if (c === '*') re += '[^/]*';
     else if (c === '?') re += '[^/]';
     else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
@@ -116,7 +167,11 @@ function antGlob(p: string): RegExp {
 function walk(root: string, rel = ''): string[] {
   let out: string[] = [];
   let entries: string[];
-  try { entries = readdirSync(path.join(root, rel)); } catch { return out; }
+  try {
+    entries = readdirSync(path.join(root, rel));
+  } catch {
+    return out;
+  }
   for (const e of entries.sort()) {
     const r = rel ? `${rel}/${e}` : e;
     const st = lstatSync(path.join(root, r));
@@ -144,18 +199,32 @@ export class Engine {
   }
 
   // ------------------------------------------------------------------------------------------- persistence
-  private statePath() { return path.join(this.opts.dataDir, 'state.json'); }
-  jobDir(name: string) { return path.join(this.opts.dataDir, 'jobs', name); }
-  buildDir(name: string, n: number) { return path.join(this.jobDir(name), 'builds', String(n)); }
-  logPath(name: string, n: number) { return path.join(this.buildDir(name, n), 'log'); }
-  archiveDir(name: string, n: number) { return path.join(this.buildDir(name, n), 'archive'); }
+  private statePath() {
+    return path.join(this.opts.dataDir, 'state.json');
+  }
+  jobDir(name: string) {
+    return path.join(this.opts.dataDir, 'jobs', name);
+  }
+  buildDir(name: string, n: number) {
+    return path.join(this.jobDir(name), 'builds', String(n));
+  }
+  logPath(name: string, n: number) {
+    return path.join(this.buildDir(name, n), 'log');
+  }
+  archiveDir(name: string, n: number) {
+    return path.join(this.buildDir(name, n), 'archive');
+  }
 
   persist(): void {
     if (this.dead) return;
     const state = {
       nextQueueId: this.nextQueueId,
       queue: this.queue.filter((q) => q.state !== 'left'),
-      jobs: [...this.jobs.values()].map((j) => ({ name: j.name, nextBuildNumber: j.nextBuildNumber, builds: j.builds })),
+      jobs: [...this.jobs.values()].map((j) => ({
+        name: j.name,
+        nextBuildNumber: j.nextBuildNumber,
+        builds: j.builds,
+      })),
     };
     const tmp = `${this.statePath()}.tmp`;
     writeFileSync(tmp, JSON.stringify(state));
@@ -165,12 +234,18 @@ export class Engine {
   private load(): void {
     if (!existsSync(this.statePath())) return;
     const state = JSON.parse(readFileSync(this.statePath(), 'utf8')) as {
-      nextQueueId: number; queue: QueueItem[]; jobs: Array<{ name: string; nextBuildNumber: number; builds: Build[] }>;
+      nextQueueId: number;
+      queue: QueueItem[];
+      jobs: Array<{ name: string; nextBuildNumber: number; builds: Build[] }>;
     };
     this.nextQueueId = state.nextQueueId;
     for (const j of state.jobs) {
       let config: JobConfig;
-      try { config = parseConfig(readFileSync(path.join(this.jobDir(j.name), 'config.xml'), 'utf8')); } catch { continue; }
+      try {
+        config = parseConfig(readFileSync(path.join(this.jobDir(j.name), 'config.xml'), 'utf8'));
+      } catch {
+        continue;
+      }
       for (const b of j.builds) {
         // A build cut off by a hard restart: its executor is gone, so it ends ABORTED (JENKINS-REST.md, SECURITY-CHECKLIST 5.1).
         if (b.state !== 'COMPLETED') {
@@ -179,10 +254,17 @@ export class Engine {
           b.duration = Math.max(0, Date.now() - b.timestamp);
         }
       }
-      this.jobs.set(j.name.toLowerCase(), { name: j.name, config, nextBuildNumber: j.nextBuildNumber, builds: j.builds });
+      this.jobs.set(j.name.toLowerCase(), {
+        name: j.name,
+        config,
+        nextBuildNumber: j.nextBuildNumber,
+        builds: j.builds,
+      });
     }
     // Queued items come back after a restart (Jenkins saves queue.xml); their quiet period restarts.
-    this.queue = state.queue.filter((q) => this.jobs.has(q.job)).map((q) => ({ ...q, state: 'waiting', dueAt: Math.max(q.dueAt, Date.now()) }));
+    this.queue = state.queue
+      .filter((q) => this.jobs.has(q.job))
+      .map((q) => ({ ...q, state: 'waiting', dueAt: Math.max(q.dueAt, Date.now()) }));
     this.persist();
   }
 
@@ -191,12 +273,20 @@ export class Engine {
     this.dead = true;
     clearInterval(this.timer);
     for (const r of this.running.values()) {
-      if (r.child?.pid) { try { process.kill(-r.child.pid, 'SIGKILL'); } catch { /* gone */ } }
+      if (r.child?.pid) {
+        try {
+          process.kill(-r.child.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
     }
   }
 
   // ------------------------------------------------------------------------------------------------- jobs
-  getJob(name: string): Job | undefined { return this.jobs.get(name.toLowerCase()); }
+  getJob(name: string): Job | undefined {
+    return this.jobs.get(name.toLowerCase());
+  }
 
   createJob(name: string, xml: string): void {
     const config = parseConfig(xml);
@@ -237,7 +327,10 @@ export class Engine {
   }
 
   isBuilding(job: Job): boolean {
-    return job.builds.some((b) => b.state !== 'COMPLETED') || [...this.running.entries()].some(([k, r]) => r.starting && k.startsWith(`${job.name.toLowerCase()}#`));
+    return (
+      job.builds.some((b) => b.state !== 'COMPLETED') ||
+      [...this.running.entries()].some(([k, r]) => r.starting && k.startsWith(`${job.name.toLowerCase()}#`))
+    );
   }
 
   // ------------------------------------------------------------------------------------------------ queue
@@ -245,7 +338,12 @@ export class Engine {
    * Queue.schedule2 (§3.10.5, §3.11.4, §6.2): an item for the same job with the same parameters that is still
    * queued absorbs the request (its due time moves to the earlier one, causes merge) and `created` is false.
    */
-  schedule(job: Job, params: Param[] | null, cause: Cause, delayMs: number): { item: QueueItem; created: boolean } | null {
+  schedule(
+    job: Job,
+    params: Param[] | null,
+    cause: Cause,
+    delayMs: number,
+  ): { item: QueueItem; created: boolean } | null {
     if (job.config.disabled) return null;
     const key = job.name.toLowerCase();
     const now = Date.now();
@@ -258,8 +356,16 @@ export class Engine {
       return { item: existing, created: false };
     }
     const item: QueueItem = {
-      id: this.nextQueueId++, job: key, params, causes: [cause], inQueueSince: now, dueAt: now + delayMs,
-      state: 'waiting', cancelled: false, executable: null, leftAt: null,
+      id: this.nextQueueId++,
+      job: key,
+      params,
+      causes: [cause],
+      inQueueSince: now,
+      dueAt: now + delayMs,
+      state: 'waiting',
+      cancelled: false,
+      executable: null,
+      leftAt: null,
     };
     this.queue.push(item);
     this.persist();
@@ -273,7 +379,8 @@ export class Engine {
 
   getItem(id: number): QueueItem | undefined {
     const q = this.queue.find((i) => i.id === id);
-    if (q && q.state === 'left' && q.leftAt !== null && Date.now() - q.leftAt > this.opts.leftItemTtlMs) return undefined;
+    if (q && q.state === 'left' && q.leftAt !== null && Date.now() - q.leftAt > this.opts.leftItemTtlMs)
+      return undefined;
     return q;
   }
 
@@ -294,11 +401,16 @@ export class Engine {
   tick(): void {
     if (this.dead) return;
     const now = Date.now();
-    this.queue = this.queue.filter((q) => !(q.state === 'left' && q.leftAt !== null && now - q.leftAt > this.opts.leftItemTtlMs));
+    this.queue = this.queue.filter(
+      (q) => !(q.state === 'left' && q.leftAt !== null && now - q.leftAt > this.opts.leftItemTtlMs),
+    );
     for (const q of this.queue) {
       if (q.state === 'left') continue;
       const job = this.jobs.get(q.job);
-      if (!job) { this.leave(q, true); continue; }
+      if (!job) {
+        this.leave(q, true);
+        continue;
+      }
       if (q.state === 'waiting' && q.dueAt > now) continue;
       const blocked = !job.config.concurrentBuild && this.isBuilding(job);
       q.state = blocked ? 'blocked' : 'buildable';
@@ -312,7 +424,10 @@ export class Engine {
       }
       q.stuckWhy = undefined;
       if (this.running.size >= this.opts.executors) break;
-      if (!job.config.concurrentBuild && this.isBuilding(job)) { q.state = 'blocked'; continue; }
+      if (!job.config.concurrentBuild && this.isBuilding(job)) {
+        q.state = 'blocked';
+        continue;
+      }
       this.startItem(job, q);
     }
   }
@@ -328,8 +443,15 @@ export class Engine {
       const current = this.jobs.get(job.name.toLowerCase());
       if (current !== job) return;
       const build: Build = {
-        number: job.nextBuildNumber++, queueId: q.id, params: q.params, causes: q.causes, timestamp: Date.now(),
-        duration: 0, result: null, state: 'BUILDING', artifacts: [],
+        number: job.nextBuildNumber++,
+        queueId: q.id,
+        params: q.params,
+        causes: q.causes,
+        timestamp: Date.now(),
+        duration: 0,
+        result: null,
+        state: 'BUILDING',
+        artifacts: [],
       };
       job.builds.unshift(build);
       q.executable = build.number;
@@ -346,21 +468,43 @@ export class Engine {
     r.abortedBy = user;
     if (r.child?.pid) {
       const pid = r.child.pid;
-      try { process.kill(-pid, 'SIGTERM'); } catch { /* gone */ }
-      setTimeout(() => { try { process.kill(-pid, 'SIGKILL'); } catch { /* gone */ } }, 3000).unref();
+      try {
+        process.kill(-pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+      setTimeout(() => {
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }, 3000).unref();
     }
   }
 
   private env(job: Job, build: Build, ws: string, baseUrl: string): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {
       ...process.env,
-      BUILD_NUMBER: String(build.number), BUILD_ID: String(build.number), BUILD_DISPLAY_NAME: `#${build.number}`,
-      JOB_NAME: job.name, JOB_BASE_NAME: job.name, BUILD_TAG: `jenkins-${job.name}-${build.number}`,
-      WORKSPACE: ws, JENKINS_URL: baseUrl, BUILD_URL: `${baseUrl}job/${encodeURIComponent(job.name)}/${build.number}/`,
-      JOB_URL: `${baseUrl}job/${encodeURIComponent(job.name)}/`, NODE_NAME: this.opts.nodeName ?? 'built-in', NODE_LABELS: (this.opts.labels ?? ['built-in']).join(' '), EXECUTOR_NUMBER: '0',
+      BUILD_NUMBER: String(build.number),
+      BUILD_ID: String(build.number),
+      BUILD_DISPLAY_NAME: `#${build.number}`,
+      JOB_NAME: job.name,
+      JOB_BASE_NAME: job.name,
+      BUILD_TAG: `jenkins-${job.name}-${build.number}`,
+      WORKSPACE: ws,
+      JENKINS_URL: baseUrl,
+      BUILD_URL: `${baseUrl}job/${encodeURIComponent(job.name)}/${build.number}/`,
+      JOB_URL: `${baseUrl}job/${encodeURIComponent(job.name)}/`,
+      NODE_NAME: this.opts.nodeName ?? 'built-in',
+      NODE_LABELS: (this.opts.labels ?? ['built-in']).join(' '),
+      EXECUTOR_NUMBER: '0',
     };
     // §7: a string parameter is exported under its name and an upper-cased copy.
-    for (const p of build.params ?? []) { env[p.name] = p.value; env[p.name.toUpperCase()] = p.value; }
+    for (const p of build.params ?? []) {
+      env[p.name] = p.value;
+      env[p.name.toUpperCase()] = p.value;
+    }
     return env;
   }
 
@@ -371,14 +515,20 @@ export class Engine {
     const r: { child?: ChildProcess; abortedBy?: string; starting: boolean } = { starting: false };
     this.running.set(key, r);
     const logFd = openSync(this.logPath(job.name, build.number), 'a');
-    const log = (s: string) => { if (!this.dead) writeSync(logFd, s); };
+    const log = (s: string) => {
+      if (!this.dead) writeSync(logFd, s);
+    };
     try {
       const ws = path.join(this.opts.dataDir, 'workspace', job.name);
       mkdirSync(ws, { recursive: true });
       for (const c of build.causes) log(`${c.shortDescription}\n`);
       log('Running as SYSTEM\n');
       const node = this.opts.nodeName ?? 'built-in';
-      log(node === 'built-in' ? `Building in workspace ${ws}\n` : `Building remotely on ${node} (${(this.opts.labels ?? []).join(' ')}) in workspace ${ws}\n`);
+      log(
+        node === 'built-in'
+          ? `Building in workspace ${ws}\n`
+          : `Building remotely on ${node} (${(this.opts.labels ?? []).join(' ')}) in workspace ${ws}\n`,
+      );
       let result: Build['result'] = null;
       for (const b of job.config.builders) {
         if (r.abortedBy) break;
@@ -390,7 +540,12 @@ export class Engine {
         if (b.command.startsWith('#!')) argv = [...b.command.slice(2).split('\n')[0]!.trim().split(/\s+/), script];
         log(`[${path.basename(ws)}] $ ${argv.join(' ')}\n`);
         const code = await new Promise<number | null>((resolve) => {
-          const child = spawn(argv[0]!, argv.slice(1), { cwd: ws, env: this.env(job, build, ws, this.baseUrl), detached: true, stdio: ['ignore', logFd, logFd] });
+          const child = spawn(argv[0]!, argv.slice(1), {
+            cwd: ws,
+            env: this.env(job, build, ws, this.baseUrl),
+            detached: true,
+            stdio: ['ignore', logFd, logFd],
+          });
           r.child = child;
           child.on('error', () => resolve(127));
           child.on('exit', (c, sig) => {
@@ -419,7 +574,11 @@ export class Engine {
       const arch = job.config.archiver;
       if (arch && !(arch.onlyIfSuccessful && result !== null && RANK[result]! > RANK.UNSTABLE!)) {
         log('Archiving artifacts\n');
-        const patterns = arch.artifacts.split(',').map((p) => p.trim()).filter(Boolean).map(antGlob);
+        const patterns = arch.artifacts
+          .split(',')
+          .map((p) => p.trim())
+          .filter(Boolean)
+          .map(antGlob);
         const files = walk(ws).filter((f) => patterns.some((re) => re.test(f)));
         if (files.length === 0 && !arch.allowEmpty && (result === null || result === 'SUCCESS')) {
           log(`ERROR: No artifacts found that match the file pattern "${arch.artifacts}". Configuration error?\n`);
@@ -457,7 +616,10 @@ export class Engine {
     const done = job.builds.filter((b) => b.state === 'COMPLETED');
     if (art && Number(art[1]) > 0) {
       for (const b of done.slice(Number(art[1]))) {
-        if (b.artifacts.length) { rmSync(this.archiveDir(job.name, b.number), { recursive: true, force: true }); b.artifacts = []; }
+        if (b.artifacts.length) {
+          rmSync(this.archiveDir(job.name, b.number), { recursive: true, force: true });
+          b.artifacts = [];
+        }
       }
     }
     if (num && Number(num[1]) > 0) {
@@ -472,8 +634,17 @@ export class Engine {
   fireTimer(name: string): QueueItem | null {
     const job = this.getJob(name);
     if (!job || job.config.timerSpecs.length === 0) return null;
-    const params = job.config.params.length ? job.config.params.map((p) => ({ name: p.name, value: p.defaultValue })) : null;
-    return this.schedule(job, params, { _class: 'hudson.triggers.TimerTrigger$TimerTriggerCause', shortDescription: 'Started by timer' }, 0)?.item ?? null;
+    const params = job.config.params.length
+      ? job.config.params.map((p) => ({ name: p.name, value: p.defaultValue }))
+      : null;
+    return (
+      this.schedule(
+        job,
+        params,
+        { _class: 'hudson.triggers.TimerTrigger$TimerTriggerCause', shortDescription: 'Started by timer' },
+        0,
+      )?.item ?? null
+    );
   }
 
   crumbSalt = createHash('sha256').update(String(Math.random())).digest('hex');

@@ -45,7 +45,11 @@ export interface JenkinsDouble {
  * Environment for a glue process (`kiln glue` under OpenSSH, `kiln glue-server`) that should drive this double:
  * backend jenkins, its URL, the user's API token and the agent-side SDK command.
  */
-export function glueEnv(double: Pick<JenkinsDouble, 'url'>, user: DoubleUser, sdkCommand: readonly string[]): Record<string, string> {
+export function glueEnv(
+  double: Pick<JenkinsDouble, 'url'>,
+  user: DoubleUser,
+  sdkCommand: readonly string[],
+): Record<string, string> {
   if (!user.token) throw new Error('glueEnv needs a user with an API token');
   return {
     KILN_GLUE_BACKEND: 'jenkins',
@@ -92,10 +96,16 @@ export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<Je
   await listen();
 
   const handle: JenkinsDouble = {
-    get url() { return `http://${host}:${port}/`; },
-    get port() { return port; },
+    get url() {
+      return `http://${host}:${port}/`;
+    },
+    get port() {
+      return port;
+    },
     dataDir,
-    get engine() { return engine; },
+    get engine() {
+      return engine;
+    },
     requests: () => server.requests,
     requestLog: () => [...server.log],
     async stop() {
@@ -107,9 +117,16 @@ export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<Je
       engine.crash();
       await close();
     },
-    async start() { await listen(); },
-    async restart() { await handle.crash(); await handle.start(); },
-    fireTimer(job: string) { return engine.fireTimer(job)?.id ?? null; },
+    async start() {
+      await listen();
+    },
+    async restart() {
+      await handle.crash();
+      await handle.start();
+    },
+    fireTimer(job: string) {
+      return engine.fireTimer(job)?.id ?? null;
+    },
   };
   return handle;
 }

@@ -26,11 +26,21 @@ const users: DoubleUser[] = values.user.map((u) => {
   return { name: name!, token, password, admin: values.admin.includes(name!) };
 });
 const d = await startJenkinsDouble({
-  port: Number(values.port), host: values.host, dataDir: values.data, users,
-  quietPeriodSeconds: Number(values.quiet), executors: Number(values.executors),
-  labels: values.label, nodeName: values.node, version: values['jenkins-version'],
+  port: Number(values.port),
+  host: values.host,
+  dataDir: values.data,
+  users,
+  quietPeriodSeconds: Number(values.quiet),
+  executors: Number(values.executors),
+  labels: values.label,
+  nodeName: values.node,
+  version: values['jenkins-version'],
 });
-process.stdout.write(`Jenkins double listening on ${d.url} (data: ${d.dataDir}; users: ${users.map((u) => u.name).join(', ')})\n`);
-const shutdown = () => { void d.stop().then(() => process.exit(0)); };
+process.stdout.write(
+  `Jenkins double listening on ${d.url} (data: ${d.dataDir}; users: ${users.map((u) => u.name).join(', ')})\n`,
+);
+const shutdown = () => {
+  void d.stop().then(() => process.exit(0));
+};
 process.on('SIGINT', shutdown);
 process.on('SIGTERM', shutdown);

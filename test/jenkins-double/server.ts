@@ -11,7 +11,12 @@ import type { Build, Cause, Engine, Job, Param, QueueItem } from './engine.js';
  */
 
 /** `admin`: the user has Overall/Administer (matrix auth); everyone else has the job permissions only. */
-export interface DoubleUser { name: string; password?: string; token?: string; admin?: boolean }
+export interface DoubleUser {
+  name: string;
+  password?: string;
+  token?: string;
+  admin?: boolean;
+}
 
 /** The Jenkins version the double reports in X-Jenkins unless told another (the latest LTS in JENKINS-REST.md §0). */
 export const DEFAULT_VERSION = '2.568.2';
@@ -30,7 +35,11 @@ function parseTree(spec: string): Tree {
       while (i < spec.length && /[A-Za-z0-9_$]/.test(spec[i]!)) name += spec[i++];
       let sub: Tree | null = null;
       let range: [number, number] | null = null;
-      if (spec[i] === '[') { i++; sub = parseList(); if (spec[i] === ']') i++; }
+      if (spec[i] === '[') {
+        i++;
+        sub = parseList();
+        if (spec[i] === ']') i++;
+      }
       if (spec[i] === '{') {
         const end = spec.indexOf('}', i);
         const [a, b] = spec.slice(i + 1, end).split(',');
@@ -38,7 +47,10 @@ function parseTree(spec: string): Tree {
         i = end + 1;
       }
       if (name) t.set(name, { sub, range });
-      if (spec[i] === ',') { i++; continue; }
+      if (spec[i] === ',') {
+        i++;
+        continue;
+      }
       return t;
     }
   };
@@ -75,7 +87,11 @@ export class DoubleServer {
    */
   afterCreateItem?: (name: string) => Promise<void> | void;
 
-  constructor(private engine: Engine, private users: DoubleUser[], private readonly version = DEFAULT_VERSION) {
+  constructor(
+    private engine: Engine,
+    private users: DoubleUser[],
+    private readonly version = DEFAULT_VERSION,
+  ) {
     this.server = http.createServer((req, res) => {
       this.requests++;
       this.log.push(`${req.method} ${(req.url ?? '').split('?')[0]}`);
@@ -88,7 +104,9 @@ export class DoubleServer {
   }
 
   // ----------------------------------------------------------------------------------------------- helpers
-  private base(req: IncomingMessage) { return `http://${req.headers.host ?? '127.0.0.1'}/`; }
+  private base(req: IncomingMessage) {
+    return `http://${req.headers.host ?? '127.0.0.1'}/`;
+  }
 
   private html(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) {
     res.writeHead(status, { 'Content-Type': 'text/html;charset=utf-8', ...headers });
@@ -100,8 +118,11 @@ export class DoubleServer {
     const tree = url.searchParams.get('tree');
     const out = tree ? prune(body, parseTree(tree)) : body;
     res.writeHead(200, {
-      'Content-Type': JSON_TYPE, 'X-Jenkins': this.version, 'X-Jenkins-Session': this.sessionHash,
-      'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'deny',
+      'Content-Type': JSON_TYPE,
+      'X-Jenkins': this.version,
+      'X-Jenkins-Session': this.sessionHash,
+      'X-Content-Type-Options': 'nosniff',
+      'X-Frame-Options': 'deny',
     });
     res.end(req.method === 'HEAD' ? undefined : JSON.stringify(out));
   }
@@ -113,7 +134,9 @@ export class DoubleServer {
     });
   }
 
-  private notFound(res: ServerResponse) { this.html(res, 404, '<h1>Not Found</h1>'); }
+  private notFound(res: ServerResponse) {
+    this.html(res, 404, '<h1>Not Found</h1>');
+  }
 
   /** §2.3: @RequirePOST endpoints answer GET with 405 + Allow: POST. */
   private requirePost(req: IncomingMessage, res: ServerResponse): boolean {
@@ -152,8 +175,11 @@ export class DoubleServer {
     const h = req.headers.authorization;
     if (!h) {
       this.html(res, 403, 'Authentication required', {
-        'X-You-Are-Authenticated-As': 'anonymous', 'X-Required-Permission': 'hudson.model.Hudson.Read',
-        'X-Hudson': '1.395', 'X-Jenkins': this.version, 'X-Jenkins-Session': this.sessionHash,
+        'X-You-Are-Authenticated-As': 'anonymous',
+        'X-Required-Permission': 'hudson.model.Hudson.Read',
+        'X-Hudson': '1.395',
+        'X-Jenkins': this.version,
+        'X-Jenkins-Session': this.sessionHash,
       });
       return null;
     }
@@ -162,7 +188,8 @@ export class DoubleServer {
     const at = decoded.indexOf(':');
     const name = at < 0 ? decoded : decoded.slice(0, at);
     const secret = at < 0 ? '' : decoded.slice(at + 1);
-    const eq = (a: string | undefined) => a !== undefined && a.length === secret.length && timingSafeEqual(Buffer.from(a), Buffer.from(secret));
+    const eq = (a: string | undefined) =>
+      a !== undefined && a.length === secret.length && timingSafeEqual(Buffer.from(a), Buffer.from(secret));
     const user = this.users.find((u) => u.name === name);
     if (user && eq(user.token)) return { user: name, viaToken: true };
     if (user && eq(user.password)) return { user: name, viaToken: false };
@@ -189,7 +216,8 @@ export class DoubleServer {
     if (req.method !== 'POST' || auth.viaToken) return true;
     const session = this.sessionOf(req);
     const sent = (req.headers['jenkins-crumb'] as string | undefined) ?? form?.get('Jenkins-Crumb') ?? undefined;
-    if (session && sent && this.sessions.get(session) === auth.user && sent === this.crumbFor(auth.user, session)) return true;
+    if (session && sent && this.sessions.get(session) === auth.user && sent === this.crumbFor(auth.user, session))
+      return true;
     this.html(res, 403, 'No valid crumb was included in the request');
     return false;
   }
@@ -200,14 +228,18 @@ export class DoubleServer {
     this.engine.baseUrl = this.base(req);
     // WhoAmI is an UnprotectedRootAction (J hudson/security/WhoAmI.java): it answers anonymous requests too; bad
     // credentials are still refused first (§2.1).
-    if (url.pathname.replace(/\/+$/, '') === '/whoAmI/api/json' && !req.headers.authorization) return this.json(req, res, this.whoAmI(null), url);
+    if (url.pathname.replace(/\/+$/, '') === '/whoAmI/api/json' && !req.headers.authorization)
+      return this.json(req, res, this.whoAmI(null), url);
     const auth = this.authenticate(req, res);
     if (!auth) return;
     const body = req.method === 'POST' ? await this.body(req) : Buffer.alloc(0);
     const form = req.method === 'POST' ? this.form(req, body, url) : null;
     if (!this.checkCrumb(req, res, auth, form)) return;
 
-    const segs = url.pathname.split('/').slice(1).map((s) => decodeURIComponent(s));
+    const segs = url.pathname
+      .split('/')
+      .slice(1)
+      .map((s) => decodeURIComponent(s));
     if (segs[segs.length - 1] === '') segs.pop();
     const route = segs.join('/');
 
@@ -215,7 +247,10 @@ export class DoubleServer {
     if (route === 'crumbIssuer/api/json') return this.crumb(req, res, auth, url);
     if (route === 'createItem') return this.createItem(req, res, url, body);
     if (route === 'queue/api/json') {
-      const items = this.engine.queue.filter((q) => q.state !== 'left').sort((a, b) => b.dueAt - a.dueAt).map((q) => this.queueJson(req, q));
+      const items = this.engine.queue
+        .filter((q) => q.state !== 'left')
+        .sort((a, b) => b.dueAt - a.dueAt)
+        .map((q) => this.queueJson(req, q));
       return this.json(req, res, { _class: 'hudson.model.Queue', discoverableItems: [], items }, url);
     }
     if (route === 'queue/cancelItem') {
@@ -223,7 +258,9 @@ export class DoubleServer {
       const q = this.engine.getItem(Number(url.searchParams.get('id')));
       if (!q) return this.html(res, 404, `Provided id (${Number(url.searchParams.get('id'))}) not found`);
       if (!this.engine.cancelItem(q)) return this.html(res, 500, `Could not cancel run for id ${q.id}`);
-      res.writeHead(204); res.end(); return;
+      res.writeHead(204);
+      res.end();
+      return;
     }
     let m = /^queue\/item\/([0-9]+)(?:\/(.*))?$/.exec(route);
     if (m) {
@@ -233,7 +270,9 @@ export class DoubleServer {
       if (m[2] === 'cancelQueue') {
         if (!this.requirePost(req, res)) return;
         this.engine.cancelItem(q); // §3.18: always 204, even for a LeftItem
-        res.writeHead(204); res.end(); return;
+        res.writeHead(204);
+        res.end();
+        return;
       }
       return this.notFound(res);
     }
@@ -253,8 +292,20 @@ export class DoubleServer {
   /** GET /whoAmI/api/json (J hudson/security/WhoAmI.java): who the request is authenticated as; no permissions. */
   private whoAmI(auth: Auth | null) {
     return auth
-      ? { _class: 'hudson.security.WhoAmI', anonymous: false, authenticated: true, authorities: ['authenticated'], name: auth.user }
-      : { _class: 'hudson.security.WhoAmI', anonymous: true, authenticated: true, authorities: ['anonymous'], name: 'anonymous' };
+      ? {
+          _class: 'hudson.security.WhoAmI',
+          anonymous: false,
+          authenticated: true,
+          authorities: ['authenticated'],
+          name: auth.user,
+        }
+      : {
+          _class: 'hudson.security.WhoAmI',
+          anonymous: true,
+          authenticated: true,
+          authorities: ['anonymous'],
+          name: 'anonymous',
+        };
   }
 
   /**
@@ -265,14 +316,27 @@ export class DoubleServer {
   private script(req: IncomingMessage, res: ServerResponse, auth: Auth) {
     const admin = this.users.find((u) => u.name === auth.user)?.admin === true;
     if (!admin) {
-      return this.html(res, 403, `<p>${auth.user.replace(/[<&]/g, '')} is missing the Overall/Administer permission</p>`, {
-        ...this.layoutHeaders(), 'X-You-Are-Authenticated-As': auth.user,
-        'X-You-Are-In-Group-Disabled': 'JENKINS-39402: use -Dhudson.security.AccessDeniedException2.REPORT_GROUP_HEADERS=true or use /whoAmI to diagnose',
-        'X-Required-Permission': 'hudson.model.Hudson.Administer',
-      });
+      return this.html(
+        res,
+        403,
+        `<p>${auth.user.replace(/[<&]/g, '')} is missing the Overall/Administer permission</p>`,
+        {
+          ...this.layoutHeaders(),
+          'X-You-Are-Authenticated-As': auth.user,
+          'X-You-Are-In-Group-Disabled':
+            'JENKINS-39402: use -Dhudson.security.AccessDeniedException2.REPORT_GROUP_HEADERS=true or use /whoAmI to diagnose',
+          'X-Required-Permission': 'hudson.model.Hudson.Administer',
+        },
+      );
     }
-    if (req.method === 'POST') return this.html(res, 500, '<h1>Oops!</h1><p>this double does not run scripts</p>', this.layoutHeaders());
-    return this.html(res, 200, '<h1>Script Console</h1><form method="post"><textarea name="script"></textarea></form>', this.layoutHeaders());
+    if (req.method === 'POST')
+      return this.html(res, 500, '<h1>Oops!</h1><p>this double does not run scripts</p>', this.layoutHeaders());
+    return this.html(
+      res,
+      200,
+      '<h1>Script Console</h1><form method="post"><textarea name="script"></textarea></form>',
+      this.layoutHeaders(),
+    );
   }
 
   private crumb(req: IncomingMessage, res: ServerResponse, auth: Auth, url: URL) {
@@ -282,9 +346,16 @@ export class DoubleServer {
       this.sessions.set(session, auth.user);
       res.setHeader('Set-Cookie', `${this.cookieName}=${session}; Path=/; HttpOnly`);
     }
-    return this.json(req, res, {
-      _class: 'hudson.security.csrf.DefaultCrumbIssuer', crumb: this.crumbFor(auth.user, session), crumbRequestField: 'Jenkins-Crumb',
-    }, url);
+    return this.json(
+      req,
+      res,
+      {
+        _class: 'hudson.security.csrf.DefaultCrumbIssuer',
+        crumb: this.crumbFor(auth.user, session),
+        crumbRequestField: 'Jenkins-Crumb',
+      },
+      url,
+    );
   }
 
   /** §2.7 checkGoodName. */
@@ -302,7 +373,8 @@ export class DoubleServer {
   private async createItem(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer) {
     if (!this.requirePost(req, res)) return;
     const type = req.headers['content-type'];
-    if (url.searchParams.get('mode') === 'copy') return this.failure(res, 'Copying jobs is not supported by this double');
+    if (url.searchParams.get('mode') === 'copy')
+      return this.failure(res, 'Copying jobs is not supported by this double');
     if (!type) return this.failure(res, 'No Content-Type header set');
     const name = (url.searchParams.get('name') ?? '').trim();
     if (!url.searchParams.has('name')) return this.failure(res, "Query parameter 'name' is required");
@@ -329,18 +401,42 @@ export class DoubleServer {
     return m[2] ? Number(m[1]) * 1000 : Number(m[1]);
   }
 
-  private async jobRoute(req: IncomingMessage, res: ServerResponse, url: URL, auth: Auth, name: string, rest: string, form: URLSearchParams | null, body: Buffer): Promise<void> {
+  private async jobRoute(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    auth: Auth,
+    name: string,
+    rest: string,
+    form: URLSearchParams | null,
+    body: Buffer,
+  ): Promise<void> {
     const job = this.engine.getJob(name);
     if (!job) return this.notFound(res);
     const jobUrl = `${this.base(req)}job/${encodeURIComponent(job.name)}/`;
-    const userCause: Cause = { _class: 'hudson.model.Cause$UserIdCause', shortDescription: `Started by user ${auth.user}`, userId: auth.user, userName: auth.user };
+    const userCause: Cause = {
+      _class: 'hudson.model.Cause$UserIdCause',
+      shortDescription: `Started by user ${auth.user}`,
+      userId: auth.user,
+      userName: auth.user,
+    };
 
     switch (rest) {
       case '':
-        if (req.method === 'DELETE') { this.engine.deleteJob(job, auth.user); res.writeHead(204); res.end(); return; }
+        if (req.method === 'DELETE') {
+          this.engine.deleteJob(job, auth.user);
+          res.writeHead(204);
+          res.end();
+          return;
+        }
         return this.html(res, 200, `<h1>${job.name}</h1>`);
       case 'api/json':
-        return this.json(req, res, this.jobJson(req, job, url.searchParams.has('tree') || Number(url.searchParams.get('depth') ?? 0) > 0), url);
+        return this.json(
+          req,
+          res,
+          this.jobJson(req, job, url.searchParams.has('tree') || Number(url.searchParams.get('depth') ?? 0) > 0),
+          url,
+        );
       case 'config.xml':
         if (req.method === 'GET' || req.method === 'HEAD') {
           res.writeHead(200, { 'Content-Type': 'application/xml' });
@@ -348,11 +444,16 @@ export class DoubleServer {
           return;
         }
         if (req.method === 'POST') {
-          try { this.engine.updateConfig(job, body.toString('utf8')); } catch (e) {
-            if (e instanceof ConfigError) return this.html(res, 500, '<h1>Oops!</h1><p>Failed to process config.xml</p>');
+          try {
+            this.engine.updateConfig(job, body.toString('utf8'));
+          } catch (e) {
+            if (e instanceof ConfigError)
+              return this.html(res, 500, '<h1>Oops!</h1><p>Failed to process config.xml</p>');
             throw e;
           }
-          res.writeHead(200, { 'Content-Length': '0' }); res.end(); return;
+          res.writeHead(200, { 'Content-Length': '0' });
+          res.end();
+          return;
         }
         return this.html(res, 400, 'Unexpected method');
       case 'enable':
@@ -374,7 +475,10 @@ export class DoubleServer {
       default:
         break;
     }
-    const m = /^([0-9]+|lastBuild|lastCompletedBuild|lastSuccessfulBuild|lastFailedBuild|lastStableBuild|firstBuild)(?:\/(.*))?$/.exec(rest);
+    const m =
+      /^([0-9]+|lastBuild|lastCompletedBuild|lastSuccessfulBuild|lastFailedBuild|lastStableBuild|firstBuild)(?:\/(.*))?$/.exec(
+        rest,
+      );
     if (!m) return this.notFound(res);
     const build = this.findBuild(job, m[1]!);
     if (!build) return this.notFound(res);
@@ -399,27 +503,47 @@ export class DoubleServer {
   private findBuild(job: Job, ref: string): Build | undefined {
     const b = job.builds;
     switch (ref) {
-      case 'lastBuild': return b[0];
-      case 'firstBuild': return b[b.length - 1];
-      case 'lastCompletedBuild': return b.find((x) => x.state === 'COMPLETED');
+      case 'lastBuild':
+        return b[0];
+      case 'firstBuild':
+        return b[b.length - 1];
+      case 'lastCompletedBuild':
+        return b.find((x) => x.state === 'COMPLETED');
       case 'lastSuccessfulBuild':
-      case 'lastStableBuild': return b.find((x) => x.state === 'COMPLETED' && x.result === 'SUCCESS');
-      case 'lastFailedBuild': return b.find((x) => x.state === 'COMPLETED' && x.result === 'FAILURE');
-      default: return b.find((x) => x.number === Number(ref));
+      case 'lastStableBuild':
+        return b.find((x) => x.state === 'COMPLETED' && x.result === 'SUCCESS');
+      case 'lastFailedBuild':
+        return b.find((x) => x.state === 'COMPLETED' && x.result === 'FAILURE');
+      default:
+        return b.find((x) => x.number === Number(ref));
     }
   }
 
   /** §3.10 / §3.11. */
-  private trigger(req: IncomingMessage, res: ServerResponse, url: URL, job: Job, kind: string, cause: Cause, form: URLSearchParams) {
+  private trigger(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    job: Job,
+    kind: string,
+    cause: Cause,
+    form: URLSearchParams,
+  ) {
     if (!this.requirePost(req, res)) return; // no job auth tokens in this double: GET is always 405 (§2.3)
     if (job.config.disabled) return this.html(res, 409, `${job.name} is not buildable`);
     const delay = this.parseDelay(url.searchParams.get('delay'), this.engine.quietPeriodMs(job));
     let params: Param[] | null = null;
     if (kind === 'build') {
-      if (job.config.params.length) return this.html(res, 400, [...url.searchParams.keys()].length ? 'This page expects a form submission' : 'Nothing is submitted');
+      if (job.config.params.length)
+        return this.html(
+          res,
+          400,
+          [...url.searchParams.keys()].length ? 'This page expects a form submission' : 'Nothing is submitted',
+        );
     } else {
       if (!job.config.params.length) return this.failure(res, `${job.name} is not parameterized`);
-      if ((req.headers['content-type'] ?? '').startsWith('multipart/')) return this.html(res, 500, 'multipart parameters are not supported by this double');
+      if ((req.headers['content-type'] ?? '').startsWith('multipart/'))
+        return this.html(res, 500, 'multipart parameters are not supported by this double');
       params = [];
       for (const def of job.config.params) {
         if (def.type === 'file') continue;
@@ -440,7 +564,14 @@ export class DoubleServer {
   }
 
   /** §3.15: byte offsets, X-Text-Size, X-More-Data only while the build is not COMPLETED. */
-  private progressive(req: IncomingMessage, res: ServerResponse, url: URL, job: Job, build: Build, form: URLSearchParams | null) {
+  private progressive(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    job: Job,
+    build: Build,
+    form: URLSearchParams | null,
+  ) {
     const startRaw = form?.get('start') ?? url.searchParams.get('start') ?? '0';
     if (!/^-?[0-9]+$/.test(startRaw)) return this.html(res, 500, '<h1>Oops!</h1><p>NumberFormatException</p>');
     const p = this.engine.logPath(job.name, build.number);
@@ -465,7 +596,12 @@ export class DoubleServer {
     if (!existsSync(file)) return this.notFound(res);
     const size = statSync(file).size;
     const ext = path.extname(rel);
-    const type = ext === '.json' ? 'application/json' : ext === '.log' || ext === '.txt' || rel.endsWith('SHA256SUMS') ? 'text/plain;charset=UTF-8' : 'application/octet-stream';
+    const type =
+      ext === '.json'
+        ? 'application/json'
+        : ext === '.log' || ext === '.txt' || rel.endsWith('SHA256SUMS')
+          ? 'text/plain;charset=UTF-8'
+          : 'application/octet-stream';
     const range = /^bytes=([0-9]+)-([0-9]*)$/.exec((req.headers.range as string | undefined) ?? '');
     if (range) {
       const start = Number(range[1]);
@@ -475,13 +611,24 @@ export class DoubleServer {
         res.end();
         return;
       }
-      res.writeHead(206, { 'Content-Type': type, 'Content-Length': String(end - start + 1), 'Content-Range': `bytes ${start}-${end}/${size}`, 'Accept-Ranges': 'bytes' });
-      if (req.method === 'HEAD') { res.end(); return; }
+      res.writeHead(206, {
+        'Content-Type': type,
+        'Content-Length': String(end - start + 1),
+        'Content-Range': `bytes ${start}-${end}/${size}`,
+        'Accept-Ranges': 'bytes',
+      });
+      if (req.method === 'HEAD') {
+        res.end();
+        return;
+      }
       createReadStream(file, { start, end }).pipe(res);
       return;
     }
     res.writeHead(200, { 'Content-Type': type, 'Content-Length': String(size), 'Accept-Ranges': 'bytes' });
-    if (req.method === 'HEAD') { res.end(); return; }
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
     createReadStream(file).pipe(res);
   }
 
@@ -491,7 +638,13 @@ export class DoubleServer {
     if (job.config.disabled) return building ? 'disabled_anime' : 'disabled';
     const last = job.builds[0];
     if (!last) return 'notbuilt';
-    const resultColor = (r: Build['result']) => ({ SUCCESS: 'blue', UNSTABLE: 'yellow', FAILURE: 'red', ABORTED: 'aborted', NOT_BUILT: 'notbuilt' } as Record<string, string>)[r ?? ''] ?? 'notbuilt';
+    const resultColor = (r: Build['result']) =>
+      (
+        ({ SUCCESS: 'blue', UNSTABLE: 'yellow', FAILURE: 'red', ABORTED: 'aborted', NOT_BUILT: 'notbuilt' }) as Record<
+          string,
+          string
+        >
+      )[r ?? ''] ?? 'notbuilt';
     if (last.state === 'COMPLETED') return resultColor(last.result);
     const prev = job.builds.find((b) => b !== last && b.state === 'COMPLETED');
     return `${prev ? resultColor(prev.result) : 'notbuilt'}_anime`;
@@ -500,27 +653,74 @@ export class DoubleServer {
   private rootJson(req: IncomingMessage, full: boolean) {
     const base = this.base(req);
     // With ?tree= any job field can be asked for; at depth 0 a job entry is the summary {_class,name,url,color}.
-    const jobs = [...this.engine.jobs.values()].sort((a, b) => a.name.toLowerCase().localeCompare(b.name.toLowerCase()))
-      .map((j) => (full ? this.jobJson(req, j, false) : { _class: 'hudson.model.FreeStyleProject', name: j.name, url: `${base}job/${encodeURIComponent(j.name)}/`, color: this.color(j) }));
+    const jobs = [...this.engine.jobs.values()]
+      .sort((a, b) => a.name.toLowerCase().localeCompare(b.name.toLowerCase()))
+      .map((j) =>
+        full
+          ? this.jobJson(req, j, false)
+          : {
+              _class: 'hudson.model.FreeStyleProject',
+              name: j.name,
+              url: `${base}job/${encodeURIComponent(j.name)}/`,
+              color: this.color(j),
+            },
+      );
     return {
-      _class: 'hudson.model.Hudson', assignedLabels: [{ name: 'built-in' }], mode: 'NORMAL', nodeDescription: "the Jenkins controller's built-in node",
-      nodeName: '', numExecutors: this.engine.opts.executors, description: null, jobs, overallLoad: {},
-      primaryView: { _class: 'hudson.model.AllView', name: 'all', url: base }, quietDownReason: null, quietingDown: false,
-      slaveAgentPort: -1, unlabeledLoad: { _class: 'jenkins.model.UnlabeledLoadStatistics' }, url: base, useCrumbs: true, useSecurity: true,
+      _class: 'hudson.model.Hudson',
+      assignedLabels: [{ name: 'built-in' }],
+      mode: 'NORMAL',
+      nodeDescription: "the Jenkins controller's built-in node",
+      nodeName: '',
+      numExecutors: this.engine.opts.executors,
+      description: null,
+      jobs,
+      overallLoad: {},
+      primaryView: { _class: 'hudson.model.AllView', name: 'all', url: base },
+      quietDownReason: null,
+      quietingDown: false,
+      slaveAgentPort: -1,
+      unlabeledLoad: { _class: 'jenkins.model.UnlabeledLoadStatistics' },
+      url: base,
+      useCrumbs: true,
+      useSecurity: true,
       views: [{ _class: 'hudson.model.AllView', name: 'all', url: base }],
     };
   }
 
   private buildRef(req: IncomingMessage, job: Job, b: Build | undefined) {
-    return b ? { _class: 'hudson.model.FreeStyleBuild', number: b.number, url: `${this.base(req)}job/${encodeURIComponent(job.name)}/${b.number}/` } : null;
+    return b
+      ? {
+          _class: 'hudson.model.FreeStyleBuild',
+          number: b.number,
+          url: `${this.base(req)}job/${encodeURIComponent(job.name)}/${b.number}/`,
+        }
+      : null;
   }
 
   private paramDefProperty(job: Job) {
     return {
       _class: 'hudson.model.ParametersDefinitionProperty',
-      parameterDefinitions: job.config.params.map((p) => p.type === 'string'
-        ? { _class: 'hudson.model.StringParameterDefinition', defaultParameterValue: { _class: 'hudson.model.StringParameterValue', name: p.name, value: p.defaultValue }, description: p.description, name: p.name, type: 'StringParameterDefinition' }
-        : { _class: 'hudson.model.FileParameterDefinition', defaultParameterValue: null, description: p.description, name: p.name, type: 'FileParameterDefinition' }),
+      parameterDefinitions: job.config.params.map((p) =>
+        p.type === 'string'
+          ? {
+              _class: 'hudson.model.StringParameterDefinition',
+              defaultParameterValue: {
+                _class: 'hudson.model.StringParameterValue',
+                name: p.name,
+                value: p.defaultValue,
+              },
+              description: p.description,
+              name: p.name,
+              type: 'StringParameterDefinition',
+            }
+          : {
+              _class: 'hudson.model.FileParameterDefinition',
+              defaultParameterValue: null,
+              description: p.description,
+              name: p.name,
+              type: 'FileParameterDefinition',
+            },
+      ),
     };
   }
 
@@ -532,7 +732,12 @@ export class DoubleServer {
     return {
       _class: 'hudson.model.FreeStyleProject',
       actions: [...prop, {}, { _class: 'hudson.model.ViewJobAction' }],
-      description: job.config.description, displayName: job.name, displayNameOrNull: null, fullDisplayName: job.name, fullName: job.name, name: job.name,
+      description: job.config.description,
+      displayName: job.name,
+      displayNameOrNull: null,
+      fullDisplayName: job.name,
+      fullName: job.name,
+      name: job.name,
       url: `${this.base(req)}job/${encodeURIComponent(job.name)}/`,
       buildable: !job.config.disabled,
       builds: job.builds.slice(0, 100).map(ref),
@@ -553,13 +758,20 @@ export class DoubleServer {
       queueItem: q ? this.queueJson(req, q) : null,
       concurrentBuild: job.config.concurrentBuild,
       disabled: job.config.disabled,
-      downstreamProjects: [], labelExpression: job.config.label, scm: { _class: 'hudson.scm.NullSCM' }, upstreamProjects: [],
+      downstreamProjects: [],
+      labelExpression: job.config.label,
+      scm: { _class: 'hudson.scm.NullSCM' },
+      upstreamProjects: [],
     };
   }
 
   private actions(params: Param[] | null, causes: Cause[]) {
     const a: unknown[] = [];
-    if (params) a.push({ _class: 'hudson.model.ParametersAction', parameters: params.map((p) => ({ _class: 'hudson.model.StringParameterValue', name: p.name, value: p.value })) });
+    if (params)
+      a.push({
+        _class: 'hudson.model.ParametersAction',
+        parameters: params.map((p) => ({ _class: 'hudson.model.StringParameterValue', name: p.name, value: p.value })),
+      });
     a.push({ _class: 'hudson.model.CauseAction', causes });
     return a;
   }
@@ -571,7 +783,11 @@ export class DoubleServer {
     return {
       _class: 'hudson.model.FreeStyleBuild',
       actions: this.actions(b.params, b.causes),
-      artifacts: b.artifacts.map((p, i) => ({ displayPath: b.artifacts.length > 20 ? null : names.filter((n) => n === names[i]).length > 1 ? p : names[i], fileName: names[i], relativePath: p })),
+      artifacts: b.artifacts.map((p, i) => ({
+        displayPath: b.artifacts.length > 20 ? null : names.filter((n) => n === names[i]).length > 1 ? p : names[i],
+        fileName: names[i],
+        relativePath: p,
+      })),
       building,
       description: null,
       displayName: `#${b.number}`,
@@ -605,22 +821,53 @@ export class DoubleServer {
       inQueueSince: q.inQueueSince,
       params: (q.params ?? []).map((p) => `\n${p.name}=${p.value}`).join(''),
       stuck: false,
-      task: { _class: 'hudson.model.FreeStyleProject', name, url: `${this.base(req)}job/${encodeURIComponent(name)}/`, color: job ? this.color(job) : 'notbuilt' },
+      task: {
+        _class: 'hudson.model.FreeStyleProject',
+        name,
+        url: `${this.base(req)}job/${encodeURIComponent(name)}/`,
+        color: job ? this.color(job) : 'notbuilt',
+      },
       url: `queue/item/${q.id}/`,
     };
     switch (q.state) {
       case 'waiting':
-        return { _class: 'hudson.model.Queue$WaitingItem', ...common, why: `In the quiet period. Expires in ${Math.max(0, (q.dueAt - Date.now()) / 1000).toFixed(1)} sec`, timestamp: q.dueAt };
+        return {
+          _class: 'hudson.model.Queue$WaitingItem',
+          ...common,
+          why: `In the quiet period. Expires in ${Math.max(0, (q.dueAt - Date.now()) / 1000).toFixed(1)} sec`,
+          timestamp: q.dueAt,
+        };
       case 'blocked': {
         const running = job?.builds.find((b) => b.state !== 'COMPLETED');
-        return { _class: 'hudson.model.Queue$BlockedItem', ...common, why: running ? `Build #${running.number} is already in progress` : 'Waiting for the previous build to start', buildableStartMilliseconds: q.dueAt };
+        return {
+          _class: 'hudson.model.Queue$BlockedItem',
+          ...common,
+          why: running ? `Build #${running.number} is already in progress` : 'Waiting for the previous build to start',
+          buildableStartMilliseconds: q.dueAt,
+        };
       }
       case 'buildable':
-        return { _class: 'hudson.model.Queue$BuildableItem', ...common, why: q.stuckWhy ?? 'Waiting for next available executor', buildableStartMilliseconds: q.dueAt, pending: false };
+        return {
+          _class: 'hudson.model.Queue$BuildableItem',
+          ...common,
+          why: q.stuckWhy ?? 'Waiting for next available executor',
+          buildableStartMilliseconds: q.dueAt,
+          pending: false,
+        };
       default:
         return {
-          _class: 'hudson.model.Queue$LeftItem', ...common, why: null, cancelled: q.cancelled,
-          executable: q.executable !== null ? { _class: 'hudson.model.FreeStyleBuild', number: q.executable, url: `${this.base(req)}job/${encodeURIComponent(name)}/${q.executable}/` } : null,
+          _class: 'hudson.model.Queue$LeftItem',
+          ...common,
+          why: null,
+          cancelled: q.cancelled,
+          executable:
+            q.executable !== null
+              ? {
+                  _class: 'hudson.model.FreeStyleBuild',
+                  number: q.executable,
+                  url: `${this.base(req)}job/${encodeURIComponent(name)}/${q.executable}/`,
+                }
+              : null,
         };
     }
   }

@@ -7,7 +7,12 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Jenkins from 'jenkins';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createJenkinsBackend, JenkinsBackend, KEY_PARAM, versionAllowed } from '../../src/glue/backends/jenkins/index.js';
+import {
+  createJenkinsBackend,
+  JenkinsBackend,
+  KEY_PARAM,
+  versionAllowed,
+} from '../../src/glue/backends/jenkins/index.js';
 import { JenkinsApi } from '../../src/glue/backends/jenkins/client.js';
 import type { Backend } from '../../src/glue/backends/types.js';
 import { createBackend } from '../../src/glue/backend.js';
@@ -54,15 +59,35 @@ echo 'sdk log' > "$out/build.log"
 echo '##kiln {"stage":"done","percent":100}'
 `;
 
-const spec = (over: Partial<JobSpec> = {}): JobSpec => jobSpecSchema.parse({ owner: 'alice <a@x>', name: 'web', dockerfile: 'FROM debian:bookworm\n', ...over });
+const spec = (over: Partial<JobSpec> = {}): JobSpec =>
+  jobSpecSchema.parse({ owner: 'alice <a@x>', name: 'web', dockerfile: 'FROM debian:bookworm\n', ...over });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function code(p: Promise<unknown>): Promise<string> {
-  try { await p; return 'ok'; } catch (e) { return isKilnError(e) ? e.code : `not a KilnError: ${String(e)}`; }
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return isKilnError(e) ? e.code : `not a KilnError: ${String(e)}`;
+  }
 }
 function makeBackend(over: Record<string, unknown> = {}, url = d.url): Backend {
-  const config = loadConfig({}, {
-    glue: { backend: 'jenkins', jenkins: { url, user: USER.name, token: USER.token, sdkCommand: [sdk], timeoutSeconds: 120, requestTimeoutMs: 5000, ...over } },
-  });
+  const config = loadConfig(
+    {},
+    {
+      glue: {
+        backend: 'jenkins',
+        jenkins: {
+          url,
+          user: USER.name,
+          token: USER.token,
+          sdkCommand: [sdk],
+          timeoutSeconds: 120,
+          requestTimeoutMs: 5000,
+          ...over,
+        },
+      },
+    },
+  );
   return createJenkinsBackend({ config, logger: silentLogger, followTimeoutMs: 20_000, pollMs: 50 });
 }
 const configXml = (job: number) => raw.job.config(`kiln-job-${job}`);
@@ -76,7 +101,10 @@ beforeAll(async () => {
   d = await startJenkinsDouble({ users: [USER], dataDir: path.join(tmp.dir, 'jenkins'), quietPeriodSeconds: 5 });
   backend = makeBackend();
   await backend.start();
-  raw = new Jenkins({ baseUrl: d.url.replace('http://', `http://${USER.name}:${USER.token}@`).replace(/\/$/, ''), crumbIssuer: false });
+  raw = new Jenkins({
+    baseUrl: d.url.replace('http://', `http://${USER.name}:${USER.token}@`).replace(/\/$/, ''),
+    crumbIssuer: false,
+  });
 });
 afterAll(async () => {
   await backend?.close();
@@ -88,13 +116,17 @@ describe('jenkins backend: jobs', () => {
   it('putJob creates, then updates in place (idempotent); the description is escaped, the Dockerfile base64', async () => {
     expect(await backend.putJob(1, spec())).toEqual({ created: true });
     expect(await backend.putJob(1, spec())).toEqual({ created: false });
-    expect(await backend.putJob(1, spec({ dockerfile: 'FROM debian:bookworm\nRUN echo 2\n' }))).toEqual({ created: false });
+    expect(await backend.putJob(1, spec({ dockerfile: 'FROM debian:bookworm\nRUN echo 2\n' }))).toEqual({
+      created: false,
+    });
     const xml = await configXml(1);
     expect(xml).toContain(Buffer.from('FROM debian:bookworm\nRUN echo 2\n').toString('base64'));
     expect(xml).toContain('alice &lt;a@x&gt;');
     expect((await jobJson(1)).description).toContain('alice <a@x>');
     const jobs = await backend.listJobs();
-    expect(jobs).toContainEqual(expect.objectContaining({ job: 1, backendName: 'kiln-job-1', managed: true, enabled: true }));
+    expect(jobs).toContainEqual(
+      expect.objectContaining({ job: 1, backendName: 'kiln-job-1', managed: true, enabled: true }),
+    );
   });
 
   it('enable/disable shows in config.xml and in buildable/color; both are idempotent; a disabled job refuses builds', async () => {
@@ -126,12 +158,20 @@ describe('jenkins backend: jobs', () => {
     await backend.putJob(2, spec({ schedule: 'daily', formats: ['qcow2'] }));
     const qid = d.fireTimer('kiln-job-2')!;
     expect(qid).toBeGreaterThan(0);
-    const n = await until(async () => ((await raw.queue.item(qid)) as { executable: { number: number } | null }).executable?.number);
-    const st = await until(async () => { const s = await backend.status(2, n); return s.state !== 'running' && s; });
+    const n = await until(
+      async () => ((await raw.queue.item(qid)) as { executable: { number: number } | null }).executable?.number,
+    );
+    const st = await until(async () => {
+      const s = await backend.status(2, n);
+      return s.state !== 'running' && s;
+    });
     expect(st.state).toBe('succeeded');
     const img = await backend.artifact(2, n, 'image.raw', 0);
     let head = '';
-    for await (const c of img) { head += (c as Buffer).toString('latin1'); if (head.length > 20) break; }
+    for await (const c of img) {
+      head += (c as Buffer).toString('latin1');
+      if (head.length > 20) break;
+    }
     img.destroy();
     expect(head.startsWith('IMAGE(qcow2)')).toBe(true);
   });
@@ -185,7 +225,7 @@ describe('jenkins backend: builds', () => {
     expect(await code(backend.log(10, 99, 0))).toBe('not_found');
   });
 
-  it('status of a running build carries the SDK\'s last progress event, read from the console as it grows', async () => {
+  it("status of a running build carries the SDK's last progress event, read from the console as it grows", async () => {
     await backend.putJob(12, spec({ dockerfile: 'FROM debian:bookworm\n# sleep 1\n# stages\n' }));
     const { build } = await backend.build(12, 'progress-key-0001');
     const seen: string[] = [];
@@ -210,13 +250,18 @@ describe('jenkins backend: builds', () => {
     expect(results.filter((r) => r.created).length).toBeLessThanOrEqual(1);
     // Once nothing of the job is queued or building, count what ran.
     const j = await until(async () => {
-      const x = await raw.job.get('kiln-job-11', { tree: 'inQueue,builds[number,building,actions[parameters[name,value]]]' });
+      const x = await raw.job.get('kiln-job-11', {
+        tree: 'inQueue,builds[number,building,actions[parameters[name,value]]]',
+      });
       return !x.inQueue && x.builds.every((b: { building: boolean }) => !b.building) && x;
     });
     const withKey = j.builds.filter((b: { actions: Array<{ parameters?: Array<{ name: string; value: string }> }> }) =>
-      b.actions.some((a) => a.parameters?.some((p) => p.name === KEY_PARAM && p.value === 'same-key-concurrent')));
+      b.actions.some((a) => a.parameters?.some((p) => p.name === KEY_PARAM && p.value === 'same-key-concurrent')),
+    );
     expect(withKey).toHaveLength(1);
-    expect((await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-11')).toHaveLength(0);
+    expect(
+      (await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-11'),
+    ).toHaveLength(0);
     // A different key is a different build.
     const other = await backend.build(11, 'another-key-00001');
     expect(other.created).toBe(true);
@@ -229,8 +274,12 @@ describe('jenkins backend: builds', () => {
     try {
       await backend.putJob(15, spec({ dockerfile: 'FROM x\n# sleep 2\n' }));
       const first = backend.build(15, 'window-key-000001');
-      await until(async () => (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'));
-      await until(async () => !(await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'));
+      await until(async () =>
+        (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'),
+      );
+      await until(
+        async () => !(await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-15'),
+      );
       expect((await jobJson(15)).builds).toHaveLength(0); // in the window: left the queue, no build yet
       const retry = await backend.build(15, 'window-key-000001');
       const original = await first;
@@ -249,9 +298,22 @@ describe('jenkins backend: builds', () => {
   it('a failing SDK ends failed with a reason; cancel stops a running build (cancelled), and is idempotent', async () => {
     await backend.putJob(12, spec({ dockerfile: 'FROM x\n# fail\n' }));
     const f = await backend.build(12, 'failing-build-001');
-    const st = await until(async () => { const s = await backend.status(12, f.build); return s.state !== 'running' && s; });
+    const st = await until(async () => {
+      const s = await backend.status(12, f.build);
+      return s.state !== 'running' && s;
+    });
     expect(st).toMatchObject({ state: 'failed', reason: expect.stringContaining('failed') });
-    expect(await code(backend.status(12, f.build).then(async () => (await backend.log(12, f.build, 0)).text.includes('fake-sdk: failing as asked') || Promise.reject(new Error('no log'))))).toBe('ok');
+    expect(
+      await code(
+        backend
+          .status(12, f.build)
+          .then(
+            async () =>
+              (await backend.log(12, f.build, 0)).text.includes('fake-sdk: failing as asked') ||
+              Promise.reject(new Error('no log')),
+          ),
+      ),
+    ).toBe('ok');
 
     await backend.putJob(13, spec({ dockerfile: 'FROM x\n# sleep 60\n' }));
     const r = await backend.build(13, 'cancel-running-01');
@@ -265,19 +327,33 @@ describe('jenkins backend: builds', () => {
   it('an SDK killed outright (no result.json) ends lost, for the web to requeue, not failed as if the Dockerfile were at fault', async () => {
     await backend.putJob(24, spec({ dockerfile: 'FROM x\n# killed\n' }));
     const k = await backend.build(24, 'killed-sdk-00001');
-    const st = await until(async () => { const s = await backend.status(24, k.build); return s.state !== 'running' && s; });
+    const st = await until(async () => {
+      const s = await backend.status(24, k.build);
+      return s.state !== 'running' && s;
+    });
     expect(st).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: .*killed/) });
   });
 
   it('a queued item can be cancelled although Jenkins answers 204 (the wrapper confirms through the item)', async () => {
     const authorization = `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}`;
-    const api = new JenkinsApi(new Jenkins({ baseUrl: d.url.replace(/\/$/, ''), headers: { authorization } }), { baseUrl: d.url.replace(/\/$/, ''), authorization, timeoutMs: 5000 });
+    const api = new JenkinsApi(new Jenkins({ baseUrl: d.url.replace(/\/$/, ''), headers: { authorization } }), {
+      baseUrl: d.url.replace(/\/$/, ''),
+      authorization,
+      timeoutMs: 5000,
+    });
     await backend.putJob(14, spec());
     const t = await api.trigger('kiln-job-14', { [KEY_PARAM]: 'queued-cancel-01' }, '60sec');
     expect(t.created).toBe(true);
     const again = await api.trigger('kiln-job-14', { [KEY_PARAM]: 'queued-cancel-01' }, '60sec');
     expect(again).toEqual({ id: t.id, created: false }); // the 303 Location, not an error
-    expect((await backend.listQueue())).toContainEqual(expect.objectContaining({ id: t.id!, job: 14, backendName: 'kiln-job-14', why: expect.stringMatching(/quiet period/) }));
+    expect(await backend.listQueue()).toContainEqual(
+      expect.objectContaining({
+        id: t.id!,
+        job: 14,
+        backendName: 'kiln-job-14',
+        why: expect.stringMatching(/quiet period/),
+      }),
+    );
     expect(await api.cancelQueueItem(t.id!)).toBe(true);
     expect((await backend.listQueue()).find((q) => q.id === t.id)).toBeUndefined();
     expect((await jobJson(14)).nextBuildNumber).toBe(1);
@@ -327,7 +403,7 @@ describe('jenkins backend: failures', () => {
     expect(isKilnError(err, 'backend_unavailable') && /credentials/.test(err.message)).toBe(true);
   });
 
-  it('case 47 (the glue\'s half): a hard restart of Jenkins mid-build: unavailable while down, then `lost` with a reason, nothing doubled', async () => {
+  it("case 47 (the glue's half): a hard restart of Jenkins mid-build: unavailable while down, then `lost` with a reason, nothing doubled", async () => {
     await backend.putJob(20, spec({ dockerfile: 'FROM x\n# sleep 60\n' }));
     const r = await backend.build(20, 'restart-key-00001');
     await until(async () => (await backend.log(20, r.build, 0)).text.includes('"stage":"build"'));
@@ -336,10 +412,15 @@ describe('jenkins backend: failures', () => {
     expect(await code(backend.build(20, 'restart-key-00002'))).toBe('backend_unavailable');
     await d.start();
     const st = await backend.status(20, r.build);
-    expect(st).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: the build was cut off in Jenkins/) });
+    expect(st).toMatchObject({
+      state: 'lost',
+      reason: expect.stringMatching(/^interrupted: the build was cut off in Jenkins/),
+    });
     // A retry of the first request finds its build; the refused second request was never queued.
     expect(await backend.build(20, 'restart-key-00001')).toEqual({ build: r.build, created: false });
-    expect((await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-20')).toHaveLength(0);
+    expect(
+      (await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-20'),
+    ).toHaveLength(0);
     const next = await backend.build(20, 'restart-key-00002');
     expect(next).toEqual({ build: r.build + 1, created: true });
     expect(await backend.build(20, 'restart-key-00002')).toEqual({ build: r.build + 1, created: false });
@@ -350,8 +431,11 @@ describe('jenkins backend: failures', () => {
     const tokenFile = path.join(tmp.dir, 'jenkins-token');
     writeFileSync(tokenFile, `${USER.token}\n`, { mode: 0o600 });
     const config = loadConfig({
-      KILN_GLUE_BACKEND: 'jenkins', KILN_GLUE_JENKINS_URL: d.url, KILN_GLUE_JENKINS_USER: USER.name,
-      KILN_GLUE_JENKINS_TOKEN_FILE: tokenFile, KILN_GLUE_JENKINS_SDK_COMMAND: `${sdk}`,
+      KILN_GLUE_BACKEND: 'jenkins',
+      KILN_GLUE_JENKINS_URL: d.url,
+      KILN_GLUE_JENKINS_USER: USER.name,
+      KILN_GLUE_JENKINS_TOKEN_FILE: tokenFile,
+      KILN_GLUE_JENKINS_SDK_COMMAND: `${sdk}`,
     });
     const b = createJenkinsBackend({ config, logger: silentLogger, followTimeoutMs: 1500, pollMs: 50 });
     await b.putJob(30, spec({ dockerfile: 'FROM x\n# sleep 60\n' }));
@@ -366,12 +450,21 @@ describe('jenkins backend: failures', () => {
 
   it('survives the client returning NaN for a queue id (a Location without its trailing slash): it finds the item by key', async () => {
     const b = createJenkinsBackend({
-      config: loadConfig({}, { glue: { backend: 'jenkins', jenkins: { url: d.url, user: USER.name, token: USER.token, sdkCommand: [sdk] } } }),
-      logger: silentLogger, pollMs: 50,
+      config: loadConfig(
+        {},
+        {
+          glue: { backend: 'jenkins', jenkins: { url: d.url, user: USER.name, token: USER.token, sdkCommand: [sdk] } },
+        },
+      ),
+      logger: silentLogger,
+      pollMs: 50,
       jenkinsClientFactory: (opts) => {
         const c = new Jenkins(opts);
         const build = c.job.build.bind(c.job);
-        c.job.build = (async (...args: Parameters<typeof build>) => { await build(...args); return Number.NaN; }) as typeof c.job.build;
+        c.job.build = (async (...args: Parameters<typeof build>) => {
+          await build(...args);
+          return Number.NaN;
+        }) as typeof c.job.build;
         return c;
       },
     });
@@ -382,10 +475,22 @@ describe('jenkins backend: failures', () => {
   });
 
   it('is what createBackend makes for glue.backend=jenkins (the local backend otherwise)', async () => {
-    const jenkins = await createBackend(loadConfig({ KILN_DATA_DIR: tmp.dir, KILN_GLUE_BACKEND: 'jenkins', KILN_GLUE_JENKINS_URL: d.url, KILN_GLUE_JENKINS_USER: USER.name, KILN_GLUE_JENKINS_TOKEN: USER.token }), silentLogger, { runner: false });
+    const jenkins = await createBackend(
+      loadConfig({
+        KILN_DATA_DIR: tmp.dir,
+        KILN_GLUE_BACKEND: 'jenkins',
+        KILN_GLUE_JENKINS_URL: d.url,
+        KILN_GLUE_JENKINS_USER: USER.name,
+        KILN_GLUE_JENKINS_TOKEN: USER.token,
+      }),
+      silentLogger,
+      { runner: false },
+    );
     expect(jenkins).toBeInstanceOf(JenkinsBackend);
     expect(jenkins.kind).toBe('jenkins');
-    expect((await createBackend(loadConfig({ KILN_DATA_DIR: tmp.dir }), silentLogger, { runner: false })).kind).toBe('local');
+    expect((await createBackend(loadConfig({ KILN_DATA_DIR: tmp.dir }), silentLogger, { runner: false })).kind).toBe(
+      'local',
+    );
   });
 });
 
@@ -396,23 +501,45 @@ async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 describe('jenkins backend: agent labels', () => {
-  it('case 34 (the glue\'s half): jobs carry glue.jenkins.label: they run on the node with that label and wait forever for a missing one', async () => {
-    const labelled = await startJenkinsDouble({ users: [USER], labels: ['kiln-builder', 'linux'], nodeName: 'builder-1' });
+  it("case 34 (the glue's half): jobs carry glue.jenkins.label: they run on the node with that label and wait forever for a missing one", async () => {
+    const labelled = await startJenkinsDouble({
+      users: [USER],
+      labels: ['kiln-builder', 'linux'],
+      nodeName: 'builder-1',
+    });
     try {
-      const make = (label: string) => createJenkinsBackend({
-        config: loadConfig({}, { glue: { backend: 'jenkins', jenkins: { url: labelled.url, user: USER.name, token: USER.token, sdkCommand: [sdk], label } } }),
-        logger: silentLogger, followTimeoutMs: 2500, pollMs: 50,
-      });
+      const make = (label: string) =>
+        createJenkinsBackend({
+          config: loadConfig(
+            {},
+            {
+              glue: {
+                backend: 'jenkins',
+                jenkins: { url: labelled.url, user: USER.name, token: USER.token, sdkCommand: [sdk], label },
+              },
+            },
+          ),
+          logger: silentLogger,
+          followTimeoutMs: 2500,
+          pollMs: 50,
+        });
       const ok = make('kiln-builder');
       await ok.putJob(1, spec());
       const r = await ok.build(1, 'labelled-build-01');
-      const st = await until(async () => { const s = await ok.status(1, r.build); return s.state !== 'running' && s; });
+      const st = await until(async () => {
+        const s = await ok.status(1, r.build);
+        return s.state !== 'running' && s;
+      });
       expect(st.state).toBe('succeeded');
-      expect((await ok.log(1, r.build, 0)).text).toContain('Building remotely on builder-1 (kiln-builder linux) in workspace');
+      expect((await ok.log(1, r.build, 0)).text).toContain(
+        'Building remotely on builder-1 (kiln-builder linux) in workspace',
+      );
       const gpu = make('gpu && linux');
       await gpu.putJob(2, spec());
       expect(await code(gpu.build(2, 'unlabelled-build'))).toBe('timeout');
-      expect((await gpu.listQueue()).find((q) => q.job === 2)?.why).toBe('There are no nodes with the label ‘gpu && linux’');
+      expect((await gpu.listQueue()).find((q) => q.job === 2)?.why).toBe(
+        'There are no nodes with the label ‘gpu && linux’',
+      );
     } finally {
       await labelled.stop();
     }
@@ -422,7 +549,9 @@ describe('jenkins backend: agent labels', () => {
 describe('jenkins backend: exact build inputs (finding 11)', () => {
   const b64 = (t: string) => Buffer.from(t).toString('base64');
   const params = async (job: number, n: number) => {
-    const b = await raw.build.get(`kiln-job-${job}`, n) as { actions: Array<{ parameters?: Array<{ name: string; value: string }> }> };
+    const b = (await raw.build.get(`kiln-job-${job}`, n)) as {
+      actions: Array<{ parameters?: Array<{ name: string; value: string }> }>;
+    };
     return Object.fromEntries(b.actions.flatMap((a) => a.parameters ?? []).map((p) => [p.name, p.value]));
   };
 
@@ -432,11 +561,15 @@ describe('jenkins backend: exact build inputs (finding 11)', () => {
     await backend.putJob(40, spec({ dockerfile: A }));
     await backend.putJob(40, spec({ dockerfile: B }));
     expect(await code(backend.build(40, 'exact-build-for-a', specSha256(A)))).toBe('conflict');
-    expect((await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-40')).toHaveLength(0);
+    expect(
+      (await raw.queue.list()).filter((i: { task: { name: string } }) => i.task.name === 'kiln-job-40'),
+    ).toHaveLength(0);
     // Put A and trigger for A, then B lands while the trigger waits in its quiet period: the build still runs A.
     await backend.putJob(40, spec({ dockerfile: A }));
     const built = backend.build(40, 'exact-build-for-a', specSha256(A));
-    await until(async () => (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-40'));
+    await until(async () =>
+      (await raw.queue.list()).some((i: { task: { name: string } }) => i.task.name === 'kiln-job-40'),
+    );
     await backend.putJob(40, spec({ dockerfile: B }));
     const { build } = await built;
     expect((await params(40, build)).DOCKERFILE_B64).toBe(b64(A));
@@ -447,26 +580,39 @@ describe('jenkins backend: exact build inputs (finding 11)', () => {
     expect(await code(backend.build(40, 'exact-build-for-a2', specSha256(A)))).toBe('conflict');
     const withCtx = await backend.build(40, 'exact-build-for-a3', specSha256(A, ctx));
     expect((await params(40, withCtx.build)).CONTEXT_B64).toBe(ctx.toString('base64'));
-    await until(async () => { const st = await backend.status(40, withCtx.build); return st.state !== 'running' && st; });
+    await until(async () => {
+      const st = await backend.status(40, withCtx.build);
+      return st.state !== 'running' && st;
+    });
   }, 90_000);
 });
 
 describe('jenkins backend: which Jenkins the glue accepts (cases 35 and 36)', () => {
   it('case 35: versionAllowed reads LTS floors per line and weekly floors onwards', () => {
     const floors = ['2.555.3', '2.568'];
-    for (const v of ['2.555.3', '2.555.4', '2.568', '2.568.1', '2.568.2', '2.579', '2.600.1', '3.1']) expect(versionAllowed(v, floors), v).toBe(true);
-    for (const v of ['2.555.2', '2.555', '2.556', '2.567', '2.560.1', '2.442', '1.650', '', 'weird', '2']) expect(versionAllowed(v, floors), v).toBe(false);
+    for (const v of ['2.555.3', '2.555.4', '2.568', '2.568.1', '2.568.2', '2.579', '2.600.1', '3.1'])
+      expect(versionAllowed(v, floors), v).toBe(true);
+    for (const v of ['2.555.2', '2.555', '2.556', '2.567', '2.560.1', '2.442', '1.650', '', 'weird', '2'])
+      expect(versionAllowed(v, floors), v).toBe(false);
     expect(versionAllowed('2.579-SNAPSHOT (private)', floors)).toBe(true);
   });
 
   it.each([
-    ['2.555.2', 'refused'], ['2.560', 'refused'], ['2.567', 'refused'], ['2.555.3', 'accepted'], ['2.568', 'accepted'], ['2.600.1', 'accepted'],
-  ])('case 35: a Jenkins reporting X-Jenkins %s is %s at the glue\'s start', async (version, outcome) => {
+    ['2.555.2', 'refused'],
+    ['2.560', 'refused'],
+    ['2.567', 'refused'],
+    ['2.555.3', 'accepted'],
+    ['2.568', 'accepted'],
+    ['2.600.1', 'accepted'],
+  ])("case 35: a Jenkins reporting X-Jenkins %s is %s at the glue's start", async (version, outcome) => {
     const accepted = outcome === 'accepted';
     const dj = await startJenkinsDouble({ users: [USER], version });
     try {
       const b = makeBackend({}, dj.url);
-      const err = await b.start().then(() => undefined, (e: unknown) => e);
+      const err = await b.start().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       if (accepted) {
         expect(err).toBeUndefined();
         expect(await b.listJobs()).toEqual([]);
@@ -474,7 +620,9 @@ describe('jenkins backend: which Jenkins the glue accepts (cases 35 and 36)', ()
         expect(isKilnError(err, 'backend_unavailable')).toBe(true);
         expect((err as Error).message).toContain(`Jenkins ${version} is older than the minimum this glue accepts`);
         expect(await code(b.putJob(1, spec()))).toBe('backend_unavailable');
-        const job = await fetch(new URL('/job/kiln-job-1/api/json', dj.url), { headers: { authorization: `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}` } });
+        const job = await fetch(new URL('/job/kiln-job-1/api/json', dj.url), {
+          headers: { authorization: `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}` },
+        });
         expect(job.status).toBe(404); // refused before anything was made
       }
     } finally {
@@ -485,9 +633,14 @@ describe('jenkins backend: which Jenkins the glue accepts (cases 35 and 36)', ()
   it('case 35: glue.jenkins.minVersion (KILN_GLUE_JENKINS_MIN_VERSION) sets the floor', async () => {
     const dj = await startJenkinsDouble({ users: [USER], version: '2.568.2' });
     try {
-      await expect(makeBackend({ minVersion: ['2.600'] }, dj.url).start()).rejects.toThrow(/Jenkins 2\.568\.2 is older/);
+      await expect(makeBackend({ minVersion: ['2.600'] }, dj.url).start()).rejects.toThrow(
+        /Jenkins 2\.568\.2 is older/,
+      );
       await makeBackend({ minVersion: ['2.500'] }, dj.url).start();
-      expect(loadConfig({ KILN_GLUE_JENKINS_MIN_VERSION: '2.555.3,2.568' }).glue.jenkins.minVersion).toEqual(['2.555.3', '2.568']);
+      expect(loadConfig({ KILN_GLUE_JENKINS_MIN_VERSION: '2.555.3,2.568' }).glue.jenkins.minVersion).toEqual([
+        '2.555.3',
+        '2.568',
+      ]);
       expect(() => loadConfig({ KILN_GLUE_JENKINS_MIN_VERSION: 'latest' })).toThrow(/KILN_GLUE_JENKINS_MIN_VERSION/);
     } finally {
       await dj.stop();
@@ -498,11 +651,16 @@ describe('jenkins backend: which Jenkins the glue accepts (cases 35 and 36)', ()
     const admin = { name: 'kiln-admin', token: 'admin-token-0001', admin: true };
     const dj = await startJenkinsDouble({ users: [USER, admin] });
     try {
-      const script = await fetch(new URL('/script', dj.url), { headers: { authorization: `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}` } });
+      const script = await fetch(new URL('/script', dj.url), {
+        headers: { authorization: `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}` },
+      });
       expect(script.status).toBe(403);
       await makeBackend({}, dj.url).start();
       const asAdmin = makeBackend({ user: admin.name, token: admin.token }, dj.url);
-      const err = await asAdmin.start().then(() => undefined, (e: unknown) => e);
+      const err = await asAdmin.start().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(isKilnError(err, 'backend_unavailable')).toBe(true);
       expect((err as Error).message).toMatch(/has Overall\/Administer/);
       const before = dj.requests();
@@ -514,14 +672,17 @@ describe('jenkins backend: which Jenkins the glue accepts (cases 35 and 36)', ()
     }
   });
 
-  it('cases 35/36 at first use: a Jenkins that was down at the glue\'s start is checked at the first call', async () => {
+  it("cases 35/36 at first use: a Jenkins that was down at the glue's start is checked at the first call", async () => {
     const port = await (await import('../helpers/glue.js')).freePort();
     const b = makeBackend({}, `http://127.0.0.1:${port}/`);
     await b.start(); // unreachable: not fatal, checked later
     expect(await code(b.listJobs())).toBe('backend_unavailable');
     const dj = await startJenkinsDouble({ users: [USER], version: '2.555.1', port });
     try {
-      const err = await b.listJobs().then(() => undefined, (e: unknown) => e);
+      const err = await b.listJobs().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect((err as Error).message).toMatch(/Jenkins 2\.555\.1 is older/);
     } finally {
       await dj.stop();
@@ -529,25 +690,35 @@ describe('jenkins backend: which Jenkins the glue accepts (cases 35 and 36)', ()
   });
 });
 
-describe('the glue\'s front doors against a Jenkins it refuses', () => {
+describe("the glue's front doors against a Jenkins it refuses", () => {
   it('case 35: kiln glue-server does not start against an old Jenkins, and kiln glue answers every request with the reason', async () => {
     // Asynchronously: the double answers from this very process.
     const { execFile } = await import('node:child_process');
-    const run = (args: string[], env: NodeJS.ProcessEnv) => new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile(kiln, args, { env, encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
-    });
+    const run = (args: string[], env: NodeJS.ProcessEnv) =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        execFile(kiln, args, { env, encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) =>
+          resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }),
+        );
+      });
     const { kilnSnapshot, freePort } = await import('../helpers/glue.js');
     const { glueEnv } = await import('../jenkins-double/index.js');
     const kiln = await kilnSnapshot(tmp.dir);
     const old = await startJenkinsDouble({ users: [USER], version: '2.555.2' });
     try {
-      const env = { PATH: process.env.PATH, KILN_DATA_DIR: path.join(tmp.dir, 'refused'), KILN_SSH_PORT: String(await freePort()), ...glueEnv(old, USER, [sdk]) };
+      const env = {
+        PATH: process.env.PATH,
+        KILN_DATA_DIR: path.join(tmp.dir, 'refused'),
+        KILN_SSH_PORT: String(await freePort()),
+        ...glueEnv(old, USER, [sdk]),
+      };
       const server = await run(['glue-server'], env);
       expect(server.status).toBe(5);
       expect(server.stderr).toContain('kiln glue-server: Jenkins 2.555.2 is older than the minimum this glue accepts');
       const one = await run(['glue'], { ...env, SSH_ORIGINAL_COMMAND: 'jobs.list' });
       expect(one.status).toBe(5);
-      expect(JSON.parse(one.stderr)).toEqual({ error: { code: 'backend_unavailable', message: expect.stringContaining('Jenkins 2.555.2 is older') } });
+      expect(JSON.parse(one.stderr)).toEqual({
+        error: { code: 'backend_unavailable', message: expect.stringContaining('Jenkins 2.555.2 is older') },
+      });
       expect(one.stdout).toBe('');
     } finally {
       await old.stop();

@@ -4,13 +4,28 @@ import path from 'node:path';
 import { XMLValidator } from 'fast-xml-parser';
 import { describe, expect, it } from 'vitest';
 import { jobSpecSchema, type JobSpec } from '../../src/protocol/index.js';
-import { ARCHIVE_PATTERN, describe as describeJob, jobTemplate, parameterDefaults, renderJobXml, TIMER_SPECS, type TemplateSettings } from '../../src/glue/backends/jenkins/template.js';
+import {
+  ARCHIVE_PATTERN,
+  describe as describeJob,
+  jobTemplate,
+  parameterDefaults,
+  renderJobXml,
+  TIMER_SPECS,
+  type TemplateSettings,
+} from '../../src/glue/backends/jenkins/template.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { tempDir } from '../helpers/tmp.js';
 import { compare, parse, textAt, type Node } from '../helpers/xml.js';
 
-const settings: TemplateSettings = { label: 'kiln-builder', keepBuilds: 20, keepArtifacts: 5, timeoutSeconds: 3600, sdkCommand: ['/usr/local/bin/kiln', 'sdk', 'build'] };
-const spec = (over: Partial<JobSpec> = {}): JobSpec => jobSpecSchema.parse({ owner: 'alice', name: 'web', dockerfile: 'FROM debian:bookworm\n', ...over });
+const settings: TemplateSettings = {
+  label: 'kiln-builder',
+  keepBuilds: 20,
+  keepArtifacts: 5,
+  timeoutSeconds: 3600,
+  sdkCommand: ['/usr/local/bin/kiln', 'sdk', 'build'],
+};
+const spec = (over: Partial<JobSpec> = {}): JobSpec =>
+  jobSpecSchema.parse({ owner: 'alice', name: 'web', dockerfile: 'FROM debian:bookworm\n', ...over });
 
 const HOSTILE = [
   '</description><builders><hudson.tasks.Shell><command>id</command></hudson.tasks.Shell></builders><description>',
@@ -28,9 +43,21 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
       const xml = renderJobXml(7, s, settings);
       expect(XMLValidator.validate(xml), owner).toBe(true);
       const expected = {
-        description: describeJob(7, s), keepBuilds: '20', keepArtifacts: '5', dockerfileB64: Buffer.from(s.dockerfile).toString('base64'),
-        contextB64: '', buildArgsB64: '', baseNamesB64: '', formats: 'raw', bootFirmware: '', label: 'kiln-builder', disabled: 'false', timerTrigger: '',
-        timeoutSeconds: '3600', sdkCommand: "'/usr/local/bin/kiln' 'sdk' 'build'", artifacts: ARCHIVE_PATTERN,
+        description: describeJob(7, s),
+        keepBuilds: '20',
+        keepArtifacts: '5',
+        dockerfileB64: Buffer.from(s.dockerfile).toString('base64'),
+        contextB64: '',
+        buildArgsB64: '',
+        baseNamesB64: '',
+        formats: 'raw',
+        bootFirmware: '',
+        label: 'kiln-builder',
+        disabled: 'false',
+        timerTrigger: '',
+        timeoutSeconds: '3600',
+        sdkCommand: "'/usr/local/bin/kiln' 'sdk' 'build'",
+        artifacts: ARCHIVE_PATTERN,
       };
       compare(parse(jobTemplate()), parse(xml), expected);
       expect(textAt(parse(xml), ['project', 'description'])).toBe(describeJob(7, s));
@@ -44,24 +71,57 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
     expect(XMLValidator.validate(xml)).toBe(true);
     expect(xml).not.toContain('rm -rf /');
     const tree = parse(xml);
-    const params = ((tree.find((n) => 'project' in n)!.project as Node[]));
+    const params = tree.find((n) => 'project' in n)!.project as Node[];
     expect(params.length).toBe((parse(jobTemplate()).find((n) => 'project' in n)!.project as Node[]).length);
     expect(xml).toContain(`<defaultValue>${Buffer.from(dockerfile).toString('base64')}</defaultValue>`);
-    expect(xml).toContain(`<defaultValue>${Buffer.from('A="; rm -rf / #\nB=$(id)</defaultValue>\n').toString('base64')}</defaultValue>`);
+    expect(xml).toContain(
+      `<defaultValue>${Buffer.from('A="; rm -rf / #\nB=$(id)</defaultValue>\n').toString('base64')}</defaultValue>`,
+    );
   });
 
   it('case 32: rejects C0 control characters and broken Unicode instead of writing them', () => {
-    for (const owner of ['nul\u0000', 'bell\u0007', 'esc\u001b[31m', 'vt\u000b', 'ffff\uffff', 'lone \ud800 surrogate']) {
+    for (const owner of [
+      'nul\u0000',
+      'bell\u0007',
+      'esc\u001b[31m',
+      'vt\u000b',
+      'ffff\uffff',
+      'lone \ud800 surrogate',
+    ]) {
       let err: unknown;
-      try { renderJobXml(1, { ...spec(), owner }, settings); } catch (e) { err = e; }
+      try {
+        renderJobXml(1, { ...spec(), owner }, settings);
+      } catch (e) {
+        err = e;
+      }
       expect(isKilnError(err, 'invalid_input'), JSON.stringify(owner)).toBe(true);
     }
   });
 
   it('case 33: takes the timer spec only from the enum: off, daily, weekly', () => {
-    expect(textAt(parse(renderJobXml(1, spec({ schedule: 'daily' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger', 'spec'])).toBe('H H * * *');
-    expect(textAt(parse(renderJobXml(1, spec({ schedule: 'weekly' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger', 'spec'])).toBe('H H * * H');
-    expect(textAt(parse(renderJobXml(1, spec({ schedule: 'off' }), settings)), ['project', 'triggers', 'hudson.triggers.TimerTrigger'])).toBeUndefined();
+    expect(
+      textAt(parse(renderJobXml(1, spec({ schedule: 'daily' }), settings)), [
+        'project',
+        'triggers',
+        'hudson.triggers.TimerTrigger',
+        'spec',
+      ]),
+    ).toBe('H H * * *');
+    expect(
+      textAt(parse(renderJobXml(1, spec({ schedule: 'weekly' }), settings)), [
+        'project',
+        'triggers',
+        'hudson.triggers.TimerTrigger',
+        'spec',
+      ]),
+    ).toBe('H H * * H');
+    expect(
+      textAt(parse(renderJobXml(1, spec({ schedule: 'off' }), settings)), [
+        'project',
+        'triggers',
+        'hudson.triggers.TimerTrigger',
+      ]),
+    ).toBeUndefined();
     for (const schedule of ['* * * * *', 'H/1 * * * *', 'H H * * *\n* * * * *']) {
       expect(jobSpecSchema.safeParse({ owner: 'a', name: 'b', dockerfile: 'FROM x', schedule }).success).toBe(false);
       expect(() => renderJobXml(1, { ...spec(), schedule } as unknown as JobSpec, settings)).toThrow(/schedule/);
@@ -70,12 +130,25 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
   });
 
   it('renders disabled, label, discarder and formats; refuses bad settings', () => {
-    const xml = parse(renderJobXml(1, spec({ enabled: false, formats: ['qcow2', 'raw', 'qcow2'] }), { ...settings, label: 'kiln && linux', keepBuilds: 3, keepArtifacts: 2 }));
+    const xml = parse(
+      renderJobXml(1, spec({ enabled: false, formats: ['qcow2', 'raw', 'qcow2'] }), {
+        ...settings,
+        label: 'kiln && linux',
+        keepBuilds: 3,
+        keepArtifacts: 2,
+      }),
+    );
     expect(textAt(xml, ['project', 'disabled'])).toBe('true');
     expect(textAt(xml, ['project', 'assignedNode'])).toBe('kiln && linux');
-    expect(textAt(xml, ['project', 'properties', 'jenkins.model.BuildDiscarderProperty', 'strategy', 'numToKeep'])).toBe('3');
-    expect(textAt(xml, ['project', 'properties', 'jenkins.model.BuildDiscarderProperty', 'strategy', 'artifactNumToKeep'])).toBe('2');
-    expect(renderJobXml(1, spec({ formats: ['qcow2', 'raw'] }), settings)).toContain('<defaultValue>qcow2,raw</defaultValue>');
+    expect(
+      textAt(xml, ['project', 'properties', 'jenkins.model.BuildDiscarderProperty', 'strategy', 'numToKeep']),
+    ).toBe('3');
+    expect(
+      textAt(xml, ['project', 'properties', 'jenkins.model.BuildDiscarderProperty', 'strategy', 'artifactNumToKeep']),
+    ).toBe('2');
+    expect(renderJobXml(1, spec({ formats: ['qcow2', 'raw'] }), settings)).toContain(
+      '<defaultValue>qcow2,raw</defaultValue>',
+    );
     expect(() => renderJobXml(1, spec(), { ...settings, sdkCommand: ["/bin/kiln'; id; '"] })).toThrow(/sdkCommand/);
     expect(() => renderJobXml(1, spec(), { ...settings, sdkCommand: ['/x]]>'] })).toThrow(/sdkCommand/);
     expect(() => renderJobXml(1, spec(), { ...settings, label: 'a\nb' })).toThrow(/label/);
@@ -86,37 +159,80 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
     const { dir, cleanup } = tempDir();
     try {
       const fake = path.join(dir, 'fake-sdk');
-      writeFileSync(fake, '#!/bin/sh\nfor a in "$@"; do printf "<%s>\\n" "$a"; done > args.txt\ncp in/Dockerfile out/Dockerfile.seen\n');
+      writeFileSync(
+        fake,
+        '#!/bin/sh\nfor a in "$@"; do printf "<%s>\\n" "$a"; done > args.txt\ncp in/Dockerfile out/Dockerfile.seen\n',
+      );
       chmodSync(fake, 0o755);
       const ws = path.join(dir, 'ws');
       mkdirSync(ws);
-      const xml = renderJobXml(1, spec({ baseNames: [{ name: 'corp/debian:12', base: 'debian:bookworm' }] }), { ...settings, sdkCommand: [fake] });
-      expect(Buffer.from(parameterDefaults(xml).BASE_NAMES_B64!, 'base64').toString()).toBe('corp/debian:12=debian:bookworm\n');
+      const xml = renderJobXml(1, spec({ baseNames: [{ name: 'corp/debian:12', base: 'debian:bookworm' }] }), {
+        ...settings,
+        sdkCommand: [fake],
+      });
+      expect(Buffer.from(parameterDefaults(xml).BASE_NAMES_B64!, 'base64').toString()).toBe(
+        'corp/debian:12=debian:bookworm\n',
+      );
       const script = textAt(parse(xml), ['project', 'builders', 'hudson.tasks.Shell', 'command'])!;
       const dockerfile = 'FROM x\nRUN echo $(id) `id` "\'\n';
       const env = {
-        PATH: process.env.PATH, DOCKERFILE_B64: Buffer.from(dockerfile).toString('base64'), CONTEXT_B64: Buffer.from('tar').toString('base64'),
-        BUILD_ARGS_B64: Buffer.from('A=$(touch pwned) ; x\nB=2\n').toString('base64'), FORMATS: 'raw,qcow2', KILN_BUILD_KEY: 'k',
+        PATH: process.env.PATH,
+        DOCKERFILE_B64: Buffer.from(dockerfile).toString('base64'),
+        CONTEXT_B64: Buffer.from('tar').toString('base64'),
+        BUILD_ARGS_B64: Buffer.from('A=$(touch pwned) ; x\nB=2\n').toString('base64'),
+        FORMATS: 'raw,qcow2',
+        KILN_BUILD_KEY: 'k',
         BASE_NAMES_B64: Buffer.from('corp/debian:12=debian:bookworm\n').toString('base64'),
       };
       const r = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env, encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
       expect(readFileSync(path.join(ws, 'args.txt'), 'utf8')).toBe(
-        ['--dockerfile', 'in/Dockerfile', '--out', 'out', '--context', 'in/context.tar', '--format', 'raw,qcow2',
-          '--build-arg', 'A=$(touch pwned) ; x', '--build-arg', 'B=2', '--base-name', 'corp/debian:12=debian:bookworm'].map((a) => `<${a}>\n`).join(''));
+        [
+          '--dockerfile',
+          'in/Dockerfile',
+          '--out',
+          'out',
+          '--context',
+          'in/context.tar',
+          '--format',
+          'raw,qcow2',
+          '--build-arg',
+          'A=$(touch pwned) ; x',
+          '--build-arg',
+          'B=2',
+          '--base-name',
+          'corp/debian:12=debian:bookworm',
+        ]
+          .map((a) => `<${a}>\n`)
+          .join(''),
+      );
       expect(readFileSync(path.join(ws, 'out/Dockerfile.seen'), 'utf8')).toBe(dockerfile);
       expect(spawnSync('ls', [ws]).stdout.toString()).not.toContain('pwned');
-      const bad = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env: { ...env, FORMATS: 'raw;id' }, encoding: 'utf8' });
+      const bad = spawnSync('/bin/sh', ['-xe', '-c', script], {
+        cwd: ws,
+        env: { ...env, FORMATS: 'raw;id' },
+        encoding: 'utf8',
+      });
       expect(bad.status).toBe(2);
-      const bad2 = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env: { ...env, FORMATS: 'raw,evil' }, encoding: 'utf8' });
+      const bad2 = spawnSync('/bin/sh', ['-xe', '-c', script], {
+        cwd: ws,
+        env: { ...env, FORMATS: 'raw,evil' },
+        encoding: 'utf8',
+      });
       expect(bad2.status).toBe(2);
       // A base-name line a parameter edit in Jenkins could hold: never a word of its own, never a shell word.
       for (const line of ['x=$(id)', '-x=debian:bookworm', 'a b=debian:bookworm', 'debian:bookworm']) {
-        const b = spawnSync('/bin/sh', ['-xe', '-c', script], { cwd: ws, env: { ...env, BASE_NAMES_B64: Buffer.from(`${line}\n`).toString('base64') }, encoding: 'utf8' });
+        const b = spawnSync('/bin/sh', ['-xe', '-c', script], {
+          cwd: ws,
+          env: { ...env, BASE_NAMES_B64: Buffer.from(`${line}\n`).toString('base64') },
+          encoding: 'utf8',
+        });
         expect(b.status, line).toBe(2);
         expect(b.stderr).toContain('kiln: bad base name');
       }
-      expect(() => renderJobXml(1, { ...spec(), baseNames: [{ name: 'x y', base: 'debian:bookworm' }] }, settings)).toThrow(/base name/);
+      expect(() =>
+        renderJobXml(1, { ...spec(), baseNames: [{ name: 'x y', base: 'debian:bookworm' }] }, settings),
+      ).toThrow(/base name/);
     } finally {
       cleanup();
     }

@@ -6,7 +6,14 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGlue, type Glue } from '../../src/glue/dispatch.js';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
-import { ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, MAX_COMMAND_BYTES, formatCommand, parseCommand, type Verb } from '../../src/protocol/index.js';
+import {
+  ARTIFACT_NAMES,
+  IDEMPOTENCY_KEY_RE,
+  MAX_COMMAND_BYTES,
+  formatCommand,
+  parseCommand,
+  type Verb,
+} from '../../src/protocol/index.js';
 import { KilnError, isKilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { recording } from '../helpers/glue.js';
@@ -31,21 +38,60 @@ const request: fc.Arbitrary<[Verb, ...Array<string | number>]> = fc.oneof(
 const validLine = request.map(([verb, ...args]) => [verb, ...args.map(String)].join(' '));
 
 /** What an attacker would try inside or around a valid line. */
-const HOSTILE = [' ', '  ', '\t', '\n', '\r', '\0', ';', '|', '&', '$(id)', '`id`', "'", '"', '\\', '/', '../', '-', '--x',
-  '%00', '\u202e', '\u00a0', '\ufeff', 'é', '🦊', '\ud800', '0', '01', '-1', '1e309', '9007199254740993', '__proto__', 'constructor'];
-const mutated = fc.tuple(validLine, fc.nat(), fc.constantFrom(...HOSTILE), fc.boolean()).map(([line, at, bit, replace]) => {
-  const i = at % (line.length + 1);
-  return line.slice(0, i) + bit + line.slice(replace ? i + 1 : i);
-});
+const HOSTILE = [
+  ' ',
+  '  ',
+  '\t',
+  '\n',
+  '\r',
+  '\0',
+  ';',
+  '|',
+  '&',
+  '$(id)',
+  '`id`',
+  "'",
+  '"',
+  '\\',
+  '/',
+  '../',
+  '-',
+  '--x',
+  '%00',
+  '\u202e',
+  '\u00a0',
+  '\ufeff',
+  'é',
+  '🦊',
+  '\ud800',
+  '0',
+  '01',
+  '-1',
+  '1e309',
+  '9007199254740993',
+  '__proto__',
+  'constructor',
+];
+const mutated = fc
+  .tuple(validLine, fc.nat(), fc.constantFrom(...HOSTILE), fc.boolean())
+  .map(([line, at, bit, replace]) => {
+    const i = at % (line.length + 1);
+    return line.slice(0, i) + bit + line.slice(replace ? i + 1 : i);
+  });
 const anyLine = fc.oneof(
   { weight: 3, arbitrary: mutated },
   { weight: 2, arbitrary: fc.string({ unit: 'binary', maxLength: 320 }) },
-  { weight: 1, arbitrary: fc.string({ unit: fc.constantFrom(...'abjobuildstatus.-_ 0123456789'.split('')), maxLength: 80 }) },
+  {
+    weight: 1,
+    arbitrary: fc.string({ unit: fc.constantFrom(...'abjobuildstatus.-_ 0123456789'.split('')), maxLength: 80 }),
+  },
   { weight: 1, arbitrary: validLine },
 );
 const anyBytes = fc.oneof(
   fc.uint8Array({ maxLength: 320 }).map((a) => Buffer.from(a)),
-  fc.tuple(validLine, fc.uint8Array({ minLength: 1, maxLength: 4 })).map(([l, tail]) => Buffer.concat([Buffer.from(l), Buffer.from(tail)])),
+  fc
+    .tuple(validLine, fc.uint8Array({ minLength: 1, maxLength: 4 }))
+    .map(([l, tail]) => Buffer.concat([Buffer.from(l), Buffer.from(tail)])),
 );
 
 /** parseCommand's whole contract for one input: a request whose canonical line is the input, or invalid_input. */
@@ -66,11 +112,14 @@ function parsesCanonicallyOrRefuses(line: string | Buffer): void {
 
 describe('glue protocol parser (property)', () => {
   it('formatCommand then parseCommand gives back every valid request', () => {
-    fc.assert(fc.property(request, ([verb, ...args]) => {
-      const line = formatCommand(verb, ...args);
-      expect(parseCommand(line)).toEqual({ verb, args });
-      expect(parseCommand(Buffer.from(line))).toEqual({ verb, args });
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(request, ([verb, ...args]) => {
+        const line = formatCommand(verb, ...args);
+        expect(parseCommand(line)).toEqual({ verb, args });
+        expect(parseCommand(Buffer.from(line))).toEqual({ verb, args });
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('any string: a canonical request or KilnError invalid_input, nothing else thrown', () => {
@@ -82,16 +131,23 @@ describe('glue protocol parser (property)', () => {
   });
 
   it('formatCommand refuses (invalid_input) whatever parseCommand would refuse', () => {
-    fc.assert(fc.property(fc.constantFrom<Verb>('job.put', 'job.build', 'build.log', 'build.artifact'), fc.array(fc.oneof(fc.string({ unit: 'binary', maxLength: 20 }), fc.double(), fc.integer())), (verb, args) => {
-      let line: string | undefined;
-      try {
-        line = formatCommand(verb, ...args);
-      } catch (e) {
-        expect(isKilnError(e, 'invalid_input')).toBe(true);
-        return;
-      }
-      expect(parseCommand(line).verb).toBe(verb);
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(
+        fc.constantFrom<Verb>('job.put', 'job.build', 'build.log', 'build.artifact'),
+        fc.array(fc.oneof(fc.string({ unit: 'binary', maxLength: 20 }), fc.double(), fc.integer())),
+        (verb, args) => {
+          let line: string | undefined;
+          try {
+            line = formatCommand(verb, ...args);
+          } catch (e) {
+            expect(isKilnError(e, 'invalid_input')).toBe(true);
+            return;
+          }
+          expect(parseCommand(line).verb).toBe(verb);
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 });
 
@@ -115,14 +171,34 @@ describe('glue dispatcher (property): a refused line never reaches dispatch', ()
 
   it('refused lines: invalid_input, no backend call, no stdin read', async () => {
     const refused = fc.oneof(anyLine, anyBytes).filter((l) => {
-      try { parseCommand(l); return false; } catch { return true; }
+      try {
+        parseCommand(l);
+        return false;
+      } catch {
+        return true;
+      }
     });
-    await fc.assert(fc.asyncProperty(refused, async (line) => {
-      let stdinRead = false;
-      const err = await glue.handle(line, async () => { stdinRead = true; return Buffer.from('{}'); }, { door: 'property' }).then(() => undefined, (e: unknown) => e);
-      expect(isKilnError(err, 'invalid_input')).toBe(true);
-      expect(stdinRead).toBe(false);
-      expect(calls).toEqual([]);
-    }), { numRuns: 1500 });
+    await fc.assert(
+      fc.asyncProperty(refused, async (line) => {
+        let stdinRead = false;
+        const err = await glue
+          .handle(
+            line,
+            async () => {
+              stdinRead = true;
+              return Buffer.from('{}');
+            },
+            { door: 'property' },
+          )
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        expect(isKilnError(err, 'invalid_input')).toBe(true);
+        expect(stdinRead).toBe(false);
+        expect(calls).toEqual([]);
+      }),
+      { numRuns: 1500 },
+    );
   });
 });

@@ -39,8 +39,16 @@ describe('reconciliation with a Jenkins backend', () => {
   let alice: HttpClient;
   let dfId: number;
 
-  const jenkins = (p: string, init: RequestInit = {}) => fetch(new URL(p, double.url), { redirect: 'manual', ...init, headers: { ...auth, ...(init.headers as Record<string, string>) } });
-  const jenkinsBuilds = async (job: number) => ((await (await jenkins(`job/kiln-job-${job}/api/json`)).json()) as { builds: Array<{ number: number }> }).builds.map((b) => b.number).sort();
+  const jenkins = (p: string, init: RequestInit = {}) =>
+    fetch(new URL(p, double.url), {
+      redirect: 'manual',
+      ...init,
+      headers: { ...auth, ...(init.headers as Record<string, string>) },
+    });
+  const jenkinsBuilds = async (job: number) =>
+    ((await (await jenkins(`job/kiln-job-${job}/api/json`)).json()) as { builds: Array<{ number: number }> }).builds
+      .map((b) => b.number)
+      .sort();
   const recreate = () => reconcileJobs({ db: web.db, glue: client, config: web.config, logger: silentLogger });
   const state = async (id: number) => (await findBuild(web.db, id, null))!.state;
 
@@ -66,10 +74,14 @@ describe('reconciliation with a Jenkins backend', () => {
     // Jenkins path of finding 2: the web, not the agent, hashed what Jenkins archived and signed its own SHA256SUMS.
     const image = Buffer.from(await (await jenkins(`job/kiln-job-${dfId}/1/artifact/out/image.raw`)).arrayBuffer());
     const row = (await findBuild(web.db, id, null))!;
-    expect(row.artifacts.find((a) => a.name === 'image.raw')?.sha256).toBe(createHash('sha256').update(image).digest('hex'));
+    expect(row.artifacts.find((a) => a.name === 'image.raw')?.sha256).toBe(
+      createHash('sha256').update(image).digest('hex'),
+    );
     const sums = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS`)).text();
     const sig = await (await alice.get(`/builds/${id}/artifacts/SHA256SUMS.sig`)).text();
-    expect((await verifyText(sums, sig, await (await alice.get('/.well-known/kiln-signing-key')).text())).ok).toBe(true);
+    expect((await verifyText(sums, sig, await (await alice.get('/.well-known/kiln-signing-key')).text())).ok).toBe(
+      true,
+    );
   }, 120_000);
 
   it('recreates a job deleted in Jenkins from the stored Dockerfile', async () => {
@@ -89,7 +101,9 @@ describe('reconciliation with a Jenkins backend', () => {
     const others = [web.newWorker().start(), web.newWorker().start()];
     try {
       const { id } = await alice.build(dfId);
-      await until(async () => (await listTasksOf(web.db, `build:${id}`)).find((t) => t.kind === 'build.dispatch' && t.attempts >= 3));
+      await until(async () =>
+        (await listTasksOf(web.db, `build:${id}`)).find((t) => t.kind === 'build.dispatch' && t.attempts >= 3),
+      );
       expect(await state(id)).toBe('requested');
       await expect(recreate()).rejects.toMatchObject({ code: 'backend_unavailable' });
       await double.start();
@@ -126,7 +140,12 @@ describe('cancelling a build whose trigger still waits in the Jenkins queue', ()
     await alice.signUp('alice');
     const dfId = await alice.createDockerfile('stuck', 'FROM debian:bookworm\nRUN true\n');
     const { id, token } = await alice.build(dfId);
-    const q = async () => ((await (await fetch(new URL('queue/api/json', chain.double.url), { headers: auth })).json()) as { items: unknown[] }).items.length;
+    const q = async () =>
+      (
+        (await (await fetch(new URL('queue/api/json', chain.double.url), { headers: auth })).json()) as {
+          items: unknown[];
+        }
+      ).items.length;
     await until(async () => (await q()) === 1);
     const row = (await findBuild(chain.web.db, id, null))!;
     expect(row.state).toBe('requested');
@@ -137,12 +156,20 @@ describe('cancelling a build whose trigger still waits in the Jenkins queue', ()
     expect((await findBuild(chain.web.db, id, null))!.state).toBe('cancelled');
     // The withdraw task waits for the dispatch in flight to end, then takes the trigger back by its key.
     await until(async () => (await q()) === 0);
-    await until(async () => (await listTasksOf(chain.web.db, `build:${id}`)).some((t) => t.kind === 'build.withdraw' && t.state === 'done'));
+    await until(async () =>
+      (await listTasksOf(chain.web.db, `build:${id}`)).some((t) => t.kind === 'build.withdraw' && t.state === 'done'),
+    );
     // Reconciliation leaves a cancelled build alone: nothing is triggered again.
     await enqueue(chain.web.db, { config: chain.web.config }, 'reconcile', '');
     await chain.web.newWorker().drain();
     expect(await q()).toBe(0);
-    expect((await (await fetch(new URL(`job/kiln-job-${dfId}/api/json`, chain.double.url), { headers: auth })).json() as { builds: unknown[] }).builds).toEqual([]);
+    expect(
+      (
+        (await (await fetch(new URL(`job/kiln-job-${dfId}/api/json`, chain.double.url), { headers: auth })).json()) as {
+          builds: unknown[];
+        }
+      ).builds,
+    ).toEqual([]);
   }, 120_000);
 });
 
@@ -161,23 +188,41 @@ describe('case 47: hard-restart Jenkins mid-build', () => {
     await alice.signUp('alice');
     const dfId = await alice.createDockerfile('restarted', 'FROM debian:bookworm\n# fake: sleep 4\n');
     const jenkins = (p: string) => fetch(new URL(p, double.url), { headers: auth });
-    type Job = { builds: Array<{ number: number; result: string | null; building: boolean; actions: Array<{ parameters?: Array<{ name: string; value: string }> }> }> };
+    type Job = {
+      builds: Array<{
+        number: number;
+        result: string | null;
+        building: boolean;
+        actions: Array<{ parameters?: Array<{ name: string; value: string }> }>;
+      }>;
+    };
     // The worker puts the job a moment after Build is pressed: until then Jenkins has no such job (404).
     const job = async (): Promise<Job> => {
-      const r = await jenkins(`job/kiln-job-${dfId}/api/json?tree=builds[number,result,building,actions[parameters[name,value]]]`);
+      const r = await jenkins(
+        `job/kiln-job-${dfId}/api/json?tree=builds[number,result,building,actions[parameters[name,value]]]`,
+      );
       return r.status === 404 ? { builds: [] } : ((await r.json()) as Job);
     };
-    const api = async (id: number) => ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: Record<string, unknown> }).build;
+    const api = async (id: number) =>
+      ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: Record<string, unknown> }).build;
 
     const { id } = await alice.build(dfId);
     await until(async () => (await job()).builds.some((b) => b.building));
     await double.restart();
-    const done = await until(async () => { const b = await api(id); return b.final && b; });
-    expect(done).toMatchObject({ state: 'succeeded', requeues: 1, requeueReason: expect.stringMatching(/^interrupted: the build was cut off in Jenkins/) });
+    const done = await until(async () => {
+      const b = await api(id);
+      return b.final && b;
+    });
+    expect(done).toMatchObject({
+      state: 'succeeded',
+      requeues: 1,
+      requeueReason: expect.stringMatching(/^interrupted: the build was cut off in Jenkins/),
+    });
     expect(await (await alice.get(`/builds/${id}`)).text()).toContain('Requeued after an interruption');
     const builds = (await job()).builds.sort((a, b) => a.number - b.number);
     expect(builds.map((b) => b.result)).toEqual(['ABORTED', 'SUCCESS']);
-    const key = (b: (typeof builds)[number]) => b.actions.flatMap((a) => a.parameters ?? []).find((p) => p.name === 'KILN_BUILD_KEY')?.value;
+    const key = (b: (typeof builds)[number]) =>
+      b.actions.flatMap((a) => a.parameters ?? []).find((p) => p.name === 'KILN_BUILD_KEY')?.value;
     const row = (await findBuild(web.db, id, null))!;
     expect(key(builds[0]!)).toBe(row.idempotency_key);
     expect(key(builds[1]!)).toBe(glueKey(row));
@@ -196,15 +241,21 @@ describe('case 47: hard-restart Jenkins mid-build', () => {
     await until(async () => (await findBuild(web.db, second.id, null))!.requeues === 1);
     await until(async () => (await job()).builds.some((b) => b.building && b.number === 4));
     await double.restart();
-    const failed = await until(async () => { const b = await api(second.id); return b.final && b; });
-    expect(failed).toMatchObject({ state: 'failed', reason: expect.stringMatching(/interrupted twice by a fault of the build service, not by your Dockerfile/) });
+    const failed = await until(async () => {
+      const b = await api(second.id);
+      return b.final && b;
+    });
+    expect(failed).toMatchObject({
+      state: 'failed',
+      reason: expect.stringMatching(/interrupted twice by a fault of the build service, not by your Dockerfile/),
+    });
     await enqueue(web.db, { config: web.config }, 'reconcile', '');
     await web.newWorker().drain();
     expect((await job()).builds).toHaveLength(4);
   }, 240_000);
 });
 
-describe('case 46: the glue killed between Jenkins\' create and its reply', () => {
+describe("case 46: the glue killed between Jenkins' create and its reply", () => {
   const tmp = tempDir('kiln-glue-killed-');
   const procs: ChildProcess[] = [];
   let double: JenkinsDouble | undefined;
@@ -218,14 +269,18 @@ describe('case 46: the glue killed between Jenkins\' create and its reply', () =
     tmp.cleanup();
   });
 
-  it('the web\'s retry finds the job: exactly one job and one build; a re-sent create is a no-op', async () => {
+  it("the web's retry finds the job: exactly one job and one build; a re-sent create is a no-op", async () => {
     double = await startJenkinsDouble({ users: [user], quietPeriodSeconds: 1, dataDir: path.join(tmp.dir, 'jenkins') });
     const kiln = await kilnSnapshot(tmp.dir);
     const port = await freePort();
     const dataDir = path.join(tmp.dir, 'glue');
     const env = {
-      PATH: process.env.PATH, KILN_DATA_DIR: dataDir, KILN_SSH_PORT: String(port), KILN_LOG_LEVEL: 'warn',
-      ...glueEnv(double, user, writeFakeSdk(tmp.dir)), KILN_GLUE_JENKINS_REQUEST_TIMEOUT_MS: '3000',
+      PATH: process.env.PATH,
+      KILN_DATA_DIR: dataDir,
+      KILN_SSH_PORT: String(port),
+      KILN_LOG_LEVEL: 'warn',
+      ...glueEnv(double, user, writeFakeSdk(tmp.dir)),
+      KILN_GLUE_JENKINS_REQUEST_TIMEOUT_MS: '3000',
     };
     /** `kiln glue-server` as its own process (what gets killed), with its host key fingerprint. */
     const startGlue = async (): Promise<{ proc: ChildProcess; fingerprint: string }> => {
@@ -233,13 +288,19 @@ describe('case 46: the glue killed between Jenkins\' create and its reply', () =
       procs.push(proc);
       const line = await new Promise<string>((resolve, reject) => {
         let out = '';
-        proc.stdout!.on('data', (c: Buffer) => { out += c; if (out.includes('\n')) resolve(out); });
+        proc.stdout!.on('data', (c: Buffer) => {
+          out += c;
+          if (out.includes('\n')) resolve(out);
+        });
         proc.once('exit', (c) => reject(new Error(`glue-server exited ${c}`)));
       });
       return { proc, fingerprint: /host key SHA256:([A-Za-z0-9+/]+)/.exec(line)![1]! };
     };
     let glue = await startGlue();
-    client = await sshGlueClientFromConfig(loadConfig({ KILN_DATA_DIR: dataDir, KILN_SSH_PORT: String(port), KILN_SSH_TIMEOUT_MS: '20000' }), { hostFingerprint: glue.fingerprint });
+    client = await sshGlueClientFromConfig(
+      loadConfig({ KILN_DATA_DIR: dataDir, KILN_SSH_PORT: String(port), KILN_SSH_TIMEOUT_MS: '20000' }),
+      { hostFingerprint: glue.fingerprint },
+    );
     web = await startTestWeb({ glue: client, config: { sdk: { formats: ['raw'] }, worker: { maxAttempts: 1000 } } });
     const alice = web.client();
     await alice.signUp('alice');
@@ -256,21 +317,37 @@ describe('case 46: the glue killed between Jenkins\' create and its reply', () =
     };
     const { id } = await alice.build(dfId);
     await until(() => killed);
-    const jobs = async () => ((await (await fetch(new URL('api/json?tree=jobs[name]', double!.url), { headers: auth })).json()) as { jobs: Array<{ name: string }> }).jobs.map((j) => j.name);
+    const jobs = async () =>
+      (
+        (await (await fetch(new URL('api/json?tree=jobs[name]', double!.url), { headers: auth })).json()) as {
+          jobs: Array<{ name: string }>;
+        }
+      ).jobs.map((j) => j.name);
     expect(await jobs()).toEqual([`kiln-job-${dfId}`]); // Jenkins made it; the web never heard
     expect((await findBuild(web.db, id, null))!).toMatchObject({ state: 'requested', backend_build: null });
 
     glue = await startGlue();
     expect((await web.waitForBuild(id)).state).toBe('succeeded');
     expect(await jobs()).toEqual([`kiln-job-${dfId}`]);
-    const builds = ((await (await fetch(new URL(`job/kiln-job-${dfId}/api/json?tree=builds[number]`, double.url), { headers: auth })).json()) as { builds: unknown[] }).builds;
+    const builds = (
+      (await (
+        await fetch(new URL(`job/kiln-job-${dfId}/api/json?tree=builds[number]`, double.url), { headers: auth })
+      ).json()) as { builds: unknown[] }
+    ).builds;
     expect(builds).toHaveLength(1);
     // The create the glue never answered, sent again: create-or-update, nothing new.
     const xml = await (await fetch(new URL(`job/kiln-job-${dfId}/config.xml`, double.url), { headers: auth })).text();
-    const spec = { owner: 'alice', name: 'created-once', dockerfile: 'FROM debian:bookworm\nRUN true\n', formats: ['raw'] };
+    const spec = {
+      owner: 'alice',
+      name: 'created-once',
+      dockerfile: 'FROM debian:bookworm\nRUN true\n',
+      formats: ['raw'],
+    };
     expect(await client.call('job.put', [dfId], JSON.stringify(spec))).toEqual({ job: dfId, created: false });
     expect(await jobs()).toEqual([`kiln-job-${dfId}`]);
-    expect(await (await fetch(new URL(`job/kiln-job-${dfId}/config.xml`, double.url), { headers: auth })).text()).toBe(xml);
+    expect(await (await fetch(new URL(`job/kiln-job-${dfId}/config.xml`, double.url), { headers: auth })).text()).toBe(
+      xml,
+    );
     glue.proc.kill('SIGTERM');
   }, 240_000);
 });

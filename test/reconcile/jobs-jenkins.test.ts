@@ -17,10 +17,21 @@ describe('jobs and schedules with a Jenkins backend', () => {
   let chain: Awaited<ReturnType<typeof startJenkinsChain>>;
   let alice: HttpClient;
   let id: number;
-  const jenkins = (p: string, init: RequestInit = {}) => fetch(new URL(p, chain.double.url), { redirect: 'manual', ...init, headers: { ...DOUBLE_AUTH, ...(init.headers as Record<string, string>) } });
+  const jenkins = (p: string, init: RequestInit = {}) =>
+    fetch(new URL(p, chain.double.url), {
+      redirect: 'manual',
+      ...init,
+      headers: { ...DOUBLE_AUTH, ...(init.headers as Record<string, string>) },
+    });
   const configXml = async () => (await jenkins(`job/kiln-job-${id}/config.xml`)).text();
-  const job = async () => ((await (await alice.get(`/api/dockerfiles/${id}/job`)).json()) as { job: { pending: boolean; drift: string[]; backend: { enabled: boolean } | null } }).job;
-  const api = async (p: string, body: unknown = {}) => alice.postJson(p, body, { 'x-csrf-token': await alice.apiToken() });
+  const job = async () =>
+    (
+      (await (await alice.get(`/api/dockerfiles/${id}/job`)).json()) as {
+        job: { pending: boolean; drift: string[]; backend: { enabled: boolean } | null };
+      }
+    ).job;
+  const api = async (p: string, body: unknown = {}) =>
+    alice.postJson(p, body, { 'x-csrf-token': await alice.apiToken() });
 
   beforeAll(async () => {
     chain = await startJenkinsChain(tmp.dir);
@@ -33,8 +44,10 @@ describe('jobs and schedules with a Jenkins backend', () => {
     tmp.cleanup();
   });
 
-  it('a daily schedule set in Kiln becomes a timer trigger in config.xml; the switch reaches Jenkins\' disable and enable endpoints', async () => {
-    expect((await api(`/api/dockerfiles/${id}/job`, { schedule: 'daily', hour: 4, bootFirmware: ['uefi'] })).status).toBe(200);
+  it("a daily schedule set in Kiln becomes a timer trigger in config.xml; the switch reaches Jenkins' disable and enable endpoints", async () => {
+    expect(
+      (await api(`/api/dockerfiles/${id}/job`, { schedule: 'daily', hour: 4, bootFirmware: ['uefi'] })).status,
+    ).toBe(200);
     await until(async () => !(await job()).pending);
     const xml = await configXml();
     expect(xml).toMatch(/<hudson\.triggers\.TimerTrigger>\s*<spec>TZ=UTC\nH 4 \* \* \*<\/spec>/);
@@ -51,20 +64,33 @@ describe('jobs and schedules with a Jenkins backend', () => {
     expect(await configXml()).toContain('<disabled>false</disabled>');
   }, 120_000);
 
-  it('a job changed in Jenkins behind Kiln\'s back (disabled, another timer) shows as drift until Kiln\'s settings are saved again', async () => {
+  it("a job changed in Jenkins behind Kiln's back (disabled, another timer) shows as drift until Kiln's settings are saved again", async () => {
     expect((await jenkins(`job/kiln-job-${id}/disable`, { method: 'POST' })).status).toBe(302);
     const edited = (await configXml()).replace(/<spec>[^<]*<\/spec>/, '<spec>H/15 * * * *</spec>');
-    expect((await jenkins(`job/kiln-job-${id}/config.xml`, { method: 'POST', body: edited, headers: { 'content-type': 'application/xml' } })).status).toBe(200);
+    expect(
+      (
+        await jenkins(`job/kiln-job-${id}/config.xml`, {
+          method: 'POST',
+          body: edited,
+          headers: { 'content-type': 'application/xml' },
+        })
+      ).status,
+    ).toBe(200);
     expect((await job()).drift).toEqual([
       'Switched on in Kiln, off in the build service.',
       'Schedule: daily at 04:00 UTC in Kiln, a timer Kiln did not set (H/15 * * * *) in the build service.',
     ]);
-    expect(await (await alice.get(`/dockerfiles/${id}`)).text()).toContain('The job in the build service differs from Kiln\'s settings');
+    expect(await (await alice.get(`/dockerfiles/${id}`)).text()).toContain(
+      "The job in the build service differs from Kiln's settings",
+    );
     await api(`/api/dockerfiles/${id}/job`, {});
-    await until(async () => { const j = await job(); return !j.pending && j.drift.length === 0; });
+    await until(async () => {
+      const j = await job();
+      return !j.pending && j.drift.length === 0;
+    });
   }, 120_000);
 
-  it('a build Jenkins\' timer started appears in the web with trigger schedule and ends verified', async () => {
+  it("a build Jenkins' timer started appears in the web with trigger schedule and ends verified", async () => {
     expect(chain.double.fireTimer(`kiln-job-${id}`)).not.toBeNull();
     await until(async () => {
       const r = await jenkins(`job/kiln-job-${id}/api/json?tree=lastBuild[number]`);
@@ -73,7 +99,8 @@ describe('jobs and schedules with a Jenkins backend', () => {
     const row = await until(async () => {
       await enqueue(chain.web.db, { config: chain.web.config }, 'reconcile', '');
       chain.web.worker?.wake();
-      return (await chain.web.db('builds').where({ dockerfile_id: id, trigger: 'schedule' }).first()) as { id: number } | undefined;
+      return (await chain.web.db('builds').where({ dockerfile_id: id, trigger: 'schedule' }).first()) as
+        { id: number } | undefined;
     });
     const b = await chain.web.waitForBuild(row.id);
     expect(b).toMatchObject({ state: 'succeeded', trigger: 'schedule' });

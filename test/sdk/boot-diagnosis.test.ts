@@ -13,10 +13,26 @@ const KERNEL = '[    0.000000] Linux version 6.1.0-40-amd64 (debian-kernel@lists
 
 describe('boot diagnosis from the serial console', () => {
   it.each([
-    ['Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)', /could not mount the root filesystem/, /MODULES=most/],
-    ['Kernel panic - not syncing: No working init found.  Try passing init= option to kernel.', /no init program/, /systemd-sysv/],
-    ['Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100', /init program \(\/sbin\/init\) exited/, /real init/],
-    ['Gave up waiting for root file system device.  Common problems:\nALERT!  LABEL=root does not exist.  Dropping to a shell!', /could not find the root partition/, /MODULES=most/],
+    [
+      'Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)',
+      /could not mount the root filesystem/,
+      /MODULES=most/,
+    ],
+    [
+      'Kernel panic - not syncing: No working init found.  Try passing init= option to kernel.',
+      /no init program/,
+      /systemd-sysv/,
+    ],
+    [
+      'Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100',
+      /init program \(\/sbin\/init\) exited/,
+      /real init/,
+    ],
+    [
+      'Gave up waiting for root file system device.  Common problems:\nALERT!  LABEL=root does not exist.  Dropping to a shell!',
+      /could not find the root partition/,
+      /MODULES=most/,
+    ],
     ['You are in emergency mode. After logging in, type "journalctl -xb"', /emergency mode/, /fstab/],
     ['[  OK  ] Reached target multi-user.target - Multi-User System.', /nothing offered a login/, /serial-getty@ttyS0/],
   ])('%s', (line, what, fix) => {
@@ -28,12 +44,15 @@ describe('boot diagnosis from the serial console', () => {
   });
 
   it('no kernel output at all points at the firmware and boot loader', () => {
-    expect(diagnoseBoot('SeaBIOS (version 1.16.2-debian)\nBooting from Hard Disk...\n')?.what).toMatch(/kernel never wrote/);
+    expect(diagnoseBoot('SeaBIOS (version 1.16.2-debian)\nBooting from Hard Disk...\n')?.what).toMatch(
+      /kernel never wrote/,
+    );
   });
 
   it('a normal boot has nothing to say; failed units are listed once, colours stripped', () => {
     expect(diagnoseBoot(`${KERNEL}[    9.0] systemd[1]: Started foo.service.\n`)).toBeUndefined();
-    const serial = `${KERNEL}\x1b[0;1;31mFAILED\x1b[0m] Failed to start networking.service - Raise network interfaces.\n` +
+    const serial =
+      `${KERNEL}\x1b[0;1;31mFAILED\x1b[0m] Failed to start networking.service - Raise network interfaces.\n` +
       '[FAILED] Failed to start networking.service - Raise network interfaces.\n[FAILED] Failed to start kiln-app.service\n';
     expect(failedUnits(serial)).toEqual(['networking.service', 'kiln-app.service']);
     expect(explain(serial)).toBe('failed units: networking.service, kiln-app.service');
@@ -48,7 +67,11 @@ describe('a real image whose /sbin/init returns', () => {
     await fsp.writeFile(df, `${base}\nRUN ln -sf /bin/true /sbin/init\n`);
     const out = path.join(t.dir, 'out');
     const code = await new Promise<number | null>((resolve, reject) => {
-      const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw', '--boot-firmware', 'bios'], { stdio: 'ignore' });
+      const p = spawn(
+        path.join(repo, 'bin/kiln'),
+        ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw', '--boot-firmware', 'bios'],
+        { stdio: 'ignore' },
+      );
       p.on('error', reject);
       p.on('close', resolve);
     });
@@ -58,7 +81,9 @@ describe('a real image whose /sbin/init returns', () => {
     expect(result.bootTests[0].passed).toBe(false);
     expect(result.bootTests[0].reason).toMatch(/init program \(\/sbin\/init\) exited/);
     expect(result.bootTests[0].reason).toMatch(/Attempted to kill init/);
-    expect(result.error.message).toMatch(/BIOS boot test of image\.raw failed: .*Fix: \/sbin\/init must be a real init/);
+    expect(result.error.message).toMatch(
+      /BIOS boot test of image\.raw failed: .*Fix: \/sbin\/init must be a real init/,
+    );
     // Stopped at the panic, not at the 300 s boot timeout.
     expect(result.bootTests[0].seconds).toBeLessThan(200);
   }, 900_000);

@@ -12,7 +12,14 @@ import { checkDockerfile } from '../../src/dockerfile/policy.js';
 import { pinBaseImages } from '../../src/dockerfile/pin.js';
 import { ensureBase } from '../../src/sdk/base.js';
 import { buildProxy, declaredProxyArgs, unreachableProxy } from '../../src/sdk/build-proxy.js';
-import { CA_BUNDLE, loadBuildTrust, pemCertificates, removeBuildTrust, trustLayers, type BuildTrust } from '../../src/sdk/build-trust.js';
+import {
+  CA_BUNDLE,
+  loadBuildTrust,
+  pemCertificates,
+  removeBuildTrust,
+  trustLayers,
+  type BuildTrust,
+} from '../../src/sdk/build-trust.js';
 import { dockerBuild, type BuildSettings } from '../../src/sdk/docker-build.js';
 import { Reporter } from '../../src/sdk/reporter.js';
 import { isKilnError } from '../../src/shared/errors.js';
@@ -47,11 +54,26 @@ const OWN_CA_HASH = 'a33127e9';
 const t = tempDir('kiln-build-trust-');
 afterAll(() => t.cleanup());
 
-const throws = (f: () => unknown): unknown => { try { f(); } catch (e) { return e; } return undefined; };
-const rejects = async (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e);
-const sha256Of = (pem: string) => new X509Certificate(pemCertificates(pem)[0]!).fingerprint256.replace(/:/g, '').toLowerCase();
+const throws = (f: () => unknown): unknown => {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+};
+const rejects = async (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+const sha256Of = (pem: string) =>
+  new X509Certificate(pemCertificates(pem)[0]!).fingerprint256.replace(/:/g, '').toLowerCase();
 /** The certificates this host adds to Debian's: what the intercepting proxy's CA is among. */
-const hostCaPems = () => readdirSync(HOST_CAS).filter((n) => n.endsWith('.crt')).map((n) => readFileSync(path.join(HOST_CAS, n), 'utf8'));
+const hostCaPems = () =>
+  readdirSync(HOST_CAS)
+    .filter((n) => n.endsWith('.crt'))
+    .map((n) => readFileSync(path.join(HOST_CAS, n), 'utf8'));
 
 describe('settings', () => {
   it('sdk.buildTrust and sdk.buildProxy come from KILN_SDK_BUILD_* and default to nothing', () => {
@@ -59,22 +81,37 @@ describe('settings', () => {
     expect(d.buildTrust).toEqual({ caFiles: [], keepInImage: false });
     expect(d.buildProxy).toEqual({ noProxy: [] });
     const c = loadConfig({
-      KILN_SDK_BUILD_TRUST_CA_FILES: `${HOST_CAS}, /etc/kiln/proxy-ca.pem`, KILN_SDK_BUILD_TRUST_KEEP_IN_IMAGE: 'yes',
-      KILN_SDK_BUILD_PROXY_HTTP_PROXY: 'http://proxy.example:3128', KILN_SDK_BUILD_PROXY_HTTPS_PROXY: 'http://u:p%40ss@proxy.example:3128/',
+      KILN_SDK_BUILD_TRUST_CA_FILES: `${HOST_CAS}, /etc/kiln/proxy-ca.pem`,
+      KILN_SDK_BUILD_TRUST_KEEP_IN_IMAGE: 'yes',
+      KILN_SDK_BUILD_PROXY_HTTP_PROXY: 'http://proxy.example:3128',
+      KILN_SDK_BUILD_PROXY_HTTPS_PROXY: 'http://u:p%40ss@proxy.example:3128/',
       KILN_SDK_BUILD_PROXY_NO_PROXY: 'deb.debian.org,.corp.example,10.0.0.0/8',
     }).sdk;
     expect(c.buildTrust).toEqual({ caFiles: [HOST_CAS, '/etc/kiln/proxy-ca.pem'], keepInImage: true });
-    expect(c.buildProxy).toEqual({ httpProxy: 'http://proxy.example:3128', httpsProxy: 'http://u:p%40ss@proxy.example:3128/', noProxy: ['deb.debian.org', '.corp.example', '10.0.0.0/8'] });
+    expect(c.buildProxy).toEqual({
+      httpProxy: 'http://proxy.example:3128',
+      httpsProxy: 'http://u:p%40ss@proxy.example:3128/',
+      noProxy: ['deb.debian.org', '.corp.example', '10.0.0.0/8'],
+    });
   });
 
   it('a bad proxy URL stops the start naming the variable, never repeating the URL (it may hold a password)', () => {
-    for (const bad of ['socks5://u:hunter2secret@proxy:1080', 'http://u:hunter2secret@proxy:3128/path', 'proxy:3128 hunter2secret']) {
+    for (const bad of [
+      'socks5://u:hunter2secret@proxy:1080',
+      'http://u:hunter2secret@proxy:3128/path',
+      'proxy:3128 hunter2secret',
+    ]) {
       const e = throws(() => loadConfig({ KILN_SDK_BUILD_PROXY_HTTPS_PROXY: bad }));
       expect(isKilnError(e, 'invalid_input'), bad).toBe(true);
       expect((e as Error).message).toContain('KILN_SDK_BUILD_PROXY_HTTPS_PROXY');
       expect((e as Error).message).not.toContain('hunter2secret');
     }
-    expect(isKilnError(throws(() => loadConfig({ KILN_SDK_BUILD_PROXY_NO_PROXY: 'a.example, b example' })), 'invalid_input')).toBe(true);
+    expect(
+      isKilnError(
+        throws(() => loadConfig({ KILN_SDK_BUILD_PROXY_NO_PROXY: 'a.example, b example' })),
+        'invalid_input',
+      ),
+    ).toBe(true);
   });
 });
 
@@ -84,9 +121,32 @@ describe('the CA certificates (loadBuildTrust)', () => {
     await fsp.mkdir(dir);
     const key = path.join(dir, 'key.pem');
     const cert = path.join(dir, 'made.crt');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-subj', '/CN=made here/O=Kiln tests', '-days', '2', '-out', cert], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        key,
+        '-subj',
+        '/CN=made here/O=Kiln tests',
+        '-days',
+        '2',
+        '-out',
+        cert,
+      ],
+      { stdio: 'ignore' },
+    );
     // A file an admin might point at by mistake: key and certificate together. Only the certificate may travel.
-    await fsp.writeFile(path.join(dir, 'bundle.pem'), (await fsp.readFile(key, 'utf8')) + (await fsp.readFile(cert, 'utf8')) + OWN_CA);
+    await fsp.writeFile(
+      path.join(dir, 'bundle.pem'),
+      (await fsp.readFile(key, 'utf8')) + (await fsp.readFile(cert, 'utf8')) + OWN_CA,
+    );
     await fsp.rm(key);
     const trust = (await loadBuildTrust({ caFiles: [dir, path.join(dir, 'made.crt'), HOST_CAS], keepInImage: false }))!;
     const want = [await fsp.readFile(cert, 'utf8'), OWN_CA, ...hostCaPems()].map(sha256Of);
@@ -100,7 +160,14 @@ describe('the CA certificates (loadBuildTrust)', () => {
     }
     // The host's own view of its CAs agrees (what the manifest records).
     for (const pem of hostCaPems()) {
-      const fp = execFileSync('openssl', ['x509', '-noout', '-fingerprint', '-sha256'], { input: pem, encoding: 'utf8' }).split('=')[1]!.trim().replace(/:/g, '').toLowerCase();
+      const fp = execFileSync('openssl', ['x509', '-noout', '-fingerprint', '-sha256'], {
+        input: pem,
+        encoding: 'utf8',
+      })
+        .split('=')[1]!
+        .trim()
+        .replace(/:/g, '')
+        .toLowerCase();
       expect(trust.certs.map((c) => c.sha256)).toContain(fp);
     }
   });
@@ -121,17 +188,30 @@ describe('the CA certificates (loadBuildTrust)', () => {
 
 describe('the proxy settings (buildProxy)', () => {
   it('become the predefined proxy args in both cases; what is shown has no credentials; the log masks them', () => {
-    const p = buildProxy({ httpProxy: 'http://proxy.example:3128', httpsProxy: 'http://alice:s3cr%40tpass@proxy.example:3129', noProxy: ['deb.debian.org', '.corp'] })!;
+    const p = buildProxy({
+      httpProxy: 'http://proxy.example:3128',
+      httpsProxy: 'http://alice:s3cr%40tpass@proxy.example:3129',
+      noProxy: ['deb.debian.org', '.corp'],
+    })!;
     expect(p.args).toEqual({
-      HTTP_PROXY: 'http://proxy.example:3128', http_proxy: 'http://proxy.example:3128',
-      HTTPS_PROXY: 'http://alice:s3cr%40tpass@proxy.example:3129', https_proxy: 'http://alice:s3cr%40tpass@proxy.example:3129',
-      NO_PROXY: 'deb.debian.org,.corp', no_proxy: 'deb.debian.org,.corp',
+      HTTP_PROXY: 'http://proxy.example:3128',
+      http_proxy: 'http://proxy.example:3128',
+      HTTPS_PROXY: 'http://alice:s3cr%40tpass@proxy.example:3129',
+      https_proxy: 'http://alice:s3cr%40tpass@proxy.example:3129',
+      NO_PROXY: 'deb.debian.org,.corp',
+      no_proxy: 'deb.debian.org,.corp',
     });
-    expect(p.summary).toEqual({ httpProxy: 'http://proxy.example:3128', httpsProxy: 'http://proxy.example:3129', noProxy: ['deb.debian.org', '.corp'] });
+    expect(p.summary).toEqual({
+      httpProxy: 'http://proxy.example:3128',
+      httpsProxy: 'http://proxy.example:3129',
+      noProxy: ['deb.debian.org', '.corp'],
+    });
     expect(JSON.stringify(p.summary)).not.toMatch(/alice|s3cr/);
     expect(p.urls).toEqual(['http://proxy.example:3128', 'http://alice:s3cr%40tpass@proxy.example:3129']);
     let shown = '';
-    const rep = new Reporter(undefined, 1 << 20, (s) => { shown += s; });
+    const rep = new Reporter(undefined, 1 << 20, (s) => {
+      shown += s;
+    });
     for (const s of p.secrets) rep.mask(s);
     rep.output('env: https_proxy=http://alice:s3cr%40tpass@proxy.example:3129\npassword s3cr@tpass and s3cr%40tpass\n');
     rep.progress('build', 10, 'using http://alice:s3cr%40tpass@proxy.example:3129');
@@ -141,14 +221,20 @@ describe('the proxy settings (buildProxy)', () => {
   });
 
   it('the build network lets RUN steps reach the proxy, also on a private address (also in the rules for an engine elsewhere)', async () => {
-    const r = await kilnRun(['sdk', 'egress-rules', '--engine-iptables', '--resolver', '10.0.0.53', '--lan', '172.18.0.0/16'], {
-      KILN_SDK_BUILD_PROXY_HTTPS_PROXY: 'http://alice:hunter2secret@10.9.8.7:3128', KILN_SDK_MIRROR: 'http://203.0.113.80/debian',
-    });
+    const r = await kilnRun(
+      ['sdk', 'egress-rules', '--engine-iptables', '--resolver', '10.0.0.53', '--lan', '172.18.0.0/16'],
+      {
+        KILN_SDK_BUILD_PROXY_HTTPS_PROXY: 'http://alice:hunter2secret@10.9.8.7:3128',
+        KILN_SDK_MIRROR: 'http://203.0.113.80/debian',
+      },
+    );
     expect(r.code, r.stderr).toBe(0);
     const out = r.stdout.split('\n');
     const at = out.indexOf('-A KILN-BUILD-OUT -d 10.9.8.7/32 -p tcp -m tcp --dport 3128 -j ACCEPT');
     expect(at).toBeGreaterThanOrEqual(0);
-    expect(at).toBeLessThan(out.indexOf('-A KILN-BUILD-OUT -d 10.0.0.0/8 -j REJECT --reject-with icmp-admin-prohibited'));
+    expect(at).toBeLessThan(
+      out.indexOf('-A KILN-BUILD-OUT -d 10.0.0.0/8 -j REJECT --reject-with icmp-admin-prohibited'),
+    );
     expect(r.stdout + r.stderr).not.toContain('hunter2secret');
   });
 
@@ -156,7 +242,9 @@ describe('the proxy settings (buildProxy)', () => {
     expect(unreachableProxy('http://127.0.0.1:3128', [])).toMatch(/loopback/);
     expect(unreachableProxy('http://192.0.2.2:3128', ['192.0.2.2'])).toMatch(/address of this host/);
     expect(unreachableProxy('http://10.1.2.3:3128', ['192.0.2.2'])).toBeUndefined();
-    expect(declaredProxyArgs('FROM debian:bookworm\nARG https_proxy\narg HTTP_PROXY=x OTHER\nRUN true\n').sort()).toEqual(['HTTP_PROXY', 'https_proxy']);
+    expect(
+      declaredProxyArgs('FROM debian:bookworm\nARG https_proxy\narg HTTP_PROXY=x OTHER\nRUN true\n').sort(),
+    ).toEqual(['HTTP_PROXY', 'https_proxy']);
   });
 });
 
@@ -168,7 +256,12 @@ async function fakeTree(trust: BuildTrust, o: { caInstalled: boolean }): Promise
   await fsp.mkdir(local, { recursive: true });
   await fsp.mkdir(etc, { recursive: true });
   await fsp.mkdir(path.join(root, 'var/lib/dpkg'), { recursive: true });
-  await fsp.writeFile(path.join(root, 'var/lib/dpkg/status'), o.caInstalled ? 'Package: ca-certificates\nStatus: install ok installed\nVersion: 20230311\nArchitecture: all\n\n' : '');
+  await fsp.writeFile(
+    path.join(root, 'var/lib/dpkg/status'),
+    o.caInstalled
+      ? 'Package: ca-certificates\nStatus: install ok installed\nVersion: 20230311\nArchitecture: all\n\n'
+      : '',
+  );
   for (const c of trust.certs) await fsp.writeFile(path.join(local, c.fileName), c.pem);
   return root;
 }
@@ -181,20 +274,26 @@ describe('taking the build CAs out of a tree (removeBuildTrust)', () => {
     trust = (await loadBuildTrust({ caFiles: [f], keepInImage: false }))!;
   });
 
-  it('without ca-certificates: the file and the directory Kiln\'s layer made go, nothing else', async () => {
+  it("without ca-certificates: the file and the directory Kiln's layer made go, nothing else", async () => {
     const root = await fakeTree(trust, { caInstalled: false });
     await fsp.writeFile(path.join(root, 'etc/ssl/certs/unrelated.pem'), 'x');
     const r = await removeBuildTrust(root, trust);
-    expect(r.removed).toEqual([`/usr/local/share/ca-certificates/${trust.certs[0]!.fileName}`, '/usr/local/share/ca-certificates']);
+    expect(r.removed).toEqual([
+      `/usr/local/share/ca-certificates/${trust.certs[0]!.fileName}`,
+      '/usr/local/share/ca-certificates',
+    ]);
     expect(readdirSync(path.join(root, 'usr/local/share'))).toEqual([]);
     expect(readdirSync(path.join(root, 'etc/ssl/certs'))).toEqual(['unrelated.pem']);
   });
 
-  it('a hash link of Kiln\'s CA goes and the next number of that hash moves down; a file changed since, or a bundle it never made, stays', async () => {
+  it("a hash link of Kiln's CA goes and the next number of that hash moves down; a file changed since, or a bundle it never made, stays", async () => {
     const c = trust.certs[0]!;
     const root = await fakeTree(trust, { caInstalled: true });
     const etc = path.join(root, 'etc/ssl/certs');
-    await fsp.symlink(`/usr/local/share/ca-certificates/${c.fileName}`, path.join(etc, c.fileName.replace('.crt', '.pem')));
+    await fsp.symlink(
+      `/usr/local/share/ca-certificates/${c.fileName}`,
+      path.join(etc, c.fileName.replace('.crt', '.pem')),
+    );
     await fsp.symlink(c.fileName.replace('.crt', '.pem'), path.join(etc, `${OWN_CA_HASH}.0`));
     await fsp.writeFile(path.join(etc, 'other.pem'), 'another certificate with the same subject hash');
     await fsp.symlink('other.pem', path.join(etc, `${OWN_CA_HASH}.1`));
@@ -203,13 +302,18 @@ describe('taking the build CAs out of a tree (removeBuildTrust)', () => {
     const r = await removeBuildTrust(root, trust);
     expect(await fsp.readlink(path.join(etc, `${OWN_CA_HASH}.0`))).toBe('other.pem');
     await expect(fsp.lstat(path.join(etc, `${OWN_CA_HASH}.1`))).rejects.toThrow();
-    expect(await fsp.readFile(path.join(etc, 'ca-certificates.crt'), 'utf8')).toBe('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n');
+    expect(await fsp.readFile(path.join(etc, 'ca-certificates.crt'), 'utf8')).toBe(
+      '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n',
+    );
     // ca-certificates is installed: its postinst would have made the directory, so it stays.
     expect(r.removed).not.toContain('/usr/local/share/ca-certificates');
     expect(readdirSync(path.join(root, 'usr/local/share/ca-certificates'))).toEqual([]);
 
     const root2 = await fakeTree(trust, { caInstalled: false });
-    await fsp.appendFile(path.join(root2, 'usr/local/share/ca-certificates', c.fileName), '# changed by the Dockerfile\n');
+    await fsp.appendFile(
+      path.join(root2, 'usr/local/share/ca-certificates', c.fileName),
+      '# changed by the Dockerfile\n',
+    );
     // No link of Kiln's: this bundle was not made from Kiln's file (the Dockerfile wrote it), so it is not edited.
     await fsp.mkdir(path.join(root2, 'etc/ssl/certs'), { recursive: true });
     await fsp.writeFile(path.join(root2, CA_BUNDLE), c.pem);
@@ -218,13 +322,16 @@ describe('taking the build CAs out of a tree (removeBuildTrust)', () => {
     expect(await fsp.readFile(path.join(root2, CA_BUNDLE), 'utf8')).toBe(c.pem);
   });
 
-  it('when the Dockerfile installed the same CA itself and rehash linked Kiln\'s copy, the hash link moves to the Dockerfile\'s', async () => {
+  it("when the Dockerfile installed the same CA itself and rehash linked Kiln's copy, the hash link moves to the Dockerfile's", async () => {
     const c = trust.certs[0]!;
     const root = await fakeTree(trust, { caInstalled: true });
     const etc = path.join(root, 'etc/ssl/certs');
     await fsp.writeFile(path.join(root, 'usr/local/share/ca-certificates/corp.crt'), OWN_CA);
     await fsp.symlink('/usr/local/share/ca-certificates/corp.crt', path.join(etc, 'corp.pem'));
-    await fsp.symlink(`/usr/local/share/ca-certificates/${c.fileName}`, path.join(etc, c.fileName.replace('.crt', '.pem')));
+    await fsp.symlink(
+      `/usr/local/share/ca-certificates/${c.fileName}`,
+      path.join(etc, c.fileName.replace('.crt', '.pem')),
+    );
     await fsp.symlink(c.fileName.replace('.crt', '.pem'), path.join(etc, `${OWN_CA_HASH}.0`));
     // update-ca-certificates appended both files: the same block twice.
     await fsp.writeFile(path.join(etc, 'ca-certificates.crt'), OWN_CA + c.pem);
@@ -241,7 +348,12 @@ describe('taking the build CAs out of a tree (removeBuildTrust)', () => {
 // Against the real engine, through this machine's real intercepting proxy.
 
 const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
-const egress = { subnet: '10.213.0.0/24', mirrors: ['http://deb.debian.org/debian'], allow: [] as string[], rules: 'apply' as const };
+const egress = {
+  subnet: '10.213.0.0/24',
+  mirrors: ['http://deb.debian.org/debian'],
+  allow: [] as string[],
+  rules: 'apply' as const,
+};
 const settings: BuildSettings = { network: 'filtered', egress, memoryMb: 2048, cpus: 2, timeoutSeconds: 1500 };
 const TOOLS = 'curl ca-certificates python3 python3-pip nodejs';
 /** Each tool fetches from the npm registry over HTTPS and prints `<tool> ok`, or `<tool> failed:` and its error. */
@@ -255,7 +367,11 @@ const FETCHES = [
 /** Whether the host's TLS to the registry is intercepted: Node's own CA store (Mozilla's) does not know the issuer. */
 function interceptedHere(): Promise<string> {
   return new Promise((resolve) => {
-    https.get(REGISTRY, { ca: [...tls.rootCertificates] }, (r) => { r.resume(); resolve(`not intercepted (HTTP ${r.statusCode})`); })
+    https
+      .get(REGISTRY, { ca: [...tls.rootCertificates] }, (r) => {
+        r.resume();
+        resolve(`not intercepted (HTTP ${r.statusCode})`);
+      })
       .on('error', (e: NodeJS.ErrnoException) => resolve(String(e.code)));
   });
 }
@@ -263,27 +379,42 @@ function interceptedHere(): Promise<string> {
 describe('RUN steps behind the intercepting proxy (real dockerd, real network)', () => {
   beforeAll(async () => {
     // Without interception none of this can be shown: say so rather than pass.
-    expect(await interceptedHere(), 'this machine\'s HTTPS must go through a TLS-intercepting proxy').toBe('SELF_SIGNED_CERT_IN_CHAIN');
-    await ensureBase(docker, 'debian:bookworm', { mirror: 'http://deb.debian.org/debian' }, t.dir, new Reporter(undefined, 1 << 24, () => undefined));
+    expect(await interceptedHere(), "this machine's HTTPS must go through a TLS-intercepting proxy").toBe(
+      'SELF_SIGNED_CERT_IN_CHAIN',
+    );
+    await ensureBase(
+      docker,
+      'debian:bookworm',
+      { mirror: 'http://deb.debian.org/debian' },
+      t.dir,
+      new Reporter(undefined, 1 << 24, () => undefined),
+    );
   }, 900_000);
 
   it('without sdk.buildTrust every tool\'s HTTPS fetch fails to verify: "self-signed certificate in certificate chain"', async () => {
     let log = '';
-    const rep = new Reporter(undefined, 1 << 24, (s) => { log += s; });
+    const rep = new Reporter(undefined, 1 << 24, (s) => {
+      log += s;
+    });
     const text = `FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends ${TOOLS} && rm -rf /var/lib/apt/lists/*\nRUN ${FETCHES.join('; ')}; exit 1\n`;
-    const e = await rejects(dockerBuild(docker, { dockerfileText: text, buildArgs: {} }, 'kiln-build:trust-test-none', settings, rep));
+    const e = await rejects(
+      dockerBuild(docker, { dockerfileText: text, buildArgs: {} }, 'kiln-build:trust-test-none', settings, rep),
+    );
     expect(isKilnError(e, 'build_failed')).toBe(true);
-    expect(log).toMatch(/curl failed: curl: \(60\) SSL certificate problem: self-signed certificate in certificate chain/);
+    expect(log).toMatch(
+      /curl failed: curl: \(60\) SSL certificate problem: self-signed certificate in certificate chain/,
+    );
     expect(log).toMatch(/python failed: .*CERTIFICATE_VERIFY_FAILED.*self-signed certificate in certificate chain/);
     expect(log).toMatch(/pip failed: .*CERTIFICATE_VERIFY_FAILED.*self-signed certificate in certificate chain/);
     expect(log).toMatch(/node failed: self-signed certificate in certificate chain/);
     expect(log).not.toMatch(/^(curl|python|pip|node) ok$/m);
   }, 1_500_000);
 
-  it('another set of CAs never reuses layers built on another (the FROM names Kiln\'s layer for that set); the image config stays the Dockerfile\'s', async () => {
+  it("another set of CAs never reuses layers built on another (the FROM names Kiln's layer for that set); the image config stays the Dockerfile's", async () => {
     const rep = new Reporter(undefined, 1 << 24, () => undefined);
     const base = (await docker.getImage('debian:bookworm').inspect()).Id;
-    const text = 'FROM debian:bookworm\nENV APP_MODE="a b" PATH=/opt/app/bin:$PATH\nWORKDIR /srv/app\nRUN echo same step > /step\nUSER 1000:1000\nCMD ["./run.sh"]\n';
+    const text =
+      'FROM debian:bookworm\nENV APP_MODE="a b" PATH=/opt/app/bin:$PATH\nWORKDIR /srv/app\nRUN echo same step > /step\nUSER 1000:1000\nCMD ["./run.sh"]\n';
     const froms = checkDockerfile(text, { bases: ['debian:bookworm'], allowRemoteAdd: false }).froms;
     const own = path.join(t.dir, 'own-ca.pem');
     await fsp.writeFile(own, OWN_CA);
@@ -291,20 +422,57 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
     const ids: string[] = [];
     for (const caFiles of [...sets, sets[0]!]) {
       const trust = (await loadBuildTrust({ caFiles, keepInImage: false }))!;
-      const buildText = pinBaseImages(text, froms, await trustLayers(docker, [{ name: 'debian:bookworm', id: base }], trust, settings, t.dir, rep));
-      ids.push((await dockerBuild(docker, { dockerfileText: buildText, buildArgs: {} }, `kiln-build:trust-test-cache-${ids.length}`, { ...settings, network: 'none' }, rep)).id);
+      const buildText = pinBaseImages(
+        text,
+        froms,
+        await trustLayers(docker, [{ name: 'debian:bookworm', id: base }], trust, settings, t.dir, rep),
+      );
+      ids.push(
+        (
+          await dockerBuild(
+            docker,
+            { dockerfileText: buildText, buildArgs: {} },
+            `kiln-build:trust-test-cache-${ids.length}`,
+            { ...settings, network: 'none' },
+            rep,
+          )
+        ).id,
+      );
     }
-    const plain = (await dockerBuild(docker, { dockerfileText: pinBaseImages(text, froms, { 'debian:bookworm': base }), buildArgs: {} }, 'kiln-build:trust-test-cache-plain', { ...settings, network: 'none' }, rep)).id;
+    const plain = (
+      await dockerBuild(
+        docker,
+        { dockerfileText: pinBaseImages(text, froms, { 'debian:bookworm': base }), buildArgs: {} },
+        'kiln-build:trust-test-cache-plain',
+        { ...settings, network: 'none' },
+        rep,
+      )
+    ).id;
     expect(new Set([...ids.slice(0, 3), plain]).size).toBe(4);
     // The same set again reuses its own layers.
     expect(ids[3]).toBe(ids[0]);
     // What the app service and the manifest read from the image is the same with and without build trust.
     const config = async (id: string) => {
       const c = (await docker.getImage(id).inspect()).Config;
-      return { env: c.Env, cmd: c.Cmd, entrypoint: c.Entrypoint, workdir: c.WorkingDir, user: c.User, labels: c.Labels, shell: (c as { Shell?: string[] }).Shell, ports: c.ExposedPorts, volumes: c.Volumes, onbuild: c.OnBuild };
+      return {
+        env: c.Env,
+        cmd: c.Cmd,
+        entrypoint: c.Entrypoint,
+        workdir: c.WorkingDir,
+        user: c.User,
+        labels: c.Labels,
+        shell: (c as { Shell?: string[] }).Shell,
+        ports: c.ExposedPorts,
+        volumes: c.Volumes,
+        onbuild: c.OnBuild,
+      };
     };
     for (const id of ids) expect(await config(id)).toEqual(await config(plain));
-    for (const tag of ['0', '1', '2', '3', 'plain']) await docker.getImage(`kiln-build:trust-test-cache-${tag}`).remove().catch(() => undefined);
+    for (const tag of ['0', '1', '2', '3', 'plain'])
+      await docker
+        .getImage(`kiln-build:trust-test-cache-${tag}`)
+        .remove()
+        .catch(() => undefined);
   }, 600_000);
 
   describe('kiln sdk build with sdk.buildTrust and sdk.buildProxy (one build, boot-tested)', () => {
@@ -313,7 +481,11 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
     let proxy: NetnsProxy;
     let run: Run;
     let log: string;
-    let manifest: { image: { id: string; tag: string }; buildTrust: Record<string, unknown>; buildProxy: Record<string, unknown> };
+    let manifest: {
+      image: { id: string; tag: string };
+      buildTrust: Record<string, unknown>;
+      buildProxy: Record<string, unknown>;
+    };
     let trust: BuildTrust;
 
     beforeAll(async () => {
@@ -323,26 +495,49 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
       await fsp.writeFile(path.join(t.dir, 'own-ca.pem'), OWN_CA);
       // The Dockerfile installs the test's own CA on purpose, as corporate CI Dockerfiles do; the kernel and init are
       // its own, and the fetches come after a fresh ARG, so only they run again on the next run of this test.
-      await fsp.writeFile(path.join(ctx, 'Dockerfile'), [
-        'FROM debian:bookworm',
-        `RUN apt-get update && apt-get install -y --no-install-recommends ${TOOLS} linux-image-amd64 systemd-sysv && rm -rf /var/lib/apt/lists/*`,
-        'COPY own-ca.crt /usr/local/share/ca-certificates/own-ca.crt',
-        'RUN update-ca-certificates',
-        'ARG NONCE',
-        `RUN echo "run $NONCE; proxy is $https_proxy" && ${FETCHES.join(' && ')}`,
-        '',
-      ].join('\n'));
+      await fsp.writeFile(
+        path.join(ctx, 'Dockerfile'),
+        [
+          'FROM debian:bookworm',
+          `RUN apt-get update && apt-get install -y --no-install-recommends ${TOOLS} linux-image-amd64 systemd-sysv && rm -rf /var/lib/apt/lists/*`,
+          'COPY own-ca.crt /usr/local/share/ca-certificates/own-ca.crt',
+          'RUN update-ca-certificates',
+          'ARG NONCE',
+          `RUN echo "run $NONCE; proxy is $https_proxy" && ${FETCHES.join(' && ')}`,
+          '',
+        ].join('\n'),
+      );
       trust = (await loadBuildTrust({ caFiles: [HOST_CAS, path.join(t.dir, 'own-ca.pem')], keepInImage: false }))!;
-      run = await kilnRun(['sdk', 'build', '--dockerfile', path.join(ctx, 'Dockerfile'), '--context', ctx, '--out', out, '--format', 'raw,tar', '--boot-firmware', 'bios', '--build-arg', `NONCE=${Date.now()}`], {
-        KILN_SDK_BUILD_TRUST_CA_FILES: `${HOST_CAS},${path.join(t.dir, 'own-ca.pem')}`,
-        KILN_SDK_BUILD_PROXY_HTTP_PROXY: proxy.url,
-        KILN_SDK_BUILD_PROXY_HTTPS_PROXY: proxy.url,
-        KILN_SDK_BUILD_PROXY_NO_PROXY: 'deb.debian.org',
-      });
+      run = await kilnRun(
+        [
+          'sdk',
+          'build',
+          '--dockerfile',
+          path.join(ctx, 'Dockerfile'),
+          '--context',
+          ctx,
+          '--out',
+          out,
+          '--format',
+          'raw,tar',
+          '--boot-firmware',
+          'bios',
+          '--build-arg',
+          `NONCE=${Date.now()}`,
+        ],
+        {
+          KILN_SDK_BUILD_TRUST_CA_FILES: `${HOST_CAS},${path.join(t.dir, 'own-ca.pem')}`,
+          KILN_SDK_BUILD_PROXY_HTTP_PROXY: proxy.url,
+          KILN_SDK_BUILD_PROXY_HTTPS_PROXY: proxy.url,
+          KILN_SDK_BUILD_PROXY_NO_PROXY: 'deb.debian.org',
+        },
+      );
       log = await fsp.readFile(path.join(out, 'build.log'), 'utf8');
       manifest = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8'));
     }, 1_800_000);
-    afterAll(async () => { await proxy?.close(); });
+    afterAll(async () => {
+      await proxy?.close();
+    });
 
     it('builds and boots; curl, python, pip and node each fetched from the registry through the interception', () => {
       expect(run.code, log.slice(-3000)).toBe(0);
@@ -357,10 +552,12 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
       expect(proxy.seen.every((s) => s.authorized)).toBe(true);
       expect(proxy.seen.filter((s) => s.target.includes('deb.debian.org'))).toEqual([]);
       expect(log).toContain(`proxy is http://***@${proxy.host}:${proxy.port}`);
-      expect(log).toMatch(new RegExp(`build network kiln-build .*allowed: .*${proxy.host.replace(/\./g, '\\.')}/32:${proxy.port}`));
+      expect(log).toMatch(
+        new RegExp(`build network kiln-build .*allowed: .*${proxy.host.replace(/\./g, '\\.')}/32:${proxy.port}`),
+      );
     });
 
-    it('the proxy\'s password is nowhere: not in the log, the SDK\'s output, manifest, provenance or any other file written', async () => {
+    it("the proxy's password is nowhere: not in the log, the SDK's output, manifest, provenance or any other file written", async () => {
       expect(run.stdout + run.stderr).not.toContain(proxy.password);
       for (const name of readdirSync(out)) {
         if (name.startsWith('image.') || name.endsWith('.zst')) continue;
@@ -373,14 +570,23 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
       expect(cas.map((c) => c.sha256).sort()).toEqual(trust.certs.map((c) => c.sha256).sort());
       expect(cas.map((c) => c.subject)).toContain('CN=Kiln test CA baked in by a Dockerfile');
       expect(manifest.buildTrust.inImage).toBe('removed');
-      expect(manifest.buildProxy).toEqual({ httpProxy: `http://${proxy.host}:${proxy.port}`, httpsProxy: `http://${proxy.host}:${proxy.port}`, noProxy: ['deb.debian.org'], inImage: false });
+      expect(manifest.buildProxy).toEqual({
+        httpProxy: `http://${proxy.host}:${proxy.port}`,
+        httpsProxy: `http://${proxy.host}:${proxy.port}`,
+        noProxy: ['deb.debian.org'],
+        inImage: false,
+      });
       const prov = JSON.parse(await fsp.readFile(path.join(out, 'provenance.json'), 'utf8'));
       const internal = prov.predicate.buildDefinition.internalParameters;
       expect(internal.buildTrust).toEqual({ caSha256: trust.certs.map((c) => c.sha256), inImage: 'removed' });
-      expect(internal.buildProxy).toEqual({ httpProxy: `http://${proxy.host}:${proxy.port}`, httpsProxy: `http://${proxy.host}:${proxy.port}`, noProxy: ['deb.debian.org'] });
+      expect(internal.buildProxy).toEqual({
+        httpProxy: `http://${proxy.host}:${proxy.port}`,
+        httpsProxy: `http://${proxy.host}:${proxy.port}`,
+        noProxy: ['deb.debian.org'],
+      });
     });
 
-    it('the built image\'s config, container config and history hold no proxy setting', async () => {
+    it("the built image's config, container config and history hold no proxy setting", async () => {
       for (const ref of [manifest.image.id, manifest.image.tag]) {
         const info = await docker.getImage(ref).inspect();
         const env = [...(info.Config.Env ?? []), ...(info.ContainerConfig?.Env ?? [])];
@@ -393,42 +599,90 @@ describe('RUN steps behind the intercepting proxy (real dockerd, real network)',
       }
     });
 
-    it('the finished tree and the disk hold none of the build CAs\' bytes; the Dockerfile\'s own CA stays, linked and in the bundle once', async () => {
+    it("the finished tree and the disk hold none of the build CAs' bytes; the Dockerfile's own CA stays, linked and in the bundle once", async () => {
       const tree = path.join(t.dir, 'tree');
       await fsp.mkdir(tree);
-      execFileSync('tar', ['--zstd', '-xf', path.join(out, 'rootfs.tar.zst'), '-C', tree, './etc/ssl/certs', './usr/local/share/ca-certificates', './usr/share/ca-certificates']);
+      execFileSync('tar', [
+        '--zstd',
+        '-xf',
+        path.join(out, 'rootfs.tar.zst'),
+        '-C',
+        tree,
+        './etc/ssl/certs',
+        './usr/local/share/ca-certificates',
+        './usr/share/ca-certificates',
+      ]);
       const local = readdirSync(path.join(tree, 'usr/local/share/ca-certificates'));
       expect(local).toEqual(['own-ca.crt']);
       const etc = readdirSync(path.join(tree, 'etc/ssl/certs'));
       expect(etc.filter((n) => n.includes('kiln'))).toEqual([]);
-      expect(await fsp.readlink(path.join(tree, 'etc/ssl/certs/own-ca.pem'))).toBe('/usr/local/share/ca-certificates/own-ca.crt');
+      expect(await fsp.readlink(path.join(tree, 'etc/ssl/certs/own-ca.pem'))).toBe(
+        '/usr/local/share/ca-certificates/own-ca.crt',
+      );
       expect(await fsp.readlink(path.join(tree, `etc/ssl/certs/${OWN_CA_HASH}.0`))).toBe('own-ca.pem');
       const bundle = await fsp.readFile(path.join(tree, 'etc/ssl/certs/ca-certificates.crt'), 'utf8');
       expect(bundle.split(OWN_CA).length - 1).toBe(1);
       // Every hash link resolves (no dangling link, no gap left where Kiln's was).
-      for (const n of etc.filter((x) => /^[0-9a-f]{8}\.\d+$/.test(x))) expect((await fsp.stat(await inTree(tree, `/etc/ssl/certs/${n}`))).isFile(), n).toBe(true);
+      for (const n of etc.filter((x) => /^[0-9a-f]{8}\.\d+$/.test(x)))
+        expect((await fsp.stat(await inTree(tree, `/etc/ssl/certs/${n}`))).isFile(), n).toBe(true);
       // Bytes of each build CA that the Dockerfile did not install itself: DER and PEM text, in the whole tar stream and disk.
       const gone = trust.certs.filter((c) => c.sha256 !== sha256Of(OWN_CA));
       expect(gone.length).toBeGreaterThan(0);
-      const needles = gone.flatMap((c) => [pemCertificates(c.pem)[0]!.subarray(0, 200), Buffer.from(c.pem.split('\n')[2]!)]);
+      const needles = gone.flatMap((c) => [
+        pemCertificates(c.pem)[0]!.subarray(0, 200),
+        Buffer.from(c.pem.split('\n')[2]!),
+      ]);
       const ownLine = Buffer.from(OWN_CA.split('\n')[2]!);
-      const tarStream = spawn('zstd', ['-dc', path.join(out, 'rootfs.tar.zst')], { stdio: ['ignore', 'pipe', 'inherit'] }).stdout;
-      expect(await found(tarStream, [...needles, Buffer.from(proxy.password), ownLine])).toEqual([...needles.map(() => false), false, true]);
-      expect(await found(createReadStream(path.join(out, 'image.raw'), { highWaterMark: 8 << 20 }), [...needles, Buffer.from(proxy.password)])).toEqual([...needles.map(() => false), false]);
+      const tarStream = spawn('zstd', ['-dc', path.join(out, 'rootfs.tar.zst')], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      }).stdout;
+      expect(await found(tarStream, [...needles, Buffer.from(proxy.password), ownLine])).toEqual([
+        ...needles.map(() => false),
+        false,
+        true,
+      ]);
+      expect(
+        await found(createReadStream(path.join(out, 'image.raw'), { highWaterMark: 8 << 20 }), [
+          ...needles,
+          Buffer.from(proxy.password),
+        ]),
+      ).toEqual([...needles.map(() => false), false]);
     }, 600_000);
 
     it('with sdk.buildTrust.keepInImage the CA stays in the image, and the manifest says so', async () => {
       const out2 = path.join(t.dir, 'out-keep');
-      const r = await kilnRun(['sdk', 'build', '--dockerfile', path.join(ctx, 'Dockerfile'), '--context', ctx, '--out', out2, '--format', 'tar', '--boot-firmware', '', '--build-arg', 'NONCE=keep'], {
-        KILN_SDK_BUILD_TRUST_CA_FILES: `${HOST_CAS},${path.join(t.dir, 'own-ca.pem')}`,
-        KILN_SDK_BUILD_TRUST_KEEP_IN_IMAGE: 'true',
-        KILN_SDK_BUILD_PROXY_HTTPS_PROXY: proxy.url,
-        KILN_SDK_BUILD_PROXY_NO_PROXY: 'deb.debian.org',
-      });
+      const r = await kilnRun(
+        [
+          'sdk',
+          'build',
+          '--dockerfile',
+          path.join(ctx, 'Dockerfile'),
+          '--context',
+          ctx,
+          '--out',
+          out2,
+          '--format',
+          'tar',
+          '--boot-firmware',
+          '',
+          '--build-arg',
+          'NONCE=keep',
+        ],
+        {
+          KILN_SDK_BUILD_TRUST_CA_FILES: `${HOST_CAS},${path.join(t.dir, 'own-ca.pem')}`,
+          KILN_SDK_BUILD_TRUST_KEEP_IN_IMAGE: 'true',
+          KILN_SDK_BUILD_PROXY_HTTPS_PROXY: proxy.url,
+          KILN_SDK_BUILD_PROXY_NO_PROXY: 'deb.debian.org',
+        },
+      );
       expect(r.code, await fsp.readFile(path.join(out2, 'build.log'), 'utf8').then((s) => s.slice(-2000))).toBe(0);
       const m = JSON.parse(await fsp.readFile(path.join(out2, 'manifest.json'), 'utf8'));
       expect(m.buildTrust.inImage).toBe('kept');
-      const names = execFileSync('tar', ['--zstd', '-tf', path.join(out2, 'rootfs.tar.zst'), './usr/local/share/ca-certificates'], { encoding: 'utf8' });
+      const names = execFileSync(
+        'tar',
+        ['--zstd', '-tf', path.join(out2, 'rootfs.tar.zst'), './usr/local/share/ca-certificates'],
+        { encoding: 'utf8' },
+      );
       for (const c of trust.certs) expect(names).toContain(c.fileName);
     }, 1_200_000);
   });
@@ -452,7 +706,9 @@ async function found(stream: AsyncIterable<unknown>, needles: Buffer[]): Promise
   let tail = Buffer.alloc(0);
   for await (const chunk of stream) {
     const buf = Buffer.concat([tail, chunk as Buffer]);
-    needles.forEach((n, i) => { hit[i] ||= buf.includes(n); });
+    needles.forEach((n, i) => {
+      hit[i] ||= buf.includes(n);
+    });
     tail = buf.subarray(Math.max(0, buf.length - keep));
   }
   return hit;

@@ -13,17 +13,28 @@ const ROOT = '/sys/fs/cgroup';
 const group = `kiln-test-${randomBytes(4).toString('hex')}`;
 // The hierarchies this host has (v1 controllers and the unified one), as the engine makes a build's path in each.
 const hierarchies = ['pids', 'memory', 'unified'].filter((h) => existsSync(path.join(ROOT, h, 'cgroup.procs')));
-const startTime = (pid: number | 'self') => { const s = readFileSync(`/proc/${pid}/stat`, 'utf8'); return s.slice(s.lastIndexOf(')') + 2).split(' ')[19]!; };
+const startTime = (pid: number | 'self') => {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return s.slice(s.lastIndexOf(')') + 2).split(' ')[19]!;
+};
 const present = (name: string) => hierarchies.filter((h) => existsSync(path.join(ROOT, h, group, name)));
 
 function make(name: string, child?: string): void {
-  for (const h of hierarchies) mkdirSync(path.join(ROOT, h, group, name, ...(child ? [child] : [])), { recursive: true });
+  for (const h of hierarchies)
+    mkdirSync(path.join(ROOT, h, group, name, ...(child ? [child] : [])), { recursive: true });
 }
 
 async function sleeper(): Promise<{ pid: number; start: string; stop: () => Promise<void> }> {
   const p = spawn('sleep', ['1000'], { stdio: 'ignore' });
   await new Promise((r) => p.once('spawn', r));
-  return { pid: p.pid!, start: startTime(p.pid!), stop: async () => { p.kill('SIGKILL'); await new Promise((r) => p.once('exit', r)); } };
+  return {
+    pid: p.pid!,
+    start: startTime(p.pid!),
+    stop: async () => {
+      p.kill('SIGKILL');
+      await new Promise((r) => p.once('exit', r));
+    },
+  };
 }
 
 afterAll(() => {
@@ -31,7 +42,8 @@ afterAll(() => {
     const g = path.join(ROOT, h, group);
     if (!existsSync(g)) continue;
     for (const n of readdirSync(g, { withFileTypes: true }).filter((e) => e.isDirectory())) {
-      for (const c of readdirSync(path.join(g, n.name), { withFileTypes: true }).filter((e) => e.isDirectory())) rmdirSync(path.join(g, n.name, c.name));
+      for (const c of readdirSync(path.join(g, n.name), { withFileTypes: true }).filter((e) => e.isDirectory()))
+        rmdirSync(path.join(g, n.name, c.name));
       rmdirSync(path.join(g, n.name));
     }
     rmdirSync(g);
@@ -75,7 +87,9 @@ describe.runIf(hierarchies.includes('pids'))('leftover build cgroups', () => {
       expect(present(mine)).toEqual(hierarchies);
       expect(present(busy)).toEqual(hierarchies);
       expect(present(older)).toEqual(hierarchies);
-      expect(readFileSync(path.join(ROOT, 'pids', group, busy, 'cgroup.procs'), 'utf8').trim()).toBe(String(inside.pid));
+      expect(readFileSync(path.join(ROOT, 'pids', group, busy, 'cgroup.procs'), 'utf8').trim()).toBe(
+        String(inside.pid),
+      );
     } finally {
       await inside.stop();
     }

@@ -6,7 +6,17 @@ import Dockerode from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBase } from '../../src/sdk/base.js';
 import { dockerBuild } from '../../src/sdk/docker-build.js';
-import { engineLockFile, enterEngine, listCache, lockDir, lockEngine, planPrune, pruneCache, type CacheImage, type CacheSelector } from '../../src/sdk/engine-cache.js';
+import {
+  engineLockFile,
+  enterEngine,
+  listCache,
+  lockDir,
+  lockEngine,
+  planPrune,
+  pruneCache,
+  type CacheImage,
+  type CacheSelector,
+} from '../../src/sdk/engine-cache.js';
 import { Reporter } from '../../src/sdk/reporter.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -19,28 +29,63 @@ const repo = path.resolve(import.meta.dirname, '../..');
 const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
 const t = tempDir('kiln-sdk-cache-');
 const nonce = randomBytes(4).toString('hex');
-const sel: CacheSelector = { repo: `kiln-cache-test-${nonce}`, taggedLabel: `io.kiln.test.cache=${nonce}`, danglingLabel: `io.kiln.test.cache=${nonce}` };
+const sel: CacheSelector = {
+  repo: `kiln-cache-test-${nonce}`,
+  taggedLabel: `io.kiln.test.cache=${nonce}`,
+  danglingLabel: `io.kiln.test.cache=${nonce}`,
+};
 const MB = 10 ** 6;
 const quiet = () => new Reporter(undefined, 1 << 22, () => undefined);
 
 /** An image of ~`mb` MB of its own (random bytes) on the test's label, tagged `sel.repo:tag`; returns its id. */
 async function image(tag: string, mb: number, salt = ''): Promise<string> {
   const text = `FROM debian:bookworm\nLABEL io.kiln.test.cache=${nonce}\nRUN head -c ${mb * MB} /dev/urandom > /blob-${tag}${salt}\n`;
-  return (await dockerBuild(docker, { dockerfileText: text, buildArgs: {} }, `${sel.repo}:${tag}`, { network: 'none', memoryMb: 512, cpus: 1, timeoutSeconds: 300 }, quiet())).id;
+  return (
+    await dockerBuild(
+      docker,
+      { dockerfileText: text, buildArgs: {} },
+      `${sel.repo}:${tag}`,
+      { network: 'none', memoryMb: 512, cpus: 1, timeoutSeconds: 300 },
+      quiet(),
+    )
+  ).id;
 }
-const exists = (ref: string) => docker.getImage(ref).inspect().then(() => true, () => false);
+const exists = (ref: string) =>
+  docker
+    .getImage(ref)
+    .inspect()
+    .then(
+      () => true,
+      () => false,
+    );
 
 afterAll(async () => {
-  for (const im of await listCache(docker, sel)) for (const n of im.tags.length ? im.tags : [im.id]) await docker.getImage(n).remove({ force: true }).catch(() => undefined);
+  for (const im of await listCache(docker, sel))
+    for (const n of im.tags.length ? im.tags : [im.id])
+      await docker
+        .getImage(n)
+        .remove({ force: true })
+        .catch(() => undefined);
   t.cleanup();
 });
 
 describe('what to prune (pure)', () => {
-  const im = (id: string, lastUsed: number, layers: [string, number][]): CacheImage => ({ id, tags: [], lastUsed, layers: layers.map(([key, size]) => ({ key, size })) });
+  const im = (id: string, lastUsed: number, layers: [string, number][]): CacheImage => ({
+    id,
+    tags: [],
+    lastUsed,
+    layers: layers.map(([key, size]) => ({ key, size })),
+  });
 
   it('removes what is unused for too long, then the least recently used until the rest fits; shared layers count once', () => {
-    const a = im('a', 100, [['a', 10], ['shared', 50]]);
-    const b = im('b', 200, [['b', 10], ['shared', 50]]);
+    const a = im('a', 100, [
+      ['a', 10],
+      ['shared', 50],
+    ]);
+    const b = im('b', 200, [
+      ['b', 10],
+      ['shared', 50],
+    ]);
     const c = im('c', 300, [['c', 30]]);
     expect(planPrune([c, b, a], 1000, 1000, 400)).toMatchObject({ remove: [], totalBytes: 100, keptBytes: 100 });
     // Over budget: a goes first, but its shared layer stays with b.
@@ -52,7 +97,7 @@ describe('what to prune (pure)', () => {
   });
 });
 
-describe('the engine\'s cache (real engine, this test\'s images only)', () => {
+describe("the engine's cache (real engine, this test's images only)", () => {
   let ids: { one: string; two: string; old3: string; three: string };
 
   beforeAll(async () => {
@@ -89,7 +134,7 @@ describe('the engine\'s cache (real engine, this test\'s images only)', () => {
     }
   });
 
-  it('over the budget: the least recently used go first, by tag, and only this test\'s images', async () => {
+  it("over the budget: the least recently used go first, by tag, and only this test's images", async () => {
     // Room for about two of the four.
     const r = await pruneCache(docker, { budgetBytes: 5 * MB, maxAgeMs: 3_600_000, selector: sel });
     expect(r.images).toBe(4);
@@ -106,7 +151,12 @@ describe('the engine\'s cache (real engine, this test\'s images only)', () => {
   });
 
   it('unused for longer than the limit: removed whatever the budget, with the dangling one; then nothing is left to do', async () => {
-    const r = await pruneCache(docker, { budgetBytes: 10 ** 12, maxAgeMs: 3_600_000, selector: sel, now: Date.now() + 2 * 3_600_000 });
+    const r = await pruneCache(docker, {
+      budgetBytes: 10 ** 12,
+      maxAgeMs: 3_600_000,
+      selector: sel,
+      now: Date.now() + 2 * 3_600_000,
+    });
     expect(r.removed.sort()).toEqual([ids.old3, ids.three].sort());
     expect(await listCache(docker, sel)).toEqual([]);
     expect((await pruneCache(docker, { budgetBytes: 0, maxAgeMs: 0, selector: sel })).removed).toEqual([]);
@@ -116,10 +166,19 @@ describe('the engine\'s cache (real engine, this test\'s images only)', () => {
     const keep = await image('kept', 1);
     const df = path.join(t.dir, 'Dockerfile.slow');
     await fsp.writeFile(df, `FROM debian:bookworm\nRUN echo kiln-cache-inflight-${nonce} && sleep 60\n`);
-    const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', df, '--out', path.join(t.dir, 'out'), '--format', 'raw'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const p = spawn(
+      path.join(repo, 'bin/kiln'),
+      ['sdk', 'build', '--dockerfile', df, '--out', path.join(t.dir, 'out'), '--format', 'raw'],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     let seen = '';
     const exited = new Promise((r) => p.once('close', r));
-    await new Promise<void>((resolve) => p.stdout.on('data', (c: Buffer) => { seen += c.toString(); if (seen.includes(`kiln-cache-inflight-${nonce}`)) resolve(); }));
+    await new Promise<void>((resolve) =>
+      p.stdout.on('data', (c: Buffer) => {
+        seen += c.toString();
+        if (seen.includes(`kiln-cache-inflight-${nonce}`)) resolve();
+      }),
+    );
     try {
       expect(seen).toMatch(/\[kiln\] engine cache: /);
       const r = await enterEngine(docker, { budgetBytes: 0, maxAgeMs: 0, selector: sel }, lockDir());

@@ -28,14 +28,19 @@ const docker = new Dockerode({ socketPath });
 const t = tempDir('kiln-sdk-guard-');
 const quiet = () => new Reporter(undefined, 1 << 22, () => undefined);
 
-const lanIp = Object.values(os.networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal && !a.address.startsWith('10.213.'))!.address;
+const lanIp = Object.values(os.networkInterfaces())
+  .flat()
+  .find((a) => a && a.family === 'IPv4' && !a.internal && !a.address.startsWith('10.213.'))!.address;
 let server: net.Server;
 let port = 0;
 const seen: string[] = [];
 
 beforeAll(async () => {
   // Any connection counts; a reply is sent anyway so that a fetch that got through would succeed and show.
-  server = net.createServer((s) => { seen.push(String(s.remoteAddress)); s.end('HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nkiln-secret\n'); });
+  server = net.createServer((s) => {
+    seen.push(String(s.remoteAddress));
+    s.end('HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nkiln-secret\n');
+  });
   await new Promise<void>((r) => server.listen({ port: 0, host: '::' }, r));
   port = (server.address() as net.AddressInfo).port;
   await ensureBase(docker, 'debian:bookworm', { mirror: 'http://deb.debian.org/debian' }, t.dir, quiet());
@@ -52,25 +57,49 @@ function hostile(h: string): { name: string; dockerfile: string; args?: Record<s
     { name: 'ADD <url>', dockerfile: `FROM debian:bookworm\nADD ${u} /x\n` },
     { name: 'ADD <url> in JSON form, lower case', dockerfile: `FROM debian:bookworm\nadd ["${u}", "/x"]\n` },
     { name: 'FROM <registry>/img', dockerfile: `FROM ${h}/kiln/img\nRUN true\n` },
-    { name: 'COPY --from=<registry>/img', dockerfile: `FROM debian:bookworm\nCOPY --from=${h}/kiln/img /etc/passwd /x\n` },
-    { name: 'ONBUILD ADD from a parent stage', dockerfile: `FROM debian:bookworm AS parent\nONBUILD ADD ${u} /x\nFROM parent\nRUN true\n` },
-    { name: 'ONBUILD COPY --from from a parent stage', dockerfile: `FROM debian:bookworm AS parent\nonbuild copy --from=${h}/kiln/img /etc/passwd /x\nFROM parent\nRUN true\n` },
+    {
+      name: 'COPY --from=<registry>/img',
+      dockerfile: `FROM debian:bookworm\nCOPY --from=${h}/kiln/img /etc/passwd /x\n`,
+    },
+    {
+      name: 'ONBUILD ADD from a parent stage',
+      dockerfile: `FROM debian:bookworm AS parent\nONBUILD ADD ${u} /x\nFROM parent\nRUN true\n`,
+    },
+    {
+      name: 'ONBUILD COPY --from from a parent stage',
+      dockerfile: `FROM debian:bookworm AS parent\nonbuild copy --from=${h}/kiln/img /etc/passwd /x\nFROM parent\nRUN true\n`,
+    },
     { name: 'ADD $U (ARG default)', dockerfile: `FROM debian:bookworm\nARG U=${u}\nADD $U /x\n` },
     { name: 'ADD ${U} (ENV)', dockerfile: `FROM debian:bookworm\nENV U=${u}\nADD \${U} /x\n` },
     { name: 'ADD ${X:-url}', dockerfile: `FROM debian:bookworm\nADD \${X:-${u}} /x\n` },
     { name: 'FROM ${X:+registry}', dockerfile: `ARG X=1\nFROM \${X:+${h}/kiln/img}\nRUN true\n` },
-    { name: 'FROM ${B} with a build arg', dockerfile: 'ARG B=debian:bookworm\nFROM ${B}\nRUN true\n', args: { B: `${h}/kiln/img` } },
-    { name: 'COPY --from=$I (ARG before FROM)', dockerfile: `ARG I=${h}/kiln/img\nFROM debian:bookworm\nARG I\nCOPY --from=\${I} /etc/passwd /x\n` },
-    { name: 'escape directive and a continuation', dockerfile: `# escape=\`\nFROM debian:bookworm\nADD http://${h}/\`\nkiln-secret /x\n` },
-    { name: 'ENV chain into ONBUILD', dockerfile: `FROM debian:bookworm AS parent\nENV A=http://${h} B=/kiln-secret\nONBUILD ADD \${A}\${B} /x\nFROM parent\nRUN true\n` },
+    {
+      name: 'FROM ${B} with a build arg',
+      dockerfile: 'ARG B=debian:bookworm\nFROM ${B}\nRUN true\n',
+      args: { B: `${h}/kiln/img` },
+    },
+    {
+      name: 'COPY --from=$I (ARG before FROM)',
+      dockerfile: `ARG I=${h}/kiln/img\nFROM debian:bookworm\nARG I\nCOPY --from=\${I} /etc/passwd /x\n`,
+    },
+    {
+      name: 'escape directive and a continuation',
+      dockerfile: `# escape=\`\nFROM debian:bookworm\nADD http://${h}/\`\nkiln-secret /x\n`,
+    },
+    {
+      name: 'ENV chain into ONBUILD',
+      dockerfile: `FROM debian:bookworm AS parent\nENV A=http://${h} B=/kiln-secret\nONBUILD ADD \${A}\${B} /x\nFROM parent\nRUN true\n`,
+    },
   ];
 }
 
 describe('case 39: the engine fetches nothing (policy bypassed: dockerBuild directly)', () => {
   const settings: BuildSettings = { network: 'none', memoryMb: 512, cpus: 1, timeoutSeconds: 300 };
 
-  it('case 39: the SDK\'s check finds the engine guard in place', async () => {
-    await expect(verifyEngineGuard(docker)).resolves.toMatch(/^engine guard: the engine cannot fetch from this host \(probed 127\.0\.0\.1.*refused, no connection\)$/);
+  it("case 39: the SDK's check finds the engine guard in place", async () => {
+    await expect(verifyEngineGuard(docker)).resolves.toMatch(
+      /^engine guard: the engine cannot fetch from this host \(probed 127\.0\.0\.1.*refused, no connection\)$/,
+    );
   });
 
   // The daemon's own fetches do not depend on the RUN steps' network: `none` keeps them apart from the build network.
@@ -81,8 +110,20 @@ describe('case 39: the engine fetches nothing (policy bypassed: dockerBuild dire
       const outcomes: string[] = [];
       for (const f of forms) {
         const tag = `kiln-guard-test:${randomBytes(6).toString('hex')}`;
-        const err = await dockerBuild(docker, { dockerfileText: f.dockerfile, buildArgs: f.args ?? {} }, tag, settings, quiet()).then(() => undefined, (e: unknown) => e);
-        await docker.getImage(tag).remove().catch(() => undefined);
+        const err = await dockerBuild(
+          docker,
+          { dockerfileText: f.dockerfile, buildArgs: f.args ?? {} },
+          tag,
+          settings,
+          quiet(),
+        ).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        await docker
+          .getImage(tag)
+          .remove()
+          .catch(() => undefined);
         outcomes.push(`${f.name}: ${err ? (err as Error).message : 'BUILT'}`);
         expect(isKilnError(err, 'build_failed'), outcomes.at(-1)).toBe(true);
       }
@@ -104,13 +145,15 @@ describe('case 39: the same through the whole SDK (policy + engine)', () => {
         const r = await sdk(f.dockerfile, f.args);
         expect(r.code, `${f.name}: ${r.log.slice(-2000)}`).toBe(1);
         expect(r.result.ok).toBe(false);
-        expect(['policy_violation', 'build_failed'], `${f.name}: ${r.result.error?.message}`).toContain(r.result.error?.code);
+        expect(['policy_violation', 'build_failed'], `${f.name}: ${r.result.error?.message}`).toContain(
+          r.result.error?.code,
+        );
         expect(seen, f.name).toEqual([]);
       }
     }
   }, 1_800_000);
 
-  it('ONBUILD triggers of the built image never fire in the SDK\'s own layers (bootable, live ISO): the image is refused', async () => {
+  it("ONBUILD triggers of the built image never fire in the SDK's own layers (bootable, live ISO): the image is refused", async () => {
     const marker = `kiln-trigger-${randomBytes(4).toString('hex')}`;
     // No kernel: without the refusal the SDK would build its bootable layer FROM this image, and the trigger would run.
     const r = await sdk(`FROM debian:bookworm\nRUN echo ${marker}-built\nONBUILD RUN echo ${marker}-fired\n`);
@@ -120,26 +163,43 @@ describe('case 39: the same through the whole SDK (policy + engine)', () => {
     expect(r.log).not.toContain('== bootable');
     // The engine-side check itself, on the image's real config (the policy may refuse such a Dockerfile first).
     const tag = `kiln-guard-test:${randomBytes(6).toString('hex')}`;
-    const built = await dockerBuild(docker, { dockerfileText: `FROM debian:bookworm\nONBUILD RUN echo ${marker}\n`, buildArgs: {} }, tag, { network: 'none', memoryMb: 512, cpus: 1, timeoutSeconds: 300 }, quiet());
+    const built = await dockerBuild(
+      docker,
+      { dockerfileText: `FROM debian:bookworm\nONBUILD RUN echo ${marker}\n`, buildArgs: {} },
+      tag,
+      { network: 'none', memoryMb: 512, cpus: 1, timeoutSeconds: 300 },
+      quiet(),
+    );
     try {
       const config = (await docker.getImage(built.id).inspect()).Config;
       expect(config.OnBuild).toEqual([`RUN echo ${marker}`]);
       expect(() => refuseOnBuild(config)).toThrow(/declares ONBUILD triggers/);
       expect(() => refuseOnBuild({ OnBuild: null })).not.toThrow();
     } finally {
-      await docker.getImage(tag).remove().catch(() => undefined);
+      await docker
+        .getImage(tag)
+        .remove()
+        .catch(() => undefined);
     }
   }, 300_000);
 
-  it('case 37: RUN --network=host fails: the policy refuses it, and past the policy the engine\'s builder grants it to no step', async () => {
+  it("case 37: RUN --network=host fails: the policy refuses it, and past the policy the engine's builder grants it to no step", async () => {
     const marker = `kiln-hostnet-${randomBytes(4).toString('hex')}`;
     const df = `FROM debian:bookworm\nRUN --network=host echo ${marker}\n`;
     const r = await sdk(df);
     expect(r.result.error?.code).toBe('policy_violation');
     expect(r.result.error?.message).toMatch(/network/i);
     // The legacy builder has no such flag; the SDK asks for Kiln's network (or none), never the host's.
-    const direct = await dockerBuild(docker, { dockerfileText: df, buildArgs: {} }, `kiln-guard-test:${randomBytes(6).toString('hex')}`,
-      { network: 'none', memoryMb: 512, cpus: 1, timeoutSeconds: 300 }, quiet()).then(() => 'BUILT', (e: Error) => e.message);
+    const direct = await dockerBuild(
+      docker,
+      { dockerfileText: df, buildArgs: {} },
+      `kiln-guard-test:${randomBytes(6).toString('hex')}`,
+      { network: 'none', memoryMb: 512, cpus: 1, timeoutSeconds: 300 },
+      quiet(),
+    ).then(
+      () => 'BUILT',
+      (e: Error) => e.message,
+    );
     expect(direct).toMatch(/Unknown flag: network/);
     expect(direct).not.toContain(`\n${marker}`);
   }, 300_000);
@@ -152,10 +212,35 @@ describe('case 39: an engine without the guard is refused (a private dockerd, st
 
   beforeAll(async () => {
     await fsp.mkdir(dir, { mode: 0o700 });
-    dockerd = spawn('dockerd', ['--data-root', path.join(dir, 'root'), '--exec-root', path.join(dir, 'x'), '-H', `unix://${sock}`, '--pidfile', path.join(dir, 'd.pid'),
-      '--iptables=false', '--bridge=none', '--storage-driver=overlay2', '--cgroup-parent=/kiln-guard-test'], { stdio: 'ignore' });
+    dockerd = spawn(
+      'dockerd',
+      [
+        '--data-root',
+        path.join(dir, 'root'),
+        '--exec-root',
+        path.join(dir, 'x'),
+        '-H',
+        `unix://${sock}`,
+        '--pidfile',
+        path.join(dir, 'd.pid'),
+        '--iptables=false',
+        '--bridge=none',
+        '--storage-driver=overlay2',
+        '--cgroup-parent=/kiln-guard-test',
+      ],
+      { stdio: 'ignore' },
+    );
     const priv = new Dockerode({ socketPath: sock });
-    for (let i = 0; i < 240 && !(await priv.ping().then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 250));
+    for (
+      let i = 0;
+      i < 240 &&
+      !(await priv.ping().then(
+        () => true,
+        () => false,
+      ));
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 250));
   }, 120_000);
   afterAll(async () => {
     if (dockerd?.exitCode === null) {
@@ -166,9 +251,14 @@ describe('case 39: an engine without the guard is refused (a private dockerd, st
   }, 120_000);
 
   it('case 39: the check sees the engine connect and refuses, naming the fix', async () => {
-    const err = await verifyEngineGuard(new Dockerode({ socketPath: sock })).then(() => undefined, (e: unknown) => e);
+    const err = await verifyEngineGuard(new Dockerode({ socketPath: sock })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(isKilnError(err, 'backend_unavailable')).toBe(true);
-    expect((err as Error).message).toMatch(/The Docker engine is not guarded: asked to ADD from this host, it connected/);
+    expect((err as Error).message).toMatch(
+      /The Docker engine is not guarded: asked to ADD from this host, it connected/,
+    );
     expect((err as Error).message).toContain('scripts/ensure-dockerd.sh');
   });
 
@@ -176,7 +266,9 @@ describe('case 39: an engine without the guard is refused (a private dockerd, st
     const df = path.join(dir, 'Dockerfile');
     await fsp.writeFile(df, 'FROM scratch\nLABEL io.kiln.test=guard-off\n');
     const run = (env: Record<string, string>) =>
-      runSdkBuild(df, path.join(dir, `out-${randomBytes(3).toString('hex')}`), { env: { DOCKER_SOCKET: sock, KILN_SDK_BUILD_NETWORK: 'none', ...env } });
+      runSdkBuild(df, path.join(dir, `out-${randomBytes(3).toString('hex')}`), {
+        env: { DOCKER_SOCKET: sock, KILN_SDK_BUILD_NETWORK: 'none', ...env },
+      });
     const guarded = await run({});
     expect(guarded.result.error?.code).toBe('backend_unavailable');
     expect(guarded.result.error?.message).toMatch(/not guarded/);

@@ -27,7 +27,6 @@ async function makeTar(entries: [H, (string | Buffer)?][]): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-
 // A file the hostile tar tries to write at the host's root, through a symlink to `/`.
 const rootProbe = `/kiln-extract-probe-${process.pid}-${Date.now()}`;
 
@@ -96,7 +95,21 @@ describe('safe extraction of a hostile image', () => {
 
   it('case 44: refuses ../ names, writes through symlinks (to /, or out of the tree) and outside hard links, skips devices', () => {
     const reasons = Object.fromEntries(stats.skipped.map((s) => [s.name, s.reason]));
-    expect(Object.keys(reasons).sort()).toEqual(['../escape-dotdot', 'a/../../escape-nested', 'dev/mem', 'dev/sda', 'etc/passwd', 'etc/sub/', 'fifo', 'hl-abs', 'hl-up', 'rel/planted', `hostroot${rootProbe}`].sort());
+    expect(Object.keys(reasons).sort()).toEqual(
+      [
+        '../escape-dotdot',
+        'a/../../escape-nested',
+        'dev/mem',
+        'dev/sda',
+        'etc/passwd',
+        'etc/sub/',
+        'fifo',
+        'hl-abs',
+        'hl-up',
+        'rel/planted',
+        `hostroot${rootProbe}`,
+      ].sort(),
+    );
     expect(existsSync(rootProbe)).toBe(false);
     expect(reasons['etc/passwd']).toMatch(/not a directory/);
   });
@@ -139,9 +152,13 @@ describe('safe extraction of a hostile image', () => {
     await assembleDisk({ layout, rootDir: root, kernelFile: kernel, workDir: stage, out });
     expect(listTree(outside)).toEqual(['secret', 'vmlinuz-9.9.9']);
     // The root filesystem holds the symlink as a symlink (debugfs reads the image; nothing is mounted).
-    const r = await run('debugfs', ['-R', 'stat /etc', `${out}?offset=${layout.root.startSector * 512}`], { timeoutMs: 30_000 });
+    const r = await run('debugfs', ['-R', 'stat /etc', `${out}?offset=${layout.root.startSector * 512}`], {
+      timeoutMs: 30_000,
+    });
     expect(r.stdout + r.stderr).toMatch(/Type: symlink/);
-    const dev = await run('debugfs', ['-R', 'ls -l /dev', `${out}?offset=${layout.root.startSector * 512}`], { timeoutMs: 30_000 });
+    const dev = await run('debugfs', ['-R', 'ls -l /dev', `${out}?offset=${layout.root.startSector * 512}`], {
+      timeoutMs: 30_000,
+    });
     expect(dev.stdout).not.toMatch(/\bsda\b|\bmem\b/);
     expect(existsSync(rootProbe)).toBe(false);
   });
@@ -163,13 +180,21 @@ describe('finding 7: entries count, not only bytes', () => {
     }
     const tar = await makeTar(entries);
     const root = path.join(t.dir, 'root');
-    const err = await extractRootfs(Readable.from(tar), root, { maxBytes: 2 ** 30, maxEntries: 10_000 }).then(() => undefined, (e: unknown) => e);
+    const err = await extractRootfs(Readable.from(tar), root, { maxBytes: 2 ** 30, maxEntries: 10_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(isKilnError(err, 'limit_exceeded')).toBe(true);
-    expect((err as Error).message).toBe("The image's filesystem has more than 10000 entries (files, directories, links; sdk.maxImageEntries)");
+    expect((err as Error).message).toBe(
+      "The image's filesystem has more than 10000 entries (files, directories, links; sdk.maxImageEntries)",
+    );
     // It stopped at the limit: what was made before is at most that many inodes.
     expect(listTree(root).length).toBeLessThanOrEqual(10_000);
     // The same tree under a higher limit goes through: the limit, not the kinds of entries, refused it.
-    const ok = await extractRootfs(Readable.from(tar), path.join(t.dir, 'ok'), { maxBytes: 2 ** 30, maxEntries: 30_000 });
+    const ok = await extractRootfs(Readable.from(tar), path.join(t.dir, 'ok'), {
+      maxBytes: 2 ** 30,
+      maxEntries: 30_000,
+    });
     expect(ok.hardlinks).toBe(3000);
     expect(ok.symlinks).toBe(3000);
     expect(ok.dataBytes).toBe(0);

@@ -21,7 +21,11 @@ describe('SDK internal errors', () => {
     const secretPath = path.join(tmp.dir, 'srv-kiln-internal-layout', 'Dockerfile');
     const out = path.join(tmp.dir, 'out');
     const result = await sdkBuild(
-      { docker: new Dockerode({ socketPath: path.join(tmp.dir, 'no-engine.sock') }), settings: loadConfig({}).sdk, out: () => undefined },
+      {
+        docker: new Dockerode({ socketPath: path.join(tmp.dir, 'no-engine.sock') }),
+        settings: loadConfig({}).sdk,
+        out: () => undefined,
+      },
       { dockerfile: secretPath, outDir: out, formats: ['raw'], buildArgs: {} },
     );
     expect(result.ok).toBe(false);

@@ -14,13 +14,24 @@ const repo = path.resolve(import.meta.dirname, '../..');
 const t = tempDir('kiln-sdk-limits-');
 afterAll(() => t.cleanup());
 
-interface Outcome { code: number | null; result: { ok: boolean; error: { code: string; message: string } }; log: string; outFiles: string[]; newStaging: string[] }
+interface Outcome {
+  code: number | null;
+  result: { ok: boolean; error: { code: string; message: string } };
+  log: string;
+  outFiles: string[];
+  newStaging: string[];
+}
 
 // The SDK's staging dirs: in the temp dir, and its file trees on /dev/shm when they fit in memory (staging.ts).
-const staging = () => new Set([
-  ...readdirSync(os.tmpdir()).filter((n) => n.startsWith('kiln-sdk-') && !n.startsWith('kiln-sdk-limits-')),
-  ...(existsSync('/dev/shm') ? readdirSync('/dev/shm').filter((n) => n.startsWith('kiln-sdk-tree-')).map((n) => `/dev/shm/${n}`) : []),
-]);
+const staging = () =>
+  new Set([
+    ...readdirSync(os.tmpdir()).filter((n) => n.startsWith('kiln-sdk-') && !n.startsWith('kiln-sdk-limits-')),
+    ...(existsSync('/dev/shm')
+      ? readdirSync('/dev/shm')
+          .filter((n) => n.startsWith('kiln-sdk-tree-'))
+          .map((n) => `/dev/shm/${n}`)
+      : []),
+  ]);
 
 async function build(name: string, dockerfile: string, env: Record<string, string>): Promise<Outcome> {
   const df = path.join(t.dir, `${name}.Dockerfile`);
@@ -47,8 +58,11 @@ function expectCleanFailure(o: Outcome, code: string): void {
 
 describe('SDK limits from config', () => {
   it('memory: a RUN step that needs more than sdk.memoryMb is killed and the build says so', async () => {
-    const o = await build('memory', `FROM debian:bookworm\nRUN echo kiln-mem-step ${Date.now()} && perl -e '$x = "a" x (400 * 1024 * 1024); print length($x)'\n`,
-      { KILN_SDK_MEMORY_MB: '64' });
+    const o = await build(
+      'memory',
+      `FROM debian:bookworm\nRUN echo kiln-mem-step ${Date.now()} && perl -e '$x = "a" x (400 * 1024 * 1024); print length($x)'\n`,
+      { KILN_SDK_MEMORY_MB: '64' },
+    );
     expectCleanFailure(o, 'limit_exceeded');
     expect(o.result.error.message).toMatch(/memory limit of 64 MiB/);
     expect(o.log).toContain('kiln-mem-step');
@@ -56,10 +70,16 @@ describe('SDK limits from config', () => {
 
   it('case 40: processes: a RUN step cannot start more than sdk.pidsLimit processes, and the per-build cgroup is removed', async () => {
     // Only this build's cgroup counts: one left by an earlier test's cancelled build is not this build's.
-    const buildGroups = () => (existsSync('/sys/fs/cgroup/pids/kiln') ? readdirSync('/sys/fs/cgroup/pids/kiln').filter((n) => n.startsWith('build-')) : []);
+    const buildGroups = () =>
+      existsSync('/sys/fs/cgroup/pids/kiln')
+        ? readdirSync('/sys/fs/cgroup/pids/kiln').filter((n) => n.startsWith('build-'))
+        : [];
     const before = new Set(buildGroups());
-    const o = await build('pids', `FROM debian:bookworm\nRUN echo kiln-pids-probe ${Date.now()}; for i in $(seq 1 300); do sleep 30 & done; echo all-forked\n`,
-      { KILN_SDK_PIDS_LIMIT: '100' });
+    const o = await build(
+      'pids',
+      `FROM debian:bookworm\nRUN echo kiln-pids-probe ${Date.now()}; for i in $(seq 1 300); do sleep 30 & done; echo all-forked\n`,
+      { KILN_SDK_PIDS_LIMIT: '100' },
+    );
     expectCleanFailure(o, 'limit_exceeded');
     expect(o.result.error.message).toMatch(/limit is 100 \(sdk\.pidsLimit\)/);
     expect(o.log).toContain('Cannot fork');
@@ -71,10 +91,15 @@ describe('SDK limits from config', () => {
     const count = () => readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
     const baseline = count();
     let peak = baseline;
-    const timer = setInterval(() => { peak = Math.max(peak, count()); }, 100);
+    const timer = setInterval(() => {
+      peak = Math.max(peak, count());
+    }, 100);
     try {
-      const o = await build('bomb', `FROM debian:bookworm\nRUN echo kiln-bomb ${Date.now()}; bomb() { bomb | bomb; }; bomb\n`,
-        { KILN_SDK_PIDS_LIMIT: '100', KILN_SDK_BUILD_TIMEOUT_SECONDS: '45' });
+      const o = await build(
+        'bomb',
+        `FROM debian:bookworm\nRUN echo kiln-bomb ${Date.now()}; bomb() { bomb | bomb; }; bomb\n`,
+        { KILN_SDK_PIDS_LIMIT: '100', KILN_SDK_BUILD_TIMEOUT_SECONDS: '45' },
+      );
       expect(o.result.ok).toBe(false);
       expect(['limit_exceeded', 'timeout']).toContain(o.result.error.code);
       expect(o.outFiles).toEqual(['build.log', 'result.json']);
@@ -86,10 +111,16 @@ describe('SDK limits from config', () => {
   }, 300_000);
 
   it('case 41: disk: a RUN step that writes more than sdk.maxBuildDiskMb is stopped, and the space comes back', async () => {
-    const free = () => { const st = statfsSync('/var/lib/docker'); return st.bavail * st.bsize; };
+    const free = () => {
+      const st = statfsSync('/var/lib/docker');
+      return st.bavail * st.bsize;
+    };
     const before = free();
-    const o = await build('disk', `FROM debian:bookworm\nRUN echo kiln-disk ${Date.now()}; dd if=/dev/zero of=/big bs=1M count=6000 status=none; echo kiln-wrote-all\n`,
-      { KILN_SDK_MAX_BUILD_DISK_MB: '300' });
+    const o = await build(
+      'disk',
+      `FROM debian:bookworm\nRUN echo kiln-disk ${Date.now()}; dd if=/dev/zero of=/big bs=1M count=6000 status=none; echo kiln-wrote-all\n`,
+      { KILN_SDK_MAX_BUILD_DISK_MB: '300' },
+    );
     expectCleanFailure(o, 'limit_exceeded');
     expect(o.result.error.message).toMatch(/disk limit of 300 MiB \(sdk\.maxBuildDiskMb\)/);
     expect(o.log).not.toMatch(/^kiln-wrote-all$/m);
@@ -101,8 +132,11 @@ describe('SDK limits from config', () => {
   }, 300_000);
 
   it('network none: RUN steps see only loopback, and the failure names the setting', async () => {
-    const o = await build('offline', 'FROM debian:bookworm\nRUN ls /sys/class/net && [ "$(ls /sys/class/net)" != lo ] || { echo kiln-test-offline; exit 7; }\n',
-      { KILN_SDK_BUILD_NETWORK: 'none' });
+    const o = await build(
+      'offline',
+      'FROM debian:bookworm\nRUN ls /sys/class/net && [ "$(ls /sys/class/net)" != lo ] || { echo kiln-test-offline; exit 7; }\n',
+      { KILN_SDK_BUILD_NETWORK: 'none' },
+    );
     expectCleanFailure(o, 'build_failed');
     expect(o.log).toContain('kiln-test-offline');
     expect(o.result.error.message).toMatch(/non-zero code: 7/);
@@ -110,10 +144,15 @@ describe('SDK limits from config', () => {
   }, 300_000);
 
   it('entries: a filesystem of more entries than sdk.maxImageEntries (empty files cost no bytes) stops the export, nothing left behind', async () => {
-    const o = await build('entries', `FROM debian:bookworm\nRUN echo kiln-entries ${Date.now()} && mkdir /many && cd /many && seq 1 30000 | xargs touch\n`,
-      { KILN_SDK_MAX_IMAGE_ENTRIES: '20000' });
+    const o = await build(
+      'entries',
+      `FROM debian:bookworm\nRUN echo kiln-entries ${Date.now()} && mkdir /many && cd /many && seq 1 30000 | xargs touch\n`,
+      { KILN_SDK_MAX_IMAGE_ENTRIES: '20000' },
+    );
     expectCleanFailure(o, 'limit_exceeded');
-    expect(o.result.error.message).toBe("The image's filesystem has more than 20000 entries (files, directories, links; sdk.maxImageEntries)");
+    expect(o.result.error.message).toBe(
+      "The image's filesystem has more than 20000 entries (files, directories, links; sdk.maxImageEntries)",
+    );
   }, 300_000);
 
   it('image size: a filesystem over sdk.maxImageMb stops the export', async () => {

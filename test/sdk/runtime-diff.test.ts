@@ -36,7 +36,12 @@ import { tempDir } from '../helpers/tmp.js';
 const repo = path.resolve(import.meta.dirname, '../..');
 const t = tempDir('kiln-runtime-diff-');
 const docker = new Dockerode({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
-const rep = new Reporter(undefined, 1 << 30, () => undefined, () => undefined);
+const rep = new Reporter(
+  undefined,
+  1 << 30,
+  () => undefined,
+  () => undefined,
+);
 const tag = (name: string) => `kiln-test-runtime-diff-${name}:${process.pid}`;
 const made: string[] = [];
 
@@ -51,27 +56,59 @@ interface Case {
   reason?: string;
 }
 
-const c = (id: string, title: string, dockerfile: string[], kind: Case['kind'] = 'probe', buildArgs?: Record<string, string>): Case =>
-  ({ id, title, dockerfile: kind === 'probe' ? [`ENV KILN_CASE=${id}`, ...dockerfile] : dockerfile, kind, buildArgs });
-const refusal = (id: string, title: string, dockerfile: string[], reason: string): Case => ({ ...c(id, title, dockerfile, 'fail'), reason });
+const c = (
+  id: string,
+  title: string,
+  dockerfile: string[],
+  kind: Case['kind'] = 'probe',
+  buildArgs?: Record<string, string>,
+): Case => ({
+  id,
+  title,
+  dockerfile: kind === 'probe' ? [`ENV KILN_CASE=${id}`, ...dockerfile] : dockerfile,
+  kind,
+  buildArgs,
+});
+const refusal = (id: string, title: string, dockerfile: string[], reason: string): Case => ({
+  ...c(id, title, dockerfile, 'fail'),
+  reason,
+});
 
 const CASES: Case[] = [
   c('c01', 'exec form, absolute path, odd words', ['CMD ["/usr/local/bin/probe", "a b", "", "it\'s"]']),
-  c('c02', 'WORKDIR + a relative executable (the issue\'s case)', ['WORKDIR /srv/app', 'CMD ["./run.sh", "x"]']),
+  c('c02', "WORKDIR + a relative executable (the issue's case)", ['WORKDIR /srv/app', 'CMD ["./run.sh", "x"]']),
   c('c03', 'a bare name through the default PATH', ['CMD ["probe"]']),
   c('c04', 'a bare name through an ENV PATH', ['ENV PATH=/opt/bin:$PATH', 'CMD ["oprobe", "y"]']),
   c('c05', 'PATH entries joined and cleaned like Go', ['ENV PATH=/usr//local/bin/:/usr/bin', 'CMD ["probe"]']),
-  c('c06', 'PATH skips a directory, a file without x and a directory the user cannot search', ['ENV PATH=/p/dir:/p/noexec:/p/closed:/opt/bin', 'USER app', 'CMD ["oprobe"]']),
+  c('c06', 'PATH skips a directory, a file without x and a directory the user cannot search', [
+    'ENV PATH=/p/dir:/p/noexec:/p/closed:/opt/bin',
+    'USER app',
+    'CMD ["oprobe"]',
+  ]),
   c('c07', 'argv[0] of a binary found through PATH stays as written', ['CMD ["sh", "/usr/local/bin/probe", "argv0"]']),
   c('c08', 'shell-form CMD runs through /bin/sh -c', ['CMD probe "two words" $HOME \'%h\'']),
-  c('c09', 'SHELL changes the shell of the shell form', ['SHELL ["/bin/bash", "-c"]', 'CMD exec probe "$BASH_VERSION" "$0"']),
+  c('c09', 'SHELL changes the shell of the shell form', [
+    'SHELL ["/bin/bash", "-c"]',
+    'CMD exec probe "$BASH_VERSION" "$0"',
+  ]),
   c('c10', 'exec ENTRYPOINT + exec CMD', ['ENTRYPOINT ["probe", "ep"]', 'CMD ["c 1", "c2"]']),
   c('c11', 'shell-form ENTRYPOINT ignores CMD', ['ENTRYPOINT probe from-shell-entrypoint', 'CMD ["ignored"]']),
   c('c12', 'exec ENTRYPOINT + shell-form CMD', ['ENTRYPOINT ["probe"]', 'CMD run as shell']),
-  c('c13', 'ENV values with spaces, quotes, $, %, backslashes, UTF-8, empty, a newline', [
-    'ARG NL', 'ENV S="two words" Q="it\'s \\"q\\"" D=\'$HOME ${X} $(id)\' P="%h %% $$" B="back\\\\slash" E="" dotted.name=1 U="é✓"', 'ENV N=$NL', 'CMD ["probe"]',
-  ], 'probe', { NL: 'line1\nline2\tand a tab' }),
-  c('c14', 'CMD words systemd or a shell would expand or split', ['CMD ["probe", "", ";", "%h", "%%", "$HOME", "${PATH}", "$$", "a\\\\;b", "\\\\", "\'", "\\"", "line1\\nline2", "\\t", "é✓", "*", "~", "-n", "`id`"]']),
+  c(
+    'c13',
+    'ENV values with spaces, quotes, $, %, backslashes, UTF-8, empty, a newline',
+    [
+      'ARG NL',
+      'ENV S="two words" Q="it\'s \\"q\\"" D=\'$HOME ${X} $(id)\' P="%h %% $$" B="back\\\\slash" E="" dotted.name=1 U="é✓"',
+      'ENV N=$NL',
+      'CMD ["probe"]',
+    ],
+    'probe',
+    { NL: 'line1\nline2\tand a tab' },
+  ),
+  c('c14', 'CMD words systemd or a shell would expand or split', [
+    'CMD ["probe", "", ";", "%h", "%%", "$HOME", "${PATH}", "$$", "a\\\\;b", "\\\\", "\'", "\\"", "line1\\nline2", "\\t", "é✓", "*", "~", "-n", "`id`"]',
+  ]),
   c('c15', 'USER name: its groups and HOME', ['USER app', 'CMD ["probe"]']),
   c('c16', 'USER uid of a passwd entry', ['USER 1000', 'CMD ["probe"]']),
   c('c17', 'USER uid missing from passwd: gid 0, HOME /', ['USER 4242', 'CMD ["probe"]']),
@@ -83,24 +120,57 @@ const CASES: Case[] = [
   c('c23', 'an empty ENV HOME is replaced', ['ENV HOME=""', 'USER 4242', 'CMD ["probe"]']),
   c('c24', 'WORKDIR the user cannot enter (entered as root)', ['WORKDIR /root', 'USER app', 'CMD ["probe"]']),
   c('c25', 'a WORKDIR the machine lacks is made', ['WORKDIR /new/deeper', 'CMD ["probe"]']),
-  c('c26', 'ENV HOSTNAME replaces the container\'s', ['ENV HOSTNAME=fixed', 'CMD ["probe"]']),
+  c('c26', "ENV HOSTNAME replaces the container's", ['ENV HOSTNAME=fixed', 'CMD ["probe"]']),
   c('c27', 'an empty PATH with an absolute command', ['ENV PATH=', 'CMD ["/usr/local/bin/probe"]']),
   c('c28', 'USER 0:gid, root listed in a group', ['USER 0:2000', 'CMD ["probe"]']),
   c('c29', 'USER root by name gets the groups that list root', ['USER nobody', 'USER root', 'CMD ["probe"]']),
-  refusal('c30', 'a bare name that is only in WORKDIR is not found', ['WORKDIR /srv/app', 'CMD ["run.sh"]'], 'exec: "run.sh": executable file not found in $PATH'),
-  refusal('c31', 'a PATH entry relative to WORKDIR is refused (Go ErrDot)', ['WORKDIR /srv/app', 'ENV PATH=.:/usr/bin:/bin', 'CMD ["run.sh"]'], 'exec: "run.sh": cannot run executable found relative to current directory'),
-  refusal('c32', 'a script without #! is an exec format error', ['WORKDIR /srv/app', 'CMD ["./noshebang"]'], 'exec ./noshebang: exec format error'),
-  refusal('c33', 'the first match in PATH is taken even when the user may not run it', ['ENV PATH=/p/eacces:/opt/bin', 'USER app', 'CMD ["oprobe"]'], 'exec /p/eacces/oprobe: permission denied'),
-  c('c34', 'VOLUME paths: the image\'s kept, a missing one made root 0755', ['VOLUME /vol-new /vol-owned', 'USER app',
-    'CMD ["/bin/sh", "-c", "l=$(echo KILN-LINE c34 $(touch /vol-owned/x 2>&1 && echo owned-ok) $(touch /vol-new/x 2>&1 || echo new-denied) $(stat -c \'%U:%G %a\' /vol-new /vol-owned) END); echo \\"$l\\"; sleep 5; echo \\"$l\\""]'], 'line'),
+  refusal(
+    'c30',
+    'a bare name that is only in WORKDIR is not found',
+    ['WORKDIR /srv/app', 'CMD ["run.sh"]'],
+    'exec: "run.sh": executable file not found in $PATH',
+  ),
+  refusal(
+    'c31',
+    'a PATH entry relative to WORKDIR is refused (Go ErrDot)',
+    ['WORKDIR /srv/app', 'ENV PATH=.:/usr/bin:/bin', 'CMD ["run.sh"]'],
+    'exec: "run.sh": cannot run executable found relative to current directory',
+  ),
+  refusal(
+    'c32',
+    'a script without #! is an exec format error',
+    ['WORKDIR /srv/app', 'CMD ["./noshebang"]'],
+    'exec ./noshebang: exec format error',
+  ),
+  refusal(
+    'c33',
+    'the first match in PATH is taken even when the user may not run it',
+    ['ENV PATH=/p/eacces:/opt/bin', 'USER app', 'CMD ["oprobe"]'],
+    'exec /p/eacces/oprobe: permission denied',
+  ),
+  c(
+    'c34',
+    "VOLUME paths: the image's kept, a missing one made root 0755",
+    [
+      'VOLUME /vol-new /vol-owned',
+      'USER app',
+      'CMD ["/bin/sh", "-c", "l=$(echo KILN-LINE c34 $(touch /vol-owned/x 2>&1 && echo owned-ok) $(touch /vol-new/x 2>&1 || echo new-denied) $(stat -c \'%U:%G %a\' /vol-new /vol-owned) END); echo \\"$l\\"; sleep 5; echo \\"$l\\""]',
+    ],
+    'line',
+  ),
 ];
 
 /** A HEALTHCHECK that fails while the program is on its first run, then passes; STOPSIGNAL is checked on the restart. */
-const HEALTH: Case = c('h1', 'HEALTHCHECK restarts the program after `retries` failures, STOPSIGNAL stops it', [
-  'STOPSIGNAL SIGUSR1',
-  'HEALTHCHECK --interval=2s --timeout=5s --retries=2 CMD test "$(cat /run/h1-runs)" -ge 2',
-  'CMD ["h1-app"]',
-], 'line');
+const HEALTH: Case = c(
+  'h1',
+  'HEALTHCHECK restarts the program after `retries` failures, STOPSIGNAL stops it',
+  [
+    'STOPSIGNAL SIGUSR1',
+    'HEALTHCHECK --interval=2s --timeout=5s --retries=2 CMD test "$(cat /run/h1-runs)" -ge 2',
+    'CMD ["h1-app"]',
+  ],
+  'line',
+);
 const H1_APP = `#!/bin/sh
 # Counts its starts; the image's HEALTHCHECK fails while this is the first. Prints the health state once healthy.
 n=$(( $(cat /run/h1-runs 2>/dev/null || echo 0) + 1 ))
@@ -117,7 +187,12 @@ while :; do sleep 1; done
 /** What h1 prints of the status file (Status, FailingStreak, the last check's ExitCode) once healthy: short lines travel. */
 const H1_HEALTHY = 'KILN-H1 status "Status": "healthy" "FailingStreak": 0 "ExitCode": 0';
 
-const REFUSED = refusal('r1', 'an unknown USER', ['USER nosuch', 'CMD ["probe"]'], 'unable to find user nosuch: no matching entries in passwd file');
+const REFUSED = refusal(
+  'r1',
+  'an unknown USER',
+  ['USER nosuch', 'CMD ["probe"]'],
+  'unable to find user nosuch: no matching entries in passwd file',
+);
 
 /** The files every case uses, in both bases. */
 const SETUP = `COPY probe h1-app /usr/local/bin/
@@ -130,25 +205,53 @@ RUN set -e; useradd -m -u 1000 app; groupadd -g 2000 extra; groupadd -g 2001 ext
  chmod 700 /p/closed /p/eacces/oprobe; chown app:app /vol-owned; chmod 750 /vol-owned
 `;
 
-async function sh(cmd: string, args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function sh(
+  cmd: string,
+  args: string[],
+  input?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const r = await run(cmd, args, { timeoutMs: 20 * 60_000, input, cwd: t.dir });
   return { code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 async function build(name: string, dockerfile: string, buildArgs: Record<string, string> = {}): Promise<string> {
-  const r = await sh('docker', ['build', '-q', '--network', 'host', '-t', tag(name), ...Object.entries(buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]), '-f', '-', t.dir], dockerfile);
+  const r = await sh(
+    'docker',
+    [
+      'build',
+      '-q',
+      '--network',
+      'host',
+      '-t',
+      tag(name),
+      ...Object.entries(buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]),
+      '-f',
+      '-',
+      t.dir,
+    ],
+    dockerfile,
+  );
   if (r.code !== 0) throw new Error(`docker build ${name} failed: ${r.stderr.slice(-2000)}`);
   made.push(tag(name));
   return tag(name);
 }
 
-interface Booted { serial: string; lines: string[]; probes: Map<string, ProbeResult> }
+interface Booted {
+  serial: string;
+  lines: string[];
+  probes: Map<string, ProbeResult>;
+}
 
 /**
  * The pipeline's finish/disk/boot stages on one exported image, with every case's service installed by the real
  * generator under its own name (kiln-c01.service, /etc/kiln/c01.sh, ...).
  */
-async function bootWith(name: string, image: string, configs: Map<string, ImageRuntimeConfig>, checks: Map<string, (line: string) => boolean>): Promise<Booted> {
+async function bootWith(
+  name: string,
+  image: string,
+  configs: Map<string, ImageRuntimeConfig>,
+  checks: Map<string, (line: string) => boolean>,
+): Promise<Booted> {
   const work = path.join(t.dir, name);
   const root = path.join(work, 'root');
   await fsp.mkdir(work, { recursive: true });
@@ -160,7 +263,11 @@ async function bootWith(name: string, image: string, configs: Map<string, ImageR
   const initrdFile = path.join(work, 'initrd.img');
   const kbytes = await copyOut(root, boot.kernel, kernelFile);
   const ibytes = await copyOut(root, boot.initrd!, initrdFile);
-  const layout = planDisk({ rootBytes: stats.blockBytes, entries: stats.files + stats.dirs + stats.symlinks, bootPayloadBytes: kbytes + ibytes });
+  const layout = planDisk({
+    rootBytes: stats.blockBytes,
+    entries: stats.files + stats.dirs + stats.symlinks,
+    bootPayloadBytes: kbytes + ibytes,
+  });
   const raw = path.join(work, 'image.raw');
   await assembleDisk({ layout, rootDir: root, kernelFile, initrdFile, workDir: work, out: raw });
   await fsp.rm(root, { recursive: true, force: true });
@@ -173,7 +280,15 @@ async function bootWith(name: string, image: string, configs: Map<string, ImageR
   const stop = new AbortController();
   let stopping = false;
   const res = await bootTest({
-    image: raw, artifact: name, format: 'raw', accel: 'tcg', timeoutSeconds: 1200, serialLogFile, expect: [/(?!)/], expectGraceSeconds: 1200, signal: stop.signal,
+    image: raw,
+    artifact: name,
+    format: 'raw',
+    accel: 'tcg',
+    timeoutSeconds: 1200,
+    serialLogFile,
+    expect: [/(?!)/],
+    expectGraceSeconds: 1200,
+    signal: stop.signal,
     onLine: (l) => {
       const line = stripAnsi(l).replace(/\r$/, '');
       for (const [id, check] of pending) if (check(line)) pending.delete(id);
@@ -185,7 +300,10 @@ async function bootWith(name: string, image: string, configs: Map<string, ImageR
   });
   const serial = stripAnsi(Buffer.from(await fsp.readFile(serialLogFile, 'latin1'), 'latin1').toString('utf8'));
   await fsp.rm(raw, { force: true });
-  if (pending.size) throw new Error(`${name}: the console never showed an intact line for ${[...pending.keys()].join(', ')} (${res.reason})\n${serial.slice(-6000)}`);
+  if (pending.size)
+    throw new Error(
+      `${name}: the console never showed an intact line for ${[...pending.keys()].join(', ')} (${res.reason})\n${serial.slice(-6000)}`,
+    );
   return { serial, lines: serial.split('\n').map((l) => l.replace(/\r$/, '')), probes: parseProbes(serial) };
 }
 
@@ -199,9 +317,8 @@ function consoleChecks(): Map<string, (line: string) => boolean> {
   for (const x of CASES) {
     if (x.kind === 'probe') {
       let seen = '';
-      checks.set(x.id, (l) => l.includes(`KILN-PROBE ${x.id} `) && parseProbes(seen += `${l}\n`).has(x.id));
-    }
-    else if (x.kind === 'fail') checks.set(x.id, (l) => l.endsWith(`kiln-${x.id}: cannot start: ${x.reason}`));
+      checks.set(x.id, (l) => l.includes(`KILN-PROBE ${x.id} `) && parseProbes((seen += `${l}\n`)).has(x.id));
+    } else if (x.kind === 'fail') checks.set(x.id, (l) => l.endsWith(`kiln-${x.id}: cannot start: ${x.reason}`));
     else {
       const want = kilnLine(dockerRuns.get(x.id)!.stdout, x.id);
       checks.set(x.id, (l) => !!want && l.endsWith(want));
@@ -217,18 +334,26 @@ beforeAll(async () => {
   await fsp.writeFile(path.join(t.dir, 'probe'), PROBE_SCRIPT, { mode: 0o755 });
   await fsp.writeFile(path.join(t.dir, 'h1-app'), H1_APP, { mode: 0o755 });
   // debian-minimal's kernel layer, byte for byte, so the engine's layer cache serves it.
-  const minimal = (await fsp.readFile(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8')).split('\nLABEL')[0]!;
+  const minimal = (await fsp.readFile(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8')).split(
+    '\nLABEL',
+  )[0]!;
   const systemdBase = await build('base-systemd', `${minimal}\n${SETUP}`);
-  const sysvBase = await build('base-sysvinit', `${minimal}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sysvinit-core && apt-get clean && rm -rf /var/lib/apt/lists/*\n${SETUP}`);
+  const sysvBase = await build(
+    'base-sysvinit',
+    `${minimal}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sysvinit-core && apt-get clean && rm -rf /var/lib/apt/lists/*\n${SETUP}`,
+  );
   for (const x of [...CASES, HEALTH, REFUSED]) {
     const image = await build(x.id, [`FROM ${systemdBase}`, ...x.dockerfile, ''].join('\n'), x.buildArgs);
     configs.set(x.id, (await docker.getImage(image).inspect()).Config as ImageRuntimeConfig);
   }
   // Four at a time: each probe takes 5 s.
   const queue = [...CASES, REFUSED];
-  await Promise.all(Array.from({ length: 4 }, async () => {
-    for (let x = queue.shift(); x; x = queue.shift()) dockerRuns.set(x.id, await sh('docker', ['run', '--rm', '--network', 'none', tag(x.id)]));
-  }));
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      for (let x = queue.shift(); x; x = queue.shift())
+        dockerRuns.set(x.id, await sh('docker', ['run', '--rm', '--network', 'none', tag(x.id)]));
+    }),
+  );
   const bootConfigs = new Map([...CASES, HEALTH].map((x) => [x.id, configs.get(x.id)!]));
   booted.set('systemd', await bootWith('systemd', systemdBase, bootConfigs, consoleChecks()));
   booted.set('sysvinit', await bootWith('sysvinit', sysvBase, bootConfigs, consoleChecks()));
@@ -244,43 +369,65 @@ function withoutHostname(p: ProbeResult, hostname: string): ProbeResult {
   return { ...p, env: p.env.map((e) => (e === `HOSTNAME=${hostname}` ? 'HOSTNAME=<hostname>' : e)) };
 }
 
-describe.each(['systemd', 'sysvinit'] as const)('a booted %s image runs each image config as docker run does', (init) => {
-  it.each(CASES.filter((x) => x.kind === 'probe').map((x) => [x.id, x.title, x] as const))('%s: %s', (id, _title, x) => {
-    const d = dockerRuns.get(id)!;
-    expect(d.code, d.stderr).toBe(0);
-    const fromDocker = parseProbes(d.stdout).get(id)!;
-    const dockerHost = /^HOSTNAME=([0-9a-f]{12})$/m.exec(fromDocker.env.join('\n'))?.[1];
-    const inVm = booted.get(init)!.probes.get(id)!;
-    expect(inVm, `no probe line for ${id}`).toBeDefined();
-    const expected = x.dockerfile.includes('ENV HOSTNAME=fixed') ? fromDocker : withoutHostname(fromDocker, dockerHost ?? '');
-    expect(withoutHostname(inVm, HOSTNAME)).toEqual(expected);
-  });
+describe.each(['systemd', 'sysvinit'] as const)(
+  'a booted %s image runs each image config as docker run does',
+  (init) => {
+    it.each(CASES.filter((x) => x.kind === 'probe').map((x) => [x.id, x.title, x] as const))(
+      '%s: %s',
+      (id, _title, x) => {
+        const d = dockerRuns.get(id)!;
+        expect(d.code, d.stderr).toBe(0);
+        const fromDocker = parseProbes(d.stdout).get(id)!;
+        const dockerHost = /^HOSTNAME=([0-9a-f]{12})$/m.exec(fromDocker.env.join('\n'))?.[1];
+        const inVm = booted.get(init)!.probes.get(id)!;
+        expect(inVm, `no probe line for ${id}`).toBeDefined();
+        const expected = x.dockerfile.includes('ENV HOSTNAME=fixed')
+          ? fromDocker
+          : withoutHostname(fromDocker, dockerHost ?? '');
+        expect(withoutHostname(inVm, HOSTNAME)).toEqual(expected);
+      },
+    );
 
-  it.each(CASES.filter((x) => x.kind === 'fail').map((x) => [x.id, x.title, x] as const))('%s: %s: both refuse to start it, with the same reason', (id, _title, x) => {
-    const d = dockerRuns.get(id)!;
-    expect(d.code).not.toBe(0);
-    expect(d.stdout + d.stderr).toContain(x.reason);
-    expect(booted.get(init)!.lines.some((l) => l.endsWith(`kiln-${id}: cannot start: ${x.reason}`))).toBe(true);
-  });
+    it.each(CASES.filter((x) => x.kind === 'fail').map((x) => [x.id, x.title, x] as const))(
+      '%s: %s: both refuse to start it, with the same reason',
+      (id, _title, x) => {
+        const d = dockerRuns.get(id)!;
+        expect(d.code).not.toBe(0);
+        expect(d.stdout + d.stderr).toContain(x.reason);
+        expect(booted.get(init)!.lines.some((l) => l.endsWith(`kiln-${id}: cannot start: ${x.reason}`))).toBe(true);
+      },
+    );
 
-  it('c34: VOLUME paths: the same files, owners and modes, writable by the same users', () => {
-    const want = kilnLine(dockerRuns.get('c34')!.stdout, 'c34');
-    expect(want).toBe('KILN-LINE c34 owned-ok touch: cannot touch \'/vol-new/x\': Permission denied new-denied root:root 755 app:app 750 END');
-    expect(booted.get(init)!.lines.some((l) => l.endsWith(want!))).toBe(true);
-  });
+    it('c34: VOLUME paths: the same files, owners and modes, writable by the same users', () => {
+      const want = kilnLine(dockerRuns.get('c34')!.stdout, 'c34');
+      expect(want).toBe(
+        "KILN-LINE c34 owned-ok touch: cannot touch '/vol-new/x': Permission denied new-denied root:root 755 app:app 750 END",
+      );
+      expect(booted.get(init)!.lines.some((l) => l.endsWith(want!))).toBe(true);
+    });
 
-  it('h1: HEALTHCHECK restarts the program after `retries` failures (STOPSIGNAL first), and the status file says healthy after', () => {
-    const serial = booted.get(init)!.serial;
-    const order = ['KILN-H1 run 1', 'kiln-h1: health: unhealthy (exit 1, 2 failed in a row), restarting it', 'KILN-H1 got USR1 in run 1', 'KILN-H1 run 2', 'kiln-h1: health: healthy (exit 0)'];
-    const at = order.map((s) => serial.indexOf(s));
-    expect(at.every((i) => i >= 0), JSON.stringify(at)).toBe(true);
-    expect([...at].sort((a, b) => a - b)).toEqual(at);
-    expect(serial).toContain(H1_HEALTHY);
-  });
-});
+    it('h1: HEALTHCHECK restarts the program after `retries` failures (STOPSIGNAL first), and the status file says healthy after', () => {
+      const serial = booted.get(init)!.serial;
+      const order = [
+        'KILN-H1 run 1',
+        'kiln-h1: health: unhealthy (exit 1, 2 failed in a row), restarting it',
+        'KILN-H1 got USR1 in run 1',
+        'KILN-H1 run 2',
+        'kiln-h1: health: healthy (exit 0)',
+      ];
+      const at = order.map((s) => serial.indexOf(s));
+      expect(
+        at.every((i) => i >= 0),
+        JSON.stringify(at),
+      ).toBe(true);
+      expect([...at].sort((a, b) => a - b)).toEqual(at);
+      expect(serial).toContain(H1_HEALTHY);
+    });
+  },
+);
 
 describe('what docker run refuses', () => {
-  it('r1: an unknown USER fails the build with Docker\'s own reason, instead of a service that cannot start', async () => {
+  it("r1: an unknown USER fails the build with Docker's own reason, instead of a service that cannot start", async () => {
     const d = dockerRuns.get('r1')!;
     expect(d.code).not.toBe(0);
     expect(d.stderr).toContain(REFUSED.reason);

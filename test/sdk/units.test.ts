@@ -37,20 +37,44 @@ Version: 252.39-1~deb12u1+b1
 describe('dpkg database', () => {
   it('reads installed packages with source package and version', () => {
     expect(parseDpkgStatus(STATUS)).toEqual([
-      { name: 'libc6', version: '2.36-9+deb12u10', architecture: 'amd64', source: 'glibc', sourceVersion: '2.36-9+deb12u10' },
-      { name: 'libsystemd0', version: '252.39-1~deb12u1+b1', architecture: 'amd64', source: 'systemd', sourceVersion: '252.39-1~deb12u1' },
+      {
+        name: 'libc6',
+        version: '2.36-9+deb12u10',
+        architecture: 'amd64',
+        source: 'glibc',
+        sourceVersion: '2.36-9+deb12u10',
+      },
+      {
+        name: 'libsystemd0',
+        version: '252.39-1~deb12u1+b1',
+        architecture: 'amd64',
+        source: 'systemd',
+        sourceVersion: '252.39-1~deb12u1',
+      },
     ]);
   });
 
   it('SPDX 2.3 document lists each package with a purl and a CONTAINS relationship', () => {
     const pkgs = parseDpkgStatus(STATUS);
-    const doc = buildSpdx({ name: 'x', createdAt: '2026-01-01T00:00:00.000Z', sdkVersion: '1', os: { ID: 'debian', VERSION_ID: '12' }, packages: pkgs, artifacts: [{ name: 'image.raw', format: 'raw', size: 1, allocated: 1, sha256: 'a'.repeat(64) }] }) as {
-      spdxVersion: string; creationInfo: { created: string }; packages: { SPDXID: string; externalRefs?: { referenceLocator: string }[] }[]; relationships: { relationshipType: string }[];
+    const doc = buildSpdx({
+      name: 'x',
+      createdAt: '2026-01-01T00:00:00.000Z',
+      sdkVersion: '1',
+      os: { ID: 'debian', VERSION_ID: '12' },
+      packages: pkgs,
+      artifacts: [{ name: 'image.raw', format: 'raw', size: 1, allocated: 1, sha256: 'a'.repeat(64) }],
+    }) as {
+      spdxVersion: string;
+      creationInfo: { created: string };
+      packages: { SPDXID: string; externalRefs?: { referenceLocator: string }[] }[];
+      relationships: { relationshipType: string }[];
     };
     expect(doc.spdxVersion).toBe('SPDX-2.3');
     expect(doc.creationInfo.created).toBe('2026-01-01T00:00:00Z');
     expect(doc.packages).toHaveLength(3);
-    expect(doc.packages[2]!.externalRefs![0]!.referenceLocator).toBe('pkg:deb/debian/libsystemd0@252.39-1~deb12u1%2Bb1?arch=amd64&distro=debian-12');
+    expect(doc.packages[2]!.externalRefs![0]!.referenceLocator).toBe(
+      'pkg:deb/debian/libsystemd0@252.39-1~deb12u1%2Bb1?arch=amd64&distro=debian-12',
+    );
     expect(doc.relationships.filter((r) => r.relationshipType === 'CONTAINS')).toHaveLength(2);
   });
 
@@ -65,11 +89,26 @@ describe('dpkg database', () => {
 describe('SLSA provenance', () => {
   it('is an in-toto v1 statement with the base digest and no build-arg values', () => {
     const p = buildProvenance({
-      artifacts: [{ name: 'image.raw', format: 'raw', size: 1, allocated: 1, sha256: 'b'.repeat(64) }], extraSubjects: [],
-      dockerfileSha256: 'c'.repeat(64), formats: ['raw'], buildArgNames: ['TOKEN'], bases: [{ name: 'debian:bookworm', id: 'sha256:' + 'd'.repeat(64) }],
-      sdkVersion: '1', settings: { buildNetwork: 'host', memoryMb: 1, cpus: 1, buildTimeoutSeconds: 1, maxImageMb: 1 },
-      startedOn: 'a', finishedOn: 'b', env: { BUILD_URL: 'https://ci/job/1/' },
-    }) as { _type: string; predicateType: string; subject: unknown[]; predicate: { buildDefinition: { resolvedDependencies: { digest: { sha256: string } }[]; externalParameters: unknown }; runDetails: { metadata: { invocationId: string } } } };
+      artifacts: [{ name: 'image.raw', format: 'raw', size: 1, allocated: 1, sha256: 'b'.repeat(64) }],
+      extraSubjects: [],
+      dockerfileSha256: 'c'.repeat(64),
+      formats: ['raw'],
+      buildArgNames: ['TOKEN'],
+      bases: [{ name: 'debian:bookworm', id: 'sha256:' + 'd'.repeat(64) }],
+      sdkVersion: '1',
+      settings: { buildNetwork: 'host', memoryMb: 1, cpus: 1, buildTimeoutSeconds: 1, maxImageMb: 1 },
+      startedOn: 'a',
+      finishedOn: 'b',
+      env: { BUILD_URL: 'https://ci/job/1/' },
+    }) as {
+      _type: string;
+      predicateType: string;
+      subject: unknown[];
+      predicate: {
+        buildDefinition: { resolvedDependencies: { digest: { sha256: string } }[]; externalParameters: unknown };
+        runDetails: { metadata: { invocationId: string } };
+      };
+    };
     expect(p._type).toBe('https://in-toto.io/Statement/v1');
     expect(p.predicateType).toBe('https://slsa.dev/provenance/v1');
     expect(p.subject).toEqual([{ name: 'image.raw', digest: { sha256: 'b'.repeat(64) } }]);
@@ -80,12 +119,25 @@ describe('SLSA provenance', () => {
 
   it("carries the image's LABELs on each artifact subject, not on the manifest's", () => {
     const p = buildProvenance({
-      artifacts: [{ name: 'image.raw', format: 'raw', size: 1, allocated: 1, sha256: 'b'.repeat(64) }], extraSubjects: [{ name: 'manifest.json', sha256: 'e'.repeat(64) }],
-      dockerfileSha256: 'c'.repeat(64), formats: ['raw'], buildArgNames: [], bases: [], labels: { 'org.opencontainers.image.title': 'demo', version: '1.2' },
-      sdkVersion: '1', settings: { buildNetwork: 'host', memoryMb: 1, cpus: 1, buildTimeoutSeconds: 1, maxImageMb: 1 }, startedOn: 'a', finishedOn: 'b', env: {},
+      artifacts: [{ name: 'image.raw', format: 'raw', size: 1, allocated: 1, sha256: 'b'.repeat(64) }],
+      extraSubjects: [{ name: 'manifest.json', sha256: 'e'.repeat(64) }],
+      dockerfileSha256: 'c'.repeat(64),
+      formats: ['raw'],
+      buildArgNames: [],
+      bases: [],
+      labels: { 'org.opencontainers.image.title': 'demo', version: '1.2' },
+      sdkVersion: '1',
+      settings: { buildNetwork: 'host', memoryMb: 1, cpus: 1, buildTimeoutSeconds: 1, maxImageMb: 1 },
+      startedOn: 'a',
+      finishedOn: 'b',
+      env: {},
     }) as { subject: unknown[] };
     expect(p.subject).toEqual([
-      { name: 'image.raw', digest: { sha256: 'b'.repeat(64) }, annotations: { 'org.opencontainers.image.title': 'demo', version: '1.2' } },
+      {
+        name: 'image.raw',
+        digest: { sha256: 'b'.repeat(64) },
+        annotations: { 'org.opencontainers.image.title': 'demo', version: '1.2' },
+      },
       { name: 'manifest.json', digest: { sha256: 'e'.repeat(64) } },
     ]);
   });
@@ -97,8 +149,14 @@ afterAll(() => tmp.cleanup());
 describe('.dockerignore', () => {
   const rules = parseDockerignore('# c\n**/*.secret\nnode_modules\n*.log\n!keep.log\n/tmp/\n');
   it.each([
-    ['a.secret', true], ['files/x/y.secret', true], ['node_modules/a/b.js', true], ['x.log', true], ['keep.log', false],
-    ['sub/x.log', false], ['tmp/a', true], ['src/main.c', false],
+    ['a.secret', true],
+    ['files/x/y.secret', true],
+    ['node_modules/a/b.js', true],
+    ['x.log', true],
+    ['keep.log', false],
+    ['sub/x.log', false],
+    ['tmp/a', true],
+    ['src/main.c', false],
   ])('%s ignored=%s', (p, want) => {
     expect(isIgnored(rules, p)).toBe(want);
   });
@@ -115,21 +173,32 @@ describe('misc', () => {
   });
   it('kernel versions compare numerically', () => {
     expect(['6.1.0-9-amd64', '6.1.0-10-amd64', '5.10.0-1-amd64'].sort(compareVersions).at(-1)).toBe('6.1.0-10-amd64');
-    expect(parseOsRelease('ID=debian\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n').PRETTY_NAME).toBe('Debian GNU/Linux 12 (bookworm)');
+    expect(parseOsRelease('ID=debian\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n').PRETTY_NAME).toBe(
+      'Debian GNU/Linux 12 (bookworm)',
+    );
   });
   it('sfdisk script and syslinux config', () => {
     const l = planDisk({ rootBytes: 1 << 20, entries: 10, bootPayloadBytes: 1 << 20 });
-    expect(sfdiskScript(l)).toBe(`label: dos\nunit: sectors\nstart=2048, size=${l.boot.sectors}, type=c, bootable\nstart=${l.root.startSector}, size=${l.root.sectors}, type=83\n`);
+    expect(sfdiskScript(l)).toBe(
+      `label: dos\nunit: sectors\nstart=2048, size=${l.boot.sectors}, type=c, bootable\nstart=${l.root.startSector}, size=${l.root.sectors}, type=83\n`,
+    );
     expect(syslinuxCfg(KERNEL_CMDLINE)).toContain('APPEND root=LABEL=root rw');
     const g = planDisk({ rootBytes: 1 << 20, entries: 10, bootPayloadBytes: 1 << 20 }, 'gpt');
     expect(g.totalBytes).toBe(l.totalBytes + 2 ** 20);
-    expect(sfdiskScript(g)).toBe(`label: gpt\nunit: sectors\nstart=2048, size=${g.boot.sectors}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="ESP", attrs="LegacyBIOSBootable"\n` +
-      `start=${g.root.startSector}, size=${g.root.sectors}, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="root"\n`);
+    expect(sfdiskScript(g)).toBe(
+      `label: gpt\nunit: sectors\nstart=2048, size=${g.boot.sectors}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="ESP", attrs="LegacyBIOSBootable"\n` +
+        `start=${g.root.startSector}, size=${g.root.sectors}, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="root"\n`,
+    );
   });
   it('the reporter escapes forged progress lines and enforces the log cap', () => {
     const out: string[] = [];
     let capped = 0;
-    const r = new Reporter(undefined, 90, (s) => out.push(s), () => capped++);
+    const r = new Reporter(
+      undefined,
+      90,
+      (s) => out.push(s),
+      () => capped++,
+    );
     r.output('##kiln {"stage":"done","percent":100}\n\x1b[31mred\x1b[0m');
     r.progress('build', 10.4, 'x');
     r.output('[kiln] build succeeded');
@@ -144,7 +213,10 @@ describe('misc', () => {
     expect(capped).toBe(1);
     expect(r.logCapHit).toBe(true);
     // Past the cap: the marker, then the SDK's own lines only (the build's are dropped).
-    expect(out.slice(4)).toEqual(['[kiln] log truncated: it reached the cap of 90 bytes (sdk.logCapBytes); the build\'s further output is dropped\n', '[kiln] FAILED (limit_exceeded): why\n']);
+    expect(out.slice(4)).toEqual([
+      "[kiln] log truncated: it reached the cap of 90 bytes (sdk.logCapBytes); the build's further output is dropped\n",
+      '[kiln] FAILED (limit_exceeded): why\n',
+    ]);
   });
 });
 
@@ -190,7 +262,7 @@ describe('where the file tree is staged (staging.ts)', () => {
     expect(existsSync(work)).toBe(true);
   });
 
-  it('removes the trees of SDKs that were killed (pid and start time in the name), never a live SDK\'s', async () => {
+  it("removes the trees of SDKs that were killed (pid and start time in the name), never a live SDK's", async () => {
     const shm = path.join(tmp.dir, 'shm');
     mkdirSync(shm);
     const dead = spawnSync('true').pid!;

@@ -23,22 +23,34 @@ const CAP_HEX = `0x${CAP.toString('hex')}`;
 
 /** The capability of a file as hex (getfattr, an independent reader), or undefined when it has none. */
 async function capOf(file: string): Promise<string | undefined> {
-  const r = await run('getfattr', ['--absolute-names', '-h', '-e', 'hex', '-n', 'security.capability', file], { timeoutMs: 10_000 });
+  const r = await run('getfattr', ['--absolute-names', '-h', '-e', 'hex', '-n', 'security.capability', file], {
+    timeoutMs: 10_000,
+  });
   return /security\.capability=(0x[0-9a-f]+)/.exec(r.stdout)?.[1];
 }
 
 /** Every xattr of a file (any namespace), as getfattr dumps it; '' when none. */
 async function allXattrs(file: string): Promise<string> {
-  const r = await run('getfattr', ['--absolute-names', '-h', '-d', '-m', '-', '-e', 'hex', file], { timeoutMs: 10_000 });
+  const r = await run('getfattr', ['--absolute-names', '-h', '-d', '-m', '-', '-e', 'hex', file], {
+    timeoutMs: 10_000,
+  });
   return r.stdout.trim();
 }
 
-
 // A minimal tar writer, so the tests can put raw bytes in PAX values and use GNU long names and base-256 sizes
 // (tar-stream's packer writes PAX values as text).
-function header(o: { name: string; type: string; size?: number; linkname?: string; mode?: number; base256?: boolean }): Buffer {
+function header(o: {
+  name: string;
+  type: string;
+  size?: number;
+  linkname?: string;
+  mode?: number;
+  base256?: boolean;
+}): Buffer {
   const b = Buffer.alloc(512);
-  const str = (s: string, off: number, len: number) => { Buffer.from(s, 'utf8').copy(b, off, 0, len); };
+  const str = (s: string, off: number, len: number) => {
+    Buffer.from(s, 'utf8').copy(b, off, 0, len);
+  };
   const oct = (n: number, off: number, len: number) => str(`${n.toString(8).padStart(len - 1, '0')}\0`, off, len);
   str(o.name, 0, 100);
   oct(o.mode ?? 0o755, 100, 8);
@@ -111,7 +123,9 @@ describe('file capabilities from a real GNU tar --xattrs', () => {
     }
     expect(await capOf(path.join(src, 'bin/ping'))).toBe(CAP_HEX);
     const tar = path.join(t.dir, 'rootfs.tar');
-    const r = await run('tar', ['--xattrs', '--xattrs-include=security.capability', '-C', src, '-cf', tar, '.'], { timeoutMs: 30_000 });
+    const r = await run('tar', ['--xattrs', '--xattrs-include=security.capability', '-C', src, '-cf', tar, '.'], {
+      timeoutMs: 30_000,
+    });
     expect(r.code, r.stderr).toBe(0);
     stats = await extractRootfs(Readable.from(await fsp.readFile(tar)), root, { onWarning: (m) => warnings.push(m) });
   });
@@ -137,13 +151,19 @@ describe('file capabilities from a real GNU tar --xattrs', () => {
     const layout = planDisk({ rootBytes: stats.blockBytes, entries: stats.entries, bootPayloadBytes: 12 });
     const out = path.join(t.dir, 'disk.raw');
     await assembleDisk({ layout, rootDir: root, kernelFile: kernel, workDir: stage, out });
-    const r = await run('debugfs', ['-R', 'ea_get -x /bin/ping security.capability', `${out}?offset=${layout.root.startSector * 512}`], { timeoutMs: 30_000 });
+    const r = await run(
+      'debugfs',
+      ['-R', 'ea_get -x /bin/ping security.capability', `${out}?offset=${layout.root.startSector * 512}`],
+      { timeoutMs: 30_000 },
+    );
     expect(r.stdout.replace(/\s+/g, ' ')).toContain(`= ${CAP.toString('hex').match(/../g)!.join(' ')}`);
   }, 60_000);
 
   it('mksquashfs (the ISO stage) keeps it too', async () => {
     const sq = path.join(t.dir, 'fs.squashfs');
-    const r = await run('mksquashfs', [root, sq, '-comp', 'zstd', '-noappend', '-no-progress', '-quiet'], { timeoutMs: 60_000 });
+    const r = await run('mksquashfs', [root, sq, '-comp', 'zstd', '-noappend', '-no-progress', '-quiet'], {
+      timeoutMs: 60_000,
+    });
     expect(r.code, r.stderr).toBe(0);
     const un = path.join(t.dir, 'unsquashed');
     const u = await run('unsquashfs', ['-q', '-d', un, sq], { timeoutMs: 60_000 });
@@ -171,35 +191,54 @@ describe('hostile capabilities never land outside the staging dir', () => {
     const tar = Buffer.concat([
       dir('./'),
       dir('bin/'),
-      capPax(), file('bin/ping', 'ping'),
+      capPax(),
+      file('bin/ping', 'ping'),
       // A hard link inside the tree to an extracted file: same inode, fine.
-      capPax(), hardlink('bin/ping2', 'bin/ping'),
+      capPax(),
+      hardlink('bin/ping2', 'bin/ping'),
       // A capability on a symlink entry to a host file.
-      capPax(), symlink('victim-link', victim),
+      capPax(),
+      symlink('victim-link', victim),
       // A file under a symlinked directory.
       symlink('sub', path.join(outside, 'dir')),
-      capPax(), file('sub/planted', 'x'),
+      capPax(),
+      file('sub/planted', 'x'),
       // Hard links to a host file.
-      capPax(), hardlink('hl-up', '../outside/victim'),
-      capPax(), hardlink('hl-abs', victim),
+      capPax(),
+      hardlink('hl-up', '../outside/victim'),
+      capPax(),
+      hardlink('hl-abs', victim),
       // A file with a capability later replaced by a symlink to the host file.
-      capPax(), file('swap', 'first'),
+      capPax(),
+      file('swap', 'first'),
       symlink('swap', victim),
       // A refused entry of the same name changes nothing: the file keeps its capability.
-      capPax(), file('keep', 'kept'),
+      capPax(),
+      file('keep', 'kept'),
       hardlink('keep', '../outside/victim'),
       // A symlink to the host file later replaced by a file with a capability: the file gets it, the host file not.
       symlink('swap2', victim),
-      capPax(), file('swap2', 'second'),
+      capPax(),
+      file('swap2', 'second'),
       // GNU long name, PAX path, base-256 size: the capability follows the entry's final name.
-      capPax(), gnuLong(longName), file(longName.slice(0, 99), 'long'),
-      pax([['path', Buffer.from(paxName)], ['SCHILY.xattr.security.capability', CAP]]), file(paxName.slice(0, 99), 'pax'),
-      capPax(), file('big256', 'hello', { base256: true }),
+      capPax(),
+      gnuLong(longName),
+      file(longName.slice(0, 99), 'long'),
+      pax([
+        ['path', Buffer.from(paxName)],
+        ['SCHILY.xattr.security.capability', CAP],
+      ]),
+      file(paxName.slice(0, 99), 'pax'),
+      capPax(),
+      file('big256', 'hello', { base256: true }),
       // Values that are not capabilities: too long (skipped with a warning) or refused by the kernel (warned, build goes on).
-      capPax(Buffer.alloc(100, 0x80)), file('huge-cap', 'x'),
-      capPax(bad), file('bad-cap', 'x'),
+      capPax(Buffer.alloc(100, 0x80)),
+      file('huge-cap', 'x'),
+      capPax(bad),
+      file('bad-cap', 'x'),
       // Only regular files: a directory with a capability gets none.
-      capPax(), dir('etc/'),
+      capPax(),
+      dir('etc/'),
       file('after', 'still extracted'),
       end(),
     ]);
@@ -228,9 +267,12 @@ describe('hostile capabilities never land outside the staging dir', () => {
     expect(await capOf(path.join(root, 'big256'))).toBe(CAP_HEX);
     expect(await fsp.readFile(path.join(root, 'big256'), 'utf8')).toBe('hello');
     expect(await fsp.readFile(path.join(root, 'after'), 'utf8')).toBe('still extracted');
-    for (const f of ['victim-link', 'swap', 'etc', 'huge-cap', 'bad-cap']) expect(await allXattrs(path.join(root, f)), f).toBe('');
+    for (const f of ['victim-link', 'swap', 'etc', 'huge-cap', 'bad-cap'])
+      expect(await allXattrs(path.join(root, f)), f).toBe('');
     expect((await fsp.lstat(path.join(root, 'swap'))).isSymbolicLink()).toBe(true);
-    expect(stats.capabilities.map((c) => c.name).sort()).toEqual(['big256', 'bin/ping', 'bin/ping2', 'keep', longName, paxName, 'swap2'].sort());
+    expect(stats.capabilities.map((c) => c.name).sort()).toEqual(
+      ['big256', 'bin/ping', 'bin/ping2', 'keep', longName, paxName, 'swap2'].sort(),
+    );
   });
 
   it('warns about what it did not apply, and does not fail the extraction', () => {
@@ -273,16 +315,23 @@ describe('a real build whose Dockerfile runs setcap', () => {
 
   beforeAll(async () => {
     const df = path.join(t.dir, 'Dockerfile');
-    await fsp.writeFile(df, [
-      'FROM debian:bookworm',
-      'RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin && rm -rf /var/lib/apt/lists/*',
-      `RUN cp /bin/true ${bin} && setcap cap_setuid,cap_net_raw+ep ${bin} && getcap ${bin}`,
-      // The app service reports, from the booted machine's own root filesystem, what the kernel there sees.
-      `CMD ["/bin/sh", "-c", "echo kiln-cap-check: $(getcap ${bin}); exec sleep infinity"]`,
-      '',
-    ].join('\n'));
+    await fsp.writeFile(
+      df,
+      [
+        'FROM debian:bookworm',
+        'RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin && rm -rf /var/lib/apt/lists/*',
+        `RUN cp /bin/true ${bin} && setcap cap_setuid,cap_net_raw+ep ${bin} && getcap ${bin}`,
+        // The app service reports, from the booted machine's own root filesystem, what the kernel there sees.
+        `CMD ["/bin/sh", "-c", "echo kiln-cap-check: $(getcap ${bin}); exec sleep infinity"]`,
+        '',
+      ].join('\n'),
+    );
     const code = await new Promise<number | null>((resolve, reject) => {
-      const p = spawn(path.join(repo, 'bin/kiln'), ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw,tar', '--boot-firmware', 'bios'], { stdio: 'ignore' });
+      const p = spawn(
+        path.join(repo, 'bin/kiln'),
+        ['sdk', 'build', '--dockerfile', df, '--out', out, '--format', 'raw,tar', '--boot-firmware', 'bios'],
+        { stdio: 'ignore' },
+      );
       p.on('error', reject);
       p.on('close', resolve);
     });
@@ -290,27 +339,53 @@ describe('a real build whose Dockerfile runs setcap', () => {
     expect(code, log.slice(-3000)).toBe(0);
   }, 300_000);
 
-  it('the export stage reads the engine\'s capability into the staging tree, bytes intact', async () => {
+  it("the export stage reads the engine's capability into the staging tree, bytes intact", async () => {
     const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as { image: { tag: string } };
     const docker = new Dockerode({ socketPath: '/var/run/docker.sock' });
     const stage = path.join(t.dir, 'stage');
     await fsp.mkdir(stage, { mode: 0o700 });
     const root = path.join(stage, 'root');
-    const stats = await exportRootfs(docker, m.image.tag, root, { maxBytes: 4 * 2 ** 30, maxEntries: 1_000_000 }, new Reporter(undefined, 1 << 20, () => undefined));
+    const stats = await exportRootfs(
+      docker,
+      m.image.tag,
+      root,
+      { maxBytes: 4 * 2 ** 30, maxEntries: 1_000_000 },
+      new Reporter(undefined, 1 << 20, () => undefined),
+    );
     expect(await capOf(path.join(root, bin))).toBe(CAP_HEX);
-    expect(stats.capabilities).toContainEqual({ name: bin.slice(1), capability: 'v2 permitted=0x2080 effective', value: CAP.toString('hex') });
+    expect(stats.capabilities).toContainEqual({
+      name: bin.slice(1),
+      capability: 'v2 permitted=0x2080 effective',
+      value: CAP.toString('hex'),
+    });
     expect(stats.capabilityFailures).toBe(0);
     const log = await fsp.readFile(path.join(out, 'build.log'), 'utf8');
     expect(log).toContain(`file capabilities kept on`);
     expect(log).toContain(`${bin} (v2 permitted=0x2080 effective)`);
-    const manifest = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as { fileCapabilities?: unknown[] };
-    expect(manifest.fileCapabilities).toContainEqual({ path: bin, capability: 'v2 permitted=0x2080 effective', value: CAP.toString('hex') });
+    const manifest = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as {
+      fileCapabilities?: unknown[];
+    };
+    expect(manifest.fileCapabilities).toContainEqual({
+      path: bin,
+      capability: 'v2 permitted=0x2080 effective',
+      value: CAP.toString('hex'),
+    });
   }, 120_000);
 
-  it('the raw disk\'s root filesystem has it (debugfs, nothing mounted)', async () => {
-    const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as { disk: { sectorSize: number; partitions: { label: string; startSector: number }[] } };
+  it("the raw disk's root filesystem has it (debugfs, nothing mounted)", async () => {
+    const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as {
+      disk: { sectorSize: number; partitions: { label: string; startSector: number }[] };
+    };
     const rootPart = m.disk.partitions.find((p) => p.label === 'root')!;
-    const r = await run('debugfs', ['-R', `ea_get -x ${bin} security.capability`, `${path.join(out, 'image.raw')}?offset=${rootPart.startSector * m.disk.sectorSize}`], { timeoutMs: 60_000 });
+    const r = await run(
+      'debugfs',
+      [
+        '-R',
+        `ea_get -x ${bin} security.capability`,
+        `${path.join(out, 'image.raw')}?offset=${rootPart.startSector * m.disk.sectorSize}`,
+      ],
+      { timeoutMs: 60_000 },
+    );
     expect(r.stdout.replace(/\s+/g, ' '), r.stderr).toContain(`= ${CAP.toString('hex').match(/../g)!.join(' ')}`);
   }, 60_000);
 
@@ -322,7 +397,20 @@ describe('a real build whose Dockerfile runs setcap', () => {
   it('rootfs.tar.zst has it: GNU tar --xattrs restores it', async () => {
     const x = path.join(t.dir, 'fromtar');
     await fsp.mkdir(x);
-    const r = await run('tar', ['--zstd', '--xattrs', '--xattrs-include=security.capability', '-C', x, '-xf', path.join(out, 'rootfs.tar.zst'), `.${bin}`], { timeoutMs: 60_000 });
+    const r = await run(
+      'tar',
+      [
+        '--zstd',
+        '--xattrs',
+        '--xattrs-include=security.capability',
+        '-C',
+        x,
+        '-xf',
+        path.join(out, 'rootfs.tar.zst'),
+        `.${bin}`,
+      ],
+      { timeoutMs: 60_000 },
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(await capOf(path.join(x, bin))).toBe(CAP_HEX);
   }, 60_000);

@@ -18,7 +18,8 @@ describe('generateEd25519', () => {
       const kp = generateEd25519('t');
       const priv = utils.parseKey(kp.private);
       const pub = utils.parseKey(kp.public);
-      if (priv instanceof Error || pub instanceof Error) throw new Error(`key ${i} does not parse: ${String(priv)} ${String(pub)}`);
+      if (priv instanceof Error || pub instanceof Error)
+        throw new Error(`key ${i} does not parse: ${String(priv)} ${String(pub)}`);
       const raw = pub.getPublicSSH();
       expect(raw.length).toBe(4 + 11 + 4 + 32);
       if (raw[19] === 0) leadingZero++;

@@ -7,7 +7,16 @@ import { addUser, startTestWeb, type TestWeb } from '../helpers/web.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
 import { until } from '../helpers/wait.js';
 
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const PW = 'correct horse battery staple';
 
 /**
@@ -20,13 +29,16 @@ describe('admin console in the browser', () => {
   let browser: Browser;
   let root: { username: string; password: string };
   const shots = tempDir('kiln-shots-admin-');
-  const shot = (page: Page, name: string) => page.screenshot({ path: path.join(shots.dir, `${name}.png`), fullPage: true });
+  const shot = (page: Page, name: string) =>
+    page.screenshot({ path: path.join(shots.dir, `${name}.png`), fullPage: true });
 
   async function open(): Promise<{ page: Page; problems: string[] }> {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
     const problems: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(m.text());
+    });
     page.on('pageerror', (e) => problems.push(String(e)));
     return { page, problems };
   }
@@ -49,7 +61,7 @@ describe('admin console in the browser', () => {
     if (!process.env.KILN_KEEP_SCREENSHOTS) shots.cleanup();
   });
 
-  it('an admin approves a new user, then disables them: the user\'s open session ends at their next click', async () => {
+  it("an admin approves a new user, then disables them: the user's open session ends at their next click", async () => {
     const user = await open();
     const admin = await open();
     await user.page.goto(w.url + '/register');
@@ -112,8 +124,13 @@ describe('admin console in the browser', () => {
     const df = Number(/\/dockerfiles\/(\d+)$/.exec(user.page.url())![1]);
     await user.page.click('button:has-text("Build")');
     await user.page.waitForURL(/\/builds\/\d+$/);
-    await user.page.waitForFunction(() => document.getElementById('state')?.textContent === 'succeeded', null, { timeout: 60_000 });
-    await w.local.backend.putJob(4711, jobSpecSchema.parse({ owner: 'elsewhere', name: 'by-hand', dockerfile: 'FROM debian:bookworm\n' }));
+    await user.page.waitForFunction(() => document.getElementById('state')?.textContent === 'succeeded', null, {
+      timeout: 60_000,
+    });
+    await w.local.backend.putJob(
+      4711,
+      jobSpecSchema.parse({ owner: 'elsewhere', name: 'by-hand', dockerfile: 'FROM debian:bookworm\n' }),
+    );
 
     const admin = await open();
     await logIn(admin.page, root.username, root.password);

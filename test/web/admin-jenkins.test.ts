@@ -23,14 +23,26 @@ describe('admin console over Jenkins', () => {
   let w: TestWeb;
   let raw: Jenkins;
   let admin: HttpClient;
-  const post = async (p: string, body: Json = {}) => admin.postJson(p, body, { 'x-csrf-token': await admin.apiToken() });
+  const post = async (p: string, body: Json = {}) =>
+    admin.postJson(p, body, { 'x-csrf-token': await admin.apiToken() });
 
   beforeAll(async () => {
     tmp = tempDir('kiln-admin-jenkins-');
     d = await startJenkinsDouble({ users: [USER], dataDir: path.join(tmp.dir, 'jenkins'), version: '2.568.7' });
-    const config = loadConfig({}, { glue: { backend: 'jenkins', jenkins: { url: d.url, user: USER.name, token: USER.token, requestTimeoutMs: 5000 } } });
+    const config = loadConfig(
+      {},
+      {
+        glue: {
+          backend: 'jenkins',
+          jenkins: { url: d.url, user: USER.name, token: USER.token, requestTimeoutMs: 5000 },
+        },
+      },
+    );
     w = await startTestWeb({ backend: createJenkinsBackend({ config, logger: silentLogger, pollMs: 50 }) });
-    raw = new Jenkins({ baseUrl: d.url.replace('http://', `http://${USER.name}:${USER.token}@`).replace(/\/$/, ''), crumbIssuer: false });
+    raw = new Jenkins({
+      baseUrl: d.url.replace('http://', `http://${USER.name}:${USER.token}@`).replace(/\/$/, ''),
+      crumbIssuer: false,
+    });
     const root = await addUser(w.db, 'root', 'admin');
     admin = w.client();
     await admin.login(root.username, root.password);
@@ -41,7 +53,7 @@ describe('admin console over Jenkins', () => {
     tmp?.cleanup();
   });
 
-  it('health shows Jenkins\' version from its X-Jenkins header; the agents\' Docker engines are said to be out of sight', async () => {
+  it("health shows Jenkins' version from its X-Jenkins header; the agents' Docker engines are said to be out of sight", async () => {
     const h = (await (await admin.get('/api/admin/health')).json()) as Json;
     expect(h.backend).toEqual({ kind: 'jenkins', version: '2.568.7', reachable: true });
     expect(h.docker).toMatchObject({ seen: false, why: expect.stringMatching(/Jenkins agents/) });
@@ -61,10 +73,12 @@ describe('admin console over Jenkins', () => {
     await raw.job.create('kiln-job-55', '<project><disabled>false</disabled><builders/></project>');
     await raw.job.create('someone-elses-job', '<project><disabled>false</disabled><builders/></project>');
     const jobs = ((await (await admin.get('/api/admin/jobs')).json()) as { jobs: Json[] }).jobs;
-    expect(jobs).toEqual(expect.arrayContaining([
-      expect.objectContaining({ backendName: 'kiln-job-55', job: 55, enabled: true, dockerfile: null }),
-      expect.objectContaining({ backendName: 'someone-elses-job', enabled: true, dockerfile: null }),
-    ]));
+    expect(jobs).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ backendName: 'kiln-job-55', job: 55, enabled: true, dockerfile: null }),
+        expect.objectContaining({ backendName: 'someone-elses-job', enabled: true, dockerfile: null }),
+      ]),
+    );
     const enabled = async () => ((await raw.job.get('kiln-job-55')) as { buildable?: boolean }).buildable;
     expect((await post('/api/admin/jobs/55/disable')).status).toBe(202);
     await until(async () => (await enabled()) === false);

@@ -39,7 +39,9 @@ describe('admin console', () => {
     admin = w.client();
     expect((await admin.login(root.username, root.password)).status).toBe(303);
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   /** A user who registered, was approved by the admin and logged in. */
   async function approvedUser(name: string): Promise<HttpClient> {
@@ -66,7 +68,7 @@ describe('admin console', () => {
     const apiLogin = await post(api, '/api/login', { username: 'carol', password: PW });
     expect(apiLogin.status).toBe(403);
     expect(((await json(apiLogin)).error as Json).message).toMatch(/waiting for an admin/);
-    expect((await (await api.get('/api/me')).status)).toBe(401);
+    expect(await (await api.get('/api/me')).status).toBe(401);
 
     const users = (await json(await admin.get('/api/admin/users'))).users as Json[];
     const row = users.find((u) => u.username === 'carol')!;
@@ -80,7 +82,11 @@ describe('admin console', () => {
     expect((await carol.login('carol', PW)).status).toBe(303);
     expect((await carol.get('/api/me')).status).toBe(200);
     const entry = (await audit(admin)).find((e) => e.action === 'user.approve')!;
-    expect(entry).toMatchObject({ actor: 'user:root', target: `user:${row.id as number}`, address: expect.stringMatching(/127\.0\.0\.1/) });
+    expect(entry).toMatchObject({
+      actor: 'user:root',
+      target: `user:${row.id as number}`,
+      address: expect.stringMatching(/127\.0\.0\.1/),
+    });
     expect(entry.at).toMatch(/^\d{4}-\d\d-\d\dT/);
   });
 
@@ -118,7 +124,7 @@ describe('admin console', () => {
     const page = await admin.postForm(`/admin/users/${rootId}/disable`, { _csrf: t });
     expect(page.status).toBe(409);
     expect(await page.text()).toContain('is the last admin');
-    expect((await findUserByName(w.db, 'root'))).toMatchObject({ role: 'admin', disabled: false });
+    expect(await findUserByName(w.db, 'root')).toMatchObject({ role: 'admin', disabled: false });
     expect((await audit(admin)).filter((e) => e.target === `user:${rootId}`)).toEqual([]);
 
     const erin = w.client();
@@ -142,19 +148,28 @@ describe('admin console', () => {
     const df = await alice.createDockerfile('web', 'FROM debian:bookworm\nRUN true\n');
     await w.waitForBuild((await alice.build(df)).id);
     // Made in the backend directly, not by this Kiln: a Kiln-named job no Dockerfile has, and a job of another name.
-    await w.local.backend.putJob(990, jobSpecSchema.parse({ owner: 'someone else', name: 'made-by-hand', dockerfile: 'FROM debian:bookworm\n' }));
+    await w.local.backend.putJob(
+      990,
+      jobSpecSchema.parse({ owner: 'someone else', name: 'made-by-hand', dockerfile: 'FROM debian:bookworm\n' }),
+    );
     mkdirSync(path.join(w.local.dataDir, 'glue', 'jobs', 'nightly-docs'), { recursive: true });
 
     const jobs = (await json(await admin.get('/api/admin/jobs'))).jobs as Json[];
-    expect(jobs.map((j) => j.backendName)).toEqual(expect.arrayContaining([`kiln-job-${df}`, 'kiln-job-990', 'nightly-docs']));
-    expect(jobs.find((j) => j.job === df)).toMatchObject({ enabled: true, dockerfile: { id: df, name: 'web', owner: 'alice' } });
+    expect(jobs.map((j) => j.backendName)).toEqual(
+      expect.arrayContaining([`kiln-job-${df}`, 'kiln-job-990', 'nightly-docs']),
+    );
+    expect(jobs.find((j) => j.job === df)).toMatchObject({
+      enabled: true,
+      dockerfile: { id: df, name: 'web', owner: 'alice' },
+    });
     expect(jobs.find((j) => j.job === 990)).toMatchObject({ enabled: true, dockerfile: null });
     expect(jobs.find((j) => j.backendName === 'nightly-docs')).not.toHaveProperty('job');
     const page = await (await admin.get('/admin/jobs')).text();
     expect(page).toContain('not created by this Kiln');
     expect(page).toContain('nightly-docs');
 
-    const isEnabled = async (job: number) => ((await w.glue.call('jobs.list', [])).jobs.find((j) => j.job === job))?.enabled;
+    const isEnabled = async (job: number) =>
+      (await w.glue.call('jobs.list', [])).jobs.find((j) => j.job === job)?.enabled;
     const r = await post(admin, '/api/admin/jobs/990/disable');
     expect(r.status).toBe(202);
     await until(async () => (await isEnabled(990)) === false);
@@ -167,7 +182,7 @@ describe('admin console', () => {
     expect(unconfirmed.status).toBe(422);
     expect((await audit(admin)).length).toBe(before);
     const confirmPage = await admin.get('/admin/jobs/990/delete');
-    expect(await confirmPage.text()).toContain('Type the job\'s name');
+    expect(await confirmPage.text()).toContain("Type the job's name");
     const t = await admin.token('/admin/jobs/990/delete');
     const formNo = await admin.postForm('/admin/jobs/990/delete', { _csrf: t, confirm: 'kiln-job-99' });
     expect(formNo.status).toBe(422);
@@ -182,7 +197,10 @@ describe('admin console', () => {
     await until(async () => (await isEnabled(df)) === false);
     const status = await json(await alice.get(`/api/dockerfiles/${df}/job`));
     expect(status.job).toMatchObject({ settings: { enabled: false }, drift: [] });
-    expect((await audit(admin)).find((e) => e.target === `job:${df}`)).toMatchObject({ action: 'job.disable', actor: 'user:root' });
+    expect((await audit(admin)).find((e) => e.target === `job:${df}`)).toMatchObject({
+      action: 'job.disable',
+      actor: 'user:root',
+    });
     const refused = await post(admin, `/api/admin/jobs/${df}/delete`, { confirm: `kiln-job-${df}` });
     expect(refused.status).toBe(409);
     expect(((await json(refused)).error as Json).message).toMatch(/delete the Dockerfile/);
@@ -195,28 +213,41 @@ describe('admin console', () => {
     w.local.down = true;
     try {
       expect((await post(admin, '/api/admin/jobs/991/disable')).status).toBe(202);
-      await until(async () => (await w.db('tasks').where({ kind: 'job.control', subject: 'job:991:disable', state: 'failed' }).first()));
+      await until(
+        async () =>
+          await w.db('tasks').where({ kind: 'job.control', subject: 'job:991:disable', state: 'failed' }).first(),
+      );
     } finally {
       w.local.down = false;
     }
-    await w.local.backend.putJob(991, jobSpecSchema.parse({ owner: 'x', name: 'y', dockerfile: 'FROM debian:bookworm\n' }));
+    await w.local.backend.putJob(
+      991,
+      jobSpecSchema.parse({ owner: 'x', name: 'y', dockerfile: 'FROM debian:bookworm\n' }),
+    );
     const j = ((await json(await admin.get('/api/admin/jobs'))).jobs as Json[]).find((x) => x.job === 991)!;
     expect(j.failed).toMatchObject({ op: 'disable', error: expect.stringContaining('backend_unavailable') });
   }, 120_000);
 
-  it('the queue lists every owner\'s unfinished builds; an admin cancels any of them (audited)', async () => {
+  it("the queue lists every owner's unfinished builds; an admin cancels any of them (audited)", async () => {
     const bob = await approvedUser('bob');
     const df = await bob.createDockerfile('held', 'FROM debian:bookworm\n# fake: gate admin-queue\nRUN true\n');
     const { id } = await bob.build(df);
     await w.waitForBuild(id, (b) => b.state === 'running');
     const q = await json(await admin.get('/api/admin/queue'));
-    expect((q.builds as Json[]).find((b) => b.id === id)).toMatchObject({ owner: 'bob', dockerfile: 'held', state: 'running' });
+    expect((q.builds as Json[]).find((b) => b.id === id)).toMatchObject({
+      owner: 'bob',
+      dockerfile: 'held',
+      state: 'running',
+    });
     expect(q.backend).toEqual(expect.any(Array));
     expect(await (await admin.get('/admin/queue')).text()).toContain(`/admin/queue/${id}/cancel`);
     const t = await admin.token('/admin/queue');
     expect((await admin.postForm(`/admin/queue/${id}/cancel`, { _csrf: t })).status).toBe(303);
     expect((await w.waitForBuild(id)).state).toBe('cancelled');
-    expect((await audit(admin)).find((e) => e.target === `build:${id}`)).toMatchObject({ action: 'build.cancel', actor: 'user:root' });
+    expect((await audit(admin)).find((e) => e.target === `build:${id}`)).toMatchObject({
+      action: 'build.cancel',
+      actor: 'user:root',
+    });
     // the owner cancelling their own build is not an admin action
     const { id: own } = await bob.build(df);
     await w.waitForBuild(own, (b) => b.state === 'running');
@@ -226,12 +257,21 @@ describe('admin console', () => {
     w.local.openGate('admin-queue');
   });
 
-  it('health: the glue reachable, the backend\'s kind and version, the Docker engine, free space in the data directory', async () => {
+  it("health: the glue reachable, the backend's kind and version, the Docker engine, free space in the data directory", async () => {
     const h = await json(await admin.get('/api/admin/health'));
     expect(h.glue).toMatchObject({ reachable: true, latencyMs: expect.any(Number) });
-    expect(h.backend).toMatchObject({ kind: 'local', version: expect.stringMatching(/^\d+\.\d+\.\d+/), reachable: true });
+    expect(h.backend).toMatchObject({
+      kind: 'local',
+      version: expect.stringMatching(/^\d+\.\d+\.\d+/),
+      reachable: true,
+    });
     // The engine the fake SDK's machine has (the shared dockerd): reachable with its version; else a reason.
-    if (existsSync(dockerSocketPath())) expect(h.docker).toMatchObject({ reachable: true, version: expect.stringMatching(/^\d+\./), apiVersion: expect.any(String) });
+    if (existsSync(dockerSocketPath()))
+      expect(h.docker).toMatchObject({
+        reachable: true,
+        version: expect.stringMatching(/^\d+\./),
+        apiVersion: expect.any(String),
+      });
     else expect(h.docker).toMatchObject({ reachable: false, error: expect.any(String) });
     expect((h.disk as Json).freeBytes).toBeGreaterThan(0);
     expect((h.disk as Json).totalBytes).toBeGreaterThanOrEqual((h.disk as Json).freeBytes as number);
@@ -252,26 +292,48 @@ describe('admin console', () => {
     const mal = w.client();
     const elevate = { role: 'admin', is_admin: true, isAdmin: true, admin: '1', approved: true, disabled: false };
     const t = await mal.token('/register');
-    expect((await mal.postForm('/register', { _csrf: t, username: 'mal', password: PW, password2: PW, role: 'admin', is_admin: 'true', approved: 'true' })).status).toBe(201);
+    expect(
+      (
+        await mal.postForm('/register', {
+          _csrf: t,
+          username: 'mal',
+          password: PW,
+          password2: PW,
+          role: 'admin',
+          is_admin: 'true',
+          approved: 'true',
+        })
+      ).status,
+    ).toBe(201);
     const api = w.client();
     const reg = await post(api, '/api/register', { username: 'mal2', password: PW, ...elevate });
     expect(reg.status).toBe(201);
     expect((await json(reg)).user).toMatchObject({ role: 'user', approved: false });
-    for (const name of ['mal', 'mal2']) expect(await findUserByName(w.db, name)).toMatchObject({ role: 'user', approved: false, disabled: false });
+    for (const name of ['mal', 'mal2'])
+      expect(await findUserByName(w.db, name)).toMatchObject({ role: 'user', approved: false, disabled: false });
     // still waiting: the body's `approved` did not let it in
     expect((await mal.login('mal', PW)).status).toBe(403);
     const malId = (await findUserByName(w.db, 'mal'))!.id;
     await post(admin, `/api/admin/users/${malId}/approve`);
     expect((await mal.login('mal', PW, '/admin/users')).headers.get('location')).toBe('/admin/users');
 
-    const app = createApp({ config: w.config, db: w.db, glue: w.glue, logger: silentLogger, sessionSecret: 'x'.repeat(32) });
-    const routes = (app.locals.routeTable as Array<{ method: string; path: string }>).filter((r) => /^\/(?:api\/)?admin(?:\/|$)|^\/metrics$/.test(r.path));
+    const app = createApp({
+      config: w.config,
+      db: w.db,
+      glue: w.glue,
+      logger: silentLogger,
+      sessionSecret: 'x'.repeat(32),
+    });
+    const routes = (app.locals.routeTable as Array<{ method: string; path: string }>).filter((r) =>
+      /^\/(?:api\/)?admin(?:\/|$)|^\/metrics$/.test(r.path),
+    );
     app.closeApp();
     expect(routes.length).toBeGreaterThan(30);
     const refused: string[] = [];
     for (const r of routes) {
       const p = r.path.replace(':id', String(malId));
-      const res = r.method === 'GET' ? await mal.get(p) : await post(mal, p, { ...elevate, confirm: `kiln-job-${malId}` });
+      const res =
+        r.method === 'GET' ? await mal.get(p) : await post(mal, p, { ...elevate, confirm: `kiln-job-${malId}` });
       if (res.status !== 403) refused.push(`${r.method} ${p} -> ${res.status}`);
     }
     expect(refused).toEqual([]);
@@ -280,7 +342,9 @@ describe('admin console', () => {
     expect(pw.status).toBe(200);
     expect(await findUserByName(w.db, 'mal')).toMatchObject({ role: 'user' });
     expect((await json(await mal.get('/api/me'))).user).toMatchObject({ role: 'user' });
-    expect((await audit(admin)).filter((e) => e.target === `user:${malId}`).map((e) => e.action)).toEqual(['user.approve']);
+    expect((await audit(admin)).filter((e) => e.target === `user:${malId}`).map((e) => e.action)).toEqual([
+      'user.approve',
+    ]);
   });
 
   it('the Docker engine probe says why an engine cannot be reached', async () => {
@@ -325,7 +389,9 @@ describe('admin console', () => {
     expect(text).toMatch(/^kiln_queue_oldest_wait_seconds [0-9.]+$/m);
     expect(text).toMatch(/^kiln_glue_call_seconds_bucket\{verb="build\.status",outcome="ok",le="0\.01"\} \d+$/m);
     expect(text).toMatch(/^kiln_glue_call_seconds_count\{verb="ping",outcome="backend_unavailable"\} [1-9]/m);
-    expect(text).toMatch(/^kiln_http_request_seconds_bucket\{method="GET",route="\/api\/admin\/users",status="2xx",le="\+Inf"\} [1-9]/m);
+    expect(text).toMatch(
+      /^kiln_http_request_seconds_bucket\{method="GET",route="\/api\/admin\/users",status="2xx",le="\+Inf"\} [1-9]/m,
+    );
     // raw paths never become series (ids would make one each)
     expect(text).not.toMatch(/route="\/builds\/\d/);
     expect((await w.client().get('/metrics')).status).toBe(401);
@@ -336,8 +402,12 @@ describe('admin console', () => {
 
 describe('/metrics for an allow-listed scraper', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb({ config: { web: { metricsAllow: ['10.9.0.0/16', '127.0.0.1'] } } }); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb({ config: { web: { metricsAllow: ['10.9.0.0/16', '127.0.0.1'] } } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('an address in web.metricsAllow reads /metrics without logging in', async () => {
     const r = await w.client().get('/metrics');

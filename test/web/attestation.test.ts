@@ -21,7 +21,14 @@ import type { InProcessGlue } from '../helpers/in-process-glue.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
-type BuildJson = { id: number; state: string; final: boolean; reason: string | null; imageSha256: string | null; artifacts: Array<{ name: string; size: number; sha256: string | null }> };
+type BuildJson = {
+  id: number;
+  state: string;
+  final: boolean;
+  reason: string | null;
+  imageSha256: string | null;
+  artifacts: Array<{ name: string; size: number; sha256: string | null }>;
+};
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const IMAGE = Buffer.from('RAW-IMAGE-BYTES');
 
@@ -51,10 +58,11 @@ describe('attestation: the web re-hashes and signs; builders hold no key', () =>
     return { id, dfId, bn: row.backend_build! };
   }
   const verify = () => w.newWorker().drain();
-  const get = async (id: number): Promise<BuildJson> => ((await (await a.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
-  const publicKey = async (): Promise<string> => (await (await w.client().get('/.well-known/kiln-signing-key')).text());
+  const get = async (id: number): Promise<BuildJson> =>
+    ((await (await a.get(`/api/builds/${id}`)).json()) as { build: BuildJson }).build;
+  const publicKey = async (): Promise<string> => await (await w.client().get('/.well-known/kiln-signing-key')).text();
 
-  it('GET /.well-known/kiln-signing-key serves the web\'s public key as text/plain, without login; the key was made on first start, 0600', async () => {
+  it("GET /.well-known/kiln-signing-key serves the web's public key as text/plain, without login; the key was made on first start, 0600", async () => {
     const r = await w.client().get('/.well-known/kiln-signing-key');
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toBe('text/plain; charset=utf-8');
@@ -86,7 +94,10 @@ describe('attestation: the web re-hashes and signs; builders hold no key', () =>
     expect(b.state).toBe('succeeded');
     expect(b.imageSha256).toBe(sha256(IMAGE));
     expect(b.imageSha256).not.toBe(claimed);
-    expect(b.artifacts.find((x) => x.name === 'image.raw')!).toMatchObject({ size: IMAGE.length, sha256: sha256(IMAGE) });
+    expect(b.artifacts.find((x) => x.name === 'image.raw')!).toMatchObject({
+      size: IMAGE.length,
+      sha256: sha256(IMAGE),
+    });
     const result = readFileSync(path.join(w.local.archive(dfId, bn), 'result.json'));
     expect(result.toString()).toContain(claimed);
     expect(b.artifacts.find((x) => x.name === 'result.json')!.sha256).toBe(sha256(result));
@@ -107,7 +118,10 @@ describe('attestation: the web re-hashes and signs; builders hold no key', () =>
     const sig = await sigRes.text();
     expect(sig).toMatch(/^-----BEGIN SSH SIGNATURE-----\n/);
     const b = await get(id);
-    expect(b.artifacts.find((x) => x.name === 'SHA256SUMS')).toMatchObject({ size: Buffer.byteLength(sums), sha256: sha256(sums) });
+    expect(b.artifacts.find((x) => x.name === 'SHA256SUMS')).toMatchObject({
+      size: Buffer.byteLength(sums),
+      sha256: sha256(sums),
+    });
     const key = await publicKey();
     expect((await verifyText(sums, sig, key)).ok).toBe(true);
     const flipped = Buffer.from(sums);
@@ -119,19 +133,21 @@ describe('attestation: the web re-hashes and signs; builders hold no key', () =>
     expect(await part.text()).toBe(sha256(IMAGE));
   });
 
-  it('bytes that differ from the builder\'s SHA256SUMS fail the build with a clear reason; nothing is signed, the image is not offered', async () => {
+  it("bytes that differ from the builder's SHA256SUMS fail the build with a clear reason; nothing is signed, the image is not offered", async () => {
     const { id } = await finishedBuild('# fake-claim: wrong');
     await verify();
     const b = await get(id);
     expect(b.state).toBe('failed');
-    expect(b.reason).toBe(`The build's artifacts could not be verified: image.raw does not match the builder's SHA256SUMS: the web received sha256 ${sha256(IMAGE)}, the builder claimed ${'0'.repeat(64)}.`);
+    expect(b.reason).toBe(
+      `The build's artifacts could not be verified: image.raw does not match the builder's SHA256SUMS: the web received sha256 ${sha256(IMAGE)}, the builder claimed ${'0'.repeat(64)}.`,
+    );
     expect(b.artifacts.map((x) => x.name)).toEqual(['result.json']);
     expect((await a.get(`/builds/${id}/artifacts/image.raw`)).status).toBe(404);
     expect((await a.get(`/builds/${id}/artifacts/SHA256SUMS.sig`)).status).toBe(404);
     expect(await w.db('build_attestations').where({ build_id: id }).first()).toBeUndefined();
   });
 
-  it('a builder\'s SHA256SUMS that is missing, lists a file it did not send, or leaves an image out fails the build', async () => {
+  it("a builder's SHA256SUMS that is missing, lists a file it did not send, or leaves an image out fails the build", async () => {
     const cases: Array<[string, RegExp]> = [
       ['none', /the builder sent no SHA256SUMS\.$/],
       ['extra', /lists "image.qcow2", which is not an artifact of this build/],
@@ -149,18 +165,25 @@ describe('attestation: the web re-hashes and signs; builders hold no key', () =>
     }
   });
 
-  it('a stream dropped mid-way leaves the build verifying with nothing signed or half-shown; the task\'s next run redoes it', async () => {
+  it("a stream dropped mid-way leaves the build verifying with nothing signed or half-shown; the task's next run redoes it", async () => {
     const { id } = await finishedBuild('# fake: big 1');
     w.local.cutStream('image.raw', 100_000);
     await verify();
     const task = (await listTasksOf(w.db, `build:${id}`)).find((t) => t.kind === 'build.attest')!;
-    expect(task).toMatchObject({ state: 'pending', attempts: 1, last_error: expect.stringContaining('backend_unavailable') });
+    expect(task).toMatchObject({
+      state: 'pending',
+      attempts: 1,
+      last_error: expect.stringContaining('backend_unavailable'),
+    });
     let b = await get(id);
     expect(b.state).toBe('verifying');
     expect(b.imageSha256).toBeNull();
     expect(b.artifacts.every((x) => x.sha256 === null)).toBe(true);
     expect(await w.db('build_attestations').where({ build_id: id }).first()).toBeUndefined();
-    await until(async () => { await verify(); return (await findBuild(w.db, id, null))!.state === 'succeeded'; });
+    await until(async () => {
+      await verify();
+      return (await findBuild(w.db, id, null))!.state === 'succeeded';
+    });
     b = await get(id);
     expect(b.imageSha256).toBe(sha256(Buffer.alloc(1024 * 1024)));
   });
@@ -174,7 +197,10 @@ describe('attestation: the web re-hashes and signs; builders hold no key', () =>
     } finally {
       w.local.down = false;
     }
-    await until(async () => { await verify(); return (await findBuild(w.db, id, null))!.state === 'succeeded'; });
+    await until(async () => {
+      await verify();
+      return (await findBuild(w.db, id, null))!.state === 'succeeded';
+    });
   });
 
   it('concurrent verifiers (two web instances) end with one result and one attestation row', async () => {
@@ -182,14 +208,20 @@ describe('attestation: the web re-hashes and signs; builders hold no key', () =>
     const row = (await findBuild(w.db, id, null))!;
     const deps = { db: w.db, glue: w.glue, config: w.config, logger: silentLogger };
     const key = await signingKey(w.config);
-    const outcomes = await Promise.all([attestBuild(deps, row, key), attestBuild(deps, row, key), attestBuild(deps, row, key)]);
+    const outcomes = await Promise.all([
+      attestBuild(deps, row, key),
+      attestBuild(deps, row, key),
+      attestBuild(deps, row, key),
+    ]);
     expect(outcomes.filter((o) => o === 'succeeded')).toHaveLength(1);
     expect(outcomes.filter((o) => o === 'elsewhere')).toHaveLength(2);
     expect((await get(id)).state).toBe('succeeded');
     expect(await w.db('build_attestations').where({ build_id: id }).count({ n: '*' })).toEqual([{ n: 1 }]);
     // Its task, run by three workers at once, is claimed by one and finds nothing left to do.
     await Promise.all([verify(), verify(), verify()]);
-    expect((await listTasksOf(w.db, `build:${id}`)).filter((t) => t.kind === 'build.attest')).toEqual([expect.objectContaining({ state: 'done', attempts: 1 })]);
+    expect((await listTasksOf(w.db, `build:${id}`)).filter((t) => t.kind === 'build.attest')).toEqual([
+      expect.objectContaining({ state: 'done', attempts: 1 }),
+    ]);
   });
 
   it('cancelling a build that is being verified changes nothing', async () => {

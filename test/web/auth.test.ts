@@ -8,8 +8,12 @@ const PW = 'correct horse battery staple';
 describe('web auth', () => {
   let w: TestWeb;
   // Throttling has its own tests below; here it would turn repeated failures into fast 429s.
-  beforeAll(async () => { w = await startTestWeb({ limits: { clientFreeFailures: 1000, accountFailures: 1000, ipAttempts: 1000 } }); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb({ limits: { clientFreeFailures: 1000, accountFailures: 1000, ipAttempts: 1000 } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 1: registers, logs in, and stores an argon2id hash (no plaintext)', async () => {
     const c = w.client();
@@ -25,7 +29,11 @@ describe('web auth', () => {
   it('case 2: rejects bad usernames and passwords (11 and 129 characters) with clear messages', async () => {
     const c = w.client();
     for (const [u, p, status] of [
-      ['Bob', PW, 422], ['bo', PW, 422], ['bob;rm', PW, 422], ['bob', 'short', 400], ['bob', 'x'.repeat(129), 400],
+      ['Bob', PW, 422],
+      ['bo', PW, 422],
+      ['bob;rm', PW, 422],
+      ['bob', 'short', 400],
+      ['bob', 'x'.repeat(129), 400],
     ] as const) {
       const r = await c.register(u, p);
       expect(r.status, `${u}/${p.length}`).toBe(status);
@@ -68,14 +76,26 @@ describe('web auth', () => {
     const h = new PasswordHasher(1);
     let verifies = 0;
     const orig = h.verify.bind(h);
-    h.verify = async (stored: string, pw: string) => { verifies++; return orig(stored, pw); };
+    h.verify = async (stored: string, pw: string) => {
+      verifies++;
+      return orig(stored, pw);
+    };
     const { insertUser, setUserDisabled } = await import('../../src/db/index.js');
-    const frank = await insertUser(w.db, { username: 'frank', passwordHash: await h.hash('wrong password here'), role: 'user' });
+    const frank = await insertUser(w.db, {
+      username: 'frank',
+      passwordHash: await h.hash('wrong password here'),
+      role: 'user',
+    });
     await setUserDisabled(w.db, frank.id, true);
     for (const u of ['emoji', 'nosuchuser', 'frank', 'BAD NAME']) {
       verifies = 0;
       const limits = { ...DEFAULT_LOGIN_LIMITS, clientFreeFailures: 1000, accountFailures: 1000 };
-      await expect(authenticate({ db: w.db, hasher: h, limits }, { username: u, password: 'wrong password here', ip: '127.0.0.1' })).rejects.toMatchObject({ code: 'unauthenticated', message: 'Wrong username or password.' });
+      await expect(
+        authenticate(
+          { db: w.db, hasher: h, limits },
+          { username: u, password: 'wrong password here', ip: '127.0.0.1' },
+        ),
+      ).rejects.toMatchObject({ code: 'unauthenticated', message: 'Wrong username or password.' });
       expect(verifies, u).toBe(1);
     }
   });
@@ -142,8 +162,15 @@ describe('web auth', () => {
 
   it('case 25: redirects after login only to same-origin relative paths', async () => {
     const cases: Array<[string, string]> = [
-      ['//evil.com', '/'], ['/\\evil.com', '/'], ['https://evil.com', '/'], ['%2F%2Fevil.com', '/'], ['javascript:alert(1)', '/'],
-      ['/\t/evil.com', '/'], ['http:/evil.com', '/'], ['/dockerfiles?x=1', '/dockerfiles?x=1'], ['/builds/3', '/builds/3'],
+      ['//evil.com', '/'],
+      ['/\\evil.com', '/'],
+      ['https://evil.com', '/'],
+      ['%2F%2Fevil.com', '/'],
+      ['javascript:alert(1)', '/'],
+      ['/\t/evil.com', '/'],
+      ['http:/evil.com', '/'],
+      ['/dockerfiles?x=1', '/dockerfiles?x=1'],
+      ['/builds/3', '/builds/3'],
     ];
     for (const [next, want] of cases) {
       const c = w.client();
@@ -171,32 +198,62 @@ describe('web auth: https cookie and throttling', () => {
       config: { web: { publicUrl: 'https://kiln.example', trustProxyHops: 1 } },
     });
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 9: uses __Host-sid; Secure; HttpOnly; SameSite=Lax; Path=/ behind an https proxy; the device cookie is __Host- too', async () => {
     const c = w.client();
     await c.get('/login', { 'x-forwarded-proto': 'https' });
-    expectHostCookie(c.lastSetCookie.find((s) => s.startsWith('__Host-sid=')), 'Lax');
+    expectHostCookie(
+      c.lastSetCookie.find((s) => s.startsWith('__Host-sid=')),
+      'Lax',
+    );
     // After a login the browser also gets its device cookie (login throttle): the same protections, SameSite=Strict.
     const h = { 'x-forwarded-proto': 'https', origin: 'https://kiln.example' };
     const tokenOf = async (p: string) => /name="_csrf" value="([^"]+)"/.exec(await (await c.get(p, h)).text())![1]!;
-    expect((await c.postForm('/register', { _csrf: await tokenOf('/register'), username: 'erin', password: PW, password2: PW }, h)).status).toBe(201);
-    expect((await c.postForm('/login', { _csrf: await tokenOf('/login'), username: 'erin', password: PW }, h)).status).toBe(303);
-    expectHostCookie(c.lastSetCookie.find((s) => s.startsWith('__Host-kiln-device=')), 'Strict');
+    expect(
+      (
+        await c.postForm(
+          '/register',
+          { _csrf: await tokenOf('/register'), username: 'erin', password: PW, password2: PW },
+          h,
+        )
+      ).status,
+    ).toBe(201);
+    expect(
+      (await c.postForm('/login', { _csrf: await tokenOf('/login'), username: 'erin', password: PW }, h)).status,
+    ).toBe(303);
+    expectHostCookie(
+      c.lastSetCookie.find((s) => s.startsWith('__Host-kiln-device=')),
+      'Strict',
+    );
   });
 });
 
 describe('web auth: per-IP limit ignores X-Forwarded-For without trusted hops', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb({ limits: { ipAttempts: 3, ipWindowMs: 60_000 } }); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb({ limits: { ipAttempts: 3, ipWindowMs: 60_000 } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 5: rotating X-Forwarded-For does not buy new attempts', async () => {
     const statuses: number[] = [];
     for (let i = 0; i < 5; i++) {
       const c = w.client();
       const t = await c.token('/login');
-      statuses.push((await c.postForm('/login', { _csrf: t, username: `nobody${i}`, password: 'whatever whatever' }, { 'x-forwarded-for': `1.2.3.${i}` })).status);
+      statuses.push(
+        (
+          await c.postForm(
+            '/login',
+            { _csrf: t, username: `nobody${i}`, password: 'whatever whatever' },
+            { 'x-forwarded-for': `1.2.3.${i}` },
+          )
+        ).status,
+      );
     }
     expect(statuses).toEqual([401, 401, 401, 429, 429]);
   });
@@ -204,8 +261,12 @@ describe('web auth: per-IP limit ignores X-Forwarded-For without trusted hops', 
 
 describe('change password', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb(); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb();
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('needs the current password, ends the other sessions, keeps this one', async () => {
     const c = w.client();
@@ -214,13 +275,28 @@ describe('change password', () => {
     await other.login('alice', PW);
     expect((await other.get('/api/me')).status).toBe(200);
     const t = await c.token('/account');
-    const wrong = await c.postForm('/account/password', { _csrf: t, current: 'not my password!', password: 'a brand new passphrase', password2: 'a brand new passphrase' });
+    const wrong = await c.postForm('/account/password', {
+      _csrf: t,
+      current: 'not my password!',
+      password: 'a brand new passphrase',
+      password2: 'a brand new passphrase',
+    });
     expect(wrong.status).toBe(400);
     expect(await wrong.text()).toContain('The current password is wrong.');
-    const short = await c.postForm('/account/password', { _csrf: t, current: PW, password: 'short', password2: 'short' });
+    const short = await c.postForm('/account/password', {
+      _csrf: t,
+      current: PW,
+      password: 'short',
+      password2: 'short',
+    });
     expect(short.status).toBe(400);
     expect((await w.client().login('alice', PW)).status).toBe(303);
-    const ok = await c.postForm('/account/password', { _csrf: t, current: PW, password: 'a brand new passphrase', password2: 'a brand new passphrase' });
+    const ok = await c.postForm('/account/password', {
+      _csrf: t,
+      current: PW,
+      password: 'a brand new passphrase',
+      password2: 'a brand new passphrase',
+    });
     expect(ok.status).toBe(303);
     expect(ok.headers.get('location')).toBe('/account?changed=1');
     expect((await c.get('/api/me')).status).toBe(200);
@@ -232,15 +308,21 @@ describe('change password', () => {
 
 describe('registration closed', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb({ config: { web: { registrationOpen: false } } }); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb({ config: { web: { registrationOpen: false } } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('refuses the page and the POST; nothing stored', async () => {
     const c = w.client();
     expect((await c.get('/register')).status).toBe(403);
     const t = await c.token('/login');
     expect(await (await c.get('/login')).text()).not.toContain('href="/register"');
-    expect((await c.postForm('/register', { _csrf: t, username: 'eve', password: PW, password2: PW })).status).toBe(403);
+    expect((await c.postForm('/register', { _csrf: t, username: 'eve', password: PW, password2: PW })).status).toBe(
+      403,
+    );
     expect(await w.db('users').where({ username: 'eve' }).first()).toBeUndefined();
   });
 });
@@ -249,10 +331,17 @@ describe('a hundred logins, and what is kept of the password', () => {
   const lines: string[] = [];
   let w: TestWeb;
   beforeAll(async () => {
-    const destination = new Writable({ write(chunk: Buffer, _enc, cb) { lines.push(chunk.toString('utf8')); cb(); } });
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString('utf8'));
+        cb();
+      },
+    });
     w = await startTestWeb({ logger: createLogger({ level: 'trace', destination }), limits: { ipAttempts: 1000 } });
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 1: the right password logs in 100 times; the hash is argon2id m=19456 t=2 p=1; no plaintext in the database or the logs', async () => {
     const pw = 'a secret passphrase 4 case one';
@@ -263,7 +352,9 @@ describe('a hundred logins, and what is kept of the password', () => {
     for (let i = 0; i < 3; i++) expect((await w.client().login('hundred', `${pw}!`)).status).toBe(401);
     const row = await w.db('users').where({ username: 'hundred' }).first();
     expect(row.password_hash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
-    const tables = (await w.db('sqlite_master').where({ type: 'table' }).select('name')).map((r: { name: string }) => r.name);
+    const tables = (await w.db('sqlite_master').where({ type: 'table' }).select('name')).map(
+      (r: { name: string }) => r.name,
+    );
     for (const t of tables) {
       const dump = JSON.stringify(await w.db(t).select());
       expect(dump, t).not.toContain(pw);

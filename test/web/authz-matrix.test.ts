@@ -5,18 +5,34 @@ import { findUserByName } from '../../src/db/index.js';
 import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const PUBLIC = new Set([
-  'GET /', 'GET /login', 'GET /register', 'GET /api/csrf', 'GET /.well-known/kiln-signing-key', 'GET /healthz',
-  'POST /login', 'POST /api/login', 'POST /register', 'POST /api/register', 'POST /logout', 'POST /api/logout',
+  'GET /',
+  'GET /login',
+  'GET /register',
+  'GET /api/csrf',
+  'GET /.well-known/kiln-signing-key',
+  'GET /healthz',
+  'POST /login',
+  'POST /api/login',
+  'POST /register',
+  'POST /api/register',
+  'POST /logout',
+  'POST /api/logout',
 ]);
 
 /** Routes whose success needs a specific body (the matrix sends a generic one): only the anonymous check applies. */
 const BODY_SPECIFIC = new Set([
-  'POST /account/password', 'POST /api/account/password', 'POST /admin/base-names', 'POST /api/admin/base-names',
+  'POST /account/password',
+  'POST /api/account/password',
+  'POST /admin/base-names',
+  'POST /api/admin/base-names',
   // Deleting needs the Dockerfile's name typed as confirmation, the settings form every field (test/web/jobs.test.ts
   // runs both as owner and admin).
-  'POST /dockerfiles/:id/delete', 'POST /api/dockerfiles/:id/delete', 'POST /dockerfiles/:id/job',
+  'POST /dockerfiles/:id/delete',
+  'POST /api/dockerfiles/:id/delete',
+  'POST /dockerfiles/:id/job',
   // Deleting a backend job needs its name as confirmation (test/web/admin.test.ts).
-  'POST /admin/jobs/:id/delete', 'POST /api/admin/jobs/:id/delete',
+  'POST /admin/jobs/:id/delete',
+  'POST /api/admin/jobs/:id/delete',
 ]);
 /**
  * The admin console and the metrics: only an admin gets through; any other user gets 403 (checklist case 13),
@@ -36,7 +52,13 @@ describe('authorization matrix over every route', () => {
 
   beforeAll(async () => {
     w = await startTestWeb();
-    const app = createApp({ config: w.config, db: w.db, glue: w.glue, logger: silentLogger, sessionSecret: 'x'.repeat(32) });
+    const app = createApp({
+      config: w.config,
+      db: w.db,
+      glue: w.glue,
+      logger: silentLogger,
+      sessionSecret: 'x'.repeat(32),
+    });
     routes = app.locals.routeTable as Array<{ method: string; path: string }>;
     app.closeApp();
     who.anon = w.client();
@@ -54,35 +76,69 @@ describe('authorization matrix over every route', () => {
     const victim = await addUser(w.db, 'victim', 'user');
     ids = { dockerfile: df, build: id, victim: (await findUserByName(w.db, victim.username))!.id };
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
-  const fill = (p: string): string => p
-    .replace(/^(\/(?:api\/)?admin\/users\/):id/, (_m, pre: string) => `${pre}${ids.victim}`)
-    .replace(/^(\/(?:api\/)?admin\/jobs\/):id/, (_m, pre: string) => `${pre}424242`)
-    .replace(/^\/dockerfiles\/:id/, () => `/dockerfiles/${ids.dockerfile}`)
-    .replace(/^\/api\/dockerfiles\/:id/, () => `/api/dockerfiles/${ids.dockerfile}`)
-    .replace(/:id/, () => String(ids.build))
-    .replace(/:n\b/, '0')
-    .replace(/:name/, 'image.raw');
+  const fill = (p: string): string =>
+    p
+      .replace(/^(\/(?:api\/)?admin\/users\/):id/, (_m, pre: string) => `${pre}${ids.victim}`)
+      .replace(/^(\/(?:api\/)?admin\/jobs\/):id/, (_m, pre: string) => `${pre}424242`)
+      .replace(/^\/dockerfiles\/:id/, () => `/dockerfiles/${ids.dockerfile}`)
+      .replace(/^\/api\/dockerfiles\/:id/, () => `/api/dockerfiles/${ids.dockerfile}`)
+      .replace(/:id/, () => String(ids.build))
+      .replace(/:n\b/, '0')
+      .replace(/:name/, 'image.raw');
 
   async function call(c: HttpClient, method: string, path: string, n: number): Promise<Response> {
     if (method === 'GET') return c.get(path + (path.endsWith('/log') ? '?offset=0' : ''));
     const token = await c.apiToken();
-    return c.postJson(path, { key: `matrix-key-${n}-${Date.now()}`, name: `m${n}`, content: 'FROM debian:bookworm\n' }, { 'x-csrf-token': token });
+    return c.postJson(
+      path,
+      { key: `matrix-key-${n}-${Date.now()}`, name: `m${n}`, content: 'FROM debian:bookworm\n' },
+      { 'x-csrf-token': token },
+    );
   }
 
   it('knows the routes (sanity)', () => {
     const keys = routes.map((r) => `${r.method} ${r.path}`);
-    expect(keys).toEqual(expect.arrayContaining(['GET /dockerfiles/:id', 'GET /builds/:id/artifacts/:name', 'POST /dockerfiles/:id/builds', 'GET /api/builds/:id/log',
-      'GET /admin/base-names', 'POST /api/admin/base-names/:id/delete',
-      'POST /dockerfiles/:id/job', 'POST /dockerfiles/:id/job/disable', 'POST /api/dockerfiles/:id/job/enable', 'GET /api/dockerfiles/:id/job',
-      'GET /dockerfiles/:id/delete', 'POST /api/dockerfiles/:id/delete',
-      // Following builds: lists, the live stream, the documents of a build.
-      'GET /builds', 'GET /api/builds', 'GET /dockerfiles/:id/builds', 'GET /api/builds/:id/events', 'GET /builds/:id/manifest', 'GET /api/builds/:id/sbom',
-      'GET /builds/:id/boot/:n', 'GET /builds/:id/diff', 'GET /api/builds/:id/report',
-      // The admin console and operations.
-      'GET /admin/users', 'POST /api/admin/users/:id/disable', 'GET /admin/jobs', 'POST /admin/jobs/:id/delete', 'GET /admin/queue',
-      'POST /api/admin/queue/:id/cancel', 'GET /admin/health', 'GET /api/admin/audit', 'GET /metrics', 'GET /healthz']));
+    expect(keys).toEqual(
+      expect.arrayContaining([
+        'GET /dockerfiles/:id',
+        'GET /builds/:id/artifacts/:name',
+        'POST /dockerfiles/:id/builds',
+        'GET /api/builds/:id/log',
+        'GET /admin/base-names',
+        'POST /api/admin/base-names/:id/delete',
+        'POST /dockerfiles/:id/job',
+        'POST /dockerfiles/:id/job/disable',
+        'POST /api/dockerfiles/:id/job/enable',
+        'GET /api/dockerfiles/:id/job',
+        'GET /dockerfiles/:id/delete',
+        'POST /api/dockerfiles/:id/delete',
+        // Following builds: lists, the live stream, the documents of a build.
+        'GET /builds',
+        'GET /api/builds',
+        'GET /dockerfiles/:id/builds',
+        'GET /api/builds/:id/events',
+        'GET /builds/:id/manifest',
+        'GET /api/builds/:id/sbom',
+        'GET /builds/:id/boot/:n',
+        'GET /builds/:id/diff',
+        'GET /api/builds/:id/report',
+        // The admin console and operations.
+        'GET /admin/users',
+        'POST /api/admin/users/:id/disable',
+        'GET /admin/jobs',
+        'POST /admin/jobs/:id/delete',
+        'GET /admin/queue',
+        'POST /api/admin/queue/:id/cancel',
+        'GET /admin/health',
+        'GET /api/admin/audit',
+        'GET /metrics',
+        'GET /healthz',
+      ]),
+    );
     expect(routes.length).toBeGreaterThan(20);
   });
 
@@ -95,7 +151,9 @@ describe('authorization matrix over every route', () => {
       if (PUBLIC.has(key)) continue;
       const path = fill(r.path);
       const anon = await call(who.anon, r.method, path, n++);
-      const anonOk = r.path.startsWith('/api/') ? anon.status === 401 : (anon.status === 303 && (anon.headers.get('location') ?? '').startsWith('/login')) || anon.status === 401;
+      const anonOk = r.path.startsWith('/api/')
+        ? anon.status === 401
+        : (anon.status === 303 && (anon.headers.get('location') ?? '').startsWith('/login')) || anon.status === 401;
       if (!anonOk) problems.push(`anon ${key} -> ${anon.status}`);
       if (adminOnly(r.path)) {
         for (const u of ['alice', 'bob'] as const) {
@@ -103,14 +161,16 @@ describe('authorization matrix over every route', () => {
           if (res.status !== 403) problems.push(`${u} ${key} -> ${res.status}`);
         }
         const res = await call(who.admin, r.method, path, n++);
-        if (res.status >= (BODY_SPECIFIC.has(key) ? 500 : 400)) problems.push(`admin ${key} -> ${res.status}: ${(await res.text()).slice(0, 120)}`);
+        if (res.status >= (BODY_SPECIFIC.has(key) ? 500 : 400))
+          problems.push(`admin ${key} -> ${res.status}: ${(await res.text()).slice(0, 120)}`);
         continue;
       }
       if (owned(r.path)) {
         const before = Number((await w.db('builds').count({ n: '*' }))[0]!.n);
         const bob = await call(who.bob, r.method, path, n++);
         if (bob.status !== 404) problems.push(`bob ${key} -> ${bob.status}`);
-        if (Number((await w.db('builds').count({ n: '*' }))[0]!.n) !== before) problems.push(`bob ${key} changed builds`);
+        if (Number((await w.db('builds').count({ n: '*' }))[0]!.n) !== before)
+          problems.push(`bob ${key} changed builds`);
       }
       if (BODY_SPECIFIC.has(key)) continue;
       for (const u of ['alice', 'admin'] as const) {

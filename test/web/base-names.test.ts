@@ -22,28 +22,41 @@ describe('site base names (admin page and API)', () => {
     alice = w.client();
     await alice.signUp('alice');
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
-  const api = async (c: HttpClient, path: string, body: unknown) => c.postJson(path, body, { 'x-csrf-token': await c.apiToken() });
-  const rows = async () => (await w.db('base_names').orderBy('name')).map((r: { name: string; base: string }) => `${r.name}=${r.base}`);
-  const saveDockerfile = (c: HttpClient, name: string, content: string) => api(c, '/api/dockerfiles', { name, content });
+  const api = async (c: HttpClient, path: string, body: unknown) =>
+    c.postJson(path, body, { 'x-csrf-token': await c.apiToken() });
+  const rows = async () =>
+    (await w.db('base_names').orderBy('name')).map((r: { name: string; base: string }) => `${r.name}=${r.base}`);
+  const saveDockerfile = (c: HttpClient, name: string, content: string) =>
+    api(c, '/api/dockerfiles', { name, content });
 
   it('a Dockerfile FROM a name nobody mapped is refused on save, with every accepted name listed', async () => {
     const r = await saveDockerfile(alice, 'corp', 'FROM registry.example.com/base/debian:12\nRUN true\n');
     expect(r.status).toBe(422);
     const body = (await r.json()) as { error: { code: string; findings: { line: number; message: string }[] } };
     expect(body.error.code).toBe('policy_violation');
-    expect(body.error.findings[0]!.message).toContain('FROM registry.example.com/base/debian:12 is not an allowed base image; allowed: debian:bookworm (or debian:12, debian:oldstable)');
+    expect(body.error.findings[0]!.message).toContain(
+      'FROM registry.example.com/base/debian:12 is not an allowed base image; allowed: debian:bookworm (or debian:12, debian:oldstable)',
+    );
     // The shipped names work with no admin action.
     expect((await saveDockerfile(alice, 'plain', 'FROM debian:12\nRUN true\n')).status).toBe(201);
   });
 
-  it('an admin maps a name (API), idempotently; a user\'s Dockerfile using it is then saved, and its builds carry the mapping to the glue', async () => {
-    const r1 = await api(admin, '/api/admin/base-names', { name: 'registry.example.com/base/debian:12', base: 'debian:bookworm' });
+  it("an admin maps a name (API), idempotently; a user's Dockerfile using it is then saved, and its builds carry the mapping to the glue", async () => {
+    const r1 = await api(admin, '/api/admin/base-names', {
+      name: 'registry.example.com/base/debian:12',
+      base: 'debian:bookworm',
+    });
     expect(r1.status).toBe(201);
     const m = ((await r1.json()) as { mapping: { id: number; name: string; base: string } }).mapping;
     expect(m).toMatchObject({ name: 'registry.example.com/base/debian:12', base: 'debian:bookworm' });
-    const r2 = await api(admin, '/api/admin/base-names', { name: 'registry.example.com/base/debian:12', base: 'debian:bookworm' });
+    const r2 = await api(admin, '/api/admin/base-names', {
+      name: 'registry.example.com/base/debian:12',
+      base: 'debian:bookworm',
+    });
     expect(r2.status).toBe(200);
     expect(await rows()).toEqual(['registry.example.com/base/debian:12=debian:bookworm']);
 
@@ -52,15 +65,27 @@ describe('site base names (admin page and API)', () => {
     const id = ((await saved.json()) as { dockerfile: { id: number } }).dockerfile.id;
     const { id: buildId } = await alice.build(id);
     await w.waitForBuild(buildId, (b) => b.backend_build !== null);
-    const spec = JSON.parse(readFileSync(path.join(w.local.dataDir, `glue/jobs/kiln-job-${id}/config.json`), 'utf8')) as { baseNames?: unknown };
+    const spec = JSON.parse(
+      readFileSync(path.join(w.local.dataDir, `glue/jobs/kiln-job-${id}/config.json`), 'utf8'),
+    ) as { baseNames?: unknown };
     expect(spec.baseNames).toEqual([{ name: 'registry.example.com/base/debian:12', base: 'debian:bookworm' }]);
   });
 
   it('names are stored as the engine resolves them, and remapping replaces the row', async () => {
-    expect((await api(admin, '/api/admin/base-names', { name: 'docker.io/library/debian:stable', base: 'debian:bookworm' })).status).toBe(201);
-    expect((await api(admin, '/api/admin/base-names', { name: 'debian:stable', base: 'debian:bookworm-slim' })).status).toBe(200);
+    expect(
+      (await api(admin, '/api/admin/base-names', { name: 'docker.io/library/debian:stable', base: 'debian:bookworm' }))
+        .status,
+    ).toBe(201);
+    expect(
+      (await api(admin, '/api/admin/base-names', { name: 'debian:stable', base: 'debian:bookworm-slim' })).status,
+    ).toBe(200);
     expect(await rows()).toContain('debian:stable=debian:bookworm-slim');
-    const list = (await (await admin.get('/api/admin/base-names')).json()) as { mappings: { name: string }[]; bases: string[]; defaults: { name: string }[]; accepted: string };
+    const list = (await (await admin.get('/api/admin/base-names')).json()) as {
+      mappings: { name: string }[];
+      bases: string[];
+      defaults: { name: string }[];
+      accepted: string;
+    };
     expect(list.mappings.map((x) => x.name)).toEqual(['debian:stable', 'registry.example.com/base/debian:12']);
     expect(list.bases).toEqual(w.config.sdk.bases);
     expect(list.defaults.map((d) => d.name)).toContain('debian:12');
@@ -69,7 +94,10 @@ describe('site base names (admin page and API)', () => {
   });
 
   it.each([
-    [{ name: 'corp/debian:unstable', base: 'debian:sid' }, 'debian:sid is not an allowed base (sdk.bases: debian:bookworm, debian:trixie, debian:bookworm-slim, debian:trixie-slim)'],
+    [
+      { name: 'corp/debian:unstable', base: 'debian:sid' },
+      'debian:sid is not an allowed base (sdk.bases: debian:bookworm, debian:trixie, debian:bookworm-slim, debian:trixie-slim)',
+    ],
     [{ name: 'corp/x', base: 'docker.io/library/alpine' }, 'is not an allowed base'],
     [{ name: `debian:12@sha256:${'a'.repeat(64)}`, base: 'debian:bookworm' }, 'no digest'],
     [{ name: 'debian:trixie', base: 'debian:bookworm' }, 'debian:trixie is an allowed base itself'],
@@ -96,7 +124,11 @@ describe('site base names (admin page and API)', () => {
     expect(page).toContain('registry.example.com/base/debian:12');
     expect(page).toContain('<option value="debian:trixie-slim"');
     const token = await admin.token('/admin/base-names');
-    const add = await admin.postForm('/admin/base-names', { _csrf: token, name: 'ghcr.io/corp/trixie', base: 'debian:trixie' });
+    const add = await admin.postForm('/admin/base-names', {
+      _csrf: token,
+      name: 'ghcr.io/corp/trixie',
+      base: 'debian:trixie',
+    });
     expect(add.status, await add.clone().text()).toBe(303);
     expect(add.headers.get('location')).toBe('/admin/base-names');
     // No tag means `latest`, as the engine reads it.
@@ -111,11 +143,13 @@ describe('site base names (admin page and API)', () => {
     expect((await admin.postForm(`/admin/base-names/${id}/delete`, { _csrf: token })).status).toBe(303);
     expect(await rows()).not.toContain('ghcr.io/corp/trixie:latest=debian:trixie');
     // Removing it again is no error.
-    expect((await (await api(admin, `/api/admin/base-names/${id}/delete`, {})).json())).toEqual({ removed: false });
+    expect(await (await api(admin, `/api/admin/base-names/${id}/delete`, {})).json()).toEqual({ removed: false });
     // Without the CSRF token nothing changes.
     const noToken = await admin.postForm('/admin/base-names', { name: 'ghcr.io/corp/other', base: 'debian:trixie' });
     expect(noToken.status).toBe(403);
-    expect((await admin.postJson('/api/admin/base-names', { name: 'ghcr.io/corp/other', base: 'debian:trixie' })).status).toBe(403);
+    expect(
+      (await admin.postJson('/api/admin/base-names', { name: 'ghcr.io/corp/other', base: 'debian:trixie' })).status,
+    ).toBe(403);
     expect((await rows()).join()).not.toContain('ghcr.io/corp/other');
   });
 
@@ -124,16 +158,22 @@ describe('site base names (admin page and API)', () => {
     const anon = w.client();
     const id = (await w.db('base_names').first()).id as number;
     const routes: [string, string][] = [
-      ['GET', '/admin/base-names'], ['POST', '/admin/base-names'], ['POST', `/admin/base-names/${id}/delete`],
-      ['GET', '/api/admin/base-names'], ['POST', '/api/admin/base-names'], ['POST', `/api/admin/base-names/${id}/delete`],
+      ['GET', '/admin/base-names'],
+      ['POST', '/admin/base-names'],
+      ['POST', `/admin/base-names/${id}/delete`],
+      ['GET', '/api/admin/base-names'],
+      ['POST', '/api/admin/base-names'],
+      ['POST', `/api/admin/base-names/${id}/delete`],
     ];
     for (const [method, path] of routes) {
       const body = { name: 'evil/debian:12', base: 'debian:bookworm', role: 'admin' };
       const as = async (c: HttpClient) => (method === 'GET' ? c.get(path) : api(c, path, body));
       expect((await as(alice)).status, `alice ${method} ${path}`).toBe(403);
       const a = await as(anon);
-      expect(path.startsWith('/api/') || method === 'POST' ? a.status : a.status === 303 && a.headers.get('location'), `anon ${method} ${path}`)
-        .toBe(path.startsWith('/api/') || method === 'POST' ? 401 : `/login?next=${encodeURIComponent(path)}`);
+      expect(
+        path.startsWith('/api/') || method === 'POST' ? a.status : a.status === 303 && a.headers.get('location'),
+        `anon ${method} ${path}`,
+      ).toBe(path.startsWith('/api/') || method === 'POST' ? 401 : `/login?next=${encodeURIComponent(path)}`);
     }
     expect(await rows()).toEqual(before);
     expect(await (await alice.get('/dockerfiles')).text()).not.toContain('/admin/base-names');
@@ -141,14 +181,21 @@ describe('site base names (admin page and API)', () => {
 
   it('a mapping removed is no longer accepted on save', async () => {
     const id = (await w.db('base_names').where({ name: 'registry.example.com/base/debian:12' }).first()).id as number;
-    expect((await (await api(admin, `/api/admin/base-names/${id}/delete`, {})).json())).toEqual({ removed: true });
+    expect(await (await api(admin, `/api/admin/base-names/${id}/delete`, {})).json()).toEqual({ removed: true });
     expect((await saveDockerfile(alice, 'corp2', 'FROM registry.example.com/base/debian:12\n')).status).toBe(422);
   });
 
   it(`holds at most ${MAX_BASE_NAMES} names (what a job spec may carry); changing one at the limit still works`, async () => {
     const have = Number((await w.db('base_names').count({ n: '*' }))[0]!.n);
     const now = new Date().toISOString();
-    await w.db('base_names').insert(Array.from({ length: MAX_BASE_NAMES - have }, (_, i) => ({ name: `fill/n${i}:1`, base: 'debian:bookworm', created_at: now, updated_at: now })));
+    await w.db('base_names').insert(
+      Array.from({ length: MAX_BASE_NAMES - have }, (_, i) => ({
+        name: `fill/n${i}:1`,
+        base: 'debian:bookworm',
+        created_at: now,
+        updated_at: now,
+      })),
+    );
     const over = await api(admin, '/api/admin/base-names', { name: 'fill/one-more:1', base: 'debian:bookworm' });
     expect(over.status).toBe(409);
     expect((await api(admin, '/api/admin/base-names', { name: 'fill/n0:1', base: 'debian:trixie' })).status).toBe(200);

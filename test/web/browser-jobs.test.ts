@@ -5,7 +5,16 @@ import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 /**
  * Real Chromium against the real app (real SSH glue, local backend): the journey "set a daily schedule and switch
@@ -17,9 +26,13 @@ describe('browser: jobs', () => {
   let profile: { dir: string; cleanup: () => void };
   const shots = tempDir('kiln-shots-jobs-');
   beforeAll(async () => {
-    w = await startTestWeb({ realGlue: true }) as typeof w;
+    w = (await startTestWeb({ realGlue: true })) as typeof w;
     profile = tempDir('kiln-chromium-');
-    ctx = await chromium.launchPersistentContext(profile.dir, { executablePath: '/usr/bin/chromium', args: FLAGS, headless: true });
+    ctx = await chromium.launchPersistentContext(profile.dir, {
+      executablePath: '/usr/bin/chromium',
+      args: FLAGS,
+      headless: true,
+    });
     console.log(`screenshots: ${shots.dir}`);
   });
   afterAll(async () => {
@@ -35,7 +48,9 @@ describe('browser: jobs', () => {
     const id = await alice.createDockerfile('nightly', 'FROM debian:bookworm\nRUN true\n');
     const page = await ctx.newPage();
     const problems: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(m.text());
+    });
     page.on('pageerror', (e) => problems.push(String(e)));
     await page.goto(w.url + '/login');
     await page.fill('input[name=username]', 'alice');

@@ -5,13 +5,24 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { tempDir } from '../helpers/tmp.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 /** A new page whose console errors and page errors (a CSP violation, a script error) are collected. */
 async function watchedPage(ctx: BrowserContext): Promise<{ page: Page; problems: string[] }> {
   const page = await ctx.newPage();
   const problems: string[] = [];
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(m.text());
+  });
   page.on('pageerror', (e) => problems.push(String(e)));
   return { page, problems };
 }
@@ -37,7 +48,11 @@ describe('browser', () => {
   beforeAll(async () => {
     w = await startTestWeb({ realGlue: true });
     profile = tempDir('kiln-chromium-');
-    ctx = await chromium.launchPersistentContext(profile.dir, { executablePath: '/usr/bin/chromium', args: FLAGS, headless: true });
+    ctx = await chromium.launchPersistentContext(profile.dir, {
+      executablePath: '/usr/bin/chromium',
+      args: FLAGS,
+      headless: true,
+    });
   });
   afterAll(async () => {
     await ctx?.close();
@@ -55,7 +70,8 @@ describe('browser', () => {
     await page.click('main >> text=New Dockerfile');
     await page.fill('input[name=name]', 'debian-minimal');
     // The policy refuses first: the findings come back next to their lines, the text kept, nothing run.
-    const hostile = 'FROM debian:bookworm\nENV D=/proc/self/fd/7\nWORKDIR $D\nLABEL x="<script>window.__pwned=1</script>"\n';
+    const hostile =
+      'FROM debian:bookworm\nENV D=/proc/self/fd/7\nWORKDIR $D\nLABEL x="<script>window.__pwned=1</script>"\n';
     await page.fill('textarea[name=content]', hostile);
     await page.click('main button[type=submit]');
     await page.waitForSelector('tr#df-line-3.flagged .finding');
@@ -65,9 +81,12 @@ describe('browser', () => {
     expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
     await page.screenshot({ path: path.join(shots.dir, 'refused.png'), fullPage: true });
     // Chromium reports the 422 itself; nothing else (no CSP violation, no script error).
-    expect(problems).toEqual(['Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)']);
+    expect(problems).toEqual([
+      'Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)',
+    ]);
     problems.length = 0;
-    const xss = 'FROM debian:bookworm\nLABEL note="<script>window.__pwned=1</script>"\nRUN apt-get update && apt-get install -y --no-install-recommends linux-image-amd64 systemd-sysv\n';
+    const xss =
+      'FROM debian:bookworm\nLABEL note="<script>window.__pwned=1</script>"\nRUN apt-get update && apt-get install -y --no-install-recommends linux-image-amd64 systemd-sysv\n';
     await page.fill('textarea[name=content]', xss);
     await page.click('main button[type=submit]');
     await page.waitForURL(/\/dockerfiles\/\d+$/);
@@ -80,15 +99,24 @@ describe('browser', () => {
     await page.click('table >> text=debian-minimal');
     await page.click('button:has-text("Build")');
     await page.waitForURL(/\/builds\/\d+$/);
-    await page.waitForFunction(() => document.getElementById('state')?.textContent === 'succeeded', null, { timeout: 30_000 });
+    await page.waitForFunction(() => document.getElementById('state')?.textContent === 'succeeded', null, {
+      timeout: 30_000,
+    });
     // The page reloads itself once the build has ended (the report is the server's): wait for it.
     await page.waitForSelector('table.boot-tests', { timeout: 30_000 });
     await page.waitForSelector('#artifacts a:has-text("image.raw")');
-    await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('[kiln] build succeeded'), null, { timeout: 10_000 });
+    await page.waitForFunction(
+      () => (document.getElementById('log')?.textContent ?? '').includes('[kiln] build succeeded'),
+      null,
+      { timeout: 10_000 },
+    );
     // The SDK's machine lines are progress events, never shown as log text.
     expect(await page.textContent('#log')).not.toContain('##kiln');
     await page.screenshot({ path: path.join(shots.dir, 'build.png'), fullPage: true });
-    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#artifacts a:has-text("image.raw")')]);
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.click('#artifacts a:has-text("image.raw")'),
+    ]);
     expect(download.suggestedFilename()).toMatch(/^kiln-\d+-image\.raw$/);
     // A long log (700 KiB) is paged in quickly; the page keeps its tail.
     await page.goto(w.url + '/dockerfiles/new');
@@ -99,7 +127,11 @@ describe('browser', () => {
     await page.click('button:has-text("Build")');
     await page.waitForURL(/\/builds\/\d+$/);
     await page.waitForSelector('table.boot-tests', { timeout: 30_000 });
-    await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('[kiln] build succeeded'), null, { timeout: 20_000 });
+    await page.waitForFunction(
+      () => (document.getElementById('log')?.textContent ?? '').includes('[kiln] build succeeded'),
+      null,
+      { timeout: 20_000 },
+    );
     const shown = (await page.textContent('#log'))!;
     expect(shown.split('\n').filter((l) => /^x{1023}$/.test(l))).toHaveLength(700);
     await page.click('button:has-text("Log out")');
@@ -118,7 +150,12 @@ describe('browser: following a build', () => {
   beforeAll(async () => {
     w = await startTestWeb({ realGlue: true, config: { web: { livePollMs: 100 } } });
     profile = tempDir('kiln-chromium-');
-    ctx = await chromium.launchPersistentContext(profile.dir, { executablePath: '/usr/bin/chromium', args: FLAGS, headless: true, viewport: { width: 1200, height: 900 } });
+    ctx = await chromium.launchPersistentContext(profile.dir, {
+      executablePath: '/usr/bin/chromium',
+      args: FLAGS,
+      headless: true,
+      viewport: { width: 1200, height: 900 },
+    });
   });
   afterAll(async () => {
     await ctx?.close();
@@ -134,14 +171,23 @@ describe('browser: following a build', () => {
     await signUpInBrowser(page, 'carol');
     await page.click('main >> text=New Dockerfile');
     await page.fill('input[name=name]', 'web-appliance');
-    await page.fill('textarea[name=content]', 'FROM debian:bookworm\n# fake: gate journey\n# fake-lines: 30\n# fake-ansi\n# fake-packages: libc6=2.36-9 curl=7.88.1 nginx=1.22.1\nRUN apt-get update && apt-get install -y nginx\n');
+    await page.fill(
+      'textarea[name=content]',
+      'FROM debian:bookworm\n# fake: gate journey\n# fake-lines: 30\n# fake-ansi\n# fake-packages: libc6=2.36-9 curl=7.88.1 nginx=1.22.1\nRUN apt-get update && apt-get install -y nginx\n',
+    );
     await page.click('main button[type=submit]');
     await page.waitForURL(/\/dockerfiles\/\d+$/);
     await page.click('button:has-text("Build")');
     await page.waitForURL(/\/builds\/\d+$/);
     // Live: lines arrive while the build runs, colours as classes, markup as text, progress from the SDK's events.
-    await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('waiting at gate'), null, { timeout: 30_000 });
-    await page.waitForFunction(() => document.getElementById('state')?.textContent === 'running', null, { timeout: 30_000 });
+    await page.waitForFunction(
+      () => (document.getElementById('log')?.textContent ?? '').includes('waiting at gate'),
+      null,
+      { timeout: 30_000 },
+    );
+    await page.waitForFunction(() => document.getElementById('state')?.textContent === 'running', null, {
+      timeout: 30_000,
+    });
     expect(await page.textContent('#stage')).toBe('build: building the Dockerfile');
     expect(await page.textContent('#log span.ansi-fg-1')).toBe('<script>alert(1)</script>');
     expect(await page.textContent('#log')).not.toContain('##kiln');
@@ -153,14 +199,19 @@ describe('browser: following a build', () => {
     expect(await page.textContent('#state')).toBe('succeeded');
     expect(await page.getAttribute('#progress', 'value')).toBe('100');
     expect(await page.textContent('#stage')).toBe('image ready');
-    await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('after 30'), null, { timeout: 10_000 });
+    await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('after 30'), null, {
+      timeout: 10_000,
+    });
     const log = (await page.textContent('#log'))!;
     expect(log.match(/\[kiln\] build succeeded/g)).toHaveLength(1);
     expect(log.match(/^line 17$/gm)).toHaveLength(1);
     expect(await page.getAttribute('#artifacts li:has(a:has-text("image.raw")) .size', 'title')).toBe('15 bytes');
     expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
     await page.screenshot({ path: path.join(shots.dir, '2-finished.png'), fullPage: true });
-    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#artifacts a:has-text("image.raw")')]);
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.click('#artifacts a:has-text("image.raw")'),
+    ]);
     expect(download.suggestedFilename()).toMatch(/^kiln-\d+-image\.raw$/);
     await page.click('a:has-text("serial log")');
     await page.waitForSelector('pre.serial');
@@ -181,7 +232,9 @@ describe('browser: following a build', () => {
 
 // tiny helper so the first navigation check reads well
 declare module 'vitest' {
-  interface Assertion { toHaveURLish(suffix: string): void }
+  interface Assertion {
+    toHaveURLish(suffix: string): void;
+  }
 }
 expect.extend({
   toHaveURLish(received: { url(): string }, suffix: string) {

@@ -13,7 +13,16 @@ import { until } from '../helpers/wait.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const GOOD = 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y linux-image-amd64 systemd-sysv\n';
-type BuildJson = { id: number; state: string; final: boolean; backendBuild: number | null; reason: string | null; artifacts: Array<{ name: string; size: number; url: string }>; imageSha256: string | null; progress: { stage: string; percent: number } | null };
+type BuildJson = {
+  id: number;
+  state: string;
+  final: boolean;
+  backendBuild: number | null;
+  reason: string | null;
+  artifacts: Array<{ name: string; size: number; url: string }>;
+  imageSha256: string | null;
+  progress: { stage: string; percent: number } | null;
+};
 const sha256 = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
 
 async function getBuild(c: HttpClient, id: number): Promise<BuildJson> {
@@ -27,25 +36,41 @@ describe('builds', () => {
   let a: HttpClient;
   let b: HttpClient;
   let dfId: number;
-  const lastBackendBuild = async (job: number) => (await w.glue.call('jobs.list', [])).jobs.find((j) => j.job === job)?.lastBuild ?? 0;
+  const lastBackendBuild = async (job: number) =>
+    (await w.glue.call('jobs.list', [])).jobs.find((j) => j.job === job)?.lastBuild ?? 0;
   const jobCommands = (from: number) => w.local.verbsSince(from).filter((v) => v.startsWith('job.'));
   beforeAll(async () => {
-    w = await startTestWeb({ config: { web: { quotaQueuedBuilds: 3 } }, logger: (await import('../../src/shared/logger.js')).createLogger({ level: process.env.TEST_LOG ? 'error' : 'silent' }) });
+    w = await startTestWeb({
+      config: { web: { quotaQueuedBuilds: 3 } },
+      logger: (await import('../../src/shared/logger.js')).createLogger({
+        level: process.env.TEST_LOG ? 'error' : 'silent',
+      }),
+    });
     a = w.client();
     await a.signUp('alice');
     b = w.client();
     await b.signUp('bob');
     dfId = await a.createDockerfile('debian-minimal', GOOD);
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('Build => the request only records it; the worker puts the job (the spec) and builds it with the key; the row is queued with the backend build number', async () => {
     const { id, key } = await a.build(dfId);
     const row = await w.waitForBuild(id, (r) => r.backend_build !== null);
     expect(row.idempotency_key).toBe(key);
     expect(row.backend_build).toBe(1);
-    const spec = JSON.parse(readFileSync(path.join(w.local.dataDir, `glue/jobs/kiln-job-${dfId}/config.json`), 'utf8')) as Record<string, unknown>;
-    expect(spec).toMatchObject({ owner: 'alice', name: 'debian-minimal', dockerfile: GOOD, schedule: 'off', enabled: true });
+    const spec = JSON.parse(
+      readFileSync(path.join(w.local.dataDir, `glue/jobs/kiln-job-${dfId}/config.json`), 'utf8'),
+    ) as Record<string, unknown>;
+    expect(spec).toMatchObject({
+      owner: 'alice',
+      name: 'debian-minimal',
+      dockerfile: GOOD,
+      schedule: 'off',
+      enabled: true,
+    });
     const version = await w.db('dockerfile_versions').where({ id: row.version_id }).first();
     expect(version.sha256).toBe(sha256(GOOD));
     expect((await w.waitForBuild(id)).state).toBe('succeeded');
@@ -60,7 +85,9 @@ describe('builds', () => {
     // a fresh form, double-clicked many times at once
     const html = await (await a.get(`/dockerfiles/${dfId}`)).text();
     const k2 = /name="key" value="([^"]+)"/.exec(html)![1]!;
-    const rs = await Promise.all(Array.from({ length: 8 }, () => a.postForm(`/dockerfiles/${dfId}/builds`, { _csrf: token, key: k2 })));
+    const rs = await Promise.all(
+      Array.from({ length: 8 }, () => a.postForm(`/dockerfiles/${dfId}/builds`, { _csrf: token, key: k2 })),
+    );
     const locations = new Set(rs.map((r) => r.headers.get('location')));
     expect(rs.every((r) => r.status === 303)).toBe(true);
     expect(locations.size).toBe(1);
@@ -76,23 +103,35 @@ describe('builds', () => {
     const held = await a.createDockerfile('held', 'FROM debian:bookworm\n# fake: gate quota\n');
     const t = await a.apiToken();
     const keys = Array.from({ length: 20 }, (_, i) => `parallel-key-${i}-xxxx`);
-    const rs = await Promise.all(keys.map((key) => a.postJson(`/api/dockerfiles/${held}/builds`, { key }, { 'x-csrf-token': t })));
+    const rs = await Promise.all(
+      keys.map((key) => a.postJson(`/api/dockerfiles/${held}/builds`, { key }, { 'x-csrf-token': t })),
+    );
     expect(rs.filter((r) => r.status === 201).length).toBe(3);
     const refused = rs.filter((r) => r.status === 429);
     expect(refused.length).toBe(17);
     expect(refused[0]!.headers.get('retry-after')).toBeTruthy();
-    expect(Number((await w.db('builds').whereIn('state', ['requested', 'queued', 'running']).count({ n: '*' }))[0]!.n)).toBe(3);
+    expect(
+      Number((await w.db('builds').whereIn('state', ['requested', 'queued', 'running']).count({ n: '*' }))[0]!.n),
+    ).toBe(3);
     w.local.openGate('quota');
-    for (const r of await w.db('builds').where({ dockerfile_id: held })) expect((await w.waitForBuild(r.id)).state).toBe('succeeded');
+    for (const r of await w.db('builds').where({ dockerfile_id: held }))
+      expect((await w.waitForBuild(r.id)).state).toBe('succeeded');
   });
 
   it('case 15: status, progress, log (ANSI and OSC 8 links stripped, markup kept as text) and download follow the glue; case 23: the image downloads as an attachment under a server-made name, nosniff, private no-store; Range gives 206', async () => {
     const df = await a.createDockerfile('watched', 'FROM debian:bookworm\n# fake: gate watched\n# fake-ansi\n');
     const { id } = await a.build(df);
-    let s = await until(async () => { const x = await getBuild(a, id); return x.state === 'running' && x.progress && x; });
+    let s = await until(async () => {
+      const x = await getBuild(a, id);
+      return x.state === 'running' && x.progress && x;
+    });
     expect(s.progress).toMatchObject({ stage: 'build', percent: 10 });
     const log = await until(async () => {
-      const l = (await (await a.get(`/api/builds/${id}/log?offset=0`)).json()) as { text: string; nextOffset: number; more: boolean };
+      const l = (await (await a.get(`/api/builds/${id}/log?offset=0`)).json()) as {
+        text: string;
+        nextOffset: number;
+        more: boolean;
+      };
       return l.text.includes('waiting at gate') && l;
     });
     expect(log.text).toContain('step 1\n<script>alert(1)</script>\nlink\n');
@@ -128,19 +167,55 @@ describe('builds', () => {
   it('case 21: download ids and names like ../../, %2e%2e%2f, %252e, ..%5c, %00 => 400/404, and nothing is read', async () => {
     const row = await w.db('builds').where({ state: 'succeeded' }).first();
     const from = w.local.commands.length;
-    const names = ['..%2F..%2Fetc%2Fpasswd', '../../etc/passwd', '%2e%2e%2f', '%2e%2e%2fSHA256SUMS', '%252e%252e%252fetc', '..%5cimage.raw', '..%5c..%5cetc%5cpasswd',
-      'image.raw%00', 'image.raw%00.txt', '%00', 'image.qcow2', 'build.log', '.', '..', '%2e', 'IMAGE.RAW', 'image.raw%2f'];
+    const names = [
+      '..%2F..%2Fetc%2Fpasswd',
+      '../../etc/passwd',
+      '%2e%2e%2f',
+      '%2e%2e%2fSHA256SUMS',
+      '%252e%252e%252fetc',
+      '..%5cimage.raw',
+      '..%5c..%5cetc%5cpasswd',
+      'image.raw%00',
+      'image.raw%00.txt',
+      '%00',
+      'image.qcow2',
+      'build.log',
+      '.',
+      '..',
+      '%2e',
+      'IMAGE.RAW',
+      'image.raw%2f',
+    ];
     // Sent as written (node:http), not normalised by a URL parser the way fetch would.
-    const raw = (p: string) => new Promise<number>((resolve, reject) => {
-      const u = new URL(w.url);
-      http.get({ host: u.hostname, port: u.port, path: p, headers: { cookie: a.cookieHeader() } }, (res) => { res.resume(); resolve(res.statusCode!); }).on('error', reject);
-    });
+    const raw = (p: string) =>
+      new Promise<number>((resolve, reject) => {
+        const u = new URL(w.url);
+        http
+          .get({ host: u.hostname, port: u.port, path: p, headers: { cookie: a.cookieHeader() } }, (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          })
+          .on('error', reject);
+      });
     for (const name of names) {
       for (const prefix of ['', '/api']) {
         expect([400, 404], `${prefix} ${name}`).toContain(await raw(`${prefix}/builds/${row.id}/artifacts/${name}`));
       }
     }
-    for (const id of ['..%2f1', '..', '../..', '%2e%2e%2f1', '%252e%252e', '..%5c1', `${row.id}%00`, '%00', '0', '-1', '1.0', '99999999999999']) {
+    for (const id of [
+      '..%2f1',
+      '..',
+      '../..',
+      '%2e%2e%2f1',
+      '%252e%252e',
+      '..%5c1',
+      `${row.id}%00`,
+      '%00',
+      '0',
+      '-1',
+      '1.0',
+      '99999999999999',
+    ]) {
       for (const p of [`/builds/${id}`, `/builds/${id}/artifacts/image.raw`, `/api/builds/${id}/artifacts/image.raw`]) {
         expect([400, 404], p).toContain(await raw(p));
       }
@@ -149,11 +224,17 @@ describe('builds', () => {
     expect(w.local.verbsSince(from).filter((v) => v === 'build.artifact')).toEqual([]);
   });
 
-  it('case 12: user B gets 404 on A\'s Dockerfile, build, log and download; POSTs change nothing', async () => {
+  it("case 12: user B gets 404 on A's Dockerfile, build, log and download; POSTs change nothing", async () => {
     const row = await w.db('builds').where({ state: 'succeeded', dockerfile_id: dfId }).first();
     const paths = [
-      `/dockerfiles/${dfId}`, `/dockerfiles/${dfId}/raw`, `/builds/${row.id}`, `/builds/${row.id}/artifacts/image.raw`,
-      `/api/dockerfiles/${dfId}`, `/api/builds/${row.id}`, `/api/builds/${row.id}/log?offset=0`, `/api/builds/${row.id}/artifacts/image.raw`,
+      `/dockerfiles/${dfId}`,
+      `/dockerfiles/${dfId}/raw`,
+      `/builds/${row.id}`,
+      `/builds/${row.id}/artifacts/image.raw`,
+      `/api/dockerfiles/${dfId}`,
+      `/api/builds/${row.id}`,
+      `/api/builds/${row.id}/log?offset=0`,
+      `/api/builds/${row.id}/artifacts/image.raw`,
     ];
     const from = w.local.commands.length;
     for (const p of paths) {
@@ -168,7 +249,9 @@ describe('builds', () => {
     const r = await b.postJson(`/api/dockerfiles/${dfId}/builds`, { key: 'bob-steals-a-build' }, { 'x-csrf-token': t });
     expect(r.status).toBe(404);
     const bt = await b.token('/dockerfiles');
-    expect((await b.postForm(`/dockerfiles/${dfId}/builds`, { _csrf: bt, key: 'bob-steals-b-build' })).status).toBe(404);
+    expect((await b.postForm(`/dockerfiles/${dfId}/builds`, { _csrf: bt, key: 'bob-steals-b-build' })).status).toBe(
+      404,
+    );
     expect(Number((await w.db('builds').count({ n: '*' }))[0]!.n)).toBe(before);
     expect(w.local.verbsSince(from).filter((v) => v !== 'build.status' && v !== 'jobs.list')).toEqual([]);
     const list = (await (await b.get('/api/dockerfiles')).json()) as { dockerfiles: unknown[] };
@@ -197,8 +280,13 @@ describe('builds', () => {
     try {
       const { id, key } = await a.build(dfId);
       // The dispatch task tried, failed and waits for its next try: the row is untouched.
-      const task = await until(async () => (await listTasksOf(w.db, `build:${id}`)).find((t) => t.kind === 'build.dispatch' && t.last_error));
-      expect(task).toMatchObject({ state: expect.stringMatching(/^(pending|running)$/), last_error: expect.stringContaining('backend_unavailable') });
+      const task = await until(async () =>
+        (await listTasksOf(w.db, `build:${id}`)).find((t) => t.kind === 'build.dispatch' && t.last_error),
+      );
+      expect(task).toMatchObject({
+        state: expect.stringMatching(/^(pending|running)$/),
+        last_error: expect.stringContaining('backend_unavailable'),
+      });
       const row = (await findBuild(w.db, id, null))!;
       expect(row).toMatchObject({ state: 'requested', backend_build: null });
       expect((await getBuild(a, id)).state).toBe('requested');
@@ -219,23 +307,33 @@ describe('builds', () => {
     const r = await a.postForm(`/builds/${id}/cancel`, { _csrf: token });
     expect(r.status).toBe(303);
     // The cancel task's 'Cancelled.' or, when a refresh saw the backend's end first, the backend's own words.
-    expect(await w.waitForBuild(id)).toMatchObject({ state: 'cancelled', reason: expect.stringMatching(/^(Cancelled\.|cancelled by request)$/) });
+    expect(await w.waitForBuild(id)).toMatchObject({
+      state: 'cancelled',
+      reason: expect.stringMatching(/^(Cancelled\.|cancelled by request)$/),
+    });
     expect((await w.glue.call('build.status', [held, running.backend_build!])).state).toBe('cancelled');
 
     w.local.down = true;
     let second;
     try {
       second = await a.build(held);
-      await until(async () => (await listTasksOf(w.db, `build:${second!.id}`)).some((t) => t.kind === 'build.dispatch' && t.last_error));
+      await until(async () =>
+        (await listTasksOf(w.db, `build:${second!.id}`)).some((t) => t.kind === 'build.dispatch' && t.last_error),
+      );
       const t = await a.apiToken();
       const j = await a.postJson(`/api/builds/${second.id}/cancel`, {}, { 'x-csrf-token': t });
       expect(j.status).toBe(200);
-      expect(((await j.json()) as { build: { state: string; reason: string } }).build).toMatchObject({ state: 'cancelled', reason: 'Cancelled before it started.' });
+      expect(((await j.json()) as { build: { state: string; reason: string } }).build).toMatchObject({
+        state: 'cancelled',
+        reason: 'Cancelled before it started.',
+      });
     } finally {
       w.local.down = false;
     }
     // Once the glue answers, the key is withdrawn (its dispatch attempts are cleared) and nothing was ever built for it.
-    const withdrawn = await until(async () => (await listTasksOf(w.db, `build:${second.id}`)).find((t) => t.kind === 'build.withdraw' && t.state === 'done'));
+    const withdrawn = await until(async () =>
+      (await listTasksOf(w.db, `build:${second.id}`)).find((t) => t.kind === 'build.withdraw' && t.state === 'done'),
+    );
     expect(withdrawn).toBeTruthy();
     const row = (await findBuild(w.db, second.id, null))!;
     expect(row).toMatchObject({ state: 'cancelled', backend_build: null, dispatch_attempts: 0 });
@@ -254,7 +352,7 @@ describe('builds', () => {
     expect((await w.waitForBuild(third.id)).state).toBe('cancelled');
   });
 
-  it('a glue refusal (not an outage) fails the build with the glue\'s message', async () => {
+  it("a glue refusal (not an outage) fails the build with the glue's message", async () => {
     w.local.refuse('job.put', new KilnError('policy_violation', 'Dockerfile uses a forbidden instruction.'));
     const { id } = await a.build(dfId);
     const row = await w.waitForBuild(id);
@@ -263,7 +361,7 @@ describe('builds', () => {
   });
 });
 
-describe('cancel racing the backend\'s own end', () => {
+describe("cancel racing the backend's own end", () => {
   let w: TestWeb & { local: InProcessGlue };
   let builder: Worker;
   let a: HttpClient;
@@ -285,7 +383,9 @@ describe('cancel racing the backend\'s own end', () => {
       const df = await a.createDockerfile(`ended${content.length}`, content);
       const { id } = await a.build(df);
       const row = await w.waitForBuild(id, (r) => r.backend_build !== null);
-      await until(async () => ['succeeded', 'failed'].includes((await w.glue.call('build.status', [df, row.backend_build!])).state));
+      await until(async () =>
+        ['succeeded', 'failed'].includes((await w.glue.call('build.status', [df, row.backend_build!])).state),
+      );
       expect((await findBuild(w.db, id, null))!.state).toBe('queued');
       expect((await a.postJson(`/api/builds/${id}/cancel`, {}, { 'x-csrf-token': t })).status).toBe(200);
       return id;
@@ -299,15 +399,21 @@ describe('cancel racing the backend\'s own end', () => {
 
 describe('security headers', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb(); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb();
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 24: every HTML response carries CSP, HSTS, nosniff, Referrer-Policy and no X-Powered-By', async () => {
     const c = w.client();
     for (const p of ['/login', '/register', '/nope', '/static/kiln.css']) {
       const r = await c.get(p);
       const h = r.headers;
-      expect(h.get('content-security-policy'), p).toBe("default-src 'self';script-src 'self';object-src 'none';frame-ancestors 'none';base-uri 'none';form-action 'self'");
+      expect(h.get('content-security-policy'), p).toBe(
+        "default-src 'self';script-src 'self';object-src 'none';frame-ancestors 'none';base-uri 'none';form-action 'self'",
+      );
       expect(h.get('strict-transport-security'), p).toBe('max-age=31536000; includeSubDomains');
       expect(h.get('x-content-type-options'), p).toBe('nosniff');
       expect(h.get('referrer-policy'), p).toBe('no-referrer');
@@ -344,4 +450,3 @@ describe('security headers', () => {
     }
   });
 });
-

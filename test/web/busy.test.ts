@@ -5,8 +5,12 @@ import { startTestWeb, type TestWeb } from '../helpers/web.js';
 
 describe('SQLite locked by another process for longer than busy_timeout', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb(); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb();
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 48: answers 503 + Retry-After and writes nothing', async () => {
     const c = w.client();
@@ -15,7 +19,11 @@ describe('SQLite locked by another process for longer than busy_timeout', () => 
     const other = createDb({ client: 'sqlite', filename: path.join(w.dir, 'kiln.sqlite') });
     try {
       await other.raw('BEGIN EXCLUSIVE');
-      const r = await c.postJson('/api/dockerfiles', { name: 'blocked', content: 'FROM debian:bookworm\n' }, { 'x-csrf-token': t });
+      const r = await c.postJson(
+        '/api/dockerfiles',
+        { name: 'blocked', content: 'FROM debian:bookworm\n' },
+        { 'x-csrf-token': t },
+      );
       expect(r.status).toBe(503);
       expect(r.headers.get('retry-after')).toBe('1');
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe('backend_unavailable');
@@ -24,7 +32,11 @@ describe('SQLite locked by another process for longer than busy_timeout', () => 
       await other.destroy();
     }
     expect(await w.db('dockerfiles').where({ name: 'blocked' }).first()).toBeUndefined();
-    const ok = await c.postJson('/api/dockerfiles', { name: 'after', content: 'FROM debian:bookworm\n' }, { 'x-csrf-token': t });
+    const ok = await c.postJson(
+      '/api/dockerfiles',
+      { name: 'after', content: 'FROM debian:bookworm\n' },
+      { 'x-csrf-token': t },
+    );
     expect(ok.status).toBe(201);
   }, 30_000);
 });

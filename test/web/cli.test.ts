@@ -10,8 +10,15 @@ const KILN = path.resolve(__dirname, '../../bin/kiln');
 describe('kiln migrate / kiln user (compiled CLI)', () => {
   let dir: string;
   let cleanup: () => void;
-  const run = (...args: string[]) => spawnSync(KILN, args, { env: { ...process.env, KILN_DATA_DIR: dir, KILN_LOG_LEVEL: 'silent' }, encoding: 'utf8', timeout: 60_000 });
-  beforeAll(() => { ({ dir, cleanup } = tempDir('kiln-cli-')); });
+  const run = (...args: string[]) =>
+    spawnSync(KILN, args, {
+      env: { ...process.env, KILN_DATA_DIR: dir, KILN_LOG_LEVEL: 'silent' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+  beforeAll(() => {
+    ({ dir, cleanup } = tempDir('kiln-cli-'));
+  });
   afterAll(() => cleanup());
 
   it('migrate creates the database, twice is a no-op', () => {

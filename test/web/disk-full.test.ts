@@ -21,7 +21,10 @@ function smallDisk(dir: string, sizeMb: number, owner?: string) {
   mkdirSync(dir);
   execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMb}m,mode=0700`, 'tmpfs', dir]);
   if (owner) execFileSync('chown', [`${owner}:${owner}`, dir]);
-  const free = (): number => { const st = statfsSync(dir); return Number(st.bavail) * Number(st.bsize); };
+  const free = (): number => {
+    const st = statfsSync(dir);
+    return Number(st.bavail) * Number(st.bsize);
+  };
   return {
     free,
     /** Leaves about `leave` bytes free (0: completely full). */
@@ -31,11 +34,17 @@ function smallDisk(dir: string, sizeMb: number, owner?: string) {
       writeFileSync(fill, Buffer.alloc(0));
       // dd stops at ENOSPC when asked for more than there is: exactly what "full" means.
       try {
-        execFileSync('dd', ['if=/dev/zero', `of=${fill}`, 'bs=4096', `count=${Math.ceil(n / 4096)}`, 'status=none'], { stdio: 'ignore' });
-      } catch { /* ENOSPC at the end is expected when leave is 0 */ }
+        execFileSync('dd', ['if=/dev/zero', `of=${fill}`, 'bs=4096', `count=${Math.ceil(n / 4096)}`, 'status=none'], {
+          stdio: 'ignore',
+        });
+      } catch {
+        /* ENOSPC at the end is expected when leave is 0 */
+      }
     },
     unfill: (): void => rmSync(fill, { force: true }),
-    unmount: (): void => { execFileSync('umount', [dir]); },
+    unmount: (): void => {
+      execFileSync('umount', [dir]);
+    },
   };
 }
 
@@ -50,13 +59,22 @@ describe.skipIf(!root)('disk full (SQLite on a small tmpfs)', () => {
   const fill = (leave: number): void => disk!.fill(leave);
   const rows = async (): Promise<Record<string, number>> => {
     const out: Record<string, number> = {};
-    for (const t of ['dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds']) out[t] = Number((await db(t).count({ n: '*' }))[0]!.n);
+    for (const t of ['dockerfiles', 'dockerfile_versions', 'dockerfile_contexts', 'builds'])
+      out[t] = Number((await db(t).count({ n: '*' }))[0]!.n);
     return out;
   };
-  const upload = async (c: HttpClient, name: string, contextBytes = 0, token?: string): Promise<Response> => c.postJson('/api/dockerfiles', {
-    name, content: 'FROM debian:bookworm\nRUN true\n',
-    ...(contextBytes ? { contextFiles: [{ name: 'blob.bin', contentBase64: Buffer.alloc(contextBytes, 9).toString('base64') }] } : {}),
-  }, { 'x-csrf-token': token ?? await c.apiToken() });
+  const upload = async (c: HttpClient, name: string, contextBytes = 0, token?: string): Promise<Response> =>
+    c.postJson(
+      '/api/dockerfiles',
+      {
+        name,
+        content: 'FROM debian:bookworm\nRUN true\n',
+        ...(contextBytes
+          ? { contextFiles: [{ name: 'blob.bin', contentBase64: Buffer.alloc(contextBytes, 9).toString('base64') }] }
+          : {}),
+      },
+      { 'x-csrf-token': token ?? (await c.apiToken()) },
+    );
   const formUpload = async (c: HttpClient, name: string): Promise<Response> => {
     const f = new FormData();
     f.set('_csrf', await c.token('/dockerfiles/new'));
@@ -138,8 +156,10 @@ describe.skipIf(!root)('disk full (SQLite on a small tmpfs)', () => {
   });
 
   it('case 50: the disk-full errors of every engine are recognised (SQLITE_FULL, PostgreSQL 53100, ENOSPC)', () => {
-    for (const code of ['SQLITE_FULL', '53100', 'ENOSPC']) expect(isDiskFull(Object.assign(new Error('x'), { code })), code).toBe(true);
-    for (const code of ['SQLITE_BUSY', '23505', 'EACCES', undefined]) expect(isDiskFull(Object.assign(new Error('x'), { code })), String(code)).toBe(false);
+    for (const code of ['SQLITE_FULL', '53100', 'ENOSPC'])
+      expect(isDiskFull(Object.assign(new Error('x'), { code })), code).toBe(true);
+    for (const code of ['SQLITE_BUSY', '23505', 'EACCES', undefined])
+      expect(isDiskFull(Object.assign(new Error('x'), { code })), String(code)).toBe(false);
   });
 });
 
@@ -158,17 +178,47 @@ describe.skipIf(!root || !PG_BIN)('disk full (PostgreSQL, a private server on a 
   let started = false;
   let db: Db;
   let w: TestWeb;
-  const pgCtl = (...args: string[]) => execFileSync('runuser', ['-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', data, ...args], { stdio: 'ignore', timeout: 120_000, cwd: dir });
+  const pgCtl = (...args: string[]) =>
+    execFileSync('runuser', ['-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', data, ...args], {
+      stdio: 'ignore',
+      timeout: 120_000,
+      cwd: dir,
+    });
 
   beforeAll(async () => {
     chmodSync(tmp.dir, 0o711); // the server runs as postgres and must reach its directory
     disk = smallDisk(dir, 96, 'postgres');
     // 1 MiB WAL segments, so the server keeps recycled segments on this small disk and a full disk fails a relation
     // extension (an ERROR, SQLSTATE 53100) rather than a WAL write.
-    execFileSync('runuser', ['-u', 'postgres', '--', `${PG_BIN}/initdb`, '-D', data, '--wal-segsize=1', '-A', 'trust', '-U', 'kiln', '-E', 'UTF8'], { stdio: 'ignore', timeout: 120_000, cwd: dir });
+    execFileSync(
+      'runuser',
+      [
+        '-u',
+        'postgres',
+        '--',
+        `${PG_BIN}/initdb`,
+        '-D',
+        data,
+        '--wal-segsize=1',
+        '-A',
+        'trust',
+        '-U',
+        'kiln',
+        '-E',
+        'UTF8',
+      ],
+      { stdio: 'ignore', timeout: 120_000, cwd: dir },
+    );
     execFileSync('runuser', ['-u', 'postgres', '--', 'mkdir', sock]);
     const port = String(50000 + Math.floor(Math.random() * 10000));
-    pgCtl('-w', '-l', path.join(dir, 'log'), '-o', `-c listen_addresses='' -c unix_socket_directories=${sock} -c port=${port} -c min_wal_size=16MB -c max_wal_size=32MB -c shared_buffers=8MB`, 'start');
+    pgCtl(
+      '-w',
+      '-l',
+      path.join(dir, 'log'),
+      '-o',
+      `-c listen_addresses='' -c unix_socket_directories=${sock} -c port=${port} -c min_wal_size=16MB -c max_wal_size=32MB -c shared_buffers=8MB`,
+      'start',
+    );
     started = true;
     db = createDb({ client: 'pg', url: `postgresql://kiln@${encodeURIComponent(sock)}:${port}/postgres` });
     await migrateLatest(db);
@@ -190,19 +240,33 @@ describe.skipIf(!root || !PG_BIN)('disk full (PostgreSQL, a private server on a 
     await db.raw("create table scratch as select repeat('x', 1000) as t from generate_series(1, 20000)");
     await db.raw('drop table scratch');
     await db.raw('checkpoint');
-    const count = async (): Promise<number[]> => Promise.all(['dockerfiles', 'dockerfile_versions', 'dockerfile_contexts'].map(async (t) => Number((await db(t).count({ n: '*' }))[0]!.n)));
+    const count = async (): Promise<number[]> =>
+      Promise.all(
+        ['dockerfiles', 'dockerfile_versions', 'dockerfile_contexts'].map(async (t) =>
+          Number((await db(t).count({ n: '*' }))[0]!.n),
+        ),
+      );
     const before = await count();
     disk!.fill(0);
-    const r = await c.postJson('/api/dockerfiles', {
-      name: 'full', content: 'FROM debian:bookworm\nRUN true\n',
-      contextFiles: [{ name: 'blob.bin', contentBase64: Buffer.alloc(2 * 1024 * 1024, 9).toString('base64') }],
-    }, { 'x-csrf-token': token });
+    const r = await c.postJson(
+      '/api/dockerfiles',
+      {
+        name: 'full',
+        content: 'FROM debian:bookworm\nRUN true\n',
+        contextFiles: [{ name: 'blob.bin', contentBase64: Buffer.alloc(2 * 1024 * 1024, 9).toString('base64') }],
+      },
+      { 'x-csrf-token': token },
+    );
     expect(r.status).toBe(507);
     expect(((await r.json()) as { error: { code: string } }).error.code).toBe('insufficient_storage');
     expect(await count()).toEqual(before);
     expect((await c.get('/api/me')).status).toBe(200);
     disk!.unfill();
-    const ok = await c.postJson('/api/dockerfiles', { name: 'after', content: 'FROM debian:bookworm\nRUN true\n' }, { 'x-csrf-token': token });
+    const ok = await c.postJson(
+      '/api/dockerfiles',
+      { name: 'after', content: 'FROM debian:bookworm\nRUN true\n' },
+      { 'x-csrf-token': token },
+    );
     expect(ok.status).toBe(201);
   });
 });

@@ -11,7 +11,14 @@ async function counts(w: TestWeb) {
   return { dockerfiles: await n('dockerfiles'), versions: await n('dockerfile_versions'), builds: await n('builds') };
 }
 
-function upload(c: HttpClient, token: string, name: string, file: Uint8Array | string | null, content?: string, filename = 'Dockerfile') {
+function upload(
+  c: HttpClient,
+  token: string,
+  name: string,
+  file: Uint8Array | string | null,
+  content?: string,
+  filename = 'Dockerfile',
+) {
   const f = new FormData();
   f.set('_csrf', token);
   f.set('name', name);
@@ -53,7 +60,12 @@ describe('Dockerfile input', () => {
     ['empty text', () => ['empty1', null, ''], 422, /empty/],
     ['whitespace only', () => ['empty2', null, '  \n\t\n'], 422, /empty/],
     ['empty file', () => ['empty3', new Uint8Array(0), undefined], 422, /empty/],
-    ['not UTF-8 (\\xff\\xfe)', () => ['bad-utf8', Uint8Array.from([0xff, 0xfe, 0x46, 0x52]), undefined], 422, /not valid UTF-8/],
+    [
+      'not UTF-8 (\\xff\\xfe)',
+      () => ['bad-utf8', Uint8Array.from([0xff, 0xfe, 0x46, 0x52]), undefined],
+      422,
+      /not valid UTF-8/,
+    ],
     ['overlong UTF-8', () => ['bad-utf8b', Uint8Array.from([0x46, 0xc0, 0xaf]), undefined], 422, /not valid UTF-8/],
     ['NUL in file', () => ['nul', Buffer.from('FROM x\0\n'), undefined], 422, /NUL/],
     ['NUL in pasted text', () => ['nul2', null, 'FROM x\0\n'], 422, /NUL/],
@@ -112,12 +124,24 @@ describe('Dockerfile input', () => {
   it('case 18: JSON API: same rules, exact bytes via base64', async () => {
     const t = await c.apiToken();
     const before = await counts(w);
-    const bad = await c.postJson('/api/dockerfiles', { name: 'api-bad', contentBase64: Buffer.from([0xff, 0xfe]).toString('base64') }, { 'x-csrf-token': t });
+    const bad = await c.postJson(
+      '/api/dockerfiles',
+      { name: 'api-bad', contentBase64: Buffer.from([0xff, 0xfe]).toString('base64') },
+      { 'x-csrf-token': t },
+    );
     expect(bad.status).toBe(422);
     expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/UTF-8/);
-    const big = await c.postJson('/api/dockerfiles', { name: 'api-big', content: 'A'.repeat(64 * 1024 + 1) }, { 'x-csrf-token': t });
+    const big = await c.postJson(
+      '/api/dockerfiles',
+      { name: 'api-big', content: 'A'.repeat(64 * 1024 + 1) },
+      { 'x-csrf-token': t },
+    );
     expect(big.status).toBe(413);
-    const lone = await c.postJson('/api/dockerfiles', { name: 'api-lone', content: 'FROM x\n\ud800' }, { 'x-csrf-token': t });
+    const lone = await c.postJson(
+      '/api/dockerfiles',
+      { name: 'api-lone', content: 'FROM x\n\ud800' },
+      { 'x-csrf-token': t },
+    );
     expect(lone.status).toBe(422);
     expect(await counts(w)).toEqual(before);
   });
@@ -160,7 +184,13 @@ describe('Dockerfile input', () => {
 
   it('case 10: cross-site POST with a valid token is refused by the Origin / Sec-Fetch-Site check', async () => {
     const before = await counts(w);
-    const form = (name: string) => { const f = new FormData(); f.set('_csrf', token); f.set('name', name); f.set('content', GOOD); return f; };
+    const form = (name: string) => {
+      const f = new FormData();
+      f.set('_csrf', token);
+      f.set('name', name);
+      f.set('content', GOOD);
+      return f;
+    };
     expect((await c.postMultipart('/dockerfiles', form('xs1'), { origin: 'https://evil.example' })).status).toBe(403);
     expect((await c.postMultipart('/dockerfiles', form('xs2'), { 'sec-fetch-site': 'cross-site' })).status).toBe(403);
     expect((await c.postMultipart('/dockerfiles', form('xs3'), { origin: 'null' })).status).toBe(403);
@@ -186,11 +216,16 @@ describe('Dockerfile input', () => {
 
 describe('Dockerfile display: stored XSS is shown as text', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb(); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb();
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 14: escapes script and attribute-breaking payloads for the owner and for an admin', async () => {
-    const payload = 'FROM debian:bookworm\nLABEL a="<script>alert(1)</script>"\nLABEL b="\\"><img src=x onerror=alert(2)>"\n';
+    const payload =
+      'FROM debian:bookworm\nLABEL a="<script>alert(1)</script>"\nLABEL b="\\"><img src=x onerror=alert(2)>"\n';
     const c = w.client();
     await c.signUp('mallory');
     const id = await c.createDockerfile('xss', payload);
@@ -215,8 +250,12 @@ describe('Dockerfile display: stored XSS is shown as text', () => {
 
 describe('Dockerfile edits make versions; builds keep theirs', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb(); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb();
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('edit -> new version, old build still points at the old one; bad edits and other users change nothing', async () => {
     const a = w.client();
@@ -243,12 +282,16 @@ describe('Dockerfile edits make versions; builds keep theirs', () => {
     expect(r.status).toBe(422);
     expect(await r.text()).toContain('NUL');
     const at = await a.apiToken();
-    expect((await a.postJson(`/api/dockerfiles/${id}`, { content: GOOD + 'RUN echo v2\n' }, { 'x-csrf-token': at })).status).toBe(200);
+    expect(
+      (await a.postJson(`/api/dockerfiles/${id}`, { content: GOOD + 'RUN echo v2\n' }, { 'x-csrf-token': at })).status,
+    ).toBe(200);
     expect(await n()).toBe(before);
     const b = w.client();
     await b.signUp('bob');
     const bt = await b.apiToken();
-    expect((await b.postJson(`/api/dockerfiles/${id}`, { content: 'FROM evil\n' }, { 'x-csrf-token': bt })).status).toBe(404);
+    expect(
+      (await b.postJson(`/api/dockerfiles/${id}`, { content: 'FROM evil\n' }, { 'x-csrf-token': bt })).status,
+    ).toBe(404);
     expect((await b.get(`/dockerfiles/${id}/edit`)).status).toBe(404);
     expect(await n()).toBe(before);
   });

@@ -23,7 +23,10 @@ const HOSTILE: Array<[string, string]> = [
 async function tarOf(name: string): Promise<Buffer> {
   const p = tarStream.pack();
   const chunks: Buffer[] = [];
-  const done = new Promise<void>((resolve) => { p.on('data', (c: unknown) => chunks.push(c as Buffer)); p.on('end', resolve); });
+  const done = new Promise<void>((resolve) => {
+    p.on('data', (c: unknown) => chunks.push(c as Buffer));
+    p.on('end', resolve);
+  });
   p.entry({ name, mode: 0o644 }, Buffer.from('x'));
   p.finalize();
   await done;
@@ -43,7 +46,11 @@ function postFile(c: HttpClient, token: string, name: string, filename: string):
     `--${b}\r\nContent-Disposition: form-data; name="file"; filename*=UTF-8''${enc}\r\nContent-Type: application/octet-stream\r\n\r\n${DF}\r\n`,
     `--${b}--\r\n`,
   ].join('');
-  return c.request('/dockerfiles', { method: 'POST', body, headers: { 'content-type': `multipart/form-data; boundary=${b}` } });
+  return c.request('/dockerfiles', {
+    method: 'POST',
+    body,
+    headers: { 'content-type': `multipart/form-data; boundary=${b}` },
+  });
 }
 
 describe('client file names are never trusted (case 19)', () => {
@@ -87,9 +94,17 @@ describe('client file names are never trusted (case 19)', () => {
   HOSTILE.forEach(([label, filename]) => {
     it(`case 19: a build context file named ${label} is refused with 422, as a flat file and inside a tar; nothing stored`, async () => {
       const before = { dockerfiles: await count('dockerfiles'), contexts: await count('dockerfile_contexts') };
-      const flat = await c.postJson('/api/dockerfiles', { name: 'ctx', content: DF, contextFiles: [{ name: filename, contentBase64: 'eA==' }] }, { 'x-csrf-token': await c.apiToken() });
+      const flat = await c.postJson(
+        '/api/dockerfiles',
+        { name: 'ctx', content: DF, contextFiles: [{ name: filename, contentBase64: 'eA==' }] },
+        { 'x-csrf-token': await c.apiToken() },
+      );
       expect(flat.status).toBe(422);
-      const tar = await c.postJson('/api/dockerfiles', { name: 'ctx', content: DF, contextTarBase64: (await tarOf(filename)).toString('base64') }, { 'x-csrf-token': await c.apiToken() });
+      const tar = await c.postJson(
+        '/api/dockerfiles',
+        { name: 'ctx', content: DF, contextTarBase64: (await tarOf(filename)).toString('base64') },
+        { 'x-csrf-token': await c.apiToken() },
+      );
       expect(tar.status).toBe(422);
       for (const r of [flat, tar]) {
         const msg = ((await r.json()) as { error: { message: string } }).error.message;

@@ -9,9 +9,17 @@ import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** Events of a build's stream until `stop` says so (or the stream ends), then the connection is dropped. */
-async function follow(c: HttpClient, id: number, headers: Record<string, string>, stop: (seen: SseEvent[]) => boolean): Promise<SseEvent[]> {
+async function follow(
+  c: HttpClient,
+  id: number,
+  headers: Record<string, string>,
+  stop: (seen: SseEvent[]) => boolean,
+): Promise<SseEvent[]> {
   const ac = new AbortController();
-  const res = await fetch(`${c.base}/api/builds/${id}/events`, { headers: { cookie: c.cookieHeader(), ...headers }, signal: ac.signal });
+  const res = await fetch(`${c.base}/api/builds/${id}/events`, {
+    headers: { cookie: c.cookieHeader(), ...headers },
+    signal: ac.signal,
+  });
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
   const seen: SseEvent[] = [];
@@ -25,7 +33,8 @@ async function follow(c: HttpClient, id: number, headers: Record<string, string>
   }
   return seen;
 }
-const logLines = (evs: SseEvent[]) => evs.filter((e) => e.event === 'log').flatMap((e) => (JSON.parse(e.data) as { html: string[] }).html);
+const logLines = (evs: SseEvent[]) =>
+  evs.filter((e) => e.event === 'log').flatMap((e) => (JSON.parse(e.data) as { html: string[] }).html);
 
 /** The whole raw log of a build as the glue has it. */
 async function rawLog(w: TestWeb, job: number, build: number): Promise<string> {
@@ -55,10 +64,15 @@ describe('following a build', () => {
     admin = w.client();
     await admin.login(root.username, root.password);
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('live log over SSE: a viewer that disconnects mid-log and comes back with Last-Event-ID gets every line exactly once; no machine line, ANSI as classes on escaped text', async () => {
-    const df = await a.createDockerfile('followed', 'FROM debian:bookworm\n# fake: gate follow\n# fake-lines: 40\n# fake-ansi\nRUN true\n');
+    const df = await a.createDockerfile(
+      'followed',
+      'FROM debian:bookworm\n# fake: gate follow\n# fake-lines: 40\n# fake-ansi\nRUN true\n',
+    );
     const { id } = await a.build(df);
     const first = await follow(a, id, {}, (seen) => logLines(seen).some((l) => l.includes('waiting at gate')));
     const lastId = first.filter((e) => e.id !== undefined).at(-1)!.id!;
@@ -70,7 +84,11 @@ describe('following a build', () => {
     const second = await follow(a, id, { 'last-event-id': lastId }, () => false);
     expect(second.at(-1)!.event).toBe('end');
     const seen = [...logLines(first), ...logLines(second)];
-    const expected = (await rawLog(w, df, row.backend_build!)).split('\n').slice(0, -1).filter((l) => !l.startsWith('##kiln ')).map(plainLine);
+    const expected = (await rawLog(w, df, row.backend_build!))
+      .split('\n')
+      .slice(0, -1)
+      .filter((l) => !l.startsWith('##kiln '))
+      .map(plainLine);
     expect(seen.map(htmlText)).toEqual(expected);
     for (const n of [1, 20, 40]) {
       expect(seen.filter((l) => l === `line ${n}`)).toHaveLength(1);
@@ -99,12 +117,20 @@ describe('following a build', () => {
     const res = await fetch(`${dave.base}/api/builds/${id}/events`, { headers: { cookie: dave.cookieHeader() } });
     expect(res.status).toBe(200);
     const seen: string[] = [];
-    const done = (async () => { for await (const ev of sseEvents(res)) seen.push(ev.event); })();
+    const done = (async () => {
+      for await (const ev of sseEvents(res)) seen.push(ev.event);
+    })();
     await until(() => seen.includes('build'));
     await w.db('users').where({ username: 'dave' }).update({ disabled: true });
     await done; // the server closed the stream
     expect(seen).not.toContain('end');
-    expect((await fetch(`${dave.base}/api/builds/${id}/events`, { headers: { cookie: dave.cookieHeader(), 'last-event-id': '0' } })).status).toBe(401);
+    expect(
+      (
+        await fetch(`${dave.base}/api/builds/${id}/events`, {
+          headers: { cookie: dave.cookieHeader(), 'last-event-id': '0' },
+        })
+      ).status,
+    ).toBe(401);
     w.local.openGate('held');
     await w.waitForBuild(id);
   });
@@ -116,7 +142,16 @@ describe('following a build', () => {
       await eve.signUp('eve');
       const df = await eve.createDockerfile('held', 'FROM debian:bookworm\n# fake: gate streams\nRUN true\n');
       const { id } = await eve.build(df);
-      const open = () => { const ac = new AbortController(); return { ac, res: fetch(`${eve.base}/api/builds/${id}/events`, { headers: { cookie: eve.cookieHeader() }, signal: ac.signal }) }; };
+      const open = () => {
+        const ac = new AbortController();
+        return {
+          ac,
+          res: fetch(`${eve.base}/api/builds/${id}/events`, {
+            headers: { cookie: eve.cookieHeader() },
+            signal: ac.signal,
+          }),
+        };
+      };
       const one = open();
       const two = open();
       expect((await one.res).status).toBe(200);
@@ -127,7 +162,10 @@ describe('following a build', () => {
       one.ac.abort();
       await until(async () => {
         const r = await fetch(`${eve.base}/api/builds/${id}/events`, { headers: { cookie: eve.cookieHeader() } });
-        if (r.status === 200) { await r.body?.cancel(); return true; }
+        if (r.status === 200) {
+          await r.body?.cancel();
+          return true;
+        }
         return false;
       });
       two.ac.abort();
@@ -143,14 +181,21 @@ describe('following a build', () => {
     const { id } = await a.build(df);
     await w.waitForBuild(id);
     // What a refresh caught while it ran: the page must not show it for a succeeded build.
-    await w.db('builds').where({ id }).update({ progress: JSON.stringify({ stage: 'boot', percent: 33, message: 'booting image.raw (uefi)' }) });
+    await w
+      .db('builds')
+      .where({ id })
+      .update({ progress: JSON.stringify({ stage: 'boot', percent: 33, message: 'booting image.raw (uefi)' }) });
     const html = await (await a.get(`/builds/${id}`)).text();
     expect(html).toContain('<progress id="progress" max="100" value="100"></progress>');
     expect(html).toContain('<span id="stage">image ready</span>');
     expect(html).not.toContain('booting image.raw');
-    expect(html).toMatch(/<a href="\/builds\/\d+\/artifacts\/image.raw" download>image.raw<\/a> <span class="muted size" title="2,097,152 bytes">2.00 MiB<\/span>/);
+    expect(html).toMatch(
+      /<a href="\/builds\/\d+\/artifacts\/image.raw" download>image.raw<\/a> <span class="muted size" title="2,097,152 bytes">2.00 MiB<\/span>/,
+    );
     expect(html).not.toContain('2097152 bytes');
-    expect(html).toMatch(/<td>raw <span class="muted">image.raw<\/span><\/td>\s*<td>BIOS<\/td>\s*<td>1.5 s<\/td>\s*<td><span class="state state-succeeded">passed<\/span><\/td>\s*<td><a href="\/builds\/\d+\/boot\/0">serial log<\/a><\/td>/);
+    expect(html).toMatch(
+      /<td>raw <span class="muted">image.raw<\/span><\/td>\s*<td>BIOS<\/td>\s*<td>1.5 s<\/td>\s*<td><span class="state state-succeeded">passed<\/span><\/td>\s*<td><a href="\/builds\/\d+\/boot\/0">serial log<\/a><\/td>/,
+    );
     const serial = await a.get(`/builds/${id}/boot/0`);
     expect(serial.status).toBe(200);
     const serialHtml = await serial.text();
@@ -175,17 +220,35 @@ describe('following a build', () => {
     expect(summary).toContain('RUN step 2 failed: exit 100');
     expect(html.indexOf('id="failure"')).toBeLessThan(html.indexOf('id="log"'));
     const report = (await (await a.get(`/api/builds/${id}/report`)).json()) as Json;
-    expect(report.failure).toEqual({ stage: 'build', line: 3, instruction: 'RUN true', message: 'RUN step 2 failed: exit 100' });
+    expect(report.failure).toEqual({
+      stage: 'build',
+      line: 3,
+      instruction: 'RUN true',
+      message: 'RUN step 2 failed: exit 100',
+    });
     const seen = logLines(await follow(a, id, {}, () => false));
     expect(seen.filter((l) => l.startsWith('[kiln] build failed'))).toHaveLength(1);
   });
 
   it('manifest and SBOM pages search the packages; the package diff names what was added, removed and changed since the previous successful build', async () => {
-    const df = await a.createDockerfile('pkgs', 'FROM debian:bookworm\n# fake-packages: libc6=2.36-9 curl=7.88 openssl=3.0.11\nRUN true\n');
+    const df = await a.createDockerfile(
+      'pkgs',
+      'FROM debian:bookworm\n# fake-packages: libc6=2.36-9 curl=7.88 openssl=3.0.11\nRUN true\n',
+    );
     const one = (await a.build(df)).id;
     expect((await w.waitForBuild(one)).state).toBe('succeeded');
     const t = await a.apiToken();
-    expect((await a.postJson(`/api/dockerfiles/${df}`, { content: 'FROM debian:bookworm\n# fake-packages: libc6=2.36-9+deb12u1 curl=7.88 zlib1g=1.2.13\nRUN true\n' }, { 'x-csrf-token': t })).status).toBe(200);
+    expect(
+      (
+        await a.postJson(
+          `/api/dockerfiles/${df}`,
+          {
+            content: 'FROM debian:bookworm\n# fake-packages: libc6=2.36-9+deb12u1 curl=7.88 zlib1g=1.2.13\nRUN true\n',
+          },
+          { 'x-csrf-token': t },
+        )
+      ).status,
+    ).toBe(200);
     const two = (await a.build(df)).id;
     expect((await w.waitForBuild(two)).state).toBe('succeeded');
 
@@ -200,18 +263,26 @@ describe('following a build', () => {
     expect(all).toContain('Debian GNU/Linux 12 (bookworm)');
     const s = (await (await a.get(`/api/builds/${two}/sbom?q=curl`)).json()) as Json;
     expect(s.packages).toEqual([{ name: 'curl', version: '7.88', purl: 'pkg:deb/debian/curl@7.88?arch=amd64' }]);
-    expect(await (await a.get(`/builds/${two}/sbom?q=curl`)).text()).toContain('<code>pkg:deb/debian/curl@7.88?arch=amd64</code>');
+    expect(await (await a.get(`/builds/${two}/sbom?q=curl`)).text()).toContain(
+      '<code>pkg:deb/debian/curl@7.88?arch=amd64</code>',
+    );
 
     const diff = (await (await a.get(`/api/builds/${two}/diff`)).json()) as Json;
     expect(diff).toEqual({
-      previous: one, available: true, unchanged: 1,
+      previous: one,
+      available: true,
+      unchanged: 1,
       added: [{ name: 'zlib1g', version: '1.2.13', architecture: 'amd64', source: 'zlib1g' }],
       removed: [{ name: 'openssl', version: '3.0.11', architecture: 'amd64', source: 'openssl' }],
       changed: [{ name: 'libc6', architecture: 'amd64', from: '2.36-9', to: '2.36-9+deb12u1' }],
     });
     const diffHtml = await (await a.get(`/builds/${two}/diff`)).text();
-    expect(diffHtml).toContain(`Compared with <a href="/builds/${one}">build #${one}</a>: 1 added, 1 removed, 1 changed, 1 unchanged.`);
-    expect(await (await a.get(`/builds/${one}/diff`)).text()).toContain('No earlier successful build of this Dockerfile');
+    expect(diffHtml).toContain(
+      `Compared with <a href="/builds/${one}">build #${one}</a>: 1 added, 1 removed, 1 changed, 1 unchanged.`,
+    );
+    expect(await (await a.get(`/builds/${one}/diff`)).text()).toContain(
+      'No earlier successful build of this Dockerfile',
+    );
     // A build without a manifest says so instead of failing.
     const plain = await a.createDockerfile('plain', 'FROM debian:bookworm\nRUN true\n');
     const p = (await a.build(plain)).id;
@@ -221,13 +292,22 @@ describe('following a build', () => {
     expect(await none.text()).toContain('This build has no manifest to show');
   });
 
-  it('build lists: per Dockerfile and of all of a user\'s builds (an admin: everyone\'s), with state, trigger, duration, filters and pages; another\'s Dockerfile is 404', async () => {
+  it("build lists: per Dockerfile and of all of a user's builds (an admin: everyone's), with state, trigger, duration, filters and pages; another's Dockerfile is 404", async () => {
     const df = await a.createDockerfile('many', 'FROM debian:bookworm\nRUN true\n');
     const version = (await w.db('dockerfiles').where({ id: df }).first()).current_version_id as number;
     const owner = (await w.db('users').where({ username: 'alice' }).first()).id as number;
     for (let i = 0; i < 30; i++) {
-      const b = await insertBuild(w.db, { dockerfileId: df, versionId: version, ownerId: owner, key: `list-key-${String(i).padStart(4, '0')}` });
-      await updateBuild(w.db, b.id, ['requested'], { state: i % 3 === 0 ? 'failed' : 'succeeded', started_at: '2026-01-01T10:00:00.000Z', finished_at: '2026-01-01T10:01:05.000Z' });
+      const b = await insertBuild(w.db, {
+        dockerfileId: df,
+        versionId: version,
+        ownerId: owner,
+        key: `list-key-${String(i).padStart(4, '0')}`,
+      });
+      await updateBuild(w.db, b.id, ['requested'], {
+        state: i % 3 === 0 ? 'failed' : 'succeeded',
+        started_at: '2026-01-01T10:00:00.000Z',
+        finished_at: '2026-01-01T10:01:05.000Z',
+      });
     }
     const p1 = (await (await a.get(`/api/builds?dockerfile=${df}`)).json()) as Json;
     expect(p1).toMatchObject({ page: 1, pages: 2, total: 30, filter: { dockerfile: df } });
@@ -262,7 +342,7 @@ describe('following a build', () => {
 });
 
 describe('a fair queue', () => {
-  it('local runner: A queues 10 builds, then B queues 1; B\'s build starts no later than second, and while it waits it shows its place and an ETA from past durations', async () => {
+  it("local runner: A queues 10 builds, then B queues 1; B's build starts no later than second, and while it waits it shows its place and an ETA from past durations", async () => {
     const w = await startTestWeb({ glueConcurrency: 1, config: { web: { quotaQueuedBuilds: 20 } } });
     try {
       const a = w.client();
@@ -283,7 +363,9 @@ describe('a fair queue', () => {
       expect(place).toMatchObject({ position: 1, waiting: 10 });
       expect(place.etaSeconds).toBeGreaterThanOrEqual(0);
       expect(place.typicalSeconds).toBeGreaterThanOrEqual(0);
-      expect(await (await b.get(`/builds/${bid}`)).text()).toContain('Waiting: number 1 of 10 in the queue, expected to start in about');
+      expect(await (await b.get(`/builds/${bid}`)).text()).toContain(
+        'Waiting: number 1 of 10 in the queue, expected to start in about',
+      );
       w.local.openGate('fair');
       const rows = await Promise.all([...ids, bid].map((id) => w.waitForBuild(id)));
       expect(rows.every((r) => r.state === 'succeeded')).toBe(true);
@@ -294,8 +376,11 @@ describe('a fair queue', () => {
     }
   });
 
-  it('Jenkins-style cap (worker.userBuildsInFlight = 1): A\'s ten builds go to the backend one at a time, B\'s one goes at once (dispatched no later than second)', async () => {
-    const w = await startTestWeb({ glueConcurrency: 1, config: { web: { quotaQueuedBuilds: 20 }, worker: { userBuildsInFlight: 1 } } });
+  it("Jenkins-style cap (worker.userBuildsInFlight = 1): A's ten builds go to the backend one at a time, B's one goes at once (dispatched no later than second)", async () => {
+    const w = await startTestWeb({
+      glueConcurrency: 1,
+      config: { web: { quotaQueuedBuilds: 20 }, worker: { userBuildsInFlight: 1 } },
+    });
     try {
       const a = w.client();
       await a.signUp('alice');
@@ -318,7 +403,8 @@ describe('a fair queue', () => {
       expect(dispatched.indexOf(bid)).toBeLessThanOrEqual(1);
       // One at a time: each of A's builds was handed over only after the previous one ended.
       const aRows = rows.filter((r) => r.id !== bid).sort((x, y) => x.id - y.id);
-      for (let i = 1; i < aRows.length; i++) expect(Date.parse(aRows[i]!.queued_at!)).toBeGreaterThanOrEqual(Date.parse(aRows[i - 1]!.finished_at!) - 1000);
+      for (let i = 1; i < aRows.length; i++)
+        expect(Date.parse(aRows[i]!.queued_at!)).toBeGreaterThanOrEqual(Date.parse(aRows[i - 1]!.finished_at!) - 1000);
     } finally {
       await w.close();
     }

@@ -18,7 +18,12 @@ describe('jobs from the web', () => {
   const configFile = (id: number) => path.join(w.local.dataDir, 'glue', 'jobs', `kiln-job-${id}`, 'config.json');
   const jobConfig = (id: number) => JSON.parse(readFileSync(configFile(id), 'utf8')) as Record<string, unknown>;
   const page = async (c: HttpClient, id: number) => (await c.get(`/dockerfiles/${id}`)).text();
-  const apiJob = async (c: HttpClient, id: number) => ((await (await c.get(`/api/dockerfiles/${id}/job`)).json()) as { job: { pending: boolean; drift: string[]; backend: Record<string, unknown> | null } }).job;
+  const apiJob = async (c: HttpClient, id: number) =>
+    (
+      (await (await c.get(`/api/dockerfiles/${id}/job`)).json()) as {
+        job: { pending: boolean; drift: string[]; backend: Record<string, unknown> | null };
+      }
+    ).job;
 
   beforeAll(async () => {
     w = await startTestWeb({ config: { sdk: { formats: ['raw'] } } });
@@ -28,22 +33,40 @@ describe('jobs from the web', () => {
     admin = w.client();
     await admin.login(root.username, root.password);
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('the settings form puts a daily schedule in the job; the page shows it as the backend has it; Build keeps it; each build shows its trigger', async () => {
     const id = await alice.createDockerfile('nightly', 'FROM debian:bookworm\nRUN true\n');
     const token = await alice.token(`/dockerfiles/${id}`);
-    const r = await alice.postForm(`/dockerfiles/${id}/job`, { _csrf: token, schedule: 'daily', hour: '5', weekday: '1', formats: 'raw', buildArgs: 'GREETING=hello\n' });
+    const r = await alice.postForm(`/dockerfiles/${id}/job`, {
+      _csrf: token,
+      schedule: 'daily',
+      hour: '5',
+      weekday: '1',
+      formats: 'raw',
+      buildArgs: 'GREETING=hello\n',
+    });
     expect(r.status).toBe(303);
     await until(async () => !(await apiJob(alice, id)).pending);
-    expect(jobConfig(id)).toMatchObject({ schedule: 'daily', scheduleHour: 5, buildArgs: { GREETING: 'hello' }, enabled: true });
+    expect(jobConfig(id)).toMatchObject({
+      schedule: 'daily',
+      scheduleHour: 5,
+      buildArgs: { GREETING: 'hello' },
+      enabled: true,
+    });
     const html = await page(alice, id);
     expect(html).toMatch(/<dt>Schedule<\/dt><dd>daily at 05:00 UTC<\/dd>/);
     expect(html).not.toContain('id="job-drift"');
     const { id: b1 } = await alice.build(id);
     expect((await w.waitForBuild(b1)).state).toBe('succeeded');
     expect(jobConfig(id)).toMatchObject({ schedule: 'daily', scheduleHour: 5, enabled: true });
-    const api = await alice.postJson(`/api/dockerfiles/${id}/builds`, { key: 'api-build-key-0001' }, { 'x-csrf-token': await alice.apiToken() });
+    const api = await alice.postJson(
+      `/api/dockerfiles/${id}/builds`,
+      { key: 'api-build-key-0001' },
+      { 'x-csrf-token': await alice.apiToken() },
+    );
     const b2 = ((await api.json()) as { build: { id: number; trigger: string } }).build;
     expect(b2.trigger).toBe('api');
     expect(await (await alice.get(`/builds/${b1}`)).text()).toMatch(/<dd id="trigger">manual<\/dd>/);
@@ -52,21 +75,34 @@ describe('jobs from the web', () => {
 
   it('a bad setting comes back on the page with the message and changes nothing', async () => {
     const id = await alice.createDockerfile('badset', 'FROM debian:bookworm\n');
-    const r = await alice.postForm(`/dockerfiles/${id}/job`, { _csrf: await alice.token(`/dockerfiles/${id}`), schedule: 'daily', hour: '25', formats: 'raw', buildArgs: '' });
+    const r = await alice.postForm(`/dockerfiles/${id}/job`, {
+      _csrf: await alice.token(`/dockerfiles/${id}`),
+      schedule: 'daily',
+      hour: '25',
+      formats: 'raw',
+      buildArgs: '',
+    });
     expect(r.status).toBe(422);
     expect(await r.text()).toContain('The hour must be a whole number from 0 to 23.');
     expect(await w.db('job_settings').where({ dockerfile_id: id }).first()).toBeUndefined();
   });
 
-  it('the switch and the API reach the backend; a change made behind Kiln\'s back shows as drift until saved again', async () => {
+  it("the switch and the API reach the backend; a change made behind Kiln's back shows as drift until saved again", async () => {
     const id = await alice.createDockerfile('toggled', 'FROM debian:bookworm\n');
     const from = w.local.commands.length;
-    expect((await alice.postForm(`/dockerfiles/${id}/job/disable`, { _csrf: await alice.token(`/dockerfiles/${id}`) })).status).toBe(303);
+    expect(
+      (await alice.postForm(`/dockerfiles/${id}/job/disable`, { _csrf: await alice.token(`/dockerfiles/${id}`) }))
+        .status,
+    ).toBe(303);
     await until(() => w.local.commands.slice(from).includes(`job.disable ${id}`));
     await until(async () => !(await apiJob(alice, id)).pending);
     expect(await page(alice, id)).toMatch(/Build<\/button>/);
     expect(await page(alice, id)).toContain('disabled title="The job is switched off"');
-    const on = await admin.postJson(`/api/dockerfiles/${id}/job/enable`, {}, { 'x-csrf-token': await admin.apiToken() });
+    const on = await admin.postJson(
+      `/api/dockerfiles/${id}/job/enable`,
+      {},
+      { 'x-csrf-token': await admin.apiToken() },
+    );
     expect(on.status).toBe(200);
     await until(async () => (await apiJob(alice, id)).backend?.enabled === true);
     writeFileSync(configFile(id), JSON.stringify({ ...jobConfig(id), enabled: false, schedule: 'weekly' }));
@@ -80,7 +116,7 @@ describe('jobs from the web', () => {
     await until(async () => (await apiJob(alice, id)).drift.length === 0);
   }, 120_000);
 
-  it('delete asks for the name first, then the Dockerfile, its job and builds go; an admin may delete another\'s through the API', async () => {
+  it("delete asks for the name first, then the Dockerfile, its job and builds go; an admin may delete another's through the API", async () => {
     const id = await alice.createDockerfile('doomed', 'FROM debian:bookworm\n');
     const { id: b } = await alice.build(id);
     await w.waitForBuild(b);
@@ -100,10 +136,14 @@ describe('jobs from the web', () => {
     const other = await alice.createDockerfile('admins', 'FROM debian:bookworm\n');
     w.local.down = true;
     try {
-      const r = await admin.postJson(`/api/dockerfiles/${other}/delete`, { confirm: 'admins' }, { 'x-csrf-token': await admin.apiToken() });
+      const r = await admin.postJson(
+        `/api/dockerfiles/${other}/delete`,
+        { confirm: 'admins' },
+        { 'x-csrf-token': await admin.apiToken() },
+      );
       expect(r.status).toBe(202);
       expect(await page(alice, other)).toContain('id="deletion-pending"');
-      expect((await alice.get('/dockerfiles').then((x) => x.text()))).toContain('deletion pending');
+      expect(await alice.get('/dockerfiles').then((x) => x.text())).toContain('deletion pending');
     } finally {
       w.local.down = false;
     }

@@ -21,7 +21,9 @@ for (const engine of ['sqlite', 'pg'] as const) {
     let pg: TestDb | undefined;
     let w: TestWeb;
     let now = Date.parse('2030-01-01T00:00:00Z');
-    const advance = (ms: number): void => { now += ms; };
+    const advance = (ms: number): void => {
+      now += ms;
+    };
     beforeAll(async () => {
       pg = engine === 'pg' ? await freshDb('pg') : undefined;
       w = await startTestWeb({
@@ -44,8 +46,15 @@ for (const engine of ['sqlite', 'pg'] as const) {
     it(`finding 4: 250 concurrent wrong guesses from one client get exactly ${L.clientFreeFailures} password checks, the rest 429`, async () => {
       const c = w.client();
       const t = await c.apiToken();
-      const rs = await Promise.all(Array.from({ length: 250 }, () =>
-        c.postJson('/api/login', { username: 'victim', password: WRONG }, { 'x-csrf-token': t, 'x-forwarded-for': '198.51.100.7' })));
+      const rs = await Promise.all(
+        Array.from({ length: 250 }, () =>
+          c.postJson(
+            '/api/login',
+            { username: 'victim', password: WRONG },
+            { 'x-csrf-token': t, 'x-forwarded-for': '198.51.100.7' },
+          ),
+        ),
+      );
       const statuses = rs.map((r) => r.status);
       expect(statuses.filter((s) => s === 401).length).toBe(L.clientFreeFailures);
       expect(statuses.filter((s) => s === 429).length).toBe(250 - L.clientFreeFailures);
@@ -71,7 +80,10 @@ for (const engine of ['sqlite', 'pg'] as const) {
         // the owner's own browser (device cookie), even from the attacker's address (same NAT)
         expect((await login(owner, 'owner', PW, '192.0.2.66')).status, `round ${round}: owner's browser`).toBe(200);
         // a browser the owner never used, from another address
-        expect((await login(w.client(), 'owner', PW, `203.0.113.${10 + round}`)).status, `round ${round}: new browser`).toBe(200);
+        expect(
+          (await login(w.client(), 'owner', PW, `203.0.113.${10 + round}`)).status,
+          `round ${round}: new browser`,
+        ).toBe(200);
         // the attacker's address without the owner's cookie waits, and is told how long
         const blocked = await login(w.client(), 'owner', PW, '192.0.2.66');
         expect(blocked.status).toBe(429);
@@ -92,7 +104,8 @@ for (const engine of ['sqlite', 'pg'] as const) {
       for (const cookie of [forged, `${Number(uid) + 1}.${dev}.${mac}`]) {
         const c = w.client();
         c.jar.set('kiln.device', cookie);
-        for (let i = 0; i < L.clientFreeFailures; i++) expect((await login(c, 'admin1', WRONG, '192.0.2.99')).status).toBe(401);
+        for (let i = 0; i < L.clientFreeFailures; i++)
+          expect((await login(c, 'admin1', WRONG, '192.0.2.99')).status).toBe(401);
         expect((await login(c, 'admin1', WRONG, '192.0.2.99')).status).toBe(429);
         advance(L.clientForgetMs);
       }

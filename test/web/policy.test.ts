@@ -3,14 +3,15 @@ import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 /** The SDK's Dockerfile policy, run by the web when a Dockerfile is saved (src/dockerfile). */
 
-const HOSTILE = [
-  'FROM debian:bookworm',
-  'ARG U=http://169.254.169.254/latest/meta-data/',
-  'ADD $U /x',
-  'ENV D=/proc/self/fd/7',
-  'WORKDIR $D',
-  'RUN echo "<b>bold</b>" & true',
-].join('\n') + '\n';
+const HOSTILE =
+  [
+    'FROM debian:bookworm',
+    'ARG U=http://169.254.169.254/latest/meta-data/',
+    'ADD $U /x',
+    'ENV D=/proc/self/fd/7',
+    'WORKDIR $D',
+    'RUN echo "<b>bold</b>" & true',
+  ].join('\n') + '\n';
 
 async function counts(w: TestWeb) {
   const n = async (t: string) => Number((await w.db(t).count({ n: '*' }))[0]!.n);
@@ -35,19 +36,28 @@ describe('saving a Dockerfile runs the policy', () => {
     await c.signUp('alice');
     id = await c.createDockerfile('kept', 'ARG SUITE=bookworm\nFROM debian:${SUITE}\nRUN true\n');
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 39 and case 43 through the page: 422, findings next to their line numbers, text kept, nothing stored', async () => {
     const before = await counts(w);
-    const r = await c.postMultipart('/dockerfiles', form(await c.token('/dockerfiles/new'), { name: 'hostile', content: HOSTILE }));
+    const r = await c.postMultipart(
+      '/dockerfiles',
+      form(await c.token('/dockerfiles/new'), { name: 'hostile', content: HOSTILE }),
+    );
     expect(r.status).toBe(422);
     const html = await r.text();
     expect(await counts(w)).toEqual(before);
     expect(html).toContain('The Dockerfile policy refused this Dockerfile, so nothing was saved');
-    expect(html).toMatch(/<a href="#df-line-3">line 3<\/a>: ADD of a remote URL \(http:\/\/169\.254\.169\.254\/latest\/meta-data\/, written \$U\)/);
+    expect(html).toMatch(
+      /<a href="#df-line-3">line 3<\/a>: ADD of a remote URL \(http:\/\/169\.254\.169\.254\/latest\/meta-data\/, written \$U\)/,
+    );
     expect(html).toMatch(/<a href="#df-line-5">line 5<\/a>: WORKDIR \/proc\/self\/fd\/7 is not allowed/);
     // The listing: each line with its number, the flagged ones carrying their finding.
-    expect(html).toMatch(/<tr id="df-line-3" class="flagged">\s*<th scope="row">3<\/th>\s*<td><code>ADD \$U \/x<\/code><p class="finding">ADD of a remote URL/);
+    expect(html).toMatch(
+      /<tr id="df-line-3" class="flagged">\s*<th scope="row">3<\/th>\s*<td><code>ADD \$U \/x<\/code><p class="finding">ADD of a remote URL/,
+    );
     expect(html).toMatch(/<tr id="df-line-4">\s*<th scope="row">4<\/th>/);
     // Kept, and autoescaped like everything the user wrote.
     expect(html).toContain(`value="hostile"`);
@@ -74,7 +84,9 @@ describe('saving a Dockerfile runs the policy', () => {
     const before = await counts(w);
     const r = await c.postJson('/api/dockerfiles', { name: 'api-hostile', content: HOSTILE }, { 'x-csrf-token': t });
     expect(r.status).toBe(422);
-    const body = await r.json() as { error: { code: string; message: string; findings: { line: number; message: string }[] } };
+    const body = (await r.json()) as {
+      error: { code: string; message: string; findings: { line: number; message: string }[] };
+    };
     expect(body.error.code).toBe('policy_violation');
     expect(body.error.message).toMatch(/^Dockerfile refused by policy:\n {2}line 3: ADD of a remote URL/);
     expect(body.error.findings.map((f) => f.line)).toEqual([3, 5]);
@@ -85,22 +97,38 @@ describe('saving a Dockerfile runs the policy', () => {
   it('case 38: an edit that the policy refuses keeps the current version (page and API)', async () => {
     const cur = (await w.db('dockerfiles').where({ id }).first()).current_version_id;
     const before = await counts(w);
-    const page = await c.postMultipart(`/dockerfiles/${id}`, form(await c.token(`/dockerfiles/${id}/edit`), { content: '# syntax=evil/frontend:latest\nFROM debian:bookworm\n' }));
+    const page = await c.postMultipart(
+      `/dockerfiles/${id}`,
+      form(await c.token(`/dockerfiles/${id}/edit`), {
+        content: '# syntax=evil/frontend:latest\nFROM debian:bookworm\n',
+      }),
+    );
     expect(page.status).toBe(422);
     const html = await page.text();
     expect(html).toContain('line 1</a>: `# syntax=` directives are not allowed');
     console.log(html);
     expect(html).toMatch(/># syntax=evil\/frontend:latest\r?\nFROM debian:bookworm\r?\n<\/textarea>/);
-    const api = await c.postJson(`/api/dockerfiles/${id}`, { content: 'FROM debian:bookworm AS a\nONBUILD COPY --from=registry.example/x / /\nFROM a\n' }, { 'x-csrf-token': await c.apiToken() });
+    const api = await c.postJson(
+      `/api/dockerfiles/${id}`,
+      { content: 'FROM debian:bookworm AS a\nONBUILD COPY --from=registry.example/x / /\nFROM a\n' },
+      { 'x-csrf-token': await c.apiToken() },
+    );
     expect(api.status).toBe(422);
-    expect(((await api.json()) as { error: { findings: { line: number }[] } }).error.findings.map((f) => f.line)).toEqual([2]);
+    expect(
+      ((await api.json()) as { error: { findings: { line: number }[] } }).error.findings.map((f) => f.line),
+    ).toEqual([2]);
     expect(await counts(w)).toEqual(before);
     expect((await w.db('dockerfiles').where({ id }).first()).current_version_id).toBe(cur);
   });
 
   it('stores what passes: an ARG that resolves to an allowed base, variables in COPY and WORKDIR', async () => {
-    const ok = 'ARG SUITE=trixie\nFROM debian:$SUITE\nENV APP=/srv/app\nARG SRC=app\nCOPY $SRC $APP\nWORKDIR $APP\nRUN echo $HOME\n';
-    const r = await c.postJson('/api/dockerfiles', { name: 'fine', content: ok }, { 'x-csrf-token': await c.apiToken() });
+    const ok =
+      'ARG SUITE=trixie\nFROM debian:$SUITE\nENV APP=/srv/app\nARG SRC=app\nCOPY $SRC $APP\nWORKDIR $APP\nRUN echo $HOME\n';
+    const r = await c.postJson(
+      '/api/dockerfiles',
+      { name: 'fine', content: ok },
+      { 'x-csrf-token': await c.apiToken() },
+    );
     expect(r.status).toBe(201);
   });
 });

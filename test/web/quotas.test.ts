@@ -17,7 +17,10 @@ for (const engine of ['sqlite', 'pg'] as const) {
     let w: TestWeb & { local: InProcessGlue };
     beforeAll(async () => {
       pg = engine === 'pg' ? await freshDb('pg') : undefined;
-      w = await startTestWeb({ db: pg?.db, config: { web: { quotaStorageMb: 1, quotaDockerfiles: 1000, quotaQueuedBuilds: 1000 } } });
+      w = await startTestWeb({
+        db: pg?.db,
+        config: { web: { quotaStorageMb: 1, quotaDockerfiles: 1000, quotaQueuedBuilds: 1000 } },
+      });
     });
     afterAll(async () => {
       await w?.close();
@@ -31,7 +34,11 @@ for (const engine of ['sqlite', 'pg'] as const) {
       return { c, t: await c.apiToken(), id };
     };
     const create = (u: { c: HttpClient; t: string }, name: string, contextBytes: number, fill = 1) =>
-      u.c.postJson('/api/dockerfiles', { name, content: DF, contextFiles: [{ name: 'blob.bin', contentBase64: blob(contextBytes, fill) }] }, { 'x-csrf-token': u.t });
+      u.c.postJson(
+        '/api/dockerfiles',
+        { name, content: DF, contextFiles: [{ name: 'blob.bin', contentBase64: blob(contextBytes, fill) }] },
+        { 'x-csrf-token': u.t },
+      );
 
     it('finding 3: Dockerfile versions and build contexts count; the upload that would go over is refused (409), nothing stored', async () => {
       const u = await user('alice');
@@ -48,7 +55,11 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect(await storageUsedBy(w.db, u.id)).toEqual(before);
       // An edit that adds a new context also counts; an edit that stores nothing new passes even now.
       const id = Number((await w.db('dockerfiles').where({ name: 'first' }).first()).id);
-      const edit = await u.c.postJson(`/api/dockerfiles/${id}`, { content: DF, contextFiles: [{ name: 'blob.bin', contentBase64: blob(600 * KiB, 2) }] }, { 'x-csrf-token': u.t });
+      const edit = await u.c.postJson(
+        `/api/dockerfiles/${id}`,
+        { content: DF, contextFiles: [{ name: 'blob.bin', contentBase64: blob(600 * KiB, 2) }] },
+        { 'x-csrf-token': u.t },
+      );
       expect(edit.status).toBe(409);
       expect((await u.c.postJson(`/api/dockerfiles/${id}`, { content: DF }, { 'x-csrf-token': u.t })).status).toBe(200);
       expect(await storageUsedBy(w.db, u.id)).toEqual(before);
@@ -80,16 +91,24 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const use = await storageUsedBy(w.db, u.id);
       expect(use.artifacts).toBeGreaterThan(QUOTA);
       const from = w.local.commands.length;
-      const again = await u.c.postJson(`/api/dockerfiles/${df}/builds`, { key: 'quota-key-0001' }, { 'x-csrf-token': u.t });
+      const again = await u.c.postJson(
+        `/api/dockerfiles/${df}/builds`,
+        { key: 'quota-key-0001' },
+        { 'x-csrf-token': u.t },
+      );
       expect(again.status).toBe(409);
-      expect(((await again.json()) as ApiError).error.message).toMatch(/No new builds while your storage quota is full/);
+      expect(((await again.json()) as ApiError).error.message).toMatch(
+        /No new builds while your storage quota is full/,
+      );
       expect(await w.db('builds').where({ idempotency_key: 'quota-key-0001' }).first()).toBeUndefined();
       expect(w.local.verbsSince(from).filter((v) => v.startsWith('job.'))).toEqual([]);
       expect((await create(u, 'more', 10 * KiB)).status).toBe(409);
       // the page form says it too, and keeps what was typed
       const t = await u.c.token('/dockerfiles/new');
       const f = new FormData();
-      f.set('_csrf', t); f.set('name', 'paged'); f.set('content', DF);
+      f.set('_csrf', t);
+      f.set('name', 'paged');
+      f.set('content', DF);
       const page = await u.c.postMultipart('/dockerfiles', f);
       expect(page.status).toBe(409);
       expect(await page.text()).toContain('storage quota');

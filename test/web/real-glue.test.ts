@@ -5,7 +5,14 @@ import type { TestGlue } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
-type BuildJson = { id: number; state: string; final: boolean; reason: string | null; artifacts: Array<{ name: string; size: number }>; progress: { stage: string; percent: number } | null };
+type BuildJson = {
+  id: number;
+  state: string;
+  final: boolean;
+  reason: string | null;
+  artifacts: Array<{ name: string; size: number }>;
+  progress: { stage: string; percent: number } | null;
+};
 
 function waitFinal(c: HttpClient, id: number): Promise<BuildJson> {
   return until(async () => {
@@ -26,7 +33,9 @@ describe('web with the real SSH glue', () => {
     b = w.client();
     await b.signUp('bob');
   });
-  afterAll(async () => { await w?.close(); });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('build -> queued -> succeeded; log has the progress lines; image downloads; B gets 404', async () => {
     const df = await a.createDockerfile('demo', 'FROM debian:bookworm\nRUN true\n');
@@ -34,18 +43,26 @@ describe('web with the real SSH glue', () => {
     const done = await waitFinal(a, id);
     const log = (await (await a.get(`/api/builds/${id}/log?offset=0`)).json()) as { text: string };
     expect(done.state, JSON.stringify(done) + log.text).toBe('succeeded');
-    expect(done.artifacts.map((x) => x.name), JSON.stringify(done)).toContain('image.raw');
+    expect(
+      done.artifacts.map((x) => x.name),
+      JSON.stringify(done),
+    ).toContain('image.raw');
     expect(log.text, JSON.stringify(log)).toContain('##kiln {"stage":"build"');
     const dl = await a.get(`/builds/${id}/artifacts/image.raw`);
     expect(dl.status).toBe(200);
     expect(await dl.text()).toBe('RAW-IMAGE-BYTES');
     expect(dl.headers.get('content-disposition')).toBe(`attachment; filename="kiln-${id}-image.raw"`);
-    for (const p of [`/dockerfiles/${df}`, `/builds/${id}`, `/api/builds/${id}/log?offset=0`, `/builds/${id}/artifacts/image.raw`]) {
+    for (const p of [
+      `/dockerfiles/${df}`,
+      `/builds/${id}`,
+      `/api/builds/${id}/log?offset=0`,
+      `/builds/${id}/artifacts/image.raw`,
+    ]) {
       expect((await b.get(p)).status, p).toBe(404);
     }
   });
 
-  it('a failing build ends failed with the SDK\'s reason', async () => {
+  it("a failing build ends failed with the SDK's reason", async () => {
     const df = await a.createDockerfile('broken', 'FROM debian:bookworm\n# fake: fail\nRUN false\n');
     const { id } = await a.build(df);
     const done = await waitFinal(a, id);

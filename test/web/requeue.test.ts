@@ -35,7 +35,10 @@ async function chain(glue?: (real: GluePort) => GluePort) {
 /** Stops the glue server (its running builds end lost: "the build service stopped") and starts it again. */
 async function restartGlue(g: TestGlue): Promise<void> {
   await g.server.close();
-  const cfg = loadConfig({}, { dataDir: g.dataDir, ssh: { host: '127.0.0.1', port: g.port }, glue: { sdkCommand: g.cfg.glue.sdkCommand } });
+  const cfg = loadConfig(
+    {},
+    { dataDir: g.dataDir, ssh: { host: '127.0.0.1', port: g.port }, glue: { sdkCommand: g.cfg.glue.sdkCommand } },
+  );
   g.server = await startGlueServer(cfg, silentLogger);
 }
 
@@ -45,15 +48,23 @@ describe('interrupted builds are requeued once', () => {
     const dfId = await alice.createDockerfile('slow', 'FROM debian:bookworm\n# fake: sleep 4\n');
     const { id } = await alice.build(dfId);
     const row = async () => (await findBuild(web.db, id, null))!;
-    const api = async () => ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: Record<string, unknown> }).build;
+    const api = async () =>
+      ((await (await alice.get(`/api/builds/${id}`)).json()) as { build: Record<string, unknown> }).build;
     await until(async () => (await api()).state === 'running');
 
     // Three workers at once, as several web instances run them: one requeue, one new backend build.
     const others = [web.newWorker().start(), web.newWorker().start()];
     cleanups.push(() => Promise.all(others.map((o) => o.stop())).then(() => undefined));
     await restartGlue(g);
-    const requeued = await until(async () => { const r = await row(); return r.backend_build === 2 && r; });
-    expect(requeued).toMatchObject({ requeues: 1, requeue_reason: expect.stringMatching(/^interrupted: the build service stopped/), backend_build: 2 });
+    const requeued = await until(async () => {
+      const r = await row();
+      return r.backend_build === 2 && r;
+    });
+    expect(requeued).toMatchObject({
+      requeues: 1,
+      requeue_reason: expect.stringMatching(/^interrupted: the build service stopped/),
+      backend_build: 2,
+    });
     expect(glueKey(requeued)).not.toBe(requeued.idempotency_key);
     expect((await g.client.call('jobs.list', [])).jobs).toEqual([expect.objectContaining({ job: dfId, lastBuild: 2 })]);
     // Retrying the requeue's dispatch (same derived key) finds the same backend build.
@@ -66,8 +77,17 @@ describe('interrupted builds are requeued once', () => {
     // The second attempt is interrupted too: the build fails, saying why in words a user can act on.
     await until(async () => (await api()).state === 'running');
     await restartGlue(g);
-    const failed = await until(async () => { const b = await api(); return b.final && b; });
-    expect(failed).toMatchObject({ state: 'failed', requeues: 1, reason: expect.stringMatching(/interrupted twice by a fault of the build service, not by your Dockerfile.*press Build/) });
+    const failed = await until(async () => {
+      const b = await api();
+      return b.final && b;
+    });
+    expect(failed).toMatchObject({
+      state: 'failed',
+      requeues: 1,
+      reason: expect.stringMatching(
+        /interrupted twice by a fault of the build service, not by your Dockerfile.*press Build/,
+      ),
+    });
     expect((await g.client.call('jobs.list', [])).jobs).toEqual([expect.objectContaining({ job: dfId, lastBuild: 2 })]);
   }, 120_000);
 
@@ -75,15 +95,27 @@ describe('interrupted builds are requeued once', () => {
     const { g, web, alice } = await chain();
     const dfId = await alice.createDockerfile('gone', 'FROM debian:bookworm\n# fake: sleep 3\n');
     const { id } = await alice.build(dfId);
-    await until(async () => (await findBuild(web.db, id, null))!.state === 'queued' || (await findBuild(web.db, id, null))!.state === 'running');
+    await until(
+      async () =>
+        (await findBuild(web.db, id, null))!.state === 'queued' ||
+        (await findBuild(web.db, id, null))!.state === 'running',
+    );
     // The glue lost its job (its data directory was wiped): the job is put again and the build runs anew.
     await g.server.close();
     const { rmSync } = await import('node:fs');
     rmSync(path.join(g.dataDir, 'glue/jobs'), { recursive: true, force: true });
-    const cfg = loadConfig({}, { dataDir: g.dataDir, ssh: { host: '127.0.0.1', port: g.port }, glue: { sdkCommand: g.cfg.glue.sdkCommand } });
+    const cfg = loadConfig(
+      {},
+      { dataDir: g.dataDir, ssh: { host: '127.0.0.1', port: g.port }, glue: { sdkCommand: g.cfg.glue.sdkCommand } },
+    );
     g.server = await startGlueServer(cfg, silentLogger);
     const done = await web.waitForBuild(id);
-    expect(done).toMatchObject({ state: 'succeeded', requeues: 1, requeue_reason: 'the build vanished from the build service', backend_build: 1 });
+    expect(done).toMatchObject({
+      state: 'succeeded',
+      requeues: 1,
+      requeue_reason: 'the build vanished from the build service',
+      backend_build: 1,
+    });
   }, 120_000);
 });
 
@@ -109,7 +141,10 @@ describe('finding 11: a build runs exactly the Dockerfile version it recorded', 
     const b = await web.waitForBuild(id);
     expect(b.state).toBe('succeeded');
     expect(interleaved).toBe(true);
-    const used = readFileSync(path.join(g.dataDir, `glue/jobs/kiln-job-${dfId}/builds/${b.backend_build}/archive/Dockerfile.used`), 'utf8');
+    const used = readFileSync(
+      path.join(g.dataDir, `glue/jobs/kiln-job-${dfId}/builds/${b.backend_build}/archive/Dockerfile.used`),
+      'utf8',
+    );
     expect(used).toBe(A);
   }, 120_000);
 });

@@ -9,16 +9,31 @@ const ELEVATE = { role: 'admin', is_admin: true, isAdmin: true, admin: '1' };
 
 describe('roles come from the database, never from a request', () => {
   let w: TestWeb;
-  beforeAll(async () => { w = await startTestWeb(); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb();
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 13: registering with role or is_admin in the body (form and API) makes a plain user', async () => {
     const form = w.client();
     const t = await form.token('/register');
-    const r1 = await form.postForm('/register', { _csrf: t, username: 'mallory', password: 'correct horse battery staple', password2: 'correct horse battery staple', role: 'admin', is_admin: 'true' });
+    const r1 = await form.postForm('/register', {
+      _csrf: t,
+      username: 'mallory',
+      password: 'correct horse battery staple',
+      password2: 'correct horse battery staple',
+      role: 'admin',
+      is_admin: 'true',
+    });
     expect(r1.status).toBe(201);
     const api = w.client();
-    const r2 = await api.postJson('/api/register', { username: 'trudy', password: 'correct horse battery staple', ...ELEVATE }, { 'x-csrf-token': await api.apiToken() });
+    const r2 = await api.postJson(
+      '/api/register',
+      { username: 'trudy', password: 'correct horse battery staple', ...ELEVATE },
+      { 'x-csrf-token': await api.apiToken() },
+    );
     expect(r2.status).toBe(201);
     expect(((await r2.json()) as { user: { role: string } }).user.role).toBe('user');
     expect((await findUserByName(w.db, 'mallory'))?.role).toBe('user');
@@ -26,7 +41,13 @@ describe('roles come from the database, never from a request', () => {
   });
 
   it('case 13: a role field sent to every state-changing route leaves the user a plain user', async () => {
-    const app = createApp({ config: w.config, db: w.db, glue: w.glue, logger: silentLogger, sessionSecret: 'x'.repeat(32) });
+    const app = createApp({
+      config: w.config,
+      db: w.db,
+      glue: w.glue,
+      logger: silentLogger,
+      sessionSecret: 'x'.repeat(32),
+    });
     const posts = (app.locals.routeTable as Array<{ method: string; path: string }>).filter((r) => r.method === 'POST');
     app.closeApp();
     expect(posts.length).toBeGreaterThan(5);
@@ -36,7 +57,16 @@ describe('roles come from the database, never from a request', () => {
     for (const r of posts) {
       if (/logout/.test(r.path)) continue; // would end the session the rest of the loop needs
       const p = r.path.replace(':id', String(df)).replace(':name', 'image.raw');
-      const res = await c.postJson(p, { ...ELEVATE, name: 'eves', content: 'FROM debian:bookworm\n', key: `roles-${Math.random().toString(36).slice(2, 12)}` }, { 'x-csrf-token': await c.apiToken() });
+      const res = await c.postJson(
+        p,
+        {
+          ...ELEVATE,
+          name: 'eves',
+          content: 'FROM debian:bookworm\n',
+          key: `roles-${Math.random().toString(36).slice(2, 12)}`,
+        },
+        { 'x-csrf-token': await c.apiToken() },
+      );
       expect(res.status, `${r.method} ${p}`).toBeLessThan(500);
     }
     expect((await findUserByName(w.db, 'eve'))?.role).toBe('user');

@@ -7,8 +7,12 @@ import { startTestWeb, type TestWeb } from '../helpers/web.js';
 describe('session lifetime', () => {
   let w: TestWeb;
   let t = Date.now();
-  beforeAll(async () => { w = await startTestWeb({ clock: () => t, config: { web: { sessionAbsoluteHours: 1 } } }); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb({ clock: () => t, config: { web: { sessionAbsoluteHours: 1 } } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('absolute timeout ends a session even while it is in use', async () => {
     const c = w.client();
@@ -27,7 +31,10 @@ describe('session lifetime', () => {
     await c.signUp('carol');
     const sid = /^s:([^.]+)\./.exec(decodeURIComponent(c.jar.get('kiln.sid')!))![1];
     const row = await w.db('sessions').where({ sid }).first();
-    const stored = (typeof row.sess === 'string' ? JSON.parse(row.sess) : row.sess) as { csrfToken?: string; passport?: unknown };
+    const stored = (typeof row.sess === 'string' ? JSON.parse(row.sess) : row.sess) as {
+      csrfToken?: string;
+      passport?: unknown;
+    };
     expect(stored.passport).toBeDefined();
     expect(stored.csrfToken).toMatch(/^[0-9a-f]{256}$/);
     expect(await c.token('/dockerfiles/new')).toBe(stored.csrfToken);
@@ -47,7 +54,9 @@ describe('session lifetime', () => {
       expect(exp - Date.now()).toBeLessThanOrEqual(30 * 60_000 + 1000);
       // Within a minute of the last write, page views write nothing: no UPDATE (and no fsync) per request.
       const writes: string[] = [];
-      const onQuery = (q: { sql: string }) => { if (/^update `sessions`/i.test(q.sql)) writes.push(q.sql); };
+      const onQuery = (q: { sql: string }) => {
+        if (/^update `sessions`/i.test(q.sql)) writes.push(q.sql);
+      };
       w2.db.on('query', onQuery);
       for (let i = 0; i < 5; i++) expect((await c.get('/api/me')).status).toBe(200);
       t2 += TOUCH_EVERY_MS - 1000;
@@ -85,23 +94,47 @@ describe('hash storm', () => {
     maxQueued = Math.max(maxQueued, hasher.sem.queued);
     return run(async () => {
       maxRunning = Math.max(maxRunning, ++running);
-      try { return await fn(); } finally { running--; }
+      try {
+        return await fn();
+      } finally {
+        running--;
+      }
     });
   };
-  beforeAll(async () => { w = await startTestWeb({ hasher, limits: { ipAttempts: 100_000 } }); });
-  afterAll(async () => { await w?.close(); });
+  beforeAll(async () => {
+    w = await startTestWeb({ hasher, limits: { ipAttempts: 100_000 } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
 
   it('case 4: 1,000 parallel logins with random names: hashing stays capped, the queue bounded, all refused cleanly, other routes answer meanwhile', async () => {
     const c = w.client();
     const t = await c.token('/login');
     const rss0 = process.memoryUsage().rss;
     let done = 0;
-    const storm = Promise.all(Array.from({ length: 1000 }, (_, i) =>
-      c.postForm('/login', { _csrf: t, username: `rnd${i}x${Math.random().toString(36).slice(2, 8)}`, password: 'not the password at all' })
-        .then((r) => { done++; return r.status; })));
+    const storm = Promise.all(
+      Array.from({ length: 1000 }, (_, i) =>
+        c
+          .postForm('/login', {
+            _csrf: t,
+            username: `rnd${i}x${Math.random().toString(36).slice(2, 8)}`,
+            password: 'not the password at all',
+          })
+          .then((r) => {
+            done++;
+            return r.status;
+          }),
+      ),
+    );
     // Wait until hashing has begun, then ask for other pages while the storm is still being answered.
     await until(() => maxRunning > 0, 60_000, 10);
-    for (const [p, want] of [['/static/kiln.css', 200], ['/login', 200], ['/api/me', 401], ['/register', 200]] as const) {
+    for (const [p, want] of [
+      ['/static/kiln.css', 200],
+      ['/login', 200],
+      ['/api/me', 401],
+      ['/register', 200],
+    ] as const) {
       const page = await w.client().get(p);
       expect(page.status, p).toBe(want);
       expect(done, `${p} answered only after the storm`).toBeLessThan(1000);

@@ -1,11 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { checkDockerfileText, decodeDockerfile, isCommonPassword, parseDockerfileName, parsePassword, parseUsername } from '../../src/core/validation.js';
+import {
+  checkDockerfileText,
+  decodeDockerfile,
+  isCommonPassword,
+  parseDockerfileName,
+  parsePassword,
+  parseUsername,
+} from '../../src/core/validation.js';
 import { safeNext } from '../../src/web/routes/util.js';
 
 describe('web input validation (unit)', () => {
   it('usernames', () => {
     for (const ok of ['abc', 'alice', 'a-b_c9', 'a'.repeat(32)]) expect(parseUsername(ok)).toBe(ok);
-    for (const bad of ['ab', 'Alice', '1abc', '-abc', 'a b', 'a'.repeat(33), 'ali\u0441e', '', 7, null]) expect(() => parseUsername(bad)).toThrow(/Username must be/);
+    for (const bad of ['ab', 'Alice', '1abc', '-abc', 'a b', 'a'.repeat(33), 'ali\u0441e', '', 7, null])
+      expect(() => parseUsername(bad)).toThrow(/Username must be/);
   });
 
   it('passwords: 12-128 code points, no truncation, common ones refused', () => {
@@ -14,14 +22,16 @@ describe('web input validation (unit)', () => {
     expect(() => parsePassword('🔥'.repeat(11))).toThrow(/12 to 128/);
     expect(() => parsePassword('xy'.repeat(64) + 'z')).toThrow(/12 to 128/);
     expect(() => parsePassword('abc\ud800defghijkl')).toThrow(/Unicode/);
-    for (const p of ['password1234', 'PASSWORD1234', 'aaaaaaaaaaaa', 'abababababab', '234567890123', 'defghijklmnop']) expect(isCommonPassword(p), p).toBe(true);
+    for (const p of ['password1234', 'PASSWORD1234', 'aaaaaaaaaaaa', 'abababababab', '234567890123', 'defghijklmnop'])
+      expect(isCommonPassword(p), p).toBe(true);
     expect(isCommonPassword('correct horse battery staple')).toBe(false);
     expect(() => parsePassword('password1234')).toThrow(/too common/);
   });
 
   it('Dockerfile names', () => {
     for (const ok of ['a', 'debian-minimal', 'web.v2_x', '0', 'a'.repeat(63)]) expect(parseDockerfileName(ok)).toBe(ok);
-    for (const bad of ['', 'A', '.a', '-a', '_a', 'a/b', '../x', 'a b', 'a'.repeat(64), 'ä', 'a\n']) expect(() => parseDockerfileName(bad)).toThrow();
+    for (const bad of ['', 'A', '.a', '-a', '_a', 'a/b', '../x', 'a b', 'a'.repeat(64), 'ä', 'a\n'])
+      expect(() => parseDockerfileName(bad)).toThrow();
   });
 
   it('Dockerfile text', () => {
@@ -42,7 +52,20 @@ describe('web input validation (unit)', () => {
   });
 
   it('next= redirects', () => {
-    for (const bad of ['//evil.com', '/\\evil.com', 'https://evil.com', '%2F%2Fevil.com', 'javascript:alert(1)', '/\t/evil.com', '/\n/evil', 'http:/evil.com', '', undefined, ['/x'], '/' + 'a'.repeat(3000)]) {
+    for (const bad of [
+      '//evil.com',
+      '/\\evil.com',
+      'https://evil.com',
+      '%2F%2Fevil.com',
+      'javascript:alert(1)',
+      '/\t/evil.com',
+      '/\n/evil',
+      'http:/evil.com',
+      '',
+      undefined,
+      ['/x'],
+      '/' + 'a'.repeat(3000),
+    ]) {
       expect(safeNext(bad), String(bad)).toBe('/');
     }
     expect(safeNext('/builds/3?x=1#y')).toBe('/builds/3?x=1#y');

@@ -8,7 +8,12 @@ import { authorize, ownerScope, type OwnedAction } from '../policy.js';
  * The build `rawId` names, if the actor may take `action` on it; not-yours is not_found, like a missing id. The one
  * way use cases turn an id into a build.
  */
-export async function buildFor(db: Queryable, actor: Actor, rawId: unknown, action: OwnedAction = 'build.read'): Promise<BuildRow> {
+export async function buildFor(
+  db: Queryable,
+  actor: Actor,
+  rawId: unknown,
+  action: OwnedAction = 'build.read',
+): Promise<BuildRow> {
   const b = await findBuild(db, parse(Id, rawId), ownerScope(actor));
   if (!b) throw notFound('No such build');
   authorize(actor, action, b.owner_id, 'No such build');

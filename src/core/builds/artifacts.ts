@@ -16,7 +16,12 @@ import { completeLines, plainLine, splitMachineLines } from './log-view.js';
  * The human log by offset (the JSON API): complete lines only (a partial last line comes with the next read, at
  * the returned `nextOffset`), without the SDK's machine lines, escapes and control characters.
  */
-export async function readLog(s: Pick<CoreDeps, 'db' | 'glue'>, actor: Actor, rawId: unknown, rawOffset: unknown): Promise<LogChunk> {
+export async function readLog(
+  s: Pick<CoreDeps, 'db' | 'glue'>,
+  actor: Actor,
+  rawId: unknown,
+  rawOffset: unknown,
+): Promise<LogChunk> {
   const b = await buildFor(s.db, actor, rawId);
   const offset = parseOffset(rawOffset);
   if (b.backend_build == null) return { text: '', offset, nextOffset: offset, more: !isFinal(b.state) };
@@ -39,9 +44,16 @@ export interface ArtifactDownload {
  * Opens an artifact of a build the actor may see. The name must be one of the protocol's artifact names and
  * listed on the build; the bytes come from the glue (never from a path the web computes).
  */
-export async function openArtifact(s: Pick<CoreDeps, 'db' | 'glue'>, actor: Actor, rawId: unknown, rawName: unknown, rangeHeader?: string): Promise<ArtifactDownload> {
+export async function openArtifact(
+  s: Pick<CoreDeps, 'db' | 'glue'>,
+  actor: Actor,
+  rawId: unknown,
+  rawName: unknown,
+  rangeHeader?: string,
+): Promise<ArtifactDownload> {
   const b = await buildFor(s.db, actor, rawId);
-  if (typeof rawName !== 'string' || !(ARTIFACT_NAMES as readonly string[]).includes(rawName)) throw notFound('No such artifact');
+  if (typeof rawName !== 'string' || !(ARTIFACT_NAMES as readonly string[]).includes(rawName))
+    throw notFound('No such artifact');
   const name = rawName as ArtifactName;
   const art = b.artifacts.find((a) => a.name === name);
   if (!art || b.backend_build == null) throw notFound('No such artifact');
@@ -56,11 +68,14 @@ export async function openArtifact(s: Pick<CoreDeps, 'db' | 'glue'>, actor: Acto
     if (m) {
       start = Number(m[1]);
       if (m[2]) end = Math.min(Number(m[2]), size - 1);
-      if (start >= size || start > end) throw new KilnError('bad_request', 'Range not satisfiable', { detail: { status: 416, size } });
+      if (start >= size || start > end)
+        throw new KilnError('bad_request', 'Range not satisfiable', { detail: { status: 416, size } });
       ranged = true;
     }
   }
-  const src = own ? Readable.from([own.subarray(start)]) : await s.glue.artifact(b.dockerfile_id, b.backend_build, name, start);
+  const src = own
+    ? Readable.from([own.subarray(start)])
+    : await s.glue.artifact(b.dockerfile_id, b.backend_build, name, start);
   const stream = ranged ? src.pipe(limitBytes(end - start + 1, () => src.destroy())) : src;
   if (ranged) src.on('error', (e) => stream.destroy(e));
   return { stream, filename, size, ...(ranged ? { range: { start, end } } : {}) };
@@ -85,9 +100,11 @@ function limitBytes(n: number, onDone: () => void): Transform {
       const part = chunk.length > left ? chunk.subarray(0, left) : chunk;
       left -= part.length;
       this.push(part);
-      if (left <= 0) { this.push(null); onDone(); }
+      if (left <= 0) {
+        this.push(null);
+        onDone();
+      }
       cb();
     },
   });
 }
-

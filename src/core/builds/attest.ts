@@ -31,7 +31,11 @@ type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config'>;
 /** `elsewhere`: the build is no longer `verifying` (another worker ended it first). */
 export type AttestOutcome = 'succeeded' | 'failed' | 'elsewhere';
 
-interface Received { name: string; sha256: string; size: number }
+interface Received {
+  name: string;
+  sha256: string;
+  size: number;
+}
 
 /** Why the builder's claim does not hold for what the web received, or undefined when it does. */
 export function claimProblem(claimText: string | undefined, received: readonly Received[]): string | undefined {
@@ -46,24 +50,34 @@ export function claimProblem(claimText: string | undefined, received: readonly R
   const got = new Map(received.map((r) => [r.name, r]));
   for (const c of claim) {
     const r = got.get(c.name);
-    if (!r || RECORDS.has(c.name)) return `the builder's SHA256SUMS lists ${JSON.stringify(c.name.slice(0, 64))}, which is not an artifact of this build`;
-    if (r.sha256 !== c.sha256) return `${c.name} does not match the builder's SHA256SUMS: the web received sha256 ${r.sha256}, the builder claimed ${c.sha256}`;
+    if (!r || RECORDS.has(c.name))
+      return `the builder's SHA256SUMS lists ${JSON.stringify(c.name.slice(0, 64))}, which is not an artifact of this build`;
+    if (r.sha256 !== c.sha256)
+      return `${c.name} does not match the builder's SHA256SUMS: the web received sha256 ${r.sha256}, the builder claimed ${c.sha256}`;
   }
   const unlisted = received.filter((r) => !RECORDS.has(r.name) && !claim.some((c) => c.name === r.name));
-  if (unlisted.length) return `${unlisted.map((r) => r.name).join(', ')} ${unlisted.length > 1 ? 'are' : 'is'} not listed in the builder's SHA256SUMS`;
+  if (unlisted.length)
+    return `${unlisted.map((r) => r.name).join(', ')} ${unlisted.length > 1 ? 'are' : 'is'} not listed in the builder's SHA256SUMS`;
   return undefined;
 }
 
 /** The digest a user checks a download against: image.raw's, else the first image's. */
 function imageSha(received: readonly Received[]): string | null {
-  return (received.find((r) => r.name === 'image.raw') ?? received.find((r) => r.name.startsWith('image.')))?.sha256 ?? null;
+  return (
+    (received.find((r) => r.name === 'image.raw') ?? received.find((r) => r.name.startsWith('image.')))?.sha256 ?? null
+  );
 }
 
 /**
  * Verifies and signs one `verifying` build. A stream that breaks off (or the glue away) is thrown, with nothing
  * written: the caller tries again.
  */
-export async function attestBuild(s: Deps, build: BuildRow, key: SigningKey, signal?: AbortSignal): Promise<AttestOutcome> {
+export async function attestBuild(
+  s: Deps,
+  build: BuildRow,
+  key: SigningKey,
+  signal?: AbortSignal,
+): Promise<AttestOutcome> {
   if (build.state !== 'verifying' || build.backend_build == null) return 'elsewhere';
   const log = s.logger.child({ build: build.id });
   // The builder's signature, if an older SDK still made one, is not ours to pass on.
@@ -75,7 +89,10 @@ export async function attestBuild(s: Deps, build: BuildRow, key: SigningKey, sig
     for (const name of names) {
       signal?.throwIfAborted();
       // One stream at a time: a verification takes one of the glue client's stream slots, never a call slot.
-      const h = await hashStream(await s.glue.artifact(build.dockerfile_id, build.backend_build, name), name === 'SHA256SUMS' ? MAX_CLAIM_BYTES + 1 : 0);
+      const h = await hashStream(
+        await s.glue.artifact(build.dockerfile_id, build.backend_build, name),
+        name === 'SHA256SUMS' ? MAX_CLAIM_BYTES + 1 : 0,
+      );
       received.push({ name, sha256: h.sha256, size: h.size });
       if (name === 'SHA256SUMS') {
         claimTooBig = h.size > MAX_CLAIM_BYTES;
@@ -92,19 +109,32 @@ export async function attestBuild(s: Deps, build: BuildRow, key: SigningKey, sig
   const products = received.filter((r) => !RECORDS.has(r.name));
   const sums = formatSha256Sums(products);
   const signature = await key.sign(sums);
-  const own = (name: string, text: string): BuildArtifact => ({ name, size: Buffer.byteLength(text), sha256: createHash('sha256').update(text).digest('hex') });
+  const own = (name: string, text: string): BuildArtifact => ({
+    name,
+    size: Buffer.byteLength(text),
+    sha256: createHash('sha256').update(text).digest('hex'),
+  });
   const artifacts: BuildArtifact[] = [
     ...received.filter((r) => r.name !== 'SHA256SUMS').map((r) => ({ name: r.name, size: r.size, sha256: r.sha256 })),
-    own('SHA256SUMS', sums), own('SHA256SUMS.sig', signature),
+    own('SHA256SUMS', sums),
+    own('SHA256SUMS.sig', signature),
   ];
-  const done = await completeAttestation(s.db, build.id, { artifacts, imageSha256: imageSha(received), sums, signature, publicKey: key.publicKey });
+  const done = await completeAttestation(s.db, build.id, {
+    artifacts,
+    imageSha256: imageSha(received),
+    sums,
+    signature,
+    publicKey: key.publicKey,
+  });
   if (done) log.info({ files: products.length }, 'artifacts verified and signed');
   return done ? 'succeeded' : 'elsewhere';
 }
 
 /** Claim and bytes disagree (or the bytes are gone): the build fails, and only its records stay downloadable. */
 async function fail(s: Deps, build: BuildRow, received: readonly Received[], problem: string): Promise<AttestOutcome> {
-  const kept = received.filter((r) => r.name === 'build.log' || r.name === 'result.json').map((r) => ({ name: r.name, size: r.size, sha256: r.sha256 }));
+  const kept = received
+    .filter((r) => r.name === 'build.log' || r.name === 'result.json')
+    .map((r) => ({ name: r.name, size: r.size, sha256: r.sha256 }));
   const reason = `The build's artifacts could not be verified: ${problem}.`;
   await updateBuild(s.db, build.id, ['verifying'], { state: 'failed', reason, artifacts: kept });
   s.logger.warn({ build: build.id, reason }, 'artifact verification failed');
@@ -126,6 +156,10 @@ export const attestTask: TaskKind = {
   },
   async gaveUp(d, task, error) {
     const build = await buildOf(d, task.subject);
-    if (build) await updateBuild(d.db, build.id, ['verifying'], { state: 'failed', reason: `The build's artifacts could not be verified: ${error}.` });
+    if (build)
+      await updateBuild(d.db, build.id, ['verifying'], {
+        state: 'failed',
+        reason: `The build's artifacts could not be verified: ${error}.`,
+      });
   },
 };

@@ -4,7 +4,19 @@
  * backend build for the same key, build.cancel and build.withdraw of a build that has ended report its state.
  */
 import {
-  bumpDispatchAttempts, clearDispatchAttempts, isDispatchTurn, lockUserRow, findBuild, findDockerfile, findUserById, getContextTar, getVersion, isFinal, isTaskLive, nowIso, updateBuild,
+  bumpDispatchAttempts,
+  clearDispatchAttempts,
+  isDispatchTurn,
+  lockUserRow,
+  findBuild,
+  findDockerfile,
+  findUserById,
+  getContextTar,
+  getVersion,
+  isFinal,
+  isTaskLive,
+  nowIso,
+  updateBuild,
   type BuildRow,
 } from '../../db/index.js';
 import { specSha256, type JobSpecInput } from '../../protocol/index.js';
@@ -24,13 +36,23 @@ type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
  * (job.put is create-or-update, so this is also how reconciliation recreates a job the backend lost, and how the
  * job.sync task applies settings). Returns the spec's digest (protocol.specSha256).
  */
-export async function putJob(d: Pick<CoreDeps, 'db' | 'glue' | 'config'>, dockerfileId: number, versionId: number, ownerId: number): Promise<string> {
+export async function putJob(
+  d: Pick<CoreDeps, 'db' | 'glue' | 'config'>,
+  dockerfileId: number,
+  versionId: number,
+  ownerId: number,
+): Promise<string> {
   const df = await findDockerfile(d.db, dockerfileId, null);
   const version = await getVersion(d.db, versionId);
   const owner = await findUserById(d.db, ownerId);
   if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
   // The settings as saved: a build never changes its job's schedule, switch, formats, arguments or firmware.
-  const spec: JobSpecInput = { owner: owner.username, name: df.name, dockerfile: version.content, ...specFields(await settingsOf(d, d.db, df.id)) };
+  const spec: JobSpecInput = {
+    owner: owner.username,
+    name: df.name,
+    dockerfile: version.content,
+    ...specFields(await settingsOf(d, d.db, df.id)),
+  };
   // The site's names for bases as they are now; the builder's SDK checks each against its own sdk.bases.
   const baseNames = await siteBaseNames(d.db);
   if (baseNames.length) spec.baseNames = baseNames;
@@ -52,7 +74,9 @@ export async function putJob(d: Pick<CoreDeps, 'db' | 'glue' | 'config'>, docker
  */
 async function putAndBuild(d: Deps, build: BuildRow) {
   if (!(await settingsOf(d, d.db, build.dockerfile_id)).enabled) {
-    throw conflict('The Dockerfile\'s job was switched off before this build started; switch it on and press Build again.');
+    throw conflict(
+      "The Dockerfile's job was switched off before this build started; switch it on and press Build again.",
+    );
   }
   for (let attempt = 1; ; attempt++) {
     const sha = await putJob(d, build.dockerfile_id, build.version_id, build.owner_id);
@@ -60,7 +84,8 @@ async function putAndBuild(d: Deps, build: BuildRow) {
       return await d.glue.call('job.build', [build.dockerfile_id, glueKey(build), sha]);
     } catch (e) {
       if (!isKilnError(e, 'conflict')) throw e;
-      if (attempt >= 3) throw conflict('The Dockerfile kept changing while this build was being started; press Build to try again.');
+      if (attempt >= 3)
+        throw conflict('The Dockerfile kept changing while this build was being started; press Build to try again.');
     }
   }
 }
@@ -107,7 +132,12 @@ export const dispatchTask: TaskKind = {
       return;
     }
     const queued = await d.db.transaction(async (trx) => {
-      const moved = await updateBuild(trx, build.id, ['requested'], { state: 'queued', backend_build: r.build, queued_at: nowIso(), reason: null });
+      const moved = await updateBuild(trx, build.id, ['requested'], {
+        state: 'queued',
+        backend_build: r.build,
+        queued_at: nowIso(),
+        reason: null,
+      });
       if (moved) await enqueue(trx, d, 'build.refresh', task.subject, { delayMs: d.config.worker.refreshMs });
       return moved;
     });
@@ -118,7 +148,9 @@ export const dispatchTask: TaskKind = {
     if (!build) return;
     await d.db.transaction(async (trx) => {
       const failed = await updateBuild(trx, build.id, ['requested'], {
-        state: 'failed', finished_at: nowIso(), reason: `Kiln could not hand this build to the build service (${error}); press Build to try again.`,
+        state: 'failed',
+        finished_at: nowIso(),
+        reason: `Kiln could not hand this build to the build service (${error}); press Build to try again.`,
       });
       // A try may have reached the backend without an answer: take it back.
       if (failed) await enqueue(trx, d, 'build.withdraw', task.subject);
@@ -141,7 +173,11 @@ export const withdrawTask: TaskKind = {
         if (isKilnError(e, 'not_found')) return undefined;
         throw e;
       });
-      if (r) log.info({ build: build.id, backendBuild: build.backend_build, state: r.state }, 'stopped the backend build of an ended build');
+      if (r)
+        log.info(
+          { build: build.id, backendBuild: build.backend_build, state: r.state },
+          'stopped the backend build of an ended build',
+        );
       return;
     }
     if (build.dispatch_attempts === 0) return;
@@ -151,7 +187,8 @@ export const withdrawTask: TaskKind = {
       throw e;
     });
     await clearDispatchAttempts(d.db, build.id);
-    if (r.withdrawn) log.info({ build: build.id, backendBuild: r.build }, 'withdrew the backend trigger of an ended build');
+    if (r.withdrawn)
+      log.info({ build: build.id, backendBuild: r.build }, 'withdrew the backend trigger of an ended build');
   },
 };
 

@@ -15,8 +15,20 @@
  * `queued` or `verifying`). Tasks are idempotent: the glue returns the same build for the same key.
  */
 import {
-  countActiveBuilds, findBuild, findBuildByKey, getVersion, insertBuild, isFinal, isUniqueViolation, listBuildsOfOwner, lockUserRow, nowIso,
-  updateBuild, type BuildListItem, type BuildRow, type DockerfileRow,
+  countActiveBuilds,
+  findBuild,
+  findBuildByKey,
+  getVersion,
+  insertBuild,
+  isFinal,
+  isUniqueViolation,
+  listBuildsOfOwner,
+  lockUserRow,
+  nowIso,
+  updateBuild,
+  type BuildListItem,
+  type BuildRow,
+  type DockerfileRow,
 } from '../../db/index.js';
 import { KilnError, conflict } from '../../shared/errors.js';
 import { actorLabel, type Actor } from '../actor.js';
@@ -34,14 +46,27 @@ export { buildFor } from './access.js';
 export { openArtifact, readLog, type ArtifactDownload } from './artifacts.js';
 export { Coalescer, followBuild, type LiveEvent } from './live.js';
 export { buildReport, manifestView, packageDiff, sbomView, serialLog } from './report.js';
-export { buildPage, buildQueuePlace, listBuildPage, progressOf, type BuildListQuery, type BuildListView, type BuildPage, type ProgressView } from './view.js';
+export {
+  buildPage,
+  buildQueuePlace,
+  listBuildPage,
+  progressOf,
+  type BuildListQuery,
+  type BuildListView,
+  type BuildPage,
+  type ProgressView,
+} from './view.js';
 export type { QueuePlace } from './waiting.js';
 
 /**
  * Records a build request and enqueues its dispatch, or returns the existing build for a repeated key. `trigger` is
  * the door's word (the page's Build button is `manual`, the JSON API `api`), never the requester's.
  */
-export async function requestBuild(d: CoreDeps, actor: Actor, input: { dockerfileId: unknown; key: unknown; trigger?: 'manual' | 'api' }): Promise<{ build: BuildRow; created: boolean }> {
+export async function requestBuild(
+  d: CoreDeps,
+  actor: Actor,
+  input: { dockerfileId: unknown; key: unknown; trigger?: 'manual' | 'api' },
+): Promise<{ build: BuildRow; created: boolean }> {
   const df = await dockerfileFor(d.db, actor, input.dockerfileId, 'build.request');
   const key = parse(IdempotencyKey, input.key);
   const again = async (): Promise<{ build: BuildRow; created: boolean } | undefined> => {
@@ -53,7 +78,8 @@ export async function requestBuild(d: CoreDeps, actor: Actor, input: { dockerfil
   };
   const prior = await again();
   if (prior) return prior;
-  if (!(await settingsOf(d, d.db, df.id)).enabled) throw conflict('This Dockerfile\'s job is switched off; switch it on to build.');
+  if (!(await settingsOf(d, d.db, df.id)).enabled)
+    throw conflict("This Dockerfile's job is switched off; switch it on to build.");
   let build: BuildRow | undefined;
   try {
     build = await d.db.transaction(async (trx) => {
@@ -63,11 +89,21 @@ export async function requestBuild(d: CoreDeps, actor: Actor, input: { dockerfil
       if (await findBuildByKey(trx, key)) return undefined;
       const active = await countActiveBuilds(trx, df.owner_id);
       if (active >= d.config.web.quotaQueuedBuilds) {
-        throw new KilnError('rate_limited', `You already have ${active} builds waiting or running; wait for one to finish.`, { detail: { retryAfterSeconds: 30 } });
+        throw new KilnError(
+          'rate_limited',
+          `You already have ${active} builds waiting or running; wait for one to finish.`,
+          { detail: { retryAfterSeconds: 30 } },
+        );
       }
       await refuseBuildOverQuota(trx, d, df.owner_id);
       if (df.current_version_id == null) throw new KilnError('internal', 'Dockerfile has no content');
-      const row = await insertBuild(trx, { dockerfileId: df.id, versionId: df.current_version_id, ownerId: df.owner_id, key, trigger: input.trigger === 'api' ? 'api' : 'manual' });
+      const row = await insertBuild(trx, {
+        dockerfileId: df.id,
+        versionId: df.current_version_id,
+        ownerId: df.owner_id,
+        key,
+        trigger: input.trigger === 'api' ? 'api' : 'manual',
+      });
       await enqueue(trx, d, 'build.dispatch', buildSubject(row.id));
       return row;
     });
@@ -95,7 +131,11 @@ export function getBuild(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown):
 }
 
 /** The build with its Dockerfile and the digest of the version it builds (the build page). */
-export async function buildVersion(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown): Promise<{ build: BuildRow; dockerfile: DockerfileRow; versionSha: string }> {
+export async function buildVersion(
+  d: Pick<CoreDeps, 'db'>,
+  actor: Actor,
+  rawId: unknown,
+): Promise<{ build: BuildRow; dockerfile: DockerfileRow; versionSha: string }> {
   const build = await getBuild(d, actor, rawId);
   const dockerfile = await dockerfileFor(d.db, actor, String(build.dockerfile_id));
   const version = await getVersion(d.db, build.version_id);
@@ -115,10 +155,17 @@ export async function cancelBuild(d: CoreDeps, actor: Actor, rawId: unknown): Pr
   const subject = buildSubject(b.id);
   await d.db.transaction(async (trx) => {
     // An admin stopping someone else's build (the console's queue) is an admin action: audited with it.
-    if (actor.kind === 'user' && b.owner_id !== actor.id) await recordAudit(trx, d, actor, 'build.cancel', subject, { owner: b.owner_id, state: b.state });
+    if (actor.kind === 'user' && b.owner_id !== actor.id)
+      await recordAudit(trx, d, actor, 'build.cancel', subject, { owner: b.owner_id, state: b.state });
     if (b.backend_build != null) {
       await enqueue(trx, d, 'build.cancel', subject);
-    } else if (await updateBuild(trx, b.id, ['requested'], { state: 'cancelled', reason: 'Cancelled before it started.', finished_at: nowIso() })) {
+    } else if (
+      await updateBuild(trx, b.id, ['requested'], {
+        state: 'cancelled',
+        reason: 'Cancelled before it started.',
+        finished_at: nowIso(),
+      })
+    ) {
       await enqueue(trx, d, 'build.withdraw', subject);
     } else {
       // Dispatched between the read and this transaction: the backend has it now.

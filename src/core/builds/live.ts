@@ -18,7 +18,10 @@ import { completeLines, lineHtml, splitMachineLines, type AnsiState } from './lo
 /** One call in flight per key; its answer reused for `ttlMs` (an error is never kept). Bounded. */
 export class Coalescer {
   private readonly entries = new Map<string, { value: Promise<unknown>; expires: number }>();
-  constructor(private readonly max = 2000, private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly max = 2000,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   get<T>(key: string, ttlMs: (v: T) => number, fn: () => Promise<T>): Promise<T> {
     const t = this.now();
@@ -28,8 +31,13 @@ export class Coalescer {
     // In flight: shared until it settles; then kept for its ttl.
     this.entries.set(key, { value, expires: Number.POSITIVE_INFINITY });
     value.then(
-      (v) => { const e = this.entries.get(key); if (e?.value === value) e.expires = this.now() + ttlMs(v); },
-      () => { if (this.entries.get(key)?.value === value) this.entries.delete(key); },
+      (v) => {
+        const e = this.entries.get(key);
+        if (e?.value === value) e.expires = this.now() + ttlMs(v);
+      },
+      () => {
+        if (this.entries.get(key)?.value === value) this.entries.delete(key);
+      },
     );
     if (this.entries.size > this.max) {
       for (const [k, e] of this.entries) {
@@ -54,17 +62,28 @@ export function parseOffset(raw: unknown): number {
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'config'> & { live: Coalescer };
 
-const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
-  const t = setTimeout(done, ms);
-  function done() { clearTimeout(t); signal.removeEventListener('abort', done); resolve(); }
-  signal.addEventListener('abort', done, { once: true });
-});
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 
 /**
  * The events of a build the actor may read, from byte `rawFrom` of its log, until it ends (then `end`) or `signal`
  * aborts. Authorisation happens before the first event: a refused viewer gets the error, not an empty stream.
  */
-export async function followBuild(d: Deps, actor: Actor, rawId: unknown, rawFrom: unknown, signal: AbortSignal): Promise<AsyncGenerator<LiveEvent>> {
+export async function followBuild(
+  d: Deps,
+  actor: Actor,
+  rawId: unknown,
+  rawFrom: unknown,
+  signal: AbortSignal,
+): Promise<AsyncGenerator<LiveEvent>> {
   const first = await buildFor(d.db, actor, rawId);
   return follow(d, first, parseOffset(rawFrom), signal);
 }
@@ -76,12 +95,22 @@ async function* follow(d: Deps, first: BuildRow, from: number, signal: AbortSign
   let seen = '';
   const sgr: { sgr: AnsiState } = { sgr: {} };
   while (!signal.aborted) {
-    const row = await d.live.get(`row:${id}`, () => poll, async () => (await findBuild(d.db, id, null))!);
+    const row = await d.live.get(
+      `row:${id}`,
+      () => poll,
+      async () => (await findBuild(d.db, id, null))!,
+    );
     if (!row) return;
     const stamp = `${row.state} ${row.updated_at}`;
-    if (stamp !== seen) { seen = stamp; yield { type: 'build', build: row }; }
+    if (stamp !== seen) {
+      seen = stamp;
+      yield { type: 'build', build: row };
+    }
     if (row.backend_build == null) {
-      if (isFinal(row.state)) { yield { type: 'end' }; return; }
+      if (isFinal(row.state)) {
+        yield { type: 'end' };
+        return;
+      }
       await sleep(poll, signal);
       continue;
     }
@@ -89,7 +118,11 @@ async function* follow(d: Deps, first: BuildRow, from: number, signal: AbortSign
     const no = row.backend_build;
     // A chunk holding a complete line is kept: every viewer reading at this offset moves past it. One with nothing
     // or a partial line only is asked again next poll (the line is still being written).
-    const chunk: LogChunk = await d.live.get(`log:${job}:${no}:${offset}`, (c) => (c.text.includes('\n') || !c.more ? 30_000 : poll), () => d.glue.call('build.log', [job, no, offset]));
+    const chunk: LogChunk = await d.live.get(
+      `log:${job}:${no}:${offset}`,
+      (c) => (c.text.includes('\n') || !c.more ? 30_000 : poll),
+      () => d.glue.call('build.log', [job, no, offset]),
+    );
     const cut = completeLines(chunk);
     if (cut.next > offset || cut.lines.length) {
       const { human, progress } = splitMachineLines(cut.lines);
@@ -100,7 +133,10 @@ async function* follow(d: Deps, first: BuildRow, from: number, signal: AbortSign
     }
     // Nothing new: the log is complete once the backend says so and the row is past running.
     if (!chunk.more && (isFinal(row.state) || row.state === 'verifying')) {
-      if (isFinal(row.state)) { yield { type: 'end' }; return; }
+      if (isFinal(row.state)) {
+        yield { type: 'end' };
+        return;
+      }
     }
     await sleep(poll, signal);
   }

@@ -17,7 +17,11 @@ export const LONG_LINE_BYTES = 64 * 1024;
 export const isMachineLine = (line: string): boolean => line.startsWith(PROGRESS_PREFIX);
 
 /** A chunk cut at its last complete line: what may be shown now, and the byte offset just after it. */
-export interface LineCut { lines: string[]; start: number; next: number }
+export interface LineCut {
+  lines: string[];
+  start: number;
+  next: number;
+}
 
 /**
  * The complete lines of a chunk read at `chunk.offset`. A trailing partial line is left for the next read (same
@@ -27,8 +31,15 @@ export function completeLines(chunk: LogChunk): LineCut {
   let text = chunk.text;
   const nl = text.lastIndexOf('\n');
   const ended = !chunk.more;
-  if (nl < 0 && !ended && Buffer.byteLength(text) < LONG_LINE_BYTES) return { lines: [], start: chunk.offset, next: chunk.offset };
-  if (nl >= 0 && !ended && nl < text.length - 1 && Buffer.byteLength(text) - Buffer.byteLength(text.slice(0, nl + 1)) < LONG_LINE_BYTES) text = text.slice(0, nl + 1);
+  if (nl < 0 && !ended && Buffer.byteLength(text) < LONG_LINE_BYTES)
+    return { lines: [], start: chunk.offset, next: chunk.offset };
+  if (
+    nl >= 0 &&
+    !ended &&
+    nl < text.length - 1 &&
+    Buffer.byteLength(text) - Buffer.byteLength(text.slice(0, nl + 1)) < LONG_LINE_BYTES
+  )
+    text = text.slice(0, nl + 1);
   const next = chunk.offset + Buffer.byteLength(text);
   const lines = text.split('\n');
   if (lines.at(-1) === '') lines.pop();
@@ -40,20 +51,31 @@ export function splitMachineLines(lines: readonly string[]): { human: string[]; 
   const human: string[] = [];
   const progress: ProgressEvent[] = [];
   for (const l of lines) {
-    if (!isMachineLine(l)) { human.push(l); continue; }
+    if (!isMachineLine(l)) {
+      human.push(l);
+      continue;
+    }
     const ev = parseProgressLine(l);
     if (ev) progress.push(ev);
   }
   return { human, progress };
 }
 
-// eslint-disable-next-line no-control-regex
-const ESCAPES = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[([0-9;:?]*)([ -/]*[@-~])?|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]/g;
+const ESCAPES =
+  // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
+  /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[([0-9;:?]*)([ -/]*[@-~])?|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]/g;
 const HTML: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 export const escapeHtml = (t: string): string => t.replace(/[&<>"']/g, (c) => HTML[c]!);
 
 /** SGR state: foreground/background as an index 0-15, and the attributes that have a class. */
-export interface AnsiState { fg?: number; bg?: number; bold?: boolean; dim?: boolean; italic?: boolean; underline?: boolean }
+export interface AnsiState {
+  fg?: number;
+  bg?: number;
+  bold?: boolean;
+  dim?: boolean;
+  italic?: boolean;
+  underline?: boolean;
+}
 
 function applySgr(s: AnsiState, params: string): AnsiState {
   const n = params === '' ? [0] : params.split(/[;:]/).map((p) => (p === '' ? 0 : Number(p)));
@@ -65,8 +87,10 @@ function applySgr(s: AnsiState, params: string): AnsiState {
     else if (c === 2) out.dim = true;
     else if (c === 3) out.italic = true;
     else if (c === 4) out.underline = true;
-    else if (c === 22) { delete out.bold; delete out.dim; }
-    else if (c === 23) delete out.italic;
+    else if (c === 22) {
+      delete out.bold;
+      delete out.dim;
+    } else if (c === 23) delete out.italic;
     else if (c === 24) delete out.underline;
     else if (c >= 30 && c <= 37) out.fg = c - 30;
     else if (c >= 90 && c <= 97) out.fg = c - 90 + 8;
@@ -111,7 +135,10 @@ export function lineHtml(line: string, state: { sgr: AnsiState } = { sgr: {} }):
   // Spans open only around text: a colour set and reset with nothing between leaves no empty element.
   const text = (t: string) => {
     if (!t) return;
-    if (open && !inSpan) { out += `<span class="${open}">`; inSpan = true; }
+    if (open && !inSpan) {
+      out += `<span class="${open}">`;
+      inSpan = true;
+    }
     out += t;
   };
   let last = 0;
@@ -122,7 +149,10 @@ export function lineHtml(line: string, state: { sgr: AnsiState } = { sgr: {} }):
     state.sgr = applySgr(state.sgr, m[1] ?? '');
     const next = classes(state.sgr);
     if (next === open) continue;
-    if (inSpan) { out += '</span>'; inSpan = false; }
+    if (inSpan) {
+      out += '</span>';
+      inSpan = false;
+    }
     open = next;
   }
   text(escaped.slice(last));

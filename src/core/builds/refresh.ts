@@ -9,7 +9,15 @@
  * `build.cancel`: the owner asked to cancel a build the backend has: build.cancel through the glue, and the row
  * takes the answer (cancelled; a build that ended on its own first keeps its real end, taken as a refresh takes it).
  */
-import { ACTIVE_STATES, isFinal, nowIso, updateBuild, type BuildRow, type Queryable, type WebBuildState } from '../../db/index.js';
+import {
+  ACTIVE_STATES,
+  isFinal,
+  nowIso,
+  updateBuild,
+  type BuildRow,
+  type Queryable,
+  type WebBuildState,
+} from '../../db/index.js';
 import type { BuildStatus } from '../../protocol/index.js';
 import { isKilnError } from '../../shared/errors.js';
 import type { CoreDeps } from '../deps.js';
@@ -26,17 +34,20 @@ type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
  * and gets its attestation task in the same transaction; the digests shown are then the web's, never result.json's.
  */
 async function takeStatus(d: Deps, build: BuildRow, st: BuildStatus, subject: string): Promise<WebBuildState> {
-  const next: WebBuildState = st.state === 'succeeded' ? 'verifying' : (st.state as Exclude<BuildStatus['state'], 'succeeded' | 'lost'>);
+  const next: WebBuildState =
+    st.state === 'succeeded' ? 'verifying' : (st.state as Exclude<BuildStatus['state'], 'succeeded' | 'lost'>);
   await d.db.transaction(async (trx: Queryable) => {
     const moved = await updateBuild(trx, build.id, ACTIVE_STATES, {
       state: next,
       // Every failed or cancelled build says why, even when its backend did not.
-      reason: st.reason || (next === 'failed' ? 'The build failed; its log says why.' : next === 'cancelled' ? 'Cancelled.' : null),
+      reason:
+        st.reason ||
+        (next === 'failed' ? 'The build failed; its log says why.' : next === 'cancelled' ? 'Cancelled.' : null),
       // A final status carries no event: the last one seen stays (where a failed build stopped).
       progress: st.progress ?? build.progress,
       artifacts: st.artifacts,
       started_at: st.startedAt ?? build.started_at,
-      finished_at: isFinal(next) || next === 'verifying' ? st.finishedAt ?? nowIso() : null,
+      finished_at: isFinal(next) || next === 'verifying' ? (st.finishedAt ?? nowIso()) : null,
     });
     if (moved && next === 'verifying') await enqueue(trx, d, 'build.attest', subject);
   });
@@ -75,7 +86,9 @@ export const refreshTask: TaskKind = {
     if (!build) return;
     await d.db.transaction(async (trx) => {
       const failed = await updateBuild(trx, build.id, ['queued', 'running'], {
-        state: 'failed', finished_at: nowIso(), reason: `Kiln lost contact with the build service while this build was in it (${error}); press Build to try again.`,
+        state: 'failed',
+        finished_at: nowIso(),
+        reason: `Kiln lost contact with the build service while this build was in it (${error}); press Build to try again.`,
       });
       if (failed) await enqueue(trx, d, 'build.withdraw', task.subject);
     });
@@ -89,7 +102,13 @@ export const cancelTask: TaskKind = {
     if (build.backend_build == null) {
       // Requeued meanwhile (the backend lost it): nothing runs; cancel here, and take back any dispatch of it.
       await d.db.transaction(async (trx) => {
-        if (await updateBuild(trx, build.id, ['requested'], { state: 'cancelled', reason: 'Cancelled before it started.', finished_at: nowIso() })) {
+        if (
+          await updateBuild(trx, build.id, ['requested'], {
+            state: 'cancelled',
+            reason: 'Cancelled before it started.',
+            finished_at: nowIso(),
+          })
+        ) {
           await enqueue(trx, d, 'build.withdraw', task.subject);
         }
       });
@@ -101,13 +120,22 @@ export const cancelTask: TaskKind = {
     });
     // A build the backend lost meanwhile is not requeued once its owner asked to cancel it.
     if (r.state === 'cancelled' || r.state === 'lost') {
-      await updateBuild(d.db, build.id, ACTIVE_STATES, { state: 'cancelled', reason: 'Cancelled.', finished_at: nowIso() });
+      await updateBuild(d.db, build.id, ACTIVE_STATES, {
+        state: 'cancelled',
+        reason: 'Cancelled.',
+        finished_at: nowIso(),
+      });
       return;
     }
     if (isFinal(r.state)) {
       // It ended on its own first: its real outcome, with its reason, the way every other end is taken (a success
       // still has to be verified and signed before it counts).
-      await takeStatus(d, build, await d.glue.call('build.status', [build.dockerfile_id, build.backend_build]), task.subject);
+      await takeStatus(
+        d,
+        build,
+        await d.glue.call('build.status', [build.dockerfile_id, build.backend_build]),
+        task.subject,
+      );
       return;
     }
     // Still stopping (a Jenkins build between abort and its end): ask again.

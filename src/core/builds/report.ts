@@ -31,30 +31,43 @@ export const MAX_DOCUMENT_BYTES = 32 * 1024 * 1024;
 async function documentOf(d: Deps, b: BuildRow, name: ArtifactName): Promise<Buffer | undefined> {
   const art = b.artifacts.find((a) => a.name === name);
   if (!art || b.backend_build == null || !isFinal(b.state)) return undefined;
-  if (art.size > MAX_DOCUMENT_BYTES) throw new KilnError('too_large', `${name} is too large to show here; download it instead.`);
+  if (art.size > MAX_DOCUMENT_BYTES)
+    throw new KilnError('too_large', `${name} is too large to show here; download it instead.`);
   const job = b.dockerfile_id;
   const no = b.backend_build;
-  return d.live.get(`doc:${b.id}:${name}`, () => 10 * 60_000, async () => {
-    const chunks: Buffer[] = [];
-    let n = 0;
-    for await (const c of await d.glue.artifact(job, no, name)) {
-      n += (c as Buffer).length;
-      if (n > MAX_DOCUMENT_BYTES) throw new KilnError('too_large', `${name} is too large to show here; download it instead.`);
-      chunks.push(c as Buffer);
-    }
-    const buf = Buffer.concat(chunks);
-    // Verified builds: exactly the bytes Kiln hashed and signed.
-    if (art.sha256 && createHash('sha256').update(buf).digest('hex') !== art.sha256) {
-      throw new KilnError('conflict', `${name} no longer matches the digest Kiln verified; the build service changed it.`);
-    }
-    return buf;
-  });
+  return d.live.get(
+    `doc:${b.id}:${name}`,
+    () => 10 * 60_000,
+    async () => {
+      const chunks: Buffer[] = [];
+      let n = 0;
+      for await (const c of await d.glue.artifact(job, no, name)) {
+        n += (c as Buffer).length;
+        if (n > MAX_DOCUMENT_BYTES)
+          throw new KilnError('too_large', `${name} is too large to show here; download it instead.`);
+        chunks.push(c as Buffer);
+      }
+      const buf = Buffer.concat(chunks);
+      // Verified builds: exactly the bytes Kiln hashed and signed.
+      if (art.sha256 && createHash('sha256').update(buf).digest('hex') !== art.sha256) {
+        throw new KilnError(
+          'conflict',
+          `${name} no longer matches the digest Kiln verified; the build service changed it.`,
+        );
+      }
+      return buf;
+    },
+  );
 }
 
 async function jsonDocument(d: Deps, b: BuildRow, name: ArtifactName): Promise<unknown> {
   const buf = await documentOf(d, b, name);
   if (!buf) return undefined;
-  try { return JSON.parse(buf.toString('utf8')); } catch { return undefined; }
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 async function resultOf(d: Deps, b: BuildRow): Promise<BuildResult | undefined> {
@@ -62,15 +75,44 @@ async function resultOf(d: Deps, b: BuildRow): Promise<BuildResult | undefined> 
   return buf ? parseBuildResult(buf.toString('utf8')) : undefined;
 }
 
-export interface BootTestView { index: number; format: string; artifact: string; firmware: 'bios' | 'uefi'; seconds: number; passed: boolean; reason?: string; hasSerialLog: boolean }
-export interface FailureSummary { stage?: string; line?: number; instruction?: string; message: string }
-export interface BuildReport { bootTests: BootTestView[]; stages: { name: string; seconds: number }[]; failure?: FailureSummary }
+export interface BootTestView {
+  index: number;
+  format: string;
+  artifact: string;
+  firmware: 'bios' | 'uefi';
+  seconds: number;
+  passed: boolean;
+  reason?: string;
+  hasSerialLog: boolean;
+}
+export interface FailureSummary {
+  stage?: string;
+  line?: number;
+  instruction?: string;
+  message: string;
+}
+export interface BuildReport {
+  bootTests: BootTestView[];
+  stages: { name: string; seconds: number }[];
+  failure?: FailureSummary;
+}
 
-const FORMAT_OF: Record<string, string> = { 'image.raw': 'raw', 'image.qcow2': 'qcow2', 'image.iso': 'iso', 'rootfs.tar.zst': 'tar' };
+const FORMAT_OF: Record<string, string> = {
+  'image.raw': 'raw',
+  'image.qcow2': 'qcow2',
+  'image.iso': 'iso',
+  'rootfs.tar.zst': 'tar',
+};
 
 const bootView = (t: BootTestResult, index: number): BootTestView => ({
-  index, format: FORMAT_OF[t.artifact] ?? t.artifact, artifact: t.artifact, firmware: t.firmware, seconds: t.seconds, passed: t.passed,
-  ...(t.reason ? { reason: t.reason } : {}), hasSerialLog: !!t.serialLog,
+  index,
+  format: FORMAT_OF[t.artifact] ?? t.artifact,
+  artifact: t.artifact,
+  firmware: t.firmware,
+  seconds: t.seconds,
+  passed: t.passed,
+  ...(t.reason ? { reason: t.reason } : {}),
+  hasSerialLog: !!t.serialLog,
 });
 
 /** The build page's report: boot tests and stages from result.json, and the failure summary of a failed build. */
@@ -125,7 +167,13 @@ async function logTail(d: Deps, b: BuildRow): Promise<string> {
   const keep = 64 * 1024;
   if (art) {
     const chunks: Buffer[] = [];
-    for await (const c of await d.glue.artifact(b.dockerfile_id, b.backend_build, 'build.log', Math.max(0, art.size - keep))) chunks.push(c as Buffer);
+    for await (const c of await d.glue.artifact(
+      b.dockerfile_id,
+      b.backend_build,
+      'build.log',
+      Math.max(0, art.size - keep),
+    ))
+      chunks.push(c as Buffer);
     return Buffer.concat(chunks).toString('utf8');
   }
   let text = '';
@@ -140,7 +188,12 @@ async function logTail(d: Deps, b: BuildRow): Promise<string> {
 }
 
 /** A boot test's serial console (the tail result.json keeps), as lines. */
-export async function serialLog(d: Deps, actor: Actor, rawId: unknown, rawIndex: unknown): Promise<{ build: BuildRow; test: BootTestView; lines: string[] }> {
+export async function serialLog(
+  d: Deps,
+  actor: Actor,
+  rawId: unknown,
+  rawIndex: unknown,
+): Promise<{ build: BuildRow; test: BootTestView; lines: string[] }> {
   const b = await buildFor(d.db, actor, rawId);
   const index = typeof rawIndex === 'string' && /^[0-9]{1,3}$/.test(rawIndex) ? Number(rawIndex) : -1;
   const t = (await resultOf(d, b))?.bootTests[index];
@@ -148,23 +201,55 @@ export async function serialLog(d: Deps, actor: Actor, rawId: unknown, rawIndex:
   return { build: b, test: bootView(t, index), lines: (t.serialLog ?? '').replace(/\r\n?/g, '\n').split('\n') };
 }
 
-const pkg = z.object({ name: z.string().max(512), version: z.string().max(512), architecture: z.string().max(64).optional(), source: z.string().max(512).optional() });
+const pkg = z.object({
+  name: z.string().max(512),
+  version: z.string().max(512),
+  architecture: z.string().max(64).optional(),
+  source: z.string().max(512).optional(),
+});
 export type PackageEntry = z.infer<typeof pkg> & { purl?: string };
 const manifestSchema = z.object({
   packages: z.array(z.unknown()).max(200_000).default([]),
-  os: z.object({ prettyName: z.string().max(256).optional() }).partial().optional(),
-  boot: z.object({ kernel: z.string().max(256).optional(), init: z.string().max(256).optional() }).partial().optional(),
+  os: z
+    .object({ prettyName: z.string().max(256).optional() })
+    .partial()
+    .optional(),
+  boot: z
+    .object({ kernel: z.string().max(256).optional(), init: z.string().max(256).optional() })
+    .partial()
+    .optional(),
   createdAt: z.string().max(64).optional(),
 });
 const spdxSchema = z.object({
   spdxVersion: z.string().max(32).optional(),
-  packages: z.array(z.object({
-    SPDXID: z.string().max(512).optional(), name: z.string().max(512), versionInfo: z.string().max(512).optional(),
-    externalRefs: z.array(z.object({ referenceType: z.string().max(64).optional(), referenceLocator: z.string().max(2048).optional() }).partial()).max(20).optional(),
-  })).max(200_000).default([]),
+  packages: z
+    .array(
+      z.object({
+        SPDXID: z.string().max(512).optional(),
+        name: z.string().max(512),
+        versionInfo: z.string().max(512).optional(),
+        externalRefs: z
+          .array(
+            z
+              .object({
+                referenceType: z.string().max(64).optional(),
+                referenceLocator: z.string().max(2048).optional(),
+              })
+              .partial(),
+          )
+          .max(20)
+          .optional(),
+      }),
+    )
+    .max(200_000)
+    .default([]),
 });
 
-const validPackages = (list: unknown[]): PackageEntry[] => list.flatMap((p) => { const r = pkg.safeParse(p); return r.success ? [r.data] : []; });
+const validPackages = (list: unknown[]): PackageEntry[] =>
+  list.flatMap((p) => {
+    const r = pkg.safeParse(p);
+    return r.success ? [r.data] : [];
+  });
 
 export interface PackageListView {
   build: BuildRow;
@@ -183,10 +268,18 @@ function searchOf(raw: unknown): string {
 function filterPackages(list: PackageEntry[], q: string): PackageEntry[] {
   if (!q) return list;
   const needle = q.toLowerCase();
-  return list.filter((p) => p.name.toLowerCase().includes(needle) || p.version.toLowerCase().includes(needle) || (p.purl ?? '').toLowerCase().includes(needle));
+  return list.filter(
+    (p) =>
+      p.name.toLowerCase().includes(needle) ||
+      p.version.toLowerCase().includes(needle) ||
+      (p.purl ?? '').toLowerCase().includes(needle),
+  );
 }
 
-async function manifestPackages(d: Deps, b: BuildRow): Promise<{ packages: PackageEntry[]; facts: Record<string, string> } | undefined> {
+async function manifestPackages(
+  d: Deps,
+  b: BuildRow,
+): Promise<{ packages: PackageEntry[]; facts: Record<string, string> } | undefined> {
   const doc = manifestSchema.safeParse(await jsonDocument(d, b, 'manifest.json'));
   if (!doc.success) return undefined;
   const facts: Record<string, string> = {};
@@ -202,7 +295,14 @@ export async function manifestView(d: Deps, actor: Actor, rawId: unknown, rawQue
   const b = await buildFor(d.db, actor, rawId);
   const m = await manifestPackages(d, b);
   const query = searchOf(rawQuery);
-  return { build: b, available: !!m, packages: filterPackages(m?.packages ?? [], query), total: m?.packages.length ?? 0, query, facts: m?.facts ?? {} };
+  return {
+    build: b,
+    available: !!m,
+    packages: filterPackages(m?.packages ?? [], query),
+    total: m?.packages.length ?? 0,
+    query,
+    facts: m?.facts ?? {},
+  };
 }
 
 /** The SBOM's packages (SPDX: name, version, purl), searchable. */
@@ -211,11 +311,20 @@ export async function sbomView(d: Deps, actor: Actor, rawId: unknown, rawQuery: 
   const doc = spdxSchema.safeParse(await jsonDocument(d, b, 'sbom.spdx.json'));
   const query = searchOf(rawQuery);
   if (!doc.success) return { build: b, available: false, packages: [], total: 0, query, facts: {} };
-  const all: PackageEntry[] = doc.data.packages.filter((p) => p.SPDXID !== 'SPDXRef-Image').map((p) => {
-    const purl = p.externalRefs?.find((r) => r.referenceType === 'purl')?.referenceLocator;
-    return { name: p.name, version: p.versionInfo ?? '', ...(purl ? { purl } : {}) };
-  });
-  return { build: b, available: true, packages: filterPackages(all, query), total: all.length, query, facts: doc.data.spdxVersion ? { spdx: doc.data.spdxVersion } : {} };
+  const all: PackageEntry[] = doc.data.packages
+    .filter((p) => p.SPDXID !== 'SPDXRef-Image')
+    .map((p) => {
+      const purl = p.externalRefs?.find((r) => r.referenceType === 'purl')?.referenceLocator;
+      return { name: p.name, version: p.versionInfo ?? '', ...(purl ? { purl } : {}) };
+    });
+  return {
+    build: b,
+    available: true,
+    packages: filterPackages(all, query),
+    total: all.length,
+    query,
+    facts: doc.data.spdxVersion ? { spdx: doc.data.spdxVersion } : {},
+  };
 }
 
 export interface PackageDiff {
@@ -233,26 +342,50 @@ export interface PackageDiff {
 export async function packageDiff(d: Deps, actor: Actor, rawId: unknown): Promise<PackageDiff> {
   const b = await buildFor(d.db, actor, rawId);
   const previous = await findPreviousSucceeded(d.db, b);
-  const empty = { build: b, ...(previous ? { previous } : {}), available: false, added: [], removed: [], changed: [], unchanged: 0 };
+  const empty = {
+    build: b,
+    ...(previous ? { previous } : {}),
+    available: false,
+    added: [],
+    removed: [],
+    changed: [],
+    unchanged: 0,
+  };
   if (!previous) return empty;
   const [now, before] = await Promise.all([manifestPackages(d, b), manifestPackages(d, previous)]);
   if (!now || !before) return empty;
   return { build: b, previous, available: true, ...diffPackages(before.packages, now.packages) };
 }
 
-export function diffPackages(before: PackageEntry[], after: PackageEntry[]): Pick<PackageDiff, 'added' | 'removed' | 'changed' | 'unchanged'> {
+export function diffPackages(
+  before: PackageEntry[],
+  after: PackageEntry[],
+): Pick<PackageDiff, 'added' | 'removed' | 'changed' | 'unchanged'> {
   const key = (p: PackageEntry) => `${p.name}\u0000${p.architecture ?? ''}`;
   const old = new Map(before.map((p) => [key(p), p]));
   const cur = new Map(after.map((p) => [key(p), p]));
-  const out: Pick<PackageDiff, 'added' | 'removed' | 'changed' | 'unchanged'> = { added: [], removed: [], changed: [], unchanged: 0 };
+  const out: Pick<PackageDiff, 'added' | 'removed' | 'changed' | 'unchanged'> = {
+    added: [],
+    removed: [],
+    changed: [],
+    unchanged: 0,
+  };
   for (const [k, p] of cur) {
     const o = old.get(k);
     if (!o) out.added.push(p);
-    else if (o.version !== p.version) out.changed.push({ name: p.name, ...(p.architecture ? { architecture: p.architecture } : {}), from: o.version, to: p.version });
+    else if (o.version !== p.version)
+      out.changed.push({
+        name: p.name,
+        ...(p.architecture ? { architecture: p.architecture } : {}),
+        from: o.version,
+        to: p.version,
+      });
     else out.unchanged++;
   }
   for (const [k, p] of old) if (!cur.has(k)) out.removed.push(p);
   const byName = (a: { name: string }, z2: { name: string }) => (a.name < z2.name ? -1 : a.name > z2.name ? 1 : 0);
-  out.added.sort(byName); out.removed.sort(byName); out.changed.sort(byName);
+  out.added.sort(byName);
+  out.removed.sort(byName);
+  out.changed.sort(byName);
   return out;
 }

@@ -25,17 +25,30 @@ export function glueKey(b: Pick<BuildRow, 'idempotency_key' | 'requeues'>): stri
  * Records that the backend lost `build` (`why` is the glue's reason): back to `requested` for its one requeue, or
  * failed with a reason a user can act on. Returns the row as stored afterwards; the caller dispatches a requeued one.
  */
-export async function afterInterruption(s: Pick<CoreDeps, 'db' | 'logger'>, build: BuildRow, why: string): Promise<BuildRow> {
+export async function afterInterruption(
+  s: Pick<CoreDeps, 'db' | 'logger'>,
+  build: BuildRow,
+  why: string,
+): Promise<BuildRow> {
   if (build.backend_build == null) return build;
   if (build.requeues < MAX_REQUEUES) {
     if (await requeueBuild(s.db, build.id, build.backend_build, why)) {
-      s.logger.warn({ build: build.id, backendBuild: build.backend_build, why }, 'build interrupted by a fault of the build service: requeued');
+      s.logger.warn(
+        { build: build.id, backendBuild: build.backend_build, why },
+        'build interrupted by a fault of the build service: requeued',
+      );
     }
-  } else if (await updateBuild(s.db, build.id, ['queued', 'running'], {
-    state: 'failed', finished_at: nowIso(),
-    reason: `The build was interrupted twice by a fault of the build service, not by your Dockerfile (${why}). Kiln does not retry it again: press Build to start it anew.`,
-  })) {
-    s.logger.warn({ build: build.id, backendBuild: build.backend_build, why }, 'build interrupted again after its requeue: failed');
+  } else if (
+    await updateBuild(s.db, build.id, ['queued', 'running'], {
+      state: 'failed',
+      finished_at: nowIso(),
+      reason: `The build was interrupted twice by a fault of the build service, not by your Dockerfile (${why}). Kiln does not retry it again: press Build to start it anew.`,
+    })
+  ) {
+    s.logger.warn(
+      { build: build.id, backendBuild: build.backend_build, why },
+      'build interrupted again after its requeue: failed',
+    );
   }
   return (await findBuild(s.db, build.id, null))!;
 }

@@ -3,7 +3,16 @@
  * never shows a stale stage), the build page's whole view, and the filtered, paginated build lists.
  */
 import { z } from 'zod';
-import { WEB_BUILD_STATES, getVersion, isFinal, listBuildHistory, type BuildHistoryItem, type BuildRow, type DockerfileRow, type WebBuildState } from '../../db/index.js';
+import {
+  WEB_BUILD_STATES,
+  getVersion,
+  isFinal,
+  listBuildHistory,
+  type BuildHistoryItem,
+  type BuildRow,
+  type DockerfileRow,
+  type WebBuildState,
+} from '../../db/index.js';
 import type { Actor } from '../actor.js';
 import { parse } from '../commands.js';
 import type { CoreDeps } from '../deps.js';
@@ -16,7 +25,10 @@ import { queuePlace, type QueuePlace } from './waiting.js';
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'config'> & { live: Coalescer };
 
-export interface ProgressView { percent: number; label: string }
+export interface ProgressView {
+  percent: number;
+  label: string;
+}
 
 /**
  * The progress a build shows. Running: the SDK's last event. Ended: what the end says (a succeeded build is 100%,
@@ -26,13 +38,22 @@ export function progressOf(b: Pick<BuildRow, 'state' | 'progress' | 'reason'>): 
   const last = b.progress;
   const pct = Math.max(0, Math.min(100, Number(last?.percent) || 0));
   switch (b.state) {
-    case 'succeeded': return { percent: 100, label: 'image ready' };
-    case 'verifying': return { percent: 100, label: 'built; Kiln is verifying the artifacts' };
-    case 'failed': return { percent: pct, label: last?.stage && last.stage !== 'done' ? `failed during ${last.stage}` : 'failed' };
-    case 'cancelled': return { percent: pct, label: 'cancelled' };
-    case 'requested': return { percent: 0, label: 'waiting to be handed to the build service' };
-    case 'queued': return { percent: 0, label: 'queued at the build service' };
-    default: return last ? { percent: pct, label: `${last.stage}${last.message ? `: ${last.message}` : ''}` } : { percent: 0, label: 'starting' };
+    case 'succeeded':
+      return { percent: 100, label: 'image ready' };
+    case 'verifying':
+      return { percent: 100, label: 'built; Kiln is verifying the artifacts' };
+    case 'failed':
+      return { percent: pct, label: last?.stage && last.stage !== 'done' ? `failed during ${last.stage}` : 'failed' };
+    case 'cancelled':
+      return { percent: pct, label: 'cancelled' };
+    case 'requested':
+      return { percent: 0, label: 'waiting to be handed to the build service' };
+    case 'queued':
+      return { percent: 0, label: 'queued at the build service' };
+    default:
+      return last
+        ? { percent: pct, label: `${last.stage}${last.message ? `: ${last.message}` : ''}` }
+        : { percent: 0, label: 'starting' };
   }
 }
 
@@ -58,11 +79,25 @@ export async function buildPage(d: Deps, actor: Actor, rawId: unknown): Promise<
   const build = await buildFor(d.db, actor, rawId);
   const dockerfile = await dockerfileFor(d.db, actor, String(build.dockerfile_id));
   const [version, queue, report] = await Promise.all([
-    getVersion(d.db, build.version_id), queuePlace(d, build),
+    getVersion(d.db, build.version_id),
+    queuePlace(d, build),
     // The page still renders when the build service cannot be reached; the report is then empty.
-    isFinal(build.state) ? reportOf(d, build).catch((): BuildReport => ({ bootTests: [], stages: [], ...(build.state === 'failed' ? { failure: { message: build.reason ?? 'The build failed.' } } : {}) })) : Promise.resolve({ bootTests: [], stages: [] }),
+    isFinal(build.state)
+      ? reportOf(d, build).catch((): BuildReport => ({
+          bootTests: [],
+          stages: [],
+          ...(build.state === 'failed' ? { failure: { message: build.reason ?? 'The build failed.' } } : {}),
+        }))
+      : Promise.resolve({ bootTests: [], stages: [] }),
   ]);
-  return { build, dockerfile, versionSha: version?.sha256 ?? '', progress: progressOf(build), ...(queue ? { queue } : {}), report };
+  return {
+    build,
+    dockerfile,
+    versionSha: version?.sha256 ?? '',
+    progress: progressOf(build),
+    ...(queue ? { queue } : {}),
+    report,
+  };
 }
 
 /** The queue place of a build the actor may read (the live page refreshes it). */
@@ -71,11 +106,17 @@ export async function buildQueuePlace(d: Deps, actor: Actor, rawId: unknown): Pr
 }
 
 const PER_PAGE = 25;
-const listQuery = z.object({
-  state: z.enum(WEB_BUILD_STATES).or(z.literal('active')).optional().catch(undefined),
-  dockerfile: z.string().regex(/^[1-9][0-9]{0,11}$/).optional().catch(undefined),
-  page: z.coerce.number().int().min(1).max(10_000).catch(1).default(1),
-}).strip();
+const listQuery = z
+  .object({
+    state: z.enum(WEB_BUILD_STATES).or(z.literal('active')).optional().catch(undefined),
+    dockerfile: z
+      .string()
+      .regex(/^[1-9][0-9]{0,11}$/)
+      .optional()
+      .catch(undefined),
+    page: z.coerce.number().int().min(1).max(10_000).catch(1).default(1),
+  })
+  .strip();
 export type BuildListQuery = { state?: string; dockerfile?: string; page?: string | number };
 
 export interface BuildListView {
@@ -91,16 +132,32 @@ export interface BuildListView {
  * Dockerfile (which the actor must be able to read: another's is 404) and in one state (`active`: not final).
  * Unknown filter values are ignored, not errors: a list link with a stale filter still shows a list.
  */
-export async function listBuildPage(d: Pick<CoreDeps, 'db'>, actor: Actor, raw: BuildListQuery): Promise<BuildListView> {
+export async function listBuildPage(
+  d: Pick<CoreDeps, 'db'>,
+  actor: Actor,
+  raw: BuildListQuery,
+): Promise<BuildListView> {
   authorize(actor, 'build.list');
   const q = parse(listQuery, raw);
   const df = q.dockerfile ? await dockerfileFor(d.db, actor, q.dockerfile) : undefined;
-  const states: readonly WebBuildState[] | undefined = q.state === 'active' ? ['requested', 'queued', 'running', 'verifying'] : q.state ? [q.state] : undefined;
-  const { items, total } = await listBuildHistory(d.db, { ownerId: ownerScope(actor), ...(df ? { dockerfileId: df.id } : {}), ...(states ? { states } : {}), page: q.page, perPage: PER_PAGE });
+  const states: readonly WebBuildState[] | undefined =
+    q.state === 'active' ? ['requested', 'queued', 'running', 'verifying'] : q.state ? [q.state] : undefined;
+  const { items, total } = await listBuildHistory(d.db, {
+    ownerId: ownerScope(actor),
+    ...(df ? { dockerfileId: df.id } : {}),
+    ...(states ? { states } : {}),
+    page: q.page,
+    perPage: PER_PAGE,
+  });
   const now = Date.now();
   return {
-    items: items.map((b) => { const s = durationSeconds(b, now); return s === undefined ? b : { ...b, durationSeconds: s }; }),
-    total, page: q.page, pages: Math.max(1, Math.ceil(total / PER_PAGE)),
+    items: items.map((b) => {
+      const s = durationSeconds(b, now);
+      return s === undefined ? b : { ...b, durationSeconds: s };
+    }),
+    total,
+    page: q.page,
+    pages: Math.max(1, Math.ceil(total / PER_PAGE)),
     filter: { ...(q.state ? { state: q.state } : {}), ...(df ? { dockerfile: df.id } : {}) },
   };
 }

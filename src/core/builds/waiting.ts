@@ -19,7 +19,10 @@ export interface QueuePlace {
 }
 
 /** Waiting builds' ids in the order they are expected to start. */
-export function fairOrder(waiting: readonly Pick<BuildRow, 'id' | 'owner_id'>[], runningByOwner: ReadonlyMap<number, number> = new Map()): number[] {
+export function fairOrder(
+  waiting: readonly Pick<BuildRow, 'id' | 'owner_id'>[],
+  runningByOwner: ReadonlyMap<number, number> = new Map(),
+): number[] {
   const seen = new Map<number, number>();
   const firstOf = new Map<number, number>();
   const keyed = waiting.map((b) => {
@@ -40,16 +43,25 @@ export function median(xs: number[]): number | undefined {
 }
 
 /** The place of a waiting build (undefined when it is not waiting). */
-export async function queuePlace(d: Pick<CoreDeps, 'db' | 'config'>, build: Pick<BuildRow, 'id' | 'state' | 'dockerfile_id'>): Promise<QueuePlace | undefined> {
+export async function queuePlace(
+  d: Pick<CoreDeps, 'db' | 'config'>,
+  build: Pick<BuildRow, 'id' | 'state' | 'dockerfile_id'>,
+): Promise<QueuePlace | undefined> {
   if (build.state !== 'requested' && build.state !== 'queued') return undefined;
   const [waiting, runningByOwner, times] = await Promise.all([
-    listWaitingBuilds(d.db), countRunningByOwner(d.db), recentRunTimes(d.db, { limit: 20 }),
+    listWaitingBuilds(d.db),
+    countRunningByOwner(d.db),
+    recentRunTimes(d.db, { limit: 20 }),
   ]);
   const running = [...runningByOwner.values()].reduce((a, b) => a + b, 0);
   const order = fairOrder(waiting, runningByOwner);
   const at = order.indexOf(build.id);
   if (at < 0) return undefined;
-  const typical = median(times.map((t) => (Date.parse(t.finished_at) - Date.parse(t.started_at)) / 1000).filter((s) => Number.isFinite(s) && s >= 0));
+  const typical = median(
+    times
+      .map((t) => (Date.parse(t.finished_at) - Date.parse(t.started_at)) / 1000)
+      .filter((s) => Number.isFinite(s) && s >= 0),
+  );
   const slots = Math.max(1, d.config.glue.concurrency);
   const place: QueuePlace = { position: at + 1, waiting: order.length };
   if (typical !== undefined) {

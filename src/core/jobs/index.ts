@@ -7,10 +7,23 @@
  */
 import { z } from 'zod';
 import {
-  getContextMeta, getJobSettings, getVersion, hasDispatchedBuild, saveJobSettings, type JobSettingsPatch, type JobSettingsRow,
+  getContextMeta,
+  getJobSettings,
+  getVersion,
+  hasDispatchedBuild,
+  saveJobSettings,
+  type JobSettingsPatch,
+  type JobSettingsRow,
 } from '../../db/index.js';
 import {
-  BUILD_ARG_NAME_RE, BUILD_ARG_VALUE_RE, FIRMWARES, FORMATS, MAX_BUILD_ARGS, MAX_BUILD_ARG_VALUE, SCHEDULES, type JobView,
+  BUILD_ARG_NAME_RE,
+  BUILD_ARG_VALUE_RE,
+  FIRMWARES,
+  FORMATS,
+  MAX_BUILD_ARGS,
+  MAX_BUILD_ARG_VALUE,
+  SCHEDULES,
+  type JobView,
 } from '../../protocol/index.js';
 import { KilnError, isKilnError } from '../../shared/errors.js';
 import { actorLabel, type Actor } from '../actor.js';
@@ -25,34 +38,59 @@ import { driftOf, effectiveSettings, versionSpecSha, type JobSettings } from './
 export { describeSchedule, WEEKDAYS, type JobSettings } from './settings.js';
 
 const list = (v: unknown): unknown[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
-const oneOf = <T extends string>(allowed: readonly T[], what: string, min = 0) => rule((v): T[] => {
-  const out = [...new Set(list(v).map(String))];
-  if (out.length < min) throw new KilnError('invalid_input', `Choose at least one ${what}.`);
-  const bad = out.find((x) => !(allowed as readonly string[]).includes(x));
-  if (bad !== undefined) throw new KilnError('invalid_input', `Unknown ${what} "${bad.slice(0, 20)}"; choose from ${allowed.join(', ')}.`);
-  return out as T[];
-});
-const int = (lo: number, hi: number, what: string) => rule((v): number => {
-  const n = typeof v === 'number' ? v : typeof v === 'string' && /^[0-9]{1,2}$/.test(v) ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < lo || n > hi) throw new KilnError('invalid_input', `${what} must be a whole number from ${lo} to ${hi}.`);
-  return n;
-});
+const oneOf = <T extends string>(allowed: readonly T[], what: string, min = 0) =>
+  rule((v): T[] => {
+    const out = [...new Set(list(v).map(String))];
+    if (out.length < min) throw new KilnError('invalid_input', `Choose at least one ${what}.`);
+    const bad = out.find((x) => !(allowed as readonly string[]).includes(x));
+    if (bad !== undefined)
+      throw new KilnError('invalid_input', `Unknown ${what} "${bad.slice(0, 20)}"; choose from ${allowed.join(', ')}.`);
+    return out as T[];
+  });
+const int = (lo: number, hi: number, what: string) =>
+  rule((v): number => {
+    const n = typeof v === 'number' ? v : typeof v === 'string' && /^[0-9]{1,2}$/.test(v) ? Number(v) : NaN;
+    if (!Number.isInteger(n) || n < lo || n > hi)
+      throw new KilnError('invalid_input', `${what} must be a whole number from ${lo} to ${hi}.`);
+    return n;
+  });
 
 /** Build arguments as `{NAME: value}` (JSON) or `NAME=VALUE` lines (the form's text box). */
 const BuildArgs = rule((v): Record<string, string> => {
-  const entries: Array<[string, unknown]> = typeof v === 'string'
-    ? v.replace(/\r\n/g, '\n').split('\n').filter((l) => l.trim() !== '').map((l) => {
-      const eq = l.indexOf('=');
-      if (eq < 1) throw new KilnError('invalid_input', `Write each build argument as NAME=VALUE, one per line ("${l.slice(0, 40)}" is not).`);
-      return [l.slice(0, eq).trim(), l.slice(eq + 1)];
-    })
-    : v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.entries(v) : (() => { throw new KilnError('invalid_input', 'Build arguments are NAME=VALUE lines or an object.'); })();
-  if (entries.length > MAX_BUILD_ARGS) throw new KilnError('invalid_input', `At most ${MAX_BUILD_ARGS} build arguments.`);
+  const entries: Array<[string, unknown]> =
+    typeof v === 'string'
+      ? v
+          .replace(/\r\n/g, '\n')
+          .split('\n')
+          .filter((l) => l.trim() !== '')
+          .map((l) => {
+            const eq = l.indexOf('=');
+            if (eq < 1)
+              throw new KilnError(
+                'invalid_input',
+                `Write each build argument as NAME=VALUE, one per line ("${l.slice(0, 40)}" is not).`,
+              );
+            return [l.slice(0, eq).trim(), l.slice(eq + 1)];
+          })
+      : v !== null && typeof v === 'object' && !Array.isArray(v)
+        ? Object.entries(v)
+        : (() => {
+            throw new KilnError('invalid_input', 'Build arguments are NAME=VALUE lines or an object.');
+          })();
+  if (entries.length > MAX_BUILD_ARGS)
+    throw new KilnError('invalid_input', `At most ${MAX_BUILD_ARGS} build arguments.`);
   const out: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [k, val] of entries) {
-    if (!BUILD_ARG_NAME_RE.test(k)) throw new KilnError('invalid_input', `"${k.slice(0, 70)}" is not a build argument name (letters, digits and _, not starting with a digit).`);
+    if (!BUILD_ARG_NAME_RE.test(k))
+      throw new KilnError(
+        'invalid_input',
+        `"${k.slice(0, 70)}" is not a build argument name (letters, digits and _, not starting with a digit).`,
+      );
     if (typeof val !== 'string' || val.length > MAX_BUILD_ARG_VALUE || !BUILD_ARG_VALUE_RE.test(val)) {
-      throw new KilnError('invalid_input', `The value of ${k} must be text of at most ${MAX_BUILD_ARG_VALUE} characters without control characters.`);
+      throw new KilnError(
+        'invalid_input',
+        `The value of ${k} must be text of at most ${MAX_BUILD_ARG_VALUE} characters without control characters.`,
+      );
     }
     if (Object.hasOwn(out, k)) throw new KilnError('invalid_input', `${k} is given twice.`);
     out[k] = val;
@@ -124,7 +162,12 @@ async function change(d: CoreDeps, actor: Actor, rawId: unknown, patch: JobSetti
     await enqueue(trx, d, 'job.sync', dockerfileSubject(df.id));
     // An admin changing someone else's job (its page, or the admin console's jobs) is an admin action: audited with it.
     if (actor.kind === 'user' && df.owner_id !== actor.id) {
-      const what = Object.keys(patch).length === 1 && patch.enabled !== undefined ? (patch.enabled ? 'job.enable' : 'job.disable') : 'job.settings';
+      const what =
+        Object.keys(patch).length === 1 && patch.enabled !== undefined
+          ? patch.enabled
+            ? 'job.enable'
+            : 'job.disable'
+          : 'job.settings';
       await recordAudit(trx, d, actor, what, `job:${df.id}`, { owner: df.owner_id, dockerfile: df.name });
     }
     return r;

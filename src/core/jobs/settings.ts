@@ -34,7 +34,8 @@ export function effectiveSettings(d: Pick<CoreDeps, 'config'>, row: JobSettingsR
     formats: formats?.length ? formats : siteFormats(d),
     defaultFormats: !formats?.length,
     buildArgs: row?.build_args ?? {},
-    bootFirmware: (row?.boot_firmware?.filter((f) => f === 'bios' || f === 'uefi') as JobSettings['bootFirmware']) ?? null,
+    bootFirmware:
+      (row?.boot_firmware?.filter((f) => f === 'bios' || f === 'uefi') as JobSettings['bootFirmware']) ?? null,
     schedule: row?.schedule ?? 'off',
     hour: row?.schedule_hour ?? 2,
     weekday: row?.schedule_weekday ?? 1,
@@ -42,14 +43,26 @@ export function effectiveSettings(d: Pick<CoreDeps, 'config'>, row: JobSettingsR
   };
 }
 
-export async function settingsOf(d: Pick<CoreDeps, 'config' | 'db'>, db: Queryable, dockerfileId: number): Promise<JobSettings> {
+export async function settingsOf(
+  d: Pick<CoreDeps, 'config' | 'db'>,
+  db: Queryable,
+  dockerfileId: number,
+): Promise<JobSettings> {
   return effectiveSettings(d, await getJobSettings(db, dockerfileId));
 }
 
 /** The job spec's settings fields: what job.put carries besides the Dockerfile, its context and the base names. */
-export function specFields(s: JobSettings): Pick<JobSpecInput, 'formats' | 'buildArgs' | 'bootFirmware' | 'schedule' | 'scheduleHour' | 'scheduleWeekday' | 'enabled'> {
+export function specFields(
+  s: JobSettings,
+): Pick<
+  JobSpecInput,
+  'formats' | 'buildArgs' | 'bootFirmware' | 'schedule' | 'scheduleHour' | 'scheduleWeekday' | 'enabled'
+> {
   return {
-    formats: s.formats, buildArgs: s.buildArgs, schedule: s.schedule, enabled: s.enabled,
+    formats: s.formats,
+    buildArgs: s.buildArgs,
+    schedule: s.schedule,
+    enabled: s.enabled,
     ...(s.bootFirmware?.length ? { bootFirmware: s.bootFirmware } : {}),
     ...(s.schedule !== 'off' ? { scheduleHour: s.hour } : {}),
     ...(s.schedule === 'weekly' ? { scheduleWeekday: s.weekday } : {}),
@@ -63,7 +76,12 @@ export const versionSpecSha = (dockerfileSha: string, contextSha: string | null)
 const hh = (h: number) => `${String(h).padStart(2, '0')}:00 UTC`;
 
 /** A schedule in words: "off", "daily at 02:00 UTC", "weekly on Monday at 02:00 UTC". */
-export function describeSchedule(s: { schedule: string; hour?: number | undefined; weekday?: number | undefined; timerSpec?: string | undefined }): string {
+export function describeSchedule(s: {
+  schedule: string;
+  hour?: number | undefined;
+  weekday?: number | undefined;
+  timerSpec?: string | undefined;
+}): string {
   if (s.schedule === 'off') return 'off';
   if (s.schedule === 'other') return `a timer Kiln did not set (${s.timerSpec ?? '?'})`;
   const at = s.hour === undefined ? ' at an hour the build service picks' : ` at ${hh(s.hour)}`;
@@ -73,7 +91,11 @@ export function describeSchedule(s: { schedule: string; hour?: number | undefine
 
 const sameList = (a: readonly string[] | null | undefined, b: readonly string[] | null | undefined) =>
   [...new Set(a ?? [])].sort().join(',') === [...new Set(b ?? [])].sort().join(',');
-const argsText = (a: Record<string, string>) => Object.keys(a).sort().map((k) => `${k}=${a[k]}`).join('\n');
+const argsText = (a: Record<string, string>) =>
+  Object.keys(a)
+    .sort()
+    .map((k) => `${k}=${a[k]}`)
+    .join('\n');
 
 /**
  * How the backend's job differs from Kiln's settings, one sentence per difference (empty: none). `versionSha` is
@@ -82,15 +104,30 @@ const argsText = (a: Record<string, string>) => Object.keys(a).sort().map((k) =>
 export function driftOf(s: JobSettings, job: JobView, versionSha: string): string[] {
   const out: string[] = [];
   const onOff = (b: boolean) => (b ? 'on' : 'off');
-  if (s.enabled !== job.enabled) out.push(`Switched ${onOff(s.enabled)} in Kiln, ${onOff(job.enabled)} in the build service.`);
+  if (s.enabled !== job.enabled)
+    out.push(`Switched ${onOff(s.enabled)} in Kiln, ${onOff(job.enabled)} in the build service.`);
   const mine = describeSchedule({ schedule: s.schedule, hour: s.hour, weekday: s.weekday });
-  const theirs = describeSchedule({ schedule: job.schedule, hour: job.scheduleHour, weekday: job.scheduleWeekday, timerSpec: job.timerSpec });
+  const theirs = describeSchedule({
+    schedule: job.schedule,
+    hour: job.scheduleHour,
+    weekday: job.scheduleWeekday,
+    timerSpec: job.timerSpec,
+  });
   if (mine !== theirs) out.push(`Schedule: ${mine} in Kiln, ${theirs} in the build service.`);
-  if (!sameList(s.formats, job.formats)) out.push(`Output formats: ${s.formats.join(', ')} in Kiln, ${job.formats.join(', ') || 'none'} in the build service.`);
+  if (!sameList(s.formats, job.formats))
+    out.push(
+      `Output formats: ${s.formats.join(', ')} in Kiln, ${job.formats.join(', ') || 'none'} in the build service.`,
+    );
   if (!sameList(s.bootFirmware ?? [], job.bootFirmware ?? [])) {
-    out.push(`Boot firmware: ${s.bootFirmware?.join(', ') ?? 'the default'} in Kiln, ${job.bootFirmware?.join(', ') ?? 'the default'} in the build service.`);
+    out.push(
+      `Boot firmware: ${s.bootFirmware?.join(', ') ?? 'the default'} in Kiln, ${job.bootFirmware?.join(', ') ?? 'the default'} in the build service.`,
+    );
   }
-  if (argsText(s.buildArgs) !== argsText(job.buildArgs)) out.push('Build arguments differ between Kiln and the build service.');
-  if (job.specSha256 && job.specSha256 !== versionSha) out.push('The build service holds another version of the Dockerfile (or its build context) than Kiln\'s current one.');
+  if (argsText(s.buildArgs) !== argsText(job.buildArgs))
+    out.push('Build arguments differ between Kiln and the build service.');
+  if (job.specSha256 && job.specSha256 !== versionSha)
+    out.push(
+      "The build service holds another version of the Dockerfile (or its build context) than Kiln's current one.",
+    );
   return out;
 }

@@ -6,7 +6,13 @@
  * listDeletingDockerfiles), so a glue that stays away for long only delays them.
  */
 import {
-  findDockerfile, getJobSettings, hasDispatchedBuild, hasLiveDispatch, markJobSynced, purgeDockerfile, setJobSyncError,
+  findDockerfile,
+  getJobSettings,
+  hasDispatchedBuild,
+  hasLiveDispatch,
+  markJobSynced,
+  purgeDockerfile,
+  setJobSyncError,
 } from '../../db/index.js';
 import { putJob } from '../builds/dispatch.js';
 import { dockerfileIdOf } from '../tasks/queue.js';
@@ -33,7 +39,12 @@ export const syncTask: TaskKind = {
   },
   async gaveUp(d, task, error) {
     const id = dockerfileIdOf(task.subject);
-    if (id !== undefined) await setJobSyncError(d.db, id, `Kiln could not apply these settings to the build service (${error}); it tries again.`);
+    if (id !== undefined)
+      await setJobSyncError(
+        d.db,
+        id,
+        `Kiln could not apply these settings to the build service (${error}); it tries again.`,
+      );
   },
 };
 

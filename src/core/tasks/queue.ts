@@ -6,7 +6,17 @@
 import { enqueueTask, type Queryable } from '../../db/index.js';
 import { clockOf, type CoreDeps } from '../deps.js';
 
-export const TASK_KINDS = ['build.dispatch', 'build.refresh', 'build.cancel', 'build.attest', 'build.withdraw', 'job.sync', 'dockerfile.delete', 'reconcile', 'job.control'] as const;
+export const TASK_KINDS = [
+  'build.dispatch',
+  'build.refresh',
+  'build.cancel',
+  'build.attest',
+  'build.withdraw',
+  'job.sync',
+  'dockerfile.delete',
+  'reconcile',
+  'job.control',
+] as const;
 export type TaskKindName = (typeof TASK_KINDS)[number];
 
 /** The subject of a task about one build. */
@@ -26,9 +36,21 @@ export function dockerfileIdOf(subject: string): number | undefined {
 export const isoAt = (ms: number): string => new Date(ms).toISOString();
 
 /** Adds a task (unless one like it is live), due now or after `delayMs`. Returns whether it was added. */
-export function enqueue(db: Queryable, d: Pick<CoreDeps, 'config' | 'now'>, kind: TaskKindName, subject: string, o: { delayMs?: number } = {}): Promise<boolean> {
+export function enqueue(
+  db: Queryable,
+  d: Pick<CoreDeps, 'config' | 'now'>,
+  kind: TaskKindName,
+  subject: string,
+  o: { delayMs?: number } = {},
+): Promise<boolean> {
   const now = clockOf(d);
-  return enqueueTask(db, { kind, subject, runAt: isoAt(now + (o.delayMs ?? 0)), maxAttempts: d.config.worker.maxAttempts, now: isoAt(now) });
+  return enqueueTask(db, {
+    kind,
+    subject,
+    runAt: isoAt(now + (o.delayMs ?? 0)),
+    maxAttempts: d.config.worker.maxAttempts,
+    now: isoAt(now),
+  });
 }
 
 /** Tells a worker in this process that work is waiting (call after the enqueueing transaction committed). */

@@ -13,7 +13,13 @@
  *   4. done tasks older than a day are removed (failed ones stay, for the record).
  */
 import {
-  listBuildsToReconcile, listBuildsToWithdraw, listDeletingDockerfiles, listDispatchedDockerfiles, listJobsToSync, pruneDoneTasks, type BuildRow,
+  listBuildsToReconcile,
+  listBuildsToWithdraw,
+  listDeletingDockerfiles,
+  listDispatchedDockerfiles,
+  listJobsToSync,
+  pruneDoneTasks,
+  type BuildRow,
 } from '../../db/index.js';
 import type { JobInfo } from '../../protocol/index.js';
 import { discoverScheduledBuilds } from '../jobs/discover.js';
@@ -25,7 +31,8 @@ import type { TaskKind } from './worker.js';
 
 const DAY_MS = 24 * 3600_000;
 
-const taskFor = (b: BuildRow): TaskKindName => (b.state === 'requested' ? 'build.dispatch' : b.state === 'verifying' ? 'build.attest' : 'build.refresh');
+const taskFor = (b: BuildRow): TaskKindName =>
+  b.state === 'requested' ? 'build.dispatch' : b.state === 'verifying' ? 'build.attest' : 'build.refresh';
 
 /** Enqueues the task of every build that is not final (and every withdrawal owed). Returns how many were missing. */
 export async function ensureBuildTasks(d: Pick<CoreDeps, 'db' | 'config' | 'now'>): Promise<number> {
@@ -36,14 +43,19 @@ export async function ensureBuildTasks(d: Pick<CoreDeps, 'db' | 'config' | 'now'
     for (const b of page) if (await enqueue(d.db, d, taskFor(b), buildSubject(b.id))) added++;
     after = page.at(-1)!.id;
   }
-  for (const b of await listBuildsToWithdraw(d.db)) if (await enqueue(d.db, d, 'build.withdraw', buildSubject(b.id))) added++;
+  for (const b of await listBuildsToWithdraw(d.db))
+    if (await enqueue(d.db, d, 'build.withdraw', buildSubject(b.id))) added++;
   for (const id of await listJobsToSync(d.db)) if (await enqueue(d.db, d, 'job.sync', dockerfileSubject(id))) added++;
-  for (const id of await listDeletingDockerfiles(d.db)) if (await enqueue(d.db, d, 'dockerfile.delete', dockerfileSubject(id))) added++;
+  for (const id of await listDeletingDockerfiles(d.db))
+    if (await enqueue(d.db, d, 'dockerfile.delete', dockerfileSubject(id))) added++;
   return added;
 }
 
 /** Recreates the backend jobs the web knows but the backend does not. Returns the Dockerfile ids recreated. */
-export async function reconcileJobs(d: Pick<CoreDeps, 'db' | 'glue' | 'config' | 'logger'>, listed?: readonly JobInfo[]): Promise<number[]> {
+export async function reconcileJobs(
+  d: Pick<CoreDeps, 'db' | 'glue' | 'config' | 'logger'>,
+  listed?: readonly JobInfo[],
+): Promise<number[]> {
   const jobs = listed ?? (await d.glue.call('jobs.list', [])).jobs;
   const present = new Set(jobs.filter((j) => j.managed && j.job !== undefined).map((j) => j.job!));
   const recreated: number[] = [];

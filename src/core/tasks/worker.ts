@@ -80,7 +80,11 @@ export class Worker {
   });
   private readonly log: Logger;
 
-  constructor(private readonly d: CoreDeps, private readonly kinds: TaskKinds, private readonly o: WorkerOptions = {}) {
+  constructor(
+    private readonly d: CoreDeps,
+    private readonly kinds: TaskKinds,
+    private readonly o: WorkerOptions = {},
+  ) {
     this.id = o.id ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
     this.concurrency = Math.max(1, o.concurrency ?? d.config.worker.concurrency);
     this.leaseMs = o.leaseMs ?? d.config.worker.leaseSeconds * 1000;
@@ -96,7 +100,10 @@ export class Worker {
     const reconcileMs = this.o.reconcileMs ?? this.d.config.worker.reconcileSeconds * 1000;
     if (reconcileMs > 0) {
       const ask = () => {
-        enqueue(this.d.db, this.d, 'reconcile', '').then(() => this.wake(), (e: unknown) => this.log.warn({ err: e }, 'could not enqueue a reconciliation pass'));
+        enqueue(this.d.db, this.d, 'reconcile', '').then(
+          () => this.wake(),
+          (e: unknown) => this.log.warn({ err: e }, 'could not enqueue a reconciliation pass'),
+        );
       };
       const t = setInterval(ask, reconcileMs);
       t.unref();
@@ -144,7 +151,9 @@ export class Worker {
     const now = clockOf(this.d);
     const counts = new Map<string, number>();
     for (const r of this.running.values()) counts.set(r.kind, (counts.get(r.kind) ?? 0) + 1);
-    const skipKinds = Object.entries(this.kinds).filter(([k, v]) => v.concurrency !== undefined && (counts.get(k) ?? 0) >= v.concurrency).map(([k]) => k);
+    const skipKinds = Object.entries(this.kinds)
+      .filter(([k, v]) => v.concurrency !== undefined && (counts.get(k) ?? 0) >= v.concurrency)
+      .map(([k]) => k);
     return claimTask(this.d.db, { owner: this.id, now: isoAt(now), leaseUntil: isoAt(now + this.leaseMs), skipKinds });
   }
 
@@ -160,15 +169,21 @@ export class Worker {
   private async execute(task: TaskRow, abort: AbortController): Promise<void> {
     const log = this.log.child({ task: task.id, kind: task.kind, subject: task.subject, attempt: task.attempts });
     const kind = Object.hasOwn(this.kinds, task.kind) ? this.kinds[task.kind] : undefined;
-    const heartbeat = setInterval(() => {
-      const now = clockOf(this.d);
-      extendLease(this.d.db, task.id, this.id, isoAt(now + this.leaseMs), isoAt(now)).then((held) => {
-        if (!held) {
-          log.warn('lost the lease of a running task: stopping it');
-          abort.abort();
-        }
-      }, (e: unknown) => log.warn({ err: e }, 'could not renew a task lease'));
-    }, Math.max(50, Math.floor(this.leaseMs / 3)));
+    const heartbeat = setInterval(
+      () => {
+        const now = clockOf(this.d);
+        extendLease(this.d.db, task.id, this.id, isoAt(now + this.leaseMs), isoAt(now)).then(
+          (held) => {
+            if (!held) {
+              log.warn('lost the lease of a running task: stopping it');
+              abort.abort();
+            }
+          },
+          (e: unknown) => log.warn({ err: e }, 'could not renew a task lease'),
+        );
+      },
+      Math.max(50, Math.floor(this.leaseMs / 3)),
+    );
     heartbeat.unref();
     try {
       if (!kind) {
@@ -177,7 +192,12 @@ export class Worker {
       }
       if (task.attempts > task.max_attempts) {
         // Each earlier run ended without a word: its worker died or hung until the lease expired.
-        await this.giveUp(task, kind, task.last_error ?? `its worker stopped while running it, ${task.attempts - 1} times`, log);
+        await this.giveUp(
+          task,
+          kind,
+          task.last_error ?? `its worker stopped while running it, ${task.attempts - 1} times`,
+          log,
+        );
         return;
       }
       let result: TaskResult;
@@ -189,7 +209,11 @@ export class Worker {
           await this.giveUp(task, kind, error, log);
           return;
         }
-        const delay = backoffMs(task.attempts, this.d.config.worker.backoffMs, this.d.config.worker.backoffMaxSeconds * 1000);
+        const delay = backoffMs(
+          task.attempts,
+          this.d.config.worker.backoffMs,
+          this.d.config.worker.backoffMaxSeconds * 1000,
+        );
         log.warn({ err: error, retryInMs: delay }, 'task failed; retrying');
         await this.end(task, { state: 'pending', runAt: isoAt(clockOf(this.d) + delay), error }, log);
         return;

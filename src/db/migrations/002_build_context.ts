@@ -26,6 +26,8 @@ export async function up(knex: Knex): Promise<void> {
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.schema.alterTable('dockerfile_versions', (t) => { t.dropColumn('context_id'); });
+  await knex.schema.alterTable('dockerfile_versions', (t) => {
+    t.dropColumn('context_id');
+  });
   await knex.schema.dropTableIfExists('dockerfile_contexts');
 }

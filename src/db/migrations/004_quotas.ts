@@ -16,8 +16,11 @@ export async function up(knex: Knex): Promise<void> {
   for (const r of rows as Array<{ id: number; artifacts: string }>) {
     let bytes = 0;
     try {
-      for (const a of JSON.parse(String(r.artifacts)) as Array<{ size?: unknown }>) bytes += Number(a?.size) > 0 ? Number(a.size) : 0;
-    } catch { /* unreadable JSON counts as nothing, as the web reads it */ }
+      for (const a of JSON.parse(String(r.artifacts)) as Array<{ size?: unknown }>)
+        bytes += Number(a?.size) > 0 ? Number(a.size) : 0;
+    } catch {
+      /* unreadable JSON counts as nothing, as the web reads it */
+    }
     if (bytes > 0) await knex('builds').where({ id: r.id }).update({ artifact_bytes: bytes });
   }
   await knex.schema.createTable('login_throttle', (t) => {
@@ -38,5 +41,7 @@ export async function down(knex: Knex): Promise<void> {
     t.bigInteger('window_start_ms').notNullable();
   });
   await knex.schema.dropTableIfExists('login_throttle');
-  await knex.schema.alterTable('builds', (t) => { t.dropColumn('artifact_bytes'); });
+  await knex.schema.alterTable('builds', (t) => {
+    t.dropColumn('artifact_bytes');
+  });
 }

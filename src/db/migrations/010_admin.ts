@@ -23,11 +23,17 @@ export async function up(knex: Knex): Promise<void> {
     t.text('detail').nullable();
     t.index(['at']);
   });
-  await knex.schema.alterTable('builds', (t) => { t.index(['owner_id', 'id'], 'builds_owner_id_id_index'); });
+  await knex.schema.alterTable('builds', (t) => {
+    t.index(['owner_id', 'id'], 'builds_owner_id_id_index');
+  });
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.schema.alterTable('builds', (t) => { t.dropIndex(['owner_id', 'id'], 'builds_owner_id_id_index'); });
+  await knex.schema.alterTable('builds', (t) => {
+    t.dropIndex(['owner_id', 'id'], 'builds_owner_id_id_index');
+  });
   await knex.schema.dropTable('audit_log');
-  await knex.schema.alterTable('users', (t) => { t.dropColumn('approved'); });
+  await knex.schema.alterTable('users', (t) => {
+    t.dropColumn('approved');
+  });
 }

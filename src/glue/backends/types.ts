@@ -1,5 +1,16 @@
 import type { Readable } from 'node:stream';
-import type { ArtifactName, BuildStatus, JobBuild, JobInfo, JobSpec, JobView, LogChunk, PingReply, QueueItem, BuildState } from '../../protocol/index.js';
+import type {
+  ArtifactName,
+  BuildStatus,
+  JobBuild,
+  JobInfo,
+  JobSpec,
+  JobView,
+  LogChunk,
+  PingReply,
+  QueueItem,
+  BuildState,
+} from '../../protocol/index.js';
 
 /**
  * What the glue asks of a build engine. Two implementations: `local` (embedded default: runs the SDK on this

@@ -16,7 +16,13 @@ export interface ImageRuntimeConfig {
   /** Seconds; only in configs made through the API (`docker commit`), never by a Dockerfile. */
   StopTimeout?: number | null;
   /** Durations in nanoseconds; 0 means Docker's default. */
-  Healthcheck?: { Test?: string[] | null; Interval?: number; Timeout?: number; StartPeriod?: number; Retries?: number } | null;
+  Healthcheck?: {
+    Test?: string[] | null;
+    Interval?: number;
+    Timeout?: number;
+    StartPeriod?: number;
+    Retries?: number;
+  } | null;
   ExposedPorts?: Record<string, unknown> | null;
   Volumes?: Record<string, unknown> | null;
 }

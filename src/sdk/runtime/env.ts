@@ -9,18 +9,25 @@
 export const DOCKER_DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** One variable; `value: null` is HOSTNAME, set when the program starts to the machine's hostname. */
-export interface EnvVar { name: string; value: string | null }
+export interface EnvVar {
+  name: string;
+  value: string | null;
+}
 
 /** Why `docker run` refuses the environment (runc's words). */
 export class EnvError extends Error {}
 
 export function containerEnv(imageEnv: readonly string[], home: string): EnvVar[] {
-  const defaults: (EnvVar | undefined)[] = [{ name: 'PATH', value: DOCKER_DEFAULT_PATH }, { name: 'HOSTNAME', value: null }];
+  const defaults: (EnvVar | undefined)[] = [
+    { name: 'PATH', value: DOCKER_DEFAULT_PATH },
+    { name: 'HOSTNAME', value: null },
+  ];
   const appended: string[] = [];
   for (const e of imageEnv) {
     const eq = e.indexOf('=');
     const name = eq < 0 ? e : e.slice(0, eq);
-    if (e.includes('\0')) throw new EnvError(`invalid environment variable ${JSON.stringify(name)}: contains a nul byte`);
+    if (e.includes('\0'))
+      throw new EnvError(`invalid environment variable ${JSON.stringify(name)}: contains a nul byte`);
     const i = defaults.findIndex((d) => d?.name === name);
     if (eq < 0) {
       if (i >= 0) defaults[i] = undefined;
@@ -41,5 +48,5 @@ export function containerEnv(imageEnv: readonly string[], home: string): EnvVar[
 
 /** `NAME=value` lines for people (the manifest), HOSTNAME shown as what it becomes. */
 export function describeEnv(env: readonly EnvVar[]): string[] {
-  return env.map((v) => `${v.name}=${v.value ?? '<the machine\'s hostname>'}`);
+  return env.map((v) => `${v.name}=${v.value ?? "<the machine's hostname>"}`);
 }

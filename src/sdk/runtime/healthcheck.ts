@@ -23,7 +23,8 @@ const DEFAULT_INTERVAL_MS = 30_000;
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_RETRIES = 3;
 
-const ms = (ns: number | undefined, dflt: number): number => (ns && ns > 0 ? Math.max(1, Math.round(ns / NS_PER_MS)) : dflt);
+const ms = (ns: number | undefined, dflt: number): number =>
+  ns && ns > 0 ? Math.max(1, Math.round(ns / NS_PER_MS)) : dflt;
 
 export function planHealthcheck(c: ImageRuntimeConfig): HealthPlan | undefined {
   const h = c.Healthcheck;

@@ -264,9 +264,14 @@ export function appNames(instance = 'app'): AppNames {
 export function execArgs(plan: RuntimePlan, names: AppNames, argv: readonly string[]): string[] {
   const id = plan.identity!;
   return [
-    `--name=${names.tag}`, `--workdir=${plan.workdir}`, `--uid=${id.uid}`, `--gid=${id.gid}`, `--groups=${id.groups.join(',')}`,
+    `--name=${names.tag}`,
+    `--workdir=${plan.workdir}`,
+    `--uid=${id.uid}`,
+    `--gid=${id.gid}`,
+    `--groups=${id.groups.join(',')}`,
     ...plan.env!.map((v) => (v.value === null ? '--env-hostname' : `--env=${v.name}=${v.value}`)),
-    '--', ...argv,
+    '--',
+    ...argv,
   ];
 }
 
@@ -274,10 +279,18 @@ export function execArgs(plan: RuntimePlan, names: AppNames, argv: readonly stri
  * kiln-exec's words for one HEALTHCHECK. With `restartUnit` it restarts that unit itself when the program turns
  * unhealthy, else it exits 3; a change of state is also written to `console` (default /dev/console).
  */
-export function healthArgs(plan: RuntimePlan, names: AppNames, o: { restartUnit?: string; console?: string } = {}): string[] {
+export function healthArgs(
+  plan: RuntimePlan,
+  names: AppNames,
+  o: { restartUnit?: string; console?: string } = {},
+): string[] {
   const h = plan.health!;
   return [
-    `--health=${names.statusFile}`, `--interval-ms=${h.intervalMs}`, `--timeout-ms=${h.timeoutMs}`, `--start-period-ms=${h.startPeriodMs}`, `--retries=${h.retries}`,
+    `--health=${names.statusFile}`,
+    `--interval-ms=${h.intervalMs}`,
+    `--timeout-ms=${h.timeoutMs}`,
+    `--start-period-ms=${h.startPeriodMs}`,
+    `--retries=${h.retries}`,
     ...(o.restartUnit ? [`--restart-unit=${o.restartUnit}`] : []),
     ...(o.console ? [`--console=${o.console}`] : []),
     ...execArgs(plan, names, h.argv),

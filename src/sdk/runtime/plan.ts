@@ -27,7 +27,14 @@ export interface RuntimePlan {
 }
 
 const SHELLS = new Set(['bash', 'sh', '/bin/bash', '/bin/sh', '/usr/bin/bash', '/usr/bin/sh', 'dash', '/bin/dash']);
-const INITS = new Set(['/sbin/init', '/usr/sbin/init', '/lib/systemd/systemd', '/usr/lib/systemd/systemd', 'init', 'systemd']);
+const INITS = new Set([
+  '/sbin/init',
+  '/usr/sbin/init',
+  '/lib/systemd/systemd',
+  '/usr/lib/systemd/systemd',
+  'init',
+  'systemd',
+]);
 
 /**
  * The command a container of this image runs, or undefined when there is none worth a service: no ENTRYPOINT and
@@ -41,16 +48,24 @@ export function appCommand(c: ImageRuntimeConfig): string[] | undefined {
   return argv;
 }
 
-const refused = (why: string) => new KilnError('build_failed', `docker run of this image would fail, and so would its service at boot: ${why}`);
+const refused = (why: string) =>
+  new KilnError('build_failed', `docker run of this image would fail, and so would its service at boot: ${why}`);
 
-export function planRuntime(c: ImageRuntimeConfig, accounts: { passwd: PasswdEntry[]; group: GroupEntry[] }): RuntimePlan {
+export function planRuntime(
+  c: ImageRuntimeConfig,
+  accounts: { passwd: PasswdEntry[]; group: GroupEntry[] },
+): RuntimePlan {
   const wd = c.WorkingDir ?? '';
-  if (wd && !wd.startsWith('/')) throw refused(`the working directory ${JSON.stringify(wd)} is invalid, it needs to be an absolute path`);
+  if (wd && !wd.startsWith('/'))
+    throw refused(`the working directory ${JSON.stringify(wd)} is invalid, it needs to be an absolute path`);
   if (wd.includes('\0')) throw refused('WORKDIR contains a NUL byte');
   let stop: RuntimePlan['stop'];
   try {
     const t = c.StopTimeout;
-    stop = { ...parseStopSignal(c.StopSignal), timeoutSeconds: typeof t !== 'number' ? DEFAULT_STOP_TIMEOUT_SECONDS : t < 0 ? null : t };
+    stop = {
+      ...parseStopSignal(c.StopSignal),
+      timeoutSeconds: typeof t !== 'number' ? DEFAULT_STOP_TIMEOUT_SECONDS : t < 0 ? null : t,
+    };
   } catch (e) {
     if (e instanceof SignalError) throw refused(e.message);
     throw e;
@@ -76,19 +91,31 @@ export function planRuntime(c: ImageRuntimeConfig, accounts: { passwd: PasswdEnt
 }
 
 /** The manifest's `runtime` section: each mapping as Kiln made it, so a user sees what runs at boot and how. */
-export function describeRuntime(p: RuntimePlan, made: { service?: Record<string, unknown>; volumes: VolumeState[] }): Record<string, unknown> {
+export function describeRuntime(
+  p: RuntimePlan,
+  made: { service?: Record<string, unknown>; volumes: VolumeState[] },
+): Record<string, unknown> {
   return {
     service: made.service ?? null,
     ...(p.skipped ? { skipped: p.skipped } : {}),
     argv: p.argv ?? null,
     // Resolved when the program starts, like docker run: a relative path against WORKDIR, a bare name through PATH.
-    user: p.identity ? { spec: p.identity.spec, uid: p.identity.uid, gid: p.identity.gid, groups: p.identity.groups } : null,
+    user: p.identity
+      ? { spec: p.identity.spec, uid: p.identity.uid, gid: p.identity.gid, groups: p.identity.groups }
+      : null,
     workdir: p.workdir,
     env: p.env ? describeEnv(p.env) : null,
     stopSignal: p.stop.name,
     stopTimeoutSeconds: p.stop.timeoutSeconds,
     healthcheck: p.health
-      ? { test: p.health.test, argv: p.health.argv, intervalSeconds: p.health.intervalMs / 1000, timeoutSeconds: p.health.timeoutMs / 1000, startPeriodSeconds: p.health.startPeriodMs / 1000, retries: p.health.retries }
+      ? {
+          test: p.health.test,
+          argv: p.health.argv,
+          intervalSeconds: p.health.intervalMs / 1000,
+          timeoutSeconds: p.health.timeoutMs / 1000,
+          startPeriodSeconds: p.health.startPeriodMs / 1000,
+          retries: p.health.retries,
+        }
       : null,
     exposedPorts: p.exposedPorts,
     volumes: made.volumes,

@@ -10,10 +10,16 @@ import type { RuntimePlan } from './plan.js';
 
 /** Quotes one word for a systemd unit file: double quotes, C escapes, `%` and `$` doubled (no specifiers/expansion). */
 export function systemdQuote(s: string): string {
-  const body = s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\t/g, '\\t')
+  const body = s
+    .replace(/\\/g, '\\\\')
+    .replace(/"/g, '\\"')
+    .replace(/\n/g, '\\n')
+    .replace(/\r/g, '\\r')
+    .replace(/\t/g, '\\t')
     // eslint-disable-next-line no-control-regex -- control characters are refused or stripped here on purpose
     .replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`)
-    .replace(/%/g, '%%').replace(/\$/g, '$$$$');
+    .replace(/%/g, '%%')
+    .replace(/\$/g, '$$$$');
   return `"${body}"`;
 }
 

@@ -7,8 +7,17 @@
  * HOME=/, `user:group` drops the supplementary groups, a second name for a uid gets the first name's HOME) are theirs.
  */
 
-export interface PasswdEntry { name: string; uid: number; gid: number; home: string }
-export interface GroupEntry { name: string; gid: number; members: string[] }
+export interface PasswdEntry {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+export interface GroupEntry {
+  name: string;
+  gid: number;
+  members: string[];
+}
 
 export interface Identity {
   /** The USER string as the image has it ('' = root). */
@@ -35,19 +44,33 @@ function atoi(s: string): number | undefined {
 
 /** runc's parseLine: trimmed non-empty lines split on ':'; numbers that do not parse count as 0, as in runc. */
 function records(text: string): string[][] {
-  return text.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => l.split(':'));
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .map((l) => l.split(':'));
 }
 
 export function parsePasswd(text: string): PasswdEntry[] {
-  return records(text).map((f) => ({ name: f[0] ?? '', uid: atoi(f[2] ?? '') ?? 0, gid: atoi(f[3] ?? '') ?? 0, home: f[5] ?? '' }));
+  return records(text).map((f) => ({
+    name: f[0] ?? '',
+    uid: atoi(f[2] ?? '') ?? 0,
+    gid: atoi(f[3] ?? '') ?? 0,
+    home: f[5] ?? '',
+  }));
 }
 
 export function parseGroup(text: string): GroupEntry[] {
-  return records(text).map((f) => ({ name: f[0] ?? '', gid: atoi(f[2] ?? '') ?? 0, members: f[3] ? f[3].split(',') : [] }));
+  return records(text).map((f) => ({
+    name: f[0] ?? '',
+    gid: atoi(f[2] ?? '') ?? 0,
+    members: f[3] ? f[3].split(',') : [],
+  }));
 }
 
 function inRange(id: number, what: string): number {
-  if (id < 0 || id > MAX_ID) throw new UserLookupError(`${what} ${id} is out of range: uids and gids must be in range 0-${MAX_ID}`);
+  if (id < 0 || id > MAX_ID)
+    throw new UserLookupError(`${what} ${id} is out of range: uids and gids must be in range 0-${MAX_ID}`);
   return id;
 }
 
@@ -57,21 +80,25 @@ export function resolveUser(spec: string, passwd: PasswdEntry[], group: GroupEnt
   const uidArg = atoi(userArg);
   const gidArg = atoi(groupArg);
   // An empty user means the current one (root); a number is always a uid, never a name.
-  const user = passwd.find((u) => (userArg === '' ? u.uid === 0 : uidArg !== undefined ? u.uid === uidArg : u.name === userArg));
+  const user = passwd.find((u) =>
+    userArg === '' ? u.uid === 0 : uidArg !== undefined ? u.uid === uidArg : u.name === userArg,
+  );
   let uid = 0;
   let gid = 0;
   if (user) {
     uid = user.uid;
     gid = user.gid;
   } else if (userArg !== '') {
-    if (uidArg === undefined) throw new UserLookupError(`unable to find user ${userArg}: no matching entries in passwd file`);
+    if (uidArg === undefined)
+      throw new UserLookupError(`unable to find user ${userArg}: no matching entries in passwd file`);
     uid = inRange(uidArg, 'uid');
   }
   let supplementary: number[] = [];
   if (groupArg !== '') {
     const g = group.find((x) => (gidArg !== undefined ? x.gid === gidArg : x.name === groupArg));
     if (g) gid = g.gid;
-    else if (gidArg === undefined) throw new UserLookupError(`unable to find group ${groupArg}: no matching entries in group file`);
+    else if (gidArg === undefined)
+      throw new UserLookupError(`unable to find group ${groupArg}: no matching entries in group file`);
     else gid = inRange(gidArg, 'gid');
   } else if (user?.name) {
     // Only the implicit form gets the groups that list the user by name.

@@ -9,7 +9,11 @@ import { lstatIn, mkdirIn } from '../fsroot.js';
  */
 export interface VolumeState {
   path: string;
-  state: 'in the image' | 'created (root, 0755)' | 'not a directory in the image' | 'reached through a symbolic link: left as it is';
+  state:
+    | 'in the image'
+    | 'created (root, 0755)'
+    | 'not a directory in the image'
+    | 'reached through a symbolic link: left as it is';
 }
 
 export async function ensureVolumes(root: string, paths: readonly string[]): Promise<VolumeState[]> {
@@ -20,7 +24,11 @@ export async function ensureVolumes(root: string, paths: readonly string[]): Pro
     if (st?.isDirectory()) out.push({ path: p, state: 'in the image' });
     else if (st?.isSymbolicLink()) out.push({ path: p, state: 'reached through a symbolic link: left as it is' });
     else if (st) out.push({ path: p, state: 'not a directory in the image' });
-    else out.push({ path: p, state: (await mkdirIn(root, p)) ? 'created (root, 0755)' : 'reached through a symbolic link: left as it is' });
+    else
+      out.push({
+        path: p,
+        state: (await mkdirIn(root, p)) ? 'created (root, 0755)' : 'reached through a symbolic link: left as it is',
+      });
   }
   return out;
 }

@@ -25,7 +25,10 @@ import type { BuildRun } from './run.js';
  * What the SDK adds when an image lacks a kernel or an init, per distribution family. Only what is missing: an
  * image that has sysvinit-core and no kernel must not get systemd-sysv, which apt would install by removing it.
  */
-export function bootPackages(os: Record<string, string>, need: { kernel: boolean; init: boolean } = { kernel: true, init: true }): string[] | undefined {
+export function bootPackages(
+  os: Record<string, string>,
+  need: { kernel: boolean; init: boolean } = { kernel: true, init: true },
+): string[] | undefined {
   const ids = [os.ID ?? '', ...(os.ID_LIKE ?? '').split(/\s+/)].map((s) => s.toLowerCase());
   const pick = (init: string) => [...(need.kernel ? ['linux-image-amd64'] : []), ...(need.init ? [init] : [])];
   if (ids.includes('devuan')) return pick('sysvinit-core');
@@ -51,8 +54,11 @@ export function aptLayer(from: string, pkgs: string[]): { dockerfileText: string
 export function refuseOnBuild(config: { OnBuild?: string[] | null } | undefined): void {
   const triggers = config?.OnBuild ?? [];
   if (!triggers.length) return;
-  throw new KilnError('policy_violation', `The built image declares ONBUILD triggers (${triggers.map((t) => JSON.stringify(t.slice(0, 80))).join(', ')}); ` +
-    'Kiln builds its own layers on the image (the bootable layer, the live ISO), where they would run: remove ONBUILD from the final stage');
+  throw new KilnError(
+    'policy_violation',
+    `The built image declares ONBUILD triggers (${triggers.map((t) => JSON.stringify(t.slice(0, 80))).join(', ')}); ` +
+      'Kiln builds its own layers on the image (the bootable layer, the live ISO), where they would run: remove ONBUILD from the final stage',
+  );
 }
 
 function missingParts(c: BootCheck): string[] {
@@ -86,39 +92,63 @@ export async function buildImage(run: BuildRun, input: CheckedInput, bases: Base
   // The engine gets each base by the id just checked, whatever name the Dockerfile used for it (dockerfile/pin.ts);
   // with build trust, by the id of Kiln's layer of CA certificates on it (build-trust.ts), so the tag follows too.
   const baseIds = Object.fromEntries(bases.map((b) => [b.name, b.id]));
-  const buildIds = trust ? await rep.stage('trust', 8, 'build CA certificates on each base', () => trustLayers(deps.docker, bases, trust, buildSettings, run.work, rep)) : baseIds;
+  const buildIds = trust
+    ? await rep.stage('trust', 8, 'build CA certificates on each base', () =>
+        trustLayers(deps.docker, bases, trust, buildSettings, run.work, rep),
+      )
+    : baseIds;
   const pinned = pinBaseImages(input.text, input.policy.froms, buildIds);
   const req = { dockerfileText: pinned, contextTar: o.contextTar, buildArgs: { ...o.buildArgs } };
-  const built = await rep.stage('build', 10, 'building the Dockerfile', () => dockerBuild(deps.docker, req, buildTag(req, input.contextSha256 ?? ''), buildSettings, rep));
+  const built = await rep.stage('build', 10, 'building the Dockerfile', () =>
+    dockerBuild(deps.docker, req, buildTag(req, input.contextSha256 ?? ''), buildSettings, rep),
+  );
   rep.log(`[kiln] built image ${built.id} (${built.tag})`);
   const builtInfo = await imageInfo(deps.docker, built.id);
   refuseOnBuild(builtInfo?.Config);
   const runtime = (builtInfo?.Config ?? {}) as ImageRuntimeConfig;
   const expectText = consoleExpectations(o.expectConsole, runtime.Labels);
-  if (expectText.length) rep.log(`[kiln] the boot tests pass only when the console shows ${expectText.map((e) => `${JSON.stringify(e.text)} (${e.source})`).join(', ')}`);
+  if (expectText.length)
+    rep.log(
+      `[kiln] the boot tests pass only when the console shows ${expectText.map((e) => `${JSON.stringify(e.text)} (${e.source})`).join(', ')}`,
+    );
 
   const staged = await treeStaging(run.work, builtInfo?.Size ?? 0, s.maxImageEntries);
   run.trees = staged;
   rep.log(`[kiln] ${staged.note}`);
   const rootDir = path.join(staged.dir, 'rootfs');
   const limits = { maxBytes: s.maxImageMb * 2 ** 20, maxEntries: s.maxImageEntries };
-  const exported = await rep.stage('export', 45, 'exporting the filesystem', () => exportRootfs(deps.docker, built.id, rootDir, limits, rep));
+  const exported = await rep.stage('export', 45, 'exporting the filesystem', () =>
+    exportRootfs(deps.docker, built.id, rootDir, limits, rep),
+  );
   const first = { imageId: built.id, stats: exported, check: await checkBootable(rootDir) };
-  const bootable = missingParts(first.check).length ? await addBootableLayer(run, built.id, rootDir, limits, first.check) : first;
-  rep.log(`[kiln] export: ${bootable.stats.files} files, ${bootable.stats.dirs} dirs, ${bootable.stats.symlinks} symlinks, ${(bootable.stats.dataBytes / 2 ** 20).toFixed(0)} MiB`);
+  const bootable = missingParts(first.check).length
+    ? await addBootableLayer(run, built.id, rootDir, limits, first.check)
+    : first;
+  rep.log(
+    `[kiln] export: ${bootable.stats.files} files, ${bootable.stats.dirs} dirs, ${bootable.stats.symlinks} symlinks, ${(bootable.stats.dataBytes / 2 ** 20).toFixed(0)} MiB`,
+  );
   return { built, runtime, expectText, staged, rootDir, limits, ...bootable };
 }
 
 /** The image lacks a kernel or an init: Kiln adds them in a layer of its own (Debian family only) and exports again. */
-async function addBootableLayer(run: BuildRun, builtId: string, rootDir: string, limits: BuiltImage['limits'], check: BootCheck): Promise<{ imageId: string; stats: ExtractStats; check: BootCheck }> {
+async function addBootableLayer(
+  run: BuildRun,
+  builtId: string,
+  rootDir: string,
+  limits: BuiltImage['limits'],
+  check: BootCheck,
+): Promise<{ imageId: string; stats: ExtractStats; check: BootCheck }> {
   const { deps, rep } = run;
   const missing = missingParts(check);
   const pkgs = bootPackages(check.osRelease, { kernel: !check.boot?.initrd, init: !check.init });
   const hasApt = (await lstatIn(rootDir, '/usr/bin/apt-get'))?.isFile();
   if (!pkgs || !hasApt) {
-    throw new KilnError('build_failed', `The image lacks ${missing.join(' and ')}, and Kiln cannot add them to ` +
-      `${check.osRelease.PRETTY_NAME ?? 'an unknown distribution'}${hasApt ? '' : ' (no apt-get)'}: install a kernel with its initrd ` +
-      '(Debian: linux-image-amd64) and an init (Debian: systemd-sysv) in the Dockerfile');
+    throw new KilnError(
+      'build_failed',
+      `The image lacks ${missing.join(' and ')}, and Kiln cannot add them to ` +
+        `${check.osRelease.PRETTY_NAME ?? 'an unknown distribution'}${hasApt ? '' : ' (no apt-get)'}: install a kernel with its initrd ` +
+        '(Debian: linux-image-amd64) and an init (Debian: systemd-sysv) in the Dockerfile',
+    );
   }
   return rep.stage('bootable', 50, `adding ${pkgs.join(' and ')}`, async () => {
     const note = `the image had no ${missing.map((m) => m.replace(/^an? /, '')).join('/')}: Kiln added ${pkgs.join(', ')} in an extra layer`;
@@ -130,7 +160,11 @@ async function addBootableLayer(run: BuildRun, builtId: string, rootDir: string,
     const stats = await exportRootfs(deps.docker, extra.id, rootDir, limits, rep);
     const after = await checkBootable(rootDir);
     const still = missingParts(after);
-    if (still.length) throw new KilnError('build_failed', `Even after adding ${pkgs.join(', ')} the image lacks ${still.join(' and ')}`);
+    if (still.length)
+      throw new KilnError(
+        'build_failed',
+        `Even after adding ${pkgs.join(', ')} the image lacks ${still.join(' and ')}`,
+      );
     return { imageId: extra.id, stats, check: after };
   });
 }

@@ -43,14 +43,25 @@ export async function checkInput(run: BuildRun): Promise<CheckedInput> {
     const text = readDockerfile(await fsp.readFile(o.dockerfile));
     const baseConfigs = await policyBaseConfigs(deps.docker, s.bases);
     const baseNames = baseNameList(o.baseNames ?? [], s.baseNames);
-    const policy = checkDockerfile(text, { bases: s.bases, baseNames, allowRemoteAdd: s.allowRemoteAdd, buildArgs: o.buildArgs, baseConfigs });
+    const policy = checkDockerfile(text, {
+      bases: s.bases,
+      baseNames,
+      allowRemoteAdd: s.allowRemoteAdd,
+      buildArgs: o.buildArgs,
+      baseConfigs,
+    });
     return { text, policy };
   });
   const dockerfileSha256 = await sha256File(o.dockerfile);
-  const contextSha256 = o.contextTar ? await contextDigest(o.contextTar).catch(() => { throw new KilnError('invalid_input', 'The build context does not exist or cannot be read'); }) : undefined;
+  const contextSha256 = o.contextTar
+    ? await contextDigest(o.contextTar).catch(() => {
+        throw new KilnError('invalid_input', 'The build context does not exist or cannot be read');
+      })
+    : undefined;
   run.trust = await loadBuildTrust(s.buildTrust);
   if (run.trust) rep.log(`[kiln] ${describeTrust(run.trust)}`);
-  for (const line of run.proxy ? describeProxy(run.proxy, text, o.buildArgs, s.buildNetwork) : []) rep.log(`[kiln] ${line}`);
+  for (const line of run.proxy ? describeProxy(run.proxy, text, o.buildArgs, s.buildNetwork) : [])
+    rep.log(`[kiln] ${line}`);
   return { text, policy, dockerfileSha256, ...(contextSha256 !== undefined ? { contextSha256 } : {}) };
 }
 
@@ -62,8 +73,14 @@ async function enterEngineStage(deps: SdkDeps, rep: BuildRun['rep']): Promise<En
   const s = deps.settings;
   const swept = await sweepBuildCgroups().catch(() => [] as string[]);
   if (swept.length) rep.log(`[kiln] removed ${swept.length} empty build cgroup(s) left by builds whose SDK is gone`);
-  rep.log(`[kiln] ${s.engineGuard === 'verify' ? await verifyEngineGuard(deps.docker) : 'engine guard not verified (sdk.engineGuard=off)'}`);
-  const entered = await enterEngine(deps.docker, { budgetBytes: s.imageCacheMb * 2 ** 20, maxAgeMs: s.imageCacheHours * 3_600_000, selector: KILN_CACHE });
+  rep.log(
+    `[kiln] ${s.engineGuard === 'verify' ? await verifyEngineGuard(deps.docker) : 'engine guard not verified (sdk.engineGuard=off)'}`,
+  );
+  const entered = await enterEngine(deps.docker, {
+    budgetBytes: s.imageCacheMb * 2 ** 20,
+    maxAgeMs: s.imageCacheHours * 3_600_000,
+    selector: KILN_CACHE,
+  });
   rep.log(`[kiln] ${entered.note}`);
   return entered.lock;
 }
@@ -74,7 +91,16 @@ export async function enterEngineAndBases(run: BuildRun, policy: PolicyResult): 
   run.engineLock = await rep.stage('engine', 4, 'engine guard, layer cache', () => enterEngineStage(deps, rep));
   return rep.stage('base', 5, `base images: ${policy.bases.join(', ') || 'none'}`, async () => {
     const out: BaseImage[] = [];
-    for (const b of policy.bases) out.push(await ensureBase(deps.docker, b, { mirror: s.mirror, devuanMirror: s.devuanMirror, devuanKeyring: s.devuanKeyring, snapshot: s.snapshot }, run.work, rep));
+    for (const b of policy.bases)
+      out.push(
+        await ensureBase(
+          deps.docker,
+          b,
+          { mirror: s.mirror, devuanMirror: s.devuanMirror, devuanKeyring: s.devuanKeyring, snapshot: s.snapshot },
+          run.work,
+          rep,
+        ),
+      );
     logBaseUse(rep, policy.froms, out);
     return out;
   });

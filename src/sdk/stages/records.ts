@@ -40,14 +40,34 @@ export function writeRecords(run: BuildRun, r: RecordInputs): Promise<void> {
     const createdAt = new Date().toISOString();
     const baseInfo = baseRecords(input.policy.froms, r.bases);
     const manifest = buildManifest({
-      sdkVersion: SDK_VERSION, createdAt, dockerfileSha256, contextSha256, buildArgs: { ...o.buildArgs }, bases: baseInfo,
-      image: { id: image.imageId, tag: image.built.tag, labels: imageLabels(image.runtime.Labels) }, os: image.check.osRelease,
+      sdkVersion: SDK_VERSION,
+      createdAt,
+      dockerfileSha256,
+      contextSha256,
+      buildArgs: { ...o.buildArgs },
+      bases: baseInfo,
+      image: { id: image.imageId, tag: image.built.tag, labels: imageLabels(image.runtime.Labels) },
+      os: image.check.osRelease,
       kernel: { version: image.check.boot!.version, cmdline: KERNEL_CMDLINE },
-      init: image.check.init!, packages: tree.packages, layout: r.layout, rootfs: image.stats, artifacts, notes: run.notes, runtime: tree.runtime,
-      buildTrust: trust && trustRecord(trust, tree.trustRemoval), buildProxy: proxy && { ...proxy.summary, inImage: false },
+      init: image.check.init!,
+      packages: tree.packages,
+      layout: r.layout,
+      rootfs: image.stats,
+      artifacts,
+      notes: run.notes,
+      runtime: tree.runtime,
+      buildTrust: trust && trustRecord(trust, tree.trustRemoval),
+      buildProxy: proxy && { ...proxy.summary, inImage: false },
     });
     await fsp.writeFile(path.join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-    const sbom = buildSpdx({ name: `kiln-image-${dockerfileSha256.slice(0, 12)}`, createdAt, sdkVersion: SDK_VERSION, os: image.check.osRelease, packages: tree.packages, artifacts });
+    const sbom = buildSpdx({
+      name: `kiln-image-${dockerfileSha256.slice(0, 12)}`,
+      createdAt,
+      sdkVersion: SDK_VERSION,
+      os: image.check.osRelease,
+      packages: tree.packages,
+      artifacts,
+    });
     await fsp.writeFile(path.join(outDir, 'sbom.spdx.json'), JSON.stringify(sbom, null, 2) + '\n');
     const provenance = buildProvenance({
       artifacts,
@@ -55,15 +75,34 @@ export function writeRecords(run: BuildRun, r: RecordInputs): Promise<void> {
         { name: 'manifest.json', sha256: await sha256File(path.join(outDir, 'manifest.json')) },
         { name: 'sbom.spdx.json', sha256: await sha256File(path.join(outDir, 'sbom.spdx.json')) },
       ],
-      dockerfileSha256, contextSha256, formats: run.formats, buildArgNames: Object.keys(o.buildArgs).sort(), bases: baseInfo,
+      dockerfileSha256,
+      contextSha256,
+      formats: run.formats,
+      buildArgNames: Object.keys(o.buildArgs).sort(),
+      bases: baseInfo,
       labels: imageLabels(image.runtime.Labels),
       sdkVersion: SDK_VERSION,
-      settings: { buildNetwork: s.buildNetwork, memoryMb: s.memoryMb, cpus: s.cpus, buildTimeoutSeconds: s.buildTimeoutSeconds, maxImageMb: s.maxImageMb, pidsLimit: s.pidsLimit },
-      buildTrust: trust && { caSha256: trust.certs.map((c) => c.sha256), inImage: trust.keepInImage ? 'kept' : 'removed' },
+      settings: {
+        buildNetwork: s.buildNetwork,
+        memoryMb: s.memoryMb,
+        cpus: s.cpus,
+        buildTimeoutSeconds: s.buildTimeoutSeconds,
+        maxImageMb: s.maxImageMb,
+        pidsLimit: s.pidsLimit,
+      },
+      buildTrust: trust && {
+        caSha256: trust.certs.map((c) => c.sha256),
+        inImage: trust.keepInImage ? 'kept' : 'removed',
+      },
       buildProxy: proxy?.summary,
-      startedOn: r.startedAt, finishedOn: new Date().toISOString(),
+      startedOn: r.startedAt,
+      finishedOn: new Date().toISOString(),
     });
     await fsp.writeFile(path.join(outDir, 'provenance.json'), JSON.stringify(provenance, null, 2) + '\n');
-    await writeSha256Sums(outDir, [...artifacts.map((a) => a.name), 'manifest.json', 'sbom.spdx.json', 'provenance.json'], new Map(artifacts.map((a) => [a.name, a.sha256])));
+    await writeSha256Sums(
+      outDir,
+      [...artifacts.map((a) => a.name), 'manifest.json', 'sbom.spdx.json', 'provenance.json'],
+      new Map(artifacts.map((a) => [a.name, a.sha256])),
+    );
   });
 }

@@ -67,4 +67,8 @@ export interface BuildRun {
   rootfsRemoval?: Promise<void>;
 }
 
-export const exists = (p: string): Promise<boolean> => fsp.access(p).then(() => true, () => false);
+export const exists = (p: string): Promise<boolean> =>
+  fsp.access(p).then(
+    () => true,
+    () => false,
+  );

@@ -25,12 +25,19 @@ import type { BuildRun } from './run.js';
  * sdk.buildTrust.keepInImage), and the image's runtime config applied (ENTRYPOINT/CMD as a boot service, VOLUME
  * paths; `runtime` is the manifest's account of it).
  */
-async function prepareTree(root: string, config: ImageRuntimeConfig, rep: Reporter, trust?: BuildTrust): Promise<{ notes: string[]; appBoot?: AppBootCheck; runtime: Record<string, unknown>; trustRemoval?: TrustRemoval }> {
+async function prepareTree(
+  root: string,
+  config: ImageRuntimeConfig,
+  rep: Reporter,
+  trust?: BuildTrust,
+): Promise<{ notes: string[]; appBoot?: AppBootCheck; runtime: Record<string, unknown>; trustRemoval?: TrustRemoval }> {
   await finishRootfs(root, rep);
   const notes: string[] = [];
   const trustRemoval = trust && !trust.keepInImage ? await removeBuildTrust(root, trust) : undefined;
   if (trustRemoval) {
-    rep.log(`[kiln] finish: build trust taken out: ${trustRemoval.removed.join(', ') || 'nothing of it was in the image'}`);
+    rep.log(
+      `[kiln] finish: build trust taken out: ${trustRemoval.removed.join(', ') || 'nothing of it was in the image'}`,
+    );
     for (const n of trustRemoval.notes) rep.log(`[kiln] finish: build trust: ${n}`);
   }
   const sshNote = await resetSshHostKeys(root, rep);
@@ -55,10 +62,17 @@ export async function finishTree(run: BuildRun, image: BuiltImage): Promise<Fini
   const finished = await rep.stage('finish', 55, 'preparing the root filesystem', async () => {
     const prepared = await prepareTree(image.rootDir, image.runtime, rep, run.trust);
     run.notes.push(...prepared.notes);
-    return { appBoot: prepared.appBoot, runtime: prepared.runtime, trustRemoval: prepared.trustRemoval, packages: await readPackages(image.rootDir) };
+    return {
+      appBoot: prepared.appBoot,
+      runtime: prepared.runtime,
+      trustRemoval: prepared.trustRemoval,
+      packages: await readPackages(image.rootDir),
+    };
   });
   const { check } = image;
-  rep.log(`[kiln] kernel ${check.boot!.version}, init ${check.init}, ${check.osRelease.PRETTY_NAME ?? 'unknown OS'}, ${finished.packages.length} packages`);
+  rep.log(
+    `[kiln] kernel ${check.boot!.version}, init ${check.init}, ${check.osRelease.PRETTY_NAME ?? 'unknown OS'}, ${finished.packages.length} packages`,
+  );
   return finished;
 }
 
@@ -70,7 +84,23 @@ export async function writeRootfsTar(run: BuildRun, rootDir: string): Promise<st
     await fsp.rm(file, { force: true });
     // GNU tar only reads the tree and stores links as links (no -h), so the hostile-tree rules still hold.
     // --xattrs: file capabilities (ping's cap_net_raw) travel as SCHILY.xattr PAX records, the only xattr kept.
-    const r = await runProcess('tar', ['--zstd', '--numeric-owner', '--xattrs', '--xattrs-include=security.capability', '--sort=name', '--one-file-system', '-C', rootDir, '-cf', file, '.'], { timeoutMs: 20 * 60_000 });
+    const r = await runProcess(
+      'tar',
+      [
+        '--zstd',
+        '--numeric-owner',
+        '--xattrs',
+        '--xattrs-include=security.capability',
+        '--sort=name',
+        '--one-file-system',
+        '-C',
+        rootDir,
+        '-cf',
+        file,
+        '.',
+      ],
+      { timeoutMs: 20 * 60_000 },
+    );
     if (r.code !== 0) throw new KilnError('build_failed', `tar failed: ${r.stderr.trim().slice(-300)}`);
     return 'rootfs.tar.zst';
   });
@@ -94,7 +124,13 @@ export async function writeLiveIso(run: BuildRun, image: BuiltImage): Promise<{ 
     const i = path.join(work, 'live-initrd.img');
     await copyOut(liveRoot, lb.boot.kernel, k);
     await copyOut(liveRoot, lb.boot.initrd, i);
-    const iso = await makeIso({ rootDir: liveRoot, workDir: work, kernelFile: k, initrdFile: i, out: path.join(run.outDir, 'image.iso') });
+    const iso = await makeIso({
+      rootDir: liveRoot,
+      workDir: work,
+      kernelFile: k,
+      initrdFile: i,
+      out: path.join(run.outDir, 'image.iso'),
+    });
     await fsp.rm(liveRoot, { recursive: true, force: true });
     run.notes.push('image.iso is a live system: the same image plus live-boot, root on a squashfs');
     return iso;

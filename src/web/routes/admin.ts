@@ -43,16 +43,29 @@ export function adminRoutes(ctx: AppContext): Router {
     const actor = actorOf(req);
     const id = req.params.id;
     if (action === 'approve') return core.users.approve(actor, { id });
-    if (action === 'disable' || action === 'enable') return core.users.setDisabled(actor, { id, disabled: USER_ACTIONS[action].disabled });
+    if (action === 'disable' || action === 'enable')
+      return core.users.setDisabled(actor, { id, disabled: USER_ACTIONS[action].disabled });
     return core.users.setRole(actor, { id, role: USER_ACTIONS[action].role });
   };
   const usersPage = async (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
     const users = await core.users.list(actorOf(req));
-    render(req, res, 'admin-users.njk', { section: 'users', users: users.map(userJson), approval: ctx.config.web.registrationApproval, ...extra }, status);
+    render(
+      req,
+      res,
+      'admin-users.njk',
+      { section: 'users', users: users.map(userJson), approval: ctx.config.web.registrationApproval, ...extra },
+      status,
+    );
   };
-  r.get('/admin', requireAdmin, (_req, res) => { res.redirect(303, '/admin/users'); });
-  r.get('/admin/users', requireAdmin, async (req, res) => { await usersPage(req, res, { notice: noticeOf(req) }); });
-  r.get('/api/admin/users', requireAdmin, async (req, res) => { res.json({ users: (await core.users.list(actorOf(req))).map(userJson) }); });
+  r.get('/admin', requireAdmin, (_req, res) => {
+    res.redirect(303, '/admin/users');
+  });
+  r.get('/admin/users', requireAdmin, async (req, res) => {
+    await usersPage(req, res, { notice: noticeOf(req) });
+  });
+  r.get('/api/admin/users', requireAdmin, async (req, res) => {
+    res.json({ users: (await core.users.list(actorOf(req))).map(userJson) });
+  });
   for (const action of Object.keys(USER_ACTIONS) as UserAction[]) {
     r.post(`/admin/users/:id/${action}`, requireAdmin, async (req, res) => {
       try {
@@ -63,20 +76,32 @@ export function adminRoutes(ctx: AppContext): Router {
         await usersPage(req, res, { error: e.message }, e.httpStatus);
       }
     });
-    r.post(`/api/admin/users/:id/${action}`, requireAdmin, async (req, res) => { res.json({ user: userJson(await act(req, action)) }); });
+    r.post(`/api/admin/users/:id/${action}`, requireAdmin, async (req, res) => {
+      res.json({ user: userJson(await act(req, action)) });
+    });
   }
 
   // ----------------------------------------------------------------------------------------------- jobs
   const jobsPage = async (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
     try {
-      render(req, res, 'admin-jobs.njk', { section: 'jobs', ...(await core.admin.jobs(actorOf(req))), ...extra }, status);
+      render(
+        req,
+        res,
+        'admin-jobs.njk',
+        { section: 'jobs', ...(await core.admin.jobs(actorOf(req))), ...extra },
+        status,
+      );
     } catch (e) {
       if (!isKilnError(e, 'backend_unavailable') && !isKilnError(e, 'timeout')) throw e;
       render(req, res, 'admin-jobs.njk', { section: 'jobs', jobs: [], unavailable: e.message, ...extra }, status);
     }
   };
-  r.get('/admin/jobs', requireAdmin, async (req, res) => { await jobsPage(req, res, { notice: noticeOf(req) }); });
-  r.get('/api/admin/jobs', requireAdmin, async (req, res) => { res.json(await core.admin.jobs(actorOf(req))); });
+  r.get('/admin/jobs', requireAdmin, async (req, res) => {
+    await jobsPage(req, res, { notice: noticeOf(req) });
+  });
+  r.get('/api/admin/jobs', requireAdmin, async (req, res) => {
+    res.json(await core.admin.jobs(actorOf(req)));
+  });
   for (const op of JOB_OPS) {
     r.post(`/admin/jobs/:id/${op}`, requireAdmin, async (req, res) => {
       const body = (req.body ?? {}) as Record<string, unknown>;
@@ -85,12 +110,20 @@ export function adminRoutes(ctx: AppContext): Router {
         res.redirect(303, `/admin/jobs?done=${op}&who=kiln-job-${j.job}`);
       } catch (e) {
         if (op !== 'delete' || (!isKilnError(e, 'invalid_input') && !isKilnError(e, 'conflict'))) throw e;
-        render(req, res, 'admin-job-delete.njk', { section: 'jobs', job: req.params.id, error: e.message }, e.httpStatus);
+        render(
+          req,
+          res,
+          'admin-job-delete.njk',
+          { section: 'jobs', job: req.params.id, error: e.message },
+          e.httpStatus,
+        );
       }
     });
     r.post(`/api/admin/jobs/:id/${op}`, requireAdmin, async (req, res) => {
       const body = (req.body ?? {}) as Record<string, unknown>;
-      res.status(202).json(await core.admin.controlJob(actorOf(req), { id: req.params.id, op: op as JobOp, confirm: body.confirm }));
+      res
+        .status(202)
+        .json(await core.admin.controlJob(actorOf(req), { id: req.params.id, op: op as JobOp, confirm: body.confirm }));
     });
   }
   // The confirmation step of a delete: a page naming the job, whose form sends its name back as `confirm`.
@@ -103,7 +136,12 @@ export function adminRoutes(ctx: AppContext): Router {
   // ---------------------------------------------------------------------------------------------- queue
   r.get('/admin/queue', requireAdmin, async (req, res) => {
     const q = await core.admin.queue(actorOf(req));
-    render(req, res, 'admin-queue.njk', { section: 'queue', ...q, builds: q.builds.map(queuedJson), notice: noticeOf(req) });
+    render(req, res, 'admin-queue.njk', {
+      section: 'queue',
+      ...q,
+      builds: q.builds.map(queuedJson),
+      notice: noticeOf(req),
+    });
   });
   r.get('/api/admin/queue', requireAdmin, async (req, res) => {
     const q = await core.admin.queue(actorOf(req));
@@ -121,21 +159,42 @@ export function adminRoutes(ctx: AppContext): Router {
   // ------------------------------------------------------------------------------------- health, audit
   r.get('/admin/health', requireAdmin, async (req, res) => {
     const h = await core.admin.health(actorOf(req));
-    render(req, res, 'admin-health.njk', { section: 'health', h, free: h.disk.freeBytes === undefined ? undefined : humanBytes(h.disk.freeBytes), total: h.disk.totalBytes === undefined ? undefined : humanBytes(h.disk.totalBytes) });
+    render(req, res, 'admin-health.njk', {
+      section: 'health',
+      h,
+      free: h.disk.freeBytes === undefined ? undefined : humanBytes(h.disk.freeBytes),
+      total: h.disk.totalBytes === undefined ? undefined : humanBytes(h.disk.totalBytes),
+    });
   });
-  r.get('/api/admin/health', requireAdmin, async (req, res) => { res.json(await core.admin.health(actorOf(req))); });
+  r.get('/api/admin/health', requireAdmin, async (req, res) => {
+    res.json(await core.admin.health(actorOf(req)));
+  });
   r.get('/admin/audit', requireAdmin, async (req, res) => {
     const entries = await core.admin.audit(actorOf(req), req.query);
-    render(req, res, 'admin-audit.njk', { section: 'audit', entries, older: entries.length === 100 ? entries[entries.length - 1]!.id : undefined });
+    render(req, res, 'admin-audit.njk', {
+      section: 'audit',
+      entries,
+      older: entries.length === 100 ? entries[entries.length - 1]!.id : undefined,
+    });
   });
-  r.get('/api/admin/audit', requireAdmin, async (req, res) => { res.json({ entries: await core.admin.audit(actorOf(req), req.query) }); });
+  r.get('/api/admin/audit', requireAdmin, async (req, res) => {
+    res.json({ entries: await core.admin.audit(actorOf(req), req.query) });
+  });
 
   // ----------------------------------------------------------------------------------------- base names
   const page = async (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
-    render(req, res, 'admin-base-names.njk', { section: 'base-names', ...(await core.baseNames.view(actorOf(req))), ...extra }, status);
+    render(
+      req,
+      res,
+      'admin-base-names.njk',
+      { section: 'base-names', ...(await core.baseNames.view(actorOf(req))), ...extra },
+      status,
+    );
   };
 
-  r.get('/admin/base-names', requireAdmin, async (req, res) => { await page(req, res); });
+  r.get('/admin/base-names', requireAdmin, async (req, res) => {
+    await page(req, res);
+  });
 
   r.post('/admin/base-names', requireAdmin, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
@@ -171,14 +230,33 @@ export function adminRoutes(ctx: AppContext): Router {
   return r;
 }
 
-const mappingJson = (m: { id: number; name: string; base: string; updated_at: string }) => ({ id: m.id, name: m.name, base: m.base, updatedAt: m.updated_at });
+const mappingJson = (m: { id: number; name: string; base: string; updated_at: string }) => ({
+  id: m.id,
+  name: m.name,
+  base: m.base,
+  updatedAt: m.updated_at,
+});
 
 /** An account as the console shows it: never its password hash or session epoch. */
-const userJson = (u: UserRow) => ({ id: u.id, username: u.username, role: u.role, disabled: u.disabled, approved: u.approved, createdAt: u.created_at });
+const userJson = (u: UserRow) => ({
+  id: u.id,
+  username: u.username,
+  role: u.role,
+  disabled: u.disabled,
+  approved: u.approved,
+  createdAt: u.created_at,
+});
 
 const queuedJson = (b: BuildListItem) => ({
-  id: b.id, state: b.state, owner: b.owner, ownerId: b.owner_id, dockerfileId: b.dockerfile_id, dockerfile: b.dockerfile_name,
-  backendBuild: b.backend_build, requestedAt: b.requested_at, startedAt: b.started_at,
+  id: b.id,
+  state: b.state,
+  owner: b.owner,
+  ownerId: b.owner_id,
+  dockerfileId: b.dockerfile_id,
+  dockerfile: b.dockerfile_name,
+  backendBuild: b.backend_build,
+  requestedAt: b.requested_at,
+  startedAt: b.started_at,
 });
 
 /** The confirmation line after a redirect (`?done=disable&who=bob`): fixed words around an escaped name. */
@@ -186,11 +264,16 @@ function noticeOf(req: Request): string | undefined {
   const done = typeof req.query.done === 'string' ? req.query.done : '';
   const who = typeof req.query.who === 'string' ? req.query.who.slice(0, 80) : '';
   const words: Record<string, string> = {
-    approve: 'approved', disable: 'disabled', enable: 'enabled', promote: 'is now an admin', demote: 'is no longer an admin',
-    delete: 'deleted', cancel: 'is being cancelled',
+    approve: 'approved',
+    disable: 'disabled',
+    enable: 'enabled',
+    promote: 'is now an admin',
+    demote: 'is no longer an admin',
+    delete: 'deleted',
+    cancel: 'is being cancelled',
   };
   if (!words[done] || !who) return undefined;
-  if (req.path.startsWith('/admin/jobs')) return `Asked the worker to ${done} ${who}; the table shows the build service's state.`;
+  if (req.path.startsWith('/admin/jobs'))
+    return `Asked the worker to ${done} ${who}; the table shows the build service's state.`;
   return `${who} ${words[done]}.`;
 }
-

@@ -1,7 +1,12 @@
 import { Router } from 'express';
 import { KilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
-import { MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES, decodeDockerfile, type ContextUpload } from '../../core/index.js';
+import {
+  MAX_CONTEXT_ENTRIES,
+  MAX_CONTEXT_UPLOAD_BYTES,
+  decodeDockerfile,
+  type ContextUpload,
+} from '../../core/index.js';
 import { sendArtifact } from './pages.js';
 import { jsonBody } from '../upload-limits.js';
 import { liveJson } from './builds.js';
@@ -14,9 +19,14 @@ import { actorOf, buildJson, requireUser } from './util.js';
 export function apiRoutes(ctx: AppContext): Router {
   const { core, config, csrfToken } = ctx;
   const r = Router();
-  r.use((_req, res, next) => { res.set('Cache-Control', 'no-store'); next(); });
+  r.use((_req, res, next) => {
+    res.set('Cache-Control', 'no-store');
+    next();
+  });
 
-  r.get('/csrf', async (req, res) => { res.json({ token: await csrfToken(req) }); });
+  r.get('/csrf', async (req, res) => {
+    res.json({ token: await csrfToken(req) });
+  });
   r.get('/me', requireUser, (req, res) => {
     const me = actorOf(req);
     res.json({ user: { id: me.id, username: me.username, role: me.role } });
@@ -24,7 +34,16 @@ export function apiRoutes(ctx: AppContext): Router {
 
   r.get('/dockerfiles', requireUser, async (req, res) => {
     const list = await core.dockerfiles.list(actorOf(req));
-    res.json({ dockerfiles: list.map((d) => ({ id: d.id, name: d.name, owner: d.owner, size: d.size, builds: d.builds, updatedAt: d.updated_at })) });
+    res.json({
+      dockerfiles: list.map((d) => ({
+        id: d.id,
+        name: d.name,
+        owner: d.owner,
+        size: d.size,
+        builds: d.builds,
+        updatedAt: d.updated_at,
+      })),
+    });
   });
 
   // The only JSON bodies that may carry a build context (base64 grows it by 4/3); parsed after login + CSRF checks.
@@ -41,7 +60,14 @@ export function apiRoutes(ctx: AppContext): Router {
   r.get('/dockerfiles/:id', requireUser, async (req, res) => {
     const v = await core.dockerfiles.get(actorOf(req), req.params.id);
     res.json({
-      dockerfile: { id: v.dockerfile.id, name: v.dockerfile.name, content: v.version.content, sha256: v.version.sha256, size: v.version.size, deletionPending: v.dockerfile.deleting_at !== null },
+      dockerfile: {
+        id: v.dockerfile.id,
+        name: v.dockerfile.name,
+        content: v.version.content,
+        sha256: v.version.sha256,
+        size: v.version.size,
+        deletionPending: v.dockerfile.deleting_at !== null,
+      },
       context: v.context && { sha256: v.context.sha256, size: v.context.size, entries: v.context.listing },
       builds: v.builds.map(buildJson),
     });
@@ -55,7 +81,11 @@ export function apiRoutes(ctx: AppContext): Router {
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
-    const { build, created } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key, trigger: 'api' });
+    const { build, created } = await core.builds.request(actorOf(req), {
+      dockerfileId: req.params.id,
+      key: (req.body as Record<string, unknown>)?.key,
+      trigger: 'api',
+    });
     res.status(created ? 201 : 200).json({ build: buildJson(build), created });
   });
 
@@ -74,7 +104,11 @@ export function apiRoutes(ctx: AppContext): Router {
   });
 
   r.get('/builds/:id/artifacts/:name', requireUser, async (req, res) => {
-    await sendArtifact(req, res, await core.builds.artifact(actorOf(req), req.params.id, req.params.name, req.get('range')));
+    await sendArtifact(
+      req,
+      res,
+      await core.builds.artifact(actorOf(req), req.params.id, req.params.name, req.get('range')),
+    );
   });
 
   return r;
@@ -92,23 +126,30 @@ function contentOf(body: Record<string, unknown>, max: number): string {
   throw new KilnError('invalid_input', 'The Dockerfile is empty.');
 }
 
-
 /**
  * The build context of a JSON request: `contextTarBase64` (one uncompressed tar), or `contextFiles`
  * (`[{name, contentBase64}]`, flat names), or `removeContext: true` on update; none of them keeps the current one.
  */
 function contextOf(body: Record<string, unknown>): ContextUpload | undefined {
-  const given = ['contextTarBase64', 'contextFiles', 'removeContext'].filter((k) => body[k] !== undefined && body[k] !== false);
+  const given = ['contextTarBase64', 'contextFiles', 'removeContext'].filter(
+    (k) => body[k] !== undefined && body[k] !== false,
+  );
   if (given.length > 1) throw new KilnError('invalid_input', `Give only one of ${given.join(', ')}.`);
   if (body.removeContext === true) return { kind: 'remove' };
-  if (body.removeContext !== undefined && body.removeContext !== false) throw new KilnError('invalid_input', 'removeContext must be true or false.');
+  if (body.removeContext !== undefined && body.removeContext !== false)
+    throw new KilnError('invalid_input', 'removeContext must be true or false.');
   if (body.contextTarBase64 !== undefined) {
-    if (typeof body.contextTarBase64 !== 'string' || !B64.test(body.contextTarBase64)) throw new KilnError('invalid_input', 'contextTarBase64 is not base64.');
+    if (typeof body.contextTarBase64 !== 'string' || !B64.test(body.contextTarBase64))
+      throw new KilnError('invalid_input', 'contextTarBase64 is not base64.');
     return { kind: 'tar', data: Buffer.from(body.contextTarBase64, 'base64') };
   }
   if (body.contextFiles !== undefined) {
     const list = body.contextFiles;
-    if (!Array.isArray(list) || list.length > MAX_CONTEXT_ENTRIES) throw new KilnError('invalid_input', `contextFiles must be a list of at most ${MAX_CONTEXT_ENTRIES} {name, contentBase64}.`);
+    if (!Array.isArray(list) || list.length > MAX_CONTEXT_ENTRIES)
+      throw new KilnError(
+        'invalid_input',
+        `contextFiles must be a list of at most ${MAX_CONTEXT_ENTRIES} {name, contentBase64}.`,
+      );
     return {
       kind: 'files',
       files: list.map((f: unknown) => {

@@ -14,24 +14,41 @@ import { actorOf, readCookie, requireUser, safeNext, type CookieNames } from './
  *   page's form would get 403 (seen under load). With the token in the session from the start, the late save
  *   writes what the next request also holds.
  */
-function logInFresh(req: Request, user: Express.User, now: () => number, seedCsrfToken: (req: Request) => void): Promise<void> {
-  return new Promise((resolve, reject) => req.logIn(user, (e) => {
-    if (e) return reject(e);
-    req.session.loginAt = now();
-    seedCsrfToken(req);
-    req.session.save((e2) => (e2 ? reject(e2) : resolve()));
-  }));
+function logInFresh(
+  req: Request,
+  user: Express.User,
+  now: () => number,
+  seedCsrfToken: (req: Request) => void,
+): Promise<void> {
+  return new Promise((resolve, reject) =>
+    req.logIn(user, (e) => {
+      if (e) return reject(e);
+      req.session.loginAt = now();
+      seedCsrfToken(req);
+      req.session.save((e2) => (e2 ? reject(e2) : resolve()));
+    }),
+  );
 }
 
 /**
  * Marks this browser as one that has logged in to this account: its later attempts get their own throttle bucket,
  * so a guesser elsewhere cannot lock it out (services/login-throttle.ts). It outlives sessions and logouts.
  */
-function rememberDevice(req: Request, res: Response, secret: string | undefined, userId: number, deviceId: string): void {
+function rememberDevice(
+  req: Request,
+  res: Response,
+  secret: string | undefined,
+  userId: number,
+  deviceId: string,
+): void {
   const names = req.app.get('kiln.cookie') as CookieNames;
   if (!secret) return;
   res.cookie(names.device, deviceCookieValue(secret, userId, deviceId), {
-    httpOnly: true, secure: names.secure, sameSite: 'strict', path: '/', maxAge: 180 * 24 * 3600_000,
+    httpOnly: true,
+    secure: names.secure,
+    sameSite: 'strict',
+    path: '/',
+    maxAge: 180 * 24 * 3600_000,
   });
 }
 
@@ -52,19 +69,35 @@ export function authRoutes(ctx: AppContext): Router {
       if (json) return next(e);
       const detail = e.detail as { retryAfterSeconds?: number } | undefined;
       if (detail?.retryAfterSeconds) res.set('Retry-After', String(detail.retryAfterSeconds));
-      render(req, res, 'login.njk', { next: target, error: e.message, username: typeof req.body?.username === 'string' ? req.body.username.slice(0, 64) : '', registrationOpen: config.web.registrationOpen }, e.httpStatus);
+      render(
+        req,
+        res,
+        'login.njk',
+        {
+          next: target,
+          error: e.message,
+          username: typeof req.body?.username === 'string' ? req.body.username.slice(0, 64) : '',
+          registrationOpen: config.web.registrationOpen,
+        },
+        e.httpStatus,
+      );
     };
-    passport.authenticate('local', { session: true }, (err: unknown, user: Express.User | false, info?: { deviceId?: string }) => {
-      // Throttled, or the right password of an account an admin has not approved yet: said on the login page.
-      if (err) return isKilnError(err) && (err.code === 'rate_limited' || err.code === 'forbidden') ? fail(err) : next(err);
-      if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
-      if (info?.deviceId) rememberDevice(req, res, deviceSecret, user.id, info.deviceId);
-      logInFresh(req, user, now, seedCsrfToken).then(() => {
-        logger.info({ user: user.id }, 'login');
-        if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
-        res.redirect(303, target);
-      }, next);
-    })(req, res, next);
+    passport.authenticate(
+      'local',
+      { session: true },
+      (err: unknown, user: Express.User | false, info?: { deviceId?: string }) => {
+        // Throttled, or the right password of an account an admin has not approved yet: said on the login page.
+        if (err)
+          return isKilnError(err) && (err.code === 'rate_limited' || err.code === 'forbidden') ? fail(err) : next(err);
+        if (!user) return fail(new KilnError('unauthenticated', 'Wrong username or password.'));
+        if (info?.deviceId) rememberDevice(req, res, deviceSecret, user.id, info.deviceId);
+        logInFresh(req, user, now, seedCsrfToken).then(() => {
+          logger.info({ user: user.id }, 'login');
+          if (json) return res.json({ user: { id: user.id, username: user.username, role: user.role } });
+          res.redirect(303, target);
+        }, next);
+      },
+    )(req, res, next);
   };
   r.post('/login', loginLimiter, login);
   r.post('/api/login', loginLimiter, login);
@@ -88,7 +121,8 @@ export function authRoutes(ctx: AppContext): Router {
   r.post('/api/logout', logout);
 
   r.get('/register', (req, res) => {
-    if (!config.web.registrationOpen) throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
+    if (!config.web.registrationOpen)
+      throw new KilnError('forbidden', 'Registration is closed; ask an admin for an account.');
     render(req, res, 'register.njk', {});
   });
 
@@ -103,27 +137,43 @@ export function authRoutes(ctx: AppContext): Router {
         res.status(201).json({ user: { id: u.id, username: u.username, role: u.role, approved: u.approved } });
         return;
       }
-      const notice = u.approved ? 'Account created. Please log in.' : 'Account created. An admin has to approve it before you can log in.';
+      const notice = u.approved
+        ? 'Account created. Please log in.'
+        : 'Account created. An admin has to approve it before you can log in.';
       render(req, res, 'login.njk', { next: '/', notice, username: u.username, registrationOpen: true }, 201);
     } catch (e) {
       if (json || !isKilnError(e) || !['bad_request', 'invalid_input', 'conflict'].includes(e.code)) throw e;
-      render(req, res, 'register.njk', { error: e.message, username: typeof body.username === 'string' ? body.username.slice(0, 64) : '' }, e.httpStatus);
+      render(
+        req,
+        res,
+        'register.njk',
+        { error: e.message, username: typeof body.username === 'string' ? body.username.slice(0, 64) : '' },
+        e.httpStatus,
+      );
     }
   };
   r.post('/register', loginLimiter, register);
   r.post('/api/register', loginLimiter, register);
 
   r.get('/account', requireUser, (req, res) => {
-    render(req, res, 'account.njk', { notice: req.query.changed === '1' ? 'Password changed. Your other sessions have ended.' : undefined });
+    render(req, res, 'account.njk', {
+      notice: req.query.changed === '1' ? 'Password changed. Your other sessions have ended.' : undefined,
+    });
   });
 
   const passwd = async (req: Request, res: Response): Promise<void> => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const json = wantsJson(req);
     try {
-      if (!json && body.password !== body.password2) throw new KilnError('bad_request', 'The two new passwords differ.');
+      if (!json && body.password !== body.password2)
+        throw new KilnError('bad_request', 'The two new passwords differ.');
       const names = req.app.get('kiln.cookie') as CookieNames;
-      const u = await core.users.changePassword(actorOf(req), { current: body.current, password: body.password, ip: req.ip ?? '', deviceCookie: readCookie(req, names.device) });
+      const u = await core.users.changePassword(actorOf(req), {
+        current: body.current,
+        password: body.password,
+        ip: req.ip ?? '',
+        deviceCookie: readCookie(req, names.device),
+      });
       logger.info({ user: u.id }, 'password changed');
       // The epoch moved: log this session in again (new id) so only the other sessions end.
       await logInFresh(req, { ...actorOf(req), epoch: u.session_epoch }, now, seedCsrfToken);

@@ -16,7 +16,10 @@ export function buildRoutes(ctx: AppContext): Router {
 
   r.get('/builds', requireUser, async (req, res) => {
     const actor = actorOf(req);
-    const [list, dockerfiles] = await Promise.all([core.builds.history(actor, query(req)), core.dockerfiles.list(actor)]);
+    const [list, dockerfiles] = await Promise.all([
+      core.builds.history(actor, query(req)),
+      core.dockerfiles.list(actor),
+    ]);
     render(req, res, 'builds.njk', { list, dockerfiles, pager: pager('/builds', list), title: 'Builds' });
   });
 
@@ -24,7 +27,12 @@ export function buildRoutes(ctx: AppContext): Router {
     const actor = actorOf(req);
     const view = await core.dockerfiles.get(actor, req.params.id);
     const list = await core.builds.history(actor, { ...query(req), dockerfile: String(view.dockerfile.id) });
-    render(req, res, 'builds.njk', { list, dockerfile: view.dockerfile, pager: pager(`/dockerfiles/${view.dockerfile.id}/builds`, list), title: `Builds of ${view.dockerfile.name}` });
+    render(req, res, 'builds.njk', {
+      list,
+      dockerfile: view.dockerfile,
+      pager: pager(`/dockerfiles/${view.dockerfile.id}/builds`, list),
+      title: `Builds of ${view.dockerfile.name}`,
+    });
   });
 
   r.get('/builds/:id', requireUser, async (req, res) => {
@@ -33,11 +41,17 @@ export function buildRoutes(ctx: AppContext): Router {
   });
 
   r.get('/builds/:id/manifest', requireUser, async (req, res) => {
-    render(req, res, 'packages.njk', { kind: 'manifest', view: await core.builds.manifest(actorOf(req), req.params.id, req.query.q) });
+    render(req, res, 'packages.njk', {
+      kind: 'manifest',
+      view: await core.builds.manifest(actorOf(req), req.params.id, req.query.q),
+    });
   });
 
   r.get('/builds/:id/sbom', requireUser, async (req, res) => {
-    render(req, res, 'packages.njk', { kind: 'sbom', view: await core.builds.sbom(actorOf(req), req.params.id, req.query.q) });
+    render(req, res, 'packages.njk', {
+      kind: 'sbom',
+      view: await core.builds.sbom(actorOf(req), req.params.id, req.query.q),
+    });
   });
 
   r.get('/builds/:id/boot/:n', requireUser, async (req, res) => {
@@ -59,8 +73,16 @@ export function buildApiRoutes(ctx: AppContext): Router {
   r.get('/builds', requireUser, async (req, res) => {
     const list = await core.builds.history(actorOf(req), query(req));
     res.json({
-      builds: list.items.map((b) => ({ ...buildJson(b), dockerfileName: b.dockerfile_name, owner: b.owner, durationSeconds: b.durationSeconds ?? null })),
-      page: list.page, pages: list.pages, total: list.total, filter: list.filter,
+      builds: list.items.map((b) => ({
+        ...buildJson(b),
+        dockerfileName: b.dockerfile_name,
+        owner: b.owner,
+        durationSeconds: b.durationSeconds ?? null,
+      })),
+      page: list.page,
+      pages: list.pages,
+      total: list.total,
+      filter: list.filter,
     });
   });
 
@@ -85,7 +107,14 @@ export function buildApiRoutes(ctx: AppContext): Router {
 
   r.get('/builds/:id/diff', requireUser, async (req, res) => {
     const v = await core.builds.diff(actorOf(req), req.params.id);
-    res.json({ previous: v.previous?.id ?? null, available: v.available, added: v.added, removed: v.removed, changed: v.changed, unchanged: v.unchanged });
+    res.json({
+      previous: v.previous?.id ?? null,
+      available: v.available,
+      added: v.added,
+      removed: v.removed,
+      changed: v.changed,
+      unchanged: v.unchanged,
+    });
   });
 
   /**
@@ -98,7 +127,9 @@ export function buildApiRoutes(ctx: AppContext): Router {
     const me = req.user!;
     // Each stream is a connection held for as long as the build runs: a few per user (tabs), not unbounded.
     if ((open.get(me.id) ?? 0) >= ctx.config.web.liveStreamsPerUser) {
-      throw new KilnError('rate_limited', 'Too many live build pages open; close some and reload.', { detail: { retryAfterSeconds: 10 } });
+      throw new KilnError('rate_limited', 'Too many live build pages open; close some and reload.', {
+        detail: { retryAfterSeconds: 10 },
+      });
     }
     const ac = new AbortController();
     // Counted from here until the connection closes (whether or not the stream ever started).
@@ -106,20 +137,44 @@ export function buildApiRoutes(ctx: AppContext): Router {
     res.on('close', () => {
       ac.abort();
       const n = (open.get(me.id) ?? 1) - 1;
-      if (n > 0) open.set(me.id, n); else open.delete(me.id);
+      if (n > 0) open.set(me.id, n);
+      else open.delete(me.id);
     });
-    const events = await core.builds.follow(actorOf(req), req.params.id, req.get('last-event-id') ?? req.query.from, ac.signal);
-    res.status(200).set({ 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no' });
+    const events = await core.builds.follow(
+      actorOf(req),
+      req.params.id,
+      req.get('last-event-id') ?? req.query.from,
+      ac.signal,
+    );
+    res.status(200).set({
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-store',
+      'X-Accel-Buffering': 'no',
+    });
     res.flushHeaders();
     const send = async (text: string): Promise<void> => {
-      if (!res.write(text)) await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
+      if (!res.write(text))
+        await new Promise<void>((resolve) => {
+          res.once('drain', resolve);
+          res.once('close', resolve);
+        });
     };
-    const beat = setInterval(() => { res.write(': still here\n\n'); }, 15_000);
+    const beat = setInterval(() => {
+      res.write(': still here\n\n');
+    }, 15_000);
     // A stream outlives the request that opened it: it ends when its session does (user disabled, password changed);
     // the browser's reconnect then gets 401 and stops.
-    const recheck = setInterval(() => {
-      core.users.sessionActor({ id: me.id, epoch: me.epoch }).then((still) => { if (!still) ac.abort(); }, () => undefined);
-    }, Math.max(1000, ctx.config.web.livePollMs * 40));
+    const recheck = setInterval(
+      () => {
+        core.users.sessionActor({ id: me.id, epoch: me.epoch }).then(
+          (still) => {
+            if (!still) ac.abort();
+          },
+          () => undefined,
+        );
+      },
+      Math.max(1000, ctx.config.web.livePollMs * 40),
+    );
     try {
       await send('retry: 2000\n\n');
       for await (const ev of events) {
@@ -128,7 +183,10 @@ export function buildApiRoutes(ctx: AppContext): Router {
       }
     } catch (e) {
       // The stream is open: the error goes in it; the browser reconnects (Last-Event-ID) and carries on.
-      if (!ac.signal.aborted) await send(`event: problem\ndata: ${JSON.stringify({ message: toHttpError(e).message })}\n\n`).catch(() => undefined);
+      if (!ac.signal.aborted)
+        await send(`event: problem\ndata: ${JSON.stringify({ message: toHttpError(e).message })}\n\n`).catch(
+          () => undefined,
+        );
     } finally {
       clearInterval(beat);
       clearInterval(recheck);
@@ -141,10 +199,14 @@ export function buildApiRoutes(ctx: AppContext): Router {
 
 function sseOf(ev: LiveEvent): string {
   switch (ev.type) {
-    case 'log': return `id: ${ev.id}\nevent: log\ndata: ${JSON.stringify({ html: ev.html })}\n\n`;
-    case 'progress': return `event: progress\ndata: ${JSON.stringify(ev.progress)}\n\n`;
-    case 'build': return `event: build\ndata: ${JSON.stringify(liveJson(ev.build))}\n\n`;
-    case 'end': return 'event: end\ndata: {}\n\n';
+    case 'log':
+      return `id: ${ev.id}\nevent: log\ndata: ${JSON.stringify({ html: ev.html })}\n\n`;
+    case 'progress':
+      return `event: progress\ndata: ${JSON.stringify(ev.progress)}\n\n`;
+    case 'build':
+      return `event: build\ndata: ${JSON.stringify(liveJson(ev.build))}\n\n`;
+    case 'end':
+      return 'event: end\ndata: {}\n\n';
   }
 }
 
@@ -156,7 +218,11 @@ export function liveJson(b: BuildRow): Record<string, unknown> {
 function query(req: Request): { state?: string; dockerfile?: string; page?: string } {
   const q = req.query as Record<string, unknown>;
   const one = (v: unknown) => (typeof v === 'string' ? v : undefined);
-  return { ...(one(q.state) ? { state: one(q.state) } : {}), ...(one(q.dockerfile) ? { dockerfile: one(q.dockerfile) } : {}), ...(one(q.page) ? { page: one(q.page) } : {}) };
+  return {
+    ...(one(q.state) ? { state: one(q.state) } : {}),
+    ...(one(q.dockerfile) ? { dockerfile: one(q.dockerfile) } : {}),
+    ...(one(q.page) ? { page: one(q.page) } : {}),
+  };
 }
 
 /** Links to the neighbouring pages, keeping the filters. */
@@ -169,6 +235,8 @@ function pager(path: string, list: BuildListView): { prev?: string; next?: strin
     const s = p.toString();
     return s ? `${path}?${s}` : path;
   };
-  return { ...(list.page > 1 ? { prev: link(list.page - 1) } : {}), ...(list.page < list.pages ? { next: link(list.page + 1) } : {}) };
+  return {
+    ...(list.page > 1 ? { prev: link(list.page - 1) } : {}),
+    ...(list.page < list.pages ? { next: link(list.page + 1) } : {}),
+  };
 }
-

@@ -15,7 +15,10 @@ export function opsRoutes(ctx: AppContext): Router {
   const r = Router();
   r.get('/healthz', async (_req, res) => {
     const ok = await core.admin.readiness();
-    res.status(ok ? 200 : 503).type('application/json').send(JSON.stringify({ status: ok ? 'ok' : 'unavailable' }));
+    res
+      .status(ok ? 200 : 503)
+      .type('application/json')
+      .send(JSON.stringify({ status: ok ? 'ok' : 'unavailable' }));
   });
   // A scraper follows no login page: a refusal is a plain 401 or 403.
   r.get('/metrics', async (req, res) => {

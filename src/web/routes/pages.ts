@@ -3,7 +3,12 @@ import { Router, type Request, type Response } from 'express';
 import multer from 'multer';
 import { KilnError, isKilnError } from '../../shared/errors.js';
 import {
-  MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES, decodeDockerfile, type ArtifactDownload, type ContextUpload,
+  MAX_CONTEXT_BYTES,
+  MAX_CONTEXT_ENTRIES,
+  MAX_CONTEXT_UPLOAD_BYTES,
+  decodeDockerfile,
+  type ArtifactDownload,
+  type ContextUpload,
 } from '../../core/index.js';
 import type { AppContext } from '../app.js';
 import { bodyCap } from '../upload-limits.js';
@@ -54,14 +59,29 @@ export function pageRoutes(ctx: AppContext): Router {
     // Keep the name as sent: a "dir/file" name is refused with a message instead of silently becoming "file".
     preservePath: true,
     limits: {
-      fileSize: MAX_CONTEXT_UPLOAD_BYTES, files: 1 + MAX_CONTEXT_ENTRIES, fields: 5, parts: 7 + MAX_CONTEXT_ENTRIES,
-      fieldSize: max * 2 + 1024, fieldNameSize: 32, headerPairs: 20,
+      fileSize: MAX_CONTEXT_UPLOAD_BYTES,
+      files: 1 + MAX_CONTEXT_ENTRIES,
+      fields: 5,
+      parts: 7 + MAX_CONTEXT_ENTRIES,
+      fieldSize: max * 2 + 1024,
+      fieldNameSize: 32,
+      headerPairs: 20,
     },
-  }).fields([{ name: 'file', maxCount: 1 }, { name: 'context', maxCount: MAX_CONTEXT_ENTRIES }]);
+  }).fields([
+    { name: 'file', maxCount: 1 },
+    { name: 'context', maxCount: MAX_CONTEXT_ENTRIES },
+  ]);
   // multer caps each file, not their sum: the whole body is capped here, before anything is buffered.
-  const capMultipart = bodyCap(MAX_CONTEXT_UPLOAD_BYTES + 2 * max + 1024 * 1024, ctx.bigUploads, { requireLength: true });
-  const capBody = (req: Request, res: Response, next: (err?: unknown) => void): void => (req.is('multipart/form-data') ? capMultipart(req, res, next) : next());
-  const formLimits = { maxKiB: Math.floor(max / 1024), contextMiB: MAX_CONTEXT_BYTES / (1024 * 1024), contextEntries: MAX_CONTEXT_ENTRIES };
+  const capMultipart = bodyCap(MAX_CONTEXT_UPLOAD_BYTES + 2 * max + 1024 * 1024, ctx.bigUploads, {
+    requireLength: true,
+  });
+  const capBody = (req: Request, res: Response, next: (err?: unknown) => void): void =>
+    req.is('multipart/form-data') ? capMultipart(req, res, next) : next();
+  const formLimits = {
+    maxKiB: Math.floor(max / 1024),
+    contextMiB: MAX_CONTEXT_BYTES / (1024 * 1024),
+    contextEntries: MAX_CONTEXT_ENTRIES,
+  };
 
   r.get('/', (req, res) => res.redirect(303, req.user ? '/dockerfiles' : '/login'));
 
@@ -81,21 +101,38 @@ export function pageRoutes(ctx: AppContext): Router {
     let content: string | undefined;
     try {
       content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
-      const df = await core.dockerfiles.create(actor, { name: body.name, content, context: contextFromForm(req, body) });
+      const df = await core.dockerfiles.create(actor, {
+        name: body.name,
+        content,
+        context: contextFromForm(req, body),
+      });
       res.redirect(303, `/dockerfiles/${df.id}`);
     } catch (e) {
       if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
-      render(req, res, 'dockerfile-new.njk', {
-        ...formLimits, ...refusalView(e, content ?? keptText(body.content, max)),
-        name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
-        content: content ?? keptText(body.content, max),
-      }, e.httpStatus);
+      render(
+        req,
+        res,
+        'dockerfile-new.njk',
+        {
+          ...formLimits,
+          ...refusalView(e, content ?? keptText(body.content, max)),
+          name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
+          content: content ?? keptText(body.content, max),
+        },
+        e.httpStatus,
+      );
     }
   });
 
   r.get('/dockerfiles/:id/edit', requireUser, async (req, res) => {
     const view = await core.dockerfiles.get(actorOf(req), req.params.id);
-    render(req, res, 'dockerfile-new.njk', { ...formLimits, edit: view.dockerfile, context: view.context, name: view.dockerfile.name, content: view.version.content });
+    render(req, res, 'dockerfile-new.njk', {
+      ...formLimits,
+      edit: view.dockerfile,
+      context: view.context,
+      name: view.dockerfile.name,
+      content: view.version.content,
+    });
   });
 
   r.post('/dockerfiles/:id', requireUser, capBody, upload, ctx.protect, async (req: Request, res: Response) => {
@@ -109,16 +146,30 @@ export function pageRoutes(ctx: AppContext): Router {
       res.redirect(303, `/dockerfiles/${view.dockerfile.id}`);
     } catch (e) {
       if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
-      render(req, res, 'dockerfile-new.njk', {
-        ...formLimits, ...refusalView(e, content ?? keptText(body.content, max)), edit: view.dockerfile, context: view.context, name: view.dockerfile.name,
-        content: content ?? keptText(body.content, max),
-      }, e.httpStatus);
+      render(
+        req,
+        res,
+        'dockerfile-new.njk',
+        {
+          ...formLimits,
+          ...refusalView(e, content ?? keptText(body.content, max)),
+          edit: view.dockerfile,
+          context: view.context,
+          name: view.dockerfile.name,
+          content: content ?? keptText(body.content, max),
+        },
+        e.httpStatus,
+      );
     }
   });
 
   r.get('/dockerfiles/:id', requireUser, async (req, res) => {
     const view = await core.dockerfiles.get(actorOf(req), req.params.id);
-    render(req, res, 'dockerfile.njk', { ...view, ...jobPage(await core.jobs.status(actorOf(req), req.params.id)), formKey: newFormKey() });
+    render(req, res, 'dockerfile.njk', {
+      ...view,
+      ...jobPage(await core.jobs.status(actorOf(req), req.params.id)),
+      formKey: newFormKey(),
+    });
   });
 
   // The Dockerfile as a plain-text download: never rendered by the browser as HTML.
@@ -133,7 +184,11 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
-    const { build } = await core.builds.request(actorOf(req), { dockerfileId: req.params.id, key: (req.body as Record<string, unknown>)?.key, trigger: 'manual' });
+    const { build } = await core.builds.request(actorOf(req), {
+      dockerfileId: req.params.id,
+      key: (req.body as Record<string, unknown>)?.key,
+      trigger: 'manual',
+    });
     res.redirect(303, `/builds/${build.id}`);
   });
 
@@ -143,7 +198,11 @@ export function pageRoutes(ctx: AppContext): Router {
   });
 
   r.get('/builds/:id/artifacts/:name', requireUser, async (req, res) => {
-    await sendArtifact(req, res, await core.builds.artifact(actorOf(req), req.params.id, req.params.name, req.get('range')));
+    await sendArtifact(
+      req,
+      res,
+      await core.builds.artifact(actorOf(req), req.params.id, req.params.name, req.get('range')),
+    );
   });
 
   return r;
@@ -162,7 +221,8 @@ function uploaded(req: Request, field: 'file' | 'context'): Express.Multer.File[
 function contextFromForm(req: Request, body: Record<string, unknown>): ContextUpload | undefined {
   const files = uploaded(req, 'context').filter((f) => f.size > 0 || f.originalname !== '');
   const remove = body.removeContext === 'on' || body.removeContext === '1';
-  if (remove && files.length) throw new KilnError('invalid_input', 'Either upload a new build context or remove the current one, not both.');
+  if (remove && files.length)
+    throw new KilnError('invalid_input', 'Either upload a new build context or remove the current one, not both.');
   if (remove) return { kind: 'remove' };
   if (files.length === 0) return undefined;
   if (files.length === 1 && /\.tar$/i.test(files[0]!.originalname)) return { kind: 'tar', data: files[0]!.buffer };
@@ -170,7 +230,15 @@ function contextFromForm(req: Request, body: Record<string, unknown>): ContextUp
 }
 
 /** Refusals the Dockerfile form shows next to the text it keeps (anything else goes to the error page). */
-const FORM_ERRORS: readonly string[] = ['invalid_input', 'too_large', 'conflict', 'bad_request', 'quota_exceeded', 'insufficient_storage', 'policy_violation'];
+const FORM_ERRORS: readonly string[] = [
+  'invalid_input',
+  'too_large',
+  'conflict',
+  'bad_request',
+  'quota_exceeded',
+  'insufficient_storage',
+  'policy_violation',
+];
 
 /** Pasted text to put back into the form, unless it is absurdly large. */
 function keptText(pasted: unknown, max: number): string {

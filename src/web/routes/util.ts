@@ -30,8 +30,14 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
     reason: b.reason,
     progress: b.progress,
     // While verifying, the builder's SHA256SUMS is not served (the web's replaces it once signed).
-    artifacts: b.artifacts.filter((a) => b.state !== 'verifying' || !a.name.startsWith('SHA256SUMS'))
-      .map((a) => ({ name: a.name, size: a.size, sha256: a.sha256 ?? null, url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}` })),
+    artifacts: b.artifacts
+      .filter((a) => b.state !== 'verifying' || !a.name.startsWith('SHA256SUMS'))
+      .map((a) => ({
+        name: a.name,
+        size: a.size,
+        sha256: a.sha256 ?? null,
+        url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}`,
+      })),
     imageSha256: b.image_sha256,
     requeues: b.requeues,
     requeueReason: b.requeue_reason,
@@ -44,7 +50,11 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
 }
 
 /** The cookie names of this app (`app.get('kiln.cookie')`): the session's and the device cookie's. */
-export interface CookieNames { name: string; secure: boolean; device: string }
+export interface CookieNames {
+  name: string;
+  secure: boolean;
+  device: string;
+}
 
 /** One cookie's value from the request (express-session parses only its own). */
 export function readCookie(req: Request, name: string): string | undefined {

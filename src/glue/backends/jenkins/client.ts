@@ -14,7 +14,17 @@ import { KilnError } from '../../../shared/errors.js';
  * X-Error text as conflict (e.g. "already exists") so callers can name it.
  */
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+  'ECONNABORTED',
+]);
 
 export interface QueueItemJson {
   _class: string;
@@ -35,7 +45,11 @@ export interface BuildJson {
   duration: number;
   queueId?: number;
   artifacts: Array<{ relativePath: string; fileName: string }>;
-  actions?: Array<{ _class?: string; parameters?: Array<{ name: string; value: unknown }>; causes?: Array<{ _class?: string }> }>;
+  actions?: Array<{
+    _class?: string;
+    parameters?: Array<{ name: string; value: unknown }>;
+    causes?: Array<{ _class?: string }>;
+  }>;
 }
 
 export function paramOf(actions: QueueItemJson['actions'], name: string): string | undefined {
@@ -49,7 +63,14 @@ export function statusOf(e: unknown): number | undefined {
 }
 
 export function isUnreachable(e: unknown): boolean {
-  const err = e as { code?: string; isTimeout?: boolean; isAbort?: boolean; cause?: { code?: string }; message?: string; res?: unknown };
+  const err = e as {
+    code?: string;
+    isTimeout?: boolean;
+    isAbort?: boolean;
+    cause?: { code?: string };
+    message?: string;
+    res?: unknown;
+  };
   if (!err || typeof err !== 'object') return false;
   if (err.isTimeout || err.isAbort) return true;
   if (err.code && NETWORK_CODES.has(err.code)) return true;
@@ -62,18 +83,33 @@ export function mapError(e: unknown, what: string): KilnError {
   if (e instanceof KilnError) return e;
   const status = statusOf(e);
   const err = e as JenkinsError;
-  if (isUnreachable(e)) return new KilnError('backend_unavailable', 'Jenkins cannot be reached; try again later', { cause: e, detail: { what } });
+  if (isUnreachable(e))
+    return new KilnError('backend_unavailable', 'Jenkins cannot be reached; try again later', {
+      cause: e,
+      detail: { what },
+    });
   if (err?.notFound || status === 404) return new KilnError('not_found', `${what}: not found in Jenkins`, { cause: e });
-  if (status === 409) return new KilnError('conflict', `${what}: Jenkins refused it in the job's current state (is the job disabled?)`, { cause: e });
+  if (status === 409)
+    return new KilnError('conflict', `${what}: Jenkins refused it in the job's current state (is the job disabled?)`, {
+      cause: e,
+    });
   if (status === 400) {
     const header = err.res?.headers?.['x-error'];
     const msg = typeof header === 'string' ? header.replace(/\?/g, '"') : 'bad request';
     return new KilnError('conflict', `${what}: ${msg}`, { cause: e });
   }
   if (status === 401 || status === 403) {
-    return new KilnError('backend_unavailable', 'Jenkins refused the glue\'s credentials (check glue.jenkins.user and token)', { cause: e, detail: { what, status } });
+    return new KilnError(
+      'backend_unavailable',
+      "Jenkins refused the glue's credentials (check glue.jenkins.user and token)",
+      { cause: e, detail: { what, status } },
+    );
   }
-  if (status !== undefined && status >= 500) return new KilnError('backend_unavailable', 'Jenkins failed to answer; try again later', { cause: e, detail: { what, status } });
+  if (status !== undefined && status >= 500)
+    return new KilnError('backend_unavailable', 'Jenkins failed to answer; try again later', {
+      cause: e,
+      detail: { what, status },
+    });
   return new KilnError('internal', `${what} failed`, { cause: e, detail: { what, status, message: err?.message } });
 }
 
@@ -84,7 +120,10 @@ export interface ApiOptions {
 }
 
 export class JenkinsApi {
-  constructor(readonly client: Jenkins, private readonly opts: ApiOptions) {}
+  constructor(
+    readonly client: Jenkins,
+    private readonly opts: ApiOptions,
+  ) {}
 
   async call<T>(what: string, fn: (c: Jenkins) => Promise<T>): Promise<T> {
     try {
@@ -98,7 +137,11 @@ export class JenkinsApi {
    * POST buildWithParameters. Returns the queue item id and whether Jenkins made a new item (false for a 303: an
    * identical item was already queued). null id when the Location could not be read.
    */
-  async trigger(name: string, parameters: Record<string, string>, delay: string): Promise<{ id: number | null; created: boolean }> {
+  async trigger(
+    name: string,
+    parameters: Record<string, string>,
+    delay: string,
+  ): Promise<{ id: number | null; created: boolean }> {
     try {
       const id = await this.client.job.build(name, { parameters, delay });
       return { id: Number.isSafeInteger(id) && id > 0 ? id : null, created: true };
@@ -119,9 +162,10 @@ export class JenkinsApi {
     } catch (e) {
       // 204 (Jenkins >= 2.211) reaches us as "failed to cancel"; a real failure shows in the item below.
       const status = statusOf(e);
-      if (isUnreachable(e) || (status !== undefined && status !== 204 && status !== 302)) throw mapError(e, 'queue.cancel');
+      if (isUnreachable(e) || (status !== undefined && status !== 204 && status !== 302))
+        throw mapError(e, 'queue.cancel');
     }
-    const item = await this.call('queue.item', (c) => c.queue.item(id)) as QueueItemJson;
+    const item = (await this.call('queue.item', (c) => c.queue.item(id))) as QueueItemJson;
     return item.cancelled === true;
   }
 
@@ -129,7 +173,9 @@ export class JenkinsApi {
   async get(path: string): Promise<{ status: number; headers: Headers; text: string }> {
     try {
       const res = await fetch(`${this.opts.baseUrl}${path}`, {
-        headers: { authorization: this.opts.authorization }, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs),
+        headers: { authorization: this.opts.authorization },
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
       });
       return { status: res.status, headers: res.headers, text: await res.text() };
     } catch (e) {
@@ -157,10 +203,16 @@ export class JenkinsApi {
       await res.body?.cancel();
       return Readable.from([]);
     }
-    if (res.status === 404) { await res.body?.cancel(); throw new KilnError('not_found', 'artifact not found in Jenkins'); }
+    if (res.status === 404) {
+      await res.body?.cancel();
+      throw new KilnError('not_found', 'artifact not found in Jenkins');
+    }
     if (res.status !== 200 && res.status !== 206) {
       await res.body?.cancel();
-      throw mapError(Object.assign(new Error(`artifact: HTTP ${res.status}`), { res: { statusCode: res.status, headers: {} } }), 'build.artifact');
+      throw mapError(
+        Object.assign(new Error(`artifact: HTTP ${res.status}`), { res: { statusCode: res.status, headers: {} } }),
+        'build.artifact',
+      );
     }
     const body = res.body ? Readable.fromWeb(res.body as import('node:stream/web').ReadableStream) : Readable.from([]);
     if (res.status === 206 || offset === 0) return body;
@@ -168,7 +220,10 @@ export class JenkinsApi {
     async function* skipper(src: Readable) {
       for await (const chunk of src) {
         const b = chunk as Buffer;
-        if (skip >= b.length) { skip -= b.length; continue; }
+        if (skip >= b.length) {
+          skip -= b.length;
+          continue;
+        }
         yield skip > 0 ? b.subarray(skip) : b;
         skip = 0;
       }
@@ -185,11 +240,20 @@ export class JenkinsApi {
     const headers = { authorization: this.opts.authorization };
     const num = (v: string | null | undefined) => (v && /^[0-9]+$/.test(v) ? Number(v) : undefined);
     try {
-      const head = await fetch(url, { method: 'HEAD', headers, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs) });
+      const head = await fetch(url, {
+        method: 'HEAD',
+        headers,
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
       if (head.status === 404) return undefined;
       const len = head.ok ? num(head.headers.get('content-length')) : undefined;
       if (len !== undefined) return len;
-      const get = await fetch(url, { headers: { ...headers, range: 'bytes=0-0' }, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs) });
+      const get = await fetch(url, {
+        headers: { ...headers, range: 'bytes=0-0' },
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
       await get.body?.cancel();
       if (get.status === 206) return num(/\/([0-9]+)$/.exec(get.headers.get('content-range') ?? '')?.[1]);
       return get.status === 200 ? num(get.headers.get('content-length')) : undefined;

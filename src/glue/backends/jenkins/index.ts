@@ -2,15 +2,41 @@ import type { Readable } from 'node:stream';
 import Jenkins, { type JenkinsOptions } from 'jenkins';
 import type { FrozenConfig } from '../../../config/index.js';
 import {
-  ARTIFACT_NAMES, IDEMPOTENCY_KEY_RE, JOB_BUILDS_DEPTH, MAX_LOG_CHUNK, SHA256_RE, utf8Boundary, backendJobName, jobIdFromBackendName, lastProgress, specSha256,
-  type ArtifactInfo, type ArtifactName, type BuildState, type BuildStatus, type JobBuild, type JobInfo, type JobSpec, type JobView, type LogChunk,
-  type ProgressEvent, type QueueItem,
+  ARTIFACT_NAMES,
+  IDEMPOTENCY_KEY_RE,
+  JOB_BUILDS_DEPTH,
+  MAX_LOG_CHUNK,
+  SHA256_RE,
+  utf8Boundary,
+  backendJobName,
+  jobIdFromBackendName,
+  lastProgress,
+  specSha256,
+  type ArtifactInfo,
+  type ArtifactName,
+  type BuildState,
+  type BuildStatus,
+  type JobBuild,
+  type JobInfo,
+  type JobSpec,
+  type JobView,
+  type LogChunk,
+  type ProgressEvent,
+  type QueueItem,
 } from '../../../protocol/index.js';
 import { KilnError, isKilnError } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
 import type { Backend, BackendHealth } from '../types.js';
 import { JenkinsApi, paramOf, type BuildJson, type QueueItemJson } from './client.js';
-import { ARTIFACT_PREFIX, checkSettings, jobConfig, parameterDefaults, parseTimerSpec, renderJobXml, type TemplateSettings } from './template.js';
+import {
+  ARTIFACT_PREFIX,
+  checkSettings,
+  jobConfig,
+  parameterDefaults,
+  parseTimerSpec,
+  renderJobXml,
+  type TemplateSettings,
+} from './template.js';
 
 export { renderJobXml } from './template.js';
 
@@ -19,7 +45,14 @@ export const KEY_PARAM = 'KILN_BUILD_KEY';
 /** Builds searched for an idempotency key (newest first); retries come soon after the first attempt. */
 const KEY_SEARCH_DEPTH = 25;
 /** The job parameters that carry a build's inputs (jenkins/job.xml); a checked build() sends them explicitly. */
-const INPUT_PARAMS = ['DOCKERFILE_B64', 'CONTEXT_B64', 'BUILD_ARGS_B64', 'BASE_NAMES_B64', 'FORMATS', 'BOOT_FIRMWARE'] as const;
+const INPUT_PARAMS = [
+  'DOCKERFILE_B64',
+  'CONTEXT_B64',
+  'BUILD_ARGS_B64',
+  'BASE_NAMES_B64',
+  'FORMATS',
+  'BOOT_FIRMWARE',
+] as const;
 
 /**
  * Whether Jenkins `version` (its X-Jenkins header) is at least one of `floors` (config glue.jenkins.minVersion):
@@ -87,25 +120,48 @@ export class JenkinsBackend implements Backend {
     const j = deps.config.glue.jenkins;
     if (!j.url) throw new KilnError('invalid_input', 'glue.jenkins.url is required for the jenkins backend');
     let url: URL;
-    try { url = new URL(j.url); } catch { throw new KilnError('invalid_input', 'glue.jenkins.url is not a URL'); }
-    if (!/^https?:$/.test(url.protocol) || url.username || url.password || url.search || url.hash) {
-      throw new KilnError('invalid_input', 'glue.jenkins.url must be a plain http(s) URL without credentials (use glue.jenkins.user/token)');
+    try {
+      url = new URL(j.url);
+    } catch {
+      throw new KilnError('invalid_input', 'glue.jenkins.url is not a URL');
     }
-    if (!j.user || !j.token) throw new KilnError('invalid_input', 'glue.jenkins.user and glue.jenkins.token (or KILN_GLUE_JENKINS_TOKEN_FILE) are required');
-    if (j.folder !== undefined && (!FOLDER.test(j.folder) || j.folder === '.' || j.folder === '..' || j.folder.endsWith('.'))) {
+    if (!/^https?:$/.test(url.protocol) || url.username || url.password || url.search || url.hash) {
+      throw new KilnError(
+        'invalid_input',
+        'glue.jenkins.url must be a plain http(s) URL without credentials (use glue.jenkins.user/token)',
+      );
+    }
+    if (!j.user || !j.token)
+      throw new KilnError(
+        'invalid_input',
+        'glue.jenkins.user and glue.jenkins.token (or KILN_GLUE_JENKINS_TOKEN_FILE) are required',
+      );
+    if (
+      j.folder !== undefined &&
+      (!FOLDER.test(j.folder) || j.folder === '.' || j.folder === '..' || j.folder.endsWith('.'))
+    ) {
       throw new KilnError('invalid_input', 'glue.jenkins.folder must be one folder name of [A-Za-z0-9_.-]');
     }
     this.folder = j.folder;
     this.minVersion = j.minVersion;
     this.user = j.user;
     this.settings = checkSettings({
-      label: j.label, keepBuilds: j.keepBuilds, keepArtifacts: j.keepArtifacts, timeoutSeconds: j.timeoutSeconds, sdkCommand: j.sdkCommand,
+      label: j.label,
+      keepBuilds: j.keepBuilds,
+      keepArtifacts: j.keepArtifacts,
+      timeoutSeconds: j.timeoutSeconds,
+      sdkCommand: j.sdkCommand,
     });
     const baseUrl = url.toString().replace(/\/+$/, '');
     const authorization = `Basic ${Buffer.from(`${j.user}:${j.token}`).toString('base64')}`;
     // Credentials go in a header, not the URL, so they never show in a logged URL. An API token needs no crumb
     // (JENKINS-REST.md §2.2), but the client still asks for one, which keeps password setups working too.
-    const opts: JenkinsOptions = { baseUrl, crumbIssuer: true, timeout: j.requestTimeoutMs, headers: { authorization, referer: `${baseUrl}/` } };
+    const opts: JenkinsOptions = {
+      baseUrl,
+      crumbIssuer: true,
+      timeout: j.requestTimeoutMs,
+      headers: { authorization, referer: `${baseUrl}/` },
+    };
     const client = deps.jenkinsClientFactory ? deps.jenkinsClientFactory(opts) : new Jenkins(opts);
     this.api = new JenkinsApi(client, { baseUrl, authorization, timeoutMs: j.requestTimeoutMs });
     this.logger = deps.logger.child({ backend: 'jenkins' });
@@ -124,11 +180,16 @@ export class JenkinsBackend implements Backend {
       await this.check();
     } catch (e) {
       if (isKilnError(e) && (e.detail as { refused?: boolean } | undefined)?.refused) throw e;
-      this.logger.warn({ err: (e as Error).message }, 'Jenkins could not be checked at start; checking again at the first call');
+      this.logger.warn(
+        { err: (e as Error).message },
+        'Jenkins could not be checked at start; checking again at the first call',
+      );
     }
   }
 
-  async close(): Promise<void> { /* no pooled resources */ }
+  async close(): Promise<void> {
+    /* no pooled resources */
+  }
 
   /**
    * Refuses a Jenkins the glue must not work with (SECURITY-CHECKLIST 3.3, 3.4; test cases 35, 36), through
@@ -144,42 +205,77 @@ export class JenkinsBackend implements Backend {
       return new KilnError('backend_unavailable', message, { detail: { refused: true, ...detail } });
     };
     const who = await this.api.get('/whoAmI/api/json');
-    if (who.status === 401 || who.status === 403) throw new KilnError('backend_unavailable', 'Jenkins refused the glue\'s credentials (check glue.jenkins.user and token)', { detail: { status: who.status } });
-    if (who.status !== 200) throw new KilnError('backend_unavailable', `Jenkins did not answer /whoAmI (HTTP ${who.status}); try again later`);
+    if (who.status === 401 || who.status === 403)
+      throw new KilnError(
+        'backend_unavailable',
+        "Jenkins refused the glue's credentials (check glue.jenkins.user and token)",
+        { detail: { status: who.status } },
+      );
+    if (who.status !== 200)
+      throw new KilnError(
+        'backend_unavailable',
+        `Jenkins did not answer /whoAmI (HTTP ${who.status}); try again later`,
+      );
     const version = who.headers.get('x-jenkins');
-    if (!version) throw refuse('Jenkins did not say its version (no X-Jenkins header): the glue cannot check it against glue.jenkins.minVersion', { check: 'version' });
+    if (!version)
+      throw refuse(
+        'Jenkins did not say its version (no X-Jenkins header): the glue cannot check it against glue.jenkins.minVersion',
+        { check: 'version' },
+      );
     if (!versionAllowed(version, this.minVersion)) {
-      throw refuse(`Jenkins ${version} is older than the minimum this glue accepts (${this.minVersion.join(' LTS line or ')}; glue.jenkins.minVersion): upgrade Jenkins, it misses security fixes`, { check: 'version', version });
+      throw refuse(
+        `Jenkins ${version} is older than the minimum this glue accepts (${this.minVersion.join(' LTS line or ')}; glue.jenkins.minVersion): upgrade Jenkins, it misses security fixes`,
+        { check: 'version', version },
+      );
     }
     let me: { name?: unknown; authenticated?: unknown; anonymous?: unknown } = {};
-    try { me = JSON.parse(who.text) as typeof me; } catch { /* checked below */ }
+    try {
+      me = JSON.parse(who.text) as typeof me;
+    } catch {
+      /* checked below */
+    }
     // Anonymous here means Jenkins ignored the credentials (e.g. security off, where anonymous may do anything).
     if (me.anonymous !== false || me.authenticated !== true) {
-      throw refuse(`Jenkins did not authenticate the glue's user "${this.user}" (whoAmI: ${JSON.stringify(String(me.name ?? 'nothing'))})`, { check: 'identity' });
+      throw refuse(
+        `Jenkins did not authenticate the glue's user "${this.user}" (whoAmI: ${JSON.stringify(String(me.name ?? 'nothing'))})`,
+        { check: 'identity' },
+      );
     }
     const script = await this.api.get('/script');
     if (script.status >= 200 && script.status < 300) {
-      throw refuse(`The glue's Jenkins user "${this.user}" has Overall/Administer; give it only Job/Create, Configure, Delete, Build, Read and Overall/Read (SECURITY-CHECKLIST 3.4)`, { check: 'administer' });
+      throw refuse(
+        `The glue's Jenkins user "${this.user}" has Overall/Administer; give it only Job/Create, Configure, Delete, Build, Read and Overall/Read (SECURITY-CHECKLIST 3.4)`,
+        { check: 'administer' },
+      );
     }
-    if (script.status !== 403) throw new KilnError('backend_unavailable', `Jenkins gave an unexpected answer to the permission check (HTTP ${script.status} for /script); try again later`);
+    if (script.status !== 403)
+      throw new KilnError(
+        'backend_unavailable',
+        `Jenkins gave an unexpected answer to the permission check (HTTP ${script.status} for /script); try again later`,
+      );
     this.logger.info({ version, user: this.user }, 'Jenkins checked: version and permissions are acceptable');
     this.checked = true;
   }
 
   /** The client-side job name: `folder/kiln-job-N` or `kiln-job-N`. Only ever built from a validated number. */
   private name(job: number): string {
-    if (!Number.isSafeInteger(job) || job < 1 || job > 999_999_999_999) throw new KilnError('invalid_input', 'job id must be a positive integer');
+    if (!Number.isSafeInteger(job) || job < 1 || job > 999_999_999_999)
+      throw new KilnError('invalid_input', 'job id must be a positive integer');
     const base = backendJobName(job);
     return this.folder ? `${this.folder}/${base}` : base;
   }
 
   private buildNo(build: number): number {
-    if (!Number.isSafeInteger(build) || build < 1 || build > 999_999_999_999) throw new KilnError('invalid_input', 'build number must be a positive integer');
+    if (!Number.isSafeInteger(build) || build < 1 || build > 999_999_999_999)
+      throw new KilnError('invalid_input', 'build number must be a positive integer');
     return build;
   }
 
   private path(job: number, build: number, rest: string): string {
-    const segs = this.name(job).split('/').map((s) => `/job/${encodeURIComponent(s)}`).join('');
+    const segs = this.name(job)
+      .split('/')
+      .map((s) => `/job/${encodeURIComponent(s)}`)
+      .join('');
     return `${segs}/${build}/${rest}`;
   }
 
@@ -204,7 +300,9 @@ export class JenkinsBackend implements Backend {
   async setEnabled(job: number, enabled: boolean): Promise<void> {
     const name = this.name(job);
     await this.check();
-    await this.api.call(enabled ? 'job.enable' : 'job.disable', (c) => (enabled ? c.job.enable(name) : c.job.disable(name)));
+    await this.api.call(enabled ? 'job.enable' : 'job.disable', (c) =>
+      enabled ? c.job.enable(name) : c.job.disable(name),
+    );
   }
 
   async deleteJob(job: number): Promise<{ deleted: boolean }> {
@@ -226,19 +324,30 @@ export class JenkinsBackend implements Backend {
   async getJob(job: number): Promise<JobView> {
     const name = this.name(job);
     await this.check();
-    const xml = await this.api.call('job.config', (c) => c.job.config(name)) as string | Buffer;
+    const xml = (await this.api.call('job.config', (c) => c.job.config(name))) as string | Buffer;
     const cfg = jobConfig(Buffer.isBuffer(xml) ? xml.toString('utf8') : String(xml));
     const p = cfg.params;
     const text = (k: string) => Buffer.from(p[k] ?? '', 'base64').toString('utf8');
     const buildArgs: Record<string, string> = {};
     for (const line of text('BUILD_ARGS_B64').split('\n')) {
       const eq = line.indexOf('=');
-      if (eq > 0 && Object.keys(buildArgs).length < 64) buildArgs[line.slice(0, eq).slice(0, 128)] = line.slice(eq + 1).slice(0, 4096);
+      if (eq > 0 && Object.keys(buildArgs).length < 64)
+        buildArgs[line.slice(0, eq).slice(0, 128)] = line.slice(eq + 1).slice(0, 4096);
     }
-    const list = (v: string | undefined) => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean).slice(0, 4).map((x) => x.slice(0, 16));
+    const list = (v: string | undefined) =>
+      (v ?? '')
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean)
+        .slice(0, 4)
+        .map((x) => x.slice(0, 16));
     const timer = parseTimerSpec(cfg.timerSpec);
     const view: JobView = {
-      job, enabled: !cfg.disabled, ...timer, formats: list(p.FORMATS), buildArgs,
+      job,
+      enabled: !cfg.disabled,
+      ...timer,
+      formats: list(p.FORMATS),
+      buildArgs,
       specSha256: specSha256(Buffer.from(p.DOCKERFILE_B64 ?? '', 'base64'), Buffer.from(p.CONTEXT_B64 ?? '', 'base64')),
     };
     if (timer.schedule === 'other') view.timerSpec = (cfg.timerSpec ?? '').slice(0, 500);
@@ -252,7 +361,7 @@ export class JenkinsBackend implements Backend {
     const name = this.name(job);
     await this.check();
     const tree = `builds[number,timestamp,actions[parameters[name,value],causes[_class]]]{0,${JOB_BUILDS_DEPTH}}`;
-    const j = await this.api.call('job.get', (c) => c.job.get(name, { tree })) as { builds?: BuildJson[] };
+    const j = (await this.api.call('job.get', (c) => c.job.get(name, { tree }))) as { builds?: BuildJson[] };
     return (j.builds ?? []).map((b) => {
       const key = paramOf(b.actions, KEY_PARAM);
       const timer = (b.actions ?? []).some((a) => (a?.causes ?? []).some((c) => /TimerTrigger/.test(c?._class ?? '')));
@@ -268,15 +377,26 @@ export class JenkinsBackend implements Backend {
     const base = backendJobName(job);
     // An explicit tree: at depth 0 Jenkins may prune the parameters nested under actions (§2.6).
     const tree = 'items[id,why,inQueueSince,task[name,url],actions[parameters[name,value]]]';
-    const items = await this.api.call('queue.list', (c) => c.queue.list({ tree })) as QueueItemJson[];
-    return items.filter((i) => i.task?.name === base && (!this.folder || (i.task.url ?? '').includes(`/job/${encodeURIComponent(this.folder)}/`)) && paramOf(i.actions, KEY_PARAM) === key)
+    const items = (await this.api.call('queue.list', (c) => c.queue.list({ tree }))) as QueueItemJson[];
+    return items
+      .filter(
+        (i) =>
+          i.task?.name === base &&
+          (!this.folder || (i.task.url ?? '').includes(`/job/${encodeURIComponent(this.folder)}/`)) &&
+          paramOf(i.actions, KEY_PARAM) === key,
+      )
       .sort((a, b) => a.id - b.id);
   }
 
   private async buildsWithKey(job: number, key: string): Promise<Array<{ number: number; queueId?: number }>> {
     const name = this.name(job);
-    const j = await this.api.call('job.get', (c) => c.job.get(name, { tree: `builds[number,queueId,actions[parameters[name,value]]]{0,${KEY_SEARCH_DEPTH}}` })) as { builds?: BuildJson[] };
-    return (j.builds ?? []).filter((b) => paramOf(b.actions, KEY_PARAM) === key).map((b) => ({ number: b.number, queueId: b.queueId })).sort((a, b) => a.number - b.number);
+    const j = (await this.api.call('job.get', (c) =>
+      c.job.get(name, { tree: `builds[number,queueId,actions[parameters[name,value]]]{0,${KEY_SEARCH_DEPTH}}` }),
+    )) as { builds?: BuildJson[] };
+    return (j.builds ?? [])
+      .filter((b) => paramOf(b.actions, KEY_PARAM) === key)
+      .map((b) => ({ number: b.number, queueId: b.queueId }))
+      .sort((a, b) => a.number - b.number);
   }
 
   /** Follows a queue item until the executor has created its build (JENKINS-REST.md §6.4: executable appears late). */
@@ -285,11 +405,13 @@ export class JenkinsBackend implements Backend {
     for (;;) {
       let item: QueueItemJson | undefined;
       try {
-        item = await this.api.call('queue.item', (c) => c.queue.item(id)) as QueueItemJson;
+        item = (await this.api.call('queue.item', (c) => c.queue.item(id))) as QueueItemJson;
       } catch (e) {
         // A LeftItem expires after 5 minutes: the build, if any, carries the queue id.
         if (!(e instanceof KilnError && e.code === 'not_found')) throw e;
-        const j = await this.api.call('job.get', (c) => c.job.get(this.name(job), { tree: `builds[number,queueId]{0,${KEY_SEARCH_DEPTH}}` })) as { builds?: BuildJson[] };
+        const j = (await this.api.call('job.get', (c) =>
+          c.job.get(this.name(job), { tree: `builds[number,queueId]{0,${KEY_SEARCH_DEPTH}}` }),
+        )) as { builds?: BuildJson[] };
         const b = j.builds?.find((x) => x.queueId === id);
         if (b) return b.number;
         throw new KilnError('not_found', 'the queued build vanished from Jenkins');
@@ -297,7 +419,10 @@ export class JenkinsBackend implements Backend {
       if (item.executable?.number) return item.executable.number;
       if (item.cancelled) throw new KilnError('conflict', 'the build was cancelled in Jenkins before it started');
       if (Date.now() > deadline) {
-        throw new KilnError('timeout', `the build is still queued in Jenkins (${item.why ?? 'waiting'}); ask again with the same key`);
+        throw new KilnError(
+          'timeout',
+          `the build is still queued in Jenkins (${item.why ?? 'waiting'}); ask again with the same key`,
+        );
       }
       await sleep(this.pollMs);
     }
@@ -328,7 +453,10 @@ export class JenkinsBackend implements Backend {
       if (id === null) {
         const b = await this.buildsWithKey(job, idempotencyKey);
         if (b[0]) return { build: b[0].number, created: false };
-        throw new KilnError('backend_unavailable', 'Jenkins accepted the build but did not say where it was queued; retry with the same key');
+        throw new KilnError(
+          'backend_unavailable',
+          'Jenkins accepted the build but did not say where it was queued; retry with the same key',
+        );
       }
     }
     if (!t.created) return { build: await this.follow(job, id), created: false };
@@ -356,11 +484,14 @@ export class JenkinsBackend implements Backend {
 
   /** The job's input parameters as it holds them now, if they are the spec with digest `sha256`; else conflict. */
   private async inputsMatching(name: string, sha256: string): Promise<Record<string, string>> {
-    const xml = await this.api.call('job.config', (c) => c.job.config(name)) as string | Buffer;
+    const xml = (await this.api.call('job.config', (c) => c.job.config(name))) as string | Buffer;
     const defaults = parameterDefaults(Buffer.isBuffer(xml) ? xml.toString('utf8') : String(xml));
     const b64 = (p: string) => Buffer.from(defaults[p] ?? '', 'base64');
     if (specSha256(b64('DOCKERFILE_B64'), b64('CONTEXT_B64')) !== sha256) {
-      throw new KilnError('conflict', 'The job holds another version of the Dockerfile than the one asked for (it changed meanwhile); put it again and retry');
+      throw new KilnError(
+        'conflict',
+        'The job holds another version of the Dockerfile than the one asked for (it changed meanwhile); put it again and retry',
+      );
     }
     return Object.fromEntries(INPUT_PARAMS.map((p) => [p, defaults[p] ?? '']));
   }
@@ -370,7 +501,10 @@ export class JenkinsBackend implements Backend {
     if (!IDEMPOTENCY_KEY_RE.test(k)) throw new KilnError('invalid_input', 'bad idempotency key');
   }
 
-  async withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
+  async withdraw(
+    job: number,
+    idempotencyKey: string,
+  ): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
     this.name(job);
     this.key(idempotencyKey);
     await this.check();
@@ -389,7 +523,7 @@ export class JenkinsBackend implements Backend {
     const name = this.name(job);
     const n = this.buildNo(build);
     await this.check();
-    const b = await this.api.call('build.get', (c) => c.build.get(name, n)) as BuildJson;
+    const b = (await this.api.call('build.get', (c) => c.build.get(name, n))) as BuildJson;
     if (b.building) {
       // stop answers 302 running or not (§3.12); the build then ends ABORTED.
       await this.api.call('build.stop', (c) => c.build.stop(name, n));
@@ -408,8 +542,14 @@ export class JenkinsBackend implements Backend {
     const name = this.name(job);
     const n = this.buildNo(build);
     await this.check();
-    const b = await this.api.call('build.get', (c) => c.build.get(name, n)) as BuildJson;
-    const base: BuildStatus = { job, build: n, state: 'running', startedAt: new Date(b.timestamp).toISOString(), artifacts: [] };
+    const b = (await this.api.call('build.get', (c) => c.build.get(name, n))) as BuildJson;
+    const base: BuildStatus = {
+      job,
+      build: n,
+      state: 'running',
+      startedAt: new Date(b.timestamp).toISOString(),
+      artifacts: [],
+    };
     // `result` can be set before the build is over (§5.3): only building === false means finished.
     if (b.building || b.result === null) {
       const progress = await this.progressOf(name, n);
@@ -424,7 +564,7 @@ export class JenkinsBackend implements Backend {
         break;
       case 'ABORTED': {
         // A user's stop logs "Aborted by <user>"; without it the build was cut off (Jenkins restart, lost agent).
-        const text = await this.api.call('build.log', (c) => c.build.log(name, n)) as string;
+        const text = (await this.api.call('build.log', (c) => c.build.log(name, n))) as string;
         if (/\nAborted by /.test(`\n${text}`)) {
           base.state = 'cancelled';
           base.reason = 'cancelled';
@@ -450,8 +590,16 @@ export class JenkinsBackend implements Backend {
   }
 
   /** The console from byte `start` (§3.15): its text, the log's size Jenkins reported, and whether more will come. */
-  private async console(name: string, n: number, start: number): Promise<{ text: string; size?: number; more: boolean }> {
-    const r = await this.api.call('build.log', (c) => c.build.log(name, n, { start, meta: true })) as { text: unknown; more: boolean; size?: string };
+  private async console(
+    name: string,
+    n: number,
+    start: number,
+  ): Promise<{ text: string; size?: number; more: boolean }> {
+    const r = (await this.api.call('build.log', (c) => c.build.log(name, n, { start, meta: true }))) as {
+      text: unknown;
+      more: boolean;
+      size?: string;
+    };
     const text = typeof r.text === 'string' ? r.text : Buffer.isBuffer(r.text) ? r.text.toString('utf8') : '';
     return { text, more: r.more, size: r.size !== undefined && /^[0-9]+$/.test(r.size) ? Number(r.size) : undefined };
   }
@@ -485,16 +633,20 @@ export class JenkinsBackend implements Backend {
       .filter((a) => a.relativePath.startsWith(ARTIFACT_PREFIX))
       .map((a) => a.relativePath.slice(ARTIFACT_PREFIX.length))
       .filter((x): x is ArtifactName => (ARTIFACT_NAMES as readonly string[]).includes(x));
-    const sizes = await Promise.all(names.map((x) => this.api.artifactSize(this.path(job, n, `artifact/${ARTIFACT_PREFIX}${encodeURIComponent(x)}`))));
+    const sizes = await Promise.all(
+      names.map((x) => this.api.artifactSize(this.path(job, n, `artifact/${ARTIFACT_PREFIX}${encodeURIComponent(x)}`))),
+    );
     const missing = names.filter((_x, i) => sizes[i] === undefined);
-    if (missing.length) this.logger.warn({ job, build: n, missing }, 'jenkins listed artifacts whose size it would not tell; left out');
+    if (missing.length)
+      this.logger.warn({ job, build: n, missing }, 'jenkins listed artifacts whose size it would not tell; left out');
     return names.flatMap((x, i) => (sizes[i] === undefined ? [] : [{ name: x, size: sizes[i]! }]));
   }
 
   async log(job: number, build: number, offset: number): Promise<LogChunk> {
     const name = this.name(job);
     const n = this.buildNo(build);
-    if (!Number.isSafeInteger(offset) || offset < 0) throw new KilnError('invalid_input', 'offset must be a non-negative integer');
+    if (!Number.isSafeInteger(offset) || offset < 0)
+      throw new KilnError('invalid_input', 'offset must be a non-negative integer');
     await this.check();
     const r = await this.console(name, n, offset);
     const text = r.text;
@@ -510,7 +662,8 @@ export class JenkinsBackend implements Backend {
   async artifact(job: number, build: number, name: ArtifactName, offset: number): Promise<Readable> {
     const n = this.buildNo(build);
     if (!(ARTIFACT_NAMES as readonly string[]).includes(name)) throw new KilnError('invalid_input', 'unknown artifact');
-    if (!Number.isSafeInteger(offset) || offset < 0) throw new KilnError('invalid_input', 'offset must be a non-negative integer');
+    if (!Number.isSafeInteger(offset) || offset < 0)
+      throw new KilnError('invalid_input', 'offset must be a non-negative integer');
     await this.check();
     return this.api.artifact(this.path(job, n, `artifact/${ARTIFACT_PREFIX}${encodeURIComponent(name)}`), offset);
   }
@@ -523,10 +676,18 @@ export class JenkinsBackend implements Backend {
     try {
       const who = await this.api.get('/whoAmI/api/json');
       const version = who.headers.get('x-jenkins') ?? undefined;
-      if (who.status !== 200) return { backendReachable: false, backendError: `Jenkins answered HTTP ${who.status}`, ...(version ? { version } : {}) };
+      if (who.status !== 200)
+        return {
+          backendReachable: false,
+          backendError: `Jenkins answered HTTP ${who.status}`,
+          ...(version ? { version } : {}),
+        };
       return { backendReachable: true, ...(version ? { version: version.slice(0, 100) } : {}) };
     } catch (e) {
-      return { backendReachable: false, backendError: (isKilnError(e) ? e.message : 'Jenkins could not be reached').slice(0, 1000) };
+      return {
+        backendReachable: false,
+        backendError: (isKilnError(e) ? e.message : 'Jenkins could not be reached').slice(0, 1000),
+      };
     }
   }
 
@@ -535,13 +696,20 @@ export class JenkinsBackend implements Backend {
     await this.check();
     const tree = 'jobs[name,color,buildable,lastBuild[number]]';
     const folder = this.folder;
-    const jobs = await this.api.call('job.list', (c) => (folder ? c.job.get(folder, { tree }) : c.info({ tree })).then((i: { jobs?: unknown[] }) => i.jobs ?? [])) as Array<{
-      _class?: string; name: string; color?: string; buildable?: boolean; lastBuild?: { number: number } | null;
+    const jobs = (await this.api.call('job.list', (c) =>
+      (folder ? c.job.get(folder, { tree }) : c.info({ tree })).then((i: { jobs?: unknown[] }) => i.jobs ?? []),
+    )) as Array<{
+      _class?: string;
+      name: string;
+      color?: string;
+      buildable?: boolean;
+      lastBuild?: { number: number } | null;
     }>;
     return jobs.map((j) => {
       const id = jobIdFromBackendName(j.name);
       const info: JobInfo = {
-        backendName: j.name, managed: id !== undefined,
+        backendName: j.name,
+        managed: id !== undefined,
         enabled: j.buildable ?? !(j.color ?? '').startsWith('disabled'),
       };
       if (id !== undefined) info.job = id;
@@ -552,7 +720,7 @@ export class JenkinsBackend implements Backend {
 
   async listQueue(): Promise<QueueItem[]> {
     await this.check();
-    const items = await this.api.call('queue.list', (c) => c.queue.list()) as QueueItemJson[];
+    const items = (await this.api.call('queue.list', (c) => c.queue.list())) as QueueItemJson[];
     return items.map((i) => {
       const q: QueueItem = { id: i.id, backendName: i.task?.name ?? '' };
       const id = jobIdFromBackendName(q.backendName);

@@ -10,11 +10,18 @@ declare module 'jenkins' {
     promisify?: boolean;
   }
   export interface JenkinsError extends Error {
-    res?: IncomingMessage & { statusCode?: number; headers: Record<string, string | string[] | undefined>; body?: unknown };
+    res?: IncomingMessage & {
+      statusCode?: number;
+      headers: Record<string, string | string[] | undefined>;
+      body?: unknown;
+    };
     notFound?: boolean;
     code?: string;
   }
-  interface Common { depth?: number; tree?: string }
+  interface Common {
+    depth?: number;
+    tree?: string;
+  }
   export default class Jenkins {
     constructor(opts: JenkinsOptions);
     info(opts?: Common): Promise<any>;
@@ -29,15 +36,27 @@ declare module 'jenkins' {
       get(name: string, opts?: Common): Promise<any>;
       get(opts: { name: string } & Common): Promise<any>;
       list(folder?: string): Promise<any[]>;
-      build(name: string, opts?: { parameters?: Record<string, string>; delay?: string; token?: string }): Promise<number>;
-      build(opts: { name: string; parameters?: Record<string, string>; delay?: string; token?: string }): Promise<number>;
+      build(
+        name: string,
+        opts?: { parameters?: Record<string, string>; delay?: string; token?: string },
+      ): Promise<number>;
+      build(opts: {
+        name: string;
+        parameters?: Record<string, string>;
+        delay?: string;
+        token?: string;
+      }): Promise<number>;
     };
     build: {
       get(name: string, number: number, opts?: Common): Promise<any>;
       get(opts: { name: string; number: number } & Common): Promise<any>;
       stop(name: string, number: number): Promise<void>;
       term(name: string, number: number): Promise<void>;
-      log(name: string, number: number, opts?: { start?: number; meta?: boolean; type?: 'text' | 'html' }): Promise<any>;
+      log(
+        name: string,
+        number: number,
+        opts?: { start?: number; meta?: boolean; type?: 'text' | 'html' },
+      ): Promise<any>;
       log(opts: { name: string; number: number; start?: number; meta?: boolean }): Promise<any>;
     };
     queue: {

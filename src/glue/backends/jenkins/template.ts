@@ -1,7 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { XMLParser } from 'fast-xml-parser';
-import { ARTIFACT_NAMES, FIRMWARES, FORMATS, IMAGE_NAME_RE, SCHEDULES, type JobSpec, type Schedule } from '../../../protocol/index.js';
+import {
+  ARTIFACT_NAMES,
+  FIRMWARES,
+  FORMATS,
+  IMAGE_NAME_RE,
+  SCHEDULES,
+  type JobSpec,
+  type Schedule,
+} from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 
 /**
@@ -36,8 +44,15 @@ export function timerSpec(s: Pick<JobSpec, 'schedule' | 'scheduleHour' | 'schedu
  * Reads a timer spec back (a job someone may have edited in Jenkins): one of Kiln's own, or `other` with its text.
  * Comment lines are ignored, as Jenkins does.
  */
-export function parseTimerSpec(spec: string | undefined): { schedule: Schedule | 'other'; scheduleHour?: number; scheduleWeekday?: number } {
-  const lines = (spec ?? '').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+export function parseTimerSpec(spec: string | undefined): {
+  schedule: Schedule | 'other';
+  scheduleHour?: number;
+  scheduleWeekday?: number;
+} {
+  const lines = (spec ?? '')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   if (lines.length === 0) return { schedule: 'off' };
   const utc = lines[0] === 'TZ=UTC';
   const rest = utc ? lines.slice(1) : lines;
@@ -46,7 +61,9 @@ export function parseTimerSpec(spec: string | undefined): { schedule: Schedule |
     if (!utc && rest[0] === TIMER_SPECS.weekly) return { schedule: 'weekly' };
     const m = utc ? /^H ([0-9]{1,2}) \* \* (\*|[0-6])$/.exec(rest[0]!) : null;
     if (m && Number(m[1]) <= 23) {
-      return m[2] === '*' ? { schedule: 'daily', scheduleHour: Number(m[1]) } : { schedule: 'weekly', scheduleHour: Number(m[1]), scheduleWeekday: Number(m[2]) };
+      return m[2] === '*'
+        ? { schedule: 'daily', scheduleHour: Number(m[1]) }
+        : { schedule: 'weekly', scheduleHour: Number(m[1]), scheduleWeekday: Number(m[2]) };
     }
   }
   return { schedule: 'other' };
@@ -86,7 +103,9 @@ export function jobTemplate(): string {
 /** The fragment for <triggers>; the spec comes from timerSpec only (numbers and constant text). */
 function timerFragment(s: Pick<JobSpec, 'schedule' | 'scheduleHour' | 'scheduleWeekday'>): string {
   const spec = timerSpec(s);
-  return spec === null ? '' : `\n    <hudson.triggers.TimerTrigger>\n      <spec>${spec}</spec>\n    </hudson.triggers.TimerTrigger>\n  `;
+  return spec === null
+    ? ''
+    : `\n    <hudson.triggers.TimerTrigger>\n      <spec>${spec}</spec>\n    </hudson.triggers.TimerTrigger>\n  `;
 }
 
 /**
@@ -95,14 +114,19 @@ function timerFragment(s: Pick<JobSpec, 'schedule' | 'scheduleHour' | 'scheduleW
  */
 export function checkXmlText(value: string, field: string): string {
   // eslint-disable-next-line no-control-regex
-  if (/[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/.test(value)) throw new KilnError('invalid_input', `${field} contains control characters`);
-  if (/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(value)) throw new KilnError('invalid_input', `${field} is not valid Unicode`);
+  if (/[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/.test(value))
+    throw new KilnError('invalid_input', `${field} contains control characters`);
+  if (/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(value))
+    throw new KilnError('invalid_input', `${field} is not valid Unicode`);
   return value;
 }
 
 /** Escapes text content and attribute values alike. CR becomes a character reference so parsers keep it. */
 export function escapeXml(value: string): string {
-  return value.replace(/[&<>"'\r]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;', '\r': '&#13;' })[c]!);
+  return value.replace(
+    /[&<>"'\r]/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;', '\r': '&#13;' })[c]!,
+  );
 }
 
 const shellQuote = (s: string) => `'${s}'`;
@@ -110,8 +134,13 @@ const shellQuote = (s: string) => `'${s}'`;
 /** Validates config-derived settings once (the glue refuses to start with bad ones). */
 export function checkSettings(s: TemplateSettings): TemplateSettings {
   if (!LABEL.test(s.label)) throw new KilnError('invalid_input', 'glue.jenkins.label is not a valid label expression');
-  for (const [k, v] of [['keepBuilds', s.keepBuilds], ['keepArtifacts', s.keepArtifacts], ['timeoutSeconds', s.timeoutSeconds]] as const) {
-    if (!Number.isSafeInteger(v) || v < 1 || v > 10_000_000) throw new KilnError('invalid_input', `glue.jenkins.${k} must be a positive integer`);
+  for (const [k, v] of [
+    ['keepBuilds', s.keepBuilds],
+    ['keepArtifacts', s.keepArtifacts],
+    ['timeoutSeconds', s.timeoutSeconds],
+  ] as const) {
+    if (!Number.isSafeInteger(v) || v < 1 || v > 10_000_000)
+      throw new KilnError('invalid_input', `glue.jenkins.${k} must be a positive integer`);
   }
   if (s.sdkCommand.length === 0 || s.sdkCommand.some((a) => !SDK_ARG.test(a))) {
     throw new KilnError('invalid_input', 'glue.jenkins.sdkCommand must be words of [A-Za-z0-9_./=:,+@%-]');
@@ -130,32 +159,41 @@ const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
 export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSettings): string {
   if (!Number.isSafeInteger(job) || job < 1) throw new KilnError('invalid_input', 'job id must be a positive integer');
   checkSettings(settings);
-  if (!(SCHEDULES as readonly string[]).includes(spec.schedule)) throw new KilnError('invalid_input', 'unknown schedule');
+  if (!(SCHEDULES as readonly string[]).includes(spec.schedule))
+    throw new KilnError('invalid_input', 'unknown schedule');
   const formats = [...new Set(spec.formats)];
-  if (formats.length === 0 || formats.some((f) => !(FORMATS as readonly string[]).includes(f))) throw new KilnError('invalid_input', 'unknown output format');
+  if (formats.length === 0 || formats.some((f) => !(FORMATS as readonly string[]).includes(f)))
+    throw new KilnError('invalid_input', 'unknown output format');
   const description = checkXmlText(describe(job, spec), 'description');
   checkXmlText(spec.dockerfile, 'Dockerfile');
   const dockerfileB64 = b64(spec.dockerfile);
-  if (dockerfileB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'Dockerfile too large for a Jenkins parameter');
+  if (dockerfileB64.length > MAX_PARAM_B64)
+    throw new KilnError('invalid_input', 'Dockerfile too large for a Jenkins parameter');
   const contextB64 = spec.contextTarBase64 ?? '';
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(contextB64)) throw new KilnError('invalid_input', 'build context is not base64');
   if (contextB64.length > MAX_PARAM_B64) {
-    throw new KilnError('invalid_input', `build context too large for the Jenkins backend (at most ${MAX_PARAM_B64} base64 characters)`);
+    throw new KilnError(
+      'invalid_input',
+      `build context too large for the Jenkins backend (at most ${MAX_PARAM_B64} base64 characters)`,
+    );
   }
   const argLines = Object.entries(spec.buildArgs ?? {}).map(([k, v]) => {
     // eslint-disable-next-line no-control-regex
-    if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(k) || /[\x00-\x1f\x7f]/.test(v)) throw new KilnError('invalid_input', 'bad build argument');
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(k) || /[\x00-\x1f\x7f]/.test(v))
+      throw new KilnError('invalid_input', 'bad build argument');
     return `${k}=${v}\n`;
   });
   const buildArgsB64 = argLines.length ? b64(argLines.join('')) : '';
   if (buildArgsB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'build arguments too large');
   const nameLines = (spec.baseNames ?? []).map((m) => {
-    if (!IMAGE_NAME_RE.test(m.name) || !IMAGE_NAME_RE.test(m.base)) throw new KilnError('invalid_input', 'bad base name mapping');
+    if (!IMAGE_NAME_RE.test(m.name) || !IMAGE_NAME_RE.test(m.base))
+      throw new KilnError('invalid_input', 'bad base name mapping');
     return `${m.name}=${m.base}\n`;
   });
   const baseNamesB64 = nameLines.length ? b64(nameLines.join('')) : '';
   const firmware = [...new Set(spec.bootFirmware ?? [])];
-  if (firmware.some((f) => !(FIRMWARES as readonly string[]).includes(f))) throw new KilnError('invalid_input', 'unknown boot firmware');
+  if (firmware.some((f) => !(FIRMWARES as readonly string[]).includes(f)))
+    throw new KilnError('invalid_input', 'unknown boot firmware');
   if (baseNamesB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'base name mappings too large');
 
   const slots: Record<string, string> = {
@@ -184,7 +222,10 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
 }
 
 const configParser = new XMLParser({
-  ignoreAttributes: true, parseTagValue: false, trimValues: true, processEntities: true,
+  ignoreAttributes: true,
+  parseTagValue: false,
+  trimValues: true,
+  processEntities: true,
   isArray: (name) => name === 'hudson.model.StringParameterDefinition' || name === 'hudson.triggers.TimerTrigger',
 });
 
@@ -198,7 +239,7 @@ export function jobConfig(xml: string): { disabled: boolean; timerSpec?: string;
   try {
     doc = configParser.parse(xml);
   } catch (e) {
-    throw new KilnError('internal', 'the job\'s config.xml from Jenkins does not parse', { cause: e });
+    throw new KilnError('internal', "the job's config.xml from Jenkins does not parse", { cause: e });
   }
   type Def = { name?: unknown; defaultValue?: unknown };
   type Project = {
@@ -207,12 +248,17 @@ export function jobConfig(xml: string): { disabled: boolean; timerSpec?: string;
     properties?: Record<string, { parameterDefinitions?: Record<string, Def[]> }>;
   };
   const project = (doc as { project?: Project } | undefined)?.project;
-  const defs = project?.properties?.['hudson.model.ParametersDefinitionProperty']?.parameterDefinitions?.['hudson.model.StringParameterDefinition'] ?? [];
+  const defs =
+    project?.properties?.['hudson.model.ParametersDefinitionProperty']?.parameterDefinitions?.[
+      'hudson.model.StringParameterDefinition'
+    ] ?? [];
   const params: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const d of defs) {
     if (typeof d.name === 'string') params[d.name] = typeof d.defaultValue === 'string' ? d.defaultValue : '';
   }
-  const specs = (project?.triggers?.['hudson.triggers.TimerTrigger'] ?? []).map((t) => (typeof t?.spec === 'string' ? t.spec : '')).filter(Boolean);
+  const specs = (project?.triggers?.['hudson.triggers.TimerTrigger'] ?? [])
+    .map((t) => (typeof t?.spec === 'string' ? t.spec : ''))
+    .filter(Boolean);
   return { disabled: project?.disabled === 'true', ...(specs.length ? { timerSpec: specs.join('\n') } : {}), params };
 }
 

@@ -4,7 +4,16 @@ import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { sdkEnvironment } from '../../../config/index.js';
 import {
-  JOB_BUILDS_DEPTH, backendJobName, type ArtifactName, type BuildState, type BuildStatus, type JobBuild, type JobInfo, type JobSpec, type JobView, type LogChunk,
+  JOB_BUILDS_DEPTH,
+  backendJobName,
+  type ArtifactName,
+  type BuildState,
+  type BuildStatus,
+  type JobBuild,
+  type JobInfo,
+  type JobSpec,
+  type JobView,
+  type LogChunk,
   type QueueItem,
 } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
@@ -52,7 +61,9 @@ export interface LocalBackendOptions {
 
 /** bin/kiln of this checkout (dist/glue/backends/local or src/glue/backends/local -> repo root). */
 export const defaultSdkCommand = (): string[] => [
-  path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../../bin/kiln'), 'sdk', 'build',
+  path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../../bin/kiln'),
+  'sdk',
+  'build',
 ];
 
 /**
@@ -72,15 +83,18 @@ export class LocalBackend implements Backend {
   constructor(private readonly opts: LocalBackendOptions) {
     this.log_ = opts.logger ?? silentLogger;
     this.store = new BuildStore(opts.dataDir, opts.now ?? (() => new Date()));
-    this.runner = opts.runner === false ? undefined : new Runner(this.store, {
-      sdk: opts.sdkCommand && opts.sdkCommand.length > 0 ? opts.sdkCommand : defaultSdkCommand(),
-      concurrency: opts.concurrency ?? 1,
-      env: opts.env ?? sdkEnvironment(process.env),
-      logger: this.log_,
-      ...(opts.buildTimeoutMs !== undefined ? { buildTimeoutMs: opts.buildTimeoutMs } : {}),
-      ...(opts.logCapBytes !== undefined ? { logCapBytes: opts.logCapBytes } : {}),
-      ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
-    });
+    this.runner =
+      opts.runner === false
+        ? undefined
+        : new Runner(this.store, {
+            sdk: opts.sdkCommand && opts.sdkCommand.length > 0 ? opts.sdkCommand : defaultSdkCommand(),
+            concurrency: opts.concurrency ?? 1,
+            env: opts.env ?? sdkEnvironment(process.env),
+            logger: this.log_,
+            ...(opts.buildTimeoutMs !== undefined ? { buildTimeoutMs: opts.buildTimeoutMs } : {}),
+            ...(opts.logCapBytes !== undefined ? { logCapBytes: opts.logCapBytes } : {}),
+            ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
+          });
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -116,9 +130,18 @@ export class LocalBackend implements Backend {
       await fsp.mkdir(path.join(dir, 'builds'), { recursive: true });
       const { contextTarBase64, ...stored } = spec;
       const old = await readJson<StoredSpec>(path.join(dir, 'config.json'));
-      const meta = (await this.store.readMeta(job)) ?? { createdAt: this.store.iso(), scheduleSince: this.store.iso(), keys: Object.create(null) as Record<string, number> };
+      const meta = (await this.store.readMeta(job)) ?? {
+        createdAt: this.store.iso(),
+        scheduleSince: this.store.iso(),
+        keys: Object.create(null) as Record<string, number>,
+      };
       // A new time is a new schedule: a period that began before it was set is not fired after the fact.
-      if (!old || old.schedule !== stored.schedule || old.scheduleHour !== stored.scheduleHour || old.scheduleWeekday !== stored.scheduleWeekday) {
+      if (
+        !old ||
+        old.schedule !== stored.schedule ||
+        old.scheduleHour !== stored.scheduleHour ||
+        old.scheduleWeekday !== stored.scheduleWeekday
+      ) {
         meta.scheduleSince = this.store.iso();
       }
       await writeAtomic(path.join(dir, 'Dockerfile'), spec.dockerfile);
@@ -170,7 +193,11 @@ export class LocalBackend implements Backend {
     this.assertStarted();
     const spec = await this.store.readSpec(job);
     const view: JobView = {
-      job, enabled: spec.enabled, schedule: spec.schedule, formats: spec.formats, buildArgs: spec.buildArgs,
+      job,
+      enabled: spec.enabled,
+      schedule: spec.schedule,
+      formats: spec.formats,
+      buildArgs: spec.buildArgs,
       specSha256: await this.store.specDigest(job),
     };
     if (spec.scheduleHour !== undefined) view.scheduleHour = spec.scheduleHour;
@@ -198,7 +225,12 @@ export class LocalBackend implements Backend {
   // -------------------------------------------------------------------------------------------------------------
   // Builds
 
-  async build(job: number, idempotencyKey: string, sha256?: string, trigger: 'api' | 'schedule' = 'api'): Promise<{ build: number; created: boolean }> {
+  async build(
+    job: number,
+    idempotencyKey: string,
+    sha256?: string,
+    trigger: 'api' | 'schedule' = 'api',
+  ): Promise<{ build: number; created: boolean }> {
     this.assertStarted();
     const res = await this.store.lock.run(async () => {
       const spec = await this.store.readSpec(job);
@@ -209,7 +241,10 @@ export class LocalBackend implements Backend {
       if (!spec.enabled) throw new KilnError('conflict', 'The job is disabled; enable it before building');
       // Checked under the lock that also copies the files into the build: what is checked is what is built.
       if (sha256 !== undefined && (await this.store.specDigest(job)) !== sha256) {
-        throw new KilnError('conflict', 'The job holds another version of the Dockerfile than the one asked for (it changed meanwhile); put it again and retry');
+        throw new KilnError(
+          'conflict',
+          'The job holds another version of the Dockerfile than the one asked for (it changed meanwhile); put it again and retry',
+        );
       }
       const n = await this.store.nextBuildNumber(job);
       const queueId = await this.store.nextQueueId();
@@ -221,13 +256,25 @@ export class LocalBackend implements Backend {
       const hasContext = await exists(path.join(dir, 'context.tar'));
       if (hasContext) await fsp.copyFile(path.join(dir, 'context.tar'), path.join(bdir, 'ws', 'context.tar'));
       const rec: BuildRecord = {
-        job, build: n, state: 'queued', queueId, idempotencyKey, queuedAt: this.store.iso(),
-        formats: spec.formats, buildArgs: spec.buildArgs, ...(spec.baseNames?.length ? { baseNames: spec.baseNames } : {}),
-        ...(spec.bootFirmware?.length ? { bootFirmware: spec.bootFirmware } : {}), hasContext, trigger,
+        job,
+        build: n,
+        state: 'queued',
+        queueId,
+        idempotencyKey,
+        queuedAt: this.store.iso(),
+        formats: spec.formats,
+        buildArgs: spec.buildArgs,
+        ...(spec.baseNames?.length ? { baseNames: spec.baseNames } : {}),
+        ...(spec.bootFirmware?.length ? { bootFirmware: spec.bootFirmware } : {}),
+        hasContext,
+        trigger,
       };
       await writeJson(path.join(bdir, 'build.json'), rec);
       // 'w': a number left by an unacknowledged attempt (the process died before meta.json) starts afresh.
-      await fsp.writeFile(path.join(bdir, 'log'), `[kiln] queued (${trigger === 'schedule' ? `timer ${spec.schedule}` : 'api'})\n`);
+      await fsp.writeFile(
+        path.join(bdir, 'log'),
+        `[kiln] queued (${trigger === 'schedule' ? `timer ${spec.schedule}` : 'api'})\n`,
+      );
       await writeAtomic(path.join(dir, 'nextBuildNumber'), `${n + 1}\n`);
       meta.keys[idempotencyKey] = n;
       await writeJson(path.join(dir, 'meta.json'), meta);
@@ -238,7 +285,10 @@ export class LocalBackend implements Backend {
     return res;
   }
 
-  async withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
+  async withdraw(
+    job: number,
+    idempotencyKey: string,
+  ): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }> {
     this.assertStarted();
     const meta = await this.store.readMeta(job);
     const build = meta?.keys[idempotencyKey];
@@ -253,7 +303,9 @@ export class LocalBackend implements Backend {
       const r = await this.store.mustReadBuild(job, build);
       if (r.state === 'queued') {
         await fsp.rm(this.store.queueEntry(r), { force: true });
-        await this.store.finish(r, 'cancelled', 'cancelled while queued', { appendLog: '[kiln] cancelled while queued\n' });
+        await this.store.finish(r, 'cancelled', 'cancelled while queued', {
+          appendLog: '[kiln] cancelled while queued\n',
+        });
         // It never reaches the runner, whose end of a build is where the scratch goes otherwise: its ws/ (the
         // copied Dockerfile and context, no more) would wait for the next restart's recovery.
         await this.store.removeScratch(job, build);
@@ -306,13 +358,20 @@ export class LocalBackend implements Backend {
     const sdk = asIdentity(rec.process);
     if (!sdk) return; // not started yet: the runner reads the cancel marker when it records the SDK
     if (!(await signalGroupIfSame(sdk, 'SIGTERM'))) return;
-    setTimeout(() => { void signalGroupIfSame(sdk, 'SIGKILL'); }, 5000).unref();
+    setTimeout(() => {
+      void signalGroupIfSame(sdk, 'SIGKILL');
+    }, 5000).unref();
   }
 
   /** Starts the daily and weekly builds that are due (schedule.ts); the runner's timer calls it every minute. */
   async checkSchedules(): Promise<void> {
     this.assertStarted();
-    await fireSchedules(this.store, await listJobs(this.store), (job, key) => this.build(job, key, undefined, 'schedule'), this.log_);
+    await fireSchedules(
+      this.store,
+      await listJobs(this.store),
+      (job, key) => this.build(job, key, undefined, 'schedule'),
+      this.log_,
+    );
   }
 
   private assertStarted(): void {

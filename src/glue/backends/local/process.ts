@@ -26,6 +26,12 @@ export async function signalGroupIfSame(recorded: ProcessIdentity, sig: NodeJS.S
 export function asIdentity(v: unknown): ProcessIdentity | undefined {
   const o = v as Partial<ProcessIdentity> | null;
   if (!o || typeof o !== 'object') return undefined;
-  if (!Number.isSafeInteger(o.pid) || typeof o.bootId !== 'string' || typeof o.startTime !== 'string' || typeof o.cmdline !== 'string') return undefined;
+  if (
+    !Number.isSafeInteger(o.pid) ||
+    typeof o.bootId !== 'string' ||
+    typeof o.startTime !== 'string' ||
+    typeof o.cmdline !== 'string'
+  )
+    return undefined;
   return { pid: o.pid!, bootId: o.bootId, startTime: o.startTime, cmdline: o.cmdline };
 }

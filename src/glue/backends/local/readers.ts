@@ -7,8 +7,17 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  ARTIFACT_NAMES, MAX_LOG_CHUNK, backendJobName, jobIdFromBackendName, lastProgress, utf8Boundary,
-  type ArtifactName, type BuildStatus, type JobInfo, type LogChunk, type QueueItem,
+  ARTIFACT_NAMES,
+  MAX_LOG_CHUNK,
+  backendJobName,
+  jobIdFromBackendName,
+  lastProgress,
+  utf8Boundary,
+  type ArtifactName,
+  type BuildStatus,
+  type JobInfo,
+  type LogChunk,
+  type QueueItem,
 } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 import { FINAL, type BuildStore, type StoredSpec } from './records.js';
@@ -50,13 +59,24 @@ export async function readLog(store: BuildStore, job: number, build: number, off
     while (skip < 3 && skip < bytesRead && (buf[skip]! & 0xc0) === 0x80) skip++;
     const end = utf8Boundary(buf.subarray(0, bytesRead), offset + bytesRead >= size);
     const start = Math.min(skip, end);
-    return { text: buf.subarray(start, end).toString('utf8'), offset: offset + start, nextOffset: offset + end, more: more || offset + end < size };
+    return {
+      text: buf.subarray(start, end).toString('utf8'),
+      offset: offset + start,
+      nextOffset: offset + end,
+      more: more || offset + end < size,
+    };
   } finally {
     await fh.close();
   }
 }
 
-export async function openArtifact(store: BuildStore, job: number, build: number, name: ArtifactName, offset: number): Promise<Readable> {
+export async function openArtifact(
+  store: BuildStore,
+  job: number,
+  build: number,
+  name: ArtifactName,
+  offset: number,
+): Promise<Readable> {
   const rec = await store.mustReadBuild(job, build);
   if (!FINAL.has(rec.state) || !ARTIFACTS.has(name)) throw new KilnError('not_found', 'No such artifact (yet)');
   const archive = path.join(store.buildDir(job, build), 'archive');
@@ -86,7 +106,13 @@ export async function listQueue(store: BuildStore): Promise<QueueItem[]> {
   for (const e of await store.queueEntries()) {
     const rec = await store.readBuild(e.job, e.build);
     if (!rec || rec.state !== 'queued') continue;
-    items.push({ id: e.queueId, job: e.job, backendName: backendJobName(e.job), why: 'Waiting for a free executor', since: rec.queuedAt });
+    items.push({
+      id: e.queueId,
+      job: e.job,
+      backendName: backendJobName(e.job),
+      why: 'Waiting for a free executor',
+      since: rec.queuedAt,
+    });
   }
   return items;
 }
@@ -102,7 +128,14 @@ export async function listJobs(store: BuildStore): Promise<JobInfo[]> {
     const spec = await readJson<StoredSpec>(path.join(store.jobDir(job), 'config.json'));
     if (!spec) continue;
     const next = await store.nextBuildNumber(job);
-    out.push({ job, backendName: name, managed: true, enabled: spec.enabled, schedule: spec.schedule, ...(next > 1 ? { lastBuild: next - 1 } : {}) });
+    out.push({
+      job,
+      backendName: name,
+      managed: true,
+      enabled: spec.enabled,
+      schedule: spec.schedule,
+      ...(next > 1 ? { lastBuild: next - 1 } : {}),
+    });
   }
   return out.sort((a, b) => (a.job ?? 0) - (b.job ?? 0));
 }

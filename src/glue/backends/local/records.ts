@@ -11,7 +11,14 @@
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { ARTIFACT_NAMES, backendJobName, specSha256, type ArtifactInfo, type BuildState, type JobSpec } from '../../../protocol/index.js';
+import {
+  ARTIFACT_NAMES,
+  backendJobName,
+  specSha256,
+  type ArtifactInfo,
+  type BuildState,
+  type JobSpec,
+} from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
 import type { ProcessIdentity } from './process.js';
 import { DirLock, exists, readJson, writeAtomic, writeJson } from './store.js';
@@ -65,7 +72,10 @@ export class BuildStore {
   readonly queueDir: string;
   readonly lock: DirLock;
 
-  constructor(dataDir: string, readonly now: () => Date) {
+  constructor(
+    dataDir: string,
+    readonly now: () => Date,
+  ) {
     this.root = path.join(path.resolve(dataDir), 'glue');
     this.jobsDir = path.join(this.root, 'jobs');
     this.queueDir = path.join(this.root, 'queue');
@@ -124,7 +134,11 @@ export class BuildStore {
 
   async mustReadBuild(job: number, build: number): Promise<BuildRecord> {
     const rec = await this.readBuild(job, build);
-    if (!rec) throw new KilnError('not_found', (await exists(path.join(this.jobDir(job), 'config.json'))) ? 'No such build' : 'No such job');
+    if (!rec)
+      throw new KilnError(
+        'not_found',
+        (await exists(path.join(this.jobDir(job), 'config.json'))) ? 'No such build' : 'No such job',
+      );
     return rec;
   }
 
@@ -141,7 +155,8 @@ export class BuildStore {
     const next: BuildRecord = { ...rec, state, finishedAt: this.iso() };
     delete next.process;
     if (reason) next.reason = reason;
-    if (o.appendLog) await fsp.appendFile(path.join(this.buildDir(rec.job, rec.build), 'log'), o.appendLog).catch(() => undefined);
+    if (o.appendLog)
+      await fsp.appendFile(path.join(this.buildDir(rec.job, rec.build), 'log'), o.appendLog).catch(() => undefined);
     await this.writeBuild(next);
     Object.assign(rec, next);
   }
@@ -153,7 +168,10 @@ export class BuildStore {
 
   async buildNumbers(job: number): Promise<number[]> {
     const ents = await fsp.readdir(path.join(this.jobDir(job), 'builds')).catch(() => [] as string[]);
-    return ents.filter((n) => /^[1-9][0-9]*$/.test(n)).map(Number).sort((a, b) => a - b);
+    return ents
+      .filter((n) => /^[1-9][0-9]*$/.test(n))
+      .map(Number)
+      .sort((a, b) => a - b);
   }
 
   async queueEntries(): Promise<Array<{ file: string; queueId: number; job: number; build: number }>> {

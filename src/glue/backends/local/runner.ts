@@ -8,7 +8,12 @@
  */
 import { constants as fsc, promises as fsp, openSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
-import { SDK_INTERNAL_ERROR_FILE, jobIdFromBackendName, parseBuildResult, type BuildState } from '../../../protocol/index.js';
+import {
+  SDK_INTERNAL_ERROR_FILE,
+  jobIdFromBackendName,
+  parseBuildResult,
+  type BuildState,
+} from '../../../protocol/index.js';
 import type { Logger } from '../../../shared/logger.js';
 import { pump } from '../../../shared/pump.js';
 import { run } from '../../../shared/subprocess.js';
@@ -52,7 +57,10 @@ export class Runner {
     onError: (e) => this.log_.error({ err: e }, 'build queue pump failed'),
   });
 
-  constructor(private readonly store: BuildStore, private readonly o: RunnerOptions) {
+  constructor(
+    private readonly store: BuildStore,
+    private readonly o: RunnerOptions,
+  ) {
     this.log_ = o.logger;
     this.sdk = o.sdk;
     this.concurrency = Math.max(1, o.concurrency);
@@ -109,8 +117,10 @@ export class Runner {
             const done = killed ? undefined : await this.sdkResult(path.join(this.store.buildDir(job, n), 'archive'));
             if (done) {
               const state = done.ok ? 'succeeded' : 'failed';
-              const reason = done.ok ? undefined : done.error ?? 'the SDK failed';
-              await this.store.finish(rec, state, reason, { appendLog: `[kiln] build ${state}${reason ? `: ${reason}` : ''} (the SDK ended while the build service was down)\n` });
+              const reason = done.ok ? undefined : (done.error ?? 'the SDK failed');
+              await this.store.finish(rec, state, reason, {
+                appendLog: `[kiln] build ${state}${reason ? `: ${reason}` : ''} (the SDK ended while the build service was down)\n`,
+              });
               this.log_.warn({ job, build: n, state }, 'build ended while the build service was down');
             } else {
               await this.store.finish(rec, 'lost', LOST.restart, { appendLog: `[kiln] build ${LOST.restart}\n` });
@@ -140,7 +150,14 @@ export class Runner {
       const entries = await this.store.queueEntries();
       const ownerOf = new Map<number, string>();
       for (const e of entries) {
-        if (!ownerOf.has(e.job)) ownerOf.set(e.job, await this.store.readSpec(e.job).then((s) => s.owner, () => ''));
+        if (!ownerOf.has(e.job))
+          ownerOf.set(
+            e.job,
+            await this.store.readSpec(e.job).then(
+              (s) => s.owner,
+              () => '',
+            ),
+          );
       }
       const runningOf = new Map<string, number>();
       for (const r of this.running.values()) runningOf.set(r.owner, (runningOf.get(r.owner) ?? 0) + 1);
@@ -148,7 +165,10 @@ export class Runner {
         const o = ownerOf.get(e.job)!;
         return [runningOf.get(o) ?? 0, this.servedAt.get(o) ?? -1, e.queueId];
       };
-      const ordered = entries.map((e) => ({ e, r: rank(e) })).sort((a, b) => a.r[0] - b.r[0] || a.r[1] - b.r[1] || a.r[2] - b.r[2]).map((x) => x.e);
+      const ordered = entries
+        .map((e) => ({ e, r: rank(e) }))
+        .sort((a, b) => a.r[0] - b.r[0] || a.r[1] - b.r[1] || a.r[2] - b.r[2])
+        .map((x) => x.e);
       for (const e of ordered) {
         const rec = await this.store.readBuild(e.job, e.build);
         await fsp.rm(path.join(this.store.queueDir, e.file), { force: true });
@@ -205,7 +225,13 @@ export class Runner {
     };
     const [cmd, ...prefix] = this.sdk as [string, ...string[]];
     const args = [
-      ...prefix, '--dockerfile', path.join(ws, 'Dockerfile'), '--out', archive, '--format', rec.formats.join(','),
+      ...prefix,
+      '--dockerfile',
+      path.join(ws, 'Dockerfile'),
+      '--out',
+      archive,
+      '--format',
+      rec.formats.join(','),
       ...(rec.hasContext ? ['--context', path.join(ws, 'context.tar')] : []),
       ...Object.entries(rec.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]),
       ...(rec.baseNames ?? []).flatMap((m) => ['--base-name', `${m.name}=${m.base}`]),
@@ -218,20 +244,38 @@ export class Runner {
     let outcome: { state: BuildState; reason?: string; exitCode?: number | null; sdkSaid?: boolean };
     try {
       const r = await run(cmd, args, {
-        cwd: ws, timeoutMs, signal, processGroup: true, maxOutputBytes: 64 * 1024,
+        cwd: ws,
+        timeoutMs,
+        signal,
+        processGroup: true,
+        maxOutputBytes: 64 * 1024,
         env: { ...this.env, TMPDIR: tmp, KILN_JOB: String(rec.job), KILN_BUILD: String(rec.build) },
         onOutput: append,
-        onSpawn: (pid) => { void this.recordSdk(rec, pid); },
+        onSpawn: (pid) => {
+          void this.recordSdk(rec, pid);
+        },
       });
-      if (await exists(path.join(bdir, 'cancel'))) outcome = { state: 'cancelled', reason: 'cancelled by request', exitCode: r.code };
+      if (await exists(path.join(bdir, 'cancel')))
+        outcome = { state: 'cancelled', reason: 'cancelled by request', exitCode: r.code };
       else if (signal.aborted) outcome = { state: 'lost', reason: LOST.stop, exitCode: r.code };
-      else if (r.timedOut) outcome = { state: 'failed', reason: `timed out after ${Math.round(timeoutMs / 1000)} s`, exitCode: r.code };
+      else if (r.timedOut)
+        outcome = { state: 'failed', reason: `timed out after ${Math.round(timeoutMs / 1000)} s`, exitCode: r.code };
       else if (r.code === 0) outcome = { state: 'succeeded', exitCode: 0, sdkSaid: true };
       // Killed by a signal nobody here sent (the OOM killer, an operator): the machine's doing, not the Dockerfile's.
-      else if (r.signal) outcome = { state: 'lost', reason: `interrupted: the build process was killed (${r.signal})`, exitCode: r.code };
+      else if (r.signal)
+        outcome = {
+          state: 'lost',
+          reason: `interrupted: the build process was killed (${r.signal})`,
+          exitCode: r.code,
+        };
       else {
         const said = await this.sdkError(archive);
-        outcome = { state: 'failed', reason: said ?? `the SDK exited with status ${r.code}`, exitCode: r.code, sdkSaid: said !== undefined };
+        outcome = {
+          state: 'failed',
+          reason: said ?? `the SDK exited with status ${r.code}`,
+          exitCode: r.code,
+          sdkSaid: said !== undefined,
+        };
       }
     } catch (e) {
       this.log_.error({ err: e, job: rec.job, build: rec.build }, 'could not start the SDK');
@@ -258,11 +302,14 @@ export class Runner {
   private async recordSdk(rec: BuildRecord, pid: number): Promise<void> {
     const bdir = this.store.buildDir(rec.job, rec.build);
     const sdk = await identify(pid);
-    const cancelled = await this.store.lock.run(async () => {
-      const cur = await this.store.readBuild(rec.job, rec.build);
-      if (sdk && cur?.state === 'running') await this.store.writeBuild({ ...cur, process: sdk });
-      return exists(path.join(bdir, 'cancel'));
-    }).catch(() => exists(path.join(bdir, 'cancel'))).catch(() => false);
+    const cancelled = await this.store.lock
+      .run(async () => {
+        const cur = await this.store.readBuild(rec.job, rec.build);
+        if (sdk && cur?.state === 'running') await this.store.writeBuild({ ...cur, process: sdk });
+        return exists(path.join(bdir, 'cancel'));
+      })
+      .catch(() => exists(path.join(bdir, 'cancel')))
+      .catch(() => false);
     if (cancelled) this.running.get(`${rec.job}/${rec.build}`)?.abort.abort();
   }
 
@@ -277,11 +324,16 @@ export class Runner {
       try {
         const buf = Buffer.alloc(64 * 1024);
         const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-        this.log_.error({ job: rec.job, build: rec.build, detail: buf.subarray(0, bytesRead).toString('utf8') }, 'the SDK failed with an internal error');
+        this.log_.error(
+          { job: rec.job, build: rec.build, detail: buf.subarray(0, bytesRead).toString('utf8') },
+          'the SDK failed with an internal error',
+        );
       } finally {
         await fh.close();
       }
-    } catch { /* none (or not a plain file) */ }
+    } catch {
+      /* none (or not a plain file) */
+    }
     await fsp.rm(file, { force: true });
   }
 

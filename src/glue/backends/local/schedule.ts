@@ -10,7 +10,12 @@ import type { Logger } from '../../../shared/logger.js';
 import type { BuildStore } from './records.js';
 
 /** Starts the builds whose period is due; `build` is the backend's own (idempotent by key). */
-export async function fireSchedules(store: BuildStore, jobs: JobInfo[], build: (job: number, key: string) => Promise<unknown>, log: Logger): Promise<void> {
+export async function fireSchedules(
+  store: BuildStore,
+  jobs: JobInfo[],
+  build: (job: number, key: string) => Promise<unknown>,
+  log: Logger,
+): Promise<void> {
   const now = store.now();
   for (const j of jobs) {
     if (!j.managed || j.job === undefined || !j.enabled || !j.schedule || j.schedule === 'off') continue;
@@ -30,7 +35,11 @@ const stamp = (d: Date) => d.toISOString().slice(0, 10).replaceAll('-', '');
  * The schedule period `now` falls in (UTC) and its idempotency key: one timer build per day or week. A period
  * starts at `hour` (default 0) of each day, or of each `weekday` (0 = Sunday; default Monday) for a weekly one.
  */
-export function periodOf(schedule: Exclude<Schedule, 'off'>, now: Date, at: { hour?: number | undefined; weekday?: number | undefined } = {}): { key: string; start: Date } {
+export function periodOf(
+  schedule: Exclude<Schedule, 'off'>,
+  now: Date,
+  at: { hour?: number | undefined; weekday?: number | undefined } = {},
+): { key: string; start: Date } {
   const hourMs = (at.hour ?? 0) * 3600_000;
   const day = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate());
   let start = day + hourMs;

@@ -6,7 +6,10 @@ import { KilnError } from '../../../shared/errors.js';
 
 /** Writes a file so readers see the old or the new content, never a torn one (temp file + fsync + rename). */
 export async function writeAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = path.join(
+    path.dirname(file),
+    `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+  );
   const fh = await fsp.open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
@@ -91,7 +94,10 @@ export async function exists(p: string): Promise<boolean> {
 export class DirLock {
   private chain: Promise<unknown> = Promise.resolve();
   private name: string | undefined;
-  constructor(private readonly dir: string, private readonly opts: { waitMs?: number } = {}) {}
+  constructor(
+    private readonly dir: string,
+    private readonly opts: { waitMs?: number } = {},
+  ) {}
 
   run<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.chain.then(() => this.withLock(fn));
@@ -114,7 +120,8 @@ export class DirLock {
     for (let delay = 2; !held; delay = Math.min(delay * 2, 50)) {
       held = await bind(name);
       if (held) break;
-      if (Date.now() > deadline) throw new KilnError('backend_unavailable', 'The build data directory is busy; try again');
+      if (Date.now() > deadline)
+        throw new KilnError('backend_unavailable', 'The build data directory is busy; try again');
       await new Promise((r) => setTimeout(r, delay));
     }
     try {
