@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
-import { readProc, type Proc } from './procs.js';
+import { descendants, readProc, signalIfSame, type Proc } from './procs.js';
 
 /** How a long-lived part is started: argv, environment (on top of nothing: the part gets only this) and cwd. */
 export interface PartCommand {
@@ -10,6 +10,11 @@ export interface PartCommand {
   cwd: string;
   /** Printed when the part is ready; group 1, when present, is its URL. */
   ready: RegExp;
+  /**
+   * Helper processes of the part's runtime, not of the system it stands for (tsx's esbuild service under the Jenkins
+   * double): killed with the part, else an orphan outlives the kill and counts as a leftover of the run.
+   */
+  runtimeHelper?: (p: Proc) => boolean;
 }
 
 /** Every part's process still running, and other last-resort clean-ups: run if the harness itself dies. */
@@ -115,9 +120,12 @@ export class Part {
     const child = this.child;
     if (!child || !this.running) return false;
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    const isHelper = this.command().runtimeHelper;
+    const helpers = isHelper && child.pid ? descendants(child.pid).filter(isHelper) : [];
     appendFileSync(this.logFile, `\n===== ${new Date().toISOString()} chaos: SIGKILL\n`);
     child.kill('SIGKILL');
     await exited;
+    for (const h of helpers) signalIfSame(h, 'SIGKILL');
     return true;
   }
 

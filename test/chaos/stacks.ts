@@ -468,6 +468,7 @@ export async function startJenkinsStack(ctx: RunContext, pick: (n: number) => nu
       ],
       env: baseEnv(ctx, tmp, {}),
       cwd: ctx.repo,
+      runtimeHelper: (p: Proc) => p.cmdline.includes('/@esbuild/') && p.cmdline.includes('--service'),
       ready: /Jenkins double listening on (\S+)/,
     }),
     path.join(dir, 'jenkins.log'),
