@@ -2,21 +2,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { jobSpecSchema } from '../../src/protocol/index.js';
+import { CHROMIUM_LAUNCH } from '../helpers/chromium.js';
 import { tempDir } from '../helpers/tmp.js';
 import { addUser, startTestWeb, type TestWeb } from '../helpers/web.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
 import { until } from '../helpers/wait.js';
 
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const PW = 'correct horse battery staple';
 
 /**
@@ -52,7 +43,7 @@ describe('admin console in the browser', () => {
   beforeAll(async () => {
     w = await startTestWeb({ config: { web: { registrationApproval: true } } });
     root = await addUser(w.db, 'root', 'admin');
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS, headless: true });
+    browser = await chromium.launch(CHROMIUM_LAUNCH);
   });
   afterAll(async () => {
     await browser?.close();

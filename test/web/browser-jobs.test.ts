@@ -1,20 +1,10 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { type BrowserContext } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
-
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 /**
  * Real Chromium against the real app (real SSH glue, local backend): the journey "set a daily schedule and switch
@@ -28,11 +18,7 @@ describe('browser: jobs', () => {
   beforeAll(async () => {
     w = (await startTestWeb({ realGlue: true })) as typeof w;
     profile = tempDir('kiln-chromium-');
-    ctx = await chromium.launchPersistentContext(profile.dir, {
-      executablePath: '/usr/bin/chromium',
-      args: FLAGS,
-      headless: true,
-    });
+    ctx = await launchChromium(profile.dir);
     console.log(`screenshots: ${shots.dir}`);
   });
   afterAll(async () => {

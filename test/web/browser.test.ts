@@ -1,20 +1,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { type BrowserContext, type Page } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.js';
 import { tempDir } from '../helpers/tmp.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
-
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 /** A new page whose console errors and page errors (a CSP violation, a script error) are collected. */
 async function watchedPage(ctx: BrowserContext): Promise<{ page: Page; problems: string[] }> {
@@ -48,11 +38,7 @@ describe('browser', () => {
   beforeAll(async () => {
     w = await startTestWeb({ realGlue: true });
     profile = tempDir('kiln-chromium-');
-    ctx = await chromium.launchPersistentContext(profile.dir, {
-      executablePath: '/usr/bin/chromium',
-      args: FLAGS,
-      headless: true,
-    });
+    ctx = await launchChromium(profile.dir);
   });
   afterAll(async () => {
     await ctx?.close();
@@ -150,12 +136,7 @@ describe('browser: following a build', () => {
   beforeAll(async () => {
     w = await startTestWeb({ realGlue: true, config: { web: { livePollMs: 100 } } });
     profile = tempDir('kiln-chromium-');
-    ctx = await chromium.launchPersistentContext(profile.dir, {
-      executablePath: '/usr/bin/chromium',
-      args: FLAGS,
-      headless: true,
-      viewport: { width: 1200, height: 900 },
-    });
+    ctx = await launchChromium(profile.dir, { viewport: { width: 1200, height: 900 } });
   });
   afterAll(async () => {
     await ctx?.close();
