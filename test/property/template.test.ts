@@ -137,6 +137,7 @@ describe('config.xml rendering (property)', () => {
             buildArgsB64: args ? Buffer.from(args).toString('base64') : '',
             baseNamesB64: '',
             formats: 'raw',
+            bootFirmware: '',
             label: 'kiln-builder',
             disabled: 'false',
             timerTrigger: '',
