@@ -58,8 +58,10 @@ describe('full path through Jenkins: web, SSH, glue, Jenkins double, real SDK', 
       const { dfId, build, log, pressed } = await buildAsNewUser(alice, 'alice', dockerfile);
       const { id } = build;
       expect(build.state, `${build.reason}\n${log.slice(-3000)}`).toBe('succeeded');
-      // The log is Jenkins' console: the shell step's trace and the SDK's progress events.
-      expect(log).toContain('##kiln ');
+      // The log is Jenkins' console as people read it: the shell step's trace and the SDK's own lines, its machine
+      // lines (progress events) taken out.
+      expect(log).toMatch(/\[kiln\] build succeeded/);
+      expect(log).not.toContain('##kiln ');
       expect(log).toMatch(/Finished: SUCCESS/);
 
       // Jenkins holds exactly one job for this Dockerfile and exactly one build of it.
