@@ -12,8 +12,6 @@ import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { ARTIFACT_NAMES } from '../../src/protocol/index.js';
 import type { Db } from '../../src/db/index.js';
-import { createApp } from '../../src/web/index.js';
-import { silentLogger } from '../../src/shared/logger.js';
 import { Prng } from '../helpers/prng.js';
 import { waitForBuild } from '../helpers/serve.js';
 import { HttpClient, addUser, startTestWeb } from '../helpers/web.js';
@@ -519,17 +517,7 @@ export async function runHttpFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     unanswered: [],
   };
   try {
-    const app = createApp({
-      config: w.config,
-      db: w.db,
-      glue: w.glue,
-      logger: silentLogger,
-      sessionSecret: 'x'.repeat(32),
-    });
-    const table = (app.locals.routeTable as Array<{ method: string; path: string }>).map(
-      (r) => `${r.method} ${r.path}`,
-    );
-    app.closeApp();
+    const table = w.routes().map((r) => `${r.method} ${r.path}`);
     const routes = [...table, ...EXTRA_ROUTES];
     report.routes = table.length;
 

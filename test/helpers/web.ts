@@ -2,6 +2,7 @@ import path from 'node:path';
 import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
 import { createDb, findBuild, migrateLatest, type BuildRow, type Db } from '../../src/db/index.js';
 import { silentLogger, type Logger } from '../../src/shared/logger.js';
+import { createApp } from '../../src/web/index.js';
 import type { GluePort } from '../../src/core/ports.js';
 import type { Backend } from '../../src/glue/backends/types.js';
 import { CLI, DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker, createUsers } from '../../src/core/index.js';
@@ -36,6 +37,8 @@ export interface TestWeb {
    */
   newWorker(kinds?: Partial<Record<TaskKindName, TaskKind>>): Worker;
   client(): HttpClient;
+  /** The app's route table (method and path of every route), for tests that replay every route. */
+  routes(): Array<{ method: string; path: string }>;
   /** Waits until the build's row satisfies `pred` (default: final) and returns it. */
   waitForBuild(id: number, pred?: (b: BuildRow) => boolean): Promise<BuildRow>;
   close(): Promise<void>;
@@ -138,6 +141,13 @@ export async function startTestWeb(
     local,
     newWorker,
     client: () => new HttpClient(web.url),
+    routes: () => {
+      // A second app over the same parts, only to read its table (createApp mounts every router).
+      const app = createApp({ config, db, glue, logger: silentLogger, sessionSecret: 'x'.repeat(32) });
+      const table = app.locals.routeTable as Array<{ method: string; path: string }>;
+      app.closeApp();
+      return table;
+    },
     waitForBuild: (id, pred = isFinalRow) =>
       until(async () => {
         const b = await findBuild(db, id, null);

@@ -1,6 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp } from '../../src/web/index.js';
-import { silentLogger } from '../../src/shared/logger.js';
 import { findUserByName } from '../../src/db/index.js';
 import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
@@ -52,15 +50,7 @@ describe('authorization matrix over every route', () => {
 
   beforeAll(async () => {
     w = await startTestWeb();
-    const app = createApp({
-      config: w.config,
-      db: w.db,
-      glue: w.glue,
-      logger: silentLogger,
-      sessionSecret: 'x'.repeat(32),
-    });
-    routes = app.locals.routeTable as Array<{ method: string; path: string }>;
-    app.closeApp();
+    routes = w.routes();
     who.anon = w.client();
     who.alice = w.client();
     await who.alice.signUp('alice');

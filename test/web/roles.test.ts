@@ -1,7 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp } from '../../src/web/index.js';
 import { findUserByName } from '../../src/db/users.js';
-import { silentLogger } from '../../src/shared/logger.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 
 /** Every way a client could try to name its own role; none may be read from a request (checklist 1.6). */
@@ -41,15 +39,7 @@ describe('roles come from the database, never from a request', () => {
   });
 
   it('case 13: a role field sent to every state-changing route leaves the user a plain user', async () => {
-    const app = createApp({
-      config: w.config,
-      db: w.db,
-      glue: w.glue,
-      logger: silentLogger,
-      sessionSecret: 'x'.repeat(32),
-    });
-    const posts = (app.locals.routeTable as Array<{ method: string; path: string }>).filter((r) => r.method === 'POST');
-    app.closeApp();
+    const posts = w.routes().filter((r) => r.method === 'POST');
     expect(posts.length).toBeGreaterThan(5);
     const c = w.client();
     await c.signUp('eve');
