@@ -5,25 +5,18 @@ import { XMLValidator } from 'fast-xml-parser';
 import { describe, expect, it } from 'vitest';
 import { jobSpecSchema, type JobSpec } from '../../src/protocol/index.js';
 import {
-  ARCHIVE_PATTERN,
   describe as describeJob,
   jobTemplate,
   parameterDefaults,
   renderJobXml,
   TIMER_SPECS,
-  type TemplateSettings,
 } from '../../src/glue/backends/jenkins/template.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { tempDir } from '../helpers/tmp.js';
+import { expectedSlots, TEMPLATE_SETTINGS } from '../helpers/job-template.js';
 import { compare, parse, textAt, type Node } from '../helpers/xml.js';
 
-const settings: TemplateSettings = {
-  label: 'kiln-builder',
-  keepBuilds: 20,
-  keepArtifacts: 5,
-  timeoutSeconds: 3600,
-  sdkCommand: ['/usr/local/bin/kiln', 'sdk', 'build'],
-};
+const settings = TEMPLATE_SETTINGS;
 const spec = (over: Partial<JobSpec> = {}): JobSpec =>
   jobSpecSchema.parse({ owner: 'alice', name: 'web', dockerfile: 'FROM debian:bookworm\n', ...over });
 
@@ -42,24 +35,7 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
       const s = { ...spec(), owner: owner.slice(0, 64) };
       const xml = renderJobXml(7, s, settings);
       expect(XMLValidator.validate(xml), owner).toBe(true);
-      const expected = {
-        description: describeJob(7, s),
-        keepBuilds: '20',
-        keepArtifacts: '5',
-        dockerfileB64: Buffer.from(s.dockerfile).toString('base64'),
-        contextB64: '',
-        buildArgsB64: '',
-        baseNamesB64: '',
-        formats: 'raw',
-        bootFirmware: '',
-        label: 'kiln-builder',
-        disabled: 'false',
-        timerTrigger: '',
-        timeoutSeconds: '3600',
-        sdkCommand: "'/usr/local/bin/kiln' 'sdk' 'build'",
-        artifacts: ARCHIVE_PATTERN,
-      };
-      compare(parse(jobTemplate()), parse(xml), expected);
+      compare(parse(jobTemplate()), parse(xml), expectedSlots(7, s));
       expect(textAt(parse(xml), ['project', 'description'])).toBe(describeJob(7, s));
     }
   });

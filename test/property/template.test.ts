@@ -6,24 +6,13 @@
 import fc from 'fast-check';
 import { XMLValidator } from 'fast-xml-parser';
 import { describe, expect, it } from 'vitest';
-import {
-  ARCHIVE_PATTERN,
-  describe as describeJob,
-  jobTemplate,
-  renderJobXml,
-  type TemplateSettings,
-} from '../../src/glue/backends/jenkins/template.js';
+import { describe as describeJob, jobTemplate, renderJobXml } from '../../src/glue/backends/jenkins/template.js';
 import type { JobSpec } from '../../src/protocol/index.js';
 import { KilnError } from '../../src/shared/errors.js';
+import { expectedSlots, TEMPLATE_SETTINGS } from '../helpers/job-template.js';
 import { compare, parse, textAt } from '../helpers/xml.js';
 
-const settings: TemplateSettings = {
-  label: 'kiln-builder',
-  keepBuilds: 20,
-  keepArtifacts: 5,
-  timeoutSeconds: 3600,
-  sdkCommand: ['/usr/local/bin/kiln', 'sdk', 'build'],
-};
+const settings = TEMPLATE_SETTINGS;
 
 const FRAGMENTS = [
   '<',
@@ -125,27 +114,7 @@ describe('config.xml rendering (property)', () => {
           }
           expect(refuse, `rendered what XML cannot carry: ${JSON.stringify({ owner, name, dockerfile })}`).toBe(false);
           expect(XMLValidator.validate(xml)).toBe(true);
-          const args = Object.entries(buildArgs)
-            .map(([k, v]) => `${k}=${v}\n`)
-            .join('');
-          const expected = {
-            description: describeJob(job, spec),
-            keepBuilds: '20',
-            keepArtifacts: '5',
-            dockerfileB64: Buffer.from(dockerfile).toString('base64'),
-            contextB64: '',
-            buildArgsB64: args ? Buffer.from(args).toString('base64') : '',
-            baseNamesB64: '',
-            formats: 'raw',
-            bootFirmware: '',
-            label: 'kiln-builder',
-            disabled: 'false',
-            timerTrigger: '',
-            timeoutSeconds: '3600',
-            sdkCommand: "'/usr/local/bin/kiln' 'sdk' 'build'",
-            artifacts: ARCHIVE_PATTERN,
-          };
-          compare(parse(jobTemplate()), parse(xml), expected);
+          compare(parse(jobTemplate()), parse(xml), expectedSlots(job, spec));
           expect(textAt(parse(xml), ['project', 'description'])).toBe(describeJob(job, spec));
         },
       ),
