@@ -93,8 +93,11 @@ const SYNTAX = /^#\s*syntax\s*=/i;
  * the second line). */
 const KERNEL_DIRS = /^\/(?:proc|sys|dev)(?:\/|$)/;
 const RUN_FLAGS_REFUSED = new Set(['mount', 'network', 'security']);
-/** Args every stage sees without declaring them (moby builder/dockerfile/buildargs.go, 20.10). */
-const BUILTIN_ARGS = new Set([
+/**
+ * The legacy builder's predefined proxy args: every stage sees them without declaring them (moby
+ * builder/dockerfile/buildargs.go, 20.10).
+ */
+export const PROXY_ARG_NAMES: readonly string[] = [
   'HTTP_PROXY',
   'http_proxy',
   'HTTPS_PROXY',
@@ -103,7 +106,8 @@ const BUILTIN_ARGS = new Set([
   'ftp_proxy',
   'NO_PROXY',
   'no_proxy',
-]);
+];
+const BUILTIN_ARGS = new Set(PROXY_ARG_NAMES);
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /**
  * How much work a check may do (instructions and their words, ENV entries copied into a stage, triggers fired):

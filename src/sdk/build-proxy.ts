@@ -1,6 +1,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import { parseDockerfile } from '../dockerfile/parse.js';
+import { PROXY_ARG_NAMES } from '../dockerfile/policy.js';
 import { mirrorUrls } from './base.js';
 
 /**
@@ -28,18 +29,6 @@ export interface BuildProxy {
   /** The proxies' URLs: the filtered build network lets RUN steps reach them. */
   urls: string[];
 }
-
-/** The predefined proxy args of the engine's legacy builder; a Dockerfile's ARG of one of these records its value. */
-export const PROXY_ARG_NAMES = [
-  'HTTP_PROXY',
-  'http_proxy',
-  'HTTPS_PROXY',
-  'https_proxy',
-  'FTP_PROXY',
-  'ftp_proxy',
-  'NO_PROXY',
-  'no_proxy',
-];
 
 /**
  * Every URL RUN steps must reach on the filtered build network, which lets them through even on a private address:
