@@ -5,18 +5,11 @@ import { diffPackages } from '../../src/core/builds/report.js';
 import { Coalescer } from '../../src/core/builds/live.js';
 import { progressOf } from '../../src/core/index.js';
 import { exactBytes, humanBytes } from '../../src/web/format.js';
+import { htmlText } from '../helpers/sse.js';
 
 /** The only markup lineHtml may produce: our spans with our class names; everything else is escaped text. */
 const SAFE =
   /^(?:[^<>&]|&(?:amp|lt|gt|quot|#39);|<span class="(?:ansi-(?:fg|bg)-(?:[0-9]|1[0-5])|ansi-(?:bold|dim|italic|underline))(?: (?:ansi-(?:fg|bg)-(?:[0-9]|1[0-5])|ansi-(?:bold|dim|italic|underline)))*">|<\/span>)*$/;
-const textOf = (html: string) =>
-  html
-    .replace(/<[^>]*>/g, '')
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;/g, "'")
-    .replace(/&amp;/g, '&');
 
 describe('the human log', () => {
   it('ANSI: hostile input is escaped first, then SGR codes become fixed class names; other escapes and controls are dropped', () => {
@@ -36,7 +29,7 @@ describe('the human log', () => {
       expect(html, JSON.stringify(line)).toMatch(SAFE);
       expect(html).not.toMatch(/<(?!\/?span\b)/);
       // eslint-disable-next-line no-control-regex
-      expect(textOf(html)).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
+      expect(htmlText(html)).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
     }
     expect(lineHtml(hostile[0]!)).toBe('<span class="ansi-fg-1">&lt;script&gt;alert(1)&lt;/script&gt;</span>');
     expect(lineHtml(hostile[1]!)).toBe('link');
