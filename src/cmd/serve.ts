@@ -12,8 +12,7 @@ import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { startGlueServer } from '../glue/index.js';
 import { createLogger } from '../shared/logger.js';
 import { sshGlueClientFromConfig } from '../glue-client/ssh.js';
-import { PasswordHasher, createUsers, createWorker } from '../core/index.js';
-import { startWeb } from '../web/index.js';
+import { startSite, untilStopped } from './site.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -35,19 +34,9 @@ export async function main(argv: string[]): Promise<number> {
     hostFingerprint: glue.hostFingerprint,
     logger: logger.child({ part: 'glue-client' }),
   });
-  // The worker carries builds through their lives (dispatch, refresh, verification); requests only enqueue and wake it.
-  const worker = config.worker.enabled
-    ? createWorker({ config, db, glue: glueClient, logger: logger.child({ part: 'worker' }) })
-    : undefined;
-  let web;
+  let site;
   try {
-    web = await startWeb({
-      config,
-      db,
-      glue: glueClient,
-      logger: logger.child({ part: 'web' }),
-      ...(worker ? { onEnqueue: () => worker.wake() } : {}),
-    });
+    site = await startSite(config, db, glueClient, logger);
   } catch (e) {
     // Nothing may keep the process alive after a failed start (an unreadable signing key, a port in use).
     await glueClient.close();
@@ -55,29 +44,18 @@ export async function main(argv: string[]): Promise<number> {
     await db.destroy();
     throw e;
   }
-  // Started once the site is up: a process that fails to start has claimed no task.
-  worker?.start();
-
-  const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
+  const admin = site.firstAdmin;
   if (admin) {
     process.stdout.write(
-      `\nKiln is ready at ${web.url}\nFirst admin: user "${admin.username}", one-time password "${admin.password}"\n` +
+      `\nKiln is ready at ${site.url}\nFirst admin: user "${admin.username}", one-time password "${admin.password}"\n` +
         'This password is shown only now; change it after logging in, or add admins with `kiln user add --admin NAME`.\n\n',
     );
   } else {
-    process.stdout.write(`\nKiln is ready at ${web.url}\n\n`);
+    process.stdout.write(`\nKiln is ready at ${site.url}\n\n`);
   }
 
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      logger.info({ sig }, 'shutting down');
-      resolve();
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
-  await web.close();
-  await worker?.stop();
+  await untilStopped(logger);
+  await site.close();
   await glueClient.close();
   await glue.close();
   await db.destroy();

@@ -10,8 +10,7 @@ import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { createLogger } from '../shared/logger.js';
 import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
 import { sshGlueClientFromConfig } from '../glue-client/ssh.js';
-import { PasswordHasher, createUsers, createWorker } from '../core/index.js';
-import { startWeb } from '../web/index.js';
+import { startSite, untilStopped } from './site.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -35,40 +34,25 @@ export async function main(argv: string[]): Promise<number> {
   const db = createDbFromConfig(config);
   await migrateLatest(db);
   const clientKey = await ensureKeyPair(config.ssh.clientKeyFile ?? defaultKeyPaths(config.dataDir).client, 'kiln-web');
-  const worker = config.worker.enabled
-    ? createWorker({ config, db, glue, logger: logger.child({ part: 'worker' }) })
-    : undefined;
-  let web;
+  let site;
   try {
-    web = await startWeb({
-      config,
-      db,
-      glue,
-      logger: logger.child({ part: 'web' }),
-      ...(worker ? { onEnqueue: () => worker.wake() } : {}),
-    });
+    site = await startSite(config, db, glue, logger);
   } catch (e) {
     // Nothing may keep the process alive after a failed start (an unreadable signing key, a port in use).
     await glue.close();
     await db.destroy();
     throw e;
   }
-  // Started once the site is up: a process that fails to start has claimed no task.
-  worker?.start();
-  const admin = await createUsers({ db, hasher: new PasswordHasher(1), logger }).ensureFirstAdmin();
-  process.stdout.write(`Kiln web is ready at ${web.url}\n`);
+  const admin = site.firstAdmin;
+  process.stdout.write(`Kiln web is ready at ${site.url}\n`);
   if (admin)
     process.stdout.write(
       `First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`,
     );
   process.stdout.write(`The glue must authorize this public key:\n${clientKey.publicKey}\n`);
 
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
-  await web.close();
-  await worker?.stop();
+  await untilStopped(logger);
+  await site.close();
   await glue.close();
   await db.destroy();
   return 0;

@@ -15,6 +15,7 @@ import { createWorker } from '../core/index.js';
 import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { sshGlueClientFromConfig } from '../glue-client/ssh.js';
 import { createLogger } from '../shared/logger.js';
+import { untilStopped } from './site.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
@@ -45,10 +46,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     worker.start();
     process.stdout.write(`Kiln worker ${worker.id} is running\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
-    });
+    await untilStopped(logger);
     await worker.stop();
     return 0;
   } finally {
