@@ -318,34 +318,29 @@ export function createApp(opts: AppOptions): KilnApp {
 
   const wantsJson = (req: Request): boolean =>
     req.originalUrl.startsWith('/api/') || req.is('application/json') === 'application/json';
-  const page = (req: Request, view: string, ctx: Record<string, unknown>, csrfToken: string): string =>
-    views.render(view, { registrationOpen: config.web.registrationOpen, ...ctx, me: req.user, csrfToken });
+  const send = (
+    req: Request,
+    res: Response,
+    status: number,
+    view: string,
+    ctx: Record<string, unknown>,
+    csrfToken: string,
+  ) =>
+    res
+      .status(status)
+      .type('html')
+      .send(views.render(view, { registrationOpen: config.web.registrationOpen, ...ctx, me: req.user, csrfToken }));
   const render: AppContext['render'] = (req, res, view, ctx = {}, status = 200) => {
     // Requests refused before the session middleware (origin check, static) have no session and get no token.
-    if (!req.session) {
-      res
-        .status(status)
-        .type('html')
-        .send(page(req, view, ctx, ''));
-      return;
-    }
-    issueToken(req)
+    (req.session ? issueToken(req) : Promise.resolve(''))
       .then(
-        (t) => {
-          res
-            .status(status)
-            .type('html')
-            .send(page(req, view, ctx, t));
-        },
+        (t) => send(req, res, status, view, ctx, t),
         (err: unknown) => {
           // No form on this page could be sent, so none carries a token; the error page says why.
           const ke = toHttpError(err);
           logger.warn({ err, path: req.path }, 'session could not be saved');
           if (ke.retryAfterSeconds) res.set('Retry-After', String(ke.retryAfterSeconds));
-          res
-            .status(ke.status)
-            .type('html')
-            .send(page(req, 'error.njk', { status: ke.status, title: ke.title, message: ke.message }, ''));
+          send(req, res, ke.status, 'error.njk', { status: ke.status, title: ke.title, message: ke.message }, '');
         },
       )
       .catch((e: unknown) => {

@@ -130,11 +130,7 @@ export function errorHandler(deps: {
       res.status(status).json({ error: { code: ke.code, message: ke.message, ...policyFindings(ke) } });
       return;
     }
-    try {
-      deps.render(req, res, 'error.njk', { status, title, message: ke.message }, status);
-    } catch (renderErr) {
-      deps.logger.error({ err: renderErr }, 'error page failed to render');
-      res.status(status).type('text/plain').send(ke.message);
-    }
+    // render never throws: a page that fails to render is logged and answered there.
+    deps.render(req, res, 'error.njk', { status, title, message: ke.message }, status);
   };
 }
