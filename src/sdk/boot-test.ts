@@ -1,4 +1,5 @@
 import { promises as fsp } from 'node:fs';
+import { StringDecoder } from 'node:string_decoder';
 import { run } from '../shared/subprocess.js';
 import type { BootTestResult } from '../protocol/sdk-output.js';
 import { explain, stripAnsi, TERMINAL_PATTERNS } from './boot-diagnosis.js';
@@ -38,6 +39,9 @@ export interface BootTestOptions {
 
 export const LOGIN_PROMPT = /login:/;
 const SERIAL_TAIL = 16 * 1024;
+const MAX_SERIAL_BYTES = 64 * 2 ** 20;
+/** How often the console file is read while QEMU runs: what a waiting line costs, not a correctness bound. */
+const SERIAL_POLL_MS = 100;
 
 /** Whether the console (colours stripped) has shown everything `expect` and `expectText` ask for. */
 const allSeen = (o: BootTestOptions, clean: string) =>
@@ -57,12 +61,18 @@ function notSeen(o: BootTestOptions, clean: string, within: string): string | un
 }
 
 /**
- * Boots an image in QEMU with the serial console on stdout and passes as soon as `login:` appears. The disk is
- * attached with -snapshot, so the artifact's bytes (and its checksum) do not change. QEMU is always killed
- * afterwards (abort on success, the subprocess timeout otherwise).
+ * Boots an image in QEMU and passes as soon as `login:` appears on its serial console. The disk is attached with
+ * -snapshot, so the artifact's bytes (and its checksum) do not change. QEMU is always killed afterwards (abort on
+ * success, the subprocess timeout otherwise).
+ *
+ * The console goes to a file, not a pipe: QEMU's 16550 drops a byte after a few failed writes, so a pipe whose
+ * reader falls behind (a loaded host) loses console text, and a file write never fails that way. The file is read
+ * as it grows; a console that floods past MAX_SERIAL_BYTES fails the test rather than fill the disk.
  */
 export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   const firmware = o.firmware ?? 'bios';
+  // QEMU opens the log through the descriptor it inherits (fd 3), so no path is written into its option syntax.
+  const log = await fsp.open(o.serialLogFile, 'w+', 0o644);
   const args = [
     '-accel',
     o.accel,
@@ -70,7 +80,16 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
     String(o.memoryMb ?? 1024),
     '-smp',
     '2',
-    '-nographic',
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    '-parallel',
+    'none',
+    '-chardev',
+    'file,id=console,path=/dev/fd/3',
+    '-serial',
+    'chardev:console',
     '-no-reboot',
     '-snapshot',
     ...(o.media === 'cdrom'
@@ -92,54 +111,88 @@ export async function bootTest(o: BootTestOptions): Promise<BootTestResult> {
   };
   o.signal?.addEventListener('abort', onAbort, { once: true });
   let partial = '';
+  let trimmed = false;
+  const decoder = new StringDecoder('utf8');
+  const onText = (s: string) => {
+    text += s;
+    if (text.length > 4 * 1024 * 1024) {
+      text = text.slice(-2 * 1024 * 1024);
+      trimmed = true;
+    }
+    partial += s;
+    const nl = partial.lastIndexOf('\n');
+    if (nl >= 0) {
+      for (const l of partial.slice(0, nl).split('\n')) o.onLine?.(l);
+      partial = partial.slice(nl + 1);
+    }
+    if (passed || failure) return;
+    const clean = stripAnsi(text);
+    const bad = (o.failOn ?? []).find((re) => re.test(clean));
+    if (bad) {
+      failure = `the console showed ${(bad.exec(clean)?.[0] ?? '').slice(0, 200)}`;
+      ac.abort();
+      return;
+    }
+    // A kernel panic, the initramfs shell or emergency mode will not turn into a login prompt: stop now.
+    const dead = TERMINAL_PATTERNS.find((re) => re.test(clean));
+    if (dead) {
+      failure = 'the boot reached a dead end';
+      ac.abort();
+      return;
+    }
+    if (!LOGIN_PROMPT.test(text)) return;
+    if (allSeen(o, clean)) {
+      passed = true;
+      setTimeout(() => ac.abort(), o.lingerMs ?? 0).unref();
+    } else if (!graceTimer) {
+      const grace = o.expectGraceSeconds ?? 60;
+      graceTimer = setTimeout(() => {
+        failure = `login prompt seen, but ${notSeen(o, stripAnsi(text), `within ${grace} s`) ?? 'it stopped'}`;
+        ac.abort();
+      }, grace * 1000);
+      graceTimer.unref();
+    }
+  };
+  let offset = 0;
+  const chunk = Buffer.alloc(256 * 1024);
+  const readNew = async () => {
+    for (;;) {
+      const { bytesRead } = await log.read(chunk, 0, chunk.length, offset);
+      if (!bytesRead) return;
+      offset += bytesRead;
+      if (offset > MAX_SERIAL_BYTES && !failure && !passed) {
+        failure = `the console printed more than ${MAX_SERIAL_BYTES / 2 ** 20} MiB`;
+        ac.abort();
+      }
+      onText(decoder.write(chunk.subarray(0, bytesRead)));
+    }
+  };
   const t0 = Date.now();
-  const r = await run('qemu-system-x86_64', args, {
-    timeoutMs: o.timeoutSeconds * 1000,
-    maxOutputBytes: 64 * 1024,
-    signal: ac.signal,
-    onOutput: (c) => {
-      const s = c.toString('utf8');
-      text += s;
-      if (text.length > 4 * 1024 * 1024) text = text.slice(-2 * 1024 * 1024);
-      partial += s;
-      const nl = partial.lastIndexOf('\n');
-      if (nl >= 0) {
-        for (const l of partial.slice(0, nl).split('\n')) o.onLine?.(l);
-        partial = partial.slice(nl + 1);
-      }
-      if (passed || failure) return;
-      const clean = stripAnsi(text);
-      const bad = (o.failOn ?? []).find((re) => re.test(clean));
-      if (bad) {
-        failure = `the console showed ${(bad.exec(clean)?.[0] ?? '').slice(0, 200)}`;
-        ac.abort();
-        return;
-      }
-      // A kernel panic, the initramfs shell or emergency mode will not turn into a login prompt: stop now.
-      const dead = TERMINAL_PATTERNS.find((re) => re.test(clean));
-      if (dead) {
-        failure = 'the boot reached a dead end';
-        ac.abort();
-        return;
-      }
-      if (!LOGIN_PROMPT.test(text)) return;
-      if (allSeen(o, clean)) {
-        passed = true;
-        setTimeout(() => ac.abort(), o.lingerMs ?? 0).unref();
-      } else if (!graceTimer) {
-        const grace = o.expectGraceSeconds ?? 60;
-        graceTimer = setTimeout(() => {
-          failure = `login prompt seen, but ${notSeen(o, stripAnsi(text), `within ${grace} s`) ?? 'it stopped'}`;
-          ac.abort();
-        }, grace * 1000);
-        graceTimer.unref();
-      }
-    },
-  });
+  let r: Awaited<ReturnType<typeof run>>;
+  try {
+    const qemu = run('qemu-system-x86_64', args, {
+      timeoutMs: o.timeoutSeconds * 1000,
+      maxOutputBytes: 64 * 1024,
+      signal: ac.signal,
+      inheritFds: [log.fd],
+    });
+    let exited = false;
+    void qemu.finally(() => (exited = true)).catch(() => undefined);
+    while (!exited) {
+      await readNew();
+      await new Promise((res) => setTimeout(res, SERIAL_POLL_MS));
+    }
+    r = await qemu;
+    await readNew();
+    onText(decoder.end());
+  } finally {
+    await log.close();
+  }
   if (graceTimer) clearTimeout(graceTimer);
   o.signal?.removeEventListener('abort', onAbort);
   const seconds = Math.round((Date.now() - t0) / 100) / 10;
-  await fsp.writeFile(o.serialLogFile, text);
+  // The log keeps what `text` keeps: a flooding console's tail, not all of it.
+  if (trimmed) await fsp.writeFile(o.serialLogFile, text);
   const tail = text.length > SERIAL_TAIL ? text.slice(-SERIAL_TAIL) : text;
   if (passed) return { artifact: o.artifact, firmware, passed, seconds, serialLog: tail };
   let reason: string;
