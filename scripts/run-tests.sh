@@ -7,14 +7,26 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.build.json || exit 1
 export KILN_TEST_COMPILED=1
-npx vitest run --project machine --passWithNoTests "$@" 2>&1 | sed -u 's/^/[machine] /' &
+# Each lane's output is kept too, so the end of the run can name what failed: CI reports show only the last lines.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+lane() {
+  npx vitest run --project "$1" --passWithNoTests "${@:2}" 2>&1 | tee "$logs/$1.log" | sed -u "s/^/[$1] /"
+  return "${PIPESTATUS[0]}"
+}
+lane machine "$@" &
 machine=$!
-npx vitest run --project stacks --passWithNoTests "$@" 2>&1 | sed -u 's/^/[stacks] /' &
+lane stacks "$@" &
 stacks=$!
-npx vitest run --project service --passWithNoTests "$@" 2>&1 | sed -u 's/^/[service] /' &
+lane service "$@" &
 service=$!
 wait "$machine"; m=$?
 wait "$stacks"; k=$?
 wait "$service"; s=$?
+for l in machine stacks service; do
+  # vitest's summary names each failed test on a " FAIL " line, its error on the next.
+  sed 's/\x1b\[[0-9;]*m//g' "$logs/$l.log" | grep -A1 -E '^ *FAIL ' | grep -vE '^--$|^ *$' | cut -c1-240 |
+    head -20 | sed "s/^/failed [$l] /"
+done
 echo "tests: machine project exit $m, stacks project exit $k, service project exit $s"
 [ "$m" -eq 0 ] && [ "$k" -eq 0 ] && [ "$s" -eq 0 ]
