@@ -11,6 +11,7 @@ import {
   isUniqueViolation,
   listUsers as listUserRows,
   lockActiveAdmins,
+  revokeUserApiTokens,
   setUserApproved,
   setUserDisabled,
   setUserPassword,
@@ -23,7 +24,7 @@ import { KilnError, conflict, notFound } from '../shared/errors.js';
 import { CLI, actorLabel, userActor, type Actor, type UserActor } from './actor.js';
 import { recordAudit } from './audit.js';
 import { Id, Password, Secret, Username, parse } from './commands.js';
-import type { CoreDeps } from './deps.js';
+import { clockOf, type CoreDeps } from './deps.js';
 import {
   deviceIdFor,
   newDeviceId,
@@ -224,7 +225,8 @@ async function keepAnAdmin(trx: Queryable, u: UserRow, what: string): Promise<vo
 
 /**
  * Disables or enables an account. Disabling moves the session epoch: each of the user's sessions ends at its next
- * request (every request resolves its session through sessionActor). Never the last enabled admin.
+ * request (every request resolves its session through sessionActor), and revokes every API token of the user in the
+ * same transaction (enabling the account again does not bring them back). Never the last enabled admin.
  */
 export async function setDisabled(
   d: AdminDeps,
@@ -237,8 +239,12 @@ export async function setDisabled(
   await d.db.transaction(async (trx) => {
     if (disabled) await keepAnAdmin(trx, u, 'disable');
     await setUserDisabled(trx, u.id, disabled);
+    const tokensRevoked = disabled
+      ? await revokeUserApiTokens(trx, u.id, new Date(clockOf(d)).toISOString(), 'disabled')
+      : 0;
     await recordAudit(trx, d, actor, disabled ? 'user.disable' : 'user.enable', `user:${u.id}`, {
       username: u.username,
+      ...(tokensRevoked ? { tokensRevoked } : {}),
     });
   });
   d.logger.info({ ...actorLabel(actor), target: u.id, disabled }, 'user disabled state changed');

@@ -200,7 +200,7 @@ export function buildApiRoutes(ctx: AppContext): Router {
 function sseOf(ev: LiveEvent): string {
   switch (ev.type) {
     case 'log':
-      return `id: ${ev.id}\nevent: log\ndata: ${JSON.stringify({ html: ev.html })}\n\n`;
+      return `id: ${ev.id}\nevent: log\ndata: ${JSON.stringify({ html: ev.lines })}\n\n`;
     case 'progress':
       return `event: progress\ndata: ${JSON.stringify(ev.progress)}\n\n`;
     case 'build':
