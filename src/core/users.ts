@@ -166,12 +166,12 @@ export async function createUser(
   d: Pick<CoreDeps, 'db' | 'hasher'>,
   actor: Actor,
   input: { username: unknown; role: unknown },
-): Promise<{ username: string; password: string }> {
+): Promise<{ username: string; password: string; user: UserRow }> {
   authorize(actor, 'user.create');
   const cmd = parse(createCommand, input);
   const password = generatePassword();
-  await insertNewUser(d, { username: cmd.username, password }, cmd.role);
-  return { username: cmd.username, password };
+  const user = await insertNewUser(d, { username: cmd.username, password }, cmd.role);
+  return { username: cmd.username, password, user };
 }
 
 /**
@@ -184,7 +184,8 @@ export async function ensureFirstAdmin(
 ): Promise<{ username: string; password: string } | null> {
   if ((await countUsers(d.db)) > 0) return null;
   try {
-    return await createUser(d, CLI, { username, role: 'admin' });
+    const { password } = await createUser(d, CLI, { username, role: 'admin' });
+    return { username, password };
   } catch (e) {
     if (e instanceof KilnError && e.code === 'conflict') return null;
     throw e;
