@@ -267,7 +267,7 @@ function noticeOf(req: Request): string | undefined {
   const who = typeof req.query.who === 'string' ? req.query.who.slice(0, 80) : '';
   const words: Record<string, string> = {
     approve: 'approved',
-    disable: 'disabled',
+    disable: 'disabled: their sessions have ended and their API tokens are revoked',
     enable: 'enabled',
     promote: 'is now an admin',
     demote: 'is no longer an admin',
