@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findUserByName } from '../../src/db/index.js';
 import { verifyDir } from '../../src/sdk/verify.js';
 import * as S from '../../src/web/api-v1/schemas.js';
+import { sseEvents } from '../helpers/sse.js';
 import { tempDir } from '../helpers/tmp.js';
 import { ApiClient, addToken, addUser, startTestWeb, type TestWeb } from '../helpers/web.js';
 
@@ -27,10 +28,13 @@ async function tarOf(files: Record<string, string>): Promise<Buffer> {
 
 type ApiError = { error: { code: string; message: string; details?: Record<string, unknown> } };
 
-/** The answer's JSON, checked against the schema the OpenAPI document publishes for it. */
+/** The answer's JSON, checked against the schema the OpenAPI document publishes for it (no field it does not name). */
 async function body<T>(res: Response, schema: { parse(v: unknown): T }): Promise<T> {
   expect(res.headers.get('content-type')).toMatch(/^application\/json/);
-  return schema.parse(await res.json());
+  const json: unknown = await res.json();
+  const parsed = schema.parse(json);
+  expect(parsed).toEqual(json);
+  return parsed;
 }
 
 describe('REST API v1: a pipeline puts a Dockerfile, builds it once per key, waits, downloads and verifies', () => {
@@ -191,5 +195,309 @@ describe('REST API v1: a pipeline puts a Dockerfile, builds it once per key, wai
     expect(
       (await w.db('dockerfiles').where({ owner_id: alice.id })).map((d: { name: string }) => d.name).sort(),
     ).toEqual(['app', 'other']);
+  });
+});
+
+describe('REST API v1: tokens at the door (scopes, expiry, revocation, a disabled user, the rate limit, CSRF)', () => {
+  let w: TestWeb & { local: import('../helpers/in-process-glue.js').InProcessGlue };
+  // Time runs (the worker's tasks need it to), and a test jumps it forward.
+  let offset = 0;
+  const clock = () => Date.now() + offset;
+  beforeAll(async () => {
+    w = await startTestWeb({ clock });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
+  const errorOf = async (res: Response) => ((await res.json()) as ApiError).error;
+
+  it('a token beyond its scope gets 403 on every route that needs more, whatever the object (another user’s too)', async () => {
+    await addUser(w.db, 'carol', 'user');
+    await addUser(w.db, 'dan', 'user');
+    const carol = new ApiClient(w.url, await addToken(w, 'carol', ['build'], { now: clock }));
+    expect((await carol.putDockerfile('held', 'FROM debian:bookworm\n# fake: gate scopes\n')).status).toBe(201);
+    const { build } = (await (await carol.post('/builds', { dockerfile: 'held' })).json()) as { build: { id: number } };
+    const read = new ApiClient(w.url, await addToken(w, 'carol', ['read'], { now: clock }));
+    const dan = new ApiClient(w.url, await addToken(w, 'dan', ['read'], { now: clock }));
+    for (const c of [read, dan]) {
+      for (const res of [
+        await c.putDockerfile('held', 'FROM debian:bookworm\n'),
+        await c.post('/builds', { dockerfile: 'held' }),
+        await c.post(`/builds/${build.id}/cancel`),
+        await c.get('/admin/users'),
+      ]) {
+        expect(res.status).toBe(403);
+        expect((await errorOf(res)).code).toBe('forbidden');
+      }
+    }
+    expect((await read.get(`/builds/${build.id}`)).status).toBe(200);
+    // Reading another user's build with a token that may read: not found, as everywhere.
+    expect((await dan.get(`/builds/${build.id}`)).status).toBe(404);
+    expect((await carol.get('/admin/users')).status).toBe(403);
+    w.local.openGate('scopes');
+    await w.waitForBuild(build.id);
+  });
+
+  it('an admin token reaches the admin routes; an admin’s build token is a user’s', async () => {
+    await addUser(w.db, 'root', 'admin');
+    const admin = new ApiClient(w.url, await addToken(w, 'root', ['admin'], { now: clock }));
+    const users = await body(await admin.get('/admin/users'), S.UserList);
+    expect(users.users.map((u) => u.username)).toContain('carol');
+    expect((await body(await admin.get('/admin/queue'), S.AdminQueue)).builds).toBeInstanceOf(Array);
+    const made = await admin.post('/admin/users', { username: 'erin' });
+    expect(made.status).toBe(201);
+    expect((await body(made, S.NewUserAnswer)).password.length).toBeGreaterThan(11);
+    const rootBuild = new ApiClient(w.url, await addToken(w, 'root', ['build'], { now: clock }));
+    expect((await rootBuild.get('/admin/users')).status).toBe(403);
+    const carolsBuild = (await w.db('builds').first()).id as number;
+    expect((await rootBuild.get(`/builds/${carolsBuild}`)).status).toBe(404);
+    expect((await admin.get(`/builds/${carolsBuild}`)).status).toBe(200);
+  });
+
+  it('expiry (on the web’s clock): 401 saying so', async () => {
+    const api = new ApiClient(w.url, await addToken(w, 'carol', ['read'], { expires: '1d', now: clock }));
+    expect((await api.get('/me')).status).toBe(200);
+    offset += 86_400_000;
+    try {
+      const res = await api.get('/me');
+      expect(res.status).toBe(401);
+      expect(await errorOf(res)).toMatchObject({ code: 'unauthenticated', message: expect.stringMatching(/expired/) });
+    } finally {
+      offset -= 86_400_000;
+    }
+  });
+
+  it('the account page: a token is shown once, its last use appears, and revoking it ends it at once', async () => {
+    const page = w.client();
+    await page.signUp('frank');
+    const t = await page.token('/account');
+    const made = await page.postForm('/account/tokens', {
+      _csrf: t,
+      name: 'gitlab-ci',
+      scopes: 'build',
+      expires: '30d',
+    });
+    expect(made.status).toBe(201);
+    const html = await made.text();
+    const token = /<code>(kiln_[0-9a-f]{16}_[A-Za-z0-9_-]{43})<\/code>/.exec(html)![1]!;
+    const api = new ApiClient(w.url, token);
+    expect(await body(await api.get('/me'), S.Me)).toMatchObject({
+      user: { username: 'frank' },
+      token: { scopes: ['build'] },
+    });
+    const again = await (await page.get('/account')).text();
+    expect(again).not.toContain(token);
+    expect(again).not.toContain(token.slice(22));
+    const row = /<tr id="token-(\d+)">([\s\S]*?)<\/tr>/.exec(again)!;
+    expect(row[2]).toContain('gitlab-ci');
+    expect(row[2]).toMatch(
+      /<td><time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d<\/time><\/td>\s*<td><span class="state state-succeeded">active/,
+    );
+    // A form without its CSRF token does nothing (case 10).
+    expect((await page.postForm(`/account/tokens/${row[1]}/revoke`, {})).status).toBe(403);
+    expect((await api.get('/me')).status).toBe(200);
+    const revoked = await page.postForm(`/account/tokens/${row[1]}/revoke`, { _csrf: await page.token('/account') });
+    expect(revoked.status).toBe(303);
+    const after = await api.get('/me');
+    expect(after.status).toBe(401);
+    expect((await errorOf(after)).message).toBe('This API token was revoked.');
+    // The admin scope is not offered to a user, and not accepted from one.
+    expect(again).not.toContain('value="admin"');
+    const sneaky = await page.postForm('/account/tokens', {
+      _csrf: await page.token('/account'),
+      name: 'x',
+      scopes: 'admin',
+    });
+    expect(sneaky.status).toBe(422);
+  });
+
+  it('disabling a user kills their tokens at once, and the admin console says so', async () => {
+    await addUser(w.db, 'gina', 'user');
+    const api = new ApiClient(w.url, await addToken(w, 'gina', ['read'], { now: clock }));
+    expect((await api.get('/me')).status).toBe(200);
+    const admin = w.client();
+    const root = await addUser(w.db, 'boss', 'admin');
+    await admin.login(root.username, root.password);
+    const users = await (await admin.get('/admin/users')).text();
+    expect(users).toContain('revokes its API tokens');
+    const gina = (await findUserByName(w.db, 'gina'))!;
+    const t = await admin.apiToken();
+    expect((await admin.postJson(`/api/admin/users/${gina.id}/disable`, {}, { 'x-csrf-token': t })).status).toBe(200);
+    const res = await api.get('/me');
+    expect(res.status).toBe(401);
+    expect((await errorOf(res)).message).toMatch(/revoked when its account was disabled/);
+    expect((await admin.postJson(`/api/admin/users/${gina.id}/enable`, {}, { 'x-csrf-token': t })).status).toBe(200);
+    expect((await api.get('/me')).status).toBe(401);
+  });
+
+  it('case 10: a cross-site request with only a session cookie cannot act on /api/v1 (cookies are not read there); a bearer token needs no CSRF token', async () => {
+    const page = w.client();
+    await page.signUp('hugo');
+    const api = new ApiClient(w.url, await addToken(w, 'hugo', ['build'], { now: clock }));
+    expect((await api.putDockerfile('mine', 'FROM debian:bookworm\n')).status).toBe(201);
+    const hugo = (await findUserByName(w.db, 'hugo'))!;
+    const count = async () => Number((await w.db('builds').where({ owner_id: hugo.id }).count({ n: '*' }))[0]!.n);
+    const before = await count();
+    const forged: Array<Record<string, string>> = [
+      // What a form on another site makes a browser send: the cookie, cross-site headers, no token.
+      { 'content-type': 'application/json', 'sec-fetch-site': 'cross-site', origin: 'http://evil.example' },
+      // The same without the headers a browser adds (an old browser, a stripped proxy): still only a cookie.
+      { 'content-type': 'application/json' },
+      // Even with the session's own CSRF token, a cookie is not a credential here.
+      { 'content-type': 'application/json', 'x-csrf-token': await page.apiToken() },
+    ];
+    for (const headers of forged) {
+      const res = await page.request('/api/v1/builds', {
+        method: 'POST',
+        body: JSON.stringify({ dockerfile: 'mine' }),
+        headers,
+      });
+      expect([401, 403]).toContain(res.status);
+      expect(S.ErrorBody.parse(await res.json()).error.code).toMatch(/^(unauthenticated|forbidden)$/);
+    }
+    expect(await count()).toBe(before);
+    // No Set-Cookie either: the API does not touch sessions.
+    expect((await page.request('/api/v1/me', {})).headers.get('set-cookie')).toBeNull();
+    const res = await api.post('/builds', { dockerfile: 'mine' });
+    expect(res.status).toBe(201);
+    expect(await count()).toBe(before + 1);
+  });
+});
+
+describe('REST API v1: following a build (long poll, log, events, report)', () => {
+  let w: TestWeb & { local: import('../helpers/in-process-glue.js').InProcessGlue };
+  let api: ApiClient;
+  beforeAll(async () => {
+    w = await startTestWeb();
+    await addUser(w.db, 'ivy', 'user');
+    api = new ApiClient(w.url, await addToken(w, 'ivy', ['build']));
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
+
+  it('a long poll answers when the state changes, or with the same state once its time is up', async () => {
+    await api.putDockerfile('held', 'FROM debian:bookworm\n# fake: gate poll\n# fake-lines: 3\nRUN true\n');
+    const { build } = (await (await api.post('/builds', { dockerfile: 'held' })).json()) as { build: { id: number } };
+    await w.waitForBuild(build.id, (b) => b.state === 'running');
+    const timedOut = (await body(await api.get(`/builds/${build.id}?wait=1&seen=running`), S.BuildAnswer)).build;
+    expect(timedOut.state).toBe('running');
+    const waiting = api.get(`/builds/${build.id}?wait=60s&seen=running`);
+    w.local.openGate('poll');
+    const moved = (await body(await waiting, S.BuildAnswer)).build;
+    expect(moved.state).not.toBe('running');
+    // A finished build answers at once, whatever the wait.
+    const done = await w.waitForBuild(build.id);
+    const final = (await body(await api.get(`/builds/${build.id}?wait=60s&seen=${done.state}`), S.BuildAnswer)).build;
+    expect(final).toMatchObject({ state: 'succeeded', final: true, queue: null });
+  });
+
+  it('the log: by offset as JSON, followed as plain text to its end, and as events that resume after the last one seen', async () => {
+    await api.putDockerfile(
+      'chatty',
+      'FROM debian:bookworm\n# fake: gate chatty\n# fake-lines: 5\n# fake-ansi\nRUN true\n',
+    );
+    const { build } = (await (await api.post('/builds', { dockerfile: 'chatty' })).json()) as { build: { id: number } };
+    const stream = api.get(`/builds/${build.id}/log/stream`);
+    const events = await api.get(`/builds/${build.id}/events`);
+    expect(events.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    w.local.openGate('chatty');
+    const text = await (await stream).text();
+    expect(text).toMatch(/^line 1$/m);
+    expect(text).toMatch(/^after 5$/m);
+    expect(text).not.toContain('##kiln');
+    // eslint-disable-next-line no-control-regex
+    expect(text).not.toMatch(/\x1b/);
+    const seen: Array<{ event: string; id?: string; data: string }> = [];
+    for await (const ev of sseEvents(events)) {
+      seen.push(ev);
+      if (ev.event === 'end') break;
+    }
+    const logLines = seen
+      .filter((e) => e.event === 'log')
+      .flatMap((e) => (JSON.parse(e.data) as { lines: string[] }).lines);
+    expect(logLines.join('\n') + '\n').toBe(text);
+    expect(seen.some((e) => e.event === 'build' && S.Build.parse(JSON.parse(e.data)).state === 'succeeded')).toBe(true);
+    // Resuming after the first log event gives exactly the lines after it.
+    const firstLog = seen.find((e) => e.event === 'log')!;
+    const resumed = await api.get(`/builds/${build.id}/events`, { 'last-event-id': firstLog.id! });
+    const rest: string[] = [];
+    for await (const ev of sseEvents(resumed)) {
+      if (ev.event === 'log') rest.push(...(JSON.parse(ev.data) as { lines: string[] }).lines);
+      if (ev.event === 'end') break;
+    }
+    expect(rest).toEqual(logLines.slice((JSON.parse(firstLog.data) as { lines: string[] }).lines.length));
+    const chunk = await body(await api.get(`/builds/${build.id}/log?offset=0`), S.LogChunk);
+    expect(chunk.text).toBe(text);
+  });
+
+  it('a failed build: its report names the failing Dockerfile line', async () => {
+    await api.putDockerfile('broken', 'FROM debian:bookworm\nRUN true\n# fake: fail\n');
+    const { build } = (await (await api.post('/builds', { dockerfile: 'broken' })).json()) as { build: { id: number } };
+    await w.waitForBuild(build.id);
+    const b = (await body(await api.get(`/builds/${build.id}`), S.BuildAnswer)).build;
+    expect(b.state).toBe('failed');
+    const report = await body(await api.get(`/builds/${build.id}/report`), S.Report);
+    expect(report.failure).toMatchObject({ line: 2, instruction: expect.stringContaining('RUN true') });
+  });
+
+  it('lists page by cursor: no build skipped or repeated, even when new ones arrive between pages', async () => {
+    await api.putDockerfile('many', 'FROM debian:bookworm\n');
+    for (let i = 0; i < 5; i++) await api.post('/builds', { dockerfile: 'many' });
+    const seen: number[] = [];
+    let cursor: string | null = '';
+    type Page = { builds: Array<{ id: number }>; nextCursor: string | null };
+    let first = true;
+    while (cursor !== null) {
+      const page: Page = await body(
+        await api.get(`/builds?dockerfile=many&limit=2${cursor ? `&cursor=${cursor}` : ''}`),
+        S.BuildPage,
+      );
+      seen.push(...page.builds.map((b) => b.id));
+      cursor = page.nextCursor;
+      // A build arriving after the first page lands before it: the following pages are unaffected.
+      if (first) await api.post('/builds', { dockerfile: 'many' });
+      first = false;
+    }
+    expect(seen.length).toBe(5);
+    expect([...seen].sort((a, b) => b - a)).toEqual(seen);
+    expect(new Set(seen).size).toBe(5);
+    for (const id of seen) await w.waitForBuild(id);
+    const dfs = await body(await api.get('/dockerfiles?limit=2'), S.DockerfilePage);
+    expect(dfs.dockerfiles.map((d) => d.name)).toEqual(['broken', 'chatty']);
+    const next = await body(await api.get(`/dockerfiles?limit=2&cursor=${dfs.nextCursor}`), S.DockerfilePage);
+    expect(next.dockerfiles.map((d) => d.name)).toEqual(['held', 'many']);
+    expect(next.nextCursor).toBeNull();
+  });
+});
+
+describe('REST API v1: the rate limit', () => {
+  let w: TestWeb;
+  let offset = 0;
+  const clock = () => Date.now() + offset;
+  beforeAll(async () => {
+    w = await startTestWeb({ clock, config: { api: { rateLimit: 3, rateWindowSeconds: 60 } } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
+  const errorOf = async (res: Response) => ((await res.json()) as ApiError).error;
+
+  it('every token is rate-limited on its own: 429 with Retry-After, then it recovers when its window passes', async () => {
+    await addUser(w.db, 'carol', 'user');
+    const a = new ApiClient(w.url, await addToken(w, 'carol', ['read'], { now: clock }));
+    const b = new ApiClient(w.url, await addToken(w, 'carol', ['read'], { now: clock }));
+    for (let i = 0; i < 3; i++) expect((await a.get('/me')).status).toBe(200);
+    const limited = await a.get('/me');
+    expect(limited.status).toBe(429);
+    const retry = Number(limited.headers.get('retry-after'));
+    expect(retry).toBeGreaterThan(0);
+    expect(retry).toBeLessThanOrEqual(60);
+    expect(await errorOf(limited)).toMatchObject({ code: 'rate_limited', details: { retryAfterSeconds: retry } });
+    expect((await b.get('/me')).status).toBe(200);
+    offset += 30_000;
+    expect(Number((await a.get('/me')).headers.get('retry-after'))).toBeLessThanOrEqual(30);
+    offset += 30_000;
+    expect((await a.get('/me')).status).toBe(200);
   });
 });
