@@ -184,6 +184,12 @@ describe('REST API v1: a pipeline puts a Dockerfile, builds it once per key, wai
       ]);
       expect(S.ErrorBody.parse(JSON.parse(text)).error.code).toBe(code);
     }
+    // Refused before its body is read (no token here): the client still reads the answer, not a reset connection.
+    const big = await new ApiClient(w.url).putDockerfile('big', 'FROM debian:bookworm\n', {
+      context: Buffer.alloc(8 * 1024 * 1024, 1),
+    });
+    expect(big.status).toBe(401);
+    expect(S.ErrorBody.parse(await big.json()).error.code).toBe('unauthenticated');
     const m = await api.request('/builds', { method: 'DELETE' });
     expect(m.headers.get('allow')).toBe('POST, GET, HEAD');
     const policy = (await (
