@@ -152,6 +152,7 @@ describe('REST API v1: a pipeline puts a Dockerfile, builds it once per key, wai
       [api.get('/builds?cursor=notacursor'), 422, 'invalid_input'],
       [api.post('/builds', { dockerfile: 'app', extra: 1 }), 422, 'invalid_input'],
       [api.post('/builds', {}), 422, 'invalid_input'],
+      [api.request('/dockerfiles/x', { method: 'PUT', body: new FormData() }), 422, 'invalid_input'],
       [
         api.request('/builds', { method: 'POST', body: '{', headers: { 'content-type': 'application/json' } }),
         400,

@@ -114,10 +114,15 @@ export const Settings = z
   .strict()
   .meta({ description: 'Job settings; fields left out keep their saved value.' });
 
-const Binary = z.custom<Buffer | string>((v) => Buffer.isBuffer(v) || typeof v === 'string');
+const Binary = (what: string) =>
+  z.custom<Buffer | string>((v) => Buffer.isBuffer(v) || typeof v === 'string', { message: `Send ${what}.` });
 export const PutDockerfileBody = z.object({
-  dockerfile: Binary.meta({ type: 'string', format: 'binary', description: 'The Dockerfile (UTF-8 text).' }),
-  context: Binary.optional().meta({
+  dockerfile: Binary('the Dockerfile as the `dockerfile` part').meta({
+    type: 'string',
+    format: 'binary',
+    description: 'The Dockerfile (UTF-8 text).',
+  }),
+  context: Binary('the build context as a file part').optional().meta({
     type: 'string',
     format: 'binary',
     description:
