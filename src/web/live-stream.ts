@@ -6,6 +6,7 @@
  */
 import type { Request, Response } from 'express';
 import type { LiveEvent } from '../core/index.js';
+import type { BuildRow } from '../db/index.js';
 import { KilnError } from '../shared/errors.js';
 import { toHttpError } from './errors.js';
 
@@ -22,14 +23,26 @@ export interface LiveStreamOptions {
   still: () => Promise<boolean>;
   /** Opens the events (authorisation happens here: a refusal is an ordinary error answer, not a stream). */
   open: (signal: AbortSignal) => Promise<AsyncIterable<LiveEvent>>;
-  contentType: string;
-  /** What is written first, and every 15 s to keep proxies from closing an idle stream (none for plain text). */
-  preamble?: string;
-  heartbeat?: string;
-  /** One event as the stream writes it ('' to skip it). */
-  format: (ev: LiveEvent) => string;
-  /** An error once the stream is open (the status is sent by then); undefined: the stream just ends. */
-  problem?: (message: string) => string;
+  /**
+   * `sse`: Server-Sent Events, each event's data made by `data` (`log` events carry the byte offset after their
+   * lines as their id, for Last-Event-ID), a comment every 15 s, an error as a `problem` event. `text`: the log
+   * lines alone, and the stream simply ends on an error.
+   */
+  as: { sse: { log: (lines: string[]) => unknown; build: (b: BuildRow) => unknown } } | 'text';
+}
+
+/** One event as Server-Sent Events. */
+function sseOf(ev: LiveEvent, data: { log: (lines: string[]) => unknown; build: (b: BuildRow) => unknown }): string {
+  switch (ev.type) {
+    case 'log':
+      return `id: ${ev.id}\nevent: log\ndata: ${JSON.stringify(data.log(ev.lines))}\n\n`;
+    case 'progress':
+      return `event: progress\ndata: ${JSON.stringify(ev.progress)}\n\n`;
+    case 'build':
+      return `event: build\ndata: ${JSON.stringify(data.build(ev.build))}\n\n`;
+    case 'end':
+      return 'event: end\ndata: {}\n\n';
+  }
 }
 
 export async function liveStream(_req: Request, res: Response, o: LiveStreamOptions): Promise<void> {
@@ -49,7 +62,11 @@ export async function liveStream(_req: Request, res: Response, o: LiveStreamOpti
     else o.counts.delete(o.userId);
   });
   const events = await o.open(ac.signal);
-  res.status(200).set({ 'Content-Type': o.contentType, 'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no' });
+  const sse = o.as === 'text' ? undefined : o.as.sse;
+  const format = (ev: LiveEvent): string =>
+    sse ? sseOf(ev, sse) : ev.type === 'log' ? ev.lines.map((l) => `${l}\n`).join('') : '';
+  const contentType = sse ? 'text/event-stream; charset=utf-8' : 'text/plain; charset=utf-8';
+  res.status(200).set({ 'Content-Type': contentType, 'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no' });
   res.flushHeaders();
   const send = async (text: string): Promise<void> => {
     if (text && !res.write(text))
@@ -58,7 +75,8 @@ export async function liveStream(_req: Request, res: Response, o: LiveStreamOpti
         res.once('close', resolve);
       });
   };
-  const beat = o.heartbeat ? setInterval(() => res.write(o.heartbeat), 15_000) : undefined;
+  // Keeps proxies from closing an idle stream (plain text has no comments: none there).
+  const beat = sse ? setInterval(() => res.write(': still here\n\n'), 15_000) : undefined;
   const recheck = setInterval(() => {
     o.still().then(
       (ok) => {
@@ -68,14 +86,17 @@ export async function liveStream(_req: Request, res: Response, o: LiveStreamOpti
     );
   }, o.recheckMs);
   try {
-    if (o.preamble) await send(o.preamble);
+    if (sse) await send('retry: 2000\n\n');
     for await (const ev of events) {
       if (ac.signal.aborted) break;
-      await send(o.format(ev));
+      await send(format(ev));
     }
   } catch (e) {
     // The stream is open: the error goes in it (an SSE client reconnects with Last-Event-ID and carries on).
-    if (!ac.signal.aborted && o.problem) await send(o.problem(toHttpError(e).message)).catch(() => undefined);
+    if (!ac.signal.aborted && sse)
+      await send(`event: problem\ndata: ${JSON.stringify({ message: toHttpError(e).message })}\n\n`).catch(
+        () => undefined,
+      );
   } finally {
     clearInterval(beat);
     clearInterval(recheck);

@@ -47,20 +47,9 @@ export interface RouteDef<P extends Obj | undefined, Q extends Obj | undefined, 
 }
 
 /** A route of the table, its types erased (what the router and the document generator walk). */
-export interface V1Route {
-  method: Method;
-  path: string;
-  tag: string;
-  summary: string;
-  description?: string;
-  scope: Scope | 'any' | 'public';
-  params?: Obj;
-  query?: Obj;
-  headers?: Obj;
-  body?: { kind: 'json' | 'multipart'; schema: z.ZodType };
-  responses: Responses;
+export type V1Route = Omit<RouteDef<Obj, Obj, Obj, unknown>, 'handle'> & {
   handle: (c: Call<unknown, unknown, unknown, unknown>) => Promise<void>;
-}
+};
 
 /** Declares a route with its handler typed by its schemas. */
 export function route<

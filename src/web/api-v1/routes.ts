@@ -4,7 +4,7 @@
  * The router (router.ts) and the OpenAPI document (openapi.ts) are both made from this table.
  */
 import { randomUUID } from 'node:crypto';
-import { isFinal, type BuildRow, type DockerfileListItem } from '../../db/index.js';
+import { isFinal, type BuildRow } from '../../db/index.js';
 import {
   decodeDockerfile,
   progressOf,
@@ -12,7 +12,6 @@ import {
   type Core,
   type DockerfileView,
   type JobSettings,
-  type LiveEvent,
   type UserActor,
 } from '../../core/index.js';
 import { KilnError } from '../../shared/errors.js';
@@ -20,6 +19,8 @@ import type { AppContext } from '../app.js';
 import { liveStream } from '../live-stream.js';
 import { sendArtifact } from '../routes/pages.js';
 import { USER_ACTIONS, userAction, userJson } from '../routes/admin.js';
+import { settingsJson } from '../routes/jobs.js';
+import { dockerfileSummaryJson } from '../routes/util.js';
 import { route, type V1Route } from './define.js';
 import * as S from './schemas.js';
 
@@ -56,16 +57,6 @@ export function buildOut(b: BuildRow, dockerfileName: string) {
   };
 }
 
-const settingsOut = (s: JobSettings) => ({
-  formats: s.formats,
-  buildArgs: s.buildArgs,
-  bootFirmware: s.bootFirmware,
-  schedule: s.schedule,
-  hour: s.hour,
-  weekday: s.weekday,
-  enabled: s.enabled,
-});
-
 const dockerfileOut = (v: DockerfileView, settings: JobSettings) => ({
   id: v.dockerfile.id,
   name: v.dockerfile.name,
@@ -74,16 +65,7 @@ const dockerfileOut = (v: DockerfileView, settings: JobSettings) => ({
   size: v.version.size,
   context: v.context && { sha256: v.context.sha256, size: v.context.size, entries: v.context.listing },
   deletionPending: v.dockerfile.deleting_at !== null,
-  settings: settingsOut(settings),
-});
-
-const summaryOut = (d: DockerfileListItem) => ({
-  id: d.id,
-  name: d.name,
-  owner: d.owner,
-  size: d.size,
-  builds: d.builds,
-  updatedAt: d.updated_at,
+  settings: settingsJson(settings),
 });
 
 /** A build with its Dockerfile's name and, while it waits, its place in the queue. */
@@ -178,7 +160,7 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
       },
       handle: async ({ res, actor, query }) => {
         const page = await core.dockerfiles.page(actor, query);
-        res.json({ dockerfiles: page.items.map(summaryOut), nextCursor: page.nextCursor });
+        res.json({ dockerfiles: page.items.map(dockerfileSummaryJson), nextCursor: page.nextCursor });
       },
     }),
     route({
@@ -325,8 +307,7 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
         await liveStream(c.req, c.res, {
           ...follow(c),
           open: (signal) => core.builds.follow(c.actor, c.params.id, c.query.offset, signal, 'text'),
-          contentType: 'text/plain; charset=utf-8',
-          format: (ev: LiveEvent) => (ev.type === 'log' ? ev.lines.map((l) => `${l}\n`).join('') : ''),
+          as: 'text',
         });
       },
     }),
@@ -348,22 +329,7 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
           ...follow(c),
           open: (signal) =>
             core.builds.follow(c.actor, c.params.id, c.headers['Last-Event-ID'] ?? c.query.from, signal, 'text'),
-          contentType: 'text/event-stream; charset=utf-8',
-          preamble: 'retry: 2000\n\n',
-          heartbeat: ': still here\n\n',
-          format: (ev: LiveEvent) => {
-            switch (ev.type) {
-              case 'log':
-                return `id: ${ev.id}\nevent: log\ndata: ${JSON.stringify({ lines: ev.lines })}\n\n`;
-              case 'progress':
-                return `event: progress\ndata: ${JSON.stringify(ev.progress)}\n\n`;
-              case 'build':
-                return `event: build\ndata: ${JSON.stringify(buildOut(ev.build, dockerfile.name))}\n\n`;
-              case 'end':
-                return 'event: end\ndata: {}\n\n';
-            }
-          },
-          problem: (message) => `event: problem\ndata: ${JSON.stringify({ message })}\n\n`,
+          as: { sse: { log: (lines) => ({ lines }), build: (b) => buildOut(b, dockerfile.name) } },
         });
       },
     }),

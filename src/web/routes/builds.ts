@@ -1,6 +1,6 @@
 import { Router, type Request } from 'express';
 import type { BuildRow } from '../../db/index.js';
-import { progressOf, type BuildListView, type LiveEvent } from '../../core/index.js';
+import { progressOf, type BuildListView } from '../../core/index.js';
 import type { AppContext } from '../app.js';
 import { liveStream } from '../live-stream.js';
 import { actorOf, buildJson, requireUser } from './util.js';
@@ -132,28 +132,11 @@ export function buildApiRoutes(ctx: AppContext): Router {
       still: async () => !!(await core.users.sessionActor({ id: me.id, epoch: me.epoch })),
       open: (signal) =>
         core.builds.follow(actorOf(req), req.params.id, req.get('last-event-id') ?? req.query.from, signal),
-      contentType: 'text/event-stream; charset=utf-8',
-      preamble: 'retry: 2000\n\n',
-      heartbeat: ': still here\n\n',
-      format: sseOf,
-      problem: (message) => `event: problem\ndata: ${JSON.stringify({ message })}\n\n`,
+      as: { sse: { log: (html) => ({ html }), build: liveJson } },
     });
   });
 
   return r;
-}
-
-function sseOf(ev: LiveEvent): string {
-  switch (ev.type) {
-    case 'log':
-      return `id: ${ev.id}\nevent: log\ndata: ${JSON.stringify({ html: ev.lines })}\n\n`;
-    case 'progress':
-      return `event: progress\ndata: ${JSON.stringify(ev.progress)}\n\n`;
-    case 'build':
-      return `event: build\ndata: ${JSON.stringify(liveJson(ev.build))}\n\n`;
-    case 'end':
-      return 'event: end\ndata: {}\n\n';
-  }
 }
 
 /** A build's JSON with the progress the page shows. */
