@@ -5,15 +5,60 @@
  *   kiln user disable|enable NAME    disabling ends NAME's sessions on their next request
  *   kiln user admin|unadmin NAME     grants or removes the admin role
  *   kiln user list
+ *   kiln user token NAME [--scope read|build|admin]... [--expires 30d|never] [--name LABEL]
+ *                                    prints a new API token for NAME on stdout (alone, for $(...)); details on stderr
  */
-import { loadConfig } from '../config/index.js';
-import { CLI, PasswordHasher, createUsers } from '../core/index.js';
+import { parseArgs } from 'node:util';
+import { loadConfig, type FrozenConfig } from '../config/index.js';
+import { CLI, PasswordHasher, createTokens, createUsers } from '../core/index.js';
+import type { Db } from '../db/index.js';
 import { createDbFromConfig, migrateLatest } from '../db/index.js';
 import { KilnError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
 
 const USAGE =
-  'usage: kiln user add [--admin] NAME | passwd NAME | disable NAME | enable NAME | admin NAME | unadmin NAME | list\n';
+  'usage: kiln user add [--admin] NAME | passwd NAME | disable NAME | enable NAME | admin NAME | unadmin NAME | list\n' +
+  '       kiln user token NAME [--scope read|build|admin]... [--expires 30d|never] [--name LABEL]\n';
+
+/** `kiln user token`: a token for NAME, for a pipeline set up from the server's shell (default scope: read). */
+async function token(config: FrozenConfig, db: Db, argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        scope: { type: 'string', multiple: true },
+        expires: { type: 'string' },
+        name: { type: 'string' },
+      },
+    });
+  } catch (e) {
+    process.stderr.write(`kiln user token: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const [username, ...extra] = parsed.positionals;
+  if (!username || extra.length) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const t = await createTokens({
+    db,
+    config,
+    logger: createLogger({ level: config.log.level, name: 'kiln-user' }),
+  }).create(CLI, {
+    username,
+    name: parsed.values.name ?? 'kiln user token',
+    scopes: (parsed.values.scope ?? ['read']).flatMap((s) => s.split(',')),
+    ...(parsed.values.expires !== undefined ? { expires: parsed.values.expires } : {}),
+  });
+  process.stdout.write(`${t.token}\n`);
+  process.stderr.write(
+    `API token "${t.row.name}" for ${username}: scopes ${t.row.scopes.join(', ')}, ${t.row.expires_at ? `expires ${t.row.expires_at}` : 'does not expire'}. It is shown this once.\n`,
+  );
+  return 0;
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -30,6 +75,7 @@ export async function main(argv: string[]): Promise<number> {
       hasher: new PasswordHasher(1),
       logger: createLogger({ level: config.log.level, name: 'kiln-user' }),
     });
+    if (sub === 'token') return await token(config, db, rest);
     if (sub === 'list') {
       for (const u of await users.list(CLI)) {
         process.stdout.write(`${u.username}\t${u.role}${u.disabled ? '\tdisabled' : ''}\t${u.created_at}\n`);

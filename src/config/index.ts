@@ -130,6 +130,18 @@ export const configSchema = z.object({
       liveStreamsPerUser: int(20),
     })
     .prefault({}),
+  /** The REST API (/api/v1) and its personal tokens (src/web/api-v1, src/core/tokens.ts). */
+  api: z
+    .object({
+      /** Requests one token may make per window (every route counts one; a long poll counts once). */
+      rateLimit: z.coerce.number().int().positive().default(600),
+      rateWindowSeconds: z.coerce.number().int().positive().default(60),
+      /** The longest `?wait=` of a long poll on a build; longer asks are cut to it. */
+      maxWaitSeconds: z.coerce.number().int().positive().max(600).default(60),
+      /** Tokens one user may hold at once (not revoked, not expired). */
+      tokensPerUser: z.coerce.number().int().positive().default(50),
+    })
+    .prefault({}),
   /** The task worker (src/core/tasks): dispatch, refresh, withdrawal, verification and reconciliation of builds. */
   worker: z
     .object({

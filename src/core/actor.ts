@@ -1,9 +1,13 @@
 /**
  * Who is asking. Every use case takes an Actor as its first argument and hands it, with the action and the object,
- * to the one permission policy (policy.ts). The front doors make actors: a web session or (later) an API token makes
- * a `user`, the worker and `kiln user` act as `system`, a visitor who has not logged in is `anonymous`.
+ * to the one permission policy (policy.ts). The front doors make actors: a web session or an API token makes a
+ * `user`, the worker and `kiln user` act as `system`, a visitor who has not logged in is `anonymous`.
  */
 import type { Role } from '../db/index.js';
+
+/** What an API token may be used for (tokens.ts); the policy maps every action to the scope it needs. */
+export const SCOPES = ['read', 'build', 'admin'] as const;
+export type Scope = (typeof SCOPES)[number];
 
 export interface UserActor {
   kind: 'user';
@@ -12,6 +16,9 @@ export interface UserActor {
   role: Role;
   /** How the user proved who they are. */
   via: 'session' | 'token';
+  /** For `via: 'token'`: the token's scopes (the policy refuses any action beyond them) and its id. */
+  scopes?: readonly Scope[];
+  tokenId?: number;
   /** The client's address as the front door saw it (the audit log's "from where"), when it has one. */
   address?: string;
 }
@@ -38,7 +45,7 @@ export const ANONYMOUS: AnonymousActor = Object.freeze({ kind: 'anonymous' });
 
 /** An id and name for logs: never a secret. */
 export function actorLabel(a: Actor): Record<string, unknown> {
-  if (a.kind === 'user') return { user: a.id };
+  if (a.kind === 'user') return a.tokenId === undefined ? { user: a.id } : { user: a.id, token: a.tokenId };
   if (a.kind === 'system') return { system: a.name };
   return { anonymous: true };
 }

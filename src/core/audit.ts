@@ -21,7 +21,8 @@ export type AuditAction =
   | 'job.disable'
   | 'job.delete'
   | 'job.settings'
-  | 'build.cancel';
+  | 'build.cancel'
+  | 'token.issue';
 
 /** `user:alice`, `system:cli`: the actor as the log shows it. */
 export function actorName(a: Actor): string {

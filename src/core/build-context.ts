@@ -5,6 +5,8 @@
  * and store nothing when this throws. A bad entry refuses the whole upload with its name; nothing is dropped quietly.
  */
 import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { MAX_STDIN_BYTES } from '../protocol/index.js';
 import type { ContextListingEntry, NewContext } from '../db/index.js';
@@ -29,6 +31,8 @@ export const MAX_CONTEXT_UPLOAD_BYTES = MAX_CONTEXT_BYTES + MAX_CONTEXT_ENTRIES 
  */
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+
+const gunzipAsync = promisify(gunzip);
 
 const MiB = (n: number): string => `${Math.floor(n / (1024 * 1024))} MiB`;
 /** A name quoted for a message: cut to 200 characters, controls and text-direction marks shown as \u escapes. */
@@ -107,6 +111,20 @@ const TYPE_WORDS: Record<string, string> = {
   'block-device': 'a block device',
   fifo: 'a FIFO',
 };
+
+/**
+ * A .tar.gz upload's tar: inflated up to the size an uncompressed upload may have (a gzip bomb stops there with the
+ * same `too_large` an uncompressed tar that big gets), never buffered past it.
+ */
+export async function gunzipContext(buf: Buffer): Promise<Buffer> {
+  if (!(buf[0] === 0x1f && buf[1] === 0x8b)) throw invalidInput('The build context is not gzip-compressed.');
+  try {
+    return await gunzipAsync(buf, { maxOutputLength: MAX_CONTEXT_UPLOAD_BYTES });
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw tooBig();
+    throw invalidInput('The build context is not a valid .tar.gz file (it may be truncated).');
+  }
+}
 
 /** One uploaded .tar (uncompressed) -> a context with the same files, directories and symlinks. */
 export async function contextFromTar(buf: Buffer): Promise<NewContext> {

@@ -30,15 +30,18 @@ import {
   type Queryable,
 } from '../db/index.js';
 import { checkDockerfile, kilnBaseConfigs } from '../dockerfile/policy.js';
-import { KilnError, conflict, notFound } from '../shared/errors.js';
+import { KilnError, conflict, isKilnError, notFound } from '../shared/errors.js';
 import type { Actor } from './actor.js';
 import { policyBaseNames } from './base-names.js';
-import { contextFromFiles, contextFromTar } from './build-context.js';
+import { contextFromFiles, contextFromTar, gunzipContext } from './build-context.js';
 import { DockerfileName, Id, dockerfileText, parse } from './commands.js';
 import type { CoreDeps } from './deps.js';
 import { actorLabel } from './actor.js';
 import { authorize, ownerScope, requireUser, type OwnedAction } from './policy.js';
 import { storeWithinQuota } from './storage.js';
+import { PageLimit, decodeCursor, encodeCursor } from './cursor.js';
+import { checkSettings, saveSettings } from './jobs/index.js';
+import { effectiveSettings, type JobSettings } from './jobs/settings.js';
 import { dockerfileSubject, enqueue, wake } from './tasks/queue.js';
 
 /**
@@ -62,11 +65,29 @@ export async function dockerfileFor(
 }
 
 /**
- * A build context as uploaded: one .tar, several flat files, or (on edit) an instruction to drop the current one.
- * Absent means "keep what the Dockerfile has" (nothing, for a new one).
+ * The actor's own Dockerfile named `rawName` (names are unique per owner; an admin names their own too), if the
+ * actor may take `action` on it. The REST API names Dockerfiles this way.
+ */
+export async function dockerfileByName(
+  db: Queryable,
+  actor: Actor,
+  rawName: unknown,
+  action: OwnedAction = 'dockerfile.read',
+): Promise<DockerfileRow> {
+  const name = parse(DockerfileName, rawName);
+  const df = await findDockerfileByName(db, requireUser(actor).id, name);
+  if (!df) throw notFound(`You have no Dockerfile named "${name}".`);
+  return dockerfileFor(db, actor, String(df.id), action);
+}
+
+/**
+ * A build context as uploaded: one .tar (or .tar.gz: `targz`), several flat files, or (on edit) an instruction to
+ * drop the current one. Absent means "keep what the Dockerfile has" (nothing, for a new one).
  */
 export type ContextUpload =
-  { kind: 'tar'; data: Buffer } | { kind: 'files'; files: Array<{ name: string; data: Buffer }> } | { kind: 'remove' };
+  | { kind: 'tar' | 'targz'; data: Buffer }
+  | { kind: 'files'; files: Array<{ name: string; data: Buffer }> }
+  | { kind: 'remove' };
 
 const contextUpload = z.custom<ContextUpload>((v) => typeof v === 'object' && v !== null && 'kind' in v).optional();
 
@@ -90,7 +111,8 @@ async function policyChecked(d: CoreDeps, content: string): Promise<string> {
 async function contextChange(u: ContextUpload | undefined): Promise<ContextChange> {
   if (!u) return { kind: 'keep' };
   if (u.kind === 'remove') return { kind: 'remove' };
-  return { kind: 'set', context: u.kind === 'tar' ? await contextFromTar(u.data) : await contextFromFiles(u.files) };
+  if (u.kind === 'files') return { kind: 'set', context: await contextFromFiles(u.files) };
+  return { kind: 'set', context: await contextFromTar(u.kind === 'tar' ? u.data : await gunzipContext(u.data)) };
 }
 
 const createCommand = (max: number) =>
@@ -204,11 +226,85 @@ export function listDockerfilesFor(d: Pick<CoreDeps, 'db'>, actor: Actor): Promi
   return listDockerfiles(d.db, ownerScope(actor));
 }
 
+const pageQuery = z.object({ cursor: z.string().optional(), limit: PageLimit });
+const dockerfilePosition = z.tuple([z.string().max(64), z.number().int().positive()]);
+
+/** The Dockerfiles `listDockerfilesFor` gives, by name, in keyset pages (`nextCursor`; null: no more). */
+export async function listDockerfilePage(
+  d: Pick<CoreDeps, 'db'>,
+  actor: Actor,
+  raw: unknown,
+): Promise<{ items: DockerfileListItem[]; nextCursor: string | null }> {
+  authorize(actor, 'dockerfile.list');
+  const q = parse(pageQuery, raw);
+  const after = decodeCursor('dockerfiles', q.cursor, dockerfilePosition);
+  const rows = await listDockerfiles(d.db, ownerScope(actor), {
+    ...(after ? { after: { name: after[0], id: after[1] } } : {}),
+    limit: q.limit + 1,
+  });
+  const items = rows.slice(0, q.limit);
+  const last = items[items.length - 1];
+  return {
+    items,
+    nextCursor: rows.length > q.limit && last ? encodeCursor('dockerfiles', [last.name, last.id]) : null,
+  };
+}
+
+/**
+ * Creates the actor's Dockerfile named `name`, or saves a new version of it (unchanged text and context keep the
+ * current one), then its job settings when given (only the fields that differ: a pipeline sends the same on every
+ * run). Everything is checked before anything is stored: the settings, the text and the policy, the context. Two
+ * creators racing on one name end with one Dockerfile, the second a version of it.
+ */
+export async function putDockerfile(
+  d: CoreDeps,
+  actor: Actor,
+  input: { name: unknown; content: unknown; context?: ContextUpload; settings?: unknown },
+): Promise<{ view: DockerfileView; created: boolean; settings: JobSettings }> {
+  const owner = requireUser(actor);
+  const name = parse(DockerfileName, input.name);
+  if (input.settings !== undefined) checkSettings(input.settings);
+  const existing = await findDockerfileByName(d.db, owner.id, name);
+  let created = false;
+  let id = existing?.id;
+  if (id === undefined) {
+    try {
+      id = (await createDockerfile(d, actor, { name, content: input.content, context: input.context })).id;
+      created = true;
+    } catch (e) {
+      const raced = isKilnError(e, 'conflict') && (await findDockerfileByName(d.db, owner.id, name));
+      if (!raced) throw e;
+      id = raced.id;
+    }
+  }
+  if (!created) await updateDockerfile(d, actor, { id: String(id), content: input.content, context: input.context });
+  const settings =
+    input.settings === undefined
+      ? await jobSettingsOf(d, String(id))
+      : await saveSettings(d, actor, String(id), input.settings, { onlyChanges: true });
+  return { view: await getDockerfile(d, actor, String(id)), created, settings };
+}
+
+/** The settings in force for a Dockerfile the actor may read. */
+async function jobSettingsOf(d: Pick<CoreDeps, 'db' | 'config'>, id: string): Promise<JobSettings> {
+  return effectiveSettings(d, await getJobSettings(d.db, Number(id)));
+}
+
 export interface DockerfileView {
   dockerfile: DockerfileRow;
   version: DockerfileVersionRow;
   context: ContextMeta | null;
   builds: BuildListItem[];
+}
+
+/** `getDockerfile` of the actor's own Dockerfile named `rawName`, with its job settings in force. */
+export async function getDockerfileByName(
+  d: Pick<CoreDeps, 'db' | 'config'>,
+  actor: Actor,
+  rawName: unknown,
+): Promise<{ view: DockerfileView; settings: JobSettings }> {
+  const id = String((await dockerfileByName(d.db, actor, rawName)).id);
+  return { view: await getDockerfile(d, actor, id), settings: await jobSettingsOf(d, id) };
 }
 
 /** A Dockerfile with its current version, build context and latest builds. */

@@ -11,8 +11,10 @@ import * as builds from './builds/index.js';
 import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from './deps.js';
 import * as dockerfiles from './dockerfiles.js';
 import * as jobs from './jobs/index.js';
+import { findBuildsByIds } from '../db/index.js';
 import { PasswordHasher } from './passwords.js';
 import { TASK_HANDLERS } from './tasks/kinds.js';
+import * as tokens from './tokens.js';
 import { Worker, type WorkerOptions } from './tasks/worker.js';
 import * as users from './users.js';
 
@@ -39,11 +41,16 @@ export type { LoginAttempt, SessionUser } from './users.js';
 export type { AdminJob, AdminQueue, JobOp, SiteHealth } from './admin.js';
 export { JOB_OPS } from './admin.js';
 export { AWAITING_APPROVAL } from './users.js';
+export { SCOPES, type Scope } from './actor.js';
+export { authorizeScope } from './policy.js';
+export { tokenState, type NewToken } from './tokens.js';
 
 /** Binds every use case to its dependencies: `core.builds.request(actor, {dockerfileId, key})`. */
 export function createCore(deps: CoreDeps) {
   // Shared by every viewer of this process: one glue read per live log and poll, finished builds' documents kept a while.
   const read = { ...deps, live: new builds.Coalescer() };
+  // Every long poll of this process on one timer and one query per poll.
+  const watch = new builds.BuildWatch((ids) => findBuildsByIds(deps.db, ids), deps.config.web.livePollMs);
   return {
     deps,
     dockerfiles: {
@@ -53,13 +60,19 @@ export function createCore(deps: CoreDeps) {
         dockerfiles.updateDockerfile(deps, actor, input),
       get: (actor: Actor, id: unknown) => dockerfiles.getDockerfile(deps, actor, id),
       list: (actor: Actor) => dockerfiles.listDockerfilesFor(deps, actor),
+      /** Keyset pages (`{cursor, limit}` -> `{items, nextCursor}`). */
+      page: (actor: Actor, query: unknown) => dockerfiles.listDockerfilePage(deps, actor, query),
+      getByName: (actor: Actor, name: unknown) => dockerfiles.getDockerfileByName(deps, actor, name),
+      /** Create or update by name, with a context and job settings (the REST API's PUT). */
+      put: (actor: Actor, input: Parameters<typeof dockerfiles.putDockerfile>[2]) =>
+        dockerfiles.putDockerfile(deps, actor, input),
       remove: (actor: Actor, input: Parameters<typeof dockerfiles.removeDockerfile>[2]) =>
         dockerfiles.removeDockerfile(deps, actor, input),
     },
     jobs: {
       status: (actor: Actor, dockerfileId: unknown) => jobs.jobStatus(deps, actor, dockerfileId),
-      save: (actor: Actor, dockerfileId: unknown, input: unknown) =>
-        jobs.saveSettings(deps, actor, dockerfileId, input),
+      save: (actor: Actor, dockerfileId: unknown, input: unknown, opts?: { onlyChanges?: boolean }) =>
+        jobs.saveSettings(deps, actor, dockerfileId, input, opts),
       setEnabled: (actor: Actor, dockerfileId: unknown, input: unknown) =>
         jobs.setEnabled(deps, actor, dockerfileId, input),
     },
@@ -75,9 +88,14 @@ export function createCore(deps: CoreDeps) {
         builds.openArtifact(deps, actor, id, name, range),
       page: (actor: Actor, id: unknown) => builds.buildPage(read, actor, id),
       history: (actor: Actor, query: builds.BuildListQuery) => builds.listBuildPage(deps, actor, query),
+      /** Keyset pages of the same lists (`{state, dockerfile: name, cursor, limit}`). */
+      feed: (actor: Actor, query: unknown) => builds.listBuildFeed(deps, actor, query),
+      /** The long poll: the build once its state is not `seen`, or after `waitMs`. */
+      wait: (actor: Actor, id: unknown, o: { seen?: unknown; waitMs: number }, signal: AbortSignal) =>
+        builds.waitForBuild({ ...deps, watch }, actor, id, o, signal),
       queuePlace: (actor: Actor, id: unknown) => builds.buildQueuePlace(read, actor, id),
-      follow: (actor: Actor, id: unknown, from: unknown, signal: AbortSignal) =>
-        builds.followBuild(read, actor, id, from, signal),
+      follow: (actor: Actor, id: unknown, from: unknown, signal: AbortSignal, format?: 'html' | 'text') =>
+        builds.followBuild(read, actor, id, from, signal, format),
       report: (actor: Actor, id: unknown) => builds.buildReport(read, actor, id),
       manifest: (actor: Actor, id: unknown, query: unknown) => builds.manifestView(read, actor, id, query),
       sbom: (actor: Actor, id: unknown, query: unknown) => builds.sbomView(read, actor, id, query),
@@ -97,6 +115,13 @@ export function createCore(deps: CoreDeps) {
       audit: (actor: Actor, input?: unknown) => listAuditLog(deps, actor, input),
       metrics: (actor: Actor, address: string | undefined) => admin.metricsText(deps, actor, address),
       readiness: () => admin.readiness(deps),
+    },
+    tokens: {
+      ...createTokens(deps),
+      list: (actor: Actor) => tokens.listTokens(deps, actor),
+      revoke: (actor: Actor, id: unknown) => tokens.revokeToken(deps, actor, id),
+      /** The actor of a request's `Authorization` header (the REST API), or 401. */
+      actor: (authorization: string | undefined, address?: string) => tokens.tokenActor(deps, authorization, address),
     },
     users: {
       ...createUsers(deps),
@@ -121,6 +146,13 @@ export function createUsers(deps: Pick<CoreDeps, 'db' | 'hasher' | 'logger' | 'n
     approve: (actor: Actor, input: Parameters<typeof users.approveUser>[2]) => users.approveUser(deps, actor, input),
     resetPassword: (actor: Actor, input: Parameters<typeof users.resetPassword>[2]) =>
       users.resetPassword(deps, actor, input),
+  };
+}
+
+/** Creating API tokens (the account page; `kiln user token` for a named user). */
+export function createTokens(deps: Pick<CoreDeps, 'db' | 'config' | 'logger' | 'now'>) {
+  return {
+    create: (actor: Actor, input: Parameters<typeof tokens.createToken>[2]) => tokens.createToken(deps, actor, input),
   };
 }
 

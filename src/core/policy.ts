@@ -7,11 +7,13 @@
  * - a user may act on what they own; another owner's object is `not_found` (404), the same answer as a missing id,
  *   so ids are no existence oracle;
  * - admins may act on every object, and alone may take the admin actions (`forbidden`, 403, for a user);
- * - the system (the task worker, `kiln user` on the machine) may take every action that needs no user identity.
+ * - the system (the task worker, `kiln user` on the machine) may take every action that needs no user identity;
+ * - a user acting through an API token may take only the actions its scopes cover (`forbidden` otherwise), and is an
+ *   admin only with the `admin` scope: an admin's `build` token sees and acts on the admin's own objects alone.
  */
 import { BlockList, isIP } from 'node:net';
 import { KilnError } from '../shared/errors.js';
-import type { Actor, UserActor } from './actor.js';
+import type { Actor, Scope, UserActor } from './actor.js';
 
 /** Actions on one owner's objects. */
 export const OWNED = [
@@ -24,7 +26,7 @@ export const OWNED = [
   'build.cancel',
 ] as const;
 /** Actions of a logged-in user on their own account, or making something they will own: they need a user. */
-const SELF = ['account.read', 'account.changePassword', 'dockerfile.create'] as const;
+const SELF = ['account.read', 'account.changePassword', 'dockerfile.create', 'token.manage'] as const;
 /** Listings, scoped by `ownerScope`: a user's own objects, everyone's for admins and the system. */
 const LISTS = ['dockerfile.list', 'build.list'] as const;
 /** What anyone may do. */
@@ -47,6 +49,8 @@ const ADMIN = [
   'site.health',
   'audit.read',
   'metrics.read',
+  /** A token for a named user (`kiln user token`). */
+  'token.issue',
 ] as const;
 
 export type OwnedAction = (typeof OWNED)[number];
@@ -62,11 +66,65 @@ export function decide(actor: Actor, action: Action, owner?: number): Decision {
   if (has(PUBLIC, action)) return 'allow';
   if (actor.kind === 'anonymous') return 'unauthenticated';
   if (actor.kind === 'system') return has(SELF, action) ? 'forbidden' : 'allow';
-  if (has(ADMIN, action)) return actor.role === 'admin' ? 'allow' : 'forbidden';
+  if (!tokenAllows(actor, action)) return 'forbidden';
+  const admin = actsAsAdmin(actor);
+  if (has(ADMIN, action)) return admin ? 'allow' : 'forbidden';
   if (has(SELF, action) || has(LISTS, action)) return 'allow';
   if (owner === undefined) throw new KilnError('internal', `policy: ${action} needs the object's owner`);
-  return actor.role === 'admin' || owner === actor.id ? 'allow' : 'hidden';
+  return admin || owner === actor.id ? 'allow' : 'hidden';
 }
+
+/**
+ * The scope a token needs for each action. Actions not named here are never taken with a token: a password change,
+ * managing tokens (a leaked token cannot mint others), issuing tokens for other users.
+ */
+const SCOPE_OF: Partial<Record<Action, Scope>> = {
+  'account.read': 'read',
+  'dockerfile.read': 'read',
+  'dockerfile.list': 'read',
+  'build.read': 'read',
+  'build.list': 'read',
+  'dockerfile.create': 'build',
+  'dockerfile.update': 'build',
+  'dockerfile.delete': 'build',
+  'job.update': 'build',
+  'build.request': 'build',
+  'build.cancel': 'build',
+  ...Object.fromEntries(ADMIN.filter((a) => a !== 'token.issue').map((a) => [a, 'admin'])),
+};
+
+/** Whether scopes cover `needed`: `build` and `admin` include `read` (a pipeline that builds also polls). */
+export const scopesCover = (scopes: readonly Scope[], needed: Scope): boolean =>
+  scopes.includes(needed) || (needed === 'read' && scopes.length > 0);
+
+/** True unless the actor is a token whose scopes do not cover the action. */
+function tokenAllows(actor: UserActor, action: Action): boolean {
+  if (actor.via !== 'token') return true;
+  const needed = SCOPE_OF[action];
+  return needed !== undefined && scopesCover(actor.scopes ?? [], needed);
+}
+
+/** An admin's powers need the role, and through a token also the `admin` scope. */
+function actsAsAdmin(actor: UserActor): boolean {
+  return actor.role === 'admin' && (actor.via !== 'token' || (actor.scopes ?? []).includes('admin'));
+}
+
+/**
+ * A door's check before it looks at anything (the REST API's routes each name the scope they need), so a token
+ * beyond its scope gets 403 whatever the object; the use cases check their actions again.
+ */
+export function authorizeScope(actor: Actor, scope: Scope): void {
+  if (actor.kind !== 'user' || actor.via !== 'token' || scopesCover(actor.scopes ?? [], scope)) return;
+  throw scopeRefusal(actor, scope);
+}
+
+const scopeRefusal = (actor: UserActor, needed: Scope | undefined): KilnError =>
+  new KilnError(
+    'forbidden',
+    needed
+      ? `This API token's scopes (${(actor.scopes ?? []).join(', ') || 'none'}) do not allow this: it needs the ${needed} scope.`
+      : 'This cannot be done with an API token; use the web site.',
+  );
 
 export function can(actor: Actor, action: Action, owner?: number): boolean {
   return decide(actor, action, owner) === 'allow';
@@ -82,6 +140,7 @@ export function authorize(actor: Actor, action: Action, owner?: number, what = '
     case 'hidden':
       throw new KilnError('not_found', what);
     case 'forbidden':
+      if (actor.kind === 'user' && !tokenAllows(actor, action)) throw scopeRefusal(actor, SCOPE_OF[action]);
       throw new KilnError(
         'forbidden',
         has(ADMIN, action) ? 'Only an admin can do this.' : 'You are not allowed to do that.',
@@ -94,7 +153,7 @@ export function authorize(actor: Actor, action: Action, owner?: number, what = '
  * the system). Lookups by id use it too, so another owner's object is simply not found.
  */
 export function ownerScope(actor: Actor): number | null {
-  if (actor.kind === 'user') return actor.role === 'admin' ? null : actor.id;
+  if (actor.kind === 'user') return actsAsAdmin(actor) ? null : actor.id;
   if (actor.kind === 'system') return null;
   throw new KilnError('unauthenticated', 'Please log in.');
 }

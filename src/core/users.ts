@@ -11,6 +11,7 @@ import {
   isUniqueViolation,
   listUsers as listUserRows,
   lockActiveAdmins,
+  revokeUserApiTokens,
   setUserApproved,
   setUserDisabled,
   setUserPassword,
@@ -23,7 +24,7 @@ import { KilnError, conflict, notFound } from '../shared/errors.js';
 import { CLI, actorLabel, userActor, type Actor, type UserActor } from './actor.js';
 import { recordAudit } from './audit.js';
 import { Id, Password, Secret, Username, parse } from './commands.js';
-import type { CoreDeps } from './deps.js';
+import { clockOf, type CoreDeps } from './deps.js';
 import {
   deviceIdFor,
   newDeviceId,
@@ -165,12 +166,12 @@ export async function createUser(
   d: Pick<CoreDeps, 'db' | 'hasher'>,
   actor: Actor,
   input: { username: unknown; role: unknown },
-): Promise<{ username: string; password: string }> {
+): Promise<{ username: string; password: string; user: UserRow }> {
   authorize(actor, 'user.create');
   const cmd = parse(createCommand, input);
   const password = generatePassword();
-  await insertNewUser(d, { username: cmd.username, password }, cmd.role);
-  return { username: cmd.username, password };
+  const user = await insertNewUser(d, { username: cmd.username, password }, cmd.role);
+  return { username: cmd.username, password, user };
 }
 
 /**
@@ -183,7 +184,8 @@ export async function ensureFirstAdmin(
 ): Promise<{ username: string; password: string } | null> {
   if ((await countUsers(d.db)) > 0) return null;
   try {
-    return await createUser(d, CLI, { username, role: 'admin' });
+    const { password } = await createUser(d, CLI, { username, role: 'admin' });
+    return { username, password };
   } catch (e) {
     if (e instanceof KilnError && e.code === 'conflict') return null;
     throw e;
@@ -224,7 +226,8 @@ async function keepAnAdmin(trx: Queryable, u: UserRow, what: string): Promise<vo
 
 /**
  * Disables or enables an account. Disabling moves the session epoch: each of the user's sessions ends at its next
- * request (every request resolves its session through sessionActor). Never the last enabled admin.
+ * request (every request resolves its session through sessionActor), and revokes every API token of the user in the
+ * same transaction (enabling the account again does not bring them back). Never the last enabled admin.
  */
 export async function setDisabled(
   d: AdminDeps,
@@ -237,8 +240,12 @@ export async function setDisabled(
   await d.db.transaction(async (trx) => {
     if (disabled) await keepAnAdmin(trx, u, 'disable');
     await setUserDisabled(trx, u.id, disabled);
+    const tokensRevoked = disabled
+      ? await revokeUserApiTokens(trx, u.id, new Date(clockOf(d)).toISOString(), 'disabled')
+      : 0;
     await recordAudit(trx, d, actor, disabled ? 'user.disable' : 'user.enable', `user:${u.id}`, {
       username: u.username,
+      ...(tokensRevoked ? { tokensRevoked } : {}),
     });
   });
   d.logger.info({ ...actorLabel(actor), target: u.id, disabled }, 'user disabled state changed');

@@ -16,37 +16,53 @@ export interface BuildFilter {
   ownerId: number | null;
   dockerfileId?: number;
   states?: readonly WebBuildState[];
-  page: number;
-  perPage: number;
 }
 
-export async function listBuildHistory(
-  db: Queryable,
-  f: BuildFilter,
-): Promise<{ items: BuildHistoryItem[]; total: number }> {
-  const base = () => {
-    const q = db('builds as b');
-    if (f.ownerId !== null) void q.where('b.owner_id', f.ownerId);
-    if (f.dockerfileId !== undefined) void q.where('b.dockerfile_id', f.dockerfileId);
-    if (f.states?.length) void q.whereIn('b.state', f.states as WebBuildState[]);
-    return q;
-  };
-  const [count] = await base().count<{ n: number | string }[]>({ n: '*' });
-  const rows = await base()
+function filtered(db: Queryable, f: BuildFilter) {
+  const q = db('builds as b');
+  if (f.ownerId !== null) void q.where('b.owner_id', f.ownerId);
+  if (f.dockerfileId !== undefined) void q.where('b.dockerfile_id', f.dockerfileId);
+  if (f.states?.length) void q.whereIn('b.state', f.states as WebBuildState[]);
+  return q;
+}
+
+/** Newest first, with the Dockerfile's name and the owner's. */
+async function historyRows(q: ReturnType<typeof filtered>, limit: number, offset = 0): Promise<BuildHistoryItem[]> {
+  const rows = await q
     .join('dockerfiles as d', 'd.id', 'b.dockerfile_id')
     .join('users as u', 'u.id', 'b.owner_id')
     .select('b.*', 'd.name as dockerfile_name', 'u.username as owner')
     .orderBy('b.id', 'desc')
-    .limit(f.perPage)
-    .offset((f.page - 1) * f.perPage);
-  return {
-    total: Number(count?.n ?? 0),
-    items: rows.map((r: Record<string, unknown>) => ({
-      ...toBuildRow(r),
-      dockerfile_name: String(r.dockerfile_name),
-      owner: String(r.owner),
-    })),
-  };
+    .limit(limit)
+    .offset(offset);
+  return rows.map((r: Record<string, unknown>) => ({
+    ...toBuildRow(r),
+    dockerfile_name: String(r.dockerfile_name),
+    owner: String(r.owner),
+  }));
+}
+
+/** One numbered page of the filtered builds, and how many there are (the pages' lists). */
+export async function listBuildHistory(
+  db: Queryable,
+  f: BuildFilter & { page: number; perPage: number },
+): Promise<{ items: BuildHistoryItem[]; total: number }> {
+  const [count] = await filtered(db, f).count<{ n: number | string }[]>({ n: '*' });
+  const items = await historyRows(filtered(db, f), f.perPage, (f.page - 1) * f.perPage);
+  return { total: Number(count?.n ?? 0), items };
+}
+
+/**
+ * The filtered builds older than `beforeId` (all, without it), newest first: a keyset page (the REST API's cursor),
+ * which neither skips nor repeats a build when new ones arrive between pages.
+ */
+export function listBuildsBefore(
+  db: Queryable,
+  f: BuildFilter & { beforeId?: number; limit: number },
+): Promise<BuildHistoryItem[]> {
+  const q = filtered(db, f);
+  if (f.beforeId !== undefined) void q.where('b.id', '<', f.beforeId);
+  return historyRows(q, f.limit);
 }
 
 /** Builds not started yet (requested: in Kiln; queued: at the backend), oldest first, with the owner's id. */

@@ -97,6 +97,18 @@ export async function findBuild(db: Queryable, id: number, ownerId: number | nul
   return r ? norm(r) : undefined;
 }
 
+/** The rows of these builds (missing ids are simply absent), in one statement per 500 ids. */
+export async function findBuildsByIds(db: Queryable, ids: readonly number[]): Promise<Map<number, BuildRow>> {
+  const out = new Map<number, BuildRow>();
+  for (let i = 0; i < ids.length; i += 500) {
+    for (const r of await db('builds').whereIn('id', ids.slice(i, i + 500))) {
+      const b = norm(r as Record<string, unknown>);
+      out.set(b.id, b);
+    }
+  }
+  return out;
+}
+
 export async function findBuildByKey(db: Queryable, key: string): Promise<BuildRow | undefined> {
   const r = await db('builds').where({ idempotency_key: key }).first();
   return r ? norm(r) : undefined;

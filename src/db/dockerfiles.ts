@@ -71,7 +71,15 @@ export async function findDockerfileByName(
   return r ? normDf(r) : undefined;
 }
 
-export async function listDockerfiles(db: Queryable, ownerId: number | null): Promise<DockerfileListItem[]> {
+/**
+ * Dockerfiles by name (then id: names repeat across owners). `page` makes it a keyset page: those after `after`
+ * in that order, at most `limit` (the REST API's cursor).
+ */
+export async function listDockerfiles(
+  db: Queryable,
+  ownerId: number | null,
+  page?: { after?: { name: string; id: number }; limit: number },
+): Promise<DockerfileListItem[]> {
   const q = db('dockerfiles as d')
     .join('users as u', 'u.id', 'd.owner_id')
     .leftJoin('dockerfile_versions as v', 'v.id', 'd.current_version_id')
@@ -80,6 +88,14 @@ export async function listDockerfiles(db: Queryable, ownerId: number | null): Pr
     .orderBy('d.name')
     .orderBy('d.id');
   if (ownerId !== null) q.where('d.owner_id', ownerId);
+  const after = page?.after;
+  if (after)
+    q.where((w) => {
+      void w.where('d.name', '>', after.name).orWhere((x) => {
+        void x.where('d.name', after.name).where('d.id', '>', after.id);
+      });
+    });
+  if (page) q.limit(page.limit);
   const rows = await q;
   return rows.map((r: Record<string, unknown>) => ({
     ...normDf(r),

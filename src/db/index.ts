@@ -13,3 +13,4 @@ export * from './base-names.js';
 export * from './tasks.js';
 export * from './jobs.js';
 export * from './admin.js';
+export * from './api-tokens.js';

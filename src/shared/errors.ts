@@ -9,7 +9,11 @@ export const ERROR_CODES = {
   unauthenticated: 401,
   forbidden: 403,
   not_found: 404,
+  /** The REST API: a known path asked with a method it does not take (the answer names those it takes). */
+  method_not_allowed: 405,
   conflict: 409,
+  /** An idempotency key sent again with a different request (another Dockerfile): it names one request only. */
+  idempotency_key_reused: 422,
   /** A per-user storage quota would be exceeded (Dockerfile versions, build contexts, artifacts). */
   quota_exceeded: 409,
   too_large: 413,

@@ -42,6 +42,8 @@ import { jobRoutes } from './routes/jobs.js';
 import { buildRoutes, buildApiRoutes } from './routes/builds.js';
 import { exactBytes, humanBytes, humanDuration, shortTime } from './format.js';
 import { opsRoutes } from './routes/ops.js';
+import type { StreamCounts } from './live-stream.js';
+import { apiV1 } from './api-v1/index.js';
 import { httpRequestSeconds } from '../shared/metrics.js';
 
 declare global {
@@ -100,6 +102,8 @@ export interface AppContext {
   bigUploads: BigUploadGate;
   /** The app's clock (login times, the throttle, task times): Date.now unless a test injects one. */
   now: () => number;
+  /** Live build streams open per user in this process (the page's and the REST API's, one limit). */
+  liveStreams: StreamCounts;
 }
 
 export type KilnApp = Express & {
@@ -212,6 +216,11 @@ export function createApp(opts: AppOptions): KilnApp {
       maxAge: '1h',
     }),
   );
+
+  // The REST API takes bearer tokens only: it is mounted before the body parsers, the session and the CSRF check,
+  // none of which it uses (a cookie sent to it is never read). Its router exists once the context does (below).
+  const v1: { router?: express.Router } = {};
+  app.use('/api/v1', (req: Request, res: Response, next: NextFunction) => v1.router!(req, res, next));
 
   const max = config.web.maxDockerfileBytes;
   app.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 }));
@@ -384,6 +393,7 @@ export function createApp(opts: AppOptions): KilnApp {
     loginLimiter,
     bigUploads,
     now,
+    liveStreams: new Map(),
   };
   const mounted: Array<[string, express.Router]> = [
     ['', wellKnownRoutes(ctx)],
@@ -397,8 +407,10 @@ export function createApp(opts: AppOptions): KilnApp {
     ['', buildRoutes(ctx)],
   ];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
+  const api = apiV1(ctx);
+  v1.router = api.router;
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
-  app.locals.routeTable = mounted.flatMap(([prefix, router]) =>
+  app.locals.routeTable = [...mounted, ['/api/v1', api.router] as const].flatMap(([prefix, router]) =>
     (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)
       .filter((l) => l.route)
       .flatMap((l) =>

@@ -71,6 +71,27 @@ export function policyFindings(ke: KilnError): { findings?: { line: number; mess
     : {};
 }
 
+/**
+ * The REST API's one error shape: `{"error": {"code", "message", "details"?}}`. `details` carries only what is
+ * meant for the client: a policy refusal's findings, the door's validation issues, when to retry, the methods a
+ * path takes. Nothing else of an error's detail (which is for the log) ever leaves.
+ */
+export function apiErrorBody(ke: KilnError): {
+  error: { code: string; message: string; details?: Record<string, unknown> };
+} {
+  const d = (ke.detail ?? {}) as Record<string, unknown>;
+  const details = {
+    ...policyFindings(ke),
+    ...(Array.isArray(d.issues) ? { issues: d.issues } : {}),
+    ...(typeof d.retryAfterSeconds === 'number' ? { retryAfterSeconds: d.retryAfterSeconds } : {}),
+    ...(Array.isArray(d.allow) ? { allow: d.allow } : {}),
+  };
+  return { error: { code: ke.code, message: ke.message, ...(Object.keys(details).length ? { details } : {}) } };
+}
+
+/** Under /api/v1 every answer is JSON in the API's shape, whatever refused the request and wherever. */
+export const isApiV1 = (req: Request): boolean => /^\/api\/v1(?:[/?]|$)/.test(req.originalUrl);
+
 export function notFoundHandler(): RequestHandler {
   return (_req, _res, next) => next(new KilnError('not_found', 'Not found'));
 }
@@ -124,6 +145,10 @@ export function errorHandler(deps: {
     res.set('Cache-Control', 'no-store');
     if (status === 401 && !deps.wantsJson(req) && req.method === 'GET') {
       res.redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}`);
+      return;
+    }
+    if (isApiV1(req)) {
+      res.status(status).json(apiErrorBody(ke));
       return;
     }
     if (deps.wantsJson(req)) {

@@ -2,10 +2,12 @@ import { describe, expect, it } from 'vitest';
 import { completeLines, escapeHtml, lineHtml, plainLine, splitMachineLines } from '../../src/core/builds/log-view.js';
 import { fairOrder } from '../../src/core/builds/waiting.js';
 import { diffPackages } from '../../src/core/builds/report.js';
-import { Coalescer } from '../../src/core/builds/live.js';
+import { BuildWatch, Coalescer } from '../../src/core/builds/live.js';
 import { progressOf } from '../../src/core/index.js';
 import { exactBytes, humanBytes } from '../../src/web/format.js';
 import { htmlText } from '../helpers/sse.js';
+import { until } from '../helpers/wait.js';
+import type { BuildRow } from '../../src/db/index.js';
 
 /** The only markup lineHtml may produce: our spans with our class names; everything else is escaped text. */
 const SAFE =
@@ -169,5 +171,40 @@ describe('build views', () => {
         async () => 7,
       ),
     ).toBe(7);
+  });
+});
+
+describe('the long poll (BuildWatch)', () => {
+  it('a hundred waiters on a hundred builds cost one read per poll; each is answered when its build moves, at its deadline, or on abort', async () => {
+    const state = new Map<number, string>(Array.from({ length: 100 }, (_, i) => [i + 1, 'running']));
+    const reads: number[][] = [];
+    const watch = new BuildWatch(async (ids) => {
+      reads.push(ids);
+      return new Map(
+        ids.filter((id) => state.has(id)).map((id) => [id, { id, state: state.get(id) } as unknown as BuildRow]),
+      );
+    }, 20);
+    const far = Date.now() + 60_000;
+    const moved = (b: BuildRow) => b.state !== 'running';
+    const ac = new AbortController();
+    const waits = [...state.keys()].map((id) =>
+      watch.until(id, moved, id === 100 ? Date.now() + 50 : far, id === 99 ? ac.signal : new AbortController().signal),
+    );
+    await until(() => (reads.length >= 1 ? true : undefined));
+    expect(reads[0]!.length).toBe(100);
+    for (let id = 1; id <= 50; id++) state.set(id, 'succeeded');
+    state.delete(98);
+    const first50 = await Promise.all(waits.slice(0, 50));
+    expect(first50.every((b) => b?.state === 'succeeded')).toBe(true);
+    expect(await waits[97]).toBeNull(); // gone
+    expect((await waits[99])?.state).toBe('running'); // its deadline
+    ac.abort();
+    expect((await waits[98])?.state).toBe('running'); // aborted: the last row read
+    // Every read asked for all the builds still waited on at once: never one query per waiter.
+    expect(reads.every((r) => r.length === new Set(r).size)).toBe(true);
+    const readsSoFar = reads.length;
+    for (let id = 51; id <= 97; id++) state.set(id, 'failed');
+    await Promise.all(waits.slice(50, 97));
+    expect(reads.length - readsSoFar).toBeLessThanOrEqual(2);
   });
 });

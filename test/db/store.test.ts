@@ -26,6 +26,8 @@ import {
   putBaseName,
   listBaseNames,
   deleteBaseName,
+  listBuildsBefore,
+  findBuildsByIds,
 } from '../../src/db/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -279,6 +281,51 @@ for (const engine of ['sqlite', 'pg'] as const) {
         Array.from({ length: 20 }, () => requestBuild(s, { ...actor }, { dockerfileId: String(df.id), key })),
       );
       expect(new Set(same.map((r) => r.build.id))).toEqual(new Set([accepted[0]!.id]));
+    });
+
+    it('keyset pages (the REST API): every Dockerfile and build once, in the full listing order, whatever the collation', async () => {
+      const u = await insertUser(t.db, { username: 'pager', passwordHash: 'h', role: 'user' });
+      // Names whose order differs between byte order and a locale's collation ('-', '.', '_' and digits).
+      const names = ['ab', 'a-b', 'a.b', 'a_b', 'a0', 'b', 'a-c', 'aa'];
+      for (const name of names)
+        await t.db.transaction((trx) => insertDockerfile(trx, { ownerId: u.id, name, content: 'FROM x\n' }));
+      const all = (await listDockerfiles(t.db, u.id)).map((d) => d.name);
+      const paged: string[] = [];
+      let after: { name: string; id: number } | undefined;
+      for (;;) {
+        const page = await listDockerfiles(t.db, u.id, { ...(after ? { after } : {}), limit: 3 });
+        paged.push(...page.map((d) => d.name));
+        if (page.length < 3) break;
+        after = { name: page[2]!.name, id: page[2]!.id };
+      }
+      expect(paged).toEqual(all);
+      expect(new Set(paged).size).toBe(names.length);
+
+      const df = (await listDockerfiles(t.db, u.id))[0]!;
+      const ids: number[] = [];
+      for (let i = 0; i < 7; i++)
+        ids.push(
+          (
+            await insertBuild(t.db, {
+              dockerfileId: df.id,
+              versionId: df.current_version_id!,
+              ownerId: u.id,
+              key: `page-key-${i}`,
+            })
+          ).id,
+        );
+      const seen: number[] = [];
+      let before: number | undefined;
+      for (;;) {
+        const page = await listBuildsBefore(t.db, { ownerId: u.id, ...(before ? { beforeId: before } : {}), limit: 3 });
+        seen.push(...page.map((b) => b.id));
+        if (page.length < 3) break;
+        before = page[2]!.id;
+      }
+      expect(seen).toEqual([...ids].reverse());
+      expect([...(await findBuildsByIds(t.db, [ids[0]!, ids[3]!, 999_999])).keys()].sort()).toEqual(
+        [ids[0]!, ids[3]!].sort(),
+      );
     });
 
     it("attestation: verifying -> succeeded with the web's digests and the attestation row in one transaction, once", async () => {

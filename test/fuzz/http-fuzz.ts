@@ -14,7 +14,7 @@ import { ARTIFACT_NAMES } from '../../src/protocol/index.js';
 import type { Db } from '../../src/db/index.js';
 import { Prng } from '../helpers/prng.js';
 import { waitForBuild } from '../helpers/serve.js';
-import { HttpClient, addUser, startTestWeb } from '../helpers/web.js';
+import { ApiClient, HttpClient, addToken, addUser, startTestWeb } from '../helpers/web.js';
 import { sendRaw, type RawRequest, type RawResponse } from './raw-http.js';
 
 export interface FuzzOptions {
@@ -155,6 +155,9 @@ const FIELDS = [
   'admin',
   'id',
   'owner_id',
+  'dockerfile',
+  'settings',
+  'confirm',
 ];
 const CONTENT_TYPES = [
   'application/json',
@@ -475,6 +478,8 @@ interface Session {
   client: HttpClient;
   token: string;
   cookie: string;
+  /** The role's API token (the REST API's credential), when it has an account. */
+  bearer?: string;
 }
 
 /** Runs the fuzzer against a fresh web (real SQLite, sessions and glue); returns counts and every 5xx. */
@@ -558,7 +563,16 @@ export async function runHttpFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         const r = await c.login(cred[0], cred[1]);
         if (r.status !== 303) report.unhealthy.push(`re-login of ${role} answered ${r.status}`);
       }
-      sessions[role] = { client: c, token: await c.apiToken(), cookie: c.cookieHeader() };
+      // An API token of the role's user; a fuzzed disable revokes it for good, so a new one is made then.
+      let bearer = sessions[role]?.bearer;
+      if (cred && (!bearer || (await new ApiClient(w.url, bearer).get('/me')).status !== 200))
+        bearer = await addToken(w, cred[0], role === 'admin' ? ['read', 'build', 'admin'] : ['read', 'build']);
+      sessions[role] = {
+        client: c,
+        token: await c.apiToken(),
+        cookie: c.cookieHeader(),
+        ...(bearer ? { bearer } : {}),
+      };
     };
     for (const r of ROLES) await refresh(r);
 
@@ -652,6 +666,8 @@ function toRequest(
     pattern.replace(/:(id|name)/g, (_m, kind: string) => {
       const p = c.params[n++] ?? '$own-df';
       if (p === '$name') return ARTIFACT_NAMES[c.route % ARTIFACT_NAMES.length]!;
+      if (p.startsWith('$') && kind === 'name' && pattern.startsWith('/api/v1/dockerfiles/'))
+        return p.startsWith('$other') ? 'fuzz-bobs' : 'fuzz-mine';
       if (p.startsWith('$')) {
         const want =
           kind === 'name'
@@ -683,6 +699,16 @@ function toRequest(
     other: sessions[c.role === 'user' ? 'admin' : 'user'].token,
   }[c.csrf];
   if (token) headers.push(['X-CSRF-Token', token]);
+  // The REST API's credential takes the place of the CSRF token's variants there: own, none, garbage, another's.
+  if (pattern.startsWith('/api/v1/')) {
+    const bearer = {
+      valid: s.bearer,
+      missing: undefined,
+      wrong: `kiln_${'0'.repeat(16)}_${'x'.repeat(43)}`,
+      other: sessions[c.role === 'user' ? 'admin' : 'user'].bearer,
+    }[c.csrf];
+    if (bearer) headers.push(['Authorization', `Bearer ${bearer}`]);
+  }
   if (c.origin) headers.push(['Origin', c.origin === 'same' ? `http://127.0.0.1:${port}` : c.origin]);
   if (c.site !== null) headers.push(['Sec-Fetch-Site', c.site]);
   if (c.range) headers.push(['Range', c.range]);

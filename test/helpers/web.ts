@@ -5,7 +5,15 @@ import { silentLogger, type Logger } from '../../src/shared/logger.js';
 import { createApp } from '../../src/web/index.js';
 import type { GluePort } from '../../src/core/ports.js';
 import type { Backend } from '../../src/glue/backends/types.js';
-import { CLI, DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker, createUsers } from '../../src/core/index.js';
+import {
+  CLI,
+  DEFAULT_LOGIN_LIMITS,
+  PasswordHasher,
+  Worker,
+  createTokens,
+  createUsers,
+  type Scope,
+} from '../../src/core/index.js';
 import { TASK_HANDLERS } from '../../src/core/tasks/kinds.js';
 import type { TaskKindName } from '../../src/core/tasks/queue.js';
 import type { TaskKind } from '../../src/core/tasks/worker.js';
@@ -171,6 +179,67 @@ export function addUser(
   role: 'user' | 'admin',
 ): Promise<{ username: string; password: string }> {
   return createUsers({ db, hasher: new PasswordHasher(1), logger: silentLogger }).create(CLI, { username, role });
+}
+
+/** A personal API token of `username`, as `kiln user token` makes one (the clock: the web's, when the test moves it). */
+export async function addToken(
+  w: Pick<TestWeb, 'db' | 'config'>,
+  username: string,
+  scopes: readonly Scope[] = ['read', 'build'],
+  o: { expires?: string; name?: string; now?: () => number } = {},
+): Promise<string> {
+  const t = await createTokens({
+    db: w.db,
+    config: w.config,
+    logger: silentLogger,
+    ...(o.now ? { now: o.now } : {}),
+  }).create(CLI, {
+    username,
+    name: o.name ?? 'test',
+    scopes: [...scopes],
+    ...(o.expires ? { expires: o.expires } : {}),
+  });
+  return t.token;
+}
+
+/** The REST API with a bearer token (none: anonymous). Redirects are not followed. */
+export class ApiClient {
+  constructor(
+    readonly base: string,
+    public token?: string,
+  ) {}
+
+  request(p: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    if (this.token && !headers.has('authorization')) headers.set('authorization', `Bearer ${this.token}`);
+    return fetch(`${this.base}/api/v1${p}`, { ...init, headers, redirect: 'manual' });
+  }
+
+  get(p: string, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request(p, { headers });
+  }
+
+  post(p: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request(p, {
+      method: 'POST',
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    });
+  }
+
+  /** PUT /dockerfiles/NAME as multipart: the Dockerfile, optionally a context (tar or tar.gz) and settings. */
+  putDockerfile(
+    name: string,
+    dockerfile: string,
+    o: { context?: Buffer; settings?: unknown; removeContext?: boolean } = {},
+  ): Promise<Response> {
+    const f = new FormData();
+    f.set('dockerfile', new Blob([dockerfile]), 'Dockerfile');
+    if (o.context) f.set('context', new Blob([new Uint8Array(o.context)]), 'context.tar');
+    if (o.settings !== undefined) f.set('settings', JSON.stringify(o.settings));
+    if (o.removeContext) f.set('removeContext', 'true');
+    return this.request(`/dockerfiles/${name}`, { method: 'PUT', body: f });
+  }
 }
 
 export function ensureFirstAdmin(db: Db): Promise<{ username: string; password: string } | null> {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findUserByName } from '../../src/db/index.js';
-import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { ApiClient, addToken, addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const PUBLIC = new Set([
   'GET /',
@@ -15,6 +15,7 @@ const PUBLIC = new Set([
   'POST /api/register',
   'POST /logout',
   'POST /api/logout',
+  'GET /api/v1/openapi.json',
 ]);
 
 /** Routes whose success needs a specific body (the matrix sends a generic one): only the anonymous check applies. */
@@ -31,12 +32,21 @@ const BODY_SPECIFIC = new Set([
   // Deleting a backend job needs its name as confirmation (test/web/admin.test.ts).
   'POST /admin/jobs/:id/delete',
   'POST /api/admin/jobs/:id/delete',
+  'POST /api/v1/admin/jobs/:id/delete',
+  // A token needs a name and scopes (test/web/api-v1.test.ts); revoking one is the owner's (bob's try is checked).
+  'POST /account/tokens',
+  'POST /account/tokens/:id/revoke',
 ]);
+/**
+ * The REST API names Dockerfiles by name among the caller's own: another user's token finds nothing (404), and so
+ * does an admin's (an admin names their own Dockerfiles; others' they reach by build id).
+ */
+const BY_NAME = new Set(['GET /api/v1/dockerfiles/:name', 'POST /api/v1/builds']);
 /**
  * The admin console and the metrics: only an admin gets through; any other user gets 403 (checklist case 13),
  * whether or not it owns anything.
  */
-const adminOnly = (p: string) => /^\/(?:api\/)?admin(?:\/|$)|^\/metrics$/.test(p);
+const adminOnly = (p: string) => /^\/(?:api\/(?:v1\/)?)?admin(?:\/|$)|^\/metrics$/.test(p);
 
 /**
  * Every route the app registers, replayed as anonymous, as another user, as the owner and as an admin. A new
@@ -46,6 +56,8 @@ describe('authorization matrix over every route', () => {
   let w: TestWeb;
   let routes: Array<{ method: string; path: string }>;
   const who: Record<'anon' | 'bob' | 'alice' | 'admin', HttpClient> = {} as never;
+  // The REST API's callers: the same users with tokens of every scope they may have (anonymous: none).
+  const api: Record<'anon' | 'bob' | 'alice' | 'admin', ApiClient> = {} as never;
   let ids: { dockerfile: number; build: number; victim: number };
 
   beforeAll(async () => {
@@ -65,6 +77,12 @@ describe('authorization matrix over every route', () => {
     // The admin's user routes act on an account of its own (the matrix disables, promotes and demotes it).
     const victim = await addUser(w.db, 'victim', 'user');
     ids = { dockerfile: df, build: id, victim: (await findUserByName(w.db, victim.username))!.id };
+    api.anon = new ApiClient(w.url);
+    api.alice = new ApiClient(w.url, await addToken(w, 'alice', ['read', 'build']));
+    api.bob = new ApiClient(w.url, await addToken(w, 'bob', ['read', 'build']));
+    api.admin = new ApiClient(w.url, await addToken(w, 'root', ['read', 'build', 'admin']));
+    // The REST API's Dockerfile (the page routes switch the other one's job off and on as they go).
+    expect((await api.alice.putDockerfile('api-mine', 'FROM debian:bookworm\nRUN true\n')).status).toBe(201);
   });
   afterAll(async () => {
     await w?.close();
@@ -72,15 +90,32 @@ describe('authorization matrix over every route', () => {
 
   const fill = (p: string): string =>
     p
-      .replace(/^(\/(?:api\/)?admin\/users\/):id/, (_m, pre: string) => `${pre}${ids.victim}`)
-      .replace(/^(\/(?:api\/)?admin\/jobs\/):id/, (_m, pre: string) => `${pre}424242`)
+      .replace(/^(\/(?:api\/(?:v1\/)?)?admin\/users\/):id/, (_m, pre: string) => `${pre}${ids.victim}`)
+      .replace(/^(\/(?:api\/(?:v1\/)?)?admin\/jobs\/):id/, (_m, pre: string) => `${pre}424242`)
+      .replace(/^\/api\/v1\/dockerfiles\/:name/, '/api/v1/dockerfiles/api-mine')
       .replace(/^\/dockerfiles\/:id/, () => `/dockerfiles/${ids.dockerfile}`)
       .replace(/^\/api\/dockerfiles\/:id/, () => `/api/dockerfiles/${ids.dockerfile}`)
       .replace(/:id/, () => String(ids.build))
       .replace(/:n\b/, '0')
       .replace(/:name/, 'image.raw');
 
-  async function call(c: HttpClient, method: string, path: string, n: number): Promise<Response> {
+  async function call(
+    u: 'anon' | 'bob' | 'alice' | 'admin',
+    method: string,
+    path: string,
+    n: number,
+  ): Promise<Response> {
+    const c = who[u];
+    if (path.startsWith('/api/v1/')) {
+      const v1 = api[u];
+      const p = path.slice('/api/v1'.length);
+      if (method === 'GET') return v1.get(p);
+      // Creating by name makes the caller's own Dockerfile: a fresh name, so no later route finds it instead of alice's.
+      if (method === 'PUT') return v1.putDockerfile(`put-${n}`, 'FROM debian:bookworm\n');
+      if (p === '/builds') return v1.post(p, { dockerfile: 'api-mine' });
+      if (p === '/admin/users') return v1.post(p, { username: `matrix${n}` });
+      return v1.post(p, {});
+    }
     if (method === 'GET') return c.get(path + (path.endsWith('/log') ? '?offset=0' : ''));
     const token = await c.apiToken();
     return c.postJson(
@@ -127,6 +162,16 @@ describe('authorization matrix over every route', () => {
         'GET /api/admin/audit',
         'GET /metrics',
         'GET /healthz',
+        // API tokens and the REST API.
+        'POST /account/tokens',
+        'POST /account/tokens/:id/revoke',
+        'PUT /api/v1/dockerfiles/:name',
+        'POST /api/v1/builds',
+        'GET /api/v1/builds/:id',
+        'GET /api/v1/builds/:id/events',
+        'GET /api/v1/builds/:id/artifacts/:name',
+        'POST /api/v1/admin/users/:id/disable',
+        'GET /api/v1/admin/queue',
       ]),
     );
     expect(routes.length).toBeGreaterThan(20);
@@ -135,37 +180,40 @@ describe('authorization matrix over every route', () => {
   it('case 12, case 13: anonymous reaches only public routes; another user gets 404 on every owned object; owner and admin get through; admin routes let only admins through (403 for users)', async () => {
     let n = 0;
     const problems: string[] = [];
-    const owned = (p: string) => p.includes(':id');
+    const owned = (p: string, key: string) => p.includes(':id') || BY_NAME.has(key);
     for (const r of routes) {
       const key = `${r.method} ${r.path}`;
       if (PUBLIC.has(key)) continue;
       const path = fill(r.path);
-      const anon = await call(who.anon, r.method, path, n++);
+      const anon = await call('anon', r.method, path, n++);
       const anonOk = r.path.startsWith('/api/')
         ? anon.status === 401
         : (anon.status === 303 && (anon.headers.get('location') ?? '').startsWith('/login')) || anon.status === 401;
       if (!anonOk) problems.push(`anon ${key} -> ${anon.status}`);
       if (adminOnly(r.path)) {
         for (const u of ['alice', 'bob'] as const) {
-          const res = await call(who[u], r.method, path, n++);
+          const res = await call(u, r.method, path, n++);
           if (res.status !== 403) problems.push(`${u} ${key} -> ${res.status}`);
         }
-        const res = await call(who.admin, r.method, path, n++);
+        const res = await call('admin', r.method, path, n++);
         if (res.status >= (BODY_SPECIFIC.has(key) ? 500 : 400))
           problems.push(`admin ${key} -> ${res.status}: ${(await res.text()).slice(0, 120)}`);
         continue;
       }
-      if (owned(r.path)) {
+      if (owned(r.path, key)) {
         const before = Number((await w.db('builds').count({ n: '*' }))[0]!.n);
-        const bob = await call(who.bob, r.method, path, n++);
+        const bob = await call('bob', r.method, path, n++);
         if (bob.status !== 404) problems.push(`bob ${key} -> ${bob.status}`);
         if (Number((await w.db('builds').count({ n: '*' }))[0]!.n) !== before)
           problems.push(`bob ${key} changed builds`);
       }
       if (BODY_SPECIFIC.has(key)) continue;
       for (const u of ['alice', 'admin'] as const) {
-        const res = await call(who[u], r.method, path, n++);
-        if (res.status >= 400) problems.push(`${u} ${key} -> ${res.status}: ${(await res.text()).slice(0, 120)}`);
+        const res = await call(u, r.method, path, n++);
+        if (u === 'admin' && BY_NAME.has(key)) {
+          if (res.status !== 404) problems.push(`admin ${key} -> ${res.status} (names are per owner)`);
+        } else if (res.status >= 400)
+          problems.push(`${u} ${key} -> ${res.status}: ${(await res.text()).slice(0, 120)}`);
       }
     }
     expect(problems).toEqual([]);

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDb, findUserByName } from '../../src/db/index.js';
 import { tempDir } from '../helpers/tmp.js';
 import { startTestWeb } from '../helpers/web.js';
+import { tokenActor } from '../../src/core/tokens.js';
 
 const KILN = path.resolve(__dirname, '../../bin/kiln');
 
@@ -45,6 +46,36 @@ describe('kiln migrate / kiln user (compiled CLI)', () => {
     expect(run('user', 'add', 'boss').status).toBe(1);
     expect(run('user', 'add', 'Bad Name').status).not.toBe(0);
     expect(run('user', 'list').stdout).toMatch(/^boss\tadmin/m);
+  });
+
+  it('user token prints a working token alone on stdout (for $(...)), stores only its hash, and refuses what it may not make', async () => {
+    expect(run('user', 'add', 'ci-user').status).toBe(0);
+    const r = run('user', 'token', 'ci-user', '--scope', 'build', '--expires', '30d', '--name', 'gitlab');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^kiln_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n$/);
+    expect(r.stderr).toMatch(/API token "gitlab" for ci-user: scopes build, expires 20\d\d-/);
+    const token = r.stdout.trim();
+    const db = createDb({ client: 'sqlite', filename: path.join(dir, 'kiln.sqlite') });
+    try {
+      const row = await db('api_tokens').first();
+      expect(JSON.stringify(row)).not.toContain(token.slice(22));
+      const actor = await tokenActor({ db }, `Bearer ${token}`);
+      expect(actor).toMatchObject({ username: 'ci-user', scopes: ['build'], via: 'token' });
+    } finally {
+      await db.destroy();
+    }
+    expect(run('user', 'token', 'ci-user').stdout).toMatch(/^kiln_/); // read, no expiry
+    const refused = [
+      run('user', 'token', 'ci-user', '--scope', 'admin'),
+      run('user', 'token', 'ci-user', '--expires', 'soon'),
+      run('user', 'token', 'nobody'),
+    ];
+    for (const x of refused) {
+      expect(x.status).toBe(1);
+      expect(x.stdout).toBe('');
+    }
+    expect(run('user', 'token').status).toBe(2);
+    expect(run('user', 'token', 'ci-user', '--bogus').status).toBe(2);
   });
 });
 

@@ -14,6 +14,7 @@
  * retrying with backoff. A task that keeps failing fails its build with the reason (never stuck `requested`,
  * `queued` or `verifying`). Tasks are idempotent: the glue returns the same build for the same key.
  */
+import { createHash } from 'node:crypto';
 import {
   countActiveBuilds,
   findBuild,
@@ -33,10 +34,10 @@ import {
 import { KilnError, conflict } from '../../shared/errors.js';
 import { actorLabel, type Actor } from '../actor.js';
 import { recordAudit } from '../audit.js';
-import { IdempotencyKey, parse } from '../commands.js';
+import { IdempotencyKey, parse, rule } from '../commands.js';
 import { settingsOf } from '../jobs/settings.js';
 import type { CoreDeps } from '../deps.js';
-import { dockerfileFor } from '../dockerfiles.js';
+import { dockerfileByName, dockerfileFor } from '../dockerfiles.js';
 import { authorize, ownerScope } from '../policy.js';
 import { refuseBuildOverQuota } from '../storage.js';
 import { buildSubject, enqueue, wake } from '../tasks/queue.js';
@@ -44,11 +45,12 @@ import { buildFor } from './access.js';
 
 export { buildFor } from './access.js';
 export { openArtifact, readLog, type ArtifactDownload } from './artifacts.js';
-export { Coalescer, followBuild, type LiveEvent } from './live.js';
+export { BuildWatch, Coalescer, followBuild, waitForBuild, type LiveEvent } from './live.js';
 export { buildReport, manifestView, packageDiff, sbomView, serialLog } from './report.js';
 export {
   buildPage,
   buildQueuePlace,
+  listBuildFeed,
   listBuildPage,
   progressOf,
   type BuildListQuery,
@@ -59,21 +61,61 @@ export {
 export type { QueuePlace } from './waiting.js';
 
 /**
+ * An Idempotency-Key as a client sends it (the REST API): 1-255 visible ASCII characters, optionally quoted as a
+ * structured-field string. Clients pick them (a pipeline id, say), so two users may pick the same one.
+ */
+const ClientKey = rule((v): string => {
+  const raw = typeof v === 'string' ? v.trim() : '';
+  const k = raw.length > 1 && raw.startsWith('"') && raw.endsWith('"') ? raw.slice(1, -1) : raw;
+  if (!/^[\x21-\x7e]{1,255}$/.test(k))
+    throw new KilnError('invalid_input', 'The Idempotency-Key must be 1 to 255 visible ASCII characters.');
+  return k;
+});
+
+/**
+ * The stored key for a client's key: derived from the requester and the key, so each user has keys of their own (no
+ * collisions, no oracle on others' keys) and the result is a key the protocol carries (`c` + 43 base64url).
+ */
+function storedClientKey(actor: Actor, clientKey: string): string {
+  const who = actor.kind === 'user' ? `user:${actor.id}` : actor.kind;
+  return `c${createHash('sha256').update(`${who}\n${clientKey}`).digest('base64url')}`;
+}
+
+/**
  * Records a build request and enqueues its dispatch, or returns the existing build for a repeated key. `trigger` is
- * the door's word (the page's Build button is `manual`, the JSON API `api`), never the requester's.
+ * the door's word (the page's Build button is `manual`, the JSON APIs `api`), never the requester's. `key` is a
+ * form's key (made by the page); `clientKey` one a client chose (the REST API's Idempotency-Key), which names one
+ * request of that user: sent again for another Dockerfile it is `idempotency_key_reused`.
  */
 export async function requestBuild(
   d: CoreDeps,
   actor: Actor,
-  input: { dockerfileId: unknown; key: unknown; trigger?: 'manual' | 'api' },
+  input: {
+    dockerfileId?: unknown;
+    /** Instead of the id: the actor's own Dockerfile of that name (the REST API). */
+    dockerfileName?: unknown;
+    key?: unknown;
+    clientKey?: unknown;
+    trigger?: 'manual' | 'api';
+  },
 ): Promise<{ build: BuildRow; created: boolean }> {
-  const df = await dockerfileFor(d.db, actor, input.dockerfileId, 'build.request');
-  const key = parse(IdempotencyKey, input.key);
+  const df =
+    input.dockerfileName !== undefined
+      ? await dockerfileByName(d.db, actor, input.dockerfileName, 'build.request')
+      : await dockerfileFor(d.db, actor, input.dockerfileId, 'build.request');
+  const fromClient = input.clientKey !== undefined;
+  const key = fromClient ? storedClientKey(actor, parse(ClientKey, input.clientKey)) : parse(IdempotencyKey, input.key);
   const again = async (): Promise<{ build: BuildRow; created: boolean } | undefined> => {
     const b = await findBuildByKey(d.db, key);
     if (!b) return undefined;
-    // A key is one form submission; the same key from someone else or for another Dockerfile is a client bug.
-    if (b.dockerfile_id !== df.id) throw conflict('This form was already used; reload the page.');
+    // A key is one request; the same key for another Dockerfile is a client bug (a form: someone else's, or stale).
+    if (b.dockerfile_id !== df.id)
+      throw fromClient
+        ? new KilnError(
+            'idempotency_key_reused',
+            `This Idempotency-Key was already used for build ${b.id} of another Dockerfile; send a new key for a new build.`,
+          )
+        : conflict('This form was already used; reload the page.');
     return { build: b, created: false };
   };
   const prior = await again();

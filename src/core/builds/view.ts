@@ -8,6 +8,7 @@ import {
   getVersion,
   isFinal,
   listBuildHistory,
+  listBuildsBefore,
   type BuildHistoryItem,
   type BuildRow,
   type DockerfileRow,
@@ -16,7 +17,8 @@ import {
 import type { Actor } from '../actor.js';
 import { parse } from '../commands.js';
 import type { CoreDeps } from '../deps.js';
-import { dockerfileFor } from '../dockerfiles.js';
+import { PageLimit, decodeCursor, encodeCursor } from '../cursor.js';
+import { dockerfileByName, dockerfileFor } from '../dockerfiles.js';
 import { authorize, ownerScope } from '../policy.js';
 import { buildFor } from './access.js';
 import type { Coalescer } from './live.js';
@@ -140,24 +142,68 @@ export async function listBuildPage(
   authorize(actor, 'build.list');
   const q = parse(listQuery, raw);
   const df = q.dockerfile ? await dockerfileFor(d.db, actor, q.dockerfile) : undefined;
-  const states: readonly WebBuildState[] | undefined =
-    q.state === 'active' ? ['requested', 'queued', 'running', 'verifying'] : q.state ? [q.state] : undefined;
   const { items, total } = await listBuildHistory(d.db, {
     ownerId: ownerScope(actor),
     ...(df ? { dockerfileId: df.id } : {}),
-    ...(states ? { states } : {}),
+    ...statesOf(q.state),
     page: q.page,
     perPage: PER_PAGE,
   });
-  const now = Date.now();
   return {
-    items: items.map((b) => {
-      const s = durationSeconds(b, now);
-      return s === undefined ? b : { ...b, durationSeconds: s };
-    }),
+    items: withDurations(items),
     total,
     page: q.page,
     pages: Math.max(1, Math.ceil(total / PER_PAGE)),
     filter: { ...(q.state ? { state: q.state } : {}), ...(df ? { dockerfile: df.id } : {}) },
+  };
+}
+
+const statesOf = (state: string | undefined): { states?: readonly WebBuildState[] } =>
+  state === 'active'
+    ? { states: ['requested', 'queued', 'running', 'verifying'] }
+    : state
+      ? { states: [state as WebBuildState] }
+      : {};
+
+function withDurations(items: BuildHistoryItem[]): BuildListView['items'] {
+  const now = Date.now();
+  return items.map((b) => {
+    const s = durationSeconds(b, now);
+    return s === undefined ? b : { ...b, durationSeconds: s };
+  });
+}
+
+const feedQuery = z.object({
+  state: z.enum(WEB_BUILD_STATES).or(z.literal('active')).optional(),
+  /** A Dockerfile of the actor's own, by name. */
+  dockerfile: z.string().optional(),
+  cursor: z.string().optional(),
+  limit: PageLimit,
+});
+
+/**
+ * The builds the actor may see, newest first, filtered like `listBuildPage` (a Dockerfile by its name, among the
+ * actor's own), in keyset pages: `nextCursor` continues after the last one (null: no more).
+ */
+export async function listBuildFeed(
+  d: Pick<CoreDeps, 'db'>,
+  actor: Actor,
+  raw: unknown,
+): Promise<{ items: BuildListView['items']; nextCursor: string | null }> {
+  authorize(actor, 'build.list');
+  const q = parse(feedQuery, raw);
+  const beforeId = decodeCursor('builds', q.cursor, z.number().int().positive());
+  const df = q.dockerfile === undefined ? undefined : await dockerfileByName(d.db, actor, q.dockerfile);
+  const rows = await listBuildsBefore(d.db, {
+    ownerId: ownerScope(actor),
+    ...(df ? { dockerfileId: df.id } : {}),
+    ...statesOf(q.state),
+    ...(beforeId !== undefined ? { beforeId } : {}),
+    limit: q.limit + 1,
+  });
+  const items = rows.slice(0, q.limit);
+  return {
+    items: withDurations(items),
+    nextCursor: rows.length > q.limit ? encodeCursor('builds', items[items.length - 1]!.id) : null,
   };
 }

@@ -107,7 +107,14 @@ const saveCommand = z.object({
   schedule: z.enum(SCHEDULES, { message: 'The schedule is off, daily or weekly.' }).optional(),
   hour: int(0, 23, 'The hour').optional(),
   weekday: int(0, 6, 'The weekday').optional(),
+  /** The switch, with the rest (the REST API sends all settings at once; the page has its own switch). */
+  enabled: z.boolean({ message: 'enabled must be true or false.' }).optional(),
 });
+
+/** Checks settings as `saveSettings` takes them, storing nothing: a door checks them before other writes. */
+export function checkSettings(input: unknown): void {
+  parse(saveCommand, input);
+}
 
 const enabledCommand = z.object({ enabled: z.boolean({ message: 'enabled must be true or false.' }) });
 
@@ -177,19 +184,59 @@ async function change(d: CoreDeps, actor: Actor, rawId: unknown, patch: JobSetti
   return row;
 }
 
-/** Saves job settings (fields left out stay as they are); the worker puts the job through the glue. */
-export async function saveSettings(d: CoreDeps, actor: Actor, rawId: unknown, input: unknown): Promise<JobSettings> {
-  await dockerfileFor(d.db, actor, rawId, 'job.update');
+/**
+ * Saves job settings (fields left out stay as they are); the worker puts the job through the glue. Saving is a new
+ * revision even when nothing differs (the page's Save puts the job again, which repairs drift); with `onlyChanges`
+ * (the REST API's PUT, which a pipeline sends on every run) fields equal to the stored ones are left out, and
+ * nothing is written when none is left.
+ */
+export async function saveSettings(
+  d: CoreDeps,
+  actor: Actor,
+  rawId: unknown,
+  input: unknown,
+  opts: { onlyChanges?: boolean } = {},
+): Promise<JobSettings> {
+  const df = await dockerfileFor(d.db, actor, rawId, 'job.update');
   const cmd = parse(saveCommand, input);
-  const row = await change(d, actor, rawId, {
+  let patch: JobSettingsPatch = {
     ...(cmd.formats ? { formats: cmd.formats } : {}),
     ...(cmd.buildArgs ? { build_args: cmd.buildArgs } : {}),
     ...(cmd.bootFirmware ? { boot_firmware: cmd.bootFirmware.length ? cmd.bootFirmware : null } : {}),
     ...(cmd.schedule ? { schedule: cmd.schedule } : {}),
     ...(cmd.hour !== undefined ? { schedule_hour: cmd.hour } : {}),
     ...(cmd.weekday !== undefined ? { schedule_weekday: cmd.weekday } : {}),
-  });
-  return effectiveSettings(d, row);
+    ...(cmd.enabled !== undefined ? { enabled: cmd.enabled } : {}),
+  };
+  if (opts.onlyChanges) {
+    const row = await getJobSettings(d.db, df.id);
+    patch = row ? changedFields(row, patch) : patch;
+    if (Object.keys(patch).length === 0) return effectiveSettings(d, row);
+  }
+  return effectiveSettings(d, await change(d, actor, rawId, patch));
+}
+
+const sameSet = (a: readonly string[] | null, b: readonly string[] | null): boolean =>
+  [...new Set(a ?? [])].sort().join(',') === [...new Set(b ?? [])].sort().join(',');
+const sameArgs = (a: Record<string, string>, b: Record<string, string>): boolean =>
+  JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+
+/** The fields of `patch` that differ from the stored row. */
+function changedFields(row: JobSettingsRow, patch: JobSettingsPatch): JobSettingsPatch {
+  const out: JobSettingsPatch = {};
+  for (const [k, v] of Object.entries(patch) as Array<[keyof JobSettingsPatch, unknown]>) {
+    const cur = row[k];
+    const same =
+      k === 'build_args'
+        ? sameArgs(cur as Record<string, string>, v as Record<string, string>)
+        : k === 'formats' || k === 'boot_firmware'
+          ? cur === null || v === null
+            ? cur === v
+            : sameSet(cur as string[], v as string[])
+          : cur === v;
+    if (!same) Object.assign(out, { [k]: v });
+  }
+  return out;
 }
 
 /** The switch: enables or disables the job (job.enable / job.disable through the worker). */

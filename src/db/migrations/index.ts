@@ -8,6 +8,7 @@ import * as m006 from './006_base_names.js';
 import * as m007 from './007_tasks.js';
 import * as m008 from './008_jobs.js';
 import * as m010 from './010_admin.js';
+import * as m011 from './011_api_tokens.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -25,6 +26,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['007_tasks', m007],
   ['008_jobs', m008],
   ['010_admin', m010],
+  ['011_api_tokens', m011],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

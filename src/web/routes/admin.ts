@@ -1,6 +1,6 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { KilnError, isKilnError } from '../../shared/errors.js';
-import { authorize, JOB_OPS, type JobOp } from '../../core/index.js';
+import { authorize, JOB_OPS, type Actor, type Core, type JobOp } from '../../core/index.js';
 import type { BuildListItem, UserRow } from '../../db/index.js';
 import type { AppContext } from '../app.js';
 import { humanBytes } from '../format.js';
@@ -20,8 +20,8 @@ function requireAdmin(req: Request, _res: Response, next: NextFunction): void {
   next();
 }
 
-/** What an admin may do to an account from the console, and the use case input each means. */
-const USER_ACTIONS = {
+/** What an admin may do to an account from the console (and the REST API), and the use case input each means. */
+export const USER_ACTIONS = {
   approve: {},
   disable: { disabled: true },
   enable: { disabled: false },
@@ -29,6 +29,14 @@ const USER_ACTIONS = {
   demote: { role: 'user' },
 } as const;
 type UserAction = keyof typeof USER_ACTIONS;
+
+/** One of the USER_ACTIONS on account `id`, through its use case. */
+export function userAction(core: Core, actor: Actor, id: unknown, action: UserAction): Promise<UserRow> {
+  if (action === 'approve') return core.users.approve(actor, { id });
+  if (action === 'disable' || action === 'enable')
+    return core.users.setDisabled(actor, { id, disabled: USER_ACTIONS[action].disabled });
+  return core.users.setRole(actor, { id, role: USER_ACTIONS[action].role });
+}
 
 /**
  * Admin pages and their JSON API (same session and CSRF rules as the rest): users, jobs, the queue, health, the
@@ -39,14 +47,8 @@ export function adminRoutes(ctx: AppContext): Router {
   const r = Router();
 
   // ---------------------------------------------------------------------------------------------- users
-  const act = (req: Request, action: UserAction): Promise<UserRow> => {
-    const actor = actorOf(req);
-    const id = req.params.id;
-    if (action === 'approve') return core.users.approve(actor, { id });
-    if (action === 'disable' || action === 'enable')
-      return core.users.setDisabled(actor, { id, disabled: USER_ACTIONS[action].disabled });
-    return core.users.setRole(actor, { id, role: USER_ACTIONS[action].role });
-  };
+  const act = (req: Request, action: UserAction): Promise<UserRow> =>
+    userAction(core, actorOf(req), req.params.id, action);
   const usersPage = async (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
     const users = await core.users.list(actorOf(req));
     render(
@@ -238,7 +240,7 @@ const mappingJson = (m: { id: number; name: string; base: string; updated_at: st
 });
 
 /** An account as the console shows it: never its password hash or session epoch. */
-const userJson = (u: UserRow) => ({
+export const userJson = (u: UserRow) => ({
   id: u.id,
   username: u.username,
   role: u.role,
@@ -265,7 +267,7 @@ function noticeOf(req: Request): string | undefined {
   const who = typeof req.query.who === 'string' ? req.query.who.slice(0, 80) : '';
   const words: Record<string, string> = {
     approve: 'approved',
-    disable: 'disabled',
+    disable: 'disabled: their sessions have ended and their API tokens are revoked',
     enable: 'enabled',
     promote: 'is now an admin',
     demote: 'is no longer an admin',

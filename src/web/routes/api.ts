@@ -10,7 +10,7 @@ import {
 import { sendArtifact } from './pages.js';
 import { jsonBody } from '../upload-limits.js';
 import { liveJson } from './builds.js';
-import { actorOf, buildJson, requireUser } from './util.js';
+import { actorOf, buildJson, dockerfileSummaryJson, requireUser } from './util.js';
 
 /**
  * JSON API: same session, same CSRF rule (header X-CSRF-Token, from GET /api/csrf), same services as the pages.
@@ -34,16 +34,7 @@ export function apiRoutes(ctx: AppContext): Router {
 
   r.get('/dockerfiles', requireUser, async (req, res) => {
     const list = await core.dockerfiles.list(actorOf(req));
-    res.json({
-      dockerfiles: list.map((d) => ({
-        id: d.id,
-        name: d.name,
-        owner: d.owner,
-        size: d.size,
-        builds: d.builds,
-        updatedAt: d.updated_at,
-      })),
-    });
+    res.json({ dockerfiles: list.map(dockerfileSummaryJson) });
   });
 
   // The only JSON bodies that may carry a build context (base64 grows it by 4/3); parsed after login + CSRF checks.

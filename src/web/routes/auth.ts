@@ -1,7 +1,7 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { KilnError, isKilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
-import { ANONYMOUS, deviceCookieValue } from '../../core/index.js';
+import { ANONYMOUS, deviceCookieValue, tokenState } from '../../core/index.js';
 import { actorOf, readCookie, requireUser, safeNext, type CookieNames } from './util.js';
 
 /**
@@ -155,10 +155,45 @@ export function authRoutes(ctx: AppContext): Router {
   r.post('/register', loginLimiter, register);
   r.post('/api/register', loginLimiter, register);
 
-  r.get('/account', requireUser, (req, res) => {
-    render(req, res, 'account.njk', {
-      notice: req.query.changed === '1' ? 'Password changed. Your other sessions have ended.' : undefined,
-    });
+  /** The account page: the password form and the user's API tokens (with a just-made token, or a form error). */
+  const accountPage = async (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
+    const at = now();
+    const tokens = (await core.tokens.list(actorOf(req))).map((t) => ({
+      id: t.id,
+      name: t.name,
+      scopes: t.scopes,
+      createdAt: t.created_at,
+      expiresAt: t.expires_at,
+      lastUsedAt: t.last_used_at,
+      state: tokenState(t, at),
+      revokedReason: t.revoked_reason,
+    }));
+    render(req, res, 'account.njk', { tokens, ...extra }, status);
+  };
+  r.get('/account', requireUser, async (req, res) => {
+    const notice =
+      req.query.changed === '1'
+        ? 'Password changed. Your other sessions have ended.'
+        : req.query.revoked === '1'
+          ? 'Token revoked: it no longer works.'
+          : undefined;
+    await accountPage(req, res, { notice });
+  });
+  // The token is in this answer and nowhere else: not in the session, not in a redirect (the page is no-store).
+  r.post('/account/tokens', requireUser, async (req, res) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    try {
+      const t = await core.tokens.create(actorOf(req), { name: body.name, scopes: body.scopes, expires: body.expires });
+      await accountPage(req, res, { newToken: { name: t.row.name, token: t.token } }, 201);
+    } catch (e) {
+      if (!isKilnError(e, 'invalid_input') && !isKilnError(e, 'conflict')) throw e;
+      const tokenName = typeof body.name === 'string' ? body.name.slice(0, 64) : '';
+      await accountPage(req, res, { tokenError: e.message, tokenName }, e.httpStatus);
+    }
+  });
+  r.post('/account/tokens/:id/revoke', requireUser, async (req, res) => {
+    await core.tokens.revoke(actorOf(req), req.params.id);
+    res.redirect(303, '/account?revoked=1#tokens');
   });
 
   const passwd = async (req: Request, res: Response): Promise<void> => {
@@ -181,7 +216,7 @@ export function authRoutes(ctx: AppContext): Router {
       else res.redirect(303, '/account?changed=1');
     } catch (e) {
       if (json || !isKilnError(e) || !['bad_request', 'invalid_input'].includes(e.code)) throw e;
-      render(req, res, 'account.njk', { error: e.message }, e.httpStatus);
+      await accountPage(req, res, { error: e.message }, e.httpStatus);
     }
   };
   r.post('/account/password', requireUser, loginLimiter, passwd);

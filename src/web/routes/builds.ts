@@ -1,9 +1,8 @@
 import { Router, type Request } from 'express';
 import type { BuildRow } from '../../db/index.js';
-import { progressOf, type BuildListView, type LiveEvent } from '../../core/index.js';
-import { KilnError } from '../../shared/errors.js';
-import { toHttpError } from '../errors.js';
+import { progressOf, type BuildListView } from '../../core/index.js';
 import type { AppContext } from '../app.js';
+import { liveStream } from '../live-stream.js';
 import { actorOf, buildJson, requireUser } from './util.js';
 
 /**
@@ -122,92 +121,22 @@ export function buildApiRoutes(ctx: AppContext): Router {
    * colours as classes), `progress` (the SDK's events), `build` (the row when it changes), `end`. A reconnect sends
    * Last-Event-ID and continues after exactly that line; `?from=N` starts elsewhere (the page's tail of a long log).
    */
-  const open = new Map<number, number>();
   r.get('/builds/:id/events', requireUser, async (req, res) => {
     const me = req.user!;
-    // Each stream is a connection held for as long as the build runs: a few per user (tabs), not unbounded.
-    if ((open.get(me.id) ?? 0) >= ctx.config.web.liveStreamsPerUser) {
-      throw new KilnError('rate_limited', 'Too many live build pages open; close some and reload.', {
-        detail: { retryAfterSeconds: 10 },
-      });
-    }
-    const ac = new AbortController();
-    // Counted from here until the connection closes (whether or not the stream ever started).
-    open.set(me.id, (open.get(me.id) ?? 0) + 1);
-    res.on('close', () => {
-      ac.abort();
-      const n = (open.get(me.id) ?? 1) - 1;
-      if (n > 0) open.set(me.id, n);
-      else open.delete(me.id);
+    await liveStream(req, res, {
+      counts: ctx.liveStreams,
+      limit: ctx.config.web.liveStreamsPerUser,
+      userId: me.id,
+      recheckMs: Math.max(1000, ctx.config.web.livePollMs * 40),
+      // The session ends (user disabled, password changed): the browser's reconnect then gets 401 and stops.
+      still: async () => !!(await core.users.sessionActor({ id: me.id, epoch: me.epoch })),
+      open: (signal) =>
+        core.builds.follow(actorOf(req), req.params.id, req.get('last-event-id') ?? req.query.from, signal),
+      as: { sse: { log: (html) => ({ html }), build: liveJson } },
     });
-    const events = await core.builds.follow(
-      actorOf(req),
-      req.params.id,
-      req.get('last-event-id') ?? req.query.from,
-      ac.signal,
-    );
-    res.status(200).set({
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-store',
-      'X-Accel-Buffering': 'no',
-    });
-    res.flushHeaders();
-    const send = async (text: string): Promise<void> => {
-      if (!res.write(text))
-        await new Promise<void>((resolve) => {
-          res.once('drain', resolve);
-          res.once('close', resolve);
-        });
-    };
-    const beat = setInterval(() => {
-      res.write(': still here\n\n');
-    }, 15_000);
-    // A stream outlives the request that opened it: it ends when its session does (user disabled, password changed);
-    // the browser's reconnect then gets 401 and stops.
-    const recheck = setInterval(
-      () => {
-        core.users.sessionActor({ id: me.id, epoch: me.epoch }).then(
-          (still) => {
-            if (!still) ac.abort();
-          },
-          () => undefined,
-        );
-      },
-      Math.max(1000, ctx.config.web.livePollMs * 40),
-    );
-    try {
-      await send('retry: 2000\n\n');
-      for await (const ev of events) {
-        if (ac.signal.aborted) break;
-        await send(sseOf(ev));
-      }
-    } catch (e) {
-      // The stream is open: the error goes in it; the browser reconnects (Last-Event-ID) and carries on.
-      if (!ac.signal.aborted)
-        await send(`event: problem\ndata: ${JSON.stringify({ message: toHttpError(e).message })}\n\n`).catch(
-          () => undefined,
-        );
-    } finally {
-      clearInterval(beat);
-      clearInterval(recheck);
-      res.end();
-    }
   });
 
   return r;
-}
-
-function sseOf(ev: LiveEvent): string {
-  switch (ev.type) {
-    case 'log':
-      return `id: ${ev.id}\nevent: log\ndata: ${JSON.stringify({ html: ev.html })}\n\n`;
-    case 'progress':
-      return `event: progress\ndata: ${JSON.stringify(ev.progress)}\n\n`;
-    case 'build':
-      return `event: build\ndata: ${JSON.stringify(liveJson(ev.build))}\n\n`;
-    case 'end':
-      return 'event: end\ndata: {}\n\n';
-  }
 }
 
 /** A build's JSON with the progress the page shows. */

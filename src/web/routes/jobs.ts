@@ -124,7 +124,7 @@ export function jobPage(job: JobStatus): Record<string, unknown> {
   };
 }
 
-function settingsJson(s: JobSettings): Record<string, unknown> {
+export function settingsJson(s: JobSettings): Record<string, unknown> {
   return {
     formats: s.formats,
     buildArgs: s.buildArgs,

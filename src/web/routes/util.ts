@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import { KilnError } from '../../shared/errors.js';
-import type { BuildRow } from '../../db/index.js';
+import type { BuildRow, DockerfileListItem } from '../../db/index.js';
 import { isFinal } from '../../db/index.js';
 import { userActor, type UserActor } from '../../core/index.js';
 
@@ -18,6 +18,16 @@ export const actorOf = (req: Request): UserActor => {
 
 /** A fresh idempotency key per rendered Build form: a double click or a replayed POST maps to one build. */
 export const newFormKey = (): string => `k${randomBytes(18).toString('base64url')}`; // protocol tokens start alphanumeric
+
+/** A Dockerfile in a list (the JSON API and the REST API). */
+export const dockerfileSummaryJson = (d: DockerfileListItem) => ({
+  id: d.id,
+  name: d.name,
+  owner: d.owner,
+  size: d.size,
+  builds: d.builds,
+  updatedAt: d.updated_at,
+});
 
 /** The JSON shape of a build (API and the build page's script). */
 export function buildJson(b: BuildRow): Record<string, unknown> {
