@@ -47,10 +47,10 @@ const MAKE_ONE = 'Make an ed25519 key with `ssh-keygen -t ed25519` and paste the
  * ed25519 keys. Fewer types is fewer verification paths to get wrong.
  */
 const REFUSED: Array<[RegExp, string]> = [
+  [/-cert-v01@openssh\.com$/, 'Certificates are not accepted: paste the plain public key (the .pub file).'],
   [/^ssh-dss$/, `DSA keys are refused: they are limited to 1024 bits and OpenSSH itself turned them off. ${MAKE_ONE}`],
   [/^ecdsa-sha2-/, `ECDSA keys are not accepted: Kiln takes ed25519 and RSA keys. ${MAKE_ONE}`],
   [/^sk-/, `Security-key (FIDO) keys are not supported by Kiln's SSH door. ${MAKE_ONE}`],
-  [/-cert-v01@openssh\.com$/, 'Certificates are not accepted: paste the plain public key (the .pub file).'],
 ];
 
 export interface ParsedPublicKey {
@@ -154,7 +154,9 @@ export function parsePublicKey(v: unknown): ParsedPublicKey {
   const type = m?.[1] ?? line;
   for (const [re, why] of REFUSED) if (re.test(type)) throw invalidInput(why);
   if (!(SSH_KEY_ALGORITHMS as readonly string[]).includes(type)) {
-    if (/(^|[\s,])(command|from|restrict|no-[a-z-]+|permitopen|environment|principals|tunnel|cert-authority)\b/.test(line))
+    if (
+      /(^|[\s,])(command|from|restrict|no-[a-z-]+|permitopen|environment|principals|tunnel|cert-authority)\b/.test(line)
+    )
       throw invalidInput('Key options (command=, from=, restrict, ...) are not accepted: paste the key alone.');
     throw bad(`"${cleanText(type).slice(0, 40)}" is not a key type Kiln takes (ssh-ed25519, ssh-rsa)`);
   }
