@@ -157,12 +157,16 @@ async function build(
   io: CommandIo,
 ): Promise<number> {
   const max = ctx.config.web.maxDockerfileBytes;
-  const bytes = await io.readStdin(max).catch((e: unknown) => {
+  let bytes: Buffer;
+  try {
+    bytes = await io.readStdin(max);
+  } catch (e) {
     if (isKilnError(e, 'too_large')) throw dockerfileTooLarge(max);
-    if (isKilnError(e, 'timeout'))
-      throw new KilnError('bad_request', 'No Dockerfile arrived on stdin in time: send one with `< Dockerfile`.');
-    throw e;
-  });
+    if (!isKilnError(e, 'timeout')) throw e;
+    // A client that sends no end of file was not told how to use `build`: usage, not a refused Dockerfile.
+    await io.err(`kiln: no Dockerfile arrived on stdin in time: send one with \`< Dockerfile\`.\n`);
+    return EXIT.usage;
+  }
   const content = decodeDockerfile(bytes, max);
   const { dockerfile, outcome } = await ctx.core.dockerfiles.saveByName(actor, { name: cmd.name, content });
   const { build: b } = await ctx.core.builds.request(actor, {

@@ -185,8 +185,8 @@ describe('SSH door limits', () => {
           ch.write('FROM debian:bookworm\n');
         });
       });
-      expect(waited.stderr).toMatch(/No Dockerfile arrived on stdin in time/);
-      expect(waited.code).toBe(EXIT.refused);
+      expect(waited.stderr).toMatch(/no Dockerfile arrived on stdin in time/);
+      expect(waited.code).toBe(EXIT.usage);
     } finally {
       c.end();
     }
