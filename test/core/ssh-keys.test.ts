@@ -9,21 +9,12 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
-import {
-  DEFAULT_LOGIN_LIMITS,
-  PasswordHasher,
-  createUsers,
-  userActor,
-  CLI,
-  type CoreDeps,
-} from '../../src/core/index.js';
-import type { GluePort } from '../../src/core/ports.js';
+import { CLI, createUsers, userActor } from '../../src/core/index.js';
 import { addKey, keyLogin, keyUsed, listKeys, parsePublicKey, removeKey } from '../../src/core/ssh-keys.js';
 import { insertUser, type Db, type UserRow } from '../../src/db/index.js';
 import { isKilnError } from '../../src/shared/errors.js';
-import { silentLogger } from '../../src/shared/logger.js';
 import { freshDb, secondPool, type TestDb } from '../db/engines.js';
+import { dbOnlyDeps } from '../helpers/core.js';
 import { sshKeygen } from '../helpers/ssh-door.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -173,17 +164,7 @@ describe('parsing a pasted public key', () => {
   });
 });
 
-const refuse = () => Promise.reject(new Error('a key use case reached the glue'));
-const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
-const deps = (db: Db, now?: () => number): CoreDeps => ({
-  config: loadConfig({}, {}),
-  db,
-  glue: noGlue,
-  logger: silentLogger,
-  hasher: new PasswordHasher(1),
-  limits: DEFAULT_LOGIN_LIMITS,
-  ...(now ? { now } : {}),
-});
+const deps = (db: Db, now?: () => number) => dbOnlyDeps(db, { who: 'a key use case', ...(now ? { now } : {}) });
 
 for (const engine of ['sqlite', 'pg'] as const) {
   describe(`SSH key use cases on ${engine}`, () => {

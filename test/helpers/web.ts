@@ -118,19 +118,17 @@ export async function startTestWeb(
   await migrateLatest(db);
   const glue = real?.client ?? local?.client ?? opts.glue!;
   const logger = opts.logger ?? silentLogger;
+  const coreDeps = {
+    config,
+    db,
+    glue,
+    logger,
+    hasher: new PasswordHasher(1),
+    limits: DEFAULT_LOGIN_LIMITS,
+    ...(opts.clock ? { now: opts.clock } : {}),
+  };
   const newWorker = (kinds: Partial<Record<TaskKindName, TaskKind>> = {}) =>
-    new Worker(
-      {
-        config,
-        db,
-        glue,
-        logger,
-        hasher: new PasswordHasher(1),
-        limits: DEFAULT_LOGIN_LIMITS,
-        ...(opts.clock ? { now: opts.clock } : {}),
-      },
-      { ...TASK_HANDLERS, ...kinds },
-    );
+    new Worker(coreDeps, { ...TASK_HANDLERS, ...kinds });
   const worker = opts.worker === false ? undefined : newWorker().start();
   const web = await startWeb({
     config,
@@ -148,19 +146,7 @@ export async function startTestWeb(
   const sshDoor = opts.sshDoor
     ? await startSshDoorFromConfig(
         config,
-        {
-          core: createCore({
-            config,
-            db,
-            glue,
-            logger,
-            hasher: new PasswordHasher(1),
-            limits: DEFAULT_LOGIN_LIMITS,
-            ...(opts.clock ? { now: opts.clock } : {}),
-            ...(worker ? { onEnqueue: () => worker.wake() } : {}),
-          }),
-          logger,
-        },
+        { core: createCore({ ...coreDeps, ...(worker ? { onEnqueue: () => worker.wake() } : {}) }), logger },
         { host: '127.0.0.1', port: 0, ...(opts.sshDoor === true ? {} : opts.sshDoor) },
       )
     : undefined;

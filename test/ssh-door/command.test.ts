@@ -25,14 +25,12 @@ describe('the SSH door command line', () => {
     fc.assert(
       fc.property(
         cmd.chain(([verb, arg, noFollow]) =>
-          fc
-            .tuple(quoted(verb), quoted(arg), spaces, spaces)
-            .map(([v, a, s1, s2]) => ({
-              verb,
-              arg,
-              noFollow,
-              line: `${v}${s1}${a}${noFollow ? `${s2}--no-follow` : ''}`,
-            })),
+          fc.tuple(quoted(verb), quoted(arg), spaces, spaces).map(([v, a, s1, s2]) => ({
+            verb,
+            arg,
+            noFollow,
+            line: `${v}${s1}${a}${noFollow ? `${s2}--no-follow` : ''}`,
+          })),
         ),
         ({ verb, arg, noFollow, line }) => {
           const c = parseDoorCommand(line);

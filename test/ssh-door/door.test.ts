@@ -3,15 +3,23 @@ import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, PasswordHasher, createUsers } from '../../src/core/index.js';
 import { findBuild, findUserByName } from '../../src/db/index.js';
 import { EXIT } from '../../src/ssh-door/index.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
-import { addKeyOnPage, doorSsh, sshKeygen, type KeygenKey } from '../helpers/ssh-door.js';
+import {
+  addKeyOnPage,
+  capturedLogger,
+  clientEnv,
+  doorConnect,
+  doorSsh,
+  opensshOptions,
+  sshKeygen,
+  type DoorClient,
+  type KeygenKey,
+} from '../helpers/ssh-door.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
@@ -23,16 +31,7 @@ import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers
  */
 
 const DF = 'FROM debian:bookworm\nRUN true\n';
-const logs: Array<Record<string, unknown>> = [];
-const logger = pino(
-  { level: 'debug' },
-  new Writable({
-    write(c, _e, cb) {
-      logs.push(JSON.parse(String(c)) as Record<string, unknown>);
-      cb();
-    },
-  }),
-);
+const { logger, logs } = capturedLogger();
 
 let w: TestWeb & { local: InProcessGlue };
 let home: ReturnType<typeof tempDir>;
@@ -41,9 +40,14 @@ let bob: HttpClient;
 let keys: Record<'alice' | 'aliceRsa' | 'bob' | 'stranger', KeygenKey>;
 const refused = (request: string) => logs.some((l) => l.msg === 'ssh door: refused' && l.request === request);
 
-function ssh(key: KeygenKey, args: string[], opts: Parameters<typeof doorSsh>[2] = {}, user?: string) {
-  return doorSsh({ port: w.sshDoor!.port, home: home.dir, key: key.file, ...(user ? { user } : {}) }, args, opts);
-}
+const client = (key: KeygenKey, user?: string): DoorClient => ({
+  port: w.sshDoor!.port,
+  home: home.dir,
+  key: key.file,
+  ...(user ? { user } : {}),
+});
+const ssh = (key: KeygenKey, args: string[], opts: Parameters<typeof doorSsh>[2] = {}, user?: string) =>
+  doorSsh(client(key, user), args, opts);
 
 beforeAll(async () => {
   w = await startTestWeb({ logger, sshDoor: { recheckMs: 100, stdinMs: 5000 } });
@@ -257,29 +261,9 @@ describe('the SSH door with the OpenSSH client', () => {
     expect(subsystem.stdout).toBe('');
     expect(refused('subsystem') || refused('sftp')).toBe(true);
     const sftp = await new Promise<number>((resolve) => {
-      const p = spawn(
-        'sftp',
-        [
-          '-F',
-          '/dev/null',
-          '-P',
-          String(w.sshDoor!.port),
-          '-i',
-          keys.alice.file,
-          '-o',
-          'IdentitiesOnly=yes',
-          '-o',
-          'BatchMode=yes',
-          '-o',
-          'StrictHostKeyChecking=accept-new',
-          '-o',
-          `UserKnownHostsFile=${path.join(home.dir, 'known_hosts')}`,
-          '-b',
-          '-',
-          'kiln@127.0.0.1',
-        ],
-        { env: { PATH: process.env.PATH!, HOME: home.dir } },
-      );
+      const p = spawn('sftp', [...opensshOptions(client(keys.alice), '-P'), '-b', '-', 'kiln@127.0.0.1'], {
+        env: clientEnv(client(keys.alice)),
+      });
       p.stdin.end('ls /\n');
       p.on('close', (c) => resolve(c ?? -1));
     });
@@ -312,28 +296,15 @@ describe('the SSH door with the OpenSSH client', () => {
     const fwd = spawn(
       'ssh',
       [
-        '-F',
-        '/dev/null',
+        ...opensshOptions(client(keys.alice)),
         '-N',
-        '-p',
-        String(w.sshDoor!.port),
-        '-i',
-        keys.alice.file,
-        '-o',
-        'IdentitiesOnly=yes',
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        'StrictHostKeyChecking=accept-new',
-        '-o',
-        `UserKnownHostsFile=${path.join(home.dir, 'known_hosts')}`,
         '-o',
         'ExitOnForwardFailure=yes',
         '-L',
         `${lport}:127.0.0.1:${webPort}`,
         'kiln@127.0.0.1',
       ],
-      { env: { PATH: process.env.PATH!, HOME: home.dir } },
+      { env: clientEnv(client(keys.alice)) },
     );
     let stderr = '';
     fwd.stderr.on('data', (d: Buffer) => (stderr += d));
@@ -404,23 +375,7 @@ describe('the SSH door with the OpenSSH client', () => {
   });
 });
 
-function connect(extra: Record<string, unknown>): Promise<ssh2.Client> {
-  return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
-    c.on('ready', () => resolve(c))
-      .on('error', reject)
-      .on('close', () => reject(new Error('connection closed')));
-    c.connect({
-      host: '127.0.0.1',
-      port: w.sshDoor!.port,
-      username: 'kiln',
-      readyTimeout: 20_000,
-      hostVerifier: (k: Buffer) =>
-        createHash('sha256').update(k).digest('base64').replace(/=+$/, '') === w.sshDoor!.hostFingerprint,
-      ...extra,
-    });
-  });
-}
+const connect = (extra: Record<string, unknown>) => doorConnect(w.sshDoor!, extra);
 
 function exec(
   c: ssh2.Client,

@@ -1,14 +1,11 @@
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateEd25519 } from '../../src/shared/ssh-keys.js';
 import { EXIT } from '../../src/ssh-door/index.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
-import { addKeyOnPage, doorSsh, sshKeygen, type KeygenKey } from '../helpers/ssh-door.js';
+import { addKeyOnPage, capturedLogger, doorConnect, doorSsh, sshKeygen, type KeygenKey } from '../helpers/ssh-door.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
@@ -20,16 +17,7 @@ import { startTestWeb, type TestWeb } from '../helpers/web.js';
  */
 
 const DF = 'FROM debian:bookworm\nRUN true\n';
-const logs: Array<Record<string, unknown>> = [];
-const logger = pino(
-  { level: 'debug' },
-  new Writable({
-    write(c, _e, cb) {
-      logs.push(JSON.parse(String(c)) as Record<string, unknown>);
-      cb();
-    },
-  }),
-);
+const { logger, logs } = capturedLogger();
 
 let w: TestWeb & { local: InProcessGlue };
 let home: ReturnType<typeof tempDir>;
@@ -65,24 +53,8 @@ afterAll(async () => {
   home?.cleanup();
 });
 
-function connect(who: string | undefined, extra: Record<string, unknown> = {}): Promise<ssh2.Client> {
-  return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
-    c.on('ready', () => resolve(c))
-      .on('error', reject)
-      .on('close', () => reject(new Error('connection closed')));
-    c.connect({
-      host: '127.0.0.1',
-      port: w.sshDoor!.port,
-      username: 'kiln',
-      ...(who ? { privateKey: readFileSync(keys[who]!.file) } : {}),
-      readyTimeout: 20_000,
-      hostVerifier: (k: Buffer) =>
-        createHash('sha256').update(k).digest('base64').replace(/=+$/, '') === w.sshDoor!.hostFingerprint,
-      ...extra,
-    });
-  });
-}
+const connect = (who: string | undefined, extra: Record<string, unknown> = {}) =>
+  doorConnect(w.sshDoor!, { ...(who ? { privateKey: readFileSync(keys[who]!.file) } : {}), ...extra });
 
 const closed = (s: net.Socket) => new Promise<void>((r) => (s.destroyed ? r() : s.once('close', () => r())));
 
