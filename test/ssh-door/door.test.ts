@@ -249,7 +249,7 @@ describe('the SSH door with the OpenSSH client', () => {
     expect((await w.waitForBuild(row.id)).state).toBe('succeeded');
   });
 
-  it('case 27: pty (-tt), sftp (-s and the sftp client), stdio and remote forwarding, SetEnv are refused; plain commands still run', async () => {
+  it('case 27: pty (-tt), sftp (-s and the sftp client), stdio and remote forwarding, SetEnv, agent (-A) and X11 (-X) are refused; plain commands still run', async () => {
     const tty = await ssh(keys.alice, ['list'], { options: ['-tt'] });
     expect(tty.code).toBe(255);
     expect(tty.stdout).toBe('');
@@ -283,6 +283,22 @@ describe('the SSH door with the OpenSSH client', () => {
     const env = await ssh(keys.alice, ['list'], { options: ['-o', 'SetEnv=KILN_WEB_PORT=1 LD_PRELOAD=/tmp/x.so'] });
     expect(env.code).toBe(0);
     expect(refused('env')).toBe(true);
+
+    // -A with a real agent and -X with a display: asked for, refused, and the command runs without them.
+    const sock = path.join(home.dir, 'agent.sock');
+    const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+    try {
+      await until(() => existsSync(sock));
+      const fwd = await ssh(keys.alice, ['list'], {
+        options: ['-A', '-X'],
+        env: { SSH_AUTH_SOCK: sock, DISPLAY: ':99' },
+      });
+      expect(fwd.code).toBe(0);
+      expect(refused('auth-agent')).toBe(true);
+      expect(refused('x11')).toBe(true);
+    } finally {
+      agent.kill();
+    }
   });
 
   it('case 27: -L forwarding gets no connection through (direct-tcpip is refused)', async () => {
