@@ -17,6 +17,7 @@ import {
   insertSshKey,
   isUniqueViolation,
   listSshKeys,
+  lockUserRow,
   touchSshKey,
   type SshKeyRow,
 } from '../db/index.js';
@@ -230,10 +231,12 @@ export async function addKey(
   const known = await taken();
   if (known) throw known;
   try {
+    // Written first, counted after: on SQLite the transaction is a writer from its first statement (one that reads
+    // first and writes later fails with SQLITE_BUSY when another process writes meanwhile); on PostgreSQL the
+    // user's row lock makes parallel adds count one after the other.
     const row = await d.db.transaction(async (trx) => {
-      if ((await countSshKeys(trx, me.id)) >= MAX_SSH_KEYS)
-        throw conflict(`You have ${MAX_SSH_KEYS} SSH keys, the most an account may have; delete one first.`);
-      return insertSshKey(trx, {
+      await lockUserRow(trx, me.id);
+      const inserted = await insertSshKey(trx, {
         user_id: me.id,
         name,
         algorithm: cmd.key.algorithm,
@@ -241,6 +244,9 @@ export async function addKey(
         bits: cmd.key.bits,
         fingerprint: cmd.key.fingerprint,
       });
+      if ((await countSshKeys(trx, me.id)) > MAX_SSH_KEYS)
+        throw conflict(`You have ${MAX_SSH_KEYS} SSH keys, the most an account may have; delete one first.`);
+      return inserted;
     });
     d.logger.info({ ...actorLabel(actor), key: row.id, fingerprint: row.fingerprint }, 'ssh key added');
     return view(row);

@@ -10,8 +10,16 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CLI, createUsers, userActor } from '../../src/core/index.js';
-import { addKey, keyLogin, keyUsed, listKeys, parsePublicKey, removeKey } from '../../src/core/ssh-keys.js';
-import { insertUser, type Db, type UserRow } from '../../src/db/index.js';
+import {
+  MAX_SSH_KEYS,
+  addKey,
+  keyLogin,
+  keyUsed,
+  listKeys,
+  parsePublicKey,
+  removeKey,
+} from '../../src/core/ssh-keys.js';
+import { insertSshKey, insertUser, type Db, type UserRow } from '../../src/db/index.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { freshDb, secondPool, type TestDb } from '../db/engines.js';
 import { dbOnlyDeps } from '../helpers/core.js';
@@ -214,23 +222,44 @@ for (const engine of ['sqlite', 'pg'] as const) {
         code: 'conflict',
         message: expect.stringMatching(/belongs to another account/),
       });
-      // At the same moment from two processes: one wins, the other is told (no 500, one row).
-      const k2 = sshKeygen(tmp.dir, `race-${engine}`, 'ed25519');
+      // At the same moment from two processes, eight times over: one wins, the other is told (no 500, one row).
       const other = secondPool(t);
       try {
-        const results = await Promise.allSettled([
-          addKey(d, userActor(ann), { key: k2.pub }),
-          addKey(deps(other), userActor(ben), { key: k2.pub }),
-        ]);
-        expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
-        const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
-        expect(lost.reason).toMatchObject({ code: 'conflict' });
-        expect(await t.db('user_ssh_keys').where({ fingerprint: k2.fingerprint }).count({ n: '*' })).toEqual([
-          { n: engine === 'pg' ? '1' : 1 },
-        ]);
+        for (let round = 0; round < 8; round++) {
+          const k2 = sshKeygen(tmp.dir, `race-${engine}-${round}`, 'ed25519');
+          const results = await Promise.allSettled([
+            addKey(d, userActor(ann), { key: k2.pub }),
+            addKey(deps(other), userActor(ben), { key: k2.pub }),
+          ]);
+          expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+          const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+          expect(lost.reason).toMatchObject({ code: 'conflict' });
+          expect(await t.db('user_ssh_keys').where({ fingerprint: k2.fingerprint }).count({ n: '*' })).toEqual([
+            { n: engine === 'pg' ? '1' : 1 },
+          ]);
+        }
       } finally {
         await other.destroy();
       }
+    });
+
+    it('an account holds at most MAX_SSH_KEYS keys; one more is a conflict and stores nothing', async () => {
+      for (let i = 0; i < MAX_SSH_KEYS; i++)
+        await insertSshKey(t.db, {
+          user_id: ann.id,
+          name: `k${i}`,
+          algorithm: 'ssh-ed25519',
+          public_key: 'x',
+          bits: 256,
+          fingerprint: `SHA256:filler-${i}`,
+        });
+      const k = sshKeygen(tmp.dir, `cap-${engine}`, 'ed25519');
+      await expect(addKey(deps(t.db), userActor(ann), { key: k.pub })).rejects.toMatchObject({
+        code: 'conflict',
+        message: expect.stringMatching(/the most an account may have/),
+      });
+      expect(await listKeys(deps(t.db), userActor(ann))).toHaveLength(MAX_SSH_KEYS);
+      await addKey(deps(t.db), userActor(ben), { key: k.pub });
     });
 
     it("a disabled or unapproved user's key opens nothing, and opens again once enabled", async () => {
