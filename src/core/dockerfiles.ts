@@ -187,35 +187,6 @@ export async function updateDockerfile(
   return version;
 }
 
-const saveByNameCommand = z.object({ name: DockerfileName });
-
-/**
- * Creates the actor's Dockerfile `name`, or saves new content to it when they have one by that name (its build
- * context kept): what a door that names Dockerfiles instead of numbering them offers (the SSH door's `build NAME`).
- * Two saves of a new name at once end as one Dockerfile: the loser of the insert saves a version to the winner's.
- */
-export async function saveDockerfileByName(
-  d: CoreDeps,
-  actor: Actor,
-  input: { name: unknown; content: unknown },
-): Promise<{ dockerfile: DockerfileRow; outcome: 'created' | 'updated' | 'unchanged' }> {
-  authorize(actor, 'dockerfile.create');
-  const owner = requireUser(actor);
-  const { name } = parse(saveByNameCommand, input);
-  let existing = await findDockerfileByName(d.db, owner.id, name);
-  if (!existing) {
-    try {
-      return { dockerfile: await createDockerfile(d, actor, { name, content: input.content }), outcome: 'created' };
-    } catch (e) {
-      existing = await findDockerfileByName(d.db, owner.id, name);
-      if (!existing || !(e instanceof KilnError) || e.code !== 'conflict') throw e;
-    }
-  }
-  const version = await updateDockerfile(d, actor, { id: String(existing.id), content: input.content });
-  const outcome = version.id === existing.current_version_id ? 'unchanged' : 'updated';
-  return { dockerfile: (await findDockerfile(d.db, existing.id, null)) ?? existing, outcome };
-}
-
 const removeCommand = z.object({ confirm: z.unknown() });
 
 /**

@@ -69,8 +69,6 @@ export function createCore(deps: CoreDeps) {
         dockerfiles.putDockerfile(deps, actor, input),
       remove: (actor: Actor, input: Parameters<typeof dockerfiles.removeDockerfile>[2]) =>
         dockerfiles.removeDockerfile(deps, actor, input),
-      saveByName: (actor: Actor, input: Parameters<typeof dockerfiles.saveDockerfileByName>[2]) =>
-        dockerfiles.saveDockerfileByName(deps, actor, input),
     },
     jobs: {
       status: (actor: Actor, dockerfileId: unknown) => jobs.jobStatus(deps, actor, dockerfileId),

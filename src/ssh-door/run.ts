@@ -168,7 +168,8 @@ async function build(
     return EXIT.usage;
   }
   const content = decodeDockerfile(bytes, max);
-  const { dockerfile, outcome } = await ctx.core.dockerfiles.saveByName(actor, { name: cmd.name, content });
+  const { view, created } = await ctx.core.dockerfiles.put(actor, { name: cmd.name, content });
+  const { dockerfile, version } = view;
   const { build: b } = await ctx.core.builds.request(actor, {
     dockerfileId: String(dockerfile.id),
     key: newKey(),
@@ -178,7 +179,8 @@ async function build(
     await io.out(`${b.id}\n`);
     return EXIT.succeeded;
   }
-  await io.err(`kiln: build ${b.id} of ${dockerfile.name} requested (Dockerfile ${outcome})${link(ctx, b.id)}\n`);
+  const saved = `${created ? 'new Dockerfile' : 'Dockerfile saved'}, sha256:${version.sha256.slice(0, 12)}`;
+  await io.err(`kiln: build ${b.id} of ${dockerfile.name} requested (${saved})${link(ctx, b.id)}\n`);
   return follow(ctx, actor, b.id, io);
 }
 

@@ -80,7 +80,7 @@ afterAll(async () => {
 describe('the SSH door with the OpenSSH client', () => {
   it('learns the door host key (not the glue one) and builds from stdin, following the log to exit 0', async () => {
     const r = await ssh(keys.alice, ['build', 'web'], { stdin: DF });
-    expect(r.stderr).toMatch(/^kiln: build (\d+) of web requested \(Dockerfile created\)$/m);
+    expect(r.stderr).toMatch(/^kiln: build (\d+) of web requested \(new Dockerfile, sha256:[0-9a-f]{12}\)$/m);
     expect(r.stderr).toMatch(/^kiln: build \d+ succeeded$/m);
     expect(r.stdout).toMatch(/\[kiln\] build succeeded/);
     expect(r.stdout).not.toMatch(/##kiln/);
@@ -99,11 +99,23 @@ describe('the SSH door with the OpenSSH client', () => {
 
   it('an RSA key works with SHA-2 signatures; saving again makes a new version, or keeps it when unchanged', async () => {
     const changed = await ssh(keys.aliceRsa, ['build', 'web'], { stdin: `${DF}RUN echo two\n` });
-    expect(changed.stderr).toMatch(/\(Dockerfile updated\)/);
+    expect(changed.stderr).toMatch(/\(Dockerfile saved, sha256:[0-9a-f]{12}\)/);
     expect(changed.code).toBe(EXIT.succeeded);
+    const versions = async () =>
+      Number(
+        (
+          await w
+            .db('dockerfile_versions as v')
+            .join('dockerfiles as d', 'd.id', 'v.dockerfile_id')
+            .where('d.name', 'web')
+            .count({ n: '*' })
+        )[0]!.n,
+      );
+    expect(await versions()).toBe(2);
     const same = await ssh(keys.aliceRsa, ['build', 'web', '--no-follow'], { stdin: `${DF}RUN echo two\n` });
     expect(same.code).toBe(EXIT.succeeded);
     expect(same.stdout).toMatch(/^\d+\n$/);
+    expect(await versions()).toBe(2);
     await w.waitForBuild(Number(same.stdout));
   });
 
