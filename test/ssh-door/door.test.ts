@@ -52,16 +52,17 @@ const ssh = (key: KeygenKey, args: string[], opts: Parameters<typeof doorSsh>[2]
 beforeAll(async () => {
   w = await startTestWeb({ logger, sshDoor: { recheckMs: 100, stdinMs: 5000 } });
   home = tempDir('kiln-door-client-');
-  alice = w.client();
-  await alice.signUp('alice');
-  bob = w.client();
-  await bob.signUp('bob');
+  // Keys first: a slow keygen between two requests of a session would outlast the server's keep-alive.
   keys = {
     alice: sshKeygen(home.dir, 'alice', 'ed25519'),
     aliceRsa: sshKeygen(home.dir, 'alice-rsa', 'rsa', 3072),
     bob: sshKeygen(home.dir, 'bob', 'ed25519'),
     stranger: sshKeygen(home.dir, 'stranger', 'ed25519'),
   };
+  alice = w.client();
+  await alice.signUp('alice');
+  bob = w.client();
+  await bob.signUp('bob');
   for (const [c, k] of [
     [alice, keys.alice],
     [alice, keys.aliceRsa],

@@ -127,7 +127,8 @@ describe('SSH door limits', () => {
   });
 
   it('gives up on a client that stops reading, and on stdin that never ends; the user can run commands after', async () => {
-    const r = await ssh('ann', ['build', 'noisy', '--no-follow'], { stdin: `${DF}# fake: noise 6000\n` });
+    // About 6 MiB of short log lines, written fast (a shell loop of echo).
+    const r = await ssh('ann', ['build', 'noisy', '--no-follow'], { stdin: `${DF}# fake-lines: 300000\n` });
     const id = Number(r.stdout);
     expect((await w.waitForBuild(id)).state).toBe('succeeded');
     const c = await connect('ann');

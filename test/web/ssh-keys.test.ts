@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addKeyOnPage, sshKeygen } from '../helpers/ssh-door.js';
+import { addKeyOnPage, sshKeygen, type KeygenKey } from '../helpers/ssh-door.js';
 import { tempDir } from '../helpers/tmp.js';
 import { startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
@@ -13,11 +13,14 @@ let w: TestWeb;
 let tmp: ReturnType<typeof tempDir>;
 let ann: HttpClient;
 let ben: HttpClient;
+/** Made before any HTTP request: a slow keygen between two requests would outlast the server's keep-alive. */
+let rsa4096: KeygenKey;
 const rows = () => w.db('user_ssh_keys').count<{ n: number }[]>({ n: '*' });
 
 beforeAll(async () => {
   w = await startTestWeb({ config: { sshDoor: { port: 2299 } } });
   tmp = tempDir('kiln-web-keys-');
+  rsa4096 = sshKeygen(tmp.dir, 'ann-rsa', 'rsa', 4096);
   ann = w.client();
   await ann.signUp('ann');
   ben = w.client();
@@ -35,7 +38,7 @@ describe('SSH keys on the account page', () => {
     expect(page0).toContain('ssh -p 2299 kiln@HOST build NAME &lt; Dockerfile');
     expect(page0).toContain('An admin has not switched the SSH door on yet.');
     const ed = sshKeygen(tmp.dir, 'ann-ed', 'ed25519', undefined, 'ann@laptop');
-    const rsa = sshKeygen(tmp.dir, 'ann-rsa', 'rsa', 4096);
+    const rsa = rsa4096;
     expect((await addKeyOnPage(ann, ed.pub)).headers.get('location')).toBe('/account?key=added');
     expect((await addKeyOnPage(ann, `${rsa.pub}\n`, '<b>work</b> "rsa"')).status).toBe(303);
     const page = await (await ann.get('/account?key=added')).text();
