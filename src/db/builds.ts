@@ -47,8 +47,11 @@ export interface BuildRow {
   /** Times the build was requeued after an interruption (0 or 1), and what interrupted it. */
   requeues: number;
   requeue_reason: string | null;
-  /** What started it: the Build button (`manual`), the JSON API (`api`), or the backend's timer (`schedule`). */
-  trigger: 'manual' | 'schedule' | 'api';
+  /**
+   * What started it: the Build button (`manual`), the JSON API (`api`), the SSH door (`ssh`), or the backend's timer
+   * (`schedule`).
+   */
+  trigger: 'manual' | 'schedule' | 'api' | 'ssh';
   requested_at: string;
   queued_at: string | null;
   started_at: string | null;
@@ -175,7 +178,7 @@ export async function countActiveBuilds(db: Queryable, ownerId: number): Promise
 
 export async function insertBuild(
   db: Queryable,
-  b: { dockerfileId: number; versionId: number; ownerId: number; key: string; trigger?: 'manual' | 'api' },
+  b: { dockerfileId: number; versionId: number; ownerId: number; key: string; trigger?: 'manual' | 'api' | 'ssh' },
 ): Promise<BuildRow> {
   const now = nowIso();
   const [row] = await db('builds')

@@ -83,7 +83,7 @@ function storedClientKey(actor: Actor, clientKey: string): string {
 
 /**
  * Records a build request and enqueues its dispatch, or returns the existing build for a repeated key. `trigger` is
- * the door's word (the page's Build button is `manual`, the JSON APIs `api`), never the requester's. `key` is a
+ * the door's word (the page's Build button is `manual`, the JSON APIs `api`, the SSH door `ssh`), never the requester's. `key` is a
  * form's key (made by the page); `clientKey` one a client chose (the REST API's Idempotency-Key), which names one
  * request of that user: sent again for another Dockerfile it is `idempotency_key_reused`.
  */
@@ -96,7 +96,7 @@ export async function requestBuild(
     dockerfileName?: unknown;
     key?: unknown;
     clientKey?: unknown;
-    trigger?: 'manual' | 'api';
+    trigger?: 'manual' | 'api' | 'ssh';
   },
 ): Promise<{ build: BuildRow; created: boolean }> {
   const df =
@@ -144,7 +144,7 @@ export async function requestBuild(
         versionId: df.current_version_id,
         ownerId: df.owner_id,
         key,
-        trigger: input.trigger === 'api' ? 'api' : 'manual',
+        trigger: input.trigger ?? 'manual',
       });
       await enqueue(trx, d, 'build.dispatch', buildSubject(row.id));
       return row;
