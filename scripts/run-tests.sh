@@ -24,9 +24,12 @@ wait "$machine"; m=$?
 wait "$stacks"; k=$?
 wait "$service"; s=$?
 for l in machine stacks service; do
-  # vitest's summary names each failed test on a " FAIL " line, its error on the next.
-  sed 's/\x1b\[[0-9;]*m//g' "$logs/$l.log" | grep -A1 -E '^ *FAIL ' | grep -vE '^--$|^ *$' | cut -c1-240 |
-    head -20 | sed "s/^/failed [$l] /"
+  # vitest's summary names each failed test on a " FAIL " line, its error and diff on the lines after it: the first
+  # failure of a lane is shown with them, the others by name (the diff is what tells a CI failure from another).
+  sed 's/\x1b\[[0-9;]*m//g' "$logs/$l.log" | awk '
+    /^ *FAIL / { n++; if (n == 1) { first = 1; k = 0 } else { first = 0; if (n <= 15) print; next } }
+    first && k < 24 && !/^ *$/ && !/^ *[0-9]+\|/ && !/^ *❯ / { print; k++ }
+  ' | cut -c1-240 | sed "s/^/failed [$l] /"
 done
 echo "tests: machine project exit $m, stacks project exit $k, service project exit $s"
 [ "$m" -eq 0 ] && [ "$k" -eq 0 ] && [ "$s" -eq 0 ]

@@ -365,6 +365,21 @@ afterAll(async () => {
   t.cleanup();
 });
 
+/** Each field that differs, with both values (of argv and env only the entries one side lacks): CI shows one line. */
+function differences(docker: ProbeResult, vm: ProbeResult): string {
+  const out: string[] = [];
+  for (const k of Object.keys(docker) as Array<keyof ProbeResult>) {
+    const a = docker[k];
+    const b = vm[k];
+    if (JSON.stringify(a) === JSON.stringify(b)) continue;
+    if (Array.isArray(a) && Array.isArray(b)) {
+      const only = (x: string[], y: string[]) => JSON.stringify(x.filter((e) => !y.includes(e)));
+      out.push(`${k}: docker only ${only(a, b)}, vm only ${only(b, a)}${a.length === b.length ? ' (order)' : ''}`);
+    } else out.push(`${k}: docker ${JSON.stringify(a)}, vm ${JSON.stringify(b)}`);
+  }
+  return out.join('; ');
+}
+
 /** The one exception in what the probe prints: HOSTNAME's value (the container's id vs the machine's name). */
 function withoutHostname(p: ProbeResult, hostname: string): ProbeResult {
   return { ...p, env: p.env.map((e) => (e === `HOSTNAME=${hostname}` ? 'HOSTNAME=<hostname>' : e)) };
@@ -385,7 +400,8 @@ describe.each(['systemd', 'sysvinit'] as const)(
         const expected = x.dockerfile.includes('ENV HOSTNAME=fixed')
           ? fromDocker
           : withoutHostname(fromDocker, dockerHost ?? '');
-        expect(withoutHostname(inVm, HOSTNAME)).toEqual(expected);
+        const got = withoutHostname(inVm, HOSTNAME);
+        expect(got, `${id} under ${init} differs from docker run: ${differences(expected, got)}`).toEqual(expected);
       },
     );
 
