@@ -14,3 +14,4 @@ export * from './tasks.js';
 export * from './jobs.js';
 export * from './admin.js';
 export * from './api-tokens.js';
+export * from './git-sources.js';
