@@ -26,6 +26,8 @@ export interface GitSourceRow {
   followed_commit: string | null;
   polled_at: string | null;
   schedule_slot: string | null;
+  /** The schedule `schedule_slot` belongs to (`daily@-@2`, `weekly@1@2`). */
+  schedule_spec: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -55,6 +57,7 @@ function norm(r: Record<string, unknown>): GitSourceRow {
     followed_commit: str(r.followed_commit),
     polled_at: str(r.polled_at),
     schedule_slot: str(r.schedule_slot),
+    schedule_spec: str(r.schedule_spec),
     created_at: String(r.created_at),
     updated_at: String(r.updated_at),
   };
@@ -107,7 +110,9 @@ export async function deleteGitSource(db: Queryable, dockerfileId: number): Prom
 
 /** A new webhook secret (the old one stops working at once). */
 export async function setWebhookSecret(db: Queryable, dockerfileId: number, secret: string): Promise<void> {
-  await db('git_sources').where({ dockerfile_id: dockerfileId }).update({ webhook_secret: secret, updated_at: nowIso() });
+  await db('git_sources')
+    .where({ dockerfile_id: dockerfileId })
+    .update({ webhook_secret: secret, updated_at: nowIso() });
 }
 
 /**
@@ -151,16 +156,17 @@ export async function markPolled(db: Queryable, dockerfileId: number, at: string
   await db('git_sources').where({ dockerfile_id: dockerfileId }).update({ polled_at: at });
 }
 
-/** Records the timer slot Kiln's schedule handled for a Dockerfile, if no one did it first. */
+/** Records the timer slot (of schedule `spec`) Kiln's schedule handled for a Dockerfile, if no one did it first. */
 export async function takeScheduleSlot(
   db: Queryable,
   dockerfileId: number,
   from: string | null,
   slot: string,
+  spec: string,
 ): Promise<boolean> {
   const q = db('git_sources').where({ dockerfile_id: dockerfileId });
   void (from === null ? q.whereNull('schedule_slot') : q.where({ schedule_slot: from }));
-  return Number(await q.update({ schedule_slot: slot })) > 0;
+  return Number(await q.update({ schedule_slot: slot, schedule_spec: spec })) > 0;
 }
 
 /** Sources (of Dockerfiles not being deleted) whose repository has this match key, with the Dockerfile's owner. */
@@ -209,14 +215,7 @@ export async function listScheduledSources(db: Queryable): Promise<
     .whereNotNull('d.current_version_id')
     .whereIn('j.schedule', ['daily', 'weekly'])
     .where('j.enabled', true)
-    .select(
-      'g.*',
-      'd.owner_id',
-      'j.schedule',
-      'j.schedule_hour',
-      'j.schedule_weekday',
-      'j.updated_at as settings_at',
-    );
+    .select('g.*', 'd.owner_id', 'j.schedule', 'j.schedule_hour', 'j.schedule_weekday', 'j.updated_at as settings_at');
   return rows.map((r: Record<string, unknown>) => ({
     ...norm(r),
     owner_id: Number(r.owner_id),

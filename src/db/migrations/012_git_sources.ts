@@ -8,7 +8,8 @@ import type { Knex } from 'knex';
  *                         its branch, the webhook secret; `revision` counts edits and `fetched_revision` is the one
  *                         the last fetch applied (a fetch of an edited source is thrown away); the last fetch's
  *                         commit, time and error; `followed_commit` the newest branch head following acted on;
- *                         `polled_at` and `schedule_slot` (the last timer slot Kiln's own schedule handled)
+ *                         `polled_at`; `schedule_slot` the last timer slot Kiln's own schedule handled, for the
+ *                         schedule `schedule_spec` (a changed schedule starts from its latest slot, unfired)
  *   dockerfile_versions.source   JSON {url, ref, commit, path, context} of a version fetched from git, null otherwise:
  *                         a version is its Dockerfile, its context and where both came from
  *   builds.git_commit     the commit a build of a git Dockerfile builds, pinned before it is dispatched
@@ -31,6 +32,7 @@ export async function up(knex: Knex): Promise<void> {
     t.string('followed_commit', 64).nullable();
     t.string('polled_at', 32).nullable();
     t.string('schedule_slot', 32).nullable();
+    t.string('schedule_spec', 32).nullable();
     t.string('created_at', 32).notNullable();
     t.string('updated_at', 32).notNullable();
     t.index(['match_key']);
