@@ -61,8 +61,9 @@ export function pageRoutes(ctx: AppContext): Router {
     limits: {
       fileSize: MAX_CONTEXT_UPLOAD_BYTES,
       files: 1 + MAX_CONTEXT_ENTRIES,
-      fields: 5,
-      parts: 7 + MAX_CONTEXT_ENTRIES,
+      // _csrf, name, content, removeContext, and the git choice: origin, gitUrl, gitRef, gitPath, gitContext, gitFollow.
+      fields: 10,
+      parts: 12 + MAX_CONTEXT_ENTRIES,
       fieldSize: max * 2 + 1024,
       fieldNameSize: 32,
       headerPairs: 20,
@@ -100,12 +101,13 @@ export function pageRoutes(ctx: AppContext): Router {
     const body = (req.body ?? {}) as Record<string, unknown>;
     let content: string | undefined;
     try {
-      content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
-      const df = await core.dockerfiles.create(actor, {
-        name: body.name,
-        content,
-        context: contextFromForm(req, body),
-      });
+      const df = fromGit(body)
+        ? await core.dockerfiles.create(actor, { name: body.name, source: sourceFromForm(body) })
+        : await core.dockerfiles.create(actor, {
+            name: body.name,
+            content: (content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max)),
+            context: contextFromForm(req, body),
+          });
       res.redirect(303, `/dockerfiles/${df.id}`);
     } catch (e) {
       if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
@@ -118,6 +120,7 @@ export function pageRoutes(ctx: AppContext): Router {
           ...refusalView(e, content ?? keptText(body.content, max)),
           name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
           content: content ?? keptText(body.content, max),
+          git: keptSource(body),
         },
         e.httpStatus,
       );
@@ -131,7 +134,8 @@ export function pageRoutes(ctx: AppContext): Router {
       edit: view.dockerfile,
       context: view.context,
       name: view.dockerfile.name,
-      content: view.version.content,
+      content: view.version?.content ?? '',
+      git: view.git && { ...view.git, on: true },
     });
   });
 
@@ -141,8 +145,11 @@ export function pageRoutes(ctx: AppContext): Router {
     const view = await core.dockerfiles.get(actor, req.params.id);
     let content: string | undefined;
     try {
-      content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
-      await core.dockerfiles.update(actor, { id: req.params.id, content, context: contextFromForm(req, body) });
+      if (fromGit(body)) await core.dockerfiles.setSource(actor, { id: req.params.id, source: sourceFromForm(body) });
+      else {
+        content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
+        await core.dockerfiles.update(actor, { id: req.params.id, content, context: contextFromForm(req, body) });
+      }
       res.redirect(303, `/dockerfiles/${view.dockerfile.id}`);
     } catch (e) {
       if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
@@ -157,6 +164,7 @@ export function pageRoutes(ctx: AppContext): Router {
           context: view.context,
           name: view.dockerfile.name,
           content: content ?? keptText(body.content, max),
+          git: keptSource(body),
         },
         e.httpStatus,
       );
@@ -169,6 +177,7 @@ export function pageRoutes(ctx: AppContext): Router {
       ...view,
       ...jobPage(await core.jobs.status(actorOf(req), req.params.id)),
       formKey: newFormKey(),
+      hookUrl: `${config.web.publicUrl?.replace(/\/+$/, '') ?? `${req.protocol}://${req.get('host') ?? ''}`}/api/v1/hooks/git`,
     });
   });
 
@@ -180,7 +189,14 @@ export function pageRoutes(ctx: AppContext): Router {
       'Content-Disposition': `attachment; filename="kiln-dockerfile-${view.dockerfile.id}"`,
       'Cache-Control': 'private, no-store',
     });
+    if (!view.version) throw new KilnError('not_found', 'Kiln has not fetched this Dockerfile from git yet.');
     res.send(view.version.content);
+  });
+
+  // A new webhook secret for a Dockerfile from git: the old one stops working at once.
+  r.post('/dockerfiles/:id/git/secret', requireUser, async (req, res) => {
+    await core.git.regenerateSecret(actorOf(req), req.params.id);
+    res.redirect(303, `/dockerfiles/${String(req.params.id)}#git`);
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
@@ -227,6 +243,34 @@ function contextFromForm(req: Request, body: Record<string, unknown>): ContextUp
   if (files.length === 0) return undefined;
   if (files.length === 1 && /\.tar$/i.test(files[0]!.originalname)) return { kind: 'tar', data: files[0]!.buffer };
   return { kind: 'files', files: files.map((f) => ({ name: f.originalname, data: f.buffer })) };
+}
+
+/** The form's "from git" choice. */
+const fromGit = (body: Record<string, unknown>): boolean => body.origin === 'git';
+
+/** The form's git fields as the source command takes them (the core parses and checks each). */
+function sourceFromForm(body: Record<string, unknown>): Record<string, unknown> {
+  return {
+    url: body.gitUrl,
+    ref: body.gitRef,
+    path: body.gitPath,
+    context: body.gitContext,
+    follow: body.gitFollow,
+  };
+}
+
+/** The git fields to put back into a refused form (text only, cut short). */
+function keptSource(body: Record<string, unknown>): Record<string, unknown> | undefined {
+  if (!fromGit(body)) return undefined;
+  const text = (v: unknown) => (typeof v === 'string' ? v.slice(0, 2048) : '');
+  return {
+    on: true,
+    url: text(body.gitUrl),
+    ref: text(body.gitRef),
+    path: text(body.gitPath),
+    context: text(body.gitContext),
+    follow: body.gitFollow === 'on',
+  };
 }
 
 /** Refusals the Dockerfile form shows next to the text it keeps (anything else goes to the error page). */
