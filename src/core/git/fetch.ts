@@ -328,9 +328,29 @@ async function git(s: Session, args: string[], what: string, o: { fsize?: number
     : run(GIT, argv, opts(s, left)));
   if (r.timedOut) throw timedOut(s);
   if (s.signal?.aborted) throw new KilnError('backend_unavailable', 'The fetch was stopped.');
-  if (r.code !== 0) throw failure(s, r, what);
+  if (r.code !== 0) {
+    // A write stopped at the limit (SIGXFSZ) leaves a file of exactly that size; git itself says something vague.
+    if (o.fsize !== undefined && (await largestFile(s.dir)) >= o.fsize) throw tooLarge(s);
+    throw failure(s, r, what);
+  }
   return r;
 }
+
+async function largestFile(dir: string): Promise<number> {
+  let max = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (!e.isFile()) continue;
+    const st = await fsp.stat(path.join(e.parentPath, e.name)).catch(() => undefined);
+    if (st && st.size > max) max = st.size;
+  }
+  return max;
+}
+
+const tooLarge = (s: Session) =>
+  new KilnError(
+    'too_large',
+    `The repository is too large to fetch: more than ${s.d.config.git.maxFetchMb} MiB (KILN_GIT_MAX_FETCH_MB), even shallow.`,
+  );
 
 const opts = (s: Session, timeoutMs: number) => ({
   cwd: s.dir,
@@ -363,11 +383,7 @@ export function gitSaid(stderr: string): string {
 function failure(s: Session, r: RunResult, what: string): KilnError {
   const said = gitSaid(r.stderr);
   const text = r.stderr;
-  if (r.signal === 'SIGXFSZ' || /signal 25|File too large|SIGXFSZ/i.test(text))
-    return new KilnError(
-      'too_large',
-      `The repository is too large to fetch: more than ${s.d.config.git.maxFetchMb} MiB (KILN_GIT_MAX_FETCH_MB), even shallow.`,
-    );
+  if (r.signal === 'SIGXFSZ' || /signal 25|File too large|SIGXFSZ/i.test(text)) return tooLarge(s);
   if (
     /returned error: 40[13]|Authentication failed|Permission denied|Host key verification failed|could not read Username|No RSA host key|host key .* not known/i.test(
       text,
@@ -581,12 +597,18 @@ function submoduleTar(parent: Session, url: GitUrl, commit: string): Promise<Buf
 /** A submodule URL as .gitmodules writes it: `../other.git` and `./x` are relative to the superproject's URL. */
 export function resolveRelative(sub: string, base: GitUrl): string {
   if (!sub.startsWith('./') && !sub.startsWith('../')) return sub;
-  const joined = path.posix.normalize(`${base.path.replace(/\/+$/, '')}/${sub}`);
-  if (joined.startsWith('..') || (base.path.startsWith('/') && !joined.startsWith('/')))
-    throw new KilnError('invalid_input', 'A relative submodule URL leaves the server.');
+  // As git does: the superproject's URL is the directory `./` is in, and each `../` strips one component of it.
+  const parts = base.path.split('/').filter(Boolean);
+  for (const c of sub.split('/')) {
+    if (c === '' || c === '.') continue;
+    if (c !== '..') parts.push(c);
+    else if (parts.pop() === undefined)
+      throw new KilnError('invalid_input', 'A relative submodule URL leaves the server.');
+  }
+  if (parts.length === 0) throw new KilnError('invalid_input', 'A relative submodule URL leaves the server.');
+  const joined = `${base.path.startsWith('/') ? '/' : ''}${parts.join('/')}`;
   if (base.scp) return `${base.user ? `${base.user}@` : ''}${base.host}:${joined}`;
-  const prefix = base.url.slice(0, base.url.length - base.path.length);
-  return `${prefix}${joined}`;
+  return `${base.url.slice(0, base.url.length - base.path.length)}${joined}`;
 }
 
 /** `main` with each part's entries added under its prefix (the submodule's empty directory is already there). */

@@ -30,7 +30,6 @@ export interface GitUrl {
 const bad = (message: string): KilnError => new KilnError('invalid_input', message);
 
 const MAX_URL = 2048;
-// eslint-disable-next-line no-control-regex
 const UNPRINTABLE = /[^\x21-\x7e]/;
 const USER_RE = /^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$/;
 /** `user@host:path`, git's scp-like syntax: no slash before the first colon, and not `scheme://`. */
@@ -75,6 +74,8 @@ export function parseGitUrl(raw: unknown, mirrors: readonly string[] = []): GitU
       );
     if (scp[1] !== undefined && !USER_RE.test(scp[1]))
       throw bad('The ssh login name in the repository URL is not valid (a password or token is not accepted).');
+    // One `user@host:` prefix only: `a:b@host:path` is a password in disguise (or another host in the path).
+    if (/[@:]/.test(scp[3]!)) throw bad('The repository URL is not valid: its path may not contain "@" or ":".');
     return {
       kind: 'ssh',
       url: v,
