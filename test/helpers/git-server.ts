@@ -5,7 +5,8 @@
  * work tree with real `git push`es; the https door accepts pushes (http.receivepack), and a repository can be given
  * a post-receive hook that delivers the push to a webhook signed as GitHub, Gitea or GitLab would.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdirSync, writeFileSync, chmodSync, readFileSync, existsSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
@@ -15,6 +16,7 @@ import { tempDir } from './tmp.js';
 import { until } from './wait.js';
 
 const GIT_CORE = '/usr/lib/git-core';
+const execFileAsync = promisify(execFile);
 
 export type Forge = 'github' | 'gitea' | 'gitlab';
 
@@ -29,11 +31,13 @@ export interface Repo {
   /** Writes files (string: content; {symlink}: a link; null: removal), commits, pushes to the bare repo; returns the commit. */
   commit(files: Record<string, string | Buffer | { symlink: string } | null>, message?: string): string;
   /** Like commit, but pushed over https through git http-backend (what fires the post-receive webhook). */
-  commitAndPushHttps(files: Record<string, string | { symlink: string } | null>, message?: string): string;
+  commitAndPushHttps(files: Record<string, string | { symlink: string } | null>): Promise<string>;
   head(): string;
   tag(name: string, annotated?: boolean): string;
   /** Delivers each push to `url` as `forge` would, signed with `secret`; answers are appended to hook.log. */
   deliverPushesTo(url: string, forge: Forge, secret: string): void;
+  /** Delivers one push again, as a forge's "redeliver" does (same push, a new delivery id). */
+  redeliver(before: string, after: string, ref?: string): Promise<void>;
   /** The status lines the post-receive hook got from the webhook (`<status> <body>`), oldest first. */
   hookLog(): string[];
 }
@@ -284,11 +288,14 @@ export async function startGitServers(): Promise<GitServers> {
         git(work, ['push', '--quiet', bare, 'HEAD:refs/heads/main']);
         return r.head();
       },
-      commitAndPushHttps(files) {
+      // Asynchronous: the https server (and the web the hook calls) answer in this very process.
+      async commitAndPushHttps(files) {
         write(files);
-        git(work, ['-c', `http.sslCAInfo=${caFile}`, 'push', '--quiet', httpsUrl(), 'HEAD:refs/heads/main'], {
-          GIT_TERMINAL_PROMPT: '0',
-        });
+        await execFileAsync(
+          'git',
+          ['-c', `http.sslCAInfo=${caFile}`, 'push', '--quiet', httpsUrl(), 'HEAD:refs/heads/main'],
+          { cwd: work, env: { ...gitEnv, GIT_TERMINAL_PROMPT: '0' } },
+        );
         return r.head();
       },
       head: () => git(bare, ['rev-parse', 'refs/heads/main']),
@@ -319,6 +326,16 @@ export async function startGitServers(): Promise<GitServers> {
         const hook = path.join(bare, 'hooks', 'post-receive');
         writeFileSync(hook, `#!/bin/sh\nexec '${process.execPath}' '${hookScript}'\n`);
         chmodSync(hook, 0o755);
+      },
+      async redeliver(before, after, ref = 'refs/heads/main') {
+        const child = execFile(process.execPath, [hookScript], {
+          env: { ...gitEnv, KILN_HOOK_CONFIG: path.join(bare, 'kiln-hook.json') },
+        });
+        const done = new Promise<void>((resolve, reject) =>
+          child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`hook exited ${code}`)))),
+        );
+        child.stdin!.end(`${before} ${after} ${ref}\n`);
+        await done;
       },
       hookLog: () => {
         const f = path.join(bare, 'hook.log');

@@ -13,7 +13,7 @@ import {
 import type { AppContext } from '../app.js';
 import { bodyCap } from '../upload-limits.js';
 import { policyFindings } from '../errors.js';
-import { actorOf, newFormKey, requireUser } from './util.js';
+import { actorOf, hookUrl, newFormKey, requireUser } from './util.js';
 import { jobPage } from './jobs.js';
 
 /** Sends an artifact as an opaque download under a server-made name. */
@@ -177,7 +177,7 @@ export function pageRoutes(ctx: AppContext): Router {
       ...view,
       ...jobPage(await core.jobs.status(actorOf(req), req.params.id)),
       formKey: newFormKey(),
-      hookUrl: `${config.web.publicUrl?.replace(/\/+$/, '') ?? `${req.protocol}://${req.get('host') ?? ''}`}/api/v1/hooks/git`,
+      hookUrl: hookUrl(config, req),
     });
   });
 
@@ -265,7 +265,8 @@ function keptSource(body: Record<string, unknown>): Record<string, unknown> | un
   const text = (v: unknown) => (typeof v === 'string' ? v.slice(0, 2048) : '');
   return {
     on: true,
-    url: text(body.gitUrl),
+    // A refused URL may hold a password: it is not shown again, not even to whoever typed it.
+    url: text(body.gitUrl).replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/]*@/, '$1').replace(/^[^/@:]*:[^/@]*@/, ''),
     ref: text(body.gitRef),
     path: text(body.gitPath),
     context: text(body.gitContext),

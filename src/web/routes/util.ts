@@ -110,3 +110,7 @@ export function gitJson(g: GitSourceView): Record<string, unknown> {
     pending: g.pending,
   };
 }
+
+/** Where forges send pushes (the Dockerfile page shows it): the public URL's, or the address the page was asked for. */
+export const hookUrl = (config: { web: { publicUrl?: string | undefined } }, req: Request): string =>
+  `${config.web.publicUrl?.replace(/\/+$/, '') ?? `${req.protocol}://${req.get('host') ?? ''}`}/api/v1/hooks/git`;
