@@ -40,7 +40,8 @@ export function isAddressOrSubnet(v: string): boolean {
 }
 
 /** A DNS host name: labels of letters, digits and `-`, dot-separated. */
-export const HOST_NAME_RE = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+export const HOST_NAME_RE =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export const OUTPUT_FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
 /** An IPv4 address or CIDR with an optional `:port`, as `sdk.egressAllow` takes it (src/sdk/egress.ts parses it). */

@@ -200,7 +200,8 @@ export async function putFetchedVersion(
   let contextId: number | null = null;
   if (v.context)
     contextId =
-      (await findContextBySha(db, dockerfileId, v.context.sha256)) ?? (await insertContext(db, dockerfileId, v.context));
+      (await findContextBySha(db, dockerfileId, v.context.sha256)) ??
+      (await insertContext(db, dockerfileId, v.context));
   const same = await db('dockerfile_versions')
     .where({ dockerfile_id: dockerfileId, sha256: sha256Hex(v.content), source: sourceText(v.source) })
     .where((q) => (contextId === null ? q.whereNull('context_id') : q.where({ context_id: contextId })))

@@ -6,7 +6,6 @@ import { ACTIVE_STATES, type BuildRow, type WebBuildState } from './builds.js';
 import type { Queryable } from './knex.js';
 import { nowIso } from './knex.js';
 
-
 export interface JobSettingsRow {
   dockerfile_id: number;
   /** null: the site's default formats. */

@@ -197,6 +197,7 @@ export const GIT_COMMIT_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 // eslint-disable-next-line no-control-regex
 const NO_CONTROLS = /^[^\x00-\x20\x7f]*$/;
 /** A path inside a repository: relative, `/`-separated, no `.`/`..` components, no control characters. */
+// eslint-disable-next-line no-control-regex
 const REPO_PATH_RE = /^(?!\/)(?!.*\/\/)(?!.*\/$)(?!(?:.*\/)?\.\.?(?:\/|$))[^\x00-\x1f\x7f\\]*$/;
 
 /**
@@ -211,11 +212,7 @@ export const gitSourceSchema = z
     ref: z.string().min(1).max(255).regex(NO_CONTROLS),
     commit: z.string().regex(GIT_COMMIT_RE, 'a commit id (40 or 64 hex digits)'),
     path: z.string().min(1).max(1024).regex(REPO_PATH_RE, 'a relative path inside the repository'),
-    context: z
-      .string()
-      .max(1024)
-      .regex(REPO_PATH_RE, 'a relative directory inside the repository')
-      .or(z.literal('')),
+    context: z.string().max(1024).regex(REPO_PATH_RE, 'a relative directory inside the repository').or(z.literal('')),
   })
   .strict();
 export type GitSource = z.output<typeof gitSourceSchema>;

@@ -266,7 +266,9 @@ function keptSource(body: Record<string, unknown>): Record<string, unknown> | un
   return {
     on: true,
     // A refused URL may hold a password: it is not shown again, not even to whoever typed it.
-    url: text(body.gitUrl).replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/]*@/, '$1').replace(/^[^/@:]*:[^/@]*@/, ''),
+    url: text(body.gitUrl)
+      .replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/]*@/, '$1')
+      .replace(/^[^/@:]*:[^/@]*@/, ''),
     ref: text(body.gitRef),
     path: text(body.gitPath),
     context: text(body.gitContext),
