@@ -13,6 +13,7 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { tempDir } from './tmp.js';
+import { selfSignedCert } from './tls.js';
 import { until } from './wait.js';
 
 const GIT_CORE = '/usr/lib/git-core';
@@ -134,29 +135,12 @@ for (const line of lines) {
 function certificate(dir: string): { key: string; cert: string; file: string } {
   const key = path.join(dir, 'key.pem');
   const file = path.join(dir, 'cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,DNS:repo.test,IP:127.0.0.1',
-      '-keyout',
-      key,
-      '-out',
-      file,
-    ],
-    { stdio: 'ignore' },
-  );
+  selfSignedCert({
+    keyFile: key,
+    certFile: file,
+    subject: '/CN=localhost',
+    altNames: 'DNS:localhost,DNS:repo.test,IP:127.0.0.1',
+  });
   return { key: readFileSync(key, 'utf8'), cert: readFileSync(file, 'utf8'), file };
 }
 

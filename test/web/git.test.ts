@@ -52,17 +52,27 @@ describe('Dockerfiles from git', () => {
     r.commit({ Dockerfile: DOCKERFILE, 'app/run.sh': 'echo hi\n' });
     return r;
   };
-  /** Creates a Dockerfile from git through the form; returns its id once the worker has fetched it. */
-  const fromGit = async (c: HttpClient, name: string, fields: Record<string, string>, fetched = true) => {
+  /** The new-Dockerfile form with "from git" chosen. */
+  const gitForm = async (c: HttpClient, name: string, fields: Record<string, string>) => {
     const f = new FormData();
     f.set('_csrf', await c.token('/dockerfiles/new'));
     f.set('name', name);
     f.set('origin', 'git');
     for (const [k, v] of Object.entries(fields)) f.set(k, v);
-    const r = await c.postMultipart('/dockerfiles', f);
+    return c.postMultipart('/dockerfiles', f);
+  };
+  /** Creates a Dockerfile from git through the form; returns its id (once `db` shows it fetched, with `fetched`). */
+  const fromGit = async (
+    c: HttpClient,
+    name: string,
+    fields: Record<string, string>,
+    o: { db?: TestWeb['db']; fetched?: boolean } = {},
+  ) => {
+    const r = await gitForm(c, name, fields);
     expect(r.status, await r.clone().text()).toBe(303);
     const id = Number(/\/dockerfiles\/(\d+)$/.exec(r.headers.get('location') ?? '')![1]);
-    if (fetched) await until(async () => (await findDockerfile(w.db, id, null))?.current_version_id != null);
+    const db = o.db ?? w.db;
+    if (o.fetched !== false) await until(async () => (await findDockerfile(db, id, null))?.current_version_id != null);
     return id;
   };
   const buildsOf = async (id: number): Promise<BuildRow[]> =>
@@ -133,12 +143,7 @@ describe('Dockerfiles from git', () => {
       ['file:///etc/kiln.git', /no local mirror/],
       ['https://kiln:hunter2pw@git.example.com/x.git', /Credentials/],
     ] as const) {
-      const f = new FormData();
-      f.set('_csrf', await alice.token('/dockerfiles/new'));
-      f.set('name', `refused-${++seq}`);
-      f.set('origin', 'git');
-      f.set('gitUrl', url);
-      const r = await alice.postMultipart('/dockerfiles', f);
+      const r = await gitForm(alice, `refused-${++seq}`, { gitUrl: url });
       expect(r.status, url).toBe(422);
       const html = await r.text();
       expect(html, url).toMatch(re);
@@ -149,14 +154,7 @@ describe('Dockerfiles from git', () => {
     try {
       const c = strict.client();
       await c.signUp('carol');
-      const repo = newRepo();
-      const f = new FormData();
-      f.set('_csrf', await c.token('/dockerfiles/new'));
-      f.set('name', 'loopback');
-      f.set('origin', 'git');
-      f.set('gitUrl', repo.gitUrl);
-      const r = await c.postMultipart('/dockerfiles', f);
-      const id = Number(/\/dockerfiles\/(\d+)$/.exec(r.headers.get('location') ?? '')![1]);
+      const id = await fromGit(c, 'loopback', { gitUrl: newRepo().gitUrl }, { db: strict.db, fetched: false });
       await until(async () => (await getGitSource(strict.db, id))?.fetch_error);
       const html = await (await c.get(`/dockerfiles/${id}`)).text();
       expect(html).toMatch(/The last fetch failed: .*127\.0\.0\.1.*KILN_GIT_ALLOW_HOSTS/);
@@ -224,15 +222,12 @@ describe('Dockerfiles from git', () => {
       const c = pw.client();
       await c.signUp('erin');
       const repo = newRepo();
-      const f = new FormData();
-      f.set('_csrf', await c.token('/dockerfiles/new'));
-      f.set('name', 'polls');
-      f.set('origin', 'git');
-      f.set('gitUrl', repo.gitUrl);
-      f.set('gitRef', 'main');
-      f.set('gitFollow', 'on');
-      const created = await c.postMultipart('/dockerfiles', f);
-      const id = Number(/\/dockerfiles\/(\d+)$/.exec(created.headers.get('location') ?? '')![1]);
+      const id = await fromGit(
+        c,
+        'polls',
+        { gitUrl: repo.gitUrl, gitRef: 'main', gitFollow: 'on' },
+        { db: pw.db, fetched: false },
+      );
       const builds = async () => pw.db('builds').where({ dockerfile_id: id }).orderBy('id');
       // Following starts where the branch was when it was set: nothing is built for that.
       await until(async () => (await getGitSource(pw.db, id))?.polled_at);
@@ -281,14 +276,7 @@ describe('Dockerfiles from git', () => {
       const c = sw.client();
       await c.signUp('dora', 'correct horse battery staple');
       const repo = newRepo();
-      const f = new FormData();
-      f.set('_csrf', await c.token('/dockerfiles/new'));
-      f.set('name', 'scheduled');
-      f.set('origin', 'git');
-      f.set('gitUrl', repo.gitUrl);
-      const created = await c.postMultipart('/dockerfiles', f);
-      const id = Number(/\/dockerfiles\/(\d+)$/.exec(created.headers.get('location') ?? '')![1]);
-      await until(async () => (await findDockerfile(sw.db, id, null))?.current_version_id != null);
+      const id = await fromGit(c, 'scheduled', { gitUrl: repo.gitUrl }, { db: sw.db });
       const hour = new Date(clock()).getUTCHours();
       const saved = await c.postForm(`/dockerfiles/${id}/job`, {
         _csrf: await c.token(`/dockerfiles/${id}`),
