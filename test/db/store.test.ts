@@ -337,6 +337,8 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect([...(await findBuildsByIds(t.db, [ids[0]!, ids[3]!, 999_999])).keys()].sort()).toEqual(
         [ids[0]!, ids[3]!].sort(),
       );
+    });
+
     it('git sources: one per Dockerfile, found by match key, guarded moves of following and the schedule slot, one version per fetched source, a build pinned to its commit; gone with its Dockerfile', async () => {
       const u = await insertUser(t.db, { username: 'gitter', passwordHash: 'h', role: 'user' });
       const df = await t.db.transaction((trx) => insertDockerfileRow(trx, { ownerId: u.id, name: 'from-git' }));
