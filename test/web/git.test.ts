@@ -230,7 +230,7 @@ describe('Dockerfiles from git', () => {
       );
       const builds = async () => pw.db('builds').where({ dockerfile_id: id }).orderBy('id');
       // Following starts where the branch was when it was set: nothing is built for that.
-      await until(async () => (await getGitSource(pw.db, id))?.polled_at);
+      await until(async () => (await getGitSource(pw.db, id))?.followed_commit);
       expect(await builds()).toEqual([]);
       const before = repo.head();
       const after = repo.commit({ 'app/run.sh': 'echo polled\n' });
