@@ -53,6 +53,8 @@ export async function main(argv: string[]): Promise<number> {
   } else {
     process.stdout.write(`\nKiln is ready at ${site.url}\n\n`);
   }
+  if (site.sshDoor)
+    process.stdout.write(`SSH door: port ${site.sshDoor.port}, host key SHA256:${site.sshDoor.hostFingerprint}\n\n`);
 
   await untilStopped(logger);
   await site.close();

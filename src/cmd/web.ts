@@ -45,6 +45,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const admin = site.firstAdmin;
   process.stdout.write(`Kiln web is ready at ${site.url}\n`);
+  if (site.sshDoor)
+    process.stdout.write(`SSH door: port ${site.sshDoor.port}, host key SHA256:${site.sshDoor.hostFingerprint}\n`);
   if (admin)
     process.stdout.write(
       `First admin: user "${admin.username}", one-time password "${admin.password}" (shown only now)\n`,

@@ -236,6 +236,37 @@ export const configSchema = z.object({
       timeoutMs: int(30_000),
     })
     .prefault({}),
+  /**
+   * The users' SSH door (src/ssh-door): `ssh -p PORT kiln@HOST build NAME < Dockerfile`, with the SSH keys users add
+   * on their account page. Separate from the glue's SSH server (`ssh`): its own port, host key and keys.
+   */
+  sshDoor: z
+    .object({
+      /** Off unless switched on: it is a login surface of its own, opened on purpose (and the firewall with it). */
+      enabled: bool(false),
+      host: z.string().default('127.0.0.1'),
+      /** Non-privileged (no root or CAP_NET_BIND_SERVICE), next to the glue's 2222; 22 is the machine's own sshd. */
+      port: int(2223),
+      /** The one user name it answers to: `kiln@HOST`. The key says who the user is, never this name. */
+      user: z
+        .string()
+        .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'a user name such as kiln')
+        .default('kiln'),
+      /**
+       * Its host key (OpenSSH format, ed25519, mode 0600). Unset: generated on first start at
+       * <dataDir>/ssh/door_host_ed25519. Never the glue's host key or the web's client key.
+       */
+      hostKeyFile: z.string().optional(),
+      /** TCP connections at once, authenticated or not. */
+      maxConnections: int(64),
+      /** Commands running at once (all users). */
+      maxSessions: int(32),
+      /** Commands one user may run at once (in this process). */
+      maxSessionsPerUser: int(4),
+      /** A connection running no command is closed after this; so is a command whose client stops reading. */
+      idleSeconds: int(300),
+    })
+    .prefault({}),
   glue: z
     .object({
       backend: z.enum(['local', 'jenkins']).default('local'),

@@ -1,7 +1,8 @@
 /**
  * Who is asking. Every use case takes an Actor as its first argument and hands it, with the action and the object,
- * to the one permission policy (policy.ts). The front doors make actors: a web session or an API token makes a
- * `user`, the worker and `kiln user` act as `system`, a visitor who has not logged in is `anonymous`.
+ * to the one permission policy (policy.ts). The front doors make actors: a web session, an API token or an SSH key
+ * at the SSH door makes a `user`, the worker and `kiln user` act as `system`, a visitor who has not logged in is
+ * `anonymous`.
  */
 import type { Role } from '../db/index.js';
 
@@ -14,8 +15,8 @@ export interface UserActor {
   id: number;
   username: string;
   role: Role;
-  /** How the user proved who they are. */
-  via: 'session' | 'token';
+  /** How the user proved who they are: a login session, an API token, or an SSH key at the SSH door. */
+  via: 'session' | 'token' | 'ssh';
   /** For `via: 'token'`: the token's scopes (the policy refuses any action beyond them) and its id. */
   scopes?: readonly Scope[];
   tokenId?: number;

@@ -11,6 +11,7 @@ import tarStream from 'tar-stream';
 import { MAX_STDIN_BYTES } from '../protocol/index.js';
 import type { ContextListingEntry, NewContext } from '../db/index.js';
 import { KilnError, invalidInput } from '../shared/errors.js';
+import { CONTROL_CHARS } from './validation.js';
 
 /** Sum of the files' bytes in one context (uncompressed). */
 export const MAX_CONTEXT_BYTES = 16 * 1024 * 1024;
@@ -25,20 +26,13 @@ const MAX_CONTEXT_TAR_BYTES = Math.floor(((MAX_STDIN_BYTES - 1024 * 1024) * 3) /
 /** Largest .tar upload worth reading: the content cap plus headers and padding for every entry. */
 export const MAX_CONTEXT_UPLOAD_BYTES = MAX_CONTEXT_BYTES + MAX_CONTEXT_ENTRIES * 1024 + 10 * 1024;
 
-/**
- * Characters no file name here may hold: C0 and C1 controls, DEL, and the bidirectional controls (U+202E and kin)
- * that make a listing show a name other than the one stored ("Dockerfile\u202e" and the Trojan Source tricks).
- */
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
-
 const gunzipAsync = promisify(gunzip);
 
 const MiB = (n: number): string => `${Math.floor(n / (1024 * 1024))} MiB`;
 /** A name quoted for a message: cut to 200 characters, controls and text-direction marks shown as \u escapes. */
 const shown = (name: string): string =>
   JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name).replace(
-    new RegExp(CONTROL.source, 'g'),
+    new RegExp(CONTROL_CHARS.source, 'g'),
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
 const tooBig = (): KilnError =>
@@ -59,7 +53,7 @@ function checkFlatName(name: string): string {
   if (name.length === 0) throw invalidInput('A build context file has no name.');
   if (name.includes('/')) throw invalidInput(`Build context file ${shown(name)}: names may not contain "/".`);
   if (name === '.' || name === '..') throw invalidInput(`Build context file ${shown(name)}: not a file name.`);
-  if (CONTROL.test(name))
+  if (CONTROL_CHARS.test(name))
     throw invalidInput(
       `Build context file ${shown(name)}: names may not contain NUL, control characters or text-direction marks.`,
     );
@@ -91,7 +85,7 @@ export async function contextFromFiles(files: ReadonlyArray<{ name: string; data
 /** Checks a path from a tar header; returns it normalised (no `.` components, no trailing `/`), '' for the root. */
 function checkTarPath(raw: string): string {
   if (raw.includes('\0')) throw invalidInput(`Build context entry ${shown(raw)}: the name contains a NUL byte.`);
-  if (CONTROL.test(raw))
+  if (CONTROL_CHARS.test(raw))
     throw invalidInput(
       `Build context entry ${shown(raw)}: the name contains a control character or a text-direction mark.`,
     );
@@ -182,7 +176,7 @@ export async function contextFromTar(buf: Buffer, o: { mtime?: Date } = {}): Pro
           linkname = h.linkname ?? '';
           if (
             linkname === '' ||
-            CONTROL.test(linkname) ||
+            CONTROL_CHARS.test(linkname) ||
             linkname.includes('\uFFFD') ||
             Buffer.byteLength(linkname) > 4096
           ) {

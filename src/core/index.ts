@@ -18,6 +18,7 @@ import { PasswordHasher } from './passwords.js';
 import { TASK_HANDLERS } from './tasks/kinds.js';
 import * as tokens from './tokens.js';
 import { Worker, type WorkerOptions } from './tasks/worker.js';
+import * as sshKeys from './ssh-keys.js';
 import * as users from './users.js';
 
 export type { Actor, UserActor, SystemActor, AnonymousActor } from './actor.js';
@@ -135,6 +136,14 @@ export function createCore(deps: CoreDeps) {
       /** The actor of a request's `Authorization` header (the REST API), or 401. */
       actor: (authorization: string | undefined, address?: string) => tokens.tokenActor(deps, authorization, address),
     },
+    sshKeys: {
+      list: (actor: Actor) => sshKeys.listKeys(deps, actor),
+      add: (actor: Actor, input: Parameters<typeof sshKeys.addKey>[2]) => sshKeys.addKey(deps, actor, input),
+      remove: (actor: Actor, id: unknown) => sshKeys.removeKey(deps, actor, id),
+      /** The SSH door's authentication: who this key logs in as now (none once revoked or the user disabled). */
+      login: (fingerprint: string, address?: string) => sshKeys.keyLogin(deps, fingerprint, address),
+      used: (keyId: number) => sshKeys.keyUsed(deps, keyId),
+    },
     users: {
       ...createUsers(deps),
       register: (actor: Actor, input: unknown) => users.registerUser(deps, actor, input),
@@ -184,4 +193,6 @@ export function createWorker(
 export { pruneLoginThrottle, deviceCookieValue } from './login-throttle.js';
 export { signingKey } from './signing.js';
 export { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from './build-context.js';
-export { decodeDockerfile } from './validation.js';
+export { CONTROL_CHARS, decodeDockerfile, parseDockerfileName, tooLarge as dockerfileTooLarge } from './validation.js';
+export { plainLine } from './builds/log-view.js';
+export { SSH_KEY_ALGORITHMS, sshFingerprint, type KeyLogin, type SshKeyView } from './ssh-keys.js';

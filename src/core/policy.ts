@@ -26,7 +26,13 @@ export const OWNED = [
   'build.cancel',
 ] as const;
 /** Actions of a logged-in user on their own account, or making something they will own: they need a user. */
-const SELF = ['account.read', 'account.changePassword', 'dockerfile.create', 'token.manage'] as const;
+const SELF = [
+  'account.read',
+  'account.changePassword',
+  'account.sshKeys',
+  'dockerfile.create',
+  'token.manage',
+] as const;
 /** Listings, scoped by `ownerScope`: a user's own objects, everyone's for admins and the system. */
 const LISTS = ['dockerfile.list', 'build.list'] as const;
 /** What anyone may do. */

@@ -9,6 +9,12 @@ import { IDEMPOTENCY_KEY_RE } from '../protocol/index.js';
 import { KilnError, invalidInput } from '../shared/errors.js';
 
 export const USERNAME_RE = /^[a-z][a-z0-9_-]{2,31}$/;
+/**
+ * Characters no name a user gives may hold: C0 and C1 controls, DEL, and the bidirectional controls (U+202E and
+ * kin) that make a listing show a name other than the one stored ("Dockerfile\u202e" and the Trojan Source tricks).
+ */
+// eslint-disable-next-line no-control-regex
+export const CONTROL_CHARS = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
 export const DOCKERFILE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const PASSWORD_MIN = 12;
 export const PASSWORD_MAX = 128;

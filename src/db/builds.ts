@@ -1,7 +1,7 @@
 import type { Queryable } from './knex.js';
 import { nowIso } from './knex.js';
 
-export const BUILD_TRIGGERS = ['manual', 'schedule', 'api', 'push'] as const;
+export const BUILD_TRIGGERS = ['manual', 'schedule', 'api', 'ssh', 'push'] as const;
 export type BuildTrigger = (typeof BUILD_TRIGGERS)[number];
 
 /**
@@ -54,8 +54,8 @@ export interface BuildRow {
   requeues: number;
   requeue_reason: string | null;
   /**
-   * What started it: the Build button (`manual`), the JSON API (`api`), a timer (`schedule`: the backend's, or Kiln's
-   * own for a git Dockerfile), or a new commit on the branch a git Dockerfile follows (`push`: webhook or poll).
+   * What started it: the Build button (`manual`), the JSON API (`api`), the SSH door (`ssh`), a timer (`schedule`:
+   * the backend's, or Kiln's own for a git Dockerfile), or a new commit on the branch a git Dockerfile follows (`push`: webhook or poll).
    */
   trigger: BuildTrigger;
   /** The commit a build of a git Dockerfile builds (pinned before dispatch); null for other Dockerfiles. */

@@ -15,3 +15,4 @@ export * from './jobs.js';
 export * from './admin.js';
 export * from './api-tokens.js';
 export * from './git-sources.js';
+export * from './ssh-keys.js';

@@ -1,10 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import net from 'node:net';
-import ssh2, { type AuthContext, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
+import ssh2, { type AuthContext, type ParsedKey, type ServerChannel } from 'ssh2';
 import type { FrozenConfig } from '../config/index.js';
 import { toKilnError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { listenForSsh } from '../shared/ssh-listener.js';
 import { defaultKeyPaths, ensureKeyPair, fingerprint, parseAuthorizedKeys } from '../shared/ssh-keys.js';
 import { errorDocument, exitCodeFor, readCapped, type Glue } from './dispatch.js';
 
@@ -54,12 +54,6 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
   const hostFingerprint = fingerprint(hostParsed.getPublicSSH());
   const allowed = o.authorizedKeys.map((k) => ({ key: k, blob: k.getPublicSSH() }));
   const wantUser = Buffer.from(o.username);
-  const sockets = new Set<Connection>();
-
-  const handshakeMs = o.handshakeTimeoutMs ?? 10_000;
-  const maxConnections = o.maxConnections ?? 32;
-  /** Handshake deadline per TCP peer, cleared once that peer authenticates. */
-  const deadlines = new Map<string, NodeJS.Timeout>();
 
   const server = new Server(
     {
@@ -69,8 +63,6 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
     },
     (client, info) => {
       const peer = { ip: info.ip, port: info.port };
-      const peerKey = `${info.ip}:${info.port}`;
-      sockets.add(client);
       let sessions = 0;
       let authFailures = 0;
 
@@ -106,8 +98,6 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
       });
 
       client.on('ready', () => {
-        clearTimeout(deadlines.get(peerKey));
-        deadlines.delete(peerKey);
         logger.debug({ peer }, 'ssh: client authenticated');
         client.on('session', (accept, reject) => {
           if (sessions >= (o.maxSessionsPerConnection ?? 16)) return reject();
@@ -124,42 +114,8 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
       });
 
       client.on('error', (e) => logger.debug({ peer, err: e.message }, 'ssh: connection error'));
-      client.on('close', () => {
-        sockets.delete(client);
-      });
     },
   );
-  server.maxConnections = maxConnections;
-
-  // Our own listener, handing sockets to ssh2 (its public injectSocket): ssh2 only reports a connection once the
-  // peer has sent its SSH banner, so a peer that sends nothing would hold a slot forever. Here every TCP
-  // connection counts against the cap from its first byte, and is destroyed if it has not authenticated in time.
-  const raw = new Map<string, net.Socket>();
-  const tcp = net.createServer((sock) => {
-    if (raw.size >= maxConnections) {
-      sock.destroy();
-      return;
-    }
-    const key = `${sock.remoteAddress}:${sock.remotePort}`;
-    // Requests are a few small packets each way: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms per step.
-    sock.setNoDelay(true);
-    deadlines.set(
-      key,
-      setTimeout(() => {
-        logger.warn({ peer: key }, 'ssh: no authentication in time, dropping the connection');
-        sock.destroy();
-      }, handshakeMs),
-    );
-    raw.set(key, sock);
-    sock.once('close', () => {
-      raw.delete(key);
-      clearTimeout(deadlines.get(key));
-      deadlines.delete(key);
-    });
-    sock.on('error', () => undefined);
-    server.injectSocket(sock);
-  });
-
   async function runExec(channel: ServerChannel, command: string, peer: object): Promise<void> {
     let closed = false;
     channel.once('close', () => {
@@ -197,34 +153,19 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
     }
   }
 
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(o.port, o.host, () => {
-      tcp.off('error', reject);
-      resolve();
-    });
+  const listener = await listenForSsh(server, {
+    host: o.host,
+    port: o.port,
+    maxConnections: o.maxConnections ?? 32,
+    handshakeMs: o.handshakeTimeoutMs ?? 10_000,
+    logger,
+    label: 'ssh',
   });
-  tcp.on('error', (e: Error) => logger.error({ err: e }, 'ssh: server error'));
-  server.on('error', (e: Error) => logger.error({ err: e }, 'ssh: server error'));
-  const addr = tcp.address() as net.AddressInfo;
   logger.info(
-    { host: o.host, port: addr.port, hostFingerprint: `SHA256:${hostFingerprint}` },
+    { host: o.host, port: listener.port, hostFingerprint: `SHA256:${hostFingerprint}` },
     'glue ssh server listening',
   );
-  return {
-    port: addr.port,
-    hostFingerprint,
-    close: () =>
-      new Promise<void>((resolve) => {
-        tcp.close(() => resolve());
-        for (const c of sockets) c.end();
-        // Not yet authenticated: nothing to say goodbye to.
-        for (const [key, t] of deadlines) {
-          clearTimeout(t);
-          raw.get(key)?.destroy();
-        }
-      }),
-  };
+  return { port: listener.port, hostFingerprint, close: listener.close };
 }
 
 function constantTimeEqual(a: Buffer, b: Buffer): boolean {

@@ -21,6 +21,8 @@ export const defaultKeyPaths = (dataDir: string) => ({
   client: path.join(dataDir, 'ssh', 'web_ed25519'),
   /** The built-in glue server's host key (the web pins its fingerprint). */
   host: path.join(dataDir, 'ssh', 'glue_host_ed25519'),
+  /** The users' SSH door's host key (src/ssh-door): its own, never one of the two above. */
+  door: path.join(dataDir, 'ssh', 'door_host_ed25519'),
 });
 
 /** The fingerprint of a public key given as its wire blob or as an authorized_keys/`.pub` line. */

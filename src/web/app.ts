@@ -34,6 +34,7 @@ import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './pa
 import { errorHandler, notFoundHandler, toHttpError } from './errors.js';
 import { jsonBody, newBigUploadGate, type BigUploadGate } from './upload-limits.js';
 import { authRoutes } from './routes/auth.js';
+import { sshKeyRoutes } from './routes/ssh-keys.js';
 import { pageRoutes } from './routes/pages.js';
 import { apiRoutes } from './routes/api.js';
 import { adminRoutes } from './routes/admin.js';
@@ -399,6 +400,7 @@ export function createApp(opts: AppOptions): KilnApp {
     ['', wellKnownRoutes(ctx)],
     ['', opsRoutes(ctx)],
     ['', authRoutes(ctx)],
+    ['', sshKeyRoutes(ctx)],
     ['', adminRoutes(ctx)],
     ['/api', apiRoutes(ctx)],
     ['/api', buildApiRoutes(ctx)],

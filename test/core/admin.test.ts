@@ -5,9 +5,8 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { DEFAULT_LOGIN_LIMITS, PasswordHasher, createUsers, userActor, type CoreDeps } from '../../src/core/index.js';
+import { createUsers, userActor, type CoreDeps } from '../../src/core/index.js';
 import { listAuditLog } from '../../src/core/audit.js';
-import type { GluePort } from '../../src/core/ports.js';
 import {
   QUEUE_STATES,
   countBuildsByState,
@@ -23,19 +22,10 @@ import {
 } from '../../src/db/index.js';
 import { metricsText } from '../../src/core/admin.js';
 import { isKilnError } from '../../src/shared/errors.js';
-import { silentLogger } from '../../src/shared/logger.js';
 import { freshDb, secondPool, type TestDb } from '../db/engines.js';
+import { dbOnlyDeps } from '../helpers/core.js';
 
-const refuse = () => Promise.reject(new Error('an admin use case reached the glue'));
-const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
-const deps = (db: Db): CoreDeps => ({
-  config: loadConfig({}, {}),
-  db,
-  glue: noGlue,
-  logger: silentLogger,
-  hasher: new PasswordHasher(1),
-  limits: DEFAULT_LOGIN_LIMITS,
-});
+const deps = (db: Db): CoreDeps => dbOnlyDeps(db, { who: 'an admin use case' });
 
 for (const engine of ['sqlite', 'pg'] as const) {
   describe(`admin use cases on ${engine}`, () => {

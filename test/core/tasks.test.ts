@@ -6,17 +6,13 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { DEFAULT_LOGIN_LIMITS, PasswordHasher, Worker, type CoreDeps } from '../../src/core/index.js';
-import type { GluePort } from '../../src/core/ports.js';
+import { Worker, type CoreDeps } from '../../src/core/index.js';
 import { isoAt } from '../../src/core/tasks/queue.js';
 import { backoffMs, type TaskKind } from '../../src/core/tasks/worker.js';
 import { claimTask, enqueueTask, finishTask, findTask, listTasks, type Db } from '../../src/db/index.js';
 import { KilnError } from '../../src/shared/errors.js';
-import { silentLogger } from '../../src/shared/logger.js';
 import { freshDb, secondPool, type TestDb } from '../db/engines.js';
-
-const refuse = () => Promise.reject(new Error('a task reached the glue'));
-const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
+import { dbOnlyDeps } from '../helpers/core.js';
 
 /** A clock a test moves by hand. */
 function manualClock(start = Date.parse('2030-01-01T00:00:00Z')) {
@@ -34,15 +30,7 @@ function deps(db: Db, now: () => number, worker: Record<string, number> = {}): C
     {},
     { worker: { maxAttempts: 4, backoffMs: 1000, backoffMaxSeconds: 10, leaseSeconds: 60, ...worker } },
   );
-  return {
-    config,
-    db,
-    glue: noGlue,
-    logger: silentLogger,
-    hasher: new PasswordHasher(1),
-    limits: DEFAULT_LOGIN_LIMITS,
-    now,
-  };
+  return dbOnlyDeps(db, { who: 'a task', config, now });
 }
 
 const add = (db: Db, kind: string, subject: string, now: number, maxAttempts = 4) =>

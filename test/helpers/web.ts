@@ -10,10 +10,12 @@ import {
   DEFAULT_LOGIN_LIMITS,
   PasswordHasher,
   Worker,
+  createCore,
   createTokens,
   createUsers,
   type Scope,
 } from '../../src/core/index.js';
+import { startSshDoorFromConfig, type SshDoor, type SshDoorOptions } from '../../src/ssh-door/index.js';
 import { TASK_HANDLERS } from '../../src/core/tasks/kinds.js';
 import type { TaskKindName } from '../../src/core/tasks/queue.js';
 import type { TaskKind } from '../../src/core/tasks/worker.js';
@@ -47,6 +49,8 @@ export interface TestWeb {
   client(): HttpClient;
   /** The app's route table (method and path of every route), for tests that replay every route. */
   routes(): Array<{ method: string; path: string }>;
+  /** The users' SSH door (with `sshDoor`), on a loopback port of its own, over this web's database, glue and worker. */
+  sshDoor: SshDoor | undefined;
   /** Waits until the build's row satisfies `pred` (default: final) and returns it. */
   waitForBuild(id: number, pred?: (b: BuildRow) => boolean): Promise<BuildRow>;
   close(): Promise<void>;
@@ -71,6 +75,8 @@ interface TestWebOptions {
   worker?: false;
   /** Builds the in-process glue's local backend runs at once (default 2). */
   glueConcurrency?: number;
+  /** Also start the users' SSH door (src/ssh-door), with these options over the configured ones. */
+  sshDoor?: true | Partial<Omit<SshDoorOptions, 'core' | 'config'>>;
 }
 
 const isFinalRow = (b: BuildRow) => isFinal(b.state);
@@ -112,19 +118,17 @@ export async function startTestWeb(
   await migrateLatest(db);
   const glue = real?.client ?? local?.client ?? opts.glue!;
   const logger = opts.logger ?? silentLogger;
+  const coreDeps = {
+    config,
+    db,
+    glue,
+    logger,
+    hasher: new PasswordHasher(1),
+    limits: DEFAULT_LOGIN_LIMITS,
+    ...(opts.clock ? { now: opts.clock } : {}),
+  };
   const newWorker = (kinds: Partial<Record<TaskKindName, TaskKind>> = {}) =>
-    new Worker(
-      {
-        config,
-        db,
-        glue,
-        logger,
-        hasher: new PasswordHasher(1),
-        limits: DEFAULT_LOGIN_LIMITS,
-        ...(opts.clock ? { now: opts.clock } : {}),
-      },
-      { ...TASK_HANDLERS, ...kinds },
-    );
+    new Worker(coreDeps, { ...TASK_HANDLERS, ...kinds });
   const worker = opts.worker === false ? undefined : newWorker().start();
   const web = await startWeb({
     config,
@@ -138,8 +142,17 @@ export async function startTestWeb(
     hasher: opts.hasher,
     ...(worker ? { onEnqueue: () => worker.wake() } : {}),
   });
+  // As src/cmd/site.ts starts it: a core of its own over the same parts.
+  const sshDoor = opts.sshDoor
+    ? await startSshDoorFromConfig(
+        config,
+        { core: createCore({ ...coreDeps, ...(worker ? { onEnqueue: () => worker.wake() } : {}) }), logger },
+        { host: '127.0.0.1', port: 0, ...(opts.sshDoor === true ? {} : opts.sshDoor) },
+      )
+    : undefined;
   return {
     url: web.url,
+    sshDoor,
     db,
     glue,
     config,
@@ -162,6 +175,7 @@ export async function startTestWeb(
         return b && pred(b) ? b : undefined;
       }),
     close: async () => {
+      await sshDoor?.close();
       await web.close();
       await worker?.stop();
       if (!opts.db) await db.destroy();

@@ -360,6 +360,20 @@ describe("kiln-exec (the Perl program that starts the image's program; run here 
     expect(execFileSync('find', [tmp.dir, '-name', 'PWNED*']).toString()).toBe('');
   });
 
+  // Node hands its children sockets for stdio, as systemd does (the journal's stream): both must become pipes.
+  it('stdout and stderr are pipes, as docker run gives them, so /dev/stdout and /dev/stderr open; the relay is not a child the program waits for', () => {
+    const r = exec(
+      plan({
+        argv: [
+          'sh',
+          '-c',
+          'echo out >/dev/stdout; echo err >/dev/stderr; readlink /proc/self/fd/1 /proc/self/fd/2 | cut -d: -f1; wait; echo waited',
+        ],
+      }),
+    );
+    expect(r).toEqual({ code: 0, out: 'out\npipe\npipe\nwaited\n', err: 'err\n' });
+  });
+
   it('runs as uid, gid and exactly the groups given, with umask 022, default signals, its own session, stdin from /dev/null', () => {
     const env = [
       { name: 'PATH', value: '/usr/bin:/bin' },

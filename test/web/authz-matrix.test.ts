@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findUserByName } from '../../src/db/index.js';
+import { addKeyOnPage, sshKeygen } from '../helpers/ssh-door.js';
+import { tempDir } from '../helpers/tmp.js';
 import { ApiClient, addToken, addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const PUBLIC = new Set([
@@ -40,6 +42,9 @@ const BODY_SPECIFIC = new Set([
   'POST /account/tokens/:id/revoke',
   // A new webhook secret needs a Dockerfile from git (test/web/git.test.ts).
   'POST /dockerfiles/:id/git/secret',
+  // Adding needs a public key; deleting removes alice's key the first time (test/web/ssh-keys.test.ts).
+  'POST /account/ssh-keys',
+  'POST /account/ssh-keys/:id/delete',
 ]);
 /**
  * The REST API names Dockerfiles by name among the caller's own: another user's token finds nothing (404), and so
@@ -62,7 +67,7 @@ describe('authorization matrix over every route', () => {
   const who: Record<'anon' | 'bob' | 'alice' | 'admin', HttpClient> = {} as never;
   // The REST API's callers: the same users with tokens of every scope they may have (anonymous: none).
   const api: Record<'anon' | 'bob' | 'alice' | 'admin', ApiClient> = {} as never;
-  let ids: { dockerfile: number; build: number; victim: number };
+  let ids: { dockerfile: number; build: number; victim: number; sshKey: number };
 
   beforeAll(async () => {
     w = await startTestWeb();
@@ -80,7 +85,15 @@ describe('authorization matrix over every route', () => {
     await w.waitForBuild(id);
     // The admin's user routes act on an account of its own (the matrix disables, promotes and demotes it).
     const victim = await addUser(w.db, 'victim', 'user');
-    ids = { dockerfile: df, build: id, victim: (await findUserByName(w.db, victim.username))!.id };
+    const keys = tempDir('kiln-matrix-keys-');
+    await addKeyOnPage(who.alice, sshKeygen(keys.dir, 'alice', 'ed25519').pub);
+    keys.cleanup();
+    ids = {
+      dockerfile: df,
+      build: id,
+      victim: (await findUserByName(w.db, victim.username))!.id,
+      sshKey: (await w.db('user_ssh_keys').first<{ id: number }>('id'))!.id,
+    };
     api.anon = new ApiClient(w.url);
     api.alice = new ApiClient(w.url, await addToken(w, 'alice', ['read', 'build']));
     api.bob = new ApiClient(w.url, await addToken(w, 'bob', ['read', 'build']));
@@ -97,6 +110,7 @@ describe('authorization matrix over every route', () => {
       .replace(/^(\/(?:api\/(?:v1\/)?)?admin\/users\/):id/, (_m, pre: string) => `${pre}${ids.victim}`)
       .replace(/^(\/(?:api\/(?:v1\/)?)?admin\/jobs\/):id/, (_m, pre: string) => `${pre}424242`)
       .replace(/^\/api\/v1\/dockerfiles\/:name/, '/api/v1/dockerfiles/api-mine')
+      .replace(/^\/account\/ssh-keys\/:id/, () => `/account/ssh-keys/${ids.sshKey}`)
       .replace(/^\/dockerfiles\/:id/, () => `/dockerfiles/${ids.dockerfile}`)
       .replace(/^\/api\/dockerfiles\/:id/, () => `/api/dockerfiles/${ids.dockerfile}`)
       .replace(/:id/, () => String(ids.build))
@@ -176,6 +190,7 @@ describe('authorization matrix over every route', () => {
         'GET /api/v1/builds/:id/artifacts/:name',
         'POST /api/v1/admin/users/:id/disable',
         'GET /api/v1/admin/queue',
+        'POST /account/ssh-keys/:id/delete',
       ]),
     );
     expect(routes.length).toBeGreaterThan(20);

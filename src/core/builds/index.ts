@@ -86,7 +86,7 @@ function storedClientKey(actor: Actor, clientKey: string): string {
 
 /**
  * Records a build request and enqueues its first task, or returns the existing build for a repeated key. `trigger` is
- * the door's word (the page's Build button is `manual`, the JSON APIs `api`), never the requester's. `key` is a
+ * the door's word (the page's Build button is `manual`, the JSON APIs `api`, the SSH door `ssh`), never the requester's. `key` is a
  * form's key (made by the page); `clientKey` one a client chose (the REST API's Idempotency-Key), which names one
  * request of that user: sent again for another Dockerfile it is `idempotency_key_reused`.
  */
@@ -99,7 +99,7 @@ export async function requestBuild(
     dockerfileName?: unknown;
     key?: unknown;
     clientKey?: unknown;
-    trigger?: 'manual' | 'api';
+    trigger?: 'manual' | 'api' | 'ssh';
   },
 ): Promise<{ build: BuildRow; created: boolean }> {
   const df =
@@ -110,7 +110,7 @@ export async function requestBuild(
   const key = fromClient ? storedClientKey(actor, parse(ClientKey, input.clientKey)) : parse(IdempotencyKey, input.key);
   const r = await requestOf(d, df, {
     key,
-    trigger: input.trigger === 'api' ? 'api' : 'manual',
+    trigger: input.trigger ?? 'manual',
     quota: true,
     fromClient,
   });

@@ -62,6 +62,7 @@ sub start_program {
     @argv or fail(126, 'no command');
     umask 022;
     open(STDIN, '<', '/dev/null') or fail(126, "/dev/null: $!");
+    relay_sockets();
     POSIX::sigaction($_, POSIX::SigAction->new('DEFAULT')) for grep { $_ != 9 && $_ != 19 } 1 .. 64;
     # glibc's sigaction refuses 32 and 33 (its own), so an ignore inherited on them would survive: the kernel call
     # (x86-64 rt_sigaction, 13; handler SIG_DFL, no flags, restorer or mask) resets them as runc's start does.
@@ -80,6 +81,57 @@ sub start_program {
     # the environment in its own order. Both lists are NULL-terminated arrays of pointers to these strings.
     syscall(59, $path, pack('p*', @argv, undef), pack('p*', @env, undef));
     fail(126, "exec $path: " . lc $!);
+}
+
+# docker run gives the process pipes for stdout and stderr; systemd gives it the journal's socket, and open(2) of
+# /dev/stdout or /dev/stderr (/proc/self/fd/N) refuses a socket with ENXIO: nginx's error_log /dev/stderr, a log file
+# symlinked there. So a socket is put behind a pipe, copied to it by a relay that is not the program's child (the
+# program never waits for it: it is left to init) and ignores signals (a stop signal to the service's processes must
+# not lose the program's last lines): it ends when every writer has closed the pipe.
+sub relay_sockets {
+    my @ends;
+    for my $fd (1, 2) {
+        my $out = $fd == 1 ? \*STDOUT : \*STDERR;
+        next unless -S $out;
+        pipe(my $r, my $w) or fail(126, "pipe: $!");
+        push @ends, { fd => $fd, out => $out, r => $r, w => $w };
+    }
+    return unless @ends;
+    my $pid = fork() // fail(126, "fork: $!");
+    if (!$pid) {
+        my $relay = fork();
+        POSIX::_exit(defined $relay ? 0 : 1) if !defined $relay || $relay;
+        POSIX::setsid();
+        chdir('/');
+        POSIX::sigaction($_, POSIX::SigAction->new('IGNORE')) for grep { $_ != 9 && $_ != 19 } 1 .. 31;
+        close $_->{w} for @ends;
+        my %open = map { fileno($_->{r}) => $_ } @ends;
+        while (%open) {
+            my $rin = '';
+            vec($rin, $_, 1) = 1 for keys %open;
+            my $rout = $rin;
+            next if select($rout, undef, undef, undef) <= 0;
+            for my $rfd (grep { vec($rout, $_, 1) } keys %open) {
+                my $e = $open{$rfd};
+                my $got = sysread($e->{r}, my $buf, 65536);
+                if (!$got) { delete $open{$rfd}; next }
+                for (my $off = 0; $off < $got;) {
+                    my $n = syswrite($e->{out}, $buf, $got - $off, $off);
+                    last unless $n;    # the socket is gone: drop the output, never stall the program
+                    $off += $n;
+                }
+            }
+        }
+        POSIX::_exit(0);
+    }
+    waitpid($pid, 0);
+    # No relay (fork failed): the socket stays, as it was.
+    return if $?;
+    for my $e (@ends) {
+        POSIX::dup2(fileno($e->{w}), $e->{fd}) // fail(126, "dup2: $!");
+        close $e->{r};
+        close $e->{w};
+    }
 }
 
 # Docker makes a missing WORKDIR at start: each missing directory root-owned, mode 0755.

@@ -1,7 +1,8 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { KilnError, isKilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
-import { ANONYMOUS, deviceCookieValue, tokenState } from '../../core/index.js';
+import { ANONYMOUS, deviceCookieValue } from '../../core/index.js';
+import { renderAccount } from './account-page.js';
 import { actorOf, readCookie, requireUser, safeNext, type CookieNames } from './util.js';
 
 /**
@@ -155,21 +156,8 @@ export function authRoutes(ctx: AppContext): Router {
   r.post('/register', loginLimiter, register);
   r.post('/api/register', loginLimiter, register);
 
-  /** The account page: the password form and the user's API tokens (with a just-made token, or a form error). */
-  const accountPage = async (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) => {
-    const at = now();
-    const tokens = (await core.tokens.list(actorOf(req))).map((t) => ({
-      id: t.id,
-      name: t.name,
-      scopes: t.scopes,
-      createdAt: t.created_at,
-      expiresAt: t.expires_at,
-      lastUsedAt: t.last_used_at,
-      state: tokenState(t, at),
-      revokedReason: t.revoked_reason,
-    }));
-    render(req, res, 'account.njk', { tokens, ...extra }, status);
-  };
+  const accountPage = (req: Request, res: Response, extra: Record<string, unknown> = {}, status = 200) =>
+    renderAccount(ctx, req, res, extra, status);
   r.get('/account', requireUser, async (req, res) => {
     const notice =
       req.query.changed === '1'
