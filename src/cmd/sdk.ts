@@ -6,14 +6,14 @@ import { checkDockerfile, kilnBaseConfigs, type Violation } from '../dockerfile/
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { buildNetworkUrls } from '../sdk/build-proxy.js';
 import { baseNameList, parseBaseNameEntry } from '../dockerfile/base-names.js';
-import { IMAGE_NAME_RE } from '../protocol/index.js';
+import { IMAGE_NAME_RE, gitSourceSchema, type GitSource } from '../protocol/index.js';
 import { consoleExpectations } from '../sdk/expect-console.js';
 import { allowances, egressRules, lanNetworks, parseAllow, resolvers } from '../sdk/egress.js';
 import { readDockerfile, sdkBuild } from '../sdk/pipeline.js';
 import { writeFailureResult } from '../sdk/result.js';
 import { SDK_VERSION } from '../sdk/version.js';
 
-const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR|DIR] [--format raw,qcow2,tar,iso]
+const USAGE = `usage: kiln sdk build --dockerfile FILE --out DIR [--context TAR|DIR] [--source FILE] [--format raw,qcow2,tar,iso]
                       [--build-arg K=V]... [--base-name NAME=BASE]... [--boot-firmware bios,uefi]
                       [--expect-console TEXT]...
        kiln sdk check --dockerfile FILE [--build-arg K=V]... [--base-name NAME=BASE]... [--context TAR|DIR]
@@ -24,6 +24,8 @@ QEMU and writes DIR/image.*, DIR/build.log and DIR/result.json. Progress events 
 Settings come from KILN_SDK_* environment variables (see src/config). Exit 0 when the image built and booted.
 --base-name: the site admin's name for a base in sdk.bases (e.g. corp/debian:12=debian:bookworm), on top of
 sdk.baseNames; one that leads to a base this host does not allow makes a FROM using it a policy finding.
+--source FILE: where the Dockerfile and context came from (JSON: type git, url, ref, commit, path, context, as the
+glue writes it); named in provenance.json (the commit as a resolved dependency) and manifest.json.
 --expect-console TEXT: a boot test passes only once TEXT (literal, one line) shows on the serial console, as does
 the text of the image's LABEL io.kiln.expect-console; a failure names the text that never showed.
 
@@ -59,6 +61,7 @@ export async function main(argv: string[]): Promise<number> {
         dockerfile: { type: 'string' },
         out: { type: 'string' },
         context: { type: 'string' },
+        source: { type: 'string' },
         format: { type: 'string' },
         'build-arg': { type: 'string', multiple: true },
         'base-name': { type: 'string', multiple: true },
@@ -118,6 +121,7 @@ export async function main(argv: string[]): Promise<number> {
         dockerfile: values.dockerfile,
         outDir: values.out,
         contextTar: values.context,
+        ...(values.source !== undefined ? { source: await readSource(values.source) } : {}),
         formats,
         buildArgs,
         baseNames,
@@ -133,6 +137,22 @@ export async function main(argv: string[]): Promise<number> {
     await writeFailureResult(values.out, SDK_VERSION, ke.toJSON()).catch(() => undefined);
     return ke.code === 'invalid_input' ? 2 : 1;
   }
+}
+
+/** `--source FILE`: the git source (JSON, protocol.gitSourceSchema) the Dockerfile came from, for the provenance. */
+async function readSource(file: string): Promise<GitSource> {
+  const text = await fsp.readFile(file, 'utf8').catch(() => {
+    throw new KilnError('invalid_input', '--source: the file cannot be read');
+  });
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new KilnError('invalid_input', '--source: the file is not JSON');
+  }
+  const r = gitSourceSchema.safeParse(raw);
+  if (!r.success) throw new KilnError('invalid_input', `--source: ${r.error.issues[0]?.message ?? 'not a git source'}`);
+  return r.data;
 }
 
 function parseBuildArgs(kvs: readonly string[] | undefined): Record<string, string> {

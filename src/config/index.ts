@@ -39,6 +39,10 @@ export function isAddressOrSubnet(v: string): boolean {
   return Number(bits) <= (family === 4 ? 32 : 128);
 }
 
+/** A DNS host name: labels of letters, digits and `-`, dot-separated. */
+export const HOST_NAME_RE =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
 export const OUTPUT_FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
 /** An IPv4 address or CIDR with an optional `:port`, as `sdk.egressAllow` takes it (src/sdk/egress.ts parses it). */
 export const IPV4_CIDR_PORT_RE = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?(?::(\d{1,5}))?$/;
@@ -167,6 +171,45 @@ export const configSchema = z.object({
        * so another user's build is not stuck behind them in a backend queue Kiln does not order (Jenkins). 0 = no cap.
        */
       userBuildsInFlight: int(0),
+    })
+    .prefault({}),
+  /**
+   * Dockerfiles from git repositories (src/core/git): what the worker may fetch, and how. The fetch runs on the web's
+   * side (the worker), never in a request, so these are read by `kiln web`, `kiln serve` and `kiln worker`.
+   */
+  git: z
+    .object({
+      /**
+       * Hosts a repository URL may name although they resolve to a refused address (loopback, private, link-local:
+       * src/shared/addresses.ts): host names (exact, case-insensitive) or addresses/prefixes such as 10.0.0.5 or
+       * 10.0.0.0/24 (the address the name resolves to). Empty: only public addresses.
+       */
+      allowHosts: list([]).pipe(
+        z.array(
+          z
+            .string()
+            .refine(
+              (v) => isAddressOrSubnet(v) || HOST_NAME_RE.test(v),
+              'host names or addresses/prefixes, e.g. git.internal.example or 10.0.0.0/24',
+            ),
+        ),
+      ),
+      /** Local directories a `file://` URL may point into (admin-made mirrors). Empty: file:// is refused. */
+      mirrors: list([]).pipe(z.array(z.string().refine((v) => path.isAbsolute(v), 'absolute directories'))),
+      /** Whether the repository's submodules (in the build context) are fetched too, each URL checked like the main one. */
+      submodules: bool(false),
+      /** Wall-clock limit of one fetch (all its git runs together). */
+      timeoutSeconds: int(120),
+      /** Largest pack one fetch may receive (git is stopped and its directory removed past it), MiB. */
+      maxFetchMb: int(100),
+      /** How often a Dockerfile that follows its branch asks the repository for the branch's head; 0: never (webhooks only). */
+      pollSeconds: int(300),
+      /** The private key ssh:// URLs are fetched with (OpenSSH format, readable by Kiln only). Unset: ssh URLs cannot authenticate. */
+      sshKeyFile: z.string().optional(),
+      /** known_hosts of the ssh servers Kiln may fetch from; hosts not in it are refused. Unset: every ssh URL is refused. */
+      sshKnownHostsFile: z.string().optional(),
+      /** PEM bundle of the CAs https URLs are checked against. Unset: the system's. */
+      caFile: z.string().optional(),
     })
     .prefault({}),
   db: z

@@ -120,8 +120,11 @@ export async function gunzipContext(buf: Buffer): Promise<Buffer> {
   }
 }
 
-/** One uploaded .tar (uncompressed) -> a context with the same files, directories and symlinks. */
-export async function contextFromTar(buf: Buffer): Promise<NewContext> {
+/**
+ * One uploaded .tar (uncompressed) -> a context with the same files, directories and symlinks. `mtime`: the time every
+ * entry gets instead of its own (a tree from git: the commit's time, so the same commit always makes the same tar).
+ */
+export async function contextFromTar(buf: Buffer, o: { mtime?: Date } = {}): Promise<NewContext> {
   if (buf.length === 0) throw invalidInput('The build context tar is empty.');
   if (buf.length > MAX_CONTEXT_UPLOAD_BYTES) throw tooBig();
   if (buf[0] === 0x1f && buf[1] === 0x8b)
@@ -158,7 +161,7 @@ export async function contextFromTar(buf: Buffer): Promise<NewContext> {
           throw invalidInput(`Build context entry ${shown(h.name)} is inside ${shown(parent)}, which is a ${k}.`);
       }
       const mode = (h.mode ?? (type === 'directory' ? 0o755 : 0o644)) & 0o777;
-      const mtime = h.mtime instanceof Date && !Number.isNaN(h.mtime.getTime()) ? h.mtime : new Date(0);
+      const mtime = o.mtime ?? (h.mtime instanceof Date && !Number.isNaN(h.mtime.getTime()) ? h.mtime : new Date(0));
       let data: Buffer | undefined;
       let linkname: string | undefined;
       if (type === 'file') {

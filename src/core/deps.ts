@@ -48,6 +48,8 @@ export interface CoreDeps {
   deviceSecret?: string;
   /** Told when a use case enqueued a task, so a worker in this process starts on it without waiting for its poll. */
   onEnqueue?: () => void;
+  /** How the git fetcher resolves host names (every address); dns.lookup by default, tests give their own. */
+  lookup?: (host: string) => Promise<string[]>;
 }
 
 export const clockOf = (d: Pick<CoreDeps, 'now'>): number => (d.now ?? Date.now)();

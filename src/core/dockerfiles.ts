@@ -3,8 +3,12 @@
  * parses the command (commands.ts), asks the policy (policy.ts), and reaches the database only through src/db.
  */
 import { z } from 'zod';
+import type { Knex } from 'knex';
 import {
   countDockerfiles,
+  deleteGitSource,
+  getGitSource,
+  insertDockerfileRow,
   findDockerfile,
   findDockerfileByName,
   getContextMeta,
@@ -43,6 +47,7 @@ import { PageLimit, decodeCursor, encodeCursor } from './cursor.js';
 import { checkSettings, saveSettings } from './jobs/index.js';
 import { effectiveSettings, type JobSettings } from './jobs/settings.js';
 import { dockerfileSubject, enqueue, wake } from './tasks/queue.js';
+import { parseSource, saveSource, sourceView, type GitSourceView } from './git/index.js';
 
 /**
  * The Dockerfile `rawId` names, if the actor may take `action` on it; not-yours is not_found, like a missing id.
@@ -96,7 +101,7 @@ const contextUpload = z.custom<ContextUpload>((v) => typeof v === 'object' && v 
  * sdk.allowRemoteAdd), the bases taken as Kiln makes them: a Dockerfile the build would refuse is refused here,
  * before anything is stored, with the findings and their lines (`policy_violation`, detail = findings).
  */
-async function policyChecked(d: CoreDeps, content: string): Promise<string> {
+export async function policyChecked(d: CoreDeps, content: string): Promise<string> {
   const { bases, allowRemoteAdd } = d.config.sdk;
   checkDockerfile(content, {
     bases,
@@ -119,39 +124,72 @@ const createCommand = (max: number) =>
   z.object({ name: DockerfileName, content: dockerfileText(max), context: contextUpload });
 
 /**
- * Stores a new Dockerfile owned by the actor. `content` has been decoded by the front door (see
- * validation.decodeDockerfile); the text rules run again here so no door can store text that skipped them. Quota
- * checks (count and bytes) and insert share one transaction, with the owner's row locked on PostgreSQL (SQLite
- * serialises writers already), so parallel uploads cannot overshoot a quota (storage.ts).
+ * Stores a new Dockerfile owned by the actor: pasted or uploaded `content` (decoded by the front door, see
+ * validation.decodeDockerfile; the text rules run again here so no door can store text that skipped them), or a git
+ * `source` (git/index.ts: stored with no content yet; the worker's git.fetch makes its first version). Quota checks
+ * (count and bytes) and insert share one transaction, with the owner's row locked on PostgreSQL (SQLite serialises
+ * writers already), so parallel uploads cannot overshoot a quota (storage.ts).
  */
 export async function createDockerfile(
   d: CoreDeps,
   actor: Actor,
-  input: { name: unknown; content: unknown; context?: ContextUpload },
+  input: { name: unknown; content?: unknown; context?: ContextUpload; source?: unknown },
 ): Promise<DockerfileRow> {
   authorize(actor, 'dockerfile.create');
   const owner = requireUser(actor);
+  if (input.source !== undefined) return createFromGit(d, owner.id, input);
   const cmd = parse(createCommand(d.config.web.maxDockerfileBytes), input);
   const content = await policyChecked(d, cmd.content);
   const change = await contextChange(cmd.context);
   if (change.kind === 'remove')
     throw new KilnError('invalid_input', 'A new Dockerfile has no build context to remove.');
   const context = change.kind === 'set' ? change.context : undefined;
+  return insertNew(d, owner.id, cmd.name, Buffer.byteLength(content) + (context?.tar.length ?? 0), (trx) =>
+    insertDockerfile(trx, { ownerId: owner.id, name: cmd.name, content, context }).then((r) => r.dockerfile),
+  );
+}
+
+/** A Dockerfile from git: its name and source now, its content when the worker has fetched it. */
+async function createFromGit(
+  d: CoreDeps,
+  ownerId: number,
+  input: { name: unknown; content?: unknown; context?: ContextUpload; source?: unknown },
+): Promise<DockerfileRow> {
+  const name = parse(z.object({ name: DockerfileName }), input).name;
+  if (input.content !== undefined || input.context !== undefined)
+    throw new KilnError('invalid_input', 'A Dockerfile from git takes its text and build context from the repository.');
+  const src = parseSource(d.config, input.source);
+  const df = await insertNew(d, ownerId, name, 0, async (trx) => {
+    const row = await insertDockerfileRow(trx, { ownerId, name });
+    await saveSource(trx, d, row.id, src);
+    return row;
+  });
+  wake(d);
+  return df;
+}
+
+/** The count quota, the name check and the insert, in one transaction within the owner's storage quota. */
+async function insertNew(
+  d: CoreDeps,
+  ownerId: number,
+  name: string,
+  bytes: number,
+  insert: (trx: Knex.Transaction) => Promise<DockerfileRow>,
+): Promise<DockerfileRow> {
   try {
-    return await storeWithinQuota(d, owner.id, Buffer.byteLength(content) + (context?.tar.length ?? 0), async (trx) => {
-      const n = await countDockerfiles(trx, owner.id);
+    return await storeWithinQuota(d, ownerId, bytes, async (trx) => {
+      const n = await countDockerfiles(trx, ownerId);
       if (n >= d.config.web.quotaDockerfiles) {
         throw conflict(
           `You have reached your limit of ${d.config.web.quotaDockerfiles} Dockerfiles; delete one first.`,
         );
       }
-      if (await findDockerfileByName(trx, owner.id, cmd.name))
-        throw conflict(`You already have a Dockerfile named "${cmd.name}".`);
-      const { dockerfile } = await insertDockerfile(trx, { ownerId: owner.id, name: cmd.name, content, context });
-      return dockerfile;
+      if (await findDockerfileByName(trx, ownerId, name))
+        throw conflict(`You already have a Dockerfile named "${name}".`);
+      return insert(trx);
     });
   } catch (e) {
-    if (isUniqueViolation(e)) throw conflict(`You already have a Dockerfile named "${cmd.name}".`);
+    if (isUniqueViolation(e)) throw conflict(`You already have a Dockerfile named "${name}".`);
     throw e;
   }
 }
@@ -160,7 +198,8 @@ const updateCommand = (max: number) => z.object({ id: Id, content: dockerfileTex
 
 /**
  * Saves new content and/or context as a new version (unchanged content and context keep the current one). The
- * context is kept unless a new one is uploaded or removal is asked for. Earlier builds keep their version.
+ * context is kept unless a new one is uploaded or removal is asked for. Earlier builds keep their version. Pasted
+ * content on a Dockerfile from git makes it an ordinary one again.
  */
 export async function updateDockerfile(
   d: CoreDeps,
@@ -172,19 +211,49 @@ export async function updateDockerfile(
   const content = await policyChecked(d, cmd.content);
   const change = await contextChange(cmd.context);
   const bytes = Buffer.byteLength(content) + (change.kind === 'set' ? change.context.tar.length : 0);
-  const hasJob = !!(await getJobSettings(d.db, df.id)) || (await hasDispatchedBuild(d.db, df.id));
   const version = await storeWithinQuota(d, df.owner_id, bytes, async (trx) => {
+    // Pasted text: the Dockerfile no longer follows a repository.
+    await deleteGitSource(trx, df.id);
     const v = await updateDockerfileContent(trx, df.id, content, change);
-    // A job's timer builds what the job holds: it gets the new version too (a new settings revision, so the page
-    // says it is on its way until the glue has it).
-    if (hasJob && v.id !== df.current_version_id) {
-      await saveJobSettings(trx, df.id, {});
-      await enqueue(trx, d, 'job.sync', dockerfileSubject(df.id));
-    }
+    await afterNewVersion(trx, d, df, v);
     return v;
   });
   wake(d);
   return version;
+}
+
+/**
+ * Makes a Dockerfile take its text and context from a git repository, or changes where (a new revision of its
+ * source); the worker fetches it (git.fetch) and the fetched commit becomes its next version.
+ */
+export async function setGitSource(
+  d: CoreDeps,
+  actor: Actor,
+  input: { id: unknown; source: unknown },
+): Promise<GitSourceView> {
+  const df = await dockerfileFor(d.db, actor, input.id, 'dockerfile.update');
+  const src = parseSource(d.config, input.source);
+  const row = await d.db.transaction((trx) => saveSource(trx, d, df.id, src));
+  wake(d);
+  d.logger.info({ dockerfile: df.id, ...actorLabel(actor) }, 'git source saved');
+  return sourceView(row);
+}
+
+/**
+ * A job's timer builds what the job holds: a new current version reaches it too (a new settings revision, so the
+ * page says it is on its way until the glue has it). Inside the transaction that made the version current.
+ */
+export async function afterNewVersion(
+  trx: Knex.Transaction,
+  d: CoreDeps,
+  df: Pick<DockerfileRow, 'id' | 'current_version_id'>,
+  v: DockerfileVersionRow,
+): Promise<void> {
+  if (v.id === df.current_version_id) return;
+  if ((await getJobSettings(trx, df.id)) || (await hasDispatchedBuild(trx, df.id))) {
+    await saveJobSettings(trx, df.id, {});
+    await enqueue(trx, d, 'job.sync', dockerfileSubject(df.id));
+  }
 }
 
 const removeCommand = z.object({ confirm: z.unknown() });
@@ -292,8 +361,11 @@ async function jobSettingsOf(d: Pick<CoreDeps, 'db' | 'config'>, id: string): Pr
 
 export interface DockerfileView {
   dockerfile: DockerfileRow;
-  version: DockerfileVersionRow;
+  /** The current version; null for a Dockerfile from git whose first fetch has not succeeded yet. */
+  version: DockerfileVersionRow | null;
   context: ContextMeta | null;
+  /** Where it comes from when it follows a git repository. */
+  git: GitSourceView | null;
   builds: BuildListItem[];
 }
 
@@ -307,13 +379,15 @@ export async function getDockerfileByName(
   return { view: await getDockerfile(d, actor, id), settings: await jobSettingsOf(d, id) };
 }
 
-/** A Dockerfile with its current version, build context and latest builds. */
+/** A Dockerfile with its current version, build context, git source and latest builds. */
 export async function getDockerfile(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown): Promise<DockerfileView> {
   const dockerfile = await dockerfileFor(d.db, actor, rawId);
+  const git = await getGitSource(d.db, dockerfile.id);
   const version =
     dockerfile.current_version_id == null ? undefined : await getVersion(d.db, dockerfile.current_version_id);
-  if (!version) throw new KilnError('internal', 'Dockerfile has no content', { detail: { dockerfile: dockerfile.id } });
+  if (!version && !git)
+    throw new KilnError('internal', 'Dockerfile has no content', { detail: { dockerfile: dockerfile.id } });
   const builds = await listBuildsOfDockerfile(d.db, dockerfile.id);
-  const context = version.context_id == null ? null : ((await getContextMeta(d.db, version.context_id)) ?? null);
-  return { dockerfile, version, context, builds };
+  const context = version?.context_id == null ? null : ((await getContextMeta(d.db, version.context_id)) ?? null);
+  return { dockerfile, version: version ?? null, context, git: git ? sourceView(git) : null, builds };
 }

@@ -12,6 +12,8 @@ import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from './deps.js';
 import * as dockerfiles from './dockerfiles.js';
 import * as jobs from './jobs/index.js';
 import { findBuildsByIds } from '../db/index.js';
+import { regenerateSecret } from './git/index.js';
+import { receivePush, type PushDelivery } from './git/hooks.js';
 import { PasswordHasher } from './passwords.js';
 import { TASK_HANDLERS } from './tasks/kinds.js';
 import * as tokens from './tokens.js';
@@ -28,6 +30,8 @@ export { authorize, can, decide, ownerScope, type Action } from './policy.js';
 export { PasswordHasher } from './passwords.js';
 export { Worker, type WorkerOptions } from './tasks/worker.js';
 export type { ContextUpload, DockerfileView } from './dockerfiles.js';
+export type { GitSourceView } from './git/index.js';
+export { MAX_PUSH_BYTES, type PushDelivery, type PushResult } from './git/hooks.js';
 export { describeSchedule, WEEKDAYS, type JobSettings, type JobStatus } from './jobs/index.js';
 export type {
   ArtifactDownload,
@@ -69,6 +73,14 @@ export function createCore(deps: CoreDeps) {
         dockerfiles.putDockerfile(deps, actor, input),
       remove: (actor: Actor, input: Parameters<typeof dockerfiles.removeDockerfile>[2]) =>
         dockerfiles.removeDockerfile(deps, actor, input),
+      /** Takes the Dockerfile's text and context from a git repository from now on (git/index.ts). */
+      setSource: (actor: Actor, input: Parameters<typeof dockerfiles.setGitSource>[2]) =>
+        dockerfiles.setGitSource(deps, actor, input),
+    },
+    git: {
+      /** A push webhook delivery (authenticated by its signature, not by an actor): git/hooks.ts. */
+      push: (delivery: PushDelivery) => receivePush(deps, delivery),
+      regenerateSecret: (actor: Actor, dockerfileId: unknown) => regenerateSecret(deps, actor, dockerfileId),
     },
     jobs: {
       status: (actor: Actor, dockerfileId: unknown) => jobs.jobStatus(deps, actor, dockerfileId),

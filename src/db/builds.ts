@@ -1,6 +1,9 @@
 import type { Queryable } from './knex.js';
 import { nowIso } from './knex.js';
 
+export const BUILD_TRIGGERS = ['manual', 'schedule', 'api', 'ssh', 'push'] as const;
+export type BuildTrigger = (typeof BUILD_TRIGGERS)[number];
+
 /**
  * `verifying`: the backend says the build succeeded and the web is hashing what it received (src/web/services/
  * attest.ts); only then, and only if the builder's SHA256SUMS agrees, is the build `succeeded`.
@@ -13,11 +16,14 @@ export const WEB_BUILD_STATES = [
   'succeeded',
   'failed',
   'cancelled',
+  'skipped',
 ] as const;
 export type WebBuildState = (typeof WEB_BUILD_STATES)[number];
 /** States that count against the queued-builds quota and that the reconciler keeps polling. */
 export const ACTIVE_STATES: readonly WebBuildState[] = ['requested', 'queued', 'running'];
-export const isFinal = (s: WebBuildState): boolean => s === 'succeeded' || s === 'failed' || s === 'cancelled';
+/** `skipped`: a scheduled build of a git Dockerfile whose commit had not changed since its last success (`reason` says). */
+export const isFinal = (s: WebBuildState): boolean =>
+  s === 'succeeded' || s === 'failed' || s === 'cancelled' || s === 'skipped';
 
 /** An artifact as the backend listed it; `sha256` (and then `size`) is the web's own count once it has verified it. */
 export interface BuildArtifact {
@@ -48,10 +54,12 @@ export interface BuildRow {
   requeues: number;
   requeue_reason: string | null;
   /**
-   * What started it: the Build button (`manual`), the JSON API (`api`), the SSH door (`ssh`), or the backend's timer
-   * (`schedule`).
+   * What started it: the Build button (`manual`), the JSON API (`api`), the SSH door (`ssh`), a timer (`schedule`:
+   * the backend's, or Kiln's own for a git Dockerfile), or a new commit on the branch a git Dockerfile follows (`push`: webhook or poll).
    */
-  trigger: 'manual' | 'schedule' | 'api' | 'ssh';
+  trigger: BuildTrigger;
+  /** The commit a build of a git Dockerfile builds (pinned before dispatch); null for other Dockerfiles. */
+  git_commit: string | null;
   requested_at: string;
   queued_at: string | null;
   started_at: string | null;
@@ -84,6 +92,7 @@ function norm(r: Record<string, unknown>): BuildRow {
     dispatch_attempts: Number(r.dispatch_attempts ?? 0),
     requeues: Number(r.requeues ?? 0),
     requeue_reason: r.requeue_reason == null ? null : String(r.requeue_reason),
+    git_commit: r.git_commit == null ? null : String(r.git_commit),
     progress: parseJson<BuildProgress | null>(r.progress, null),
     artifacts: parseJson<BuildArtifact[]>(r.artifacts, []),
   };
@@ -178,7 +187,15 @@ export async function countActiveBuilds(db: Queryable, ownerId: number): Promise
 
 export async function insertBuild(
   db: Queryable,
-  b: { dockerfileId: number; versionId: number; ownerId: number; key: string; trigger?: 'manual' | 'api' | 'ssh' },
+  b: {
+    dockerfileId: number;
+    versionId: number;
+    ownerId: number;
+    key: string;
+    trigger?: BuildTrigger;
+    /** A build of a git Dockerfile asked for one commit (a push): the fetch takes exactly that one. */
+    gitCommit?: string;
+  },
 ): Promise<BuildRow> {
   const now = nowIso();
   const [row] = await db('builds')
@@ -188,6 +205,7 @@ export async function insertBuild(
       owner_id: b.ownerId,
       idempotency_key: b.key,
       trigger: b.trigger ?? 'manual',
+      git_commit: b.gitCommit ?? null,
       state: 'requested',
       dispatch_attempts: 0,
       requested_at: now,
@@ -207,6 +225,9 @@ export interface BuildUpdate {
   queued_at?: string | null;
   started_at?: string | null;
   finished_at?: string | null;
+  /** Set once, by the fetch of a git Dockerfile's build (with the version it made). */
+  version_id?: number;
+  git_commit?: string;
 }
 
 /**

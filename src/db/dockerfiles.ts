@@ -21,7 +21,19 @@ export interface DockerfileVersionRow {
   size: number;
   /** The build context this version is built with (dockerfile_contexts.id), or null for the Dockerfile alone. */
   context_id: number | null;
+  /** Where it came from when Kiln fetched it from git (migration 012); null for pasted or uploaded versions. */
+  source: VersionSource | null;
   created_at: string;
+}
+
+/** A version's git origin (the protocol's GitSource, stored as JSON): repository, ref, commit, paths. */
+export interface VersionSource {
+  type: 'git';
+  url: string;
+  ref: string;
+  commit: string;
+  path: string;
+  context: string;
 }
 export interface DockerfileListItem extends DockerfileRow {
   owner: string;
@@ -36,12 +48,25 @@ const normDf = (r: Record<string, unknown>): DockerfileRow => ({
   current_version_id: r.current_version_id == null ? null : Number(r.current_version_id),
   deleting_at: r.deleting_at == null ? null : String(r.deleting_at),
 });
+function parseSource(v: unknown): VersionSource | null {
+  if (v == null) return null;
+  try {
+    return JSON.parse(String(v)) as VersionSource;
+  } catch {
+    return null;
+  }
+}
+/** The stored text of a source: keys in one order, so equal sources are equal text (and one version). */
+const sourceText = (s: VersionSource): string =>
+  JSON.stringify({ type: s.type, url: s.url, ref: s.ref, commit: s.commit, path: s.path, context: s.context });
+
 const normVer = (r: Record<string, unknown>): DockerfileVersionRow => ({
   ...(r as unknown as DockerfileVersionRow),
   id: Number(r.id),
   dockerfile_id: Number(r.dockerfile_id),
   size: Number(r.size),
   context_id: r.context_id == null ? null : Number(r.context_id),
+  source: parseSource(r.source),
 });
 
 export const sha256Hex = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
@@ -110,16 +135,24 @@ export async function countDockerfiles(db: Queryable, ownerId: number): Promise<
   return Number(r[0]?.n ?? 0);
 }
 
+/**
+ * Inserts a Dockerfile without content yet: one from git, whose first version the worker's fetch makes. Call inside a
+ * transaction (the caller adds its source).
+ */
+export async function insertDockerfileRow(db: Queryable, d: { ownerId: number; name: string }): Promise<DockerfileRow> {
+  const now = nowIso();
+  const [df] = await db('dockerfiles')
+    .insert({ owner_id: d.ownerId, name: d.name, current_version_id: null, created_at: now, updated_at: now })
+    .returning('*');
+  return normDf(df);
+}
+
 /** Inserts a Dockerfile and its first version (with its build context, if any). Call inside a transaction. */
 export async function insertDockerfile(
   db: Queryable,
   d: { ownerId: number; name: string; content: string; context?: NewContext },
 ): Promise<{ dockerfile: DockerfileRow; version: DockerfileVersionRow }> {
-  const now = nowIso();
-  const [df] = await db('dockerfiles')
-    .insert({ owner_id: d.ownerId, name: d.name, current_version_id: null, created_at: now, updated_at: now })
-    .returning('*');
-  const dockerfile = normDf(df);
+  const dockerfile = await insertDockerfileRow(db, d);
   const contextId = d.context ? await insertContext(db, dockerfile.id, d.context) : null;
   const version = await insertVersion(db, dockerfile.id, d.content, contextId);
   await db('dockerfiles').where({ id: dockerfile.id }).update({ current_version_id: version.id });
@@ -147,10 +180,40 @@ export async function updateDockerfileContent(
     const same = await findContextBySha(db, dockerfileId, change.context.sha256);
     contextId = same ?? (await insertContext(db, dockerfileId, change.context));
   }
-  if (cur && cur.sha256 === sha256Hex(content) && cur.context_id === contextId) return cur;
+  // A version fetched from git is not the same version as pasted text that happens to match it.
+  if (cur && cur.sha256 === sha256Hex(content) && cur.context_id === contextId && !cur.source) return cur;
   const version = await insertVersion(db, dockerfileId, content, contextId);
   await db('dockerfiles').where({ id: dockerfileId }).update({ current_version_id: version.id, updated_at: nowIso() });
   return version;
+}
+
+/**
+ * Stores what a fetch from git made (the Dockerfile, its context, where both came from) as the Dockerfile's current
+ * version, reusing an identical earlier version (same text, context and source) and context. Call inside a
+ * transaction. Returns the version and whether it was new.
+ */
+export async function putFetchedVersion(
+  db: Queryable,
+  dockerfileId: number,
+  v: { content: string; context?: NewContext; source: VersionSource },
+): Promise<{ version: DockerfileVersionRow; created: boolean }> {
+  let contextId: number | null = null;
+  if (v.context)
+    contextId =
+      (await findContextBySha(db, dockerfileId, v.context.sha256)) ??
+      (await insertContext(db, dockerfileId, v.context));
+  const same = await db('dockerfile_versions')
+    .where({ dockerfile_id: dockerfileId, sha256: sha256Hex(v.content), source: sourceText(v.source) })
+    .where((q) => (contextId === null ? q.whereNull('context_id') : q.where({ context_id: contextId })))
+    .orderBy('id', 'desc')
+    .first();
+  const version = same ? normVer(same) : await insertVersion(db, dockerfileId, v.content, contextId, v.source);
+  await db('dockerfiles')
+    .where({ id: dockerfileId })
+    .whereNot({ current_version_id: version.id })
+    .orWhere((q) => q.where({ id: dockerfileId }).whereNull('current_version_id'))
+    .update({ current_version_id: version.id, updated_at: nowIso() });
+  return { version, created: !same };
 }
 
 async function insertVersion(
@@ -158,6 +221,7 @@ async function insertVersion(
   dockerfileId: number,
   content: string,
   contextId: number | null,
+  source: VersionSource | null = null,
 ): Promise<DockerfileVersionRow> {
   const [v] = await db('dockerfile_versions')
     .insert({
@@ -166,6 +230,7 @@ async function insertVersion(
       sha256: sha256Hex(content),
       size: Buffer.byteLength(content, 'utf8'),
       context_id: contextId,
+      source: source ? sourceText(source) : null,
       created_at: nowIso(),
     })
     .returning('*');

@@ -14,4 +14,5 @@ export * from './tasks.js';
 export * from './jobs.js';
 export * from './admin.js';
 export * from './api-tokens.js';
+export * from './git-sources.js';
 export * from './ssh-keys.js';

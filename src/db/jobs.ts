@@ -6,9 +6,6 @@ import { ACTIVE_STATES, type BuildRow, type WebBuildState } from './builds.js';
 import type { Queryable } from './knex.js';
 import { nowIso } from './knex.js';
 
-export const BUILD_TRIGGERS = ['manual', 'schedule', 'api', 'ssh'] as const;
-export type BuildTrigger = (typeof BUILD_TRIGGERS)[number];
-
 export interface JobSettingsRow {
   dockerfile_id: number;
   /** null: the site's default formats. */

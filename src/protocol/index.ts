@@ -192,6 +192,35 @@ export const IMAGE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}$/;
 export const MAX_BASE_NAMES = 200;
 const imageName = z.string().regex(IMAGE_NAME_RE, 'an image name such as debian:12 (letters, digits, . _ / : -)');
 
+/** A git commit id: SHA-1 (40 hex digits) or SHA-256 (64) object names. */
+export const GIT_COMMIT_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+// eslint-disable-next-line no-control-regex
+const NO_CONTROLS = /^[^\x00-\x20\x7f]*$/;
+/** A path inside a repository: relative, `/`-separated, no `.`/`..` components, no control characters. */
+// eslint-disable-next-line no-control-regex
+const REPO_PATH_RE = /^(?!\/)(?!.*\/\/)(?!.*\/$)(?!(?:.*\/)?\.\.?(?:\/|$))[^\x00-\x1f\x7f\\]*$/;
+
+/**
+ * Where a version of a Dockerfile came from when Kiln fetched it from a git repository (src/core/git): the
+ * repository URL (never with credentials), the ref asked for, the commit it was at, the Dockerfile's path and the
+ * context directory ('' = the repository's root). Travels in the job spec so the SDK names it in the provenance.
+ */
+export const gitSourceSchema = z
+  .object({
+    type: z.literal('git'),
+    url: z.string().min(1).max(2048).regex(NO_CONTROLS, 'a URL without spaces or control characters'),
+    ref: z.string().min(1).max(255).regex(NO_CONTROLS),
+    commit: z.string().regex(GIT_COMMIT_RE, 'a commit id (40 or 64 hex digits)'),
+    path: z.string().min(1).max(1024).regex(REPO_PATH_RE, 'a relative path inside the repository'),
+    context: z.string().max(1024).regex(REPO_PATH_RE, 'a relative directory inside the repository').or(z.literal('')),
+  })
+  .strict();
+export type GitSource = z.output<typeof gitSourceSchema>;
+
+/** The one text of a source that digests cover (fixed order, so the web and every backend agree). */
+export const canonicalSource = (s: GitSource): string =>
+  JSON.stringify([s.type, s.url, s.ref, s.commit, s.path, s.context]);
+
 /** What `job.put` carries on stdin. The glue renders backend config from it; nothing here is trusted. */
 export const jobSpecSchema = z
   .object({
@@ -230,6 +259,8 @@ export const jobSpecSchema = z
       .array(z.object({ name: imageName, base: imageName }).strict())
       .max(MAX_BASE_NAMES)
       .optional(),
+    /** Where the Dockerfile and context came from, when Kiln fetched them from git (named in the provenance). */
+    source: gitSourceSchema.optional(),
   })
   .strict();
 export type JobSpec = z.output<typeof jobSpecSchema>;
@@ -239,12 +270,19 @@ const sha256Hex = (b: string | Buffer) => createHash('sha256').update(b).digest(
 
 /**
  * The digest that names one spec's build inputs: the Dockerfile's sha256 (which is what the web stores for a
- * version), or, with a build context, the sha256 of `<dockerfile sha256>\n<context tar sha256>\n`. The web sends
- * it with job.build; each backend computes it again from what it holds for the job.
+ * version), or, with a build context, the sha256 of `<dockerfile sha256>\n<context tar sha256>\n`; with a git
+ * source, the sha256 of `<dockerfile sha256>\n<context tar sha256 or nothing>\n<canonicalSource>\n`, so two
+ * commits with the same files are two inputs (the provenance names the commit). The web sends it with job.build;
+ * each backend computes it again from what it holds for the job.
  */
-export function specSha256(dockerfile: string | Buffer, contextTar?: Buffer | null): string {
-  const df = sha256Hex(dockerfile);
-  return contextTar && contextTar.length > 0 ? sha256Hex(`${df}\n${sha256Hex(contextTar)}\n`) : df;
+export function specSha256(dockerfile: string | Buffer, contextTar?: Buffer | null, source?: GitSource): string {
+  return specDigest(sha256Hex(dockerfile), contextTar && contextTar.length > 0 ? sha256Hex(contextTar) : null, source);
+}
+
+/** specSha256 from the digests alone (what the web stores for a version). */
+export function specDigest(dockerfileSha: string, contextSha: string | null, source?: GitSource | null): string {
+  if (source) return sha256Hex(`${dockerfileSha}\n${contextSha ?? ''}\n${canonicalSource(source)}\n`);
+  return contextSha ? sha256Hex(`${dockerfileSha}\n${contextSha}\n`) : dockerfileSha;
 }
 
 /**

@@ -5,6 +5,7 @@ import type Dockerode from 'dockerode';
 import { IPV4_CIDR_PORT_RE } from '../config/index.js';
 import { KilnError } from '../shared/errors.js';
 import { run } from '../shared/subprocess.js';
+import { DENIED_V4 } from '../shared/addresses.js';
 
 /**
  * The `filtered` build network: a Docker bridge network of Kiln's own whose traffic the host filters, so a
@@ -31,21 +32,6 @@ const CHAIN_OUT = 'KILN-BUILD-OUT';
 const CHAIN_BACK = 'KILN-BUILD-BACK';
 const CHAIN_HOST = 'KILN-BUILD-HOST';
 const CHAIN_NAT = 'KILN-BUILD-NAT';
-
-/** IPv4 ranges a build may never reach unless allowed by name: this host, private, shared, link-local, special. */
-export const DENIED_V4 = [
-  '0.0.0.0/8',
-  '10.0.0.0/8',
-  '100.64.0.0/10',
-  '127.0.0.0/8',
-  '169.254.0.0/16',
-  '172.16.0.0/12',
-  '192.0.0.0/24',
-  '192.168.0.0/16',
-  '198.18.0.0/15',
-  '224.0.0.0/4',
-  '240.0.0.0/4',
-];
 
 export interface EgressOptions {
   /** The subnet of the build network when Kiln creates it. */

@@ -7,6 +7,7 @@ import { readFileIn } from './fsroot.js';
 import type { DiskLayout } from './disk.js';
 import type { Artifact } from './result.js';
 import { sha256File } from './result.js';
+import type { GitSource } from '../protocol/index.js';
 
 export interface DebPackage {
   name: string;
@@ -60,6 +61,8 @@ export interface ManifestInput {
   createdAt: string;
   dockerfileSha256: string;
   contextSha256?: string;
+  /** The git repository and commit the Dockerfile and context came from. */
+  source?: GitSource | undefined;
   buildArgs: Record<string, string>;
   /** Each base with the FROMs that named it (name as written -> Kiln base -> image id). */
   bases: BaseRecord[];
@@ -117,6 +120,7 @@ export function buildManifest(i: ManifestInput): Record<string, unknown> {
     inputs: {
       dockerfile: { sha256: i.dockerfileSha256 },
       ...(i.contextSha256 ? { context: { sha256: i.contextSha256 } } : {}),
+      ...(i.source ? { source: { ...i.source } } : {}),
       buildArgs: Object.keys(i.buildArgs).sort(),
     },
     baseImages: i.bases,

@@ -179,7 +179,9 @@ async function build(
     await io.out(`${b.id}\n`);
     return EXIT.succeeded;
   }
-  const saved = `${created ? 'new Dockerfile' : 'Dockerfile saved'}, sha256:${version.sha256.slice(0, 12)}`;
+  // The text just sent is the current version (a git Dockerfile given text becomes an ordinary one).
+  const sha = version ? `, sha256:${version.sha256.slice(0, 12)}` : '';
+  const saved = `${created ? 'new Dockerfile' : 'Dockerfile saved'}${sha}`;
   await io.err(`kiln: build ${b.id} of ${dockerfile.name} requested (${saved})${link(ctx, b.id)}\n`);
   return follow(ctx, actor, b.id, io);
 }

@@ -232,7 +232,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
       });
       const before = await storageUsedBy(t.db, alice.id);
       const mine =
-        (await core.dockerfiles.get(alice, `${id}`)).version.size +
+        (await core.dockerfiles.get(alice, `${id}`)).version!.size +
         (await findBuild(t.db, build.id, null))!.artifacts.reduce((n, a) => n + a.size, 0);
       await expect(core.dockerfiles.remove(alice, { id: `${id}`, confirm: 'wrong' })).rejects.toMatchObject({
         code: 'invalid_input',

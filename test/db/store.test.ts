@@ -28,6 +28,16 @@ import {
   deleteBaseName,
   listBuildsBefore,
   findBuildsByIds,
+  advanceFollowed,
+  findSourcesByMatchKey,
+  getGitSource,
+  hasBuildOfCommit,
+  insertDockerfileRow,
+  listSourcesToPoll,
+  putFetchedVersion,
+  putGitSource,
+  recordFetch,
+  takeScheduleSlot,
 } from '../../src/db/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -72,6 +82,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
         'builds',
         'build_attestations',
         'base_names',
+        'git_sources',
       ]) {
         expect(await t.db.schema.hasTable(table), table).toBe(true);
       }
@@ -326,6 +337,76 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect([...(await findBuildsByIds(t.db, [ids[0]!, ids[3]!, 999_999])).keys()].sort()).toEqual(
         [ids[0]!, ids[3]!].sort(),
       );
+    });
+
+    it('git sources: one per Dockerfile, found by match key, guarded moves of following and the schedule slot, one version per fetched source, a build pinned to its commit; gone with its Dockerfile', async () => {
+      const u = await insertUser(t.db, { username: 'gitter', passwordHash: 'h', role: 'user' });
+      const df = await t.db.transaction((trx) => insertDockerfileRow(trx, { ownerId: u.id, name: 'from-git' }));
+      const fields = {
+        url: 'https://git.example.com/team/images.git',
+        match_key: 'git.example.com/team/images',
+        ref: 'main',
+        dockerfile_path: 'Dockerfile',
+        context_dir: '',
+        follow: true,
+      };
+      const g = await putGitSource(t.db, df.id, fields, () => 'secret-1');
+      expect(g).toMatchObject({
+        ...fields,
+        webhook_secret: 'secret-1',
+        revision: 1,
+        fetched_revision: 0,
+        follow: true,
+      });
+      expect((await findSourcesByMatchKey(t.db, fields.match_key)).map((x) => x.dockerfile_id)).toEqual([df.id]);
+      expect(await listSourcesToPoll(t.db, '9999')).toHaveLength(1);
+      const c1 = 'a'.repeat(40);
+      expect(await advanceFollowed(t.db, df.id, null, c1)).toBe(true);
+      expect(await advanceFollowed(t.db, df.id, null, 'b'.repeat(40))).toBe(false); // someone moved it first
+      expect(await takeScheduleSlot(t.db, df.id, null, '2031-01-01T03:00:00.000Z', 'daily@-@3')).toBe(true);
+      expect(await takeScheduleSlot(t.db, df.id, null, '2031-01-01T03:00:00.000Z', 'daily@-@3')).toBe(false);
+      const source = {
+        type: 'git' as const,
+        url: fields.url,
+        ref: 'main',
+        commit: c1,
+        path: 'Dockerfile',
+        context: '',
+      };
+      const v1 = await t.db.transaction((trx) =>
+        putFetchedVersion(trx, df.id, { content: 'FROM debian:bookworm\n', source }),
+      );
+      const again = await t.db.transaction((trx) =>
+        putFetchedVersion(trx, df.id, { content: 'FROM debian:bookworm\n', source }),
+      );
+      expect(again).toMatchObject({ created: false, version: { id: v1.version.id } });
+      const v2 = await t.db.transaction((trx) =>
+        putFetchedVersion(trx, df.id, {
+          content: 'FROM debian:bookworm\n',
+          source: { ...source, commit: 'c'.repeat(40) },
+        }),
+      );
+      expect(v2.created).toBe(true);
+      expect((await getVersion(t.db, v1.version.id))!.source).toEqual(source);
+      expect((await findDockerfile(t.db, df.id, null))!.current_version_id).toBe(v2.version.id);
+      expect(await recordFetch(t.db, df.id, 1, { commit: 'c'.repeat(40) })).toBe(true);
+      expect(await recordFetch(t.db, df.id, 7, { error: 'stale revision' })).toBe(false);
+      const b = await insertBuild(t.db, {
+        dockerfileId: df.id,
+        versionId: v2.version.id,
+        ownerId: u.id,
+        key: 'git-build-key-1',
+        trigger: 'push',
+        gitCommit: 'c'.repeat(40),
+      });
+      expect(b).toMatchObject({ trigger: 'push', git_commit: 'c'.repeat(40) });
+      expect(await hasBuildOfCommit(t.db, df.id, 'c'.repeat(40))).toBe(true);
+      expect(await updateBuild(t.db, b.id, ['requested'], { state: 'skipped', reason: 'unchanged' })).toBe(true);
+      expect(await updateBuild(t.db, b.id, ['requested'], { state: 'queued' })).toBe(false);
+      await t.db('builds').where({ id: b.id }).delete();
+      await t.db('dockerfile_versions').where({ dockerfile_id: df.id }).delete();
+      await t.db('dockerfiles').where({ id: df.id }).delete();
+      expect(await getGitSource(t.db, df.id)).toBeUndefined();
     });
 
     it("attestation: verifying -> succeeded with the web's digests and the attestation row in one transaction, once", async () => {

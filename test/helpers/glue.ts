@@ -34,7 +34,8 @@ import { until } from './wait.js';
  *                       another digest; SHA256SUMS is right)
  * Like the SDK, it writes SHA256SUMS over its images: the builder's claim the web checks before it signs.
  * It records its argv in <out>/argv.txt, its environment in <out>/env.txt and the Dockerfile it was given in
- * <out>/Dockerfile.used (not artifact names, so never served).
+ * <out>/Dockerfile.used, and the git source it was given (`--source`) in <out>/source.used (not artifact names, so
+ * never served).
  * With `scratch`, every mode also keeps a `kiln-sdk-*` work directory in $TMPDIR while it runs and removes it when
  * it ends or is stopped by SIGTERM, as the real SDK does, so a harness can tell what a SIGKILL leaves behind (the
  * directory holds `owner`: the script's path, naming the run it belongs to).
@@ -56,11 +57,13 @@ ${scratch}prev=
 for a in "$@"; do
   [ "$prev" = --dockerfile ] && df=$a
   [ "$prev" = --out ] && out=$a
+  [ "$prev" = --source ] && src=$a
   prev=$a
 done
 for a in "$@"; do printf '%s\\n' "$a"; done > "$out/argv.txt"
 env > "$out/env.txt"
 cp "$df" "$out/Dockerfile.used"
+if [ -n "\${src:-}" ]; then cp "$src" "$out/source.used"; fi
 # result.json in the protocol's shape (src/protocol/sdk-output.ts): ok, the artifacts' JSON, extra fields (an error).
 started=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
 boot='[]'

@@ -31,6 +31,7 @@ export function expectedSlots(job: number, spec: JobSpec): Record<string, string
     contextB64: '',
     buildArgsB64: args ? Buffer.from(args).toString('base64') : '',
     baseNamesB64: '',
+    sourceB64: '',
     formats: spec.formats.join(','),
     bootFirmware: '',
     label: 'kiln-builder',

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { loadConfig, type FrozenConfig } from '../../src/config/index.js';
-import { createDb, findBuild, migrateLatest, type BuildRow, type Db } from '../../src/db/index.js';
+import { createDb, findBuild, isFinal, migrateLatest, type BuildRow, type Db } from '../../src/db/index.js';
 import { silentLogger, type Logger } from '../../src/shared/logger.js';
 import { createApp } from '../../src/web/index.js';
 import type { GluePort } from '../../src/core/ports.js';
@@ -79,7 +79,7 @@ interface TestWebOptions {
   sshDoor?: true | Partial<Omit<SshDoorOptions, 'core' | 'config'>>;
 }
 
-const isFinalRow = (b: BuildRow) => ['succeeded', 'failed', 'cancelled'].includes(b.state);
+const isFinalRow = (b: BuildRow) => isFinal(b.state);
 
 /** Starts the real app on a random loopback port with a fresh SQLite file in a temp dir. */
 export async function startTestWeb(

@@ -131,6 +131,54 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
     expect(() => renderJobXml(0, spec(), settings)).toThrow(/job id/);
   });
 
+  it('a git source travels as SOURCE_B64 (schema-checked JSON), reaches the SDK as --source in/source.json, and a hostile value stops the step', () => {
+    const source = {
+      type: 'git' as const,
+      url: 'https://git.example.com/team/images.git',
+      ref: 'main',
+      commit: 'c'.repeat(40),
+      path: 'docker/Dockerfile',
+      context: 'docker',
+    };
+    const xml = renderJobXml(1, spec({ source }), settings);
+    expect(JSON.parse(Buffer.from(parameterDefaults(xml).SOURCE_B64!, 'base64').toString('utf8'))).toEqual(source);
+    expect(parameterDefaults(renderJobXml(1, spec(), settings)).SOURCE_B64).toBe('');
+    const { dir, cleanup } = tempDir();
+    try {
+      const fake = path.join(dir, 'fake-sdk');
+      writeFileSync(
+        fake,
+        '#!/bin/sh\nfor a in "$@"; do printf "<%s>\\n" "$a"; done > args.txt\ncp in/source.json out/\n',
+      );
+      chmodSync(fake, 0o755);
+      const ws = path.join(dir, 'ws');
+      mkdirSync(ws);
+      const script = textAt(parse(renderJobXml(1, spec({ source }), { ...settings, sdkCommand: [fake] })), [
+        'project',
+        'builders',
+        'hudson.tasks.Shell',
+        'command',
+      ])!;
+      const env = {
+        PATH: process.env.PATH,
+        ...parameterDefaults(renderJobXml(1, spec({ source }), settings)),
+      };
+      const r = spawnSync('/bin/sh', ['-e', '-c', script], { cwd: ws, env, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(readFileSync(path.join(ws, 'args.txt'), 'utf8')).toContain('<--source>\n<in/source.json>\n');
+      expect(JSON.parse(readFileSync(path.join(ws, 'out/source.json'), 'utf8'))).toEqual(source);
+      const bad = spawnSync('/bin/sh', ['-e', '-c', script], {
+        cwd: ws,
+        env: { ...env, SOURCE_B64: '$(id)' },
+        encoding: 'utf8',
+      });
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain('SOURCE_B64 is not base64');
+    } finally {
+      cleanup();
+    }
+  });
+
   it('the constant shell step decodes parameters into files and passes them as quoted argv only', () => {
     const { dir, cleanup } = tempDir();
     try {

@@ -26,6 +26,7 @@ import { isKilnError } from '../../src/shared/errors.js';
 import { kilnRun, type Run } from '../helpers/kiln.js';
 import { startNetnsProxy, type NetnsProxy } from '../helpers/netns-proxy.js';
 import { tempDir } from '../helpers/tmp.js';
+import { selfSignedCert } from '../helpers/tls.js';
 
 /**
  * Builds behind a TLS-intercepting proxy (src/sdk/build-trust.ts, build-proxy.ts). This machine's outbound HTTPS is
@@ -121,27 +122,7 @@ describe('the CA certificates (loadBuildTrust)', () => {
     await fsp.mkdir(dir);
     const key = path.join(dir, 'key.pem');
     const cert = path.join(dir, 'made.crt');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        key,
-        '-subj',
-        '/CN=made here/O=Kiln tests',
-        '-days',
-        '2',
-        '-out',
-        cert,
-      ],
-      { stdio: 'ignore' },
-    );
+    selfSignedCert({ keyFile: key, certFile: cert, subject: '/CN=made here/O=Kiln tests' });
     // A file an admin might point at by mistake: key and certificate together. Only the certificate may travel.
     await fsp.writeFile(
       path.join(dir, 'bundle.pem'),

@@ -18,6 +18,8 @@ const PUBLIC = new Set([
   'POST /logout',
   'POST /api/logout',
   'GET /api/v1/openapi.json',
+  // Authenticated by the delivery's signature, not a session (test/web/git.test.ts: 401 unsigned, 202 unknown repo).
+  'POST /api/v1/hooks/git',
 ]);
 
 /** Routes whose success needs a specific body (the matrix sends a generic one): only the anonymous check applies. */
@@ -38,6 +40,8 @@ const BODY_SPECIFIC = new Set([
   // A token needs a name and scopes (test/web/api-v1.test.ts); revoking one is the owner's (bob's try is checked).
   'POST /account/tokens',
   'POST /account/tokens/:id/revoke',
+  // A new webhook secret needs a Dockerfile from git (test/web/git.test.ts).
+  'POST /dockerfiles/:id/git/secret',
   // Adding needs a public key; deleting removes alice's key the first time (test/web/ssh-keys.test.ts).
   'POST /account/ssh-keys',
   'POST /account/ssh-keys/:id/delete',

@@ -12,6 +12,7 @@ import {
   findDockerfile,
   findUserById,
   getContextTar,
+  getGitSource,
   getVersion,
   isFinal,
   isTaskLive,
@@ -28,6 +29,7 @@ import { isTransient } from '../ports.js';
 import { buildIdOf, enqueue } from '../tasks/queue.js';
 import type { TaskKind } from '../tasks/worker.js';
 import { glueKey } from './requeue.js';
+import { needsFetch } from '../git/pin.js';
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
 
@@ -46,12 +48,15 @@ export async function putJob(
   const version = await getVersion(d.db, versionId);
   const owner = await findUserById(d.db, ownerId);
   if (!df || !version || !owner) throw new KilnError('not_found', 'The Dockerfile of this build is gone.');
-  // The settings as saved: a build never changes its job's schedule, switch, formats, arguments or firmware.
+  // The settings as saved: a build never changes its job's schedule, switch, formats, arguments or firmware. A git
+  // Dockerfile's timer is Kiln's own (it fetches first), so its job has none.
+  const kilnTimer = !!(await getGitSource(d.db, df.id));
   const spec: JobSpecInput = {
     owner: owner.username,
     name: df.name,
     dockerfile: version.content,
-    ...specFields(await settingsOf(d, d.db, df.id)),
+    ...specFields(await settingsOf(d, d.db, df.id), { kilnTimer }),
+    ...(version.source ? { source: version.source } : {}),
   };
   // The site's names for bases as they are now; the builder's SDK checks each against its own sdk.bases.
   const baseNames = await siteBaseNames(d.db);
@@ -64,7 +69,7 @@ export async function putJob(
     spec.contextTarBase64 = tar.toString('base64');
   }
   await d.glue.call('job.put', [df.id], JSON.stringify(spec));
-  return specSha256(version.content, tar);
+  return specSha256(version.content, tar, version.source ?? undefined);
 }
 
 /**
@@ -121,6 +126,11 @@ export const dispatchTask: TaskKind = {
   async run(d, { task, log }) {
     const build = await buildOf(d, task.subject);
     if (build?.state !== 'requested') return;
+    // A build of a git Dockerfile whose commit is not pinned yet (a reconciliation found it requested) fetches first.
+    if (await needsFetch(d.db, build)) {
+      await enqueue(d.db, d, 'build.fetch', task.subject);
+      return;
+    }
     if (!(await takeDispatchTurn(d, build))) return { again: d.config.worker.refreshMs };
     let r;
     try {

@@ -27,8 +27,10 @@ import {
   lockUserRow,
   nowIso,
   updateBuild,
+  getGitSource,
   type BuildListItem,
   type BuildRow,
+  type BuildTrigger,
   type DockerfileRow,
 } from '../../db/index.js';
 import { KilnError, conflict } from '../../shared/errors.js';
@@ -42,6 +44,7 @@ import { authorize, ownerScope } from '../policy.js';
 import { refuseBuildOverQuota } from '../storage.js';
 import { buildSubject, enqueue, wake } from '../tasks/queue.js';
 import { buildFor } from './access.js';
+import { needsFetch } from '../git/pin.js';
 
 export { buildFor } from './access.js';
 export { openArtifact, readLog, type ArtifactDownload } from './artifacts.js';
@@ -82,7 +85,7 @@ function storedClientKey(actor: Actor, clientKey: string): string {
 }
 
 /**
- * Records a build request and enqueues its dispatch, or returns the existing build for a repeated key. `trigger` is
+ * Records a build request and enqueues its first task, or returns the existing build for a repeated key. `trigger` is
  * the door's word (the page's Build button is `manual`, the JSON APIs `api`, the SSH door `ssh`), never the requester's. `key` is a
  * form's key (made by the page); `clientKey` one a client chose (the REST API's Idempotency-Key), which names one
  * request of that user: sent again for another Dockerfile it is `idempotency_key_reused`.
@@ -105,12 +108,35 @@ export async function requestBuild(
       : await dockerfileFor(d.db, actor, input.dockerfileId, 'build.request');
   const fromClient = input.clientKey !== undefined;
   const key = fromClient ? storedClientKey(actor, parse(ClientKey, input.clientKey)) : parse(IdempotencyKey, input.key);
+  const r = await requestOf(d, df, {
+    key,
+    trigger: input.trigger ?? 'manual',
+    quota: true,
+    fromClient,
+  });
+  if (r.created) d.logger.info({ build: r.build.id, dockerfile: df.id, ...actorLabel(actor) }, 'build requested');
+  return r;
+}
+
+/**
+ * The one way a build row comes to be requested (a door's request, a push, Kiln's schedule for a git Dockerfile):
+ * key lookup, the switch, quotas (`quota`: the owner's active builds and storage; Kiln's own timer skips them, like
+ * the backend's timer builds), the row and its first task in one transaction. `gitCommit`: the commit a push asked
+ * for. A key seen before returns its build; the same key for another Dockerfile is a client's mistake
+ * (`fromClient`: an Idempotency-Key reused) or a stale form.
+ */
+export async function requestOf(
+  d: CoreDeps,
+  df: DockerfileRow,
+  o: { key: string; trigger: BuildTrigger; quota: boolean; gitCommit?: string; fromClient?: boolean },
+): Promise<{ build: BuildRow; created: boolean }> {
+  const key = o.key;
   const again = async (): Promise<{ build: BuildRow; created: boolean } | undefined> => {
     const b = await findBuildByKey(d.db, key);
     if (!b) return undefined;
     // A key is one request; the same key for another Dockerfile is a client bug (a form: someone else's, or stale).
     if (b.dockerfile_id !== df.id)
-      throw fromClient
+      throw o.fromClient
         ? new KilnError(
             'idempotency_key_reused',
             `This Idempotency-Key was already used for build ${b.id} of another Dockerfile; send a new key for a new build.`,
@@ -122,6 +148,17 @@ export async function requestBuild(
   if (prior) return prior;
   if (!(await settingsOf(d, d.db, df.id)).enabled)
     throw conflict("This Dockerfile's job is switched off; switch it on to build.");
+  const git = await getGitSource(d.db, df.id);
+  if (df.current_version_id == null) {
+    throw git
+      ? conflict(
+          git.fetch_error
+            ? `Kiln could not fetch this Dockerfile from git: ${git.fetch_error}`
+            : 'Kiln is still fetching this Dockerfile from git; try again in a moment.',
+        )
+      : new KilnError('internal', 'Dockerfile has no content');
+  }
+  const versionId = df.current_version_id;
   let build: BuildRow | undefined;
   try {
     build = await d.db.transaction(async (trx) => {
@@ -129,24 +166,28 @@ export async function requestBuild(
       await lockUserRow(trx, df.owner_id);
       // Checked again under the lock: a replay racing its original must find it, not hit the quota.
       if (await findBuildByKey(trx, key)) return undefined;
-      const active = await countActiveBuilds(trx, df.owner_id);
-      if (active >= d.config.web.quotaQueuedBuilds) {
-        throw new KilnError(
-          'rate_limited',
-          `You already have ${active} builds waiting or running; wait for one to finish.`,
-          { detail: { retryAfterSeconds: 30 } },
-        );
+      if (o.quota) {
+        const active = await countActiveBuilds(trx, df.owner_id);
+        if (active >= d.config.web.quotaQueuedBuilds) {
+          throw new KilnError(
+            'rate_limited',
+            `You already have ${active} builds waiting or running; wait for one to finish.`,
+            { detail: { retryAfterSeconds: 30 } },
+          );
+        }
+        await refuseBuildOverQuota(trx, d, df.owner_id);
       }
-      await refuseBuildOverQuota(trx, d, df.owner_id);
-      if (df.current_version_id == null) throw new KilnError('internal', 'Dockerfile has no content');
       const row = await insertBuild(trx, {
         dockerfileId: df.id,
-        versionId: df.current_version_id,
+        versionId,
         ownerId: df.owner_id,
         key,
-        trigger: input.trigger ?? 'manual',
+        trigger: o.trigger,
+        ...(o.gitCommit ? { gitCommit: o.gitCommit } : {}),
       });
-      await enqueue(trx, d, 'build.dispatch', buildSubject(row.id));
+      // A git Dockerfile's build first fetches its commit (build.fetch), unless the current version is that commit.
+      const first = git && (await needsFetch(trx, row)) ? 'build.fetch' : 'build.dispatch';
+      await enqueue(trx, d, first, buildSubject(row.id));
       return row;
     });
   } catch (e) {
@@ -158,7 +199,6 @@ export async function requestBuild(
   }
   if (!build) return (await again())!;
   wake(d);
-  d.logger.info({ build: build.id, dockerfile: df.id, ...actorLabel(actor) }, 'build requested');
   return { build, created: true };
 }
 

@@ -48,6 +48,8 @@ export function progressOf(b: Pick<BuildRow, 'state' | 'progress' | 'reason'>): 
       return { percent: pct, label: last?.stage && last.stage !== 'done' ? `failed during ${last.stage}` : 'failed' };
     case 'cancelled':
       return { percent: pct, label: 'cancelled' };
+    case 'skipped':
+      return { percent: 0, label: 'skipped: nothing changed' };
     case 'requested':
       return { percent: 0, label: 'waiting to be handed to the build service' };
     case 'queued':

@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import {
   getContextMeta,
+  getGitSource,
   getJobSettings,
   getVersion,
   hasDispatchedBuild,
@@ -23,6 +24,7 @@ import {
   MAX_BUILD_ARGS,
   MAX_BUILD_ARG_VALUE,
   SCHEDULES,
+  specDigest,
   type JobView,
 } from '../../protocol/index.js';
 import { KilnError, isKilnError } from '../../shared/errors.js';
@@ -33,7 +35,7 @@ import { dockerfileFor } from '../dockerfiles.js';
 import { isTransient } from '../ports.js';
 import { dockerfileSubject, enqueue, wake } from '../tasks/queue.js';
 import { recordAudit } from '../audit.js';
-import { driftOf, effectiveSettings, versionSpecSha, type JobSettings } from './settings.js';
+import { backendView, driftOf, effectiveSettings, type JobSettings } from './settings.js';
 
 export { describeSchedule, WEEKDAYS, type JobSettings } from './settings.js';
 
@@ -154,7 +156,12 @@ export async function jobStatus(d: CoreDeps, actor: Actor, rawId: unknown): Prom
   if (!pending && backend) {
     const version = df.current_version_id == null ? undefined : await getVersion(d.db, df.current_version_id);
     const context = version?.context_id == null ? undefined : await getContextMeta(d.db, version.context_id);
-    drift = driftOf(settings, backend, versionSpecSha(version?.sha256 ?? '', context?.sha256 ?? null));
+    const kilnTimer = !!(await getGitSource(d.db, df.id));
+    drift = driftOf(
+      backendView(settings, { kilnTimer }),
+      backend,
+      specDigest(version?.sha256 ?? '', context?.sha256 ?? null, version?.source),
+    );
   } else if (!pending && backendState === 'missing' && (row || (await hasDispatchedBuild(d.db, df.id)))) {
     drift = ['The build service has no job for this Dockerfile any more; Kiln puts it back within a minute.'];
   }

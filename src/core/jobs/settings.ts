@@ -2,7 +2,7 @@
  * A Dockerfile's job settings as Kiln means them (the stored row, or the defaults), the job spec fields they make,
  * and how the job the backend holds differs from them (drift).
  */
-import { getJobSettings, sha256Hex, type JobSettingsRow, type Queryable } from '../../db/index.js';
+import { getJobSettings, type JobSettingsRow, type Queryable } from '../../db/index.js';
 import { FORMATS, type Format, type JobSpecInput, type JobView } from '../../protocol/index.js';
 import type { CoreDeps } from '../deps.js';
 
@@ -53,11 +53,13 @@ export async function settingsOf(
 
 /** The job spec's settings fields: what job.put carries besides the Dockerfile, its context and the base names. */
 export function specFields(
-  s: JobSettings,
+  settings: JobSettings,
+  o: { kilnTimer?: boolean } = {},
 ): Pick<
   JobSpecInput,
   'formats' | 'buildArgs' | 'bootFirmware' | 'schedule' | 'scheduleHour' | 'scheduleWeekday' | 'enabled'
 > {
+  const s = backendView(settings, o);
   return {
     formats: s.formats,
     buildArgs: s.buildArgs,
@@ -69,9 +71,12 @@ export function specFields(
   };
 }
 
-/** protocol.specSha256 of a version from what is stored (the Dockerfile's and the context tar's digests). */
-export const versionSpecSha = (dockerfileSha: string, contextSha: string | null): string =>
-  contextSha ? sha256Hex(`${dockerfileSha}\n${contextSha}\n`) : dockerfileSha;
+/**
+ * The settings as the backend's job should hold them. `kilnTimer`: a git Dockerfile, whose schedule Kiln runs itself
+ * (it fetches before each build: git/schedule.ts), so the backend's job has no timer.
+ */
+export const backendView = (s: JobSettings, o: { kilnTimer?: boolean } = {}): JobSettings =>
+  o.kilnTimer ? { ...s, schedule: 'off' } : s;
 
 const hh = (h: number) => `${String(h).padStart(2, '0')}:00 UTC`;
 

@@ -4,6 +4,7 @@ import { attestTask } from '../builds/attest.js';
 import { dispatchTask, withdrawTask } from '../builds/dispatch.js';
 import { cancelTask, refreshTask } from '../builds/refresh.js';
 import { deleteTask, syncTask } from '../jobs/tasks.js';
+import { buildFetchTask, gitFetchTask, gitPollTask } from '../git/tasks.js';
 import { reconcileTask } from './reconcile.js';
 import type { TaskKindName } from './queue.js';
 import type { TaskKind } from './worker.js';
@@ -18,4 +19,7 @@ export const TASK_HANDLERS: Readonly<Record<TaskKindName, TaskKind>> = {
   'dockerfile.delete': deleteTask,
   reconcile: reconcileTask,
   'job.control': jobControlTask,
+  'build.fetch': buildFetchTask,
+  'git.fetch': gitFetchTask,
+  'git.poll': gitPollTask,
 };

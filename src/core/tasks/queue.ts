@@ -16,6 +16,9 @@ export const TASK_KINDS = [
   'dockerfile.delete',
   'reconcile',
   'job.control',
+  'build.fetch',
+  'git.fetch',
+  'git.poll',
 ] as const;
 export type TaskKindName = (typeof TASK_KINDS)[number];
 

@@ -10,7 +10,9 @@
  *   3. jobs: every job whose saved settings the glue has not confirmed has its job.sync, every Dockerfile whose
  *      deletion is pending its dockerfile.delete, and builds the backend's timer started are recorded
  *      (jobs/discover.ts);
- *   4. done tasks older than a day are removed (failed ones stay, for the record).
+ *   4. git Dockerfiles: their scheduled builds that are due are requested (Kiln's own timer, git/schedule.ts) and
+ *      the following ones not polled for git.pollSeconds get their git.poll;
+ *   5. done tasks older than a day are removed (failed ones stay, for the record).
  */
 import {
   listBuildsToReconcile,
@@ -23,6 +25,7 @@ import {
 } from '../../db/index.js';
 import type { JobInfo } from '../../protocol/index.js';
 import { discoverScheduledBuilds } from '../jobs/discover.js';
+import { enqueueGitPolls, scheduleGitBuilds } from '../git/schedule.js';
 import { putJob } from '../builds/dispatch.js';
 import { clockOf, type CoreDeps } from '../deps.js';
 import { isTransient } from '../ports.js';
@@ -82,6 +85,9 @@ export const reconcileTask: TaskKind = {
       if (!isTransient(e)) throw e;
       log.warn({ err: (e as Error).message }, 'glue unavailable; job reconciliation skipped');
     }
+    const scheduled = await scheduleGitBuilds(d);
+    if (scheduled) log.info({ scheduled }, 'requested scheduled builds of git Dockerfiles');
+    await enqueueGitPolls(d);
     await pruneDoneTasks(d.db, isoAt(clockOf(d) - DAY_MS));
   },
 };

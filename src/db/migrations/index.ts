@@ -9,6 +9,7 @@ import * as m007 from './007_tasks.js';
 import * as m008 from './008_jobs.js';
 import * as m010 from './010_admin.js';
 import * as m011 from './011_api_tokens.js';
+import * as m012 from './012_git_sources.js';
 import * as m013 from './013_user_ssh_keys.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
@@ -28,6 +29,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['008_jobs', m008],
   ['010_admin', m010],
   ['011_api_tokens', m011],
+  ['012_git_sources', m012],
   ['013_user_ssh_keys', m013],
 ];
 

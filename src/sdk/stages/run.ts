@@ -14,6 +14,7 @@ import type { EngineLock } from '../engine-cache.js';
 import type { Reporter } from '../reporter.js';
 import type { Artifact } from '../result.js';
 import type { TreeStaging } from '../staging.js';
+import type { GitSource } from '../../protocol/index.js';
 
 export type SdkSettings = FrozenConfig['sdk'];
 
@@ -21,6 +22,8 @@ export interface SdkBuildOptions {
   dockerfile: string;
   outDir: string;
   contextTar?: string;
+  /** Where the Dockerfile and context came from (`--source`: a git repository and commit), for the provenance. */
+  source?: GitSource;
   formats: readonly OutputFormat[];
   buildArgs: Readonly<Record<string, string>>;
   /** The site admin's names for allowed bases (`--base-name NAME=BASE`); checked again against sdk.bases. */

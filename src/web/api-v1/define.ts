@@ -41,7 +41,11 @@ export interface RouteDef<P extends Obj | undefined, Q extends Obj | undefined, 
   query?: Q;
   /** Request headers the route reads (documented as header parameters; validated like the rest). */
   headers?: H;
-  body?: { kind: 'json' | 'multipart'; schema: z.ZodType<B> };
+  /**
+   * `raw`: the exact bytes, at most `maxBytes` (a signed webhook: the signature covers them); `schema` then only
+   * documents them, and the handler reads `req.body` (a Buffer).
+   */
+  body?: { kind: 'json' | 'multipart' | 'raw'; schema: z.ZodType<B>; maxBytes?: number };
   responses: Responses;
   handle: (c: Call<Out<P>, Out<Q>, Out<H>, B>) => Promise<void>;
 }

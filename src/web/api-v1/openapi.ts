@@ -46,6 +46,16 @@ function requestBody(r: V1Route): Json | undefined {
   if (!r.body) return undefined;
   const schema = jsonSchema(r.body.schema, 'input');
   if (r.body.kind === 'json') return { required: true, content: { 'application/json': { schema } } };
+  if (r.body.kind === 'raw')
+    return {
+      required: true,
+      content: {
+        'application/json': { schema },
+        'application/x-www-form-urlencoded': {
+          schema: { type: 'object', properties: { payload: { type: 'string', description: 'The same JSON.' } } },
+        },
+      },
+    };
   return {
     required: true,
     content: { 'multipart/form-data': { schema, encoding: { settings: { contentType: 'application/json' } } } },

@@ -7,14 +7,14 @@
  * Only bearer tokens authenticate here: this router runs before the session middleware, so a cookie is never read
  * and a cross-site request carrying one is as anonymous as any other (401). That is why no CSRF token is needed.
  */
-import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import express, { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import multer from 'multer';
 import { rateLimit } from 'express-rate-limit';
 import type { z } from 'zod';
 import { MAX_CONTEXT_UPLOAD_BYTES, authorizeScope, type UserActor } from '../../core/index.js';
 import { KilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
-import { bodyCap, jsonBody } from '../upload-limits.js';
+import { bodyCap, jsonBody, newBigUploadGate } from '../upload-limits.js';
 import { ClockStore } from './rate-store.js';
 import { expressPath, type V1Route } from './define.js';
 
@@ -107,6 +107,14 @@ export function v1Router(ctx: AppContext, table: readonly V1Route[]): Router {
   const parseBody = (route: V1Route): RequestHandler[] => {
     if (!route.body) return [];
     const kind = route.body.kind;
+    if (kind === 'raw') {
+      // Small by declaration (a webhook): capped before reading, never counted as a big upload.
+      const max = route.body.maxBytes ?? 64 * 1024;
+      return [
+        bodyCap(max, newBigUploadGate(), { requireLength: false }),
+        express.raw({ type: () => true, limit: max, inflate: false }),
+      ];
+    }
     const type = kind === 'json' ? 'application/json' : 'multipart/form-data';
     const wrongType: RequestHandler = (req, _res, next) =>
       hasBody(req) && !req.is(type)
@@ -136,7 +144,7 @@ export function v1Router(ctx: AppContext, table: readonly V1Route[]): Router {
         params: check('params', route.params, req.params),
         query: check('query', route.query, req.query),
         headers: check('headers', route.headers, headersOf(req, route.headers)),
-        body: check('body', route.body?.schema, body),
+        body: route.body?.kind === 'raw' ? undefined : check('body', route.body?.schema, body),
         signal: ac.signal,
       });
     };

@@ -20,8 +20,9 @@ import { liveStream } from '../live-stream.js';
 import { sendArtifact } from '../routes/pages.js';
 import { USER_ACTIONS, userAction, userJson } from '../routes/admin.js';
 import { settingsJson } from '../routes/jobs.js';
-import { dockerfileSummaryJson } from '../routes/util.js';
+import { dockerfileSummaryJson, gitJson } from '../routes/util.js';
 import { route, type V1Route } from './define.js';
+import { hookRoute } from '../routes/hooks.js';
 import * as S from './schemas.js';
 
 const NOT_FOUND = { description: 'No such object, or not yours (the same answer).', json: S.ErrorBody };
@@ -60,10 +61,12 @@ export function buildOut(b: BuildRow, dockerfileName: string) {
 const dockerfileOut = (v: DockerfileView, settings: JobSettings) => ({
   id: v.dockerfile.id,
   name: v.dockerfile.name,
-  content: v.version.content,
-  sha256: v.version.sha256,
-  size: v.version.size,
+  // null while a Dockerfile from git waits for its first fetch.
+  content: v.version?.content ?? null,
+  sha256: v.version?.sha256 ?? null,
+  size: v.version?.size ?? null,
   context: v.context && { sha256: v.context.sha256, size: v.context.size, entries: v.context.listing },
+  git: v.git && gitJson(v.git),
   deletionPending: v.dockerfile.deleting_at !== null,
   settings: settingsJson(settings),
 });
@@ -381,6 +384,9 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
         await sendArtifact(req, res, await core.builds.artifact(actor, params.id, params.name, headers.Range));
       },
     }),
+
+    // ---------------------------------------------------------------------------------------------------- git
+    hookRoute(core),
 
     // -------------------------------------------------------------------------------------------------- admin
     route({

@@ -203,9 +203,9 @@ export const DockerfileSummary = z.object({
 export const Dockerfile = z.object({
   id: z.number().int(),
   name: z.string(),
-  content: z.string(),
-  sha256: z.string(),
-  size: z.number().int(),
+  content: z.string().nullable().meta({ description: 'null while a Dockerfile from git waits for its first fetch.' }),
+  sha256: z.string().nullable(),
+  size: z.number().int().nullable(),
   context: z
     .object({
       sha256: z.string(),
@@ -220,6 +220,20 @@ export const Dockerfile = z.object({
       ),
     })
     .nullable(),
+  git: z
+    .object({
+      url: z.string(),
+      ref: z.string(),
+      path: z.string(),
+      context: z.string(),
+      follow: z.boolean(),
+      commit: z.string().nullable().meta({ description: "The commit of the current version's fetch." }),
+      fetchedAt: z.string().nullable(),
+      fetchError: z.string().nullable(),
+      pending: z.boolean(),
+    })
+    .nullable()
+    .meta({ description: 'Where the Dockerfile comes from when it comes from git (set on its page).' }),
   deletionPending: z.boolean(),
   settings: SettingsOut,
 });

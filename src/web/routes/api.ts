@@ -10,7 +10,7 @@ import {
 import { sendArtifact } from './pages.js';
 import { jsonBody } from '../upload-limits.js';
 import { liveJson } from './builds.js';
-import { actorOf, buildJson, dockerfileSummaryJson, requireUser } from './util.js';
+import { actorOf, buildJson, dockerfileSummaryJson, gitJson, requireUser } from './util.js';
 
 /**
  * JSON API: same session, same CSRF rule (header X-CSRF-Token, from GET /api/csrf), same services as the pages.
@@ -43,8 +43,14 @@ export function apiRoutes(ctx: AppContext): Router {
 
   r.post('/dockerfiles', requireUser, contextJson, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
-    const content = contentOf(body, config.web.maxDockerfileBytes);
-    const df = await core.dockerfiles.create(actorOf(req), { name: body.name, content, context: contextOf(body) });
+    const df =
+      body.git !== undefined
+        ? await core.dockerfiles.create(actorOf(req), { name: body.name, source: body.git })
+        : await core.dockerfiles.create(actorOf(req), {
+            name: body.name,
+            content: contentOf(body, config.web.maxDockerfileBytes),
+            context: contextOf(body),
+          });
     res.status(201).json({ dockerfile: { id: df.id, name: df.name } });
   });
 
@@ -54,11 +60,12 @@ export function apiRoutes(ctx: AppContext): Router {
       dockerfile: {
         id: v.dockerfile.id,
         name: v.dockerfile.name,
-        content: v.version.content,
-        sha256: v.version.sha256,
-        size: v.version.size,
+        content: v.version?.content ?? null,
+        sha256: v.version?.sha256 ?? null,
+        size: v.version?.size ?? null,
         deletionPending: v.dockerfile.deleting_at !== null,
       },
+      git: v.git && gitJson(v.git),
       context: v.context && { sha256: v.context.sha256, size: v.context.size, entries: v.context.listing },
       builds: v.builds.map(buildJson),
     });
@@ -66,6 +73,11 @@ export function apiRoutes(ctx: AppContext): Router {
 
   r.post('/dockerfiles/:id', requireUser, contextJson, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
+    if (body.git !== undefined) {
+      const git = await core.dockerfiles.setSource(actorOf(req), { id: req.params.id, source: body.git });
+      res.status(202).json({ git: gitJson(git) });
+      return;
+    }
     const content = contentOf(body, config.web.maxDockerfileBytes);
     const v = await core.dockerfiles.update(actorOf(req), { id: req.params.id, content, context: contextOf(body) });
     res.json({ version: { id: v.id, sha256: v.sha256, size: v.size, hasContext: v.context_id != null } });

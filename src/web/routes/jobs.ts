@@ -3,7 +3,7 @@ import { isKilnError } from '../../shared/errors.js';
 import { FIRMWARES, FORMATS } from '../../protocol/index.js';
 import { WEEKDAYS, describeSchedule, type JobSettings, type JobStatus } from '../../core/index.js';
 import type { AppContext } from '../app.js';
-import { actorOf, requireUser } from './util.js';
+import { actorOf, hookUrl, requireUser } from './util.js';
 
 /**
  * Jobs and deletion (pages and JSON API), thin over core.jobs and core.dockerfiles.remove: each handler parses the
@@ -41,6 +41,7 @@ export function jobRoutes(ctx: AppContext): Router {
           ...view,
           ...jobPage(job),
           jobError: e.message,
+          hookUrl: hookUrl(ctx.config, req),
           buildArgsText: typeof b.buildArgs === 'string' ? b.buildArgs.slice(0, 64 * 1024) : undefined,
         },
         e.httpStatus,

@@ -13,7 +13,7 @@ import {
 import type { AppContext } from '../app.js';
 import { bodyCap } from '../upload-limits.js';
 import { policyFindings } from '../errors.js';
-import { actorOf, newFormKey, requireUser } from './util.js';
+import { actorOf, hookUrl, newFormKey, requireUser } from './util.js';
 import { jobPage } from './jobs.js';
 
 /** Sends an artifact as an opaque download under a server-made name. */
@@ -61,8 +61,9 @@ export function pageRoutes(ctx: AppContext): Router {
     limits: {
       fileSize: MAX_CONTEXT_UPLOAD_BYTES,
       files: 1 + MAX_CONTEXT_ENTRIES,
-      fields: 5,
-      parts: 7 + MAX_CONTEXT_ENTRIES,
+      // _csrf, name, content, removeContext, and the git choice: origin, gitUrl, gitRef, gitPath, gitContext, gitFollow.
+      fields: 10,
+      parts: 12 + MAX_CONTEXT_ENTRIES,
       fieldSize: max * 2 + 1024,
       fieldNameSize: 32,
       headerPairs: 20,
@@ -100,12 +101,13 @@ export function pageRoutes(ctx: AppContext): Router {
     const body = (req.body ?? {}) as Record<string, unknown>;
     let content: string | undefined;
     try {
-      content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
-      const df = await core.dockerfiles.create(actor, {
-        name: body.name,
-        content,
-        context: contextFromForm(req, body),
-      });
+      const df = fromGit(body)
+        ? await core.dockerfiles.create(actor, { name: body.name, source: sourceFromForm(body) })
+        : await core.dockerfiles.create(actor, {
+            name: body.name,
+            content: (content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max)),
+            context: contextFromForm(req, body),
+          });
       res.redirect(303, `/dockerfiles/${df.id}`);
     } catch (e) {
       if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
@@ -118,6 +120,7 @@ export function pageRoutes(ctx: AppContext): Router {
           ...refusalView(e, content ?? keptText(body.content, max)),
           name: typeof body.name === 'string' ? body.name.slice(0, 100) : '',
           content: content ?? keptText(body.content, max),
+          git: keptSource(body),
         },
         e.httpStatus,
       );
@@ -131,7 +134,8 @@ export function pageRoutes(ctx: AppContext): Router {
       edit: view.dockerfile,
       context: view.context,
       name: view.dockerfile.name,
-      content: view.version.content,
+      content: view.version?.content ?? '',
+      git: view.git && { ...view.git, on: true },
     });
   });
 
@@ -141,8 +145,11 @@ export function pageRoutes(ctx: AppContext): Router {
     const view = await core.dockerfiles.get(actor, req.params.id);
     let content: string | undefined;
     try {
-      content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
-      await core.dockerfiles.update(actor, { id: req.params.id, content, context: contextFromForm(req, body) });
+      if (fromGit(body)) await core.dockerfiles.setSource(actor, { id: req.params.id, source: sourceFromForm(body) });
+      else {
+        content = dockerfileFromForm(uploaded(req, 'file')[0], body.content, max);
+        await core.dockerfiles.update(actor, { id: req.params.id, content, context: contextFromForm(req, body) });
+      }
       res.redirect(303, `/dockerfiles/${view.dockerfile.id}`);
     } catch (e) {
       if (!isKilnError(e) || !FORM_ERRORS.includes(e.code)) throw e;
@@ -157,6 +164,7 @@ export function pageRoutes(ctx: AppContext): Router {
           context: view.context,
           name: view.dockerfile.name,
           content: content ?? keptText(body.content, max),
+          git: keptSource(body),
         },
         e.httpStatus,
       );
@@ -169,6 +177,7 @@ export function pageRoutes(ctx: AppContext): Router {
       ...view,
       ...jobPage(await core.jobs.status(actorOf(req), req.params.id)),
       formKey: newFormKey(),
+      hookUrl: hookUrl(config, req),
     });
   });
 
@@ -180,7 +189,14 @@ export function pageRoutes(ctx: AppContext): Router {
       'Content-Disposition': `attachment; filename="kiln-dockerfile-${view.dockerfile.id}"`,
       'Cache-Control': 'private, no-store',
     });
+    if (!view.version) throw new KilnError('not_found', 'Kiln has not fetched this Dockerfile from git yet.');
     res.send(view.version.content);
+  });
+
+  // A new webhook secret for a Dockerfile from git: the old one stops working at once.
+  r.post('/dockerfiles/:id/git/secret', requireUser, async (req, res) => {
+    await core.git.regenerateSecret(actorOf(req), req.params.id);
+    res.redirect(303, `/dockerfiles/${String(req.params.id)}#git`);
   });
 
   r.post('/dockerfiles/:id/builds', requireUser, async (req, res) => {
@@ -227,6 +243,37 @@ function contextFromForm(req: Request, body: Record<string, unknown>): ContextUp
   if (files.length === 0) return undefined;
   if (files.length === 1 && /\.tar$/i.test(files[0]!.originalname)) return { kind: 'tar', data: files[0]!.buffer };
   return { kind: 'files', files: files.map((f) => ({ name: f.originalname, data: f.buffer })) };
+}
+
+/** The form's "from git" choice. */
+const fromGit = (body: Record<string, unknown>): boolean => body.origin === 'git';
+
+/** The form's git fields as the source command takes them (the core parses and checks each). */
+function sourceFromForm(body: Record<string, unknown>): Record<string, unknown> {
+  return {
+    url: body.gitUrl,
+    ref: body.gitRef,
+    path: body.gitPath,
+    context: body.gitContext,
+    follow: body.gitFollow,
+  };
+}
+
+/** The git fields to put back into a refused form (text only, cut short). */
+function keptSource(body: Record<string, unknown>): Record<string, unknown> | undefined {
+  if (!fromGit(body)) return undefined;
+  const text = (v: unknown) => (typeof v === 'string' ? v.slice(0, 2048) : '');
+  return {
+    on: true,
+    // A refused URL may hold a password: it is not shown again, not even to whoever typed it.
+    url: text(body.gitUrl)
+      .replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/]*@/, '$1')
+      .replace(/^[^/@:]*:[^/@]*@/, ''),
+    ref: text(body.gitRef),
+    path: text(body.gitPath),
+    context: text(body.gitContext),
+    follow: body.gitFollow === 'on',
+  };
 }
 
 /** Refusals the Dockerfile form shows next to the text it keeps (anything else goes to the error page). */

@@ -3,7 +3,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { KilnError } from '../../shared/errors.js';
 import type { BuildRow, DockerfileListItem } from '../../db/index.js';
 import { isFinal } from '../../db/index.js';
-import { userActor, type UserActor } from '../../core/index.js';
+import { userActor, type GitSourceView, type UserActor } from '../../core/index.js';
 
 export function requireUser(req: Request, _res: Response, next: NextFunction): void {
   if (!req.user) return next(new KilnError('unauthenticated', 'Please log in.'));
@@ -52,6 +52,7 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
     requeues: b.requeues,
     requeueReason: b.requeue_reason,
     trigger: b.trigger,
+    gitCommit: b.git_commit,
     requestedAt: b.requested_at,
     queuedAt: b.queued_at,
     startedAt: b.started_at,
@@ -94,3 +95,22 @@ export function safeNext(v: unknown): string {
   if (u.origin !== base.origin) return '/';
   return u.pathname + u.search + u.hash;
 }
+
+/** A git source in the API: where it points and how the last fetch went (the webhook secret is on the page only). */
+export function gitJson(g: GitSourceView): Record<string, unknown> {
+  return {
+    url: g.url,
+    ref: g.ref,
+    path: g.path,
+    context: g.context,
+    follow: g.follow,
+    commit: g.commit,
+    fetchedAt: g.fetchedAt,
+    fetchError: g.fetchError,
+    pending: g.pending,
+  };
+}
+
+/** Where forges send pushes (the Dockerfile page shows it): the public URL's, or the address the page was asked for. */
+export const hookUrl = (config: { web: { publicUrl?: string | undefined } }, req: Request): string =>
+  `${config.web.publicUrl?.replace(/\/+$/, '') ?? `${req.protocol}://${req.get('host') ?? ''}`}/api/v1/hooks/git`;

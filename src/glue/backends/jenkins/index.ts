@@ -12,6 +12,8 @@ import {
   jobIdFromBackendName,
   lastProgress,
   specSha256,
+  gitSourceSchema,
+  type GitSource,
   type ArtifactInfo,
   type ArtifactName,
   type BuildState,
@@ -50,9 +52,24 @@ const INPUT_PARAMS = [
   'CONTEXT_B64',
   'BUILD_ARGS_B64',
   'BASE_NAMES_B64',
+  'SOURCE_B64',
   'FORMATS',
   'BOOT_FIRMWARE',
 ] as const;
+
+/** protocol.specSha256 of the inputs a job's parameters hold (a source that does not parse counts as none). */
+function paramsDigest(p: Record<string, string | undefined>): string {
+  const b64 = (k: string) => Buffer.from(p[k] ?? '', 'base64');
+  let source: GitSource | undefined;
+  if (p.SOURCE_B64) {
+    try {
+      source = gitSourceSchema.parse(JSON.parse(b64('SOURCE_B64').toString('utf8')));
+    } catch {
+      source = undefined;
+    }
+  }
+  return specSha256(b64('DOCKERFILE_B64'), b64('CONTEXT_B64'), source);
+}
 
 /**
  * Whether Jenkins `version` (its X-Jenkins header) is at least one of `floors` (config glue.jenkins.minVersion):
@@ -348,7 +365,7 @@ export class JenkinsBackend implements Backend {
       ...timer,
       formats: list(p.FORMATS),
       buildArgs,
-      specSha256: specSha256(Buffer.from(p.DOCKERFILE_B64 ?? '', 'base64'), Buffer.from(p.CONTEXT_B64 ?? '', 'base64')),
+      specSha256: paramsDigest(p),
     };
     if (timer.schedule === 'other') view.timerSpec = (cfg.timerSpec ?? '').slice(0, 500);
     const firmware = list(p.BOOT_FIRMWARE);
@@ -486,8 +503,7 @@ export class JenkinsBackend implements Backend {
   private async inputsMatching(name: string, sha256: string): Promise<Record<string, string>> {
     const xml = (await this.api.call('job.config', (c) => c.job.config(name))) as string | Buffer;
     const defaults = parameterDefaults(Buffer.isBuffer(xml) ? xml.toString('utf8') : String(xml));
-    const b64 = (p: string) => Buffer.from(defaults[p] ?? '', 'base64');
-    if (specSha256(b64('DOCKERFILE_B64'), b64('CONTEXT_B64')) !== sha256) {
+    if (paramsDigest(defaults) !== sha256) {
       throw new KilnError(
         'conflict',
         'The job holds another version of the Dockerfile than the one asked for (it changed meanwhile); put it again and retry',

@@ -6,6 +6,7 @@ import {
   FIRMWARES,
   FORMATS,
   IMAGE_NAME_RE,
+  gitSourceSchema,
   SCHEDULES,
   type JobSpec,
   type Schedule,
@@ -195,6 +196,8 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
   if (firmware.some((f) => !(FIRMWARES as readonly string[]).includes(f)))
     throw new KilnError('invalid_input', 'unknown boot firmware');
   if (baseNamesB64.length > MAX_PARAM_B64) throw new KilnError('invalid_input', 'base name mappings too large');
+  // Checked against the protocol's schema again: what lands in a parameter is JSON of known fields only.
+  const sourceB64 = spec.source ? b64(JSON.stringify(gitSourceSchema.parse(spec.source))) : '';
 
   const slots: Record<string, string> = {
     description: escapeXml(description),
@@ -204,6 +207,7 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
     contextB64,
     buildArgsB64,
     baseNamesB64,
+    sourceB64,
     formats: formats.join(','),
     bootFirmware: firmware.join(','),
     label: escapeXml(settings.label),

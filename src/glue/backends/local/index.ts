@@ -255,6 +255,7 @@ export class LocalBackend implements Backend {
       await fsp.copyFile(path.join(dir, 'Dockerfile'), path.join(bdir, 'ws', 'Dockerfile'));
       const hasContext = await exists(path.join(dir, 'context.tar'));
       if (hasContext) await fsp.copyFile(path.join(dir, 'context.tar'), path.join(bdir, 'ws', 'context.tar'));
+      if (spec.source) await writeJson(path.join(bdir, 'ws', 'source.json'), spec.source);
       const rec: BuildRecord = {
         job,
         build: n,
@@ -267,6 +268,7 @@ export class LocalBackend implements Backend {
         ...(spec.baseNames?.length ? { baseNames: spec.baseNames } : {}),
         ...(spec.bootFirmware?.length ? { bootFirmware: spec.bootFirmware } : {}),
         hasContext,
+        ...(spec.source ? { source: spec.source } : {}),
         trigger,
       };
       await writeJson(path.join(bdir, 'build.json'), rec);

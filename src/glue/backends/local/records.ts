@@ -17,6 +17,7 @@ import {
   specSha256,
   type ArtifactInfo,
   type BuildState,
+  type GitSource,
   type JobSpec,
 } from '../../../protocol/index.js';
 import { KilnError } from '../../../shared/errors.js';
@@ -43,6 +44,8 @@ export interface BuildRecord {
   /** The boot test's firmwares (`--boot-firmware`); absent: the SDK's default. */
   bootFirmware?: string[];
   hasContext: boolean;
+  /** Where the Dockerfile came from (a git commit), written to ws/source.json for the SDK's `--source`. */
+  source?: GitSource;
   /** What started it: its job's timer, or a job.build (absent in records written before it was kept: job.build). */
   trigger?: 'schedule' | 'api';
 }
@@ -105,7 +108,8 @@ export class BuildStore {
   async specDigest(job: number): Promise<string> {
     const dir = this.jobDir(job);
     const context = await fsp.readFile(path.join(dir, 'context.tar')).catch(() => undefined);
-    return specSha256(await fsp.readFile(path.join(dir, 'Dockerfile')), context);
+    const spec = await readJson<StoredSpec>(path.join(dir, 'config.json'));
+    return specSha256(await fsp.readFile(path.join(dir, 'Dockerfile')), context, spec?.source);
   }
 
   async readSpec(job: number): Promise<StoredSpec> {

@@ -233,6 +233,7 @@ export class Runner {
       '--format',
       rec.formats.join(','),
       ...(rec.hasContext ? ['--context', path.join(ws, 'context.tar')] : []),
+      ...(rec.source ? ['--source', path.join(ws, 'source.json')] : []),
       ...Object.entries(rec.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]),
       ...(rec.baseNames ?? []).flatMap((m) => ['--base-name', `${m.name}=${m.base}`]),
       ...(rec.bootFirmware?.length ? ['--boot-firmware', rec.bootFirmware.join(',')] : []),
