@@ -210,10 +210,10 @@ async function build(p: Values<'build'>): Promise<number> {
   const key = pinnedKey(v.key);
   const a = api(v);
   const text = await dockerfileBytes(v.dockerfile);
-  const ctx = v.context ? await packContext(v.context) : undefined;
+  const ctx = v.context ? await packContext(v.context, v.download ? [v.download] : []) : undefined;
   if (ctx)
     note(
-      `build context ${v.context}: ${ctx.entries} entries${ctx.ignored ? `, ${ctx.ignored} left out by .dockerignore` : ''}`,
+      `build context ${v.context}: ${ctx.entries} ${ctx.entries === 1 ? 'entry' : 'entries'}${ctx.ignored ? `, ${ctx.ignored} left out by .dockerignore` : ''}`,
     );
 
   const form = new FormData();

@@ -611,4 +611,28 @@ describe('kiln client against a running Kiln', () => {
     expect(fifo.code).toBe(2);
     expect(fifo.stderr).toMatch(/pipe in the build context is not a file, directory or symlink/);
   });
+
+  it('a --download DIR inside the --context is never uploaded: a job retried after its download sends the same context', async () => {
+    const ctx = dir('ws');
+    writeFileSync(path.join(ctx, 'app.txt'), 'app\n');
+    const df = file('ws.Dockerfile', `${pkgs}COPY app.txt /app.txt\n`);
+    const args = ['client', 'build', '--name', 'ws', '--dockerfile', df, '--context', ctx, '--wait', '--no-log'];
+    const first = await runKiln(
+      [...args, '--download', path.join(ctx, 'kiln-out')],
+      envFor(w.url, { CI_JOB_ID: '77' }),
+    );
+    expect(first.code, first.stderr).toBe(0);
+    expect(readdirSync(path.join(ctx, 'kiln-out'))).toContain('image.raw');
+    const versions = async () => (await w.db('dockerfile_versions').count({ n: '*' }).first())?.n;
+    const before = await versions();
+    const retried = await runKiln(
+      [...args, '--download', path.join(ctx, 'kiln-out')],
+      envFor(w.url, { CI_JOB_ID: '77' }),
+    );
+    expect(retried.code, retried.stderr).toBe(0);
+    expect(retried.stderr).toContain('build context');
+    expect(retried.stderr).toMatch(/build context .*: 1 entry\n/);
+    // Same bytes: no new version of the Dockerfile.
+    expect(await versions()).toBe(before);
+  });
 });

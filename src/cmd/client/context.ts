@@ -40,8 +40,13 @@ async function readRegular(abs: string, rel: string): Promise<Buffer> {
   }
 }
 
-export async function packContext(dir: string): Promise<PackedContext> {
+/**
+ * Packs `dir`. `leaveOut`: paths never sent (the build's own --download directory, when it lies inside the
+ * context: a job retried after a download would otherwise upload the last image with its Dockerfile).
+ */
+export async function packContext(dir: string, leaveOut: readonly string[] = []): Promise<PackedContext> {
   const root = path.resolve(dir);
+  const skip = new Set(leaveOut.map((p) => path.resolve(p)));
   // DIR itself may be a link the user named; inside it nothing is followed.
   const st = await fsp.stat(root).catch(() => undefined);
   if (!st?.isDirectory()) throw fail(`--context ${dir} is not a directory`);
@@ -63,6 +68,7 @@ export async function packContext(dir: string): Promise<PackedContext> {
     for (const n of names) {
       const r = rel ? `${rel}/${n}` : n;
       const abs = path.join(root, r);
+      if (skip.has(abs)) continue;
       const l = await fsp.lstat(abs);
       const mode = l.mode & 0o777;
       if (leftOut(rules, r)) {
