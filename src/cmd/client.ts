@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { FORMATS } from '../protocol/index.js';
 import { firstKeyLine } from '../shared/sshsig.js';
-import { ClientError, EXIT, KilnApi, clientEnv, type Build } from './client/api.js';
+import { ClientError, EXIT, KilnApi, clientEnv, type Build, type Report } from './client/api.js';
 import { defaultIdempotencyKey } from './client/ci.js';
 import { packContext } from './client/context.js';
 import { downloadBuild, type Downloaded } from './client/download.js';
@@ -178,10 +178,9 @@ const exitOf = (b: Build): number =>
 
 /** The end of a wait: what failed and where, the download, the JSON line; the build's exit status. */
 async function finish(a: KilnApi, b: Build, o: { json?: boolean; download?: string; key?: string }): Promise<number> {
-  let failure: Record<string, unknown> | undefined;
+  let failure: Report['failure'];
   if (b.state === 'failed') {
-    const f = (await a.report(b.id).catch(() => undefined))?.failure;
-    failure = f;
+    const f = (failure = (await a.report(b.id).catch(() => undefined))?.failure);
     note(`build ${b.id} failed: ${f?.message ?? b.reason ?? 'no reason given'}`);
     if (f?.line !== undefined)
       note(`the failing Dockerfile line is ${f.line}${f.stage ? ` (stage ${f.stage})` : ''}: ${f.instruction ?? ''}`);

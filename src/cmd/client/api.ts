@@ -88,6 +88,28 @@ const MAX_DELAY_MS = 10_000;
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** A live stream or a download this long without a byte is a dead connection (the server comments every 15 s). */
+const STALL_MS = 60_000;
+
+/** An abort signal that fires once STALL_MS pass without `touch()`; `stop()` ends it (and aborts, freeing the socket). */
+export function stallGuard(): { signal: AbortSignal; touch(): void; stop(): void } {
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const touch = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => ac.abort(), STALL_MS);
+  };
+  touch();
+  return {
+    signal: ac.signal,
+    touch,
+    stop: () => {
+      clearTimeout(timer);
+      ac.abort();
+    },
+  };
+}
+
 /** `connect ECONNREFUSED 127.0.0.1:1` out of undici's "fetch failed". */
 export function networkReason(e: unknown): string {
   const cause = (e as { cause?: { message?: string; code?: string } }).cause;

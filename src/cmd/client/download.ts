@@ -18,12 +18,19 @@ import { parseSha256Sums } from '../../shared/checksums.js';
 import { KilnError } from '../../shared/errors.js';
 import { verifyDir } from '../../sdk/verify.js';
 import { fetchKey } from '../verify.js';
-import { ClientError, EXIT, TransientError, networkReason, type Artifact, type Build, type KilnApi } from './api.js';
+import {
+  ClientError,
+  EXIT,
+  TransientError,
+  networkReason,
+  stallGuard,
+  type Artifact,
+  type Build,
+  type KilnApi,
+} from './api.js';
 
 /** Not signed: the build's log and the builder's result record (their digests are still checked). */
 const UNSIGNED = new Set(['build.log', 'result.json', 'SHA256SUMS', 'SHA256SUMS.sig']);
-/** This long without a byte and a transfer is given up (then resumed). */
-const STALL_MS = 60_000;
 
 const refuse = (message: string) => new ClientError(EXIT.verification, message);
 
@@ -65,18 +72,12 @@ async function fetchArtifact(api: KilnApi, buildId: number, a: Artifact, file: s
   try {
     await api.retrying(
       async () => {
-        const ac = new AbortController();
-        let timer: NodeJS.Timeout | undefined;
-        const touch = () => {
-          clearTimeout(timer);
-          timer = setTimeout(() => ac.abort(), STALL_MS);
-        };
-        touch();
+        const guard = stallGuard();
         try {
           const res = await api.attempt(`/builds/${buildId}/artifacts/${encodeURIComponent(a.name)}`, {
             headers: got ? { range: `bytes=${got}-` } : {},
             timeoutMs: 0,
-            signal: ac.signal,
+            signal: guard.signal,
           });
           const from =
             res.status === 206 ? Number(/^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')?.[1]) : 0;
@@ -89,7 +90,7 @@ async function fetchArtifact(api: KilnApi, buildId: number, a: Artifact, file: s
           }
           try {
             for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-              touch();
+              guard.touch();
               if (got + chunk.length > a.size)
                 throw refuse(`${a.name} is larger than Kiln listed it (${a.size} bytes)`);
               await fh.write(chunk, 0, chunk.length, got);
@@ -102,8 +103,7 @@ async function fetchArtifact(api: KilnApi, buildId: number, a: Artifact, file: s
           }
           if (got < a.size) throw new TransientError(`the download of ${a.name} ended at byte ${got} of ${a.size}`);
         } finally {
-          clearTimeout(timer);
-          ac.abort();
+          guard.stop();
         }
       },
       { progress: () => got },

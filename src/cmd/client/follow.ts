@@ -7,7 +7,16 @@
  * GET /builds/{id}/log with the same offsets, between long polls, and the stream is tried again later.
  */
 import { sseEvents } from '../../shared/sse.js';
-import { ClientError, EXIT, TransientError, networkReason, type Build, type KilnApi, type LogChunk } from './api.js';
+import {
+  ClientError,
+  EXIT,
+  TransientError,
+  networkReason,
+  stallGuard,
+  type Build,
+  type KilnApi,
+  type LogChunk,
+} from './api.js';
 
 export interface Output {
   /** Log text (whole lines). */
@@ -16,8 +25,6 @@ export interface Output {
   note: (message: string) => void;
 }
 
-/** The server comments every 15 s on a live stream: this long without a byte and the connection is dead. */
-const STALL_MS = 60_000;
 /** After a 429 on the stream, read the log by offset this long before trying the stream again. */
 const BUSY_POLL_MS = 30_000;
 
@@ -64,20 +71,14 @@ export async function followLog(api: KilnApi, id: number, out: Output, from = 0)
 
 /** One connection to the event stream: the build once it ended, undefined when the stream is busy (429). */
 async function streamOnce(api: KilnApi, id: number, out: Output, st: FollowState): Promise<Build | undefined> {
-  const ac = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const touch = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => ac.abort(), STALL_MS);
-  };
-  touch();
+  const guard = stallGuard();
   try {
     let res: Response;
     try {
       res = await api.attempt(`/builds/${id}/events`, {
         headers: { accept: 'text/event-stream', ...(st.offset ? { 'last-event-id': String(st.offset) } : {}) },
         timeoutMs: 0,
-        signal: ac.signal,
+        signal: guard.signal,
       });
     } catch (e) {
       if (!(e instanceof TransientError) || e.o.status !== 429) throw e;
@@ -88,7 +89,7 @@ async function streamOnce(api: KilnApi, id: number, out: Output, st: FollowState
     const body = res.body!.pipeThrough(
       new TransformStream<Uint8Array, Uint8Array>({
         transform(chunk, ctl) {
-          touch();
+          guard.touch();
           ctl.enqueue(chunk);
         },
       }),
@@ -110,8 +111,7 @@ async function streamOnce(api: KilnApi, id: number, out: Output, st: FollowState
     }
     throw new TransientError(`the log stream of build ${id} ended before the build did`);
   } finally {
-    clearTimeout(timer);
-    ac.abort();
+    guard.stop();
   }
 }
 
