@@ -178,17 +178,20 @@ async function pollLoad(mode: 'long poll' | 'log follow'): Promise<LoadRow> {
   let requests = 0;
   const realFetch = globalThis.fetch;
   globalThis.fetch = (...a: Parameters<typeof fetch>) => {
-    requests++;
+    if (String(a[0]).startsWith(serve.url)) requests++;
     return realFetch(...a);
   };
+  // Each run its own gate: the last run's opened gate stays open.
+  const gate = `hold-${mode.replace(' ', '-')}`;
   try {
     const builds: Array<{ api: KilnApi; id: number }> = [];
     for (let u = 0; u < USERS; u++) {
       const env = { KILN_URL: serve.url, KILN_TOKEN: await tokenFor(data, `user-${u}`) };
-      const api = new KilnApi(clientEnv(env, 600_000));
+      // Retried for 30 s: once the server is gone, these clients give up before the next run is measured.
+      const api = new KilnApi(clientEnv(env, 30_000));
       for (let i = 0; i < PER_USER; i++) {
         const form = new FormData();
-        const text = `FROM debian:bookworm\n# fake: gate hold\n# fake-lines: 20\nRUN true ${i}\n`;
+        const text = `FROM debian:bookworm\n# fake: gate ${gate}\n# fake-lines: 20\nRUN true ${i}\n`;
         form.set('dockerfile', new Blob([text]), 'Dockerfile');
         await api.json(`/dockerfiles/w${i}`, { method: 'PUT', body: form });
         const b = await api.json<{ build: { id: number } }>('/builds', {
@@ -206,7 +209,6 @@ async function pollLoad(mode: 'long poll' | 'log follow'): Promise<LoadRow> {
       600_000,
       500,
     );
-    await db.destroy();
     await sleep(5);
 
     const c0 = cpuSeconds(serve.pid);
@@ -223,11 +225,18 @@ async function pollLoad(mode: 'long poll' | 'log follow'): Promise<LoadRow> {
     const r0 = requests;
     const c1 = cpuSeconds(serve.pid);
     await sleep(SECONDS);
-    return { mode, clients: builds.length, idleCpu, cpu: cpuSeconds(serve.pid) - c1, requests: requests - r0, lines };
+    const cpu = cpuSeconds(serve.pid) - c1;
+    const ended = Number(
+      (await db('builds').whereIn('state', ['succeeded', 'failed', 'cancelled']).count({ n: '*' }).first())?.n,
+    );
+    await db.destroy();
+    // What is measured is waiting: a build that ended meanwhile would make it something else.
+    if (ended) throw new Error(`${ended} builds ended during the ${mode} run`);
+    return { mode, clients: builds.length, idleCpu, cpu, requests: requests - r0, lines };
   } finally {
     globalThis.fetch = realFetch;
     mkdirSync(gates, { recursive: true });
-    writeFileSync(path.join(gates, 'hold'), '');
+    writeFileSync(path.join(gates, gate), '');
     // The clients in this process keep waiting on it: the process ends when the bench is done.
     await serve.kill();
   }
