@@ -1,5 +1,5 @@
 # Kiln: `make run` sets up and starts the embedded default; `make test` runs every test.
-.PHONY: deps test-deps build run test typecheck lint format bench-sdk bench-glue bench-jenkins bench-follow bench-web chaos compat clean
+.PHONY: deps test-deps build run test typecheck lint format bench-sdk bench-glue bench-jenkins bench-follow bench-web bench-api chaos compat clean
 
 deps:
 	scripts/ensure-deps.sh
@@ -68,6 +68,11 @@ bench-follow: build
 # Pages under load (dashboard, build page, 100 sessions) against a bare Express route: bench/RESULTS-web.md.
 bench-web: build
 	npx tsx bench/web.ts
+
+# The REST API through `kiln client` against kiln serve: its overhead on a build (client start -> SDK start, SDK end
+# -> client exit) and the server's CPU with 100 clients waiting (long poll, log follow); bench/RESULTS-api.md.
+bench-api: build
+	npx tsx bench/api.ts
 
 clean:
 	rm -rf dist

@@ -26,6 +26,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(arg
     load: () => import('./sdk.js'),
   },
   verify: { summary: 'check an output directory: checksums, signature, SBOM', load: () => import('./verify.js') },
+  client: {
+    summary: 'use Kiln from a CI job: build, wait, download (`kiln client --help`; KILN_URL, KILN_TOKEN)',
+    load: () => import('./client.js'),
+  },
   user: { summary: 'manage users (`kiln user add --admin NAME`)', load: () => import('./user.js') },
   migrate: { summary: 'apply database migrations', load: () => import('./migrate.js') },
 };

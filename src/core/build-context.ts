@@ -39,7 +39,8 @@ const tooBig = (): KilnError =>
   new KilnError('too_large', `The build context is larger than ${MiB(MAX_CONTEXT_BYTES)} (uncompressed).`);
 const tooMany = (): KilnError => invalidInput(`The build context has more than ${MAX_CONTEXT_ENTRIES} entries.`);
 
-interface Entry {
+/** One entry of a context as it is packed (mode already masked to 0777; mtime as it will be stored). */
+export interface ContextEntry {
   name: string;
   type: 'file' | 'directory' | 'symlink';
   mode: number;
@@ -69,7 +70,7 @@ export async function contextFromFiles(files: ReadonlyArray<{ name: string; data
   if (files.length > MAX_CONTEXT_ENTRIES) throw tooMany();
   const seen = new Set<string>();
   let total = 0;
-  const entries: Entry[] = [];
+  const entries: ContextEntry[] = [];
   for (const f of files) {
     const name = checkFlatName(f.name);
     if (seen.has(name)) throw invalidInput(`Build context file ${shown(name)} is given twice.`);
@@ -79,7 +80,7 @@ export async function contextFromFiles(files: ReadonlyArray<{ name: string; data
     // A fixed mtime: the same files always make the same tar (and sha256), so a re-upload is recognised.
     entries.push({ name, type: 'file', mode: 0o644, mtime: new Date(0), data: f.data });
   }
-  return pack(entries);
+  return packEntries(entries);
 }
 
 /** Checks a path from a tar header; returns it normalised (no `.` components, no trailing `/`), '' for the root. */
@@ -129,8 +130,8 @@ export async function contextFromTar(buf: Buffer, o: { mtime?: Date } = {}): Pro
   if (buf.length > MAX_CONTEXT_UPLOAD_BYTES) throw tooBig();
   if (buf[0] === 0x1f && buf[1] === 0x8b)
     throw invalidInput('The build context is gzip-compressed; upload an uncompressed .tar.');
-  const entries: Entry[] = [];
-  const kinds = new Map<string, Entry['type']>();
+  const entries: ContextEntry[] = [];
+  const kinds = new Map<string, ContextEntry['type']>();
   let total = 0;
   const ex = tarStream.extract();
   ex.end(buf);
@@ -195,10 +196,15 @@ export async function contextFromTar(buf: Buffer, o: { mtime?: Date } = {}): Pro
     throw invalidInput('The build context is not a valid tar file (it may be truncated, or compressed).');
   }
   if (entries.length === 0) throw invalidInput('The build context tar has no entries.');
-  return pack(entries);
+  return packEntries(entries);
 }
 
-async function pack(entries: Entry[]): Promise<NewContext> {
+/**
+ * The tar Kiln stores for checked entries (owner 0:0, no user names, in the order given), with its digest and
+ * listing; too big for the job spec is `too_large`. `kiln client` packs a `--context DIR` with it too, so what it
+ * uploads is byte for byte what the server would store.
+ */
+export async function packEntries(entries: ContextEntry[]): Promise<NewContext> {
   const p = tarStream.pack();
   const chunks: Buffer[] = [];
   let size = 0;

@@ -31,7 +31,14 @@ export async function storageUsedBy(db: Queryable, ownerId: number): Promise<Sto
   return { ...use, total: use.dockerfiles + use.contexts + use.artifacts };
 }
 
-/** Locks the user's row until the transaction ends (PostgreSQL; SQLite serialises writers already). */
+/**
+ * Locks the user's row until the transaction ends; call it first in the transaction. PostgreSQL: the row FOR UPDATE.
+ * SQLite: a write, which takes the database's write lock (waiting through busy_timeout) before anything is read.
+ * One process's pool already serialises its transactions, but another process (`kiln user token` beside `kiln
+ * serve`, a `kiln worker` on the same file) may commit between this transaction's first read and its first write,
+ * and that write then fails at once with SQLITE_BUSY, whatever busy_timeout says.
+ */
 export async function lockUserRow(trx: Queryable, userId: number): Promise<void> {
   if (isPg(trx)) await trx('users').where({ id: userId }).forUpdate().first();
+  else await trx('users').where({ id: userId }).update({ id: userId });
 }

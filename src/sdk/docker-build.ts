@@ -6,7 +6,7 @@ import type Dockerode from 'dockerode';
 import tarStream from 'tar-stream';
 import { KilnError } from '../shared/errors.js';
 import { safeComponents } from './extract.js';
-import { isIgnored, parseDockerignore, type IgnoreRule } from './dockerignore.js';
+import { leftOut, parseDockerignore, type IgnoreRule } from './dockerignore.js';
 import { makeBuildCgroup, type BuildCgroup, type EngineCgroupInfo } from './cgroup.js';
 import { watchDiskGrowth } from './disk-guard.js';
 import { followStream, imageInfo } from './docker-util.js';
@@ -127,9 +127,7 @@ export async function makeContext(req: BuildRequestCtx): Promise<{ stream: Reada
   }
   const ignoreFile = entries.find((e) => e.name === '.dockerignore' && e.type === 'file');
   const rules: IgnoreRule[] = ignoreFile?.data ? parseDockerignore(ignoreFile.data.toString('utf8')) : [];
-  const kept = entries.filter(
-    (e) => e.name !== 'Dockerfile' && (e.name === '.dockerignore' || !isIgnored(rules, e.name)),
-  );
+  const kept = entries.filter((e) => e.name !== 'Dockerfile' && !leftOut(rules, e.name));
   const pack = tarStream.pack();
   const out = new PassThrough();
   pack.pipe(out);

@@ -66,3 +66,15 @@ export function isIgnored(rules: IgnoreRule[], rel: string): boolean {
   }
   return ignored;
 }
+
+/**
+ * Whether a build context entry stays out of what the builder gets: ignored by the rules, except the
+ * .dockerignore itself, which always goes along (as the Docker CLI sends it). One rule for the SDK, which applies
+ * it to the context it receives, and `kiln client`, which applies it before uploading.
+ */
+export function leftOut(rules: IgnoreRule[], rel: string): boolean {
+  return rel !== '.dockerignore' && isIgnored(rules, rel);
+}
+
+/** Whether some `!pattern` may bring back a path under an ignored directory (else the directory can be skipped). */
+export const hasExceptions = (rules: IgnoreRule[]): boolean => rules.some((r) => r.negate);

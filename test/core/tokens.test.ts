@@ -19,7 +19,7 @@ import type { GluePort } from '../../src/core/ports.js';
 import { insertDockerfile, insertUser, type Db } from '../../src/db/index.js';
 import { KilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { freshDb, type TestDb } from '../db/engines.js';
+import { freshDb, secondPool, type TestDb } from '../db/engines.js';
 
 const refuse = () => Promise.reject(new Error('a token use case reached the glue'));
 const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
@@ -102,6 +102,26 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect(await outcome(few.tokens.create(alice, { name: 'next', scopes: ['read'] }))).toBe('ok');
       expect(await outcome(few.tokens.create(alice, { name: 'one more', scopes: ['read'] }))).toMatch(/^conflict: /);
       clock = start;
+    });
+
+    it('tokens issued (kiln user token) while another process writes: none fails with SQLITE_BUSY', async () => {
+      // What `kiln user token` meets on the machine where `kiln serve` runs: the server's worker commits all the time.
+      const other = secondPool(t);
+      let writing = true;
+      const writer = (async () => {
+        while (writing) await other('users').where({ id: root.id }).update({ username: 'root' });
+      })();
+      const results: string[] = [];
+      try {
+        const c = core(t.db, 1000);
+        for (let i = 0; i < 60; i++)
+          results.push(await outcome(c.tokens.create(CLI, { username: 'alice', name: `ci-${i}`, scopes: ['read'] })));
+      } finally {
+        writing = false;
+        await writer;
+        await other.destroy();
+      }
+      expect(results.filter((r) => r !== 'ok')).toEqual([]);
     });
 
     it('revoked by its owner: refused at once; another user cannot revoke it (404)', async () => {

@@ -16,6 +16,8 @@ import { parseDpkgStatus } from '../../src/sdk/manifest.js';
 import { dpkgStatusFromRaw } from '../../src/sdk/verify.js';
 import { HttpClient } from '../helpers/web.js';
 import { tempDir } from '../helpers/tmp.js';
+import { ciEnv } from '../helpers/client.js';
+import { kiln, kilnRun } from '../helpers/kiln.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const dockerfile = readFileSync(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8');
@@ -121,6 +123,16 @@ describe('embedded default: register, upload, build, download a booting image', 
     },
     25 * 60_000,
   );
+
+  /** A file of the image's root filesystem, read with debugfs (nothing mounted); '' when it is not there. */
+  async function catInImage(raw: string, guestPath: string): Promise<string> {
+    const pt = JSON.parse((await run('sfdisk', ['-J', raw], { timeoutMs: 30_000 })).stdout) as {
+      partitiontable: { partitions: { start: number; name?: string }[] };
+    };
+    const start = pt.partitiontable.partitions.find((p) => p.name === 'root')!.start;
+    return (await run('debugfs', ['-R', `cat ${guestPath}`, `${raw}?offset=${start * 512}`], { timeoutMs: 30_000 }))
+      .stdout;
+  }
 
   /** Downloads the build's other published files next to image.raw, as a user would for `kiln verify`. */
   async function downloadSet(): Promise<void> {
@@ -256,17 +268,48 @@ describe('embedded default: register, upload, build, download a booting image', 
       const res = await carol.get(`/builds/${build.id}/artifacts/image.raw`);
       expect(res.status).toBe(200);
       await pipeline(Readable.fromWeb(res.body as never), createWriteStream(raw));
-      const cat = async (guestPath: string) => {
-        const pt = JSON.parse((await run('sfdisk', ['-J', raw], { timeoutMs: 30_000 })).stdout) as {
-          partitiontable: { partitions: { start: number; name?: string }[] };
-        };
-        const start = pt.partitiontable.partitions.find((p) => p.name === 'root')!.start;
-        return (await run('debugfs', ['-R', `cat ${guestPath}`, `${raw}?offset=${start * 512}`], { timeoutMs: 30_000 }))
-          .stdout;
-      };
+      const cat = (guestPath: string) => catInImage(raw, guestPath);
       expect(await cat('/etc/kiln-demo.conf')).toBe('greeting = "copied from the build context"\n');
       expect(await cat('/opt/demo/etc/kiln-demo.conf')).toContain('copied from the build context');
       expect(await cat('/opt/demo/ignored.secret')).toBe('');
+    },
+    25 * 60_000,
+  );
+
+  it(
+    "the README's CI job with the real SDK: kiln client build --context --wait --download, then kiln verify with the SBOM check",
+    async () => {
+      // The pipeline's token, made on the server's machine as the README says.
+      const server = { KILN_DATA_DIR: path.join(tmp.dir, 'data'), KILN_LOG_LEVEL: 'silent' };
+      expect((await kilnRun(['user', 'add', 'ci-bot'], server)).code).toBe(0);
+      const token = await kilnRun(['user', 'token', 'ci-bot', '--scope', 'build'], server);
+      expect(token.code, token.stderr).toBe(0);
+      const out = path.join(tmp.dir, 'ci-out');
+      const ctx = path.join(repo, 'dockerfiles/copy-context');
+      const job = await run(
+        'bash',
+        [path.join(repo, 'test/cmd/ci-job.sh'), kiln, 'copy-context', path.join(ctx, 'Dockerfile'), ctx, out],
+        {
+          timeoutMs: 25 * 60_000,
+          maxOutputBytes: 16 << 20,
+          env: ciEnv({ KILN_URL: url, KILN_TOKEN: token.stdout.trim(), CI_JOB_ID: '1' }),
+        },
+      );
+      expect(job.code, `${job.stderr}\n${job.stdout.slice(-3000)}`).toBe(0);
+      expect(job.stdout).toContain('[kiln] build succeeded');
+      expect(job.stderr).toMatch(/1 left out by \.dockerignore/);
+      const report = JSON.parse(job.stdout.slice(job.stdout.lastIndexOf('\n{\n') + 1)) as {
+        ok: boolean;
+        checks: Array<{ name: string; ok: boolean }>;
+      };
+      expect(report.ok).toBe(true);
+      expect(report.checks.filter((c) => c.ok).map((c) => c.name)).toEqual(
+        expect.arrayContaining(['signature', 'sha256 image.raw', 'sbom']),
+      );
+      // The context the client packed reached the image, minus what .dockerignore keeps out.
+      const raw = path.join(out, 'image.raw');
+      expect(await catInImage(raw, '/etc/kiln-demo.conf')).toBe('greeting = "copied from the build context"\n');
+      expect(await catInImage(raw, '/opt/demo/ignored.secret')).toBe('');
     },
     25 * 60_000,
   );

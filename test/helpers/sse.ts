@@ -1,47 +1,9 @@
-/** A Server-Sent Events reader over fetch, for tests and benchmarks (what EventSource does, minus reconnecting). */
-export interface SseEvent {
-  event: string;
-  id?: string;
-  data: string;
-}
+/** A Server-Sent Events reader over fetch, for tests and benchmarks: the client's own (src/shared/sse.ts). */
+import { sseEvents as parse, type SseEvent } from '../../src/shared/sse.js';
 
-export async function* sseEvents(res: Response): AsyncGenerator<SseEvent> {
-  const reader = res.body!.getReader();
-  const dec = new TextDecoder();
-  let buf = '';
-  let ev: SseEvent = { event: 'message', data: '' };
-  let hasData = false;
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buf += dec.decode(value, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl).replace(/\r$/, '');
-        buf = buf.slice(nl + 1);
-        if (line === '') {
-          if (hasData) yield ev;
-          ev = { event: 'message', data: '' };
-          hasData = false;
-          continue;
-        }
-        if (line.startsWith(':')) continue;
-        const colon = line.indexOf(':');
-        const field = colon < 0 ? line : line.slice(0, colon);
-        const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-        if (field === 'event') ev.event = value;
-        else if (field === 'id') ev.id = value;
-        else if (field === 'data') {
-          ev.data = hasData ? `${ev.data}\n${value}` : value;
-          hasData = true;
-        }
-      }
-    }
-  } finally {
-    reader.releaseLock();
-  }
-}
+export type { SseEvent };
+
+export const sseEvents = (res: Response): AsyncGenerator<SseEvent> => parse(res.body!);
 
 /** The text of a log line's safe HTML (tags removed, entities decoded). */
 export const htmlText = (html: string): string =>
