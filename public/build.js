@@ -129,7 +129,8 @@
   if (final && full) {
     var size = Number(String(full.title).replace(/[^0-9]/g, ''));
     if (size > TAIL_BYTES * 2) {
-      from = size - TAIL_BYTES;
+      // A position in the log of the build's current attempt (src/core/builds/log-position.ts): attempt * 2^44 + offset.
+      from = Number(main.getAttribute('data-attempt') || 0) * Math.pow(2, 44) + size - TAIL_BYTES;
       logEl.appendChild(document.createTextNode('[earlier output not shown: download build.log for all of it]\n'));
     }
   }

@@ -327,6 +327,13 @@ describe('builds', () => {
         state: 'cancelled',
         reason: 'Cancelled before it started.',
       });
+      // A dispatch attempt that read the row before the cancel must not reach the glue once it is back: wait for
+      // the one in flight to end (unreachable); the next one reads the cancelled row and stops.
+      await until(async () =>
+        (await listTasksOf(w.db, `build:${second!.id}`)).every(
+          (t) => t.kind !== 'build.dispatch' || t.state !== 'running',
+        ),
+      );
     } finally {
       w.local.down = false;
     }

@@ -13,6 +13,7 @@ import { startGlueServer } from '../../src/glue/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import type { GluePort } from '../../src/core/ports.js';
 import { glueKey } from '../../src/core/builds/requeue.js';
+import { parsePosition, RESTART_LINE } from '../../src/core/builds/log-position.js';
 import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
 import { startTestWeb } from '../helpers/web.js';
@@ -89,6 +90,62 @@ describe('interrupted builds are requeued once', () => {
       ),
     });
     expect((await g.client.call('jobs.list', [])).jobs).toEqual([expect.objectContaining({ job: dfId, lastBuild: 2 })]);
+  }, 120_000);
+
+  it("a reader of the lost attempt's log is told it starts over, and reads the new attempt from its first line", async () => {
+    const { g, web, alice } = await chain();
+    const dfId = await alice.createDockerfile('relog', 'FROM debian:bookworm\n# fake-lines: 3\n# fake: sleep 4\n');
+    const { id } = await alice.build(dfId);
+    type Chunk = { text: string; offset: number; nextOffset: number; more: boolean };
+    const log = async (offset: number) =>
+      (await (await alice.get(`/api/builds/${id}/log?offset=${offset}`)).json()) as Chunk;
+    // The first attempt's lines, read up to its sleep.
+    const first = await until(async () => {
+      const c = await log(0);
+      return c.text.includes('sleeping') && c;
+    });
+    expect(first.text).toContain('line 3\n');
+    expect(first.nextOffset).toBeGreaterThan(0);
+
+    await restartGlue(g);
+    await until(async () => (await findBuild(web.db, id, null))!.backend_build === 2);
+    // The old position: a line saying the log starts over, then the new attempt from its start (not from byte N).
+    const again = await until(async () => {
+      const c = await log(first.nextOffset);
+      return c.text.includes('sleeping') && c;
+    });
+    const lines = again.text.split('\n');
+    expect(lines[0]).toBe(RESTART_LINE);
+    // The glue's first line of an attempt, then the SDK's.
+    expect(lines[1]).toMatch(/^\[kiln\] queued/);
+    expect(lines.filter((l) => /^line \d$/.test(l))).toEqual(['line 1', 'line 2', 'line 3']);
+    expect(parsePosition(String(again.nextOffset))).toEqual({ attempt: 1, offset: expect.any(Number) });
+    // Read on from the new position: no second notice, nothing repeated.
+    const next = await log(again.nextOffset);
+    expect(next.text).not.toContain(RESTART_LINE);
+    expect(next.text).not.toContain('line 1\n');
+
+    // The page's live stream resumed with the old position (Last-Event-ID) says the same, then the new log from its start.
+    const res = await alice.get(`/api/builds/${id}/events`, {
+      accept: 'text/event-stream',
+      'last-event-id': String(first.nextOffset),
+    });
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!text.includes('line 3')) {
+      const r = await reader.read();
+      if (r.done) break;
+      text += new TextDecoder().decode(r.value);
+    }
+    await reader.cancel();
+    const logEvents = [...text.matchAll(/^id: (\d+)\nevent: log\ndata: (.*)$/gm)].map((m) => ({
+      id: m[1]!,
+      lines: (JSON.parse(m[2]!) as { html: string[] }).html.join('\n'),
+    }));
+    expect(logEvents[0]!.lines).toContain('the build service lost this build');
+    expect(logEvents.map((e) => e.lines).join('\n')).toMatch(/line 1[\s\S]*line 2[\s\S]*line 3/);
+    expect(logEvents.every((e) => parsePosition(e.id).attempt === 1)).toBe(true);
+    await web.waitForBuild(id);
   }, 120_000);
 
   it('a build whose backend build vanished is requeued once (the glue no longer knows it)', async () => {

@@ -9,12 +9,13 @@ import { KilnError, notFound } from '../../shared/errors.js';
 import type { Actor } from '../actor.js';
 import type { CoreDeps } from '../deps.js';
 import { buildFor } from './access.js';
-import { parseOffset } from './live.js';
+import { parsePosition, positionOf, readFrom, RESTART_LINE } from './log-position.js';
 import { completeLines, plainLine, splitMachineLines } from './log-view.js';
 
 /**
- * The human log by offset (the JSON API): complete lines only (a partial last line comes with the next read, at
- * the returned `nextOffset`), without the SDK's machine lines, escapes and control characters.
+ * The human log by position (the JSON API; log-position.ts): complete lines only (a partial last line comes with the
+ * next read, at the returned `nextOffset`), without the SDK's machine lines, escapes and control characters. A
+ * position from an attempt the backend lost reads the new attempt's log from its start, after a line saying so.
  */
 export async function readLog(
   s: Pick<CoreDeps, 'db' | 'glue'>,
@@ -23,13 +24,25 @@ export async function readLog(
   rawOffset: unknown,
 ): Promise<LogChunk> {
   const b = await buildFor(s.db, actor, rawId);
-  const offset = parseOffset(rawOffset);
-  if (b.backend_build == null) return { text: '', offset, nextOffset: offset, more: !isFinal(b.state) };
-  const chunk = await s.glue.call('build.log', [b.dockerfile_id, b.backend_build, offset]);
+  const asked = parsePosition(rawOffset);
+  if (b.backend_build == null) {
+    const at = positionOf(asked.attempt, asked.offset);
+    return { text: '', offset: at, nextOffset: at, more: !isFinal(b.state) };
+  }
+  const from = readFrom(asked, b.requeues);
+  const chunk = await s.glue.call('build.log', [b.dockerfile_id, b.backend_build, from.offset]);
   const cut = completeLines(chunk);
   const { human } = splitMachineLines(cut.lines);
-  const text = human.map((l) => plainLine(l) + '\n').join('');
-  return { text, offset: cut.start, nextOffset: cut.next, more: chunk.more || cut.next < chunk.nextOffset };
+  const text = (from.restarted ? [RESTART_LINE] : [])
+    .concat(human.map(plainLine))
+    .map((l) => `${l}\n`)
+    .join('');
+  return {
+    text,
+    offset: positionOf(b.requeues, cut.start),
+    nextOffset: positionOf(b.requeues, cut.next),
+    more: chunk.more || cut.next < chunk.nextOffset,
+  };
 }
 
 export interface ArtifactDownload {

@@ -14,6 +14,7 @@ import type { ProgressEvent } from '../../protocol/sdk-output.js';
 import type { Actor } from '../actor.js';
 import type { CoreDeps } from '../deps.js';
 import { buildFor } from './access.js';
+import { parsePosition, positionOf, readFrom, RESTART_LINE, type LogPosition } from './log-position.js';
 import { completeLines, lineHtml, plainLine, splitMachineLines, type AnsiState } from './log-view.js';
 
 /** One call in flight per key; its answer reused for `ttlMs` (an error is never kept). Bounded. */
@@ -57,11 +58,6 @@ export type LiveEvent =
   | { type: 'build'; build: BuildRow }
   | { type: 'end' };
 
-/** An offset as a client sent it (Last-Event-ID or `from`), or 0. */
-export function parseOffset(raw: unknown): number {
-  return typeof raw === 'string' && /^(0|[1-9][0-9]{0,14})$/.test(raw) ? Number(raw) : 0;
-}
-
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'config'> & { live: Coalescer };
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -89,7 +85,7 @@ export async function followBuild(
   format: 'html' | 'text' = 'html',
 ): Promise<AsyncGenerator<LiveEvent>> {
   const first = await buildFor(d.db, actor, rawId);
-  return follow(d, first, parseOffset(rawFrom), signal, format);
+  return follow(d, first, parsePosition(rawFrom), signal, format);
 }
 
 /** The row as every follower and waiter of a build in this process shares it: one read per build and poll. */
@@ -206,13 +202,13 @@ export async function waitForBuild(
 async function* follow(
   d: Deps,
   first: BuildRow,
-  from: number,
+  from: LogPosition,
   signal: AbortSignal,
   format: 'html' | 'text',
 ): AsyncGenerator<LiveEvent> {
   const poll = d.config.web.livePollMs;
   const id = first.id;
-  let offset = from;
+  let { attempt, offset } = from;
   let seen = '';
   const sgr: { sgr: AnsiState } = { sgr: {} };
   while (!signal.aborted) {
@@ -231,6 +227,13 @@ async function* follow(
       await sleep(poll, signal);
       continue;
     }
+    // A requeued build's log starts over under its new backend build (log-position.ts).
+    if (attempt !== row.requeues) {
+      const r = readFrom({ attempt, offset }, row.requeues);
+      attempt = row.requeues;
+      offset = r.offset;
+      if (r.restarted) yield { type: 'log', id: positionOf(attempt, offset), lines: [restartLine(format)] };
+    }
     const job = row.dockerfile_id;
     const no = row.backend_build;
     // A chunk holding a complete line is kept: every viewer reading at this offset moves past it. One with nothing
@@ -247,7 +250,7 @@ async function* follow(
       for (const p of progress) yield { type: 'progress', progress: p };
       yield {
         type: 'log',
-        id: offset,
+        id: positionOf(attempt, offset),
         lines: human.map((l) => (format === 'html' ? lineHtml(l, sgr) : plainLine(l))),
       };
       continue;
@@ -262,3 +265,6 @@ async function* follow(
     await sleep(poll, signal);
   }
 }
+
+const restartLine = (format: 'html' | 'text') =>
+  format === 'html' ? lineHtml(RESTART_LINE, { sgr: {} }) : RESTART_LINE;

@@ -286,7 +286,7 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
       method: 'get',
       path: '/builds/{id}/log',
       tag: 'logs',
-      summary: "The build's log from a byte offset (complete lines, without escapes and machine lines)",
+      summary: "The build's log from a position (complete lines, without escapes and machine lines)",
       scope: 'read',
       params: S.IdParams,
       query: S.LogQuery,
@@ -320,7 +320,7 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
       tag: 'logs',
       summary: 'Follow the build as Server-Sent Events: log, progress, build, end',
       description:
-        '`log` events carry `{"lines": [...]}` (plain text) with `id:` the byte offset after them (a reconnect sends Last-Event-ID and resumes after exactly that line); `progress` the SDK’s `{stage, percent, message}`; `build` the build (as GET /builds/{id}) when its state changes; `end` once it is finished; `problem` `{message}` for an error inside the stream.',
+        '`log` events carry `{"lines": [...]}` (plain text) with `id:` the log position after them (a reconnect sends Last-Event-ID and resumes after exactly that line); `progress` the SDK’s `{stage, percent, message}`; `build` the build (as GET /builds/{id}) when its state changes; `end` once it is finished; `problem` `{message}` for an error inside the stream.',
       scope: 'read',
       params: S.IdParams,
       query: S.EventsQuery,

@@ -48,7 +48,10 @@ const StateFilter = z
 const Offset = z
   .string()
   .regex(/^(0|[1-9][0-9]{0,14})$/, 'offset must be a byte offset (a whole number)')
-  .meta({ description: "A byte offset into the build's log (a previous answer's `nextOffset`, or an event's id)." });
+  .meta({
+    description:
+      "A position in the build's log: a previous answer's `nextOffset`, or an event's id (the byte offset into the current attempt's log; a build the backend lost and dispatched again starts a new log, and a position from before that is read from the new log's start, after a line saying so). 0 is the start.",
+  });
 
 export const PageQuery = z.object({ cursor: Cursor.optional(), limit: Limit });
 export const BuildListQuery = PageQuery.extend({
