@@ -184,8 +184,10 @@ async function insertNew(
           `You have reached your limit of ${d.config.web.quotaDockerfiles} Dockerfiles; delete one first.`,
         );
       }
-      if (await findDockerfileByName(trx, ownerId, name))
-        throw conflict(`You already have a Dockerfile named "${name}".`);
+      const same = await findDockerfileByName(trx, ownerId, name);
+      if (same?.deleting_at)
+        throw conflict(`Your Dockerfile "${name}" is still being deleted; use another name, or try again later.`);
+      if (same) throw conflict(`You already have a Dockerfile named "${name}".`);
       return insert(trx);
     });
   } catch (e) {

@@ -130,8 +130,12 @@ export async function listDockerfiles(
   }));
 }
 
+/** The owner's Dockerfiles for the count quota: one being deleted no longer counts (its deletion is under way). */
 export async function countDockerfiles(db: Queryable, ownerId: number): Promise<number> {
-  const r = await db('dockerfiles').where({ owner_id: ownerId }).count<{ n: number | string }[]>({ n: '*' });
+  const r = await db('dockerfiles')
+    .where({ owner_id: ownerId })
+    .whereNull('deleting_at')
+    .count<{ n: number | string }[]>({ n: '*' });
   return Number(r[0]?.n ?? 0);
 }
 

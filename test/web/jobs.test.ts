@@ -150,3 +150,43 @@ describe('jobs from the web', () => {
     await until(async () => !(await findDockerfile(w.db, other, null)));
   }, 120_000);
 });
+
+describe('a Dockerfile being deleted', () => {
+  let w: TestWeb & { local: InProcessGlue };
+  afterAll(async () => {
+    await w?.close();
+  });
+
+  it('frees its place in the quota at once; its name stays taken, with a reason, until it is gone', async () => {
+    w = await startTestWeb({ config: { web: { quotaDockerfiles: 1 } } });
+    const bob = w.client();
+    await bob.signUp('bob');
+    const old = await bob.createDockerfile('app', 'FROM debian:bookworm\n');
+    const t = await bob.apiToken();
+    const create = (name: string) =>
+      bob.postJson('/api/dockerfiles', { name, content: 'FROM debian:bookworm\n' }, { 'x-csrf-token': t });
+    const full = await create('app2');
+    expect(full.status).toBe(409);
+    expect(await full.text()).toMatch(/limit of 1 Dockerfiles/);
+
+    // The glue is away: the deletion stays pending.
+    w.local.down = true;
+    try {
+      const del = await bob.postJson(`/api/dockerfiles/${old}/delete`, { confirm: 'app' }, { 'x-csrf-token': t });
+      expect(del.status).toBe(202);
+      const same = await create('app');
+      expect(same.status).toBe(409);
+      expect(((await same.json()) as { error: { message: string } }).error.message).toMatch(
+        /"app" is still being deleted/,
+      );
+      const other = await create('app2');
+      expect(other.status).toBe(201);
+      // The quota holds for what is not being deleted.
+      expect((await create('app3')).status).toBe(409);
+    } finally {
+      w.local.down = false;
+    }
+    await until(async () => !(await findDockerfile(w.db, old, null)));
+    expect((await w.db('dockerfiles').select('name')).map((r) => r.name)).toEqual(['app2']);
+  }, 120_000);
+});
