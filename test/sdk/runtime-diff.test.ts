@@ -206,12 +206,29 @@ RUN set -e; useradd -m -u 1000 app; groupadd -g 2000 extra; groupadd -g 2001 ext
  chmod 700 /p/closed /p/eacces/oprobe; chown app:app /vol-owned; chmod 750 /vol-owned
 `;
 
+/**
+ * The docker CLI runs with an empty config directory and only the variables it needs: a host's CLI config can add
+ * to what a container gets (its `proxies` become HTTP_PROXY and friends in every `docker run`'s environment), and
+ * what is compared is docker run of the image as built, not of this host's CLI settings.
+ */
+const dockerEnv = (): NodeJS.ProcessEnv => {
+  const keep = ['PATH', 'DOCKER_HOST', 'DOCKER_CERT_PATH', 'DOCKER_TLS_VERIFY'];
+  return Object.fromEntries(keep.filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]]));
+};
+
 async function sh(
   cmd: string,
   args: string[],
   input?: string,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const r = await run(cmd, args, { timeoutMs: 20 * 60_000, input, cwd: t.dir });
+  const docker = cmd === 'docker';
+  if (docker) await fsp.mkdir(path.join(t.dir, 'docker-config'), { recursive: true });
+  const r = await run(cmd, docker ? ['--config', path.join(t.dir, 'docker-config'), ...args] : args, {
+    timeoutMs: 20 * 60_000,
+    input,
+    cwd: t.dir,
+    ...(docker ? { env: { ...dockerEnv(), HOME: t.dir } } : {}),
+  });
   return { code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
