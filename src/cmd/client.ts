@@ -7,15 +7,16 @@
  *   kiln client download ID DIR [--key FILE] [--json]
  *   kiln client list [--dockerfile N] [--state S] [--limit N] [--cursor C] [--json]
  * Configured by KILN_URL and KILN_TOKEN (or KILN_TOKEN_FILE); a pinned signing key by --key, KILN_SIGNING_KEY or
- * KILN_SIGNING_KEY_FILE. The exit status is the build's (EXIT in client/api.ts); every failure is one line on
+ * KILN_SIGNING_KEY_FILE. The exit status is the build's (EXIT in src/shared/exit-status.ts, shared with the SSH door); every failure is one line on
  * stderr, and with --json stdout gets exactly one JSON line whatever happens.
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { FORMATS } from '../protocol/index.js';
+import { EXIT, EXIT_HELP } from '../shared/exit-status.js';
 import { firstKeyLine } from '../shared/sshsig.js';
-import { ClientError, EXIT, KilnApi, clientEnv, type Build, type Report } from './client/api.js';
+import { ClientError, KilnApi, clientEnv, type Build, type Report } from './client/api.js';
 import { defaultIdempotencyKey } from './client/ci.js';
 import { packContext } from './client/context.js';
 import { downloadBuild, type Downloaded } from './client/download.js';
@@ -39,13 +40,7 @@ const USAGE = `usage: kiln client <command> [options]   (KILN_URL and KILN_TOKEN
 
   every command: [--retry-for SECONDS] (default 120) how long to retry while Kiln cannot be reached
 
-exit status: 0 succeeded, 1 build failed, 2 usage, 3 cancelled, 4 Dockerfile refused by the policy,
-5 request refused, 6 download failed verification, 7 token refused or lacks the scope, 8 Kiln unreachable,
-9 anything else
-`;
-
-/** Anything not foreseen (a local file system error, a bug): still one line, never a stack. */
-const EXIT_OTHER = 9;
+${EXIT_HELP}`;
 
 const COMMON = {
   json: { type: 'boolean' },
@@ -224,6 +219,7 @@ async function build(p: Values<'build'>): Promise<number> {
     method: 'PUT',
     body: form,
     timeoutMs: 10 * 60_000,
+    sendsDockerfile: true,
   });
   note(`Dockerfile ${v.name} ${put.created ? 'created' : 'saved'}`);
 
@@ -359,7 +355,7 @@ export async function main(argv: string[]): Promise<number> {
         ? e
         : (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')
           ? usage((e as Error).message)
-          : new ClientError(EXIT_OTHER, `unexpected error: ${(e as Error).message ?? String(e)}`);
+          : new ClientError(EXIT.other, `unexpected error: ${(e as Error).message ?? String(e)}`);
     const findings = err.api?.details?.findings ?? [];
     // A policy refusal's message lists the findings too: say it once, a finding a line.
     note(findings.length ? err.message.split('\n')[0]! : err.message);

@@ -14,7 +14,6 @@ import { defaultKeyPaths, ensureKeyPair, fingerprint } from '../shared/ssh-keys.
 import { startSshDoor, type SshDoor, type SshDoorOptions } from './server.js';
 
 export { startSshDoor, type SshDoor, type SshDoorOptions } from './server.js';
-export { EXIT } from './run.js';
 
 const VAR = 'KILN_SSH_DOOR_HOST_KEY_FILE';
 

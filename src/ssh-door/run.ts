@@ -8,25 +8,9 @@ import type { FrozenConfig } from '../config/index.js';
 import { decodeDockerfile, dockerfileTooLarge, plainLine, type Core, type UserActor } from '../core/index.js';
 import type { BuildRow } from '../db/index.js';
 import { KilnError, isKilnError, toKilnError } from '../shared/errors.js';
+import { EXIT, EXIT_HELP, exitStatusFor } from '../shared/exit-status.js';
 import type { Logger } from '../shared/logger.js';
 import { parseDoorCommand, UsageError, type DoorCommand } from './command.js';
-
-/** Exit statuses: a build's end, or why a command did not run. (255 is the ssh client's own failure.) */
-export const EXIT = {
-  succeeded: 0,
-  failed: 1,
-  usage: 2,
-  /** Kiln refused the Dockerfile: its policy, or the input rules (size, text); nothing was stored. */
-  refused: 3,
-  notFound: 4,
-  /** Not now: a quota or limit, a job switched off, a Dockerfile being deleted, too many commands at once. */
-  notNow: 5,
-  cancelled: 6,
-  /** Kiln could not do it: the build service or database unavailable, an internal error, the server stopping. */
-  unavailable: 7,
-  /** The key no longer opens Kiln (revoked, or the account disabled), or the client stopped reading. */
-  accessEnded: 8,
-} as const;
 
 export interface CommandIo {
   /** Writes to the client's stdout / stderr, waiting while it is not reading; rejects when it gives up or leaves. */
@@ -62,32 +46,7 @@ export function usage(sshCommand: string): string {
   log ID [--no-follow]                    a build's log, followed until the build ends
   list                                    your latest builds
   help                                    this text
-exit status: 0 succeeded, 1 build failed, 2 usage, 3 Dockerfile refused, 4 not found, 5 not now (quota, limit,
-job switched off), 6 build cancelled, 7 Kiln unavailable, 8 key revoked or account disabled
-`;
-}
-
-/** The exit status a refusal or failure of a use case means. */
-export function exitFor(e: KilnError): number {
-  switch (e.code) {
-    case 'not_found':
-      return EXIT.notFound;
-    case 'invalid_input':
-    case 'bad_request':
-    case 'policy_violation':
-    case 'too_large':
-    case 'limit_exceeded':
-      return EXIT.refused;
-    case 'conflict':
-    case 'quota_exceeded':
-    case 'rate_limited':
-    case 'forbidden':
-      return EXIT.notNow;
-    case 'unauthenticated':
-      return EXIT.accessEnded;
-    default:
-      return EXIT.unavailable;
-  }
+${EXIT_HELP}`;
 }
 
 /** Parses and runs one command line; resolves to its exit status (never rejects). */
@@ -104,14 +63,15 @@ export async function runDoorCommand(ctx: DoorContext, line: string, io: Command
     const actor = await ctx.who();
     if (!actor) {
       await io.err(REVOKED);
-      return EXIT.accessEnded;
+      return EXIT.auth;
     }
     return await run(ctx, actor, cmd, line === '', io);
   } catch (e) {
     const err = toKilnError(e);
     if (err.code === 'internal') ctx.logger.error({ err: e, verb: cmd.verb }, 'ssh door: command failed');
     await io.err(`kiln: ${plainLine(err.message)}\n${findings(err)}`).catch(() => undefined);
-    return exitFor(err);
+    // The door checks every other argument itself (usage): bad input can only be the Dockerfile on stdin.
+    return exitStatusFor(err.code, { dockerfileSent: cmd.verb === 'build' });
   }
 }
 
@@ -234,7 +194,7 @@ async function follow(ctx: DoorContext, actor: UserActor, id: number, io: Comman
   }
   if (revoked) {
     await io.err(`${REVOKED}kiln: build ${id} goes on.\n`);
-    return EXIT.accessEnded;
+    return EXIT.auth;
   }
   if (!ended || !last) {
     await io.err(`kiln: stopped following build ${id}; it goes on (\`log ${id}\` follows it again).\n`);

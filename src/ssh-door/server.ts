@@ -9,11 +9,12 @@ import ssh2, { type AuthContext, type Connection, type ServerChannel } from 'ssh
 import type { FrozenConfig } from '../config/index.js';
 import { SSH_KEY_ALGORITHMS, sshFingerprint, type Core, type KeyLogin } from '../core/index.js';
 import { KilnError } from '../shared/errors.js';
+import { EXIT } from '../shared/exit-status.js';
 import type { Logger } from '../shared/logger.js';
 import { readCapped } from '../shared/read-capped.js';
 import { listenForSsh } from '../shared/ssh-listener.js';
 import { fingerprint } from '../shared/ssh-keys.js';
-import { EXIT, runDoorCommand, type CommandIo } from './run.js';
+import { runDoorCommand, type CommandIo } from './run.js';
 
 const { Server } = ssh2;
 
@@ -197,7 +198,7 @@ export async function startSshDoor(o: SshDoorOptions): Promise<SshDoor> {
               `kiln: too many commands at once (${mine} of yours, ${running} in all); try again when one has ended.\n`,
             )
             .catch(() => undefined);
-          code = EXIT.notNow;
+          code = EXIT.refused;
         } else {
           running++;
           runningByUser.set(user, mine + 1);

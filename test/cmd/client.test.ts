@@ -174,7 +174,7 @@ describe('kiln client against a running Kiln', () => {
     expect(p.stderr).toContain('kiln client:   line 2: RUN --network is not allowed');
   });
 
-  it('exit statuses: 0 succeeded, 1 failed, 2 usage, 3 cancelled, 4 policy, 5 refused, 7 token, 8 unreachable', async () => {
+  it('exit statuses: 0 succeeded, 1 failed, 2 usage, 3 cancelled, 4 Dockerfile refused, 5 refused, 7 token, 8 unreachable', async () => {
     const ok = file('ok.Dockerfile', `${pkgs}RUN true\n`);
     const build = (name: string, df: string, extra: string[] = [], e = env) =>
       runKiln(['client', 'build', '--name', name, '--dockerfile', df, '--wait', ...extra], e);
@@ -209,11 +209,16 @@ describe('kiln client against a running Kiln', () => {
       'KILN_URL is not set',
     );
 
-    // 5: refused (no such build; --no-context for a Dockerfile that has none yet).
+    // 4: the Dockerfile's PUT refused as sent (here --no-context for a Dockerfile that has none yet): nothing stored.
+    const fresh = await build('fresh', ok, ['--no-context']);
+    expect(fresh.code).toBe(4);
+    expect(fresh.stderr).toMatch(/A new Dockerfile has no build context to remove\. \(HTTP 422 invalid_input\)/);
+    expect((await api.get('/dockerfiles/fresh')).status).toBe(404);
+
+    // 5: refused otherwise (no such build).
     const missing = await runKiln(['client', 'status', '999999'], env);
     expect(missing.code).toBe(5);
     expect(missing.stderr).toBe('kiln client: Kiln refused: No such build (HTTP 404 not_found)\n');
-    expect((await build('fresh', ok, ['--no-context'])).code).toBe(5);
 
     // 7: the token (unknown: 401; read-only asked to build: 403).
     const unknown = await runKiln(

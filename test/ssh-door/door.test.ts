@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
@@ -7,7 +7,7 @@ import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, PasswordHasher, createUsers } from '../../src/core/index.js';
 import { findBuild, findUserByName } from '../../src/db/index.js';
-import { EXIT } from '../../src/ssh-door/index.js';
+import { EXIT, EXIT_HELP } from '../../src/shared/exit-status.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
 import {
   addKeyOnPage,
@@ -22,12 +22,13 @@ import {
 } from '../helpers/ssh-door.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
-import { addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
+import { ciEnv, runKiln, startKiln } from '../helpers/client.js';
+import { ApiClient, addToken, addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 /**
  * The users' SSH door end to end: the real OpenSSH client (keys made by ssh-keygen, host key learnt into a temp
  * known_hosts) against the door of the in-process web stack (real glue, local backend, fake SDK), keys added through
- * the account page. Exit statuses are the door's (src/ssh-door/run.ts EXIT), 255 the ssh client's own failure.
+ * the account page. Exit statuses are the shared table's (src/shared/exit-status.ts), 255 the ssh client's own failure.
  */
 
 const DF = 'FROM debian:bookworm\nRUN true\n';
@@ -120,20 +121,19 @@ describe('the SSH door with the OpenSSH client', () => {
     await w.waitForBuild(Number(same.stdout));
   });
 
-  it('a failing build exits 1 with the reason; a policy refusal exits 3 with its findings and stores nothing', async () => {
+  it('a failing build exits 1 with the reason; a policy refusal exits 4 with its findings and stores nothing', async () => {
     const failed = await ssh(keys.alice, ['build', 'broken'], { stdin: `${DF}# fake: fail\n` });
     expect(failed.code).toBe(EXIT.failed);
     expect(failed.stdout).toMatch(/Step 2\/2 : RUN true/);
     expect(failed.stderr).toMatch(/^kiln: build \d+ failed: RUN step 2 failed: exit 100$/m);
     const before = await w.db('dockerfiles').count({ n: '*' });
     const refusedDf = await ssh(keys.alice, ['build', 'other'], { stdin: 'FROM alpine:3.19\nRUN true\n' });
-    expect(refusedDf.code).toBe(EXIT.refused);
+    expect(refusedDf.code).toBe(EXIT.dockerfileRefused);
     expect(refusedDf.stderr).toMatch(/^ {2}line 1: /m);
     expect(await w.db('dockerfiles').count({ n: '*' })).toEqual(before);
-    expect(EXIT.refused).not.toBe(EXIT.failed);
   });
 
-  it('status, log and list; another user sees none of it (not found, exit 4)', async () => {
+  it('status, log and list; another user sees none of it (not found, exit 5)', async () => {
     const r = await ssh(keys.alice, ['build', 'listed', '--no-follow'], { stdin: DF });
     const id = r.stdout.trim();
     await w.waitForBuild(Number(id));
@@ -154,7 +154,7 @@ describe('the SSH door with the OpenSSH client', () => {
       ['log', id],
     ]) {
       const other = await ssh(keys.bob, cmd);
-      expect(other.code).toBe(EXIT.notFound);
+      expect(other.code).toBe(EXIT.refused);
       expect(other.stdout).toBe('');
       expect(other.stderr).toMatch(/No such build/);
     }
@@ -165,6 +165,7 @@ describe('the SSH door with the OpenSSH client', () => {
     const help = await ssh(keys.alice, ['help']);
     expect(help.code).toBe(EXIT.usage);
     expect(help.stdout).toMatch(/^usage: ssh -p \d+ kiln@127\.0\.0\.1 COMMAND$/m);
+    expect(help.stdout).toContain(EXIT_HELP);
     const shell = await ssh(keys.alice, []);
     expect(shell.code).toBe(EXIT.usage);
     expect(shell.stderr).toMatch(/Hi alice! .*no shell/);
@@ -198,11 +199,11 @@ describe('the SSH door with the OpenSSH client', () => {
     expect(await w.db('dockerfiles').count({ n: '*' })).toEqual(before);
   });
 
-  it('an oversized Dockerfile on stdin is refused cleanly (exit 3), nothing stored', async () => {
+  it('an oversized Dockerfile on stdin is refused cleanly (exit 4), nothing stored', async () => {
     const before = await w.db('dockerfiles').count({ n: '*' });
     const big = `${DF}${'# padding padding padding\n'.repeat(40_000)}`;
     const r = await ssh(keys.alice, ['build', 'huge'], { stdin: big });
-    expect(r.code).toBe(EXIT.refused);
+    expect(r.code).toBe(EXIT.dockerfileRefused);
     expect(r.stderr).toMatch(/The Dockerfile is larger than 64 KiB/);
     expect(await w.db('dockerfiles').count({ n: '*' })).toEqual(before);
     // The connection's refusal left the door serving.
@@ -226,7 +227,7 @@ describe('the SSH door with the OpenSSH client', () => {
     expect(sha2.code).toBe(0);
   });
 
-  it('a revoked key and a disabled user are refused at once; a follow in progress is cut (exit 8), the build goes on', async () => {
+  it('a revoked key and a disabled user are refused at once; a follow in progress is cut (exit 7), the build goes on', async () => {
     const carolKey = sshKeygen(home.dir, 'carol', 'ed25519');
     const spare = sshKeygen(home.dir, 'carol-spare', 'ed25519');
     const carolUser = await addUser(w.db, 'carol', 'user');
@@ -254,7 +255,7 @@ describe('the SSH door with the OpenSSH client', () => {
       disabled: true,
     });
     const cut = await following;
-    expect(cut.code).toBe(EXIT.accessEnded);
+    expect(cut.code).toBe(EXIT.auth);
     expect(cut.stderr).toMatch(/no longer opens Kiln/);
     expect(cut.stderr).toMatch(/goes on/);
     expect((await ssh(carolKey, ['list'])).code).toBe(255);
@@ -401,6 +402,83 @@ describe('the SSH door with the OpenSSH client', () => {
     await expect(connect({ agent })).rejects.toThrow(/authentication methods failed/i);
     expect(signed).toBeGreaterThan(0);
     expect(logs.some((l) => l.msg === 'ssh door: login refused' && l.why === 'bad signature')).toBe(true);
+  });
+});
+
+/**
+ * A CI script may use both doors (`kiln client build` in one job, `ssh kiln@HOST build NAME < Dockerfile` in
+ * another) and test one set of numbers: the README's table (src/shared/exit-status.ts). Literal numbers here, as
+ * pipelines write them.
+ */
+describe('one table of exit statuses: kiln client and the SSH door', () => {
+  let env: Record<string, string>;
+  let api: ApiClient;
+  beforeAll(async () => {
+    const token = await addToken(w, 'alice', ['build']);
+    env = ciEnv({ KILN_URL: w.url, KILN_TOKEN: token });
+    api = new ApiClient(w.url, token);
+  });
+  /** The same Dockerfile built through each door (as `NAME-api` and `NAME-ssh`, unless `name` is shared). */
+  const both = async (name: string, dockerfile: string | Buffer, o: { sameName?: boolean } = {}) => {
+    const file = path.join(home.dir, `${name}.Dockerfile`);
+    writeFileSync(file, dockerfile);
+    const [client, door] = await Promise.all([
+      runKiln(['client', 'build', '--name', o.sameName ? name : `${name}-api`, '--dockerfile', file, '--wait'], env),
+      ssh(keys.alice, ['build', o.sameName ? name : `${name}-ssh`], { stdin: dockerfile }),
+    ]);
+    return { client: client.code, door: door.code, stderr: `${client.stderr}\n${door.stderr}` };
+  };
+  const codes = (r: { client: number | null; door: number }) => ({ client: r.client, door: r.door });
+
+  it('a build that succeeds, fails or is refused gives the same status from both: 0, 1, 4; nothing refused is stored', async () => {
+    expect(codes(await both('same-ok', DF))).toEqual({ client: 0, door: 0 });
+    expect(codes(await both('same-fails', `${DF}# fake: fail\n`))).toEqual({ client: 1, door: 1 });
+    const before = await w.db('dockerfiles').count({ n: '*' });
+    // 4: the Dockerfile refused, by its policy or by the input rules (not UTF-8, empty, too large).
+    const policy = await both('same-policy', 'FROM alpine:3.19\nRUN true\n');
+    expect(codes(policy)).toEqual({ client: 4, door: 4 });
+    expect(policy.stderr).toMatch(/line 1: /);
+    const latin1 = await both('same-latin1', Buffer.from('FROM debian:bookworm\n# caf\xe9\n', 'latin1'));
+    expect(codes(latin1), latin1.stderr).toEqual({ client: 4, door: 4 });
+    expect(latin1.stderr).toMatch(/not valid UTF-8/);
+    expect(codes(await both('same-empty', '\n'))).toEqual({ client: 4, door: 4 });
+    const huge = await both('same-huge', `${DF}${'# padding padding padding\n'.repeat(40_000)}`);
+    expect(codes(huge)).toEqual({ client: 4, door: 4 });
+    expect(huge.stderr).toMatch(/The Dockerfile is larger than 64 KiB/);
+    expect(await w.db('dockerfiles').count({ n: '*' })).toEqual(before);
+  });
+
+  it('refused otherwise (a switched-off job, a build of another user) is 5 from both; a cancelled build is 3', async () => {
+    expect((await api.putDockerfile('same-off', DF, { settings: { enabled: false } })).status).toBe(201);
+    const off = await both('same-off', DF, { sameName: true });
+    expect(codes(off)).toEqual({ client: 5, door: 5 });
+    expect(off.stderr).toMatch(/switched off/);
+
+    const mine = await ssh(keys.alice, ['build', 'same-mine', '--no-follow'], { stdin: DF });
+    const id = mine.stdout.trim();
+    await w.waitForBuild(Number(id));
+    const bobEnv = ciEnv({ KILN_URL: w.url, KILN_TOKEN: await addToken(w, 'bob', ['read']) });
+    const [client, door] = await Promise.all([
+      runKiln(['client', 'status', id], bobEnv),
+      ssh(keys.bob, ['status', id]),
+    ]);
+    expect({ client: client.code, door: door.code }).toEqual({ client: 5, door: 5 });
+
+    // Both follow one build; it is cancelled while it runs.
+    const following = ssh(keys.alice, ['build', 'same-cancel'], { stdin: `${DF}# fake: gate same-cancel\n` });
+    const started = await until(
+      async () =>
+        (await w
+          .db('dockerfiles as d')
+          .join('builds as b', 'b.dockerfile_id', 'd.id')
+          .where('d.name', 'same-cancel')
+          .first('b.id')) as { id: number } | undefined,
+    );
+    await w.waitForBuild(started.id, (b) => b.state === 'running');
+    const clientFollow = startKiln(['client', 'log', String(started.id), '--follow'], env);
+    expect((await api.post(`/builds/${started.id}/cancel`)).status).toBe(200);
+    w.local.openGate('same-cancel');
+    expect({ client: (await clientFollow.done).code, door: (await following).code }).toEqual({ client: 3, door: 3 });
   });
 });
 

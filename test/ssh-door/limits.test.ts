@@ -3,7 +3,7 @@ import net from 'node:net';
 import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateEd25519 } from '../../src/shared/ssh-keys.js';
-import { EXIT } from '../../src/ssh-door/index.js';
+import { EXIT } from '../../src/shared/exit-status.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
 import { addKeyOnPage, capturedLogger, doorConnect, doorSsh, sshKeygen, type KeygenKey } from '../helpers/ssh-door.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -106,12 +106,12 @@ describe('SSH door limits', () => {
     const annFollow = ssh('ann', ['build', 'gated'], { stdin: `${DF}# fake: gate ann\n` });
     await until(() => logs.some((l) => l.msg === 'ssh door: command' && l.command === 'build gated'));
     const again = await ssh('ann', ['list']);
-    expect(again.code).toBe(EXIT.notNow);
+    expect(again.code).toBe(EXIT.refused);
     expect(again.stderr).toMatch(/too many commands at once \(1 of yours, 1 in all\)/);
     const benFollow = ssh('ben', ['build', 'gated2'], { stdin: `${DF}# fake: gate ben\n` });
     await until(() => logs.some((l) => l.msg === 'ssh door: command' && l.command === 'build gated2'));
     const third = await ssh('cat', ['list']);
-    expect(third.code).toBe(EXIT.notNow);
+    expect(third.code).toBe(EXIT.refused);
     expect(third.stderr).toMatch(/0 of yours, 2 in all/);
     w.local.openGate('ann');
     w.local.openGate('ben');
@@ -166,7 +166,7 @@ describe('SSH door limits', () => {
     expect((await ssh('ann', ['list'])).code).toBe(0);
   });
 
-  it('a follow in progress when the door stops is told so (exit 7); the build goes on', async () => {
+  it('a follow in progress when the door stops is told so (exit 8); the build goes on', async () => {
     const following = ssh('ben', ['build', 'stopping'], { stdin: `${DF}# fake: gate stop\n` });
     await until(() => logs.some((l) => l.msg === 'ssh door: command' && l.command === 'build stopping'));
     await w.sshDoor!.close();

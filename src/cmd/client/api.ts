@@ -6,27 +6,9 @@
  */
 import { readFileSync } from 'node:fs';
 import type { z } from 'zod';
+import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
+import { EXIT, exitStatusFor } from '../../shared/exit-status.js';
 import type * as S from '../../web/api-v1/schemas.js';
-
-/** Exit statuses of `kiln client` (documented in src/cmd/README.md and the top README). */
-export const EXIT = {
-  succeeded: 0,
-  /** The build failed. */
-  failed: 1,
-  /** Bad usage: options, environment, unreadable input files. */
-  usage: 2,
-  cancelled: 3,
-  /** The Dockerfile was refused by the policy (findings printed with their lines). */
-  policy: 4,
-  /** Kiln refused the request otherwise (no such build or Dockerfile, a quota, a switched-off job, bad input). */
-  refused: 5,
-  /** A download failed its check (digest, SHA256SUMS, signature, or an artifact name Kiln never makes). */
-  verification: 6,
-  /** The token was refused (missing, unknown, revoked, expired: 401) or lacks the scope (403). */
-  auth: 7,
-  /** Kiln could not be reached, or kept answering 429/5xx, for longer than the retry time. */
-  unreachable: 8,
-} as const;
 
 export type Build = z.infer<typeof S.Build> & { queue?: z.infer<typeof S.BuildAnswer>['build']['queue'] };
 export type Report = z.infer<typeof S.Report>;
@@ -125,6 +107,8 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Retry transient failures (the default; every request the client makes is safe to repeat). */
   retry?: boolean;
+  /** The request carries the Dockerfile (its PUT): bad input is then the Dockerfile's refusal (EXIT.dockerfileRefused). */
+  sendsDockerfile?: boolean;
 }
 
 /** A failure another attempt may cure: no connection, a cut answer, a timeout, 429, 502-504. */
@@ -172,10 +156,10 @@ export class KilnApi {
       throw new TransientError(`cannot reach Kiln at ${this.origin}: ${networkReason(e)}`);
     }
     if (res.ok) return res;
-    throw await errorOf(res, this.origin);
+    throw await errorOf(res, this.origin, o.sendsDockerfile === true);
   }
 
-  /** Runs `fn` again on TransientError until it succeeds or the retry time is spent (then: `unreachable`). */
+  /** Runs `fn` again on TransientError until it succeeds or the retry time is spent (then: `unavailable`). */
   async retrying<T>(fn: () => Promise<T>, o: RetryOptions = {}): Promise<T> {
     let start = Date.now();
     let delay = 250;
@@ -193,7 +177,7 @@ export class KilnApi {
         }
         const wait = Math.min(e.o.retryAfterMs ?? delay, 60_000);
         if (o.once || Date.now() - start + wait > this.env.retryForMs)
-          throw new ClientError(EXIT.unreachable, e.message);
+          throw new ClientError(EXIT.unavailable, e.message);
         await sleep(wait);
         delay = Math.min(delay * 2, MAX_DELAY_MS);
       }
@@ -210,7 +194,7 @@ export class KilnApi {
         } catch (e) {
           // A body cut off on its way is worth another try; a 2xx that is not JSON is not Kiln.
           if ((e as Error).name === 'SyntaxError')
-            throw new ClientError(EXIT.unreachable, `Kiln at ${this.origin} did not answer JSON for ${path}`);
+            throw new ClientError(EXIT.unavailable, `Kiln at ${this.origin} did not answer JSON for ${path}`);
           throw new TransientError(`reading Kiln's answer failed: ${networkReason(e)}`);
         }
       },
@@ -232,8 +216,8 @@ export class KilnApi {
   }
 }
 
-/** A non-2xx answer as the error it means; the API's `{"error": {...}}` when it sent one. */
-async function errorOf(res: Response, origin: string): Promise<Error> {
+/** A non-2xx answer as the error it means (src/shared/exit-status.ts); the API's `{"error": {...}}` when it sent one. */
+async function errorOf(res: Response, origin: string, dockerfileSent: boolean): Promise<Error> {
   let api: ClientError['api'];
   if ((res.headers.get('content-type') ?? '').startsWith('application/json')) {
     const body = (await res.json().catch(() => undefined)) as { error?: ClientError['api'] } | undefined;
@@ -252,9 +236,14 @@ async function errorOf(res: Response, origin: string): Promise<Error> {
       ...(Number.isFinite(after) && after > 0 ? { retryAfterMs: after * 1000 } : {}),
     });
   }
+  // By the status first: a proxy in front of Kiln answers these too, without Kiln's error body.
   if (res.status === 401) return new ClientError(EXIT.auth, `Kiln refused the token: ${said}`, api);
   if (res.status === 403) return new ClientError(EXIT.auth, `The token may not do this: ${said}`, api);
-  if (api?.code === 'policy_violation') return new ClientError(EXIT.policy, api.message, api);
-  if (res.status >= 500) return new ClientError(EXIT.unreachable, `Kiln failed: ${said}`, api);
-  return new ClientError(EXIT.refused, `Kiln refused: ${said}`, api);
+  if (res.status >= 500) return new ClientError(EXIT.unavailable, `Kiln failed: ${said}`, api);
+  // A code this client does not know (a newer Kiln's) is still a refusal.
+  const exit =
+    api && Object.hasOwn(ERROR_CODES, api.code)
+      ? exitStatusFor(api.code as ErrorCode, { dockerfileSent })
+      : EXIT.refused;
+  return new ClientError(exit, api?.code === 'policy_violation' ? api.message : `Kiln refused: ${said}`, api);
 }

@@ -15,7 +15,8 @@ import { gzip } from 'node:zlib';
 import { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, packEntries, type ContextEntry } from '../../core/build-context.js';
 import { hasExceptions, leftOut, parseDockerignore } from '../../sdk/dockerignore.js';
 import { KilnError } from '../../shared/errors.js';
-import { ClientError, EXIT } from './api.js';
+import { EXIT } from '../../shared/exit-status.js';
+import { ClientError } from './api.js';
 
 export interface PackedContext {
   /** The .tar.gz. */

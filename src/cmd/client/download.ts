@@ -16,11 +16,11 @@ import path from 'node:path';
 import { ARTIFACT_NAMES } from '../../protocol/index.js';
 import { parseSha256Sums } from '../../shared/checksums.js';
 import { KilnError } from '../../shared/errors.js';
+import { EXIT } from '../../shared/exit-status.js';
 import { verifyDir } from '../../sdk/verify.js';
 import { fetchKey } from '../verify.js';
 import {
   ClientError,
-  EXIT,
   TransientError,
   networkReason,
   stallGuard,

@@ -6,10 +6,10 @@
  * moved for the retry time. When the user's live streams are all taken (429), the log is read by offset from
  * GET /builds/{id}/log with the same offsets, between long polls, and the stream is tried again later.
  */
+import { EXIT } from '../../shared/exit-status.js';
 import { sseEvents } from '../../shared/sse.js';
 import {
   ClientError,
-  EXIT,
   TransientError,
   networkReason,
   stallGuard,
@@ -106,7 +106,7 @@ async function streamOnce(api: KilnApi, id: number, out: Output, st: FollowState
     } catch (e) {
       if (e instanceof ClientError) throw e;
       if ((e as Error).name === 'SyntaxError')
-        throw new ClientError(EXIT.unreachable, `Kiln sent a malformed event for build ${id}`);
+        throw new ClientError(EXIT.unavailable, `Kiln sent a malformed event for build ${id}`);
       throw new TransientError(`the log stream of build ${id} was cut: ${networkReason(e)}`);
     }
     throw new TransientError(`the log stream of build ${id} ended before the build did`);
