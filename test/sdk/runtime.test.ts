@@ -5,6 +5,7 @@ import {
   lstatSync,
   mkdirSync,
   readFileSync,
+  rmdirSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -372,6 +373,68 @@ describe("kiln-exec (the Perl program that starts the image's program; run here 
       }),
     );
     expect(r).toEqual({ code: 0, out: 'out\npipe\npipe\nwaited\n', err: 'err\n' });
+  });
+
+  /**
+   * kiln-exec started as systemd starts a unit's main process, with stdout and stderr on sockets (node's stdio pipes
+   * are socket pairs, as the journal's stream is), in a cgroup of its own: once the main process has ended, whatever
+   * is left in the group is killed at once, as systemd's final SIGKILL does under KillMode=mixed.
+   */
+  async function asUnit(
+    argv: string[],
+    poke?: (child: ReturnType<typeof spawn>, out: () => string) => Promise<void>,
+  ): Promise<{ code: number | null; signal: string | null; out: string }> {
+    const root = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
+    const cg = path.join(root, `kiln-test-unit-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+    mkdirSync(cg);
+    try {
+      const words = [kilnExec, ...execArgs(plan({ argv }), appNames(), argv)];
+      const child = spawn('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$@"`, 'sh', ...words], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+      const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+      const ended = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+        child.on('exit', (code, signal) => {
+          writeFileSync(path.join(cg, 'cgroup.kill'), '1');
+          resolve({ code, signal });
+        }),
+      );
+      await poke?.(child, () => out);
+      const r = await ended;
+      await closed;
+      return { ...r, out };
+    } finally {
+      await until(() => readFileSync(path.join(cg, 'cgroup.procs'), 'utf8').trim() === '');
+      rmdirSync(cg);
+    }
+  }
+
+  it("the unit's main process ends only after the program's last output is out, so the final SIGKILL of what is left cuts nothing", async () => {
+    // 3 MB, then the last line: the pipes hold far less, so the end of it is still on its way when the program exits.
+    const r = await asUnit(['sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x; echo; echo LAST; exit 5']);
+    expect(r.code).toBe(5);
+    expect(r.out.length).toBe(3_000_006);
+    expect(r.out.endsWith('x\nLAST\n')).toBe(true);
+  });
+
+  it("the main process passes signals on to the program (systemd's KillSignal reaches it) and ends as the program did", async () => {
+    const trapped = await asUnit(
+      ['sh', '-c', 'trap "echo got USR1; exit 7" USR1; echo ready; while :; do sleep 0.1; done'],
+      async (child, out) => {
+        await until(() => out().includes('ready\n'));
+        child.kill('SIGUSR1');
+      },
+    );
+    expect(trapped).toEqual({ code: 7, signal: null, out: 'ready\ngot USR1\n' });
+    // Killed by a signal: the main process ends by the same signal, so systemd records the same result.
+    expect(await asUnit(['sh', '-c', 'echo bye; kill -TERM $$'])).toEqual({
+      code: null,
+      signal: 'SIGTERM',
+      out: 'bye\n',
+    });
   });
 
   it('runs as uid, gid and exactly the groups given, with umask 022, default signals, its own session, stdin from /dev/null', () => {

@@ -15,7 +15,9 @@ import type { RuntimePlan } from './plan.js';
  * root, groups, gid and uid set, the command looked up like Go 1.19's exec.LookPath (what runc 1.1 uses) as that
  * user in the given PATH, then execve(2) with argv[0] unchanged and exactly the given environment. perl-base is
  * Essential on Debian and Devuan (as dpkg needs it), so every image Kiln can boot has /usr/bin/perl and POSIX.pm.
- * Failures print `<name>: cannot start: <why>` on stderr (the console) and exit 127 (not found) or 126.
+ * Failures print `<name>: cannot start: <why>` on stderr (the console) and exit 127 (not found) or 126. Under
+ * systemd, whose stdout and stderr are the journal's socket, it puts pipes in their place and stays as the unit's
+ * main process, the program its child (relay_sockets): the one departure from runc's model, for `/dev/stdout`.
  *
  * The same program runs one HEALTHCHECK (--health) with the same identity, environment and directory, and keeps
  * Docker's health state in a status file (JSON); --health-reset starts a new state when the program (re)starts.
@@ -85,9 +87,12 @@ sub start_program {
 
 # docker run gives the process pipes for stdout and stderr; systemd gives it the journal's socket, and open(2) of
 # /dev/stdout or /dev/stderr (/proc/self/fd/N) refuses a socket with ENXIO: nginx's error_log /dev/stderr, a log file
-# symlinked there. So a socket is put behind a pipe, copied to it by a relay that is not the program's child (the
-# program never waits for it: it is left to init) and ignores signals (a stop signal to the service's processes must
-# not lose the program's last lines): it ends when every writer has closed the pipe.
+# symlinked there. So a socket is put behind a pipe. Its reader is this process, which stays as the unit's main
+# process while the program runs as its child (as containerd's shim reads a container's pipes from outside it): it
+# passes every signal it gets on to the program, copies the pipes to the sockets, and once the program has ended and
+# what it wrote is copied, it ends the same way (the same status, or the same signal). systemd's final SIGKILL to
+# the unit's other processes (KillMode=mixed) comes only after the main process is gone, so it never cuts the
+# program's last lines. Returns in the child; never returns in the parent.
 sub relay_sockets {
     my @ends;
     for my $fd (1, 2) {
@@ -97,41 +102,72 @@ sub relay_sockets {
         push @ends, { fd => $fd, out => $out, r => $r, w => $w };
     }
     return unless @ends;
-    my $pid = fork() // fail(126, "fork: $!");
-    if (!$pid) {
-        my $relay = fork();
-        POSIX::_exit(defined $relay ? 0 : 1) if !defined $relay || $relay;
-        POSIX::setsid();
-        chdir('/');
-        POSIX::sigaction($_, POSIX::SigAction->new('IGNORE')) for grep { $_ != 9 && $_ != 19 } 1 .. 31;
-        close $_->{w} for @ends;
-        my %open = map { fileno($_->{r}) => $_ } @ends;
-        while (%open) {
-            my $rin = '';
-            vec($rin, $_, 1) = 1 for keys %open;
-            my $rout = $rin;
-            next if select($rout, undef, undef, undef) <= 0;
-            for my $rfd (grep { vec($rout, $_, 1) } keys %open) {
-                my $e = $open{$rfd};
-                my $got = sysread($e->{r}, my $buf, 65536);
-                if (!$got) { delete $open{$rfd}; next }
-                for (my $off = 0; $off < $got;) {
-                    my $n = syswrite($e->{out}, $buf, $got - $off, $off);
-                    last unless $n;    # the socket is gone: drop the output, never stall the program
-                    $off += $n;
-                }
-            }
+    # Signals that come before the child exists are held, then passed on.
+    my $all = POSIX::SigSet->new(grep { $_ != 9 && $_ != 19 } 1 .. 31);
+    my $old = POSIX::SigSet->new();
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), $all, $old);
+    my $child = fork() // fail(126, "fork: $!");
+    if (!$child) {
+        for my $e (@ends) {
+            POSIX::dup2(fileno($e->{w}), $e->{fd}) // fail(126, "dup2: $!");
+            close $e->{r};
+            close $e->{w};
         }
-        POSIX::_exit(0);
+        return;    # the caller resets the signal mask and dispositions
     }
-    waitpid($pid, 0);
-    # No relay (fork failed): the socket stays, as it was.
-    return if $?;
-    for my $e (@ends) {
-        POSIX::dup2(fileno($e->{w}), $e->{fd}) // fail(126, "dup2: $!");
-        close $e->{r};
-        close $e->{w};
+    close $_->{w} for @ends;
+    my ($status, $gone);
+    # The program's end wakes the loop through a pipe of its own: a SIGCHLD that comes just before select(2) would
+    # otherwise leave it waiting on pipes that a background child of the program may hold open.
+    pipe(my $wake_r, my $wake_w) or fail(126, "pipe: $!");
+    POSIX::sigaction(17, POSIX::SigAction->new(sub { syswrite($wake_w, 'x') }));
+    # A write to a socket nobody reads any more fails (the output is dropped) instead of killing the relay.
+    POSIX::sigaction(13, POSIX::SigAction->new('IGNORE'));
+    for my $sig (grep { $_ != 9 && $_ != 13 && $_ != 17 && $_ != 19 } 1 .. 31) {
+        my $n = $sig;
+        POSIX::sigaction($n, POSIX::SigAction->new(sub { kill $n, $child unless $gone }));
     }
+    POSIX::sigprocmask(POSIX::SIG_SETMASK(), $old);
+    my %open = map { fileno($_->{r}) => $_ } @ends;
+    # Copies one read of a pipe: 1 when something was copied, 0 when there was nothing (now, or any more). A signal
+    # passed on meanwhile (EINTR) loses nothing.
+    my $again = sub { $! == POSIX::EINTR() || $! == POSIX::EAGAIN() };
+    my $copy = sub {
+        my ($e) = @_;
+        my $got = sysread($e->{r}, my $buf, 65536);
+        return 0 if !defined $got && $again->();
+        if (!$got) { delete $open{fileno($e->{r})}; return 0 }
+        for (my $off = 0; $off < $got;) {
+            my $n = syswrite($e->{out}, $buf, $got - $off, $off);
+            next if !defined $n && $! == POSIX::EINTR();
+            last unless $n;    # the socket is gone: drop the output, never stall the program
+            $off += $n;
+        }
+        return 1;
+    };
+    until (defined $status) {
+        if (waitpid($child, POSIX::WNOHANG()) == $child) { ($status, $gone) = ($?, 1); last }
+        my $rin = '';
+        vec($rin, $_, 1) = 1 for keys %open, fileno($wake_r);
+        my $rout = $rin;
+        next if select($rout, undef, undef, undef) <= 0;
+        sysread($wake_r, my $ignored, 64) if vec($rout, fileno($wake_r), 1);
+        $copy->($open{$_}) for grep { vec($rout, $_, 1) && $open{$_} } keys %open;
+    }
+    # What the program wrote before it ended is in the pipes: copy it, without waiting for writers it left behind.
+    for my $e (values %open) {
+        my $flags = fcntl($e->{r}, POSIX::F_GETFL(), 0);
+        fcntl($e->{r}, POSIX::F_SETFL(), $flags | POSIX::O_NONBLOCK());
+        1 while $open{fileno($e->{r})} && $copy->($e);
+    }
+    if ($status & 127) {
+        my $sig = $status & 127;
+        POSIX::sigaction($sig, POSIX::SigAction->new('DEFAULT'));
+        POSIX::sigprocmask(POSIX::SIG_SETMASK(), POSIX::SigSet->new());
+        kill $sig, $$;
+        POSIX::_exit(128 + $sig);    # a signal whose default is not to end (SIGCHLD-like): end as a shell says it
+    }
+    POSIX::_exit($status >> 8);
 }
 
 # Docker makes a missing WORKDIR at start: each missing directory root-owned, mode 0755.
