@@ -168,7 +168,17 @@ describe('SSH door limits', () => {
 
   it('a follow in progress when the door stops is told so (exit 8); the build goes on', async () => {
     const following = ssh('ben', ['build', 'stopping'], { stdin: `${DF}# fake: gate stop\n` });
-    await until(() => logs.some((l) => l.msg === 'ssh door: command' && l.command === 'build stopping'));
+    // Once it follows: the door gives running commands a moment at a stop, and a loaded machine may need longer than
+    // that to read the Dockerfile and request the build (the connection then just ends, exit 255).
+    await until(
+      async () =>
+        (await w
+          .db('builds')
+          .join('dockerfiles', 'dockerfiles.id', 'builds.dockerfile_id')
+          .where('dockerfiles.name', 'stopping')
+          .whereIn('builds.state', ['queued', 'running'])
+          .first()) !== undefined,
+    );
     await w.sshDoor!.close();
     const r = await following;
     expect(r.code).toBe(EXIT.unavailable);
