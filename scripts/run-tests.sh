@@ -23,13 +23,17 @@ service=$!
 wait "$machine"; m=$?
 wait "$stacks"; k=$?
 wait "$service"; s=$?
-for l in machine stacks service; do
-  # vitest's summary names each failed test on a " FAIL " line, its error and diff on the lines after it: the first
-  # failure of a lane is shown with them, the others by name (the diff is what tells a CI failure from another).
-  sed 's/\x1b\[[0-9;]*m//g' "$logs/$l.log" | awk '
-    /^ *FAIL / { n++; if (n == 1) { first = 1; k = 0 } else { first = 0; if (n <= 15) print; next } }
-    first && k < 24 && !/^ *$/ && !/^ *[0-9]+\|/ && !/^ *❯ / { print; k++ }
-  ' | cut -c1-240 | sed "s/^/failed [$l] /"
-done
+# CI reports show only the last twenty-odd lines, so the end is compact and self-contained: first the names of a
+# lane's other failures (a few), then each failing lane's first failure with its error and diff, then the exits.
+summary() { # lane, mode (names|first)
+  sed 's/\x1b\[[0-9;]*m//g' "$logs/$1.log" | awk -v mode="$2" '
+    /^ *FAIL / { n++; if (n == 1) { first = 1; k = 0; if (mode == "first") print; next }
+                 first = 0; if (mode == "names" && n <= 4) print; next }
+    /^ *Test Files / { if (mode == "names" && n > 4) print "  ... " n " failed in all"; first = 0 }
+    mode == "first" && first && k < 8 && !/^ *$/ && !/^ *[0-9]+\|/ && !/^ *❯ / && !/^ *[-+] *$/ && !/⎯/ { print; k++ }
+  ' | cut -c1-400 | sed "s/^ *//; s/^/failed [$1] /"
+}
+for l in machine stacks service; do summary "$l" names; done
+for l in machine stacks service; do summary "$l" first; done
 echo "tests: machine project exit $m, stacks project exit $k, service project exit $s"
 [ "$m" -eq 0 ] && [ "$k" -eq 0 ] && [ "$s" -eq 0 ]

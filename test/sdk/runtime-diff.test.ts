@@ -3,6 +3,7 @@ import path from 'node:path';
 import Dockerode from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyImageConfig } from '../../src/sdk/app.js';
+import { ensureBase } from '../../src/sdk/base.js';
 import { checkBootable } from '../../src/sdk/bootable.js';
 import { stripAnsi } from '../../src/sdk/boot-diagnosis.js';
 import { bootTest } from '../../src/sdk/boot-test.js';
@@ -351,6 +352,9 @@ const kilnLine = (text: string, id: string) => new RegExp(`^KILN-LINE ${id} .* E
 beforeAll(async () => {
   await fsp.writeFile(path.join(t.dir, 'probe'), PROBE_SCRIPT, { mode: 0o755 });
   await fsp.writeFile(path.join(t.dir, 'h1-app'), H1_APP, { mode: 0o755 });
+  // The cases are built with `docker build` itself, which cannot make the base as the SDK does: on a fresh engine
+  // (CI) this file may run before any build has made it.
+  await ensureBase(docker, 'debian:bookworm', { mirror: 'http://deb.debian.org/debian' }, t.dir, rep);
   // debian-minimal's kernel layer, byte for byte, so the engine's layer cache serves it.
   const minimal = (await fsp.readFile(path.join(repo, 'dockerfiles/debian-minimal/Dockerfile'), 'utf8')).split(
     '\nLABEL',
@@ -409,8 +413,11 @@ describe.each(['systemd', 'sysvinit'] as const)(
       '%s: %s',
       (id, _title, x) => {
         const d = dockerRuns.get(id)!;
-        expect(d.code, d.stderr).toBe(0);
+        // Each message names its case and shows what docker run printed: CI reports merge identical errors.
+        const printed = `stdout ${JSON.stringify(d.stdout.slice(-400))}, stderr ${JSON.stringify(d.stderr.slice(-400))}`;
+        expect(d.code, `docker run of ${id}: ${printed}`).toBe(0);
         const fromDocker = parseProbes(d.stdout).get(id)!;
+        expect(fromDocker, `docker run of ${id} printed no whole report: ${printed}`).toBeDefined();
         const dockerHost = /^HOSTNAME=([0-9a-f]{12})$/m.exec(fromDocker.env.join('\n'))?.[1];
         const inVm = booted.get(init)!.probes.get(id)!;
         expect(inVm, `no probe line for ${id}`).toBeDefined();
