@@ -46,6 +46,12 @@ export interface SshDoorOptions {
   stdinMs?: number;
   /** How often a following command checks that its key still opens Kiln. */
   recheckMs?: number;
+  /**
+   * At a stop, how long running commands get to end after they are told (a follow says the build goes on). They end
+   * as soon as they are told, but one in the middle of requesting its build finishes that first: on a loaded machine
+   * that can take seconds, and cutting it short loses the message (the client sees only the connection drop).
+   */
+  stopGraceMs?: number;
 }
 
 export interface SshDoor {
@@ -275,7 +281,10 @@ export async function startSshDoor(o: SshDoorOptions): Promise<SshDoor> {
     close: async () => {
       // Running commands are told first (a follow says the build goes on), briefly; then every connection ends.
       stop.abort();
-      await Promise.race([Promise.allSettled(commands), new Promise((r) => setTimeout(r, 2000).unref())]);
+      await Promise.race([
+        Promise.allSettled(commands),
+        new Promise((r) => setTimeout(r, o.stopGraceMs ?? 15_000).unref()),
+      ]);
       await listener.close();
     },
   };

@@ -168,8 +168,7 @@ describe('SSH door limits', () => {
 
   it('a follow in progress when the door stops is told so (exit 8); the build goes on', async () => {
     const following = ssh('ben', ['build', 'stopping'], { stdin: `${DF}# fake: gate stop\n` });
-    // Once it follows: the door gives running commands a moment at a stop, and a loaded machine may need longer than
-    // that to read the Dockerfile and request the build (the connection then just ends, exit 255).
+    // Once its build is requested, so that what the door stops is a follow with a build to name.
     await until(
       async () =>
         (await w
