@@ -26,11 +26,16 @@ wait "$service"; s=$?
 # CI reports show only the last twenty-odd lines, so the end is compact and self-contained: first the names of a
 # lane's other failures (a few), then each failing lane's first failure with its error and diff, then the exits.
 summary() { # lane, mode (names|first)
+  # vitest prints tests that failed with the same error as a run of FAIL lines, then that error once.
   sed 's/\x1b\[[0-9;]*m//g' "$logs/$1.log" | awk -v mode="$2" '
-    /^ *FAIL / { n++; if (n == 1) { first = 1; k = 0; if (mode == "first") print; next }
-                 first = 0; if (mode == "names" && n <= 4) print; next }
-    /^ *Test Files / { if (mode == "names" && n > 4) print "  ... " n " failed in all"; first = 0 }
-    mode == "first" && first && k < 8 && !/^ *$/ && !/^ *[0-9]+\|/ && !/^ *❯ / && !/^ *[-+] *$/ && !/⎯/ { print; k++ }
+    /^ *FAIL / { n++
+                 if (n == 1) { first = 1; k = 0; if (mode == "first") print; next }
+                 if (first && k == 0) { same++; next }
+                 first = 0; if (mode == "names" && n - same <= 4) print; next }
+    /^ *Test Files / { if (mode == "names" && n - same > 4) print "... " n " failed in all"; first = 0 }
+    first && k < 8 && !/^ *$/ && !/^ *[0-9]* *\|/ && !/^ *❯ / && !/^ *[-+] *$/ && !/⎯/ {
+      if (mode == "first") { if (k == 0 && same) print "(and " same " more tests with this same error)"; print }
+      k++ }
   ' | cut -c1-400 | sed "s/^ *//; s/^/failed [$1] /"
 }
 for l in machine stacks service; do summary "$l" names; done
