@@ -22,6 +22,8 @@ group=${KILN_ENGINE_CGROUP:-kiln-engine}
 group=${group#/}
 chain=KILN-ENGINE
 
+here=$(cd "$(dirname "$0")" && pwd)
+
 die() { echo "ensure-dockerd: $*" >&2; exit 1; }
 
 # The cgroup2 hierarchy: the whole tree on a pure v2 host, /sys/fs/cgroup/unified on a hybrid one.
@@ -34,8 +36,9 @@ mkdir -p "$cg2/$group"
 if ! docker info >/dev/null 2>&1; then
   echo "ensure-dockerd: starting dockerd in cgroup /$group (log: $log)"
   # The subshell joins the group first, so dockerd and everything it starts are in it from their first socket.
+  # with-clean-signals: containers inherit the signal mask dockerd starts with (see that script).
   ( echo "$BASHPID" > "$cg2/$group/cgroup.procs"
-    exec setsid dockerd --storage-driver=overlay2 --iptables=false --bridge=none --pidfile "$pidfile" >"$log" 2>&1 < /dev/null ) &
+    exec setsid "$here/with-clean-signals" dockerd --storage-driver=overlay2 --iptables=false --bridge=none --pidfile "$pidfile" >"$log" 2>&1 < /dev/null ) &
   for _ in $(seq 1 60); do
     if docker info >/dev/null 2>&1; then break; fi
     sleep 1

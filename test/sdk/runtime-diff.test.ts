@@ -470,6 +470,14 @@ describe.each(['systemd', 'sysvinit'] as const)(
   },
 );
 
+describe('the engine under test', () => {
+  it('starts containers with no signal blocked, as under systemd (else every case differs in sigBlk)', () => {
+    // Containers inherit the mask dockerd started with: scripts/ensure-dockerd.sh clears it (with-clean-signals).
+    const p = parseProbes(dockerRuns.get('c01')!.stdout).get('c01');
+    expect(p?.sigBlk, 'restart the engine with scripts/ensure-dockerd.sh').toBe('0000000000000000');
+  });
+});
+
 describe('what docker run refuses', () => {
   it("r1: an unknown USER fails the build with Docker's own reason, instead of a service that cannot start", async () => {
     const d = dockerRuns.get('r1')!;
