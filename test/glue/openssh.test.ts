@@ -284,7 +284,8 @@ describe('the two SSH front doors', () => {
     expect(answers['artifact offset']![0]).toEqual({ bytes: 'IMAGE-BYTES' });
     expect(answers['job.build disabled']![0]).toMatchObject({ error: 'conflict' });
     expect(answers['job.put bad spec']![0]).toMatchObject({ error: 'invalid_input' });
-  });
+    // Two doors times every step, each through a `kiln glue` process start under OpenSSH: no bound of its own.
+  }, 900_000);
 
   it.each([
     'job.put 7; rm -rf /',
