@@ -73,7 +73,10 @@ export async function startSshDoor(o: SshDoorOptions): Promise<SshDoor> {
   const maxChannels = o.maxChannelsPerConnection ?? 4;
   /** Aborted when the door stops: running commands end (telling their client why). */
   const stop = new AbortController();
-  /** Running commands, until each has answered its client. */
+  /**
+   * Commands, each until its channel has closed: the client has read its exit status and last lines by then. OpenSSH
+   * exits 255 on a disconnect, dropping output it has not printed yet, so the door ends connections only after.
+   */
   const commands = new Set<Promise<void>>();
   let running = 0;
   const runningByUser = new Map<number, number>();
@@ -191,7 +194,12 @@ export async function startSshDoor(o: SshDoorOptions): Promise<SshDoor> {
         busy++;
         clearTimeout(idle);
         const gone = new AbortController();
-        channel.once('close', () => gone.abort());
+        const closed = new Promise<void>((r) => channel.once('close', r));
+        commands.add(closed);
+        void closed.then(() => {
+          commands.delete(closed);
+          gone.abort();
+        });
         const io = channelIo(channel, gone.signal, AbortSignal.any([gone.signal, stop.signal]), o);
         const mine = runningByUser.get(user) ?? 0;
         let code: number;
@@ -209,9 +217,6 @@ export async function startSshDoor(o: SshDoorOptions): Promise<SshDoor> {
           running++;
           runningByUser.set(user, mine + 1);
           logger.info({ peer, user, key: login.keyId, command: command.slice(0, 200) }, 'ssh door: command');
-          let done!: () => void;
-          const finished = new Promise<void>((r) => (done = r));
-          commands.add(finished);
           try {
             code = await runDoorCommand(
               {
@@ -230,8 +235,6 @@ export async function startSshDoor(o: SshDoorOptions): Promise<SshDoor> {
               io,
             );
           } finally {
-            done();
-            commands.delete(finished);
             running--;
             const n = (runningByUser.get(user) ?? 1) - 1;
             if (n > 0) runningByUser.set(user, n);
