@@ -54,10 +54,10 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
         '--format',
         'raw,qcow2,tar',
       ],
-      { KILN_SDK_BOOT_TIMEOUT_SECONDS: '300', KILN_SDK_SIGNING_KEY_FILE: key },
+      { KILN_SDK_BOOT_TIMEOUT_SECONDS: '1200', KILN_SDK_SIGNING_KEY_FILE: key },
     );
     result = JSON.parse(await fsp.readFile(path.join(out, 'result.json'), 'utf8'));
-  }, 900_000);
+  }, 3_600_000);
   afterAll(() => t.cleanup());
 
   it('succeeds and writes the documented result.json shape', () => {
