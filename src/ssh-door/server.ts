@@ -47,9 +47,9 @@ export interface SshDoorOptions {
   /** How often a following command checks that its key still opens Kiln. */
   recheckMs?: number;
   /**
-   * At a stop, how long running commands get to end after they are told (a follow says the build goes on). They end
-   * as soon as they are told, but one in the middle of requesting its build finishes that first: on a loaded machine
-   * that can take seconds, and cutting it short loses the message (the client sees only the connection drop).
+   * At a stop, how long commands get, once told, to end and have their channels closed (a follow says the build goes
+   * on). One in the middle of requesting its build finishes that first: on a loaded machine that can take seconds,
+   * and cutting it short loses the message (the client sees only the connection drop).
    */
   stopGraceMs?: number;
 }
@@ -194,12 +194,14 @@ export async function startSshDoor(o: SshDoorOptions): Promise<SshDoor> {
         busy++;
         clearTimeout(idle);
         const gone = new AbortController();
-        const closed = new Promise<void>((r) => channel.once('close', r));
+        const closed = new Promise<void>((r) =>
+          channel.once('close', () => {
+            gone.abort();
+            r();
+          }),
+        );
         commands.add(closed);
-        void closed.then(() => {
-          commands.delete(closed);
-          gone.abort();
-        });
+        void closed.then(() => commands.delete(closed));
         const io = channelIo(channel, gone.signal, AbortSignal.any([gone.signal, stop.signal]), o);
         const mine = runningByUser.get(user) ?? 0;
         let code: number;
