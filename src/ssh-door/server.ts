@@ -46,12 +46,6 @@ export interface SshDoorOptions {
   stdinMs?: number;
   /** How often a following command checks that its key still opens Kiln. */
   recheckMs?: number;
-  /**
-   * At a stop, how long commands get, once told, to end and have their channels closed (a follow says the build goes
-   * on). One in the middle of requesting its build finishes that first: on a loaded machine that can take seconds,
-   * and cutting it short loses the message (the client sees only the connection drop).
-   */
-  stopGraceMs?: number;
 }
 
 export interface SshDoor {
@@ -60,6 +54,13 @@ export interface SshDoor {
   hostFingerprint: string;
   close(): Promise<void>;
 }
+
+/**
+ * At a stop, how long commands get, once told, to end and have their channels closed (a follow says the build goes
+ * on). One in the middle of requesting its build finishes that first: on a loaded machine that can take seconds, and
+ * cutting it short loses the message (the client sees only the connection drop).
+ */
+const STOP_GRACE_MS = 15_000;
 
 /** Session requests refused (ssh2 event names), each logged: no pty, environment, X11, agent, signals, sftp. */
 const REFUSED_REQUESTS = ['pty', 'env', 'x11', 'auth-agent', 'signal', 'subsystem', 'sftp', 'window-change'] as const;
@@ -284,12 +285,10 @@ export async function startSshDoor(o: SshDoorOptions): Promise<SshDoor> {
     port: listener.port,
     hostFingerprint,
     close: async () => {
-      // Running commands are told first (a follow says the build goes on), briefly; then every connection ends.
+      // Commands are told first (a follow says the build goes on); every connection ends once their channels have
+      // closed, or at the grace's end.
       stop.abort();
-      await Promise.race([
-        Promise.allSettled(commands),
-        new Promise((r) => setTimeout(r, o.stopGraceMs ?? 15_000).unref()),
-      ]);
+      await Promise.race([Promise.allSettled(commands), new Promise((r) => setTimeout(r, STOP_GRACE_MS).unref())]);
       await listener.close();
     },
   };
