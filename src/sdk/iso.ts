@@ -7,7 +7,8 @@ import { copyToFat, installSystemdBoot, SYSTEMD_BOOT_EFI } from './disk.js';
 export const ISOLINUX_BIN = '/usr/lib/ISOLINUX/isolinux.bin';
 export const ISOHDPFX_BIN = '/usr/lib/ISOLINUX/isohdpfx.bin';
 export const LDLINUX_C32 = '/usr/lib/syslinux/modules/bios/ldlinux.c32';
-export const LIVE_CMDLINE = 'boot=live components hostname=kiln console=tty0 console=ttyS0,115200n8';
+/** no_timer_check: as KERNEL_CMDLINE (disk.ts). */
+export const LIVE_CMDLINE = 'boot=live components hostname=kiln console=tty0 console=ttyS0,115200n8 no_timer_check';
 
 export function isolinuxCfg(cmdline: string): string {
   return [
