@@ -50,6 +50,11 @@ fi
 # they are made, so every fetch from here on is filtered. Only that engine and its direct children (its containerd).
 pid=$(cat "$pidfile" 2>/dev/null) || die "no pidfile $pidfile for the running engine (set KILN_DOCKERD_PIDFILE)"
 [[ "$pid" =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ] || die "the pidfile $pidfile names no running process"
+# An engine someone else started from a shell that ignores a signal hands that on to every container (see
+# with-clean-signals); say so, since only a restart mends it.
+ignored=$(sed -n 's/^SigIgn:[[:space:]]*//p' "/proc/$pid/status")
+[ "$ignored" = 0000000000000000 ] ||
+  echo "ensure-dockerd: warning: the running engine ignores signals (SigIgn $ignored) and its containers will too; stop it and run this script again" >&2
 for p in "$pid" $(pgrep -P "$pid" || true); do
   current=$(sed -n 's/^0:://p' "/proc/$p/cgroup")
   case "$current/" in "/$group/"*) ;; *) echo "$p" > "$cg2/$group/cgroup.procs" ;; esac

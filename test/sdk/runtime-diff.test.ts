@@ -471,10 +471,12 @@ describe.each(['systemd', 'sysvinit'] as const)(
 );
 
 describe('the engine under test', () => {
-  it('starts containers with no signal blocked, as under systemd (else every case differs in sigBlk)', () => {
-    // Containers inherit the mask dockerd started with: scripts/ensure-dockerd.sh clears it (with-clean-signals).
+  it('starts containers with no signal blocked or ignored, as under systemd (else every case differs)', () => {
+    // Containers inherit the mask and the ignored set dockerd started with: scripts/ensure-dockerd.sh clears both
+    // (with-clean-signals).
     const p = parseProbes(dockerRuns.get('c01')!.stdout).get('c01');
     expect(p?.sigBlk, 'restart the engine with scripts/ensure-dockerd.sh').toBe('0000000000000000');
+    expect(p?.sigIgn, 'restart the engine with scripts/ensure-dockerd.sh').toBe('0000000000000000');
   });
 });
 
