@@ -8,6 +8,7 @@ import { defaultKeyPaths, fingerprint } from '../../src/shared/ssh-keys.js';
 import type { GluePort } from '../../src/core/ports.js';
 import {
   fakeSpec,
+  openGate,
   startOpenSshGlue,
   startTestGlue,
   writeFakeSdk,
@@ -108,6 +109,14 @@ async function settle(c: GluePort, job: number, build: number): Promise<unknown>
   );
 }
 
+/** A wait on a gated build while it runs, then the gate opened: the wait answers with the build's end. */
+async function holdThroughGate(c: GluePort, job: number, build: number, gate: string): Promise<unknown> {
+  await until(async () => (await c.call('build.status', [job, build])).state === 'running', 60_000, 50);
+  const held = c.wait(job, build, 'running', 60);
+  openGate(c === builtin.client ? builtin.dataDir : dirB.dir, gate);
+  return norm(await held);
+}
+
 const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['ping', (c) => c.call('ping', [])],
   [
@@ -129,6 +138,8 @@ const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['wait', (c) => settle(c, 21, 1)],
   ['build.status', (c) => c.call('build.status', [21, 1])],
   ['build.status missing', (c) => c.call('build.status', [21, 7])],
+  ['build.wait ended', (c) => c.wait(21, 1, 'running', 30)],
+  ['build.wait missing', (c) => c.wait(21, 7, 'running', 30)],
   ['build.log', (c) => c.call('build.log', [21, 1, 0])],
   ['build.log offset', (c) => c.call('build.log', [21, 1, 10])],
   ['artifact', (c) => c.artifact(21, 1, 'image.raw')],
@@ -136,6 +147,10 @@ const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['artifact missing', (c) => c.artifact(21, 1, 'manifest.json')],
   ['artifact offset past end', (c) => c.artifact(21, 1, 'image.raw', 500)],
   ['build.cancel finished', (c) => c.call('build.cancel', [21, 1])],
+  ['job.put held', (c) => c.call('job.put', [24], JSON.stringify(fakeSpec('gate door-hold')))],
+  ['job.build held', (c) => c.call('job.build', [24, 'door-key-0004'])],
+  // Held by the door's process (under OpenSSH a `kiln glue` of its own) until the runner ends the build.
+  ['build.wait held', (c) => holdThroughGate(c, 24, 1, 'door-hold')],
   ['job.put failing', (c) => c.call('job.put', [23], JSON.stringify(fakeSpec('fail')))],
   ['job.build failing', (c) => c.call('job.build', [23, 'door-key-0002'])],
   ['wait failing', (c) => settle(c, 23, 1)],
@@ -280,11 +295,15 @@ describe('the two SSH front doors', () => {
       state: 'succeeded',
       artifacts: [{ name: 'image.raw' }, { name: 'result.json' }, { name: 'SHA256SUMS' }],
     });
+    expect(answers['build.wait ended']![0]).toMatchObject({ state: 'succeeded' });
+    expect(answers['build.wait missing']![0]).toMatchObject({ error: 'not_found' });
+    expect(answers['build.wait held']![0]).toMatchObject({ state: 'succeeded' });
     expect(answers['wait failing']![0]).toMatchObject({ state: 'failed', reason: 'RUN step 2 failed: exit 100' });
     expect(answers['artifact offset']![0]).toEqual({ bytes: 'IMAGE-BYTES' });
     expect(answers['job.build disabled']![0]).toMatchObject({ error: 'conflict' });
     expect(answers['job.put bad spec']![0]).toMatchObject({ error: 'invalid_input' });
-  });
+    // Each request through OpenSSH is a node process of its own: about a second each on a loaded machine.
+  }, 300_000);
 
   it.each([
     'job.put 7; rm -rf /',

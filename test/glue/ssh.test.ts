@@ -2,10 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
+import { fakeSpec, openGate, startTestGlue, type TestGlue } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { generateEd25519 } from '../../src/shared/ssh-keys.js';
+import { MAX_HELD_WAITS, MAX_WAIT_SECONDS } from '../../src/protocol/index.js';
 
 const { Client, utils, BaseAgent } = ssh2;
 
@@ -178,6 +179,35 @@ describe('built-in SSH glue server', () => {
     for (const s of streams) s.destroy();
     expect(await slow.call('ping', [])).toMatchObject({ protocol: 1, backend: 'local' });
   }, 120_000);
+
+  it('held waits (build.wait) take no call slot: ten at once, and calls still answer; abandoned, they end on the glue too', async () => {
+    const c = g.client;
+    await c.call('job.put', [32], JSON.stringify(fakeSpec('gate ssh-hold')));
+    const { build } = await c.call('job.build', [32, 'ssh-hold-0001']);
+    await until(async () => (await c.call('build.status', [32, build])).state === 'running', 60_000, 50);
+    const gone = new AbortController();
+    const held = Array.from({ length: MAX_HELD_WAITS }, () =>
+      c.wait(32, build, 'running', MAX_WAIT_SECONDS, gone.signal).then(
+        (st) => ({ st }),
+        (e: unknown) => ({ e }),
+      ),
+    );
+    const holding = () => g.calls.filter((x) => x === 'wait').length;
+    await until(() => holding() >= MAX_HELD_WAITS, 60_000, 50);
+    const ended = () => g.logs.filter((l) => l.verb === 'build.wait').length;
+    const before = ended();
+    // Eight call slots: twelve calls answer only if no held wait took one.
+    const answers = await Promise.all(Array.from({ length: 12 }, () => c.call('build.status', [32, build])));
+    expect(answers.every((a) => a.state === 'running')).toBe(true);
+    expect(ended()).toBe(before);
+    gone.abort(new Error('not waiting any more'));
+    for (const h of await Promise.all(held)) expect(h).toEqual({ e: new Error('not waiting any more') });
+    // The glue heard each channel close: every wait ends there with the build still held at its gate.
+    await until(() => ended() >= before + MAX_HELD_WAITS, 60_000, 50);
+    expect((await c.call('build.status', [32, build])).state).toBe('running');
+    openGate(g.dataDir, 'ssh-hold');
+    expect(await c.wait(32, build, 'running', MAX_WAIT_SECONDS)).toMatchObject({ state: 'succeeded' });
+  });
 
   it('reconnects after the connection drops', async () => {
     const own = await startTestGlue();
