@@ -21,10 +21,11 @@ import {
 import type { BuildStatus } from '../../protocol/index.js';
 import { isKilnError } from '../../shared/errors.js';
 import type { CoreDeps } from '../deps.js';
-import { enqueue } from '../tasks/queue.js';
+import { buildIdOf, enqueue } from '../tasks/queue.js';
 import type { TaskKind, TaskResult } from '../tasks/worker.js';
 import { buildOf } from './dispatch.js';
 import { afterInterruption } from './requeue.js';
+import type { WaitedState } from './waits.js';
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
 
@@ -61,25 +62,40 @@ async function interrupted(d: Deps, build: BuildRow, why: string, subject: strin
   return isFinal(row.state) ? undefined : { again: d.config.worker.refreshMs };
 }
 
+/**
+ * One look at a dispatched build: its result as a task's, and the state it is in at the backend while it is there
+ * (queued or running), for the held wait that tells its next change at once (waits.ts).
+ */
+async function look(d: Deps, subject: string): Promise<{ result: TaskResult; at?: WaitedState; build?: BuildRow }> {
+  const build = await buildOf(d, subject);
+  if (!build || isFinal(build.state) || build.state === 'verifying') return { result: undefined };
+  if (build.state === 'requested' || build.backend_build == null) {
+    // Requeued, waiting for its dispatch: make sure one is coming (a no-op when it is), and look again later.
+    await enqueue(d.db, d, 'build.dispatch', subject);
+    return { result: { again: d.config.worker.refreshMs } };
+  }
+  let st: BuildStatus;
+  try {
+    st = await d.glue.call('build.status', [build.dockerfile_id, build.backend_build]);
+  } catch (e) {
+    if (!isKilnError(e, 'not_found')) throw e;
+    return { result: await interrupted(d, build, 'the build vanished from the build service', subject) };
+  }
+  if (st.state === 'lost') return { result: await interrupted(d, build, st.reason ?? 'interrupted', subject) };
+  const next = await takeStatus(d, build, st, subject);
+  if (next !== 'queued' && next !== 'running') return { result: undefined };
+  return { result: { again: d.config.worker.refreshMs }, at: next, build };
+}
+
 export const refreshTask: TaskKind = {
-  async run(d, { task }) {
-    const build = await buildOf(d, task.subject);
-    if (!build || isFinal(build.state) || build.state === 'verifying') return;
-    if (build.state === 'requested' || build.backend_build == null) {
-      // Requeued, waiting for its dispatch: make sure one is coming (a no-op when it is), and look again later.
-      await enqueue(d.db, d, 'build.dispatch', task.subject);
-      return { again: d.config.worker.refreshMs };
-    }
-    let st: BuildStatus;
-    try {
-      st = await d.glue.call('build.status', [build.dockerfile_id, build.backend_build]);
-    } catch (e) {
-      if (!isKilnError(e, 'not_found')) throw e;
-      return interrupted(d, build, 'the build vanished from the build service', task.subject);
-    }
-    if (st.state === 'lost') return interrupted(d, build, st.reason ?? 'interrupted', task.subject);
-    const next = await takeStatus(d, build, st, task.subject);
-    return next === 'queued' || next === 'running' ? { again: d.config.worker.refreshMs } : undefined;
+  async run(d, { task, waits }) {
+    const seen = await look(d, task.subject);
+    // Still at the backend: its next change comes through the held wait at once, and the look again after
+    // refreshMs keeps its progress and is the net under a lost wake-up. Anything else (ended, requeued, gone): none.
+    const id = buildIdOf(task.subject);
+    if (seen.at && seen.build) waits?.watch(seen.build, seen.at);
+    else if (id !== undefined) waits?.forget(id);
+    return seen.result;
   },
   async gaveUp(d, task, error) {
     const build = await buildOf(d, task.subject);
