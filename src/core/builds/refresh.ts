@@ -1,7 +1,9 @@
 /**
  * `build.refresh`: pulls the glue's view of a dispatched build into its row, again and again while it is queued
  * or running (each pass returns `again`, and a requeued build waiting for its new dispatch keeps it), and ends when
- * the build does. A build the backend finished is `verifying` and gets its attestation task; one the glue lost
+ * the build does. Each pass that leaves the build at the backend asks the worker to hold a wait on it (waits.ts),
+ * whose answer runs the next pass at once when the build moves: `worker.refreshMs` is the pace of its progress and
+ * what a lost wake-up costs, not how late its end is seen. A build the backend finished is `verifying` and gets its attestation task; one the glue lost
  * (`lost`, or it no longer knows the build) is requeued once and dispatched again (requeue.ts). The glue
  * unreachable: thrown, retried with backoff; when that goes on for worker.maxAttempts runs the build fails with the
  * reason and its backend build is stopped.
