@@ -60,8 +60,11 @@ export class BuildWaits {
     if (this.closed || b.backend_build == null || this.d.config.worker.buildWaits === 0) return;
     const e = this.entries.get(b.id);
     if (e?.build === b.backend_build) {
+      // Every refresh of every build at the backend comes here: only news (or room) is worth a look at the rest.
+      const news = (state === 'running' && e.known !== 'running') || e.resting;
       if (state === 'running') e.known = 'running';
       e.resting = false;
+      if (!news && this.held >= this.d.config.worker.buildWaits) return;
     } else {
       // A requeued build is another backend build: the wait on the one before goes.
       if (e) this.forget(b.id);
