@@ -348,6 +348,13 @@ windows the worker refreshes every build every \`worker.refreshMs\` (what "nobod
 | clients | server CPU s, nobody waiting | server CPU s, clients waiting | requests | log lines delivered | CPU per client per minute |
 |---|---:|---:|---:|---:|---:|
 ${load.map((r) => row([`${r.clients} x ${r.mode}`, r.idleCpu.toFixed(2), r.cpu.toFixed(2), r.requests, r.lines, `${perClientMinuteMs(r).toFixed(1)} ms`])).join('\n')}
+
+A window's CPU varies by a few seconds from run to run on this shared machine: per-client figures below ~20 ms are
+noise. Held waits, A/B on 2026-11-26 (60 s windows, load 1-3.5): six windows with nobody waiting of main before them
+took 8.6-10.7 s (median 10.1), six with them 10.4-11.3 s (median 10.8); following the log, 302 and 305 ms per client
+per minute before, 297 and 306 with them. What they add: 8 \`build.wait\` requests per 30 s beside ~40
+\`build.status\` a second (the glue's audit log, one 30 s window: 1,189 and 8), and a local backend holding 8 waits
+for 30 s used 102 ms of CPU, holding none 157 ms (its runner's own poll is most of both).
 `;
   writeFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'RESULTS-api.md'), text);
   console.log(text);
