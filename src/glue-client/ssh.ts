@@ -76,16 +76,16 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
   const holds = { conn: sshConnection(connOpts), slots: slots(MAX_HELD_WAITS) };
 
   /**
-   * Runs one request to completion on `conn`: stdout, stderr and exit status. `limitMs`: how long it may take;
-   * `signal` closes the channel (rejecting with its reason).
+   * Runs one request to completion on `conn`: stdout, stderr and exit status. `stdin`: its body. `held`: a request
+   * the glue holds (protocol.HELD_VERBS): no body, and the input kept open while it is held, since its end is how the
+   * glue hears the caller go. `limitMs`: how long it may take; `signal` closes the channel (rejecting with its reason).
    */
   function execOnce(
     conn: ReturnType<typeof sshConnection>,
     command: string,
-    stdin: string | Buffer | undefined,
-    limitMs = timeoutMs,
-    signal?: AbortSignal,
+    o: { stdin?: string | Buffer; held?: boolean; limitMs?: number; signal?: AbortSignal } = {},
   ): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
+    const { stdin, signal, limitMs = timeoutMs } = o;
     return new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
@@ -131,7 +131,7 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
             return reject(new KilnError('internal', 'The build service sent an oversized reply'));
           resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
         });
-        ch.end(stdin ?? '');
+        if (!o.held) ch.end(stdin ?? '');
       };
       conn.openExec(command, attach).catch(reject);
     });
@@ -162,7 +162,7 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
 
   return createGlueClient({
     exec: async (command, stdin) => {
-      const r = await withRetry(() => execOnce(calls.conn, command, stdin));
+      const r = await withRetry(() => execOnce(calls.conn, command, stdin === undefined ? {} : { stdin }));
       return { ...r, code: r.code ?? 1 };
     },
 
@@ -170,7 +170,11 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
       if (!(await holds.slots.acquire(timeoutMs)))
         throw new KilnError('backend_unavailable', 'Too many held requests at once; try again in a moment');
       try {
-        const r = await execOnce(holds.conn, command, undefined, timeoutMs + holdMs, signal);
+        const r = await execOnce(holds.conn, command, {
+          held: true,
+          limitMs: timeoutMs + holdMs,
+          ...(signal ? { signal } : {}),
+        });
         return { ...r, code: r.code ?? 1 };
       } catch (e) {
         if (e instanceof ConnectionLost)

@@ -168,7 +168,11 @@ export function createGlue(deps: { backend: Backend; logger: Logger }): Glue {
         req = parseCommand(command);
         const body = STDIN_VERBS.has(req.verb) ? await readStdin(MAX_STDIN_BYTES) : undefined;
         const result = await dispatch(req, body, backend, meta.signal);
-        audit('ok', body ? { stdinBytes: body.length } : {});
+        // A held request that ended because its caller went away, not because it had its answer (nobody reads it).
+        audit('ok', {
+          ...(body ? { stdinBytes: body.length } : {}),
+          ...(meta.signal?.aborted ? { callerGone: true } : {}),
+        });
         return result;
       } catch (e) {
         const err = toKilnError(e);

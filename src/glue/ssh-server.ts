@@ -7,7 +7,7 @@ import type { Logger } from '../shared/logger.js';
 import { listenForSsh } from '../shared/ssh-listener.js';
 import { defaultKeyPaths, ensureKeyPair, fingerprint, parseAuthorizedKeys } from '../shared/ssh-keys.js';
 import { errorDocument, exitCodeFor, readCapped, type Glue } from './dispatch.js';
-import { STDIN_VERBS } from '../protocol/index.js';
+import { HELD_VERBS, STDIN_VERBS } from '../protocol/index.js';
 
 const { Server } = ssh2;
 
@@ -131,8 +131,11 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
       channel.end();
     };
     // A request without a body is drained at once: ssh2 tells a channel's close only once its input has ended, and a
-    // held request (build.wait) must hear its caller go away.
-    if (!(STDIN_VERBS as ReadonlySet<string>).has(command.split(' ', 1)[0]!)) channel.resume();
+    // held request (build.wait) must hear its caller go away. As under OpenSSH, where it is all a `kiln glue` hears
+    // of it, the end of a held request's input is its caller going away too (protocol.HELD_VERBS).
+    const verb = command.split(' ', 1)[0]!;
+    if (!(STDIN_VERBS as ReadonlySet<string>).has(verb)) channel.resume();
+    if ((HELD_VERBS as ReadonlySet<string>).has(verb)) channel.once('end', () => gone.abort());
     try {
       const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? 120_000), {
         door: 'ssh2',

@@ -156,6 +156,13 @@ export type Request = { [V in Verb]: { verb: V; args: VerbArgs<V> } }[Verb];
 
 /** Verbs that read a job spec from stdin. */
 export const STDIN_VERBS: ReadonlySet<Verb> = new Set<Verb>(['job.put']);
+/**
+ * Verbs a glue may hold before it answers. Their caller keeps its input open while it waits (they take no body), and
+ * ends it, or closes the channel, to abandon one: under OpenSSH the end of its input is all a `kiln glue` process
+ * hears of a caller that went away (sshd closes the process's stdin, nothing more), so the request ends there and then
+ * instead of at its deadline, with its process, its watch and its session.
+ */
+export const HELD_VERBS: ReadonlySet<Verb> = new Set<Verb>(['build.wait']);
 
 const TOKEN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 

@@ -305,6 +305,45 @@ describe('the two SSH front doors', () => {
     // Each request through OpenSSH is a node process of its own: about a second each on a loaded machine.
   }, 300_000);
 
+  it('a held build.wait whose caller goes away ends there and then at either door, not at its deadline; one whose input ends is answered at once, alike', async () => {
+    const audits: Record<string, () => Array<Record<string, unknown>>> = {
+      'built-in': () => builtin.logs,
+      openssh: () =>
+        readFileSync(path.join(dirB.dir, 'glue', 'audit.log'), 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+    };
+    const answers: unknown[] = [];
+    for (const d of doors) {
+      const c = d.client;
+      await c.call('job.put', [25], JSON.stringify(fakeSpec('gate door-gone')));
+      const { build } = await c.call('job.build', [25, 'door-gone-0001']);
+      await until(async () => (await c.call('build.status', [25, build])).state === 'running', 60_000, 50);
+      const gone = new AbortController();
+      const held = c.wait(25, build, 'running', 60, gone.signal).catch((e: unknown) => e);
+      // Held once the door ran it: under OpenSSH a `kiln glue` process of its own.
+      gone.abort(new Error('not waiting any more'));
+      expect(await held, d.name).toEqual(new Error('not waiting any more'));
+      const ended = await until(
+        () => audits[d.name]!().find((l) => l.verb === 'build.wait' && (l.args as number[])[0] === 25 && l.callerGone),
+        90_000,
+        50,
+      );
+      expect(ended, d.name).toMatchObject({ outcome: 'ok', callerGone: true });
+      // It ended because its caller went, not because the build moved: the build is still at its gate.
+      expect((await c.call('build.status', [25, build])).state, d.name).toBe('running');
+      // A caller that ends its input (and reads on) gets the answer there and then, from either door alike.
+      const r = await rawExec(d, `build.wait 25 ${build} running 60`);
+      answers.push({ ...r, stdout: norm(JSON.parse(String(r.stdout))) });
+      const told = audits[d.name]!().filter((l) => l.verb === 'build.wait' && (l.args as number[])[0] === 25);
+      expect(told.at(-1), d.name).toMatchObject({ outcome: 'ok', callerGone: true });
+      await c.call('build.cancel', [25, build]);
+    }
+    expect(answers[1]).toEqual(answers[0]);
+    expect(answers[0]).toMatchObject({ code: 0, stderr: '', stdout: { state: 'running' } });
+  }, 300_000);
+
   it.each([
     'job.put 7; rm -rf /',
     'job.build 5 $(id)',
