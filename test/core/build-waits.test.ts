@@ -12,8 +12,9 @@ import { BuildWaits } from '../../src/core/builds/waits.js';
 import { loadConfig } from '../../src/config/index.js';
 import { KilnError } from '../../src/shared/errors.js';
 import { silentLogger } from '../../src/shared/logger.js';
-import { jobSpecSchema } from '../../src/protocol/index.js';
-import { fakeSpec, openGate } from '../helpers/glue.js';
+import { jobSpecSchema, type BuildStatus } from '../../src/protocol/index.js';
+import { noGlue } from '../helpers/core.js';
+import { fakeSpec, openGate, startTestGlue } from '../helpers/glue.js';
 import { startInProcessGlue } from '../helpers/in-process-glue.js';
 import { startJenkinsChain } from '../helpers/jenkins-chain.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -58,6 +59,23 @@ describe('held waits carry a build to the web', () => {
     expect(b.artifacts.find((a) => a.name === 'image.raw')?.sha256).toMatch(/^[0-9a-f]{64}$/);
   }, 120_000);
 
+  it('stopping the site (web closed, worker stopped) ends its held wait there and then: the glue hears it go while the build still runs', async () => {
+    const g = await startTestGlue({ recordCalls: true });
+    cleanups.push(() => g.cleanup());
+    const w = await startTestWeb({ glue: g.client, config: { worker: { refreshMs: HOUR } } });
+    const id = await aliceBuilds(w, 'FROM debian:bookworm\n# fake: gate waited-stop\nRUN true\n');
+    await w.waitForBuild(id, (b) => b.state === 'running');
+    const waits = () => g.logs.filter((l) => l.verb === 'build.wait');
+    // One wait held on the running build: asked of the backend, not yet answered.
+    await until(() => g.calls.filter((c) => c === 'wait').length > waits().length, 60_000, 20);
+    const answered = waits().length;
+    await w.close();
+    const ended = await until(() => waits()[answered], 60_000, 20);
+    expect(ended).toMatchObject({ outcome: 'ok', callerGone: true, args: [expect.any(Number), 1, 'running', 30] });
+    const [job, build] = ended.args as [number, number];
+    expect((await g.client.call('build.status', [job, build])).state).toBe('running');
+  });
+
   it('a wait the glue never answers costs the old interval: the build ends through its refresh', async () => {
     const tmp = tempDir('kiln-waits-lost-');
     cleanups.push(tmp.cleanup);
@@ -97,6 +115,49 @@ describe('held waits carry a build to the web', () => {
 });
 
 describe('BuildWaits', () => {
+  it('a wait answered early with nothing moved (a glue closing) is not kept: the next refresh of that build holds one again', async () => {
+    let asked = 0;
+    const glue: GluePort = {
+      ...noGlue('BuildWaits'),
+      wait: (_job, _build, known) => {
+        asked++;
+        return Promise.resolve({ state: known } as BuildStatus);
+      },
+    };
+    const waits = new BuildWaits(
+      { glue, config: loadConfig({}, { worker: { buildWaits: 2 } }), logger: silentLogger },
+      () => undefined,
+    );
+    cleanups.push(() => waits.close());
+    waits.watch({ id: 1, dockerfile_id: 1, backend_build: 1 }, 'running');
+    await until(() => waits.holding === 0, 60_000, 5);
+    // Asked once, not again at once (a glue that answers at once would be asked in a loop), and not kept: a build
+    // refreshed by another worker from now on would stay in this one's memory.
+    expect(asked).toBe(1);
+    expect(waits.watching).toBe(0);
+    waits.watch({ id: 1, dockerfile_id: 1, backend_build: 1 }, 'running');
+    await until(() => waits.holding === 0 && asked === 2, 60_000, 5);
+    expect(waits.watching).toBe(0);
+  });
+
+  it('an answer that crosses the close of the waits (the worker stopping) hurries no refresh: nothing touches the queue after stop', async () => {
+    let answer!: (st: BuildStatus) => void;
+    const glue: GluePort = { ...noGlue('BuildWaits'), wait: () => new Promise((resolve) => (answer = resolve)) };
+    const moved: string[] = [];
+    const waits = new BuildWaits(
+      { glue, config: loadConfig({}, { worker: { buildWaits: 1 } }), logger: silentLogger },
+      (subject) => moved.push(subject),
+    );
+    waits.watch({ id: 1, dockerfile_id: 1, backend_build: 1 }, 'queued');
+    expect(waits.holding).toBe(1);
+    // The build started and the glue said so; the worker stops before that answer is taken in.
+    answer({ state: 'running' } as BuildStatus);
+    waits.close();
+    await new Promise((r) => setImmediate(r));
+    expect(moved).toEqual([]);
+    expect(waits.holding).toBe(0);
+  });
+
   it('holds at most worker.buildWaits; a running build takes the place of a queued one, and each move is told', async () => {
     const tmp = tempDir('kiln-waits-cap-');
     cleanups.push(tmp.cleanup);

@@ -34,8 +34,6 @@ interface Entry {
   known: WaitedState;
   /** The held wait, while one is. */
   hold?: AbortController;
-  /** Answered early with nothing moved (a glue closing, or one that does not hold): not held again until watched. */
-  resting?: boolean;
 }
 
 export class BuildWaits {
@@ -55,15 +53,19 @@ export class BuildWaits {
     return this.held;
   }
 
+  /** How many builds this worker keeps a wait for (held, or waiting for room). */
+  get watching(): number {
+    return this.entries.size;
+  }
+
   /** A dispatch or refresh saw the build at the backend in `state`: hold a wait on it (one per build). */
   watch(b: Pick<BuildRow, 'id' | 'dockerfile_id' | 'backend_build'>, state: WaitedState): void {
     if (this.closed || b.backend_build == null || this.d.config.worker.buildWaits === 0) return;
     const e = this.entries.get(b.id);
     if (e?.build === b.backend_build) {
       // Every refresh of every build at the backend comes here: only news (or room) is worth a look at the rest.
-      const news = (state === 'running' && e.known !== 'running') || e.resting;
+      const news = state === 'running' && e.known !== 'running';
       if (state === 'running') e.known = 'running';
-      e.resting = false;
       if (!news && this.held >= this.d.config.worker.buildWaits) return;
     } else {
       // A requeued build is another backend build: the wait on the one before goes.
@@ -93,7 +95,7 @@ export class BuildWaits {
     if (this.closed || Date.now() < this.pausedUntil) return;
     const max = this.d.config.worker.buildWaits;
     const unheld = [...this.entries.values()]
-      .filter((e) => !e.hold && !e.resting)
+      .filter((e) => !e.hold)
       .sort((a, b) => Number(b.known === 'running') - Number(a.known === 'running'));
     for (const e of unheld) {
       if (this.held < max) {
@@ -119,11 +121,15 @@ export class BuildWaits {
       .wait(e.job, e.build, known, WAIT_SECONDS, hold.signal)
       .then(
         (st) => {
+          // An answer that crossed close(): the worker is stopping, and its database may be going too.
+          if (this.closed) return;
           if (st.state !== known) this.moved(buildSubject(e.id));
-          else if (Date.now() < early) e.resting = true;
           if (!mine()) return;
-          // The glue's word is the newest: the next wait is on it. Ended: the refresh takes it from here.
-          if (st.state === 'queued' || st.state === 'running') e.known = st.state;
+          // The glue's word is the newest: the next wait is on it. Ended: the refresh takes it from here. Answered
+          // early with nothing moved (a glue closing, or one that does not hold): asked again only when a refresh of
+          // this worker asks (never in a loop), and not kept meanwhile, since another worker may follow it from now on.
+          if (st.state === known && Date.now() < early && !hold.signal.aborted) this.entries.delete(e.id);
+          else if (st.state === 'queued' || st.state === 'running') e.known = st.state;
           else this.entries.delete(e.id);
         },
         (err: unknown) => {
