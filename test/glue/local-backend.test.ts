@@ -795,6 +795,8 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     await b.build(1, 'k0000001');
     const st = await waitFor(b, 1, 1, ['failed']);
     expect(st.reason).toBe('Internal error in the build service (reference 0123456789ab)');
+    // The state is written first; the detail is logged and its file removed after, then 'build finished'.
+    await until(() => lines.some((l) => l.msg === 'build finished'), 60_000, 20);
     expect(lines.find((l) => l.msg === 'the SDK failed with an internal error')?.detail).toContain(
       '/var/lib/kiln/secret-path',
     );
