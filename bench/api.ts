@@ -3,8 +3,10 @@
  * backend in one process) with a scripted SDK that stamps its own start and end:
  *  (1) the API's overhead on a build: from the start of `bin/kiln client build` to the SDK's start (the glue's
  *      `job.build` starts it at once: one build at a time, none waiting), and from the SDK's end to the client's
- *      exit, with the client following the log (SSE) and with `--no-log` (long poll); once with the defaults and
- *      once with a quicker `worker.refreshMs`, since the end is noticed by the worker's refresh of the build;
+ *      exit, with the client following the log (SSE) and with `--no-log` (long poll); once with the defaults (the
+ *      worker holds a `build.wait` on the running build and the glue answers it at the end) and once with
+ *      `worker.buildWaits` 0 (the end noticed by the worker's next refresh, every `worker.refreshMs`); of the part
+ *      after the SDK, the verification (hashing, signing, the commit) from the server's log;
  *  (2) poll load: 100 clients (10 users, 10 builds each, held at a gate) waiting on their builds, first with the
  *      long poll, then following the log, for a fixed time each: the server process's CPU (utime + stime from
  *      /proc, the counterpart of process.cpuUsage for another process), per client per minute, against the same
@@ -30,6 +32,8 @@ import { until } from '../test/helpers/wait.js';
 const BUILDS = Number(process.argv[2] ?? 10);
 const SECONDS = Number(process.argv[3] ?? 60);
 const USERS = 10;
+/** The image of the run that shows what a real image adds to the verification (streamed and hashed once). */
+const BIG_MIB = 256;
 const PER_USER = 10;
 
 const tmp = tempDir('kiln-bench-api-');
@@ -95,11 +99,25 @@ interface Sample {
   toRequested: number;
   fromSdk: number;
   toFinal: number;
+  /** The verification's parts (build.attest), from its log line: streaming and hashing, signing, the commit. */
+  verify: { hashMs: number; signMs: number; commitMs: number };
+}
+
+/** The verification's log line of each build (`artifacts verified and signed`), by build id. */
+function verifications(output: string): Map<number, Sample['verify']> {
+  const out = new Map<number, Sample['verify']>();
+  for (const line of output.split('\n')) {
+    if (!line.includes('artifacts verified and signed')) continue;
+    const j = JSON.parse(line) as { build: number } & Sample['verify'];
+    out.set(j.build, { hashMs: j.hashMs, signMs: j.signMs, commitMs: j.commitMs });
+  }
+  return out;
 }
 
 /** BUILDS builds one after the other with the real client; the times around the SDK's run. */
-async function overhead(label: string, env: Record<string, string>, noLog: boolean): Promise<Sample[]> {
-  const { serve, data } = await startServe(label, env);
+async function overhead(label: string, env: Record<string, string>, noLog: boolean, fake = ''): Promise<Sample[]> {
+  // At info, the server logs each verification's parts (and each glue request: a few lines per build).
+  const { serve, data } = await startServe(label, { KILN_LOG_LEVEL: 'info', ...env });
   const db = createDb({ client: 'sqlite', filename: path.join(data, 'kiln.sqlite') });
   try {
     const clientEnvVars = ciEnv({ KILN_URL: serve.url, KILN_TOKEN: await tokenFor(data, 'bench') });
@@ -107,7 +125,7 @@ async function overhead(label: string, env: Record<string, string>, noLog: boole
     for (let i = 0; i < BUILDS + 1; i++) {
       const id = `${label}-${i}`;
       const df = path.join(tmp.dir, `${id}.Dockerfile`);
-      writeFileSync(df, `FROM debian:bookworm\n# bench-id: ${id}\n# fake-packages: a=1\nRUN true\n`);
+      writeFileSync(df, `FROM debian:bookworm\n# bench-id: ${id}\n${fake}# fake-packages: a=1\nRUN true\n`);
       const args = ['client', 'build', '--name', `b${i}`, '--dockerfile', df, '--wait', '--json'];
       const t0 = Date.now();
       const r = await new Promise<{ code: number | null; stdout: string; end: number }>((resolve, reject) => {
@@ -130,11 +148,13 @@ async function overhead(label: string, env: Record<string, string>, noLog: boole
       };
       // The first build warms the process (the first SSH connection, the first ssh-keygen): not counted.
       if (i === 0) continue;
+      const verify = await until(() => verifications(serve.output()).get(build.id), 10_000, 50);
       out.push({
         toSdk: at('start') - t0,
         toRequested: Date.parse(dbRow.requested_at) - t0,
         fromSdk: r.end - at('end'),
         toFinal: Date.parse(dbRow.updated_at) - at('end'),
+        verify,
       });
     }
     return out;
@@ -155,7 +175,21 @@ function overheadRow(label: string, s: Sample[]): string {
     p((x) => x.fromSdk),
     p((x) => x.toFinal),
     p((x) => x.fromSdk - x.toFinal),
+    p((x) => x.verify.hashMs + x.verify.signMs + x.verify.commitMs),
   ]);
+}
+
+/** Median of each part of the verification over every run. */
+function verifyParts(runs: Array<[string, Sample[]]>): string {
+  const all = runs.flatMap(([, s]) => s);
+  const med = (f: (v: Sample['verify']) => number) =>
+    ms(
+      q(
+        all.map((x) => f(x.verify)).sort((a, b) => a - b),
+        0.5,
+      ),
+    );
+  return `streaming and hashing ${med((v) => v.hashMs)}, signing ${med((v) => v.signMs)}, the commit ${med((v) => v.commitMs)}`;
 }
 
 // --------------------------------------------------------------------------------------------- (2) the poll load
@@ -248,13 +282,14 @@ async function main(): Promise<void> {
   const load0 = os.loadavg();
   console.log(`api bench: ${BUILDS} builds per overhead run, ${SECONDS} s per load window`);
   const runs: Array<[string, Sample[]]> = [];
-  for (const [label, env, noLog] of [
+  for (const [label, env, noLog, fake] of [
     ['log followed (SSE), defaults', {}, false],
     ['long poll (`--no-log`), defaults', {}, true],
-    ['log followed (SSE), `KILN_WORKER_REFRESH_MS=250`', { KILN_WORKER_REFRESH_MS: '250' }, false],
-    ['long poll (`--no-log`), `KILN_WORKER_REFRESH_MS=250`', { KILN_WORKER_REFRESH_MS: '250' }, true],
+    ['log followed (SSE), `KILN_WORKER_BUILD_WAITS=0`', { KILN_WORKER_BUILD_WAITS: '0' }, false],
+    ['long poll (`--no-log`), `KILN_WORKER_BUILD_WAITS=0`', { KILN_WORKER_BUILD_WAITS: '0' }, true],
+    [`long poll (\`--no-log\`), defaults, a ${BIG_MIB} MiB image`, {}, true, `# fake: big ${BIG_MIB}\n`],
   ] as const) {
-    const s = await overhead(`o${runs.length}`, env, noLog);
+    const s = await overhead(`o${runs.length}`, env, noLog, fake);
     runs.push([label, s]);
     console.log(overheadRow(label, s));
   }
@@ -283,15 +318,22 @@ ${BUILDS} builds one after another (after one warm-up build), each by a new \`bi
   \`job.put\` and \`job.build\` over SSH, the local backend starting the SDK at once); of it, **start ->
   requested** ends when the build row was written (the client's own start, the PUT and the POST).
 - **SDK end -> client exit**: from the SDK's last line to the client's exit with the final build; of it, **SDK end
-  -> final** ends when the row became final (the worker's next \`build.refresh\`, every \`worker.refreshMs\`, then
-  \`build.attest\`: hashing and signing the artifacts), and **final -> exit** is the API's part (the stream's or the
-  long poll's next look, the last GETs, the process's exit).
+  -> final** ends when the row became final: the glue's answer to the \`build.wait\` the worker holds on the running
+  build (the local backend hears build.json change), the \`build.refresh\` that answer runs at once, then
+  \`build.attest\` (**verification**: streaming each artifact through the glue into sha256, signing SHA256SUMS with
+  \`ssh-keygen\`, the commit); with \`KILN_WORKER_BUILD_WAITS=0\` there is no held wait, and the end waits for the
+  worker's next refresh (every \`worker.refreshMs\`, 2 s), as before the waits. **final -> exit** is the API's part
+  (the stream's or the long poll's next look, every \`web.livePollMs\` = 250 ms, the last GET, the process's exit).
 
 Target: under 1 s each.
 
-| client | builds | start -> SDK | start -> requested | SDK end -> client exit | SDK end -> final | final -> exit |
-|---|---:|---:|---:|---:|---:|---:|
+| client | builds | start -> SDK | start -> requested | SDK end -> client exit | SDK end -> final | final -> exit | verification |
+|---|---:|---:|---:|---:|---:|---:|---:|
 ${runs.map(([l, s]) => overheadRow(l, s)).join('\n')}
+
+Medians of the verification's parts, with the scripted SDK's artifacts of a few hundred bytes (the fixed cost):
+${verifyParts(runs.slice(0, -1))} ms; with a ${BIG_MIB} MiB image.raw: ${verifyParts(runs.slice(-1))} ms (the image
+streamed through the glue's SSH channel and hashed once, by the web).
 
 ## Poll load: ${USERS * PER_USER} clients waiting on builds
 
@@ -299,11 +341,20 @@ A fresh \`kiln serve\` per mode; ${USERS} users with a build token each, ${PER_U
 by the scripted SDK (one running, the others in the local backend's queue, each with a backend number and a log).
 Then ${SECONDS} s with nobody waiting, then ${SECONDS} s with every build waited on by one client (the client's own
 code, \`waitQuietly\` or \`followLog\` from src/cmd/client/follow.ts, in the bench's process). CPU is the
-\`kiln serve\` process's (utime + stime from /proc/PID/stat: web, worker and glue are that one process).
+\`kiln serve\` process's (utime + stime from /proc/PID/stat: web, worker and glue are that one process). In both
+windows the worker refreshes every build every \`worker.refreshMs\` (what "nobody waiting" costs) and holds
+\`build.wait\`s on 8 of them (\`worker.buildWaits\`), the running one first.
 
 | clients | server CPU s, nobody waiting | server CPU s, clients waiting | requests | log lines delivered | CPU per client per minute |
 |---|---:|---:|---:|---:|---:|
 ${load.map((r) => row([`${r.clients} x ${r.mode}`, r.idleCpu.toFixed(2), r.cpu.toFixed(2), r.requests, r.lines, `${perClientMinuteMs(r).toFixed(1)} ms`])).join('\n')}
+
+A window's CPU varies by a few seconds from run to run on this shared machine: per-client figures below ~20 ms are
+noise. Held waits, A/B on 2026-11-26 (60 s windows, load 1-3.5): six windows with nobody waiting of main before them
+took 8.6-10.7 s (median 10.1), six with them 10.4-11.3 s (median 10.8); following the log, 302 and 305 ms per client
+per minute before, 297 and 306 with them. What they add: 8 \`build.wait\` requests per 30 s beside ~40
+\`build.status\` a second (the glue's audit log, one 30 s window: 1,189 and 8), and a local backend holding 8 waits
+for 30 s used 102 ms of CPU, holding none 157 ms (its runner's own poll is most of both).
 `;
   writeFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'RESULTS-api.md'), text);
   console.log(text);

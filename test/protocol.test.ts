@@ -11,6 +11,9 @@ describe('parseCommand', () => {
     ['build.log 7 3 0', { verb: 'build.log', args: [7, 3, 0] }],
     ['build.artifact 7 3 image.raw', { verb: 'build.artifact', args: [7, 3, 'image.raw'] }],
     ['build.artifact 7 3 image.raw 1024', { verb: 'build.artifact', args: [7, 3, 'image.raw', 1024] }],
+    ['build.wait 7 3 running 30', { verb: 'build.wait', args: [7, 3, 'running', 30] }],
+    ['build.wait 7 3 queued 1', { verb: 'build.wait', args: [7, 3, 'queued', 1] }],
+    ['build.wait 7 3 succeeded 60', { verb: 'build.wait', args: [7, 3, 'succeeded', 60] }],
   ])('accepts %j', (line, expected) => {
     expect(parseCommand(line)).toEqual(expected);
   });
@@ -52,6 +55,14 @@ describe('parseCommand', () => {
     '__proto__',
     'constructor 1',
     'job.put 7 ' + 'a'.repeat(300),
+    'build.wait 7 3 running',
+    'build.wait 7 3 running 0',
+    'build.wait 7 3 running 61',
+    'build.wait 7 3 running 600',
+    'build.wait 7 3 running 05',
+    'build.wait 7 3 verifying 30',
+    'build.wait 7 3 RUNNING 30',
+    'build.wait 7 3 running 30 x',
   ])('rejects %j', (line) => {
     let err: unknown;
     try {

@@ -16,7 +16,7 @@ import { loadConfig, type FrozenConfig } from '../config/index.js';
 // Not ../glue/index.js: that pulls in the ssh2 server, which this one-request process never needs.
 import { createBackend } from '../glue/backend.js';
 import { createGlue, errorDocument, exitCodeFor, readCapped } from '../glue/dispatch.js';
-import { parseCommand } from '../protocol/index.js';
+import { HELD_VERBS, parseCommand, type Request } from '../protocol/index.js';
 import { KilnError, toKilnError } from '../shared/errors.js';
 import { createLogger, silentLogger, type Logger } from '../shared/logger.js';
 import type { Backend } from '../glue/backends/types.js';
@@ -31,21 +31,37 @@ export async function main(argv: string[]): Promise<number> {
   }
   const logger = auditLogger(cfg);
   let backend: Backend | undefined;
+  const gone = new AbortController();
+  const callerGone = () => gone.abort();
+  let held = false;
   try {
     // Parse first: a request the glue refuses is audited and answered without building or starting a backend.
-    let valid = true;
+    let req: Request | undefined;
     try {
-      parseCommand(command);
+      req = parseCommand(command);
     } catch {
-      valid = false;
+      // Refused (and audited) by the glue below, with no backend behind it.
     }
-    const real = valid ? await createBackend(cfg, logger, { runner: false }) : undefined;
+    held = req !== undefined && HELD_VERBS.has(req.verb);
+    if (held) {
+      // All this process hears of a caller that went away is the end of its input (sshd closes our stdin when the
+      // channel closes; the caller keeps it open while it waits): the held request ends then, not at its deadline.
+      for (const ev of ['end', 'close', 'error']) process.stdin.once(ev, callerGone);
+      process.stdin.resume();
+      // Its answer still goes out (a caller that only ended its input reads it, as from the built-in door), but one
+      // that closed the channel took our output with it: that write fails, and is nobody's error.
+      process.stdout.on('error', () => undefined);
+    }
+    const real = req ? await createBackend(cfg, logger, { runner: false }) : undefined;
     if (real) {
       await real.start();
       backend = real;
     }
     const glue = createGlue({ backend: real ?? refusingBackend(cfg), logger });
-    const res = await glue.handle(command, (max) => readCapped(process.stdin, max), { door: 'openssh' });
+    const res = await glue.handle(command, (max) => readCapped(process.stdin, max), {
+      door: 'openssh',
+      signal: gone.signal,
+    });
     if (res.kind === 'json') {
       await write(process.stdout, JSON.stringify(res.reply) + '\n');
     } else {
@@ -53,8 +69,15 @@ export async function main(argv: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    return fail(toKilnError(e));
+    const err = toKilnError(e);
+    // The answer of a held request whose caller went away could not be written: nobody is there to tell.
+    return gone.signal.aborted ? exitCodeFor(err) : fail(err);
   } finally {
+    if (held) {
+      for (const ev of ['end', 'close', 'error']) process.stdin.off(ev, callerGone);
+      // Its input, still open when it was answered, would keep this process alive.
+      process.stdin.destroy();
+    }
     await backend?.close().catch(() => undefined);
     logger.flush?.();
   }

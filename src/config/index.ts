@@ -162,8 +162,18 @@ export const configSchema = z.object({
       /** The first retry's delay; each further retry doubles it (with +-20% jitter), up to backoffMaxSeconds. */
       backoffMs: int(1000),
       backoffMaxSeconds: int(300),
-      /** How often a queued or running build's state is pulled from the glue. */
+      /**
+       * How often a queued or running build's state is pulled from the glue. A build's end reaches the web sooner
+       * through a held wait (buildWaits); this is the pace of its progress and what a lost wake-up costs.
+       */
       refreshMs: int(2000),
+      /**
+       * Builds at the backend whose change this worker waits on with a held glue request (build.wait), running ones
+       * first: the glue answers as soon as the build starts or ends, and its refresh runs at once instead of at the
+       * next refreshMs. Each is one SSH session held open (under the OpenSSH door, one `kiln glue` process); at most
+       * 10, the sessions OpenSSH allows on one connection by default (protocol.MAX_HELD_WAITS). 0: refresh only.
+       */
+      buildWaits: z.coerce.number().int().min(0).max(10).default(8),
       /** How often a reconciliation pass runs (every active build has its task; jobs the backend lost are put again). */
       reconcileSeconds: int(30),
       /**

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { ArtifactName, Reply, REPLIES } from '../protocol/index.js';
+import type { ArtifactName, BuildState, BuildStatus, Reply, REPLIES } from '../protocol/index.js';
 
 /**
  * The port through which the core reaches the build backend: the glue, as the core needs it. The core defines it
@@ -23,6 +23,13 @@ export interface GluePort {
     args: ReadonlyArray<string | number>,
     stdin?: string | Buffer,
   ): Promise<Reply<V>>;
+  /**
+   * build.wait: the backend build's status once its state is no longer `known` (the state the caller last saw), or
+   * after `seconds` (at most protocol.MAX_WAIT_SECONDS) with the status it has then. Held beside the calls, never in
+   * a call's slot (on the SSH transport, a connection of its own with at most MAX_HELD_WAITS at once); `signal`
+   * abandons it (the promise rejects with the signal's reason). A read: may be repeated or abandoned at any time.
+   */
+  wait(job: number, build: number, known: BuildState, seconds: number, signal?: AbortSignal): Promise<BuildStatus>;
   /** Streams an artifact's bytes from `offset`. A stream that breaks off errors with backend_unavailable or timeout. */
   artifact(job: number, build: number, name: ArtifactName, offset?: number): Promise<Readable>;
   close(): Promise<void>;

@@ -167,6 +167,18 @@ export async function finishTask(
   }
 }
 
+/**
+ * Makes the pending task of this kind and subject due at `now` (its work is known to be waiting: a build it follows
+ * changed). Returns whether one was pending; a running one is left to its worker, a missing one to nobody.
+ */
+export async function hurryTask(db: Queryable, kind: string, subject: string, now: string): Promise<boolean> {
+  const n = await db('tasks')
+    .where({ live_key: liveKey(kind, subject), state: 'pending' })
+    .andWhere('next_run_at', '>', now)
+    .update({ next_run_at: now, updated_at: now });
+  return Number(n) > 0;
+}
+
 /** Whether a task of this kind and subject is pending or running. */
 export async function isTaskLive(db: Queryable, kind: string, subject: string): Promise<boolean> {
   return (

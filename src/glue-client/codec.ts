@@ -12,6 +12,7 @@ import {
   errorReplySchema,
   formatCommand,
   type ArtifactName,
+  type BuildState,
   type Reply,
 } from '../protocol/index.js';
 import { ERROR_CODES, KilnError, isKilnError, type ErrorCode } from '../shared/errors.js';
@@ -25,13 +26,16 @@ export interface Exchange {
 }
 
 /**
- * How requests reach a glue. `exec` runs one request to its end; `stream` runs build.artifact and resolves with its
- * bytes once they flow (a request that fails before that rejects with `glueError`, one that breaks off later
- * destroys the stream with it). Transport failures (unreachable, no answer in time) reject with
+ * How requests reach a glue. `exec` runs one request to its end; `hold` runs one the glue may hold for up to
+ * `holdMs` before it answers (build.wait), beside the calls (never in a call's place), its time limit stretched by
+ * that much, and closes it when `signal` aborts (rejecting with the signal's reason); `stream` runs build.artifact
+ * and resolves with its bytes once they flow (a request that fails before that rejects with `glueError`, one that
+ * breaks off later destroys the stream with it). Transport failures (unreachable, no answer in time) reject with
  * KilnError('backend_unavailable' | 'timeout'): the request may be retried.
  */
 export interface GlueTransport {
   exec(command: string, stdin?: string | Buffer): Promise<Exchange>;
+  hold(command: string, holdMs: number, signal?: AbortSignal): Promise<Exchange>;
   stream(command: string): Promise<Readable>;
   close(): Promise<void>;
 }
@@ -48,7 +52,7 @@ export function createGlueClient(t: GlueTransport): GluePort {
     ): Promise<Reply<V>> {
       const started = performance.now();
       try {
-        const reply = await callOnce(verb, args, stdin);
+        const reply = replyOf(verb, await t.exec(formatCommand(verb, ...args), stdin));
         glueCallSeconds.observe({ verb, outcome: 'ok' }, (performance.now() - started) / 1000);
         return reply;
       } catch (e) {
@@ -59,6 +63,10 @@ export function createGlueClient(t: GlueTransport): GluePort {
         throw e;
       }
     },
+    async wait(job: number, build: number, known: BuildState, seconds: number, signal?: AbortSignal) {
+      const r = await t.hold(formatCommand('build.wait', job, build, known, seconds), seconds * 1000, signal);
+      return replyOf('build.wait', r);
+    },
     artifact(job: number, build: number, name: ArtifactName, offset = 0): Promise<Readable> {
       return t.stream(
         offset > 0
@@ -68,27 +76,23 @@ export function createGlueClient(t: GlueTransport): GluePort {
     },
     close: () => t.close(),
   };
+}
 
-  async function callOnce<V extends keyof typeof REPLIES>(
-    verb: V,
-    args: ReadonlyArray<string | number>,
-    stdin?: string | Buffer,
-  ): Promise<Reply<V>> {
-    const r = await t.exec(formatCommand(verb, ...args), stdin);
-    if (r.code !== 0) throw glueError(r.code, r.stderr);
-    let raw: unknown;
-    try {
-      raw = JSON.parse(r.stdout.toString('utf8'));
-    } catch (e) {
-      throw new KilnError('internal', 'The build service sent an unreadable reply', { cause: e });
-    }
-    const parsed = REPLIES[verb].safeParse(raw);
-    if (!parsed.success)
-      throw new KilnError('internal', 'The build service sent a reply outside the protocol', {
-        detail: parsed.error.issues,
-      });
-    return parsed.data as Reply<V>;
+/** The reply to one request: the glue's error as a KilnError, else its JSON checked against the verb's schema. */
+function replyOf<V extends keyof typeof REPLIES>(verb: V, r: Exchange): Reply<V> {
+  if (r.code !== 0) throw glueError(r.code, r.stderr);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(r.stdout.toString('utf8'));
+  } catch (e) {
+    throw new KilnError('internal', 'The build service sent an unreadable reply', { cause: e });
   }
+  const parsed = REPLIES[verb].safeParse(raw);
+  if (!parsed.success)
+    throw new KilnError('internal', 'The build service sent a reply outside the protocol', {
+      detail: parsed.error.issues,
+    });
+  return parsed.data as Reply<V>;
 }
 
 const CODE_BY_EXIT = new Map<number, ErrorCode>(

@@ -1,6 +1,6 @@
 /**
  * One lazily opened, reused ssh2 connection to the glue (reopened after it drops), with the host key pinned: the
- * transport under the SSH GlueClient (ssh.ts), which keeps two of them (calls, artifact streams).
+ * transport under the SSH GlueClient (ssh.ts), which keeps three of them (calls, artifact streams, held waits).
  */
 import { timingSafeEqual } from 'node:crypto';
 import ssh2, { type ClientChannel } from 'ssh2';

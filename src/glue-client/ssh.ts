@@ -1,11 +1,13 @@
 /**
- * The core's GluePort over SSH (what `kiln serve`, `kiln web` and `kiln worker` build): codec.ts's protocol on two
- * pinned ssh2 connections (ssh-connection.ts), one for JSON calls and one for artifact streams, each with its own slots.
+ * The core's GluePort over SSH (what `kiln serve`, `kiln web` and `kiln worker` build): codec.ts's protocol on three
+ * pinned ssh2 connections (ssh-connection.ts), one for JSON calls, one for artifact streams and one for held waits
+ * (build.wait), each with its own slots.
  */
 import { PassThrough, type Readable } from 'node:stream';
 import type { ClientChannel } from 'ssh2';
 import type { FrozenConfig } from '../config/index.js';
 import type { GluePort } from '../core/ports.js';
+import { MAX_HELD_WAITS } from '../protocol/index.js';
 import { KilnError } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
 import { defaultKeyPaths, ensureKeyPair } from '../shared/ssh-keys.js';
@@ -38,11 +40,12 @@ export interface SshGlueClientOptions {
 }
 
 /**
-^ * The core's GluePort over SSH: two lazily opened, reused ssh2 connections (reopened after they drop), one for JSON
- * calls and one for artifact streams, each with its own slots (OpenSSH's MaxSessions, 10 by default, also counts
- * per connection); one exec per call, the command line built by protocol.formatCommand. Glue errors come back as the KilnError the glue reported
- * (stderr JSON, else the exit status); transport failures become KilnError('backend_unavailable'). Calls are
- * idempotent on the glue side, so one that lost its connection before an answer is retried once.
+ * The core's GluePort over SSH: three lazily opened, reused ssh2 connections (reopened after they drop), one for
+ * JSON calls, one for artifact streams and one for held waits (build.wait), each with its own slots (OpenSSH's
+ * MaxSessions, 10 by default, also counts per connection); one exec per call, the command line built by
+ * protocol.formatCommand. Glue errors come back as the KilnError the glue reported (stderr JSON, else the exit
+ * status); transport failures become KilnError('backend_unavailable'). Calls are idempotent on the glue side, so one
+ * that lost its connection before an answer is retried once (a held wait is not: its holder asks again).
  */
 export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
   const logger = o.logger ?? silentLogger;
@@ -69,12 +72,20 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
   };
   const calls = { conn: sshConnection(connOpts), slots: slots(o.maxConcurrent ?? 8) };
   const streams = { conn: sshConnection(connOpts), slots: slots(o.maxStreams ?? 8) };
+  // Held requests (build.wait) last up to a minute each: a connection of their own, so they never take a call's slot.
+  const holds = { conn: sshConnection(connOpts), slots: slots(MAX_HELD_WAITS) };
 
-  /** Runs one request to completion: stdout, stderr and exit status. */
+  /**
+   * Runs one request to completion on `conn`: stdout, stderr and exit status. `stdin`: its body. `held`: a request
+   * the glue holds (protocol.HELD_VERBS): no body, and the input kept open while it is held, since its end is how the
+   * glue hears the caller go. `limitMs`: how long it may take; `signal` closes the channel (rejecting with its reason).
+   */
   function execOnce(
+    conn: ReturnType<typeof sshConnection>,
     command: string,
-    stdin: string | Buffer | undefined,
+    o: { stdin?: string | Buffer; held?: boolean; limitMs?: number; signal?: AbortSignal } = {},
   ): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
+    const { stdin, signal, limitMs = timeoutMs } = o;
     return new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
@@ -84,11 +95,21 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
       const attach = (ch: ClientChannel) => {
-        timer = setTimeout(() => {
+        const abandon = (why: unknown) => {
+          if (settled) return;
           settled = true;
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
           ch.close();
-          reject(new KilnError('timeout', 'The build service did not answer in time'));
-        }, timeoutMs);
+          reject(why);
+        };
+        const onAbort = () => abandon(signal!.reason);
+        timer = setTimeout(
+          () => abandon(new KilnError('timeout', 'The build service did not answer in time')),
+          limitMs,
+        );
+        if (signal?.aborted) return onAbort();
+        signal?.addEventListener('abort', onAbort, { once: true });
         ch.on('data', (c: Buffer) => {
           outLen += c.length;
           if (outLen <= MAX_REPLY_BYTES) out.push(c);
@@ -102,6 +123,7 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
         });
         ch.on('close', () => {
           clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
           if (settled) return;
           settled = true;
           if (code === null) return reject(new ConnectionLost('channel closed without an exit status'));
@@ -109,9 +131,9 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
             return reject(new KilnError('internal', 'The build service sent an oversized reply'));
           resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
         });
-        ch.end(stdin ?? '');
+        if (!o.held) ch.end(stdin ?? '');
       };
-      calls.conn.openExec(command, attach).catch(reject);
+      conn.openExec(command, attach).catch(reject);
     });
   }
 
@@ -140,8 +162,27 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
 
   return createGlueClient({
     exec: async (command, stdin) => {
-      const r = await withRetry(() => execOnce(command, stdin));
+      const r = await withRetry(() => execOnce(calls.conn, command, stdin === undefined ? {} : { stdin }));
       return { ...r, code: r.code ?? 1 };
+    },
+
+    async hold(command: string, holdMs: number, signal?: AbortSignal) {
+      if (!(await holds.slots.acquire(timeoutMs)))
+        throw new KilnError('backend_unavailable', 'Too many held requests at once; try again in a moment');
+      try {
+        const r = await execOnce(holds.conn, command, {
+          held: true,
+          limitMs: timeoutMs + holdMs,
+          ...(signal ? { signal } : {}),
+        });
+        return { ...r, code: r.code ?? 1 };
+      } catch (e) {
+        if (e instanceof ConnectionLost)
+          throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later', { cause: e });
+        throw e;
+      } finally {
+        holds.slots.release();
+      }
     },
 
     async stream(command: string): Promise<Readable> {
@@ -220,7 +261,7 @@ export function createSshGlueClient(o: SshGlueClientOptions): GluePort {
 
     async close(): Promise<void> {
       closed = true;
-      await Promise.all([calls.conn.close(), streams.conn.close()]);
+      await Promise.all([calls.conn.close(), streams.conn.close(), holds.conn.close()]);
     },
   });
 }

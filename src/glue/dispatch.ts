@@ -25,7 +25,12 @@ export type StdinReader = (max: number) => Promise<Buffer>;
  * I/O of its own except through the backend. job.put's body is validated here; every reply is checked against
  * the protocol's reply schema so a backend bug cannot put an off-contract answer on the wire.
  */
-export async function dispatch(req: Request, stdin: Buffer | undefined, backend: Backend): Promise<DispatchResult> {
+export async function dispatch(
+  req: Request,
+  stdin: Buffer | undefined,
+  backend: Backend,
+  signal?: AbortSignal,
+): Promise<DispatchResult> {
   const json = (reply: unknown): DispatchResult => {
     const schema = REPLIES[req.verb as keyof typeof REPLIES];
     const checked = schema.safeParse(reply);
@@ -62,6 +67,10 @@ export async function dispatch(req: Request, stdin: Buffer | undefined, backend:
     }
     case 'build.status':
       return json(await backend.status(req.args[0], req.args[1]));
+    case 'build.wait': {
+      const [job, build, known, seconds] = req.args;
+      return json(await backend.wait(job, build, known, seconds, signal));
+    }
     case 'build.log':
       return json(await backend.log(req.args[0], req.args[1], req.args[2]));
     case 'build.artifact': {
@@ -119,9 +128,14 @@ export function parseJobSpec(stdin: Buffer | undefined): JobSpec {
 export interface Glue {
   /**
    * Parses, validates and dispatches one request, writing exactly one audit log line. Rejects with a KilnError;
-   * a request that fails to parse never reaches the backend and its body is never read.
+   * a request that fails to parse never reaches the backend and its body is never read. `signal`: the caller went
+   * away (its channel closed); a held request (build.wait) ends early.
    */
-  handle(command: string | Buffer, readStdin: StdinReader, meta?: { door?: string }): Promise<DispatchResult>;
+  handle(
+    command: string | Buffer,
+    readStdin: StdinReader,
+    meta?: { door?: string; signal?: AbortSignal },
+  ): Promise<DispatchResult>;
 }
 
 /** The one entry both SSH front doors (OpenSSH forced command, built-in ssh2 server) call. */
@@ -153,8 +167,12 @@ export function createGlue(deps: { backend: Backend; logger: Logger }): Glue {
       try {
         req = parseCommand(command);
         const body = STDIN_VERBS.has(req.verb) ? await readStdin(MAX_STDIN_BYTES) : undefined;
-        const result = await dispatch(req, body, backend);
-        audit('ok', body ? { stdinBytes: body.length } : {});
+        const result = await dispatch(req, body, backend, meta.signal);
+        // A held request that ended because its caller went away, not because it had its answer (nobody reads it).
+        audit('ok', {
+          ...(body ? { stdinBytes: body.length } : {}),
+          ...(meta.signal?.aborted ? { callerGone: true } : {}),
+        });
         return result;
       } catch (e) {
         const err = toKilnError(e);

@@ -7,6 +7,7 @@ import type { Logger } from '../shared/logger.js';
 import { listenForSsh } from '../shared/ssh-listener.js';
 import { defaultKeyPaths, ensureKeyPair, fingerprint, parseAuthorizedKeys } from '../shared/ssh-keys.js';
 import { errorDocument, exitCodeFor, readCapped, type Glue } from './dispatch.js';
+import { HELD_VERBS, STDIN_VERBS } from '../protocol/index.js';
 
 const { Server } = ssh2;
 
@@ -118,17 +119,27 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
   );
   async function runExec(channel: ServerChannel, command: string, peer: object): Promise<void> {
     let closed = false;
+    // A held request (build.wait) whose caller went away ends at once rather than at its deadline.
+    const gone = new AbortController();
     channel.once('close', () => {
       closed = true;
+      gone.abort();
     });
     const finish = (code: number) => {
       if (closed) return;
       channel.exit(code);
       channel.end();
     };
+    // A request without a body is drained at once: ssh2 tells a channel's close only once its input has ended, and a
+    // held request (build.wait) must hear its caller go away. As under OpenSSH, where it is all a `kiln glue` hears
+    // of it, the end of a held request's input is its caller going away too (protocol.HELD_VERBS).
+    const verb = command.split(' ', 1)[0]!;
+    if (!(STDIN_VERBS as ReadonlySet<string>).has(verb)) channel.resume();
+    if ((HELD_VERBS as ReadonlySet<string>).has(verb)) channel.once('end', () => gone.abort());
     try {
       const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? 120_000), {
         door: 'ssh2',
+        signal: gone.signal,
       });
       channel.resume(); // the body of a verb that takes none is drained and ignored
       if (res.kind === 'json') {

@@ -22,6 +22,13 @@ export const MAX_COMMAND_BYTES = 256;
 export const MAX_STDIN_BYTES = 24 * 1024 * 1024;
 /** Most log bytes returned by one build.log call. */
 export const MAX_LOG_CHUNK = 256 * 1024;
+/** The longest a build.wait may be held, in seconds (the caller's own deadline is what it asks, up to this). */
+export const MAX_WAIT_SECONDS = 60;
+/**
+ * The most build.waits a caller holds at once on one SSH connection: each is a session, and OpenSSH allows 10 per
+ * connection by default (MaxSessions; the built-in server 16).
+ */
+export const MAX_HELD_WAITS = 10;
 
 /** Length of the longest prefix of `buf` that ends on a UTF-8 character boundary (all of it at end of file): log chunks never split a character. */
 export function utf8Boundary(buf: Buffer, atEof: boolean): number {
@@ -98,6 +105,18 @@ const idemKey = z
   .regex(IDEMPOTENCY_KEY_RE, 'idempotency key must be 8-64 of [A-Za-z0-9_-], starting with a letter or digit');
 const artifact = z.enum(ARTIFACT_NAMES);
 const sha256 = z.string().regex(SHA256_RE, 'sha256 must be 64 lower-case hex digits');
+const waitSeconds = z
+  .string()
+  .regex(/^[1-9][0-9]?$/, `seconds must be 1-${MAX_WAIT_SECONDS}`)
+  .transform(Number)
+  .refine((n) => n <= MAX_WAIT_SECONDS, `seconds must be 1-${MAX_WAIT_SECONDS}`);
+
+/**
+ * `lost`: the build was cut off by a fault of Kiln or its machine (a restart of the glue or of Jenkins, a lost
+ * agent, an SDK killed from outside), not by its Dockerfile. Final for the backend; the web requeues it once.
+ */
+export const BUILD_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'lost'] as const;
+export type BuildState = (typeof BUILD_STATES)[number];
 
 /** Each verb's positional arguments, in order. Optional trailing arguments are marked with `.optional()`. */
 export const VERBS = {
@@ -112,6 +131,12 @@ export const VERBS = {
    */
   'job.build': z.tuple([jobId, idemKey, sha256.optional()]),
   'build.status': z.tuple([jobId, buildNo]),
+  /**
+   * A held build.status: answered as soon as the build's state is no longer the given one (the state the caller
+   * last saw), else after the given seconds, with the status it has then. A read: idempotent, safe to repeat or to
+   * abandon (the caller closing the channel ends it).
+   */
+  'build.wait': z.tuple([jobId, buildNo, z.enum(BUILD_STATES), waitSeconds]),
   'build.log': z.tuple([jobId, buildNo, offset]),
   'build.artifact': z.tuple([jobId, buildNo, artifact, offset.optional()]),
   'build.cancel': z.tuple([jobId, buildNo]),
@@ -131,6 +156,13 @@ export type Request = { [V in Verb]: { verb: V; args: VerbArgs<V> } }[Verb];
 
 /** Verbs that read a job spec from stdin. */
 export const STDIN_VERBS: ReadonlySet<Verb> = new Set<Verb>(['job.put']);
+/**
+ * Verbs a glue may hold before it answers. Their caller keeps its input open while it waits (they take no body), and
+ * ends it, or closes the channel, to abandon one: under OpenSSH the end of its input is all a `kiln glue` process
+ * hears of a caller that went away (sshd closes the process's stdin, nothing more), so the request ends there and then
+ * instead of at its deadline, with its process, its watch and its session.
+ */
+export const HELD_VERBS: ReadonlySet<Verb> = new Set<Verb>(['build.wait']);
 
 const TOKEN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
@@ -285,13 +317,6 @@ export function specDigest(dockerfileSha: string, contextSha: string | null, sou
   return contextSha ? sha256Hex(`${dockerfileSha}\n${contextSha}\n`) : dockerfileSha;
 }
 
-/**
- * `lost`: the build was cut off by a fault of Kiln or its machine (a restart of the glue or of Jenkins, a lost
- * agent, an SDK killed from outside), not by its Dockerfile. Final for the backend; the web requeues it once.
- */
-export const BUILD_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'lost'] as const;
-export type BuildState = (typeof BUILD_STATES)[number];
-
 export const artifactInfoSchema = z.object({ name: z.enum(ARTIFACT_NAMES), size: z.number().int().nonnegative() });
 export type ArtifactInfo = z.infer<typeof artifactInfoSchema>;
 
@@ -401,6 +426,7 @@ export const REPLIES = {
   'job.delete': z.object({ job: z.number().int(), deleted: z.boolean() }),
   'job.build': z.object({ job: z.number().int(), build: z.number().int(), created: z.boolean() }),
   'build.status': buildStatusSchema,
+  'build.wait': buildStatusSchema,
   'build.log': logChunkSchema,
   'build.cancel': z.object({ job: z.number().int(), build: z.number().int(), state: z.enum(BUILD_STATES) }),
   'build.withdraw': z.object({

@@ -91,6 +91,8 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions): Pro
     }, opts.timeoutMs);
     const onAbort = () => stop();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
+    // Aborted before it started (or in onSpawn): no event will come, and it must not run to its end.
+    if (opts.signal?.aborted) stop();
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(new KilnError('internal', `Could not start ${cmd}`, { cause: e }));

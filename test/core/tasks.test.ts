@@ -207,6 +207,46 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect((await findTask(t.db, dead.id))!.state).toBe('done');
     });
 
+    it('hurry: a pending task is made due now; one running in this worker runs again as soon as it ends (what it looked at moved after its look)', async () => {
+      const clock = manualClock();
+      await add(t.db, 'test.hurry', 'h:1', clock.now());
+      let runs = 0;
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      let started!: () => void;
+      const first = new Promise<void>((r) => (started = r));
+      const w = new Worker(
+        deps(t.db, clock.now),
+        {
+          'test.hurry': {
+            run: async () => {
+              if (++runs === 1) {
+                started();
+                await released;
+              }
+              return { again: 3_600_000 };
+            },
+          },
+        },
+        { id: 'hurried' },
+      );
+      const drained = w.drain();
+      await first;
+      await w.hurry('test.hurry', 'h:1');
+      release();
+      // The first run asked to look again in an hour; hurried while it ran, it ran again at once.
+      expect(await drained).toBe(2);
+      expect(runs).toBe(2);
+      // Pending and due in an hour: hurried, it is due now (the clock never moved).
+      expect(await w.drain()).toBe(0);
+      await w.hurry('test.hurry', 'h:1');
+      expect(await w.drain()).toBe(1);
+      expect(runs).toBe(3);
+      // Nothing of that kind and subject: nothing happens.
+      await w.hurry('test.hurry', 'h:2');
+      expect(await w.drain()).toBe(0);
+    });
+
     it('a task that takes its worker down every time ends failed once its attempts are spent', async () => {
       const clock = manualClock();
       await add(t.db, 'test.crash', 'crash:1', clock.now(), 3);

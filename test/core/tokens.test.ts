@@ -22,7 +22,7 @@ import { silentLogger } from '../../src/shared/logger.js';
 import { freshDb, secondPool, type TestDb } from '../db/engines.js';
 
 const refuse = () => Promise.reject(new Error('a token use case reached the glue'));
-const noGlue: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
+const noGlue: GluePort = { call: refuse, wait: refuse, artifact: refuse, close: async () => undefined };
 
 /** The error a promise rejects with (code and message), or 'ok'. */
 const outcome = (p: Promise<unknown>) =>

@@ -57,7 +57,7 @@ import type { GluePort } from '../../src/core/ports.js';
 import { freshDb, type TestDb } from './engines.js';
 
 const refuse = () => Promise.reject(new Error('a request reached the glue'));
-const unreachable: GluePort = { call: refuse, artifact: refuse, close: async () => undefined };
+const unreachable: GluePort = { call: refuse, wait: refuse, artifact: refuse, close: async () => undefined };
 
 for (const engine of ['sqlite', 'pg'] as const) {
   describe(`store on ${engine}`, () => {

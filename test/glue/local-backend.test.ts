@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { LocalBackend, periodOf, type LocalBackendOptions } from '../../src/glue/backends/local/index.js';
 import { jobSpecSchema, specSha256, type BuildState } from '../../src/protocol/index.js';
-import { fakeSpec, writeFakeSdk } from '../helpers/glue.js';
+import { fakeSpec, openGate, writeFakeSdk } from '../helpers/glue.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
@@ -42,12 +42,6 @@ function waitFor(b: LocalBackend, job: number, build: number, states: BuildState
 /** The SDK's process identity, once the runner has recorded it in build.json. */
 const recordedPid = (buildJson: string) =>
   until(() => (JSON.parse(readFileSync(buildJson, 'utf8')) as { process?: { pid: number } }).process?.pid, 60_000, 50);
-
-/** Opens the gate a `# fake: gate NAME` build of the fake SDK in `dir` waits at. */
-function openGate(dir: string, name: string): void {
-  mkdirSync(path.join(dir, 'gates'), { recursive: true });
-  writeFileSync(path.join(dir, 'gates', name), '');
-}
 
 describe('local backend', () => {
   it('keeps a Jenkins-shaped data directory and runs the SDK with the documented argv', async () => {
@@ -565,6 +559,76 @@ describe('local backend', () => {
   });
 });
 
+describe('local backend: build.wait (a held status)', () => {
+  it('answers at once when the state is not the one the caller knows; not_found for a build or job it does not have', async () => {
+    const { b } = await make();
+    await b.putJob(1, spec());
+    await b.build(1, 'k0000001');
+    await waitFor(b, 1, 1, ['succeeded']);
+    expect(await b.wait(1, 1, 'running', 60)).toEqual(await b.status(1, 1));
+    await expect(b.wait(1, 9, 'running', 5)).rejects.toMatchObject({ code: 'not_found' });
+    await expect(b.wait(7, 1, 'running', 5)).rejects.toMatchObject({ code: 'not_found' });
+  });
+
+  it('holds while nothing moves, and answers with the status it has at its deadline', async () => {
+    const { b } = await make();
+    await b.putJob(1, spec('gate held'));
+    await b.build(1, 'k0000001');
+    await waitFor(b, 1, 1, ['running']);
+    expect(await b.wait(1, 1, 'running', 1)).toMatchObject({ state: 'running', artifacts: [] });
+  });
+
+  it('answers when the build starts, with the state it moved to (running), not the one of its deadline', async () => {
+    const { b, dir } = await make();
+    await b.putJob(1, spec('gate first'));
+    await b.putJob(2, spec('sleep 30'));
+    await b.build(1, 'k0000001');
+    await waitFor(b, 1, 1, ['running']);
+    await b.build(2, 'k0000001');
+    const held = b.wait(2, 1, 'queued', 60);
+    openGate(dir, 'first');
+    // Had it answered at its deadline (60 s), the 30 s build would have ended by then.
+    expect(await held).toMatchObject({ state: 'running' });
+  });
+
+  it('answers when the build ends, while a build that started with it and sleeps 30 s still runs; also a wait held by another process', async () => {
+    const { b, dir } = await make({ concurrency: 2 });
+    await b.putJob(1, spec('gate end'));
+    await b.putJob(2, spec('sleep 30'));
+    await b.build(1, 'k0000001');
+    await b.build(2, 'k0000001');
+    await waitFor(b, 1, 1, ['running']);
+    await waitFor(b, 2, 1, ['running']);
+    // What a `kiln glue` process (the OpenSSH door) is: no runner, the same data directory.
+    const cli = new LocalBackend({ dataDir: dir, runner: false });
+    await cli.start();
+    cleanups.push(() => cli.close());
+    const held = [b.wait(1, 1, 'running', 60), cli.wait(1, 1, 'running', 60)];
+    openGate(dir, 'end');
+    for (const h of held)
+      expect(await h).toMatchObject({
+        state: 'succeeded',
+        artifacts: expect.arrayContaining([expect.objectContaining({ name: 'image.raw' })]),
+      });
+    expect((await b.status(2, 1)).state).toBe('running');
+  });
+
+  it('a wait whose caller went away (its signal aborted) answers at once with the status it has then', async () => {
+    const { b } = await make({ concurrency: 2 });
+    await b.putJob(1, spec('gate never'));
+    await b.putJob(2, spec('sleep 30'));
+    await b.build(1, 'k0000001');
+    await b.build(2, 'k0000001');
+    await waitFor(b, 1, 1, ['running']);
+    await waitFor(b, 2, 1, ['running']);
+    const gone = new AbortController();
+    const held = b.wait(1, 1, 'running', 60, gone.signal);
+    gone.abort();
+    expect(await held).toMatchObject({ state: 'running' });
+    expect((await b.status(2, 1)).state).toBe('running');
+  });
+});
+
 describe('local backend: process identity, keys, exact inputs, environment, lock', () => {
   /** A process in a group of its own that is not a build: what a recorded pid may name after pid reuse. */
   async function bystander(): Promise<{ pid: number; alive: () => boolean; stop: () => void }> {
@@ -731,6 +795,8 @@ describe('local backend: process identity, keys, exact inputs, environment, lock
     await b.build(1, 'k0000001');
     const st = await waitFor(b, 1, 1, ['failed']);
     expect(st.reason).toBe('Internal error in the build service (reference 0123456789ab)');
+    // The state is written first; the detail is logged and its file removed after, then 'build finished'.
+    await until(() => lines.some((l) => l.msg === 'build finished'), 60_000, 20);
     expect(lines.find((l) => l.msg === 'the SDK failed with an internal error')?.detail).toContain(
       '/var/lib/kiln/secret-path',
     );

@@ -8,6 +8,7 @@ import { defaultKeyPaths, fingerprint } from '../../src/shared/ssh-keys.js';
 import type { GluePort } from '../../src/core/ports.js';
 import {
   fakeSpec,
+  openGate,
   startOpenSshGlue,
   startTestGlue,
   writeFakeSdk,
@@ -108,6 +109,14 @@ async function settle(c: GluePort, job: number, build: number): Promise<unknown>
   );
 }
 
+/** A wait on a gated build while it runs, then the gate opened: the wait answers with the build's end. */
+async function holdThroughGate(c: GluePort, job: number, build: number, gate: string): Promise<unknown> {
+  await until(async () => (await c.call('build.status', [job, build])).state === 'running', 60_000, 50);
+  const held = c.wait(job, build, 'running', 60);
+  openGate(c === builtin.client ? builtin.dataDir : dirB.dir, gate);
+  return norm(await held);
+}
+
 const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['ping', (c) => c.call('ping', [])],
   [
@@ -129,6 +138,8 @@ const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['wait', (c) => settle(c, 21, 1)],
   ['build.status', (c) => c.call('build.status', [21, 1])],
   ['build.status missing', (c) => c.call('build.status', [21, 7])],
+  ['build.wait ended', (c) => c.wait(21, 1, 'running', 30)],
+  ['build.wait missing', (c) => c.wait(21, 7, 'running', 30)],
   ['build.log', (c) => c.call('build.log', [21, 1, 0])],
   ['build.log offset', (c) => c.call('build.log', [21, 1, 10])],
   ['artifact', (c) => c.artifact(21, 1, 'image.raw')],
@@ -136,6 +147,10 @@ const STEPS: Array<[string, (c: GluePort) => Promise<unknown>]> = [
   ['artifact missing', (c) => c.artifact(21, 1, 'manifest.json')],
   ['artifact offset past end', (c) => c.artifact(21, 1, 'image.raw', 500)],
   ['build.cancel finished', (c) => c.call('build.cancel', [21, 1])],
+  ['job.put held', (c) => c.call('job.put', [24], JSON.stringify(fakeSpec('gate door-hold')))],
+  ['job.build held', (c) => c.call('job.build', [24, 'door-key-0004'])],
+  // Held by the door's process (under OpenSSH a `kiln glue` of its own) until the runner ends the build.
+  ['build.wait held', (c) => holdThroughGate(c, 24, 1, 'door-hold')],
   ['job.put failing', (c) => c.call('job.put', [23], JSON.stringify(fakeSpec('fail')))],
   ['job.build failing', (c) => c.call('job.build', [23, 'door-key-0002'])],
   ['wait failing', (c) => settle(c, 23, 1)],
@@ -280,11 +295,53 @@ describe('the two SSH front doors', () => {
       state: 'succeeded',
       artifacts: [{ name: 'image.raw' }, { name: 'result.json' }, { name: 'SHA256SUMS' }],
     });
+    expect(answers['build.wait ended']![0]).toMatchObject({ state: 'succeeded' });
+    expect(answers['build.wait missing']![0]).toMatchObject({ error: 'not_found' });
+    expect(answers['build.wait held']![0]).toMatchObject({ state: 'succeeded' });
     expect(answers['wait failing']![0]).toMatchObject({ state: 'failed', reason: 'RUN step 2 failed: exit 100' });
     expect(answers['artifact offset']![0]).toEqual({ bytes: 'IMAGE-BYTES' });
     expect(answers['job.build disabled']![0]).toMatchObject({ error: 'conflict' });
     expect(answers['job.put bad spec']![0]).toMatchObject({ error: 'invalid_input' });
     // Two doors times every step, each through a `kiln glue` process start under OpenSSH: no bound of its own.
+  }, 900_000);
+
+  it('a held build.wait whose caller goes away ends there and then at either door, not at its deadline; one whose input ends is answered at once, alike', async () => {
+    const audits: Record<string, () => Array<Record<string, unknown>>> = {
+      'built-in': () => builtin.logs,
+      openssh: () =>
+        readFileSync(path.join(dirB.dir, 'glue', 'audit.log'), 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+    };
+    const answers: unknown[] = [];
+    for (const d of doors) {
+      const c = d.client;
+      await c.call('job.put', [25], JSON.stringify(fakeSpec('gate door-gone')));
+      const { build } = await c.call('job.build', [25, 'door-gone-0001']);
+      await until(async () => (await c.call('build.status', [25, build])).state === 'running', 60_000, 50);
+      const gone = new AbortController();
+      const held = c.wait(25, build, 'running', 60, gone.signal).catch((e: unknown) => e);
+      // Held once the door ran it: under OpenSSH a `kiln glue` process of its own.
+      gone.abort(new Error('not waiting any more'));
+      expect(await held, d.name).toEqual(new Error('not waiting any more'));
+      const ended = await until(
+        () => audits[d.name]!().find((l) => l.verb === 'build.wait' && (l.args as number[])[0] === 25 && l.callerGone),
+        90_000,
+        50,
+      );
+      expect(ended, d.name).toMatchObject({ outcome: 'ok', callerGone: true });
+      // It ended because its caller went, not because the build moved: the build is still at its gate.
+      expect((await c.call('build.status', [25, build])).state, d.name).toBe('running');
+      // A caller that ends its input (and reads on) gets the answer there and then, from either door alike.
+      const r = await rawExec(d, `build.wait 25 ${build} running 60`);
+      answers.push({ ...r, stdout: norm(JSON.parse(String(r.stdout))) });
+      const told = audits[d.name]!().filter((l) => l.verb === 'build.wait' && (l.args as number[])[0] === 25);
+      expect(told.at(-1), d.name).toMatchObject({ outcome: 'ok', callerGone: true });
+      await c.call('build.cancel', [25, build]);
+    }
+    expect(answers[1]).toEqual(answers[0]);
+    expect(answers[0]).toMatchObject({ code: 0, stderr: '', stdout: { state: 'running' } });
   }, 900_000);
 
   it.each([

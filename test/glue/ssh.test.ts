@@ -1,11 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ssh2, { type ClientChannel, type ParsedKey } from 'ssh2';
 import { createHash } from 'node:crypto';
+import net from 'node:net';
 import type { Readable } from 'node:stream';
-import { fakeSpec, startTestGlue, type TestGlue } from '../helpers/glue.js';
+import { fakeSpec, openGate, startTestGlue, type TestGlue } from '../helpers/glue.js';
 import { until } from '../helpers/wait.js';
 import { isKilnError } from '../../src/shared/errors.js';
 import { generateEd25519 } from '../../src/shared/ssh-keys.js';
+import { MAX_HELD_WAITS, MAX_WAIT_SECONDS } from '../../src/protocol/index.js';
 
 const { Client, utils, BaseAgent } = ssh2;
 
@@ -178,6 +180,82 @@ describe('built-in SSH glue server', () => {
     for (const s of streams) s.destroy();
     expect(await slow.call('ping', [])).toMatchObject({ protocol: 1, backend: 'local' });
   }, 120_000);
+
+  it('held waits (build.wait) take no call slot: ten at once, and calls still answer; abandoned, they end on the glue too', async () => {
+    const c = g.client;
+    await c.call('job.put', [32], JSON.stringify(fakeSpec('gate ssh-hold')));
+    const { build } = await c.call('job.build', [32, 'ssh-hold-0001']);
+    await until(async () => (await c.call('build.status', [32, build])).state === 'running', 60_000, 50);
+    const gone = new AbortController();
+    const held = Array.from({ length: MAX_HELD_WAITS }, () =>
+      c.wait(32, build, 'running', MAX_WAIT_SECONDS, gone.signal).then(
+        (st) => ({ st }),
+        (e: unknown) => ({ e }),
+      ),
+    );
+    const holding = () => g.calls.filter((x) => x === 'wait').length;
+    await until(() => holding() >= MAX_HELD_WAITS, 60_000, 50);
+    const ended = () => g.logs.filter((l) => l.verb === 'build.wait').length;
+    const before = ended();
+    // Eight call slots: twelve calls answer only if no held wait took one.
+    const answers = await Promise.all(Array.from({ length: 12 }, () => c.call('build.status', [32, build])));
+    expect(answers.every((a) => a.state === 'running')).toBe(true);
+    expect(ended()).toBe(before);
+    gone.abort(new Error('not waiting any more'));
+    for (const h of await Promise.all(held)) expect(h).toEqual({ e: new Error('not waiting any more') });
+    // The glue heard each channel close: every wait ends there with the build still held at its gate.
+    await until(() => ended() >= before + MAX_HELD_WAITS, 60_000, 50);
+    expect((await c.call('build.status', [32, build])).state).toBe('running');
+    openGate(g.dataDir, 'ssh-hold');
+    expect(await c.wait(32, build, 'running', MAX_WAIT_SECONDS)).toMatchObject({ state: 'succeeded' });
+  });
+
+  it('a held wait whose connection is cut ends at once (backend_unavailable, not at its deadline), the glue hears it go, and a wait connects again', async () => {
+    // A TCP relay in front of the glue: cutting its sockets is a network that dropped the connection.
+    const socks = new Set<net.Socket>();
+    const relay = net.createServer((a) => {
+      const b = net.connect(g.port, '127.0.0.1');
+      for (const s of [a, b]) {
+        socks.add(s);
+        s.on('error', () => undefined).on('close', () => socks.delete(s));
+      }
+      a.pipe(b).pipe(a);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    try {
+      const c = g.newClient({ port: (relay.address() as net.AddressInfo).port });
+      await c.call('job.put', [33], JSON.stringify(fakeSpec('gate ssh-cut')));
+      const { build } = await c.call('job.build', [33, 'ssh-cut-0001']);
+      await until(async () => (await c.call('build.status', [33, build])).state === 'running', 60_000, 50);
+      const waitsAt = () => g.calls.filter((x) => x === 'wait').length;
+      const before = waitsAt();
+      let settled = false;
+      const held = c.wait(33, build, 'running', MAX_WAIT_SECONDS).then(
+        (st) => ({ st }),
+        (e: unknown) => ({ e }),
+      );
+      void held.finally(() => (settled = true));
+      await until(() => waitsAt() > before, 60_000, 20);
+      for (const s of socks) s.destroy();
+      const gone = () => g.logs.filter((l) => l.verb === 'build.wait' && (l.args as number[])[0] === 33);
+      await until(() => gone().some((l) => l.callerGone), 60_000, 20);
+      // Cut after the glue's confirmation of the exec reached the client: the wait ends at once. Cut before it (the
+      // glue had begun the wait, the client had not heard so yet): its exec is sent again on a new connection.
+      await until(() => settled || waitsAt() > before + 1, 60_000, 20);
+      let told = held;
+      if (settled) {
+        expect(await held).toMatchObject({ e: { code: 'backend_unavailable' } });
+        // The next wait opens a new connection, is held, and tells the build's end.
+        told = c.wait(33, build, 'running', MAX_WAIT_SECONDS).then((st) => ({ st }));
+        await until(() => waitsAt() > before + 1, 60_000, 20);
+      }
+      openGate(g.dataDir, 'ssh-cut');
+      expect(await told).toMatchObject({ st: { state: 'succeeded' } });
+    } finally {
+      for (const s of socks) s.destroy();
+      await new Promise((r) => relay.close(r));
+    }
+  });
 
   it('reconnects after the connection drops', async () => {
     const own = await startTestGlue();

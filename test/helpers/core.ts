@@ -7,7 +7,7 @@ import { silentLogger } from '../../src/shared/logger.js';
 /** A glue every call of which fails saying `who` reached it: for use cases that must never call it. */
 export function noGlue(who: string): GluePort {
   const refuse = () => Promise.reject(new Error(`${who} reached the glue`));
-  return { call: refuse, artifact: refuse, close: async () => undefined };
+  return { call: refuse, wait: refuse, artifact: refuse, close: async () => undefined };
 }
 
 /** The core's dependencies over a database alone: default config unless given, no glue, a silent log. */

@@ -1,4 +1,4 @@
-import { chmodSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Backend } from '../../src/glue/backends/types.js';
 import { Writable } from 'node:stream';
@@ -40,6 +40,12 @@ import { until } from './wait.js';
  * it ends or is stopped by SIGTERM, as the real SDK does, so a harness can tell what a SIGKILL leaves behind (the
  * directory holds `owner`: the script's path, naming the run it belongs to).
  */
+/** Opens the gate a `# fake: gate NAME` build of the fake SDK written into `dir` waits at. */
+export function openGate(dir: string, name: string): void {
+  mkdirSync(path.join(dir, 'gates'), { recursive: true });
+  writeFileSync(path.join(dir, 'gates', name), '');
+}
+
 export function writeFakeSdk(dir: string, opts: { scratch?: boolean } = {}): string[] {
   const file = path.join(dir, 'fake-sdk.sh');
   const scratch = opts.scratch
@@ -158,6 +164,7 @@ export function recording(backend: Backend): { backend: Backend; calls: string[]
     'cancel',
     'withdraw',
     'status',
+    'wait',
     'log',
     'artifact',
     'listJobs',

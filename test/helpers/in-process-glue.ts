@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pino } from 'pino';
@@ -9,7 +9,7 @@ import { createGlue, errorDocument, exitCodeFor, readCapped } from '../../src/gl
 import { createGlueClient, glueError, type Exchange, type GlueTransport } from '../../src/glue-client/codec.js';
 import { KilnError, toKilnError } from '../../src/shared/errors.js';
 import type { Logger } from '../../src/shared/logger.js';
-import { writeFakeSdk } from './glue.js';
+import { openGate, writeFakeSdk } from './glue.js';
 
 /**
  * The real glue (src/glue: parser, dispatcher, the local backend running the fake SDK of test/helpers/glue.ts) in
@@ -72,7 +72,7 @@ export async function startInProcessGlue<B extends Backend = LocalBackend>(o: {
   const cuts = new Map<string, number>();
   const empty = Buffer.alloc(0);
 
-  const handle = async (command: string, stdin?: string | Buffer) => {
+  const handle = async (command: string, stdin?: string | Buffer, signal?: AbortSignal) => {
     self.commands.push(command);
     if (self.down) throw new KilnError('backend_unavailable', 'The build service is unreachable; try again later');
     const verb = command.split(' ')[0]!;
@@ -82,7 +82,7 @@ export async function startInProcessGlue<B extends Backend = LocalBackend>(o: {
       throw refused;
     }
     const body = Readable.from(stdin === undefined ? [] : [Buffer.from(stdin)]);
-    return glue.handle(command, (max) => readCapped(body, max), { door: 'in-process' });
+    return glue.handle(command, (max) => readCapped(body, max), { door: 'in-process', ...(signal ? { signal } : {}) });
   };
   // What a front door sends back for a failed request: the error document and the exit status.
   const wire = (e: unknown): Exchange => {
@@ -90,20 +90,29 @@ export async function startInProcessGlue<B extends Backend = LocalBackend>(o: {
     return { code: exitCodeFor(err), stdout: empty, stderr: Buffer.from(errorDocument(err)) };
   };
 
+  const exchange = async (command: string, stdin?: string | Buffer, signal?: AbortSignal): Promise<Exchange> => {
+    let res;
+    try {
+      res = await handle(command, stdin, signal);
+    } catch (e) {
+      if (self.down) throw e;
+      return wire(e);
+    }
+    if (res.kind !== 'json') {
+      res.stream.destroy();
+      return wire(new KilnError('internal', 'a streamed reply to a JSON request'));
+    }
+    return { code: 0, stdout: Buffer.from(JSON.stringify(res.reply) + '\n'), stderr: empty };
+  };
+
   const transport: GlueTransport = {
-    async exec(command, stdin) {
-      let res;
-      try {
-        res = await handle(command, stdin);
-      } catch (e) {
-        if (self.down) throw e;
-        return wire(e);
-      }
-      if (res.kind !== 'json') {
-        res.stream.destroy();
-        return wire(new KilnError('internal', 'a streamed reply to a JSON request'));
-      }
-      return { code: 0, stdout: Buffer.from(JSON.stringify(res.reply) + '\n'), stderr: empty };
+    exec: (command, stdin) => exchange(command, stdin),
+    // As the SSH transport does: the caller that abandons a held request gets the signal's reason, and the glue
+    // hears the channel close (its wait ends).
+    async hold(command, _holdMs, signal) {
+      const r = await exchange(command, undefined, signal);
+      if (signal?.aborted) throw signal.reason;
+      return r;
     },
     async stream(command) {
       let res;
@@ -142,7 +151,6 @@ export async function startInProcessGlue<B extends Backend = LocalBackend>(o: {
     close: async () => undefined,
   };
 
-  const gates = path.join(o.dataDir, 'gates');
   const self: InProcessGlue<B> = {
     client: createGlueClient(transport),
     backend,
@@ -158,10 +166,7 @@ export async function startInProcessGlue<B extends Backend = LocalBackend>(o: {
     },
     archive: (job, build) =>
       path.join(o.dataDir, 'glue', 'jobs', `kiln-job-${job}`, 'builds', String(build), 'archive'),
-    openGate: (name) => {
-      mkdirSync(gates, { recursive: true });
-      writeFileSync(path.join(gates, name), '');
-    },
+    openGate: (name) => openGate(o.dataDir, name),
     close: () => backend.close(),
   };
   return self;

@@ -12,8 +12,11 @@ export const DOUBLE_AUTH = {
   authorization: `Basic ${Buffer.from(`${DOUBLE_USER.name}:${DOUBLE_USER.token}`).toString('base64')}`,
 };
 
-/** Jenkins double -> built-in glue (jenkins backend, fake SDK) -> SSH client -> web. `labels`: the only node's labels. */
-export async function startJenkinsChain(dir: string, labels?: string[]) {
+/**
+ * Jenkins double -> built-in glue (jenkins backend, fake SDK) -> SSH client -> web. `labels`: the only node's labels;
+ * `worker`: the web's worker settings over the chain's.
+ */
+export async function startJenkinsChain(dir: string, labels?: string[], worker: Record<string, unknown> = {}) {
   const double = await startJenkinsDouble({
     users: [DOUBLE_USER],
     quietPeriodSeconds: 1,
@@ -42,7 +45,7 @@ export async function startJenkinsChain(dir: string, labels?: string[]) {
   // Outages here last seconds: a dispatch retries for as long as it takes instead of failing its build.
   const web = await startTestWeb({
     glue: client,
-    config: { sdk: { formats: ['raw'] }, worker: { maxAttempts: 1000 } },
+    config: { sdk: { formats: ['raw'] }, worker: { maxAttempts: 1000, ...worker } },
   });
   const stop = async () => {
     await web.close();

@@ -334,6 +334,25 @@ describe('jenkins backend: builds', () => {
     expect(st).toMatchObject({ state: 'lost', reason: expect.stringMatching(/^interrupted: .*killed/) });
   });
 
+  it('build.wait: holds a running build until Jenkins ends it (while a build started with it and sleeping 30 s still runs); at its deadline `running`; at once for an ended build; not_found for a build Jenkins does not have', async () => {
+    await backend.putJob(16, spec({ dockerfile: 'FROM debian:bookworm\n# sleep 30\n' }));
+    await backend.putJob(17, spec({ dockerfile: 'FROM debian:bookworm\n# sleep 2\n' }));
+    const long = await backend.build(16, 'wait-long-0001');
+    const { build } = await backend.build(17, 'wait-short-001');
+    // At its deadline, the status then: the 30 s build's (the 2 s one could end within a second on a loaded machine).
+    expect(await backend.wait(16, long.build, 'running', 1)).toMatchObject({ state: 'running' });
+    const ended = await backend.wait(17, build, 'running', 60);
+    expect(ended).toMatchObject({
+      state: 'succeeded',
+      artifacts: expect.arrayContaining([expect.objectContaining({ name: 'image.raw' })]),
+    });
+    // Had it answered at its deadline (60 s), the 30 s build would have ended by then.
+    expect((await backend.status(16, long.build)).state).toBe('running');
+    expect(await backend.wait(17, build, 'running', 60)).toEqual(ended);
+    expect(await code(backend.wait(17, 99, 'running', 5))).toBe('not_found');
+    await backend.cancel(16, long.build);
+  }, 120_000);
+
   it('a queued item can be cancelled although Jenkins answers 204 (the wrapper confirms through the item)', async () => {
     const authorization = `Basic ${Buffer.from(`${USER.name}:${USER.token}`).toString('base64')}`;
     const api = new JenkinsApi(new Jenkins({ baseUrl: d.url.replace(/\/$/, ''), headers: { authorization } }), {

@@ -183,6 +183,7 @@ describe('finding 11: a build runs exactly the Dockerfile version it recorded', 
     const { g, web, alice } = await chain((real) => ({
       close: () => real.close(),
       artifact: (...a) => real.artifact(...a),
+      wait: (...a) => real.wait(...a),
       async call(verb, args, stdin) {
         if (verb === 'job.build' && !interleaved) {
           // Another dispatch, of version B, lands between this dispatch's job.put and its job.build.

@@ -123,7 +123,7 @@ async function takeDispatchTurn(d: Deps, build: BuildRow): Promise<boolean> {
  * (cancelled meanwhile, already dispatched) is left alone: the withdraw task takes back what a cancelled one started.
  */
 export const dispatchTask: TaskKind = {
-  async run(d, { task, log }) {
+  async run(d, { task, log, waits }) {
     const build = await buildOf(d, task.subject);
     if (build?.state !== 'requested') return;
     // A build of a git Dockerfile whose commit is not pinned yet (a reconciliation found it requested) fetches first.
@@ -151,7 +151,10 @@ export const dispatchTask: TaskKind = {
       if (moved) await enqueue(trx, d, 'build.refresh', task.subject, { delayMs: d.config.worker.refreshMs });
       return moved;
     });
-    if (queued) log.info({ build: build.id, job: build.dockerfile_id, backendBuild: r.build }, 'build dispatched');
+    if (!queued) return;
+    log.info({ build: build.id, job: build.dockerfile_id, backendBuild: r.build }, 'build dispatched');
+    // Its start (and, for a short build, its end) is heard through the held wait, before the first refresh is due.
+    waits?.watch({ ...build, backend_build: r.build }, 'queued');
   },
   async gaveUp(d, task, error) {
     const build = await buildOf(d, task.subject);

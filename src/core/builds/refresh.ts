@@ -1,7 +1,9 @@
 /**
  * `build.refresh`: pulls the glue's view of a dispatched build into its row, again and again while it is queued
  * or running (each pass returns `again`, and a requeued build waiting for its new dispatch keeps it), and ends when
- * the build does. A build the backend finished is `verifying` and gets its attestation task; one the glue lost
+ * the build does. Each pass that leaves the build at the backend asks the worker to hold a wait on it (waits.ts),
+ * whose answer runs the next pass at once when the build moves: `worker.refreshMs` is the pace of its progress and
+ * what a lost wake-up costs, not how late its end is seen. A build the backend finished is `verifying` and gets its attestation task; one the glue lost
  * (`lost`, or it no longer knows the build) is requeued once and dispatched again (requeue.ts). The glue
  * unreachable: thrown, retried with backoff; when that goes on for worker.maxAttempts runs the build fails with the
  * reason and its backend build is stopped.
@@ -21,10 +23,11 @@ import {
 import type { BuildStatus } from '../../protocol/index.js';
 import { isKilnError } from '../../shared/errors.js';
 import type { CoreDeps } from '../deps.js';
-import { enqueue } from '../tasks/queue.js';
+import { buildIdOf, enqueue } from '../tasks/queue.js';
 import type { TaskKind, TaskResult } from '../tasks/worker.js';
 import { buildOf } from './dispatch.js';
 import { afterInterruption } from './requeue.js';
+import type { WaitedState } from './waits.js';
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
 
@@ -61,25 +64,40 @@ async function interrupted(d: Deps, build: BuildRow, why: string, subject: strin
   return isFinal(row.state) ? undefined : { again: d.config.worker.refreshMs };
 }
 
+/**
+ * One look at a dispatched build: its result as a task's, and the state it is in at the backend while it is there
+ * (queued or running), for the held wait that tells its next change at once (waits.ts).
+ */
+async function look(d: Deps, subject: string): Promise<{ result: TaskResult; at?: WaitedState; build?: BuildRow }> {
+  const build = await buildOf(d, subject);
+  if (!build || isFinal(build.state) || build.state === 'verifying') return { result: undefined };
+  if (build.state === 'requested' || build.backend_build == null) {
+    // Requeued, waiting for its dispatch: make sure one is coming (a no-op when it is), and look again later.
+    await enqueue(d.db, d, 'build.dispatch', subject);
+    return { result: { again: d.config.worker.refreshMs } };
+  }
+  let st: BuildStatus;
+  try {
+    st = await d.glue.call('build.status', [build.dockerfile_id, build.backend_build]);
+  } catch (e) {
+    if (!isKilnError(e, 'not_found')) throw e;
+    return { result: await interrupted(d, build, 'the build vanished from the build service', subject) };
+  }
+  if (st.state === 'lost') return { result: await interrupted(d, build, st.reason ?? 'interrupted', subject) };
+  const next = await takeStatus(d, build, st, subject);
+  if (next !== 'queued' && next !== 'running') return { result: undefined };
+  return { result: { again: d.config.worker.refreshMs }, at: next, build };
+}
+
 export const refreshTask: TaskKind = {
-  async run(d, { task }) {
-    const build = await buildOf(d, task.subject);
-    if (!build || isFinal(build.state) || build.state === 'verifying') return;
-    if (build.state === 'requested' || build.backend_build == null) {
-      // Requeued, waiting for its dispatch: make sure one is coming (a no-op when it is), and look again later.
-      await enqueue(d.db, d, 'build.dispatch', task.subject);
-      return { again: d.config.worker.refreshMs };
-    }
-    let st: BuildStatus;
-    try {
-      st = await d.glue.call('build.status', [build.dockerfile_id, build.backend_build]);
-    } catch (e) {
-      if (!isKilnError(e, 'not_found')) throw e;
-      return interrupted(d, build, 'the build vanished from the build service', task.subject);
-    }
-    if (st.state === 'lost') return interrupted(d, build, st.reason ?? 'interrupted', task.subject);
-    const next = await takeStatus(d, build, st, task.subject);
-    return next === 'queued' || next === 'running' ? { again: d.config.worker.refreshMs } : undefined;
+  async run(d, { task, waits }) {
+    const seen = await look(d, task.subject);
+    // Still at the backend: its next change comes through the held wait at once, and the look again after
+    // refreshMs keeps its progress and is the net under a lost wake-up. Anything else (ended, requeued, gone): none.
+    const id = buildIdOf(task.subject);
+    if (seen.at && seen.build) waits?.watch(seen.build, seen.at);
+    else if (id !== undefined) waits?.forget(id);
+    return seen.result;
   },
   async gaveUp(d, task, error) {
     const build = await buildOf(d, task.subject);

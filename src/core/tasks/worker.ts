@@ -14,11 +14,12 @@
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { claimTask, extendLease, finishTask, type TaskRow } from '../../db/index.js';
+import { claimTask, extendLease, finishTask, hurryTask, type TaskRow } from '../../db/index.js';
 import { isKilnError } from '../../shared/errors.js';
 import { pump } from '../../shared/pump.js';
 import type { Logger } from '../../shared/logger.js';
 import { WORKER, actorLabel } from '../actor.js';
+import { BuildWaits } from '../builds/waits.js';
 import { clockOf, type CoreDeps } from '../deps.js';
 import { enqueue, isoAt } from './queue.js';
 
@@ -27,6 +28,8 @@ export interface TaskRun {
   /** Aborted when this worker lost the task's lease or stops: stop soon, nothing half-done may be left as done. */
   signal: AbortSignal;
   log: Logger;
+  /** The builds this worker holds glue waits on (builds/waits.ts): a started worker's; a drained one has none. */
+  waits?: BuildWaits;
 }
 
 export type TaskResult = void | { again: number };
@@ -68,7 +71,19 @@ export class Worker {
   readonly id: string;
   private readonly concurrency: number;
   private readonly leaseMs: number;
-  private readonly running = new Map<number, { kind: string; abort: AbortController; done: Promise<void> }>();
+  private readonly running = new Map<
+    number,
+    {
+      kind: string;
+      subject: string;
+      abort: AbortController;
+      done: Promise<void>;
+      /** Asked to run again as soon as this run ends (hurry), and whether its end is written (`settled`). */
+      hurried: boolean;
+      settled: boolean;
+    }
+  >();
+  private waits: BuildWaits | undefined;
   private timers: NodeJS.Timeout[] = [];
   private started = false;
   private stopping = false;
@@ -94,6 +109,11 @@ export class Worker {
   /** Starts polling (and asking for reconciliation passes). `stop()` ends it. */
   start(): this {
     this.started = true;
+    this.waits = new BuildWaits(this.d, (subject) => {
+      this.hurry('build.refresh', subject).catch((e: unknown) =>
+        this.log.warn({ err: e, subject }, 'could not move a refresh forward'),
+      );
+    });
     const poll = setInterval(() => this.wake(), this.o.pollMs ?? this.d.config.worker.pollMs);
     poll.unref();
     this.timers.push(poll);
@@ -120,6 +140,21 @@ export class Worker {
   }
 
   /**
+   * Runs the task of this kind and subject now rather than when it is due (what it looks at changed). One that runs
+   * in this worker now runs again as soon as it ends, if it asks to (`again`): the change may have come after its
+   * look. One pending is made due; another worker's running one is left to it.
+   */
+  async hurry(kind: string, subject: string): Promise<void> {
+    for (const r of this.running.values()) {
+      if (r.kind === kind && r.subject === subject && !r.settled) {
+        r.hurried = true;
+        return;
+      }
+    }
+    if (await hurryTask(this.d.db, kind, subject, isoAt(clockOf(this.d)))) this.wake();
+  }
+
+  /**
    * Runs due tasks until none is left, then resolves with how many ran (tests and `kiln worker --once` use it
    * instead of waiting for the poll). Tasks that became due because others ran are run too.
    */
@@ -141,6 +176,7 @@ export class Worker {
   /** Stops claiming and waits for the tasks running now to end (their leases are released as they finish). */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.waits?.close();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     await this.filler.idle;
@@ -163,7 +199,7 @@ export class Worker {
       this.running.delete(task.id);
       this.wake();
     });
-    this.running.set(task.id, { kind: task.kind, abort, done });
+    this.running.set(task.id, { kind: task.kind, subject: task.subject, abort, done, hurried: false, settled: false });
   }
 
   private async execute(task: TaskRow, abort: AbortController): Promise<void> {
@@ -202,7 +238,12 @@ export class Worker {
       }
       let result: TaskResult;
       try {
-        result = await kind.run(this.d, { task, signal: abort.signal, log });
+        result = await kind.run(this.d, {
+          task,
+          signal: abort.signal,
+          log,
+          ...(this.waits ? { waits: this.waits } : {}),
+        });
       } catch (e) {
         const error = errorText(e);
         if (task.attempts >= task.max_attempts) {
@@ -219,7 +260,12 @@ export class Worker {
         return;
       }
       if (result && typeof result.again === 'number') {
-        await this.end(task, { state: 'pending', runAt: isoAt(clockOf(this.d) + result.again), fresh: true }, log);
+        const me = this.running.get(task.id)!;
+        const again = me.hurried ? 0 : result.again;
+        await this.end(task, { state: 'pending', runAt: isoAt(clockOf(this.d) + again), fresh: true }, log);
+        // From now on a hurry finds the row pending; one that came while it was written is carried out here.
+        me.settled = true;
+        if (again && me.hurried) await hurryTask(this.d.db, task.kind, task.subject, isoAt(clockOf(this.d)));
         return;
       }
       await this.end(task, { state: 'done' }, log);

@@ -53,6 +53,12 @@ export interface Backend {
   withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }>;
 
   status(job: number, build: number): Promise<BuildStatus>;
+  /**
+   * build.wait: the build's status as soon as its state is no longer `known`, or after `seconds` (whatever it is
+   * then), or once `signal` aborts (the caller went away). A read, like status(): it changes nothing and may be
+   * repeated or abandoned at any time. not_found as for status(). Each backend bounds its own work while it waits.
+   */
+  wait(job: number, build: number, known: BuildState, seconds: number, signal?: AbortSignal): Promise<BuildStatus>;
   /** Log bytes from `offset`, at most MAX_LOG_CHUNK; `more` while the build can still write. */
   log(job: number, build: number, offset: number): Promise<LogChunk>;
   /** The artifact's bytes from `offset`. not_found if the build has no such artifact (yet). */

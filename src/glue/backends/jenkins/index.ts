@@ -96,11 +96,22 @@ export interface JenkinsBackendDeps {
   followTimeoutMs?: number;
   /** Poll interval while following queue items and cancellations. */
   pollMs?: number;
+  /** How often a held build.wait asks Jenkins whether the build is still building (one small GET each). */
+  waitPollMs?: number;
   /** Wait after a new trigger before looking for a duplicate (must stay below the 1 s quiet period). */
   dedupeWaitMs?: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 /** A folder name Jenkins accepts and node-jenkins cannot misread as a path or URL (SECURITY-CHECKLIST 3.1). */
 const FOLDER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 
@@ -121,6 +132,7 @@ export class JenkinsBackend implements Backend {
   private readonly logger: Logger;
   private readonly followTimeoutMs: number;
   private readonly pollMs: number;
+  private readonly waitPollMs: number;
   private readonly dedupeWaitMs: number;
   /**
    * How far each running build's console has been read, and its last progress event: status is asked for every
@@ -185,6 +197,7 @@ export class JenkinsBackend implements Backend {
     // Below the web's SSH timeout (ssh.timeoutMs, 30 s), so a long queue wait answers `timeout` rather than a cut channel.
     this.followTimeoutMs = deps.followTimeoutMs ?? 20_000;
     this.pollMs = deps.pollMs ?? 200;
+    this.waitPollMs = deps.waitPollMs ?? 500;
     this.dedupeWaitMs = Math.min(deps.dedupeWaitMs ?? 600, 900);
   }
 
@@ -603,6 +616,35 @@ export class JenkinsBackend implements Backend {
       base.reason = 'interrupted: the build step ended before the SDK wrote its result (it was killed)';
     }
     return base;
+  }
+
+  /**
+   * build.wait: Jenkins tells nobody when a build ends, so the glue asks, every waitPollMs, for the two fields that
+   * say it (`tree=building,result`, a few bytes); the full status (console progress, artifact sizes) is read once,
+   * at the start and when the answer changes. A build Jenkins numbered is never `queued` here: waiting on that
+   * answers at once, as a running build.
+   */
+  async wait(
+    job: number,
+    build: number,
+    known: BuildState,
+    seconds: number,
+    signal?: AbortSignal,
+  ): Promise<BuildStatus> {
+    const deadline = Date.now() + seconds * 1000;
+    const name = this.name(job);
+    const n = this.buildNo(build);
+    const st = await this.status(job, n);
+    if (st.state !== known || known !== 'running') return st;
+    while (Date.now() + this.waitPollMs < deadline && !signal?.aborted) {
+      await sleep(this.waitPollMs, signal);
+      const b = (await this.api.call('build.get', (c) => c.build.get(name, n, { tree: 'building,result' }))) as Pick<
+        BuildJson,
+        'building' | 'result'
+      >;
+      if (!b.building && b.result != null) break;
+    }
+    return this.status(job, n);
   }
 
   /** The console from byte `start` (§3.15): its text, the log's size Jenkins reported, and whether more will come. */

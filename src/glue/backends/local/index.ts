@@ -22,7 +22,7 @@ import type { Backend, BackendHealth } from '../types.js';
 import { dockerSocketPath, probeDockerEngine } from '../../../shared/docker-engine.js';
 import { KILN_VERSION } from '../../../shared/version.js';
 import { asIdentity, signalGroupIfSame } from './process.js';
-import { buildStatus, listJobs, listQueue, openArtifact, readLog } from './readers.js';
+import { buildStatus, listJobs, listQueue, openArtifact, readLog, waitForChange } from './readers.js';
 import { BuildStore, FINAL, type BuildRecord, type StoredSpec } from './records.js';
 import { Runner } from './runner.js';
 import { fireSchedules } from './schedule.js';
@@ -79,6 +79,8 @@ export class LocalBackend implements Backend {
   private readonly log_: Logger;
   private schedule: NodeJS.Timeout | undefined;
   private started = false;
+  /** The build.waits being held: close() ends them (each answers with the status it has then). */
+  private readonly held = new Set<AbortController>();
 
   constructor(private readonly opts: LocalBackendOptions) {
     this.log_ = opts.logger ?? silentLogger;
@@ -116,6 +118,7 @@ export class LocalBackend implements Backend {
   /** Stops the schedule and the runner; builds still running are stopped and end `lost`. */
   async close(): Promise<void> {
     clearInterval(this.schedule);
+    for (const h of this.held) h.abort();
     await this.runner?.close();
   }
 
@@ -331,6 +334,27 @@ export class LocalBackend implements Backend {
   async status(job: number, build: number): Promise<BuildStatus> {
     this.assertStarted();
     return buildStatus(this.store, job, build);
+  }
+
+  async wait(
+    job: number,
+    build: number,
+    known: BuildState,
+    seconds: number,
+    signal?: AbortSignal,
+  ): Promise<BuildStatus> {
+    this.assertStarted();
+    const h = new AbortController();
+    const stop = () => h.abort();
+    signal?.addEventListener('abort', stop);
+    if (signal?.aborted) h.abort();
+    this.held.add(h);
+    try {
+      return await waitForChange(this.store, job, build, known, Date.now() + seconds * 1000, h.signal);
+    } finally {
+      this.held.delete(h);
+      signal?.removeEventListener('abort', stop);
+    }
   }
 
   async log(job: number, build: number, offset: number): Promise<LogChunk> {

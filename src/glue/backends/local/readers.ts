@@ -3,7 +3,7 @@
  * the log), log chunks, artifact streams, the queue and the job list. Safe from any process, no lock needed: every
  * record is replaced atomically and the log only grows.
  */
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import {
@@ -14,6 +14,7 @@ import {
   lastProgress,
   utf8Boundary,
   type ArtifactName,
+  type BuildState,
   type BuildStatus,
   type JobInfo,
   type LogChunk,
@@ -37,6 +38,68 @@ export async function buildStatus(store: BuildStore, job: number, build: number)
   }
   if (FINAL.has(rec.state)) st.artifacts = await store.listArtifacts(job, build);
   return st;
+}
+
+/**
+ * How often a held wait reads build.json again without being told it changed: the change notice (inotify on the
+ * build's directory, where every state change renames a new build.json into place) is what wakes it; this only
+ * bounds what a lost notice costs. Without notices (no inotify watch left), it is how the wait sees the change.
+ */
+const WAIT_LOOK_MS = { notified: 1000, unnotified: 250 } as const;
+
+/**
+ * build.wait: the status once the build's state is not `known`, or at `deadline` (ms, Date.now) or on abort. Every
+ * writer of a state (the runner here, or a `kiln glue` process: any process on this data directory) replaces
+ * build.json by a rename in the build's directory, so a watch on that directory hears each change; it is set up
+ * before the first look, so a change between the look and the watch is not missed.
+ */
+export async function waitForChange(
+  store: BuildStore,
+  job: number,
+  build: number,
+  known: BuildState,
+  deadline: number,
+  signal?: AbortSignal,
+): Promise<BuildStatus> {
+  let told: boolean;
+  let wake: (() => void) | undefined;
+  const tell = () => {
+    told = true;
+    wake?.();
+  };
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(store.buildDir(job, build), { persistent: false }, (_event, name) => {
+      // The log grows in the same directory: only build.json (or an unnamed event) can be a change of state.
+      if (name === null || name === 'build.json') tell();
+    });
+    watcher.on('error', tell);
+  } catch {
+    // No such build (the look below says not_found), or no watch to be had: looking often enough does it.
+  }
+  const lookMs = watcher ? WAIT_LOOK_MS.notified : WAIT_LOOK_MS.unnotified;
+  signal?.addEventListener('abort', tell);
+  try {
+    for (;;) {
+      told = false;
+      const rec = await store.mustReadBuild(job, build);
+      const left = deadline - Date.now();
+      if (rec.state !== known || left <= 0 || signal?.aborted) return buildStatus(store, job, build);
+      if (told) continue;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, Math.min(left, lookMs));
+        wake = done;
+        function done() {
+          clearTimeout(t);
+          wake = undefined;
+          resolve();
+        }
+      });
+    }
+  } finally {
+    signal?.removeEventListener('abort', tell);
+    watcher?.close();
+  }
 }
 
 export async function readLog(store: BuildStore, job: number, build: number, offset: number): Promise<LogChunk> {
