@@ -5,6 +5,7 @@
  */
 import type { Actor } from './actor.js';
 import * as admin from './admin.js';
+import { AuthCache } from './auth-cache.js';
 import { listAuditLog } from './audit.js';
 import * as baseNames from './base-names.js';
 import * as builds from './builds/index.js';
@@ -49,6 +50,7 @@ export { AWAITING_APPROVAL } from './users.js';
 export { SCOPES, type Scope } from './actor.js';
 export { authorizeScope } from './policy.js';
 export { tokenState, type NewToken } from './tokens.js';
+export { AuthCache, AUTH_CHANGES_KEPT } from './auth-cache.js';
 
 /** Binds every use case to its dependencies: `core.builds.request(actor, {dockerfileId, key})`. */
 export function createCore(deps: CoreDeps) {
@@ -56,8 +58,11 @@ export function createCore(deps: CoreDeps) {
   const read = { ...deps, live: new builds.Coalescer() };
   // Every long poll of this process on one timer and one query per poll.
   const watch = new builds.BuildWatch((ids) => findBuildsByIds(deps.db, ids), deps.config.web.livePollMs);
+  // This process's sessions and users, kept exact by the auth change log (auth-cache.ts).
+  const auth = new AuthCache(deps.db);
   return {
     deps,
+    auth,
     dockerfiles: {
       create: (actor: Actor, input: Parameters<typeof dockerfiles.createDockerfile>[2]) =>
         dockerfiles.createDockerfile(deps, actor, input),
@@ -148,7 +153,8 @@ export function createCore(deps: CoreDeps) {
       ...createUsers(deps),
       register: (actor: Actor, input: unknown) => users.registerUser(deps, actor, input),
       authenticate: (attempt: users.LoginAttempt) => users.authenticate(deps, attempt),
-      sessionActor: (s: users.SessionUser) => users.sessionActor(deps, s),
+      /** `ticket`: auth.ticket() when the request arrived (a request checks the auth change log once). */
+      sessionActor: (s: users.SessionUser, ticket?: number) => users.sessionActor({ auth }, s, ticket),
       changePassword: (actor: Actor, input: Parameters<typeof users.changePassword>[2]) =>
         users.changePassword(deps, actor, input),
     },

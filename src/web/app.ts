@@ -28,7 +28,7 @@ import {
   userActor,
 } from '../core/index.js';
 import { allowedHosts, csrf, hostAllowList, sameOriginOnly, securityHeaders } from './security.js';
-import { SafeKnexStore } from './session-store.js';
+import { CachedSessionStore } from './session-store.js';
 import { readCookie, type CookieNames } from './routes/util.js';
 import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './paths.js';
 import { errorHandler, notFoundHandler, toHttpError } from './errors.js';
@@ -167,6 +167,12 @@ export function createApp(opts: AppOptions): KilnApp {
   views.addFilter('duration', humanDuration);
   views.addFilter('time', shortTime);
 
+  // The auth change log is checked once per request, by a check issued after the request arrived (auth-cache.ts).
+  const arrived = new WeakMap<Request, number>();
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    arrived.set(req, core.auth.ticket());
+    next();
+  });
   // Every answer's latency, by route pattern (never the raw path: ids would make a series each) and status class.
   app.use((req: Request, res: Response, next: NextFunction) => {
     const started = performance.now();
@@ -236,17 +242,7 @@ export function createApp(opts: AppOptions): KilnApp {
     smallJson(req, res, next);
   });
 
-  const store = new SafeKnexStore(
-    {
-      knex: db,
-      tableName: 'sessions',
-      createTable: false,
-      cleanupInterval: 10 * 60_000,
-      onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed'),
-    },
-    logger,
-    now,
-  );
+  const store = new CachedSessionStore(db, core.auth, logger, now);
   const cookieName = secureCookie ? '__Host-sid' : 'kiln.sid';
   app.set('kiln.cookie', {
     name: cookieName,
@@ -291,8 +287,8 @@ export function createApp(opts: AppOptions): KilnApp {
     ),
   );
   passport.serializeUser((user, done) => done(null, { id: user.id, epoch: user.epoch } satisfies SessionUser));
-  passport.deserializeUser((su: SessionUser, done) => {
-    core.users.sessionActor(su).then((a) => done(null, a ?? false), done);
+  passport.deserializeUser((req: Request, su: SessionUser, done: (err: unknown, u?: SessionActor | false) => void) => {
+    core.users.sessionActor(su, arrived.get(req)).then((a) => done(null, a ?? false), done);
   });
   app.use(passport.initialize());
   app.use(passport.session());
@@ -433,7 +429,7 @@ export function createApp(opts: AppOptions): KilnApp {
   prune.unref();
 
   app.closeApp = () => {
-    if (store.nextDbCleanup) clearTimeout(store.nextDbCleanup);
+    store.close();
     clearInterval(prune);
   };
   return app;

@@ -1,0 +1,168 @@
+/**
+ * Sessions and users are served from each web process's memory (src/core/auth-cache.ts) and stay exact: a change
+ * made by another web process on the same database, by `kiln user` or by plain SQL counts at the next request of
+ * every process. Two web instances with their own connection pools and caches on one SQLite file, and on one
+ * PostgreSQL database.
+ */
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuthCache } from '../../src/core/index.js';
+import { findUserByName, pruneAuthChanges, readAuthSeq, type Db } from '../../src/db/index.js';
+import { freshDb, secondPool, type TestDb } from '../db/engines.js';
+import { kilnRun } from '../helpers/kiln.js';
+import { addUser, HttpClient, startTestWeb, type TestWeb } from '../helpers/web.js';
+
+async function post(c: HttpClient, p: string): Promise<Response> {
+  return c.postJson(p, {}, { 'x-csrf-token': await c.apiToken() });
+}
+
+describe.each(['sqlite', 'pg'] as const)('auth cache across web processes (%s)', (engine) => {
+  let t: TestDb;
+  let dbB: Db;
+  let a: TestWeb;
+  let b: TestWeb;
+  let rootB: HttpClient;
+  let n = 0;
+
+  beforeAll(async () => {
+    t = await freshDb(engine);
+    dbB = secondPool(t);
+    a = await startTestWeb({ db: t.db });
+    b = await startTestWeb({ db: dbB });
+    const root = await addUser(t.db, 'root', 'admin');
+    rootB = b.client();
+    expect((await rootB.login(root.username, root.password)).status).toBe(303);
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await dbB?.destroy();
+    await t?.drop();
+  });
+
+  /** A user logged in at process A, whose session and user A already holds in memory. */
+  async function loggedInAtA(role: 'user' | 'admin' = 'user'): Promise<{ c: HttpClient; id: number; name: string }> {
+    const u = await addUser(t.db, `user${++n}`, role);
+    const c = a.client();
+    expect((await c.login(u.username, u.password)).status).toBe(303);
+    for (let i = 0; i < 3; i++) expect((await c.get('/api/me')).status).toBe(200);
+    return { c, id: (await findUserByName(t.db, u.username))!.id, name: u.username };
+  }
+
+  it('an admin disables a user in process B: the session in process A ends at its very next request', async () => {
+    const { c, id } = await loggedInAtA();
+    expect((await c.get('/dockerfiles')).status).toBe(200);
+    expect((await post(rootB, `/api/admin/users/${id}/disable`)).status).toBe(200);
+    expect((await c.get('/api/me')).status).toBe(401);
+    expect((await c.get('/dockerfiles')).headers.get('location')).toMatch(/^\/login/);
+  });
+
+  it('an admin demotes an admin in process B: process A refuses the admin pages at the next request', async () => {
+    const { c, id } = await loggedInAtA('admin');
+    expect((await c.get('/api/admin/users')).status).toBe(200);
+    expect((await post(rootB, `/api/admin/users/${id}/demote`)).status).toBe(200);
+    expect((await c.get('/api/admin/users')).status).toBe(403);
+    expect((await c.get('/api/me')).status).toBe(200);
+  });
+
+  it('a logout in process B ends the same session in process A', async () => {
+    const { c } = await loggedInAtA();
+    // Its own copy of the cookie: the logout's answer must not change what A is sent.
+    const sameSessionAtB = new HttpClient(b.url, new Map(c.jar));
+    expect((await sameSessionAtB.get('/api/me')).status).toBe(200);
+    expect((await post(sameSessionAtB, '/api/logout')).status).toBeLessThan(400);
+    expect((await c.get('/api/me')).status).toBe(401);
+  });
+
+  it('`kiln user passwd` (another process, no cache) ends the session in process A', async () => {
+    const { c, name } = await loggedInAtA();
+    const env: Record<string, string> =
+      engine === 'sqlite'
+        ? { KILN_DATA_DIR: path.dirname(t.filename!), KILN_LOG_LEVEL: 'silent' }
+        : { KILN_DB_CLIENT: 'pg', KILN_DB_URL: t.url!, KILN_LOG_LEVEL: 'silent' };
+    const r = await kilnRun(['user', 'passwd', name], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await c.get('/api/me')).status).toBe(401);
+  });
+
+  it('plain SQL on the users table counts too: the triggers log the change, whoever makes it', async () => {
+    const { c, id } = await loggedInAtA('admin');
+    expect((await c.get('/api/admin/users')).status).toBe(200);
+    await dbB('users').where({ id }).update({ role: 'user' });
+    expect((await c.get('/api/admin/users')).status).toBe(403);
+    await dbB('users').where({ id }).update({ disabled: true });
+    expect((await c.get('/api/me')).status).toBe(401);
+  });
+
+  it('a session deleted in the database ends in process A; a touch (expiry only) logs no change', async () => {
+    const { c } = await loggedInAtA();
+    const sid = /^s:([^.]+)\./.exec(decodeURIComponent(c.jar.get('kiln.sid')!))![1]!;
+    const before = await readAuthSeq(t.db);
+    await dbB('sessions')
+      .where({ sid })
+      .update({ expired: new Date(Date.now() + 3600_000).toISOString() });
+    expect(await readAuthSeq(t.db)).toBe(before);
+    expect((await c.get('/api/me')).status).toBe(200);
+    await dbB('sessions').where({ sid }).delete();
+    expect(await readAuthSeq(t.db)).toBe(before + 1);
+    expect((await c.get('/api/me')).status).toBe(401);
+  });
+
+  describe('the cache itself', () => {
+    const statements = (db: Db, re: RegExp) => {
+      const seen: string[] = [];
+      const on = (q: { sql: string }) => {
+        if (re.test(q.sql)) seen.push(q.sql);
+      };
+      db.on('query', on);
+      return { seen, stop: () => db.off('query', on) };
+    };
+
+    it('holds a user after the first read; requests that arrive while a check waits share the next one', async () => {
+      const cache = new AuthCache(t.db);
+      const u = await addUser(t.db, `user${++n}`, 'user');
+      const id = (await findUserByName(t.db, u.username))!.id;
+      await cache.sync();
+      const users = statements(t.db, /from\s+[`"]?users[`"]?/i);
+      expect((await cache.user(id))?.username).toBe(u.username);
+      expect((await cache.user(id))?.username).toBe(u.username);
+      users.stop();
+      expect(users.seen).toHaveLength(1);
+      const checks = statements(t.db, /auth_seq/i);
+      await Promise.all(Array.from({ length: 20 }, () => cache.sync()));
+      checks.stop();
+      // one in flight, and one that all the others joined
+      expect(checks.seen.length).toBeLessThanOrEqual(2);
+    });
+
+    it('a check issued before a request arrived does not count for it: a change committed in between is seen', async () => {
+      const cache = new AuthCache(t.db);
+      const u = await addUser(t.db, `user${++n}`, 'user');
+      const id = (await findUserByName(t.db, u.username))!.id;
+      await cache.sync();
+      expect((await cache.user(id))?.disabled).toBe(false);
+      const early = cache.sync();
+      await dbB('users').where({ id }).update({ disabled: true });
+      const ticket = cache.ticket();
+      await early;
+      await cache.sync(ticket);
+      expect((await cache.user(id))?.disabled).toBe(true);
+    });
+
+    it('a process further behind than the log keeps forgets everything it holds', async () => {
+      const cache = new AuthCache(t.db);
+      const x = await addUser(t.db, `user${++n}`, 'user');
+      const y = await addUser(t.db, `user${++n}`, 'user');
+      const xid = (await findUserByName(t.db, x.username))!.id;
+      const yid = (await findUserByName(t.db, y.username))!.id;
+      await cache.sync();
+      expect((await cache.user(xid))?.role).toBe('user');
+      await dbB('users').where({ id: xid }).update({ role: 'admin' });
+      await dbB('users').where({ id: yid }).update({ role: 'admin' });
+      // The change to x is pruned: only y's is left to read.
+      await pruneAuthChanges(dbB, 1);
+      await cache.sync();
+      expect((await cache.user(xid))?.role).toBe('admin');
+    });
+  });
+});
