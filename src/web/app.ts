@@ -11,7 +11,7 @@ import nunjucks from 'nunjucks';
 import passportPkg from 'passport';
 import { rateLimit } from 'express-rate-limit';
 import { Strategy as LocalStrategy } from 'passport-local';
-import type { Db } from '../db/index.js';
+import { closeReader, createReader, type Db } from '../db/index.js';
 import type { FrozenConfig } from '../config/index.js';
 import type { Logger } from '../shared/logger.js';
 import { KilnError, isKilnError } from '../shared/errors.js';
@@ -140,9 +140,11 @@ export function createApp(opts: AppOptions): KilnApp {
     secret = randomBytes(32).toString('hex');
   }
   const now = opts.clock ?? Date.now;
+  const reader = createReader(db);
   const core = createCore({
     config,
     db,
+    reader,
     glue,
     logger,
     hasher,
@@ -430,6 +432,7 @@ export function createApp(opts: AppOptions): KilnApp {
 
   app.closeApp = () => {
     store.close();
+    closeReader(reader, db).catch((err: unknown) => logger.warn({ err }, 'read connections did not close'));
     clearInterval(prune);
   };
   return app;
