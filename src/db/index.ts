@@ -17,3 +17,4 @@ export * from './api-tokens.js';
 export * from './git-sources.js';
 export * from './ssh-keys.js';
 export * from './sessions.js';
+export * from './statements.js';

@@ -4,6 +4,7 @@
  * so rows from before stay readable) and timestamptz on PostgreSQL.
  */
 import { isPg, type Queryable } from './knex.js';
+import { selectRow, selectRows } from './statements.js';
 
 export interface SessionRecord {
   /** The session's JSON text. */
@@ -18,14 +19,11 @@ export interface AuthChange {
   subject: string;
 }
 
-const rowsOf = (db: Queryable, r: unknown): Record<string, unknown>[] =>
-  isPg(db) ? (r as { rows: Record<string, unknown>[] }).rows : (r as Record<string, unknown>[]);
-
 const iso = (ms: number): string => new Date(ms).toISOString();
 
 /** The session `sid` while it has not expired at `nowMs`. */
 export async function readSession(db: Queryable, sid: string, nowMs: number): Promise<SessionRecord | undefined> {
-  const [r] = rowsOf(db, await db.raw('SELECT sess, expired FROM sessions WHERE sid = ?', [sid]));
+  const r = await selectRow(db, 'SELECT sess, expired FROM sessions WHERE sid = ?', [sid]);
   if (!r) return undefined;
   const expiresMs = new Date(r.expired as string | Date).getTime();
   if (!(expiresMs > nowMs)) return undefined;
@@ -62,15 +60,16 @@ export async function deleteExpiredSessions(db: Queryable, nowMs: number): Promi
 
 /** The number of the latest auth change (0 before any). */
 export async function readAuthSeq(db: Queryable): Promise<number> {
-  const [r] = rowsOf(db, await db.raw('SELECT seq FROM auth_seq WHERE id = 1'));
+  const r = await selectRow(db, 'SELECT seq FROM auth_seq WHERE id = 1');
   return Number(r?.seq ?? 0);
 }
 
 /** The changes after `after` up to `upTo`, in order (fewer than asked when older ones were pruned). */
 export async function authChangesSince(db: Queryable, after: number, upTo: number): Promise<AuthChange[]> {
-  const rows = rowsOf(
+  const rows = await selectRows(
     db,
-    await db.raw('SELECT seq, kind, subject FROM auth_changes WHERE seq > ? AND seq <= ? ORDER BY seq', [after, upTo]),
+    'SELECT seq, kind, subject FROM auth_changes WHERE seq > ? AND seq <= ? ORDER BY seq',
+    [after, upTo],
   );
   return rows.map((r) => ({ seq: Number(r.seq), kind: r.kind as AuthChange['kind'], subject: String(r.subject) }));
 }

@@ -19,7 +19,6 @@ import {
   countActiveBuilds,
   findBuild,
   findBuildByKey,
-  getVersion,
   insertBuild,
   isFinal,
   isUniqueViolation,
@@ -46,7 +45,7 @@ import { buildSubject, enqueue, wake } from '../tasks/queue.js';
 import { buildFor } from './access.js';
 import { needsFetch } from '../git/pin.js';
 
-export { buildFor } from './access.js';
+export { buildFor, buildVersion } from './access.js';
 export { openArtifact, readLog, type ArtifactDownload } from './artifacts.js';
 export { BuildWatch, Coalescer, followBuild, waitForBuild, type LiveEvent } from './live.js';
 export { buildReport, manifestView, packageDiff, sbomView, serialLog } from './report.js';
@@ -210,18 +209,6 @@ export function listBuilds(d: Pick<CoreDeps, 'db'>, actor: Actor, limit = 20): P
 /** A build as stored (the worker keeps it current; reading it changes nothing and calls no one). */
 export function getBuild(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown): Promise<BuildRow> {
   return buildFor(d.db, actor, rawId);
-}
-
-/** The build with its Dockerfile and the digest of the version it builds (the build page). */
-export async function buildVersion(
-  d: Pick<CoreDeps, 'db'>,
-  actor: Actor,
-  rawId: unknown,
-): Promise<{ build: BuildRow; dockerfile: DockerfileRow; versionSha: string }> {
-  const build = await getBuild(d, actor, rawId);
-  const dockerfile = await dockerfileFor(d.db, actor, String(build.dockerfile_id));
-  const version = await getVersion(d.db, build.version_id);
-  return { build, dockerfile, versionSha: version?.sha256 ?? '' };
 }
 
 /**
