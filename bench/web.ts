@@ -8,63 +8,22 @@
  * bench/RESULTS-web.md.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
-import express from 'express';
-import { addUser, startTestWeb, type HttpClient } from '../test/helpers/web.js';
-import type { LoadJob, LoadResult } from './web-load.js';
+import { fileURLToPath } from 'node:url';
+import type { LoadResult } from './web-load.js';
+import { SESSIONS, load, setupPages, type Targets } from './web-setup.js';
 
 const SECONDS = Number(process.argv[2] ?? 10);
-const SESSIONS = 100;
 const here = path.dirname(fileURLToPath(import.meta.url));
-
-function load(job: LoadJob): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    // The worker loads the TypeScript module through tsx's loader, registered in the worker itself.
-    const src = `import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(pathToFileURL(path.join(here, 'web-load.ts')).href)}); })`;
-    const w = new Worker(src, { eval: true, workerData: job });
-    w.once('message', (m: LoadResult | { error: string }) => ('error' in m ? reject(new Error(m.error)) : resolve(m)));
-    w.once('error', reject);
-  });
-}
 
 async function main(): Promise<void> {
   const loadAtStart = os.loadavg();
-  // The worker as `kiln web` runs it (the tests' quick polls would add load no deployment has).
-  const w = await startTestWeb({
-    config: { worker: { pollMs: 1000, refreshMs: 2000, backoffMs: 1000, backoffMaxSeconds: 300 } },
-  });
-  const bare = express();
-  bare.get('/bare', (_req, res) => {
-    res.type('text/plain').send('ok\n');
-  });
-  const bareServer = http.createServer(bare).listen(0, '127.0.0.1');
-  await new Promise((r) => bareServer.once('listening', r));
-  const bareUrl = `http://127.0.0.1:${(bareServer.address() as AddressInfo).port}/bare`;
-
-  process.stdout.write(`setting up ${SESSIONS} users, each with 2 Dockerfiles and 3 builds...\n`);
-  const clients: HttpClient[] = [];
-  const buildIds: number[] = [];
-  for (let i = 0; i < SESSIONS; i++) {
-    const u = await addUser(w.db, `bench${String(i).padStart(3, '0')}`, 'user');
-    const c = w.client();
-    if ((await c.login(u.username, u.password)).status !== 303) throw new Error('login failed');
-    const a = await c.createDockerfile('app', `FROM debian:bookworm\nRUN echo ${i}\n`);
-    await c.createDockerfile('tools', `FROM debian:bookworm-slim\nRUN echo tools ${i}\n`);
-    for (let b = 0; b < 3; b++) buildIds[i] = (await c.build(a)).id;
-    clients.push(c);
-  }
-  for (const id of buildIds) await w.waitForBuild(id);
-  const session = (url: (i: number) => string) => clients.map((c, i) => ({ url: url(i), cookie: c.cookieHeader() }));
-  const targets: Array<{ name: string; targets: LoadJob['targets'] }> = [
-    { name: 'bare Express route', targets: [{ url: bareUrl, cookie: '' }] },
-    { name: 'dashboard (/dockerfiles)', targets: session(() => `${w.url}/dockerfiles`) },
-    // every session its own latest build
-    { name: 'build page (/builds/:id)', targets: session((i) => `${w.url}/builds/${buildIds[i]!}`) },
+  const pages = await setupPages();
+  const targets: Array<{ name: string; targets: Targets }> = [
+    { name: 'bare Express route', targets: pages.bare },
+    { name: 'dashboard (/dockerfiles)', targets: pages.dashboard },
+    { name: 'build page (/builds/:id)', targets: pages.build },
   ];
   const rows: Array<{ name: string; closed: LoadResult; rate: LoadResult }> = [];
   for (const t of targets) {
@@ -77,8 +36,7 @@ async function main(): Promise<void> {
       `${t.name}: closed ${closed.rps} req/s p99 ${closed.p99} ms (non-2xx ${closed.non2xx}, errors ${closed.errors}); 200 req/s p50 ${rate.p50} p99 ${rate.p99} ms (non-2xx ${rate.non2xx})\n`,
     );
   }
-  await w.close();
-  bareServer.close();
+  await pages.close();
   write(rows, loadAtStart);
 }
 
