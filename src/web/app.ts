@@ -156,6 +156,8 @@ export function createApp(opts: AppOptions): KilnApp {
 
   const app = express() as unknown as KilnApp;
   app.disable('x-powered-by');
+  // Every answer but /static is no-store (below): no cache holds one to revalidate, so no body is hashed for an ETag.
+  app.set('etag', false);
   // Exact hop count: `true` would let any client choose its rate-limit bucket via X-Forwarded-For.
   app.set('trust proxy', config.web.trustProxyHops === 0 ? false : config.web.trustProxyHops);
 
