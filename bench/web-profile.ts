@@ -7,10 +7,12 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { setupPages, load, type Targets } from './web-setup.js';
+import { setupPages, load, measure, type Targets } from './web-setup.js';
 
 const SECONDS = Number(process.argv[2] ?? 8);
 const which = process.argv.slice(3).length ? process.argv.slice(3) : ['bare', 'dashboard', 'build'];
+/** KILN_PROFILE=0: CPU accounting only (the sampling profiler costs the main thread time of its own). */
+const PROFILE = process.env.KILN_PROFILE !== '0';
 
 const pages = await setupPages();
 const targets: Record<string, Targets> = {
@@ -27,6 +29,13 @@ for (const name of which) {
   const t = targets[name];
   if (!t) throw new Error(`unknown target ${name}`);
   await load({ targets: t, mode: 'closed', connections: 10, rate: 0, seconds: 2 });
+  if (!PROFILE) {
+    const r = await measure({ targets: t, mode: 'closed', connections: 100, rate: 0, seconds: SECONDS });
+    process.stdout.write(
+      `${name.padEnd(10)} ${String(r.rps).padStart(6)} req/s  main thread CPU ${String(r.cpu.mainUs).padStart(5)} us/req, waited for a core ${String(r.cpu.mainWaitUs).padStart(5)} us/req, ${r.cpu.mainSwitches} switches/req; other threads ${r.cpu.otherUs} us/req  non-2xx ${r.non2xx}\n`,
+    );
+    continue;
+  }
   await s.post('Profiler.start');
   const r = await load({ targets: t, mode: 'closed', connections: 100, rate: 0, seconds: SECONDS });
   const { profile } = await s.post('Profiler.stop');

@@ -3,6 +3,7 @@
  * it, the real glue in-process with the fake SDK), 100 logged-in users (2 Dockerfiles and 3 finished builds each),
  * a bare Express route in the same process, and the load generator (bench/web-load.ts) in a worker thread.
  */
+import { readFileSync, readdirSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -25,6 +26,63 @@ export function load(job: LoadJob): Promise<LoadResult> {
     w.once('message', (m: LoadResult | { error: string }) => ('error' in m ? reject(new Error(m.error)) : resolve(m)));
     w.once('error', reject);
   });
+}
+
+/** CPU time and run-queue wait of each thread of this process, from /proc (ns), and its context switches. */
+type ThreadTimes = Map<number, { cpuNs: number; waitNs: number; switches: number }>;
+function threadTimes(): ThreadTimes {
+  const out: ThreadTimes = new Map();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const [cpu, wait] = readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
+      const status = readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
+      const switches = [...status.matchAll(/ctxt_switches:\s+(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+      out.set(Number(tid), { cpuNs: cpu!, waitNs: wait!, switches });
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return out;
+}
+
+/**
+ * What a run cost the web, per request, whatever else the shared machine was doing: CPU time of the main thread and
+ * of the web's other threads (libuv's pool, where node-sqlite3 runs statements; V8's helpers), the main thread's
+ * wait for a core (run queue) and its context switches. Threads that did not exist before the run (the load
+ * generator's worker) are left out.
+ */
+export interface CpuPerRequest {
+  mainUs: number;
+  otherUs: number;
+  mainWaitUs: number;
+  mainSwitches: number;
+}
+
+/** `load(job)` with the web's CPU per request. */
+export async function measure(job: LoadJob): Promise<LoadResult & { cpu: CpuPerRequest }> {
+  const before = threadTimes();
+  const r = await load(job);
+  const after = threadTimes();
+  let main = { cpuNs: 0, waitNs: 0, switches: 0 };
+  let otherNs = 0;
+  for (const [tid, a] of after) {
+    const b = before.get(tid);
+    if (!b) continue;
+    if (tid === process.pid)
+      main = { cpuNs: a.cpuNs - b.cpuNs, waitNs: a.waitNs - b.waitNs, switches: a.switches - b.switches };
+    else otherNs += a.cpuNs - b.cpuNs;
+  }
+  const n = Math.max(1, r.requests);
+  const us = (ns: number) => Math.round(ns / 1000 / n);
+  return {
+    ...r,
+    cpu: {
+      mainUs: us(main.cpuNs),
+      otherUs: us(otherNs),
+      mainWaitUs: us(main.waitNs),
+      mainSwitches: Math.round((main.switches / n) * 10) / 10,
+    },
+  };
 }
 
 export interface Pages {
