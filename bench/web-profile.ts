@@ -13,6 +13,8 @@ const SECONDS = Number(process.argv[2] ?? 8);
 const which = process.argv.slice(3).length ? process.argv.slice(3) : ['bare', 'dashboard', 'build'];
 /** KILN_PROFILE=0: CPU accounting only (the sampling profiler costs the main thread time of its own). */
 const PROFILE = process.env.KILN_PROFILE !== '0';
+/** KILN_CONNECTIONS: fewer than the closed loop's 100 for a cleaner attribution (less waiting for a core). */
+const CONNECTIONS = Number(process.env.KILN_CONNECTIONS ?? 100);
 
 const pages = await setupPages();
 const targets: Record<string, Targets> = {
@@ -30,14 +32,14 @@ for (const name of which) {
   if (!t) throw new Error(`unknown target ${name}`);
   await load({ targets: t, mode: 'closed', connections: 10, rate: 0, seconds: 2 });
   if (!PROFILE) {
-    const r = await measure({ targets: t, mode: 'closed', connections: 100, rate: 0, seconds: SECONDS });
+    const r = await measure({ targets: t, mode: 'closed', connections: CONNECTIONS, rate: 0, seconds: SECONDS });
     process.stdout.write(
       `${name.padEnd(10)} ${String(r.rps).padStart(6)} req/s  main thread CPU ${String(r.cpu.mainUs).padStart(5)} us/req, waited for a core ${String(r.cpu.mainWaitUs).padStart(5)} us/req, ${r.cpu.mainSwitches} switches/req; other threads ${r.cpu.otherUs} us/req  non-2xx ${r.non2xx}\n`,
     );
     continue;
   }
   await s.post('Profiler.start');
-  const r = await load({ targets: t, mode: 'closed', connections: 100, rate: 0, seconds: SECONDS });
+  const r = await load({ targets: t, mode: 'closed', connections: CONNECTIONS, rate: 0, seconds: SECONDS });
   const { profile } = await s.post('Profiler.stop');
   const file = `/tmp/kiln-web-${name}.cpuprofile`;
   writeFileSync(file, JSON.stringify(profile));
