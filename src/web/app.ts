@@ -108,7 +108,8 @@ export interface AppContext {
 }
 
 export type KilnApp = Express & {
-  closeApp: () => void;
+  /** Stops its timers and closes its read connections (call once the server has closed: no request reads then). */
+  closeApp: () => Promise<void>;
   /** The port the server really listens on (config.web.port until told; port 0 picks one at listen time). */
   setListenPort: (port: number) => void;
 };
@@ -432,10 +433,10 @@ export function createApp(opts: AppOptions): KilnApp {
   }, 10 * 60_000);
   prune.unref();
 
-  app.closeApp = () => {
+  app.closeApp = async () => {
     store.close();
-    closeReader(reader, db).catch((err: unknown) => logger.warn({ err }, 'read connections did not close'));
     clearInterval(prune);
+    await closeReader(reader, db).catch((err: unknown) => logger.warn({ err }, 'read connections did not close'));
   };
   return app;
 }
