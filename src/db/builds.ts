@@ -178,10 +178,53 @@ export async function listBuildsOfDockerfile(
   return listWhere(db, 'b.dockerfile_id = ?', [dockerfileId], 'DESC', limit);
 }
 
-export async function listBuildsOfOwner(db: Queryable, ownerId: number | null, limit = 50): Promise<BuildListItem[]> {
-  return ownerId === null
-    ? listWhere(db, '1 = 1', [], 'DESC', limit)
-    : listWhere(db, 'b.owner_id = ?', [ownerId], 'DESC', limit);
+/** What a list of recent builds shows of each (the dashboard, the SSH door's `list`). */
+export type BuildSummary = Pick<
+  BuildListItem,
+  | 'id'
+  | 'dockerfile_id'
+  | 'dockerfile_name'
+  | 'owner_id'
+  | 'owner'
+  | 'state'
+  | 'reason'
+  | 'trigger'
+  | 'requested_at'
+  | 'started_at'
+  | 'finished_at'
+>;
+
+/**
+ * An owner's latest builds (everyone's for `ownerId` null), newest first: only the columns a list shows. A whole
+ * row carries its progress and artifacts as JSON, which the list would copy out of SQLite and parse for nothing.
+ */
+export async function listBuildSummaries(
+  db: Queryable,
+  ownerId: number | null,
+  limit: number,
+): Promise<BuildSummary[]> {
+  const rows = await selectRows(
+    db,
+    `SELECT b.id, b.dockerfile_id, d.name AS dockerfile_name, b.owner_id, u.username AS owner, b.state, b.reason,
+       b."trigger", b.requested_at, b.started_at, b.finished_at
+     FROM builds b JOIN dockerfiles d ON d.id = b.dockerfile_id JOIN users u ON u.id = b.owner_id
+     ${ownerId === null ? '' : 'WHERE b.owner_id = ?'} ORDER BY b.id DESC LIMIT ?`,
+    ownerId === null ? [limit] : [ownerId, limit],
+  );
+  const text = (v: unknown) => (v == null ? null : String(v));
+  return rows.map((r) => ({
+    id: Number(r.id),
+    dockerfile_id: Number(r.dockerfile_id),
+    dockerfile_name: String(r.dockerfile_name),
+    owner_id: Number(r.owner_id),
+    owner: String(r.owner),
+    state: r.state as WebBuildState,
+    reason: text(r.reason),
+    trigger: r.trigger as BuildTrigger,
+    requested_at: String(r.requested_at),
+    started_at: text(r.started_at),
+    finished_at: text(r.finished_at),
+  }));
 }
 
 /** Every owner's builds in `states` (the admin's queue), oldest request first. */

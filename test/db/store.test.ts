@@ -38,7 +38,7 @@ import {
   putGitSource,
   recordFetch,
   takeScheduleSlot,
-  listBuildsOfOwner,
+  listBuildSummaries,
   listBuildsInStates,
   findBuildWithDockerfile,
 } from '../../src/db/index.js';
@@ -497,8 +497,22 @@ for (const engine of ['sqlite', 'pg'] as const) {
         ),
       ).toEqual(['zeta']);
       expect((await listDockerfiles(t.db, null, { limit: 2 })).map((d) => d.name)).toEqual(['alpha', 'other']);
-      expect((await listBuildsOfOwner(t.db, carol.id, 20)).map((b) => b.id)).toEqual([ids[2], ids[1], ids[0]]);
-      expect((await listBuildsOfOwner(t.db, null, 2)).map((b) => b.id)).toEqual([ids[3], ids[2]]);
+      const recent = await listBuildSummaries(t.db, carol.id, 20);
+      expect(recent.map((b) => b.id)).toEqual([ids[2], ids[1], ids[0]]);
+      expect(recent[2]).toEqual({
+        id: ids[0],
+        dockerfile_id: zeta.id,
+        dockerfile_name: 'zeta',
+        owner_id: carol.id,
+        owner: 'carol',
+        state: 'requested',
+        reason: null,
+        trigger: 'manual',
+        requested_at: (await findBuild(t.db, ids[0]!, null))!.requested_at,
+        started_at: null,
+        finished_at: null,
+      });
+      expect((await listBuildSummaries(t.db, null, 2)).map((b) => b.id)).toEqual([ids[3], ids[2]]);
       expect((await listBuildsInStates(t.db, ['requested'])).map((b) => b.id)).toEqual(ids);
 
       const page = await findBuildWithDockerfile(t.db, ids[1]!, carol.id);

@@ -22,12 +22,12 @@ import {
   insertBuild,
   isFinal,
   isUniqueViolation,
-  listBuildsOfOwner,
+  listBuildSummaries,
   lockUserRow,
   nowIso,
   updateBuild,
   getGitSource,
-  type BuildListItem,
+  type BuildSummary,
   type BuildRow,
   type BuildTrigger,
   type DockerfileRow,
@@ -201,9 +201,10 @@ export async function requestOf(
   return { build, created: true };
 }
 
-export function listBuilds(d: Pick<CoreDeps, 'db'>, actor: Actor, limit = 20): Promise<BuildListItem[]> {
+/** The actor's latest builds (everyone's for an admin), as lists show them. */
+export function listBuilds(d: Pick<CoreDeps, 'db'>, actor: Actor, limit = 20): Promise<BuildSummary[]> {
   authorize(actor, 'build.list');
-  return listBuildsOfOwner(d.db, ownerScope(actor), limit);
+  return listBuildSummaries(d.db, ownerScope(actor), limit);
 }
 
 /** A build as stored (the worker keeps it current; reading it changes nothing and calls no one). */
