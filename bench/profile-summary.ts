@@ -66,7 +66,7 @@ const show = (title: string, m: Map<string, number>, n: number) => {
 process.stdout.write(`profile ${(total / 1e6).toFixed(1)} s${requests ? `, ${requests} requests, ${(total / requests).toFixed(0)} us/req wall` : ''}\n`);
 // Components: the innermost frame that names one (a package, a src file, node's HTTP stack); GC and idle apart.
 const GROUPS: Array<[RegExp, string]> = [
-  [/^npm:(knex|tarn|sqlite3|connect-session-knex)$/, 'database: knex + node-sqlite3 (+ the session store)'],
+  [/^npm:(knex|tarn|sqlite3)$/, 'database: knex + node-sqlite3'],
   [/^src\/db\//, 'database: src/db row mapping'],
   [/^npm:(express-session|cookie|cookie-signature|on-headers|uid-safe|random-bytes)$/, 'express-session'],
   [/^npm:(passport|passport-local|passport-strategy|pause|utils-merge)$/, 'passport'],
@@ -83,7 +83,7 @@ const GROUPS: Array<[RegExp, string]> = [
   [/^\(native\) \(garbage collector\)$/, 'GC'],
   [/^\(native\) \(idle\)$/, 'idle (waiting)'],
   [/^\(native\) \(program\)$/, '(program: native, unattributed)'],
-  [/^\(native\) (VerifyTask|Statement|Database)/, 'database: knex + node-sqlite3 (+ the session store)'],
+  [/^\(native\) (VerifyTask|Statement|Database)/, 'database: knex + node-sqlite3'],
 ];
 const group = (chain: string[]): string => {
   for (const c of chain) for (const [re, g] of GROUPS) if (re.test(c)) return g;
