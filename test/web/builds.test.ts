@@ -357,6 +357,11 @@ describe('builds', () => {
     expect(['requested', 'queued', 'running']).toContain((await w.db('builds').where({ id: third.id }).first()).state);
     await a.postJson(`/api/builds/${third.id}/cancel`, {}, { 'x-csrf-token': t });
     expect((await w.waitForBuild(third.id)).state).toBe('cancelled');
+    // Its dispatch may have read the row before the cancel and still be on its way to the glue (the withdraw takes
+    // back what it starts): the next test must not see its job.put.
+    await until(async () =>
+      (await listTasksOf(w.db, `build:${third.id}`)).every((task) => task.state === 'done' || task.state === 'failed'),
+    );
   });
 
   it("a glue refusal (not an outage) fails the build with the glue's message", async () => {
