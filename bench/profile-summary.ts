@@ -44,14 +44,15 @@ for (const [id, us] of selfUs) {
 // the nearest ancestor chain's top-most non-node: frame below the event loop.
 const parent = new Map<number, number>();
 for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+/** Where a sample's frames are, innermost first. */
+const chainOf = (id: number): string[] => {
+  const chain: string[] = [];
+  for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) chain.push(where(byId.get(cur)!));
+  return chain;
+};
 const byCause = new Map<string, number>();
 for (const [id, us] of selfUs) {
-  let cur: number | undefined = id;
-  const chain: string[] = [];
-  while (cur !== undefined) {
-    chain.push(where(byId.get(cur)!));
-    cur = parent.get(cur);
-  }
+  const chain = chainOf(id);
   // the innermost package/src frame that is not a node: builtin or native
   const k = chain.find((c) => c.startsWith('npm:') || c.startsWith('src/')) ?? chain[0]!;
   add(byCause, k, us);
@@ -63,18 +64,24 @@ const show = (title: string, m: Map<string, number>, n: number) => {
     process.stdout.write(`${((v / total) * 100).toFixed(1).padStart(5)}%${per}  ${k}\n`);
   }
 };
-process.stdout.write(`profile ${(total / 1e6).toFixed(1)} s${requests ? `, ${requests} requests, ${(total / requests).toFixed(0)} us/req wall` : ''}\n`);
+process.stdout.write(
+  `profile ${(total / 1e6).toFixed(1)} s${requests ? `, ${requests} requests, ${(total / requests).toFixed(0)} us/req wall` : ''}\n`,
+);
 // Components: the innermost frame that names one (a package, a src file, node's HTTP stack); GC and idle apart.
 const GROUPS: Array<[RegExp, string]> = [
   [/^npm:(knex|tarn|sqlite3)$/, 'database: knex + node-sqlite3'],
-  [/^src\/db\//, 'database: src/db row mapping'],
+  // node-sqlite3's native calls (N-API; the profiler names them `Backup`) sit under src/db/statements.ts.
+  [/^src\/db\//, 'database: src/db and the node-sqlite3 calls it makes'],
   [/^npm:(express-session|cookie|cookie-signature|on-headers|uid-safe|random-bytes)$/, 'express-session'],
   [/^npm:(passport|passport-local|passport-strategy|pause|utils-merge)$/, 'passport'],
   [/^npm:helmet$/, 'helmet'],
   [/^npm:(csrf-sync)$/, 'csrf'],
   [/^npm:(nunjucks|a-sync-waterfall|asap)$/, 'nunjucks render'],
   [/^src\/web\/views|\.njk/, 'nunjucks render'],
-  [/^npm:(express|router|parseurl|finalhandler|send|etag|fresh|mime-types|content-type|type-is|body-parser|qs|media-typer|depd|vary|encodeurl|escape-html|statuses|path-to-regexp|debug|ms|setprototypeof|merge-descriptors|methods|range-parser|proxy-addr|forwarded|ipaddr\.js|accepts|negotiator)$/, 'express + router'],
+  [
+    /^npm:(express|router|parseurl|finalhandler|send|etag|fresh|mime-types|content-type|type-is|body-parser|qs|media-typer|depd|vary|encodeurl|escape-html|statuses|path-to-regexp|debug|ms|setprototypeof|merge-descriptors|methods|range-parser|proxy-addr|forwarded|ipaddr\.js|accepts|negotiator)$/,
+    'express + router',
+  ],
   [/^src\/web\//, 'src/web (app, routes, security)'],
   [/^src\/core\//, 'src/core'],
   [/^src\/glue|^src\/glue-client|^src\/protocol|^test\//, 'glue + worker (in process)'],
@@ -90,15 +97,7 @@ const group = (chain: string[]): string => {
   return `other: ${chain[0]}`;
 };
 const byGroup = new Map<string, number>();
-for (const [id, us] of selfUs) {
-  let cur: number | undefined = id;
-  const chain: string[] = [];
-  while (cur !== undefined) {
-    chain.push(where(byId.get(cur)!));
-    cur = parent.get(cur);
-  }
-  add(byGroup, group(chain), us);
-}
+for (const [id, us] of selfUs) add(byGroup, group(chainOf(id)), us);
 show('self time by component (innermost frame that names one)', byGroup, 25);
 show('self time by where', byWhere, 30);
 show('self time attributed to the innermost package or src file', byCause, 30);
