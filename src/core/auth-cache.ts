@@ -1,14 +1,15 @@
 /**
- * Sessions and their users, served from this process's memory and still exact: a change made anywhere (another
- * web process on the same database, `kiln user`, plain SQL) counts at this process's next request.
+ * Sessions and their users, served from this process's memory and still exact: a change made anywhere (another web
+ * process on the same database, `kiln user`, plain SQL) counts at this process's next request.
  *
- * How: every auth change (a session's data changed or deleted; a user's role, disabled, approved, epoch, name or
- * password changed, or the user deleted) appends to the database's auth change log in its own transaction
- * (triggers, migration 014). Before a request uses anything held here, `sync(ticket)` reads the log's latest
- * number, one small statement, and when it moved, forgets the sessions and users named since. The statement is
- * issued after the request arrived (its ticket), so whatever was committed before the request is seen; requests
- * that arrive while one is waiting to be issued share it (one statement per round trip under load, not one per
- * request). A value read from the database is kept only if no change was applied while it was being read.
+ * How: every auth change (a session's data or sid changed, its expiry moved earlier, or it was deleted; a user's
+ * id, role, disabled, approved, epoch, name or password changed, or the user deleted; a TRUNCATE: 'all') appends to
+ * the database's auth change log in its own transaction (triggers, migration 014; `migrateLatest` refuses a
+ * database without them). Before a request uses anything held here, `sync(ticket)` reads the log's latest number,
+ * one small statement, and when it moved, forgets the sessions and users named since. The statement is issued after
+ * the request arrived (its ticket), so whatever was committed before the request is seen; requests that arrive
+ * while one is waiting to be issued share it (one statement per round trip under load, not one per request). A
+ * value read from the database is kept only if no change was applied while it was being read.
  */
 import {
   authChangesSince,
@@ -148,6 +149,7 @@ export class AuthCache {
     const changes = await authChangesSince(this.db, this.seen, seq);
     // Each number is one change, committed with the counter: a gap means pruned changes this process never saw.
     if (changes.length !== seq - this.seen) return this.forgetAll(seq);
+    if (changes.some((c) => c.kind === 'all')) return this.forgetAll(seq);
     for (const c of changes) {
       if (c.kind === 'session') this.sessions.delete(c.subject);
       else this.users.delete(Number(c.subject));

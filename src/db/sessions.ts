@@ -15,7 +15,8 @@ export interface SessionRecord {
 
 export interface AuthChange {
   seq: number;
-  kind: 'session' | 'user';
+  /** 'all': forget every session and user (a TRUNCATE, or a REPLACE on SQLite that may have deleted any user). */
+  kind: 'session' | 'user' | 'all';
   subject: string;
 }
 

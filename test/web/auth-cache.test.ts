@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuthCache } from '../../src/core/index.js';
-import { findUserByName, pruneAuthChanges, readAuthSeq, type Db } from '../../src/db/index.js';
+import { findUserByName, pruneAuthChanges, readAuthSeq, writeSession, type Db } from '../../src/db/index.js';
 import { freshDb, secondPool, type TestDb } from '../db/engines.js';
 import { kilnRun } from '../helpers/kiln.js';
 import { addUser, HttpClient, startTestWeb, type TestWeb } from '../helpers/web.js';
@@ -16,12 +16,16 @@ async function post(c: HttpClient, p: string): Promise<Response> {
   return c.postJson(p, {}, { 'x-csrf-token': await c.apiToken() });
 }
 
+/** The session id behind a client's cookie. */
+const sidOf = (c: HttpClient): string => /^s:([^.]+)\./.exec(decodeURIComponent(c.jar.get('kiln.sid')!))![1]!;
+
 describe.each(['sqlite', 'pg'] as const)('auth cache across web processes (%s)', (engine) => {
   let t: TestDb;
   let dbB: Db;
   let a: TestWeb;
   let b: TestWeb;
   let rootB: HttpClient;
+  let root: { username: string; password: string };
   let n = 0;
 
   beforeAll(async () => {
@@ -29,7 +33,7 @@ describe.each(['sqlite', 'pg'] as const)('auth cache across web processes (%s)',
     dbB = secondPool(t);
     a = await startTestWeb({ db: t.db });
     b = await startTestWeb({ db: dbB });
-    const root = await addUser(t.db, 'root', 'admin');
+    root = await addUser(t.db, 'root', 'admin');
     rootB = b.client();
     expect((await rootB.login(root.username, root.password)).status).toBe(303);
   });
@@ -97,8 +101,8 @@ describe.each(['sqlite', 'pg'] as const)('auth cache across web processes (%s)',
   it('every column of users is watched by the trigger (a new column must be decided on), and a deleted user is gone at once', async () => {
     // The columns whose change logs an auth change (migration 014). A column added later fails this test until it
     // is added to the trigger (it changes what a session may do) or listed here as one that never does.
-    const watched = ['username', 'password_hash', 'role', 'disabled', 'approved', 'session_epoch'];
-    const never = ['id', 'created_at'];
+    const watched = ['username', 'password_hash', 'role', 'disabled', 'approved', 'session_epoch', 'id'];
+    const never = ['created_at'];
     expect(Object.keys(await dbB('users').columnInfo()).sort()).toEqual([...watched, ...never].sort());
     const { c, id } = await loggedInAtA();
     const changes: Record<string, unknown> = {
@@ -108,6 +112,8 @@ describe.each(['sqlite', 'pg'] as const)('auth cache across web processes (%s)',
       disabled: true,
       approved: false,
       session_epoch: 99,
+      // last: the rows below are found by id
+      id: id + 1_000_000,
     };
     for (const column of watched) {
       const before = await readAuthSeq(t.db);
@@ -123,18 +129,44 @@ describe.each(['sqlite', 'pg'] as const)('auth cache across web processes (%s)',
     expect((await c.get('/api/me')).status).toBe(401);
   });
 
-  it('a session deleted in the database ends in process A; a touch (expiry only) logs no change', async () => {
+  it('a session deleted in the database ends in process A; a touch (expiry moved later) logs no change', async () => {
     const { c } = await loggedInAtA();
-    const sid = /^s:([^.]+)\./.exec(decodeURIComponent(c.jar.get('kiln.sid')!))![1]!;
+    const sid = sidOf(c);
     const before = await readAuthSeq(t.db);
     await dbB('sessions')
       .where({ sid })
-      .update({ expired: new Date(Date.now() + 3600_000).toISOString() });
+      .update({ expired: new Date(Date.now() + 24 * 3600_000).toISOString() });
     expect(await readAuthSeq(t.db)).toBe(before);
     expect((await c.get('/api/me')).status).toBe(200);
     await dbB('sessions').where({ sid }).delete();
     expect(await readAuthSeq(t.db)).toBe(before + 1);
     expect((await c.get('/api/me')).status).toBe(401);
+  });
+
+  it('case 8: an expiry moved into the past in the database (a revocation by plain SQL) ends the session in process A at once', async () => {
+    const { c } = await loggedInAtA();
+    await dbB('sessions')
+      .where({ sid: sidOf(c) })
+      .update({ expired: new Date(Date.now() - 1000).toISOString() });
+    expect((await c.get('/api/me')).status).toBe(401);
+  });
+
+  it("a user's id changed by plain SQL ends the sessions made for the old id in process A", async () => {
+    const { c, id } = await loggedInAtA();
+    await dbB('users')
+      .where({ id })
+      .update({ id: id + 2_000_000 });
+    expect((await c.get('/api/me')).status).toBe(401);
+  });
+
+  it(`case 8: every session emptied at once (${engine === 'pg' ? 'TRUNCATE: no row trigger fires' : 'DELETE without WHERE'}) ends each one in process A`, async () => {
+    const one = await loggedInAtA();
+    const two = await loggedInAtA('admin');
+    await dbB.raw(engine === 'pg' ? 'TRUNCATE sessions' : 'DELETE FROM sessions');
+    expect((await one.c.get('/api/me')).status).toBe(401);
+    expect((await two.c.get('/api/me')).status).toBe(401);
+    // rootB's session went too: log in again for what follows
+    expect((await rootB.login(root.username, root.password)).status).toBe(303);
   });
 
   describe('the cache itself', () => {
@@ -162,6 +194,85 @@ describe.each(['sqlite', 'pg'] as const)('auth cache across web processes (%s)',
       checks.stop();
       // one in flight, and one that all the others joined
       expect(checks.seen.length).toBeLessThanOrEqual(2);
+    });
+
+    it('every way a row can change reaches a process that holds it: expiry moved earlier, sid or id moved, rows written over, the table emptied', async () => {
+      const cache = new AuthCache(t.db);
+      /** `read` again, asserting it was served from memory (so what follows proves the change reached the cache). */
+      const held = async <T>(table: string, read: () => Promise<T>): Promise<T> => {
+        await cache.sync();
+        const first = await read();
+        const seen = statements(t.db, new RegExp(`from\\s+[\`"]?${table}[\`"]?\\s`, 'i'));
+        expect(await read()).toEqual(first);
+        seen.stop();
+        expect(seen.seen, `${table} held`).toEqual([]);
+        return first;
+      };
+      const session = async (name: string) => {
+        const sid = `${name}-${++n}`;
+        await writeSession(dbB, sid, JSON.stringify({ v: name }), Date.now() + 3600_000);
+        expect(await held('sessions', () => cache.session(sid, Date.now()))).toBeDefined();
+        return sid;
+      };
+      const user = async () => {
+        const u = await addUser(t.db, `user${++n}`, 'user');
+        const row = (await findUserByName(t.db, u.username))!;
+        expect(await held('users', () => cache.user(row.id))).toMatchObject({ disabled: false });
+        return row;
+      };
+      const now = async <T>(read: () => Promise<T>): Promise<T> => {
+        await cache.sync();
+        return read();
+      };
+
+      const early = await session('early');
+      await dbB('sessions')
+        .where({ sid: early })
+        .update({ expired: new Date(Date.now() - 1000).toISOString() });
+      expect(await now(() => cache.session(early, Date.now()))).toBeUndefined();
+
+      const over = await session('over');
+      await dbB.raw(
+        engine === 'sqlite'
+          ? 'INSERT OR REPLACE INTO sessions (sid, sess, expired) VALUES (?, ?, ?)'
+          : 'INSERT INTO sessions (sid, sess, expired) VALUES (?, ?::json, ?::timestamptz) ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess',
+        [over, '{"v":"written over"}', new Date(Date.now() + 3600_000).toISOString()],
+      );
+      expect((await now(() => cache.session(over, Date.now())))?.sess).toMatch(/written over/);
+
+      const moved = await session('moved');
+      await dbB('sessions')
+        .where({ sid: moved })
+        .update({ sid: `${moved}-elsewhere` });
+      expect(await now(() => cache.session(moved, Date.now()))).toBeUndefined();
+
+      const renumbered = await user();
+      await dbB('users')
+        .where({ id: renumbered.id })
+        .update({ id: renumbered.id + 3_000_000 });
+      expect(await now(() => cache.user(renumbered.id))).toBeUndefined();
+
+      if (engine === 'sqlite') {
+        // REPLACE deletes the row it replaces without firing its delete trigger.
+        const byId = await user();
+        await dbB.raw(
+          `INSERT OR REPLACE INTO users (id, username, password_hash, role, disabled, session_epoch, created_at, approved)
+           VALUES (?, ?, 'x', 'user', 1, 0, 'now', 1)`,
+          [byId.id, byId.username],
+        );
+        expect(await now(() => cache.user(byId.id))).toMatchObject({ disabled: true });
+        const byName = await user();
+        await dbB.raw(
+          `INSERT OR REPLACE INTO users (username, password_hash, role, disabled, session_epoch, created_at, approved)
+           VALUES (?, 'x', 'user', 0, 0, 'now', 1)`,
+          [byName.username],
+        );
+        expect(await now(() => cache.user(byName.id))).toBeUndefined();
+      }
+
+      const emptied = await session('emptied');
+      await dbB.raw(engine === 'pg' ? 'TRUNCATE sessions' : 'DELETE FROM sessions');
+      expect(await now(() => cache.session(emptied, Date.now()))).toBeUndefined();
     });
 
     it('a check issued before a request arrived does not count for it: a change committed in between is seen', async () => {
