@@ -38,6 +38,11 @@ export const DEFAULT_LOGIN_LIMITS: LoginLimits = {
 export interface CoreDeps {
   config: FrozenConfig;
   db: Db;
+  /**
+   * Reads outside transactions that may run beside the writer (pages, the auth cache): `createReader(db)`, SQLite's
+   * read-only connections. Defaults to `db`. Nothing bound to it writes.
+   */
+  reader?: Db;
   glue: GluePort;
   logger: Logger;
   hasher: PasswordHasher;

@@ -60,8 +60,17 @@ export async function dockerfileFor(
   action: OwnedAction = 'dockerfile.read',
 ): Promise<DockerfileRow> {
   const id = parse(Id, rawId);
-  const df = await findDockerfile(db, id, ownerScope(actor));
-  if (!df) throw notFound('No such Dockerfile');
+  return mayActOn(actor, await findDockerfile(db, id, ownerScope(actor)), action);
+}
+
+/** `df` (read with `ownerScope(actor)` or checked against it) if the actor may take `action` on it. */
+export function mayActOn(
+  actor: Actor,
+  df: DockerfileRow | undefined,
+  action: OwnedAction = 'dockerfile.read',
+): DockerfileRow {
+  const scope = ownerScope(actor);
+  if (!df || (scope !== null && df.owner_id !== scope)) throw notFound('No such Dockerfile');
   authorize(actor, action, df.owner_id, 'No such Dockerfile');
   // Being deleted: it can still be looked at (the page says deletion is pending), not changed or built.
   if (df.deleting_at && action !== 'dockerfile.read' && action !== 'dockerfile.delete')

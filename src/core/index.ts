@@ -5,6 +5,7 @@
  */
 import type { Actor } from './actor.js';
 import * as admin from './admin.js';
+import { AuthCache } from './auth-cache.js';
 import { listAuditLog } from './audit.js';
 import * as baseNames from './base-names.js';
 import * as builds from './builds/index.js';
@@ -49,22 +50,27 @@ export { AWAITING_APPROVAL } from './users.js';
 export { SCOPES, type Scope } from './actor.js';
 export { authorizeScope } from './policy.js';
 export { tokenState, type NewToken } from './tokens.js';
+export { AuthCache, AUTH_CHANGES_KEPT } from './auth-cache.js';
 
 /** Binds every use case to its dependencies: `core.builds.request(actor, {dockerfileId, key})`. */
 export function createCore(deps: CoreDeps) {
   // Shared by every viewer of this process: one glue read per live log and poll, finished builds' documents kept a while.
-  const read = { ...deps, live: new builds.Coalescer() };
+  // Pages' reads go to the reader (read-only connections on SQLite): none of these use cases writes.
+  const read = { ...deps, db: deps.reader ?? deps.db, live: new builds.Coalescer() };
   // Every long poll of this process on one timer and one query per poll.
-  const watch = new builds.BuildWatch((ids) => findBuildsByIds(deps.db, ids), deps.config.web.livePollMs);
+  const watch = new builds.BuildWatch((ids) => findBuildsByIds(read.db, ids), deps.config.web.livePollMs);
+  // This process's sessions and users, kept exact by the auth change log (auth-cache.ts).
+  const auth = new AuthCache(read.db);
   return {
     deps,
+    auth,
     dockerfiles: {
       create: (actor: Actor, input: Parameters<typeof dockerfiles.createDockerfile>[2]) =>
         dockerfiles.createDockerfile(deps, actor, input),
       update: (actor: Actor, input: Parameters<typeof dockerfiles.updateDockerfile>[2]) =>
         dockerfiles.updateDockerfile(deps, actor, input),
       get: (actor: Actor, id: unknown) => dockerfiles.getDockerfile(deps, actor, id),
-      list: (actor: Actor) => dockerfiles.listDockerfilesFor(deps, actor),
+      list: (actor: Actor) => dockerfiles.listDockerfilesFor(read, actor),
       /** Keyset pages (`{cursor, limit}` -> `{items, nextCursor}`). */
       page: (actor: Actor, query: unknown) => dockerfiles.listDockerfilePage(deps, actor, query),
       getByName: (actor: Actor, name: unknown) => dockerfiles.getDockerfileByName(deps, actor, name),
@@ -93,7 +99,7 @@ export function createCore(deps: CoreDeps) {
       request: (actor: Actor, input: Parameters<typeof builds.requestBuild>[2]) =>
         builds.requestBuild(deps, actor, input),
       get: (actor: Actor, id: unknown) => builds.getBuild(deps, actor, id),
-      list: (actor: Actor, limit?: number) => builds.listBuilds(deps, actor, limit),
+      list: (actor: Actor, limit?: number) => builds.listBuilds(read, actor, limit),
       version: (actor: Actor, id: unknown) => builds.buildVersion(deps, actor, id),
       cancel: (actor: Actor, id: unknown) => builds.cancelBuild(deps, actor, id),
       log: (actor: Actor, id: unknown, offset: unknown) => builds.readLog(deps, actor, id, offset),
@@ -148,7 +154,8 @@ export function createCore(deps: CoreDeps) {
       ...createUsers(deps),
       register: (actor: Actor, input: unknown) => users.registerUser(deps, actor, input),
       authenticate: (attempt: users.LoginAttempt) => users.authenticate(deps, attempt),
-      sessionActor: (s: users.SessionUser) => users.sessionActor(deps, s),
+      /** `ticket`: auth.ticket() when the request arrived (a request checks the auth change log once). */
+      sessionActor: (s: users.SessionUser, ticket?: number) => users.sessionActor({ auth }, s, ticket),
       changePassword: (actor: Actor, input: Parameters<typeof users.changePassword>[2]) =>
         users.changePassword(deps, actor, input),
     },

@@ -23,6 +23,7 @@ import {
 import { KilnError, conflict, notFound } from '../shared/errors.js';
 import { CLI, actorLabel, userActor, type Actor, type UserActor } from './actor.js';
 import { recordAudit } from './audit.js';
+import type { AuthCache } from './auth-cache.js';
 import { Id, Password, Secret, Username, parse } from './commands.js';
 import { clockOf, type CoreDeps } from './deps.js';
 import {
@@ -117,13 +118,19 @@ export interface SessionUser {
   epoch: number;
 }
 
-/** The actor behind a session; undefined when the user is gone, disabled, or the session predates an epoch bump. */
+/**
+ * The actor behind a session; undefined when the user is gone, disabled, unapproved, or the session predates an
+ * epoch bump. The user comes from the process's AuthCache after a check of the auth change log issued after
+ * `ticket` (default: now), so a change committed anywhere before that counts.
+ */
 export async function sessionActor(
-  d: Pick<CoreDeps, 'db'>,
+  d: { auth: AuthCache },
   s: SessionUser,
+  ticket?: number,
 ): Promise<(UserActor & { epoch: number }) | undefined> {
   if (!s || typeof s.id !== 'number') return undefined;
-  const u = await findUserById(d.db, s.id);
+  await d.auth.sync(ticket);
+  const u = await d.auth.user(s.id);
   if (!u || u.disabled || !u.approved || u.session_epoch !== s.epoch) return undefined;
   return { ...userActor(u), epoch: u.session_epoch };
 }

@@ -1,5 +1,7 @@
 import type { Queryable } from './knex.js';
 import { nowIso } from './knex.js';
+import { normDf, type DockerfileRow } from './dockerfiles.js';
+import { selectRow, selectRows } from './statements.js';
 
 export const BUILD_TRIGGERS = ['manual', 'schedule', 'api', 'ssh', 'push'] as const;
 export type BuildTrigger = (typeof BUILD_TRIGGERS)[number];
@@ -103,9 +105,10 @@ export const toBuildRow = (r: Record<string, unknown>): BuildRow => norm(r);
 
 /** By id and owner, or by id alone for an admin (`ownerId` null). */
 export async function findBuild(db: Queryable, id: number, ownerId: number | null): Promise<BuildRow | undefined> {
-  const q = db('builds').where({ id });
-  if (ownerId !== null) q.andWhere({ owner_id: ownerId });
-  const r = await q.first();
+  const r =
+    ownerId === null
+      ? await selectRow(db, 'SELECT * FROM builds WHERE id = ?', [id])
+      : await selectRow(db, 'SELECT * FROM builds WHERE id = ? AND owner_id = ?', [id, ownerId]);
   return r ? norm(r) : undefined;
 }
 
@@ -121,6 +124,47 @@ export async function findBuildsByIds(db: Queryable, ids: readonly number[]): Pr
   return out;
 }
 
+/**
+ * A build (by id and owner, or by id alone for an admin) with its Dockerfile and the digest of the version it
+ * builds, in one statement (the build page).
+ */
+export async function findBuildWithDockerfile(
+  db: Queryable,
+  id: number,
+  ownerId: number | null,
+): Promise<{ build: BuildRow; dockerfile: DockerfileRow; versionSha: string } | undefined> {
+  const sql = `SELECT b.*, d.owner_id AS df_owner_id, d.name AS df_name, d.current_version_id AS df_current_version_id,
+      d.created_at AS df_created_at, d.updated_at AS df_updated_at, d.deleting_at AS df_deleting_at,
+      v.sha256 AS version_sha256
+    FROM builds b JOIN dockerfiles d ON d.id = b.dockerfile_id LEFT JOIN dockerfile_versions v ON v.id = b.version_id
+    WHERE b.id = ?${ownerId === null ? '' : ' AND b.owner_id = ?'}`;
+  const r = await selectRow(db, sql, ownerId === null ? [id] : [id, ownerId]);
+  if (!r) return undefined;
+  const {
+    df_owner_id: owner_id,
+    df_name: name,
+    df_current_version_id: current_version_id,
+    df_created_at: created_at,
+    df_updated_at: updated_at,
+    df_deleting_at: deleting_at,
+    version_sha256,
+    ...b
+  } = r;
+  return {
+    build: norm(b),
+    dockerfile: normDf({
+      id: b.dockerfile_id,
+      owner_id,
+      name,
+      current_version_id,
+      created_at,
+      updated_at,
+      deleting_at,
+    }),
+    versionSha: version_sha256 == null ? '' : String(version_sha256),
+  };
+}
+
 export async function findBuildByKey(db: Queryable, key: string): Promise<BuildRow | undefined> {
   const r = await db('builds').where({ idempotency_key: key }).first();
   return r ? norm(r) : undefined;
@@ -131,11 +175,56 @@ export async function listBuildsOfDockerfile(
   dockerfileId: number,
   limit = 50,
 ): Promise<BuildListItem[]> {
-  return listWhere(db, (q) => q.where('b.dockerfile_id', dockerfileId), limit);
+  return listWhere(db, 'b.dockerfile_id = ?', [dockerfileId], 'DESC', limit);
 }
 
-export async function listBuildsOfOwner(db: Queryable, ownerId: number | null, limit = 50): Promise<BuildListItem[]> {
-  return listWhere(db, (q) => (ownerId === null ? q : q.where('b.owner_id', ownerId)), limit);
+/** What a list of recent builds shows of each (the dashboard, the SSH door's `list`). */
+export type BuildSummary = Pick<
+  BuildListItem,
+  | 'id'
+  | 'dockerfile_id'
+  | 'dockerfile_name'
+  | 'owner_id'
+  | 'owner'
+  | 'state'
+  | 'reason'
+  | 'trigger'
+  | 'requested_at'
+  | 'started_at'
+  | 'finished_at'
+>;
+
+/**
+ * An owner's latest builds (everyone's for `ownerId` null), newest first: only the columns a list shows. A whole
+ * row carries its progress and artifacts as JSON, which the list would copy out of SQLite and parse for nothing.
+ */
+export async function listBuildSummaries(
+  db: Queryable,
+  ownerId: number | null,
+  limit: number,
+): Promise<BuildSummary[]> {
+  const rows = await selectRows(
+    db,
+    `SELECT b.id, b.dockerfile_id, d.name AS dockerfile_name, b.owner_id, u.username AS owner, b.state, b.reason,
+       b."trigger", b.requested_at, b.started_at, b.finished_at
+     FROM builds b JOIN dockerfiles d ON d.id = b.dockerfile_id JOIN users u ON u.id = b.owner_id
+     ${ownerId === null ? '' : 'WHERE b.owner_id = ?'} ORDER BY b.id DESC LIMIT ?`,
+    ownerId === null ? [limit] : [ownerId, limit],
+  );
+  const text = (v: unknown) => (v == null ? null : String(v));
+  return rows.map((r) => ({
+    id: Number(r.id),
+    dockerfile_id: Number(r.dockerfile_id),
+    dockerfile_name: String(r.dockerfile_name),
+    owner_id: Number(r.owner_id),
+    owner: String(r.owner),
+    state: r.state as WebBuildState,
+    reason: text(r.reason),
+    trigger: r.trigger as BuildTrigger,
+    requested_at: String(r.requested_at),
+    started_at: text(r.started_at),
+    finished_at: text(r.finished_at),
+  }));
 }
 
 /** Every owner's builds in `states` (the admin's queue), oldest request first. */
@@ -144,32 +233,26 @@ export async function listBuildsInStates(
   states: readonly WebBuildState[],
   limit = 500,
 ): Promise<BuildListItem[]> {
-  return listWhere(
-    db,
-    (q) =>
-      q
-        .whereIn('b.state', states as WebBuildState[])
-        .clearOrder()
-        .orderBy('b.id', 'asc'),
-    limit,
-  );
+  return listWhere(db, `b.state IN (${states.map(() => '?').join(', ')})`, states, 'ASC', limit);
 }
 
+/** Builds with their Dockerfile's name, owner's name and version digest; `where` is SQL of this module's own. */
 async function listWhere(
   db: Queryable,
-  f: (q: ReturnType<Queryable>) => unknown,
+  where: string,
+  params: readonly unknown[],
+  order: 'ASC' | 'DESC',
   limit: number,
 ): Promise<BuildListItem[]> {
-  const q = db('builds as b')
-    .join('dockerfiles as d', 'd.id', 'b.dockerfile_id')
-    .join('users as u', 'u.id', 'b.owner_id')
-    .join('dockerfile_versions as v', 'v.id', 'b.version_id')
-    .select('b.*', 'd.name as dockerfile_name', 'u.username as owner', 'v.sha256 as version_sha256')
-    .orderBy('b.id', 'desc')
-    .limit(limit);
-  f(q);
-  const rows = await q;
-  return rows.map((r: Record<string, unknown>) => ({
+  const rows = await selectRows(
+    db,
+    `SELECT b.*, d.name AS dockerfile_name, u.username AS owner, v.sha256 AS version_sha256
+     FROM builds b JOIN dockerfiles d ON d.id = b.dockerfile_id JOIN users u ON u.id = b.owner_id
+       JOIN dockerfile_versions v ON v.id = b.version_id
+     WHERE ${where} ORDER BY b.id ${order} LIMIT ?`,
+    [...params, limit],
+  );
+  return rows.map((r) => ({
     ...norm(r),
     dockerfile_name: String(r.dockerfile_name),
     owner: String(r.owner),

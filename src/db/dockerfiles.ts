@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Queryable } from './knex.js';
 import { nowIso } from './knex.js';
 import { findContextBySha, insertContext, type ContextChange, type NewContext } from './contexts.js';
+import { selectRow, selectRows } from './statements.js';
 
 export interface DockerfileRow {
   id: number;
@@ -41,7 +42,7 @@ export interface DockerfileListItem extends DockerfileRow {
   builds: number;
 }
 
-const normDf = (r: Record<string, unknown>): DockerfileRow => ({
+export const normDf = (r: Record<string, unknown>): DockerfileRow => ({
   ...(r as unknown as DockerfileRow),
   id: Number(r.id),
   owner_id: Number(r.owner_id),
@@ -80,9 +81,10 @@ export async function findDockerfile(
   id: number,
   ownerId: number | null,
 ): Promise<DockerfileRow | undefined> {
-  const q = db('dockerfiles').where({ id });
-  if (ownerId !== null) q.andWhere({ owner_id: ownerId });
-  const r = await q.first();
+  const r =
+    ownerId === null
+      ? await selectRow(db, 'SELECT * FROM dockerfiles WHERE id = ?', [id])
+      : await selectRow(db, 'SELECT * FROM dockerfiles WHERE id = ? AND owner_id = ?', [id, ownerId]);
   return r ? normDf(r) : undefined;
 }
 
@@ -105,24 +107,27 @@ export async function listDockerfiles(
   ownerId: number | null,
   page?: { after?: { name: string; id: number }; limit: number },
 ): Promise<DockerfileListItem[]> {
-  const q = db('dockerfiles as d')
-    .join('users as u', 'u.id', 'd.owner_id')
-    .leftJoin('dockerfile_versions as v', 'v.id', 'd.current_version_id')
-    .select('d.*', 'u.username as owner', 'v.size as size')
-    .select(db.raw('(select count(*) from builds b where b.dockerfile_id = d.id) as builds'))
-    .orderBy('d.name')
-    .orderBy('d.id');
-  if (ownerId !== null) q.where('d.owner_id', ownerId);
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (ownerId !== null) {
+    where.push('d.owner_id = ?');
+    params.push(ownerId);
+  }
   const after = page?.after;
-  if (after)
-    q.where((w) => {
-      void w.where('d.name', '>', after.name).orWhere((x) => {
-        void x.where('d.name', after.name).where('d.id', '>', after.id);
-      });
-    });
-  if (page) q.limit(page.limit);
-  const rows = await q;
-  return rows.map((r: Record<string, unknown>) => ({
+  if (after) {
+    where.push('(d.name > ? OR (d.name = ? AND d.id > ?))');
+    params.push(after.name, after.name, after.id);
+  }
+  if (page) params.push(page.limit);
+  const rows = await selectRows(
+    db,
+    `SELECT d.*, u.username AS owner, v.size AS size,
+       (SELECT count(*) FROM builds b WHERE b.dockerfile_id = d.id) AS builds
+     FROM dockerfiles d JOIN users u ON u.id = d.owner_id LEFT JOIN dockerfile_versions v ON v.id = d.current_version_id
+     ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY d.name, d.id${page ? ' LIMIT ?' : ''}`,
+    params,
+  );
+  return rows.map((r) => ({
     ...normDf(r),
     owner: String(r.owner),
     size: r.size == null ? null : Number(r.size),

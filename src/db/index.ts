@@ -16,3 +16,5 @@ export * from './admin.js';
 export * from './api-tokens.js';
 export * from './git-sources.js';
 export * from './ssh-keys.js';
+export * from './sessions.js';
+export * from './statements.js';

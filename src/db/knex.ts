@@ -56,6 +56,40 @@ export function createDb(opts: DbOptions): Db {
   });
 }
 
+/** Read connections a SQLite reader pool opens at most (each runs a statement on a libuv thread; there are 4). */
+export const SQLITE_READERS = 2;
+
+/**
+ * A pool for reads outside transactions. SQLite: read-only connections to the same file beside the one writer;
+ * in WAL mode a reader never waits for the writer and sees every committed transaction, so pages read in
+ * parallel instead of queueing behind each other and the writer on one connection. PostgreSQL and in-memory
+ * databases: `db` itself. Close it with `closeReader(reader, db)`.
+ */
+export function createReader(db: Db, connections = SQLITE_READERS): Db {
+  const filename = sqliteFilename(db);
+  if (!filename) return db;
+  return knexFactory({
+    client: 'sqlite3',
+    connection: { filename },
+    useNullAsDefault: true,
+    pool: {
+      min: 0,
+      max: connections,
+      afterCreate: (conn: SqliteConn, done: (err: Error | null, conn: unknown) => void) => {
+        // busy_timeout for the rare waits a WAL reader has (another connection opening the file); query_only
+        // because nothing on this pool may write (writes are ordered on the writer's one connection).
+        conn.run(`PRAGMA busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`, (err) =>
+          err ? done(err, conn) : conn.run('PRAGMA query_only = ON', (e2) => done(e2, conn)),
+        );
+      },
+    },
+  });
+}
+
+export async function closeReader(reader: Db, db: Db): Promise<void> {
+  if (reader !== db) await reader.destroy();
+}
+
 /** The database the configuration names. */
 export function createDbFromConfig(config: FrozenConfig): Db {
   if (config.db.client === 'pg') {

@@ -1,5 +1,6 @@
 import type { Queryable } from './knex.js';
 import { isPg, nowIso } from './knex.js';
+import { selectRow } from './statements.js';
 
 export type Role = 'user' | 'admin';
 export interface UserRow {
@@ -31,7 +32,7 @@ export async function findUserByName(db: Queryable, username: string): Promise<U
 }
 
 export async function findUserById(db: Queryable, id: number): Promise<UserRow | undefined> {
-  return norm(await db('users').where({ id }).first());
+  return norm(await selectRow(db, 'SELECT * FROM users WHERE id = ?', [id]));
 }
 
 export async function insertUser(

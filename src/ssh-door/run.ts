@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FrozenConfig } from '../config/index.js';
 import { decodeDockerfile, dockerfileTooLarge, plainLine, type Core, type UserActor } from '../core/index.js';
-import type { BuildRow } from '../db/index.js';
+import type { BuildRow, BuildSummary } from '../db/index.js';
 import { KilnError, isKilnError, toKilnError } from '../shared/errors.js';
 import { EXIT, EXIT_HELP, exitStatusFor } from '../shared/exit-status.js';
 import type { Logger } from '../shared/logger.js';
@@ -242,7 +242,7 @@ function statusText(
   );
 }
 
-function listText(actor: UserActor, builds: Array<BuildRow & { dockerfile_name: string; owner: string }>): string {
+function listText(actor: UserActor, builds: BuildSummary[]): string {
   const admin = actor.role === 'admin';
   const cols = (b: { id: unknown; state: string; name: string; owner: string; at: string }) =>
     `${String(b.id).padEnd(8)}${b.state.padEnd(11)}${b.name.padEnd(24)}${admin ? b.owner.padEnd(16) : ''}${b.at}\n`;

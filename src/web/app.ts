@@ -11,7 +11,7 @@ import nunjucks from 'nunjucks';
 import passportPkg from 'passport';
 import { rateLimit } from 'express-rate-limit';
 import { Strategy as LocalStrategy } from 'passport-local';
-import type { Db } from '../db/index.js';
+import { closeReader, createReader, type Db } from '../db/index.js';
 import type { FrozenConfig } from '../config/index.js';
 import type { Logger } from '../shared/logger.js';
 import { KilnError, isKilnError } from '../shared/errors.js';
@@ -28,7 +28,7 @@ import {
   userActor,
 } from '../core/index.js';
 import { allowedHosts, csrf, hostAllowList, sameOriginOnly, securityHeaders } from './security.js';
-import { SafeKnexStore } from './session-store.js';
+import { CachedSessionStore } from './session-store.js';
 import { readCookie, type CookieNames } from './routes/util.js';
 import { publicDir as defaultPublicDir, viewsDir as defaultViewsDir } from './paths.js';
 import { errorHandler, notFoundHandler, toHttpError } from './errors.js';
@@ -108,7 +108,8 @@ export interface AppContext {
 }
 
 export type KilnApp = Express & {
-  closeApp: () => void;
+  /** Stops its timers and closes its read connections (call once the server has closed: no request reads then). */
+  closeApp: () => Promise<void>;
   /** The port the server really listens on (config.web.port until told; port 0 picks one at listen time). */
   setListenPort: (port: number) => void;
 };
@@ -140,9 +141,11 @@ export function createApp(opts: AppOptions): KilnApp {
     secret = randomBytes(32).toString('hex');
   }
   const now = opts.clock ?? Date.now;
+  const reader = createReader(db);
   const core = createCore({
     config,
     db,
+    reader,
     glue,
     logger,
     hasher,
@@ -154,6 +157,8 @@ export function createApp(opts: AppOptions): KilnApp {
 
   const app = express() as unknown as KilnApp;
   app.disable('x-powered-by');
+  // Every answer but /static is no-store (below): no cache holds one to revalidate, so no body is hashed for an ETag.
+  app.set('etag', false);
   // Exact hop count: `true` would let any client choose its rate-limit bucket via X-Forwarded-For.
   app.set('trust proxy', config.web.trustProxyHops === 0 ? false : config.web.trustProxyHops);
 
@@ -167,6 +172,12 @@ export function createApp(opts: AppOptions): KilnApp {
   views.addFilter('duration', humanDuration);
   views.addFilter('time', shortTime);
 
+  // The auth change log is checked once per request, by a check issued after the request arrived (auth-cache.ts).
+  const arrived = new WeakMap<Request, number>();
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    arrived.set(req, core.auth.ticket());
+    next();
+  });
   // Every answer's latency, by route pattern (never the raw path: ids would make a series each) and status class.
   app.use((req: Request, res: Response, next: NextFunction) => {
     const started = performance.now();
@@ -236,17 +247,7 @@ export function createApp(opts: AppOptions): KilnApp {
     smallJson(req, res, next);
   });
 
-  const store = new SafeKnexStore(
-    {
-      knex: db,
-      tableName: 'sessions',
-      createTable: false,
-      cleanupInterval: 10 * 60_000,
-      onDbCleanupError: (err) => logger.warn({ err }, 'session cleanup failed'),
-    },
-    logger,
-    now,
-  );
+  const store = new CachedSessionStore(db, core.auth, logger, now);
   const cookieName = secureCookie ? '__Host-sid' : 'kiln.sid';
   app.set('kiln.cookie', {
     name: cookieName,
@@ -291,8 +292,8 @@ export function createApp(opts: AppOptions): KilnApp {
     ),
   );
   passport.serializeUser((user, done) => done(null, { id: user.id, epoch: user.epoch } satisfies SessionUser));
-  passport.deserializeUser((su: SessionUser, done) => {
-    core.users.sessionActor(su).then((a) => done(null, a ?? false), done);
+  passport.deserializeUser((req: Request, su: SessionUser, done: (err: unknown, u?: SessionActor | false) => void) => {
+    core.users.sessionActor(su, arrived.get(req)).then((a) => done(null, a ?? false), done);
   });
   app.use(passport.initialize());
   app.use(passport.session());
@@ -432,9 +433,10 @@ export function createApp(opts: AppOptions): KilnApp {
   }, 10 * 60_000);
   prune.unref();
 
-  app.closeApp = () => {
-    if (store.nextDbCleanup) clearTimeout(store.nextDbCleanup);
+  app.closeApp = async () => {
+    store.close();
     clearInterval(prune);
+    await closeReader(reader, db).catch((err: unknown) => logger.warn({ err }, 'read connections did not close'));
   };
   return app;
 }

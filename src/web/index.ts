@@ -64,8 +64,7 @@ export async function startWeb(opts: StartWebOptions): Promise<{ url: string; cl
     url,
     close: () =>
       new Promise<void>((resolve) => {
-        app.closeApp();
-        server.close(() => resolve());
+        server.close(() => void app.closeApp().then(resolve));
         server.closeIdleConnections();
         setTimeout(() => server.closeAllConnections(), 2000).unref();
       }),

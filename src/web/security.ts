@@ -38,12 +38,15 @@ const withPort = (host: string, port: number): string[] => {
  * server learns its port only after listening.
  */
 export function allowedHosts(opts: { publicUrl?: URL; listenHost: string; port: () => number }): () => Set<string> {
+  let made: { port: number; hosts: Set<string> } | undefined;
   return () => {
     const port = opts.port();
+    if (made?.port === port) return made.hosts;
     const hosts = ['localhost', '127.0.0.1', '::1'].flatMap((h) => withPort(h, port));
     if (!WILDCARD.has(opts.listenHost)) hosts.push(...withPort(opts.listenHost.toLowerCase(), port));
     if (opts.publicUrl) hosts.push(opts.publicUrl.host.toLowerCase());
-    return new Set(hosts);
+    made = { port, hosts: new Set(hosts) };
+    return made.hosts;
   };
 }
 

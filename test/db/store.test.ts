@@ -38,6 +38,9 @@ import {
   putGitSource,
   recordFetch,
   takeScheduleSlot,
+  listBuildSummaries,
+  listBuildsInStates,
+  findBuildWithDockerfile,
 } from '../../src/db/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -451,6 +454,81 @@ for (const engine of ['sqlite', 'pg'] as const) {
       });
       expect(await listBuildsToAttest(t.db)).toEqual([]);
       expect(await completeAttestation(t.db, b.id, att)).toBe(false);
+    });
+
+    it('the lists and the build page read by plain SQL: owner scope, order, keyset pages, one joined build row', async () => {
+      const carol = await insertUser(t.db, { username: 'carol', passwordHash: 'h', role: 'user' });
+      const dave = await insertUser(t.db, { username: 'dave', passwordHash: 'h', role: 'user' });
+      const mk = async (ownerId: number, name: string) =>
+        (await t.db.transaction((trx) => insertDockerfile(trx, { ownerId, name, content: `FROM ${name}\n` })))
+          .dockerfile;
+      const zeta = await mk(carol.id, 'zeta');
+      const alpha = await mk(carol.id, 'alpha');
+      const other = await mk(dave.id, 'other');
+      const ids: number[] = [];
+      for (const [df, owner] of [
+        [zeta, carol],
+        [alpha, carol],
+        [zeta, carol],
+        [other, dave],
+      ] as const) {
+        const b = await insertBuild(t.db, {
+          dockerfileId: df.id,
+          versionId: df.current_version_id!,
+          ownerId: owner.id,
+          key: `sql-${ids.length}`,
+        });
+        ids.push(b.id);
+      }
+      const mine = await listDockerfiles(t.db, carol.id);
+      expect(mine.map((d) => [d.name, d.owner, d.size, d.builds])).toEqual([
+        ['alpha', 'carol', 11, 1],
+        ['zeta', 'carol', 10, 2],
+      ]);
+      expect(mine[0]).toEqual({
+        ...(await findDockerfile(t.db, alpha.id, carol.id)),
+        owner: 'carol',
+        size: 11,
+        builds: 1,
+      });
+      expect(
+        (await listDockerfiles(t.db, carol.id, { after: { name: 'alpha', id: alpha.id }, limit: 5 })).map(
+          (d) => d.name,
+        ),
+      ).toEqual(['zeta']);
+      // Everyone's (other tests' too): ours among them, and a page is the head of the same order.
+      const everyone = await listDockerfiles(t.db, null);
+      expect(everyone.map((d) => d.id)).toEqual(expect.arrayContaining([zeta.id, alpha.id, other.id]));
+      expect(await listDockerfiles(t.db, null, { limit: 2 })).toEqual(everyone.slice(0, 2));
+      const recent = await listBuildSummaries(t.db, carol.id, 20);
+      expect(recent.map((b) => b.id)).toEqual([ids[2], ids[1], ids[0]]);
+      expect(recent[2]).toEqual({
+        id: ids[0],
+        dockerfile_id: zeta.id,
+        dockerfile_name: 'zeta',
+        owner_id: carol.id,
+        owner: 'carol',
+        state: 'requested',
+        reason: null,
+        trigger: 'manual',
+        requested_at: (await findBuild(t.db, ids[0]!, null))!.requested_at,
+        started_at: null,
+        finished_at: null,
+      });
+      expect((await listBuildSummaries(t.db, null, 2)).map((b) => b.id)).toEqual([ids[3], ids[2]]);
+      expect((await listBuildsInStates(t.db, ['requested'])).map((b) => b.id).filter((id) => ids.includes(id))).toEqual(
+        ids,
+      );
+
+      const page = await findBuildWithDockerfile(t.db, ids[1]!, carol.id);
+      expect(page).toEqual({
+        build: await findBuild(t.db, ids[1]!, carol.id),
+        // every column the Dockerfile row has, as findDockerfile reads it
+        dockerfile: await findDockerfile(t.db, alpha.id, carol.id),
+        versionSha: sha256Hex('FROM alpha\n'),
+      });
+      expect(await findBuildWithDockerfile(t.db, ids[1]!, dave.id)).toBeUndefined();
+      expect((await findBuildWithDockerfile(t.db, ids[1]!, null))?.build.id).toBe(ids[1]);
     });
   });
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestWeb, type TestWeb } from '../helpers/web.js';
 import { freshDb, type TestDb } from './engines.js';
 
-/** The web on PostgreSQL: sessions (connect-session-knex's PG path), CSRF, quotas and builds over HTTP. */
+/** The web on PostgreSQL: sessions (the session store's PG path), CSRF, quotas and builds over HTTP. */
 describe('web on PostgreSQL', () => {
   let pg: TestDb;
   let w: TestWeb;

@@ -166,7 +166,8 @@ export async function startTestWeb(
       // A second app over the same parts, only to read its table (createApp mounts every router).
       const app = createApp({ config, db, glue, logger: silentLogger, sessionSecret: 'x'.repeat(32) });
       const table = app.locals.routeTable as Array<{ method: string; path: string }>;
-      app.closeApp();
+      // It never served a request, so it has no read connection to wait for.
+      void app.closeApp();
       return table;
     },
     waitForBuild: (id, pred = isFinalRow) =>

@@ -362,8 +362,8 @@ describe('admin console', () => {
       expect(down.status).toBe(503);
       expect(await down.json()).toEqual({ status: 'unavailable' });
     } finally {
-      app.closeApp();
       server.close();
+      await app.closeApp();
     }
   });
 

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Worker } from '../../src/core/index.js';
 import { refreshTask } from '../../src/core/builds/refresh.js';
 import { glueKey } from '../../src/core/builds/requeue.js';
-import { findBuild, listTasksOf } from '../../src/db/index.js';
+import { findBuild, listTasksOf, type TaskRow } from '../../src/db/index.js';
 import { KilnError } from '../../src/shared/errors.js';
 import type { InProcessGlue } from '../helpers/in-process-glue.js';
 import { until } from '../helpers/wait.js';
@@ -39,6 +39,13 @@ describe('builds', () => {
   const lastBackendBuild = async (job: number) =>
     (await w.glue.call('jobs.list', [])).jobs.find((j) => j.job === job)?.lastBuild ?? 0;
   const jobCommands = (from: number) => w.local.verbsSince(from).filter((v) => v.startsWith('job.'));
+  /**
+   * A cancelled build's dispatch that read its row before the cancel may still be on its way to the glue (the
+   * withdraw takes back what it starts). Tests that expect no job.put from it from some point on (the glue back up,
+   * a refusal armed by the next test) first wait until each of the build's tasks is `settled`.
+   */
+  const untilTasks = (id: number, settled: (t: TaskRow) => boolean) =>
+    until(async () => (await listTasksOf(w.db, `build:${id}`)).every(settled));
   beforeAll(async () => {
     w = await startTestWeb({
       config: { web: { quotaQueuedBuilds: 3 } },
@@ -327,13 +334,9 @@ describe('builds', () => {
         state: 'cancelled',
         reason: 'Cancelled before it started.',
       });
-      // A dispatch attempt that read the row before the cancel must not reach the glue once it is back: wait for
-      // the one in flight to end (unreachable); the next one reads the cancelled row and stops.
-      await until(async () =>
-        (await listTasksOf(w.db, `build:${second!.id}`)).every(
-          (t) => t.kind !== 'build.dispatch' || t.state !== 'running',
-        ),
-      );
+      // The glue is still down: the attempt in flight ends unreachable, and the next one reads the cancelled row
+      // and stops, so no job.put reaches the glue once it is back.
+      await untilTasks(second.id, (t) => t.kind !== 'build.dispatch' || t.state !== 'running');
     } finally {
       w.local.down = false;
     }
@@ -357,6 +360,8 @@ describe('builds', () => {
     expect(['requested', 'queued', 'running']).toContain((await w.db('builds').where({ id: third.id }).first()).state);
     await a.postJson(`/api/builds/${third.id}/cancel`, {}, { 'x-csrf-token': t });
     expect((await w.waitForBuild(third.id)).state).toBe('cancelled');
+    // The glue is up: its dispatch's job.put is over once every task has ended (the next test arms a refusal).
+    await untilTasks(third.id, (t) => t.state === 'done' || t.state === 'failed');
   });
 
   it("a glue refusal (not an outage) fails the build with the glue's message", async () => {

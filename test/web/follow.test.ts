@@ -230,6 +230,52 @@ describe('following a build', () => {
     expect(seen.filter((l) => l.startsWith('[kiln] build failed'))).toHaveLength(1);
   });
 
+  it("a finished build's report is made once and kept (one glue read for many views); one made while the glue failed is not kept", async () => {
+    const df = await a.createDockerfile('broken-twice', 'FROM debian:bookworm\n# fake: fail\nRUN true\n');
+    const first = await a.build(df);
+    const second = await a.build(df);
+    for (const b of [first, second]) expect((await w.waitForBuild(b.id)).state).toBe('failed');
+    // What the web reads of a build through the glue (documents and the log), by build; `failing` fails log reads.
+    const reads: string[] = [];
+    let failing = false;
+    const down = () => Object.assign(new Error('glue down'), { code: 'backend_unavailable' });
+    const { artifact, call } = { artifact: w.glue.artifact.bind(w.glue), call: w.glue.call.bind(w.glue) };
+    w.glue.artifact = async (job, build, name, offset) => {
+      reads.push(`${build}:${name}`);
+      if (failing && name === 'build.log') throw down();
+      return artifact(job, build, name, offset);
+    };
+    w.glue.call = (async (verb: Parameters<typeof call>[0], args: Parameters<typeof call>[1]) => {
+      if (verb === 'build.log') {
+        reads.push(`${args[1]}:log`);
+        if (failing) throw down();
+      }
+      return call(verb, args);
+    }) as typeof call;
+    try {
+      const line = 'Dockerfile line 3 failed: <code>RUN true</code>';
+      const views = await Promise.all(Array.from({ length: 5 }, () => a.get(`/builds/${first.id}`)));
+      for (const v of views) expect(await v.text()).toContain(line);
+      expect(await (await a.get(`/builds/${first.id}`)).text()).toContain(line);
+      const backend = (await w.waitForBuild(first.id)).backend_build;
+      expect(reads.filter((r) => r.startsWith(`${backend}:`)).sort()).toEqual([
+        `${backend}:log`,
+        `${backend}:result.json`,
+      ]);
+
+      failing = true;
+      const degraded = await a.get(`/builds/${second.id}`);
+      expect(degraded.status).toBe(200);
+      const html = await degraded.text();
+      expect(html).toContain('RUN step 2 failed: exit 100');
+      expect(html).not.toContain(line);
+      failing = false;
+      expect(await (await a.get(`/builds/${second.id}`)).text()).toContain(line);
+    } finally {
+      Object.assign(w.glue, { artifact, call });
+    }
+  });
+
   it('manifest and SBOM pages search the packages; the package diff names what was added, removed and changed since the previous successful build', async () => {
     const df = await a.createDockerfile(
       'pkgs',

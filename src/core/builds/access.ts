@@ -1,7 +1,15 @@
-import { findBuild, type BuildRow, type Queryable } from '../../db/index.js';
+import {
+  findBuild,
+  findBuildWithDockerfile,
+  type BuildRow,
+  type DockerfileRow,
+  type Queryable,
+} from '../../db/index.js';
 import { notFound } from '../../shared/errors.js';
 import type { Actor } from '../actor.js';
 import { Id, parse } from '../commands.js';
+import type { CoreDeps } from '../deps.js';
+import { mayActOn } from '../dockerfiles.js';
 import { authorize, ownerScope, type OwnedAction } from '../policy.js';
 
 /**
@@ -18,4 +26,16 @@ export async function buildFor(
   if (!b) throw notFound('No such build');
   authorize(actor, action, b.owner_id, 'No such build');
   return b;
+}
+
+/** The build with its Dockerfile and the digest of the version it builds (the build page): one read. */
+export async function buildVersion(
+  d: Pick<CoreDeps, 'db'>,
+  actor: Actor,
+  rawId: unknown,
+): Promise<{ build: BuildRow; dockerfile: DockerfileRow; versionSha: string }> {
+  const found = await findBuildWithDockerfile(d.db, parse(Id, rawId), ownerScope(actor));
+  if (!found) throw notFound('No such build');
+  authorize(actor, 'build.read', found.build.owner_id, 'No such build');
+  return { ...found, dockerfile: mayActOn(actor, found.dockerfile) };
 }

@@ -19,16 +19,15 @@ import {
   countActiveBuilds,
   findBuild,
   findBuildByKey,
-  getVersion,
   insertBuild,
   isFinal,
   isUniqueViolation,
-  listBuildsOfOwner,
+  listBuildSummaries,
   lockUserRow,
   nowIso,
   updateBuild,
   getGitSource,
-  type BuildListItem,
+  type BuildSummary,
   type BuildRow,
   type BuildTrigger,
   type DockerfileRow,
@@ -46,7 +45,7 @@ import { buildSubject, enqueue, wake } from '../tasks/queue.js';
 import { buildFor } from './access.js';
 import { needsFetch } from '../git/pin.js';
 
-export { buildFor } from './access.js';
+export { buildFor, buildVersion } from './access.js';
 export { openArtifact, readLog, type ArtifactDownload } from './artifacts.js';
 export { BuildWatch, Coalescer, followBuild, waitForBuild, type LiveEvent } from './live.js';
 export { buildReport, manifestView, packageDiff, sbomView, serialLog } from './report.js';
@@ -202,26 +201,15 @@ export async function requestOf(
   return { build, created: true };
 }
 
-export function listBuilds(d: Pick<CoreDeps, 'db'>, actor: Actor, limit = 20): Promise<BuildListItem[]> {
+/** The actor's latest builds (everyone's for an admin), as lists show them. */
+export function listBuilds(d: Pick<CoreDeps, 'db'>, actor: Actor, limit = 20): Promise<BuildSummary[]> {
   authorize(actor, 'build.list');
-  return listBuildsOfOwner(d.db, ownerScope(actor), limit);
+  return listBuildSummaries(d.db, ownerScope(actor), limit);
 }
 
 /** A build as stored (the worker keeps it current; reading it changes nothing and calls no one). */
 export function getBuild(d: Pick<CoreDeps, 'db'>, actor: Actor, rawId: unknown): Promise<BuildRow> {
   return buildFor(d.db, actor, rawId);
-}
-
-/** The build with its Dockerfile and the digest of the version it builds (the build page). */
-export async function buildVersion(
-  d: Pick<CoreDeps, 'db'>,
-  actor: Actor,
-  rawId: unknown,
-): Promise<{ build: BuildRow; dockerfile: DockerfileRow; versionSha: string }> {
-  const build = await getBuild(d, actor, rawId);
-  const dockerfile = await dockerfileFor(d.db, actor, String(build.dockerfile_id));
-  const version = await getVersion(d.db, build.version_id);
-  return { build, dockerfile, versionSha: version?.sha256 ?? '' };
 }
 
 /**

@@ -23,6 +23,8 @@ type Deps = Pick<CoreDeps, 'db' | 'glue'> & { live: Coalescer };
 
 /** Documents larger than this are not shown (they stay downloadable). */
 export const MAX_DOCUMENT_BYTES = 32 * 1024 * 1024;
+/** How long a final build's documents, and the report made of them, are kept in memory. */
+const KEEP_MS = 10 * 60_000;
 
 /**
  * An artifact's bytes, whole, for a final build (the documents of a finished build never change, so they are kept
@@ -37,7 +39,7 @@ async function documentOf(d: Deps, b: BuildRow, name: ArtifactName): Promise<Buf
   const no = b.backend_build;
   return d.live.get(
     `doc:${b.id}:${name}`,
-    () => 10 * 60_000,
+    () => KEEP_MS,
     async () => {
       const chunks: Buffer[] = [];
       let n = 0;
@@ -70,9 +72,14 @@ async function jsonDocument(d: Deps, b: BuildRow, name: ArtifactName): Promise<u
   }
 }
 
-async function resultOf(d: Deps, b: BuildRow): Promise<BuildResult | undefined> {
-  const buf = await documentOf(d, b, 'result.json').catch(() => undefined);
+/** result.json, parsed; rejects when it could not be read. */
+async function readResult(d: Deps, b: BuildRow): Promise<BuildResult | undefined> {
+  const buf = await documentOf(d, b, 'result.json');
   return buf ? parseBuildResult(buf.toString('utf8')) : undefined;
+}
+
+async function resultOf(d: Deps, b: BuildRow): Promise<BuildResult | undefined> {
+  return readResult(d, b).catch(() => undefined);
 }
 
 export interface BootTestView {
@@ -121,11 +128,34 @@ export async function buildReport(d: Deps, actor: Actor, rawId: unknown): Promis
   return reportOf(d, b);
 }
 
+/**
+ * The report of a build. A final build's never changes: it is made once (result.json parsed, a failure's log tail
+ * read through the glue) and kept as long as its documents, shared by everyone who views it meanwhile; one made while
+ * a read failed is not kept, so the next view tries again.
+ */
 export async function reportOf(d: Deps, b: BuildRow): Promise<BuildReport> {
-  const result = await resultOf(d, b);
+  const made = isFinal(b.state)
+    ? await d.live.get(
+        `report:${b.id}`,
+        (r: MadeReport) => (r.complete ? KEEP_MS : 0),
+        () => makeReport(d, b),
+      )
+    : await makeReport(d, b);
+  return made.report;
+}
+
+type MadeReport = { report: BuildReport; complete: boolean };
+
+async function makeReport(d: Deps, b: BuildRow): Promise<MadeReport> {
+  let complete = true;
+  const incomplete = () => {
+    complete = false;
+    return undefined;
+  };
+  const result = await readResult(d, b).catch(incomplete);
   const report: BuildReport = { bootTests: (result?.bootTests ?? []).map(bootView), stages: result?.stages ?? [] };
-  if (b.state === 'failed') report.failure = await failureSummary(d, b, result);
-  return report;
+  if (b.state === 'failed') report.failure = await failureSummary(d, b, result, incomplete);
+  return { report, complete };
 }
 
 /** `Step 3/7 : RUN apt-get install nope` in the legacy builder's output. */
@@ -136,12 +166,17 @@ const STEP = /^Step (\d+)\/(\d+) : (.*)$/;
  * it throws) and, for a failing Dockerfile step, the step the builder printed last, mapped onto the Dockerfile's
  * line (the N-th instruction; named only when its keyword agrees).
  */
-async function failureSummary(d: Deps, b: BuildRow, result: BuildResult | undefined): Promise<FailureSummary> {
+async function failureSummary(
+  d: Deps,
+  b: BuildRow,
+  result: BuildResult | undefined,
+  unread: () => undefined,
+): Promise<FailureSummary> {
   const summary: FailureSummary = { message: result?.error?.message ?? b.reason ?? 'The build failed.' };
   const stage = result?.stages.at(-1)?.name;
   if (stage) summary.stage = stage;
   if (stage !== 'build' && stage !== undefined) return summary;
-  const tail = await logTail(d, b).catch(() => '');
+  const tail = (await logTail(d, b).catch(unread)) ?? '';
   let step: RegExpExecArray | null = null;
   for (const line of tail.split('\n')) {
     const m = STEP.exec(plainLine(line).trim());

@@ -5,7 +5,6 @@
 import { z } from 'zod';
 import {
   WEB_BUILD_STATES,
-  getVersion,
   isFinal,
   listBuildHistory,
   listBuildsBefore,
@@ -20,7 +19,7 @@ import type { CoreDeps } from '../deps.js';
 import { PageLimit, decodeCursor, encodeCursor } from '../cursor.js';
 import { dockerfileByName, dockerfileFor } from '../dockerfiles.js';
 import { authorize, ownerScope } from '../policy.js';
-import { buildFor } from './access.js';
+import { buildFor, buildVersion } from './access.js';
 import type { Coalescer } from './live.js';
 import { reportOf, type BuildReport } from './report.js';
 import { queuePlace, type QueuePlace } from './waiting.js';
@@ -80,10 +79,8 @@ export interface BuildPage {
 
 /** Everything the build page shows. Reads only; the documents of a finished build come through the glue once. */
 export async function buildPage(d: Deps, actor: Actor, rawId: unknown): Promise<BuildPage> {
-  const build = await buildFor(d.db, actor, rawId);
-  const dockerfile = await dockerfileFor(d.db, actor, String(build.dockerfile_id));
-  const [version, queue, report] = await Promise.all([
-    getVersion(d.db, build.version_id),
+  const { build, dockerfile, versionSha } = await buildVersion(d, actor, rawId);
+  const [queue, report] = await Promise.all([
     queuePlace(d, build),
     // The page still renders when the build service cannot be reached; the report is then empty.
     isFinal(build.state)
@@ -97,7 +94,7 @@ export async function buildPage(d: Deps, actor: Actor, rawId: unknown): Promise<
   return {
     build,
     dockerfile,
-    versionSha: version?.sha256 ?? '',
+    versionSha,
     progress: progressOf(build),
     ...(queue ? { queue } : {}),
     report,
