@@ -117,6 +117,17 @@ export const VERBS = {
   'build.cancel': z.tuple([jobId, buildNo]),
   /** Withdraws whatever a job.build with this key started: a queued trigger, or the build it became. */
   'build.withdraw': z.tuple([jobId, idemKey]),
+  /**
+   * Keeps a build from the backend's own discarding (`on`: a user pinned it; Jenkins' "keep this build forever"), or
+   * lets it go again (`off`). Idempotent: asking for the state it is in succeeds.
+   */
+  'build.keep': z.tuple([jobId, buildNo, z.enum(['on', 'off'])]),
+  /**
+   * Drops a finished build's artifacts (retention; its log and record stay). A kept build or one still running is
+   * `conflict`; one whose artifacts are gone already answers `discarded: false`. Jenkins discards them itself, by
+   * the job's build discarder (the same rule): there the answer says whether they are gone yet.
+   */
+  'build.discard': z.tuple([jobId, buildNo]),
   /** The job as the backend has it now (for showing it, and noticing changes made behind Kiln's back). */
   'job.get': z.tuple([jobId]),
   /** The job's most recent builds with what started each (a timer, or a job.build), so timer builds can be found. */
@@ -261,6 +272,18 @@ export const jobSpecSchema = z
       .optional(),
     /** Where the Dockerfile and context came from, when Kiln fetched them from git (named in the provenance). */
     source: gitSourceSchema.optional(),
+    /**
+     * The site's retention (config `retention`): the builds whose artifacts are kept, newest `keepBuilds` and those
+     * of the last `keepDays` days (0: no such limit). A backend that discards by itself (Jenkins' build discarder)
+     * is set up with it; the local backend discards only when told (`build.discard`).
+     */
+    retention: z
+      .object({
+        keepBuilds: z.number().int().min(0).max(1_000_000),
+        keepDays: z.number().int().min(0).max(100_000),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type JobSpec = z.output<typeof jobSpecSchema>;
@@ -409,6 +432,8 @@ export const REPLIES = {
     build: z.number().int().optional(),
     state: z.enum(BUILD_STATES).optional(),
   }),
+  'build.keep': z.object({ job: z.number().int(), build: z.number().int(), kept: z.boolean() }),
+  'build.discard': z.object({ job: z.number().int(), build: z.number().int(), discarded: z.boolean() }),
   'job.get': jobViewSchema,
   'job.builds': z.object({ job: z.number().int(), builds: z.array(jobBuildSchema).max(JOB_BUILDS_DEPTH) }),
   'jobs.list': z.object({ jobs: z.array(jobInfoSchema) }),

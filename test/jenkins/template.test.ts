@@ -111,7 +111,7 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
         ...settings,
         label: 'kiln && linux',
         keepBuilds: 3,
-        keepArtifacts: 2,
+        retention: { keepBuilds: 2, keepDays: 0 },
       }),
     );
     expect(textAt(xml, ['project', 'disabled'])).toBe('true');
