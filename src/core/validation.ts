@@ -94,6 +94,19 @@ export function parseDockerfileName(v: unknown): string {
   return v;
 }
 
+/**
+ * A release name (`v1.2`, `2026-06-rc1`): 1-64 of letters, digits, `.`, `_`, `-`, not `.` or `..` and not starting
+ * with `-` (it would read as an option on a command line). Never a path: the release store names directories by id.
+ */
+export const RELEASE_NAME_RE = /^(?!-)(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$/;
+const RELEASE_NAME_RULE =
+  'A release name is 1-64 letters, digits, ".", "_" or "-" (such as v1.2), not "." or "..", not starting with "-".';
+
+export function parseReleaseName(v: unknown): string {
+  if (typeof v !== 'string' || !RELEASE_NAME_RE.test(v)) throw invalidInput(RELEASE_NAME_RULE);
+  return v;
+}
+
 export function parseIdempotencyKey(v: unknown): string {
   if (typeof v !== 'string' || !IDEMPOTENCY_KEY_RE.test(v))
     throw new KilnError('bad_request', 'Missing or malformed form key; reload the page and try again.');

@@ -16,3 +16,4 @@ export * from './admin.js';
 export * from './api-tokens.js';
 export * from './git-sources.js';
 export * from './ssh-keys.js';
+export * from './releases.js';

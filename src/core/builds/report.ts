@@ -24,12 +24,16 @@ type Deps = Pick<CoreDeps, 'db' | 'glue'> & { live: Coalescer };
 /** Documents larger than this are not shown (they stay downloadable). */
 export const MAX_DOCUMENT_BYTES = 32 * 1024 * 1024;
 
+/** The build's artifact of that name while the backend still keeps it (not once retention dropped it). */
+export const storedArtifact = (b: BuildRow, name: string) =>
+  b.artifacts_expired_at ? undefined : b.artifacts.find((a) => a.name === name);
+
 /**
  * An artifact's bytes, whole, for a final build (the documents of a finished build never change, so they are kept
  * a while and shared by concurrent readers). Undefined when the build has no such artifact.
  */
 async function documentOf(d: Deps, b: BuildRow, name: ArtifactName): Promise<Buffer | undefined> {
-  const art = b.artifacts.find((a) => a.name === name);
+  const art = storedArtifact(b, name);
   if (!art || b.backend_build == null || !isFinal(b.state)) return undefined;
   if (art.size > MAX_DOCUMENT_BYTES)
     throw new KilnError('too_large', `${name} is too large to show here; download it instead.`);
@@ -163,7 +167,7 @@ async function failureSummary(d: Deps, b: BuildRow, result: BuildResult | undefi
 /** The last 64 KiB of the build's log: the SDK's build.log, else the glue's log of the build (read to its end). */
 async function logTail(d: Deps, b: BuildRow): Promise<string> {
   if (b.backend_build == null) return '';
-  const art = b.artifacts.find((a) => a.name === 'build.log');
+  const art = storedArtifact(b, 'build.log');
   const keep = 64 * 1024;
   if (art) {
     const chunks: Buffer[] = [];

@@ -11,6 +11,7 @@ import * as m010 from './010_admin.js';
 import * as m011 from './011_api_tokens.js';
 import * as m012 from './012_git_sources.js';
 import * as m013 from './013_user_ssh_keys.js';
+import * as m014 from './014_releases.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -31,6 +32,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['011_api_tokens', m011],
   ['012_git_sources', m012],
   ['013_user_ssh_keys', m013],
+  ['014_releases', m014],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
