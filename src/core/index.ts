@@ -13,6 +13,7 @@ import * as dockerfiles from './dockerfiles.js';
 import * as jobs from './jobs/index.js';
 import * as releases from './releases.js';
 import { pinBuild, unpinBuild } from './retention.js';
+export { describeRetention } from './retention.js';
 import { findBuildsByIds } from '../db/index.js';
 import { regenerateSecret } from './git/index.js';
 import { receivePush, type PushDelivery } from './git/hooks.js';
@@ -206,8 +207,6 @@ export function createWorker(
 
 export { pruneLoginThrottle, deviceCookieValue } from './login-throttle.js';
 export { signingKey } from './signing.js';
-export { RELEASE_JSON, RELEASE_TYPE } from './releases.js';
-export { RELEASE_NAME_RE } from './validation.js';
 export { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES } from './build-context.js';
 export { CONTROL_CHARS, decodeDockerfile, parseDockerfileName, tooLarge as dockerfileTooLarge } from './validation.js';
 export { plainLine } from './builds/log-view.js';

@@ -36,7 +36,7 @@ import {
   type ReleaseRow,
 } from '../db/index.js';
 import type { FrozenConfig } from '../config/index.js';
-import { ARTIFACT_NAMES, type ArtifactName } from '../protocol/index.js';
+import { ARTIFACT_NAMES, RELEASE_JSON, RELEASE_TYPE, type ArtifactName } from '../protocol/index.js';
 import { formatSha256Sums, parseSha256Sums } from '../shared/checksums.js';
 import { KilnError, conflict, isKilnError, notFound } from '../shared/errors.js';
 import { verifyText } from '../shared/sshsig.js';
@@ -53,11 +53,8 @@ import { enqueue, releaseIdOf, releaseSubject, wake } from './tasks/queue.js';
 import type { TaskKind } from './tasks/worker.js';
 
 /** The release's own files, next to the build's: its provenance, its SHA256SUMS and the web's signature of it. */
-export const RELEASE_JSON = 'release.json';
 const SUMS = 'SHA256SUMS';
 const SIG = 'SHA256SUMS.sig';
-/** What release.json says it is (documented in the top README, "Releases and retention"). */
-export const RELEASE_TYPE = 'https://kiln.dev/release/v1';
 
 /** The release store's directory. */
 export const releaseRoot = (config: Pick<FrozenConfig, 'dataDir' | 'releases'>): string =>

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 // Form keys must be what the glue accepts: the protocol's one pattern.
-import { IDEMPOTENCY_KEY_RE } from '../protocol/index.js';
+import { IDEMPOTENCY_KEY_RE, RELEASE_NAME_RE } from '../protocol/index.js';
 import { KilnError, invalidInput } from '../shared/errors.js';
 
 export const USERNAME_RE = /^[a-z][a-z0-9_-]{2,31}$/;
@@ -94,11 +94,6 @@ export function parseDockerfileName(v: unknown): string {
   return v;
 }
 
-/**
- * A release name (`v1.2`, `2026-06-rc1`): 1-64 of letters, digits, `.`, `_`, `-`, not `.` or `..` and not starting
- * with `-` (it would read as an option on a command line). Never a path: the release store names directories by id.
- */
-export const RELEASE_NAME_RE = /^(?!-)(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$/;
 const RELEASE_NAME_RULE =
   'A release name is 1-64 letters, digits, ".", "_" or "-" (such as v1.2), not "." or "..", not starting with "-".';
 

@@ -53,6 +53,19 @@ export const ARTIFACT_NAMES = [
 export type ArtifactName = (typeof ARTIFACT_NAMES)[number];
 
 /**
+ * A release (src/core/releases.ts) is a directory of a build's products plus `release.json`, its provenance, of
+ * type RELEASE_TYPE, and SHA256SUMS over all of them with the web's signature: what the web makes and `kiln verify`
+ * checks (src/sdk/verify.ts).
+ */
+export const RELEASE_JSON = 'release.json';
+/**
+ * A release name (`v1.2`, `2026-06-rc1`): 1-64 of letters, digits, `.`, `_`, `-`, not `.` or `..` and not starting
+ * with `-` (it would read as an option on a command line). Never a path: the release store names directories by id.
+ */
+export const RELEASE_NAME_RE = /^(?!-)(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$/;
+export const RELEASE_TYPE = 'https://kiln.dev/release/v1';
+
+/**
  * What the SDK writes next to its artifacts when it fails with an internal error: the detail (message, stack) for
  * the operator, under the reference id that result.json shows the user. Not an artifact: never archived or served.
  */
