@@ -82,7 +82,10 @@ for (const engine of ['sqlite', 'pg'] as const) {
     const newDockerfile = async () =>
       (await core.dockerfiles.create(alice, { name: `df${++seq}`, content: DOCKERFILE })).id;
     const build = async (df: number): Promise<number> => {
-      const { build: b } = await core.builds.request(alice, { dockerfileId: `${df}`, key: `k-${engine}-${++seq}-build` });
+      const { build: b } = await core.builds.request(alice, {
+        dockerfileId: `${df}`,
+        key: `k-${engine}-${++seq}-build`,
+      });
       await until(async () => {
         await drain();
         return (await findBuild(t.db, b.id, null))?.state === 'succeeded';
@@ -207,7 +210,9 @@ for (const engine of ['sqlite', 'pg'] as const) {
       await drain();
       expect(await release(r.id)).toMatchObject({
         state: 'failed',
-        reason: expect.stringMatching(/image\.raw at the build service no longer matches build \d+'s signed SHA256SUMS/),
+        reason: expect.stringMatching(
+          /image\.raw at the build service no longer matches build \d+'s signed SHA256SUMS/,
+        ),
       });
       expect(existsSync(path.join(store, String(r.id)))).toBe(false);
       expect(readdirSync(store).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
@@ -215,7 +220,13 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('retention keeps the newest N, drops older than D days, never a release, a pinned build or the latest success; rows and files together; pins within their limit', async () => {
       const df = await newDockerfile();
-      const [b1, b2, b3, b4, b5] = [await build(df), await build(df), await build(df), await build(df), await build(df)];
+      const [b1, b2, b3, b4, b5] = [
+        await build(df),
+        await build(df),
+        await build(df),
+        await build(df),
+        await build(df),
+      ];
       const { release: r } = await core.releases.promote(alice, { build: `${b1}`, name: 'keep-me' });
       await drain();
       expect((await release(r.id)).state).toBe('ready');
@@ -251,7 +262,9 @@ for (const engine of ['sqlite', 'pg'] as const) {
       for (const id of [b2, b4, b5]) expect(existsSync(path.join(await archive(id), 'image.raw'))).toBe(true);
       // The release of the expired b1 lives on in its own store, whole and verifiable.
       const key = await signingKey(config);
-      expect((await verifyDir(path.join(store, String(r.id)), { publicKey: key.publicKey, sbom: false })).ok).toBe(true);
+      expect((await verifyDir(path.join(store, String(r.id)), { publicKey: key.publicKey, sbom: false })).ok).toBe(
+        true,
+      );
       // An expired build can be neither pinned nor released.
       await expect(core.builds.pin(alice, `${b3}`)).rejects.toMatchObject({ code: 'not_found' });
       await expect(core.releases.promote(alice, { build: `${b3}`, name: 'late' })).rejects.toMatchObject({

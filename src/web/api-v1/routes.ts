@@ -431,7 +431,7 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
         const { release, created } = await core.releases.promote(actor, { build: params.id, name: body.name });
         res
           .status(created ? 201 : 200)
-          .json({ release: releaseJson(await core.releases.get(actor, release.id), '/api/v1'), created });
+          .json({ release: releaseJson(await core.releases.get(actor, String(release.id)), '/api/v1'), created });
       },
     }),
     route({
