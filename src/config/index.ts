@@ -514,7 +514,8 @@ export function sdkEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
 
 /** Variables that were settings once: set, they stop the start saying what replaced them (none is silently ignored). */
 const RETIRED: Readonly<Record<string, string>> = {
-  KILN_GLUE_JENKINS_KEEP_ARTIFACTS: 'KILN_RETENTION_KEEP_BUILDS (and KILN_RETENTION_KEEP_DAYS), which both backends follow',
+  KILN_GLUE_JENKINS_KEEP_ARTIFACTS:
+    'KILN_RETENTION_KEEP_BUILDS (and KILN_RETENTION_KEEP_DAYS), which both backends follow',
 };
 
 /** Reads, validates and freezes the configuration. `overrides` (tests, CLI flags) win over the environment. */

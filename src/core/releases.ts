@@ -64,7 +64,9 @@ const releaseDir = (root: string, id: number) => path.join(root, String(id));
 const TEMP_PREFIX = (id: number) => `.tmp-${id}-`;
 
 /** Names of files a build's signed SHA256SUMS may list and a release copies. */
-const PRODUCTS: ReadonlySet<string> = new Set(ARTIFACT_NAMES.filter((n) => !['SHA256SUMS', 'SHA256SUMS.sig'].includes(n)));
+const PRODUCTS: ReadonlySet<string> = new Set(
+  ARTIFACT_NAMES.filter((n) => !['SHA256SUMS', 'SHA256SUMS.sig'].includes(n)),
+);
 
 /**
  * Promotes a build the actor may promote (its Dockerfile's owner, or an admin) to `name`. The same build and name
@@ -89,7 +91,10 @@ export async function promote(
   promotable(build);
   const att = await findAttestation(d.db, build.id);
   if (!att) throw conflict(`Build ${build.id} has no signed SHA256SUMS to release from.`);
-  const bytes = productsOf(att.sums).reduce((n, e) => n + (build.artifacts.find((a) => a.name === e.name)?.size ?? 0), 0);
+  const bytes = productsOf(att.sums).reduce(
+    (n, e) => n + (build.artifacts.find((a) => a.name === e.name)?.size ?? 0),
+    0,
+  );
   const by = actor.kind === 'user' ? actor.id : null;
   let release: ReleaseRow;
   try {
@@ -98,7 +103,14 @@ export async function promote(
         ? (await retryRelease(trx, existing.id, { buildId: build.id, bytes, createdBy: by }))
           ? (await findReleaseByName(trx, df.id, name))!
           : undefined
-        : await insertRelease(trx, { dockerfileId: df.id, buildId: build.id, ownerId: build.owner_id, name, bytes, createdBy: by });
+        : await insertRelease(trx, {
+            dockerfileId: df.id,
+            buildId: build.id,
+            ownerId: build.owner_id,
+            name,
+            bytes,
+            createdBy: by,
+          });
       if (!row) throw conflict(`The release ${name} changed meanwhile; try again.`);
       await enqueue(trx, d, 'release.make', releaseSubject(row.id));
       return row;
@@ -256,7 +268,8 @@ async function makeFiles(
 ): Promise<{ files: ReleaseFile[]; sums: string; signature: string; publicKey: string }> {
   const build = await findBuild(d.db, r.build_id, null);
   if (!build || build.backend_build == null) throw new Refusal('its build is gone');
-  if (build.artifacts_expired_at) throw new Refusal(`the artifacts of build ${build.id} expired before they were copied`);
+  if (build.artifacts_expired_at)
+    throw new Refusal(`the artifacts of build ${build.id} expired before they were copied`);
   const att = await findAttestation(d.db, build.id);
   if (build.state !== 'succeeded' || !att) throw new Refusal(`build ${build.id} has no signed SHA256SUMS`);
   // The stored SHA256SUMS is what the files are checked against: its signature first, so a changed row fails here.
@@ -316,7 +329,11 @@ async function copyArtifact(
 
 async function writeFile(file: string, text: string): Promise<ReleaseFile> {
   await fsp.writeFile(file, text, { flag: 'wx', mode: 0o644, flush: true });
-  return { name: path.basename(file), size: Buffer.byteLength(text), sha256: createHash('sha256').update(text).digest('hex') };
+  return {
+    name: path.basename(file),
+    size: Buffer.byteLength(text),
+    sha256: createHash('sha256').update(text).digest('hex'),
+  };
 }
 
 /** release.json: what was released, from which build and inputs, by whom, and what the build's signature covered. */
@@ -332,7 +349,12 @@ async function provenanceOf(
   return {
     type: RELEASE_TYPE,
     name: r.name,
-    dockerfile: { id: r.dockerfile_id, name: r.dockerfile_name, owner: r.owner, versionSha256: version?.sha256 ?? null },
+    dockerfile: {
+      id: r.dockerfile_id,
+      name: r.dockerfile_name,
+      owner: r.owner,
+      versionSha256: version?.sha256 ?? null,
+    },
     build: {
       id: b.id,
       trigger: b.trigger,

@@ -48,8 +48,9 @@ export interface RetentionRule {
 /** The rule in words, for the pages: "each Dockerfile's newest 20 builds (started within 30 days)". */
 export function describeRetention(r: RetentionRule): string {
   const days = r.keepDays > 0 ? `started within the last ${r.keepDays} day${r.keepDays === 1 ? '' : 's'}` : '';
-  if (r.keepBuilds > 0) return `the artifacts of each Dockerfile's newest ${r.keepBuilds} builds${days ? ` ${days}` : ''}`;
-  return days ? `the artifacts of builds ${days}` : 'every build\'s artifacts';
+  if (r.keepBuilds > 0)
+    return `the artifacts of each Dockerfile's newest ${r.keepBuilds} builds${days ? ` ${days}` : ''}`;
+  return days ? `the artifacts of builds ${days}` : "every build's artifacts";
 }
 
 /**

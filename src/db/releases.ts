@@ -42,7 +42,7 @@ export interface ReleaseListItem extends ReleaseRow {
 }
 
 function norm(r: Record<string, unknown>): ReleaseRow {
-  let files: ReleaseFile[] = [];
+  let files: ReleaseFile[];
   try {
     files = r.files == null ? [] : (JSON.parse(String(r.files)) as ReleaseFile[]);
   } catch {
@@ -91,8 +91,7 @@ export async function findReleaseByName(
   name: string,
 ): Promise<ReleaseRow | undefined> {
   const r = (await db('releases').where({ dockerfile_id: dockerfileId, name }).first()) as
-    | Record<string, unknown>
-    | undefined;
+    Record<string, unknown> | undefined;
   return r ? norm(r) : undefined;
 }
 
@@ -223,10 +222,7 @@ export interface RetentionBuild {
  * The Dockerfiles that may have builds to discard: more than `keepBuilds` builds at the backend whose artifacts
  * are still kept, or one of them started before `before` (either rule off: 0 / undefined).
  */
-export async function dockerfilesToTrim(
-  db: Queryable,
-  o: { keepBuilds: number; before?: string },
-): Promise<number[]> {
+export async function dockerfilesToTrim(db: Queryable, o: { keepBuilds: number; before?: string }): Promise<number[]> {
   const rules: string[] = [];
   const bindings: Array<string | number> = [];
   if (o.keepBuilds > 0) {
@@ -259,9 +255,7 @@ export async function retentionBuilds(db: Queryable, dockerfileId: number): Prom
       'b.backend_build',
       'b.pinned',
       db.raw('coalesce(b.started_at, b.queued_at, b.requested_at) as started'),
-      db.raw(
-        "exists (select 1 from releases r where r.build_id = b.id and r.state = 'pending') as releasing",
-      ),
+      db.raw("exists (select 1 from releases r where r.build_id = b.id and r.state = 'pending') as releasing"),
     )
     .orderBy('b.backend_build', 'desc')
     .orderBy('b.id', 'desc')) as Array<Record<string, unknown>>;
@@ -285,7 +279,9 @@ export async function expireArtifacts(db: Queryable, id: number): Promise<BuildR
     .where({ id, pinned: false })
     .whereNull('artifacts_expired_at')
     .whereIn('state', FINAL_STATES as WebBuildState[])
-    .whereNotExists(db('releases').where('releases.build_id', id).where('releases.state', 'pending').select(db.raw('1')))
+    .whereNotExists(
+      db('releases').where('releases.build_id', id).where('releases.state', 'pending').select(db.raw('1')),
+    )
     .update({ artifacts_expired_at: nowIso(), artifact_bytes: 0, updated_at: nowIso() });
   if (Number(n) === 0) return undefined;
   const r = (await db('builds').where({ id }).first()) as Record<string, unknown>;

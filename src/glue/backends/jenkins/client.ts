@@ -203,7 +203,8 @@ export class JenkinsApi {
     } catch (e) {
       throw new KilnError('backend_unavailable', 'Jenkins cannot be reached; try again later', { cause: e });
     }
-    if (res.status >= 400) throw mapError(Object.assign(new Error(`HTTP ${res.status}`), { statusCode: res.status }), what);
+    if (res.status >= 400)
+      throw mapError(Object.assign(new Error(`HTTP ${res.status}`), { statusCode: res.status }), what);
     return res.status;
   }
 
