@@ -238,8 +238,9 @@ export const releaseTask: TaskKind = {
   async gaveUp(d, task, error) {
     const id = releaseIdOf(task.subject);
     if (id === undefined) return;
-    await failRelease(d.db, id, `Kiln could not make this release: ${error}`);
-    await removeLeftovers(releaseRoot(d.config), id);
+    // Only a release that was still pending: a ready one's directory is the release.
+    if (await failRelease(d.db, id, `Kiln could not make this release: ${error}`))
+      await removeLeftovers(releaseRoot(d.config), id);
   },
 };
 

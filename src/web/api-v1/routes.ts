@@ -27,6 +27,13 @@ import { hookRoute } from '../routes/hooks.js';
 import * as S from './schemas.js';
 
 const NOT_FOUND = { description: 'No such object, or not yours (the same answer).', json: S.ErrorBody };
+/** The answers of a file download (an artifact, a release's file). */
+const DOWNLOAD = {
+  200: { description: 'The bytes (attachment).', media: 'application/octet-stream' },
+  206: { description: 'The range asked for.', media: 'application/octet-stream' },
+  404: NOT_FOUND,
+  416: { description: 'The range is outside the file.', json: S.ErrorBody },
+};
 
 const artifactsOf = (b: BuildRow) =>
   servedArtifacts(b).map((a) => ({
@@ -374,12 +381,7 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
       scope: 'read',
       params: S.ArtifactParams,
       headers: S.RangeHeader,
-      responses: {
-        200: { description: 'The bytes (attachment).', media: 'application/octet-stream' },
-        206: { description: 'The range asked for.', media: 'application/octet-stream' },
-        404: NOT_FOUND,
-        416: { description: 'The range is outside the file.', json: S.ErrorBody },
-      },
+      responses: DOWNLOAD,
       handle: async ({ req, res, actor, params, headers }) => {
         await sendArtifact(req, res, await core.builds.artifact(actor, params.id, params.name, headers.Range));
       },
@@ -470,12 +472,7 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
       scope: 'read',
       params: S.ReleaseFileParams,
       headers: S.RangeHeader,
-      responses: {
-        200: { description: 'The bytes (attachment).', media: 'application/octet-stream' },
-        206: { description: 'The range asked for.', media: 'application/octet-stream' },
-        404: NOT_FOUND,
-        416: { description: 'The range is outside the file.', json: S.ErrorBody },
-      },
+      responses: DOWNLOAD,
       handle: async ({ req, res, actor, params, headers }) => {
         await sendArtifact(req, res, await core.releases.file(actor, params.id, params.name, headers.Range));
       },
