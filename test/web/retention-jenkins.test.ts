@@ -81,7 +81,8 @@ describe('retention through the Jenkins build discarder', () => {
     w = await startTestWeb({
       backend: createJenkinsBackend({ config: glueConfig, logger: silentLogger, pollMs: 50 }),
       clock: now,
-      config: { retention: { keepBuilds: 2, keepDays: 10, pinsPerUser: 5 } },
+      // Retention runs when the test asks for it, not with the reconciliation passes of a slow run.
+      config: { retention: { keepBuilds: 2, keepDays: 10, pinsPerUser: 5 }, worker: { reconcileSeconds: 0 } },
     });
     alice = w.client();
     await alice.signUp('alice');
