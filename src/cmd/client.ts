@@ -6,6 +6,8 @@
  *   kiln client log ID [--follow]
  *   kiln client download ID DIR [--key FILE] [--json]
  *   kiln client list [--dockerfile N] [--state S] [--limit N] [--cursor C] [--json]
+ *   kiln client release create ID NAME [--no-wait] [--json]
+ *   kiln client release download NAME --to DIR [--dockerfile N] [--key FILE] [--json]
  * Configured by KILN_URL and KILN_TOKEN (or KILN_TOKEN_FILE); a pinned signing key by --key, KILN_SIGNING_KEY or
  * KILN_SIGNING_KEY_FILE. The exit status is the build's (EXIT in src/shared/exit-status.ts, shared with the SSH door); every failure is one line on
  * stderr, and with --json stdout gets exactly one JSON line whatever happens.
@@ -13,13 +15,13 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { FORMATS } from '../protocol/index.js';
+import { FORMATS, RELEASE_NAME_RE } from '../protocol/index.js';
 import { EXIT, EXIT_HELP } from '../shared/exit-status.js';
 import { firstKeyLine } from '../shared/sshsig.js';
-import { ClientError, KilnApi, clientEnv, type Build, type Report } from './client/api.js';
+import { ClientError, KilnApi, clientEnv, sleep, type Build, type Report } from './client/api.js';
 import { defaultIdempotencyKey } from './client/ci.js';
 import { packContext } from './client/context.js';
-import { downloadBuild, type Downloaded } from './client/download.js';
+import { downloadBuild, downloadRelease, type Downloaded } from './client/download.js';
 import { followLog, waitQuietly, type Output } from './client/follow.js';
 
 const USAGE = `usage: kiln client <command> [options]   (KILN_URL and KILN_TOKEN or KILN_TOKEN_FILE set)
@@ -37,6 +39,9 @@ const USAGE = `usage: kiln client <command> [options]   (KILN_URL and KILN_TOKEN
   log ID [--follow]                  its log (--follow: until it ends; exit status as below)
   download ID DIR [--key FILE] [--json]   a succeeded build's artifacts, verified, into DIR
   list [--dockerfile N] [--state S] [--limit N] [--cursor C] [--json]
+  release create ID NAME [--no-wait] [--json]   promote succeeded build ID to release NAME (waits until it is made)
+  release download NAME --to DIR [--dockerfile N] [--key FILE] [--json]
+                                     release NAME (of Dockerfile N when several have one), verified, into DIR
 
   every command: [--retry-for SECONDS] (default 120) how long to retry while Kiln cannot be reached
 
@@ -72,6 +77,13 @@ const OPTIONS = {
     state: { type: 'string' },
     limit: { type: 'string' },
     cursor: { type: 'string' },
+  },
+  release: {
+    ...COMMON,
+    to: { type: 'string' },
+    dockerfile: { type: 'string' },
+    key: { type: 'string' },
+    'no-wait': { type: 'boolean' },
   },
 } as const satisfies Record<string, ParseArgsConfig['options']>;
 
@@ -331,7 +343,79 @@ async function list(p: Values<'list'>): Promise<number> {
   return EXIT.succeeded;
 }
 
-const RUN: { [C in Command]: (p: Values<C>) => Promise<number> } = { build, status, log, download, list };
+/** A release as the API answers it (GET /releases/{id}). */
+type Release = { id: number; name: string; state: string; reason: string | null; build: number; files: unknown };
+
+function releaseName(raw: string | undefined): string {
+  if (!raw || !RELEASE_NAME_RE.test(raw))
+    throw usage(
+      `a release name is 1-64 of A-Z a-z 0-9 . _ - (not . or .., not starting with -), not ${JSON.stringify(raw ?? '')}`,
+    );
+  return raw;
+}
+
+/** `release create ID NAME`: promotes, then (unless --no-wait) waits until the worker made it, or could not. */
+async function releaseCreate(p: Values<'release'>): Promise<number> {
+  const v = p.values;
+  const id = buildId(p.positionals[1]);
+  const name = releaseName(p.positionals[2]);
+  if (p.positionals.length > 3) throw usage(`unexpected argument ${p.positionals[3]}`);
+  if (v.to || v.dockerfile || v.key) throw usage('release create takes a build id and a name (and --no-wait, --json)');
+  const a = api(v);
+  const made = await a.json<{ release: Release; created: boolean }>(`/builds/${id}/release`, {
+    method: 'POST',
+    body: JSON.stringify({ name }),
+    headers: { 'content-type': 'application/json' },
+  });
+  let r = made.release;
+  note(made.created ? `release ${name} of build ${id} requested` : `build ${id} already has release ${name}`);
+  for (let delay = 250; !v['no-wait'] && r.state === 'pending'; delay = Math.min(delay * 2, 5000)) {
+    await sleep(delay);
+    r = (await a.json<{ release: Release }>(`/releases/${r.id}`)).release;
+  }
+  if (v.json) printJson(r);
+  else process.stdout.write(`${r.id}\n`);
+  if (r.state === 'failed') {
+    note(`release ${name} could not be made: ${r.reason ?? 'no reason given'}`);
+    return EXIT.unavailable;
+  }
+  if (r.state === 'ready') note(`release ${name} is ready: kiln client release download ${name} --to DIR`);
+  return EXIT.succeeded;
+}
+
+/** `release download NAME --to DIR`: the one release of that name among the user's Dockerfiles (or --dockerfile's). */
+async function releaseDownload(p: Values<'release'>): Promise<number> {
+  const v = p.values;
+  const name = releaseName(p.positionals[1]);
+  if (p.positionals.length > 2) throw usage(`unexpected argument ${p.positionals[2]}`);
+  if (!v.to) throw usage('release download needs --to DIR');
+  if (v.dockerfile !== undefined && !NAME_RE.test(v.dockerfile))
+    throw usage(`--dockerfile ${v.dockerfile}: not a Dockerfile name`);
+  const key = pinnedKey(v.key);
+  const a = api(v);
+  const q = new URLSearchParams({ name });
+  if (v.dockerfile) q.set('dockerfile', v.dockerfile);
+  const { releases } = await a.json<{ releases: Array<Release & { dockerfile: { name: string } }> }>(`/releases?${q}`);
+  if (releases.length === 0)
+    throw new ClientError(EXIT.refused, `no release ${name}${v.dockerfile ? ` of ${v.dockerfile}` : ''}`);
+  if (releases.length > 1)
+    throw usage(
+      `${releases.length} Dockerfiles have a release ${name} (${releases.map((r) => r.dockerfile.name).join(', ')}): say which with --dockerfile`,
+    );
+  const r = releases[0]!;
+  const downloaded = await downloadRelease(a, r, v.to, { pinnedKey: key, note });
+  if (v.json) printJson({ ...r, downloaded });
+  return EXIT.succeeded;
+}
+
+async function release(p: Values<'release'>): Promise<number> {
+  const sub = p.positionals[0];
+  if (sub === 'create') return releaseCreate(p);
+  if (sub === 'download') return releaseDownload(p);
+  throw usage(`release takes create or download, not ${JSON.stringify(sub ?? '')}`);
+}
+
+const RUN: { [C in Command]: (p: Values<C>) => Promise<number> } = { build, status, log, download, list, release };
 
 export async function main(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;

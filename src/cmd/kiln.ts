@@ -25,12 +25,16 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(arg
     summary: 'build a Dockerfile into a bootable image (`kiln sdk build --help`)',
     load: () => import('./sdk.js'),
   },
-  verify: { summary: 'check an output directory: checksums, signature, SBOM', load: () => import('./verify.js') },
+  verify: {
+    summary: 'check a downloaded build or release: checksums, signature, SBOM',
+    load: () => import('./verify.js'),
+  },
   client: {
     summary: 'use Kiln from a CI job: build, wait, download (`kiln client --help`; KILN_URL, KILN_TOKEN)',
     load: () => import('./client.js'),
   },
   user: { summary: 'manage users (`kiln user add --admin NAME`)', load: () => import('./user.js') },
+  keys: { summary: "make the web's signing key (`kiln keys generate`)", load: () => import('./keys.js') },
   migrate: { summary: 'apply database migrations', load: () => import('./migrate.js') },
 };
 

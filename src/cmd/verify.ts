@@ -1,15 +1,19 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { KilnError, toKilnError } from '../shared/errors.js';
+import { EXIT } from '../shared/exit-status.js';
 import { firstKeyLine } from '../shared/sshsig.js';
 import { verifyDir } from '../sdk/verify.js';
 
-const USAGE = `usage: kiln verify DIR [--key FILE | --key-url URL] [--require-signature] [--skip-sbom]
+const USAGE = `usage: kiln verify DIR [--key FILE | --key-url URL] [--require-signature] [--skip-sbom] [--release NAME]
 
-Checks a downloaded build: every file in SHA256SUMS, the SSH signature SHA256SUMS.sig (made by the Kiln web that
-served the build) against --key (a .pub file) or --key-url (e.g. https://kiln.example.org/.well-known/kiln-signing-key),
+Checks a downloaded build or release: every file in SHA256SUMS, the SSH signature SHA256SUMS.sig (made by the Kiln
+web that served it) against --key (a .pub file) or --key-url (e.g. https://kiln.example.org/.well-known/kiln-signing-key),
 and that sbom.spdx.json lists exactly the packages of the image's dpkg database (needs sfdisk and debugfs, and
-qemu-img for a qcow2; --skip-sbom leaves that one out). Prints a JSON report; exit 0 only when every check passes.
+qemu-img for a qcow2; --skip-sbom leaves that one out). A release (DIR holds release.json) must be signed and every
+file in it listed in SHA256SUMS; --release NAME also requires it to be the release of that name.
+Prints a JSON report. Exit status: 0 every check passed, ${EXIT.verification} a check failed, ${EXIT.usage} bad usage or an unreadable
+--key, ${EXIT.unavailable} --key-url could not be fetched.
 `;
 
 const MAX_KEY_BYTES = 16 * 1024;
@@ -51,12 +55,13 @@ export async function main(argv: string[]): Promise<number> {
         'key-url': { type: 'string' },
         'require-signature': { type: 'boolean' },
         'skip-sbom': { type: 'boolean' },
+        release: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (e) {
     process.stderr.write(`kiln verify: ${(e as Error).message}\n${USAGE}`);
-    return 2;
+    return EXIT.usage;
   }
   if (parsed.values.help) {
     process.stdout.write(USAGE);
@@ -65,7 +70,7 @@ export async function main(argv: string[]): Promise<number> {
   const [dir, ...extra] = parsed.positionals;
   if (!dir || extra.length || (parsed.values.key && parsed.values['key-url'])) {
     process.stderr.write(USAGE);
-    return 2;
+    return EXIT.usage;
   }
   try {
     let publicKey: string | undefined;
@@ -81,13 +86,15 @@ export async function main(argv: string[]): Promise<number> {
       publicKey,
       requireSignature: parsed.values['require-signature'],
       sbom: !parsed.values['skip-sbom'],
+      ...(parsed.values.release !== undefined ? { release: parsed.values.release } : {}),
     });
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     for (const c of report.checks) if (!c.ok) process.stderr.write(`kiln verify: FAILED ${c.name}: ${c.message}\n`);
-    return report.ok ? 0 : 1;
+    return report.ok ? EXIT.succeeded : EXIT.verification;
   } catch (e) {
     const ke = toKilnError(e);
     process.stderr.write(JSON.stringify({ error: ke.toJSON() }) + '\n');
-    return 1;
+    // The key could not be had: the command's input (a file, a URL) or the site; nothing was checked.
+    return ke.code === 'invalid_input' ? EXIT.usage : ke.code === 'backend_unavailable' ? EXIT.unavailable : EXIT.other;
   }
 }

@@ -146,6 +146,31 @@ export const configSchema = z.object({
       tokensPerUser: z.coerce.number().int().positive().default(50),
     })
     .prefault({}),
+  /**
+   * Retention of build artifacts (src/core/retention.ts): the web's rule for the local backend, and the Jenkins job's
+   * build discarder (sent with every job.put), so both backends keep the same builds. Releases (their own store) and
+   * pinned builds are never discarded; nor is a Dockerfile's latest successful build (Jenkins' rule too).
+   */
+  retention: z
+    .object({
+      /** The newest builds of each Dockerfile whose artifacts are kept; older ones are discarded. 0 = no count limit. */
+      keepBuilds: int(20),
+      /** Artifacts of builds started more than this many days ago are discarded. 0 = no age limit. */
+      keepDays: int(0),
+      /** Builds one user may pin (kept from retention) at once. */
+      pinsPerUser: int(10),
+    })
+    .prefault({}),
+  /** Releases (src/core/releases): named, signed copies of a build's artifacts, outside the build store. */
+  releases: z
+    .object({
+      /**
+       * The release store: a directory of the web's (shared by every web and worker instance), never the backend's
+       * build storage. Unset: <dataDir>/releases.
+       */
+      dir: z.string().optional(),
+    })
+    .prefault({}),
   /** The task worker (src/core/tasks): dispatch, refresh, withdrawal, verification and reconciliation of builds. */
   worker: z
     .object({
@@ -291,8 +316,11 @@ export const configSchema = z.object({
           token: z.string().optional(),
           folder: z.string().optional(),
           label: z.string().default('kiln-builder'),
-          keepBuilds: int(20),
-          keepArtifacts: int(5),
+          /**
+           * Build records (logs) Jenkins keeps per job (`numToKeep`; never fewer than the builds whose artifacts
+           * retention keeps; 0 = all). What happens to artifacts is retention's (`retention.*`).
+           */
+          keepBuilds: int(100),
           /** argv of the SDK on the Jenkins agents (absolute path: agents do not share the glue's PATH). */
           sdkCommand: list(['/usr/local/bin/kiln', 'sdk', 'build']),
           /** Wall-clock limit of the job's build step (`timeout` on the agent). */
@@ -494,11 +522,20 @@ export function sdkEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
   return out;
 }
 
+/** Variables that were settings once: set, they stop the start saying what replaced them (none is silently ignored). */
+const RETIRED: Readonly<Record<string, string>> = {
+  KILN_GLUE_JENKINS_KEEP_ARTIFACTS:
+    'KILN_RETENTION_KEEP_BUILDS (and KILN_RETENTION_KEEP_DAYS), which both backends follow',
+};
+
 /** Reads, validates and freezes the configuration. `overrides` (tests, CLI flags) win over the environment. */
 export function loadConfig(
   env: NodeJS.ProcessEnv = process.env,
   overrides: Record<string, unknown> = {},
 ): FrozenConfig {
+  for (const [name, instead] of Object.entries(RETIRED))
+    if (env[name] !== undefined || env[`${name}_FILE`] !== undefined)
+      throw new KilnError('invalid_input', `Invalid configuration: ${name} no longer exists; use ${instead}`);
   const raw = mergeDeep(fromEnv(env, configSchema.shape, []), overrides);
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {

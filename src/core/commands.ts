@@ -12,6 +12,7 @@ import {
   parseId,
   parseIdempotencyKey,
   parsePassword,
+  parseReleaseName,
   parseUsername,
 } from './validation.js';
 
@@ -44,6 +45,7 @@ export const IdempotencyKey = rule(parseIdempotencyKey);
 export const Username = rule(parseUsername);
 export const Password = rule(parsePassword);
 export const DockerfileName = rule(parseDockerfileName);
+export const ReleaseName = rule(parseReleaseName);
 /** Dockerfile text as received: the size limit comes from the configuration, so the use case checks it. */
 export const dockerfileText = (maxBytes: number) =>
   rule((v) => {

@@ -12,6 +12,9 @@ import * as builds from './builds/index.js';
 import { DEFAULT_LOGIN_LIMITS, type CoreDeps } from './deps.js';
 import * as dockerfiles from './dockerfiles.js';
 import * as jobs from './jobs/index.js';
+import * as releases from './releases.js';
+import { pinBuild, unpinBuild } from './retention.js';
+export { describeRetention } from './retention.js';
 import { findBuildsByIds } from '../db/index.js';
 import { regenerateSecret } from './git/index.js';
 import { receivePush, type PushDelivery } from './git/hooks.js';
@@ -120,6 +123,18 @@ export function createCore(deps: CoreDeps) {
       sbom: (actor: Actor, id: unknown, query: unknown) => builds.sbomView(read, actor, id, query),
       serialLog: (actor: Actor, id: unknown, index: unknown) => builds.serialLog(read, actor, id, index),
       diff: (actor: Actor, id: unknown) => builds.packageDiff(read, actor, id),
+      /** Keeps a build from retention (its owner or an admin; retention.pinsPerUser per owner), or lets it go. */
+      pin: (actor: Actor, id: unknown) => pinBuild(deps, actor, id),
+      unpin: (actor: Actor, id: unknown) => unpinBuild(deps, actor, id),
+    },
+    releases: {
+      /** A build promoted to a named release (made, copied and signed by the worker). */
+      promote: (actor: Actor, input: { build?: unknown; name?: unknown }) => releases.promote(deps, actor, input),
+      get: (actor: Actor, id: unknown) => releases.getRelease(deps, actor, id),
+      list: (actor: Actor, query?: Parameters<typeof releases.listReleases>[2]) =>
+        releases.listReleases(deps, actor, query),
+      file: (actor: Actor, id: unknown, name: unknown, range?: string) =>
+        releases.openReleaseFile(deps, actor, id, name, range),
     },
     baseNames: {
       view: (actor: Actor) => baseNames.baseNamesView(deps, actor),

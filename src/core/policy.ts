@@ -24,6 +24,10 @@ export const OWNED = [
   'build.request',
   'build.read',
   'build.cancel',
+  /** Promote a build to a named release (releases/), pin or unpin it (retention.ts). */
+  'build.promote',
+  'build.pin',
+  'release.read',
 ] as const;
 /** Actions of a logged-in user on their own account, or making something they will own: they need a user. */
 const SELF = [
@@ -34,7 +38,7 @@ const SELF = [
   'token.manage',
 ] as const;
 /** Listings, scoped by `ownerScope`: a user's own objects, everyone's for admins and the system. */
-const LISTS = ['dockerfile.list', 'build.list'] as const;
+const LISTS = ['dockerfile.list', 'build.list', 'release.list'] as const;
 /** What anyone may do. */
 const PUBLIC = ['user.register', 'user.login'] as const;
 /**
@@ -96,6 +100,10 @@ const SCOPE_OF: Partial<Record<Action, Scope>> = {
   'job.update': 'build',
   'build.request': 'build',
   'build.cancel': 'build',
+  'build.promote': 'build',
+  'build.pin': 'build',
+  'release.read': 'read',
+  'release.list': 'read',
   ...Object.fromEntries(ADMIN.filter((a) => a !== 'token.issue').map((a) => [a, 'admin'])),
 };
 

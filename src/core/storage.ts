@@ -1,6 +1,6 @@
 /**
  * Storage limits: a per-user byte quota over everything a user makes the server keep (Dockerfile versions, build
- * contexts, build artifacts), and a free-space floor on the database's disk below which uploads are refused, so that
+ * contexts, build artifacts, releases), and a free-space floor on the database's disk below which uploads are refused, so that
  * a filling disk stops uploads (507) while logins and sessions still have room to write.
  */
 import { statfs } from 'node:fs/promises';
@@ -18,7 +18,7 @@ const quotaOf = (s: Pick<CoreDeps, 'config'>): number => s.config.web.quotaStora
 function overQuota(use: StorageUse, quota: number, what: string): KilnError {
   return new KilnError(
     'quota_exceeded',
-    `${what}: you store ${mib(use.total)} of your ${mib(quota)} (Dockerfile versions ${mib(use.dockerfiles)}, build contexts ${mib(use.contexts)}, build artifacts ${mib(use.artifacts)}). Ask an admin for more room.`,
+    `${what}: you store ${mib(use.total)} of your ${mib(quota)} (Dockerfile versions ${mib(use.dockerfiles)}, build contexts ${mib(use.contexts)}, build artifacts ${mib(use.artifacts)}, releases ${mib(use.releases)}). Ask an admin for more room.`,
     { detail: use },
   );
 }

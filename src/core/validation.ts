@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 // Form keys must be what the glue accepts: the protocol's one pattern.
-import { IDEMPOTENCY_KEY_RE } from '../protocol/index.js';
+import { IDEMPOTENCY_KEY_RE, RELEASE_NAME_RE } from '../protocol/index.js';
 import { KilnError, invalidInput } from '../shared/errors.js';
 
 export const USERNAME_RE = /^[a-z][a-z0-9_-]{2,31}$/;
@@ -91,6 +91,14 @@ export function parseDockerfileName(v: unknown): string {
       'Name must be 1-63 characters: lowercase letters, digits, ".", "_" or "-", starting with a letter or digit.',
     );
   }
+  return v;
+}
+
+const RELEASE_NAME_RULE =
+  'A release name is 1-64 letters, digits, ".", "_" or "-" (such as v1.2), not "." or "..", not starting with "-".';
+
+export function parseReleaseName(v: unknown): string {
+  if (typeof v !== 'string' || !RELEASE_NAME_RE.test(v)) throw invalidInput(RELEASE_NAME_RULE);
   return v;
 }
 

@@ -24,8 +24,8 @@ export type WebBuildState = (typeof WEB_BUILD_STATES)[number];
 /** States that count against the queued-builds quota and that the reconciler keeps polling. */
 export const ACTIVE_STATES: readonly WebBuildState[] = ['requested', 'queued', 'running'];
 /** `skipped`: a scheduled build of a git Dockerfile whose commit had not changed since its last success (`reason` says). */
-export const isFinal = (s: WebBuildState): boolean =>
-  s === 'succeeded' || s === 'failed' || s === 'cancelled' || s === 'skipped';
+export const FINAL_STATES: readonly WebBuildState[] = ['succeeded', 'failed', 'cancelled', 'skipped'];
+export const isFinal = (s: WebBuildState): boolean => FINAL_STATES.includes(s);
 
 /** An artifact as the backend listed it; `sha256` (and then `size`) is the web's own count once it has verified it. */
 export interface BuildArtifact {
@@ -62,6 +62,11 @@ export interface BuildRow {
   trigger: BuildTrigger;
   /** The commit a build of a git Dockerfile builds (pinned before dispatch); null for other Dockerfiles. */
   git_commit: string | null;
+  /** Kept from retention by its user (migration 014). */
+  pinned: boolean;
+  pinned_at: string | null;
+  /** When retention dropped its artifacts: they are no longer served (the list stays, for the record). */
+  artifacts_expired_at: string | null;
   requested_at: string;
   queued_at: string | null;
   started_at: string | null;
@@ -95,6 +100,9 @@ function norm(r: Record<string, unknown>): BuildRow {
     requeues: Number(r.requeues ?? 0),
     requeue_reason: r.requeue_reason == null ? null : String(r.requeue_reason),
     git_commit: r.git_commit == null ? null : String(r.git_commit),
+    pinned: r.pinned === true || Number(r.pinned) === 1,
+    pinned_at: r.pinned_at == null ? null : String(r.pinned_at),
+    artifacts_expired_at: r.artifacts_expired_at == null ? null : String(r.artifacts_expired_at),
     progress: parseJson<BuildProgress | null>(r.progress, null),
     artifacts: parseJson<BuildArtifact[]>(r.artifacts, []),
   };

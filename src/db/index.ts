@@ -18,3 +18,4 @@ export * from './git-sources.js';
 export * from './ssh-keys.js';
 export * from './sessions.js';
 export * from './statements.js';
+export * from './releases.js';

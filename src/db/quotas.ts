@@ -5,12 +5,14 @@ export interface StorageUse {
   dockerfiles: number;
   contexts: number;
   artifacts: number;
+  /** The release store's copies of the user's releases (migration 014). */
+  releases: number;
   total: number;
 }
 
 /**
- * Bytes stored for `ownerId`: every Dockerfile version's text, every stored build context tar, and the artifacts of
- * every build (as the build reported them). Inside a transaction it includes that transaction's own inserts, which
+ * Bytes stored for `ownerId`: every Dockerfile version's text, every stored build context tar, the artifacts of
+ * every build (as the build reported them; nothing once retention dropped them) and every release's copy. Inside a transaction it includes that transaction's own inserts, which
  * is how a quota is checked after writing and before committing.
  */
 export async function storageUsedBy(db: Queryable, ownerId: number): Promise<StorageUse> {
@@ -18,8 +20,9 @@ export async function storageUsedBy(db: Queryable, ownerId: number): Promise<Sto
     `select
        (select coalesce(sum(v.size), 0) from dockerfile_versions v join dockerfiles d on d.id = v.dockerfile_id where d.owner_id = ?) as dockerfiles,
        (select coalesce(sum(c.size), 0) from dockerfile_contexts c join dockerfiles d on d.id = c.dockerfile_id where d.owner_id = ?) as contexts,
-       (select coalesce(sum(b.artifact_bytes), 0) from builds b where b.owner_id = ?) as artifacts`,
-    [ownerId, ownerId, ownerId],
+       (select coalesce(sum(b.artifact_bytes), 0) from builds b where b.owner_id = ?) as artifacts,
+       (select coalesce(sum(r.bytes), 0) from releases r where r.owner_id = ?) as releases`,
+    [ownerId, ownerId, ownerId, ownerId],
   );
   // SQLite returns the rows, PostgreSQL a result with .rows
   const row = (Array.isArray(r) ? r[0] : (r as { rows: unknown[] }).rows[0]) as Record<string, unknown>;
@@ -27,8 +30,9 @@ export async function storageUsedBy(db: Queryable, ownerId: number): Promise<Sto
     dockerfiles: Number(row.dockerfiles),
     contexts: Number(row.contexts),
     artifacts: Number(row.artifacts),
+    releases: Number(row.releases),
   };
-  return { ...use, total: use.dockerfiles + use.contexts + use.artifacts };
+  return { ...use, total: use.dockerfiles + use.contexts + use.artifacts + use.releases };
 }
 
 /**

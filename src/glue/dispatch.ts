@@ -86,6 +86,14 @@ export async function dispatch(
       const [job, key] = req.args;
       return json({ job, ...(await backend.withdraw(job, key)) });
     }
+    case 'build.keep': {
+      const [job, build, on] = req.args;
+      return json({ job, build, ...(await backend.keep(job, build, on === 'on')) });
+    }
+    case 'build.discard': {
+      const [job, build] = req.args;
+      return json({ job, build, ...(await backend.discard(job, build)) });
+    }
     case 'job.get':
       return json(await backend.getJob(req.args[0]));
     case 'job.builds':

@@ -60,6 +60,19 @@ export const ARTIFACT_NAMES = [
 export type ArtifactName = (typeof ARTIFACT_NAMES)[number];
 
 /**
+ * A release (src/core/releases.ts) is a directory of a build's products plus `release.json`, its provenance, of
+ * type RELEASE_TYPE, and SHA256SUMS over all of them with the web's signature: what the web makes and `kiln verify`
+ * checks (src/sdk/verify.ts).
+ */
+export const RELEASE_JSON = 'release.json';
+/**
+ * A release name (`v1.2`, `2026-06-rc1`): 1-64 of letters, digits, `.`, `_`, `-`, not `.` or `..` and not starting
+ * with `-` (it would read as an option on a command line). Never a path: the release store names directories by id.
+ */
+export const RELEASE_NAME_RE = /^(?!-)(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$/;
+export const RELEASE_TYPE = 'https://kiln.dev/release/v1';
+
+/**
  * What the SDK writes next to its artifacts when it fails with an internal error: the detail (message, stack) for
  * the operator, under the reference id that result.json shows the user. Not an artifact: never archived or served.
  */
@@ -142,6 +155,17 @@ export const VERBS = {
   'build.cancel': z.tuple([jobId, buildNo]),
   /** Withdraws whatever a job.build with this key started: a queued trigger, or the build it became. */
   'build.withdraw': z.tuple([jobId, idemKey]),
+  /**
+   * Keeps a build from the backend's own discarding (`on`: a user pinned it; Jenkins' "keep this build forever"), or
+   * lets it go again (`off`). Idempotent: asking for the state it is in succeeds.
+   */
+  'build.keep': z.tuple([jobId, buildNo, z.enum(['on', 'off'])]),
+  /**
+   * Drops a finished build's artifacts (retention; its log and record stay). A kept build or one still running is
+   * `conflict`; one whose artifacts are gone already answers `discarded: false`. Jenkins discards them itself, by
+   * the job's build discarder (the same rule): there the answer says whether they are gone yet.
+   */
+  'build.discard': z.tuple([jobId, buildNo]),
   /** The job as the backend has it now (for showing it, and noticing changes made behind Kiln's back). */
   'job.get': z.tuple([jobId]),
   /** The job's most recent builds with what started each (a timer, or a job.build), so timer builds can be found. */
@@ -293,6 +317,18 @@ export const jobSpecSchema = z
       .optional(),
     /** Where the Dockerfile and context came from, when Kiln fetched them from git (named in the provenance). */
     source: gitSourceSchema.optional(),
+    /**
+     * The site's retention (config `retention`): the builds whose artifacts are kept, newest `keepBuilds` and those
+     * of the last `keepDays` days (0: no such limit). A backend that discards by itself (Jenkins' build discarder)
+     * is set up with it; the local backend discards only when told (`build.discard`).
+     */
+    retention: z
+      .object({
+        keepBuilds: z.number().int().min(0).max(1_000_000),
+        keepDays: z.number().int().min(0).max(100_000),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type JobSpec = z.output<typeof jobSpecSchema>;
@@ -435,6 +471,8 @@ export const REPLIES = {
     build: z.number().int().optional(),
     state: z.enum(BUILD_STATES).optional(),
   }),
+  'build.keep': z.object({ job: z.number().int(), build: z.number().int(), kept: z.boolean() }),
+  'build.discard': z.object({ job: z.number().int(), build: z.number().int(), discarded: z.boolean() }),
   'job.get': jobViewSchema,
   'job.builds': z.object({ job: z.number().int(), builds: z.array(jobBuildSchema).max(JOB_BUILDS_DEPTH) }),
   'jobs.list': z.object({ jobs: z.array(jobInfoSchema) }),

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { run } from '../shared/subprocess.js';
 import { parseSha256Sums } from '../shared/checksums.js';
 import { verifyText } from '../shared/sshsig.js';
+import { RELEASE_JSON, RELEASE_TYPE } from '../protocol/index.js';
 import { parseDpkgStatus } from './manifest.js';
 import { sha256File } from './result.js';
 
@@ -28,6 +29,12 @@ export interface VerifyOptions {
    * digests and the signature, and `kiln verify --skip-sbom` does the same.
    */
   sbom?: boolean;
+  /**
+   * The directory must be a release of this name (release.json's `name`). A directory holding release.json is
+   * checked as a release whether or not a name is given: signature required, release.json and every other file
+   * listed in the signed SHA256SUMS.
+   */
+  release?: string;
 }
 
 /** A name from SHA256SUMS must be a plain file in DIR: no path, no link. */
@@ -109,12 +116,15 @@ export async function verifyDir(dir: string, o: VerifyOptions = {}): Promise<Ver
       if (!listed.length) add('checksums', false, 'SHA256SUMS lists no file');
     }
 
+    const isRelease = o.release !== undefined || (await regularFileIn(dir, RELEASE_JSON)) !== undefined;
+    if (isRelease) await checkRelease(dir, listed, o.release, add);
     const sig = path.join(dir, 'SHA256SUMS.sig');
     const hasSig = await fsp.lstat(sig).then(
       (s) => s.isFile(),
       () => false,
     );
-    if (hasSig || o.requireSignature) {
+    // A release is always signed: one whose signature was removed is not one.
+    if (hasSig || o.requireSignature || isRelease) {
       if (!hasSig) add('signature', false, 'SHA256SUMS.sig is missing');
       else if (!o.publicKey)
         add(
@@ -138,6 +148,40 @@ export async function verifyDir(dir: string, o: VerifyOptions = {}): Promise<Ver
     await fsp.rm(work, { recursive: true, force: true });
   }
   return { ok: checks.length > 0 && checks.every((c) => c.ok), checks };
+}
+
+/**
+ * A release: release.json of Kiln's release type (and of the name asked for), listed in SHA256SUMS like every other
+ * file of the directory, so nothing can be added to or swapped into a release without failing the signed list.
+ */
+async function checkRelease(
+  dir: string,
+  listed: ReadonlyArray<{ name: string }>,
+  name: string | undefined,
+  add: (name: string, ok: boolean, message: string) => void,
+): Promise<void> {
+  const file = await regularFileIn(dir, RELEASE_JSON);
+  if (!file) return add('release', false, `${RELEASE_JSON} is missing: not a Kiln release`);
+  let doc: { type?: unknown; name?: unknown };
+  try {
+    doc = JSON.parse(await fsp.readFile(file, 'utf8')) as typeof doc;
+  } catch {
+    return add('release', false, `${RELEASE_JSON} is not JSON`);
+  }
+  const problems: string[] = [];
+  if (doc.type !== RELEASE_TYPE) problems.push(`its type is not ${RELEASE_TYPE}`);
+  if (name !== undefined && doc.name !== name)
+    problems.push(`it is release ${JSON.stringify(String(doc.name).slice(0, 64))}, not ${JSON.stringify(name)}`);
+  const signed = new Set(listed.map((l) => l.name));
+  const unlisted = (await fsp.readdir(dir)).filter(
+    (n) => n !== 'SHA256SUMS' && n !== 'SHA256SUMS.sig' && !signed.has(n),
+  );
+  if (unlisted.length) problems.push(`SHA256SUMS does not list ${unlisted.slice(0, 5).join(', ')}`);
+  add(
+    'release',
+    problems.length === 0,
+    problems.length ? problems.join('; ') : `release ${String(doc.name)}: every file is listed in SHA256SUMS`,
+  );
 }
 
 /** The SBOM's packages against the dpkg database inside the image (image.raw, or image.qcow2 converted in `work`). */

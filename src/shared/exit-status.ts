@@ -29,7 +29,10 @@ export const EXIT = {
    * (a quota or limit, the job switched off, the Dockerfile being deleted, too many commands at once).
    */
   refused: 5,
-  /** `kiln client` only: a download failed its check (digest, SHA256SUMS, signature, an unknown artifact name). */
+  /**
+   * `kiln client` and `kiln verify`: a download failed its check (digest, SHA256SUMS, signature, an unknown artifact
+   * name, a release's name or a file its SHA256SUMS does not list).
+   */
   verification: 6,
   /**
    * Who you are no longer opens Kiln, or may not do this: the API token refused (missing, unknown, revoked,
@@ -56,7 +59,7 @@ const SHORT: Record<ExitName, string> = {
   cancelled: 'build cancelled',
   dockerfileRefused: 'Dockerfile refused: its policy or the input rules; nothing stored',
   refused: 'refused: not found, a quota or limit, the job switched off, too many at once',
-  verification: 'a download failed verification (kiln client)',
+  verification: 'a download failed verification (kiln client, kiln verify)',
   auth: 'token or key refused, or beyond its scope',
   unavailable: 'Kiln unreachable or unavailable',
   other: 'anything else (kiln client)',

@@ -41,6 +41,7 @@ import { adminRoutes } from './routes/admin.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 import { jobRoutes } from './routes/jobs.js';
 import { buildRoutes, buildApiRoutes } from './routes/builds.js';
+import { releaseRoutes } from './routes/releases.js';
 import { exactBytes, humanBytes, humanDuration, shortTime } from './format.js';
 import { opsRoutes } from './routes/ops.js';
 import type { StreamCounts } from './live-stream.js';
@@ -408,6 +409,7 @@ export function createApp(opts: AppOptions): KilnApp {
     ['', pageRoutes(ctx)],
     ['', jobRoutes(ctx)],
     ['', buildRoutes(ctx)],
+    ['', releaseRoutes(ctx)],
   ];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   const api = apiV1(ctx);

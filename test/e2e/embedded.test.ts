@@ -10,6 +10,7 @@ import { Readable } from 'node:stream';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAsNewUser, startKilnServe, waitForBuild, type KilnServe } from '../helpers/serve.js';
+import { EXIT } from '../../src/shared/exit-status.js';
 import { run } from '../../src/shared/subprocess.js';
 import { verifyText } from '../../src/shared/sshsig.js';
 import { parseDpkgStatus } from '../../src/sdk/manifest.js';
@@ -171,13 +172,13 @@ describe('embedded default: register, upload, build, download a booting image', 
       flip(image, 2 * 2 ** 20 + 17);
       const bad = await verify();
       flip(image, 2 * 2 ** 20 + 17);
-      expect(bad.code).toBe(1);
+      expect(bad.code).toBe(EXIT.verification);
       expect(bad.stderr).toMatch(/FAILED sha256 image.raw: mismatch/);
       const sums = path.join(dl, 'SHA256SUMS');
       flip(sums, 5);
       const badSig = await verify();
       flip(sums, 5);
-      expect(badSig.code).toBe(1);
+      expect(badSig.code).toBe(EXIT.verification);
       expect(badSig.stderr).toMatch(/FAILED signature/);
     },
     15 * 60_000,

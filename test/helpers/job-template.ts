@@ -9,7 +9,7 @@ import type { JobSpec } from '../../src/protocol/index.js';
 export const TEMPLATE_SETTINGS: TemplateSettings = {
   label: 'kiln-builder',
   keepBuilds: 20,
-  keepArtifacts: 5,
+  retention: { keepBuilds: 5, keepDays: 0 },
   timeoutSeconds: 3600,
   sdkCommand: ['/usr/local/bin/kiln', 'sdk', 'build'],
 };
@@ -25,8 +25,9 @@ export function expectedSlots(job: number, spec: JobSpec): Record<string, string
     .join('');
   return {
     description: describeJob(job, spec),
-    keepBuilds: '20',
-    keepArtifacts: '5',
+    numToKeep: '20',
+    artifactNumToKeep: '5',
+    artifactDaysToKeep: '-1',
     dockerfileB64: Buffer.from(spec.dockerfile).toString('base64'),
     contextB64: '',
     buildArgsB64: args ? Buffer.from(args).toString('base64') : '',

@@ -59,6 +59,8 @@ export interface Build {
   result: 'SUCCESS' | 'UNSTABLE' | 'FAILURE' | 'NOT_BUILT' | 'ABORTED' | null;
   state: 'BUILDING' | 'POST_PRODUCTION' | 'COMPLETED';
   artifacts: string[];
+  /** "Keep this build forever" (Run.keepLog, toggled by POST toggleLogKeep): LogRotator skips it. */
+  keepLog?: boolean;
 }
 
 export interface Job {
@@ -80,6 +82,8 @@ export interface EngineOptions {
   labels?: string[];
   /** Name of that node (NODE_NAME, the log's "Building remotely on"). */
   nodeName?: string;
+  /** The clock LogRotator's day limits are measured with (tests move it instead of waiting days). */
+  now?: () => number;
 }
 
 /** Evaluates a Jenkins label expression (names, !, &&, ||, parentheses) against a node's labels. */
@@ -599,8 +603,7 @@ export class Engine {
       this.persist();
       log(`Finished: ${build.result}\n`);
       build.state = 'COMPLETED';
-      this.discardOld(job);
-      this.persist();
+      this.logRotate(job);
     } finally {
       closeSync(logFd);
       if (!this.dead) this.running.delete(key);
@@ -608,26 +611,44 @@ export class Engine {
     }
   }
 
-  /** LogRotator: keep numToKeep builds and artifactNumToKeep builds' artifacts. */
-  private discardOld(job: Job): void {
+  /** Run.doToggleLogKeep: flips keepLog. */
+  toggleKeepLog(job: Job, build: Build): void {
+    build.keepLog = !build.keepLog;
+    this.persist();
+  }
+
+  /**
+   * hudson.tasks.LogRotator.perform, run when a build completes (Run.execute -> Job.logRotate) and by a test for the
+   * periodic pass (BackgroundGlobalBuildDiscarder): builds beyond numToKeep and older than daysToKeep are deleted,
+   * those beyond artifactNumToKeep and older than artifactDaysToKeep lose their artifacts. Counted over all the
+   * job's builds, newest first, a running one included; never touched: a build kept forever (keepLog), the last
+   * successful and the last stable build, a build still running. -1 (or no discarder) is no limit.
+   */
+  logRotate(job: Job): void {
     const tree = JSON.stringify(job.config.tree);
-    const num = /"numToKeep":\[\{"#text":"(-?[0-9]+)"\}\]/.exec(tree);
-    const art = /"artifactNumToKeep":\[\{"#text":"(-?[0-9]+)"\}\]/.exec(tree);
-    const done = job.builds.filter((b) => b.state === 'COMPLETED');
-    if (art && Number(art[1]) > 0) {
-      for (const b of done.slice(Number(art[1]))) {
-        if (b.artifacts.length) {
-          rmSync(this.archiveDir(job.name, b.number), { recursive: true, force: true });
-          b.artifacts = [];
-        }
-      }
+    const limit = (field: string) => {
+      const m = new RegExp(`"${field}":\\[\\{"#text":"(-?[0-9]+)"\\}\\]`).exec(tree);
+      return m ? Number(m[1]) : -1;
+    };
+    const lastSuccessful = job.builds.find((b) => b.state === 'COMPLETED' && b.result === 'SUCCESS');
+    const keep = (b: Build) => b.keepLog === true || b === lastSuccessful || b.state !== 'COMPLETED';
+    const now = (this.opts.now ?? Date.now)();
+    const old = (days: number) => (b: Build) => b.timestamp < now - days * 86_400_000;
+    const pick = (num: number, days: number): Build[] => [
+      ...(num >= 0 ? job.builds.slice(num) : []),
+      ...(days >= 0 ? job.builds.filter(old(days)) : []),
+    ];
+    for (const b of new Set(pick(limit('numToKeep'), limit('daysToKeep')))) {
+      if (keep(b)) continue;
+      rmSync(this.buildDir(job.name, b.number), { recursive: true, force: true });
+      job.builds = job.builds.filter((x) => x !== b);
     }
-    if (num && Number(num[1]) > 0) {
-      for (const b of done.slice(Number(num[1]))) {
-        rmSync(this.buildDir(job.name, b.number), { recursive: true, force: true });
-        job.builds = job.builds.filter((x) => x !== b);
-      }
+    for (const b of new Set(pick(limit('artifactNumToKeep'), limit('artifactDaysToKeep')))) {
+      if (keep(b) || !job.builds.includes(b) || !b.artifacts.length) continue;
+      rmSync(this.archiveDir(job.name, b.number), { recursive: true, force: true });
+      b.artifacts = [];
     }
+    this.persist();
   }
 
   /** TimerTrigger.run (§7): defaults for every parameter, no quiet period, nothing when disabled. */

@@ -74,6 +74,7 @@ export async function startJenkinsDouble(opts: JenkinsDoubleOptions): Promise<Je
     tickMs: opts.tickMs ?? 100,
     labels: opts.labels,
     nodeName: opts.nodeName,
+    ...(opts.now ? { now: opts.now } : {}),
   };
   let engine!: Engine;
   let server!: DoubleServer;

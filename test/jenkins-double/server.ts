@@ -496,6 +496,12 @@ export class DoubleServer {
       this.engine.stop(job, build, auth.user);
       return this.redirect(res, (req.headers.referer as string | undefined) ?? '.'); // §3.12: forwardToPreviousPage
     }
+    if (sub === 'toggleLogKeep') {
+      // Run.doToggleLogKeep: @RequirePOST, flips keepLog, then forwardToPreviousPage.
+      if (!this.requirePost(req, res)) return;
+      this.engine.toggleKeepLog(job, build);
+      return this.redirect(res, (req.headers.referer as string | undefined) ?? '.');
+    }
     if (sub.startsWith('artifact/')) return this.artifact(req, res, job, build, sub.slice('artifact/'.length));
     return this.notFound(res); // includes `term` (§3.13)
   }
@@ -797,7 +803,7 @@ export class DoubleServer {
       fullDisplayName: `${job.name} #${b.number}`,
       id: String(b.number),
       inProgress: b.state !== 'COMPLETED',
-      keepLog: false,
+      keepLog: b.keepLog === true,
       number: b.number,
       queueId: b.queueId,
       result: building ? null : b.result,

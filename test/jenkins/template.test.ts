@@ -111,7 +111,7 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
         ...settings,
         label: 'kiln && linux',
         keepBuilds: 3,
-        keepArtifacts: 2,
+        retention: { keepBuilds: 2, keepDays: 0 },
       }),
     );
     expect(textAt(xml, ['project', 'disabled'])).toBe('true');
@@ -129,6 +129,40 @@ describe('job template (SECURITY-CHECKLIST 3.2)', () => {
     expect(() => renderJobXml(1, spec(), { ...settings, sdkCommand: ['/x]]>'] })).toThrow(/sdkCommand/);
     expect(() => renderJobXml(1, spec(), { ...settings, label: 'a\nb' })).toThrow(/label/);
     expect(() => renderJobXml(0, spec(), settings)).toThrow(/job id/);
+  });
+
+  it("the discarder is the spec's retention (else the glue's own): artifacts by count and days, records never fewer; 0 is no limit", () => {
+    const discarder = (xml: string) => {
+      const doc = parse(xml);
+      const at = (k: string) =>
+        textAt(doc, ['project', 'properties', 'jenkins.model.BuildDiscarderProperty', 'strategy', k]);
+      return [at('numToKeep'), at('daysToKeep'), at('artifactNumToKeep'), at('artifactDaysToKeep')];
+    };
+    // No retention in the spec (a web older than retention): the glue's own, keepBuilds 5.
+    expect(discarder(renderJobXml(1, spec(), settings))).toEqual(['20', '-1', '5', '-1']);
+    expect(discarder(renderJobXml(1, spec({ retention: { keepBuilds: 3, keepDays: 14 } }), settings))).toEqual([
+      '20',
+      '-1',
+      '3',
+      '14',
+    ]);
+    // Artifacts of 50 builds kept: so are 50 records at least, whatever glue.jenkins.keepBuilds says.
+    expect(discarder(renderJobXml(1, spec({ retention: { keepBuilds: 50, keepDays: 0 } }), settings))).toEqual([
+      '50',
+      '-1',
+      '50',
+      '-1',
+    ]);
+    // No count limit on artifacts: none on records either (a record goes with its artifacts).
+    expect(discarder(renderJobXml(1, spec({ retention: { keepBuilds: 0, keepDays: 7 } }), settings))).toEqual([
+      '-1',
+      '-1',
+      '-1',
+      '7',
+    ]);
+    expect(() =>
+      jobSpecSchema.parse({ owner: 'a', name: 'b', dockerfile: 'FROM x', retention: { keepBuilds: -1, keepDays: 0 } }),
+    ).toThrow();
   });
 
   it('a git source travels as SOURCE_B64 (schema-checked JSON), reaches the SDK as --source in/source.json, and a hostile value stops the step', () => {

@@ -3,6 +3,7 @@ import { createReadStream, existsSync, promises as fsp, readFileSync, statSync }
 import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EXIT } from '../../src/shared/exit-status.js';
 import { signText } from '../../src/shared/sshsig.js';
 import { kiln, kilnRun, repo, type Run } from '../helpers/kiln.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -221,8 +222,8 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     expect(report.checks.map((c: { name: string }) => c.name)).toEqual(
       expect.arrayContaining(['signature', 'sbom', 'sha256 image.raw', 'sha256 image.qcow2']),
     );
-    expect((await kilnRun(['verify', out, '--key', `${otherKey}.pub`])).code).toBe(1);
-    expect((await kilnRun(['verify', out])).code).toBe(1);
+    expect((await kilnRun(['verify', out, '--key', `${otherKey}.pub`])).code).toBe(EXIT.verification);
+    expect((await kilnRun(['verify', out])).code).toBe(EXIT.verification);
 
     const flip = async (file: string, at: number) => {
       const fh = await fsp.open(file, 'r+');
@@ -236,13 +237,13 @@ describe('kiln sdk build dockerfiles/debian-minimal (real dockerd + QEMU)', () =
     await flip(raw, 2 * 2 ** 20 + 17);
     const bad = await kilnRun(['verify', out, '--key', `${key}.pub`]);
     await flip(raw, 2 * 2 ** 20 + 17);
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(EXIT.verification);
     expect(bad.stderr).toMatch(/FAILED sha256 image.raw: mismatch/);
     const sums = path.join(out, 'SHA256SUMS');
     await flip(sums, 3);
     const badSig = await kilnRun(['verify', out, '--key', `${key}.pub`]);
     await flip(sums, 3);
-    expect(badSig.code).toBe(1);
+    expect(badSig.code).toBe(EXIT.verification);
     expect(badSig.stderr).toMatch(/FAILED signature/);
     expect((await kilnRun(['verify', out, '--key', `${key}.pub`])).code).toBe(0);
   });

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findUserByName } from '../../src/db/index.js';
 import { addKeyOnPage, sshKeygen } from '../helpers/ssh-door.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 import { ApiClient, addToken, addUser, startTestWeb, type HttpClient, type TestWeb } from '../helpers/web.js';
 
 const PUBLIC = new Set([
@@ -67,7 +68,7 @@ describe('authorization matrix over every route', () => {
   const who: Record<'anon' | 'bob' | 'alice' | 'admin', HttpClient> = {} as never;
   // The REST API's callers: the same users with tokens of every scope they may have (anonymous: none).
   const api: Record<'anon' | 'bob' | 'alice' | 'admin', ApiClient> = {} as never;
-  let ids: { dockerfile: number; build: number; victim: number; sshKey: number };
+  let ids: { dockerfile: number; build: number; victim: number; sshKey: number; release: number };
 
   beforeAll(async () => {
     w = await startTestWeb();
@@ -88,11 +89,22 @@ describe('authorization matrix over every route', () => {
     const keys = tempDir('kiln-matrix-keys-');
     await addKeyOnPage(who.alice, sshKeygen(keys.dir, 'alice', 'ed25519').pub);
     keys.cleanup();
+    // A release of alice's build, for the release routes (a page form: promoting with the matrix's `name`).
+    const promoted = await who.alice.postForm(`/builds/${id}/release`, {
+      _csrf: await who.alice.token(`/builds/${id}`),
+      name: 'matrix-v1',
+    });
+    expect(promoted.status).toBe(303);
+    const release = Number(/\/releases\/(\d+)$/.exec(promoted.headers.get('location') ?? '')![1]);
+    await until(
+      async () => (await w.db('releases').where({ id: release }).first<{ state: string }>('state'))?.state === 'ready',
+    );
     ids = {
       dockerfile: df,
       build: id,
       victim: (await findUserByName(w.db, victim.username))!.id,
       sshKey: (await w.db('user_ssh_keys').first<{ id: number }>('id'))!.id,
+      release,
     };
     api.anon = new ApiClient(w.url);
     api.alice = new ApiClient(w.url, await addToken(w, 'alice', ['read', 'build']));
@@ -111,6 +123,7 @@ describe('authorization matrix over every route', () => {
       .replace(/^(\/(?:api\/(?:v1\/)?)?admin\/jobs\/):id/, (_m, pre: string) => `${pre}424242`)
       .replace(/^\/api\/v1\/dockerfiles\/:name/, '/api/v1/dockerfiles/api-mine')
       .replace(/^\/account\/ssh-keys\/:id/, () => `/account/ssh-keys/${ids.sshKey}`)
+      .replace(/^(\/(?:api\/v1\/)?releases\/):id/, (_m, pre: string) => `${pre}${ids.release}`)
       .replace(/^\/dockerfiles\/:id/, () => `/dockerfiles/${ids.dockerfile}`)
       .replace(/^\/api\/dockerfiles\/:id/, () => `/api/dockerfiles/${ids.dockerfile}`)
       .replace(/:id/, () => String(ids.build))
@@ -132,6 +145,8 @@ describe('authorization matrix over every route', () => {
       if (method === 'PUT') return v1.putDockerfile(`put-${n}`, 'FROM debian:bookworm\n');
       if (p === '/builds') return v1.post(p, { dockerfile: 'api-mine' });
       if (p === '/admin/users') return v1.post(p, { username: `matrix${n}` });
+      // Promoting takes a release name (a fresh one each time: a name is never given to another build).
+      if (p.endsWith('/release')) return v1.post(p, { name: `m${n}` });
       return v1.post(p, {});
     }
     if (method === 'GET') return c.get(path + (path.endsWith('/log') ? '?offset=0' : ''));
@@ -191,6 +206,17 @@ describe('authorization matrix over every route', () => {
         'POST /api/v1/admin/users/:id/disable',
         'GET /api/v1/admin/queue',
         'POST /account/ssh-keys/:id/delete',
+        // Releases and pins.
+        'POST /builds/:id/release',
+        'POST /builds/:id/pin',
+        'POST /builds/:id/unpin',
+        'GET /releases/:id',
+        'GET /releases/:id/files/:name',
+        'POST /api/v1/builds/:id/release',
+        'POST /api/v1/builds/:id/pin',
+        'GET /api/v1/releases',
+        'GET /api/v1/releases/:id',
+        'GET /api/v1/releases/:id/files/:name',
       ]),
     );
     expect(routes.length).toBeGreaterThan(20);

@@ -20,7 +20,7 @@ describe('OpenAPI 3.1 document of /api/v1', () => {
   let w: TestWeb;
   let doc: Doc;
   let admin: ApiClient;
-  let ids: { build: number; victim: number };
+  let ids: { build: number; victim: number; release: number };
   beforeAll(async () => {
     w = await startTestWeb();
     await addUser(w.db, 'root', 'admin');
@@ -31,7 +31,10 @@ describe('OpenAPI 3.1 document of /api/v1', () => {
     const { build } = (await (await admin.post('/builds', { dockerfile: 'mine' })).json()) as { build: { id: number } };
     await w.waitForBuild(build.id);
     await addUser(w.db, 'victim', 'user');
-    ids = { build: build.id, victim: (await findUserByName(w.db, 'victim'))!.id };
+    const promoted = await admin.post(`/builds/${build.id}/release`, { name: 'openapi-v1' });
+    expect(promoted.status).toBe(201);
+    const { release } = (await promoted.json()) as { release: { id: number } };
+    ids = { build: build.id, victim: (await findUserByName(w.db, 'victim'))!.id, release: release.id };
     // Public: a client generator needs no token.
     const res = await new ApiClient(w.url).get('/openapi.json');
     expect(res.status).toBe(200);
@@ -87,6 +90,7 @@ describe('OpenAPI 3.1 document of /api/v1', () => {
       p
         .replace(/^\/admin\/users\/\{id\}/, `/admin/users/${ids.victim}`)
         .replace(/^\/admin\/jobs\/\{id\}/, '/admin/jobs/424242')
+        .replace(/^\/releases\/\{id\}/, () => `/releases/${ids.release}`)
         .replace('{id}', String(ids.build))
         .replace(/^\/dockerfiles\/\{name\}/, '/dockerfiles/mine')
         .replace('{name}', 'image.raw');
@@ -99,6 +103,7 @@ describe('OpenAPI 3.1 document of /api/v1', () => {
       else if (path === '/builds') res = await admin.post(path, { dockerfile: 'mine' });
       else if (path === '/admin/users') res = await admin.post(path, { username: 'newbie' });
       else if (path.startsWith('/admin/jobs/')) res = await admin.post(path, { confirm: 'kiln-job-424242' });
+      else if (path.endsWith('/release')) res = await admin.post(path, { name: 'openapi-v1' });
       else res = await admin.post(path);
       await res.arrayBuffer();
       if (res.status === 404 || res.status === 405 || res.status >= 500) problems.push(`${m} ${path} -> ${res.status}`);

@@ -1,5 +1,5 @@
 /**
- * Downloading a succeeded build into DIR, checked before anything lands there. Everything goes first into a fresh
+ * Downloading a succeeded build (or a ready release) into DIR, checked before anything lands there. Everything goes first into a fresh
  * `DIR/.kiln-download-*` directory: each artifact is fetched (a cut transfer resumes with Range from where it
  * stopped), its size and sha256 compared with Kiln's listing, then the set is checked with `kiln verify`'s own code
  * (src/sdk/verify.ts: every file SHA256SUMS lists, the signature over it against the signing key) and every file
@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { ARTIFACT_NAMES } from '../../protocol/index.js';
+import { ARTIFACT_NAMES, RELEASE_JSON } from '../../protocol/index.js';
 import { parseSha256Sums } from '../../shared/checksums.js';
 import { KilnError } from '../../shared/errors.js';
 import { EXIT } from '../../shared/exit-status.js';
@@ -34,13 +34,18 @@ const UNSIGNED = new Set(['build.log', 'result.json', 'SHA256SUMS', 'SHA256SUMS.
 
 const refuse = (message: string) => new ClientError(EXIT.verification, message);
 
+/** A file as a listing gives it: a name Kiln makes, its size, and Kiln's sha256 (null: not verified yet). */
+type Listed = Pick<Artifact, 'name' | 'size' | 'sha256'>;
+/** What a release holds besides a build's artifacts. */
+const RELEASE_NAMES: readonly string[] = [...ARTIFACT_NAMES, RELEASE_JSON];
+
 /** The listing, checked: known names, each once, sizes and digests of the right shape. */
-export function checkListing(artifacts: unknown): Artifact[] {
-  if (!Array.isArray(artifacts) || artifacts.length === 0) throw refuse('Kiln listed no artifacts for this build');
+export function checkListing(artifacts: unknown, names: readonly string[] = ARTIFACT_NAMES, what = 'build'): Listed[] {
+  if (!Array.isArray(artifacts) || artifacts.length === 0) throw refuse(`Kiln listed no files for this ${what}`);
   const seen = new Set<string>();
-  for (const a of artifacts as Artifact[]) {
+  for (const a of artifacts as Listed[]) {
     const name: unknown = a && typeof a === 'object' ? a.name : a;
-    if (typeof name !== 'string' || !(ARTIFACT_NAMES as readonly string[]).includes(name))
+    if (typeof name !== 'string' || !names.includes(name))
       throw refuse(
         `Kiln listed an artifact named ${JSON.stringify(String(name).slice(0, 100))}, which is not a name Kiln makes: refused`,
       );
@@ -50,7 +55,7 @@ export function checkListing(artifacts: unknown): Artifact[] {
     if (a.sha256 !== null && !/^[0-9a-f]{64}$/.test(String(a.sha256)))
       throw refuse(`Kiln listed ${a.name} with a malformed sha256`);
   }
-  return artifacts as Artifact[];
+  return artifacts as Listed[];
 }
 
 /** The signing key: a pinned one, else the site's (fetched over KILN_URL's connection). */
@@ -64,8 +69,8 @@ async function signingKey(api: KilnApi, pinned: string | undefined): Promise<str
   );
 }
 
-/** One artifact into `file` (created here, never an existing file or link), resumed after a cut; checked. */
-async function fetchArtifact(api: KilnApi, buildId: number, a: Artifact, file: string): Promise<void> {
+/** One file from `url` (a path below /api/v1) into `file` (created here, never an existing file or link), resumed after a cut; checked. */
+async function fetchFile(api: KilnApi, url: string, a: Listed, file: string): Promise<void> {
   const fh = await fsp.open(file, 'wx', 0o644);
   let hash = createHash('sha256');
   let got = 0;
@@ -74,7 +79,7 @@ async function fetchArtifact(api: KilnApi, buildId: number, a: Artifact, file: s
       async () => {
         const guard = stallGuard();
         try {
-          const res = await api.attempt(`/builds/${buildId}/artifacts/${encodeURIComponent(a.name)}`, {
+          const res = await api.attempt(url, {
             headers: got ? { range: `bytes=${got}-` } : {},
             timeoutMs: 0,
             signal: guard.signal,
@@ -135,28 +140,80 @@ export async function downloadBuild(
     const exit = b.state === 'failed' ? EXIT.failed : b.state === 'cancelled' ? EXIT.cancelled : EXIT.refused;
     throw new ClientError(exit, `build ${b.id} is ${b.state}: only a succeeded build can be downloaded and verified`);
   }
+  if (b.artifactsExpiredAt)
+    throw new ClientError(
+      EXIT.refused,
+      `build ${b.id}'s artifacts expired on ${b.artifactsExpiredAt.slice(0, 10)}: retention discarded them`,
+    );
   const list = await api.json<{ artifacts: unknown }>(`/builds/${b.id}/artifacts`);
-  const artifacts = checkListing(list.artifacts);
+  const files = await downloadChecked(api, checkListing(list.artifacts), dir, {
+    ...o,
+    url: (name) => `/builds/${b.id}/artifacts/${encodeURIComponent(name)}`,
+    verify: {},
+    // Everything but the build's records must be one SHA256SUMS lists.
+    unsignedAllowed: UNSIGNED,
+  });
+  o.note(`downloaded ${files.length} files of build ${b.id} to ${dir}: checksums and signature verified`);
+  return { dir, files };
+}
+
+/**
+ * Downloads ready release `r` (an answer of GET /releases/{id}) into `dir`, checked as `kiln verify --release NAME`
+ * checks it: every file listed in its signed SHA256SUMS, release.json naming this release.
+ */
+export async function downloadRelease(
+  api: KilnApi,
+  r: { id: number; name: string; state: string; files: unknown },
+  dir: string,
+  o: { pinnedKey?: string; note: (m: string) => void },
+): Promise<Downloaded> {
+  if (r.state !== 'ready')
+    throw new ClientError(EXIT.refused, `release ${r.name} is ${r.state}: only a ready release can be downloaded`);
+  const files = await downloadChecked(api, checkListing(r.files, RELEASE_NAMES, 'release'), dir, {
+    ...o,
+    url: (name) => `/releases/${r.id}/files/${encodeURIComponent(name)}`,
+    verify: { release: r.name },
+    unsignedAllowed: new Set(['SHA256SUMS', 'SHA256SUMS.sig']),
+  });
+  o.note(`downloaded release ${r.name} (${files.length} files) to ${dir}: checksums, signature and name verified`);
+  return { dir, files };
+}
+
+/**
+ * The common part: every listed file into a fresh staging directory inside `dir`, `kiln verify`'s checks with the
+ * signing key, every file but `unsignedAllowed` listed in SHA256SUMS; only then renamed into `dir`. Any failure
+ * removes the staging directory: `dir` gets nothing.
+ */
+async function downloadChecked(
+  api: KilnApi,
+  listed: readonly Listed[],
+  dir: string,
+  o: {
+    pinnedKey?: string;
+    url: (name: string) => string;
+    verify: { release?: string };
+    unsignedAllowed: ReadonlySet<string>;
+  },
+): Promise<string[]> {
   const publicKey = await signingKey(api, o.pinnedKey);
   await fsp.mkdir(dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
     throw new ClientError(EXIT.usage, `Cannot make the download directory ${dir}: ${e.code ?? e.message}`);
   });
   const staging = await fsp.mkdtemp(path.join(dir, '.kiln-download-'));
   try {
-    for (const a of artifacts) await fetchArtifact(api, b.id, a, path.join(staging, a.name));
-    const report = await verifyDir(staging, { publicKey, requireSignature: true, sbom: false });
+    for (const a of listed) await fetchFile(api, o.url(a.name), a, path.join(staging, a.name));
+    const report = await verifyDir(staging, { publicKey, requireSignature: true, sbom: false, ...o.verify });
     const bad = report.checks.filter((c) => !c.ok);
     if (!report.ok)
       throw refuse(`the download failed verification: ${bad.map((c) => `${c.name}: ${c.message}`).join('; ')}`);
     const signed = new Set(
       parseSha256Sums(await fsp.readFile(path.join(staging, 'SHA256SUMS'), 'utf8')).map((e) => e.name),
     );
-    const unsigned = artifacts.filter((a) => !UNSIGNED.has(a.name) && !signed.has(a.name)).map((a) => a.name);
+    const unsigned = listed.filter((a) => !o.unsignedAllowed.has(a.name) && !signed.has(a.name)).map((a) => a.name);
     if (unsigned.length)
       throw refuse(`the download failed verification: SHA256SUMS does not list ${unsigned.join(', ')}`);
-    for (const a of artifacts) await fsp.rename(path.join(staging, a.name), path.join(dir, a.name));
-    o.note(`downloaded ${artifacts.length} files of build ${b.id} to ${dir}: checksums and signature verified`);
-    return { dir, files: artifacts.map((a) => a.name) };
+    for (const a of listed) await fsp.rename(path.join(staging, a.name), path.join(dir, a.name));
+    return listed.map((a) => a.name);
   } finally {
     await fsp.rm(staging, { recursive: true, force: true });
   }

@@ -70,9 +70,32 @@ export async function openArtifact(
   const name = rawName as ArtifactName;
   const art = b.artifacts.find((a) => a.name === name);
   if (!art || b.backend_build == null) throw notFound('No such artifact');
+  if (b.artifacts_expired_at) throw expired(b);
   const own = await signedDocument(s, b, name);
   const size = own?.length ?? art.size;
-  const filename = `kiln-${b.id}-${name}`;
+  const backendBuild = b.backend_build;
+  return download(`kiln-${b.id}-${name}`, size, rangeHeader, async (start) =>
+    own ? Readable.from([own.subarray(start)]) : s.glue.artifact(b.dockerfile_id, backendBuild, name, start),
+  );
+}
+
+/** What a download of an expired build's artifact answers: they are gone, and why. */
+export const expired = (b: Pick<BuildRow, 'id' | 'artifacts_expired_at'>): KilnError =>
+  new KilnError(
+    'not_found',
+    `The artifacts of build ${b.id} expired on ${b.artifacts_expired_at?.slice(0, 10)}: retention discarded them. Pin a build to keep it, or promote it to a release.`,
+  );
+
+/**
+ * A download of `size` bytes under a server-made `filename`, honouring a `bytes=N-[M]` Range (206), else whole:
+ * `open(start)` gives the bytes from `start` on. A range outside the file is 416.
+ */
+export async function download(
+  filename: string,
+  size: number,
+  rangeHeader: string | undefined,
+  open: (start: number) => Promise<Readable>,
+): Promise<ArtifactDownload> {
   let start = 0;
   let end = size - 1;
   let ranged = false;
@@ -86,9 +109,7 @@ export async function openArtifact(
       ranged = true;
     }
   }
-  const src = own
-    ? Readable.from([own.subarray(start)])
-    : await s.glue.artifact(b.dockerfile_id, b.backend_build, name, start);
+  const src = await open(start);
   const stream = ranged ? src.pipe(limitBytes(end - start + 1, () => src.destroy())) : src;
   if (ranged) src.on('error', (e) => stream.destroy(e));
   return { stream, filename, size, ...(ranged ? { range: { start, end } } : {}) };

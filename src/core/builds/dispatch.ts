@@ -57,6 +57,8 @@ export async function putJob(
     dockerfile: version.content,
     ...specFields(await settingsOf(d, d.db, df.id), { kilnTimer }),
     ...(version.source ? { source: version.source } : {}),
+    // The site's retention, for a backend that discards by itself (Jenkins' build discarder): the web's rule, once.
+    retention: { keepBuilds: d.config.retention.keepBuilds, keepDays: d.config.retention.keepDays },
   };
   // The site's names for bases as they are now; the builder's SDK checks each against its own sdk.bases.
   const baseNames = await siteBaseNames(d.db);

@@ -26,12 +26,16 @@ export const MAX_DOCUMENT_BYTES = 32 * 1024 * 1024;
 /** How long a final build's documents, and the report made of them, are kept in memory. */
 const KEEP_MS = 10 * 60_000;
 
+/** The build's artifact of that name while the backend still keeps it (not once retention dropped it). */
+export const storedArtifact = (b: BuildRow, name: string) =>
+  b.artifacts_expired_at ? undefined : b.artifacts.find((a) => a.name === name);
+
 /**
  * An artifact's bytes, whole, for a final build (the documents of a finished build never change, so they are kept
  * a while and shared by concurrent readers). Undefined when the build has no such artifact.
  */
 async function documentOf(d: Deps, b: BuildRow, name: ArtifactName): Promise<Buffer | undefined> {
-  const art = b.artifacts.find((a) => a.name === name);
+  const art = storedArtifact(b, name);
   if (!art || b.backend_build == null || !isFinal(b.state)) return undefined;
   if (art.size > MAX_DOCUMENT_BYTES)
     throw new KilnError('too_large', `${name} is too large to show here; download it instead.`);
@@ -198,7 +202,7 @@ async function failureSummary(
 /** The last 64 KiB of the build's log: the SDK's build.log, else the glue's log of the build (read to its end). */
 async function logTail(d: Deps, b: BuildRow): Promise<string> {
   if (b.backend_build == null) return '';
-  const art = b.artifacts.find((a) => a.name === 'build.log');
+  const art = storedArtifact(b, 'build.log');
   const keep = 64 * 1024;
   if (art) {
     const chunks: Buffer[] = [];

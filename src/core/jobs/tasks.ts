@@ -12,8 +12,10 @@ import {
   hasLiveDispatch,
   markJobSynced,
   purgeDockerfile,
+  releasesOfDockerfile,
   setJobSyncError,
 } from '../../db/index.js';
+import { removeReleaseFiles } from '../releases.js';
 import { putJob } from '../builds/dispatch.js';
 import { dockerfileIdOf } from '../tasks/queue.js';
 import type { TaskKind } from '../tasks/worker.js';
@@ -50,8 +52,9 @@ export const syncTask: TaskKind = {
 
 /**
  * `dockerfile.delete` (subject `dockerfile:<id>`): once no dispatch of its builds is in flight (one landing after the
- * delete would put the job back), job.delete through the glue (which stops its builds and removes their
- * artifacts), then the Dockerfile's rows in one statement. The glue away: retried; the page says deletion is
+ * delete would put the job back) and no release of it is being made, job.delete through the glue (which stops its
+ * builds and removes their artifacts), its releases' files, then the Dockerfile's rows (releases included) in one
+ * statement. The glue away: retried; the page says deletion is
  * pending meanwhile, and nothing is half-deleted (the rows go only after the glue confirmed).
  */
 export const deleteTask: TaskKind = {
@@ -60,7 +63,12 @@ export const deleteTask: TaskKind = {
     const df = id === undefined ? undefined : await findDockerfile(d.db, id, null);
     if (!df?.deleting_at) return;
     if (await hasLiveDispatch(d.db, df.id)) return { again: d.config.worker.refreshMs };
+    // A release being made would land its files after they were removed: it ends first (made, or failed).
+    const releases = await releasesOfDockerfile(d.db, df.id);
+    if (releases.pending) return { again: d.config.worker.refreshMs };
     const { deleted } = await d.glue.call('job.delete', [df.id]);
+    // The files before the rows: a crash in between leaves rows (retried) whose files are gone, never stray files.
+    await removeReleaseFiles(d.config, releases.ids);
     await purgeDockerfile(d.db, df.id);
     log.info({ dockerfile: df.id, jobDeleted: deleted }, 'Dockerfile deleted with its job');
   },

@@ -5,6 +5,8 @@ import { dispatchTask, withdrawTask } from '../builds/dispatch.js';
 import { cancelTask, refreshTask } from '../builds/refresh.js';
 import { deleteTask, syncTask } from '../jobs/tasks.js';
 import { buildFetchTask, gitFetchTask, gitPollTask } from '../git/tasks.js';
+import { releaseTask } from '../releases.js';
+import { discardTask, keepTask, retentionTask } from '../retention.js';
 import { reconcileTask } from './reconcile.js';
 import type { TaskKindName } from './queue.js';
 import type { TaskKind } from './worker.js';
@@ -22,4 +24,8 @@ export const TASK_HANDLERS: Readonly<Record<TaskKindName, TaskKind>> = {
   'build.fetch': buildFetchTask,
   'git.fetch': gitFetchTask,
   'git.poll': gitPollTask,
+  'release.make': releaseTask,
+  retention: retentionTask,
+  'build.discard': discardTask,
+  'build.keep': keepTask,
 };

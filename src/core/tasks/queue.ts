@@ -19,6 +19,10 @@ export const TASK_KINDS = [
   'build.fetch',
   'git.fetch',
   'git.poll',
+  'release.make',
+  'retention',
+  'build.discard',
+  'build.keep',
 ] as const;
 export type TaskKindName = (typeof TASK_KINDS)[number];
 
@@ -33,6 +37,13 @@ export function buildIdOf(subject: string): number | undefined {
 export const dockerfileSubject = (dockerfileId: number): string => `dockerfile:${dockerfileId}`;
 export function dockerfileIdOf(subject: string): number | undefined {
   const m = /^dockerfile:([1-9][0-9]{0,11})$/.exec(subject);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The subject of a task about one release. */
+export const releaseSubject = (releaseId: number): string => `release:${releaseId}`;
+export function releaseIdOf(subject: string): number | undefined {
+  const m = /^release:([1-9][0-9]{0,11})$/.exec(subject);
   return m ? Number(m[1]) : undefined;
 }
 

@@ -12,7 +12,8 @@
  *      (jobs/discover.ts);
  *   4. git Dockerfiles: their scheduled builds that are due are requested (Kiln's own timer, git/schedule.ts) and
  *      the following ones not polled for git.pollSeconds get their git.poll;
- *   5. done tasks older than a day are removed (failed ones stay, for the record).
+ *   5. releases still pending have their release.make, and a retention pass is asked for (retention.ts);
+ *   6. done tasks older than a day are removed (failed ones stay, for the record).
  */
 import {
   listBuildsToReconcile,
@@ -20,6 +21,7 @@ import {
   listDeletingDockerfiles,
   listDispatchedDockerfiles,
   listJobsToSync,
+  listPendingReleases,
   pruneDoneTasks,
   type BuildRow,
 } from '../../db/index.js';
@@ -29,7 +31,7 @@ import { enqueueGitPolls, scheduleGitBuilds } from '../git/schedule.js';
 import { putJob } from '../builds/dispatch.js';
 import { clockOf, type CoreDeps } from '../deps.js';
 import { isTransient } from '../ports.js';
-import { buildSubject, dockerfileSubject, enqueue, isoAt, type TaskKindName } from './queue.js';
+import { buildSubject, dockerfileSubject, enqueue, isoAt, releaseSubject, type TaskKindName } from './queue.js';
 import type { TaskKind } from './worker.js';
 
 const DAY_MS = 24 * 3600_000;
@@ -51,6 +53,8 @@ export async function ensureBuildTasks(d: Pick<CoreDeps, 'db' | 'config' | 'now'
   for (const id of await listJobsToSync(d.db)) if (await enqueue(d.db, d, 'job.sync', dockerfileSubject(id))) added++;
   for (const id of await listDeletingDockerfiles(d.db))
     if (await enqueue(d.db, d, 'dockerfile.delete', dockerfileSubject(id))) added++;
+  for (const id of await listPendingReleases(d.db))
+    if (await enqueue(d.db, d, 'release.make', releaseSubject(id))) added++;
   return added;
 }
 
@@ -88,6 +92,7 @@ export const reconcileTask: TaskKind = {
     const scheduled = await scheduleGitBuilds(d);
     if (scheduled) log.info({ scheduled }, 'requested scheduled builds of git Dockerfiles');
     await enqueueGitPolls(d);
+    await enqueue(d.db, d, 'retention', '');
     await pruneDoneTasks(d.db, isoAt(clockOf(d) - DAY_MS));
   },
 };

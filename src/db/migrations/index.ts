@@ -13,6 +13,7 @@ import * as m011 from './011_api_tokens.js';
 import * as m012 from './012_git_sources.js';
 import * as m013 from './013_user_ssh_keys.js';
 import * as m014 from './014_auth_changes.js';
+import * as m015 from './015_releases.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -34,6 +35,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['012_git_sources', m012],
   ['013_user_ssh_keys', m013],
   ['014_auth_changes', m014],
+  ['015_releases', m015],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

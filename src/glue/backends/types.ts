@@ -52,6 +52,18 @@ export interface Backend {
    */
   withdraw(job: number, idempotencyKey: string): Promise<{ withdrawn: boolean; build?: number; state?: BuildState }>;
 
+  /**
+   * Keeps a build from the backend's own discarding (a pin; Jenkins' keepLog), or lets it go. Idempotent. not_found
+   * for a missing job or build.
+   */
+  keep(job: number, build: number, keep: boolean): Promise<{ kept: boolean }>;
+  /**
+   * Drops a finished build's artifacts, keeping its log and record (retention). `conflict` for a kept build or one
+   * not finished; `discarded: false` when its artifacts are gone already (or, Jenkins, still there for its build
+   * discarder to drop: the backend discards by itself there).
+   */
+  discard(job: number, build: number): Promise<{ discarded: boolean }>;
+
   status(job: number, build: number): Promise<BuildStatus>;
   /**
    * build.wait: the build's status as soon as its state is no longer `known`, or after `seconds` (whatever it is

@@ -18,25 +18,30 @@ import { KilnError } from '../../shared/errors.js';
 import type { AppContext } from '../app.js';
 import { liveStream } from '../live-stream.js';
 import { sendArtifact } from '../routes/pages.js';
+import { releaseJson } from '../routes/releases.js';
 import { USER_ACTIONS, userAction, userJson } from '../routes/admin.js';
 import { settingsJson } from '../routes/jobs.js';
-import { dockerfileSummaryJson, gitJson } from '../routes/util.js';
+import { dockerfileSummaryJson, gitJson, servedArtifacts } from '../routes/util.js';
 import { route, type V1Route } from './define.js';
 import { hookRoute } from '../routes/hooks.js';
 import * as S from './schemas.js';
 
 const NOT_FOUND = { description: 'No such object, or not yours (the same answer).', json: S.ErrorBody };
+/** The answers of a file download (an artifact, a release's file). */
+const DOWNLOAD = {
+  200: { description: 'The bytes (attachment).', media: 'application/octet-stream' },
+  206: { description: 'The range asked for.', media: 'application/octet-stream' },
+  404: NOT_FOUND,
+  416: { description: 'The range is outside the file.', json: S.ErrorBody },
+};
 
 const artifactsOf = (b: BuildRow) =>
-  // While verifying, the builder's SHA256SUMS is not served (the web's replaces it once signed).
-  b.artifacts
-    .filter((a) => b.state !== 'verifying' || !a.name.startsWith('SHA256SUMS'))
-    .map((a) => ({
-      name: a.name,
-      size: a.size,
-      sha256: a.sha256 ?? null,
-      url: `/api/v1/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}`,
-    }));
+  servedArtifacts(b).map((a) => ({
+    name: a.name,
+    size: a.size,
+    sha256: a.sha256 ?? null,
+    url: `/api/v1/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}`,
+  }));
 
 export function buildOut(b: BuildRow, dockerfileName: string) {
   return {
@@ -48,6 +53,8 @@ export function buildOut(b: BuildRow, dockerfileName: string) {
     reason: b.reason,
     progress: progressOf(b),
     artifacts: artifactsOf(b),
+    pinned: b.pinned,
+    artifactsExpiredAt: b.artifacts_expired_at,
     imageSha256: b.image_sha256,
     requeues: b.requeues,
     requeueReason: b.requeue_reason,
@@ -374,14 +381,100 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
       scope: 'read',
       params: S.ArtifactParams,
       headers: S.RangeHeader,
-      responses: {
-        200: { description: 'The bytes (attachment).', media: 'application/octet-stream' },
-        206: { description: 'The range asked for.', media: 'application/octet-stream' },
-        404: NOT_FOUND,
-        416: { description: 'The range is outside the file.', json: S.ErrorBody },
-      },
+      responses: DOWNLOAD,
       handle: async ({ req, res, actor, params, headers }) => {
         await sendArtifact(req, res, await core.builds.artifact(actor, params.id, params.name, headers.Range));
+      },
+    }),
+
+    // --------------------------------------------------------------------------------------- pins and releases
+    ...(['pin', 'unpin'] as const).map((op) =>
+      route({
+        method: 'post',
+        path: `/builds/{id}/${op}`,
+        tag: 'releases',
+        summary:
+          op === 'pin'
+            ? 'Keep a succeeded build from retention (at most `retention.pinsPerUser` per user)'
+            : 'Let retention have the build again',
+        scope: 'build',
+        params: S.IdParams,
+        responses: {
+          200: { description: 'The build now.', json: S.BuildAnswer },
+          404: NOT_FOUND,
+          409: {
+            description: 'Not a succeeded build, or the pin limit is reached (`quota_exceeded`).',
+            json: S.ErrorBody,
+          },
+        },
+        handle: async ({ res, actor, params }) => {
+          const b = await core.builds[op](actor, params.id);
+          res.json(await buildDetail(core, actor, b.id));
+        },
+      }),
+    ),
+    route({
+      method: 'post',
+      path: '/builds/{id}/release',
+      tag: 'releases',
+      summary: 'Promote a succeeded build to a named release (Kiln copies and signs its files)',
+      description:
+        'The same build and name again answers the same release (200); a name the Dockerfile already gave another build is 409: a release never changes. The release is `pending` until the worker has copied its files into the release store, checked them against the build’s signed SHA256SUMS and signed its own; poll GET /releases/{id}.',
+      scope: 'build',
+      params: S.IdParams,
+      body: { kind: 'json', schema: S.PromoteBody },
+      responses: {
+        200: { description: 'This build’s release of that name, already there.', json: S.ReleaseAnswer },
+        201: { description: 'Promoted: the release is being made.', json: S.ReleaseAnswer },
+        404: NOT_FOUND,
+        409: { description: 'The name is taken by another build, or the build cannot be released.', json: S.ErrorBody },
+      },
+      handle: async ({ res, actor, params, body }) => {
+        const { release, created } = await core.releases.promote(actor, { build: params.id, name: body.name });
+        res
+          .status(created ? 201 : 200)
+          .json({ release: releaseJson(await core.releases.get(actor, String(release.id)), '/api/v1'), created });
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/releases',
+      tag: 'releases',
+      summary: 'Your releases (an admin token: everyone’s), newest first; of one Dockerfile, of one name',
+      scope: 'read',
+      query: S.ReleaseListQuery,
+      responses: { 200: { description: 'The releases.', json: S.ReleaseList } },
+      handle: async ({ res, actor, query }) => {
+        const list = await core.releases.list(actor, {
+          ...(query.dockerfile !== undefined ? { dockerfileName: query.dockerfile } : {}),
+          ...(query.name !== undefined ? { name: query.name } : {}),
+        });
+        res.json({ releases: list.map((r) => releaseJson(r, '/api/v1')) });
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/releases/{id}',
+      tag: 'releases',
+      summary: 'A release: its state, and once ready its files with their sha256',
+      scope: 'read',
+      params: S.IdParams,
+      responses: { 200: { description: 'The release.', json: S.ReleaseAnswer }, 404: NOT_FOUND },
+      handle: async ({ res, actor, params }) => {
+        res.json({ release: releaseJson(await core.releases.get(actor, params.id), '/api/v1') });
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/releases/{id}/files/{name}',
+      tag: 'releases',
+      summary: 'Download a file of a ready release (Range supported); `kiln verify DIR` checks them all',
+      scope: 'read',
+      params: S.ReleaseFileParams,
+      headers: S.RangeHeader,
+      responses: DOWNLOAD,
+      handle: async ({ req, res, actor, params, headers }) => {
+        await sendArtifact(req, res, await core.releases.file(actor, params.id, params.name, headers.Range));
       },
     }),
 

@@ -5,7 +5,7 @@
  * commands (one message per rule, whatever the door).
  */
 import { z } from 'zod';
-import { WEB_BUILD_STATES } from '../../db/index.js';
+import { RELEASE_STATES, WEB_BUILD_STATES } from '../../db/index.js';
 import {
   ARTIFACT_NAMES,
   BUILD_ARG_NAME_RE,
@@ -13,6 +13,7 @@ import {
   FORMATS,
   MAX_BUILD_ARGS,
   MAX_BUILD_ARG_VALUE,
+  RELEASE_NAME_RE,
   SCHEDULES,
 } from '../../protocol/index.js';
 import { SCOPES } from '../../core/index.js';
@@ -61,6 +62,28 @@ export const BuildListQuery = PageQuery.extend({
     .regex(DOCKERFILE_NAME_RE, NAME_RULE)
     .optional()
     .meta({ description: 'A Dockerfile of yours, by name.' }),
+});
+/** A release name as the protocol defines it (RELEASE_NAME_RE; the core checks it again). */
+const ReleaseNameField = z
+  .string()
+  .regex(
+    RELEASE_NAME_RE,
+    'a release name: 1-64 letters, digits, ".", "_" or "-", not "." or "..", not starting with "-"',
+  )
+  .meta({ description: 'A release name such as `v1.2`: unique per Dockerfile, never reused.' });
+export const ReleaseFileParams = IdParams.extend({
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/)
+    .meta({ description: "A file's name, as the release lists it (release.json, SHA256SUMS, the images...)." }),
+});
+export const ReleaseListQuery = z.object({
+  dockerfile: z
+    .string()
+    .regex(DOCKERFILE_NAME_RE, NAME_RULE)
+    .optional()
+    .meta({ description: 'Only the releases of this Dockerfile of yours, by name.' }),
+  name: ReleaseNameField.optional().meta({ description: 'Only releases of this name (one per Dockerfile).' }),
 });
 export const WaitQuery = z.object({
   wait: z
@@ -146,6 +169,7 @@ export const TriggerBody = z
       .meta({ description: 'A Dockerfile of yours, by name.' }),
   })
   .strict();
+export const PromoteBody = z.object({ name: ReleaseNameField }).strict();
 export const NewUserBody = z.object({ username: z.string(), role: z.enum(['user', 'admin']).default('user') }).strict();
 export const ConfirmBody = z
   .object({ confirm: z.string().optional().meta({ description: "Deleting: the job's name, kiln-job-<id>." }) })
@@ -257,7 +281,12 @@ export const Build = z.object({
   trigger: z.enum(['manual', 'schedule', 'api']),
   reason: z.string().nullable().meta({ description: 'Why it failed or was cancelled.' }),
   progress: z.object({ percent: z.number(), label: z.string() }),
-  artifacts: z.array(Artifact),
+  artifacts: z.array(Artifact).meta({ description: 'What can be downloaded: none once retention dropped them.' }),
+  pinned: z.boolean().meta({ description: 'Kept from retention (POST /builds/{id}/pin).' }),
+  artifactsExpiredAt: z
+    .string()
+    .nullable()
+    .meta({ description: "When retention discarded the build's artifacts (they are no longer stored), or null." }),
   imageSha256: z.string().nullable(),
   requeues: z.number().int(),
   requeueReason: z.string().nullable(),
@@ -286,6 +315,25 @@ export const ArtifactList = z.object({
     .string()
     .meta({ description: 'Where the key that signs SHA256SUMS is published (`kiln verify --key-url`).' }),
 });
+export const Release = z.object({
+  id: z.number().int(),
+  name: z.string(),
+  state: z
+    .enum(RELEASE_STATES)
+    .meta({ description: '`pending` while Kiln copies and signs its files; `ready`; `failed` (see `reason`).' }),
+  reason: z.string().nullable(),
+  dockerfile: z.object({ id: z.number().int(), name: z.string() }),
+  owner: z.string(),
+  build: z.number().int().meta({ description: 'The build it was promoted from.' }),
+  createdAt: z.string(),
+  madeAt: z.string().nullable(),
+  files: z
+    .array(z.object({ name: z.string(), size: z.number().int(), sha256: z.string(), url: z.string() }))
+    .meta({ description: 'Once ready: the files, release.json, SHA256SUMS and SHA256SUMS.sig among them.' }),
+  signingKey: z.string().meta({ description: 'Where the key that signed SHA256SUMS is published (`kiln verify`).' }),
+});
+export const ReleaseAnswer = z.object({ release: Release, created: z.boolean().optional() });
+export const ReleaseList = z.object({ releases: z.array(Release) });
 export const LogChunk = z.object({
   text: z.string(),
   offset: z.number().int(),

@@ -1,6 +1,6 @@
 import { Router, type Request } from 'express';
 import type { BuildRow } from '../../db/index.js';
-import { progressOf, type BuildListView } from '../../core/index.js';
+import { describeRetention, progressOf, type BuildListView } from '../../core/index.js';
 import type { AppContext } from '../app.js';
 import { liveStream } from '../live-stream.js';
 import { actorOf, buildJson, requireUser } from './util.js';
@@ -35,8 +35,15 @@ export function buildRoutes(ctx: AppContext): Router {
   });
 
   r.get('/builds/:id', requireUser, async (req, res) => {
-    const page = await core.builds.page(actorOf(req), req.params.id);
-    render(req, res, 'build.njk', { ...page, buildJson: liveJson(page.build) });
+    const actor = actorOf(req);
+    const page = await core.builds.page(actor, req.params.id);
+    const releases = await core.releases.list(actor, { buildId: page.build.id });
+    render(req, res, 'build.njk', {
+      ...page,
+      releases,
+      retentionText: describeRetention(ctx.config.retention),
+      buildJson: liveJson(page.build),
+    });
   });
 
   r.get('/builds/:id/manifest', requireUser, async (req, res) => {

@@ -175,6 +175,7 @@ export function pageRoutes(ctx: AppContext): Router {
     const view = await core.dockerfiles.get(actorOf(req), req.params.id);
     render(req, res, 'dockerfile.njk', {
       ...view,
+      releases: await core.releases.list(actorOf(req), { dockerfileId: view.dockerfile.id }),
       ...jobPage(await core.jobs.status(actorOf(req), req.params.id)),
       formKey: newFormKey(),
       hookUrl: hookUrl(config, req),

@@ -29,6 +29,13 @@ export const dockerfileSummaryJson = (d: DockerfileListItem) => ({
   updatedAt: d.updated_at,
 });
 
+/**
+ * The artifacts a build's JSON lists: none once retention dropped them (`artifactsExpiredAt` says when); while
+ * verifying, not the builder's SHA256SUMS (the web's replaces it once signed).
+ */
+export const servedArtifacts = (b: BuildRow) =>
+  b.artifacts_expired_at ? [] : b.artifacts.filter((a) => b.state !== 'verifying' || !a.name.startsWith('SHA256SUMS'));
+
 /** The JSON shape of a build (API and the build page's script). */
 export function buildJson(b: BuildRow): Record<string, unknown> {
   return {
@@ -39,15 +46,14 @@ export function buildJson(b: BuildRow): Record<string, unknown> {
     backendBuild: b.backend_build,
     reason: b.reason,
     progress: b.progress,
-    // While verifying, the builder's SHA256SUMS is not served (the web's replaces it once signed).
-    artifacts: b.artifacts
-      .filter((a) => b.state !== 'verifying' || !a.name.startsWith('SHA256SUMS'))
-      .map((a) => ({
-        name: a.name,
-        size: a.size,
-        sha256: a.sha256 ?? null,
-        url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}`,
-      })),
+    artifacts: servedArtifacts(b).map((a) => ({
+      name: a.name,
+      size: a.size,
+      sha256: a.sha256 ?? null,
+      url: `/builds/${b.id}/artifacts/${encodeURIComponent(a.name)}`,
+    })),
+    pinned: b.pinned,
+    artifactsExpiredAt: b.artifacts_expired_at,
     imageSha256: b.image_sha256,
     requeues: b.requeues,
     requeueReason: b.requeue_reason,

@@ -45,6 +45,8 @@ export interface BuildJson {
   duration: number;
   queueId?: number;
   artifacts: Array<{ relativePath: string; fileName: string }>;
+  /** "Keep this build forever": the build discarder skips it (a Kiln pin). */
+  keepLog?: boolean;
   actions?: Array<{
     _class?: string;
     parameters?: Array<{ name: string; value: unknown }>;
@@ -181,6 +183,29 @@ export class JenkinsApi {
     } catch (e) {
       throw new KilnError('backend_unavailable', 'Jenkins cannot be reached; try again later', { cause: e });
     }
+  }
+
+  /**
+   * A plain POST with the glue's credentials (an API token: Jenkins asks no crumb of one), for the few actions
+   * node-jenkins has no call for (toggleLogKeep). Redirects are answers here (Jenkins forwards to the previous page),
+   * never followed. A failure maps as the client's do.
+   */
+  async post(path: string, what: string): Promise<number> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.opts.baseUrl}${path}`, {
+        method: 'POST',
+        headers: { authorization: this.opts.authorization },
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
+      await res.body?.cancel();
+    } catch (e) {
+      throw new KilnError('backend_unavailable', 'Jenkins cannot be reached; try again later', { cause: e });
+    }
+    if (res.status >= 400)
+      throw mapError(Object.assign(new Error(`HTTP ${res.status}`), { statusCode: res.status }), what);
+    return res.status;
   }
 
   /** GET an artifact from a byte offset. Uses Range; if Jenkins ignores it (200), skips the bytes itself. */

@@ -177,7 +177,7 @@ export class JenkinsBackend implements Backend {
     this.settings = checkSettings({
       label: j.label,
       keepBuilds: j.keepBuilds,
-      keepArtifacts: j.keepArtifacts,
+      retention: { keepBuilds: deps.config.retention.keepBuilds, keepDays: deps.config.retention.keepDays },
       timeoutSeconds: j.timeoutSeconds,
       sdkCommand: j.sdkCommand,
     });
@@ -565,6 +565,33 @@ export class JenkinsBackend implements Backend {
       return { state: 'running' };
     }
     return { state: (await this.status(job, n)).state };
+  }
+
+  /**
+   * Jenkins' "keep this build forever" (`keepLog`), which its build discarder honours: read first, toggled only when
+   * it differs (toggleLogKeep flips it), so asking twice is one change. Needs Run/Update (and Run/Delete to let go).
+   */
+  async keep(job: number, build: number, keep: boolean): Promise<{ kept: boolean }> {
+    const name = this.name(job);
+    const n = this.buildNo(build);
+    await this.check();
+    const b = (await this.api.call('build.get', (c) => c.build.get(name, n))) as BuildJson;
+    if (!!b.keepLog !== keep) await this.api.post(this.path(job, n, 'toggleLogKeep'), 'build.keep');
+    return { kept: keep };
+  }
+
+  /**
+   * Jenkins drops a build's artifacts itself, with the job's build discarder (jenkins/job.xml, from the retention
+   * the web sends with every job.put): nothing is deleted from here. Answers whether they are gone yet.
+   */
+  async discard(job: number, build: number): Promise<{ discarded: boolean }> {
+    const name = this.name(job);
+    const n = this.buildNo(build);
+    await this.check();
+    const b = (await this.api.call('build.get', (c) => c.build.get(name, n))) as BuildJson;
+    if (b.keepLog) throw new KilnError('conflict', 'This build is kept (pinned): its artifacts are not discarded');
+    if (b.building) throw new KilnError('conflict', 'This build has not finished');
+    return { discarded: (b.artifacts ?? []).length === 0 };
   }
 
   async status(job: number, build: number): Promise<BuildStatus> {

@@ -83,8 +83,10 @@ export const MAX_PARAM_B64 = 120_000;
 
 export interface TemplateSettings {
   label: string;
+  /** Build records (logs) kept per job, Jenkins' `numToKeep`; 0 = all. Never fewer than retention keeps artifacts of. */
   keepBuilds: number;
-  keepArtifacts: number;
+  /** The retention a job spec without one gets (one from a web older than retention): the glue's own config. */
+  retention: { keepBuilds: number; keepDays: number };
   timeoutSeconds: number;
   /** argv of the SDK on the agent, e.g. ['/usr/local/bin/kiln', 'sdk', 'build']. */
   sdkCommand: readonly string[];
@@ -135,18 +137,40 @@ const shellQuote = (s: string) => `'${s}'`;
 /** Validates config-derived settings once (the glue refuses to start with bad ones). */
 export function checkSettings(s: TemplateSettings): TemplateSettings {
   if (!LABEL.test(s.label)) throw new KilnError('invalid_input', 'glue.jenkins.label is not a valid label expression');
-  for (const [k, v] of [
-    ['keepBuilds', s.keepBuilds],
-    ['keepArtifacts', s.keepArtifacts],
-    ['timeoutSeconds', s.timeoutSeconds],
+  for (const [k, v, min] of [
+    ['glue.jenkins.keepBuilds', s.keepBuilds, 0],
+    ['glue.jenkins.timeoutSeconds', s.timeoutSeconds, 1],
+    ['retention.keepBuilds', s.retention.keepBuilds, 0],
+    ['retention.keepDays', s.retention.keepDays, 0],
   ] as const) {
-    if (!Number.isSafeInteger(v) || v < 1 || v > 10_000_000)
-      throw new KilnError('invalid_input', `glue.jenkins.${k} must be a positive integer`);
+    if (!Number.isSafeInteger(v) || v < min || v > 10_000_000)
+      throw new KilnError('invalid_input', `${k} must be an integer from ${min} to 10000000`);
   }
   if (s.sdkCommand.length === 0 || s.sdkCommand.some((a) => !SDK_ARG.test(a))) {
     throw new KilnError('invalid_input', 'glue.jenkins.sdkCommand must be words of [A-Za-z0-9_./=:,+@%-]');
   }
   return s;
+}
+
+/**
+ * The job's build discarder (hudson.tasks.LogRotator; -1 = no limit): artifacts by the site's retention (the spec's,
+ * else the glue's own), so Jenkins discards what the web's rule discards on the local backend; records (logs) by
+ * `keepBuilds`, never fewer than the artifacts kept (a record goes with its artifacts). Pinned builds are kept by
+ * `keepLog`, which LogRotator skips.
+ */
+export function discarderOf(
+  spec: Pick<JobSpec, 'retention'>,
+  settings: Pick<TemplateSettings, 'keepBuilds' | 'retention'>,
+): { numToKeep: number; artifactNumToKeep: number; artifactDaysToKeep: number } {
+  const r = spec.retention ?? settings.retention;
+  const limit = (n: number) => (Number.isSafeInteger(n) && n > 0 ? n : -1);
+  const artifactNumToKeep = limit(r.keepBuilds);
+  const records = limit(settings.keepBuilds);
+  return {
+    numToKeep: records === -1 || artifactNumToKeep === -1 ? -1 : Math.max(records, artifactNumToKeep),
+    artifactNumToKeep,
+    artifactDaysToKeep: limit(r.keepDays),
+  };
 }
 
 /** The description shown in Jenkins: display text only (Jenkins' markup formatter is plain text). */
@@ -201,8 +225,7 @@ export function renderJobXml(job: number, spec: JobSpec, settings: TemplateSetti
 
   const slots: Record<string, string> = {
     description: escapeXml(description),
-    keepBuilds: String(settings.keepBuilds),
-    keepArtifacts: String(settings.keepArtifacts),
+    ...Object.fromEntries(Object.entries(discarderOf(spec, settings)).map(([k, v]) => [k, String(v)])),
     dockerfileB64,
     contextB64,
     buildArgsB64,

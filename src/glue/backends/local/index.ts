@@ -331,6 +331,43 @@ export class LocalBackend implements Backend {
     return { state: 'running' };
   }
 
+  async keep(job: number, build: number, keep: boolean): Promise<{ kept: boolean }> {
+    this.assertStarted();
+    return this.store.lock.run(async () => {
+      const rec = await this.store.mustReadBuild(job, build);
+      if (!!rec.keep !== keep) await this.store.writeBuild({ ...rec, keep });
+      return { kept: keep };
+    });
+  }
+
+  /**
+   * Drops the archive of a finished build that is not kept: renamed aside under the lock (readers see it whole or
+   * not at all), the record says when, then removed outside it. A crash in between leaves an `archive.discarded-*`
+   * that the next discard of that build (retried by its task) removes.
+   */
+  async discard(job: number, build: number): Promise<{ discarded: boolean }> {
+    this.assertStarted();
+    const bdir = this.store.buildDir(job, build);
+    const aside = await this.store.lock.run(async () => {
+      const rec = await this.store.mustReadBuild(job, build);
+      if (rec.keep) throw new KilnError('conflict', 'This build is kept (pinned): its artifacts are not discarded');
+      if (!FINAL.has(rec.state)) throw new KilnError('conflict', 'This build has not finished');
+      const to = path.join(bdir, `archive.discarded-${Date.now()}`);
+      const moved = await fsp.rename(path.join(bdir, 'archive'), to).then(
+        () => true,
+        (e: NodeJS.ErrnoException) => {
+          if (e.code === 'ENOENT') return false;
+          throw e;
+        },
+      );
+      if (moved && !rec.discardedAt) await this.store.writeBuild({ ...rec, discardedAt: this.store.iso() });
+      return moved;
+    });
+    for (const n of await fsp.readdir(bdir).catch(() => [] as string[]))
+      if (n.startsWith('archive.discarded-')) await fsp.rm(path.join(bdir, n), { recursive: true, force: true });
+    return { discarded: aside };
+  }
+
   async status(job: number, build: number): Promise<BuildStatus> {
     this.assertStarted();
     return buildStatus(this.store, job, build);

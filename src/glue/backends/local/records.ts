@@ -48,6 +48,10 @@ export interface BuildRecord {
   source?: GitSource;
   /** What started it: its job's timer, or a job.build (absent in records written before it was kept: job.build). */
   trigger?: 'schedule' | 'api';
+  /** Pinned by its user (`build.keep on`): `build.discard` refuses it. */
+  keep?: boolean;
+  /** When `build.discard` dropped its artifacts (its archive/); its log and this record stay. */
+  discardedAt?: string;
 }
 
 export interface JobMeta {
