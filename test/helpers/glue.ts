@@ -362,6 +362,10 @@ export async function startOpenSshGlue(opts: {
       'LogLevel VERBOSE',
       'MaxStartups 100:30:200',
       'MaxSessions 32',
+      // The session runs `<login shell> -c <wrapper>`. Debian's bash reads ~/.bashrc when it sees SSH_CLIENT and
+      // SHLVL < 2, and these machines' root has a slow one (pyenv init: ~0.4 s per request); SHLVL=1 skips it. A
+      // deployment's glue user has /bin/sh (jenkins/README.md), which reads nothing.
+      'SetEnv SHLVL=1',
       '',
     ].join('\n'),
   );
