@@ -6,7 +6,7 @@ import { toKilnError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { listenForSsh } from '../shared/ssh-listener.js';
 import { defaultKeyPaths, ensureKeyPair, fingerprint, parseAuthorizedKeys } from '../shared/ssh-keys.js';
-import { errorDocument, exitCodeFor, readCapped, type Glue } from './dispatch.js';
+import { BODY_TIMEOUT_MS, errorDocument, exitCodeFor, readCapped, type Glue } from './dispatch.js';
 
 const { Server } = ssh2;
 
@@ -127,7 +127,7 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
       channel.end();
     };
     try {
-      const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? 120_000), {
+      const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? BODY_TIMEOUT_MS), {
         door: 'ssh2',
       });
       channel.resume(); // the body of a verb that takes none is drained and ignored

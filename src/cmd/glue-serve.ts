@@ -1,0 +1,81 @@
+/**
+ * `kiln glue serve [--socket PATH] [--on-demand]`: the resident glue (src/glue/README.md "The resident glue"). It
+ * listens on the Unix socket (`--socket`, else KILN_GLUE_SOCKET) until SIGTERM or SIGINT, serving the requests
+ * bin/kiln-glue-forward hands it with the dispatcher and backend `kiln glue` would build per request. `--on-demand`
+ * (how the forwarder starts it): it also stops after `glue.residentIdleSeconds` without a request, and when a
+ * request comes with other settings. Exit 0 when another resident already serves the socket.
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ensureSocketDir, takeResidentLock } from '../glue/resident/place.js';
+
+export async function serve(argv: string[]): Promise<number> {
+  let opts: { socket?: string; 'on-demand'?: boolean };
+  try {
+    opts = parseArgs({
+      args: argv,
+      options: { socket: { type: 'string' }, 'on-demand': { type: 'boolean' } },
+      strict: true,
+    }).values;
+  } catch (e) {
+    process.stderr.write(`kiln glue serve: ${(e as Error).message}\n`);
+    return 2;
+  }
+  // Read before the config is loaded: the lock comes first, so forwarders that arrive meanwhile start no second one.
+  // The config below checks the same value.
+  const socketPath = opts.socket ?? process.env.KILN_GLUE_SOCKET;
+  if (!socketPath || !path.isAbsolute(socketPath)) {
+    process.stderr.write('kiln glue serve: give --socket PATH or KILN_GLUE_SOCKET (an absolute path)\n');
+    return 2;
+  }
+  let lock;
+  try {
+    lock = await takeResidentLock(ensureSocketDir(socketPath));
+  } catch (e) {
+    process.stderr.write(`kiln glue serve: ${(e as Error).message}\n`);
+    return 2;
+  }
+  if (!lock) {
+    process.stderr.write(`kiln glue serve: another resident glue serves ${socketPath}\n`);
+    return 0;
+  }
+
+  const [{ loadConfig }, { auditLogger }, { createBackend }, { createGlue }, { startResident }, place] =
+    await Promise.all([
+      import('../config/index.js'),
+      import('./glue-request.js'),
+      import('../glue/backend.js'),
+      import('../glue/dispatch.js'),
+      import('../glue/resident/server.js'),
+      import('../glue/resident/place.js'),
+    ]);
+  let cfg;
+  try {
+    cfg = loadConfig(process.env, opts.socket ? { glue: { socket: opts.socket } } : {});
+  } catch (e) {
+    process.stderr.write(`kiln glue serve: ${(e as Error).message}\n`);
+    return 2;
+  }
+  const logger = auditLogger(cfg).child({ resident: true });
+  const backend = await createBackend(cfg, logger, { runner: false });
+  try {
+    await backend.start();
+  } catch (e) {
+    logger.error({ err: e }, 'resident glue: the backend did not start');
+    process.stderr.write(`kiln glue serve: the backend did not start: ${(e as Error).message}\n`);
+    return 5;
+  }
+  const resident = await startResident({
+    glue: createGlue({ backend, logger }),
+    logger,
+    socketPath,
+    settings: place.residentSettings(process.env, process.cwd(), process.argv[1] ?? ''),
+    idleMs: opts['on-demand'] ? cfg.glue.residentIdleSeconds * 1000 : undefined,
+    lock,
+  });
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => void resident.stop(sig));
+  await resident.stopped;
+  await backend.close().catch(() => undefined);
+  logger.flush?.();
+  return 0;
+}
