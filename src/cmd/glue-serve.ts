@@ -7,7 +7,9 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import type { Backend } from '../glue/backends/types.js';
 import { ensureSocketDir, takeResidentLock } from '../glue/resident/place.js';
+import type { Logger } from '../shared/logger.js';
 
 export async function serve(argv: string[]): Promise<number> {
   let opts: { socket?: string; 'on-demand'?: boolean };
@@ -58,15 +60,8 @@ export async function serve(argv: string[]): Promise<number> {
   }
   const logger = auditLogger(cfg).child({ resident: true });
   const backend = await createBackend(cfg, logger, { runner: false });
-  try {
-    await backend.start();
-  } catch (e) {
-    logger.error({ err: e }, 'resident glue: the backend did not start');
-    process.stderr.write(`kiln glue serve: the backend did not start: ${(e as Error).message}\n`);
-    return 5;
-  }
   const resident = await startResident({
-    glue: createGlue({ backend, logger }),
+    glue: createGlue({ backend: await startedPerRequest(backend, logger), logger }),
     logger,
     socketPath,
     settings: place.residentSettings(process.env, process.cwd(), process.argv[1] ?? ''),
@@ -78,4 +73,31 @@ export async function serve(argv: string[]): Promise<number> {
   await backend.close().catch(() => undefined);
   logger.flush?.();
   return 0;
+}
+
+/**
+ * The backend, started now, or else before each request until a start succeeds: `kiln glue` in-process starts it
+ * for every request, so a Jenkins the glue refuses (too old, an administrator's token) is refused request by request
+ * until the operator fixes it, and then works. A resident that exited instead would be started again by every
+ * forwarder, only to exit.
+ */
+async function startedPerRequest(backend: Backend, logger: Logger): Promise<Backend> {
+  try {
+    await backend.start();
+    return backend;
+  } catch (e) {
+    logger.error({ err: e }, 'resident glue: the backend did not start; trying again at each request');
+  }
+  let started: Promise<void> | undefined;
+  const ensure = () => (started ??= backend.start().catch((e: unknown) => ((started = undefined), Promise.reject(e))));
+  return new Proxy(backend, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver) as unknown;
+      if (typeof value !== 'function' || key === 'start' || key === 'close') return value;
+      return async (...args: unknown[]) => {
+        await ensure();
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
 }

@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pidFileOf } from '../../src/glue/resident/place.js';
 import { fakeSpec, kilnSnapshot, stopResident } from '../helpers/glue.js';
+import { glueEnv, startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
@@ -372,6 +373,35 @@ describe('the resident glue behind the OpenSSH forced command', () => {
     probe.stdout.on('data', (c: Buffer) => (out += c));
     await new Promise((r) => probe.on('close', r));
     expect(out.trim()).toBe('EACCES');
+  });
+
+  it('case 35: against a Jenkins it refuses, the resident answers every request with the reason, as in-process; then serves once Jenkins is fixed', async () => {
+    const user = { name: 'kiln-glue', token: 'glue-api-token-0123' };
+    const old = await startJenkinsDouble({ users: [user], version: '2.555.2' });
+    let fixed: JenkinsDouble | undefined;
+    try {
+      const env = glueEnv(old, user, ['/bin/false']);
+      const refusal = {
+        code: 5,
+        stdout: '',
+        stderr: expect.stringMatching(/^\{"error":\{"code":"backend_unavailable","message":"Jenkins 2.555.2 is older/),
+      };
+      expect(await glue({ command: 'jobs.list', env })).toMatchObject(refusal); // in-process; starts the resident
+      await until(() => existsSync(pidFileOf(p.socket)));
+      const viaResident = await glue({ command: 'jobs.list', env });
+      expect(viaResident).toMatchObject(refusal);
+      expect(lastAudit()).toMatchObject({ resident: true, outcome: 'backend_unavailable' });
+      expect(viaResident).toEqual(await glue({ command: 'jobs.list', env, inProcess: true }));
+      // Jenkins upgraded on the same address: the same resident now starts its backend and answers.
+      const port = old.port;
+      await old.stop();
+      fixed = await startJenkinsDouble({ users: [user], port });
+      const served = await glue({ command: 'jobs.list', env });
+      expect(served).toEqual({ code: 0, stdout: '{"jobs":[]}\n', stderr: '' });
+      expect(lastAudit()).toMatchObject({ resident: true, outcome: 'ok' });
+    } finally {
+      await (fixed ?? old).stop();
+    }
   });
 
   it('kiln glue serve (supervised): one per socket, kept when a request brings other settings, gone on SIGTERM', async () => {
