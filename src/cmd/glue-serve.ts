@@ -72,6 +72,8 @@ export async function serve(argv: string[]): Promise<number> {
   await resident.stopped;
   await backend.close().catch(() => undefined);
   logger.flush?.();
+  // Stopped means gone: a keep-alive connection to Jenkins or the like must not keep a process that serves nothing.
+  setTimeout(() => process.exit(0), 5000).unref();
   return 0;
 }
 
