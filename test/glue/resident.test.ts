@@ -14,7 +14,7 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pidFileOf } from '../../src/glue/resident/place.js';
+import { pidFileOf, takeResidentLock } from '../../src/glue/resident/place.js';
 import { fakeSpec, kilnSnapshot, stopResident } from '../helpers/glue.js';
 import { glueEnv, startJenkinsDouble, type JenkinsDouble } from '../jenkins-double/index.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -65,16 +65,17 @@ interface Req {
   env?: Record<string, string>;
   /** Leave KILN_GLUE_SOCKET unset: today's in-process door. */
   inProcess?: boolean;
-  socket?: string;
+  /** Another launcher than the test's (bin/kiln itself). */
+  bin?: string;
 }
 
 function spawnGlue(req: Req) {
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, KILN_DATA_DIR: p.data, ...req.env };
-  if (!req.inProcess) env.KILN_GLUE_SOCKET = req.socket ?? p.socket;
+  if (!req.inProcess) env.KILN_GLUE_SOCKET = p.socket;
   if (req.command !== undefined) env.SSH_ORIGINAL_COMMAND = req.command;
   const [cmd, args] =
     req.printf === undefined
-      ? [KILN, ['glue']]
+      ? [req.bin ?? KILN, ['glue']]
       : [
           '/bin/sh',
           [
@@ -169,6 +170,38 @@ describe('the resident glue behind the OpenSSH forced command', () => {
     });
     const next = await residentUp();
     expect(next).not.toBe(pid);
+  });
+
+  it('a forwarder that finds nobody listening starts no resident while another holds the lock (one starting, say)', async () => {
+    // A `node` first on the PATH that notes each start: `glue serve` in it is the forwarder starting a resident.
+    const shim = path.join(p.dir, 'shim');
+    const log = path.join(p.dir, 'node-starts');
+    mkdirSync(shim);
+    writeFileSync(path.join(shim, 'node'), `#!/bin/sh\necho "$*" >> '${log}'\nexec '${process.execPath}' "$@"\n`, {
+      mode: 0o755,
+    });
+    const starts = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
+    // bin/kiln itself: the test launcher would put the real node first on the PATH.
+    const run = () =>
+      glue({
+        command: 'ping',
+        bin: path.join(path.dirname(KILN), 'bin', 'kiln'),
+        env: { PATH: `${shim}:/usr/bin:/bin` },
+      });
+    mkdirSync(path.dirname(p.socket), { mode: 0o700 });
+    const lock = await takeResidentLock(path.dirname(p.socket));
+    expect(lock).toBeDefined();
+    try {
+      expect((await run()).code).toBe(0);
+      expect(lastAudit()).toMatchObject({ forwardFallback: expect.stringMatching(/no resident glue answers/) });
+      expect(starts()).toHaveLength(1); // the in-process run, and no `glue serve`
+      expect(starts()[0]).toMatch(/kiln\.js glue$/);
+    } finally {
+      await new Promise((r) => lock!.close(r));
+    }
+    // The lock free, the same request starts one.
+    expect((await run()).code).toBe(0);
+    await until(() => starts().some((l) => l.endsWith('kiln.js glue serve --on-demand')));
   });
 
   it('a request with other settings (an edited wrapper, a rewritten secret file) runs in-process, and the old resident steps aside', async () => {

@@ -31,7 +31,8 @@ export function socketDirProblem(dir: string): string | undefined {
 
 /**
  * One resident per socket directory: an abstract Unix socket named after the directory's device and inode (the
- * name bin/kiln-glue-forward probes before it starts one). The kernel frees it when its holder exits, so a dead
+ * name bin/kiln-glue-forward probes before it starts one; Node pads it with NULs to the whole sun_path, and so must
+ * the probe). The kernel frees it when its holder exits, so a dead
  * resident never blocks the next. Undefined when another process holds it.
  */
 export function takeResidentLock(dir: string): Promise<net.Server | undefined> {
