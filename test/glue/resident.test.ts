@@ -202,6 +202,7 @@ describe('the resident glue behind the OpenSSH forced command', () => {
     // The lock free, the same request starts one.
     expect((await run()).code).toBe(0);
     await until(() => starts().some((l) => l.endsWith('kiln.js glue serve --on-demand')));
+    await until(() => existsSync(pidFileOf(p.socket))); // up, for afterEach to stop: not left starting in a removed directory
   });
 
   it('a request with other settings (an edited wrapper, a rewritten secret file) runs in-process, and the old resident steps aside', async () => {
