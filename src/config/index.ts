@@ -309,6 +309,19 @@ export const configSchema = z.object({
       concurrency: int(1),
       /** argv of the SDK as the local backend (and the Jenkins job template) call it. */
       sdkCommand: list([]),
+      /**
+       * The resident glue's Unix socket (src/glue/README.md "The resident glue"): set, the OpenSSH forced command
+       * hands each request to a glue process kept alive there instead of starting node per request. Its directory
+       * must be the glue user's own, mode 0700. bin/kiln-glue-forward reads this variable itself (it loads no config).
+       */
+      socket: z
+        .string()
+        .refine((v) => path.isAbsolute(v), 'an absolute path')
+        // sockaddr_un holds 108 bytes, the terminating NUL included.
+        .refine((v) => Buffer.byteLength(v) <= 107, 'at most 107 bytes (a Unix socket path)')
+        .optional(),
+      /** A resident glue started on demand (by the forced command) exits after this long without a request. */
+      residentIdleSeconds: z.coerce.number().int().positive().default(600),
       jenkins: z
         .object({
           url: z.string().url().optional(),

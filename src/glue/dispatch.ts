@@ -191,6 +191,9 @@ export function createGlue(deps: { backend: Backend; logger: Logger }): Glue {
   };
 }
 
+/** Longest wait for a request body (job.put) to end, in both SSH doors and the resident glue. */
+export const BODY_TIMEOUT_MS = 120_000;
+
 /** Exit status for an error, as protocol.EXIT_CODES defines it. */
 export function exitCodeFor(err: KilnError): number {
   return EXIT_CODES[err.code] ?? EXIT_CODES.default;

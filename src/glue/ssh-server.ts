@@ -6,7 +6,7 @@ import { toKilnError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { listenForSsh } from '../shared/ssh-listener.js';
 import { defaultKeyPaths, ensureKeyPair, fingerprint, parseAuthorizedKeys } from '../shared/ssh-keys.js';
-import { errorDocument, exitCodeFor, readCapped, type Glue } from './dispatch.js';
+import { BODY_TIMEOUT_MS, errorDocument, exitCodeFor, readCapped, type Glue } from './dispatch.js';
 import { HELD_VERBS, STDIN_VERBS } from '../protocol/index.js';
 
 const { Server } = ssh2;
@@ -137,7 +137,7 @@ export async function startSshServer(o: SshServerOptions): Promise<GlueSshServer
     if (!(STDIN_VERBS as ReadonlySet<string>).has(verb)) channel.resume();
     if ((HELD_VERBS as ReadonlySet<string>).has(verb)) channel.once('end', () => gone.abort());
     try {
-      const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? 120_000), {
+      const res = await glue.handle(command, (max) => readCapped(channel, max, o.bodyTimeoutMs ?? BODY_TIMEOUT_MS), {
         door: 'ssh2',
         signal: gone.signal,
       });

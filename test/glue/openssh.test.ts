@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { LocalBackend } from '../../src/glue/backends/local/index.js';
+import { pidFileOf } from '../../src/glue/resident/place.js';
 import { defaultKeyPaths, fingerprint } from '../../src/shared/ssh-keys.js';
 import type { GluePort } from '../../src/core/ports.js';
 import {
@@ -20,7 +21,9 @@ import { until } from '../helpers/wait.js';
 
 /**
  * The two SSH front doors answer identically. Each door has its own data directory with its own runner, and both
- * receive the same request sequence, so their states evolve the same way. Timestamps are normalised.
+ * receive the same request sequence, so their states evolve the same way. Timestamps are normalised. The OpenSSH
+ * door runs as deployed for speed: the forced command hands each request to the resident glue (bin/kiln-glue-forward);
+ * test/glue/resident.test.ts covers its in-process fallback.
  */
 
 let builtin: TestGlue;
@@ -28,6 +31,13 @@ let openssh: OpenSshGlue;
 let runnerB: LocalBackend;
 let dirB: ReturnType<typeof tempDir>;
 let work: ReturnType<typeof tempDir>;
+/** Audit lines of the OpenSSH door's data directory written before the table ran (the resident's start). */
+let auditBefore = 0;
+const auditLines = () =>
+  readFileSync(path.join(dirB.dir, 'glue', 'audit.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 interface Door {
   name: string;
@@ -44,7 +54,13 @@ beforeAll(async () => {
   dirB = tempDir('kiln-glue-openssh-data-');
   runnerB = new LocalBackend({ dataDir: dirB.dir, sdkCommand: writeFakeSdk(dirB.dir), pollMs: 50 });
   await runnerB.start();
-  openssh = await startOpenSshGlue({ dataDir: dirB.dir, clientKey: builtin.clientKey });
+  openssh = await startOpenSshGlue({ dataDir: dirB.dir, clientKey: builtin.clientKey, resident: true });
+  // The first request runs in-process and starts the resident; from then on requests go to the resident.
+  await until(async () => {
+    await openssh.client.call('ping', []);
+    return existsSync(pidFileOf(openssh.socketPath!));
+  });
+  auditBefore = auditLines().length;
   work = tempDir('kiln-glue-openssh-client-');
   doors = [
     {
@@ -302,7 +318,13 @@ describe('the two SSH front doors', () => {
     expect(answers['artifact offset']![0]).toEqual({ bytes: 'IMAGE-BYTES' });
     expect(answers['job.build disabled']![0]).toMatchObject({ error: 'conflict' });
     expect(answers['job.put bad spec']![0]).toMatchObject({ error: 'invalid_input' });
-    // Two doors times every step, each through a `kiln glue` process start under OpenSSH: no bound of its own.
+    // And the OpenSSH door's answers all came from the resident glue, none from the in-process fallback.
+    const served = auditLines()
+      .slice(auditBefore)
+      .filter((l) => l.audit);
+    expect(served.length).toBeGreaterThanOrEqual(STEPS.length);
+    expect(served.filter((l) => l.resident !== true || l.forwardFallback)).toEqual([]);
+    // Two doors times every step, builds included, on a loaded machine: no bound of its own.
   }, 900_000);
 
   it('a held build.wait whose caller goes away ends there and then at either door, not at its deadline; one whose input ends is answered at once, alike', async () => {

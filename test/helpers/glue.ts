@@ -300,6 +300,8 @@ export interface OpenSshGlue {
   /** A GluePort (the web's ssh2 client) pinned to this sshd. */
   client: GluePort;
   dir: string;
+  /** The resident glue's socket when started with `resident: true` (the forced command then forwards to it). */
+  socketPath?: string;
   sshdLog: () => string;
   newClient(opts?: Partial<Parameters<typeof createSshGlueClient>[0]>): GluePort;
   cleanup(): Promise<void>;
@@ -309,13 +311,16 @@ export interface OpenSshGlue {
  * Starts `/usr/sbin/sshd` on a free loopback port with its own config, host key and authorized_keys in a temp
  * dir. The web's key is authorized only as `command="<wrapper>",restrict`: the wrapper exports KILN_DATA_DIR and
  * execs `bin/kiln glue`, so no user environment is needed (PermitUserEnvironment stays off). No Subsystem lines, so
- * sftp and other subsystems are refused by sshd itself.
+ * sftp and other subsystems are refused by sshd itself. With `resident: true` the wrapper also exports
+ * KILN_GLUE_SOCKET, so bin/kiln hands each request to a resident glue (started on demand by the first one), which
+ * cleanup stops.
  */
 export async function startOpenSshGlue(opts: {
   dataDir: string;
   clientKey: KeyPair;
   sshdPath?: string;
   env?: Record<string, string>;
+  resident?: boolean;
 }): Promise<OpenSshGlue> {
   const { execFileSync, spawn } = await import('node:child_process');
   const { mkdirSync, readFileSync: rf, writeFileSync: wf, chmodSync: cm } = await import('node:fs');
@@ -331,7 +336,8 @@ export async function startOpenSshGlue(opts: {
   const wrapper = path.join(dir, 'kiln-glue');
   const kiln = await kilnSnapshot(dir);
   // Extra settings (e.g. the jenkins backend's) are exported by the wrapper, single-quoted; test-owned values only.
-  const extra = Object.entries(opts.env ?? {})
+  const socketPath = opts.resident ? path.join(dir, 'run', 'glue.sock') : undefined;
+  const extra = Object.entries({ ...opts.env, ...(socketPath ? { KILN_GLUE_SOCKET: socketPath } : {}) })
     .map(([k, v]) => `export ${k}='${v.replaceAll("'", '')}'\n`)
     .join('');
   wf(
@@ -369,6 +375,10 @@ export async function startOpenSshGlue(opts: {
       'LogLevel VERBOSE',
       'MaxStartups 100:30:200',
       'MaxSessions 32',
+      // The session runs `<login shell> -c <wrapper>`. Debian's bash reads ~/.bashrc when it sees SSH_CLIENT and
+      // SHLVL < 2, and these machines' root has a slow one (pyenv init: ~0.4 s per request); SHLVL=1 skips it. A
+      // deployment's glue user has /bin/sh (jenkins/README.md), which reads nothing.
+      'SetEnv SHLVL=1',
       '',
     ].join('\n'),
   );
@@ -403,6 +413,7 @@ export async function startOpenSshGlue(opts: {
     hostFingerprint,
     username,
     dir,
+    socketPath,
     client: newClient(),
     newClient,
     sshdLog: () => rf(log, 'utf8'),
@@ -412,6 +423,7 @@ export async function startOpenSshGlue(opts: {
         sshd.kill('SIGTERM');
         await exited;
       }
+      if (socketPath) await stopResident(socketPath);
       tmp.cleanup();
     },
   };
@@ -440,9 +452,8 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * A private copy of the compiled `kiln` (dist/ + package.json + the job template, views and static files;
- * node_modules linked) and a launcher for it, doing
- * what bin/kiln does. Tests that spawn `kiln` use it because other test runs in the same tree recompile dist/ at
+ * A private copy of the compiled `kiln` (dist/ + bin/ + package.json + the job template, views and static files;
+ * node_modules linked) and a launcher for it, running its bin/kiln. Tests that spawn `kiln` use it because other test runs in the same tree recompile dist/ at
  * any moment (global setup), and a process starting mid-rewrite would load a half-written module. The copy is
  * checked by running `kiln glue` once (ping).
  */
@@ -457,13 +468,15 @@ export async function kilnSnapshot(dir: string): Promise<string> {
     mkdirSync(root, { recursive: true });
     cpSync(path.join(repo, 'dist'), path.join(root, 'dist'), { recursive: true });
     cpSync(path.join(repo, 'package.json'), path.join(root, 'package.json'));
+    cpSync(path.join(repo, 'bin'), path.join(root, 'bin'), { recursive: true });
     // What the compiled code reads from the package root: the Jenkins job template, the web's views and static files.
     for (const rel of ['jenkins', 'src/web/views', 'public'])
       cpSync(path.join(repo, rel), path.join(root, rel), { recursive: true });
     symlinkSync(path.join(repo, 'node_modules'), path.join(root, 'node_modules'));
+    // bin/kiln itself (its glue fast path included), with this node first on its PATH.
     writeFileSync(
       launcher,
-      `#!/bin/sh\nexec '${process.execPath}' --enable-source-maps '${path.join(root, 'dist/cmd/kiln.js')}' "$@"\n`,
+      `#!/bin/sh\nexport PATH='${path.dirname(process.execPath)}':"$PATH"\nexec '${path.join(root, 'bin', 'kiln')}' "$@"\n`,
     );
     chmodSync(launcher, 0o755);
     try {
@@ -477,4 +490,42 @@ export async function kilnSnapshot(dir: string): Promise<string> {
     }
     await new Promise((r) => setTimeout(r, 2000));
   }
+}
+
+/**
+ * Stops the resident glue serving `socketPath` (its pid file names it; the test's own forced command started it) and
+ * waits until it has exited. Nothing to do when none runs.
+ */
+export async function stopResident(socketPath: string): Promise<void> {
+  const { readFileSync: rf } = await import('node:fs');
+  const { pidFileOf } = await import('../../src/glue/resident/place.js');
+  let pid: number;
+  try {
+    pid = Number(rf(pidFileOf(socketPath), 'utf8').trim());
+  } catch {
+    return;
+  }
+  // Exited, or a zombie nobody has reaped yet: either way it serves nothing.
+  const alive = () => {
+    try {
+      return !/^\d+ \(.*\) Z/.test(rf(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      return false;
+    }
+  };
+  // A pid file a killed resident left may name a process that is not ours now: signal only a resident of this socket.
+  const ours = () => {
+    try {
+      const cmd = rf(`/proc/${pid}/cmdline`, 'utf8');
+      const env = rf(`/proc/${pid}/environ`, 'utf8').split('\0');
+      return (
+        cmd.includes('glue\0serve') && (cmd.includes(socketPath) || env.includes(`KILN_GLUE_SOCKET=${socketPath}`))
+      );
+    } catch {
+      return false;
+    }
+  };
+  if (!(pid > 1) || !alive() || !ours()) return;
+  process.kill(pid, 'SIGTERM');
+  await until(() => !alive(), 90_000, 50);
 }
