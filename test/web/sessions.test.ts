@@ -23,6 +23,19 @@ describe('session lifetime', () => {
     expect((await c.get('/api/me')).status).toBe(401);
   });
 
+  it('the login page after a session expired carries a token, and logging in with it works (the old cookie still sent)', async () => {
+    const c = w.client();
+    await c.signUp('dave');
+    const oldCookie = c.jar.get('kiln.sid');
+    t += 3600_001;
+    expect((await c.get('/api/me')).status).toBe(401);
+    // The browser still sends the expired session's cookie to the login page and with the login form.
+    expect(c.jar.get('kiln.sid')).toBe(oldCookie);
+    const l = await c.login('dave', 'correct horse battery staple');
+    expect(l.status).toBe(303);
+    expect((await c.get('/api/me')).status).toBe(200);
+  });
+
   it('a login stores its session with the CSRF token before it answers: the token the next page hands out is that one', async () => {
     // express-session saves a regenerated session once more after the login's headers are out. A client that follows
     // the redirect at once can have its next page add a token first, which that late save then overwrote: the
