@@ -247,6 +247,31 @@ export const configSchema = z.object({
       caFile: z.string().optional(),
     })
     .prefault({}),
+  /**
+   * Outgoing webhooks (src/core/following): where a Dockerfile's build-end notices may be POSTed, and how patiently.
+   * Delivered by the worker (`webhook.deliver`), never in a request.
+   */
+  webhooks: z
+    .object({
+      /**
+       * Hosts a webhook URL may name although they resolve to a refused address (loopback, private, link-local, this
+       * machine's own: src/shared/addresses.ts): host names (exact, case-insensitive) or addresses/prefixes, matched
+       * against what the name resolves to. Empty: only public addresses.
+       */
+      allowHosts: list([]).pipe(
+        z.array(
+          z
+            .string()
+            .refine(
+              (v) => isAddressOrSubnet(v) || HOST_NAME_RE.test(v),
+              'host names or addresses/prefixes, e.g. hooks.internal.example or 10.0.0.0/24',
+            ),
+        ),
+      ),
+      /** Limit of one delivery attempt: connecting, sending and the response's headers and first bytes. */
+      timeoutSeconds: int(10),
+    })
+    .prefault({}),
   db: z
     .object({
       client: z.enum(['sqlite', 'pg']).default('sqlite'),
