@@ -16,7 +16,12 @@ export interface FeedTokenRow {
 }
 
 /** Sets the user's one feed token (a new one replaces the old, which stops working at once). */
-export async function putFeedToken(db: Queryable, userId: number, publicId: string, secretSha256: string): Promise<void> {
+export async function putFeedToken(
+  db: Queryable,
+  userId: number,
+  publicId: string,
+  secretSha256: string,
+): Promise<void> {
   await db('feed_tokens')
     .insert({ user_id: userId, public_id: publicId, secret_sha256: secretSha256, created_at: nowIso() })
     .onConflict('user_id')
@@ -66,7 +71,12 @@ export async function getWebhook(db: Queryable, dockerfileId: number): Promise<W
 }
 
 /** Sets the webhook's URL; a new webhook gets `secret` (an existing one keeps its own). Returns the row. */
-export async function putWebhook(db: Queryable, dockerfileId: number, url: string, secret: string): Promise<WebhookRow> {
+export async function putWebhook(
+  db: Queryable,
+  dockerfileId: number,
+  url: string,
+  secret: string,
+): Promise<WebhookRow> {
   const now = nowIso();
   await db('dockerfile_webhooks')
     .insert({ dockerfile_id: dockerfileId, url, secret, created_at: now, updated_at: now })

@@ -424,14 +424,15 @@ export function createApp(opts: AppOptions): KilnApp {
   v1.router = api.router;
   feeds.router = feedRoutes(ctx);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
-  app.locals.routeTable = [...mounted, ['/api/v1', api.router] as const, ['/feeds', feeds.router] as const].flatMap(([prefix, router]) =>
-    (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)
-      .filter((l) => l.route)
-      .flatMap((l) =>
-        Object.keys(l.route!.methods)
-          .filter((m) => m !== '_all')
-          .map((m) => ({ method: m.toUpperCase(), path: prefix + l.route!.path })),
-      ),
+  app.locals.routeTable = [...mounted, ['/api/v1', api.router] as const, ['/feeds', feeds.router] as const].flatMap(
+    ([prefix, router]) =>
+      (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)
+        .filter((l) => l.route)
+        .flatMap((l) =>
+          Object.keys(l.route!.methods)
+            .filter((m) => m !== '_all')
+            .map((m) => ({ method: m.toUpperCase(), path: prefix + l.route!.path })),
+        ),
   );
   app.use(notFoundHandler());
   app.use(errorHandler({ logger, render, wantsJson }));

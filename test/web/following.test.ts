@@ -133,7 +133,9 @@ for (const engine of ['sqlite', 'pg'] as const) {
 
     it('a build end is POSTed signed (HMAC-SHA256 of the raw body, timestamp inside it), with artifacts and their sha256', async () => {
       builds.push(await build(api, 'web'));
-      const d = await until(async () => ((await delivery(builds[0]!))?.state === 'delivered' ? delivery(builds[0]!) : undefined));
+      const d = await until(async () =>
+        (await delivery(builds[0]!))?.state === 'delivered' ? delivery(builds[0]!) : undefined,
+      );
       expect(d).toMatchObject({ attempts: 1, response_status: 204 });
       const hit = hook.hits.find((h) => JSON.parse(h.body.toString()).build.id === builds[0])!;
       const expected = `sha256=${createHmac('sha256', secret).update(hit.body).digest('hex')}`;
@@ -159,11 +161,16 @@ for (const engine of ['sqlite', 'pg'] as const) {
     it('a 500 is retried under the same delivery id and delivered exactly once; the diff says openssl was upgraded', async () => {
       expect((await api.putDockerfile('web', DF2)).status).toBe(200);
       builds.push(await build(api, 'web'));
-      const d = await until(async () => ((await delivery(builds[1]!))?.state === 'delivered' ? delivery(builds[1]!) : undefined));
+      const d = await until(async () =>
+        (await delivery(builds[1]!))?.state === 'delivered' ? delivery(builds[1]!) : undefined,
+      );
       expect(d).toMatchObject({ attempts: 2, response_status: 204 });
       // Its task is done: nothing will send it again.
       await until(async () => {
-        const task = await w.db('tasks').where({ kind: 'webhook.deliver', subject: `delivery:${d!.id}` }).first();
+        const task = await w
+          .db('tasks')
+          .where({ kind: 'webhook.deliver', subject: `delivery:${d!.id}` })
+          .first();
         return task?.state === 'done';
       });
       const mine = hook.hits.filter((h) => JSON.parse(h.body.toString()).build.id === builds[1]);
@@ -171,7 +178,9 @@ for (const engine of ['sqlite', 'pg'] as const) {
       expect(new Set(mine.map((h) => h.headers['x-kiln-delivery'])).size).toBe(1);
       expect(mine[0]!.headers['x-kiln-delivery']).toBe(d!.delivery_id);
       for (const h of mine)
-        expect(h.headers['x-kiln-signature']).toBe(`sha256=${createHmac('sha256', secret).update(h.body).digest('hex')}`);
+        expect(h.headers['x-kiln-signature']).toBe(
+          `sha256=${createHmac('sha256', secret).update(h.body).digest('hex')}`,
+        );
       const body = JSON.parse(mine[1]!.body.toString()) as Json;
       expect(body.packageDiff).toMatchObject({
         previousBuild: builds[0],
@@ -225,7 +234,7 @@ for (const engine of ['sqlite', 'pg'] as const) {
       }
     });
 
-    it('feeds authz: another user\'s Dockerfile, a wrong, unknown, rotated or revoked token all get the same 404', async () => {
+    it("feeds authz: another user's Dockerfile, a wrong, unknown, rotated or revoked token all get the same 404", async () => {
       const anon = w.client();
       const status = async (p: string) => {
         const r = await anon.get(p);
@@ -257,10 +266,15 @@ for (const engine of ['sqlite', 'pg'] as const) {
       const revoked = await alice.postForm('/account/feed-token/revoke', { _csrf: await alice.token('/account') });
       expect(revoked.status).toBe(303);
       expect(await status(`/feeds/user.atom?token=${fresh}`)).toBe(missing);
-      expect(await w.db('feed_tokens').where({ public_id: fresh.slice(6, 22) }).first()).toBeUndefined();
+      expect(
+        await w
+          .db('feed_tokens')
+          .where({ public_id: fresh.slice(6, 22) })
+          .first(),
+      ).toBeUndefined();
     });
 
-    it('a redirect is not followed: the delivery fails at once saying so, and the redirect\'s target hears nothing', async () => {
+    it("a redirect is not followed: the delivery fails at once saying so, and the redirect's target hears nothing", async () => {
       const target = await receiver(() => ({ status: 204 }));
       const redirecting = await receiver(() => ({ status: 302, headers: { location: target.url } }));
       try {
@@ -271,7 +285,8 @@ for (const engine of ['sqlite', 'pg'] as const) {
         expect(d!.error).toMatch(/answered 302 \(redirects are not followed\)/);
         expect(redirecting.hits).toHaveLength(1);
         expect(target.hits).toHaveLength(0);
-        const listed = ((await (await api.get('/dockerfiles/web/webhook')).json()) as Json).webhook.deliveries as Json[];
+        const listed = ((await (await api.get('/dockerfiles/web/webhook')).json()) as Json).webhook
+          .deliveries as Json[];
         expect(listed[0]).toMatchObject({ build: id, state: 'failed', responseStatus: 302 });
       } finally {
         await target.close();
@@ -347,5 +362,32 @@ describe('webhook destinations on a site that allows no private address', () => 
     });
     expect(d.error).toMatch(/rebind\.test is at 127\.0\.0\.1, an address Kiln does not send to/);
     expect(hook.hits).toHaveLength(0);
+  });
+});
+
+describe('feeds are rate-limited like the API', () => {
+  let w: TestWeb;
+  beforeAll(async () => {
+    w = await startTestWeb({ config: { api: { rateLimit: 2, rateWindowSeconds: 3600 } } });
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
+
+  it('past api.rateLimit a token gets 429 with Retry-After; requests without a token are counted per address', async () => {
+    const dave = w.client();
+    await dave.signUp('dave');
+    const made = await dave.postForm('/account/feed-token', { _csrf: await dave.token('/account') });
+    const token = /kfeed_[0-9a-f]{16}_[A-Za-z0-9_-]{43}/.exec(await made.text())![0];
+    const anon = w.client();
+    expect((await anon.get(`/feeds/user.atom?token=${token}`)).status).toBe(200);
+    expect((await anon.get(`/feeds/user.atom?token=${token}`)).status).toBe(200);
+    const limited = await anon.get(`/feeds/user.atom?token=${token}`);
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    // Guessing tokens from one address runs into the same limit.
+    const guesses = [];
+    for (let i = 0; i < 3; i++) guesses.push((await anon.get(`/feeds/user.atom?token=guess${i}`)).status);
+    expect(guesses).toEqual([404, 404, 429]);
   });
 });

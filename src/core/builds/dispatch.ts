@@ -141,7 +141,9 @@ export const dispatchTask: TaskKind = {
     } catch (e) {
       if (isTransient(e) || !isKilnError(e)) throw e;
       log.warn({ build: build.id, err: e.message }, 'the glue refused the build');
-      if (await updateBuild(d.db, build.id, ['requested'], { state: 'failed', reason: e.message, finished_at: nowIso() }))
+      if (
+        await updateBuild(d.db, build.id, ['requested'], { state: 'failed', reason: e.message, finished_at: nowIso() })
+      )
         await buildEnded(d.db, d, build.id);
       return;
     }

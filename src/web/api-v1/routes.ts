@@ -244,7 +244,10 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
       },
       handle: async ({ res, actor, params, body }) => {
         const saved = await core.following.saveWebhook(actor, { name: params.name }, { url: body.url });
-        res.set('cache-control', 'no-store').status(saved.created ? 201 : 200).json(saved);
+        res
+          .set('cache-control', 'no-store')
+          .status(saved.created ? 201 : 200)
+          .json(saved);
       },
     }),
     route({

@@ -30,7 +30,11 @@ export function feedRoutes(ctx: AppContext): Router {
     handler: (req, res) => {
       const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime();
       const wait = Math.max(1, Math.ceil(((reset ?? 0) - ctx.now()) / 1000));
-      res.status(429).set('retry-after', String(wait)).type('text/plain').send(`Too many feed requests; wait ${wait} s.\n`);
+      res
+        .status(429)
+        .set('retry-after', String(wait))
+        .type('text/plain')
+        .send(`Too many feed requests; wait ${wait} s.\n`);
     },
   });
   const base = (req: Request) => config.web.publicUrl ?? `${req.protocol}://${req.get('host') ?? ''}`;
@@ -78,7 +82,13 @@ export function followingPageRoutes(ctx: AppContext): Router {
     const saved = await core.following.saveWebhook(actorOf(req), ref, { url: field(req, 'url') });
     if (!saved.secret) return res.redirect(303, `/dockerfiles/${req.params.id}`);
     res.set('cache-control', 'no-store');
-    render(req, res, 'webhook-secret.njk', { title: 'Webhook secret', dockerfileId: req.params.id, secret: saved.secret }, 201);
+    render(
+      req,
+      res,
+      'webhook-secret.njk',
+      { title: 'Webhook secret', dockerfileId: req.params.id, secret: saved.secret },
+      201,
+    );
   });
   r.post('/dockerfiles/:id/webhook/secret', requireUser, async (req, res) => {
     const { secret } = await core.following.rotateWebhookSecret(actorOf(req), { id: req.params.id });
@@ -91,4 +101,3 @@ export function followingPageRoutes(ctx: AppContext): Router {
   });
   return r;
 }
-
