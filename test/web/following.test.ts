@@ -274,6 +274,29 @@ for (const engine of ['sqlite', 'pg'] as const) {
       ).toBeUndefined();
     });
 
+    it('a failed build is told too (no diff), and a receiver that keeps failing ends its delivery visibly after worker.maxAttempts', async () => {
+      const down = await receiver(() => ({ status: 503 }));
+      try {
+        expect((await api.post('/dockerfiles/web/webhook', { url: down.url })).status).toBe(200);
+        expect((await api.putDockerfile('web', `${DF2}# fake: fail\n`)).status).toBe(200);
+        const r = await api.post('/builds', { dockerfile: 'web' });
+        const id = ((await r.json()) as Json).build.id as number;
+        expect((await w.waitForBuild(id)).state).toBe('failed');
+        const d = await until(async () => ((await delivery(id))?.state === 'failed' ? delivery(id) : undefined));
+        expect(d).toMatchObject({ attempts: w.config.worker.maxAttempts, response_status: 503 });
+        expect(d!.error).toMatch(/^Kiln gave up: .*answered 503/);
+        expect(down.hits).toHaveLength(w.config.worker.maxAttempts);
+        expect(new Set(down.hits.map((h) => h.headers['x-kiln-delivery'])).size).toBe(1);
+        const body = JSON.parse(down.hits[0]!.body.toString()) as Json;
+        expect(body).toMatchObject({ build: { id, state: 'failed' }, packageDiff: null });
+        const page = await (await alice.get(`/dockerfiles/${dockerfileId}`)).text();
+        expect(page).toContain('Kiln gave up');
+      } finally {
+        await down.close();
+        expect((await api.putDockerfile('web', DF2)).status).toBe(200);
+      }
+    });
+
     it("a redirect is not followed: the delivery fails at once saying so, and the redirect's target hears nothing", async () => {
       const target = await receiver(() => ({ status: 204 }));
       const redirecting = await receiver(() => ({ status: 302, headers: { location: target.url } }));
@@ -346,6 +369,30 @@ describe('webhook destinations on a site that allows no private address', () => 
       expect(body.error.message).toMatch(message);
     }
     expect(await w.db('dockerfile_webhooks').count({ n: '*' })).toEqual([{ n: 0 }]);
+  });
+
+  it("the settings page refuses a private URL with the reason, stores nothing, and shows a new webhook's secret once", async () => {
+    const erin = w.client();
+    await erin.signUp('erin');
+    const id = await erin.createDockerfile('site', DF2);
+    const refused = await erin.postForm(`/dockerfiles/${id}/webhook`, {
+      _csrf: await erin.token(`/dockerfiles/${id}`),
+      url: 'http://169.254.169.254/latest/meta-data/',
+    });
+    expect(refused.status).toBe(403);
+    expect(await refused.text()).toContain('169.254.169.254, an address Kiln does not send to');
+    expect(await w.db('dockerfile_webhooks').where({ dockerfile_id: id }).first()).toBeUndefined();
+    rebindTo = '93.184.216.34';
+    const made = await erin.postForm(`/dockerfiles/${id}/webhook`, {
+      _csrf: await erin.token(`/dockerfiles/${id}`),
+      url: 'https://rebind.test/hook',
+    });
+    expect(made.status).toBe(201);
+    expect(made.headers.get('cache-control')).toContain('no-store');
+    const secret = /<code>([A-Za-z0-9_-]{43})<\/code>/.exec(await made.text())![1]!;
+    const page = await (await erin.get(`/dockerfiles/${id}`)).text();
+    expect(page).toContain('https://rebind.test/hook');
+    expect(page).not.toContain(secret);
   });
 
   it('checks the address again at delivery: a name that now resolves to 127.0.0.1 fails the delivery, and nothing is sent', async () => {
