@@ -113,7 +113,8 @@ export const notifyTask: TaskKind = {
     if (!df || !owner) return;
     const delivered = await d.db.transaction(async (trx) => {
       if (!(await insertNotice(trx, { build_id: build.id, dockerfile_id: df.id, diff }))) return undefined;
-      if (!(ANNOUNCED_STATES as readonly string[]).includes(build.state)) return undefined;
+      // A Dockerfile being deleted announces nothing more (its not-yet-dispatched builds were cancelled by it).
+      if (!(ANNOUNCED_STATES as readonly string[]).includes(build.state) || df.deleting_at) return undefined;
       if (!(await getWebhook(trx, df.id))) return undefined;
       const deliveryId = randomUUID();
       const body = deliveryBody(d, { deliveryId, build, dockerfileName: df.name, owner: owner.username, diff });
