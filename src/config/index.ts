@@ -43,6 +43,19 @@ export function isAddressOrSubnet(v: string): boolean {
 export const HOST_NAME_RE =
   /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
+/** An admin's list of hosts that may resolve to refused addresses (`git.allowHosts`, `webhooks.allowHosts`). */
+const allowHosts = (example: string) =>
+  list([]).pipe(
+    z.array(
+      z
+        .string()
+        .refine(
+          (v) => isAddressOrSubnet(v) || HOST_NAME_RE.test(v),
+          `host names or addresses/prefixes, e.g. ${example} or 10.0.0.0/24`,
+        ),
+    ),
+  );
+
 export const OUTPUT_FORMATS = ['raw', 'qcow2', 'iso', 'tar'] as const;
 /** An IPv4 address or CIDR with an optional `:port`, as `sdk.egressAllow` takes it (src/sdk/egress.ts parses it). */
 export const IPV4_CIDR_PORT_RE = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?(?::(\d{1,5}))?$/;
@@ -219,16 +232,7 @@ export const configSchema = z.object({
        * src/shared/addresses.ts): host names (exact, case-insensitive) or addresses/prefixes such as 10.0.0.5 or
        * 10.0.0.0/24 (the address the name resolves to). Empty: only public addresses.
        */
-      allowHosts: list([]).pipe(
-        z.array(
-          z
-            .string()
-            .refine(
-              (v) => isAddressOrSubnet(v) || HOST_NAME_RE.test(v),
-              'host names or addresses/prefixes, e.g. git.internal.example or 10.0.0.0/24',
-            ),
-        ),
-      ),
+      allowHosts: allowHosts('git.internal.example'),
       /** Local directories a `file://` URL may point into (admin-made mirrors). Empty: file:// is refused. */
       mirrors: list([]).pipe(z.array(z.string().refine((v) => path.isAbsolute(v), 'absolute directories'))),
       /** Whether the repository's submodules (in the build context) are fetched too, each URL checked like the main one. */
@@ -245,6 +249,22 @@ export const configSchema = z.object({
       sshKnownHostsFile: z.string().optional(),
       /** PEM bundle of the CAs https URLs are checked against. Unset: the system's. */
       caFile: z.string().optional(),
+    })
+    .prefault({}),
+  /**
+   * Outgoing webhooks (src/core/following): where a Dockerfile's build-end notices may be POSTed, and how patiently.
+   * Delivered by the worker (`webhook.deliver`), never in a request.
+   */
+  webhooks: z
+    .object({
+      /**
+       * Hosts a webhook URL may name although they resolve to a refused address (loopback, private, link-local, this
+       * machine's own: src/shared/addresses.ts): host names (exact, case-insensitive) or addresses/prefixes, matched
+       * against what the name resolves to. Empty: only public addresses.
+       */
+      allowHosts: allowHosts('hooks.internal.example'),
+      /** Limit of one delivery attempt: connecting, sending and the response's headers and first bytes. */
+      timeoutSeconds: int(10),
     })
     .prefault({}),
   db: z

@@ -24,6 +24,14 @@ import * as tokens from './tokens.js';
 import { Worker, type WorkerOptions } from './tasks/worker.js';
 import * as sshKeys from './ssh-keys.js';
 import * as users from './users.js';
+import { feedTokenStatus, feedXml, revokeFeedToken, rotateFeedToken } from './following/feeds.js';
+import {
+  getWebhookView,
+  removeWebhook,
+  rotateWebhookSecret,
+  saveWebhook,
+  type DockerfileRef,
+} from './following/webhooks.js';
 
 export type { Actor, UserActor, SystemActor, AnonymousActor } from './actor.js';
 export { ANONYMOUS, CLI, WORKER, userActor } from './actor.js';
@@ -54,6 +62,8 @@ export { SCOPES, type Scope } from './actor.js';
 export { authorizeScope } from './policy.js';
 export { tokenState, type NewToken } from './tokens.js';
 export { AuthCache, AUTH_CHANGES_KEPT } from './auth-cache.js';
+export { feedTokenId, FEED_ENTRIES } from './following/feeds.js';
+export { signatureOf, type DeliveryView, type DockerfileRef, type WebhookView } from './following/webhooks.js';
 
 /** Binds every use case to its dependencies: `core.builds.request(actor, {dockerfileId, key})`. */
 export function createCore(deps: CoreDeps) {
@@ -126,6 +136,18 @@ export function createCore(deps: CoreDeps) {
       /** Keeps a build from retention (its owner or an admin; retention.pinsPerUser per owner), or lets it go. */
       pin: (actor: Actor, id: unknown) => pinBuild(deps, actor, id),
       unpin: (actor: Actor, id: unknown) => unpinBuild(deps, actor, id),
+    },
+    /** Following a Dockerfile (following/): feed tokens, Atom feeds, the outgoing webhook. */
+    following: {
+      feedToken: (actor: Actor) => feedTokenStatus(deps, actor),
+      rotateFeedToken: (actor: Actor) => rotateFeedToken(deps, actor),
+      revokeFeedToken: (actor: Actor) => revokeFeedToken(deps, actor),
+      /** A feed as Atom XML, authenticated by its feed token (no actor): any failure is `not_found`. */
+      feed: (o: { token: unknown; dockerfile?: unknown; base: string }) => feedXml(read, o),
+      webhook: (actor: Actor, ref: DockerfileRef) => getWebhookView(deps, actor, ref),
+      saveWebhook: (actor: Actor, ref: DockerfileRef, raw: { url?: unknown }) => saveWebhook(deps, actor, ref, raw),
+      rotateWebhookSecret: (actor: Actor, ref: DockerfileRef) => rotateWebhookSecret(deps, actor, ref),
+      removeWebhook: (actor: Actor, ref: DockerfileRef) => removeWebhook(deps, actor, ref),
     },
     releases: {
       /** A build promoted to a named release (made, copied and signed by the worker). */

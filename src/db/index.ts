@@ -19,3 +19,4 @@ export * from './ssh-keys.js';
 export * from './sessions.js';
 export * from './statements.js';
 export * from './releases.js';
+export * from './following.js';

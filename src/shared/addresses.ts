@@ -79,3 +79,26 @@ export function isRefusedAddress(ip: string, own: ReadonlySet<string> = ownAddre
   if (own.has(a)) return true;
   return DENIED.check(a, family === 4 ? 'ipv4' : 'ipv6');
 }
+
+/**
+ * An admin's allow list (`git.allowHosts`, `webhooks.allowHosts`): whether it lets `host` (by its name) or an address
+ * it resolved to (by address or prefix) through.
+ */
+export function allowedHost(entries: readonly string[], host: string): (address: string) => boolean {
+  const names = new Set(entries.filter((e) => net.isIP(e.split('/')[0]!) === 0).map((e) => e.toLowerCase()));
+  if (names.has(host.toLowerCase())) return () => true;
+  const list = new net.BlockList();
+  for (const e of entries) {
+    const [a, bits] = e.split('/');
+    const fam = net.isIP(a!);
+    if (fam === 0) continue;
+    const type = fam === 4 ? 'ipv4' : 'ipv6';
+    if (bits === undefined) list.addAddress(a!, type);
+    else list.addSubnet(a!, Number(bits), type);
+  }
+  return (address) => {
+    const a = unmapV4(address);
+    const fam = net.isIP(a);
+    return fam !== 0 && list.check(a, fam === 4 ? 'ipv4' : 'ipv6');
+  };
+}

@@ -41,6 +41,7 @@ import { adminRoutes } from './routes/admin.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 import { jobRoutes } from './routes/jobs.js';
 import { buildRoutes, buildApiRoutes } from './routes/builds.js';
+import { feedRoutes, followingPageRoutes } from './routes/following.js';
 import { releaseRoutes } from './routes/releases.js';
 import { exactBytes, humanBytes, humanDuration, shortTime } from './format.js';
 import { opsRoutes } from './routes/ops.js';
@@ -79,6 +80,8 @@ export interface AppOptions {
   hasher?: PasswordHasher;
   /** Told when a request enqueued a task (the composition root wakes its worker). */
   onEnqueue?: () => void;
+  /** How host names are resolved for address checks (webhook URLs, git sources); tests give their own. */
+  lookup?: (host: string) => Promise<string[]>;
   viewsDir?: string;
   publicDir?: string;
 }
@@ -154,6 +157,7 @@ export function createApp(opts: AppOptions): KilnApp {
     now,
     deviceSecret: secret,
     ...(opts.onEnqueue ? { onEnqueue: opts.onEnqueue } : {}),
+    ...(opts.lookup ? { lookup: opts.lookup } : {}),
   });
 
   const app = express() as unknown as KilnApp;
@@ -234,6 +238,9 @@ export function createApp(opts: AppOptions): KilnApp {
   // none of which it uses (a cookie sent to it is never read). Its router exists once the context does (below).
   const v1: { router?: express.Router } = {};
   app.use('/api/v1', (req: Request, res: Response, next: NextFunction) => v1.router!(req, res, next));
+  // The Atom feeds: a feed reader's token in the URL is the credential, never a session (routes/following.ts).
+  const feeds: { router?: express.Router } = {};
+  app.use('/feeds', (req: Request, res: Response, next: NextFunction) => feeds.router!(req, res, next));
 
   const max = config.web.maxDockerfileBytes;
   app.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 }));
@@ -410,19 +417,22 @@ export function createApp(opts: AppOptions): KilnApp {
     ['', jobRoutes(ctx)],
     ['', buildRoutes(ctx)],
     ['', releaseRoutes(ctx)],
+    ['', followingPageRoutes(ctx)],
   ];
   for (const [prefix, router] of mounted) app.use(prefix || '/', router);
   const api = apiV1(ctx);
   v1.router = api.router;
+  feeds.router = feedRoutes(ctx);
   // The route table, for the authorization test that replays every route as anonymous / other user / owner / admin.
-  app.locals.routeTable = [...mounted, ['/api/v1', api.router] as const].flatMap(([prefix, router]) =>
-    (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)
-      .filter((l) => l.route)
-      .flatMap((l) =>
-        Object.keys(l.route!.methods)
-          .filter((m) => m !== '_all')
-          .map((m) => ({ method: m.toUpperCase(), path: prefix + l.route!.path })),
-      ),
+  app.locals.routeTable = [...mounted, ['/api/v1', api.router] as const, ['/feeds', feeds.router] as const].flatMap(
+    ([prefix, router]) =>
+      (router.stack as Array<{ route?: { path: string; methods: Record<string, boolean> } }>)
+        .filter((l) => l.route)
+        .flatMap((l) =>
+          Object.keys(l.route!.methods)
+            .filter((m) => m !== '_all')
+            .map((m) => ({ method: m.toUpperCase(), path: prefix + l.route!.path })),
+        ),
   );
   app.use(notFoundHandler());
   app.use(errorHandler({ logger, render, wantsJson }));

@@ -33,6 +33,7 @@ export interface StartWebOptions {
   hasher?: AppOptions['hasher'];
   /** Wakes this process's task worker when a request enqueued a task. */
   onEnqueue?: AppOptions['onEnqueue'];
+  lookup?: AppOptions['lookup'];
 }
 
 /**

@@ -71,6 +71,8 @@ interface TestWebOptions {
   /** Use a real built-in SSH glue server with the local backend (fake SDK unless sdkCommand is given). */
   realGlue?: true | Pick<TestGlueOptions, 'sdkCommand' | 'concurrency'>;
   logger?: Logger;
+  /** How host names resolve for address checks (webhooks, git), in the web and its worker. */
+  lookup?: (host: string) => Promise<string[]>;
   /** false: no worker runs beside the web (the test runs tasks with `newWorker().drain()`). */
   worker?: false;
   /** Builds the in-process glue's local backend runs at once (default 2). */
@@ -126,6 +128,7 @@ export async function startTestWeb(
     hasher: new PasswordHasher(1),
     limits: DEFAULT_LOGIN_LIMITS,
     ...(opts.clock ? { now: opts.clock } : {}),
+    ...(opts.lookup ? { lookup: opts.lookup } : {}),
   };
   const newWorker = (kinds: Partial<Record<TaskKindName, TaskKind>> = {}) =>
     new Worker(coreDeps, { ...TASK_HANDLERS, ...kinds });
@@ -141,6 +144,7 @@ export async function startTestWeb(
     clock: opts.clock,
     hasher: opts.hasher,
     ...(worker ? { onEnqueue: () => worker.wake() } : {}),
+    ...(opts.lookup ? { lookup: opts.lookup } : {}),
   });
   // As src/cmd/site.ts starts it: a core of its own over the same parts.
   const sshDoor = opts.sshDoor

@@ -21,6 +21,10 @@ const PUBLIC = new Set([
   'GET /api/v1/openapi.json',
   // Authenticated by the delivery's signature, not a session (test/web/git.test.ts: 401 unsigned, 202 unknown repo).
   'POST /api/v1/hooks/git',
+  // Authenticated by the feed token in the URL, not a session: any failure is one 404 (test/web/following.test.ts:
+  // another user's Dockerfile, wrong, rotated and revoked tokens).
+  'GET /feeds/user.atom',
+  'GET /feeds/dockerfiles/:id.atom',
 ]);
 
 /** Routes whose success needs a specific body (the matrix sends a generic one): only the anonymous check applies. */
@@ -46,12 +50,24 @@ const BODY_SPECIFIC = new Set([
   // Adding needs a public key; deleting removes alice's key the first time (test/web/ssh-keys.test.ts).
   'POST /account/ssh-keys',
   'POST /account/ssh-keys/:id/delete',
+  // A webhook needs a URL; a new secret needs a webhook (test/web/following.test.ts runs both).
+  'POST /dockerfiles/:id/webhook',
+  'POST /dockerfiles/:id/webhook/secret',
+  'POST /api/v1/dockerfiles/:name/webhook',
+  'POST /api/v1/dockerfiles/:name/webhook/secret',
 ]);
 /**
  * The REST API names Dockerfiles by name among the caller's own: another user's token finds nothing (404), and so
  * does an admin's (an admin names their own Dockerfiles; others' they reach by build id).
  */
-const BY_NAME = new Set(['GET /api/v1/dockerfiles/:name', 'POST /api/v1/builds']);
+const BY_NAME = new Set([
+  'GET /api/v1/dockerfiles/:name',
+  'POST /api/v1/builds',
+  'GET /api/v1/dockerfiles/:name/webhook',
+  'POST /api/v1/dockerfiles/:name/webhook',
+  'POST /api/v1/dockerfiles/:name/webhook/secret',
+  'POST /api/v1/dockerfiles/:name/webhook/delete',
+]);
 /**
  * The admin console and the metrics: only an admin gets through; any other user gets 403 (checklist case 13),
  * whether or not it owns anything.
@@ -147,6 +163,8 @@ describe('authorization matrix over every route', () => {
       if (p === '/admin/users') return v1.post(p, { username: `matrix${n}` });
       // Promoting takes a release name (a fresh one each time: a name is never given to another build).
       if (p.endsWith('/release')) return v1.post(p, { name: `m${n}` });
+      // A webhook takes a URL (checked before the handler finds the Dockerfile: send a well-formed one).
+      if (p.endsWith('/webhook')) return v1.post(p, { url: 'http://127.0.0.1:9/hook' });
       return v1.post(p, {});
     }
     if (method === 'GET') return c.get(path + (path.endsWith('/log') ? '?offset=0' : ''));
@@ -217,6 +235,15 @@ describe('authorization matrix over every route', () => {
         'GET /api/v1/releases',
         'GET /api/v1/releases/:id',
         'GET /api/v1/releases/:id/files/:name',
+        // Following: feeds, feed tokens, webhooks.
+        'GET /feeds/user.atom',
+        'GET /feeds/dockerfiles/:id.atom',
+        'POST /account/feed-token',
+        'POST /account/feed-token/revoke',
+        'POST /dockerfiles/:id/webhook',
+        'POST /dockerfiles/:id/webhook/delete',
+        'GET /api/v1/dockerfiles/:name/webhook',
+        'POST /api/v1/dockerfiles/:name/webhook/delete',
       ]),
     );
     expect(routes.length).toBeGreaterThan(20);

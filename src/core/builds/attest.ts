@@ -21,6 +21,7 @@ import type { CoreDeps } from '../deps.js';
 import { signingKey, type SigningKey } from '../signing.js';
 import type { TaskKind } from '../tasks/worker.js';
 import { buildOf } from './dispatch.js';
+import { buildEnded } from '../following/notify.js';
 
 /** Artifacts that describe the build rather than being its product: hashed, but not in SHA256SUMS. */
 const RECORDS: ReadonlySet<string> = new Set(['result.json', 'build.log', 'SHA256SUMS', 'SHA256SUMS.sig']);
@@ -129,6 +130,7 @@ export async function attestBuild(
     signature,
     publicKey: key.publicKey,
   });
+  if (done) await buildEnded(s.db, s, build.id);
   // Where a build's end goes between the backend and the user (bench/RESULTS-api.md): streaming and hashing scale
   // with the artifacts, signing and the commit do not.
   if (done)
@@ -151,7 +153,8 @@ async function fail(s: Deps, build: BuildRow, received: readonly Received[], pro
     .filter((r) => r.name === 'build.log' || r.name === 'result.json')
     .map((r) => ({ name: r.name, size: r.size, sha256: r.sha256 }));
   const reason = `The build's artifacts could not be verified: ${problem}.`;
-  await updateBuild(s.db, build.id, ['verifying'], { state: 'failed', reason, artifacts: kept });
+  if (await updateBuild(s.db, build.id, ['verifying'], { state: 'failed', reason, artifacts: kept }))
+    await buildEnded(s.db, s, build.id);
   s.logger.warn({ build: build.id, reason }, 'artifact verification failed');
   return 'failed';
 }
@@ -171,10 +174,13 @@ export const attestTask: TaskKind = {
   },
   async gaveUp(d, task, error) {
     const build = await buildOf(d, task.subject);
-    if (build)
-      await updateBuild(d.db, build.id, ['verifying'], {
+    if (
+      build &&
+      (await updateBuild(d.db, build.id, ['verifying'], {
         state: 'failed',
         reason: `The build's artifacts could not be verified: ${error}.`,
-      });
+      }))
+    )
+      await buildEnded(d.db, d, build.id);
   },
 };

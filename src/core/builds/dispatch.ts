@@ -30,6 +30,7 @@ import { buildIdOf, enqueue } from '../tasks/queue.js';
 import type { TaskKind } from '../tasks/worker.js';
 import { glueKey } from './requeue.js';
 import { needsFetch } from '../git/pin.js';
+import { buildEnded } from '../following/notify.js';
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
 
@@ -140,7 +141,10 @@ export const dispatchTask: TaskKind = {
     } catch (e) {
       if (isTransient(e) || !isKilnError(e)) throw e;
       log.warn({ build: build.id, err: e.message }, 'the glue refused the build');
-      await updateBuild(d.db, build.id, ['requested'], { state: 'failed', reason: e.message, finished_at: nowIso() });
+      if (
+        await updateBuild(d.db, build.id, ['requested'], { state: 'failed', reason: e.message, finished_at: nowIso() })
+      )
+        await buildEnded(d.db, d, build.id);
       return;
     }
     const queued = await d.db.transaction(async (trx) => {
@@ -168,7 +172,10 @@ export const dispatchTask: TaskKind = {
         reason: `Kiln could not hand this build to the build service (${error}); press Build to try again.`,
       });
       // A try may have reached the backend without an answer: take it back.
-      if (failed) await enqueue(trx, d, 'build.withdraw', task.subject);
+      if (failed) {
+        await enqueue(trx, d, 'build.withdraw', task.subject);
+        await buildEnded(trx, d, build.id);
+      }
     });
   },
 };

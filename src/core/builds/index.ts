@@ -44,6 +44,7 @@ import { refuseBuildOverQuota } from '../storage.js';
 import { buildSubject, enqueue, wake } from '../tasks/queue.js';
 import { buildFor } from './access.js';
 import { needsFetch } from '../git/pin.js';
+import { buildEnded } from '../following/notify.js';
 
 export { buildFor, buildVersion } from './access.js';
 export { openArtifact, readLog, type ArtifactDownload } from './artifacts.js';
@@ -237,6 +238,7 @@ export async function cancelBuild(d: CoreDeps, actor: Actor, rawId: unknown): Pr
       })
     ) {
       await enqueue(trx, d, 'build.withdraw', subject);
+      await buildEnded(trx, d, b.id);
     } else {
       // Dispatched between the read and this transaction: the backend has it now.
       await enqueue(trx, d, 'build.cancel', subject);

@@ -28,6 +28,7 @@ import type { TaskKind, TaskResult } from '../tasks/worker.js';
 import { buildOf } from './dispatch.js';
 import { afterInterruption } from './requeue.js';
 import type { WaitedState } from './waits.js';
+import { buildEnded } from '../following/notify.js';
 
 type Deps = Pick<CoreDeps, 'db' | 'glue' | 'logger' | 'config' | 'now'>;
 
@@ -53,6 +54,7 @@ async function takeStatus(d: Deps, build: BuildRow, st: BuildStatus, subject: st
       finished_at: isFinal(next) || next === 'verifying' ? (st.finishedAt ?? nowIso()) : null,
     });
     if (moved && next === 'verifying') await enqueue(trx, d, 'build.attest', subject);
+    if (moved && isFinal(next)) await buildEnded(trx, d, build.id);
   });
   return next;
 }
@@ -108,7 +110,10 @@ export const refreshTask: TaskKind = {
         finished_at: nowIso(),
         reason: `Kiln lost contact with the build service while this build was in it (${error}); press Build to try again.`,
       });
-      if (failed) await enqueue(trx, d, 'build.withdraw', task.subject);
+      if (failed) {
+        await enqueue(trx, d, 'build.withdraw', task.subject);
+        await buildEnded(trx, d, build.id);
+      }
     });
   },
 };
@@ -128,6 +133,7 @@ export const cancelTask: TaskKind = {
           })
         ) {
           await enqueue(trx, d, 'build.withdraw', task.subject);
+          await buildEnded(trx, d, build.id);
         }
       });
       return;
@@ -138,11 +144,14 @@ export const cancelTask: TaskKind = {
     });
     // A build the backend lost meanwhile is not requeued once its owner asked to cancel it.
     if (r.state === 'cancelled' || r.state === 'lost') {
-      await updateBuild(d.db, build.id, ACTIVE_STATES, {
-        state: 'cancelled',
-        reason: 'Cancelled.',
-        finished_at: nowIso(),
-      });
+      if (
+        await updateBuild(d.db, build.id, ACTIVE_STATES, {
+          state: 'cancelled',
+          reason: 'Cancelled.',
+          finished_at: nowIso(),
+        })
+      )
+        await buildEnded(d.db, d, build.id);
       return;
     }
     if (isFinal(r.state)) {

@@ -379,7 +379,11 @@ export interface PackageDiff {
 
 /** Packages added, removed and changed (version) since the previous successful build of the same Dockerfile. */
 export async function packageDiff(d: Deps, actor: Actor, rawId: unknown): Promise<PackageDiff> {
-  const b = await buildFor(d.db, actor, rawId);
+  return diffOfBuild(d, await buildFor(d.db, actor, rawId));
+}
+
+/** The package diff of `b`, read without an actor (the build-end notice, src/core/following, decides who sees it). */
+export async function diffOfBuild(d: Deps, b: BuildRow): Promise<PackageDiff> {
   const previous = await findPreviousSucceeded(d.db, b);
   const empty = {
     build: b,

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { findBuild, nowIso, requeueBuild, updateBuild, type BuildRow } from '../../db/index.js';
 import type { CoreDeps } from '../deps.js';
+import { buildEnded } from '../following/notify.js';
 
 /** Requeues after an interruption; the one after that fails the build. */
 export const MAX_REQUEUES = 1;
@@ -26,7 +27,7 @@ export function glueKey(b: Pick<BuildRow, 'idempotency_key' | 'requeues'>): stri
  * failed with a reason a user can act on. Returns the row as stored afterwards; the caller dispatches a requeued one.
  */
 export async function afterInterruption(
-  s: Pick<CoreDeps, 'db' | 'logger'>,
+  s: Pick<CoreDeps, 'db' | 'logger' | 'config' | 'now'>,
   build: BuildRow,
   why: string,
 ): Promise<BuildRow> {
@@ -45,6 +46,7 @@ export async function afterInterruption(
       reason: `The build was interrupted twice by a fault of the build service, not by your Dockerfile (${why}). Kiln does not retry it again: press Build to start it anew.`,
     })
   ) {
+    await buildEnded(s.db, s, build.id);
     s.logger.warn(
       { build: build.id, backendBuild: build.backend_build, why },
       'build interrupted again after its requeue: failed',

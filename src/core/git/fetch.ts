@@ -25,7 +25,7 @@ import tarStream from 'tar-stream';
 import type { FrozenConfig } from '../../config/index.js';
 import type { NewContext } from '../../db/index.js';
 import type { GitSource } from '../../protocol/index.js';
-import { isRefusedAddress } from '../../shared/addresses.js';
+import { allowedHost, isRefusedAddress } from '../../shared/addresses.js';
 import { KilnError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { run, type RunResult } from '../../shared/subprocess.js';
@@ -237,25 +237,6 @@ export async function checkedAddress(d: GitDeps, host: string): Promise<string> 
       );
   }
   return addresses[0]!;
-}
-
-/** Whether git.allowHosts lets `host` (by its name) or an address it resolved to (by address or prefix) through. */
-function allowedHost(entries: readonly string[], host: string): (address: string) => boolean {
-  const names = new Set(entries.filter((e) => net.isIP(e.split('/')[0]!) === 0).map((e) => e.toLowerCase()));
-  if (names.has(host.toLowerCase())) return () => true;
-  const list = new net.BlockList();
-  for (const e of entries) {
-    const [a, bits] = e.split('/');
-    const fam = net.isIP(a!);
-    if (fam === 0) continue;
-    const type = fam === 4 ? 'ipv4' : 'ipv6';
-    if (bits === undefined) list.addAddress(a!, type);
-    else list.addSubnet(a!, Number(bits), type);
-  }
-  return (address) => {
-    const fam = net.isIP(address);
-    return fam !== 0 && list.check(address, fam === 4 ? 'ipv4' : 'ipv6');
-  };
 }
 
 /** A file:// repository must really be inside a mirror directory (after following symlinks). */

@@ -40,6 +40,7 @@ import type { TaskKind } from '../tasks/worker.js';
 import { branchHead, fetchSource, type Fetched } from './fetch.js';
 import { needsFetch } from './pin.js';
 import { branchOf, parseGitUrl } from './url.js';
+import { buildEnded } from '../following/notify.js';
 
 const gitDeps = (d: CoreDeps) => ({ config: d.config, logger: d.logger, ...(d.lookup ? { lookup: d.lookup } : {}) });
 
@@ -136,8 +137,10 @@ export const gitFetchTask: TaskKind = {
 
 class StaleFetch extends Error {}
 
-const failBuild = (d: CoreDeps, build: BuildRow, reason: string) =>
-  updateBuild(d.db, build.id, ['requested'], { state: 'failed', reason, finished_at: nowIso() });
+async function failBuild(d: CoreDeps, build: BuildRow, reason: string): Promise<void> {
+  if (await updateBuild(d.db, build.id, ['requested'], { state: 'failed', reason, finished_at: nowIso() }))
+    await buildEnded(d.db, d, build.id);
+}
 
 /**
  * `build.fetch`: pins a requested build of a git Dockerfile to a commit (its push's, or the ref's head now) and the
@@ -177,6 +180,7 @@ export const buildFetchTask: TaskKind = {
             reason: `Skipped: commit ${fetched.commit.slice(0, 12)} has not changed since build #${last.id}, which succeeded.`,
             finished_at: nowIso(),
           });
+          if (skipped) await buildEnded(trx, d, build.id);
           return skipped ? 'skipped' : 'gone';
         }
         const pinned = await updateBuild(trx, build.id, ['requested'], {

@@ -7,6 +7,8 @@ import { deleteTask, syncTask } from '../jobs/tasks.js';
 import { buildFetchTask, gitFetchTask, gitPollTask } from '../git/tasks.js';
 import { releaseTask } from '../releases.js';
 import { discardTask, keepTask, retentionTask } from '../retention.js';
+import { notifyTask } from '../following/notify.js';
+import { deliverTask } from '../following/webhooks.js';
 import { reconcileTask } from './reconcile.js';
 import type { TaskKindName } from './queue.js';
 import type { TaskKind } from './worker.js';
@@ -28,4 +30,6 @@ export const TASK_HANDLERS: Readonly<Record<TaskKindName, TaskKind>> = {
   retention: retentionTask,
   'build.discard': discardTask,
   'build.keep': keepTask,
+  'build.notify': notifyTask,
+  'webhook.deliver': deliverTask,
 };

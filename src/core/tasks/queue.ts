@@ -23,6 +23,8 @@ export const TASK_KINDS = [
   'retention',
   'build.discard',
   'build.keep',
+  'build.notify',
+  'webhook.deliver',
 ] as const;
 export type TaskKindName = (typeof TASK_KINDS)[number];
 

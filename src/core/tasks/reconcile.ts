@@ -13,8 +13,11 @@
  *   4. git Dockerfiles: their scheduled builds that are due are requested (Kiln's own timer, git/schedule.ts) and
  *      the following ones not polled for git.pollSeconds get their git.poll;
  *   5. releases still pending have their release.make, and a retention pass is asked for (retention.ts);
- *   6. done tasks older than a day are removed (failed ones stay, for the record).
+ *   6. ended builds without their notice (a crash between the end and its enqueue) get build.notify
+ *      (following/notify.ts);
+ *   7. done tasks older than a day are removed (failed ones stay, for the record).
  */
+import { enqueueMissingNotices } from '../following/notify.js';
 import {
   listBuildsToReconcile,
   listBuildsToWithdraw,
@@ -93,6 +96,7 @@ export const reconcileTask: TaskKind = {
     if (scheduled) log.info({ scheduled }, 'requested scheduled builds of git Dockerfiles');
     await enqueueGitPolls(d);
     await enqueue(d.db, d, 'retention', '');
+    await enqueueMissingNotices(d);
     await pruneDoneTasks(d.db, isoAt(clockOf(d) - DAY_MS));
   },
 };

@@ -14,6 +14,7 @@ import * as m012 from './012_git_sources.js';
 import * as m013 from './013_user_ssh_keys.js';
 import * as m014 from './014_auth_changes.js';
 import * as m015 from './015_releases.js';
+import * as m016 from './016_following.js';
 
 type Migration = { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> };
 
@@ -36,6 +37,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Migration]> = [
   ['013_user_ssh_keys', m013],
   ['014_auth_changes', m014],
   ['015_releases', m015],
+  ['016_following', m016],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

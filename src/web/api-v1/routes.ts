@@ -213,6 +213,73 @@ export function v1Routes(ctx: AppContext, openapi: () => Record<string, unknown>
       },
     }),
 
+    // ------------------------------------------------------------------------------------------------ webhook
+    route({
+      method: 'get',
+      path: '/dockerfiles/{name}/webhook',
+      tag: 'dockerfiles',
+      summary: 'The Dockerfile’s outgoing webhook (never its secret) and its latest deliveries',
+      scope: 'read',
+      params: S.NameParams,
+      responses: { 200: { description: 'The webhook, or null.', json: S.WebhookAnswer }, 404: NOT_FOUND },
+      handle: async ({ res, actor, params }) => {
+        res.json({ webhook: await core.following.webhook(actor, { name: params.name }) });
+      },
+    }),
+    route({
+      method: 'post',
+      path: '/dockerfiles/{name}/webhook',
+      tag: 'dockerfiles',
+      summary: 'Set the URL Kiln POSTs each build end to (a new webhook answers its secret, once)',
+      description:
+        'The URL is checked now: http(s), no credentials, and every address its host resolves to must be public (422/403 otherwise); the worker checks again at each delivery. Deliveries: `X-Kiln-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, `X-Kiln-Delivery` (the same on retries), `X-Kiln-Timestamp` (equal to the body’s `timestamp`).',
+      scope: 'build',
+      params: S.NameParams,
+      body: { kind: 'json', schema: S.WebhookBody },
+      responses: {
+        200: { description: 'The URL changed (the secret is kept).', json: S.WebhookSaved },
+        201: { description: 'Made, with its secret (shown only here).', json: S.WebhookSaved },
+        403: { description: 'The host resolves to an address Kiln does not send to.', json: S.ErrorBody },
+        404: NOT_FOUND,
+      },
+      handle: async ({ res, actor, params, body }) => {
+        const saved = await core.following.saveWebhook(actor, { name: params.name }, { url: body.url });
+        res
+          .set('cache-control', 'no-store')
+          .status(saved.created ? 201 : 200)
+          .json(saved);
+      },
+    }),
+    route({
+      method: 'post',
+      path: '/dockerfiles/{name}/webhook/secret',
+      tag: 'dockerfiles',
+      summary: 'A new webhook secret (the old one stops signing at once); answered once',
+      scope: 'build',
+      params: S.NameParams,
+      responses: {
+        200: { description: 'The new secret.', json: S.WebhookSaved },
+        404: NOT_FOUND,
+        409: { description: 'The Dockerfile has no webhook.', json: S.ErrorBody },
+      },
+      handle: async ({ res, actor, params }) => {
+        const r = await core.following.rotateWebhookSecret(actor, { name: params.name });
+        res.set('cache-control', 'no-store').json({ ...r, created: false });
+      },
+    }),
+    route({
+      method: 'post',
+      path: '/dockerfiles/{name}/webhook/delete',
+      tag: 'dockerfiles',
+      summary: 'Remove the webhook (pending deliveries end as failed)',
+      scope: 'build',
+      params: S.NameParams,
+      responses: { 200: { description: 'Whether there was one.', json: S.WebhookRemoved }, 404: NOT_FOUND },
+      handle: async ({ res, actor, params }) => {
+        res.json(await core.following.removeWebhook(actor, { name: params.name }));
+      },
+    }),
+
     // ------------------------------------------------------------------------------------------------ builds
     route({
       method: 'post',

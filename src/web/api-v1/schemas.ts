@@ -169,6 +169,14 @@ export const TriggerBody = z
       .meta({ description: 'A Dockerfile of yours, by name.' }),
   })
   .strict();
+export const WebhookBody = z
+  .object({
+    url: z
+      .string()
+      .max(2048)
+      .meta({ description: 'http:// or https://, no user or password; its host must resolve to public addresses.' }),
+  })
+  .strict();
 export const PromoteBody = z.object({ name: ReleaseNameField }).strict();
 export const NewUserBody = z.object({ username: z.string(), role: z.enum(['user', 'admin']).default('user') }).strict();
 export const ConfirmBody = z
@@ -415,3 +423,32 @@ export const AdminQueue = z.object({
     .meta({ description: "The build service's own queue; null when it cannot be asked (backendError says why)." }),
   backendError: z.string().optional(),
 });
+
+const WebhookDelivery = z.object({
+  id: z.string().meta({ description: 'The delivery id (X-Kiln-Delivery), the same on every attempt.' }),
+  build: z.number().int(),
+  event: z.string(),
+  state: z.enum(['pending', 'delivered', 'failed']),
+  attempts: z.number().int(),
+  responseStatus: z.number().int().nullable(),
+  error: z.string().nullable(),
+  createdAt: z.string(),
+  attemptedAt: z.string().nullable(),
+  deliveredAt: z.string().nullable(),
+});
+export const Webhook = z.object({
+  url: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  deliveries: z.array(WebhookDelivery).meta({ description: 'The latest deliveries, newest first.' }),
+});
+export const WebhookAnswer = z.object({ webhook: Webhook.nullable() });
+export const WebhookSaved = z.object({
+  webhook: Webhook,
+  created: z.boolean(),
+  secret: z
+    .string()
+    .optional()
+    .meta({ description: 'The signing secret: only when the webhook is made (or its secret rotated), never again.' }),
+});
+export const WebhookRemoved = z.object({ removed: z.boolean() });

@@ -42,6 +42,8 @@ export async function renderAccount(
       sshKeys: await ctx.core.sshKeys.list(actor),
       sshCommand: `ssh${door.port === 22 ? '' : ` -p ${door.port}`} ${door.user}@${host}`,
       sshDoorEnabled: door.enabled,
+      feedToken: await ctx.core.following.feedToken(actor),
+      feedBase: ctx.config.web.publicUrl?.replace(/\/+$/, '') ?? `${req.protocol}://${req.get('host') ?? ''}`,
       keyNotice: typeof req.query.key === 'string' ? KEY_NOTICES[req.query.key] : undefined,
       ...extra,
     },

@@ -179,6 +179,8 @@ export function pageRoutes(ctx: AppContext): Router {
       ...jobPage(await core.jobs.status(actorOf(req), req.params.id)),
       formKey: newFormKey(),
       hookUrl: hookUrl(config, req),
+      webhook: await core.following.webhook(actorOf(req), { id: req.params.id }),
+      feedToken: await core.following.feedToken(actorOf(req)),
     });
   });
 
