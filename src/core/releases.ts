@@ -303,15 +303,17 @@ async function copyArtifact(
   name: ArtifactName,
   file: string,
 ): Promise<{ sha256: string; size: number }> {
+  // The file first: a stream that errors before it is read (an await between) has nobody listening, and its error
+  // would be uncaught. The file is in the release's temp directory, removed whole when the release fails.
+  const fh = await fsp.open(file, 'wx', 0o644);
   let stream;
   try {
-    stream = await d.glue.artifact(b.dockerfile_id, b.backend_build!, name);
-  } catch (e) {
-    if (isKilnError(e, 'not_found')) throw new Refusal(`${name} is gone from the build service`);
-    throw e;
-  }
-  const fh = await fsp.open(file, 'wx', 0o644);
-  try {
+    try {
+      stream = await d.glue.artifact(b.dockerfile_id, b.backend_build!, name);
+    } catch (e) {
+      if (isKilnError(e, 'not_found')) throw new Refusal(`${name} is gone from the build service`);
+      throw e;
+    }
     const h = createHash('sha256');
     let size = 0;
     for await (const chunk of stream) {
@@ -323,7 +325,7 @@ async function copyArtifact(
     await fh.sync();
     return { sha256: h.digest('hex'), size };
   } finally {
-    stream.destroy();
+    stream?.destroy();
     await fh.close();
   }
 }

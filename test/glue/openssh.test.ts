@@ -341,7 +341,16 @@ describe('the two SSH front doors', () => {
       const c = d.client;
       await c.call('job.put', [25], JSON.stringify(fakeSpec('gate door-gone')));
       const { build } = await c.call('job.build', [25, 'door-gone-0001']);
-      await until(async () => (await c.call('build.status', [25, build])).state === 'running', 60_000, 50);
+      // At its gate: running, and its progress line printed (the fake SDK prints it just after the build starts),
+      // so both doors' answers below describe the same moment of the build.
+      await until(
+        async () => {
+          const st = await c.call('build.status', [25, build]);
+          return st.state === 'running' && st.progress !== undefined;
+        },
+        60_000,
+        50,
+      );
       const gone = new AbortController();
       const held = c.wait(25, build, 'running', 60, gone.signal).catch((e: unknown) => e);
       // Held once the door ran it: under OpenSSH a `kiln glue` process of its own.
