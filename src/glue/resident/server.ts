@@ -144,11 +144,11 @@ export async function startResident(o: ResidentOptions): Promise<Resident> {
     sock.pipe(body);
     const gone = () => body.destroy(new Error('the forwarder went away'));
     sock.once('close', gone);
-    // A held request (build.wait) ends when its caller goes away, as at the other doors: the forwarder half-closes
-    // when its stdin ends (sshd closed it, or the caller ended its input) and the connection closes when it dies.
     // Decoded as Node decodes SSH_ORIGINAL_COMMAND for the in-process door, so odd bytes get the same refusal.
     const command = header.command.toString('utf8');
     const verb = command.split(' ', 1)[0]!;
+    // A held request (build.wait) ends when its caller goes away, as at the other doors: the forwarder half-closes
+    // when its stdin ends (sshd closed it, or the caller ended its input) and the connection closes when it dies.
     const callerGone = new AbortController();
     const abortWait = () => callerGone.abort();
     if ((HELD_VERBS as ReadonlySet<string>).has(verb)) {
