@@ -1,5 +1,7 @@
+import { promises as dns } from 'node:dns';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { KilnError, type ErrorCode } from './errors.js';
 
 /**
  * Addresses Kiln never connects to on a user's behalf unless an admin allows them by name: this host, private,
@@ -43,14 +45,14 @@ export const DENIED_V6 = [
 
 function blockList(): net.BlockList {
   const b = new net.BlockList();
-  for (const c of DENIED_V4) {
-    const [a, bits] = c.split('/');
-    b.addSubnet(a!, Number(bits), 'ipv4');
-  }
-  for (const c of DENIED_V6) {
-    const [a, bits] = c.split('/');
-    b.addSubnet(a!, Number(bits), 'ipv6');
-  }
+  for (const [list, type] of [
+    [DENIED_V4, 'ipv4'],
+    [DENIED_V6, 'ipv6'],
+  ] as const)
+    for (const c of list) {
+      const [a, bits] = c.split('/');
+      b.addSubnet(a!, Number(bits), type);
+    }
   return b;
 }
 const DENIED = blockList();
@@ -101,4 +103,53 @@ export function allowedHost(entries: readonly string[], host: string): (address:
     const fam = net.isIP(a);
     return fam !== 0 && list.check(a, fam === 4 ? 'ipv4' : 'ipv6');
   };
+}
+
+/** How host names resolve (every address of the name); dns.lookup by default, tests give their own. */
+export type Lookup = (host: string) => Promise<string[]>;
+
+const defaultLookup: Lookup = async (host) =>
+  (await dns.lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+/** Who asks, for the refusals' wording: git sources and webhooks differ only in these. */
+export interface AddressCheck {
+  /** `git.allowHosts`, `webhooks.allowHosts`. */
+  allowHosts: readonly string[];
+  lookup?: Lookup;
+  /** "The repository's host", "The webhook's host". */
+  subject: string;
+  /** What Kiln does not do there: "fetch from", "send to". */
+  refusedAction: string;
+  /** The variable an admin sets to allow it. */
+  allowVariable: string;
+  /** The code of "does not resolve". */
+  unresolvedCode: ErrorCode;
+}
+
+/**
+ * Every address `host` resolves to must be one Kiln may reach on a user's behalf (or be allowed by the admin's
+ * list); returns the first, the one to connect to (pinned by the caller, so DNS cannot move it after this check).
+ */
+export async function checkedAddress(host: string, o: AddressCheck): Promise<string> {
+  let addresses: string[];
+  if (net.isIP(host)) addresses = [host];
+  else {
+    try {
+      addresses = await (o.lookup ?? defaultLookup)(host);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'ENOTFOUND' || code === 'ENODATA')
+        throw new KilnError(o.unresolvedCode, `${o.subject} ${host} does not resolve.`);
+      throw new KilnError('backend_unavailable', `${o.subject} ${host} could not be resolved now.`, { cause: e });
+    }
+  }
+  if (addresses.length === 0) throw new KilnError(o.unresolvedCode, `${o.subject} ${host} does not resolve.`);
+  const allow = allowedHost(o.allowHosts, host);
+  for (const a of addresses)
+    if (isRefusedAddress(a) && !allow(a))
+      throw new KilnError(
+        'forbidden',
+        `${o.subject} ${host} is at ${a}, an address Kiln does not ${o.refusedAction} (loopback, private, link-local or this machine's own); an admin can allow it with ${o.allowVariable}.`,
+      );
+  return addresses[0]!;
 }

@@ -8,7 +8,7 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { renderAtom } from '../../src/core/following/atom.js';
-import { checkedAddress, parseWebhookUrl } from '../../src/core/following/net.js';
+import { checkedWebhookAddress, parseWebhookUrl } from '../../src/core/following/net.js';
 import { KilnError } from '../../src/shared/errors.js';
 
 const feed = (text: string) =>
@@ -73,7 +73,7 @@ describe('webhook URLs and addresses', () => {
   const config = (allowHosts: string[] = []) => loadConfig({}, { webhooks: { allowHosts } });
   const refusal = async (url: string, lookup: (h: string) => Promise<string[]>, allow: string[] = []) => {
     try {
-      await checkedAddress(config(allow), parseWebhookUrl(url), lookup);
+      await checkedWebhookAddress(config(allow), parseWebhookUrl(url), lookup);
       return 'ok';
     } catch (e) {
       return e instanceof KilnError ? e.code : String(e);

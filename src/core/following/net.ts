@@ -6,22 +6,16 @@
  * move it. One request, no redirects followed, a deadline over the whole attempt, at most MAX_RESPONSE_BYTES of the
  * answer read.
  */
-import { promises as dns } from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import type { FrozenConfig } from '../../config/index.js';
-import { allowedHost, isRefusedAddress } from '../../shared/addresses.js';
+import { checkedAddress, type Lookup } from '../../shared/addresses.js';
 import { KilnError } from '../../shared/errors.js';
-
-export type Lookup = (host: string) => Promise<string[]>;
 
 /** What is read of a receiver's answer (a status line is what counts; the body is kept for the deliveries list). */
 export const MAX_RESPONSE_BYTES = 4096;
 const MAX_URL = 2048;
-
-const defaultLookup: Lookup = async (host) =>
-  (await dns.lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 const refused = (message: string) => new KilnError('invalid_input', message);
 
@@ -51,35 +45,21 @@ const hostOf = (u: URL): string => u.hostname.replace(/^\[|\]$/g, '');
 
 /**
  * Every address `u`'s host resolves to must be one Kiln may reach (or be allowed by `webhooks.allowHosts`); returns
- * the one to connect to. `what` names the moment for the message (saving, delivering).
+ * the one to connect to.
  */
-export async function checkedAddress(
+export const checkedWebhookAddress = (
   config: Pick<FrozenConfig, 'webhooks'>,
   u: URL,
   lookup: Lookup | undefined,
-): Promise<string> {
-  const host = hostOf(u);
-  let addresses: string[];
-  if (net.isIP(host)) addresses = [host];
-  else {
-    try {
-      addresses = await (lookup ?? defaultLookup)(host);
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code === 'ENOTFOUND' || code === 'ENODATA') throw refused(`The webhook's host ${host} does not resolve.`);
-      throw new KilnError('backend_unavailable', `The webhook's host ${host} could not be resolved now.`, { cause: e });
-    }
-  }
-  if (addresses.length === 0) throw refused(`The webhook's host ${host} does not resolve.`);
-  const allow = allowedHost(config.webhooks.allowHosts, host);
-  for (const a of addresses)
-    if (isRefusedAddress(a) && !allow(a))
-      throw new KilnError(
-        'forbidden',
-        `The webhook's host ${host} is at ${a}, an address Kiln does not send to (loopback, private, link-local or this machine's own); an admin can allow it with KILN_WEBHOOKS_ALLOW_HOSTS.`,
-      );
-  return addresses[0]!;
-}
+): Promise<string> =>
+  checkedAddress(hostOf(u), {
+    allowHosts: config.webhooks.allowHosts,
+    ...(lookup ? { lookup } : {}),
+    subject: "The webhook's host",
+    refusedAction: 'send to',
+    allowVariable: 'KILN_WEBHOOKS_ALLOW_HOSTS',
+    unresolvedCode: 'invalid_input',
+  });
 
 export interface PostAnswer {
   status: number;

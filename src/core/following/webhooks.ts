@@ -31,7 +31,7 @@ import { dockerfileByName, dockerfileFor } from '../dockerfiles.js';
 import type { OwnedAction } from '../policy.js';
 import { clockOf } from '../deps.js';
 import type { TaskKind } from '../tasks/worker.js';
-import { checkedAddress, parseWebhookUrl, postPinned } from './net.js';
+import { checkedWebhookAddress, parseWebhookUrl, postPinned } from './net.js';
 import { deliveryIdOf } from './notify.js';
 
 /** The Dockerfile a call names: by id (pages) or by the actor's own name (the REST API). */
@@ -105,7 +105,7 @@ export async function saveWebhook(
 ): Promise<{ webhook: WebhookView; secret?: string; created: boolean }> {
   const df = await target(d, actor, ref, 'dockerfile.update');
   const url = parseWebhookUrl(raw.url);
-  await checkedAddress(d.config, url, d.lookup);
+  await checkedWebhookAddress(d.config, url, d.lookup);
   const secret = newSecret();
   const before = await getWebhook(d.db, df.id);
   const w = await putWebhook(d.db, df.id, url.href, secret);
@@ -164,7 +164,7 @@ export const deliverTask: TaskKind = {
     try {
       // Checked again at every attempt: the name may resolve elsewhere now (DNS rebinding), and the socket
       // connects to this very address.
-      address = await checkedAddress(d.config, url, d.lookup);
+      address = await checkedWebhookAddress(d.config, url, d.lookup);
     } catch (e) {
       if (isKilnError(e, 'backend_unavailable')) {
         await end(null, e.message, 'pending');

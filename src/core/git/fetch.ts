@@ -17,7 +17,6 @@
  * acts on this host. git runs with an environment of ours only (no system or global config, HOME in the temp dir,
  * no prompts, only the URL's protocol allowed, hooks off, redirects off, objects checked by fsck).
  */
-import { promises as dns } from 'node:dns';
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -25,16 +24,13 @@ import tarStream from 'tar-stream';
 import type { FrozenConfig } from '../../config/index.js';
 import type { NewContext } from '../../db/index.js';
 import type { GitSource } from '../../protocol/index.js';
-import { allowedHost, isRefusedAddress } from '../../shared/addresses.js';
+import { checkedAddress, type Lookup } from '../../shared/addresses.js';
 import { KilnError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { run, type RunResult } from '../../shared/subprocess.js';
 import { MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_UPLOAD_BYTES, contextFromTar } from '../build-context.js';
 import { decodeDockerfile } from '../validation.js';
 import { parseGitUrl, type GitUrl } from './url.js';
-
-/** How host names resolve (every address of the name); dns.lookup by default, tests give their own. */
-export type Lookup = (host: string) => Promise<string[]>;
 
 export interface GitDeps {
   config: FrozenConfig;
@@ -65,9 +61,6 @@ const GIT = 'git';
 const MiB = 1024 * 1024;
 /** Temp dirs a crashed worker left behind are removed by the next fetch once this old. */
 const STALE_MS = 3600_000;
-
-const defaultLookup: Lookup = async (host) =>
-  (await dns.lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 /** One fetch's private state: its temp dir, the deadline all its git runs share, how git reaches the host. */
 interface Session {
@@ -199,7 +192,7 @@ async function connectVia(s: Session, u: GitUrl): Promise<string> {
   if (u.kind === 'file') {
     await checkMirror(s.d.config, u.path);
   } else {
-    const address = await checkedAddress(s.d, u.host);
+    const address = await checkedGitAddress(s.d, u.host);
     const v6 = net.isIPv6(address);
     if (u.kind === 'https' && net.isIP(u.host) === 0)
       cfg.push(`http.curloptResolve=${u.host}:${u.port ?? 443}:${v6 ? `[${address}]` : address}`);
@@ -212,32 +205,15 @@ async function connectVia(s: Session, u: GitUrl): Promise<string> {
 }
 
 /** Every address the host resolves to must be one Kiln fetches from; the first is the one git connects to. */
-export async function checkedAddress(d: GitDeps, host: string): Promise<string> {
-  let addresses: string[];
-  if (net.isIP(host)) addresses = [host];
-  else {
-    try {
-      addresses = await (d.lookup ?? defaultLookup)(host);
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code === 'ENOTFOUND' || code === 'ENODATA')
-        throw new KilnError('not_found', `The repository's host ${host} does not resolve.`);
-      throw new KilnError('backend_unavailable', `The repository's host ${host} could not be resolved now.`, {
-        cause: e,
-      });
-    }
-  }
-  if (addresses.length === 0) throw new KilnError('not_found', `The repository's host ${host} does not resolve.`);
-  const allow = allowedHost(d.config.git.allowHosts, host);
-  for (const a of addresses) {
-    if (isRefusedAddress(a) && !allow(a))
-      throw new KilnError(
-        'forbidden',
-        `The repository's host ${host} is at ${a}, an address Kiln does not fetch from (loopback, private, link-local or this machine's own); an admin can allow the host with KILN_GIT_ALLOW_HOSTS.`,
-      );
-  }
-  return addresses[0]!;
-}
+export const checkedGitAddress = (d: GitDeps, host: string): Promise<string> =>
+  checkedAddress(host, {
+    allowHosts: d.config.git.allowHosts,
+    ...(d.lookup ? { lookup: d.lookup } : {}),
+    subject: "The repository's host",
+    refusedAction: 'fetch from',
+    allowVariable: 'KILN_GIT_ALLOW_HOSTS',
+    unresolvedCode: 'not_found',
+  });
 
 /** A file:// repository must really be inside a mirror directory (after following symlinks). */
 async function checkMirror(config: FrozenConfig, p: string): Promise<void> {
